@@ -1,0 +1,85 @@
+"""Entry point of the ``benchmint`` command.
+
+Each command group lives in its own module (``cli/<group>.py``) and is registered here. User errors
+(:class:`benchmint.core.errors.UserError`) print one line and exit 2; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from benchmint import __version__
+from benchmint.cli import env as env_cmd
+from benchmint.cli.common import console, err_console, state
+from benchmint.core.errors import UserError
+
+app = typer.Typer(
+    name="benchmint",
+    help="Benchmarks minted from real workloads, LLM inference benchmarking, and a results dataset to learn from.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"benchmint {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """benchmint: record, replay and measure AI workloads; keep every run; learn from the results."""
+    state.debug = debug or bool(os.environ.get("BENCHMINT_DEBUG"))
+
+
+app.command("env", help=env_cmd.__doc__)(env_cmd.env)
+
+
+def _register() -> None:
+    """Command groups are added here, one module each."""
+    from benchmint.cli import demo
+
+    app.command("demo", help=demo.__doc__)(demo.demo)
+
+
+_register()
+
+
+def run(argv: list[str] | None = None) -> None:
+    """Console-script entry: runs the app and turns user errors into one line and exit code 2."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or bool(os.environ.get("BENCHMINT_DEBUG"))
+    try:
+        # standalone mode: click prints usage errors itself (exit 2) and handles --help/--version
+        app(args=argv, prog_name="benchmint", standalone_mode=True)
+    except UserError as e:
+        if debug:
+            raise
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+    except Exception as e:  # an unexpected failure: still one line unless --debug
+        if debug:
+            raise
+        err_console.print(
+            f"[bold red]error:[/] {type(e).__name__}: {e} (run with --debug for the traceback)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(1)
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,45 @@
+"""``benchmint demo``: the whole loop on this machine, offline, in a few minutes.
+
+Each step is a function of a :class:`DemoContext`; steps run in the order of :data:`STEPS`. A step adds the
+RunRecords it produced to ``ctx.records`` and the files it wrote to ``ctx.artifacts``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+
+
+@dataclass
+class DemoContext:
+    out: Path
+    console: Console
+    results_dir: Path
+    quick: bool = False
+    records: list = field(default_factory=list)
+    artifacts: dict[str, Path] = field(default_factory=dict)
+
+
+Step = Callable[[DemoContext], None]
+
+# (title, function) in the order they run; each layer's issue adds its step here.
+STEPS: list[tuple[str, Step]] = []
+
+
+def run_demo(out: Path, results_dir: Path, console: Console | None = None, quick: bool = False) -> DemoContext:
+    console = console or Console()
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = DemoContext(out=out, console=console, results_dir=results_dir, quick=quick)
+    for i, (title, step) in enumerate(STEPS, 1):
+        console.rule(f"[bold]step {i}/{len(STEPS)}: {title}")
+        t0 = time.perf_counter()
+        step(ctx)
+        console.print(f"[dim]step {i} took {time.perf_counter() - t0:.1f} s[/]")
+    console.rule("[bold green]demo done")
+    for name, path in ctx.artifacts.items():
+        console.print(f"  {name}: {path}")
+    return ctx

@@ -1,0 +1,1 @@
+"""LLM inference benchmarking: workloads -> schedule -> backends -> request records -> metrics."""

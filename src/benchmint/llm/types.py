@@ -1,0 +1,61 @@
+"""The contract between workloads, the scheduler, backends, metrics and the LoadGen adapter.
+
+A backend turns a :class:`GenRequest` into a :class:`RequestRecord`. All times are monotonic nanoseconds from
+:func:`benchmint.core.clock.now_ns`. The scheduler fills ``scheduled_ns``; the backend fills the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass
+class GenRequest:
+    id: int
+    prompt: str | list[dict[str, str]]  # a completion prompt, or chat messages
+    max_tokens: int
+    input_tokens: int | None = None  # known prompt length in tokens, when the workload tokenized it
+    reference: str | None = None  # reference answer, for accuracy
+    ignore_eos: bool = True  # ask the server to generate exactly max_tokens when it supports it
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RequestRecord:
+    id: int
+    scheduled_ns: int = 0
+    sent_ns: int = 0
+    first_token_ns: int | None = None
+    chunk_ns: list[int] = field(default_factory=list)  # arrival time of each streamed chunk with content
+    end_ns: int | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    output_tokens_source: str | None = None  # usage | tokenizer | chunks | engine
+    chunk_count: int = 0
+    text: str = ""
+    error_kind: str | None = None  # connect | timeout | http_4xx | http_5xx | reset | malformed | other
+    error: str | None = None
+    warmup: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error_kind is None
+
+
+FirstTokenHook = Callable[[RequestRecord], None]
+
+
+class Backend(Protocol):
+    """What the scheduler and the LoadGen adapter drive. Implementations are registered by ``kind``."""
+
+    kind: str
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def generate(self, req: GenRequest, on_first_token: FirstTokenHook | None = None) -> RequestRecord:
+        """Send one request; call ``on_first_token`` as soon as the first token arrives."""
+        ...

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def test_version_and_help():
+    out = subprocess.run([sys.executable, "-m", "benchmint.cli.main", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("benchmint ")
+    out = subprocess.run([sys.executable, "-m", "benchmint.cli.main", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    assert "env" in out.stdout and "demo" in out.stdout
+
+
+def test_env_json_reports_host_and_packages():
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmint.cli.main", "env", "--json"], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout)
+    assert info["cpu_cores_logical"] >= 1
+    assert info["memory_bytes"] > 0
+    assert "torch" in info["packages"]
+    assert isinstance(info["gpus"], list)
+
+
+def test_bad_flag_exits_2_without_traceback():
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmint.cli.main", "env", "--no-such-flag"], capture_output=True, text=True
+    )
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+
+
+def test_user_error_is_one_line_exit_2(monkeypatch, capsys):
+    import typer
+
+    from benchmint.cli import main
+    from benchmint.core.errors import UserError
+
+    def boom() -> None:
+        raise UserError("thing.json: not found; pass an existing file")
+
+    app = typer.Typer()
+    app.command("boom")(boom)
+    app.command("other")(boom)
+    monkeypatch.setattr(main, "app", app)
+    try:
+        main.run(["boom"])
+    except SystemExit as e:
+        assert e.code == 2
+    err = capsys.readouterr().err
+    assert "error: thing.json: not found" in err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
