@@ -34,9 +34,12 @@ def _new_id() -> str:
 
 
 def default_provenance() -> dict:
+    """Command line, benchmint version and the git revision of the current directory when it is in a git
+    repository (see :func:`benchmint.results.metadata.provenance` to name another repository)."""
     from benchmint import __version__
+    from benchmint.results.metadata import git_revision
 
-    return {"command_line": list(sys.argv), "benchmint_version": __version__}
+    return {"command_line": list(sys.argv), "benchmint_version": __version__, "git_revision": git_revision()}
 
 
 @dataclass
