@@ -1,0 +1,1 @@
+"""Models built locally from configs (random weights), so benchmarks run with no network."""
