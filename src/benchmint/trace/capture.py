@@ -1,0 +1,327 @@
+"""Capture an execution trace (ET) and a Kineto trace of chosen steps of a user's own loop.
+
+Two added lines in a training or inference loop::
+
+    from benchmint.trace.capture import Capture
+
+    with Capture("cap-out") as cap:          # warm-up, measure, then record
+        for batch in data:
+            train_step(batch)
+            cap.step()                        # marks the end of one step
+
+Steps run in three phases: ``warmup`` steps with nothing attached, ``measure`` steps timed WITHOUT any
+observer (their median wall time is the step's true time, written to ``capture.json``), then ``record`` steps
+with the ExecutionTraceObserver and the Kineto profiler attached, each wrapped in a ``ProfilerStep#N``
+record_function. Recording slows the step down (1.5x-5x on small CPU models), which is why the un-observed time
+is measured separately: replay reproduces that time, not the recorded one.
+
+Files written into the output folder: ``et.json`` (execution trace), ``kineto.json`` (Chrome trace of the
+Kineto profiler), ``capture.json`` (timings and context; ``schema_version`` 1.0).
+
+The command-line form (``benchmint capture --out DIR -- python train.py ...``) runs the script under
+``python -m benchmint.trace.capture``, which starts a process-wide capture from environment variables. A script
+marks its steps with :func:`step` (a no-op when no capture is active); training scripts that call
+``optimizer.step()`` need no added line at all, as the end of each optimizer step is taken as a step boundary
+until the script calls :func:`step` itself.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import runpy
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmint.core import clock
+from benchmint.core.errors import UserError
+from benchmint.core.jsonio import write_json
+
+SCHEMA_VERSION = "1.0"
+ET_NAME = "et.json"
+KINETO_NAME = "kineto.json"
+CAPTURE_NAME = "capture.json"
+MIN_MEASURE = 5
+
+ENV_OUT = "BENCHMINT_CAPTURE_OUT"
+ENV_WARMUP = "BENCHMINT_CAPTURE_WARMUP"
+ENV_MEASURE = "BENCHMINT_CAPTURE_MEASURE"
+ENV_RECORD = "BENCHMINT_CAPTURE_RECORD"
+ENV_CMD = "BENCHMINT_CAPTURE_CMD"
+
+
+def _percentile(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    if not s:
+        return float("nan")
+    k = (len(s) - 1) * q
+    lo = int(k)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def _device_in_use(device: str | None) -> str:
+    if device:
+        return device
+    try:
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            return f"cuda:{torch.cuda.current_device()}"
+    except Exception:
+        pass
+    return "cpu"
+
+
+@dataclass
+class Capture:
+    """Warm up, measure un-observed step times, then record ET + Kineto of ``record`` steps.
+
+    Call :meth:`step` at the end of every step. Extra calls after the capture is done are no-ops, so the loop
+    may run longer than ``warmup + measure + record`` steps. The files are written when the last recorded step
+    ends (or on :meth:`close`, which also runs when the ``with`` block exits).
+    """
+
+    out: str | os.PathLike
+    warmup: int = 3
+    measure: int = 5
+    record: int = 1
+    device: str | None = None
+    record_shapes: bool = True
+    command_line: list[str] | None = None
+    step_times_s: list[float] = field(default_factory=list, init=False)
+    recorded_times_s: list[float] = field(default_factory=list, init=False)
+    done: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        if self.measure < MIN_MEASURE:
+            raise UserError(f"capture: measure={self.measure} steps is too few; use at least {MIN_MEASURE}")
+        if self.record < 1 or self.warmup < 0:
+            raise UserError("capture: record must be >= 1 and warmup >= 0")
+        self.out = Path(self.out)
+        self._n = 0  # steps completed
+        self._t0: int | None = None
+        self._et: Any = None
+        self._prof: Any = None
+        self._rf: Any = None
+        self._threads = None
+        self._sync = None
+
+    # -- context manager -----------------------------------------------------------------------------------
+    def __enter__(self) -> Capture:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Start timing the first step (done by ``with``; call it yourself when not using ``with``)."""
+        import torch
+
+        self._threads = torch.get_num_threads()
+        dev = _device_in_use(self.device)
+        self._sync = torch.cuda.synchronize if dev.startswith("cuda") else None
+        self._t0 = clock.now_ns()
+
+    @property
+    def recording(self) -> bool:
+        return self._et is not None
+
+    def step(self) -> None:
+        """Mark the end of one step of the user's loop."""
+        if self.done:
+            return
+        if self._t0 is None:
+            self.start()
+        if self._sync is not None:
+            self._sync()
+        now = clock.now_ns()
+        if self.recording:
+            self._end_recorded_step(now)
+        else:
+            elapsed = (now - self._t0) / 1e9  # type: ignore[operator]
+            if self._n >= self.warmup:
+                self.step_times_s.append(elapsed)
+        self._n += 1
+        if self.done:
+            return
+        if self._n == self.warmup + self.measure:
+            self._start_recording()
+        elif self.recording:
+            self._open_step_scope()
+        self._t0 = clock.now_ns()
+
+    # -- recording -----------------------------------------------------------------------------------------
+    def _start_recording(self) -> None:
+        import torch
+        from torch.profiler import ExecutionTraceObserver, ProfilerActivity, profile
+
+        self.out.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
+        activities = [ProfilerActivity.CPU]
+        if self._sync is not None:
+            activities.append(ProfilerActivity.CUDA)
+        self._prof = profile(activities=activities, record_shapes=self.record_shapes)
+        self._prof.__enter__()
+        et = ExecutionTraceObserver()
+        et.register_callback(str(self.out / ET_NAME))  # type: ignore[operator]
+        et.start()
+        self._et = et
+        del torch
+        self._open_step_scope()
+
+    def _open_step_scope(self) -> None:
+        from torch.autograd.profiler import record_function
+
+        self._rf = record_function(f"ProfilerStep#{self._n}")
+        self._rf.__enter__()
+
+    def _end_recorded_step(self, now: int) -> None:
+        self._rf.__exit__(None, None, None)
+        self._rf = None
+        self.recorded_times_s.append((now - self._t0) / 1e9)  # type: ignore[operator]
+        if len(self.recorded_times_s) >= self.record:
+            self._stop_recording()
+
+    def _stop_recording(self) -> None:
+        if self._rf is not None:
+            self._rf.__exit__(None, None, None)
+            self._rf = None
+        self._et.stop()
+        self._et.unregister_callback()
+        self._et = None
+        self._prof.__exit__(None, None, None)
+        self._prof.export_chrome_trace(str(self.out / KINETO_NAME))  # type: ignore[operator]
+        self._prof = None
+        self.done = True
+        self.write_summary()
+
+    def close(self) -> None:
+        """Finish: stop observers if a recorded step is open, and write ``capture.json``."""
+        if self.recording:
+            self._stop_recording()
+        elif not self.done:
+            self.write_summary()
+            self.done = True
+
+    # -- summary -------------------------------------------------------------------------------------------
+    def summary(self) -> dict:
+        import torch
+
+        from benchmint.core.system import host_summary
+
+        xs = self.step_times_s
+        files = {}
+        for key, name in (("et", ET_NAME), ("kineto", KINETO_NAME)):
+            if (self.out / name).exists():  # type: ignore[operator]
+                files[key] = name
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "step_time_s": {
+                "median": statistics.median(xs) if xs else None,
+                "p10": _percentile(xs, 0.1) if xs else None,
+                "p90": _percentile(xs, 0.9) if xs else None,
+                "n": len(xs),
+                "values": xs,
+            },
+            "recorded_step_time_s": self.recorded_times_s,
+            "how_measured": (
+                "wall time between consecutive step() calls, time.perf_counter_ns, no profiler or observer "
+                f"attached, after {self.warmup} warm-up steps"
+                + ("; torch.cuda.synchronize() at each step boundary" if self._sync is not None else "")
+            ),
+            "complete": bool(self.recorded_times_s) and len(xs) >= MIN_MEASURE,
+            "warmup_steps": self.warmup,
+            "measured_steps": len(xs),
+            "recorded_steps": len(self.recorded_times_s),
+            "threads": self._threads if self._threads is not None else torch.get_num_threads(),
+            "device": _device_in_use(self.device),
+            "torch_version": torch.__version__,
+            "host": host_summary(),
+            "command_line": self.command_line if self.command_line is not None else list(sys.argv),
+            "files": files,
+        }
+
+    def write_summary(self) -> Path:
+        self.out.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
+        return write_json(self.out / CAPTURE_NAME, self.summary())  # type: ignore[operator]
+
+
+def capture_steps(fn: Any, out: str | os.PathLike, warmup: int = 3, measure: int = 5, record: int = 1,
+                  device: str | None = None) -> dict:
+    """Capture ``fn()`` (one step) called repeatedly; returns the ``capture.json`` content."""
+    cap = Capture(out, warmup=warmup, measure=measure, record=record, device=device)
+    with cap:
+        while not cap.done:
+            fn()
+            cap.step()
+    return cap.summary()
+
+
+# -- process-wide capture for the CLI -------------------------------------------------------------------------
+_active: Capture | None = None
+_manual = False
+
+
+def step() -> None:
+    """Mark the end of a step for a capture started by ``benchmint capture``; a no-op otherwise."""
+    global _manual
+    _manual = True
+    if _active is not None:
+        _active.step()
+
+
+def _optimizer_hook(*_: object) -> None:
+    if _active is not None and not _manual:
+        _active.step()
+
+
+def start_from_env() -> Capture | None:
+    """Start the process-wide capture described by ``BENCHMINT_CAPTURE_*`` variables (used by the CLI)."""
+    global _active
+    out = os.environ.get(ENV_OUT)
+    if not out or _active is not None:
+        return _active
+    cmd = os.environ.get(ENV_CMD)
+    cap = Capture(
+        out,
+        warmup=int(os.environ.get(ENV_WARMUP, "3")),
+        measure=int(os.environ.get(ENV_MEASURE, "5")),
+        record=int(os.environ.get(ENV_RECORD, "1")),
+        command_line=cmd.split("\x1f") if cmd else list(sys.argv),
+    )
+    try:
+        from torch.optim.optimizer import register_optimizer_step_post_hook
+
+        register_optimizer_step_post_hook(_optimizer_hook)
+    except Exception:  # pragma: no cover - older torch
+        pass
+    cap.start()
+    _active = cap
+    atexit.register(cap.close)
+    return cap
+
+
+def _main(argv: list[str]) -> None:
+    """``python -m benchmint.trace.capture script.py args`` or ``... -m module args``."""
+    if not argv:
+        raise SystemExit("usage: python -m benchmint.trace.capture (SCRIPT | -m MODULE) [ARGS...]")
+    start_from_env()
+    if argv[0] == "-m":
+        sys.argv = argv[1:]
+        runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+    else:
+        sys.argv = argv
+        sys.path.insert(0, str(Path(argv[0]).resolve().parent))
+        runpy.run_path(argv[0], run_name="__main__")
+
+
+if __name__ == "__main__":
+    # run through the importable module so that the user's ``from benchmint.trace import capture`` sees the
+    # same process-wide state as this entry point
+    from benchmint.trace import capture as _mod
+
+    _mod._main(sys.argv[1:])
