@@ -1,0 +1,136 @@
+"""The Python API behind ``benchmint results``: list, show, query, export and import, over a ResultsStore."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import decimal
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from benchmint.core.errors import UserError
+from benchmint.core.jsonio import atomic_write_bytes
+from benchmint.results.store import ResultsStore, StoreWarning
+
+EXPORT_FORMATS = ("csv", "parquet", "jsonl")
+LIST_COLUMNS = ("id", "created", "kind", "status", "model", "scenario", "headline")
+
+
+def open_store(path: str | os.PathLike | None) -> ResultsStore:
+    return ResultsStore(path)
+
+
+def quietly(fn, *args, **kwargs):
+    """Call ``fn`` with the store's own warnings silenced (callers print ``store.problems`` themselves)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StoreWarning)
+        return fn(*args, **kwargs)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, decimal.Decimal):
+        return float(obj)
+    if isinstance(obj, _dt.datetime | _dt.date | _dt.time):
+        return obj.isoformat()
+    if isinstance(obj, _dt.timedelta):
+        return obj.total_seconds()
+    if isinstance(obj, bytes):
+        return obj.hex()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot serialize {type(obj).__name__}")
+
+
+def rows_as_json(columns: list[str], rows: list[tuple], indent: bool = True) -> str:
+    """Query rows as a JSON list of objects (one per row, keys = column names)."""
+    objs = [dict(zip(columns, r, strict=True)) for r in rows]
+    opt = orjson.OPT_INDENT_2 if indent else 0
+    return orjson.dumps(objs, default=_json_default, option=opt | orjson.OPT_NON_STR_KEYS).decode()
+
+
+def headline(rec) -> str:
+    """One short figure that says what a run measured."""
+    m = rec.metrics or {}
+    tp = m.get("throughput") if isinstance(m.get("throughput"), dict) else {}
+    parts = []
+    if isinstance(m.get("error"), int | float):
+        parts.append(f"replay error {m['error']:+.1%}")
+    if tp.get("output_tokens_per_s") is not None:
+        parts.append(f"{tp['output_tokens_per_s']:.4g} tok/s")
+    elif tp.get("samples_per_s") is not None:
+        parts.append(f"{tp['samples_per_s']:.4g} samples/s")
+    elif tp.get("requests_per_s") is not None:
+        parts.append(f"{tp['requests_per_s']:.4g} req/s")
+    ttft = m.get("ttft_s")
+    if isinstance(ttft, dict) and ttft.get("p99") is not None:
+        parts.append(f"TTFT p99 {ttft['p99'] * 1000:.3g} ms")
+    lat = m.get("latency_s")
+    if isinstance(lat, dict):
+        for k in ("p90", "p99"):
+            if lat.get(k) is not None:
+                parts.append(f"latency {k} {lat[k] * 1000:.3g} ms")
+                break
+    return ", ".join(parts)
+
+
+def list_rows(store: ResultsStore, kind: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    recs = quietly(store.records)
+    if kind:
+        recs = [r for r in recs if r.kind == kind]
+    if limit:
+        recs = recs[-limit:]
+    out = []
+    for r in recs:
+        out.append({
+            "id": r.id,
+            "created": _dt.datetime.fromtimestamp(r.created_s, _dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            "kind": r.kind,
+            "status": r.status,
+            "model": (r.workload or {}).get("model_name"),
+            "scenario": (r.config or {}).get("scenario"),
+            "headline": headline(r),
+        })
+    return out
+
+
+def export(store: ResultsStore, fmt: str, out: str | os.PathLike) -> tuple[Path, int]:
+    """Write the whole store as CSV or Parquet (table ``runs``, flattened) or JSONL (one full record per
+    line). Returns (path, number of runs)."""
+    if fmt not in EXPORT_FORMATS:
+        raise UserError(f"unknown export format {fmt!r}; expected one of {', '.join(EXPORT_FORMATS)}")
+    out = Path(out)
+    recs = quietly(store.records)
+    if fmt == "jsonl":
+        data = b"".join(orjson.dumps(r.to_dict(), option=orjson.OPT_SERIALIZE_NUMPY) + b"\n" for r in recs)
+        atomic_write_bytes(out, data)
+        return out, len(recs)
+    import io
+
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    table = store.table(recs)
+    buf = io.BytesIO()
+    if fmt == "csv":
+        pacsv.write_csv(table, buf)
+    else:
+        pq.write_table(table, buf, compression="zstd")
+    atomic_write_bytes(out, buf.getvalue())
+    return out, len(recs)
+
+
+def import_into(store: ResultsStore, paths: list[str | os.PathLike], fmt: str | None = None) -> tuple[int, int]:
+    """Import MLPerf results into the store; returns (records read, records new to the store)."""
+    from benchmint.results.importers import import_results
+
+    recs = import_results(paths, None if fmt in (None, "auto") else fmt)
+    if not recs:
+        return 0, 0
+    existing = {r.id for r in quietly(store.records)}
+    new = [r for r in recs if r.id not in existing]
+    if new:
+        store.append_many(new)
+    return len(recs), len(new)

@@ -1,0 +1,407 @@
+"""Import official MLPerf Inference results into RunRecords of kind ``imported``.
+
+Two layouts are read:
+
+- ``summary.csv`` of the mlcommons/inference_results_v* repositories (one row per system, benchmark and
+  scenario; columns ``Organization, Availability, Division, SystemType, SystemName, Platform, Model,
+  MlperfModel, Scenario, Result, Accuracy, number_of_nodes, host_processor_model_name, ...,
+  accelerator_model_name, accelerators_per_node, Location, framework, operating_system, ..., version, Units``);
+- the Open MLPerf dataset (flexaihq/flexbench ``OpenMLPerf-dataset``) as JSON (a list of objects) or
+  Parquet, with flattened keys such as ``system.accelerator.name`` and ``metrics.result_per_accelerator``.
+
+Units are normalized into the same metric names our own runs use (docs/results.md):
+``Tokens/s`` -> ``metrics.throughput.output_tokens_per_s``; ``Samples/s`` and ``Queries/s`` ->
+``metrics.throughput.samples_per_s``; ``Latency (ms)`` -> ``metrics.latency_s.p90`` (SingleStream) or
+``.p99`` (MultiStream) in seconds; ``Watts`` -> ``metrics.power_w``; ``millijoules`` ->
+``metrics.energy_per_sample_j``. Memory capacities given in GB become bytes (GB = 10^9 bytes) and parameter
+counts given in billions become counts. The original value and unit stay in ``metrics.result``.
+
+Ids are derived from the source row (``mlperf-<hash>`` / ``openmlperf-<debug_uid>``), so importing the same
+results twice stores them once.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import re
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from benchmint.core.errors import UserError
+from benchmint.results.record import RunRecord
+
+GB = 10**9
+
+SUMMARY_REQUIRED = ("Organization", "Division", "SystemName", "Model", "Scenario", "Result", "Units")
+OPEN_MLPERF_REQUIRED = ("model.name", "submission.scenario", "metrics.result", "metrics.units",
+                        "system.accelerator.name")
+
+
+# ------------------------------------------------------------------------------------------ units
+def _norm_unit(unit: str) -> str:
+    return re.sub(r"\s+", " ", str(unit or "")).strip().lower()
+
+
+def normalize_result(value: float | None, unit: str, scenario: str | None,
+                     accelerators: int | None = None) -> dict[str, Any]:
+    """The metrics block for one official result: the raw value and unit plus normalized metrics."""
+    metrics: dict[str, Any] = {"result": {"value": value, "unit": unit}}
+    if value is None:
+        return metrics
+    u = _norm_unit(unit)
+    per_acc = value / accelerators if accelerators else None
+    if u in ("tokens/s", "tokens/sec", "tokens per second"):
+        metrics["throughput"] = {"output_tokens_per_s": value}
+        if per_acc is not None:
+            metrics["throughput"]["output_tokens_per_s_per_accelerator"] = per_acc
+    elif u in ("samples/s", "queries/s", "samples/sec", "queries/sec", "qps"):
+        metrics["throughput"] = {"samples_per_s": value}
+        if per_acc is not None:
+            metrics["throughput"]["samples_per_s_per_accelerator"] = per_acc
+    elif u in ("latency (ms)", "ms", "milliseconds"):
+        key = "p99" if (scenario or "").lower() == "multistream" else "p90"
+        metrics["latency_s"] = {key: value / 1000.0}
+    elif u in ("latency (s)", "s", "seconds"):
+        key = "p99" if (scenario or "").lower() == "multistream" else "p90"
+        metrics["latency_s"] = {key: value}
+    elif u in ("watts", "w"):
+        metrics["power_w"] = value
+    elif u in ("millijoules", "mj"):
+        metrics["energy_per_sample_j"] = value / 1000.0
+    elif u in ("joules", "j"):
+        metrics["energy_per_sample_j"] = value
+    return metrics
+
+
+def _float(v: Any) -> float | None:
+    if v is None:
+        return None
+    if isinstance(v, int | float):
+        return None if v != v else float(v)  # NaN -> None
+    s = str(v).strip().strip('"')
+    if not s or s.lower() in ("nan", "none", "null", "n/a", "-"):
+        return None
+    try:
+        return float(s)
+    except ValueError:
+        return None
+
+
+def _int(v: Any) -> int | None:
+    f = _float(v)
+    return int(f) if f is not None else None
+
+
+def _str(v: Any) -> str | None:
+    if v is None:
+        return None
+    if isinstance(v, float) and v != v:
+        return None
+    s = str(v).strip()
+    return s or None
+
+
+def _gb_to_bytes(v: Any) -> int | None:
+    f = _float(v)
+    return int(round(f * GB)) if f is not None else None
+
+
+def _params(v: Any) -> int | None:
+    """Parameter counts: Open MLPerf gives billions (70.0); a large number is taken as a count."""
+    f = _float(v)
+    if f is None:
+        return None
+    return int(round(f * 1e9)) if f < 1e5 else int(f)
+
+
+def _stable_id(prefix: str, *parts: Any) -> str:
+    h = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()[:16]
+    return f"{prefix}-{h}"
+
+
+def _provenance(path: Path, fmt: str, row: int, **extra: Any) -> dict[str, Any]:
+    import sys
+
+    from benchmint import __version__
+
+    out = {"source": str(path), "source_format": fmt, "source_row": row, "imported_s": time.time(),
+           "command_line": list(sys.argv), "benchmint_version": __version__}
+    out.update({k: v for k, v in extra.items() if v is not None})
+    return out
+
+
+# ------------------------------------------------------------------------------------------ summary.csv
+def read_summary_csv(path: str | os.PathLike) -> list[RunRecord]:
+    """RunRecords from an MLPerf Inference ``summary.csv``; :class:`UserError` naming the file and the
+    missing columns when the layout does not match."""
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            header = [h.strip() for h in (reader.fieldnames or [])]
+            missing = [c for c in SUMMARY_REQUIRED if c not in header]
+            if missing:
+                raise UserError(
+                    f"{path}: not an MLPerf summary.csv: missing column(s) {', '.join(missing)} "
+                    f"(found: {', '.join(header) if header else 'no header'})"
+                )
+            rows = [{(k or "").strip(): v for k, v in r.items()} for r in reader]
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not a text CSV file ({e})") from None
+    except csv.Error as e:
+        raise UserError(f"{path}: malformed CSV ({e})") from None
+    return [_summary_row(path, i, r) for i, r in enumerate(rows, start=2)]
+
+
+def _summary_row(path: Path, line: int, r: dict[str, Any]) -> RunRecord:
+    scenario = _str(r.get("Scenario"))
+    unit = _str(r.get("Units")) or ""
+    value = _float(r.get("Result"))
+    nodes = _int(r.get("number_of_nodes")) or 1
+    per_node = _int(r.get("accelerators_per_node"))
+    accelerators = per_node * nodes if per_node else None
+    metrics = normalize_result(value, unit, scenario, accelerators)
+    acc = _float(r.get("Accuracy"))
+    metrics["accuracy"] = acc if acc is not None else _str(r.get("Accuracy"))
+    errors = _int(r.get("errors"))
+    version = (_str(r.get("version")) or "").removeprefix("v") or None
+    model = _str(r.get("Model"))
+    system = {
+        "name": _str(r.get("SystemName")),
+        "platform": _str(r.get("Platform")),
+        "organization": _str(r.get("Organization")),
+        "type": _str(r.get("SystemType")),
+        "number_of_nodes": nodes,
+        "cpu_model": _str(r.get("host_processor_model_name")),
+        "cpu_count_per_node": _int(r.get("host_processors_per_node")),
+        "cpu_cores_physical": _int(r.get("host_processor_core_count")),
+        "accelerator": {
+            "name": _str(r.get("accelerator_model_name")),
+            "count_per_node": per_node,
+            "count": accelerators,
+        },
+        "os": _str(r.get("operating_system")),
+        "framework": _str(r.get("framework")),
+        "notes": _str(r.get("notes")),
+    }
+    status = "ok"
+    if errors:
+        status = "invalid"
+    return RunRecord(
+        kind="imported",
+        id=_stable_id("mlperf", version, r.get("Location"), r.get("Platform"), model, scenario, unit),
+        created_s=time.time(),
+        status=status,
+        config={
+            "source": "mlperf-inference-summary-csv",
+            "benchmark": "mlperf-inference",
+            "mlperf_version": version,
+            "division": _str(r.get("Division")),
+            "availability": _str(r.get("Availability")),
+            "scenario": scenario,
+            "has_power": _str(r.get("has_power")),
+            "inferred": _int(r.get("inferred")),
+            "compliance": _int(r.get("compliance")),
+        },
+        metrics=metrics | ({"errors": errors} if errors is not None else {}),
+        workload={
+            "model_name": model,
+            "mlperf_model": _str(r.get("MlperfModel")),
+            "architecture": None,
+            "parameter_count": None,
+            "dtype": _str(r.get("weight_data_types")),
+            "dataset": None,
+            "dataset_hash": None,
+        },
+        system=system,
+        provenance=_provenance(path, "mlperf-summary-csv", line, location=_str(r.get("Location"))),
+    )
+
+
+# ------------------------------------------------------------------------------------------ Open MLPerf
+def read_open_mlperf(path: str | os.PathLike) -> list[RunRecord]:
+    """RunRecords from the Open MLPerf dataset (``data.json`` or ``data.parquet``)."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such file")
+    if path.suffix.lower() == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            rows = pq.read_table(path).to_pylist()
+        except (OSError, pa.ArrowException) as e:
+            raise UserError(f"{path}: unreadable Parquet file ({e})") from None
+    else:
+        try:
+            data = orjson.loads(path.read_bytes())
+        except orjson.JSONDecodeError as e:
+            raise UserError(f"{path}: not valid JSON ({e})") from None
+        if isinstance(data, dict):
+            data = data.get("data") or data.get("results") or [data]
+        if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
+            raise UserError(f"{path}: expected a JSON list of result objects (Open MLPerf layout)")
+        rows = data
+    if not rows:
+        return []
+    present = set().union(*(r.keys() for r in rows))
+    missing = [c for c in OPEN_MLPERF_REQUIRED if c not in present]
+    if missing:
+        raise UserError(
+            f"{path}: not in the Open MLPerf layout: missing column(s) {', '.join(missing)}"
+        )
+    return [_open_row(path, i, r) for i, r in enumerate(rows)]
+
+
+def _created(dt: Any) -> float:
+    s = _str(dt)
+    if s:
+        try:
+            d = datetime.fromisoformat(s)
+            if d.tzinfo is None:
+                d = d.replace(tzinfo=UTC)
+            return d.timestamp()
+        except ValueError:
+            pass
+    return time.time()
+
+
+def _open_row(path: Path, i: int, r: dict[str, Any]) -> RunRecord:
+    g = r.get
+    scenario = _str(g("submission.scenario"))
+    unit = _str(g("metrics.units")) or ""
+    value = _float(g("metrics.result"))
+    total = _int(g("system.accelerator.total_count"))
+    metrics = normalize_result(value, unit, scenario, total)
+    per_acc = _float(g("metrics.result_per_accelerator"))
+    metrics["result_per_accelerator"] = per_acc
+    if per_acc is not None and "throughput" in metrics:
+        key = next(iter(metrics["throughput"])) + "_per_accelerator"
+        metrics["throughput"][key] = per_acc  # the dataset's own figure wins over our division
+    acc_text = _str(g("metrics.accuracy"))
+    metrics["accuracy"] = acc_text
+    metrics["accuracy_scores"] = _parse_accuracy(acc_text)
+    uid = _str(g("submission.debug_uid"))
+    version = _str(g("benchmark.version"))
+    framework = {k.removeprefix("software.framework."): _str(v) for k, v in r.items()
+                 if k.startswith("software.framework.") and _str(v) is not None}
+    return RunRecord(
+        kind="imported",
+        id=f"openmlperf-{uid}" if uid else _stable_id("openmlperf", path.name, i,
+                                                       orjson.dumps(r, default=str).decode()),
+        created_s=_created(g("datetime")),
+        status="ok",
+        config={
+            "source": "open-mlperf-dataset",
+            "benchmark": _str(g("benchmark.name")) or "mlperf-inference",
+            "mlperf_version": version,
+            "division": _str(g("submission.division")),
+            "availability": _str(g("submission.availability")),
+            "scenario": scenario,
+        },
+        metrics=metrics,
+        workload={
+            "model_name": _str(g("model.name")),
+            "mlperf_model": _str(g("model.mlperf_name")),
+            "architecture": _str(g("model.architecture")),
+            "parameter_count": _params(g("model.number_of_parameters")),
+            "dtype": _str(g("model.weight_data_types")),
+            "dataset": None,
+            "dataset_hash": None,
+        },
+        system={
+            "name": _str(g("system.name")),
+            "organization": _str(g("submission.organization")),
+            "type": _str(g("system.type")),
+            "number_of_nodes": _int(g("system.number_of_nodes")),
+            "cpu_model": _str(g("system.cpu.model")),
+            "cpu_vendor": _str(g("system.cpu.vendor")),
+            "cpu_count_per_node": _int(g("system.cpu.count_per_node")),
+            "cpu_cores_physical": _int(g("system.cpu.core_count")),
+            "cpu_cores_logical": _int(g("system.cpu.vcpu_count")),
+            "cpu_frequency": _str(g("system.cpu.frequency")),
+            "memory_bytes": _gb_to_bytes(g("system.memory.capacity")),
+            "memory_configuration": _str(g("system.memory.configuration")),
+            "accelerator": {
+                "name": _str(g("system.accelerator.name")),
+                "vendor": _str(g("system.accelerator.vendor")),
+                "count_per_node": _int(g("system.accelerator.count_per_node")),
+                "count": total,
+                "memory_bytes": _gb_to_bytes(g("system.accelerator.memory_capacity")),
+                "memory_config": _str(g("system.accelerator.memory_config")),
+            },
+            "interconnect": {
+                "accelerator": _str(g("system.interconnect.accelerator")),
+                "accelerator_host": _str(g("system.interconnect.accelerator_host")),
+            },
+            "os": _str(g("software.operating_system")),
+            "framework": _str(g("software.framework")),
+            "framework_versions": framework,
+        },
+        provenance=_provenance(path, "open-mlperf", i, debug_uid=uid),
+    )
+
+
+def _parse_accuracy(text: str | None) -> dict[str, float]:
+    """``"ROUGE1: 44.5  ROUGE2: 22.1"`` -> ``{"rouge1": 44.5, "rouge2": 22.1}``."""
+    if not text:
+        return {}
+    return {k.lower(): float(v) for k, v in re.findall(r"([A-Za-z_][A-Za-z0-9_]*)\s*[:=]\s*(-?[0-9.]+(?:e-?\d+)?)", text)}
+
+
+# ------------------------------------------------------------------------------------------ dispatch
+def detect_format(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return "mlperf-summary-csv"
+    if suffix in (".json", ".parquet"):
+        return "open-mlperf"
+    raise UserError(
+        f"{path}: cannot tell the layout from the name; expected a summary.csv (MLPerf Inference results) "
+        "or an Open MLPerf data.json / data.parquet"
+    )
+
+
+READERS: dict[str, Callable[[Path], list[RunRecord]]] = {
+    "mlperf-summary-csv": read_summary_csv,
+    "open-mlperf": read_open_mlperf,
+}
+
+
+def iter_sources(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Expand folders: every ``summary.csv`` below, and ``data.json``/``data.parquet`` (Parquet preferred
+    when both hold the same Open MLPerf rows)."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(p.rglob("summary.csv"))
+            for d in sorted({q.parent for q in p.rglob("data.parquet")} | {q.parent for q in p.rglob("data.json")}):
+                out.append(d / "data.parquet" if (d / "data.parquet").exists() else d / "data.json")
+            out.extend(found)
+            if not found and not out:
+                raise UserError(f"{p}: no summary.csv, data.json or data.parquet found in this folder")
+        elif not p.exists():
+            raise UserError(f"{p}: no such file or folder")
+        else:
+            out.append(p)
+    return out
+
+
+def import_results(paths: Iterable[str | os.PathLike], fmt: str | None = None) -> list[RunRecord]:
+    """RunRecords (kind ``imported``) from MLPerf summary.csv files and Open MLPerf JSON/Parquet files."""
+    records: list[RunRecord] = []
+    for p in iter_sources(paths):
+        f = fmt or detect_format(p)
+        if f not in READERS:
+            raise UserError(f"unknown import format {f!r}; expected one of {', '.join(READERS)}")
+        records.extend(READERS[f](p))
+    return records
