@@ -52,6 +52,10 @@ def _register() -> None:
 
     app.command("demo", help=demo.__doc__)(demo.demo)
 
+    from benchmint.cli import results as results_cli
+
+    app.add_typer(results_cli.app, name="results", help=results_cli.__doc__)
+
 
 _register()
 
