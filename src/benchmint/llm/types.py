@@ -35,9 +35,11 @@ class RequestRecord:
     output_tokens_source: str | None = None  # usage | tokenizer | chunks | engine
     chunk_count: int = 0
     text: str = ""
-    error_kind: str | None = None  # connect | timeout | http_4xx | http_5xx | reset | malformed | other
+    # connect | timeout | http_4xx | http_5xx | reset | malformed | stream_error | cancelled | other
+    error_kind: str | None = None
     error: str | None = None
     warmup: bool = False
+    token_count_flag: str | None = None  # set when chunk count, server usage and tokenizer disagree
 
     @property
     def ok(self) -> bool:

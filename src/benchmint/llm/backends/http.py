@@ -1,0 +1,290 @@
+"""OpenAI-compatible HTTP backend: ``/v1/completions`` and ``/v1/chat/completions``, streamed (SSE) or not.
+
+One pooled aiohttp session per event loop (so each worker process/loop reuses its keep-alive connections).
+The streaming reader is deliberately cheap: it splits the byte stream on newlines, keeps only ``data:``
+lines, stamps each with the monotonic clock and parses it with orjson. Server quirks handled:
+
+- ``data:`` with or without a space (TGI's axum writes ``data:{...}``), CRLF line ends, SSE comments
+  (``: ping``) and ``event:`` lines are skipped;
+- usage in a final chunk with empty ``choices`` (vLLM, SGLang, OpenAI with ``stream_options.include_usage``),
+  or on every chunk / in the chunk carrying ``finish_reason`` (TGI, llama.cpp): the last usage seen wins;
+- chat deltas in ``content`` or ``reasoning_content`` (reasoning models), role-only first chunks (not tokens);
+- in-stream errors (``{"error": ...}`` data, or llama.cpp's ``error:`` event) count as ``stream_error``;
+- a stream that ends without ``[DONE]`` is accepted when it delivered content (TGI's native route sends none).
+
+Output tokens come from ``usage`` when the server gives it; otherwise from the tokenizer (``tokenizer=``)
+counting the returned text, else the number of content chunks; ``output_tokens_source`` says which. When the
+server's usage is known, more content chunks than usage tokens is flagged (``token_count_flag``): a chunk
+holds at least one token, so that means a broken usage figure or chunking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import orjson
+
+from benchmint.core.clock import now_ns
+from benchmint.llm.types import FirstTokenHook, GenRequest, RequestRecord
+
+_loads = orjson.loads
+
+
+class HttpBackend:
+    kind = "openai-http"
+
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:8000/v1",
+        model: str | None = None,
+        api: str = "completions",
+        stream: bool = True,
+        timeout_s: float = 600.0,
+        connect_timeout_s: float = 10.0,
+        api_key: str | None = None,
+        tokenizer: Any = None,
+        include_usage: bool = True,
+        send_ignore_eos: bool = True,
+        temperature: float | None = 0.0,
+        extra_body: dict[str, Any] | None = None,
+        max_connections: int = 0,
+        **_: Any,
+    ):
+        if api not in ("completions", "chat"):
+            raise ValueError(f"api must be 'completions' or 'chat', not {api!r}")
+        self.base = normalize_base_url(url)
+        self.api = api
+        self.endpoint = self.base + ("/chat/completions" if api == "chat" else "/completions")
+        self.model = model
+        self.stream = stream
+        self.timeout_s = timeout_s
+        self.connect_timeout_s = connect_timeout_s
+        self.headers = {"Content-Type": "application/json"}
+        if api_key:
+            self.headers["Authorization"] = f"Bearer {api_key}"
+        self.tokenizer = tokenizer
+        self.include_usage = include_usage
+        self.send_ignore_eos = send_ignore_eos
+        self.temperature = temperature
+        self.extra_body = dict(extra_body or {})
+        self.max_connections = max_connections
+        self._sessions: dict[int, aiohttp.ClientSession] = {}
+
+    # ---- lifecycle
+    def _session(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        s = self._sessions.get(id(loop))
+        if s is None or s.closed:
+            conn = aiohttp.TCPConnector(limit=self.max_connections, ttl_dns_cache=300, force_close=False)
+            timeout = aiohttp.ClientTimeout(
+                total=self.timeout_s, sock_connect=self.connect_timeout_s, connect=self.connect_timeout_s
+            )
+            s = aiohttp.ClientSession(
+                connector=conn, timeout=timeout, headers=self.headers, auto_decompress=False
+            )
+            self._sessions[id(loop)] = s
+        return s
+
+    async def start(self) -> None:
+        self._session()
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        s = self._sessions.pop(id(loop), None)
+        if s is not None:
+            await s.close()
+
+    # ---- request body
+    def body(self, req: GenRequest) -> bytes:
+        b: dict[str, Any] = {"model": self.model, "max_tokens": req.max_tokens, "stream": self.stream}
+        if self.api == "chat":
+            msgs = req.prompt if isinstance(req.prompt, list) else [{"role": "user", "content": req.prompt}]
+            b["messages"] = msgs
+        else:
+            b["prompt"] = req.prompt if isinstance(req.prompt, str) else _messages_as_text(req.prompt)
+        if self.stream and self.include_usage:
+            b["stream_options"] = {"include_usage": True}
+        if self.temperature is not None:
+            b["temperature"] = self.temperature
+        if req.ignore_eos and self.send_ignore_eos:
+            b["ignore_eos"] = (
+                True  # vLLM, SGLang, llama.cpp, benchmint; others ignore or reject (then turn it off)
+            )
+        if self.extra_body:
+            b.update(self.extra_body)
+        if req.extra:
+            b.update(req.extra)
+        return orjson.dumps(b)
+
+    # ---- one request
+    async def generate(self, req: GenRequest, on_first_token: FirstTokenHook | None = None) -> RequestRecord:
+        rec = RequestRecord(id=req.id, input_tokens=req.input_tokens)
+        data = self.body(req)
+        session = self._session()
+        usage: dict | None = None
+        rec.sent_ns = now_ns()
+        try:
+            async with session.post(self.endpoint, data=data) as resp:
+                if resp.status >= 400:
+                    text = (await resp.read())[:300].decode("utf-8", "replace")
+                    rec.end_ns = now_ns()
+                    rec.error_kind = "http_4xx" if resp.status < 500 else "http_5xx"
+                    rec.error = f"HTTP {resp.status}: {' '.join(text.split())}"
+                    return rec
+                if self.stream:
+                    usage = await self._read_stream(resp, rec, on_first_token)
+                else:
+                    raw = await resp.read()
+                    rec.end_ns = now_ns()
+                    usage = self._parse_full(raw, rec, on_first_token)
+        except asyncio.CancelledError:
+            rec.end_ns = now_ns()
+            rec.error_kind, rec.error = "cancelled", "cancelled before completion"
+            raise
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            rec.error_kind, rec.error = "timeout", f"no complete response within {self.timeout_s:g} s"
+        except aiohttp.ClientConnectorError as e:
+            rec.error_kind, rec.error = "connect", f"cannot connect to {self.base}: {e.os_error or e}"
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, ConnectionResetError) as e:
+            rec.error_kind, rec.error = "reset", f"connection closed by the server: {type(e).__name__}: {e}"
+        except aiohttp.ClientOSError as e:
+            rec.error_kind, rec.error = "reset", f"{type(e).__name__}: {e}"
+        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError) as e:
+            rec.error_kind, rec.error = "malformed", f"unreadable response: {type(e).__name__}: {e}"
+        except _StreamError as e:
+            rec.error_kind, rec.error = e.kind, str(e)
+        except aiohttp.ClientError as e:
+            rec.error_kind, rec.error = "other", f"{type(e).__name__}: {e}"
+        if rec.error_kind is not None:
+            if rec.end_ns is None:
+                rec.end_ns = now_ns()
+            return rec
+        self._count_tokens(rec, usage)
+        return rec
+
+    async def _read_stream(self, resp: Any, rec: RequestRecord, hook: FirstTokenHook | None) -> dict | None:
+        chat = self.api == "chat"
+        chunk_ns = rec.chunk_ns
+        texts: list[str] = []
+        usage = None
+        buf = b""
+        done = False
+        saw_data = False
+        content = resp.content
+        while not done:
+            piece = await content.readany()
+            if not piece:
+                break
+            t = now_ns()
+            buf = buf + piece if buf else piece
+            if b"\n" not in buf:
+                continue
+            lines = buf.split(b"\n")
+            buf = lines.pop()
+            for line in lines:
+                if line[:5] != b"data:":
+                    if line[:6] == b"error:":  # llama.cpp's SSE error event
+                        raise _StreamError("stream_error", "server error in stream: " + _short(line[6:]))
+                    continue  # blank line, comment, event:, id:
+                payload = line[5:].strip()
+                if payload == b"[DONE]":
+                    done = True
+                    break
+                saw_data = True
+                obj = _loads(payload)
+                err = obj.get("error")
+                if err:
+                    raise _StreamError("stream_error", "server error in stream: " + _short(err))
+                u = obj.get("usage")
+                if u:
+                    usage = u
+                choices = obj.get("choices")
+                if not choices:
+                    continue
+                c = choices[0]
+                if chat:
+                    d = c.get("delta") or {}
+                    s = d.get("content") or d.get("reasoning_content") or d.get("reasoning")
+                else:
+                    s = c.get("text")
+                if s:
+                    if not chunk_ns:
+                        rec.first_token_ns = t
+                        if hook is not None:
+                            hook(rec)
+                    chunk_ns.append(t)
+                    texts.append(s)
+        rec.end_ns = now_ns()
+        if buf.strip() and not done:
+            raise _StreamError("malformed", "stream ended in the middle of an event: " + _short(buf))
+        if not done and not chunk_ns:
+            what = "no data events" if not saw_data else "no content and no [DONE]"
+            raise _StreamError("malformed", f"stream ended with {what}")
+        rec.chunk_count = len(chunk_ns)
+        rec.text = "".join(texts)
+        return usage
+
+    def _parse_full(self, raw: bytes, rec: RequestRecord, hook: FirstTokenHook | None) -> dict | None:
+        obj = _loads(raw)
+        if obj.get("error"):
+            raise _StreamError("stream_error", "server error: " + _short(obj["error"]))
+        c = obj["choices"][0]
+        text = (c.get("message") or {}).get("content") if self.api == "chat" else c.get("text")
+        rec.text = text or ""
+        # without streaming the first token is only seen with the whole answer
+        rec.first_token_ns = rec.end_ns
+        rec.chunk_ns.append(rec.end_ns or now_ns())
+        rec.chunk_count = 1
+        if hook is not None:
+            hook(rec)
+        return obj.get("usage")
+
+    def _count_tokens(self, rec: RequestRecord, usage: dict | None) -> None:
+        if usage:
+            out = usage.get("completion_tokens")
+            if out is not None:
+                rec.output_tokens, rec.output_tokens_source = int(out), "usage"
+            pin = usage.get("prompt_tokens")
+            if pin is not None:
+                rec.input_tokens = int(pin)
+        if rec.output_tokens is None:
+            if self.tokenizer is not None:
+                rec.output_tokens = len(self.tokenizer(rec.text, add_special_tokens=False)["input_ids"])
+                rec.output_tokens_source = "tokenizer"
+            else:
+                rec.output_tokens, rec.output_tokens_source = rec.chunk_count, "chunks"
+        elif self.stream and rec.chunk_count > rec.output_tokens:
+            rec.token_count_flag = (
+                f"chunks>usage ({rec.chunk_count} content chunks, usage says {rec.output_tokens})"
+            )
+
+
+class _StreamError(Exception):
+    def __init__(self, kind: str, msg: str):
+        super().__init__(msg)
+        self.kind = kind
+
+
+def _short(x: Any, n: int = 200) -> str:
+    s = x.decode("utf-8", "replace") if isinstance(x, bytes | bytearray) else str(x)
+    s = " ".join(s.split())
+    return s if len(s) <= n else s[:n] + "..."
+
+
+def _messages_as_text(msgs: list[dict[str, str]]) -> str:
+    return "\n".join(m.get("content", "") for m in msgs)
+
+
+def normalize_base_url(url: str) -> str:
+    """``http://h:p`` -> ``http://h:p/v1``; ``.../v1/`` -> ``.../v1``; a full endpoint URL loses its endpoint."""
+    u = url.strip().rstrip("/")
+    if "://" not in u:
+        u = "http://" + u
+    for tail in ("/chat/completions", "/completions"):
+        if u.endswith(tail):
+            u = u[: -len(tail)]
+    if not u.rstrip("/").split("://", 1)[1].count("/"):
+        u += "/v1"
+    return u
