@@ -1,0 +1,345 @@
+"""Read an execution trace file (plain JSON, ``.gz``, or ``.tar.gz``/``.tgz`` holding one or several traces)
+into a :class:`~benchmint.trace.model.Trace`.
+
+Every problem with the input becomes a :class:`~benchmint.core.errors.TraceError` naming the file and the
+problem; a well-formed trace of a newer schema version than the ones known loads with a warning
+(:class:`TraceWarning`, also kept in ``Trace.warnings``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import tarfile
+import warnings
+import zlib
+from typing import Any
+
+import msgspec
+
+from benchmint.core.errors import TraceError
+from benchmint.trace.model import KNOWN_SCHEMAS, Node, Trace, _Source, parse_schema_version
+
+__all__ = ["TraceWarning", "load", "read_bytes"]
+
+
+class TraceWarning(UserWarning):
+    """A trace loaded, with something worth knowing (a newer schema version, dangling parents ...)."""
+
+
+_NO_RAW = msgspec.Raw()  # an absent field (len 0)
+
+
+class _Attr(msgspec.Struct, gc=False):
+    name: str
+    value: Any = None
+
+
+class _RawNode(msgspec.Struct, gc=False):
+    """One node of any schema version; arguments are kept as zero-copy views of the file's bytes."""
+
+    id: int
+    name: str
+    # schema >= 1.0.2
+    ctrl_deps: int | None = None
+    attrs: list[_Attr] | None = None
+    inputs: msgspec.Raw = _NO_RAW
+    outputs: msgspec.Raw = _NO_RAW
+    # schema 1.0.0 / 1.0.1 (flat)
+    parent: int | None = None
+    input_shapes: msgspec.Raw = _NO_RAW
+    input_types: msgspec.Raw = _NO_RAW
+    output_shapes: msgspec.Raw = _NO_RAW
+    output_types: msgspec.Raw = _NO_RAW
+    rf_id: int | None = None
+    fw_parent: int | None = None
+    seq_id: int | None = None
+    scope: int | None = None
+    tid: int | None = None
+    fw_tid: int | None = None
+    op_schema: str | None = None
+
+
+class _RawTrace(msgspec.Struct):
+    schema: str
+    nodes: list[_RawNode]
+    pid: int | None = None
+    time: str | None = None
+    start_ts: int | None = None
+    finish_ts: int | None = None
+
+
+class _Probe(msgspec.Struct):
+    """Just enough to tell what a JSON document is, for a precise error."""
+
+    schema: Any = None
+    nodes: Any = None
+    traceEvents: Any = None  # noqa: N815 (Kineto's key)
+
+
+_decoder = msgspec.json.Decoder(_RawTrace)
+_probe = msgspec.json.Decoder(_Probe)
+_FLAT_KEYS = ("rf_id", "fw_parent", "seq_id", "scope", "tid", "fw_tid", "op_schema")
+_NUM_RE = re.compile(r"(\d+)")
+
+
+def _tar_members(path: str, tf: tarfile.TarFile) -> list[tarfile.TarInfo]:
+    members = [m for m in tf.getmembers() if m.isfile() and m.name.endswith(".json")
+               and not os.path.basename(m.name).startswith("._")]
+    if not members:
+        raise TraceError(path, "the archive holds no .json trace")
+    return sorted(members, key=lambda m: m.name)
+
+
+def _pick_member(path: str, members: list[tarfile.TarInfo], rank: int | None, member: str | None
+                 ) -> tarfile.TarInfo:
+    if member is not None:
+        for m in members:
+            if m.name == member or os.path.basename(m.name) == member:
+                return m
+        raise TraceError(path, f"no member {member!r} in the archive (it has: "
+                               f"{', '.join(m.name for m in members[:8])})")
+    if rank is not None:
+        for m in members:
+            base = os.path.basename(m.name)
+            nums = _NUM_RE.findall(base)
+            if ("rank" in base or "worker" in base or len(members) > 1) and nums:
+                # a rank number is the first number of names like dlrm_eg_3.json, worker3_step_12..., rank3.json
+                if ("worker" in base or "rank" in base) and int(nums[0]) == rank:
+                    return m
+                if "worker" not in base and "rank" not in base and int(nums[-1]) == rank:
+                    return m
+        raise TraceError(path, f"no trace of rank {rank} in the archive (it has: "
+                               f"{', '.join(m.name for m in members[:8])})")
+    return members[0]
+
+
+def read_bytes(path: str | os.PathLike, *, rank: int | None = None, member: str | None = None) -> tuple[bytes, str]:
+    """The decompressed bytes of a trace file and the name to report in errors.
+
+    ``.gz`` is gunzipped; a ``.tar.gz``/``.tgz``/``.tar`` archive yields its one ``.json`` member, or the one for
+    ``rank`` (a number in the member's name: ``dlrm_eg_3.json``, ``worker3_step_12.pt.trace.json``) or named
+    ``member``; with several and neither given, the first by name.
+    """
+    p = str(path)
+    try:
+        if p.endswith((".tar.gz", ".tgz", ".tar")):
+            with tarfile.open(p, "r:*") as tf:
+                members = _tar_members(p, tf)
+                m = _pick_member(p, members, rank, member)
+                f = tf.extractfile(m)
+                if f is None:
+                    raise TraceError(p, f"cannot read {m.name} in the archive")
+                data = f.read()
+                name = f"{p}:{m.name}" if len(members) > 1 or rank is not None else p
+            return data, name
+        with open(p, "rb") as fh:
+            head = fh.read(2)
+            fh.seek(0)
+            data = fh.read()
+        if head == b"\x1f\x8b":
+            data = gzip.decompress(data)
+        return data, p
+    except TraceError:
+        raise
+    except FileNotFoundError:
+        raise TraceError(p, "no such file") from None
+    except IsADirectoryError:
+        raise TraceError(p, "is a directory; pass a trace file") from None
+    except PermissionError:
+        raise TraceError(p, "permission denied") from None
+    except (tarfile.TarError, EOFError) as e:
+        raise TraceError(p, f"truncated or corrupt archive ({e or type(e).__name__})") from None
+    except (gzip.BadGzipFile, zlib.error, OSError) as e:
+        raise TraceError(p, f"truncated or corrupt gzip data ({e})") from None
+
+
+def _bad_json(name: str, data: bytes, e: Exception) -> TraceError:
+    msg = str(e)
+    if isinstance(e, msgspec.ValidationError):
+        # it is JSON: say what kind of document it is
+        try:
+            probe = _probe.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return TraceError(name, "not an execution trace (the JSON is not an object with 'schema' and 'nodes')")
+        if probe.traceEvents is not None and probe.nodes is None:
+            return TraceError(name, "this is a Kineto (profiler) trace, not an execution trace; "
+                                    "pass it with --kineto / join_kineto()")
+        if probe.nodes is None or probe.schema is None:
+            missing = " and ".join(k for k in ("schema", "nodes") if getattr(probe, k) is None)
+            return TraceError(name, f"not an execution trace (no {missing!r} field)")
+        return TraceError(name, f"malformed execution trace: {msg}")
+    if "truncated" in msg:
+        return TraceError(name, "truncated JSON (the file ends early; was the trace fully written?)")
+    return TraceError(name, f"corrupt JSON ({msg})")
+
+
+def load_bytes(data: bytes, name: str = "<bytes>") -> Trace:
+    """Parse and normalize the (decompressed) bytes of an execution trace; ``name`` is used in messages."""
+    if not data.strip():
+        raise TraceError(name, "empty file")
+    try:
+        raw = _decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        raise _bad_json(name, data, e) from None
+    except RecursionError:
+        raise TraceError(name, "corrupt JSON (nested too deeply)") from None
+    return _normalize(raw, name)
+
+
+def _normalize(raw: _RawTrace, name: str) -> Trace:
+    warn: list[str] = []
+    parsed = parse_schema_version(raw.schema)
+    if parsed is None:
+        raise TraceError(name, f"unknown schema version {raw.schema!r:.60} (expected one of "
+                               f"{', '.join(KNOWN_SCHEMAS)}, optionally with a -chakra.X.Y.Z suffix)")
+    version = parsed[0]
+    base = ".".join(map(str, version))
+    if version[0] != 1:
+        raise TraceError(name, f"unknown schema version {raw.schema!r} (major version {version[0]}; "
+                               f"this benchmint reads 1.x)")
+    if base not in KNOWN_SCHEMAS:
+        if version > (1, 1, 1):
+            msg = f"schema version {raw.schema} is newer than the newest known ({KNOWN_SCHEMAS[-1]}); loaded as 1.1.1"
+            warn.append(msg)
+            warnings.warn(f"{name}: {msg}", TraceWarning, stacklevel=3)
+        elif version < (1, 0, 1):
+            pass  # 1.0.0 (execution_graph) has the flat layout of 1.0.1
+
+    flat = version <= (1, 0, 1)
+    src = _Source(name, flat)
+    nodes: list[Node] = []
+    append = nodes.append
+    new = Node.__new__
+    missing_parent = 0
+    if flat:
+        for r in raw.nodes:
+            n = new(Node)
+            n.id = r.id
+            n.name = r.name
+            p = r.parent if r.parent is not None else r.ctrl_deps
+            if p is None:
+                missing_parent += 1
+                p = 0
+            n.parent = p
+            n.op_schema = r.op_schema or ""
+            n.rf_id = r.rf_id
+            n.fw_parent = r.fw_parent
+            n.seq_id = r.seq_id
+            n.scope = r.scope
+            n.tid = r.tid
+            n.fw_tid = r.fw_tid
+            n._attrs = {k: getattr(r, k) for k in _FLAT_KEYS if getattr(r, k) is not None}
+            n._src = src
+            n._in = (r.inputs, r.input_shapes, r.input_types)
+            n._out = (r.outputs, r.output_shapes, r.output_types)
+            n._in_dec = None
+            n._out_dec = None
+            append(n)
+    else:
+        for r in raw.nodes:
+            n = new(Node)
+            n.id = r.id
+            n.name = r.name
+            p = r.ctrl_deps
+            if p is None:
+                p = r.parent
+                if p is None:
+                    missing_parent += 1
+                    p = 0
+            n.parent = p
+            op_schema = ""
+            rf_id = fw_parent = seq_id = scope = tid = fw_tid = None
+            attrs = r.attrs
+            if attrs is None:
+                attrs = []
+            for a in attrs:
+                k = a.name
+                if k == "rf_id":
+                    rf_id = a.value
+                elif k == "op_schema":
+                    op_schema = a.value
+                elif k == "tid":
+                    tid = a.value
+                elif k == "scope":
+                    scope = a.value
+                elif k == "seq_id":
+                    seq_id = a.value
+                elif k == "fw_parent":
+                    fw_parent = a.value
+                elif k == "fw_tid":
+                    fw_tid = a.value
+            n.op_schema = op_schema if type(op_schema) is str else _bad_attr(name, r, "op_schema", op_schema)
+            n.rf_id = rf_id if rf_id is None or type(rf_id) is int else _bad_attr(name, r, "rf_id", rf_id)
+            n.fw_parent = fw_parent
+            n.seq_id = seq_id
+            n.scope = scope
+            n.tid = tid if tid is None or type(tid) is int else _bad_attr(name, r, "tid", tid)
+            n.fw_tid = fw_tid
+            n._attrs = attrs
+            n._src = src
+            n._in = r.inputs
+            n._out = r.outputs
+            n._in_dec = None
+            n._out_dec = None
+            append(n)
+    if missing_parent:
+        raise TraceError(name, f"{missing_parent} node(s) have no parent field "
+                               f"({'parent' if flat else 'ctrl_deps'}), e.g. node "
+                               f"{next(r.id for r in raw.nodes if r.parent is None and r.ctrl_deps is None)}")
+    if not nodes:
+        warn.append("the trace has no nodes")
+    # PyTorch writes nodes at op exit; order them by id (op entry order)
+    ids_sorted = True
+    prev = -(1 << 62)
+    for n in nodes:
+        if n.id < prev:
+            ids_sorted = False
+            break
+        prev = n.id
+    if not ids_sorted:
+        nodes.sort(key=_node_id)
+    trace = Trace(nodes, schema=raw.schema, path=name, pid=raw.pid, time=raw.time, start_ts=raw.start_ts,
+                  finish_ts=raw.finish_ts, warnings=warn, sort=False)
+    if len(trace.by_id) != len(nodes):
+        trace.warnings.append(f"{len(nodes) - len(trace.by_id)} duplicate node id(s); the last one of each is "
+                              "used for lookups")
+    dangling = sum(1 for n in nodes if n.parent not in trace.by_id and n.parent != 0 and not n.is_process_root)
+    if dangling:
+        trace.warnings.append(f"{dangling} node(s) have a parent that is not in the trace (a partial trace?)")
+    return trace
+
+
+def _bad_attr(name: str, r: _RawNode, key: str, value: Any) -> Any:
+    raise TraceError(name, f"malformed execution trace: node {r.id} ({r.name}): attribute {key!r} has a "
+                           f"{type(value).__name__} value")
+
+
+def _node_id(n: Node) -> int:
+    return n.id
+
+
+def load(path: str | os.PathLike | bytes, *, rank: int | None = None, member: str | None = None) -> Trace:
+    """Load a PyTorch execution trace of any schema version into a :class:`~benchmint.trace.model.Trace`.
+
+    ``path`` is a ``.json``, ``.json.gz`` or ``.tar.gz`` file (or the bytes of a JSON trace). For an archive
+    with one trace per rank (as PARAM's DLRM example), ``rank`` picks one (default: the first by name) and
+    ``member`` names one. Raises :class:`~benchmint.core.errors.TraceError` (file + problem) for anything that
+    is not a readable execution trace; warns (:class:`TraceWarning`) for a newer schema version.
+    """
+    if isinstance(path, bytes | bytearray | memoryview):
+        return load_bytes(bytes(path))
+    data, name = read_bytes(path, rank=rank, member=member)
+    return load_bytes(data, name)
+
+
+def is_execution_trace(path: str | os.PathLike) -> bool:
+    """True when the file looks like an ET (has ``schema`` and ``nodes``), without loading it fully."""
+    try:
+        data, _ = read_bytes(path)
+        probe = _probe.decode(data)
+    except (TraceError, msgspec.DecodeError, msgspec.ValidationError):
+        return False
+    return probe.schema is not None and probe.nodes is not None
+

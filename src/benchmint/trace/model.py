@@ -1,0 +1,1006 @@
+"""The normalized, typed, in-memory model of a PyTorch execution trace (ET).
+
+Every schema version PyTorch has written (1.0.1 with flat ``parent``/``inputs``/``input_shapes``/``input_types``;
+1.0.2, 1.0.3 and 1.1.0 with ``ctrl_deps`` and ``inputs``/``outputs`` objects; 1.1.1 adding ``strides``; each with
+or without a ``-chakra.X.Y.Z`` suffix) loads into the same classes:
+
+:class:`Trace`
+    The whole trace: header (schema, pid, time, start/finish timestamps), ``nodes`` ordered by id (id order is
+    the order ops were entered, PyTorch writes nodes at op exit), ``by_id``, the tree (:meth:`Trace.children`,
+    :meth:`Trace.parent_of`, :meth:`Trace.descendants`), the thread roots, ``ProfilerStep#N`` iterations and
+    user ``record_function`` scopes, :meth:`Trace.top_level_ops` (what a replay runs) and the derived
+    :meth:`Trace.tensor_table`.
+:class:`Node`
+    One ET node: ``id``, ``name``, ``parent``, ``op_schema`` and the standard attributes as plain fields
+    (``rf_id``, ``fw_parent``, ``seq_id``, ``scope``, ``tid``, ``fw_tid``); every attribute by name in
+    :attr:`Node.attrs` (``kernel_backend``, ``kernel_file``, ``tensor_range``, the communication attributes such
+    as ``collective_name``, ``pg_name``, ``in_msg_nelems`` ... and any attribute a newer PyTorch adds);
+    typed :attr:`Node.inputs` / :attr:`Node.outputs`.
+:class:`TensorRef`
+    A tensor argument: tensor id, storage id, element offset, numel, itemsize, device, shape, strides, dtype.
+
+Typed values (what :attr:`Node.inputs` and :attr:`Node.outputs` hold, one per argument):
+
+=========================== ====================================================================
+ET type                     Python value
+=========================== ====================================================================
+``Tensor(float)`` ...       :class:`TensorRef` (``dtype`` is a torch dtype name such as ``"float32"``;
+                            an undefined tensor, ``Tensor(nullptr (uninitialized))``, has ``dtype None``)
+``Int``, ``SymInt``         ``int``
+``Double``, ``SymFloat``    ``float``
+``Bool``, ``SymBool``       ``bool``
+``String``                  ``str``
+``None``                    ``None``
+``Device``                  :class:`Device`
+``Generator``               :class:`Generator`
+``GenericList[...]``        ``list`` of typed values (tensors, ints, ... nested as written)
+``Tuple[...]``              ``tuple`` of typed values
+anything else (``Object``)  :class:`Opaque` (the ET type string and the raw JSON value; never an error)
+=========================== ====================================================================
+
+Speed and memory: a trace is decoded with msgspec straight into compact structs; each node's ``inputs`` and
+``outputs`` stay as zero-copy views of the file's bytes until first asked for, then are decoded and cached.
+So loading a large trace costs less than a plain ``orjson.loads`` of it, and a consumer that walks every
+argument (a replay planner) pays for the decoding once. A malformed argument list is reported as a
+:class:`~benchmint.core.errors.TraceError` when it is first decoded (call :meth:`Trace.validate` to decode
+and check everything up front).
+
+Nothing in this module imports torch.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import msgspec
+
+from benchmint.core.errors import TraceError
+
+__all__ = [
+    "KNOWN_SCHEMAS",
+    "Device",
+    "Generator",
+    "Iteration",
+    "Node",
+    "Opaque",
+    "StorageInfo",
+    "TensorInfo",
+    "TensorRef",
+    "TensorTable",
+    "Trace",
+    "Value",
+    "dtype_from_et",
+    "parse_schema_version",
+]
+
+#: Schema versions PyTorch has written (without the optional ``-chakra.X.Y.Z`` suffix).
+KNOWN_SCHEMAS: tuple[str, ...] = ("1.0.1", "1.0.2", "1.0.3", "1.1.0", "1.1.1")
+
+#: RecordScope values written in the ``scope`` attribute (c10/core/... RecordScope enum).
+SCOPE_FUNCTION = 0
+SCOPE_BACKWARD_FUNCTION = 1
+SCOPE_USER = 7
+
+_THREAD_NAMES = ("[pytorch|profiler|execution_trace|thread]", "[pytorch|profiler|execution_graph|thread]")
+_PROCESS_NAMES = ("[pytorch|profiler|execution_trace|process]", "[pytorch|profiler|execution_graph|process]")
+_STEP_RE = re.compile(r"^ProfilerStep#(\d+)$")
+_SCHEMA_RE = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:-chakra\.(\d+\.\d+\.\d+))?$")
+# names of communication ops (the c10d op, its nccl/gloo child, the record_param_comms record)
+_COMM_PREFIXES = ("c10d::", "c10d_functional::", "_c10d_functional::", "nccl:", "gloo:", "record_param_comms")
+
+
+def parse_schema_version(schema: str) -> tuple[tuple[int, int, int], str | None] | None:
+    """``"1.1.0-chakra.0.0.4"`` -> ``((1, 1, 0), "0.0.4")``; ``None`` when it is not a version string."""
+    m = _SCHEMA_RE.match(schema.strip()) if isinstance(schema, str) else None
+    if not m:
+        return None
+    return (int(m[1]), int(m[2]), int(m[3])), m[4]
+
+
+# ----------------------------------------------------------------------------------------------- dtypes
+
+_DTYPES: dict[str, str] = {
+    "float": "float32",
+    "double": "float64",
+    "c10::Half": "float16",
+    "Half": "float16",
+    "c10::BFloat16": "bfloat16",
+    "BFloat16": "bfloat16",
+    "long": "int64",
+    "long int": "int64",
+    "long long": "int64",
+    "int64_t": "int64",
+    "int": "int32",
+    "short": "int16",
+    "short int": "int16",
+    "signed char": "int8",
+    "unsigned char": "uint8",
+    "uint16_t": "uint16",
+    "unsigned short": "uint16",
+    "uint32_t": "uint32",
+    "unsigned int": "uint32",
+    "uint64_t": "uint64",
+    "unsigned long": "uint64",
+    "bool": "bool",
+    "c10::complex<float>": "complex64",
+    "c10::complex<double>": "complex128",
+    "c10::complex<c10::Half>": "complex32",
+    "c10::Float8_e4m3fn": "float8_e4m3fn",
+    "c10::Float8_e5m2": "float8_e5m2",
+    "c10::Float8_e4m3fnuz": "float8_e4m3fnuz",
+    "c10::Float8_e5m2fnuz": "float8_e5m2fnuz",
+    "c10::qint8": "qint8",
+    "c10::quint8": "quint8",
+    "c10::qint32": "qint32",
+}
+
+
+def dtype_from_et(type_str: str) -> str | None:
+    """Torch dtype name for an ET tensor type: ``"Tensor(float)"`` -> ``"float32"``, ``"Tensor(c10::Half)"``
+    -> ``"float16"``; ``None`` for an undefined tensor (``Tensor(nullptr (uninitialized))``); an unknown
+    element type is returned as written."""
+    inner = type_str[7:-1] if type_str.startswith("Tensor(") and type_str.endswith(")") else type_str
+    if inner.startswith("nullptr") or inner == "":
+        return None
+    return _DTYPES.get(inner, inner)
+
+
+# ------------------------------------------------------------------------------------------ typed values
+
+
+class Device:
+    """A ``Device`` argument (``"cpu"``, ``"cuda:0"``). ``str(d)`` is the name as written."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        self.name = name
+
+    @property
+    def type(self) -> str:
+        return self.name.split(":", 1)[0]
+
+    @property
+    def index(self) -> int | None:
+        _, _, idx = self.name.partition(":")
+        return int(idx) if idx.isdigit() else None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Device) and other.name == self.name
+
+    def __hash__(self) -> int:
+        return hash(("Device", self.name))
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"Device({self.name!r})"
+
+
+class Generator:
+    """A ``Generator`` argument (a random number generator); ``raw`` is the value as written."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: Any):
+        self.raw = raw
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Generator) and other.raw == self.raw
+
+    def __hash__(self) -> int:
+        return hash(("Generator", repr(self.raw)))
+
+    def __repr__(self) -> str:
+        return f"Generator({self.raw!r})"
+
+
+class Opaque:
+    """An argument of a type the model does not interpret (``Object``, ``Stream``, a future type): the ET
+    type string and the raw JSON value, kept so nothing is lost."""
+
+    __slots__ = ("type", "raw")
+
+    def __init__(self, type: str, raw: Any):
+        self.type = type
+        self.raw = raw
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Opaque) and (other.type, other.raw) == (self.type, self.raw)
+
+    def __hash__(self) -> int:
+        return hash(("Opaque", self.type, repr(self.raw)))
+
+    def __repr__(self) -> str:
+        return f"Opaque({self.type!r}, {self.raw!r})"
+
+
+class TensorRef:
+    """A tensor argument of a node.
+
+    ``tensor_id``, ``storage_id``, ``offset`` (in elements), ``numel``, ``itemsize`` and ``device`` are as
+    written in the ET value ``[tensor_id, storage_id, offset, numel, itemsize, device]``; ``shape`` and
+    ``strides`` come from the node's ``shapes``/``strides`` (``strides`` is ``None`` before schema 1.1.1);
+    ``dtype`` is the torch dtype name (``"float32"``; ``None`` for an undefined tensor) and ``type`` the ET type
+    string (``"Tensor(float)"``).
+
+    The identity of a tensor in the trace is :attr:`key` (PyTorch reuses tensor ids for views of one storage):
+    ``(tensor_id, storage_id, offset, numel, itemsize, device)``.
+    """
+
+    __slots__ = ("tensor_id", "storage_id", "offset", "numel", "itemsize", "device", "shape", "strides", "dtype",
+                 "type")
+
+    def __init__(self, tensor_id: int, storage_id: int, offset: int, numel: int, itemsize: int, device: str,
+                 shape: tuple[int, ...] = (), strides: tuple[int, ...] | None = None, dtype: str | None = None,
+                 type: str = "Tensor"):
+        self.tensor_id = tensor_id
+        self.storage_id = storage_id
+        self.offset = offset
+        self.numel = numel
+        self.itemsize = itemsize
+        self.device = device
+        self.shape = shape
+        self.strides = strides
+        self.dtype = dtype
+        self.type = type
+
+    @property
+    def key(self) -> tuple[int, int, int, int, int, str]:
+        """Unique identity of this tensor within a trace."""
+        return (self.tensor_id, self.storage_id, self.offset, self.numel, self.itemsize, self.device)
+
+    @property
+    def storage_key(self) -> tuple[int, str]:
+        """Identity of the storage the tensor lives in: ``(storage_id, device)``."""
+        return (self.storage_id, self.device)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the tensor's own elements (``numel * itemsize``)."""
+        return self.numel * self.itemsize
+
+    @property
+    def is_undefined(self) -> bool:
+        """An undefined tensor (``Tensor(nullptr (uninitialized))``): no storage, nothing to allocate."""
+        return self.dtype is None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TensorRef) and other.key == self.key and other.shape == self.shape
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __repr__(self) -> str:
+        return (f"TensorRef(id={self.tensor_id}, storage={self.storage_id}, offset={self.offset}, "
+                f"numel={self.numel}, dtype={self.dtype}, shape={list(self.shape)}, device={self.device!r})")
+
+
+Value = TensorRef | int | float | bool | str | None | Device | Generator | Opaque | list | tuple
+"""One typed argument value (see the module docstring for the mapping from ET types)."""
+
+
+# ------------------------------------------------------------------------------------- raw decoding
+
+
+class _IO(msgspec.Struct, gc=False):
+    """The ``inputs``/``outputs`` object of schema >= 1.0.2, decoded on first access."""
+
+    values: list[Any] = []
+    shapes: list[Any] = []
+    types: list[str] = []
+    strides: list[Any] | None = None
+
+
+_io_decoder = msgspec.json.Decoder(_IO)
+_list_decoder = msgspec.json.Decoder(list[Any])
+_types_decoder = msgspec.json.Decoder(list[str])
+
+# parsed ET type strings: "GenericList[Int,Tensor(float)]" -> ("list", ("Int", "Tensor(float)"))
+_TYPE_CACHE: dict[str, tuple[str, Any]] = {}
+
+
+def _split_top(s: str) -> list[str]:
+    """Split a comma-separated list of types at bracket/paren depth 0."""
+    out: list[str] = []
+    depth = 0
+    start = 0
+    for i, ch in enumerate(s):
+        if ch in "[(<":
+            depth += 1
+        elif ch in "])>":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            out.append(s[start:i].strip())
+            start = i + 1
+    last = s[start:].strip()
+    if last:
+        out.append(last)
+    return out
+
+
+def _parse_type(t: str) -> tuple[str, Any]:
+    r = _TYPE_CACHE.get(t)
+    if r is not None:
+        return r
+    if t.startswith("Tensor"):
+        r = ("tensor", dtype_from_et(t))
+    elif t in ("Int", "SymInt"):
+        r = ("int", None)
+    elif t in ("Double", "SymFloat", "Float"):
+        r = ("float", None)
+    elif t in ("Bool", "SymBool"):
+        r = ("bool", None)
+    elif t == "String":
+        r = ("str", None)
+    elif t == "None":
+        r = ("none", None)
+    elif t == "Device":
+        r = ("device", None)
+    elif t == "Generator":
+        r = ("generator", None)
+    elif t.startswith("GenericList[") and t.endswith("]"):
+        r = ("list", tuple(_split_top(t[12:-1])))
+    elif t.startswith("Tuple[") and t.endswith("]"):
+        r = ("tuple", tuple(_split_top(t[6:-1])))
+    else:
+        r = ("opaque", None)
+    if len(_TYPE_CACHE) < 100_000:
+        _TYPE_CACHE[t] = r
+    return r
+
+
+class _Bad(Exception):
+    """Internal: a malformed argument; turned into a TraceError naming the file and the node."""
+
+
+def _as_int_tuple(x: Any) -> tuple[int, ...]:
+    if not isinstance(x, list):
+        raise _Bad(f"expected a shape list, got {type(x).__name__}")
+    for v in x:
+        if type(v) is not int:
+            raise _Bad(f"expected integers in a shape, got {type(v).__name__}")
+    return tuple(x)
+
+
+def _typed(t: str, v: Any, shape: Any, stride: Any) -> Value:
+    kind, extra = _parse_type(t) if isinstance(t, str) else ("bad", None)
+    if kind == "tensor":
+        if not isinstance(v, list) or len(v) not in (5, 6):
+            raise _Bad(f"a {t} value must be [tensor_id, storage_id, offset, numel, itemsize, device], got {v!r:.80}")
+        for x in v[:5]:
+            if type(x) is not int:
+                raise _Bad(f"a {t} value must start with 5 integers, got {v!r:.80}")
+        dev = v[5] if len(v) == 6 else ""
+        if not isinstance(dev, str):
+            raise _Bad(f"a {t} device must be a string, got {dev!r:.40}")
+        return TensorRef(v[0], v[1], v[2], v[3], v[4], dev, _as_int_tuple(shape) if shape is not None else (),
+                         _as_int_tuple(stride) if isinstance(stride, list) else None, extra, t)
+    if kind == "int":
+        if type(v) is int:
+            return v
+        if type(v) is bool:
+            return int(v)
+        if type(v) is float and v.is_integer():
+            return int(v)
+        raise _Bad(f"an {t} value must be an integer, got {v!r:.40}")
+    if kind == "float":
+        if type(v) in (int, float):
+            return float(v)
+        if isinstance(v, str) and v.lower() in ("inf", "-inf", "nan", "infinity", "-infinity"):
+            return float(v)
+        raise _Bad(f"a {t} value must be a number, got {v!r:.40}")
+    if kind == "bool":
+        if type(v) is bool:
+            return v
+        if type(v) is int and v in (0, 1):
+            return bool(v)
+        raise _Bad(f"a {t} value must be a boolean, got {v!r:.40}")
+    if kind == "str":
+        if isinstance(v, str):
+            return v
+        raise _Bad(f"a String value must be a string, got {v!r:.40}")
+    if kind == "none":
+        return None
+    if kind == "device":
+        if isinstance(v, str):
+            return Device(v)
+        raise _Bad(f"a Device value must be a string, got {v!r:.40}")
+    if kind == "generator":
+        return Generator(v)
+    if kind in ("list", "tuple"):
+        elems = extra
+        if not isinstance(v, list):
+            raise _Bad(f"a {t} value must be a list, got {v!r:.40}")
+        if len(elems) != len(v):
+            raise _Bad(f"a {t} value has {len(v)} elements")
+        shapes = shape if isinstance(shape, list) and len(shape) == len(v) else [None] * len(v)
+        strides = stride if isinstance(stride, list) and len(stride) == len(v) else [None] * len(v)
+        out = [_typed(et, ev, es, est) for et, ev, es, est in zip(elems, v, shapes, strides, strict=True)]
+        return out if kind == "list" else tuple(out)
+    if kind == "bad":
+        raise _Bad(f"a type must be a string, got {t!r:.40}")
+    return Opaque(t, v)
+
+
+# ------------------------------------------------------------------------------------------------- node
+
+
+class _Source:
+    """What a node needs to report a decoding problem and to decode its raw arguments."""
+
+    __slots__ = ("path", "flat")
+
+    def __init__(self, path: str, flat: bool):
+        self.path = path
+        self.flat = flat  # schema 1.0.0/1.0.1: separate inputs / input_shapes / input_types lists
+
+
+_EMPTY: tuple = ()
+
+
+class Node:
+    """One ET node.
+
+    Plain fields (always present): ``id``, ``name``, ``parent`` (the parent node id: ``ctrl_deps`` in schema
+    >= 1.0.2, ``parent`` in 1.0.1; 0 for the process root), ``op_schema`` (``""`` for nodes that are not
+    operators: thread/process roots, ``record_function`` scopes, autograd wrappers), and the standard attributes
+    ``rf_id``, ``fw_parent``, ``seq_id``, ``scope``, ``tid``, ``fw_tid`` (``None`` when the trace lacks them).
+
+    Every attribute, standard or not, is in :attr:`attrs` (a dict by name). Arguments are typed on first access:
+    :attr:`inputs`/:attr:`outputs` (tuples of typed values), with the ET strings in :attr:`input_types`,
+    :attr:`input_shapes`, :attr:`input_strides` (and the ``output_*`` equivalents).
+    """
+
+    __slots__ = ("id", "name", "parent", "op_schema", "rf_id", "fw_parent", "seq_id", "scope", "tid", "fw_tid",
+                 "_src", "_attrs", "_in", "_out", "_in_dec", "_out_dec")
+
+    def __init__(self, id: int, name: str, parent: int = 0, op_schema: str = "", *, rf_id: int | None = None,
+                 fw_parent: int | None = None, seq_id: int | None = None, scope: int | None = None,
+                 tid: int | None = None, fw_tid: int | None = None, attrs: dict[str, Any] | None = None,
+                 inputs: Iterable[Value] = (), outputs: Iterable[Value] = (),
+                 input_types: Iterable[str] | None = None, output_types: Iterable[str] | None = None):
+        """Build a node by hand (tests, synthetic traces); the loader builds them without this constructor."""
+        self.id = id
+        self.name = name
+        self.parent = parent
+        self.op_schema = op_schema
+        self.rf_id = rf_id
+        self.fw_parent = fw_parent
+        self.seq_id = seq_id
+        self.scope = scope
+        self.tid = tid
+        self.fw_tid = fw_tid
+        self._src = None
+        self._attrs = dict(attrs) if attrs else {}
+        for k in ("rf_id", "fw_parent", "seq_id", "scope", "tid", "fw_tid"):
+            if getattr(self, k) is not None:
+                self._attrs.setdefault(k, getattr(self, k))
+        if op_schema:
+            self._attrs.setdefault("op_schema", op_schema)
+        ins, outs = tuple(inputs), tuple(outputs)
+        self._in = None
+        self._out = None
+        self._in_dec = (ins, tuple(input_types) if input_types is not None else tuple(_guess_type(v) for v in ins),
+                        tuple(_shape_of(v) for v in ins), tuple(_strides_of(v) for v in ins))
+        self._out_dec = (outs,
+                         tuple(output_types) if output_types is not None else tuple(_guess_type(v) for v in outs),
+                         tuple(_shape_of(v) for v in outs), tuple(_strides_of(v) for v in outs))
+
+    # --- attributes
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """All attributes by name (``rf_id``, ``op_schema``, ``kernel_backend``, ``collective_name`` ...)."""
+        a = self._attrs
+        if isinstance(a, dict):
+            return a
+        d: dict[str, Any] = {}
+        for x in a:  # list of _Attr structs (schema >= 1.0.2)
+            d[x.name] = x.value
+        self._attrs = d
+        return d
+
+    def attr(self, name: str, default: Any = None) -> Any:
+        """One attribute by name, ``default`` when absent."""
+        return self.attrs.get(name, default)
+
+    @property
+    def kernel_backend(self) -> str | None:
+        return self.attrs.get("kernel_backend")
+
+    @property
+    def kernel_file(self) -> str | None:
+        return self.attrs.get("kernel_file")
+
+    @property
+    def tensor_range(self) -> str | None:
+        return self.attrs.get("tensor_range")
+
+    # --- classification
+    @property
+    def is_op(self) -> bool:
+        """True for an operator node (it carries an op schema)."""
+        return bool(self.op_schema)
+
+    @property
+    def op_name(self) -> str:
+        """The operator's overload name from its schema (``"aten::add.Tensor"``), else the node name."""
+        s = self.op_schema
+        if s:
+            i = s.find("(")
+            return s[:i] if i > 0 else s
+        return self.name
+
+    @property
+    def is_thread_root(self) -> bool:
+        return self.name in _THREAD_NAMES
+
+    @property
+    def is_process_root(self) -> bool:
+        return self.name in _PROCESS_NAMES
+
+    @property
+    def iteration(self) -> int | None:
+        """N for a ``ProfilerStep#N`` node, else None."""
+        if self.name.startswith("ProfilerStep#"):
+            m = _STEP_RE.match(self.name)
+            if m:
+                return int(m[1])
+        return None
+
+    @property
+    def is_user_scope(self) -> bool:
+        """A user ``record_function`` scope (RecordScope USER_SCOPE), not a root nor a ProfilerStep."""
+        return (self.scope == SCOPE_USER and not self.op_schema and not self.is_thread_root
+                and not self.is_process_root and self.iteration is None and not self.is_comm)
+
+    @property
+    def is_comm(self) -> bool:
+        """A communication op or record (``c10d::...``, ``nccl:...``, ``record_param_comms``) or a node with
+        the ``collective_name`` attribute."""
+        return self.name.startswith(_COMM_PREFIXES) or "collective_name" in self.attrs
+
+    # --- arguments
+    def _decode(self, which: str) -> tuple[tuple, tuple, tuple, tuple]:
+        raw = self._in if which == "inputs" else self._out
+        src = self._src
+        try:
+            if src.flat:
+                values = _list_decoder.decode(raw[0]) if raw[0] else []
+                shapes = _list_decoder.decode(raw[1]) if raw[1] else None
+                types = _types_decoder.decode(raw[2]) if raw[2] else None
+                strides = None
+            else:
+                if not raw:  # absent (an empty Raw) or built by hand
+                    values, shapes, types, strides = [], [], [], None
+                else:
+                    io = _io_decoder.decode(raw)
+                    values, shapes, types, strides = io.values, io.shapes, io.types, io.strides
+            if types is None:
+                if values:
+                    raise _Bad(f"has {which} but no {which[:-1]}_types")
+                types = []
+            if len(types) != len(values):
+                raise _Bad(f"{which}: {len(values)} values but {len(types)} types")
+            if shapes is None or len(shapes) != len(values):
+                shapes = [None] * len(values)
+            if strides is None or len(strides) != len(values):
+                strides = [None] * len(values)
+            typed = tuple(_typed(t, v, s, st) for t, v, s, st in zip(types, values, shapes, strides, strict=True))
+        except (msgspec.DecodeError, msgspec.ValidationError, _Bad, TypeError, ValueError, OverflowError) as e:
+            raise TraceError(src.path, f"node {self.id} ({self.name}): bad {which}: {e}") from None
+        dec = (typed, tuple(types), tuple(_freeze(s) for s in shapes), tuple(_freeze(s) for s in strides))
+        if which == "inputs":
+            self._in_dec = dec
+            self._in = None
+        else:
+            self._out_dec = dec
+            self._out = None
+        return dec
+
+    @property
+    def inputs(self) -> tuple[Value, ...]:
+        """Typed input values, one per argument (see the module docstring)."""
+        return (self._in_dec or self._decode("inputs"))[0]
+
+    @property
+    def outputs(self) -> tuple[Value, ...]:
+        """Typed output values."""
+        return (self._out_dec or self._decode("outputs"))[0]
+
+    @property
+    def input_types(self) -> tuple[str, ...]:
+        """ET type strings of the inputs (``"Tensor(float)"``, ``"GenericList[Int,Int]"``, ``"Int"`` ...)."""
+        return (self._in_dec or self._decode("inputs"))[1]
+
+    @property
+    def output_types(self) -> tuple[str, ...]:
+        return (self._out_dec or self._decode("outputs"))[1]
+
+    @property
+    def input_shapes(self) -> tuple[Any, ...]:
+        """Shapes as written (nested tuples; ``()`` for scalars; ``None`` when absent)."""
+        return (self._in_dec or self._decode("inputs"))[2]
+
+    @property
+    def output_shapes(self) -> tuple[Any, ...]:
+        return (self._out_dec or self._decode("outputs"))[2]
+
+    @property
+    def input_strides(self) -> tuple[Any, ...]:
+        """Strides as written (schema >= 1.1.1), else ``None`` per argument."""
+        return (self._in_dec or self._decode("inputs"))[3]
+
+    @property
+    def output_strides(self) -> tuple[Any, ...]:
+        return (self._out_dec or self._decode("outputs"))[3]
+
+    def input_tensors(self) -> list[TensorRef]:
+        """Every tensor among the inputs, including those inside lists and tuples, in argument order."""
+        return list(_iter_tensors(self.inputs))
+
+    def output_tensors(self) -> list[TensorRef]:
+        return list(_iter_tensors(self.outputs))
+
+    def __repr__(self) -> str:
+        return f"Node(id={self.id}, name={self.name!r}, parent={self.parent})"
+
+
+def _freeze(x: Any) -> Any:
+    if isinstance(x, list):
+        return tuple(_freeze(v) for v in x)
+    return x
+
+
+def _iter_tensors(values: Iterable[Value]) -> Iterator[TensorRef]:
+    for v in values:
+        if isinstance(v, TensorRef):
+            yield v
+        elif isinstance(v, list | tuple):
+            yield from _iter_tensors(v)
+
+
+def _guess_type(v: Value) -> str:
+    if isinstance(v, TensorRef):
+        return v.type
+    if isinstance(v, bool):
+        return "Bool"
+    if isinstance(v, int):
+        return "Int"
+    if isinstance(v, float):
+        return "Double"
+    if isinstance(v, str):
+        return "String"
+    if v is None:
+        return "None"
+    if isinstance(v, Device):
+        return "Device"
+    if isinstance(v, Generator):
+        return "Generator"
+    if isinstance(v, Opaque):
+        return v.type
+    if isinstance(v, list):
+        return "GenericList[" + ",".join(_guess_type(x) for x in v) + "]"
+    if isinstance(v, tuple):
+        return "Tuple[" + ",".join(_guess_type(x) for x in v) + "]"
+    return "Object"
+
+
+def _shape_of(v: Value) -> Any:
+    if isinstance(v, TensorRef):
+        return v.shape
+    if isinstance(v, list | tuple):
+        return tuple(_shape_of(x) for x in v)
+    return ()
+
+
+def _strides_of(v: Value) -> Any:
+    if isinstance(v, TensorRef):
+        return v.strides
+    if isinstance(v, list | tuple):
+        return tuple(_strides_of(x) for x in v)
+    return None
+
+
+# ------------------------------------------------------------------------------------ tensor table
+
+
+class TensorInfo:
+    """One distinct tensor (by :attr:`TensorRef.key`) seen in the arguments of the nodes considered.
+
+    ``producer`` is the id of the first node that outputs it before any node reads it (``None``: it comes
+    from outside the nodes considered, e.g. a parameter or a data-loader batch, and a replay must create it);
+    ``first_use`` the id of the first node that touches it; ``uses`` how many argument slots name it.
+    """
+
+    __slots__ = ("ref", "producer", "first_use", "last_use", "uses")
+
+    def __init__(self, ref: TensorRef, producer: int | None, first_use: int):
+        self.ref = ref
+        self.producer = producer
+        self.first_use = first_use
+        self.last_use = first_use
+        self.uses = 0
+
+    @property
+    def is_external(self) -> bool:
+        """Read before any considered node produced it."""
+        return self.producer is None
+
+    def __repr__(self) -> str:
+        return f"TensorInfo({self.ref!r}, producer={self.producer}, first_use={self.first_use})"
+
+
+class StorageInfo:
+    """One storage ``(storage_id, device)``: ``nbytes`` is the furthest byte any tensor on it reaches
+    (``(offset + numel) * itemsize``, a lower bound of the real allocation); ``tensors`` how many distinct
+    tensors live on it."""
+
+    __slots__ = ("storage_id", "device", "nbytes", "tensors")
+
+    def __init__(self, storage_id: int, device: str):
+        self.storage_id = storage_id
+        self.device = device
+        self.nbytes = 0
+        self.tensors = 0
+
+    def __repr__(self) -> str:
+        return f"StorageInfo(id={self.storage_id}, device={self.device!r}, nbytes={self.nbytes})"
+
+
+class TensorTable:
+    """Tensors and storages of a set of nodes (by default a trace's top-level ops)."""
+
+    __slots__ = ("tensors", "storages")
+
+    def __init__(self) -> None:
+        self.tensors: dict[tuple, TensorInfo] = {}
+        self.storages: dict[tuple[int, str], StorageInfo] = {}
+
+    @classmethod
+    def build(cls, nodes: Iterable[Node]) -> TensorTable:
+        table = cls()
+        tensors, storages = table.tensors, table.storages
+        for n in nodes:
+            for side, values in ((0, n.inputs), (1, n.outputs)):
+                for t in _iter_tensors(values):
+                    if t.dtype is None:
+                        continue
+                    k = t.key
+                    info = tensors.get(k)
+                    if info is None:
+                        info = tensors[k] = TensorInfo(t, n.id if side == 1 else None, n.id)
+                        sk = (t.storage_id, t.device)
+                        st = storages.get(sk)
+                        if st is None:
+                            st = storages[sk] = StorageInfo(t.storage_id, t.device)
+                        st.tensors += 1
+                        end = (t.offset + t.numel) * t.itemsize
+                        if end > st.nbytes:
+                            st.nbytes = end
+                    info.uses += 1
+                    info.last_use = n.id
+        return table
+
+    @property
+    def storage_bytes(self) -> int:
+        """Sum of :attr:`StorageInfo.nbytes` over all storages."""
+        return sum(s.nbytes for s in self.storages.values())
+
+    def external(self) -> list[TensorInfo]:
+        """Tensors read before being produced (inputs a replay must create), in first-use order."""
+        return [t for t in self.tensors.values() if t.producer is None]
+
+    def bytes_by_device(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for s in self.storages.values():
+            out[s.device] = out.get(s.device, 0) + s.nbytes
+        return out
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+
+# ------------------------------------------------------------------------------------------------- trace
+
+
+class Iteration:
+    """A ``ProfilerStep#N`` node: ``number`` N and the ``node``; :meth:`Trace.top_level_ops` with
+    ``within=iteration.node`` gives its ops."""
+
+    __slots__ = ("number", "node")
+
+    def __init__(self, number: int, node: Node):
+        self.number = number
+        self.node = node
+
+    def __repr__(self) -> str:
+        return f"Iteration({self.number}, node={self.node.id})"
+
+
+class Trace:
+    """A loaded execution trace (see the module docstring). Build one with :func:`benchmint.trace.load`."""
+
+    def __init__(self, nodes: list[Node], *, schema: str = "1.1.1-chakra.0.0.4", path: str = "<memory>",
+                 pid: int | None = None, time: str | None = None, start_ts: int | None = None,
+                 finish_ts: int | None = None, warnings: list[str] | None = None, sort: bool = True):
+        if sort:
+            nodes = sorted(nodes, key=_node_id)
+        self.nodes: list[Node] = nodes
+        """All nodes, ordered by id (the order ops were entered)."""
+        self.schema = schema
+        parsed = parse_schema_version(schema)
+        self.version: tuple[int, int, int] | None = parsed[0] if parsed else None
+        """Schema version as a tuple, e.g. ``(1, 1, 1)``."""
+        self.chakra_version: str | None = parsed[1] if parsed else None
+        self.path = path
+        self.pid = pid
+        self.time = time
+        self.start_ts = start_ts
+        self.finish_ts = finish_ts
+        self.warnings: list[str] = list(warnings or [])
+        """Problems that did not stop loading (newer schema, dangling parents ...)."""
+        self.by_id: dict[int, Node] = {n.id: n for n in nodes}
+        self._children: dict[int, list[Node]] | None = None
+        self._top: list[Node] | None = None
+        self._tables: dict[Any, TensorTable] = {}
+
+    # --- tree
+    def _tree(self) -> dict[int, list[Node]]:
+        ch = self._children
+        if ch is None:
+            ch = {}
+            for n in self.nodes:  # id order, so each child list is in execution order
+                lst = ch.get(n.parent)
+                if lst is None:
+                    ch[n.parent] = [n]
+                else:
+                    lst.append(n)
+            self._children = ch
+        return ch
+
+    def node(self, node_id: int) -> Node:
+        """The node with this id (KeyError when absent)."""
+        return self.by_id[node_id]
+
+    def children(self, node: Node | int) -> list[Node]:
+        """Direct children, in id order."""
+        nid = node if isinstance(node, int) else node.id
+        return self._tree().get(nid, [])
+
+    def parent_of(self, node: Node) -> Node | None:
+        return self.by_id.get(node.parent) if node.parent != node.id else None
+
+    def ancestors(self, node: Node) -> Iterator[Node]:
+        """Parent, grandparent ... up to the root."""
+        seen = {node.id}
+        p = self.parent_of(node)
+        while p is not None and p.id not in seen:
+            seen.add(p.id)
+            yield p
+            p = self.parent_of(p)
+
+    def descendants(self, node: Node | int) -> Iterator[Node]:
+        """All nodes under ``node``, depth first, in execution order."""
+        tree = self._tree()
+        stack = list(reversed(tree.get(node if isinstance(node, int) else node.id, [])))
+        seen: set[int] = set()
+        while stack:
+            n = stack.pop()
+            if n.id in seen:
+                continue
+            seen.add(n.id)
+            yield n
+            stack.extend(reversed(tree.get(n.id, [])))
+
+    def roots(self) -> list[Node]:
+        """Nodes whose parent is not in the trace (normally just the process root)."""
+        return [n for n in self.nodes if n.parent not in self.by_id or n.parent == n.id]
+
+    # --- structure
+    @property
+    def process(self) -> Node | None:
+        """The ``[pytorch|profiler|execution_trace|process]`` root node."""
+        for n in reversed(self.nodes):
+            if n.is_process_root:
+                return n
+        return None
+
+    @property
+    def threads(self) -> list[Node]:
+        """Thread root nodes (``[pytorch|profiler|execution_trace|thread]``), one per recorded thread."""
+        return [n for n in self.nodes if n.is_thread_root]
+
+    @property
+    def thread_ids(self) -> list[int]:
+        """Distinct ``tid`` values of the nodes."""
+        return sorted({n.tid for n in self.nodes if n.tid is not None})
+
+    @property
+    def iterations(self) -> list[Iteration]:
+        """``ProfilerStep#N`` nodes, in order."""
+        out = []
+        for n in self.nodes:
+            k = n.iteration
+            if k is not None:
+                out.append(Iteration(k, n))
+        return out
+
+    @property
+    def scopes(self) -> list[Node]:
+        """User ``record_function`` scopes (not ProfilerStep, not roots), in order."""
+        return [n for n in self.nodes if n.is_user_scope]
+
+    def top_level_ops(self, within: Node | int | None = None) -> list[Node]:
+        """The highest nodes that carry an op schema, in id order: walking down from the roots (or from
+        ``within``), a node with an op schema is selected and its subtree is not entered (its children ran as
+        part of it and would be replayed twice)."""
+        if within is None and self._top is not None:
+            return self._top
+        tree = self._tree()
+        out: list[Node] = []
+        if within is None:
+            stack = list(reversed(self.roots()))
+        else:
+            stack = list(reversed(tree.get(within if isinstance(within, int) else within.id, [])))
+        seen: set[int] = set()
+        while stack:
+            n = stack.pop()
+            if n.id in seen:
+                continue
+            seen.add(n.id)
+            if n.op_schema:
+                out.append(n)
+            else:
+                stack.extend(reversed(tree.get(n.id, [])))
+        out.sort(key=_node_id)
+        if within is None:
+            self._top = out
+        return out
+
+    def ops(self) -> list[Node]:
+        """Every node that carries an op schema (top-level or nested)."""
+        return [n for n in self.nodes if n.op_schema]
+
+    def comm_ops(self) -> list[Node]:
+        """Communication nodes: ``c10d::``/``nccl:`` ops, ``record_param_comms`` records and nodes with a
+        ``collective_name`` attribute."""
+        return [n for n in self.nodes if n.is_comm]
+
+    def tensor_table(self, nodes: Iterable[Node] | None = None) -> TensorTable:
+        """Tensors and storages of ``nodes`` (default: the top-level ops); cached for the default."""
+        if nodes is None:
+            t = self._tables.get("top")
+            if t is None:
+                t = self._tables["top"] = TensorTable.build(self.top_level_ops())
+            return t
+        return TensorTable.build(nodes)
+
+    @property
+    def devices(self) -> list[str]:
+        """Devices of the tensors of the top-level ops (``"cpu"``, ``"cuda:0"``)."""
+        return sorted({s.device for s in self.tensor_table().storages.values() if s.device})
+
+    def validate(self) -> Trace:
+        """Decode every node's arguments now; raises TraceError on the first malformed one."""
+        for n in self.nodes:
+            n.inputs  # noqa: B018
+            n.outputs  # noqa: B018
+            n.attrs  # noqa: B018
+        return self
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self.nodes)
+
+    def __repr__(self) -> str:
+        return f"Trace({self.path!r}, schema={self.schema!r}, nodes={len(self.nodes)})"
+
+
+def _node_id(n: Node) -> int:
+    return n.id
