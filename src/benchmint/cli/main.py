@@ -56,6 +56,10 @@ def _register() -> None:
 
     app.add_typer(results_cli.app, name="results", help=results_cli.__doc__)
 
+    from benchmint.cli import report as report_cli
+
+    app.command("report", help=report_cli.__doc__)(report_cli.report)
+
 
 _register()
 
