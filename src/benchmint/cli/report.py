@@ -1,0 +1,34 @@
+"""Write one self-contained HTML report (opens offline: plotly and CSS inlined): replay fidelity per op type,
+latency CDFs, TTFT/TPOT percentiles, throughput vs load and the runs side by side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from benchmint.cli.common import console, err_console
+
+
+def report(
+    runs: list[str] = typer.Option(
+        None, "--runs", help="Run ids (or prefixes) in the store, run.json files or folders holding them; "
+        "repeat the flag for more. Default: every stored run except imported MLPerf results."),
+    out: Path = typer.Option(Path("report.html"), "--out", "-o", help="HTML file to write."),
+    results: Path = typer.Option(
+        None, "--results", envvar="BENCHMINT_RESULTS",
+        help="Results store folder (default: ./benchmint-results; env BENCHMINT_RESULTS)."),
+    include_imported: bool = typer.Option(False, "--include-imported",
+                                          help="With no --runs, also include imported MLPerf results."),
+    kind: str = typer.Option(None, "--kind", help="Only runs of this kind (replay, llm, mlperf, imported)."),
+    title: str = typer.Option("benchmint report", "--title", help="Title of the page."),
+) -> None:
+    """Write one self-contained HTML report (opens offline: plotly and CSS inlined): replay fidelity per op
+    type, latency CDFs, TTFT/TPOT percentiles, throughput vs load and the runs side by side."""
+    from benchmint.report.api import build_report, select_runs
+
+    records, base_dirs, problems = select_runs(runs, results, include_imported=include_imported, kind=kind)
+    for p in problems:
+        err_console.print(f"[yellow]warning:[/] {p}", highlight=False, soft_wrap=True)
+    path = build_report(records, out, title=title, base_dirs=base_dirs)
+    console.print(f"wrote {path} ({len(records)} run(s), {path.stat().st_size / 1e6:.1f} MB)")

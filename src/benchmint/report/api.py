@@ -1,0 +1,72 @@
+"""Choose the runs of a report (store ids, run.json files, folders) and write the HTML file."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+from benchmint.core.errors import UserError
+from benchmint.results.record import RunRecord
+from benchmint.results.store import ResultsStore, StoreWarning, load_run_json
+
+
+def select_runs(
+    runs: list[str] | None,
+    results: str | os.PathLike | None = None,
+    include_imported: bool = False,
+    kind: str | None = None,
+) -> tuple[list[RunRecord], list[Path], list[str]]:
+    """The records to report on, the folders their artifacts may be relative to, and warnings.
+
+    Each item of ``runs`` is a run.json file, a folder (every run.json below it), or a run id (or unique
+    prefix) in the store. With no ``runs``, every stored run is taken, except imported MLPerf results unless
+    ``include_imported``.
+    """
+    store = ResultsStore(results)
+    records: list[RunRecord] = []
+    base_dirs: list[Path] = []
+    problems: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StoreWarning)
+        if not runs:
+            records = [r for r in store.records() if include_imported or r.kind != "imported"]
+            problems += [str(p) for p in store.problems]
+        else:
+            for item in runs:
+                p = Path(item)
+                if p.is_file():
+                    records.append(load_run_json(p))
+                    base_dirs.append(p.parent)
+                elif p.is_dir():
+                    found = sorted(p.rglob("run.json"))
+                    if not found:
+                        raise UserError(f"{p}: no run.json found in this folder")
+                    for f in found:
+                        records.append(load_run_json(f))
+                        base_dirs.append(f.parent)
+                else:
+                    if not store.parts_dir.is_dir():
+                        raise UserError(f"{item}: not a run.json, a folder or a run id in {store.path} "
+                                        "(the store is empty)")
+                    records.append(store.get(item))
+                    problems += [str(x) for x in store.problems]
+    if kind:
+        records = [r for r in records if r.kind == kind]
+    seen: dict[str, RunRecord] = {}
+    for r in records:
+        seen[r.id] = r
+    ordered = sorted(seen.values(), key=lambda r: (r.created_s, r.id))
+    return ordered, base_dirs, sorted(set(problems))
+
+
+def build_report(
+    records: list[RunRecord],
+    out: str | os.PathLike = "report.html",
+    title: str = "benchmint report",
+    base_dirs: list[Path] | None = None,
+) -> Path:
+    """Write one self-contained HTML report of ``records`` to ``out``."""
+    from benchmint.report.html import write_report
+
+    return write_report(records, Path(out), title=title, base_dirs=base_dirs)

@@ -1,0 +1,171 @@
+"""Plotly figures of the report: replay fidelity per op type, latency CDFs, TTFT/TPOT percentiles and
+throughput against offered load. Each builder returns ``None`` when there is nothing to draw."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+from benchmint.report.data import (
+    LatencySamples,
+    label,
+    latency_samples,
+    offered_load,
+    per_op_rows,
+    percentiles,
+    throughput,
+)
+from benchmint.results.record import RunRecord
+
+PALETTE = qualitative.Plotly + qualitative.D3
+TEMPLATE = "plotly_white"
+MAX_OPS = 25
+MAX_CDF_POINTS = 2000
+METRIC_TITLES = {"ttft_s": "TTFT", "tpot_s": "TPOT", "e2e_s": "E2E latency"}
+
+
+def colors(records: list[RunRecord]) -> dict[str, str]:
+    return {r.id: PALETTE[i % len(PALETTE)] for i, r in enumerate(records)}
+
+
+def fidelity_figure(rec: RunRecord) -> go.Figure | None:
+    """Original vs replayed time per op type (top ops by original time), with the relative error."""
+    rows = per_op_rows(rec)[:MAX_OPS]
+    rows = [r for r in rows if r.original_s is not None or r.replay_s is not None]
+    if not rows:
+        return None
+    ops = [r.op for r in rows][::-1]
+    rows = rows[::-1]
+    err_text = [f"{r.error:+.1%}" if r.error is not None else "" for r in rows]
+    fig = go.Figure()
+    fig.add_bar(y=ops, x=[(r.original_s or 0) * 1e3 for r in rows], orientation="h", name="original",
+                marker_color="#636EFA",
+                customdata=[[r.count] for r in rows],
+                hovertemplate="%{y}<br>original %{x:.4g} ms<br>count %{customdata[0]}<extra></extra>")
+    fig.add_bar(y=ops, x=[(r.replay_s or 0) * 1e3 for r in rows], orientation="h", name="replay",
+                marker_color="#EF553B", text=err_text, textposition="outside",
+                hovertemplate="%{y}<br>replay %{x:.4g} ms<br>error %{text}<extra></extra>")
+    fig.update_layout(
+        template=TEMPLATE, barmode="group", title=f"Replay fidelity per op type: {label(rec)}",
+        xaxis_title="time per iteration (ms)", height=max(320, 26 * len(rows) + 140),
+        legend={"orientation": "h", "y": -0.15}, margin={"l": 10, "r": 40, "t": 60, "b": 40},
+    )
+    fig.update_yaxes(automargin=True)
+    return fig
+
+
+def _cdf_points(values: list[float]) -> tuple[list[float], list[float]]:
+    n = len(values)
+    if n > MAX_CDF_POINTS:  # keep the shape and the tail: evenly spaced ranks plus the last one
+        step = n / MAX_CDF_POINTS
+        idx = sorted({int(i * step) for i in range(MAX_CDF_POINTS)} | {n - 1})
+    else:
+        idx = list(range(n))
+    return [values[i] * 1e3 for i in idx], [(i + 1) / n for i in idx]
+
+
+def latency_cdf_figure(records: list[RunRecord], base_dirs: list[Path],
+                       color: dict[str, str]) -> tuple[go.Figure | None, dict[str, str]]:
+    """CDFs of TTFT, TPOT and E2E per run; from the per-request file, else from stored percentiles.
+    Returns the figure and, per run id, where its curve came from."""
+    sources: dict[str, str] = {}
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[METRIC_TITLES[m] for m in METRIC_TITLES])
+    drawn = 0
+    for rec in records:
+        samples: LatencySamples = latency_samples(rec, base_dirs)
+        sources[rec.id] = samples.source
+        pct = percentiles(rec)
+        first = True
+        for col, metric in enumerate(METRIC_TITLES, start=1):
+            vals = samples.values.get(metric)
+            if vals:
+                x, y = _cdf_points(vals)
+                fig.add_scatter(x=x, y=y, mode="lines", line={"color": color[rec.id], "shape": "hv"},
+                                name=label(rec), legendgroup=rec.id, showlegend=first, row=1, col=col,
+                                hovertemplate="%{x:.4g} ms<br>P(≤x) = %{y:.3f}<extra>" + label(rec) + "</extra>")
+            elif metric in pct:
+                pts = sorted(
+                    (v * 1e3, float(k[1:]) / 100 if k.startswith("p") else 1.0)
+                    for k, v in pct[metric].items() if k != "mean"
+                )
+                if not pts:
+                    continue
+                fig.add_scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers",
+                                line={"color": color[rec.id], "dash": "dot"},
+                                name=label(rec) + " (from percentiles)", legendgroup=rec.id,
+                                showlegend=first, row=1, col=col,
+                                hovertemplate="%{x:.4g} ms at quantile %{y}<extra>" + label(rec) + "</extra>")
+            else:
+                continue
+            first = False
+            drawn += 1
+    if not drawn:
+        return None, sources
+    fig.update_layout(template=TEMPLATE, title="Latency CDFs", height=420,
+                      legend={"orientation": "h", "y": -0.25}, margin={"t": 70})
+    fig.update_xaxes(title_text="ms")
+    fig.update_yaxes(title_text="fraction of requests", range=[0, 1.02], col=1)
+    return fig, sources
+
+
+def percentile_figure(records: list[RunRecord], color: dict[str, str]) -> go.Figure | None:
+    """TTFT and TPOT percentiles (p50, p90, p99) per run, grouped bars in ms."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["TTFT", "TPOT"])
+    drawn = 0
+    for rec in records:
+        pct = percentiles(rec)
+        first = True
+        for col, metric in enumerate(("ttft_s", "tpot_s"), start=1):
+            block = pct.get(metric) or {}
+            keys = [k for k in ("p50", "p90", "p99") if k in block]
+            if not keys:
+                continue
+            fig.add_bar(x=keys, y=[block[k] * 1e3 for k in keys], name=label(rec), legendgroup=rec.id,
+                        showlegend=first, marker_color=color[rec.id], row=1, col=col,
+                        hovertemplate="%{x}: %{y:.4g} ms<extra>" + label(rec) + "</extra>")
+            first = False
+            drawn += 1
+    if not drawn:
+        return None
+    fig.update_layout(template=TEMPLATE, title="TTFT and TPOT percentiles", barmode="group", height=420,
+                      legend={"orientation": "h", "y": -0.2}, margin={"t": 70})
+    fig.update_yaxes(title_text="ms", col=1)
+    return fig
+
+
+def throughput_figure(records: list[RunRecord]) -> go.Figure | None:
+    """Requests/s and output tokens/s against the offered load (rate or concurrency), one line per model
+    and backend."""
+    series: dict[str, list[tuple[float, RunRecord]]] = defaultdict(list)
+    x_titles: set[str] = set()
+    for rec in records:
+        load = offered_load(rec)
+        if load is None or not throughput(rec):
+            continue
+        x_titles.add(load[1])
+        w, c = rec.workload or {}, rec.config or {}
+        key = " / ".join(str(v) for v in (w.get("model_name") or rec.kind, c.get("backend") or c.get("engine"),
+                                          c.get("scenario")) if v)
+        series[key].append((load[0], rec))
+    if not series:
+        return None
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["requests/s", "output tokens/s"])
+    for i, (key, pts) in enumerate(sorted(series.items())):
+        pts.sort(key=lambda p: p[0])
+        color = PALETTE[i % len(PALETTE)]
+        for col, metric in enumerate(("requests_per_s", "output_tokens_per_s"), start=1):
+            xs = [x for x, r in pts if metric in throughput(r)]
+            ys = [throughput(r)[metric] for _, r in pts if metric in throughput(r)]
+            if not xs:
+                continue
+            fig.add_scatter(x=xs, y=ys, mode="lines+markers", name=key, legendgroup=key,
+                            showlegend=col == 1, line={"color": color}, row=1, col=col,
+                            hovertemplate="load %{x}<br>%{y:.4g}<extra>" + key + "</extra>")
+    fig.update_layout(template=TEMPLATE, title="Throughput vs offered load", height=420,
+                      legend={"orientation": "h", "y": -0.25}, margin={"t": 70})
+    fig.update_xaxes(title_text=" or ".join(sorted(x_titles)))
+    return fig
