@@ -1,0 +1,171 @@
+"""``run_mlperf``: one ``benchmint llm mlperf`` run, from settings to result JSON and RunRecord.
+
+A run is one LoadGen performance test, one accuracy test, or both (``submission``), each in its own
+subprocess. The result puts LoadGen's figures (from ``mlperf_log_detail.txt``) beside benchmint's own
+client-side metrics computed from the same requests, with validity explained in plain words, the plan made
+before the run, accuracy, energy and cost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmint.core.jsonio import write_json
+from benchmint.llm import accuracy as acc
+from benchmint.llm.cost import cost_block
+from benchmint.llm.energy import EnergyMeter
+from benchmint.llm.loadgen.runner import TestOutcome, run_test, write_samples
+from benchmint.llm.loadgen.settings import RunSettings
+from benchmint.llm.loadgen.sut import Sample
+from benchmint.llm.loadgen.validity import explain, plan
+from benchmint.llm.types import RequestRecord
+from benchmint.results.record import RunRecord
+
+RESULT_SCHEMA_VERSION = "1.0"
+
+
+@dataclass
+class MlperfConfig:
+    settings: RunSettings
+    backend: dict[str, Any]  # {"kind": ..., "options": {...}} (see backend_factory)
+    samples: list[Sample]
+    out_dir: Path
+    mode: str = "performance"  # performance | accuracy | submission
+    max_concurrency: int = 0
+    timeout_s: float | None = None
+    price: dict[str, Any] | None = None  # from benchmint.llm.cost.resolve_price
+    measure_energy: bool = True
+    slo: dict[str, float] = field(default_factory=dict)  # for client goodput: {"ttft": s, "tpot": s}
+    workload: dict[str, Any] = field(default_factory=dict)
+    accuracy_encoding: str = "utf8"
+    tokenizer: Any = None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "settings": self.settings.to_dict(),
+            "backend": self.backend,
+            "samples": len(self.samples),
+            "max_concurrency": self.max_concurrency,
+            "price": self.price,
+            "slo": self.slo,
+        }
+
+
+def client_metrics(records: list[RequestRecord], start_ns: int | None, slo: dict[str, float]) -> dict[str, Any]:
+    """benchmint's own ``llm bench`` metrics for the same requests (the LLM layer's metrics module)."""
+    try:
+        from benchmint.llm import metrics  # the LLM layer owns the definitions (DESIGN.md glossary)
+    except ImportError:
+        return {"unavailable": "benchmint.llm.metrics is not installed in this checkout"}
+    if start_ns is None:
+        start_ns = min((r.scheduled_ns for r in records), default=0)
+    out = metrics.compute_metrics(records, start_ns, slo=slo or None)
+    out = out.to_dict() if hasattr(out, "to_dict") else out
+    out["anchored_to"] = "LoadGen issue time (issue_queries), the scheduled send time of each query"
+    return out
+
+
+def _requests_block(records: list[RequestRecord]) -> dict[str, Any]:
+    errors: dict[str, int] = {}
+    for r in records:
+        if r.error_kind:
+            errors[r.error_kind] = errors.get(r.error_kind, 0) + 1
+    return {"completed": sum(r.ok for r in records), "failed": sum(not r.ok for r in records), "errors": errors}
+
+
+def _loadgen_block(outcome: TestOutcome, settings: RunSettings) -> dict[str, Any]:
+    lg = dict(outcome.loadgen)
+    lg["invalid_reasons"] = explain(lg, settings)
+    lg["log_dir"] = str(outcome.out_dir)
+    lg["logs"] = sorted(p.name for p in outcome.out_dir.glob("mlperf_log_*"))
+    return lg
+
+
+def validity_line(loadgen: dict[str, Any]) -> str:
+    v = loadgen.get("validity")
+    head = f"LoadGen result: {v}"
+    if v == "VALID":
+        return head
+    reasons = loadgen.get("invalid_reasons") or []
+    return head + (" - " + " ".join(reasons) if reasons else "")
+
+
+def run_mlperf(cfg: MlperfConfig, on_stage: Callable[[str], None] | None = None) -> tuple[dict[str, Any], RunRecord]:
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stage = on_stage or (lambda _msg: None)
+    samples_path = write_samples(cfg.samples, out / "samples.jsonl")
+    result: dict[str, Any] = {"schema_version": RESULT_SCHEMA_VERSION, "config": cfg.describe()}
+    result["plan"] = plan(dataclasses.replace(cfg.settings, mode="performance"), len(cfg.samples)).to_dict()
+    artifacts: dict[str, str] = {"samples": "samples.jsonl"}
+    perf: TestOutcome | None = None
+
+    if cfg.mode in ("performance", "submission"):
+        stage("LoadGen performance test")
+        rs = dataclasses.replace(cfg.settings, mode="performance")
+        meter = EnergyMeter() if cfg.measure_energy else None
+        if meter is not None:
+            with meter:
+                perf = run_test(out / "performance", samples_path, rs, cfg.backend, cfg.max_concurrency, cfg.timeout_s)
+        else:
+            perf = run_test(out / "performance", samples_path, rs, cfg.backend, cfg.max_concurrency, cfg.timeout_s)
+        result["loadgen"] = _loadgen_block(perf, rs)
+        result["requests"] = _requests_block(perf.records)
+        result["client"] = client_metrics(perf.records, perf.worker.get("test_start_ns"), cfg.slo)
+        out_tokens = sum(r.output_tokens or 0 for r in perf.records if r.ok)
+        if meter is not None:
+            result["energy"] = meter.result(out_tokens or None)
+        tps = result["loadgen"].get("tokens_per_s")
+        if tps is None:
+            tps = (result["client"].get("throughput") or {}).get("output_tokens_per_s")
+        result["cost"] = cost_block(cfg.price, tps, throughput_source="LoadGen tokens/s")
+        artifacts["loadgen_performance_logs"] = "performance"
+
+    if cfg.mode in ("accuracy", "submission"):
+        stage("LoadGen accuracy test")
+        rs = dataclasses.replace(cfg.settings, mode="accuracy")
+        acc_run = run_test(out / "accuracy", samples_path, rs, cfg.backend, cfg.max_concurrency, cfg.timeout_s)
+        token_counts = {i: r.output_tokens for i, r in zip(acc_run.qsl_index, acc_run.records, strict=True)
+                        if r.output_tokens is not None}
+        result["accuracy"] = acc.evaluate_accuracy_log(
+            acc_run.accuracy_log, [s.reference for s in cfg.samples], model_key=cfg.settings.model_key,
+            encoding=cfg.accuracy_encoding, tokenizer=cfg.tokenizer, token_counts=token_counts,
+        )
+        result["accuracy"]["requests"] = _requests_block(acc_run.records)
+        if "loadgen" not in result:
+            result["loadgen_accuracy"] = _loadgen_block(acc_run, rs)
+        artifacts["loadgen_accuracy_logs"] = "accuracy"
+
+    status = "ok"
+    if "loadgen" in result and result["loadgen"]["validity"] != "VALID":
+        status = "invalid"
+    reqs = result.get("requests") or (result.get("accuracy") or {}).get("requests") or {}
+    if reqs.get("failed"):
+        status = "failed" if not reqs.get("completed") else ("invalid" if status == "invalid" else "partial")
+    metrics = {k: result[k] for k in ("loadgen", "client", "accuracy", "energy", "cost", "requests") if result.get(k)}
+    record = RunRecord(kind="mlperf", config=result["config"], metrics=metrics, workload=cfg.workload,
+                       artifacts=artifacts, status=status)
+    _fill_system(record)
+    result["run_id"] = record.id
+    result["status"] = status
+    write_json(out / "result.json", result)
+    record.artifacts["result"] = "result.json"
+    record.write(out)
+    return result, record
+
+
+def _fill_system(record: RunRecord) -> None:
+    try:
+        from benchmint.results.metadata import provenance, system_block
+
+        record.system = system_block()
+        record.provenance = provenance()
+    except Exception:  # metadata helpers are best effort; the host summary is the floor
+        from benchmint.core.system import host_summary
+
+        record.system = host_summary()

@@ -1,0 +1,33 @@
+"""Build the backend a LoadGen worker drives from a JSON-ready spec.
+
+``{"kind": "sim", "options": {...}}`` builds the simulated engine of :mod:`.sim`; any other kind goes to the
+LLM layer's backend registry (``http``, ``transformers``); ``{"factory": "module:callable", "options": {...}}``
+calls a user's own factory, for backends benchmint does not ship.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from benchmint.core.errors import UserError
+from benchmint.llm.types import Backend
+
+
+def make_backend(spec: dict[str, Any]) -> Backend:
+    options = dict(spec.get("options") or {})
+    if spec.get("factory"):
+        mod_name, _, attr = str(spec["factory"]).partition(":")
+        try:
+            factory = getattr(importlib.import_module(mod_name), attr)
+        except (ImportError, AttributeError) as e:
+            raise UserError(f"backend factory {spec['factory']!r} cannot be imported ({e}); use module:callable") from e
+        return factory(**options)
+    kind = spec.get("kind", "sim")
+    if kind == "sim":
+        from benchmint.llm.loadgen.sim import SimulatedBackend
+
+        return SimulatedBackend(**options)
+    from benchmint.llm.backends import create_backend  # the LLM layer's registry
+
+    return create_backend(kind, **options)

@@ -1,0 +1,110 @@
+"""Run one LoadGen test in a fresh subprocess and read back what it wrote.
+
+The parent never imports ``mlperf_loadgen``: LoadGen keeps global settings and logging state per process,
+so each test (performance, accuracy, each sweep trial) gets its own ``python -m
+benchmint.llm.loadgen.worker``. The worker's stdout/stderr go to ``worker.log`` in the test's folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from benchmint.core.errors import UserError
+from benchmint.core.jsonio import read_json, write_json
+from benchmint.llm.loadgen.mllog import parse_detail, summarize
+from benchmint.llm.loadgen.settings import RunSettings
+from benchmint.llm.loadgen.sut import Sample
+from benchmint.llm.types import RequestRecord
+
+_RECORD_FIELDS = {f.name for f in dataclasses.fields(RequestRecord)}
+
+
+def write_samples(samples: list[Sample], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        for s in samples:
+            f.write(orjson.dumps(dataclasses.asdict(s)) + b"\n")
+    return path
+
+
+@dataclass
+class TestOutcome:
+    """What one LoadGen test produced: its folder, the parsed log summary and the client-side records."""
+
+    out_dir: Path
+    loadgen: dict[str, Any]
+    records: list[RequestRecord]
+    qsl_index: list[int]
+    worker: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def accuracy_log(self) -> Path:
+        return self.out_dir / "mlperf_log_accuracy.json"
+
+
+def read_records(path: Path) -> tuple[list[RequestRecord], list[int]]:
+    recs, idx = [], []
+    if not path.is_file():
+        return recs, idx
+    with open(path, "rb") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            d = orjson.loads(line)
+            idx.append(int(d.pop("qsl_index")))
+            recs.append(RequestRecord(**{k: v for k, v in d.items() if k in _RECORD_FIELDS}))
+    return recs, idx
+
+
+def run_test(
+    out_dir: str | Path,
+    samples_path: str | Path,
+    settings: RunSettings,
+    backend: dict[str, Any],
+    max_concurrency: int = 0,
+    timeout_s: float | None = None,
+    trace: bool = False,
+) -> TestOutcome:
+    """Run one LoadGen test in a subprocess; raise :class:`UserError` with the log's tail if it fails."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = {
+        "out_dir": str(out.resolve()),
+        "samples_path": str(Path(samples_path).resolve()),
+        "settings": settings.to_dict(),
+        "backend": backend,
+        "max_concurrency": max_concurrency,
+        "trace": trace,
+    }
+    spec_path = write_json(out / "spec.json", spec)
+    env = dict(os.environ)
+    src_root = str(Path(__file__).resolve().parents[3])  # src/ of this checkout, in case it is not installed
+    env["PYTHONPATH"] = src_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    log_path = out / "worker.log"
+    with open(log_path, "wb") as log:
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "benchmint.llm.loadgen.worker", str(spec_path)],
+                stdout=log, stderr=subprocess.STDOUT, env=env, timeout=timeout_s, check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise UserError(
+                f"the LoadGen test in {out} ran past {timeout_s:g} s and was stopped; lower --min-duration or "
+                "--min-query-count, or raise the timeout"
+            ) from None
+    if proc.returncode != 0:
+        tail = log_path.read_text(errors="replace").strip().splitlines()[-6:]
+        last = next((ln for ln in reversed(tail) if ln.strip()), "no output")
+        raise UserError(f"the LoadGen worker failed (exit {proc.returncode}): {last.strip()} (full log: {log_path})")
+    summary = summarize(parse_detail(out))
+    records, idx = read_records(out / "records.jsonl")
+    worker = read_json(out / "worker.json") if (out / "worker.json").is_file() else {}
+    return TestOutcome(out_dir=out, loadgen=summary, records=records, qsl_index=idx, worker=worker)

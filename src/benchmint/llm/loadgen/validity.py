@@ -1,0 +1,291 @@
+"""LoadGen validity in plain words, and ``--plan``: will these settings ever give a VALID result?
+
+LoadGen judges a performance run on: the latency constraints (TTFT and TPOT at the percentile, for token
+latency benchmarks), the minimum duration, the minimum query count, and early stopping. Early stopping asks
+for enough queries that, at 99% confidence, the true share of queries over the limit is below
+``1 - percentile``: with ``t`` queries over the limit it needs ``h`` more under it, where ``h`` is the smallest
+count with ``P(Binomial(h + t, 1 - p) <= t) <= 1 - 0.99`` (LoadGen's ``MinPassingQueriesFinder``). With no
+query over the limit that is ``ceil(log(0.01) / log(p))``: 459 queries at p99, 44 at p90.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from benchmint.llm.loadgen.settings import EARLY_STOPPING_CONFIDENCE, MODEL_KEYS, RunSettings
+
+
+def _binom_cdf(t: int, n: int, q: float) -> float:
+    """P(X <= t) for X ~ Binomial(n, q), summed in log space."""
+    if t >= n:
+        return 1.0
+    if q <= 0:
+        return 1.0
+    if q >= 1:
+        return 0.0
+    lq, l1q = math.log(q), math.log1p(-q)
+    total = 0.0
+    for x in range(0, t + 1):
+        lc = math.lgamma(n + 1) - math.lgamma(x + 1) - math.lgamma(n - x + 1)
+        total += math.exp(lc + x * lq + (n - x) * l1q)
+    return min(1.0, total)
+
+
+def early_stopping_min_queries(percentile: float, overlatency: int = 0,
+                               confidence: float = EARLY_STOPPING_CONFIDENCE) -> int:
+    """Total queries early stopping needs when ``overlatency`` of them are over the limit."""
+    if not 0 < percentile < 1:
+        raise ValueError("percentile must be in (0, 1)")
+    h = math.ceil(math.log(1 - confidence) / math.log(percentile))
+    if overlatency == 0:
+        return h
+    lo, hi = h, h
+    while _binom_cdf(overlatency, hi + overlatency, 1 - percentile) > 1 - confidence:
+        lo, hi = hi, hi * 2
+    while lo < hi:  # smallest h that passes
+        mid = (lo + hi) // 2
+        if _binom_cdf(overlatency, mid + overlatency, 1 - percentile) <= 1 - confidence:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo + overlatency
+
+
+def _fmt_s(v: float | None) -> str:
+    if v is None:
+        return "?"
+    return f"{v * 1000:.0f} ms" if v < 1 else f"{v:.2f} s"
+
+
+def _pct_name(p: float) -> str:
+    x = p * 100
+    return f"p{x:.0f}" if abs(x - round(x)) < 1e-9 else f"p{x:g}"
+
+
+def explain(lg_summary: dict[str, Any], settings: RunSettings | None = None) -> list[str]:
+    """Plain sentences: which constraint failed, and what change would make the run valid."""
+    if lg_summary.get("validity") == "VALID":
+        return []
+    reasons: list[str] = []
+    eff = lg_summary.get("effective") or {}
+    cons = lg_summary.get("constraints") or {}
+    scenario = lg_summary.get("scenario")
+    pct = eff.get("target_latency_percentile") or (settings.percentile() if settings else 0.99)
+    pname = _pct_name(float(pct))
+    qcount = lg_summary.get("query_count")
+    sched = lg_summary.get("scheduled_samples_per_s")
+    done = lg_summary.get("samples_per_s")
+
+    if lg_summary.get("validity") in (None, "UNKNOWN"):
+        reasons.append("LoadGen wrote no verdict: the test ended early (crash or interrupt); see worker.log.")
+        return reasons
+
+    if cons.get("perf_constraints_met") is False:
+        failed = []
+        ttft_lim = eff.get("ttft_latency") or eff.get("server_ttft_latency")
+        tpot_lim = eff.get("tpot_latency") or eff.get("server_tpot_latency")
+        if settings is not None:
+            lt, lp = settings.limits()
+            ttft_lim = ttft_lim or (lt * 1e9 if lt else None)
+            tpot_lim = tpot_lim or (lp * 1e9 if lp else None)
+        key = "p99" if pname == "p99" else ("p90" if pname == "p90" else "p99")
+        ttft = (lg_summary.get("ttft_s") or {}).get(key)
+        tpot = (lg_summary.get("tpot_s") or {}).get(key)
+        if ttft_lim and ttft is not None and ttft > ttft_lim / 1e9:
+            failed.append(f"TTFT {key} was {_fmt_s(ttft)}, over the {_fmt_s(ttft_lim / 1e9)} limit")
+        if tpot_lim and tpot is not None and tpot > tpot_lim / 1e9:
+            failed.append(f"TPOT {key} was {_fmt_s(tpot)}, over the {_fmt_s(tpot_lim / 1e9)} limit")
+        lat_lim = eff.get("target_latency_ns")
+        lat = (lg_summary.get("latency_s") or {}).get(key)
+        if not failed and lat_lim and lat is not None and lat > lat_lim / 1e9:
+            failed.append(f"latency {key} was {_fmt_s(lat)}, over the {_fmt_s(lat_lim / 1e9)} target")
+        what = "; ".join(failed) if failed else "a latency constraint was not met"
+        advice = ""
+        if scenario == "Server":
+            target = eff.get("target_qps") or sched
+            if done and sched and done < 0.95 * sched:
+                advice = (f" The system completed {done:.3g} queries/s of the {sched:.3g}/s LoadGen scheduled, so "
+                          f"queries piled up: a target QPS at or below about {0.9 * done:.3g} is needed"
+                          " (`benchmint llm sweep` finds the highest rate that passes).")
+            elif target:
+                ratio = min(
+                    [(ttft_lim / 1e9) / ttft] if (ttft_lim and ttft) else [1.0]
+                ) if failed else 1.0
+                guess = float(target) * min(0.9, max(0.1, ratio))
+                advice = (f" Lower --target-qps: try about {guess:.3g} (from {float(target):.3g}); "
+                          "`benchmint llm sweep` finds the highest rate that passes.")
+        else:
+            advice = " The engine itself is too slow for the limit at this load; a faster setup is needed."
+        reasons.append(f"Latency constraint failed: {what}.{advice}")
+
+    if cons.get("min_duration_met") is False:
+        min_d = eff.get("min_duration_ms")
+        dur = lg_summary.get("generated_query_duration_s")
+        if scenario == "Offline":
+            exp_qps = eff.get("target_qps")
+            need = (done or 0) * 1.1
+            reasons.append(
+                "Minimum duration not met: the Offline query finished before the "
+                f"{(min_d or 0) / 1000:g} s minimum because the system ran faster than the expected QPS "
+                f"({exp_qps}); set --target-qps to at least {math.ceil(need * 10) / 10:g} "
+                f"(the measured {done:.3g} samples/s plus 10%) so LoadGen issues enough samples."
+                if done else "Minimum duration not met: raise --target-qps (expected QPS) for Offline."
+            )
+        else:
+            reasons.append(
+                f"Minimum duration not met: the run needs {(min_d or 0) / 1000:g} s"
+                + (f" but its queries spanned {dur:.3g} s" if dur else "")
+                + "; raise --min-duration or --min-query-count."
+            )
+
+    if cons.get("min_queries_met") is False:
+        need = eff.get("min_query_count")
+        more = (int(need) - int(qcount)) if (need is not None and qcount is not None) else None
+        reasons.append(
+            f"Minimum query count not met: {qcount} queries ran, {need} are required"
+            + (f" ({more} more)" if more and more > 0 else "")
+            + "; raise --min-duration or lower --min-query-count."
+        )
+
+    es = lg_summary.get("early_stopping") or {}
+    if cons.get("early_stopping_met") is False or es.get("met") is False:
+        parts = []
+        for metric in ("ttft", "tpot", "latency"):
+            info = es.get(metric)
+            if isinstance(info, dict) and info.get("unsuccessful"):
+                more = info.get("more_queries_needed")
+                parts.append(
+                    f"{metric.upper()} needs at least {more} more queries" if more is not None
+                    else f"{metric.upper()} early stopping failed"
+                )
+        over = lg_summary.get("overlatency_query_count")
+        detail = "; ".join(parts) if parts else "not enough queries under the limits"
+        target = eff.get("target_qps")
+        more_n = max([(es.get(m) or {}).get("more_queries_needed") or 0 for m in ("ttft", "tpot", "latency")])
+        secs = f" (about {more_n / float(target):.0f} s more at {float(target):.3g} QPS)" if (more_n and target) else ""
+        es_min = early_stopping_min_queries(float(pct))
+        reasons.append(
+            f"Early stopping not satisfied: {qcount} queries ran; {detail}{secs}, even if every added query "
+            f"meets the limits. At {pname} early stopping needs at least {es_min} queries with none over the limit; "
+            "raise --min-query-count or --min-duration."
+            + (f" ({over} queries were over a limit.)" if over and scenario == "Server" and over < (qcount or 0)
+               else "")
+        )
+
+    loadgen_reason = lg_summary.get("loadgen_invalid_reason")
+    if loadgen_reason and not reasons:
+        reasons.append(f"LoadGen says: {loadgen_reason}")
+    if not reasons:
+        reasons.append("LoadGen marked the run INVALID without naming a failed constraint; see mlperf_log_summary.txt.")
+    return reasons
+
+
+@dataclass
+class Plan:
+    can_be_valid: bool
+    expected_queries: int | None
+    early_stopping_min_queries: int | None
+    notes: list[str] = field(default_factory=list)
+    submission_grade: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "can_be_valid": self.can_be_valid,
+            "expected_queries": self.expected_queries,
+            "early_stopping_min_queries": self.early_stopping_min_queries,
+            "submission_grade": self.submission_grade,
+            "notes": self.notes,
+        }
+
+
+def plan(rs: RunSettings, n_samples: int, effective: dict[str, Any] | None = None) -> Plan:
+    """Predict, before a run, whether these settings can yield a VALID LoadGen result.
+
+    ``effective`` are the settings LoadGen would use (from the model key / user.conf), in LoadGen's units
+    (``min_duration_ms``, ``min_query_count``, ``target_qps``...); :func:`resolve_effective` computes them in
+    a subprocess. Without them the flags and the model key's figures are used.
+    """
+    eff = dict(effective or {})
+    key = MODEL_KEYS.get(rs.model_key)
+    min_d_s = rs.min_duration_s if rs.min_duration_s is not None else (
+        eff["min_duration_ms"] / 1000 if "min_duration_ms" in eff else (key.min_duration_s if key else 600.0))
+    min_q = rs.min_query_count if rs.min_query_count is not None else eff.get("min_query_count", 100)
+    max_d_s = rs.max_duration_s if rs.max_duration_s is not None else (
+        eff["max_duration_ms"] / 1000 if eff.get("max_duration_ms") else None)
+    max_q = rs.max_query_count if rs.max_query_count is not None else (eff.get("max_query_count") or None)
+    qps = rs.target_qps if rs.target_qps is not None else eff.get("target_qps")
+    pct = rs.percentile()
+    notes: list[str] = []
+    ok = True
+    expected: int | None = None
+    es_min: int | None = None
+
+    if rs.mode != "performance":
+        return Plan(True, n_samples, None, [f"Accuracy mode issues each of the {n_samples} samples once; "
+                                            "LoadGen does not judge latency in this mode."])
+    if rs.scenario == "server":
+        qps = float(qps or 1.0)
+        expected = max(int(min_q or 0), math.ceil(qps * min_d_s))
+        if max_d_s:
+            expected = min(expected, math.floor(qps * max_d_s)) if max_d_s * qps < expected else expected
+        if max_q:
+            expected = min(expected, int(max_q))
+        es_min = early_stopping_min_queries(pct)
+        notes.append(f"At {qps:g} QPS for at least {min_d_s:g} s with at least {min_q} queries, LoadGen "
+                     f"issues about {expected} queries.")
+        if expected < es_min:
+            ok = False
+            notes.append(
+                f"Cannot be VALID: early stopping at {_pct_name(pct)} needs at least {es_min} queries even if every "
+                f"query meets the limits; raise --min-query-count to {es_min} or --min-duration to "
+                f"{math.ceil(es_min / qps)} s at this rate."
+            )
+        else:
+            notes.append(f"Enough queries for early stopping ({es_min} needed at {_pct_name(pct)} with none over "
+                         "the limit; a few over the limit raise this).")
+        ttft, tpot = rs.limits()
+        if ttft or tpot:
+            notes.append(f"Valid only if TTFT {_pct_name(pct)} <= {_fmt_s(ttft)} and TPOT {_pct_name(pct)} <= "
+                         f"{_fmt_s(tpot)} at {qps:g} QPS: that depends on the system, which the plan cannot know.")
+    elif rs.scenario == "offline":
+        qps = float(qps or 1.0)
+        expected = max(int(min_q or 0), math.ceil(qps * min_d_s * 1.1))
+        notes.append(f"LoadGen issues one query of about {expected} samples (expected QPS {qps:g} x "
+                     f"{min_d_s:g} s x 1.1, at least {min_q}).")
+        notes.append(f"Valid only if the system takes at least {min_d_s:g} s for them, i.e. its throughput is at "
+                     f"most about {expected / min_d_s:.3g} samples/s; if it is faster, raise --target-qps.")
+        if max_d_s and max_d_s < min_d_s:
+            ok = False
+            notes.append(f"Cannot be VALID: --max-duration {max_d_s:g} s is under the minimum {min_d_s:g} s.")
+    else:  # single-stream
+        es_min = early_stopping_min_queries(pct)
+        exp_lat = rs.single_stream_expected_latency_s
+        if exp_lat:
+            expected = max(int(min_q or 0), math.ceil(min_d_s / exp_lat))
+        else:
+            expected = int(min_q or 0) or None
+        notes.append(f"SingleStream issues one query at a time; LoadGen reports the {_pct_name(pct)} latency "
+                     f"estimate from early stopping, which needs at least {es_min} queries.")
+        if expected is not None and max_q and int(max_q) < es_min:
+            ok = False
+            notes.append(f"Cannot be VALID: --max-query-count {max_q} is under the {es_min} queries early "
+                         "stopping needs.")
+    if max_d_s and max_d_s < min_d_s:
+        ok = False
+        if rs.scenario != "offline":
+            notes.append(f"Cannot be VALID: --max-duration {max_d_s:g} s is under the minimum {min_d_s:g} s.")
+    if max_q and min_q and int(max_q) < int(min_q):
+        ok = False
+        notes.append(f"Cannot be VALID: --max-query-count {max_q} is under --min-query-count {min_q}.")
+    grade = key is not None and min_d_s >= key.min_duration_s and rs.user_conf is None and (
+        rs.min_query_count is None and rs.performance_sample_count in (None, key.performance_sample_count)
+        and n_samples >= key.performance_sample_count
+    )
+    if key is not None and not grade:
+        notes.append(
+            f"Not submission-grade for {key.name}: official runs last at least {key.min_duration_s:g} s over the "
+            f"full dataset ({key.performance_sample_count} samples); this run is a shorter study."
+        )
+    return Plan(ok, expected, es_min, notes, grade)

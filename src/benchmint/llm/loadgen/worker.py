@@ -1,0 +1,97 @@
+"""One LoadGen test in its own process: ``python -m benchmint.llm.loadgen.worker SPEC.json``.
+
+LoadGen keeps global state (settings, logger) for the life of a process, so every test (a performance run,
+an accuracy run, each trial of a sweep) runs in a fresh worker. The spec names the backend, the samples
+file, the :class:`~benchmint.llm.loadgen.settings.RunSettings` and the output folder; the worker writes the
+LoadGen logs there and ``records.jsonl`` (one RequestRecord per completed query, with its QSL index).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import orjson
+
+from benchmint.core.clock import ClockAnchor, now_ns
+from benchmint.core.jsonio import read_json, write_json
+from benchmint.llm.loadgen.backend_factory import make_backend
+from benchmint.llm.loadgen.settings import RunSettings, build_test_settings
+from benchmint.llm.loadgen.sut import AsyncSUT, LoopThread, Sample
+
+
+def read_samples(path: Path) -> list[Sample]:
+    out = []
+    with open(path, "rb") as f:
+        for line in f:
+            if line.strip():
+                out.append(Sample(**orjson.loads(line)))
+    return out
+
+
+def run_spec(spec: dict) -> dict:
+    import mlperf_loadgen as lg
+
+    out = Path(spec["out_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    samples = read_samples(Path(spec["samples_path"]))
+    rs = RunSettings.from_dict(spec["settings"])
+    settings = build_test_settings(rs)
+
+    loop = LoopThread()
+    backend = make_backend(spec["backend"])
+    loop.run(backend.start(), timeout=spec.get("start_timeout_s", 600))
+    sut_impl = AsyncSUT(backend, samples, loop, max_concurrency=int(spec.get("max_concurrency") or 0))
+
+    perf_count = rs.performance_sample_count or len(samples)
+    sut = lg.ConstructSUT(sut_impl.issue_queries, sut_impl.flush_queries)
+    qsl = lg.ConstructQSL(len(samples), min(perf_count, len(samples)), lambda idx: None, lambda idx: None)
+    log = lg.LogSettings()
+    log.log_output.outdir = str(out)
+    log.log_output.copy_summary_to_stdout = False
+    log.enable_trace = bool(spec.get("trace", False))
+
+    anchor = ClockAnchor.take()
+    t0 = now_ns()
+    try:
+        lg.StartTestWithLogSettings(sut, qsl, settings, log)
+    finally:
+        t1 = now_ns()
+        lg.DestroyQSL(qsl)
+        lg.DestroySUT(sut)
+        try:
+            loop.run(backend.close(), timeout=60)
+        finally:
+            loop.stop()
+
+    with open(out / "records.jsonl", "wb") as f:
+        for index, rec in sut_impl.records:
+            d = dataclasses.asdict(rec)
+            d["qsl_index"] = index
+            f.write(orjson.dumps(d) + b"\n")
+    info = {
+        "issued": sut_impl.issued,
+        "completed": sut_impl.completed,
+        "test_start_ns": t0,
+        "test_end_ns": t1,
+        "test_wall_s": (t1 - t0) / 1e9,
+        "clock": anchor.describe(),
+        "finished_at_s": time.time(),
+    }
+    write_json(out / "worker.json", info)
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) != 1:
+        print("usage: python -m benchmint.llm.loadgen.worker SPEC.json", file=sys.stderr)
+        return 2
+    run_spec(read_json(argv[0]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
