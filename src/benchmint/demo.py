@@ -43,3 +43,14 @@ def run_demo(out: Path, results_dir: Path, console: Console | None = None, quick
     for name, path in ctx.artifacts.items():
         console.print(f"  {name}: {path}")
     return ctx
+
+
+# The results + report step stays last (it stores and reports what the steps above produced): add other
+# steps above this block.
+def _store_and_report(ctx: DemoContext) -> None:
+    from benchmint.report.demo_step import store_and_report
+
+    store_and_report(ctx)
+
+
+STEPS.append(("store the runs and write the report", _store_and_report))
