@@ -145,7 +145,7 @@ def comparison_table(records: list[RunRecord]) -> str:
     body = []
     for key, title in fields:
         vals = [f.get(key) for f in flat]
-        differs = len(recs) > 1 and len({str(v) for v in vals}) > 1
+        differs = len({str(v) for v in vals if v not in (None, '')}) > 1
         cells = "".join(
             f"<td class='{'num' if num(v) is not None and not isinstance(v, bool) else ''}'>"
             f"{_esc(fmt_value(key, v))}</td>" for v in vals
@@ -155,7 +155,7 @@ def comparison_table(records: list[RunRecord]) -> str:
             if len(records) > MAX_COMPARE else "")
     return (f"{note}<div class='scroll'><table id='bm-compare'><thead><tr><th>run</th>{head}</tr></thead>"
             f"<tbody>{''.join(body)}</tbody></table></div>"
-            "<p class='note'>Highlighted rows differ between runs. Hover a row name for its column in "
+            "<p class='note'>Highlighted rows hold different values in different runs. Hover a row name for its column in "
             "table <code>runs</code>.</p>")
 
 

@@ -1,0 +1,38 @@
+"""The demo's last step: store the runs the earlier steps produced and write ``report.html``."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from benchmint.results.record import RunRecord
+from benchmint.results.store import ResultsStore, StoreWarning
+
+
+def store_and_report(ctx: Any) -> None:
+    """Append the demo's RunRecords (``ctx.records``) that are not stored yet to the results store at
+    ``ctx.results_dir``, write ``<ctx.out>/report.html`` of them, and print where both are."""
+    records = [r for r in ctx.records if isinstance(r, RunRecord)]
+    store = ResultsStore(ctx.results_dir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StoreWarning)
+        stored = {r.id for r in store.records()}
+    for p in store.problems:
+        ctx.console.print(f"[yellow]warning:[/] {p}", highlight=False)
+    new = [r for r in records if r.id not in stored]
+    if new:
+        store.append_many(new)
+    base_dirs = sorted({p.parent for p in ctx.out.rglob("run.json")}) + [ctx.out]
+
+    from benchmint.report.api import build_report
+
+    report = build_report(records, ctx.out / "report.html", title="benchmint demo report", base_dirs=base_dirs)
+    ctx.artifacts["results store"] = store.path
+    ctx.artifacts["report"] = report
+    ctx.console.print(
+        f"stored {len(new)} new run(s) ({len(records) - len(new)} were already stored) in {store.path}; "
+        f"query them with `benchmint results list --results {store.path}`"
+    )
+    if not records:
+        ctx.console.print("[yellow]no runs were produced by the earlier steps; the report says so[/]")
+    ctx.console.print(f"report of {len(records)} run(s): {report}")
