@@ -175,7 +175,18 @@ class ResultsStore:
         for p in parts:
             if p not in bad and p != target:
                 p.unlink(missing_ok=True)
+        self._remove_stale_temporaries()
         return target
+
+    def _remove_stale_temporaries(self, older_than_s: float = 3600.0) -> None:
+        """Remove temporary files left by writers killed mid-write (older than an hour: not in progress)."""
+        now = time.time()
+        for p in self.parts_dir.glob(".part-*.tmp"):
+            try:
+                if now - p.stat().st_mtime > older_than_s:
+                    p.unlink()
+            except OSError:
+                pass
 
     # ---------------------------------------------------------------- reading
     def part_files(self) -> list[Path]:
