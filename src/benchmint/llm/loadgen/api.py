@@ -169,3 +169,60 @@ def _fill_system(record: RunRecord) -> None:
         from benchmint.core.system import host_summary
 
         record.system = host_summary()
+
+
+def run_sweep(
+    cfg: MlperfConfig,
+    start_qps: float,
+    max_trials: int = 8,
+    growth: float = 2.0,
+    rel_tol: float = 0.05,
+    require_valid: bool = False,
+    max_qps: float | None = None,
+    on_trial: Callable[[Any], None] | None = None,
+) -> tuple[dict[str, Any], RunRecord]:
+    """Highest LoadGen Server QPS meeting the latency constraints: probe, then bisect (``benchmint llm sweep``)."""
+    from benchmint.llm.sweep import Trial, find_peak, loadgen_trial_verdict
+
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    samples_path = write_samples(cfg.samples, out / "samples.jsonl")
+    base = dataclasses.replace(cfg.settings, scenario="server", mode="performance")
+    counter = {"n": 0}
+
+    def trial(qps: float) -> Trial:
+        counter["n"] += 1
+        rs = dataclasses.replace(base, target_qps=qps)
+        d = out / f"trial-{counter['n']:02d}-qps-{qps:.4g}"
+        outcome = run_test(d, samples_path, rs, cfg.backend, cfg.max_concurrency, cfg.timeout_s)
+        lgb = _loadgen_block(outcome, rs)
+        ok, reason, metrics = loadgen_trial_verdict(lgb, require_valid=require_valid)
+        client = client_metrics(outcome.records, outcome.worker.get("test_start_ns"), cfg.slo)
+        metrics["client_ttft_p99_s"] = (client.get("ttft_s") or {}).get("p99")
+        metrics["client_tpot_p99_s"] = (client.get("tpot_s") or {}).get("p99")
+        metrics["failed_requests"] = sum(not r.ok for r in outcome.records)
+        return Trial(rate=qps, passed=ok, metrics=metrics, reason=reason, run_dir=str(d.relative_to(out)))
+
+    res = find_peak(trial, start_qps, max_trials=max_trials, growth=growth, rel_tol=rel_tol,
+                    max_rate=max_qps, on_trial=on_trial)
+    ttft, tpot = base.limits()
+    result: dict[str, Any] = {
+        "schema_version": RESULT_SCHEMA_VERSION,
+        "config": {**cfg.describe(), "sweep": {"start_qps": start_qps, "max_trials": max_trials, "growth": growth,
+                                                 "rel_tol": rel_tol, "require_valid": require_valid}},
+        "sweep": {
+            **res.to_dict(),
+            "unit": "LoadGen Server target QPS",
+            "criterion": ("LoadGen VALID" if require_valid else
+                          f"LoadGen latency constraints met (TTFT {base.percentile():.0%} <= {ttft} s, "
+                          f"TPOT <= {tpot} s); early stopping and duration are not judged in short trials"),
+        },
+    }
+    status = "ok" if res.peak_rate is not None else "failed"
+    record = RunRecord(kind="mlperf", config=result["config"], metrics={"sweep": result["sweep"]},
+                       workload=cfg.workload, artifacts={"result": "result.json"}, status=status)
+    _fill_system(record)
+    result["run_id"] = record.id
+    write_json(out / "result.json", result)
+    record.write(out)
+    return result, record

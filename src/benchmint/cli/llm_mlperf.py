@@ -1,0 +1,279 @@
+"""``benchmint llm mlperf`` and ``benchmint llm sweep``: LLM runs under the real MLPerf LoadGen.
+
+Thin typer layer over :mod:`benchmint.llm.loadgen.api`; backends and workloads are the ones ``llm bench``
+uses (the LLM layer's registry and workload loader), plus ``--backend sim``, a simulated engine with no model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from benchmint.cli.common import console
+from benchmint.core.errors import UserError
+from benchmint.core.jsonio import write_json
+
+_SCENARIO_HELP = "MLPerf scenario: offline, server or single-stream."
+
+
+def _tokenizer_for(backend: str, model: str | None) -> Any:
+    """The model's tokenizer when it is local (tiny or a folder), for chat templates and token counts."""
+    if backend not in ("transformers", "hf") and not (model and Path(model).is_dir()) and model != "tiny":
+        return None
+    try:
+        from transformers import AutoTokenizer
+
+        from benchmint.models.tiny_llm import resolve_model_path
+
+        return AutoTokenizer.from_pretrained(resolve_model_path(model or "tiny"))
+    except Exception:
+        return None
+
+
+def build_backend_spec(backend: str, url: str | None, model: str | None, api: str, device: str,
+                       max_batch_size: int) -> dict[str, Any]:
+    if backend == "sim":
+        return {"kind": "sim", "options": {}}
+    if backend in ("transformers", "hf"):
+        return {"kind": "transformers", "options": {"model": model or "tiny", "device": device,
+                                                     "max_batch_size": max_batch_size}}
+    if backend in ("http", "openai", "openai-http"):
+        if not url:
+            raise UserError("--backend http needs --url http://HOST:PORT/v1 of an OpenAI-compatible server")
+        return {"kind": "http", "options": {"url": url, "model": model, "api": api}}
+    raise UserError(f"--backend {backend!r}: use http, transformers or sim")
+
+
+def build_samples(dataset: str, api: str, tokenizer: Any, num_samples: int | None, input_tokens: str | None,
+                  output_tokens: str | None, seed: int) -> tuple[list, dict[str, Any]]:
+    from benchmint.llm.loadgen.sut import Sample
+    from benchmint.llm.workload import load_workload
+
+    wl = load_workload(dataset, api=api, tokenizer=tokenizer, num_prompts=num_samples, input_tokens=input_tokens,
+                       output_tokens=output_tokens, seed=seed)
+    samples = [Sample(prompt=r.prompt, max_tokens=r.max_tokens, input_tokens=r.input_tokens, reference=r.reference,
+                      ignore_eos=r.ignore_eos, extra=dict(r.extra)) for r in wl.requests]
+    return samples, wl.describe()
+
+
+def _limits(slo: str | None) -> tuple[float | None, float | None]:
+    if not slo:
+        return None, None
+    from benchmint.llm.metrics import parse_slo
+
+    d = parse_slo(slo)
+    return d.get("ttft"), d.get("tpot")
+
+
+def _append_store(record: Any, results: Path | None) -> str | None:
+    try:
+        from benchmint.results.store import ResultsStore, default_results_dir
+    except ImportError:
+        return None
+    store = ResultsStore(default_results_dir(results))
+    store.append(record)
+    return str(store.path) if hasattr(store, "path") else str(default_results_dir(results))
+
+
+def _fmt(v: Any, unit: str = "") -> str:
+    if v is None:
+        return "-"
+    if unit == "s":
+        return f"{v * 1000:.1f} ms" if v < 1 else f"{v:.3f} s"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def print_result(result: dict[str, Any]) -> None:
+    lg = result.get("loadgen")
+    if lg:
+        t = Table(title=f"LoadGen {lg.get('scenario')} ({result['config']['settings']['model_key']})")
+        t.add_column("figure")
+        t.add_column("LoadGen")
+        t.add_column("benchmint client")
+        cl = result.get("client") or {}
+        thr = cl.get("throughput") or {}
+        t.add_row("samples/s", _fmt(lg.get("samples_per_s")), _fmt(thr.get("requests_per_s")))
+        t.add_row("output tokens/s", _fmt(lg.get("tokens_per_s")), _fmt(thr.get("output_tokens_per_s")))
+        for name in ("ttft_s", "tpot_s"):
+            for p in ("p50", "p90", "p99"):
+                t.add_row(f"{name[:4].upper()} {p}", _fmt((lg.get(name) or {}).get(p), "s"),
+                          _fmt((cl.get(name) or {}).get(p), "s"))
+        console.print(t)
+        from benchmint.llm.loadgen.api import validity_line
+
+        style = "green" if lg.get("validity") == "VALID" else "yellow"
+        console.print(f"[bold {style}]{validity_line(lg)}[/]", soft_wrap=True)
+    acc = result.get("accuracy")
+    if acc:
+        r = acc["rouge"]
+        line = (f"accuracy: ROUGE-1 {r['rouge1']:.2f}, ROUGE-2 {r['rouge2']:.2f}, ROUGE-L {r['rougeL']:.2f}, "
+                f"ROUGE-Lsum {r['rougeLsum']:.2f} over {acc['samples']} samples")
+        if acc.get("exact_match"):
+            line += f"; exact match {acc['exact_match']['exact_match']:.1f}% ({acc['exact_match']['samples']} short)"
+        if acc.get("tokens_per_sample") is not None:
+            line += f"; {acc['tokens_per_sample']:.1f} tokens/sample"
+        console.print(line)
+        for level, v in ((acc.get("targets") or {}).get("levels") or {}).items():
+            failed = [c["metric"] for c in v["checks"] if not c["passed"]]
+            console.print(f"  MLPerf target {level}: " + ("met" if v["passed"] else "NOT met (" + ", ".join(failed) + ")"))
+    cost = result.get("cost")
+    if cost and cost.get("usd_per_million_output_tokens") is not None:
+        console.print(f"cost: ${cost['usd_per_million_output_tokens']:.4g} per million output tokens at "
+                      f"${cost['price']['usd_per_hour']:g}/h")
+    en = result.get("energy") or {}
+    if en.get("gpu_joules_per_output_token") is not None:
+        console.print(f"energy: {en['gpu_joules_per_output_token']:.4g} J per output token (GPU, NVML)")
+
+
+def mlperf(
+    scenario: str = typer.Option("server", "--scenario", help=_SCENARIO_HELP),
+    mode: str = typer.Option("performance", "--mode",
+                             help="performance, accuracy, or submission (performance then accuracy)."),
+    target_qps: float = typer.Option(None, "--target-qps", help="Server target QPS, or Offline expected QPS."),
+    min_duration: float = typer.Option(None, "--min-duration", help="Minimum test duration, seconds (official: 600)."),
+    max_duration: float = typer.Option(None, "--max-duration", help="Maximum test duration, seconds."),
+    min_query_count: int = typer.Option(None, "--min-query-count", help="Minimum number of queries."),
+    max_query_count: int = typer.Option(None, "--max-query-count", help="Maximum number of queries."),
+    model_key: str = typer.Option("llama2-70b", "--model-key",
+                                  help="MLPerf benchmark whose official constraints apply (llama2-70b, "
+                                       "llama2-70b-interactive, llama3_1-8b, ...)."),
+    user_conf: Path = typer.Option(None, "--user-conf", help="A LoadGen user.conf ('model.scenario.key = value')."),
+    slo: str = typer.Option(None, "--slo", help="Override the TTFT/TPOT limits, e.g. ttft=2,tpot=0.2 (seconds)."),
+    backend: str = typer.Option("transformers", "--backend", help="http, transformers (in-process) or sim."),
+    url: str = typer.Option(None, "--url", help="Base URL of an OpenAI-compatible server (--backend http)."),
+    model: str = typer.Option(None, "--model", help="Model name (http) or tiny / local folder (transformers)."),
+    api: str = typer.Option("completions", "--api", help="completions or chat (http)."),
+    dataset: str = typer.Option("sample", "--dataset", help="sample, synthetic, a local file or a HF dataset."),
+    num_samples: int = typer.Option(None, "--num-samples", help="Samples in the LoadGen QSL (default: all)."),
+    input_tokens: str = typer.Option(None, "--input-tokens", help="Synthetic prompt length: 128, 128:32 or 64-256."),
+    output_tokens: str = typer.Option("32", "--output-tokens", help="Tokens to generate: 128, 128:32 or 64-256."),
+    seed: int = typer.Option(0, "--seed", help="Seed for synthetic prompts and lengths."),
+    device: str = typer.Option("cpu", "--device", help="Device of the in-process engine."),
+    max_batch_size: int = typer.Option(16, "--max-batch-size", help="Batch size of the in-process engine."),
+    max_concurrency: int = typer.Option(0, "--max-concurrency", help="Cap on queries in flight (0: none)."),
+    plan_only: bool = typer.Option(False, "--plan", help="Only predict whether the settings can give a VALID result."),
+    price: str = typer.Option(None, "--price", help="USD per hour (number) or a name in the repo's price table."),
+    no_energy: bool = typer.Option(False, "--no-energy", help="Do not sample GPU power / RAPL."),
+    timeout: float = typer.Option(None, "--timeout", help="Stop a LoadGen test after this many seconds."),
+    out: Path = typer.Option(Path("benchmint-mlperf"), "--out", help="Folder for logs, result.json and run.json."),
+    json_out: Path = typer.Option(None, "--json", help="Also write the result JSON here."),
+    results: Path = typer.Option(None, "--results", envvar="BENCHMINT_RESULTS", help="Results store folder."),
+) -> None:
+    """Run an LLM backend under the real MLPerf LoadGen (Offline, Server, SingleStream) and report LoadGen's
+    figures (from mlperf_log_detail.txt) beside benchmint's client-side metrics, validity in plain words,
+    accuracy (ROUGE, official targets), energy and cost."""
+    from benchmint.llm.cost import resolve_price
+    from benchmint.llm.loadgen.api import MlperfConfig, run_mlperf
+    from benchmint.llm.loadgen.settings import MODEL_KEYS, RunSettings
+    from benchmint.llm.loadgen.validity import plan
+
+    if mode not in ("performance", "accuracy", "submission"):
+        raise UserError(f"--mode {mode!r}: use performance, accuracy or submission")
+    ttft, tpot = _limits(slo)
+    spec = build_backend_spec(backend, url, model, api, device, max_batch_size)
+    tok = _tokenizer_for(backend, model)
+    samples, workload = build_samples(dataset, api, tok, num_samples, input_tokens, output_tokens, seed)
+    key = MODEL_KEYS.get(model_key)
+    perf_count = len(samples) if (key is None or len(samples) < key.performance_sample_count) else None
+    rs = RunSettings(
+        scenario=scenario, mode="performance", model_key=model_key,
+        user_conf=str(user_conf) if user_conf else None, target_qps=target_qps, min_duration_s=min_duration,
+        max_duration_s=max_duration, min_query_count=min_query_count, max_query_count=max_query_count,
+        performance_sample_count=perf_count, ttft_s=ttft, tpot_s=tpot,
+    )
+    if plan_only:
+        p = plan(rs, len(samples))
+        verdict = "can be VALID" if p.can_be_valid else "can NOT be VALID"
+        console.print(f"[bold]plan: {verdict}[/] (about {p.expected_queries} queries)")
+        for n in p.notes:
+            console.print(f"  - {n}", soft_wrap=True)
+        if json_out:
+            write_json(json_out, {"schema_version": "1.0", "plan": p.to_dict(), "settings": rs.to_dict()})
+        return
+    cfg = MlperfConfig(settings=rs, backend=spec, samples=samples, out_dir=out, mode=mode,
+                       max_concurrency=max_concurrency, timeout_s=timeout, price=resolve_price(price),
+                       measure_energy=not no_energy, slo={k: v for k, v in (("ttft", ttft), ("tpot", tpot)) if v},
+                       workload={**workload, "model_name": model or ("tiny" if backend == "transformers" else None),
+                                 "backend": backend})
+    with console.status("running LoadGen ...") as status:
+        result, record = run_mlperf(cfg, on_stage=lambda s: status.update(s + " ..."))
+    print_result(result)
+    if json_out:
+        write_json(json_out, result)
+    where = _append_store(record, results)
+    console.print(f"[dim]logs and result in {out}" + (f"; run {record.id} stored in {where}" if where else "") + "[/]")
+
+
+def sweep(
+    start_qps: float = typer.Option(1.0, "--start-qps", help="First target QPS to try."),
+    max_trials: int = typer.Option(8, "--max-trials", help="Most LoadGen tests to run."),
+    growth: float = typer.Option(2.0, "--growth", help="Factor between probes before the peak is bracketed."),
+    tolerance: float = typer.Option(0.05, "--tolerance", help="Stop bisecting when the bracket is this tight."),
+    max_qps: float = typer.Option(None, "--max-qps", help="Never try above this QPS."),
+    trial_duration: float = typer.Option(10.0, "--trial-duration", help="Minimum duration of each trial, s."),
+    min_query_count: int = typer.Option(None, "--min-query-count", help="Minimum queries per trial."),
+    require_valid: bool = typer.Option(False, "--require-valid",
+                                       help="A trial passes only if LoadGen says VALID (early stopping too)."),
+    model_key: str = typer.Option("llama2-70b", "--model-key", help="MLPerf benchmark whose limits apply."),
+    user_conf: Path = typer.Option(None, "--user-conf", help="A LoadGen user.conf."),
+    slo: str = typer.Option(None, "--slo", help="Override the TTFT/TPOT limits, e.g. ttft=2,tpot=0.2."),
+    backend: str = typer.Option("transformers", "--backend", help="http, transformers (in-process) or sim."),
+    url: str = typer.Option(None, "--url", help="Base URL of an OpenAI-compatible server (--backend http)."),
+    model: str = typer.Option(None, "--model", help="Model name (http) or tiny / local folder (transformers)."),
+    api: str = typer.Option("completions", "--api", help="completions or chat (http)."),
+    dataset: str = typer.Option("sample", "--dataset", help="sample, synthetic, a local file or a HF dataset."),
+    num_samples: int = typer.Option(None, "--num-samples", help="Samples in the LoadGen QSL (default: all)."),
+    input_tokens: str = typer.Option(None, "--input-tokens", help="Synthetic prompt length."),
+    output_tokens: str = typer.Option("32", "--output-tokens", help="Tokens to generate."),
+    seed: int = typer.Option(0, "--seed", help="Seed for synthetic prompts and lengths."),
+    device: str = typer.Option("cpu", "--device", help="Device of the in-process engine."),
+    max_batch_size: int = typer.Option(16, "--max-batch-size", help="Batch size of the in-process engine."),
+    max_concurrency: int = typer.Option(0, "--max-concurrency", help="Cap on queries in flight (0: none)."),
+    out: Path = typer.Option(Path("benchmint-sweep"), "--out", help="Folder for the trials and result.json."),
+    json_out: Path = typer.Option(None, "--json", help="Also write the result JSON here."),
+    results: Path = typer.Option(None, "--results", envvar="BENCHMINT_RESULTS", help="Results store folder."),
+) -> None:
+    """Find the highest LoadGen Server QPS that still meets the TTFT/TPOT limits, with a bounded number of
+    trials (probe up or down, then bisect), and print the curve of latency vs load."""
+    from benchmint.llm.loadgen.api import MlperfConfig, run_sweep
+    from benchmint.llm.loadgen.settings import MODEL_KEYS, RunSettings
+
+    ttft, tpot = _limits(slo)
+    spec = build_backend_spec(backend, url, model, api, device, max_batch_size)
+    tok = _tokenizer_for(backend, model)
+    samples, workload = build_samples(dataset, api, tok, num_samples, None, output_tokens, seed)
+    key = MODEL_KEYS.get(model_key)
+    perf_count = len(samples) if (key is None or len(samples) < key.performance_sample_count) else None
+    rs = RunSettings(scenario="server", model_key=model_key, user_conf=str(user_conf) if user_conf else None,
+                     min_duration_s=trial_duration, min_query_count=min_query_count,
+                     performance_sample_count=perf_count, ttft_s=ttft, tpot_s=tpot)
+    cfg = MlperfConfig(settings=rs, backend=spec, samples=samples, out_dir=out, max_concurrency=max_concurrency,
+                       measure_energy=False, workload={**workload, "backend": backend, "model_name": model})
+
+    def show(t: Any) -> None:
+        m = t.metrics
+        console.print(f"  {t.rate:8.4g} QPS: {'pass' if t.passed else 'FAIL'}  TTFT p99 {_fmt(m.get('ttft_p99_s'), 's')}"
+                      f"  TPOT p99 {_fmt(m.get('tpot_p99_s'), 's')}  completed {_fmt(m.get('completed_per_s'))}/s")
+
+    console.print(f"sweep: up to {max_trials} LoadGen Server trials of >= {trial_duration:g} s")
+    result, record = run_sweep(cfg, start_qps, max_trials=max_trials, growth=growth, rel_tol=tolerance,
+                               require_valid=require_valid, max_qps=max_qps, on_trial=show)
+    sw = result["sweep"]
+    t = Table(title="latency vs load (LoadGen Server)")
+    for c in ("target QPS", "completed/s", "TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99", "verdict"):
+        t.add_column(c)
+    for p in sw["curve"]:
+        m = p["metrics"]
+        t.add_row(f"{p['rate']:.4g}", _fmt(m.get("completed_per_s")), _fmt(m.get("ttft_p50_s"), "s"),
+                  _fmt(m.get("ttft_p99_s"), "s"), _fmt(m.get("tpot_p50_s"), "s"), _fmt(m.get("tpot_p99_s"), "s"),
+                  "pass" if p["passed"] else "fail")
+    console.print(t)
+    peak = sw["peak_rate"]
+    console.print(f"[bold]peak: {peak:.4g} QPS[/] ({sw['stopped_because']})" if peak is not None
+                  else f"[bold yellow]no passing rate found[/] ({sw['stopped_because']})")
+    if json_out:
+        write_json(json_out, result)
+    _append_store(record, results)

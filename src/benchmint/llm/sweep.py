@@ -1,0 +1,141 @@
+"""Peak search: the highest load that still meets the SLOs, in a bounded number of trials.
+
+The search probes upward from a starting rate (multiplying by ``growth`` while trials pass), or downward
+when the first trial fails, until it brackets the peak between a passing and a failing rate; then it bisects
+that bracket until the two are within ``rel_tol`` of each other or the trial budget is spent. Every trial is
+kept: the curve of latency vs load is the report, the peak is the highest passing rate measured (never
+interpolated).
+
+The trial function is the caller's: a LoadGen Server test at a target QPS (``benchmint llm sweep``), or an
+``llm bench`` run at a request rate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Trial:
+    rate: float
+    passed: bool
+    metrics: dict[str, Any] = field(default_factory=dict)  # ttft_p99_s, tpot_p99_s, achieved rate...
+    reason: str = ""  # why it failed, in words
+    run_dir: str | None = None
+
+
+@dataclass
+class SweepResult:
+    peak_rate: float | None
+    trials: list[Trial]
+    bracket: tuple[float | None, float | None]
+    stopped_because: str
+
+    def curve(self) -> list[dict[str, Any]]:
+        return [asdict(t) for t in sorted(self.trials, key=lambda t: t.rate)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "peak_rate": self.peak_rate,
+            "trials_used": len(self.trials),
+            "bracket": {"passed": self.bracket[0], "failed": self.bracket[1]},
+            "stopped_because": self.stopped_because,
+            "curve": self.curve(),
+            "order": [t.rate for t in self.trials],
+        }
+
+
+def find_peak(
+    run_trial: Callable[[float], Trial],
+    start_rate: float,
+    max_trials: int = 8,
+    growth: float = 2.0,
+    rel_tol: float = 0.05,
+    min_rate: float = 1e-3,
+    max_rate: float | None = None,
+    on_trial: Callable[[Trial], None] | None = None,
+) -> SweepResult:
+    """Probe, then bisect; at most ``max_trials`` calls of ``run_trial``."""
+    if start_rate <= 0 or growth <= 1 or max_trials < 1:
+        raise ValueError("start_rate must be > 0, growth > 1 and max_trials >= 1")
+    trials: list[Trial] = []
+    lo: float | None = None  # highest passing rate seen
+    hi: float | None = None  # lowest failing rate seen
+
+    def run(rate: float) -> Trial:
+        nonlocal lo, hi
+        t = run_trial(rate)
+        t.rate = rate
+        trials.append(t)
+        if on_trial is not None:
+            on_trial(t)
+        if t.passed:
+            lo = rate if lo is None else max(lo, rate)
+        else:
+            hi = rate if hi is None else min(hi, rate)
+        return t
+
+    rate = start_rate
+    first = run(rate)
+    stopped = ""
+    if first.passed:  # probe up
+        while hi is None and len(trials) < max_trials:
+            nxt = rate * growth
+            if max_rate is not None and nxt > max_rate:
+                if rate >= max_rate:
+                    stopped = f"passed at the maximum rate {max_rate:g}"
+                    break
+                nxt = max_rate
+            rate = nxt
+            run(rate)
+    else:  # probe down
+        while lo is None and len(trials) < max_trials:
+            rate = rate / growth
+            if rate < min_rate:
+                stopped = f"failed even at {rate * growth:g}, the lowest rate tried"
+                break
+            run(rate)
+    while not stopped and lo is not None and hi is not None and len(trials) < max_trials:
+        if hi / lo - 1 <= rel_tol:
+            stopped = f"bracket within {rel_tol:.0%}"
+            break
+        run((lo + hi) / 2)
+    if not stopped:
+        if lo is None:
+            stopped = "no trial passed within the trial budget"
+        elif hi is None:
+            stopped = "every trial passed; raise the starting rate or the trial budget"
+        elif hi / lo - 1 <= rel_tol:
+            stopped = f"bracket within {rel_tol:.0%}"
+        else:
+            stopped = f"trial budget of {max_trials} spent"
+    return SweepResult(peak_rate=lo, trials=trials, bracket=(lo, hi), stopped_because=stopped)
+
+
+def loadgen_trial_verdict(loadgen: dict[str, Any], require_valid: bool = False) -> tuple[bool, str, dict[str, Any]]:
+    """Pass/fail of one LoadGen Server trial from its ``loadgen`` block.
+
+    A trial passes when LoadGen's latency constraints are met (TTFT/TPOT at the percentile); short trials are
+    often INVALID only because early stopping wants more queries, which says nothing about the load, so full
+    validity is required only with ``require_valid``.
+    """
+    cons = loadgen.get("constraints") or {}
+    ttft = loadgen.get("ttft_s") or {}
+    tpot = loadgen.get("tpot_s") or {}
+    sched = loadgen.get("scheduled_samples_per_s")
+    done = loadgen.get("samples_per_s")
+    metrics = {
+        "ttft_p50_s": ttft.get("p50"), "ttft_p99_s": ttft.get("p99"),
+        "tpot_p50_s": tpot.get("p50"), "tpot_p99_s": tpot.get("p99"),
+        "scheduled_per_s": sched, "completed_per_s": done,
+        "tokens_per_s": loadgen.get("tokens_per_s"), "validity": loadgen.get("validity"),
+    }
+    if require_valid:
+        ok = loadgen.get("validity") == "VALID"
+    else:
+        ok = cons.get("perf_constraints_met") is not False
+    reasons = loadgen.get("invalid_reasons") or []
+    reason = "" if ok else (reasons[0] if reasons else "LoadGen constraints not met")
+    return ok, reason, metrics
