@@ -128,6 +128,28 @@ def print_result(result: dict[str, Any]) -> None:
         console.print(f"energy: {en['gpu_joules_per_output_token']:.4g} J per output token (GPU, NVML)")
 
 
+def _show_trial(t: Any) -> None:
+    m = t.metrics
+    console.print(f"  {t.rate:8.4g}/s: {'pass' if t.passed else 'FAIL'}  TTFT p99 {_fmt(m.get('ttft_p99_s'), 's')}"
+                  f"  TPOT p99 {_fmt(m.get('tpot_p99_s'), 's')}  completed {_fmt(m.get('completed_per_s'))}/s",
+                  soft_wrap=True)
+
+
+def _print_curve(sw: dict[str, Any], title: str) -> None:
+    t = Table(title=title)
+    for c in ("target rate", "completed/s", "TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99", "verdict"):
+        t.add_column(c)
+    for p in sw["curve"]:
+        m = p["metrics"]
+        t.add_row(f"{p['rate']:.4g}", _fmt(m.get("completed_per_s")), _fmt(m.get("ttft_p50_s"), "s"),
+                  _fmt(m.get("ttft_p99_s"), "s"), _fmt(m.get("tpot_p50_s"), "s"), _fmt(m.get("tpot_p99_s"), "s"),
+                  "pass" if p["passed"] else "fail")
+    console.print(t)
+    peak = sw["peak_rate"]
+    console.print(f"[bold]peak: {peak:.4g}/s[/] ({sw['stopped_because']})" if peak is not None
+                  else f"[bold yellow]no passing rate found[/] ({sw['stopped_because']})")
+
+
 def mlperf(
     scenario: str = typer.Option("server", "--scenario", help=_SCENARIO_HELP),
     mode: str = typer.Option("performance", "--mode",
@@ -142,14 +164,15 @@ def mlperf(
                                        "llama2-70b-interactive, llama3_1-8b, ...)."),
     user_conf: Path = typer.Option(None, "--user-conf", help="A LoadGen user.conf ('model.scenario.key = value')."),
     slo: str = typer.Option(None, "--slo", help="Override the TTFT/TPOT limits, e.g. ttft=2,tpot=0.2 (seconds)."),
-    backend: str = typer.Option("transformers", "--backend", help="http, transformers (in-process) or sim."),
-    url: str = typer.Option(None, "--url", help="Base URL of an OpenAI-compatible server (--backend http)."),
+    backend: str = typer.Option("openai-http", "--backend",
+                                help="openai-http (a server), transformers (in-process) or sim (no model)."),
+    url: str = typer.Option("http://127.0.0.1:8000/v1", "--url", help="Base URL of an OpenAI-compatible server."),
     model: str = typer.Option(None, "--model", help="Model name (http) or tiny / local folder (transformers)."),
     api: str = typer.Option("completions", "--api", help="completions or chat (http)."),
     dataset: str = typer.Option("sample", "--dataset", help="sample, synthetic, a local file or a HF dataset."),
     num_samples: int = typer.Option(None, "--num-samples", help="Samples in the LoadGen QSL (default: all)."),
     input_tokens: str = typer.Option(None, "--input-tokens", help="Synthetic prompt length: 128, 128:32 or 64-256."),
-    output_tokens: str = typer.Option("32", "--output-tokens", help="Tokens to generate: 128, 128:32 or 64-256."),
+    output_tokens: str = typer.Option("64", "--output-tokens", help="Tokens to generate: 128, 128:32 or 64-256."),
     seed: int = typer.Option(0, "--seed", help="Seed for synthetic prompts and lengths."),
     device: str = typer.Option("cpu", "--device", help="Device of the in-process engine."),
     max_batch_size: int = typer.Option(16, "--max-batch-size", help="Batch size of the in-process engine."),
@@ -215,19 +238,22 @@ def sweep(
     max_qps: float = typer.Option(None, "--max-qps", help="Never try above this QPS."),
     trial_duration: float = typer.Option(10.0, "--trial-duration", help="Minimum duration of each trial, s."),
     min_query_count: int = typer.Option(None, "--min-query-count", help="Minimum queries per trial."),
+    target: str = typer.Option("loadgen", "--target",
+                               help="loadgen (LoadGen Server QPS) or bench (`llm bench` Poisson request rate)."),
     require_valid: bool = typer.Option(False, "--require-valid",
                                        help="A trial passes only if LoadGen says VALID (early stopping too)."),
     model_key: str = typer.Option("llama2-70b", "--model-key", help="MLPerf benchmark whose limits apply."),
     user_conf: Path = typer.Option(None, "--user-conf", help="A LoadGen user.conf."),
     slo: str = typer.Option(None, "--slo", help="Override the TTFT/TPOT limits, e.g. ttft=2,tpot=0.2."),
-    backend: str = typer.Option("transformers", "--backend", help="http, transformers (in-process) or sim."),
-    url: str = typer.Option(None, "--url", help="Base URL of an OpenAI-compatible server (--backend http)."),
+    backend: str = typer.Option("openai-http", "--backend",
+                                help="openai-http (a server), transformers (in-process) or sim (no model)."),
+    url: str = typer.Option("http://127.0.0.1:8000/v1", "--url", help="Base URL of an OpenAI-compatible server."),
     model: str = typer.Option(None, "--model", help="Model name (http) or tiny / local folder (transformers)."),
     api: str = typer.Option("completions", "--api", help="completions or chat (http)."),
     dataset: str = typer.Option("sample", "--dataset", help="sample, synthetic, a local file or a HF dataset."),
     num_samples: int = typer.Option(None, "--num-samples", help="Samples in the LoadGen QSL (default: all)."),
     input_tokens: str = typer.Option(None, "--input-tokens", help="Synthetic prompt length."),
-    output_tokens: str = typer.Option("32", "--output-tokens", help="Tokens to generate."),
+    output_tokens: str = typer.Option("64", "--output-tokens", help="Tokens to generate."),
     seed: int = typer.Option(0, "--seed", help="Seed for synthetic prompts and lengths."),
     device: str = typer.Option("cpu", "--device", help="Device of the in-process engine."),
     max_batch_size: int = typer.Option(16, "--max-batch-size", help="Batch size of the in-process engine."),
@@ -236,15 +262,33 @@ def sweep(
     json_out: Path = typer.Option(None, "--json", help="Also write the result JSON here."),
     results: Path = typer.Option(None, "--results", envvar="BENCHMINT_RESULTS", help="Results store folder."),
 ) -> None:
-    """Find the highest LoadGen Server QPS that still meets the TTFT/TPOT limits, with a bounded number of
+    """Find the highest load that still meets the latency limits (LoadGen Server QPS under the model key's
+    TTFT/TPOT limits, or with --target bench the `llm bench` rate under --slo), with a bounded number of
     trials (probe up or down, then bisect), and print the curve of latency vs load."""
     from benchmint.llm.loadgen.api import MlperfConfig, run_sweep
     from benchmint.llm.loadgen.settings import MODEL_KEYS, RunSettings
 
+    if target == "bench":
+        from benchmint.llm.sweep import run_bench_sweep
+
+        result = run_bench_sweep(
+            start_rate=start_qps, max_trials=max_trials, growth=growth, rel_tol=tolerance, max_rate=max_qps,
+            trial_duration_s=trial_duration, slo=slo, out=out, results=results,
+            bench_options=dict(backend=backend, url=url, model=model, api=api, dataset=dataset,
+                               input_tokens=input_tokens, output_tokens=output_tokens, seed=seed,
+                               max_batch_size=max_batch_size, device=device),
+            on_trial=lambda t: _show_trial(t),
+        )
+        _print_curve(result["sweep"], "latency vs load (llm bench, Poisson arrivals)")
+        if json_out:
+            write_json(json_out, result)
+        return
+    if target != "loadgen":
+        raise UserError(f"--target {target!r}: use loadgen or bench")
     ttft, tpot = _limits(slo)
     spec = build_backend_spec(backend, url, model, api, device, max_batch_size)
     tok = _tokenizer_for(backend, model)
-    samples, workload = build_samples(dataset, api, tok, num_samples, None, output_tokens, seed)
+    samples, workload = build_samples(dataset, api, tok, num_samples, input_tokens, output_tokens, seed)
     key = MODEL_KEYS.get(model_key)
     perf_count = len(samples) if (key is None or len(samples) < key.performance_sample_count) else None
     rs = RunSettings(scenario="server", model_key=model_key, user_conf=str(user_conf) if user_conf else None,
@@ -253,27 +297,10 @@ def sweep(
     cfg = MlperfConfig(settings=rs, backend=spec, samples=samples, out_dir=out, max_concurrency=max_concurrency,
                        measure_energy=False, workload={**workload, "backend": backend, "model_name": model})
 
-    def show(t: Any) -> None:
-        m = t.metrics
-        console.print(f"  {t.rate:8.4g} QPS: {'pass' if t.passed else 'FAIL'}  TTFT p99 {_fmt(m.get('ttft_p99_s'), 's')}"
-                      f"  TPOT p99 {_fmt(m.get('tpot_p99_s'), 's')}  completed {_fmt(m.get('completed_per_s'))}/s")
-
     console.print(f"sweep: up to {max_trials} LoadGen Server trials of >= {trial_duration:g} s")
     result, record = run_sweep(cfg, start_qps, max_trials=max_trials, growth=growth, rel_tol=tolerance,
-                               require_valid=require_valid, max_qps=max_qps, on_trial=show)
-    sw = result["sweep"]
-    t = Table(title="latency vs load (LoadGen Server)")
-    for c in ("target QPS", "completed/s", "TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99", "verdict"):
-        t.add_column(c)
-    for p in sw["curve"]:
-        m = p["metrics"]
-        t.add_row(f"{p['rate']:.4g}", _fmt(m.get("completed_per_s")), _fmt(m.get("ttft_p50_s"), "s"),
-                  _fmt(m.get("ttft_p99_s"), "s"), _fmt(m.get("tpot_p50_s"), "s"), _fmt(m.get("tpot_p99_s"), "s"),
-                  "pass" if p["passed"] else "fail")
-    console.print(t)
-    peak = sw["peak_rate"]
-    console.print(f"[bold]peak: {peak:.4g} QPS[/] ({sw['stopped_because']})" if peak is not None
-                  else f"[bold yellow]no passing rate found[/] ({sw['stopped_because']})")
+                               require_valid=require_valid, max_qps=max_qps, on_trial=_show_trial)
+    _print_curve(result["sweep"], "latency vs load (LoadGen Server)")
     if json_out:
         write_json(json_out, result)
     _append_store(record, results)

@@ -139,3 +139,75 @@ def loadgen_trial_verdict(loadgen: dict[str, Any], require_valid: bool = False) 
     reasons = loadgen.get("invalid_reasons") or []
     reason = "" if ok else (reasons[0] if reasons else "LoadGen constraints not met")
     return ok, reason, metrics
+
+
+def bench_trial_verdict(result: dict[str, Any], slo: dict[str, float]) -> tuple[bool, str, dict[str, Any]]:
+    """Pass/fail of one ``llm bench`` trial: p99 TTFT and TPOT within the SLOs and no failed request."""
+    ttft = result.get("ttft_s") or {}
+    tpot = result.get("tpot_s") or {}
+    thr = result.get("throughput") or {}
+    req = result.get("requests") or {}
+    done = thr.get("requests_per_s")
+    metrics = {
+        "ttft_p50_s": ttft.get("p50"), "ttft_p99_s": ttft.get("p99"),
+        "tpot_p50_s": tpot.get("p50"), "tpot_p99_s": tpot.get("p99"),
+        "completed_per_s": done, "tokens_per_s": thr.get("output_tokens_per_s"),
+        "failed_requests": req.get("failed"), "goodput_requests_per_s": result.get("goodput_requests_per_s"),
+    }
+    why = []
+    if slo.get("ttft") is not None and (ttft.get("p99") is None or ttft["p99"] > slo["ttft"]):
+        why.append(f"TTFT p99 {ttft.get('p99')} s over the {slo['ttft']} s SLO")
+    if slo.get("tpot") is not None and (tpot.get("p99") is None or tpot["p99"] > slo["tpot"]):
+        why.append(f"TPOT p99 {tpot.get('p99')} s over the {slo['tpot']} s SLO")
+    if req.get("failed"):
+        why.append(f"{req['failed']} requests failed")
+    return not why, "; ".join(why), metrics
+
+
+def run_bench_sweep(
+    start_rate: float,
+    bench_options: dict[str, Any],
+    slo: str | None,
+    out: Any,
+    max_trials: int = 8,
+    growth: float = 2.0,
+    rel_tol: float = 0.05,
+    max_rate: float | None = None,
+    trial_duration_s: float = 10.0,
+    results: Any = None,
+    on_trial: Callable[[Trial], None] | None = None,
+) -> dict[str, Any]:
+    """Highest ``llm bench`` Poisson rate meeting ``--slo`` (each trial is a full ``llm bench`` run)."""
+    from pathlib import Path
+
+    from benchmint.core.errors import UserError
+    from benchmint.core.jsonio import write_json
+    from benchmint.llm.bench import BenchConfig, run_bench
+    from benchmint.llm.metrics import parse_slo
+
+    slo_d = parse_slo(slo) if slo else {}
+    if not slo_d:
+        raise UserError("--target bench needs --slo, e.g. --slo ttft=2,tpot=0.2 (the limits the peak must meet)")
+    out = Path(out)
+    n = {"i": 0}
+
+    def trial(rate: float) -> Trial:
+        n["i"] += 1
+        d = out / f"trial-{n['i']:02d}-rate-{rate:.4g}"
+        cfg = BenchConfig(scenario="server", rate=rate, duration_s=trial_duration_s, slo=slo, out=str(d),
+                          progress=False, **bench_options)
+        res = run_bench(cfg, results_dir=results)
+        ok, reason, metrics = bench_trial_verdict(res.result, slo_d)
+        return Trial(rate=rate, passed=ok, metrics=metrics, reason=reason, run_dir=d.name)
+
+    sw = find_peak(trial, start_rate, max_trials=max_trials, growth=growth, rel_tol=rel_tol, max_rate=max_rate,
+                   on_trial=on_trial)
+    result = {
+        "schema_version": "1.0",
+        "config": {"target": "bench", "start_rate": start_rate, "max_trials": max_trials, "growth": growth,
+                   "rel_tol": rel_tol, "trial_duration_s": trial_duration_s, "slo": slo_d, **bench_options},
+        "sweep": {**sw.to_dict(), "unit": "llm bench requests/s (Poisson arrivals)",
+                  "criterion": "p99 TTFT and TPOT within --slo and no failed request"},
+    }
+    write_json(out / "result.json", result)
+    return result
