@@ -108,7 +108,16 @@ class BatchingEngine:
         self._thread: threading.Thread | None = None
 
     # ---- lifecycle
-    def start(self) -> None:
+    def warm_up(self) -> None:
+        """Run a small batch once so that first-call costs (kernel selection, allocations) stay out of results."""
+        sink: list[TokenEvent] = []
+        reqs = [_Request(prompt_ids=self.encode_prompt("warm up " * k), max_tokens=4, emit=sink.append) for k in (1, 3)]
+        self._run_batch(reqs)
+        self.stats = EngineStats()
+
+    def start(self, warm_up: bool = True) -> None:
+        if warm_up and self._thread is None:
+            self.warm_up()
         if self._thread is None:
             self._stop = False
             self._thread = threading.Thread(target=self._run, name="benchmint-engine", daemon=True)

@@ -1,0 +1,122 @@
+"""LLM inference benchmarking: measure any OpenAI-compatible server, or a model in-process; serve a model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from benchmint.cli.common import console, err_console
+
+app = typer.Typer(
+    name="llm",
+    help="LLM inference benchmarking: `bench` a server or an in-process model, `serve` a model over HTTP.",
+    no_args_is_help=True,
+)
+
+
+@app.command("bench")
+def bench(
+    url: str = typer.Option("http://127.0.0.1:8000/v1", "--url", help="Base URL of an OpenAI-compatible server."),
+    model: str = typer.Option(
+        None, "--model", help="Model name sent to the server (default: the first one it lists); with "
+        "--backend transformers: a local folder, a hub name or 'tiny'."
+    ),
+    backend: str = typer.Option("openai-http", "--backend", help="openai-http (a server) or transformers (in-process)."),
+    api: str = typer.Option("completions", "--api", help="completions or chat."),
+    stream: bool = typer.Option(True, "--stream/--no-stream", help="Stream tokens (SSE); needed for TTFT/ITL."),
+    scenario: str = typer.Option(
+        "server", "--scenario", help="server (Poisson/gamma at --rate), constant, offline (all at once), "
+        "single-stream (one at a time), concurrency (--concurrency in flight)."
+    ),
+    rate: float = typer.Option(None, "--rate", help="Requests per second (server, constant)."),
+    burstiness: float = typer.Option(1.0, "--burstiness", help="Gamma shape of arrivals: 1 = Poisson, <1 burstier."),
+    concurrency: int = typer.Option(None, "--concurrency", help="Requests in flight (scenario concurrency)."),
+    num_requests: int = typer.Option(None, "--num-requests", "-n", help="Measured requests (stop by count)."),
+    duration: float = typer.Option(None, "--duration", help="Stop sending after this many seconds."),
+    warmup: int = typer.Option(0, "--warmup", help="Warm-up requests sent first and excluded from the results."),
+    dataset: str = typer.Option(
+        "sample", "--dataset", help="sample (shipped), synthetic, a .jsonl/.json/.csv/.parquet file or a HF dataset."
+    ),
+    input_tokens: str = typer.Option(None, "--input-tokens", help="Synthetic prompt length: N, MEAN:STD or LO-HI."),
+    output_tokens: str = typer.Option("64", "--output-tokens", help="max_tokens per request: N, MEAN:STD or LO-HI."),
+    prompt_column: str = typer.Option(None, "--prompt-column", help="Dataset column holding the prompt."),
+    input_column: str = typer.Option(None, "--input-column", help="Optional column appended to the prompt."),
+    reference_column: str = typer.Option(None, "--reference-column", help="Column holding the reference answer."),
+    system_prompt: str = typer.Option(None, "--system-prompt", help="System message added to every prompt."),
+    chat_template: bool = typer.Option(
+        True, "--chat-template/--raw-prompt", help="Apply the tokenizer's chat template to completions prompts."
+    ),
+    tokenizer: str = typer.Option(
+        None, "--tokenizer", help="Tokenizer for prompt lengths and for counting output when the server gives no usage "
+        "(default: --model when loadable)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of arrivals, lengths and sampling."),
+    slo: str = typer.Option(None, "--slo", help="SLOs for goodput, e.g. ttft=2,tpot=0.2 (seconds; 200ms works)."),
+    anchor: str = typer.Option("scheduled", "--anchor", help="Latency anchor: scheduled (default) or sent."),
+    timeout: float = typer.Option(600.0, "--timeout", help="Per-request timeout in seconds."),
+    api_key: str = typer.Option(None, "--api-key", envvar="OPENAI_API_KEY", help="Bearer token for the server."),
+    ignore_eos: bool = typer.Option(
+        True, "--ignore-eos/--allow-eos", help="Ask for exactly max_tokens (sends ignore_eos; off for servers that reject it)."
+    ),
+    include_usage: bool = typer.Option(
+        True, "--usage/--no-usage", help="Ask for usage in the stream (stream_options.include_usage)."
+    ),
+    max_batch_size: int = typer.Option(16, "--max-batch-size", help="In-process engine batch size."),
+    device: str = typer.Option("cpu", "--device", help="In-process engine device (cpu, cuda)."),
+    out: Path = typer.Option(None, "--out", help="Output folder (result.json, requests.parquet, run.json)."),
+    json_path: Path = typer.Option(None, "--json", help="Also write the result JSON here."),
+    results: Path = typer.Option(
+        None, "--results", envvar="BENCHMINT_RESULTS", help="Results store (default: ./benchmint-results)."
+    ),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Live progress display (on a terminal)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print no summary table."),
+) -> None:
+    """Benchmark an OpenAI-compatible server (vLLM, SGLang, TGI, llama.cpp, `benchmint llm serve`) or, with
+    --backend transformers, a model in this process. Open-loop arrivals are precomputed and seeded; latency is
+    anchored to the scheduled send time; results go to --out and the results store. Ctrl-C keeps a partial
+    result. Exit code 2 when the server cannot be reached or every request fails."""
+    from benchmint.core.errors import UserError
+    from benchmint.llm.bench import BenchConfig, run_bench
+    from benchmint.llm.output import print_summary
+
+    cfg = BenchConfig(
+        backend=backend, url=url, model=model, api=api, stream=stream, scenario=scenario, rate=rate,
+        burstiness=burstiness, concurrency=concurrency, num_requests=num_requests, duration_s=duration,
+        warmup=warmup, dataset=dataset, input_tokens=input_tokens, output_tokens=output_tokens,
+        prompt_column=prompt_column, input_column=input_column, reference_column=reference_column,
+        system_prompt=system_prompt, chat_template=chat_template, tokenizer=tokenizer, seed=seed, slo=slo,
+        anchor=anchor, timeout_s=timeout, api_key=api_key, ignore_eos=ignore_eos, include_usage=include_usage,
+        max_batch_size=max_batch_size, device=device, out=str(out) if out else None,
+        json_path=str(json_path) if json_path else None, progress=progress,
+    )
+    res = run_bench(cfg, results_dir=results)
+    if not quiet:
+        print_summary(res.result, console, title=f"{cfg.backend} {cfg.model} ({cfg.scenario})")
+        console.print(f"[dim]wrote {res.paths['result']}, {res.paths['requests']}, {res.paths['run']}[/]")
+    req = res.result["requests"]
+    if res.all_failed:
+        ex = next(iter(req["error_examples"].values()), "")
+        raise UserError(f"all {req['sent']} requests failed ({', '.join(f'{k}: {v}' for k, v in req['errors'].items())}); first error: {ex}")
+    if req["interrupted"]:
+        err_console.print("interrupted: wrote the partial result")
+        raise typer.Exit(130)
+
+
+@app.command("serve")
+def serve(
+    model: str = typer.Option("tiny", "--model", help="Local model folder, hub name, or 'tiny' (built locally)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8000, "--port", help="Port to listen on."),
+    max_batch_size: int = typer.Option(16, "--max-batch-size", help="Requests batched per engine step."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16, float16."),
+    served_name: str = typer.Option(None, "--served-model-name", help="Model name to answer to (default: --model)."),
+) -> None:
+    """Serve a model with benchmint's OpenAI-compatible server (/v1/completions, /v1/chat/completions, streaming;
+    /v1/models, /health, Prometheus /metrics), batching concurrent requests in the in-process engine."""
+    from benchmint.llm.server import serve as run_server
+
+    err_console.print(f"serving {model} on http://{host}:{port}/v1 (Ctrl-C stops)")
+    run_server(model, host=host, port=port, max_batch_size=max_batch_size, device=device, dtype=dtype,
+               served_name=served_name)

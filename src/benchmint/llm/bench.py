@@ -1,0 +1,424 @@
+"""Run a benchmark: workload -> schedule -> backend -> request records -> metrics -> outputs.
+
+:func:`run_bench` is the Python API behind ``benchmint llm bench``. The driver is built for a fast client:
+the schedule and every request are made before the clock starts; an open-loop dispatcher sleeps until the
+next scheduled send and then starts the request as a task; per-request work is a few counter updates;
+the live progress display renders from its own timer thread, never from the request path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmint.core.clock import ClockAnchor, now_ns
+from benchmint.core.errors import UserError
+from benchmint.llm.metrics import compute_metrics, parse_slo
+from benchmint.llm.schedule import Schedule, make_schedule
+from benchmint.llm.types import Backend, GenRequest, RequestRecord
+from benchmint.llm.workload import Workload, load_workload
+
+RESULT_SCHEMA_VERSION = "1.0"
+
+
+@dataclass
+class BenchConfig:
+    backend: str = "openai-http"  # openai-http | transformers
+    url: str = "http://127.0.0.1:8000/v1"
+    model: str | None = None
+    api: str = "completions"  # completions | chat
+    stream: bool = True
+    scenario: str = "server"
+    rate: float | None = None
+    burstiness: float = 1.0
+    concurrency: int | None = None
+    num_requests: int | None = None
+    duration_s: float | None = None
+    warmup: int = 0
+    dataset: str = "sample"
+    input_tokens: str | None = None
+    output_tokens: str | None = "64"
+    prompt_column: str | None = None
+    input_column: str | None = None
+    reference_column: str | None = None
+    system_prompt: str | None = None
+    chat_template: bool = True
+    tokenizer: str | None = None
+    seed: int = 0
+    slo: str | None = None
+    anchor: str = "scheduled"  # scheduled | sent
+    timeout_s: float = 600.0
+    api_key: str | None = None
+    ignore_eos: bool = True
+    include_usage: bool = True
+    max_batch_size: int = 16
+    device: str = "cpu"
+    out: str | None = None
+    json_path: str | None = None
+    progress: bool = True
+    extra_body: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BenchResult:
+    result: dict[str, Any]
+    records: list[RequestRecord]
+    start_ns: int
+    anchor: ClockAnchor
+    paths: dict[str, Path] = field(default_factory=dict)
+    run_record: Any = None
+
+    @property
+    def all_failed(self) -> bool:
+        return self.result["requests"]["completed"] == 0
+
+
+class Counters:
+    __slots__ = ("done", "failed", "in_flight", "sent", "planned")
+
+    def __init__(self, planned: int):
+        self.done = self.failed = self.in_flight = self.sent = 0
+        self.planned = planned
+
+
+# ---------------------------------------------------------------- setup
+def load_tokenizer(name: str | None) -> Any:
+    """The tokenizer used to count tokens client-side (``tiny`` and local folders work offline); None if absent."""
+    if not name:
+        return None
+    from benchmint.models.tiny_llm import resolve_model_path
+
+    try:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(resolve_model_path(name))
+    except Exception:
+        return None
+
+
+async def probe_server(url: str, api_key: str | None = None, timeout_s: float = 5.0) -> list[str]:
+    """GET ``{url}/models``: model ids served (empty when the route is missing); UserError when unreachable."""
+    import aiohttp
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s), headers=headers) as s:
+            async with s.get(url + "/models") as r:
+                if r.status != 200:
+                    return []
+                data = await r.json(content_type=None)
+                return [m.get("id") for m in (data.get("data") or []) if isinstance(m, dict) and m.get("id")]
+    except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, TimeoutError, OSError) as e:
+        raise UserError(f"cannot reach the server at {url} ({type(e).__name__}: {e}); start it or fix --url") from None
+    except (aiohttp.ClientError, ValueError, AttributeError):
+        return []
+
+
+def make_requests(workload: Workload, schedule: Schedule, warmup: int) -> tuple[list[GenRequest], list[GenRequest]]:
+    """Measured and warm-up requests, cycling through the workload's prompts."""
+    tpl = workload.requests
+    if not tpl:
+        raise UserError("the workload has no prompts")
+    n = schedule.count if schedule.open_loop else min(schedule.count, 10**6)
+    if not schedule.open_loop and schedule.duration_s is not None and schedule.count >= 10**9:
+        n = 0  # made lazily: a duration-bound closed loop has no fixed count
+    measured = [dataclasses.replace(tpl[i % len(tpl)], id=i) for i in range(n)]
+    warm = [dataclasses.replace(tpl[i % len(tpl)], id=-(i + 1)) for i in range(warmup)]
+    return measured, warm
+
+
+# ---------------------------------------------------------------- drivers
+async def _run_open_loop(
+    backend: Backend, reqs: list[GenRequest], offsets_s: Any, c: Counters, stop: asyncio.Event, records: list
+) -> int:
+    loop = asyncio.get_running_loop()
+    offs = (offsets_s * 1e9).astype("int64").tolist()
+    tasks: set[asyncio.Task] = set()
+    gen = backend.generate
+    append = records.append
+
+    async def one(req: GenRequest, target: int) -> None:
+        c.in_flight += 1
+        try:
+            rec = await gen(req)
+        finally:
+            c.in_flight -= 1
+        rec.scheduled_ns = target
+        append(rec)
+        if rec.error_kind is None:
+            c.done += 1
+        else:
+            c.failed += 1
+
+    start = now_ns() + 5_000_000  # 5 ms of lead so that the first sends are not late by construction
+    create = loop.create_task
+    discard = tasks.discard
+    for req, off in zip(reqs, offs, strict=True):
+        target = start + off
+        delay = target - now_ns()
+        while delay > 0:
+            await asyncio.sleep(delay / 1e9)
+            delay = target - now_ns()
+        if stop.is_set():
+            break
+        c.sent += 1
+        t = create(one(req, target))
+        tasks.add(t)
+        t.add_done_callback(discard)
+    await _finish(tasks, stop)
+    return start
+
+
+async def _run_closed_loop(
+    backend: Backend, reqs: list[GenRequest], sched: Schedule, tpl: list[GenRequest], c: Counters,
+    stop: asyncio.Event, records: list,
+) -> int:
+    start = now_ns()
+    deadline = start + int(sched.duration_s * 1e9) if sched.duration_s else None
+    it = iter(range(sched.count))
+
+    async def worker() -> None:
+        for i in it:
+            if stop.is_set() or (deadline is not None and now_ns() >= deadline):
+                return
+            req = reqs[i] if i < len(reqs) else dataclasses.replace(tpl[i % len(tpl)], id=i)
+            c.sent += 1
+            c.in_flight += 1
+            sched_ns = now_ns()
+            try:
+                rec = await backend.generate(req)
+            finally:
+                c.in_flight -= 1
+            rec.scheduled_ns = sched_ns
+            records.append(rec)
+            if rec.error_kind is None:
+                c.done += 1
+            else:
+                c.failed += 1
+
+    tasks = {asyncio.ensure_future(worker()) for _ in range(sched.concurrency)}
+    await _finish(tasks, stop)
+    return start
+
+
+async def _finish(tasks: set[asyncio.Task], stop: asyncio.Event) -> None:
+    """Wait for in-flight requests; on interrupt, cancel them."""
+    if not tasks:
+        return
+    waiter = asyncio.ensure_future(stop.wait())
+    pending = set(tasks)
+    while pending:
+        done, pending = await asyncio.wait(pending | {waiter}, return_when=asyncio.FIRST_COMPLETED)
+        pending.discard(waiter)
+        if waiter in done:
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            break
+        pending = {t for t in pending if not t.done()}
+    waiter.cancel()
+
+
+class _Progress:
+    """Live display (requests done, in flight, errors, current rate) rendered by rich's own refresh thread."""
+
+    def __init__(self, c: Counters, enabled: bool):
+        self.c = c
+        self.live = None
+        self.last = (time.monotonic(), 0)
+        self.rate = 0.0
+        if enabled:
+            from rich.live import Live
+
+            from benchmint.cli.common import err_console
+
+            if err_console.is_terminal:
+                self.live = Live(get_renderable=self._render, console=err_console, refresh_per_second=2, transient=True)
+
+    def _render(self) -> Any:
+        from rich.text import Text
+
+        now = time.monotonic()
+        t0, n0 = self.last
+        n = self.c.done + self.c.failed
+        if now - t0 >= 0.5:
+            self.rate = (n - n0) / (now - t0)
+            self.last = (now, n)
+        planned = f"/{self.c.planned}" if self.c.planned else ""
+        return Text(
+            f"requests done {self.c.done}{planned}  in flight {self.c.in_flight}  errors {self.c.failed}  "
+            f"rate {self.rate:.1f}/s"
+        )
+
+    def __enter__(self) -> _Progress:
+        if self.live is not None:
+            self.live.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+
+async def drive(
+    backend: Backend,
+    sched: Schedule,
+    measured: list[GenRequest],
+    warm: list[GenRequest],
+    tpl: list[GenRequest],
+    *,
+    progress: bool = False,
+    stop: asyncio.Event | None = None,
+) -> tuple[list[RequestRecord], int, bool]:
+    """Run warm-up then the measured requests; returns (records, start_ns, interrupted)."""
+    stop = stop or asyncio.Event()
+    records: list[RequestRecord] = []
+    if warm:
+        sem = asyncio.Semaphore(max(1, sched.concurrency or 8))
+
+        async def w(req: GenRequest) -> None:
+            async with sem:
+                rec = await backend.generate(req)
+            rec.warmup = True
+            rec.scheduled_ns = rec.sent_ns
+            records.append(rec)
+
+        await asyncio.gather(*(w(r) for r in warm))
+    c = Counters(len(measured) if sched.open_loop or sched.duration_s is None else 0)
+    with _Progress(c, progress):
+        if sched.open_loop:
+            start = await _run_open_loop(backend, measured, sched.offsets_s, c, stop, records)
+        else:
+            start = await _run_closed_loop(backend, measured, sched, tpl, c, stop, records)
+    return records, start, stop.is_set()
+
+
+def _make_backend(cfg: BenchConfig, tokenizer: Any) -> Backend:
+    from benchmint.llm.backends import create_backend
+
+    if cfg.backend in ("transformers", "hf"):
+        return create_backend(
+            cfg.backend, model=cfg.model or "tiny", device=cfg.device, max_batch_size=cfg.max_batch_size
+        )
+    return create_backend(
+        cfg.backend, url=cfg.url, model=cfg.model, api=cfg.api, stream=cfg.stream, timeout_s=cfg.timeout_s,
+        api_key=cfg.api_key, tokenizer=tokenizer, include_usage=cfg.include_usage, extra_body=cfg.extra_body,
+    )
+
+
+async def run_async(cfg: BenchConfig, stop: asyncio.Event | None = None) -> BenchResult:
+    """Everything up to the metrics, in the running event loop."""
+    from benchmint.llm.backends.http import normalize_base_url
+
+    slo = parse_slo(cfg.slo)
+    if cfg.anchor not in ("scheduled", "sent"):
+        raise UserError("--anchor must be 'scheduled' or 'sent'")
+    if cfg.api not in ("completions", "chat"):
+        raise UserError("--api must be 'completions' or 'chat'")
+    sched = make_schedule(
+        cfg.scenario, num_requests=cfg.num_requests, duration_s=cfg.duration_s, rate=cfg.rate,
+        burstiness=cfg.burstiness, concurrency=cfg.concurrency, seed=cfg.seed,
+    )
+    http = cfg.backend not in ("transformers", "hf")
+    served: list[str] = []
+    if http:
+        cfg.url = normalize_base_url(cfg.url)
+        served = await probe_server(cfg.url, cfg.api_key)
+        if not cfg.model:
+            if not served:
+                raise UserError(f"the server at {cfg.url} lists no models; name one with --model")
+            cfg.model = served[0]
+    tokenizer = None
+    backend: Backend
+    if http:
+        tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
+        backend = _make_backend(cfg, tokenizer)
+    else:
+        backend = _make_backend(cfg, None)
+        await backend.start()
+        tokenizer = backend.tokenizer  # type: ignore[attr-defined]
+    api = cfg.api if http else "chat" if cfg.api == "chat" else "completions"
+    wl = load_workload(
+        cfg.dataset, api=api, tokenizer=tokenizer, input_tokens=cfg.input_tokens, output_tokens=cfg.output_tokens,
+        prompt_column=cfg.prompt_column, input_column=cfg.input_column, reference_column=cfg.reference_column,
+        system_prompt=cfg.system_prompt, chat_template=cfg.chat_template, seed=cfg.seed, ignore_eos=cfg.ignore_eos,
+        num_prompts=None if cfg.dataset != "synthetic" else max(64, min(cfg.num_requests or 256, 4096)),
+    )
+    measured, warm = make_requests(wl, sched, cfg.warmup)
+    clock = ClockAnchor.take()
+    await backend.start()
+    try:
+        records, start, interrupted = await drive(
+            backend, sched, measured, warm, wl.requests, progress=cfg.progress, stop=stop
+        )
+    finally:
+        await backend.close()
+    metrics = compute_metrics(records, start, anchor=cfg.anchor, slo=slo, interrupted=interrupted)
+    result = {
+        "schema_version": RESULT_SCHEMA_VERSION,
+        "kind": "llm-bench",
+        **metrics,
+        "config": {**dataclasses.asdict(cfg), "api_key": "***" if cfg.api_key else None},
+        "schedule": sched.describe(),
+        "workload": wl.describe(),
+        "backend": {
+            "kind": cfg.backend,
+            "url": cfg.url if http else None,
+            "model": cfg.model or "tiny",
+            "served_models": served,
+            "tokenizer_for_counting": bool(tokenizer) if http else "engine",
+        },
+        "measurement": {
+            **clock.describe(),
+            "start_wall_s": clock.to_wall_s(start),
+            "latency_anchor": cfg.anchor,
+            "warmup_requests": len(warm),
+            "percentiles": "numpy linear interpolation",
+            "client": "benchmint asyncio + aiohttp, one process" if http else "in-process engine",
+        },
+    }
+    return BenchResult(result=result, records=records, start_ns=start, anchor=clock)
+
+
+def run_bench(cfg: BenchConfig, *, write: bool = True, results_dir: str | Path | None = None) -> BenchResult:
+    """Run a benchmark to completion (Ctrl-C stops it and keeps the partial result), then write the outputs."""
+    try:
+        import uvloop
+
+        runner_factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - windows
+        runner_factory = None
+
+    async def main() -> BenchResult:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        installed = False
+        if threading.current_thread() is threading.main_thread():
+            try:
+                def on_int() -> None:
+                    stop.set()
+                    loop.remove_signal_handler(signal.SIGINT)  # a second Ctrl-C aborts at once
+
+                loop.add_signal_handler(signal.SIGINT, on_int)
+                installed = True
+            except (NotImplementedError, RuntimeError):
+                pass
+        try:
+            return await run_async(cfg, stop)
+        finally:
+            if installed:
+                loop.remove_signal_handler(signal.SIGINT)
+
+    with asyncio.Runner(loop_factory=runner_factory) as runner:
+        res = runner.run(main())
+    if write:
+        from benchmint.llm.output import write_outputs
+
+        write_outputs(res, cfg, results_dir=results_dir)
+    return res

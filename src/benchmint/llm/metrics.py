@@ -1,0 +1,180 @@
+"""Metrics from request records, exactly as in the DESIGN.md glossary (see docs/metrics.md).
+
+Three levels, as AIPerf splits them:
+
+- per-record metrics (one value per request; :func:`record_metrics`): ``ttft_s``, ``e2e_s``, ``tpot_s``,
+  ``send_lag_s``, ``itl_s`` (a list per request), plus ``ttft_from_send_s`` / ``e2e_from_send_s``;
+- aggregate metrics (statistics over records: mean, p50, p90, p99, max, min, std, count; :func:`stats`);
+- derived metrics (from the whole run: throughput, goodput, duration; :func:`compute_metrics`).
+
+Definitions (times from the monotonic clock):
+
+- anchor: the scheduled send time (default, as MLPerf LoadGen does) or the actual send time
+  (``anchor="sent"``); both variants of TTFT and E2E are always reported.
+- TTFT = first content chunk time - anchor. E2E = last content chunk time - anchor (the stream's end when
+  there were no chunks). TPOT = (E2E - TTFT) / (output tokens - 1) for requests with >= 2 output tokens.
+  ITL = time between consecutive content chunks. Send lag = actual send time - scheduled send time.
+- duration = from the measured run's start (first scheduled send) to the last measured request's end.
+- throughput = completed requests / duration, output tokens / duration, (input + output tokens) / duration.
+- goodput = completed requests meeting every SLO / duration.
+- percentiles: numpy linear interpolation between closest ranks.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from benchmint.core.errors import UserError
+from benchmint.llm.types import RequestRecord
+
+STAT_KEYS = ("mean", "p50", "p90", "p99", "max", "min", "std", "count")
+SLO_KEYS = {"ttft": "ttft_s", "tpot": "tpot_s", "e2e": "e2e_s", "itl": "itl_max_s"}
+
+
+def stats(values: Any) -> dict[str, float | int | None]:
+    a = np.asarray(values, dtype=np.float64)
+    a = a[~np.isnan(a)] if a.size else a
+    if a.size == 0:
+        return {k: (0 if k == "count" else None) for k in STAT_KEYS}
+    p50, p90, p99 = np.percentile(a, [50, 90, 99])
+    return {
+        "mean": float(a.mean()),
+        "p50": float(p50),
+        "p90": float(p90),
+        "p99": float(p99),
+        "max": float(a.max()),
+        "min": float(a.min()),
+        "std": float(a.std()),
+        "count": int(a.size),
+    }
+
+
+def parse_slo(spec: str | None) -> dict[str, float]:
+    """``ttft=2,tpot=0.2`` (seconds; ``200ms`` works too) -> {"ttft_s": 2.0, "tpot_s": 0.2}."""
+    if not spec:
+        return {}
+    out: dict[str, float] = {}
+    for part in spec.split(","):
+        if not part.strip():
+            continue
+        k, _, v = part.partition("=")
+        k = k.strip().lower().removesuffix("_s")
+        if k not in SLO_KEYS or not v:
+            raise UserError(f"--slo {spec!r}: use KEY=SECONDS pairs with keys {', '.join(SLO_KEYS)} (e.g. ttft=2,tpot=0.2)")
+        v = v.strip().lower()
+        try:
+            sec = float(v[:-2]) / 1000 if v.endswith("ms") else float(v.removesuffix("s"))
+        except ValueError:
+            raise UserError(f"--slo {spec!r}: {v!r} is not a number of seconds") from None
+        out[SLO_KEYS[k]] = sec
+    return out
+
+
+def record_metrics(r: RequestRecord, anchor: str = "scheduled") -> dict[str, Any]:
+    """Per-record metrics of one request (None where they do not apply)."""
+    base = r.scheduled_ns if anchor == "scheduled" and r.scheduled_ns else r.sent_ns
+    last = r.chunk_ns[-1] if r.chunk_ns else r.end_ns
+    m: dict[str, Any] = {
+        "send_lag_s": (r.sent_ns - r.scheduled_ns) / 1e9 if r.scheduled_ns else 0.0,
+        "ttft_s": None,
+        "ttft_from_send_s": None,
+        "e2e_s": None,
+        "e2e_from_send_s": None,
+        "tpot_s": None,
+        "itl_s": [],
+    }
+    if r.ok and last is not None:
+        m["e2e_s"] = (last - base) / 1e9
+        m["e2e_from_send_s"] = (last - r.sent_ns) / 1e9
+        if r.first_token_ns is not None:
+            m["ttft_s"] = (r.first_token_ns - base) / 1e9
+            m["ttft_from_send_s"] = (r.first_token_ns - r.sent_ns) / 1e9
+            if r.output_tokens and r.output_tokens > 1:
+                m["tpot_s"] = (last - r.first_token_ns) / 1e9 / (r.output_tokens - 1)
+        if len(r.chunk_ns) > 1:
+            m["itl_s"] = (np.diff(np.asarray(r.chunk_ns, dtype=np.int64)) / 1e9).tolist()
+    return m
+
+
+def _meets(m: dict[str, Any], slo: dict[str, float]) -> bool:
+    for key, limit in slo.items():
+        if key == "itl_max_s":
+            if m["itl_s"] and max(m["itl_s"]) > limit:
+                return False
+            continue
+        v = m.get(key)
+        if v is None or v > limit:
+            return False
+    return True
+
+
+def compute_metrics(
+    records: list[RequestRecord],
+    start_ns: int,
+    *,
+    anchor: str = "scheduled",
+    slo: dict[str, float] | None = None,
+    interrupted: bool = False,
+) -> dict[str, Any]:
+    """The result's metric blocks from the measured (non-warm-up) records of a run."""
+    recs = [r for r in records if not r.warmup]
+    ok = [r for r in recs if r.ok]
+    per = [record_metrics(r, anchor) for r in ok]
+    ends = [r.end_ns for r in recs if r.end_ns is not None]
+    duration_s = (max(ends) - start_ns) / 1e9 if ends else 0.0
+    out_total = int(sum(r.output_tokens or 0 for r in ok))
+    in_known = [r.input_tokens for r in ok if r.input_tokens is not None]
+    in_total = int(sum(in_known))
+    errors = Counter(r.error_kind for r in recs if not r.ok)
+    examples: dict[str, str] = {}
+    for r in recs:
+        if r.error_kind and r.error_kind not in examples:
+            examples[r.error_kind] = r.error or ""
+    sources = Counter(r.output_tokens_source for r in ok)
+    flags = [r for r in ok if r.token_count_flag]
+    itl_all = [x for m in per for x in m["itl_s"]]
+    d = duration_s if duration_s > 0 else float("nan")
+    res: dict[str, Any] = {
+        "requests": {
+            "sent": len(recs),
+            "completed": len(ok),
+            "failed": len(recs) - len(ok),
+            "errors": dict(errors),
+            "error_examples": examples,
+            "warmup_excluded": len(records) - len(recs),
+            "interrupted": interrupted,
+        },
+        "ttft_s": stats([m["ttft_s"] for m in per if m["ttft_s"] is not None]),
+        "tpot_s": stats([m["tpot_s"] for m in per if m["tpot_s"] is not None]),
+        "itl_s": stats(itl_all),
+        "e2e_s": stats([m["e2e_s"] for m in per if m["e2e_s"] is not None]),
+        "ttft_from_send_s": stats([m["ttft_from_send_s"] for m in per if m["ttft_from_send_s"] is not None]),
+        "e2e_from_send_s": stats([m["e2e_from_send_s"] for m in per if m["e2e_from_send_s"] is not None]),
+        "send_lag_s": stats([(r.sent_ns - r.scheduled_ns) / 1e9 for r in recs if r.scheduled_ns and r.sent_ns]),
+        "throughput": {
+            "requests_per_s": len(ok) / d if ok else 0.0,
+            "output_tokens_per_s": out_total / d if ok else 0.0,
+            "total_tokens_per_s": (out_total + in_total) / d if ok else 0.0,
+        },
+        "output_tokens_total": out_total,
+        "input_tokens_total": in_total,
+        "input_tokens_known": len(in_known),
+        "duration_s": duration_s,
+        "token_counts": {
+            "output_tokens_source": dict(sources),
+            "flagged": len(flags),
+            "flag_examples": [f.token_count_flag for f in flags[:3]],
+        },
+        "latency_anchor": anchor,
+    }
+    if slo:
+        good = sum(1 for m in per if _meets(m, slo))
+        res["goodput_requests_per_s"] = good / d if ok else 0.0
+        res["goodput"] = {"slo": slo, "requests_meeting_slo": good, "fraction": good / len(recs) if recs else 0.0}
+    for k, v in list(res["throughput"].items()):
+        if isinstance(v, float) and np.isnan(v):
+            res["throughput"][k] = 0.0
+    return res

@@ -1,0 +1,195 @@
+"""Outputs of a benchmark: result JSON, per-request Parquet, RunRecord (run.json + results store), console table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.table import Table
+
+from benchmint.core.jsonio import write_json
+from benchmint.llm.metrics import record_metrics
+
+if TYPE_CHECKING:
+    from benchmint.llm.bench import BenchConfig, BenchResult
+
+METRIC_BLOCKS = (
+    "requests", "ttft_s", "tpot_s", "itl_s", "e2e_s", "ttft_from_send_s", "e2e_from_send_s", "send_lag_s",
+    "throughput", "goodput_requests_per_s", "goodput", "output_tokens_total", "input_tokens_total",
+    "input_tokens_known", "duration_s", "token_counts", "latency_anchor",
+)
+
+
+def requests_table(res: BenchResult) -> Any:
+    """Per-request records as a pyarrow Table; times in seconds from the measured run's start."""
+    import pyarrow as pa
+
+    t0 = res.start_ns
+    anchor = res.result.get("latency_anchor", "scheduled")
+    cols: dict[str, list] = {k: [] for k in (
+        "id", "warmup", "ok", "error_kind", "error", "scheduled_s", "sent_s", "first_token_s", "last_token_s",
+        "end_s", "send_lag_s", "ttft_s", "ttft_from_send_s", "tpot_s", "e2e_s", "e2e_from_send_s", "itl_s",
+        "input_tokens", "output_tokens", "output_tokens_source", "chunk_count", "token_count_flag", "sent_wall_s",
+        "text",
+    )}
+
+    def rel(ns: int | None) -> float | None:
+        return None if not ns else (ns - t0) / 1e9
+
+    for r in sorted(res.records, key=lambda r: (not r.warmup, r.scheduled_ns or r.sent_ns)):
+        m = record_metrics(r, anchor)
+        cols["id"].append(r.id)
+        cols["warmup"].append(r.warmup)
+        cols["ok"].append(r.ok)
+        cols["error_kind"].append(r.error_kind)
+        cols["error"].append(r.error)
+        cols["scheduled_s"].append(rel(r.scheduled_ns))
+        cols["sent_s"].append(rel(r.sent_ns))
+        cols["first_token_s"].append(rel(r.first_token_ns))
+        cols["last_token_s"].append(rel(r.chunk_ns[-1]) if r.chunk_ns else None)
+        cols["end_s"].append(rel(r.end_ns))
+        for k in ("send_lag_s", "ttft_s", "ttft_from_send_s", "tpot_s", "e2e_s", "e2e_from_send_s", "itl_s"):
+            cols[k].append(m[k])
+        cols["input_tokens"].append(r.input_tokens)
+        cols["output_tokens"].append(r.output_tokens)
+        cols["output_tokens_source"].append(r.output_tokens_source)
+        cols["chunk_count"].append(r.chunk_count)
+        cols["token_count_flag"].append(r.token_count_flag)
+        cols["sent_wall_s"].append(res.anchor.to_wall_s(r.sent_ns) if r.sent_ns else None)
+        cols["text"].append(r.text)
+    schema = pa.schema([
+        ("id", pa.int64()), ("warmup", pa.bool_()), ("ok", pa.bool_()), ("error_kind", pa.string()),
+        ("error", pa.string()), ("scheduled_s", pa.float64()), ("sent_s", pa.float64()),
+        ("first_token_s", pa.float64()), ("last_token_s", pa.float64()), ("end_s", pa.float64()),
+        ("send_lag_s", pa.float64()), ("ttft_s", pa.float64()), ("ttft_from_send_s", pa.float64()),
+        ("tpot_s", pa.float64()), ("e2e_s", pa.float64()), ("e2e_from_send_s", pa.float64()),
+        ("itl_s", pa.list_(pa.float64())), ("input_tokens", pa.int64()), ("output_tokens", pa.int64()),
+        ("output_tokens_source", pa.string()), ("chunk_count", pa.int64()), ("token_count_flag", pa.string()),
+        ("sent_wall_s", pa.float64()), ("text", pa.string()),
+    ])
+    return pa.table(cols, schema=schema)
+
+
+def run_status(result: dict[str, Any]) -> str:
+    req = result["requests"]
+    if req["completed"] == 0:
+        return "failed"
+    if req["failed"] or req["interrupted"]:
+        return "partial"
+    return "ok"
+
+
+def build_run_record(res: BenchResult, cfg: BenchConfig, artifacts: dict[str, str]) -> Any:
+    from benchmint.results.record import RunRecord
+
+    r = res.result
+    metrics = {k: r[k] for k in METRIC_BLOCKS if k in r}
+    wl = r["workload"]
+    workload: dict[str, Any] = {
+        "model_name": r["backend"]["model"],
+        "dataset": wl.get("dataset"),
+        "dataset_hash": wl.get("dataset_hash"),
+        "prompts": wl.get("prompts"),
+        "input_tokens_mean": wl.get("input_tokens_mean"),
+        "max_tokens_mean": wl.get("max_tokens_mean"),
+        "scenario": r["schedule"]["scenario"],
+    }
+    try:
+        from benchmint.results.metadata import provenance, system_block
+
+        system = system_block(engine=cfg.backend, server=r["backend"]["url"])
+        prov = provenance()
+    except Exception:  # metadata helpers are best-effort; the record stays valid without them
+        from benchmint.core.system import host_summary
+        from benchmint.results.record import default_provenance
+
+        system, prov = {**host_summary(), "engine": cfg.backend}, default_provenance()
+    config = {**r["config"], "schedule": r["schedule"], "measurement": r["measurement"]}
+    return RunRecord(
+        kind="llm", config=config, metrics=metrics, workload=workload, system=system, provenance=prov,
+        artifacts=artifacts, status=run_status(r),
+    )
+
+
+def write_outputs(res: BenchResult, cfg: BenchConfig, results_dir: str | Path | None = None) -> dict[str, Path]:
+    """result.json, requests.parquet and run.json in the output folder; the RunRecord goes to the store too."""
+    import pyarrow.parquet as pq
+
+    from benchmint.results.record import _new_id
+
+    run_id = _new_id()
+    out = Path(cfg.out) if cfg.out else Path("benchmint-runs") / f"llm-{run_id}"
+    out.mkdir(parents=True, exist_ok=True)
+    pq_path = out / "requests.parquet"
+    pq.write_table(requests_table(res), pq_path)
+    json_path = Path(cfg.json_path) if cfg.json_path else out / "result.json"
+    res.result["artifacts"] = {"requests": str(pq_path.resolve())}
+    write_json(json_path, res.result)
+    if cfg.json_path:
+        write_json(out / "result.json", res.result)
+    arts = {"requests": "requests.parquet", "result": "result.json"}
+    rec = build_run_record(res, cfg, arts)
+    rec.id = run_id
+    rec.artifacts["requests_abs"] = str(pq_path.resolve())
+    rec.write(out)
+    paths = {"out": out, "result": json_path, "requests": pq_path, "run": out / "run.json"}
+    try:
+        from benchmint.results.store import ResultsStore
+
+        store = ResultsStore(results_dir)
+        store.append(rec)
+        paths["store"] = Path(store.path)
+    except ImportError:
+        pass
+    res.paths, res.run_record = paths, rec
+    return paths
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v * 1000:.2f}"
+
+
+def summary_table(result: dict[str, Any], title: str | None = None) -> Table:
+    """Latency percentiles (ms) per metric."""
+    t = Table(title=title, title_justify="left")
+    t.add_column("metric")
+    for c in ("mean", "p50", "p90", "p99", "max"):
+        t.add_column(f"{c} ms", justify="right")
+    t.add_column("n", justify="right")
+    names = [
+        ("TTFT", "ttft_s"), ("TTFT from send", "ttft_from_send_s"), ("TPOT", "tpot_s"), ("ITL", "itl_s"),
+        ("E2E", "e2e_s"), ("E2E from send", "e2e_from_send_s"), ("send lag", "send_lag_s"),
+    ]
+    for label, key in names:
+        s = result.get(key) or {}
+        t.add_row(label, *(_ms(s.get(c)) for c in ("mean", "p50", "p90", "p99", "max")), str(s.get("count", 0)))
+    return t
+
+
+def print_summary(result: dict[str, Any], console: Console, title: str | None = None) -> None:
+    req = result["requests"]
+    th = result["throughput"]
+    sched = result.get("schedule", {})
+    console.print(summary_table(result, title))
+    errs = ", ".join(f"{k}: {v}" for k, v in sorted(req["errors"].items())) or "none"
+    console.print(
+        f"requests: {req['completed']} completed, {req['failed']} failed ({errs})"
+        + (" [yellow](interrupted: partial result)[/]" if req.get("interrupted") else "")
+    )
+    console.print(
+        f"throughput: {th['requests_per_s']:.2f} req/s, {th['output_tokens_per_s']:.1f} output tok/s, "
+        f"{th['total_tokens_per_s']:.1f} total tok/s over {result['duration_s']:.2f} s "
+        f"(scenario {sched.get('scenario')}, {sched.get('arrival')}, latency anchored to {result['latency_anchor']} send)"
+    )
+    if "goodput_requests_per_s" in result:
+        g = result["goodput"]
+        console.print(
+            f"goodput: {result['goodput_requests_per_s']:.2f} req/s ({g['requests_meeting_slo']} requests met {g['slo']})"
+        )
+    tc = result.get("token_counts", {})
+    src = ", ".join(f"{k}: {v}" for k, v in tc.get("output_tokens_source", {}).items())
+    line = f"output tokens: {result['output_tokens_total']} (counted by {src or '-'})"
+    if tc.get("flagged"):
+        line += f" [yellow]{tc['flagged']} requests flagged: {tc['flag_examples'][0]}[/]"
+    console.print(line)
