@@ -52,6 +52,10 @@ def _register() -> None:
 
     app.command("demo", help=demo.__doc__)(demo.demo)
 
+    from benchmint.cli import trace as trace_cli
+
+    app.command("inspect", help=trace_cli.__doc__)(trace_cli.inspect)
+
     from benchmint.cli import results as results_cli
 
     app.add_typer(results_cli.app, name="results", help=results_cli.__doc__)
@@ -59,6 +63,10 @@ def _register() -> None:
     from benchmint.cli import report as report_cli
 
     app.command("report", help=report_cli.__doc__)(report_cli.report)
+
+    from benchmint.cli import llm
+
+    app.add_typer(llm.app, name="llm")
 
 
 _register()
