@@ -88,6 +88,8 @@ _PROCESS_NAMES = ("[pytorch|profiler|execution_trace|process]", "[pytorch|profil
 _STEP_RE = re.compile(r"^ProfilerStep#(\d+)$")
 _SCHEMA_RE = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:-chakra\.(\d+\.\d+\.\d+))?$")
 # names of communication ops (the c10d op, its nccl/gloo child, the record_param_comms record)
+_COMM_ATTRS = ("collective_name", "pg_name", "pg_desc", "pg_size", "in_msg_nelems", "out_msg_nelems",
+               "in_split_size", "out_split_size", "global_rank_start", "global_rank_stride", "dtype")
 _COMM_PREFIXES = ("c10d::", "c10d_functional::", "_c10d_functional::", "nccl:", "gloo:", "record_param_comms")
 
 
@@ -562,6 +564,35 @@ class Node:
         """A communication op or record (``c10d::...``, ``nccl:...``, ``record_param_comms``) or a node with
         the ``collective_name`` attribute."""
         return self.name.startswith(_COMM_PREFIXES) or "collective_name" in self.attrs
+
+    @property
+    def comm_info(self) -> dict[str, Any] | None:
+        """For a collective record (``record_param_comms``, ``nccl:...``): its communication attributes
+        (``collective_name``, ``pg_name``, ``in_msg_nelems``, ``out_msg_nelems``, ``dtype`` ...). Schema 1.0.1
+        has no such attributes; they are read from the record's arguments (the collective's name is its string
+        argument, followed by the in/out split sizes). ``None`` for other nodes."""
+        a = self.attrs
+        info = {k: a[k] for k in _COMM_ATTRS if k in a}
+        if info:
+            return info
+        if self.name != "record_param_comms":
+            return None
+        try:
+            ins = self.inputs
+        except TraceError:
+            return None
+        for i, v in enumerate(ins):
+            if isinstance(v, str):
+                info["collective_name"] = v
+                rest = ins[i + 1:i + 3]
+                if len(rest) == 2 and all(isinstance(x, list) for x in rest):
+                    info["in_split_size"], info["out_split_size"] = rest
+                break
+        tensors = self.input_tensors()
+        if tensors:
+            info["in_msg_nelems"] = sum(t.numel for t in tensors)
+            info["dtype"] = tensors[0].dtype
+        return info or None
 
     # --- arguments
     def _decode(self, which: str) -> tuple[tuple, tuple, tuple, tuple]:
