@@ -11,12 +11,27 @@ Public API::
         n.name, n.op_schema, n.inputs, n.outputs  # typed values: TensorRef, int, float, list ...
     table = trace.tensor_table()                # distinct tensors and storages of the top-level ops
 
+    join = join_kineto(trace, "step_kineto.json")   # KinetoJoin: never fails on a partial match
+    join.matched_fraction, join.time_of(ops[0]), join.gap_before_s(ops[1]), join.kernels_of(ops[0])
+
+    summarize(trace, join)                      # the dict `benchmint inspect --json` prints
+    inspect_trace("step_et.json.gz", kineto="step_kineto.json")   # load + join + summarize
+
 The model classes (:class:`Trace`, :class:`Node`, :class:`TensorRef`, ...) are documented in
 :mod:`benchmint.trace.model`.
 """
 
 from __future__ import annotations
 
+from benchmint.trace.kineto import (
+    DeviceEvent,
+    KinetoEvent,
+    KinetoJoin,
+    KinetoTrace,
+    OpTime,
+    join_kineto,
+    load_kineto,
+)
 from benchmint.trace.load import TraceWarning, is_execution_trace, load, load_bytes, read_bytes
 from benchmint.trace.model import (
     KNOWN_SCHEMAS,
@@ -34,13 +49,20 @@ from benchmint.trace.model import (
     dtype_from_et,
     parse_schema_version,
 )
+from benchmint.trace.summary import SUMMARY_SCHEMA_VERSION, inspect_trace, summarize
 
 __all__ = [
     "KNOWN_SCHEMAS",
+    "SUMMARY_SCHEMA_VERSION",
     "Device",
+    "DeviceEvent",
     "Generator",
     "Iteration",
+    "KinetoEvent",
+    "KinetoJoin",
+    "KinetoTrace",
     "Node",
+    "OpTime",
     "Opaque",
     "StorageInfo",
     "TensorInfo",
@@ -50,9 +72,13 @@ __all__ = [
     "TraceWarning",
     "Value",
     "dtype_from_et",
+    "inspect_trace",
     "is_execution_trace",
+    "join_kineto",
     "load",
     "load_bytes",
+    "load_kineto",
     "parse_schema_version",
     "read_bytes",
+    "summarize",
 ]
