@@ -31,8 +31,9 @@ def store_and_report(ctx: Any) -> None:
     ctx.artifacts["report"] = report
     ctx.console.print(
         f"stored {len(new)} new run(s) ({len(records) - len(new)} were already stored) in {store.path}; "
-        f"query them with `benchmint results list --results {store.path}`"
+        f"query them with `benchmint results list --results {store.path}`",
+        soft_wrap=True,
     )
     if not records:
         ctx.console.print("[yellow]no runs were produced by the earlier steps; the report says so[/]")
-    ctx.console.print(f"report of {len(records)} run(s): {report}")
+    ctx.console.print(f"report of {len(records)} run(s): {report}", soft_wrap=True)
