@@ -164,6 +164,13 @@ def summarize(log: MLLog) -> dict[str, Any]:
         "ttft_s": ttft,
         "tpot_s": tpot,
         "latency_s": latency,
+        "limits": {
+            "ttft_s": _ns_to_s(log.get("requested_server_ttft_latency")) if scenario == "Server" else None,
+            "tpot_s": _ns_to_s(log.get("requested_server_tpot_latency")) if scenario == "Server" else None,
+            "latency_s": (_ns_to_s(effective.get("target_latency_ns")) or None),
+            "percentile": effective.get("target_latency_percentile"),
+            "use_token_latencies": log.get("requested_use_token_latencies"),
+        },
         "query_count": log.get("result_query_count"),
         "overlatency_query_count": log.get("result_overlatency_query_count"),
         "constraints": {

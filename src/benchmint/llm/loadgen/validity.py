@@ -5,7 +5,8 @@ latency benchmarks), the minimum duration, the minimum query count, and early st
 for enough queries that, at 99% confidence, the true share of queries over the limit is below
 ``1 - percentile``: with ``t`` queries over the limit it needs ``h`` more under it, where ``h`` is the smallest
 count with ``P(Binomial(h + t, 1 - p) <= t) <= 1 - 0.99`` (LoadGen's ``MinPassingQueriesFinder``). With no
-query over the limit that is ``ceil(log(0.01) / log(p))``: 459 queries at p99, 44 at p90.
+query over the limit that is ``ceil(log(0.01) / log(p))``: 459 queries at p99, 44 at p90. SingleStream's
+percentile estimate needs the count for one query over the limit: 64 at p90, 662 at p99.
 """
 
 from __future__ import annotations
@@ -64,6 +65,11 @@ def _pct_name(p: float) -> str:
     return f"p{x:.0f}" if abs(x - round(x)) < 1e-9 else f"p{x:g}"
 
 
+def _pct_key(p: float) -> str:
+    """The key of a percentile in the summary's blocks (p50, p90, p99, ...); p99 when LoadGen has no such figure."""
+    return {0.5: "p50", 0.9: "p90", 0.95: "p95", 0.97: "p97", 0.99: "p99", 0.999: "p99_9"}.get(round(p, 3), "p99")
+
+
 def explain(lg_summary: dict[str, Any], settings: RunSettings | None = None) -> list[str]:
     """Plain sentences: which constraint failed, and what change would make the run valid."""
     if lg_summary.get("validity") == "VALID":
@@ -84,23 +90,23 @@ def explain(lg_summary: dict[str, Any], settings: RunSettings | None = None) -> 
 
     if cons.get("perf_constraints_met") is False:
         failed = []
-        ttft_lim = eff.get("ttft_latency") or eff.get("server_ttft_latency")
-        tpot_lim = eff.get("tpot_latency") or eff.get("server_tpot_latency")
+        limits = lg_summary.get("limits") or {}
+        ttft_lim, tpot_lim = limits.get("ttft_s"), limits.get("tpot_s")
         if settings is not None:
             lt, lp = settings.limits()
-            ttft_lim = ttft_lim or (lt * 1e9 if lt else None)
-            tpot_lim = tpot_lim or (lp * 1e9 if lp else None)
-        key = "p99" if pname == "p99" else ("p90" if pname == "p90" else "p99")
+            ttft_lim = ttft_lim or lt
+            tpot_lim = tpot_lim or lp
+        key = _pct_key(float(pct))
         ttft = (lg_summary.get("ttft_s") or {}).get(key)
         tpot = (lg_summary.get("tpot_s") or {}).get(key)
-        if ttft_lim and ttft is not None and ttft > ttft_lim / 1e9:
-            failed.append(f"TTFT {key} was {_fmt_s(ttft)}, over the {_fmt_s(ttft_lim / 1e9)} limit")
-        if tpot_lim and tpot is not None and tpot > tpot_lim / 1e9:
-            failed.append(f"TPOT {key} was {_fmt_s(tpot)}, over the {_fmt_s(tpot_lim / 1e9)} limit")
-        lat_lim = eff.get("target_latency_ns")
+        if ttft_lim and ttft is not None and ttft > ttft_lim:
+            failed.append(f"TTFT {key} was {_fmt_s(ttft)}, over the {_fmt_s(ttft_lim)} limit")
+        if tpot_lim and tpot is not None and tpot > tpot_lim:
+            failed.append(f"TPOT {key} was {_fmt_s(tpot)}, over the {_fmt_s(tpot_lim)} limit")
+        lat_lim = limits.get("latency_s")
         lat = (lg_summary.get("latency_s") or {}).get(key)
-        if not failed and lat_lim and lat is not None and lat > lat_lim / 1e9:
-            failed.append(f"latency {key} was {_fmt_s(lat)}, over the {_fmt_s(lat_lim / 1e9)} target")
+        if not failed and lat_lim and lat is not None and lat > lat_lim:
+            failed.append(f"latency {key} was {_fmt_s(lat)}, over the {_fmt_s(lat_lim)} target")
         what = "; ".join(failed) if failed else "a latency constraint was not met"
         advice = ""
         if scenario == "Server":
@@ -110,9 +116,8 @@ def explain(lg_summary: dict[str, Any], settings: RunSettings | None = None) -> 
                           f"queries piled up: a target QPS at or below about {0.9 * done:.3g} is needed"
                           " (`benchmint llm sweep` finds the highest rate that passes).")
             elif target:
-                ratio = min(
-                    [(ttft_lim / 1e9) / ttft] if (ttft_lim and ttft) else [1.0]
-                ) if failed else 1.0
+                ratios = [lim / v for lim, v in ((ttft_lim, ttft), (tpot_lim, tpot)) if lim and v]
+                ratio = min(ratios) if ratios else 1.0
                 guess = float(target) * min(0.9, max(0.1, ratio))
                 advice = (f" Lower --target-qps: try about {guess:.3g} (from {float(target):.3g}); "
                           "`benchmint llm sweep` finds the highest rate that passes.")
@@ -143,10 +148,14 @@ def explain(lg_summary: dict[str, Any], settings: RunSettings | None = None) -> 
     if cons.get("min_queries_met") is False:
         need = eff.get("min_query_count")
         more = (int(need) - int(qcount)) if (need is not None and qcount is not None) else None
+        max_q = eff.get("max_query_count")
+        if max_q and need is not None and int(max_q) < int(need):
+            advice = f"; --max-query-count {max_q} stops the run first: raise it to at least {need}."
+        else:
+            advice = "; raise --min-duration or lower --min-query-count."
         reasons.append(
             f"Minimum query count not met: {qcount} queries ran, {need} are required"
-            + (f" ({more} more)" if more and more > 0 else "")
-            + "; raise --min-duration or lower --min-query-count."
+            + (f" ({more} more)" if more and more > 0 else "") + advice
         )
 
     es = lg_summary.get("early_stopping") or {}
@@ -230,6 +239,10 @@ def plan(rs: RunSettings, n_samples: int, effective: dict[str, Any] | None = Non
         expected = max(int(min_q or 0), math.ceil(qps * min_d_s))
         if max_d_s:
             expected = min(expected, math.floor(qps * max_d_s)) if max_d_s * qps < expected else expected
+        perf = rs.performance_sample_count or (min(key.performance_sample_count, n_samples) if key else n_samples)
+        if key is not None and rs.sample_concatenate_permutation is not False and perf:
+            # LLM keys use sample_concatenate_permutation: LoadGen rounds up to whole passes over the samples
+            expected = math.ceil(expected / perf) * perf
         if max_q:
             expected = min(expected, int(max_q))
         es_min = early_stopping_min_queries(pct)
@@ -260,7 +273,8 @@ def plan(rs: RunSettings, n_samples: int, effective: dict[str, Any] | None = Non
             ok = False
             notes.append(f"Cannot be VALID: --max-duration {max_d_s:g} s is under the minimum {min_d_s:g} s.")
     else:  # single-stream
-        es_min = early_stopping_min_queries(pct)
+        # LoadGen's latency estimate discards at least one query: "Processed at least 64 queries" at p90
+        es_min = early_stopping_min_queries(pct, overlatency=1)
         exp_lat = rs.single_stream_expected_latency_s
         if exp_lat:
             expected = max(int(min_q or 0), math.ceil(min_d_s / exp_lat))
