@@ -98,7 +98,11 @@ def coverage(rec: RunRecord) -> tuple[float | None, float | None]:
 def resolve_artifact(rec: RunRecord, key: str, base_dirs: list[Path]) -> Path | None:
     """Find an artifact file: absolute, or relative to the run's folder (``artifacts.out_dir``,
     ``config.out``), one of ``base_dirs`` (e.g. the folder of a run.json given to the report) or the cwd."""
-    value = (rec.artifacts or {}).get(key)
+    arts = rec.artifacts or {}
+    absolute = arts.get(f"{key}_abs")  # the LLM layer records the absolute path beside the relative one
+    if isinstance(absolute, str | Path) and Path(absolute).is_file():
+        return Path(absolute)
+    value = arts.get(key)
     if not value or not isinstance(value, str | Path):
         return None
     p = Path(value)

@@ -44,7 +44,7 @@ COMPARE_FIELDS: tuple[tuple[str, str], ...] = (
     ("metrics__throughput__requests_per_s", "requests/s"),
     ("metrics__throughput__output_tokens_per_s", "output tokens/s"),
     ("metrics__throughput__samples_per_s", "samples/s"),
-    ("metrics__goodput__requests_per_s", "goodput (req/s)"),
+    ("metrics__goodput_requests_per_s", "goodput (req/s)"),
     ("metrics__ttft_s__p50", "TTFT p50"),
     ("metrics__ttft_s__p99", "TTFT p99"),
     ("metrics__tpot_s__p50", "TPOT p50"),
@@ -52,8 +52,13 @@ COMPARE_FIELDS: tuple[tuple[str, str], ...] = (
     ("metrics__e2e_s__p99", "E2E p99"),
     ("metrics__latency_s__p90", "latency p90"),
     ("metrics__error", "replay error"),
+    ("metrics__iter_time_s__median", "replay iteration (median)"),
+    ("metrics__original_iter_time_s", "original iteration"),
+    ("metrics__coverage", "coverage (count)"),
     ("metrics__coverage__count", "coverage (count)"),
+    ("metrics__coverage_time", "coverage (time)"),
     ("metrics__coverage__time", "coverage (time)"),
+    ("metrics__peak_memory_bytes", "peak memory"),
     ("metrics__requests__failed", "failed requests"),
     ("provenance__git_revision", "git revision"),
 )
@@ -113,7 +118,7 @@ def fmt_value(key: str, v: Any) -> str:
     f = num(v)
     if f is None or isinstance(v, bool):
         return str(v)
-    if key.endswith("__error") or "__coverage__" in key or key.endswith("__coverage"):
+    if key.endswith("__error") or "__coverage" in key:
         return f"{f:+.1%}" if key.endswith("__error") else f"{f:.1%}"
     if "_s__" in key or key.endswith("_s"):
         if key.endswith("per_s") or "per_s__" in key:
