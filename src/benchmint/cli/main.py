@@ -64,8 +64,10 @@ def _register() -> None:
 
     app.command("report", help=report_cli.__doc__)(report_cli.report)
 
-    from benchmint.cli import llm
+    from benchmint.cli import llm, llm_mlperf
 
+    llm.app.command("mlperf", help=llm_mlperf.mlperf.__doc__)(llm_mlperf.mlperf)
+    llm.app.command("sweep", help=llm_mlperf.sweep.__doc__)(llm_mlperf.sweep)
     app.add_typer(llm.app, name="llm")
 
 
