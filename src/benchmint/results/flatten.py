@@ -15,6 +15,8 @@ import orjson
 SEP = "__"
 # top-level fields that are columns of their own, in this order, before the flattened ones
 TOP_COLUMNS = ("id", "created_s", "kind", "status", "schema_version")
+# the flattened blocks, in this order (columns sorted by name inside each block)
+BLOCKS = ("config", "metrics", "workload", "system", "provenance", "artifacts")
 
 
 def flatten_dict(d: dict[str, Any], prefix: str = "", out: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -23,10 +25,7 @@ def flatten_dict(d: dict[str, Any], prefix: str = "", out: dict[str, Any] | None
     for key, value in d.items():
         name = f"{prefix}{SEP}{key}" if prefix else str(key)
         if isinstance(value, dict):
-            if value:
-                flatten_dict(value, name, out)
-            else:
-                out[name] = None
+            flatten_dict(value, name, out)  # an empty mapping adds no column
         elif isinstance(value, list | tuple):
             out[name] = orjson.dumps(list(value), option=orjson.OPT_SERIALIZE_NUMPY).decode()
         else:
@@ -37,7 +36,7 @@ def flatten_dict(d: dict[str, Any], prefix: str = "", out: dict[str, Any] | None
 def flatten_record(rec: dict[str, Any]) -> dict[str, Any]:
     """One row of table ``runs`` from a record dict (``RunRecord.to_dict()``)."""
     row: dict[str, Any] = {k: rec.get(k) for k in TOP_COLUMNS}
-    for block in ("config", "metrics", "workload", "system", "provenance", "artifacts"):
+    for block in BLOCKS:
         value = rec.get(block)
         if isinstance(value, dict):
             flatten_dict(value, block, row)

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from benchmint.core.errors import UserError
-from benchmint.results.flatten import TOP_COLUMNS, flatten_record
+from benchmint.results.flatten import BLOCKS, TOP_COLUMNS, flatten_record
 from benchmint.results.record import SCHEMA_VERSION, RunRecord
 
 ENV_VAR = "BENCHMINT_RESULTS"
@@ -321,12 +321,16 @@ def _as_text(v: Any) -> str | None:
 
 def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
     """Flattened rows -> Arrow table. A column whose values mix types becomes text (JSON for non-strings)."""
-    names: dict[str, None] = {k: None for k in TOP_COLUMNS}
+    seen: set[str] = set()
     for r in rows:
-        for k in r:
-            if k != "record_json":
-                names.setdefault(k, None)
-    names["record_json"] = None
+        seen.update(r)
+    seen -= {*TOP_COLUMNS, "record_json"}
+
+    def order(name: str) -> tuple[int, str]:
+        block = name.split("__", 1)[0]
+        return (BLOCKS.index(block) if block in BLOCKS else len(BLOCKS), name)
+
+    names = [*TOP_COLUMNS, *sorted(seen, key=order), "record_json"]
     arrays, fields = [], []
     for name in names:
         values = [r.get(name) for r in rows]
