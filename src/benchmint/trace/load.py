@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from benchmint.core.errors import TraceError
-from benchmint.trace.model import KNOWN_SCHEMAS, Node, Trace, _Source, parse_schema_version
+from benchmint.trace.model import KNOWN_SCHEMAS, Node, Trace, _Source, gc_paused, parse_schema_version
 
 __all__ = ["TraceWarning", "load", "read_bytes"]
 
@@ -80,7 +80,6 @@ class _Probe(msgspec.Struct):
 
 _decoder = msgspec.json.Decoder(_RawTrace)
 _probe = msgspec.json.Decoder(_Probe)
-_FLAT_KEYS = ("rf_id", "fw_parent", "seq_id", "scope", "tid", "fw_tid", "op_schema")
 _NUM_RE = re.compile(r"(\d+)")
 
 
@@ -179,13 +178,14 @@ def load_bytes(data: bytes, name: str = "<bytes>") -> Trace:
     """Parse and normalize the (decompressed) bytes of an execution trace; ``name`` is used in messages."""
     if not data.strip():
         raise TraceError(name, "empty file")
-    try:
-        raw = _decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as e:
-        raise _bad_json(name, data, e) from None
-    except RecursionError:
-        raise TraceError(name, "corrupt JSON (nested too deeply)") from None
-    return _normalize(raw, name)
+    with gc_paused():
+        try:
+            raw = _decoder.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            raise _bad_json(name, data, e) from None
+        except RecursionError:
+            raise TraceError(name, "corrupt JSON (nested too deeply)") from None
+        return _normalize(raw, name)
 
 
 def _normalize(raw: _RawTrace, name: str) -> Trace:
@@ -230,10 +230,10 @@ def _normalize(raw: _RawTrace, name: str) -> Trace:
             n.scope = r.scope
             n.tid = r.tid
             n.fw_tid = r.fw_tid
-            n._attrs = {k: getattr(r, k) for k in _FLAT_KEYS if getattr(r, k) is not None}
+            n._attrs = None  # schema 1.0.1: the attributes are the standard fields above
             n._src = src
-            n._in = (r.inputs, r.input_shapes, r.input_types)
-            n._out = (r.outputs, r.output_shapes, r.output_types)
+            n._in = r  # the raw node: inputs / input_shapes / input_types, decoded on first access
+            n._out = r
             n._in_dec = None
             n._out_dec = None
             append(n)
@@ -305,7 +305,8 @@ def _normalize(raw: _RawTrace, name: str) -> Trace:
     if len(trace.by_id) != len(nodes):
         trace.warnings.append(f"{len(nodes) - len(trace.by_id)} duplicate node id(s); the last one of each is "
                               "used for lookups")
-    dangling = sum(1 for n in nodes if n.parent not in trace.by_id and n.parent != 0 and not n.is_process_root)
+    by_id = trace.by_id
+    dangling = sum(1 for n in nodes if n.parent not in by_id and n.parent != 0 and not n.is_process_root)
     if dangling:
         trace.warnings.append(f"{dangling} node(s) have a parent that is not in the trace (a partial trace?)")
     return trace

@@ -50,8 +50,10 @@ Nothing in this module imports torch.
 
 from __future__ import annotations
 
+import gc
 import re
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import msgspec
@@ -72,6 +74,7 @@ __all__ = [
     "Trace",
     "Value",
     "dtype_from_et",
+    "gc_paused",
     "parse_schema_version",
 ]
 
@@ -88,6 +91,7 @@ _PROCESS_NAMES = ("[pytorch|profiler|execution_trace|process]", "[pytorch|profil
 _STEP_RE = re.compile(r"^ProfilerStep#(\d+)$")
 _SCHEMA_RE = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:-chakra\.(\d+\.\d+\.\d+))?$")
 # names of communication ops (the c10d op, its nccl/gloo child, the record_param_comms record)
+_STD_ATTRS = ("rf_id", "fw_parent", "seq_id", "scope", "tid", "fw_tid")
 _COMM_ATTRS = ("collective_name", "pg_name", "pg_desc", "pg_size", "in_msg_nelems", "out_msg_nelems",
                "in_split_size", "out_split_size", "global_rank_start", "global_rank_stride", "dtype")
 _COMM_PREFIXES = ("c10d::", "c10d_functional::", "_c10d_functional::", "nccl:", "gloo:", "record_param_comms")
@@ -99,6 +103,20 @@ def parse_schema_version(schema: str) -> tuple[tuple[int, int, int], str | None]
     if not m:
         return None
     return (int(m[1]), int(m[2]), int(m[3])), m[4]
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while building many acyclic objects (decoding a trace): a
+    collection pass walks every live object, so with a large trace in memory the collector, not the decoding,
+    would dominate. Re-entrant; restores the previous state."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 # ----------------------------------------------------------------------------------------------- dtypes
@@ -266,6 +284,17 @@ class TensorRef:
         return self.numel * self.itemsize
 
     @property
+    def span(self) -> int:
+        """Elements of the storage the tensor reaches from its offset: from shape and strides when the trace
+        has strides (an expanded view reaches fewer than ``numel``), else ``numel`` (contiguous)."""
+        st, sh = self.strides, self.shape
+        if st is None or len(st) != len(sh):
+            return self.numel
+        if 0 in sh:
+            return 0
+        return 1 + sum((d - 1) * abs(x) for d, x in zip(sh, st, strict=True))
+
+    @property
     def is_undefined(self) -> bool:
         """An undefined tensor (``Tensor(nullptr (uninitialized))``): no storage, nothing to allocate."""
         return self.dtype is None
@@ -359,28 +388,42 @@ class _Bad(Exception):
     """Internal: a malformed argument; turned into a TraceError naming the file and the node."""
 
 
+_INT_ONLY = frozenset((int,))
+
+
 def _as_int_tuple(x: Any) -> tuple[int, ...]:
-    if not isinstance(x, list):
+    if type(x) is not list:
         raise _Bad(f"expected a shape list, got {type(x).__name__}")
-    for v in x:
-        if type(v) is not int:
-            raise _Bad(f"expected integers in a shape, got {type(v).__name__}")
+    if x and not _INT_ONLY.issuperset(map(type, x)):
+        raise _Bad(f"expected integers in a shape, got {x!r:.60}")
     return tuple(x)
 
 
+def _tensor(t: str, dtype: str | None, v: Any, shape: Any, stride: Any) -> TensorRef:
+    if type(v) is not list or len(v) not in (5, 6):
+        raise _Bad(f"a {t} value must be [tensor_id, storage_id, offset, numel, itemsize, device], got {v!r:.80}")
+    if not _INT_ONLY.issuperset(map(type, v[:5])):
+        raise _Bad(f"a {t} value must start with 5 integers, got {v!r:.80}")
+    dev = v[5] if len(v) == 6 else ""
+    if type(dev) is not str:
+        raise _Bad(f"a {t} device must be a string, got {dev!r:.40}")
+    r = TensorRef.__new__(TensorRef)
+    r.tensor_id, r.storage_id, r.offset, r.numel, r.itemsize = v[0], v[1], v[2], v[3], v[4]
+    r.device = dev
+    r.shape = _as_int_tuple(shape) if shape is not None else ()
+    r.strides = _as_int_tuple(stride) if type(stride) is list else None
+    r.dtype = dtype
+    r.type = t
+    return r
+
+
 def _typed(t: str, v: Any, shape: Any, stride: Any) -> Value:
-    kind, extra = _parse_type(t) if isinstance(t, str) else ("bad", None)
+    r = _TYPE_CACHE.get(t) if type(t) is str else None
+    if r is None:
+        r = _parse_type(t) if isinstance(t, str) else ("bad", None)
+    kind, extra = r
     if kind == "tensor":
-        if not isinstance(v, list) or len(v) not in (5, 6):
-            raise _Bad(f"a {t} value must be [tensor_id, storage_id, offset, numel, itemsize, device], got {v!r:.80}")
-        for x in v[:5]:
-            if type(x) is not int:
-                raise _Bad(f"a {t} value must start with 5 integers, got {v!r:.80}")
-        dev = v[5] if len(v) == 6 else ""
-        if not isinstance(dev, str):
-            raise _Bad(f"a {t} device must be a string, got {dev!r:.40}")
-        return TensorRef(v[0], v[1], v[2], v[3], v[4], dev, _as_int_tuple(shape) if shape is not None else (),
-                         _as_int_tuple(stride) if isinstance(stride, list) else None, extra, t)
+        return _tensor(t, extra, v, shape, stride)
     if kind == "int":
         if type(v) is int:
             return v
@@ -497,11 +540,19 @@ class Node:
     def attrs(self) -> dict[str, Any]:
         """All attributes by name (``rf_id``, ``op_schema``, ``kernel_backend``, ``collective_name`` ...)."""
         a = self._attrs
-        if isinstance(a, dict):
+        if type(a) is dict:
             return a
         d: dict[str, Any] = {}
-        for x in a:  # list of _Attr structs (schema >= 1.0.2)
-            d[x.name] = x.value
+        if a is None:  # schema 1.0.1: just the standard attributes
+            for k in _STD_ATTRS:
+                v = getattr(self, k)
+                if v is not None:
+                    d[k] = v
+            if self.op_schema:
+                d["op_schema"] = self.op_schema
+        else:
+            for x in a:  # list of attribute structs (schema >= 1.0.2)
+                d[x.name] = x.value
         self._attrs = d
         return d
 
@@ -599,10 +650,14 @@ class Node:
         raw = self._in if which == "inputs" else self._out
         src = self._src
         try:
-            if src.flat:
-                values = _list_decoder.decode(raw[0]) if raw[0] else []
-                shapes = _list_decoder.decode(raw[1]) if raw[1] else None
-                types = _types_decoder.decode(raw[2]) if raw[2] else None
+            if src.flat:  # the raw node of schema 1.0.1
+                if which == "inputs":
+                    rv, rs, rt = raw.inputs, raw.input_shapes, raw.input_types
+                else:
+                    rv, rs, rt = raw.outputs, raw.output_shapes, raw.output_types
+                values = _list_decoder.decode(rv) if rv else []
+                shapes = _list_decoder.decode(rs) if rs else None
+                types = _types_decoder.decode(rt) if rt else None
                 strides = None
             else:
                 if not raw:  # absent (an empty Raw) or built by hand
@@ -620,10 +675,11 @@ class Node:
                 shapes = [None] * len(values)
             if strides is None or len(strides) != len(values):
                 strides = [None] * len(values)
-            typed = tuple(_typed(t, v, s, st) for t, v, s, st in zip(types, values, shapes, strides, strict=True))
-        except (msgspec.DecodeError, msgspec.ValidationError, _Bad, TypeError, ValueError, OverflowError) as e:
+            typed = tuple([_typed(t, v, s, st) for t, v, s, st in zip(types, values, shapes, strides, strict=True)])
+        except (msgspec.DecodeError, msgspec.ValidationError, _Bad, TypeError, ValueError, OverflowError,
+                RecursionError) as e:
             raise TraceError(src.path, f"node {self.id} ({self.name}): bad {which}: {e}") from None
-        dec = (typed, tuple(types), tuple(_freeze(s) for s in shapes), tuple(_freeze(s) for s in strides))
+        dec = (typed, tuple(types), shapes, strides)  # shapes/strides frozen by the properties
         if which == "inputs":
             self._in_dec = dec
             self._in = None
@@ -654,20 +710,20 @@ class Node:
     @property
     def input_shapes(self) -> tuple[Any, ...]:
         """Shapes as written (nested tuples; ``()`` for scalars; ``None`` when absent)."""
-        return (self._in_dec or self._decode("inputs"))[2]
+        return tuple(_freeze(x) for x in (self._in_dec or self._decode("inputs"))[2])
 
     @property
     def output_shapes(self) -> tuple[Any, ...]:
-        return (self._out_dec or self._decode("outputs"))[2]
+        return tuple(_freeze(x) for x in (self._out_dec or self._decode("outputs"))[2])
 
     @property
     def input_strides(self) -> tuple[Any, ...]:
         """Strides as written (schema >= 1.1.1), else ``None`` per argument."""
-        return (self._in_dec or self._decode("inputs"))[3]
+        return tuple(_freeze(x) for x in (self._in_dec or self._decode("inputs"))[3])
 
     @property
     def output_strides(self) -> tuple[Any, ...]:
-        return (self._out_dec or self._decode("outputs"))[3]
+        return tuple(_freeze(x) for x in (self._out_dec or self._decode("outputs"))[3])
 
     def input_tensors(self) -> list[TensorRef]:
         """Every tensor among the inputs, including those inside lists and tuples, in argument order."""
@@ -767,8 +823,10 @@ class TensorInfo:
 
 class StorageInfo:
     """One storage ``(storage_id, device)``: ``nbytes`` is the furthest byte any tensor on it reaches
-    (``(offset + numel) * itemsize``, a lower bound of the real allocation); ``tensors`` how many distinct
-    tensors live on it."""
+    (``(offset + span) * itemsize``, see :attr:`TensorRef.span`; a lower bound of the real allocation when
+    strides are known, an upper bound for expanded views before schema 1.1.1); ``tensors`` how many distinct
+    tensors live on it. PyTorch derives storage ids from allocation addresses, so the sum over storages is a
+    rough measure of the memory the recorded ops touched, not a peak."""
 
     __slots__ = ("storage_id", "device", "nbytes", "tensors")
 
@@ -793,6 +851,11 @@ class TensorTable:
 
     @classmethod
     def build(cls, nodes: Iterable[Node]) -> TensorTable:
+        with gc_paused():
+            return cls._build(nodes)
+
+    @classmethod
+    def _build(cls, nodes: Iterable[Node]) -> TensorTable:
         table = cls()
         tensors, storages = table.tensors, table.storages
         for n in nodes:
@@ -809,7 +872,7 @@ class TensorTable:
                         if st is None:
                             st = storages[sk] = StorageInfo(t.storage_id, t.device)
                         st.tensors += 1
-                        end = (t.offset + t.numel) * t.itemsize
+                        end = (t.offset + (t.numel if t.strides is None else t.span)) * t.itemsize
                         if end > st.nbytes:
                             st.nbytes = end
                     info.uses += 1
@@ -1016,11 +1079,17 @@ class Trace:
         return sorted({s.device for s in self.tensor_table().storages.values() if s.device})
 
     def validate(self) -> Trace:
-        """Decode every node's arguments now; raises TraceError on the first malformed one."""
-        for n in self.nodes:
-            n.inputs  # noqa: B018
-            n.outputs  # noqa: B018
-            n.attrs  # noqa: B018
+        """Decode every node's arguments and attributes now (the fastest way to decode them all, before a
+        consumer walks every node); raises TraceError on the first malformed one."""
+        return self.decode(self.nodes)
+
+    def decode(self, nodes: Iterable[Node] | None = None) -> Trace:
+        """Decode the arguments and attributes of ``nodes`` (default: the top-level ops) in one pass."""
+        with gc_paused():
+            for n in self.top_level_ops() if nodes is None else nodes:
+                n.inputs  # noqa: B018
+                n.outputs  # noqa: B018
+                n.attrs  # noqa: B018
         return self
 
     def __len__(self) -> int:
