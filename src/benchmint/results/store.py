@@ -15,6 +15,7 @@ skipped with a warning naming the file (:attr:`ResultsStore.problems`); the rest
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 import uuid
@@ -262,7 +263,7 @@ class ResultsStore:
     def table(self, records: list[RunRecord] | None = None) -> pa.Table:
         """Table ``runs``: the fixed columns, the flattened record and ``record_json``."""
         recs = self.records() if records is None else records
-        return rows_to_table([flatten_record(r.to_dict()) for r in recs])
+        return rows_to_table([flatten_record(_shallow_dict(r)) for r in recs])
 
     def connect(self, records: list[RunRecord] | None = None):
         """A DuckDB connection with table ``runs`` registered."""
@@ -289,6 +290,11 @@ class ResultsStore:
             return [], []
         cols = [d[0] for d in cur.description]
         return cols, cur.fetchall()
+
+
+def _shallow_dict(rec: RunRecord) -> dict[str, Any]:
+    """The record's fields without the deep copy of ``dataclasses.asdict`` (flattening only reads them)."""
+    return {f.name: getattr(rec, f.name) for f in dataclasses.fields(rec)}
 
 
 def _part_row(d: dict[str, Any]) -> dict[str, Any]:
