@@ -37,9 +37,10 @@ class SimulatedBackend:
         assert self._sem is not None
         rec = RequestRecord(id=req.id, sent_ns=now_ns(), input_tokens=req.input_tokens)
         self._n += 1
+        nth = self._n
         async with self._sem:
             await asyncio.sleep(self.ttft_s)
-            if self.fail_every and self._n % self.fail_every == 0:
+            if self.fail_every and nth % self.fail_every == 0:
                 rec.error_kind, rec.error, rec.end_ns = "other", "simulated failure", now_ns()
                 return rec
             words = []

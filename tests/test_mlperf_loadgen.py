@@ -1,0 +1,167 @@
+"""Real MLPerf LoadGen runs, seconds long: the tiny model in-process and over HTTP, and the simulated engine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmint.core.errors import UserError
+from benchmint.llm.loadgen.api import MlperfConfig, run_mlperf, validity_line
+from benchmint.llm.loadgen.settings import RunSettings
+from benchmint.llm.loadgen.sut import Sample
+from benchmint.results.record import RunRecord
+
+
+def _samples(n: int = 8, max_tokens: int = 6) -> list[Sample]:
+    return [Sample(prompt=f"Say something about {i}.", max_tokens=max_tokens, reference="w0 w1 w2") for i in range(n)]
+
+
+def _sim(**opts) -> dict:
+    return {"kind": "sim", "options": {"ttft_s": 0.01, "tpot_s": 0.002, **opts}}
+
+
+def _short(**kw) -> RunSettings:
+    base = dict(scenario="server", target_qps=20, min_duration_s=0.5, min_query_count=16, performance_sample_count=8)
+    base.update(kw)
+    return RunSettings(**base)
+
+
+def test_first_token_is_reported_before_completion(tmp_path):
+    cfg = MlperfConfig(settings=_short(), backend=_sim(ttft_s=0.05, tpot_s=0.01), samples=_samples(8, 5),
+                       out_dir=tmp_path, measure_energy=False)
+    res, _ = run_mlperf(cfg)
+    lg = res["loadgen"]
+    # LoadGen measures TTFT at FirstTokenComplete: at least the engine's 50 ms, and well before the end
+    assert lg["ttft_s"]["p50"] >= 0.05
+    assert lg["ttft_s"]["p50"] < lg["latency_s"]["p50"]
+    assert lg["tpot_s"]["p50"] >= 0.01  # from n_tokens: (e2e - ttft) / (5 - 1) with 10 ms per token
+    assert lg["limits"]["use_token_latencies"] is True
+    # LoadGen and the client count the same queries
+    assert lg["query_count"] == res["client"]["requests"]["completed"] == res["requests"]["completed"]
+
+
+def test_result_blocks_run_record_and_kept_logs(tmp_path):
+    cfg = MlperfConfig(settings=_short(), backend=_sim(), samples=_samples(), out_dir=tmp_path,
+                       price={"usd_per_hour": 3.6, "name": None, "source": "--price flag"})
+    res, rec = run_mlperf(cfg)
+    lg = res["loadgen"]
+    assert lg["validity"] == "INVALID"  # 16 queries: early stopping at p99 wants 459
+    assert any("Early stopping" in r for r in lg["invalid_reasons"])
+    for k in ("samples_per_s", "tokens_per_s"):
+        assert lg[k] > 0
+    for k in ("ttft_s", "tpot_s"):
+        assert {"p50", "p90", "p99"} <= set(lg[k])
+    assert lg["effective"]["target_qps"] == 20 and lg["early_stopping"]["met"] is False
+    logs = Path(lg["log_dir"])
+    assert (logs / "mlperf_log_detail.txt").is_file() and (logs / "mlperf_log_summary.txt").is_file()
+    for k in ("ttft_s", "tpot_s", "itl_s", "e2e_s", "throughput"):
+        assert k in res["client"]
+    assert res["cost"]["usd_per_million_output_tokens"] == pytest.approx(1e3 / lg["tokens_per_s"])
+    assert "gpu" in res["energy"] and "cpu" in res["energy"]
+    assert not res["plan"]["can_be_valid"]  # the plan saw it coming
+    on_disk = RunRecord.read(tmp_path / "run.json")
+    assert on_disk.kind == "mlperf" and on_disk.status == "invalid" and rec.id == on_disk.id
+    assert on_disk.metrics["loadgen"]["validity"] == "INVALID"
+    assert json.loads((tmp_path / "result.json").read_text())["schema_version"]
+    assert validity_line(lg).startswith("LoadGen result: INVALID - Early stopping")
+
+
+def test_valid_run_with_a_user_conf(tmp_path):
+    conf = tmp_path / "user.conf"
+    conf.write_text("*.Server.target_latency_percentile = 50\n")
+    cfg = MlperfConfig(settings=_short(user_conf=str(conf)), backend=_sim(), samples=_samples(),
+                       out_dir=tmp_path / "run", measure_energy=False)
+    res, rec = run_mlperf(cfg)
+    assert res["loadgen"]["effective"]["target_latency_percentile"] == 0.5
+    assert res["loadgen"]["validity"] == "VALID", res["loadgen"]["invalid_reasons"]
+    assert res["loadgen"]["invalid_reasons"] == [] and rec.status == "ok"
+
+
+def test_offline_and_accuracy_in_one_submission_run(tmp_path):
+    cfg = MlperfConfig(settings=_short(scenario="offline", target_qps=1000, min_query_count=8),
+                       backend=_sim(), samples=_samples(), out_dir=tmp_path, mode="submission",
+                       measure_energy=False)
+    res, _ = run_mlperf(cfg)
+    assert res["loadgen"]["scenario"] == "Offline"
+    assert res["loadgen"]["samples_per_s"] > 0 and res["loadgen"]["tokens_per_s"] > 0
+    a = res["accuracy"]
+    assert a["samples"] == 8 and a["log"]["unique_samples"] == 8
+    assert a["rouge"]["rouge1"] == pytest.approx(100 * 2 * 3 / 9, abs=1e-3)  # sim says w0..w5, reference w0 w1 w2
+    assert a["tokens_per_sample"] == 6
+    assert a["targets"]["model_key"] == "llama2-70b" and not a["targets"]["levels"]["99%"]["passed"]
+    assert (tmp_path / "accuracy" / "mlperf_log_accuracy.json").is_file()
+
+
+def test_backend_failures_are_counted_and_loadgen_still_finishes(tmp_path):
+    cfg = MlperfConfig(settings=_short(), backend=_sim(fail_every=4), samples=_samples(), out_dir=tmp_path,
+                       measure_energy=False)
+    res, rec = run_mlperf(cfg)
+    n = res["loadgen"]["query_count"]
+    assert n == res["requests"]["completed"] + res["requests"]["failed"]  # every query was answered to LoadGen
+    assert res["requests"]["failed"] == n // 4 and res["requests"]["errors"] == {"other": n // 4}
+    assert rec.status == "invalid"
+
+
+def test_worker_failure_is_one_user_error_naming_the_log(tmp_path):
+    cfg = MlperfConfig(settings=_short(), backend={"factory": "no_such_module:make"}, samples=_samples(),
+                       out_dir=tmp_path, measure_energy=False)
+    with pytest.raises(UserError, match="worker.log"):
+        run_mlperf(cfg)
+
+
+@pytest.mark.slow
+def test_tiny_model_in_process_under_loadgen(tmp_path):
+    from benchmint.llm.workload import load_workload
+
+    wl = load_workload("sample", num_prompts=8, output_tokens=8)
+    samples = [Sample(prompt=r.prompt, max_tokens=r.max_tokens, reference=r.reference) for r in wl.requests]
+    cfg = MlperfConfig(settings=_short(target_qps=4, min_duration_s=1, min_query_count=8), mode="submission",
+                       backend={"kind": "transformers", "options": {"model": "tiny", "max_batch_size": 8}},
+                       samples=samples, out_dir=tmp_path, measure_energy=False)
+    res, rec = run_mlperf(cfg)
+    lg = res["loadgen"]
+    assert lg["validity"] == "INVALID" and lg["query_count"] == 8
+    assert lg["ttft_s"]["p99"] > 0 and lg["tpot_s"]["p99"] > 0 and lg["tokens_per_s"] > 0
+    assert res["client"]["requests"]["completed"] == 8
+    assert res["accuracy"]["samples"] == 8 and res["accuracy"]["tokens_per_sample"] == 8
+    assert rec.kind == "mlperf"
+
+
+@pytest.mark.slow
+def test_cli_over_http_against_the_built_in_server(cli, tmp_path):
+    from benchmint.llm.engine import AsyncEngine
+    from benchmint.llm.server import ServerThread
+
+    engine = AsyncEngine.create("tiny", max_batch_size=8)
+    try:
+        with ServerThread(engine) as srv:
+            code, out, err = cli(
+                "llm", "mlperf", "--backend", "openai-http", "--url", srv.url, "--model", "tiny",
+                "--scenario", "server", "--target-qps", "4", "--min-duration", "1", "--min-query-count", "8",
+                "--num-samples", "8", "--output-tokens", "8", "--out", str(tmp_path / "m"),
+                "--json", str(tmp_path / "r.json"), "--results", str(tmp_path / "store"), "--price", "2",
+            )
+    finally:
+        engine.close()
+    assert code == 0, err
+    assert "LoadGen result: INVALID" in out and "Early stopping" in out
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["loadgen"]["query_count"] == 8 and r["client"]["requests"]["failed"] == 0
+    assert r["cost"]["price"]["usd_per_hour"] == 2.0
+    from benchmint.results.store import ResultsStore
+
+    assert [x.kind for x in ResultsStore(tmp_path / "store").records()] == ["mlperf"]
+
+
+def test_cli_plan_and_bad_flags(cli):
+    code, out, _ = cli("llm", "mlperf", "--backend", "sim", "--target-qps", "10", "--min-duration", "60",
+                       "--min-query-count", "1", "--plan")
+    assert code == 0 and "plan: can be VALID" in out
+    code, out, _ = cli("llm", "mlperf", "--backend", "sim", "--target-qps", "10", "--min-duration", "5", "--plan")
+    assert code == 0 and "can NOT be VALID" in out and "459" in out
+    code, _, err = cli("llm", "mlperf", "--backend", "sim", "--scenario", "multistream", "--plan")
+    assert code == 2 and "--scenario" in err
+    code, _, err = cli("llm", "mlperf", "--backend", "sim", "--mode", "fast")
+    assert code == 2 and "--mode" in err
