@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import signal
 import threading
 import time
@@ -291,11 +292,21 @@ async def drive(
 
         await asyncio.gather(*(w(r) for r in warm))
     c = Counters(len(measured) if sched.open_loop or sched.duration_s is None else 0)
-    with _Progress(c, progress):
-        if sched.open_loop:
-            start = await _run_open_loop(backend, measured, sched.offsets_s, c, stop, records)
-        else:
-            start = await _run_closed_loop(backend, measured, sched, tpl, c, stop, records)
+    # no cyclic-GC pauses while measuring: records are plain data; collect once before and after instead
+    gc_was_enabled = gc.isenabled()
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        with _Progress(c, progress):
+            if sched.open_loop:
+                start = await _run_open_loop(backend, measured, sched.offsets_s, c, stop, records)
+            else:
+                start = await _run_closed_loop(backend, measured, sched, tpl, c, stop, records)
+    finally:
+        gc.unfreeze()
+        if gc_was_enabled:
+            gc.enable()
     return records, start, stop.is_set()
 
 

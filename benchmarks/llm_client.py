@@ -1,0 +1,133 @@
+"""Client speed of `benchmint llm bench` (issue 4, item 9).
+
+Starts ``mock_openai_server.py`` in another process on loopback, then runs one ``benchmint llm bench``
+process per target rate (Server scenario: Poisson arrivals, streamed ``/v1/completions`` with 16 chunks
+each) and reports, for each rate: the offered rate (requests / span of their scheduled send times, which
+takes out Poisson sampling noise), the achieved rate (completed / run duration), their ratio, and the p99
+send lag (actual - scheduled send time). The sustained rate is the highest one with
+achieved/offered >= 0.99, p99 send lag <= 2 ms and no failed request.
+
+    .venv/bin/python benchmarks/llm_client.py [--rates 500,1000,1500,2000] [--duration 8] [--repeat 1]
+        [--tokens 16] [--itl-ms 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMINT = [sys.executable, "-m", "benchmint.cli.main"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout_s: float = 20.0) -> None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"mock server did not open port {port}")
+
+
+def run_once(url: str, rate: float, duration: float, tokens: int, work: Path, seed: int) -> dict:
+    out = work / f"r{rate:g}-s{seed}"
+    cmd = BENCHMINT + [
+        "llm", "bench", "--url", url, "--model", "mock", "--scenario", "server", "--rate", str(rate),
+        "--duration", str(duration), "--output-tokens", str(tokens), "--seed", str(seed), "--no-progress",
+        "--quiet", "--out", str(out), "--results", str(work / "store"),
+    ]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=duration * 4 + 120)
+    if p.returncode != 0:
+        return {"rate": rate, "error": (p.stderr or p.stdout).strip().splitlines()[-1:]}
+    res = json.loads((out / "result.json").read_text())
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(out / "requests.parquet", columns=["scheduled_s", "warmup"]).to_pandas()
+    t = t[~t.warmup]
+    span = float(t.scheduled_s.max() - t.scheduled_s.min())
+    offered = (len(t) - 1) / span if span > 0 else float("nan")
+    achieved = res["throughput"]["requests_per_s"]
+    return {
+        "rate": rate,
+        "sent": res["requests"]["sent"],
+        "failed": res["requests"]["failed"],
+        "offered": offered,
+        "achieved": achieved,
+        "ratio": achieved / offered,
+        "lag_p50_ms": res["send_lag_s"]["p50"] * 1e3,
+        "lag_p99_ms": res["send_lag_s"]["p99"] * 1e3,
+        "lag_max_ms": res["send_lag_s"]["max"] * 1e3,
+        "ttft_p50_ms": res["ttft_s"]["p50"] * 1e3,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="Highest sustained streamed requests/s of one benchmint llm bench process.")
+    ap.add_argument("--rates", default="250,500,750,1000,1250,1500,1750,2000,2500")
+    ap.add_argument("--duration", type=float, default=8.0)
+    ap.add_argument("--repeat", type=int, default=1, help="runs per rate (different seeds); best and median shown")
+    ap.add_argument("--tokens", type=int, default=16, help="streamed chunks per answer")
+    ap.add_argument("--itl-ms", type=float, default=0.0, help="mock server time between chunks")
+    ap.add_argument("--stop-after-fail", type=int, default=2, help="stop after this many failing rates in a row")
+    a = ap.parse_args()
+    port = free_port()
+    mock = subprocess.Popen(
+        [sys.executable, str(ROOT / "benchmarks" / "mock_openai_server.py"), "--port", str(port), "--tokens",
+         str(a.tokens), "--itl-ms", str(a.itl_ms)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    print(f"cpus: {os.cpu_count()}, load average at start: {os.getloadavg()[0]:.2f}; mock server pid {mock.pid} "
+          f"(tokens={a.tokens}, itl_ms={a.itl_ms}), duration {a.duration:g} s per run, Poisson arrivals")
+    best = None
+    fails = 0
+    try:
+        wait_port(port)
+        url = f"http://127.0.0.1:{port}/v1"
+        with tempfile.TemporaryDirectory() as d:
+            print(f"{'target':>7} {'offered':>8} {'achieved':>9} {'ratio':>6} {'lag p50':>8} {'lag p99':>8} "
+                  f"{'lag max':>8} {'failed':>6}  pass")
+            for rate in [float(x) for x in a.rates.split(",")]:
+                runs = [run_once(url, rate, a.duration, a.tokens, Path(d), seed) for seed in range(a.repeat)]
+                ok_runs = []
+                for r in runs:
+                    if "error" in r:
+                        print(f"{rate:7g}  error: {r['error']}")
+                        continue
+                    passed = r["ratio"] >= 0.99 and r["lag_p99_ms"] <= 2.0 and r["failed"] == 0
+                    r["pass"] = passed
+                    ok_runs.append(r)
+                    print(f"{rate:7g} {r['offered']:8.1f} {r['achieved']:9.1f} {r['ratio']:6.3f} "
+                          f"{r['lag_p50_ms']:7.2f}ms {r['lag_p99_ms']:7.2f}ms {r['lag_max_ms']:7.2f}ms "
+                          f"{r['failed']:6d}  {'yes' if passed else 'NO'}", flush=True)
+                if any(r.get("pass") for r in ok_runs):
+                    best = max(best or 0.0, max(r["achieved"] for r in ok_runs if r.get("pass")))
+                    fails = 0
+                else:
+                    fails += 1
+                    if fails >= a.stop_after_fail:
+                        break
+    finally:
+        mock.terminate()
+        mock.wait(timeout=10)
+    print(f"highest sustained streamed rate: {best:.0f} requests/s (achieved/offered >= 0.99, p99 send lag <= 2 ms)"
+          if best else "no rate met the criteria")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,223 @@
+"""The OpenAI HTTP backend against small fault/quirk servers on 127.0.0.1 (started and stopped here)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import socketserver
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from benchmint.llm.backends import backend_kinds, create_backend
+from benchmint.llm.backends.http import normalize_base_url
+from benchmint.llm.types import GenRequest
+
+Handler = Callable[[socket.socket, bytes, bytes], None]  # (sock, request head, body)
+
+
+class FaultServer:
+    """A tiny threaded HTTP server whose behaviour per request is given by a function."""
+
+    def __init__(self, handle: Handler):
+        outer = self
+
+        class H(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                sock = self.request
+                sock.settimeout(5)
+                buf = b""
+                try:
+                    while True:
+                        while b"\r\n\r\n" not in buf:
+                            d = sock.recv(65536)
+                            if not d:
+                                return
+                            buf += d
+                        head, _, rest = buf.partition(b"\r\n\r\n")
+                        n = 0
+                        for line in head.split(b"\r\n"):
+                            if line.lower().startswith(b"content-length:"):
+                                n = int(line.split(b":")[1])
+                        while len(rest) < n:
+                            rest += sock.recv(65536)
+                        body, buf = rest[:n], rest[n:]
+                        outer.count += 1
+                        if handle(sock, head, body) == "close":
+                            return
+                except OSError:
+                    return
+
+        class S(socketserver.ThreadingTCPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self.count = 0
+        self.srv = S(("127.0.0.1", 0), H)
+        self.port = self.srv.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.thread = threading.Thread(target=self.srv.serve_forever, daemon=True)
+
+    def __enter__(self) -> FaultServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+def sse_response(events: list[bytes], sep: bytes = b"\n\n") -> bytes:
+    body = b"".join(e + sep for e in events)
+    return (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n" % len(body)
+    ) + body
+
+
+def plain(status: str, body: bytes) -> bytes:
+    return f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+
+
+def run_one(url: str, api: str = "completions", stream: bool = True, timeout_s: float = 5.0, **kw):
+    async def go():
+        b = create_backend("openai-http", url=url, model="m", api=api, stream=stream, timeout_s=timeout_s, **kw)
+        await b.start()
+        try:
+            return await b.generate(GenRequest(id=1, prompt="hi", max_tokens=3))
+        finally:
+            await b.close()
+
+    return asyncio.run(go())
+
+
+CHUNK = b'data: {"choices":[{"index":0,"text":"%s"}]}'
+
+
+def test_registry_knows_both_backends():
+    kinds = backend_kinds()
+    assert {"openai-http", "http", "transformers"} <= set(kinds)
+    from benchmint.core.errors import UserError
+
+    with pytest.raises(UserError, match="unknown backend"):
+        create_backend("nope")
+
+
+def test_base_url_normalization():
+    assert normalize_base_url("http://h:1") == "http://h:1/v1"
+    assert normalize_base_url("h:1/v1/") == "http://h:1/v1"
+    assert normalize_base_url("http://h:1/v1/chat/completions") == "http://h:1/v1"
+    assert normalize_base_url("http://h:1/openai/v1") == "http://h:1/openai/v1"
+
+
+def test_stream_with_usage_counts_tokens_from_usage():
+    def h(sock, head, body):
+        assert b'"include_usage":true' in body and b'"stream":true' in body
+        sock.sendall(sse_response([CHUNK % b"a", CHUNK % b"b", b'data: {"choices":[],"usage":{"prompt_tokens":4,"completion_tokens":3}}', b"data: [DONE]"]))
+
+    with FaultServer(h) as s:
+        r = run_one(s.url)
+    assert r.ok and r.text == "ab" and r.chunk_count == 2
+    assert (r.output_tokens, r.output_tokens_source, r.input_tokens) == (3, "usage", 4)
+    assert r.first_token_ns is not None and r.first_token_ns <= r.end_ns and r.token_count_flag is None
+
+
+def test_tgi_and_llamacpp_quirks_no_space_crlf_comments_usage_on_last_chunk():
+    events = [
+        b": keep-alive",
+        b'data:{"choices":[{"index":0,"delta":{"role":"assistant"}}]}',
+        b'data:{"choices":[{"index":0,"delta":{"content":"x"}}]}',
+        b"event: message",
+        b'data:{"choices":[{"index":0,"delta":{"content":"yz"},"finish_reason":"length"}],"usage":{"completion_tokens":3}}',
+    ]  # no [DONE]: accepted because content came
+    with FaultServer(lambda sock, h, b: sock.sendall(sse_response(events, b"\r\n\r\n"))) as s:
+        r = run_one(s.url, api="chat")
+    assert r.ok, r.error
+    assert r.text == "xyz" and r.chunk_count == 2 and r.output_tokens == 3 and r.output_tokens_source == "usage"
+
+
+def test_no_usage_falls_back_to_tokenizer_then_chunks():
+    class Tok:
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": list(text)}
+
+    resp = sse_response([CHUNK % b"ab", CHUNK % b"c", b"data: [DONE]"])
+    with FaultServer(lambda sock, h, b: sock.sendall(resp)) as s:
+        r1 = run_one(s.url, tokenizer=Tok())
+        r2 = run_one(s.url)
+    assert (r1.output_tokens, r1.output_tokens_source) == (3, "tokenizer")
+    assert (r2.output_tokens, r2.output_tokens_source) == (2, "chunks")
+
+
+def test_more_chunks_than_usage_is_flagged():
+    resp = sse_response([CHUNK % b"a", CHUNK % b"b", CHUNK % b"c", b'data: {"choices":[],"usage":{"completion_tokens":2}}', b"data: [DONE]"])
+    with FaultServer(lambda sock, h, b: sock.sendall(resp)) as s:
+        r = run_one(s.url)
+    assert r.ok and r.token_count_flag and "chunks>usage" in r.token_count_flag
+
+
+def test_non_streaming_completion_and_chat():
+    body_c = b'{"choices":[{"text":"hello"}],"usage":{"completion_tokens":2,"prompt_tokens":1}}'
+    body_m = b'{"choices":[{"message":{"content":"hey"}}],"usage":{"completion_tokens":1}}'
+    with FaultServer(lambda sock, h, b: sock.sendall(plain("200 OK", body_m if b"messages" in b else body_c))) as s:
+        r1 = run_one(s.url, stream=False)
+        r2 = run_one(s.url, api="chat", stream=False)
+    assert r1.ok and r1.text == "hello" and r1.output_tokens == 2 and r1.chunk_count == 1
+    assert r2.ok and r2.text == "hey" and r2.output_tokens == 1
+
+
+@pytest.mark.parametrize(
+    "reply,kind",
+    [
+        (plain("404 Not Found", b'{"error":"no such model"}'), "http_4xx"),
+        (plain("503 Service Unavailable", b"overloaded"), "http_5xx"),
+        (sse_response([b"data: {not json"]), "malformed"),
+        (sse_response([b'data: {"error":{"message":"boom"}}']), "stream_error"),
+        (sse_response([b'error: {"message":"llama.cpp failed"}']), "stream_error"),
+        (sse_response([]), "malformed"),
+    ],
+)
+def test_error_replies_are_counted_by_kind(reply, kind):
+    with FaultServer(lambda sock, h, b: sock.sendall(reply)) as s:
+        r = run_one(s.url)
+    assert not r.ok and r.error_kind == kind and r.error
+    if kind.startswith("http"):
+        assert reply.split(b" ")[1].decode() in r.error
+
+
+def test_connection_reset_mid_stream():
+    def h(sock, head, body):
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: 500\r\n\r\n" + CHUNK % b"a" + b"\n\n")
+        sock.shutdown(socket.SHUT_RDWR)
+        return "close"
+
+    with FaultServer(h) as s:
+        r = run_one(s.url)
+    assert r.error_kind == "reset", (r.error_kind, r.error)
+
+
+def test_closed_without_reply_is_reset():
+    with FaultServer(lambda sock, h, b: "close") as s:
+        r = run_one(s.url)
+    assert r.error_kind == "reset", (r.error_kind, r.error)
+
+
+def test_timeout():
+    stop = threading.Event()
+
+    def h(sock, head, body):
+        stop.wait(3)  # never answers within the client's timeout
+        return "close"
+
+    with FaultServer(h) as s:
+        r = run_one(s.url, timeout_s=0.3)
+        stop.set()
+    assert r.error_kind == "timeout"
+
+
+def test_server_down_is_connect_error():
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    r = run_one(f"http://127.0.0.1:{port}/v1")
+    assert r.error_kind == "connect" and str(port) in r.error

@@ -1,0 +1,80 @@
+"""Metrics follow the glossary exactly on hand-built request records."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmint.core.errors import UserError
+from benchmint.llm.metrics import compute_metrics, parse_slo, record_metrics, stats
+from benchmint.llm.types import RequestRecord
+
+MS = 1_000_000
+T0 = 1000  # ms; monotonic readings are never 0 (0 means "not set" in a RequestRecord)
+
+
+def rec(i, sched, sent, chunks, out, end=None, **kw):
+    sched, sent, chunks = sched + T0, sent + T0, [c + T0 for c in chunks]
+    end = end + T0 if end else None
+    return RequestRecord(
+        id=i, scheduled_ns=sched * MS, sent_ns=sent * MS, first_token_ns=chunks[0] * MS if chunks else None,
+        chunk_ns=[c * MS for c in chunks], end_ns=(end or (chunks[-1] if chunks else sent)) * MS,
+        output_tokens=out, input_tokens=10, chunk_count=len(chunks), output_tokens_source="usage", **kw,
+    )
+
+
+def test_record_metrics_definitions():
+    r = rec(0, 100, 102, [150, 160, 180], out=5, end=185)
+    m = record_metrics(r)
+    assert m["send_lag_s"] == pytest.approx(0.002)
+    assert m["ttft_s"] == pytest.approx(0.050)  # first chunk - scheduled
+    assert m["ttft_from_send_s"] == pytest.approx(0.048)
+    assert m["e2e_s"] == pytest.approx(0.080)  # last chunk - scheduled
+    assert m["tpot_s"] == pytest.approx(0.030 / 4)  # (E2E - TTFT) / (tokens - 1)
+    assert m["itl_s"] == pytest.approx([0.010, 0.020])
+    m2 = record_metrics(r, anchor="sent")
+    assert m2["ttft_s"] == pytest.approx(0.048) and m2["e2e_s"] == pytest.approx(0.078)
+
+
+def test_single_token_has_no_tpot():
+    m = record_metrics(rec(0, 0, 0, [10], out=1))
+    assert m["tpot_s"] is None and m["itl_s"] == []
+
+
+def test_run_metrics_throughput_goodput_errors_and_warmup():
+    recs = [
+        rec(0, 0, 1, [50, 60, 70], out=3),
+        rec(1, 100, 100, [300, 400], out=2),
+        RequestRecord(id=2, scheduled_ns=(T0 + 200) * MS, sent_ns=(T0 + 200) * MS, end_ns=(T0 + 210) * MS, error_kind="http_5xx", error="HTTP 503"),
+        rec(-1, 0, 0, [5000], out=9, warmup=True),  # excluded
+    ]
+    m = compute_metrics(recs, start_ns=T0 * MS, slo=parse_slo("ttft=100ms,tpot=0.2"))
+    assert m["requests"] == {
+        "sent": 3, "completed": 2, "failed": 1, "errors": {"http_5xx": 1},
+        "error_examples": {"http_5xx": "HTTP 503"}, "warmup_excluded": 1, "interrupted": False,
+    }
+    assert m["duration_s"] == pytest.approx(0.400)  # start -> last end of a measured request
+    assert m["throughput"]["requests_per_s"] == pytest.approx(2 / 0.4)
+    assert m["output_tokens_total"] == 5
+    assert m["throughput"]["output_tokens_per_s"] == pytest.approx(5 / 0.4)
+    assert m["throughput"]["total_tokens_per_s"] == pytest.approx(25 / 0.4)
+    assert m["ttft_s"]["max"] == pytest.approx(0.2) and m["ttft_s"]["count"] == 2
+    assert m["itl_s"]["count"] == 3
+    # request 0 meets ttft<=0.1 and tpot<=0.2; request 1 has TTFT 0.2 -> only one good request
+    assert m["goodput"]["requests_meeting_slo"] == 1
+    assert m["goodput_requests_per_s"] == pytest.approx(1 / 0.4)
+    assert m["send_lag_s"]["max"] == pytest.approx(0.001)
+
+
+def test_stats_percentiles_and_empty():
+    s = stats(list(range(1, 101)))
+    assert (s["mean"], s["p50"], s["max"], s["count"]) == (50.5, 50.5, 100.0, 100)
+    assert s["p99"] == pytest.approx(99.01)
+    assert stats([])["count"] == 0 and stats([])["p50"] is None
+
+
+def test_parse_slo():
+    assert parse_slo("ttft=2,tpot=200ms,e2e=10s") == {"ttft_s": 2.0, "tpot_s": 0.2, "e2e_s": 10.0}
+    with pytest.raises(UserError, match="--slo"):
+        parse_slo("latency=3")
+    with pytest.raises(UserError, match="seconds"):
+        parse_slo("ttft=fast")
