@@ -195,3 +195,16 @@ def test_append_rejects_unknown_kind(tmp_path):
         RunRecord(kind="nope")
     with pytest.raises(UserError, match="not a valid RunRecord"):
         ResultsStore(tmp_path).append(_rec().to_dict() | {"kind": "nope"})
+
+
+def test_paths_numpy_and_int_keys_are_stored_as_json(tmp_path):
+    from pathlib import Path
+
+    import numpy as np
+
+    store = ResultsStore(tmp_path)
+    rec = _rec(config={"out": Path("/x/y"), "tags": {"b", "a"}}, metrics={"n": np.int64(3), "hist": {1: 2}})
+    store.append(rec)
+    (got,) = store.records()
+    assert got.config == {"out": "/x/y", "tags": ["a", "b"]}
+    assert got.metrics == {"n": 3, "hist": {"1": 2}}

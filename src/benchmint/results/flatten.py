@@ -8,6 +8,7 @@ docs/results.md documents the columns.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import orjson
@@ -17,6 +18,25 @@ SEP = "__"
 TOP_COLUMNS = ("id", "created_s", "kind", "status", "schema_version")
 # the flattened blocks, in this order (columns sorted by name inside each block)
 BLOCKS = ("config", "metrics", "workload", "system", "provenance", "artifacts")
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, set | frozenset):
+        return sorted(obj, key=str)
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
+    if hasattr(obj, "item"):  # numpy / torch scalars
+        return obj.item()
+    if hasattr(obj, "tolist"):  # small arrays
+        return obj.tolist()
+    return str(obj)
+
+
+def json_ready(d: dict[str, Any]) -> dict[str, Any]:
+    """A plain-JSON copy of a record dict (paths, sets, numpy values, non-string keys made JSON)."""
+    return orjson.loads(orjson.dumps(d, default=_default, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS))
 
 
 def flatten_dict(d: dict[str, Any], prefix: str = "", out: dict[str, Any] | None = None) -> dict[str, Any]:

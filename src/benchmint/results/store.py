@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from benchmint.core.errors import UserError
-from benchmint.results.flatten import BLOCKS, TOP_COLUMNS, flatten_record
+from benchmint.results.flatten import BLOCKS, TOP_COLUMNS, flatten_record, json_ready
 from benchmint.results.record import SCHEMA_VERSION, RunRecord
 
 ENV_VAR = "BENCHMINT_RESULTS"
@@ -100,9 +100,9 @@ def load_run_json(path: str | os.PathLike) -> RunRecord:
 
 def _record_dict(record: RunRecord | dict[str, Any]) -> dict[str, Any]:
     if isinstance(record, RunRecord):
-        return record.to_dict()
+        return json_ready(_shallow_dict(record))
     if isinstance(record, dict):
-        return record_from_dict(record, f"record {record.get('id', '?')}").to_dict()
+        return json_ready(_shallow_dict(record_from_dict(record, f"record {record.get('id', '?')}")))
     raise TypeError(f"expected a RunRecord, got {type(record).__name__}")
 
 
