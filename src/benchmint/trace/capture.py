@@ -30,8 +30,10 @@ from __future__ import annotations
 import atexit
 import os
 import runpy
+import shutil
 import statistics
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,18 @@ ENV_WARMUP = "BENCHMINT_CAPTURE_WARMUP"
 ENV_MEASURE = "BENCHMINT_CAPTURE_MEASURE"
 ENV_RECORD = "BENCHMINT_CAPTURE_RECORD"
 ENV_CMD = "BENCHMINT_CAPTURE_CMD"
+
+
+def scratch_dir() -> str | None:
+    """A memory-backed folder for observer output (``/dev/shm``) when there is one, else None."""
+    d = "/dev/shm"
+    return d if os.path.isdir(d) and os.access(d, os.W_OK) else None
+
+
+def _scratch_file(prefix: str, suffix: str) -> str:
+    fd, path = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=scratch_dir())
+    os.close(fd)
+    return path
 
 
 def _percentile(xs: list[float], q: float) -> float:
@@ -109,6 +123,7 @@ class Capture:
         self._rf: Any = None
         self._threads = None
         self._sync = None
+        self._et_tmp = ""
 
     # -- context manager -----------------------------------------------------------------------------------
     def __enter__(self) -> Capture:
@@ -167,7 +182,10 @@ class Capture:
         self._prof = profile(activities=activities, record_shapes=self.record_shapes)
         self._prof.__enter__()
         et = ExecutionTraceObserver()
-        et.register_callback(str(self.out / ET_NAME))  # type: ignore[operator]
+        # the observer writes every node as the op exits: into memory-backed storage when there is some, so
+        # that disk stalls do not land in the recorded step (the file is moved into place afterwards)
+        self._et_tmp = _scratch_file("benchmint-et-", ".json")
+        et.register_callback(self._et_tmp)
         et.start()
         self._et = et
         del torch
@@ -193,6 +211,7 @@ class Capture:
         self._et.stop()
         self._et.unregister_callback()
         self._et = None
+        shutil.move(self._et_tmp, self.out / ET_NAME)  # type: ignore[operator]
         self._prof.__exit__(None, None, None)
         self._prof.export_chrome_trace(str(self.out / KINETO_NAME))  # type: ignore[operator]
         self._prof = None

@@ -1,0 +1,255 @@
+"""``replay_trace``: a trace in, a measured replay and its fidelity out (the Python API behind
+``benchmint replay``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmint.core.errors import UserError
+from benchmint.core.jsonio import read_json
+from benchmint.replay import fidelity
+from benchmint.replay.execute import measure_peak_memory, summarize, time_iterations
+from benchmint.replay.plan import Plan, build_plan
+from benchmint.replay.source import view_from_trace
+
+SCHEMA_VERSION = "1.0"
+CAPTURE_JSON = "capture.json"
+
+
+@dataclass
+class ReplayInputs:
+    trace: Path
+    kineto: Path | None
+    capture: dict | None
+    capture_path: Path | None
+
+
+def find_inputs(trace: str | os.PathLike, kineto: str | os.PathLike | None = None) -> ReplayInputs:
+    """Resolve a trace argument: a capture folder (et.json, kineto.json, capture.json) or an ET file; a
+    ``capture.json`` and a ``kineto.json`` lying beside an ET are picked up."""
+    p = Path(trace)
+    if not p.exists():
+        raise UserError(f"{p}: no such trace file or folder; give an execution trace or a capture folder")
+    if p.is_dir():
+        et = p / "et.json"
+        if not et.exists():
+            raise UserError(f"{p}: folder has no et.json; give the execution trace file itself")
+        p = et
+    k = Path(kineto) if kineto else None
+    if k is not None and not k.exists():
+        raise UserError(f"{k}: no such Kineto trace; check the --kineto path")
+    cap_path = p.parent / CAPTURE_JSON
+    cap = None
+    if cap_path.exists():
+        try:
+            cap = read_json(cap_path)
+        except Exception as e:
+            raise UserError(f"{cap_path}: not readable JSON ({e}); remove it or fix it") from e
+        if k is None:
+            files = cap.get("files", {}) if isinstance(cap, dict) else {}
+            name = files.get("kineto")
+            if name and (p.parent / name).exists():
+                k = p.parent / name
+    if k is None and (p.parent / "kineto.json").exists() and p.name == "et.json":
+        k = p.parent / "kineto.json"
+    return ReplayInputs(trace=p, kineto=k, capture=cap if isinstance(cap, dict) else None,
+                        capture_path=cap_path if cap is not None else None)
+
+
+@dataclass
+class ReplayResult:
+    result: dict[str, Any]
+    plan: Plan
+    per_op_type: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _default_device(view_devices: list[str]) -> str:
+    if torch.cuda.is_available() and any(d.startswith("cuda") for d in view_devices):
+        return "cuda"
+    return "cpu"
+
+
+def replay_trace(
+    trace: str | os.PathLike,
+    kineto: str | os.PathLike | None = None,
+    *,
+    device: str | None = None,
+    threads: int | None = None,
+    warmup: int = 3,
+    iters: int = 20,
+    seed: int = 0,
+    gaps: str | None = None,
+    target: str = "auto",
+    iteration: int | None = None,
+    report: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> ReplayResult:
+    """Plan, calibrate and time a replay of ``trace``; see ``benchmint replay --help`` for the options.
+
+    ``gaps``: ``"recorded"`` reproduces the CPU time between ops (needs Kineto), ``"none"`` replays the ops
+    back to back; default: ``recorded`` when a Kineto trace is available. ``target``: what the gaps aim at,
+    ``"capture"`` (capture.json's measured step time), ``"estimate"`` (the recorded span less the observers'
+    cost, measured on this machine), ``"auto"`` (capture.json when present).
+    """
+    from benchmint.trace import load
+    from benchmint.trace.kineto import join_kineto
+
+    inp = find_inputs(trace, kineto)
+    if gaps not in (None, "recorded", "none"):
+        raise UserError(f"--gaps {gaps}: choose recorded or none")
+    if target not in ("auto", "capture", "estimate"):
+        raise UserError(f"target {target}: choose auto, capture or estimate")
+    if warmup < 0 or iters < 1:
+        raise UserError("--iters must be >= 1 and --warmup >= 0")
+    tr = load(inp.trace)
+    join = None
+    if inp.kineto is not None:
+        join = join_kineto(tr, inp.kineto)
+    view = view_from_trace(tr, join, iteration=iteration)
+    if not view.ops:
+        raise UserError(f"{inp.trace}: the trace has no operator with a schema to replay")
+    if gaps is None:
+        gaps = "recorded" if join is not None and view.step_span_s is not None else "none"
+    if gaps == "recorded" and (join is None or view.step_span_s is None):
+        raise UserError("--gaps recorded needs a Kineto trace of the same step; pass --kineto or use --gaps none")
+
+    cap = inp.capture
+    if threads is None and cap is not None and isinstance(cap.get("threads"), int):
+        threads = cap["threads"]
+    prev_threads = torch.get_num_threads()
+    if threads is not None:
+        if threads < 1:
+            raise UserError(f"--threads {threads}: must be at least 1")
+        torch.set_num_threads(threads)
+    try:
+        dev = device or _default_device(view.devices)
+        try:
+            tdev = torch.device(dev)
+        except RuntimeError as e:
+            raise UserError(f"--device {dev}: not a device ({e}); use cpu or cuda[:N]") from e
+        if tdev.type == "cuda" and not torch.cuda.is_available():
+            raise UserError(f"--device {dev}: CUDA is not available on this machine; use --device cpu")
+        return _run(inp, view, tdev, threads or torch.get_num_threads(), warmup, iters, seed, gaps, target, cap,
+                    join, progress)
+    finally:
+        torch.set_num_threads(prev_threads)
+
+
+def _run(inp: ReplayInputs, view: Any, dev: torch.device, threads: int, warmup: int, iters: int, seed: int,
+         gaps: str, target: str, cap: dict | None, join: Any, progress: Any) -> ReplayResult:
+    def tell(stage: str, done: int = 0, total: int = 0) -> None:
+        if progress is not None:
+            progress(stage, done, total)
+
+    n = len(view.ops)
+    plan = build_plan(view, dev, seed, progress=lambda i: tell("plan", i, n) if i % 200 == 0 or i == n else None)
+    if not plan.replayed:
+        reasons = "; ".join(f"{s['op']}: {s['reason']}" for s in plan.skipped()[:3])
+        raise UserError(f"{inp.trace}: no op of the trace could be replayed ({reasons})")
+    fn0 = plan.compile()
+    tell("calibrate")
+    base = time_iterations(plan, fn0, iters=max(5, min(iters, 15)), warmup=max(1, warmup))
+    replay_s = summarize(base)["median"]
+
+    cap_s = None
+    if cap is not None:
+        st = cap.get("step_time_s") or {}
+        cap_s = st.get("median") if isinstance(st, dict) else None
+    cal = None
+    est_s = None
+    gaps_ns: list[int] | None = None
+    target_used = None
+    if gaps == "recorded":
+        cal = fidelity.calibrate(plan, fn0, replay_s)
+        if cal is not None:
+            est_s = fidelity.estimate_original(view, cal)
+        want = None
+        if target in ("auto", "capture") and cap_s:
+            want, target_used = cap_s, "capture.json"
+        elif target == "capture":
+            raise UserError(f"{inp.trace}: no capture.json beside the trace; use target estimate")
+        elif est_s is not None:
+            want, target_used = est_s, "estimate"
+        if want is not None:
+            gaps_ns = fidelity.gap_schedule(plan, cal, want - replay_s)
+    fn = plan.compile(gaps_ns=gaps_ns)
+    tell("time")
+    times = time_iterations(plan, fn, iters=iters, warmup=warmup)
+    it = summarize(times)
+    peak, peak_how = measure_peak_memory(plan)
+    op_times = fidelity.per_op_replay_times(plan, gaps_ns)
+
+    replayed = plan.replayed
+    durs = [s.op.dur_s for s in plan.steps]
+    coverage_time = None
+    if any(d is not None for d in durs):
+        total = sum(d or 0.0 for d in durs)
+        rep = sum(s.op.dur_s or 0.0 for s in replayed)
+        coverage_time = rep / total if total > 0 else None
+    original = cap_s
+    error = (it["median"] - original) / original if original and it["median"] is not None else None
+    ref = original if original is not None else est_s
+    rows = fidelity.per_op_type(plan, cal, ref, op_times, gaps_ns)
+    result = {
+        "schema_version": SCHEMA_VERSION,
+        "trace": str(inp.trace),
+        "kineto": str(inp.kineto) if inp.kineto else None,
+        "capture_json": str(inp.capture_path) if inp.capture_path else None,
+        "trace_schema": view.schema_version,
+        "ops_total": len(plan.steps),
+        "ops_replayed": len(replayed),
+        "coverage": len(replayed) / len(plan.steps),
+        "coverage_time": coverage_time,
+        "iter_time_s": it,
+        "original_iter_time_s": original,
+        "original_iter_time_estimated_s": est_s,
+        "recorded_step_span_s": view.step_span_s,
+        "error": error,
+        "skipped": plan.skipped(),
+        "peak_memory_bytes": peak,
+        "peak_memory_how": peak_how,
+        "input_bytes": plan.persistent_bytes,
+        "device": str(dev),
+        "trace_devices": view.devices,
+        "threads": threads,
+        "gaps": gaps,
+        "gap_target": target_used,
+        "gap_time_s": (sum(gaps_ns) / 1e9) if gaps_ns else 0.0,
+        "replay_ops_only_s": replay_s,
+        "kineto_matched": view.kineto_matched,
+        "warmup": warmup,
+        "iters": iters,
+        "seed": seed,
+        "plan_time_s": plan.plan_time_s,
+        "calibration": cal.to_dict() if cal is not None else None,
+        "how_measured": (
+            "wall time of one replayed iteration (time.perf_counter_ns), median over iters after warmup, "
+            f"{threads} intra-op threads" + ("; torch.cuda.synchronize() at the end" if dev.type == "cuda" else "")
+        ),
+        "largest_contributors": fidelity.largest_contributors(rows),
+    }
+    return ReplayResult(result=result, plan=plan, per_op_type=rows)
+
+
+def run_record(res: ReplayResult, config: dict[str, Any]):
+    """The RunRecord (kind "replay") of a replay: metrics are the result plus ``per_op_type``."""
+    from benchmint.core.system import host_summary
+    from benchmint.results.record import RunRecord
+
+    r = res.result
+    status = "ok" if r["coverage"] >= 1.0 else "partial"
+    return RunRecord(
+        kind="replay",
+        config=config,
+        metrics={**r, "per_op_type": res.per_op_type},
+        workload={"trace": r["trace"], "trace_schema": r["trace_schema"], "ops": r["ops_total"],
+                  "trace_devices": r["trace_devices"]},
+        system=host_summary(),
+        status=status,
+    )

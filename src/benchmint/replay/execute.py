@@ -1,0 +1,98 @@
+"""Run a compiled replay iteration: timed iterations, and one untimed iteration that measures memory."""
+
+from __future__ import annotations
+
+import gc
+import statistics
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from benchmint.core import clock
+from benchmint.replay.plan import Plan
+
+
+def sync_fn(device: torch.device) -> Callable[[], None]:
+    if device.type == "cuda":
+        return torch.cuda.synchronize
+    return lambda: None
+
+
+def time_iterations(plan: Plan, fn: Callable, iters: int, warmup: int = 1) -> list[float]:
+    """Wall seconds of ``iters`` iterations after ``warmup`` untimed ones (registers reset outside timing)."""
+    sync = sync_fn(plan.device)
+    now = clock.now_ns
+    with torch.no_grad():
+        for _ in range(warmup):
+            R = plan.registers()
+            fn(R)
+            sync()
+            del R
+        out = []
+        for _ in range(iters):
+            R = plan.registers()
+            sync()
+            t0 = now()
+            fn(R)
+            sync()
+            out.append((now() - t0) / 1e9)
+            del R
+    return out
+
+
+def summarize(xs: list[float]) -> dict[str, Any]:
+    if not xs:
+        return {"median": None, "p10": None, "p90": None, "n": 0}
+    s = sorted(xs)
+
+    def q(p: float) -> float:
+        k = (len(s) - 1) * p
+        lo = int(k)
+        hi = min(lo + 1, len(s) - 1)
+        return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+    return {"median": statistics.median(s), "p10": q(0.1), "p90": q(0.9), "n": len(s)}
+
+
+def measure_peak_memory(plan: Plan) -> tuple[int, str]:
+    """Peak bytes of live tensor storages during one iteration, and how it was measured."""
+    if plan.device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(plan.device)
+        base = torch.cuda.memory_allocated(plan.device)
+        fn = plan.compile(standins=False)
+        R = plan.registers()
+        with torch.no_grad():
+            fn(R)
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated(plan.device)
+        del R
+        return int(max(peak, base)), "torch.cuda.max_memory_allocated over one iteration (includes inputs)"
+    # CPU: track the storages reachable from the register file after every op
+    live: dict[int, int] = {}
+    state = {"peak": 0}
+    regs = plan.registers()
+
+    def mark(_: int) -> None:
+        live.clear()
+        for t in regs:
+            if isinstance(t, torch.Tensor):
+                st = t.untyped_storage()
+                live[st.data_ptr()] = st.nbytes()
+        total = sum(live.values())
+        if total > state["peak"]:
+            state["peak"] = total
+
+    if len(plan.steps) * plan.n_slots > 20_000_000:  # the per-op walk is quadratic: measure at the end only
+        fn = plan.compile(standins=False)
+        with torch.no_grad():
+            fn(regs)
+        mark(0)
+        return int(max(state["peak"], plan.persistent_bytes)), "live tensor storages after the iteration"
+    fn = plan.compile(standins=False, marks=True)
+    fn.__globals__["_mark"] = mark
+    gc.collect()
+    with torch.no_grad():
+        fn(regs)
+    return int(state["peak"]), "sum of distinct live tensor storages after each op, one untimed iteration"

@@ -1,0 +1,308 @@
+"""Fidelity: make the replayed iteration take what the UN-observed original step took.
+
+Recording a step (ExecutionTraceObserver + Kineto) slows it: every recorded node costs the observers time,
+which lands in the recorded durations and gaps (on small CPU models the recorded step is 1.5x-5x the real
+one). So recorded times cannot be replayed as they stand. benchmint measures the observers' cost on this
+machine by recording its OWN replay of the trace under the same observers:
+
+* ``c_scope``: cost of one recorded ``record_function`` scope (a probe of empty scopes, observed vs not);
+* ``c_op``: cost of one recorded op node = (replay span observed - replay time un-observed
+  - c_scope * scopes in the replay's trace) / op nodes in the replay's trace.
+
+The un-observed original step is then estimated from the trace alone:
+``T_orig ~= recorded step span - c_op * op nodes - c_scope * non-op nodes`` (``capture.json``, when it lies
+beside the trace, gives the measured figure instead). The replay's own ops take what they take; the rest of
+the original step (Python, framework, autograd-engine and optimizer bookkeeping between the ops) is spent as
+CPU time between the ops (``--gaps recorded``), placed where the recorded original spent more time than the
+recorded replay (the same observers on both sides, so their cost cancels op by op).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmint.core import clock
+from benchmint.replay.plan import Plan
+from benchmint.replay.types import TraceView
+
+PROBE_SCOPES = 400
+
+
+@dataclass
+class Calibration:
+    """The observers' cost on this machine, measured on the replay itself."""
+
+    replay_s: float  # un-observed replay iteration (no gaps)
+    replay_observed_s: float  # recorded span of the replay iteration (median over repeats)
+    replay_op_nodes: int
+    replay_scope_nodes: int
+    scope_cost_s: float
+    op_node_cost_s: float
+    # per plan step: (recorded gap before, recorded duration) of the replayed op in the observed replay
+    replay_slots: dict[int, tuple[float, float]] = field(default_factory=dict)
+    replay_tail_s: float = 0.0
+    repeats: int = 0
+    observer_overhead_s: float = 0.0  # recorded span of the scoped replay - its un-observed time
+    scopes_unobserved_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "replay_unobserved_s": self.replay_s,
+            "replay_observed_s": self.replay_observed_s,
+            "replay_op_nodes": self.replay_op_nodes,
+            "replay_scope_nodes": self.replay_scope_nodes,
+            "observer_cost_per_scope_s": self.scope_cost_s,
+            "observer_cost_per_op_node_s": self.op_node_cost_s,
+            "repeats": self.repeats,
+            "observer_overhead_s": self.observer_overhead_s,
+            "how": "replay recorded under ExecutionTraceObserver + Kineto (record_shapes) vs un-observed",
+        }
+
+
+def scope_inserts(view: TraceView) -> dict[int, list[str]]:
+    """Source lines that open and close the recorded scopes between the replayed ops."""
+    out: dict[int, list[str]] = {}
+    for pos, kind, nid, name in view.scopes:
+        line = f"_h{nid} = _rfe({name!r}, None)" if kind == "enter" else f"_rfx(_h{nid})"
+        out.setdefault(pos, []).append(line)
+    return out
+
+
+def _probe_scope_cost() -> tuple[float, float]:
+    """Seconds one empty record_function scope costs on this machine: (under ET + Kineto, un-observed)."""
+    from torch.autograd.profiler import record_function
+    from torch.profiler import ExecutionTraceObserver, ProfilerActivity, profile
+
+    enter = torch.ops.profiler._record_function_enter_new
+    leave = torch.ops.profiler._record_function_exit._RecordFunction
+
+    def loop() -> int:
+        t0 = clock.now_ns()
+        for _ in range(PROBE_SCOPES):
+            leave(enter("benchmint::probe", None))
+        return clock.now_ns() - t0
+
+    del record_function
+
+    loop()
+    base = min(loop() for _ in range(3))
+    from benchmint.trace.capture import scratch_dir
+
+    with tempfile.TemporaryDirectory(prefix="benchmint-probe-", dir=scratch_dir()) as tmp:
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True):
+            et = ExecutionTraceObserver()
+            et.register_callback(os.path.join(tmp, "et.json"))
+            et.start()
+            obs = min(loop() for _ in range(3))
+            et.stop()
+            et.unregister_callback()
+    return max(0.0, obs / PROBE_SCOPES / 1e9), base / PROBE_SCOPES / 1e9
+
+
+def record_replay(plan: Plan, fn: Callable, out_dir: str | os.PathLike, tag: int = 0) -> tuple[Path, Path]:
+    """Run one replay iteration under ET + Kineto, as ``benchmint capture`` records a step."""
+    from torch.autograd.profiler import record_function
+    from torch.profiler import ExecutionTraceObserver, ProfilerActivity, profile
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    et_path, k_path = out / f"replay_et_{tag}.json", out / f"replay_kineto_{tag}.json"
+    activities = [ProfilerActivity.CPU]
+    if plan.device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    R = plan.registers()
+    with torch.no_grad():
+        prof = profile(activities=activities, record_shapes=True)
+        prof.__enter__()
+        et = ExecutionTraceObserver()
+        et.register_callback(str(et_path))
+        et.start()
+        with record_function("ProfilerStep#0"):
+            fn(R)
+            if plan.device.type == "cuda":
+                torch.cuda.synchronize()
+        et.stop()
+        et.unregister_callback()
+        prof.__exit__(None, None, None)
+    prof.export_chrome_trace(str(k_path))
+    return et_path, k_path
+
+
+def _match_replay_ops(plan: Plan, rview: TraceView) -> tuple[dict[int, tuple[float, float]], float]:
+    """Map the recorded replay's top-level ops to plan steps (same order; extra view ops are skipped)."""
+    expected = [s for s in plan.steps if s.replayed]
+    slots: dict[int, tuple[float, float]] = {}
+    j = 0
+    prev_end = rview.step_start_s
+    ops = [o for o in rview.ops if o.start_s is not None and o.dur_s is not None]
+    for o in ops:
+        if j < len(expected) and o.name == expected[j].op.name:
+            gap = (o.start_s - prev_end) if prev_end is not None else 0.0  # type: ignore[operator]
+            slots[expected[j].index] = (max(0.0, gap), o.dur_s)  # type: ignore[arg-type]
+            j += 1
+            prev_end = o.start_s + o.dur_s  # type: ignore[operator]
+    tail = 0.0
+    if rview.step_start_s is not None and rview.step_span_s is not None and prev_end is not None:
+        tail = max(0.0, rview.step_start_s + rview.step_span_s - prev_end)
+    return slots, tail
+
+
+def calibrate(plan: Plan, fn0: Callable, replay_s: float, repeats: int = 3) -> Calibration | None:
+    """Record the replay under the observers ``repeats`` times, with the original's scopes around the ops
+    (so both recordings have the same structure); None when that is not possible."""
+    from benchmint.replay.source import view_from_trace
+    from benchmint.trace import load
+    from benchmint.trace.kineto import join_kineto
+
+    inserts = scope_inserts(plan.view)
+    n_scopes = sum(1 for e in plan.view.scopes if e[1] == "enter")
+    fn_scoped = plan.compile(inserts=inserts) if inserts else fn0
+    from benchmint.trace.capture import scratch_dir
+
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="benchmint-cal-", dir=scratch_dir()) as tmp:
+        record_replay(plan, fn_scoped, tmp, -1)  # the first recording of a process pays one-time costs
+        for k in range(repeats):
+            try:
+                et_path, k_path = record_replay(plan, fn_scoped, tmp, k)
+                tr = load(et_path)
+                join = join_kineto(tr, k_path)
+                rview = view_from_trace(tr, join)
+            except Exception:
+                continue
+            if rview.step_span_s is None:
+                continue
+            op_nodes = rview.total_nodes - rview.non_op_nodes
+            runs.append((rview.step_span_s, op_nodes, rview.non_op_nodes, rview))
+    if not runs:
+        return None
+    runs.sort(key=lambda r: r[0])
+    span, op_nodes, scope_nodes, rview = runs[len(runs) // 2]
+    scope_obs, scope_unobs = _probe_scope_cost()
+    overhead = max(0.0, span - replay_s - n_scopes * scope_unobs)
+    op_cost = max(0.0, (overhead - scope_obs * scope_nodes) / max(op_nodes, 1))
+    slots, tail = _match_replay_ops(plan, rview)
+    return Calibration(replay_s=replay_s, replay_observed_s=span, replay_op_nodes=op_nodes,
+                       replay_scope_nodes=scope_nodes, scope_cost_s=scope_obs, op_node_cost_s=op_cost,
+                       replay_slots=slots, replay_tail_s=tail, repeats=len(runs), observer_overhead_s=overhead,
+                       scopes_unobserved_s=n_scopes * scope_unobs)
+
+
+def estimate_original(view: TraceView, cal: Calibration) -> float | None:
+    """The original step's un-observed time: its recorded span less the observers' cost, measured on the
+    replay recorded with the same structure."""
+    if view.step_span_s is None:
+        return None
+    est = view.step_span_s - cal.observer_overhead_s
+    return est if est > 0 else None
+
+
+def original_slots(view: TraceView) -> tuple[list[tuple[float, float] | None], float]:
+    """Per op: (recorded gap before it, recorded duration); and the recorded tail after the last op."""
+    out: list[tuple[float, float] | None] = []
+    prev_end = view.step_start_s
+    for o in view.ops:
+        if o.start_s is None or o.dur_s is None:
+            out.append(None)
+            continue
+        gap = (o.start_s - prev_end) if prev_end is not None else 0.0
+        out.append((max(0.0, gap), o.dur_s))
+        end = o.start_s + o.dur_s
+        prev_end = end if prev_end is None else max(prev_end, end)
+    tail = 0.0
+    if view.step_start_s is not None and view.step_span_s is not None and prev_end is not None:
+        tail = max(0.0, view.step_start_s + view.step_span_s - prev_end)
+    return out, tail
+
+
+def gap_schedule(plan: Plan, cal: Calibration | None, extra_s: float) -> list[int]:
+    """Spread ``extra_s`` of CPU time over the gaps before each step (and after the last).
+
+    Weights: where the recorded original spent more time (gap + op) than the recorded replay of the same op,
+    both under the same observers; without a calibration, the recorded gaps themselves.
+    """
+    n = len(plan.steps)
+    if extra_s <= 0:
+        return [0] * (n + 1)
+    orig, orig_tail = original_slots(plan.view)
+    weights = [0.0] * (n + 1)
+    for i, st in enumerate(plan.steps):
+        o = orig[i]
+        if o is None:
+            continue
+        if cal is not None and st.replayed and i in cal.replay_slots:
+            g2, d2 = cal.replay_slots[i]
+            weights[i] = max(0.0, (o[0] + o[1]) - (g2 + d2))
+        else:
+            weights[i] = o[0]
+    weights[n] = max(0.0, orig_tail - (cal.replay_tail_s if cal is not None else 0.0))
+    total = sum(weights)
+    if total <= 0:
+        weights = [1.0] * n + [0.0]
+        total = float(n) if n else 1.0
+    return [int(extra_s * 1e9 * w / total) for w in weights]
+
+
+def per_op_type(plan: Plan, cal: Calibration | None, original_s: float | None, op_times: dict[int, float],
+                gaps_ns: list[int] | None) -> list[dict[str, Any]]:
+    """Per op type: count, original time (recorded, less the observers' cost) and replayed time."""
+    acc: dict[str, list[float]] = {}
+    for st in plan.steps:
+        a = acc.setdefault(st.op.name, [0, 0.0, 0.0, 0])
+        a[0] += 1
+        if st.op.dur_s is not None:
+            cost = cal.op_node_cost_s * st.op.subtree_nodes if cal is not None else 0.0
+            a[1] += max(0.0, st.op.dur_s - cost)
+            a[3] = 1
+        a[2] += op_times.get(st.index, 0.0)
+    rows = [{"op": k, "count": int(v[0]), "original_s": v[1] if v[3] else None, "replay_s": v[2]}
+            for k, v in acc.items()]
+    orig_ops = sum(r["original_s"] or 0.0 for r in rows)
+    gap_replay = sum(gaps_ns or []) / 1e9
+    if original_s is not None and any(r["original_s"] is not None for r in rows):
+        rows.append({"op": "(cpu time between ops)", "count": len(plan.steps) + 1,
+                     "original_s": max(0.0, original_s - orig_ops), "replay_s": gap_replay})
+    elif gap_replay:
+        rows.append({"op": "(cpu time between ops)", "count": len(plan.steps) + 1, "original_s": None,
+                     "replay_s": gap_replay})
+    rows.sort(key=lambda r: -max(r["original_s"] or 0.0, r["replay_s"] or 0.0))
+    return rows
+
+
+def per_op_replay_times(plan: Plan, gaps_ns: list[int] | None, iters: int = 3) -> dict[int, float]:
+    """Per plan step, median seconds of its op in the replay (stamped iterations, not the timed ones)."""
+    fn = plan.compile(gaps_ns=gaps_ns, stamps=True)
+    stamps: list = fn.__globals__["_S"]
+    per: dict[int, list[float]] = {}
+    with torch.no_grad():
+        for _ in range(iters + 1):
+            stamps.clear()
+            R = plan.registers()
+            fn(R)
+            if plan.device.type == "cuda":
+                torch.cuda.synchronize()
+            prev = None
+            for idx, t in stamps:
+                if prev is not None and idx >= 0:
+                    per.setdefault(idx, []).append((t - prev) / 1e9)
+                prev = t
+            del R
+    return {k: statistics.median(v[1:] if len(v) > 1 else v) for k, v in per.items()}
+
+
+def largest_contributors(rows: list[dict[str, Any]], top: int = 5) -> list[dict[str, Any]]:
+    out = []
+    for r in rows:
+        if r["original_s"] is None:
+            continue
+        out.append({**r, "delta_s": r["replay_s"] - r["original_s"]})
+    out.sort(key=lambda r: -abs(r["delta_s"]))
+    return out[:top]

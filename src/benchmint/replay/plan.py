@@ -1,0 +1,449 @@
+"""Plan a replay once: resolve each top-level op, build its tensors, try it, and compile a tight loop.
+
+Planning walks the top-level ops in order and runs each once (the dry run). Tensors produced by a replayed op
+are used as produced; a tensor that no earlier op produced is a true input of the step and is made once, in a
+storage sized from every recorded view of it (views share it at their recorded offsets); a tensor that is a
+view of a produced tensor's storage is re-made from it in the loop. An op that cannot run (unknown to this
+torch build, arguments that do not bind, shapes that do not fit, a device it does not support) is skipped with
+the reason; its outputs become synthetic tensors of the recorded shapes, so that its consumers still run.
+Outputs of data-dependent ops (nonzero, unique, masked_select, ...), and any output whose shape differs from
+the recorded one, are replaced by synthetic tensors of the recorded shape after the op has run.
+
+The replayed iteration is compiled into ONE generated Python function (``R[7] = f12(R[3], R[5], 1)`` per op,
+``R[3] = None`` after a tensor's last use, optional ``_spin(ns)`` for CPU gaps and timed stand-ins), so the
+replayer adds almost nothing to each op call.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from benchmint.core import clock
+from benchmint.replay.ops import OpSpec, OpUnavailable, resolve, split_args
+from benchmint.replay.tensors import Constraints, StoragePool, all_refs, collect_constraints, make_tensor
+from benchmint.replay.types import DEVICE, TENSOR, TENSOR_LIST, UNSUPPORTED, VALUE, OpRec, TraceView, TRef
+
+DATA_DEPENDENT = {
+    "aten::nonzero",
+    "aten::nonzero_numpy",
+    "aten::argwhere",
+    "aten::masked_select",
+    "aten::unique",
+    "aten::_unique",
+    "aten::_unique2",
+    "aten::unique_dim",
+    "aten::unique_consecutive",
+    "aten::unique_dim_consecutive",
+    "aten::repeat_interleave",
+    "aten::_local_scalar_dense",
+}
+# ops whose only effect is on the host's view of the device or on profiling; replaying them has no meaning
+NOT_REPLAYED = {
+    "aten::record_stream": "stream bookkeeping (no work of its own)",
+    "profiler::_record_function_enter": "profiler bookkeeping",
+    "profiler::_record_function_enter_new": "profiler bookkeeping",
+    "profiler::_record_function_exit": "profiler bookkeeping",
+}
+
+
+@dataclass
+class StepInfo:
+    """What became of one top-level op."""
+
+    index: int
+    op: OpRec
+    replayed: bool
+    reason: str | None = None
+    standin_s: float | None = None
+
+
+@dataclass
+class Plan:
+    view: TraceView
+    device: torch.device
+    steps: list[StepInfo]
+    init: list[Any]  # initial register file: persistent tensors in their slots, None elsewhere
+    lines: list[tuple[int, str]]  # (step index or -1, generated source line)
+    namespace: dict[str, Any]
+    persistent_bytes: int
+    plan_time_s: float
+    n_slots: int
+    reads: list[list[int]] = field(default_factory=list)
+
+    @property
+    def replayed(self) -> list[StepInfo]:
+        return [s for s in self.steps if s.replayed]
+
+    def skipped(self) -> list[dict]:
+        c: Counter = Counter()
+        for s in self.steps:
+            if not s.replayed:
+                c[(s.op.name, s.reason or "")] += 1
+        return [{"op": op, "count": n, "reason": r} for (op, r), n in sorted(c.items(), key=lambda x: -x[1])]
+
+    def registers(self) -> list[Any]:
+        return list(self.init)
+
+    def compile(self, gaps_ns: list[int] | None = None, standins: bool = True, marks: bool = False,
+                stamps: bool = False, inserts: dict[int, list[str]] | None = None) -> Callable:
+        """The replayed iteration as one function of the register file.
+
+        ``gaps_ns[i]``: CPU time to spend before step ``i`` (all steps, replayed or not), ``gaps_ns[-1]`` (when
+        it has one more entry than there are steps) after the last; ``standins``: spend a skipped op's
+        stand-in duration in its place; ``marks``: call ``_mark(i)`` after each replayed op (memory, never in
+        timed runs); ``stamps``: append ``(i, now_ns)`` to the list ``_S`` after each op (per-op times);
+        ``inserts[i]``: source lines placed before step ``i`` (``inserts[len(steps)]``: at the end).
+        """
+        ins = inserts or {}
+        body = ["def _iter(R):"]
+        if stamps:
+            body.append("    _S.append((-1, _now()))")
+        # lines come in step order; skipped steps have no line, so place their stand-ins by index
+        emitted = 0
+
+        def emit_until(idx: int) -> None:
+            nonlocal emitted
+            while emitted < idx:
+                for x in ins.get(emitted, ()):
+                    body.append("    " + x)
+                st = self.steps[emitted]
+                if not st.replayed:
+                    g = gaps_ns[emitted] if gaps_ns is not None else 0
+                    if g > 0:
+                        body.append(f"    _spin({g})")
+                    if standins and st.standin_s:
+                        body.append(f"    _spin({int(st.standin_s * 1e9)})")
+                        if stamps:
+                            body.append(f"    _S.append(({emitted}, _now()))")
+                emitted += 1
+
+        for idx, line in self.lines:
+            if idx >= 0:
+                emit_until(idx)
+                for x in ins.get(idx, ()):
+                    body.append("    " + x)
+                g = gaps_ns[idx] if gaps_ns is not None else 0
+                if g > 0:
+                    body.append(f"    _spin({g})")
+                    if stamps:
+                        body.append("    _S.append((-2, _now()))")
+                emitted = idx + 1
+            body.append("    " + line)
+            if marks and idx >= 0:
+                body.append(f"    _mark({idx})")
+            if stamps and idx >= 0:
+                body.append(f"    _S.append(({idx}, _now()))")
+        emit_until(len(self.steps))
+        for x in ins.get(len(self.steps), ()):
+            body.append("    " + x)
+        if gaps_ns is not None and len(gaps_ns) > len(self.steps) and gaps_ns[-1] > 0:
+            body.append(f"    _spin({gaps_ns[-1]})")
+        if len(body) == 1:
+            body.append("    pass")
+        ns = dict(self.namespace)
+        ns["_spin"] = spin
+        ns["_now"] = clock.now_ns
+        ns["_S"] = []
+        ns["_rfe"] = torch.ops.profiler._record_function_enter_new
+        ns["_rfx"] = torch.ops.profiler._record_function_exit._RecordFunction
+        code = compile("\n".join(body), f"<benchmint replay of {self.view.path}>", "exec")
+        exec(code, ns)
+        return ns["_iter"]
+
+
+def spin(ns: int, _now: Callable[[], int] = clock.now_ns) -> None:
+    """Busy-wait ``ns`` nanoseconds (models CPU time spent outside ops, and stand-ins for skipped ops)."""
+    end = _now() + ns
+    while _now() < end:
+        pass
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    msg = text[0] if text else ""
+    if len(msg) > 160:
+        msg = msg[:157] + "..."
+    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+
+
+class _Builder:
+    def __init__(self, view: TraceView, device: torch.device, seed: int):
+        self.view = view
+        self.device = device
+        self.gen = torch.Generator().manual_seed(seed)
+        self.pool = StoragePool(device)
+        self.env: dict[tuple, torch.Tensor] = {}
+        self.slot: dict[tuple, int] = {}
+        self.persistent: dict[int, torch.Tensor] = {}
+        self.produced_storage: dict[int, tuple] = {}  # storage id -> key of the latest produced tensor on it
+        self.consts: dict[str, Any] = {}
+        self.lines: list[tuple[int, str]] = []
+        self.reads: list[list[int]] = []
+        self.offsets: dict[tuple, int] = {}
+        for op in view.ops:
+            for r in all_refs(op):
+                self.pool.note(r)
+        self.cons: Constraints = collect_constraints(view.ops, self._arg_names)
+
+    def _arg_names(self, op: OpRec) -> list[str] | None:
+        try:
+            return [a.name for a in resolve(op.schema).args]
+        except OpUnavailable:
+            return None
+
+    # -- slots ---------------------------------------------------------------------------------------------
+    def _slot_for(self, key: tuple) -> int:
+        s = self.slot.get(key)
+        if s is None:
+            s = self.slot[key] = len(self.slot)
+        return s
+
+    def _const(self, value: Any) -> str:
+        if value is None or isinstance(value, bool | int):
+            return repr(value)
+        name = f"c{len(self.consts)}"
+        self.consts[name] = value
+        return name
+
+    def _input_tensor(self, ref: TRef, pre: list[str], reads: list[int]) -> tuple[torch.Tensor | None, str]:
+        if ref.dtype is None:
+            return None, "None"
+        t = self.env.get(ref.key)
+        if t is not None:
+            s = self.slot[ref.key]
+            reads.append(s)
+            return t, f"R[{s}]"
+        base_key = self.produced_storage.get(ref.storage_id)
+        if base_key is not None and base_key in self.env:
+            # a view of a tensor an earlier replayed op produced: re-made from it in the loop
+            base = self.env[base_key]
+            strides = ref.strides if ref.strides is not None and len(ref.strides) == len(ref.shape) else None
+            if strides is None:
+                strides = torch.empty(ref.shape, device="meta").stride()
+            try:
+                off = ref.offset - self.offsets.get(base_key, 0)
+                t = base.as_strided(ref.shape, strides, base.storage_offset() + off)
+            except RuntimeError:
+                t = None
+            if t is not None:
+                bs = self.slot[base_key]
+                s = self._slot_for(ref.key)
+                self.env[ref.key] = t
+                pre.append(f"R[{s}] = R[{bs}].as_strided({tuple(ref.shape)!r}, {tuple(strides)!r}, "
+                           f"R[{bs}].storage_offset() + {off})")
+                reads.append(bs)
+                reads.append(s)
+                return t, f"R[{s}]"
+        # a true input of the step: made once, persistent across iterations
+        t = make_tensor(ref, self.device, self.cons, self.gen, self.pool)
+        s = self._slot_for(ref.key)
+        self.env[ref.key] = t
+        self.persistent[s] = t
+        reads.append(s)
+        return t, f"R[{s}]"
+
+    def _bind(self, op: OpRec, spec: OpSpec) -> tuple[list, dict, list[str], list[str], list[str], list[int]]:
+        values, texts = [], []
+        pre: list[str] = []
+        reads: list[int] = []
+        if len(op.inputs) > len(spec.args):
+            raise TypeError(f"{len(op.inputs)} recorded arguments for a schema with {len(spec.args)}")
+        for a, arg in zip(op.inputs, spec.args, strict=False):
+            if a.kind == TENSOR:
+                t, txt = self._input_tensor(a.value, pre, reads)
+            elif a.kind == TENSOR_LIST:
+                ts, parts = [], []
+                for r in a.value:
+                    if isinstance(r, TRef):
+                        t1, p1 = self._input_tensor(r, pre, reads)
+                    else:
+                        t1, p1 = None, "None"
+                    ts.append(t1)
+                    parts.append(p1)
+                t, txt = ts, "[" + ", ".join(parts) + "]"
+            elif a.kind == DEVICE:
+                t = str(self.device) if a.value is not None else None
+                txt = self._const(t)
+            elif a.kind == VALUE:
+                v = a.value
+                if arg.type_str.startswith("Device") and isinstance(v, str):
+                    v = str(self.device)
+                elif arg.type_str.startswith("Tensor") and v is not None and not isinstance(v, list):
+                    raise TypeError(f"argument {arg.name!r} wants a tensor, the trace has {v!r}")
+                t, txt = v, self._const(v)
+            elif a.kind == UNSUPPORTED:
+                if arg.type_str.endswith("?"):
+                    t, txt = None, "None"
+                else:
+                    raise TypeError(f"argument {arg.name!r} of type {arg.type_str} cannot be rebuilt ({a.value})")
+            else:  # pragma: no cover - defensive
+                raise TypeError(f"unknown argument kind {a.kind}")
+            values.append(t)
+            texts.append(txt)
+        pos, kw = split_args(spec, values)
+        ptxt, ktxt = split_args(spec, texts)
+        return pos, kw, list(ptxt), [f"{k}={v}" for k, v in ktxt.items()], pre, reads
+
+    # -- outputs -------------------------------------------------------------------------------------------
+    def _pin(self, ref: TRef) -> None:
+        """A synthetic tensor of the recorded shape stands for this output (persistent)."""
+        if ref.dtype is None:
+            return
+        t = make_tensor(ref, self.device, self.cons, self.gen, None)
+        s = self._slot_for(ref.key)
+        self.env[ref.key] = t
+        self.persistent[s] = t
+
+    def _pin_outputs(self, op: OpRec) -> None:
+        for a in op.outputs:
+            if a.kind == TENSOR:
+                self._pin(a.value)
+            elif a.kind == TENSOR_LIST:
+                for r in a.value:
+                    if isinstance(r, TRef):
+                        self._pin(r)
+
+    def _outputs(self, op: OpRec, result: Any, pin: bool) -> list[tuple[int, str]] | None:
+        """Assignments of the op's results to slots; None when results do not match the recorded outputs."""
+        recorded = op.outputs
+        if pin:
+            self._pin_outputs(op)
+            return []
+        if isinstance(result, tuple):
+            rets = list(result)
+        else:
+            rets = [result]
+        assigns: list[tuple[int, str]] = []
+        pairs: list[tuple[TRef, Any, str]] = []
+        for j, a in enumerate(recorded):
+            if j >= len(rets):
+                return None
+            r = rets[j]
+            acc = "_r" if len(rets) == 1 and not isinstance(result, tuple) else f"_r[{j}]"
+            if a.kind == TENSOR:
+                if not isinstance(r, torch.Tensor):
+                    return None
+                pairs.append((a.value, r, acc))
+            elif a.kind == TENSOR_LIST:
+                if not isinstance(r, list | tuple) or len(r) != len(a.value):
+                    return None
+                for k, (ref, t) in enumerate(zip(a.value, r, strict=True)):
+                    if isinstance(ref, TRef):
+                        if not isinstance(t, torch.Tensor):
+                            return None
+                        pairs.append((ref, t, f"{acc}[{k}]"))
+        for ref, t, _ in pairs:
+            if ref.dtype is not None and tuple(t.shape) != tuple(ref.shape):
+                return None
+        for ref, t, acc in pairs:
+            if ref.dtype is None:
+                continue
+            s = self._slot_for(ref.key)
+            self.env[ref.key] = t
+            self.produced_storage[ref.storage_id] = ref.key
+            self.offsets[ref.key] = ref.offset
+            assigns.append((s, acc))
+        return assigns
+
+    # -- one op --------------------------------------------------------------------------------------------
+    def add(self, idx: int, op: OpRec) -> StepInfo:
+        info = StepInfo(index=idx, op=op, replayed=False)
+        if op.name in NOT_REPLAYED:
+            return self._skip(info, NOT_REPLAYED[op.name])
+        if not op.schema:
+            return self._skip(info, "no op schema recorded")
+        try:
+            spec = resolve(op.schema)
+        except OpUnavailable as e:
+            return self._skip(info, str(e))
+        try:
+            pos, kw, ptxt, ktxt, pre, reads = self._bind(op, spec)
+        except Exception as e:
+            return self._skip(info, "arguments do not bind: " + _first_line(e))
+        try:
+            with torch.no_grad():
+                result = spec.fn(*pos, **kw)
+        except Exception as e:
+            return self._skip(info, _first_line(e))
+        pin = op.name in DATA_DEPENDENT
+        assigns = self._outputs(op, result, pin)
+        if assigns is None:
+            # the results differ from the recorded outputs (data-dependent shape): use recorded shapes
+            self._pin_outputs(op)
+            assigns = []
+        fname = f"f{idx}"
+        self.consts[fname] = spec.fn
+        call = f"{fname}({', '.join(ptxt + ktxt)})"
+        for p in pre:
+            self.lines.append((-1, p))
+        if not assigns:
+            line = call
+        elif len(assigns) == 1 and assigns[0][1] == "_r":
+            line = f"R[{assigns[0][0]}] = {call}"
+        else:
+            line = f"_r = {call}; " + "; ".join(f"R[{s}] = {acc}" for s, acc in assigns)
+        self.lines.append((idx, line))
+        self.reads.append(reads)
+        info.replayed = True
+        return info
+
+    def _skip(self, info: StepInfo, reason: str) -> StepInfo:
+        info.reason = reason
+        info.standin_s = info.op.dur_s
+        self._pin_outputs(info.op)
+        return info
+
+
+def build_plan(view: TraceView, device: str | torch.device = "cpu", seed: int = 0, progress: Any = None) -> Plan:
+    """Resolve, bind, dry-run and compile every top-level op of ``view`` for ``device``."""
+    t0 = clock.now_ns()
+    dev = torch.device(device)
+    b = _Builder(view, dev, seed)
+    steps = []
+    for i, op in enumerate(view.ops):
+        steps.append(b.add(i, op))
+        if progress is not None:
+            progress(i + 1)
+    _add_frees(b)
+    init: list[Any] = [None] * len(b.slot)
+    for s, t in b.persistent.items():
+        init[s] = t
+    seen: set[int] = set()
+    pbytes = 0
+    for t in b.persistent.values():
+        st = t.untyped_storage()
+        p = st.data_ptr()
+        if p not in seen:
+            seen.add(p)
+            pbytes += st.nbytes()
+    return Plan(view=view, device=dev, steps=steps, init=init, lines=b.lines, namespace=b.consts,
+                persistent_bytes=pbytes, plan_time_s=(clock.now_ns() - t0) / 1e9, n_slots=len(b.slot),
+                reads=b.reads)
+
+
+def _add_frees(b: _Builder) -> None:
+    """Release each produced tensor after its last use: insert ``R[s] = None`` lines."""
+    persistent = set(b.persistent)
+    last: dict[int, int] = {}
+    op_line = 0
+    for k, reads in enumerate(b.reads):
+        for s in reads:
+            if s not in persistent:
+                last[s] = k
+    frees: dict[int, list[int]] = {}
+    for s, k in last.items():
+        frees.setdefault(k, []).append(s)
+    out: list[tuple[int, str]] = []
+    for item in b.lines:
+        out.append(item)
+        if item[0] >= 0:
+            fs = frees.get(op_line)
+            op_line += 1
+            if fs:
+                out.append((-1, " = ".join(f"R[{s}]" for s in sorted(fs)) + " = None"))
+    b.lines = out

@@ -1,0 +1,185 @@
+"""Turn the trace layer's model (:mod:`benchmint.trace`) into the replayer's :class:`TraceView`.
+
+The trace layer loads the ET and joins Kineto; this module only selects what a replay needs: the top-level ops
+of one iteration in execution order, their arguments as replay kinds (tensor, tensor list, value, device), and,
+when a Kineto trace is joined, each op's recorded start and duration and the span of the recorded step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from benchmint.replay.types import (
+    DEVICE,
+    TENSOR,
+    TENSOR_LIST,
+    UNSUPPORTED,
+    VALUE,
+    Arg,
+    OpRec,
+    TraceView,
+    TRef,
+)
+
+
+def _dtype(name: str | None) -> torch.dtype | None:
+    if name is None:
+        return None
+    t = getattr(torch, name, None)
+    return t if isinstance(t, torch.dtype) else None
+
+
+def _tref(r: Any) -> TRef:
+    strides = tuple(r.strides) if r.strides is not None else None
+    shape = tuple(int(x) for x in r.shape) if r.shape is not None else ()
+    return TRef(tensor_id=int(r.tensor_id), storage_id=int(r.storage_id), offset=int(r.offset),
+                numel=int(r.numel), itemsize=int(r.itemsize), device=str(r.device), shape=shape,
+                strides=strides, dtype=_dtype(r.dtype))
+
+
+def _arg(v: Any) -> Arg:
+    from benchmint.trace.model import Device, Generator, Opaque, TensorRef
+
+    if isinstance(v, TensorRef):
+        return Arg(TENSOR, _tref(v))
+    if isinstance(v, Device):
+        return Arg(DEVICE, str(v))
+    if isinstance(v, Generator):
+        return Arg(UNSUPPORTED, "a random number generator")
+    if isinstance(v, Opaque):
+        return Arg(UNSUPPORTED, f"an opaque {v.type}")
+    if isinstance(v, list | tuple):
+        if v and any(isinstance(x, TensorRef) for x in v):
+            return Arg(TENSOR_LIST, [_tref(x) if isinstance(x, TensorRef) else None for x in v])
+        if any(isinstance(x, Device | Generator | Opaque | list | tuple) for x in v):
+            return Arg(UNSUPPORTED, "a nested list")
+        return Arg(VALUE, list(v))
+    if isinstance(v, str) and v == "<None>":
+        return Arg(VALUE, None)
+    return Arg(VALUE, v)
+
+
+def view_from_trace(trace: Any, kineto: Any = None, iteration: int | None = None) -> TraceView:
+    """The replayer's view of a loaded :class:`benchmint.trace.Trace`, optionally joined with Kineto.
+
+    ``iteration``: replay the ops of ``ProfilerStep#N`` (default: the last recorded iteration when the trace
+    has any, else all top-level ops). ``kineto``: the result of ``benchmint.trace.join_kineto`` (or None).
+    """
+    within = None
+    iters = trace.iterations
+    if iters:
+        if iteration is None:
+            within = iters[-1].node
+        else:
+            match = [it for it in iters if it.number == iteration]
+            if not match:
+                from benchmint.core.errors import UserError
+
+                raise UserError(f"{trace.path}: no ProfilerStep#{iteration}; the trace has "
+                                f"{', '.join(str(it.number) for it in iters)}")
+            within = match[0].node
+    nodes = trace.top_level_ops(within) if within is not None else trace.top_level_ops()
+    if within is not None and not nodes:
+        nodes = trace.top_level_ops()
+        within = None
+    if within is not None:
+        # ops that other threads (autograd workers) ran during the step sit under their own thread root;
+        # node ids are handed out as ops start, so those ids fall inside the step's id range
+        hi = max((n.id for n in trace.descendants(within)), default=within.id)
+        mine = {n.id for n in nodes}
+        extra = [n for n in trace.top_level_ops() if within.id < n.id <= hi and n.id not in mine]
+        if extra:
+            nodes = sorted([*nodes, *extra], key=lambda n: n.id)
+    ops = []
+    for n in nodes:
+        t = _time(kineto, n)
+        ops.append(OpRec(
+            node_id=n.id,
+            name=n.name,
+            schema=n.op_schema,
+            inputs=[_arg(v) for v in n.inputs],
+            outputs=[_arg(v) for v in n.outputs],
+            tid=n.tid or 0,
+            rf_id=n.rf_id,
+            start_s=t[0] if t else None,
+            dur_s=t[1] if t else None,
+            tensor_range=n.tensor_range or None,
+            subtree_nodes=1 + sum(1 for _ in trace.descendants(n)),
+        ))
+    # execution order: recorded start when Kineto gives it (ops of other threads interleave), else node id
+    if ops and all(o.start_s is not None for o in ops):
+        ops.sort(key=lambda o: (o.start_s, o.node_id))
+    scope_nodes = list(trace.descendants(within)) if within is not None else list(trace.nodes)
+    non_op = sum(1 for n in scope_nodes if not n.op_schema)
+    step_start, step_span = _step_span(kineto, within, ops)
+    scopes = _scopes(trace, within, {o.node_id: i for i, o in enumerate(ops)})
+    return TraceView(
+        path=str(trace.path),
+        schema_version=str(trace.schema),
+        ops=ops,
+        total_nodes=len(scope_nodes),
+        non_op_nodes=non_op,
+        step_span_s=step_span,
+        step_start_s=step_start,
+        kineto_matched=_matched(kineto, ops),
+        devices=list(trace.devices),
+        scopes=scopes,
+    )
+
+
+def _scopes(trace: Any, within: Any, op_index: dict[int, int]) -> list[tuple[int, str, int, str]]:
+    """The non-op nodes of the step in tree order, as enter/exit events placed between the ops."""
+    out: list[tuple[int, str, int, str]] = []
+    if within is None:
+        return out
+    pos = 0
+    stack: list[tuple[Any, bool]] = [(c, False) for c in reversed(trace.children(within))]
+    while stack:
+        n, leaving = stack.pop()
+        if leaving:
+            out.append((pos, "exit", n.id, n.name))
+            continue
+        if n.op_schema:
+            i = op_index.get(n.id)
+            if i is not None:
+                pos = max(pos, i + 1)
+            continue
+        if n.is_thread_root or n.is_process_root or n.iteration is not None:
+            continue
+        out.append((pos, "enter", n.id, n.name))
+        stack.append((n, True))
+        stack.extend((c, False) for c in reversed(trace.children(n)))
+    return out
+
+
+# -- Kineto join (benchmint.trace.join_kineto) -------------------------------------------------------------
+def _time(kineto: Any, node: Any) -> tuple[float, float] | None:
+    if kineto is None:
+        return None
+    t = kineto.time_of(node)
+    if t is None:
+        return None
+    return t.ts_us * 1e-6, t.dur_us * 1e-6
+
+
+def _step_span(kineto: Any, within: Any, ops: list[OpRec]) -> tuple[float | None, float | None]:
+    if kineto is None:
+        return None, None
+    if within is not None:
+        t = _time(kineto, within)
+        if t is not None:
+            return t
+    timed = [o for o in ops if o.start_s is not None and o.dur_s is not None]
+    if not timed:
+        return None, None
+    start = min(o.start_s for o in timed)  # type: ignore[type-var]
+    end = max(o.start_s + o.dur_s for o in timed)  # type: ignore[operator]
+    return start, end - start
+
+
+def _matched(kineto: Any, ops: list[OpRec]) -> float | None:
+    if kineto is None:
+        return None
+    return sum(1 for o in ops if o.dur_s is not None) / len(ops) if ops else 0.0

@@ -1,0 +1,100 @@
+"""The replayer's view of a trace: top-level ops in execution order with typed arguments and timings.
+
+:mod:`benchmint.replay.source` builds these from the trace layer's model (and its Kineto join); the planner
+never reads trace files itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class TRef:
+    """A recorded tensor: identity, storage placement, and metadata."""
+
+    tensor_id: int
+    storage_id: int
+    offset: int  # in elements
+    numel: int
+    itemsize: int
+    device: str
+    shape: tuple[int, ...]
+    strides: tuple[int, ...] | None
+    dtype: torch.dtype | None  # None: uninitialized / unknown
+
+    @property
+    def key(self) -> tuple[int, int, int, int]:
+        # tensor ids can be reused once a tensor dies, so identity includes its placement too
+        return (self.tensor_id, self.storage_id, self.offset, self.numel)
+
+    def extent(self) -> int:
+        """Elements of storage the tensor spans from its offset."""
+        if any(s == 0 for s in self.shape):
+            return 0
+        strides = self.strides if self.strides is not None else _contiguous(self.shape)
+        return 1 + sum((n - 1) * abs(st) for n, st in zip(self.shape, strides, strict=False))
+
+
+def _contiguous(shape: tuple[int, ...]) -> tuple[int, ...]:
+    out, acc = [], 1
+    for n in reversed(shape):
+        out.append(acc)
+        acc *= max(n, 1)
+    return tuple(reversed(out))
+
+
+# argument kinds
+TENSOR = "tensor"
+TENSOR_LIST = "tensor_list"  # list of TRef | None
+VALUE = "value"  # plain Python value (int, float, bool, str, list of those, None)
+DEVICE = "device"
+UNSUPPORTED = "unsupported"  # e.g. a generator or an object we cannot rebuild
+
+
+@dataclass(frozen=True)
+class Arg:
+    kind: str
+    value: Any  # TRef, list[TRef | None], a Python value, or a description for UNSUPPORTED
+
+
+@dataclass
+class OpRec:
+    """One top-level op of the trace."""
+
+    node_id: int
+    name: str
+    schema: str
+    inputs: list[Arg]
+    outputs: list[Arg]
+    tid: int = 0
+    rf_id: int | None = None
+    dur_s: float | None = None  # recorded duration (Kineto), if joined
+    start_s: float | None = None  # recorded start (Kineto, seconds from the trace's origin)
+    tensor_range: str | None = None
+    subtree_nodes: int = 1  # recorded nodes of this op and everything it called (observer cost model)
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TraceView:
+    """All the replayer needs from a trace."""
+
+    path: str
+    schema_version: str
+    ops: list[OpRec]
+    total_nodes: int
+    # node counts used by the fidelity model: all recorded nodes, and those that carry no op schema
+    non_op_nodes: int = 0
+    step_span_s: float | None = None  # recorded span of the step (ProfilerStep or first-start to last-end)
+    step_start_s: float | None = None
+    kineto_matched: float | None = None  # fraction of ET ops matched in Kineto
+    recorded_with: dict[str, Any] = field(default_factory=dict)  # record_shapes, with_stack, ...
+    devices: list[str] = field(default_factory=list)
+    # the recorded non-op scopes (record_function, autograd engine nodes) around and between the ops, as
+    # (number of ops before it, "enter" | "exit", scope node id, name); used to record the replay with the
+    # same structure as the original when measuring the observers' cost
+    scopes: list[tuple[int, str, int, str]] = field(default_factory=list)
