@@ -136,3 +136,14 @@ def test_per_op_rows_accept_list_or_mapping_and_compute_error():
     rec.metrics["per_op_type"] = {"aten::mm": {"count": 1, "original_s": 1.0, "replay_s": 1.5}}
     (row,) = per_op_rows(rec)
     assert row.op == "aten::mm" and row.error == 0.5
+
+
+def test_warmup_and_failed_requests_are_left_out_of_the_cdf(tmp_path):
+    from benchmint.report.data import latency_samples
+
+    path = tmp_path / "requests.parquet"
+    pq.write_table(pa.table({"warmup": [True, False, False, False], "ok": [True, True, False, True],
+                             "ttft_s": [9.0, 0.1, None, 0.2], "tpot_s": [9.0, 0.01, None, 0.02],
+                             "e2e_s": [9.0, 1.0, 5.0, 2.0]}), path)
+    s = latency_samples(llm_record(1.0, path), [])
+    assert s.values["ttft_s"] == [0.1, 0.2] and s.values["e2e_s"] == [1.0, 2.0]

@@ -138,10 +138,16 @@ def latency_samples(rec: RunRecord, base_dirs: list[Path]) -> LatencySamples:
             import pyarrow.parquet as pq
 
             table = pq.read_table(path)
+            n = table.num_rows
+            keep = [True] * n  # measured, successful requests only (no warm-up, no failures)
+            if "warmup" in table.column_names:
+                keep = [k and not w for k, w in zip(keep, table.column("warmup").to_pylist(), strict=True)]
+            if "ok" in table.column_names:
+                keep = [k and ok is not False for k, ok in zip(keep, table.column("ok").to_pylist(), strict=True)]
             vals: dict[str, list[float]] = {}
             for m in LATENCY_METRICS:
                 if m in table.column_names:
-                    col = [num(v) for v in table.column(m).to_pylist()]
+                    col = [num(v) for v, k in zip(table.column(m).to_pylist(), keep, strict=True) if k]
                     vals[m] = sorted(v for v in col if v is not None)
             if any(vals.values()):
                 return LatencySamples(vals, "requests file")

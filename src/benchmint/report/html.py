@@ -143,7 +143,8 @@ def comparison_table(records: list[RunRecord]) -> str:
         flat.append(row)
     fields = [(k, t) for k, t in COMPARE_FIELDS if any(f.get(k) not in (None, "") for f in flat)]
     curated = {k for k, _ in COMPARE_FIELDS}
-    extra = sorted({k for f in flat for k in f if k.startswith("config__") and k not in curated})
+    extra = sorted({k for f in flat for k in f if k.startswith("config__") and k not in curated
+                    and not k.startswith("config__measurement__") and not k.endswith("_wall_s")})
     extra = [k for k in extra if len({str(f.get(k)) for f in flat}) > 1 or len(flat) == 1][:25]
     fields += [(k, k.removeprefix("config__").replace("__", ".")) for k in extra]
     head = "".join(f"<th title='{_esc(r.id)}'>{_esc(label(r))}</th>" for r in recs)
