@@ -147,3 +147,14 @@ def test_warmup_and_failed_requests_are_left_out_of_the_cdf(tmp_path):
                              "e2e_s": [9.0, 1.0, 5.0, 2.0]}), path)
     s = latency_samples(llm_record(1.0, path), [])
     assert s.values["ttft_s"] == [0.1, 0.2] and s.values["e2e_s"] == [1.0, 2.0]
+
+
+def test_mlperf_runs_are_read_from_their_client_block():
+    from benchmint.report.data import percentiles, throughput
+
+    llm = llm_record(2.0)
+    rec = RunRecord(kind="mlperf", config={"scenario": "Server", "target_qps": 2.0},
+                    metrics={"loadgen": {"validity": "VALID"},
+                             "client": {"ttft_s": llm.metrics["ttft_s"], "throughput": llm.metrics["throughput"]}})
+    assert percentiles(rec)["ttft_s"]["p99"] == llm.metrics["ttft_s"]["p99"]
+    assert throughput(rec)["requests_per_s"] == llm.metrics["throughput"]["requests_per_s"]

@@ -156,10 +156,20 @@ def latency_samples(rec: RunRecord, base_dirs: list[Path]) -> LatencySamples:
     return LatencySamples({}, "percentiles" if percentiles(rec) else "none")
 
 
+def _client_metrics(rec: RunRecord) -> dict[str, Any]:
+    """The block holding client-side latency/throughput: ``metrics`` itself (``llm`` runs) or
+    ``metrics.client`` (``mlperf`` runs measured through LoadGen)."""
+    m = rec.metrics or {}
+    if any(k in m for k in (*LATENCY_METRICS, "throughput")):
+        return m
+    client = m.get("client")
+    return client if isinstance(client, dict) else m
+
+
 def percentiles(rec: RunRecord) -> dict[str, dict[str, float]]:
     """``{"ttft_s": {"p50": ..., "p99": ...}, ...}`` from the record's metrics (only finite numbers)."""
     out: dict[str, dict[str, float]] = {}
-    m = rec.metrics or {}
+    m = _client_metrics(rec)
     for metric in LATENCY_METRICS:
         block = m.get(metric)
         if isinstance(block, dict):
@@ -171,7 +181,7 @@ def percentiles(rec: RunRecord) -> dict[str, dict[str, float]]:
 
 
 def throughput(rec: RunRecord) -> dict[str, float]:
-    tp = (rec.metrics or {}).get("throughput")
+    tp = _client_metrics(rec).get("throughput")
     if not isinstance(tp, dict):
         return {}
     return {k: v for k, v in ((k, num(v)) for k, v in tp.items()) if v is not None}
