@@ -94,7 +94,8 @@ def create_app(engine: AsyncEngine, model_name: str = "tiny") -> Starlette:
                     if len(prompt) != 1:
                         raise ValueError("only one prompt per request is supported")
                     prompt = prompt[0]
-            max_tokens = int(body.get("max_completion_tokens") or body.get("max_tokens") or 16)
+            mt = body.get("max_completion_tokens", body.get("max_tokens"))
+            max_tokens = 16 if mt is None else int(mt)
             if max_tokens < 1:
                 raise ValueError("'max_tokens' must be at least 1")
             stream = bool(body.get("stream", False))

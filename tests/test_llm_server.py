@@ -1,0 +1,117 @@
+"""The built-in OpenAI-compatible server on the tiny model: routes, streaming, batching, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import orjson
+import pytest
+
+from benchmint.llm.backends import create_backend
+from benchmint.llm.engine import AsyncEngine
+from benchmint.llm.server import ServerThread
+from benchmint.llm.types import GenRequest
+
+
+@pytest.fixture(scope="module")
+def server():
+    from benchmint.models.tiny_llm import tiny_llm_path
+
+    engine = AsyncEngine.create(str(tiny_llm_path()), max_batch_size=8, batch_wait_s=0.01)
+    srv = ServerThread(engine, model_name="tiny").start()
+    yield srv
+    srv.stop()
+    engine.close()
+
+
+def get(url: str) -> tuple[int, bytes]:
+    async def go():
+        async with aiohttp.ClientSession() as s, s.get(url) as r:
+            return r.status, await r.read()
+
+    return asyncio.run(go())
+
+
+def post(url: str, body: dict) -> tuple[int, bytes]:
+    async def go():
+        async with aiohttp.ClientSession() as s, s.post(url, json=body) as r:
+            return r.status, await r.read()
+
+    return asyncio.run(go())
+
+
+def test_health_models_metrics(server):
+    root = server.url.removesuffix("/v1")
+    assert get(root + "/health")[0] == 200
+    st, body = get(server.url + "/models")
+    assert st == 200 and orjson.loads(body)["data"][0]["id"] == "tiny"
+    post(server.url + "/completions", {"model": "tiny", "prompt": "hi", "max_tokens": 3, "ignore_eos": True})
+    st, text = get(root + "/metrics")
+    text = text.decode()
+    assert st == 200
+    for name in ("benchmint_requests_received_total", "benchmint_generation_tokens_total",
+                 "benchmint_prompt_tokens_total", "benchmint_queue_depth", "benchmint_requests_running"):
+        assert name in text
+    gen = int(next(line.split()[-1] for line in text.splitlines() if line.startswith("benchmint_generation_tokens_total")))
+    assert gen >= 3
+
+
+def test_non_streaming_completion_exact_tokens(server):
+    st, body = post(server.url + "/completions", {"model": "tiny", "prompt": "hello", "max_tokens": 5, "ignore_eos": True})
+    d = orjson.loads(body)
+    assert st == 200 and d["usage"]["completion_tokens"] == 5 and d["choices"][0]["finish_reason"] == "length"
+    assert isinstance(d["choices"][0]["text"], str)
+
+
+def test_streaming_chat_with_usage(server):
+    st, body = post(server.url + "/chat/completions", {
+        "model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "stream": True,
+        "stream_options": {"include_usage": True}, "ignore_eos": True,
+    })
+    events = [line[6:] for line in body.decode().split("\n") if line.startswith("data: ")]
+    assert st == 200 and events[-1] == "[DONE]"
+    usage = orjson.loads(events[-2])
+    assert usage["choices"] == [] and usage["usage"]["completion_tokens"] == 4
+    assert orjson.loads(events[0])["choices"][0]["delta"]["role"] == "assistant"
+
+
+def test_bad_requests_get_400(server):
+    assert post(server.url + "/completions", {"model": "tiny"})[0] == 400
+    assert post(server.url + "/chat/completions", {"messages": "x", "max_tokens": 2})[0] == 400
+    assert post(server.url + "/completions", {"prompt": "x", "max_tokens": 0})[0] == 400
+
+
+def test_concurrent_requests_are_batched_and_streamed(server):
+    async def go():
+        b = create_backend("openai-http", url=server.url, model="tiny")
+        await b.start()
+        try:
+            return await asyncio.gather(*(b.generate(GenRequest(i, f"prompt {i}", 6)) for i in range(6)))
+        finally:
+            await b.close()
+
+    before = get(server.url.removesuffix("/v1") + "/metrics")[1].decode()
+    recs = asyncio.run(go())
+    after = get(server.url.removesuffix("/v1") + "/metrics")[1].decode()
+
+    def val(text, name):
+        return int(next(line.split()[-1] for line in text.splitlines() if line.startswith(name + " ")))
+
+    assert all(r.ok and r.output_tokens == 6 and r.output_tokens_source == "usage" for r in recs)
+    assert all(r.first_token_ns < r.chunk_ns[-1] for r in recs)  # tokens arrived over time, not at once
+    batches = val(after, "benchmint_batches_total") - val(before, "benchmint_batches_total")
+    assert 1 <= batches < 6  # six concurrent requests shared batches
+
+
+def test_in_process_backend_generates_exact_tokens():
+    async def go():
+        b = create_backend("transformers", model="tiny", max_batch_size=4)
+        await b.start()
+        try:
+            return await asyncio.gather(*(b.generate(GenRequest(i, [{"role": "user", "content": "hi"}], 3)) for i in range(3)))
+        finally:
+            await b.close()
+
+    recs = asyncio.run(go())
+    assert all(r.ok and r.output_tokens == 3 and r.output_tokens_source == "engine" and r.input_tokens for r in recs)
