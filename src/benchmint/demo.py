@@ -45,6 +45,15 @@ def run_demo(out: Path, results_dir: Path, console: Console | None = None, quick
     return ctx
 
 
+def _llm(ctx: DemoContext) -> None:
+    from benchmint.llm.demo_step import llm_demo_step
+
+    llm_demo_step(ctx)
+
+
+STEPS.append(("benchmark a tiny LLM: built-in server over HTTP (Server) and in-process (Offline)", _llm))
+
+
 # The results + report step stays last (it stores and reports what the steps above produced): add other
 # steps above this block.
 def _store_and_report(ctx: DemoContext) -> None:
