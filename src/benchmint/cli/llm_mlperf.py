@@ -33,10 +33,30 @@ def _tokenizer_for(backend: str, model: str | None) -> Any:
         return None
 
 
+def parse_sim(spec: str | None) -> dict[str, Any]:
+    """``--sim ttft=0.02,tpot=0.005,slots=4`` -> options of the simulated engine."""
+    out: dict[str, Any] = {}
+    for part in (spec or "").split(","):
+        if not part.strip():
+            continue
+        k, _, v = part.partition("=")
+        k = k.strip()
+        try:
+            if k in ("ttft", "tpot"):
+                out[f"{k}_s"] = float(v)
+            elif k in ("slots", "fail_every"):
+                out[k] = int(v)
+            else:
+                raise ValueError
+        except ValueError:
+            raise UserError(f"--sim {spec!r}: use ttft=SECONDS,tpot=SECONDS,slots=N") from None
+    return out
+
+
 def build_backend_spec(backend: str, url: str | None, model: str | None, api: str, device: str,
-                       max_batch_size: int) -> dict[str, Any]:
+                       max_batch_size: int, sim: str | None = None) -> dict[str, Any]:
     if backend == "sim":
-        return {"kind": "sim", "options": {}}
+        return {"kind": "sim", "options": parse_sim(sim)}
     if backend in ("transformers", "hf"):
         return {"kind": "transformers", "options": {"model": model or "tiny", "device": device,
                                                      "max_batch_size": max_batch_size}}
@@ -64,8 +84,8 @@ def _limits(slo: str | None) -> tuple[float | None, float | None]:
         return None, None
     from benchmint.llm.metrics import parse_slo
 
-    d = parse_slo(slo)
-    return d.get("ttft"), d.get("tpot")
+    d = parse_slo(slo)  # {"ttft_s": ..., "tpot_s": ...}
+    return d.get("ttft_s", d.get("ttft")), d.get("tpot_s", d.get("tpot"))
 
 
 def _append_store(record: Any, results: Path | None) -> str | None:
@@ -177,6 +197,7 @@ def mlperf(
     device: str = typer.Option("cpu", "--device", help="Device of the in-process engine."),
     max_batch_size: int = typer.Option(16, "--max-batch-size", help="Batch size of the in-process engine."),
     max_concurrency: int = typer.Option(0, "--max-concurrency", help="Cap on queries in flight (0: none)."),
+    sim: str = typer.Option(None, "--sim", help="Simulated engine (--backend sim): ttft=0.02,tpot=0.005,slots=64."),
     plan_only: bool = typer.Option(False, "--plan", help="Only predict whether the settings can give a VALID result."),
     price: str = typer.Option(None, "--price", help="USD per hour (number) or a name in the repo's price table."),
     no_energy: bool = typer.Option(False, "--no-energy", help="Do not sample GPU power / RAPL."),
@@ -196,7 +217,7 @@ def mlperf(
     if mode not in ("performance", "accuracy", "submission"):
         raise UserError(f"--mode {mode!r}: use performance, accuracy or submission")
     ttft, tpot = _limits(slo)
-    spec = build_backend_spec(backend, url, model, api, device, max_batch_size)
+    spec = build_backend_spec(backend, url, model, api, device, max_batch_size, sim)
     tok = _tokenizer_for(backend, model)
     samples, workload = build_samples(dataset, api, tok, num_samples, input_tokens, output_tokens, seed)
     key = MODEL_KEYS.get(model_key)
@@ -218,7 +239,7 @@ def mlperf(
         return
     cfg = MlperfConfig(settings=rs, backend=spec, samples=samples, out_dir=out, mode=mode,
                        max_concurrency=max_concurrency, timeout_s=timeout, price=resolve_price(price),
-                       measure_energy=not no_energy, slo={k: v for k, v in (("ttft", ttft), ("tpot", tpot)) if v},
+                       measure_energy=not no_energy, slo={k: v for k, v in (("ttft_s", ttft), ("tpot_s", tpot)) if v},
                        workload={**workload, "model_name": model or ("tiny" if backend == "transformers" else None),
                                  "backend": backend})
     with console.status("running LoadGen ...") as status:
@@ -258,6 +279,7 @@ def sweep(
     device: str = typer.Option("cpu", "--device", help="Device of the in-process engine."),
     max_batch_size: int = typer.Option(16, "--max-batch-size", help="Batch size of the in-process engine."),
     max_concurrency: int = typer.Option(0, "--max-concurrency", help="Cap on queries in flight (0: none)."),
+    sim: str = typer.Option(None, "--sim", help="Simulated engine (--backend sim): ttft=0.02,tpot=0.005,slots=64."),
     out: Path = typer.Option(Path("benchmint-sweep"), "--out", help="Folder for the trials and result.json."),
     json_out: Path = typer.Option(None, "--json", help="Also write the result JSON here."),
     results: Path = typer.Option(None, "--results", envvar="BENCHMINT_RESULTS", help="Results store folder."),
@@ -286,7 +308,7 @@ def sweep(
     if target != "loadgen":
         raise UserError(f"--target {target!r}: use loadgen or bench")
     ttft, tpot = _limits(slo)
-    spec = build_backend_spec(backend, url, model, api, device, max_batch_size)
+    spec = build_backend_spec(backend, url, model, api, device, max_batch_size, sim)
     tok = _tokenizer_for(backend, model)
     samples, workload = build_samples(dataset, api, tok, num_samples, input_tokens, output_tokens, seed)
     key = MODEL_KEYS.get(model_key)

@@ -155,10 +155,12 @@ def bench_trial_verdict(result: dict[str, Any], slo: dict[str, float]) -> tuple[
         "failed_requests": req.get("failed"), "goodput_requests_per_s": result.get("goodput_requests_per_s"),
     }
     why = []
-    if slo.get("ttft") is not None and (ttft.get("p99") is None or ttft["p99"] > slo["ttft"]):
-        why.append(f"TTFT p99 {ttft.get('p99')} s over the {slo['ttft']} s SLO")
-    if slo.get("tpot") is not None and (tpot.get("p99") is None or tpot["p99"] > slo["tpot"]):
-        why.append(f"TPOT p99 {tpot.get('p99')} s over the {slo['tpot']} s SLO")
+    lim_ttft = slo.get("ttft_s", slo.get("ttft"))
+    lim_tpot = slo.get("tpot_s", slo.get("tpot"))
+    if lim_ttft is not None and (ttft.get("p99") is None or ttft["p99"] > lim_ttft):
+        why.append(f"TTFT p99 {ttft.get('p99')} s over the {lim_ttft} s SLO")
+    if lim_tpot is not None and (tpot.get("p99") is None or tpot["p99"] > lim_tpot):
+        why.append(f"TPOT p99 {tpot.get('p99')} s over the {lim_tpot} s SLO")
     if req.get("failed"):
         why.append(f"{req['failed']} requests failed")
     return not why, "; ".join(why), metrics

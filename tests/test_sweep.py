@@ -1,0 +1,134 @@
+"""Peak search: bounded trials, probe then bisect; LoadGen Server sweep and llm bench sweep for real."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmint.core.errors import UserError
+from benchmint.llm.sweep import Trial, bench_trial_verdict, find_peak, loadgen_trial_verdict
+
+
+def _threshold(limit: float, calls: list):
+    def run(rate: float) -> Trial:
+        calls.append(rate)
+        return Trial(rate, rate <= limit, {"ttft_p99_s": rate / 100})
+
+    return run
+
+
+@pytest.mark.parametrize("limit", [0.3, 3.0, 37.0, 1000.0])
+@pytest.mark.parametrize("budget", [3, 6, 10])
+def test_peak_is_the_highest_passing_rate_within_the_budget(limit, budget):
+    calls: list[float] = []
+    r = find_peak(_threshold(limit, calls), start_rate=4.0, max_trials=budget)
+    assert len(calls) == len(r.trials) <= budget
+    passing = [t.rate for t in r.trials if t.passed]
+    failing = [t.rate for t in r.trials if not t.passed]
+    assert r.peak_rate == (max(passing) if passing else None)
+    if r.peak_rate is not None:
+        assert r.peak_rate <= limit
+    if failing and r.peak_rate is not None:
+        assert min(failing) > limit >= r.peak_rate
+        assert r.bracket == (r.peak_rate, min(failing))
+    rates = [p["rate"] for p in r.curve()]
+    assert rates == sorted(rates)
+
+
+def test_bisection_narrows_to_the_tolerance():
+    calls: list[float] = []
+    r = find_peak(_threshold(37.0, calls), start_rate=4.0, max_trials=20, rel_tol=0.05)
+    lo, hi = r.bracket
+    assert hi / lo - 1 <= 0.05 and lo <= 37.0 < hi
+    assert calls[:5] == [4.0, 8.0, 16.0, 32.0, 64.0]  # probe up by 2x until a failure
+    assert "bracket" in r.stopped_because
+
+
+def test_probe_down_and_max_rate():
+    calls: list[float] = []
+    r = find_peak(_threshold(0.7, calls), start_rate=4.0, max_trials=4)
+    assert calls[:3] == [4.0, 2.0, 1.0] and r.peak_rate == 0.5
+    calls.clear()
+    r = find_peak(_threshold(1000.0, calls), start_rate=4.0, max_trials=10, max_rate=10.0)
+    assert calls == [4.0, 8.0, 10.0] and r.peak_rate == 10.0 and "maximum" in r.stopped_because
+
+
+def test_trial_verdicts_from_result_blocks():
+    lg = {"constraints": {"perf_constraints_met": False}, "invalid_reasons": ["Latency constraint failed: TTFT"],
+          "ttft_s": {"p99": 3.0}, "tpot_s": {"p99": 0.1}, "validity": "INVALID"}
+    ok, reason, m = loadgen_trial_verdict(lg)
+    assert not ok and reason.startswith("Latency") and m["ttft_p99_s"] == 3.0
+    lg2 = {"constraints": {"perf_constraints_met": True, "early_stopping_met": False}, "validity": "INVALID"}
+    assert loadgen_trial_verdict(lg2)[0] is True  # short trials: early stopping says nothing about load
+    assert loadgen_trial_verdict(lg2, require_valid=True)[0] is False
+    res = {"ttft_s": {"p99": 0.5}, "tpot_s": {"p99": 0.3}, "requests": {"failed": 0}, "throughput": {}}
+    ok, reason, _ = bench_trial_verdict(res, {"ttft_s": 1.0, "tpot_s": 0.2})  # metrics.parse_slo's keys
+    assert not ok and "TPOT" in reason and "TTFT" not in reason
+
+
+@pytest.mark.slow
+def test_loadgen_server_sweep_through_the_cli(cli, tmp_path):
+    # one slot, 20 ms prefill + 5 x 5 ms tokens: about 22 queries/s at most
+    code, out, err = cli(
+        "llm", "sweep", "--backend", "sim", "--start-qps", "4", "--max-trials", "4", "--trial-duration", "1",
+        "--min-query-count", "8", "--num-samples", "8", "--output-tokens", "6", "--slo", "ttft=0.15,tpot=0.05",
+        "--sim", "ttft=0.02,tpot=0.005,slots=1",
+        "--out", str(tmp_path / "sw"), "--json", str(tmp_path / "sw.json"), "--results", str(tmp_path / "store"),
+    )
+    assert code == 0, err
+    assert "latency vs load" in out
+    r = json.loads((tmp_path / "sw.json").read_text())["sweep"]
+    assert r["trials_used"] <= 4
+    assert json.loads((tmp_path / "sw.json").read_text())["config"]["backend"]["options"]["slots"] == 1
+    rates = [p["rate"] for p in r["curve"]]
+    assert rates == sorted(rates)
+    assert all((tmp_path / "sw" / p["run_dir"] / "mlperf_log_detail.txt").is_file() for p in r["curve"])
+    for p in r["curve"]:
+        assert p["metrics"]["ttft_p99_s"] is not None
+        # the --slo limits reached LoadGen: a trial passes exactly when its p99s are within them
+        within = p["metrics"]["ttft_p99_s"] <= 0.15 and p["metrics"]["tpot_p99_s"] <= 0.05
+        assert p["passed"] == within
+        if not p["passed"]:
+            assert "TTFT" in p["reason"] or "TPOT" in p["reason"]
+
+
+def test_sim_backend_slots_limit_capacity():
+    # the simulated engine's capacity is what makes a sweep meaningful without a model
+    import asyncio
+
+    from benchmint.llm.loadgen.sim import SimulatedBackend
+    from benchmint.llm.types import GenRequest
+
+    async def main():
+        b = SimulatedBackend(ttft_s=0.02, tpot_s=0.0, slots=1)
+        await b.start()
+        recs = await asyncio.gather(*(b.generate(GenRequest(id=i, prompt="x", max_tokens=1)) for i in range(3)))
+        return sorted(r.first_token_ns - r.sent_ns for r in recs)
+
+    waits = asyncio.run(main())
+    assert waits[2] >= 3 * 0.02 * 1e9  # the third request waited for two others
+
+
+@pytest.mark.slow
+def test_bench_rate_sweep_against_the_built_in_server(tmp_path):
+    from benchmint.llm.engine import AsyncEngine
+    from benchmint.llm.server import ServerThread
+    from benchmint.llm.sweep import run_bench_sweep
+
+    engine = AsyncEngine.create("tiny", max_batch_size=8)
+    try:
+        with ServerThread(engine) as srv:
+            with pytest.raises(UserError, match="--slo"):
+                run_bench_sweep(2.0, {"backend": "openai-http", "url": srv.url}, None, tmp_path / "x")
+            result = run_bench_sweep(
+                2.0, {"backend": "openai-http", "url": srv.url, "model": "tiny", "output_tokens": "8"},
+                slo="ttft=5,tpot=1", out=tmp_path / "b", max_trials=2, trial_duration_s=1.0,
+                results=tmp_path / "store",
+            )
+    finally:
+        engine.close()
+    sw = result["sweep"]
+    assert sw["trials_used"] == 2 and sw["order"] == [2.0, 4.0]
+    assert all(p["metrics"]["ttft_p99_s"] is not None for p in sw["curve"])
+    assert (tmp_path / "b" / "result.json").is_file()
