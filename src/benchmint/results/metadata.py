@@ -111,9 +111,11 @@ def workload_from_model(
     cfg = config if config is not None else getattr(model, "config", None)
     if architecture is None and cfg is not None:
         archs = getattr(cfg, "architectures", None)
-        architecture = archs[0] if archs else getattr(cfg, "model_type", None)
+        architecture = archs[0] if archs else None
     if architecture is None and model is not None:
         architecture = type(model).__name__
+    if architecture is None and cfg is not None:
+        architecture = getattr(cfg, "model_type", None)
     if parameters is None and model is not None:
         parameters = parameter_count(model)
     if dtype is None and model is not None:
