@@ -54,6 +54,15 @@ def _llm(ctx: DemoContext) -> None:
 STEPS.append(("benchmark a tiny LLM: built-in server over HTTP (Server) and in-process (Offline)", _llm))
 
 
+def _mlperf(ctx: DemoContext) -> None:
+    from benchmint.llm.loadgen.demo_step import mlperf_demo_step
+
+    mlperf_demo_step(ctx)
+
+
+STEPS.append(("MLPerf LoadGen Server run against the built-in server, with its validity line", _mlperf))
+
+
 # The results + report step stays last (it stores and reports what the steps above produced): add other
 # steps above this block.
 def _store_and_report(ctx: DemoContext) -> None:
