@@ -31,14 +31,29 @@ def short_id(rec: RunRecord) -> str:
     return rec.id if len(rec.id) <= 24 else rec.id[:24] + "…"
 
 
+def _short_name(v: Any) -> str | None:
+    """A short text for a config value: dicts give their ``kind``/``name``; local paths their last part."""
+    if isinstance(v, dict):
+        v = v.get("kind") or v.get("name")
+    if v is None or isinstance(v, dict | list) or v == "":
+        return None
+    s = str(v)
+    if s.startswith(("/", "./", "../", "~")) and len(s) > 24:
+        s = Path(s).name or s
+    return s
+
+
 def label(rec: RunRecord) -> str:
     """A short human label for a run: model, backend or scenario, and a short id."""
     w, c = rec.workload or {}, rec.config or {}
-    bits = [str(w.get("model_name") or w.get("name") or rec.kind)]
+    bits = [_short_name(w.get("model_name")) or _short_name(w.get("name")) or rec.kind]
     for k in ("backend", "engine", "scenario", "device"):
-        if c.get(k):
-            bits.append(str(c[k]))
+        s = _short_name(c.get(k))
+        if s:
+            bits.append(s)
             break
+    if rec.kind == "mlperf":
+        bits.append("LoadGen")
     return f"{' / '.join(bits)} ({rec.id[-8:]})"
 
 

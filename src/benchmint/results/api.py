@@ -54,6 +54,8 @@ def rows_as_json(columns: list[str], rows: list[tuple], indent: bool = True) -> 
 def headline(rec) -> str:
     """One short figure that says what a run measured."""
     m = rec.metrics or {}
+    if "throughput" not in m and isinstance(m.get("client"), dict):  # LoadGen runs: the client's figures
+        m = {**m["client"], "error": m.get("error")}
     tp = m.get("throughput") if isinstance(m.get("throughput"), dict) else {}
     parts = []
     if isinstance(m.get("error"), int | float):
