@@ -72,6 +72,7 @@ def run_test(
     max_concurrency: int = 0,
     timeout_s: float | None = None,
     trace: bool = False,
+    event_loop: str = "uvloop",
 ) -> TestOutcome:
     """Run one LoadGen test in a subprocess; raise :class:`UserError` with the log's tail if it fails."""
     out = Path(out_dir)
@@ -83,6 +84,7 @@ def run_test(
         "backend": backend,
         "max_concurrency": max_concurrency,
         "trace": trace,
+        "event_loop": event_loop,
     }
     spec_path = write_json(out / "spec.json", spec)
     env = dict(os.environ)

@@ -39,10 +39,20 @@ class Sample:
 
 
 class LoopThread:
-    """An asyncio event loop running in a daemon thread."""
+    """An asyncio event loop (uvloop when installed, unless ``kind="asyncio"``) running in a daemon thread."""
 
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
+    def __init__(self, kind: str = "uvloop") -> None:
+        self.kind = "asyncio"
+        if kind == "uvloop":
+            try:
+                import uvloop
+
+                self.loop = uvloop.new_event_loop()
+                self.kind = "uvloop"
+            except ImportError:
+                self.loop = asyncio.new_event_loop()
+        else:
+            self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="benchmint-sut-loop", daemon=True)
         self._thread.start()
 

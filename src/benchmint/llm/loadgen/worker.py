@@ -40,7 +40,7 @@ def run_spec(spec: dict) -> dict:
     rs = RunSettings.from_dict(spec["settings"])
     settings = build_test_settings(rs)
 
-    loop = LoopThread()
+    loop = LoopThread(spec.get("event_loop", "uvloop"))
     backend = make_backend(spec["backend"])
     loop.run(backend.start(), timeout=spec.get("start_timeout_s", 600))
     sut_impl = AsyncSUT(backend, samples, loop, max_concurrency=int(spec.get("max_concurrency") or 0))
@@ -77,6 +77,7 @@ def run_spec(spec: dict) -> dict:
         "test_start_ns": t0,
         "test_end_ns": t1,
         "test_wall_s": (t1 - t0) / 1e9,
+        "event_loop": loop.kind,
         "clock": anchor.describe(),
         "finished_at_s": time.time(),
     }
