@@ -208,3 +208,12 @@ def test_paths_numpy_and_int_keys_are_stored_as_json(tmp_path):
     (got,) = store.records()
     assert got.config == {"out": "/x/y", "tags": ["a", "b"]}
     assert got.metrics == {"n": 3, "hist": {"1": 2}}
+
+
+def test_core_columns_exist_and_accelerator_is_derived_from_gpus(tmp_path):
+    store = ResultsStore(tmp_path)
+    gpu = {"index": 0, "name": "NVIDIA L4", "memory_bytes": 24 * 10**9, "driver": "550"}
+    store.append(RunRecord(kind="replay", workload={"trace": "t.json"}, system={"cpu_model": "x", "gpus": [gpu]}))
+    cols, rows = store.query("select workload__architecture, workload__parameter_count, system__accelerator__name, "
+                             "system__accelerator__count from runs")
+    assert rows == [(None, None, "NVIDIA L4", 1)]

@@ -99,11 +99,18 @@ def load_run_json(path: str | os.PathLike) -> RunRecord:
 
 
 def _record_dict(record: RunRecord | dict[str, Any]) -> dict[str, Any]:
-    if isinstance(record, RunRecord):
-        return json_ready(_shallow_dict(record))
     if isinstance(record, dict):
-        return json_ready(_shallow_dict(record_from_dict(record, f"record {record.get('id', '?')}")))
-    raise TypeError(f"expected a RunRecord, got {type(record).__name__}")
+        record = record_from_dict(record, f"record {record.get('id', '?')}")
+    if not isinstance(record, RunRecord):
+        raise TypeError(f"expected a RunRecord, got {type(record).__name__}")
+    d = json_ready(_shallow_dict(record))
+    system = d.get("system")
+    if isinstance(system, dict) and isinstance(system.get("gpus"), list) and "accelerator" not in system:
+        # a host summary without the normalized block: derive it, so system__accelerator__* is always there
+        from benchmint.results.metadata import accelerator_summary
+
+        system["accelerator"] = accelerator_summary(system["gpus"])
+    return d
 
 
 @dataclass
@@ -304,10 +311,29 @@ def _part_row(d: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _column_type(values: list[Any]) -> pa.DataType:
+# columns of table `runs` that exist even when no stored run has the field (typed NULLs), so queries on
+# the documented core fields never fail for lack of a column
+CORE_COLUMNS: dict[str, pa.DataType] = {
+    "config__scenario": pa.string(),
+    "workload__model_name": pa.string(),
+    "workload__architecture": pa.string(),
+    "workload__parameter_count": pa.int64(),
+    "workload__dtype": pa.string(),
+    "workload__dataset": pa.string(),
+    "workload__dataset_hash": pa.string(),
+    "system__accelerator__name": pa.string(),
+    "system__accelerator__count": pa.int64(),
+    "system__cpu_model": pa.string(),
+    "system__memory_bytes": pa.int64(),
+    "provenance__git_revision": pa.string(),
+    "provenance__command_line": pa.string(),
+}
+
+
+def _column_type(values: list[Any], default: pa.DataType | None = None) -> pa.DataType:
     kinds = {type(v) for v in values if v is not None}
     if not kinds:
-        return pa.string()
+        return default or pa.string()
     if kinds == {bool}:
         return pa.bool_()
     if kinds == {int}:
@@ -331,6 +357,7 @@ def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
     for r in rows:
         seen.update(r)
     seen -= {*TOP_COLUMNS, "record_json"}
+    seen |= set(CORE_COLUMNS)
 
     def order(name: str) -> tuple[int, str]:
         block = name.split("__", 1)[0]
@@ -344,7 +371,7 @@ def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
             typ: pa.DataType = pa.float64()
             values = [None if v is None else float(v) for v in values]
         else:
-            typ = _column_type(values)
+            typ = _column_type(values, CORE_COLUMNS.get(name))
         if typ == pa.string():
             values = [_as_text(v) for v in values]
         elif typ == pa.float64():
