@@ -40,7 +40,8 @@ def inspect(
 
 
 def _print(s: dict) -> None:
-    t = Table(title=f"execution trace {s['path']}", show_header=False, title_justify="left")
+    console.print(f"[bold]execution trace[/] {s['path']}", soft_wrap=True, highlight=False)
+    t = Table(show_header=False)
     t.add_column("what", style="bold")
     t.add_column("value")
     t.add_row("schema", s["et_schema"])
@@ -79,7 +80,8 @@ def _print(s: dict) -> None:
 
     k = s.get("kineto")
     if k:
-        kt = Table(title=f"kineto {k['path']}", show_header=False, title_justify="left")
+        console.print(f"[bold]kineto[/] {k['path']}", soft_wrap=True, highlight=False)
+        kt = Table(show_header=False)
         kt.add_column("what", style="bold")
         kt.add_column("value")
         kt.add_row("matched", f"{k['matched_top_level_ops']} of {k['top_level_ops']} top-level ops "

@@ -149,6 +149,11 @@ def _int(x: Any) -> int | None:
     return x if type(x) is int else None
 
 
+def _key(x: Any) -> Any:
+    """A pid/tid/stream/correlation as a hashable scalar (Kineto writes ints or strings)."""
+    return x if x is None or type(x) in (int, str, float, bool) else repr(x)
+
+
 def load_kineto(path: str | os.PathLike | bytes, *, rank: int | None = None) -> KinetoTrace:
     """Read a Kineto trace (``.json``, ``.json.gz``, ``.tar.gz`` with one trace per rank: ``rank`` picks one,
     default the first). Raises TraceError when the file is not a readable Kineto trace."""
@@ -163,7 +168,7 @@ def load_kineto(path: str | os.PathLike | bytes, *, rank: int | None = None) -> 
     except msgspec.ValidationError as e:
         try:
             obj = msgspec.json.decode(data)
-        except (msgspec.DecodeError, RecursionError):
+        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
             obj = None
         if isinstance(obj, dict) and "nodes" in obj and "schema" in obj:
             raise TraceError(name, "this is an execution trace, not a Kineto trace; pass it as the trace") from None
@@ -175,6 +180,8 @@ def load_kineto(path: str | os.PathLike | bytes, *, rank: int | None = None) -> 
         if "truncated" in msg:
             raise TraceError(name, "truncated JSON (the file ends early)") from None
         raise TraceError(name, f"corrupt JSON ({msg})") from None
+    except UnicodeDecodeError as e:
+        raise TraceError(name, f"corrupt JSON (not UTF-8 text: {e.reason} at byte {e.start})") from None
     except RecursionError:
         raise TraceError(name, "corrupt JSON (nested too deeply)") from None
 
@@ -192,15 +199,15 @@ def load_kineto(path: str | os.PathLike | bytes, *, rank: int | None = None) -> 
         a = e.args
         if cat in _CPU_CATS:
             ename = e.name if isinstance(e.name, str) else str(e.name)
-            cpu.append(KinetoEvent(ename, cat, e.pid, e.tid, ts, dur, _int(a.rf_id) if a else None,
+            cpu.append(KinetoEvent(ename, cat, _key(e.pid), _key(e.tid), ts, dur, _int(a.rf_id) if a else None,
                                    _int(a.external_id) if a else None, 0))
         elif cat in _RUNTIME_CATS:
             if a is not None and a.correlation is not None:
-                runtime.append((e.pid, e.tid, ts, a.correlation, _int(a.external_id)))
+                runtime.append((_key(e.pid), _key(e.tid), ts, _key(a.correlation), _int(a.external_id)))
         elif cat in _DEVICE_CATS:
             ename = e.name if isinstance(e.name, str) else str(e.name)
-            device.append(DeviceEvent(ename, cat, a.stream if a else None, a.device if a else None, ts, dur,
-                                      a.correlation if a else None))
+            device.append(DeviceEvent(ename, cat, _key(a.stream) if a else None, _key(a.device) if a else None,
+                                      ts, dur, _key(a.correlation) if a else None))
     cpu.sort(key=lambda k: (k.ts_us, -k.dur_us))
     for i, k in enumerate(cpu):
         k.index = i

@@ -148,10 +148,12 @@ def read_bytes(path: str | os.PathLike, *, rank: int | None = None, member: str 
         raise TraceError(p, "is a directory; pass a trace file") from None
     except PermissionError:
         raise TraceError(p, "permission denied") from None
-    except (tarfile.TarError, EOFError) as e:
+    except tarfile.TarError as e:
         raise TraceError(p, f"truncated or corrupt archive ({e or type(e).__name__})") from None
+    except EOFError:
+        raise TraceError(p, "truncated compressed data (the file ends early)") from None
     except (gzip.BadGzipFile, zlib.error, OSError) as e:
-        raise TraceError(p, f"truncated or corrupt gzip data ({e})") from None
+        raise TraceError(p, f"corrupt compressed data ({e})") from None
 
 
 def _bad_json(name: str, data: bytes, e: Exception) -> TraceError:
@@ -160,7 +162,7 @@ def _bad_json(name: str, data: bytes, e: Exception) -> TraceError:
         # it is JSON: say what kind of document it is
         try:
             probe = _probe.decode(data)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
             return TraceError(name, "not an execution trace (the JSON is not an object with 'schema' and 'nodes')")
         if probe.traceEvents is not None and probe.nodes is None:
             return TraceError(name, "this is a Kineto (profiler) trace, not an execution trace; "
@@ -183,6 +185,8 @@ def load_bytes(data: bytes, name: str = "<bytes>") -> Trace:
             raw = _decoder.decode(data)
         except (msgspec.DecodeError, msgspec.ValidationError) as e:
             raise _bad_json(name, data, e) from None
+        except UnicodeDecodeError as e:
+            raise TraceError(name, f"corrupt JSON (not UTF-8 text: {e.reason} at byte {e.start})") from None
         except RecursionError:
             raise TraceError(name, "corrupt JSON (nested too deeply)") from None
         return _normalize(raw, name)
@@ -330,7 +334,13 @@ def load(path: str | os.PathLike | bytes, *, rank: int | None = None, member: st
     is not a readable execution trace; warns (:class:`TraceWarning`) for a newer schema version.
     """
     if isinstance(path, bytes | bytearray | memoryview):
-        return load_bytes(bytes(path))
+        data = bytes(path)
+        if data[:2] == b"\x1f\x8b":
+            try:
+                data = gzip.decompress(data)
+            except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as e:
+                raise TraceError("<bytes>", f"truncated or corrupt compressed data ({e})") from None
+        return load_bytes(data)
     data, name = read_bytes(path, rank=rank, member=member)
     return load_bytes(data, name)
 
@@ -340,7 +350,7 @@ def is_execution_trace(path: str | os.PathLike) -> bool:
     try:
         data, _ = read_bytes(path)
         probe = _probe.decode(data)
-    except (TraceError, msgspec.DecodeError, msgspec.ValidationError):
+    except (TraceError, msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
         return False
     return probe.schema is not None and probe.nodes is not None
 

@@ -948,6 +948,8 @@ class Trace:
         if ch is None:
             ch = {}
             for n in self.nodes:  # id order, so each child list is in execution order
+                if n.parent == n.id:  # a root that names itself as parent
+                    continue
                 lst = ch.get(n.parent)
                 if lst is None:
                     ch[n.parent] = [n]
@@ -1011,7 +1013,7 @@ class Trace:
     @property
     def thread_ids(self) -> list[int]:
         """Distinct ``tid`` values of the nodes."""
-        return sorted({n.tid for n in self.nodes if n.tid is not None})
+        return sorted({n.tid for n in self.nodes if n.tid is not None and not n.is_process_root})
 
     @property
     def iterations(self) -> list[Iteration]:
