@@ -38,6 +38,8 @@ def bench(
     dataset: str = typer.Option(
         "sample", "--dataset", help="sample (shipped), synthetic, a .jsonl/.json/.csv/.parquet file or a HF dataset."
     ),
+    split: str = typer.Option("train", "--split", help="Split of a Hugging Face dataset."),
+    dataset_config: str = typer.Option(None, "--dataset-config", help="Configuration (subset) of a HF dataset."),
     input_tokens: str = typer.Option(None, "--input-tokens", help="Synthetic prompt length: N, MEAN:STD or LO-HI."),
     output_tokens: str = typer.Option("64", "--output-tokens", help="max_tokens per request: N, MEAN:STD or LO-HI."),
     prompt_column: str = typer.Option(None, "--prompt-column", help="Dataset column holding the prompt."),
@@ -83,7 +85,7 @@ def bench(
     cfg = BenchConfig(
         backend=backend, url=url, model=model, api=api, stream=stream, scenario=scenario, rate=rate,
         burstiness=burstiness, concurrency=concurrency, num_requests=num_requests, duration_s=duration,
-        warmup=warmup, dataset=dataset, input_tokens=input_tokens, output_tokens=output_tokens,
+        warmup=warmup, dataset=dataset, split=split, dataset_config=dataset_config, input_tokens=input_tokens, output_tokens=output_tokens,
         prompt_column=prompt_column, input_column=input_column, reference_column=reference_column,
         system_prompt=system_prompt, chat_template=chat_template, tokenizer=tokenizer, seed=seed, slo=slo,
         anchor=anchor, timeout_s=timeout, api_key=api_key, ignore_eos=ignore_eos, include_usage=include_usage,

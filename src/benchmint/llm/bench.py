@@ -43,6 +43,8 @@ class BenchConfig:
     duration_s: float | None = None
     warmup: int = 0
     dataset: str = "sample"
+    split: str = "train"
+    dataset_config: str | None = None
     input_tokens: str | None = None
     output_tokens: str | None = "64"
     prompt_column: str | None = None
@@ -359,6 +361,7 @@ async def run_async(cfg: BenchConfig, stop: asyncio.Event | None = None) -> Benc
         cfg.dataset, api=api, tokenizer=tokenizer, input_tokens=cfg.input_tokens, output_tokens=cfg.output_tokens,
         prompt_column=cfg.prompt_column, input_column=cfg.input_column, reference_column=cfg.reference_column,
         system_prompt=cfg.system_prompt, chat_template=cfg.chat_template, seed=cfg.seed, ignore_eos=cfg.ignore_eos,
+        split=cfg.split, dataset_config=cfg.dataset_config,
         num_prompts=None if cfg.dataset != "synthetic" else max(64, min(cfg.num_requests or 256, 4096)),
     )
     measured, warm = make_requests(wl, sched, cfg.warmup)

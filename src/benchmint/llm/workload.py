@@ -94,7 +94,7 @@ def sample_rows() -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def _read_rows(dataset: str, split: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _read_rows(dataset: str, split: str, config: str | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     p = Path(dataset).expanduser()
     if p.exists():
         suffix = p.suffix.lower()
@@ -122,13 +122,13 @@ def _read_rows(dataset: str, split: str) -> tuple[list[dict[str, Any]], dict[str
     try:
         import datasets
 
-        ds = datasets.load_dataset(dataset, split=split)
+        ds = datasets.load_dataset(dataset, config, split=split)
     except Exception as e:  # hub errors come in many types
         raise UserError(
             f"dataset {dataset!r} is neither a local file nor a loadable Hugging Face dataset "
             f"({type(e).__name__}: {str(e).splitlines()[0][:160]}); give a .jsonl/.csv/.parquet path, 'sample' or 'synthetic'"
         ) from None
-    return [dict(r) for r in ds], {"dataset_hf": dataset, "split": split}
+    return [dict(r) for r in ds], {"dataset_hf": dataset, "dataset_config": config, "split": split}
 
 
 def _first_user_turn(v: Any) -> str | None:
@@ -168,6 +168,7 @@ def load_workload(
     system_prompt: str | None = None,
     chat_template: bool = True,
     split: str = "train",
+    dataset_config: str | None = None,
     seed: int = 0,
     ignore_eos: bool = True,
 ) -> Workload:
@@ -190,7 +191,7 @@ def load_workload(
             input_column = input_column or "input"
             reference_column = reference_column or "reference"
         else:
-            rows, source = _read_rows(dataset, split)
+            rows, source = _read_rows(dataset, split, dataset_config)
         if not rows:
             raise UserError(f"dataset {dataset!r} has no rows")
         cols = list(rows[0].keys())

@@ -25,6 +25,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from benchmint.core.clock import now_ns
 from benchmint.llm.types import FirstTokenHook, GenRequest, RequestRecord
@@ -56,7 +57,7 @@ class HttpBackend:
             raise ValueError(f"api must be 'completions' or 'chat', not {api!r}")
         self.base = normalize_base_url(url)
         self.api = api
-        self.endpoint = self.base + ("/chat/completions" if api == "chat" else "/completions")
+        self.endpoint = URL(self.base + ("/chat/completions" if api == "chat" else "/completions"))
         self.model = model
         self.stream = stream
         self.timeout_s = timeout_s
@@ -82,7 +83,11 @@ class HttpBackend:
                 total=self.timeout_s, sock_connect=self.connect_timeout_s, connect=self.connect_timeout_s
             )
             s = aiohttp.ClientSession(
-                connector=conn, timeout=timeout, headers=self.headers, auto_decompress=False
+                connector=conn,
+                timeout=timeout,
+                headers=self.headers,
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),  # no per-request cookie work
             )
             self._sessions[id(loop)] = s
         return s
