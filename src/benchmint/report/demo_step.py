@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Any
 
 from benchmint.results.record import RunRecord
-from benchmint.results.store import ResultsStore, StoreWarning
+from benchmint.results.store import ResultsStore, StoreWarning, load_run_json, record_from_dict
 
 
 def store_and_report(ctx: Any) -> None:
     """Append the demo's RunRecords (``ctx.records``) that are not stored yet to the results store at
     ``ctx.results_dir``, write ``<ctx.out>/report.html`` of them, and print where both are."""
-    records = [r for r in ctx.records if isinstance(r, RunRecord)]
+    records: list[RunRecord] = []
+    for r in ctx.records:
+        if isinstance(r, RunRecord):
+            records.append(r)
+        elif isinstance(r, dict):
+            records.append(record_from_dict(r, "a demo step's record"))
+        elif isinstance(r, str | Path) and Path(r).is_file():  # a run.json path
+            records.append(load_run_json(r))
     store = ResultsStore(ctx.results_dir)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", StoreWarning)
