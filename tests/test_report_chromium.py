@@ -40,7 +40,7 @@ def chromium() -> str:
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     try:
         proc = subprocess.run("apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium",
-                              shell=True, capture_output=True, text=True, timeout=1200, env=env)
+                              shell=True, capture_output=True, text=True, timeout=540, env=env)  # < pytest timeout
     except subprocess.TimeoutExpired:
         pytest.skip("headless browser check skipped: installing chromium with apt-get timed out")
     exe = _find()
