@@ -19,18 +19,14 @@ from benchmint.core.jsonio import write_json
 _SCENARIO_HELP = "MLPerf scenario: offline, server or single-stream."
 
 
-def _tokenizer_for(backend: str, model: str | None) -> Any:
-    """The model's tokenizer when it is local (tiny or a folder), for chat templates and token counts."""
-    if backend not in ("transformers", "hf") and not (model and Path(model).is_dir()) and model != "tiny":
+def _tokenizer_for(backend: str, model: str | None, tokenizer: str | None = None) -> Any:
+    """The tokenizer for chat templates and prompt lengths (``tiny`` and local folders work offline)."""
+    if backend == "sim":
         return None
-    try:
-        from transformers import AutoTokenizer
+    from benchmint.llm.bench import load_tokenizer
 
-        from benchmint.models.tiny_llm import resolve_model_path
-
-        return AutoTokenizer.from_pretrained(resolve_model_path(model or "tiny"))
-    except Exception:
-        return None
+    name = tokenizer or model or ("tiny" if backend in ("transformers", "hf") else None)
+    return load_tokenizer(name) if name else None
 
 
 def parse_sim(spec: str | None) -> dict[str, Any]:
@@ -54,7 +50,8 @@ def parse_sim(spec: str | None) -> dict[str, Any]:
 
 
 def build_backend_spec(backend: str, url: str | None, model: str | None, api: str, device: str,
-                       max_batch_size: int, sim: str | None = None) -> dict[str, Any]:
+                       max_batch_size: int, sim: str | None = None, api_key: str | None = None,
+                       tokenizer: str | None = None, include_usage: bool = True) -> dict[str, Any]:
     if backend == "sim":
         return {"kind": "sim", "options": parse_sim(sim)}
     if backend in ("transformers", "hf"):
@@ -63,17 +60,22 @@ def build_backend_spec(backend: str, url: str | None, model: str | None, api: st
     if backend in ("http", "openai", "openai-http"):
         if not url:
             raise UserError("--backend http needs --url http://HOST:PORT/v1 of an OpenAI-compatible server")
-        return {"kind": "http", "options": {"url": url, "model": model, "api": api}}
+        opts: dict[str, Any] = {"url": url, "model": model, "api": api, "include_usage": include_usage}
+        if api_key:
+            opts["api_key"] = api_key
+        if tokenizer or model:  # counts output tokens when the server reports no usage
+            opts["tokenizer"] = tokenizer or model
+        return {"kind": "openai-http", "options": opts}
     raise UserError(f"--backend {backend!r}: use http, transformers or sim")
 
 
 def build_samples(dataset: str, api: str, tokenizer: Any, num_samples: int | None, input_tokens: str | None,
-                  output_tokens: str | None, seed: int) -> tuple[list, dict[str, Any]]:
+                  output_tokens: str | None, seed: int, **workload_opts: Any) -> tuple[list, dict[str, Any]]:
     from benchmint.llm.loadgen.sut import Sample
     from benchmint.llm.workload import load_workload
 
     wl = load_workload(dataset, api=api, tokenizer=tokenizer, num_prompts=num_samples, input_tokens=input_tokens,
-                       output_tokens=output_tokens, seed=seed)
+                       output_tokens=output_tokens, seed=seed, **workload_opts)
     samples = [Sample(prompt=r.prompt, max_tokens=r.max_tokens, input_tokens=r.input_tokens, reference=r.reference,
                       ignore_eos=r.ignore_eos, extra=dict(r.extra)) for r in wl.requests]
     return samples, wl.describe()
@@ -194,6 +196,19 @@ def mlperf(
     input_tokens: str = typer.Option(None, "--input-tokens", help="Synthetic prompt length: 128, 128:32 or 64-256."),
     output_tokens: str = typer.Option("64", "--output-tokens", help="Tokens to generate: 128, 128:32 or 64-256."),
     seed: int = typer.Option(0, "--seed", help="Seed for synthetic prompts and lengths."),
+    prompt_column: str = typer.Option(None, "--prompt-column", help="Dataset column holding the prompt."),
+    input_column: str = typer.Option(None, "--input-column", help="Optional column appended to the prompt."),
+    reference_column: str = typer.Option(None, "--reference-column",
+                                         help="Column holding the reference answer (accuracy)."),
+    system_prompt: str = typer.Option(None, "--system-prompt", help="System message added to every prompt."),
+    chat_template: bool = typer.Option(True, "--chat-template/--raw-prompt",
+                                       help="Apply the tokenizer's chat template to completions prompts."),
+    tokenizer: str = typer.Option(None, "--tokenizer", help="Tokenizer for prompt lengths and output counts "
+                                  "when the server gives no usage (default: --model when loadable)."),
+    api_key: str = typer.Option(None, "--api-key", envvar="OPENAI_API_KEY", help="Bearer token for the server."),
+    ignore_eos: bool = typer.Option(True, "--ignore-eos/--allow-eos",
+                                    help="Ask for exactly max_tokens (off for servers that reject ignore_eos)."),
+    include_usage: bool = typer.Option(True, "--usage/--no-usage", help="Ask for usage in the stream."),
     device: str = typer.Option("cpu", "--device", help="Device of the in-process engine."),
     max_batch_size: int = typer.Option(16, "--max-batch-size", help="Batch size of the in-process engine."),
     max_concurrency: int = typer.Option(0, "--max-concurrency", help="Cap on queries in flight (0: none)."),
@@ -217,9 +232,14 @@ def mlperf(
     if mode not in ("performance", "accuracy", "submission"):
         raise UserError(f"--mode {mode!r}: use performance, accuracy or submission")
     ttft, tpot = _limits(slo)
-    spec = build_backend_spec(backend, url, model, api, device, max_batch_size, sim)
-    tok = _tokenizer_for(backend, model)
-    samples, workload = build_samples(dataset, api, tok, num_samples, input_tokens, output_tokens, seed)
+    spec = build_backend_spec(backend, url, model, api, device, max_batch_size, sim, api_key, tokenizer,
+                              include_usage)
+    tok = _tokenizer_for(backend, model, tokenizer)
+    samples, workload = build_samples(
+        dataset, api, tok, num_samples, input_tokens, output_tokens, seed, prompt_column=prompt_column,
+        input_column=input_column, reference_column=reference_column, system_prompt=system_prompt,
+        chat_template=chat_template, ignore_eos=ignore_eos,
+    )
     key = MODEL_KEYS.get(model_key)
     perf_count = len(samples) if (key is None or len(samples) < key.performance_sample_count) else None
     rs = RunSettings(

@@ -30,4 +30,8 @@ def make_backend(spec: dict[str, Any]) -> Backend:
         return SimulatedBackend(**options)
     from benchmint.llm.backends import create_backend  # the LLM layer's registry
 
+    if isinstance(options.get("tokenizer"), str):  # a name crosses the process boundary, not an object
+        from benchmint.llm.bench import load_tokenizer
+
+        options["tokenizer"] = load_tokenizer(options["tokenizer"])
     return create_backend(kind, **options)
