@@ -160,3 +160,58 @@ def test_ctrl_c_writes_the_partial_result(tmp_path):
     assert r["requests"]["interrupted"] is True and 5 <= r["requests"]["completed"] < 1000
     assert "partial" in stdout or "partial" in stderr
     assert RunRecord.read(Path(out) / "run.json").status == "partial"
+
+
+def test_duration_bound_closed_loop(cli, server, tmp_path):
+    code, out, err = cli(
+        "llm", "bench", "--url", server.url, "--scenario", "concurrency", "--concurrency", "2", "--duration", "0.5",
+        "--output-tokens", "2", "--out", str(tmp_path / "d"), "--results", str(tmp_path / "s"), "-q",
+    )
+    assert code == 0, err
+    r = json.loads((tmp_path / "d" / "result.json").read_text())
+    assert r["requests"]["completed"] >= 2 and r["schedule"]["duration_limit_s"] == 0.5
+    assert 0.4 < r["duration_s"] < 5
+
+
+def test_progress_line_shows_done_in_flight_errors_rate():
+    from benchmint.llm.bench import Counters, _Progress
+
+    c = Counters(planned=10)
+    c.done, c.in_flight, c.failed = 4, 2, 1
+    text = str(_Progress(c, enabled=False)._render())
+    assert "done 4/10" in text and "in flight 2" in text and "errors 1" in text and "rate" in text
+
+
+@pytest.mark.slow
+def test_serve_command_runs_the_built_in_server(tmp_path):
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    p = subprocess.Popen([sys.executable, "-m", "benchmint.cli.main", "llm", "serve", "--model", "tiny", "--port", str(port)],
+                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                assert p.poll() is None and time.monotonic() < deadline, "server did not come up"
+                time.sleep(0.2)
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/completions",
+            data=json.dumps({"model": "tiny", "prompt": "hi", "max_tokens": 3, "ignore_eos": True}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=30) as r:
+            assert json.loads(r.read())["usage"]["completion_tokens"] == 3
+    finally:
+        p.send_signal(signal.SIGINT)
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
