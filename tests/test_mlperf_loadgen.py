@@ -165,3 +165,38 @@ def test_cli_plan_and_bad_flags(cli):
     assert code == 2 and "--scenario" in err
     code, _, err = cli("llm", "mlperf", "--backend", "sim", "--mode", "fast")
     assert code == 2 and "--mode" in err
+
+
+def test_single_stream_one_query_at_a_time(tmp_path):
+    rs = RunSettings(scenario="single-stream", model_key="llama3_1-8b-edge", min_duration_s=0.3, min_query_count=64,
+                     performance_sample_count=8, single_stream_expected_latency_s=0.02)
+    cfg = MlperfConfig(settings=rs, backend=_sim(ttft_s=0.003, tpot_s=0.001), samples=_samples(8, 4),
+                       out_dir=tmp_path, measure_energy=False)
+    res, _ = run_mlperf(cfg)
+    lg = res["loadgen"]
+    assert lg["scenario"] == "SingleStream" and lg["query_count"] >= 64
+    assert lg["validity"] == "VALID", lg["invalid_reasons"]
+    recs = sorted((r.sent_ns, r.end_ns) for r in _records(tmp_path))
+    assert all(a_end <= b_sent for (_, a_end), (b_sent, _) in zip(recs, recs[1:], strict=False))  # never overlapping
+
+
+def _records(tmp_path):
+    from benchmint.llm.loadgen.runner import read_records
+
+    return read_records(tmp_path / "performance" / "records.jsonl")[0]
+
+
+@pytest.mark.slow
+def test_demo_step_prints_the_validity_line(tmp_path):
+    from rich.console import Console
+
+    from benchmint.demo import STEPS, DemoContext
+    from benchmint.llm.loadgen.demo_step import mlperf_demo_step
+
+    assert any(fn.__name__ == "_mlperf" for _, fn in STEPS)
+    console = Console(record=True, width=200)
+    ctx = DemoContext(out=tmp_path, console=console, results_dir=tmp_path / "store", quick=True)
+    mlperf_demo_step(ctx)
+    text = console.export_text()
+    assert "LoadGen result: INVALID - Early stopping" in text and "plan: can NOT be VALID" in text
+    assert ctx.records[0].kind == "mlperf" and (tmp_path / "mlperf" / "performance" / "mlperf_log_detail.txt").is_file()

@@ -108,7 +108,9 @@ def _fmt(v: Any, unit: str = "") -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def print_result(result: dict[str, Any]) -> None:
+def print_result(result: dict[str, Any], out: Any = None) -> None:
+    """LoadGen vs client table, validity line, accuracy, cost and energy lines (on ``out``, a rich Console)."""
+    console_ = out or console
     lg = result.get("loadgen")
     if lg:
         t = Table(title=f"LoadGen {lg.get('scenario')} ({result['config']['settings']['model_key']})")
@@ -123,11 +125,11 @@ def print_result(result: dict[str, Any]) -> None:
             for p in ("p50", "p90", "p99"):
                 t.add_row(f"{name[:4].upper()} {p}", _fmt((lg.get(name) or {}).get(p), "s"),
                           _fmt((cl.get(name) or {}).get(p), "s"))
-        console.print(t)
+        console_.print(t)
         from benchmint.llm.loadgen.api import validity_line
 
         style = "green" if lg.get("validity") == "VALID" else "yellow"
-        console.print(f"[bold {style}]{validity_line(lg)}[/]", soft_wrap=True)
+        console_.print(f"[bold {style}]{validity_line(lg)}[/]", soft_wrap=True)
     acc = result.get("accuracy")
     if acc:
         r = acc["rouge"]
@@ -137,17 +139,17 @@ def print_result(result: dict[str, Any]) -> None:
             line += f"; exact match {acc['exact_match']['exact_match']:.1f}% ({acc['exact_match']['samples']} short)"
         if acc.get("tokens_per_sample") is not None:
             line += f"; {acc['tokens_per_sample']:.1f} tokens/sample"
-        console.print(line)
+        console_.print(line)
         for level, v in ((acc.get("targets") or {}).get("levels") or {}).items():
             failed = [c["metric"] for c in v["checks"] if not c["passed"]]
-            console.print(f"  MLPerf target {level}: " + ("met" if v["passed"] else "NOT met (" + ", ".join(failed) + ")"))
+            console_.print(f"  MLPerf target {level}: " + ("met" if v["passed"] else "NOT met (" + ", ".join(failed) + ")"))
     cost = result.get("cost")
     if cost and cost.get("usd_per_million_output_tokens") is not None:
-        console.print(f"cost: ${cost['usd_per_million_output_tokens']:.4g} per million output tokens at "
+        console_.print(f"cost: ${cost['usd_per_million_output_tokens']:.4g} per million output tokens at "
                       f"${cost['price']['usd_per_hour']:g}/h")
     en = result.get("energy") or {}
     if en.get("gpu_joules_per_output_token") is not None:
-        console.print(f"energy: {en['gpu_joules_per_output_token']:.4g} J per output token (GPU, NVML)")
+        console_.print(f"energy: {en['gpu_joules_per_output_token']:.4g} J per output token (GPU, NVML)")
 
 
 def _show_trial(t: Any) -> None:

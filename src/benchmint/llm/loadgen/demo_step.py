@@ -50,7 +50,7 @@ def mlperf_demo_step(ctx: Any) -> None:
             result, record = run_mlperf(cfg)
     finally:
         engine.close()
-    print_result(result)
+    print_result(result, ctx.console)
     ctx.records.append(record)
     ctx.artifacts["mlperf result"] = ctx.out / "mlperf" / "result.json"
     ctx.artifacts["mlperf LoadGen logs"] = ctx.out / "mlperf" / "performance"
