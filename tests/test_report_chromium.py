@@ -82,11 +82,15 @@ def console_errors(log: str) -> list[str]:
 
 @pytest.mark.slow
 def test_report_draws_every_plot_without_errors(chromium, tmp_path):
-    report = build_report(sample_records(tmp_path), tmp_path / "report.html")
+    from benchmint.results.importers import read_open_mlperf
+
+    imported = read_open_mlperf(Path(__file__).parent / "data" / "openmlperf" / "data.parquet")[:60]
+    report = build_report(sample_records(tmp_path) + imported, tmp_path / "report.html")
     dom, log = render_in_chromium(chromium, report, tmp_path)
     check = selfcheck(dom)
-    assert check["data-plots-expected"] == 5
-    assert check["data-plots"] == check["data-drawn"] == 5, check["text"]
+    # 2 replay fidelity, latency CDFs, percentiles, throughput vs load, official results
+    assert check["data-plots-expected"] == 6
+    assert check["data-plots"] == check["data-drawn"] == 6, check["text"]
     assert check["data-errors"] == 0, check["text"]
     assert console_errors(log) == []
     # plotly's SVG is in the DOM: bars of the fidelity plots and lines of the CDFs

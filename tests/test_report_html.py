@@ -105,3 +105,14 @@ def test_demo_step_with_no_runs(tmp_path):
                       results_dir=tmp_path / "res")
     store_and_report(ctx)
     assert (tmp_path / "report.html").exists()
+
+
+def test_official_results_section_when_imported_runs_are_included(tmp_path):
+    from benchmint.results.importers import read_open_mlperf
+
+    imported = read_open_mlperf(Path(__file__).parent / "data" / "openmlperf" / "data.parquet")
+    html = render(sample_records(tmp_path) + imported)
+    assert "Official MLPerf results" in html and "data-plots-expected='6'" in html
+    assert f"{len(imported)} imported result(s)" in html
+    assert "NVIDIA H200-SXM-141GB" in html
+    assert "Official MLPerf results" not in render(sample_records(tmp_path))

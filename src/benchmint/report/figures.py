@@ -169,3 +169,36 @@ def throughput_figure(records: list[RunRecord]) -> go.Figure | None:
                       legend={"orientation": "h", "y": -0.25}, margin={"t": 70})
     fig.update_xaxes(title_text=" or ".join(sorted(x_titles)))
     return fig
+
+
+def official_figure(records: list[RunRecord], max_models: int = 4, max_systems: int = 12) -> go.Figure | None:
+    """Imported official MLPerf results: the best output tokens/s (or samples/s) per accelerator for each
+    accelerator, for the models with the most results, one panel per model and scenario."""
+    groups: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+    unit: dict[tuple[str, str], str] = {}
+    for rec in records:
+        if rec.kind != "imported":
+            continue
+        tp = throughput(rec)
+        for metric, what in (("output_tokens_per_s_per_accelerator", "output tokens/s per accelerator"),
+                             ("samples_per_s_per_accelerator", "samples/s per accelerator")):
+            if metric in tp:
+                key = (str((rec.workload or {}).get("model_name")), str((rec.config or {}).get("scenario")))
+                acc = str(((rec.system or {}).get("accelerator") or {}).get("name") or "unknown")
+                groups[key][acc] = max(groups[key].get(acc, 0.0), tp[metric])
+                unit[key] = what
+                break
+    if not groups:
+        return None
+    keys = sorted(groups, key=lambda k: (-len(groups[k]), k))[:max_models]
+    fig = make_subplots(rows=len(keys), cols=1, subplot_titles=[f"{m} ({s}): {unit[(m, s)]}" for m, s in keys],
+                        vertical_spacing=0.35 / len(keys))
+    for row, key in enumerate(keys, start=1):
+        best = sorted(groups[key].items(), key=lambda kv: -kv[1])[:max_systems][::-1]
+        fig.add_bar(y=[a for a, _ in best], x=[v for _, v in best], orientation="h", showlegend=False,
+                    marker_color=PALETTE[row - 1], row=row, col=1,
+                    hovertemplate="%{y}<br>%{x:.4g}<extra></extra>")
+    fig.update_layout(template=TEMPLATE, title="Official MLPerf results: best per accelerator",
+                      height=max(360, 300 * len(keys)), margin={"l": 10, "r": 20, "t": 80, "b": 40})
+    fig.update_yaxes(automargin=True)
+    return fig

@@ -270,6 +270,15 @@ def render(records: list[RunRecord], title: str = "benchmint report",
         page.add("<p class='note'>No runs with both a throughput and an offered load (rate or concurrency) "
                  "in their configuration.</p>")
 
+    imported = [r for r in records if r.kind == "imported"]
+    if imported:
+        page.add("<h2 id='official'>Official MLPerf results</h2>")
+        page.add(f"<p class='note'>{len(imported)} imported result(s) (kind <code>imported</code>); units "
+                 "normalized as described in docs/results.md.</p>")
+        ofig = figures.official_figure(imported)
+        if ofig is not None:
+            page.plot(ofig)
+
     body = "\n".join(page.parts)
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
