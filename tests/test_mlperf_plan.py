@@ -92,3 +92,13 @@ def test_plan_offline_and_contradictions():
     p = plan(RunSettings(scenario="single-stream", min_query_count=10, max_query_count=20), n_samples=50)
     assert not p.can_be_valid  # early stopping at p90 needs more than 20 queries
     assert p.early_stopping_min_queries == 64  # LoadGen: "Processed at least 64 queries" for its p90 estimate
+
+
+def test_plan_reads_the_user_conf_like_loadgen(tmp_path):
+    conf = tmp_path / "user.conf"
+    conf.write_text("llama2-70b.Server.target_qps = 10\nllama2-70b.Server.min_duration = 60000\n")
+    p = plan(RunSettings(scenario="server", user_conf=str(conf)), n_samples=100)
+    assert p.can_be_valid and p.expected_queries == 600  # 10 QPS x 60 s, both from the user.conf
+    conf.write_text("llama2-70b.Server.target_qps = 10\nllama2-70b.Server.min_duration = 5000\n")
+    p = plan(RunSettings(scenario="server", user_conf=str(conf)), n_samples=100)
+    assert not p.can_be_valid and p.expected_queries == 100

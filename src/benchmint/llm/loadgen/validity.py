@@ -209,23 +209,53 @@ class Plan:
         }
 
 
+def effective_settings(rs: RunSettings) -> dict[str, Any] | None:
+    """The settings LoadGen will use (model key, then user.conf, then flags), read from ``lg.TestSettings``.
+
+    Building a TestSettings only parses configuration; it starts no test and touches none of LoadGen's
+    global state, so the parent process may do it. None when LoadGen is not installed.
+    """
+    try:
+        from benchmint.llm.loadgen.settings import build_test_settings
+
+        s = build_test_settings(rs)
+    except ImportError:
+        return None
+    pct = s.single_stream_target_latency_percentile if rs.scenario == "single-stream" else (
+        s.server_target_latency_percentile)
+    return {
+        "min_duration_ms": s.min_duration_ms, "max_duration_ms": s.max_duration_ms,
+        "min_query_count": s.min_query_count, "max_query_count": s.max_query_count,
+        "target_qps": s.server_target_qps if rs.scenario == "server" else s.offline_expected_qps,
+        "percentile": pct, "ttft_s": s.ttft_latency / 1e9 if s.ttft_latency else None,
+        "tpot_s": s.tpot_latency / 1e9 if s.tpot_latency else None,
+        "performance_sample_count": s.performance_sample_count_override or None,
+        "sample_concatenate_permutation": s.sample_concatenate_permutation,
+        "single_stream_expected_latency_s": s.single_stream_expected_latency_ns / 1e9,
+    }
+
+
 def plan(rs: RunSettings, n_samples: int, effective: dict[str, Any] | None = None) -> Plan:
     """Predict, before a run, whether these settings can yield a VALID LoadGen result.
 
-    ``effective`` are the settings LoadGen would use (from the model key / user.conf), in LoadGen's units
-    (``min_duration_ms``, ``min_query_count``, ``target_qps``...); :func:`resolve_effective` computes them in
-    a subprocess. Without them the flags and the model key's figures are used.
+    ``effective`` are the settings LoadGen would use (:func:`effective_settings`: model key, user.conf and
+    flags, as LoadGen reads them); when not given they are computed, and without LoadGen the flags and the
+    model key's figures are used.
     """
-    eff = dict(effective or {})
+    eff = dict(effective if effective is not None else (effective_settings(rs) or {}))
     key = MODEL_KEYS.get(rs.model_key)
-    min_d_s = rs.min_duration_s if rs.min_duration_s is not None else (
-        eff["min_duration_ms"] / 1000 if "min_duration_ms" in eff else (key.min_duration_s if key else 600.0))
-    min_q = rs.min_query_count if rs.min_query_count is not None else eff.get("min_query_count", 100)
-    max_d_s = rs.max_duration_s if rs.max_duration_s is not None else (
-        eff["max_duration_ms"] / 1000 if eff.get("max_duration_ms") else None)
-    max_q = rs.max_query_count if rs.max_query_count is not None else (eff.get("max_query_count") or None)
-    qps = rs.target_qps if rs.target_qps is not None else eff.get("target_qps")
-    pct = rs.percentile()
+    min_d_s = eff["min_duration_ms"] / 1000 if "min_duration_ms" in eff else (
+        rs.min_duration_s if rs.min_duration_s is not None else (key.min_duration_s if key else 600.0))
+    min_q = eff.get("min_query_count", rs.min_query_count if rs.min_query_count is not None else 100)
+    max_d_s = (eff["max_duration_ms"] / 1000 if eff.get("max_duration_ms") else None) if eff else rs.max_duration_s
+    max_q = (eff.get("max_query_count") or None) if eff else rs.max_query_count
+    qps = eff.get("target_qps", rs.target_qps)
+    pct = float(eff.get("percentile") or rs.percentile())
+    if eff.get("ttft_s") is not None or eff.get("tpot_s") is not None:
+        limits = (eff.get("ttft_s"), eff.get("tpot_s"))
+    else:
+        limits = rs.limits()
+    ss_latency = eff.get("single_stream_expected_latency_s") or rs.single_stream_expected_latency_s
     notes: list[str] = []
     ok = True
     expected: int | None = None
@@ -240,7 +270,10 @@ def plan(rs: RunSettings, n_samples: int, effective: dict[str, Any] | None = Non
         if max_d_s:
             expected = min(expected, math.floor(qps * max_d_s)) if max_d_s * qps < expected else expected
         perf = rs.performance_sample_count or (min(key.performance_sample_count, n_samples) if key else n_samples)
-        if key is not None and rs.sample_concatenate_permutation is not False and perf:
+        perf = min(perf, n_samples) if n_samples else perf
+        concat = eff.get("sample_concatenate_permutation", key is not None and rs.sample_concatenate_permutation
+                         is not False)
+        if concat and perf:
             # LLM keys use sample_concatenate_permutation: LoadGen rounds up to whole passes over the samples
             expected = math.ceil(expected / perf) * perf
         if max_q:
@@ -258,7 +291,7 @@ def plan(rs: RunSettings, n_samples: int, effective: dict[str, Any] | None = Non
         else:
             notes.append(f"Enough queries for early stopping ({es_min} needed at {_pct_name(pct)} with none over "
                          "the limit; a few over the limit raise this).")
-        ttft, tpot = rs.limits()
+        ttft, tpot = limits
         if ttft or tpot:
             notes.append(f"Valid only if TTFT {_pct_name(pct)} <= {_fmt_s(ttft)} and TPOT {_pct_name(pct)} <= "
                          f"{_fmt_s(tpot)} at {qps:g} QPS: that depends on the system, which the plan cannot know.")
@@ -275,7 +308,7 @@ def plan(rs: RunSettings, n_samples: int, effective: dict[str, Any] | None = Non
     else:  # single-stream
         # LoadGen's latency estimate discards at least one query: "Processed at least 64 queries" at p90
         es_min = early_stopping_min_queries(pct, overlatency=1)
-        exp_lat = rs.single_stream_expected_latency_s
+        exp_lat = ss_latency
         if exp_lat:
             expected = max(int(min_q or 0), math.ceil(min_d_s / exp_lat))
         else:
@@ -293,7 +326,7 @@ def plan(rs: RunSettings, n_samples: int, effective: dict[str, Any] | None = Non
     if max_q and min_q and int(max_q) < int(min_q):
         ok = False
         notes.append(f"Cannot be VALID: --max-query-count {max_q} is under --min-query-count {min_q}.")
-    grade = key is not None and min_d_s >= key.min_duration_s and rs.user_conf is None and (
+    grade = key is not None and min_d_s >= key.min_duration_s and (
         rs.min_query_count is None and rs.performance_sample_count in (None, key.performance_sample_count)
         and n_samples >= key.performance_sample_count
     )
