@@ -120,3 +120,43 @@ def test_kineto_errors(tmp_path):
         load_kineto(tmp_path / "missing.json")
     with pytest.raises(TraceError, match="rank 42"):
         load_kineto(PARAM / "dlrm_kineto.tar.gz", rank=42)
+
+
+def test_modern_cuda_layout_kernels_by_correlation_and_external_id(tmp_path):
+    """torch >= 2.x on CUDA: runtime calls carry the op's External id and their own correlation; kernels carry
+    the correlation. A launch inside the op's time span and one found only by External id are both kept."""
+    tr = load(PARAM / "pt2_et.json.tar.gz")
+    mm1, mm2 = tr.top_level_ops()
+    ev = [
+        {"ph": "X", "cat": "user_annotation", "name": "ProfilerStep#5", "pid": 7, "tid": 7, "ts": 0, "dur": 100,
+         "args": {"Record function id": tr.iterations[0].node.rf_id, "External id": 1}},
+        {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "pid": 7, "tid": 7, "ts": 10, "dur": 20,
+         "args": {"Record function id": mm1.rf_id, "External id": 11}},
+        {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "pid": 7, "tid": 7, "ts": 50, "dur": 20,
+         "args": {"Record function id": mm2.rf_id, "External id": 12}},
+        # launched inside mm1
+        {"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "pid": 7, "tid": 7, "ts": 12, "dur": 3,
+         "args": {"External id": 11, "correlation": 901}},
+        # recorded on another thread (no containment): found by External id
+        {"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "pid": 7, "tid": 99, "ts": 55, "dur": 3,
+         "args": {"External id": 12, "correlation": 902}},
+        {"ph": "X", "cat": "kernel", "name": "sm90_gemm_a", "pid": 0, "tid": 7, "ts": 20, "dur": 5,
+         "args": {"External id": 11, "correlation": 901, "stream": 7, "device": 0}},
+        {"ph": "X", "cat": "kernel", "name": "sm90_gemm_b", "pid": 0, "tid": 7, "ts": 60, "dur": 4,
+         "args": {"External id": 12, "correlation": 902, "stream": 7, "device": 0}},
+        {"ph": "X", "cat": "kernel", "name": "orphan", "pid": 0, "tid": 7, "ts": 90, "dur": 1,
+         "args": {"correlation": 999, "stream": 7, "device": 0}},
+    ]
+    p = tmp_path / "k.json"
+    p.write_text(json.dumps({"traceEvents": ev}))
+    j = join_kineto(tr, p)
+    assert j.method == "rf_id"
+    assert [k.name for k in j.kernels_of(mm1)] == ["sm90_gemm_a"]
+    assert [k.name for k in j.kernels_of(mm2)] == ["sm90_gemm_b"]
+    assert j.kernels_of(mm1)[0].stream == 7
+    assert j.unattributed_device_events == 1
+    assert j.gap_before_s(mm2) == pytest.approx(20e-6)
+    # each iteration's subtree holds its op's kernel
+    it5, it6 = tr.iterations
+    assert [k.name for k in j.kernels_of(it5.node)] == ["sm90_gemm_a"]
+    assert [k.name for k in j.kernels_of(it6.node)] == ["sm90_gemm_b"]

@@ -275,3 +275,15 @@ def test_span_of_expanded_views():
     t = TensorRef(1, 1, 0, 12, 4, "cpu", (3, 4), (0, 1), "float32")
     assert t.span == 4 and t.nbytes == 48
     assert TensorRef(1, 1, 0, 12, 4, "cpu", (3, 4), None, "float32").span == 12
+
+
+def test_schema_102_loads_like_103():
+    with gzip.open(PARAM / "1.0.3-chakra.0.0.4" / "resnet_1gpu_et.json.gz") as f:
+        doc = json.load(f)
+    doc["schema"] = "1.0.2"
+    doc["nodes"] = doc["nodes"][:300]
+    tr = load_bytes(json.dumps(doc).encode())
+    assert tr.version == (1, 0, 2) and tr.chakra_version is None
+    assert tr.warnings == [] or all("parent" in w for w in tr.warnings)
+    tr.validate()
+    assert tr.top_level_ops()
