@@ -101,3 +101,26 @@ def test_torch_trace_gzip_round_trip(recorded, tmp_path):
     gz.write_bytes(gzip.compress(et_path.read_bytes()))
     a, b = load(et_path), load(gz)
     assert [(n.id, n.name, n.op_schema) for n in a.nodes] == [(n.id, n.name, n.op_schema) for n in b.nodes]
+
+
+def test_capture_of_a_real_step_round_trips_through_load(tmp_path):
+    """benchmint's own capture (benchmint.trace.capture) of a small model step: ET + Kineto load and join."""
+    from benchmint.trace import capture
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.Linear(32, 4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.randn(8, 16)
+    with capture.Capture(tmp_path, warmup=1, measure=5, record=2) as cap:
+        for _ in range(10):
+            model(x).sum().backward()
+            opt.step()
+            opt.zero_grad()
+            cap.step()
+    tr = load(tmp_path / capture.ET_NAME)
+    assert len(tr.iterations) == 2 and tr.warnings == []
+    tr.validate()
+    assert any(n.name == "aten::linear" for n in tr.top_level_ops())
+    j = join_kineto(tr, tmp_path / capture.KINETO_NAME)
+    assert j.method == "rf_id" and j.matched_fraction > 0.95
+    assert summarize(tr, j)["iterations"][0]["top_level_ops"] > 0
