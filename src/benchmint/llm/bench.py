@@ -162,11 +162,17 @@ async def _run_open_loop(
     start = now_ns() + 5_000_000  # 5 ms of lead so that the first sends are not late by construction
     create = loop.create_task
     discard = tasks.discard
+    stop_waiter = asyncio.ensure_future(stop.wait())
     for req, off in zip(reqs, offs, strict=True):
         target = start + off
         delay = target - now_ns()
         while delay > 0:
-            await asyncio.sleep(delay / 1e9)
+            if delay > 20_000_000:  # a long gap: wake early on Ctrl-C
+                await asyncio.wait((stop_waiter,), timeout=delay / 1e9)
+                if stop.is_set():
+                    break
+            else:
+                await asyncio.sleep(delay / 1e9)
             delay = target - now_ns()
         if stop.is_set():
             break
@@ -174,6 +180,7 @@ async def _run_open_loop(
         t = create(one(req, target))
         tasks.add(t)
         t.add_done_callback(discard)
+    stop_waiter.cancel()
     await _finish(tasks, stop)
     return start
 
