@@ -229,7 +229,10 @@ class BatchingEngine:
             else None
             for r in batch
         ]
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+        try:
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+        except TypeError:  # a model class without logits_to_keep
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
         cache = out.past_key_values
         logits = out.logits[:, -1, :]
         steps = max(r.max_tokens for r in batch)
