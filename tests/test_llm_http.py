@@ -221,3 +221,17 @@ def test_server_down_is_connect_error():
         port = sk.getsockname()[1]
     r = run_one(f"http://127.0.0.1:{port}/v1")
     assert r.error_kind == "connect" and str(port) in r.error
+
+
+def test_one_backend_serves_several_event_loops():
+    resp = sse_response([CHUNK % b"a", b"data: [DONE]"])
+    b = create_backend("openai-http", url="http://x", model="m")
+    with FaultServer(lambda sock, h, body: sock.sendall(resp)) as s:
+        b = create_backend("openai-http", url=s.url, model="m")
+
+        async def go():
+            return await b.generate(GenRequest(id=1, prompt="hi", max_tokens=1))  # no start(): made on demand
+
+        r1 = asyncio.run(go())  # first loop: its session is left open on purpose (the loop closes)
+        r2 = asyncio.run(go())  # a new loop gets its own session
+        assert r1.ok and r2.ok

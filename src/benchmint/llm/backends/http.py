@@ -71,25 +71,26 @@ class HttpBackend:
         self.temperature = temperature
         self.extra_body = dict(extra_body or {})
         self.max_connections = max_connections
-        self._sessions: dict[int, aiohttp.ClientSession] = {}
+        self._sessions: dict[int, tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession]] = {}
 
     # ---- lifecycle
     def _session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
-        s = self._sessions.get(id(loop))
-        if s is None or s.closed:
-            conn = aiohttp.TCPConnector(limit=self.max_connections, ttl_dns_cache=300, force_close=False)
-            timeout = aiohttp.ClientTimeout(
-                total=self.timeout_s, sock_connect=self.connect_timeout_s, connect=self.connect_timeout_s
-            )
-            s = aiohttp.ClientSession(
-                connector=conn,
-                timeout=timeout,
-                headers=self.headers,
-                auto_decompress=False,
-                cookie_jar=aiohttp.DummyCookieJar(),  # no per-request cookie work
-            )
-            self._sessions[id(loop)] = s
+        entry = self._sessions.get(id(loop))
+        if entry is not None and entry[0] is loop and not entry[1].closed:
+            return entry[1]
+        conn = aiohttp.TCPConnector(limit=self.max_connections, ttl_dns_cache=300, force_close=False)
+        timeout = aiohttp.ClientTimeout(
+            total=self.timeout_s, sock_connect=self.connect_timeout_s, connect=self.connect_timeout_s
+        )
+        s = aiohttp.ClientSession(
+            connector=conn,
+            timeout=timeout,
+            headers=self.headers,
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),  # no per-request cookie work
+        )
+        self._sessions[id(loop)] = (loop, s)  # the loop is kept so that its id cannot be reused
         return s
 
     async def start(self) -> None:
@@ -97,9 +98,9 @@ class HttpBackend:
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
-        s = self._sessions.pop(id(loop), None)
-        if s is not None:
-            await s.close()
+        entry = self._sessions.pop(id(loop), None)
+        if entry is not None and entry[0] is loop:
+            await entry[1].close()
 
     # ---- request body
     def body(self, req: GenRequest) -> bytes:
