@@ -225,7 +225,6 @@ def test_server_down_is_connect_error():
 
 def test_one_backend_serves_several_event_loops():
     resp = sse_response([CHUNK % b"a", b"data: [DONE]"])
-    b = create_backend("openai-http", url="http://x", model="m")
     with FaultServer(lambda sock, h, body: sock.sendall(resp)) as s:
         b = create_backend("openai-http", url=s.url, model="m")
 
