@@ -91,6 +91,20 @@ def _tar_members(path: str, tf: tarfile.TarFile) -> list[tarfile.TarInfo]:
     return sorted(members, key=lambda m: m.name)
 
 
+_RANK_RE = re.compile(r"(?:rank|worker)[_-]?(\d+)", re.IGNORECASE)
+
+
+def _member_rank(name: str) -> int | None:
+    """The rank in a member's name: ``worker3_step_12...json`` / ``rank3.json`` -> 3, else the last number of
+    the name (``dlrm_eg_3.json`` -> 3)."""
+    base = os.path.basename(name)
+    m = _RANK_RE.search(base)
+    if m:
+        return int(m[1])
+    nums = _NUM_RE.findall(base.split(".", 1)[0])
+    return int(nums[-1]) if nums else None
+
+
 def _pick_member(path: str, members: list[tarfile.TarInfo], rank: int | None, member: str | None
                  ) -> tarfile.TarInfo:
     if member is not None:
@@ -100,15 +114,11 @@ def _pick_member(path: str, members: list[tarfile.TarInfo], rank: int | None, me
         raise TraceError(path, f"no member {member!r} in the archive (it has: "
                                f"{', '.join(m.name for m in members[:8])})")
     if rank is not None:
+        if len(members) == 1:  # one trace: the rank is for archives with one trace per rank
+            return members[0]
         for m in members:
-            base = os.path.basename(m.name)
-            nums = _NUM_RE.findall(base)
-            if ("rank" in base or "worker" in base or len(members) > 1) and nums:
-                # a rank number is the first number of names like dlrm_eg_3.json, worker3_step_12..., rank3.json
-                if ("worker" in base or "rank" in base) and int(nums[0]) == rank:
-                    return m
-                if "worker" not in base and "rank" not in base and int(nums[-1]) == rank:
-                    return m
+            if _member_rank(m.name) == rank:
+                return m
         raise TraceError(path, f"no trace of rank {rank} in the archive (it has: "
                                f"{', '.join(m.name for m in members[:8])})")
     return members[0]
