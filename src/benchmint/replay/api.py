@@ -212,6 +212,7 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, threads: int, warmup: 
         "recorded_step_span_s": view.step_span_s,
         "error": error,
         "skipped": plan.skipped(),
+        "substituted": plan.substituted(),
         "peak_memory_bytes": peak,
         "peak_memory_how": peak_how,
         "input_bytes": plan.persistent_bytes,

@@ -25,6 +25,7 @@ import torch
 
 from benchmint.core import clock
 from benchmint.replay.ops import OpSpec, OpUnavailable, resolve, split_args
+from benchmint.replay.substitutes import NO_OPS, SUBSTITUTES
 from benchmint.replay.tensors import Constraints, StoragePool, all_refs, collect_constraints, make_tensor
 from benchmint.replay.types import DEVICE, TENSOR, TENSOR_LIST, UNSUPPORTED, VALUE, OpRec, TraceView, TRef
 
@@ -44,7 +45,6 @@ DATA_DEPENDENT = {
 }
 # ops whose only effect is on the host's view of the device or on profiling; replaying them has no meaning
 NOT_REPLAYED = {
-    "aten::record_stream": "stream bookkeeping (no work of its own)",
     "profiler::_record_function_enter": "profiler bookkeeping",
     "profiler::_record_function_enter_new": "profiler bookkeeping",
     "profiler::_record_function_exit": "profiler bookkeeping",
@@ -60,6 +60,7 @@ class StepInfo:
     replayed: bool
     reason: str | None = None
     standin_s: float | None = None
+    substitute: str | None = None  # what ran instead (device-specific op on another device), if anything
 
 
 @dataclass
@@ -85,6 +86,13 @@ class Plan:
             if not s.replayed:
                 c[(s.op.name, s.reason or "")] += 1
         return [{"op": op, "count": n, "reason": r} for (op, r), n in sorted(c.items(), key=lambda x: -x[1])]
+
+    def substituted(self) -> list[dict]:
+        c: Counter = Counter()
+        for s in self.steps:
+            if s.replayed and s.substitute:
+                c[(s.op.name, s.substitute)] += 1
+        return [{"op": op, "count": n, "replacement": r} for (op, r), n in sorted(c.items(), key=lambda x: -x[1])]
 
     def registers(self) -> list[Any]:
         return list(self.init)
@@ -353,10 +361,18 @@ class _Builder:
     # -- one op --------------------------------------------------------------------------------------------
     def add(self, idx: int, op: OpRec) -> StepInfo:
         info = StepInfo(index=idx, op=op, replayed=False)
+        if op.name in NO_OPS:
+            info.replayed = True
+            info.substitute = "nothing: " + NO_OPS[op.name]
+            self._pin_outputs(op)
+            return info
         if op.name in NOT_REPLAYED:
             return self._skip(info, NOT_REPLAYED[op.name])
         if not op.schema:
             return self._skip(info, "no op schema recorded")
+        if op.name.startswith(("c10d::", "c10d_functional::", "_c10d_functional::")):
+            return self._skip(info, "collective communication: it needs the process group of ranks it ran in "
+                              "(replayed as a timed stand-in when Kineto gives its duration)")
         try:
             spec = resolve(op.schema)
         except OpUnavailable as e:
@@ -365,11 +381,21 @@ class _Builder:
             pos, kw, ptxt, ktxt, pre, reads = self._bind(op, spec)
         except Exception as e:
             return self._skip(info, "arguments do not bind: " + _first_line(e))
+        fn = spec.fn
         try:
             with torch.no_grad():
-                result = spec.fn(*pos, **kw)
+                result = fn(*pos, **kw)
         except Exception as e:
-            return self._skip(info, _first_line(e))
+            sub = SUBSTITUTES.get(op.name)
+            if sub is None:
+                return self._skip(info, _first_line(e))
+            fn = sub[0]
+            try:
+                with torch.no_grad():
+                    result = fn(*pos, **kw)
+            except Exception as e2:
+                return self._skip(info, f"{_first_line(e)}; {sub[1]} instead failed too: {_first_line(e2)}")
+            info.substitute = sub[1]
         pin = op.name in DATA_DEPENDENT
         assigns = self._outputs(op, result, pin)
         if assigns is None:
@@ -377,7 +403,7 @@ class _Builder:
             self._pin_outputs(op)
             assigns = []
         fname = f"f{idx}"
-        self.consts[fname] = spec.fn
+        self.consts[fname] = fn
         call = f"{fname}({', '.join(ptxt + ktxt)})"
         for p in pre:
             self.lines.append((-1, p))

@@ -1,0 +1,130 @@
+"""Capture an execution trace and a Kineto trace of chosen steps of a Python training or inference loop."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+
+from benchmint.cli.common import console
+from benchmint.core.errors import UserError
+
+
+def _wrap(cmd: list[str]) -> list[str]:
+    """``python [flags] script.py args`` -> ``python [flags] -m benchmint.trace.capture script.py args``."""
+    if not cmd:
+        raise UserError("capture: give the command to run after --, e.g. -- python train.py")
+    exe = cmd[0]
+    if exe.endswith(".py"):
+        return [sys.executable, "-m", "benchmint.trace.capture", *cmd]
+    if not Path(exe).name.startswith("python"):
+        raise UserError(f"capture: {exe!r} is not a Python interpreter; run `-- python script.py ...` "
+                        "(or `-- python -m module ...`)")
+    i = 1
+    while i < len(cmd) and cmd[i].startswith("-") and cmd[i] != "-m":
+        i += 1
+    if i >= len(cmd):
+        raise UserError("capture: no script or -m module in the command; e.g. -- python train.py")
+    return [exe, *cmd[1:i], "-m", "benchmint.trace.capture", *cmd[i:]]
+
+
+def capture(
+    ctx: typer.Context,
+    out: Path = typer.Option(..., "--out", help="Folder for et.json, kineto.json and capture.json."),
+    warmup: int = typer.Option(3, "--warmup", help="Steps run first with nothing attached."),
+    measure: int = typer.Option(5, "--measure", help="Steps timed without observers (at least 5)."),
+    record: int = typer.Option(1, "--record", help="Steps recorded with ET + Kineto."),
+    workload: str = typer.Option(None, "--workload", help="Capture a built-in example instead of a script: "
+                                 "decoder_infer, encoder_cls, encoder_decoder, transformer_train, cnn_train, "
+                                 "bilstm, embbag_train, moe, small_transformer."),
+    threads: int = typer.Option(None, "--threads", help="Intra-op threads for --workload (default: torch's)."),
+    results: Path = typer.Option(None, "--results", envvar="BENCHMINT_RESULTS",
+                                 help="Results store (default: ./benchmint-results)."),
+    no_store: bool = typer.Option(False, "--no-store", help="Do not append the run to the results store."),
+) -> None:
+    """Capture an execution trace and a Kineto trace of chosen steps of a Python training or inference loop.
+
+    Usage: benchmint capture --out DIR -- python train.py [ARGS...]
+
+    The script runs under a wrapper that starts the capture. Steps end at each optimizer.step() (no change
+    to a training script), or where the script calls benchmint.trace.capture.step() (add that one line to an
+    inference loop). After --warmup steps, --measure steps are timed with nothing attached (capture.json holds
+    their median: the step's real time), then --record steps are recorded with ET + Kineto.
+    """
+    from benchmint.core.jsonio import read_json
+    from benchmint.trace import capture as cap_mod
+
+    cmd = list(ctx.args)
+    if workload is None and not cmd:
+        raise UserError("capture: give a command after -- (e.g. -- python train.py) or --workload NAME")
+    out = out.resolve()
+    if workload is not None:
+        import torch
+
+        from benchmint.models.workloads import build
+
+        if threads is not None:
+            torch.set_num_threads(threads)
+        w = build(workload)
+        summary = cap_mod.capture_steps(w.step, out, warmup=warmup, measure=measure, record=record)
+    else:
+        if measure < cap_mod.MIN_MEASURE:
+            raise UserError(f"capture: --measure {measure} is too few; use at least {cap_mod.MIN_MEASURE}")
+        env = dict(os.environ)
+        env.update({cap_mod.ENV_OUT: str(out), cap_mod.ENV_WARMUP: str(warmup), cap_mod.ENV_MEASURE: str(measure),
+                    cap_mod.ENV_RECORD: str(record), cap_mod.ENV_CMD: "\x1f".join(cmd)})
+        # the wrapper module must be importable by the interpreter the user named
+        pkg_root = str(Path(cap_mod.__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH", "")) if p)
+        rc = subprocess.call(_wrap(cmd), env=env)
+        if rc != 0:
+            console.print(f"[yellow]the command exited with status {rc}[/]")
+        cj = out / cap_mod.CAPTURE_NAME
+        if not cj.exists():
+            raise UserError(f"capture: {' '.join(cmd)} finished without starting a capture (exit status {rc}); "
+                            "is it a Python script?")
+        summary = read_json(cj)
+    _report(out, summary, warmup, measure, record)
+    _store(out, summary, results, no_store, workload)
+
+
+def _report(out: Path, s: dict, warmup: int, measure: int, record: int) -> None:
+    files = s.get("files", {})
+    if not s.get("complete") or "et" not in files:
+        need = warmup + measure + record
+        raise UserError(f"capture: only {s.get('measured_steps', 0)} steps were timed and "
+                        f"{s.get('recorded_steps', 0)} recorded (needs {need} steps); run more steps, or mark "
+                        "each step with benchmint.trace.capture.step()")
+    st = s["step_time_s"]
+    console.print(f"captured {s['recorded_steps']} step(s) into {out}: et.json, kineto.json, capture.json")
+    console.print(f"step time without observers: median {st['median'] * 1e3:.3f} ms over {st['n']} steps "
+                  f"(p10 {st['p10'] * 1e3:.3f}, p90 {st['p90'] * 1e3:.3f}); recorded step "
+                  f"{s['recorded_step_time_s'][0] * 1e3:.3f} ms with observers; {s['threads']} threads, "
+                  f"{s['device']}")
+
+
+def _store(out: Path, s: dict, results: Path | None, no_store: bool, workload: str | None) -> None:
+    from benchmint.results.record import RunRecord
+
+    rec = RunRecord(
+        kind="capture",
+        config={"warmup": s["warmup_steps"], "measured_steps": s["measured_steps"],
+                "recorded_steps": s["recorded_steps"], "workload": workload, "command_line": s["command_line"]},
+        metrics={"step_time_s": {k: v for k, v in s["step_time_s"].items() if k != "values"},
+                 "recorded_step_time_s": s["recorded_step_time_s"], "how_measured": s["how_measured"],
+                 "threads": s["threads"], "device": s["device"]},
+        workload={"model_name": workload} if workload else {"command_line": s["command_line"]},
+        system=s.get("host", {}),
+        artifacts={k: v for k, v in s.get("files", {}).items()} | {"capture": "capture.json"},
+    )
+    rec.write(out)
+    if not no_store:
+        try:
+            from benchmint.results.store import ResultsStore, default_results_dir
+
+            ResultsStore(default_results_dir(results)).append(rec)
+        except ImportError:  # pragma: no cover
+            pass

@@ -1,0 +1,147 @@
+"""Replay an execution trace as a standalone benchmark and report its fidelity to the original step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from benchmint.cli.common import console, err_console
+
+
+def _fmt_s(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x * 1e3:.3f} ms" if x < 1 else f"{x:.3f} s"
+
+
+def replay(
+    trace: Path = typer.Argument(..., help="Execution trace (.json, .json.gz, .tar.gz) or a capture folder."),
+    kineto: Path = typer.Option(None, "--kineto", help="Kineto trace of the same step (default: kineto.json "
+                                "beside an et.json)."),
+    device: str = typer.Option(None, "--device", help="cpu or cuda[:N] (default: the trace's device when "
+                               "available, else cpu); recorded devices are remapped."),
+    threads: int = typer.Option(None, "--threads", help="Intra-op threads (default: capture.json's, else "
+                                "torch's default)."),
+    warmup: int = typer.Option(3, "--warmup", help="Untimed iterations first."),
+    iters: int = typer.Option(20, "--iters", help="Timed iterations."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the synthetic tensor contents."),
+    gaps: str = typer.Option(None, "--gaps", help="recorded: also reproduce the CPU time between ops "
+                             "(needs Kineto); none: ops back to back. Default: recorded when Kineto is there."),
+    target: str = typer.Option("auto", "--target", help="What recorded gaps aim at: capture (capture.json's "
+                               "measured step time), estimate (recorded span less the observers' cost measured "
+                               "here), auto (capture.json when present)."),
+    iteration: int = typer.Option(None, "--iteration", help="Replay ProfilerStep#N (default: the last one)."),
+    report: bool = typer.Option(False, "--report", help="Print original vs replayed time per op type and the "
+                                "largest contributors to the error."),
+    json_path: Path = typer.Option(None, "--json", help="Write the result as JSON here."),
+    min_coverage: float = typer.Option(None, "--min-coverage", help="Exit 1 (after writing results) when "
+                                       "coverage by count is below this fraction."),
+    out: Path = typer.Option(None, "--out", help="Folder for run.json (default: replay-out/<run id>)."),
+    results: Path = typer.Option(None, "--results", envvar="BENCHMINT_RESULTS",
+                                 help="Results store (default: ./benchmint-results)."),
+    no_store: bool = typer.Option(False, "--no-store", help="Do not append the run to the results store."),
+) -> None:
+    """Replay an execution trace as a standalone benchmark and report its fidelity to the original step.
+
+    Every top-level op of the recorded step is called through its op schema with synthetic tensors of the
+    recorded shapes (on --device); ops that cannot run are skipped with a reason (and a timed stand-in when
+    Kineto gives their duration). With a Kineto trace the CPU time between ops is reproduced too, aimed at
+    the UN-observed step time (capture.json, or the recorded span less the observers' cost measured here).
+    """
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    from benchmint.core.jsonio import write_json
+    from benchmint.replay.api import replay_trace, run_record
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  console=err_console, transient=True) as prog:
+        task = prog.add_task("planning", total=None)
+
+        def progress(stage: str, done: int, total: int) -> None:
+            prog.update(task, description=stage, completed=done, total=total or None)
+
+        res = replay_trace(trace, kineto, device=device, threads=threads, warmup=warmup, iters=iters, seed=seed,
+                           gaps=gaps, target=target, iteration=iteration, progress=progress)
+    r = res.result
+    config = {"trace": str(trace), "kineto": str(kineto) if kineto else r["kineto"], "device": r["device"],
+              "threads": r["threads"], "warmup": warmup, "iters": iters, "seed": seed, "gaps": r["gaps"],
+              "target": target, "iteration": iteration}
+    rec = run_record(res, config)
+    out_dir = out or Path("replay-out") / rec.id
+    rec.artifacts = {"run": "run.json"}
+    if json_path is not None:
+        write_json(json_path, {**r, "per_op_type": res.per_op_type})
+        rec.artifacts["json"] = str(json_path)
+    rec.write(out_dir)
+    stored = None
+    if not no_store:
+        try:
+            from benchmint.results.store import ResultsStore, default_results_dir
+
+            stored = ResultsStore(default_results_dir(results)).append(rec)
+        except ImportError:  # pragma: no cover - results layer absent
+            stored = None
+    _print_summary(r)
+    if report:
+        _print_report(res.per_op_type, r)
+    console.print(f"run.json: {out_dir / 'run.json'}" + (f"  (stored in {stored})" if stored else ""))
+    if min_coverage is not None and r["coverage"] < min_coverage:
+        err_console.print(f"coverage {r['coverage']:.3f} is below --min-coverage {min_coverage}")
+        raise typer.Exit(1)
+
+
+def fidelity_line(r: dict) -> str:
+    """One line: coverage, replayed vs original time, error."""
+    it = r["iter_time_s"]["median"]
+    orig = r["original_iter_time_s"]
+    parts = [f"coverage {r['coverage']:.3f} ({r['ops_replayed']}/{r['ops_total']} ops)",
+             f"replay {_fmt_s(it)}/iter"]
+    if orig is not None:
+        parts.append(f"original {_fmt_s(orig)} (capture.json)")
+        parts.append(f"error {r['error'] * 100:+.1f}%")
+    elif r.get("original_iter_time_estimated_s") is not None:
+        parts.append(f"original ~{_fmt_s(r['original_iter_time_estimated_s'])} (estimated from the trace)")
+    return ", ".join(parts)
+
+
+def _print_summary(r: dict) -> None:
+    t = Table(title=f"replay of {Path(r['trace']).name}", show_header=False)
+    t.add_column("what", style="bold")
+    t.add_column("value")
+    it = r["iter_time_s"]
+    t.add_row("ops", f"{r['ops_replayed']} of {r['ops_total']} replayed (coverage {r['coverage']:.3f}"
+              + (f", by time {r['coverage_time']:.3f})" if r["coverage_time"] is not None else ")"))
+    t.add_row("iteration", f"median {_fmt_s(it['median'])}, p10 {_fmt_s(it['p10'])}, p90 {_fmt_s(it['p90'])}, "
+              f"n={it['n']}")
+    t.add_row("ops only", _fmt_s(r["replay_ops_only_s"]))
+    t.add_row("gaps", f"{r['gaps']} ({_fmt_s(r['gap_time_s'])} of CPU time between ops"
+              + (f", aimed at {r['gap_target']})" if r["gap_target"] else ")"))
+    t.add_row("original", _fmt_s(r["original_iter_time_s"]) + (" (capture.json)" if r["original_iter_time_s"]
+                                                               else " (no capture.json)"))
+    if r.get("original_iter_time_estimated_s") is not None:
+        t.add_row("original, estimated", _fmt_s(r["original_iter_time_estimated_s"])
+                  + f" (recorded span {_fmt_s(r['recorded_step_span_s'])} less the observers' cost)")
+    t.add_row("error", f"{r['error'] * 100:+.1f}%" if r["error"] is not None else "-")
+    t.add_row("peak memory", f"{r['peak_memory_bytes'] / 2**20:.1f} MiB")
+    t.add_row("device, threads", f"{r['device']}, {r['threads']}")
+    for s in r["skipped"][:8]:
+        t.add_row("skipped", f"{s['op']} x{s['count']}: {s['reason']}")
+    console.print(t)
+    console.print(fidelity_line(r))
+
+
+def _print_report(rows: list[dict], r: dict) -> None:
+    t = Table(title="time per op type (original: recorded less the observers' cost)")
+    for c in ("op", "count", "original", "replay", "delta"):
+        t.add_column(c, justify="left" if c == "op" else "right")
+    for row in rows[:25]:
+        o = row["original_s"]
+        d = row["replay_s"] - o if o is not None else None
+        t.add_row(row["op"], str(row["count"]), _fmt_s(o), _fmt_s(row["replay_s"]),
+                  (f"{d * 1e3:+.3f} ms" if d is not None else "-"))
+    console.print(t)
+    if r["largest_contributors"]:
+        console.print("largest contributors to the error: " + ", ".join(
+            f"{c['op']} ({c['delta_s'] * 1e3:+.3f} ms)" for c in r["largest_contributors"]))

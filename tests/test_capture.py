@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmint.core.errors import UserError
+from benchmint.trace import load
+from benchmint.trace.capture import Capture, capture_steps
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+       "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+
+
+def _tiny_train_step():
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+    opt = torch.optim.AdamW(m.parameters())
+    x = torch.randn(4, 8)
+
+    def step():
+        opt.zero_grad()
+        m(x).sum().backward()
+        opt.step()
+
+    return step
+
+
+def test_capture_writes_trace_kineto_and_unobserved_step_time(tmp_path):
+    s = capture_steps(_tiny_train_step(), tmp_path, warmup=2, measure=5, record=1)
+    for name in ("et.json", "kineto.json", "capture.json"):
+        assert (tmp_path / name).exists(), name
+    cj = json.loads((tmp_path / "capture.json").read_text())
+    assert cj == json.loads(json.dumps(s))
+    assert cj["schema_version"] == "1.0"
+    st = cj["step_time_s"]
+    assert st["n"] == 5 and len(st["values"]) == 5 and st["median"] > 0
+    assert st["p10"] <= st["median"] <= st["p90"]
+    assert "no profiler or observer" in cj["how_measured"]
+    assert cj["threads"] == torch.get_num_threads()
+    assert cj["device"] == "cpu" and cj["torch_version"] == torch.__version__
+    assert cj["host"]["cpu_cores_logical"] >= 1 and cj["command_line"]
+    assert cj["recorded_steps"] == 1 and cj["complete"] is True
+    # the recorded step round-trips through the trace layer, with backward and optimizer ops inside it
+    tr = load(tmp_path / "et.json")
+    assert [it.number for it in tr.iterations] == [7]
+    names = {n.name for n in tr.top_level_ops(tr.iterations[0].node)}
+    assert "aten::linear" in names and any("foreach" in n or "addcdiv" in n for n in names)
+    assert any(n.name.endswith("Backward0") for n in tr.nodes)
+
+
+def test_capture_records_only_after_warmup_and_ignores_extra_steps(tmp_path):
+    calls = []
+    with Capture(tmp_path, warmup=1, measure=5, record=2) as cap:
+        for _ in range(12):
+            calls.append(cap.recording)
+            cap.step()
+    assert calls[:6] == [False] * 6 and calls[6:8] == [True, True] and not any(calls[8:])
+    assert cap.done and len(cap.recorded_times_s) == 2
+    assert [it.number for it in load(tmp_path / "et.json").iterations] == [6, 7]
+
+
+def test_capture_needs_five_measured_steps(tmp_path):
+    with pytest.raises(UserError, match="at least 5"):
+        Capture(tmp_path, measure=3)
+
+
+def test_capture_that_ends_early_writes_an_incomplete_summary(tmp_path):
+    with Capture(tmp_path, warmup=1, measure=5) as cap:
+        for _ in range(3):
+            cap.step()
+    cj = json.loads((tmp_path / "capture.json").read_text())
+    assert cj["complete"] is False and cj["measured_steps"] == 2 and "et" not in cj["files"]
+
+
+TRAIN_SCRIPT = """
+import sys, torch
+torch.manual_seed(0)
+m = torch.nn.Linear(8, 4)
+opt = torch.optim.SGD(m.parameters(), lr=0.1)
+x = torch.randn(16, 8)
+for _ in range(int(sys.argv[1])):
+    opt.zero_grad()
+    m(x).pow(2).mean().backward()
+    opt.step()
+print("trained", sys.argv[1])
+"""
+
+INFER_SCRIPT = """
+import torch
+from benchmint.trace import capture
+m = torch.nn.Linear(8, 4).eval()
+x = torch.randn(16, 8)
+with torch.inference_mode():
+    for _ in range(20):
+        m(x).relu()
+        capture.step()
+"""
+
+
+@pytest.mark.slow
+def test_cli_capture_of_an_unmodified_training_script(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(textwrap.dedent(TRAIN_SCRIPT))
+    out = tmp_path / "cap"
+    r = subprocess.run([sys.executable, "-m", "benchmint.cli.main", "capture", "--out", str(out), "--no-store",
+                        "--", sys.executable, str(script), "15"], capture_output=True, text=True, env=ENV,
+                       cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "trained 15" in r.stdout and "step time without observers" in r.stdout
+    cj = json.loads((out / "capture.json").read_text())
+    assert cj["complete"] and cj["command_line"] == [sys.executable, str(script), "15"]
+    assert json.loads((out / "run.json").read_text())["kind"] == "capture"
+    assert any(n.name == "aten::addmm" for n in load(out / "et.json").nodes)
+
+
+@pytest.mark.slow
+def test_cli_capture_with_step_calls_and_errors(tmp_path):
+    script = tmp_path / "infer.py"
+    script.write_text(textwrap.dedent(INFER_SCRIPT))
+    out = tmp_path / "cap"
+    base = [sys.executable, "-m", "benchmint.cli.main", "capture", "--no-store"]
+    r = subprocess.run([*base, "--out", str(out), "--", "python", str(script)], capture_output=True, text=True,
+                       env=ENV, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert Path(out / "et.json").exists()
+    # too few steps: one line, exit 2
+    short = tmp_path / "short.py"
+    short.write_text(textwrap.dedent(TRAIN_SCRIPT))
+    r = subprocess.run([*base, "--out", str(tmp_path / "c2"), "--", sys.executable, str(short), "3"],
+                       capture_output=True, text=True, env=ENV, cwd=tmp_path)
+    assert r.returncode == 2 and "error:" in r.stderr and "Traceback" not in r.stderr
+    # not a Python command
+    r = subprocess.run([*base, "--out", str(tmp_path / "c3"), "--", "ls", "-l"], capture_output=True, text=True,
+                       env=ENV, cwd=tmp_path)
+    assert r.returncode == 2 and "not a Python interpreter" in r.stderr
+
+
+def test_cli_capture_of_a_builtin_workload(cli, tmp_path):
+    code, out, err = cli("capture", "--out", str(tmp_path / "w"), "--workload", "moe", "--no-store")
+    assert code == 0, err
+    assert (tmp_path / "w" / "capture.json").exists() and "captured 1 step" in out
+    code, out, err = cli("capture", "--out", str(tmp_path / "x"), "--workload", "nope", "--no-store")
+    assert code == 2 and "unknown workload" in err
