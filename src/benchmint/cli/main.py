@@ -56,6 +56,13 @@ def _register() -> None:
 
     app.command("inspect", help=trace_cli.__doc__)(trace_cli.inspect)
 
+    from benchmint.cli import capture as capture_cli
+    from benchmint.cli import replay as replay_cli
+
+    app.command("capture", help=capture_cli.__doc__,
+                context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(capture_cli.capture)
+    app.command("replay", help=replay_cli.__doc__)(replay_cli.replay)
+
     from benchmint.cli import results as results_cli
 
     app.add_typer(results_cli.app, name="results", help=results_cli.__doc__)
