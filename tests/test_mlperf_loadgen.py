@@ -117,7 +117,7 @@ def test_tiny_model_in_process_under_loadgen(tmp_path):
 
     wl = load_workload("sample", num_prompts=8, output_tokens=8)
     samples = [Sample(prompt=r.prompt, max_tokens=r.max_tokens, reference=r.reference) for r in wl.requests]
-    cfg = MlperfConfig(settings=_short(target_qps=4, min_duration_s=1, min_query_count=8), mode="submission",
+    cfg = MlperfConfig(settings=_short(target_qps=4, min_duration_s=1, min_query_count=8), mode="performance",
                        backend={"kind": "transformers", "options": {"model": "tiny", "max_batch_size": 8}},
                        samples=samples, out_dir=tmp_path, measure_energy=False)
     res, rec = run_mlperf(cfg)
@@ -125,7 +125,7 @@ def test_tiny_model_in_process_under_loadgen(tmp_path):
     assert lg["validity"] == "INVALID" and lg["query_count"] == 8
     assert lg["ttft_s"]["p99"] > 0 and lg["tpot_s"]["p99"] > 0 and lg["tokens_per_s"] > 0
     assert res["client"]["requests"]["completed"] == 8
-    assert res["accuracy"]["samples"] == 8 and res["accuracy"]["tokens_per_sample"] == 8
+    assert all(r.output_tokens_source == "engine" or r.output_tokens == 8 for r in _records(tmp_path))
     assert rec.kind == "mlperf"
 
 
@@ -142,6 +142,7 @@ def test_cli_over_http_against_the_built_in_server(cli, tmp_path):
                 "--scenario", "server", "--target-qps", "4", "--min-duration", "1", "--min-query-count", "8",
                 "--num-samples", "8", "--output-tokens", "8", "--out", str(tmp_path / "m"),
                 "--json", str(tmp_path / "r.json"), "--results", str(tmp_path / "store"), "--price", "2",
+                "--mode", "submission",
             )
     finally:
         engine.close()
@@ -150,6 +151,11 @@ def test_cli_over_http_against_the_built_in_server(cli, tmp_path):
     r = json.loads((tmp_path / "r.json").read_text())
     assert r["loadgen"]["query_count"] == 8 and r["client"]["requests"]["failed"] == 0
     assert r["cost"]["price"]["usd_per_hour"] == 2.0
+    # accuracy of the tiny model's answers against the shipped sample's references, from LoadGen's accuracy log
+    a = r["accuracy"]
+    assert a["samples"] == 8 and a["tokens_per_sample"] == 8 and 0 <= a["rouge"]["rouge1"] <= 100
+    assert a["targets"]["model_key"] == "llama2-70b"
+    assert "accuracy: ROUGE-1" in out and "MLPerf target 99%: NOT met" in out
     from benchmint.results.store import ResultsStore
 
     assert [x.kind for x in ResultsStore(tmp_path / "store").records()] == ["mlperf"]

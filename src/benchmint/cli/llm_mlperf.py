@@ -63,7 +63,7 @@ def build_backend_spec(backend: str, url: str | None, model: str | None, api: st
         opts: dict[str, Any] = {"url": url, "model": model, "api": api, "include_usage": include_usage}
         if api_key:
             opts["api_key"] = api_key
-        if tokenizer or model:  # counts output tokens when the server reports no usage
+        if tokenizer or not include_usage:  # counts output tokens when the server reports no usage
             opts["tokenizer"] = tokenizer or model
         return {"kind": "openai-http", "options": opts}
     raise UserError(f"--backend {backend!r}: use http, transformers or sim")
