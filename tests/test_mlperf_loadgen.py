@@ -206,3 +206,25 @@ def test_demo_step_prints_the_validity_line(tmp_path):
     text = console.export_text()
     assert "LoadGen result: INVALID - Early stopping" in text and "plan: can NOT be VALID" in text
     assert ctx.records[0].kind == "mlperf" and (tmp_path / "mlperf" / "performance" / "mlperf_log_detail.txt").is_file()
+
+
+def test_cli_unreachable_server_and_missing_references(cli):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code, _, err = cli("llm", "mlperf", "--url", f"http://127.0.0.1:{port}/v1", "--model", "m",
+                       "--dataset", "synthetic", "--num-samples", "4", "--input-tokens", "8")
+    assert code == 2 and "cannot reach the server" in err
+    code, _, err = cli("llm", "mlperf", "--backend", "sim", "--dataset", "synthetic", "--num-samples", "4",
+                       "--input-tokens", "8", "--mode", "accuracy")
+    assert code == 2 and "references" in err
+
+
+def test_cli_all_requests_failing_exits_2(cli, tmp_path):
+    code, _, err = cli("llm", "mlperf", "--backend", "sim", "--sim", "fail_every=1", "--num-samples", "8",
+                       "--target-qps", "20", "--min-duration", "0.3", "--min-query-count", "8",
+                       "--out", str(tmp_path / "f"), "--results", str(tmp_path / "store"))
+    assert code == 2 and "all 8 requests failed (other: 8)" in err
+    assert RunRecord.read(tmp_path / "f" / "run.json").status == "failed"

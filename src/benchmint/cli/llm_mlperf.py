@@ -81,6 +81,30 @@ def build_samples(dataset: str, api: str, tokenizer: Any, num_samples: int | Non
     return samples, wl.describe()
 
 
+def check_reachable(spec: dict[str, Any], timeout_s: float = 10.0) -> None:
+    """Fail fast, with one line, when an HTTP backend's server cannot be reached (before LoadGen starts)."""
+    if spec.get("kind") not in ("openai-http", "http", "openai"):
+        return
+    import urllib.error
+    import urllib.request
+
+    url = str(spec["options"]["url"]).rstrip("/")
+    try:
+        urllib.request.urlopen(url + "/models", timeout=timeout_s).close()
+    except urllib.error.HTTPError:
+        return  # the server answered (some servers have no /models): reachable
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise UserError(f"cannot reach the server at {url} ({reason}); start it or fix --url") from None
+
+
+def check_failures(result: dict[str, Any]) -> None:
+    req = result.get("requests") or (result.get("accuracy") or {}).get("requests") or {}
+    if req and not req.get("completed") and req.get("failed"):
+        kinds = ", ".join(f"{k}: {v}" for k, v in (req.get("errors") or {}).items())
+        raise UserError(f"all {req['failed']} requests failed ({kinds}); see records.jsonl in the test folder")
+
+
 def _limits(slo: str | None) -> tuple[float | None, float | None]:
     if not slo:
         return None, None
@@ -242,6 +266,9 @@ def mlperf(
         input_column=input_column, reference_column=reference_column, system_prompt=system_prompt,
         chat_template=chat_template, ignore_eos=ignore_eos,
     )
+    if mode != "performance" and not any(x.reference for x in samples):
+        raise UserError(f"--mode {mode} scores answers against references, and dataset {dataset!r} has none; "
+                        "use a dataset with a reference column (--reference-column)")
     key = MODEL_KEYS.get(model_key)
     perf_count = len(samples) if (key is None or len(samples) < key.performance_sample_count) else None
     rs = RunSettings(
@@ -264,12 +291,14 @@ def mlperf(
                        measure_energy=not no_energy, slo={k: v for k, v in (("ttft_s", ttft), ("tpot_s", tpot)) if v},
                        workload={**workload, "model_name": model or ("tiny" if backend == "transformers" else None),
                                  "backend": backend})
+    check_reachable(spec)
     with console.status("running LoadGen ...") as status:
         result, record = run_mlperf(cfg, on_stage=lambda s: status.update(s + " ..."))
     print_result(result)
     if json_out:
         write_json(json_out, result)
     where = _append_store(record, results)
+    check_failures(result)
     console.print(f"[dim]logs and result in {out}" + (f"; run {record.id} stored in {where}" if where else "") + "[/]")
 
 
@@ -340,6 +369,7 @@ def sweep(
                      performance_sample_count=perf_count, ttft_s=ttft, tpot_s=tpot)
     cfg = MlperfConfig(settings=rs, backend=spec, samples=samples, out_dir=out, max_concurrency=max_concurrency,
                        measure_energy=False, workload={**workload, "backend": backend, "model_name": model})
+    check_reachable(spec)
 
     console.print(f"sweep: up to {max_trials} LoadGen Server trials of >= {trial_duration:g} s")
     result, record = run_sweep(cfg, start_qps, max_trials=max_trials, growth=growth, rel_tol=tolerance,
