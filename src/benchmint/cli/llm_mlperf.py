@@ -292,6 +292,10 @@ def mlperf(
                        workload={**workload, "model_name": model or ("tiny" if backend == "transformers" else None),
                                  "backend": backend})
     check_reachable(spec)
+    p = plan(rs, len(samples))
+    if not p.can_be_valid and mode != "accuracy":
+        why = next((n for n in p.notes if n.startswith("Cannot be VALID")), "")
+        console.print(f"[yellow]plan: this run can NOT be VALID[/] - {why}", soft_wrap=True)
     with console.status("running LoadGen ...") as status:
         result, record = run_mlperf(cfg, on_stage=lambda s: status.update(s + " ..."))
     print_result(result)
