@@ -17,7 +17,6 @@ from typing import Any
 from benchmint.core.jsonio import write_json
 from benchmint.llm import accuracy as acc
 from benchmint.llm.cost import cost_block
-from benchmint.llm.energy import EnergyMeter
 from benchmint.llm.loadgen.runner import TestOutcome, run_test, write_samples
 from benchmint.llm.loadgen.settings import RunSettings
 from benchmint.llm.loadgen.sut import Sample
@@ -108,18 +107,14 @@ def run_mlperf(cfg: MlperfConfig, on_stage: Callable[[str], None] | None = None)
     if cfg.mode in ("performance", "submission"):
         stage("LoadGen performance test")
         rs = dataclasses.replace(cfg.settings, mode="performance")
-        meter = EnergyMeter() if cfg.measure_energy else None
-        if meter is not None:
-            with meter:
-                perf = run_test(out / "performance", samples_path, rs, cfg.backend, cfg.max_concurrency, cfg.timeout_s)
-        else:
-            perf = run_test(out / "performance", samples_path, rs, cfg.backend, cfg.max_concurrency, cfg.timeout_s)
+        perf = run_test(out / "performance", samples_path, rs, cfg.backend, cfg.max_concurrency, cfg.timeout_s,
+                        energy=cfg.measure_energy)
         result["loadgen"] = _loadgen_block(perf, rs)
         result["requests"] = _requests_block(perf.records)
         result["client"] = client_metrics(perf.records, perf.worker.get("test_start_ns"), cfg.slo)
-        out_tokens = sum(r.output_tokens or 0 for r in perf.records if r.ok)
-        if meter is not None:
-            result["energy"] = meter.result(out_tokens or None)
+        if perf.worker.get("energy"):
+            # measured in the worker around the LoadGen test (NVML power / energy counter, RAPL)
+            result["energy"] = {**perf.worker["energy"], "window": "LoadGen performance test"}
         tps = result["loadgen"].get("tokens_per_s")
         if tps is None:
             tps = (result["client"].get("throughput") or {}).get("output_tokens_per_s")

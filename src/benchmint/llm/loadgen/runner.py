@@ -73,6 +73,7 @@ def run_test(
     timeout_s: float | None = None,
     trace: bool = False,
     event_loop: str = "uvloop",
+    energy: bool = False,
 ) -> TestOutcome:
     """Run one LoadGen test in a subprocess; raise :class:`UserError` with the log's tail if it fails."""
     out = Path(out_dir)
@@ -85,6 +86,7 @@ def run_test(
         "max_concurrency": max_concurrency,
         "trace": trace,
         "event_loop": event_loop,
+        "energy": energy,
     }
     spec_path = write_json(out / "spec.json", spec)
     env = dict(os.environ)

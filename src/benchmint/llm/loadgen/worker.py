@@ -53,10 +53,19 @@ def run_spec(spec: dict) -> dict:
     log.log_output.copy_summary_to_stdout = False
     log.enable_trace = bool(spec.get("trace", False))
 
+    meter = None
+    if spec.get("energy"):
+        from benchmint.llm.energy import EnergyMeter
+
+        meter = EnergyMeter()  # around the LoadGen test only: model loading is not counted
     anchor = ClockAnchor.take()
     t0 = now_ns()
     try:
-        lg.StartTestWithLogSettings(sut, qsl, settings, log)
+        if meter is not None:
+            with meter:
+                lg.StartTestWithLogSettings(sut, qsl, settings, log)
+        else:
+            lg.StartTestWithLogSettings(sut, qsl, settings, log)
     finally:
         t1 = now_ns()
         lg.DestroyQSL(qsl)
@@ -71,7 +80,9 @@ def run_spec(spec: dict) -> dict:
             d = dataclasses.asdict(rec)
             d["qsl_index"] = index
             f.write(orjson.dumps(d) + b"\n")
+    out_tokens = sum(r.output_tokens or 0 for _, r in sut_impl.records if r.ok)
     info = {
+        "energy": meter.result(out_tokens or None) if meter is not None else None,
         "issued": sut_impl.issued,
         "completed": sut_impl.completed,
         "test_start_ns": t0,
