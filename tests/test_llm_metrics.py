@@ -78,3 +78,20 @@ def test_parse_slo():
         parse_slo("latency=3")
     with pytest.raises(UserError, match="seconds"):
         parse_slo("ttft=fast")
+
+
+def test_tokenizer_recount_flags_usage_mismatch_after_the_run():
+    from benchmint.llm.bench import check_token_counts
+
+    class Tok:  # one token per character
+        def __call__(self, texts, add_special_tokens=False):
+            return {"input_ids": [list(t) for t in texts]}
+
+    good = RequestRecord(id=0, text="abcd", output_tokens=4, output_tokens_source="usage")
+    bad = RequestRecord(id=1, text="abcdefghij" * 3, output_tokens=4, output_tokens_source="usage")
+    engine = RequestRecord(id=2, text="xyz", output_tokens=1, output_tokens_source="engine")  # not usage: skipped
+    out = check_token_counts([good, bad, engine], Tok())
+    assert out["checked"] == 2 and out["mismatched"] == 1
+    assert good.token_count_flag is None and good.tokenizer_tokens == 4
+    assert "tokenizer!=usage" in bad.token_count_flag and bad.tokenizer_tokens == 30
+    assert check_token_counts([good], None) is None

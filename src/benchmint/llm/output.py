@@ -30,7 +30,7 @@ def requests_table(res: BenchResult) -> Any:
     cols: dict[str, list] = {k: [] for k in (
         "id", "warmup", "ok", "error_kind", "error", "scheduled_s", "sent_s", "first_token_s", "last_token_s",
         "end_s", "send_lag_s", "ttft_s", "ttft_from_send_s", "tpot_s", "e2e_s", "e2e_from_send_s", "itl_s",
-        "input_tokens", "output_tokens", "output_tokens_source", "chunk_count", "token_count_flag", "sent_wall_s",
+        "input_tokens", "output_tokens", "output_tokens_source", "chunk_count", "token_count_flag", "tokenizer_tokens", "sent_wall_s",
         "text",
     )}
 
@@ -56,6 +56,7 @@ def requests_table(res: BenchResult) -> Any:
         cols["output_tokens_source"].append(r.output_tokens_source)
         cols["chunk_count"].append(r.chunk_count)
         cols["token_count_flag"].append(r.token_count_flag)
+        cols["tokenizer_tokens"].append(r.tokenizer_tokens)
         cols["sent_wall_s"].append(res.anchor.to_wall_s(r.sent_ns) if r.sent_ns else None)
         cols["text"].append(r.text)
     schema = pa.schema([
@@ -65,7 +66,7 @@ def requests_table(res: BenchResult) -> Any:
         ("send_lag_s", pa.float64()), ("ttft_s", pa.float64()), ("ttft_from_send_s", pa.float64()),
         ("tpot_s", pa.float64()), ("e2e_s", pa.float64()), ("e2e_from_send_s", pa.float64()),
         ("itl_s", pa.list_(pa.float64())), ("input_tokens", pa.int64()), ("output_tokens", pa.int64()),
-        ("output_tokens_source", pa.string()), ("chunk_count", pa.int64()), ("token_count_flag", pa.string()),
+        ("output_tokens_source", pa.string()), ("chunk_count", pa.int64()), ("token_count_flag", pa.string()), ("tokenizer_tokens", pa.int64()),
         ("sent_wall_s", pa.float64()), ("text", pa.string()),
     ])
     return pa.table(cols, schema=schema)

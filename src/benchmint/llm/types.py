@@ -40,6 +40,7 @@ class RequestRecord:
     error: str | None = None
     warmup: bool = False
     token_count_flag: str | None = None  # set when chunk count, server usage and tokenizer disagree
+    tokenizer_tokens: int | None = None  # output text re-counted with the tokenizer after the run, when checked
 
     @property
     def ok(self) -> bool:
