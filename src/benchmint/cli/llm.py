@@ -99,6 +99,10 @@ def bench(
     req = res.result["requests"]
     if res.all_failed:
         ex = next(iter(req["error_examples"].values()), "")
+        if "ignore_eos" in ex:
+            ex += " (this server rejects ignore_eos: add --allow-eos)"
+        elif "stream_options" in ex:
+            ex += " (this server rejects stream_options: add --no-usage)"
         raise UserError(f"all {req['sent']} requests failed ({', '.join(f'{k}: {v}' for k, v in req['errors'].items())}); first error: {ex}")
     if req["interrupted"]:
         err_console.print("interrupted: wrote the partial result")
