@@ -64,6 +64,10 @@ def test_result_blocks_run_record_and_kept_logs(tmp_path):
     on_disk = RunRecord.read(tmp_path / "run.json")
     assert on_disk.kind == "mlperf" and on_disk.status == "invalid" and rec.id == on_disk.id
     assert on_disk.metrics["loadgen"]["validity"] == "INVALID"
+    # named like imported official results, so both can be compared in one table
+    assert on_disk.metrics["throughput"]["output_tokens_per_s"] == lg["tokens_per_s"]
+    assert on_disk.metrics["result"]["unit"] == "Tokens/s" and on_disk.config["scenario"] == "Server"
+    assert on_disk.workload["mlperf_model"] == "llama2-70b"
     assert json.loads((tmp_path / "result.json").read_text())["schema_version"]
     assert validity_line(lg).startswith("LoadGen result: INVALID - Early stopping")
 

@@ -143,7 +143,16 @@ def run_mlperf(cfg: MlperfConfig, on_stage: Callable[[str], None] | None = None)
     if reqs.get("failed"):
         status = "failed" if not reqs.get("completed") else ("invalid" if status == "invalid" else "partial")
     metrics = {k: result[k] for k in ("loadgen", "client", "accuracy", "energy", "cost", "requests") if result.get(k)}
-    record = RunRecord(kind="mlperf", config=result["config"], metrics=metrics, workload=cfg.workload,
+    if result.get("loadgen"):
+        lgb = result["loadgen"]
+        # the same top-level names as imported official MLPerf results, so both sit in one table
+        metrics["throughput"] = {"output_tokens_per_s": lgb.get("tokens_per_s"),
+                                 "samples_per_s": lgb.get("samples_per_s"), "source": "LoadGen"}
+        if lgb.get("tokens_per_s") is not None:
+            metrics["result"] = {"value": lgb["tokens_per_s"], "unit": "Tokens/s"}
+    config = {**result["config"], "scenario": cfg.settings.lg_scenario, "benchmark": "mlperf-inference (LoadGen)"}
+    workload = {**cfg.workload, "mlperf_model": cfg.settings.model_key}
+    record = RunRecord(kind="mlperf", config=config, metrics=metrics, workload=workload,
                        artifacts=artifacts, status=status)
     _fill_system(record)
     result["run_id"] = record.id
@@ -214,8 +223,11 @@ def run_sweep(
         },
     }
     status = "ok" if res.peak_rate is not None else "failed"
-    record = RunRecord(kind="mlperf", config=result["config"], metrics={"sweep": result["sweep"]},
-                       workload=cfg.workload, artifacts={"result": "result.json"}, status=status)
+    record = RunRecord(kind="mlperf", config={**result["config"], "scenario": "Server",
+                                              "benchmark": "mlperf-inference (LoadGen sweep)"},
+                       metrics={"sweep": result["sweep"]},
+                       workload={**cfg.workload, "mlperf_model": base.model_key}, artifacts={"result": "result.json"},
+                       status=status)
     _fill_system(record)
     result["run_id"] = record.id
     write_json(out / "result.json", result)
