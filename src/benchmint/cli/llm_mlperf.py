@@ -313,7 +313,8 @@ def sweep(
     tolerance: float = typer.Option(0.05, "--tolerance", help="Stop bisecting when the bracket is this tight."),
     max_qps: float = typer.Option(None, "--max-qps", help="Never try above this QPS."),
     trial_duration: float = typer.Option(10.0, "--trial-duration", help="Minimum duration of each trial, s."),
-    min_query_count: int = typer.Option(None, "--min-query-count", help="Minimum queries per trial."),
+    min_query_count: int = typer.Option(1, "--min-query-count",
+                                        help="Minimum queries per trial (default 1: --trial-duration sets the length)."),
     target: str = typer.Option("loadgen", "--target",
                                help="loadgen (LoadGen Server QPS) or bench (`llm bench` Poisson request rate)."),
     require_valid: bool = typer.Option(False, "--require-valid",
@@ -370,7 +371,9 @@ def sweep(
     perf_count = len(samples) if (key is None or len(samples) < key.performance_sample_count) else None
     rs = RunSettings(scenario="server", model_key=model_key, user_conf=str(user_conf) if user_conf else None,
                      min_duration_s=trial_duration, min_query_count=min_query_count,
-                     performance_sample_count=perf_count, ttft_s=ttft, tpot_s=tpot)
+                     performance_sample_count=perf_count, ttft_s=ttft, tpot_s=tpot,
+                     # trials are load studies: no rounding up to whole passes over the samples
+                     sample_concatenate_permutation=False)
     cfg = MlperfConfig(settings=rs, backend=spec, samples=samples, out_dir=out, max_concurrency=max_concurrency,
                        measure_energy=False, workload={**workload, "backend": backend, "model_name": model})
     check_reachable(spec)
