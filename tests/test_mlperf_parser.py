@@ -106,3 +106,13 @@ def test_missing_or_empty_log_is_a_user_error(tmp_path):
     (tmp_path / "mlperf_log_detail.txt").write_text("hello\n")
     with pytest.raises(UserError, match="no ':::MLLOG' records"):
         parse_detail(tmp_path)
+
+
+def test_loadgen_errors_become_a_reason():
+    lines = [
+        ':::MLLOG {"key": "result_validity", "value": "INVALID", "metadata": {}}\n',
+        ':::MLLOG {"key": "error_runtime", "value": "QuerySamplesComplete for an unknown id", '
+        '"metadata": {"is_error": true}}\n',
+    ]
+    reasons = explain(summarize(parse_lines(lines)))
+    assert any("LoadGen logged 1 error(s), first: error_runtime: QuerySamplesComplete" in r for r in reasons)

@@ -183,6 +183,9 @@ def explain(lg_summary: dict[str, Any], settings: RunSettings | None = None) -> 
                else "")
         )
 
+    errors = lg_summary.get("errors") or []
+    if errors:
+        reasons.append(f"LoadGen logged {len(errors)} error(s), first: {errors[0]}; see mlperf_log_detail.txt.")
     loadgen_reason = lg_summary.get("loadgen_invalid_reason")
     if loadgen_reason and not reasons:
         reasons.append(f"LoadGen says: {loadgen_reason}")
