@@ -74,8 +74,9 @@ def test_single_stream_min_queries_reason_points_at_max_query_count():
     s = load("single_stream")
     assert s["scenario"] == "SingleStream"
     assert s["early_stopping"]["latency_estimate_ss_s"] > 0
-    (reason,) = explain(s)
+    reason, loadgen_error = explain(s)
     assert "Minimum query count not met" in reason and "--max-query-count 64" in reason
+    assert "Max query count reached" in loadgen_error  # LoadGen's own error record, passed on
 
 
 def test_truncated_and_foreign_lines_are_skipped():
