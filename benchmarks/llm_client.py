@@ -67,6 +67,7 @@ def run_once(url: str, rate: float, duration: float, tokens: int, work: Path, se
         "rate": rate,
         "sent": res["requests"]["sent"],
         "failed": res["requests"]["failed"],
+        "errors": res["requests"]["errors"],
         "offered": offered,
         "achieved": achieved,
         "ratio": achieved / offered,
@@ -114,7 +115,8 @@ def main() -> None:
                     ok_runs.append(r)
                     print(f"{rate:7g} {r['offered']:8.1f} {r['achieved']:9.1f} {r['ratio']:6.3f} "
                           f"{r['lag_p50_ms']:7.2f}ms {r['lag_p99_ms']:7.2f}ms {r['lag_max_ms']:7.2f}ms "
-                          f"{r['failed']:6d}  {'yes' if passed else 'NO'}", flush=True)
+                          f"{r['failed']:6d}  {'yes' if passed else 'NO'}"
+                          + (f"  errors: {r['errors']}" if r["errors"] else ""), flush=True)
                 if any(r.get("pass") for r in ok_runs):
                     best = max(best or 0.0, max(r["achieved"] for r in ok_runs if r.get("pass")))
                     fails = 0
