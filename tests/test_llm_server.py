@@ -64,6 +64,12 @@ def test_non_streaming_completion_exact_tokens(server):
     assert isinstance(d["choices"][0]["text"], str)
 
 
+def test_prompt_as_token_ids(server):
+    st, body = post(server.url + "/completions", {"prompt": [5, 6, 7], "max_tokens": 2, "ignore_eos": True})
+    d = orjson.loads(body)
+    assert st == 200 and d["usage"] == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+
+
 def test_streaming_chat_with_usage(server):
     st, body = post(server.url + "/chat/completions", {
         "model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "stream": True,

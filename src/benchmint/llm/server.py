@@ -90,7 +90,9 @@ def create_app(engine: AsyncEngine, model_name: str = "tiny") -> Starlette:
                     raise ValueError("'messages' must be a list")
             else:
                 prompt = body["prompt"]
-                if isinstance(prompt, list):
+                if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
+                    pass  # token ids
+                elif isinstance(prompt, list):
                     if len(prompt) != 1:
                         raise ValueError("only one prompt per request is supported")
                     prompt = prompt[0]
