@@ -193,6 +193,7 @@ class _Builder:
         self.lines: list[tuple[int, str]] = []
         self.reads: list[list[int]] = []
         self.offsets: dict[tuple, int] = {}
+        self.repin: set[tuple] = set()
         for op in view.ops:
             for r in all_refs(op):
                 self.pool.note(r)
@@ -221,7 +222,30 @@ class _Builder:
     def _input_tensor(self, ref: TRef, pre: list[str], reads: list[int]) -> tuple[torch.Tensor | None, str]:
         if ref.dtype is None:
             return None, "None"
+        if ref.key in self.repin:
+            # an index computed in the replay from synthetic data fell out of range: use valid indices
+            alt = ("pinned", *ref.key)
+            t = self.env.get(alt)  # type: ignore[arg-type]
+            if t is None:
+                t = make_tensor(ref, self.device, self.cons, self.gen, None)
+                s = self._slot_for(alt)
+                self.env[alt] = t  # type: ignore[index]
+                self.persistent[s] = t
+            s = self.slot[alt]
+            reads.append(s)
+            return t, f"R[{s}]"
         t = self.env.get(ref.key)
+        if t is not None and tuple(t.shape) != ref.shape:
+            # the id was reused by a tensor the replay does not see: this one is made afresh, in its own slot
+            alt = ("shadow", *ref.key, ref.shape)
+            t = self.env.get(alt)  # type: ignore[arg-type]
+            if t is None:
+                t = make_tensor(ref, self.device, self.cons, self.gen, None)
+                self.env[alt] = t  # type: ignore[index]
+                self.persistent[self._slot_for(alt)] = t
+            s = self.slot[alt]
+            reads.append(s)
+            return t, f"R[{s}]"
         if t is not None:
             s = self.slot[ref.key]
             reads.append(s)
@@ -386,16 +410,20 @@ class _Builder:
             with torch.no_grad():
                 result = fn(*pos, **kw)
         except Exception as e:
-            sub = SUBSTITUTES.get(op.name)
-            if sub is None:
-                return self._skip(info, _first_line(e))
-            fn = sub[0]
-            try:
-                with torch.no_grad():
-                    result = fn(*pos, **kw)
-            except Exception as e2:
-                return self._skip(info, f"{_first_line(e)}; {sub[1]} instead failed too: {_first_line(e2)}")
-            info.substitute = sub[1]
+            fixed = self._retry_with_valid_indices(op, spec, e)
+            if fixed is not None:
+                pos, kw, ptxt, ktxt, pre, reads, result = fixed
+            else:
+                sub = SUBSTITUTES.get(op.name)
+                if sub is None:
+                    return self._skip(info, _first_line(e))
+                fn = sub[0]
+                try:
+                    with torch.no_grad():
+                        result = fn(*pos, **kw)
+                except Exception as e2:
+                    return self._skip(info, f"{_first_line(e)}; {sub[1]} instead failed too: {_first_line(e2)}")
+                info.substitute = sub[1]
         pin = op.name in DATA_DEPENDENT
         assigns = self._outputs(op, result, pin)
         if assigns is None:
@@ -417,6 +445,31 @@ class _Builder:
         self.reads.append(reads)
         info.replayed = True
         return info
+
+    def _retry_with_valid_indices(self, op: OpRec, spec: OpSpec, err: Exception) -> tuple | None:
+        """When an index computed in the replay (from synthetic data) is out of range, bind the op's integer
+        inputs that have a known valid range to synthetic tensors within it, and try again."""
+        msg = str(err)
+        if not isinstance(err, IndexError) and "out of range" not in msg and "out of bounds" not in msg:
+            return None
+        keys = set()
+        for a in op.inputs:
+            refs = [a.value] if a.kind == TENSOR else (a.value if a.kind == TENSOR_LIST else [])
+            for r in refs:
+                if isinstance(r, TRef) and r.key in self.cons.by_key and r.key in self.env:
+                    keys.add(r.key)
+        if not keys:
+            return None
+        self.repin |= keys
+        try:
+            pos, kw, ptxt, ktxt, pre, reads = self._bind(op, spec)
+            with torch.no_grad():
+                result = spec.fn(*pos, **kw)
+        except Exception:
+            return None
+        finally:
+            self.repin -= keys
+        return pos, kw, ptxt, ktxt, pre, reads, result
 
     def _skip(self, info: StepInfo, reason: str) -> StepInfo:
         info.reason = reason

@@ -32,8 +32,10 @@ def _dtype(name: str | None) -> torch.dtype | None:
 
 
 def _tref(r: Any) -> TRef:
-    strides = tuple(r.strides) if r.strides is not None else None
     shape = tuple(int(x) for x in r.shape) if r.shape is not None else ()
+    strides = tuple(int(x) for x in r.strides) if r.strides is not None else None
+    if strides is not None and len(strides) != len(shape):
+        strides = None  # not recorded (older schema, or an empty list): contiguous
     return TRef(tensor_id=int(r.tensor_id), storage_id=int(r.storage_id), offset=int(r.offset),
                 numel=int(r.numel), itemsize=int(r.itemsize), device=str(r.device), shape=shape,
                 strides=strides, dtype=_dtype(r.dtype))

@@ -27,9 +27,9 @@ class TRef:
     dtype: torch.dtype | None  # None: uninitialized / unknown
 
     @property
-    def key(self) -> tuple[int, int, int, int]:
-        # tensor ids can be reused once a tensor dies, so identity includes its placement too
-        return (self.tensor_id, self.storage_id, self.offset, self.numel)
+    def key(self) -> tuple:
+        # tensor ids can be reused once a tensor dies, so identity includes its placement and type too
+        return (self.tensor_id, self.storage_id, self.offset, self.numel, self.dtype)
 
     def extent(self) -> int:
         """Elements of storage the tensor spans from its offset."""

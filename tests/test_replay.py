@@ -1,0 +1,235 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmint.core.errors import UserError
+from benchmint.models.workloads import WORKLOADS, build
+from benchmint.replay import replay_trace, run_record
+from benchmint.replay.plan import build_plan
+from benchmint.replay.source import view_from_trace
+from benchmint.replay.tensors import Constraints, IntConstraint, StoragePool, fill
+from benchmint.replay.types import TRef
+from benchmint.trace import load
+from benchmint.trace.capture import capture_steps
+
+REQUIRED_KEYS = {"ops_total", "ops_replayed", "coverage", "coverage_time", "iter_time_s", "original_iter_time_s",
+                 "error", "skipped", "peak_memory_bytes", "device", "threads"}
+
+
+@pytest.fixture(scope="module")
+def captures(tmp_path_factory) -> dict[str, Path]:
+    """Every example workload captured once (small; a fraction of a second each)."""
+    root = tmp_path_factory.mktemp("captures")
+    out = {}
+    for name in WORKLOADS:
+        d = root / name
+        capture_steps(build(name).step, d, warmup=1, measure=5, record=1)
+        out[name] = d
+    return out
+
+
+@pytest.mark.parametrize("name", list(WORKLOADS))
+def test_every_example_workload_replays_whole(captures, name):
+    res = replay_trace(captures[name], gaps="none", warmup=0, iters=2)
+    r = res.result
+    assert r["coverage"] == 1.0, r["skipped"]
+    assert r["ops_replayed"] == r["ops_total"] > 0 and r["coverage_time"] == 1.0
+    assert r["original_iter_time_s"] > 0 and r["iter_time_s"]["n"] == 2
+    assert r["peak_memory_bytes"] > 0
+
+
+def test_training_step_replays_forward_backward_and_optimizer(captures):
+    tr = load(captures["transformer_train"] / "et.json")
+    view = view_from_trace(tr)
+    names = [o.name for o in view.ops]
+    assert "aten::embedding" in names  # forward
+    assert "aten::embedding_backward" in names and "aten::tanh_backward" in names  # autograd backward
+    assert any(n.startswith("aten::_foreach_") for n in names)  # AdamW (foreach)
+    # ops the autograd engine ran on its own thread are part of the step
+    tids = {o.tid for o in view.ops}
+    assert len(tids) >= 1
+    assert all(s.replayed for s in build_plan(view).steps)
+
+
+def test_recorded_gaps_aim_at_capture_time_and_result_keys(captures, tmp_path, cli):
+    code, out, err = cli("replay", str(captures["moe"]), "--iters", "3", "--warmup", "1", "--json",
+                         str(tmp_path / "r.json"), "--out", str(tmp_path / "run"), "--report", "--no-store")
+    assert code == 0, err
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert REQUIRED_KEYS <= set(r)
+    assert set(r["iter_time_s"]) == {"median", "p10", "p90", "n"}
+    assert r["gaps"] == "recorded" and r["gap_target"] == "capture.json"
+    assert r["error"] == pytest.approx((r["iter_time_s"]["median"] - r["original_iter_time_s"])
+                                       / r["original_iter_time_s"])
+    assert r["calibration"]["observer_overhead_s"] >= 0
+    assert r["original_iter_time_estimated_s"] is not None
+    assert "coverage 1.000" in out and "error" in out and "aten::linear" in out
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["kind"] == "replay"
+    rows = run["metrics"]["per_op_type"]
+    assert {"op", "count", "original_s", "replay_s"} <= set(rows[0])
+    assert sum(x["count"] for x in rows if not x["op"].startswith("(")) == r["ops_total"]
+
+
+def test_without_capture_json_the_original_is_estimated_and_error_is_null(captures, tmp_path):
+    d = tmp_path / "user"
+    d.mkdir()
+    for f in ("et.json", "kineto.json"):
+        (d / f).write_bytes((captures["cnn_train"] / f).read_bytes())
+    res = replay_trace(d / "et.json", kineto=d / "kineto.json", warmup=0, iters=2)
+    r = res.result
+    assert r["original_iter_time_s"] is None and r["error"] is None
+    assert r["gap_target"] == "estimate" and r["original_iter_time_estimated_s"] > 0
+    assert r["threads"] == torch.get_num_threads()
+    (d / "kineto.json").unlink()
+    with pytest.raises(UserError, match="needs a Kineto trace"):
+        replay_trace(d / "et.json", gaps="recorded")
+
+
+def test_min_coverage_exits_1_after_writing(captures, tmp_path, cli):
+    code, _, err = cli("replay", str(captures["bilstm"]), "--iters", "1", "--warmup", "0", "--gaps", "none",
+                       "--min-coverage", "1.01", "--json", str(tmp_path / "r.json"), "--no-store",
+                       "--out", str(tmp_path / "o"))
+    assert code == 1 and "below --min-coverage" in err
+    assert json.loads((tmp_path / "r.json").read_text())["coverage"] == 1.0
+    assert (tmp_path / "o" / "run.json").exists()
+
+
+def _node(i, name, parent, schema="", inputs=(), shapes=(), types=(), outputs=(), oshapes=(), otypes=(), rf=0):
+    return {"id": i, "name": name, "ctrl_deps": parent,
+            "inputs": {"values": list(inputs), "shapes": list(shapes), "types": list(types),
+                       "strides": [[] for _ in inputs]},
+            "outputs": {"values": list(outputs), "shapes": list(oshapes), "types": list(otypes),
+                        "strides": [[] for _ in outputs]},
+            "attrs": [{"name": "rf_id", "type": "uint64", "value": rf},
+                      {"name": "tid", "type": "uint64", "value": 1},
+                      {"name": "op_schema", "type": "string", "value": schema}]}
+
+
+def _write_et(path: Path, ops: list[dict]) -> Path:
+    nodes = [_node(1, "[pytorch|profiler|execution_trace|process]", 0),
+             _node(2, "[pytorch|profiler|execution_trace|thread]", 1), *ops]
+    path.write_text(json.dumps({"schema": "1.1.1-chakra.0.0.4", "pid": 1, "time": "x", "start_ts": 0,
+                                "finish_ts": 1, "nodes": nodes}))
+    return path
+
+
+T = "Tensor(float)"
+
+
+def test_bad_ops_are_skipped_with_reasons_never_a_crash(tmp_path):
+    a, b = [10, 11, 0, 12, 4, "cpu"], [20, 21, 0, 12, 4, "cpu"]
+    ops = [
+        _node(3, "aten::add", 2, "aten::add.Tensor(Tensor self, Tensor other, *, Scalar alpha=1) -> Tensor",
+              [a, a, 1], [[3, 4], [3, 4], []], [T, T, "Int"], [b], [[3, 4]], [T]),
+        _node(4, "mylib::frobnicate", 2, "mylib::frobnicate(Tensor x) -> Tensor", [b], [[3, 4]], [T],
+              [[30, 31, 0, 12, 4, "cpu"]], [[3, 4]], [T]),
+        # shapes that do not fit: (3x4) @ (3x4)
+        _node(5, "aten::mm", 2, "aten::mm(Tensor self, Tensor mat2) -> Tensor", [b, b], [[3, 4], [3, 4]], [T, T],
+              [[40, 41, 0, 9, 4, "cpu"]], [[3, 3]], [T]),
+        # an argument that does not bind: a string where the schema wants an int
+        _node(6, "aten::sum", 2, "aten::sum.dim_IntList(Tensor self, int[1]? dim, bool keepdim=False, *, "
+              "ScalarType? dtype=None) -> Tensor", [b, "oops", False, None], [[3, 4], [], [], []],
+              [T, "String", "Bool", "None"], [[50, 51, 0, 4, 4, "cpu"]], [[4]], [T]),
+        # its consumer still runs on a synthetic tensor of the recorded shape
+        _node(7, "aten::relu", 2, "aten::relu(Tensor self) -> Tensor", [[30, 31, 0, 12, 4, "cpu"]], [[3, 4]], [T],
+              [[60, 61, 0, 12, 4, "cpu"]], [[3, 4]], [T]),
+    ]
+    et = _write_et(tmp_path / "et.json", ops)
+    r = replay_trace(et, warmup=0, iters=2).result
+    assert r["ops_total"] == 5 and r["ops_replayed"] == 2 and r["coverage"] == pytest.approx(0.4)
+    reasons = {s["op"]: s["reason"] for s in r["skipped"]}
+    assert "not an op" in reasons["mylib::frobnicate"]
+    assert "mat1 and mat2 shapes cannot be multiplied" in reasons["aten::mm"] or "size" in reasons["aten::mm"]
+    assert "aten::sum" in reasons
+    assert r["coverage_time"] is None and r["gaps"] == "none"
+
+
+def test_no_replayable_op_is_a_user_error(tmp_path, cli):
+    et = _write_et(tmp_path / "et.json", [_node(3, "mylib::f", 2, "mylib::f(Tensor x) -> Tensor",
+                                                [[1, 2, 0, 1, 4, "cpu"]], [[1]], [T])])
+    code, _, err = cli("replay", str(et), "--no-store")
+    assert code == 2 and "no op of the trace could be replayed" in err
+    code, _, err = cli("replay", str(tmp_path / "missing.json"), "--no-store")
+    assert code == 2 and "no such trace" in err
+
+
+def test_views_share_storage_at_recorded_offsets():
+    pool = StoragePool(torch.device("cpu"))
+    a = TRef(1, 7, 0, 6, 4, "cpu", (2, 3), (3, 1), torch.float32)
+    b = TRef(2, 7, 3, 3, 4, "cpu", (3,), (1,), torch.float32)
+    pool.note(a)
+    pool.note(b)
+    ta, fresh_a = pool.view(a)
+    tb, fresh_b = pool.view(b)
+    assert fresh_a and not fresh_b
+    ta.zero_()
+    tb.fill_(5)
+    assert ta[1].tolist() == [5, 5, 5] and ta[0].tolist() == [0, 0, 0]
+
+
+def test_integer_fill_respects_consumers():
+    g = torch.Generator().manual_seed(0)
+    cons = Constraints()
+    off = TRef(1, 1, 0, 8, 8, "cpu", (8,), (1,), torch.int64)
+    idx = TRef(2, 2, 0, 50, 8, "cpu", (50,), (1,), torch.int64)
+    cons.by_key[off.key] = IntConstraint(offsets_of=50)
+    cons.by_key[idx.key] = IntConstraint(high=7)
+    t = torch.empty(8, dtype=torch.int64)
+    fill(t, off, cons, g)
+    assert t[0] == 0 and bool((t[1:] >= t[:-1]).all()) and int(t.max()) <= 50
+    u = torch.empty(50, dtype=torch.int64)
+    fill(u, idx, cons, g)
+    assert int(u.min()) >= 0 and int(u.max()) < 7
+    r = TRef(3, 3, 0, 20, 8, "cpu", (20,), (1,), torch.int64)
+    cons.by_key[r.key] = IntConstraint(forced=(3, 5))
+    v = torch.empty(20, dtype=torch.int64)
+    fill(v, r, cons, g)
+    assert int(v.min()) >= 3 and int(v.max()) <= 5
+
+
+def test_data_dependent_ops_keep_recorded_shapes(captures):
+    view = view_from_trace(load(captures["moe"] / "et.json"))
+    plan = build_plan(view, seed=123)
+    assert all(s.replayed for s in plan.steps)
+    fn = plan.compile()
+    R = plan.registers()
+    fn(R)  # the routing differs from the original's, the shapes do not: nothing raises
+    nz = [s for s in plan.steps if s.op.name == "aten::nonzero_numpy"]
+    assert len(nz) == 8
+
+
+def test_run_record_has_kind_replay_and_per_op_type(captures):
+    res = replay_trace(captures["encoder_cls"], gaps="none", warmup=0, iters=1)
+    rec = run_record(res, {"trace": "x"})
+    assert rec.kind == "replay" and rec.status == "ok"
+    assert rec.metrics["per_op_type"] and rec.metrics["coverage"] == 1.0
+
+
+PARAM = Path(__file__).parent / "data" / "param"
+
+
+@pytest.mark.parametrize("name,floor", [("linear_et.json.gz", 1.0), ("pt2_et.json.tar.gz", 1.0),
+                                        ("dlrm_pytorch_et.tar.gz", 0.97)])
+def test_param_cuda_traces_plan_on_cpu(name, floor):
+    view = view_from_trace(load(PARAM / name))
+    plan = build_plan(view, "cpu")
+    cov = len(plan.replayed) / len(plan.steps)
+    assert cov >= floor, plan.skipped()
+    assert any(d.startswith("cuda") for d in view.devices)
+    # every recorded cuda tensor was remapped to the CPU
+    assert all(t.device.type == "cpu" for t in plan.init if isinstance(t, torch.Tensor))
+
+
+@pytest.mark.slow
+def test_param_resnet_trace_replays_on_cpu_with_coverage_099():
+    view = view_from_trace(load(PARAM / "resnet_et.json.gz"))
+    plan = build_plan(view, "cpu")
+    assert len(plan.replayed) / len(plan.steps) >= 0.99
+    subs = {s["op"] for s in plan.substituted()}
+    assert "aten::cudnn_batch_norm_backward" in subs
+    assert {s["op"] for s in plan.skipped()} <= {"c10d::allreduce_", "c10d::broadcast_"}
