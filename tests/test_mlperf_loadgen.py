@@ -72,6 +72,16 @@ def test_result_blocks_run_record_and_kept_logs(tmp_path):
     assert validity_line(lg).startswith("LoadGen result: INVALID - Early stopping")
 
 
+def test_warmup_requests_stay_out_of_loadgen_and_records(tmp_path):
+    cfg = MlperfConfig(settings=_short(), backend=_sim(), samples=_samples(), out_dir=tmp_path,
+                       measure_energy=False, warmup=5)
+    res, _ = run_mlperf(cfg)
+    worker = json.loads((tmp_path / "performance" / "worker.json").read_text())
+    assert worker["warmup_requests"] == 5
+    assert res["loadgen"]["query_count"] == res["client"]["requests"]["completed"] == len(_records(tmp_path))
+    assert all(r.id >= 0 for r in _records(tmp_path))
+
+
 def test_valid_run_with_a_user_conf(tmp_path):
     conf = tmp_path / "user.conf"
     conf.write_text("*.Server.target_latency_percentile = 50\n")

@@ -238,6 +238,7 @@ def mlperf(
     device: str = typer.Option("cpu", "--device", help="Device of the in-process engine."),
     max_batch_size: int = typer.Option(16, "--max-batch-size", help="Batch size of the in-process engine."),
     max_concurrency: int = typer.Option(0, "--max-concurrency", help="Cap on queries in flight (0: none)."),
+    warmup: int = typer.Option(0, "--warmup", help="Requests sent before each LoadGen test, outside the figures."),
     sim: str = typer.Option(None, "--sim", help="Simulated engine (--backend sim): ttft=0.02,tpot=0.005,slots=64."),
     plan_only: bool = typer.Option(False, "--plan", help="Only predict whether the settings can give a VALID result."),
     price: str = typer.Option(None, "--price", help="USD per hour (number) or a name in the repo's price table."),
@@ -287,7 +288,7 @@ def mlperf(
             write_json(json_out, {"schema_version": "1.0", "plan": p.to_dict(), "settings": rs.to_dict()})
         return
     cfg = MlperfConfig(settings=rs, backend=spec, samples=samples, out_dir=out, mode=mode,
-                       max_concurrency=max_concurrency, timeout_s=timeout, price=resolve_price(price),
+                       max_concurrency=max_concurrency, timeout_s=timeout, price=resolve_price(price), warmup=warmup,
                        measure_energy=not no_energy, slo={k: v for k, v in (("ttft_s", ttft), ("tpot_s", tpot)) if v},
                        workload={**workload, "model_name": model or ("tiny" if backend == "transformers" else None),
                                  "backend": backend})
@@ -335,6 +336,7 @@ def sweep(
     device: str = typer.Option("cpu", "--device", help="Device of the in-process engine."),
     max_batch_size: int = typer.Option(16, "--max-batch-size", help="Batch size of the in-process engine."),
     max_concurrency: int = typer.Option(0, "--max-concurrency", help="Cap on queries in flight (0: none)."),
+    warmup: int = typer.Option(0, "--warmup", help="Requests sent before each LoadGen test, outside the figures."),
     sim: str = typer.Option(None, "--sim", help="Simulated engine (--backend sim): ttft=0.02,tpot=0.005,slots=64."),
     out: Path = typer.Option(Path("benchmint-sweep"), "--out", help="Folder for the trials and result.json."),
     json_out: Path = typer.Option(None, "--json", help="Also write the result JSON here."),
@@ -375,7 +377,7 @@ def sweep(
                      # trials are load studies: no rounding up to whole passes over the samples
                      sample_concatenate_permutation=False)
     cfg = MlperfConfig(settings=rs, backend=spec, samples=samples, out_dir=out, max_concurrency=max_concurrency,
-                       measure_energy=False, workload={**workload, "backend": backend, "model_name": model})
+                       measure_energy=False, warmup=warmup, workload={**workload, "backend": backend, "model_name": model})
     check_reachable(spec)
 
     console.print(f"sweep: up to {max_trials} LoadGen Server trials of >= {trial_duration:g} s")

@@ -40,6 +40,7 @@ class MlperfConfig:
     measure_energy: bool = True
     slo: dict[str, float] = field(default_factory=dict)  # for client goodput: {"ttft": s, "tpot": s}
     workload: dict[str, Any] = field(default_factory=dict)
+    warmup: int = 0  # requests sent before each LoadGen test starts, outside every figure
     accuracy_encoding: str = "utf8"
     tokenizer: Any = None
 
@@ -50,6 +51,7 @@ class MlperfConfig:
             "backend": self.backend,
             "samples": len(self.samples),
             "max_concurrency": self.max_concurrency,
+            "warmup": self.warmup,
             "price": self.price,
             "slo": self.slo,
         }
@@ -108,7 +110,7 @@ def run_mlperf(cfg: MlperfConfig, on_stage: Callable[[str], None] | None = None)
         stage("LoadGen performance test")
         rs = dataclasses.replace(cfg.settings, mode="performance")
         perf = run_test(out / "performance", samples_path, rs, cfg.backend, cfg.max_concurrency, cfg.timeout_s,
-                        energy=cfg.measure_energy)
+                        energy=cfg.measure_energy, warmup=cfg.warmup)
         result["loadgen"] = _loadgen_block(perf, rs)
         result["requests"] = _requests_block(perf.records)
         result["client"] = client_metrics(perf.records, perf.worker.get("test_start_ns"), cfg.slo)
@@ -124,7 +126,8 @@ def run_mlperf(cfg: MlperfConfig, on_stage: Callable[[str], None] | None = None)
     if cfg.mode in ("accuracy", "submission"):
         stage("LoadGen accuracy test")
         rs = dataclasses.replace(cfg.settings, mode="accuracy")
-        acc_run = run_test(out / "accuracy", samples_path, rs, cfg.backend, cfg.max_concurrency, cfg.timeout_s)
+        acc_run = run_test(out / "accuracy", samples_path, rs, cfg.backend, cfg.max_concurrency, cfg.timeout_s,
+                           warmup=cfg.warmup)
         token_counts = {i: r.output_tokens for i, r in zip(acc_run.qsl_index, acc_run.records, strict=True)
                         if r.output_tokens is not None}
         result["accuracy"] = acc.evaluate_accuracy_log(
@@ -198,7 +201,7 @@ def run_sweep(
         counter["n"] += 1
         rs = dataclasses.replace(base, target_qps=qps)
         d = out / f"trial-{counter['n']:02d}-qps-{qps:.4g}"
-        outcome = run_test(d, samples_path, rs, cfg.backend, cfg.max_concurrency, cfg.timeout_s)
+        outcome = run_test(d, samples_path, rs, cfg.backend, cfg.max_concurrency, cfg.timeout_s, warmup=cfg.warmup)
         lgb = _loadgen_block(outcome, rs)
         ok, reason, metrics = loadgen_trial_verdict(lgb, require_valid=require_valid)
         client = client_metrics(outcome.records, outcome.worker.get("test_start_ns"), cfg.slo)

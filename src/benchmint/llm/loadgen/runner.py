@@ -74,6 +74,7 @@ def run_test(
     trace: bool = False,
     event_loop: str = "uvloop",
     energy: bool = False,
+    warmup: int = 0,
 ) -> TestOutcome:
     """Run one LoadGen test in a subprocess; raise :class:`UserError` with the log's tail if it fails."""
     out = Path(out_dir)
@@ -87,6 +88,7 @@ def run_test(
         "trace": trace,
         "event_loop": event_loop,
         "energy": energy,
+        "warmup": warmup,
     }
     spec_path = write_json(out / "spec.json", spec)
     env = dict(os.environ)
