@@ -20,6 +20,7 @@ from benchmint.core.jsonio import read_json, write_json
 from benchmint.llm.loadgen.backend_factory import make_backend
 from benchmint.llm.loadgen.settings import RunSettings, build_test_settings
 from benchmint.llm.loadgen.sut import AsyncSUT, LoopThread, Sample
+from benchmint.llm.types import Backend
 
 
 def read_samples(path: Path) -> list[Sample]:
@@ -31,7 +32,7 @@ def read_samples(path: Path) -> list[Sample]:
     return out
 
 
-async def _warm_up(backend, samples: list[Sample], n: int) -> None:
+async def _warm_up(backend: Backend, samples: list[Sample], n: int) -> None:
     import asyncio
 
     from benchmint.llm.types import GenRequest
