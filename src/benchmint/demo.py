@@ -45,6 +45,15 @@ def run_demo(out: Path, results_dir: Path, console: Console | None = None, quick
     return ctx
 
 
+def _capture_replay(ctx: DemoContext) -> None:
+    from benchmint.replay.demo_step import capture_replay_demo_step
+
+    capture_replay_demo_step(ctx)
+
+
+STEPS.append(("capture a small transformer training step on CPU, inspect it, replay it", _capture_replay))
+
+
 def _llm(ctx: DemoContext) -> None:
     from benchmint.llm.demo_step import llm_demo_step
 

@@ -1,0 +1,34 @@
+"""The demo's first step: capture a small transformer training step on CPU, inspect it, replay it and print
+the fidelity line (kept here so ``benchmint.demo`` stays a list of steps)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def capture_replay_demo_step(ctx: Any) -> None:
+    from benchmint.cli.replay import fidelity_line
+    from benchmint.cli.trace import _print as print_summary
+    from benchmint.models.workloads import small_transformer
+    from benchmint.replay.api import replay_trace, run_record
+    from benchmint.trace.capture import capture_steps
+    from benchmint.trace.summary import inspect_trace
+
+    con = ctx.console
+    cap_dir = ctx.out / "capture"
+    w = small_transformer()
+    s = capture_steps(w.step, cap_dir, warmup=2 if ctx.quick else 3, measure=5, record=1)
+    con.print(f"captured one step of {w.description.split(':')[0].lower()} ({w.parameters:,} parameters) into "
+              f"{cap_dir}: un-observed step {s['step_time_s']['median'] * 1e3:.2f} ms (median of "
+              f"{s['step_time_s']['n']}), recorded step {s['recorded_step_time_s'][0] * 1e3:.2f} ms")
+    summary = inspect_trace(cap_dir / "et.json", cap_dir / "kineto.json", top=8)
+    print_summary(summary)
+    res = replay_trace(cap_dir, warmup=1 if ctx.quick else 3, iters=5 if ctx.quick else 20)
+    rec = run_record(res, {"trace": str(cap_dir), "demo": True, "quick": ctx.quick})
+    run_dir = ctx.out / "replay"
+    rec.artifacts = {"run": "run.json"}
+    rec.write(run_dir)
+    ctx.records.append(rec)
+    ctx.artifacts["trace"] = cap_dir / "et.json"
+    ctx.artifacts["replay run"] = run_dir / "run.json"
+    con.print("[bold]replay fidelity:[/] " + fidelity_line(res.result), highlight=False)
