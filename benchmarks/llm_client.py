@@ -2,7 +2,7 @@
 
 Starts ``mock_openai_server.py`` in another process on loopback, then runs one ``benchmint llm bench``
 process per target rate (Server scenario: Poisson arrivals, streamed ``/v1/completions`` with 16 chunks
-each) and reports, for each rate: the offered rate (requests / span of their scheduled send times, which
+each, after 32 warm-up requests that open the connection pool) and reports, for each rate: the offered rate (requests / span of their scheduled send times, which
 takes out Poisson sampling noise), the achieved rate (completed / run duration), their ratio, and the p99
 send lag (actual - scheduled send time). The sustained rate is the highest one with
 achieved/offered >= 0.99, p99 send lag <= 2 ms and no failed request.
@@ -48,7 +48,7 @@ def run_once(url: str, rate: float, duration: float, tokens: int, work: Path, se
     out = work / f"r{rate:g}-s{seed}"
     cmd = BENCHMINT + [
         "llm", "bench", "--url", url, "--model", "mock", "--scenario", "server", "--rate", str(rate),
-        "--duration", str(duration), "--output-tokens", str(tokens), "--seed", str(seed), "--no-progress",
+        "--duration", str(duration), "--output-tokens", str(tokens), "--seed", str(seed), "--warmup", "32", "--no-progress",
         "--quiet", "--out", str(out), "--results", str(work / "store"),
     ]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
