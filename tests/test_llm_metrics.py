@@ -35,9 +35,11 @@ def test_record_metrics_definitions():
     assert m2["ttft_s"] == pytest.approx(0.048) and m2["e2e_s"] == pytest.approx(0.078)
 
 
-def test_single_token_has_no_tpot():
+def test_single_token_or_single_chunk_has_no_tpot():
     m = record_metrics(rec(0, 0, 0, [10], out=1))
     assert m["tpot_s"] is None and m["itl_s"] == []
+    whole = record_metrics(rec(0, 0, 0, [40], out=8))  # e.g. not streamed: all 8 tokens in one piece
+    assert whole["tpot_s"] is None and whole["ttft_s"] == whole["e2e_s"]
 
 
 def test_run_metrics_throughput_goodput_errors_and_warmup():

@@ -12,7 +12,8 @@ Definitions (times from the monotonic clock):
 - anchor: the scheduled send time (default, as MLPerf LoadGen does) or the actual send time
   (``anchor="sent"``); both variants of TTFT and E2E are always reported.
 - TTFT = first content chunk time - anchor. E2E = last content chunk time - anchor (the stream's end when
-  there were no chunks). TPOT = (E2E - TTFT) / (output tokens - 1) for requests with >= 2 output tokens.
+  there were no chunks). TPOT = (E2E - TTFT) / (output tokens - 1) for requests with >= 2 output tokens that
+  arrived in >= 2 chunks (an answer that came in one piece, e.g. not streamed, shows nothing after its first token).
   ITL = time between consecutive content chunks. Send lag = actual send time - scheduled send time.
 - duration = from the measured run's start (first scheduled send) to the last measured request's end.
 - throughput = completed requests / duration, output tokens / duration, (input + output tokens) / duration.
@@ -92,7 +93,7 @@ def record_metrics(r: RequestRecord, anchor: str = "scheduled") -> dict[str, Any
         if r.first_token_ns is not None:
             m["ttft_s"] = (r.first_token_ns - base) / 1e9
             m["ttft_from_send_s"] = (r.first_token_ns - r.sent_ns) / 1e9
-            if r.output_tokens and r.output_tokens > 1:
+            if r.output_tokens and r.output_tokens > 1 and len(r.chunk_ns) > 1:
                 m["tpot_s"] = (last - r.first_token_ns) / 1e9 / (r.output_tokens - 1)
         if len(r.chunk_ns) > 1:
             m["itl_s"] = (np.diff(np.asarray(r.chunk_ns, dtype=np.int64)) / 1e9).tolist()
