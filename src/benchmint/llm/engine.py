@@ -1,9 +1,13 @@
-"""In-process generation engine: one worker thread that batches concurrent requests (dynamic batching).
+"""In-process generation engine: one worker thread that batches concurrent requests (continuous batching).
 
-The worker waits for queued requests, takes up to ``max_batch_size`` of them (waiting ``batch_wait_s`` for
-more to arrive once the first is there), runs one left-padded batched prefill and then batched decode steps
-with the KV cache, and streams each new token of each request to that request's callback. Requests that
-arrive while a batch runs wait for the next batch (their wait shows up in TTFT, as it should).
+The worker keeps a running batch with its KV cache. Before every decode step it takes queued requests (up to
+``max_batch_size`` in the batch; when idle it waits for the first one and ``batch_wait_s`` more for others),
+runs one left-padded batched prefill over their prompts and joins them to the running batch (the shorter
+cache is left-padded and masked out). Each step picks every request's next token, streams it to that
+request's callback, drops finished requests from the batch (and cache columns no one attends to any more)
+and runs one batched decode step. Prefill of joining requests delays the running ones by that prefill (no
+chunked prefill). Caches other than transformers' ``DynamicCache`` fall back to whole batches: new requests
+wait until the running batch is done.
 
 :class:`AsyncEngine` wraps the engine for asyncio users (the built-in server and the in-process backend):
 ``async for ev in engine.stream(...)`` yields :class:`TokenEvent` s on the caller's event loop.
@@ -45,6 +49,7 @@ class _Request:
     sent_text: str = ""
     pending_tokens: int = 0
     done: bool = False
+    generator: Any = None
 
 
 @dataclass
@@ -56,6 +61,7 @@ class EngineStats:
     batches_total: int = 0
     running: int = 0
     waiting: int = 0
+    peak_running: int = 0  # largest batch so far
 
 
 def load_model_and_tokenizer(model: str, device: str = "cpu", dtype: str = "auto") -> tuple[Any, Any]:
@@ -153,20 +159,23 @@ class BatchingEngine:
             self._cv.notify()
 
     # ---- worker
-    def _take_batch(self) -> list[_Request]:
+    def _take(self, block: bool, room: int) -> list[_Request]:
+        """Queued requests, at most ``room``; waits for the first one only when ``block``."""
         with self._cv:
-            while not self._queue and not self._stop:
-                self._cv.wait()
-            if self._stop:
+            if block:
+                while not self._queue and not self._stop:
+                    self._cv.wait()
+            if self._stop or room <= 0 or not self._queue:
                 return []
-        if self.batch_wait_s > 0 and len(self._queue) < self.max_batch_size:
+        if block and self.batch_wait_s > 0 and len(self._queue) < room:
             time.sleep(self.batch_wait_s)  # let concurrent arrivals join this batch
         with self._cv:
             batch = []
-            while self._queue and len(batch) < self.max_batch_size:
+            while self._queue and len(batch) < room:
                 r = self._queue.popleft()
                 if r.cancelled:
-                    r.emit(TokenEvent("", 0, True, "cancelled"))
+                    r.done = True
+                    self._finish(r, "cancelled")
                     continue
                 batch.append(r)
             self.stats.waiting = len(self._queue)
@@ -176,25 +185,37 @@ class BatchingEngine:
         import torch
 
         torch.set_grad_enabled(False)
+        st: _State | None = None
         while True:
-            batch = self._take_batch()
+            room = self.max_batch_size - (len(st.reqs) if st else 0)
+            if st is not None and not _mergeable(st.cache):
+                room = 0  # a cache we cannot merge: new requests wait for the running batch to finish
+            new = self._take(block=st is None, room=room)
             if self._stop:
-                for r in list(self._queue):
-                    r.emit(TokenEvent("", 0, True, "cancelled"))
+                with self._cv:
+                    rest = list(self._queue)
+                    self._queue.clear()
+                for r in rest + (st.reqs if st else []) + new:
+                    if not r.done:
+                        r.done = True
+                        self._finish(r, "cancelled")
                 return
-            if not batch:
-                continue
-            self.stats.running = len(batch)
-            self.stats.batches_total += 1
             try:
-                self._run_batch(batch)
-            except Exception as e:  # report the failure to every request of the batch, keep serving
-                for r in batch:
+                if new:
+                    self.stats.batches_total += 1
+                    ns = self._prefill(new)
+                    st = ns if st is None else _merge(st, ns)
+                if st is not None:
+                    self.stats.running = len(st.reqs)
+                    self.stats.peak_running = max(self.stats.peak_running, len(st.reqs))
+                    st = self._step(st)
+            except Exception as e:  # report the failure to every running request, keep serving
+                for r in (st.reqs if st else []) + new:
                     if not r.done:
                         r.done = True
                         self._finish(r, "error", error=f"{type(e).__name__}: {e}")
-            finally:
-                self.stats.running = 0
+                st = None
+            self.stats.running = len(st.reqs) if st else 0
 
     def _finish(self, r: _Request, reason: str, error: str | None = None) -> None:
         self.stats.requests_finished[reason] = self.stats.requests_finished.get(reason, 0) + 1
@@ -208,76 +229,149 @@ class BatchingEngine:
         return self.tokenizer.decode(r.out_ids, skip_special_tokens=True)
 
     def _run_batch(self, batch: list[_Request]) -> None:
+        """Run ``batch`` to completion on the calling thread (warm-up)."""
+        st: _State | None = self._prefill(batch)
+        while st is not None:
+            st = self._step(st)
+
+    def _prefill(self, reqs: list[_Request]) -> _State:
+        """One left-padded batched forward pass over the prompts of ``reqs``."""
         import torch
 
         dev = self.device
         pad = self.tokenizer.pad_token_id or 0
-        n = len(batch)
-        width = max(len(r.prompt_ids) for r in batch)
+        n = len(reqs)
+        width = max(len(r.prompt_ids) for r in reqs)
         ids = torch.full((n, width), pad, dtype=torch.long)
         mask = torch.zeros((n, width), dtype=torch.long)
-        for i, r in enumerate(batch):
+        for i, r in enumerate(reqs):
             k = len(r.prompt_ids)
             ids[i, width - k :] = torch.tensor(r.prompt_ids, dtype=torch.long)
             mask[i, width - k :] = 1
             self.stats.prompt_tokens_total += k
+            if r.temperature > 0:
+                r.generator = torch.Generator(device=dev).manual_seed(r.seed if r.seed is not None else 0)
         ids, mask = ids.to(dev), mask.to(dev)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        gens = [
-            torch.Generator(device=dev).manual_seed(r.seed if r.seed is not None else 0)
-            if r.temperature > 0
-            else None
-            for r in batch
-        ]
         try:
             out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
         except TypeError:  # a model class without logits_to_keep
             out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
-        cache = out.past_key_values
-        logits = out.logits[:, -1, :]
-        steps = max(r.max_tokens for r in batch)
-        for _ in range(steps):
-            nxt = logits.argmax(-1)
-            for i, r in enumerate(batch):
-                if r.temperature > 0:
-                    probs = torch.softmax(logits[i].float() / r.temperature, -1)
-                    nxt[i] = torch.multinomial(probs, 1, generator=gens[i])[0]
-            toks = nxt.tolist()
-            for i, r in enumerate(batch):
-                if r.done:
-                    continue
-                if r.cancelled:
-                    r.done = True
-                    self._finish(r, "cancelled")
-                    continue
-                t = toks[i]
-                if not r.ignore_eos and t in self.eos_ids:
-                    r.done = True
-                    self._finish(r, "stop")
-                    continue
-                r.out_ids.append(t)
-                r.pending_tokens += 1
-                self.stats.generation_tokens_total += 1
-                if len(r.out_ids) >= r.max_tokens:
-                    r.done = True
-                    self._finish(r, "length")
-                    continue
-                text = self._decode(r)
-                if text.endswith("\ufffd"):
-                    continue  # an incomplete UTF-8 sequence: hold the bytes until the character is whole
-                delta = text[len(r.sent_text) :]
-                r.sent_text = text
-                r.emit(TokenEvent(delta, r.pending_tokens, prompt_tokens=len(r.prompt_ids)))
-                r.pending_tokens = 0
-            if all(r.done for r in batch):
-                break
-            mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype, device=dev)], dim=1)
-            pos = pos[:, -1:] + 1
-            out = self.model(
-                input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True
-            )
-            cache = out.past_key_values
-            logits = out.logits[:, -1, :]
+        return _State(out.past_key_values, mask, pos[:, -1:], out.logits[:, -1, :], list(reqs))
+
+    def _step(self, st: _State) -> _State | None:
+        """Pick each running request's next token, stream it, drop finished requests, run one decode step."""
+        import torch
+
+        logits = st.logits
+        nxt = logits.argmax(-1)
+        for i, r in enumerate(st.reqs):
+            if r.temperature > 0:
+                probs = torch.softmax(logits[i].float() / r.temperature, -1)
+                nxt[i] = torch.multinomial(probs, 1, generator=r.generator)[0]
+        toks = nxt.tolist()
+        for i, r in enumerate(st.reqs):
+            if r.done:
+                continue
+            if r.cancelled:
+                r.done = True
+                self._finish(r, "cancelled")
+                continue
+            t = toks[i]
+            if not r.ignore_eos and t in self.eos_ids:
+                r.done = True
+                self._finish(r, "stop")
+                continue
+            r.out_ids.append(t)
+            r.pending_tokens += 1
+            self.stats.generation_tokens_total += 1
+            if len(r.out_ids) >= r.max_tokens:
+                r.done = True
+                self._finish(r, "length")
+                continue
+            text = self._decode(r)
+            if text.endswith("\ufffd"):
+                continue  # an incomplete UTF-8 sequence: hold the bytes until the character is whole
+            delta = text[len(r.sent_text) :]
+            r.sent_text = text
+            r.emit(TokenEvent(delta, r.pending_tokens, prompt_tokens=len(r.prompt_ids)))
+            r.pending_tokens = 0
+        keep = [i for i, r in enumerate(st.reqs) if not r.done]
+        if not keep:
+            return None
+        cache, mask, pos, reqs = st.cache, st.mask, st.pos, st.reqs
+        if len(keep) < len(reqs) and _mergeable(cache):  # (other cache types keep computing finished rows)
+            idx = torch.tensor(keep, device=mask.device)
+            cache.batch_select_indices(idx)
+            mask, pos, nxt, reqs = mask[idx], pos[idx], nxt[idx], [reqs[i] for i in keep]
+            _trim_left(cache, mask)
+            mask = mask[:, mask.shape[1] - _cache_len(cache, mask) :]
+        mask = torch.cat([mask, torch.ones((len(reqs), 1), dtype=mask.dtype, device=mask.device)], dim=1)
+        pos = pos + 1
+        out = self.model(
+            input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True
+        )
+        return _State(out.past_key_values, mask, pos, out.logits[:, -1, :], reqs)
+
+
+@dataclass
+class _State:
+    """The running batch: KV cache, attention mask (cache length), last positions, next-token logits."""
+
+    cache: Any
+    mask: Any
+    pos: Any
+    logits: Any
+    reqs: list[_Request]
+
+
+def _mergeable(cache: Any) -> bool:
+    layers = getattr(cache, "layers", None)
+    return bool(layers) and type(cache).__name__ == "DynamicCache" and all(
+        type(la).__name__ == "DynamicLayer" and getattr(la, "keys", None) is not None for la in layers
+    )
+
+
+def _pad_left(t: Any, n: int, dim: int) -> Any:
+    import torch
+
+    if n <= 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = n
+    return torch.cat([torch.zeros(shape, dtype=t.dtype, device=t.device), t], dim=dim)
+
+
+def _merge(a: _State, b: _State) -> _State:
+    """Join newly prefilled requests to the running batch: left-pad the shorter caches (masked out), concat."""
+    import torch
+
+    la, lb = a.mask.shape[1], b.mask.shape[1]
+    n = max(la, lb)
+    for x, y in zip(a.cache.layers, b.cache.layers, strict=True):
+        x.keys = torch.cat([_pad_left(x.keys, n - la, 2), _pad_left(y.keys, n - lb, 2)], dim=0)
+        x.values = torch.cat([_pad_left(x.values, n - la, 2), _pad_left(y.values, n - lb, 2)], dim=0)
+    mask = torch.cat([_pad_left(a.mask, n - la, 1), _pad_left(b.mask, n - lb, 1)], dim=0)
+    return _State(a.cache, mask, torch.cat([a.pos, b.pos]), torch.cat([a.logits, b.logits]), a.reqs + b.reqs)
+
+
+def _trim_left(cache: Any, mask: Any) -> None:
+    """Drop leading cache columns that no remaining request attends to (keeps the cache from growing)."""
+    if not _mergeable(cache):
+        return
+    used = mask.any(0).nonzero()
+    first = int(used[0]) if len(used) else 0
+    if first > 0:
+        for la in cache.layers:
+            la.keys = la.keys[:, :, first:]
+            la.values = la.values[:, :, first:]
+
+
+def _cache_len(cache: Any, mask: Any) -> int:
+    try:
+        return int(cache.get_seq_length())
+    except Exception:
+        return mask.shape[1]
 
 
 def _eos_ids(model: Any, tok: Any) -> set[int]:
