@@ -67,6 +67,11 @@ class ReplayResult:
     result: dict[str, Any]
     plan: Plan
     per_op_type: list[dict[str, Any]] = field(default_factory=list)
+    gaps_ns: list[int] | None = None  # CPU time spent before each step (and after the last), if any
+
+    def compiled(self) -> Callable:
+        """The replayed iteration as timed (gaps included): call it with ``plan.registers()``."""
+        return self.plan.compile(gaps_ns=self.gaps_ns)
 
 
 def _default_device(view_devices: list[str]) -> str:
@@ -235,7 +240,7 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, threads: int, warmup: 
         ),
         "largest_contributors": fidelity.largest_contributors(rows),
     }
-    return ReplayResult(result=result, plan=plan, per_op_type=rows)
+    return ReplayResult(result=result, plan=plan, per_op_type=rows, gaps_ns=gaps_ns)
 
 
 def run_record(res: ReplayResult, config: dict[str, Any]):

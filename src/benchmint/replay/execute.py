@@ -23,7 +23,7 @@ def time_iterations(plan: Plan, fn: Callable, iters: int, warmup: int = 1) -> li
     """Wall seconds of ``iters`` iterations after ``warmup`` untimed ones (registers reset outside timing)."""
     sync = sync_fn(plan.device)
     now = clock.now_ns
-    with torch.no_grad():
+    with torch.inference_mode():
         for _ in range(warmup):
             R = plan.registers()
             fn(R)
@@ -63,7 +63,7 @@ def measure_peak_memory(plan: Plan) -> tuple[int, str]:
         base = torch.cuda.memory_allocated(plan.device)
         fn = plan.compile(standins=False)
         R = plan.registers()
-        with torch.no_grad():
+        with torch.inference_mode():
             fn(R)
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated(plan.device)
@@ -86,13 +86,13 @@ def measure_peak_memory(plan: Plan) -> tuple[int, str]:
 
     if len(plan.steps) * plan.n_slots > 20_000_000:  # the per-op walk is quadratic: measure at the end only
         fn = plan.compile(standins=False)
-        with torch.no_grad():
+        with torch.inference_mode():
             fn(regs)
         mark(0)
         return int(max(state["peak"], plan.persistent_bytes)), "live tensor storages after the iteration"
     fn = plan.compile(standins=False, marks=True)
     fn.__globals__["_mark"] = mark
     gc.collect()
-    with torch.no_grad():
+    with torch.inference_mode():
         fn(regs)
     return int(state["peak"]), "sum of distinct live tensor storages after each op, one untimed iteration"

@@ -119,7 +119,7 @@ def record_replay(plan: Plan, fn: Callable, out_dir: str | os.PathLike, tag: int
     if plan.device.type == "cuda":
         activities.append(ProfilerActivity.CUDA)
     R = plan.registers()
-    with torch.no_grad():
+    with torch.inference_mode():
         prof = profile(activities=activities, record_shapes=True)
         prof.__enter__()
         et = ExecutionTraceObserver()
@@ -282,7 +282,7 @@ def per_op_replay_times(plan: Plan, gaps_ns: list[int] | None, iters: int = 3) -
     fn = plan.compile(gaps_ns=gaps_ns, stamps=True)
     stamps: list = fn.__globals__["_S"]
     per: dict[int, list[float]] = {}
-    with torch.no_grad():
+    with torch.inference_mode():
         for _ in range(iters + 1):
             stamps.clear()
             R = plan.registers()

@@ -158,7 +158,7 @@ def fill(t: torch.Tensor, ref: TRef, cons: Constraints, gen: torch.Generator) ->
         t.copy_(torch.rand(t.shape, generator=gen) < 0.5)
         return
     if dtype.is_floating_point or dtype.is_complex:
-        with torch.no_grad():
+        with torch.inference_mode():
             t.copy_(torch.rand(t.shape, generator=gen, dtype=torch.float32).mul_(0.9).add_(0.05))
         return
     c = cons.by_key.get(ref.key)

@@ -1,0 +1,127 @@
+"""Replay fidelity over the built-in example workloads: does a replayed step take what the original took?
+
+For each workload: capture one step (ET + Kineto, and the un-observed step time in capture.json), replay it
+two ways, then time the ORIGINAL step and each REPLAY in the same process, alternating A B C A B C ...
+(same thread count), and report the median over rounds of (replay / original - 1):
+
+* replay (capture.json): CPU gaps aimed at capture.json's measured step time;
+* replay (trace only): the same ET + Kineto without capture.json, the un-observed step estimated from the
+  trace itself (recorded span less the observers' cost, measured here by recording the replay).
+
+Usage: python benchmarks/replay_fidelity.py [--threads 1] [--rounds 9] [--workloads a,b,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+warnings.filterwarnings("ignore")
+
+
+def _median_time(fn, reps: int) -> float:
+    from benchmint.core import clock
+
+    xs = []
+    for _ in range(reps):
+        t0 = clock.now_ns()
+        fn()
+        xs.append((clock.now_ns() - t0) / 1e9)
+    return statistics.median(xs)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=9, help="alternating rounds (original, replays)")
+    ap.add_argument("--reps", type=int, default=5, help="iterations per round; the round takes their median")
+    ap.add_argument("--workloads", default=None, help="comma-separated subset")
+    args = ap.parse_args()
+
+    import torch
+
+    from benchmint.models.workloads import WORKLOADS, build
+    from benchmint.replay.api import replay_trace
+    from benchmint.trace.capture import capture_steps
+
+    torch.set_num_threads(args.threads)
+    names = args.workloads.split(",") if args.workloads else list(WORKLOADS)
+    rows = []
+    tmp = Path(tempfile.mkdtemp(prefix="benchmint-fidelity-"))
+    try:
+        for name in names:
+            w = build(name)
+            cap = tmp / name
+            capture_steps(w.step, cap, warmup=3, measure=7, record=1)
+            user = tmp / f"{name}-trace-only"
+            user.mkdir()
+            for f in ("et.json", "kineto.json"):
+                shutil.copy(cap / f, user / f)
+            a = replay_trace(cap, iters=10, warmup=2)
+            b = replay_trace(user / "et.json", kineto=user / "kineto.json", iters=10, warmup=2)
+            fa, fb = a.compiled(), b.compiled()
+            pa, pb = a.plan, b.plan
+
+            def run_a(fn=fa, p=pa):
+                with torch.inference_mode():
+                    fn(p.registers())
+
+            def run_b(fn=fb, p=pb):
+                with torch.inference_mode():
+                    fn(p.registers())
+
+            for f in (w.step, run_a, run_b):
+                f()
+            o, ra, rb = [], [], []
+            for _ in range(args.rounds):
+                o.append(_median_time(w.step, args.reps))
+                ra.append(_median_time(run_a, args.reps))
+                rb.append(_median_time(run_b, args.reps))
+            err_a = statistics.median(x / y - 1 for x, y in zip(ra, o, strict=True))
+            err_b = statistics.median(x / y - 1 for x, y in zip(rb, o, strict=True))
+            r = a.result
+            rows.append({
+                "workload": name, "ops": r["ops_total"], "coverage": r["coverage"],
+                "original_s": statistics.median(o), "capture_s": r["original_iter_time_s"],
+                "replay_s": statistics.median(ra), "error": err_a,
+                "estimate_s": b.result["original_iter_time_estimated_s"], "replay_trace_only_s": statistics.median(rb),
+                "error_trace_only": err_b, "ops_only_s": r["replay_ops_only_s"],
+            })
+            x = rows[-1]
+            print(f"  {name}: original {x['original_s'] * 1e3:.3f} ms, replay {x['replay_s'] * 1e3:.3f} ms "
+                  f"({err_a * 100:+.1f}%), trace-only replay {x['replay_trace_only_s'] * 1e3:.3f} ms "
+                  f"({err_b * 100:+.1f}%)", file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    print(f"\nreplay fidelity on CPU, {args.threads} thread(s), {args.rounds} alternating rounds x {args.reps} "
+          "iterations; error = median over rounds of replay/original - 1")
+    hdr = (f"{'workload':18s} {'ops':>5s} {'coverage':>8s} {'original s':>11s} {'replay s':>10s} {'error':>7s}"
+           f" | {'ops only s':>10s} {'trace-only replay s':>19s} {'error':>7s}")
+    print(hdr)
+    print("-" * len(hdr))
+    for x in rows:
+        print(f"{x['workload']:18s} {x['ops']:5d} {x['coverage']:8.3f} {x['original_s']:11.6f} {x['replay_s']:10.6f} "
+              f"{x['error'] * 100:+6.1f}% | {x['ops_only_s']:10.6f} {x['replay_trace_only_s']:19.6f} "
+              f"{x['error_trace_only'] * 100:+6.1f}%")
+    if rows:
+        ea = [abs(x["error"]) for x in rows]
+        eb = [abs(x["error_trace_only"]) for x in rows]
+        cov = sum(1 for x in rows if x["coverage"] == 1.0)
+        print(f"\ncoverage 1.0: {cov}/{len(rows)}")
+        print(f"with capture.json: max |error| {max(ea) * 100:.1f}%, median |error| {statistics.median(ea) * 100:.1f}%"
+              f"; within 10%: {sum(e <= 0.10 for e in ea)}/{len(rows)}")
+        print(f"trace only (ET + Kineto): max |error| {max(eb) * 100:.1f}%, median |error| "
+              f"{statistics.median(eb) * 100:.1f}%; within 10%: {sum(e <= 0.10 for e in eb)}/{len(rows)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
