@@ -155,7 +155,7 @@ def _match_replay_ops(plan: Plan, rview: TraceView) -> tuple[dict[int, tuple[flo
     return slots, tail
 
 
-def calibrate(plan: Plan, fn0: Callable, replay_s: float, repeats: int = 3) -> Calibration | None:
+def calibrate(plan: Plan, fn0: Callable, replay_s: float, repeats: int = 5) -> Calibration | None:
     """Record the replay under the observers ``repeats`` times, with the original's scopes around the ops
     (so both recordings have the same structure); None when that is not possible."""
     from benchmint.replay.source import view_from_trace
@@ -201,8 +201,8 @@ def estimate_original(view: TraceView, cal: Calibration) -> float | None:
     replay recorded with the same structure."""
     if view.step_span_s is None:
         return None
-    est = view.step_span_s - cal.observer_overhead_s
-    return est if est > 0 else None
+    # never below the replay of the ops alone: a noisy recording can make the subtraction undershoot
+    return max(view.step_span_s - cal.observer_overhead_s, cal.replay_s)
 
 
 def original_slots(view: TraceView) -> tuple[list[tuple[float, float] | None], float]:
