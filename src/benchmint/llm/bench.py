@@ -387,6 +387,16 @@ async def run_async(cfg: BenchConfig, stop: asyncio.Event | None = None) -> Benc
         backend = _make_backend(cfg, None)
         await backend.start()
         tokenizer = backend.tokenizer  # type: ignore[attr-defined]
+    try:
+        return await _run_with(cfg, backend, tokenizer, sched, slo, http, served, stop)
+    finally:
+        await backend.close()
+
+
+async def _run_with(
+    cfg: BenchConfig, backend: Backend, tokenizer: Any, sched: Schedule, slo: dict, http: bool, served: list[str],
+    stop: asyncio.Event | None,
+) -> BenchResult:
     api = cfg.api if http else "chat" if cfg.api == "chat" else "completions"
     wl = load_workload(
         cfg.dataset, api=api, tokenizer=tokenizer, input_tokens=cfg.input_tokens, output_tokens=cfg.output_tokens,
@@ -398,12 +408,9 @@ async def run_async(cfg: BenchConfig, stop: asyncio.Event | None = None) -> Benc
     measured, warm = make_requests(wl, sched, cfg.warmup)
     clock = ClockAnchor.take()
     await backend.start()
-    try:
-        records, start, interrupted = await drive(
-            backend, sched, measured, warm, wl.requests, progress=cfg.progress, stop=stop
-        )
-    finally:
-        await backend.close()
+    records, start, interrupted = await drive(
+        backend, sched, measured, warm, wl.requests, progress=cfg.progress, stop=stop
+    )
     check = check_token_counts(records, tokenizer) if http else None
     metrics = compute_metrics(records, start, anchor=cfg.anchor, slo=slo, interrupted=interrupted)
     if check is not None:
