@@ -98,7 +98,7 @@ from benchmint.trace import capture
 m = torch.nn.Linear(8, 4).eval()
 x = torch.randn(16, 8)
 with torch.inference_mode():
-    for _ in range(20):
+    for _ in range(30):
         m(x).relu()
         capture.step()
 """
@@ -110,12 +110,12 @@ def test_cli_capture_of_an_unmodified_training_script(tmp_path):
     script.write_text(textwrap.dedent(TRAIN_SCRIPT))
     out = tmp_path / "cap"
     r = subprocess.run([sys.executable, "-m", "benchmint.cli.main", "capture", "--out", str(out), "--no-store",
-                        "--", sys.executable, str(script), "15"], capture_output=True, text=True, env=ENV,
+                        "--", sys.executable, str(script), "25"], capture_output=True, text=True, env=ENV,
                        cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "trained 15" in r.stdout and "step time without observers" in r.stdout
+    assert "trained 25" in r.stdout and "step time without observers" in r.stdout
     cj = json.loads((out / "capture.json").read_text())
-    assert cj["complete"] and cj["command_line"] == [sys.executable, str(script), "15"]
+    assert cj["complete"] and cj["command_line"] == [sys.executable, str(script), "25"]
     assert json.loads((out / "run.json").read_text())["kind"] == "capture"
     assert any(n.name == "aten::addmm" for n in load(out / "et.json").nodes)
 

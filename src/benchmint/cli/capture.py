@@ -34,8 +34,8 @@ def _wrap(cmd: list[str]) -> list[str]:
 def capture(
     ctx: typer.Context,
     out: Path = typer.Option(..., "--out", help="Folder for et.json, kineto.json and capture.json."),
-    warmup: int = typer.Option(3, "--warmup", help="Steps run first with nothing attached."),
-    measure: int = typer.Option(5, "--measure", help="Steps timed without observers (at least 5)."),
+    warmup: int = typer.Option(10, "--warmup", help="Steps run first with nothing attached."),
+    measure: int = typer.Option(10, "--measure", help="Steps timed without observers (at least 5)."),
     record: int = typer.Option(1, "--record", help="Steps recorded with ET + Kineto."),
     workload: str = typer.Option(None, "--workload", help="Capture a built-in example instead of a script: "
                                  "decoder_infer, encoder_cls, encoder_decoder, transformer_train, cnn_train, "

@@ -159,7 +159,7 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, threads: int, warmup: 
         raise UserError(f"{inp.trace}: no op of the trace could be replayed ({reasons})")
     fn0 = plan.compile()
     tell("calibrate")
-    base = time_iterations(plan, fn0, iters=max(5, min(iters, 15)), warmup=max(1, warmup))
+    base = time_iterations(plan, fn0, iters=max(10, min(iters, 30)), warmup=max(3, warmup))
     replay_s = summarize(base)["median"]
 
     cap_s = None

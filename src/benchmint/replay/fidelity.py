@@ -34,6 +34,7 @@ from benchmint.replay.plan import Plan
 from benchmint.replay.types import TraceView
 
 PROBE_SCOPES = 400
+MIN_GAP_NS = 1000
 
 
 @dataclass
@@ -248,7 +249,18 @@ def gap_schedule(plan: Plan, cal: Calibration | None, extra_s: float) -> list[in
     if total <= 0:
         weights = [1.0] * n + [0.0]
         total = float(n) if n else 1.0
-    return [int(extra_s * 1e9 * w / total) for w in weights]
+    # tiny gaps are carried forward and spent together (each spend has a fixed cost of its own)
+    out, carry = [], 0.0
+    for w in weights:
+        carry += extra_s * 1e9 * w / total
+        if carry >= MIN_GAP_NS:
+            out.append(int(carry))
+            carry = 0.0
+        else:
+            out.append(0)
+    if carry > 0:
+        out[-1] += int(carry)
+    return out
 
 
 def per_op_type(plan: Plan, cal: Calibration | None, original_s: float | None, op_times: dict[int, float],

@@ -10,7 +10,7 @@ Outputs of data-dependent ops (nonzero, unique, masked_select, ...), and any out
 the recorded one, are replaced by synthetic tensors of the recorded shape after the op has run.
 
 The replayed iteration is compiled into ONE generated Python function (``R[7] = f12(R[3], R[5], 1)`` per op,
-``R[3] = None`` after a tensor's last use, optional ``_spin(ns)`` for CPU gaps and timed stand-ins), so the
+``R[3] = None`` after a tensor's last use, optional ``_spin(n)`` CPU work for the gaps between ops and stand-ins), so the
 replayer adds almost nothing to each op call.
 """
 
@@ -124,9 +124,9 @@ class Plan:
                 if not st.replayed:
                     g = gaps_ns[emitted] if gaps_ns is not None else 0
                     if g > 0:
-                        body.append(f"    _spin({g})")
+                        body.append(f"    _spin({_iters(g)})")
                     if standins and st.standin_s:
-                        body.append(f"    _spin({int(st.standin_s * 1e9)})")
+                        body.append(f"    _spin({_iters(int(st.standin_s * 1e9))})")
                         if stamps:
                             body.append(f"    _S.append(({emitted}, _now()))")
                 emitted += 1
@@ -138,7 +138,7 @@ class Plan:
                     body.append("    " + x)
                 g = gaps_ns[idx] if gaps_ns is not None else 0
                 if g > 0:
-                    body.append(f"    _spin({g})")
+                    body.append(f"    _spin({_iters(g)})")
                     if stamps:
                         body.append("    _S.append((-2, _now()))")
                 emitted = idx + 1
@@ -153,7 +153,7 @@ class Plan:
         for x in ins.get(len(self.steps), ()):
             body.append("    " + x)
         if gaps_ns is not None and len(gaps_ns) > len(self.steps) and gaps_ns[-1] > 0:
-            body.append(f"    _spin({gaps_ns[-1]})")
+            body.append(f"    _spin({_iters(gaps_ns[-1])})")
         if len(body) == 1:
             body.append("    pass")
         ns = dict(self.namespace)
@@ -168,11 +168,34 @@ class Plan:
         return ns["_iter"]
 
 
-def spin(ns: int, _now: Callable[[], int] = clock.now_ns) -> None:
-    """Busy-wait ``ns`` nanoseconds (models CPU time spent outside ops, and stand-ins for skipped ops)."""
-    end = _now() + ns
-    while _now() < end:
+def spin(n: int) -> None:
+    """CPU work standing for time spent outside ops (and for skipped ops): ``n`` turns of an interpreter loop.
+
+    The amount of work, not a wall-clock deadline, is fixed: Python and framework code between ops is CPU
+    work too, so when the machine is busier both the original's and the replay's take longer alike.
+    """
+    for _ in range(n):
         pass
+
+
+_NS_PER_TURN: list[float] = []
+
+
+def ns_per_turn() -> float:
+    """Nanoseconds one turn of :func:`spin` takes on this machine (fastest of a few measurements)."""
+    if not _NS_PER_TURN:
+        n = 200_000
+        best = float("inf")
+        for _ in range(5):
+            t0 = clock.now_ns()
+            spin(n)
+            best = min(best, (clock.now_ns() - t0) / n)
+        _NS_PER_TURN.append(max(best, 0.1))
+    return _NS_PER_TURN[0]
+
+
+def _iters(ns: int) -> int:
+    return max(1, round(ns / ns_per_turn()))
 
 
 def _first_line(e: BaseException) -> str:

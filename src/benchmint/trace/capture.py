@@ -100,8 +100,8 @@ class Capture:
     """
 
     out: str | os.PathLike
-    warmup: int = 3
-    measure: int = 5
+    warmup: int = 10
+    measure: int = 10
     record: int = 1
     device: str | None = None
     record_shapes: bool = True
@@ -269,7 +269,7 @@ class Capture:
         return write_json(self.out / CAPTURE_NAME, self.summary())  # type: ignore[operator]
 
 
-def capture_steps(fn: Any, out: str | os.PathLike, warmup: int = 3, measure: int = 5, record: int = 1,
+def capture_steps(fn: Any, out: str | os.PathLike, warmup: int = 10, measure: int = 10, record: int = 1,
                   device: str | None = None) -> dict:
     """Capture ``fn()`` (one step) called repeatedly; returns the ``capture.json`` content."""
     cap = Capture(out, warmup=warmup, measure=measure, record=record, device=device)
@@ -307,8 +307,8 @@ def start_from_env() -> Capture | None:
     cmd = os.environ.get(ENV_CMD)
     cap = Capture(
         out,
-        warmup=int(os.environ.get(ENV_WARMUP, "3")),
-        measure=int(os.environ.get(ENV_MEASURE, "5")),
+        warmup=int(os.environ.get(ENV_WARMUP, "10")),
+        measure=int(os.environ.get(ENV_MEASURE, "10")),
         record=int(os.environ.get(ENV_RECORD, "1")),
         command_line=cmd.split("\x1f") if cmd else list(sys.argv),
     )
