@@ -151,13 +151,13 @@ def test_ctrl_c_writes_the_partial_result(tmp_path):
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         deadline = time.monotonic() + 60
-        while s.count < 10 and time.monotonic() < deadline and p.poll() is None:
+        while s.count < 16 and time.monotonic() < deadline and p.poll() is None:
             time.sleep(0.05)
         p.send_signal(signal.SIGINT)
         stdout, stderr = p.communicate(timeout=60)
     assert p.returncode == 130, stderr
     r = json.loads((out / "result.json").read_text())
-    assert r["requests"]["interrupted"] is True and 5 <= r["requests"]["completed"] < 1000
+    assert r["requests"]["interrupted"] is True and 1 <= r["requests"]["completed"] < 1000
     assert "partial" in stdout or "partial" in stderr
     assert RunRecord.read(Path(out) / "run.json").status == "partial"
 
