@@ -35,6 +35,7 @@ from benchmint.replay.types import TraceView
 
 PROBE_SCOPES = 400
 MIN_GAP_NS = 1000
+STALL_CAP_S = 1e-3
 
 
 @dataclass
@@ -185,12 +186,21 @@ def calibrate(plan: Plan, fn0: Callable, replay_s: float, repeats: int = 5) -> C
             runs.append((rview.step_span_s, op_nodes, rview.non_op_nodes, rview))
     if not runs:
         return None
+    # per op, the median over the recordings: one recording's stall (the machine is shared) does not count
+    per: dict[int, list[tuple[float, float]]] = {}
+    tails = []
+    for r in runs:
+        sl, tl = _match_replay_ops(plan, r[3])
+        for i, v in sl.items():
+            per.setdefault(i, []).append(v)
+        tails.append(tl)
+    slots = {i: (statistics.median(g for g, _ in v), statistics.median(d for _, d in v)) for i, v in per.items()}
+    tail = statistics.median(tails)
     runs.sort(key=lambda r: r[0])
     span, op_nodes, scope_nodes, rview = runs[len(runs) // 2]
     scope_obs, scope_unobs = _probe_scope_cost()
     overhead = max(0.0, span - replay_s - n_scopes * scope_unobs)
     op_cost = max(0.0, (overhead - scope_obs * scope_nodes) / max(op_nodes, 1))
-    slots, tail = _match_replay_ops(plan, rview)
     return Calibration(replay_s=replay_s, replay_observed_s=span, replay_op_nodes=op_nodes,
                        replay_scope_nodes=scope_nodes, scope_cost_s=scope_obs, op_node_cost_s=op_cost,
                        replay_slots=slots, replay_tail_s=tail, repeats=len(runs), observer_overhead_s=overhead,
@@ -198,12 +208,30 @@ def calibrate(plan: Plan, fn0: Callable, replay_s: float, repeats: int = 5) -> C
 
 
 def estimate_original(view: TraceView, cal: Calibration) -> float | None:
-    """The original step's un-observed time: its recorded span less the observers' cost, measured on the
-    replay recorded with the same structure."""
+    """The original step's un-observed time, from the trace and the replay recorded with the same structure.
+
+    Op by op, the recorded original's time (gap before + duration) less the recorded replay's (median of the
+    recordings) is what the original did besides the op itself: its sum, added to the un-observed replay,
+    is the un-observed original (the observers' cost is on both sides and cancels). One op's excess is capped
+    (at ``STALL_CAP_S`` or 20x the median excess, whichever is larger): a multi-millisecond jump at one op of
+    a small step is the recorder or the scheduler stalling, not the model. Never below the replay of the ops.
+    """
     if view.step_span_s is None:
         return None
-    # never below the replay of the ops alone: a noisy recording can make the subtraction undershoot
-    return max(view.step_span_s - cal.observer_overhead_s, cal.replay_s)
+    orig, orig_tail = original_slots(view)
+    matched = [i for i, o in enumerate(orig) if o is not None and i in cal.replay_slots]
+    if not cal.replay_slots or len(matched) < 0.9 * sum(1 for o in orig if o is not None):
+        return max(view.step_span_s - cal.observer_overhead_s, cal.replay_s)
+    excess = []
+    for i in matched:
+        g, d = orig[i]  # type: ignore[misc]
+        g2, d2 = cal.replay_slots[i]
+        excess.append((g + d) - (g2 + d2))
+    cap = max(STALL_CAP_S, 20 * statistics.median(abs(e) for e in excess))
+    total = sum(min(e, cap) for e in excess) + min(orig_tail - cal.replay_tail_s, cap)
+    # the replay's recorded gaps include its own (un-observed) cost of re-creating the scopes
+    total += cal.scopes_unobserved_s
+    return max(cal.replay_s + total, cal.replay_s)
 
 
 def original_slots(view: TraceView) -> tuple[list[tuple[float, float] | None], float]:
