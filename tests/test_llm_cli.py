@@ -77,6 +77,9 @@ def test_bench_in_process_offline_and_chat_concurrency(cli, tmp_path):
     r = json.loads((tmp_path / "a" / "result.json").read_text())
     assert r["requests"]["completed"] == 4 and r["output_tokens_total"] == 12
     assert r["schedule"]["arrival"] == "all-at-once"
+    wl = RunRecord.read(tmp_path / "a" / "run.json").workload
+    assert wl["model_name"] == "tiny" and wl["architecture"] == "LlamaForCausalLM"
+    assert wl["parameter_count"] > 0 and wl["dtype"] == "float32"
 
 
 def test_bench_chat_concurrency_over_http(cli, server, tmp_path):

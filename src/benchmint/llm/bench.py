@@ -428,6 +428,7 @@ async def _run_with(
             "model": cfg.model or "tiny",
             "served_models": served,
             "tokenizer_for_counting": bool(tokenizer) if http else "engine",
+            "model_info": _model_info(cfg, backend, http),
         },
         "measurement": {
             **clock.describe(),
@@ -439,6 +440,28 @@ async def _run_with(
         },
     }
     return BenchResult(result=result, records=records, start_ns=start, anchor=clock)
+
+
+def _model_info(cfg: BenchConfig, backend: Backend, http: bool) -> dict[str, Any]:
+    """Architecture, parameter count and dtype of the model under test, where this process can see them:
+    the in-process engine's model, or the config of a local model folder named by --model/--tokenizer."""
+    from benchmint.results.metadata import workload_from_model
+
+    try:
+        if not http:
+            model = backend.engine.engine.model  # type: ignore[attr-defined]  (AsyncEngine -> BatchingEngine)
+            info = workload_from_model(None, model=model)
+        else:
+            folder = next((Path(p) for p in (cfg.tokenizer, cfg.model) if p and (Path(p) / "config.json").is_file()),
+                          None)
+            if folder is None:
+                return {}
+            from transformers import AutoConfig
+
+            info = workload_from_model(None, config=AutoConfig.from_pretrained(folder))
+    except Exception:  # best effort: a record without model facts is still a valid record
+        return {}
+    return {k: info.get(k) for k in ("architecture", "parameter_count", "dtype") if info.get(k) is not None}
 
 
 def run_bench(cfg: BenchConfig, *, write: bool = True, results_dir: str | Path | None = None) -> BenchResult:

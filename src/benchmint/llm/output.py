@@ -89,6 +89,7 @@ def build_run_record(res: BenchResult, cfg: BenchConfig, artifacts: dict[str, st
     wl = r["workload"]
     workload: dict[str, Any] = {
         "model_name": r["backend"]["model"],
+        **r["backend"].get("model_info", {}),
         "dataset": wl.get("dataset"),
         "dataset_hash": wl.get("dataset_hash"),
         "prompts": wl.get("prompts"),
