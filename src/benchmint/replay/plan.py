@@ -226,6 +226,25 @@ class _Builder:
             for r in all_refs(op):
                 self.pool.note(r)
         self.cons: Constraints = collect_constraints(view.ops, self._arg_names)
+        # the dry run keeps a produced tensor only until its last reader, as the loop will
+        self.last_read: dict[tuple, int] = {}
+        for i, op in enumerate(view.ops):
+            for a in op.inputs:
+                refs = [a.value] if a.kind == TENSOR else (a.value if a.kind == TENSOR_LIST else [])
+                for r in refs:
+                    if isinstance(r, TRef):
+                        self.last_read[r.key] = i
+
+    def release(self, idx: int, op: OpRec) -> None:
+        """Drop produced tensors no later op reads (inputs and synthetic tensors stay)."""
+        for a in (*op.inputs, *op.outputs):
+            refs = [a.value] if a.kind == TENSOR else (a.value if a.kind == TENSOR_LIST else [])
+            for r in refs:
+                if not isinstance(r, TRef) or self.last_read.get(r.key, -1) > idx:
+                    continue
+                s = self.slot.get(r.key)
+                if s is not None and s not in self.persistent:
+                    self.env.pop(r.key, None)
 
     def _arg_names(self, op: OpRec) -> list[str] | None:
         try:
@@ -610,6 +629,7 @@ def _build(view: TraceView, device: str | torch.device, seed: int, progress: Any
         for i, op in enumerate(view.ops):
             steps.append(b.add(i, op))
             b.repin.clear()
+            b.release(i, op)
             if progress is not None:
                 progress(i + 1)
     _add_frees(b)
