@@ -208,6 +208,8 @@ def test_run_record_has_kind_replay_and_per_op_type(captures):
     rec = run_record(res, {"trace": "x"})
     assert rec.kind == "replay" and rec.status == "ok"
     assert rec.metrics["per_op_type"] and rec.metrics["coverage"] == 1.0
+    assert rec.workload["captured"]["device"] == "cpu" and rec.workload["captured"]["torch_version"]
+    assert rec.system["accelerator"] is not None and rec.provenance["cwd"]
 
 
 PARAM = Path(__file__).parent / "data" / "param"

@@ -264,18 +264,29 @@ def _settle_gaps(plan: Plan, gaps_ns: list[int], want: float, replay_s: float, t
 
 
 def run_record(res: ReplayResult, config: dict[str, Any]):
-    """The RunRecord (kind "replay") of a replay: metrics are the result plus ``per_op_type``."""
-    from benchmint.core.system import host_summary
+    """The RunRecord (kind "replay") of a replay: metrics are the result plus ``per_op_type``; the workload
+    says where the trace came from (capture.json's command line, device and torch version when present)."""
+    from benchmint.core.jsonio import read_json
+    from benchmint.results.metadata import provenance, system_block
     from benchmint.results.record import RunRecord
 
     r = res.result
     status = "ok" if r["coverage"] >= 1.0 else "partial"
+    workload: dict[str, Any] = {"trace": r["trace"], "trace_schema": r["trace_schema"], "ops": r["ops_total"],
+                                "trace_devices": r["trace_devices"]}
+    if r.get("capture_json"):
+        try:
+            cap = read_json(r["capture_json"])
+            workload["captured"] = {k: cap.get(k) for k in ("command_line", "device", "threads", "torch_version")}
+            workload["captured"]["cpu_model"] = (cap.get("host") or {}).get("cpu_model")
+        except (OSError, ValueError):
+            pass
     return RunRecord(
         kind="replay",
         config=config,
         metrics={**r, "per_op_type": res.per_op_type},
-        workload={"trace": r["trace"], "trace_schema": r["trace_schema"], "ops": r["ops_total"],
-                  "trace_devices": r["trace_devices"]},
-        system=host_summary(),
+        workload=workload,
+        system=system_block(),
+        provenance=provenance(),
         status=status,
     )
