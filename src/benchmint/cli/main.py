@@ -84,6 +84,9 @@ _register()
 def run(argv: list[str] | None = None) -> None:
     """Console-script entry: runs the app and turns user errors into one line and exit code 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    # torch's C++ log prints a warning line each time the execution-trace observer starts and stops; keep
+    # the console for benchmint's own output (a user's TORCH_CPP_LOG_LEVEL still wins). Set before torch loads.
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
     debug = "--debug" in argv or bool(os.environ.get("BENCHMINT_DEBUG"))
     try:
         # standalone mode: click prints usage errors itself (exit 2) and handles --help/--version
