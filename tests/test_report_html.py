@@ -79,7 +79,7 @@ def test_report_cli_from_store_and_from_run_json(cli, tmp_path):
 
 def test_demo_step_stores_runs_once_and_writes_report(tmp_path):
     from benchmint.demo import DemoContext
-    from benchmint.report.demo_step import store_and_report
+    from benchmint.demo.report import store_and_report
 
     recs = sample_records(tmp_path)
     out = tmp_path / "demo-out"
@@ -99,7 +99,7 @@ def test_demo_step_stores_runs_once_and_writes_report(tmp_path):
 
 def test_demo_step_with_no_runs(tmp_path):
     from benchmint.demo import DemoContext
-    from benchmint.report.demo_step import store_and_report
+    from benchmint.demo.report import store_and_report
 
     ctx = DemoContext(out=tmp_path, console=Console(file=open(tmp_path / "log.txt", "w")),
                       results_dir=tmp_path / "res")

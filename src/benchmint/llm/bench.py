@@ -268,10 +268,10 @@ class _Progress:
         self.last = (time.monotonic(), 0)
         self.rate = 0.0
         if enabled:
+            from rich.console import Console
             from rich.live import Live
 
-            from benchmint.cli.common import err_console
-
+            err_console = Console(stderr=True)
             if err_console.is_terminal:
                 self.live = Live(get_renderable=self._render, console=err_console, refresh_per_second=2, transient=True)
 

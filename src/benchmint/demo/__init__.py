@@ -6,6 +6,7 @@ RunRecords it produced to ``ctx.records`` and the files it wrote to ``ctx.artifa
 
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,9 +27,6 @@ class DemoContext:
 
 Step = Callable[[DemoContext], None]
 
-# (title, function) in the order they run; each layer's issue adds its step here.
-STEPS: list[tuple[str, Step]] = []
-
 
 def run_demo(out: Path, results_dir: Path, console: Console | None = None, quick: bool = False) -> DemoContext:
     console = console or Console()
@@ -45,39 +43,23 @@ def run_demo(out: Path, results_dir: Path, console: Console | None = None, quick
     return ctx
 
 
-def _capture_replay(ctx: DemoContext) -> None:
-    from benchmint.replay.demo_step import capture_replay_demo_step
+def _lazy(module: str, name: str) -> Step:
+    """A step whose module is imported only when it runs (``benchmint --help`` stays light)."""
 
-    capture_replay_demo_step(ctx)
+    def step(ctx: DemoContext) -> None:
+        getattr(importlib.import_module(module), name)(ctx)
 
-
-STEPS.append(("capture a small transformer training step on CPU, inspect it, replay it", _capture_replay))
-
-
-def _llm(ctx: DemoContext) -> None:
-    from benchmint.llm.demo_step import llm_demo_step
-
-    llm_demo_step(ctx)
+    return step
 
 
-STEPS.append(("benchmark a tiny LLM: built-in server over HTTP (Server) and in-process (Offline)", _llm))
-
-
-def _mlperf(ctx: DemoContext) -> None:
-    from benchmint.llm.loadgen.demo_step import mlperf_demo_step
-
-    mlperf_demo_step(ctx)
-
-
-STEPS.append(("MLPerf LoadGen Server run against the built-in server, with its validity line", _mlperf))
-
-
-# The results + report step stays last (it stores and reports what the steps above produced): add other
-# steps above this block.
-def _store_and_report(ctx: DemoContext) -> None:
-    from benchmint.report.demo_step import store_and_report
-
-    store_and_report(ctx)
-
-
-STEPS.append(("store the runs and write the report", _store_and_report))
+# (title, function) in the order they run; each step lives in a module of this package.
+STEPS: list[tuple[str, Step]] = [
+    ("capture a small transformer training step on CPU, inspect it, replay it",
+     _lazy("benchmint.demo.capture_replay", "capture_replay_demo_step")),
+    ("benchmark a tiny LLM: built-in server over HTTP (Server) and in-process (Offline)",
+     _lazy("benchmint.demo.llm", "llm_demo_step")),
+    ("MLPerf LoadGen Server run against the built-in server, with its validity line",
+     _lazy("benchmint.demo.mlperf", "mlperf_demo_step")),
+    # stays last: it stores and reports what the steps above produced
+    ("store the runs and write the report", _lazy("benchmint.demo.report", "store_and_report")),
+]

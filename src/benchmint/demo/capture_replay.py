@@ -1,5 +1,5 @@
 """The demo's first step: capture a small transformer training step on CPU, inspect it, replay it and print
-the fidelity line (kept here so ``benchmint.demo`` stays a list of steps)."""
+the fidelity line."""
 
 from __future__ import annotations
 
