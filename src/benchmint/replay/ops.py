@@ -84,13 +84,17 @@ def _declared_types(schema_text: str) -> list[str]:
     return out
 
 
+def _parse(schema_text: str) -> Any:
+    try:
+        return torch._C.parse_schema(schema_text)
+    except Exception as e:  # malformed or uses types this torch does not know
+        raise OpUnavailable(f"schema does not parse on torch {torch.__version__}: {str(e).splitlines()[0]}") from e
+
+
 @functools.lru_cache(maxsize=4096)
 def resolve(schema_text: str) -> OpSpec:
     """Parse a recorded op schema and find its overload in ``torch.ops``; raises :class:`OpUnavailable`."""
-    try:
-        schema = torch._C.parse_schema(schema_text)
-    except Exception as e:  # malformed or uses types this torch does not know
-        raise OpUnavailable(f"schema does not parse on torch {torch.__version__}: {str(e).splitlines()[0]}") from e
+    schema = _parse(schema_text)
     ns, _, name = schema.name.partition("::")
     overload_name = schema.overload_name or "default"
     try:
@@ -98,6 +102,19 @@ def resolve(schema_text: str) -> OpSpec:
         overload = getattr(packet, overload_name)
     except (AttributeError, RuntimeError) as e:
         raise OpUnavailable(f"{schema.name}.{overload_name} is not an op in torch {torch.__version__}") from e
+    return _spec(schema_text, schema, overload)
+
+
+@functools.lru_cache(maxsize=256)
+def unresolved(schema_text: str) -> OpSpec:
+    """The argument binding of an op this torch build does not have (``fn`` and ``overload`` are None): enough
+    to bind its recorded arguments for a stand-in that implements it; raises :class:`OpUnavailable` when the
+    schema does not parse."""
+    return _spec(schema_text, _parse(schema_text), None)
+
+
+def _spec(schema_text: str, schema: Any, overload: Any) -> OpSpec:
+    overload_name = schema.overload_name or "default"
     try:
         declared = _declared_types(schema_text)
     except ValueError:
@@ -119,7 +136,7 @@ def resolve(schema_text: str) -> OpSpec:
         )
     rets = schema.returns
     returns_list = len(rets) == 1 and str(rets[0].type).startswith("List[Tensor]")
-    fn = getattr(overload, "_op", overload)
+    fn = getattr(overload, "_op", overload) if overload is not None else None
     inplace = any(x.is_write for x in args) and not any(x.kwarg_only and x.is_write for x in args)
     return OpSpec(
         qualified=f"{schema.name}.{overload_name}",

@@ -24,8 +24,8 @@ from typing import Any
 import torch
 
 from benchmint.core import clock
-from benchmint.replay.ops import OpSpec, OpUnavailable, resolve, split_args
-from benchmint.replay.substitutes import NO_OPS, SUBSTITUTES
+from benchmint.replay.ops import OpSpec, OpUnavailable, resolve, split_args, unresolved
+from benchmint.replay.substitutes import NO_OPS, SUBSTITUTES, UNREAD
 from benchmint.replay.tensors import Constraints, StoragePool, all_refs, collect_constraints, make_tensor
 from benchmint.replay.types import DEVICE, TENSOR, TENSOR_LIST, UNSUPPORTED, VALUE, OpRec, TraceView, TRef
 
@@ -250,7 +250,13 @@ class _Builder:
         try:
             return [a.name for a in resolve(op.schema).args]
         except OpUnavailable:
-            return None
+            pass
+        if op.name in SUBSTITUTES and op.schema:
+            try:  # an op this torch build lacks, that a substitute stands in for
+                return [a.name for a in unresolved(op.schema).args]
+            except OpUnavailable:
+                return None
+        return None
 
     # -- slots ---------------------------------------------------------------------------------------------
     def _slot_for(self, key: tuple) -> int:
@@ -266,7 +272,8 @@ class _Builder:
         self.consts[name] = value
         return name
 
-    def _input_tensor(self, ref: TRef, pre: list[str], reads: list[int]) -> tuple[torch.Tensor | None, str]:
+    def _input_tensor(self, ref: TRef, pre: list[str], reads: list[int],
+                      unread: bool = False) -> tuple[torch.Tensor | None, str]:
         if ref.dtype is None:
             return None, "None"
         if ref.key in self.repin:
@@ -318,23 +325,29 @@ class _Builder:
                 reads.append(bs)
                 reads.append(s)
                 return t, f"R[{s}]"
-        # a true input of the step: made once, persistent across iterations
-        t = make_tensor(ref, self.device, self.cons, self.gen, self.pool)
+        # a true input of the step: made once, persistent across iterations (allocated but not filled when
+        # the substitute that reads it never looks at its contents)
+        t = make_tensor(ref, self.device, self.cons, self.gen, self.pool, fill_values=not unread)
         s = self._slot_for(ref.key)
         self.env[ref.key] = t
         self.persistent[s] = t
         reads.append(s)
         return t, f"R[{s}]"
 
-    def _bind(self, op: OpRec, spec: OpSpec) -> tuple[list, dict, list[str], list[str], list[str], list[int]]:
+    def _bind(self, op: OpRec, spec: OpSpec,
+              by_name: bool = False) -> tuple[list, dict, list[str], list[str], list[str], list[int]]:
+        """The recorded arguments bound by the schema: (positional, kwargs, their source texts, lines to run
+        before the call, slots read); ``by_name``: every argument by keyword (a substitute for an op of another
+        library, whose schema gains arguments between versions)."""
         values, texts = [], []
         pre: list[str] = []
         reads: list[int] = []
+        unread = UNREAD.get(op.name, frozenset())
         if len(op.inputs) > len(spec.args):
             raise TypeError(f"{len(op.inputs)} recorded arguments for a schema with {len(spec.args)}")
         for a, arg in zip(op.inputs, spec.args, strict=False):
             if a.kind == TENSOR:
-                t, txt = self._input_tensor(a.value, pre, reads)
+                t, txt = self._input_tensor(a.value, pre, reads, arg.name in unread)
             elif a.kind == TENSOR_LIST:
                 ts, parts = [], []
                 for r in a.value:
@@ -364,6 +377,10 @@ class _Builder:
                 raise TypeError(f"unknown argument kind {a.kind}")
             values.append(t)
             texts.append(txt)
+        if by_name:
+            names = [arg.name for arg in spec.args[: len(values)]]
+            return ([], dict(zip(names, values, strict=True)), [],
+                    [f"{n}={x}" for n, x in zip(names, texts, strict=True)], pre, reads)
         pos, kw = split_args(spec, values)
         ptxt, ktxt = split_args(spec, texts)
         return pos, kw, list(ptxt), [f"{k}={v}" for k, v in ktxt.items()], pre, reads
@@ -405,6 +422,8 @@ class _Builder:
             r = rets[j]
             acc = "_r" if len(rets) == 1 and not isinstance(result, tuple) else f"_r[{j}]"
             if a.kind == TENSOR:
+                if r is None and a.value.dtype is None:
+                    continue  # an optional output that was undefined in the original too
                 if not isinstance(r, torch.Tensor):
                     return None
                 pairs.append((a.value, r, acc))
@@ -455,7 +474,9 @@ class _Builder:
         try:
             spec = resolve(op.schema)
         except OpUnavailable as e:
-            return self._skip(info, str(e))
+            if op.name not in SUBSTITUTES:
+                return self._skip(info, str(e))
+            return self._substitute(idx, info, op, str(e))
         try:
             pos, kw, ptxt, ktxt, pre, reads = self._bind(op, spec)
         except Exception as e:
@@ -465,6 +486,9 @@ class _Builder:
             with torch.inference_mode():
                 result = fn(*pos, **kw)
         except Exception as e:
+            if op.name in SUBSTITUTES and not op.name.startswith("aten::"):
+                # another library's op that fails on this device: its substitute takes arguments by name
+                return self._substitute(idx, info, op, _first_line(e))
             fixed = self._retry_with_valid_indices(op, spec, e)
             if fixed is not None:
                 pos, kw, ptxt, ktxt, pre, reads, result = fixed
@@ -483,6 +507,42 @@ class _Builder:
             fast = _fast_callable(op.name, spec, pos, kw, result)
             if fast is not None:
                 fn = fast
+        return self._emit(idx, info, op, fn, result, ptxt, ktxt, pre, reads)
+
+    def _substitute(self, idx: int, info: StepInfo, op: OpRec, why: str) -> StepInfo:
+        """Run the portable substitute of an op this torch build lacks (or that fails on this device),
+        binding its recorded arguments by name; an index that falls out of range is given valid values once."""
+        fn, what = SUBSTITUTES[op.name]
+        try:
+            spec = unresolved(op.schema)
+        except OpUnavailable as e:
+            return self._skip(info, f"{why}; {what} instead cannot bind: {e}")
+        for attempt in range(2):
+            try:
+                pos, kw, ptxt, ktxt, pre, reads = self._bind(op, spec, by_name=True)
+                with torch.inference_mode():
+                    result = fn(*pos, **kw)
+                break
+            except Exception as e:
+                keys = self._constrained_inputs(op)
+                if attempt == 0 and isinstance(e, IndexError | RuntimeError) and keys - self.repin:
+                    self.repin |= keys
+                    continue
+                return self._skip(info, f"{why}; {what} instead failed: {_first_line(e)}")
+        info.substitute = what
+        return self._emit(idx, info, op, fn, result, ptxt, ktxt, pre, reads)
+
+    def _constrained_inputs(self, op: OpRec) -> set[tuple]:
+        keys = set()
+        for a in op.inputs:
+            refs = [a.value] if a.kind == TENSOR else (a.value if a.kind == TENSOR_LIST else [])
+            for r in refs:
+                if isinstance(r, TRef) and r.key in self.cons.by_key and r.key in self.env:
+                    keys.add(r.key)
+        return keys
+
+    def _emit(self, idx: int, info: StepInfo, op: OpRec, fn: Callable, result: Any, ptxt: list[str],
+              ktxt: list[str], pre: list[str], reads: list[int]) -> StepInfo:
         pin = op.name in DATA_DEPENDENT
         assigns = self._outputs(op, result, pin)
         if assigns is None:

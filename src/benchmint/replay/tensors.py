@@ -1,11 +1,16 @@
 """Synthetic tensors for a replay: storages sized from offsets and strides, views at recorded offsets, and
-integer contents that the consuming ops accept (indices in range, EmbeddingBag offsets, ``tensor_range``).
+integer contents that the consuming ops accept (indices in range, EmbeddingBag offsets, ``tensor_range``,
+fbgemm's jagged lengths, permutations and table-batched embedding geometry).
+
+What a consumer needs of an integer tensor is also needed of the tensor it was made from when only its
+shape or integer type changed (``view``, ``to`` ...), or when it is the complete cumsum (lengths summing to
+the offsets' end) or a row permutation of it: those needs are carried back to the true inputs of the step.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -39,6 +44,13 @@ class IntConstraint:
     include_last: bool = False
     low: int | None = None
     forced: tuple[int, int] | None = None  # recorded tensor_range (min, max)
+    values: tuple[int, ...] | None = None  # exactly these values (a table-batched embedding's geometry)
+    sums_to: int | None = None  # non-negative lengths summing to this (jagged lengths of that many values)
+    permutation: bool = False  # a permutation of range(numel) (fbgemm's permute of rows)
+    rows_of: tuple | None = None  # rows per table of the lookup reading this indices tensor (bounds_check)
+
+    def empty(self) -> bool:
+        return self == IntConstraint()
 
     def narrow(self, high: int) -> None:
         if high > 0:
@@ -75,13 +87,20 @@ def _parse_range(text: str | None) -> tuple[int, int] | None:
 def collect_constraints(ops: Iterable[OpRec], arg_names_of) -> Constraints:
     """Walk all ops and note, for each integer tensor, what its consumers need of it."""
     cons = Constraints()
+    ops = list(ops)
+    named: list[dict[str, object] | None] = []
+    rows_by_indices: dict[tuple, list[int]] = {}  # indices key -> rows per table of the lookup that reads them
     for op in ops:
         names = arg_names_of(op)
+        named.append(None if names is None else _named(op, names))
         if names is None:
             continue
-        a = _named(op, names)
+        a = named[-1]
+        assert a is not None
         base = op.name.split("::", 1)[-1]
-        if base in ("embedding",):
+        if op.name.startswith("fbgemm::"):
+            _fbgemm_constraints(cons, base, a, rows_by_indices)
+        elif base in ("embedding",):
             _bound(cons, a.get("indices"), _dim(a.get("weight"), 0))
         elif base in ("embedding_bag", "_embedding_bag", "_embedding_bag_forward_only"):
             idx, off = a.get("indices"), a.get("offsets")
@@ -128,7 +147,141 @@ def collect_constraints(ops: Iterable[OpRec], arg_names_of) -> Constraints:
             for arg in op.inputs:
                 if arg.kind == TENSOR and _is_int(arg.value.dtype):
                     cons.get(arg.value).forced = rng
+    # bounds_check_indices: rows per table as the lookup reading the same indices has them
+    for c in list(cons.by_key.values()):
+        if c.rows_of is not None:
+            rows = rows_by_indices.get(c.rows_of)
+            c.rows_of = None
+            if rows is not None:
+                c.values = tuple(rows)
+    _carry_back(cons, ops, named)
     return cons
+
+
+# ops whose output holds the input's integer values in the same order (only the shape or the type changes)
+_SAME_VALUES = {"view", "reshape", "_reshape_alias", "_unsafe_view", "flatten", "contiguous", "clone", "detach",
+                "detach_", "alias", "to", "_to_copy", "lift_fresh", "lift_fresh_copy", "squeeze", "unsqueeze",
+                "view_as", "reshape_as", "ravel"}
+
+
+def _carry_back(cons: Constraints, ops: list[OpRec], named: list[dict[str, object] | None]) -> None:
+    """Carry each produced integer tensor's needs back to the tensor it was made from, last op first (so
+    chains reach the step's true inputs): through value-preserving ops, fbgemm's complete cumsum (offsets
+    ending at N come from lengths summing to N) and permute_2D_sparse_data (lengths and values move whole)."""
+    for op, a in zip(reversed(ops), reversed(named), strict=True):
+        if a is None or not op.outputs:
+            continue
+        base = op.name.split("::", 1)[-1]
+        out = op.outputs[0].value if op.outputs[0].kind == TENSOR else None
+        if not isinstance(out, TRef):
+            continue
+        if base in _SAME_VALUES and op.name.startswith("aten::"):
+            src = a.get("self")
+            c = cons.by_key.get(out.key)
+            if (c is not None and isinstance(src, TRef) and src.key != out.key and src.numel == out.numel
+                    and _is_int(src.dtype) and _is_int(out.dtype)):
+                _inherit(cons, src, c)
+        elif op.name == "fbgemm::asynchronous_complete_cumsum":
+            src, c = a.get("t_in"), cons.by_key.get(out.key)
+            if isinstance(src, TRef) and c is not None and c.offsets_of is not None:
+                _inherit(cons, src, IntConstraint(sums_to=c.offsets_of))
+        elif op.name in ("fbgemm::permute_2D_sparse_data", "fbgemm::permute_1D_sparse_data"):
+            for j, arg in ((0, "lengths"), (1, "values")):
+                o = op.outputs[j].value if len(op.outputs) > j and op.outputs[j].kind == TENSOR else None
+                src = a.get(arg)
+                c = cons.by_key.get(o.key) if isinstance(o, TRef) else None
+                if c is not None and isinstance(src, TRef) and _is_int(src.dtype):
+                    # a permutation keeps the total and each value: the sum and the index range carry over
+                    _inherit(cons, src, IntConstraint(sums_to=c.sums_to, high=c.high))
+
+
+def _inherit(cons: Constraints, src: TRef, c: IntConstraint) -> None:
+    """``src`` needs what ``c`` asks, unless its own consumers already asked for something."""
+    mine = cons.by_key.get(src.key)
+    if mine is None or mine.empty():
+        cons.by_key[src.key] = replace(c)
+    elif c.high is not None and mine.values is None:
+        mine.narrow(c.high)
+
+
+def _tbe_geometry(a: dict[str, object]) -> tuple[list[int], list[int], list[int]] | None:
+    """(D per feature, rows per feature, offset of each feature's table in the packed weights) for a
+    table-batched embedding lookup whose geometry tensors were not recorded: the tables share the packed
+    weights' size alike, each feature its own table."""
+    d_off, w_off = a.get("D_offsets"), a.get("weights_offsets")
+    weights = a.get("dev_weights")
+    uvm = a.get("uvm_weights")
+    if isinstance(weights, TRef) and weights.numel == 0 and isinstance(uvm, TRef):
+        weights = uvm
+    total_D = a.get("total_D")
+    if not (isinstance(d_off, TRef) and isinstance(weights, TRef) and isinstance(total_D, int)):
+        return None
+    T = d_off.numel - 1
+    if T <= 0 or total_D < T:
+        return None
+    if isinstance(w_off, TRef) and w_off.numel != T:
+        return None
+    dims = [total_D // T + (1 if t < total_D % T else 0) for t in range(T)]
+    rows = [weights.numel // total_D] * T
+    rows[-1] = (weights.numel - sum(r * d for r, d in zip(rows[:-1], dims[:-1], strict=True))) // dims[-1]
+    if min(rows) <= 0:
+        return None
+    offsets = [0]
+    for r, d in zip(rows[:-1], dims[:-1], strict=True):
+        offsets.append(offsets[-1] + r * d)
+    return dims, rows, offsets
+
+
+def _fbgemm_constraints(cons: Constraints, base: str, a: dict[str, object],
+                        rows_by_indices: dict[tuple, list[int]]) -> None:
+    if base in ("permute_2D_sparse_data", "permute_1D_sparse_data"):
+        perm, lengths, values = a.get("permute"), a.get("lengths"), a.get("values")
+        if isinstance(lengths, TRef) and lengths.shape:
+            n_rows = lengths.shape[0]
+            if isinstance(perm, TRef):
+                c = cons.get(perm)
+                if perm.numel == n_rows:
+                    c.permutation = True
+                else:
+                    c.narrow(n_rows)
+            if isinstance(values, TRef):
+                cons.get(lengths).sums_to = values.numel
+    elif base == "bounds_check_indices":
+        rows, idx, off = a.get("rows_per_table"), a.get("indices"), a.get("offsets")
+        if isinstance(idx, TRef) and isinstance(off, TRef):
+            c = cons.get(off)
+            c.offsets_of, c.include_last = idx.numel, True
+        if isinstance(rows, TRef) and isinstance(idx, TRef):
+            cons.get(rows).rows_of = idx.key
+    elif base == "dense_embedding_codegen_lookup_function" or (
+            base.startswith("split_embedding_codegen_lookup_") and base.endswith("_function")):
+        idx, off = a.get("indices"), a.get("offsets")
+        if isinstance(idx, TRef) and isinstance(off, TRef):
+            c = cons.get(off)
+            c.offsets_of, c.include_last = idx.numel, True
+        geo = _tbe_geometry(a)
+        if geo is None:
+            return
+        dims, rows, w_offsets = geo
+        d_offsets = [0]
+        for d in dims:
+            d_offsets.append(d_offsets[-1] + d)
+        h_cumsum = [0]
+        for r in rows:
+            h_cumsum.append(h_cumsum[-1] + r)
+        exact = {"D_offsets": d_offsets, "weights_offsets": w_offsets, "hash_size_cumsum": h_cumsum,
+                 "weights_placements": [0] * len(rows)}
+        uvm = a.get("uvm_weights")
+        dev = a.get("dev_weights")
+        if isinstance(dev, TRef) and dev.numel == 0 and isinstance(uvm, TRef) and uvm.numel > 0:
+            exact["weights_placements"] = [1] * len(rows)  # all tables in managed memory
+        for name, vals in exact.items():
+            r = a.get(name)
+            if isinstance(r, TRef) and r.numel == len(vals):
+                cons.get(r).values = tuple(vals)
+        if isinstance(idx, TRef):
+            cons.get(idx).narrow(min(rows))
+            rows_by_indices[idx.key] = rows
 
 
 def _dim(ref: object, d: int) -> int | None:
@@ -149,6 +302,10 @@ def _is_int(dtype: torch.dtype | None) -> bool:
     return dtype is not None and not dtype.is_floating_point and not dtype.is_complex and dtype != torch.bool
 
 
+_BIG = 1 << 24  # float tensors above this many elements are filled with a repeated random block
+_BLOCK = 1 << 20
+
+
 def fill(t: torch.Tensor, ref: TRef, cons: Constraints, gen: torch.Generator) -> None:
     """Fill a freshly made tensor with values its consumers accept."""
     if t.numel() == 0:
@@ -159,9 +316,31 @@ def fill(t: torch.Tensor, ref: TRef, cons: Constraints, gen: torch.Generator) ->
         return
     if dtype.is_floating_point or dtype.is_complex:
         with torch.inference_mode():
+            if t.numel() > _BIG and t.is_contiguous():
+                # a large table (a recommendation model's embeddings: gigabytes): a random block repeated, so
+                # that filling it costs a memory copy rather than a random number per element
+                block = torch.rand(_BLOCK, generator=gen, dtype=torch.float32).mul_(0.9).add_(0.05)
+                flat = t.view(-1)
+                for start in range(0, flat.numel(), _BLOCK):
+                    part = flat[start : start + _BLOCK]
+                    part.copy_(block[: part.numel()])
+                return
             t.copy_(torch.rand(t.shape, generator=gen, dtype=torch.float32).mul_(0.9).add_(0.05))
         return
     c = cons.by_key.get(ref.key)
+    if c is not None and c.values is not None and len(c.values) == t.numel():
+        t.copy_(torch.tensor(c.values).reshape(t.shape))
+        return
+    if c is not None and c.permutation:
+        t.copy_(torch.randperm(t.numel(), generator=gen).reshape(t.shape))
+        return
+    if c is not None and c.sums_to is not None:
+        # non-negative lengths summing to the total: the gaps between sorted cut points
+        n, total = t.numel(), max(c.sums_to, 0)
+        cuts = torch.sort(torch.randint(0, total + 1, (n - 1,), generator=gen)).values
+        edges = torch.cat([torch.tensor([0]), cuts, torch.tensor([total])])
+        t.copy_((edges[1:] - edges[:-1]).reshape(t.shape))
+        return
     if c is not None and c.offsets_of is not None:
         n = t.numel() - (1 if c.include_last else 0)
         total = c.offsets_of
@@ -218,8 +397,9 @@ class StoragePool:
 
 
 def make_tensor(ref: TRef, device: torch.device, cons: Constraints, gen: torch.Generator,
-                pool: StoragePool | None = None) -> torch.Tensor:
-    """A standalone (or pooled) tensor of the recorded shape, strides and dtype with valid contents."""
+                pool: StoragePool | None = None, fill_values: bool = True) -> torch.Tensor:
+    """A standalone (or pooled) tensor of the recorded shape, strides and dtype with valid contents
+    (``fill_values=False``: allocated only, for a tensor whose contents no replayed op reads)."""
     if pool is not None and ref.storage_id > 0:
         t, _ = pool.view(ref)
     else:
@@ -229,6 +409,11 @@ def make_tensor(ref: TRef, device: torch.device, cons: Constraints, gen: torch.G
         size = max(ref.extent(), 1)
         base = torch.empty(size, dtype=ref.dtype, device=device)
         t = base.as_strided(ref.shape, strides or _contiguous(ref.shape), 0)
+    if not fill_values:
+        return t
+    if t.device.type == "cpu" and t.is_contiguous():
+        fill(t, ref, cons, gen)  # in place: no second copy of a large tensor
+        return t
     cpu = torch.empty(t.shape, dtype=t.dtype)
     fill(cpu, ref, cons, gen)
     try:
