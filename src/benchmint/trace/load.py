@@ -178,8 +178,9 @@ def _bad_json(name: str, data: bytes, e: Exception) -> TraceError:
             return TraceError(name, "this is a Kineto (profiler) trace, not an execution trace; "
                                     "pass it with --kineto / join_kineto()")
         if probe.nodes is None or probe.schema is None:
-            missing = " and ".join(k for k in ("schema", "nodes") if getattr(probe, k) is None)
-            return TraceError(name, f"not an execution trace (no {missing!r} field)")
+            missing = [k for k in ("schema", "nodes") if getattr(probe, k) is None]
+            fields = " and ".join(f"'{k}'" for k in missing)
+            return TraceError(name, f"not an execution trace (no {fields} field{'s' if len(missing) > 1 else ''})")
         return TraceError(name, f"malformed execution trace: {msg}")
     if "truncated" in msg:
         return TraceError(name, "truncated JSON (the file ends early; was the trace fully written?)")
