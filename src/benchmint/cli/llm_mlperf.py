@@ -7,7 +7,7 @@ uses (the LLM layer's registry and workload loader), plus ``--backend sim``, a s
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -17,6 +17,32 @@ from benchmint.core.errors import UserError
 from benchmint.core.jsonio import write_json
 
 _SCENARIO_HELP = "MLPerf scenario: offline, server or single-stream."
+
+# Flags `mlperf` and `sweep` share (one definition each; the defaults stay in the signatures).
+ModelKeyOpt = Annotated[str, typer.Option(
+    "--model-key", help="MLPerf benchmark whose official constraints apply (llama2-70b, llama2-70b-interactive, "
+                        "llama3_1-8b, ...).")]
+UserConfOpt = Annotated[Path, typer.Option("--user-conf", help="A LoadGen user.conf ('model.scenario.key = value').")]
+SloOpt = Annotated[str, typer.Option("--slo", help="Override the TTFT/TPOT limits, e.g. ttft=2,tpot=0.2 (seconds).")]
+BackendOpt = Annotated[str, typer.Option(
+    "--backend", help="openai-http (a server), transformers (in-process) or sim (no model).")]
+UrlOpt = Annotated[str, typer.Option("--url", help="Base URL of an OpenAI-compatible server.")]
+ModelOpt = Annotated[str, typer.Option("--model", help="Model name (http) or tiny / local folder (transformers).")]
+ApiOpt = Annotated[str, typer.Option("--api", help="completions or chat (http).")]
+DatasetOpt = Annotated[str, typer.Option("--dataset", help="sample, synthetic, a local file or a HF dataset.")]
+NumSamplesOpt = Annotated[int, typer.Option("--num-samples", help="Samples in the LoadGen QSL (default: all).")]
+InputTokensOpt = Annotated[str, typer.Option("--input-tokens", help="Synthetic prompt length: 128, 128:32 or 64-256.")]
+OutputTokensOpt = Annotated[str, typer.Option("--output-tokens", help="Tokens to generate: 128, 128:32 or 64-256.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for synthetic prompts and lengths.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="Device of the in-process engine.")]
+MaxBatchOpt = Annotated[int, typer.Option("--max-batch-size", help="Batch size of the in-process engine.")]
+MaxConcurrencyOpt = Annotated[int, typer.Option("--max-concurrency", help="Cap on queries in flight (0: none).")]
+WarmupOpt = Annotated[int, typer.Option(
+    "--warmup", help="Requests sent before each LoadGen test, outside the figures.")]
+SimOpt = Annotated[str, typer.Option(
+    "--sim", help="Simulated engine (--backend sim): ttft=0.02,tpot=0.005,slots=64.")]
+JsonOutOpt = Annotated[Path, typer.Option("--json", help="Also write the result JSON here.")]
+ResultsOpt = Annotated[Path, typer.Option("--results", envvar="BENCHMINT_RESULTS", help="Results store folder.")]
 
 
 def _tokenizer_for(backend: str, model: str | None, tokenizer: str | None = None) -> Any:
@@ -207,21 +233,18 @@ def mlperf(
     max_duration: float = typer.Option(None, "--max-duration", help="Maximum test duration, seconds."),
     min_query_count: int = typer.Option(None, "--min-query-count", help="Minimum number of queries."),
     max_query_count: int = typer.Option(None, "--max-query-count", help="Maximum number of queries."),
-    model_key: str = typer.Option("llama2-70b", "--model-key",
-                                  help="MLPerf benchmark whose official constraints apply (llama2-70b, "
-                                       "llama2-70b-interactive, llama3_1-8b, ...)."),
-    user_conf: Path = typer.Option(None, "--user-conf", help="A LoadGen user.conf ('model.scenario.key = value')."),
-    slo: str = typer.Option(None, "--slo", help="Override the TTFT/TPOT limits, e.g. ttft=2,tpot=0.2 (seconds)."),
-    backend: str = typer.Option("openai-http", "--backend",
-                                help="openai-http (a server), transformers (in-process) or sim (no model)."),
-    url: str = typer.Option("http://127.0.0.1:8000/v1", "--url", help="Base URL of an OpenAI-compatible server."),
-    model: str = typer.Option(None, "--model", help="Model name (http) or tiny / local folder (transformers)."),
-    api: str = typer.Option("completions", "--api", help="completions or chat (http)."),
-    dataset: str = typer.Option("sample", "--dataset", help="sample, synthetic, a local file or a HF dataset."),
-    num_samples: int = typer.Option(None, "--num-samples", help="Samples in the LoadGen QSL (default: all)."),
-    input_tokens: str = typer.Option(None, "--input-tokens", help="Synthetic prompt length: 128, 128:32 or 64-256."),
-    output_tokens: str = typer.Option("64", "--output-tokens", help="Tokens to generate: 128, 128:32 or 64-256."),
-    seed: int = typer.Option(0, "--seed", help="Seed for synthetic prompts and lengths."),
+    model_key: ModelKeyOpt = "llama2-70b",
+    user_conf: UserConfOpt = None,
+    slo: SloOpt = None,
+    backend: BackendOpt = "openai-http",
+    url: UrlOpt = "http://127.0.0.1:8000/v1",
+    model: ModelOpt = None,
+    api: ApiOpt = "completions",
+    dataset: DatasetOpt = "sample",
+    num_samples: NumSamplesOpt = None,
+    input_tokens: InputTokensOpt = None,
+    output_tokens: OutputTokensOpt = "64",
+    seed: SeedOpt = 0,
     prompt_column: str = typer.Option(None, "--prompt-column", help="Dataset column holding the prompt."),
     input_column: str = typer.Option(None, "--input-column", help="Optional column appended to the prompt."),
     reference_column: str = typer.Option(None, "--reference-column",
@@ -235,18 +258,18 @@ def mlperf(
     ignore_eos: bool = typer.Option(True, "--ignore-eos/--allow-eos",
                                     help="Ask for exactly max_tokens (off for servers that reject ignore_eos)."),
     include_usage: bool = typer.Option(True, "--usage/--no-usage", help="Ask for usage in the stream."),
-    device: str = typer.Option("cpu", "--device", help="Device of the in-process engine."),
-    max_batch_size: int = typer.Option(16, "--max-batch-size", help="Batch size of the in-process engine."),
-    max_concurrency: int = typer.Option(0, "--max-concurrency", help="Cap on queries in flight (0: none)."),
-    warmup: int = typer.Option(0, "--warmup", help="Requests sent before each LoadGen test, outside the figures."),
-    sim: str = typer.Option(None, "--sim", help="Simulated engine (--backend sim): ttft=0.02,tpot=0.005,slots=64."),
+    device: DeviceOpt = "cpu",
+    max_batch_size: MaxBatchOpt = 16,
+    max_concurrency: MaxConcurrencyOpt = 0,
+    warmup: WarmupOpt = 0,
+    sim: SimOpt = None,
     plan_only: bool = typer.Option(False, "--plan", help="Only predict whether the settings can give a VALID result."),
     price: str = typer.Option(None, "--price", help="USD per hour (number) or a name in the repo's price table."),
     no_energy: bool = typer.Option(False, "--no-energy", help="Do not sample GPU power / RAPL."),
     timeout: float = typer.Option(None, "--timeout", help="Stop a LoadGen test after this many seconds."),
     out: Path = typer.Option(Path("benchmint-mlperf"), "--out", help="Folder for logs, result.json and run.json."),
-    json_out: Path = typer.Option(None, "--json", help="Also write the result JSON here."),
-    results: Path = typer.Option(None, "--results", envvar="BENCHMINT_RESULTS", help="Results store folder."),
+    json_out: JsonOutOpt = None,
+    results: ResultsOpt = None,
 ) -> None:
     """Run an LLM backend under the real MLPerf LoadGen (Offline, Server, SingleStream) and report LoadGen's
     figures (from mlperf_log_detail.txt) beside benchmint's client-side metrics, validity in plain words,
@@ -320,27 +343,26 @@ def sweep(
                                help="loadgen (LoadGen Server QPS) or bench (`llm bench` Poisson request rate)."),
     require_valid: bool = typer.Option(False, "--require-valid",
                                        help="A trial passes only if LoadGen says VALID (early stopping too)."),
-    model_key: str = typer.Option("llama2-70b", "--model-key", help="MLPerf benchmark whose limits apply."),
-    user_conf: Path = typer.Option(None, "--user-conf", help="A LoadGen user.conf."),
-    slo: str = typer.Option(None, "--slo", help="Override the TTFT/TPOT limits, e.g. ttft=2,tpot=0.2."),
-    backend: str = typer.Option("openai-http", "--backend",
-                                help="openai-http (a server), transformers (in-process) or sim (no model)."),
-    url: str = typer.Option("http://127.0.0.1:8000/v1", "--url", help="Base URL of an OpenAI-compatible server."),
-    model: str = typer.Option(None, "--model", help="Model name (http) or tiny / local folder (transformers)."),
-    api: str = typer.Option("completions", "--api", help="completions or chat (http)."),
-    dataset: str = typer.Option("sample", "--dataset", help="sample, synthetic, a local file or a HF dataset."),
-    num_samples: int = typer.Option(None, "--num-samples", help="Samples in the LoadGen QSL (default: all)."),
-    input_tokens: str = typer.Option(None, "--input-tokens", help="Synthetic prompt length."),
-    output_tokens: str = typer.Option("64", "--output-tokens", help="Tokens to generate."),
-    seed: int = typer.Option(0, "--seed", help="Seed for synthetic prompts and lengths."),
-    device: str = typer.Option("cpu", "--device", help="Device of the in-process engine."),
-    max_batch_size: int = typer.Option(16, "--max-batch-size", help="Batch size of the in-process engine."),
-    max_concurrency: int = typer.Option(0, "--max-concurrency", help="Cap on queries in flight (0: none)."),
-    warmup: int = typer.Option(0, "--warmup", help="Requests sent before each LoadGen test, outside the figures."),
-    sim: str = typer.Option(None, "--sim", help="Simulated engine (--backend sim): ttft=0.02,tpot=0.005,slots=64."),
+    model_key: ModelKeyOpt = "llama2-70b",
+    user_conf: UserConfOpt = None,
+    slo: SloOpt = None,
+    backend: BackendOpt = "openai-http",
+    url: UrlOpt = "http://127.0.0.1:8000/v1",
+    model: ModelOpt = None,
+    api: ApiOpt = "completions",
+    dataset: DatasetOpt = "sample",
+    num_samples: NumSamplesOpt = None,
+    input_tokens: InputTokensOpt = None,
+    output_tokens: OutputTokensOpt = "64",
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "cpu",
+    max_batch_size: MaxBatchOpt = 16,
+    max_concurrency: MaxConcurrencyOpt = 0,
+    warmup: WarmupOpt = 0,
+    sim: SimOpt = None,
     out: Path = typer.Option(Path("benchmint-sweep"), "--out", help="Folder for the trials and result.json."),
-    json_out: Path = typer.Option(None, "--json", help="Also write the result JSON here."),
-    results: Path = typer.Option(None, "--results", envvar="BENCHMINT_RESULTS", help="Results store folder."),
+    json_out: JsonOutOpt = None,
+    results: ResultsOpt = None,
 ) -> None:
     """Find the highest load that still meets the latency limits (LoadGen Server QPS under the model key's
     TTFT/TPOT limits, or with --target bench the `llm bench` rate under --slo), with a bounded number of
