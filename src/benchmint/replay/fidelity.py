@@ -1,20 +1,19 @@
 """Fidelity: make the replayed iteration take what the UN-observed original step took.
 
-Recording a step (ExecutionTraceObserver + Kineto) slows it: every recorded node costs the observers time,
-which lands in the recorded durations and gaps (on small CPU models the recorded step is 1.5x-5x the real
-one). So recorded times cannot be replayed as they stand. benchmint measures the observers' cost on this
-machine by recording its OWN replay of the trace under the same observers:
+Recording a step (ExecutionTraceObserver + Kineto) slows it: every recorded node costs the observers time
+(about 7 us per node for the ET, 1 us for Kineto with record_shapes, here), which lands in the recorded
+durations of the ops (their children's nodes) and in the gaps next to them (the op's own node), so on small
+CPU models the recorded step is 1.5x-5x the real one and recorded times cannot be replayed as they stand.
+A plain Python loop between the ops is not slowed by the observers (1.0x), framework Python (nn.Module calls,
+functional wrappers) is, 1.6x-3.5x in a probe here: the trace cannot tell how much of a gap is such code,
+which is what the trace-only estimate still misses. benchmint records its OWN replay of the trace under the
+same observers (same ops, same children, so the same observer cost op by op) and takes the difference, op by
+op, as what the original did besides the op (``estimate_original``).
+``capture.json``, when it lies beside the trace, gives the measured un-observed step time instead.
 
-* ``c_scope``: cost of one recorded ``record_function`` scope (a probe of empty scopes, observed vs not);
-* ``c_op``: cost of one recorded op node = (replay span observed - replay time un-observed
-  - c_scope * scopes in the replay's trace) / op nodes in the replay's trace.
-
-The un-observed original step is then estimated from the trace alone:
-``T_orig ~= recorded step span - c_op * op nodes - c_scope * non-op nodes`` (``capture.json``, when it lies
-beside the trace, gives the measured figure instead). The replay's own ops take what they take; the rest of
-the original step (Python, framework, autograd-engine and optimizer bookkeeping between the ops) is spent as
-CPU time between the ops (``--gaps recorded``), placed where the recorded original spent more time than the
-recorded replay (the same observers on both sides, so their cost cancels op by op).
+The replay's own ops take what they take; the rest of the original step (Python, framework, autograd-engine
+and optimizer bookkeeping between the ops) is spent as CPU time between the ops (``--gaps recorded``),
+placed where the recorded original spent more time than the recorded replay.
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ from benchmint.replay.types import TraceView
 
 PROBE_SCOPES = 400
 MIN_GAP_NS = 1000
-STALL_CAP_S = 1e-3
+GAP_CAP_S = 3e-4  # at most this much of one recorded gap counts as the original's own work
 
 
 @dataclass
@@ -54,6 +53,10 @@ class Calibration:
     repeats: int = 0
     observer_overhead_s: float = 0.0  # recorded span of the scoped replay - its un-observed time
     scopes_unobserved_s: float = 0.0
+    # the same without the re-created scopes (what estimate_original compares with)
+    bare_slots: dict[int, tuple[float, float]] = field(default_factory=dict)
+    bare_tail_s: float = 0.0
+    scope_event_cost_s: float = 0.0  # observers' cost of one scope enter or exit (probe: observed - unobserved)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +68,7 @@ class Calibration:
             "observer_cost_per_op_node_s": self.op_node_cost_s,
             "repeats": self.repeats,
             "observer_overhead_s": self.observer_overhead_s,
+            "observer_cost_per_scope_event_s": self.scope_event_cost_s,
             "how": "replay recorded under ExecutionTraceObserver + Kineto (record_shapes) vs un-observed",
         }
 
@@ -157,24 +161,22 @@ def _match_replay_ops(plan: Plan, rview: TraceView) -> tuple[dict[int, tuple[flo
     return slots, tail
 
 
-def calibrate(plan: Plan, fn0: Callable, replay_s: float, repeats: int = 5) -> Calibration | None:
-    """Record the replay under the observers ``repeats`` times, with the original's scopes around the ops
-    (so both recordings have the same structure); None when that is not possible."""
+def _record_slots(plan: Plan, fn: Callable, repeats: int) -> tuple[list[tuple[float, int, int, TraceView]],
+                                                                    dict[int, tuple[float, float]], float]:
+    """Record ``fn`` (a replay iteration) under the observers ``repeats`` times (after one untimed recording):
+    the recordings as (span, op nodes, non-op nodes, view), and per plan step the median (gap before,
+    duration) of its op over the recordings, and the median tail (one recording's stall does not count)."""
     from benchmint.replay.source import view_from_trace
     from benchmint.trace import load
+    from benchmint.trace.capture import scratch_dir
     from benchmint.trace.kineto import join_kineto
 
-    inserts = scope_inserts(plan.view)
-    n_scopes = sum(1 for e in plan.view.scopes if e[1] == "enter")
-    fn_scoped = plan.compile(inserts=inserts) if inserts else fn0
-    from benchmint.trace.capture import scratch_dir
-
-    runs = []
+    runs: list[tuple[float, int, int, TraceView]] = []
     with tempfile.TemporaryDirectory(prefix="benchmint-cal-", dir=scratch_dir()) as tmp:
-        record_replay(plan, fn_scoped, tmp, -1)  # the first recording of a process pays one-time costs
+        record_replay(plan, fn, tmp, -1)  # the first recording of a process pays one-time costs
         for k in range(repeats):
             try:
-                et_path, k_path = record_replay(plan, fn_scoped, tmp, k)
+                et_path, k_path = record_replay(plan, fn, tmp, k)
                 tr = load(et_path)
                 join = join_kineto(tr, k_path)
                 rview = view_from_trace(tr, join)
@@ -182,11 +184,7 @@ def calibrate(plan: Plan, fn0: Callable, replay_s: float, repeats: int = 5) -> C
                 continue
             if rview.step_span_s is None:
                 continue
-            op_nodes = rview.total_nodes - rview.non_op_nodes
-            runs.append((rview.step_span_s, op_nodes, rview.non_op_nodes, rview))
-    if not runs:
-        return None
-    # per op, the median over the recordings: one recording's stall (the machine is shared) does not count
+            runs.append((rview.step_span_s, rview.total_nodes - rview.non_op_nodes, rview.non_op_nodes, rview))
     per: dict[int, list[tuple[float, float]]] = {}
     tails = []
     for r in runs:
@@ -195,7 +193,24 @@ def calibrate(plan: Plan, fn0: Callable, replay_s: float, repeats: int = 5) -> C
             per.setdefault(i, []).append(v)
         tails.append(tl)
     slots = {i: (statistics.median(g for g, _ in v), statistics.median(d for _, d in v)) for i, v in per.items()}
-    tail = statistics.median(tails)
+    return runs, slots, statistics.median(tails) if tails else 0.0
+
+
+def calibrate(plan: Plan, fn0: Callable, replay_s: float, repeats: int = 5) -> Calibration | None:
+    """Record the replay under the observers ``repeats`` times, with the original's scopes around the ops
+    (so both recordings have the same structure), and, when the step has scopes, also without them (what
+    ``estimate_original`` compares with); None when that is not possible."""
+    inserts = scope_inserts(plan.view)
+    n_scopes = sum(1 for e in plan.view.scopes if e[1] == "enter")
+    fn_scoped = plan.compile(inserts=inserts) if inserts else fn0
+    runs, slots, tail = _record_slots(plan, fn_scoped, repeats)
+    if not runs:
+        return None
+    bare_slots, bare_tail = slots, tail
+    if inserts:
+        bare_runs, bare_slots, bare_tail = _record_slots(plan, fn0, repeats)
+        if not bare_runs:
+            bare_slots, bare_tail = {}, 0.0
     runs.sort(key=lambda r: r[0])
     span, op_nodes, scope_nodes, rview = runs[len(runs) // 2]
     scope_obs, scope_unobs = _probe_scope_cost()
@@ -204,33 +219,51 @@ def calibrate(plan: Plan, fn0: Callable, replay_s: float, repeats: int = 5) -> C
     return Calibration(replay_s=replay_s, replay_observed_s=span, replay_op_nodes=op_nodes,
                        replay_scope_nodes=scope_nodes, scope_cost_s=scope_obs, op_node_cost_s=op_cost,
                        replay_slots=slots, replay_tail_s=tail, repeats=len(runs), observer_overhead_s=overhead,
-                       scopes_unobserved_s=n_scopes * scope_unobs)
+                       scopes_unobserved_s=n_scopes * scope_unobs, bare_slots=bare_slots, bare_tail_s=bare_tail,
+                       scope_event_cost_s=max(0.0, scope_obs - scope_unobs) / 2)
 
 
 def estimate_original(view: TraceView, cal: Calibration) -> float | None:
-    """The original step's un-observed time, from the trace and the replay recorded with the same structure.
+    """The original step's un-observed time, from the trace and the replay recorded under the same observers.
 
-    Op by op, the recorded original's time (gap before + duration) less the recorded replay's (median of the
-    recordings) is what the original did besides the op itself: its sum, added to the un-observed replay,
-    is the un-observed original (the observers' cost is on both sides and cancels). One op's excess is capped
-    (at ``STALL_CAP_S`` or 20x the median excess, whichever is larger): a multi-millisecond jump at one op of
-    a small step is the recorder or the scheduler stalling, not the model. Never below the replay of the ops.
+    The observers' cost lands in the recorded durations and gaps of both recordings alike (it is per node
+    and the replay runs the same ops with the same children), so op by op the difference between the recorded original and the recorded replay (without
+    re-created scopes, median of the recordings) is what the original did besides the replayed op:
+
+    * gaps: the original's gap before each op less the replay's, less the observers' cost of the original's
+      scope events (``record_function`` / autograd-engine scopes opened or closed there, at the probe's
+      observed-minus-unobserved cost per scope); each gap's excess is capped at ``GAP_CAP_S``: one larger
+      jump in a single recorded step is the scheduler, a recorder flush or the process's first recording,
+      not the model;
+    * durations: per op type, the median over its calls of (original - replay) duration, times the count:
+      a systematic difference (e.g. data-dependent kernels, denormals in an optimizer state) counts, a stall
+      landing in one call does not; an op type called once contributes nothing.
+
+    Their sum, added to the un-observed replay, is the un-observed original; never below the replay.
     """
     if view.step_span_s is None:
         return None
+    slots = cal.bare_slots
     orig, orig_tail = original_slots(view)
-    matched = [i for i, o in enumerate(orig) if o is not None and i in cal.replay_slots]
-    if not cal.replay_slots or len(matched) < 0.9 * sum(1 for o in orig if o is not None):
+    matched = [i for i, o in enumerate(orig) if o is not None and i in slots]
+    if not slots or len(matched) < 0.9 * sum(1 for o in orig if o is not None):
         return max(view.step_span_s - cal.observer_overhead_s, cal.replay_s)
-    excess = []
+    n = len(orig)
+    events = [0] * (n + 1)
+    for pos, _kind, _nid, _name in view.scopes:
+        events[min(pos, n)] += 1
+    c_ev = cal.scope_event_cost_s
+    total = 0.0
+    by_name: dict[str, list[float]] = {}
     for i in matched:
         g, d = orig[i]  # type: ignore[misc]
-        g2, d2 = cal.replay_slots[i]
-        excess.append((g + d) - (g2 + d2))
-    cap = max(STALL_CAP_S, 20 * statistics.median(abs(e) for e in excess))
-    total = sum(min(e, cap) for e in excess) + min(orig_tail - cal.replay_tail_s, cap)
-    # the replay's recorded gaps include its own (un-observed) cost of re-creating the scopes
-    total += cal.scopes_unobserved_s
+        g2, d2 = slots[i]
+        total += min(g - g2 - events[i] * c_ev, GAP_CAP_S)
+        by_name.setdefault(view.ops[i].name, []).append(d - d2)
+    total += min(orig_tail - cal.bare_tail_s - events[n] * c_ev, GAP_CAP_S)
+    for xs in by_name.values():
+        if len(xs) >= 2:
+            total += statistics.median(xs) * len(xs)
     return max(cal.replay_s + total, cal.replay_s)
 
 

@@ -1,0 +1,50 @@
+"""The trace-only estimate of the un-observed step (replay/fidelity.py), on synthetic recordings: no timing."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmint.replay.fidelity import GAP_CAP_S, Calibration, estimate_original
+from benchmint.replay.types import OpRec, TraceView
+
+US = 1e-6
+
+
+def _view(slots: list[tuple[str, float, float]], tail: float, scopes: list) -> TraceView:
+    ops, t = [], 0.0
+    for k, (name, gap, dur) in enumerate(slots):
+        t += gap
+        ops.append(OpRec(node_id=k + 1, name=name, schema="", inputs=[], outputs=[], start_s=t, dur_s=dur))
+        t += dur
+    return TraceView(path="x", schema_version="1", ops=ops, total_nodes=len(ops), step_start_s=0.0,
+                     step_span_s=t + tail, scopes=scopes)
+
+
+def _cal(n: int, gap: float, dur: float, tail: float) -> Calibration:
+    return Calibration(replay_s=1e-3, replay_observed_s=2e-3, replay_op_nodes=n, replay_scope_nodes=0,
+                       scope_cost_s=0.0, op_node_cost_s=0.0, bare_slots={i: (gap, dur) for i in range(n)},
+                       bare_tail_s=tail, scope_event_cost_s=2 * US)
+
+
+def test_estimate_counts_python_gaps_and_systematic_durations_not_stalls_or_scope_events():
+    scopes = [(1, "enter", 90, "autograd::engine::evaluate_function: XBackward0"), (2, "exit", 90, "")]
+    view = _view([
+        ("aten::a", (10 + 50) * US, 100 * US),        # 50 us of the original's own Python before it
+        ("aten::a", (10 + 2 + 20) * US, 4100 * US),   # a scope event here; a 4 ms stall in one call of aten::a
+        ("aten::a", (10 + 2 + 5000) * US, 100 * US),  # a scope event and a 5 ms stall in a gap: capped
+        ("aten::b", 10 * US, 130 * US),               # called once: its duration difference is not counted
+    ], tail=5 * US, scopes=scopes)
+    est = estimate_original(view, _cal(4, 10 * US, 100 * US, 5 * US))
+    assert est == pytest.approx(1e-3 + (50 + 20) * US + GAP_CAP_S)
+
+
+def test_estimate_keeps_a_duration_difference_every_call_of_an_op_type_shows():
+    view = _view([("aten::sqrt", 10 * US, 400 * US)] * 3 + [("aten::add", 10 * US, 100 * US)],
+                 tail=0.0, scopes=[])
+    est = estimate_original(view, _cal(4, 10 * US, 100 * US, 0.0))
+    assert est == pytest.approx(1e-3 + 3 * 300 * US)
+
+
+def test_estimate_is_never_below_the_replay():
+    view = _view([("aten::a", 1 * US, 10 * US)] * 3, tail=0.0, scopes=[])
+    assert estimate_original(view, _cal(3, 50 * US, 100 * US, 0.0)) == pytest.approx(1e-3)
