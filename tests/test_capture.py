@@ -148,3 +148,11 @@ def test_cli_capture_of_a_builtin_workload(cli, tmp_path):
     assert (tmp_path / "w" / "capture.json").exists() and "captured 1 step" in out
     code, out, err = cli("capture", "--out", str(tmp_path / "x"), "--workload", "nope", "--no-store")
     assert code == 2 and "unknown workload" in err
+
+
+def test_cli_capture_of_a_script_that_crashes_says_so(cli, tmp_path):
+    script = tmp_path / "crash.py"
+    script.write_text("raise SystemExit('boom')\n")
+    code, out, err = cli("capture", "--out", str(tmp_path / "c"), "--no-store", "--", "python", str(script))
+    assert code == 2
+    assert "failed (exit status 1)" in err and "steps were timed" not in err

@@ -28,6 +28,10 @@ def _wrap(cmd: list[str]) -> list[str]:
         i += 1
     if i >= len(cmd):
         raise UserError("capture: no script or -m module in the command; e.g. -- python train.py")
+    if exe in ("python", "python3"):
+        # a bare `python` means "the Python I am using": the one benchmint runs in, which has benchmint and
+        # its dependencies (the first `python` on PATH may be another interpreter that has neither)
+        exe = sys.executable
     return [exe, *cmd[1:i], "-m", "benchmint.trace.capture", *cmd[i:]]
 
 
@@ -52,7 +56,8 @@ def capture(
     The script runs under a wrapper that starts the capture. Steps end at each optimizer.step() (no change
     to a training script), or where the script calls benchmint.trace.capture.step() (add that one line to an
     inference loop). After --warmup steps, --measure steps are timed with nothing attached (capture.json holds
-    their median: the step's real time), then --record steps are recorded with ET + Kineto.
+    their median: the step's real time), then --record steps are recorded with ET + Kineto. A bare `python`
+    runs the interpreter benchmint runs in; name another interpreter by its path.
     """
     from benchmint.core.jsonio import read_json
     from benchmint.trace import capture as cap_mod
@@ -80,13 +85,18 @@ def capture(
         pkg_root = str(Path(cap_mod.__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH", "")) if p)
         rc = subprocess.call(_wrap(cmd), env=env)
-        if rc != 0:
-            console.print(f"[yellow]the command exited with status {rc}[/]")
         cj = out / cap_mod.CAPTURE_NAME
         if not cj.exists():
             raise UserError(f"capture: {' '.join(cmd)} finished without starting a capture (exit status {rc}); "
                             "is it a Python script?")
         summary = read_json(cj)
+        if rc != 0 and not summary.get("complete"):
+            # the script failed before the capture was done: that, not the step count, is the news
+            raise UserError(f"capture: {' '.join(cmd)} failed (exit status {rc}) after "
+                            f"{summary.get('measured_steps', 0)} timed and {summary.get('recorded_steps', 0)} "
+                            f"recorded steps; see its output above (partial capture.json left in {out})")
+        if rc != 0:
+            console.print(f"[yellow]the command exited with status {rc} after the capture was complete[/]")
     _report(out, summary, warmup, measure, record)
     _store(out, summary, results, no_store, workload)
 

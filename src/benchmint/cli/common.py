@@ -16,3 +16,13 @@ class _State:
 
 
 state = _State()
+
+
+def run_kind(value: str | None) -> str | None:
+    """typer callback for ``--kind``: a kind no run can have is an error, not an empty answer."""
+    from benchmint.core.errors import UserError
+    from benchmint.results.record import KINDS
+
+    if value is not None and value not in KINDS:
+        raise UserError(f"--kind {value!r}: runs are of kind {', '.join(KINDS)}")
+    return value

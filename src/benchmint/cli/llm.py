@@ -10,7 +10,8 @@ from benchmint.cli.common import console, err_console
 
 app = typer.Typer(
     name="llm",
-    help="LLM inference benchmarking: `bench` a server or an in-process model, `serve` a model over HTTP.",
+    help="LLM inference benchmarking: `bench` a server or an in-process model, `serve` a model over HTTP, "
+    "run it under the real MLPerf LoadGen (`mlperf`), find the peak load that meets the limits (`sweep`).",
     no_args_is_help=True,
 )
 
@@ -123,6 +124,6 @@ def serve(
     /v1/models, /health, Prometheus /metrics), batching concurrent requests in the in-process engine."""
     from benchmint.llm.server import serve as run_server
 
-    err_console.print(f"serving {model} on http://{host}:{port}/v1 (Ctrl-C stops)")
     run_server(model, host=host, port=port, max_batch_size=max_batch_size, device=device, dtype=dtype,
-               served_name=served_name)
+               served_name=served_name,
+               on_ready=lambda: err_console.print(f"serving {model} on http://{host}:{port}/v1 (Ctrl-C stops)"))

@@ -40,7 +40,7 @@ MaxConcurrencyOpt = Annotated[int, typer.Option("--max-concurrency", help="Cap o
 WarmupOpt = Annotated[int, typer.Option(
     "--warmup", help="Requests sent before each LoadGen test, outside the figures.")]
 SimOpt = Annotated[str, typer.Option(
-    "--sim", help="Simulated engine (--backend sim): ttft=0.02,tpot=0.005,slots=64.")]
+    "--sim", help="Simulated engine (--backend sim), e.g. ttft=0.02,tpot=0.002,slots=64 (the defaults).")]
 JsonOutOpt = Annotated[Path, typer.Option("--json", help="Also write the result JSON here.")]
 ResultsOpt = Annotated[Path, typer.Option("--results", envvar="BENCHMINT_RESULTS", help="Results store folder.")]
 
@@ -53,6 +53,18 @@ def _tokenizer_for(backend: str, model: str | None, tokenizer: str | None = None
 
     name = tokenizer or model or ("tiny" if backend in ("transformers", "hf") else None)
     return load_tokenizer(name) if name else None
+
+
+def _model_key(name: str, user_conf: Path | None) -> Any:
+    """The official settings of an MLPerf model key; an unknown key is an error unless a user.conf sets the
+    limits (LoadGen would otherwise silently apply its generic defaults)."""
+    from benchmint.llm.loadgen.settings import MODEL_KEYS
+
+    key = MODEL_KEYS.get(name)
+    if key is None and user_conf is None:
+        raise UserError(f"--model-key {name!r} is not an MLPerf LLM benchmark this tool knows "
+                        f"({', '.join(sorted(MODEL_KEYS))}); pick one, or give its settings with --user-conf")
+    return key
 
 
 def parse_sim(spec: str | None) -> dict[str, Any]:
@@ -92,7 +104,7 @@ def build_backend_spec(backend: str, url: str | None, model: str | None, api: st
         if tokenizer or not include_usage:  # counts output tokens when the server reports no usage
             opts["tokenizer"] = tokenizer or model
         return {"kind": "openai-http", "options": opts}
-    raise UserError(f"--backend {backend!r}: use http, transformers or sim")
+    raise UserError(f"--backend {backend!r}: use openai-http (a server), transformers (in-process) or sim")
 
 
 def build_samples(dataset: str, api: str, tokenizer: Any, num_samples: int | None, input_tokens: str | None,
@@ -276,7 +288,7 @@ def mlperf(
     accuracy (ROUGE, official targets), energy and cost."""
     from benchmint.llm.cost import resolve_price
     from benchmint.llm.loadgen.api import MlperfConfig, run_mlperf
-    from benchmint.llm.loadgen.settings import MODEL_KEYS, RunSettings
+    from benchmint.llm.loadgen.settings import RunSettings
     from benchmint.llm.loadgen.validity import plan
 
     if mode not in ("performance", "accuracy", "submission"):
@@ -293,7 +305,7 @@ def mlperf(
     if mode != "performance" and not any(x.reference for x in samples):
         raise UserError(f"--mode {mode} scores answers against references, and dataset {dataset!r} has none; "
                         "use a dataset with a reference column (--reference-column)")
-    key = MODEL_KEYS.get(model_key)
+    key = _model_key(model_key, user_conf)
     perf_count = len(samples) if (key is None or len(samples) < key.performance_sample_count) else None
     rs = RunSettings(
         scenario=scenario, mode="performance", model_key=model_key,
@@ -368,7 +380,7 @@ def sweep(
     TTFT/TPOT limits, or with --target bench the `llm bench` rate under --slo), with a bounded number of
     trials (probe up or down, then bisect), and print the curve of latency vs load."""
     from benchmint.llm.loadgen.api import MlperfConfig, run_sweep
-    from benchmint.llm.loadgen.settings import MODEL_KEYS, RunSettings
+    from benchmint.llm.loadgen.settings import RunSettings
 
     if target == "bench":
         from benchmint.llm.sweep import run_bench_sweep
@@ -391,7 +403,7 @@ def sweep(
     spec = build_backend_spec(backend, url, model, api, device, max_batch_size, sim)
     tok = _tokenizer_for(backend, model)
     samples, workload = build_samples(dataset, api, tok, num_samples, input_tokens, output_tokens, seed)
-    key = MODEL_KEYS.get(model_key)
+    key = _model_key(model_key, user_conf)
     perf_count = len(samples) if (key is None or len(samples) < key.performance_sample_count) else None
     rs = RunSettings(scenario="server", model_key=model_key, user_conf=str(user_conf) if user_conf else None,
                      min_duration_s=trial_duration, min_query_count=min_query_count,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 
 import typer
 
@@ -92,8 +93,8 @@ def run(argv: list[str] | None = None) -> None:
         # standalone mode: click prints usage errors itself (exit 2) and handles --help/--version
         app(args=argv, prog_name="benchmint", standalone_mode=True)
     except UserError as e:
-        if debug:
-            raise
+        if debug:  # the traceback, and still the user-error exit code
+            traceback.print_exc()
         err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:

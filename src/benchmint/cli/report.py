@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from benchmint.cli.common import console, err_console
+from benchmint.cli.common import console, err_console, run_kind
 
 
 def report(
@@ -20,7 +20,7 @@ def report(
         help="Results store folder (default: ./benchmint-results; env BENCHMINT_RESULTS)."),
     include_imported: bool = typer.Option(False, "--include-imported",
                                           help="With no --runs, also include imported MLPerf results."),
-    kind: str = typer.Option(None, "--kind", help="Only runs of this kind (replay, llm, mlperf, imported)."),
+    kind: str = typer.Option(None, "--kind", callback=run_kind, help="Only runs of this kind (replay, llm, mlperf, imported)."),
     title: str = typer.Option("benchmint report", "--title", help="Title of the page."),
 ) -> None:
     """Write one self-contained HTML report (opens offline: plotly and CSS inlined): replay fidelity per op

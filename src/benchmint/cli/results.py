@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from benchmint.cli.common import console, err_console
+from benchmint.cli.common import console, err_console, run_kind
 
 app = typer.Typer(
     name="results",
@@ -38,7 +38,7 @@ def _report_problems(store) -> None:
 @app.command("list")
 def list_cmd(
     results: Path = ResultsOpt,
-    kind: str = typer.Option(None, "--kind", help="Only runs of this kind (replay, llm, mlperf, imported, ...)."),
+    kind: str = typer.Option(None, "--kind", callback=run_kind, help="Only runs of this kind (replay, llm, mlperf, imported, ...)."),
     limit: int = typer.Option(None, "--limit", help="Only the newest N runs."),
     json_out: bool = typer.Option(False, "--json", help="Print the runs as a JSON list of objects."),
 ) -> None:

@@ -369,6 +369,9 @@ async def run_async(cfg: BenchConfig, stop: asyncio.Event | None = None) -> Benc
         cfg.scenario, num_requests=cfg.num_requests, duration_s=cfg.duration_s, rate=cfg.rate,
         burstiness=cfg.burstiness, concurrency=cfg.concurrency, seed=cfg.seed,
     )
+    from benchmint.llm.backends import backend_class
+
+    backend_class(cfg.backend)  # an unknown kind is a user error before any server is contacted
     http = cfg.backend not in ("transformers", "hf")
     served: list[str] = []
     if http:
@@ -378,6 +381,9 @@ async def run_async(cfg: BenchConfig, stop: asyncio.Event | None = None) -> Benc
             if not served:
                 raise UserError(f"the server at {cfg.url} lists no models; name one with --model")
             cfg.model = served[0]
+        elif served and cfg.model not in served:
+            # some servers (llama.cpp) answer under any name: say so rather than fail here
+            _warn(f"--model {cfg.model!r} is not among the models {cfg.url} lists ({', '.join(served)})")
     tokenizer = None
     backend: Backend
     if http:
@@ -440,6 +446,12 @@ async def _run_with(
         },
     }
     return BenchResult(result=result, records=records, start_ns=start, anchor=clock)
+
+
+def _warn(msg: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[yellow]warning:[/] {msg}", highlight=False, soft_wrap=True)
 
 
 def _model_info(cfg: BenchConfig, backend: Backend, http: bool) -> dict[str, Any]:

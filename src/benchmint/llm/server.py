@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from benchmint.core.errors import UserError
 from benchmint.llm.engine import AsyncEngine
 
 
@@ -112,6 +113,11 @@ def create_app(engine: AsyncEngine, model_name: str = "tiny") -> Starlette:
             counters["requests_failed"] += 1
             msg = f"missing field {e}" if isinstance(e, KeyError) else str(e)
             return _error(f"bad request: {msg}")
+        asked = body.get("model")
+        if asked is not None and asked != model_name:  # as vLLM does: a wrong name is an error, not a fallback
+            counters["requests_failed"] += 1
+            return _error(f"the model `{asked}` does not exist; this server serves `{model_name}`", 404,
+                          "NotFoundError")
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:16]
         obj_kind = "chat.completion" if chat else "text_completion"
         gen = engine.stream(prompt, max_tokens, ignore_eos=ignore_eos, temperature=temperature, seed=seed)
@@ -262,11 +268,25 @@ def serve(
     device: str = "cpu",
     dtype: str = "auto",
     served_name: str | None = None,
+    on_ready: Any = None,
 ) -> None:
-    """Serve ``model`` until interrupted (``benchmint llm serve``)."""
+    """Serve ``model`` until interrupted (``benchmint llm serve``); ``on_ready()`` runs once the model is
+    loaded, just before the server starts listening."""
+    import socket
+
     import uvicorn
 
+    if not 0 < port < 65536:
+        raise UserError(f"--port {port}: a port is a number from 1 to 65535")
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:  # before loading the model: a busy port should fail in a second, not after the load
+            s.bind((host, port))
+        except OSError as e:
+            raise UserError(f"cannot listen on {host}:{port} ({e.strerror}); pick another --port") from None
     engine = AsyncEngine.create(model, device=device, dtype=dtype, max_batch_size=max_batch_size)
+    if on_ready is not None:
+        on_ready()
     try:
         uvicorn.run(
             create_app(engine, served_name or model), host=host, port=port, log_level="info", access_log=False

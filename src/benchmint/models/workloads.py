@@ -264,5 +264,5 @@ def build(name: str, scale: int = 1) -> Workload:
 
     fn = WORKLOADS.get(name) or (small_transformer if name == "small_transformer" else None)
     if fn is None:
-        raise UserError(f"unknown workload {name!r}; choose one of {', '.join(WORKLOADS)}")
+        raise UserError(f"unknown workload {name!r}; choose one of {', '.join([*WORKLOADS, 'small_transformer'])}")
     return fn(scale)

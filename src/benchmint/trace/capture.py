@@ -63,6 +63,9 @@ def scratch_dir() -> str | None:
 
 def _scratch_file(prefix: str, suffix: str) -> str:
     fd, path = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=scratch_dir())
+    mask = os.umask(0)
+    os.umask(mask)
+    os.fchmod(fd, 0o666 & ~mask)  # the trace is moved into --out afterwards: readable like any file there
     os.close(fd)
     return path
 
