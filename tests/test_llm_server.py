@@ -150,3 +150,25 @@ def test_continuous_batching_gives_the_same_greedy_tokens_as_running_alone():
     assert [t for t, _ in joint] == [n for _, n in prompts]
     assert joint == solo
     assert eng.engine.stats.peak_running >= 2
+
+
+def test_a_model_the_server_does_not_serve_is_a_404(server):
+    st, body = post(server.url + "/completions", {"model": "nosuch", "prompt": "hi", "max_tokens": 2})
+    assert st == 404 and b"nosuch" in body
+    st, _ = post(server.url + "/completions", {"prompt": "hi", "max_tokens": 2})  # no model named: served one
+    assert st == 200
+
+
+def test_serve_on_a_busy_port_is_a_one_line_error(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        p = subprocess.run([sys.executable, "-m", "benchmint.cli.main", "llm", "serve", "--port", str(port)],
+                           capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2
+    assert "cannot listen on 127.0.0.1" in p.stderr and "Traceback" not in p.stderr
