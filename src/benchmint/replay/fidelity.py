@@ -143,8 +143,11 @@ def record_replay(plan: Plan, fn: Callable, out_dir: str | os.PathLike, tag: int
 
 
 def _match_replay_ops(plan: Plan, rview: TraceView) -> tuple[dict[int, tuple[float, float]], float]:
-    """Map the recorded replay's top-level ops to plan steps (same order; extra view ops are skipped)."""
-    expected = [s for s in plan.steps if s.replayed]
+    """Map the recorded replay's top-level ops to plan steps (same order; extra view ops are skipped).
+
+    A substituted step (a portable equivalent, or nothing for ops such as record_stream) is not recorded under
+    its own name, so it is left out of the expected sequence; otherwise matching would stop at it."""
+    expected = [s for s in plan.steps if s.replayed and s.substitute is None]
     slots: dict[int, tuple[float, float]] = {}
     j = 0
     prev_end = rview.step_start_s
