@@ -571,12 +571,7 @@ class _Builder:
         msg = str(err)
         if not isinstance(err, IndexError) and "out of range" not in msg and "out of bounds" not in msg:
             return None
-        keys = set()
-        for a in op.inputs:
-            refs = [a.value] if a.kind == TENSOR else (a.value if a.kind == TENSOR_LIST else [])
-            for r in refs:
-                if isinstance(r, TRef) and r.key in self.cons.by_key and r.key in self.env:
-                    keys.add(r.key)
+        keys = self._constrained_inputs(op)
         if not keys:
             return None
         self.repin |= keys
