@@ -42,6 +42,12 @@ def replay(
     results: Path = typer.Option(None, "--results", envvar="BENCHMINT_RESULTS",
                                  help="Results store (default: ./benchmint-results)."),
     no_store: bool = typer.Option(False, "--no-store", help="Do not append the run to the results store."),
+    ranks: int = typer.Option(None, "--ranks", help="Replay a multi-rank trace (an archive of one trace per "
+                              "rank) with N processes on this machine, its collectives on a real process group "
+                              "(gloo; NCCL with --device cuda and a GPU per rank). N must equal the trace's "
+                              "ranks; a single trace is replayed by every rank. --threads is per rank (default 1)."),
+    timeout: float = typer.Option(1800.0, "--timeout", help="With --ranks: stop every rank and fail after this "
+                                  "many seconds."),
 ) -> None:
     """Replay an execution trace as a standalone benchmark and report its fidelity to the original step.
 
@@ -49,26 +55,37 @@ def replay(
     recorded shapes (on --device); ops that cannot run are skipped with a reason (and a timed stand-in when
     Kineto gives their duration). With a Kineto trace the CPU time between ops is reproduced too, aimed at
     the UN-observed step time (capture.json, or the recorded span less the observers' cost measured here).
+    With --ranks N, each rank of the trace replays in its own process and the recorded collectives
+    (all-to-all, all-reduce, all-gather, broadcast ...) run for real between them.
     """
     from rich.progress import BarColumn, Progress, TextColumn
 
     from benchmint.core.jsonio import write_json
     from benchmint.replay.api import replay_trace, run_record
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  console=err_console, transient=True) as prog:
-        task = prog.add_task("planning", total=None)
+    if ranks is not None:
+        from benchmint.replay.distributed import replay_ranks
 
-        def progress(stage: str, done: int, total: int) -> None:
-            prog.update(task, description=stage, completed=done, total=total or None)
+        res = replay_ranks(trace, kineto, ranks=ranks, device=device, threads=threads, warmup=warmup, iters=iters,
+                           seed=seed, gaps=gaps, target=target, iteration=iteration, timeout_s=timeout,
+                           echo=lambda line: err_console.print(line, highlight=False, markup=False))
+    else:
+        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                      console=err_console, transient=True) as prog:
+            task = prog.add_task("planning", total=None)
 
-        res = replay_trace(trace, kineto, device=device, threads=threads, warmup=warmup, iters=iters, seed=seed,
-                           gaps=gaps, target=target, iteration=iteration, progress=progress)
+            def progress(stage: str, done: int, total: int) -> None:
+                prog.update(task, description=stage, completed=done, total=total or None)
+
+            res = replay_trace(trace, kineto, device=device, threads=threads, warmup=warmup, iters=iters,
+                               seed=seed, gaps=gaps, target=target, iteration=iteration, progress=progress)
     r = res.result
     config = {"trace": str(trace), "kineto": str(kineto) if kineto else r["kineto"], "device": r["device"],
               "threads": r["threads"], "warmup": warmup, "iters": iters, "seed": seed, "gaps": r["gaps"],
               "target": target, "iteration": iteration}
-    rec = run_record(res, config)
+    if ranks is not None:
+        config["ranks"] = ranks
+    rec = run_record(res, config)  # type: ignore[arg-type]
     out_dir = out or Path("replay-out") / rec.id
     rec.artifacts = {"run": "run.json"}
     if json_path is not None:
@@ -125,9 +142,21 @@ def _print_summary(r: dict) -> None:
                   + f" (recorded span {_fmt_s(r['recorded_step_span_s'])} less the observers' cost)")
     t.add_row("error", f"{r['error'] * 100:+.1f}%" if r["error"] is not None else "-")
     t.add_row("peak memory", f"{r['peak_memory_bytes'] / 2**20:.1f} MiB")
-    t.add_row("device, threads", f"{r['device']}, {r['threads']}")
+    t.add_row("device, threads", f"{r['device']}, {r['threads']}" + (" per rank" if r.get("ranks") else ""))
+    if r.get("ranks"):
+        c = r["collectives"]
+        covs = ", ".join(f"{p['coverage']:.3f}" for p in r["per_rank"])
+        t.add_row("ranks", f"{r['ranks']} ({r['backend']}): coverage per rank {covs}; slowest rank "
+                  f"{r['slowest_rank']}; wall {r['wall_time_s']:.1f} s, peak RSS {r['peak_rss_bytes'] / 2**20:.0f} "
+                  f"MiB per rank, {r['peak_rss_sum_bytes'] / 2**30:.1f} GiB all ranks")
+        t.add_row("collectives", f"{c['replayed_per_rank']} per rank replayed ("
+                  + ", ".join(f"{k} x{v}" for k, v in c["by_name"].items())
+                  + f"), {max(c['bytes_in_per_rank']) / 2**20:.1f} MiB in / "
+                  f"{max(c['bytes_out_per_rank']) / 2**20:.1f} MiB out per rank per iteration, "
+                  f"{_fmt_s(max(c['time_s_per_rank']))} in collectives (slowest rank)")
     for s in r["skipped"][:8]:
-        t.add_row("skipped", f"{s['op']} x{s['count']}: {s['reason']}")
+        on = f" (ranks {', '.join(map(str, s['ranks']))})" if "ranks" in s else ""
+        t.add_row("skipped", f"{s['op']} x{s['count']}{on}: {s['reason']}")
     console.print(t)
     console.print(fidelity_line(r))
 

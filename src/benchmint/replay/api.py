@@ -94,13 +94,17 @@ def replay_trace(
     iteration: int | None = None,
     report: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
+    rank: int | None = None,
+    comm: Any = None,
 ) -> ReplayResult:
     """Plan, calibrate and time a replay of ``trace``; see ``benchmint replay --help`` for the options.
 
     ``gaps``: ``"recorded"`` reproduces the CPU time between ops (needs Kineto), ``"none"`` replays the ops
     back to back; default: ``recorded`` when a Kineto trace is available. ``target``: what the gaps aim at,
     ``"capture"`` (capture.json's measured step time), ``"estimate"`` (the recorded span less the observers'
-    cost, measured on this machine), ``"auto"`` (capture.json when present).
+    cost, measured on this machine), ``"auto"`` (capture.json when present). ``rank``: the rank's trace in an
+    archive of one trace per rank (ET and Kineto); ``comm``: the rank's collectives in a multi-rank replay
+    (:mod:`benchmint.replay.distributed`).
     """
     from benchmint.trace import load
     from benchmint.trace.kineto import join_kineto
@@ -112,10 +116,10 @@ def replay_trace(
         raise UserError(f"target {target}: choose auto, capture or estimate")
     if warmup < 0 or iters < 1:
         raise UserError("--iters must be >= 1 and --warmup >= 0")
-    tr = load(inp.trace)
+    tr = load(inp.trace, rank=rank)
     join = None
     if inp.kineto is not None:
-        join = join_kineto(tr, inp.kineto)
+        join = join_kineto(tr, inp.kineto, rank=rank)
     view = view_from_trace(tr, join, iteration=iteration)
     if not view.ops:
         raise UserError(f"{inp.trace}: the trace has no operator with a schema to replay")
@@ -141,19 +145,20 @@ def replay_trace(
         if tdev.type == "cuda" and not torch.cuda.is_available():
             raise UserError(f"--device {dev}: CUDA is not available on this machine; use --device cpu")
         return _run(inp, view, tdev, threads or torch.get_num_threads(), warmup, iters, seed, gaps, target, cap,
-                    join, progress)
+                    join, progress, comm)
     finally:
         torch.set_num_threads(prev_threads)
 
 
 def _run(inp: ReplayInputs, view: Any, dev: torch.device, threads: int, warmup: int, iters: int, seed: int,
-         gaps: str, target: str, cap: dict | None, join: Any, progress: Any) -> ReplayResult:
+         gaps: str, target: str, cap: dict | None, join: Any, progress: Any, comm: Any = None) -> ReplayResult:
     def tell(stage: str, done: int = 0, total: int = 0) -> None:
         if progress is not None:
             progress(stage, done, total)
 
     n = len(view.ops)
-    plan = build_plan(view, dev, seed, progress=lambda i: tell("plan", i, n) if i % 200 == 0 or i == n else None)
+    plan = build_plan(view, dev, seed, progress=lambda i: tell("plan", i, n) if i % 200 == 0 or i == n else None,
+                      comm=comm)
     if not plan.replayed:
         reasons = "; ".join(f"{s['op']}: {s['reason']}" for s in plan.skipped()[:3])
         raise UserError(f"{inp.trace}: no op of the trace could be replayed ({reasons})")
@@ -186,7 +191,7 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, threads: int, warmup: 
             gaps_ns = _settle_gaps(plan, gaps_ns, want, replay_s, tell)
     fn = plan.compile(gaps_ns=gaps_ns)
     tell("time")
-    times = time_iterations(plan, fn, iters=iters, warmup=warmup)
+    times = time_iterations(plan, fn, iters=iters, warmup=warmup, live=True)
     it = summarize(times)
     peak, peak_how = measure_peak_memory(plan)
     op_times = fidelity.per_op_replay_times(plan, gaps_ns)

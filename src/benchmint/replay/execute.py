@@ -19,25 +19,42 @@ def sync_fn(device: torch.device) -> Callable[[], None]:
     return lambda: None
 
 
-def time_iterations(plan: Plan, fn: Callable, iters: int, warmup: int = 1) -> list[float]:
-    """Wall seconds of ``iters`` iterations after ``warmup`` untimed ones (registers reset outside timing)."""
+def time_iterations(plan: Plan, fn: Callable, iters: int, warmup: int = 1, live: bool = False) -> list[float]:
+    """Wall seconds of ``iters`` iterations after ``warmup`` untimed ones (registers reset outside timing).
+
+    ``live``: in a multi-rank replay (``plan.comm``), run the collectives for real on the process group, with
+    a barrier before each iteration (outside the timing) so that every rank times the same iterations; every
+    rank must then make the same call."""
     sync = sync_fn(plan.device)
     now = clock.now_ns
-    with torch.inference_mode():
-        for _ in range(warmup):
-            R = plan.registers()
-            fn(R)
-            sync()
-            del R
-        out = []
-        for _ in range(iters):
-            R = plan.registers()
-            sync()
-            t0 = now()
-            fn(R)
-            sync()
-            out.append((now() - t0) / 1e9)
-            del R
+    comm = plan.comm if live else None
+    barrier = comm.barrier if comm is not None else (lambda: None)
+    if comm is not None:
+        comm.begin(plan)
+    try:
+        with torch.inference_mode():
+            for _ in range(warmup):
+                R = plan.registers()
+                barrier()
+                fn(R)
+                sync()
+                del R
+            out = []
+            if comm is not None:
+                comm.counting = True
+                comm.iterations += iters
+            for _ in range(iters):
+                R = plan.registers()
+                barrier()
+                sync()
+                t0 = now()
+                fn(R)
+                sync()
+                out.append((now() - t0) / 1e9)
+                del R
+    finally:
+        if comm is not None:
+            comm.end()
     return out
 
 

@@ -75,6 +75,7 @@ class Plan:
     plan_time_s: float
     n_slots: int
     reads: list[list[int]] = field(default_factory=list)
+    comm: Any = None  # the rank's collectives (benchmint.replay.distributed.Collectives), multi-rank replay only
 
     @property
     def replayed(self) -> list[StepInfo]:
@@ -207,8 +208,9 @@ def _first_line(e: BaseException) -> str:
 
 
 class _Builder:
-    def __init__(self, view: TraceView, device: torch.device, seed: int):
+    def __init__(self, view: TraceView, device: torch.device, seed: int, comm: Any = None):
         self.view = view
+        self.comm = comm
         self.device = device
         self.gen = torch.Generator().manual_seed(seed)
         self.pool = StoragePool(device)
@@ -469,8 +471,11 @@ class _Builder:
         if not op.schema:
             return self._skip(info, "no op schema recorded")
         if op.name.startswith(("c10d::", "c10d_functional::", "_c10d_functional::")):
-            return self._skip(info, "collective communication: it needs the process group of ranks it ran in "
-                              "(replayed as a timed stand-in when Kineto gives its duration)")
+            if self.comm is None:
+                return self._skip(info, "collective communication: it needs the process group of ranks it ran in "
+                                  "(replayed as a timed stand-in when Kineto gives its duration); use --ranks N "
+                                  "to replay it on a process group")
+            return self._collective(idx, info, op)
         try:
             spec = resolve(op.schema)
         except OpUnavailable as e:
@@ -531,6 +536,42 @@ class _Builder:
                 return self._skip(info, f"{why}; {what} instead failed: {_first_line(e)}")
         info.substitute = what
         return self._emit(idx, info, op, fn, result, ptxt, ktxt, pre, reads)
+
+    def _collective(self, idx: int, info: StepInfo, op: OpRec) -> StepInfo:
+        """A recorded collective, called through the rank's process group (``self.comm``): its tensors are the
+        plan's; it does nothing until the timed iterations make the collectives live."""
+        from benchmint.replay.distributed import CommUnavailable
+
+        try:
+            names = [a.name for a in unresolved(op.schema).args]
+        except OpUnavailable as e:
+            return self._skip(info, str(e))
+        values: dict[str, Any] = {}
+        texts: dict[str, str] = {}
+        pre: list[str] = []
+        reads: list[int] = []
+        for name, a in zip(names, op.inputs, strict=False):
+            if a.kind == TENSOR:
+                values[name], texts[name] = self._input_tensor(a.value, pre, reads)
+            elif a.kind == TENSOR_LIST and all(isinstance(r, TRef) for r in a.value):
+                got = [self._input_tensor(r, pre, reads) for r in a.value]
+                values[name] = [t for t, _ in got]
+                texts[name] = "[" + ", ".join(x for _, x in got) + "]"
+            elif a.kind == VALUE:
+                values[name] = a.value
+            else:
+                values[name] = None
+        try:
+            m = self.comm.make(idx, op, values)
+            args = [values[n] for n in m.tensor_args]
+            with torch.inference_mode():
+                result = m.fn(*args)
+        except CommUnavailable as e:
+            return self._skip(info, f"collective communication: {e}")
+        except Exception as e:
+            return self._skip(info, "collective communication: its arguments do not bind: " + _first_line(e))
+        info.substitute = f"torch.distributed.{m.call} on the {self.comm.backend} process group"
+        return self._emit(idx, info, op, m.fn, result, [texts[n] for n in m.tensor_args], [], pre, reads)
 
     def _constrained_inputs(self, op: OpRec) -> set[tuple]:
         keys = set()
@@ -636,13 +677,16 @@ def _fast_callable(name: str, spec: OpSpec, pos: list, kw: dict, result: Any) ->
     return None
 
 
-def build_plan(view: TraceView, device: str | torch.device = "cpu", seed: int = 0, progress: Any = None) -> Plan:
+def build_plan(view: TraceView, device: str | torch.device = "cpu", seed: int = 0, progress: Any = None,
+               comm: Any = None) -> Plan:
     """Resolve, bind, dry-run and compile every top-level op of ``view`` for ``device``; the compiled
     iteration is then run once more, and an op that fails there (an index computed from synthetic data that
-    falls out of range on a later pass) is planned again with valid indices, or skipped."""
+    falls out of range on a later pass) is planned again with valid indices, or skipped. ``comm``: the rank's
+    :class:`~benchmint.replay.distributed.Collectives` in a multi-rank replay (collectives are skipped
+    without it)."""
     forced: dict[int, str] = {}
     for _ in range(8):
-        plan = _build(view, device, seed, progress, forced)
+        plan = _build(view, device, seed, progress, forced, comm)
         bad = _runs_again(plan)
         if bad is None or bad[0] in forced:
             if bad is not None:
@@ -673,12 +717,13 @@ def _runs_again(plan: Plan, times: int = 1) -> tuple[int, str] | None:
     return None
 
 
-def _build(view: TraceView, device: str | torch.device, seed: int, progress: Any, forced: dict[int, str]) -> Plan:
+def _build(view: TraceView, device: str | torch.device, seed: int, progress: Any, forced: dict[int, str],
+           comm: Any = None) -> Plan:
     t0 = clock.now_ns()
     dev = torch.device(device)
     # everything runs in inference mode: the replay calls backward ops itself and needs no autograd graph
     with torch.inference_mode():
-        b = _Builder(view, dev, seed)
+        b = _Builder(view, dev, seed, comm)
         b.forced = forced
         steps = []
         for i, op in enumerate(view.ops):
@@ -701,7 +746,7 @@ def _build(view: TraceView, device: str | torch.device, seed: int, progress: Any
             pbytes += st.nbytes()
     return Plan(view=view, device=dev, steps=steps, init=init, lines=b.lines, namespace=b.consts,
                 persistent_bytes=pbytes, plan_time_s=(clock.now_ns() - t0) / 1e9, n_slots=len(b.slot),
-                reads=b.reads)
+                reads=b.reads, comm=comm)
 
 
 def _add_frees(b: _Builder) -> None:

@@ -1,0 +1,877 @@
+"""Multi-rank replay: one process per rank of a multi-rank trace, its collectives run on a real process group.
+
+``replay_ranks`` (``benchmint replay TRACE --ranks N``) starts N worker processes on this machine
+(``python -m benchmint.replay.distributed SPEC``). Each loads the ET (and Kineto trace) of its rank, plans and
+calibrates its replay as a single-process replay does, with the recorded ``c10d::`` collectives mapped to
+``torch.distributed`` calls (:class:`Collectives`). While planning, calibrating and measuring memory, the
+collectives do nothing (each rank plans at its own pace, and the number of calibration runs depends on the
+rank's measurements); they run for real only in the timed iterations, which every rank runs the same number of
+times with a barrier before each. The process group (gloo over 127.0.0.1, or NCCL with ``--device cuda`` and
+a GPU per rank) is formed once every rank has planned, after the ranks have checked, through the store, that
+they will issue the same collectives in the same order with sizes that fit together: a mismatch is an error,
+not a hang. The parent watches the workers with an overall timeout, stops them all when one fails, and joins
+their results into one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmint.core import clock
+from benchmint.core.errors import UserError
+from benchmint.core.jsonio import read_json, write_json
+from benchmint.replay.types import TENSOR, TENSOR_LIST, VALUE, OpRec, TRef
+
+COLLECTIVE_PREFIXES = ("c10d::", "c10d_functional::", "_c10d_functional::")
+P2P = {"send", "recv_", "recv_any_source_"}
+USE_RANKS = "use --ranks N to replay it on a process group"
+
+
+def is_collective(name: str) -> bool:
+    return name.startswith(COLLECTIVE_PREFIXES)
+
+
+class CommUnavailable(Exception):
+    """A recorded collective that has no mapping to a torch.distributed call (the reason says why)."""
+
+
+# -- what a recorded collective is: name and tensor sizes (the same on every rank, or fitting together) -------
+def _arg_names(op: OpRec) -> list[str]:
+    from benchmint.replay.ops import OpUnavailable, unresolved
+
+    try:
+        return [a.name for a in unresolved(op.schema).args]
+    except OpUnavailable:
+        return [f"arg{i}" for i in range(len(op.inputs))]
+
+
+def _refs(a: Any) -> list[TRef]:
+    if a.kind == TENSOR and isinstance(a.value, TRef):
+        return [a.value]
+    if a.kind == TENSOR_LIST:
+        return [r for r in a.value if isinstance(r, TRef)]
+    return []
+
+
+def signature(op: OpRec) -> dict[str, Any]:
+    """The recorded collective as JSON: op, each tensor argument's (numel, dtype), split sizes."""
+    names = _arg_names(op)
+    tensors, values = [], {}
+    for n, a in zip(names, op.inputs, strict=False):
+        for r in _refs(a):
+            tensors.append([n, r.numel, str(r.dtype).replace("torch.", "")])
+        if a.kind == VALUE and n.endswith("split_sizes"):
+            values[n] = list(a.value or [])
+    return {"op": op.name, "tensors": tensors, **values}
+
+
+def _chunks(numel: int, splits: list[int], world: int, rows: int) -> list[int] | None:
+    """Elements exchanged with each peer (splits are in rows of dim 0; empty: equal split)."""
+    per_row = numel // rows if rows else 0
+    if splits:
+        return [s * per_row for s in splits] if len(splits) == world else None
+    return [numel // world] * world if numel % world == 0 else None
+
+
+def disagreement(seqs: list[list[dict[str, Any]]]) -> str | None:
+    """Why the ranks' collective sequences (one list of :func:`signature` per rank, point-to-point ops left
+    out) cannot be replayed together, or None when they fit: same ops in the same order, the same tensor sizes
+    (all-reduce, broadcast, all-gather ...) or, for all-to-all, what each rank sends to a peer is what that
+    peer expects from it."""
+    world = len(seqs)
+    n0 = len(seqs[0]) if seqs else 0
+    for r, s in enumerate(seqs):
+        if len(s) != n0:
+            return (f"rank {r} issues {len(s)} collectives and rank 0 {n0}; the ranks would wait for each other "
+                    "forever")
+    for k in range(n0):
+        col = [s[k] for s in seqs]
+        head = f"collective #{k + 1} ({col[0]['op']})"
+        for r, c in enumerate(col):
+            if c["op"] != col[0]["op"]:
+                return f"{head}: rank {r} issues {c['op']} there instead; the ranks' collectives do not match"
+        dtypes = {t[2] for c in col for t in c["tensors"]}
+        if len(dtypes) > 1:
+            return f"{head}: the ranks' tensors have different dtypes ({', '.join(sorted(dtypes))})"
+        if col[0]["op"].endswith("::alltoall_base_"):
+            send, recv = [], []
+            for c in col:
+                numels = {t[0]: t[1] for t in c["tensors"]}
+                rows = c.get("rows", {})
+                if "output" not in numels or "input" not in numels:
+                    return f"{head}: no output/input tensor recorded"
+                recv.append(_chunks(numels["output"], c.get("output_split_sizes", []), world,
+                                    rows.get("output") or numels["output"]))
+                send.append(_chunks(numels["input"], c.get("input_split_sizes", []), world,
+                                    rows.get("input") or numels["input"]))
+            for r in range(world):
+                if send[r] is None or recv[r] is None:
+                    return f"{head}: rank {r}'s split sizes are not for {world} ranks"
+            for r in range(world):
+                for p in range(world):
+                    if send[r][p] != recv[p][r]:  # type: ignore[index]
+                        return (f"{head}: rank {r} sends {send[r][p]} elements to rank {p}, which expects "  # type: ignore[index]
+                                f"{recv[p][r]}; the trace's ranks are not of one run")  # type: ignore[index]
+        else:
+            sizes = [[t[1] for t in c["tensors"]] for c in col]
+            for r, s in enumerate(sizes):
+                if s != sizes[0]:
+                    return f"{head}: rank {r}'s tensors have {s} elements, rank 0's {sizes[0]}"
+    return None
+
+
+def _with_rows(op: OpRec, sig: dict[str, Any]) -> dict[str, Any]:
+    """Add the dim-0 length of all-to-all tensors (split sizes count rows)."""
+    if op.name.endswith("::alltoall_base_"):
+        rows = {}
+        for n, a in zip(_arg_names(op), op.inputs, strict=False):
+            if a.kind == TENSOR and isinstance(a.value, TRef):
+                rows[n] = a.value.shape[0] if a.value.shape else 1
+        sig["rows"] = rows
+    return sig
+
+
+def sequence(ops: list[OpRec]) -> list[dict[str, Any]]:
+    """The collective signatures of ``ops`` in order (point-to-point ops left out)."""
+    return [_with_rows(o, signature(o)) for o in ops
+            if is_collective(o.name) and o.name.split("::", 1)[1] not in P2P]
+
+
+# -- the mapping of recorded collectives to torch.distributed calls -------------------------------------------
+_FUNCTIONAL_OPS = {"sum": "SUM", "product": "PRODUCT", "min": "MIN", "max": "MAX", "avg": "SUM"}
+
+
+@dataclass
+class Mapped:
+    index: int
+    op: str
+    call: str
+    tensor_args: list[str]  # argument names passed at run time, in order
+    fn: Callable
+    bytes_in: int
+    bytes_out: int
+    calls: int = 0
+    ns: int = 0
+
+
+def _nbytes(ts: list[torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in ts)
+
+
+def _exact(t: torch.Tensor) -> bool:
+    """Values the replay may overwrite with what other ranks send (floating point data); integer tensors
+    (indices, lengths, offsets) keep the values the plan was checked with, and receive into a scratch copy."""
+    return t.is_floating_point() or t.is_complex()
+
+
+@dataclass
+class Collectives:
+    """The process group one rank replays on, and the mapping of its recorded collectives."""
+
+    rank: int
+    world: int
+    backend: str
+    store_path: str | None = None
+    start_timeout_s: float = 1800.0
+    timeout_s: float = 60.0
+    live: bool = False
+    counting: bool = False
+    group: Any = None
+    mapped: dict[int, Mapped] = field(default_factory=dict)
+    started: bool = False
+    store: Any = None
+    iterations: int = 0
+
+    # -- planning --------------------------------------------------------------------------------------------
+    def make(self, index: int, op: OpRec, args: dict[str, Any]) -> Mapped:
+        """The call standing for ``op`` (step ``index``); ``args``: its recorded arguments by name (tensors as
+        the plan's tensors, values as recorded, None for opaque objects: process group, reduce op, work).
+        Raises :class:`CommUnavailable`."""
+        ns, _, base = op.name.partition("::")
+        if ns != "c10d":
+            m = self._functional(base, args)
+        else:
+            m = self._c10d(base, args)
+        m.index = index
+        m.op = op.name
+        self.mapped[index] = m
+        return m
+
+    def _timed(self, k: list[Mapped], body: Callable[[], None]) -> None:
+        if self.counting:
+            t0 = clock.now_ns()
+            body()
+            m = k[0]
+            m.ns += clock.now_ns() - t0
+            m.calls += 1
+        else:
+            body()
+
+    def _c10d(self, base: str, a: dict[str, Any]) -> Mapped:
+        import torch.distributed as dist
+
+        me = self
+        box: list[Mapped] = []
+
+        def tensors(name: str) -> list[torch.Tensor]:
+            v = a.get(name)
+            if isinstance(v, torch.Tensor):
+                return [v]
+            if isinstance(v, list) and v and all(isinstance(t, torch.Tensor) for t in v):
+                return v
+            raise CommUnavailable(f"its {name!r} argument is not a recorded tensor (list)")
+
+        def value(*names: str, default: Any = None) -> Any:
+            for n in names:
+                if n in a and a[n] is not None:
+                    return a[n]
+            return default
+
+        if base in ("allreduce_", "allreduce_coalesced_"):
+            ts = tensors("tensors")
+            scratch = [None if _exact(t) else torch.empty_like(t) for t in ts]
+
+            def allreduce(tl: list[torch.Tensor]) -> tuple:
+                if me.live:
+                    def go() -> None:
+                        for t, s in zip(tl, scratch, strict=True):
+                            if s is None:
+                                dist.all_reduce(t, group=me.group)
+                            else:
+                                s.copy_(t)
+                                dist.all_reduce(s, group=me.group)
+                    me._timed(box, go)
+                return (tl, None) if base == "allreduce_" else None
+
+            m = Mapped(0, "", "all_reduce (SUM: the recorded reduce op is an opaque object)", ["tensors"],
+                       allreduce, _nbytes(ts), _nbytes(ts))
+        elif base == "alltoall_base_":
+            out, inp = tensors("output")[0], tensors("input")[0]
+            osp = list(value("output_split_sizes", default=[]))
+            isp = list(value("input_split_sizes", default=[]))
+            for what, t, sp in (("output", out, osp), ("input", inp, isp)):
+                if sp and len(sp) != self.world:
+                    raise CommUnavailable(f"its {what} split sizes are for {len(sp)} ranks, the group has "
+                                          f"{self.world}")
+                rows = t.shape[0] if t.dim() else 1
+                if sp and sum(sp) != rows or not sp and rows % self.world:
+                    raise CommUnavailable(f"its {what} split sizes {sp} do not fit its {rows} rows")
+            dest = out if _exact(out) else torch.empty_like(out)
+
+            def alltoall(o: torch.Tensor, i: torch.Tensor) -> None:
+                if me.live:
+                    me._timed(box, lambda: dist.all_to_all_single(dest if dest is not out else o, i,
+                                                                  osp or None, isp or None, group=me.group))
+                return None
+
+            m = Mapped(0, "", "all_to_all_single" + (" (recorded split sizes)" if osp or isp else ""),
+                       ["output", "input"], alltoall, _nbytes([inp]), _nbytes([out]))
+        elif base == "alltoall_":
+            outs, ins = tensors("output_tensors"), tensors("input_tensors")
+            if len(outs) != self.world or len(ins) != self.world:
+                raise CommUnavailable(f"it was recorded for {len(outs)} ranks, the group has {self.world}")
+            dests = [o if _exact(o) else torch.empty_like(o) for o in outs]
+
+            def alltoall_list(ol: list[torch.Tensor], il: list[torch.Tensor]) -> tuple:
+                if me.live:
+                    d = [x if x is not y else z for x, y, z in zip(dests, outs, ol, strict=True)]
+                    me._timed(box, lambda: dist.all_to_all(d, il, group=me.group))
+                return (ol, None)
+
+            m = Mapped(0, "", "all_to_all", ["output_tensors", "input_tensors"], alltoall_list, _nbytes(ins),
+                       _nbytes(outs))
+        elif base in ("_allgather_base_", "_reduce_scatter_base_"):
+            out, inp = tensors("output_tensor")[0], tensors("input_tensor")[0]
+            gather = base == "_allgather_base_"
+            if gather and out.numel() != inp.numel() * self.world or not gather and \
+                    inp.numel() != out.numel() * self.world:
+                raise CommUnavailable(f"its tensors ({inp.numel()} -> {out.numel()} elements) are not for "
+                                      f"{self.world} ranks")
+            f = (getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor) if gather else \
+                (getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor)
+            dest = out if _exact(out) else torch.empty_like(out)
+
+            def base_call(o: torch.Tensor, i: torch.Tensor) -> tuple:
+                if me.live:
+                    me._timed(box, lambda: f(dest if dest is not out else o, i, group=me.group))
+                return (o, None)
+
+            m = Mapped(0, "", f.__name__, ["output_tensor", "input_tensor"], base_call, _nbytes([inp]),
+                       _nbytes([out]))
+        elif base == "broadcast_":
+            ts = tensors("tensors")
+            root = int(value("root_rank", "root", default=0))
+            if not 0 <= root < self.world:
+                raise CommUnavailable(f"its root rank {root} is not in a group of {self.world}")
+            scratch = [None if _exact(t) or self.rank == root else torch.empty_like(t) for t in ts]
+
+            def broadcast(tl: list[torch.Tensor]) -> tuple:
+                if me.live:
+                    def go() -> None:
+                        for t, s in zip(tl, scratch, strict=True):
+                            dist.broadcast(t if s is None else s, src=root, group=me.group)
+                    me._timed(box, go)
+                return (tl, None)
+
+            m = Mapped(0, "", f"broadcast from rank {root}", ["tensors"], broadcast, _nbytes(ts), _nbytes(ts))
+        elif base == "reduce_":
+            ts = tensors("tensors")
+            root = int(value("root_rank", "root", default=0))
+            if not 0 <= root < self.world:
+                raise CommUnavailable(f"its root rank {root} is not in a group of {self.world}")
+            scratch = [None if _exact(t) else torch.empty_like(t) for t in ts]
+
+            def reduce(tl: list[torch.Tensor]) -> None:
+                if me.live:
+                    def go() -> None:
+                        for t, s in zip(tl, scratch, strict=True):
+                            if s is not None:
+                                s.copy_(t)
+                            dist.reduce(t if s is None else s, dst=root, group=me.group)
+                    me._timed(box, go)
+                return None
+
+            m = Mapped(0, "", f"reduce (SUM) to rank {root}", ["tensors"], reduce, _nbytes(ts), _nbytes(ts))
+        elif base in ("barrier", "monitored_barrier_"):
+            def barrier(*_: Any) -> None:
+                if me.live:
+                    me._timed(box, lambda: dist.barrier(group=me.group))
+                return None
+
+            names = [n for n in ("tensor",) if isinstance(a.get(n), torch.Tensor)]
+            m = Mapped(0, "", "barrier", names, barrier, 0, 0)
+        elif base in ("send", "recv_"):
+            ts = tensors("tensors")
+            peer = value("dst", "dstRank", "src", "srcRank")
+            tag = int(value("tag", default=0))
+            if not isinstance(peer, int) or not 0 <= peer < self.world or peer == self.rank:
+                raise CommUnavailable(f"its peer rank {peer!r} is not another rank of a group of {self.world}")
+            if base == "send":
+                def send(tl: list[torch.Tensor]) -> None:
+                    if me.live:
+                        me._timed(box, lambda: [dist.send(t, dst=peer, group=me.group, tag=tag) for t in tl])
+                    return None
+
+                m = Mapped(0, "", f"send to rank {peer}", ["tensors"], send, _nbytes(ts), 0)
+            else:
+                scratch = [None if _exact(t) else torch.empty_like(t) for t in ts]
+
+                def recv(tl: list[torch.Tensor]) -> None:
+                    if me.live:
+                        me._timed(box, lambda: [dist.recv(t if s is None else s, src=peer, group=me.group, tag=tag)
+                                                for t, s in zip(tl, scratch, strict=True)])
+                    return None
+
+                m = Mapped(0, "", f"recv from rank {peer}", ["tensors"], recv, 0, _nbytes(ts))
+        elif base in ("allgather_", "reduce_scatter_", "gather_", "scatter_", "allgather_coalesced_"):
+            raise CommUnavailable("its nested tensor lists (Tensor[][]) are not recorded in a form the replay "
+                                  "can rebuild")
+        else:
+            raise CommUnavailable(f"no torch.distributed mapping for c10d::{base}")
+        box.append(m)
+        return m
+
+    def _functional(self, base: str, a: dict[str, Any]) -> Mapped:
+        """Functional collectives (``_c10d_functional::``, torch.compile): out-of-place, they return tensors."""
+        import torch.distributed as dist
+
+        me = self
+        box: list[Mapped] = []
+        inp = a.get("input") if isinstance(a.get("input"), torch.Tensor) else a.get("tensor")
+        if not isinstance(inp, torch.Tensor):
+            raise CommUnavailable("its input is not a recorded tensor")
+        size = a.get("group_size")
+        if size is None and isinstance(a.get("ranks"), list):
+            size = len(a["ranks"])
+        if size is not None and int(size) != self.world:
+            raise CommUnavailable(f"it ran on a group of {size} ranks; sub-groups are not replayed")
+        red = str(a.get("reduce_op") or "sum").lower()
+        if red not in _FUNCTIONAL_OPS:
+            raise CommUnavailable(f"reduce op {red!r} is not known")
+        op = getattr(dist.ReduceOp, _FUNCTIONAL_OPS[red])
+        w = self.world
+        if base == "wait_tensor":
+            m = Mapped(0, "", "nothing (synchronous collectives)", ["tensor" if "tensor" in a else "input"],
+                       lambda t: t, 0, 0)
+        elif base in ("all_reduce", "all_reduce_"):
+            inplace = base.endswith("_")
+
+            def all_reduce(t: torch.Tensor) -> torch.Tensor:
+                o = t if inplace else t.clone()
+                if me.live:
+                    me._timed(box, lambda: dist.all_reduce(o, op=op, group=me.group))
+                return o
+
+            m = Mapped(0, "", "all_reduce", ["input"], all_reduce, _nbytes([inp]), _nbytes([inp]))
+        elif base in ("all_gather_into_tensor", "reduce_scatter_tensor"):
+            gather = base == "all_gather_into_tensor"
+            if not gather and (not inp.dim() or inp.shape[0] % w):
+                raise CommUnavailable(f"its input's {inp.shape[0] if inp.dim() else 0} rows do not split {w} ways")
+            f = (getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor) if gather else \
+                (getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor)
+
+            def gather_scatter(t: torch.Tensor) -> torch.Tensor:
+                shape = (t.shape[0] * w if gather else t.shape[0] // w, *t.shape[1:])
+                o = t.new_empty(shape)
+                if me.live:
+                    me._timed(box, lambda: f(o, t, group=me.group) if gather else f(o, t, op=op, group=me.group))
+                return o
+
+            n = _nbytes([inp])
+            m = Mapped(0, "", f.__name__, ["input"], gather_scatter, n, n * w if gather else n // w)
+        elif base == "all_to_all_single":
+            osp, isp = list(a.get("output_split_sizes") or []), list(a.get("input_split_sizes") or [])
+            if osp and len(osp) != w or isp and len(isp) != w:
+                raise CommUnavailable(f"its split sizes are not for {w} ranks")
+
+            def a2a(t: torch.Tensor) -> torch.Tensor:
+                rows = sum(osp) if osp else t.shape[0]
+                o = t.new_empty((rows, *t.shape[1:]))
+                if me.live:
+                    me._timed(box, lambda: dist.all_to_all_single(o, t, osp or None, isp or None, group=me.group))
+                return o
+
+            m = Mapped(0, "", "all_to_all_single", ["input"], a2a, _nbytes([inp]), _nbytes([inp]))
+        elif base == "broadcast" or base == "broadcast_":
+            src = int(a.get("src") or 0)
+            inplace = base.endswith("_")
+
+            def bcast(t: torch.Tensor) -> torch.Tensor:
+                o = t if inplace else t.clone()
+                if me.live:
+                    me._timed(box, lambda: dist.broadcast(o, src=src, group=me.group))
+                return o
+
+            m = Mapped(0, "", f"broadcast from rank {src}", ["input"], bcast, _nbytes([inp]), _nbytes([inp]))
+        else:
+            raise CommUnavailable(f"no torch.distributed mapping for {base}")
+        box.append(m)
+        return m
+
+    # -- running ---------------------------------------------------------------------------------------------
+    def begin(self, plan: Any) -> None:
+        """Before the first live iteration: wait until every rank has planned, check that their collectives
+        fit together (the same on every rank, through the store), form the process group; then go live."""
+        if not self.started:
+            self._start(plan)
+        self.live = True
+
+    def _start(self, plan: Any) -> None:
+        import torch.distributed as dist
+
+        steps = [s for s in plan.steps if s.replayed and is_collective(s.op.name)]
+        mine = sequence([s.op for s in steps])
+        if self.store is None:
+            if self.store_path is None:
+                raise RuntimeError("no store to meet the other ranks in")
+            self.store = dist.FileStore(self.store_path, self.world)
+        self.store.set(f"benchmint/planned/{self.rank}", json.dumps(mine))
+        keys = [f"benchmint/planned/{r}" for r in range(self.world)]
+        try:
+            self.store.wait(keys, timedelta(seconds=self.start_timeout_s))
+        except Exception as e:
+            raise RuntimeError(f"the other ranks did not finish planning within {self.start_timeout_s:.0f} s")\
+                from e
+        seqs = [json.loads(self.store.get(k)) for k in keys]
+        why = disagreement(seqs)
+        if why is not None:
+            raise UserError(f"the ranks' replayed collectives do not fit together: {why}")
+        dist.init_process_group(self.backend, store=dist.PrefixStore("benchmint/pg", self.store), rank=self.rank,
+                                world_size=self.world, timeout=timedelta(seconds=self.timeout_s))
+        self.group = dist.group.WORLD
+        self.started = True
+
+    def barrier(self) -> None:
+        import torch.distributed as dist
+
+        dist.barrier(group=self.group)
+
+    def end(self) -> None:
+        self.live = False
+        self.counting = False
+
+    def close(self) -> None:
+        import torch.distributed as dist
+
+        if self.started and dist.is_initialized():
+            dist.destroy_process_group()
+        self.started = False
+
+    def stats(self) -> dict[str, Any]:
+        """Per-iteration figures of the replayed collectives (timed iterations only)."""
+        ms = sorted(self.mapped.values(), key=lambda m: m.index)
+        n = max(self.iterations, 1)
+        per = [{"op": m.op, "step": m.index, "call": m.call, "bytes_in": m.bytes_in, "bytes_out": m.bytes_out,
+                "time_s": m.ns / 1e9 / max(m.calls, 1)} for m in ms]
+        return {
+            "count": len(ms),
+            "backend": self.backend,
+            "bytes_in": sum(m.bytes_in for m in ms),
+            "bytes_out": sum(m.bytes_out for m in ms),
+            "time_s": sum(m.ns for m in ms) / 1e9 / n,
+            "ops": per,
+        }
+
+
+# -- worker process ------------------------------------------------------------------------------------------
+def _peak_rss_bytes() -> int:
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(r if sys.platform == "darwin" else r * 1024)
+
+
+def _worker(spec_path: str) -> int:
+    spec = read_json(spec_path)
+    rank, world = spec["rank"], spec["world"]
+
+    def say(msg: str) -> None:
+        print(f"rank {rank}: {msg}", file=sys.stderr, flush=True)
+
+    comm = Collectives(rank=rank, world=world, backend=spec["backend"], store_path=spec["store"],
+                       start_timeout_s=spec["timeout_s"], timeout_s=spec["collective_timeout_s"])
+    seen: set[str] = set()
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in seen:
+            seen.add(stage)
+            say({"plan": "planning", "time": "timing"}.get(stage, stage))
+
+    from benchmint.replay.api import replay_trace
+
+    try:
+        dev = spec["device"]
+        if dev.startswith("cuda") and spec.get("gpu_per_rank"):
+            dev = f"cuda:{rank}"
+        res = replay_trace(spec["trace"], spec["kineto"], device=dev, threads=spec["threads"],
+                           warmup=spec["warmup"], iters=spec["iters"], seed=spec["seed"], gaps=spec["gaps"],
+                           target=spec["target"], iteration=spec["iteration"], rank=spec["trace_rank"],
+                           comm=comm, progress=progress)
+        r = dict(res.result)
+        r["rank"] = rank
+        r["collectives"] = comm.stats()
+        r["peak_rss_bytes"] = _peak_rss_bytes()
+        r["per_op_type"] = res.per_op_type
+        write_json(spec["out"], r)
+        say(f"done: {r['ops_replayed']}/{r['ops_total']} ops, {r['iter_time_s']['median'] * 1e3:.1f} ms/iter")
+        return 0
+    except UserError as e:
+        write_json(spec["out"], {"rank": rank, "error": str(e), "user_error": True})
+        say(f"error: {e}")
+        return 2
+    except BaseException as e:  # noqa: BLE001 - reported to the parent, which stops the other ranks
+        write_json(spec["out"], {"rank": rank, "error": f"{type(e).__name__}: {e}",
+                                 "traceback": traceback.format_exc()})
+        say(f"failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        return 1
+    finally:
+        try:
+            comm.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+# -- parent ----------------------------------------------------------------------------------------------------
+@dataclass
+class RanksResult:
+    """The joined result of a multi-rank replay (``result`` is what ``--json`` writes, ``per_op_type`` the
+    slowest rank's table); :func:`benchmint.replay.api.run_record` takes it as it takes a ReplayResult."""
+
+    result: dict[str, Any]
+    per_op_type: list[dict[str, Any]]
+
+
+def trace_ranks(path: str | os.PathLike) -> list[int] | None:
+    """The ranks of an archive that holds one trace per rank (``dlrm_eg_3.json``, ``rank3.json``), or None for
+    a single trace."""
+    import tarfile
+
+    from benchmint.trace.load import _member_rank, _tar_members
+
+    p = str(path)
+    if not p.endswith((".tar.gz", ".tgz", ".tar")):
+        return None
+    try:
+        with tarfile.open(p, "r:*") as tf:
+            members = _tar_members(p, tf)
+    except tarfile.TarError as e:
+        raise UserError(f"{p}: not a readable archive ({e})") from e
+    if len(members) < 2:
+        return None
+    ranks = [_member_rank(m.name) for m in members]
+    if any(r is None for r in ranks) or len(set(ranks)) != len(ranks):
+        raise UserError(f"{p}: the archive's traces are not named by rank (rank0.json, worker_1..., "
+                        "dlrm_eg_2.json); name them so, one per rank")
+    return sorted(r for r in ranks if r is not None)
+
+
+def _loopback_ifname() -> str | None:
+    try:
+        names = [n for _, n in socket.if_nameindex()]
+    except OSError:
+        return None
+    for n in ("lo", "lo0"):
+        if n in names:
+            return n
+    return None
+
+
+def _backend_for(device: str, ranks: int) -> tuple[str, bool]:
+    """(backend, one GPU per rank)."""
+    import torch.distributed as dist
+
+    if device.startswith("cuda"):
+        if dist.is_nccl_available() and torch.cuda.device_count() >= ranks:
+            return "nccl", True
+        return "gloo", torch.cuda.device_count() >= ranks
+    return "gloo", False
+
+
+def replay_ranks(
+    trace: str | os.PathLike,
+    kineto: str | os.PathLike | None = None,
+    *,
+    ranks: int,
+    device: str | None = None,
+    threads: int | None = None,
+    warmup: int = 3,
+    iters: int = 20,
+    seed: int = 0,
+    gaps: str | None = None,
+    target: str = "auto",
+    iteration: int | None = None,
+    timeout_s: float = 1800.0,
+    collective_timeout_s: float = 60.0,
+    echo: Callable[[str], None] | None = None,
+) -> RanksResult:
+    """Replay a multi-rank trace with one process per rank on this machine, its collectives on a real
+    process group; see the module's doc. ``threads``: intra-op threads per rank (default 1); ``timeout_s``:
+    the whole run, after which every rank is stopped; ``collective_timeout_s``: the process group's timeout
+    for one collective. ``echo``: where the ranks' progress lines go (default stderr)."""
+    from benchmint.replay.api import find_inputs
+    from benchmint.replay.source import view_from_trace
+    from benchmint.trace import load
+
+    say = echo or (lambda s: print(s, file=sys.stderr, flush=True))
+    if ranks < 1:
+        raise UserError(f"--ranks {ranks}: must be at least 1")
+    if threads is not None and threads < 1:
+        raise UserError(f"--threads {threads}: must be at least 1")
+    if warmup < 0 or iters < 1:
+        raise UserError("--iters must be >= 1 and --warmup >= 0")
+    inp = find_inputs(trace, kineto)
+    have = trace_ranks(inp.trace)
+    if have is not None:
+        if ranks != len(have):
+            raise UserError(f"{inp.trace}: the trace has {len(have)} ranks; --ranks must equal it")
+        if have != list(range(len(have))):
+            raise UserError(f"{inp.trace}: the archive's ranks are {have}, not 0..{len(have) - 1}")
+    trace_rank = (lambda r: r) if have is not None else (lambda r: None)
+    if device is None:
+        tr0 = load(inp.trace, rank=trace_rank(0))
+        device = "cuda" if torch.cuda.is_available() and any(d.startswith("cuda") for d in tr0.devices) else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    backend, gpu_per_rank = _backend_for(device, ranks)
+    # the ranks must issue the same collectives in the same order: check the traces before starting anything
+    seqs = [sequence(view_from_trace(load(inp.trace, rank=trace_rank(r)), iteration=iteration).ops)
+            for r in range(ranks)]
+    why = disagreement(seqs)
+    if why is not None:
+        more = " (every rank replays the same single trace)" if have is None and ranks > 1 else ""
+        raise UserError(f"{inp.trace}: its collectives cannot be replayed on {ranks} ranks{more}: {why}")
+
+    tmp = Path(tempfile.mkdtemp(prefix="benchmint-ranks-"))
+    env = dict(os.environ)
+    lo = _loopback_ifname()
+    if lo and backend == "gloo":
+        env.setdefault("GLOO_SOCKET_IFNAME", lo)
+    env["MASTER_ADDR"] = "127.0.0.1"
+    env["PYTHONUNBUFFERED"] = "1"
+    th = threads or 1
+    env["OMP_NUM_THREADS"] = str(th)
+    procs: list[subprocess.Popen] = []
+    logs: list[Path] = []
+    t0 = time.monotonic()
+    say(f"replaying {ranks} ranks of {inp.trace} ({backend}, {device}, {th} thread(s) per rank)")
+    try:
+        for r in range(ranks):
+            spec = {"rank": r, "world": ranks, "trace_rank": trace_rank(r), "trace": str(inp.trace),
+                    "kineto": str(inp.kineto) if inp.kineto else None, "device": device,
+                    "gpu_per_rank": gpu_per_rank, "backend": backend, "threads": th, "warmup": warmup,
+                    "iters": iters, "seed": seed, "gaps": gaps, "target": target, "iteration": iteration,
+                    "store": str(tmp / "store"), "out": str(tmp / f"rank{r}.result.json"), "timeout_s": timeout_s,
+                    "collective_timeout_s": collective_timeout_s}
+            sp = tmp / f"rank{r}.spec.json"
+            write_json(sp, spec)
+            log = tmp / f"rank{r}.log"
+            logs.append(log)
+            with open(log, "wb") as fh:
+                procs.append(subprocess.Popen([sys.executable, "-m", "benchmint.replay.distributed", str(sp)],
+                                              stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                              env=env))
+        _watch(procs, logs, tmp, t0 + timeout_s, timeout_s, say)
+        wall = time.monotonic() - t0
+        per = [read_json(tmp / f"rank{r}.result.json") for r in range(ranks)]
+    finally:
+        _stop(procs)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return _join(per, ranks, backend, wall, inp)
+
+
+def _tail(log: Path, n: int = 6) -> str:
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join(lines[-n:])
+
+
+def _watch(procs: list[subprocess.Popen], logs: list[Path], tmp: Path, deadline: float, timeout_s: float,
+           say: Callable[[str], None]) -> None:
+    """Forward the ranks' progress lines; return when all have exited 0; on the first failure or at the
+    deadline stop them all and raise, naming the rank."""
+    pos = [0] * len(procs)
+    last = [""] * len(procs)
+
+    def forward() -> None:
+        for r, log in enumerate(logs):
+            try:
+                with open(log, "rb") as fh:
+                    fh.seek(pos[r])
+                    chunk = fh.read()
+            except OSError:
+                continue
+            end = chunk.rfind(b"\n")
+            if end < 0:
+                continue
+            pos[r] += end + 1
+            for line in chunk[: end + 1].decode(errors="replace").splitlines():
+                if line.startswith(f"rank {r}: "):
+                    last[r] = line
+                    say(line)
+
+    while True:
+        forward()
+        codes = [p.poll() for p in procs]
+        bad = [r for r, c in enumerate(codes) if c not in (None, 0)]
+        if bad:
+            r = bad[0]
+            _stop(procs)
+            res = tmp / f"rank{r}.result.json"
+            info = read_json(res) if res.exists() else {}
+            if info.get("user_error"):
+                raise UserError(f"rank {r}: {info['error']}")
+            if info.get("error"):
+                raise RuntimeError(f"rank {r} of the replay failed: {info['error']}\n{info.get('traceback', '')}")
+            raise RuntimeError(f"rank {r} of the replay exited with code {codes[r]}; its last output:\n"
+                               f"{_tail(logs[r])}")
+        if all(c == 0 for c in codes):
+            return
+        if time.monotonic() > deadline:
+            waiting = [r for r, c in enumerate(codes) if c is None]
+            _stop(procs)
+            where = "; ".join(f"rank {r} last said {last[r][len(f'rank {r}: '):]!r}" if last[r] else f"rank {r}: "
+                              "no progress" for r in waiting[:4])
+            raise UserError(f"the replay did not finish within {timeout_s:.0f} s: rank(s) "
+                            f"{', '.join(map(str, waiting))} still running ({where}); stopped them all; "
+                            "give more time (--timeout) or fewer --iters")
+        time.sleep(0.2)
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    end = time.monotonic() + 5
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, end - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def _join(per: list[dict[str, Any]], ranks: int, backend: str, wall: float, inp: Any) -> RanksResult:
+    """One result of the ranks' results: coverage is the lowest rank's, the iteration time the slowest rank's
+    (every rank timed the same iterations, a barrier before each), skipped ops with the ranks they were
+    skipped on."""
+    slow = max(range(ranks), key=lambda r: per[r]["iter_time_s"]["median"] or 0.0)
+    low = min(range(ranks), key=lambda r: (per[r]["coverage"], r))
+    base = {k: v for k, v in per[slow].items() if k not in ("rank", "per_op_type", "collectives", "peak_rss_bytes")}
+    skipped: dict[tuple[str, str], dict[str, Any]] = {}
+    substituted: dict[tuple[str, str], dict[str, Any]] = {}
+    for r, p in enumerate(per):
+        for s in p["skipped"]:
+            e = skipped.setdefault((s["op"], s["reason"]), {**s, "count": 0, "ranks": []})
+            e["count"] += s["count"]
+            e["ranks"].append(r)
+        for s in p["substituted"]:
+            if is_collective(s["op"]):
+                continue
+            e = substituted.setdefault((s["op"], s["replacement"]), {**s, "count": 0, "ranks": []})
+            e["count"] += s["count"]
+            e["ranks"].append(r)
+    col = [p["collectives"] for p in per]
+    by_name: dict[str, int] = {}
+    for o in col[0]["ops"]:
+        by_name[o["op"]] = by_name.get(o["op"], 0) + 1
+    base.update({
+        "trace": str(inp.trace),
+        "kineto": str(inp.kineto) if inp.kineto else None,
+        "ranks": ranks,
+        "backend": backend,
+        "ops_total": per[low]["ops_total"],
+        "ops_replayed": per[low]["ops_replayed"],
+        "coverage": per[low]["coverage"],
+        "coverage_rank": low,
+        "coverage_time": min((p["coverage_time"] for p in per if p["coverage_time"] is not None), default=None),
+        "slowest_rank": slow,
+        "skipped": sorted(skipped.values(), key=lambda s: -s["count"]),
+        "substituted": sorted(substituted.values(), key=lambda s: -s["count"]),
+        "peak_memory_bytes": max(p["peak_memory_bytes"] for p in per),
+        "peak_rss_bytes": max(p["peak_rss_bytes"] for p in per),
+        "peak_rss_sum_bytes": sum(p["peak_rss_bytes"] for p in per),
+        "wall_time_s": wall,
+        "collectives": {
+            "replayed_per_rank": col[0]["count"],
+            "by_name": by_name,
+            "backend": backend,
+            "bytes_in_per_rank": [c["bytes_in"] for c in col],
+            "bytes_out_per_rank": [c["bytes_out"] for c in col],
+            "time_s_per_rank": [c["time_s"] for c in col],
+            "how_measured": "per iteration: payload bytes of each call's input and output tensors on the rank "
+                            "(not wire traffic), and wall time inside the calls (time.perf_counter_ns), "
+                            "including waiting for the other ranks, mean over the timed iterations",
+        },
+        "per_rank": [{
+            "rank": r, "trace": p["trace"], "coverage": p["coverage"], "ops_replayed": p["ops_replayed"],
+            "ops_total": p["ops_total"], "iter_time_s": p["iter_time_s"], "replay_ops_only_s": p["replay_ops_only_s"],
+            "gap_time_s": p["gap_time_s"], "peak_memory_bytes": p["peak_memory_bytes"],
+            "peak_rss_bytes": p["peak_rss_bytes"], "collectives": {k: v for k, v in p["collectives"].items()
+                                                                   if k != "ops"},
+            "collective_ops": p["collectives"]["ops"],
+        } for r, p in enumerate(per)],
+        "how_measured": (per[slow]["how_measured"] + f"; {ranks} ranks, one process each on this machine, "
+                         f"collectives on a {backend} process group; a barrier before each iteration, so the "
+                         f"ranks time the same iterations; iter_time_s is the slowest rank's (rank {slow})"),
+    })
+    return RanksResult(result=base, per_op_type=per[slow].get("per_op_type", []))
+
+
+if __name__ == "__main__":
+    sys.exit(_worker(sys.argv[1]))
