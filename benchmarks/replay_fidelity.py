@@ -11,7 +11,7 @@ two ways, then time the ORIGINAL step and each REPLAY in the same process, alter
 Each workload is captured --repeats times (fresh capture, fresh replays, fresh alternating timing) and the
 median error is reported: on a shared machine the load drifts between a capture and its replay.
 
-Usage: python benchmarks/replay_fidelity.py [--threads 1] [--rounds 7] [--repeats 3] [--workloads a,b,...]
+Usage: python benchmarks/replay_fidelity.py [--threads 1] [--rounds 7] [--repeats 3] [--scale 1] [--workloads a,...]
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def _median_time(fn, reps: int) -> float:
 
 def _one(name, cap, args, build, replay_trace, capture_steps, torch) -> dict:
     """One fresh capture of ``name``, its two replays, and the alternating timing."""
-    w = build(name)
+    w = build(name, args.scale)
     capture_steps(w.step, cap, warmup=20, measure=10, record=1)
     user = cap.parent / f"{cap.name}-trace-only"
     user.mkdir()
@@ -85,6 +85,9 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=9, help="alternating rounds (original, replays)")
     ap.add_argument("--reps", type=int, default=5, help="iterations per round; the round takes their median")
     ap.add_argument("--workloads", default=None, help="comma-separated subset")
+    ap.add_argument("--scale", type=int, default=1, help="model width factor (workloads.build's scale): at 1 a "
+                    "step takes 1-7 ms here and recording it costs 2x-6x the step; larger scales are closer to "
+                    "real models")
     ap.add_argument("--repeats", type=int, default=3, help="fresh captures per workload; the median error is "
                     "reported (the machine's load drifts between a capture and its replay)")
     args = ap.parse_args()
@@ -115,7 +118,7 @@ def main() -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"\nreplay fidelity on CPU, {args.threads} thread(s); per capture: {args.rounds} alternating rounds x "
+    print(f"\nreplay fidelity on CPU, {args.threads} thread(s), scale {args.scale}; per capture: {args.rounds} alternating rounds x "
           f"{args.reps} iterations, error = median over rounds of replay/original - 1; median over {args.repeats} "
           "captures")
     hdr = (f"{'workload':18s} {'ops':>5s} {'coverage':>8s} {'original s':>11s} {'replay s':>10s} {'error':>7s}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from benchmint.replay.fidelity import GAP_CAP_S, Calibration, estimate_original
-from benchmint.replay.types import OpRec, TraceView
+from benchmint.replay.types import TENSOR, Arg, OpRec, TraceView, TRef
 
 US = 1e-6
 
@@ -20,6 +20,14 @@ def _view(slots: list[tuple[str, float, float]], tail: float, scopes: list) -> T
                      step_span_s=t + tail, scopes=scopes)
 
 
+def _tref(shape: tuple[int, ...]) -> TRef:
+    n = 1
+    for x in shape:
+        n *= x
+    return TRef(tensor_id=1, storage_id=1, offset=0, numel=n, itemsize=4, device="cpu", shape=shape, strides=None,
+                dtype=None)
+
+
 def _cal(n: int, gap: float, dur: float, tail: float) -> Calibration:
     return Calibration(replay_s=1e-3, replay_observed_s=2e-3, replay_op_nodes=n, replay_scope_nodes=0,
                        scope_cost_s=0.0, op_node_cost_s=0.0, bare_slots={i: (gap, dur) for i in range(n)},
@@ -27,15 +35,23 @@ def _cal(n: int, gap: float, dur: float, tail: float) -> Calibration:
 
 
 def test_estimate_counts_python_gaps_and_systematic_durations_not_stalls_or_scope_events():
-    scopes = [(1, "enter", 90, "autograd::engine::evaluate_function: XBackward0"), (2, "exit", 90, "")]
+    scopes = [(2, "enter", 90, "autograd::engine::evaluate_function: XBackward0"), (3, "exit", 90, "")]
     view = _view([
+        ("aten::a", (10 + 40) * US, 100 * US),        # the first gap: at most the other gaps' median (50 us)
         ("aten::a", (10 + 50) * US, 100 * US),        # 50 us of the original's own Python before it
-        ("aten::a", (10 + 2 + 20) * US, 4100 * US),   # a scope event here; a 4 ms stall in one call of aten::a
+        ("aten::a", (10 + 2 + 50) * US, 4100 * US),   # a scope event here; a 4 ms stall in one call of aten::a
         ("aten::a", (10 + 2 + 5000) * US, 100 * US),  # a scope event and a 5 ms stall in a gap: capped
         ("aten::b", 10 * US, 130 * US),               # called once: its duration difference is not counted
     ], tail=5 * US, scopes=scopes)
-    est = estimate_original(view, _cal(4, 10 * US, 100 * US, 5 * US))
-    assert est == pytest.approx(1e-3 + (50 + 20) * US + GAP_CAP_S)
+    est = estimate_original(view, _cal(5, 10 * US, 100 * US, 5 * US))
+    assert est == pytest.approx(1e-3 + (40 + 50 + 50) * US + GAP_CAP_S)
+
+
+def test_estimate_does_not_count_the_first_recorded_gap_as_the_model():
+    # the observers' start-up lands before the first op of a recording: 900 us there is not the model's
+    view = _view([("aten::a", 900 * US, 100 * US)] + [("aten::a", 30 * US, 100 * US)] * 3, tail=0.0, scopes=[])
+    est = estimate_original(view, _cal(4, 10 * US, 100 * US, 0.0))
+    assert est == pytest.approx(1e-3 + 4 * 20 * US)
 
 
 def test_estimate_keeps_a_duration_difference_every_call_of_an_op_type_shows():
@@ -43,6 +59,17 @@ def test_estimate_keeps_a_duration_difference_every_call_of_an_op_type_shows():
                  tail=0.0, scopes=[])
     est = estimate_original(view, _cal(4, 10 * US, 100 * US, 0.0))
     assert est == pytest.approx(1e-3 + 3 * 300 * US)
+
+
+def test_estimate_groups_durations_by_input_shapes_so_small_calls_do_not_outvote_large_ones():
+    # an optimizer's sqrt over two large states (slow in the original: denormals) and three small biases
+    big, small = _tref((5000, 32)), _tref((64,))
+    view = _view([("aten::sqrt", 10 * US, 600 * US)] * 2 + [("aten::sqrt", 10 * US, 100 * US)] * 3,
+                 tail=0.0, scopes=[])
+    for k, t in enumerate([big, big, small, small, small]):
+        view.ops[k].inputs.append(Arg(TENSOR, t))
+    est = estimate_original(view, _cal(5, 10 * US, 100 * US, 0.0))
+    assert est == pytest.approx(1e-3 + 2 * 500 * US)
 
 
 def test_estimate_is_never_below_the_replay():

@@ -238,9 +238,13 @@ def estimate_original(view: TraceView, cal: Calibration) -> float | None:
       observed-minus-unobserved cost per scope); each gap's excess is capped at ``GAP_CAP_S``: one larger
       jump in a single recorded step is the scheduler, a recorder flush or the process's first recording,
       not the model;
-    * durations: per op type, the median over its calls of (original - replay) duration, times the count:
-      a systematic difference (e.g. data-dependent kernels, denormals in an optimizer state) counts, a stall
-      landing in one call does not; an op type called once contributes nothing.
+    * the gap before the first op also holds the observers' start-up in that recording: it counts no more
+      than the median of the other gaps' excess;
+    * durations: per op signature (name and input shapes), the median over its calls of (original - replay)
+      duration, times the count: a systematic difference (e.g. data-dependent kernels, denormals in an
+      optimizer state) counts, a stall landing in one call does not; a signature called once contributes
+      nothing (one call's difference is as often the observers' as the op's). Grouping by name alone would
+      let many small calls (a bias's sqrt) out-vote the few large ones (an embedding table's).
 
     Their sum, added to the un-observed replay, is the un-observed original; never below the replay.
     """
@@ -256,18 +260,32 @@ def estimate_original(view: TraceView, cal: Calibration) -> float | None:
     for pos, _kind, _nid, _name in view.scopes:
         events[min(pos, n)] += 1
     c_ev = cal.scope_event_cost_s
-    total = 0.0
-    by_name: dict[str, list[float]] = {}
+    gaps: list[float] = []
+    by_sig: dict[tuple, list[float]] = {}
     for i in matched:
         g, d = orig[i]  # type: ignore[misc]
         g2, d2 = slots[i]
-        total += min(g - g2 - events[i] * c_ev, GAP_CAP_S)
-        by_name.setdefault(view.ops[i].name, []).append(d - d2)
-    total += min(orig_tail - cal.bare_tail_s - events[n] * c_ev, GAP_CAP_S)
-    for xs in by_name.values():
+        gaps.append(min(g - g2 - events[i] * c_ev, GAP_CAP_S))
+        by_sig.setdefault(op_signature(view.ops[i]), []).append(d - d2)
+    if len(gaps) > 2 and matched[0] == 0:
+        gaps[0] = min(gaps[0], statistics.median(gaps[1:]))
+    total = sum(gaps) + min(orig_tail - cal.bare_tail_s - events[n] * c_ev, GAP_CAP_S)
+    for xs in by_sig.values():
         if len(xs) >= 2:
             total += statistics.median(xs) * len(xs)
     return max(cal.replay_s + total, cal.replay_s)
+
+
+def op_signature(op: Any) -> tuple:
+    """An op's name and the shapes of its tensor inputs: calls with the same signature do the same work."""
+    shapes: list[Any] = []
+    for a in op.inputs:
+        v = a.value
+        if a.kind == "tensor" and v is not None:
+            shapes.append(v.shape)
+        elif a.kind == "tensor_list":
+            shapes.append(tuple(r.shape if r is not None else None for r in v))
+    return (op.name, tuple(shapes))
 
 
 def original_slots(view: TraceView) -> tuple[list[tuple[float, float] | None], float]:
