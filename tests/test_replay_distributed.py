@@ -1,0 +1,204 @@
+"""Multi-rank replay (``benchmint replay --ranks N``): collectives replayed on a real gloo process group."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import psutil
+import pytest
+
+from benchmint.core.errors import UserError
+from benchmint.replay.distributed import disagreement, replay_ranks
+
+PARAM = Path(__file__).parent / "data" / "param"
+
+# A 2-rank training step with the three collectives of data/model-parallel training, captured with torch's
+# ExecutionTraceObserver on a gloo group over a FileStore (no ports). Rank 0 sends 1 and 3 rows, rank 1 sends
+# 2 and 2 rows in the all-to-all, so the ranks' split sizes differ and must fit together.
+CAPTURE = r"""
+import os, sys
+from datetime import timedelta
+import torch
+import torch.distributed as dist
+from torch.profiler import ExecutionTraceObserver
+
+rank, world, store, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+collectives = world > 1
+if collectives:
+    dist.init_process_group("gloo", store=dist.FileStore(store, world), rank=rank, world_size=world,
+                            timeout=timedelta(seconds=60))
+torch.manual_seed(rank)
+lin = torch.nn.Linear(16, 8)
+x = torch.randn(4, 16)
+send, recv = [[1, 3], [2, 2]][rank], [[1, 2], [3, 2]][rank]
+
+
+def step():
+    lin.zero_grad()
+    lin(x).relu().sum().backward()
+    if collectives:
+        dist.all_reduce(lin.weight.grad)
+        inp = torch.randn(sum(send), 8)
+        o = torch.empty(sum(recv), 8)
+        dist.all_to_all_single(o, inp, recv, send)
+        dist.broadcast(lin.bias.grad, src=0)
+
+
+step()
+et = ExecutionTraceObserver()
+et.register_callback(out)
+et.start()
+step()
+et.stop()
+et.unregister_callback()
+if collectives:
+    dist.destroy_process_group()
+"""
+
+
+def _children() -> list[psutil.Process]:
+    return [p for p in psutil.Process().children(recursive=True) if p.is_running()
+            and p.status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_processes():
+    before = {p.pid for p in _children()}
+    yield
+    left = [p for p in _children() if p.pid not in before]
+    for p in left:  # do not leave them to the next test, but fail this one
+        p.kill()
+    assert not left, f"processes left behind: {[p.cmdline() for p in left]}"
+
+
+def _tar(path: Path, members: dict[str, Path]) -> Path:
+    with tarfile.open(path, "w:gz") as tf:
+        for name, src in members.items():
+            tf.add(src, arcname=name)
+    return path
+
+
+@pytest.fixture(scope="module")
+def captured(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("ranks")
+    script = d / "capture.py"
+    script.write_text(CAPTURE)
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo")}
+    procs = [subprocess.Popen([sys.executable, str(script), str(r), "2", str(d / "store"), str(d / f"rank{r}.json")],
+                              env=env, stderr=subprocess.DEVNULL) for r in range(2)]
+    single = subprocess.Popen([sys.executable, str(script), "0", "1", str(d / "store1"), str(d / "single.json")],
+                              env=env, stderr=subprocess.DEVNULL)
+    for p in [*procs, single]:
+        assert p.wait(timeout=120) == 0
+    return {
+        "pair": _tar(d / "pair.tar.gz", {"step/rank0.json": d / "rank0.json", "step/rank1.json": d / "rank1.json"}),
+        # rank 0's trace twice: the all-to-all split sizes no longer fit together
+        "twice": _tar(d / "twice.tar.gz", {"step/rank0.json": d / "rank0.json", "step/rank1.json": d / "rank0.json"}),
+        "rank0": d / "rank0.json",
+        "single": d / "single.json",
+    }
+
+
+def test_two_rank_capture_replays_its_collectives(captured):
+    r = replay_ranks(captured["pair"], ranks=2, device="cpu", warmup=1, iters=3, gaps="none").result
+    assert r["ranks"] == 2 and r["backend"] == "gloo"
+    assert [p["rank"] for p in r["per_rank"]] == [0, 1]
+    for p in r["per_rank"]:
+        assert p["coverage"] == 1.0 and p["ops_replayed"] == p["ops_total"]
+        assert p["iter_time_s"]["n"] == 3 and p["iter_time_s"]["median"] > 0
+        assert p["collectives"]["count"] == 3 and p["collectives"]["time_s"] > 0
+        assert [o["op"] for o in p["collective_ops"]] == ["c10d::allreduce_", "c10d::alltoall_base_",
+                                                          "c10d::broadcast_"]
+    c = r["collectives"]
+    assert c["replayed_per_rank"] == 3
+    assert c["by_name"] == {"c10d::allreduce_": 1, "c10d::alltoall_base_": 1, "c10d::broadcast_": 1}
+    # all-to-all of 8-float rows: rank 0 sends 4 rows and receives 3, rank 1 sends 4 and receives 5
+    a2a = [next(o for o in p["collective_ops"] if o["op"] == "c10d::alltoall_base_") for p in r["per_rank"]]
+    assert [(o["bytes_in"], o["bytes_out"]) for o in a2a] == [(4 * 32, 3 * 32), (4 * 32, 5 * 32)]
+    assert r["coverage"] == 1.0 and not r["skipped"]
+    assert r["iter_time_s"] == r["per_rank"][r["slowest_rank"]]["iter_time_s"]
+    assert "barrier before each iteration" in r["how_measured"]
+
+
+def test_without_ranks_collectives_are_skipped_with_the_hint(captured):
+    from benchmint.replay.api import replay_trace
+
+    r = replay_trace(captured["rank0"], device="cpu", warmup=0, iters=1).result
+    reasons = {s["op"]: s["reason"] for s in r["skipped"]}
+    assert set(reasons) == {"c10d::allreduce_", "c10d::alltoall_base_", "c10d::broadcast_"}
+    assert all("use --ranks N to replay it on a process group" in x for x in reasons.values())
+
+
+def test_rank_count_must_equal_the_traces(cli):
+    code, _, err = cli("replay", str(PARAM / "dlrm_pytorch_et.tar.gz"), "--ranks", "2", "--device", "cpu",
+                       "--no-store")
+    assert code == 2
+    assert "the trace has 8 ranks; --ranks must equal it" in err
+    assert "Traceback" not in err
+
+
+def test_collectives_that_do_not_fit_together_are_refused_before_any_rank_starts(captured):
+    with pytest.raises(UserError, match=r"rank 0 sends 24 elements to rank 1, which expects 8"):
+        replay_ranks(captured["twice"], ranks=2, device="cpu", iters=1)
+
+
+def test_single_trace_without_collectives_replays_on_every_rank(captured, cli, tmp_path):
+    out = tmp_path / "single.json"
+    code, text, err = cli("replay", str(captured["single"]), "--ranks", "2", "--device", "cpu", "--iters", "2",
+                          "--warmup", "0", "--gaps", "none", "--json", str(out), "--no-store")
+    assert code == 0, err
+    r = json.loads(out.read_text())
+    assert r["ranks"] == 2 and len(r["per_rank"]) == 2
+    assert all(p["coverage"] == 1.0 for p in r["per_rank"])
+    assert r["collectives"]["replayed_per_rank"] == 0
+    assert "ranks" in text and "coverage per rank 1.000, 1.000" in text
+
+
+def test_the_parent_timeout_stops_every_rank(captured):
+    with pytest.raises(UserError, match=r"did not finish within 1 s: rank\(s\) 0, 1 still running"):
+        replay_ranks(captured["pair"], ranks=2, device="cpu", iters=1, timeout_s=1)
+
+
+def test_disagreement_names_the_collective_and_the_ranks():
+    ar = {"op": "c10d::allreduce_", "tensors": [["tensors", 10, "float32"]]}
+    assert disagreement([[ar], [ar]]) is None
+    assert "rank 1 issues 0 collectives" in disagreement([[ar], []])
+    other = {"op": "c10d::allreduce_", "tensors": [["tensors", 12, "float32"]]}
+    assert "collective #1 (c10d::allreduce_): rank 1's tensors have [12] elements" in disagreement([[ar], [other]])
+
+
+def _mem_available() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(_mem_available() < 18 * 2**30, reason="8 DLRM ranks hold ~15 GiB (5 GB of embedding tables "
+                    "each, 2.8 GiB resident)")
+def test_param_dlrm_replays_on_8_ranks(cli, tmp_path):
+    """The acceptance case: PARAM's 8-rank DLRM (captured on CUDA with NCCL) replays on CPU with gloo, every
+    rank with coverage >= 0.99, its 5 all-to-alls and 3 all-reduces replayed."""
+    out = tmp_path / "dlrm.json"
+    code, text, err = cli("replay", str(PARAM / "dlrm_pytorch_et.tar.gz"), "--kineto",
+                          str(PARAM / "dlrm_kineto.tar.gz"), "--ranks", "8", "--device", "cpu", "--iters", "3",
+                          "--warmup", "1", "--json", str(out), "--no-store", "--min-coverage", "0.99")
+    assert code == 0, err
+    r = json.loads(out.read_text())
+    assert r["ranks"] == 8 and len(r["per_rank"]) == 8
+    assert r["coverage"] >= 0.99
+    for p in r["per_rank"]:
+        assert p["coverage"] >= 0.99
+        assert p["collectives"]["count"] == 8
+    assert r["collectives"]["by_name"] == {"c10d::alltoall_base_": 5, "c10d::allreduce_": 3}
+    assert not any(s["op"].startswith("c10d::") for s in r["skipped"])
+    assert "8 per rank replayed" in text
