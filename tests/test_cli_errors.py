@@ -24,3 +24,13 @@ def test_unknown_bench_backend_is_named_before_any_server_is_contacted(cli):
 def test_debug_still_exits_2_on_a_user_error(cli):
     code, _, err = cli("--debug", "replay", "/nonexistent/trace.json")
     assert code == 2 and "Traceback" in err and "error: /nonexistent/trace.json" in err
+
+
+def test_usage_errors_are_one_line_that_names_the_help_to_read(cli):
+    for args, words in ((("replay", "--bogus"), "No such option: --bogus"), (("replay",), "Missing argument"),
+                        (("nosuch",), "No such command"), (("llm", "bench", "--rate", "abc"), "--rate")):
+        code, out, err = cli(*args)
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert code == 2 and len(lines) == 1, (args, err)
+        assert lines[0].startswith("error: ") and words in lines[0] and "--help" in lines[0]
+        assert "Traceback" not in err and "╭" not in err

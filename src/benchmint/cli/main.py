@@ -82,6 +82,11 @@ def _register() -> None:
 _register()
 
 
+def _is_click_error(e: BaseException) -> bool:
+    """A usage or parameter error raised by click (vendored by typer or not)."""
+    return callable(getattr(e, "format_message", None)) and isinstance(getattr(e, "exit_code", None), int)
+
+
 def run(argv: list[str] | None = None) -> None:
     """Console-script entry: runs the app and turns user errors into one line and exit code 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -90,18 +95,28 @@ def run(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
     debug = "--debug" in argv or bool(os.environ.get("BENCHMINT_DEBUG"))
     try:
-        # standalone mode: click prints usage errors itself (exit 2) and handles --help/--version
-        app(args=argv, prog_name="benchmint", standalone_mode=True)
+        # not standalone: click hands usage errors to us, printed on one line like every other user error
+        rv = app(args=argv, prog_name="benchmint", standalone_mode=False)
     except UserError as e:
         if debug:  # the traceback, and still the user-error exit code
             traceback.print_exc()
         err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         err_console.print("interrupted")
         sys.exit(130)
-    except Exception as e:  # an unexpected failure: still one line unless --debug
-        if debug:
+    except Exception as e:
+        if _is_click_error(e):  # bad usage: unknown option, missing argument, a value of the wrong type
+            if debug:
+                traceback.print_exc()
+            msg = e.format_message()  # type: ignore[attr-defined]
+            if not msg.strip():  # a group called with nothing: click has printed its help
+                sys.exit(e.exit_code)  # type: ignore[attr-defined]
+            ctx = getattr(e, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            err_console.print(f"[bold red]error:[/] {msg}{hint}", highlight=False, soft_wrap=True)
+            sys.exit(e.exit_code)  # type: ignore[attr-defined]
+        if debug:  # an unexpected failure: still one line unless --debug
             raise
         err_console.print(
             f"[bold red]error:[/] {type(e).__name__}: {e} (run with --debug for the traceback)",
@@ -109,6 +124,8 @@ def run(argv: list[str] | None = None) -> None:
             soft_wrap=True,
         )
         sys.exit(1)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
 
 if __name__ == "__main__":
     run()
