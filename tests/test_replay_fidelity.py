@@ -75,3 +75,9 @@ def test_estimate_groups_durations_by_input_shapes_so_small_calls_do_not_outvote
 def test_estimate_is_never_below_the_replay():
     view = _view([("aten::a", 1 * US, 10 * US)] * 3, tail=0.0, scopes=[])
     assert estimate_original(view, _cal(3, 50 * US, 100 * US, 0.0)) == pytest.approx(1e-3)
+
+
+def test_estimate_of_two_calls_takes_the_smaller_difference_so_one_stall_does_not_count_half():
+    view = _view([("aten::split", 10 * US, 2100 * US), ("aten::split", 10 * US, 130 * US)], tail=0.0, scopes=[])
+    est = estimate_original(view, _cal(2, 10 * US, 100 * US, 0.0))
+    assert est == pytest.approx(1e-3 + 2 * 30 * US)

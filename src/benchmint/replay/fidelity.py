@@ -241,9 +241,9 @@ def estimate_original(view: TraceView, cal: Calibration) -> float | None:
     * the gap before the first op also holds the observers' start-up in that recording: it counts no more
       than the median of the other gaps' excess;
     * durations: per op signature (name and input shapes), the median over its calls of (original - replay)
-      duration, times the count: a systematic difference (e.g. data-dependent kernels, denormals in an
-      optimizer state) counts, a stall landing in one call does not; a signature called once contributes
-      nothing (one call's difference is as often the observers' as the op's). Grouping by name alone would
+      duration (of two calls, the smaller), times the count: a systematic difference (data-dependent
+      kernels: a sqrt over an optimizer state of zeros runs 5x slower than over random values) counts, a
+      stall landing in one call does not; a signature called once contributes nothing (one call's difference is as often the observers' as the op's). Grouping by name alone would
       let many small calls (a bias's sqrt) out-vote the few large ones (an embedding table's).
 
     Their sum, added to the un-observed replay, is the un-observed original; never below the replay.
@@ -271,9 +271,19 @@ def estimate_original(view: TraceView, cal: Calibration) -> float | None:
         gaps[0] = min(gaps[0], statistics.median(gaps[1:]))
     total = sum(gaps) + min(orig_tail - cal.bare_tail_s - events[n] * c_ev, GAP_CAP_S)
     for xs in by_sig.values():
-        if len(xs) >= 2:
-            total += statistics.median(xs) * len(xs)
+        total += systematic(xs) * len(xs)
     return max(cal.replay_s + total, cal.replay_s)
+
+
+def systematic(diffs: list[float]) -> float:
+    """The difference every call of an op signature shows: the median of three or more calls, the smaller of
+    two (a stall in one of two calls would otherwise count half), nothing for one call."""
+    if len(diffs) < 2:
+        return 0.0
+    if len(diffs) == 2:
+        a, b = diffs
+        return 0.0 if a * b <= 0 else min(a, b, key=abs)
+    return statistics.median(diffs)
 
 
 def op_signature(op: Any) -> tuple:
