@@ -40,6 +40,9 @@ from benchmint.replay.types import TENSOR, TENSOR_LIST, VALUE, OpRec, TRef
 
 COLLECTIVE_PREFIXES = ("c10d::", "c10d_functional::", "_c10d_functional::")
 P2P = {"send", "recv_", "recv_any_source_"}
+# functional-collective ops that move no data (the wait, the autograd wrapper): replayed as the identity and
+# left out of the ranks' sequence check (a rank records them or not, depending on when its result was used)
+LOCAL = {"wait_tensor", "_wrap_tensor_autograd"}
 USE_RANKS = "use --ranks N to replay it on a process group"
 
 
@@ -150,7 +153,7 @@ def _with_rows(op: OpRec, sig: dict[str, Any]) -> dict[str, Any]:
 def sequence(ops: list[OpRec]) -> list[dict[str, Any]]:
     """The collective signatures of ``ops`` in order (point-to-point ops left out)."""
     return [_with_rows(o, signature(o)) for o in ops
-            if is_collective(o.name) and o.name.split("::", 1)[1] not in P2P]
+            if is_collective(o.name) and o.name.split("::", 1)[1] not in P2P | LOCAL]
 
 
 # -- the mapping of recorded collectives to torch.distributed calls -------------------------------------------
@@ -393,9 +396,14 @@ class Collectives:
 
         me = self
         box: list[Mapped] = []
-        inp = a.get("input") if isinstance(a.get("input"), torch.Tensor) else a.get("tensor")
+        name = "input" if isinstance(a.get("input"), torch.Tensor) else "tensor"
+        inp = a.get(name)
         if not isinstance(inp, torch.Tensor):
             raise CommUnavailable("its input is not a recorded tensor")
+        if base in LOCAL:
+            m = Mapped(0, "", "nothing (the collectives are synchronous)", [name], lambda t: t, 0, 0)
+            box.append(m)
+            return m
         size = a.get("group_size")
         if size is None and isinstance(a.get("ranks"), list):
             size = len(a["ranks"])
@@ -406,10 +414,7 @@ class Collectives:
             raise CommUnavailable(f"reduce op {red!r} is not known")
         op = getattr(dist.ReduceOp, _FUNCTIONAL_OPS[red])
         w = self.world
-        if base == "wait_tensor":
-            m = Mapped(0, "", "nothing (synchronous collectives)", ["tensor" if "tensor" in a else "input"],
-                       lambda t: t, 0, 0)
-        elif base in ("all_reduce", "all_reduce_"):
+        if base in ("all_reduce", "all_reduce_"):
             inplace = base.endswith("_")
 
             def all_reduce(t: torch.Tensor) -> torch.Tensor:
@@ -515,7 +520,7 @@ class Collectives:
 
     def stats(self) -> dict[str, Any]:
         """Per-iteration figures of the replayed collectives (timed iterations only)."""
-        ms = sorted(self.mapped.values(), key=lambda m: m.index)
+        ms = sorted((m for m in self.mapped.values() if m.op.partition("::")[2] not in LOCAL), key=lambda m: m.index)
         n = max(self.iterations, 1)
         per = [{"op": m.op, "step": m.index, "call": m.call, "bytes_in": m.bytes_in, "bytes_out": m.bytes_out,
                 "time_s": m.ns / 1e9 / max(m.calls, 1)} for m in ms]
