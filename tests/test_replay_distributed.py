@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 from torch.profiler import ExecutionTraceObserver
 
-rank, world, store, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+rank, world, store, out, more = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5] == "more"
 collectives = world > 1
 if collectives:
     dist.init_process_group("gloo", store=dist.FileStore(store, world), rank=rank, world_size=world,
@@ -38,7 +38,24 @@ x = torch.randn(4, 16)
 send, recv = [[1, 3], [2, 2]][rank], [[1, 2], [3, 2]][rank]
 
 
+def step_more():
+    import torch.distributed._functional_collectives as fc
+
+    x = torch.randn(4, 8)
+    y = fc.all_reduce(x, "sum", dist.group.WORLD) * 2
+    dist.all_gather_into_tensor(torch.empty(8, 8), y)
+    dist.reduce_scatter_tensor(torch.empty(2, 8), x)
+    dist.barrier()
+    if rank == 0:
+        dist.send(x, 1)
+    else:
+        dist.recv(x, 0)
+    dist.reduce(x, 0)
+
+
 def step():
+    if more:
+        return step_more()
     lin.zero_grad()
     lin(x).relu().sum().backward()
     if collectives:
@@ -89,16 +106,23 @@ def captured(tmp_path_factory) -> dict[str, Path]:
     script = d / "capture.py"
     script.write_text(CAPTURE)
     env = {**os.environ, "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo")}
-    procs = [subprocess.Popen([sys.executable, str(script), str(r), "2", str(d / "store"), str(d / f"rank{r}.json")],
-                              env=env, stderr=subprocess.DEVNULL) for r in range(2)]
-    single = subprocess.Popen([sys.executable, str(script), "0", "1", str(d / "store1"), str(d / "single.json")],
-                              env=env, stderr=subprocess.DEVNULL)
-    for p in [*procs, single]:
+
+    def run(rank: int, world: int, store: str, out: str, mode: str = "basic") -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, str(script), str(rank), str(world), str(d / store), str(d / out),
+                                 mode], env=env, stderr=subprocess.DEVNULL)
+
+    procs = [run(r, 2, "store", f"rank{r}.json") for r in range(2)]
+    procs.append(run(0, 1, "store1", "single.json"))
+    for p in procs:
+        assert p.wait(timeout=120) == 0
+    procs = [run(r, 2, "store2", f"more{r}.json", "more") for r in range(2)]
+    for p in procs:
         assert p.wait(timeout=120) == 0
     return {
         "pair": _tar(d / "pair.tar.gz", {"step/rank0.json": d / "rank0.json", "step/rank1.json": d / "rank1.json"}),
         # rank 0's trace twice: the all-to-all split sizes no longer fit together
         "twice": _tar(d / "twice.tar.gz", {"step/rank0.json": d / "rank0.json", "step/rank1.json": d / "rank0.json"}),
+        "more": _tar(d / "more.tar.gz", {"rank0.json": d / "more0.json", "rank1.json": d / "more1.json"}),
         "rank0": d / "rank0.json",
         "single": d / "single.json",
     }
@@ -123,6 +147,19 @@ def test_two_rank_capture_replays_its_collectives(captured):
     assert r["coverage"] == 1.0 and not r["skipped"]
     assert r["iter_time_s"] == r["per_rank"][r["slowest_rank"]]["iter_time_s"]
     assert "barrier before each iteration" in r["how_measured"]
+
+
+def test_other_collectives_and_point_to_point_replay(captured):
+    """Functional all-reduce (and its local wrapper op, recorded on one rank only), all-gather and
+    reduce-scatter into one tensor, barrier, send/recv and reduce."""
+    r = replay_ranks(captured["more"], ranks=2, device="cpu", warmup=1, iters=2, gaps="none").result
+    assert r["coverage"] == 1.0 and not r["skipped"]
+    calls = [[o["call"] for o in p["collective_ops"]] for p in r["per_rank"]]
+    assert [c.split("_")[0] for c in calls[0]] == ["all", "all", "reduce", "barrier", "send to rank 1",
+                                                   "reduce (SUM) to rank 0"]
+    assert calls[0][1].startswith("all_gather") and calls[0][2].startswith("reduce_scatter")
+    assert calls[1][4] == "recv from rank 0"
+    assert all(p["collectives"]["count"] == 6 for p in r["per_rank"])
 
 
 def test_without_ranks_collectives_are_skipped_with_the_hint(captured):
