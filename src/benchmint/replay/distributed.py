@@ -540,8 +540,24 @@ def _peak_rss_bytes() -> int:
     return int(r if sys.platform == "darwin" else r * 1024)
 
 
+def _die_with_parent(parent: int) -> None:
+    """A rank ends when the parent does (killed, not only stopped cleanly): on Linux through the kernel's
+    parent-death signal; a rank whose parent is already gone exits at once."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:
+        sys.exit(1)
+
+
 def _worker(spec_path: str) -> int:
     spec = read_json(spec_path)
+    _die_with_parent(spec["parent"])
     rank, world = spec["rank"], spec["world"]
 
     def say(msg: str) -> None:
@@ -720,7 +736,7 @@ def replay_ranks(
                     "gpu_per_rank": gpu_per_rank, "backend": backend, "threads": th, "warmup": warmup,
                     "iters": iters, "seed": seed, "gaps": gaps, "target": target, "iteration": iteration,
                     "store": str(tmp / "store"), "out": str(tmp / f"rank{r}.result.json"), "timeout_s": timeout_s,
-                    "collective_timeout_s": collective_timeout_s}
+                    "collective_timeout_s": collective_timeout_s, "parent": os.getpid()}
             sp = tmp / f"rank{r}.spec.json"
             write_json(sp, spec)
             log = tmp / f"rank{r}.log"
