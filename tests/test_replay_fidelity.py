@@ -81,3 +81,13 @@ def test_estimate_of_two_calls_takes_the_smaller_difference_so_one_stall_does_no
     view = _view([("aten::split", 10 * US, 2100 * US), ("aten::split", 10 * US, 130 * US)], tail=0.0, scopes=[])
     est = estimate_original(view, _cal(2, 10 * US, 100 * US, 0.0))
     assert est == pytest.approx(1e-3 + 2 * 30 * US)
+
+
+def test_a_duration_difference_no_larger_than_the_observers_cost_for_that_op_does_not_count():
+    # the replay's add took 100 us recorded and 10 us un-observed: 90 us of it is the observers'; the original's
+    # +60 us on every call can be theirs too (interleaved with Python their cost grows), +200 us cannot
+    view = _view([("aten::add", 10 * US, 160 * US)] * 3 + [("aten::mul", 10 * US, 300 * US)] * 2, tail=0.0,
+                 scopes=[])
+    cal = _cal(5, 10 * US, 100 * US, 0.0)
+    cal.op_unobserved_s = {i: 10 * US for i in range(5)}
+    assert estimate_original(view, cal) == pytest.approx(1e-3 + 2 * 200 * US)

@@ -57,6 +57,7 @@ class Calibration:
     bare_slots: dict[int, tuple[float, float]] = field(default_factory=dict)
     bare_tail_s: float = 0.0
     scope_event_cost_s: float = 0.0  # observers' cost of one scope enter or exit (probe: observed - unobserved)
+    op_unobserved_s: dict[int, float] = field(default_factory=dict)  # per plan step: its op's un-observed time
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -223,7 +224,8 @@ def calibrate(plan: Plan, fn0: Callable, replay_s: float, repeats: int = 5) -> C
                        replay_scope_nodes=scope_nodes, scope_cost_s=scope_obs, op_node_cost_s=op_cost,
                        replay_slots=slots, replay_tail_s=tail, repeats=len(runs), observer_overhead_s=overhead,
                        scopes_unobserved_s=n_scopes * scope_unobs, bare_slots=bare_slots, bare_tail_s=bare_tail,
-                       scope_event_cost_s=max(0.0, scope_obs - scope_unobs) / 2)
+                       scope_event_cost_s=max(0.0, scope_obs - scope_unobs) / 2,
+                       op_unobserved_s=per_op_replay_times(plan, None, iters=3))
 
 
 def estimate_original(view: TraceView, cal: Calibration) -> float | None:
@@ -241,10 +243,13 @@ def estimate_original(view: TraceView, cal: Calibration) -> float | None:
     * the gap before the first op also holds the observers' start-up in that recording: it counts no more
       than the median of the other gaps' excess;
     * durations: per op signature (name and input shapes), the median over its calls of (original - replay)
-      duration (of two calls, the smaller), times the count: a systematic difference (data-dependent
-      kernels: a sqrt over an optimizer state of zeros runs 5x slower than over random values) counts, a
-      stall landing in one call does not; a signature called once contributes nothing (one call's difference is as often the observers' as the op's). Grouping by name alone would
-      let many small calls (a bias's sqrt) out-vote the few large ones (an embedding table's).
+      duration (of two calls, the smaller), times the count, when it exceeds the observers' own cost for
+      that op (its recorded less its un-observed duration in the replay): a systematic difference
+      (data-dependent kernels: a sqrt over an optimizer state of zeros runs 5x slower than over random
+      values) counts, a stall landing in one call does not, nor a difference the observers can make alone
+      (interleaved with the original's Python, their cost per op ran up to twice the replay's here); a
+      signature called once contributes nothing. Grouping by name alone would let many small calls (a
+      bias's sqrt) out-vote the few large ones (an embedding table's).
 
     Their sum, added to the un-observed replay, is the un-observed original; never below the replay.
     """
@@ -262,16 +267,21 @@ def estimate_original(view: TraceView, cal: Calibration) -> float | None:
     c_ev = cal.scope_event_cost_s
     gaps: list[float] = []
     by_sig: dict[tuple, list[float]] = {}
+    costs: dict[tuple, list[float]] = {}
     for i in matched:
         g, d = orig[i]  # type: ignore[misc]
         g2, d2 = slots[i]
         gaps.append(min(g - g2 - events[i] * c_ev, GAP_CAP_S))
-        by_sig.setdefault(op_signature(view.ops[i]), []).append(d - d2)
+        sig = op_signature(view.ops[i])
+        by_sig.setdefault(sig, []).append(d - d2)
+        costs.setdefault(sig, []).append(max(0.0, d2 - cal.op_unobserved_s.get(i, d2)))
     if len(gaps) > 2 and matched[0] == 0:
         gaps[0] = min(gaps[0], statistics.median(gaps[1:]))
     total = sum(gaps) + min(orig_tail - cal.bare_tail_s - events[n] * c_ev, GAP_CAP_S)
-    for xs in by_sig.values():
-        total += systematic(xs) * len(xs)
+    for sig, xs in by_sig.items():
+        m = systematic(xs)
+        if m > 0 and m > statistics.median(costs[sig]):
+            total += m * len(xs)
     return max(cal.replay_s + total, cal.replay_s)
 
 
