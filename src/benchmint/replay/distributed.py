@@ -37,6 +37,7 @@ from benchmint.core import clock
 from benchmint.core.errors import UserError
 from benchmint.core.jsonio import read_json, write_json
 from benchmint.replay.types import TENSOR, TENSOR_LIST, VALUE, OpRec, TRef
+from benchmint.trace.load import archive_ranks
 
 COLLECTIVE_PREFIXES = ("c10d::", "c10d_functional::", "_c10d_functional::")
 P2P = {"send", "recv_", "recv_any_source_"}
@@ -616,30 +617,6 @@ class RanksResult:
     per_op_type: list[dict[str, Any]]
 
 
-def trace_ranks(path: str | os.PathLike) -> list[int] | None:
-    """The ranks of an archive that holds one trace per rank (``dlrm_eg_3.json``, ``rank3.json``), or None for
-    a single trace."""
-    import tarfile
-
-    from benchmint.trace.load import _member_rank, _tar_members
-
-    p = str(path)
-    if not p.endswith((".tar.gz", ".tgz", ".tar")):
-        return None
-    try:
-        with tarfile.open(p, "r:*") as tf:
-            members = _tar_members(p, tf)
-    except tarfile.TarError as e:
-        raise UserError(f"{p}: not a readable archive ({e})") from e
-    if len(members) < 2:
-        return None
-    ranks = [_member_rank(m.name) for m in members]
-    if any(r is None for r in ranks) or len(set(ranks)) != len(ranks):
-        raise UserError(f"{p}: the archive's traces are not named by rank (rank0.json, worker_1..., "
-                        "dlrm_eg_2.json); name them so, one per rank")
-    return sorted(r for r in ranks if r is not None)
-
-
 def _loopback_ifname() -> str | None:
     try:
         names = [n for _, n in socket.if_nameindex()]
@@ -695,7 +672,7 @@ def replay_ranks(
     if warmup < 0 or iters < 1:
         raise UserError("--iters must be >= 1 and --warmup >= 0")
     inp = find_inputs(trace, kineto)
-    have = trace_ranks(inp.trace)
+    have = archive_ranks(inp.trace)
     if have is not None:
         if ranks != len(have):
             raise UserError(f"{inp.trace}: the trace has {len(have)} ranks; --ranks must equal it")

@@ -124,6 +124,26 @@ def _pick_member(path: str, members: list[tarfile.TarInfo], rank: int | None, me
     return members[0]
 
 
+def archive_ranks(path: str | os.PathLike) -> list[int] | None:
+    """The ranks of an archive that holds one trace per rank (``dlrm_eg_3.json``, ``rank3.json``), or None for
+    a single trace (a plain file, or an archive of one)."""
+    p = str(path)
+    if not p.endswith((".tar.gz", ".tgz", ".tar")):
+        return None
+    try:
+        with tarfile.open(p, "r:*") as tf:
+            members = _tar_members(p, tf)
+    except tarfile.TarError as e:
+        raise TraceError(p, f"not a readable archive ({e})") from e
+    if len(members) < 2:
+        return None
+    ranks = [_member_rank(m.name) for m in members]
+    if any(r is None for r in ranks) or len(set(ranks)) != len(ranks):
+        raise TraceError(p, "the archive's traces are not named by rank (rank0.json, worker_1..., dlrm_eg_2.json); "
+                         "name them so, one per rank")
+    return sorted(r for r in ranks if r is not None)
+
+
 def read_bytes(path: str | os.PathLike, *, rank: int | None = None, member: str | None = None) -> tuple[bytes, str]:
     """The decompressed bytes of a trace file and the name to report in errors.
 
