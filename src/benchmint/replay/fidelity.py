@@ -232,8 +232,9 @@ def estimate_original(view: TraceView, cal: Calibration) -> float | None:
     """The original step's un-observed time, from the trace and the replay recorded under the same observers.
 
     The observers' cost lands in the recorded durations and gaps of both recordings alike (it is per node
-    and the replay runs the same ops with the same children), so op by op the difference between the recorded original and the recorded replay (without
-    re-created scopes, median of the recordings) is what the original did besides the replayed op:
+    and the replay runs the same ops with the same children), so op by op the difference between the
+    recorded original and the recorded replay (without re-created scopes, median of the recordings) is what
+    the original did besides the replayed op:
 
     * gaps: the original's gap before each op less the replay's, less the observers' cost of the original's
       scope events (``record_function`` / autograd-engine scopes opened or closed there, at the probe's
