@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from benchmint.core import clock
+from benchmint.core.stderr import filtered_native_stderr
 from benchmint.replay.plan import Plan
 from benchmint.replay.types import TraceView
 
@@ -103,7 +104,7 @@ def _probe_scope_cost() -> tuple[float, float]:
     base = min(loop() for _ in range(3))
     from benchmint.trace.capture import scratch_dir
 
-    with tempfile.TemporaryDirectory(prefix="benchmint-probe-", dir=scratch_dir()) as tmp:
+    with tempfile.TemporaryDirectory(prefix="benchmint-probe-", dir=scratch_dir()) as tmp, filtered_native_stderr():
         with profile(activities=[ProfilerActivity.CPU], record_shapes=True):
             et = ExecutionTraceObserver()
             et.register_callback(os.path.join(tmp, "et.json"))
@@ -128,7 +129,8 @@ def record_replay(plan: Plan, fn: Callable, out_dir: str | os.PathLike, tag: int
     R = plan.registers()
     with torch.inference_mode():
         prof = profile(activities=activities, record_shapes=True)
-        prof.__enter__()
+        with filtered_native_stderr():
+            prof.__enter__()
         et = ExecutionTraceObserver()
         et.register_callback(str(et_path))
         et.start()
@@ -138,7 +140,8 @@ def record_replay(plan: Plan, fn: Callable, out_dir: str | os.PathLike, tag: int
                 torch.cuda.synchronize()
         et.stop()
         et.unregister_callback()
-        prof.__exit__(None, None, None)
+        with filtered_native_stderr():
+            prof.__exit__(None, None, None)
     prof.export_chrome_trace(str(k_path))
     return et_path, k_path
 

@@ -41,6 +41,7 @@ from typing import Any
 from benchmint.core import clock
 from benchmint.core.errors import UserError
 from benchmint.core.jsonio import write_json
+from benchmint.core.stderr import filtered_native_stderr
 
 SCHEMA_VERSION = "1.0"
 ET_NAME = "et.json"
@@ -183,7 +184,8 @@ class Capture:
         if self._sync is not None:
             activities.append(ProfilerActivity.CUDA)
         self._prof = profile(activities=activities, record_shapes=self.record_shapes)
-        self._prof.__enter__()
+        with filtered_native_stderr():
+            self._prof.__enter__()
         et = ExecutionTraceObserver()
         # the observer writes every node as the op exits: into memory-backed storage when there is some, so
         # that disk stalls do not land in the recorded step (the file is moved into place afterwards)
@@ -215,7 +217,8 @@ class Capture:
         self._et.unregister_callback()
         self._et = None
         shutil.move(self._et_tmp, self.out / ET_NAME)  # type: ignore[operator]
-        self._prof.__exit__(None, None, None)
+        with filtered_native_stderr():
+            self._prof.__exit__(None, None, None)
         self._prof.export_chrome_trace(str(self.out / KINETO_NAME))  # type: ignore[operator]
         self._prof = None
         self.done = True
