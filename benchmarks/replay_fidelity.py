@@ -51,18 +51,7 @@ def steady_malloc() -> bool:
         return False
 
 
-def _median_time(fn, reps: int) -> float:
-    from benchmint.core import clock
-
-    xs = []
-    for _ in range(reps):
-        t0 = clock.now_ns()
-        fn()
-        xs.append((clock.now_ns() - t0) / 1e9)
-    return statistics.median(xs)
-
-
-def _one(name, cap, args, build, replay_trace, capture_steps, torch) -> dict:
+def _one(name, cap, args, build, replay_trace, capture_steps, compare_with_original) -> dict:
     """One fresh capture of ``name``, its two replays, and the alternating timing."""
     w = build(name, args.scale)
     capture_steps(w.step, cap, warmup=20, measure=10, record=1)
@@ -72,31 +61,15 @@ def _one(name, cap, args, build, replay_trace, capture_steps, torch) -> dict:
         shutil.copy(cap / f, user / f)
     a = replay_trace(cap, iters=10, warmup=2)
     b = replay_trace(user / "et.json", kineto=user / "kineto.json", iters=10, warmup=2)
-    fa, fb = a.compiled(), b.compiled()
-    pa, pb = a.plan, b.plan
-
-    def run_a(fn=fa, p=pa):
-        with torch.inference_mode():
-            fn(p.registers())
-
-    def run_b(fn=fb, p=pb):
-        with torch.inference_mode():
-            fn(p.registers())
-
-    for f in (w.step, run_a, run_b):
-        f()
-    o, ra, rb = [], [], []
-    for _ in range(args.rounds):
-        o.append(_median_time(w.step, args.reps))
-        ra.append(_median_time(run_a, args.reps))
-        rb.append(_median_time(run_b, args.reps))
+    cmp = compare_with_original(w.step, {"capture": a, "trace": b}, rounds=args.rounds, reps=args.reps)
+    ra, rb = cmp["replays"]["capture"], cmp["replays"]["trace"]
     r = a.result
     return {
         "workload": name, "ops": r["ops_total"], "coverage": r["coverage"],
-        "original_s": statistics.median(o), "capture_s": r["original_iter_time_s"],
-        "replay_s": statistics.median(ra), "error": statistics.median(x / y - 1 for x, y in zip(ra, o, strict=True)),
-        "estimate_s": b.result["original_iter_time_estimated_s"], "replay_trace_only_s": statistics.median(rb),
-        "error_trace_only": statistics.median(x / y - 1 for x, y in zip(rb, o, strict=True)),
+        "original_s": cmp["original_s"], "capture_s": r["original_iter_time_s"],
+        "replay_s": ra["replay_s"], "error": ra["error"],
+        "estimate_s": b.result["original_iter_time_estimated_s"], "replay_trace_only_s": rb["replay_s"],
+        "error_trace_only": rb["error"],
         "ops_only_s": r["replay_ops_only_s"],
     }
 
@@ -122,6 +95,7 @@ def main() -> int:
 
     from benchmint.models.workloads import WORKLOADS, build
     from benchmint.replay.api import replay_trace
+    from benchmint.replay.compare import compare_with_original
     from benchmint.trace.capture import capture_steps
 
     torch.set_num_threads(args.threads)
@@ -130,7 +104,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="benchmint-fidelity-"))
     try:
         for name in names:
-            reps = [_one(name, tmp / f"{name}-{k}", args, build, replay_trace, capture_steps, torch)
+            reps = [_one(name, tmp / f"{name}-{k}", args, build, replay_trace, capture_steps, compare_with_original)
                     for k in range(args.repeats)]
             reps.sort(key=lambda x: x["error"])
             x = dict(reps[len(reps) // 2])  # the repeat with the median error (capture.json path)

@@ -21,11 +21,14 @@ def test_demo_quick_runs_every_step_and_leaves_runs_and_report(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     assert "demo done" in p.stdout
     assert "replay fidelity: coverage" in p.stdout
+    assert "replay vs live step: timed alternately" in p.stdout and "estimated from the trace alone" in p.stdout
     assert "LoadGen result:" in p.stdout
     # the files each step says it wrote
     assert (out / "capture" / "et.json").is_file() and (out / "capture" / "capture.json").is_file()
     replay = json.loads((out / "replay" / "run.json").read_text())
     assert replay["kind"] == "replay" and replay["metrics"]["coverage"] > 0.9
+    alt = replay["metrics"]["compared_alternately"]
+    assert alt["original_s"] > 0 and alt["replays"]["replay"]["replay_s"] > 0
     assert (out / "report.html").stat().st_size > 100_000  # plotly inlined: the page opens offline
     # every run the demo measured is in the store, queryable
     q = subprocess.run(

@@ -1,0 +1,73 @@
+"""Time a live original step against its replays, alternating (original, replay, ..., original, replay, ...).
+
+On a shared machine the same step can take half as long again a few minutes later, so a replay is compared
+with its original only inside one run, alternately, as the median over rounds of (replay / original - 1).
+This is what ``benchmarks/replay_fidelity.py`` and the demo report; call it from a notebook with the step
+function you captured::
+
+    res = replay_trace("capture")
+    compare_with_original(step, {"replay": res})
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from benchmint.core import clock
+
+
+def _median_time(fn: Callable[[], object], reps: int) -> float:
+    xs = []
+    for _ in range(reps):
+        t0 = clock.now_ns()
+        fn()
+        xs.append((clock.now_ns() - t0) / 1e9)
+    return statistics.median(xs)
+
+
+def _runner(res: Any) -> Callable[[], None]:
+    fn, plan = res.compiled(), res.plan
+    sync = plan.device.type == "cuda"
+
+    def run() -> None:
+        with torch.inference_mode():
+            fn(plan.registers())
+            if sync:
+                torch.cuda.synchronize(plan.device)
+
+    return run
+
+
+def compare_with_original(step: Callable[[], object], replays: dict[str, Any], *, rounds: int = 7,
+                          reps: int = 5) -> dict[str, Any]:
+    """Time ``step`` (the original) and each replay (a ``ReplayResult``) alternately: ``rounds`` rounds of
+    ``reps`` iterations each, one call of each first as warm-up. Returns the original's median time and, per
+    replay, its median time and ``error``: the median over rounds of (replay / original - 1)."""
+    if rounds < 1 or reps < 1:
+        raise ValueError("rounds and reps must be at least 1")
+    runs = {name: _runner(res) for name, res in replays.items()}
+    step()
+    for run in runs.values():
+        run()
+    orig: list[float] = []
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        orig.append(_median_time(step, reps))
+        for name, run in runs.items():
+            times[name].append(_median_time(run, reps))
+    out: dict[str, Any] = {
+        "original_s": statistics.median(orig),
+        "rounds": rounds,
+        "reps": reps,
+        "how_measured": f"{rounds} rounds alternating the original step and each replay, {reps} iterations "
+                        "each per round (median); error = median over rounds of replay / original - 1",
+        "replays": {},
+    }
+    for name, xs in times.items():
+        out["replays"][name] = {"replay_s": statistics.median(xs),
+                                "error": statistics.median(x / o - 1 for x, o in zip(xs, orig, strict=True))}
+    return out

@@ -1,0 +1,28 @@
+"""compare_with_original: a live step and its replay timed alternately, the error as a median of ratios."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+def test_a_replay_of_a_captured_step_is_compared_with_the_live_step(tmp_path):
+    from benchmint.replay.api import replay_trace
+    from benchmint.replay.compare import compare_with_original
+    from benchmint.trace.capture import capture_steps
+
+    w = torch.randn(64, 64)
+    x = torch.randn(32, 64)
+
+    def step():
+        return torch.relu(x @ w).sum()
+
+    capture_steps(step, tmp_path / "cap", warmup=2, measure=5, record=1)
+    res = replay_trace(tmp_path / "cap", iters=3, warmup=1)
+    out = compare_with_original(step, {"replay": res, "again": res}, rounds=3, reps=2)
+    assert out["original_s"] > 0 and out["rounds"] == 3 and "alternating" in out["how_measured"]
+    assert set(out["replays"]) == {"replay", "again"}
+    for r in out["replays"].values():
+        assert r["replay_s"] > 0 and -1 < r["error"] < 100
+    with pytest.raises(ValueError):
+        compare_with_original(step, {"replay": res}, rounds=0)
