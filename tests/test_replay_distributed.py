@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 from torch.profiler import ExecutionTraceObserver
 
-rank, world, store, out, more = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5] == "more"
+rank, world, store, out, mode = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 collectives = world > 1
 if collectives:
     dist.init_process_group("gloo", store=dist.FileStore(store, world), rank=rank, world_size=world,
@@ -53,9 +53,20 @@ def step_more():
     dist.reduce(x, 0)
 
 
+def step_swap():
+    # both ranks send first, then receive: blocking sends would wait for each other
+    a, b = torch.randn(4, 8), torch.empty(4, 8)
+    works = [dist.isend(a, 1 - rank), dist.irecv(b, 1 - rank)]
+    for w in works:
+        w.wait()
+    dist.all_reduce(b)
+
+
 def step():
-    if more:
+    if mode == "more":
         return step_more()
+    if mode == "swap":
+        return step_swap()
     lin.zero_grad()
     lin(x).relu().sum().backward()
     if collectives:
@@ -93,6 +104,20 @@ def no_leftover_processes():
     assert not left, f"processes left behind: {[p.cmdline() for p in left]}"
 
 
+def _unnest_collectives(path: Path) -> Path:
+    """torch's ExecutionTraceObserver records an op issued while an isend/irecv is in flight (its gloo record
+    ends on completion) as a child of that isend: here the irecv that follows the isend. Make such c10d ops
+    children of the isend's parent, as they ran (the trace layer does not undo this yet)."""
+    et = json.loads(path.read_text())
+    by_id = {n["id"]: n for n in et["nodes"]}
+    for n in et["nodes"]:
+        parent = by_id.get(n["ctrl_deps"])
+        if n["name"].startswith("c10d::") and parent is not None and parent["name"].startswith("c10d::"):
+            n["ctrl_deps"] = parent["ctrl_deps"]
+    path.write_text(json.dumps(et))
+    return path
+
+
 def _tar(path: Path, members: dict[str, Path]) -> Path:
     with tarfile.open(path, "w:gz") as tf:
         for name, src in members.items():
@@ -116,13 +141,19 @@ def captured(tmp_path_factory) -> dict[str, Path]:
     for p in procs:
         assert p.wait(timeout=120) == 0
     procs = [run(r, 2, "store2", f"more{r}.json", "more") for r in range(2)]
+    procs += [run(r, 2, "store3", f"swap{r}.json", "swap") for r in range(2)]
     for p in procs:
         assert p.wait(timeout=120) == 0
+    for r in range(2):
+        _unnest_collectives(d / f"swap{r}.json")
     return {
         "pair": _tar(d / "pair.tar.gz", {"step/rank0.json": d / "rank0.json", "step/rank1.json": d / "rank1.json"}),
         # rank 0's trace twice: the all-to-all split sizes no longer fit together
         "twice": _tar(d / "twice.tar.gz", {"step/rank0.json": d / "rank0.json", "step/rank1.json": d / "rank0.json"}),
         "more": _tar(d / "more.tar.gz", {"rank0.json": d / "more0.json", "rank1.json": d / "more1.json"}),
+        "swap": _tar(d / "swap.tar.gz", {"rank0.json": d / "swap0.json", "rank1.json": d / "swap1.json"}),
+        # rank 0's exchange on both ranks: each sends to and receives from "rank 1"
+        "swap_twice": _tar(d / "swap_twice.tar.gz", {"rank0.json": d / "swap0.json", "rank1.json": d / "swap0.json"}),
         "rank0": d / "rank0.json",
         "single": d / "single.json",
     }
@@ -160,6 +191,29 @@ def test_other_collectives_and_point_to_point_replay(captured):
     assert calls[0][1].startswith("all_gather") and calls[0][2].startswith("reduce_scatter")
     assert calls[1][4] == "recv from rank 0"
     assert all(p["collectives"]["count"] == 6 for p in r["per_rank"])
+
+
+def test_an_exchange_where_both_ranks_send_first_replays_without_waiting(captured):
+    """isend + irecv on both ranks, sends first: replayed as blocking sends, each rank would wait for the
+    other's receive until the collective timeout."""
+    import time
+
+    t0 = time.monotonic()
+    r = replay_ranks(captured["swap"], ranks=2, device="cpu", warmup=1, iters=3, gaps="none",
+                     collective_timeout_s=20).result
+    assert time.monotonic() - t0 < 20
+    assert r["coverage"] == 1.0 and not r["skipped"]
+    calls = [[o["call"] for o in p["collective_ops"]] for p in r["per_rank"]]
+    assert calls[0][:2] == ["send to rank 1", "recv from rank 1"]
+    assert calls[1][:2] == ["send to rank 0", "recv from rank 0"]
+    assert all(p["collectives"]["time_s"] > 0 for p in r["per_rank"])
+
+
+def test_point_to_point_ops_that_do_not_pair_are_refused_before_any_rank_starts(captured, cli):
+    code, _, err = cli("replay", str(captured["swap_twice"]), "--ranks", "2", "--device", "cpu", "--no-store")
+    assert code == 2 and "Traceback" not in err
+    assert "rank 1's c10d::send names peer rank 1, not another rank of 2" in err
+    assert len(err.strip().splitlines()) == 1, err
 
 
 def test_without_ranks_collectives_are_skipped_with_the_hint(captured):
@@ -207,6 +261,21 @@ def test_disagreement_names_the_collective_and_the_ranks():
     assert "rank 1 issues 0 collectives" in disagreement([[ar], []])
     other = {"op": "c10d::allreduce_", "tensors": [["tensors", 12, "float32"]]}
     assert "collective #1 (c10d::allreduce_): rank 1's tensors have [12] elements" in disagreement([[ar], [other]])
+
+
+def test_disagreement_pairs_each_send_with_its_receive():
+    def p2p(op: str, peer: int, n: int = 32, dtype: str = "float32") -> dict:
+        return {"op": f"c10d::{op}", "tensors": [["tensors", n, dtype]], "peer": peer, "tag": 0}
+
+    ar = {"op": "c10d::allreduce_", "tensors": [["tensors", 10, "float32"]]}
+    # both ranks send first: fine, the sends do not block
+    assert disagreement([[p2p("send", 1), p2p("recv_", 1), ar], [p2p("send", 0), p2p("recv_", 0), ar]]) is None
+    assert "rank 0 sends 1 time(s) to rank 1 but rank 1 receives 0 time(s)" in disagreement(
+        [[p2p("send", 1), ar], [ar]])
+    assert "send #1 from rank 0 to rank 1 carries 32 float32, rank 1's matching receive expects 16 float32" in \
+        disagreement([[p2p("send", 1)], [p2p("recv_", 0, 16)]])
+    assert "follows collective #0 on rank 0, its matching receive collective #1 on rank 1" in disagreement(
+        [[p2p("send", 1), ar], [ar, p2p("recv_", 0)]])
 
 
 def _mem_available() -> int:

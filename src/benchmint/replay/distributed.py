@@ -40,7 +40,6 @@ from benchmint.replay.types import TENSOR, TENSOR_LIST, VALUE, OpRec, TRef
 from benchmint.trace.load import archive_ranks
 
 COLLECTIVE_PREFIXES = ("c10d::", "c10d_functional::", "_c10d_functional::")
-P2P = {"send", "recv_", "recv_any_source_"}
 # functional-collective ops that move no data (the wait, the autograd wrapper): replayed as the identity and
 # left out of the ranks' sequence check (a rank records them or not, depending on when its result was used)
 LOCAL = {"wait_tensor", "_wrap_tensor_autograd"}
@@ -74,7 +73,8 @@ def _refs(a: Any) -> list[TRef]:
 
 
 def signature(op: OpRec) -> dict[str, Any]:
-    """The recorded collective as JSON: op, each tensor argument's (numel, dtype), split sizes."""
+    """The recorded collective as JSON: op, each tensor argument's (numel, dtype), split sizes; for
+    point-to-point ops also the peer rank and the tag."""
     names = _arg_names(op)
     tensors, values = [], {}
     for n, a in zip(names, op.inputs, strict=False):
@@ -82,6 +82,10 @@ def signature(op: OpRec) -> dict[str, Any]:
             tensors.append([n, r.numel, str(r.dtype).replace("torch.", "")])
         if a.kind == VALUE and n.endswith("split_sizes"):
             values[n] = list(a.value or [])
+        if a.kind == VALUE and n in ("dstRank", "srcRank", "dst", "src"):
+            values["peer"] = a.value
+        if a.kind == VALUE and n == "tag":
+            values["tag"] = a.value
     return {"op": op.name, "tensors": tensors, **values}
 
 
@@ -93,11 +97,21 @@ def _chunks(numel: int, splits: list[int], world: int, rows: int) -> list[int] |
     return [numel // world] * world if numel % world == 0 else None
 
 
+def _p2p_kind(sig: dict[str, Any]) -> str | None:
+    base = sig["op"].partition("::")[2]
+    return base if base in ("send", "recv_") else None
+
+
 def disagreement(seqs: list[list[dict[str, Any]]]) -> str | None:
-    """Why the ranks' collective sequences (one list of :func:`signature` per rank, point-to-point ops left
-    out) cannot be replayed together, or None when they fit: same ops in the same order, the same tensor sizes
+    """Why the ranks' collective sequences (one list of :func:`signature` per rank, in order) cannot be
+    replayed together, or None when they fit: the same collectives in the same order, the same tensor sizes
     (all-reduce, broadcast, all-gather ...) or, for all-to-all, what each rank sends to a peer is what that
-    peer expects from it."""
+    peer expects from it; and every send pairs with a receive (see :func:`_p2p_disagreement`)."""
+    colls = [[c for c in s if _p2p_kind(c) is None] for s in seqs]
+    return _collective_disagreement(colls) or _p2p_disagreement(seqs)
+
+
+def _collective_disagreement(seqs: list[list[dict[str, Any]]]) -> str | None:
     world = len(seqs)
     n0 = len(seqs[0]) if seqs else 0
     for r, s in enumerate(seqs):
@@ -140,6 +154,47 @@ def disagreement(seqs: list[list[dict[str, Any]]]) -> str | None:
     return None
 
 
+def _p2p_disagreement(seqs: list[list[dict[str, Any]]]) -> str | None:
+    """Rank r's k-th send to rank p (with a tag) must meet p's k-th receive from r (with that tag): the same
+    tensor sizes and dtypes, and between the same two collectives, since the replay issues point-to-point ops
+    without blocking and waits for them before the next collective (or at the end of the iteration)."""
+    world = len(seqs)
+    ends: dict[str, dict[tuple[int, int, int], list[tuple[int, list]]]] = {"send": {}, "recv_": {}}
+    for r, s in enumerate(seqs):
+        after = 0  # collectives before this op
+        for c in s:
+            kind = _p2p_kind(c)
+            if kind is None:
+                after += 1
+                continue
+            peer = c.get("peer")
+            if not isinstance(peer, int) or not 0 <= peer < world or peer == r:
+                return f"rank {r}'s {c['op']} names peer rank {peer!r}, not another rank of {world}"
+            tag = int(c.get("tag") or 0)
+            key = (r, peer, tag) if kind == "send" else (peer, r, tag)
+            ends[kind].setdefault(key, []).append((after, [(t[1], t[2]) for t in c["tensors"]]))
+    for key in sorted(set(ends["send"]) | set(ends["recv_"])):
+        src, dst, tag = key
+        sends, recvs = ends["send"].get(key, []), ends["recv_"].get(key, [])
+        tagged = f" (tag {tag})" if tag else ""
+        if len(sends) != len(recvs):
+            return (f"rank {src} sends {len(sends)} time(s) to rank {dst}{tagged} but rank {dst} receives "
+                    f"{len(recvs)} time(s) from rank {src}; an unpaired send or receive would wait forever")
+        for k, ((a_after, a), (b_after, b)) in enumerate(zip(sends, recvs, strict=True)):
+            head = f"send #{k + 1} from rank {src} to rank {dst}{tagged}"
+            if a != b:
+                return (f"{head} carries {_fmt_tensors(a)}, rank {dst}'s matching receive expects "
+                        f"{_fmt_tensors(b)}")
+            if a_after != b_after:
+                return (f"{head} follows collective #{a_after} on rank {src}, its matching receive collective "
+                        f"#{b_after} on rank {dst}; the ranks would wait for each other")
+    return None
+
+
+def _fmt_tensors(ts: list) -> str:
+    return ", ".join(f"{n} {d}" for n, d in ts) or "no tensor"
+
+
 def _with_rows(op: OpRec, sig: dict[str, Any]) -> dict[str, Any]:
     """Add the dim-0 length of all-to-all tensors (split sizes count rows)."""
     if op.name.endswith("::alltoall_base_"):
@@ -152,13 +207,21 @@ def _with_rows(op: OpRec, sig: dict[str, Any]) -> dict[str, Any]:
 
 
 def sequence(ops: list[OpRec]) -> list[dict[str, Any]]:
-    """The collective signatures of ``ops`` in order (point-to-point ops left out)."""
+    """The collective signatures of ``ops`` in order, point-to-point ops included (receives from any source,
+    never replayed, and the local functional ops left out)."""
     return [_with_rows(o, signature(o)) for o in ops
-            if is_collective(o.name) and o.name.split("::", 1)[1] not in P2P | LOCAL]
+            if is_collective(o.name) and o.name.split("::", 1)[1] not in LOCAL | {"recv_any_source_"}]
 
 
 # -- the mapping of recorded collectives to torch.distributed calls -------------------------------------------
 _FUNCTIONAL_OPS = {"sum": "SUM", "product": "PRODUCT", "min": "MIN", "max": "MAX", "avg": "SUM"}
+# tests only: "RANK" or "RANK:OP" makes that rank's first live collective (of that op, e.g. c10d::allreduce_)
+# raise, to check how a failing rank is reported
+FAIL_ENV = "BENCHMINT_TEST_FAIL_RANK"
+
+
+def _noop(*_: Any) -> None:
+    return None
 
 
 @dataclass
@@ -167,20 +230,34 @@ class Mapped:
     op: str
     call: str
     tensor_args: list[str]  # argument names passed at run time, in order
-    fn: Callable
     bytes_in: int
     bytes_out: int
+    fn: Callable = _noop
+    peer: str = ""  # " to rank 1" / " from rank 0" for point-to-point ops
     calls: int = 0
     ns: int = 0
+
+    @property
+    def where(self) -> str:
+        return f"step {self.index} ({self.op}{self.peer})"
+
+
+class CommFailed(Exception):
+    """A live collective failed; ``where`` names the step, the op and the peer."""
+
+    def __init__(self, where: str, why: str):
+        super().__init__(f"{where}: {why}")
+        self.where = where
+        self.why = why
 
 
 def _nbytes(ts: list[torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in ts)
 
 
-def _exact(t: torch.Tensor) -> bool:
-    """Values the replay may overwrite with what other ranks send (floating point data); integer tensors
-    (indices, lengths, offsets) keep the values the plan was checked with, and receive into a scratch copy."""
+def _receives_in_place(t: torch.Tensor) -> bool:
+    """Whether what other ranks send may overwrite ``t`` (floating point data); integer tensors (indices,
+    lengths, offsets) keep the values the plan was checked with, and receive into a scratch copy."""
     return t.is_floating_point() or t.is_complex()
 
 
@@ -201,6 +278,8 @@ class Collectives:
     started: bool = False
     store: Any = None
     iterations: int = 0
+    pending: list[tuple[Mapped, Any]] = field(default_factory=list)  # point-to-point work not waited on yet
+    fail: str | None = None  # tests only, see FAIL_ENV
 
     # -- planning --------------------------------------------------------------------------------------------
     def make(self, index: int, op: OpRec, args: dict[str, Any]) -> Mapped:
@@ -208,30 +287,58 @@ class Collectives:
         the plan's tensors, values as recorded, None for opaque objects: process group, reduce op, work).
         Raises :class:`CommUnavailable`."""
         ns, _, base = op.name.partition("::")
+        m = Mapped(index, op.name, "", [], 0, 0)
         if ns != "c10d":
-            m = self._functional(base, args)
+            self._functional(m, base, args)
         else:
-            m = self._c10d(base, args)
-        m.index = index
-        m.op = op.name
+            self._c10d(m, base, args)
         self.mapped[index] = m
         return m
 
-    def _timed(self, k: list[Mapped], body: Callable[[], None]) -> None:
+    def _call(self, m: Mapped, body: Callable[[], Any]) -> None:
+        """Run one live collective (nothing while not live); ``body`` returns the Work objects of
+        point-to-point ops, waited on before the next collective (:meth:`drain`)."""
+        if not self.live:
+            return
+        if not m.peer:
+            self.drain()
+        t0 = clock.now_ns()
+        try:
+            if self.fail is not None and self.fail in ("", m.op):
+                self.fail = None
+                raise RuntimeError(f"failure injected by {FAIL_ENV}")
+            works = body()
+        except Exception as e:
+            raise self._failed(m, e) from e
+        if m.peer and works:
+            self.pending.extend((m, w) for w in works if w is not None)
         if self.counting:
-            t0 = clock.now_ns()
-            body()
-            m = k[0]
             m.ns += clock.now_ns() - t0
             m.calls += 1
+
+    def drain(self) -> None:
+        """Wait for the point-to-point ops issued since the last collective (their wait counts as theirs)."""
+        while self.pending:
+            m, w = self.pending.pop(0)
+            t0 = clock.now_ns()
+            try:
+                w.wait()
+            except Exception as e:
+                self.pending.clear()
+                raise self._failed(m, e) from e
+            if self.counting:
+                m.ns += clock.now_ns() - t0
+
+    def _failed(self, m: Mapped, e: Exception) -> CommFailed:
+        text = str(e).strip()
+        if "timed out" in text.lower() or "timeout" in type(e).__name__.lower():
+            why = f"timed out after {self.timeout_s:g} s"
         else:
-            body()
+            why = f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
+        return CommFailed(m.where, why)
 
-    def _c10d(self, base: str, a: dict[str, Any]) -> Mapped:
+    def _c10d(self, m: Mapped, base: str, a: dict[str, Any]) -> None:
         import torch.distributed as dist
-
-        me = self
-        box: list[Mapped] = []
 
         def tensors(name: str) -> list[torch.Tensor]:
             v = a.get(name)
@@ -247,24 +354,29 @@ class Collectives:
                     return a[n]
             return default
 
+        def root_rank() -> int:
+            root = int(value("root_rank", "root", default=0))
+            if not 0 <= root < self.world:
+                raise CommUnavailable(f"its root rank {root} is not in a group of {self.world}")
+            return root
+
         if base in ("allreduce_", "allreduce_coalesced_"):
             ts = tensors("tensors")
-            scratch = [None if _exact(t) else torch.empty_like(t) for t in ts]
+            scratch = [None if _receives_in_place(t) else torch.empty_like(t) for t in ts]
 
-            def allreduce(tl: list[torch.Tensor]) -> tuple:
-                if me.live:
-                    def go() -> None:
-                        for t, s in zip(tl, scratch, strict=True):
-                            if s is None:
-                                dist.all_reduce(t, group=me.group)
-                            else:
-                                s.copy_(t)
-                                dist.all_reduce(s, group=me.group)
-                    me._timed(box, go)
+            def all_reduce(tl: list[torch.Tensor]) -> None:
+                for t, s in zip(tl, scratch, strict=True):
+                    if s is not None:
+                        s.copy_(t)
+                    dist.all_reduce(t if s is None else s, group=self.group)
+
+            def allreduce(tl: list[torch.Tensor]) -> tuple | None:
+                self._call(m, lambda: all_reduce(tl))
                 return (tl, None) if base == "allreduce_" else None
 
-            m = Mapped(0, "", "all_reduce (SUM: the recorded reduce op is an opaque object)", ["tensors"],
-                       allreduce, _nbytes(ts), _nbytes(ts))
+            m.call, m.tensor_args, m.fn = ("all_reduce (SUM: the recorded reduce op is an opaque object)",
+                                           ["tensors"], allreduce)
+            m.bytes_in = m.bytes_out = _nbytes(ts)
         elif base == "alltoall_base_":
             out, inp = tensors("output")[0], tensors("input")[0]
             osp = list(value("output_split_sizes", default=[]))
@@ -276,30 +388,28 @@ class Collectives:
                 rows = t.shape[0] if t.dim() else 1
                 if sp and sum(sp) != rows or not sp and rows % self.world:
                     raise CommUnavailable(f"its {what} split sizes {sp} do not fit its {rows} rows")
-            dest = out if _exact(out) else torch.empty_like(out)
+            scratch_out = None if _receives_in_place(out) else torch.empty_like(out)
 
             def alltoall(o: torch.Tensor, i: torch.Tensor) -> None:
-                if me.live:
-                    me._timed(box, lambda: dist.all_to_all_single(dest if dest is not out else o, i,
-                                                                  osp or None, isp or None, group=me.group))
-                return None
+                self._call(m, lambda: dist.all_to_all_single(o if scratch_out is None else scratch_out, i,
+                                                             osp or None, isp or None, group=self.group))
 
-            m = Mapped(0, "", "all_to_all_single" + (" (recorded split sizes)" if osp or isp else ""),
-                       ["output", "input"], alltoall, _nbytes([inp]), _nbytes([out]))
+            m.call = "all_to_all_single" + (" (recorded split sizes)" if osp or isp else "")
+            m.tensor_args, m.fn, m.bytes_in, m.bytes_out = ["output", "input"], alltoall, _nbytes([inp]), \
+                _nbytes([out])
         elif base == "alltoall_":
             outs, ins = tensors("output_tensors"), tensors("input_tensors")
             if len(outs) != self.world or len(ins) != self.world:
                 raise CommUnavailable(f"it was recorded for {len(outs)} ranks, the group has {self.world}")
-            dests = [o if _exact(o) else torch.empty_like(o) for o in outs]
+            scratch_outs = [None if _receives_in_place(o) else torch.empty_like(o) for o in outs]
 
             def alltoall_list(ol: list[torch.Tensor], il: list[torch.Tensor]) -> tuple:
-                if me.live:
-                    d = [x if x is not y else z for x, y, z in zip(dests, outs, ol, strict=True)]
-                    me._timed(box, lambda: dist.all_to_all(d, il, group=me.group))
+                d = [o if s is None else s for o, s in zip(ol, scratch_outs, strict=True)]
+                self._call(m, lambda: dist.all_to_all(d, il, group=self.group))
                 return (ol, None)
 
-            m = Mapped(0, "", "all_to_all", ["output_tensors", "input_tensors"], alltoall_list, _nbytes(ins),
-                       _nbytes(outs))
+            m.call, m.tensor_args, m.fn = "all_to_all", ["output_tensors", "input_tensors"], alltoall_list
+            m.bytes_in, m.bytes_out = _nbytes(ins), _nbytes(outs)
         elif base in ("_allgather_base_", "_reduce_scatter_base_"):
             out, inp = tensors("output_tensor")[0], tensors("input_tensor")[0]
             gather = base == "_allgather_base_"
@@ -309,102 +419,89 @@ class Collectives:
                                       f"{self.world} ranks")
             f = (getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor) if gather else \
                 (getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor)
-            dest = out if _exact(out) else torch.empty_like(out)
+            scratch_out = None if _receives_in_place(out) else torch.empty_like(out)
 
             def base_call(o: torch.Tensor, i: torch.Tensor) -> tuple:
-                if me.live:
-                    me._timed(box, lambda: f(dest if dest is not out else o, i, group=me.group))
+                self._call(m, lambda: f(o if scratch_out is None else scratch_out, i, group=self.group))
                 return (o, None)
 
-            m = Mapped(0, "", f.__name__, ["output_tensor", "input_tensor"], base_call, _nbytes([inp]),
-                       _nbytes([out]))
+            m.call, m.tensor_args, m.fn = f.__name__, ["output_tensor", "input_tensor"], base_call
+            m.bytes_in, m.bytes_out = _nbytes([inp]), _nbytes([out])
         elif base == "broadcast_":
             ts = tensors("tensors")
-            root = int(value("root_rank", "root", default=0))
-            if not 0 <= root < self.world:
-                raise CommUnavailable(f"its root rank {root} is not in a group of {self.world}")
-            scratch = [None if _exact(t) or self.rank == root else torch.empty_like(t) for t in ts]
+            root = root_rank()
+            scratch = [None if _receives_in_place(t) or self.rank == root else torch.empty_like(t) for t in ts]
 
             def broadcast(tl: list[torch.Tensor]) -> tuple:
-                if me.live:
-                    def go() -> None:
-                        for t, s in zip(tl, scratch, strict=True):
-                            dist.broadcast(t if s is None else s, src=root, group=me.group)
-                    me._timed(box, go)
+                def go() -> None:
+                    for t, s in zip(tl, scratch, strict=True):
+                        dist.broadcast(t if s is None else s, src=root, group=self.group)
+                self._call(m, go)
                 return (tl, None)
 
-            m = Mapped(0, "", f"broadcast from rank {root}", ["tensors"], broadcast, _nbytes(ts), _nbytes(ts))
+            m.call, m.tensor_args, m.fn = f"broadcast from rank {root}", ["tensors"], broadcast
+            m.bytes_in = m.bytes_out = _nbytes(ts)
         elif base == "reduce_":
             ts = tensors("tensors")
-            root = int(value("root_rank", "root", default=0))
-            if not 0 <= root < self.world:
-                raise CommUnavailable(f"its root rank {root} is not in a group of {self.world}")
-            scratch = [None if _exact(t) else torch.empty_like(t) for t in ts]
+            root = root_rank()
+            scratch = [None if _receives_in_place(t) else torch.empty_like(t) for t in ts]
 
             def reduce(tl: list[torch.Tensor]) -> None:
-                if me.live:
-                    def go() -> None:
-                        for t, s in zip(tl, scratch, strict=True):
-                            if s is not None:
-                                s.copy_(t)
-                            dist.reduce(t if s is None else s, dst=root, group=me.group)
-                    me._timed(box, go)
-                return None
+                def go() -> None:
+                    for t, s in zip(tl, scratch, strict=True):
+                        if s is not None:
+                            s.copy_(t)
+                        dist.reduce(t if s is None else s, dst=root, group=self.group)
+                self._call(m, go)
 
-            m = Mapped(0, "", f"reduce (SUM) to rank {root}", ["tensors"], reduce, _nbytes(ts), _nbytes(ts))
+            m.call, m.tensor_args, m.fn = f"reduce (SUM) to rank {root}", ["tensors"], reduce
+            m.bytes_in = m.bytes_out = _nbytes(ts)
         elif base in ("barrier", "monitored_barrier_"):
             def barrier(*_: Any) -> None:
-                if me.live:
-                    me._timed(box, lambda: dist.barrier(group=me.group))
-                return None
+                self._call(m, lambda: dist.barrier(group=self.group))
 
-            names = [n for n in ("tensor",) if isinstance(a.get(n), torch.Tensor)]
-            m = Mapped(0, "", "barrier", names, barrier, 0, 0)
+            m.call, m.fn = "barrier", barrier
+            m.tensor_args = [n for n in ("tensor",) if isinstance(a.get(n), torch.Tensor)]
         elif base in ("send", "recv_"):
+            # issued without blocking (isend / irecv) and waited on before the next collective or at the end of
+            # the iteration: a recorded exchange where both ranks send first must not wait for each other
             ts = tensors("tensors")
-            peer = value("dst", "dstRank", "src", "srcRank")
+            peer = value("dstRank", "dst", "srcRank", "src")
             tag = int(value("tag", default=0))
             if not isinstance(peer, int) or not 0 <= peer < self.world or peer == self.rank:
                 raise CommUnavailable(f"its peer rank {peer!r} is not another rank of a group of {self.world}")
             if base == "send":
                 def send(tl: list[torch.Tensor]) -> None:
-                    if me.live:
-                        me._timed(box, lambda: [dist.send(t, dst=peer, group=me.group, tag=tag) for t in tl])
-                    return None
+                    self._call(m, lambda: [dist.isend(t, dst=peer, group=self.group, tag=tag) for t in tl])
 
-                m = Mapped(0, "", f"send to rank {peer}", ["tensors"], send, _nbytes(ts), 0)
+                m.call, m.peer, m.fn, m.bytes_in = f"send to rank {peer}", f" to rank {peer}", send, _nbytes(ts)
             else:
-                scratch = [None if _exact(t) else torch.empty_like(t) for t in ts]
+                scratch = [None if _receives_in_place(t) else torch.empty_like(t) for t in ts]
 
                 def recv(tl: list[torch.Tensor]) -> None:
-                    if me.live:
-                        me._timed(box, lambda: [dist.recv(t if s is None else s, src=peer, group=me.group, tag=tag)
-                                                for t, s in zip(tl, scratch, strict=True)])
-                    return None
+                    self._call(m, lambda: [dist.irecv(t if s is None else s, src=peer, group=self.group, tag=tag)
+                                           for t, s in zip(tl, scratch, strict=True)])
 
-                m = Mapped(0, "", f"recv from rank {peer}", ["tensors"], recv, 0, _nbytes(ts))
+                m.call, m.peer, m.fn, m.bytes_out = (f"recv from rank {peer}", f" from rank {peer}", recv,
+                                                     _nbytes(ts))
+            m.tensor_args = ["tensors"]
         elif base in ("allgather_", "reduce_scatter_", "gather_", "scatter_", "allgather_coalesced_"):
             raise CommUnavailable("its nested tensor lists (Tensor[][]) are not recorded in a form the replay "
                                   "can rebuild")
         else:
             raise CommUnavailable(f"no torch.distributed mapping for c10d::{base}")
-        box.append(m)
-        return m
 
-    def _functional(self, base: str, a: dict[str, Any]) -> Mapped:
+    def _functional(self, m: Mapped, base: str, a: dict[str, Any]) -> None:
         """Functional collectives (``_c10d_functional::``, torch.compile): out-of-place, they return tensors."""
         import torch.distributed as dist
 
-        me = self
-        box: list[Mapped] = []
         name = "input" if isinstance(a.get("input"), torch.Tensor) else "tensor"
         inp = a.get(name)
         if not isinstance(inp, torch.Tensor):
             raise CommUnavailable("its input is not a recorded tensor")
         if base in LOCAL:
-            m = Mapped(0, "", "nothing (the collectives are synchronous)", [name], lambda t: t, 0, 0)
-            box.append(m)
-            return m
+            m.call, m.tensor_args, m.fn = "nothing (the collectives are synchronous)", [name], lambda t: t
+            return
         size = a.get("group_size")
         if size is None and isinstance(a.get("ranks"), list):
             size = len(a["ranks"])
@@ -415,16 +512,17 @@ class Collectives:
             raise CommUnavailable(f"reduce op {red!r} is not known")
         op = getattr(dist.ReduceOp, _FUNCTIONAL_OPS[red])
         w = self.world
+        n = _nbytes([inp])
+        m.tensor_args = ["input"]
         if base in ("all_reduce", "all_reduce_"):
             inplace = base.endswith("_")
 
             def all_reduce(t: torch.Tensor) -> torch.Tensor:
                 o = t if inplace else t.clone()
-                if me.live:
-                    me._timed(box, lambda: dist.all_reduce(o, op=op, group=me.group))
+                self._call(m, lambda: dist.all_reduce(o, op=op, group=self.group))
                 return o
 
-            m = Mapped(0, "", "all_reduce", ["input"], all_reduce, _nbytes([inp]), _nbytes([inp]))
+            m.call, m.fn, m.bytes_in, m.bytes_out = "all_reduce", all_reduce, n, n
         elif base in ("all_gather_into_tensor", "reduce_scatter_tensor"):
             gather = base == "all_gather_into_tensor"
             if not gather and (not inp.dim() or inp.shape[0] % w):
@@ -435,12 +533,10 @@ class Collectives:
             def gather_scatter(t: torch.Tensor) -> torch.Tensor:
                 shape = (t.shape[0] * w if gather else t.shape[0] // w, *t.shape[1:])
                 o = t.new_empty(shape)
-                if me.live:
-                    me._timed(box, lambda: f(o, t, group=me.group) if gather else f(o, t, op=op, group=me.group))
+                self._call(m, lambda: f(o, t, group=self.group) if gather else f(o, t, op=op, group=self.group))
                 return o
 
-            n = _nbytes([inp])
-            m = Mapped(0, "", f.__name__, ["input"], gather_scatter, n, n * w if gather else n // w)
+            m.call, m.fn, m.bytes_in, m.bytes_out = f.__name__, gather_scatter, n, n * w if gather else n // w
         elif base == "all_to_all_single":
             osp, isp = list(a.get("output_split_sizes") or []), list(a.get("input_split_sizes") or [])
             if osp and len(osp) != w or isp and len(isp) != w:
@@ -449,26 +545,22 @@ class Collectives:
             def a2a(t: torch.Tensor) -> torch.Tensor:
                 rows = sum(osp) if osp else t.shape[0]
                 o = t.new_empty((rows, *t.shape[1:]))
-                if me.live:
-                    me._timed(box, lambda: dist.all_to_all_single(o, t, osp or None, isp or None, group=me.group))
+                self._call(m, lambda: dist.all_to_all_single(o, t, osp or None, isp or None, group=self.group))
                 return o
 
-            m = Mapped(0, "", "all_to_all_single", ["input"], a2a, _nbytes([inp]), _nbytes([inp]))
+            m.call, m.fn, m.bytes_in, m.bytes_out = "all_to_all_single", a2a, n, n
         elif base == "broadcast" or base == "broadcast_":
             src = int(a.get("src") or 0)
             inplace = base.endswith("_")
 
             def bcast(t: torch.Tensor) -> torch.Tensor:
                 o = t if inplace else t.clone()
-                if me.live:
-                    me._timed(box, lambda: dist.broadcast(o, src=src, group=me.group))
+                self._call(m, lambda: dist.broadcast(o, src=src, group=self.group))
                 return o
 
-            m = Mapped(0, "", f"broadcast from rank {src}", ["input"], bcast, _nbytes([inp]), _nbytes([inp]))
+            m.call, m.fn, m.bytes_in, m.bytes_out = f"broadcast from rank {src}", bcast, n, n
         else:
             raise CommUnavailable(f"no torch.distributed mapping for {base}")
-        box.append(m)
-        return m
 
     # -- running ---------------------------------------------------------------------------------------------
     def begin(self, plan: Any) -> None:
@@ -482,6 +574,8 @@ class Collectives:
         import torch.distributed as dist
 
         steps = [s for s in plan.steps if s.replayed and is_collective(s.op.name)]
+        # build_plan may plan more than once: keep only what the final plan calls
+        self.mapped = {s.index: self.mapped[s.index] for s in steps if s.index in self.mapped}
         mine = sequence([s.op for s in steps])
         if self.store is None:
             if self.store_path is None:
@@ -511,6 +605,7 @@ class Collectives:
     def end(self) -> None:
         self.live = False
         self.counting = False
+        self.pending.clear()
 
     def close(self) -> None:
         import torch.distributed as dist

@@ -15,7 +15,7 @@ from benchmint.replay.plan import Plan
 
 def sync_fn(device: torch.device) -> Callable[[], None]:
     if device.type == "cuda":
-        return torch.cuda.synchronize
+        return lambda: torch.cuda.synchronize(device)
     return lambda: None
 
 
@@ -24,11 +24,13 @@ def time_iterations(plan: Plan, fn: Callable, iters: int, warmup: int = 1, live:
 
     ``live``: in a multi-rank replay (``plan.comm``), run the collectives for real on the process group, with
     a barrier before each iteration (outside the timing) so that every rank times the same iterations; every
-    rank must then make the same call."""
+    rank must then make the same call. Point-to-point ops issued without blocking are waited on at the end of
+    each iteration, inside the timing."""
     sync = sync_fn(plan.device)
     now = clock.now_ns
     comm = plan.comm if live else None
     barrier = comm.barrier if comm is not None else (lambda: None)
+    drain = comm.drain if comm is not None else (lambda: None)
     if comm is not None:
         comm.begin(plan)
     try:
@@ -37,6 +39,7 @@ def time_iterations(plan: Plan, fn: Callable, iters: int, warmup: int = 1, live:
                 R = plan.registers()
                 barrier()
                 fn(R)
+                drain()
                 sync()
                 del R
             out = []
@@ -49,6 +52,7 @@ def time_iterations(plan: Plan, fn: Callable, iters: int, warmup: int = 1, live:
                 sync()
                 t0 = now()
                 fn(R)
+                drain()
                 sync()
                 out.append((now() - t0) / 1e9)
                 del R
@@ -75,14 +79,14 @@ def summarize(xs: list[float]) -> dict[str, Any]:
 def measure_peak_memory(plan: Plan) -> tuple[int, str]:
     """Peak bytes of live tensor storages during one iteration, and how it was measured."""
     if plan.device.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(plan.device)
         torch.cuda.reset_peak_memory_stats(plan.device)
         base = torch.cuda.memory_allocated(plan.device)
         fn = plan.compile(standins=False)
         R = plan.registers()
         with torch.inference_mode():
             fn(R)
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(plan.device)
         peak = torch.cuda.max_memory_allocated(plan.device)
         del R
         return int(max(peak, base)), "torch.cuda.max_memory_allocated over one iteration (includes inputs)"
