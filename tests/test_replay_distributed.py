@@ -255,6 +255,37 @@ def test_the_parent_timeout_stops_every_rank(captured):
         replay_ranks(captured["pair"], ranks=2, device="cpu", iters=1, timeout_s=1)
 
 
+def test_a_failing_rank_is_one_line_naming_the_rank_step_and_op(captured, cli, tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setenv("BENCHMINT_TEST_FAIL_RANK", "1:c10d::allreduce_")
+    code, _, err = cli("replay", str(captured["pair"]), "--ranks", "2", "--device", "cpu", "--iters", "1",
+                       "--gaps", "none", "--no-store")
+    assert code == 2, err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, err
+    assert errors[0].startswith("error: rank 1 failed in step ")
+    assert "(c10d::allreduce_): RuntimeError: failure injected by BENCHMINT_TEST_FAIL_RANK (--debug keeps the " \
+        "ranks' logs)" in errors[0]
+    assert not list(tmp_path.glob("benchmint-ranks-*"))
+
+
+def test_a_failing_point_to_point_op_names_its_peer_and_debug_keeps_the_logs(captured, tmp_path, monkeypatch):
+    import shutil
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setenv("BENCHMINT_TEST_FAIL_RANK", "1:c10d::recv_")
+    with pytest.raises(UserError, match=r"^rank 1 failed in step \d+ \(c10d::recv_ from rank 0\): RuntimeError: "
+                       r"failure injected .*\(the ranks' logs: (.*)\)$") as e:
+        replay_ranks(captured["more"], ranks=2, device="cpu", warmup=1, iters=1, gaps="none", keep_logs=True)
+    logs = Path(str(e.value).rsplit("the ranks' logs: ", 1)[1].rstrip(")"))
+    assert "Traceback" in (logs / "rank1.log").read_text()
+    shutil.rmtree(logs)
+
+
 def test_disagreement_names_the_collective_and_the_ranks():
     ar = {"op": "c10d::allreduce_", "tensors": [["tensors", 10, "float32"]]}
     assert disagreement([[ar], [ar]]) is None

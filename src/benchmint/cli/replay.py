@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from benchmint.cli.common import console, err_console
+from benchmint.cli.common import console, err_console, state
 
 
 def _fmt_s(x: float | None) -> str:
@@ -68,7 +68,8 @@ def replay(
 
         res = replay_ranks(trace, kineto, ranks=ranks, device=device, threads=threads, warmup=warmup, iters=iters,
                            seed=seed, gaps=gaps, target=target, iteration=iteration, timeout_s=timeout,
-                           echo=lambda line: err_console.print(line, highlight=False, markup=False))
+                           echo=lambda line: err_console.print(line, highlight=False, markup=False),
+                           keep_logs=state.debug)
     else:
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                       console=err_console, transient=True) as prog:

@@ -670,6 +670,16 @@ def _worker(spec_path: str) -> int:
 
     from benchmint.replay.api import replay_trace
 
+    fail = os.environ.get(FAIL_ENV)
+    if fail is not None and fail.partition(":")[0] == str(rank):
+        comm.fail = fail.partition(":")[2]
+
+    def failed(record: dict[str, Any], code: int) -> int:
+        traceback.print_exc()  # into the rank's log, kept with --debug
+        write_json(spec["out"], {"rank": rank, "failed_at": time.time(), **record})
+        say(f"failed: {record['error']}")
+        return code
+
     try:
         dev = spec["device"]
         if dev.startswith("cuda") and spec.get("gpu_per_rank"):
@@ -687,14 +697,12 @@ def _worker(spec_path: str) -> int:
         say(f"done: {r['ops_replayed']}/{r['ops_total']} ops, {r['iter_time_s']['median'] * 1e3:.1f} ms/iter")
         return 0
     except UserError as e:
-        write_json(spec["out"], {"rank": rank, "error": str(e), "user_error": True})
-        say(f"error: {e}")
-        return 2
+        return failed({"error": str(e), "user_error": True}, 2)
+    except CommFailed as e:
+        return failed({"error": f"failed in {e.where}: {e.why}"}, 1)
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which stops the other ranks
-        write_json(spec["out"], {"rank": rank, "error": f"{type(e).__name__}: {e}",
-                                 "traceback": traceback.format_exc()})
-        say(f"failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-        return 1
+        text = str(e).strip()
+        return failed({"error": f"failed: {type(e).__name__}" + (f": {text.splitlines()[0]}" if text else "")}, 1)
     finally:
         try:
             comm.close()
@@ -750,11 +758,14 @@ def replay_ranks(
     timeout_s: float = 1800.0,
     collective_timeout_s: float = 60.0,
     echo: Callable[[str], None] | None = None,
+    keep_logs: bool | None = None,
 ) -> RanksResult:
     """Replay a multi-rank trace with one process per rank on this machine, its collectives on a real
     process group; see the module's doc. ``threads``: intra-op threads per rank (default 1); ``timeout_s``:
     the whole run, after which every rank is stopped; ``collective_timeout_s``: the process group's timeout
-    for one collective. ``echo``: where the ranks' progress lines go (default stderr)."""
+    for one collective. ``echo``: where the ranks' progress lines go (default stderr). ``keep_logs``: when a
+    rank fails, keep the ranks' logs (with tracebacks) and name their folder in the error (default: when
+    BENCHMINT_DEBUG is set; the CLI passes --debug)."""
     from benchmint.replay.api import find_inputs
     from benchmint.replay.source import view_from_trace
     from benchmint.trace import load
@@ -799,6 +810,7 @@ def replay_ranks(
     env["OMP_NUM_THREADS"] = str(th)
     procs: list[subprocess.Popen] = []
     logs: list[Path] = []
+    kept = False
     t0 = time.monotonic()
     say(f"replaying {ranks} ranks of {inp.trace} ({backend}, {device}, {th} thread(s) per rank)")
     try:
@@ -820,18 +832,15 @@ def replay_ranks(
         _watch(procs, logs, tmp, t0 + timeout_s, timeout_s, say)
         wall = time.monotonic() - t0
         per = [read_json(tmp / f"rank{r}.result.json") for r in range(ranks)]
+    except RankFailed as e:
+        kept = keep_logs if keep_logs is not None else bool(os.environ.get("BENCHMINT_DEBUG"))
+        raise RankFailed(f"{e} (" + (f"the ranks' logs: {tmp}" if kept else "--debug keeps the ranks' logs")
+                         + ")") from e
     finally:
         _stop(procs)
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not kept:
+            shutil.rmtree(tmp, ignore_errors=True)
     return _join(per, ranks, backend, wall, inp)
-
-
-def _tail(log: Path, n: int = 6) -> str:
-    try:
-        lines = log.read_text(errors="replace").splitlines()
-    except OSError:
-        return ""
-    return "\n".join(lines[-n:])
 
 
 def _watch(procs: list[subprocess.Popen], logs: list[Path], tmp: Path, deadline: float, timeout_s: float,
@@ -863,16 +872,9 @@ def _watch(procs: list[subprocess.Popen], logs: list[Path], tmp: Path, deadline:
         codes = [p.poll() for p in procs]
         bad = [r for r, c in enumerate(codes) if c not in (None, 0)]
         if bad:
-            r = bad[0]
             _stop(procs)
-            res = tmp / f"rank{r}.result.json"
-            info = read_json(res) if res.exists() else {}
-            if info.get("user_error"):
-                raise UserError(f"rank {r}: {info['error']}")
-            if info.get("error"):
-                raise RuntimeError(f"rank {r} of the replay failed: {info['error']}\n{info.get('traceback', '')}")
-            raise RuntimeError(f"rank {r} of the replay exited with code {codes[r]}; its last output:\n"
-                               f"{_tail(logs[r])}")
+            forward()
+            raise _failure(bad, codes, tmp, last)
         if all(c == 0 for c in codes):
             return
         if time.monotonic() > deadline:
@@ -880,10 +882,36 @@ def _watch(procs: list[subprocess.Popen], logs: list[Path], tmp: Path, deadline:
             _stop(procs)
             where = "; ".join(f"rank {r} last said {last[r][len(f'rank {r}: '):]!r}" if last[r] else f"rank {r}: "
                               "no progress" for r in waiting[:4])
-            raise UserError(f"the replay did not finish within {timeout_s:.0f} s: rank(s) "
+            raise RankFailed(f"the replay did not finish within {timeout_s:.0f} s: rank(s) "
                             f"{', '.join(map(str, waiting))} still running ({where}); stopped them all; "
                             "give more time (--timeout) or fewer --iters")
         time.sleep(0.2)
+
+
+class RankFailed(UserError):
+    """A rank of a multi-rank replay failed: one line naming the rank, the step, the op and its peer."""
+
+
+def _failure(bad: list[int], codes: list[int | None], tmp: Path, last: list[str]) -> UserError:
+    """The first failure: of the ranks that reported one, the earliest (a rank that fails makes its peers
+    fail after it); else the first rank that exited with an error code."""
+    reports = []
+    for r in range(len(codes)):
+        res = tmp / f"rank{r}.result.json"
+        try:
+            info = read_json(res) if res.exists() else {}
+        except (OSError, ValueError):
+            info = {}
+        if info.get("error"):
+            reports.append((info.get("failed_at", float("inf")), r, info))
+    if reports:
+        _, r, info = min(reports, key=lambda x: (x[0], x[1]))
+        if info.get("user_error"):
+            return UserError(f"rank {r}: {info['error']}")
+        return RankFailed(f"rank {r} {info['error']}")
+    r = bad[0]
+    said = last[r][len(f"rank {r}: "):] if last[r] else "nothing"
+    return RankFailed(f"rank {r} exited with code {codes[r]} (it last said {said!r})")
 
 
 def _stop(procs: list[subprocess.Popen]) -> None:
