@@ -250,6 +250,16 @@ def test_single_trace_without_collectives_replays_on_every_rank(captured, cli, t
     assert "ranks" in text and "coverage per rank 1.000, 1.000" in text
 
 
+def test_cuda_with_fewer_gpus_than_ranks_is_refused(captured, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(UserError, match=r"^--device cuda with --ranks 2 needs a GPU per rank \(rank r on cuda:r\); "
+                       r"this machine has 1; use --device cpu$"):
+        replay_ranks(captured["pair"], ranks=2, device="cuda", iters=1)
+
+
 def test_the_parent_timeout_stops_every_rank(captured):
     with pytest.raises(UserError, match=r"did not finish within 1 s: rank\(s\) 0, 1 still running"):
         replay_ranks(captured["pair"], ranks=2, device="cpu", iters=1, timeout_s=1)

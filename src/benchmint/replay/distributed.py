@@ -682,8 +682,9 @@ def _worker(spec_path: str) -> int:
 
     try:
         dev = spec["device"]
-        if dev.startswith("cuda") and spec.get("gpu_per_rank"):
+        if dev.startswith("cuda"):  # one GPU per rank; NCCL and the current-device allocations follow it
             dev = f"cuda:{rank}"
+            torch.cuda.set_device(rank)
         res = replay_trace(spec["trace"], spec["kineto"], device=dev, threads=spec["threads"],
                            warmup=spec["warmup"], iters=spec["iters"], seed=spec["seed"], gaps=spec["gaps"],
                            target=spec["target"], iteration=spec["iteration"], rank=spec["trace_rank"],
@@ -731,15 +732,17 @@ def _loopback_ifname() -> str | None:
     return None
 
 
-def _backend_for(device: str, ranks: int) -> tuple[str, bool]:
-    """(backend, one GPU per rank)."""
+def _backend_for(device: str, ranks: int) -> str:
+    """NCCL (or gloo where torch has no NCCL) with a GPU per rank for cuda, gloo for cpu."""
     import torch.distributed as dist
 
     if device.startswith("cuda"):
-        if dist.is_nccl_available() and torch.cuda.device_count() >= ranks:
-            return "nccl", True
-        return "gloo", torch.cuda.device_count() >= ranks
-    return "gloo", False
+        have = torch.cuda.device_count()
+        if have < ranks:
+            raise UserError(f"--device {device} with --ranks {ranks} needs a GPU per rank (rank r on cuda:r); this "
+                            f"machine has {have}; use --device cpu")
+        return "nccl" if dist.is_nccl_available() else "gloo"
+    return "gloo"
 
 
 def replay_ranks(
@@ -790,7 +793,7 @@ def replay_ranks(
         device = "cuda" if torch.cuda.is_available() and any(d.startswith("cuda") for d in tr0.devices) else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
-    backend, gpu_per_rank = _backend_for(device, ranks)
+    backend = _backend_for(device, ranks)
     # the ranks must issue the same collectives in the same order: check the traces before starting anything
     seqs = [sequence(view_from_trace(load(inp.trace, rank=trace_rank(r)), iteration=iteration).ops)
             for r in range(ranks)]
@@ -817,7 +820,7 @@ def replay_ranks(
         for r in range(ranks):
             spec = {"rank": r, "world": ranks, "trace_rank": trace_rank(r), "trace": str(inp.trace),
                     "kineto": str(inp.kineto) if inp.kineto else None, "device": device,
-                    "gpu_per_rank": gpu_per_rank, "backend": backend, "threads": th, "warmup": warmup,
+                    "backend": backend, "threads": th, "warmup": warmup,
                     "iters": iters, "seed": seed, "gaps": gaps, "target": target, "iteration": iteration,
                     "store": str(tmp / "store"), "out": str(tmp / f"rank{r}.result.json"), "timeout_s": timeout_s,
                     "collective_timeout_s": collective_timeout_s, "parent": os.getpid()}
