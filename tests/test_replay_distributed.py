@@ -250,6 +250,39 @@ def test_single_trace_without_collectives_replays_on_every_rank(captured, cli, t
     assert "ranks" in text and "coverage per rank 1.000, 1.000" in text
 
 
+def test_sigterm_stops_the_ranks_and_removes_the_temporary_folder(captured, tmp_path):
+    import signal
+    import time
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    p = subprocess.Popen([sys.executable, "-c", "from benchmint.cli.main import run; run()", "replay",
+                          str(captured["pair"]), "--ranks", "2", "--device", "cpu", "--iters", "1000000",
+                          "--warmup", "0", "--gaps", "none", "--no-store", "--out", str(tmp_path / "out")],
+                         env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        end = time.monotonic() + 60
+        ranks: list[psutil.Process] = []
+        while time.monotonic() < end and len(ranks) < 2:
+            time.sleep(0.2)
+            ranks = psutil.Process(p.pid).children()
+        assert len(ranks) == 2 and list(tmp.glob("benchmint-ranks-*"))
+        time.sleep(3)
+        assert p.poll() is None
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 128 + signal.SIGTERM, err
+    assert b"Traceback" not in err and b"terminated (SIGTERM)" in err
+    assert not list(tmp.glob("benchmint-ranks-*"))
+    psutil.wait_procs(ranks, timeout=5)
+    assert not [r for r in ranks if r.is_running() and r.status() != psutil.STATUS_ZOMBIE]
+
+
 def test_cuda_with_fewer_gpus_than_ranks_is_refused(captured, monkeypatch):
     import torch
 

@@ -19,10 +19,12 @@ import json
 import os
 import resource
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -802,6 +804,33 @@ def replay_ranks(
         more = " (every rank replays the same single trace)" if have is None and ranks > 1 else ""
         raise UserError(f"{inp.trace}: its collectives cannot be replayed on {ranks} ranks{more}: {why}")
 
+    old_sigterm = _stop_on_sigterm(say)
+    try:
+        return _run_ranks(inp, ranks, trace_rank, device, backend, threads, warmup, iters, seed, gaps, target,
+                          iteration, timeout_s, collective_timeout_s, keep_logs, say)
+    finally:
+        if old_sigterm is not None:
+            signal.signal(signal.SIGTERM, old_sigterm)
+
+
+def _stop_on_sigterm(say: Callable[[str], None]) -> Any:
+    """While the ranks run, SIGTERM raises SystemExit (exit code 143) so that the ranks are stopped and the
+    temporary folder removed on the way out; returns the handler to restore (None off the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def on_sigterm(signum: int, _frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough: let the clean-up finish
+        say("terminated (SIGTERM): stopping the ranks")
+        raise SystemExit(128 + signum)
+
+    return signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def _run_ranks(inp: Any, ranks: int, trace_rank: Callable[[int], int | None], device: str, backend: str,
+               threads: int | None, warmup: int, iters: int, seed: int, gaps: str | None, target: str,
+               iteration: int | None, timeout_s: float, collective_timeout_s: float, keep_logs: bool | None,
+               say: Callable[[str], None]) -> RanksResult:
     tmp = Path(tempfile.mkdtemp(prefix="benchmint-ranks-"))
     env = dict(os.environ)
     lo = _loopback_ifname()
