@@ -46,8 +46,10 @@ def replay(
                               "rank) with N processes on this machine, its collectives on a real process group "
                               "(gloo; NCCL with --device cuda and a GPU per rank). N must equal the trace's "
                               "ranks; a single trace is replayed by every rank. --threads is per rank (default 1)."),
-    timeout: float = typer.Option(1800.0, "--timeout", help="With --ranks: stop every rank and fail after this "
-                                  "many seconds."),
+    timeout: float = typer.Option(None, "--timeout", help="With --ranks: stop every rank and fail after this "
+                                  "many seconds (default 1800)."),
+    comm_timeout: float = typer.Option(None, "--comm-timeout", help="With --ranks: fail when one collective "
+                                       "waits this many seconds (default 60)."),
 ) -> None:
     """Replay an execution trace as a standalone benchmark and report its fidelity to the original step.
 
@@ -60,14 +62,22 @@ def replay(
     """
     from rich.progress import BarColumn, Progress, TextColumn
 
+    from benchmint.core.errors import UserError
     from benchmint.core.jsonio import write_json
     from benchmint.replay.api import replay_trace, run_record
 
+    for flag, v in (("--timeout", timeout), ("--comm-timeout", comm_timeout)):
+        if v is not None and ranks is None:
+            raise UserError(f"{flag} applies to a multi-rank replay only; add --ranks N or leave it out")
+        if v is not None and not v > 0:
+            raise UserError(f"{flag} {v:g}: must be a positive number of seconds")
     if ranks is not None:
         from benchmint.replay.distributed import replay_ranks
 
         res = replay_ranks(trace, kineto, ranks=ranks, device=device, threads=threads, warmup=warmup, iters=iters,
-                           seed=seed, gaps=gaps, target=target, iteration=iteration, timeout_s=timeout,
+                           seed=seed, gaps=gaps, target=target, iteration=iteration,
+                           timeout_s=1800.0 if timeout is None else timeout,
+                           collective_timeout_s=60.0 if comm_timeout is None else comm_timeout,
                            echo=lambda line: err_console.print(line, highlight=False, markup=False),
                            keep_logs=state.debug)
     else:
@@ -150,11 +160,14 @@ def _print_summary(r: dict) -> None:
         t.add_row("ranks", f"{r['ranks']} ({r['backend']}): coverage per rank {covs}; slowest rank "
                   f"{r['slowest_rank']}; wall {r['wall_time_s']:.1f} s, peak RSS {r['peak_rss_bytes'] / 2**20:.0f} "
                   f"MiB per rank, {r['peak_rss_sum_bytes'] / 2**30:.1f} GiB all ranks")
-        t.add_row("collectives", f"{c['replayed_per_rank']} per rank replayed ("
-                  + ", ".join(f"{k} x{v}" for k, v in c["by_name"].items())
-                  + f"), {max(c['bytes_in_per_rank']) / 2**20:.1f} MiB in / "
-                  f"{max(c['bytes_out_per_rank']) / 2**20:.1f} MiB out per rank per iteration, "
-                  f"{_fmt_s(max(c['time_s_per_rank']))} in collectives (slowest rank)")
+        if c["replayed_per_rank"]:
+            t.add_row("collectives", f"{c['replayed_per_rank']} per rank replayed ("
+                      + ", ".join(f"{k} x{v}" for k, v in c["by_name"].items())
+                      + f"), {max(c['bytes_in_per_rank']) / 2**20:.1f} MiB in / "
+                      f"{max(c['bytes_out_per_rank']) / 2**20:.1f} MiB out per rank per iteration, "
+                      f"{_fmt_s(max(c['time_s_per_rank']))} in collectives (slowest rank)")
+        else:
+            t.add_row("collectives", "none")
     for s in r["skipped"][:8]:
         on = f" (ranks {', '.join(map(str, s['ranks']))})" if "ranks" in s else ""
         t.add_row("skipped", f"{s['op']} x{s['count']}{on}: {s['reason']}")

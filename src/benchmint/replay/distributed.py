@@ -572,12 +572,17 @@ class Collectives:
             self._start(plan)
         self.live = True
 
+    def keep_planned(self, plan: Any) -> list[Any]:
+        """The plan's replayed collective steps; forget the mappings of any other step (build_plan may plan
+        more than once, and a collective a later pass skipped must not count in :meth:`stats`)."""
+        steps = [s for s in plan.steps if s.replayed and is_collective(s.op.name)]
+        self.mapped = {s.index: self.mapped[s.index] for s in steps if s.index in self.mapped}
+        return steps
+
     def _start(self, plan: Any) -> None:
         import torch.distributed as dist
 
-        steps = [s for s in plan.steps if s.replayed and is_collective(s.op.name)]
-        # build_plan may plan more than once: keep only what the final plan calls
-        self.mapped = {s.index: self.mapped[s.index] for s in steps if s.index in self.mapped}
+        steps = self.keep_planned(plan)
         mine = sequence([s.op for s in steps])
         if self.store is None:
             if self.store_path is None:
@@ -782,6 +787,9 @@ def replay_ranks(
         raise UserError(f"--threads {threads}: must be at least 1")
     if warmup < 0 or iters < 1:
         raise UserError("--iters must be >= 1 and --warmup >= 0")
+    if not timeout_s > 0 or not collective_timeout_s > 0:
+        raise UserError(f"--timeout {timeout_s:g} / --comm-timeout {collective_timeout_s:g}: both must be positive "
+                        "numbers of seconds")
     inp = find_inputs(trace, kineto)
     have = archive_ranks(inp.trace)
     if have is not None:
