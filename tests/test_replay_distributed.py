@@ -182,6 +182,7 @@ def test_two_rank_capture_replays_its_collectives(captured):
     assert r["coverage"] == 1.0 and not r["skipped"]
     assert r["iter_time_s"] == r["per_rank"][r["slowest_rank"]]["iter_time_s"]
     assert "barrier before each iteration" in r["how_measured"]
+    assert r["error_note"] is None  # --gaps none: nothing calibrated without communication
 
 
 def test_other_collectives_and_point_to_point_replay(captured):
@@ -417,3 +418,7 @@ def test_param_dlrm_replays_on_8_ranks(cli, tmp_path):
     assert r["collectives"]["by_name"] == {"c10d::alltoall_base_": 5, "c10d::allreduce_": 3}
     assert not any(s["op"].startswith("c10d::") for s in r["skipped"])
     assert "8 per rank replayed" in text
+    # gaps aimed at the original with the collectives idle, real collectives on top: no error figure
+    assert r["gap_target"] and r["error"] is None
+    assert r["error_note"].startswith("no error: the gaps between ops were aimed at the original step time")
+    assert "see error_note" in r["how_measured"]

@@ -128,7 +128,7 @@ def fidelity_line(r: dict) -> str:
              f"replay {_fmt_s(it)}/iter"]
     if orig is not None:
         parts.append(f"original {_fmt_s(orig)} (capture.json)")
-        parts.append(f"error {r['error'] * 100:+.1f}%")
+        parts.append(f"error {r['error'] * 100:+.1f}%" if r["error"] is not None else "error - (see error_note)")
     elif r.get("original_iter_time_estimated_s") is not None:
         parts.append(f"original ~{_fmt_s(r['original_iter_time_estimated_s'])} (estimated from the trace)")
     return ", ".join(parts)
@@ -151,7 +151,7 @@ def _print_summary(r: dict) -> None:
     if r.get("original_iter_time_estimated_s") is not None:
         t.add_row("original, estimated", _fmt_s(r["original_iter_time_estimated_s"])
                   + f" (recorded span {_fmt_s(r['recorded_step_span_s'])} less the observers' cost)")
-    t.add_row("error", f"{r['error'] * 100:+.1f}%" if r["error"] is not None else "-")
+    t.add_row("error", f"{r['error'] * 100:+.1f}%" if r["error"] is not None else r.get("error_note") or "-")
     t.add_row("peak memory", f"{r['peak_memory_bytes'] / 2**20:.1f} MiB")
     t.add_row("device, threads", f"{r['device']}, {r['threads']}" + (" per rank" if r.get("ranks") else ""))
     if r.get("ranks"):

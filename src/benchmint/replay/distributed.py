@@ -1027,10 +1027,26 @@ def _join(per: list[dict[str, Any]], ranks: int, backend: str, wall: float, inp:
                                                                    if k != "ops"},
             "collective_ops": p["collectives"]["ops"],
         } for r, p in enumerate(per)],
+        "error_note": None,
         "how_measured": (per[slow]["how_measured"] + f"; {ranks} ranks, one process each on this machine, "
                          f"collectives on a {backend} process group; a barrier before each iteration, so the "
                          f"ranks time the same iterations; iter_time_s is the slowest rank's (rank {slow})"),
     })
+    aimed = [p.get("gap_target") for p in per if p.get("gap_target")]
+    if aimed:
+        # the gaps were calibrated with the collectives doing nothing, to make the iteration as long as the
+        # original step, which includes the original's communication; the timed iterations then add this
+        # machine's collectives on top: the replayed time is not comparable with the original's
+        base["error"] = None
+        base["error_note"] = (f"no error: the gaps between ops were aimed at the original step time ({aimed[0]}) "
+                              "with the collectives doing nothing, and the timed iterations add the real "
+                              "collectives on top, so the time counts communication twice; --gaps none compares "
+                              "the ops and the real collectives back to back with the original")
+        base["how_measured"] += ("; error: none, the gaps were calibrated without communication (see "
+                                 "error_note)")
+    elif base.get("error") is not None:
+        base["how_measured"] += ("; error: the slowest rank's iteration, ops back to back with this machine's "
+                                 "collectives, against the original step time")
     return RanksResult(result=base, per_op_type=per[slow].get("per_op_type", []))
 
 
