@@ -108,20 +108,6 @@ def no_leftover_processes():
     assert not left, f"processes left behind: {[p.cmdline() for p in left]}"
 
 
-def _unnest_collectives(path: Path) -> Path:
-    """torch's ExecutionTraceObserver records an op issued while an isend/irecv is in flight (its gloo record
-    ends on completion) as a child of that isend: here the irecv that follows the isend. Make such c10d ops
-    children of the isend's parent, as they ran (the trace layer does not undo this yet)."""
-    et = json.loads(path.read_text())
-    by_id = {n["id"]: n for n in et["nodes"]}
-    for n in et["nodes"]:
-        parent = by_id.get(n["ctrl_deps"])
-        if n["name"].startswith("c10d::") and parent is not None and parent["name"].startswith("c10d::"):
-            n["ctrl_deps"] = parent["ctrl_deps"]
-    path.write_text(json.dumps(et))
-    return path
-
-
 def _tar(path: Path, members: dict[str, Path]) -> Path:
     with tarfile.open(path, "w:gz") as tf:
         for name, src in members.items():
@@ -148,8 +134,6 @@ def captured(tmp_path_factory) -> dict[str, Path]:
     procs += [run(r, 2, "store3", f"swap{r}.json", "swap") for r in range(2)]
     for p in procs:
         assert p.wait(timeout=120) == 0
-    for r in range(2):
-        _unnest_collectives(d / f"swap{r}.json")
     return {
         "pair": _tar(d / "pair.tar.gz", {"step/rank0.json": d / "rank0.json", "step/rank1.json": d / "rank1.json"}),
         # rank 0's trace twice: the all-to-all split sizes no longer fit together

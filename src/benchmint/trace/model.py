@@ -1033,7 +1033,9 @@ class Trace:
     def top_level_ops(self, within: Node | int | None = None) -> list[Node]:
         """The highest nodes that carry an op schema, in id order: walking down from the roots (or from
         ``within``), a node with an op schema is selected and its subtree is not entered (its children ran as
-        part of it and would be replayed twice)."""
+        part of it and would be replayed twice). One exception: a ``c10d::`` op found inside another is
+        selected too: torch records an op issued while an isend/irecv is in flight (its record ends when the
+        transfer completes) as that op's child, e.g. the irecv after an isend, which ran on its own."""
         if within is None and self._top is not None:
             return self._top
         tree = self._tree()
@@ -1050,6 +1052,8 @@ class Trace:
             seen.add(n.id)
             if n.op_schema:
                 out.append(n)
+                if n.name.startswith("c10d::"):
+                    stack.extend(reversed(_nested_collectives(tree, n)))
             else:
                 stack.extend(reversed(tree.get(n.id, [])))
         out.sort(key=_node_id)
@@ -1106,3 +1110,16 @@ class Trace:
 
 def _node_id(n: Node) -> int:
     return n.id
+
+
+def _nested_collectives(tree: dict[int, list[Node]], op: Node) -> list[Node]:
+    """The ``c10d::`` ops recorded inside the collective ``op`` (not inside one of them), in id order."""
+    out: list[Node] = []
+    stack = list(tree.get(op.id, []))
+    while stack:
+        n = stack.pop()
+        if n.op_schema and n.name.startswith("c10d::"):
+            out.append(n)
+        else:
+            stack.extend(tree.get(n.id, []))
+    return sorted(out, key=_node_id)
