@@ -242,3 +242,37 @@ def test_cli_all_requests_failing_exits_2(cli, tmp_path):
                        "--out", str(tmp_path / "f"), "--results", str(tmp_path / "store"))
     assert code == 2 and "all 8 requests failed (other: 8)" in err
     assert RunRecord.read(tmp_path / "f" / "run.json").status == "failed"
+
+
+def test_ctrl_c_during_a_loadgen_test_writes_the_partial_result_and_leaves_no_worker(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    out, store = tmp_path / "run", tmp_path / "store"
+    p = subprocess.Popen(
+        [sys.executable, "-m", "benchmint.cli.main", "llm", "mlperf", "--backend", "sim", "--num-samples", "8",
+         "--target-qps", "20", "--min-duration", "60", "--min-query-count", "8", "--out", str(out),
+         "--results", str(store)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    records = out / "performance" / "records.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not records.is_file() or records.stat().st_size < 2000):
+        time.sleep(0.2)
+    assert records.is_file(), "the LoadGen test never started"
+    kids = psutil.Process(p.pid).children(recursive=True)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err[-2000:]
+    assert "interrupted: wrote the partial result" in err and "Traceback" not in err
+    result = json.loads((out / "result.json").read_text())
+    part = result["interrupted_performance"]
+    assert result["status"] == "partial" and part["requests"]["completed"] > 0
+    assert part["client"]["requests"]["interrupted"] is True and part["client"]["throughput"]["output_tokens_per_s"] > 0
+    assert RunRecord.read(out / "run.json").status == "partial"
+    assert not [k for k in kids if k.is_running() and k.status() != psutil.STATUS_ZOMBIE]

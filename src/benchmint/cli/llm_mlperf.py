@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from benchmint.cli.common import console
+from benchmint.cli.common import console, err_console
 from benchmint.core.errors import UserError
 from benchmint.core.jsonio import write_json
 
@@ -287,7 +287,7 @@ def mlperf(
     figures (from mlperf_log_detail.txt) beside benchmint's client-side metrics, validity in plain words,
     accuracy (ROUGE, official targets), energy and cost."""
     from benchmint.llm.cost import resolve_price
-    from benchmint.llm.loadgen.api import MlperfConfig, run_mlperf
+    from benchmint.llm.loadgen.api import MlperfConfig, MlperfInterrupted, run_mlperf
     from benchmint.llm.loadgen.settings import RunSettings
     from benchmint.llm.loadgen.validity import plan
 
@@ -332,8 +332,15 @@ def mlperf(
     if not p.can_be_valid and mode != "accuracy":
         why = next((n for n in p.notes if n.startswith("Cannot be VALID")), "")
         console.print(f"[yellow]plan: this run can NOT be VALID[/] - {why}", soft_wrap=True)
-    with console.status("running LoadGen ...") as status:
-        result, record = run_mlperf(cfg, on_stage=lambda s: status.update(s + " ..."))
+    try:
+        with console.status("running LoadGen ...") as status:
+            result, record = run_mlperf(cfg, on_stage=lambda s: status.update(s + " ..."))
+    except MlperfInterrupted as e:
+        where = _append_store(e.record, results)
+        err_console.print(f"interrupted: wrote the partial result ({e.completed} completed requests, no LoadGen "
+                          f"verdict) to {e.result_path}" + (f"; run {e.record.id} stored in {where}" if where else ""),
+                          highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
     print_result(result)
     if json_out:
         write_json(json_out, result)

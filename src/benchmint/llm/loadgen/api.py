@@ -17,7 +17,7 @@ from typing import Any
 from benchmint.core.jsonio import write_json
 from benchmint.llm import accuracy as acc
 from benchmint.llm.cost import cost_block
-from benchmint.llm.loadgen.runner import TestOutcome, run_test, write_samples
+from benchmint.llm.loadgen.runner import TestInterrupted, TestOutcome, run_test, write_samples
 from benchmint.llm.loadgen.settings import RunSettings
 from benchmint.llm.loadgen.sut import Sample
 from benchmint.llm.loadgen.validity import explain, plan
@@ -109,8 +109,11 @@ def run_mlperf(cfg: MlperfConfig, on_stage: Callable[[str], None] | None = None)
     if cfg.mode in ("performance", "submission"):
         stage("LoadGen performance test")
         rs = dataclasses.replace(cfg.settings, mode="performance")
-        perf = run_test(out / "performance", samples_path, rs, cfg.backend, cfg.max_concurrency, cfg.timeout_s,
-                        energy=cfg.measure_energy, warmup=cfg.warmup)
+        try:
+            perf = run_test(out / "performance", samples_path, rs, cfg.backend, cfg.max_concurrency, cfg.timeout_s,
+                            energy=cfg.measure_energy, warmup=cfg.warmup)
+        except TestInterrupted as e:
+            _write_interrupted(cfg, out, result, artifacts, e.outcome, "performance")
         result["loadgen"] = _loadgen_block(perf, rs)
         result["requests"] = _requests_block(perf.records)
         result["client"] = client_metrics(perf.records, perf.worker.get("test_start_ns"), cfg.slo)
@@ -126,8 +129,11 @@ def run_mlperf(cfg: MlperfConfig, on_stage: Callable[[str], None] | None = None)
     if cfg.mode in ("accuracy", "submission"):
         stage("LoadGen accuracy test")
         rs = dataclasses.replace(cfg.settings, mode="accuracy")
-        acc_run = run_test(out / "accuracy", samples_path, rs, cfg.backend, cfg.max_concurrency, cfg.timeout_s,
-                           warmup=cfg.warmup)
+        try:
+            acc_run = run_test(out / "accuracy", samples_path, rs, cfg.backend, cfg.max_concurrency, cfg.timeout_s,
+                               warmup=cfg.warmup)
+        except TestInterrupted as e:
+            _write_interrupted(cfg, out, result, artifacts, e.outcome, "accuracy")
         token_counts = {i: r.output_tokens for i, r in zip(acc_run.qsl_index, acc_run.records, strict=True)
                         if r.output_tokens is not None}
         result["accuracy"] = acc.evaluate_accuracy_log(
@@ -164,6 +170,50 @@ def run_mlperf(cfg: MlperfConfig, on_stage: Callable[[str], None] | None = None)
     record.artifacts["result"] = "result.json"
     record.write(out)
     return result, record
+
+
+class MlperfInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``run_mlperf``: the partial result was written to ``result_path``."""
+
+    def __init__(self, result_path: Path, completed: int, record: RunRecord):
+        super().__init__("interrupted")
+        self.result_path = result_path
+        self.completed = completed
+        self.record = record
+
+
+def _write_interrupted(cfg: MlperfConfig, out: Path, result: dict[str, Any], artifacts: dict[str, str],
+                       outcome: TestOutcome, test: str) -> None:
+    """Write what an interrupted LoadGen test completed (client-side figures only: LoadGen writes its
+    summary and verdict at the end of a test) as result.json and run.json with status ``partial``, then
+    raise :class:`MlperfInterrupted`."""
+    from benchmint.llm import metrics
+
+    recs = outcome.records
+    start = outcome.worker.get("test_start_ns") or min((r.scheduled_ns for r in recs), default=0)
+    client = metrics.compute_metrics(recs, start, slo=cfg.slo or None, interrupted=True)
+    result[f"interrupted_{test}"] = {
+        "note": f"Ctrl-C during the LoadGen {test} test: the worker was stopped; LoadGen wrote no summary or "
+                "verdict, so there is no LoadGen figure; the client-side figures cover the requests completed "
+                "before the stop",
+        "requests": _requests_block(recs),
+        "client": client.to_dict() if hasattr(client, "to_dict") else client,
+    }
+    artifacts[f"loadgen_{test}_logs"] = test
+    result["status"] = "partial"
+    metrics_block = {k: result[k] for k in ("loadgen", "client", "accuracy", "energy", "cost", "requests")
+                     if result.get(k)}
+    metrics_block["interrupted"] = result[f"interrupted_{test}"]
+    config = {**result["config"], "scenario": cfg.settings.lg_scenario, "benchmark": "mlperf-inference (LoadGen)"}
+    record = RunRecord(kind="mlperf", config=config, metrics=metrics_block,
+                       workload={**cfg.workload, "mlperf_model": cfg.settings.model_key}, artifacts=artifacts,
+                       status="partial")
+    _fill_system(record)
+    result["run_id"] = record.id
+    write_json(out / "result.json", result)
+    record.artifacts["result"] = "result.json"
+    record.write(out)
+    raise MlperfInterrupted(out / "result.json", sum(r.ok for r in recs), record)
 
 
 def _fill_system(record: RunRecord) -> None:

@@ -50,6 +50,24 @@ class TestOutcome:
         return self.out_dir / "mlperf_log_accuracy.json"
 
 
+class TestInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a LoadGen test: the worker was stopped; ``outcome`` holds the requests it completed."""
+
+    def __init__(self, outcome: TestOutcome):
+        super().__init__("interrupted")
+        self.outcome = outcome
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def read_records(path: Path) -> tuple[list[RequestRecord], list[int]]:
     recs, idx = [], []
     if not path.is_file():
@@ -58,7 +76,10 @@ def read_records(path: Path) -> tuple[list[RequestRecord], list[int]]:
         for line in f:
             if not line.strip():
                 continue
-            d = orjson.loads(line)
+            try:
+                d = orjson.loads(line)
+            except orjson.JSONDecodeError:  # the last line of a worker stopped while writing it
+                continue
             idx.append(int(d.pop("qsl_index")))
             recs.append(RequestRecord(**{k: v for k, v in d.items() if k in _RECORD_FIELDS}))
     return recs, idx
@@ -96,16 +117,24 @@ def run_test(
     env["PYTHONPATH"] = src_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     log_path = out / "worker.log"
     with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "benchmint.llm.loadgen.worker", str(spec_path)],
+                                stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
-            proc = subprocess.run(
-                [sys.executable, "-m", "benchmint.llm.loadgen.worker", str(spec_path)],
-                stdout=log, stderr=subprocess.STDOUT, env=env, timeout=timeout_s, check=False,
-            )
+            proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
+            _stop(proc)
             raise UserError(
                 f"the LoadGen test in {out} ran past {timeout_s:g} s and was stopped; lower --min-duration or "
                 "--min-query-count, or raise the timeout"
             ) from None
+        except KeyboardInterrupt:
+            # LoadGen cannot be stopped mid-test from Python: stop the worker; its completed requests are on
+            # disk already (records.jsonl is written as they complete)
+            _stop(proc)
+            records, idx = read_records(out / "records.jsonl")
+            worker = read_json(out / "worker.json") if (out / "worker.json").is_file() else {}
+            raise TestInterrupted(TestOutcome(out_dir=out, loadgen={}, records=records, qsl_index=idx,
+                                              worker=worker)) from None
     if proc.returncode != 0:
         tail = log_path.read_text(errors="replace").strip().splitlines()[-6:]
         last = next((ln for ln in reversed(tail) if ln.strip()), "no output")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import array
 import asyncio
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,7 +67,8 @@ class LoopThread:
 class AsyncSUT:
     """Adapter between LoadGen's callbacks and an async :class:`Backend`."""
 
-    def __init__(self, backend: Backend, samples: Sequence[Sample], loop: LoopThread, max_concurrency: int = 0):
+    def __init__(self, backend: Backend, samples: Sequence[Sample], loop: LoopThread, max_concurrency: int = 0,
+                 sink: Callable[[int, RequestRecord], None] | None = None):
         import mlperf_loadgen as lg
 
         self._lg = lg
@@ -79,6 +80,7 @@ class AsyncSUT:
         self._next_id = 0
         self._tasks: set[asyncio.Task] = set()
         self.records: list[tuple[int, RequestRecord]] = []  # (qsl index, record), in completion order
+        self.sink = sink  # called with each completed record (the worker streams them to disk)
         self.issued = 0
         self.completed = 0
 
@@ -144,3 +146,5 @@ class AsyncSUT:
         lg.QuerySamplesComplete([lg.QuerySampleResponse(resp_id, addr, n, max(1, int(n_tokens or 0)))])
         self.records.append((index, rec))
         self.completed += 1
+        if self.sink is not None:
+            self.sink(index, rec)

@@ -20,7 +20,7 @@ from benchmint.core.jsonio import read_json, write_json
 from benchmint.llm.loadgen.backend_factory import make_backend
 from benchmint.llm.loadgen.settings import RunSettings, build_test_settings
 from benchmint.llm.loadgen.sut import AsyncSUT, LoopThread, Sample
-from benchmint.llm.types import Backend
+from benchmint.llm.types import Backend, RequestRecord
 
 
 def read_samples(path: Path) -> list[Sample]:
@@ -57,7 +57,16 @@ def run_spec(spec: dict) -> dict:
     warmup = int(spec.get("warmup") or 0)
     if warmup:  # before LoadGen starts, outside every figure (engines that compile or fill caches)
         loop.run(_warm_up(backend, samples, warmup), timeout=spec.get("start_timeout_s", 600))
-    sut_impl = AsyncSUT(backend, samples, loop, max_concurrency=int(spec.get("max_concurrency") or 0))
+    # each completed query is on disk at once: a test stopped early (Ctrl-C) still leaves its requests
+    records_file = open(out / "records.jsonl", "wb")  # noqa: SIM115 - closed below, after the test
+
+    def sink(index: int, rec: RequestRecord) -> None:
+        d = dataclasses.asdict(rec)
+        d["qsl_index"] = index
+        records_file.write(orjson.dumps(d) + b"\n")
+        records_file.flush()
+
+    sut_impl = AsyncSUT(backend, samples, loop, max_concurrency=int(spec.get("max_concurrency") or 0), sink=sink)
 
     perf_count = rs.performance_sample_count or len(samples)
     sut = lg.ConstructSUT(sut_impl.issue_queries, sut_impl.flush_queries)
@@ -74,6 +83,8 @@ def run_spec(spec: dict) -> dict:
         meter = EnergyMeter()  # around the LoadGen test only: model loading is not counted
     anchor = ClockAnchor.take()
     t0 = now_ns()
+    # what a parent needs to read the streamed records if the test never finishes (the final file replaces it)
+    write_json(out / "worker.json", {"test_start_ns": t0, "clock": anchor.describe(), "finished": False})
     try:
         if meter is not None:
             with meter:
@@ -88,12 +99,8 @@ def run_spec(spec: dict) -> dict:
             loop.run(backend.close(), timeout=60)
         finally:
             loop.stop()
+            records_file.close()
 
-    with open(out / "records.jsonl", "wb") as f:
-        for index, rec in sut_impl.records:
-            d = dataclasses.asdict(rec)
-            d["qsl_index"] = index
-            f.write(orjson.dumps(d) + b"\n")
     out_tokens = sum(r.output_tokens or 0 for _, r in sut_impl.records if r.ok)
     info = {
         "warmup_requests": warmup,
