@@ -132,3 +132,10 @@ def test_bench_rate_sweep_against_the_built_in_server(tmp_path):
     assert sw["trials_used"] == 2 and sw["order"] == [2.0, 4.0]
     assert all(p["metrics"]["ttft_p99_s"] is not None for p in sw["curve"])
     assert (tmp_path / "b" / "result.json").is_file()
+    # the two trials and the sweep itself are runs in the store; the sweep's carries the curve and the peak
+    from benchmint.results.store import ResultsStore
+
+    recs = ResultsStore(tmp_path / "store").records()
+    sweeps = [r for r in recs if r.config.get("benchmark") == "llm bench sweep"]
+    assert len(recs) == 3 and len(sweeps) == 1 and sweeps[0].id == result["run_id"]
+    assert sweeps[0].metrics["sweep"]["order"] == [2.0, 4.0] and (tmp_path / "b" / "run.json").is_file()

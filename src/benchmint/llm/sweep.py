@@ -211,5 +211,20 @@ def run_bench_sweep(
         "sweep": {**sw.to_dict(), "unit": "llm bench requests/s (Poisson arrivals)",
                   "criterion": "p99 TTFT and TPOT within --slo and no failed request"},
     }
+    # the sweep itself is a run too (each trial stored its own llm bench run): one record with the curve and
+    # the peak, so `benchmint results` and the report can show the search beside the trials
+    from benchmint.results.metadata import provenance, system_block
+    from benchmint.results.record import RunRecord
+
+    record = RunRecord(kind="llm", config={**result["config"], "benchmark": "llm bench sweep"},
+                       metrics={"sweep": result["sweep"]},
+                       workload={k: bench_options.get(k) for k in ("model", "backend", "dataset", "api")},
+                       artifacts={"result": "result.json"}, system=system_block(), provenance=provenance(),
+                       status="ok" if sw.peak_rate is not None else "failed")
+    result["run_id"] = record.id
     write_json(out / "result.json", result)
+    record.write(out)
+    from benchmint.results.store import ResultsStore, default_results_dir
+
+    ResultsStore(default_results_dir(results)).append(record)
     return result
