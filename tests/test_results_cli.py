@@ -99,3 +99,17 @@ def test_user_errors_exit_2(cli, tmp_path):
     assert code == 2 and "no-such-run" in err
     code, _, err = cli("results", "query", "select * from nowhere", "--results", s)
     assert code == 2 and "query failed" in err and "Traceback" not in err
+
+
+def test_list_keeps_each_run_id_on_one_line_to_copy_into_show(cli, tmp_path):
+    from benchmint.results.record import RunRecord
+    from benchmint.results.store import ResultsStore
+
+    store = ResultsStore(tmp_path / "s")
+    recs = [RunRecord(kind="llm", config={}, metrics={}, workload={"model": "a-rather-long-model-name-here"})
+            for _ in range(2)]
+    store.append_many(recs)
+    code, out, _ = cli("results", "list", "--results", str(tmp_path / "s"))
+    assert code == 0
+    for r in recs:
+        assert r.id in out

@@ -55,10 +55,13 @@ def list_cmd(
         console.print(f"no runs in {store.path}")
         return
     t = Table(title=f"{len(rows)} run(s) in {store.path}")
-    for c in rows[0]:
-        t.add_column(c, overflow="fold")
+    # the id starts with its creation time (UTC), so the table leaves `created` to --json and keeps each id
+    # on one line: it is what `results show ID` takes
+    cols = [c for c in rows[0] if c != "created"]
+    for c in cols:
+        t.add_column(c, overflow="fold", no_wrap=c == "id")
     for r in rows:
-        t.add_row(*("" if v is None else str(v) for v in r.values()))
+        t.add_row(*("" if r[c] is None else str(r[c]) for c in cols))
     console.print(t)
 
 
