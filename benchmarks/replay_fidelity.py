@@ -54,7 +54,7 @@ def steady_malloc() -> bool:
 def _one(name, cap, args, build, replay_trace, capture_steps, compare_with_original) -> dict:
     """One fresh capture of ``name``, its two replays, and the alternating timing."""
     w = build(name, args.scale)
-    capture_steps(w.step, cap, warmup=20, measure=10, record=1)
+    capture_steps(w.step, cap, warmup=20, measure=10, record=1, model=w.model)
     user = cap.parent / f"{cap.name}-trace-only"
     user.mkdir()
     for f in ("et.json", "kineto.json"):

@@ -156,3 +156,18 @@ def test_cli_capture_of_a_script_that_crashes_says_so(cli, tmp_path):
     code, out, err = cli("capture", "--out", str(tmp_path / "c"), "--no-store", "--", "python", str(script))
     assert code == 2
     assert "failed (exit status 1)" in err and "steps were timed" not in err
+
+
+def test_a_capture_given_the_model_describes_it_and_its_replays_say_what_they_replay(tmp_path):
+    import torch
+
+    from benchmint.replay.api import replay_trace, run_record
+    from benchmint.trace.capture import capture_steps
+
+    model = torch.nn.Sequential(torch.nn.Linear(16, 8), torch.nn.ReLU())
+    x = torch.randn(4, 16)
+    s = capture_steps(lambda: model(x), tmp_path / "cap", warmup=1, measure=5, record=1, model=model)
+    assert s["model"]["architecture"] == "Sequential" and s["model"]["parameter_count"] == 16 * 8 + 8
+    assert s["model"]["dtype"] == "float32"
+    rec = run_record(replay_trace(tmp_path / "cap", iters=2, warmup=1), {})
+    assert rec.workload["architecture"] == "Sequential" and rec.workload["parameter_count"] == 136

@@ -74,7 +74,7 @@ def capture(
         if threads is not None:
             torch.set_num_threads(threads)
         w = build(workload)
-        summary = cap_mod.capture_steps(w.step, out, warmup=warmup, measure=measure, record=record)
+        summary = cap_mod.capture_steps(w.step, out, warmup=warmup, measure=measure, record=record, model=w.model)
     else:
         if measure < cap_mod.MIN_MEASURE:
             raise UserError(f"capture: --measure {measure} is too few; use at least {cap_mod.MIN_MEASURE}")

@@ -18,7 +18,7 @@ def capture_replay_demo_step(ctx: Any) -> None:
     con = ctx.console
     cap_dir = ctx.out / "capture"
     w = small_transformer()
-    s = capture_steps(w.step, cap_dir, warmup=2 if ctx.quick else 3, measure=5, record=1)
+    s = capture_steps(w.step, cap_dir, warmup=2 if ctx.quick else 3, measure=5, record=1, model=w.model)
     con.print(f"captured one step of {w.description.split(':')[0].lower()} ({w.parameters:,} parameters) into "
               f"{cap_dir}: un-observed step {s['step_time_s']['median'] * 1e3:.2f} ms (median of "
               f"{s['step_time_s']['n']}), recorded step {s['recorded_step_time_s'][0] * 1e3:.2f} ms")

@@ -27,6 +27,7 @@ class Workload:
     training: bool
     parameters: int
     meta: dict = field(default_factory=dict)
+    model: object = field(default=None, repr=False)  # the torch module the step runs (recorded by captures)
 
 
 def _params(m: nn.Module) -> int:
@@ -67,7 +68,7 @@ def decoder_infer(scale: int = 1) -> Workload:
     model = _gpt2(scale).eval()
     ids = torch.randint(0, 1024, (2, 64))
     return Workload("decoder_infer", decoder_infer.__doc__ or "", _infer_step(lambda: model(input_ids=ids).logits),
-                    False, _params(model), {"batch": 2, "seq": 64})
+                    False, _params(model), {"batch": 2, "seq": 64}, model=model)
 
 
 def transformer_train(scale: int = 1) -> Workload:
@@ -78,7 +79,7 @@ def transformer_train(scale: int = 1) -> Workload:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)
     step = _train_step(model, opt, lambda: model(input_ids=ids, labels=ids).loss)
     return Workload("transformer_train", transformer_train.__doc__ or "", step, True, _params(model),
-                    {"batch": 2, "seq": 64, "optimizer": "AdamW"})
+                    {"batch": 2, "seq": 64, "optimizer": "AdamW"}, model=model)
 
 
 def encoder_cls(scale: int = 1) -> Workload:
@@ -96,7 +97,7 @@ def encoder_cls(scale: int = 1) -> Workload:
     mask[3, 12:] = 0
     return Workload("encoder_cls", encoder_cls.__doc__ or "",
                     _infer_step(lambda: model(input_ids=ids, attention_mask=mask).logits), False, _params(model),
-                    {"batch": 4, "seq": 48})
+                    {"batch": 4, "seq": 48}, model=model)
 
 
 def encoder_decoder(scale: int = 1) -> Workload:
@@ -113,7 +114,7 @@ def encoder_decoder(scale: int = 1) -> Workload:
     tgt = torch.randint(0, 1024, (2, 16))
     return Workload("encoder_decoder", encoder_decoder.__doc__ or "",
                     _infer_step(lambda: model(input_ids=src, attention_mask=mask, decoder_input_ids=tgt).logits),
-                    False, _params(model), {"batch": 2, "src": 48, "tgt": 16})
+                    False, _params(model), {"batch": 2, "src": 48, "tgt": 16}, model=model)
 
 
 # -- torch.nn models ------------------------------------------------------------------------------------------
@@ -143,7 +144,7 @@ def cnn_train(scale: int = 1) -> Workload:
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     step = _train_step(model, opt, lambda: nn.functional.cross_entropy(model(x), y))
     return Workload("cnn_train", cnn_train.__doc__ or "", step, True, _params(model),
-                    {"batch": 8, "image": 32, "optimizer": "SGD"})
+                    {"batch": 8, "image": 32, "optimizer": "SGD"}, model=model)
 
 
 class _BiLSTM(nn.Module):
@@ -164,7 +165,7 @@ def bilstm(scale: int = 1) -> Workload:
     model = _BiLSTM(2000, 64 * scale).eval()
     ids = torch.randint(0, 2000, (8, 32))
     return Workload("bilstm", bilstm.__doc__ or "", _infer_step(lambda: model(ids)), False, _params(model),
-                    {"batch": 8, "seq": 32})
+                    {"batch": 8, "seq": 32}, model=model)
 
 
 class _Recommender(nn.Module):
@@ -203,7 +204,7 @@ def embbag_train(scale: int = 1) -> Workload:
         model, opt, lambda: nn.functional.binary_cross_entropy_with_logits(model(dense, idx, offs), y)
     )
     return Workload("embbag_train", embbag_train.__doc__ or "", step, True, _params(model),
-                    {"batch": batch, "tables": 4, "rows": rows, "optimizer": "Adagrad"})
+                    {"batch": batch, "tables": 4, "rows": rows, "optimizer": "Adagrad"}, model=model)
 
 
 class _MoE(nn.Module):
@@ -237,7 +238,7 @@ def moe(scale: int = 1) -> Workload:
     model = _MoE(64 * scale).eval()
     x = torch.randn(4, 64, 64 * scale)
     return Workload("moe", moe.__doc__ or "", _infer_step(lambda: model(x)), False, _params(model),
-                    {"tokens": 256, "experts": 8, "k": 2})
+                    {"tokens": 256, "experts": 8, "k": 2}, model=model)
 
 
 def small_transformer(scale: int = 1) -> Workload:

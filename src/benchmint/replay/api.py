@@ -284,6 +284,10 @@ def run_record(res: ReplayResult, config: dict[str, Any]):
             cap = read_json(r["capture_json"])
             workload["captured"] = {k: cap.get(k) for k in ("command_line", "device", "threads", "torch_version")}
             workload["captured"]["cpu_model"] = (cap.get("host") or {}).get("cpu_model")
+            m = cap.get("model") or {}
+            for key in ("architecture", "parameter_count", "dtype"):
+                if m.get(key) is not None:
+                    workload[key] = m[key]
         except (OSError, ValueError):
             pass
     return RunRecord(

@@ -110,6 +110,7 @@ class Capture:
     device: str | None = None
     record_shapes: bool = True
     command_line: list[str] | None = None
+    model: Any = field(default=None, repr=False)  # the torch module the step runs: described in capture.json
     step_times_s: list[float] = field(default_factory=list, init=False)
     recorded_times_s: list[float] = field(default_factory=list, init=False)
     done: bool = field(default=False, init=False)
@@ -267,6 +268,7 @@ class Capture:
             "torch_version": torch.__version__,
             "host": host_summary(),
             "command_line": self.command_line if self.command_line is not None else list(sys.argv),
+            "model": describe_model(self.model) if self.model is not None else None,
             "files": files,
         }
 
@@ -275,10 +277,29 @@ class Capture:
         return write_json(self.out / CAPTURE_NAME, self.summary())  # type: ignore[operator]
 
 
+def describe_model(model: Any) -> dict[str, Any]:
+    """What a capture records of the model: class, architecture (a transformers config's), parameter count
+    and dtype; best effort, never raises."""
+    out: dict[str, Any] = {"class": f"{type(model).__module__}.{type(model).__qualname__}"}
+    cfg = getattr(model, "config", None)
+    archs = getattr(cfg, "architectures", None) if cfg is not None else None
+    out["architecture"] = archs[0] if archs else type(model).__name__
+    out["model_type"] = getattr(cfg, "model_type", None) if cfg is not None else None
+    try:
+        params = list(model.parameters())
+        out["parameter_count"] = int(sum(p.numel() for p in params))
+        out["dtype"] = str(params[0].dtype).removeprefix("torch.") if params else None
+    except Exception:
+        out["parameter_count"], out["dtype"] = None, None
+    return out
+
+
 def capture_steps(fn: Any, out: str | os.PathLike, warmup: int = 10, measure: int = 10, record: int = 1,
-                  device: str | None = None) -> dict:
-    """Capture ``fn()`` (one step) called repeatedly; returns the ``capture.json`` content."""
-    cap = Capture(out, warmup=warmup, measure=measure, record=record, device=device)
+                  device: str | None = None, model: Any = None) -> dict:
+    """Capture ``fn()`` (one step) called repeatedly; returns the ``capture.json`` content. ``model``: the
+    torch module the step runs, described in capture.json (architecture, parameters, dtype) so that replays
+    of the trace say what model it came from."""
+    cap = Capture(out, warmup=warmup, measure=measure, record=record, device=device, model=model)
     with cap:
         while not cap.done:
             fn()
