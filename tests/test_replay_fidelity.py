@@ -91,3 +91,16 @@ def test_a_duration_difference_no_larger_than_the_observers_cost_for_that_op_doe
     cal = _cal(5, 10 * US, 100 * US, 0.0)
     cal.op_unobserved_s = {i: 10 * US for i in range(5)}
     assert estimate_original(view, cal) == pytest.approx(1e-3 + 2 * 200 * US)
+
+
+def test_a_recording_slowed_throughout_is_scaled_to_this_machines_speed_first():
+    # every op computes for 50 us here; the original's one recorded step ran 1.5x slower throughout (a busy
+    # machine): its gaps and durations are scaled back before they are compared, so only its 20 us of Python
+    # per gap count, not 1.5x of everything
+    cal = _cal(6, 10 * US, 100 * US, 0.0)
+    cal.op_unobserved_s = {i: 50 * US for i in range(6)}
+    same_speed = _view([("aten::mm", 30 * US, 100 * US)] * 6, tail=0.0, scopes=[])
+    slowed = _view([("aten::mm", 45 * US, 150 * US)] * 6, tail=0.0, scopes=[])
+    assert estimate_original(same_speed, cal) == pytest.approx(1e-3 + 6 * 20 * US)
+    assert estimate_original(slowed, cal) == pytest.approx(1e-3 + 6 * 20 * US)
+    assert cal.original_slowdown == pytest.approx(1.5)

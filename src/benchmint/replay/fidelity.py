@@ -36,6 +36,8 @@ from benchmint.replay.types import TraceView
 PROBE_SCOPES = 400
 MIN_GAP_NS = 1000
 GAP_CAP_S = 3e-4  # at most this much of one recorded gap counts as the original's own work
+SPEED_OP_MIN_S = 2e-5  # ops at least this long (un-observed) judge the recording's speed
+SPEED_TOL = 0.1  # a recording within 10% of the replay's speed is taken as is
 
 
 @dataclass
@@ -59,6 +61,7 @@ class Calibration:
     bare_tail_s: float = 0.0
     scope_event_cost_s: float = 0.0  # observers' cost of one scope enter or exit (probe: observed - unobserved)
     op_unobserved_s: dict[int, float] = field(default_factory=dict)  # per plan step: its op's un-observed time
+    original_slowdown: float = 1.0  # set by estimate_original: the original recording's speed vs the replay's
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -71,6 +74,7 @@ class Calibration:
             "repeats": self.repeats,
             "observer_overhead_s": self.observer_overhead_s,
             "observer_cost_per_scope_event_s": self.scope_event_cost_s,
+            "original_recording_slowdown": self.original_slowdown,
             "how": "replay recorded under ExecutionTraceObserver + Kineto (record_shapes) vs un-observed",
         }
 
@@ -239,6 +243,9 @@ def estimate_original(view: TraceView, cal: Calibration) -> float | None:
     recorded original and the recorded replay (without re-created scopes, median of the recordings) is what
     the original did besides the replayed op:
 
+    * first, when the original's recording ran slower (or faster) than the replay's throughout, judged on
+      ops that compute for a while (``recording_speed``), its times are scaled to this machine's speed: a
+      single recorded step taken while the machine was busy is slow in every op and gap alike;
     * gaps: the original's gap before each op less the replay's, less the observers' cost of the original's
       scope events (``record_function`` / autograd-engine scopes opened or closed there, at the probe's
       observed-minus-unobserved cost per scope); each gap's excess is capped at ``GAP_CAP_S``: one larger
@@ -269,11 +276,15 @@ def estimate_original(view: TraceView, cal: Calibration) -> float | None:
     for pos, _kind, _nid, _name in view.scopes:
         events[min(pos, n)] += 1
     c_ev = cal.scope_event_cost_s
+    speed = recording_speed(orig, matched, cal)
+    cal.original_slowdown = speed
+    orig_tail /= speed
     gaps: list[float] = []
     by_sig: dict[tuple, list[float]] = {}
     costs: dict[tuple, list[float]] = {}
     for i in matched:
         g, d = orig[i]  # type: ignore[misc]
+        g, d = g / speed, d / speed
         g2, d2 = slots[i]
         gaps.append(min(g - g2 - events[i] * c_ev, GAP_CAP_S))
         sig = op_signature(view.ops[i])
@@ -287,6 +298,26 @@ def estimate_original(view: TraceView, cal: Calibration) -> float | None:
         if m > 0 and m > statistics.median(costs[sig]):
             total += m * len(xs)
     return max(cal.replay_s + total, cal.replay_s)
+
+
+def recording_speed(orig: list[tuple[float, float] | None], matched: list[int], cal: Calibration) -> float:
+    """How much slower the original's recording ran than this machine's recordings of the replay, judged
+    on the ops that compute for a while (>= ``SPEED_OP_MIN_S`` un-observed here, so the observers' share is
+    small): the median of (original / replay) recorded duration; 1.0 within ``SPEED_TOL``, at most 2x either
+    way, 1.0 with fewer than 5 such ops. A single recorded step taken while the machine was busy (or on a
+    slower machine) is slow throughout, gaps and ops alike; unscaled, every op's difference would count as
+    the model's."""
+    ratios = []
+    for i in matched:
+        u = cal.op_unobserved_s.get(i)
+        rec = cal.bare_slots[i][1]
+        o = orig[i]
+        if u is not None and u >= SPEED_OP_MIN_S and rec > 0 and o is not None:
+            ratios.append(o[1] / rec)
+    if len(ratios) < 5:
+        return 1.0
+    m = min(2.0, max(0.5, statistics.median(ratios)))
+    return 1.0 if abs(m - 1.0) < SPEED_TOL else m
 
 
 def systematic(diffs: list[float]) -> float:
