@@ -7,37 +7,70 @@ from __future__ import annotations
 import os
 import re
 import sys
-import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-NATIVE_NOISE = (re.compile(r"^USDT:.*\] profiler_(start|stop)\s*$"),)
+NATIVE_NOISE = (re.compile(rb"^USDT:.*\] profiler_(start|stop)\s*$"),)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    except OSError:  # a closed or broken stderr: nothing more can be shown
+        pass
 
 
 @contextmanager
-def filtered_native_stderr(drop: tuple[re.Pattern[str], ...] = NATIVE_NOISE) -> Iterator[None]:
-    """Run a short block with file descriptor 2 captured; afterwards, write back every line that matches none
-    of ``drop`` (so a real error a native library prints is still seen, only later). Keep the block short:
-    Python's own writes to stderr are held back too while it runs."""
+def filtered_native_stderr(drop: tuple[re.Pattern[bytes], ...] = NATIVE_NOISE) -> Iterator[None]:
+    """Run a short block with file descriptor 2 going through a pipe; a reader thread forwards, as they
+    arrive, the lines that match none of ``drop`` (so a real error, or a crash report, still shows). Python's
+    own writes to stderr in the block pass the same way."""
     fd = 2  # native libraries write to the descriptor, whatever Python's sys.stderr is
     try:
         sys.stderr.flush()
         saved = os.dup(fd)
-    except (AttributeError, OSError, ValueError):  # no descriptor 2 to capture
+    except (AttributeError, OSError, ValueError):
+        saved = -1
+    if saved < 0:  # no descriptor 2 to capture
         yield
         return
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), fd)
+    try:
+        r, w = os.pipe()
+    except OSError:
+        os.close(saved)
+        yield
+        return
+
+    def forward() -> None:
+        buf = b""
+        with os.fdopen(r, "rb", buffering=0) as pipe:
+            while True:
+                chunk = pipe.read(65536)
+                if not chunk:
+                    break
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                keep = b"".join(ln + b"\n" for ln in lines if not any(p.search(ln) for p in drop))
+                if keep:
+                    _write_all(saved, keep)
+        if buf and not any(p.search(buf) for p in drop):
+            _write_all(saved, buf)
+
+    reader = threading.Thread(target=forward, name="benchmint-stderr", daemon=True)
+    reader.start()
+    try:
+        os.dup2(w, fd)
+    finally:
+        os.close(w)
+    try:
+        yield
+    finally:
         try:
-            yield
-        finally:
-            try:
-                sys.stderr.flush()
-            finally:
-                os.dup2(saved, fd)
-                os.close(saved)
-            tmp.seek(0)
-            text = tmp.read().decode("utf-8", errors="replace")
-            kept = [ln for ln in text.splitlines(keepends=True) if not any(p.search(ln) for p in drop)]
-            if kept:
-                os.write(fd, "".join(kept).encode("utf-8", errors="replace"))
+            sys.stderr.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+        os.dup2(saved, fd)  # closes the pipe's last write end: the reader sees the end and stops
+        reader.join(timeout=5)
+        os.close(saved)

@@ -38,6 +38,7 @@ MIN_GAP_NS = 1000
 GAP_CAP_S = 3e-4  # at most this much of one recorded gap counts as the original's own work
 SPEED_OP_MIN_S = 2e-5  # ops at least this long (un-observed) judge the recording's speed
 SPEED_TOL = 0.1  # a recording within 10% of the replay's speed is taken as is
+SPEED_AGREE = 0.6  # ... and so is one where fewer than 60% of the judging ops are off on the same side
 
 
 @dataclass
@@ -61,7 +62,8 @@ class Calibration:
     bare_tail_s: float = 0.0
     scope_event_cost_s: float = 0.0  # observers' cost of one scope enter or exit (probe: observed - unobserved)
     op_unobserved_s: dict[int, float] = field(default_factory=dict)  # per plan step: its op's un-observed time
-    original_slowdown: float = 1.0  # set by estimate_original: the original recording's speed vs the replay's
+    original_slowdown: float = 1.0  # set by estimate_original: the factor applied to the original's times
+    original_speed: dict[str, Any] | None = None  # ... and what recording_speed saw (None: not judged)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -75,6 +77,7 @@ class Calibration:
             "observer_overhead_s": self.observer_overhead_s,
             "observer_cost_per_scope_event_s": self.scope_event_cost_s,
             "original_recording_slowdown": self.original_slowdown,
+            "original_recording_speed": self.original_speed,
             "how": "replay recorded under ExecutionTraceObserver + Kineto (record_shapes) vs un-observed",
         }
 
@@ -108,14 +111,20 @@ def _probe_scope_cost() -> tuple[float, float]:
     base = min(loop() for _ in range(3))
     from benchmint.trace.capture import scratch_dir
 
-    with tempfile.TemporaryDirectory(prefix="benchmint-probe-", dir=scratch_dir()) as tmp, filtered_native_stderr():
-        with profile(activities=[ProfilerActivity.CPU], record_shapes=True):
+    with tempfile.TemporaryDirectory(prefix="benchmint-probe-", dir=scratch_dir()) as tmp:
+        prof = profile(activities=[ProfilerActivity.CPU], record_shapes=True)
+        with filtered_native_stderr():
+            prof.__enter__()
+        try:
             et = ExecutionTraceObserver()
             et.register_callback(os.path.join(tmp, "et.json"))
             et.start()
             obs = min(loop() for _ in range(3))
             et.stop()
             et.unregister_callback()
+        finally:
+            with filtered_native_stderr():
+                prof.__exit__(None, None, None)
     return max(0.0, obs / PROBE_SCOPES / 1e9), base / PROBE_SCOPES / 1e9
 
 
@@ -303,10 +312,11 @@ def estimate_original(view: TraceView, cal: Calibration) -> float | None:
 def recording_speed(orig: list[tuple[float, float] | None], matched: list[int], cal: Calibration) -> float:
     """How much slower the original's recording ran than this machine's recordings of the replay, judged
     on the ops that compute for a while (>= ``SPEED_OP_MIN_S`` un-observed here, so the observers' share is
-    small): the median of (original / replay) recorded duration; 1.0 within ``SPEED_TOL``, at most 2x either
-    way, 1.0 with fewer than 5 such ops. A single recorded step taken while the machine was busy (or on a
-    slower machine) is slow throughout, gaps and ops alike; unscaled, every op's difference would count as
-    the model's."""
+    small): the median of (original / replay) recorded duration, clamped to 2x either way. It is applied only
+    when it is more than ``SPEED_TOL`` off and at least ``SPEED_AGREE`` of those ops lie beyond the tolerance on
+    the same side (a whole recording slowed by a busy machine, or made on another one), not when a few
+    data-dependent ops (an optimizer's sqrt over zeros) pull the median. Records what it saw in
+    ``cal.original_speed``; 1.0 when not applied."""
     ratios = []
     for i in matched:
         u = cal.op_unobserved_s.get(i)
@@ -315,9 +325,15 @@ def recording_speed(orig: list[tuple[float, float] | None], matched: list[int], 
         if u is not None and u >= SPEED_OP_MIN_S and rec > 0 and o is not None:
             ratios.append(o[1] / rec)
     if len(ratios) < 5:
+        cal.original_speed = {"ops": len(ratios), "applied": False, "why": "fewer than 5 ops of >= 20 us"}
         return 1.0
-    m = min(2.0, max(0.5, statistics.median(ratios)))
-    return 1.0 if abs(m - 1.0) < SPEED_TOL else m
+    med = statistics.median(ratios)
+    side = sum(1 for x in ratios if (x > 1 + SPEED_TOL if med > 1 else x < 1 - SPEED_TOL))
+    m = min(2.0, max(0.5, med))
+    applied = abs(m - 1.0) >= SPEED_TOL and side >= SPEED_AGREE * len(ratios)
+    cal.original_speed = {"ops": len(ratios), "median_ratio": med, "same_side": side / len(ratios),
+                          "applied": applied, "factor": m if applied else 1.0}
+    return m if applied else 1.0
 
 
 def systematic(diffs: list[float]) -> float:
