@@ -276,3 +276,36 @@ def test_ctrl_c_during_a_loadgen_test_writes_the_partial_result_and_leaves_no_wo
     assert part["client"]["requests"]["interrupted"] is True and part["client"]["throughput"]["output_tokens_per_s"] > 0
     assert RunRecord.read(out / "run.json").status == "partial"
     assert not [k for k in kids if k.is_running() and k.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_ctrl_c_before_the_test_began_reads_no_earlier_runs_records(tmp_path, monkeypatch):
+    # an earlier run left its records in the same folder; Ctrl-C while the worker still loads its model must
+    # not report them as this run's
+    import subprocess
+
+    from benchmint.llm.loadgen import runner
+
+    out = tmp_path / "performance"
+    out.mkdir()
+    (out / "records.jsonl").write_text('{"id": 1, "qsl_index": 0}\n')
+    (out / "worker.json").write_text('{"test_start_ns": 1}')
+
+    class Loading:
+        pid = 0
+
+        def __init__(self, *a, **k):
+            pass
+
+        def wait(self, timeout=None):
+            raise KeyboardInterrupt
+
+        def poll(self):
+            return 0
+
+    monkeypatch.setattr(subprocess, "Popen", Loading)
+    monkeypatch.setattr(runner.os, "killpg", lambda *a: None)
+    samples = runner.write_samples(_samples(2), tmp_path / "s.jsonl")
+    with pytest.raises(KeyboardInterrupt) as e:
+        runner.run_test(out, samples, _short(), _sim())
+    assert not isinstance(e.value, runner.TestInterrupted)
+    assert not (out / "records.jsonl").exists() and not (out / "worker.json").exists()

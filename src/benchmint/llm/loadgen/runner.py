@@ -59,13 +59,23 @@ class TestInterrupted(KeyboardInterrupt):
 
 
 def _stop(proc: subprocess.Popen) -> None:
+    """Stop the worker and its process group (it leads its own session)."""
+    import signal
+
+    def group(sig: int) -> None:
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
     if proc.poll() is None:
-        proc.terminate()
+        group(signal.SIGTERM)
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            group(signal.SIGKILL)
             proc.wait()
+    group(signal.SIGKILL)  # anything the worker started that outlived it
 
 
 def read_records(path: Path) -> tuple[list[RequestRecord], list[int]]:
@@ -116,10 +126,15 @@ def run_test(
     src_root = str(Path(__file__).resolve().parents[3])  # src/ of this checkout, in case it is not installed
     env["PYTHONPATH"] = src_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     log_path = out / "worker.log"
+    for stale in ("records.jsonl", "worker.json"):  # an earlier run into the same folder must not be read back
+        (out / stale).unlink(missing_ok=True)
+    proc: subprocess.Popen | None = None
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "benchmint.llm.loadgen.worker", str(spec_path)],
-                                stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
+            # its own session: a terminal's Ctrl-C reaches the parent only, which stops the worker and what it
+            # started (an engine's processes) together
+            proc = subprocess.Popen([sys.executable, "-m", "benchmint.llm.loadgen.worker", str(spec_path)],
+                                    stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
             proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             _stop(proc)
@@ -130,11 +145,15 @@ def run_test(
         except KeyboardInterrupt:
             # LoadGen cannot be stopped mid-test from Python: stop the worker; its completed requests are on
             # disk already (records.jsonl is written as they complete)
-            _stop(proc)
+            if proc is not None:
+                _stop(proc)
+            if not (out / "worker.json").is_file():  # stopped before the test began: nothing was measured
+                raise
             records, idx = read_records(out / "records.jsonl")
             worker = read_json(out / "worker.json") if (out / "worker.json").is_file() else {}
             raise TestInterrupted(TestOutcome(out_dir=out, loadgen={}, records=records, qsl_index=idx,
                                               worker=worker)) from None
+    assert proc is not None
     if proc.returncode != 0:
         tail = log_path.read_text(errors="replace").strip().splitlines()[-6:]
         last = next((ln for ln in reversed(tail) if ln.strip()), "no output")
