@@ -281,14 +281,21 @@ def describe_model(model: Any) -> dict[str, Any]:
     """What a capture records of the model: class, architecture (a transformers config's), parameter count
     and dtype; best effort, never raises."""
     out: dict[str, Any] = {"class": f"{type(model).__module__}.{type(model).__qualname__}"}
-    cfg = getattr(model, "config", None)
-    archs = getattr(cfg, "architectures", None) if cfg is not None else None
-    out["architecture"] = archs[0] if archs else type(model).__name__
-    out["model_type"] = getattr(cfg, "model_type", None) if cfg is not None else None
     try:
-        params = list(model.parameters())
-        out["parameter_count"] = int(sum(p.numel() for p in params))
-        out["dtype"] = str(params[0].dtype).removeprefix("torch.") if params else None
+        cfg = getattr(model, "config", None)
+        archs = getattr(cfg, "architectures", None) if cfg is not None else None
+        out["architecture"] = archs[0] if archs else type(model).__name__
+        out["model_type"] = getattr(cfg, "model_type", None) if cfg is not None else None
+    except Exception:
+        out["architecture"], out["model_type"] = type(model).__name__, None
+    try:
+        by_dtype: dict[str, int] = {}
+        for p in model.parameters():
+            key = str(p.dtype).removeprefix("torch.")
+            by_dtype[key] = by_dtype.get(key, 0) + p.numel()
+        out["parameter_count"] = int(sum(by_dtype.values()))
+        # the dtype most parameters are in (a mixed-precision model's fp32 norms do not decide it)
+        out["dtype"] = max(by_dtype, key=lambda k: by_dtype[k]) if by_dtype else None
     except Exception:
         out["parameter_count"], out["dtype"] = None, None
     return out
