@@ -104,3 +104,14 @@ def test_a_recording_slowed_throughout_is_scaled_to_this_machines_speed_first():
     assert estimate_original(same_speed, cal) == pytest.approx(1e-3 + 6 * 20 * US)
     assert estimate_original(slowed, cal) == pytest.approx(1e-3 + 6 * 20 * US)
     assert cal.original_slowdown == pytest.approx(1.5)
+
+
+def test_a_few_data_dependent_slow_ops_do_not_rescale_the_recording():
+    # two ops 5x slower in the original (its data), the others as fast as the replay's: not a slow machine
+    cal = _cal(6, 10 * US, 100 * US, 0.0)
+    cal.op_unobserved_s = {i: 50 * US for i in range(6)}
+    durs = [95, 100, 105, 120, 500, 500]
+    view = _view([(f"aten::op{k}", 10 * US, d * US) for k, d in enumerate(durs)], tail=0.0, scopes=[])
+    estimate_original(view, cal)
+    assert cal.original_slowdown == 1.0 and cal.original_speed["applied"] is False
+    assert cal.original_speed["median_ratio"] == pytest.approx(1.125)
