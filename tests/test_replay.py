@@ -235,3 +235,12 @@ def test_param_resnet_trace_replays_on_cpu_with_coverage_099():
     subs = {s["op"] for s in plan.substituted()}
     assert "aten::cudnn_batch_norm_backward" in subs
     assert {s["op"] for s in plan.skipped()} <= {"c10d::allreduce_", "c10d::broadcast_"}
+
+
+def test_a_cuda_trace_replayed_on_cpu_has_no_estimate_of_the_original_across_devices():
+    res = replay_trace(PARAM / "linear_et.json.gz", kineto=PARAM / "linear_kineto.json.gz", device="cpu",
+                       warmup=0, iters=2)
+    r = res.result
+    assert r["gaps"] == "recorded" and r["coverage"] == 1.0
+    assert r["original_iter_time_estimated_s"] is None and r["error"] is None
+    assert "not estimated across devices" in r["estimate_note"] and "cuda" in r["estimate_note"]

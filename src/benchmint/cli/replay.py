@@ -30,7 +30,7 @@ def replay(
     gaps: str = typer.Option(None, "--gaps", help="recorded: also reproduce the CPU time between ops "
                              "(needs Kineto); none: ops back to back. Default: recorded when Kineto is there."),
     target: str = typer.Option("auto", "--target", help="What recorded gaps aim at: capture (capture.json's "
-                               "measured step time), estimate (recorded span less the observers' cost measured "
+                               "measured step time), estimate (estimated from the trace, the observers' cost measured "
                                "here), auto (capture.json when present)."),
     iteration: int = typer.Option(None, "--iteration", help="Replay ProfilerStep#N (default: the last one)."),
     report: bool = typer.Option(False, "--report", help="Print original vs replayed time per op type and the "
@@ -56,7 +56,8 @@ def replay(
     Every top-level op of the recorded step is called through its op schema with synthetic tensors of the
     recorded shapes (on --device); ops that cannot run are skipped with a reason (and a timed stand-in when
     Kineto gives their duration). With a Kineto trace the CPU time between ops is reproduced too, aimed at
-    the UN-observed step time (capture.json, or the recorded span less the observers' cost measured here).
+    the UN-observed step time (capture.json, or estimated from the trace with the observers' cost measured here;
+    not across devices).
     With --ranks N, each rank of the trace replays in its own process and the recorded collectives
     (all-to-all, all-reduce, all-gather, broadcast ...) run for real between them.
     """
@@ -150,7 +151,10 @@ def _print_summary(r: dict) -> None:
                                                                else " (no capture.json)"))
     if r.get("original_iter_time_estimated_s") is not None:
         t.add_row("original, estimated", _fmt_s(r["original_iter_time_estimated_s"])
-                  + f" (recorded span {_fmt_s(r['recorded_step_span_s'])} less the observers' cost)")
+                  + f" (from the trace: recorded span {_fmt_s(r['recorded_step_span_s'])}, the observers' "
+                  "cost taken out)")
+    elif r.get("estimate_note"):
+        t.add_row("original, estimated", r["estimate_note"])
     t.add_row("error", f"{r['error'] * 100:+.1f}%" if r["error"] is not None else r.get("error_note") or "-")
     t.add_row("peak memory", f"{r['peak_memory_bytes'] / 2**20:.1f} MiB")
     t.add_row("device, threads", f"{r['device']}, {r['threads']}" + (" per rank" if r.get("ranks") else ""))

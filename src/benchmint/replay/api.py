@@ -173,11 +173,18 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, threads: int, warmup: 
         cap_s = st.get("median") if isinstance(st, dict) else None
     cal = None
     est_s = None
+    estimate_note = None
     gaps_ns: list[int] | None = None
     target_used = None
+    trace_type = "cuda" if any(d.startswith("cuda") for d in view.devices) else "cpu"
+    if trace_type != dev.type:
+        # the estimate compares the original's recorded times with this device's: across devices it would
+        # mix a GPU step with CPU kernels
+        estimate_note = (f"the trace ran on {trace_type} and the replay on {dev.type}: the original's step time "
+                         "is not estimated across devices")
     if gaps == "recorded":
         cal = fidelity.calibrate(plan, fn0, replay_s)
-        if cal is not None:
+        if cal is not None and estimate_note is None:
             est_s = fidelity.estimate_original(view, cal)
         want = None
         if target in ("auto", "capture") and cap_s:
@@ -220,6 +227,7 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, threads: int, warmup: 
         "iter_time_s": it,
         "original_iter_time_s": original,
         "original_iter_time_estimated_s": est_s,
+        "estimate_note": estimate_note,
         "recorded_step_span_s": view.step_span_s,
         "error": error,
         "skipped": plan.skipped(),
