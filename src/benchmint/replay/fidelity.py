@@ -4,9 +4,9 @@ Recording a step (ExecutionTraceObserver + Kineto) slows it: every recorded node
 (about 7 us per node for the ET, 1 us for Kineto with record_shapes, here), which lands in the recorded
 durations of the ops (their children's nodes) and in the gaps next to them (the op's own node), so on small
 CPU models the recorded step is 1.5x-5x the real one and recorded times cannot be replayed as they stand.
-A plain Python loop between the ops is not slowed by the observers (1.0x), framework Python (nn.Module calls,
-functional wrappers) is, 1.6x-3.5x in a probe here: the trace cannot tell how much of a gap is such code,
-which is what the trace-only estimate still misses. benchmint records its OWN replay of the trace under the
+A plain Python loop between the ops is not slowed by the observers (1.0x), nn.Module calls between ops
+1.0x-1.2x in a later probe (an earlier one read 1.6x-3.5x); what the original's own Python costs under them
+is what the trace-only estimate cannot measure directly. benchmint records its OWN replay of the trace under the
 same observers (same ops, same children, so the same observer cost op by op) and takes the difference, op by
 op, as what the original did besides the op (``estimate_original``).
 ``capture.json``, when it lies beside the trace, gives the measured un-observed step time instead.

@@ -151,24 +151,7 @@ def run_mlperf(cfg: MlperfConfig, on_stage: Callable[[str], None] | None = None)
     reqs = result.get("requests") or (result.get("accuracy") or {}).get("requests") or {}
     if reqs.get("failed"):
         status = "failed" if not reqs.get("completed") else ("invalid" if status == "invalid" else "partial")
-    metrics = {k: result[k] for k in ("loadgen", "client", "accuracy", "energy", "cost", "requests") if result.get(k)}
-    if result.get("loadgen"):
-        lgb = result["loadgen"]
-        # the same top-level names as imported official MLPerf results, so both sit in one table
-        metrics["throughput"] = {"output_tokens_per_s": lgb.get("tokens_per_s"),
-                                 "samples_per_s": lgb.get("samples_per_s"), "source": "LoadGen"}
-        if lgb.get("tokens_per_s") is not None:
-            metrics["result"] = {"value": lgb["tokens_per_s"], "unit": "Tokens/s"}
-    config = {**result["config"], "scenario": cfg.settings.lg_scenario, "benchmark": "mlperf-inference (LoadGen)"}
-    workload = {**cfg.workload, "mlperf_model": cfg.settings.model_key}
-    record = RunRecord(kind="mlperf", config=config, metrics=metrics, workload=workload,
-                       artifacts=artifacts, status=status)
-    _fill_system(record)
-    result["run_id"] = record.id
-    result["status"] = status
-    write_json(out / "result.json", result)
-    record.artifacts["result"] = "result.json"
-    record.write(out)
+    record = _write_run(cfg, out, result, _metrics_block(result), artifacts, status)
     return result, record
 
 
@@ -200,20 +183,38 @@ def _write_interrupted(cfg: MlperfConfig, out: Path, result: dict[str, Any], art
         "client": client.to_dict() if hasattr(client, "to_dict") else client,
     }
     artifacts[f"loadgen_{test}_logs"] = test
-    result["status"] = "partial"
-    metrics_block = {k: result[k] for k in ("loadgen", "client", "accuracy", "energy", "cost", "requests")
-                     if result.get(k)}
-    metrics_block["interrupted"] = result[f"interrupted_{test}"]
+    metrics = {**_metrics_block(result), "interrupted": result[f"interrupted_{test}"]}
+    record = _write_run(cfg, out, result, metrics, artifacts, "partial")
+    raise MlperfInterrupted(out / "result.json", sum(r.ok for r in recs), record)
+
+
+def _metrics_block(result: dict[str, Any]) -> dict[str, Any]:
+    """The RunRecord metrics of a LoadGen run's result."""
+    metrics = {k: result[k] for k in ("loadgen", "client", "accuracy", "energy", "cost", "requests") if result.get(k)}
+    if result.get("loadgen"):
+        lgb = result["loadgen"]
+        # the same top-level names as imported official MLPerf results, so both sit in one table
+        metrics["throughput"] = {"output_tokens_per_s": lgb.get("tokens_per_s"),
+                                 "samples_per_s": lgb.get("samples_per_s"), "source": "LoadGen"}
+        if lgb.get("tokens_per_s") is not None:
+            metrics["result"] = {"value": lgb["tokens_per_s"], "unit": "Tokens/s"}
+    return metrics
+
+
+def _write_run(cfg: MlperfConfig, out: Path, result: dict[str, Any], metrics: dict[str, Any],
+               artifacts: dict[str, str], status: str) -> RunRecord:
+    """The run's RunRecord; result.json and run.json written in ``out``."""
     config = {**result["config"], "scenario": cfg.settings.lg_scenario, "benchmark": "mlperf-inference (LoadGen)"}
-    record = RunRecord(kind="mlperf", config=config, metrics=metrics_block,
+    record = RunRecord(kind="mlperf", config=config, metrics=metrics,
                        workload={**cfg.workload, "mlperf_model": cfg.settings.model_key}, artifacts=artifacts,
-                       status="partial")
+                       status=status)
     _fill_system(record)
     result["run_id"] = record.id
+    result["status"] = status
     write_json(out / "result.json", result)
     record.artifacts["result"] = "result.json"
     record.write(out)
-    raise MlperfInterrupted(out / "result.json", sum(r.ok for r in recs), record)
+    return record
 
 
 def _fill_system(record: RunRecord) -> None:
