@@ -49,7 +49,7 @@ def test_capture_writes_trace_kineto_and_unobserved_step_time(tmp_path):
     assert cj["recorded_steps"] == 1 and cj["complete"] is True
     # the recorded step round-trips through the trace layer, with backward and optimizer ops inside it
     tr = load(tmp_path / "et.json")
-    assert [it.number for it in tr.iterations] == [7]
+    assert [it.number for it in tr.iterations] == [9]  # after warm-up, measured, discarded and one bare step
     names = {n.name for n in tr.top_level_ops(tr.iterations[0].node)}
     assert "aten::linear" in names and any("foreach" in n or "addcdiv" in n for n in names)
     assert any(n.name.endswith("Backward0") for n in tr.nodes)
@@ -57,13 +57,40 @@ def test_capture_writes_trace_kineto_and_unobserved_step_time(tmp_path):
 
 def test_capture_records_only_after_warmup_and_ignores_extra_steps(tmp_path):
     calls = []
-    with Capture(tmp_path, warmup=1, measure=5, record=2) as cap:
+    with Capture(tmp_path, warmup=1, measure=5, record=2, discard=0) as cap:
         for _ in range(12):
             calls.append(cap.recording)
             cap.step()
     assert calls[:6] == [False] * 6 and calls[6:8] == [True, True] and not any(calls[8:])
     assert cap.done and len(cap.recorded_times_s) == 2
     assert [it.number for it in load(tmp_path / "et.json").iterations] == [6, 7]
+
+
+def test_capture_throws_away_the_first_recorded_step(tmp_path):
+    # by default one step is recorded and thrown away first: it pays the observers' first-seen costs
+    calls = []
+    with Capture(tmp_path, warmup=1, measure=5, record=2) as cap:
+        for _ in range(12):
+            calls.append(cap.recording)
+            torch.ones(4).add(1)
+            cap.step()
+    # step 6 is recorded and thrown away, step 7 runs with nothing attached, steps 8 and 9 are recorded
+    assert calls[:7] == [False] * 6 + [True] and calls[7] is False and calls[8:10] == [True] * 2
+    assert not any(calls[10:])
+    assert len(cap.discarded_times_s) == 1 and len(cap.recorded_times_s) == 2 and len(cap.step_times_s) == 5
+    assert [it.number for it in load(tmp_path / "et.json").iterations] == [8, 9]
+    cj = json.loads((tmp_path / "capture.json").read_text())
+    assert cj["discarded_steps"] == 1 and cj["recorded_steps"] == 2 and cj["complete"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["capture.json", "et.json", "kineto.json"]
+
+
+def test_capture_that_ends_in_the_discarded_step_records_nothing(tmp_path):
+    with Capture(tmp_path, warmup=0, measure=5, discard=2) as cap:
+        for _ in range(6):
+            cap.step()
+    cj = json.loads((tmp_path / "capture.json").read_text())
+    assert cj["complete"] is False and cj["recorded_steps"] == 0 and "et" not in cj["files"]
+    assert not (tmp_path / "et.json").exists() and not cap.recording
 
 
 def test_capture_needs_five_measured_steps(tmp_path):

@@ -41,6 +41,8 @@ def capture(
     warmup: int = typer.Option(10, "--warmup", help="Steps run first with nothing attached."),
     measure: int = typer.Option(10, "--measure", help="Steps timed without observers (at least 5)."),
     record: int = typer.Option(1, "--record", help="Steps recorded with ET + Kineto."),
+    discard: int = typer.Option(1, "--discard", help="Steps recorded first and thrown away: the first recording "
+                                "in a process pays the observers' one-time costs for every op it sees first."),
     workload: str = typer.Option(None, "--workload", help="Capture a built-in example instead of a script: "
                                  "decoder_infer, encoder_cls, encoder_decoder, transformer_train, cnn_train, "
                                  "bilstm, embbag_train, moe, small_transformer."),
@@ -56,7 +58,8 @@ def capture(
     The script runs under a wrapper that starts the capture. Steps end at each optimizer.step() (no change
     to a training script), or where the script calls benchmint.trace.capture.step() (add that one line to an
     inference loop). After --warmup steps, --measure steps are timed with nothing attached (capture.json holds
-    their median: the step's real time), then --record steps are recorded with ET + Kineto. A bare `python`
+    their median: the step's real time), --discard steps are recorded and thrown away, then --record steps are
+    recorded with ET + Kineto. A bare `python`
     runs the interpreter benchmint runs in; name another interpreter by its path.
     """
     from benchmint.core.jsonio import read_json
@@ -65,6 +68,8 @@ def capture(
     cmd = list(ctx.args)
     if workload is None and not cmd:
         raise UserError("capture: give a command after -- (e.g. -- python train.py) or --workload NAME")
+    if discard < 0:
+        raise UserError(f"capture: --discard {discard} must be 0 or more")
     out = out.resolve()
     if workload is not None:
         import torch
@@ -74,13 +79,14 @@ def capture(
         if threads is not None:
             torch.set_num_threads(threads)
         w = build(workload)
-        summary = cap_mod.capture_steps(w.step, out, warmup=warmup, measure=measure, record=record, model=w.model)
+        summary = cap_mod.capture_steps(w.step, out, warmup=warmup, measure=measure, record=record, model=w.model,
+                                           discard=discard)
     else:
         if measure < cap_mod.MIN_MEASURE:
             raise UserError(f"capture: --measure {measure} is too few; use at least {cap_mod.MIN_MEASURE}")
         env = dict(os.environ)
         env.update({cap_mod.ENV_OUT: str(out), cap_mod.ENV_WARMUP: str(warmup), cap_mod.ENV_MEASURE: str(measure),
-                    cap_mod.ENV_RECORD: str(record), cap_mod.ENV_CMD: "\x1f".join(cmd)})
+                    cap_mod.ENV_RECORD: str(record), cap_mod.ENV_DISCARD: str(discard), cap_mod.ENV_CMD: "\x1f".join(cmd)})
         # the wrapper module must be importable by the interpreter the user named
         pkg_root = str(Path(cap_mod.__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH", "")) if p)
@@ -97,14 +103,14 @@ def capture(
                             f"recorded steps; see its output above (partial capture.json left in {out})")
         if rc != 0:
             console.print(f"[yellow]the command exited with status {rc} after the capture was complete[/]")
-    _report(out, summary, warmup, measure, record)
+    _report(out, summary, warmup, measure, record + (discard + 1 if discard else 0))
     _store(out, summary, results, no_store, workload)
 
 
 def _report(out: Path, s: dict, warmup: int, measure: int, record: int) -> None:
     files = s.get("files", {})
     if not s.get("complete") or "et" not in files:
-        need = warmup + measure + record
+        need = warmup + measure + record  # record: all steps after the measured ones (discarded ones included)
         raise UserError(f"capture: only {s.get('measured_steps', 0)} steps were timed and "
                         f"{s.get('recorded_steps', 0)} recorded (needs {need} steps); run more steps, or mark "
                         "each step with benchmint.trace.capture.step()")

@@ -9,11 +9,15 @@ Two added lines in a training or inference loop::
             train_step(batch)
             cap.step()                        # marks the end of one step
 
-Steps run in three phases: ``warmup`` steps with nothing attached, ``measure`` steps timed WITHOUT any
-observer (their median wall time is the step's true time, written to ``capture.json``), then ``record`` steps
-with the ExecutionTraceObserver and the Kineto profiler attached, each wrapped in a ``ProfilerStep#N``
-record_function. Recording slows the step down (1.5x-5x on small CPU models), which is why the un-observed time
-is measured separately: replay reproduces that time, not the recorded one.
+Steps run in four phases: ``warmup`` steps with nothing attached, ``measure`` steps timed WITHOUT any
+observer (their median wall time is the step's true time, written to ``capture.json``), ``discard`` steps
+recorded and thrown away, then ``record`` steps with the ExecutionTraceObserver and the Kineto profiler
+attached, each wrapped in a ``ProfilerStep#N`` record_function. Recording slows the step down (1.5x-5x on small
+CPU models), which is why the un-observed time is measured separately: replay reproduces that time, not the
+recorded one. The first recording in a process also pays the observers' one-time costs for every op it sees
+for the first time (measured here: a mixture-of-experts step recorded at 9.8 ms the first time and 6.7-7.9 ms
+after, an encoder-decoder at 30.5 and 20 ms), so a recorded step that comes first misstates where the step's
+time goes; the discarded step pays them instead.
 
 Files written into the output folder: ``et.json`` (execution trace), ``kineto.json`` (Chrome trace of the
 Kineto profiler), ``capture.json`` (timings and context; ``schema_version`` 1.0).
@@ -53,6 +57,7 @@ ENV_OUT = "BENCHMINT_CAPTURE_OUT"
 ENV_WARMUP = "BENCHMINT_CAPTURE_WARMUP"
 ENV_MEASURE = "BENCHMINT_CAPTURE_MEASURE"
 ENV_RECORD = "BENCHMINT_CAPTURE_RECORD"
+ENV_DISCARD = "BENCHMINT_CAPTURE_DISCARD"
 ENV_CMD = "BENCHMINT_CAPTURE_CMD"
 
 
@@ -96,30 +101,34 @@ def _device_in_use(device: str | None) -> str:
 
 @dataclass
 class Capture:
-    """Warm up, measure un-observed step times, then record ET + Kineto of ``record`` steps.
+    """Warm up, measure un-observed step times, record ``discard`` steps and throw them away, then record
+    ET + Kineto of ``record`` steps.
 
     Call :meth:`step` at the end of every step. Extra calls after the capture is done are no-ops, so the loop
-    may run longer than ``warmup + measure + record`` steps. The files are written when the last recorded step
-    ends (or on :meth:`close`, which also runs when the ``with`` block exits).
+    may run longer than ``warmup + measure + discard + record`` steps (one more with ``discard``: the step between
+    the discarded and the kept recordings runs with nothing attached). The files are written when the last
+    recorded step ends (or on :meth:`close`, which also runs when the ``with`` block exits).
     """
 
     out: str | os.PathLike
     warmup: int = 10
     measure: int = 10
     record: int = 1
+    discard: int = 1
     device: str | None = None
     record_shapes: bool = True
     command_line: list[str] | None = None
     model: Any = field(default=None, repr=False)  # the torch module the step runs: described in capture.json
     step_times_s: list[float] = field(default_factory=list, init=False)
     recorded_times_s: list[float] = field(default_factory=list, init=False)
+    discarded_times_s: list[float] = field(default_factory=list, init=False)
     done: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         if self.measure < MIN_MEASURE:
             raise UserError(f"capture: measure={self.measure} steps is too few; use at least {MIN_MEASURE}")
-        if self.record < 1 or self.warmup < 0:
-            raise UserError("capture: record must be >= 1 and warmup >= 0")
+        if self.record < 1 or self.warmup < 0 or self.discard < 0:
+            raise UserError("capture: record must be >= 1, warmup and discard >= 0")
         self.out = Path(self.out)
         self._n = 0  # steps completed
         self._t0: int | None = None
@@ -129,6 +138,7 @@ class Capture:
         self._threads = None
         self._sync = None
         self._et_tmp = ""
+        self._discarding = False
 
     # -- context manager -----------------------------------------------------------------------------------
     def __enter__(self) -> Capture:
@@ -164,19 +174,27 @@ class Capture:
             self._end_recorded_step(now)
         else:
             elapsed = (now - self._t0) / 1e9  # type: ignore[operator]
-            if self._n >= self.warmup:
+            if self.warmup <= self._n < self.warmup + self.measure:
                 self.step_times_s.append(elapsed)
         self._n += 1
         if self.done:
             return
-        if self._n == self.warmup + self.measure:
-            self._start_recording()
+        first = self.warmup + self.measure  # the first recorded step (discarded or kept)
+        if self._n == first:
+            self._start_recording(discard=self.discard > 0)
+        elif self.discard and self._n == first + self.discard:
+            # The observers are not restarted at once: a step boundary taken from optimizer.step() lies inside
+            # the optimizer's record_function scope, and a scope opened under one profiler session and closed
+            # under the next crashes torch. One step with nothing attached goes between.
+            self._stop_recording(keep=False)
+        elif self.discard and self._n == first + self.discard + 1:
+            self._start_recording(discard=False)
         elif self.recording:
             self._open_step_scope()
         self._t0 = clock.now_ns()
 
     # -- recording -----------------------------------------------------------------------------------------
-    def _start_recording(self) -> None:
+    def _start_recording(self, discard: bool = False) -> None:
         import torch
         from torch.profiler import ExecutionTraceObserver, ProfilerActivity, profile
 
@@ -194,6 +212,7 @@ class Capture:
         et.register_callback(self._et_tmp)
         et.start()
         self._et = et
+        self._discarding = discard
         del torch
         self._open_step_scope()
 
@@ -206,29 +225,44 @@ class Capture:
     def _end_recorded_step(self, now: int) -> None:
         self._rf.__exit__(None, None, None)
         self._rf = None
+        if self._discarding:
+            self.discarded_times_s.append((now - self._t0) / 1e9)  # type: ignore[operator]
+            return
         self.recorded_times_s.append((now - self._t0) / 1e9)  # type: ignore[operator]
         if len(self.recorded_times_s) >= self.record:
             self._stop_recording()
 
-    def _stop_recording(self) -> None:
+    def _stop_recording(self, keep: bool = True) -> None:
+        """Stop the observers; keep: move the traces into place and finish, else throw them away."""
         if self._rf is not None:
             self._rf.__exit__(None, None, None)
             self._rf = None
         self._et.stop()
         self._et.unregister_callback()
         self._et = None
-        shutil.move(self._et_tmp, self.out / ET_NAME)  # type: ignore[operator]
+        keep = keep and not self._discarding
+        if keep:
+            shutil.move(self._et_tmp, self.out / ET_NAME)  # type: ignore[operator]
+        else:
+            Path(self._et_tmp).unlink(missing_ok=True)
         with filtered_native_stderr():
             self._prof.__exit__(None, None, None)
-        self._prof.export_chrome_trace(str(self.out / KINETO_NAME))  # type: ignore[operator]
+        if keep:
+            self._prof.export_chrome_trace(str(self.out / KINETO_NAME))  # type: ignore[operator]
         self._prof = None
-        self.done = True
-        self.write_summary()
+        self._discarding = False
+        if keep:
+            self.done = True
+            self.write_summary()
 
     def close(self) -> None:
         """Finish: stop observers if a recorded step is open, and write ``capture.json``."""
-        if self.recording:
+        if self.recording and not self._discarding:
             self._stop_recording()
+        elif self.recording:  # the loop ended during the discarded steps: nothing was recorded
+            self._stop_recording(keep=False)
+            self.write_summary()
+            self.done = True
         elif not self.done:
             self.write_summary()
             self.done = True
@@ -254,6 +288,7 @@ class Capture:
                 "values": xs,
             },
             "recorded_step_time_s": self.recorded_times_s,
+            "discarded_step_time_s": self.discarded_times_s,
             "how_measured": (
                 "wall time between consecutive step() calls, time.perf_counter_ns, no profiler or observer "
                 f"attached, after {self.warmup} warm-up steps"
@@ -263,6 +298,7 @@ class Capture:
             "warmup_steps": self.warmup,
             "measured_steps": len(xs),
             "recorded_steps": len(self.recorded_times_s),
+            "discarded_steps": len(self.discarded_times_s),
             "threads": self._threads if self._threads is not None else torch.get_num_threads(),
             "device": _device_in_use(self.device),
             "torch_version": torch.__version__,
@@ -302,11 +338,11 @@ def describe_model(model: Any) -> dict[str, Any]:
 
 
 def capture_steps(fn: Any, out: str | os.PathLike, warmup: int = 10, measure: int = 10, record: int = 1,
-                  device: str | None = None, model: Any = None) -> dict:
+                  device: str | None = None, model: Any = None, discard: int = 1) -> dict:
     """Capture ``fn()`` (one step) called repeatedly; returns the ``capture.json`` content. ``model``: the
     torch module the step runs, described in capture.json (architecture, parameters, dtype) so that replays
     of the trace say what model it came from."""
-    cap = Capture(out, warmup=warmup, measure=measure, record=record, device=device, model=model)
+    cap = Capture(out, warmup=warmup, measure=measure, record=record, device=device, model=model, discard=discard)
     with cap:
         while not cap.done:
             fn()
@@ -344,6 +380,7 @@ def start_from_env() -> Capture | None:
         warmup=int(os.environ.get(ENV_WARMUP, "10")),
         measure=int(os.environ.get(ENV_MEASURE, "10")),
         record=int(os.environ.get(ENV_RECORD, "1")),
+        discard=int(os.environ.get(ENV_DISCARD, "1")),
         command_line=cmd.split("\x1f") if cmd else list(sys.argv),
     )
     try:
