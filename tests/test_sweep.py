@@ -54,6 +54,80 @@ def test_probe_down_and_max_rate():
     assert calls == [4.0, 8.0, 10.0] and r.peak_rate == 10.0 and "maximum" in r.stopped_because
 
 
+def test_ctrl_c_ends_the_search_and_keeps_the_finished_trials():
+    calls: list[float] = []
+    inner = _threshold(37.0, calls)
+
+    def run(rate: float) -> Trial:
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return inner(rate)
+
+    r = find_peak(run, start_rate=4.0, max_trials=10)
+    assert r.interrupted and "interrupted" in r.stopped_because and "3 finished trials" in r.stopped_because
+    assert [t.rate for t in r.trials] == [4.0, 8.0, 16.0] and r.peak_rate == 16.0
+    assert r.to_dict()["interrupted"] is True
+    assert find_peak(_threshold(37.0, []), start_rate=4.0, max_trials=3).to_dict()["interrupted"] is False
+
+
+def test_an_interrupted_bench_trial_ends_the_bench_sweep(tmp_path, monkeypatch):
+    # llm bench keeps a Ctrl-C'd run as a partial result; the sweep must not judge that part of a trial as a
+    # load level and go on to the next rate
+    from types import SimpleNamespace
+
+    from benchmint.llm import bench
+    from benchmint.llm.sweep import run_bench_sweep
+    from benchmint.results.record import RunRecord
+
+    calls = []
+
+    def fake_run_bench(cfg, results_dir=None):
+        calls.append(cfg.rate)
+        return SimpleNamespace(result={"ttft_s": {"p99": 0.1}, "tpot_s": {"p99": 0.01}, "throughput": {},
+                                       "requests": {"failed": 0, "interrupted": len(calls) == 2}})
+
+    monkeypatch.setattr(bench, "run_bench", fake_run_bench)
+    result = run_bench_sweep(2.0, {"backend": "openai-http", "url": "http://127.0.0.1:9"}, "ttft=5,tpot=1",
+                             tmp_path / "b", max_trials=5, results=tmp_path / "store")
+    sw = result["sweep"]
+    assert calls == [2.0, 4.0] and sw["interrupted"] and sw["order"] == [2.0] and sw["peak_rate"] == 2.0
+    assert RunRecord.read(tmp_path / "b" / "run.json").status == "partial"
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_loadgen_sweep_keeps_the_finished_trials(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from benchmint.results.record import RunRecord
+
+    out = tmp_path / "sw"
+    p = subprocess.Popen(
+        [sys.executable, "-m", "benchmint.cli.main", "llm", "sweep", "--backend", "sim", "--start-qps", "4",
+         "--max-trials", "6", "--trial-duration", "1", "--min-query-count", "8", "--num-samples", "8",
+         "--output-tokens", "4", "--sim", "ttft=0.01,tpot=0.002,slots=4", "--out", str(out),
+         "--results", str(tmp_path / "store")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    # wait until the second trial is running: the first one's folder is complete and the second's exists
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and len(list(out.glob("trial-02-*"))) == 0:
+        time.sleep(0.2)
+    assert list(out.glob("trial-02-*")), "the sweep never reached its second trial"
+    time.sleep(0.5)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err[-2000:]
+    assert "interrupted: kept the 1 finished trial(s)" in err and "Traceback" not in err
+    sw = json.loads((out / "result.json").read_text())["sweep"]
+    assert sw["interrupted"] is True and sw["trials_used"] == 1 and sw["order"] == [4.0]
+    rec = RunRecord.read(out / "run.json")
+    assert rec.status == "partial" and rec.metrics["sweep"]["interrupted"] is True
+
+
 def test_trial_verdicts_from_result_blocks():
     lg = {"constraints": {"perf_constraints_met": False}, "invalid_reasons": ["Latency constraint failed: TTFT"],
           "ttft_s": {"p99": 3.0}, "tpot_s": {"p99": 0.1}, "validity": "INVALID"}

@@ -403,6 +403,7 @@ def sweep(
         _print_curve(result["sweep"], "latency vs load (llm bench, Poisson arrivals)")
         if json_out:
             write_json(json_out, result)
+        _exit_if_interrupted(result, out)
         return
     if target != "loadgen":
         raise UserError(f"--target {target!r}: use loadgen or bench")
@@ -428,3 +429,13 @@ def sweep(
     if json_out:
         write_json(json_out, result)
     _append_store(record, results)
+    _exit_if_interrupted(result, out)
+
+
+def _exit_if_interrupted(result: dict, out: Path) -> None:
+    """After Ctrl-C: the trials finished before it are written and stored; say so and exit 130."""
+    sw = result["sweep"]
+    if sw.get("interrupted"):
+        err_console.print(f"interrupted: kept the {sw['trials_used']} finished trial(s) in {out / 'result.json'} "
+                          "(status partial)")
+        raise typer.Exit(130)

@@ -32,6 +32,7 @@ class SweepResult:
     trials: list[Trial]
     bracket: tuple[float | None, float | None]
     stopped_because: str
+    interrupted: bool = False  # Ctrl-C stopped the search: the trials run before it are kept
 
     def curve(self) -> list[dict[str, Any]]:
         return [asdict(t) for t in sorted(self.trials, key=lambda t: t.rate)]
@@ -44,6 +45,7 @@ class SweepResult:
             "stopped_because": self.stopped_because,
             "curve": self.curve(),
             "order": [t.rate for t in self.trials],
+            "interrupted": self.interrupted,
         }
 
 
@@ -57,7 +59,10 @@ def find_peak(
     max_rate: float | None = None,
     on_trial: Callable[[Trial], None] | None = None,
 ) -> SweepResult:
-    """Probe, then bisect; at most ``max_trials`` calls of ``run_trial``."""
+    """Probe, then bisect; at most ``max_trials`` calls of ``run_trial``.
+
+    A ``KeyboardInterrupt`` from ``run_trial`` (Ctrl-C) ends the search: the trials finished before it are
+    kept, the peak is the highest passing rate among them, and the result says it was interrupted."""
     if start_rate <= 0 or growth <= 1 or max_trials < 1:
         raise ValueError("start_rate must be > 0, growth > 1 and max_trials >= 1")
     trials: list[Trial] = []
@@ -77,40 +82,45 @@ def find_peak(
             hi = rate if hi is None else min(hi, rate)
         return t
 
-    rate = start_rate
-    first = run(rate)
-    stopped = ""
-    if first.passed:  # probe up
-        while hi is None and len(trials) < max_trials:
-            nxt = rate * growth
-            if max_rate is not None and nxt > max_rate:
-                if rate >= max_rate:
-                    stopped = f"passed at the maximum rate {max_rate:g}"
+    try:
+        rate = start_rate
+        first = run(rate)
+        stopped = ""
+        if first.passed:  # probe up
+            while hi is None and len(trials) < max_trials:
+                nxt = rate * growth
+                if max_rate is not None and nxt > max_rate:
+                    if rate >= max_rate:
+                        stopped = f"passed at the maximum rate {max_rate:g}"
+                        break
+                    nxt = max_rate
+                rate = nxt
+                run(rate)
+        else:  # probe down
+            while lo is None and len(trials) < max_trials:
+                rate = rate / growth
+                if rate < min_rate:
+                    stopped = f"failed even at {rate * growth:g}, the lowest rate tried"
                     break
-                nxt = max_rate
-            rate = nxt
-            run(rate)
-    else:  # probe down
-        while lo is None and len(trials) < max_trials:
-            rate = rate / growth
-            if rate < min_rate:
-                stopped = f"failed even at {rate * growth:g}, the lowest rate tried"
+                run(rate)
+        while not stopped and lo is not None and hi is not None and len(trials) < max_trials:
+            if hi / lo - 1 <= rel_tol:
+                stopped = f"bracket within {rel_tol:.0%}"
                 break
-            run(rate)
-    while not stopped and lo is not None and hi is not None and len(trials) < max_trials:
-        if hi / lo - 1 <= rel_tol:
-            stopped = f"bracket within {rel_tol:.0%}"
-            break
-        run((lo + hi) / 2)
-    if not stopped:
-        if lo is None:
-            stopped = "no trial passed within the trial budget"
-        elif hi is None:
-            stopped = "every trial passed; raise the starting rate or the trial budget"
-        elif hi / lo - 1 <= rel_tol:
-            stopped = f"bracket within {rel_tol:.0%}"
-        else:
-            stopped = f"trial budget of {max_trials} spent"
+            run((lo + hi) / 2)
+        if not stopped:
+            if lo is None:
+                stopped = "no trial passed within the trial budget"
+            elif hi is None:
+                stopped = "every trial passed; raise the starting rate or the trial budget"
+            elif hi / lo - 1 <= rel_tol:
+                stopped = f"bracket within {rel_tol:.0%}"
+            else:
+                stopped = f"trial budget of {max_trials} spent"
+    except KeyboardInterrupt:
+        n = len(trials)
+        return SweepResult(peak_rate=lo, trials=trials, bracket=(lo, hi), interrupted=True,
+                           stopped_because=f"interrupted (Ctrl-C) after {n} finished trial{'s' if n != 1 else ''}")
     return SweepResult(peak_rate=lo, trials=trials, bracket=(lo, hi), stopped_because=stopped)
 
 
@@ -199,6 +209,10 @@ def run_bench_sweep(
         cfg = BenchConfig(scenario="server", rate=rate, duration_s=trial_duration_s, slo=slo, out=str(d),
                           progress=False, **bench_options)
         res = run_bench(cfg, results_dir=results)
+        if (res.result.get("requests") or {}).get("interrupted"):
+            # Ctrl-C stopped this trial (its partial run is written and stored): a part of a trial says
+            # nothing of the load, so the search ends here with the trials before it
+            raise KeyboardInterrupt
         ok, reason, metrics = bench_trial_verdict(res.result, slo_d)
         return Trial(rate=rate, passed=ok, metrics=metrics, reason=reason, run_dir=d.name)
 
@@ -220,7 +234,7 @@ def run_bench_sweep(
                        metrics={"sweep": result["sweep"]},
                        workload={k: bench_options.get(k) for k in ("model", "backend", "dataset", "api")},
                        artifacts={"result": "result.json"}, system=system_block(), provenance=provenance(),
-                       status="ok" if sw.peak_rate is not None else "failed")
+                       status="partial" if sw.interrupted else "ok" if sw.peak_rate is not None else "failed")
     result["run_id"] = record.id
     write_json(out / "result.json", result)
     record.write(out)

@@ -276,7 +276,7 @@ def run_sweep(
                           f"TPOT <= {tpot} s); early stopping and duration are not judged in short trials"),
         },
     }
-    status = "ok" if res.peak_rate is not None else "failed"
+    status = "partial" if res.interrupted else "ok" if res.peak_rate is not None else "failed"
     record = RunRecord(kind="mlperf", config={**result["config"], "scenario": "Server",
                                               "benchmark": "mlperf-inference (LoadGen sweep)"},
                        metrics={"sweep": result["sweep"]},
