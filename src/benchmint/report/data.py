@@ -3,7 +3,9 @@
 Replay runs carry ``metrics.per_op_type`` (a list of ``{op, count, original_s, replay_s}``, or a mapping op ->
 that), ``metrics.error`` and ``metrics.coverage``; LLM runs carry ``artifacts["requests"]`` (a per-request
 Parquet file with ``ttft_s``, ``tpot_s``, ``e2e_s``) and percentiles such as ``metrics.ttft_s.p99``, and
-``metrics.throughput`` against the offered load in ``config`` (rate or concurrency).
+``metrics.throughput`` against the offered load in ``config`` (rate or concurrency). A peak search
+(``benchmint llm sweep``) stores one more record whose ``metrics.sweep`` holds the trials' curve and the peak
+(``SweepResult.to_dict()`` plus ``unit`` and ``criterion``); it is a sweep, not an LLM run.
 """
 
 from __future__ import annotations
@@ -211,7 +213,21 @@ def offered_load(rec: RunRecord) -> tuple[float, str] | None:
     return None
 
 
+def sweep(rec: RunRecord) -> dict[str, Any] | None:
+    """The ``metrics.sweep`` block of a peak-search run (``benchmint llm sweep``), or ``None``."""
+    sw = (rec.metrics or {}).get("sweep")
+    return sw if isinstance(sw, dict) and isinstance(sw.get("curve"), list) else None
+
+
+def is_sweep(rec: RunRecord) -> bool:
+    """A peak search's own record: the curve of its trials and the peak, no per-request metrics (each trial
+    is a run of its own)."""
+    return sweep(rec) is not None
+
+
 def is_llm(rec: RunRecord) -> bool:
+    if is_sweep(rec):
+        return False
     return rec.kind in ("llm", "mlperf") or bool(percentiles(rec)) or "requests" in (rec.artifacts or {})
 
 

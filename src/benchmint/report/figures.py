@@ -1,8 +1,10 @@
-"""Plotly figures of the report: replay fidelity per op type, latency CDFs, TTFT/TPOT percentiles and
-throughput against offered load. Each builder returns ``None`` when there is nothing to draw."""
+"""Plotly figures of the report: replay fidelity per op type, latency CDFs, TTFT/TPOT percentiles,
+throughput against offered load and the trials of a peak search. Each builder returns ``None`` when there is
+nothing to draw."""
 
 from __future__ import annotations
 
+import html
 from collections import defaultdict
 from pathlib import Path
 
@@ -14,9 +16,11 @@ from benchmint.report.data import (
     LatencySamples,
     label,
     latency_samples,
+    num,
     offered_load,
     per_op_rows,
     percentiles,
+    sweep,
     throughput,
 )
 from benchmint.results.record import RunRecord
@@ -26,6 +30,10 @@ TEMPLATE = "plotly_white"
 MAX_OPS = 25
 MAX_CDF_POINTS = 2000
 METRIC_TITLES = {"ttft_s": "TTFT", "tpot_s": "TPOT", "e2e_s": "E2E latency"}
+PASS_COLOR, FAIL_COLOR = "#2CA02C", "#D62728"
+# p99 of each sweep trial: the verdict's own figure (LoadGen's, or llm bench's), else the client-side one
+SWEEP_METRICS = (("TTFT p99", ("ttft_p99_s", "client_ttft_p99_s")),
+                 ("TPOT p99", ("tpot_p99_s", "client_tpot_p99_s")))
 
 
 def colors(records: list[RunRecord]) -> dict[str, str]:
@@ -201,4 +209,56 @@ def official_figure(records: list[RunRecord], max_models: int = 4, max_systems: 
     fig.update_layout(template=TEMPLATE, title="Official MLPerf results: best per accelerator",
                       height=max(360, 300 * len(keys)), margin={"l": 10, "r": 20, "t": 80, "b": 40})
     fig.update_yaxes(automargin=True)
+    return fig
+
+
+def sweep_figure(rec: RunRecord) -> go.Figure | None:
+    """One peak search: p99 TTFT and TPOT (ms) of each trial against its rate, markers green where the trial
+    passed and red where it failed, and a dashed line at the peak (the highest passing rate)."""
+    sw = sweep(rec)
+    if sw is None:
+        return None
+    trials = [t for t in sw["curve"] if isinstance(t, dict) and num(t.get("rate")) is not None]
+    trials.sort(key=lambda t: num(t["rate"]))
+    if not trials:
+        return None
+    fig = make_subplots(rows=1, cols=2, subplot_titles=[t for t, _ in SWEEP_METRICS])
+    drawn = 0
+    legend_shown: set[bool] = set()
+    for col, (title, keys) in enumerate(SWEEP_METRICS, start=1):
+        pts = []
+        for t in trials:
+            m = t.get("metrics") if isinstance(t.get("metrics"), dict) else {}
+            v = next((num(m.get(k)) for k in keys if num(m.get(k)) is not None), None)
+            if v is not None:
+                reason = html.escape(str(t.get("reason") or ""), quote=False)  # hover text is plotly's HTML
+                pts.append((num(t["rate"]), v * 1e3, bool(t.get("passed")), reason))
+        if not pts:
+            continue
+        drawn += len(pts)
+        fig.add_scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines", showlegend=False,
+                        line={"color": "#BBBBBB", "width": 1}, hoverinfo="skip", row=1, col=col)
+        for passed, name, color in ((True, "passed", PASS_COLOR), (False, "failed", FAIL_COLOR)):
+            sel = [p for p in pts if p[2] is passed]
+            if not sel:
+                continue
+            fig.add_scatter(
+                x=[p[0] for p in sel], y=[p[1] for p in sel], mode="markers", name=name, legendgroup=name,
+                showlegend=passed not in legend_shown, marker={"color": color, "size": 10}, row=1, col=col,
+                customdata=[[name, "<br>" + p[3] if p[3] else ""] for p in sel],
+                hovertemplate="rate %{x:.4g}<br>" + title + " %{y:.4g} ms<br>%{customdata[0]}%{customdata[1]}"
+                              "<extra></extra>",
+            )
+            legend_shown.add(passed)
+    if not drawn:
+        return None
+    peak = num(sw.get("peak_rate"))
+    if peak is not None:
+        fig.add_vline(x=peak, line={"dash": "dash", "color": PASS_COLOR, "width": 1},
+                      annotation_text=f"peak {peak:.4g}", annotation_position="top left",
+                      annotation_font_color=PASS_COLOR)
+    fig.update_layout(template=TEMPLATE, title=f"Peak search: {label(rec)}", height=420,
+                      legend={"orientation": "h", "y": -0.25}, margin={"t": 70})
+    fig.update_xaxes(title_text=str(sw.get("unit") or "rate"))
+    fig.update_yaxes(title_text="ms", col=1)
     return fig

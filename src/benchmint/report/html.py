@@ -15,12 +15,13 @@ import plotly.graph_objects as go
 
 from benchmint.core.jsonio import atomic_write_bytes
 from benchmint.report import figures
-from benchmint.report.data import coverage, is_llm, is_replay, label, num, per_op_rows
+from benchmint.report.data import coverage, is_llm, is_replay, is_sweep, label, num, per_op_rows, sweep
 from benchmint.results.flatten import flatten_record
 from benchmint.results.record import RunRecord
 
 MAX_COMPARE = 30
 MAX_FIDELITY_RUNS = 8
+MAX_SWEEP_RUNS = 6
 
 # curated rows of the side-by-side table (flattened column names, see docs/results.md)
 COMPARE_FIELDS: tuple[tuple[str, str], ...] = (
@@ -188,6 +189,24 @@ def fidelity_table(records: list[RunRecord]) -> str:
             + "".join(rows) + "</tbody></table>")
 
 
+def sweep_note(rec: RunRecord) -> str:
+    """One line on a peak search: its peak (or that no rate passed), trials, why it stopped, the criterion."""
+    sw = sweep(rec) or {}
+    unit = sw.get("unit") or "rate"
+    peak = num(sw.get("peak_rate"))
+    peak_text = f"peak {peak:.4g} {unit}" if peak is not None else "no passing rate"
+    curve = sw.get("curve") or []
+    trials = sw.get("trials_used", len(curve))
+    bits = [peak_text, f"{trials} trial(s)"]
+    if sw.get("stopped_because"):
+        bits.append(f"stopped: {sw['stopped_because']}")
+    if sw.get("criterion"):
+        bits.append(f"criterion: {sw['criterion']}")
+    if not curve:
+        bits.append("no trials recorded")
+    return f"<p class='note bm-sweep'><b>{_esc(label(rec))}</b>: {' · '.join(_esc(b) for b in bits)}</p>"
+
+
 class _Page:
     def __init__(self) -> None:
         self.parts: list[str] = []
@@ -269,6 +288,20 @@ def render(records: list[RunRecord], title: str = "benchmint report",
     else:
         page.add("<p class='note'>No runs with both a throughput and an offered load (rate or concurrency) "
                  "in their configuration.</p>")
+
+    sweeps = [r for r in records if is_sweep(r)]
+    if sweeps:
+        page.add("<h2 id='sweeps'>Peak searches</h2>")
+        sweeps.sort(key=lambda r: (r.created_s, r.id))
+        if len(sweeps) > MAX_SWEEP_RUNS:
+            page.add(f"<p class='note'>Showing the newest {MAX_SWEEP_RUNS} of {len(sweeps)} peak searches.</p>")
+        for r in sweeps[-MAX_SWEEP_RUNS:]:
+            page.add(sweep_note(r))
+            sfig = figures.sweep_figure(r)
+            if sfig is not None:
+                page.plot(sfig)
+            elif (sweep(r) or {}).get("curve"):
+                page.add(f"<p class='note'>{_esc(label(r))}: no trial recorded a p99 TTFT or TPOT.</p>")
 
     imported = [r for r in records if r.kind == "imported"]
     if imported:
