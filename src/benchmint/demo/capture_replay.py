@@ -35,11 +35,11 @@ def capture_replay_demo_step(ctx: Any) -> None:
     ctx.records.append(rec)
     ctx.artifacts["trace"] = cap_dir / "et.json"
     ctx.artifacts["replay run"] = run_dir / "run.json"
-    con.print("[bold]replay fidelity:[/] " + fidelity_line(res.result), highlight=False)
+    con.print("[bold]replay fidelity:[/] " + fidelity_line(res.result), highlight=False, soft_wrap=True)
     live, rep = cmp["original_s"], cmp["replays"]["replay"]
     line = (f"timed alternately with the live step ({cmp['rounds']} rounds x {cmp['reps']}): original "
             f"{live * 1e3:.3f} ms, replay {rep['replay_s'] * 1e3:.3f} ms, error {rep['error'] * 100:+.1f}%")
     est = res.result.get("original_iter_time_estimated_s")
     if est:
         line += f"; estimated from the trace alone {est * 1e3:.3f} ms ({(est / live - 1) * 100:+.1f}%)"
-    con.print("[bold]replay vs live step:[/] " + line, highlight=False)
+    con.print("[bold]replay vs live step:[/] " + line, highlight=False, soft_wrap=True)
