@@ -40,6 +40,8 @@ def test_every_example_workload_replays_whole(captures, name):
     assert r["ops_replayed"] == r["ops_total"] > 0 and r["coverage_time"] == 1.0
     assert r["original_iter_time_s"] > 0 and r["iter_time_s"]["n"] == 2
     assert r["peak_memory_bytes"] > 0
+    # with --gaps none the timed iterations are the ops alone: no second timing of them
+    assert r["replay_ops_only_s"] == r["iter_time_s"]["median"]
 
 
 def test_training_step_replays_forward_backward_and_optimizer(captures):
