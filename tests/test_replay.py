@@ -246,3 +246,21 @@ def test_a_cuda_trace_replayed_on_cpu_has_no_estimate_of_the_original_across_dev
     assert r["gaps"] == "recorded" and r["coverage"] == 1.0
     assert r["original_iter_time_estimated_s"] is None and r["error"] is None
     assert "not estimated across devices" in r["estimate_note"] and "cuda" in r["estimate_note"]
+
+
+def test_a_trace_too_big_for_the_memory_available_is_refused_before_planning(monkeypatch):
+    from benchmint.replay import memory
+
+    view = view_from_trace(load(PARAM / "linear_et.json.gz"))
+    est = memory.tensor_bytes(view)
+    # the linear trace's true inputs (weights) and its produced activations, as the trace records them
+    assert est["inputs_bytes"] > 0 and est["produced_peak_bytes"] > 0
+    assert est["total_bytes"] == est["inputs_bytes"] + est["produced_peak_bytes"]
+    # a machine with less memory available than the estimate: one line naming the way out, nothing planned
+    monkeypatch.setattr(memory, "available_bytes", lambda device: est["total_bytes"] // 2)
+    with pytest.raises(UserError, match="GiB available.*--no-memory-check"):
+        replay_trace(PARAM / "linear_et.json.gz", gaps="none", iters=1, warmup=0)
+    res = replay_trace(PARAM / "linear_et.json.gz", gaps="none", iters=1, warmup=0, memory_check=False)
+    m = res.result["tensor_memory_estimate"]
+    assert m["total_bytes"] == est["total_bytes"] and m["checked"] is False
+    assert m["available_bytes"] == est["total_bytes"] // 2

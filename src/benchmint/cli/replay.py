@@ -50,6 +50,9 @@ def replay(
                                   "many seconds (default 1800)."),
     comm_timeout: float = typer.Option(None, "--comm-timeout", help="With --ranks: fail when one collective "
                                        "waits this many seconds (default 60)."),
+    no_memory_check: bool = typer.Option(False, "--no-memory-check", help="Plan even when the trace's tensors "
+                                         "need more memory than is available (by default that is an error "
+                                         "before anything is allocated; with --ranks each rank checks its own)."),
 ) -> None:
     """Replay an execution trace as a standalone benchmark and report its fidelity to the original step.
 
@@ -80,7 +83,7 @@ def replay(
                            timeout_s=1800.0 if timeout is None else timeout,
                            collective_timeout_s=60.0 if comm_timeout is None else comm_timeout,
                            echo=lambda line: err_console.print(line, highlight=False, markup=False),
-                           keep_logs=state.debug)
+                           keep_logs=state.debug, memory_check=not no_memory_check)
     else:
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                       console=err_console, transient=True) as prog:
@@ -90,7 +93,8 @@ def replay(
                 prog.update(task, description=stage, completed=done, total=total or None)
 
             res = replay_trace(trace, kineto, device=device, threads=threads, warmup=warmup, iters=iters,
-                               seed=seed, gaps=gaps, target=target, iteration=iteration, progress=progress)
+                               seed=seed, gaps=gaps, target=target, iteration=iteration, progress=progress,
+                               memory_check=not no_memory_check)
     r = res.result
     config = {"trace": str(trace), "kineto": str(kineto) if kineto else r["kineto"], "device": r["device"],
               "threads": r["threads"], "warmup": warmup, "iters": iters, "seed": seed, "gaps": r["gaps"],

@@ -13,7 +13,7 @@ import torch
 
 from benchmint.core.errors import UserError
 from benchmint.core.jsonio import read_json
-from benchmint.replay import fidelity
+from benchmint.replay import fidelity, memory
 from benchmint.replay.execute import measure_peak_memory, summarize, time_iterations
 from benchmint.replay.plan import Plan, build_plan
 from benchmint.replay.source import view_from_trace
@@ -96,6 +96,7 @@ def replay_trace(
     progress: Callable[[str, int, int], None] | None = None,
     rank: int | None = None,
     comm: Any = None,
+    memory_check: bool = True,
 ) -> ReplayResult:
     """Plan, calibrate and time a replay of ``trace``; see ``benchmint replay --help`` for the options.
 
@@ -104,7 +105,8 @@ def replay_trace(
     ``"capture"`` (capture.json's measured step time), ``"estimate"`` (the recorded span less the observers'
     cost, measured on this machine), ``"auto"`` (capture.json when present). ``rank``: the rank's trace in an
     archive of one trace per rank (ET and Kineto); ``comm``: the rank's collectives in a multi-rank replay
-    (:mod:`benchmint.replay.distributed`).
+    (:mod:`benchmint.replay.distributed`). ``memory_check``: refuse, before planning, a trace whose tensors
+    need more memory than the device has available (:mod:`benchmint.replay.memory`).
     """
     from benchmint.trace import load
     from benchmint.trace.kineto import join_kineto
@@ -144,8 +146,15 @@ def replay_trace(
             raise UserError(f"--device {dev}: not a device ({e}); use cpu or cuda[:N]") from e
         if tdev.type == "cuda" and not torch.cuda.is_available():
             raise UserError(f"--device {dev}: CUDA is not available on this machine; use --device cpu")
-        return _run(inp, view, tdev, threads or torch.get_num_threads(), warmup, iters, seed, gaps, target, cap,
-                    join, progress, comm)
+        mem = memory.tensor_bytes(view)
+        avail = memory.check_fits(mem, tdev, str(inp.trace)) if memory_check else memory.available_bytes(tdev)
+        res = _run(inp, view, tdev, threads or torch.get_num_threads(), warmup, iters, seed, gaps, target, cap,
+                   join, progress, comm)
+        res.result["tensor_memory_estimate"] = {**mem, "available_bytes": avail, "checked": memory_check,
+                                                "how": "recorded tensors walked in op order before planning: true "
+                                                       "inputs held throughout, produced tensors from their op "
+                                                       "to their last use (a floor)"}
+        return res
     finally:
         torch.set_num_threads(prev_threads)
 

@@ -695,7 +695,7 @@ def _worker(spec_path: str) -> int:
         res = replay_trace(spec["trace"], spec["kineto"], device=dev, threads=spec["threads"],
                            warmup=spec["warmup"], iters=spec["iters"], seed=spec["seed"], gaps=spec["gaps"],
                            target=spec["target"], iteration=spec["iteration"], rank=spec["trace_rank"],
-                           comm=comm, progress=progress)
+                           comm=comm, progress=progress, memory_check=spec.get("memory_check", True))
         r = dict(res.result)
         r["rank"] = rank
         r["collectives"] = comm.stats()
@@ -769,6 +769,7 @@ def replay_ranks(
     collective_timeout_s: float = 60.0,
     echo: Callable[[str], None] | None = None,
     keep_logs: bool | None = None,
+    memory_check: bool = True,
 ) -> RanksResult:
     """Replay a multi-rank trace with one process per rank on this machine, its collectives on a real
     process group; see the module's doc. ``threads``: intra-op threads per rank (default 1); ``timeout_s``:
@@ -815,7 +816,7 @@ def replay_ranks(
     old_sigterm = _stop_on_sigterm(say)
     try:
         return _run_ranks(inp, ranks, trace_rank, device, backend, threads, warmup, iters, seed, gaps, target,
-                          iteration, timeout_s, collective_timeout_s, keep_logs, say)
+                          iteration, timeout_s, collective_timeout_s, keep_logs, say, memory_check)
     finally:
         if old_sigterm is not None:
             signal.signal(signal.SIGTERM, old_sigterm)
@@ -838,7 +839,7 @@ def _stop_on_sigterm(say: Callable[[str], None]) -> Any:
 def _run_ranks(inp: Any, ranks: int, trace_rank: Callable[[int], int | None], device: str, backend: str,
                threads: int | None, warmup: int, iters: int, seed: int, gaps: str | None, target: str,
                iteration: int | None, timeout_s: float, collective_timeout_s: float, keep_logs: bool | None,
-               say: Callable[[str], None]) -> RanksResult:
+               say: Callable[[str], None], memory_check: bool = True) -> RanksResult:
     tmp = Path(tempfile.mkdtemp(prefix="benchmint-ranks-"))
     env = dict(os.environ)
     lo = _loopback_ifname()
@@ -860,7 +861,8 @@ def _run_ranks(inp: Any, ranks: int, trace_rank: Callable[[int], int | None], de
                     "backend": backend, "threads": th, "warmup": warmup,
                     "iters": iters, "seed": seed, "gaps": gaps, "target": target, "iteration": iteration,
                     "store": str(tmp / "store"), "out": str(tmp / f"rank{r}.result.json"), "timeout_s": timeout_s,
-                    "collective_timeout_s": collective_timeout_s, "parent": os.getpid()}
+                    "collective_timeout_s": collective_timeout_s, "parent": os.getpid(),
+                    "memory_check": memory_check}
             sp = tmp / f"rank{r}.spec.json"
             write_json(sp, spec)
             log = tmp / f"rank{r}.log"
