@@ -264,3 +264,22 @@ def test_a_trace_too_big_for_the_memory_available_is_refused_before_planning(mon
     m = res.result["tensor_memory_estimate"]
     assert m["total_bytes"] == est["total_bytes"] and m["checked"] is False
     assert m["available_bytes"] == est["total_bytes"] // 2
+
+
+def test_a_cuda_capture_replayed_on_cpu_has_no_error_and_no_gaps_aimed_at_it(tmp_path):
+    # capture.json's step time was measured on another device: neither the gaps nor an error may use it
+    import gzip
+    import shutil
+
+    d = tmp_path / "cap"
+    d.mkdir()
+    for name, src in (("et.json", "linear_et.json.gz"), ("kineto.json", "linear_kineto.json.gz")):
+        with gzip.open(PARAM / src, "rb") as f, open(d / name, "wb") as g:
+            shutil.copyfileobj(f, g)
+    (d / "capture.json").write_text(json.dumps({"schema_version": "1.0", "device": "cuda:0",
+                                                "step_time_s": {"median": 0.004, "n": 10}}))
+    r = replay_trace(d, device="cpu", warmup=0, iters=1).result
+    assert r["original_iter_time_s"] == 0.004 and r["error"] is None and "ran on cuda" in r["error_note"]
+    assert r["gap_target"] is None and r["gap_time_s"] == 0.0
+    with pytest.raises(UserError, match="another device"):
+        replay_trace(d, device="cpu", warmup=0, iters=1, target="capture")

@@ -190,7 +190,8 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, threads: int, warmup: 
     gaps_ns: list[int] | None = None
     target_used = None
     trace_type = "cuda" if any(d.startswith("cuda") for d in view.devices) else "cpu"
-    if trace_type != dev.type:
+    cross = trace_type != dev.type
+    if cross:
         # the estimate compares the original's recorded times with this device's: across devices it would
         # mix a GPU step with CPU kernels
         estimate_note = (f"the trace ran on {trace_type} and the replay on {dev.type}: the original's step time "
@@ -200,7 +201,10 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, threads: int, warmup: 
         if cal is not None and estimate_note is None:
             est_s = fidelity.estimate_original(view, cal)
         want = None
-        if target in ("auto", "capture") and cap_s:
+        if target == "capture" and cap_s and cross:
+            raise UserError(f"{inp.trace}: the trace ran on {trace_type} and the replay runs on {dev.type}: the gaps "
+                            "cannot aim at a step time measured on another device; use --gaps none")
+        if target in ("auto", "capture") and cap_s and not cross:
             want, target_used = cap_s, "capture.json"
         elif target == "capture":
             raise UserError(f"{inp.trace}: no capture.json beside the trace; use target estimate")
@@ -226,7 +230,11 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, threads: int, warmup: 
         rep = sum(s.op.dur_s or 0.0 for s in replayed)
         coverage_time = rep / total if total > 0 else None
     original = cap_s
-    error = (it["median"] - original) / original if original and it["median"] is not None else None
+    error = (it["median"] - original) / original if original and it["median"] is not None and not cross else None
+    error_note = None
+    if original and cross:
+        error_note = (f"no error: the original ran on {trace_type} and the replay on {dev.type} (the original's "
+                      "measured step time is kept in original_iter_time_s)")
     ref = original if original is not None else est_s
     rows = fidelity.per_op_type(plan, cal, ref, op_times, gaps_ns)
     result = {
@@ -245,6 +253,7 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, threads: int, warmup: 
         "estimate_note": estimate_note,
         "recorded_step_span_s": view.step_span_s,
         "error": error,
+        "error_note": error_note,
         "skipped": plan.skipped(),
         "substituted": plan.substituted(),
         "peak_memory_bytes": peak,

@@ -1029,7 +1029,7 @@ def _join(per: list[dict[str, Any]], ranks: int, backend: str, wall: float, inp:
                                                                    if k != "ops"},
             "collective_ops": p["collectives"]["ops"],
         } for r, p in enumerate(per)],
-        "error_note": None,
+        "error_note": per[slow].get("error_note"),
         "how_measured": (per[slow]["how_measured"] + f"; {ranks} ranks, one process each on this machine, "
                          f"collectives on a {backend} process group; a barrier before each iteration, so the "
                          f"ranks time the same iterations; iter_time_s is the slowest rank's (rank {slow})"),
