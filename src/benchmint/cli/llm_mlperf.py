@@ -15,6 +15,7 @@ from rich.table import Table
 from benchmint.cli.common import console, err_console
 from benchmint.core.errors import UserError
 from benchmint.core.jsonio import write_json
+from benchmint.core.signals import sigint_deferred
 
 _SCENARIO_HELP = "MLPerf scenario: offline, server or single-stream."
 
@@ -336,7 +337,8 @@ def mlperf(
         with console.status("running LoadGen ...") as status:
             result, record = run_mlperf(cfg, on_stage=lambda s: status.update(s + " ..."))
     except MlperfInterrupted as e:
-        where = _append_store(e.record, results)
+        with sigint_deferred(reraise=False):  # already stopping: a second Ctrl-C must not lose the stored run
+            where = _append_store(e.record, results)
         err_console.print(f"interrupted: wrote the partial result ({e.completed} completed requests, no LoadGen "
                           f"verdict) to {e.result_path}" + (f"; run {e.record.id} stored in {where}" if where else ""),
                           highlight=False, soft_wrap=True)
@@ -425,10 +427,13 @@ def sweep(
     console.print(f"sweep: up to {max_trials} LoadGen Server trials of >= {trial_duration:g} s")
     result, record = run_sweep(cfg, start_qps, max_trials=max_trials, growth=growth, rel_tol=tolerance,
                                require_valid=require_valid, max_qps=max_qps, on_trial=_show_trial)
+    with sigint_deferred(reraise=not result["sweep"].get("interrupted")):
+        if result["sweep"].get("interrupted"):
+            err_console.print("interrupted: storing the finished trials ...")
+        _append_store(record, results)
+        if json_out:
+            write_json(json_out, result)
     _print_curve(result["sweep"], "latency vs load (LoadGen Server)")
-    if json_out:
-        write_json(json_out, result)
-    _append_store(record, results)
     _exit_if_interrupted(result, out)
 
 

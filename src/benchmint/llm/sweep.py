@@ -193,7 +193,6 @@ def run_bench_sweep(
     from pathlib import Path
 
     from benchmint.core.errors import UserError
-    from benchmint.core.jsonio import write_json
     from benchmint.llm.bench import BenchConfig, run_bench
     from benchmint.llm.metrics import parse_slo
 
@@ -216,8 +215,23 @@ def run_bench_sweep(
         ok, reason, metrics = bench_trial_verdict(res.result, slo_d)
         return Trial(rate=rate, passed=ok, metrics=metrics, reason=reason, run_dir=d.name)
 
+    from benchmint.core.signals import sigint_deferred
+    from benchmint.results.metadata import provenance, system_block
+
+    system, prov = system_block(), provenance()  # before the search: Ctrl-C must not wait for them
     sw = find_peak(trial, start_rate, max_trials=max_trials, growth=growth, rel_tol=rel_tol, max_rate=max_rate,
                    on_trial=on_trial)
+    with sigint_deferred(reraise=not sw.interrupted):
+        return _write_bench_sweep(sw, out, start_rate, max_trials, growth, rel_tol, trial_duration_s, slo_d,
+                                  bench_options, system, prov, results)
+
+
+def _write_bench_sweep(sw: SweepResult, out: Any, start_rate: float, max_trials: int, growth: float,
+                       rel_tol: float, trial_duration_s: float, slo_d: dict[str, Any], bench_options: dict[str, Any],
+                       system: dict[str, Any], prov: dict[str, Any], results: Any) -> dict[str, Any]:
+    from benchmint.core.jsonio import write_json
+    from benchmint.results.record import RunRecord
+
     result = {
         "schema_version": "1.0",
         "config": {"target": "bench", "start_rate": start_rate, "max_trials": max_trials, "growth": growth,
@@ -227,13 +241,10 @@ def run_bench_sweep(
     }
     # the sweep itself is a run too (each trial stored its own llm bench run): one record with the curve and
     # the peak, so `benchmint results` and the report can show the search beside the trials
-    from benchmint.results.metadata import provenance, system_block
-    from benchmint.results.record import RunRecord
-
     record = RunRecord(kind="llm", config={**result["config"], "benchmark": "llm bench sweep"},
                        metrics={"sweep": result["sweep"]},
                        workload={k: bench_options.get(k) for k in ("model", "backend", "dataset", "api")},
-                       artifacts={"result": "result.json"}, system=system_block(), provenance=provenance(),
+                       artifacts={"result": "result.json"}, system=system, provenance=prov,
                        status="partial" if sw.interrupted else "ok" if sw.peak_rate is not None else "failed")
     result["run_id"] = record.id
     write_json(out / "result.json", result)

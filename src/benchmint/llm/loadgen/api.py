@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmint.core.jsonio import write_json
+from benchmint.core.signals import sigint_deferred
 from benchmint.llm import accuracy as acc
 from benchmint.llm.cost import cost_block
 from benchmint.llm.loadgen.runner import TestInterrupted, TestOutcome, run_test, write_samples
@@ -184,7 +185,8 @@ def _write_interrupted(cfg: MlperfConfig, out: Path, result: dict[str, Any], art
     }
     artifacts[f"loadgen_{test}_logs"] = test
     metrics = {**_metrics_block(result), "interrupted": result[f"interrupted_{test}"]}
-    record = _write_run(cfg, out, result, metrics, artifacts, "partial")
+    with sigint_deferred(reraise=False):  # already stopping: a second Ctrl-C must not cut the files in half
+        record = _write_run(cfg, out, result, metrics, artifacts, "partial")
     raise MlperfInterrupted(out / "result.json", sum(r.ok for r in recs), record)
 
 
@@ -261,8 +263,17 @@ def run_sweep(
         metrics["failed_requests"] = sum(not r.ok for r in outcome.records)
         return Trial(rate=qps, passed=ok, metrics=metrics, reason=reason, run_dir=str(d.relative_to(out)))
 
+    meta = RunRecord(kind="mlperf")
+    _fill_system(meta)  # before the search: it takes a second or more, which Ctrl-C must not have to wait for
     res = find_peak(trial, start_qps, max_trials=max_trials, growth=growth, rel_tol=rel_tol,
                     max_rate=max_qps, on_trial=on_trial)
+    with sigint_deferred(reraise=not res.interrupted):
+        return _write_sweep(cfg, out, res, base, start_qps, max_trials, growth, rel_tol, require_valid, meta)
+
+
+def _write_sweep(cfg: MlperfConfig, out: Path, res: Any, base: Any, start_qps: float, max_trials: int,
+                 growth: float, rel_tol: float, require_valid: bool,
+                 meta: RunRecord) -> tuple[dict[str, Any], RunRecord]:
     ttft, tpot = base.limits()
     result: dict[str, Any] = {
         "schema_version": RESULT_SCHEMA_VERSION,
@@ -281,8 +292,7 @@ def run_sweep(
                                               "benchmark": "mlperf-inference (LoadGen sweep)"},
                        metrics={"sweep": result["sweep"]},
                        workload={**cfg.workload, "mlperf_model": base.model_key}, artifacts={"result": "result.json"},
-                       status=status)
-    _fill_system(record)
+                       status=status, system=meta.system, provenance=meta.provenance)
     result["run_id"] = record.id
     write_json(out / "result.json", result)
     record.write(out)
