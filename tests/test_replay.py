@@ -42,6 +42,9 @@ def test_every_example_workload_replays_whole(captures, name):
     assert r["peak_memory_bytes"] > 0
     # with --gaps none the timed iterations are the ops alone: no second timing of them
     assert r["replay_ops_only_s"] == r["iter_time_s"]["median"]
+    # the memory estimate made from the trace before planning matches the replay's measured peak
+    est = r["tensor_memory_estimate"]["total_bytes"]
+    assert abs(est / r["peak_memory_bytes"] - 1) < 0.05, (est, r["peak_memory_bytes"])
 
 
 def test_training_step_replays_forward_backward_and_optimizer(captures):

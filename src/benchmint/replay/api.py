@@ -153,7 +153,8 @@ def replay_trace(
         res.result["tensor_memory_estimate"] = {**mem, "available_bytes": avail, "checked": memory_check,
                                                 "how": "recorded tensors walked in op order before planning: true "
                                                        "inputs held throughout, produced tensors from their op "
-                                                       "to their last use (a floor)"}
+                                                       "to their last read (an estimate: the process itself and "
+                                                       "allocator slack come on top)"}
         return res
     finally:
         torch.set_num_threads(prev_threads)
@@ -173,9 +174,10 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, threads: int, warmup: 
         raise UserError(f"{inp.trace}: no op of the trace could be replayed ({reasons})")
     fn0 = plan.compile()
     replay_s = None
-    if gaps == "recorded":
-        # the ops alone, timed apart from the run: what the gaps are added to (with --gaps none the timed
-        # iterations below are the ops alone, and a big trace's iteration can take seconds)
+    if gaps == "recorded" or comm is not None:
+        # the ops alone, timed apart from the run: what the gaps are added to (in one process with --gaps none
+        # the timed iterations below are the ops alone, and a big trace's iteration can take seconds; across
+        # ranks they also hold the real collectives and the waits for the other ranks)
         tell("calibrate")
         base = time_iterations(plan, fn0, iters=max(10, min(iters, 30)), warmup=max(3, warmup))
         replay_s = summarize(base)["median"]
