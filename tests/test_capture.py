@@ -148,6 +148,35 @@ def test_cli_capture_of_an_unmodified_training_script(tmp_path):
 
 
 @pytest.mark.slow
+def test_cli_capture_of_a_training_script_records_one_step_per_optimizer_boundary(tmp_path):
+    # steps ended by optimizer.step() end inside the optimizer's scope: a second recorded step would swallow
+    # the next one's ops and be left empty, so one is recorded and capture.json says why
+    script = tmp_path / "train.py"
+    script.write_text(textwrap.dedent(TRAIN_SCRIPT))
+    out = tmp_path / "cap"
+    r = subprocess.run([sys.executable, "-m", "benchmint.cli.main", "capture", "--out", str(out), "--no-store",
+                        "--warmup", "1", "--measure", "5", "--record", "2", "--", sys.executable, str(script), "14"],
+                       capture_output=True, text=True, env=ENV, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    cj = json.loads((out / "capture.json").read_text())
+    assert cj["recorded_steps"] == 1 and "capture.step()" in cj["note"] and "1 of 2 steps" in r.stdout
+    tr = load(out / "et.json")
+    assert len(tr.iterations) == 1
+    assert "aten::linear" in {n.name for n in tr.top_level_ops(tr.iterations[0].node)}
+
+
+def test_capture_ending_before_a_kept_step_is_whole_keeps_no_trace(tmp_path):
+    # warm-up 0, 5 measured, 1 discarded, 1 bare: the 8th step is the first kept one; the loop ends before it
+    with Capture(tmp_path, warmup=0, measure=5) as cap:
+        for _ in range(7):
+            cap.step()
+        assert cap.recording  # the kept step has begun
+    cj = json.loads((tmp_path / "capture.json").read_text())
+    assert cj["complete"] is False and cj["recorded_steps"] == 0 and "et" not in cj["files"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["capture.json"]
+
+
+@pytest.mark.slow
 def test_cli_capture_with_step_calls_and_errors(tmp_path):
     script = tmp_path / "infer.py"
     script.write_text(textwrap.dedent(INFER_SCRIPT))

@@ -120,6 +120,8 @@ def _report(out: Path, s: dict, warmup: int, measure: int, record: int) -> None:
                   f"(p10 {st['p10'] * 1e3:.3f}, p90 {st['p90'] * 1e3:.3f}); recorded step "
                   f"{s['recorded_step_time_s'][0] * 1e3:.3f} ms with observers; {s['threads']} threads, "
                   f"{s['device']}")
+    if s.get("note"):
+        console.print(f"[yellow]{s['note']}[/]")
 
 
 def _store(out: Path, s: dict, results: Path | None, no_store: bool, workload: str | None) -> None:
@@ -128,7 +130,8 @@ def _store(out: Path, s: dict, results: Path | None, no_store: bool, workload: s
     rec = RunRecord(
         kind="capture",
         config={"warmup": s["warmup_steps"], "measured_steps": s["measured_steps"],
-                "recorded_steps": s["recorded_steps"], "workload": workload, "command_line": s["command_line"]},
+                "recorded_steps": s["recorded_steps"], "discarded_steps": s.get("discarded_steps", 0),
+                "workload": workload, "command_line": s["command_line"]},
         metrics={"step_time_s": {k: v for k, v in s["step_time_s"].items() if k != "values"},
                  "recorded_step_time_s": s["recorded_step_time_s"], "how_measured": s["how_measured"],
                  "threads": s["threads"], "device": s["device"]},

@@ -123,6 +123,7 @@ class Capture:
     recorded_times_s: list[float] = field(default_factory=list, init=False)
     discarded_times_s: list[float] = field(default_factory=list, init=False)
     done: bool = field(default=False, init=False)
+    note: str | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         if self.measure < MIN_MEASURE:
@@ -161,7 +162,7 @@ class Capture:
     def recording(self) -> bool:
         return self._et is not None
 
-    def step(self) -> None:
+    def step(self, _from_optimizer: bool = False) -> None:
         """Mark the end of one step of the user's loop."""
         if self.done:
             return
@@ -171,7 +172,16 @@ class Capture:
             self._sync()
         now = clock.now_ns()
         if self.recording:
+            kept = not self._discarding
             self._end_recorded_step(now)
+            if kept and _from_optimizer and not self.done:
+                # A boundary taken from optimizer.step() lies inside the optimizer's record_function scope: a
+                # ProfilerStep opened there takes the next step's ops into this one's and leaves its own empty
+                # (seen with --record 2). Only the first kept step is recorded this way.
+                self.note = (f"{len(self.recorded_times_s)} of {self.record} steps recorded: with steps ended by "
+                             "optimizer.step() only one can be; mark each step with "
+                             "benchmint.trace.capture.step() to record more")
+                self._stop_recording()
         else:
             elapsed = (now - self._t0) / 1e9  # type: ignore[operator]
             if self.warmup <= self._n < self.warmup + self.measure:
@@ -257,9 +267,9 @@ class Capture:
 
     def close(self) -> None:
         """Finish: stop observers if a recorded step is open, and write ``capture.json``."""
-        if self.recording and not self._discarding:
+        if self.recording and not self._discarding and self.recorded_times_s:
             self._stop_recording()
-        elif self.recording:  # the loop ended during the discarded steps: nothing was recorded
+        elif self.recording:  # the loop ended before a kept step was whole: no trace of it is kept
             self._stop_recording(keep=False)
             self.write_summary()
             self.done = True
@@ -298,6 +308,7 @@ class Capture:
             "warmup_steps": self.warmup,
             "measured_steps": len(xs),
             "recorded_steps": len(self.recorded_times_s),
+            "note": self.note,
             "discarded_steps": len(self.discarded_times_s),
             "threads": self._threads if self._threads is not None else torch.get_num_threads(),
             "device": _device_in_use(self.device),
@@ -365,7 +376,7 @@ def step() -> None:
 
 def _optimizer_hook(*_: object) -> None:
     if _active is not None and not _manual:
-        _active.step()
+        _active.step(_from_optimizer=True)
 
 
 def start_from_env() -> Capture | None:
