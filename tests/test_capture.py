@@ -131,14 +131,21 @@ with torch.inference_mode():
 """
 
 
-@pytest.mark.slow
-def test_cli_capture_of_an_unmodified_training_script(tmp_path):
+def _capture_training_script(tmp_path: Path, steps: int, *options: str) -> tuple[subprocess.CompletedProcess, Path]:
+    """`benchmint capture [options] -- python train.py STEPS` on the unmodified TRAIN_SCRIPT."""
     script = tmp_path / "train.py"
     script.write_text(textwrap.dedent(TRAIN_SCRIPT))
     out = tmp_path / "cap"
     r = subprocess.run([sys.executable, "-m", "benchmint.cli.main", "capture", "--out", str(out), "--no-store",
-                        "--", sys.executable, str(script), "25"], capture_output=True, text=True, env=ENV,
-                       cwd=tmp_path)
+                        *options, "--", sys.executable, str(script), str(steps)], capture_output=True, text=True,
+                       env=ENV, cwd=tmp_path)
+    return r, out
+
+
+@pytest.mark.slow
+def test_cli_capture_of_an_unmodified_training_script(tmp_path):
+    r, out = _capture_training_script(tmp_path, 25)
+    script = tmp_path / "train.py"
     assert r.returncode == 0, r.stderr
     assert "trained 25" in r.stdout and "step time without observers" in r.stdout
     cj = json.loads((out / "capture.json").read_text())
@@ -151,12 +158,7 @@ def test_cli_capture_of_an_unmodified_training_script(tmp_path):
 def test_cli_capture_of_a_training_script_records_one_step_per_optimizer_boundary(tmp_path):
     # steps ended by optimizer.step() end inside the optimizer's scope: a second recorded step would swallow
     # the next one's ops and be left empty, so one is recorded and capture.json says why
-    script = tmp_path / "train.py"
-    script.write_text(textwrap.dedent(TRAIN_SCRIPT))
-    out = tmp_path / "cap"
-    r = subprocess.run([sys.executable, "-m", "benchmint.cli.main", "capture", "--out", str(out), "--no-store",
-                        "--warmup", "1", "--measure", "5", "--record", "2", "--", sys.executable, str(script), "14"],
-                       capture_output=True, text=True, env=ENV, cwd=tmp_path)
+    r, out = _capture_training_script(tmp_path, 14, "--warmup", "1", "--measure", "5", "--record", "2")
     assert r.returncode == 0, r.stderr
     cj = json.loads((out / "capture.json").read_text())
     assert cj["recorded_steps"] == 1 and "capture.step()" in cj["note"] and "1 of 2 steps" in r.stdout
