@@ -16,7 +16,8 @@ from typing import Any
 import torch
 
 from benchmint.core.errors import UserError
-from benchmint.replay.types import TENSOR, TENSOR_LIST, TraceView, TRef
+from benchmint.replay.tensors import arg_refs, last_reads
+from benchmint.replay.types import TraceView
 
 HEADROOM = 0.9  # the estimate may use at most this share of the available memory
 
@@ -26,17 +27,15 @@ def tensor_bytes(view: TraceView) -> dict[str, int]:
 
     A recorded storage id is an allocator address, which the original reused once a tensor was freed: a
     storage an op writes to after every tensor seen on it was read for the last time is a new storage."""
-    last_read: dict[tuple, int] = {}
-    for i, op in enumerate(view.ops):
-        for a in op.inputs:
-            for r in _refs(a):
-                last_read[r.key] = i
+    last_read = last_reads(view.ops)
     segs: list[list] = []  # [bytes, first op, last op, produced]
     cur: dict[tuple, list] = {}
     for i, op in enumerate(view.ops):
         for produced, args in ((False, op.inputs), (True, op.outputs)):
             for a in args:
-                for r in _refs(a):
+                for r in arg_refs(a):
+                    if r.dtype is None:
+                        continue
                     sk = (r.storage_id, r.dtype)
                     seg = cur.get(sk)
                     if seg is None or (seg[3] and seg[2] < i):  # unseen, or its tensors are all dead
@@ -59,11 +58,6 @@ def tensor_bytes(view: TraceView) -> dict[str, int]:
     return {"inputs_bytes": inputs, "produced_peak_bytes": peak, "total_bytes": inputs + peak}
 
 
-def _refs(a: Any) -> list[TRef]:
-    refs = [a.value] if a.kind == TENSOR else (a.value if a.kind == TENSOR_LIST else [])
-    return [r for r in refs if isinstance(r, TRef) and r.dtype is not None]
-
-
 def available_bytes(device: torch.device) -> int | None:
     """Memory free for tensors on ``device`` now (None when unknown)."""
     try:
@@ -84,7 +78,7 @@ def check_fits(est: dict[str, Any], device: torch.device, what: str) -> int | No
     if avail is not None and est["total_bytes"] > HEADROOM * avail:
         gib = 2**30
         raise UserError(
-            f"{what}: its tensors need at least {est['total_bytes'] / gib:.1f} GiB (inputs "
+            f"{what}: its tensors need about {est['total_bytes'] / gib:.1f} GiB (inputs "
             f"{est['inputs_bytes'] / gib:.1f} GiB, produced tensors at their peak {est['produced_peak_bytes'] / gib:.1f} "
             f"GiB) and {device.type} has {avail / gib:.1f} GiB available; replay it where there is more memory, or "
             "pass --no-memory-check to try anyway")

@@ -26,7 +26,15 @@ import torch
 from benchmint.core import clock
 from benchmint.replay.ops import OpSpec, OpUnavailable, resolve, split_args, unresolved
 from benchmint.replay.substitutes import NO_OPS, SUBSTITUTES, UNREAD
-from benchmint.replay.tensors import Constraints, StoragePool, all_refs, collect_constraints, make_tensor
+from benchmint.replay.tensors import (
+    Constraints,
+    StoragePool,
+    all_refs,
+    arg_refs,
+    collect_constraints,
+    last_reads,
+    make_tensor,
+)
 from benchmint.replay.types import DEVICE, TENSOR, TENSOR_LIST, UNSUPPORTED, VALUE, OpRec, TraceView, TRef
 
 DATA_DEPENDENT = {
@@ -229,24 +237,16 @@ class _Builder:
                 self.pool.note(r)
         self.cons: Constraints = collect_constraints(view.ops, self._arg_names)
         # the dry run keeps a produced tensor only until its last reader, as the loop will
-        self.last_read: dict[tuple, int] = {}
-        for i, op in enumerate(view.ops):
-            for a in op.inputs:
-                refs = [a.value] if a.kind == TENSOR else (a.value if a.kind == TENSOR_LIST else [])
-                for r in refs:
-                    if isinstance(r, TRef):
-                        self.last_read[r.key] = i
+        self.last_read: dict[tuple, int] = last_reads(view.ops)
 
     def release(self, idx: int, op: OpRec) -> None:
         """Drop produced tensors no later op reads (inputs and synthetic tensors stay)."""
-        for a in (*op.inputs, *op.outputs):
-            refs = [a.value] if a.kind == TENSOR else (a.value if a.kind == TENSOR_LIST else [])
-            for r in refs:
-                if not isinstance(r, TRef) or self.last_read.get(r.key, -1) > idx:
-                    continue
-                s = self.slot.get(r.key)
-                if s is not None and s not in self.persistent:
-                    self.env.pop(r.key, None)
+        for r in all_refs(op):
+            if self.last_read.get(r.key, -1) > idx:
+                continue
+            s = self.slot.get(r.key)
+            if s is not None and s not in self.persistent:
+                self.env.pop(r.key, None)
 
     def _arg_names(self, op: OpRec) -> list[str] | None:
         try:
@@ -576,9 +576,8 @@ class _Builder:
     def _constrained_inputs(self, op: OpRec) -> set[tuple]:
         keys = set()
         for a in op.inputs:
-            refs = [a.value] if a.kind == TENSOR else (a.value if a.kind == TENSOR_LIST else [])
-            for r in refs:
-                if isinstance(r, TRef) and r.key in self.cons.by_key and r.key in self.env:
+            for r in arg_refs(a):
+                if r.key in self.cons.by_key and r.key in self.env:
                     keys.add(r.key)
         return keys
 

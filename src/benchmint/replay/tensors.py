@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from benchmint.replay.types import TENSOR, TENSOR_LIST, OpRec, TRef
+from benchmint.replay.types import TENSOR, TENSOR_LIST, Arg, OpRec, TRef
 
 _INDEX_DIM_OPS = {
     # op base name -> (index arg, indexed tensor arg, dim arg)
@@ -427,11 +427,22 @@ def make_tensor(ref: TRef, device: torch.device, cons: Constraints, gen: torch.G
     return t
 
 
+def arg_refs(a: Arg) -> list[TRef]:
+    """The tensors of one argument: a tensor, or a tensor list's (empty entries left out)."""
+    refs = [a.value] if a.kind == TENSOR else (a.value if a.kind == TENSOR_LIST else [])
+    return [r for r in refs if isinstance(r, TRef)]
+
+
 def all_refs(op: OpRec) -> Iterable[TRef]:
     for a in (*op.inputs, *op.outputs):
-        if a.kind == TENSOR:
-            yield a.value
-        elif a.kind == TENSOR_LIST:
-            for r in a.value:
-                if isinstance(r, TRef):
-                    yield r
+        yield from arg_refs(a)
+
+
+def last_reads(ops: list[OpRec]) -> dict[tuple, int]:
+    """Per tensor key, the index of the last op that reads it."""
+    out: dict[tuple, int] = {}
+    for i, op in enumerate(ops):
+        for a in op.inputs:
+            for r in arg_refs(a):
+                out[r.key] = i
+    return out
