@@ -93,6 +93,25 @@ def test_capture_that_ends_in_the_discarded_step_records_nothing(tmp_path):
     assert not (tmp_path / "et.json").exists() and not cap.recording
 
 
+def test_a_step_with_non_finite_values_records_loads_and_replays(tmp_path):
+    # a diverged training step (a NaN loss read with .item()): the observer writes "nan", "-nan" and "-inf" as
+    # text, and a replay whose synthetic values drift to NaN records the same way when it is calibrated
+    def step():
+        x = torch.tensor([float("nan"), -float("nan"), float("-inf")])
+        return [x[i].item() for i in range(3)], torch.add(x, 1, alpha=float("-inf"))
+
+    capture_steps(step, tmp_path, warmup=1, measure=5, record=1)
+    tr = load(tmp_path / "et.json")
+    items = [n.outputs[0] for n in tr.nodes if n.name == "aten::item"]
+    assert len(items) == 3 and items[0] != items[0] and items[1] != items[1] and items[2] == float("-inf")
+    assert [n.inputs[2] for n in tr.nodes if n.name == "aten::add"] == [float("-inf")]
+    from benchmint.replay.api import replay_trace
+
+    res = replay_trace(tmp_path, warmup=1, iters=3)
+    assert res.result["coverage"] == 1.0 and res.result["estimate_note"] is None
+    assert res.result["original_iter_time_estimated_s"] > 0
+
+
 def test_capture_needs_five_measured_steps(tmp_path):
     with pytest.raises(UserError, match="at least 5"):
         Capture(tmp_path, measure=3)

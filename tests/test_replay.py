@@ -251,6 +251,21 @@ def test_a_cuda_trace_replayed_on_cpu_has_no_estimate_of_the_original_across_dev
     assert "not estimated across devices" in r["estimate_note"] and "cuda" in r["estimate_note"]
 
 
+def test_a_replay_whose_recordings_cannot_be_read_says_why_there_is_no_estimate(captures, monkeypatch):
+    from benchmint.replay import fidelity
+
+    def broken(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(fidelity, "record_replay", broken)
+    r = replay_trace(captures["cnn_train"], warmup=0, iters=2).result
+    assert r["original_iter_time_estimated_s"] is None
+    assert r["estimate_note"].startswith("not estimated: none of the 5 recordings of the replay could be read")
+    assert "No space left on device" in r["estimate_note"]
+    # the gaps still aim at capture.json's step time
+    assert r["gaps"] == "recorded" and r["original_iter_time_s"] > 0 and r["error"] is not None
+
+
 def test_a_trace_too_big_for_the_memory_available_is_refused_before_planning(monkeypatch):
     from benchmint.replay import memory
 

@@ -42,4 +42,6 @@ def capture_replay_demo_step(ctx: Any) -> None:
     est = res.result.get("original_iter_time_estimated_s")
     if est:
         line += f"; estimated from the trace alone {est * 1e3:.3f} ms ({(est / live - 1) * 100:+.1f}%)"
+    elif res.result.get("estimate_note"):
+        line += f"; the original's time was {res.result['estimate_note']}"
     con.print("[bold]replay vs live step:[/] " + line, highlight=False, soft_wrap=True)

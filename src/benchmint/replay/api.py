@@ -199,7 +199,10 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, threads: int, warmup: 
         estimate_note = (f"the trace ran on {trace_type} and the replay on {dev.type}: the original's step time "
                          "is not estimated across devices")
     if gaps == "recorded":
-        cal = fidelity.calibrate(plan, fn0, replay_s)
+        try:
+            cal = fidelity.calibrate(plan, fn0, replay_s)
+        except fidelity.CalibrationFailed as e:
+            estimate_note = estimate_note or f"not estimated: {e}"
         if cal is not None and estimate_note is None:
             est_s = fidelity.estimate_original(view, cal)
         want = None

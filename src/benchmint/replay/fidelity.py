@@ -181,6 +181,10 @@ def _match_replay_ops(plan: Plan, rview: TraceView) -> tuple[dict[int, tuple[flo
     return slots, tail
 
 
+class CalibrationFailed(Exception):
+    """The replay could not be recorded under the observers, so nothing can be estimated from the trace."""
+
+
 def _record_slots(plan: Plan, fn: Callable, repeats: int) -> tuple[list[tuple[float, int, int, TraceView]],
                                                                     dict[int, tuple[float, float]], float]:
     """Record ``fn`` (a replay iteration) under the observers ``repeats`` times (after one untimed recording):
@@ -192,19 +196,26 @@ def _record_slots(plan: Plan, fn: Callable, repeats: int) -> tuple[list[tuple[fl
     from benchmint.trace.kineto import join_kineto
 
     runs: list[tuple[float, int, int, TraceView]] = []
+    errors: list[str] = []
     with tempfile.TemporaryDirectory(prefix="benchmint-cal-", dir=scratch_dir()) as tmp:
-        record_replay(plan, fn, tmp, -1)  # the first recording of a process pays one-time costs
-        for k in range(repeats):
+        for k in range(-1, repeats):  # the first recording (-1) pays a process's one-time costs: not used
             try:
                 et_path, k_path = record_replay(plan, fn, tmp, k)
+                if k < 0:
+                    continue
                 tr = load(et_path)
                 join = join_kineto(tr, k_path)
                 rview = view_from_trace(tr, join)
-            except Exception:
+            except Exception as e:  # noqa: BLE001 - one bad recording is skipped; all bad is reported
+                errors.append(f"{type(e).__name__}: {e}")
                 continue
             if rview.step_span_s is None:
+                errors.append("the recording has no step span")
                 continue
             runs.append((rview.step_span_s, rview.total_nodes - rview.non_op_nodes, rview.non_op_nodes, rview))
+    if not runs:
+        raise CalibrationFailed(f"none of the {repeats} recordings of the replay could be read ({errors[0]})"
+                                if errors else "the replay was not recorded")
     per: dict[int, list[tuple[float, float]]] = {}
     tails = []
     for r in runs:
@@ -216,21 +227,21 @@ def _record_slots(plan: Plan, fn: Callable, repeats: int) -> tuple[list[tuple[fl
     return runs, slots, statistics.median(tails) if tails else 0.0
 
 
-def calibrate(plan: Plan, fn0: Callable, replay_s: float, repeats: int = 5) -> Calibration | None:
+def calibrate(plan: Plan, fn0: Callable, replay_s: float, repeats: int = 5) -> Calibration:
     """Record the replay under the observers ``repeats`` times, with the original's scopes around the ops
     (so both recordings have the same structure), and, when the step has scopes, also without them (what
-    ``estimate_original`` compares with); None when that is not possible."""
+    ``estimate_original`` compares with). Raises ``CalibrationFailed``, saying why, when no recording could
+    be read."""
     inserts = scope_inserts(plan.view)
     n_scopes = sum(1 for e in plan.view.scopes if e[1] == "enter")
     fn_scoped = plan.compile(inserts=inserts) if inserts else fn0
     runs, slots, tail = _record_slots(plan, fn_scoped, repeats)
-    if not runs:
-        return None
     bare_slots, bare_tail = slots, tail
     if inserts:
-        bare_runs, bare_slots, bare_tail = _record_slots(plan, fn0, repeats)
-        if not bare_runs:
-            bare_slots, bare_tail = {}, 0.0
+        try:
+            _bare, bare_slots, bare_tail = _record_slots(plan, fn0, repeats)
+        except CalibrationFailed:
+            bare_slots, bare_tail = {}, 0.0  # the estimate falls back to the whole observed span
     runs.sort(key=lambda r: r[0])
     span, op_nodes, scope_nodes, rview = runs[len(runs) // 2]
     scope_obs, scope_unobs = _probe_scope_cost()

@@ -417,6 +417,9 @@ def _tensor(t: str, dtype: str | None, v: Any, shape: Any, stride: Any) -> Tenso
     return r
 
 
+_NON_FINITE = frozenset(("inf", "infinity", "nan"))
+
+
 def _typed(t: str, v: Any, shape: Any, stride: Any) -> Value:
     r = _TYPE_CACHE.get(t) if type(t) is str else None
     if r is None:
@@ -435,8 +438,8 @@ def _typed(t: str, v: Any, shape: Any, stride: Any) -> Value:
     if kind == "float":
         if type(v) in (int, float):
             return float(v)
-        if isinstance(v, str) and v.lower() in ("inf", "-inf", "nan", "infinity", "-infinity"):
-            return float(v)
+        if isinstance(v, str) and v.lower().lstrip("+-") in _NON_FINITE:
+            return float(v)  # the observer writes a non-finite double as text: "nan", "-nan", "inf"
         raise _Bad(f"a {t} value must be a number, got {v!r:.40}")
     if kind == "bool":
         if type(v) is bool:
