@@ -266,6 +266,26 @@ def test_a_replay_whose_recordings_cannot_be_read_says_why_there_is_no_estimate(
     assert r["gaps"] == "recorded" and r["original_iter_time_s"] > 0 and r["error"] is not None
 
 
+def test_a_container_memory_limit_counts_as_the_memory_available(tmp_path):
+    from benchmint.replay.memory import cgroup_room
+
+    assert cgroup_room(tmp_path) is None  # no control group files: no limit known
+    (tmp_path / "memory.max").write_text("max\n")
+    assert cgroup_room(tmp_path) is None
+    # cgroup v2: 8 GiB limit, 5 GiB in use of which 1 GiB is reclaimable page cache
+    (tmp_path / "memory.max").write_text(f"{8 << 30}\n")
+    (tmp_path / "memory.current").write_text(f"{5 << 30}\n")
+    (tmp_path / "memory.stat").write_text(f"anon {4 << 30}\ninactive_file {1 << 30}\n")
+    assert cgroup_room(tmp_path) == 4 << 30
+    v1 = tmp_path / "v1"
+    (v1 / "memory").mkdir(parents=True)
+    (v1 / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")  # v1's "no limit"
+    assert cgroup_room(v1) is None
+    (v1 / "memory" / "memory.limit_in_bytes").write_text(f"{2 << 30}\n")
+    (v1 / "memory" / "memory.usage_in_bytes").write_text(f"{3 << 30}\n")
+    assert cgroup_room(v1) == 0
+
+
 def test_a_trace_too_big_for_the_memory_available_is_refused_before_planning(monkeypatch):
     from benchmint.replay import memory
 

@@ -38,6 +38,7 @@ import torch
 from benchmint.core import clock
 from benchmint.core.errors import UserError
 from benchmint.core.jsonio import read_json, write_json
+from benchmint.replay import memory
 from benchmint.replay.types import TENSOR, TENSOR_LIST, VALUE, OpRec, TRef
 from benchmint.trace.load import archive_ranks
 
@@ -806,12 +807,17 @@ def replay_ranks(
         raise UserError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
     backend = _backend_for(device, ranks)
     # the ranks must issue the same collectives in the same order: check the traces before starting anything
-    seqs = [sequence(view_from_trace(load(inp.trace, rank=trace_rank(r)), iteration=iteration).ops)
-            for r in range(ranks)]
-    why = disagreement(seqs)
+    views = [view_from_trace(load(inp.trace, rank=trace_rank(r)), iteration=iteration) for r in range(ranks)]
+    why = disagreement([sequence(v.ops) for v in views])
     if why is not None:
         more = " (every rank replays the same single trace)" if have is None and ranks > 1 else ""
         raise UserError(f"{inp.trace}: its collectives cannot be replayed on {ranks} ranks{more}: {why}")
+    if memory_check and ranks > 1 and not device.startswith("cuda"):
+        # the ranks share this host's memory: each rank's own check would pass where all of them cannot
+        ests = [memory.tensor_bytes(v) for v in views]
+        total = {k: sum(e[k] for e in ests) for k in ests[0]}
+        memory.check_fits(total, torch.device("cpu"), str(inp.trace), ranks=ranks)
+    del views
 
     old_sigterm = _stop_on_sigterm(say)
     try:

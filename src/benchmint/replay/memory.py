@@ -4,20 +4,24 @@ Planning runs every op once and keeps the step's true inputs for the whole repla
 large GPU can ask a small machine for more memory than it has; the kernel then kills the process with no
 word. The estimate walks the recorded tensors in op order: a storage first met as an op's input is a true
 input (held throughout), one an op writes lives from that op to the last read of a tensor on it. It is an
-estimate, not a bound: the process itself, the trace and allocator slack come on top, and storages the replay
-allocates without filling (state that no replayed op reads) count in full though their pages may never become
-resident (PARAM's DLRM: 4.8 GiB estimated, 2.7 GiB peak RSS).
+estimate, not a bound: the process itself, the trace and allocator slack come on top. Storages the replay
+allocates without filling (state that no replayed op reads) are counted apart: on the host their pages never
+become resident, so the check leaves them out (PARAM's DLRM: 4.8 GiB of tensors, 2.4 GiB of them filled, 2.7
+GiB peak RSS per rank).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from benchmint.core.errors import UserError
+from benchmint.replay.ops import OpUnavailable, unresolved
+from benchmint.replay.substitutes import UNREAD
 from benchmint.replay.tensors import arg_refs, last_reads
-from benchmint.replay.types import TraceView
+from benchmint.replay.types import OpRec, TraceView
 
 HEADROOM = 0.9  # the estimate may use at most this share of the available memory
 
@@ -28,58 +32,125 @@ def tensor_bytes(view: TraceView) -> dict[str, int]:
     A recorded storage id is an allocator address, which the original reused once a tensor was freed: a
     storage an op writes to after every tensor seen on it was read for the last time is a new storage."""
     last_read = last_reads(view.ops)
-    segs: list[list] = []  # [bytes, first op, last op, produced]
+    segs: list[list] = []  # [bytes, first op, last op, produced, read only through arguments never looked at]
     cur: dict[tuple, list] = {}
     for i, op in enumerate(view.ops):
+        unread = _unread_positions(op)
         for produced, args in ((False, op.inputs), (True, op.outputs)):
-            for a in args:
+            for pos, a in enumerate(args):
                 for r in arg_refs(a):
                     if r.dtype is None:
                         continue
                     sk = (r.storage_id, r.dtype)
                     seg = cur.get(sk)
                     if seg is None or (seg[3] and seg[2] < i):  # unseen, or its tensors are all dead
-                        seg = cur[sk] = [0, i, i, produced]
+                        seg = cur[sk] = [0, i, i, produced, True]
                         segs.append(seg)
                     seg[0] = max(seg[0], (r.offset + r.extent()) * r.itemsize)
                     seg[2] = max(seg[2], last_read.get(r.key, i) if produced else i)
+                    seg[4] = seg[4] and not produced and pos in unread
     delta = [0] * (len(view.ops) + 2)
-    inputs = 0
-    for b, first, last, produced in segs:
+    inputs = unfilled = 0
+    for b, first, last, produced, never_read in segs:
         if produced:
             delta[first] += b
             delta[last + 1] -= b
         else:
             inputs += b
+            unfilled += b if never_read else 0
     cur_b = peak = 0
     for d in delta:
         cur_b += d
         peak = max(peak, cur_b)
-    return {"inputs_bytes": inputs, "produced_peak_bytes": peak, "total_bytes": inputs + peak}
+    return {"inputs_bytes": inputs, "produced_peak_bytes": peak, "total_bytes": inputs + peak,
+            "unfilled_inputs_bytes": unfilled}
+
+
+def _unread_positions(op: OpRec) -> frozenset[int]:
+    """Positions of the arguments whose contents the replay's stand-in for ``op`` never reads (an embedding
+    optimizer's state): their storages are allocated and never filled."""
+    names = UNREAD.get(op.name)
+    if not names or not op.schema:
+        return frozenset()
+    try:
+        args = unresolved(op.schema).args
+    except OpUnavailable:
+        return frozenset()
+    return frozenset(i for i, a in enumerate(args) if a.name in names)
+
+
+def resident_bytes(est: dict[str, Any], device: torch.device) -> int:
+    """The share of the estimate that will take memory on ``device``: on the host, storages allocated and never
+    filled stay virtual (untouched pages are not resident); a GPU allocation is committed in full."""
+    if device.type == "cuda":
+        return est["total_bytes"]
+    return est["total_bytes"] - est.get("unfilled_inputs_bytes", 0)
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None  # cgroup v2 writes "max" for no limit
+
+
+def _stat(path: Path, key: str) -> int:
+    try:
+        for line in path.read_text().splitlines():
+            k, _, v = line.partition(" ")
+            if k == key and v.strip().isdigit():
+                return int(v)
+    except OSError:
+        pass
+    return 0
+
+
+def cgroup_room(root: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """Memory this process's control group may still take (its limit less its working set: usage without
+    the inactive page cache, which the kernel reclaims first), None when it has no limit. A container's
+    limit is invisible to the machine-wide ``available`` figure, and exceeding it gets the process killed."""
+    for limit_f, usage_f, stat_f, inactive in (
+        (root / "memory.max", root / "memory.current", root / "memory.stat", "inactive_file"),  # v2
+        (root / "memory" / "memory.limit_in_bytes", root / "memory" / "memory.usage_in_bytes",
+         root / "memory" / "memory.stat", "total_inactive_file"),  # v1
+    ):
+        limit = _read_int(limit_f)
+        if limit is None or limit >= 1 << 60:  # v1 writes a huge number for no limit
+            continue
+        usage = _read_int(usage_f) or 0
+        return max(0, limit - max(0, usage - _stat(stat_f, inactive)))
+    return None
 
 
 def available_bytes(device: torch.device) -> int | None:
-    """Memory free for tensors on ``device`` now (None when unknown)."""
+    """Memory free for tensors on ``device`` now: on the host, the machine's available memory or what the
+    process's control group (a container's limit) still allows, the smaller (None when unknown)."""
     try:
         if device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(device)
             return int(free)
         import psutil
 
-        return int(psutil.virtual_memory().available)
+        avail = int(psutil.virtual_memory().available)
     except Exception:
         return None
+    room = cgroup_room()
+    return avail if room is None else min(avail, room)
 
 
-def check_fits(est: dict[str, Any], device: torch.device, what: str) -> int | None:
+def check_fits(est: dict[str, Any], device: torch.device, what: str, ranks: int = 1) -> int | None:
     """Raise a one-line error when the estimate does not fit in the memory available on ``device``; returns
-    the available bytes (None when unknown)."""
+    the available bytes (None when unknown). ``ranks``: the estimate is the sum over that many rank processes
+    sharing the device (the host's memory, for ranks replayed on the CPU)."""
     avail = available_bytes(device)
-    if avail is not None and est["total_bytes"] > HEADROOM * avail:
+    need = resident_bytes(est, device)
+    if avail is not None and need > HEADROOM * avail:
         gib = 2**30
+        who = f"its {ranks} ranks' tensors together" if ranks > 1 else "its tensors"
+        inputs = est["inputs_bytes"] - (est["total_bytes"] - need)
         raise UserError(
-            f"{what}: its tensors need about {est['total_bytes'] / gib:.1f} GiB (inputs "
-            f"{est['inputs_bytes'] / gib:.1f} GiB, produced tensors at their peak {est['produced_peak_bytes'] / gib:.1f} "
-            f"GiB) and {device.type} has {avail / gib:.1f} GiB available; replay it where there is more memory, or "
-            "pass --no-memory-check to try anyway")
+            f"{what}: {who} need about {need / gib:.1f} GiB (inputs {inputs / gib:.1f} GiB, produced tensors at "
+            f"their peak {est['produced_peak_bytes'] / gib:.1f} GiB) and {device.type} has {avail / gib:.1f} GiB "
+            "available; replay it where there is more memory, or pass --no-memory-check to try anyway")
     return avail
