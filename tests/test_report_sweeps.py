@@ -146,6 +146,22 @@ def test_sweep_without_a_passing_trial_says_so():
     assert {t.name for t in fig.data if t.mode == "markers"} == {"failed"}
 
 
+def test_an_interrupted_search_shows_its_highest_passing_rate_so_far_not_a_peak():
+    def trial(rate: float) -> Trial:
+        if rate > 3:
+            raise KeyboardInterrupt  # Ctrl-C during the fourth trial, the search still going up
+        return Trial(rate=rate, passed=True, metrics={"ttft_p99_s": 0.1, "tpot_p99_s": 0.01}, reason="")
+
+    sw = find_peak(trial, 1.0, max_trials=8)
+    rec = sweep_record({**sw.to_dict(), "unit": LOADGEN_UNIT, "criterion": "LoadGen VALID"})
+    section = _section(render([rec]), "sweeps")
+    assert f"<b>{label(rec)}</b>: highest passing so far 2 {LOADGEN_UNIT}" in section
+    assert "stopped: interrupted (Ctrl-C) after 2 finished trials" in section
+    fig = sweep_figure(rec)
+    marks = [a.text for a in fig.layout.annotations if a.text.startswith(("highest", "peak"))]
+    assert marks and set(marks) == {"highest passing so far 2"}  # on both panels
+
+
 def test_no_sweeps_no_section_and_at_most_six_shown():
     assert "Peak searches" not in render([llm_record(1.0)])
     recs = [sweep_record(_sweep_block(2.0 + i), created_s=1_700_000_300.0 + i) for i in range(8)]

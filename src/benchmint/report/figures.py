@@ -255,7 +255,8 @@ def sweep_figure(rec: RunRecord) -> go.Figure | None:
     peak = num(sw.get("peak_rate"))
     if peak is not None:
         fig.add_vline(x=peak, line={"dash": "dash", "color": PASS_COLOR, "width": 1},
-                      annotation_text=f"peak {peak:.4g}", annotation_position="top left",
+                      annotation_text=f"{'highest passing so far' if sw.get('interrupted') else 'peak'} {peak:.4g}",
+                      annotation_position="top left",
                       annotation_font_color=PASS_COLOR)
     fig.update_layout(template=TEMPLATE, title=f"Peak search: {label(rec)}", height=420,
                       legend={"orientation": "h", "y": -0.25}, margin={"t": 70})

@@ -194,7 +194,11 @@ def sweep_note(rec: RunRecord) -> str:
     sw = sweep(rec) or {}
     unit = sw.get("unit") or "rate"
     peak = num(sw.get("peak_rate"))
-    peak_text = f"peak {peak:.4g} {unit}" if peak is not None else "no passing rate"
+    stopped = bool(sw.get("interrupted"))  # Ctrl-C: the search did not finish, its peak may lie higher
+    if peak is not None:
+        peak_text = f"highest passing so far {peak:.4g} {unit}" if stopped else f"peak {peak:.4g} {unit}"
+    else:
+        peak_text = "no passing rate so far" if stopped else "no passing rate"
     curve = sw.get("curve") or []
     trials = sw.get("trials_used", len(curve))
     bits = [peak_text, f"{trials} trial(s)"]
