@@ -221,3 +221,8 @@ def test_bench_rate_sweep_against_the_built_in_server(tmp_path):
     sweeps = [r for r in recs if r.config.get("benchmark") == "llm bench sweep"]
     assert len(recs) == 3 and len(sweeps) == 1 and sweeps[0].id == result["run_id"]
     assert sweeps[0].metrics["sweep"]["order"] == [2.0, 4.0] and (tmp_path / "b" / "run.json").is_file()
+    # the report labels the search by its model and backend, as it labels the trials
+    from benchmint.report.data import label
+
+    trial = next(r for r in recs if r is not sweeps[0])
+    assert label(sweeps[0]).startswith("tiny / openai-http (") and label(trial).split(" (")[0] == "tiny / openai-http"

@@ -243,7 +243,8 @@ def _write_bench_sweep(sw: SweepResult, out: Any, start_rate: float, max_trials:
     # the peak, so `benchmint results` and the report can show the search beside the trials
     record = RunRecord(kind="llm", config={**result["config"], "benchmark": "llm bench sweep"},
                        metrics={"sweep": result["sweep"]},
-                       workload={k: bench_options.get(k) for k in ("model", "backend", "dataset", "api")},
+                       workload={"model_name": bench_options.get("model"),  # named as the trials' records name it
+                                 **{k: bench_options.get(k) for k in ("backend", "dataset", "api")}},
                        artifacts={"result": "result.json"}, system=system, provenance=prov,
                        status="partial" if sw.interrupted else "ok" if sw.peak_rate is not None else "failed")
     result["run_id"] = record.id
