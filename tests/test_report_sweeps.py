@@ -83,6 +83,11 @@ def test_report_shows_the_peak_searches_after_throughput(tmp_path):
     assert runs[0].id[-8:] in latency
     assert loadgen.id[-8:] not in _section(html, "throughput")
     assert "data-plots-expected='5'" in html  # CDF, percentiles, throughput, two sweeps
+    # side by side, a search's column holds what it found, not only empty latency rows
+    compare = _section(html, "compare")
+    for title in ("peak search: highest passing rate", "peak search: trials", "peak search: stopped because"):
+        assert f">{title}</th>" in compare
+    assert f">{lg_peak:.4g}</td>" in compare
 
 
 def test_only_sweeps_means_no_llm_runs_in_the_latency_section():
