@@ -251,6 +251,30 @@ def test_a_cuda_trace_replayed_on_cpu_has_no_estimate_of_the_original_across_dev
     assert "not estimated across devices" in r["estimate_note"] and "cuda" in r["estimate_note"]
 
 
+@pytest.mark.parametrize("name", ["transformer_train", "cnn_train"])
+def test_backward_ops_read_what_the_forward_saved_so_training_state_stays_finite(captures, name):
+    # the forward composites (layer_norm, scaled_dot_product_attention, batch_norm, cross_entropy_loss) keep
+    # the statistics their backward reads; the replay calls the ops that return them instead, so the backward
+    # gets the forward's logsumexp, mean and rstd rather than synthetic values in [0.05, 0.95] (with those, the
+    # attention backward overflowed and the weights were NaN before the first timed iteration)
+    view = view_from_trace(load(captures[name] / "et.json"))
+    names = {o.name for o in view.ops}
+    assert "aten::nll_loss_forward" in names and "aten::cross_entropy_loss" not in names
+    if name == "transformer_train":
+        assert {"aten::native_layer_norm", "aten::_scaled_dot_product_flash_attention_for_cpu"} <= names
+        assert not names & {"aten::layer_norm", "aten::scaled_dot_product_attention"}
+    else:
+        assert "aten::batch_norm" not in names and "aten::max_pool2d_with_indices" in names
+    plan = build_plan(view, "cpu")
+    assert len(plan.replayed) == len(plan.steps)
+    fn, regs = plan.compile(), plan.registers()
+    with torch.inference_mode():
+        for _ in range(10):
+            fn(regs)
+    state = [t for t in plan.init if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    assert state and all(bool(torch.isfinite(t).all()) for t in state)
+
+
 def test_a_replay_whose_recordings_cannot_be_read_says_why_there_is_no_estimate(captures, monkeypatch):
     from benchmint.replay import fidelity
 

@@ -268,9 +268,10 @@ def estimate_original(view: TraceView, cal: Calibration) -> float | None:
       single recorded step taken while the machine was busy is slow in every op and gap alike;
     * gaps: the original's gap before each op less the replay's, less the observers' cost of the original's
       scope events (``record_function`` / autograd-engine scopes opened or closed there, at the probe's
-      observed-minus-unobserved cost per scope); each gap's excess is capped at ``GAP_CAP_S``: one larger
-      jump in a single recorded step is the scheduler, a recorder flush or the process's first recording,
-      not the model;
+      observed-minus-unobserved cost per scope) and of the composites the replay calls the callees of (their
+      nodes are in the original's recording only: one op node's cost each); each gap's excess is capped at
+      ``GAP_CAP_S``: one larger jump in a single recorded step is the scheduler, a recorder flush or the
+      process's first recording, not the model;
     * the gap before the first op also holds the observers' start-up in that recording: it counts no more
       than the median of the other gaps' excess;
     * durations: per op signature (name and input shapes), the median over its calls of (original - replay)
@@ -306,7 +307,7 @@ def estimate_original(view: TraceView, cal: Calibration) -> float | None:
         g, d = orig[i]  # type: ignore[misc]
         g, d = g / speed, d / speed
         g2, d2 = slots[i]
-        gaps.append(min(g - g2 - events[i] * c_ev, GAP_CAP_S))
+        gaps.append(min(g - g2 - events[i] * c_ev - view.ops[i].parents_opened * cal.op_node_cost_s, GAP_CAP_S))
         sig = op_signature(view.ops[i])
         by_sig.setdefault(sig, []).append(d - d2)
         costs.setdefault(sig, []).append(max(0.0, d2 - cal.op_unobserved_s.get(i, d2)))

@@ -7,6 +7,7 @@ when a Kineto trace is joined, each op's recorded start and duration and the spa
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -94,6 +95,7 @@ def view_from_trace(trace: Any, kineto: Any = None, iteration: int | None = None
         extra = [n for n in trace.top_level_ops() if within.id < n.id <= hi and n.id not in mine]
         if extra:
             nodes = sorted([*nodes, *extra], key=lambda n: n.id)
+    nodes, opened = expose_hidden_outputs(trace, nodes)
     ops = []
     for n in nodes:
         t = _time(kineto, n)
@@ -109,6 +111,7 @@ def view_from_trace(trace: Any, kineto: Any = None, iteration: int | None = None
             dur_s=t[1] if t else None,
             tensor_range=n.tensor_range or None,
             subtree_nodes=1 + sum(1 for _ in trace.descendants(n)),
+            parents_opened=opened.get(n.id, 0),
         ))
     # execution order: recorded start when Kineto gives it (ops of other threads interleave), else node id
     if ops and all(o.start_s is not None for o in ops):
@@ -131,6 +134,64 @@ def view_from_trace(trace: Any, kineto: Any = None, iteration: int | None = None
     )
 
 
+def _refs(values: Any) -> Iterator[Any]:
+    from benchmint.trace.model import TensorRef
+
+    for v in values:
+        if isinstance(v, TensorRef):
+            yield v
+        elif isinstance(v, list | tuple):
+            yield from (x for x in v if isinstance(x, TensorRef))
+
+
+MAX_EXPOSE_DEPTH = 6
+
+
+def expose_hidden_outputs(trace: Any, nodes: list[Any]) -> tuple[list[Any], dict[int, int]]:
+    """Replace a composite op by the ops it called when a later op reads a tensor one of them made that the
+    composite does not return: a layer norm's saved mean and rstd, attention's logsumexp, a max pool's
+    indices, a loss's total weight, all read by their backward ops. Replaying the composite would hand those
+    readers synthetic values (logsumexp drawn from [0.05, 0.95] overflows the attention backward, and the
+    step's state drifts to NaN within a few iterations); its callees return them. A tensor on a storage the
+    composite takes or returns is a view the replay re-makes from that storage, so it does not count.
+
+    Returns the ops and, by node id, how many replaced composites each op is the first callee of."""
+    opened: dict[int, int] = {}
+    for _ in range(MAX_EXPOSE_DEPTH):  # a callee may hide it again one level down (cross entropy -> nll_loss)
+        seen: set[tuple[int, int]] = set()  # tensors a top-level op took or returned so far
+        hidden: dict[tuple[int, int], int] = {}  # tensors a callee made and its top-level op kept: -> op index
+        expand: set[int] = set()
+        for i, n in enumerate(nodes):
+            ins = list(_refs(n.inputs))
+            for r in ins:
+                k = (r.tensor_id, r.storage_id)
+                if k not in seen and k in hidden:
+                    expand.add(hidden[k])
+            outs = list(_refs(n.outputs))
+            own = {(r.tensor_id, r.storage_id) for r in ins + outs}
+            seen |= own
+            storages = {r.storage_id for r in ins + outs}
+            for c in trace.descendants(n):
+                for r in _refs(c.outputs):
+                    k = (r.tensor_id, r.storage_id)
+                    if k not in own and r.storage_id not in storages and k not in seen:
+                        hidden.setdefault(k, i)
+        if not expand:
+            break
+        out: list[Any] = []
+        changed = False
+        for i, n in enumerate(nodes):
+            callees = trace.top_level_ops(n) if i in expand and not n.name.startswith("c10d::") else []
+            if callees:
+                opened[callees[0].id] = opened.get(callees[0].id, 0) + 1 + opened.pop(n.id, 0)
+            out.extend(callees or [n])
+            changed = changed or bool(callees)
+        if not changed:
+            break
+        nodes = out
+    return nodes, opened
+
+
 def _scopes(trace: Any, within: Any, op_index: dict[int, int]) -> list[tuple[int, str, int, str]]:
     """The non-op nodes of the step in tree order, as enter/exit events placed between the ops."""
     out: list[tuple[int, str, int, str]] = []
@@ -147,6 +208,8 @@ def _scopes(trace: Any, within: Any, op_index: dict[int, int]) -> list[tuple[int
             i = op_index.get(n.id)
             if i is not None:
                 pos = max(pos, i + 1)
+            else:  # a composite replaced by its callees (expose_hidden_outputs): they are in op_index
+                stack.extend((c, False) for c in reversed(trace.children(n)))
             continue
         if n.is_thread_root or n.is_process_root or n.iteration is not None:
             continue

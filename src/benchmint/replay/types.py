@@ -76,6 +76,9 @@ class OpRec:
     start_s: float | None = None  # recorded start (Kineto, seconds from the trace's origin)
     tensor_range: str | None = None
     subtree_nodes: int = 1  # recorded nodes of this op and everything it called (observer cost model)
+    # recorded composites replaced by the ops they called (source.expose_hidden_outputs) whose first callee
+    # this op is: their own nodes' observer cost lands in the gap before it (observer cost model)
+    parents_opened: int = 0
     attrs: dict[str, Any] = field(default_factory=dict)
 
 
