@@ -84,6 +84,23 @@ def test_capture_throws_away_the_first_recorded_step(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["capture.json", "et.json", "kineto.json"]
 
 
+def test_a_loop_that_stops_during_a_recorded_step_is_replayed_from_its_last_whole_step(tmp_path):
+    from benchmint.replay.api import replay_trace
+
+    x = torch.randn(64, 64)
+    with Capture(tmp_path, warmup=1, measure=5, record=2, discard=0) as cap:
+        for k in range(8):  # steps 6 and 7 are to be recorded; the loop stops in the middle of step 7
+            x.mm(x).relu()
+            if k < 7:
+                x.add(1)
+                cap.step()
+    assert [it.number for it in load(tmp_path / "et.json").iterations] == [6, 7]
+    cj = json.loads((tmp_path / "capture.json").read_text())
+    assert cj["recorded_iterations"] == [6] and cj["recorded_steps"] == 1
+    r = replay_trace(tmp_path, gaps="none", warmup=0, iters=1).result
+    assert r["iteration"] == 6 and r["ops_total"] == 3  # mm, relu and add of step 6, not the half of step 7
+
+
 def test_capture_that_ends_in_the_discarded_step_records_nothing(tmp_path):
     with Capture(tmp_path, warmup=0, measure=5, discard=2) as cap:
         for _ in range(6):

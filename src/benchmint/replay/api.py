@@ -80,6 +80,19 @@ def _default_device(view_devices: list[str]) -> str:
     return "cpu"
 
 
+def last_whole_iteration(tr: Any, cap: dict | None) -> int | None:
+    """The last recorded step that ended, as capture.json lists them, when the trace holds it; None (the
+    trace's last ProfilerStep) otherwise. The last ProfilerStep of a capture whose loop stopped during a
+    recorded step is partial."""
+    whole = (cap or {}).get("recorded_iterations")
+    if not isinstance(whole, list) or not whole or not isinstance(whole[-1], int):
+        return None
+    numbers = [it.number for it in tr.iterations]
+    if not numbers or numbers[-1] == whole[-1] or whole[-1] not in numbers:
+        return None
+    return whole[-1]
+
+
 def replay_trace(
     trace: str | os.PathLike,
     kineto: str | os.PathLike | None = None,
@@ -122,6 +135,8 @@ def replay_trace(
     join = None
     if inp.kineto is not None:
         join = join_kineto(tr, inp.kineto, rank=rank)
+    if iteration is None:
+        iteration = last_whole_iteration(tr, inp.capture)
     view = view_from_trace(tr, join, iteration=iteration)
     if not view.ops:
         raise UserError(f"{inp.trace}: the trace has no operator with a schema to replay")
@@ -150,6 +165,9 @@ def replay_trace(
         avail = memory.check_fits(mem, tdev, str(inp.trace)) if memory_check else memory.available_bytes(tdev)
         res = _run(inp, view, tdev, threads or torch.get_num_threads(), warmup, iters, seed, gaps, target, cap,
                    join, progress, comm)
+        numbers = [it.number for it in tr.iterations]
+        # the ProfilerStep replayed (None: the trace has none, all its top-level ops were replayed)
+        res.result["iteration"] = iteration if iteration is not None else (numbers[-1] if numbers else None)
         res.result["tensor_memory_estimate"] = {**mem, "available_bytes": avail, "checked": memory_check,
                                                 "how": "recorded tensors walked in op order before planning: true "
                                                        "inputs held throughout, produced tensors from their op "

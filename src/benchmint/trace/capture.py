@@ -122,6 +122,7 @@ class Capture:
     step_times_s: list[float] = field(default_factory=list, init=False)
     recorded_times_s: list[float] = field(default_factory=list, init=False)
     discarded_times_s: list[float] = field(default_factory=list, init=False)
+    recorded_iterations: list[int] = field(default_factory=list, init=False)  # ProfilerStep#N of whole steps
     done: bool = field(default=False, init=False)
     note: str | None = field(default=None, init=False)
 
@@ -239,6 +240,7 @@ class Capture:
             self.discarded_times_s.append((now - self._t0) / 1e9)  # type: ignore[operator]
             return
         self.recorded_times_s.append((now - self._t0) / 1e9)  # type: ignore[operator]
+        self.recorded_iterations.append(self._n)  # the scope closed here was opened as ProfilerStep#{_n}
         if len(self.recorded_times_s) >= self.record:
             self._stop_recording()
 
@@ -308,6 +310,9 @@ class Capture:
             "warmup_steps": self.warmup,
             "measured_steps": len(xs),
             "recorded_steps": len(self.recorded_times_s),
+            # the ProfilerStep numbers of the recorded steps that ended: a loop that stops during a recorded
+            # step leaves a partial last ProfilerStep in the trace, which the replay passes over
+            "recorded_iterations": self.recorded_iterations,
             "note": self.note,
             "discarded_steps": len(self.discarded_times_s),
             "threads": self._threads if self._threads is not None else torch.get_num_threads(),
