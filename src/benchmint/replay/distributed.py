@@ -39,18 +39,13 @@ from benchmint.core import clock
 from benchmint.core.errors import UserError
 from benchmint.core.jsonio import read_json, write_json
 from benchmint.replay import memory
-from benchmint.replay.types import TENSOR, TENSOR_LIST, VALUE, OpRec, TRef
+from benchmint.replay.types import TENSOR, TENSOR_LIST, VALUE, OpRec, TRef, is_collective
 from benchmint.trace.load import archive_ranks
 
-COLLECTIVE_PREFIXES = ("c10d::", "c10d_functional::", "_c10d_functional::")
 # functional-collective ops that move no data (the wait, the autograd wrapper): replayed as the identity and
 # left out of the ranks' sequence check (a rank records them or not, depending on when its result was used)
 LOCAL = {"wait_tensor", "_wrap_tensor_autograd"}
 USE_RANKS = "use --ranks N to replay it on a process group"
-
-
-def is_collective(name: str) -> bool:
-    return name.startswith(COLLECTIVE_PREFIXES)
 
 
 class CommUnavailable(Exception):

@@ -22,6 +22,7 @@ from benchmint.replay.types import (
     OpRec,
     TraceView,
     TRef,
+    is_collective,
 )
 
 
@@ -181,7 +182,7 @@ def expose_hidden_outputs(trace: Any, nodes: list[Any]) -> tuple[list[Any], dict
         out: list[Any] = []
         changed = False
         for i, n in enumerate(nodes):
-            callees = trace.top_level_ops(n) if i in expand and not n.name.startswith("c10d::") else []
+            callees = trace.top_level_ops(n) if i in expand and not _holds_collective(trace, n) else []
             if callees:
                 opened[callees[0].id] = opened.get(callees[0].id, 0) + 1 + opened.pop(n.id, 0)
             out.extend(callees or [n])
@@ -190,6 +191,12 @@ def expose_hidden_outputs(trace: Any, nodes: list[Any]) -> tuple[list[Any], dict
             break
         nodes = out
     return nodes, opened
+
+
+def _holds_collective(trace: Any, node: Any) -> bool:
+    """A collective, or an op that issues one: the ranks must replay the same sequence of collectives, and
+    which of its tensors a rank reads later varies with the rank."""
+    return is_collective(node.name) or any(is_collective(c.name) for c in trace.descendants(node))
 
 
 def _scopes(trace: Any, within: Any, op_index: dict[int, int]) -> list[tuple[int, str, int, str]]:

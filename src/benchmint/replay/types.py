@@ -61,6 +61,13 @@ class Arg:
     value: Any  # TRef, list[TRef | None], a Python value, or a description for UNSUPPORTED
 
 
+COLLECTIVE_PREFIXES = ("c10d::", "c10d_functional::", "_c10d_functional::")
+
+
+def is_collective(name: str) -> bool:
+    return name.startswith(COLLECTIVE_PREFIXES)
+
+
 @dataclass
 class OpRec:
     """One top-level op of the trace."""
