@@ -275,6 +275,65 @@ def test_backward_ops_read_what_the_forward_saved_so_training_state_stays_finite
     assert state and all(bool(torch.isfinite(t).all()) for t in state)
 
 
+class _Tree:
+    """A recorded op tree, as much of a Trace as expose_hidden_outputs reads."""
+
+    def __init__(self, callees: dict[int, list]):
+        self.callees = callees
+
+    def descendants(self, n):
+        for c in self.callees.get(n.id, []):
+            yield c
+            yield from self.descendants(c)
+
+    def top_level_ops(self, n):
+        return self.callees.get(n.id, [])
+
+
+def _op(i: int, name: str, ins: list, outs: list, schema: str = ""):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(id=i, name=name, inputs=ins, outputs=outs, op_schema=schema)
+
+
+def _t(tid: int):
+    from benchmint.trace.model import TensorRef
+
+    return TensorRef(tid, tid, 0, 4, 4, "cpu", (4,), None, "float32")
+
+
+def test_a_read_of_reused_tensor_ids_is_attributed_to_their_last_writer():
+    from benchmint.replay.source import expose_hidden_outputs
+
+    x, k, y, z = _t(1), _t(2), _t(3), _t(4)
+    nln = "aten::native_layer_norm(Tensor input, SymInt[] normalized_shape, Tensor? weight, Tensor? bias, float eps)"
+    # the allocator gave k's ids to a dead tensor first: the backward's k is the one the layer norm kept
+    ln_inner = _op(4, "aten::native_layer_norm", [x], [y, k], nln)
+    ops = [_op(1, "aten::empty", [], [k]), _op(2, "aten::add", [k], [z]), _op(3, "aten::layer_norm", [x], [y]),
+           _op(5, "aten::native_layer_norm_backward", [y, x, k], [x])]
+    nodes, opened = expose_hidden_outputs(_Tree({3: [ln_inner]}), ops)
+    assert [n.id for n in nodes] == [1, 2, 4, 5] and opened == {4: 1}
+    # two layer norms kept tensors with the same ids: the later one is what the backward reads
+    a, b = _op(11, "aten::native_layer_norm", [x], [y, k], nln), _op(13, "aten::native_layer_norm", [z], [x, k], nln)
+    ops = [_op(10, "aten::layer_norm", [x], [y]), _op(12, "aten::layer_norm", [z], [x]),
+           _op(14, "aten::native_layer_norm_backward", [k], [z])]
+    nodes, _ = expose_hidden_outputs(_Tree({10: [a], 12: [b]}), ops)
+    assert [n.id for n in nodes] == [10, 13, 14]
+
+
+def test_a_composite_whose_callee_cannot_run_on_the_replay_device_is_kept():
+    from benchmint.replay.source import expose_hidden_outputs
+
+    x, y, lse = _t(1), _t(2), _t(3)
+    # a CUDA trace's attention: its flash kernel has no CPU kernel, the composite picks one that runs
+    flash = _op(3, "aten::_scaled_dot_product_flash_attention", [x, x, x], [y, lse],
+                "aten::_scaled_dot_product_flash_attention(Tensor query, Tensor key, Tensor value) -> Tensor")
+    ops = [_op(2, "aten::scaled_dot_product_attention", [x, x, x], [y]),
+           _op(4, "aten::_scaled_dot_product_flash_attention_backward", [y, x, lse], [x])]
+    nodes, opened = expose_hidden_outputs(_Tree({2: [flash]}), ops, "cpu")
+    assert [n.id for n in nodes] == [2, 4] and opened == {}
+
+
 def test_a_replay_whose_recordings_cannot_be_read_says_why_there_is_no_estimate(captures, monkeypatch):
     from benchmint.replay import fidelity
 
@@ -293,21 +352,33 @@ def test_a_replay_whose_recordings_cannot_be_read_says_why_there_is_no_estimate(
 def test_a_container_memory_limit_counts_as_the_memory_available(tmp_path):
     from benchmint.replay.memory import cgroup_room
 
-    assert cgroup_room(tmp_path) is None  # no control group files: no limit known
-    (tmp_path / "memory.max").write_text("max\n")
-    assert cgroup_room(tmp_path) is None
-    # cgroup v2: 8 GiB limit, 5 GiB in use of which 1 GiB is reclaimable page cache
-    (tmp_path / "memory.max").write_text(f"{8 << 30}\n")
-    (tmp_path / "memory.current").write_text(f"{5 << 30}\n")
-    (tmp_path / "memory.stat").write_text(f"anon {4 << 30}\ninactive_file {1 << 30}\n")
-    assert cgroup_room(tmp_path) == 4 << 30
-    v1 = tmp_path / "v1"
-    (v1 / "memory").mkdir(parents=True)
-    (v1 / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")  # v1's "no limit"
-    assert cgroup_room(v1) is None
-    (v1 / "memory" / "memory.limit_in_bytes").write_text(f"{2 << 30}\n")
-    (v1 / "memory" / "memory.usage_in_bytes").write_text(f"{3 << 30}\n")
-    assert cgroup_room(v1) == 0
+    proc = tmp_path / "cgroup"
+    root = tmp_path / "fs"
+    proc.write_text("0::/job/step\n")
+    assert cgroup_room(root, proc) is None  # no control group files: no limit known
+    leaf, job = root / "job" / "step", root / "job"
+    leaf.mkdir(parents=True)
+    (leaf / "memory.max").write_text("max\n")
+    assert cgroup_room(root, proc) is None
+    # cgroup v2: the job step may take 8 GiB and uses 5 GiB, of which 1 GiB is reclaimable page cache
+    (leaf / "memory.max").write_text(f"{8 << 30}\n")
+    (leaf / "memory.current").write_text(f"{5 << 30}\n")
+    (leaf / "memory.stat").write_text(f"anon {4 << 30}\ninactive_file {1 << 30}\n")
+    assert cgroup_room(root, proc) == 4 << 30
+    # the job above it is tighter: 6 GiB with 5 GiB in use
+    (job / "memory.max").write_text(f"{6 << 30}\n")
+    (job / "memory.current").write_text(f"{5 << 30}\n")
+    assert cgroup_room(root, proc) == 1 << 30
+    # cgroup v1: the memory controller's own hierarchy
+    proc.write_text("4:memory:/docker/abc\n3:cpu:/docker/abc\n")
+    v1 = root / "memory" / "docker" / "abc"
+    v1.mkdir(parents=True)
+    (v1 / "memory.limit_in_bytes").write_text("9223372036854771712\n")  # v1's "no limit"
+    assert cgroup_room(root, proc) is None
+    (v1 / "memory.limit_in_bytes").write_text(f"{2 << 30}\n")
+    assert cgroup_room(root, proc) is None  # a limit with no usage known: not guessed
+    (v1 / "memory.usage_in_bytes").write_text(f"{3 << 30}\n")
+    assert cgroup_room(root, proc) == 0
 
 
 def test_a_trace_too_big_for_the_memory_available_is_refused_before_planning(monkeypatch):

@@ -137,7 +137,7 @@ def replay_trace(
         join = join_kineto(tr, inp.kineto, rank=rank)
     if iteration is None:
         iteration = last_whole_iteration(tr, inp.capture)
-    view = view_from_trace(tr, join, iteration=iteration)
+    view = view_from_trace(tr, join, iteration=iteration, device=device or _default_device(list(tr.devices)))
     if not view.ops:
         raise UserError(f"{inp.trace}: the trace has no operator with a schema to replay")
     if gaps is None:

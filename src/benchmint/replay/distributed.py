@@ -773,7 +773,7 @@ def replay_ranks(
     for one collective. ``echo``: where the ranks' progress lines go (default stderr). ``keep_logs``: when a
     rank fails, keep the ranks' logs (with tracebacks) and name their folder in the error (default: when
     BENCHMINT_DEBUG is set; the CLI passes --debug)."""
-    from benchmint.replay.api import find_inputs
+    from benchmint.replay.api import find_inputs, last_whole_iteration
     from benchmint.replay.source import view_from_trace
     from benchmint.trace import load
 
@@ -802,17 +802,25 @@ def replay_ranks(
         raise UserError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
     backend = _backend_for(device, ranks)
     # the ranks must issue the same collectives in the same order: check the traces before starting anything
-    views = [view_from_trace(load(inp.trace, rank=trace_rank(r)), iteration=iteration) for r in range(ranks)]
-    why = disagreement([sequence(v.ops) for v in views])
+    # (one trace for all ranks is read once; a rank replays the step capture.json says was whole)
+    seqs, ests = [], []
+    for r in range(ranks):
+        if r == 0 or have is not None:
+            tr = load(inp.trace, rank=trace_rank(r))
+            it = iteration if iteration is not None else last_whole_iteration(tr, inp.capture)
+            view = view_from_trace(tr, iteration=it, device=device)
+            seq, est = sequence(view.ops), memory.tensor_bytes(view)
+            del tr, view
+        seqs.append(seq)
+        ests.append(est)
+    why = disagreement(seqs)
     if why is not None:
         more = " (every rank replays the same single trace)" if have is None and ranks > 1 else ""
         raise UserError(f"{inp.trace}: its collectives cannot be replayed on {ranks} ranks{more}: {why}")
     if memory_check and ranks > 1 and not device.startswith("cuda"):
         # the ranks share this host's memory: each rank's own check would pass where all of them cannot
-        ests = [memory.tensor_bytes(v) for v in views]
         total = {k: sum(e[k] for e in ests) for k in ests[0]}
         memory.check_fits(total, torch.device("cpu"), str(inp.trace), ranks=ranks)
-    del views
 
     old_sigterm = _stop_on_sigterm(say)
     try:

@@ -145,16 +145,20 @@ def record_replay(plan: Plan, fn: Callable, out_dir: str | os.PathLike, tag: int
         with filtered_native_stderr():
             prof.__enter__()
         et = ExecutionTraceObserver()
-        et.register_callback(str(et_path))
-        et.start()
-        with record_function("ProfilerStep#0"):
-            fn(R)
-            if plan.device.type == "cuda":
-                torch.cuda.synchronize()
-        et.stop()
-        et.unregister_callback()
-        with filtered_native_stderr():
-            prof.__exit__(None, None, None)
+        try:
+            et.register_callback(str(et_path))
+            et.start()
+            try:
+                with record_function("ProfilerStep#0"):
+                    fn(R)
+                    if plan.device.type == "cuda":
+                        torch.cuda.synchronize()
+            finally:  # a failing iteration must not leave the observers attached to what runs next
+                et.stop()
+                et.unregister_callback()
+        finally:
+            with filtered_native_stderr():
+                prof.__exit__(None, None, None)
     prof.export_chrome_trace(str(k_path))
     return et_path, k_path
 

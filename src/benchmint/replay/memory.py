@@ -106,21 +106,46 @@ def _stat(path: Path, key: str) -> int:
     return 0
 
 
-def cgroup_room(root: Path = Path("/sys/fs/cgroup")) -> int | None:
-    """Memory this process's control group may still take (its limit less its working set: usage without
-    the inactive page cache, which the kernel reclaims first), None when it has no limit. A container's
-    limit is invisible to the machine-wide ``available`` figure, and exceeding it gets the process killed."""
-    for limit_f, usage_f, stat_f, inactive in (
-        (root / "memory.max", root / "memory.current", root / "memory.stat", "inactive_file"),  # v2
-        (root / "memory" / "memory.limit_in_bytes", root / "memory" / "memory.usage_in_bytes",
-         root / "memory" / "memory.stat", "total_inactive_file"),  # v1
-    ):
-        limit = _read_int(limit_f)
-        if limit is None or limit >= 1 << 60:  # v1 writes a huge number for no limit
+def _memory_groups(root: Path, proc: Path) -> list[tuple[Path, bool]]:
+    """This process's memory control group and every group above it, as (folder, cgroup v1), innermost first,
+    from ``/proc/self/cgroup``; the hierarchies' roots when that cannot be read."""
+    try:
+        lines = proc.read_text().splitlines()
+    except OSError:
+        lines = ["0::/", "0:memory:/"]
+    out: list[tuple[Path, bool]] = []
+    for line in lines:
+        _, ctrls, path = (line.split(":", 2) + ["", ""])[:3]
+        v1 = "memory" in ctrls.split(",")
+        if ctrls and not v1:
             continue
-        usage = _read_int(usage_f) or 0
-        return max(0, limit - max(0, usage - _stat(stat_f, inactive)))
-    return None
+        base = root / "memory" if v1 else root
+        d = base / path.strip().lstrip("/")
+        while True:
+            out.append((d, v1))
+            if d == base or base not in d.parents:
+                break
+            d = d.parent
+    return out
+
+
+def cgroup_room(root: Path = Path("/sys/fs/cgroup"), proc: Path = Path("/proc/self/cgroup")) -> int | None:
+    """Memory this process's control groups may still take (a limit less its working set: usage without the
+    inactive page cache, which the kernel reclaims first; the tightest over the group and those above it),
+    None when none has a limit. A container's or a batch job's limit is invisible to the machine-wide
+    ``available`` figure, and exceeding it gets the process killed."""
+    rooms = []
+    for d, v1 in _memory_groups(root, proc):
+        if v1:
+            limit, usage = _read_int(d / "memory.limit_in_bytes"), _read_int(d / "memory.usage_in_bytes")
+            inactive = _stat(d / "memory.stat", "total_inactive_file")
+        else:
+            limit, usage = _read_int(d / "memory.max"), _read_int(d / "memory.current")
+            inactive = _stat(d / "memory.stat", "inactive_file")
+        if limit is None or limit >= 1 << 60 or usage is None:  # v1 writes a huge number for no limit
+            continue
+        rooms.append(max(0, limit - max(0, usage - inactive)))
+    return min(rooms) if rooms else None
 
 
 def available_bytes(device: torch.device) -> int | None:

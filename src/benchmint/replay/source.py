@@ -65,11 +65,14 @@ def _arg(v: Any) -> Arg:
     return Arg(VALUE, v)
 
 
-def view_from_trace(trace: Any, kineto: Any = None, iteration: int | None = None) -> TraceView:
+def view_from_trace(trace: Any, kineto: Any = None, iteration: int | None = None,
+                    device: str | None = None) -> TraceView:
     """The replayer's view of a loaded :class:`benchmint.trace.Trace`, optionally joined with Kineto.
 
     ``iteration``: replay the ops of ``ProfilerStep#N`` (default: the last recorded iteration when the trace
     has any, else all top-level ops). ``kineto``: the result of ``benchmint.trace.join_kineto`` (or None).
+    ``device``: where the ops will be replayed (default: where the replay would run them, as ``replay_trace``
+    picks it); it decides which composites can be replayed as their callees (``expose_hidden_outputs``).
     """
     within = None
     iters = trace.iterations
@@ -96,7 +99,9 @@ def view_from_trace(trace: Any, kineto: Any = None, iteration: int | None = None
         extra = [n for n in trace.top_level_ops() if within.id < n.id <= hi and n.id not in mine]
         if extra:
             nodes = sorted([*nodes, *extra], key=lambda n: n.id)
-    nodes, opened = expose_hidden_outputs(trace, nodes)
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() and any(d.startswith("cuda") for d in trace.devices) else "cpu"
+    nodes, opened = expose_hidden_outputs(trace, nodes, device.split(":", 1)[0])
     ops = []
     for n in nodes:
         t = _time(kineto, n)
@@ -148,41 +153,42 @@ def _refs(values: Any) -> Iterator[Any]:
 MAX_EXPOSE_DEPTH = 6
 
 
-def expose_hidden_outputs(trace: Any, nodes: list[Any]) -> tuple[list[Any], dict[int, int]]:
+def expose_hidden_outputs(trace: Any, nodes: list[Any], device: str = "cpu") -> tuple[list[Any], dict[int, int]]:
     """Replace a composite op by the ops it called when a later op reads a tensor one of them made that the
     composite does not return: a layer norm's saved mean and rstd, attention's logsumexp, a max pool's
     indices, a loss's total weight, all read by their backward ops. Replaying the composite would hand those
     readers synthetic values (logsumexp drawn from [0.05, 0.95] overflows the attention backward, and the
     step's state drifts to NaN within a few iterations); its callees return them. A tensor on a storage the
-    composite takes or returns is a view the replay re-makes from that storage, so it does not count.
+    composite takes or returns is a view the replay re-makes from that storage, so it does not count. Recorded
+    tensor ids are addresses the allocator reuses: what a read refers to is the last op that wrote that id.
+    A composite is kept when one of its callees cannot run on ``device`` (a CUDA trace's flash attention or
+    cuDNN RNN on the CPU: the composite picks a kernel that can) or when it issues a collective.
 
     Returns the ops and, by node id, how many replaced composites each op is the first callee of."""
     opened: dict[int, int] = {}
     for _ in range(MAX_EXPOSE_DEPTH):  # a callee may hide it again one level down (cross entropy -> nll_loss)
-        seen: set[tuple[int, int]] = set()  # tensors a top-level op took or returned so far
-        hidden: dict[tuple[int, int], int] = {}  # tensors a callee made and its top-level op kept: -> op index
+        owner: dict[tuple[int, int], int | None] = {}  # tensor -> the op index that hides it; None: top level
         expand: set[int] = set()
         for i, n in enumerate(nodes):
             ins = list(_refs(n.inputs))
             for r in ins:
-                k = (r.tensor_id, r.storage_id)
-                if k not in seen and k in hidden:
-                    expand.add(hidden[k])
-            outs = list(_refs(n.outputs))
-            own = {(r.tensor_id, r.storage_id) for r in ins + outs}
-            seen |= own
-            storages = {r.storage_id for r in ins + outs}
+                j = owner.get((r.tensor_id, r.storage_id))
+                if j is not None:
+                    expand.add(j)
+            own = [(r.tensor_id, r.storage_id) for r in ins + list(_refs(n.outputs))]
+            storages = {k[1] for k in own}
             for c in trace.descendants(n):
                 for r in _refs(c.outputs):
-                    k = (r.tensor_id, r.storage_id)
-                    if k not in own and r.storage_id not in storages and k not in seen:
-                        hidden.setdefault(k, i)
-        if not expand:
-            break
+                    if r.storage_id not in storages:
+                        owner[(r.tensor_id, r.storage_id)] = i
+            for k in own:
+                owner[k] = None
         out: list[Any] = []
         changed = False
         for i, n in enumerate(nodes):
-            callees = trace.top_level_ops(n) if i in expand and not _holds_collective(trace, n) else []
+            callees = trace.top_level_ops(n) if i in expand else []
+            if callees and (_holds_collective(trace, n) or not all(_runs_on(c, device) for c in callees)):
+                callees = []
             if callees:
                 opened[callees[0].id] = opened.get(callees[0].id, 0) + 1 + opened.pop(n.id, 0)
             out.extend(callees or [n])
@@ -191,6 +197,24 @@ def expose_hidden_outputs(trace: Any, nodes: list[Any]) -> tuple[list[Any], dict
             break
         nodes = out
     return nodes, opened
+
+
+_DISPATCH_KEYS = {"cpu": "CPU", "cuda": "CUDA"}
+
+
+def _runs_on(node: Any, device: str) -> bool:
+    """Whether the op has a kernel for ``device`` in this torch build (or a portable one, or a substitute)."""
+    from benchmint.replay.substitutes import SUBSTITUTES
+
+    if node.name in SUBSTITUTES:
+        return True
+    name = (node.op_schema or "").split("(", 1)[0] or node.name  # with its overload: aten::log_softmax.int
+    keys = (_DISPATCH_KEYS.get(device, device.upper()), "CompositeImplicitAutograd", "CompositeExplicitAutograd",
+            "CompositeExplicitAutogradNonFunctional")
+    try:
+        return any(torch._C._dispatch_has_kernel_for_dispatch_key(name, k) for k in keys)
+    except RuntimeError:  # not an operator of this build
+        return False
 
 
 def _holds_collective(trace: Any, node: Any) -> bool:

@@ -48,7 +48,8 @@ def _short_name(v: Any) -> str | None:
 def label(rec: RunRecord) -> str:
     """A short human label for a run: model, backend or scenario, and a short id."""
     w, c = rec.workload or {}, rec.config or {}
-    bits = [_short_name(w.get("model_name")) or _short_name(w.get("name")) or rec.kind]
+    # (a peak search stored before it named the model model_name has it as model)
+    bits = [_short_name(w.get("model_name")) or _short_name(w.get("model")) or _short_name(w.get("name")) or rec.kind]
     for k in ("backend", "engine", "scenario", "device"):
         s = _short_name(c.get(k))
         if s:

@@ -68,6 +68,7 @@ COMPARE_FIELDS: tuple[tuple[str, str], ...] = (
     ("metrics__peak_memory_bytes", "peak memory"),
     ("metrics__requests__failed", "failed requests"),
     ("metrics__sweep__peak_rate", "peak search: highest passing rate"),
+    ("metrics__sweep__unit", "peak search: rate unit"),
     ("metrics__sweep__trials_used", "peak search: trials"),
     ("metrics__sweep__stopped_because", "peak search: stopped because"),
     ("provenance__git_revision", "git revision"),

@@ -438,7 +438,7 @@ def _typed(t: str, v: Any, shape: Any, stride: Any) -> Value:
     if kind == "float":
         if type(v) in (int, float):
             return float(v)
-        if isinstance(v, str) and v.lower().lstrip("+-") in _NON_FINITE:
+        if isinstance(v, str) and v.lower().removeprefix("-").removeprefix("+") in _NON_FINITE:
             return float(v)  # the observer writes a non-finite double as text: "nan", "-nan", "inf"
         raise _Bad(f"a {t} value must be a number, got {v!r:.40}")
     if kind == "bool":
