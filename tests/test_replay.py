@@ -293,7 +293,8 @@ class _Tree:
 def _op(i: int, name: str, ins: list, outs: list, schema: str = ""):
     from types import SimpleNamespace
 
-    return SimpleNamespace(id=i, name=name, inputs=ins, outputs=outs, op_schema=schema)
+    return SimpleNamespace(id=i, name=name, op_schema=schema, input_tensors=lambda: list(ins),
+                           output_tensors=lambda: list(outs))
 
 
 def _t(tid: int):

@@ -16,7 +16,7 @@ from benchmint.core.jsonio import read_json
 from benchmint.replay import fidelity, memory
 from benchmint.replay.execute import measure_peak_memory, summarize, time_iterations
 from benchmint.replay.plan import Plan, build_plan
-from benchmint.replay.source import view_from_trace
+from benchmint.replay.source import default_device, view_from_trace
 
 SCHEMA_VERSION = "1.0"
 CAPTURE_JSON = "capture.json"
@@ -72,12 +72,6 @@ class ReplayResult:
     def compiled(self) -> Callable:
         """The replayed iteration as timed (gaps included): call it with ``plan.registers()``."""
         return self.plan.compile(gaps_ns=self.gaps_ns)
-
-
-def _default_device(view_devices: list[str]) -> str:
-    if torch.cuda.is_available() and any(d.startswith("cuda") for d in view_devices):
-        return "cuda"
-    return "cpu"
 
 
 def last_whole_iteration(tr: Any, cap: dict | None) -> int | None:
@@ -137,7 +131,8 @@ def replay_trace(
         join = join_kineto(tr, inp.kineto, rank=rank)
     if iteration is None:
         iteration = last_whole_iteration(tr, inp.capture)
-    view = view_from_trace(tr, join, iteration=iteration, device=device or _default_device(list(tr.devices)))
+    dev = device or default_device(tr.devices)
+    view = view_from_trace(tr, join, iteration=iteration, device=dev)
     if not view.ops:
         raise UserError(f"{inp.trace}: the trace has no operator with a schema to replay")
     if gaps is None:
@@ -154,7 +149,6 @@ def replay_trace(
             raise UserError(f"--threads {threads}: must be at least 1")
         torch.set_num_threads(threads)
     try:
-        dev = device or _default_device(view.devices)
         try:
             tdev = torch.device(dev)
         except RuntimeError as e:

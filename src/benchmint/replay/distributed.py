@@ -774,7 +774,7 @@ def replay_ranks(
     rank fails, keep the ranks' logs (with tracebacks) and name their folder in the error (default: when
     BENCHMINT_DEBUG is set; the CLI passes --debug)."""
     from benchmint.replay.api import find_inputs, last_whole_iteration
-    from benchmint.replay.source import view_from_trace
+    from benchmint.replay.source import default_device, view_from_trace
     from benchmint.trace import load
 
     say = echo or (lambda s: print(s, file=sys.stderr, flush=True))
@@ -797,7 +797,7 @@ def replay_ranks(
     trace_rank = (lambda r: r) if have is not None else (lambda r: None)
     if device is None:
         tr0 = load(inp.trace, rank=trace_rank(0))
-        device = "cuda" if torch.cuda.is_available() and any(d.startswith("cuda") for d in tr0.devices) else "cpu"
+        device = default_device(tr0.devices)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
     backend = _backend_for(device, ranks)

@@ -7,7 +7,6 @@ when a Kineto trace is joined, each op's recorded start and duration and the spa
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -65,6 +64,13 @@ def _arg(v: Any) -> Arg:
     return Arg(VALUE, v)
 
 
+def default_device(devices: Any) -> str:
+    """Where a trace is replayed when no device is named: CUDA when it ran there and this machine has it."""
+    if torch.cuda.is_available() and any(d.startswith("cuda") for d in devices):
+        return "cuda"
+    return "cpu"
+
+
 def view_from_trace(trace: Any, kineto: Any = None, iteration: int | None = None,
                     device: str | None = None) -> TraceView:
     """The replayer's view of a loaded :class:`benchmint.trace.Trace`, optionally joined with Kineto.
@@ -100,7 +106,7 @@ def view_from_trace(trace: Any, kineto: Any = None, iteration: int | None = None
         if extra:
             nodes = sorted([*nodes, *extra], key=lambda n: n.id)
     if device is None:
-        device = "cuda" if torch.cuda.is_available() and any(d.startswith("cuda") for d in trace.devices) else "cpu"
+        device = default_device(trace.devices)
     nodes, opened = expose_hidden_outputs(trace, nodes, device.split(":", 1)[0])
     ops = []
     for n in nodes:
@@ -140,16 +146,6 @@ def view_from_trace(trace: Any, kineto: Any = None, iteration: int | None = None
     )
 
 
-def _refs(values: Any) -> Iterator[Any]:
-    from benchmint.trace.model import TensorRef
-
-    for v in values:
-        if isinstance(v, TensorRef):
-            yield v
-        elif isinstance(v, list | tuple):
-            yield from (x for x in v if isinstance(x, TensorRef))
-
-
 MAX_EXPOSE_DEPTH = 6
 
 
@@ -170,15 +166,15 @@ def expose_hidden_outputs(trace: Any, nodes: list[Any], device: str = "cpu") -> 
         owner: dict[tuple[int, int], int | None] = {}  # tensor -> the op index that hides it; None: top level
         expand: set[int] = set()
         for i, n in enumerate(nodes):
-            ins = list(_refs(n.inputs))
+            ins = n.input_tensors()
             for r in ins:
                 j = owner.get((r.tensor_id, r.storage_id))
                 if j is not None:
                     expand.add(j)
-            own = [(r.tensor_id, r.storage_id) for r in ins + list(_refs(n.outputs))]
+            own = [(r.tensor_id, r.storage_id) for r in ins + n.output_tensors()]
             storages = {k[1] for k in own}
             for c in trace.descendants(n):
-                for r in _refs(c.outputs):
+                for r in c.output_tensors():
                     if r.storage_id not in storages:
                         owner[(r.tensor_id, r.storage_id)] = i
             for k in own:
