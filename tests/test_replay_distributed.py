@@ -358,7 +358,7 @@ def test_disagreement_names_the_collective_and_the_ranks():
 def test_collective_stats_count_only_the_final_plans_collectives():
     from types import SimpleNamespace
 
-    from benchmint.replay.distributed import Collectives, Mapped
+    from benchmint.replay.collectives import Collectives, Mapped
 
     comm = Collectives(rank=0, world=2, backend="gloo")
     for i in (3, 7):

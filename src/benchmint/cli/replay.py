@@ -69,21 +69,22 @@ def replay(
     from benchmint.core.errors import UserError
     from benchmint.core.jsonio import write_json
     from benchmint.replay.api import replay_trace, run_record
+    from benchmint.replay.options import ReplayOptions
 
     for flag, v in (("--timeout", timeout), ("--comm-timeout", comm_timeout)):
         if v is not None and ranks is None:
             raise UserError(f"{flag} applies to a multi-rank replay only; add --ranks N or leave it out")
         if v is not None and not v > 0:
             raise UserError(f"{flag} {v:g}: must be a positive number of seconds")
+    opts = ReplayOptions(device=device, threads=threads, warmup=warmup, iters=iters, seed=seed, gaps=gaps,
+                         target=target, iteration=iteration, memory_check=not no_memory_check)
     if ranks is not None:
         from benchmint.replay.distributed import replay_ranks
 
-        res = replay_ranks(trace, kineto, ranks=ranks, device=device, threads=threads, warmup=warmup, iters=iters,
-                           seed=seed, gaps=gaps, target=target, iteration=iteration,
-                           timeout_s=1800.0 if timeout is None else timeout,
+        res = replay_ranks(trace, kineto, opts, ranks=ranks, timeout_s=1800.0 if timeout is None else timeout,
                            collective_timeout_s=60.0 if comm_timeout is None else comm_timeout,
                            echo=lambda line: err_console.print(line, highlight=False, markup=False),
-                           keep_logs=state.debug, memory_check=not no_memory_check)
+                           keep_logs=state.debug)
     else:
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                       console=err_console, transient=True) as prog:
@@ -92,9 +93,7 @@ def replay(
             def progress(stage: str, done: int, total: int) -> None:
                 prog.update(task, description=stage, completed=done, total=total or None)
 
-            res = replay_trace(trace, kineto, device=device, threads=threads, warmup=warmup, iters=iters,
-                               seed=seed, gaps=gaps, target=target, iteration=iteration, progress=progress,
-                               memory_check=not no_memory_check)
+            res = replay_trace(trace, kineto, opts, progress=progress)
     r = res.result
     config = {"trace": str(trace), "kineto": str(kineto) if kineto else r["kineto"], "device": r["device"],
               "threads": r["threads"], "warmup": warmup, "iters": iters, "seed": seed, "gaps": r["gaps"],

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from benchmint.core.errors import UserError
 from benchmint.core.jsonio import read_json
 from benchmint.replay import fidelity, memory
 from benchmint.replay.execute import measure_peak_memory, summarize, time_iterations
+from benchmint.replay.options import ReplayOptions
 from benchmint.replay.plan import Plan, build_plan
 from benchmint.replay.source import default_device, view_from_trace
 
@@ -90,57 +92,46 @@ def last_whole_iteration(tr: Any, cap: dict | None) -> int | None:
 def replay_trace(
     trace: str | os.PathLike,
     kineto: str | os.PathLike | None = None,
+    options: ReplayOptions | None = None,
     *,
-    device: str | None = None,
-    threads: int | None = None,
-    warmup: int = 3,
-    iters: int = 20,
-    seed: int = 0,
-    gaps: str | None = None,
-    target: str = "auto",
-    iteration: int | None = None,
-    report: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
     rank: int | None = None,
     comm: Any = None,
-    memory_check: bool = True,
+    **settings: Any,
 ) -> ReplayResult:
     """Plan, calibrate and time a replay of ``trace``; see ``benchmint replay --help`` for the options.
 
-    ``gaps``: ``"recorded"`` reproduces the CPU time between ops (needs Kineto), ``"none"`` replays the ops
-    back to back; default: ``recorded`` when a Kineto trace is available. ``target``: what the gaps aim at,
-    ``"capture"`` (capture.json's measured step time), ``"estimate"`` (the recorded span less the observers'
-    cost, measured on this machine), ``"auto"`` (capture.json when present). ``rank``: the rank's trace in an
+    ``options``: the replay's settings (:class:`~benchmint.replay.options.ReplayOptions`: device, threads,
+    warmup, iters, seed, gaps, target, iteration, memory_check); ``settings``: any of those fields by name,
+    replacing the ones of ``options`` (``replay_trace(t, iters=5)``). ``rank``: the rank's trace in an
     archive of one trace per rank (ET and Kineto); ``comm``: the rank's collectives in a multi-rank replay
-    (:mod:`benchmint.replay.distributed`). ``memory_check``: refuse, before planning, a trace whose tensors
-    need more memory than the device has available (:mod:`benchmint.replay.memory`).
+    (:mod:`benchmint.replay.collectives`).
     """
     from benchmint.trace import load
     from benchmint.trace.kineto import join_kineto
 
+    opts = ReplayOptions.of(options, **settings)
     inp = find_inputs(trace, kineto)
-    if gaps not in (None, "recorded", "none"):
-        raise UserError(f"--gaps {gaps}: choose recorded or none")
-    if target not in ("auto", "capture", "estimate"):
-        raise UserError(f"target {target}: choose auto, capture or estimate")
-    if warmup < 0 or iters < 1:
-        raise UserError("--iters must be >= 1 and --warmup >= 0")
+    opts.check()
     tr = load(inp.trace, rank=rank)
     join = None
     if inp.kineto is not None:
         join = join_kineto(tr, inp.kineto, rank=rank)
+    iteration = opts.iteration
     if iteration is None:
         iteration = last_whole_iteration(tr, inp.capture)
-    dev = device or default_device(tr.devices)
+    dev = opts.device or default_device(tr.devices)
     view = view_from_trace(tr, join, iteration=iteration, device=dev)
     if not view.ops:
         raise UserError(f"{inp.trace}: the trace has no operator with a schema to replay")
+    gaps = opts.gaps
     if gaps is None:
         gaps = "recorded" if join is not None and view.step_span_s is not None else "none"
     if gaps == "recorded" and (join is None or view.step_span_s is None):
         raise UserError("--gaps recorded needs a Kineto trace of the same step; pass --kineto or use --gaps none")
 
     cap = inp.capture
+    threads = opts.threads
     if threads is None and cap is not None and isinstance(cap.get("threads"), int):
         threads = cap["threads"]
     prev_threads = torch.get_num_threads()
@@ -156,13 +147,15 @@ def replay_trace(
         if tdev.type == "cuda" and not torch.cuda.is_available():
             raise UserError(f"--device {dev}: CUDA is not available on this machine; use --device cpu")
         mem = memory.tensor_bytes(view)
-        avail = memory.check_fits(mem, tdev, str(inp.trace)) if memory_check else memory.available_bytes(tdev)
-        res = _run(inp, view, tdev, threads or torch.get_num_threads(), warmup, iters, seed, gaps, target, cap,
-                   join, progress, comm)
+        avail = memory.check_fits(mem, tdev, str(inp.trace)) if opts.memory_check else \
+            memory.available_bytes(tdev)
+        opts = dataclasses.replace(opts, device=str(tdev), threads=threads or torch.get_num_threads(), gaps=gaps,
+                                   iteration=iteration)
+        res = _run(inp, view, tdev, opts, cap, join, progress, comm)
         numbers = [it.number for it in tr.iterations]
         # the ProfilerStep replayed (None: the trace has none, all its top-level ops were replayed)
         res.result["iteration"] = iteration if iteration is not None else (numbers[-1] if numbers else None)
-        res.result["tensor_memory_estimate"] = {**mem, "available_bytes": avail, "checked": memory_check,
+        res.result["tensor_memory_estimate"] = {**mem, "available_bytes": avail, "checked": opts.memory_check,
                                                 "how": "recorded tensors walked in op order before planning: true "
                                                        "inputs held throughout, produced tensors from their op "
                                                        "to their last read (an estimate: the process itself and "
@@ -172,8 +165,11 @@ def replay_trace(
         torch.set_num_threads(prev_threads)
 
 
-def _run(inp: ReplayInputs, view: Any, dev: torch.device, threads: int, warmup: int, iters: int, seed: int,
-         gaps: str, target: str, cap: dict | None, join: Any, progress: Any, comm: Any = None) -> ReplayResult:
+def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, cap: dict | None, join: Any,
+         progress: Any, comm: Any = None) -> ReplayResult:
+    """The replay proper; ``opts`` as resolved by :func:`replay_trace` (threads, gaps and iteration set)."""
+    threads, warmup, iters, seed, gaps, target = opts.threads, opts.warmup, opts.iters, opts.seed, opts.gaps, \
+        opts.target
     def tell(stage: str, done: int = 0, total: int = 0) -> None:
         if progress is not None:
             progress(stage, done, total)

@@ -35,7 +35,17 @@ from benchmint.replay.tensors import (
     last_reads,
     make_tensor,
 )
-from benchmint.replay.types import DEVICE, TENSOR, TENSOR_LIST, UNSUPPORTED, VALUE, OpRec, TraceView, TRef
+from benchmint.replay.types import (
+    DEVICE,
+    TENSOR,
+    TENSOR_LIST,
+    UNSUPPORTED,
+    VALUE,
+    CommUnavailable,
+    OpRec,
+    TraceView,
+    TRef,
+)
 
 DATA_DEPENDENT = {
     "aten::nonzero",
@@ -83,7 +93,7 @@ class Plan:
     plan_time_s: float
     n_slots: int
     reads: list[list[int]] = field(default_factory=list)
-    comm: Any = None  # the rank's collectives (benchmint.replay.distributed.Collectives), multi-rank replay only
+    comm: Any = None  # the rank's collectives (benchmint.replay.collectives.Collectives), multi-rank replay only
 
     @property
     def replayed(self) -> list[StepInfo]:
@@ -540,8 +550,6 @@ class _Builder:
     def _collective(self, idx: int, info: StepInfo, op: OpRec) -> StepInfo:
         """A recorded collective, called through the rank's process group (``self.comm``): its tensors are the
         plan's; it does nothing until the timed iterations make the collectives live."""
-        from benchmint.replay.distributed import CommUnavailable
-
         try:
             names = [a.name for a in unresolved(op.schema).args]
         except OpUnavailable as e:
@@ -681,7 +689,7 @@ def build_plan(view: TraceView, device: str | torch.device = "cpu", seed: int = 
     """Resolve, bind, dry-run and compile every top-level op of ``view`` for ``device``; the compiled
     iteration is then run once more, and an op that fails there (an index computed from synthetic data that
     falls out of range on a later pass) is planned again with valid indices, or skipped. ``comm``: the rank's
-    :class:`~benchmint.replay.distributed.Collectives` in a multi-rank replay (collectives are skipped
+    :class:`~benchmint.replay.collectives.Collectives` in a multi-rank replay (collectives are skipped
     without it)."""
     forced: dict[int, str] = {}
     for _ in range(8):

@@ -68,6 +68,15 @@ def is_collective(name: str) -> bool:
     return name.startswith(COLLECTIVE_PREFIXES)
 
 
+# functional-collective ops that move no data (the wait, the autograd wrapper): replayed as the identity and
+# left out of the ranks' sequence check (a rank records them or not, depending on when its result was used)
+LOCAL_COLLECTIVES = {"wait_tensor", "_wrap_tensor_autograd"}
+
+
+class CommUnavailable(Exception):
+    """A recorded collective that has no mapping to a torch.distributed call (the reason says why)."""
+
+
 @dataclass
 class OpRec:
     """One top-level op of the trace."""

@@ -1,0 +1,54 @@
+"""The settings of a replay, in one typed object that travels from the CLI through ``replay_trace``, the
+multi-rank launcher and each rank's spec to the rank's worker process."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from benchmint.core.errors import UserError
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    """What ``benchmint replay`` lets a user choose (see its ``--help``).
+
+    ``device``: where to replay (default: the trace's device when this machine has it, else cpu);
+    ``threads``: intra-op threads (default: capture.json's, else torch's; 1 per rank in a multi-rank replay);
+    ``warmup`` / ``iters``: untimed and timed iterations; ``seed``: synthetic tensor values;
+    ``gaps``: ``"recorded"`` reproduces the CPU time between ops (needs Kineto), ``"none"`` replays the ops
+    back to back, None: recorded when a Kineto trace is available; ``target``: what the gaps aim at,
+    ``"capture"`` (capture.json's measured step time), ``"estimate"`` (the recorded span less the observers'
+    cost, measured on this machine), ``"auto"`` (capture.json when present); ``iteration``: the ProfilerStep
+    to replay (default: the last whole one); ``memory_check``: refuse, before planning, a trace whose tensors
+    need more memory than the device has available.
+    """
+
+    device: str | None = None
+    threads: int | None = None
+    warmup: int = 3
+    iters: int = 20
+    seed: int = 0
+    gaps: str | None = None
+    target: str = "auto"
+    iteration: int | None = None
+    memory_check: bool = True
+
+    @classmethod
+    def of(cls, options: ReplayOptions | None = None, **settings: Any) -> ReplayOptions:
+        """``options`` (default: the defaults) with ``settings`` (field names) replacing its fields; an unknown
+        name is a TypeError, as for a function's keyword argument."""
+        base = options if options is not None else cls()
+        return dataclasses.replace(base, **settings) if settings else base
+
+    def check(self) -> None:
+        """Refuse settings no replay can run with (one line naming the flag)."""
+        if self.gaps not in (None, "recorded", "none"):
+            raise UserError(f"--gaps {self.gaps}: choose recorded or none")
+        if self.target not in ("auto", "capture", "estimate"):
+            raise UserError(f"target {self.target}: choose auto, capture or estimate")
+        if self.warmup < 0 or self.iters < 1:
+            raise UserError("--iters must be >= 1 and --warmup >= 0")
+        if self.threads is not None and self.threads < 1:
+            raise UserError(f"--threads {self.threads}: must be at least 1")
