@@ -19,24 +19,9 @@ or without a ``-chakra.X.Y.Z`` suffix) loads into the same classes:
 :class:`TensorRef`
     A tensor argument: tensor id, storage id, element offset, numel, itemsize, device, shape, strides, dtype.
 
-Typed values (what :attr:`Node.inputs` and :attr:`Node.outputs` hold, one per argument):
-
-=========================== ====================================================================
-ET type                     Python value
-=========================== ====================================================================
-``Tensor(float)`` ...       :class:`TensorRef` (``dtype`` is a torch dtype name such as ``"float32"``;
-                            an undefined tensor, ``Tensor(nullptr (uninitialized))``, has ``dtype None``)
-``Int``, ``SymInt``         ``int``
-``Double``, ``SymFloat``    ``float``
-``Bool``, ``SymBool``       ``bool``
-``String``                  ``str``
-``None``                    ``None``
-``Device``                  :class:`Device`
-``Generator``               :class:`Generator`
-``GenericList[...]``        ``list`` of typed values (tensors, ints, ... nested as written)
-``Tuple[...]``              ``tuple`` of typed values
-anything else (``Object``)  :class:`Opaque` (the ET type string and the raw JSON value; never an error)
-=========================== ====================================================================
+Typed values (what :attr:`Node.inputs` and :attr:`Node.outputs` hold, one per argument): see
+:mod:`benchmint.trace.values` (the value types) and :mod:`benchmint.trace.et_types` (the ET type-string
+decoder); both are re-exported here.
 
 Speed and memory: a trace is decoded with msgspec straight into compact structs; each node's ``inputs`` and
 ``outputs`` stay as zero-copy views of the file's bytes until first asked for, then are decoded and cached.
@@ -59,6 +44,20 @@ from typing import Any
 import msgspec
 
 from benchmint.core.errors import TraceError
+from benchmint.trace.et_types import BadValue, io_decoder, list_decoder, typed_value, types_decoder
+from benchmint.trace.values import (
+    Device,
+    Generator,
+    Opaque,
+    TensorRef,
+    Value,
+    dtype_from_et,
+    et_type_of,
+    freeze,
+    iter_tensors,
+    shape_of,
+    strides_of,
+)
 
 __all__ = [
     "KNOWN_SCHEMAS",
@@ -119,361 +118,6 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-# ----------------------------------------------------------------------------------------------- dtypes
-
-_DTYPES: dict[str, str] = {
-    "float": "float32",
-    "double": "float64",
-    "c10::Half": "float16",
-    "Half": "float16",
-    "c10::BFloat16": "bfloat16",
-    "BFloat16": "bfloat16",
-    "long": "int64",
-    "long int": "int64",
-    "long long": "int64",
-    "int64_t": "int64",
-    "int": "int32",
-    "short": "int16",
-    "short int": "int16",
-    "signed char": "int8",
-    "unsigned char": "uint8",
-    "uint16_t": "uint16",
-    "unsigned short": "uint16",
-    "uint32_t": "uint32",
-    "unsigned int": "uint32",
-    "uint64_t": "uint64",
-    "unsigned long": "uint64",
-    "bool": "bool",
-    "c10::complex<float>": "complex64",
-    "c10::complex<double>": "complex128",
-    "c10::complex<c10::Half>": "complex32",
-    "c10::Float8_e4m3fn": "float8_e4m3fn",
-    "c10::Float8_e5m2": "float8_e5m2",
-    "c10::Float8_e4m3fnuz": "float8_e4m3fnuz",
-    "c10::Float8_e5m2fnuz": "float8_e5m2fnuz",
-    "c10::qint8": "qint8",
-    "c10::quint8": "quint8",
-    "c10::qint32": "qint32",
-}
-
-
-def dtype_from_et(type_str: str) -> str | None:
-    """Torch dtype name for an ET tensor type: ``"Tensor(float)"`` -> ``"float32"``, ``"Tensor(c10::Half)"``
-    -> ``"float16"``; ``None`` for an undefined tensor (``Tensor(nullptr (uninitialized))``); an unknown
-    element type is returned as written."""
-    inner = type_str[7:-1] if type_str.startswith("Tensor(") and type_str.endswith(")") else type_str
-    if inner.startswith("nullptr") or inner == "":
-        return None
-    return _DTYPES.get(inner, inner)
-
-
-# ------------------------------------------------------------------------------------------ typed values
-
-
-class Device:
-    """A ``Device`` argument (``"cpu"``, ``"cuda:0"``). ``str(d)`` is the name as written."""
-
-    __slots__ = ("name",)
-
-    def __init__(self, name: str):
-        self.name = name
-
-    @property
-    def type(self) -> str:
-        return self.name.split(":", 1)[0]
-
-    @property
-    def index(self) -> int | None:
-        _, _, idx = self.name.partition(":")
-        return int(idx) if idx.isdigit() else None
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Device) and other.name == self.name
-
-    def __hash__(self) -> int:
-        return hash(("Device", self.name))
-
-    def __str__(self) -> str:
-        return self.name
-
-    def __repr__(self) -> str:
-        return f"Device({self.name!r})"
-
-
-class Generator:
-    """A ``Generator`` argument (a random number generator); ``raw`` is the value as written."""
-
-    __slots__ = ("raw",)
-
-    def __init__(self, raw: Any):
-        self.raw = raw
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Generator) and other.raw == self.raw
-
-    def __hash__(self) -> int:
-        return hash(("Generator", repr(self.raw)))
-
-    def __repr__(self) -> str:
-        return f"Generator({self.raw!r})"
-
-
-class Opaque:
-    """An argument of a type the model does not interpret (``Object``, ``Stream``, a future type): the ET
-    type string and the raw JSON value, kept so nothing is lost."""
-
-    __slots__ = ("type", "raw")
-
-    def __init__(self, type: str, raw: Any):
-        self.type = type
-        self.raw = raw
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Opaque) and (other.type, other.raw) == (self.type, self.raw)
-
-    def __hash__(self) -> int:
-        return hash(("Opaque", self.type, repr(self.raw)))
-
-    def __repr__(self) -> str:
-        return f"Opaque({self.type!r}, {self.raw!r})"
-
-
-class TensorRef:
-    """A tensor argument of a node.
-
-    ``tensor_id``, ``storage_id``, ``offset`` (in elements), ``numel``, ``itemsize`` and ``device`` are as
-    written in the ET value ``[tensor_id, storage_id, offset, numel, itemsize, device]``; ``shape`` and
-    ``strides`` come from the node's ``shapes``/``strides`` (``strides`` is ``None`` before schema 1.1.1);
-    ``dtype`` is the torch dtype name (``"float32"``; ``None`` for an undefined tensor) and ``type`` the ET type
-    string (``"Tensor(float)"``).
-
-    The identity of a tensor in the trace is :attr:`key` (PyTorch reuses tensor ids for views of one storage):
-    ``(tensor_id, storage_id, offset, numel, itemsize, device)``.
-    """
-
-    __slots__ = ("tensor_id", "storage_id", "offset", "numel", "itemsize", "device", "shape", "strides", "dtype",
-                 "type")
-
-    def __init__(self, tensor_id: int, storage_id: int, offset: int, numel: int, itemsize: int, device: str,
-                 shape: tuple[int, ...] = (), strides: tuple[int, ...] | None = None, dtype: str | None = None,
-                 type: str = "Tensor"):
-        self.tensor_id = tensor_id
-        self.storage_id = storage_id
-        self.offset = offset
-        self.numel = numel
-        self.itemsize = itemsize
-        self.device = device
-        self.shape = shape
-        self.strides = strides
-        self.dtype = dtype
-        self.type = type
-
-    @property
-    def key(self) -> tuple[int, int, int, int, int, str]:
-        """Unique identity of this tensor within a trace."""
-        return (self.tensor_id, self.storage_id, self.offset, self.numel, self.itemsize, self.device)
-
-    @property
-    def storage_key(self) -> tuple[int, str]:
-        """Identity of the storage the tensor lives in: ``(storage_id, device)``."""
-        return (self.storage_id, self.device)
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of the tensor's own elements (``numel * itemsize``)."""
-        return self.numel * self.itemsize
-
-    @property
-    def span(self) -> int:
-        """Elements of the storage the tensor reaches from its offset: from shape and strides when the trace
-        has strides (an expanded view reaches fewer than ``numel``), else ``numel`` (contiguous)."""
-        st, sh = self.strides, self.shape
-        if st is None or len(st) != len(sh):
-            return self.numel
-        if 0 in sh:
-            return 0
-        return 1 + sum((d - 1) * abs(x) for d, x in zip(sh, st, strict=True))
-
-    @property
-    def is_undefined(self) -> bool:
-        """An undefined tensor (``Tensor(nullptr (uninitialized))``): no storage, nothing to allocate."""
-        return self.dtype is None
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, TensorRef) and other.key == self.key and other.shape == self.shape
-
-    def __hash__(self) -> int:
-        return hash(self.key)
-
-    def __repr__(self) -> str:
-        return (f"TensorRef(id={self.tensor_id}, storage={self.storage_id}, offset={self.offset}, "
-                f"numel={self.numel}, dtype={self.dtype}, shape={list(self.shape)}, device={self.device!r})")
-
-
-Value = TensorRef | int | float | bool | str | None | Device | Generator | Opaque | list | tuple
-"""One typed argument value (see the module docstring for the mapping from ET types)."""
-
-
-# ------------------------------------------------------------------------------------- raw decoding
-
-
-class _IO(msgspec.Struct, gc=False):
-    """The ``inputs``/``outputs`` object of schema >= 1.0.2, decoded on first access."""
-
-    values: list[Any] = []
-    shapes: list[Any] = []
-    types: list[str] = []
-    strides: list[Any] | None = None
-
-
-_io_decoder = msgspec.json.Decoder(_IO)
-_list_decoder = msgspec.json.Decoder(list[Any])
-_types_decoder = msgspec.json.Decoder(list[str])
-
-# parsed ET type strings: "GenericList[Int,Tensor(float)]" -> ("list", ("Int", "Tensor(float)"))
-_TYPE_CACHE: dict[str, tuple[str, Any]] = {}
-
-
-def _split_top(s: str) -> list[str]:
-    """Split a comma-separated list of types at bracket/paren depth 0."""
-    out: list[str] = []
-    depth = 0
-    start = 0
-    for i, ch in enumerate(s):
-        if ch in "[(<":
-            depth += 1
-        elif ch in "])>":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            out.append(s[start:i].strip())
-            start = i + 1
-    last = s[start:].strip()
-    if last:
-        out.append(last)
-    return out
-
-
-def _parse_type(t: str) -> tuple[str, Any]:
-    r = _TYPE_CACHE.get(t)
-    if r is not None:
-        return r
-    if t.startswith("Tensor"):
-        r = ("tensor", dtype_from_et(t))
-    elif t in ("Int", "SymInt"):
-        r = ("int", None)
-    elif t in ("Double", "SymFloat", "Float"):
-        r = ("float", None)
-    elif t in ("Bool", "SymBool"):
-        r = ("bool", None)
-    elif t == "String":
-        r = ("str", None)
-    elif t == "None":
-        r = ("none", None)
-    elif t == "Device":
-        r = ("device", None)
-    elif t == "Generator":
-        r = ("generator", None)
-    elif t.startswith("GenericList[") and t.endswith("]"):
-        r = ("list", tuple(_split_top(t[12:-1])))
-    elif t.startswith("Tuple[") and t.endswith("]"):
-        r = ("tuple", tuple(_split_top(t[6:-1])))
-    else:
-        r = ("opaque", None)
-    if len(_TYPE_CACHE) < 100_000:
-        _TYPE_CACHE[t] = r
-    return r
-
-
-class _Bad(Exception):
-    """Internal: a malformed argument; turned into a TraceError naming the file and the node."""
-
-
-_INT_ONLY = frozenset((int,))
-
-
-def _as_int_tuple(x: Any) -> tuple[int, ...]:
-    if type(x) is not list:
-        raise _Bad(f"expected a shape list, got {type(x).__name__}")
-    if x and not _INT_ONLY.issuperset(map(type, x)):
-        raise _Bad(f"expected integers in a shape, got {x!r:.60}")
-    return tuple(x)
-
-
-def _tensor(t: str, dtype: str | None, v: Any, shape: Any, stride: Any) -> TensorRef:
-    if type(v) is not list or len(v) not in (5, 6):
-        raise _Bad(f"a {t} value must be [tensor_id, storage_id, offset, numel, itemsize, device], got {v!r:.80}")
-    if not _INT_ONLY.issuperset(map(type, v[:5])):
-        raise _Bad(f"a {t} value must start with 5 integers, got {v!r:.80}")
-    dev = v[5] if len(v) == 6 else ""
-    if type(dev) is not str:
-        raise _Bad(f"a {t} device must be a string, got {dev!r:.40}")
-    r = TensorRef.__new__(TensorRef)
-    r.tensor_id, r.storage_id, r.offset, r.numel, r.itemsize = v[0], v[1], v[2], v[3], v[4]
-    r.device = dev
-    r.shape = _as_int_tuple(shape) if shape is not None else ()
-    r.strides = _as_int_tuple(stride) if type(stride) is list else None
-    r.dtype = dtype
-    r.type = t
-    return r
-
-
-_NON_FINITE = frozenset(("inf", "infinity", "nan"))
-
-
-def _typed(t: str, v: Any, shape: Any, stride: Any) -> Value:
-    r = _TYPE_CACHE.get(t) if type(t) is str else None
-    if r is None:
-        r = _parse_type(t) if isinstance(t, str) else ("bad", None)
-    kind, extra = r
-    if kind == "tensor":
-        return _tensor(t, extra, v, shape, stride)
-    if kind == "int":
-        if type(v) is int:
-            return v
-        if type(v) is bool:
-            return int(v)
-        if type(v) is float and v.is_integer():
-            return int(v)
-        raise _Bad(f"an {t} value must be an integer, got {v!r:.40}")
-    if kind == "float":
-        if type(v) in (int, float):
-            return float(v)
-        if isinstance(v, str) and v.lower().removeprefix("-").removeprefix("+") in _NON_FINITE:
-            return float(v)  # the observer writes a non-finite double as text: "nan", "-nan", "inf"
-        raise _Bad(f"a {t} value must be a number, got {v!r:.40}")
-    if kind == "bool":
-        if type(v) is bool:
-            return v
-        if type(v) is int and v in (0, 1):
-            return bool(v)
-        raise _Bad(f"a {t} value must be a boolean, got {v!r:.40}")
-    if kind == "str":
-        if isinstance(v, str):
-            return v
-        raise _Bad(f"a String value must be a string, got {v!r:.40}")
-    if kind == "none":
-        return None
-    if kind == "device":
-        if isinstance(v, str):
-            return Device(v)
-        raise _Bad(f"a Device value must be a string, got {v!r:.40}")
-    if kind == "generator":
-        return Generator(v)
-    if kind in ("list", "tuple"):
-        elems = extra
-        if not isinstance(v, list):
-            raise _Bad(f"a {t} value must be a list, got {v!r:.40}")
-        if len(elems) != len(v):
-            raise _Bad(f"a {t} value has {len(v)} elements")
-        shapes = shape if isinstance(shape, list) and len(shape) == len(v) else [None] * len(v)
-        strides = stride if isinstance(stride, list) and len(stride) == len(v) else [None] * len(v)
-        out = [_typed(et, ev, es, est) for et, ev, es, est in zip(elems, v, shapes, strides, strict=True)]
-        return out if kind == "list" else tuple(out)
-    if kind == "bad":
-        raise _Bad(f"a type must be a string, got {t!r:.40}")
-    return Opaque(t, v)
-
-
 # ------------------------------------------------------------------------------------------------- node
 
 
@@ -532,11 +176,11 @@ class Node:
         ins, outs = tuple(inputs), tuple(outputs)
         self._in = None
         self._out = None
-        self._in_dec = (ins, tuple(input_types) if input_types is not None else tuple(_guess_type(v) for v in ins),
-                        tuple(_shape_of(v) for v in ins), tuple(_strides_of(v) for v in ins))
+        self._in_dec = (ins, tuple(input_types) if input_types is not None else tuple(et_type_of(v) for v in ins),
+                        tuple(shape_of(v) for v in ins), tuple(strides_of(v) for v in ins))
         self._out_dec = (outs,
-                         tuple(output_types) if output_types is not None else tuple(_guess_type(v) for v in outs),
-                         tuple(_shape_of(v) for v in outs), tuple(_strides_of(v) for v in outs))
+                         tuple(output_types) if output_types is not None else tuple(et_type_of(v) for v in outs),
+                         tuple(shape_of(v) for v in outs), tuple(strides_of(v) for v in outs))
 
     # --- attributes
     @property
@@ -658,28 +302,28 @@ class Node:
                     rv, rs, rt = raw.inputs, raw.input_shapes, raw.input_types
                 else:
                     rv, rs, rt = raw.outputs, raw.output_shapes, raw.output_types
-                values = _list_decoder.decode(rv) if rv else []
-                shapes = _list_decoder.decode(rs) if rs else None
-                types = _types_decoder.decode(rt) if rt else None
+                values = list_decoder.decode(rv) if rv else []
+                shapes = list_decoder.decode(rs) if rs else None
+                types = types_decoder.decode(rt) if rt else None
                 strides = None
             else:
                 if not raw:  # absent (an empty Raw) or built by hand
                     values, shapes, types, strides = [], [], [], None
                 else:
-                    io = _io_decoder.decode(raw)
+                    io = io_decoder.decode(raw)
                     values, shapes, types, strides = io.values, io.shapes, io.types, io.strides
             if types is None:
                 if values:
-                    raise _Bad(f"has {which} but no {which[:-1]}_types")
+                    raise BadValue(f"has {which} but no {which[:-1]}_types")
                 types = []
             if len(types) != len(values):
-                raise _Bad(f"{which}: {len(values)} values but {len(types)} types")
+                raise BadValue(f"{which}: {len(values)} values but {len(types)} types")
             if shapes is None or len(shapes) != len(values):
                 shapes = [None] * len(values)
             if strides is None or len(strides) != len(values):
                 strides = [None] * len(values)
-            typed = tuple([_typed(t, v, s, st) for t, v, s, st in zip(types, values, shapes, strides, strict=True)])
-        except (msgspec.DecodeError, msgspec.ValidationError, _Bad, TypeError, ValueError, OverflowError,
+            typed = tuple([typed_value(t, v, s, st) for t, v, s, st in zip(types, values, shapes, strides, strict=True)])
+        except (msgspec.DecodeError, msgspec.ValidationError, BadValue, TypeError, ValueError, OverflowError,
                 RecursionError) as e:
             raise TraceError(src.path, f"node {self.id} ({self.name}): bad {which}: {e}") from None
         dec = (typed, tuple(types), shapes, strides)  # shapes/strides frozen by the properties
@@ -713,86 +357,30 @@ class Node:
     @property
     def input_shapes(self) -> tuple[Any, ...]:
         """Shapes as written (nested tuples; ``()`` for scalars; ``None`` when absent)."""
-        return tuple(_freeze(x) for x in (self._in_dec or self._decode("inputs"))[2])
+        return tuple(freeze(x) for x in (self._in_dec or self._decode("inputs"))[2])
 
     @property
     def output_shapes(self) -> tuple[Any, ...]:
-        return tuple(_freeze(x) for x in (self._out_dec or self._decode("outputs"))[2])
+        return tuple(freeze(x) for x in (self._out_dec or self._decode("outputs"))[2])
 
     @property
     def input_strides(self) -> tuple[Any, ...]:
         """Strides as written (schema >= 1.1.1), else ``None`` per argument."""
-        return tuple(_freeze(x) for x in (self._in_dec or self._decode("inputs"))[3])
+        return tuple(freeze(x) for x in (self._in_dec or self._decode("inputs"))[3])
 
     @property
     def output_strides(self) -> tuple[Any, ...]:
-        return tuple(_freeze(x) for x in (self._out_dec or self._decode("outputs"))[3])
+        return tuple(freeze(x) for x in (self._out_dec or self._decode("outputs"))[3])
 
     def input_tensors(self) -> list[TensorRef]:
         """Every tensor among the inputs, including those inside lists and tuples, in argument order."""
-        return list(_iter_tensors(self.inputs))
+        return list(iter_tensors(self.inputs))
 
     def output_tensors(self) -> list[TensorRef]:
-        return list(_iter_tensors(self.outputs))
+        return list(iter_tensors(self.outputs))
 
     def __repr__(self) -> str:
         return f"Node(id={self.id}, name={self.name!r}, parent={self.parent})"
-
-
-def _freeze(x: Any) -> Any:
-    if isinstance(x, list):
-        return tuple(_freeze(v) for v in x)
-    return x
-
-
-def _iter_tensors(values: Iterable[Value]) -> Iterator[TensorRef]:
-    for v in values:
-        if isinstance(v, TensorRef):
-            yield v
-        elif isinstance(v, list | tuple):
-            yield from _iter_tensors(v)
-
-
-def _guess_type(v: Value) -> str:
-    if isinstance(v, TensorRef):
-        return v.type
-    if isinstance(v, bool):
-        return "Bool"
-    if isinstance(v, int):
-        return "Int"
-    if isinstance(v, float):
-        return "Double"
-    if isinstance(v, str):
-        return "String"
-    if v is None:
-        return "None"
-    if isinstance(v, Device):
-        return "Device"
-    if isinstance(v, Generator):
-        return "Generator"
-    if isinstance(v, Opaque):
-        return v.type
-    if isinstance(v, list):
-        return "GenericList[" + ",".join(_guess_type(x) for x in v) + "]"
-    if isinstance(v, tuple):
-        return "Tuple[" + ",".join(_guess_type(x) for x in v) + "]"
-    return "Object"
-
-
-def _shape_of(v: Value) -> Any:
-    if isinstance(v, TensorRef):
-        return v.shape
-    if isinstance(v, list | tuple):
-        return tuple(_shape_of(x) for x in v)
-    return ()
-
-
-def _strides_of(v: Value) -> Any:
-    if isinstance(v, TensorRef):
-        return v.strides
-    if isinstance(v, list | tuple):
-        return tuple(_strides_of(x) for x in v)
-    return None
 
 
 # ------------------------------------------------------------------------------------ tensor table
@@ -863,7 +451,7 @@ class TensorTable:
         tensors, storages = table.tensors, table.storages
         for n in nodes:
             for side, values in ((0, n.inputs), (1, n.outputs)):
-                for t in _iter_tensors(values):
+                for t in iter_tensors(values):
                     if t.dtype is None:
                         continue
                     k = t.key
