@@ -8,12 +8,7 @@ import typer
 from rich.table import Table
 
 from benchmint.cli.common import console, err_console, state
-
-
-def _fmt_s(x: float | None) -> str:
-    if x is None:
-        return "-"
-    return f"{x * 1e3:.3f} ms" if x < 1 else f"{x:.3f} s"
+from benchmint.replay.console import fidelity_line, fmt_s
 
 
 def replay(
@@ -124,20 +119,6 @@ def replay(
         raise typer.Exit(1)
 
 
-def fidelity_line(r: dict) -> str:
-    """One line: coverage, replayed vs original time, error."""
-    it = r["iter_time_s"]["median"]
-    orig = r["original_iter_time_s"]
-    parts = [f"coverage {r['coverage']:.3f} ({r['ops_replayed']}/{r['ops_total']} ops)",
-             f"replay {_fmt_s(it)}/iter"]
-    if orig is not None:
-        parts.append(f"original {_fmt_s(orig)} (capture.json)")
-        parts.append(f"error {r['error'] * 100:+.1f}%" if r["error"] is not None else "error - (see error_note)")
-    elif r.get("original_iter_time_estimated_s") is not None:
-        parts.append(f"original ~{_fmt_s(r['original_iter_time_estimated_s'])} (estimated from the trace)")
-    return ", ".join(parts)
-
-
 def _print_summary(r: dict) -> None:
     t = Table(title=f"replay of {Path(r['trace']).name}", show_header=False)
     t.add_column("what", style="bold")
@@ -145,16 +126,16 @@ def _print_summary(r: dict) -> None:
     it = r["iter_time_s"]
     t.add_row("ops", f"{r['ops_replayed']} of {r['ops_total']} replayed (coverage {r['coverage']:.3f}"
               + (f", by time {r['coverage_time']:.3f})" if r["coverage_time"] is not None else ")"))
-    t.add_row("iteration", f"median {_fmt_s(it['median'])}, p10 {_fmt_s(it['p10'])}, p90 {_fmt_s(it['p90'])}, "
+    t.add_row("iteration", f"median {fmt_s(it['median'])}, p10 {fmt_s(it['p10'])}, p90 {fmt_s(it['p90'])}, "
               f"n={it['n']}")
-    t.add_row("ops only", _fmt_s(r["replay_ops_only_s"]))
-    t.add_row("gaps", f"{r['gaps']} ({_fmt_s(r['gap_time_s'])} of CPU time between ops"
+    t.add_row("ops only", fmt_s(r["replay_ops_only_s"]))
+    t.add_row("gaps", f"{r['gaps']} ({fmt_s(r['gap_time_s'])} of CPU time between ops"
               + (f", aimed at {r['gap_target']})" if r["gap_target"] else ")"))
-    t.add_row("original", _fmt_s(r["original_iter_time_s"]) + (" (capture.json)" if r["original_iter_time_s"]
+    t.add_row("original", fmt_s(r["original_iter_time_s"]) + (" (capture.json)" if r["original_iter_time_s"]
                                                                else " (no capture.json)"))
     if r.get("original_iter_time_estimated_s") is not None:
-        t.add_row("original, estimated", _fmt_s(r["original_iter_time_estimated_s"])
-                  + f" (from the trace: recorded span {_fmt_s(r['recorded_step_span_s'])}, the observers' "
+        t.add_row("original, estimated", fmt_s(r["original_iter_time_estimated_s"])
+                  + f" (from the trace: recorded span {fmt_s(r['recorded_step_span_s'])}, the observers' "
                   "cost taken out)")
     elif r.get("estimate_note"):
         t.add_row("original, estimated", r["estimate_note"])
@@ -172,7 +153,7 @@ def _print_summary(r: dict) -> None:
                       + ", ".join(f"{k} x{v}" for k, v in c["by_name"].items())
                       + f"), {max(c['bytes_in_per_rank']) / 2**20:.1f} MiB in / "
                       f"{max(c['bytes_out_per_rank']) / 2**20:.1f} MiB out per rank per iteration, "
-                      f"{_fmt_s(max(c['time_s_per_rank']))} in collectives (slowest rank)")
+                      f"{fmt_s(max(c['time_s_per_rank']))} in collectives (slowest rank)")
         else:
             t.add_row("collectives", "none")
     for s in r["skipped"][:8]:
@@ -189,7 +170,7 @@ def _print_report(rows: list[dict], r: dict) -> None:
     for row in rows[:25]:
         o = row["original_s"]
         d = row["replay_s"] - o if o is not None else None
-        t.add_row(row["op"], str(row["count"]), _fmt_s(o), _fmt_s(row["replay_s"]),
+        t.add_row(row["op"], str(row["count"]), fmt_s(o), fmt_s(row["replay_s"]),
                   (f"{d * 1e3:+.3f} ms" if d is not None else "-"))
     console.print(t)
     if r["largest_contributors"]:

@@ -7,12 +7,12 @@ from typing import Any
 
 
 def capture_replay_demo_step(ctx: Any) -> None:
-    from benchmint.cli.replay import fidelity_line
-    from benchmint.cli.trace import _print as print_summary
     from benchmint.models.workloads import small_transformer
     from benchmint.replay.api import replay_trace, run_record
     from benchmint.replay.compare import compare_with_original
+    from benchmint.replay.console import fidelity_line
     from benchmint.trace.capture import capture_steps
+    from benchmint.trace.console import print_summary
     from benchmint.trace.summary import inspect_trace
 
     con = ctx.console
@@ -23,7 +23,7 @@ def capture_replay_demo_step(ctx: Any) -> None:
               f"{cap_dir}: un-observed step {s['step_time_s']['median'] * 1e3:.2f} ms (median of "
               f"{s['step_time_s']['n']}), recorded step {s['recorded_step_time_s'][0] * 1e3:.2f} ms")
     summary = inspect_trace(cap_dir / "et.json", cap_dir / "kineto.json", top=8)
-    print_summary(summary)
+    print_summary(summary, con)
     res = replay_trace(cap_dir, warmup=1 if ctx.quick else 3, iters=5 if ctx.quick else 20)
     # the fair check: the live step and its replay timed alternately in this process
     cmp = compare_with_original(w.step, {"replay": res}, rounds=3 if ctx.quick else 7, reps=5)
