@@ -16,6 +16,10 @@ from benchmint.cli.common import console, err_console
 from benchmint.core.errors import UserError
 from benchmint.core.jsonio import write_json
 from benchmint.core.signals import sigint_deferred
+from benchmint.llm.backends.spec import build_backend_spec
+from benchmint.llm.console import fmt, print_result
+from benchmint.llm.probe import check_reachable
+from benchmint.llm.samples import build_samples, tokenizer_for
 
 _SCENARIO_HELP = "MLPerf scenario: offline, server or single-stream."
 
@@ -46,16 +50,6 @@ JsonOutOpt = Annotated[Path, typer.Option("--json", help="Also write the result 
 ResultsOpt = Annotated[Path, typer.Option("--results", envvar="BENCHMINT_RESULTS", help="Results store folder.")]
 
 
-def _tokenizer_for(backend: str, model: str | None, tokenizer: str | None = None) -> Any:
-    """The tokenizer for chat templates and prompt lengths (``tiny`` and local folders work offline)."""
-    if backend == "sim":
-        return None
-    from benchmint.llm.bench import load_tokenizer
-
-    name = tokenizer or model or ("tiny" if backend in ("transformers", "hf") else None)
-    return load_tokenizer(name) if name else None
-
-
 def _model_key(name: str, user_conf: Path | None) -> Any:
     """The official settings of an MLPerf model key; an unknown key is an error unless a user.conf sets the
     limits (LoadGen would otherwise silently apply its generic defaults)."""
@@ -66,75 +60,6 @@ def _model_key(name: str, user_conf: Path | None) -> Any:
         raise UserError(f"--model-key {name!r} is not an MLPerf LLM benchmark this tool knows "
                         f"({', '.join(sorted(MODEL_KEYS))}); pick one, or give its settings with --user-conf")
     return key
-
-
-def parse_sim(spec: str | None) -> dict[str, Any]:
-    """``--sim ttft=0.02,tpot=0.005,slots=4`` -> options of the simulated engine."""
-    out: dict[str, Any] = {}
-    for part in (spec or "").split(","):
-        if not part.strip():
-            continue
-        k, _, v = part.partition("=")
-        k = k.strip()
-        try:
-            if k in ("ttft", "tpot"):
-                out[f"{k}_s"] = float(v)
-            elif k in ("slots", "fail_every"):
-                out[k] = int(v)
-            else:
-                raise ValueError
-        except ValueError:
-            raise UserError(f"--sim {spec!r}: use ttft=SECONDS,tpot=SECONDS,slots=N") from None
-    return out
-
-
-def build_backend_spec(backend: str, url: str | None, model: str | None, api: str, device: str,
-                       max_batch_size: int, sim: str | None = None, api_key: str | None = None,
-                       tokenizer: str | None = None, include_usage: bool = True) -> dict[str, Any]:
-    if backend == "sim":
-        return {"kind": "sim", "options": parse_sim(sim)}
-    if backend in ("transformers", "hf"):
-        return {"kind": "transformers", "options": {"model": model or "tiny", "device": device,
-                                                     "max_batch_size": max_batch_size}}
-    if backend in ("http", "openai", "openai-http"):
-        if not url:
-            raise UserError("--backend http needs --url http://HOST:PORT/v1 of an OpenAI-compatible server")
-        opts: dict[str, Any] = {"url": url, "model": model, "api": api, "include_usage": include_usage}
-        if api_key:
-            opts["api_key"] = api_key
-        if tokenizer or not include_usage:  # counts output tokens when the server reports no usage
-            opts["tokenizer"] = tokenizer or model
-        return {"kind": "openai-http", "options": opts}
-    raise UserError(f"--backend {backend!r}: use openai-http (a server), transformers (in-process) or sim")
-
-
-def build_samples(dataset: str, api: str, tokenizer: Any, num_samples: int | None, input_tokens: str | None,
-                  output_tokens: str | None, seed: int, **workload_opts: Any) -> tuple[list, dict[str, Any]]:
-    from benchmint.llm.loadgen.sut import Sample
-    from benchmint.llm.workload import load_workload
-
-    wl = load_workload(dataset, api=api, tokenizer=tokenizer, num_prompts=num_samples, input_tokens=input_tokens,
-                       output_tokens=output_tokens, seed=seed, **workload_opts)
-    samples = [Sample(prompt=r.prompt, max_tokens=r.max_tokens, input_tokens=r.input_tokens, reference=r.reference,
-                      ignore_eos=r.ignore_eos, extra=dict(r.extra)) for r in wl.requests]
-    return samples, wl.describe()
-
-
-def check_reachable(spec: dict[str, Any], timeout_s: float = 10.0) -> None:
-    """Fail fast, with one line, when an HTTP backend's server cannot be reached (before LoadGen starts)."""
-    if spec.get("kind") not in ("openai-http", "http", "openai"):
-        return
-    import urllib.error
-    import urllib.request
-
-    url = str(spec["options"]["url"]).rstrip("/")
-    try:
-        urllib.request.urlopen(url + "/models", timeout=timeout_s).close()
-    except urllib.error.HTTPError:
-        return  # the server answered (some servers have no /models): reachable
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise UserError(f"cannot reach the server at {url} ({reason}); start it or fix --url") from None
 
 
 def check_failures(result: dict[str, Any]) -> None:
@@ -163,62 +88,10 @@ def _append_store(record: Any, results: Path | None) -> str | None:
     return str(store.path) if hasattr(store, "path") else str(default_results_dir(results))
 
 
-def _fmt(v: Any, unit: str = "") -> str:
-    if v is None:
-        return "-"
-    if unit == "s":
-        return f"{v * 1000:.1f} ms" if v < 1 else f"{v:.3f} s"
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-def print_result(result: dict[str, Any], out: Any = None) -> None:
-    """LoadGen vs client table, validity line, accuracy, cost and energy lines (on ``out``, a rich Console)."""
-    console_ = out or console
-    lg = result.get("loadgen")
-    if lg:
-        t = Table(title=f"LoadGen {lg.get('scenario')} ({result['config']['settings']['model_key']})")
-        t.add_column("figure")
-        t.add_column("LoadGen")
-        t.add_column("benchmint client")
-        cl = result.get("client") or {}
-        thr = cl.get("throughput") or {}
-        t.add_row("samples/s", _fmt(lg.get("samples_per_s")), _fmt(thr.get("requests_per_s")))
-        t.add_row("output tokens/s", _fmt(lg.get("tokens_per_s")), _fmt(thr.get("output_tokens_per_s")))
-        for name in ("ttft_s", "tpot_s"):
-            for p in ("p50", "p90", "p99"):
-                t.add_row(f"{name[:4].upper()} {p}", _fmt((lg.get(name) or {}).get(p), "s"),
-                          _fmt((cl.get(name) or {}).get(p), "s"))
-        console_.print(t)
-        from benchmint.llm.loadgen.api import validity_line
-
-        style = "green" if lg.get("validity") == "VALID" else "yellow"
-        console_.print(f"[bold {style}]{validity_line(lg)}[/]", soft_wrap=True)
-    acc = result.get("accuracy")
-    if acc:
-        r = acc["rouge"]
-        line = (f"accuracy: ROUGE-1 {r['rouge1']:.2f}, ROUGE-2 {r['rouge2']:.2f}, ROUGE-L {r['rougeL']:.2f}, "
-                f"ROUGE-Lsum {r['rougeLsum']:.2f} over {acc['samples']} samples")
-        if acc.get("exact_match"):
-            line += f"; exact match {acc['exact_match']['exact_match']:.1f}% ({acc['exact_match']['samples']} short)"
-        if acc.get("tokens_per_sample") is not None:
-            line += f"; {acc['tokens_per_sample']:.1f} tokens/sample"
-        console_.print(line)
-        for level, v in ((acc.get("targets") or {}).get("levels") or {}).items():
-            failed = [c["metric"] for c in v["checks"] if not c["passed"]]
-            console_.print(f"  MLPerf target {level}: " + ("met" if v["passed"] else "NOT met (" + ", ".join(failed) + ")"))
-    cost = result.get("cost")
-    if cost and cost.get("usd_per_million_output_tokens") is not None:
-        console_.print(f"cost: ${cost['usd_per_million_output_tokens']:.4g} per million output tokens at "
-                      f"${cost['price']['usd_per_hour']:g}/h")
-    en = result.get("energy") or {}
-    if en.get("gpu_joules_per_output_token") is not None:
-        console_.print(f"energy: {en['gpu_joules_per_output_token']:.4g} J per output token (GPU, NVML)")
-
-
 def _show_trial(t: Any) -> None:
     m = t.metrics
-    console.print(f"  {t.rate:8.4g}/s: {'pass' if t.passed else 'FAIL'}  TTFT p99 {_fmt(m.get('ttft_p99_s'), 's')}"
-                  f"  TPOT p99 {_fmt(m.get('tpot_p99_s'), 's')}  completed {_fmt(m.get('completed_per_s'))}/s",
+    console.print(f"  {t.rate:8.4g}/s: {'pass' if t.passed else 'FAIL'}  TTFT p99 {fmt(m.get('ttft_p99_s'), 's')}"
+                  f"  TPOT p99 {fmt(m.get('tpot_p99_s'), 's')}  completed {fmt(m.get('completed_per_s'))}/s",
                   soft_wrap=True)
 
 
@@ -228,8 +101,8 @@ def _print_curve(sw: dict[str, Any], title: str) -> None:
         t.add_column(c)
     for p in sw["curve"]:
         m = p["metrics"]
-        t.add_row(f"{p['rate']:.4g}", _fmt(m.get("completed_per_s")), _fmt(m.get("ttft_p50_s"), "s"),
-                  _fmt(m.get("ttft_p99_s"), "s"), _fmt(m.get("tpot_p50_s"), "s"), _fmt(m.get("tpot_p99_s"), "s"),
+        t.add_row(f"{p['rate']:.4g}", fmt(m.get("completed_per_s")), fmt(m.get("ttft_p50_s"), "s"),
+                  fmt(m.get("ttft_p99_s"), "s"), fmt(m.get("tpot_p50_s"), "s"), fmt(m.get("tpot_p99_s"), "s"),
                   "pass" if p["passed"] else "fail")
     console.print(t)
     peak = sw["peak_rate"]
@@ -297,7 +170,7 @@ def mlperf(
     ttft, tpot = _limits(slo)
     spec = build_backend_spec(backend, url, model, api, device, max_batch_size, sim, api_key, tokenizer,
                               include_usage)
-    tok = _tokenizer_for(backend, model, tokenizer)
+    tok = tokenizer_for(backend, model, tokenizer)
     samples, workload = build_samples(
         dataset, api, tok, num_samples, input_tokens, output_tokens, seed, prompt_column=prompt_column,
         input_column=input_column, reference_column=reference_column, system_prompt=system_prompt,
@@ -343,7 +216,7 @@ def mlperf(
                           f"verdict) to {e.result_path}" + (f"; run {e.record.id} stored in {where}" if where else ""),
                           highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
-    print_result(result)
+    print_result(result, console)
     if json_out:
         write_json(json_out, result)
     where = _append_store(record, results)
@@ -411,7 +284,7 @@ def sweep(
         raise UserError(f"--target {target!r}: use loadgen or bench")
     ttft, tpot = _limits(slo)
     spec = build_backend_spec(backend, url, model, api, device, max_batch_size, sim)
-    tok = _tokenizer_for(backend, model)
+    tok = tokenizer_for(backend, model)
     samples, workload = build_samples(dataset, api, tok, num_samples, input_tokens, output_tokens, seed)
     key = _model_key(model_key, user_conf)
     perf_count = len(samples) if (key is None or len(samples) < key.performance_sample_count) else None

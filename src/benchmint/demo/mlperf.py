@@ -11,13 +11,13 @@ from typing import Any
 
 
 def mlperf_demo_step(ctx: Any) -> None:
-    from benchmint.cli.llm_mlperf import print_result
+    from benchmint.llm.console import print_result
     from benchmint.llm.cost import resolve_price
     from benchmint.llm.engine import AsyncEngine
     from benchmint.llm.loadgen.api import MlperfConfig, run_mlperf
     from benchmint.llm.loadgen.settings import RunSettings
-    from benchmint.llm.loadgen.sut import Sample
     from benchmint.llm.loadgen.validity import plan
+    from benchmint.llm.samples import samples_of
     from benchmint.llm.server import ServerThread
     from benchmint.llm.workload import load_workload
     from benchmint.models.tiny_llm import tiny_llm_path
@@ -26,8 +26,7 @@ def mlperf_demo_step(ctx: Any) -> None:
     model = str(tiny_llm_path())
     n = 8 if quick else 16
     wl = load_workload("sample", num_prompts=n, output_tokens="8" if quick else "16")
-    samples = [Sample(prompt=r.prompt, max_tokens=r.max_tokens, input_tokens=r.input_tokens,
-                      reference=r.reference, ignore_eos=r.ignore_eos) for r in wl.requests]
+    samples = samples_of(wl.requests)
     rs = RunSettings(scenario="server", model_key="llama2-70b", target_qps=4.0,
                      min_duration_s=1.0 if quick else 5.0, min_query_count=n, performance_sample_count=n)
     p = plan(rs, len(samples))
