@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from rich.console import Console
 from rich.table import Table
@@ -11,8 +11,25 @@ from rich.table import Table
 from benchmint.core.jsonio import write_json
 from benchmint.llm.metrics import record_metrics
 
-if TYPE_CHECKING:
-    from benchmint.llm.bench import BenchConfig, BenchResult
+
+class BenchResult(Protocol):
+    """What the outputs read of a run (:class:`benchmint.llm.bench.BenchResult`; a protocol, so that this module,
+    which the bench imports, does not import it back)."""
+
+    result: dict[str, Any]
+    records: list[Any]  # RequestRecord
+    start_ns: int
+    anchor: Any  # ClockAnchor
+    paths: dict[str, Path]
+    run_record: Any
+
+
+class BenchConfig(Protocol):
+    """What the outputs read of a run's config (:class:`benchmint.llm.bench.BenchConfig`)."""
+
+    backend: str
+    out: str | None
+    json_path: str | None
 
 METRIC_BLOCKS = (
     "requests", "ttft_s", "tpot_s", "itl_s", "e2e_s", "ttft_from_send_s", "e2e_from_send_s", "send_lag_s",
