@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from benchmint.core.errors import UserError
+from benchmint.core.stats import percentiles
 from benchmint.llm.types import RequestRecord
 
 STAT_KEYS = ("mean", "p50", "p90", "p99", "max", "min", "std", "count")
@@ -40,7 +41,7 @@ def stats(values: Any) -> dict[str, float | int | None]:
     a = a[~np.isnan(a)] if a.size else a
     if a.size == 0:
         return {k: (0 if k == "count" else None) for k in STAT_KEYS}
-    p50, p90, p99 = np.percentile(a, [50, 90, 99])
+    p50, p90, p99 = percentiles(a, [50, 90, 99])
     return {
         "mean": float(a.mean()),
         "p50": float(p50),

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import gc
-import statistics
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from benchmint.core import clock
+from benchmint.core.stats import timing_summary
 from benchmint.replay.plan import Plan
 
 
@@ -63,17 +63,8 @@ def time_iterations(plan: Plan, fn: Callable, iters: int, warmup: int = 1, live:
 
 
 def summarize(xs: list[float]) -> dict[str, Any]:
-    if not xs:
-        return {"median": None, "p10": None, "p90": None, "n": 0}
-    s = sorted(xs)
-
-    def q(p: float) -> float:
-        k = (len(s) - 1) * p
-        lo = int(k)
-        hi = min(lo + 1, len(s) - 1)
-        return s[lo] + (s[hi] - s[lo]) * (k - lo)
-
-    return {"median": statistics.median(s), "p10": q(0.1), "p90": q(0.9), "n": len(s)}
+    """Median, p10, p90 and count of timed iterations (:func:`benchmint.core.stats.timing_summary`)."""
+    return timing_summary(xs)
 
 
 def measure_peak_memory(plan: Plan) -> tuple[int, str]:

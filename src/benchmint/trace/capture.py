@@ -35,7 +35,6 @@ import atexit
 import os
 import runpy
 import shutil
-import statistics
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ from typing import Any
 from benchmint.core import clock
 from benchmint.core.errors import UserError
 from benchmint.core.jsonio import write_json
+from benchmint.core.stats import timing_summary
 from benchmint.core.stderr import filtered_native_stderr
 
 SCHEMA_VERSION = "1.0"
@@ -74,16 +74,6 @@ def _scratch_file(prefix: str, suffix: str) -> str:
     os.fchmod(fd, 0o666 & ~mask)  # the trace is moved into --out afterwards: readable like any file there
     os.close(fd)
     return path
-
-
-def _percentile(xs: list[float], q: float) -> float:
-    s = sorted(xs)
-    if not s:
-        return float("nan")
-    k = (len(s) - 1) * q
-    lo = int(k)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
 def _device_in_use(device: str | None) -> str:
@@ -292,13 +282,7 @@ class Capture:
                 files[key] = name
         return {
             "schema_version": SCHEMA_VERSION,
-            "step_time_s": {
-                "median": statistics.median(xs) if xs else None,
-                "p10": _percentile(xs, 0.1) if xs else None,
-                "p90": _percentile(xs, 0.9) if xs else None,
-                "n": len(xs),
-                "values": xs,
-            },
+            "step_time_s": {**timing_summary(xs), "values": xs},
             "recorded_step_time_s": self.recorded_times_s,
             "discarded_step_time_s": self.discarded_times_s,
             "how_measured": (

@@ -1,0 +1,35 @@
+"""Order statistics of measured samples: the one percentile rule of the project (linear interpolation between
+the closest ranks, numpy's default, which is also what vLLM's and GuideLLM's reports use) and the summary of a
+timing loop's samples with how noisy they were."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+#: A timing whose interquartile range exceeds this fraction of its median is flagged noisy (the threshold
+#: ``torch.utils.benchmark`` warns at).
+NOISY_IQR_RATIO = 0.10
+
+
+def percentiles(values: Iterable[float], qs: Sequence[float]) -> list[float]:
+    """The ``qs`` percentiles (0-100) of ``values`` (NaN for no values)."""
+    a = np.asarray(list(values) if not isinstance(values, np.ndarray) else values, dtype=np.float64)
+    if a.size == 0:
+        return [float("nan")] * len(qs)
+    return [float(x) for x in np.percentile(a, list(qs))]
+
+
+def percentile(values: Iterable[float], q: float) -> float:
+    """The ``q`` percentile (0-100) of ``values``; NaN for no values."""
+    return percentiles(values, [q])[0]
+
+
+def timing_summary(xs: Sequence[float]) -> dict[str, Any]:
+    """Median, p10, p90 and count of a timing loop's samples (None and 0 for none)."""
+    if not xs:
+        return {"median": None, "p10": None, "p90": None, "n": 0}
+    p10, p90 = percentiles(xs, [10, 90])
+    return {"median": float(np.median(np.asarray(xs, dtype=np.float64))), "p10": p10, "p90": p90, "n": len(xs)}
