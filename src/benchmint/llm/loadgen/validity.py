@@ -18,22 +18,6 @@ from typing import Any
 from benchmint.llm.loadgen.settings import EARLY_STOPPING_CONFIDENCE, MODEL_KEYS, RunSettings
 
 
-def _binom_cdf(t: int, n: int, q: float) -> float:
-    """P(X <= t) for X ~ Binomial(n, q), summed in log space."""
-    if t >= n:
-        return 1.0
-    if q <= 0:
-        return 1.0
-    if q >= 1:
-        return 0.0
-    lq, l1q = math.log(q), math.log1p(-q)
-    total = 0.0
-    for x in range(0, t + 1):
-        lc = math.lgamma(n + 1) - math.lgamma(x + 1) - math.lgamma(n - x + 1)
-        total += math.exp(lc + x * lq + (n - x) * l1q)
-    return min(1.0, total)
-
-
 def early_stopping_min_queries(percentile: float, overlatency: int = 0,
                                confidence: float = EARLY_STOPPING_CONFIDENCE) -> int:
     """Total queries early stopping needs when ``overlatency`` of them are over the limit."""
@@ -42,12 +26,17 @@ def early_stopping_min_queries(percentile: float, overlatency: int = 0,
     h = math.ceil(math.log(1 - confidence) / math.log(percentile))
     if overlatency == 0:
         return h
+    from scipy.stats import binom
+
+    def tail(n_under: int) -> float:  # P(at most `overlatency` of the queries over the limit)
+        return float(binom.cdf(overlatency, n_under + overlatency, 1 - percentile))
+
     lo, hi = h, h
-    while _binom_cdf(overlatency, hi + overlatency, 1 - percentile) > 1 - confidence:
+    while tail(hi) > 1 - confidence:
         lo, hi = hi, hi * 2
     while lo < hi:  # smallest h that passes
         mid = (lo + hi) // 2
-        if _binom_cdf(overlatency, mid + overlatency, 1 - percentile) <= 1 - confidence:
+        if tail(mid) <= 1 - confidence:
             hi = mid
         else:
             lo = mid + 1
