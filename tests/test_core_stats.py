@@ -3,8 +3,9 @@ and the LLM metrics' summaries alike."""
 
 import math
 
-from benchmint.core.stats import percentile, percentiles, timing_summary
+from benchmint.core.stats import noise_note, percentile, percentiles, timing_summary
 from benchmint.llm.metrics import stats
+from benchmint.replay.console import fidelity_line
 from benchmint.replay.execute import summarize
 
 
@@ -22,4 +23,15 @@ def test_replay_capture_and_llm_summaries_agree():
     assert (s["median"], s["n"]) == (0.012, 5)
     assert math.isclose(s["p90"], percentile(xs, 90))
     assert math.isclose(stats(xs)["p90"], s["p90"]) and math.isclose(stats(xs)["p50"], s["median"])
-    assert summarize([]) == {"median": None, "p10": None, "p90": None, "n": 0}
+    assert summarize([]) == {"median": None, "p10": None, "p90": None, "n": 0, "iqr": None, "noisy": None}
+
+
+def test_a_timing_whose_iqr_exceeds_a_tenth_of_its_median_is_flagged_noisy():
+    steady = timing_summary([1.0, 1.01, 0.99, 1.02, 0.98])
+    assert steady["noisy"] is False and noise_note(steady) == ""
+    noisy = timing_summary([1.0, 1.3, 0.8, 1.25, 0.85])  # IQR 0.4, median 1.0
+    assert noisy["noisy"] is True and math.isclose(noisy["iqr"], 0.4)
+    assert noise_note(noisy) == "; noisy: IQR 40% of the median"
+    line = fidelity_line({"iter_time_s": noisy, "original_iter_time_s": None, "coverage": 1.0, "ops_replayed": 3,
+                          "ops_total": 3})
+    assert "replay 1.000 s/iter; noisy: IQR 40% of the median" in line

@@ -66,7 +66,8 @@ def test_recorded_gaps_aim_at_capture_time_and_result_keys(captures, tmp_path, c
     assert code == 0, err
     r = json.loads((tmp_path / "r.json").read_text())
     assert REQUIRED_KEYS <= set(r)
-    assert set(r["iter_time_s"]) == {"median", "p10", "p90", "n"}
+    assert set(r["iter_time_s"]) == {"median", "p10", "p90", "n", "iqr", "noisy"}
+    assert r["iter_time_s"]["noisy"] == (r["iter_time_s"]["iqr"] > 0.1 * r["iter_time_s"]["median"])
     assert r["gaps"] == "recorded" and r["gap_target"] == "capture.json"
     assert r["error"] == pytest.approx((r["iter_time_s"]["median"] - r["original_iter_time_s"])
                                        / r["original_iter_time_s"])

@@ -114,12 +114,14 @@ def _report(out: Path, s: dict, warmup: int, measure: int, record: int) -> None:
         raise UserError(f"capture: only {s.get('measured_steps', 0)} steps were timed and "
                         f"{s.get('recorded_steps', 0)} recorded (needs {need} steps); run more steps, or mark "
                         "each step with benchmint.trace.capture.step()")
+    from benchmint.core.stats import noise_note
+
     st = s["step_time_s"]
     console.print(f"captured {s['recorded_steps']} step(s) into {out}: et.json, kineto.json, capture.json")
     console.print(f"step time without observers: median {st['median'] * 1e3:.3f} ms over {st['n']} steps "
                   f"(p10 {st['p10'] * 1e3:.3f}, p90 {st['p90'] * 1e3:.3f}); recorded step "
                   f"{s['recorded_step_time_s'][0] * 1e3:.3f} ms with observers; {s['threads']} threads, "
-                  f"{s['device']}")
+                  f"{s['device']}{noise_note(st)}")
     if s.get("note"):
         console.print(f"[yellow]{s['note']}[/]")
 

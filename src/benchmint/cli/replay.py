@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from benchmint.cli.common import console, err_console, state
+from benchmint.core.stats import noise_note
 from benchmint.replay.console import fidelity_line, fmt_s
 
 
@@ -127,7 +128,7 @@ def _print_summary(r: dict) -> None:
     t.add_row("ops", f"{r['ops_replayed']} of {r['ops_total']} replayed (coverage {r['coverage']:.3f}"
               + (f", by time {r['coverage_time']:.3f})" if r["coverage_time"] is not None else ")"))
     t.add_row("iteration", f"median {fmt_s(it['median'])}, p10 {fmt_s(it['p10'])}, p90 {fmt_s(it['p90'])}, "
-              f"n={it['n']}")
+              f"n={it['n']}" + noise_note(it))
     t.add_row("ops only", fmt_s(r["replay_ops_only_s"]))
     t.add_row("gaps", f"{r['gaps']} ({fmt_s(r['gap_time_s'])} of CPU time between ops"
               + (f", aimed at {r['gap_target']})" if r["gap_target"] else ")"))

@@ -28,8 +28,19 @@ def percentile(values: Iterable[float], q: float) -> float:
 
 
 def timing_summary(xs: Sequence[float]) -> dict[str, Any]:
-    """Median, p10, p90 and count of a timing loop's samples (None and 0 for none)."""
+    """Median, p10, p90 and count of a timing loop's samples, their interquartile range and whether they were
+    noisy (IQR over :data:`NOISY_IQR_RATIO` of the median); None and 0 for no samples."""
     if not xs:
-        return {"median": None, "p10": None, "p90": None, "n": 0}
-    p10, p90 = percentiles(xs, [10, 90])
-    return {"median": float(np.median(np.asarray(xs, dtype=np.float64))), "p10": p10, "p90": p90, "n": len(xs)}
+        return {"median": None, "p10": None, "p90": None, "n": 0, "iqr": None, "noisy": None}
+    p10, p25, p75, p90 = percentiles(xs, [10, 25, 75, 90])
+    med = float(np.median(np.asarray(xs, dtype=np.float64)))
+    iqr = p75 - p25
+    return {"median": med, "p10": p10, "p90": p90, "n": len(xs), "iqr": iqr,
+            "noisy": bool(med > 0 and iqr > NOISY_IQR_RATIO * med)}
+
+
+def noise_note(summary: dict[str, Any]) -> str:
+    """``"; noisy: IQR 12% of the median"`` for a noisy timing summary, ``""`` otherwise (and for old ones)."""
+    if not summary.get("noisy"):
+        return ""
+    return f"; noisy: IQR {summary['iqr'] / summary['median'] * 100:.0f}% of the median"

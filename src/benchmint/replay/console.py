@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from benchmint.core.stats import noise_note
+
 
 def fmt_s(x: float | None) -> str:
     """Seconds as ms below one second, else s; "-" for None."""
@@ -15,7 +17,7 @@ def fidelity_line(r: dict) -> str:
     it = r["iter_time_s"]["median"]
     orig = r["original_iter_time_s"]
     parts = [f"coverage {r['coverage']:.3f} ({r['ops_replayed']}/{r['ops_total']} ops)",
-             f"replay {fmt_s(it)}/iter"]
+             f"replay {fmt_s(it)}/iter" + noise_note(r["iter_time_s"])]
     if orig is not None:
         parts.append(f"original {fmt_s(orig)} (capture.json)")
         parts.append(f"error {r['error'] * 100:+.1f}%" if r["error"] is not None else "error - (see error_note)")

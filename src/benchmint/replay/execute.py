@@ -63,7 +63,8 @@ def time_iterations(plan: Plan, fn: Callable, iters: int, warmup: int = 1, live:
 
 
 def summarize(xs: list[float]) -> dict[str, Any]:
-    """Median, p10, p90 and count of timed iterations (:func:`benchmint.core.stats.timing_summary`)."""
+    """Median, p10, p90, count, IQR and noise flag of timed iterations
+    (:func:`benchmint.core.stats.timing_summary`)."""
     return timing_summary(xs)
 
 
