@@ -16,10 +16,13 @@ wait until the running batch is done.
 from __future__ import annotations
 
 import asyncio
+import inspect
+import os
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,7 +78,8 @@ def load_model_and_tokenizer(model: str, device: str = "cpu", dtype: str = "auto
     try:
         tok = AutoTokenizer.from_pretrained(path)
         torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
-        m = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+        with _no_progress_bars(os.path.isdir(path)):  # a local folder: no download to watch, only "Loading weights"
+            m = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
     except OSError as e:
         raise UserError(
             f"cannot load model {model!r}: {str(e).splitlines()[0]}; give a local model folder, 'tiny', "
@@ -86,6 +90,36 @@ def load_model_and_tokenizer(model: str, device: str = "cpu", dtype: str = "auto
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return m, tok
+
+
+@contextmanager
+def _no_progress_bars(quiet: bool) -> Iterator[None]:
+    """transformers' progress bars off while ``quiet`` (restored after)."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    if quiet and was:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if quiet and was:
+            hf_logging.enable_progress_bar()
+
+
+def _cache_kwarg(model: Any) -> str:
+    """The name the model's forward takes its KV cache by: ``cache`` in newer transformers (which deprecate
+    ``past_key_values`` with a warning on every call), ``past_key_values`` before."""
+    try:
+        return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    except (TypeError, ValueError):
+        return "past_key_values"
+
+
+def _cache_of(out: Any) -> Any:
+    """The KV cache a forward returned (``cache`` in newer transformers, ``past_key_values`` before)."""
+    cache = getattr(out, "cache", None) if "cache" in out else None
+    return cache if cache is not None else out.past_key_values
 
 
 class BatchingEngine:
@@ -107,6 +141,7 @@ class BatchingEngine:
         self.batch_wait_s = batch_wait_s
         self.model, self.tokenizer = loaded or load_model_and_tokenizer(model, device, dtype)
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
+        self._cache_kw = _cache_kwarg(self.model)
         self.stats = EngineStats()
         self._queue: deque[_Request] = deque()
         self._cv = threading.Condition()
@@ -257,7 +292,7 @@ class BatchingEngine:
             out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
         except TypeError:  # a model class without logits_to_keep
             out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
-        return _State(out.past_key_values, mask, pos[:, -1:], out.logits[:, -1, :], list(reqs))
+        return _State(_cache_of(out), mask, pos[:, -1:], out.logits[:, -1, :], list(reqs))
 
     def _step(self, st: _State) -> _State | None:
         """Pick each running request's next token, stream it, drop finished requests, run one decode step."""
@@ -309,9 +344,9 @@ class BatchingEngine:
         mask = torch.cat([mask, torch.ones((len(reqs), 1), dtype=mask.dtype, device=mask.device)], dim=1)
         pos = pos + 1
         out = self.model(
-            input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True
+            input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, use_cache=True, **{self._cache_kw: cache}
         )
-        return _State(out.past_key_values, mask, pos, out.logits[:, -1, :], reqs)
+        return _State(_cache_of(out), mask, pos, out.logits[:, -1, :], reqs)
 
 
 @dataclass

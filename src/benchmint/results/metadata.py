@@ -121,7 +121,9 @@ def workload_from_model(
     if dtype is None and model is not None:
         dtype = _model_dtype(model)
     if dtype is None and cfg is not None:
-        dtype = str(getattr(cfg, "torch_dtype", None) or "").removeprefix("torch.") or None
+        # ``dtype`` first: newer transformers warn on every read of the deprecated ``torch_dtype``
+        raw = getattr(cfg, "dtype", None) if "dtype" in dir(cfg) else getattr(cfg, "torch_dtype", None)
+        dtype = str(raw or "").removeprefix("torch.") or None
     if dataset_hash_value is None and dataset_path is not None:
         dataset_hash_value = dataset_hash(dataset_path)
     out = {
