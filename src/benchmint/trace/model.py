@@ -335,42 +335,48 @@ class Node:
             self._out = None
         return dec
 
+    def _ins(self) -> tuple:
+        return self._in_dec or self._decode("inputs")
+
+    def _outs(self) -> tuple:
+        return self._out_dec or self._decode("outputs")
+
     @property
     def inputs(self) -> tuple[Value, ...]:
-        """Typed input values, one per argument (see the module docstring)."""
-        return (self._in_dec or self._decode("inputs"))[0]
+        """Typed input values, one per argument (see :mod:`benchmint.trace.values`)."""
+        return self._ins()[0]
 
     @property
     def outputs(self) -> tuple[Value, ...]:
         """Typed output values."""
-        return (self._out_dec or self._decode("outputs"))[0]
+        return self._outs()[0]
 
     @property
     def input_types(self) -> tuple[str, ...]:
         """ET type strings of the inputs (``"Tensor(float)"``, ``"GenericList[Int,Int]"``, ``"Int"`` ...)."""
-        return (self._in_dec or self._decode("inputs"))[1]
+        return self._ins()[1]
 
     @property
     def output_types(self) -> tuple[str, ...]:
-        return (self._out_dec or self._decode("outputs"))[1]
+        return self._outs()[1]
 
     @property
     def input_shapes(self) -> tuple[Any, ...]:
         """Shapes as written (nested tuples; ``()`` for scalars; ``None`` when absent)."""
-        return tuple(freeze(x) for x in (self._in_dec or self._decode("inputs"))[2])
+        return tuple(map(freeze, self._ins()[2]))
 
     @property
     def output_shapes(self) -> tuple[Any, ...]:
-        return tuple(freeze(x) for x in (self._out_dec or self._decode("outputs"))[2])
+        return tuple(map(freeze, self._outs()[2]))
 
     @property
     def input_strides(self) -> tuple[Any, ...]:
         """Strides as written (schema >= 1.1.1), else ``None`` per argument."""
-        return tuple(freeze(x) for x in (self._in_dec or self._decode("inputs"))[3])
+        return tuple(map(freeze, self._ins()[3]))
 
     @property
     def output_strides(self) -> tuple[Any, ...]:
-        return tuple(freeze(x) for x in (self._out_dec or self._decode("outputs"))[3])
+        return tuple(map(freeze, self._outs()[3]))
 
     def input_tensors(self) -> list[TensorRef]:
         """Every tensor among the inputs, including those inside lists and tuples, in argument order."""

@@ -262,17 +262,19 @@ def et_type_of(v: Value) -> str:
     return "Object"
 
 
-def shape_of(v: Value) -> Any:
+def _per_value(v: Value, attr: str, other: Any) -> Any:
     if isinstance(v, TensorRef):
-        return v.shape
+        return getattr(v, attr)
     if isinstance(v, list | tuple):
-        return tuple(shape_of(x) for x in v)
-    return ()
+        return tuple(_per_value(x, attr, other) for x in v)
+    return other
+
+
+def shape_of(v: Value) -> Any:
+    """The shape of a typed value as the ET writes it: a tensor's, nested for lists; ``()`` for a scalar."""
+    return _per_value(v, "shape", ())
 
 
 def strides_of(v: Value) -> Any:
-    if isinstance(v, TensorRef):
-        return v.strides
-    if isinstance(v, list | tuple):
-        return tuple(strides_of(x) for x in v)
-    return None
+    """The strides of a typed value, nested for lists; ``None`` for a scalar."""
+    return _per_value(v, "strides", None)
