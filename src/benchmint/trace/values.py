@@ -236,29 +236,21 @@ def iter_tensors(values: Iterable[Value]) -> Iterator[TensorRef]:
             yield from iter_tensors(v)
 
 
+_SCALAR_TYPES = ((bool, "Bool"), (int, "Int"), (float, "Double"), (str, "String"), (Device, "Device"),
+                 (Generator, "Generator"))  # bool before int: a bool is an int
+
+
 def et_type_of(v: Value) -> str:
-    if isinstance(v, TensorRef):
+    """The ET type string of a typed value (the inverse of the decoder, for values built in Python)."""
+    if isinstance(v, TensorRef | Opaque):
         return v.type
-    if isinstance(v, bool):
-        return "Bool"
-    if isinstance(v, int):
-        return "Int"
-    if isinstance(v, float):
-        return "Double"
-    if isinstance(v, str):
-        return "String"
     if v is None:
         return "None"
-    if isinstance(v, Device):
-        return "Device"
-    if isinstance(v, Generator):
-        return "Generator"
-    if isinstance(v, Opaque):
-        return v.type
-    if isinstance(v, list):
-        return "GenericList[" + ",".join(et_type_of(x) for x in v) + "]"
-    if isinstance(v, tuple):
-        return "Tuple[" + ",".join(et_type_of(x) for x in v) + "]"
+    for cls, name in _SCALAR_TYPES:
+        if isinstance(v, cls):
+            return name
+    if isinstance(v, list | tuple):
+        return ("GenericList[" if isinstance(v, list) else "Tuple[") + ",".join(map(et_type_of, v)) + "]"
     return "Object"
 
 
