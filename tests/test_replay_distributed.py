@@ -316,11 +316,22 @@ def test_the_parent_timeout_stops_every_rank(captured):
         replay_ranks(captured["pair"], ranks=2, device="cpu", iters=1, timeout_s=1)
 
 
+def _fail_rank(monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """The ranks run tests/rank_fault_worker.py, which makes ``where`` (RANK:OP) fail at its first live call."""
+    import os
+
+    from benchmint.replay import distributed
+
+    monkeypatch.setattr(distributed, "WORKER", "rank_fault_worker")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("BENCHMINT_TEST_FAIL_RANK", where)
+
+
 def test_a_failing_rank_is_one_line_naming_the_rank_step_and_op(captured, cli, tmp_path, monkeypatch):
     import tempfile
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    monkeypatch.setenv("BENCHMINT_TEST_FAIL_RANK", "1:c10d::allreduce_")
+    _fail_rank(monkeypatch, "1:c10d::allreduce_")
     code, _, err = cli("replay", str(captured["pair"]), "--ranks", "2", "--device", "cpu", "--iters", "1",
                        "--gaps", "none", "--no-store")
     assert code == 2, err
@@ -338,7 +349,7 @@ def test_a_failing_point_to_point_op_names_its_peer_and_debug_keeps_the_logs(cap
     import tempfile
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    monkeypatch.setenv("BENCHMINT_TEST_FAIL_RANK", "1:c10d::recv_")
+    _fail_rank(monkeypatch, "1:c10d::recv_")
     with pytest.raises(UserError, match=r"^rank 1 failed in step \d+ \(c10d::recv_ from rank 0\): RuntimeError: "
                        r"failure injected .*\(the ranks' logs: (.*)\)$") as e:
         replay_ranks(captured["more"], ranks=2, device="cpu", warmup=1, iters=1, gaps="none", keep_logs=True)

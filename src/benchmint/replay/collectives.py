@@ -17,12 +17,7 @@ from benchmint.core.errors import UserError
 from benchmint.replay.collective_sequence import disagreement, sequence
 from benchmint.replay.types import LOCAL_COLLECTIVES, CommUnavailable, OpRec, is_collective
 
-USE_RANKS = "use --ranks N to replay it on a process group"
-
 _FUNCTIONAL_OPS = {"sum": "SUM", "product": "PRODUCT", "min": "MIN", "max": "MAX", "avg": "SUM"}
-# tests only: "RANK" or "RANK:OP" makes that rank's first live collective (of that op, e.g. c10d::allreduce_)
-# raise, to check how a failing rank is reported
-FAIL_ENV = "BENCHMINT_TEST_FAIL_RANK"
 
 
 def _noop(*_: Any) -> None:
@@ -84,7 +79,6 @@ class Collectives:
     store: Any = None
     iterations: int = 0
     pending: list[tuple[Mapped, Any]] = field(default_factory=list)  # point-to-point work not waited on yet
-    fail: str | None = None  # tests only, see FAIL_ENV
 
     # -- planning --------------------------------------------------------------------------------------------
     def make(self, index: int, op: OpRec, args: dict[str, Any]) -> Mapped:
@@ -109,9 +103,6 @@ class Collectives:
             self.drain()
         t0 = clock.now_ns()
         try:
-            if self.fail is not None and self.fail in ("", m.op):
-                self.fail = None
-                raise RuntimeError(f"failure injected by {FAIL_ENV}")
             works = body()
         except Exception as e:
             raise self._failed(m, e) from e

@@ -43,6 +43,9 @@ from benchmint.replay.source import default_device, view_from_trace
 from benchmint.replay.types import is_collective
 from benchmint.trace.load import archive_ranks
 
+#: The module each rank's process runs (``python -m WORKER SPEC``).
+WORKER = "benchmint.replay.rank_worker"
+
 
 @dataclass
 class RanksResult:
@@ -195,7 +198,7 @@ def _run_ranks(inp: Any, ranks: int, trace_rank: Callable[[int], int | None], op
             log = tmp / f"rank{r}.log"
             logs.append(log)
             with open(log, "wb") as fh:
-                procs.append(subprocess.Popen([sys.executable, "-m", "benchmint.replay.rank_worker", str(sp)],
+                procs.append(subprocess.Popen([sys.executable, "-m", WORKER, str(sp)],
                                               stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                               env=env))
         _watch(procs, logs, tmp, t0 + timeout_s, timeout_s, say)

@@ -17,7 +17,7 @@ import torch
 from benchmint.core.errors import UserError
 from benchmint.core.jsonio import write_json
 from benchmint.replay.api import replay_trace
-from benchmint.replay.collectives import FAIL_ENV, Collectives, CommFailed
+from benchmint.replay.collectives import Collectives, CommFailed
 from benchmint.replay.options import ReplayOptions
 
 
@@ -76,10 +76,6 @@ def _worker(spec_path: str) -> int:
         if stage not in seen:
             seen.add(stage)
             say({"plan": "planning", "time": "timing"}.get(stage, stage))
-
-    fail = os.environ.get(FAIL_ENV)
-    if fail is not None and fail.partition(":")[0] == str(rank):
-        comm.fail = fail.partition(":")[2]
 
     def failed(record: dict[str, Any], code: int) -> int:
         traceback.print_exc()  # into the rank's log, kept with --debug
