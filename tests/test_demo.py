@@ -23,6 +23,10 @@ def test_demo_quick_runs_every_step_and_leaves_runs_and_report(tmp_path):
     assert "replay fidelity: coverage" in p.stdout
     assert "replay vs live step: timed alternately" in p.stdout and "estimated from the trace alone" in p.stdout
     assert "LoadGen result:" in p.stdout
+    # third-party noise is silenced where it arises (transformers' deprecations, weight-loading bars)
+    console = p.stdout + p.stderr
+    for noise in ("past_key_values", "torch_dtype", "Loading weights"):
+        assert noise not in console, noise
     # the files each step says it wrote
     assert (out / "capture" / "et.json").is_file() and (out / "capture" / "capture.json").is_file()
     replay = json.loads((out / "replay" / "run.json").read_text())
