@@ -3,6 +3,7 @@
 Starts ``benchmint llm serve --model tiny`` in another process on loopback (from the ``benchmint`` on
 ``PYTHONPATH``: set ``PYTHONPATH=/path/to/other/src`` to measure another tree), then:
 
+0. 200 concurrent streams (16 tokens each): how many complete;
 1. sends 38 bad requests one at a time (wrong types, out-of-range values, bad bodies) and tabulates the answers:
    2xx (accepted), 4xx, 5xx, hang (no answer within ``--timeout``), and whether a 4xx carries an OpenAI-style
    error body (``error.message``, ``type``, ``param``, ``code``);
@@ -146,7 +147,13 @@ async def run(base: str, timeout: float) -> dict:
             cls, st, data, dt = await send(s, f"{base}/{route}", body, timeout)
             rows.append((label, cls, st, openai_shaped(data) if cls == "4xx" else None, dt, data[:90]))
     out["bad"] = rows
-    async with aiohttp.ClientSession() as s:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
+        # 0. keep: 200 concurrent streams complete
+        t0 = time.monotonic()
+        many = await asyncio.gather(*(send(s, f"{base}/completions", orjson.dumps({**GOOD, "max_tokens": 16,
+                                                                                      "stream": True}), 120)
+                                      for _ in range(200)))
+        out["many"] = (sum(r[0] == "2xx" and b"[DONE]" in r[2] for r in many), time.monotonic() - t0)
 
         # 2. one bad request in a batch of good streams
         good = {**GOOD, "max_tokens": 32, "stream": True}
@@ -249,6 +256,7 @@ def main() -> None:
     shaped = sum(bool(r[3]) for r in out["bad"])
     print(f"\nbad requests: {len(out['bad'])}  " + "  ".join(f"{k}: {v}" for k, v in counts.items())
           + f"  (4xx with an OpenAI-style body: {shaped})")
+    print(f"200 concurrent streams: {out['many'][0]} completed in {out['many'][1]:.1f} s")
     ok, cls, st = out["batch"]
     print(f"batch with one bad request: {ok}/12 good streams completed; the bad one: {cls} ({st})")
     print("non-streaming client left: engine idle again after "

@@ -165,8 +165,8 @@ class Limits:
             chars = len(prompt) if isinstance(prompt, str) else sum(len(m["content"]) for m in prompt)  # type: ignore[arg-type]
             if chars > 2 * self.max_model_len * self.max_chars_per_token:  # 2: room for dropped whitespace
                 raise RequestError(
-                    f"This model's maximum context length is {self.max_model_len} tokens; the {param} hold "
-                    f"{chars:,} characters, more than {self.max_model_len} tokens can hold. Shorten the {param}.",
+                    f"This model's maximum context length is {self.max_model_len} tokens; the {param} "
+                    f"{'hold' if param == 'messages' else 'holds'} {chars:,} characters, more than {self.max_model_len} tokens can hold. Shorten the {param}.",
                     param, "context_length_exceeded")
         return prompt
 
