@@ -119,11 +119,14 @@ def serve(
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16, float16."),
     served_name: str = typer.Option(None, "--served-model-name", help="Model name to answer to (default: --model)."),
+    max_model_len: int = typer.Option(
+        None, "--max-model-len", help="Context length in tokens, prompt plus output (default: the model's)."
+    ),
 ) -> None:
     """Serve a model with benchmint's OpenAI-compatible server (/v1/completions, /v1/chat/completions, streaming;
     /v1/models, /health, Prometheus /metrics), batching concurrent requests in the in-process engine."""
     from benchmint.llm.server import serve as run_server
 
     run_server(model, host=host, port=port, max_batch_size=max_batch_size, device=device, dtype=dtype,
-               served_name=served_name,
+               served_name=served_name, max_model_len=max_model_len,
                on_ready=lambda: err_console.print(f"serving {model} on http://{host}:{port}/v1 (Ctrl-C stops)"))

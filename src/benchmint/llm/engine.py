@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from benchmint.core.errors import UserError
+from benchmint.llm.server_requests import Limits, model_limits
 
 
 @dataclass
@@ -134,6 +135,7 @@ class BatchingEngine:
         max_batch_size: int = 16,
         batch_wait_s: float = 0.002,
         loaded: tuple[Any, Any] | None = None,
+        max_model_len: int | None = None,
     ):
         self.model_name = model
         self.device = device
@@ -142,7 +144,9 @@ class BatchingEngine:
         self.model, self.tokenizer = loaded or load_model_and_tokenizer(model, device, dtype)
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
         self._cache_kw = _cache_kwarg(self.model)
+        self.limits: Limits = model_limits(self.model, self.tokenizer, max_model_len)
         self.stats = EngineStats()
+        self.step_started: float | None = None  # monotonic time the running prefill/decode step began
         self._queue: deque[_Request] = deque()
         self._cv = threading.Condition()
         self._stop = False
@@ -164,10 +168,22 @@ class BatchingEngine:
             self._thread = threading.Thread(target=self._run, name="benchmint-engine", daemon=True)
             self._thread.start()
 
-    def stop(self) -> None:
+    def request_stop(self) -> None:
+        """Ask the worker to end every request (cancelled) and stop after its current step; returns at once."""
         with self._cv:
             self._stop = True
             self._cv.notify_all()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self) -> None:
+        self.request_stop()
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
@@ -184,6 +200,19 @@ class BatchingEngine:
                 return list(ids)
             prompt = "\n".join(f"{m.get('role', 'user')}: {m.get('content', '')}" for m in prompt) + "\nassistant:"
         return list(tok(prompt, add_special_tokens=True)["input_ids"])
+
+    def check(self, ids: list[int], max_tokens: int) -> str | None:
+        """Why a request cannot run on this model (a sentence), or None: checked before it joins a batch, so
+        that it cannot fail the requests it would share the batch with."""
+        lim = self.limits
+        if not ids:
+            return "the prompt is empty"
+        if min(ids) < 0 or max(ids) >= lim.vocab_size:
+            return f"the prompt holds token ids outside this model's vocabulary (0 to {lim.vocab_size - 1})"
+        if len(ids) + max_tokens > lim.max_model_len:
+            return (f"this model's maximum context length is {lim.max_model_len} tokens; the request asks for "
+                    f"{len(ids) + max_tokens} ({len(ids)} in the prompt, {max_tokens} in the completion)")
+        return None
 
     # ---- submission (any thread)
     def submit(self, req: _Request) -> None:
@@ -233,31 +262,79 @@ class BatchingEngine:
                 for r in rest + (st.reqs if st else []) + new:
                     if not r.done:
                         r.done = True
-                        self._finish(r, "cancelled")
+                        self._finish(r, "cancelled", error="the server is shutting down")
                 return
+            self.step_started = time.monotonic()
             try:
                 if new:
                     self.stats.batches_total += 1
-                    ns = self._prefill(new)
-                    st = ns if st is None else _merge(st, ns)
+                    ns = self._prefill_isolated(new)
+                    st = ns if st is None else (st if ns is None else _merge(st, ns))
                 if st is not None:
                     self.stats.running = len(st.reqs)
                     self.stats.peak_running = max(self.stats.peak_running, len(st.reqs))
                     st = self._step(st)
-            except Exception as e:  # report the failure to every running request, keep serving
-                for r in (st.reqs if st else []) + new:
+            except Exception as e:  # the batched decode step itself failed (device, memory): no one request
+                for r in (st.reqs if st else []) + new:  # is to blame, so every running one reports it
                     if not r.done:
                         r.done = True
                         self._finish(r, "error", error=f"{type(e).__name__}: {e}")
                 st = None
+            self.step_started = None
             self.stats.running = len(st.reqs) if st else 0
+
+    def _prefill_isolated(self, reqs: list[_Request]) -> _State | None:
+        """Prefill ``reqs`` together; when that fails, each alone, so that a request that cannot run fails by
+        itself and the others go on (the running batch is untouched: prefill builds a new cache)."""
+        try:
+            return self._prefill(reqs)
+        except Exception as e:
+            if len(reqs) == 1:
+                r = reqs[0]
+                r.done = True
+                self._finish(r, "error", error=f"{type(e).__name__}: {e}")
+                return None
+        st: _State | None = None
+        for r in reqs:
+            ns = self._prefill_isolated([r])
+            if ns is not None:
+                st = ns if st is None else _merge(st, ns)
+        return st
 
     def _finish(self, r: _Request, reason: str, error: str | None = None) -> None:
         self.stats.requests_finished[reason] = self.stats.requests_finished.get(reason, 0) + 1
         text = ""
         if r.pending_tokens and reason != "error":
             text = self._decode(r)[len(r.sent_text) :]
-        r.emit(TokenEvent(text, r.pending_tokens, True, reason, len(r.prompt_ids), error))
+        self._emit(r, TokenEvent(text, r.pending_tokens, True, reason, len(r.prompt_ids), error))
+        r.pending_tokens = 0
+
+    @staticmethod
+    def _emit(r: _Request, ev: TokenEvent) -> None:
+        try:
+            r.emit(ev)
+        except Exception:  # the consumer is gone (its event loop closed): stop generating for it
+            r.cancelled = True
+
+    def _advance(self, r: _Request, t: int) -> None:
+        """Give ``r`` its next token ``t``: finish it (eos, length) or stream the new text."""
+        if not r.ignore_eos and t in self.eos_ids:
+            r.done = True
+            self._finish(r, "stop")
+            return
+        r.out_ids.append(t)
+        r.pending_tokens += 1
+        self.stats.generation_tokens_total += 1
+        if len(r.out_ids) >= r.max_tokens:
+            r.done = True
+            self._finish(r, "length")
+            return
+        text = self._decode(r)
+        if text.endswith("\ufffd"):
+            return  # an incomplete UTF-8 sequence: hold the bytes until the character is whole
+        delta = text[len(r.sent_text) :]
+        r.sent_text = text
+        self._emit(r, TokenEvent(delta, r.pending_tokens, prompt_tokens=len(r.prompt_ids)))
         r.pending_tokens = 0
 
     def _decode(self, r: _Request) -> str:
@@ -285,7 +362,7 @@ class BatchingEngine:
             mask[i, width - k :] = 1
             self.stats.prompt_tokens_total += k
             if r.temperature > 0:
-                r.generator = torch.Generator(device=dev).manual_seed(r.seed if r.seed is not None else 0)
+                r.generator = torch.Generator(device=dev).manual_seed((r.seed or 0) % 2**64)
         ids, mask = ids.to(dev), mask.to(dev)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         try:
@@ -301,9 +378,12 @@ class BatchingEngine:
         logits = st.logits
         nxt = logits.argmax(-1)
         for i, r in enumerate(st.reqs):
-            if r.temperature > 0:
-                probs = torch.softmax(logits[i].float() / r.temperature, -1)
-                nxt[i] = torch.multinomial(probs, 1, generator=r.generator)[0]
+            if r.temperature > 0 and not r.done:
+                try:
+                    nxt[i] = _sample(logits[i], r.temperature, r.generator)
+                except Exception as e:  # this request's sampling failed: it fails alone
+                    r.done = True
+                    self._finish(r, "error", error=f"{type(e).__name__}: {e}")
         toks = nxt.tolist()
         for i, r in enumerate(st.reqs):
             if r.done:
@@ -312,25 +392,11 @@ class BatchingEngine:
                 r.done = True
                 self._finish(r, "cancelled")
                 continue
-            t = toks[i]
-            if not r.ignore_eos and t in self.eos_ids:
+            try:
+                self._advance(r, toks[i])
+            except Exception as e:  # decoding this request's text failed: it fails alone
                 r.done = True
-                self._finish(r, "stop")
-                continue
-            r.out_ids.append(t)
-            r.pending_tokens += 1
-            self.stats.generation_tokens_total += 1
-            if len(r.out_ids) >= r.max_tokens:
-                r.done = True
-                self._finish(r, "length")
-                continue
-            text = self._decode(r)
-            if text.endswith("\ufffd"):
-                continue  # an incomplete UTF-8 sequence: hold the bytes until the character is whole
-            delta = text[len(r.sent_text) :]
-            r.sent_text = text
-            r.emit(TokenEvent(delta, r.pending_tokens, prompt_tokens=len(r.prompt_ids)))
-            r.pending_tokens = 0
+                self._finish(r, "error", error=f"{type(e).__name__}: {e}")
         keep = [i for i, r in enumerate(st.reqs) if not r.done]
         if not keep:
             return None
@@ -358,6 +424,19 @@ class _State:
     pos: Any
     logits: Any
     reqs: list[_Request]
+
+
+def _sample(logits: Any, temperature: float, generator: Any) -> int:
+    """A token drawn from softmax(logits / temperature), in float64 and shifted by the maximum so that a
+    tiny temperature (1e-300) gives the argmax, not inf/NaN."""
+    import torch
+
+    z = logits.double()
+    z = (z - z.max()) / temperature
+    probs = torch.softmax(z, -1)
+    if not bool(torch.isfinite(probs).all()):
+        return int(logits.argmax())
+    return int(torch.multinomial(probs, 1, generator=generator)[0])
 
 
 def _mergeable(cache: Any) -> bool:
@@ -456,9 +535,15 @@ class AsyncEngine:
             ids = list(prompt)  # type: ignore[arg-type]
         else:
             ids = self.engine.encode_prompt(prompt)  # type: ignore[arg-type]
+        max_tokens = max(1, int(max_tokens))
+        why = self.engine.check(ids, max_tokens)
+        if why is not None:  # refused before it joins a batch: it fails alone
+            self.engine.stats.requests_finished["error"] = self.engine.stats.requests_finished.get("error", 0) + 1
+            yield TokenEvent("", 0, True, "error", len(ids), why)
+            return
         req = _Request(
             prompt_ids=ids,
-            max_tokens=max(1, int(max_tokens)),
+            max_tokens=max_tokens,
             emit=lambda ev: loop.call_soon_threadsafe(q.put_nowait, ev),
             ignore_eos=ignore_eos,
             temperature=temperature,
