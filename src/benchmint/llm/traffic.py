@@ -24,7 +24,7 @@ from benchmint.llm import prefixes, ramp, sessions, trace_replay
 from benchmint.llm.schedule import Schedule, make_schedule
 from benchmint.llm.types import Backend, GenRequest, RequestRecord
 from benchmint.llm.windows import window_metrics
-from benchmint.llm.workload import Workload
+from benchmint.llm.workload import Workload, parse_length
 
 if TYPE_CHECKING:
     from benchmint.llm.bench import BenchConfig
@@ -58,6 +58,11 @@ def check(cfg: BenchConfig) -> None:
     given = [n for n, v in (("--trace", cfg.trace), ("--sessions", cfg.sessions), ("--prefix-groups", cfg.prefix_groups)) if v]
     if len(given) > 1:
         raise UserError(f"{' and '.join(given)} cannot be combined in one run; pick one workload shape")
+    if cfg.prefix_groups and cfg.dataset == "synthetic":  # before any model is loaded, where the lengths tell
+        d = parse_length(cfg.input_tokens or "128", "--input-tokens")
+        if d is not None and d.kind != "normal" and d.a <= (cfg.prefix_tokens or 0):
+            raise UserError(f"--prefix-tokens {cfg.prefix_tokens} is as long as the prompt or longer (--input-tokens "
+                            f"{d.spec}); use a shorter prefix or longer prompts")
     if cfg.sessions and cfg.scenario.replace("_", "-") == "concurrency-ramp":
         raise UserError("--sessions runs under server, constant, offline, ramp, single-stream or concurrency, "
                         "not concurrency-ramp")
