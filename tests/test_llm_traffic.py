@@ -292,3 +292,20 @@ def test_same_seed_same_workload_hash(tok):
         return traffic.fingerprint(cfg, wl, sched)["workload_hash"]
 
     assert fp(0) == fp(0) != fp(1)
+
+
+def test_report_shows_ttft_by_turn_and_latency_over_time():
+    from benchmint.report.html import render
+    from benchmint.results.record import RunRecord
+
+    by_turn = [{"turn": k, "requests": 3, "input_tokens_mean": 20.0 * (k + 1),
+                "ttft_s": {"p50": 0.01 * (k + 1), "p90": 0.02 * (k + 1)}} for k in range(3)]
+    wins = [{"start_s": i, "end_s": i + 1, "offered_rate_per_s": 2.0 * i, "ttft_s": {"p50": 0.01 * i}}
+            for i in range(5)]
+    recs = [RunRecord(kind="llm", config={"scenario": "concurrency"}, metrics={"sessions": {"by_turn": by_turn}},
+                      workload={"model_name": "tiny"}),
+            RunRecord(kind="llm", config={"scenario": "ramp"}, workload={"model_name": "tiny"},
+                      metrics={"windows": {"windows": wins, "latency_bend": {"start_s": 3.0}}})]
+    page = render(recs)
+    assert "Workload shapes" in page and "TTFT by turn" in page and "TTFT p50 over the run" in page
+    assert "Workload shapes" not in render(recs[:0])

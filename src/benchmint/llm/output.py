@@ -201,3 +201,7 @@ def print_summary(result: dict[str, Any], console: Console, title: str | None = 
     if tc.get("flagged"):
         line += f" [yellow]{tc['flagged']} requests flagged: {tc['flag_examples'][0]}[/]"
     console.print(line)
+    from benchmint.llm.traffic import summary_lines
+
+    for extra in summary_lines(result):  # sessions, windows, prefix cache
+        console.print(extra, highlight=False)

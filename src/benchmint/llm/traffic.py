@@ -14,7 +14,7 @@ import gc
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import orjson
@@ -26,8 +26,7 @@ from benchmint.llm.types import Backend, GenRequest, RequestRecord
 from benchmint.llm.windows import window_metrics
 from benchmint.llm.workload import Workload, parse_length
 
-if TYPE_CHECKING:
-    from benchmint.llm.bench import BenchConfig
+BenchConfig = Any  # benchmint.llm.bench.BenchConfig (not imported: bench imports this module)
 
 WINDOWED = ("ramp", "concurrency-ramp", "trace")
 PARAM_KEYS = (
@@ -190,3 +189,34 @@ def fingerprint(cfg: BenchConfig, wl: Workload, sched: Schedule) -> dict[str, An
     if sched.offsets_s is not None:
         h.update(np.round(np.asarray(sched.offsets_s, dtype=np.float64), 9).tobytes())
     return {"workload_kind": kind(cfg), "workload_hash": h.hexdigest()[:32], "workload_params": params}
+
+
+def summary_lines(result: dict[str, Any]) -> list[str]:
+    """Console lines for the extra blocks (sessions, windows, prefix cache)."""
+    lines = []
+    s = result.get("sessions")
+    if s:
+        d = s["session_duration_s"]
+        lines.append(f"sessions: {s['completed']}/{s['planned']} completed, {s['turns_sent']} turns; session duration "
+                     f"p50 {_f(d.get('p50'))} s")
+        lines.append("TTFT p50 by turn: " + ", ".join(
+            f"{t['turn']}: {_f(t['ttft_s'].get('p50'), 1000)} ms ({_f(t['input_tokens_mean'], 1, 0)} tok)" for t in s["by_turn"]))
+        g = s["ttft_growth"]
+        if g.get("slope_s_per_1k_input_tokens") is not None:
+            lines.append(f"TTFT growth with history: {g['slope_s_per_1k_input_tokens'] * 1000:.2f} ms per 1k prompt tokens")
+    w = result.get("windows")
+    if w and w.get("windows"):
+        lines.append("TTFT p50 over time (offered req/s -> ms): " + ", ".join(
+            f"{_f(x['offered_rate_per_s'], 1, 1)}->{_f(x['ttft_s']['p50'], 1000)}" for x in w["windows"]))
+        b = w.get("latency_bend")
+        lines.append("latency bend: " + (f"window {b['window']} at {b['start_s']:.1f} s (offered "
+                                         f"{_f(b['offered_rate_per_s'], 1, 1)} req/s)" if b else "none (TTFT p50 never doubled)"))
+    p = result.get("prefix_cache")
+    if p:
+        lines.append(f"prefix cache: expected cacheable fraction {_f(p.get('expected_cacheable_fraction'), 1, 3)}, "
+                     f"measured hit rate {_f(p.get('measured_hit_rate'), 1, 3)} ({p.get('source')})")
+    return lines
+
+
+def _f(v: Any, scale: float = 1.0, nd: int = 2) -> str:
+    return "-" if v is None else f"{v * scale:.{nd}f}"
