@@ -28,6 +28,7 @@ from benchmint.llm.workload import Workload, parse_length
 
 BenchConfig = Any  # benchmint.llm.bench.BenchConfig (not imported: bench imports this module)
 
+MAX_LAZY_SESSIONS = 4096  # synthetic sessions made for a duration-bound closed-loop run
 WINDOWED = ("ramp", "concurrency-ramp", "trace")
 PARAM_KEYS = (
     "dataset", "input_tokens", "output_tokens", "seed", "scenario", "rate", "burstiness", "concurrency",
@@ -77,13 +78,20 @@ def schedule_for(cfg: BenchConfig) -> Schedule:
     n = cfg.num_requests
     if cfg.sessions:
         cfg.api = "chat"  # a session is a conversation: its history goes as chat messages
-        n = cfg.num_sessions or (8 if cfg.sessions == "synthetic" else len(_session_file(cfg)))
+        if cfg.sessions == "synthetic":
+            n = cfg.num_sessions or (None if cfg.duration_s else 8)  # a duration-bound run: as many as arrive
+        else:
+            n = cfg.num_sessions or len(_session_file(cfg))
     if sc == "ramp":
-        return ramp.rate_ramp_schedule(cfg.rate_start, cfg.rate_end, cfg.ramp_duration_s, cfg.seed, n)
-    if sc == "concurrency-ramp":
-        return ramp.concurrency_ramp_schedule(cfg.concurrency_start, cfg.concurrency_end, cfg.ramp_duration_s, cfg.seed)
-    return make_schedule(cfg.scenario, num_requests=n, duration_s=cfg.duration_s, rate=cfg.rate,
-                         burstiness=cfg.burstiness, concurrency=cfg.concurrency, seed=cfg.seed)
+        sched: Schedule = ramp.rate_ramp_schedule(cfg.rate_start, cfg.rate_end, cfg.ramp_duration_s, cfg.seed, n)
+    elif sc == "concurrency-ramp":
+        sched = ramp.concurrency_ramp_schedule(cfg.concurrency_start, cfg.concurrency_end, cfg.ramp_duration_s, cfg.seed)
+    else:
+        sched = make_schedule(cfg.scenario, num_requests=n, duration_s=cfg.duration_s, rate=cfg.rate,
+                              burstiness=cfg.burstiness, concurrency=cfg.concurrency, seed=cfg.seed)
+    if cfg.sessions == "synthetic" and not cfg.num_sessions:
+        cfg.num_sessions = min(sched.count, MAX_LAZY_SESSIONS)
+    return sched
 
 
 def _session_file(cfg: BenchConfig) -> list[sessions.Session]:
