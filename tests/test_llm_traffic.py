@@ -309,3 +309,21 @@ def test_report_shows_ttft_by_turn_and_latency_over_time():
     page = render(recs)
     assert "Workload shapes" in page and "TTFT by turn" in page and "TTFT p50 over the run" in page
     assert "Workload shapes" not in render(recs[:0])
+
+
+def test_sessions_and_prefixes_in_process(tmp_path):
+    from benchmint.llm.bench import BenchConfig, run_bench
+
+    cfg = BenchConfig(backend="transformers", model="tiny", sessions="synthetic", num_sessions=2, session_turns="2",
+                      input_tokens="12", output_tokens="3", think_time="0", scenario="offline", progress=False,
+                      out=str(tmp_path / "s"))
+    r = run_bench(cfg, results_dir=tmp_path / "store").result
+    assert r["sessions"]["completed"] == 2 and r["requests"]["completed"] == 4
+    b = r["sessions"]["by_turn"]
+    assert b[1]["input_tokens_mean"] > b[0]["input_tokens_mean"] + 3  # history: 12-token turn + 3-token answer
+    cfg = BenchConfig(backend="transformers", model="tiny", dataset="synthetic", input_tokens="40", output_tokens="2",
+                      prefix_groups=2, prefix_tokens=30, num_requests=4, scenario="offline", progress=False,
+                      out=str(tmp_path / "p"))
+    p = run_bench(cfg, results_dir=tmp_path / "store").result["prefix_cache"]
+    assert p["expected_cacheable_fraction"] == pytest.approx(2 * 30 / 160)
+    assert p["measured_hit_rate"] is None and "no prefix cache" in p["source"]

@@ -63,6 +63,8 @@ def check(cfg: BenchConfig) -> None:
         if d is not None and d.kind != "normal" and d.a <= (cfg.prefix_tokens or 0):
             raise UserError(f"--prefix-tokens {cfg.prefix_tokens} is as long as the prompt or longer (--input-tokens "
                             f"{d.spec}); use a shorter prefix or longer prompts")
+    if cfg.sessions and cfg.num_requests is not None:
+        raise UserError("--num-requests counts single requests; with --sessions give --num-sessions (or --duration)")
     if cfg.sessions and cfg.scenario.replace("_", "-") == "concurrency-ramp":
         raise UserError("--sessions runs under server, constant, offline, ramp, single-stream or concurrency, "
                         "not concurrency-ramp")
