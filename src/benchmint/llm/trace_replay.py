@@ -13,8 +13,8 @@ Formats (picked by the file's suffix):
 Prompts are synthesized to the recorded input length from whole tokens (:mod:`benchmint.llm.tokentext`):
 block ``h`` is the same text in every request that lists ``h`` (drawn from a generator seeded by the run's
 seed and ``h``); the rest of a prompt is the request's own. ``max_tokens`` is the recorded output length (at
-least 1). The schedule is the trace's: request ``i`` is sent at ``(t_i - t_first) / speed`` seconds after the
-run's start, where ``t_first`` is the first timestamp in ``--trace-window START:END`` (seconds of trace time,
+least 1; a recorded prompt of 0 tokens is sent as 1 token). The schedule is the trace's: request ``i`` is
+sent at ``(t_i - t_first) / speed`` seconds after the run's start, where ``t_first`` is the first timestamp in ``--trace-window START:END`` (seconds of trace time,
 end excluded). Timestamps must be non-negative and sorted.
 """
 
@@ -79,8 +79,8 @@ def load_trace(path: str | Path) -> tuple[list[TraceRow], str]:
             raise UserError(f"{where}: timestamp {r.t_s:g} is negative; timestamps count from the trace start")
         if prev is not None and r.t_s < prev:
             raise UserError(f"{where}: timestamp {r.t_s:g} s comes before the previous one ({prev:g} s); sort the trace by time")
-        if r.input_tokens < 1:
-            raise UserError(f"{where}: input length {r.input_tokens} is less than 1 token")
+        if r.input_tokens < 0:
+            raise UserError(f"{where}: input length {r.input_tokens} is negative")
         prev = r.t_s
     return rows, fmt
 
@@ -93,7 +93,7 @@ def _mooncake(p: Path) -> list[TraceRow]:
                 continue
             try:
                 o = json.loads(line)
-                rows.append(TraceRow(float(o["timestamp"]) / 1000.0, int(o["input_length"]),
+                rows.append(TraceRow(float(o["timestamp"]) / 1000.0, _len(o["input_length"]),
                                      max(1, int(o["output_length"])), tuple(int(h) for h in o.get("hash_ids") or ())))
             except (ValueError, TypeError, KeyError, AttributeError) as e:
                 what = f"missing field {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
@@ -115,10 +115,16 @@ def _burstgpt(p: Path) -> list[TraceRow]:
         raise UserError(f"--trace {p}: no column {', '.join(repr(c) for c in missing)}; a BurstGPT trace has "
                         "Timestamp, Request tokens, Response tokens")
     try:
-        return [TraceRow(float(t), int(i), max(1, int(o)))
+        return [TraceRow(float(t), _len(i), max(1, int(o)))
                 for t, i, o in zip(df["Timestamp"], df["Request tokens"], df["Response tokens"], strict=True)]
     except (ValueError, TypeError) as e:
         raise UserError(f"--trace {p}: a value is not a number ({e})") from None
+
+
+def _len(v: Any) -> int:
+    """A recorded prompt length; 0 (BurstGPT logs some failed requests so) is sent as a 1-token prompt."""
+    n = int(v)
+    return n if n < 0 else max(1, n)
 
 
 def parse_window(spec: str | None) -> tuple[float, float]:
