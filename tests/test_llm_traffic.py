@@ -230,6 +230,14 @@ def test_trace_replay_over_the_builtin_server(cli, server, tmp_path):
     r = json.loads((tmp_path / "run" / "result.json").read_text())
     assert r["schedule"]["scenario"] == "trace" and r["requests"]["failed"] == 0
     assert len(r["windows"]["windows"]) == 10 and r["prefix_cache"]["measured_hit_rate"] is None
+    from benchmint.llm.trace_replay import load_trace
+
+    rows, _ = load_trace(BURSTGPT)
+    want = np.array([(x.t_s - rows[0].t_s) / 2 for x in rows if x.t_s < 3])
+    t = pq.read_table(tmp_path / "run" / "requests.parquet").to_pandas().sort_values("scheduled_s")
+    assert np.allclose(t.scheduled_s.to_numpy(), want, atol=1e-6)  # sent at the recorded offsets...
+    lag = t.sent_s.to_numpy() - want  # ...within the send lag the result reports
+    assert lag.min() >= 0 and lag.max() <= r["send_lag_s"]["max"] + 1e-6
 
 
 @pytest.mark.parametrize("rows, what", [
