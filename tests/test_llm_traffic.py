@@ -335,3 +335,29 @@ def test_sessions_and_prefixes_in_process(tmp_path):
     p = run_bench(cfg, results_dir=tmp_path / "store").result["prefix_cache"]
     assert p["expected_cacheable_fraction"] == pytest.approx(2 * 30 / 160)
     assert p["measured_hit_rate"] is None and "no prefix cache" in p["source"]
+
+
+def test_workload_hash_is_the_same_in_another_process():
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "from benchmint.llm import traffic\n"
+        "from benchmint.llm.bench import BenchConfig\n"
+        "for kw in (dict(sessions='synthetic', num_sessions=3, think_time='exp:1', scenario='server', rate=2),\n"
+        "           dict(dataset='synthetic', input_tokens='20-40', prefix_groups=2, prefix_tokens=10, num_requests=6,\n"
+        "                scenario='server', rate=3)):\n"
+        "    cfg = BenchConfig(seed=5, **kw)\n"
+        "    s = traffic.schedule_for(cfg)\n"
+        "    from benchmint.llm.workload import load_workload\n"
+        "    wl = traffic.workload_for(cfg, 'chat', None) or load_workload('synthetic', input_tokens=cfg.input_tokens,\n"
+        "        num_prompts=6, seed=5, prompt_hook=traffic.prompt_hook(cfg, None))\n"
+        "    print(traffic.fingerprint(cfg, wl, s)['workload_hash'])\n"
+    )
+    outs = []
+    for hashseed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hashseed}
+        outs.append(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                   timeout=120, check=True).stdout.split())
+    assert outs[0] == outs[1] and len(outs[0]) == 2 and outs[0][0] != outs[0][1]
