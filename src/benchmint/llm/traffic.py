@@ -81,7 +81,8 @@ def schedule_for(cfg: BenchConfig) -> Schedule:
     if cfg.sessions:
         cfg.api = "chat"  # a session is a conversation: its history goes as chat messages
         if cfg.sessions == "synthetic":
-            n = cfg.num_sessions or (None if cfg.duration_s else 8)  # a duration-bound run: as many as arrive
+            # a duration-bound run or a ramp: as many sessions as arrive
+            n = cfg.num_sessions or (None if cfg.duration_s or sc == "ramp" else 8)
         else:
             n = cfg.num_sessions or len(_session_file(cfg))
     if sc == "ramp":
