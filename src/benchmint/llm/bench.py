@@ -419,7 +419,8 @@ async def _run_with(
 ) -> BenchResult:
     api = cfg.api if http else "chat" if cfg.api == "chat" else "completions"
     wl = traffic.workload_for(cfg, api, tokenizer) or load_workload(
-        cfg.dataset, prompt_hook=traffic.prompt_hook(cfg, tokenizer), api=api, tokenizer=tokenizer, input_tokens=cfg.input_tokens, output_tokens=cfg.output_tokens,
+        cfg.dataset, api=api, tokenizer=tokenizer, input_tokens=cfg.input_tokens, output_tokens=cfg.output_tokens,
+        prompt_hook=traffic.prompt_hook(cfg, tokenizer),  # shared prefixes
         prompt_column=cfg.prompt_column, input_column=cfg.input_column, reference_column=cfg.reference_column,
         system_prompt=cfg.system_prompt, chat_template=cfg.chat_template, seed=cfg.seed, ignore_eos=cfg.ignore_eos,
         split=cfg.split, dataset_config=cfg.dataset_config,
