@@ -2,7 +2,7 @@
 
 The run (from its start to its last scheduled send) is cut into ``n`` windows of equal width; each request
 belongs to the window holding its scheduled send time. Per window: requests scheduled, completed and
-failed, the offered rate (scheduled / width), requests in flight at the window's middle, and TTFT, TPOT and
+failed, the offered rate (scheduled / width; the send rate in closed loop), requests in flight at the window's middle, and TTFT, TPOT and
 E2E percentiles (latency anchored as in the rest of the result). ``latency_bend`` names the first window whose
 TTFT p50 is more than twice the first window's (None when latency never doubles).
 """
