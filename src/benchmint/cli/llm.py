@@ -28,7 +28,8 @@ def bench(
     stream: bool = typer.Option(True, "--stream/--no-stream", help="Stream tokens (SSE); needed for TTFT/ITL."),
     scenario: str = typer.Option(
         "server", "--scenario", help="server (Poisson/gamma at --rate), constant, offline (all at once), "
-        "single-stream (one at a time), concurrency (--concurrency in flight)."
+        "single-stream (one at a time), concurrency (--concurrency in flight), ramp (--rate-start to --rate-end), "
+        "concurrency-ramp (--concurrency-start to --concurrency-end)."
     ),
     rate: float = typer.Option(None, "--rate", help="Requests per second (server, constant)."),
     burstiness: float = typer.Option(1.0, "--burstiness", help="Gamma shape of arrivals: 1 = Poisson, <1 burstier."),
@@ -74,6 +75,23 @@ def bench(
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Live progress display (on a terminal)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print no summary table."),
+    sessions: str = typer.Option(
+        None, "--sessions", help="Multi-turn sessions: a ShareGPT-style .json/.jsonl file or 'synthetic' (chat "
+        "API; each turn carries the history; see docs/workloads.md)."),
+    num_sessions: int = typer.Option(None, "--num-sessions", help="Sessions to run (default: 8 synthetic, or the whole file)."),
+    session_turns: str = typer.Option("4", "--session-turns", help="Synthetic turns per session: N, MEAN:STD or LO-HI."),
+    think_time: str = typer.Option("1", "--think-time", help="Seconds between an answer and the next turn: S, LO-HI, MEAN:STD or exp:MEAN."),
+    prefix_groups: int = typer.Option(None, "--prefix-groups", help="N groups of prompts sharing a prefix (with --prefix-tokens)."),
+    prefix_tokens: int = typer.Option(None, "--prefix-tokens", help="Tokens of each group's shared prefix."),
+    trace: str = typer.Option(None, "--trace", help="Replay an arrival trace: Mooncake .jsonl or BurstGPT .csv."),
+    trace_speed: float = typer.Option(1.0, "--trace-speed", help="Replay speed: 2 = twice as fast, 0.5 = half."),
+    trace_window: str = typer.Option(None, "--trace-window", help="START:END seconds of trace time to replay."),
+    trace_block_tokens: int = typer.Option(512, "--trace-block-tokens", help="Tokens per Mooncake hash block."),
+    rate_start: float = typer.Option(None, "--rate-start", help="Scenario ramp: requests/s at the start."),
+    rate_end: float = typer.Option(None, "--rate-end", help="Scenario ramp: requests/s at the end."),
+    ramp_duration: float = typer.Option(None, "--ramp-duration", help="Seconds the ramp lasts (ramp, concurrency-ramp)."),
+    concurrency_start: int = typer.Option(None, "--concurrency-start", help="Scenario concurrency-ramp: in flight at the start."),
+    concurrency_end: int = typer.Option(None, "--concurrency-end", help="Scenario concurrency-ramp: in flight at the end."),
 ) -> None:
     """Benchmark an OpenAI-compatible server (vLLM, SGLang, TGI, llama.cpp, `benchmint llm serve`) or, with
     --backend transformers, a model in this process. Open-loop arrivals are precomputed and seeded; latency is
@@ -92,6 +110,10 @@ def bench(
         anchor=anchor, timeout_s=timeout, api_key=api_key, ignore_eos=ignore_eos, include_usage=include_usage,
         max_batch_size=max_batch_size, device=device, out=str(out) if out else None,
         json_path=str(json_path) if json_path else None, progress=progress,
+        sessions=sessions, num_sessions=num_sessions, session_turns=session_turns, think_time=think_time,
+        prefix_groups=prefix_groups, prefix_tokens=prefix_tokens, trace=trace, trace_speed=trace_speed,
+        trace_window=trace_window, trace_block_tokens=trace_block_tokens, rate_start=rate_start, rate_end=rate_end,
+        ramp_duration_s=ramp_duration, concurrency_start=concurrency_start, concurrency_end=concurrency_end,
     )
     res = run_bench(cfg, results_dir=results)
     if not quiet:

@@ -257,6 +257,10 @@ def sweep(
     out: Path = typer.Option(Path("benchmint-sweep"), "--out", help="Folder for the trials and result.json."),
     json_out: JsonOutOpt = None,
     results: ResultsOpt = None,
+    sessions: str = typer.Option(None, "--sessions", help="With --target bench: multi-turn sessions (a ShareGPT-style "
+                                 "file or 'synthetic'); the rate is then sessions started per second."),
+    prefix_groups: int = typer.Option(None, "--prefix-groups", help="With --target bench: groups sharing a prefix."),
+    prefix_tokens: int = typer.Option(None, "--prefix-tokens", help="With --target bench: tokens of each shared prefix."),
 ) -> None:
     """Find the highest load that still meets the latency limits (LoadGen Server QPS under the model key's
     TTFT/TPOT limits, or with --target bench the `llm bench` rate under --slo), with a bounded number of
@@ -272,7 +276,9 @@ def sweep(
             trial_duration_s=trial_duration, slo=slo, out=out, results=results,
             bench_options=dict(backend=backend, url=url, model=model, api=api, dataset=dataset,
                                input_tokens=input_tokens, output_tokens=output_tokens, seed=seed,
-                               max_batch_size=max_batch_size, device=device),
+                               max_batch_size=max_batch_size, device=device,
+                               **{k: v for k, v in (("sessions", sessions), ("prefix_groups", prefix_groups),
+                                                    ("prefix_tokens", prefix_tokens)) if v is not None}),
             on_trial=lambda t: _show_trial(t),
         )
         _print_curve(result["sweep"], "latency vs load (llm bench, Poisson arrivals)")
@@ -282,6 +288,8 @@ def sweep(
         return
     if target != "loadgen":
         raise UserError(f"--target {target!r}: use loadgen or bench")
+    if sessions or prefix_groups or prefix_tokens:
+        raise UserError("--sessions and --prefix-groups/--prefix-tokens go with --target bench (LoadGen sends single prompts)")
     ttft, tpot = _limits(slo)
     spec = build_backend_spec(backend, url, model, api, device, max_batch_size, sim)
     tok = tokenizer_for(backend, model)

@@ -20,8 +20,9 @@ from typing import Any
 
 from benchmint.core.clock import ClockAnchor, now_ns
 from benchmint.core.errors import UserError
+from benchmint.llm import traffic
 from benchmint.llm.metrics import compute_metrics, parse_slo
-from benchmint.llm.schedule import Schedule, make_schedule
+from benchmint.llm.schedule import Schedule
 from benchmint.llm.types import Backend, GenRequest, RequestRecord
 from benchmint.llm.workload import Workload, load_workload
 
@@ -66,6 +67,22 @@ class BenchConfig:
     json_path: str | None = None
     progress: bool = True
     extra_body: dict[str, Any] = field(default_factory=dict)
+    # workload shapes (llm.traffic; docs/workloads.md): sessions, shared prefixes, trace replay, ramps
+    sessions: str | None = None  # PATH (ShareGPT-style) | synthetic
+    num_sessions: int | None = None
+    session_turns: str = "4"
+    think_time: str = "1"
+    prefix_groups: int | None = None
+    prefix_tokens: int | None = None
+    trace: str | None = None  # Mooncake .jsonl | BurstGPT .csv
+    trace_speed: float = 1.0
+    trace_window: str | None = None
+    trace_block_tokens: int = 512
+    rate_start: float | None = None
+    rate_end: float | None = None
+    ramp_duration_s: float | None = None
+    concurrency_start: int | None = None
+    concurrency_end: int | None = None
 
 
 @dataclass
@@ -365,10 +382,7 @@ async def run_async(cfg: BenchConfig, stop: asyncio.Event | None = None) -> Benc
         raise UserError("--anchor must be 'scheduled' or 'sent'")
     if cfg.api not in ("completions", "chat"):
         raise UserError("--api must be 'completions' or 'chat'")
-    sched = make_schedule(
-        cfg.scenario, num_requests=cfg.num_requests, duration_s=cfg.duration_s, rate=cfg.rate,
-        burstiness=cfg.burstiness, concurrency=cfg.concurrency, seed=cfg.seed,
-    )
+    sched = traffic.schedule_for(cfg)  # make_schedule, or a trace's, a ramp's, the sessions' arrivals
     from benchmint.llm.backends import backend_class
 
     backend_class(cfg.backend)  # an unknown kind is a user error before any server is contacted
@@ -404,8 +418,9 @@ async def _run_with(
     stop: asyncio.Event | None,
 ) -> BenchResult:
     api = cfg.api if http else "chat" if cfg.api == "chat" else "completions"
-    wl = load_workload(
+    wl = traffic.workload_for(cfg, api, tokenizer) or load_workload(
         cfg.dataset, api=api, tokenizer=tokenizer, input_tokens=cfg.input_tokens, output_tokens=cfg.output_tokens,
+        prompt_hook=traffic.prompt_hook(cfg, tokenizer),  # shared prefixes
         prompt_column=cfg.prompt_column, input_column=cfg.input_column, reference_column=cfg.reference_column,
         system_prompt=cfg.system_prompt, chat_template=cfg.chat_template, seed=cfg.seed, ignore_eos=cfg.ignore_eos,
         split=cfg.split, dataset_config=cfg.dataset_config,
@@ -414,20 +429,25 @@ async def _run_with(
     measured, warm = make_requests(wl, sched, cfg.warmup)
     clock = ClockAnchor.take()
     await backend.start()
-    records, start, interrupted = await drive(
-        backend, sched, measured, warm, wl.requests, progress=cfg.progress, stop=stop
-    )
+    before = await traffic.before_run(cfg, http)
+    if traffic.drives(cfg, sched):  # sessions, concurrency ramp
+        records, start, interrupted = await traffic.drive(cfg, backend, sched, wl, warm, stop or asyncio.Event())
+    else:
+        records, start, interrupted = await drive(
+            backend, sched, measured, warm, wl.requests, progress=cfg.progress, stop=stop
+        )
     check = check_token_counts(records, tokenizer) if http else None
     metrics = compute_metrics(records, start, anchor=cfg.anchor, slo=slo, interrupted=interrupted)
     if check is not None:
         metrics["token_counts"]["tokenizer_vs_usage"] = check
+    metrics.update(await traffic.after_run(cfg, records, start, sched, wl, measured, before, http))
     result = {
         "schema_version": RESULT_SCHEMA_VERSION,
         "kind": "llm-bench",
         **metrics,
         "config": {**dataclasses.asdict(cfg), "api_key": "***" if cfg.api_key else None},
         "schedule": sched.describe(),
-        "workload": wl.describe(),
+        "workload": {**wl.describe(), **traffic.fingerprint(cfg, wl, sched)},
         "backend": {
             "kind": cfg.backend,
             "url": cfg.url if http else None,

@@ -35,6 +35,7 @@ METRIC_BLOCKS = (
     "requests", "ttft_s", "tpot_s", "itl_s", "e2e_s", "ttft_from_send_s", "e2e_from_send_s", "send_lag_s",
     "throughput", "goodput_requests_per_s", "goodput", "output_tokens_total", "input_tokens_total",
     "input_tokens_known", "duration_s", "token_counts", "latency_anchor",
+    "sessions", "windows", "prefix_cache",  # workload shapes (llm.traffic), when the run has them
 )
 
 
@@ -48,7 +49,7 @@ def requests_table(res: BenchResult) -> Any:
         "id", "warmup", "ok", "error_kind", "error", "scheduled_s", "sent_s", "first_token_s", "last_token_s",
         "end_s", "send_lag_s", "ttft_s", "ttft_from_send_s", "tpot_s", "e2e_s", "e2e_from_send_s", "itl_s",
         "input_tokens", "output_tokens", "output_tokens_source", "chunk_count", "token_count_flag", "tokenizer_tokens", "sent_wall_s",
-        "text",
+        "text", "session_id", "turn",
     )}
 
     def rel(ns: int | None) -> float | None:
@@ -76,6 +77,8 @@ def requests_table(res: BenchResult) -> Any:
         cols["tokenizer_tokens"].append(r.tokenizer_tokens)
         cols["sent_wall_s"].append(res.anchor.to_wall_s(r.sent_ns) if r.sent_ns else None)
         cols["text"].append(r.text)
+        cols["session_id"].append(r.session_id)
+        cols["turn"].append(r.turn)
     schema = pa.schema([
         ("id", pa.int64()), ("warmup", pa.bool_()), ("ok", pa.bool_()), ("error_kind", pa.string()),
         ("error", pa.string()), ("scheduled_s", pa.float64()), ("sent_s", pa.float64()),
@@ -84,7 +87,7 @@ def requests_table(res: BenchResult) -> Any:
         ("tpot_s", pa.float64()), ("e2e_s", pa.float64()), ("e2e_from_send_s", pa.float64()),
         ("itl_s", pa.list_(pa.float64())), ("input_tokens", pa.int64()), ("output_tokens", pa.int64()),
         ("output_tokens_source", pa.string()), ("chunk_count", pa.int64()), ("token_count_flag", pa.string()), ("tokenizer_tokens", pa.int64()),
-        ("sent_wall_s", pa.float64()), ("text", pa.string()),
+        ("sent_wall_s", pa.float64()), ("text", pa.string()), ("session_id", pa.int64()), ("turn", pa.int64()),
     ])
     return pa.table(cols, schema=schema)
 
@@ -114,6 +117,9 @@ def build_run_record(res: BenchResult, cfg: BenchConfig, artifacts: dict[str, st
         "max_tokens_mean": wl.get("max_tokens_mean"),
         "scenario": r["schedule"]["scenario"],
     }
+    for k in ("workload_hash", "workload_kind"):  # llm.traffic: what regenerates the workload
+        if wl.get(k) is not None:
+            workload[k] = wl[k]
     try:
         from benchmint.results.metadata import provenance, system_block
 
@@ -212,3 +218,7 @@ def print_summary(result: dict[str, Any], console: Console, title: str | None = 
     if tc.get("flagged"):
         line += f" [yellow]{tc['flagged']} requests flagged: {tc['flag_examples'][0]}[/]"
     console.print(line)
+    from benchmint.llm.traffic import summary_lines
+
+    for extra in summary_lines(result):  # sessions, windows, prefix cache
+        console.print(extra, highlight=False)

@@ -236,7 +236,8 @@ def _write_bench_sweep(sw: SweepResult, out: Any, start_rate: float, max_trials:
         "schema_version": "1.0",
         "config": {"target": "bench", "start_rate": start_rate, "max_trials": max_trials, "growth": growth,
                    "rel_tol": rel_tol, "trial_duration_s": trial_duration_s, "slo": slo_d, **bench_options},
-        "sweep": {**sw.to_dict(), "unit": "llm bench requests/s (Poisson arrivals)",
+        "sweep": {**sw.to_dict(), "unit": "llm bench requests/s (Poisson arrivals)" if not bench_options.get("sessions")
+                  else "llm bench sessions started/s (Poisson arrivals)",
                   "criterion": "p99 TTFT and TPOT within --slo and no failed request"},
     }
     # the sweep itself is a run too (each trial stored its own llm bench run): one record with the curve and

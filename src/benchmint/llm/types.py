@@ -41,6 +41,8 @@ class RequestRecord:
     warmup: bool = False
     token_count_flag: str | None = None  # set when chunk count, server usage and tokenizer disagree
     tokenizer_tokens: int | None = None  # output text re-counted with the tokenizer after the run, when checked
+    session_id: int | None = None  # multi-turn sessions (llm.sessions): the session and the turn's index in it
+    turn: int | None = None
 
     @property
     def ok(self) -> bool:

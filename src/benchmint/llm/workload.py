@@ -171,6 +171,7 @@ def load_workload(
     dataset_config: str | None = None,
     seed: int = 0,
     ignore_eos: bool = True,
+    prompt_hook: Any = None,
 ) -> Workload:
     """Build the workload's request templates (ids 0..n-1)."""
     rng = np.random.default_rng(seed)
@@ -211,6 +212,8 @@ def load_workload(
         counts = None
         name = dataset
         source = {**source, "prompt_column": pc, "reference_column": rc}
+    if prompt_hook is not None:  # e.g. shared prefixes (llm.prefixes): (prompts, counts) -> (prompts, counts)
+        prompts, counts = prompt_hook(prompts, counts if dataset == "synthetic" else None)
     max_toks = out_dist.sample(len(prompts), rng)
     use_template = api == "completions" and chat_template and dataset != "synthetic"
     use_template = use_template and tokenizer is not None and bool(getattr(tokenizer, "chat_template", None))

@@ -297,6 +297,16 @@ def render(records: list[RunRecord], title: str = "benchmint report",
         page.add("<p class='note'>No runs with both a throughput and an offered load (rate or concurrency) "
                  "in their configuration.</p>")
 
+    from benchmint.report import shapes
+
+    sfigs = [f for f in (shapes.turn_figure(llms, color), shapes.windows_figure(llms, color)) if f is not None]
+    if sfigs:  # sessions, ramps, trace replays (docs/workloads.md)
+        page.add("<h2 id='shapes'>Workload shapes</h2><p class='note'>TTFT by turn index for multi-turn "
+                 "sessions; latency per time window (by scheduled send) for ramps and trace replays, the dashed "
+                 "line where TTFT p50 first doubled.</p>")
+        for f in sfigs:
+            page.plot(f)
+
     sweeps = [r for r in records if is_sweep(r)]
     if sweeps:
         page.add("<h2 id='sweeps'>Peak searches</h2>")
