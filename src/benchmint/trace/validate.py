@@ -1,0 +1,65 @@
+"""Checks a trace must pass at load, before anything walks its tree: every node id once, and no parent cycle.
+
+A tree walk (the top-level ops, the collectives nested in one, the scopes of a step) assumes that following
+parents always ends at a root; a duplicate id or a parent cycle in a corrupt or hand-edited trace would send
+such a walk round forever. Both are refused here with one line naming the node ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from benchmint.core.errors import TraceError
+
+__all__ = ["check_tree"]
+
+_SHOW = 6  # ids named in a message
+
+
+def _ids(ids: Sequence[int]) -> str:
+    shown = ", ".join(str(i) for i in ids[:_SHOW])
+    return shown + (f" ... ({len(ids)} in all)" if len(ids) > _SHOW else "")
+
+
+def check_tree(nodes: Sequence[Any], name: str) -> None:
+    """Raise :class:`TraceError` when two nodes share an id or a node's parents lead back to it.
+
+    ``nodes`` have ``id`` and ``parent``; a node whose parent is itself or is not among the nodes is a root
+    (the process root names itself; a partial trace has dangling parents)."""
+    parent: dict[int, int] = {}
+    dups: list[int] = []
+    for n in nodes:
+        if n.id in parent:
+            dups.append(n.id)
+        parent[n.id] = n.parent
+    if dups:
+        uniq = sorted(set(dups))
+        raise TraceError(name, f"duplicate node id{'s' if len(uniq) > 1 else ''} {_ids(uniq)}: each node of an "
+                               "execution trace has its own id (the file is corrupt or was edited); "
+                               "re-record the trace")
+    state: dict[int, int] = {}  # 1: on the current path, 2: leads to a root
+    for start in parent:
+        if start in state:
+            continue
+        path: list[int] = []
+        cur = start
+        while True:
+            s = state.get(cur)
+            if s == 2:
+                break
+            if s == 1:  # back on the current path: a cycle
+                cycle = path[path.index(cur):]
+                raise TraceError(name, f"parent cycle through node ids {_ids(cycle)} (each names the next as its "
+                                       "parent, the last the first): the file is corrupt or was edited; "
+                                       "re-record the trace")
+            p = parent.get(cur)
+            if p is None:  # not a node of the trace (a dangling parent): a root above
+                break
+            state[cur] = 1
+            path.append(cur)
+            if p == cur:  # a root that names itself
+                break
+            cur = p
+        for i in path:
+            state[i] = 2
