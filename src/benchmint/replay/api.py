@@ -153,6 +153,7 @@ def replay_trace(
             raise UserError(f"--device {dev}: not a device ({e}); use cpu or cuda[:N]") from e
         if tdev.type == "cuda" and not torch.cuda.is_available():
             raise UserError(f"--device {dev}: CUDA is not available on this machine; use --device cpu")
+        memory.check_shapes(view, str(inp.trace))
         mem = memory.tensor_bytes(view)
         avail = memory.check_fits(mem, tdev, str(inp.trace)) if memory_check else memory.available_bytes(tdev)
         res = _run(inp, view, tdev, threads or torch.get_num_threads(), warmup, iters, seed, gaps, target, cap,

@@ -8,13 +8,13 @@ Every field is optional (older captures lack some); fields this benchmint does n
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
 
 from benchmint.core.errors import UserError
+from benchmint.trace.validate import field_error
 
 __all__ = ["MAX_THREADS", "CaptureFile", "read_capture"]
 
@@ -80,16 +80,6 @@ class CaptureFile(msgspec.Struct, forbid_unknown_fields=False):
 
 
 _decoder = msgspec.json.Decoder(CaptureFile)
-_LOC = re.compile(r" - at `\$(.*)`$")
-
-
-def _field_error(msg: str) -> str:
-    """msgspec's "Expected `int`, got `str` - at `$.threads`" -> "field threads: expected int, got str"."""
-    m = _LOC.search(msg)
-    where = m[1].lstrip(".") if m else ""
-    what = _LOC.sub("", msg)
-    what = what[:1].lower() + what[1:]
-    return f"field {where}: {what}" if where else what
 
 
 def read_capture(path: str | os.PathLike) -> dict[str, Any]:
@@ -107,7 +97,7 @@ def read_capture(path: str | os.PathLike) -> dict[str, Any]:
     except msgspec.ValidationError as e:
         if str(e).startswith("Expected `object`"):
             raise UserError(f"{p}: not a capture.json (the JSON is not an object); remove it or fix it") from None
-        raise UserError(f"{p}: not a valid capture.json ({_field_error(str(e))}); remove it or fix it") from None
+        raise UserError(f"{p}: not a valid capture.json ({field_error(str(e))}); remove it or fix it") from None
     except msgspec.DecodeError as e:
         raise UserError(f"{p}: not readable JSON ({e}); remove it or fix it") from None
     if cap.schema_version is not None and cap.schema_version.split(".")[0] != "1":

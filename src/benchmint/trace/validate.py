@@ -7,12 +7,13 @@ such a walk round forever. Both are refused here with one line naming the node i
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from benchmint.core.errors import TraceError
 
-__all__ = ["check_tree"]
+__all__ = ["check_tree", "field_error"]
 
 _SHOW = 6  # ids named in a message
 
@@ -63,3 +64,15 @@ def check_tree(nodes: Sequence[Any], name: str) -> None:
             cur = p
         for i in path:
             state[i] = 2
+
+
+_LOC = re.compile(r" - at `\$(.*)`$")
+
+
+def field_error(msg: str) -> str:
+    """msgspec's ``Expected `int`, got `str` - at `$.threads``` -> ``field threads: expected `int`, got `str```."""
+    m = _LOC.search(msg)
+    where = m[1].lstrip(".") if m else ""
+    what = _LOC.sub("", msg)
+    what = what[:1].lower() + what[1:]
+    return f"field {where}: {what}" if where else what
