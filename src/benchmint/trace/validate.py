@@ -28,17 +28,15 @@ def check_tree(nodes: Sequence[Any], name: str) -> None:
 
     ``nodes`` have ``id`` and ``parent``; a node whose parent is itself or is not among the nodes is a root
     (the process root names itself; a partial trace has dangling parents)."""
-    parent: dict[int, int] = {}
-    dups: list[int] = []
-    for n in nodes:
-        if n.id in parent:
-            dups.append(n.id)
-        parent[n.id] = n.parent
-    if dups:
-        uniq = sorted(set(dups))
+    parent = {n.id: n.parent for n in nodes}
+    if len(parent) != len(nodes):
+        seen: set[int] = set()
+        uniq = sorted({n.id for n in nodes if n.id in seen or seen.add(n.id)})  # type: ignore[func-returns-value]
         raise TraceError(name, f"duplicate node id{'s' if len(uniq) > 1 else ''} {_ids(uniq)}: each node of an "
                                "execution trace has its own id (the file is corrupt or was edited); "
                                "re-record the trace")
+    if all(p <= i for i, p in parent.items()):
+        return  # every parent was entered before its child (how PyTorch numbers them): no cycle can close
     state: dict[int, int] = {}  # 1: on the current path, 2: leads to a root
     for start in parent:
         if start in state:
