@@ -150,3 +150,9 @@ def test_a_sane_user_conf_still_plans(tmp_path):
     conf.write_text("llama2-70b.Server.target_qps = 3.5  # comment\n*.Server.target_latency_percentile = 90\n"
                     "llama2-70b.Server.min_query_count = 100\nllama2-70b.Server.min_duration = 1500\n")
     RunSettings(scenario="server", user_conf=str(conf), min_query_count=24576, target_qps=2.5)
+
+
+def test_text_that_looks_like_a_huge_number_outside_numeric_columns_is_kept(tmp_path):
+    p = _open(tmp_path, "submission.debug_uid", '"7e21"')  # a hex id, not a number
+    recs = read_open_mlperf(p)
+    assert len(recs) == 1 and recs[0].id == "openmlperf-7e21"

@@ -85,21 +85,34 @@ _BIGGEST = 1e18  # larger than any figure an MLPerf result holds; also what a st
 _NUMERIC = re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$|^[-+]?inf(?:inity)?$", re.IGNORECASE)
 
 
-def _bad_number(r: dict[str, Any]) -> str | None:
-    """The first column of a row holding a number no result can have (``inf``, ``1e999``, beyond 1e18), as
-    "column 'X' is VALUE"; None when every number is sane. NaN is a missing value (pandas writes it so)."""
+# the columns read as numbers (text elsewhere, such as a hex id "7e21", is never taken for one)
+_CSV_NUMBERS = frozenset(("Result", "Accuracy", "number_of_nodes", "host_processors_per_node",
+                          "host_processor_core_count", "accelerators_per_node", "errors", "inferred", "compliance"))
+_OPEN_NUMBERS = frozenset(("metrics.result", "metrics.result_per_accelerator", "system.accelerator.total_count",
+                           "system.number_of_nodes", "system.cpu.count_per_node", "system.cpu.core_count",
+                           "system.cpu.vcpu_count", "system.memory.capacity", "system.accelerator.count_per_node",
+                           "system.accelerator.memory_capacity", "model.number_of_parameters"))
+
+
+def _bad_number(r: dict[str, Any], numeric: frozenset[str]) -> str | None:
+    """The first column of a row holding a number no result can have (``inf``, ``1e999``, beyond 1e18): any
+    number, or text in a ``numeric`` column; as "column 'X' is VALUE ...", None when every number is sane.
+    NaN is a missing value (pandas writes it so)."""
     for k, v in r.items():
         if isinstance(v, bool):
             continue
         if isinstance(v, int | float):
             f = float(v) if abs(v) < 1e300 or isinstance(v, float) else math.inf
-        elif isinstance(v, str) and len(v) < 400 and _NUMERIC.match(v.strip().strip('"')):
+        elif not isinstance(v, str) or k not in numeric:
+            continue
+        elif len(v) < 400 and _NUMERIC.match(v.strip().strip('"')):
             f = float(v.strip().strip('"'))
         elif isinstance(v, str) and len(v) >= 400 and v.strip().lstrip("+-").isdigit():
             f = math.inf
         else:
             continue
-        if f == f and not -_BIGGEST <= f <= _BIGGEST:
+        # elsewhere only inf counts: an id or a timestamp may be big
+        if math.isinf(f) or (k in numeric and abs(f) > _BIGGEST):
             return f"column {k!r} is {str(v)[:30]}{'...' if len(str(v)) > 30 else ''}, not a figure a result can have"
     return None
 
@@ -163,14 +176,15 @@ def _provenance(path: Path, fmt: str, row: int, **extra: Any) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------ summary.csv
 def _rows(path: Path, rows: list[tuple[int, dict[str, Any]]], convert: Callable[[Path, int, dict[str, Any]],
-          RunRecord], problems: list[str] | None, where: str, result: str) -> list[RunRecord]:
+          RunRecord], problems: list[str] | None, where: str, result: str, numeric: frozenset[str]
+          ) -> list[RunRecord]:
     """Convert the rows; a row with an impossible number, or no number in its ``result`` column (NaN, empty,
     text), is skipped with a warning naming it (in ``problems``), and a file whose every row is so is an
     error."""
     out: list[RunRecord] = []
     skipped: list[str] = []
     for i, r in rows:
-        bad = _bad_number(r)
+        bad = _bad_number(r, numeric)
         if bad is None and _float(r.get(result)) is None:
             bad = f"column {result!r} holds no number ({str(r.get(result))[:30]!r})"
         if bad:
@@ -209,7 +223,7 @@ def read_summary_csv(path: str | os.PathLike, problems: list[str] | None = None)
     except csv.Error as e:
         line = f" after line {reader.line_num}" if reader is not None else ""
         raise UserError(f"{path}: malformed CSV{line} ({e}; an unterminated quote?); fix the file") from None
-    return _rows(path, rows, _summary_row, problems, "line", "Result")
+    return _rows(path, rows, _summary_row, problems, "line", "Result", _CSV_NUMBERS)
 
 
 def _summary_row(path: Path, line: int, r: dict[str, Any]) -> RunRecord:
@@ -310,7 +324,7 @@ def read_open_mlperf(path: str | os.PathLike, problems: list[str] | None = None)
         raise UserError(
             f"{path}: not in the Open MLPerf layout: missing column(s) {', '.join(missing)}"
         )
-    return _rows(path, list(enumerate(rows)), _open_row, problems, "row", "metrics.result")
+    return _rows(path, list(enumerate(rows)), _open_row, problems, "row", "metrics.result", _OPEN_NUMBERS)
 
 
 def _created(dt: Any) -> float:
