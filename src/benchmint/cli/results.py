@@ -130,7 +130,10 @@ def import_cmd(
     from benchmint.results.api import import_into
 
     store = _store(results)
-    read, new = import_into(store, list(paths), fmt)
+    skipped: list[str] = []
+    read, new = import_into(store, list(paths), fmt, skipped)
+    for p in skipped:
+        err_console.print(f"[yellow]warning:[/] {p}", highlight=False, soft_wrap=True)
     _report_problems(store)
     console.print(f"imported {new} new run(s) ({read} read, {read - new} already stored) into {store.path}")
 

@@ -13,12 +13,12 @@ from typing import Any
 import torch
 
 from benchmint.core.errors import UserError
-from benchmint.core.jsonio import read_json
 from benchmint.replay import fidelity, memory
 from benchmint.replay.execute import measure_peak_memory, summarize, time_iterations
 from benchmint.replay.options import ReplayOptions
 from benchmint.replay.plan import Plan, build_plan
 from benchmint.replay.source import default_device, view_from_trace
+from benchmint.trace.capture_file import MAX_THREADS, read_capture
 
 SCHEMA_VERSION = "1.0"
 CAPTURE_JSON = "capture.json"
@@ -49,18 +49,14 @@ def find_inputs(trace: str | os.PathLike, kineto: str | os.PathLike | None = Non
     cap_path = p.parent / CAPTURE_JSON
     cap = None
     if cap_path.exists():
-        try:
-            cap = read_json(cap_path)
-        except Exception as e:
-            raise UserError(f"{cap_path}: not readable JSON ({e}); remove it or fix it") from e
+        cap = read_capture(cap_path)  # validated: a bad field is an error now, never after the replay ran
         if k is None:
-            files = cap.get("files", {}) if isinstance(cap, dict) else {}
-            name = files.get("kineto")
+            name = (cap.get("files") or {}).get("kineto")
             if name and (p.parent / name).exists():
                 k = p.parent / name
     if k is None and (p.parent / "kineto.json").exists() and p.name == "et.json":
         k = p.parent / "kineto.json"
-    return ReplayInputs(trace=p, kineto=k, capture=cap if isinstance(cap, dict) else None,
+    return ReplayInputs(trace=p, kineto=k, capture=cap,
                         capture_path=cap_path if cap is not None else None)
 
 
@@ -132,12 +128,14 @@ def replay_trace(
 
     cap = inp.capture
     threads = opts.threads
+    if threads is not None and not 1 <= threads <= MAX_THREADS:
+        raise UserError(f"--threads {threads}: give 1 to {MAX_THREADS} (this machine has {os.cpu_count()} CPUs)")
     if threads is None and cap is not None and isinstance(cap.get("threads"), int):
-        threads = cap["threads"]
+        # the capture's machine may have had more cores than this one: more threads than CPUs here would
+        # time the oversubscription, not the ops
+        threads = min(cap["threads"], os.cpu_count() or 1)
     prev_threads = torch.get_num_threads()
     if threads is not None:
-        if threads < 1:
-            raise UserError(f"--threads {threads}: must be at least 1")
         torch.set_num_threads(threads)
     try:
         try:
@@ -146,6 +144,7 @@ def replay_trace(
             raise UserError(f"--device {dev}: not a device ({e}); use cpu or cuda[:N]") from e
         if tdev.type == "cuda" and not torch.cuda.is_available():
             raise UserError(f"--device {dev}: CUDA is not available on this machine; use --device cpu")
+        memory.check_shapes(view, str(inp.trace))
         mem = memory.tensor_bytes(view)
         avail = memory.check_fits(mem, tdev, str(inp.trace)) if opts.memory_check else \
             memory.available_bytes(tdev)
@@ -316,7 +315,6 @@ def _settle_gaps(plan: Plan, gaps_ns: list[int], want: float, replay_s: float, t
 def run_record(res: ReplayResult, config: dict[str, Any]):
     """The RunRecord (kind "replay") of a replay: metrics are the result plus ``per_op_type``; the workload
     says where the trace came from (capture.json's command line, device and torch version when present)."""
-    from benchmint.core.jsonio import read_json
     from benchmint.results.metadata import provenance, system_block
     from benchmint.results.record import RunRecord
 
@@ -326,14 +324,14 @@ def run_record(res: ReplayResult, config: dict[str, Any]):
                                 "trace_devices": r["trace_devices"]}
     if r.get("capture_json"):
         try:
-            cap = read_json(r["capture_json"])
+            cap = read_capture(r["capture_json"])
             workload["captured"] = {k: cap.get(k) for k in ("command_line", "device", "threads", "torch_version")}
             workload["captured"]["cpu_model"] = (cap.get("host") or {}).get("cpu_model")
             m = cap.get("model") or {}
             for key in ("architecture", "parameter_count", "dtype"):
                 if m.get(key) is not None:
                     workload[key] = m[key]
-        except (OSError, ValueError):
+        except UserError:  # changed since the replay read it: the record says where the trace came from
             pass
     return RunRecord(
         kind="replay",

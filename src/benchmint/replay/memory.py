@@ -21,7 +21,7 @@ from benchmint.core.errors import UserError
 from benchmint.replay.ops import OpUnavailable, unresolved
 from benchmint.replay.substitutes import UNREAD
 from benchmint.replay.tensors import arg_refs, last_reads
-from benchmint.replay.types import OpRec, TraceView
+from benchmint.replay.types import OpRec, TraceView, TRef
 
 HEADROOM = 0.9  # the estimate may use at most this share of the available memory
 
@@ -64,6 +64,39 @@ def tensor_bytes(view: TraceView) -> dict[str, int]:
         peak = max(peak, cur_b)
     return {"inputs_bytes": inputs, "produced_peak_bytes": peak, "total_bytes": inputs + peak,
             "unfilled_inputs_bytes": unfilled}
+
+
+MAX_DIMS = 64  # more dimensions than torch allows a tensor
+MAX_TENSOR_BYTES = 1 << 56  # 64 PiB: more than any device holds
+
+
+def check_shapes(view: TraceView, what: str) -> None:
+    """Raise a one-line error naming the op and the tensor when a recorded tensor cannot exist (a negative
+    size, numel or offset, too many dimensions, more bytes than any device holds): checked before anything is
+    allocated, with or without the memory check."""
+    for op in view.ops:
+        for side, args in (("input", op.inputs), ("output", op.outputs)):
+            for a in args:
+                for r in arg_refs(a):
+                    problem = _impossible(r)
+                    if problem:
+                        shape = "[" + ", ".join(map(str, r.shape[:6])) + (", ..." if len(r.shape) > 6 else "") + "]"
+                        raise UserError(f"{what}: node {op.node_id} ({op.name}): an {side} tensor of shape {shape:.80} "
+                                        f"{problem}; the trace is corrupt or was edited, re-record it")
+
+
+def _impossible(r: TRef) -> str | None:
+    if len(r.shape) > MAX_DIMS:
+        return f"has {len(r.shape)} dimensions (torch allows {MAX_DIMS})"
+    if any(d < 0 for d in r.shape):
+        return "has a negative size"
+    if r.numel < 0 or r.offset < 0 or r.itemsize < 0:
+        return "has a negative numel, offset or element size"
+    if r.strides is not None and any(x < 0 for x in r.strides):
+        return "has a negative stride"
+    if r.dtype is not None and (r.offset + r.extent()) * max(r.itemsize, 1) > MAX_TENSOR_BYTES:
+        return f"would take more than {MAX_TENSOR_BYTES >> 50} PiB"
+    return None
 
 
 def _unread_positions(op: OpRec) -> frozenset[int]:

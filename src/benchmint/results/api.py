@@ -124,11 +124,13 @@ def export(store: ResultsStore, fmt: str, out: str | os.PathLike) -> tuple[Path,
     return out, len(recs)
 
 
-def import_into(store: ResultsStore, paths: list[str | os.PathLike], fmt: str | None = None) -> tuple[int, int]:
-    """Import MLPerf results into the store; returns (records read, records new to the store)."""
+def import_into(store: ResultsStore, paths: list[str | os.PathLike], fmt: str | None = None,
+                problems: list[str] | None = None) -> tuple[int, int]:
+    """Import MLPerf results into the store; returns (records read, records new to the store). Rows skipped
+    (an impossible number such as ``inf``) are named in ``problems``."""
     from benchmint.results.importers import import_results
 
-    recs = import_results(paths, None if fmt in (None, "auto") else fmt)
+    recs = import_results(paths, None if fmt in (None, "auto") else fmt, problems)
     if not recs:
         return 0, 0
     existing = {r.id for r in quietly(store.records)}

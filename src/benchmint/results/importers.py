@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import math
 import os
 import re
 import time
@@ -78,6 +79,42 @@ def normalize_result(value: float | None, unit: str, scenario: str | None,
     elif u in ("joules", "j"):
         metrics["energy_per_sample_j"] = value
     return metrics
+
+
+_BIGGEST = 1e18  # larger than any figure an MLPerf result holds; also what a store's int64 column can take
+_NUMERIC = re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$|^[-+]?inf(?:inity)?$", re.IGNORECASE)
+
+
+# the columns read as numbers (text elsewhere, such as a hex id "7e21", is never taken for one)
+_CSV_NUMBERS = frozenset(("Result", "Accuracy", "number_of_nodes", "host_processors_per_node",
+                          "host_processor_core_count", "accelerators_per_node", "errors", "inferred", "compliance"))
+_OPEN_NUMBERS = frozenset(("metrics.result", "metrics.result_per_accelerator", "system.accelerator.total_count",
+                           "system.number_of_nodes", "system.cpu.count_per_node", "system.cpu.core_count",
+                           "system.cpu.vcpu_count", "system.memory.capacity", "system.accelerator.count_per_node",
+                           "system.accelerator.memory_capacity", "model.number_of_parameters"))
+
+
+def _bad_number(r: dict[str, Any], numeric: frozenset[str]) -> str | None:
+    """The first column of a row holding a number no result can have (``inf``, ``1e999``, beyond 1e18): any
+    number, or text in a ``numeric`` column; as "column 'X' is VALUE ...", None when every number is sane.
+    NaN is a missing value (pandas writes it so)."""
+    for k, v in r.items():
+        if isinstance(v, bool):
+            continue
+        if isinstance(v, int | float):
+            f = float(v) if abs(v) < 1e300 or isinstance(v, float) else math.inf
+        elif not isinstance(v, str) or k not in numeric:
+            continue
+        elif len(v) < 400 and _NUMERIC.match(v.strip().strip('"')):
+            f = float(v.strip().strip('"'))
+        elif isinstance(v, str) and len(v) >= 400 and v.strip().lstrip("+-").isdigit():
+            f = math.inf
+        else:
+            continue
+        # elsewhere only inf counts: an id or a timestamp may be big
+        if math.isinf(f) or (k in numeric and abs(f) > _BIGGEST):
+            return f"column {k!r} is {str(v)[:30]}{'...' if len(str(v)) > 30 else ''}, not a figure a result can have"
+    return None
 
 
 def _float(v: Any) -> float | None:
@@ -138,13 +175,39 @@ def _provenance(path: Path, fmt: str, row: int, **extra: Any) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ summary.csv
-def read_summary_csv(path: str | os.PathLike) -> list[RunRecord]:
+def _rows(path: Path, rows: list[tuple[int, dict[str, Any]]], convert: Callable[[Path, int, dict[str, Any]],
+          RunRecord], problems: list[str] | None, where: str, result: str, numeric: frozenset[str]
+          ) -> list[RunRecord]:
+    """Convert the rows; a row with an impossible number, or no number in its ``result`` column (NaN, empty,
+    text), is skipped with a warning naming it (in ``problems``), and a file whose every row is so is an
+    error."""
+    out: list[RunRecord] = []
+    skipped: list[str] = []
+    for i, r in rows:
+        bad = _bad_number(r, numeric)
+        if bad is None and _float(r.get(result)) is None:
+            bad = f"column {result!r} holds no number ({str(r.get(result))[:30]!r})"
+        if bad:
+            skipped.append(f"{path}: {where} {i} skipped: {bad}")
+            continue
+        out.append(convert(path, i, r))
+    if skipped and not out:
+        raise UserError(skipped[0].replace(" skipped: ", ": ") + (f" (and {len(skipped) - 1} more row(s))"
+                                                                  if len(skipped) > 1 else "") + "; fix the file")
+    if problems is not None:
+        problems.extend(skipped)
+    return out
+
+
+def read_summary_csv(path: str | os.PathLike, problems: list[str] | None = None) -> list[RunRecord]:
     """RunRecords from an MLPerf Inference ``summary.csv``; :class:`UserError` naming the file and the
-    missing columns when the layout does not match."""
+    missing columns when the layout does not match, or the line when the CSV is malformed (an unterminated
+    quote). A row with an impossible number (``inf``, ``1e999``) is skipped, named in ``problems``."""
     path = Path(path)
+    reader = None
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
+            reader = csv.DictReader(f, strict=True)
             header = [h.strip() for h in (reader.fieldnames or [])]
             missing = [c for c in SUMMARY_REQUIRED if c not in header]
             if missing:
@@ -152,14 +215,15 @@ def read_summary_csv(path: str | os.PathLike) -> list[RunRecord]:
                     f"{path}: not an MLPerf summary.csv: missing column(s) {', '.join(missing)} "
                     f"(found: {', '.join(header) if header else 'no header'})"
                 )
-            rows = [{(k or "").strip(): v for k, v in r.items()} for r in reader]
+            rows = [(reader.line_num, {(k or "").strip(): v for k, v in r.items()}) for r in reader]
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: not a text CSV file ({e})") from None
     except csv.Error as e:
-        raise UserError(f"{path}: malformed CSV ({e})") from None
-    return [_summary_row(path, i, r) for i, r in enumerate(rows, start=2)]
+        line = f" after line {reader.line_num}" if reader is not None else ""
+        raise UserError(f"{path}: malformed CSV{line} ({e}; an unterminated quote?); fix the file") from None
+    return _rows(path, rows, _summary_row, problems, "line", "Result", _CSV_NUMBERS)
 
 
 def _summary_row(path: Path, line: int, r: dict[str, Any]) -> RunRecord:
@@ -228,8 +292,9 @@ def _summary_row(path: Path, line: int, r: dict[str, Any]) -> RunRecord:
 
 
 # ------------------------------------------------------------------------------------------ Open MLPerf
-def read_open_mlperf(path: str | os.PathLike) -> list[RunRecord]:
-    """RunRecords from the Open MLPerf dataset (``data.json`` or ``data.parquet``)."""
+def read_open_mlperf(path: str | os.PathLike, problems: list[str] | None = None) -> list[RunRecord]:
+    """RunRecords from the Open MLPerf dataset (``data.json`` or ``data.parquet``); a row with an impossible
+    number (``inf``, ``1e999``) is skipped, named in ``problems``."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: no such file")
@@ -259,7 +324,7 @@ def read_open_mlperf(path: str | os.PathLike) -> list[RunRecord]:
         raise UserError(
             f"{path}: not in the Open MLPerf layout: missing column(s) {', '.join(missing)}"
         )
-    return [_open_row(path, i, r) for i, r in enumerate(rows)]
+    return _rows(path, list(enumerate(rows)), _open_row, problems, "row", "metrics.result", _OPEN_NUMBERS)
 
 
 def _created(dt: Any) -> float:
@@ -355,7 +420,16 @@ def _parse_accuracy(text: str | None) -> dict[str, float]:
     """``"ROUGE1: 44.5  ROUGE2: 22.1"`` -> ``{"rouge1": 44.5, "rouge2": 22.1}``."""
     if not text:
         return {}
-    return {k.lower(): float(v) for k, v in re.findall(r"([A-Za-z_][A-Za-z0-9_]*)\s*[:=]\s*(-?[0-9.]+(?:e-?\d+)?)", text)}
+    out = {}
+    for k, v in _ACC_RE.findall(text):
+        f = float(v)
+        if math.isfinite(f):
+            out[k.lower()] = f
+    return out
+
+
+# a name, ':' or '=', and a number ("ROUGE1: ." names no number)
+_ACC_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*[:=]\s*(-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d{1,3})?)(?![\d.])")
 
 
 # ------------------------------------------------------------------------------------------ dispatch
@@ -371,7 +445,7 @@ def detect_format(path: Path) -> str:
     )
 
 
-READERS: dict[str, Callable[[Path], list[RunRecord]]] = {
+READERS: dict[str, Callable[[Path, list[str] | None], list[RunRecord]]] = {
     "mlperf-summary-csv": read_summary_csv,
     "open-mlperf": read_open_mlperf,
 }
@@ -396,12 +470,14 @@ def iter_sources(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return out
 
 
-def import_results(paths: Iterable[str | os.PathLike], fmt: str | None = None) -> list[RunRecord]:
-    """RunRecords (kind ``imported``) from MLPerf summary.csv files and Open MLPerf JSON/Parquet files."""
+def import_results(paths: Iterable[str | os.PathLike], fmt: str | None = None,
+                   problems: list[str] | None = None) -> list[RunRecord]:
+    """RunRecords (kind ``imported``) from MLPerf summary.csv files and Open MLPerf JSON/Parquet files; rows
+    skipped (an impossible number) are named in ``problems``."""
     records: list[RunRecord] = []
     for p in iter_sources(paths):
         f = fmt or detect_format(p)
         if f not in READERS:
             raise UserError(f"unknown import format {f!r}; expected one of {', '.join(READERS)}")
-        records.extend(READERS[f](p))
+        records.extend(READERS[f](p, problems))
     return records

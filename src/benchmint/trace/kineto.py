@@ -23,13 +23,14 @@ from __future__ import annotations
 import bisect
 import os
 from collections.abc import Iterable
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
 from benchmint.core.errors import TraceError
 from benchmint.trace.load import read_bytes
 from benchmint.trace.model import Node, Trace
+from benchmint.trace.validate import field_error
 
 __all__ = ["DeviceEvent", "KinetoEvent", "KinetoJoin", "KinetoTrace", "OpTime", "join_kineto", "load_kineto"]
 
@@ -39,22 +40,27 @@ _RUNTIME_CATS = ("cuda_runtime", "cuda_driver", "hip_runtime", "hip_driver", "xp
 _DEVICE_CATS = ("kernel", "gpu_memcpy", "gpu_memset", "Kernel", "Memcpy", "Memset", "mtia_ccp_events")
 
 
+# The fields the join reads are typed: a value of the wrong type (a string time, an object as an id) is an
+# error naming the field; fields the join does not read are ignored, whatever they hold.
+_Time = Annotated[float, msgspec.Meta(ge=-1e18, le=1e18)]  # microseconds; also bounds 1e999 (inf)
+
+
 class _Args(msgspec.Struct, gc=False):
-    rf_id: Any = msgspec.field(default=None, name="Record function id")
-    external_id: Any = msgspec.field(default=None, name="External id")
-    correlation: Any = None
-    stream: Any = None
-    device: Any = None
+    rf_id: int | None = msgspec.field(default=None, name="Record function id")
+    external_id: int | None = msgspec.field(default=None, name="External id")
+    correlation: int | None = None
+    stream: int | str | None = None
+    device: int | str | None = None
 
 
 class _Event(msgspec.Struct, gc=False):
-    ph: Any = None
-    cat: Any = None
-    name: Any = ""
-    pid: Any = None
-    tid: Any = None
-    ts: Any = None
-    dur: Any = None
+    ph: str | None = None
+    cat: str | None = None
+    name: str = ""
+    pid: int | str | None = None
+    tid: int | str | None = None
+    ts: _Time | None = None
+    dur: _Time | None = None
     args: _Args | None = None
 
 
@@ -174,7 +180,7 @@ def load_kineto(path: str | os.PathLike | bytes, *, rank: int | None = None) -> 
             raise TraceError(name, "this is an execution trace, not a Kineto trace; pass it as the trace") from None
         if not isinstance(obj, dict) or "traceEvents" not in obj:
             raise TraceError(name, "not a Kineto trace (no 'traceEvents' list)") from None
-        raise TraceError(name, f"malformed Kineto trace: {e}") from None
+        raise TraceError(name, f"malformed Kineto trace ({field_error(str(e))})") from None
     except msgspec.DecodeError as e:
         msg = str(e)
         if "truncated" in msg:

@@ -9,6 +9,7 @@ problem; a well-formed trace of a newer schema version than the ones known loads
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import re
 import tarfile
@@ -20,8 +21,9 @@ import msgspec
 
 from benchmint.core.errors import TraceError
 from benchmint.trace.model import KNOWN_SCHEMAS, Node, Trace, _Source, gc_paused, parse_schema_version
+from benchmint.trace.validate import check_tree
 
-__all__ = ["TraceWarning", "load", "read_bytes"]
+__all__ = ["LIMIT_ENV", "RATIO_ENV", "TraceWarning", "load", "max_trace_bytes", "read_bytes"]
 
 
 class TraceWarning(UserWarning):
@@ -83,9 +85,77 @@ _probe = msgspec.json.Decoder(_Probe)
 _NUM_RE = re.compile(r"(\d+)")
 
 
+#: Environment variables that bound what a trace file may inflate to (bytes, ``16G``/``500M`` accepted) and the
+#: compression ratio that marks a decompression bomb (execution and Kineto traces compress 10-30x).
+LIMIT_ENV = "BENCHMINT_TRACE_MAX_BYTES"
+RATIO_ENV = "BENCHMINT_TRACE_MAX_RATIO"
+DEFAULT_MAX_BYTES = 4 << 30
+DEFAULT_MAX_RATIO = 200
+_RATIO_FROM = 64 << 20  # the ratio is judged once this much is inflated
+_CHUNK = 8 << 20
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _env_number(var: str, default: int, units: bool) -> int:
+    text = os.environ.get(var, "").strip()
+    if not text:
+        return default
+    m = re.fullmatch(r"(\d{1,15})\s*([KMGT]?)(?:i?B)?", text, re.IGNORECASE) if units else re.fullmatch(r"\d{1,9}", text)
+    if not m:
+        raise TraceError(var, f"{text[:40]!r} is not a {'size such as 8G or 500000000' if units else 'whole number'}")
+    return int(m[1]) * _UNITS[m[2].upper()] if units else int(text)
+
+
+def max_trace_bytes() -> int:
+    """The most bytes a trace may hold once decompressed (``BENCHMINT_TRACE_MAX_BYTES``, default 4 GiB)."""
+    return _env_number(LIMIT_ENV, DEFAULT_MAX_BYTES, True)
+
+
+def _size(n: int) -> str:
+    return f"{n / (1 << 30):.1f} GiB" if n >= 1 << 30 else f"{n / (1 << 20):.1f} MiB"
+
+
+def _check_ratio(path: str, inflated: int, compressed: int, what: str = "the file") -> None:
+    ratio = _env_number(RATIO_ENV, DEFAULT_MAX_RATIO, False)
+    if ratio and inflated > _RATIO_FROM and inflated > ratio * max(compressed, 1):
+        raise TraceError(path, f"{what} inflates over {inflated // max(compressed, 1)}x ({_size(compressed)} to "
+                               f"{_size(inflated)}), beyond the {ratio}x of any real trace: a decompression bomb? "
+                               f"(set {RATIO_ENV}=0 to read it anyway)")
+
+
+def _gunzip(fh: Any, path: str) -> bytes:
+    """Inflate a gzip stream in chunks, refusing it as soon as it passes the size limit or inflates more than
+    any real trace does (a file of zeros), before it takes the memory."""
+    limit = max_trace_bytes()
+    parts: list[bytes] = []
+    total = 0
+    with gzip.GzipFile(fileobj=fh, mode="rb") as gz:
+        while True:
+            chunk = gz.read(_CHUNK)
+            if not chunk:
+                break
+            total += len(chunk)
+            if total > limit:
+                raise TraceError(path, f"the compressed trace inflates to over {_size(limit)}, the limit on a trace; "
+                                       f"raise it with {LIMIT_ENV}=<bytes, e.g. 16G> if the trace is real")
+            _check_ratio(path, total, fh.tell())
+            parts.append(chunk)
+    return b"".join(parts)
+
+
 def _tar_members(path: str, tf: tarfile.TarFile) -> list[tarfile.TarInfo]:
-    members = [m for m in tf.getmembers() if m.isfile() and m.name.endswith(".json")
-               and not os.path.basename(m.name).startswith("._")]
+    limit = max_trace_bytes()
+    compressed = os.path.getsize(path) if not path.endswith(".tar") else None
+    members = []
+    for m in tf:  # each member is checked as its header is read, before the archive is read past its data
+        if not (m.isfile() and m.name.endswith(".json") and not os.path.basename(m.name).startswith("._")):
+            continue
+        if m.size > limit:
+            raise TraceError(path, f"member {m.name} holds {_size(m.size)}, over the {_size(limit)} limit on a "
+                                   f"trace; raise it with {LIMIT_ENV}=<bytes, e.g. 16G> if the trace is real")
+        if compressed is not None:
+            _check_ratio(path, m.size, compressed, f"member {m.name}")
+        members.append(m)
     if not members:
         raise TraceError(path, "the archive holds no .json trace")
     return sorted(members, key=lambda m: m.name)
@@ -166,9 +236,13 @@ def read_bytes(path: str | os.PathLike, *, rank: int | None = None, member: str 
         with open(p, "rb") as fh:
             head = fh.read(2)
             fh.seek(0)
+            if head == b"\x1f\x8b":
+                return _gunzip(fh, p), p
+            size = os.fstat(fh.fileno()).st_size
+            if size > max_trace_bytes():
+                raise TraceError(p, f"the file holds {_size(size)}, over the {_size(max_trace_bytes())} limit on a "
+                                    f"trace; raise it with {LIMIT_ENV}=<bytes, e.g. 16G> if the trace is real")
             data = fh.read()
-        if head == b"\x1f\x8b":
-            data = gzip.decompress(data)
         return data, p
     except TraceError:
         raise
@@ -225,6 +299,9 @@ def load_bytes(data: bytes, name: str = "<bytes>") -> Trace:
 
 def _normalize(raw: _RawTrace, name: str) -> Trace:
     warn: list[str] = []
+    if len(raw.schema) > 64:  # a version string is short; int() of thousands of digits is an error of its own
+        raise TraceError(name, f"unknown schema version {raw.schema!r:.40}... ({len(raw.schema)} characters; "
+                               f"expected one of {', '.join(KNOWN_SCHEMAS)}, optionally with a -chakra.X.Y.Z suffix)")
     parsed = parse_schema_version(raw.schema)
     if parsed is None:
         raise TraceError(name, f"unknown schema version {raw.schema!r:.60} (expected one of "
@@ -335,11 +412,9 @@ def _normalize(raw: _RawTrace, name: str) -> Trace:
         prev = n.id
     if not ids_sorted:
         nodes.sort(key=_node_id)
+    check_tree(nodes, name)  # before anything walks the tree: a duplicate id or a cycle would loop it
     trace = Trace(nodes, schema=raw.schema, path=name, pid=raw.pid, time=raw.time, start_ts=raw.start_ts,
                   finish_ts=raw.finish_ts, warnings=warn, sort=False)
-    if len(trace.by_id) != len(nodes):
-        trace.warnings.append(f"{len(nodes) - len(trace.by_id)} duplicate node id(s); the last one of each is "
-                              "used for lookups")
     by_id = trace.by_id
     dangling = sum(1 for n in nodes if n.parent not in by_id and n.parent != 0 and not n.is_process_root)
     if dangling:
@@ -368,7 +443,7 @@ def load(path: str | os.PathLike | bytes, *, rank: int | None = None, member: st
         data = bytes(path)
         if data[:2] == b"\x1f\x8b":
             try:
-                data = gzip.decompress(data)
+                data = _gunzip(io.BytesIO(data), "<bytes>")
             except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as e:
                 raise TraceError("<bytes>", f"truncated or corrupt compressed data ({e})") from None
         return load_bytes(data)

@@ -12,11 +12,13 @@ touches LoadGen's global state (one test per subprocess: see ``worker.py``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from benchmint.core.errors import UserError
+from benchmint.llm.loadgen.user_conf import check_user_conf, check_value
 
 SCENARIOS = {"offline": "Offline", "server": "Server", "single-stream": "SingleStream"}
 MODES = ("performance", "accuracy", "submission")
@@ -100,8 +102,29 @@ class RunSettings:
             raise UserError(f"mode {self.mode!r}: a single LoadGen test is performance or accuracy")
         if self.user_conf is not None and not Path(self.user_conf).is_file():
             raise UserError(f"--user-conf {self.user_conf}: no such file; give the path of a LoadGen user.conf")
+        if self.user_conf is not None:
+            check_user_conf(self.user_conf)  # LoadGen would take nan, a 100,000-digit QPS or 10**26 queries
         if self.target_qps is not None and self.target_qps <= 0:
             raise UserError("--target-qps must be greater than 0")
+        # the flags pass through the same checks as the user.conf lines that set the same settings
+        for flag, key, value, scale in (
+            ("--target-qps", "target_qps", self.target_qps, 1),
+            ("--min-duration", "min_duration", self.min_duration_s, 1000),
+            ("--max-duration", "max_duration", self.max_duration_s, 1000),
+            ("--min-query-count", "min_query_count", self.min_query_count, 1),
+            ("--max-query-count", "max_query_count", self.max_query_count, 1),
+            ("--performance-sample-count", "performance_sample_count_override", self.performance_sample_count, 1),
+            ("ttft", "ttft_latency", self.ttft_s, 1e9),
+            ("tpot", "tpot_latency", self.tpot_s, 1e9),
+            ("single-stream expected latency", "target_latency", self.single_stream_expected_latency_s, 1000),
+        ):
+            if value is not None and not isinstance(value, bool):
+                if not isinstance(value, int | float) or not math.isfinite(value):
+                    raise UserError(f"{flag} {value!r}: give a finite number")
+                x = round(value * scale) if scale != 1 else value
+                check_value(key, str(int(x)) if float(x).is_integer() else repr(float(x)), flag)
+        if self.latency_percentile is not None and not 0 < self.latency_percentile <= 1:
+            raise UserError(f"latency percentile {self.latency_percentile!r}: give a fraction in (0, 1]")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,0 +1,106 @@
+"""The typed model of ``capture.json`` (what :mod:`benchmint.trace.capture` writes beside a trace), and its
+reader: a file that is not such a document, or whose field has the wrong type or an absurd value, is a
+:class:`~benchmint.core.errors.UserError` naming the file and the field, before any replay uses it.
+
+Every field is optional (older captures lack some); fields this benchmint does not know are ignored.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+
+from benchmint.core.errors import UserError
+from benchmint.trace.validate import field_error
+
+__all__ = ["MAX_THREADS", "CaptureFile", "read_capture"]
+
+#: More intra-op threads than any machine has cores: a capture.json asking for more is corrupt.
+MAX_THREADS = 4096
+_MAX_S = 1e7  # seconds (115 days): longer step times are corrupt
+_MAX_BYTES = 1 << 50
+
+Seconds = Annotated[float, msgspec.Meta(ge=0, le=_MAX_S)]
+Count = Annotated[int, msgspec.Meta(ge=0, le=1 << 40)]
+Short = Annotated[str, msgspec.Meta(max_length=4096)]
+FileName = Annotated[str, msgspec.Meta(max_length=255, pattern=r"^[^/\\]+$")]
+
+
+class StepTimes(msgspec.Struct, forbid_unknown_fields=False):
+    median: Seconds | None = None
+    p10: Seconds | None = None
+    p90: Seconds | None = None
+    n: Count | None = None
+    values: list[Seconds] | None = None
+
+
+class Files(msgspec.Struct, forbid_unknown_fields=False):
+    et: FileName | None = None
+    kineto: FileName | None = None
+
+
+class Host(msgspec.Struct, forbid_unknown_fields=False):
+    hostname: Short | None = None
+    cpu_model: Short | None = None
+    cpu_cores_logical: Count | None = None
+    memory_bytes: Annotated[int, msgspec.Meta(ge=0, le=_MAX_BYTES)] | None = None
+
+
+class ModelInfo(msgspec.Struct, forbid_unknown_fields=False):
+    architecture: Short | None = None
+    parameter_count: Annotated[int, msgspec.Meta(ge=0, le=1 << 50)] | None = None
+    dtype: Short | None = None
+
+
+class CaptureFile(msgspec.Struct, forbid_unknown_fields=False):
+    """``capture.json``, schema 1.x (see :meth:`benchmint.trace.capture.Capture.summary`)."""
+
+    schema_version: Annotated[str, msgspec.Meta(max_length=16, pattern=r"^\d{1,4}(\.\d{1,4}){0,2}$")] | None = None
+    step_time_s: StepTimes | None = None
+    recorded_step_time_s: list[Seconds] | None = None
+    discarded_step_time_s: list[Seconds] | None = None
+    how_measured: Short | None = None
+    complete: bool | None = None
+    warmup_steps: Count | None = None
+    measured_steps: Count | None = None
+    recorded_steps: Count | None = None
+    recorded_iterations: list[Annotated[int, msgspec.Meta(ge=0, le=1 << 53)]] | None = None
+    note: Short | None = None
+    discarded_steps: Count | None = None
+    threads: Annotated[int, msgspec.Meta(ge=1, le=MAX_THREADS)] | None = None
+    device: Short | None = None
+    torch_version: Short | None = None
+    host: Host | None = None
+    command_line: list[str] | None = None
+    model: ModelInfo | None = None
+    files: Files | None = None
+
+
+_decoder = msgspec.json.Decoder(CaptureFile)
+
+
+def read_capture(path: str | os.PathLike) -> dict[str, Any]:
+    """The content of a ``capture.json``, validated against :class:`CaptureFile`; a :class:`UserError` (one
+    line naming the file and the field) when it is not one."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise UserError(f"{p}: cannot read ({e.strerror or e}); remove it or fix it") from None
+    if len(data) > 64 << 20:
+        raise UserError(f"{p}: {len(data)} bytes is not a capture.json (a few KB); remove it or fix it")
+    try:
+        cap = _decoder.decode(data)
+    except msgspec.ValidationError as e:
+        if str(e).startswith("Expected `object`"):
+            raise UserError(f"{p}: not a capture.json (the JSON is not an object); remove it or fix it") from None
+        raise UserError(f"{p}: not a valid capture.json ({field_error(str(e))}); remove it or fix it") from None
+    except msgspec.DecodeError as e:
+        raise UserError(f"{p}: not readable JSON ({e}); remove it or fix it") from None
+    if cap.schema_version is not None and cap.schema_version.split(".")[0] != "1":
+        raise UserError(f"{p}: capture.json schema_version {cap.schema_version} is not one this benchmint reads "
+                        "(1.x); capture again with this version")
+    return msgspec.json.decode(data)
