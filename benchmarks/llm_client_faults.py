@@ -5,8 +5,8 @@ Starts ``tests/fault_llm_server.py`` (127.0.0.1) twice: one answering at once wi
 answers (usage of 2**64-1, ``"many"``, ``"lots"``, null JSON, no choices, 500 ...), one that delays every
 answer (for Ctrl-C runs). Runs ``--runs`` ``benchmint llm bench`` processes per scenario (server/Poisson,
 offline, concurrency, single-stream, Ctrl-C mid-run, Ctrl-C before the first request) and prints one row
-per scenario: runs, requests received by the server, requests in the results (rows of requests.parquet),
-runs lost (no result.json / requests.parquet / run.json), exit codes.
+per scenario: runs, requests received by the server, requests sent in the results and all rows of
+requests.parquet (with those Ctrl-C stopped before they were sent), runs lost (no result.json / requests.parquet / run.json), exit codes.
 
     .venv/bin/python benchmarks/llm_client_faults.py [--runs 5] [-n 60]
 
@@ -58,14 +58,16 @@ def start_server(delay_ms: float) -> tuple[subprocess.Popen, int]:
     raise SystemExit("fault server did not start")
 
 
-def parquet_rows(path: Path) -> int | None:
+def parquet_rows(path: Path) -> tuple[int, int]:
+    """Measured rows of requests.parquet, and those among them that were sent."""
     try:
         import pyarrow.parquet as pq
 
-        t = pq.read_table(path, columns=["warmup"]).to_pydict()["warmup"]
-        return sum(1 for w in t if not w)
+        t = pq.read_table(path, columns=["warmup", "sent_s"]).to_pydict()
     except Exception:
-        return None
+        return 0, 0
+    rows = [s for w, s in zip(t["warmup"], t["sent_s"], strict=True) if not w]
+    return len(rows), sum(1 for s in rows if s is not None)
 
 
 def one_run(port: int, out: Path, args: list[str], sigint: str | None) -> dict:
@@ -94,12 +96,11 @@ def one_run(port: int, out: Path, args: list[str], sigint: str | None) -> dict:
     received = stats(port)["received"] - before["received"]
     run = out / "run"
     lost = not all((run / f).is_file() for f in ("result.json", "requests.parquet", "run.json"))
-    rows = parquet_rows(run / "requests.parquet")
+    rows, sent = parquet_rows(run / "requests.parquet")
     res = json.loads((run / "result.json").read_text()) if (run / "result.json").is_file() else {}
     req = res.get("requests", {})
-    return {"rc": p.returncode, "received": received, "rows": rows or 0, "lost": lost,
-            "accounted": (req.get("completed", 0) + req.get("failed", 0) + req.get("cancelled", 0)),
-            "scheduled": req.get("scheduled"), "never_retrieved": "never retrieved" in err,
+    return {"rc": p.returncode, "received": received, "rows": rows, "sent": sent, "lost": lost,
+            "never_retrieved": "never retrieved" in err,
             "internal_text": "object has no attribute" in json.dumps(req.get("error_examples", {})),
             "err": err.strip().splitlines()[-1:] if p.returncode not in (0, 130) else []}
 
@@ -132,10 +133,10 @@ def main() -> None:
                 codes[r["rc"]] += 1
                 agg["received"] += r["received"]
                 agg["rows"] += r["rows"]
+                agg["sent"] += r["sent"]
                 agg["lost"] += r["lost"]
                 agg["never_retrieved"] += r["never_retrieved"]
                 agg["internal_text"] += r["internal_text"]
-                agg["unaccounted"] += (r["scheduled"] is not None and r["accounted"] != r["scheduled"])
                 notes.update(" ".join(e.split())[:90] for e in r["err"])
             rows.append((name, a.runs, agg, codes, notes))
             print(f"{name}: done", file=sys.stderr, flush=True)
@@ -144,19 +145,20 @@ def main() -> None:
             p.terminate()
             p.wait(10)
     print(f"benchmint from {os.environ.get('PYTHONPATH') or '(installed)'}")
-    hdr = ("scenario", "runs", "server received", "in results", "runs lost", "exit codes", "'never retrieved'",
-           "internal error text")
+    hdr = ("scenario", "runs", "server received", "sent in results", "all rows", "runs lost", "exit codes",
+           "'never retrieved'", "internal error text")
     print("| " + " | ".join(hdr) + " |")
     print("|" + "---|" * len(hdr))
     tot = collections.Counter()
     for name, runs, agg, codes, notes in rows:
-        tot.update({"runs": runs, "received": agg["received"], "rows": agg["rows"], "lost": agg["lost"]})
+        tot.update({"runs": runs, "received": agg["received"], "sent": agg["sent"], "rows": agg["rows"],
+                    "lost": agg["lost"]})
         cs = ", ".join(f"{k}: {v}" for k, v in sorted(codes.items()))
-        print(f"| {name} | {runs} | {agg['received']} | {agg['rows']} | {agg['lost']} | {cs} | "
+        print(f"| {name} | {runs} | {agg['received']} | {agg['sent']} | {agg['rows']} | {agg['lost']} | {cs} | "
               f"{agg['never_retrieved']} | {agg['internal_text']} |")
         for note in sorted(notes):
-            print(f"|   ↳ {note} | | | | | | | |")
-    print(f"| total | {tot['runs']} | {tot['received']} | {tot['rows']} | {tot['lost']} | | | |")
+            print(f"|   ↳ {note} | | | | | | | | |")
+    print(f"| total | {tot['runs']} | {tot['received']} | {tot['sent']} | {tot['rows']} | {tot['lost']} | | | |")
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ def requests_table(res: BenchResult) -> Any:
 
 def run_status(result: dict[str, Any]) -> str:
     req = result["requests"]
-    if req["completed"] == 0:
+    if req["completed"] == 0 and not req["interrupted"]:  # Ctrl-C before any answer is a partial run too
         return "failed"
     if req["failed"] or req["interrupted"]:
         return "partial"
@@ -124,9 +124,13 @@ def write_outputs(res: BenchResult, cfg: BenchConfig, results_dir: str | Path | 
     out = Path(cfg.out) if cfg.out else Path("benchmint-runs") / f"llm-{run_id}"
     out.mkdir(parents=True, exist_ok=True)
     pq_path = out / "requests.parquet"
-    pq.write_table(requests_table(res), pq_path)
+    try:
+        pq.write_table(requests_table(res), pq_path)
+        res.result["artifacts"] = {"requests": str(pq_path.resolve())}
+    except (ValueError, OverflowError, TypeError) as e:  # pyarrow's errors subclass these
+        # a value the table cannot hold (from a third-party backend) must not cost the run's other outputs
+        res.result["artifacts"] = {"requests_error": f"requests.parquet not written: {type(e).__name__}: {e}"}
     json_path = Path(cfg.json_path) if cfg.json_path else out / "result.json"
-    res.result["artifacts"] = {"requests": str(pq_path.resolve())}
     write_json(json_path, res.result)
     if cfg.json_path:
         write_json(out / "result.json", res.result)
@@ -175,8 +179,9 @@ def print_summary(result: dict[str, Any], console: Console, title: str | None = 
     sched = result.get("schedule", {})
     console.print(summary_table(result, title))
     errs = ", ".join(f"{k}: {v}" for k, v in sorted(req["errors"].items())) or "none"
+    cancelled = f", {req['cancelled']} cancelled" if req.get("cancelled") else ""
     console.print(
-        f"requests: {req['completed']} completed, {req['failed']} failed ({errs})"
+        f"requests: {req['completed']} completed, {req['failed']} failed ({errs}){cancelled}"
         + (" [yellow](interrupted: partial result)[/]" if req.get("interrupted") else "")
     )
     console.print(
