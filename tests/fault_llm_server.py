@@ -85,6 +85,7 @@ class FaultApp:
         self.delay_s = delay_s
         self.received = 0
         self.probes = 0  # GET /v1/models: a client has started
+        self.authorization: collections.Counter[str] = collections.Counter()  # Authorization headers received
         self.by_kind: collections.Counter[str] = collections.Counter()
 
     def app(self) -> web.Application:
@@ -104,6 +105,7 @@ class FaultApp:
 
     async def complete(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
+        self.authorization[request.headers.get("Authorization", "")] += 1
         kind = self.kinds[self.received % len(self.kinds)]
         self.received += 1
         self.by_kind[kind] += 1

@@ -20,6 +20,7 @@ from typing import Any
 
 from benchmint.core.clock import ClockAnchor, now_ns
 from benchmint.core.errors import UserError
+from benchmint.core.redact import register_secret
 from benchmint.llm.metrics import compute_metrics, parse_slo
 from benchmint.llm.schedule import Schedule, make_schedule
 from benchmint.llm.types import Backend, GenRequest, RequestRecord
@@ -404,6 +405,7 @@ async def run_async(cfg: BenchConfig, stop: asyncio.Event | None = None) -> Benc
     """Everything up to the metrics, in the running event loop."""
     from benchmint.llm.backends.http import normalize_base_url
 
+    register_secret(cfg.api_key)  # recorded files never hold it (core/redact.py); the backend still sends it
     slo = parse_slo(cfg.slo)
     if cfg.anchor not in ("scheduled", "sent"):
         raise UserError("--anchor must be 'scheduled' or 'sent'")

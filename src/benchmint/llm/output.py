@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmint.core.jsonio import write_json
+from benchmint.core.redact import known_secrets, redact_text
 from benchmint.llm.metrics import record_metrics
 
 if TYPE_CHECKING:
@@ -37,13 +38,15 @@ def requests_table(res: BenchResult) -> Any:
     def rel(ns: int | None) -> float | None:
         return None if not ns else (ns - t0) / 1e9
 
+    secrets = known_secrets()  # error texts and answers may quote a credential: requests.parquet is shared
+
     for r in sorted(res.records, key=lambda r: (not r.warmup, r.scheduled_ns or r.sent_ns)):
         m = record_metrics(r, anchor)
         cols["id"].append(r.id)
         cols["warmup"].append(r.warmup)
         cols["ok"].append(r.ok)
         cols["error_kind"].append(r.error_kind)
-        cols["error"].append(r.error)
+        cols["error"].append(redact_text(r.error, secrets) if r.error else r.error)
         cols["scheduled_s"].append(rel(r.scheduled_ns))
         cols["sent_s"].append(rel(r.sent_ns))
         cols["first_token_s"].append(rel(r.first_token_ns))
@@ -58,7 +61,7 @@ def requests_table(res: BenchResult) -> Any:
         cols["token_count_flag"].append(r.token_count_flag)
         cols["tokenizer_tokens"].append(r.tokenizer_tokens)
         cols["sent_wall_s"].append(res.anchor.to_wall_s(r.sent_ns) if r.sent_ns else None)
-        cols["text"].append(r.text)
+        cols["text"].append(redact_text(r.text, secrets) if secrets and r.text else r.text)
     schema = pa.schema([
         ("id", pa.int64()), ("warmup", pa.bool_()), ("ok", pa.bool_()), ("error_kind", pa.string()),
         ("error", pa.string()), ("scheduled_s", pa.float64()), ("sent_s", pa.float64()),
