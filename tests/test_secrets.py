@@ -25,8 +25,15 @@ def _run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 
 def _files_holding(root: Path, secret: str) -> list[str]:
-    needle = secret.encode()
-    return [str(p) for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
+    """Files whose bytes hold ``secret``, or whose decoded values do (Parquet pages are compressed)."""
+    import pyarrow.parquet as pq
+
+    def holds(p: Path) -> bool:
+        if secret.encode() in p.read_bytes():
+            return True
+        return p.suffix == ".parquet" and secret in str(pq.read_table(p).to_pylist())
+
+    return [str(p) for p in root.rglob("*") if p.is_file() and holds(p)]
 
 
 @pytest.mark.slow

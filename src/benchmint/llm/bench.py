@@ -194,7 +194,8 @@ async def _run_open_loop(
     create = loop.create_task
     discard = tasks.discard
     stop_waiter = asyncio.ensure_future(stop.wait())
-    for i, (req, off) in enumerate(zip(reqs, offs, strict=True)):
+    dispatched = 0
+    for req, off in zip(reqs, offs, strict=True):
         target = start + off
         delay = target - now_ns()
         while delay > 0:
@@ -208,14 +209,13 @@ async def _run_open_loop(
         if stop.is_set():
             break
         c.sent += 1
+        dispatched += 1
         t = create(one(req, target))
         tasks.add(t)
         t.add_done_callback(discard)
-    else:
-        i = len(reqs)
     stop_waiter.cancel()
     # requests the interrupt stopped before they were sent are in the records too, as cancelled
-    for req, off in zip(reqs[i:], offs[i:], strict=True):
+    for req, off in zip(reqs[dispatched:], offs[dispatched:], strict=True):
         append(_cancelled(req, start + off, sent=False))
     await _finish(tasks, stop)
     return start
