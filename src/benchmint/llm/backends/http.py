@@ -15,7 +15,11 @@ lines, stamps each with the monotonic clock and parses it with orjson. Server qu
 Output tokens come from ``usage`` when the server gives it; otherwise from the tokenizer (``tokenizer=``)
 counting the returned text, else the number of content chunks; ``output_tokens_source`` says which. When the
 server's usage is known, more content chunks than usage tokens is flagged (``token_count_flag``): a chunk
-holds at least one token, so that means a broken usage figure or chunking.
+holds at least one token, so that means a broken usage figure or chunking. A usage figure that is not a
+token count (2**64-1, ``"many"``, ``"usage": "lots"``) is ignored and flagged; the answer is kept.
+
+What a server sends never escapes a request: a malformed answer is a ``malformed`` failure whose message says
+what the answer lacked (``response has no choices``, ``stream event is null, not a JSON object``).
 """
 
 from __future__ import annotations
@@ -263,18 +267,18 @@ class HttpBackend:
             if out is not None:
                 n = _token_count(out)
                 if n is None:
-                    bad.append(f"usage.completion_tokens is {_show(out)}")
+                    bad.append(f"usage.completion_tokens is {_show(out)}, not a token count")
                 else:
                     rec.output_tokens, rec.output_tokens_source = n, "usage"
             pin = usage.get("prompt_tokens")
             if pin is not None:
                 n = _token_count(pin)
                 if n is None:
-                    bad.append(f"usage.prompt_tokens is {_show(pin)}")
+                    bad.append(f"usage.prompt_tokens is {_show(pin)}, not a token count")
                 else:
                     rec.input_tokens = n
         if bad:  # the answer itself arrived: keep it, count its tokens another way and say why
-            rec.token_count_flag = "usage ignored: " + "; ".join(bad) + ", not a token count"
+            rec.token_count_flag = "usage ignored: " + "; ".join(bad)
         if rec.output_tokens is None:
             if self.tokenizer is not None:
                 rec.output_tokens = len(self.tokenizer(rec.text, add_special_tokens=False)["input_ids"])
