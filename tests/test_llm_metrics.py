@@ -51,7 +51,7 @@ def test_run_metrics_throughput_goodput_errors_and_warmup():
     ]
     m = compute_metrics(recs, start_ns=T0 * MS, slo=parse_slo("ttft=100ms,tpot=0.2"))
     assert m["requests"] == {
-        "sent": 3, "completed": 2, "failed": 1, "errors": {"http_5xx": 1},
+        "scheduled": 3, "sent": 3, "completed": 2, "failed": 1, "cancelled": 0, "errors": {"http_5xx": 1},
         "error_examples": {"http_5xx": "HTTP 503"}, "warmup_excluded": 1, "interrupted": False,
     }
     assert m["duration_s"] == pytest.approx(0.400)  # start -> last end of a measured request
@@ -97,3 +97,16 @@ def test_tokenizer_recount_flags_usage_mismatch_after_the_run():
     assert good.token_count_flag is None and good.tokenizer_tokens == 4
     assert "tokenizer!=usage" in bad.token_count_flag and bad.tokenizer_tokens == 30
     assert check_token_counts([good], None) is None
+
+
+def test_cancelled_requests_are_scheduled_but_neither_failed_nor_sent_when_stopped_before_sending():
+    recs = [
+        rec(0, 0, 1, [50, 60, 70], out=3),
+        RequestRecord(id=1, scheduled_ns=(T0 + 100) * MS, sent_ns=(T0 + 100) * MS, error_kind="cancelled",
+                      error="stopped by Ctrl-C while in flight"),
+        RequestRecord(id=2, scheduled_ns=(T0 + 900) * MS, error_kind="cancelled",
+                      error="stopped by Ctrl-C before it was sent"),
+    ]
+    req = compute_metrics(recs, start_ns=T0 * MS, interrupted=True)["requests"]
+    assert (req["scheduled"], req["sent"], req["completed"], req["failed"], req["cancelled"]) == (3, 2, 1, 0, 2)
+    assert req["errors"] == {} and req["completed"] + req["failed"] + req["cancelled"] == req["scheduled"]

@@ -120,6 +120,9 @@ def bench(
         print_summary(res.result, console, title=f"{cfg.backend} {cfg.model} ({cfg.scenario})")
         console.print(f"[dim]wrote {res.paths['result']}, {res.paths['requests']}, {res.paths['run']}[/]")
     req = res.result["requests"]
+    if req["interrupted"]:
+        err_console.print("interrupted: wrote the partial result")
+        raise typer.Exit(130)
     if res.all_failed:
         ex = next(iter(req["error_examples"].values()), "")
         if "ignore_eos" in ex:
@@ -127,9 +130,6 @@ def bench(
         elif "stream_options" in ex:
             ex += " (this server rejects stream_options: add --no-usage)"
         raise UserError(f"all {req['sent']} requests failed ({', '.join(f'{k}: {v}' for k, v in req['errors'].items())}); first error: {ex}")
-    if req["interrupted"]:
-        err_console.print("interrupted: wrote the partial result")
-        raise typer.Exit(130)
 
 
 @app.command("serve")

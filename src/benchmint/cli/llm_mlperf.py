@@ -15,6 +15,7 @@ from rich.table import Table
 from benchmint.cli.common import console, err_console
 from benchmint.core.errors import UserError
 from benchmint.core.jsonio import write_json
+from benchmint.core.redact import register_secret
 from benchmint.core.signals import sigint_deferred
 from benchmint.llm.backends.spec import build_backend_spec
 from benchmint.llm.console import fmt, print_result
@@ -167,6 +168,7 @@ def mlperf(
 
     if mode not in ("performance", "accuracy", "submission"):
         raise UserError(f"--mode {mode!r}: use performance, accuracy or submission")
+    register_secret(api_key)  # recorded files never hold it (core/redact.py)
     ttft, tpot = _limits(slo)
     spec = build_backend_spec(backend, url, model, api, device, max_batch_size, sim, api_key, tokenizer,
                               include_usage)

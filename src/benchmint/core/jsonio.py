@@ -1,4 +1,6 @@
-"""JSON read/write with orjson; atomic writes so a result survives an interrupted run."""
+"""JSON read/write with orjson; atomic writes so a result survives an interrupted run.
+
+:func:`write_json` records: what it writes has its credentials redacted (:mod:`benchmint.core.redact`)."""
 
 from __future__ import annotations
 
@@ -56,7 +58,12 @@ def _umask() -> int:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return atomic_write_bytes(path, dumps(obj) + b"\n")
+    """Write ``obj`` as indented JSON, atomically, with every credential in it replaced by ``***``."""
+    from benchmint.core.redact import redact
+
+    # plain JSON values first (to_dict, paths, numpy), so that objects are redacted too
+    data = orjson.loads(orjson.dumps(obj, default=_default, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS))
+    return atomic_write_bytes(path, dumps(redact(data)) + b"\n")
 
 
 def read_json(path: str | os.PathLike) -> Any:

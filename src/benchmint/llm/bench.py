@@ -20,6 +20,7 @@ from typing import Any
 
 from benchmint.core.clock import ClockAnchor, now_ns
 from benchmint.core.errors import UserError
+from benchmint.core.redact import register_secret
 from benchmint.llm import traffic
 from benchmint.llm.metrics import compute_metrics, parse_slo
 from benchmint.llm.schedule import Schedule
@@ -106,6 +107,12 @@ class Counters:
         self.done = self.failed = self.in_flight = self.sent = 0
         self.planned = planned
 
+    def count(self, rec: RequestRecord) -> None:
+        if rec.error_kind is None:
+            self.done += 1
+        else:
+            self.failed += 1
+
 
 # ---------------------------------------------------------------- setup
 def load_tokenizer(name: str | None) -> Any:
@@ -190,20 +197,21 @@ async def _run_open_loop(
     async def one(req: GenRequest, target: int) -> None:
         c.in_flight += 1
         try:
-            rec = await gen(req)
+            rec = await _generate(gen, req)
+        except asyncio.CancelledError:
+            append(_cancelled(req, target, sent=True))
+            raise
         finally:
             c.in_flight -= 1
         rec.scheduled_ns = target
         append(rec)
-        if rec.error_kind is None:
-            c.done += 1
-        else:
-            c.failed += 1
+        c.count(rec)
 
     start = now_ns() + 5_000_000  # 5 ms of lead so that the first sends are not late by construction
     create = loop.create_task
     discard = tasks.discard
     stop_waiter = asyncio.ensure_future(stop.wait())
+    dispatched = 0
     for req, off in zip(reqs, offs, strict=True):
         target = start + off
         delay = target - now_ns()
@@ -218,10 +226,14 @@ async def _run_open_loop(
         if stop.is_set():
             break
         c.sent += 1
+        dispatched += 1
         t = create(one(req, target))
         tasks.add(t)
         t.add_done_callback(discard)
     stop_waiter.cancel()
+    # requests the interrupt stopped before they were sent are in the records too, as cancelled
+    for req, off in zip(reqs[dispatched:], offs[dispatched:], strict=True):
+        append(_cancelled(req, start + off, sent=False))
     await _finish(tasks, stop)
     return start
 
@@ -234,28 +246,59 @@ async def _run_closed_loop(
     deadline = start + int(sched.duration_s * 1e9) if sched.duration_s else None
     it = iter(range(sched.count))
 
+    gen = backend.generate
+
     async def worker() -> None:
         for i in it:
-            if stop.is_set() or (deadline is not None and now_ns() >= deadline):
+            if stop.is_set():
+                if deadline is None and i < len(reqs):  # a count-bound run: this one was scheduled
+                    records.append(_cancelled(reqs[i], 0, sent=False))
+                return
+            if deadline is not None and now_ns() >= deadline:
                 return
             req = reqs[i] if i < len(reqs) else dataclasses.replace(tpl[i % len(tpl)], id=i)
             c.sent += 1
             c.in_flight += 1
             sched_ns = now_ns()
             try:
-                rec = await backend.generate(req)
+                rec = await _generate(gen, req)
+            except asyncio.CancelledError:
+                records.append(_cancelled(req, sched_ns, sent=True))
+                raise
             finally:
                 c.in_flight -= 1
             rec.scheduled_ns = sched_ns
             records.append(rec)
-            if rec.error_kind is None:
-                c.done += 1
-            else:
-                c.failed += 1
+            c.count(rec)
 
     tasks = {asyncio.ensure_future(worker()) for _ in range(sched.concurrency)}
     await _finish(tasks, stop)
+    if stop.is_set() and deadline is None:  # a count-bound run: the requests no worker reached were cancelled
+        records.extend(_cancelled(reqs[i], 0, sent=False) for i in it if i < len(reqs))
     return start
+
+
+async def _generate(gen: Any, req: GenRequest) -> RequestRecord:
+    """One request through the backend, always as a record: an exception a backend lets out gives a failed
+    record, so that no answer can take a request out of the records or stop a worker."""
+    sent = now_ns()
+    try:
+        return await gen(req)
+    except Exception as e:  # a third-party backend's bug must not lose the request, nor the run
+        rec = RequestRecord(id=req.id, input_tokens=req.input_tokens, sent_ns=sent, end_ns=now_ns())
+        rec.error_kind, rec.error = "other", f"the backend failed: {type(e).__name__}: {e}"
+        return rec
+
+
+def _cancelled(req: GenRequest, scheduled_ns: int, *, sent: bool) -> RequestRecord:
+    """The record of a request that Ctrl-C stopped: in flight (``sent``; its send time is the scheduled one,
+    the backend's own record is lost with the cancelled task) or before it was sent. No end time: a cancelled
+    request does not stretch the run's duration."""
+    rec = RequestRecord(id=req.id, input_tokens=req.input_tokens, scheduled_ns=scheduled_ns)
+    rec.sent_ns = scheduled_ns if sent else 0
+    rec.error_kind = "cancelled"
+    rec.error = "stopped by Ctrl-C while in flight" if sent else "stopped by Ctrl-C before it was sent"
+    return rec
 
 
 async def _finish(tasks: set[asyncio.Task], stop: asyncio.Event) -> None:
@@ -335,7 +378,9 @@ async def drive(
 
         async def w(req: GenRequest) -> None:
             async with sem:
-                rec = await backend.generate(req)
+                if stop.is_set():  # Ctrl-C during the warm-up: the measured requests are all cancelled
+                    return
+                rec = await _generate(backend.generate, req)
             rec.warmup = True
             rec.scheduled_ns = rec.sent_ns
             records.append(rec)
@@ -377,6 +422,7 @@ async def run_async(cfg: BenchConfig, stop: asyncio.Event | None = None) -> Benc
     """Everything up to the metrics, in the running event loop."""
     from benchmint.llm.backends.http import normalize_base_url
 
+    register_secret(cfg.api_key)  # recorded files never hold it (core/redact.py); the backend still sends it
     slo = parse_slo(cfg.slo)
     if cfg.anchor not in ("scheduled", "sent"):
         raise UserError("--anchor must be 'scheduled' or 'sent'")

@@ -130,7 +130,8 @@ def compute_metrics(
     out_total = int(sum(r.output_tokens or 0 for r in ok))
     in_known = [r.input_tokens for r in ok if r.input_tokens is not None]
     in_total = int(sum(in_known))
-    errors = Counter(r.error_kind for r in recs if not r.ok)
+    cancelled = [r for r in recs if r.error_kind == "cancelled"]  # stopped by Ctrl-C: not a failure of the server
+    errors = Counter(r.error_kind for r in recs if not r.ok and r.error_kind != "cancelled")
     examples: dict[str, str] = {}
     for r in recs:
         if r.error_kind and r.error_kind not in examples:
@@ -141,9 +142,11 @@ def compute_metrics(
     d = duration_s if duration_s > 0 else float("nan")
     res: dict[str, Any] = {
         "requests": {
-            "sent": len(recs),
+            "scheduled": len(recs),  # completed + failed + cancelled
+            "sent": sum(1 for r in recs if r.sent_ns),
             "completed": len(ok),
-            "failed": len(recs) - len(ok),
+            "failed": len(recs) - len(ok) - len(cancelled),
+            "cancelled": len(cancelled),
             "errors": dict(errors),
             "error_examples": examples,
             "warmup_excluded": len(records) - len(recs),
@@ -155,7 +158,8 @@ def compute_metrics(
         "e2e_s": stats([m["e2e_s"] for m in per if m["e2e_s"] is not None]),
         "ttft_from_send_s": stats([m["ttft_from_send_s"] for m in per if m["ttft_from_send_s"] is not None]),
         "e2e_from_send_s": stats([m["e2e_from_send_s"] for m in per if m["e2e_from_send_s"] is not None]),
-        "send_lag_s": stats([(r.sent_ns - r.scheduled_ns) / 1e9 for r in recs if r.scheduled_ns and r.sent_ns]),
+        "send_lag_s": stats([(r.sent_ns - r.scheduled_ns) / 1e9 for r in recs
+                             if r.scheduled_ns and r.sent_ns and r.error_kind != "cancelled"]),
         "throughput": {
             "requests_per_s": len(ok) / d if ok else 0.0,
             "output_tokens_per_s": out_total / d if ok else 0.0,

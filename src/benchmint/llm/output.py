@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmint.core.jsonio import write_json
+from benchmint.core.redact import known_secrets, redact_text
 from benchmint.llm.metrics import record_metrics
 
 
@@ -55,13 +56,15 @@ def requests_table(res: BenchResult) -> Any:
     def rel(ns: int | None) -> float | None:
         return None if not ns else (ns - t0) / 1e9
 
+    secrets = known_secrets()  # error texts and answers may quote a credential: requests.parquet is shared
+
     for r in sorted(res.records, key=lambda r: (not r.warmup, r.scheduled_ns or r.sent_ns)):
         m = record_metrics(r, anchor)
         cols["id"].append(r.id)
         cols["warmup"].append(r.warmup)
         cols["ok"].append(r.ok)
         cols["error_kind"].append(r.error_kind)
-        cols["error"].append(r.error)
+        cols["error"].append(redact_text(r.error, secrets) if r.error else r.error)
         cols["scheduled_s"].append(rel(r.scheduled_ns))
         cols["sent_s"].append(rel(r.sent_ns))
         cols["first_token_s"].append(rel(r.first_token_ns))
@@ -76,7 +79,7 @@ def requests_table(res: BenchResult) -> Any:
         cols["token_count_flag"].append(r.token_count_flag)
         cols["tokenizer_tokens"].append(r.tokenizer_tokens)
         cols["sent_wall_s"].append(res.anchor.to_wall_s(r.sent_ns) if r.sent_ns else None)
-        cols["text"].append(r.text)
+        cols["text"].append(redact_text(r.text, secrets) if secrets and r.text else r.text)
         cols["session_id"].append(r.session_id)
         cols["turn"].append(r.turn)
     schema = pa.schema([
@@ -94,7 +97,7 @@ def requests_table(res: BenchResult) -> Any:
 
 def run_status(result: dict[str, Any]) -> str:
     req = result["requests"]
-    if req["completed"] == 0:
+    if req["completed"] == 0 and not req["interrupted"]:  # Ctrl-C before any answer is a partial run too
         return "failed"
     if req["failed"] or req["interrupted"]:
         return "partial"
@@ -147,9 +150,13 @@ def write_outputs(res: BenchResult, cfg: BenchConfig, results_dir: str | Path | 
     out = Path(cfg.out) if cfg.out else Path("benchmint-runs") / f"llm-{run_id}"
     out.mkdir(parents=True, exist_ok=True)
     pq_path = out / "requests.parquet"
-    pq.write_table(requests_table(res), pq_path)
+    try:
+        pq.write_table(requests_table(res), pq_path)
+        res.result["artifacts"] = {"requests": str(pq_path.resolve())}
+    except (ValueError, OverflowError, TypeError) as e:  # pyarrow's errors subclass these
+        # a value the table cannot hold (from a third-party backend) must not cost the run's other outputs
+        res.result["artifacts"] = {"requests_error": f"requests.parquet not written: {type(e).__name__}: {e}"}
     json_path = Path(cfg.json_path) if cfg.json_path else out / "result.json"
-    res.result["artifacts"] = {"requests": str(pq_path.resolve())}
     write_json(json_path, res.result)
     if cfg.json_path:
         write_json(out / "result.json", res.result)
@@ -198,8 +205,9 @@ def print_summary(result: dict[str, Any], console: Console, title: str | None = 
     sched = result.get("schedule", {})
     console.print(summary_table(result, title))
     errs = ", ".join(f"{k}: {v}" for k, v in sorted(req["errors"].items())) or "none"
+    cancelled = f", {req['cancelled']} cancelled" if req.get("cancelled") else ""
     console.print(
-        f"requests: {req['completed']} completed, {req['failed']} failed ({errs})"
+        f"requests: {req['completed']} completed, {req['failed']} failed ({errs}){cancelled}"
         + (" [yellow](interrupted: partial result)[/]" if req.get("interrupted") else "")
     )
     console.print(

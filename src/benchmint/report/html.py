@@ -344,5 +344,11 @@ def render(records: list[RunRecord], title: str = "benchmint report",
 
 def write_report(records: list[RunRecord], out: str | Path, title: str = "benchmint report",
                  base_dirs: list[Path] | None = None) -> Path:
-    """Write the report atomically; returns its path."""
-    return atomic_write_bytes(Path(out), render(records, title, base_dirs).encode("utf-8"))
+    """Write the report atomically; returns its path. Credentials are taken out of the records and the page
+    (a store written before redaction existed may hold them)."""
+    from benchmint.core.redact import known_secrets, redact, redact_text
+    from benchmint.results.record import RunRecord
+
+    secrets = known_secrets()
+    records = [RunRecord.from_dict(redact(r.to_dict(), secrets)) for r in records]
+    return atomic_write_bytes(Path(out), redact_text(render(records, title, base_dirs), secrets).encode("utf-8"))

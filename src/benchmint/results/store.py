@@ -149,7 +149,10 @@ class ResultsStore:
         return self._write_part(self.parts_dir / name, dicts)
 
     def _write_part(self, target: Path, dicts: list[dict[str, Any]]) -> Path:
-        table = pa.Table.from_pylist([_part_row(d) for d in dicts], schema=PART_SCHEMA)
+        from benchmint.core.redact import known_secrets, redact
+
+        secrets = known_secrets()  # a shared store holds no credential (core/redact.py)
+        table = pa.Table.from_pylist([_part_row(redact(json_ready(d), secrets)) for d in dicts], schema=PART_SCHEMA)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.tmp"
         try:

@@ -15,7 +15,11 @@ lines, stamps each with the monotonic clock and parses it with orjson. Server qu
 Output tokens come from ``usage`` when the server gives it; otherwise from the tokenizer (``tokenizer=``)
 counting the returned text, else the number of content chunks; ``output_tokens_source`` says which. When the
 server's usage is known, more content chunks than usage tokens is flagged (``token_count_flag``): a chunk
-holds at least one token, so that means a broken usage figure or chunking.
+holds at least one token, so that means a broken usage figure or chunking. A usage figure that is not a
+token count (2**64-1, ``"many"``, ``"usage": "lots"``) is ignored and flagged; the answer is kept.
+
+What a server sends never escapes a request: a malformed answer is a ``malformed`` failure whose message says
+what the answer lacked (``response has no choices``, ``stream event is null, not a JSON object``).
 """
 
 from __future__ import annotations
@@ -129,7 +133,7 @@ class HttpBackend:
         rec = RequestRecord(id=req.id, input_tokens=req.input_tokens)
         data = self.body(req)
         session = self._session()
-        usage: dict | None = None
+        usage: Any = None
         rec.sent_ns = now_ns()
         try:
             async with session.post(self.endpoint, data=data) as resp:
@@ -157,12 +161,14 @@ class HttpBackend:
             rec.error_kind, rec.error = "reset", f"connection closed by the server: {type(e).__name__}: {e}"
         except aiohttp.ClientOSError as e:
             rec.error_kind, rec.error = "reset", f"{type(e).__name__}: {e}"
-        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError) as e:
-            rec.error_kind, rec.error = "malformed", f"unreadable response: {type(e).__name__}: {e}"
+        except orjson.JSONDecodeError as e:
+            rec.error_kind, rec.error = "malformed", f"response is not JSON ({e})"
         except _StreamError as e:
             rec.error_kind, rec.error = e.kind, str(e)
         except aiohttp.ClientError as e:
             rec.error_kind, rec.error = "other", f"{type(e).__name__}: {e}"
+        except Exception as e:  # a server answer must never escape the request's error handling
+            rec.error_kind, rec.error = "malformed", f"response could not be read ({type(e).__name__})"
         if rec.error_kind is not None:
             if rec.end_ns is None:
                 rec.end_ns = now_ns()
@@ -170,7 +176,7 @@ class HttpBackend:
         self._count_tokens(rec, usage)
         return rec
 
-    async def _read_stream(self, resp: Any, rec: RequestRecord, hook: FirstTokenHook | None) -> dict | None:
+    async def _read_stream(self, resp: Any, rec: RequestRecord, hook: FirstTokenHook | None) -> Any:
         chat = self.api == "chat"
         chunk_ns = rec.chunk_ns
         texts: list[str] = []
@@ -178,6 +184,7 @@ class HttpBackend:
         buf = b""
         done = False
         saw_data = False
+        saw_choices = False
         content = resp.content
         while not done:
             piece = await content.readany()
@@ -200,6 +207,8 @@ class HttpBackend:
                     break
                 saw_data = True
                 obj = _loads(payload)
+                if not isinstance(obj, dict):
+                    raise _StreamError("malformed", f"stream event is {_json_kind(obj)}, not a JSON object")
                 err = obj.get("error")
                 if err:
                     raise _StreamError("stream_error", "server error in stream: " + _short(err))
@@ -207,14 +216,11 @@ class HttpBackend:
                 if u:
                     usage = u
                 choices = obj.get("choices")
+                if choices is not None:
+                    saw_choices = True
                 if not choices:
                     continue
-                c = choices[0]
-                if chat:
-                    d = c.get("delta") or {}
-                    s = d.get("content") or d.get("reasoning_content") or d.get("reasoning")
-                else:
-                    s = c.get("text")
+                s = _choice_text(choices, chat, "delta")
                 if s:
                     if not chunk_ns:
                         rec.first_token_ns = t
@@ -228,17 +234,22 @@ class HttpBackend:
         if not done and not chunk_ns:
             what = "no data events" if not saw_data else "no content and no [DONE]"
             raise _StreamError("malformed", f"stream ended with {what}")
+        if not chunk_ns and not saw_choices:
+            raise _StreamError("malformed", "stream has no choices" if saw_data else "stream has no data events")
         rec.chunk_count = len(chunk_ns)
         rec.text = "".join(texts)
         return usage
 
-    def _parse_full(self, raw: bytes, rec: RequestRecord, hook: FirstTokenHook | None) -> dict | None:
+    def _parse_full(self, raw: bytes, rec: RequestRecord, hook: FirstTokenHook | None) -> Any:
         obj = _loads(raw)
+        if not isinstance(obj, dict):
+            raise _StreamError("malformed", f"response is {_json_kind(obj)}, not a JSON object")
         if obj.get("error"):
             raise _StreamError("stream_error", "server error: " + _short(obj["error"]))
-        c = obj["choices"][0]
-        text = (c.get("message") or {}).get("content") if self.api == "chat" else c.get("text")
-        rec.text = text or ""
+        choices = obj.get("choices")
+        if not choices:
+            raise _StreamError("malformed", "response has no choices")
+        rec.text = _choice_text(choices, self.api == "chat", "message")
         # without streaming the first token is only seen with the whole answer
         rec.first_token_ns = rec.end_ns
         rec.chunk_ns.append(rec.end_ns or now_ns())
@@ -247,21 +258,34 @@ class HttpBackend:
             hook(rec)
         return obj.get("usage")
 
-    def _count_tokens(self, rec: RequestRecord, usage: dict | None) -> None:
-        if usage:
+    def _count_tokens(self, rec: RequestRecord, usage: Any) -> None:
+        bad: list[str] = []
+        if usage is not None and not isinstance(usage, dict):
+            bad.append(f"usage is {_show(usage)}, not an object")
+        elif usage:
             out = usage.get("completion_tokens")
             if out is not None:
-                rec.output_tokens, rec.output_tokens_source = int(out), "usage"
+                n = _token_count(out)
+                if n is None:
+                    bad.append(f"usage.completion_tokens is {_show(out)}, not a token count")
+                else:
+                    rec.output_tokens, rec.output_tokens_source = n, "usage"
             pin = usage.get("prompt_tokens")
             if pin is not None:
-                rec.input_tokens = int(pin)
+                n = _token_count(pin)
+                if n is None:
+                    bad.append(f"usage.prompt_tokens is {_show(pin)}, not a token count")
+                else:
+                    rec.input_tokens = n
+        if bad:  # the answer itself arrived: keep it, count its tokens another way and say why
+            rec.token_count_flag = "usage ignored: " + "; ".join(bad)
         if rec.output_tokens is None:
             if self.tokenizer is not None:
                 rec.output_tokens = len(self.tokenizer(rec.text, add_special_tokens=False)["input_ids"])
                 rec.output_tokens_source = "tokenizer"
             else:
                 rec.output_tokens, rec.output_tokens_source = rec.chunk_count, "chunks"
-        elif self.stream and rec.chunk_count > rec.output_tokens:
+        elif self.stream and rec.chunk_count > rec.output_tokens and rec.token_count_flag is None:
             rec.token_count_flag = (
                 f"chunks>usage ({rec.chunk_count} content chunks, usage says {rec.output_tokens})"
             )
@@ -271,6 +295,55 @@ class _StreamError(Exception):
     def __init__(self, kind: str, msg: str):
         super().__init__(msg)
         self.kind = kind
+
+
+MAX_TOKEN_COUNT = 2**31 - 1  # larger than any context; a larger "count" is a broken server, not a measurement
+
+
+def _token_count(v: Any) -> int | None:
+    """A usage figure as a token count: an integer (or integral float) in [0, MAX_TOKEN_COUNT], else None."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if isinstance(v, int) and 0 <= v <= MAX_TOKEN_COUNT:
+        return v
+    return None
+
+
+def _json_kind(v: Any) -> str:
+    kinds = {type(None): "null", list: "a list", dict: "an object", str: "a string", bool: "a boolean"}
+    return kinds.get(type(v), "a number")
+
+
+def _show(v: Any) -> str:
+    """A JSON value, short, for an error text (``"many"``, ``18446744073709551615``, ``[...]``)."""
+    return _short(repr(v) if not isinstance(v, str) else '"' + v + '"', 40)
+
+
+def _choice_text(choices: Any, chat: bool, field: str) -> str:
+    """The text of the first choice (``field``: ``delta`` when streamed, ``message`` when not); a choice that
+    is not shaped like OpenAI's raises a ``malformed`` error saying what it lacked."""
+    if not isinstance(choices, list):
+        raise _StreamError("malformed", f"choices is {_json_kind(choices)}, not a list")
+    c = choices[0]
+    if not isinstance(c, dict):
+        raise _StreamError("malformed", f"choice is {_json_kind(c)}, not an object")
+    if chat:
+        d = c.get(field)
+        if d is None:
+            return ""
+        if not isinstance(d, dict):
+            raise _StreamError("malformed", f"choice's {field} is {_json_kind(d)}, not an object")
+        s = d.get("content") or d.get("reasoning_content") or d.get("reasoning")
+    else:
+        s = c.get("text")
+    if s is None:
+        return ""
+    if not isinstance(s, str):
+        where = f"{field}.content" if chat else "text"
+        raise _StreamError("malformed", f"choice's {where} is {_json_kind(s)}, not text")
+    return s
 
 
 def _short(x: Any, n: int = 200) -> str:

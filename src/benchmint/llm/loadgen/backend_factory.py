@@ -8,6 +8,7 @@ calls a user's own factory, for backends benchmint does not ship.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 from benchmint.core.errors import UserError
@@ -29,6 +30,10 @@ def make_backend(spec: dict[str, Any]) -> Backend:
 
         return SimulatedBackend(**options)
     from benchmint.llm.backends import create_backend  # the LLM layer's registry
+
+    key = os.environ.get("BENCHMINT_BACKEND_API_KEY")  # set by the runner: spec.json holds no secret
+    if key and not options.get("api_key") and kind in ("openai-http", "http", "openai"):
+        options["api_key"] = key
 
     if isinstance(options.get("tokenizer"), str):  # a name crosses the process boundary, not an object
         from benchmint.llm.bench import load_tokenizer

@@ -95,6 +95,29 @@ def read_records(path: Path) -> tuple[list[RequestRecord], list[int]]:
     return recs, idx
 
 
+API_KEY_ENV = "BENCHMINT_BACKEND_API_KEY"  # how a LoadGen worker gets the backend's API key
+
+
+def _without_api_key(backend: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    opts = dict(backend.get("options") or {})
+    key = opts.pop("api_key", None)
+    return ({**backend, "options": opts} if key else backend), key
+
+
+def _redact_log(path: Path) -> None:
+    """The worker's log is a recorded file too: take out any credential it printed (a URL's user:password)."""
+    from benchmint.core.jsonio import atomic_write_bytes
+    from benchmint.core.redact import redact_text
+
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return
+    clean = redact_text(text)
+    if clean != text:
+        atomic_write_bytes(path, clean.encode())
+
+
 def run_test(
     out_dir: str | Path,
     samples_path: str | Path,
@@ -110,6 +133,10 @@ def run_test(
     """Run one LoadGen test in a subprocess; raise :class:`UserError` with the log's tail if it fails."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    backend, key = _without_api_key(backend)
+    if key:  # the worker reads it from its environment: spec.json is a recorded file, and holds no secret
+        env[API_KEY_ENV] = key
     spec = {
         "out_dir": str(out.resolve()),
         "samples_path": str(Path(samples_path).resolve()),
@@ -122,7 +149,6 @@ def run_test(
         "warmup": warmup,
     }
     spec_path = write_json(out / "spec.json", spec)
-    env = dict(os.environ)
     src_root = str(Path(__file__).resolve().parents[3])  # src/ of this checkout, in case it is not installed
     env["PYTHONPATH"] = src_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     log_path = out / "worker.log"
@@ -147,6 +173,7 @@ def run_test(
             # disk already (records.jsonl is written as they complete)
             if proc is not None:
                 _stop(proc)
+            _redact_log(log_path)
             if not (out / "worker.json").is_file():  # stopped before the test began: nothing was measured
                 raise
             records, idx = read_records(out / "records.jsonl")
@@ -154,6 +181,7 @@ def run_test(
             raise TestInterrupted(TestOutcome(out_dir=out, loadgen={}, records=records, qsl_index=idx,
                                               worker=worker)) from None
     assert proc is not None
+    _redact_log(log_path)
     if proc.returncode != 0:
         tail = log_path.read_text(errors="replace").strip().splitlines()[-6:]
         last = next((ln for ln in reversed(tail) if ln.strip()), "no output")

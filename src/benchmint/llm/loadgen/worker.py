@@ -17,6 +17,7 @@ import orjson
 
 from benchmint.core.clock import ClockAnchor, now_ns
 from benchmint.core.jsonio import read_json, write_json
+from benchmint.core.redact import known_secrets, redact_text
 from benchmint.llm.loadgen.backend_factory import make_backend
 from benchmint.llm.loadgen.settings import RunSettings, build_test_settings
 from benchmint.llm.loadgen.sut import AsyncSUT, LoopThread, Sample
@@ -60,9 +61,13 @@ def run_spec(spec: dict) -> dict:
     # each completed query is on disk at once: a test stopped early (Ctrl-C) still leaves its requests
     records_file = open(out / "records.jsonl", "wb")  # noqa: SIM115 - closed below, after the test
 
+    secrets = known_secrets()
+
     def sink(index: int, rec: RequestRecord) -> None:
         d = dataclasses.asdict(rec)
         d["qsl_index"] = index
+        if d["error"]:  # records.jsonl is recorded: an error text may quote a URL's user:password
+            d["error"] = redact_text(d["error"], secrets)
         records_file.write(orjson.dumps(d) + b"\n")
         records_file.flush()
 
