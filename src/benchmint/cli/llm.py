@@ -65,6 +65,10 @@ def bench(
     include_usage: bool = typer.Option(
         True, "--usage/--no-usage", help="Ask for usage in the stream (stream_options.include_usage)."
     ),
+    adapt: bool = typer.Option(
+        True, "--adapt/--no-adapt", help="Drop extensions the server rejects (ignore_eos, stream_options, "
+        "min_tokens), resend that request once, and record what it means in the result."
+    ),
     max_batch_size: int = typer.Option(16, "--max-batch-size", help="In-process engine batch size."),
     device: str = typer.Option("cpu", "--device", help="In-process engine device (cpu, cuda)."),
     out: Path = typer.Option(None, "--out", help="Output folder (result.json, requests.parquet, run.json)."),
@@ -90,7 +94,7 @@ def bench(
         prompt_column=prompt_column, input_column=input_column, reference_column=reference_column,
         system_prompt=system_prompt, chat_template=chat_template, tokenizer=tokenizer, seed=seed, slo=slo,
         anchor=anchor, timeout_s=timeout, api_key=api_key, ignore_eos=ignore_eos, include_usage=include_usage,
-        max_batch_size=max_batch_size, device=device, out=str(out) if out else None,
+        adapt_request=adapt, max_batch_size=max_batch_size, device=device, out=str(out) if out else None,
         json_path=str(json_path) if json_path else None, progress=progress,
     )
     res = run_bench(cfg, results_dir=results)

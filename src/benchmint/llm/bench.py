@@ -61,6 +61,7 @@ class BenchConfig:
     api_key: str | None = None
     ignore_eos: bool = True
     include_usage: bool = True
+    adapt_request: bool = True  # drop extensions the server rejects (llm/backends/adapt.py)
     max_batch_size: int = 16
     device: str = "cpu"
     out: str | None = None
@@ -398,6 +399,7 @@ def _make_backend(cfg: BenchConfig, tokenizer: Any) -> Backend:
     return create_backend(
         cfg.backend, url=cfg.url, model=cfg.model, api=cfg.api, stream=cfg.stream, timeout_s=cfg.timeout_s,
         api_key=cfg.api_key, tokenizer=tokenizer, include_usage=cfg.include_usage, extra_body=cfg.extra_body,
+        adapt=cfg.adapt_request,
     )
 
 
@@ -491,6 +493,9 @@ async def _run_with(
             "client": "benchmint asyncio + aiohttp, one process" if http else "in-process engine",
         },
     }
+    adapter = getattr(backend, "adapter", None)
+    if adapter is not None:
+        result["request_adaptation"] = adapter.describe()
     return BenchResult(result=result, records=records, start_ns=start, anchor=clock)
 
 

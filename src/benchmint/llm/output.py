@@ -203,3 +203,7 @@ def print_summary(result: dict[str, Any], console: Console, title: str | None = 
     if tc.get("flagged"):
         line += f" [yellow]{tc['flagged']} requests flagged: {tc['flag_examples'][0]}[/]"
     console.print(line)
+    from benchmint.llm.backends.adapt import adaptation_lines
+
+    for a in adaptation_lines(result.get("request_adaptation")):
+        console.print(f"[yellow]{a}[/]", highlight=False)

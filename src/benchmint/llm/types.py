@@ -41,6 +41,7 @@ class RequestRecord:
     warmup: bool = False
     token_count_flag: str | None = None  # set when chunk count, server usage and tokenizer disagree
     tokenizer_tokens: int | None = None  # output text re-counted with the tokenizer after the run, when checked
+    http_status: int | None = None  # the status of an HTTP error answer
 
     @property
     def ok(self) -> bool:
