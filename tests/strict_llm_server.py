@@ -4,7 +4,8 @@
   (transformers serve's own answer), so a client that sends ``ignore_eos`` or ``stream_options`` is refused.
 - Streams end with a chunk carrying ``finish_reason`` and usage and no ``[DONE]``; every ``empty_every``-th
   answer has no content at all (the model's first token was end-of-sequence): a finish chunk with 0 tokens.
-- ``GET /metrics`` answers ``metrics_text`` (Prometheus text) when given, else 404.
+- ``GET /metrics`` answers ``metrics_text`` (a text, or a function of the number of requests answered so far)
+  when given, else 404.
 
 In tests: ``with StrictLLMServer() as s: ... s.url ... s.received ... s.rejected``.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -22,7 +24,7 @@ ACCEPTED = frozenset({"model", "prompt", "messages", "max_tokens", "stream", "te
 
 
 class StrictLLMServer:
-    def __init__(self, accepted: frozenset[str] = ACCEPTED, empty_every: int = 3, metrics_text: str | None = None,
+    def __init__(self, accepted: frozenset[str] = ACCEPTED, empty_every: int = 3, metrics_text: Any = None,
                  tokens: int = 3):
         self.accepted = accepted
         self.empty_every = empty_every
@@ -55,7 +57,8 @@ class StrictLLMServer:
         self.scrapes += 1
         if self.metrics_text is None:
             return web.Response(status=404, text="Not Found")
-        return web.Response(text=self.metrics_text, content_type="text/plain")
+        text = self.metrics_text(self.received) if callable(self.metrics_text) else self.metrics_text
+        return web.Response(text=text, content_type="text/plain")
 
     async def complete(self, request: web.Request) -> web.StreamResponse:
         req = orjson.loads(await request.read())

@@ -62,6 +62,8 @@ class BenchConfig:
     ignore_eos: bool = True
     include_usage: bool = True
     adapt_request: bool = True  # drop extensions the server rejects (llm/backends/adapt.py)
+    server_metrics: bool = True  # scrape the server's /metrics during an HTTP run (llm/server_metrics.py)
+    server_metrics_interval_s: float = 1.0
     max_batch_size: int = 16
     device: str = "cpu"
     out: str | None = None
@@ -78,6 +80,7 @@ class BenchResult:
     anchor: ClockAnchor
     paths: dict[str, Path] = field(default_factory=dict)
     run_record: Any = None
+    server_metrics_series: dict[str, Any] | None = None  # written as server_metrics.json
 
     @property
     def all_failed(self) -> bool:
@@ -462,9 +465,14 @@ async def _run_with(
     measured, warm = make_requests(wl, sched, cfg.warmup)
     clock = ClockAnchor.take()
     await backend.start()
-    records, start, interrupted = await drive(
-        backend, sched, measured, warm, wl.requests, progress=cfg.progress, stop=stop
-    )
+    scraper = _start_scraper(cfg) if http and cfg.server_metrics else None
+    try:
+        records, start, interrupted = await drive(
+            backend, sched, measured, warm, wl.requests, progress=cfg.progress, stop=stop
+        )
+    finally:
+        if scraper is not None:
+            scraper.stop()
     check = check_token_counts(records, tokenizer) if http else None
     metrics = compute_metrics(records, start, anchor=cfg.anchor, slo=slo, interrupted=interrupted)
     if check is not None:
@@ -496,7 +504,20 @@ async def _run_with(
     adapter = getattr(backend, "adapter", None)
     if adapter is not None:
         result["request_adaptation"] = adapter.describe()
-    return BenchResult(result=result, records=records, start_ns=start, anchor=clock)
+    series = None
+    if scraper is not None:
+        from benchmint.llm.server_metrics import summarize
+
+        result["server_metrics"], series = summarize(scraper, start)
+    return BenchResult(result=result, records=records, start_ns=start, anchor=clock, server_metrics_series=series)
+
+
+def _start_scraper(cfg: BenchConfig) -> Any:
+    from benchmint.llm.server_metrics import MetricsScraper, metrics_url
+
+    if cfg.server_metrics_interval_s <= 0:
+        raise UserError("--server-metrics-interval must be > 0 seconds")
+    return MetricsScraper(metrics_url(cfg.url), cfg.server_metrics_interval_s, api_key=cfg.api_key).start()
 
 
 def _warn(msg: str) -> None:

@@ -133,6 +133,9 @@ def write_outputs(res: BenchResult, cfg: BenchConfig, results_dir: str | Path | 
     except (ValueError, OverflowError, TypeError) as e:  # pyarrow's errors subclass these
         # a value the table cannot hold (from a third-party backend) must not cost the run's other outputs
         res.result["artifacts"] = {"requests_error": f"requests.parquet not written: {type(e).__name__}: {e}"}
+    if res.server_metrics_series is not None:  # the server's own /metrics over the run (llm/server_metrics.py)
+        write_json(out / "server_metrics.json", res.server_metrics_series)
+        res.result["artifacts"]["server_metrics"] = str((out / "server_metrics.json").resolve())
     json_path = Path(cfg.json_path) if cfg.json_path else out / "result.json"
     write_json(json_path, res.result)
     if cfg.json_path:
@@ -204,6 +207,9 @@ def print_summary(result: dict[str, Any], console: Console, title: str | None = 
         line += f" [yellow]{tc['flagged']} requests flagged: {tc['flag_examples'][0]}[/]"
     console.print(line)
     from benchmint.llm.backends.adapt import adaptation_lines
+    from benchmint.llm.server_metrics import metrics_lines
 
     for a in adaptation_lines(result.get("request_adaptation")):
         console.print(f"[yellow]{a}[/]", highlight=False)
+    for a in metrics_lines(result.get("server_metrics")):
+        console.print(a, highlight=False)
