@@ -62,6 +62,18 @@ def test_vllm_metrics_are_scraped_mapped_and_stored(cli, tmp_path):
     assert series["counters"]["generation_tokens"][-1] == 127
     assert r["artifacts"]["server_metrics"].endswith("server_metrics.json")
     assert "server metrics (" in out and "TTFT p50" in out
+    # the report draws the server's gauges over the run, from the run's server_metrics.json
+    from benchmint.report import build_report
+    from benchmint.report.server_figure import server_metrics_figure
+    from benchmint.results.record import RunRecord
+
+    rec = RunRecord.read(tmp_path / "run" / "run.json")
+    assert rec.artifacts["server_metrics"] == "server_metrics.json"
+    fig = server_metrics_figure(rec, [])
+    assert fig is not None and {tr.name for tr in fig.data} == {"running requests", "waiting requests",
+                                                                  "KV-cache usage (%)"}
+    html = build_report([rec], tmp_path / "report.html").read_text()
+    assert "Server metrics (its " in html and "KV-cache usage (%)" in html
 
 
 def test_a_server_without_histograms_names_what_is_absent(cli, tmp_path):

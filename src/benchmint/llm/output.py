@@ -141,9 +141,13 @@ def write_outputs(res: BenchResult, cfg: BenchConfig, results_dir: str | Path | 
     if cfg.json_path:
         write_json(out / "result.json", res.result)
     arts = {"requests": "requests.parquet", "result": "result.json"}
+    if res.server_metrics_series is not None:
+        arts["server_metrics"] = "server_metrics.json"
     rec = build_run_record(res, cfg, arts)
     rec.id = run_id
     rec.artifacts["requests_abs"] = str(pq_path.resolve())
+    if "server_metrics" in arts:
+        rec.artifacts["server_metrics_abs"] = str((out / "server_metrics.json").resolve())
     rec.write(out)
     paths = {"out": out, "result": json_path, "requests": pq_path, "run": out / "run.json"}
     try:

@@ -289,6 +289,13 @@ def render(records: list[RunRecord], title: str = "benchmint report",
     else:
         page.add("<p class='note'>No LLM runs in this report.</p>")
 
+    from benchmint.report.server_figure import server_metrics_figure
+
+    for r in llms:  # the server's own view of each run, where its /metrics was scraped
+        sfig = server_metrics_figure(r, base_dirs)
+        if sfig is not None:
+            page.plot(sfig)
+
     page.add("<h2 id='throughput'>Throughput vs load</h2>")
     tfig = figures.throughput_figure(llms)
     if tfig is not None:
