@@ -217,3 +217,8 @@ def print_summary(result: dict[str, Any], console: Console, title: str | None = 
         console.print(f"[yellow]{a}[/]", highlight=False)
     for a in metrics_lines(result.get("server_metrics")):
         console.print(a, highlight=False)
+    from benchmint.llm.calibrate import client_bound_line
+
+    cb = client_bound_line(result.get("client_bound"))
+    if cb:
+        console.print(cb, highlight=False)
