@@ -63,3 +63,11 @@ def test_bench_results_carry_the_verdict(cli, tmp_path, monkeypatch):
     assert cb["client_bound"] is True and cb["ceiling_rate_per_s"] == 20.0
     assert any("90% of this client's calibrated ceiling" in x for x in cb["reasons"])
     assert "client-bound: yes" in out
+    # the verdict is in the run record and the report's comparison table
+    from benchmint.report import build_report
+    from benchmint.results.record import RunRecord
+
+    rec = RunRecord.read(tmp_path / "run" / "run.json")
+    assert rec.metrics["client_bound"]["client_bound"] is True
+    html = build_report([rec], tmp_path / "report.html").read_text()
+    assert "client-bound (llm calibrate)" in html and "calibrated ceiling" in html

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 METRIC_BLOCKS = (
     "requests", "ttft_s", "tpot_s", "itl_s", "e2e_s", "ttft_from_send_s", "e2e_from_send_s", "send_lag_s",
     "throughput", "goodput_requests_per_s", "goodput", "output_tokens_total", "input_tokens_total",
-    "input_tokens_known", "duration_s", "token_counts", "latency_anchor",
+    "input_tokens_known", "duration_s", "token_counts", "latency_anchor", "client_bound",
 )
 
 

@@ -67,6 +67,8 @@ COMPARE_FIELDS: tuple[tuple[str, str], ...] = (
     ("metrics__coverage__time", "coverage (time)"),
     ("metrics__peak_memory_bytes", "peak memory"),
     ("metrics__requests__failed", "failed requests"),
+    ("metrics__client_bound__client_bound", "client-bound (llm calibrate)"),
+    ("metrics__client_bound__reasons", "client-bound: why"),
     ("metrics__sweep__peak_rate", "peak search: highest passing rate"),
     ("metrics__sweep__unit", "peak search: rate unit"),
     ("metrics__sweep__trials_used", "peak search: trials"),
