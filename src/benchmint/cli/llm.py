@@ -66,6 +66,17 @@ def bench(
     include_usage: bool = typer.Option(
         True, "--usage/--no-usage", help="Ask for usage in the stream (stream_options.include_usage)."
     ),
+    adapt: bool = typer.Option(
+        True, "--adapt/--no-adapt", help="Drop extensions the server rejects (ignore_eos, stream_options, "
+        "min_tokens), resend that request once, and record what it means in the result."
+    ),
+    server_metrics: bool = typer.Option(
+        True, "--server-metrics/--no-server-metrics", help="Scrape the server's Prometheus /metrics during the run "
+        "(vLLM, SGLang, TGI, llm serve names mapped to one set; server_metrics.json + result summary)."
+    ),
+    server_metrics_interval: float = typer.Option(
+        1.0, "--server-metrics-interval", help="Seconds between /metrics scrapes (on the client's clock)."
+    ),
     max_batch_size: int = typer.Option(16, "--max-batch-size", help="In-process engine batch size."),
     device: str = typer.Option("cpu", "--device", help="In-process engine device (cpu, cuda)."),
     out: Path = typer.Option(None, "--out", help="Output folder (result.json, requests.parquet, run.json)."),
@@ -108,6 +119,7 @@ def bench(
         prompt_column=prompt_column, input_column=input_column, reference_column=reference_column,
         system_prompt=system_prompt, chat_template=chat_template, tokenizer=tokenizer, seed=seed, slo=slo,
         anchor=anchor, timeout_s=timeout, api_key=api_key, ignore_eos=ignore_eos, include_usage=include_usage,
+        adapt_request=adapt, server_metrics=server_metrics, server_metrics_interval_s=server_metrics_interval,
         max_batch_size=max_batch_size, device=device, out=str(out) if out else None,
         json_path=str(json_path) if json_path else None, progress=progress,
         sessions=sessions, num_sessions=num_sessions, session_turns=session_turns, think_time=think_time,

@@ -76,6 +76,9 @@ def _register() -> None:
 
     llm.app.command("mlperf", help=llm_mlperf.mlperf.__doc__)(llm_mlperf.mlperf)
     llm.app.command("sweep", help=llm_mlperf.sweep.__doc__)(llm_mlperf.sweep)
+    from benchmint.cli import llm_calibrate
+
+    llm.app.command("calibrate", help=llm_calibrate.calibrate.__doc__)(llm_calibrate.calibrate)
     app.add_typer(llm.app, name="llm")
 
 

@@ -62,6 +62,9 @@ class BenchConfig:
     api_key: str | None = None
     ignore_eos: bool = True
     include_usage: bool = True
+    adapt_request: bool = True  # drop extensions the server rejects (llm/backends/adapt.py)
+    server_metrics: bool = True  # scrape the server's /metrics during an HTTP run (llm/server_metrics.py)
+    server_metrics_interval_s: float = 1.0
     max_batch_size: int = 16
     device: str = "cpu"
     out: str | None = None
@@ -94,6 +97,7 @@ class BenchResult:
     anchor: ClockAnchor
     paths: dict[str, Path] = field(default_factory=dict)
     run_record: Any = None
+    server_metrics_series: dict[str, Any] | None = None  # written as server_metrics.json
 
     @property
     def all_failed(self) -> bool:
@@ -415,6 +419,7 @@ def _make_backend(cfg: BenchConfig, tokenizer: Any) -> Backend:
     return create_backend(
         cfg.backend, url=cfg.url, model=cfg.model, api=cfg.api, stream=cfg.stream, timeout_s=cfg.timeout_s,
         api_key=cfg.api_key, tokenizer=tokenizer, include_usage=cfg.include_usage, extra_body=cfg.extra_body,
+        adapt=cfg.adapt_request,
     )
 
 
@@ -476,12 +481,17 @@ async def _run_with(
     clock = ClockAnchor.take()
     await backend.start()
     before = await traffic.before_run(cfg, http)
-    if traffic.drives(cfg, sched):  # sessions, concurrency ramp
-        records, start, interrupted = await traffic.drive(cfg, backend, sched, wl, warm, stop or asyncio.Event())
-    else:
-        records, start, interrupted = await drive(
-            backend, sched, measured, warm, wl.requests, progress=cfg.progress, stop=stop
-        )
+    scraper = _start_scraper(cfg) if http and cfg.server_metrics else None
+    try:
+        if traffic.drives(cfg, sched):  # sessions, concurrency ramp
+            records, start, interrupted = await traffic.drive(cfg, backend, sched, wl, warm, stop or asyncio.Event())
+        else:
+            records, start, interrupted = await drive(
+                backend, sched, measured, warm, wl.requests, progress=cfg.progress, stop=stop
+            )
+    finally:
+        if scraper is not None:
+            scraper.stop()
     check = check_token_counts(records, tokenizer) if http else None
     metrics = compute_metrics(records, start, anchor=cfg.anchor, slo=slo, interrupted=interrupted)
     if check is not None:
@@ -511,7 +521,27 @@ async def _run_with(
             "client": "benchmint asyncio + aiohttp, one process" if http else "in-process engine",
         },
     }
-    return BenchResult(result=result, records=records, start_ns=start, anchor=clock)
+    adapter = getattr(backend, "adapter", None)
+    if adapter is not None:
+        result["request_adaptation"] = adapter.describe()
+    series = None
+    if scraper is not None:
+        from benchmint.llm.server_metrics import summarize
+
+        result["server_metrics"], series = summarize(scraper, start)
+    if http:
+        from benchmint.llm.calibrate import client_bound_verdict, load_calibration
+
+        result["client_bound"] = client_bound_verdict(result, load_calibration())
+    return BenchResult(result=result, records=records, start_ns=start, anchor=clock, server_metrics_series=series)
+
+
+def _start_scraper(cfg: BenchConfig) -> Any:
+    from benchmint.llm.server_metrics import MetricsScraper, metrics_url
+
+    if cfg.server_metrics_interval_s <= 0:
+        raise UserError("--server-metrics-interval must be > 0 seconds")
+    return MetricsScraper(metrics_url(cfg.url), cfg.server_metrics_interval_s, api_key=cfg.api_key).start()
 
 
 def _warn(msg: str) -> None:

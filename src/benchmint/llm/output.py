@@ -35,7 +35,7 @@ class BenchConfig(Protocol):
 METRIC_BLOCKS = (
     "requests", "ttft_s", "tpot_s", "itl_s", "e2e_s", "ttft_from_send_s", "e2e_from_send_s", "send_lag_s",
     "throughput", "goodput_requests_per_s", "goodput", "output_tokens_total", "input_tokens_total",
-    "input_tokens_known", "duration_s", "token_counts", "latency_anchor",
+    "input_tokens_known", "duration_s", "token_counts", "latency_anchor", "client_bound",
     "sessions", "windows", "prefix_cache",  # workload shapes (llm.traffic), when the run has them
 )
 
@@ -156,14 +156,21 @@ def write_outputs(res: BenchResult, cfg: BenchConfig, results_dir: str | Path | 
     except (ValueError, OverflowError, TypeError) as e:  # pyarrow's errors subclass these
         # a value the table cannot hold (from a third-party backend) must not cost the run's other outputs
         res.result["artifacts"] = {"requests_error": f"requests.parquet not written: {type(e).__name__}: {e}"}
+    if res.server_metrics_series is not None:  # the server's own /metrics over the run (llm/server_metrics.py)
+        write_json(out / "server_metrics.json", res.server_metrics_series)
+        res.result["artifacts"]["server_metrics"] = str((out / "server_metrics.json").resolve())
     json_path = Path(cfg.json_path) if cfg.json_path else out / "result.json"
     write_json(json_path, res.result)
     if cfg.json_path:
         write_json(out / "result.json", res.result)
     arts = {"requests": "requests.parquet", "result": "result.json"}
+    if res.server_metrics_series is not None:
+        arts["server_metrics"] = "server_metrics.json"
     rec = build_run_record(res, cfg, arts)
     rec.id = run_id
     rec.artifacts["requests_abs"] = str(pq_path.resolve())
+    if "server_metrics" in arts:
+        rec.artifacts["server_metrics_abs"] = str((out / "server_metrics.json").resolve())
     rec.write(out)
     paths = {"out": out, "result": json_path, "requests": pq_path, "run": out / "run.json"}
     try:
@@ -230,3 +237,15 @@ def print_summary(result: dict[str, Any], console: Console, title: str | None = 
 
     for extra in summary_lines(result):  # sessions, windows, prefix cache
         console.print(extra, highlight=False)
+    from benchmint.llm.backends.adapt import adaptation_lines
+    from benchmint.llm.server_metrics import metrics_lines
+
+    for a in adaptation_lines(result.get("request_adaptation")):
+        console.print(f"[yellow]{a}[/]", highlight=False)
+    for a in metrics_lines(result.get("server_metrics")):
+        console.print(a, highlight=False)
+    from benchmint.llm.calibrate import client_bound_line
+
+    cb = client_bound_line(result.get("client_bound"))
+    if cb:
+        console.print(cb, highlight=False)

@@ -43,6 +43,7 @@ class RequestRecord:
     tokenizer_tokens: int | None = None  # output text re-counted with the tokenizer after the run, when checked
     session_id: int | None = None  # multi-turn sessions (llm.sessions): the session and the turn's index in it
     turn: int | None = None
+    http_status: int | None = None  # the status of an HTTP error answer
 
     @property
     def ok(self) -> bool:

@@ -67,6 +67,8 @@ COMPARE_FIELDS: tuple[tuple[str, str], ...] = (
     ("metrics__coverage__time", "coverage (time)"),
     ("metrics__peak_memory_bytes", "peak memory"),
     ("metrics__requests__failed", "failed requests"),
+    ("metrics__client_bound__client_bound", "client-bound (llm calibrate)"),
+    ("metrics__client_bound__reasons", "client-bound: why"),
     ("metrics__sweep__peak_rate", "peak search: highest passing rate"),
     ("metrics__sweep__unit", "peak search: rate unit"),
     ("metrics__sweep__trials_used", "peak search: trials"),
@@ -288,6 +290,13 @@ def render(records: list[RunRecord], title: str = "benchmint report",
             page.plot(pfig)
     else:
         page.add("<p class='note'>No LLM runs in this report.</p>")
+
+    from benchmint.report.server_figure import server_metrics_figure
+
+    for r in llms:  # the server's own view of each run, where its /metrics was scraped
+        sfig = server_metrics_figure(r, base_dirs)
+        if sfig is not None:
+            page.plot(sfig)
 
     page.add("<h2 id='throughput'>Throughput vs load</h2>")
     tfig = figures.throughput_figure(llms)

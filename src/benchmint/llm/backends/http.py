@@ -10,7 +10,11 @@ lines, stamps each with the monotonic clock and parses it with orjson. Server qu
   or on every chunk / in the chunk carrying ``finish_reason`` (TGI, llama.cpp): the last usage seen wins;
 - chat deltas in ``content`` or ``reasoning_content`` (reasoning models), role-only first chunks (not tokens);
 - in-stream errors (``{"error": ...}`` data, or llama.cpp's ``error:`` event) count as ``stream_error``;
-- a stream that ends without ``[DONE]`` is accepted when it delivered content (TGI's native route sends none).
+- a stream that ends without ``[DONE]`` is accepted when it delivered content, a ``finish_reason`` or usage
+  (TGI's native route and ``transformers serve`` send none); one that finished with no content (the model's
+  first token was end-of-sequence) is a completed request with zero output tokens, not a failure;
+- a 400/422 naming an extension field (``ignore_eos``, ``stream_options``, ``min_tokens``) drops that field
+  from later requests and sends the rejected one again, once (``adapt.py``).
 
 Output tokens come from ``usage`` when the server gives it; otherwise from the tokenizer (``tokenizer=``)
 counting the returned text, else the number of content chunks; ``output_tokens_source`` says which. When the
@@ -32,6 +36,7 @@ import orjson
 from yarl import URL
 
 from benchmint.core.clock import now_ns
+from benchmint.llm.backends.adapt import RequestAdapter
 from benchmint.llm.types import FirstTokenHook, GenRequest, RequestRecord
 
 _loads = orjson.loads
@@ -55,6 +60,7 @@ class HttpBackend:
         temperature: float | None = 0.0,
         extra_body: dict[str, Any] | None = None,
         max_connections: int = 0,
+        adapt: bool = True,
         **_: Any,
     ):
         if api not in ("completions", "chat"):
@@ -75,6 +81,7 @@ class HttpBackend:
         self.temperature = temperature
         self.extra_body = dict(extra_body or {})
         self.max_connections = max_connections
+        self.adapter = RequestAdapter(enabled=adapt)  # extensions the server rejected (adapt.py)
         self._sessions: dict[int, tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession]] = {}
 
     # ---- lifecycle
@@ -126,12 +133,21 @@ class HttpBackend:
             b.update(self.extra_body)
         if req.extra:
             b.update(req.extra)
+        if self.adapter.dropped:
+            self.adapter.strip(b)
         return orjson.dumps(b)
 
     # ---- one request
     async def generate(self, req: GenRequest, on_first_token: FirstTokenHook | None = None) -> RequestRecord:
-        rec = RequestRecord(id=req.id, input_tokens=req.input_tokens)
         data = self.body(req)
+        rec = await self._send(req, data, on_first_token)
+        if rec.error_kind == "http_4xx" and self.adapter.learn(rec.http_status, rec.error or "", data, req.id):
+            rec = await self._send(req, self.body(req), on_first_token)  # once, without what it rejected
+            self.adapter.note_retry(req.id, rec.error_kind is None)
+        return rec
+
+    async def _send(self, req: GenRequest, data: bytes, on_first_token: FirstTokenHook | None) -> RequestRecord:
+        rec = RequestRecord(id=req.id, input_tokens=req.input_tokens)
         session = self._session()
         usage: Any = None
         rec.sent_ns = now_ns()
@@ -141,6 +157,7 @@ class HttpBackend:
                     text = (await resp.read())[:300].decode("utf-8", "replace")
                     rec.end_ns = now_ns()
                     rec.error_kind = "http_4xx" if resp.status < 500 else "http_5xx"
+                    rec.http_status = resp.status
                     rec.error = f"HTTP {resp.status}: {' '.join(text.split())}"
                     return rec
                 if self.stream:
@@ -185,6 +202,7 @@ class HttpBackend:
         done = False
         saw_data = False
         saw_choices = False
+        finished = False  # a choice carried a finish_reason: the server says the answer is complete
         content = resp.content
         while not done:
             piece = await content.readany()
@@ -228,13 +246,15 @@ class HttpBackend:
                             hook(rec)
                     chunk_ns.append(t)
                     texts.append(s)
+                elif not finished:
+                    finished = _has_finish(choices)
         rec.end_ns = now_ns()
         if buf.strip() and not done:
             raise _StreamError("malformed", "stream ended in the middle of an event: " + _short(buf))
-        if not done and not chunk_ns:
+        if not done and not chunk_ns and not (finished or usage):  # finished or counted: complete, maybe empty
             what = "no data events" if not saw_data else "no content and no [DONE]"
             raise _StreamError("malformed", f"stream ended with {what}")
-        if not chunk_ns and not saw_choices:
+        if not chunk_ns and not saw_choices and not usage:
             raise _StreamError("malformed", "stream has no choices" if saw_data else "stream has no data events")
         rec.chunk_count = len(chunk_ns)
         rec.text = "".join(texts)
@@ -298,6 +318,11 @@ class _StreamError(Exception):
 
 
 MAX_TOKEN_COUNT = 2**31 - 1  # larger than any context; a larger "count" is a broken server, not a measurement
+
+
+def _has_finish(choices: list[Any]) -> bool:
+    c = choices[0]
+    return isinstance(c, dict) and bool(c.get("finish_reason"))
 
 
 def _token_count(v: Any) -> int | None:
