@@ -14,6 +14,7 @@ import torch
 from benchmint.core.errors import UserError
 from benchmint.core.jsonio import read_json
 from benchmint.replay import fidelity, memory
+from benchmint.replay.adapt import adapt_capture, adapt_view, annotate
 from benchmint.replay.execute import measure_peak_memory, summarize, time_iterations
 from benchmint.replay.plan import Plan, build_plan
 from benchmint.replay.source import default_device, view_from_trace
@@ -104,6 +105,8 @@ def replay_trace(
     rank: int | None = None,
     comm: Any = None,
     memory_check: bool = True,
+    select: str | None = None,
+    what_if: list[str] | None = None,
 ) -> ReplayResult:
     """Plan, calibrate and time a replay of ``trace``; see ``benchmint replay --help`` for the options.
 
@@ -135,12 +138,13 @@ def replay_trace(
     view = view_from_trace(tr, join, iteration=iteration, device=dev)
     if not view.ops:
         raise UserError(f"{inp.trace}: the trace has no operator with a schema to replay")
+    view, adapted = adapt_view(view, select, what_if)  # --select / --what-if (benchmint.replay.adapt)
     if gaps is None:
         gaps = "recorded" if join is not None and view.step_span_s is not None else "none"
     if gaps == "recorded" and (join is None or view.step_span_s is None):
         raise UserError("--gaps recorded needs a Kineto trace of the same step; pass --kineto or use --gaps none")
 
-    cap = inp.capture
+    cap = adapt_capture(inp.capture, adapted)
     if threads is None and cap is not None and isinstance(cap.get("threads"), int):
         threads = cap["threads"]
     prev_threads = torch.get_num_threads()
@@ -159,6 +163,7 @@ def replay_trace(
         avail = memory.check_fits(mem, tdev, str(inp.trace)) if memory_check else memory.available_bytes(tdev)
         res = _run(inp, view, tdev, threads or torch.get_num_threads(), warmup, iters, seed, gaps, target, cap,
                    join, progress, comm)
+        annotate(res.result, adapted, inp.capture)
         numbers = [it.number for it in tr.iterations]
         # the ProfilerStep replayed (None: the trace has none, all its top-level ops were replayed)
         res.result["iteration"] = iteration if iteration is not None else (numbers[-1] if numbers else None)
