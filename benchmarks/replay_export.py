@@ -29,6 +29,13 @@ from benchmint.models.workloads import WORKLOADS
 HERE = Path(__file__).resolve().parent
 
 
+def clean_env() -> dict[str, str]:
+    """This environment without what would let a child find benchmint (PYTHONPATH, an active venv)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "BENCHMINT", "VIRTUAL_ENV"))}
+    env.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+    return env
+
+
 def torch_only_venv(path: Path) -> Path:
     """A virtual environment holding torch and its requirements only (made once, reused)."""
     py = path / "bin" / "python"
@@ -36,7 +43,7 @@ def torch_only_venv(path: Path) -> Path:
         subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
         version = torch.__version__.split("+")[0]
         subprocess.run([str(py), "-m", "pip", "install", "-q", f"torch=={version}"], check=True)
-    check = subprocess.run([str(py), "-c", "import benchmint"], capture_output=True, text=True)
+    check = subprocess.run([str(py), "-c", "import benchmint"], capture_output=True, text=True, env=clean_env())
     if check.returncode == 0:
         raise SystemExit(f"{path}: benchmint is importable there; use a fresh --venv")
     return py
@@ -68,7 +75,7 @@ def main() -> None:
     print(f"torch-only venv ready in {time.monotonic() - t0:.0f} s: {', '.join(pkgs)}", flush=True)
     env = dict(os.environ)
     env.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
-    clean = {k: v for k, v in env.items() if not k.startswith(("PYTHON", "BENCHMINT", "VIRTUAL_ENV"))}
+    clean = clean_env()
     bm = [sys.executable, "-m", "benchmint.cli.main"]
     rows = []
     for name in args.workloads.split(","):
@@ -90,7 +97,7 @@ def main() -> None:
         eb = statistics.median(r["iter_time_s"]["median"] for r in b)
         oa = statistics.median(r["replay_ops_only_s"] for r in a)
         ob = statistics.median(r["replay_ops_only_s"] for r in b)
-        diff = statistics.median(x["iter_time_s"]["median"] / y["iter_time_s"]["median"] - 1 for x, y in zip(a, b))
+        diff = statistics.median(x["iter_time_s"]["median"] / y["iter_time_s"]["median"] - 1 for x, y in zip(a, b, strict=True))
         rows.append((name, ea, eb, diff, oa, ob, a[0]["original_iter_time_s"], a[0]["coverage"]))
         print(f"{name}: export {ea * 1e3:.3f} ms, replay {eb * 1e3:.3f} ms, difference {diff * 100:+.1f}%",
               flush=True)

@@ -52,6 +52,10 @@ def test_a_selection_replays_only_its_ops_and_compares_with_its_share_of_the_ste
     assert sel["original_step_time_s"] == pytest.approx(cap)
     assert r["original_iter_time_s"] == pytest.approx(cap * sel["share_of_step"])
     assert r["error"] == pytest.approx(r["iter_time_s"]["median"] / r["original_iter_time_s"] - 1)
+    # system metrics of the capture's measured steps beside the replay's iterations
+    sm = r["system_metrics"]["metrics"]
+    assert {"cpu_utilization", "involuntary_ctx_switches_per_step", "peak_rss_bytes"} <= set(sm)
+    assert all(v["original"] is not None and v["replay"] is not None for v in sm.values())
     # the recorded scopes left are the optimizer's: no autograd-engine scope survives the selection
     adapted, _ = adapt_view(view, "phase:optimizer")
     assert adapted.scopes and all(not n.startswith("autograd::") for _p, _k, _i, n in adapted.scopes)

@@ -124,9 +124,10 @@ def replay(
         except ImportError:  # pragma: no cover - results layer absent
             stored = None
     _print_summary(r)
+    from benchmint.core.sysmetrics import lines as system_lines
     from benchmint.replay.adapt import describe
 
-    for line in describe(r):
+    for line in describe(r) + system_lines(r.get("system_metrics")):
         console.print(line, highlight=False)
     if report:
         _print_report(res.per_op_type, r)

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from benchmint.core import sysmetrics
 from benchmint.core.errors import UserError
 from benchmint.core.jsonio import read_json
 from benchmint.replay import fidelity, memory
@@ -237,7 +238,8 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, threads: int, warmup: 
             gaps_ns = _settle_gaps(plan, gaps_ns, want, replay_s, tell)
     fn = plan.compile(gaps_ns=gaps_ns)
     tell("time")
-    times = time_iterations(plan, fn, iters=iters, warmup=warmup, live=True)
+    with sysmetrics.Window(warmup + iters, threads, str(dev)) as sysw:  # CPU use, switches, faults, peak RSS
+        times = time_iterations(plan, fn, iters=iters, warmup=warmup, live=True)
     it = summarize(times)
     if replay_s is None:
         replay_s = it["median"]
@@ -299,6 +301,7 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, threads: int, warmup: 
             f"{threads} intra-op threads" + ("; torch.cuda.synchronize() at the end" if dev.type == "cuda" else "")
         ),
         "largest_contributors": fidelity.largest_contributors(rows),
+        "system_metrics": sysmetrics.side_by_side((cap or {}).get("system_metrics"), sysw.metrics),
     }
     return ReplayResult(result=result, plan=plan, per_op_type=rows, gaps_ns=gaps_ns)
 
