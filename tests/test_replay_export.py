@@ -128,3 +128,40 @@ def test_vendored_imports_point_at_the_folder_and_fall_back_to_stdlib():
     assert "import _benchmint_replay.trace.load" in out
     assert "except ImportError" in out and "orjson_stub as orjson" in out
     assert "'benchmint.y'" in out  # strings are left alone
+
+
+STUB_PARITY = """
+import json, sys
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+from _benchmint_replay.trace import load
+from _benchmint_replay.trace.kineto import load_kineto
+out = {"stub": sys.modules["_benchmint_replay.trace.load"].msgspec.__name__}
+tr = load(sys.argv[3])
+ops = tr.top_level_ops()
+out["nodes"] = len(tr.nodes)
+out["ops"] = [(n.name, repr(n.inputs)) for n in ops[:50]]
+kt = load_kineto(sys.argv[4])
+out["events"] = [len(kt.cpu), len(kt.runtime), len(kt.device), sum(e.rf_id is not None for e in kt.cpu)]
+print(json.dumps(out))
+"""
+
+
+def test_the_stdlib_msgspec_stand_in_loads_traces_as_msgspec_does(data_dir, tmp_path):
+    from benchmint.replay.export import vendor
+    from benchmint.trace import load
+    from benchmint.trace.kineto import load_kineto
+
+    vendor(tmp_path / "pkg" / "_benchmint_replay")
+    site = torch_only_site(tmp_path)
+    et, k = data_dir / "param" / "linear_et.json.gz", data_dir / "param" / "linear_kineto.json.gz"
+    p = subprocess.run([sys.executable, "-I", "-S", "-c", STUB_PARITY, str(tmp_path / "pkg"), str(site), str(et),
+                        str(k)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    got = json.loads(p.stdout)
+    assert got["stub"].endswith("msgspec_stub")
+    tr = load(et)
+    assert got["nodes"] == len(tr.nodes)
+    assert got["ops"] == [[n.name, repr(n.inputs)] for n in tr.top_level_ops()[:50]]
+    kt = load_kineto(k)
+    assert got["events"] == [len(kt.cpu), len(kt.runtime), len(kt.device), sum(e.rf_id is not None for e in kt.cpu)]
+    assert got["events"][0] > 0
