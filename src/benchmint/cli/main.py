@@ -63,6 +63,9 @@ def _register() -> None:
     app.command("capture", help=capture_cli.__doc__,
                 context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(capture_cli.capture)
     app.command("replay", help=replay_cli.__doc__)(replay_cli.replay)
+    from benchmint.cli import export as export_cli
+
+    app.command("export", help=export_cli.__doc__)(export_cli.export)
 
     from benchmint.cli import results as results_cli
 

@@ -49,6 +49,11 @@ def replay(
     no_memory_check: bool = typer.Option(False, "--no-memory-check", help="Plan even when the trace's tensors "
                                          "need more memory than is available (by default that is an error "
                                          "before anything is allocated; with --ranks each rank checks its own)."),
+    select: str = typer.Option(None, "--select", help="Replay part of the step, compared with its share of the "
+                               "original: scope:NAME (a recorded scope), op:PATTERN (regex on op names, e.g. "
+                               "'aten::mm|aten::addmm'), phase:forward|backward|optimizer."),
+    what_if: list[str] = typer.Option(None, "--what-if", help="Change the step: drop:OP_PATTERN or "
+                                      "repeat:OP_PATTERN=N (repeatable)."),
 ) -> None:
     """Replay an execution trace as a standalone benchmark and report its fidelity to the original step.
 
@@ -72,8 +77,11 @@ def replay(
             raise UserError(f"{flag} applies to a multi-rank replay only; add --ranks N or leave it out")
         if v is not None and not v > 0:
             raise UserError(f"{flag} {v:g}: must be a positive number of seconds")
+    if ranks is not None and (select or what_if):
+        raise UserError("--select and --what-if apply to a single-process replay; leave out --ranks")
     opts = ReplayOptions(device=device, threads=threads, warmup=warmup, iters=iters, seed=seed, gaps=gaps,
-                         target=target, iteration=iteration, memory_check=not no_memory_check)
+                         target=target, iteration=iteration, memory_check=not no_memory_check,
+                         select=select, what_if=tuple(what_if or ()))
     if ranks is not None:
         from benchmint.replay.distributed import replay_ranks
 
@@ -93,7 +101,7 @@ def replay(
     r = res.result
     config = {"trace": str(trace), "kineto": str(kineto) if kineto else r["kineto"], "device": r["device"],
               "threads": r["threads"], "warmup": warmup, "iters": iters, "seed": seed, "gaps": r["gaps"],
-              "target": target, "iteration": iteration}
+              "target": target, "iteration": iteration, "select": select, "what_if": what_if or None}
     if ranks is not None:
         config["ranks"] = ranks
     rec = run_record(res, config)  # type: ignore[arg-type]
@@ -112,6 +120,11 @@ def replay(
         except ImportError:  # pragma: no cover - results layer absent
             stored = None
     _print_summary(r)
+    from benchmint.core.sysmetrics import lines as system_lines
+    from benchmint.replay.adapt import describe
+
+    for line in describe(r) + system_lines(r.get("system_metrics")):
+        console.print(line, highlight=False)
     if report:
         _print_report(res.per_op_type, r)
     console.print(f"run.json: {out_dir / 'run.json'}" + (f"  (stored in {stored})" if stored else ""))

@@ -12,8 +12,10 @@ from typing import Any
 
 import torch
 
+from benchmint.core import sysmetrics
 from benchmint.core.errors import UserError
 from benchmint.replay import fidelity, memory
+from benchmint.replay.adapt import adapt_capture, adapt_view, annotate
 from benchmint.replay.execute import measure_peak_memory, summarize, time_iterations
 from benchmint.replay.options import ReplayOptions
 from benchmint.replay.plan import Plan, build_plan
@@ -121,12 +123,13 @@ def replay_trace(
     if not view.ops:
         raise UserError(f"{inp.trace}: the trace has no operator with a schema to replay")
     gaps = opts.gaps
+    view, adapted = adapt_view(view, opts.select, list(opts.what_if))  # --select / --what-if (replay.adapt)
     if gaps is None:
         gaps = "recorded" if join is not None and view.step_span_s is not None else "none"
     if gaps == "recorded" and (join is None or view.step_span_s is None):
         raise UserError("--gaps recorded needs a Kineto trace of the same step; pass --kineto or use --gaps none")
 
-    cap = inp.capture
+    cap = adapt_capture(inp.capture, adapted)
     threads = opts.threads
     if threads is not None and not 1 <= threads <= MAX_THREADS:
         raise UserError(f"--threads {threads}: give 1 to {MAX_THREADS} (this machine has {os.cpu_count()} CPUs)")
@@ -151,6 +154,7 @@ def replay_trace(
         opts = dataclasses.replace(opts, device=str(tdev), threads=threads or torch.get_num_threads(), gaps=gaps,
                                    iteration=iteration)
         res = _run(inp, view, tdev, opts, cap, join, progress, comm)
+        annotate(res.result, adapted, inp.capture)
         numbers = [it.number for it in tr.iterations]
         # the ProfilerStep replayed (None: the trace has none, all its top-level ops were replayed)
         res.result["iteration"] = iteration if iteration is not None else (numbers[-1] if numbers else None)
@@ -227,7 +231,8 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
             gaps_ns = _settle_gaps(plan, gaps_ns, want, replay_s, tell)
     fn = plan.compile(gaps_ns=gaps_ns)
     tell("time")
-    times = time_iterations(plan, fn, iters=iters, warmup=warmup, live=True)
+    with sysmetrics.Window(warmup + iters, threads, str(dev)) as sysw:  # CPU use, switches, faults, peak RSS
+        times = time_iterations(plan, fn, iters=iters, warmup=warmup, live=True)
     it = summarize(times)
     if replay_s is None:
         replay_s = it["median"]
@@ -289,6 +294,7 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
             f"{threads} intra-op threads" + ("; torch.cuda.synchronize() at the end" if dev.type == "cuda" else "")
         ),
         "largest_contributors": fidelity.largest_contributors(rows),
+        "system_metrics": sysmetrics.side_by_side((cap or {}).get("system_metrics"), sysw.metrics),
     }
     return ReplayResult(result=result, plan=plan, per_op_type=rows, gaps_ns=gaps_ns)
 

@@ -22,7 +22,8 @@ class ReplayOptions:
     ``"capture"`` (capture.json's measured step time), ``"estimate"`` (the recorded span less the observers'
     cost, measured on this machine), ``"auto"`` (capture.json when present); ``iteration``: the ProfilerStep
     to replay (default: the last whole one); ``memory_check``: refuse, before planning, a trace whose tensors
-    need more memory than the device has available.
+    need more memory than the device has available; ``select`` / ``what_if``: replay a part of the step or a
+    changed step (:mod:`benchmint.replay.adapt`: ``scope:``/``op:``/``phase:``, ``drop:``/``repeat:``).
     """
 
     device: str | None = None
@@ -34,6 +35,8 @@ class ReplayOptions:
     target: str = "auto"
     iteration: int | None = None
     memory_check: bool = True
+    select: str | None = None
+    what_if: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, options: ReplayOptions | None = None, **settings: Any) -> ReplayOptions:

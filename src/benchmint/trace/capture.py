@@ -148,6 +148,7 @@ class Capture:
         dev = _device_in_use(self.device)
         self._sync = torch.cuda.synchronize if dev.startswith("cuda") else None
         self._t0 = clock.now_ns()
+        self._system_window()  # with no warm-up the measured steps start here
 
     @property
     def recording(self) -> bool:
@@ -178,6 +179,7 @@ class Capture:
             if self.warmup <= self._n < self.warmup + self.measure:
                 self.step_times_s.append(elapsed)
         self._n += 1
+        self._system_window()
         if self.done:
             return
         first = self.warmup + self.measure  # the first recorded step (discarded or kept)
@@ -193,6 +195,16 @@ class Capture:
         elif self.recording:
             self._open_step_scope()
         self._t0 = clock.now_ns()
+
+    def _system_window(self) -> None:
+        """System metrics (CPU utilization, context switches, page faults, peak RSS) of the measured steps."""
+        from benchmint.core import sysmetrics
+
+        if self._n == self.warmup:
+            self._sysw = sysmetrics.Window(self.measure, self._threads, _device_in_use(self.device)).__enter__()
+        elif self._n == self.warmup + self.measure and getattr(self, "_sysw", None) is not None:
+            self._sysw.__exit__(None, None, None)
+            self.system_metrics = self._sysw.metrics
 
     # -- recording -----------------------------------------------------------------------------------------
     def _start_recording(self, discard: bool = False) -> None:
@@ -305,6 +317,7 @@ class Capture:
             "host": host_summary(),
             "command_line": self.command_line if self.command_line is not None else list(sys.argv),
             "model": describe_model(self.model) if self.model is not None else None,
+            "system_metrics": getattr(self, "system_metrics", None),  # the measured steps' (core.sysmetrics)
             "files": files,
         }
 

@@ -1,0 +1,36 @@
+"""Export a recorded step as a self-contained benchmark folder that runs with PyTorch alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from benchmint.cli.common import console
+
+
+def export(
+    trace: Path = typer.Argument(..., help="Execution trace or a capture folder (et.json, kineto.json, "
+                                 "capture.json)."),
+    out: Path = typer.Option(..., "--out", help="Folder to write the benchmark into (must be new or empty)."),
+    kineto: Path = typer.Option(None, "--kineto", help="Kineto trace of the same step (default: kineto.json "
+                                "beside an et.json)."),
+    select: str = typer.Option(None, "--select", help="Export part of the step (as benchmint replay --select): "
+                               "scope:NAME, op:PATTERN or phase:forward|backward|optimizer."),
+    what_if: list[str] = typer.Option(None, "--what-if", help="Export the step changed (as benchmint replay "
+                                      "--what-if): drop:OP_PATTERN or repeat:OP_PATTERN=N (repeatable)."),
+    iteration: int = typer.Option(None, "--iteration", help="Export ProfilerStep#N (default: the last whole one)."),
+    force: bool = typer.Option(False, "--force", help="Replace the contents of a non-empty --out folder."),
+) -> None:
+    """Export a recorded step as a benchmark folder: the trace trimmed to the replayed iteration, a runner
+    that needs only PyTorch (python OUT/run.py [--device cpu|cuda] [--threads N] [--warmup N] [--iters N]
+    [--json PATH]) with benchmint's replay engine inside the folder, and a README saying what was captured, on
+    what, what the original measured and how to run it.
+    """
+    from benchmint.replay.export import export_benchmark
+
+    meta = export_benchmark(trace, out, kineto, select=select, what_if=what_if, iteration=iteration, force=force)
+    trim = (f"trimmed to ProfilerStep#{meta['iteration']} ({meta['nodes']['exported']} of "
+            f"{meta['nodes']['original']} nodes)" if meta["trimmed"] else f"not trimmed: {meta['trim_note']}")
+    console.print(f"exported {meta['ops']} ops to {out} ({trim})", highlight=False)
+    console.print(f"run it with: python {out / 'run.py'} --json result.json", highlight=False)

@@ -1,0 +1,335 @@
+"""Adapt a replay before it is planned: replay a part of the step (``--select``) or change it (``--what-if``).
+
+Both work on the replayer's view of one iteration (:class:`~benchmint.replay.types.TraceView`) and return a
+new view holding the ops kept (and repeated), their recorded times laid out again back to back, and the
+recorded scopes around them. Each op owns the recorded CPU time before it (the gap its Python call spent)
+and its recorded duration; the part of the step kept is the sum of those over the ops kept, over the
+recorded step (Kineto). That share of the original step's time is what the adapted replay is compared with
+(its gaps aim at the share of ``capture.json``'s step time).
+
+Selections (``kind:value``):
+
+* ``scope:NAME``: the ops inside a recorded ``record_function`` scope (or module scope, when the capture
+  recorded them) whose name contains NAME;
+* ``op:PATTERN``: the ops whose name matches the regular expression (searched: ``aten::mm|aten::addmm``);
+* ``phase:forward|backward|optimizer``: the optimizer's ops run inside ``Optimizer.step#...`` /
+  ``Optimizer.zero_grad#...`` scopes, the backward's inside the autograd engine's
+  ``autograd::engine::evaluate_function`` scopes or on the autograd engine's own threads; the rest is forward.
+
+What-ifs: ``drop:PATTERN`` removes the ops whose name matches, ``repeat:PATTERN=N`` runs each of them N times.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, replace
+from typing import Any
+
+from benchmint.core.errors import UserError
+from benchmint.replay.fidelity import original_slots
+from benchmint.replay.types import TraceView
+
+PHASES = ("forward", "backward", "optimizer")
+SELECT_KINDS = ("scope", "op", "phase")
+BACKWARD_SCOPE = "autograd::engine::evaluate_function"
+OPTIMIZER_SCOPES = ("Optimizer.step#", "Optimizer.zero_grad#")
+MIN_TIMED = 0.9  # the shares need recorded times for at least this fraction of the ops (Kineto's join)
+NO_SHARE = ("the trace has no recorded times for most of its ops (no Kineto trace joined): the selection's share of the "
+            "step is not known, so it is not compared with the original")
+
+
+@dataclass
+class Adaptation:
+    """What an adaptation did: ``kind`` ("selection" or "what_if"), the result's block, and the adapted step's
+    time as a fraction of the original step's (None when the trace has no recorded times)."""
+
+    kind: str
+    info: dict[str, Any]
+    factor: float | None
+
+
+def _compile(pattern: str, what: str) -> re.Pattern:
+    try:
+        return re.compile(pattern)
+    except re.error as e:
+        raise UserError(f"{what}: {pattern!r} is not a regular expression ({e}); fix the pattern") from None
+
+
+def op_scopes(view: TraceView) -> list[list[str]]:
+    """Per op of ``view``, the names of the recorded (non-op) scopes around it, outermost first."""
+    open_: dict[int, str] = {}
+    events = sorted(view.scopes, key=lambda e: e[0])  # stable: tree order within a position
+    out: list[list[str]] = []
+    k = 0
+    for i in range(len(view.ops)):
+        while k < len(events) and events[k][0] <= i:
+            pos, kind, nid, name = events[k]
+            if kind == "enter":
+                open_[nid] = name
+            else:
+                open_.pop(nid, None)
+            k += 1
+        out.append(list(open_.values()))
+    return out
+
+
+def phases(view: TraceView) -> list[str]:
+    """Per op: forward, backward or optimizer (see the module docstring)."""
+    scopes = op_scopes(view)
+    tids = Counter(o.tid for o in view.ops)
+    main = tids.most_common(1)[0][0] if tids else 0
+    out = []
+    for op, names in zip(view.ops, scopes, strict=True):
+        if any(n.startswith(OPTIMIZER_SCOPES) for n in names):
+            out.append("optimizer")
+        elif op.tid != main or any(n.startswith(BACKWARD_SCOPE) for n in names):
+            out.append("backward")
+        else:
+            out.append("forward")
+    return out
+
+
+def parse_select(spec: str) -> tuple[str, str]:
+    kind, sep, value = spec.partition(":")
+    if not sep or kind not in SELECT_KINDS or not value:
+        raise UserError(f"--select {spec}: give scope:NAME, op:PATTERN or phase:forward|backward|optimizer")
+    if kind == "phase" and value not in PHASES:
+        raise UserError(f"--select {spec}: the phase is one of {', '.join(PHASES)}")
+    return kind, value
+
+
+def _selected(view: TraceView, spec: str) -> list[bool]:
+    kind, value = parse_select(spec)
+    if kind == "op":
+        rx = _compile(value, f"--select {spec}")
+        return [bool(rx.search(o.name)) for o in view.ops]
+    if kind == "phase":
+        return [p == value for p in phases(view)]
+    return [any(value in n for n in names) for names in op_scopes(view)]
+
+
+def _times(view: TraceView) -> tuple[list[float] | None, float]:
+    """Per op its recorded time (the gap before it and its duration; 0 for an op Kineto did not match) and the
+    recorded tail after the last op; None when the trace has too few recorded times."""
+    slots, tail = original_slots(view)
+    timed = sum(1 for s in slots if s is not None)
+    if view.step_span_s is None or not slots or timed < MIN_TIMED * len(slots):
+        return None, 0.0
+    return [s[0] + s[1] if s is not None else 0.0 for s in slots], tail  # unmatched in Kineto: no time
+
+
+def rebuild(view: TraceView, copies: list[int], keep_tail: bool) -> TraceView:
+    """A view holding ``copies[i]`` copies of each op ``i`` (0: dropped), their recorded times laid out back
+    to back from the step's start (each copy keeps the gap before it and its duration), and the recorded
+    scopes that still hold an op. ``keep_tail``: the recorded time after the last op stays in the step."""
+    slots, tail = original_slots(view)
+    ops = []
+    new_pos = [0] * (len(view.ops) + 1)  # new position of each old position
+    start = view.step_start_s
+    cursor = start
+    for i, op in enumerate(view.ops):
+        new_pos[i] = len(ops)
+        s = slots[i] if slots else None
+        for c in range(copies[i]):
+            changes: dict[str, Any] = {} if c == 0 else {"parents_opened": 0}
+            if s is not None and cursor is not None:
+                changes["start_s"] = cursor + s[0]
+                cursor = changes["start_s"] + s[1]
+            ops.append(replace(op, **changes))
+    new_pos[len(view.ops)] = len(ops)
+    enter: dict[int, int] = {}
+    spans: dict[int, tuple[int, int]] = {}
+    for pos, kind, nid, _name in view.scopes:
+        if kind == "enter":
+            enter[nid] = pos
+        elif nid in enter:
+            spans[nid] = (enter[nid], pos)
+    scopes = []
+    for pos, kind, nid, name in view.scopes:
+        lo, hi = spans.get(nid, (pos, len(view.ops)))
+        if any(copies[j] for j in range(lo, min(hi, len(view.ops)))):
+            scopes.append((new_pos[min(pos, len(view.ops))], kind, nid, name))
+    span = None
+    if view.step_span_s is not None and start is not None and cursor is not None:
+        span = cursor - start + (tail if keep_tail else 0.0)
+    return replace(view, ops=ops, scopes=scopes, step_start_s=start, step_span_s=span)
+
+
+def select(view: TraceView, spec: str) -> tuple[TraceView, Adaptation]:
+    """The ops of ``view`` that ``spec`` selects, and what was selected with its share of the step."""
+    mask = _selected(view, spec)
+    n = sum(mask)
+    if not n:
+        raise UserError(f"--select {spec}: matches none of the step's {len(view.ops)} ops; "
+                        + _hint(view, parse_select(spec)[0]))
+    times, tail = _times(view)
+    share = how = None
+    if times is not None:
+        total = sum(times) + tail
+        kept = sum(t for t, m in zip(times, mask, strict=True) if m) + (tail if mask[-1] else 0.0)
+        share = kept / total if total > 0 else None
+        how = ("recorded (Kineto) time of the selected ops, each with the CPU time before it, over the recorded "
+               "step")
+    names = Counter(o.name for o, m in zip(view.ops, mask, strict=True) if m)
+    info = {"spec": spec, "ops_selected": n, "ops_in_step": len(view.ops),
+            "op_types": dict(names.most_common(10)), "share_of_step": share,
+            "share_how": how or NO_SHARE}
+    return rebuild(view, [1 if m else 0 for m in mask], keep_tail=mask[-1]), Adaptation("selection", info, share)
+
+
+def parse_what_if(spec: str) -> tuple[str, str, int]:
+    action, sep, rest = spec.partition(":")
+    if action == "drop" and sep and rest:
+        return "drop", rest, 0
+    if action == "repeat" and sep:
+        pattern, eq, n = rest.rpartition("=")
+        if eq and pattern and n.isdigit() and int(n) >= 1:
+            return "repeat", pattern, int(n)
+    raise UserError(f"--what-if {spec}: give drop:OP_PATTERN or repeat:OP_PATTERN=N (N a whole number >= 1)")
+
+
+def what_if(view: TraceView, specs: list[str]) -> tuple[TraceView, Adaptation]:
+    """``view`` with the ops each spec names dropped or repeated (the first spec that matches an op decides),
+    and what changed: per spec the ops it matched and their share of the step."""
+    parsed = [(*parse_what_if(s), s) for s in specs]
+    rxs = [_compile(p, f"--what-if {s}") for _a, p, _n, s in parsed]
+    copies = [1] * len(view.ops)
+    owner: list[int | None] = [None] * len(view.ops)
+    for i, op in enumerate(view.ops):
+        for k, rx in enumerate(rxs):
+            if rx.search(op.name):
+                copies[i], owner[i] = parsed[k][2], k
+                break
+    times, tail = _times(view)
+    total = (sum(times) + tail) if times is not None else None
+    changes = []
+    factor = 1.0 if total else None
+    for k, (action, pattern, n, spec) in enumerate(parsed):
+        idx = [i for i in range(len(view.ops)) if owner[i] == k]
+        if not idx:
+            raise UserError(f"--what-if {spec}: {pattern!r} matches none of the step's {len(view.ops)} ops; "
+                            + _hint(view, "op"))
+        share = sum(times[i] for i in idx) / total if times is not None and total else None
+        if share is not None and factor is not None:
+            factor += share * (n - 1)
+        changes.append({"spec": spec, "action": action, "pattern": pattern, "copies": n, "ops_matched": len(idx),
+                        "op_types": dict(Counter(view.ops[i].name for i in idx).most_common(10)),
+                        "share_of_step": share})
+    info = {"changes": changes, "ops_before": len(view.ops), "ops_after": sum(copies),
+            "step_time_factor": factor,
+            "how": ("the original's time with the recorded (Kineto) time of the matched ops, each with the CPU time "
+                    "before it, removed or repeated" if factor is not None else NO_SHARE)}
+    if not sum(copies):
+        raise UserError("--what-if drops every op of the step; keep at least one")
+    return rebuild(view, copies, keep_tail=True), Adaptation("what_if", info, factor)
+
+
+def _hint(view: TraceView, kind: str) -> str:
+    if kind == "scope":
+        names = Counter(n for _p, k, _i, n in view.scopes if k == "enter"
+                        and not n.startswith(BACKWARD_SCOPE))
+        some = ", ".join(n for n, _ in names.most_common(6))
+        return f"its recorded scopes include {some}" if some else "the trace recorded no scopes around its ops"
+    if kind == "phase":
+        have = sorted(set(phases(view)))
+        return f"the step has {', '.join(have)} ops"
+    some = ", ".join(n for n, _ in Counter(o.name for o in view.ops).most_common(6))
+    return f"its most frequent ops are {some}"
+
+
+def adapt_view(view: TraceView, select_spec: str | None = None,
+               what_if_specs: list[str] | None = None) -> tuple[TraceView, list[Adaptation]]:
+    """Apply ``--select`` then ``--what-if`` to ``view``; nothing to do: the view itself and no adaptation."""
+    done: list[Adaptation] = []
+    if select_spec:
+        view, a = select(view, select_spec)
+        done.append(a)
+    if what_if_specs:
+        view, a = what_if(view, list(what_if_specs))
+        done.append(a)
+    return view, done
+
+
+def factor(adaptations: list[Adaptation]) -> float | None:
+    """The adapted step's time as a fraction of the original step's (None: unknown)."""
+    f = 1.0
+    for a in adaptations:
+        if a.factor is None:
+            return None
+        f *= a.factor
+    return f
+
+
+def adapt_capture(cap: dict | None, adaptations: list[Adaptation]) -> dict | None:
+    """``capture.json`` as the adapted step would have measured: its step time times the adapted share (so the
+    gaps aim at it and the error compares with it); without a known share, without a step time."""
+    if cap is None or not adaptations:
+        return cap
+    st = cap.get("step_time_s")
+    if not isinstance(st, dict) or not isinstance(st.get("median"), int | float):
+        return cap
+    f = factor(adaptations)
+    out = dict(cap)
+    if f is None:
+        out.pop("step_time_s")
+    else:
+        out["step_time_s"] = {k: (v * f if isinstance(v, int | float) and k != "n" else v) for k, v in st.items()}
+    return out
+
+
+def annotate(result: dict[str, Any], adaptations: list[Adaptation], cap: dict | None) -> None:
+    """Add the ``selection`` / ``what_if`` blocks to a replay's result. A selection is compared with its share
+    of the original step (``original_iter_time_s`` is that share); a what-if has no original to compare with:
+    ``original_iter_time_s`` stays the original step, ``error`` is null and ``what_if`` gives the expected
+    time and the change against the original."""
+    st = (cap or {}).get("step_time_s") if cap else None
+    step_s = st.get("median") if isinstance(st, dict) else None
+    if result.get("error_note") and result.get("original_iter_time_s") is not None:
+        step_s = None  # across devices: the original's time is not comparable (error_note says why)
+    it = (result.get("iter_time_s") or {}).get("median")
+    share = 1.0
+    for a in adaptations:
+        info = dict(a.info)
+        if a.kind == "selection":
+            share = a.factor if a.factor is not None else float("nan")
+            info["original_step_time_s"] = step_s
+            info["original_selected_time_s"] = step_s * a.factor if step_s and a.factor is not None else None
+            info["compared_with"] = ("the selection's share of the original step (original_iter_time_s)"
+                                     if info["original_selected_time_s"] is not None else None)
+            result["selection"] = info
+        else:
+            base = step_s * share if step_s and share == share else None
+            expected = base * a.factor if base is not None and a.factor is not None else None
+            info["original_iter_time_s"] = base
+            info["expected_iter_time_s"] = expected
+            info["change_vs_original"] = (it / base - 1) if it and base else None
+            result["what_if"] = info
+            result["original_iter_time_s"] = base
+            if result.get("error") is not None or base is not None:
+                result["error"] = None
+                result["error_note"] = ("a what-if replay changes the step, so it has no original to compare "
+                                        "with: what_if gives the change against the original")
+
+
+def describe(result: dict[str, Any]) -> list[str]:
+    """Lines for the console: what was selected or changed, and its share of the step."""
+    out = []
+    sel = result.get("selection")
+    if sel:
+        share = sel["share_of_step"]
+        out.append(f"selection {sel['spec']}: {sel['ops_selected']} of {sel['ops_in_step']} ops, "
+                   + (f"{share * 100:.1f}% of the recorded step" if share is not None else "share unknown")
+                   + (f"; compared with that share of the original ({sel['original_selected_time_s'] * 1e3:.3f} ms)"
+                      if sel.get("original_selected_time_s") else ""))
+    wi = result.get("what_if")
+    if wi:
+        for c in wi["changes"]:
+            what = "dropped" if c["action"] == "drop" else f"repeated x{c['copies']}"
+            share = c["share_of_step"]
+            out.append(f"what-if {c['spec']}: {c['ops_matched']} ops {what}"
+                       + (f" ({share * 100:.1f}% of the recorded step)" if share is not None else ""))
+        if wi.get("change_vs_original") is not None:
+            out.append(f"what-if: replayed step {wi['change_vs_original'] * 100:+.1f}% against the original "
+                       f"(expected {(wi['step_time_factor'] - 1) * 100:+.1f}% from the recorded shares)")
+    return out

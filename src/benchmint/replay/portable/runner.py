@@ -1,0 +1,90 @@
+"""Replay this exported benchmark: ``python run.py [--device cpu|cuda] [--threads N] [--warmup N] [--iters N]
+[--json PATH]``. Needs only PyTorch.
+
+Written by ``benchmint export``: the folder holds the recorded step (``trace/``), the replay engine that
+``benchmint replay`` runs (``_benchmint_replay/``, benchmint's own modules, imported from here) and
+``export.json`` (what was exported, with which selection). The result has the keys of ``benchmint replay
+--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _clean(x):
+    """JSON-safe: NaN and infinities become null, tuples lists, anything else its text."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_clean(v) for v in x]
+    if x is None or isinstance(x, bool | int | str):
+        return x
+    return str(x)
+
+
+def _ms(x):
+    return "-" if x is None else f"{x * 1e3:.3f} ms"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="run.py", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default=None, help="cpu or cuda[:N] (default: the trace's device when available)")
+    ap.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the capture's)")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed iterations first")
+    ap.add_argument("--iters", type=int, default=20, help="timed iterations")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the synthetic tensor contents")
+    ap.add_argument("--gaps", choices=("recorded", "none"), default=None,
+                    help="recorded: reproduce the CPU time between ops (default when the Kineto trace is there)")
+    ap.add_argument("--json", default=None, help="write the result as JSON here")
+    ap.add_argument("--no-memory-check", action="store_true", help="plan even when the tensors may not fit")
+    args = ap.parse_args(argv)
+
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # the ET observer's start/stop lines
+    if HERE not in sys.path:
+        sys.path.insert(0, HERE)
+    with open(os.path.join(HERE, "export.json")) as f:
+        cfg = json.load(f)
+
+    from _benchmint_replay.core.errors import UserError
+    from _benchmint_replay.replay.api import replay_trace
+
+    try:
+        res = replay_trace(os.path.join(HERE, cfg["trace"]), os.path.join(HERE, cfg["kineto"]) if cfg.get("kineto")
+                           else None, device=args.device, threads=args.threads, warmup=args.warmup,
+                           iters=args.iters, seed=args.seed, gaps=args.gaps, memory_check=not args.no_memory_check,
+                           select=cfg.get("select"), what_if=cfg.get("what_if"))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    r = dict(res.result)
+    r["per_op_type"] = res.per_op_type
+    r["exported"] = {k: cfg.get(k) for k in ("benchmint_version", "exported_at", "source", "select", "what_if")}
+    r["runner"] = {"python": sys.version.split()[0], "executable": sys.executable}
+    line = (f"coverage {r['coverage']:.3f} ({r['ops_replayed']}/{r['ops_total']} ops), replay "
+            f"{_ms(r['iter_time_s']['median'])}/iter")
+    if r.get("original_iter_time_s") is not None:
+        line += f", original {_ms(r['original_iter_time_s'])}"
+        line += f", error {r['error'] * 100:+.1f}%" if r.get("error") is not None else ""
+    elif r.get("original_iter_time_estimated_s") is not None:
+        line += f", original ~{_ms(r['original_iter_time_estimated_s'])} (estimated from the trace)"
+    print(line + f" [{r['device']}, {r['threads']} threads]")
+    for s in r.get("skipped", [])[:5]:
+        print(f"skipped {s['op']} x{s['count']}: {s['reason']}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(_clean(r), f, indent=2)
+            f.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

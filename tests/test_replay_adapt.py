@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from benchmint.core.errors import UserError
+from benchmint.models.workloads import build
+from benchmint.replay import replay_trace
+from benchmint.replay.adapt import adapt_view, phases
+from benchmint.replay.source import view_from_trace
+from benchmint.trace import load
+from benchmint.trace.capture import capture_steps
+from benchmint.trace.kineto import join_kineto
+
+
+@pytest.fixture(scope="module")
+def train(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("adapt") / "transformer_train"
+    capture_steps(build("transformer_train").step, d, warmup=1, measure=5, record=1)
+    return d
+
+
+@pytest.fixture(scope="module")
+def view(train):
+    tr = load(train / "et.json")
+    return view_from_trace(tr, join_kineto(tr, train / "kineto.json"))
+
+
+def test_phases_split_a_training_step_into_forward_backward_and_optimizer(view):
+    ph = phases(view)
+    by = {p: Counter(o.name for o, q in zip(view.ops, ph, strict=True) if q == p) for p in set(ph)}
+    assert set(by) == {"forward", "backward", "optimizer"}
+    assert "aten::embedding" in by["forward"] and "aten::embedding_backward" in by["backward"]
+    assert any(n.startswith("aten::_foreach_") for n in by["optimizer"])
+    assert not any(n.endswith("_backward") for n in by["forward"] | by["optimizer"])
+    # the optimizer runs last, as one block
+    first = ph.index("optimizer")
+    assert all(p == "optimizer" for p in ph[first:])
+
+
+def test_a_selection_replays_only_its_ops_and_compares_with_its_share_of_the_step(train, view):
+    res = replay_trace(train, select="phase:optimizer", gaps="none", warmup=0, iters=2)
+    r = res.result
+    sel = r["selection"]
+    n_opt = phases(view).count("optimizer")
+    assert r["ops_total"] == sel["ops_selected"] == n_opt < sel["ops_in_step"] == len(view.ops)
+    assert 0 < sel["share_of_step"] < 1
+    cap = json.loads((train / "capture.json").read_text())["step_time_s"]["median"]
+    assert sel["original_step_time_s"] == pytest.approx(cap)
+    assert r["original_iter_time_s"] == pytest.approx(cap * sel["share_of_step"])
+    assert r["error"] == pytest.approx(r["iter_time_s"]["median"] / r["original_iter_time_s"] - 1)
+    # system metrics of the capture's measured steps beside the replay's iterations
+    sm = r["system_metrics"]["metrics"]
+    assert {"cpu_utilization", "involuntary_ctx_switches_per_step", "peak_rss_bytes"} <= set(sm)
+    assert all(v["original"] is not None and v["replay"] is not None for v in sm.values())
+    # the recorded scopes left are the optimizer's: no autograd-engine scope survives the selection
+    adapted, _ = adapt_view(view, "phase:optimizer")
+    assert adapted.scopes and all(not n.startswith("autograd::") for _p, _k, _i, n in adapted.scopes)
+    assert adapted.step_span_s < view.step_span_s
+
+
+def test_op_and_scope_selections(view):
+    adapted, (a,) = adapt_view(view, "op:aten::mm|aten::addmm")
+    assert {o.name for o in adapted.ops} <= {"aten::mm", "aten::addmm"}
+    assert a.info["ops_selected"] == sum(1 for o in view.ops if o.name in ("aten::mm", "aten::addmm"))
+    opt, _ = adapt_view(view, "scope:Optimizer.step")
+    assert 0 < len(opt.ops) <= phases(view).count("optimizer")
+
+
+def test_a_selection_or_what_if_that_matches_nothing_is_one_line_and_exit_2(train, cli, tmp_path):
+    for flag, value in (("--select", "scope:encoder.layers.0"), ("--select", "op:aten::conv9d"),
+                        ("--what-if", "drop:aten::conv9d"), ("--select", "phase:sideways"),
+                        ("--what-if", "repeat:aten::mm=x")):
+        code, _, err = cli("replay", str(train), flag, value, "--gaps", "none", "--iters", "1", "--no-store")
+        assert code == 2, (flag, value, err)
+        assert len(err.strip().splitlines()) == 1 and value.split(":")[0] in err
+
+
+def test_what_if_drops_and_repeats_ops_and_says_what_changed(train, view):
+    n_foreach = sum(1 for o in view.ops if "_foreach_" in o.name)
+    n_addmm = sum(1 for o in view.ops if o.name == "aten::addmm")
+    res = replay_trace(train, what_if=["drop:_foreach_", "repeat:aten::addmm=3"], gaps="none", warmup=0, iters=2)
+    r = res.result
+    wi = r["what_if"]
+    assert r["ops_total"] == wi["ops_after"] == len(view.ops) - n_foreach + 2 * n_addmm
+    drop, rep = wi["changes"]
+    assert (drop["action"], drop["ops_matched"], rep["copies"], rep["ops_matched"]) == ("drop", n_foreach, 3, n_addmm)
+    assert 0 < drop["share_of_step"] < 1 and 0 < rep["share_of_step"] < 1
+    assert wi["step_time_factor"] == pytest.approx(1 - drop["share_of_step"] + 2 * rep["share_of_step"])
+    cap = json.loads((train / "capture.json").read_text())["step_time_s"]["median"]
+    assert r["original_iter_time_s"] == pytest.approx(cap) and r["error"] is None and r["error_note"]
+    assert wi["expected_iter_time_s"] == pytest.approx(cap * wi["step_time_factor"])
+    assert wi["change_vs_original"] == pytest.approx(r["iter_time_s"]["median"] / cap - 1)
+    assert sum(1 for s in res.plan.steps if s.op.name == "aten::addmm") == 3 * n_addmm
+
+
+def test_a_selection_without_recorded_times_has_no_share_and_no_comparison(train, tmp_path):
+    d = tmp_path / "no_kineto"
+    d.mkdir()
+    (d / "et.json").write_bytes((train / "et.json").read_bytes())
+    (d / "capture.json").write_bytes((train / "capture.json").read_bytes())
+    cap = json.loads((d / "capture.json").read_text())
+    cap["files"] = {"et": "et.json"}
+    (d / "capture.json").write_text(json.dumps(cap))
+    r = replay_trace(d, select="phase:backward", gaps="none", warmup=0, iters=1).result
+    assert r["selection"]["share_of_step"] is None and "not known" in r["selection"]["share_how"]
+    assert r["original_iter_time_s"] is None and r["error"] is None
+    with pytest.raises(UserError, match="drops every op"):
+        replay_trace(d, what_if=["drop:.*"], gaps="none", warmup=0, iters=1)

@@ -1,0 +1,167 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmint.models.workloads import build
+from benchmint.replay.export import export_benchmark, rewrite
+from benchmint.trace.capture import capture_steps
+
+RESULT_KEYS = {"schema_version", "coverage", "iter_time_s", "original_iter_time_s", "error", "device", "threads"}
+# what `pip install torch` brings (torch's own requirements and theirs): the exported runner needs no more
+TORCH_ONLY = ("torch", "torchgen", "functorch", "sympy", "isympy", "mpmath", "networkx", "jinja2", "markupsafe",
+              "filelock", "fsspec", "setuptools", "typing_extensions")
+# run under `python -I -S` with only the torch-only folder on sys.path; refuses to start if benchmint or
+# the third-party libraries the engine uses elsewhere can be imported
+ISOLATED = """
+import runpy, sys
+sys.path.append(sys.argv.pop(1))
+for m in ("benchmint", "msgspec", "orjson", "psutil", "numpy", "rich", "typer"):
+    try:
+        __import__(m)
+    except ModuleNotFoundError:
+        continue
+    sys.exit(f"{m} is importable")
+script = sys.argv.pop(1)
+sys.argv[0] = script
+runpy.run_path(script, run_name="__main__")
+"""
+
+
+@pytest.fixture(scope="module")
+def capture(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("cap") / "encoder_cls"
+    capture_steps(build("encoder_cls").step, d, warmup=1, measure=5, record=2)
+    return d
+
+
+def torch_only_site(root: Path) -> Path:
+    """A folder holding (links to) torch and its requirements only, from this interpreter's site-packages."""
+    site = Path(torch.__file__).resolve().parent.parent
+    out = root / "torch-only-site"
+    out.mkdir()
+    for entry in site.iterdir():
+        stem = entry.name.split("-")[0].removesuffix(".py")
+        if stem in TORCH_ONLY:
+            (out / entry.name).symlink_to(entry)
+    return out
+
+
+def test_exported_folder_runs_with_torch_alone_and_writes_replay_keys(capture, tmp_path, cli):
+    out = tmp_path / "bench"
+    code, stdout, err = cli("export", str(capture), "--out", str(out))
+    assert code == 0, err
+    assert "exported" in stdout and (out / "run.py").exists() and (out / "_benchmint_replay").is_dir()
+    readme = (out / "README.md").read_text()
+    for section in ("## What was captured", "## On what", "## What the original measured", "## How to run"):
+        assert section in readme
+    cap = json.loads((capture / "capture.json").read_text())
+    assert f"{cap['step_time_s']['median'] * 1e3:.3f} ms" in readme
+
+    site = torch_only_site(tmp_path)
+    probe = subprocess.run([sys.executable, "-I", "-S", "-c", "import sys; sys.path.append(sys.argv[1]); "
+                            "import benchmint", str(site)], capture_output=True, text=True)
+    assert probe.returncode != 0 and "No module named 'benchmint'" in probe.stderr
+    res = tmp_path / "result.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "BENCHMINT"))}
+    p = subprocess.run([sys.executable, "-I", "-S", "-c", ISOLATED, str(site), str(out / "run.py"),
+                        "--iters", "2", "--warmup", "0", "--json", str(res)],
+                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "coverage 1.000" in p.stdout
+    r = json.loads(res.read_text())
+    assert RESULT_KEYS <= set(r)
+    assert r["coverage"] == 1.0 and r["iter_time_s"]["n"] == 2
+    assert r["original_iter_time_s"] == pytest.approx(cap["step_time_s"]["median"])
+    assert r["gap_target"] == "capture.json" and r["threads"] == cap["threads"]
+    # the replay's own recordings were read back (stdlib stand-in for msgspec): the estimate is there
+    assert r["calibration"] is not None and r["original_iter_time_estimated_s"] is not None
+
+
+def test_export_trims_the_trace_to_the_replayed_iteration_without_changing_the_replay(capture, tmp_path):
+    from benchmint.replay.export import _view
+
+    meta = export_benchmark(capture, tmp_path / "b")
+    assert meta["trimmed"] and meta["nodes"]["exported"] < meta["nodes"]["original"]
+    cap = json.loads((capture / "capture.json").read_text())
+    assert meta["iteration"] == cap["recorded_iterations"][-1]
+    _, a = _view(capture / "et.json", capture / "kineto.json", meta["iteration"])
+    tr, b = _view(tmp_path / "b" / "trace" / "et.json", tmp_path / "b" / "trace" / "kineto.json", None)
+    assert [it.number for it in tr.iterations] == [meta["iteration"]]
+    assert [(o.name, o.dur_s) for o in a.ops] == [(o.name, o.dur_s) for o in b.ops]
+    assert a.step_span_s == b.step_span_s
+
+
+def test_an_exported_selection_is_replayed_by_the_runner(capture, tmp_path):
+    out = tmp_path / "sel"
+    meta = export_benchmark(capture, out, select="op:aten::linear")
+    assert meta["select"] == "op:aten::linear" and meta["adapted"][0]["ops_selected"] > 0
+    res = tmp_path / "r.json"
+    p = subprocess.run([sys.executable, str(out / "run.py"), "--gaps", "none", "--iters", "1", "--warmup", "0",
+                        "--json", str(res)], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads(res.read_text())
+    assert r["selection"]["spec"] == "op:aten::linear"
+    assert r["ops_total"] == meta["adapted"][0]["ops_selected"]
+
+
+def test_export_refuses_a_non_empty_folder_and_a_selection_that_matches_nothing(capture, tmp_path, cli):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    code, _, err = cli("export", str(capture), "--out", str(tmp_path / "full"))
+    assert code == 2 and "not empty" in err and len(err.strip().splitlines()) == 1
+    code, _, err = cli("export", str(capture), "--out", str(tmp_path / "e"), "--select", "op:aten::conv9d")
+    assert code == 2 and "matches none" in err
+    assert not (tmp_path / "e").exists() or not any((tmp_path / "e").iterdir())
+
+
+def test_vendored_imports_point_at_the_folder_and_fall_back_to_stdlib():
+    src = "from benchmint.core import clock\n    import benchmint.trace.load\nimport orjson\nx = 'benchmint.y'\n"
+    out = rewrite(src)
+    assert "from _benchmint_replay.core import clock" in out
+    assert "import _benchmint_replay.trace.load" in out
+    assert "except ImportError" in out and "orjson_stub as orjson" in out
+    assert "'benchmint.y'" in out  # strings are left alone
+
+
+STUB_PARITY = """
+import json, sys
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+from _benchmint_replay.trace import load
+from _benchmint_replay.trace.kineto import load_kineto
+out = {"stub": sys.modules["_benchmint_replay.trace.load"].msgspec.__name__}
+tr = load(sys.argv[3])
+ops = tr.top_level_ops()
+out["nodes"] = len(tr.nodes)
+out["ops"] = [(n.name, repr(n.inputs)) for n in ops[:50]]
+kt = load_kineto(sys.argv[4])
+out["events"] = [len(kt.cpu), len(kt.runtime), len(kt.device), sum(e.rf_id is not None for e in kt.cpu)]
+print(json.dumps(out))
+"""
+
+
+def test_the_stdlib_msgspec_stand_in_loads_traces_as_msgspec_does(data_dir, tmp_path):
+    from benchmint.replay.export import vendor
+    from benchmint.trace import load
+    from benchmint.trace.kineto import load_kineto
+
+    vendor(tmp_path / "pkg" / "_benchmint_replay")
+    site = torch_only_site(tmp_path)
+    et, k = data_dir / "param" / "linear_et.json.gz", data_dir / "param" / "linear_kineto.json.gz"
+    p = subprocess.run([sys.executable, "-I", "-S", "-c", STUB_PARITY, str(tmp_path / "pkg"), str(site), str(et),
+                        str(k)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    got = json.loads(p.stdout)
+    assert got["stub"].endswith("msgspec_stub")
+    tr = load(et)
+    assert got["nodes"] == len(tr.nodes)
+    assert got["ops"] == [[n.name, repr(n.inputs)] for n in tr.top_level_ops()[:50]]
+    kt = load_kineto(k)
+    assert got["events"] == [len(kt.cpu), len(kt.runtime), len(kt.device), sum(e.rf_id is not None for e in kt.cpu)]
+    assert got["events"][0] > 0
