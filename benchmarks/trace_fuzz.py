@@ -295,6 +295,16 @@ def _rss_bytes(pid: int) -> int:
         return 0
 
 
+def _die_with_parent() -> None:
+    """Linux: the child is killed when the campaign stops (a timeout of its own, Ctrl-C), never left running."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 THREAD_GUARD = 256
 _OVER_RESOURCES = 137
 
@@ -327,6 +337,7 @@ def run_one(argv: list[str], workdir: Path, timeout_s: float, rss_limit: int) ->
         code = 1
         try:
             os.setsid()
+            _die_with_parent()
             os.chdir(workdir)
             fd = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
             null = os.open(os.devnull, os.O_WRONLY)
@@ -432,6 +443,8 @@ def main() -> int:
                 if outcome in ("exit 1", "hung", "over memory"):
                     print(f"  #{i} {m['kind']:<20} {cmd:<8} {outcome:<12} {line[:110]}", flush=True)
             shutil.rmtree(d, ignore_errors=True)
+            if (i + 1) % 25 == 0:
+                print(f"  ... {i + 1}/{len(mutants)} mutants, {time.monotonic() - t_start:.0f} s", flush=True)
     wall = time.monotonic() - t_start
 
     def table(title: str, sel: list[dict]) -> None:
