@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import numpy as np
+import math
 
 #: A timing whose interquartile range exceeds this fraction of its median is flagged noisy (the threshold
 #: ``torch.utils.benchmark`` warns at).
@@ -15,11 +15,19 @@ NOISY_IQR_RATIO = 0.10
 
 
 def percentiles(values: Iterable[float], qs: Sequence[float]) -> list[float]:
-    """The ``qs`` percentiles (0-100) of ``values`` (NaN for no values)."""
-    a = np.asarray(list(values) if not isinstance(values, np.ndarray) else values, dtype=np.float64)
-    if a.size == 0:
+    """The ``qs`` percentiles (0-100) of ``values`` (NaN for no values), computed as ``numpy.percentile`` does
+    by default, in plain Python: the replay engine that ``benchmint export`` vendors runs where only torch is
+    installed, and numpy is not one of torch's requirements."""
+    a = sorted(float(v) for v in values)
+    if not a:
         return [float("nan")] * len(qs)
-    return [float(x) for x in np.percentile(a, list(qs))]
+    out = []
+    for q in qs:
+        h = (len(a) - 1) * float(q) / 100.0
+        lo = math.floor(h)
+        hi = min(lo + 1, len(a) - 1)
+        out.append(a[lo] + (h - lo) * (a[hi] - a[lo]))
+    return out
 
 
 def percentile(values: Iterable[float], q: float) -> float:
@@ -32,8 +40,7 @@ def timing_summary(xs: Sequence[float]) -> dict[str, Any]:
     noisy (IQR over :data:`NOISY_IQR_RATIO` of the median); None and 0 for no samples."""
     if not xs:
         return {"median": None, "p10": None, "p90": None, "n": 0, "iqr": None, "noisy": None}
-    p10, p25, p75, p90 = percentiles(xs, [10, 25, 75, 90])
-    med = float(np.median(np.asarray(xs, dtype=np.float64)))
+    p10, p25, med, p75, p90 = percentiles(xs, [10, 25, 50, 75, 90])
     iqr = p75 - p25
     return {"median": med, "p10": p10, "p90": p90, "n": len(xs), "iqr": iqr,
             "noisy": bool(med > 0 and iqr > NOISY_IQR_RATIO * med)}
