@@ -38,6 +38,9 @@ class ReplayOptions:
     select: str | None = None
     what_if: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "what_if", tuple(self.what_if or ()))  # None or a list from a caller
+
     @classmethod
     def of(cls, options: ReplayOptions | None = None, **settings: Any) -> ReplayOptions:
         """``options`` (default: the defaults) with ``settings`` (field names) replacing its fields; an unknown

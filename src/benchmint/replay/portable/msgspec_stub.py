@@ -1,5 +1,5 @@
 """The part of msgspec that benchmint's trace loader uses, on the standard library (an exported benchmark's
-runner, where msgspec is not installed): ``Struct`` with defaults and renamed fields, ``field``, ``Raw``,
+runner, where msgspec is not installed): ``Struct`` with defaults and renamed fields, ``field``, ``Meta`` constraints, ``Raw``,
 ``json.Decoder(type).decode`` / ``json.decode``, ``DecodeError`` and ``ValidationError``.
 
 Slower than msgspec (the document is parsed by :mod:`json`, a ``Raw`` field is written back to JSON text
@@ -41,6 +41,26 @@ class _Field:
 
 def field(*, default: Any = _NODEFAULT, name: str | None = None) -> Any:
     return _Field(default, name)
+
+
+class Meta:
+    """A constraint on an ``Annotated`` value: ``ge``, ``le``, ``max_length`` and ``pattern`` are checked."""
+
+    def __init__(self, *, ge: Any = None, le: Any = None, max_length: int | None = None,
+                 pattern: str | None = None, **_other: Any):
+        self.ge, self.le, self.max_length, self.pattern = ge, le, max_length, pattern
+
+    def check(self, value: Any, path: str) -> None:
+        import re
+
+        if self.ge is not None and value < self.ge:
+            raise ValidationError(f"Expected `{type(value).__name__}` >= {self.ge} - at `{path}`")
+        if self.le is not None and value > self.le:
+            raise ValidationError(f"Expected `{type(value).__name__}` <= {self.le} - at `{path}`")
+        if self.max_length is not None and len(value) > self.max_length:
+            raise ValidationError(f"Expected `str` of length <= {self.max_length} - at `{path}`")
+        if self.pattern is not None and not re.search(self.pattern, value):
+            raise ValidationError(f"Expected `str` matching regex {self.pattern!r} - at `{path}`")
 
 
 class Raw(bytes):
@@ -101,7 +121,7 @@ class Struct:
 def _hints(cls: type) -> dict[str, Any]:
     if cls.__dict__.get("_hints") is None:
         mod = sys.modules.get(cls.__module__)
-        cls._hints = typing.get_type_hints(cls, vars(mod) if mod else None)
+        cls._hints = typing.get_type_hints(cls, vars(mod) if mod else None, include_extras=True)
     return cls._hints
 
 
@@ -122,6 +142,13 @@ def _convert(obj: Any, tp: Any, path: str) -> Any:
                 raise ValidationError(f"Object missing required field `{key}` - at `{path}`")
         return tp(**kw)
     origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        base, *extras = typing.get_args(tp)
+        value = _convert(obj, base, path)
+        for m in extras:
+            if isinstance(m, Meta):
+                m.check(value, path)
+        return value
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(tp)
         if obj is None and type(None) in options:
