@@ -51,6 +51,7 @@ class _OneThread:
     """Fits run on one thread: the data are small, and OpenMP threads on a busy machine spin for nothing."""
 
     def __enter__(self):
+        import sklearn.ensemble  # noqa: F401 - loads the OpenMP runtime, so that the limit reaches it
         from threadpoolctl import threadpool_limits
 
         self._limits = threadpool_limits(1)
@@ -64,7 +65,7 @@ def _learner(seed: int):
     from sklearn.ensemble import HistGradientBoostingRegressor
 
     return HistGradientBoostingRegressor(
-        max_iter=150, learning_rate=0.08, max_leaf_nodes=15, max_depth=5, min_samples_leaf=8,
+        max_iter=120, learning_rate=0.1, max_leaf_nodes=15, max_depth=5, min_samples_leaf=8,
         l2_regularization=1.0, categorical_features="from_dtype", random_state=seed,
     )
 
@@ -124,7 +125,8 @@ class Predictor:
         row lacks a required feature; its figures are then NaN)."""
         df = df.reset_index(drop=True)
         feats = build_features(df)
-        return self.predict_features(feats)
+        with _OneThread():
+            return self.predict_features(feats)
 
     def predict_features(self, feats: pd.DataFrame) -> pd.DataFrame:
         n = len(feats)
@@ -305,10 +307,10 @@ def _oof(feats: pd.DataFrame, ylog: np.ndarray, groups: np.ndarray, template: Pr
 def residual_pools(feats: pd.DataFrame, ylog: np.ndarray, template: Predictor, seed: int = 0) -> dict[str, list]:
     pools: dict[str, list] = {}
     dup = duplicate_groups(feats).to_numpy()
-    pools["seen"] = [float(r) for r in _oof(feats, ylog, dup, template, 5, seed) if np.isfinite(r)]
+    pools["seen"] = [float(r) for r in _oof(feats, ylog, dup, template, 4, seed) if np.isfinite(r)]
     acc = feats["accelerator"].astype(str).to_numpy()
     if len(np.unique(acc)) >= 3:
-        pools["new_accelerator"] = [float(r) for r in _oof(feats, ylog, acc, template, 6, seed) if np.isfinite(r)]
+        pools["new_accelerator"] = [float(r) for r in _oof(feats, ylog, acc, template, 5, seed) if np.isfinite(r)]
     if template.use_roofline:
         fam = feats["model_family"].astype(str).to_numpy()
         ratio = ylog - feats["log_roofline"].to_numpy(dtype=float)
