@@ -239,6 +239,10 @@ def target_values(df: pd.DataFrame, target: str) -> pd.Series:
     """The target's values (float, NaN where absent); :class:`UserError` for an unknown target."""
     t = get_target(target)
     vals = _num(_first(df, t.columns))
+    if target == "tokens_per_s_per_accelerator":  # own runs: the run's rate over its accelerators (1 for a host)
+        total = _num(_first(df, ("metrics__throughput__output_tokens_per_s",)))
+        count = _num(_first(df, SOURCES["accelerator_count"])).fillna(1.0).clip(lower=1.0)
+        vals = vals.where(vals.notna(), total / count)
     return vals.where(vals > 0)
 
 
@@ -248,13 +252,18 @@ def get_target(target: str) -> Target:
     return TARGETS[target]
 
 
+def as_text(s: pd.Series) -> pd.Series:
+    """Values as strings, missing ones as ``"none"`` (pandas' ``astype(str)`` keeps NaN as NaN)."""
+    return s.map(lambda v: "none" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)).astype(object)
+
+
 def duplicate_groups(frame: pd.DataFrame) -> pd.Series:
     """Near-duplicate groups: one system and model family in one round by one submitter (the 99% and 99.9%
     accuracy variants, Server and Offline of one submission, interactive and not) share a group, so that
     evaluation folds never split them. Rows without a system name are their own group."""
-    parts = [frame[c].astype(str) for c in ("round", "submitter", "system_name", "model_family", "accelerator",
+    parts = [as_text(frame[c]) for c in ("round", "submitter", "system_name", "model_family", "accelerator",
                                             "accelerator_count")]
     key = parts[0].str.cat(parts[1:], sep="|")
     lone = frame["system_name"].isna() & frame["submitter"].isna()
-    return key.where(~lone, "row|" + frame["id"].astype(str) + "|" + pd.Series(range(len(frame)),
-                                                                                 index=frame.index).astype(str))
+    own = "row|" + as_text(frame["id"]) + "|" + pd.Series([str(i) for i in range(len(frame))], index=frame.index)
+    return key.where(~lone, own)

@@ -34,6 +34,7 @@ from benchmint.learn.features import (
     CATEGORICAL,
     DEFAULT_FEATURES,
     REQUIRED,
+    as_text,
     build_features,
     duplicate_groups,
     get_target,
@@ -306,13 +307,13 @@ def _oof(feats: pd.DataFrame, ylog: np.ndarray, groups: np.ndarray, template: Pr
 
 def residual_pools(feats: pd.DataFrame, ylog: np.ndarray, template: Predictor, seed: int = 0) -> dict[str, list]:
     pools: dict[str, list] = {}
-    dup = duplicate_groups(feats).to_numpy()
+    dup = duplicate_groups(feats).to_numpy().astype(str)
     pools["seen"] = [float(r) for r in _oof(feats, ylog, dup, template, 4, seed) if np.isfinite(r)]
-    acc = feats["accelerator"].astype(str).to_numpy()
+    acc = as_text(feats["accelerator"]).to_numpy().astype(str)
     if len(np.unique(acc)) >= 3:
         pools["new_accelerator"] = [float(r) for r in _oof(feats, ylog, acc, template, 5, seed) if np.isfinite(r)]
     if template.use_roofline:
-        fam = feats["model_family"].astype(str).to_numpy()
+        fam = as_text(feats["model_family"]).to_numpy().astype(str)
         ratio = ylog - feats["log_roofline"].to_numpy(dtype=float)
         res = []
         for f in np.unique(fam):
