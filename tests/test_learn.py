@@ -1,0 +1,168 @@
+"""The learn layer: spec-table normalizer, evaluation folds, predictor round trip, predict rows with a missing
+feature, recommend, and the CLI's bad-input lines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+OPEN_MLPERF = Path(__file__).parent / "data" / "openmlperf" / "data.parquet"
+TARGET = "tokens_per_s_per_accelerator"
+
+
+@pytest.fixture(scope="module")
+def rows() -> pd.DataFrame:
+    return pd.read_parquet(OPEN_MLPERF)
+
+
+@pytest.fixture(scope="module")
+def small(rows) -> pd.DataFrame:
+    """A few hundred rows of 5 accelerators and 4 model families: enough for every interval pool, fast to fit."""
+    from benchmint.learn.specs import normalize_accelerator
+
+    acc = rows["system.accelerator.name"].map(normalize_accelerator)
+    keep = acc.isin(["NVIDIA H100 SXM 80GB", "NVIDIA H200 SXM 141GB", "NVIDIA B200 180GB", "AMD Instinct MI300X",
+                     "NVIDIA L40S"]) & (rows["benchmark.version"] == "5.0")
+    return rows[keep].reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def model_dir(small, tmp_path_factory) -> Path:
+    from benchmint.learn.predictor import fit_predictor
+
+    out = tmp_path_factory.mktemp("model")
+    fit_predictor(small, TARGET).save(out)
+    return out
+
+
+def test_every_open_mlperf_accelerator_maps_to_a_row_of_the_spec_table(rows):
+    from benchmint.learn.specs import normalize_accelerator, spec_table
+
+    names = sorted(rows["system.accelerator.name"].unique())
+    unmatched = [n for n in names if normalize_accelerator(n) is None]
+    assert unmatched == [] and len(names) >= 20
+    # look-alike names go to their own rows
+    assert normalize_accelerator("NVIDIA H100-NVL-94GB") == "NVIDIA H100 NVL 94GB"
+    assert normalize_accelerator("NVIDIA H100-SXM-80GB") == "NVIDIA H100 SXM 80GB"
+    assert normalize_accelerator("NVIDIA GH200 Grace Hopper Superchip 96GB") == "NVIDIA GH200 96GB"
+    assert normalize_accelerator("NVIDIA GB200") == "NVIDIA GB200"
+    assert normalize_accelerator("AMD MI300X-NPS1-SPX-192GB-750W") == "AMD Instinct MI300X"
+    assert normalize_accelerator("a toaster") is None
+    for acc in spec_table():  # every row answers to its own name and has a source
+        assert normalize_accelerator(acc.name) == acc.name and acc.source.startswith("http")
+        assert acc.specs["memory_bw_gbs"], acc.name
+    current = {"NVIDIA B300 288GB", "NVIDIA GB300", "AMD Instinct MI355X", "Intel Gaudi 3", "Google TPU v7 Ironwood",
+               "NVIDIA RTX PRO 6000 Blackwell", "NVIDIA L4"}
+    assert current <= {a.name for a in spec_table()}
+
+
+def test_features_join_specs_and_roofline(rows):
+    from benchmint.learn.features import build_features
+
+    f = build_features(rows.head(50))
+    assert f["acc_mem_bw_gbs"].notna().all() and (f["roofline_tokens_per_s"] > 0).all()
+    assert set(f["model_family"]) <= {"llama2-70b", "gptj-6b", "mixtral-8x7b", "llama3.1-405b", "llama3.1-70b"}
+
+
+def test_random_folds_keep_near_duplicates_together(rows):
+    from benchmint.learn.evaluate import folds
+    from benchmint.learn.features import build_features, duplicate_groups
+
+    f = build_features(rows)
+    groups = duplicate_groups(f).to_numpy()
+    seen: dict[str, int] = {}
+    for k, (_, te) in enumerate(folds(f, "random")):
+        for g in set(groups[te]):
+            assert seen.setdefault(g, k) == k, f"near-duplicate group {g} split across folds"
+    # the 99% and 99.9% variants and Server/Offline of one submission are one group
+    key = ["benchmark.version", "submission.organization", "system.name"]
+    one = rows[rows["model.name"].isin(["llama2-70b-99", "llama2-70b-99.9"])].groupby(key).filter(
+        lambda d: d["submission.scenario"].nunique() == 2 and d["model.name"].nunique() == 2)
+    assert len(one) >= 4
+    first = one.groupby(key).head(4).index[:4]
+    assert len(set(groups[first])) == 1
+    # grouped splits hold out whole accelerators
+    for tr, te in folds(f, "accelerator"):
+        assert not set(f["accelerator"].iloc[tr]) & set(f["accelerator"].iloc[te])
+
+
+def test_fit_save_load_predict_round_trip(small, model_dir):
+    from benchmint.learn.predictor import load_predictor
+
+    p = load_predictor(model_dir)
+    out = p.predict(small.head(20))
+    assert list(out.columns[:3]) == ["prediction", "lower", "upper"] and len(out) == 20
+    assert (out["lower"] <= out["prediction"]).all() and (out["prediction"] <= out["upper"]).all()
+    y = small.head(20)["metrics.result_per_accelerator"].to_numpy()
+    assert np.median(np.abs(out["prediction"] - y) / y) < 0.3  # rows it was fit on
+    meta = json.loads((model_dir / "predictor.json").read_text())
+    assert meta["target"] == TARGET and meta["features"] and meta["schema_version"]
+    assert len(json.loads((model_dir / "train_ids.json").read_text())["ids"]) == len(small)
+
+
+def test_predict_rows_missing_a_feature_get_an_error_in_their_row(small, model_dir):
+    from benchmint.learn.api import predict_rows
+
+    df = small.head(4).copy()
+    df.loc[1, "model.name"] = None
+    df.loc[2, "system.accelerator.name"] = "AMD Instinct MI355X"  # never measured: extrapolated, with a note
+    res = predict_rows(model_dir, df)
+    r = res["rows"]
+    assert [x["row"] for x in r] == [0, 1, 2, 3]
+    assert r[1]["prediction"] is None and "model_family" in r[1]["error"]
+    assert r[0]["error"] is None and r[0]["prediction"] > 0 and r[0]["unit"] == "tokens/s per accelerator"
+    assert r[2]["basis"] == "new_accelerator" and "MI355X" in r[2]["note"]
+    assert (r[2]["upper"] / r[2]["lower"]) > (r[0]["upper"] / r[0]["lower"])  # less known, wider
+
+
+def test_recommend_ranks_configurations_with_intervals(model_dir):
+    from benchmint.learn.predictor import load_predictor
+    from benchmint.learn.recommend import recommend
+
+    p = load_predictor(model_dir)
+    res = recommend(p, "llama2-70b", "server", {"ttft": 0.45, "tpot": 0.04},
+                    accelerators=["H100-SXM-80GB", "MI355X"], top=5)
+    confs = res["configurations"]
+    assert res["latency_class"] == "interactive" and 0 < len(confs) <= 5
+    for c in confs:
+        assert c["tokens_per_s_lower"] <= c["tokens_per_s"] <= c["tokens_per_s_upper"]
+    priced = [c["usd_per_million_tokens"] for c in confs if c["usd_per_million_tokens"] is not None]
+    assert priced == sorted(priced)
+    assert any(c["extrapolated"] and c["accelerator"] == "AMD Instinct MI355X" for c in res["configurations"]) or \
+        len(priced) == len(confs)
+
+
+def test_cli_bad_input_is_one_line_and_exit_2(cli, tmp_path, small, model_dir):
+    small.to_parquet(tmp_path / "rows.parquet")
+    pd.DataFrame({"foo": [1, 2]}).to_csv(tmp_path / "bad.csv", index=False)
+    one = small[small["submission.organization"] == small["submission.organization"].iloc[0]]
+    one = pd.concat([one] * (1 + 20 // max(1, len(one))))  # enough rows, one submitter
+    one.to_parquet(tmp_path / "one.parquet")
+    cases = [
+        (("learn", "fit", "--target", "nope", "--rows", str(tmp_path / "rows.parquet")), "unknown target 'nope'"),
+        (("learn", "eval", "--rows", str(tmp_path / "one.parquet"), "--split", "submitter"), "needs at least two"),
+        (("learn", "predict", str(model_dir), str(tmp_path / "bad.csv")), "no usable column"),
+        (("learn", "fit", "--results", str(tmp_path / "empty")), "0 row(s)"),
+        (("recommend", "--model", "llama2-70b", "--model-dir", str(model_dir), "--accelerators", "toaster"),
+         "not in the spec table"),
+    ]
+    for args, words in cases:
+        code, _, err = cli(*args)
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert code == 2 and len(lines) == 1 and words in lines[0], (args, err)
+
+
+def test_cli_predict_writes_one_object_per_row_in_order(cli, tmp_path, small, model_dir):
+    df = small.head(3).copy()
+    df.loc[0, "model.name"] = None
+    df.to_json(tmp_path / "rows.jsonl", orient="records", lines=True)
+    code, out, err = cli("learn", "predict", str(model_dir), str(tmp_path / "rows.jsonl"), "--json",
+                         str(tmp_path / "p.json"))
+    assert code == 0, err
+    res = json.loads((tmp_path / "p.json").read_text())
+    assert res["schema_version"] and [r["row"] for r in res["rows"]] == [0, 1, 2]
+    assert res["rows"][0]["error"] and res["rows"][1]["lower"] < res["rows"][1]["upper"]
