@@ -235,7 +235,7 @@ class _Page:
 
 
 def render(records: list[RunRecord], title: str = "benchmint report",
-           base_dirs: list[Path] | None = None) -> str:
+           base_dirs: list[Path] | None = None, predictions: list[dict] | None = None) -> str:
     """The whole report as one HTML string."""
     from plotly.offline import get_plotlyjs
 
@@ -320,6 +320,12 @@ def render(records: list[RunRecord], title: str = "benchmint report",
         if ofig is not None:
             page.plot(ofig)
 
+    if predictions:
+        from benchmint.report.predictions import section
+
+        for part in section(predictions):
+            page.plot(part) if isinstance(part, go.Figure) else page.add(part)
+
     body = "\n".join(page.parts)
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
@@ -333,6 +339,7 @@ def render(records: list[RunRecord], title: str = "benchmint report",
 
 
 def write_report(records: list[RunRecord], out: str | Path, title: str = "benchmint report",
-                 base_dirs: list[Path] | None = None) -> Path:
-    """Write the report atomically; returns its path."""
-    return atomic_write_bytes(Path(out), render(records, title, base_dirs).encode("utf-8"))
+                 base_dirs: list[Path] | None = None, predictions: list[dict] | None = None) -> Path:
+    """Write the report atomically; returns its path. ``predictions``: JSON documents of ``learn eval --json``
+    and ``recommend --json`` for the "Predictions" section."""
+    return atomic_write_bytes(Path(out), render(records, title, base_dirs, predictions).encode("utf-8"))
