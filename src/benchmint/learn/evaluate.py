@@ -23,7 +23,7 @@ import pandas as pd
 
 from benchmint.core.errors import UserError
 from benchmint.learn.features import as_text, duplicate_groups, get_target
-from benchmint.learn.predictor import LEVEL, _OneThread, fit_features, training_frame
+from benchmint.learn.predictor import LEVEL, POOLS, _OneThread, fit_features, training_frame
 
 SCHEMA_VERSION = "1.0"
 SPLITS = ("random", "accelerator", "model", "submitter", "round")
@@ -117,7 +117,15 @@ def evaluate(df: pd.DataFrame, target: str, split: str = "random", seed: int = 0
         for tr, te in fold_list:
             if len(tr) < 20:
                 continue
-            p = fit_features(feats.iloc[tr].reset_index(drop=True), ylog[tr], target, features, seed)
+            # only the interval pools the held-out rows will use (the same answer, fewer fits)
+            ftr, fte = feats.iloc[tr], feats.iloc[te]
+            new_acc = ~fte["accelerator"].isin(set(ftr["accelerator"].dropna()))
+            new_fam = ~fte["model_family"].isin(set(ftr["model_family"].dropna()))
+            need = tuple(n for n, m in (("seen", ~new_acc & ~new_fam), ("new_accelerator", new_acc & ~new_fam),
+                                        ("new_model", new_fam)) if m.any())
+            # a pool a row needs may be missing (too few groups): the predictor then uses the widest pool
+            need = need if len(need) == 1 else POOLS
+            p = fit_features(ftr.reset_index(drop=True), ylog[tr], target, features, seed, pools=need)
             out = p.predict_features(feats.iloc[te].reset_index(drop=True))
             pred[te], lower[te], upper[te] = (out[c].to_numpy(dtype=float) for c in ("prediction", "lower", "upper"))
             basis[te] = out["basis"].to_numpy()

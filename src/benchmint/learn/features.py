@@ -52,7 +52,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
 )}
 
 CATEGORICAL = ("model_family", "precision", "accelerator", "acc_vendor", "engine", "engine_release", "scenario",
-               "latency_class", "cpu_vendor")
+               "latency_class", "cpu_vendor", "division")
 NUMERIC = ("params_b", "active_params_b", "layers", "hidden", "kv_heads", "experts", "accelerator_count", "nodes",
            "input_len", "output_len", "concurrency", "rate", "bytes_per_param", "acc_peak_tflops",
            "acc_mem_bw_gbs", "acc_mem_gb", "acc_interconnect_gbs", "acc_tdp_w", "acc_launch_year",
@@ -86,6 +86,7 @@ SOURCES: dict[str, tuple[str, ...]] = {
     "concurrency": ("config__concurrency", "concurrency", "batch_size", "config__max_batch_size"),
     "rate": ("config__rate", "rate"),
     "round": ("config__mlperf_version", "benchmark.version", "round"),
+    "division": ("config__division", "submission.division", "division"),
     "submitter": ("system__organization", "submission.organization", "submitter"),
     "system_name": ("system__name", "system.name", "system_name", "system__hostname"),
     "kind": ("kind",),
@@ -146,6 +147,13 @@ def _scenario(v: Any) -> str | None:
             "multistream": "multistream", "interactive": "interactive"}.get(t, t)
 
 
+def _name_precision(name: Any) -> str | None:
+    if not isinstance(name, str):
+        return None
+    m = re.search(r"(?<![a-z0-9])(fp8|fp4|nvfp4|mxfp4|int4|int8|w4a16|w8a8)(?![0-9])", name.lower())
+    return normalize_precision(m.group(1)) if m else None
+
+
 def canonical_frame(df: pd.DataFrame) -> pd.DataFrame:
     """The canonical columns (see :data:`SOURCES`) of rows in either input layout, index preserved."""
     src = {k: _first(df, v) for k, v in SOURCES.items()}
@@ -171,7 +179,10 @@ def canonical_frame(df: pd.DataFrame) -> pd.DataFrame:
     else:
         out["active_params_b"] = out["params_b"]
     out["architecture"] = [f.architecture if f else None for f in facts]
-    out["precision"] = [normalize_precision(p) for p in src["precision"]]
+    # a quantization the model's name states (``...-fp8_dyn``, ``...-FP8-dynamic``) wins over the weight data type
+    # field, which submissions fill in inconsistently
+    out["precision"] = [_name_precision(n) or normalize_precision(p)
+                        for n, p in zip(src["model_name"], src["precision"], strict=True)]
     out["accelerator_raw"] = src["accelerator_name"]
     out["accelerator_count"] = _num(src["accelerator_count"])
     out["nodes"] = _num(src["nodes"]).fillna(1.0)
@@ -191,6 +202,7 @@ def canonical_frame(df: pd.DataFrame) -> pd.DataFrame:
     for col in ("input_len", "output_len", "concurrency", "rate"):
         out[col] = _num(src[col])
     out["round"] = src["round"].map(lambda v: None if v is None else str(v).lstrip("v"))
+    out["division"] = src["division"].map(lambda v: None if v is None else str(v).lower())
     out["submitter"] = src["submitter"]
     out["system_name"] = src["system_name"]
     return out

@@ -258,9 +258,9 @@ def _check_rows(n: int, target: str) -> None:
 
 
 def fit_features(feats: pd.DataFrame, ylog: np.ndarray, target: str, features: list[str] | None = None,
-                 seed: int = 0, inner_cv: bool = True) -> Predictor:
+                 seed: int = 0, inner_cv: bool = True, pools: tuple[str, ...] = POOLS) -> Predictor:
     """Fit on feature rows (``build_features``) and log target values; ``inner_cv`` computes the conformal
-    residual pools (off: a point predictor with no interval pools, used inside those very folds)."""
+    residual pools named in ``pools`` (off: a point predictor with no interval pools)."""
     _check_rows(len(feats), target)
     if features is None:
         features = [f for f in DEFAULT_FEATURES if f in feats.columns and feats[f].notna().any()]
@@ -281,7 +281,7 @@ def fit_features(feats: pd.DataFrame, ylog: np.ndarray, target: str, features: l
     pred.model = _learner(seed).fit(pred.matrix(feats), ylog - pred.offset(feats))
     pred.seen = {c: sorted({str(v) for v in feats[c].dropna()}) for c in ("accelerator", "model_family")}
     if inner_cv:
-        pred.pools = residual_pools(feats, ylog, pred, seed)
+        pred.pools = residual_pools(feats, ylog, pred, seed, pools)
     return pred
 
 
@@ -305,14 +305,16 @@ def _oof(feats: pd.DataFrame, ylog: np.ndarray, groups: np.ndarray, template: Pr
     return res
 
 
-def residual_pools(feats: pd.DataFrame, ylog: np.ndarray, template: Predictor, seed: int = 0) -> dict[str, list]:
+def residual_pools(feats: pd.DataFrame, ylog: np.ndarray, template: Predictor, seed: int = 0,
+                   which: tuple[str, ...] = POOLS) -> dict[str, list]:
     pools: dict[str, list] = {}
-    dup = duplicate_groups(feats).to_numpy().astype(str)
-    pools["seen"] = [float(r) for r in _oof(feats, ylog, dup, template, 4, seed) if np.isfinite(r)]
+    if "seen" in which:
+        dup = duplicate_groups(feats).to_numpy().astype(str)
+        pools["seen"] = [float(r) for r in _oof(feats, ylog, dup, template, 4, seed) if np.isfinite(r)]
     acc = as_text(feats["accelerator"]).to_numpy().astype(str)
-    if len(np.unique(acc)) >= 3:
+    if "new_accelerator" in which and len(np.unique(acc)) >= 3:
         pools["new_accelerator"] = [float(r) for r in _oof(feats, ylog, acc, template, 5, seed) if np.isfinite(r)]
-    if template.use_roofline:
+    if "new_model" in which and template.use_roofline:
         fam = as_text(feats["model_family"]).to_numpy().astype(str)
         ratio = ylog - feats["log_roofline"].to_numpy(dtype=float)
         res = []
