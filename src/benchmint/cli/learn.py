@@ -124,7 +124,6 @@ def predict_cmd(
     """Predict each row of ROWS, in input order, with its 90% interval; a row missing a feature gets an error."""
     from benchmint.core.jsonio import write_json
     from benchmint.learn.api import load_rows, predict_rows, predictions_table
-
     from benchmint.learn.predictor import load_predictor
 
     load_predictor(model_dir)  # a bad folder is reported before the rows are read

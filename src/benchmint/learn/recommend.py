@@ -109,6 +109,14 @@ def _candidates(model: str, scenario: str, accs: list[Accelerator],
     return rows
 
 
+def _per_million(usd_h: float | None):
+    return lambda rate: usd_h / 3600 / rate * 1e6 if usd_h and rate > 0 else None
+
+
+def _joules(tdp: float | None, n: int):
+    return lambda rate: tdp * n / rate if tdp and rate > 0 else None
+
+
 def recommend(predictor: Predictor, model: str, scenario: str = "server", slo: dict[str, float] | None = None,
               max_usd_per_hour: float | None = None, accelerators: list[str] | None = None,
               top: int = 10) -> dict[str, Any]:
@@ -161,11 +169,10 @@ def recommend(predictor: Predictor, model: str, scenario: str = "server", slo: d
             if usd_h > max_usd_per_hour:
                 continue
 
-        def per_m(rate: float) -> float | None:
-            return usd_h / 3600 / rate * 1e6 if usd_h and rate > 0 else None
-
         tdp = f["acc_tdp_w"]
-        j = (lambda r: tdp * n / r if tdp and math.isfinite(tdp) and r > 0 else None)
+        tdp = tdp if tdp and math.isfinite(tdp) else None
+        per_m = _per_million(usd_h)
+        j = _joules(tdp, n)
         rows.append({
             "accelerator": c["accelerator"], "count": n, "precision": c["precision"], "engine": c["engine"],
             "tokens_per_s": tok, "tokens_per_s_lower": lo, "tokens_per_s_upper": hi,
