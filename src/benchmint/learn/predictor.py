@@ -62,13 +62,65 @@ class _OneThread:
         self._limits.restore_original_limits()
 
 
-def _learner(seed: int):
+def _trees(seed: int):
     from sklearn.ensemble import HistGradientBoostingRegressor
 
     return HistGradientBoostingRegressor(
         max_iter=120, learning_rate=0.1, max_leaf_nodes=15, max_depth=5, min_samples_leaf=8,
         l2_regularization=1.0, categorical_features="from_dtype", random_state=seed,
     )
+
+
+class LogLinearPlusTrees:
+    """A ridge regression on the logs of the numeric features (power laws: throughput against bandwidth, FLOP/s,
+    counts, lengths, which extrapolate to accelerators and sizes outside the training rows), then gradient-boosted
+    trees on its residuals with the categorical features (what the power laws miss). Both regularized; the ridge
+    strength is chosen by internal cross-validation."""
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+
+    def _linear_matrix(self, X: pd.DataFrame, fit: bool = False) -> np.ndarray:
+        num = [c for c in X.columns if not isinstance(X[c].dtype, pd.CategoricalDtype)]
+        if fit:
+            self.num_ = [c for c in num if X[c].notna().any()]
+            self.log_ = {c: bool((X[c].dropna() > 0).all()) and c not in ("log_roofline", "acc_launch_year")
+                         for c in self.num_}
+        cols = []
+        for c in self.num_:
+            v = X[c].to_numpy(dtype=float)
+            v = np.log(np.where(v > 0, v, np.nan)) if self.log_[c] else v
+            cols.append(v)
+        M = np.column_stack(cols) if cols else np.zeros((len(X), 0))
+        if fit:
+            self.fill_ = np.nan_to_num(np.nanmedian(M, axis=0)) if M.shape[1] else np.zeros(0)
+        miss = np.isnan(M)
+        M = np.where(miss, self.fill_, M)
+        return np.hstack([M, miss[:, miss.any(axis=0)] if fit else miss[:, self.miss_cols_]]) if M.shape[1] else M
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray):
+        from sklearn.linear_model import RidgeCV
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        M = self._linear_matrix(X, fit=True)
+        self.miss_cols_ = np.isnan(np.column_stack([X[c].to_numpy(dtype=float) for c in self.num_])).any(axis=0) \
+            if self.num_ else np.zeros(0, dtype=bool)
+        if M.shape[1]:
+            self.linear_ = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 3, 11))).fit(M, y)
+            base = self.linear_.predict(M)
+        else:
+            self.linear_, base = None, np.zeros(len(y))
+        self.trees_ = _trees(self.seed).fit(X, y - base)
+        return self
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        base = self.linear_.predict(self._linear_matrix(X)) if self.linear_ is not None else 0.0
+        return base + self.trees_.predict(X)
+
+
+def _learner(seed: int):
+    return LogLinearPlusTrees(seed)
 
 
 def _conformal_quantiles(res: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
