@@ -21,13 +21,13 @@ def rows() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def small(rows) -> pd.DataFrame:
-    """A few hundred rows of 5 accelerators and 4 model families: enough for every interval pool, fast to fit."""
+    """160 rows of 5 accelerators and 4+ model families: enough for every interval pool, fast to fit."""
     from benchmint.learn.specs import normalize_accelerator
 
     acc = rows["system.accelerator.name"].map(normalize_accelerator)
     keep = acc.isin(["NVIDIA H100 SXM 80GB", "NVIDIA H200 SXM 141GB", "NVIDIA B200 180GB", "AMD Instinct MI300X",
                      "NVIDIA L40S"]) & (rows["benchmark.version"] == "5.0")
-    return rows[keep].reset_index(drop=True)
+    return rows[keep].sample(160, random_state=0).reset_index(drop=True)
 
 
 @pytest.fixture(scope="module")
@@ -166,3 +166,32 @@ def test_cli_predict_writes_one_object_per_row_in_order(cli, tmp_path, small, mo
     res = json.loads((tmp_path / "p.json").read_text())
     assert res["schema_version"] and [r["row"] for r in res["rows"]] == [0, 1, 2]
     assert res["rows"][0]["error"] and res["rows"][1]["lower"] < res["rows"][1]["upper"]
+
+
+def test_report_predictions_section(cli, tmp_path):
+    ev = {"schema_version": "1.0", "target": TARGET, "splits": {"accelerator": {
+        "target": TARGET, "unit": "tokens/s per accelerator", "split": "accelerator", "group_by": "accelerator",
+        "folds": 2, "rows": 3, "overall": {"n": 3, "mape": 0.1, "median_ape": 0.08, "p90_ape": 0.2, "bias": 0.01,
+                                          "r2_log": 0.9, "coverage": 0.9},
+        "groups": [{"group": "NVIDIA L40S", "n": 1, "mape": 0.3, "coverage": 0.0}],
+        "noise_floor": {"median_ape": 0.01, "configurations": 2},
+        "predictions": [{"id": "a", "measured": 100.0, "prediction": 110.0, "lower": 80.0, "upper": 140.0,
+                         "group": "NVIDIA L40S"}]}}}
+    rec = {"model": "llama2-70b", "scenario": "server", "latency_class": "standard", "notes": ["a note"],
+           "configurations": [{"accelerator": "NVIDIA H100 SXM 80GB", "count": 8, "precision": "fp8",
+                               "tokens_per_s": 2e4, "tokens_per_s_lower": 1.5e4, "tokens_per_s_upper": 2.5e4,
+                               "usd_per_million_tokens": 0.3, "usd_per_million_tokens_lower": 0.2,
+                               "usd_per_million_tokens_upper": 0.4, "joules_per_token_at_tdp": None,
+                               "extrapolated": True}]}
+    (tmp_path / "ev.json").write_text(json.dumps(ev))
+    (tmp_path / "rec.json").write_text(json.dumps(rec))
+    (tmp_path / "other.json").write_text(json.dumps({"x": 1}))
+    code, _, err = cli("report", "--results", str(tmp_path / "s"), "--out", str(tmp_path / "r.html"),
+                       "--predictions", str(tmp_path / "ev.json"), "--predictions", str(tmp_path / "rec.json"))
+    assert code == 0, err
+    page = (tmp_path / "r.html").read_text()
+    assert "id='predictions'" in page and "NVIDIA L40S" in page and "NVIDIA H100 SXM 80GB" in page
+    assert "predicted vs measured" in page and "extrapolated" in page and "a note" in page
+    code, _, err = cli("report", "--results", str(tmp_path / "s"), "--out", str(tmp_path / "r2.html"),
+                       "--predictions", str(tmp_path / "other.json"))
+    assert code == 2 and "--predictions" in err and not (tmp_path / "r2.html").exists()
