@@ -35,7 +35,7 @@ def main() -> int:
     from benchmint.learn.api import eval_table, load_rows
     from benchmint.learn.evaluate import evaluate
 
-    console = Console()
+    console = Console(width=150)
     df = load_rows(path)
     console.print(f"{path}: {len(df)} rows")
     out = {"schema_version": "1.0", "source": str(path), "splits": {}}
