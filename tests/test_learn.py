@@ -195,3 +195,26 @@ def test_report_predictions_section(cli, tmp_path):
     code, _, err = cli("report", "--results", str(tmp_path / "s"), "--out", str(tmp_path / "r2.html"),
                        "--predictions", str(tmp_path / "other.json"))
     assert code == 2 and "--predictions" in err and not (tmp_path / "r2.html").exists()
+
+
+def test_fit_on_own_runs_in_flattened_columns():
+    """Own LLM runs (flattened `runs` columns, a host CPU, no spec-table accelerator): a power law in concurrency
+    and lengths is learned, and a row outside the measured concurrencies still gets an answer."""
+    from benchmint.learn.predictor import fit_predictor
+
+    rng = np.random.default_rng(0)
+    n = 40
+    df = pd.DataFrame({"id": [f"r{i}" for i in range(n)], "kind": "llm", "workload__model_name": "tiny",
+                       "system__accelerator__name": "cpu", "config__scenario": "server",
+                       "config__concurrency": rng.choice([1, 2, 4, 8], n),
+                       "workload__max_tokens_mean": rng.choice([8, 16, 32], n)})
+    df["metrics__throughput__requests_per_s"] = (df["config__concurrency"] ** 0.8 * 40 / df["workload__max_tokens_mean"]
+                                                 * np.exp(0.03 * rng.standard_normal(n)))
+    p = fit_predictor(df, "requests_per_s")
+    q = pd.DataFrame({"workload__model_name": ["tiny"], "system__accelerator__name": ["cpu"],
+                      "config__scenario": ["server"], "config__concurrency": [16], "workload__max_tokens_mean": [16]})
+    out = p.predict(pd.concat([df.head(5), q], ignore_index=True))
+    truth = df.head(5)["metrics__throughput__requests_per_s"].to_numpy()
+    assert np.median(np.abs(out["prediction"].iloc[:5] - truth) / truth) < 0.15
+    assert out["error"].isna().all() and (out["lower"] < out["upper"]).all()
+    assert out["prediction"].iloc[5] > out["prediction"].iloc[:5].min()  # more concurrency, more requests/s

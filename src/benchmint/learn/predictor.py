@@ -111,12 +111,14 @@ class LogLinearPlusTrees:
             base = self.linear_.predict(M)
         else:
             self.linear_, base = None, np.zeros(len(y))
-        self.trees_ = _trees(self.seed).fit(X, y - base)
+        # a column with no value in these rows (a fold without the few rows that have it) tells the trees nothing
+        self.tree_cols_ = [c for c in X.columns if X[c].notna().any()]
+        self.trees_ = _trees(self.seed).fit(X[self.tree_cols_], y - base)
         return self
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         base = self.linear_.predict(self._linear_matrix(X)) if self.linear_ is not None else 0.0
-        return base + self.trees_.predict(X)
+        return base + self.trees_.predict(X[self.tree_cols_])
 
 
 def _learner(seed: int):
@@ -213,6 +215,10 @@ class Predictor:
                         "figures")
             else:
                 basis = "seen"
+            if self.use_roofline and not np.isfinite(lr[i]):
+                why = ("the accelerator is not in the spec table" if not feats["acc_known"].iloc[i]
+                       else "the model size is unknown")
+                note = (note + "; " if note else "") + f"no roofline prior ({why}): the learner alone answers"
             pool = self.pools.get(basis) or self._widest_pool()
             q_lo, q_hi = _conformal_quantiles(np.asarray(pool))
             out.at[idx, "prediction"] = math.exp(lp)
@@ -234,11 +240,6 @@ class Predictor:
         for _, row in feats.iterrows():
             missing = [c for c in required if row.get(c) is None or (isinstance(row.get(c), float) and
                                                                        math.isnan(row.get(c)))]
-            if self.use_roofline and not missing and not np.isfinite(row.get("log_roofline", np.nan)):
-                if row.get("params_b") is None or not np.isfinite(row.get("params_b")):
-                    missing.append("model size (a model name in the model table, or a parameter count)")
-                elif not row.get("acc_known"):
-                    missing.append(f"an accelerator in the spec table (got {row.get('accelerator_raw')!r})")
             present = [f for f in self.features if f in feats.columns and pd.notna(row.get(f))]
             if not present:
                 missing.append("every feature")
