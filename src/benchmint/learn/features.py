@@ -51,9 +51,11 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            higher_is_better=False),
 )}
 
-CATEGORICAL = ("model_family", "precision", "accelerator", "acc_vendor", "engine", "engine_release", "scenario",
-               "latency_class", "cpu_vendor", "division")
-NUMERIC = ("params_b", "active_params_b", "layers", "hidden", "kv_heads", "experts", "accelerator_count", "nodes",
+CATEGORICAL = ("model_family", "precision", "accelerator", "acc_vendor", "engine", "scenario", "latency_class",
+               "cpu_vendor", "division")
+# the engine's version is a number (a release never seen in training sorts next to its neighbours, where a
+# category would be unknown): major + minor / 100
+NUMERIC = ("engine_version", "params_b", "active_params_b", "layers", "hidden", "kv_heads", "experts", "accelerator_count", "nodes",
            "input_len", "output_len", "concurrency", "rate", "bytes_per_param", "acc_peak_tflops",
            "acc_mem_bw_gbs", "acc_mem_gb", "acc_interconnect_gbs", "acc_tdp_w", "acc_launch_year",
            "log_roofline", "mem_fill")
@@ -139,6 +141,11 @@ def parse_engine(text: Any) -> tuple[str | None, str | None]:
     return t.split()[0] if t.split() else None, None
 
 
+def _version_number(release: str | None) -> float:
+    m = re.search(r"(\d+)\.(\d+)$", release or "")
+    return float(m.group(1)) + float(m.group(2)) / 100 if m else float("nan")
+
+
 def _scenario(v: Any) -> str | None:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return None
@@ -196,6 +203,7 @@ def canonical_frame(df: pd.DataFrame) -> pd.DataFrame:
     engines = [parse_engine(f) for f in src["framework"]]
     out["engine"] = [e[0] for e in engines]
     out["engine_release"] = [e[1] for e in engines]
+    out["engine_version"] = [_version_number(e[1]) for e in engines]
     out["scenario"] = [_scenario(s) for s in src["scenario"]]
     out["latency_class"] = ["interactive" if n is not None and "interactive" in str(n).lower() else "standard"
                             for n in src["model_name"]]

@@ -94,6 +94,11 @@ class LogLinearPlusTrees:
         M = np.column_stack(cols) if cols else np.zeros((len(X), 0))
         if fit:
             self.fill_ = np.nan_to_num(np.nanmedian(M, axis=0)) if M.shape[1] else np.zeros(0)
+            self.lo_ = np.nan_to_num(np.nanmin(M, axis=0)) if M.shape[1] else np.zeros(0)
+            self.hi_ = np.nan_to_num(np.nanmax(M, axis=0)) if M.shape[1] else np.zeros(0)
+        # no linear extrapolation past the training rows' range: a new accelerator or model beyond it gets the
+        # edge's value (the trees do the same)
+        M = np.clip(M, self.lo_, self.hi_) if M.shape[1] else M
         miss = np.isnan(M)
         M = np.where(miss, self.fill_, M)
         return np.hstack([M, miss[:, miss.any(axis=0)] if fit else miss[:, self.miss_cols_]]) if M.shape[1] else M
