@@ -68,8 +68,12 @@ def fit(df: pd.DataFrame, target: str, out: str | os.PathLike | None = None, see
 
 
 def too_few_message(n: int, target: str, where: str) -> str:
-    return (f"target {target!r}: {n} row(s) with a value in {where}, a predictor needs at least {MIN_ROWS}; "
-            "import official results (`benchmint results import data.parquet`) or measure more runs")
+    how = {"tokens_per_s_per_accelerator": "import official results (`benchmint results import data.parquet`) "
+                                           "or measure more runs",
+           "iteration_s": "replay more traces or configurations (`benchmint replay`)"}.get(
+        target, "measure more runs (`benchmint llm bench`, `benchmint llm sweep`); official results have no "
+                "per-request latencies")
+    return f"target {target!r}: {n} row(s) with a value in {where}, a predictor needs at least {MIN_ROWS}; {how}"
 
 
 def predict_rows(model_dir: str | os.PathLike, rows: pd.DataFrame) -> dict[str, Any]:
