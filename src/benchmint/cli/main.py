@@ -75,6 +75,11 @@ def _register() -> None:
 
     app.command("report", help=report_cli.__doc__)(report_cli.report)
 
+    from benchmint.cli import learn as learn_cli
+
+    app.add_typer(learn_cli.app, name="learn", help=learn_cli.__doc__)
+    app.command("recommend", help=learn_cli.recommend.__doc__)(learn_cli.recommend)
+
     from benchmint.cli import llm, llm_mlperf
 
     llm.app.command("mlperf", help=llm_mlperf.mlperf.__doc__)(llm_mlperf.mlperf)

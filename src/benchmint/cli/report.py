@@ -22,13 +22,18 @@ def report(
                                           help="With no --runs, also include imported MLPerf results."),
     kind: str = typer.Option(None, "--kind", callback=run_kind, help="Only runs of this kind (replay, llm, mlperf, imported)."),
     title: str = typer.Option("benchmint report", "--title", help="Title of the page."),
+    predictions: list[Path] = typer.Option(
+        None, "--predictions", help="JSON of `benchmint learn eval --json` or `benchmint recommend --json`: "
+        "adds the Predictions section (repeat the flag for more)."),
 ) -> None:
     """Write one self-contained HTML report (opens offline: plotly and CSS inlined): replay fidelity per op
     type, latency CDFs, TTFT/TPOT percentiles, throughput vs load and the runs side by side."""
-    from benchmint.report.api import build_report, select_runs
+    from benchmint.report.api import build_report, load_predictions, select_runs
+
+    docs = load_predictions(predictions)
 
     records, base_dirs, problems = select_runs(runs, results, include_imported=include_imported, kind=kind)
     for p in problems:
         err_console.print(f"[yellow]warning:[/] {p}", highlight=False, soft_wrap=True)
-    path = build_report(records, out, title=title, base_dirs=base_dirs)
+    path = build_report(records, out, title=title, base_dirs=base_dirs, predictions=docs or None)
     console.print(f"wrote {path} ({len(records)} run(s), {path.stat().st_size / 1e6:.1f} MB)")

@@ -23,6 +23,7 @@ class DemoContext:
     quick: bool = False
     records: list = field(default_factory=list)
     artifacts: dict[str, Path] = field(default_factory=dict)
+    predictions: list = field(default_factory=list)  # JSON documents for the report's Predictions section
 
 
 Step = Callable[[DemoContext], None]
@@ -60,6 +61,8 @@ STEPS: list[tuple[str, Step]] = [
      _lazy("benchmint.demo.llm", "llm_demo_step")),
     ("MLPerf LoadGen Server run against the built-in server, with its validity line",
      _lazy("benchmint.demo.mlperf", "mlperf_demo_step")),
+    ("learn: predict throughput with an interval and recommend a configuration",
+     _lazy("benchmint.demo.learn", "learn_demo_step")),
     # stays last: it stores and reports what the steps above produced
     ("store the runs and write the report", _lazy("benchmint.demo.report", "store_and_report")),
 ]

@@ -34,7 +34,8 @@ def store_and_report(ctx: Any) -> None:
 
     from benchmint.report.api import build_report
 
-    report = build_report(records, ctx.out / "report.html", title="benchmint demo report", base_dirs=base_dirs)
+    report = build_report(records, ctx.out / "report.html", title="benchmint demo report", base_dirs=base_dirs,
+                          predictions=getattr(ctx, "predictions", None) or None)
     ctx.artifacts["results store"] = store.path
     ctx.artifacts["report"] = report
     ctx.console.print(

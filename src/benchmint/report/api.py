@@ -65,8 +65,28 @@ def build_report(
     out: str | os.PathLike = "report.html",
     title: str = "benchmint report",
     base_dirs: list[Path] | None = None,
+    predictions: list[dict] | None = None,
 ) -> Path:
-    """Write one self-contained HTML report of ``records`` to ``out``."""
+    """Write one self-contained HTML report of ``records`` to ``out`` (with a "Predictions" section from the
+    JSON documents of ``learn eval --json`` / ``recommend --json`` when given)."""
     from benchmint.report.html import write_report
 
-    return write_report(records, Path(out), title=title, base_dirs=base_dirs)
+    return write_report(records, Path(out), title=title, base_dirs=base_dirs, predictions=predictions)
+
+
+def load_predictions(paths: list[str | os.PathLike] | None) -> list[dict]:
+    """The JSON documents given with ``--predictions`` (an evaluation or a recommendation each)."""
+    from benchmint.core.jsonio import read_json
+    from benchmint.report.predictions import kind_of
+
+    docs = []
+    for p in paths or []:
+        path = Path(p)
+        if not path.is_file():
+            raise UserError(f"--predictions {path}: no such file")
+        doc = read_json(path)
+        if not isinstance(doc, dict) or kind_of(doc) is None:
+            raise UserError(f"--predictions {path}: not the JSON of `benchmint learn eval --json` or "
+                            "`benchmint recommend --json`")
+        docs.append(doc)
+    return docs

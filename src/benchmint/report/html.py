@@ -237,7 +237,7 @@ class _Page:
 
 
 def render(records: list[RunRecord], title: str = "benchmint report",
-           base_dirs: list[Path] | None = None) -> str:
+           base_dirs: list[Path] | None = None, predictions: list[dict] | None = None) -> str:
     """The whole report as one HTML string."""
     from plotly.offline import get_plotlyjs
 
@@ -339,6 +339,12 @@ def render(records: list[RunRecord], title: str = "benchmint report",
         if ofig is not None:
             page.plot(ofig)
 
+    if predictions:
+        from benchmint.report.predictions import section
+
+        for part in section(predictions):
+            page.plot(part) if isinstance(part, go.Figure) else page.add(part)
+
     body = "\n".join(page.parts)
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
@@ -352,12 +358,14 @@ def render(records: list[RunRecord], title: str = "benchmint report",
 
 
 def write_report(records: list[RunRecord], out: str | Path, title: str = "benchmint report",
-                 base_dirs: list[Path] | None = None) -> Path:
-    """Write the report atomically; returns its path. Credentials are taken out of the records and the page
-    (a store written before redaction existed may hold them)."""
+                 base_dirs: list[Path] | None = None, predictions: list[dict] | None = None) -> Path:
+    """Write the report atomically; returns its path. ``predictions``: JSON documents of ``learn eval --json``
+    and ``recommend --json`` for the "Predictions" section. Credentials are taken out of the records and the
+    page (a store written before redaction existed may hold them)."""
     from benchmint.core.redact import known_secrets, redact, redact_text
     from benchmint.results.record import RunRecord
 
     secrets = known_secrets()
     records = [RunRecord.from_dict(redact(r.to_dict(), secrets)) for r in records]
-    return atomic_write_bytes(Path(out), redact_text(render(records, title, base_dirs), secrets).encode("utf-8"))
+    page = render(records, title, base_dirs, predictions)
+    return atomic_write_bytes(Path(out), redact_text(page, secrets).encode("utf-8"))

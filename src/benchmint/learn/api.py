@@ -1,0 +1,166 @@
+"""The Python API behind ``benchmint learn``: rows from the store or a file, fit, eval, predict, and the tables."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from benchmint.core.errors import UserError
+from benchmint.learn.features import get_target, usable_columns
+from benchmint.learn.predictor import MIN_ROWS, Predictor, fit_predictor, load_predictor
+
+SCHEMA_VERSION = "1.0"
+
+
+def load_rows(path: str | os.PathLike) -> pd.DataFrame:
+    """Rows from a CSV, Parquet, JSONL or JSON (a list of objects) file."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: no such file")
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            return pd.read_parquet(p)
+        if suffix == ".csv":
+            return pd.read_csv(p)
+        if suffix in (".jsonl", ".ndjson"):
+            return pd.read_json(p, lines=True, dtype=False)
+        if suffix == ".json":
+            return pd.read_json(p, dtype=False)
+    except (ValueError, OSError, pd.errors.ParserError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{p}: unreadable {suffix.lstrip('.')} file ({first})") from None
+    raise UserError(f"{p}: expected a .csv, .parquet, .jsonl or .json file of rows")
+
+
+def store_rows(results: str | os.PathLike | None = None, where: str | None = None) -> pd.DataFrame:
+    """The store's ``runs`` table (flattened) as a DataFrame, filtered by an SQL ``where`` clause."""
+    import duckdb
+
+    from benchmint.results.api import open_store, quietly
+
+    store = open_store(results)
+    con = quietly(store.connect)
+    sql = "SELECT * EXCLUDE (record_json) FROM runs" + (f" WHERE {where}" if where else "")
+    try:
+        return con.execute(sql).df()
+    except duckdb.Error as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"--where {where!r}: {first} (columns of table `runs`: see docs/results.md)") from None
+    finally:
+        con.close()
+
+
+def fit(df: pd.DataFrame, target: str, out: str | os.PathLike | None = None, seed: int = 0,
+        source: str = "") -> tuple[Predictor, Path | None]:
+    """Fit, save (when ``out``), and keep a short description of the training rows with the model."""
+    get_target(target)
+    p = fit_predictor(df, target, seed=seed)
+    p.evaluation = {"source": source, "rows_in": int(len(df)), "rows_used": p.n_train,
+                    "interval_pools": {k: len(v) for k, v in p.pools.items()},
+                    "how": "conformal pools from out-of-fold residuals (see docs/learn.md); run "
+                           "`benchmint learn eval` for the held-out figures"}
+    return p, (p.save(out) if out else None)
+
+
+def too_few_message(n: int, target: str, where: str) -> str:
+    how = {"tokens_per_s_per_accelerator": "import official results (`benchmint results import data.parquet`) "
+                                           "or measure more runs",
+           "iteration_s": "replay more traces or configurations (`benchmint replay`)"}.get(
+        target, "measure more runs (`benchmint llm bench`, `benchmint llm sweep`); official results have no "
+                "per-request latencies")
+    return f"target {target!r}: {n} row(s) with a value in {where}, a predictor needs at least {MIN_ROWS}; {how}"
+
+
+def predict_rows(model_dir: str | os.PathLike, rows: pd.DataFrame) -> dict[str, Any]:
+    """One object per input row, in input order: prediction, lower, upper, unit, basis, note, error."""
+    p = load_predictor(model_dir)
+    if len(rows.columns) and not usable_columns(rows):
+        raise UserError(f"the rows have no usable column (got: {', '.join(map(str, rows.columns[:8]))}); "
+                        "expected flattened `runs` columns (workload__model_name, system__accelerator__name, "
+                        "...) or Open MLPerf names (model.name, system.accelerator.name, ...)")
+    out = p.predict(rows)
+
+    def num(v: Any) -> float | None:
+        return float(v) if v is not None and isinstance(v, float | int) and math.isfinite(v) else None
+
+    objs = []
+    for i, r in enumerate(out.to_dict("records")):
+        objs.append({"row": i, "prediction": num(r["prediction"]), "lower": num(r["lower"]),
+                     "upper": num(r["upper"]), "unit": r["unit"], "basis": r["basis"], "note": r["note"],
+                     "error": r["error"]})
+    return {"schema_version": SCHEMA_VERSION, "target": p.target, "unit": p.unit, "interval_level": 0.9,
+            "rows": objs}
+
+
+# ------------------------------------------------------------------------------------------ tables
+def _pct(v: Any) -> str:
+    return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v * 100:.1f}%"
+
+
+def eval_table(res: dict[str, Any], max_groups: int = 20):
+    """A rich table of one split's evaluation: the overall line, then the groups (worst first)."""
+    from rich.table import Table
+
+    o = res["overall"]
+    nf = res.get("noise_floor") or {}
+    title = (f"{res['target']} - split {res['split']} ({res['folds']} folds, {res['rows']} rows); noise floor "
+             f"median APE {_pct(nf.get('median_ape'))} over {nf.get('configurations', 0)} configurations")
+    t = Table(title=title, title_justify="left")
+    for c in ("group", "n", "MAPE", "median APE", "P90 APE", "bias", "R² log", "90% coverage", "width"):
+        t.add_column(c, justify="left" if c == "group" else "right")
+
+    def line(name: str, m: dict[str, Any], style: str | None = None) -> None:
+        r2 = m.get("r2_log")
+        t.add_row(name, str(m.get("n", 0)), _pct(m.get("mape")), _pct(m.get("median_ape")), _pct(m.get("p90_ape")),
+                  _pct(m.get("bias")), "-" if r2 is None else f"{r2:.3f}", _pct(m.get("coverage")),
+                  _pct(m.get("interval_width")), style=style)
+
+    line("ALL", o, "bold")
+    for g in res["groups"][:max_groups]:
+        line(f"{res['group_by']}={g['group']}", g)
+    if len(res["groups"]) > max_groups:
+        t.add_row(f"... {len(res['groups']) - max_groups} more groups", "", "", "", "", "", "", "", "")
+    return t
+
+
+def predictions_table(result: dict[str, Any]):
+    from rich.table import Table
+
+    t = Table(title=f"{result['target']} ({result['unit']}), 90% interval", title_justify="left")
+    for c in ("row", "prediction", "90% interval", "basis", "note / error"):
+        t.add_column(c, justify="right" if c in ("row", "prediction") else "left")
+    for r in result["rows"]:
+        if r["error"]:
+            t.add_row(str(r["row"]), "-", "-", "-", f"[red]{r['error']}[/]")
+        else:
+            t.add_row(str(r["row"]), f"{r['prediction']:.4g}", f"{r['lower']:.4g} - {r['upper']:.4g}",
+                      r["basis"] or "", r["note"] or "")
+    return t
+
+
+def shipped_openmlperf() -> Path:
+    """The Open MLPerf dataset copy shipped in the package (847 official LLM results, Apache-2.0)."""
+    from importlib import resources
+
+    return Path(str(resources.files("benchmint").joinpath("data/openmlperf/data.parquet")))
+
+
+def default_throughput_predictor(results: str | os.PathLike | None = None) -> tuple[Predictor, str]:
+    """A throughput predictor fit on the store when it holds enough rows, else on the shipped Open MLPerf copy."""
+    from benchmint.learn.features import target_values
+    from benchmint.results.store import default_results_dir
+
+    target = "tokens_per_s_per_accelerator"
+    try:
+        df = store_rows(results)
+    except UserError:
+        df = pd.DataFrame()
+    if len(df) and int(target_values(df, target).notna().sum()) >= MIN_ROWS:
+        return fit_predictor(df, target), f"fit on the store at {default_results_dir(results)} ({len(df)} runs)"
+    path = shipped_openmlperf()
+    return fit_predictor(pd.read_parquet(path), target), f"fit on the shipped Open MLPerf copy ({path.name})"

@@ -1,0 +1,155 @@
+"""Honest evaluation of a predictor: grouped splits, error and interval coverage per split and per group.
+
+Near-duplicate rows (``features.duplicate_groups``: one system and model family in one round by one submitter, so
+the 99% / 99.9% accuracy variants and Server / Offline of one submission) always fall in one fold. Splits:
+
+- ``random``: 5 folds over near-duplicate groups;
+- ``accelerator`` / ``model`` / ``submitter`` / ``round``: leave one accelerator (normalized name), model family,
+  submitter or round out at a time.
+
+Each fold fits a predictor (its own conformal pools included) on the other folds only. Reported: MAPE, median APE,
+P90 APE, bias (median signed relative error), R^2 of log values, and the share of held-out rows inside their 90%
+interval, overall and per group; beside them the noise floor (spread of results of one configuration measured by
+different submitters/systems).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from benchmint.core.errors import UserError
+from benchmint.learn.features import as_text, duplicate_groups, get_target
+from benchmint.learn.predictor import LEVEL, POOLS, _OneThread, fit_features, training_frame
+
+SCHEMA_VERSION = "1.0"
+SPLITS = ("random", "accelerator", "model", "submitter", "round")
+SPLIT_COLUMN = {"accelerator": "accelerator", "model": "model_family", "submitter": "submitter", "round": "round"}
+# a configuration, for the noise floor: what a user would call "the same setup"
+CONFIG_COLUMNS = ("model_family", "latency_class", "scenario", "precision", "accelerator", "accelerator_count",
+                  "engine_release")
+
+
+def metrics(y: np.ndarray, pred: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> dict[str, Any]:
+    ok = np.isfinite(pred) & np.isfinite(y) & (y > 0)
+    y, pred, lower, upper = y[ok], pred[ok], lower[ok], upper[ok]
+    n = int(len(y))
+    if n == 0:
+        return {"n": 0}
+    rel = (pred - y) / y
+    ape = np.abs(rel)
+    ly, lp = np.log(y), np.log(pred)
+    ss = float(np.sum((ly - ly.mean()) ** 2))
+    r2 = 1 - float(np.sum((ly - lp) ** 2)) / ss if ss > 0 and n > 1 else None
+    return {
+        "n": n, "mape": float(ape.mean()), "median_ape": float(np.median(ape)),
+        "p90_ape": float(np.percentile(ape, 90)), "bias": float(np.median(rel)), "r2_log": r2,
+        "coverage": float(np.mean((lower <= y) & (y <= upper))),
+        "interval_width": float(np.median((upper - lower) / pred)),
+    }
+
+
+def split_labels(feats: pd.DataFrame, split: str) -> np.ndarray:
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    if split == "random":
+        return duplicate_groups(feats).to_numpy().astype(str)
+    return as_text(feats[SPLIT_COLUMN[split]]).to_numpy().astype(str)
+
+
+def folds(feats: pd.DataFrame, split: str, seed: int = 0, n_folds: int = 5) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train index, test index) pairs; whole near-duplicate groups (and, for grouped splits, whole groups of the
+    split's column) stay on one side."""
+    from sklearn.model_selection import GroupKFold
+
+    labels = split_labels(feats, split)
+    uniq = np.unique(labels)
+    if len(uniq) < 2:
+        col = SPLIT_COLUMN.get(split, "near-duplicate group")
+        raise UserError(f"--split {split}: the rows have one {col} ({uniq[0] if len(uniq) else 'none'}), a "
+                        "held-out evaluation needs at least two; choose another --split or add rows")
+    if split == "random":
+        try:
+            kf = GroupKFold(n_splits=min(n_folds, len(uniq)), shuffle=True, random_state=seed)
+        except TypeError:  # scikit-learn < 1.6
+            kf = GroupKFold(n_splits=min(n_folds, len(uniq)))
+        return [(tr, te) for tr, te in kf.split(feats, groups=labels)]
+    return [(np.flatnonzero(labels != g), np.flatnonzero(labels == g)) for g in uniq]
+
+
+def noise_floor(feats: pd.DataFrame, y: np.ndarray) -> dict[str, Any]:
+    """Spread of one configuration's results across submissions (rows with an identical result, the 99%/99.9%
+    twins of one submission, count once)."""
+    df = pd.DataFrame({c: as_text(feats[c]) for c in CONFIG_COLUMNS})
+    df["y"] = y
+    df["dup"] = duplicate_groups(feats).to_numpy()
+    df = df.drop_duplicates(subset=["dup", "y"])
+    key = df[list(CONFIG_COLUMNS)].agg("|".join, axis=1)
+    med = df.groupby(key)["y"].transform("median")
+    size = df.groupby(key)["y"].transform("size")
+    ape = (np.abs(df["y"] - med) / med)[size >= 2]
+    return {"configurations": int((df.groupby(key).size() >= 2).sum()), "rows": int(len(ape)),
+            "median_ape": float(np.median(ape)) if len(ape) else None,
+            "mape": float(np.mean(ape)) if len(ape) else None,
+            "definition": "|result - configuration median| / median over configurations measured by 2+ "
+                          f"submissions; configuration = {', '.join(CONFIG_COLUMNS)}"}
+
+
+def evaluate(df: pd.DataFrame, target: str, split: str = "random", seed: int = 0,
+             features: list[str] | None = None) -> dict[str, Any]:
+    """The held-out evaluation of ``target`` on rows (either layout) under one split."""
+    t = get_target(target)
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    feats, ylog = training_frame(df, target)
+    from benchmint.learn.predictor import _check_rows
+
+    _check_rows(len(feats), target)
+    labels = split_labels(feats, split)
+    n = len(feats)
+    pred, lower, upper = (np.full(n, np.nan) for _ in range(3))
+    basis = np.array([None] * n, dtype=object)
+    fold_list = folds(feats, split, seed)
+    with _OneThread():
+        for tr, te in fold_list:
+            if len(tr) < 20:
+                continue
+            # only the interval pools the held-out rows will use (the same answer, fewer fits)
+            ftr, fte = feats.iloc[tr], feats.iloc[te]
+            new_acc = ~fte["accelerator"].isin(set(ftr["accelerator"].dropna()))
+            new_fam = ~fte["model_family"].isin(set(ftr["model_family"].dropna()))
+            need = tuple(n for n, m in (("seen", ~new_acc & ~new_fam), ("new_accelerator", new_acc & ~new_fam),
+                                        ("new_model", new_fam)) if m.any())
+            # a pool a row needs may be missing (too few groups): the predictor then uses the widest pool
+            need = need if len(need) == 1 else POOLS
+            p = fit_features(ftr.reset_index(drop=True), ylog[tr], target, features, seed, pools=need)
+            out = p.predict_features(feats.iloc[te].reset_index(drop=True))
+            pred[te], lower[te], upper[te] = (out[c].to_numpy(dtype=float) for c in ("prediction", "lower", "upper"))
+            basis[te] = out["basis"].to_numpy()
+    y = np.exp(ylog)
+    group_col = SPLIT_COLUMN.get(split, "accelerator")
+    gl = as_text(feats[group_col]).to_numpy().astype(str) if split == "random" else labels
+    groups = []
+    for g in sorted(set(gl)):
+        m = gl == g
+        groups.append({"group": g, **metrics(y[m], pred[m], lower[m], upper[m])})
+    groups.sort(key=lambda r: -(r.get("mape") or 0))
+    return {
+        "schema_version": SCHEMA_VERSION, "target": target, "unit": t.unit, "split": split,
+        "interval_level": LEVEL, "folds": len(fold_list), "rows": n,
+        "group_by": group_col, "overall": metrics(y, pred, lower, upper), "groups": groups,
+        "basis_counts": {str(k): int(v) for k, v in pd.Series(basis).value_counts(dropna=False).items()},
+        "noise_floor": noise_floor(feats, y),
+        "predictions": [{"id": str(i), "measured": float(a), "prediction": float(b) if math.isfinite(b) else None,
+                         "lower": float(c) if math.isfinite(c) else None,
+                         "upper": float(d) if math.isfinite(d) else None, "group": str(g)}
+                        for i, a, b, c, d, g in zip(feats["id"], y, pred, lower, upper, gl, strict=True)],
+    }
+
+
+def evaluate_all(df: pd.DataFrame, target: str, splits: tuple[str, ...] = SPLITS, seed: int = 0) -> dict[str, Any]:
+    return {"schema_version": SCHEMA_VERSION, "target": target,
+            "splits": {s: evaluate(df, target, s, seed) for s in splits}}

@@ -1,0 +1,64 @@
+"""Model facts (parameters, layers, heads, experts) from ``benchmint/data/models.csv``, matched by name.
+
+Records carry a free-text model name (``llama2-70b-99.9``, ``Llama-3.3-70B-Instruct-FP8-dynamic``); the family's
+architecture figures come from this table, and a record's own figures (``workload.parameter_count``, ...) win
+when it has them.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+from benchmint.learn.specs import normalize_text
+
+FIELDS = ("params_b", "active_params_b", "layers", "hidden", "heads", "kv_heads", "experts", "active_experts")
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    family: str
+    facts: dict[str, float | None]
+    architecture: str
+    source: str
+
+
+@lru_cache(maxsize=1)
+def model_table() -> tuple[tuple[re.Pattern[str], ModelFacts], ...]:
+    text = resources.files("benchmint").joinpath("data/models.csv").read_text(encoding="utf-8")
+    rows = csv.DictReader(line for line in text.splitlines() if line and not line.startswith("#"))
+    out = []
+    for r in rows:
+        facts = ModelFacts(r["family"], {k: float(r[k]) if r[k].strip() else None for k in FIELDS},
+                           r["architecture"], r["source"])
+        for alias in (*r["aliases"].split("|"), re.escape(normalize_text(r["family"]))):
+            out.append((re.compile(rf"(?<![a-z0-9])(?:{alias})(?![a-z0-9])"), facts))
+    return tuple(out)
+
+
+@lru_cache(maxsize=4096)
+def find_model(name: str | None) -> ModelFacts | None:
+    if not name or not isinstance(name, str):
+        return None
+    text = normalize_text(name)
+    best = None
+    for pat, facts in model_table():
+        m = pat.search(text)
+        if m and (best is None or len(m.group(0)) > best[0]):
+            best = (len(m.group(0)), facts)
+    return best[1] if best else None
+
+
+def model_family(name: str | None) -> str | None:
+    """The family a model name belongs to (``llama2-70b-interactive-99.9`` -> ``llama2-70b``); for a name not
+    in the table, the name without MLPerf's accuracy and variant suffixes."""
+    facts = find_model(name)
+    if facts:
+        return facts.family
+    if not name or not isinstance(name, str):
+        return None
+    base = re.sub(r"[-_](interactive|99\.9|99|fp8\w*|fp4\w*|int[48]\w*)(?=$|[-_])", "", name.lower())
+    return re.sub(r"[-_](interactive|99\.9|99)$", "", base) or None

@@ -1,0 +1,386 @@
+"""Predictors with calibrated 90% intervals.
+
+``fit_predictor(df, target)`` learns ``log(target)`` minus an offset: the roofline prior (``roofline.py``) for
+throughput, the training median otherwise. The learner is scikit-learn's histogram gradient boosting, kept small
+and regularized (shallow trees, few leaves, L2): it models what the roofline misses.
+
+Intervals are conformal (cross-conformal / CV+ on log residuals): out-of-fold residuals of models fit without the
+rows they are scored on. The residual pool depends on what the row asks for:
+
+- ``seen``: the row's accelerator and model family are in the training rows: folds hold out near-duplicate
+  groups (``features.duplicate_groups``);
+- ``new_accelerator``: the accelerator is not in the training rows: folds hold out whole accelerators;
+- ``new_model``: the model family is not in the training rows: the roofline alone answers (times the training
+  rows' median ratio to it), and the pool is that estimate's residuals leaving one family out.
+
+The 90% interval is [prediction * exp(q05), prediction * exp(q95)] of the pool's residuals, with the finite-
+sample conformal correction. ``learn eval`` checks that about 90% of held-out rows fall inside.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from benchmint.core.errors import UserError
+from benchmint.core.jsonio import read_json, write_json
+from benchmint.learn.features import (
+    CATEGORICAL,
+    DEFAULT_FEATURES,
+    REQUIRED,
+    as_text,
+    build_features,
+    duplicate_groups,
+    get_target,
+    target_values,
+)
+
+SCHEMA_VERSION = "1.0"
+LEVEL = 0.90
+MIN_ROWS = 20  # below this, no learner: say how many rows there are and how many are needed
+ROOFLINE_TARGETS = ("tokens_per_s_per_accelerator",)
+POOLS = ("seen", "new_accelerator", "new_model")
+
+
+class _OneThread:
+    """Fits run on one thread: the data are small, and OpenMP threads on a busy machine spin for nothing."""
+
+    def __enter__(self):
+        import sklearn.ensemble  # noqa: F401 - loads the OpenMP runtime, so that the limit reaches it
+        from threadpoolctl import threadpool_limits
+
+        self._limits = threadpool_limits(1)
+        return self
+
+    def __exit__(self, *exc):
+        self._limits.restore_original_limits()
+
+
+def _trees(seed: int):
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    return HistGradientBoostingRegressor(
+        max_iter=120, learning_rate=0.1, max_leaf_nodes=15, max_depth=5, min_samples_leaf=8,
+        l2_regularization=1.0, categorical_features="from_dtype", random_state=seed,
+    )
+
+
+class LogLinearPlusTrees:
+    """A ridge regression on the logs of the numeric features (power laws: throughput against bandwidth, FLOP/s,
+    counts, lengths, which extrapolate to accelerators and sizes outside the training rows), then gradient-boosted
+    trees on its residuals with the categorical features (what the power laws miss). Both regularized; the ridge
+    strength is chosen by internal cross-validation."""
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+
+    def _linear_matrix(self, X: pd.DataFrame, fit: bool = False) -> np.ndarray:
+        num = [c for c in X.columns if not isinstance(X[c].dtype, pd.CategoricalDtype)]
+        if fit:
+            self.num_ = [c for c in num if X[c].notna().any()]
+            self.log_ = {c: bool((X[c].dropna() > 0).all()) and c not in ("log_roofline", "acc_launch_year")
+                         for c in self.num_}
+        cols = []
+        for c in self.num_:
+            v = X[c].to_numpy(dtype=float)
+            v = np.log(np.where(v > 0, v, np.nan)) if self.log_[c] else v
+            cols.append(v)
+        M = np.column_stack(cols) if cols else np.zeros((len(X), 0))
+        if fit:
+            self.fill_ = np.nan_to_num(np.nanmedian(M, axis=0)) if M.shape[1] else np.zeros(0)
+            self.lo_ = np.nan_to_num(np.nanmin(M, axis=0)) if M.shape[1] else np.zeros(0)
+            self.hi_ = np.nan_to_num(np.nanmax(M, axis=0)) if M.shape[1] else np.zeros(0)
+        # no linear extrapolation past the training rows' range: a new accelerator or model beyond it gets the
+        # edge's value (the trees do the same)
+        M = np.clip(M, self.lo_, self.hi_) if M.shape[1] else M
+        miss = np.isnan(M)
+        M = np.where(miss, self.fill_, M)
+        return np.hstack([M, miss[:, miss.any(axis=0)] if fit else miss[:, self.miss_cols_]]) if M.shape[1] else M
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray):
+        from sklearn.linear_model import RidgeCV
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        M = self._linear_matrix(X, fit=True)
+        self.miss_cols_ = np.isnan(np.column_stack([X[c].to_numpy(dtype=float) for c in self.num_])).any(axis=0) \
+            if self.num_ else np.zeros(0, dtype=bool)
+        if M.shape[1]:
+            self.linear_ = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 3, 11))).fit(M, y)
+            base = self.linear_.predict(M)
+        else:
+            self.linear_, base = None, np.zeros(len(y))
+        # a column with no value in these rows (a fold without the few rows that have it) tells the trees nothing
+        self.tree_cols_ = [c for c in X.columns if X[c].notna().any()]
+        self.trees_ = _trees(self.seed).fit(X[self.tree_cols_], y - base)
+        return self
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        base = self.linear_.predict(self._linear_matrix(X)) if self.linear_ is not None else 0.0
+        return base + self.trees_.predict(X[self.tree_cols_])
+
+
+def _learner(seed: int):
+    return LogLinearPlusTrees(seed)
+
+
+def _conformal_quantiles(res: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
+    """(q_low, q_high) of signed log residuals for a central ``level`` interval, finite-sample corrected."""
+    res = np.sort(np.asarray(res, dtype=float)[np.isfinite(res)])
+    n = len(res)
+    if n == 0:
+        return (-math.log(3.0), math.log(3.0))
+    a = (1 - level) / 2
+    lo = max(0, math.floor(a * (n + 1)) - 1)
+    hi = min(n - 1, math.ceil((1 - a) * (n + 1)) - 1)
+    return float(res[lo]), float(res[hi])
+
+
+@dataclass
+class Predictor:
+    target: str
+    features: list[str]
+    categories: dict[str, list[str]]
+    model: Any
+    use_roofline: bool
+    base_log: float  # log offset where a row has no roofline
+    roofline_log_ratio: float  # median log(measured / roofline) of the training rows
+    pools: dict[str, list[float]]
+    seen: dict[str, list[str]]
+    train_ids: list[str]
+    n_train: int
+    evaluation: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def unit(self) -> str:
+        return get_target(self.target).unit
+
+    # ---------------------------------------------------------------------------------------- matrices
+    def matrix(self, feats: pd.DataFrame) -> pd.DataFrame:
+        X = pd.DataFrame(index=feats.index)
+        for f in self.features:
+            col = feats[f] if f in feats.columns else pd.Series(np.nan, index=feats.index)
+            if f in self.categories:
+                X[f] = pd.Categorical(col.astype(object).where(col.notna(), None), categories=self.categories[f])
+            else:
+                X[f] = pd.to_numeric(col, errors="coerce").astype(float)
+        return X
+
+    def offset(self, feats: pd.DataFrame) -> np.ndarray:
+        if not self.use_roofline:
+            return np.full(len(feats), self.base_log)
+        lr = feats["log_roofline"].to_numpy(dtype=float)
+        return np.where(np.isfinite(lr), lr, self.base_log)
+
+    # ---------------------------------------------------------------------------------------- predict
+    def predict(self, df: pd.DataFrame) -> pd.DataFrame:
+        """One row per input row, in input order: ``prediction``, ``lower``, ``upper`` (the 90% interval),
+        ``unit``, ``basis`` (seen | new_accelerator | new_model), ``note`` and ``error`` (a string where the
+        row lacks a required feature; its figures are then NaN)."""
+        df = df.reset_index(drop=True)
+        feats = build_features(df)
+        with _OneThread():
+            return self.predict_features(feats)
+
+    def predict_features(self, feats: pd.DataFrame) -> pd.DataFrame:
+        n = len(feats)
+        out = pd.DataFrame({"prediction": np.full(n, np.nan), "lower": np.full(n, np.nan),
+                            "upper": np.full(n, np.nan)}, index=feats.index)
+        out["unit"] = self.unit
+        out["basis"] = None
+        out["note"] = None
+        out["error"] = None
+        if n == 0:
+            return out
+        errors = self._row_errors(feats)
+        log_pred = self.offset(feats) + self.model.predict(self.matrix(feats))
+        fam_seen = feats["model_family"].isin(self.seen.get("model_family", []))
+        acc_seen = feats["accelerator"].isin(self.seen.get("accelerator", []))
+        lr = feats["log_roofline"].to_numpy(dtype=float) if "log_roofline" in feats else np.full(n, np.nan)
+        for i, idx in enumerate(feats.index):
+            if errors[i]:
+                out.at[idx, "error"] = errors[i]
+                continue
+            note = None
+            lp = log_pred[i]
+            if not fam_seen.iloc[i] and "model_family" in self.seen and self.use_roofline and np.isfinite(lr[i]):
+                basis = "new_model"
+                lp = lr[i] + self.roofline_log_ratio
+                note = (f"no measured row for model family {feats['model_family'].iloc[i]!r}: the roofline prior "
+                        "alone answers (times the training rows' median ratio to it), with a wide interval")
+            elif not acc_seen.iloc[i] and "accelerator" in self.seen:
+                basis = "new_accelerator"
+                note = (f"no measured row on {feats['accelerator'].iloc[i]!r}: extrapolated from its spec-table "
+                        "figures")
+            else:
+                basis = "seen"
+            if self.use_roofline and not np.isfinite(lr[i]):
+                why = ("the accelerator is not in the spec table" if not feats["acc_known"].iloc[i]
+                       else "the model size is unknown")
+                note = (note + "; " if note else "") + f"no roofline prior ({why}): the learner alone answers"
+            pool = self.pools.get(basis) or self._widest_pool()
+            q_lo, q_hi = _conformal_quantiles(np.asarray(pool))
+            out.at[idx, "prediction"] = math.exp(lp)
+            out.at[idx, "lower"] = math.exp(lp + q_lo)
+            out.at[idx, "upper"] = math.exp(lp + q_hi)
+            out.at[idx, "basis"] = basis
+            out.at[idx, "note"] = note
+        return out
+
+    def _widest_pool(self) -> list[float]:
+        pools = [p for p in self.pools.values() if p]
+        if not pools:
+            return []
+        return max(pools, key=lambda p: float(np.subtract(*np.nanpercentile(p, [95, 5]))))
+
+    def _row_errors(self, feats: pd.DataFrame) -> list[str | None]:
+        required = list(REQUIRED.get(self.target, ()))
+        out: list[str | None] = []
+        for _, row in feats.iterrows():
+            missing = [c for c in required if row.get(c) is None or (isinstance(row.get(c), float) and
+                                                                       math.isnan(row.get(c)))]
+            present = [f for f in self.features if f in feats.columns and pd.notna(row.get(f))]
+            if not present:
+                missing.append("every feature")
+            out.append(f"missing required feature(s): {', '.join(missing)}" if missing else None)
+        return out
+
+    # ---------------------------------------------------------------------------------------- save / load
+    def save(self, out_dir: str | Path) -> Path:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / "model.pkl", "wb") as f:
+            pickle.dump(self.model, f)
+        meta = {
+            "schema_version": SCHEMA_VERSION, "kind": "benchmint-predictor", "target": self.target,
+            "unit": self.unit, "features": self.features, "categories": self.categories,
+            "use_roofline": self.use_roofline, "base_log": self.base_log,
+            "roofline_log_ratio": self.roofline_log_ratio, "pools": self.pools, "seen": self.seen,
+            "n_train": self.n_train, "interval_level": LEVEL, "evaluation": self.evaluation,
+        }
+        write_json(out / "predictor.json", meta)
+        write_json(out / "train_ids.json", {"schema_version": SCHEMA_VERSION, "ids": self.train_ids})
+        return out
+
+
+def load_predictor(model_dir: str | Path) -> Predictor:
+    d = Path(model_dir)
+    if not (d / "predictor.json").is_file() or not (d / "model.pkl").is_file():
+        raise UserError(f"{d}: not a model folder (no predictor.json / model.pkl); make one with "
+                        "`benchmint learn fit --out DIR`")
+    meta = read_json(d / "predictor.json")
+    if str(meta.get("schema_version", "")).split(".")[0] != SCHEMA_VERSION.split(".")[0]:
+        raise UserError(f"{d}: predictor schema {meta.get('schema_version')!r}, this benchmint reads "
+                        f"{SCHEMA_VERSION}; refit it with `benchmint learn fit`")
+    with open(d / "model.pkl", "rb") as f:
+        model = pickle.load(f)  # noqa: S301 - a model folder this tool wrote
+    ids_path = d / "train_ids.json"
+    ids = read_json(ids_path).get("ids", []) if ids_path.is_file() else []
+    return Predictor(
+        target=meta["target"], features=list(meta["features"]), categories=dict(meta["categories"]), model=model,
+        use_roofline=bool(meta["use_roofline"]), base_log=float(meta["base_log"]),
+        roofline_log_ratio=float(meta["roofline_log_ratio"]), pools={k: list(v) for k, v in meta["pools"].items()},
+        seen={k: list(v) for k, v in meta["seen"].items()}, train_ids=list(ids), n_train=int(meta["n_train"]),
+        evaluation=meta.get("evaluation") or {},
+    )
+
+
+# -------------------------------------------------------------------------------------------- fitting
+def training_frame(df: pd.DataFrame, target: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """Feature rows and log target values of the rows that have the target."""
+    get_target(target)
+    df = df.reset_index(drop=True)
+    feats = build_features(df)
+    y = target_values(df, target)
+    keep = y.notna().to_numpy()
+    return feats[keep].reset_index(drop=True), np.log(y[keep].to_numpy(dtype=float))
+
+
+def fit_predictor(df: pd.DataFrame, target: str, features: list[str] | None = None, seed: int = 0) -> Predictor:
+    """A predictor of ``target`` from rows in the flattened ``runs`` layout or the Open MLPerf layout."""
+    feats, ylog = training_frame(df, target)
+    with _OneThread():
+        return fit_features(feats, ylog, target, features, seed)
+
+
+def _check_rows(n: int, target: str) -> None:
+    if n < MIN_ROWS:
+        raise UserError(f"target {target!r}: {n} row(s) with a value, a predictor needs at least {MIN_ROWS}; "
+                        "measure or import more runs (or choose another --target / --where)")
+
+
+def fit_features(feats: pd.DataFrame, ylog: np.ndarray, target: str, features: list[str] | None = None,
+                 seed: int = 0, inner_cv: bool = True, pools: tuple[str, ...] = POOLS) -> Predictor:
+    """Fit on feature rows (``build_features``) and log target values; ``inner_cv`` computes the conformal
+    residual pools named in ``pools`` (off: a point predictor with no interval pools)."""
+    _check_rows(len(feats), target)
+    if features is None:
+        features = [f for f in DEFAULT_FEATURES if f in feats.columns and feats[f].notna().any()]
+    else:
+        unknown = [f for f in features if f not in feats.columns]
+        if unknown:
+            raise UserError(f"unknown feature(s) {', '.join(unknown)}; known: {', '.join(feats.columns)}")
+    use_roofline = target in ROOFLINE_TARGETS and feats["log_roofline"].notna().mean() > 0.5
+    lr = feats["log_roofline"].to_numpy(dtype=float)
+    has = np.isfinite(lr)
+    ratio = float(np.median(ylog[has] - lr[has])) if has.any() else 0.0
+    base = float(np.median(ylog[~has])) if (~has).any() else float(np.median(ylog))
+    categories = {f: sorted({str(v) for v in feats[f].dropna()}) for f in features if f in CATEGORICAL}
+    pred = Predictor(target=target, features=list(features), categories=categories, model=None,
+                     use_roofline=use_roofline, base_log=base if use_roofline else float(np.median(ylog)),
+                     roofline_log_ratio=ratio, pools={}, seen={}, train_ids=[str(i) for i in feats["id"]],
+                     n_train=len(feats))
+    pred.model = _learner(seed).fit(pred.matrix(feats), ylog - pred.offset(feats))
+    pred.seen = {c: sorted({str(v) for v in feats[c].dropna()}) for c in ("accelerator", "model_family")}
+    if inner_cv:
+        pred.pools = residual_pools(feats, ylog, pred, seed, pools)
+    return pred
+
+
+def _oof(feats: pd.DataFrame, ylog: np.ndarray, groups: np.ndarray, template: Predictor, n_splits: int,
+         seed: int) -> np.ndarray:
+    """Out-of-fold log residuals with whole groups held out."""
+    from sklearn.model_selection import GroupKFold
+
+    res = np.full(len(ylog), np.nan)
+    uniq = np.unique(groups)
+    if len(uniq) < 2:
+        return res
+    try:
+        splitter = GroupKFold(n_splits=min(n_splits, len(uniq)), shuffle=True, random_state=seed)
+    except TypeError:  # scikit-learn < 1.6: no shuffle
+        splitter = GroupKFold(n_splits=min(n_splits, len(uniq)))
+    for tr, te in splitter.split(feats, ylog, groups):
+        sub = Predictor(**{**template.__dict__, "model": None, "pools": {}})
+        sub.model = _learner(seed).fit(sub.matrix(feats.iloc[tr]), ylog[tr] - sub.offset(feats.iloc[tr]))
+        res[te] = ylog[te] - (sub.offset(feats.iloc[te]) + sub.model.predict(sub.matrix(feats.iloc[te])))
+    return res
+
+
+def residual_pools(feats: pd.DataFrame, ylog: np.ndarray, template: Predictor, seed: int = 0,
+                   which: tuple[str, ...] = POOLS) -> dict[str, list]:
+    pools: dict[str, list] = {}
+    if "seen" in which:
+        dup = duplicate_groups(feats).to_numpy().astype(str)
+        pools["seen"] = [float(r) for r in _oof(feats, ylog, dup, template, 4, seed) if np.isfinite(r)]
+    acc = as_text(feats["accelerator"]).to_numpy().astype(str)
+    if "new_accelerator" in which and len(np.unique(acc)) >= 3:
+        pools["new_accelerator"] = [float(r) for r in _oof(feats, ylog, acc, template, 5, seed) if np.isfinite(r)]
+    if "new_model" in which and template.use_roofline:
+        fam = as_text(feats["model_family"]).to_numpy().astype(str)
+        ratio = ylog - feats["log_roofline"].to_numpy(dtype=float)
+        res = []
+        for f in np.unique(fam):
+            other = ratio[(fam != f) & np.isfinite(ratio)]
+            if len(other):
+                mine = ratio[(fam == f) & np.isfinite(ratio)]
+                res.extend(float(r) for r in mine - np.median(other))
+        if len(np.unique(fam)) >= 3:
+            pools["new_model"] = res
+    return pools
