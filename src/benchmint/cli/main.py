@@ -72,6 +72,10 @@ def _register() -> None:
 
     app.command("report", help=report_cli.__doc__)(report_cli.report)
 
+    from benchmint.cli import learn_next
+
+    app.command("next", help=learn_next.__doc__)(learn_next.next_cmd)
+
     from benchmint.cli import llm, llm_mlperf
 
     llm.app.command("mlperf", help=llm_mlperf.mlperf.__doc__)(llm_mlperf.mlperf)

@@ -18,12 +18,12 @@ from typing import Any
 from benchmint.learn.space import TARGETS, Space, point_key
 
 
-def _int_axes() -> set[str]:
-    return {"concurrency", "max_batch_size", "num_requests", "threads", "iters"}
+INT_AXES = {"concurrency", "max_batch_size", "num_requests", "threads", "iters"}
 
 
 def _value(axis: str, v: float) -> Any:
-    return int(v) if axis in _int_axes() else float(v)
+    """An axis value as the run takes it: whole numbers as int (counts always), others as float."""
+    return int(v) if axis in INT_AXES or float(v).is_integer() else float(v)
 
 
 @contextlib.contextmanager
