@@ -29,19 +29,19 @@ import numpy as np
 os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-AXES = {"concurrency": [1, 2, 4, 8], "max_batch_size": [1, 2, 4, 8], "output_tokens": [8, 16, 32],
-        "input_tokens": [16, 128]}
-FIXED = {"scenario": "concurrency", "num_requests": 16, "dataset": "synthetic", "warmup": 2}
+AXES = {"concurrency": [1, 2, 4, 8], "max_batch_size": [1, 2, 4, 8], "output_tokens": [8, 16, 32]}
+FIXED = {"scenario": "concurrency", "num_requests": 16, "dataset": "synthetic", "input_tokens": 32, "warmup": 2}
 
 
-def measure_grid(backend: str, target: str, repeats: int) -> dict:
+def measure_grid(backend: str, target: str, passes: int) -> dict:
+    """Every configuration, ``passes`` times, in passes over the whole grid (a slow spell of a shared machine
+    then spreads over many configurations instead of hitting a few); the truth is the median of the passes."""
     from benchmint.learn.measure import Measurer
     from benchmint.learn.space import parse_space
 
     space = parse_space({"name": "bench-active", "backend": backend, "model": "tiny", "target": target,
                          "fixed": FIXED, "axes": AXES}, "benchmarks/learn_active.py")
     grid = space.grid()
-    values: list[float | None] = []
     t0 = time.monotonic()
 
     def once(m: Measurer, p: dict) -> float | None:
@@ -53,16 +53,18 @@ def measure_grid(backend: str, target: str, repeats: int) -> dict:
                 time.sleep(2)
         return None
 
+    runs: list[list[float | None]] = []
     with Measurer(space, store=False, out_dir="/tmp/benchmint-learn-active") as m:
-        for i, p in enumerate(grid):
-            values.append(once(m, p))
-            print(f"\r  measured {i + 1}/{len(grid)} ({time.monotonic() - t0:.0f} s)", end="", file=sys.stderr)
-        rng = np.random.default_rng(1)
-        again = sorted(rng.choice(len(grid), size=min(repeats, len(grid)), replace=False).tolist())
-        repeat = {i: once(m, grid[i]) for i in again}
+        for k in range(passes):
+            row = []
+            for i, p in enumerate(grid):
+                row.append(once(m, p))
+                print(f"\r  pass {k + 1}/{passes}: measured {i + 1}/{len(grid)} ({time.monotonic() - t0:.0f} s)",
+                      end="", file=sys.stderr)
+            runs.append(row)
     print(file=sys.stderr)
-    return {"backend": backend, "target": target, "axes": AXES, "fixed": FIXED, "grid": grid, "values": values,
-            "repeats": {str(k): v for k, v in repeat.items()}, "measure_s": time.monotonic() - t0}
+    return {"backend": backend, "target": target, "axes": AXES, "fixed": FIXED, "grid": grid, "passes": runs,
+            "measure_s": time.monotonic() - t0}
 
 
 def first_below(curve: list[tuple[int, float]], level: float) -> int | None:
@@ -73,9 +75,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backend", default="transformers", choices=("transformers", "builtin-server"))
     ap.add_argument("--target", default="output_tokens_per_s")
-    ap.add_argument("--max-runs", type=int, default=40)
-    ap.add_argument("--seeds", type=int, default=20)
-    ap.add_argument("--repeats", type=int, default=8, help="configurations measured twice (noise floor)")
+    ap.add_argument("--max-runs", type=int, default=30)
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--passes", type=int, default=3, help="measurements of each configuration (truth: median)")
     ap.add_argument("--grid-json", type=Path, default=None)
     ap.add_argument("--level", type=float, default=0.10)
     args = ap.parse_args()
@@ -85,21 +87,23 @@ def main() -> None:
     if args.grid_json and args.grid_json.exists():
         data = json.loads(args.grid_json.read_text())
     else:
-        data = measure_grid(args.backend, args.target, args.repeats)
+        data = measure_grid(args.backend, args.target, args.passes)
         if args.grid_json:
             args.grid_json.write_text(json.dumps(data, indent=1))
-    grid, vals = data["grid"], data["values"]
-    keep = [i for i, v in enumerate(vals) if v]
-    grid = [grid[i] for i in keep]
-    y = np.array([vals[i] for i in keep], dtype=float)
+    passes = np.array([[np.nan if v is None else v for v in row] for row in data["passes"]], dtype=float)
+    truth = np.nanmedian(passes, axis=0)
+    keep = [i for i, v in enumerate(truth) if np.isfinite(v) and v > 0]
+    grid = [data["grid"][i] for i in keep]
+    y = truth[keep]
     X = encode(grid, data["axes"])
-    noise = [abs(v - vals[int(i)]) / vals[int(i)] for i, v in data["repeats"].items() if v and vals[int(i)]]
+    # the noise floor: how far one measurement lies from the median of its configuration's passes
+    dev = np.abs(passes[:, keep] - y) / y
     print(f"space: {' x '.join(f'{a} {v}' for a, v in data['axes'].items())} = {len(data['grid'])} configurations "
-          f"({data['backend']}, tiny model, {data['fixed']}); {len(y)} measured with a {data['target']} value "
-          f"in {data.get('measure_s', 0):.0f} s")
-    print(f"target {data['target']}: min {y.min():.4g}, median {np.median(y):.4g}, max {y.max():.4g}; "
-          f"noise floor (same configuration measured twice, n={len(noise)}): median "
-          f"{np.median(noise) if noise else float('nan'):.1%}, max {max(noise) if noise else float('nan'):.1%}")
+          f"({data['backend']}, tiny model, {data['fixed']}); each measured {len(passes)} times in "
+          f"{data.get('measure_s', 0):.0f} s; truth = the median of the passes")
+    print(f"target {data['target']}: min {y.min():.4g}, median {np.median(y):.4g}, max {y.max():.4g}; noise floor "
+          f"(one measurement vs its configuration's median): median {np.nanmedian(dev):.1%}, p90 "
+          f"{np.nanpercentile(dev, 90):.1%}")
     n_max = min(args.max_runs, len(y) - 1)
     t0 = time.monotonic()
     order = active_order(grid, data["axes"], y, n_max)

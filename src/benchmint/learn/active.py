@@ -40,6 +40,15 @@ def encode(points: list[dict[str, float]], axes: dict[str, list[float]]) -> np.n
     return np.asarray(cols, dtype=float).T.reshape(len(points), len(axes))
 
 
+def _lbfgs(obj_func: Any, initial_theta: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, float]:
+    """The kernel's hyperparameters by L-BFGS-B, with a bounded number of iterations (a few tens of points
+    need no more; unbounded, the search dominates the time of a choice)."""
+    from scipy.optimize import minimize
+
+    res = minimize(obj_func, initial_theta, method="L-BFGS-B", jac=True, bounds=bounds, options={"maxiter": 50})
+    return res.x, float(res.fun)
+
+
 class SpaceModel:
     """A GP on log(target). ``predict`` gives the median prediction and the 90% interval in target units."""
 
@@ -63,7 +72,7 @@ class SpaceModel:
             d = X.shape[1]
             kernel = (ConstantKernel(1.0, (1e-2, 1e2)) * Matern(np.full(d, 0.5), (0.05, 20.0), nu=2.5)
                       + WhiteKernel(1e-3, (1e-5, 1e-1)))
-            gp = GaussianProcessRegressor(kernel, normalize_y=True, n_restarts_optimizer=2, random_state=self.seed)
+            gp = GaussianProcessRegressor(kernel, normalize_y=True, optimizer=_lbfgs, random_state=self.seed)
         else:  # a fitted kernel, kept as it is (the batch's "believer" refits)
             gp = GaussianProcessRegressor(kernel, normalize_y=True, optimizer=None)
         with warnings.catch_warnings():

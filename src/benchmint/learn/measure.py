@@ -17,7 +17,6 @@ from typing import Any
 
 from benchmint.learn.space import TARGETS, Space, point_key
 
-
 INT_AXES = {"concurrency", "max_batch_size", "num_requests", "threads", "iters"}
 
 
