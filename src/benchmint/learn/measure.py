@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +93,11 @@ class Measurer:
         cfg = self._bench_config(point, out)
         threads = point.get("threads", self.space.fixed.get("threads"))
         with _threads(threads):
+            cpu0 = time.process_time()
             res = run_bench(cfg, write=False)
+            cpu = time.process_time() - cpu0
+        # CPU seconds of this process (client, and the engine when it runs here) over the whole run
+        res.result["measurement"]["process_cpu_s"] = cpu
         res.result["config"]["space"] = self._tag(point)
         if threads is not None:
             res.result["config"]["threads"] = int(threads)
@@ -135,7 +140,7 @@ class Measurer:
 
         out = self.out_dir / _new_id()
         rec = self._run_llm(point, out) if self.space.kind == "llm" else self._run_replay(point, out)
-        return rec, TARGETS[self.space.target].value(rec.metrics or {})
+        return rec, TARGETS[self.space.target].value(rec)
 
     def close(self) -> None:
         for srv, engine in self._servers.values():
@@ -165,7 +170,7 @@ def stored_points(space: Space, records: list[Any]) -> list[tuple[dict[str, floa
         key = point_key(pt)
         if key not in grid or rec.status == "failed":
             continue
-        v = target.value(rec.metrics or {})
+        v = target.value(rec)
         if v is not None:
             out.append((grid[key], v, rec.id))
     return out

@@ -57,13 +57,24 @@ class Target:
     unit: str
     better: str  # higher | lower
 
-    def value(self, metrics: dict[str, Any]) -> float | None:
-        v: Any = metrics
-        for k in self.path:
-            if not isinstance(v, dict):
-                return None
-            v = v.get(k)
-        return float(v) if isinstance(v, int | float) and not isinstance(v, bool) and v > 0 else None
+    per_cpu_s: bool = False  # divided by the CPU seconds this process spent on the run (config.measurement)
+
+    def value(self, rec: Any) -> float | None:
+        """The target's value in a RunRecord (None when the run has none)."""
+        v = _dig(rec.metrics or {}, self.path)
+        if v is None or not self.per_cpu_s:
+            return v
+        cpu = _dig(rec.config or {}, ("measurement", "process_cpu_s"))
+        return v / cpu if cpu else None
+
+
+def _dig(d: dict[str, Any], path: tuple[str, ...]) -> float | None:
+    v: Any = d
+    for k in path:
+        if not isinstance(v, dict):
+            return None
+        v = v.get(k)
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) and v > 0 else None
 
 
 TARGETS = {t.name: t for t in (
@@ -73,6 +84,10 @@ TARGETS = {t.name: t for t in (
     Target("tpot_p99_s", "llm", ("tpot_s", "p99"), "s", "lower"),
     Target("e2e_p50_s", "llm", ("e2e_s", "p50"), "s", "lower"),
     Target("e2e_p99_s", "llm", ("e2e_s", "p99"), "s", "lower"),
+    # tokens per CPU second of this process (client and engine): the cost of a token on this host, which
+    # other work on a shared machine disturbs far less than tokens per wall-clock second (in-process engine
+    # and built-in server only: a server you run spends CPU this process does not see)
+    Target("output_tokens_per_cpu_s", "llm", ("output_tokens_total",), "tokens/CPU-s", "higher", per_cpu_s=True),
     Target("iteration_s", "replay", ("iter_time_s", "median"), "s", "lower"),
 )}
 DEFAULT_TARGET = {"llm": "output_tokens_per_s", "replay": "iteration_s"}
@@ -192,6 +207,9 @@ def parse_space(data: Any, where: str, name: str = "space") -> Space:
         if backend == "openai-http" and any(a in axes for a in ("max_batch_size", "threads")):
             raise UserError(f"{where}: a server you run cannot change max_batch_size or threads per run; use "
                             "backend builtin-server or transformers, or drop those axes")
+        if backend == "openai-http" and TARGETS[target].per_cpu_s:
+            raise UserError(f"{where}: target {target} counts this process's CPU time, which misses a server "
+                            "you run; use backend builtin-server or transformers")
     elif not trace:
         raise UserError(f"{where}: a replay space needs `trace:` (an execution trace or capture folder)")
     seed = data.get("seed", 0)
