@@ -130,6 +130,7 @@ def test_active_choice_learns_a_smooth_space_with_fewer_runs_than_random():
     assert np.mean(active) < np.median([np.mean(r) for r in randoms]), (active, randoms)
 
 
+@pytest.mark.slow
 def test_next_run_measures_stores_and_prints_the_learning_curve(cli, tmp_path):
     space = write_space(tmp_path / "s.yaml", axes={"concurrency": [1, 2], "output_tokens": [2, 4, 8]})
     store = tmp_path / "store"
