@@ -106,6 +106,7 @@ class Space:
     device: str = "cpu"
     fixed: dict[str, Any] = field(default_factory=dict)
     slo: float | None = None  # a limit on the target (the frontier)
+    slos: dict[str, float] = field(default_factory=dict)  # every limit the space sets, per target
     goal: str | None = None  # max | min: the optimum of the target
     seed: int = 0
     source: str = ""
@@ -123,8 +124,7 @@ class Space:
         if target is None:
             return self
         check_target(target, self.kind, "--target")
-        slo = self.slo if target == self.target else None
-        return Space(**{**self.__dict__, "target": target, "slo": slo})
+        return Space(**{**self.__dict__, "target": target, "slo": self.slos.get(target)})
 
     def mode(self) -> str:
         """What `next` looks for: the SLO frontier, the optimum, or uncertainty everywhere."""
@@ -220,10 +220,10 @@ def parse_space(data: Any, where: str, name: str = "space") -> Space:
         n *= len(v)
     if n > 100_000:
         raise UserError(f"{where}: the axes make {n} configurations; keep a space under 100000")
+    model = str(data["model"]) if data.get("model") else None if backend == "openai-http" else "tiny"
     return Space(name=str(data.get("name") or name), kind=kind, axes=axes, target=target, backend=backend,
-                 model=str(data["model"]) if data.get("model") else None if backend == "openai-http" else "tiny", url=url, trace=str(trace) if trace else None,
-                 device=str(data.get("device") or "cpu"), fixed=dict(fixed), slo=slo, goal=goal, seed=seed,
-                 source=where)
+                 model=model, url=url, trace=str(trace) if trace else None, device=str(data.get("device") or "cpu"),
+                 fixed=dict(fixed), slo=slo, slos=dict(slo_in or {}), goal=goal, seed=seed, source=where)
 
 
 def load_space(path: str | os.PathLike) -> Space:
