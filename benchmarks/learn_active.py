@@ -99,7 +99,8 @@ def simulate(data: dict, target: str, args: argparse.Namespace) -> None:
         dev, how = np.abs((srt[-2] if higher else srt[1]) - y) / y, "second best vs best measurement"
     print(f"\n== target {target} ({ALL[target].unit}); truth = the {args.truth} of {len(passes)} passes ==")
     print(f"values: min {y.min():.4g}, median {np.median(y):.4g}, max {y.max():.4g}; noise floor ({how}): "
-          f"median {np.nanmedian(dev):.1%}, p90 {np.nanpercentile(dev, 90):.1%}")
+          f"median {np.nanmedian(dev):.1%}, p90 {np.nanpercentile(dev, 90):.1%}; a constant (the median of "
+          f"the whole grid, known in advance) has median APE {np.median(np.abs(np.median(y) - y) / y):.1%}")
     n_max = min(args.max_runs, len(y) - 1)
     t0 = time.monotonic()
     active = dict(learning_curve(X, y, active_order(grid, data["axes"], y, n_max)))
