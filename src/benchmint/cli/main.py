@@ -80,6 +80,10 @@ def _register() -> None:
     app.add_typer(learn_cli.app, name="learn", help=learn_cli.__doc__)
     app.command("recommend", help=learn_cli.recommend.__doc__)(learn_cli.recommend)
 
+    from benchmint.cli import learn_next
+
+    app.command("next", help=learn_next.__doc__)(learn_next.next_cmd)
+
     from benchmint.cli import llm, llm_mlperf
 
     llm.app.command("mlperf", help=llm_mlperf.mlperf.__doc__)(llm_mlperf.mlperf)

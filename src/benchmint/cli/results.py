@@ -1,5 +1,5 @@
-"""Keep every run: list, show, query (SQL through DuckDB, table ``runs``), export and import official MLPerf
-results. The store is a folder of Parquet files (default ./benchmint-results, or --results / $BENCHMINT_RESULTS)."""
+"""Keep every run: list, show, query (SQL through DuckDB, table ``runs``), export, import official MLPerf
+results, publish or pull the store as a Hugging Face dataset. The store is a folder of Parquet files (default ./benchmint-results, or --results / $BENCHMINT_RESULTS)."""
 
 from __future__ import annotations
 
@@ -147,3 +147,38 @@ def compact_cmd(results: Path = ResultsOpt) -> None:
     target = quietly(store.compact)
     _report_problems(store)
     console.print(f"compacted into {target}" if target else "nothing to compact")
+
+
+@app.command("publish")
+def publish_cmd(
+    repo: str = typer.Option(None, "--repo", help="Hugging Face dataset ORG/NAME (created if missing)."),
+    folder: Path = typer.Option(None, "--folder", help="Write the same layout (data/*.parquet + README.md) into "
+                                "this folder instead of uploading."),
+    private: bool = typer.Option(False, "--private", help="Create the Hub dataset as private."),
+    results: Path = ResultsOpt,
+) -> None:
+    """Publish the store as a Hugging Face dataset: Parquet shards of the flattened table `runs` plus a dataset
+    card documenting every column. The token comes from HF_TOKEN or `huggingface-cli login`; benchmint never
+    writes it anywhere. With --folder nothing is uploaded."""
+    from benchmint.results.publish import publish
+
+    store = _store(results)
+    pub = publish(store, repo, folder, private=private)
+    _report_problems(store)
+    console.print(f"published {pub.runs} run(s), {pub.columns} columns in {pub.shards} shard(s) to {pub.where}")
+
+
+@app.command("pull")
+def pull_cmd(
+    repo: str = typer.Option(None, "--repo", help="Hugging Face dataset ORG/NAME to download."),
+    folder: Path = typer.Option(None, "--folder", help="Read a layout `results publish --folder` wrote instead."),
+    revision: str = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit) to pull."),
+    results: Path = ResultsOpt,
+) -> None:
+    """Load a published results dataset into the local store; runs it already holds are not stored twice."""
+    from benchmint.results.publish import pull
+
+    store = _store(results)
+    read, new = pull(store, repo, folder, revision=revision)
+    _report_problems(store)
+    console.print(f"pulled {new} new run(s) ({read} read, {read - new} already stored) into {store.path}")

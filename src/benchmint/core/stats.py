@@ -4,10 +4,9 @@ timing loop's samples with how noisy they were."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
-
-import math
 
 #: A timing whose interquartile range exceeds this fraction of its median is flagged noisy (the threshold
 #: ``torch.utils.benchmark`` warns at).
