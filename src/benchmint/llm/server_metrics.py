@@ -65,10 +65,18 @@ class MetricsScraper:
 
     def __init__(self, url: str, interval_s: float = 1.0, timeout_s: float = 5.0, api_key: str | None = None,
                  max_scrapes: int = 600):
-        self.url = url
+        from yarl import URL
+
+        u = URL(url)
+        self.url = str(u.with_user(None))  # credentials in the URL go in a header, never in a text we print
         self.interval_s = float(interval_s)
         self.timeout_s = timeout_s
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        if not api_key and u.user is not None:
+            import base64
+
+            cred = base64.b64encode(f"{u.user}:{u.password or ''}".encode()).decode()
+            self.headers = {"Authorization": f"Basic {cred}"}
         self.max_scrapes = max_scrapes
         self.snapshots: list[tuple[int, str]] = []  # (client monotonic ns, text)
         self.failures: list[str] = []
