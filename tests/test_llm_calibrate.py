@@ -6,7 +6,7 @@ import json
 
 from strict_llm_server import StrictLLMServer
 
-from benchmint.llm.calibrate import NEAR_CEILING, client_bound_verdict, load_calibration
+from benchmint.llm.client_bound import NEAR_CEILING, client_bound_verdict, load_calibration
 
 
 def test_calibrate_stores_a_ceiling_and_the_client_latency(cli, tmp_path, monkeypatch):

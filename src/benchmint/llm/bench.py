@@ -530,7 +530,7 @@ async def _run_with(
 
         result["server_metrics"], series = summarize(scraper, start)
     if http:
-        from benchmint.llm.calibrate import client_bound_verdict, load_calibration
+        from benchmint.llm.client_bound import client_bound_verdict, load_calibration
 
         result["client_bound"] = client_bound_verdict(result, load_calibration())
     return BenchResult(result=result, records=records, start_ns=start, anchor=clock, server_metrics_series=series)

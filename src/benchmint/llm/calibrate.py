@@ -7,7 +7,7 @@ trial fails, then bisecting: a trial passes when every request completed, the ac
 passing rate is the client's ceiling. A low-rate trial measures the client's own added latency (TTFT and E2E
 from send against a server that does no work: loopback, the server's answer and the client's own code).
 The result is stored (:func:`calibration_path`, one per host) and every later ``llm bench`` result carries
-``client_bound`` (:func:`client_bound_verdict`).
+``client_bound`` (:func:`benchmint.llm.client_bound.client_bound_verdict`).
 """
 
 from __future__ import annotations
@@ -17,22 +17,13 @@ import os
 import platform
 import socket
 import time
-from pathlib import Path
 from typing import Any
 
-from benchmint.core.jsonio import read_json, write_json
+from benchmint.core.jsonio import write_json
+from benchmint.llm.client_bound import SEND_LAG_P99_MAX_S, calibration_path
 
 CALIBRATION_SCHEMA_VERSION = "1.0"
 ACHIEVED_MIN = 0.99  # achieved / target rate for a trial to pass
-SEND_LAG_P99_MAX_S = 0.001  # p99 send lag for a trial to pass, and for a bench run not to be client-bound
-NEAR_CEILING = 0.8  # a run offering this fraction of the calibrated ceiling or more is client-bound
-
-
-def calibration_path() -> Path:
-    base = os.environ.get("BENCHMINT_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "benchmint"
-    )
-    return Path(base) / "client-calibration.json"
 
 
 def _host() -> dict[str, Any]:
@@ -153,58 +144,3 @@ def calibrate(url: str | None = None, *, start_rate: float = 100.0, max_rate: fl
         write_json(p, result)
         result["stored_at"] = str(p)
     return result
-
-
-def load_calibration() -> dict[str, Any] | None:
-    """This host's stored calibration, or None."""
-    p = calibration_path()
-    try:
-        cal = read_json(p)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(cal, dict) or (cal.get("host") or {}).get("hostname") != socket.gethostname():
-        return None
-    return cal
-
-
-def client_bound_verdict(result: dict[str, Any], cal: dict[str, Any] | None) -> dict[str, Any]:
-    """Was the client the bottleneck of this run? ``client_bound`` true when its p99 send lag passed the
-    threshold or its offered (else achieved) rate reached :data:`NEAR_CEILING` of the calibrated ceiling."""
-    reasons: list[str] = []
-    bound = False
-    lag99 = (result.get("send_lag_s") or {}).get("p99")
-    open_loop = result.get("schedule", {}).get("arrival") in ("poisson", "constant") or str(
-        result.get("schedule", {}).get("arrival", "")).startswith("gamma")
-    if lag99 is not None and open_loop:
-        if lag99 > SEND_LAG_P99_MAX_S:
-            bound = True
-            reasons.append(f"send lag p99 {1000 * lag99:.2f} ms > {1000 * SEND_LAG_P99_MAX_S:g} ms: requests left "
-                           "later than scheduled")
-        else:
-            reasons.append(f"send lag p99 {1000 * lag99:.2f} ms <= {1000 * SEND_LAG_P99_MAX_S:g} ms")
-    offered = result.get("schedule", {}).get("rate_per_s")
-    rate, what = (offered, "offered") if offered else ((result.get("throughput") or {}).get("requests_per_s"),
-                                                       "achieved")
-    ceiling = (cal or {}).get("ceiling_rate_per_s")
-    if cal is None:
-        reasons.append("no calibration stored for this host: run `benchmint llm calibrate`")
-    elif not ceiling:
-        reasons.append("the stored calibration found no passing rate")
-    elif rate:
-        frac = rate / ceiling
-        if frac >= NEAR_CEILING:
-            bound = True
-            reasons.append(f"{what} {rate:.4g} req/s is {100 * frac:.0f}% of this client's calibrated ceiling "
-                           f"{ceiling:.4g} req/s (>= {100 * NEAR_CEILING:.0f}%)")
-        else:
-            reasons.append(f"{what} {rate:.4g} req/s is {100 * frac:.0f}% of the calibrated ceiling {ceiling:.4g} req/s")
-    return {"client_bound": bound, "reasons": reasons, "calibration": str(calibration_path()) if cal else None,
-            "ceiling_rate_per_s": ceiling, "thresholds": {"send_lag_p99_max_s": SEND_LAG_P99_MAX_S,
-                                                          "near_ceiling_fraction": NEAR_CEILING}}
-
-
-def client_bound_line(block: dict[str, Any] | None) -> str | None:
-    if not block:
-        return None
-    verdict = "[red]yes[/]" if block["client_bound"] else "no"
-    return f"client-bound: {verdict} ({'; '.join(block['reasons'])})"

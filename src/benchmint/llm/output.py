@@ -244,7 +244,7 @@ def print_summary(result: dict[str, Any], console: Console, title: str | None = 
         console.print(f"[yellow]{a}[/]", highlight=False)
     for a in metrics_lines(result.get("server_metrics")):
         console.print(a, highlight=False)
-    from benchmint.llm.calibrate import client_bound_line
+    from benchmint.llm.client_bound import client_bound_line
 
     cb = client_bound_line(result.get("client_bound"))
     if cb:
