@@ -110,3 +110,11 @@ def test_a_selection_without_recorded_times_has_no_share_and_no_comparison(train
     assert r["original_iter_time_s"] is None and r["error"] is None
     with pytest.raises(UserError, match="drops every op"):
         replay_trace(d, what_if=["drop:.*"], gaps="none", warmup=0, iters=1)
+
+
+def test_a_multi_rank_replay_refuses_select_and_what_if(tmp_path):
+    from benchmint.replay.distributed import replay_ranks
+
+    for kw in ({"select": "op:aten::mm"}, {"what_if": ["drop:aten::mm"]}):
+        with pytest.raises(UserError, match="single-process replay"):
+            replay_ranks(tmp_path / "none.json", None, ranks=2, **kw)

@@ -165,3 +165,15 @@ def test_the_stdlib_msgspec_stand_in_loads_traces_as_msgspec_does(data_dir, tmp_
     kt = load_kineto(k)
     assert got["events"] == [len(kt.cpu), len(kt.runtime), len(kt.device), sum(e.rf_id is not None for e in kt.cpu)]
     assert got["events"][0] > 0
+
+
+def test_the_msgspec_stand_in_refuses_nan_and_infinity_as_msgspec_does():
+    import msgspec
+
+    from benchmint.replay.portable import msgspec_stub
+
+    for doc in (b'{"median": NaN}', b'{"median": Infinity}', b'{"median": -Infinity}'):
+        with pytest.raises(msgspec.DecodeError):
+            msgspec.json.decode(doc)
+        with pytest.raises(msgspec_stub.DecodeError):
+            msgspec_stub.json.decode(doc)

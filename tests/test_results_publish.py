@@ -110,3 +110,22 @@ def test_hub_pull_downloads_the_dataset_and_errors_are_one_line(cli, tmp_path):
     (tmp_path / "empty").mkdir()
     code, _, err = cli("results", "pull", "--folder", str(tmp_path / "empty"), "--results", str(tmp_path / "d3"))
     assert code == 2 and "no Parquet shards" in err and len(err.strip().splitlines()) == 1
+
+
+def test_publish_takes_credentials_out_of_a_store_written_before_redaction(cli, tmp_path, monkeypatch):
+    from benchmint.core import redact
+
+    key = "sk-published-0123456789"
+    store = ResultsStore(tmp_path / "old")
+    recs = sample_records(tmp_path)
+    recs[0].config["command_line"] = ["benchmint", "llm", "bench", "--url", f"http://u:{key}@h/v1"]
+    recs[0].config["note"] = f"run with {key}"
+    store.append_many(recs)  # the key was not known when the store was written: it is in the parts
+    monkeypatch.setattr(redact, "_registered", {key})  # as after `--api-key KEY` in this process
+    code, out, err = cli("results", "publish", "--folder", str(tmp_path / "ds"), "--results", str(store.path))
+    assert code == 0, err
+    for f in (tmp_path / "ds").rglob("*"):
+        if f.suffix == ".parquet":
+            assert key not in str(pq.read_table(f).to_pylist())
+        elif f.is_file():
+            assert key not in f.read_text()

@@ -92,3 +92,12 @@ def test_values_of_credential_environment_variables_are_redacted_from_any_text(m
     monkeypatch.setenv("MY_SERVICE_TOKEN", "tok-0123456789")
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "falsefalse")
     assert redact_text("echo tok-0123456789 falsefalse") == "echo *** falsefalse"
+
+
+def test_a_short_api_key_is_not_cut_out_of_every_word(monkeypatch):
+    from benchmint.core import redact as r
+
+    monkeypatch.setattr(r, "_registered", set())
+    r.register_secret("test")  # placeholder keys such as "test", "EMPTY", "dummy" are common
+    assert redact_text("split test, data/test.jsonl, /home/x/tests/a") == "split test, data/test.jsonl, /home/x/tests/a"
+    assert redact_argv(["llm", "bench", "--api-key", "test"])[-1] == REDACTED  # still out where it is the key

@@ -144,6 +144,10 @@ def test_the_size_limit_is_a_sentence_and_can_be_raised(cli, tmp_path, monkeypat
     (dict(CAPTURE, schema_version="2.0"), ["schema_version 2.0"]),
     (dict(CAPTURE, recorded_iterations=[2**70]), ["field recorded_iterations[0]"]),
     (dict(CAPTURE, files={"kineto": "../../etc/passwd"}), ["field files.kineto"]),
+    # the replay compares its system metrics with these after timing: a bad one must stop it before
+    (dict(CAPTURE, system_metrics="garbage"), ["field system_metrics"]),
+    (dict(CAPTURE, system_metrics={"cpu_utilization": "abc"}), ["field system_metrics.cpu_utilization"]),
+    (dict(CAPTURE, system_metrics={"peak_rss_bytes": -1}), ["field system_metrics.peak_rss_bytes"]),
 ])
 def test_a_broken_capture_json_is_one_line_before_the_replay_runs(cli, tmp_path, capture, words):
     d = _folder(tmp_path / "c", capture=capture)

@@ -77,8 +77,6 @@ def replay(
             raise UserError(f"{flag} applies to a multi-rank replay only; add --ranks N or leave it out")
         if v is not None and not v > 0:
             raise UserError(f"{flag} {v:g}: must be a positive number of seconds")
-    if ranks is not None and (select or what_if):
-        raise UserError("--select and --what-if apply to a single-process replay; leave out --ranks")
     opts = ReplayOptions(device=device, threads=threads, warmup=warmup, iters=iters, seed=seed, gaps=gaps,
                          target=target, iteration=iteration, memory_check=not no_memory_check,
                          select=select, what_if=tuple(what_if or ()))

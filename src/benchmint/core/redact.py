@@ -58,8 +58,12 @@ _registered: set[str] = set()
 
 
 def register_secret(value: str | None) -> None:
-    """Remember a secret value (an API key given on the command line) so that any text holding it is redacted."""
-    if value and len(value) >= 4:
+    """Remember a secret value (an API key given on the command line) so that any text holding it is redacted.
+
+    A value shorter than 8 characters is not replaced wherever it stands as a substring ("test", "EMPTY" or
+    "dummy" would cut words and paths out of every file written); it is still taken out where it is a
+    credential's value: after ``--api-key``, under a credential-named key, after ``Bearer``."""
+    if value and len(value) >= _MIN_ENV_SECRET:
         _registered.add(value)
 
 

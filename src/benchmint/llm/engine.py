@@ -360,7 +360,6 @@ class BatchingEngine:
             k = len(r.prompt_ids)
             ids[i, width - k :] = torch.tensor(r.prompt_ids, dtype=torch.long)
             mask[i, width - k :] = 1
-            self.stats.prompt_tokens_total += k
             if r.temperature > 0:
                 r.generator = torch.Generator(device=dev).manual_seed((r.seed or 0) % 2**64)
         ids, mask = ids.to(dev), mask.to(dev)
@@ -369,6 +368,8 @@ class BatchingEngine:
             out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
         except TypeError:  # a model class without logits_to_keep
             out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+        # counted once the forward pass ran: a batch that fails is prefilled again request by request
+        self.stats.prompt_tokens_total += sum(len(r.prompt_ids) for r in reqs)
         return _State(_cache_of(out), mask, pos[:, -1:], out.logits[:, -1, :], list(reqs))
 
     def _step(self, st: _State) -> _State | None:

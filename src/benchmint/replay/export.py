@@ -25,11 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from benchmint.core.errors import UserError
+from benchmint.core.redact import redact_text
 from benchmint.replay.api import CAPTURE_JSON, find_inputs, last_whole_iteration
 
 SCHEMA_VERSION = "1.0"
 PACKAGE = "_benchmint_replay"
 VENDORED = ("core", "trace", "replay")  # the layers the replay engine is made of
+NOT_VENDORED = ("trace/console.py",)  # the CLI's and the demo's tables (rich), never used by the runner
 STUBS = {"orjson": "orjson_stub", "msgspec": "msgspec_stub", "psutil": "psutil_stub"}
 _IMPORT_RE = re.compile(r"^(\s*)(from|import)\s+benchmint(?=[.\s])", re.MULTILINE)
 _THIRD_RE = re.compile(r"^(\s*)import (" + "|".join(STUBS) + r")[ \t]*$", re.MULTILINE)
@@ -49,7 +51,7 @@ def vendor(dst: Path) -> list[str]:
     for layer in VENDORED:
         for f in sorted((src / layer).rglob("*.py")):
             rel = f.relative_to(src)
-            if "__pycache__" in rel.parts:
+            if "__pycache__" in rel.parts or rel.as_posix() in NOT_VENDORED:
                 continue
             out = dst / rel
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -208,7 +210,7 @@ def export_benchmark(trace: str | os.PathLike, out: str | os.PathLike, kineto: s
         "runner_needs": "python >= 3.10 and torch (nothing of benchmint; orjson, msgspec, psutil used when present)",
     }
     write_json(out / "export.json", meta)
-    (out / "README.md").write_text(readme(meta, cap, view))
+    (out / "README.md").write_text(redact_text(readme(meta, cap, view)))  # the captured command line may hold a key
     return meta
 
 

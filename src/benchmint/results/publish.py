@@ -154,9 +154,13 @@ class Published:
 def write_layout(store: ResultsStore, folder: str | os.PathLike, repo: str | None = None,
                  rows_per_shard: int = ROWS_PER_SHARD) -> Published:
     """Write the dataset layout (shards + card) into ``folder``; shards left there by an earlier publish go."""
+    from benchmint.core.redact import known_secrets, redact
     from benchmint.results.api import quietly
+    from benchmint.results.record import RunRecord
 
-    recs = quietly(store.records)
+    secrets = known_secrets()
+    # a store written before redaction existed may hold credentials: a public dataset must not
+    recs = [RunRecord.from_dict(redact(r.to_dict(), secrets)) for r in quietly(store.records)]
     if not recs:
         raise UserError(f"{store.path}: the store holds no runs; nothing to publish")
     table = store.table(recs)

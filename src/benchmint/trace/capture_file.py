@@ -55,6 +55,29 @@ class ModelInfo(msgspec.Struct, forbid_unknown_fields=False):
     dtype: Short | None = None
 
 
+Ratio = Annotated[float, msgspec.Meta(ge=0, le=1e9)]
+
+
+class SystemMetrics(msgspec.Struct, forbid_unknown_fields=False):
+    """The measured steps' system metrics (:mod:`benchmint.core.sysmetrics`): what the replay compares."""
+
+    steps: Count | None = None
+    wall_s: Seconds | None = None
+    cpu_s: Seconds | None = None
+    threads: Annotated[int, msgspec.Meta(ge=1, le=1 << 20)] | None = None
+    cpu_utilization: Ratio | None = None
+    cpu_utilization_per_thread: Ratio | None = None
+    voluntary_ctx_switches_per_step: Ratio | None = None
+    involuntary_ctx_switches_per_step: Ratio | None = None
+    minor_page_faults_per_step: Ratio | None = None
+    major_page_faults_per_step: Ratio | None = None
+    peak_rss_bytes: Annotated[int, msgspec.Meta(ge=0, le=_MAX_BYTES)] | None = None
+    gpu_sm_utilization: Ratio | None = None
+    gpu_memory_used_bytes: Annotated[int, msgspec.Meta(ge=0, le=_MAX_BYTES)] | None = None
+    gpu_power_w: Ratio | None = None
+    unavailable: dict[str, Short] | None = None
+
+
 class CaptureFile(msgspec.Struct, forbid_unknown_fields=False):
     """``capture.json``, schema 1.x (see :meth:`benchmint.trace.capture.Capture.summary`)."""
 
@@ -77,6 +100,7 @@ class CaptureFile(msgspec.Struct, forbid_unknown_fields=False):
     command_line: list[str] | None = None
     model: ModelInfo | None = None
     files: Files | None = None
+    system_metrics: SystemMetrics | None = None
 
 
 _decoder = msgspec.json.Decoder(CaptureFile)

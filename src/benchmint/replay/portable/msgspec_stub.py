@@ -1,6 +1,8 @@
 """The part of msgspec that benchmint's trace loader uses, on the standard library (an exported benchmark's
-runner, where msgspec is not installed): ``Struct`` with defaults and renamed fields, ``field``, ``Meta`` constraints, ``Raw``,
-``json.Decoder(type).decode`` / ``json.decode``, ``DecodeError`` and ``ValidationError``.
+runner, where msgspec is not installed): ``Struct`` with defaults and renamed fields, ``field``, ``Meta``
+constraints, ``Raw``, ``json.Decoder(type).decode`` / ``json.decode``, ``DecodeError`` and ``ValidationError``
+(no ``json.encode``: the multi-rank replay, which encodes the ranks' specs with it, is not part of an exported
+runner).
 
 Slower than msgspec (the document is parsed by :mod:`json`, a ``Raw`` field is written back to JSON text
 and keeps its parsed value for the next decode), which is fine for one exported step and the replay's own
@@ -189,13 +191,17 @@ def _convert(obj: Any, tp: Any, path: str) -> Any:
     raise ValidationError(f"Expected `{tp.__name__}`, got `{type(obj).__name__}` - at `{path}`")
 
 
+def _no_constant(name: str) -> Any:
+    raise DecodeError(f"JSON is malformed: invalid character ({name} is not JSON, as msgspec also says)")
+
+
 def _loads(data: Any) -> Any:
     if isinstance(data, Raw) and hasattr(data, "_value"):
         return data._value
     if isinstance(data, memoryview):
         data = bytes(data)
     try:
-        return _json.loads(data)
+        return _json.loads(data, parse_constant=_no_constant)
     except _json.JSONDecodeError as e:
         msg = str(e)
         if e.pos >= len(data.rstrip()):

@@ -61,7 +61,7 @@ def main(argv=None) -> int:
         res = replay_trace(os.path.join(HERE, cfg["trace"]), os.path.join(HERE, cfg["kineto"]) if cfg.get("kineto")
                            else None, device=args.device, threads=args.threads, warmup=args.warmup,
                            iters=args.iters, seed=args.seed, gaps=args.gaps, memory_check=not args.no_memory_check,
-                           select=cfg.get("select"), what_if=cfg.get("what_if"))
+                           select=cfg.get("select"), what_if=cfg.get("what_if"), iteration=cfg.get("iteration"))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
