@@ -23,6 +23,8 @@ from benchmint.core.errors import UserError
 from benchmint.core.redact import register_secret
 from benchmint.llm import traffic
 from benchmint.llm.metrics import compute_metrics, parse_slo
+from benchmint.llm.requests_driver import cancelled as _cancelled
+from benchmint.llm.requests_driver import generate as _generate
 from benchmint.llm.schedule import Schedule
 from benchmint.llm.types import Backend, GenRequest, RequestRecord
 from benchmint.llm.workload import Workload, load_workload
@@ -280,29 +282,6 @@ async def _run_closed_loop(
     if stop.is_set() and deadline is None:  # a count-bound run: the requests no worker reached were cancelled
         records.extend(_cancelled(reqs[i], 0, sent=False) for i in it if i < len(reqs))
     return start
-
-
-async def _generate(gen: Any, req: GenRequest) -> RequestRecord:
-    """One request through the backend, always as a record: an exception a backend lets out gives a failed
-    record, so that no answer can take a request out of the records or stop a worker."""
-    sent = now_ns()
-    try:
-        return await gen(req)
-    except Exception as e:  # a third-party backend's bug must not lose the request, nor the run
-        rec = RequestRecord(id=req.id, input_tokens=req.input_tokens, sent_ns=sent, end_ns=now_ns())
-        rec.error_kind, rec.error = "other", f"the backend failed: {type(e).__name__}: {e}"
-        return rec
-
-
-def _cancelled(req: GenRequest, scheduled_ns: int, *, sent: bool) -> RequestRecord:
-    """The record of a request that Ctrl-C stopped: in flight (``sent``; its send time is the scheduled one,
-    the backend's own record is lost with the cancelled task) or before it was sent. No end time: a cancelled
-    request does not stretch the run's duration."""
-    rec = RequestRecord(id=req.id, input_tokens=req.input_tokens, scheduled_ns=scheduled_ns)
-    rec.sent_ns = scheduled_ns if sent else 0
-    rec.error_kind = "cancelled"
-    rec.error = "stopped by Ctrl-C while in flight" if sent else "stopped by Ctrl-C before it was sent"
-    return rec
 
 
 async def _finish(tasks: set[asyncio.Task], stop: asyncio.Event) -> None:

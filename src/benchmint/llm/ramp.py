@@ -21,6 +21,7 @@ import numpy as np
 
 from benchmint.core.clock import now_ns
 from benchmint.core.errors import UserError
+from benchmint.llm.requests_driver import generate
 from benchmint.llm.trace_replay import ShapedSchedule
 from benchmint.llm.types import Backend, GenRequest, RequestRecord
 
@@ -93,7 +94,7 @@ async def drive_concurrency_ramp(
             i = next(counter)
             req = dataclasses.replace(tpl[i % len(tpl)], id=i)
             sched_ns = now_ns()
-            rec = await backend.generate(req)
+            rec = await generate(backend.generate, req)
             rec.scheduled_ns = sched_ns
             records.append(rec)
 

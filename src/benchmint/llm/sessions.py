@@ -35,6 +35,7 @@ from benchmint.core.clock import now_ns
 from benchmint.core.errors import UserError
 from benchmint.llm.metrics import stats
 from benchmint.llm.ramp import wait_or_cancel
+from benchmint.llm.requests_driver import generate
 from benchmint.llm.schedule import Schedule
 from benchmint.llm.tokentext import TokenText
 from benchmint.llm.types import Backend, GenRequest, RequestRecord
@@ -212,7 +213,7 @@ async def drive_sessions(backend: Backend, sessions: list[Session], sched: Sched
                 return
             req = GenRequest(id=next(seq), prompt=_messages(s, history, turn.user), max_tokens=turn.max_tokens,
                              ignore_eos=ignore_eos)
-            rec = await backend.generate(req)
+            rec = await generate(backend.generate, req)
             rec.scheduled_ns, rec.session_id, rec.turn = target, s.id, k
             records.append(rec)
             if not rec.ok:

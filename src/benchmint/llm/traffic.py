@@ -21,6 +21,7 @@ import orjson
 
 from benchmint.core.errors import UserError
 from benchmint.llm import prefixes, ramp, sessions, trace_replay
+from benchmint.llm.requests_driver import generate
 from benchmint.llm.schedule import Schedule, make_schedule
 from benchmint.llm.types import Backend, GenRequest, RequestRecord
 from benchmint.llm.windows import window_metrics
@@ -139,7 +140,7 @@ async def drive(cfg: BenchConfig, backend: Backend, sched: Schedule, wl: Workloa
     """Warm-up, then the sessions or the concurrency ramp; (records, start_ns, interrupted)."""
     records: list[RequestRecord] = []
     for req in warm:
-        rec = await backend.generate(req)
+        rec = await generate(backend.generate, req)
         rec.warmup, rec.scheduled_ns = True, rec.sent_ns
         records.append(rec)
     gc_was_enabled = gc.isenabled()
