@@ -66,3 +66,92 @@ def test_a_raising_backend_fails_a_warmup_request_not_the_run():
                                            asyncio.Event()))
     w = [r for r in recs if r.warmup]
     assert len(w) == 1 and w[0].error_kind == "other"
+
+
+class Slow:
+    """Answers after ``delay_s``; counts what it was sent."""
+
+    kind = "slow"
+
+    def __init__(self, delay_s: float):
+        self.delay_s, self.got = delay_s, []
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def generate(self, req: GenRequest, on_first_token=None) -> RequestRecord:
+        self.got.append(req.id)
+        sent = now_ns()
+        await asyncio.sleep(self.delay_s)
+        t = now_ns()
+        return RequestRecord(id=req.id, sent_ns=sent, first_token_ns=t, end_ns=t, text=" ok", output_tokens=1)
+
+
+async def _stopped_after(coro_fn, after_s: float):
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(after_s, stop.set)
+    return await coro_fn(stop)
+
+
+def test_ctrl_c_during_open_loop_sessions_records_in_flight_and_unstarted_first_turns():
+    from benchmint.llm.metrics import compute_metrics
+    from benchmint.llm.schedule import make_schedule
+    from benchmint.llm.sessions import drive_sessions, session_metrics, synthetic_sessions
+
+    ss = synthetic_sessions(6, "3", "4", "2", "0", None, seed=1)
+    be = Slow(0.3)
+    recs: list[RequestRecord] = []
+    sched = make_schedule("constant", rate=20, num_requests=6)  # sessions start every 50 ms
+    start = asyncio.run(_stopped_after(lambda stop: drive_sessions(be, ss, sched, stop, recs), 0.12))
+    first = [r for r in recs if r.turn == 0]
+    assert sorted(r.session_id for r in first) == list(range(6))  # every session's first turn is in the records
+    in_flight = [r for r in recs if r.error_kind == "cancelled" and r.sent_ns]
+    unsent = [r for r in recs if r.error_kind == "cancelled" and not r.sent_ns]
+    assert len(in_flight) == len(be.got) >= 1 and len(unsent) == 6 - len(be.got) >= 1
+    m = compute_metrics(recs, start, interrupted=True)["requests"]
+    assert m["scheduled"] == m["completed"] + m["failed"] + m["cancelled"] == 6 and m["cancelled"] == 6
+    assert session_metrics(recs, ss)["started"] == len(be.got)
+
+
+def test_ctrl_c_during_closed_loop_sessions_records_the_sessions_no_worker_reached():
+    from benchmint.llm.schedule import make_schedule
+    from benchmint.llm.sessions import drive_sessions, synthetic_sessions
+
+    ss = synthetic_sessions(5, "2", "4", "2", "0", None, seed=1)
+    be = Slow(0.3)
+    recs: list[RequestRecord] = []
+    sched = make_schedule("concurrency", concurrency=2, num_requests=5)
+    asyncio.run(_stopped_after(lambda stop: drive_sessions(be, ss, sched, stop, recs), 0.1))
+    assert len(be.got) == 2 and sorted(r.session_id for r in recs if r.turn == 0) == list(range(5))
+    assert all(r.error_kind == "cancelled" for r in recs)
+    assert sum(1 for r in recs if r.sent_ns) == 2
+
+
+def test_ctrl_c_during_a_concurrency_ramp_records_the_requests_in_flight():
+    from benchmint.llm.ramp import concurrency_ramp_schedule, drive_concurrency_ramp
+
+    sched = concurrency_ramp_schedule(3, 3, 5.0)
+    be = Slow(0.3)
+    recs: list[RequestRecord] = []
+    tpl = [GenRequest(id=0, prompt="x", max_tokens=1)]
+    asyncio.run(_stopped_after(lambda stop: drive_concurrency_ramp(be, sched, tpl, stop, recs), 0.1))
+    assert len(recs) == len(be.got) == 3 and {r.error_kind for r in recs} == {"cancelled"}
+
+
+def test_ctrl_c_during_the_shapes_warmup_stops_the_warmup():
+    from benchmint.llm import traffic
+    from benchmint.llm.schedule import make_schedule
+    from benchmint.llm.sessions import sessions_workload, synthetic_sessions
+
+    ss = synthetic_sessions(3, "2", "4", "2", "0", None, seed=1)
+    base = sessions_workload(ss, name="s", ignore_eos=True, source={})
+    wl = traffic.SessionWorkload(base.name, base.requests, base.source, sessions=ss)
+    warm = [GenRequest(id=-1 - i, prompt="w", max_tokens=1) for i in range(10)]
+    be = Slow(0.05)
+    sched = make_schedule("concurrency", concurrency=1, num_requests=3)
+    recs, _, interrupted = asyncio.run(_stopped_after(
+        lambda stop: traffic.drive(SimpleNamespace(ignore_eos=True), be, sched, wl, warm, stop), 0.07))
+    assert interrupted and len(be.got) == 2  # the warm-up stopped; no measured turn was sent
+    measured = [r for r in recs if not r.warmup]
+    assert len(measured) == 3 and all(r.error_kind == "cancelled" and not r.sent_ns for r in measured)

@@ -140,6 +140,8 @@ async def drive(cfg: BenchConfig, backend: Backend, sched: Schedule, wl: Workloa
     """Warm-up, then the sessions or the concurrency ramp; (records, start_ns, interrupted)."""
     records: list[RequestRecord] = []
     for req in warm:
+        if stop.is_set():  # Ctrl-C during the warm-up: no more warm-up, and the measured requests are cancelled
+            break
         rec = await generate(backend.generate, req)
         rec.warmup, rec.scheduled_ns = True, rec.sent_ns
         records.append(rec)
