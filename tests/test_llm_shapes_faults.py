@@ -155,3 +155,28 @@ def test_ctrl_c_during_the_shapes_warmup_stops_the_warmup():
     assert interrupted and len(be.got) == 2  # the warm-up stopped; no measured turn was sent
     measured = [r for r in recs if not r.warmup]
     assert len(measured) == 3 and all(r.error_kind == "cancelled" and not r.sent_ns for r in measured)
+
+
+# ---------------------------------------------------------------- client-bound verdict of ramps and traces
+def test_send_lag_makes_a_rate_ramp_and_a_trace_replay_client_bound():
+    from pathlib import Path
+
+    from benchmint.llm.client_bound import client_bound_verdict
+    from benchmint.llm.ramp import concurrency_ramp_schedule, rate_ramp_schedule
+    from benchmint.llm.schedule import make_schedule
+    from benchmint.llm.trace_replay import trace_schedule
+
+    trace = Path(__file__).resolve().parents[1] / "src" / "benchmint" / "data" / "workloads" / "mooncake_trace.jsonl"
+    lag = {"p99": 0.05}
+    for sched in (rate_ramp_schedule(2, 10, 5, seed=1), trace_schedule(str(trace))[0]):
+        d = sched.describe()
+        assert d["open_loop"] is True
+        v = client_bound_verdict({"send_lag_s": lag, "schedule": d}, None)
+        assert v["client_bound"] and "send lag p99" in v["reasons"][0]
+    closed = concurrency_ramp_schedule(1, 2, 1).describe()
+    assert closed["open_loop"] is False
+    assert not client_bound_verdict({"send_lag_s": lag, "schedule": closed}, None)["client_bound"]
+    offline = make_schedule("offline", num_requests=4).describe()
+    assert not client_bound_verdict({"send_lag_s": lag, "schedule": offline}, None)["client_bound"]
+    # an old result without the key: the arrival's name still decides
+    assert client_bound_verdict({"send_lag_s": lag, "schedule": {"arrival": "poisson"}}, None)["client_bound"]
