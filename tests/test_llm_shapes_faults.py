@@ -180,3 +180,69 @@ def test_send_lag_makes_a_rate_ramp_and_a_trace_replay_client_bound():
     assert not client_bound_verdict({"send_lag_s": lag, "schedule": offline}, None)["client_bound"]
     # an old result without the key: the arrival's name still decides
     assert client_bound_verdict({"send_lag_s": lag, "schedule": {"arrival": "poisson"}}, None)["client_bound"]
+
+
+# ---------------------------------------------------------------- one /metrics scraper for the prefix-cache hit rate
+_VLLM_TEXT = ("# TYPE vllm:prefix_cache_queries counter\nvllm:prefix_cache_queries_total{model_name=\"m\"} %d\n"
+              "# TYPE vllm:prefix_cache_hits counter\nvllm:prefix_cache_hits_total{model_name=\"m\"} %d\n")
+
+
+def test_the_hit_rate_comes_from_the_server_metrics_scrapes_when_they_ran(monkeypatch):
+    from benchmint.llm import prefixes, traffic
+    from benchmint.llm.schedule import make_schedule
+    from benchmint.llm.server_metrics import MetricsScraper, summarize
+    from benchmint.llm.workload import Workload
+
+    async def no_second_scrape(*a, **k):
+        raise AssertionError("a second /metrics scrape")
+
+    monkeypatch.setattr(prefixes, "scrape_prefix_counters", no_second_scrape)
+    sc = MetricsScraper("http://127.0.0.1:9/metrics")
+    sc.snapshots = [(0, _VLLM_TEXT % (100, 10)), (10**9, _VLLM_TEXT % (1100, 610))]
+    block, _ = summarize(sc, 0)
+    cfg = SimpleNamespace(prefix_groups=2, prefix_tokens=8, trace=None, url="http://127.0.0.1:9/v1", api_key="k",
+                          anchor="scheduled")
+    reqs = [GenRequest(id=i, prompt="p", max_tokens=1, input_tokens=16) for i in range(4)]
+    assert asyncio.run(traffic.before_run(cfg, True, scraping=True)) is None
+    out = asyncio.run(traffic.after_run(cfg, [], 0, make_schedule("offline", num_requests=4), Workload("w", reqs),
+                                        reqs, None, True, block))
+    p = out["prefix_cache"]
+    assert p["measured_hit_rate"] == 0.6 and p["queried_tokens"] == 1000 and p["hit_tokens"] == 600
+    assert "expected_cacheable_fraction" in p and "server_metrics" in p["source"]
+
+
+def test_the_fallback_scrape_sends_the_api_key_and_survives_a_binary_answer():
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from benchmint.llm.prefixes import scrape_prefix_counters
+
+    class H(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            if self.path == "/bad/metrics":
+                body = b"\xff\xfe\xfa not text"
+            elif self.headers.get("Authorization") != "Bearer sekret":
+                self.send_response(401)
+                self.end_headers()
+                return
+            else:
+                body = (_VLLM_TEXT % (50, 5)).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}"
+        got = asyncio.run(scrape_prefix_counters(url + "/v1", api_key="sekret"))
+        assert got == {"vllm:prefix_cache_queries": 50.0, "vllm:prefix_cache_hits": 5.0}
+        assert asyncio.run(scrape_prefix_counters(url + "/bad/v1", api_key="sekret")) is None
+    finally:
+        srv.shutdown()
+        srv.server_close()

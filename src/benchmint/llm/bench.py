@@ -459,8 +459,8 @@ async def _run_with(
     measured, warm = make_requests(wl, sched, cfg.warmup)
     clock = ClockAnchor.take()
     await backend.start()
-    before = await traffic.before_run(cfg, http)
     scraper = _start_scraper(cfg) if http and cfg.server_metrics else None
+    before = await traffic.before_run(cfg, http, scraping=scraper is not None)
     try:
         if traffic.drives(cfg, sched):  # sessions, concurrency ramp
             records, start, interrupted = await traffic.drive(cfg, backend, sched, wl, warm, stop or asyncio.Event())
@@ -475,7 +475,13 @@ async def _run_with(
     metrics = compute_metrics(records, start, anchor=cfg.anchor, slo=slo, interrupted=interrupted)
     if check is not None:
         metrics["token_counts"]["tokenizer_vs_usage"] = check
-    metrics.update(await traffic.after_run(cfg, records, start, sched, wl, measured, before, http))
+    series = None
+    server_block = None
+    if scraper is not None:
+        from benchmint.llm.server_metrics import summarize
+
+        server_block, series = summarize(scraper, start)
+    metrics.update(await traffic.after_run(cfg, records, start, sched, wl, measured, before, http, server_block))
     result = {
         "schema_version": RESULT_SCHEMA_VERSION,
         "kind": "llm-bench",
@@ -503,11 +509,8 @@ async def _run_with(
     adapter = getattr(backend, "adapter", None)
     if adapter is not None:
         result["request_adaptation"] = adapter.describe()
-    series = None
-    if scraper is not None:
-        from benchmint.llm.server_metrics import summarize
-
-        result["server_metrics"], series = summarize(scraper, start)
+    if server_block is not None:
+        result["server_metrics"] = server_block
     if http:
         from benchmint.llm.client_bound import client_bound_verdict, load_calibration
 
