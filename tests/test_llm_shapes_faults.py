@@ -246,3 +246,26 @@ def test_the_fallback_scrape_sends_the_api_key_and_survives_a_binary_answer():
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+# ---------------------------------------------------------------- windows
+def test_windows_count_cancelled_requests_apart_from_failures():
+    import numpy as np
+
+    from benchmint.llm.bench import PERCENTILE_RULE
+    from benchmint.llm.windows import window_metrics
+
+    s = 1_000_000_000
+    recs = []
+    for i, ttft in enumerate((0.1, 0.2, 0.4, 0.8)):
+        t = s + i * 1000
+        recs.append(RequestRecord(id=i, scheduled_ns=t, sent_ns=t, first_token_ns=t + int(ttft * 1e9),
+                                  end_ns=t + int(ttft * 1e9), output_tokens=1))
+    bad = RequestRecord(id=8, scheduled_ns=s, sent_ns=s, end_ns=s + 10)
+    bad.error_kind = "http"
+    cut = RequestRecord(id=9, scheduled_ns=s, sent_ns=s)
+    cut.error_kind = "cancelled"
+    w = window_metrics([*recs, bad, cut], s, 1, span_s=1.0)["windows"][0]
+    assert (w["scheduled"], w["completed"], w["failed"], w["cancelled"]) == (6, 4, 1, 1)
+    assert w["ttft_s"]["p50"] == np.percentile([0.1, 0.2, 0.4, 0.8], 50)
+    assert "benchmint.core.stats" in PERCENTILE_RULE

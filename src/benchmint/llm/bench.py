@@ -190,6 +190,10 @@ def check_token_counts(records: list[RequestRecord], tokenizer: Any, rel_tol: fl
     return {"checked": len(recs), "mismatched": bad, "tolerance": f"more than max(2, {rel_tol:g} x usage) tokens"}
 
 
+# how every client-side percentile of a result is computed (benchmint.core.stats.percentiles)
+PERCENTILE_RULE = "linear interpolation between closest ranks (numpy's default; benchmint.core.stats)"
+
+
 # ---------------------------------------------------------------- drivers
 async def _run_open_loop(
     backend: Backend, reqs: list[GenRequest], offsets_s: Any, c: Counters, stop: asyncio.Event, records: list
@@ -502,7 +506,7 @@ async def _run_with(
             "start_wall_s": clock.to_wall_s(start),
             "latency_anchor": cfg.anchor,
             "warmup_requests": len(warm),
-            "percentiles": "numpy linear interpolation",
+            "percentiles": PERCENTILE_RULE,
             "client": "benchmint asyncio + aiohttp, one process" if http else "in-process engine",
         },
     }
