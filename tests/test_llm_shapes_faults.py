@@ -269,3 +269,25 @@ def test_windows_count_cancelled_requests_apart_from_failures():
     assert (w["scheduled"], w["completed"], w["failed"], w["cancelled"]) == (6, 4, 1, 1)
     assert w["ttft_s"]["p50"] == np.percentile([0.1, 0.2, 0.4, 0.8], 50)
     assert "benchmint.core.stats" in PERCENTILE_RULE
+
+
+# ---------------------------------------------------------------- hostile files: one line, exit 2
+def test_a_sessions_file_holding_a_json_scalar_is_a_one_line_error(cli, tmp_path):
+    for text in ("42", '"hello"', '{"data": 5}'):
+        bad = tmp_path / "s.json"
+        bad.write_text(text)
+        code, out, err = cli("llm", "bench", "--backend", "transformers", "--model", "tiny", "--sessions", str(bad),
+                             "--scenario", "concurrency", "--concurrency", "1")
+        assert code == 2 and "not a list of conversations" in err and len(err.strip().splitlines()) == 1, text
+
+
+def test_a_trace_length_too_large_for_an_int_is_a_one_line_error(cli, tmp_path):
+    p = tmp_path / "t.jsonl"
+    p.write_text('{"timestamp": 0, "input_length": 5, "output_length": 2, "hash_ids": []}\n'
+                 '{"timestamp": 10, "input_length": 5, "output_length": 1e400, "hash_ids": []}\n')
+    code, out, err = cli("llm", "bench", "--backend", "transformers", "--model", "tiny", "--trace", str(p))
+    assert code == 2 and "line 2" in err and "OverflowError" in err and len(err.strip().splitlines()) == 1
+    c = tmp_path / "t.csv"
+    c.write_text("Timestamp,Model,Request tokens,Response tokens\n0.0,GPT-4,10,5\n1.0,GPT-4,1e400,5\n")
+    code, out, err = cli("llm", "bench", "--backend", "transformers", "--model", "tiny", "--trace", str(c))
+    assert code == 2 and "not a finite number" in err and len(err.strip().splitlines()) == 1

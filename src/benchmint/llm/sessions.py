@@ -129,9 +129,13 @@ def load_session_file(path: str | Path, output_tokens: str | None, think: str | 
                 items = [json.loads(line) for line in f if line.strip()]
         else:
             data = json.loads(p.read_text(encoding="utf-8"))
-            items = data if isinstance(data, list) else data.get("data") or data.get("conversations") or []
+            items = data if isinstance(data, list) else (
+                data.get("data") or data.get("conversations") or [] if isinstance(data, dict) else None)
     except (OSError, ValueError) as e:
         raise UserError(f"--sessions {p}: cannot read it ({type(e).__name__}: {e})") from None
+    if not isinstance(items, list):
+        raise UserError(f"--sessions {p}: not a list of conversations (a JSON list, an object with a 'data' or "
+                        "'conversations' list, or JSONL with one conversation a line)")
     if not items:
         raise UserError(f"--sessions {p}: no conversations in it")
     if limit:
