@@ -23,6 +23,8 @@ from benchmint.core.errors import UserError
 from benchmint.core.redact import register_secret
 from benchmint.llm import traffic
 from benchmint.llm.metrics import compute_metrics, parse_slo
+from benchmint.llm.requests_driver import cancelled as _cancelled
+from benchmint.llm.requests_driver import generate as _generate
 from benchmint.llm.schedule import Schedule
 from benchmint.llm.types import Backend, GenRequest, RequestRecord
 from benchmint.llm.workload import Workload, load_workload
@@ -188,6 +190,10 @@ def check_token_counts(records: list[RequestRecord], tokenizer: Any, rel_tol: fl
     return {"checked": len(recs), "mismatched": bad, "tolerance": f"more than max(2, {rel_tol:g} x usage) tokens"}
 
 
+# how every client-side percentile of a result is computed (benchmint.core.stats.percentiles)
+PERCENTILE_RULE = "linear interpolation between closest ranks (numpy's default; benchmint.core.stats)"
+
+
 # ---------------------------------------------------------------- drivers
 async def _run_open_loop(
     backend: Backend, reqs: list[GenRequest], offsets_s: Any, c: Counters, stop: asyncio.Event, records: list
@@ -280,29 +286,6 @@ async def _run_closed_loop(
     if stop.is_set() and deadline is None:  # a count-bound run: the requests no worker reached were cancelled
         records.extend(_cancelled(reqs[i], 0, sent=False) for i in it if i < len(reqs))
     return start
-
-
-async def _generate(gen: Any, req: GenRequest) -> RequestRecord:
-    """One request through the backend, always as a record: an exception a backend lets out gives a failed
-    record, so that no answer can take a request out of the records or stop a worker."""
-    sent = now_ns()
-    try:
-        return await gen(req)
-    except Exception as e:  # a third-party backend's bug must not lose the request, nor the run
-        rec = RequestRecord(id=req.id, input_tokens=req.input_tokens, sent_ns=sent, end_ns=now_ns())
-        rec.error_kind, rec.error = "other", f"the backend failed: {type(e).__name__}: {e}"
-        return rec
-
-
-def _cancelled(req: GenRequest, scheduled_ns: int, *, sent: bool) -> RequestRecord:
-    """The record of a request that Ctrl-C stopped: in flight (``sent``; its send time is the scheduled one,
-    the backend's own record is lost with the cancelled task) or before it was sent. No end time: a cancelled
-    request does not stretch the run's duration."""
-    rec = RequestRecord(id=req.id, input_tokens=req.input_tokens, scheduled_ns=scheduled_ns)
-    rec.sent_ns = scheduled_ns if sent else 0
-    rec.error_kind = "cancelled"
-    rec.error = "stopped by Ctrl-C while in flight" if sent else "stopped by Ctrl-C before it was sent"
-    return rec
 
 
 async def _finish(tasks: set[asyncio.Task], stop: asyncio.Event) -> None:
@@ -480,8 +463,8 @@ async def _run_with(
     measured, warm = make_requests(wl, sched, cfg.warmup)
     clock = ClockAnchor.take()
     await backend.start()
-    before = await traffic.before_run(cfg, http)
     scraper = _start_scraper(cfg) if http and cfg.server_metrics else None
+    before = await traffic.before_run(cfg, http, scraping=scraper is not None)
     try:
         if traffic.drives(cfg, sched):  # sessions, concurrency ramp
             records, start, interrupted = await traffic.drive(cfg, backend, sched, wl, warm, stop or asyncio.Event())
@@ -496,7 +479,13 @@ async def _run_with(
     metrics = compute_metrics(records, start, anchor=cfg.anchor, slo=slo, interrupted=interrupted)
     if check is not None:
         metrics["token_counts"]["tokenizer_vs_usage"] = check
-    metrics.update(await traffic.after_run(cfg, records, start, sched, wl, measured, before, http))
+    series = None
+    server_block = None
+    if scraper is not None:
+        from benchmint.llm.server_metrics import summarize
+
+        server_block, series = summarize(scraper, start)
+    metrics.update(await traffic.after_run(cfg, records, start, sched, wl, measured, before, http, server_block))
     result = {
         "schema_version": RESULT_SCHEMA_VERSION,
         "kind": "llm-bench",
@@ -517,18 +506,15 @@ async def _run_with(
             "start_wall_s": clock.to_wall_s(start),
             "latency_anchor": cfg.anchor,
             "warmup_requests": len(warm),
-            "percentiles": "numpy linear interpolation",
+            "percentiles": PERCENTILE_RULE,
             "client": "benchmint asyncio + aiohttp, one process" if http else "in-process engine",
         },
     }
     adapter = getattr(backend, "adapter", None)
     if adapter is not None:
         result["request_adaptation"] = adapter.describe()
-    series = None
-    if scraper is not None:
-        from benchmint.llm.server_metrics import summarize
-
-        result["server_metrics"], series = summarize(scraper, start)
+    if server_block is not None:
+        result["server_metrics"] = server_block
     if http:
         from benchmint.llm.client_bound import client_bound_verdict, load_calibration
 

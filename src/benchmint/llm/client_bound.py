@@ -41,8 +41,7 @@ def client_bound_verdict(result: dict[str, Any], cal: dict[str, Any] | None) -> 
     reasons: list[str] = []
     bound = False
     lag99 = (result.get("send_lag_s") or {}).get("p99")
-    open_loop = result.get("schedule", {}).get("arrival") in ("poisson", "constant") or str(
-        result.get("schedule", {}).get("arrival", "")).startswith("gamma")
+    open_loop = _timed_arrivals(result.get("schedule") or {})
     if lag99 is not None and open_loop:
         if lag99 > SEND_LAG_P99_MAX_S:
             bound = True
@@ -69,6 +68,18 @@ def client_bound_verdict(result: dict[str, Any], cal: dict[str, Any] | None) -> 
     return {"client_bound": bound, "reasons": reasons, "calibration": str(calibration_path()) if cal else None,
             "ceiling_rate_per_s": ceiling, "thresholds": {"send_lag_p99_max_s": SEND_LAG_P99_MAX_S,
                                                           "near_ceiling_fraction": NEAR_CEILING}}
+
+
+def _timed_arrivals(sched: dict[str, Any]) -> bool:
+    """Did the run send at precomputed times (so that send lag tells the client's delay)? The schedule says so
+    (``open_loop``: Poisson, constant, gamma, rate ramps, trace replay); an all-at-once run's lag is its own
+    queue, not a delay. Results written before ``open_loop`` existed: by the arrival's name."""
+    if sched.get("arrival") == "all-at-once" or sched.get("scenario") == "offline":
+        return False
+    if "open_loop" in sched:
+        return bool(sched["open_loop"])
+    arrival = str(sched.get("arrival", ""))
+    return arrival in ("poisson", "constant") or arrival.startswith("gamma")
 
 
 def client_bound_line(block: dict[str, Any] | None) -> str | None:

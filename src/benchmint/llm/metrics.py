@@ -18,7 +18,7 @@ Definitions (times from the monotonic clock):
 - duration = from the measured run's start (first scheduled send) to the last measured request's end.
 - throughput = completed requests / duration, output tokens / duration, (input + output tokens) / duration.
 - goodput = completed requests meeting every SLO / duration.
-- percentiles: numpy linear interpolation between closest ranks.
+- percentiles: linear interpolation between closest ranks (numpy's default; benchmint.core.stats.percentiles).
 """
 
 from __future__ import annotations

@@ -99,20 +99,36 @@ def cacheable_fraction(measured: list[GenRequest], templates: int, groups: int, 
 _VLLM = ("vllm:prefix_cache_queries", "vllm:prefix_cache_hits")
 
 
-async def scrape_prefix_counters(base_url: str, timeout_s: float = 3.0) -> dict[str, float] | None:
-    """Prefix-cache counters from ``/metrics`` at the server root; None when it reports none."""
+async def scrape_prefix_counters(base_url: str, timeout_s: float = 3.0, api_key: str | None = None
+                                 ) -> dict[str, float] | None:
+    """Prefix-cache counters from ``/metrics`` at the server root; None when it reports none. Used only when
+    ``--no-server-metrics`` turned the run's own scraper off (else :func:`hit_rate_from_server_metrics`)."""
     import aiohttp
 
     root = base_url.rstrip("/").removesuffix("/v1")
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}  # a server behind a key guards /metrics too
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as s:
-            async with s.get(root + "/metrics") as r:
+            async with s.get(root + "/metrics", headers=headers) as r:
                 if r.status != 200:
                     return None
                 text = await r.text()
-    except (aiohttp.ClientError, TimeoutError, OSError):
+    except (aiohttp.ClientError, TimeoutError, OSError, ValueError):  # ValueError: an answer that is not text
         return None
     return parse_prefix_counters(text)
+
+
+def hit_rate_from_server_metrics(block: dict[str, Any]) -> dict[str, Any]:
+    """The measured hit rate out of the run's ``server_metrics`` block (its scraper read the same /metrics,
+    first snapshot before the run, last after it), in :func:`measured_hit_rate`'s keys."""
+    h = (block.get("summary") or {}).get("prefix_cache_hit_rate")
+    src = (block.get("sources") or {}).get("prefix_cache_hit_rate")
+    if not h:
+        return {"measured_hit_rate": None, "source": "the server's /metrics reports no prefix-cache counters"}
+    if "over_run" in h:
+        return {"measured_hit_rate": h["over_run"], "queried_tokens": h["queries"], "hit_tokens": h["hits"],
+                "source": f"{src} over the run (server_metrics scrapes)"}
+    return {"measured_hit_rate": h["last"], "source": f"{src} at the end (server_metrics scrapes)"}
 
 
 def parse_prefix_counters(text: str) -> dict[str, float] | None:

@@ -21,6 +21,7 @@ import numpy as np
 
 from benchmint.core.clock import now_ns
 from benchmint.core.errors import UserError
+from benchmint.llm.requests_driver import cancelled, generate
 from benchmint.llm.trace_replay import ShapedSchedule
 from benchmint.llm.types import Backend, GenRequest, RequestRecord
 
@@ -93,7 +94,11 @@ async def drive_concurrency_ramp(
             i = next(counter)
             req = dataclasses.replace(tpl[i % len(tpl)], id=i)
             sched_ns = now_ns()
-            rec = await backend.generate(req)
+            try:
+                rec = await generate(backend.generate, req)
+            except asyncio.CancelledError:  # Ctrl-C while in flight: recorded, as the plain closed loop does
+                records.append(cancelled(req, sched_ns, sent=True))
+                raise
             rec.scheduled_ns = sched_ns
             records.append(rec)
 

@@ -42,6 +42,7 @@ class Schedule:
         return {
             "scenario": self.scenario,
             "arrival": _arrival_name(self.scenario, self.burstiness),
+            "open_loop": self.open_loop,  # precomputed send times (so send lag means something), subclasses too
             "rate_per_s": self.rate,
             "burstiness": self.burstiness,
             "concurrency": self.concurrency or None,

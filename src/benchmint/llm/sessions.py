@@ -35,6 +35,7 @@ from benchmint.core.clock import now_ns
 from benchmint.core.errors import UserError
 from benchmint.llm.metrics import stats
 from benchmint.llm.ramp import wait_or_cancel
+from benchmint.llm.requests_driver import cancelled, generate
 from benchmint.llm.schedule import Schedule
 from benchmint.llm.tokentext import TokenText
 from benchmint.llm.types import Backend, GenRequest, RequestRecord
@@ -128,9 +129,13 @@ def load_session_file(path: str | Path, output_tokens: str | None, think: str | 
                 items = [json.loads(line) for line in f if line.strip()]
         else:
             data = json.loads(p.read_text(encoding="utf-8"))
-            items = data if isinstance(data, list) else data.get("data") or data.get("conversations") or []
+            items = data if isinstance(data, list) else (
+                data.get("data") or data.get("conversations") or [] if isinstance(data, dict) else None)
     except (OSError, ValueError) as e:
         raise UserError(f"--sessions {p}: cannot read it ({type(e).__name__}: {e})") from None
+    if not isinstance(items, list):
+        raise UserError(f"--sessions {p}: not a list of conversations (a JSON list, an object with a 'data' or "
+                        "'conversations' list, or JSONL with one conversation a line)")
     if not items:
         raise UserError(f"--sessions {p}: no conversations in it")
     if limit:
@@ -199,6 +204,15 @@ async def drive_sessions(backend: Backend, sessions: list[Session], sched: Sched
     start = now_ns() + 5_000_000
     deadline = start + int(sched.duration_s * 1e9) if sched.duration_s else None
 
+    def unsent(s: Session, target: int) -> None:
+        # a session Ctrl-C stopped before its first turn went: that turn was scheduled, so it is recorded as
+        # cancelled; its later turns depend on answers never given and are not scheduled requests
+        req = GenRequest(id=next(seq), prompt=_messages(s, [], s.turns[0].user), max_tokens=s.turns[0].max_tokens,
+                         ignore_eos=ignore_eos)
+        rec = cancelled(req, target, sent=False)
+        rec.session_id, rec.turn = s.id, 0
+        records.append(rec)
+
     async def run_one(s: Session, t0: int) -> None:
         history: list[dict[str, str]] = []
         target, prev_end = t0, t0
@@ -207,12 +221,25 @@ async def drive_sessions(backend: Backend, sessions: list[Session], sched: Sched
                 target = prev_end + int(turn.think_s * 1e9)
             if deadline is not None and target >= deadline:
                 return
-            await _sleep_until(target, stop)
+            try:
+                await _sleep_until(target, stop)
+            except asyncio.CancelledError:
+                if k == 0:
+                    unsent(s, target)
+                raise
             if stop.is_set():
+                if k == 0:
+                    unsent(s, target)
                 return
             req = GenRequest(id=next(seq), prompt=_messages(s, history, turn.user), max_tokens=turn.max_tokens,
                              ignore_eos=ignore_eos)
-            rec = await backend.generate(req)
+            try:
+                rec = await generate(backend.generate, req)
+            except asyncio.CancelledError:  # Ctrl-C while in flight
+                rec = cancelled(req, target, sent=True)
+                rec.session_id, rec.turn = s.id, k
+                records.append(rec)
+                raise
             rec.scheduled_ns, rec.session_id, rec.turn = target, s.id, k
             records.append(rec)
             if not rec.ok:
@@ -228,12 +255,19 @@ async def drive_sessions(backend: Backend, sessions: list[Session], sched: Sched
 
         async def worker() -> None:
             for s in it:
-                if stop.is_set() or (deadline is not None and now_ns() >= deadline):
+                if deadline is not None and now_ns() >= deadline:
+                    return
+                if stop.is_set():
+                    if deadline is None:  # a count-bound run: this session was scheduled
+                        unsent(s, 0)
                     return
                 await run_one(s, max(start, now_ns()))
 
         tasks = [asyncio.ensure_future(worker()) for _ in range(sched.concurrency)]
     await wait_or_cancel(tasks, stop)
+    if stop.is_set() and not sched.open_loop and deadline is None:
+        for s in it:  # the sessions no worker reached: their first turns were scheduled
+            unsent(s, 0)
     return start
 
 
@@ -241,7 +275,9 @@ async def drive_sessions(backend: Backend, sessions: list[Session], sched: Sched
 def session_metrics(records: list[RequestRecord], sessions: list[Session], anchor: str = "scheduled") -> dict[str, Any]:
     from benchmint.llm.metrics import record_metrics
 
-    recs = [r for r in records if not r.warmup and r.session_id is not None]
+    # a first turn Ctrl-C stopped before it was sent is a scheduled request, but its session never started
+    recs = [r for r in records if not r.warmup and r.session_id is not None
+            and (r.sent_ns or r.error_kind != "cancelled")]
     by_s: dict[int, list[RequestRecord]] = {}
     for r in recs:
         by_s.setdefault(r.session_id, []).append(r)  # type: ignore[arg-type]

@@ -95,7 +95,7 @@ def _mooncake(p: Path) -> list[TraceRow]:
                 o = json.loads(line)
                 rows.append(TraceRow(float(o["timestamp"]) / 1000.0, _len(o["input_length"]),
                                      max(1, int(o["output_length"])), tuple(int(h) for h in o.get("hash_ids") or ())))
-            except (ValueError, TypeError, KeyError, AttributeError) as e:
+            except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as e:  # 1e400 -> int(inf)
                 what = f"missing field {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
                 raise UserError(f"--trace {p} (line {i}): not a Mooncake record ({what}); each line needs "
                                 "timestamp (ms), input_length, output_length, hash_ids") from None
@@ -117,8 +117,8 @@ def _burstgpt(p: Path) -> list[TraceRow]:
     try:
         return [TraceRow(float(t), _len(i), max(1, int(o)))
                 for t, i, o in zip(df["Timestamp"], df["Request tokens"], df["Response tokens"], strict=True)]
-    except (ValueError, TypeError) as e:
-        raise UserError(f"--trace {p}: a value is not a number ({e})") from None
+    except (ValueError, TypeError, OverflowError) as e:
+        raise UserError(f"--trace {p}: a value is not a finite number ({e})") from None
 
 
 def _len(v: Any) -> int:

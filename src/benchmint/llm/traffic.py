@@ -21,6 +21,7 @@ import orjson
 
 from benchmint.core.errors import UserError
 from benchmint.llm import prefixes, ramp, sessions, trace_replay
+from benchmint.llm.requests_driver import generate
 from benchmint.llm.schedule import Schedule, make_schedule
 from benchmint.llm.types import Backend, GenRequest, RequestRecord
 from benchmint.llm.windows import window_metrics
@@ -139,7 +140,9 @@ async def drive(cfg: BenchConfig, backend: Backend, sched: Schedule, wl: Workloa
     """Warm-up, then the sessions or the concurrency ramp; (records, start_ns, interrupted)."""
     records: list[RequestRecord] = []
     for req in warm:
-        rec = await backend.generate(req)
+        if stop.is_set():  # Ctrl-C during the warm-up: no more warm-up, and the measured requests are cancelled
+            break
+        rec = await generate(backend.generate, req)
         rec.warmup, rec.scheduled_ns = True, rec.sent_ns
         records.append(rec)
     gc_was_enabled = gc.isenabled()
@@ -158,15 +161,18 @@ async def drive(cfg: BenchConfig, backend: Backend, sched: Schedule, wl: Workloa
     return records, start, stop.is_set()
 
 
-async def before_run(cfg: BenchConfig, http: bool) -> dict[str, float] | None:
-    if http and (cfg.prefix_groups or cfg.trace):
-        return await prefixes.scrape_prefix_counters(cfg.url)
+async def before_run(cfg: BenchConfig, http: bool, scraping: bool = False) -> dict[str, float] | None:
+    """The prefix-cache counters before the run, when no server-metrics scraper reads them (``scraping``)."""
+    if http and (cfg.prefix_groups or cfg.trace) and not scraping:
+        return await prefixes.scrape_prefix_counters(cfg.url, api_key=cfg.api_key)
     return None
 
 
 async def after_run(cfg: BenchConfig, records: list[RequestRecord], start: int, sched: Schedule, wl: Workload,
-                    measured: list[GenRequest], before: dict[str, float] | None, http: bool) -> dict[str, Any]:
-    """The extra result blocks of this run's shape."""
+                    measured: list[GenRequest], before: dict[str, float] | None, http: bool,
+                    server_metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The extra result blocks of this run's shape; ``server_metrics``: the run's scraper's block, when it ran
+    (the prefix-cache hit rate comes from it rather than from a second scrape)."""
     out: dict[str, Any] = {}
     if isinstance(wl, SessionWorkload):
         out["sessions"] = sessions.session_metrics(records, wl.sessions, cfg.anchor)
@@ -179,8 +185,11 @@ async def after_run(cfg: BenchConfig, records: list[RequestRecord], start: int, 
                                                  "expected_cacheable_fraction")}
         else:
             exp = prefixes.cacheable_fraction(measured, len(wl.requests), cfg.prefix_groups or 1, cfg.prefix_tokens or 0)
-        if http:
-            server = prefixes.measured_hit_rate(before, await prefixes.scrape_prefix_counters(cfg.url))
+        if http and server_metrics is not None:
+            server = prefixes.hit_rate_from_server_metrics(server_metrics)
+        elif http:
+            after = await prefixes.scrape_prefix_counters(cfg.url, api_key=cfg.api_key)
+            server = prefixes.measured_hit_rate(before, after)
         else:
             server = {"measured_hit_rate": None,
                       "source": "benchmint's in-process engine has no prefix cache: every prompt is prefilled in full"}

@@ -1,9 +1,9 @@
 """Metrics over time windows: how latency moves as the load changes during one run (ramps, trace replays).
 
 The run (from its start to its last scheduled send) is cut into ``n`` windows of equal width; each request
-belongs to the window holding its scheduled send time. Per window: requests scheduled, completed and
-failed, the offered rate (scheduled / width; the send rate in closed loop), requests in flight at the window's middle, and TTFT, TPOT and
-E2E percentiles (latency anchored as in the rest of the result). ``latency_bend`` names the first window whose
+belongs to the window holding its scheduled send time. Per window: requests scheduled, completed, failed and
+cancelled (stopped by Ctrl-C: not a failure of the server, as in the run's own counts), the offered rate (scheduled / width; the send rate in closed loop), requests in flight at the window's middle, and TTFT, TPOT and
+E2E percentiles (latency anchored as in the rest of the result; :func:`benchmint.core.stats.percentiles`). ``latency_bend`` names the first window whose
 TTFT p50 is more than twice the first window's (None when latency never doubles).
 """
 
@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmint.core.stats import percentiles
 from benchmint.llm.metrics import record_metrics
 from benchmint.llm.types import RequestRecord
 
@@ -20,7 +21,7 @@ from benchmint.llm.types import RequestRecord
 def _pcts(vals: list[float]) -> dict[str, float | None]:
     if not vals:
         return {"p50": None, "p90": None, "mean": None}
-    p50, p90 = np.percentile(vals, [50, 90])
+    p50, p90 = percentiles(vals, [50, 90])
     return {"p50": float(p50), "p90": float(p90), "mean": float(np.mean(vals))}
 
 
@@ -41,12 +42,14 @@ def window_metrics(records: list[RequestRecord], start_ns: int, n: int = 10, anc
         sel = np.nonzero(idx == w)[0]
         mid = (w + 0.5) * width
         ok = [per[i] for i in sel if per[i] is not None]
+        cancelled = sum(1 for i in sel if recs[i].error_kind == "cancelled")
         out.append({
             "start_s": w * width,
             "end_s": (w + 1) * width,
             "scheduled": int(len(sel)),
             "completed": len(ok),
-            "failed": int(len(sel) - len(ok)),
+            "failed": int(len(sel) - len(ok) - cancelled),
+            "cancelled": cancelled,
             "offered_rate_per_s": len(sel) / width if width > 0 else None,
             "in_flight_mid": int(np.sum((sent <= mid) & (ends > mid))),
             "ttft_s": _pcts([m["ttft_s"] for m in ok if m["ttft_s"] is not None]),
