@@ -25,7 +25,7 @@ def test_demo_quick_runs_every_step_and_leaves_runs_and_report(tmp_path):
     assert "LoadGen result:" in p.stdout
     # third-party noise is silenced where it arises (transformers' deprecations, weight-loading bars)
     console = p.stdout + p.stderr
-    for noise in ("past_key_values", "torch_dtype", "Loading weights"):
+    for noise in ("past_key_values", "torch_dtype", "Loading weights", "loss_type"):
         assert noise not in console, noise
     # the files each step says it wrote
     assert (out / "capture" / "et.json").is_file() and (out / "capture" / "capture.json").is_file()

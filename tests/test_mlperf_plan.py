@@ -102,3 +102,9 @@ def test_plan_reads_the_user_conf_like_loadgen(tmp_path):
     conf.write_text("llama2-70b.Server.target_qps = 10\nllama2-70b.Server.min_duration = 5000\n")
     p = plan(RunSettings(scenario="server", user_conf=str(conf)), n_samples=100)
     assert not p.can_be_valid and p.expected_queries == 100
+
+
+def test_plan_offline_with_no_minimum_duration_is_a_plan_not_a_crash():
+    # `llm mlperf --scenario offline --min-duration 0 --plan` ended in exit 1 (ZeroDivisionError)
+    p = plan(RunSettings(scenario="offline", target_qps=100, min_duration_s=0, min_query_count=10), n_samples=50)
+    assert p.can_be_valid and any("No minimum duration" in n for n in p.notes)

@@ -59,7 +59,11 @@ def _gpt2(scale: int = 1):
     cfg = GPT2Config(vocab_size=1024, n_positions=256, n_embd=64 * scale, n_layer=2, n_head=4,
                      resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
                      bos_token_id=0, eos_token_id=0)
-    return GPT2LMHeadModel(cfg)
+    model = GPT2LMHeadModel(cfg)
+    # the causal-LM loss transformers falls back to for this class anyway, named, so that the first training
+    # step does not warn that loss_type None is unrecognized
+    model.loss_type = "ForCausalLM"
+    return model
 
 
 def decoder_infer(scale: int = 1) -> Workload:

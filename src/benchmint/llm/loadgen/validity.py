@@ -292,8 +292,11 @@ def plan(rs: RunSettings, n_samples: int, effective: dict[str, Any] | None = Non
         expected = max(int(min_q or 0), math.ceil(qps * min_d_s * 1.1))
         notes.append(f"LoadGen issues one query of about {expected} samples (expected QPS {qps:g} x "
                      f"{min_d_s:g} s x 1.1, at least {min_q}).")
-        notes.append(f"Valid only if the system takes at least {min_d_s:g} s for them, i.e. its throughput is at "
-                     f"most about {expected / min_d_s:.3g} samples/s; if it is faster, raise --target-qps.")
+        if min_d_s > 0:
+            notes.append(f"Valid only if the system takes at least {min_d_s:g} s for them, i.e. its throughput is "
+                         f"at most about {expected / min_d_s:.3g} samples/s; if it is faster, raise --target-qps.")
+        else:  # no minimum duration: any throughput is long enough
+            notes.append("No minimum duration: the run is long enough whatever the system's throughput.")
         if max_d_s and max_d_s < min_d_s:
             ok = False
             notes.append(f"Cannot be VALID: --max-duration {max_d_s:g} s is under the minimum {min_d_s:g} s.")
