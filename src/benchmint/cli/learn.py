@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from benchmint.cli.common import console
+from benchmint.cli.results import ResultsOpt
 
 app = typer.Typer(
     name="learn",
@@ -17,10 +18,6 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-ResultsOpt = typer.Option(
-    None, "--results", envvar="BENCHMINT_RESULTS",
-    help="Results store folder (default: ./benchmint-results; env BENCHMINT_RESULTS).",
-)
 TargetOpt = typer.Option("tokens_per_s_per_accelerator", "--target",
                          help="tokens_per_s_per_accelerator, ttft_p99_s, tpot_p99_s, requests_per_s or iteration_s.")
 WhereOpt = typer.Option(None, "--where", help="SQL condition on table `runs` choosing the training rows.")

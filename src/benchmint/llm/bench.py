@@ -25,6 +25,7 @@ from benchmint.llm import traffic
 from benchmint.llm.metrics import compute_metrics, parse_slo
 from benchmint.llm.requests_driver import cancelled as _cancelled
 from benchmint.llm.requests_driver import generate as _generate
+from benchmint.llm.requests_driver import wait_or_cancel
 from benchmint.llm.schedule import Schedule
 from benchmint.llm.types import Backend, GenRequest, RequestRecord
 from benchmint.llm.workload import Workload, load_workload
@@ -290,20 +291,8 @@ async def _run_closed_loop(
 
 async def _finish(tasks: set[asyncio.Task], stop: asyncio.Event) -> None:
     """Wait for in-flight requests; on interrupt, cancel them."""
-    if not tasks:
-        return
-    waiter = asyncio.ensure_future(stop.wait())
-    pending = set(tasks)
-    while pending:
-        done, pending = await asyncio.wait(pending | {waiter}, return_when=asyncio.FIRST_COMPLETED)
-        pending.discard(waiter)
-        if waiter in done:
-            for t in pending:
-                t.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-            break
-        pending = {t for t in pending if not t.done()}
-    waiter.cancel()
+    if tasks:
+        await wait_or_cancel(list(tasks), stop)
 
 
 class _Progress:

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import Any
 
 import numpy as np
 
 from benchmint.core.clock import now_ns
 from benchmint.core.errors import UserError
-from benchmint.llm.requests_driver import cancelled, generate
+from benchmint.llm.requests_driver import cancelled, generate, wait_or_cancel
 from benchmint.llm.trace_replay import ShapedSchedule
 from benchmint.llm.types import Backend, GenRequest, RequestRecord
 
@@ -106,19 +105,3 @@ async def drive_concurrency_ramp(
     return start
 
 
-async def wait_or_cancel(tasks: list[Any], stop: asyncio.Event) -> None:
-    """Wait for ``tasks``; when ``stop`` is set (Ctrl-C), cancel those still running."""
-    waiter = asyncio.ensure_future(stop.wait())
-    pending: set[Any] = set(tasks)
-    while pending:
-        done, pending = await asyncio.wait(pending | {waiter}, return_when=asyncio.FIRST_COMPLETED)
-        pending.discard(waiter)
-        if waiter in done:
-            for t in pending:
-                t.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-            break
-    waiter.cancel()
-    for t in tasks:  # a bug in a task must not vanish
-        if t.done() and not t.cancelled() and t.exception() is not None:
-            raise t.exception()

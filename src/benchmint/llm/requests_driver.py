@@ -9,6 +9,7 @@ completed + failed + cancelled.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from benchmint.core.clock import now_ns
@@ -36,3 +37,21 @@ def cancelled(req: GenRequest, scheduled_ns: int, *, sent: bool) -> RequestRecor
     rec.error_kind = "cancelled"
     rec.error = "stopped by Ctrl-C while in flight" if sent else "stopped by Ctrl-C before it was sent"
     return rec
+
+
+async def wait_or_cancel(tasks: list[Any], stop: asyncio.Event) -> None:
+    """Wait for ``tasks``; when ``stop`` is set (Ctrl-C), cancel those still running."""
+    waiter = asyncio.ensure_future(stop.wait())
+    pending: set[Any] = set(tasks)
+    while pending:
+        done, pending = await asyncio.wait(pending | {waiter}, return_when=asyncio.FIRST_COMPLETED)
+        pending.discard(waiter)
+        if waiter in done:
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            break
+    waiter.cancel()
+    for t in tasks:  # a bug in a task must not vanish
+        if t.done() and not t.cancelled() and t.exception() is not None:
+            raise t.exception()

@@ -34,8 +34,7 @@ import numpy as np
 from benchmint.core.clock import now_ns
 from benchmint.core.errors import UserError
 from benchmint.llm.metrics import stats
-from benchmint.llm.ramp import wait_or_cancel
-from benchmint.llm.requests_driver import cancelled, generate
+from benchmint.llm.requests_driver import cancelled, generate, wait_or_cancel
 from benchmint.llm.schedule import Schedule
 from benchmint.llm.tokentext import TokenText
 from benchmint.llm.types import Backend, GenRequest, RequestRecord
