@@ -17,6 +17,7 @@ from benchmint.core.jsonio import atomic_write_bytes
 from benchmint.report import figures
 from benchmint.report.data import coverage, is_llm, is_replay, is_sweep, label, num, per_op_rows, sweep
 from benchmint.results.flatten import flatten_record
+from benchmint.results.metric_table import columns_for_report
 from benchmint.results.record import RunRecord
 
 MAX_COMPARE = 30
@@ -42,31 +43,16 @@ COMPARE_FIELDS: tuple[tuple[str, str], ...] = (
     ("system__accelerator__count", "accelerators"),
     ("system__cpu_model", "CPU"),
     ("system__hostname", "host"),
-    ("metrics__throughput__requests_per_s", "requests/s"),
-    ("metrics__throughput__output_tokens_per_s", "output tokens/s"),
+    *((col, name) for col, name, _ in columns_for_report("llm")),  # declared in results/metric_table.py
     ("metrics__throughput__samples_per_s", "samples/s"),
-    ("metrics__goodput_requests_per_s", "goodput (req/s)"),
-    ("metrics__ttft_s__p50", "TTFT p50"),
-    ("metrics__ttft_s__p99", "TTFT p99"),
-    ("metrics__tpot_s__p50", "TPOT p50"),
-    ("metrics__tpot_s__p99", "TPOT p99"),
-    ("metrics__e2e_s__p99", "E2E p99"),
     ("metrics__latency_s__p90", "latency p90"),
     ("metrics__throughput__output_tokens_per_s_per_accelerator", "output tokens/s per accelerator"),
     ("metrics__loadgen__validity", "LoadGen validity"),
     ("metrics__loadgen__tokens_per_s", "LoadGen tokens/s"),
-    ("metrics__client__throughput__output_tokens_per_s", "output tokens/s (client)"),
-    ("metrics__client__ttft_s__p99", "TTFT p99 (client)"),
-    ("metrics__client__tpot_s__p99", "TPOT p99 (client)"),
-    ("metrics__error", "replay error"),
-    ("metrics__iter_time_s__median", "replay iteration (median)"),
-    ("metrics__original_iter_time_s", "original iteration"),
-    ("metrics__coverage", "coverage (count)"),
-    ("metrics__coverage__count", "coverage (count)"),
-    ("metrics__coverage_time", "coverage (time)"),
+    *((col, name) for col, name, _ in columns_for_report("mlperf")),
+    *((col, name) for col, name, _ in columns_for_report("replay")),
+    ("metrics__coverage__count", "coverage (count)"),  # records that kept coverage as a block
     ("metrics__coverage__time", "coverage (time)"),
-    ("metrics__peak_memory_bytes", "peak memory"),
-    ("metrics__requests__failed", "failed requests"),
     ("metrics__client_bound__client_bound", "client-bound (llm calibrate)"),
     ("metrics__client_bound__reasons", "client-bound: why"),
     ("metrics__sweep__peak_rate", "peak search: highest passing rate"),
