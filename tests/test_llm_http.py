@@ -145,6 +145,10 @@ def test_no_usage_falls_back_to_tokenizer_then_chunks():
     with FaultServer(lambda sock, h, b: sock.sendall(resp)) as s:
         r1 = run_one(s.url, tokenizer=Tok())
         r2 = run_one(s.url)
+    assert (r1.output_tokens, r1.output_tokens_source) == (None, "tokenizer")  # counted after the run
+    from benchmint.llm.token_counts import count_after_run
+
+    count_after_run([r1], lambda texts, add_special_tokens=False: {"input_ids": [list(t) for t in texts]})
     assert (r1.output_tokens, r1.output_tokens_source) == (3, "tokenizer")
     assert (r2.output_tokens, r2.output_tokens_source) == (2, "chunks")
 

@@ -27,6 +27,7 @@ from benchmint.llm.requests_driver import cancelled as _cancelled
 from benchmint.llm.requests_driver import generate as _generate
 from benchmint.llm.requests_driver import wait_or_cancel
 from benchmint.llm.schedule import Schedule
+from benchmint.llm.token_counts import count_after_run
 from benchmint.llm.types import Backend, GenRequest, RequestRecord
 from benchmint.llm.workload import Workload, load_workload
 
@@ -165,30 +166,6 @@ def make_requests(workload: Workload, schedule: Schedule, warmup: int) -> tuple[
     measured = [dataclasses.replace(tpl[i % len(tpl)], id=i) for i in range(n)]
     warm = [dataclasses.replace(tpl[i % len(tpl)], id=-(i + 1)) for i in range(warmup)]
     return measured, warm
-
-
-def check_token_counts(records: list[RequestRecord], tokenizer: Any, rel_tol: float = 0.1) -> dict | None:
-    """After the run (never on the request path): re-count each usage-counted answer with the tokenizer and
-    flag requests where the two differ by more than ``rel_tol`` (and more than 2 tokens: decoding then
-    re-encoding text does not always give back the same tokens)."""
-    if tokenizer is None:
-        return None
-    recs = [r for r in records if r.ok and r.output_tokens_source == "usage" and r.text]
-    if not recs:
-        return {"checked": 0, "mismatched": 0}
-    try:
-        counts = [len(ids) for ids in tokenizer([r.text for r in recs], add_special_tokens=False)["input_ids"]]
-    except Exception as e:  # a tokenizer that cannot batch or count: say so rather than fail the run
-        return {"checked": 0, "mismatched": 0, "error": f"{type(e).__name__}: {e}"}
-    bad = 0
-    for r, n in zip(recs, counts, strict=True):
-        r.tokenizer_tokens = n
-        usage = r.output_tokens or 0
-        if abs(n - usage) > max(2, rel_tol * usage):
-            bad += 1
-            if r.token_count_flag is None:
-                r.token_count_flag = f"tokenizer!=usage (tokenizer counts {n}, usage says {usage})"
-    return {"checked": len(recs), "mismatched": bad, "tolerance": f"more than max(2, {rel_tol:g} x usage) tokens"}
 
 
 # how every client-side percentile of a result is computed (benchmint.core.stats.percentiles)
@@ -464,7 +441,7 @@ async def _run_with(
     finally:
         if scraper is not None:
             scraper.stop()
-    check = check_token_counts(records, tokenizer) if http else None
+    check = count_after_run(records, tokenizer) if http else None  # tokenizing waits for the run's end
     metrics = compute_metrics(records, start, anchor=cfg.anchor, slo=slo, interrupted=interrupted)
     if check is not None:
         metrics["token_counts"]["tokenizer_vs_usage"] = check

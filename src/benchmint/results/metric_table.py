@@ -171,7 +171,7 @@ LLM_METRICS: tuple[Metric, ...] = (
     Metric(key="token_counts.tokenizer_vs_usage", name="tokenizer vs usage", unit="", level="block",
            shape="object", optional=True,
            definition="after the run, usage-counted answers re-counted with the tokenizer: `checked`, "
-                      "`mismatched`, `tolerance`"),
+                      "`mismatched`, `usage_over_text`, `median_relative_difference`, `tolerance`"),
     Metric(key="latency_anchor", name="latency anchor", unit="", level="setting", shape="str",
            definition="what TTFT and E2E are measured from: `scheduled` (default) or `sent` (`--anchor`)"),
     Metric(key="goodput", name="goodput detail", unit="", level="block", shape="object", optional=True,

@@ -18,7 +18,9 @@ clock of the read that completed it and parses its data with orjson. Server quir
   from later requests and sends the rejected one again, once (``adapt.py``).
 
 Output tokens come from ``usage`` when the server gives it; otherwise from the tokenizer (``tokenizer=``)
-counting the returned text, else the number of content chunks; ``output_tokens_source`` says which. When the
+counting the returned text after the run (the record is left with ``output_tokens`` None and source
+``tokenizer`` for ``llm.token_counts.count_after_run``; nothing is tokenized on the event loop), else the
+number of content chunks; ``output_tokens_source`` says which. When the
 server's usage is known, more content chunks than usage tokens is flagged (``token_count_flag``): a chunk
 holds at least one token, so that means a broken usage figure or chunking. A usage figure that is not a
 token count (2**64-1, ``"many"``, ``"usage": "lots"``) is ignored and flagged; the answer is kept.
@@ -39,6 +41,7 @@ from yarl import URL
 from benchmint.core.clock import now_ns
 from benchmint.llm.backends.adapt import RequestAdapter
 from benchmint.llm.backends.sse import SSEDecoder
+from benchmint.llm.token_counts import PENDING_SOURCE
 from benchmint.llm.types import FirstTokenHook, GenRequest, RequestRecord
 
 _loads = orjson.loads
@@ -300,9 +303,8 @@ class HttpBackend:
         if bad:  # the answer itself arrived: keep it, count its tokens another way and say why
             rec.token_count_flag = "usage ignored: " + "; ".join(bad)
         if rec.output_tokens is None:
-            if self.tokenizer is not None:
-                rec.output_tokens = len(self.tokenizer(rec.text, add_special_tokens=False)["input_ids"])
-                rec.output_tokens_source = "tokenizer"
+            if self.tokenizer is not None:  # counted after the run, off the event loop (llm/token_counts.py)
+                rec.output_tokens_source = PENDING_SOURCE
             else:
                 rec.output_tokens, rec.output_tokens_source = rec.chunk_count, "chunks"
         elif self.stream and rec.chunk_count > rec.output_tokens and rec.token_count_flag is None:

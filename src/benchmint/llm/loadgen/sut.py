@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from benchmint.core.clock import now_ns
+from benchmint.llm.token_counts import count_pending, pending
 from benchmint.llm.types import Backend, GenRequest, RequestRecord
 
 _FIRST_TOKEN_PLACEHOLDER = array.array("B", b"\0\0\0\0")
@@ -139,6 +140,8 @@ class AsyncSUT:
             rec.sent_ns = issued_ns
         if not first_sent:  # failed before any token: LoadGen still needs the first-token report
             on_first(rec)
+        if pending(rec):  # no usage: LoadGen needs the count now; the tokenizer runs off the event loop
+            await asyncio.to_thread(count_pending, [rec], getattr(self.backend, "tokenizer", None))
         payload = array.array("B", rec.text.encode("utf-8") if rec.ok else b"")
         n_tokens = rec.output_tokens if rec.output_tokens is not None else rec.chunk_count
         addr, n = payload.buffer_info()

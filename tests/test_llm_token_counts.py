@@ -1,0 +1,70 @@
+"""Tokenizing an answer the server sent no usage for happens after the run, never on the event loop while
+requests are in flight, and gives the same counts as the tokenizer would have during the run."""
+
+from __future__ import annotations
+
+import json
+
+from test_llm_http import FaultServer, plain
+
+from benchmint.llm import bench
+from benchmint.llm.backends.http import HttpBackend
+
+WORDS = [b"alpha", b" beta", b" gamma", b" delta"]
+
+
+def _stream(n: int) -> bytes:
+    body = b"".join(b'data: {"choices":[{"index":0,"text":"%s"}]}\n\n' % w for w in WORDS[:n]) + b"data: [DONE]\n\n"
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n" % len(body)) + body
+
+
+def _handle(sock, head, body):
+    if head.startswith(b"GET /v1/models"):
+        sock.sendall(plain("200 OK", json.dumps({"data": [{"id": "m"}]}).encode()))
+    elif head.startswith(b"GET"):
+        sock.sendall(plain("404 Not Found", b"{}"))
+    else:  # no usage in the stream
+        sock.sendall(_stream(2 + json.loads(body)["max_tokens"] % 3))
+
+
+class SpyTokenizer:
+    """One token per character; records, for every call, whether requests were in flight."""
+
+    def __init__(self):
+        self.in_flight = 0
+        self.calls: list[tuple[bool, list[str]]] = []
+
+    def __call__(self, texts, add_special_tokens=False):
+        batch = [texts] if isinstance(texts, str) else list(texts)
+        self.calls.append((self.in_flight > 0, batch))
+        ids = [list(range(len(t))) for t in batch]
+        return {"input_ids": ids[0] if isinstance(texts, str) else ids}
+
+
+def test_no_tokenizer_call_while_requests_are_in_flight(monkeypatch, tmp_path):
+    spy = SpyTokenizer()
+    real_generate = HttpBackend.generate
+
+    async def generate(self, req, on_first_token=None):
+        spy.in_flight += 1
+        try:
+            return await real_generate(self, req, on_first_token)
+        finally:
+            spy.in_flight -= 1
+
+    monkeypatch.setattr(HttpBackend, "generate", generate)
+    monkeypatch.setattr(bench, "load_tokenizer", lambda name: spy)
+    with FaultServer(_handle) as s:
+        cfg = bench.BenchConfig(url=s.url, model="m", scenario="concurrency", concurrency=4, num_requests=12,
+                                output_tokens="1-6", server_metrics=False, out=str(tmp_path / "run"))
+        res = bench.run_bench(cfg, write=False)
+    during = [batch for flying, batch in spy.calls if flying]
+    assert during == [], f"tokenizer called while requests were in flight: {during[:3]}"
+    recs = [r for r in res.records if r.ok]
+    assert len(recs) == 12
+    answers = {r.text for r in recs}
+    assert any(answers & set(batch) for _, batch in spy.calls), "the answers were never counted"
+    for r in recs:  # the same figure the tokenizer gives: one token per character here
+        assert (r.output_tokens, r.output_tokens_source) == (len(r.text), "tokenizer")
+    assert res.result["token_counts"]["output_tokens_source"] == {"tokenizer": 12}
+    assert res.result["output_tokens_total"] == sum(len(r.text) for r in recs)
