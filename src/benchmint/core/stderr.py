@@ -1,6 +1,8 @@
 """Keep native libraries' chatter off the console: Kineto prints ``USDT: ... profiler_start`` and
 ``profiler_stop`` lines straight to file descriptor 2 each time a profiler session starts or stops, and no
-environment variable silences them (TORCH_CPP_LOG_LEVEL does not reach its logger)."""
+environment variable silences them (TORCH_CPP_LOG_LEVEL does not reach its logger); the ExecutionTraceObserver
+logs "Enabling/Disabling Execution Trace Observer" at each start and stop (TORCH_CPP_LOG_LEVEL would, but only
+when set before torch loads, and for every other warning of torch's C++ code too)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,11 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-NATIVE_NOISE = (re.compile(rb"^USDT:.*\] profiler_(start|stop)\s*$"),)
+NATIVE_NOISE = (
+    re.compile(rb"^USDT:.*\] profiler_(start|stop)\s*$"),
+    # torch 2.13's ExecutionTraceObserver logs each start() and stop() as a warning on descriptor 2
+    re.compile(rb"^\[W\d+ [\d:.]+ execution_trace_observer\.cpp:\d+\] (Enabling|Disabling) Execution Trace Observer\s*$"),
+)
 
 
 def _write_all(fd: int, data: bytes) -> None:

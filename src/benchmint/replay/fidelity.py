@@ -118,9 +118,11 @@ def _probe_scope_cost() -> tuple[float, float]:
         try:
             et = ExecutionTraceObserver()
             et.register_callback(os.path.join(tmp, "et.json"))
-            et.start()
+            with filtered_native_stderr():
+                et.start()
             obs = min(loop() for _ in range(3))
-            et.stop()
+            with filtered_native_stderr():
+                et.stop()
             et.unregister_callback()
         finally:
             with filtered_native_stderr():
@@ -147,14 +149,16 @@ def record_replay(plan: Plan, fn: Callable, out_dir: str | os.PathLike, tag: int
         et = ExecutionTraceObserver()
         try:
             et.register_callback(str(et_path))
-            et.start()
+            with filtered_native_stderr():
+                et.start()
             try:
                 with record_function("ProfilerStep#0"):
                     fn(R)
                     if plan.device.type == "cuda":
                         torch.cuda.synchronize()
             finally:  # a failing iteration must not leave the observers attached to what runs next
-                et.stop()
+                with filtered_native_stderr():
+                    et.stop()
                 et.unregister_callback()
         finally:
             with filtered_native_stderr():

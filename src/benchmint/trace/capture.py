@@ -223,7 +223,8 @@ class Capture:
         # that disk stalls do not land in the recorded step (the file is moved into place afterwards)
         self._et_tmp = _scratch_file("benchmint-et-", ".json")
         et.register_callback(self._et_tmp)
-        et.start()
+        with filtered_native_stderr():
+            et.start()
         self._et = et
         self._discarding = discard
         del torch
@@ -251,7 +252,8 @@ class Capture:
         if self._rf is not None:
             self._rf.__exit__(None, None, None)
             self._rf = None
-        self._et.stop()
+        with filtered_native_stderr():
+            self._et.stop()
         self._et.unregister_callback()
         self._et = None
         keep = keep and not self._discarding
