@@ -68,3 +68,31 @@ def test_no_tokenizer_call_while_requests_are_in_flight(monkeypatch, tmp_path):
         assert (r.output_tokens, r.output_tokens_source) == (len(r.text), "tokenizer")
     assert res.result["token_counts"]["output_tokens_source"] == {"tokenizer": 12}
     assert res.result["output_tokens_total"] == sum(len(r.text) for r in recs)
+
+
+def test_random_output_of_the_tiny_model_is_not_flagged_but_a_usage_it_cannot_hold_is():
+    """The demo printed "22 requests flagged: tokenizer!=usage" on the tiny model's random output: re-encoding
+    decoded random ids gives more tokens than were generated, which is the re-encoding, not the server."""
+    import random
+
+    from transformers import AutoTokenizer
+
+    from benchmint.llm.metrics import compute_metrics
+    from benchmint.llm.token_counts import check_usage
+    from benchmint.llm.types import RequestRecord
+    from benchmint.models.tiny_llm import tiny_llm_path
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_llm_path()))
+    rnd = random.Random(0)
+    recs = []
+    for i in range(40):
+        ids = [rnd.randrange(len(tok)) for _ in range(64)]  # what a random-weight model generates
+        recs.append(RequestRecord(id=i, sent_ns=1, end_ns=2, text=tok.decode(ids, skip_special_tokens=True),
+                                  output_tokens=64, output_tokens_source="usage", chunk_count=64))
+    out = check_usage(recs, tok)
+    assert out["mismatched"] > 20  # the re-count differs on most answers (what the old check flagged) ...
+    assert out["median_relative_difference"] > 0.1
+    assert out["usage_over_text"] == 0 and compute_metrics(recs, 0)["token_counts"]["flagged"] == 0  # ... rightly
+    # a usage that also counts a 100-token prompt claims tokens the text does not hold
+    bad = RequestRecord(id=99, sent_ns=1, end_ns=2, text=recs[0].text, output_tokens=164, output_tokens_source="usage")
+    assert check_usage([bad], tok)["usage_over_text"] == 1 and bad.token_count_flag.startswith("usage>text")
