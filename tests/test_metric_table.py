@@ -115,3 +115,15 @@ def test_replay_figures_match_the_timing_summary_and_a_replay_result():
     keys = {m.key for m in REPLAY_FIGURES}
     assert {"coverage", "coverage_time", "iter_time_s", "original_iter_time_s", "error", "peak_memory_bytes"} <= keys
     assert next(m for m in REPLAY_FIGURES if m.key == "iter_time_s").stats == TIMING_KEYS
+
+
+def test_every_figure_of_a_real_replay_result_is_declared():
+    from benchmint.replay.api import replay_trace
+
+    r = replay_trace(ROOT / "tests" / "data" / "tiny_capture", gaps="none", warmup=0, iters=1).result
+    declared = {m.key for m in REPLAY_FIGURES}
+    figures = {k for k, v in r.items()
+               if (isinstance(v, int | float) and not isinstance(v, bool)) or (isinstance(v, dict) and "median" in v)}
+    assert figures - declared == set(), "declare them in results/metric_table.py"
+    assert set(r["iter_time_s"]) == set(TIMING_KEYS)
+    assert {"coverage", "iter_time_s", "error", "original_iter_time_s"} <= figures

@@ -274,6 +274,13 @@ REPLAY_FIGURES: tuple[Metric, ...] = (
            definition="bytes of the tensors the replay holds throughout (its true inputs)"),
     Metric(key="plan_time_s", name="plan time", unit="s", level="measured", shape="float",
            definition="time to build the replay plan from the trace"),
+    Metric(key="kineto_matched", name="Kineto matched", unit="fraction", level="derived", shape="float",
+           definition="share of the trace's ops matched to a Kineto event (their recorded durations), null "
+                      "without Kineto"),
+    Metric(key="iteration", name="iteration", unit="", level="setting", shape="int",
+           definition="the recorded iteration replayed (`ProfilerStep#N`; `--iteration`)"),
+    Metric(key="seed", name="seed", unit="", level="setting", shape="int",
+           definition="seed of the synthetic tensors' values"),
     Metric(key="threads", name="threads", unit="threads", level="setting", shape="int",
            definition="intra-op threads of the replay"),
     Metric(key="warmup", name="warm-up iterations", unit="iterations", level="setting", shape="int",
