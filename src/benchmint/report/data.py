@@ -178,9 +178,9 @@ def _client_metrics(rec: RunRecord) -> dict[str, Any]:
     """The block holding client-side latency/throughput: ``metrics`` itself (``llm`` runs) or
     ``metrics.client`` (``mlperf`` runs measured through LoadGen)."""
     m = rec.metrics or {}
-    if any(k in m for k in (*LATENCY_METRICS, "throughput")):
+    if any(k in m for k in LATENCY_METRICS):
         return m
-    client = m.get("client")
+    client = m.get("client")  # (a LoadGen run's top-level "throughput" is LoadGen's: the client's is here)
     return client if isinstance(client, dict) else m
 
 
@@ -234,3 +234,273 @@ def is_llm(rec: RunRecord) -> bool:
 
 def is_replay(rec: RunRecord) -> bool:
     return rec.kind == "replay" or "per_op_type" in (rec.metrics or {})
+
+
+# ------------------------------------------------------------------------------------------ accessors
+# Everything below is what the headline and the side-by-side table read out of a record. They read the record
+# only here, so that a change in how runs are stored (typed metrics per kind) is met in this module alone.
+
+
+def flat(rec: RunRecord) -> dict[str, Any]:
+    """The record as the flattened columns of table ``runs`` (see docs/results.md)."""
+    from benchmint.results.flatten import flatten_record
+
+    return flatten_record(rec.to_dict())
+
+
+def model_name(rec: RunRecord) -> str | None:
+    w = rec.workload or {}
+    return _short_name(w.get("model_name")) or _short_name(w.get("model")) or _short_name(w.get("name"))
+
+
+def parameter_count(rec: RunRecord) -> float | None:
+    return num((rec.workload or {}).get("parameter_count"))
+
+
+def architecture(rec: RunRecord) -> str | None:
+    return _short_name((rec.workload or {}).get("architecture"))
+
+
+def config_value(rec: RunRecord, *keys: str) -> Any:
+    """The first of ``keys`` that the run's config holds (not None or empty)."""
+    c = rec.config or {}
+    for k in keys:
+        v = c.get(k)
+        if v not in (None, "", {}, []):
+            return v
+    return None
+
+
+def backend(rec: RunRecord) -> str | None:
+    b = config_value(rec, "backend", "engine")
+    if isinstance(b, dict):  # mlperf: {"kind": ..., "options": ...}
+        b = b.get("kind") or b.get("name")
+    return _short_name(b)
+
+
+def scenario(rec: RunRecord) -> str | None:
+    return _short_name(config_value(rec, "scenario") or (rec.workload or {}).get("scenario"))
+
+
+@dataclass
+class Host:
+    """Where a run ran: the host's name and CPU, its accelerator and how many (an imported result: the
+    submitter's system name and organization)."""
+
+    name: str | None
+    cpu: str | None
+    accelerator: str | None
+    accelerator_count: int | None
+    organization: str | None = None
+
+
+def host(rec: RunRecord) -> Host:
+    s = rec.system or {}
+    acc = s.get("accelerator") if isinstance(s.get("accelerator"), dict) else {}
+    name = acc.get("name")
+    gpus = s.get("gpus") if isinstance(s.get("gpus"), list) else []
+    if not name and gpus and isinstance(gpus[0], dict):
+        name = gpus[0].get("name")
+    n = num(acc.get("count"))
+    if n is None and gpus:
+        n = float(len(gpus))
+    return Host(name=_short_name(s.get("hostname")) or _short_name(s.get("name")),
+                cpu=_short_name(s.get("cpu_model")),
+                accelerator=str(name) if name else None,
+                accelerator_count=int(n) if n is not None else None,
+                organization=_short_name(s.get("organization")))
+
+
+@dataclass
+class Timing:
+    """A timing loop's summary (replay iteration, captured step): median, spread and whether it was noisy
+    (IQR over 10% of the median, see core/stats.py); ``noisy`` is None for records written before the flag."""
+
+    median_s: float | None
+    p10_s: float | None
+    p90_s: float | None
+    n: int | None
+    iqr_s: float | None
+    noisy: bool | None
+
+    @property
+    def iqr_ratio(self) -> float | None:
+        if self.iqr_s is None or not self.median_s:
+            return None
+        return self.iqr_s / self.median_s
+
+
+def timing(rec: RunRecord) -> Timing | None:
+    """The replay's iteration time (``metrics.iter_time_s``) or the capture's step time
+    (``metrics.step_time_s``); None when the run has neither."""
+    m = rec.metrics or {}
+    block = m.get("iter_time_s", m.get("step_time_s"))
+    if isinstance(block, int | float) and not isinstance(block, bool):
+        return Timing(num(block), None, None, None, None, None)
+    if not isinstance(block, dict):
+        return None
+    noisy = block.get("noisy")
+    n = num(block.get("n"))
+    return Timing(num(block.get("median")), num(block.get("p10")), num(block.get("p90")),
+                  int(n) if n is not None else None, num(block.get("iqr")),
+                  noisy if isinstance(noisy, bool) else None)
+
+
+def replay_error(rec: RunRecord) -> float | None:
+    return num((rec.metrics or {}).get("error"))
+
+
+def original_time(rec: RunRecord) -> float | None:
+    m = rec.metrics or {}
+    return num(m.get("original_iter_time_s")) if num(m.get("original_iter_time_s")) is not None \
+        else num(m.get("original_s"))
+
+
+def replay_time(rec: RunRecord) -> float | None:
+    t = timing(rec)
+    if t is not None and t.median_s is not None:
+        return t.median_s
+    return num((rec.metrics or {}).get("replay_s"))
+
+
+def notes(rec: RunRecord) -> list[str]:
+    """The run's own sentences worth reading next to its figures (notes the measuring code left)."""
+    m = rec.metrics or {}
+    out = [str(m[k]) for k in ("error_note", "estimate_note", "note") if isinstance(m.get(k), str) and m[k]]
+    return out
+
+
+@dataclass
+class Validity:
+    """MLPerf LoadGen's verdict on a run (``VALID`` / ``INVALID``) and the reasons in plain words."""
+
+    verdict: str | None
+    reasons: list[str]
+
+
+def loadgen_validity(rec: RunRecord) -> Validity | None:
+    lg = (rec.metrics or {}).get("loadgen")
+    if not isinstance(lg, dict):
+        return None
+    reasons = lg.get("invalid_reasons") if isinstance(lg.get("invalid_reasons"), list) else []
+    if not reasons and lg.get("loadgen_invalid_reason"):
+        reasons = [lg["loadgen_invalid_reason"]]
+    v = lg.get("validity")
+    return Validity(str(v) if v else None, [str(r) for r in reasons])
+
+
+def result_value(rec: RunRecord) -> tuple[float, str] | None:
+    """``metrics.result`` of an MLPerf run or an imported official result: (value, unit)."""
+    r = (rec.metrics or {}).get("result")
+    if isinstance(r, dict) and num(r.get("value")) is not None:
+        return num(r["value"]), str(r.get("unit") or "")
+    return None
+
+
+def mlperf_source(rec: RunRecord) -> dict[str, Any]:
+    """Where an imported result comes from: round, division, scenario, submitter."""
+    c = rec.config or {}
+    return {"version": c.get("mlperf_version"), "division": c.get("division"), "scenario": c.get("scenario"),
+            "organization": (rec.system or {}).get("organization"), "source": c.get("source")}
+
+
+def loadgen_throughput(rec: RunRecord) -> float | None:
+    lg = (rec.metrics or {}).get("loadgen")
+    return num(lg.get("tokens_per_s")) if isinstance(lg, dict) else None
+
+
+def requests_failed(rec: RunRecord) -> tuple[int, int] | None:
+    """(failed, completed) requests of an LLM run, from its own block or its client block (mlperf)."""
+    blocks = [(rec.metrics or {}).get("requests"), (_client_metrics(rec) or {}).get("requests")]
+    for b in blocks:
+        if isinstance(b, dict) and num(b.get("failed")) is not None:
+            return int(num(b["failed"])), int(num(b.get("completed")) or 0)
+    return None
+
+
+def client_bound(rec: RunRecord) -> tuple[bool, list[str]] | None:
+    cb = (rec.metrics or {}).get("client_bound")
+    if isinstance(cb, dict) and isinstance(cb.get("client_bound"), bool):
+        return cb["client_bound"], [str(x) for x in cb.get("reasons") or []]
+    return None
+
+
+def goodput(rec: RunRecord) -> float | None:
+    return num(_client_metrics(rec).get("goodput_requests_per_s"))
+
+
+def duration_s(rec: RunRecord) -> float | None:
+    return num(_client_metrics(rec).get("duration_s"))
+
+
+def coverage_pair(rec: RunRecord) -> tuple[float | None, float | None]:
+    return coverage(rec)
+
+
+def trace_name(rec: RunRecord) -> str | None:
+    w = rec.workload or {}
+    t = w.get("trace") or (rec.metrics or {}).get("trace")
+    return Path(str(t)).name if t else None
+
+
+def ops_total(rec: RunRecord) -> int | None:
+    v = num((rec.workload or {}).get("ops")) or num((rec.metrics or {}).get("ops_total"))
+    return int(v) if v is not None else None
+
+
+def device(rec: RunRecord) -> str | None:
+    return _short_name((rec.metrics or {}).get("device") or (rec.config or {}).get("device"))
+
+
+def threads(rec: RunRecord) -> int | None:
+    v = num((rec.metrics or {}).get("threads"))
+    return int(v) if v is not None else None
+
+
+def capture_target(rec: RunRecord) -> str | None:
+    """What a capture recorded: the built-in workload's name or the user's command line."""
+    c, w = rec.config or {}, rec.workload or {}
+    if c.get("workload") or w.get("model_name"):
+        return str(c.get("workload") or w.get("model_name"))
+    cmd = c.get("command_line") or w.get("command_line")
+    if isinstance(cmd, list):
+        cmd = " ".join(str(x) for x in cmd)
+    return str(cmd) if cmd else None
+
+
+def command_line(rec: RunRecord) -> str | None:
+    cmd = (rec.provenance or {}).get("command_line")
+    if isinstance(cmd, list) and cmd:
+        return " ".join(str(x) for x in cmd)
+    return str(cmd) if cmd else None
+
+
+def how_measured(rec: RunRecord) -> str | None:
+    m = rec.metrics or {}
+    lg = m.get("loadgen") if isinstance(m.get("loadgen"), dict) else {}
+    how = m.get("how_measured") or lg.get("measured_by")
+    meas = (rec.config or {}).get("measurement")
+    if not how and isinstance(meas, dict) and meas.get("clock"):
+        how = f"clock {meas['clock']}; latency anchored to the {m.get('latency_anchor') or 'scheduled'} send time"
+    return str(how) if how else None
+
+
+def request_errors(rec: RunRecord) -> dict[str, int]:
+    """Failed requests by error kind."""
+    for b in ((rec.metrics or {}).get("requests"), _client_metrics(rec).get("requests")):
+        if isinstance(b, dict) and isinstance(b.get("errors"), dict) and b["errors"]:
+            return {str(k): int(num(v) or 0) for k, v in b["errors"].items()}
+    return {}
+
+
+def token_flags(rec: RunRecord) -> tuple[int, list[str]]:
+    """Requests flagged for token counts that disagree, with examples."""
+    tc = _client_metrics(rec).get("token_counts")
+    if not isinstance(tc, dict):
+        return 0, []
+    return int(num(tc.get("flagged")) or 0), [str(x) for x in tc.get("flag_examples") or []]
+
+
+def artifacts(rec: RunRecord) -> dict[str, str]:
+    return {str(k): str(v) for k, v in (rec.artifacts or {}).items() if not str(k).endswith("_abs")
+            and isinstance(v, str | Path)}
