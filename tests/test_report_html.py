@@ -108,3 +108,18 @@ def test_official_results_section_when_imported_runs_are_included(tmp_path):
     assert f"{len(imported)} imported result(s)" in html
     assert "NVIDIA H200-SXM-141GB" in html
     assert "Official MLPerf results" not in render(sample_records(tmp_path))
+
+
+def test_the_templates_ship_as_package_data():
+    """A wheel or a fresh `pip install` carries the report's template files (pyproject's package-data)."""
+    import fnmatch
+    import tomllib
+
+    root = Path(__file__).parent.parent
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["benchmint"]
+    pkg = root / "src" / "benchmint"
+    files = [p.relative_to(pkg).as_posix() for p in (pkg / "report" / "templates").iterdir()]
+    assert "report/templates/report.html.j2" in files
+    for f in files:
+        assert any(fnmatch.fnmatch(f, g) for g in globs), f"{f} is not package data in pyproject.toml"
+    assert "jinja2" in " ".join(tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"])

@@ -141,7 +141,10 @@ def comparison(records: list[RunRecord]) -> Comparison:
     extra = sorted({k for f in flat for k in f if k.startswith("config__") and k not in curated
                     and not k.startswith("config__measurement__") and not k.endswith("_wall_s")})
     extra_shown = [k for k in extra if single or _differs([f.get(k) for f in flat])][:MAX_EXTRA_CONFIG]
-    fields += [(k, k.removeprefix("config__").replace("__", "."), False) for k in extra_shown]
+    titles = {t for _, t in KEY_FIELDS + CONTEXT_FIELDS}
+    for k in extra_shown:
+        title = k.removeprefix("config__").replace("__", ".")
+        fields.append((k, f"config.{title}" if title in titles else title, False))  # (config.model vs model)
     columns = [Cell("run")] + [Cell(data.label(r), title=r.id) for r in recs]
     rows = []
     for key, title, key_figure in fields:
@@ -150,8 +153,10 @@ def comparison(records: list[RunRecord]) -> Comparison:
         if key == "metrics__result__value":  # an official result's unit is its own (Tokens/s, Samples/s, ms)
             texts = [f"{t} {f.get('metrics__result__unit') or ''}".strip() if t else t for t, f in zip(texts, flat,
                                                                                                      strict=True)]
-        cells = [Cell(t, num=as_float(v) is not None and not isinstance(v, bool)) for t, v in zip(texts, vals,
-                                                                                                 strict=True)]
+        if key == "workload__model_name":  # a local folder: its last part (the whole path in the tooltip)
+            texts = [data.short_name(t) or t for t in texts]
+        cells = [Cell(t, num=as_float(v) is not None and not isinstance(v, bool),
+                      title=str(v) if t != cell_text(key, v) else "") for t, v in zip(texts, vals, strict=True)]
         cls = " ".join(c for c in ("key" if key_figure else "", "differs" if _differs(vals) else "") if c)
         rows.append(Row(cells, head=Cell(title, title=key), cls=cls))
     table = Table("bm-compare", columns, rows, scroll=True)

@@ -45,6 +45,11 @@ def _short_name(v: Any) -> str | None:
     return s
 
 
+def short_name(v: Any) -> str | None:
+    """A short text for a name or a config value (a long local path: its last part)."""
+    return _short_name(v)
+
+
 def label(rec: RunRecord) -> str:
     """A short human label for a run: model, backend or scenario, and a short id."""
     w, c = rec.workload or {}, rec.config or {}

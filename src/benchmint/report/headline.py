@@ -94,9 +94,9 @@ def _replay(rec: RunRecord) -> Headline:
                                 "(replay iteration - original iteration) / original iteration"))
     rt, ot = data.replay_time(rec), data.original_time(rec)
     if rt is not None:
-        h.figures.append(Figure("iteration time", fmt.duration(rt) + (f" (original {fmt.duration(ot)})"
-                                                                        if ot is not None else ""),
-                                "median wall time of one replayed iteration"))
+        h.figures.append(Figure("iteration time", fmt.duration(rt), "median wall time of one replayed iteration"))
+    if ot is not None:
+        h.figures.append(Figure("original step", fmt.duration(ot), "the captured step's time, same machine"))
     if cov_n is not None:
         complete = cov_n >= 1.0
         text = "complete" if complete else f"coverage {fmt.percent(cov_n)}"
@@ -122,8 +122,8 @@ def _llm(rec: RunRecord) -> Headline:
     return h
 
 
-def _latency_figures(rec: RunRecord, h: Headline) -> None:
-    tp = data.throughput(rec)
+def _latency_figures(rec: RunRecord, h: Headline, throughput: bool = True) -> None:
+    tp = data.throughput(rec) if throughput else {}
     if "output_tokens_per_s" in tp:
         h.figures.append(Figure("output throughput", fmt.rate(tp["output_tokens_per_s"], "tok/s"),
                                 f"requests: {fmt.rate(tp.get('requests_per_s'), 'req/s')}"
@@ -160,7 +160,7 @@ def _mlperf(rec: RunRecord) -> Headline:
     if res is not None:
         h.figures.append(Figure("LoadGen result", f"{fmt.number(res[0])} {res[1]}".strip(),
                                 "LoadGen's own figure from mlperf_log_detail.txt"))
-    _latency_figures(rec, h)
+    _latency_figures(rec, h, throughput=res is None)  # LoadGen's result is the throughput said once
     v = data.loadgen_validity(rec)
     if v is not None and v.verdict:
         h.badges = [b for b in h.badges if not b.text.startswith("status ")] if rec.status in ("ok", "invalid") \
