@@ -88,7 +88,7 @@ class OpRow:
 
 
 def per_op_rows(rec: RunRecord) -> list[OpRow]:
-    raw = (rec.metrics or {}).get("per_op_type")
+    raw = rec.metrics.to_dict().get("per_op_type")
     items: list[dict[str, Any]] = []
     if isinstance(raw, list):
         items = [d for d in raw if isinstance(d, dict)]
@@ -106,10 +106,10 @@ def per_op_rows(rec: RunRecord) -> list[OpRow]:
 
 def coverage(rec: RunRecord) -> tuple[float | None, float | None]:
     """(coverage by count, coverage by time) when the replay run recorded them."""
-    cov = (rec.metrics or {}).get("coverage")
+    cov = rec.metrics.to_dict().get("coverage")
     if isinstance(cov, dict):
         return num(cov.get("count")), num(cov.get("time"))
-    m = rec.metrics or {}
+    m = rec.metrics.to_dict()
     return num(cov) if cov is not None else num(m.get("coverage_count")), num(m.get("coverage_time"))
 
 
@@ -177,7 +177,7 @@ def latency_samples(rec: RunRecord, base_dirs: list[Path]) -> LatencySamples:
 def _client_metrics(rec: RunRecord) -> dict[str, Any]:
     """The block holding client-side latency/throughput: ``metrics`` itself (``llm`` runs) or
     ``metrics.client`` (``mlperf`` runs measured through LoadGen)."""
-    m = rec.metrics or {}
+    m = rec.metrics.to_dict()
     if any(k in m for k in (*LATENCY_METRICS, "throughput")):
         return m
     client = m.get("client")
@@ -216,7 +216,7 @@ def offered_load(rec: RunRecord) -> tuple[float, str] | None:
 
 def sweep(rec: RunRecord) -> dict[str, Any] | None:
     """The ``metrics.sweep`` block of a peak-search run (``benchmint llm sweep``), or ``None``."""
-    sw = (rec.metrics or {}).get("sweep")
+    sw = rec.metrics.to_dict().get("sweep")
     return sw if isinstance(sw, dict) and isinstance(sw.get("curve"), list) else None
 
 
@@ -233,4 +233,4 @@ def is_llm(rec: RunRecord) -> bool:
 
 
 def is_replay(rec: RunRecord) -> bool:
-    return rec.kind == "replay" or "per_op_type" in (rec.metrics or {})
+    return rec.kind == "replay" or "per_op_type" in rec.metrics.to_dict()

@@ -181,7 +181,7 @@ def comparison_table(records: list[RunRecord]) -> str:
 def fidelity_table(records: list[RunRecord]) -> str:
     rows = []
     for r in records:
-        m = r.metrics or {}
+        m = r.metrics.to_dict()
         cov_n, cov_t = coverage(r)
         ops = per_op_rows(r)
         rows.append(

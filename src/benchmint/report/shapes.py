@@ -14,7 +14,7 @@ TEMPLATE = "plotly_white"
 
 
 def _block(rec: RunRecord, key: str) -> dict | None:
-    b = (rec.metrics or {}).get(key)
+    b = rec.metrics.to_dict().get(key)
     return b if isinstance(b, dict) else None
 
 
