@@ -140,8 +140,7 @@ def import_into(store: ResultsStore, paths: list[str | os.PathLike], fmt: str | 
     recs = import_results(paths, None if fmt in (None, "auto") else fmt, problems)
     if not recs:
         return 0, 0
-    existing = {r.id for r in quietly(store.records)}
-    new = [r for r in recs if r.id not in existing]
-    if new:
-        store.append_many(new)
-    return len(recs), len(new)
+    from benchmint.results.save import save_runs
+
+    saved = save_runs(recs, store=store)
+    return saved.total, saved.new
