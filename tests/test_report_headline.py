@@ -163,10 +163,11 @@ def test_pareto_figure_marks_the_frontier_across_llm_runs(tmp_path):
 
 
 def test_text_from_records_is_escaped():
-    rec = llm_record(1.0)
-    rec.workload["model_name"] = "<script>alert('x')</script>"
-    rec.config["backend"] = "a&b"
-    rec.metrics["client_bound"] = {"client_bound": True, "reasons": ["<img src=x onerror=alert(1)>"]}
+    d = llm_record(1.0).to_dict()
+    d["workload"]["model_name"] = "<script>alert('x')</script>"
+    d["config"]["backend"] = "a&b"
+    d["metrics"]["client_bound"] = {"client_bound": True, "reasons": ["<img src=x onerror=alert(1)>"]}
+    rec = RunRecord.from_dict(d)
     html = render([rec, llm_record(2.0)])
     assert "<script>alert(" not in html and "<img src=x" not in html
     assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in html and "a&amp;b" in html

@@ -29,6 +29,15 @@ LOAD_KEYS = (
 )
 
 
+def metrics(rec: RunRecord) -> dict[str, Any]:
+    """The run's metrics as plain JSON builtins: the typed model of its kind (``results/models.py``) encoded,
+    so the keys are those the model declares; a record built from a dict by older code reads the same."""
+    m = rec.metrics
+    if hasattr(m, "to_dict"):
+        return m.to_dict()
+    return m if isinstance(m, dict) else {}
+
+
 def short_id(rec: RunRecord) -> str:
     return rec.id if len(rec.id) <= 24 else rec.id[:24] + "…"
 
@@ -93,7 +102,7 @@ class OpRow:
 
 
 def per_op_rows(rec: RunRecord) -> list[OpRow]:
-    raw = (rec.metrics or {}).get("per_op_type")
+    raw = metrics(rec).get("per_op_type")
     items: list[dict[str, Any]] = []
     if isinstance(raw, list):
         items = [d for d in raw if isinstance(d, dict)]
@@ -111,10 +120,10 @@ def per_op_rows(rec: RunRecord) -> list[OpRow]:
 
 def coverage(rec: RunRecord) -> tuple[float | None, float | None]:
     """(coverage by count, coverage by time) when the replay run recorded them."""
-    cov = (rec.metrics or {}).get("coverage")
+    cov = metrics(rec).get("coverage")
     if isinstance(cov, dict):
         return num(cov.get("count")), num(cov.get("time"))
-    m = rec.metrics or {}
+    m = metrics(rec)
     return num(cov) if cov is not None else num(m.get("coverage_count")), num(m.get("coverage_time"))
 
 
@@ -182,7 +191,7 @@ def latency_samples(rec: RunRecord, base_dirs: list[Path]) -> LatencySamples:
 def _client_metrics(rec: RunRecord) -> dict[str, Any]:
     """The block holding client-side latency/throughput: ``metrics`` itself (``llm`` runs) or
     ``metrics.client`` (``mlperf`` runs measured through LoadGen)."""
-    m = rec.metrics or {}
+    m = metrics(rec)
     if any(k in m for k in LATENCY_METRICS):
         return m
     client = m.get("client")  # (a LoadGen run's top-level "throughput" is LoadGen's: the client's is here)
@@ -221,7 +230,7 @@ def offered_load(rec: RunRecord) -> tuple[float, str] | None:
 
 def sweep(rec: RunRecord) -> dict[str, Any] | None:
     """The ``metrics.sweep`` block of a peak-search run (``benchmint llm sweep``), or ``None``."""
-    sw = (rec.metrics or {}).get("sweep")
+    sw = metrics(rec).get("sweep")
     return sw if isinstance(sw, dict) and isinstance(sw.get("curve"), list) else None
 
 
@@ -238,7 +247,7 @@ def is_llm(rec: RunRecord) -> bool:
 
 
 def is_replay(rec: RunRecord) -> bool:
-    return rec.kind == "replay" or "per_op_type" in (rec.metrics or {})
+    return rec.kind == "replay" or "per_op_type" in metrics(rec)
 
 
 # ------------------------------------------------------------------------------------------ accessors
@@ -338,7 +347,7 @@ class Timing:
 def timing(rec: RunRecord) -> Timing | None:
     """The replay's iteration time (``metrics.iter_time_s``) or the capture's step time
     (``metrics.step_time_s``); None when the run has neither."""
-    m = rec.metrics or {}
+    m = metrics(rec)
     block = m.get("iter_time_s", m.get("step_time_s"))
     if isinstance(block, int | float) and not isinstance(block, bool):
         return Timing(num(block), None, None, None, None, None)
@@ -352,11 +361,11 @@ def timing(rec: RunRecord) -> Timing | None:
 
 
 def replay_error(rec: RunRecord) -> float | None:
-    return num((rec.metrics or {}).get("error"))
+    return num(metrics(rec).get("error"))
 
 
 def original_time(rec: RunRecord) -> float | None:
-    m = rec.metrics or {}
+    m = metrics(rec)
     return num(m.get("original_iter_time_s")) if num(m.get("original_iter_time_s")) is not None \
         else num(m.get("original_s"))
 
@@ -365,12 +374,12 @@ def replay_time(rec: RunRecord) -> float | None:
     t = timing(rec)
     if t is not None and t.median_s is not None:
         return t.median_s
-    return num((rec.metrics or {}).get("replay_s"))
+    return num(metrics(rec).get("replay_s"))
 
 
 def notes(rec: RunRecord) -> list[str]:
     """The run's own sentences worth reading next to its figures (notes the measuring code left)."""
-    m = rec.metrics or {}
+    m = metrics(rec)
     out = [str(m[k]) for k in ("error_note", "estimate_note", "note") if isinstance(m.get(k), str) and m[k]]
     return out
 
@@ -384,7 +393,7 @@ class Validity:
 
 
 def loadgen_validity(rec: RunRecord) -> Validity | None:
-    lg = (rec.metrics or {}).get("loadgen")
+    lg = metrics(rec).get("loadgen")
     if not isinstance(lg, dict):
         return None
     reasons = lg.get("invalid_reasons") if isinstance(lg.get("invalid_reasons"), list) else []
@@ -396,7 +405,7 @@ def loadgen_validity(rec: RunRecord) -> Validity | None:
 
 def result_value(rec: RunRecord) -> tuple[float, str] | None:
     """``metrics.result`` of an MLPerf run or an imported official result: (value, unit)."""
-    r = (rec.metrics or {}).get("result")
+    r = metrics(rec).get("result")
     if isinstance(r, dict) and num(r.get("value")) is not None:
         return num(r["value"]), str(r.get("unit") or "")
     return None
@@ -410,13 +419,13 @@ def mlperf_source(rec: RunRecord) -> dict[str, Any]:
 
 
 def loadgen_throughput(rec: RunRecord) -> float | None:
-    lg = (rec.metrics or {}).get("loadgen")
+    lg = metrics(rec).get("loadgen")
     return num(lg.get("tokens_per_s")) if isinstance(lg, dict) else None
 
 
 def requests_failed(rec: RunRecord) -> tuple[int, int] | None:
     """(failed, completed) requests of an LLM run, from its own block or its client block (mlperf)."""
-    blocks = [(rec.metrics or {}).get("requests"), (_client_metrics(rec) or {}).get("requests")]
+    blocks = [metrics(rec).get("requests"), (_client_metrics(rec) or {}).get("requests")]
     for b in blocks:
         if isinstance(b, dict) and num(b.get("failed")) is not None:
             return int(num(b["failed"])), int(num(b.get("completed")) or 0)
@@ -424,7 +433,7 @@ def requests_failed(rec: RunRecord) -> tuple[int, int] | None:
 
 
 def client_bound(rec: RunRecord) -> tuple[bool, list[str]] | None:
-    cb = (rec.metrics or {}).get("client_bound")
+    cb = metrics(rec).get("client_bound")
     if isinstance(cb, dict) and isinstance(cb.get("client_bound"), bool):
         return cb["client_bound"], [str(x) for x in cb.get("reasons") or []]
     return None
@@ -444,21 +453,21 @@ def coverage_pair(rec: RunRecord) -> tuple[float | None, float | None]:
 
 def trace_name(rec: RunRecord) -> str | None:
     w = rec.workload or {}
-    t = w.get("trace") or (rec.metrics or {}).get("trace")
+    t = w.get("trace") or metrics(rec).get("trace")
     return Path(str(t)).name if t else None
 
 
 def ops_total(rec: RunRecord) -> int | None:
-    v = num((rec.workload or {}).get("ops")) or num((rec.metrics or {}).get("ops_total"))
+    v = num((rec.workload or {}).get("ops")) or num(metrics(rec).get("ops_total"))
     return int(v) if v is not None else None
 
 
 def device(rec: RunRecord) -> str | None:
-    return _short_name((rec.metrics or {}).get("device") or (rec.config or {}).get("device"))
+    return _short_name(metrics(rec).get("device") or (rec.config or {}).get("device"))
 
 
 def threads(rec: RunRecord) -> int | None:
-    v = num((rec.metrics or {}).get("threads"))
+    v = num(metrics(rec).get("threads"))
     return int(v) if v is not None else None
 
 
@@ -481,7 +490,7 @@ def command_line(rec: RunRecord) -> str | None:
 
 
 def how_measured(rec: RunRecord) -> str | None:
-    m = rec.metrics or {}
+    m = metrics(rec)
     lg = m.get("loadgen") if isinstance(m.get("loadgen"), dict) else {}
     how = m.get("how_measured") or lg.get("measured_by")
     meas = (rec.config or {}).get("measurement")
@@ -492,7 +501,7 @@ def how_measured(rec: RunRecord) -> str | None:
 
 def request_errors(rec: RunRecord) -> dict[str, int]:
     """Failed requests by error kind."""
-    for b in ((rec.metrics or {}).get("requests"), _client_metrics(rec).get("requests")):
+    for b in (metrics(rec).get("requests"), _client_metrics(rec).get("requests")):
         if isinstance(b, dict) and isinstance(b.get("errors"), dict) and b["errors"]:
             return {str(k): int(num(v) or 0) for k, v in b["errors"].items()}
     return {}

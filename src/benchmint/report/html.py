@@ -22,7 +22,7 @@ from markupsafe import Markup
 
 from benchmint.report import figures
 from benchmint.report.compare import MAX_COMPARE, comparison
-from benchmint.report.data import coverage, is_llm, is_replay, is_sweep, label, num, per_op_rows, sweep
+from benchmint.report.data import coverage, is_llm, is_replay, is_sweep, label, num, per_op_rows, replay_error, sweep
 from benchmint.report.fmt import fmt_value
 from benchmint.report.headline import headline
 from benchmint.report.page import Cell, PlotCounter, Row, Section, Table
@@ -46,7 +46,7 @@ def fidelity_table(records: list[RunRecord]) -> Table:
     rows = []
     for r in records:
         cov_n, cov_t = coverage(r)
-        rows.append(Row([Cell(label(r)), Cell(fmt_value("metrics__error", (r.metrics or {}).get("error")), num=True),
+        rows.append(Row([Cell(label(r)), Cell(fmt_value("metrics__error", replay_error(r)), num=True),
                          Cell(fmt_value("metrics__coverage__count", cov_n), num=True),
                          Cell(fmt_value("metrics__coverage__time", cov_t), num=True),
                          Cell(str(len(per_op_rows(r))), num=True)]))
