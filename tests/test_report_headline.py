@@ -173,3 +173,22 @@ def test_text_from_records_is_escaped():
     assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in html and "a&amp;b" in html
     assert "&lt;img src=x onerror=alert(1)&gt;" in html
     assert not re.search(r"<script>alert", html)
+
+
+def test_every_kind_of_record_a_producer_wrote_gets_its_headline():
+    """The schema-1.0 run.json files of capture, replay, llm bench, llm mlperf and llm sweep (tests/data/results_v1,
+    written by those commands) each read into their typed model and say their main figure."""
+    folder = Path(__file__).parent / "data" / "results_v1" / "run_json"
+    want = {"capture": ("capture", "step time"), "replay": ("replay", "error vs original"),
+            "llm": ("LLM bench", "output throughput"), "mlperf": ("MLPerf LoadGen", "LoadGen result"),
+            "sweep": ("peak search", "peak rate")}
+    recs = []
+    for name, (kind, figure) in want.items():
+        rec = RunRecord.read(folder / f"{name}.json")
+        h = headline(rec)
+        assert h.kind == kind and h.figures[0].name == figure and h.figures[0].value, name
+        recs.append(rec)
+    assert headline(recs[0]).what == "capture of moe on cpu, 1 thread"
+    assert any(b.text == "INVALID" for b in headline(recs[3]).badges)
+    html = render(recs)
+    assert _section(html, "headline").count("<div class='card'") == 5

@@ -59,6 +59,11 @@ def on_what(rec: RunRecord) -> str:
     return " · ".join(bits) or "unknown system"
 
 
+def _threads(rec: RunRecord) -> str:
+    n = data.threads(rec)
+    return "" if not n else f", {n} thread" + ("s" if n > 1 else "")
+
+
 def _status_badge(rec: RunRecord) -> Badge:
     tone = {"ok": "good", "partial": "warn", "failed": "bad", "invalid": "bad"}.get(rec.status, "plain")
     return Badge(f"status {rec.status}", tone, "the run's status in its record")
@@ -87,7 +92,7 @@ def _replay(rec: RunRecord) -> Headline:
     h.what = (f"replay of {data.trace_name(rec) or 'a trace'}" + (f" ({', '.join(w)})" if w else "")
               + (f", {ops} ops" if ops else "")
               + (f" on {data.device(rec)}" if data.device(rec) else "")
-              + (f", {data.threads(rec)} threads" if data.threads(rec) else ""))
+              + _threads(rec))
     err = data.replay_error(rec)
     if err is not None:
         h.figures.append(Figure("error vs original", fmt.percent(err, signed=True),
@@ -191,8 +196,7 @@ def _sweep(rec: RunRecord) -> Headline:
 def _capture(rec: RunRecord) -> Headline:
     h = _base(rec, "capture")
     h.what = f"capture of {data.capture_target(rec) or 'a training step'}" + (
-        f" on {data.device(rec)}" if data.device(rec) else "") + (
-        f", {data.threads(rec)} threads" if data.threads(rec) else "")
+        f" on {data.device(rec)}" if data.device(rec) else "") + _threads(rec)
     t = data.timing(rec)
     if t is not None and t.median_s is not None:
         h.figures.append(Figure("step time", fmt.duration(t.median_s),

@@ -22,7 +22,17 @@ from markupsafe import Markup
 
 from benchmint.report import figures
 from benchmint.report.compare import MAX_COMPARE, comparison
-from benchmint.report.data import coverage, is_llm, is_replay, is_sweep, label, num, per_op_rows, replay_error, sweep
+from benchmint.report.data import (
+    coverage,
+    is_llm,
+    is_replay,
+    is_sweep,
+    label,
+    num,
+    per_op_rows,
+    replay_error,
+    sweep,
+)
 from benchmint.report.fmt import fmt_value
 from benchmint.report.headline import headline
 from benchmint.report.page import Cell, PlotCounter, Row, Section, Table
