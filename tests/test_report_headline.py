@@ -120,7 +120,8 @@ def test_side_by_side_shows_key_figures_and_only_the_fields_that_differ():
     recs = [run("llm-server"), run("llm-offline")]
     c = comparison(recs)
     rows = {r.head.text: [x.text for x in r.cells] for r in c.table.rows}
-    assert rows["output tokens/s"] == ["110", "710"] and rows["TTFT p99"] == ["34.7 ms", "588 ms"]
+    assert rows["output token throughput (tokens/s)"] == ["110", "710"] and rows["TTFT p99"] == ["34.7 ms", "588 ms"]
+    assert rows["failed requests"] == ["0", "0"]
     assert rows["backend"] == ["openai-http", "transformers"] and rows["scenario"] == ["server", "offline"]
     assert rows["max_batch_size"] == ["16", "8"]
     assert rows["model"] == ["tiny", "tiny-llm-v1"]  # the workload's model (a local path: its last part)

@@ -8,6 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from benchmint.results.metric_table import llm_metric
+
 
 def fmt(v: Any, unit: str = "") -> str:
     if v is None:
@@ -33,7 +35,7 @@ def print_result(result: dict[str, Any], out: Console | None = None) -> None:
         t.add_row("output tokens/s", fmt(lg.get("tokens_per_s")), fmt(thr.get("output_tokens_per_s")))
         for name in ("ttft_s", "tpot_s"):
             for p in ("p50", "p90", "p99"):
-                t.add_row(f"{name[:4].upper()} {p}", fmt((lg.get(name) or {}).get(p), "s"),
+                t.add_row(f"{llm_metric(name).name} {p}", fmt((lg.get(name) or {}).get(p), "s"),
                           fmt((cl.get(name) or {}).get(p), "s"))
         console_.print(t)
         from benchmint.llm.loadgen.api import validity_line

@@ -1,4 +1,6 @@
-"""Metrics from request records, exactly as in the DESIGN.md glossary (see docs/metrics.md).
+"""Metrics from request records, exactly as in the DESIGN.md glossary (see docs/metrics.md). Each metric is
+declared once in :mod:`benchmint.results.metric_table` (key, unit, definition, statistics, aliases); the
+result's statistics blocks are made from that table.
 
 Three levels, as AIPerf splits them:
 
@@ -31,8 +33,9 @@ import numpy as np
 from benchmint.core.errors import UserError
 from benchmint.core.stats import percentiles
 from benchmint.llm.types import RequestRecord
+from benchmint.results.metric_table import STAT_KEYS, stats_metrics
 
-STAT_KEYS = ("mean", "p50", "p90", "p99", "max", "min", "std", "count")
+__all__ = ["STAT_KEYS", "SLO_KEYS", "compute_metrics", "parse_slo", "record_metrics", "stats"]
 SLO_KEYS = {"ttft": "ttft_s", "tpot": "tpot_s", "e2e": "e2e_s", "itl": "itl_max_s"}
 
 
@@ -113,6 +116,18 @@ def _meets(m: dict[str, Any], slo: dict[str, float]) -> bool:
     return True
 
 
+def _values(key: str, level: str, per: list[dict[str, Any]], recs: list[RequestRecord]) -> list[float]:
+    """The values one statistics block summarizes: the completed requests' per-record values (every chunk gap
+    for a per-chunk metric); send lag over every sent request, failed ones too (the client's lag is not the
+    server's fault), but not the cancelled ones."""
+    if key == "send_lag_s":
+        return [(r.sent_ns - r.scheduled_ns) / 1e9 for r in recs
+                if r.scheduled_ns and r.sent_ns and r.error_kind != "cancelled"]
+    if level == "chunk":
+        return [x for m in per for x in m[key]]
+    return [m[key] for m in per if m[key] is not None]
+
+
 def compute_metrics(
     records: list[RequestRecord],
     start_ns: int,
@@ -138,7 +153,6 @@ def compute_metrics(
             examples[r.error_kind] = r.error or ""
     sources = Counter(r.output_tokens_source for r in ok)
     flags = [r for r in ok if r.token_count_flag]
-    itl_all = [x for m in per for x in m["itl_s"]]
     d = duration_s if duration_s > 0 else float("nan")
     res: dict[str, Any] = {
         "requests": {
@@ -152,14 +166,7 @@ def compute_metrics(
             "warmup_excluded": len(records) - len(recs),
             "interrupted": interrupted,
         },
-        "ttft_s": stats([m["ttft_s"] for m in per if m["ttft_s"] is not None]),
-        "tpot_s": stats([m["tpot_s"] for m in per if m["tpot_s"] is not None]),
-        "itl_s": stats(itl_all),
-        "e2e_s": stats([m["e2e_s"] for m in per if m["e2e_s"] is not None]),
-        "ttft_from_send_s": stats([m["ttft_from_send_s"] for m in per if m["ttft_from_send_s"] is not None]),
-        "e2e_from_send_s": stats([m["e2e_from_send_s"] for m in per if m["e2e_from_send_s"] is not None]),
-        "send_lag_s": stats([(r.sent_ns - r.scheduled_ns) / 1e9 for r in recs
-                             if r.scheduled_ns and r.sent_ns and r.error_kind != "cancelled"]),
+        **{m.key: stats(_values(m.key, m.level, per, recs)) for m in stats_metrics()},
         "throughput": {
             "requests_per_s": len(ok) / d if ok else 0.0,
             "output_tokens_per_s": out_total / d if ok else 0.0,

@@ -11,6 +11,7 @@ from rich.table import Table
 from benchmint.core.jsonio import write_json
 from benchmint.core.redact import known_secrets, redact_text
 from benchmint.llm.metrics import record_metrics
+from benchmint.results.metric_table import REQUEST_COLUMNS, console_metrics, llm_result_blocks
 
 
 class BenchResult(Protocol):
@@ -32,12 +33,8 @@ class BenchConfig(Protocol):
     out: str | None
     json_path: str | None
 
-METRIC_BLOCKS = (
-    "requests", "ttft_s", "tpot_s", "itl_s", "e2e_s", "ttft_from_send_s", "e2e_from_send_s", "send_lag_s",
-    "throughput", "goodput_requests_per_s", "goodput", "output_tokens_total", "input_tokens_total",
-    "input_tokens_known", "duration_s", "token_counts", "latency_anchor", "client_bound",
-    "sessions", "windows", "prefix_cache",  # workload shapes (llm.traffic), when the run has them
-)
+# the result blocks a RunRecord keeps as its metrics (declared in benchmint.results.metric_table)
+METRIC_BLOCKS = llm_result_blocks()
 
 
 def requests_table(res: BenchResult) -> Any:
@@ -46,12 +43,7 @@ def requests_table(res: BenchResult) -> Any:
 
     t0 = res.start_ns
     anchor = res.result.get("latency_anchor", "scheduled")
-    cols: dict[str, list] = {k: [] for k in (
-        "id", "warmup", "ok", "error_kind", "error", "scheduled_s", "sent_s", "first_token_s", "last_token_s",
-        "end_s", "send_lag_s", "ttft_s", "ttft_from_send_s", "tpot_s", "e2e_s", "e2e_from_send_s", "itl_s",
-        "input_tokens", "output_tokens", "output_tokens_source", "chunk_count", "token_count_flag", "tokenizer_tokens", "sent_wall_s",
-        "text", "session_id", "turn",
-    )}
+    cols: dict[str, list] = {c.name: [] for c in REQUEST_COLUMNS}
 
     def rel(ns: int | None) -> float | None:
         return None if not ns else (ns - t0) / 1e9
@@ -59,39 +51,24 @@ def requests_table(res: BenchResult) -> Any:
     secrets = known_secrets()  # error texts and answers may quote a credential: requests.parquet is shared
 
     for r in sorted(res.records, key=lambda r: (not r.warmup, r.scheduled_ns or r.sent_ns)):
-        m = record_metrics(r, anchor)
-        cols["id"].append(r.id)
-        cols["warmup"].append(r.warmup)
-        cols["ok"].append(r.ok)
-        cols["error_kind"].append(r.error_kind)
-        cols["error"].append(redact_text(r.error, secrets) if r.error else r.error)
-        cols["scheduled_s"].append(rel(r.scheduled_ns))
-        cols["sent_s"].append(rel(r.sent_ns))
-        cols["first_token_s"].append(rel(r.first_token_ns))
-        cols["last_token_s"].append(rel(r.chunk_ns[-1]) if r.chunk_ns else None)
-        cols["end_s"].append(rel(r.end_ns))
-        for k in ("send_lag_s", "ttft_s", "ttft_from_send_s", "tpot_s", "e2e_s", "e2e_from_send_s", "itl_s"):
-            cols[k].append(m[k])
-        cols["input_tokens"].append(r.input_tokens)
-        cols["output_tokens"].append(r.output_tokens)
-        cols["output_tokens_source"].append(r.output_tokens_source)
-        cols["chunk_count"].append(r.chunk_count)
-        cols["token_count_flag"].append(r.token_count_flag)
-        cols["tokenizer_tokens"].append(r.tokenizer_tokens)
-        cols["sent_wall_s"].append(res.anchor.to_wall_s(r.sent_ns) if r.sent_ns else None)
-        cols["text"].append(redact_text(r.text, secrets) if secrets and r.text else r.text)
-        cols["session_id"].append(r.session_id)
-        cols["turn"].append(r.turn)
-    schema = pa.schema([
-        ("id", pa.int64()), ("warmup", pa.bool_()), ("ok", pa.bool_()), ("error_kind", pa.string()),
-        ("error", pa.string()), ("scheduled_s", pa.float64()), ("sent_s", pa.float64()),
-        ("first_token_s", pa.float64()), ("last_token_s", pa.float64()), ("end_s", pa.float64()),
-        ("send_lag_s", pa.float64()), ("ttft_s", pa.float64()), ("ttft_from_send_s", pa.float64()),
-        ("tpot_s", pa.float64()), ("e2e_s", pa.float64()), ("e2e_from_send_s", pa.float64()),
-        ("itl_s", pa.list_(pa.float64())), ("input_tokens", pa.int64()), ("output_tokens", pa.int64()),
-        ("output_tokens_source", pa.string()), ("chunk_count", pa.int64()), ("token_count_flag", pa.string()), ("tokenizer_tokens", pa.int64()),
-        ("sent_wall_s", pa.float64()), ("text", pa.string()), ("session_id", pa.int64()), ("turn", pa.int64()),
-    ])
+        row = {
+            **record_metrics(r, anchor),
+            "id": r.id, "warmup": r.warmup, "ok": r.ok, "error_kind": r.error_kind,
+            "error": redact_text(r.error, secrets) if r.error else r.error,
+            "scheduled_s": rel(r.scheduled_ns), "sent_s": rel(r.sent_ns), "first_token_s": rel(r.first_token_ns),
+            "last_token_s": rel(r.chunk_ns[-1]) if r.chunk_ns else None, "end_s": rel(r.end_ns),
+            "input_tokens": r.input_tokens, "output_tokens": r.output_tokens,
+            "output_tokens_source": r.output_tokens_source, "chunk_count": r.chunk_count,
+            "token_count_flag": r.token_count_flag, "tokenizer_tokens": r.tokenizer_tokens,
+            "sent_wall_s": res.anchor.to_wall_s(r.sent_ns) if r.sent_ns else None,
+            "text": redact_text(r.text, secrets) if secrets and r.text else r.text,
+            "session_id": r.session_id, "turn": r.turn,
+        }
+        for name, values in cols.items():
+            values.append(row[name])
+    types = {"int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_(), "string": pa.string(),
+             "list<float64>": pa.list_(pa.float64())}
+    schema = pa.schema([(c.name, types[c.arrow]) for c in REQUEST_COLUMNS])
     return pa.table(cols, schema=schema)
 
 
@@ -190,13 +167,9 @@ def summary_table(result: dict[str, Any], title: str | None = None) -> Table:
     for c in ("mean", "p50", "p90", "p99", "max"):
         t.add_column(f"{c} ms", justify="right")
     t.add_column("n", justify="right")
-    names = [
-        ("TTFT", "ttft_s"), ("TTFT from send", "ttft_from_send_s"), ("TPOT", "tpot_s"), ("ITL", "itl_s"),
-        ("E2E", "e2e_s"), ("E2E from send", "e2e_from_send_s"), ("send lag", "send_lag_s"),
-    ]
-    for label, key in names:
-        s = result.get(key) or {}
-        t.add_row(label, *(_ms(s.get(c)) for c in ("mean", "p50", "p90", "p99", "max")), str(s.get("count", 0)))
+    for m in console_metrics():
+        st = result.get(m.key) or {}
+        t.add_row(m.name, *(_ms(st.get(c)) for c in ("mean", "p50", "p90", "p99", "max")), str(st.get("count", 0)))
     return t
 
 

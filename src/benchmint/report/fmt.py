@@ -154,3 +154,20 @@ def fmt_value(key: str, v: Any) -> str:
     if key.endswith("_s") or "_s__" in key:
         return duration(f)
     return number(f)
+
+
+def by_unit(unit: str, v: Any, key: str = "") -> str:
+    """Format ``v`` by the unit a metric declares (results/metric_table.py): "s" -> a duration, "fraction" ->
+    a percentage (signed for an error), "bytes" -> KiB/MiB/GiB, rates ("req/s", "tokens/s") and counts -> a
+    number (the column's title names the rate's unit)."""
+    if as_float(v) is None or isinstance(v, bool):
+        return fmt_value(key, v)
+    if unit == "s":
+        return duration(v)
+    if unit == "fraction":
+        return percent(v, signed=key.endswith("error"))
+    if unit == "bytes":
+        return size(v)
+    if unit.endswith("/s"):
+        return rate(v, "")
+    return number(v)

@@ -321,7 +321,8 @@ def stats_metrics() -> tuple[Metric, ...]:
 def columns_for_report(kind: Literal["llm", "mlperf", "replay", "all"] = "all") -> tuple[tuple[str, str, str], ...]:
     """The report's metric columns as ``(store column, label, unit)``: store columns are the flattened names of
     table ``runs`` (``metrics__ttft_s__p99``); an MLPerf run's client figures sit under ``metrics__client__``.
-    Units are those of :class:`Metric` ("s", "fraction", "bytes", "req/s", ...)."""
+    Units are those of :class:`Metric` ("s", "fraction", "bytes", "req/s", ...); labels name a rate's unit
+    (``request throughput (req/s)``), while seconds, fractions and bytes are left to the report's formatting."""
     out: list[tuple[str, str, str]] = []
 
     def add(table: tuple[Metric, ...], prefix: tuple[str, ...], suffix: str,
@@ -333,7 +334,8 @@ def columns_for_report(kind: Literal["llm", "mlperf", "replay", "all"] = "all") 
                 if stats is not None and st not in stats:
                     continue
                 col = "__".join(("metrics", *prefix, *m.path, *((st,) if st else ())))
-                out.append((col, f"{m.name} {st}".strip() + suffix, m.unit))
+                unit = f" ({m.unit})" if m.unit not in ("", "s", "fraction", "bytes", "requests") else ""
+                out.append((col, f"{m.name} {st}".strip() + unit + suffix, m.unit))
 
     if kind in ("llm", "all"):
         add(LLM_METRICS, (), "")

@@ -1,11 +1,12 @@
 """OpenAI-compatible HTTP backend: ``/v1/completions`` and ``/v1/chat/completions``, streamed (SSE) or not.
 
 One pooled aiohttp session per event loop (so each worker process/loop reuses its keep-alive connections).
-The streaming reader is deliberately cheap: it splits the byte stream on newlines, keeps only ``data:``
-lines, stamps each with the monotonic clock and parses it with orjson. Server quirks handled:
+The streaming reader is deliberately cheap: it decodes the byte stream into SSE events as the spec says
+(``sse.py``: lines of one event's ``data:`` fields joined with a newline), stamps each event with the monotonic
+clock of the read that completed it and parses its data with orjson. Server quirks handled:
 
-- ``data:`` with or without a space (TGI's axum writes ``data:{...}``), CRLF line ends, SSE comments
-  (``: ping``) and ``event:`` lines are skipped;
+- ``data:`` with or without a space (TGI's axum writes ``data:{...}``), CRLF or CR line ends, SSE comments
+  (``: ping``) and ``event:`` lines are skipped, and a last event with no closing blank line still counts;
 - usage in a final chunk with empty ``choices`` (vLLM, SGLang, OpenAI with ``stream_options.include_usage``),
   or on every chunk / in the chunk carrying ``finish_reason`` (TGI, llama.cpp): the last usage seen wins;
 - chat deltas in ``content`` or ``reasoning_content`` (reasoning models), role-only first chunks (not tokens);
@@ -37,6 +38,7 @@ from yarl import URL
 
 from benchmint.core.clock import now_ns
 from benchmint.llm.backends.adapt import RequestAdapter
+from benchmint.llm.backends.sse import SSEDecoder
 from benchmint.llm.types import FirstTokenHook, GenRequest, RequestRecord
 
 _loads = orjson.loads
@@ -198,28 +200,24 @@ class HttpBackend:
         chunk_ns = rec.chunk_ns
         texts: list[str] = []
         usage = None
-        buf = b""
+        sse = SSEDecoder()
         done = False
         saw_data = False
         saw_choices = False
         finished = False  # a choice carried a finish_reason: the server says the answer is complete
         content = resp.content
+        ended = False
         while not done:
             piece = await content.readany()
-            if not piece:
-                break
             t = now_ns()
-            buf = buf + piece if buf else piece
-            if b"\n" not in buf:
-                continue
-            lines = buf.split(b"\n")
-            buf = lines.pop()
-            for line in lines:
-                if line[:5] != b"data:":
-                    if line[:6] == b"error:":  # llama.cpp's SSE error event
-                        raise _StreamError("stream_error", "server error in stream: " + _short(line[6:]))
-                    continue  # blank line, comment, event:, id:
-                payload = line[5:].strip()
+            if piece:
+                events = sse.feed(piece)
+            else:
+                ended, events = True, sse.finish()
+            for field, payload in events:
+                if field == "error":  # llama.cpp's SSE error event
+                    raise _StreamError("stream_error", "server error in stream: " + _short(payload))
+                payload = payload.strip()
                 if payload == b"[DONE]":
                     done = True
                     break
@@ -248,9 +246,11 @@ class HttpBackend:
                     texts.append(s)
                 elif not finished:
                     finished = _has_finish(choices)
+            if ended:
+                break
         rec.end_ns = now_ns()
-        if buf.strip() and not done:
-            raise _StreamError("malformed", "stream ended in the middle of an event: " + _short(buf))
+        if sse.partial.strip() and not done:
+            raise _StreamError("malformed", "stream ended in the middle of an event: " + _short(sse.partial))
         if not done and not chunk_ns and not (finished or usage):  # finished or counted: complete, maybe empty
             what = "no data events" if not saw_data else "no content and no [DONE]"
             raise _StreamError("malformed", f"stream ended with {what}")
