@@ -234,6 +234,14 @@ def sweep(rec: RunRecord) -> dict[str, Any] | None:
     return sw if isinstance(sw, dict) and isinstance(sw.get("curve"), list) else None
 
 
+def result_kind(rec: RunRecord) -> str:
+    """Which typed model the run's metrics are: capture, replay, llm, mlperf, sweep or imported."""
+    rk = getattr(rec, "result_kind", None)
+    if isinstance(rk, str):
+        return rk
+    return "sweep" if sweep(rec) is not None else rec.kind
+
+
 def is_sweep(rec: RunRecord) -> bool:
     """A peak search's own record: the curve of its trials and the peak, no per-request metrics (each trial
     is a run of its own)."""

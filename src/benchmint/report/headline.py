@@ -233,18 +233,10 @@ def _base(rec: RunRecord, kind: str) -> Headline:
 
 def headline(rec: RunRecord) -> Headline:
     """The headline of one run."""
-    if data.is_sweep(rec):
-        return _sweep(rec)
-    if rec.kind == "imported":
-        return _imported(rec)
-    if rec.kind == "capture":
-        return _capture(rec)
-    if data.is_replay(rec):
-        return _replay(rec)
-    if rec.kind == "mlperf":
-        return _mlperf(rec)
-    if data.is_llm(rec):
-        return _llm(rec)
+    build = {"sweep": _sweep, "imported": _imported, "capture": _capture, "replay": _replay, "mlperf": _mlperf,
+             "llm": _llm}.get(data.result_kind(rec))
+    if build is not None:
+        return build(rec)
     h = _base(rec, rec.kind)
     h.what = data.model_name(rec) or rec.kind
     return h
