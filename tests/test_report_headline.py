@@ -193,3 +193,17 @@ def test_every_kind_of_record_a_producer_wrote_gets_its_headline():
     assert any(b.text == "INVALID" for b in headline(recs[3]).badges)
     html = render(recs)
     assert _section(html, "headline").count("<div class='card'") == 5
+
+
+def test_a_run_that_is_not_valid_says_so_at_a_glance():
+    partial = headline(replay_record())  # coverage 0.95: some ops were not replayed
+    cov = next(b for b in partial.badges if b.text.startswith("coverage"))
+    assert cov.text == "coverage 95.0%" and cov.tone == "warn"
+    d = llm_record(2.0).to_dict()
+    d["status"] = "partial"
+    d["metrics"]["requests"] = {"completed": 37, "failed": 3, "errors": {"timeout": 3}}
+    h = headline(RunRecord.from_dict(d))
+    badges = {b.text: b.tone for b in h.badges}
+    assert badges["status partial"] == "warn" and badges["3 failed"] == "bad"
+    html = render([RunRecord.from_dict(d)])
+    assert ">3 failed</span>" in html and "timeout: 3" in _section(html, "runs")
