@@ -89,7 +89,9 @@ def test_sweep_and_imported_headlines():
     block = _sweep_block(5.0)
     h = headline(sweep_record(block))
     assert h.kind == "peak search" and h.figures[0].name == "peak rate"
-    assert h.figures[0].value == f"{block['peak_rate']:.4g}" and h.figures[0].hint == "LoadGen Server target QPS"
+    assert h.figures[0].value == f"{block['peak_rate']:.4g}" and h.what == "tiny-llama: the highest LoadGen Server " \
+        "target QPS that passes"
+    assert h.figures[0].hint == "LoadGen Server target QPS; passes: p99 TTFT and TPOT within --slo"
     from benchmint.results.importers import read_open_mlperf
 
     imported = read_open_mlperf(Path(__file__).parent / "data" / "openmlperf" / "data.parquet")

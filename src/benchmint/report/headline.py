@@ -179,13 +179,15 @@ def _sweep(rec: RunRecord) -> Headline:
     h = _base(rec, "peak search")
     sw = data.sweep(rec) or {}
     unit = str(sw.get("unit") or "rate")
-    h.what = f"highest {unit} meeting: {sw.get('criterion') or 'the latency limits'}"
+    h.what = f"{data.model_name(rec) or 'a model'}: the highest {unit} that passes"
+    criterion = f"{unit}; passes: {sw.get('criterion') or 'the latency limits'}"
     peak = data.num(sw.get("peak_rate"))
     so_far = bool(sw.get("interrupted"))
     if peak is not None:
-        h.figures.append(Figure("highest passing so far" if so_far else "peak rate", fmt.number(peak, 4), unit))
+        h.figures.append(Figure("highest passing so far" if so_far else "peak rate", fmt.number(peak, 4),
+                                criterion))
     else:
-        h.figures.append(Figure("peak rate", "none passed", unit))
+        h.figures.append(Figure("peak rate", "none passed", criterion))
     trials = sw.get("trials_used", len(sw.get("curve") or []))
     h.figures.append(Figure("trials", fmt.number(trials), str(sw.get("stopped_because") or "")))
     if so_far:
