@@ -116,6 +116,7 @@ def test_the_page_opens_with_one_headline_per_run(tmp_path):
     for r in recs:
         assert f"<h3 id='run-{r.id}'>" in runs
     assert "Early stopping not satisfied" in runs and "IQR 1.69 ms (13% of the median), 20 samples, noisy" in runs
+    assert "6.87 req/s meeting every SLO" in runs and "<dt>measured for</dt><dd><div>5.82 s</div>" in runs
 
 
 def test_side_by_side_shows_key_figures_and_only_the_fields_that_differ():

@@ -426,11 +426,6 @@ def mlperf_source(rec: RunRecord) -> dict[str, Any]:
             "organization": (rec.system or {}).get("organization"), "source": c.get("source")}
 
 
-def loadgen_throughput(rec: RunRecord) -> float | None:
-    lg = metrics(rec).get("loadgen")
-    return num(lg.get("tokens_per_s")) if isinstance(lg, dict) else None
-
-
 def requests_failed(rec: RunRecord) -> tuple[int, int] | None:
     """(failed, completed) requests of an LLM run, from its own block or its client block (mlperf)."""
     blocks = [metrics(rec).get("requests"), (_client_metrics(rec) or {}).get("requests")]
@@ -453,10 +448,6 @@ def goodput(rec: RunRecord) -> float | None:
 
 def duration_s(rec: RunRecord) -> float | None:
     return num(_client_metrics(rec).get("duration_s"))
-
-
-def coverage_pair(rec: RunRecord) -> tuple[float | None, float | None]:
-    return coverage(rec)
 
 
 def trace_name(rec: RunRecord) -> str | None:

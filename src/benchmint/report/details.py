@@ -34,6 +34,11 @@ def facts(rec: RunRecord, h: Headline) -> Facts:
         if t.noisy is not None:
             spread.append("noisy" if t.noisy else "not noisy")
         items.append(("timing", [", ".join(spread)]))
+    gp, dur = data.goodput(rec), data.duration_s(rec)
+    if gp is not None:
+        items.append(("goodput", [fmt.rate(gp, "req/s") + " meeting every SLO"]))
+    if dur is not None:
+        items.append(("measured for", [fmt.duration(dur)]))
     how = data.how_measured(rec)
     if how:
         items.append(("how measured", [how]))
