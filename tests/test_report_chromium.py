@@ -88,15 +88,35 @@ def test_report_draws_every_plot_without_errors(chromium, tmp_path):
     report = build_report(sample_records(tmp_path) + imported, tmp_path / "report.html")
     dom, log = render_in_chromium(chromium, report, tmp_path)
     check = selfcheck(dom)
-    # 2 replay fidelity, latency CDFs, percentiles, throughput vs load, official results
-    assert check["data-plots-expected"] == 6
-    assert check["data-plots"] == check["data-drawn"] == 6, check["text"]
+    # Pareto, 2 replay fidelity, latency CDFs, percentiles, throughput vs load, official results
+    assert check["data-plots-expected"] == 7
+    assert check["data-plots"] == check["data-drawn"] == 7, check["text"]
     assert check["data-errors"] == 0, check["text"]
     assert console_errors(log) == []
     # plotly's SVG is in the DOM: bars of the fidelity plots and lines of the CDFs
-    assert dom.count('class="main-svg"') >= 5
+    assert dom.count('class="main-svg"') >= 6
     assert dom.count('class="trace bars"') >= 4 and 'class="point"' in dom
     assert 'class="js-line"' in dom
+
+
+@pytest.mark.slow
+def test_headline_and_pareto_plot_render(chromium, tmp_path):
+    recs = sample_records(tmp_path)
+    report = build_report(recs, tmp_path / "report.html")
+    dom, log = render_in_chromium(chromium, report, tmp_path)
+    check = selfcheck(dom)
+    assert check["data-errors"] == 0 and console_errors(log) == [], check["text"]
+    assert check["data-plots"] == check["data-drawn"] == check["data-plots-expected"], check["text"]
+    # the headline: one card per run, each with its main figure and its badges, before everything else
+    glance = dom[dom.index('<h2 id="headline">'):dom.index('<h2 id="compare">')]
+    assert glance.count('<div class="card"') == len(recs)
+    assert glance.count('<div class="v">') >= 2 * len(recs) and 'class="badge good"' in glance
+    # the Pareto plot drew its two panels, the runs' markers and the frontier (legend entry and dashed line)
+    pareto = dom[dom.index('<h2 id="pareto">'):dom.index("<h2", dom.index('<h2 id="pareto">') + 1)]
+    assert pareto.count('class="main-svg"') >= 1 and pareto.count('class="subplot xy"') + pareto.count(
+        'class="subplot x2y2"') == 2
+    assert "Pareto frontier" in pareto and 'class="js-line"' in pareto and 'class="point"' in pareto
+    assert "output tokens/s vs TTFT p99" in pareto
 
 
 @pytest.mark.slow

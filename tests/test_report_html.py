@@ -10,7 +10,7 @@ from rich.console import Console
 from test_report_records import llm_record, llm_requests_file, replay_record, sample_records
 
 from benchmint.report import build_report
-from benchmint.report.html import fmt_value, render
+from benchmint.report.html import render
 from benchmint.results.store import ResultsStore
 
 
@@ -25,10 +25,10 @@ def test_report_is_self_contained(tmp_path):
     assert not re.search(r"<script[^>]*\bsrc\s*=", html, re.I)
     assert not re.search(r"<link\b", rest, re.I)
     assert not re.search(r"https?://", rest), re.search(r".{80}https?://.{80}", rest).group(0)
-    for section in ("Runs side by side", "Replay fidelity per op type", "Latency CDFs",
-                    "TTFT and TPOT percentiles", "Throughput vs offered load"):
+    for section in ("At a glance", "Runs side by side", "Throughput vs latency", "Replay fidelity per op type",
+                    "Latency CDFs", "TTFT and TPOT percentiles", "Throughput vs offered load", "Run by run"):
         assert section in html, section
-    assert "data-plots-expected='5'" in html  # 2 fidelity, CDF, percentiles, throughput
+    assert "data-plots-expected='6'" in html  # Pareto, 2 fidelity, CDF, percentiles, throughput
 
 
 def test_comparison_table_and_fallback_note(tmp_path):
@@ -40,14 +40,6 @@ def test_comparison_table_and_fallback_note(tmp_path):
     assert "TTFT p99" in table and "100 ms" in table and "+4.0%" in table  # units formatted
     # the run without a per-request file (and the one whose file is gone) use their percentiles
     assert "Per-request file not found for" in html and recs[4].id[-8:] in html.split("Per-request")[1][:400]
-
-
-def test_value_formatting_by_unit():
-    assert fmt_value("metrics__ttft_s__p99", 0.0123) == "12.3 ms"
-    assert fmt_value("metrics__throughput__output_tokens_per_s", 1234.5) == "1234"
-    assert fmt_value("metrics__error", -0.031) == "-3.1%"
-    assert fmt_value("system__memory_bytes", 8_000_000_000) == "8 GB"
-    assert fmt_value("workload__parameter_count", 70_000_000_000) == "70 B"
 
 
 def test_empty_report_still_writes_a_page(tmp_path):
@@ -112,7 +104,22 @@ def test_official_results_section_when_imported_runs_are_included(tmp_path):
 
     imported = read_open_mlperf(Path(__file__).parent / "data" / "openmlperf" / "data.parquet")
     html = render(sample_records(tmp_path) + imported)
-    assert "Official MLPerf results" in html and "data-plots-expected='6'" in html
+    assert "Official MLPerf results" in html and "data-plots-expected='7'" in html
     assert f"{len(imported)} imported result(s)" in html
     assert "NVIDIA H200-SXM-141GB" in html
     assert "Official MLPerf results" not in render(sample_records(tmp_path))
+
+
+def test_the_templates_ship_as_package_data():
+    """A wheel or a fresh `pip install` carries the report's template files (pyproject's package-data)."""
+    import fnmatch
+    import tomllib
+
+    root = Path(__file__).parent.parent
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["benchmint"]
+    pkg = root / "src" / "benchmint"
+    files = [p.relative_to(pkg).as_posix() for p in (pkg / "report" / "templates").iterdir()]
+    assert "report/templates/report.html.j2" in files
+    for f in files:
+        assert any(fnmatch.fnmatch(f, g) for g in globs), f"{f} is not package data in pyproject.toml"
+    assert "jinja2" in " ".join(tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"])

@@ -35,8 +35,8 @@ def replay_record(error: float = 0.04, created_s: float = 1_700_000_000.0) -> Ru
         created_s=created_s,
         config={"device": "cpu", "iterations": 10, "warmup": 2, "threads": 2},
         metrics={
-            "original_s": 0.0154,
-            "replay_s": 0.0154 * (1 + error),
+            "original_iter_time_s": 0.0154,
+            "iter_time_s": {"median": 0.0154 * (1 + error), "p10": 0.015, "p90": 0.016, "n": 10},
             "error": error,
             "coverage": 0.95,
             "coverage_time": 0.99,
@@ -83,7 +83,7 @@ def llm_record(
             "itl_s": _pct(tpot),
             "goodput_requests_per_s": rate * 0.9,
             "throughput": {"requests_per_s": rate * 0.97, "output_tokens_per_s": rate * 0.97 * 32},
-            "requests": {"ok": 40, "failed": 0},
+            "requests": {"completed": 40, "failed": 0},
         },
         workload={"model_name": "tiny-llama", "architecture": "LlamaForCausalLM", "parameter_count": 1_000_000,
                   "dtype": "float32", "dataset": "synthetic", "dataset_hash": "sha256:00"},
@@ -133,7 +133,7 @@ def test_per_op_rows_accept_list_or_mapping_and_compute_error():
     rows = per_op_rows(rec)
     assert [r.op for r in rows][:2] == ["aten::mm", "aten::softmax"]  # largest original time first
     assert abs(rows[0].error - (0.0125 - 0.0120) / 0.0120) < 1e-12
-    rec.metrics["per_op_type"] = {"aten::mm": {"count": 1, "original_s": 1.0, "replay_s": 1.5}}
+    rec.metrics.per_op_type = [{"op": "aten::mm", "count": 1, "original_s": 1.0, "replay_s": 1.5}]
     (row,) = per_op_rows(rec)
     assert row.op == "aten::mm" and row.error == 0.5
 

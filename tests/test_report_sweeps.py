@@ -82,7 +82,7 @@ def test_report_shows_the_peak_searches_after_throughput(tmp_path):
     assert loadgen.id[-8:] not in latency and bench.id[-8:] not in latency
     assert runs[0].id[-8:] in latency
     assert loadgen.id[-8:] not in _section(html, "throughput")
-    assert "data-plots-expected='5'" in html  # CDF, percentiles, throughput, two sweeps
+    assert "data-plots-expected='6'" in html  # Pareto, CDF, percentiles, throughput, two sweeps
     # side by side, a search's column holds what it found, not only empty latency rows
     compare = _section(html, "compare")
     for title in ("peak search: highest passing rate", "peak search: trials", "peak search: stopped because"):

@@ -21,7 +21,7 @@ from benchmint.results.store import ResultsStore, StoreWarning, default_results_
 def _rec(**kw) -> RunRecord:
     base = {"kind": "llm", "config": {"rate": 2.0, "backend": "http"},
             "metrics": {"ttft_s": {"p50": 0.1, "p99": 0.5}, "throughput": {"requests_per_s": 1.9},
-                        "per_op_type": [{"op": "x", "count": 1}]},
+                        "sessions": {"by_turn": [{"op": "x", "count": 1}]}},
             "workload": {"model_name": "tiny", "parameter_count": 1234}}
     base.update(kw)
     return RunRecord(**base)
@@ -44,7 +44,7 @@ def test_append_and_read_back_every_field(tmp_path):
     assert len(store.part_files()) == 2
     got = {r.id: r for r in store.records()}
     assert got[a.id].to_dict() == a.to_dict()
-    assert got[b.id].metrics == {"error": 0.03}
+    assert got[b.id].metrics.to_dict() == {"error": 0.03} and got[b.id].metrics.error == 0.03
     assert store.get(a.id[:-2]).id == a.id  # unique prefix
 
 
@@ -55,7 +55,7 @@ def test_query_uses_flattened_column_names_and_full_json(tmp_path):
     store.append(_rec(kind="replay", metrics={"error": -0.01}))
     cols, rows = store.query(
         "select id, metrics__ttft_s__p99, config__rate, workload__parameter_count, metrics__error, "
-        "json_extract(record_json, '$.metrics.per_op_type[0].op') as op from runs order by kind"
+        "json_extract(record_json, '$.metrics.sessions.by_turn[0].op') as op from runs order by kind"
     )
     assert cols == ["id", "metrics__ttft_s__p99", "config__rate", "workload__parameter_count", "metrics__error", "op"]
     llm, replay = rows
@@ -63,7 +63,7 @@ def test_query_uses_flattened_column_names_and_full_json(tmp_path):
     assert json.loads(llm[5]) == "x"
     assert replay[4] == -0.01
     # lists are kept as JSON text
-    _, rows = store.query("select metrics__per_op_type from runs where kind = 'llm'")
+    _, rows = store.query("select metrics__sessions__by_turn from runs where kind = 'llm'")
     assert json.loads(rows[0][0]) == [{"op": "x", "count": 1}]
 
 
@@ -141,7 +141,7 @@ import sys
 from benchmint.results.record import RunRecord
 from benchmint.results.store import ResultsStore
 store = ResultsStore(sys.argv[1])
-batch = [RunRecord(kind="llm", metrics={"x": i, "pad": "y" * 2000}) for i in range(int(sys.argv[2]))]
+batch = [RunRecord(kind="llm", metrics={"sessions": {"x": i, "pad": "y" * 2000}}) for i in range(int(sys.argv[2]))]
 print("ready", flush=True)
 while True:
     store.append_many(batch)
@@ -203,11 +203,11 @@ def test_paths_numpy_and_int_keys_are_stored_as_json(tmp_path):
     import numpy as np
 
     store = ResultsStore(tmp_path)
-    rec = _rec(config={"out": Path("/x/y"), "tags": {"b", "a"}}, metrics={"n": np.int64(3), "hist": {1: 2}})
+    rec = _rec(config={"out": Path("/x/y"), "tags": {"b", "a"}}, metrics={"output_tokens_total": np.int64(3), "sessions": {"hist": {1: 2}}})
     store.append(rec)
     (got,) = store.records()
     assert got.config == {"out": "/x/y", "tags": ["a", "b"]}
-    assert got.metrics == {"n": 3, "hist": {"1": 2}}
+    assert got.metrics.to_dict() == {"output_tokens_total": 3, "sessions": {"hist": {"1": 2}}}
 
 
 def test_core_columns_exist_and_accelerator_is_derived_from_gpus(tmp_path):

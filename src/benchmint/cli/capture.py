@@ -127,6 +127,9 @@ def _report(out: Path, s: dict, warmup: int, measure: int, record: int) -> None:
 
 
 def _store(out: Path, s: dict, results: Path | None, no_store: bool, workload: str | None) -> None:
+    import msgspec
+
+    from benchmint.results.models import CaptureMetrics, Timing
     from benchmint.results.record import RunRecord
 
     rec = RunRecord(
@@ -134,18 +137,14 @@ def _store(out: Path, s: dict, results: Path | None, no_store: bool, workload: s
         config={"warmup": s["warmup_steps"], "measured_steps": s["measured_steps"],
                 "recorded_steps": s["recorded_steps"], "discarded_steps": s.get("discarded_steps", 0),
                 "workload": workload, "command_line": s["command_line"]},
-        metrics={"step_time_s": {k: v for k, v in s["step_time_s"].items() if k != "values"},
-                 "recorded_step_time_s": s["recorded_step_time_s"], "how_measured": s["how_measured"],
-                 "threads": s["threads"], "device": s["device"]},
+        metrics=CaptureMetrics(
+            step_time_s=msgspec.convert({k: v for k, v in s["step_time_s"].items() if k != "values"}, Timing),
+            recorded_step_time_s=s["recorded_step_time_s"], how_measured=s["how_measured"], threads=s["threads"],
+            device=s["device"]),
         workload={"model_name": workload} if workload else {"command_line": s["command_line"]},
         system=s.get("host", {}),
         artifacts={k: v for k, v in s.get("files", {}).items()} | {"capture": "capture.json"},
     )
-    rec.write(out)
-    if not no_store:
-        try:
-            from benchmint.results.store import ResultsStore, default_results_dir
+    from benchmint.results.save import save_run
 
-            ResultsStore(default_results_dir(results)).append(rec)
-        except ImportError:  # pragma: no cover
-            pass
+    save_run(rec, out, store=results, append=not no_store)

@@ -79,14 +79,11 @@ def _limits(slo: str | None) -> tuple[float | None, float | None]:
     return d.get("ttft_s", d.get("ttft")), d.get("tpot_s", d.get("tpot"))
 
 
-def _append_store(record: Any, results: Path | None) -> str | None:
-    try:
-        from benchmint.results.store import ResultsStore, default_results_dir
-    except ImportError:
-        return None
-    store = ResultsStore(default_results_dir(results))
-    store.append(record)
-    return str(store.path) if hasattr(store, "path") else str(default_results_dir(results))
+def _store_dir(results: Path | None) -> str:
+    """The results store's folder (the run's record is appended there by ``run_mlperf`` / ``run_sweep``)."""
+    from benchmint.results.store import default_results_dir
+
+    return str(default_results_dir(results))
 
 
 def _show_trial(t: Any) -> None:
@@ -202,7 +199,7 @@ def mlperf(
                        max_concurrency=max_concurrency, timeout_s=timeout, price=resolve_price(price), warmup=warmup,
                        measure_energy=not no_energy, slo={k: v for k, v in (("ttft_s", ttft), ("tpot_s", tpot)) if v},
                        workload={**workload, "model_name": model or ("tiny" if backend == "transformers" else None),
-                                 "backend": backend})
+                                 "backend": backend}, store=True, results=results)
     check_reachable(spec)
     p = plan(rs, len(samples))
     if not p.can_be_valid and mode != "accuracy":
@@ -212,8 +209,7 @@ def mlperf(
         with console.status("running LoadGen ...") as status:
             result, record = run_mlperf(cfg, on_stage=lambda s: status.update(s + " ..."))
     except MlperfInterrupted as e:
-        with sigint_deferred(reraise=False):  # already stopping: a second Ctrl-C must not lose the stored run
-            where = _append_store(e.record, results)
+        where = _store_dir(results)  # the partial run was stored before MlperfInterrupted was raised
         err_console.print(f"interrupted: wrote the partial result ({e.completed} completed requests, no LoadGen "
                           f"verdict) to {e.result_path}" + (f"; run {e.record.id} stored in {where}" if where else ""),
                           highlight=False, soft_wrap=True)
@@ -221,7 +217,7 @@ def mlperf(
     print_result(result, console)
     if json_out:
         write_json(json_out, result)
-    where = _append_store(record, results)
+    where = _store_dir(results)
     check_failures(result)
     console.print(f"[dim]logs and result in {out}" + (f"; run {record.id} stored in {where}" if where else "") + "[/]")
 
@@ -304,7 +300,8 @@ def sweep(
                      # trials are load studies: no rounding up to whole passes over the samples
                      sample_concatenate_permutation=False)
     cfg = MlperfConfig(settings=rs, backend=spec, samples=samples, out_dir=out, max_concurrency=max_concurrency,
-                       measure_energy=False, warmup=warmup, workload={**workload, "backend": backend, "model_name": model})
+                       measure_energy=False, warmup=warmup, workload={**workload, "backend": backend, "model_name": model},
+                       store=True, results=results)
     check_reachable(spec)
 
     console.print(f"sweep: up to {max_trials} LoadGen Server trials of >= {trial_duration:g} s")
@@ -313,7 +310,6 @@ def sweep(
     with sigint_deferred(reraise=not result["sweep"].get("interrupted")):
         if result["sweep"].get("interrupted"):
             err_console.print("interrupted: storing the finished trials ...")
-        _append_store(record, results)
         if json_out:
             write_json(json_out, result)
     _print_curve(result["sweep"], "latency vs load (LoadGen Server)")

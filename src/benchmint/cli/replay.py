@@ -108,15 +108,9 @@ def replay(
     if json_path is not None:
         write_json(json_path, {**r, "per_op_type": res.per_op_type})
         rec.artifacts["json"] = str(json_path)
-    rec.write(out_dir)
-    stored = None
-    if not no_store:
-        try:
-            from benchmint.results.store import ResultsStore, default_results_dir
+    from benchmint.results.save import save_run
 
-            stored = ResultsStore(default_results_dir(results)).append(rec)
-        except ImportError:  # pragma: no cover - results layer absent
-            stored = None
+    stored = save_run(rec, out_dir, store=results, append=not no_store).part
     _print_summary(r)
     from benchmint.core.sysmetrics import lines as system_lines
     from benchmint.replay.adapt import describe

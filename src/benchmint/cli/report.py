@@ -1,5 +1,6 @@
-"""Write one self-contained HTML report (opens offline: plotly and CSS inlined): replay fidelity per op type,
-latency CDFs, TTFT/TPOT percentiles, throughput vs load and the runs side by side."""
+"""Write one self-contained HTML report (opens offline: plotly and CSS inlined): a headline per run, the runs
+side by side (what differs), throughput vs latency (Pareto), replay fidelity per op type, latency CDFs,
+TTFT/TPOT percentiles, throughput vs load and a section per run."""
 
 from __future__ import annotations
 
@@ -26,8 +27,9 @@ def report(
         None, "--predictions", help="JSON of `benchmint learn eval --json` or `benchmint recommend --json`: "
         "adds the Predictions section (repeat the flag for more)."),
 ) -> None:
-    """Write one self-contained HTML report (opens offline: plotly and CSS inlined): replay fidelity per op
-    type, latency CDFs, TTFT/TPOT percentiles, throughput vs load and the runs side by side."""
+    """Write one self-contained HTML report (opens offline: plotly and CSS inlined): a headline per run, the
+    runs side by side (what differs), throughput vs latency (Pareto), replay fidelity per op type, latency CDFs,
+    TTFT/TPOT percentiles, throughput vs load and a section per run."""
     from benchmint.report.api import build_report, load_predictions, select_runs
 
     docs = load_predictions(predictions)

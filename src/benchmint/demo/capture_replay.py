@@ -11,6 +11,7 @@ def capture_replay_demo_step(ctx: Any) -> None:
     from benchmint.replay.api import replay_trace, run_record
     from benchmint.replay.compare import compare_with_original
     from benchmint.replay.console import fidelity_line
+    from benchmint.results.save import save_run
     from benchmint.trace.capture import capture_steps
     from benchmint.trace.console import print_summary
     from benchmint.trace.summary import inspect_trace
@@ -28,10 +29,10 @@ def capture_replay_demo_step(ctx: Any) -> None:
     # the fair check: the live step and its replay timed alternately in this process
     cmp = compare_with_original(w.step, {"replay": res}, rounds=3 if ctx.quick else 7, reps=5)
     rec = run_record(res, {"trace": str(cap_dir), "demo": True, "quick": ctx.quick})
-    rec.metrics["compared_alternately"] = cmp
+    rec.metrics.compared_alternately = cmp
     run_dir = ctx.out / "replay"
     rec.artifacts = {"run": "run.json"}
-    rec.write(run_dir)
+    save_run(rec, run_dir, append=False)  # the demo's last step stores every run (demo/report.py)
     ctx.records.append(rec)
     ctx.artifacts["trace"] = cap_dir / "et.json"
     ctx.artifacts["replay run"] = run_dir / "run.json"

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
 from benchmint.results.record import RunRecord
-from benchmint.results.store import ResultsStore, StoreWarning, load_run_json, record_from_dict
+from benchmint.results.save import save_runs
+from benchmint.results.store import ResultsStore, load_run_json, record_from_dict
 
 
 def store_and_report(ctx: Any) -> None:
@@ -22,14 +22,9 @@ def store_and_report(ctx: Any) -> None:
         elif isinstance(r, str | Path) and Path(r).is_file():  # a run.json path
             records.append(load_run_json(r))
     store = ResultsStore(ctx.results_dir)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", StoreWarning)
-        stored = {r.id for r in store.records()}
+    saved = save_runs(records, store=store)  # the runs not stored yet
     for p in store.problems:
         ctx.console.print(f"[yellow]warning:[/] {p}", highlight=False)
-    new = [r for r in records if r.id not in stored]
-    if new:
-        store.append_many(new)
     base_dirs = sorted({p.parent for p in ctx.out.rglob("run.json")}) + [ctx.out]
 
     from benchmint.report.api import build_report
@@ -39,7 +34,7 @@ def store_and_report(ctx: Any) -> None:
     ctx.artifacts["results store"] = store.path
     ctx.artifacts["report"] = report
     ctx.console.print(
-        f"stored {len(new)} new run(s) ({len(records) - len(new)} were already stored) in {store.path}; "
+        f"stored {saved.new} new run(s) ({saved.total - saved.new} were already stored) in {store.path}; "
         f"query them with `benchmint results list --results {store.path}`",
         soft_wrap=True,
     )

@@ -124,10 +124,9 @@ class Measurer:
         rec = run_record(res, config)
         rec.artifacts = {"run": "run.json"}
         if self.store:
-            rec.write(out)
-            from benchmint.results.store import ResultsStore, default_results_dir
+            from benchmint.results.save import save_run
 
-            ResultsStore(default_results_dir(self.results_dir)).append(rec)
+            save_run(rec, out, store=self.results_dir)
         return rec
 
     # ---------------------------------------------------------------- common

@@ -61,7 +61,7 @@ class Target:
 
     def value(self, rec: Any) -> float | None:
         """The target's value in a RunRecord (None when the run has none)."""
-        v = _dig(rec.metrics or {}, self.path)
+        v = _dig(rec.metrics.to_dict(), self.path)
         if v is None or not self.per_cpu_s:
             return v
         cpu = _dig(rec.config or {}, ("measurement", "process_cpu_s"))

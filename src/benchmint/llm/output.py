@@ -148,16 +148,10 @@ def write_outputs(res: BenchResult, cfg: BenchConfig, results_dir: str | Path | 
     rec.artifacts["requests_abs"] = str(pq_path.resolve())
     if "server_metrics" in arts:
         rec.artifacts["server_metrics_abs"] = str((out / "server_metrics.json").resolve())
-    rec.write(out)
-    paths = {"out": out, "result": json_path, "requests": pq_path, "run": out / "run.json"}
-    try:
-        from benchmint.results.store import ResultsStore
+    from benchmint.results.save import save_run
 
-        store = ResultsStore(results_dir)
-        store.append(rec)
-        paths["store"] = Path(store.path)
-    except ImportError:
-        pass
+    saved = save_run(rec, out, store=results_dir)
+    paths = {"out": out, "result": json_path, "requests": pq_path, "run": saved.run_json, "store": saved.store}
     res.paths, res.run_record = paths, rec
     return paths
 

@@ -250,8 +250,7 @@ def _write_bench_sweep(sw: SweepResult, out: Any, start_rate: float, max_trials:
                        status="partial" if sw.interrupted else "ok" if sw.peak_rate is not None else "failed")
     result["run_id"] = record.id
     write_json(out / "result.json", result)
-    record.write(out)
-    from benchmint.results.store import ResultsStore, default_results_dir
+    from benchmint.results.save import save_run
 
-    ResultsStore(default_results_dir(results)).append(record)
+    save_run(record, out, store=results)
     return result

@@ -29,6 +29,15 @@ LOAD_KEYS = (
 )
 
 
+def metrics(rec: RunRecord) -> dict[str, Any]:
+    """The run's metrics as plain JSON builtins: the typed model of its kind (``results/models.py``) encoded,
+    so the keys are those the model declares; a record built from a dict by older code reads the same."""
+    m = rec.metrics
+    if hasattr(m, "to_dict"):
+        return m.to_dict()
+    return m if isinstance(m, dict) else {}
+
+
 def short_id(rec: RunRecord) -> str:
     return rec.id if len(rec.id) <= 24 else rec.id[:24] + "…"
 
@@ -43,6 +52,11 @@ def _short_name(v: Any) -> str | None:
     if s.startswith(("/", "./", "../", "~")) and len(s) > 24:
         s = Path(s).name or s
     return s
+
+
+def short_name(v: Any) -> str | None:
+    """A short text for a name or a config value (a long local path: its last part)."""
+    return _short_name(v)
 
 
 def label(rec: RunRecord) -> str:
@@ -88,7 +102,7 @@ class OpRow:
 
 
 def per_op_rows(rec: RunRecord) -> list[OpRow]:
-    raw = (rec.metrics or {}).get("per_op_type")
+    raw = metrics(rec).get("per_op_type")
     items: list[dict[str, Any]] = []
     if isinstance(raw, list):
         items = [d for d in raw if isinstance(d, dict)]
@@ -106,10 +120,10 @@ def per_op_rows(rec: RunRecord) -> list[OpRow]:
 
 def coverage(rec: RunRecord) -> tuple[float | None, float | None]:
     """(coverage by count, coverage by time) when the replay run recorded them."""
-    cov = (rec.metrics or {}).get("coverage")
+    cov = metrics(rec).get("coverage")
     if isinstance(cov, dict):
         return num(cov.get("count")), num(cov.get("time"))
-    m = rec.metrics or {}
+    m = metrics(rec)
     return num(cov) if cov is not None else num(m.get("coverage_count")), num(m.get("coverage_time"))
 
 
@@ -177,10 +191,10 @@ def latency_samples(rec: RunRecord, base_dirs: list[Path]) -> LatencySamples:
 def _client_metrics(rec: RunRecord) -> dict[str, Any]:
     """The block holding client-side latency/throughput: ``metrics`` itself (``llm`` runs) or
     ``metrics.client`` (``mlperf`` runs measured through LoadGen)."""
-    m = rec.metrics or {}
-    if any(k in m for k in (*LATENCY_METRICS, "throughput")):
+    m = metrics(rec)
+    if any(k in m for k in LATENCY_METRICS):
         return m
-    client = m.get("client")
+    client = m.get("client")  # (a LoadGen run's top-level "throughput" is LoadGen's: the client's is here)
     return client if isinstance(client, dict) else m
 
 
@@ -216,8 +230,16 @@ def offered_load(rec: RunRecord) -> tuple[float, str] | None:
 
 def sweep(rec: RunRecord) -> dict[str, Any] | None:
     """The ``metrics.sweep`` block of a peak-search run (``benchmint llm sweep``), or ``None``."""
-    sw = (rec.metrics or {}).get("sweep")
+    sw = metrics(rec).get("sweep")
     return sw if isinstance(sw, dict) and isinstance(sw.get("curve"), list) else None
+
+
+def result_kind(rec: RunRecord) -> str:
+    """Which typed model the run's metrics are: capture, replay, llm, mlperf, sweep or imported."""
+    rk = getattr(rec, "result_kind", None)
+    if isinstance(rk, str):
+        return rk
+    return "sweep" if sweep(rec) is not None else rec.kind
 
 
 def is_sweep(rec: RunRecord) -> bool:
@@ -233,4 +255,265 @@ def is_llm(rec: RunRecord) -> bool:
 
 
 def is_replay(rec: RunRecord) -> bool:
-    return rec.kind == "replay" or "per_op_type" in (rec.metrics or {})
+    return rec.kind == "replay" or "per_op_type" in metrics(rec)
+
+
+# ------------------------------------------------------------------------------------------ accessors
+# Everything below is what the headline and the side-by-side table read out of a record. They read the record
+# only here, so that a change in how runs are stored (typed metrics per kind) is met in this module alone.
+
+
+def flat(rec: RunRecord) -> dict[str, Any]:
+    """The record as the flattened columns of table ``runs`` (see docs/results.md)."""
+    from benchmint.results.flatten import flatten_record
+
+    return flatten_record(rec.to_dict())
+
+
+def model_name(rec: RunRecord) -> str | None:
+    w = rec.workload or {}
+    return _short_name(w.get("model_name")) or _short_name(w.get("model")) or _short_name(w.get("name"))
+
+
+def parameter_count(rec: RunRecord) -> float | None:
+    return num((rec.workload or {}).get("parameter_count"))
+
+
+def architecture(rec: RunRecord) -> str | None:
+    return _short_name((rec.workload or {}).get("architecture"))
+
+
+def config_value(rec: RunRecord, *keys: str) -> Any:
+    """The first of ``keys`` that the run's config holds (not None or empty)."""
+    c = rec.config or {}
+    for k in keys:
+        v = c.get(k)
+        if v not in (None, "", {}, []):
+            return v
+    return None
+
+
+def backend(rec: RunRecord) -> str | None:
+    b = config_value(rec, "backend", "engine")
+    if isinstance(b, dict):  # mlperf: {"kind": ..., "options": ...}
+        b = b.get("kind") or b.get("name")
+    return _short_name(b)
+
+
+def scenario(rec: RunRecord) -> str | None:
+    return _short_name(config_value(rec, "scenario") or (rec.workload or {}).get("scenario"))
+
+
+@dataclass
+class Host:
+    """Where a run ran: the host's name and CPU, its accelerator and how many (an imported result: the
+    submitter's system name and organization)."""
+
+    name: str | None
+    cpu: str | None
+    accelerator: str | None
+    accelerator_count: int | None
+    organization: str | None = None
+
+
+def host(rec: RunRecord) -> Host:
+    s = rec.system or {}
+    acc = s.get("accelerator") if isinstance(s.get("accelerator"), dict) else {}
+    name = acc.get("name")
+    gpus = s.get("gpus") if isinstance(s.get("gpus"), list) else []
+    if not name and gpus and isinstance(gpus[0], dict):
+        name = gpus[0].get("name")
+    n = num(acc.get("count"))
+    if n is None and gpus:
+        n = float(len(gpus))
+    return Host(name=_short_name(s.get("hostname")) or _short_name(s.get("name")),
+                cpu=_short_name(s.get("cpu_model")),
+                accelerator=str(name) if name else None,
+                accelerator_count=int(n) if n is not None else None,
+                organization=_short_name(s.get("organization")))
+
+
+@dataclass
+class Timing:
+    """A timing loop's summary (replay iteration, captured step): median, spread and whether it was noisy
+    (IQR over 10% of the median, see core/stats.py); ``noisy`` is None for records written before the flag."""
+
+    median_s: float | None
+    p10_s: float | None
+    p90_s: float | None
+    n: int | None
+    iqr_s: float | None
+    noisy: bool | None
+
+    @property
+    def iqr_ratio(self) -> float | None:
+        if self.iqr_s is None or not self.median_s:
+            return None
+        return self.iqr_s / self.median_s
+
+
+def timing(rec: RunRecord) -> Timing | None:
+    """The replay's iteration time (``metrics.iter_time_s``) or the capture's step time
+    (``metrics.step_time_s``); None when the run has neither."""
+    m = metrics(rec)
+    block = m.get("iter_time_s", m.get("step_time_s"))
+    if isinstance(block, int | float) and not isinstance(block, bool):
+        return Timing(num(block), None, None, None, None, None)
+    if not isinstance(block, dict):
+        return None
+    noisy = block.get("noisy")
+    n = num(block.get("n"))
+    return Timing(num(block.get("median")), num(block.get("p10")), num(block.get("p90")),
+                  int(n) if n is not None else None, num(block.get("iqr")),
+                  noisy if isinstance(noisy, bool) else None)
+
+
+def replay_error(rec: RunRecord) -> float | None:
+    return num(metrics(rec).get("error"))
+
+
+def original_time(rec: RunRecord) -> float | None:
+    m = metrics(rec)
+    return num(m.get("original_iter_time_s")) if num(m.get("original_iter_time_s")) is not None \
+        else num(m.get("original_s"))
+
+
+def replay_time(rec: RunRecord) -> float | None:
+    t = timing(rec)
+    if t is not None and t.median_s is not None:
+        return t.median_s
+    return num(metrics(rec).get("replay_s"))
+
+
+def notes(rec: RunRecord) -> list[str]:
+    """The run's own sentences worth reading next to its figures (notes the measuring code left)."""
+    m = metrics(rec)
+    out = [str(m[k]) for k in ("error_note", "estimate_note", "note") if isinstance(m.get(k), str) and m[k]]
+    return out
+
+
+@dataclass
+class Validity:
+    """MLPerf LoadGen's verdict on a run (``VALID`` / ``INVALID``) and the reasons in plain words."""
+
+    verdict: str | None
+    reasons: list[str]
+
+
+def loadgen_validity(rec: RunRecord) -> Validity | None:
+    lg = metrics(rec).get("loadgen")
+    if not isinstance(lg, dict):
+        return None
+    reasons = lg.get("invalid_reasons") if isinstance(lg.get("invalid_reasons"), list) else []
+    if not reasons and lg.get("loadgen_invalid_reason"):
+        reasons = [lg["loadgen_invalid_reason"]]
+    v = lg.get("validity")
+    return Validity(str(v) if v else None, [str(r) for r in reasons])
+
+
+def result_value(rec: RunRecord) -> tuple[float, str] | None:
+    """``metrics.result`` of an MLPerf run or an imported official result: (value, unit)."""
+    r = metrics(rec).get("result")
+    if isinstance(r, dict) and num(r.get("value")) is not None:
+        return num(r["value"]), str(r.get("unit") or "")
+    return None
+
+
+def mlperf_source(rec: RunRecord) -> dict[str, Any]:
+    """Where an imported result comes from: round, division, scenario, submitter."""
+    c = rec.config or {}
+    return {"version": c.get("mlperf_version"), "division": c.get("division"), "scenario": c.get("scenario"),
+            "organization": (rec.system or {}).get("organization"), "source": c.get("source")}
+
+
+def requests_failed(rec: RunRecord) -> tuple[int, int] | None:
+    """(failed, completed) requests of an LLM run, from its own block or its client block (mlperf)."""
+    blocks = [metrics(rec).get("requests"), (_client_metrics(rec) or {}).get("requests")]
+    for b in blocks:
+        if isinstance(b, dict) and num(b.get("failed")) is not None:
+            return int(num(b["failed"])), int(num(b.get("completed")) or 0)
+    return None
+
+
+def client_bound(rec: RunRecord) -> tuple[bool, list[str]] | None:
+    cb = metrics(rec).get("client_bound")
+    if isinstance(cb, dict) and isinstance(cb.get("client_bound"), bool):
+        return cb["client_bound"], [str(x) for x in cb.get("reasons") or []]
+    return None
+
+
+def goodput(rec: RunRecord) -> float | None:
+    return num(_client_metrics(rec).get("goodput_requests_per_s"))
+
+
+def duration_s(rec: RunRecord) -> float | None:
+    return num(_client_metrics(rec).get("duration_s"))
+
+
+def trace_name(rec: RunRecord) -> str | None:
+    w = rec.workload or {}
+    t = w.get("trace") or metrics(rec).get("trace")
+    return Path(str(t)).name if t else None
+
+
+def ops_total(rec: RunRecord) -> int | None:
+    v = num((rec.workload or {}).get("ops")) or num(metrics(rec).get("ops_total"))
+    return int(v) if v is not None else None
+
+
+def device(rec: RunRecord) -> str | None:
+    return _short_name(metrics(rec).get("device") or (rec.config or {}).get("device"))
+
+
+def threads(rec: RunRecord) -> int | None:
+    v = num(metrics(rec).get("threads"))
+    return int(v) if v is not None else None
+
+
+def capture_target(rec: RunRecord) -> str | None:
+    """What a capture recorded: the built-in workload's name or the user's command line."""
+    c, w = rec.config or {}, rec.workload or {}
+    if c.get("workload") or w.get("model_name"):
+        return str(c.get("workload") or w.get("model_name"))
+    cmd = c.get("command_line") or w.get("command_line")
+    if isinstance(cmd, list):
+        cmd = " ".join(str(x) for x in cmd)
+    return str(cmd) if cmd else None
+
+
+def command_line(rec: RunRecord) -> str | None:
+    cmd = (rec.provenance or {}).get("command_line")
+    if isinstance(cmd, list) and cmd:
+        return " ".join(str(x) for x in cmd)
+    return str(cmd) if cmd else None
+
+
+def how_measured(rec: RunRecord) -> str | None:
+    m = metrics(rec)
+    lg = m.get("loadgen") if isinstance(m.get("loadgen"), dict) else {}
+    how = m.get("how_measured") or lg.get("measured_by")
+    meas = (rec.config or {}).get("measurement")
+    if not how and isinstance(meas, dict) and meas.get("clock"):
+        how = f"clock {meas['clock']}; latency anchored to the {m.get('latency_anchor') or 'scheduled'} send time"
+    return str(how) if how else None
+
+
+def request_errors(rec: RunRecord) -> dict[str, int]:
+    """Failed requests by error kind."""
+    for b in (metrics(rec).get("requests"), _client_metrics(rec).get("requests")):
+        if isinstance(b, dict) and isinstance(b.get("errors"), dict) and b["errors"]:
+            return {str(k): int(num(v) or 0) for k, v in b["errors"].items()}
+    return {}
+
+
+def token_flags(rec: RunRecord) -> tuple[int, list[str]]:
+    """Requests flagged for token counts that disagree, with examples."""
+    tc = _client_metrics(rec).get("token_counts")
+    if not isinstance(tc, dict):
+        return 0, []
+    return int(num(tc.get("flagged")) or 0), [str(x) for x in tc.get("flag_examples") or []]
+
+
+def artifacts(rec: RunRecord) -> dict[str, str]:
+    return {str(k): str(v) for k, v in (rec.artifacts or {}).items() if not str(k).endswith("_abs")
+            and isinstance(v, str | Path)}

@@ -1,4 +1,10 @@
-"""One self-contained HTML report: plotly.js and the CSS are inlined, so the file opens offline (no CDN).
+"""One self-contained HTML report, written by a jinja2 template (``templates/report.html.j2``, autoescape on):
+plotly.js, the CSS and the scripts are inlined, so the file opens offline (no CDN).
+
+The page, top to bottom: a headline per run (what ran, on what, the main figures, valid or not, noisy or
+not); the runs side by side (key figures, then only the fields that differ); throughput against latency
+across LLM runs with the Pareto frontier; replay fidelity; latency; throughput against load; workload shapes;
+peak searches; official MLPerf results; predictions; then one section per run with its details.
 
 The page ends with a small self-check script that counts the plots that drew and the script errors seen,
 and shows the result at the bottom of the page (``#bm-selfcheck``; the headless-browser test reads it).
@@ -7,182 +13,60 @@ and shows the result at the bottom of the page (``#bm-selfcheck``; the headless-
 from __future__ import annotations
 
 import datetime as dt
-import html
+from functools import cache
 from pathlib import Path
-from typing import Any
 
+import jinja2
 import plotly.graph_objects as go
+from markupsafe import Markup
 
-from benchmint.core.jsonio import atomic_write_bytes
 from benchmint.report import figures
-from benchmint.report.data import coverage, is_llm, is_replay, is_sweep, label, num, per_op_rows, sweep
-from benchmint.results.flatten import flatten_record
-from benchmint.results.metric_table import columns_for_report
+from benchmint.report.compare import MAX_COMPARE, comparison
+from benchmint.report.data import (
+    coverage,
+    is_llm,
+    is_replay,
+    is_sweep,
+    label,
+    num,
+    per_op_rows,
+    replay_error,
+    sweep,
+)
+from benchmint.report.fmt import fmt_value
+from benchmint.report.headline import headline
+from benchmint.report.page import Cell, PlotCounter, Row, Section, Table
 from benchmint.results.record import RunRecord
 
-MAX_COMPARE = 30
+__all__ = ["fmt_value", "render", "write_report"]
+
 MAX_FIDELITY_RUNS = 8
 MAX_SWEEP_RUNS = 6
-
-# curated rows of the side-by-side table (flattened column names, see docs/results.md)
-COMPARE_FIELDS: tuple[tuple[str, str], ...] = (
-    ("kind", "kind"),
-    ("status", "status"),
-    ("created", "created (UTC)"),
-    ("workload__model_name", "model"),
-    ("workload__architecture", "architecture"),
-    ("workload__parameter_count", "parameters"),
-    ("workload__dtype", "dtype"),
-    ("workload__dataset", "dataset"),
-    ("config__backend", "backend"),
-    ("config__engine", "engine"),
-    ("config__scenario", "scenario"),
-    ("config__rate", "offered rate (req/s)"),
-    ("config__concurrency", "concurrency"),
-    ("system__accelerator__name", "accelerator"),
-    ("system__accelerator__count", "accelerators"),
-    ("system__cpu_model", "CPU"),
-    ("system__hostname", "host"),
-    *((col, name) for col, name, _ in columns_for_report("llm")),  # declared in results/metric_table.py
-    ("metrics__throughput__samples_per_s", "samples/s"),
-    ("metrics__latency_s__p90", "latency p90"),
-    ("metrics__throughput__output_tokens_per_s_per_accelerator", "output tokens/s per accelerator"),
-    ("metrics__loadgen__validity", "LoadGen validity"),
-    ("metrics__loadgen__tokens_per_s", "LoadGen tokens/s"),
-    *((col, name) for col, name, _ in columns_for_report("mlperf")),
-    *((col, name) for col, name, _ in columns_for_report("replay")),
-    ("metrics__coverage__count", "coverage (count)"),  # records that kept coverage as a block
-    ("metrics__coverage__time", "coverage (time)"),
-    ("metrics__client_bound__client_bound", "client-bound (llm calibrate)"),
-    ("metrics__client_bound__reasons", "client-bound: why"),
-    ("metrics__sweep__peak_rate", "peak search: highest passing rate"),
-    ("metrics__sweep__unit", "peak search: rate unit"),
-    ("metrics__sweep__trials_used", "peak search: trials"),
-    ("metrics__sweep__stopped_because", "peak search: stopped because"),
-    ("provenance__git_revision", "git revision"),
-)
-
-CSS = """
-body { font-family: system-ui, -apple-system, Segoe UI, Roboto, sans-serif; margin: 0 auto; max-width: 1400px;
-       padding: 16px 24px; color: #222; }
-h1 { font-size: 1.6em; margin-bottom: 0; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; }
-.meta, .note { color: #666; font-size: 0.9em; }
-.scroll { overflow-x: auto; }
-table { border-collapse: collapse; font-size: 0.85em; margin: 8px 0; }
-th, td { border: 1px solid #ddd; padding: 4px 8px; text-align: left; vertical-align: top; }
-th { background: #f5f5f7; position: sticky; left: 0; }
-tr.differs td { background: #fffbe6; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.plot { margin: 12px 0 24px 0; }
-#bm-selfcheck { color: #666; font-size: 0.8em; border-top: 1px solid #eee; padding-top: 8px; }
-"""
-
-# records script errors from the very start of the page
-ERROR_HOOK = """
-window.__bmErrors = [];
-window.addEventListener('error', function (e) {
-  window.__bmErrors.push(String(e.message || e.type) + ' @ ' + (e.filename || '') + ':' + (e.lineno || ''));
-});
-window.addEventListener('unhandledrejection', function (e) { window.__bmErrors.push('unhandled: ' + e.reason); });
-(function () { var orig = console.error; console.error = function () {
-  window.__bmErrors.push('console.error: ' + Array.prototype.join.call(arguments, ' '));
-  return orig.apply(console, arguments); }; })();
-"""
-
-SELF_CHECK = """
-function bmSelfCheck() {
-  var plots = document.querySelectorAll('.plotly-graph-div');
-  var drawn = 0;
-  plots.forEach(function (p) { if (p.querySelector('svg.main-svg')) { drawn++; } });
-  var el = document.getElementById('bm-selfcheck');
-  el.setAttribute('data-plots', plots.length);
-  el.setAttribute('data-drawn', drawn);
-  el.setAttribute('data-errors', window.__bmErrors.length);
-  el.textContent = 'self-check: ' + drawn + ' of ' + plots.length + ' plots drawn, ' +
-    window.__bmErrors.length + ' script error(s)' +
-    (window.__bmErrors.length ? ': ' + window.__bmErrors.join(' | ') : '');
-}
-window.addEventListener('load', function () { bmSelfCheck(); setTimeout(bmSelfCheck, 300); });
-"""
+MAX_HEADLINES = MAX_COMPARE
 
 
-def _esc(v: Any) -> str:
-    return html.escape("" if v is None else str(v))
+@cache
+def environment() -> jinja2.Environment:
+    """The template environment: the templates ship in the package (``benchmint/report/templates``)."""
+    return jinja2.Environment(loader=jinja2.PackageLoader("benchmint.report", "templates"), autoescape=True,
+                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
 
 
-def fmt_value(key: str, v: Any) -> str:
-    """Human formatting by unit suffix: ``_s`` -> ms or s, ``_bytes`` -> GB, error/coverage -> %."""
-    if v is None or v == "":
-        return ""
-    f = num(v)
-    if f is None or isinstance(v, bool):
-        return str(v)
-    if key.endswith("__error") or "__coverage" in key:
-        return f"{f:+.1%}" if key.endswith("__error") else f"{f:.1%}"
-    if "_s__" in key or key.endswith("_s"):
-        if key.endswith("per_s") or "per_s__" in key:
-            return f"{f:.4g}"
-        return f"{f * 1e3:.4g} ms" if abs(f) < 1 else f"{f:.4g} s"
-    if key.endswith("_bytes"):
-        return f"{f / 1e9:.4g} GB"
-    if key.endswith("parameter_count"):
-        return f"{f / 1e9:.3g} B" if f >= 1e9 else (f"{f / 1e6:.3g} M" if f >= 1e6 else f"{int(f)}")
-    if float(f).is_integer() and abs(f) < 1e15:
-        return str(int(f))
-    return f"{f:.4g}"
-
-
-def comparison_table(records: list[RunRecord]) -> str:
-    """Runs side by side (one column each); rows whose values differ between runs are highlighted."""
-    recs = records[-MAX_COMPARE:]
-    flat = []
-    for r in recs:
-        row = flatten_record(r.to_dict())
-        row["created"] = dt.datetime.fromtimestamp(r.created_s, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
-        flat.append(row)
-    fields = [(k, t) for k, t in COMPARE_FIELDS if any(f.get(k) not in (None, "") for f in flat)]
-    curated = {k for k, _ in COMPARE_FIELDS}
-    extra = sorted({k for f in flat for k in f if k.startswith("config__") and k not in curated
-                    and not k.startswith("config__measurement__") and not k.endswith("_wall_s")})
-    extra = [k for k in extra if len({str(f.get(k)) for f in flat}) > 1 or len(flat) == 1][:25]
-    fields += [(k, k.removeprefix("config__").replace("__", ".")) for k in extra]
-    head = "".join(f"<th title='{_esc(r.id)}'>{_esc(label(r))}</th>" for r in recs)
-    body = []
-    for key, title in fields:
-        vals = [f.get(key) for f in flat]
-        differs = len({str(v) for v in vals if v not in (None, '')}) > 1
-        cells = "".join(
-            f"<td class='{'num' if num(v) is not None and not isinstance(v, bool) else ''}'>"
-            f"{_esc(fmt_value(key, v))}</td>" for v in vals
-        )
-        body.append(f"<tr class='{'differs' if differs else ''}'><th title='{_esc(key)}'>{_esc(title)}</th>{cells}</tr>")
-    note = (f"<p class='note'>Showing the newest {MAX_COMPARE} of {len(records)} runs.</p>"
-            if len(records) > MAX_COMPARE else "")
-    return (f"{note}<div class='scroll'><table id='bm-compare'><thead><tr><th>run</th>{head}</tr></thead>"
-            f"<tbody>{''.join(body)}</tbody></table></div>"
-            "<p class='note'>Highlighted rows hold different values in different runs. Hover a row name for its column in "
-            "table <code>runs</code>.</p>")
-
-
-def fidelity_table(records: list[RunRecord]) -> str:
+def fidelity_table(records: list[RunRecord]) -> Table:
     rows = []
     for r in records:
-        m = r.metrics or {}
         cov_n, cov_t = coverage(r)
-        ops = per_op_rows(r)
-        rows.append(
-            f"<tr><td>{_esc(label(r))}</td><td class='num'>{_esc(fmt_value('metrics__error', m.get('error')))}</td>"
-            f"<td class='num'>{_esc(fmt_value('metrics__coverage__count', cov_n))}</td>"
-            f"<td class='num'>{_esc(fmt_value('metrics__coverage__time', cov_t))}</td>"
-            f"<td class='num'>{len(ops)}</td></tr>"
-        )
-    return ("<table id='bm-fidelity'><thead><tr><th>run</th><th>error (replay vs original)</th>"
-            "<th>coverage (count)</th><th>coverage (time)</th><th>op types</th></tr></thead><tbody>"
-            + "".join(rows) + "</tbody></table>")
+        rows.append(Row([Cell(label(r)), Cell(fmt_value("metrics__error", replay_error(r)), num=True),
+                         Cell(fmt_value("metrics__coverage__count", cov_n), num=True),
+                         Cell(fmt_value("metrics__coverage__time", cov_t), num=True),
+                         Cell(str(len(per_op_rows(r))), num=True)]))
+    cols = ("run", "error (replay vs original)", "coverage (count)", "coverage (time)", "op types")
+    return Table("bm-fidelity", [Cell(c) for c in cols], rows)
 
 
-def sweep_note(rec: RunRecord) -> str:
-    """One line on a peak search: its peak (or that no rate passed), trials, why it stopped, the criterion."""
+def sweep_note(rec: RunRecord) -> tuple[str, str]:
+    """(the run's label, one line on its peak search: the peak or that no rate passed, trials, why it stopped,
+    the criterion)."""
     sw = sweep(rec) or {}
     unit = sw.get("unit") or "rate"
     peak = num(sw.get("peak_rate"))
@@ -200,26 +84,139 @@ def sweep_note(rec: RunRecord) -> str:
         bits.append(f"criterion: {sw['criterion']}")
     if not curve:
         bits.append("no trials recorded")
-    return f"<p class='note bm-sweep'><b>{_esc(label(rec))}</b>: {' · '.join(_esc(b) for b in bits)}</p>"
+    return label(rec), " · ".join(bits)
 
 
-class _Page:
-    def __init__(self) -> None:
-        self.parts: list[str] = []
-        self.n_plots = 0
+def _fidelity(records: list[RunRecord], plots: PlotCounter) -> Section:
+    s = Section("fidelity", "Replay fidelity per op type")
+    replays = [r for r in records if is_replay(r)]
+    if not replays:
+        s.note("No replay runs in this report.")
+        return s
+    s.note("error = (replay time - original time) / original time, per iteration; coverage = replayed ops (or "
+           "their recorded time) over all top-level ops.")
+    s.parts.append(fidelity_table(replays))
+    for r in replays[-MAX_FIDELITY_RUNS:]:
+        if not plots.add(s, figures.fidelity_figure(r)):
+            s.note("no per-op-type timings recorded.", lead=label(r))
+    return s
 
-    def add(self, s: str) -> None:
-        self.parts.append(s)
 
-    def plot(self, fig: go.Figure) -> None:
-        self.n_plots += 1
-        height = fig.layout.height or 450
-        self.parts.append(
-            "<div class='plot'>"
-            + fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"bm-plot-{self.n_plots}",
-                          default_height=f"{height}px", config={"displaylogo": False, "responsive": True})
-            + "</div>"
-        )
+def _latency(llms: list[RunRecord], base_dirs: list[Path], color: dict[str, str], plots: PlotCounter) -> Section:
+    s = Section("latency", "Latency")
+    if not llms:
+        s.note("No LLM runs in this report.")
+        return s
+    fig, sources = figures.latency_cdf_figure(llms, base_dirs, color)
+    if plots.add(s, fig):
+        fallback = [label(r) for r in llms if sources.get(r.id) == "percentiles"]
+        if fallback:
+            s.note("Per-request file not found for " + ", ".join(fallback)
+                   + ": their curves (dotted) join the stored percentiles.")
+    else:
+        s.note("No latency data in these runs.")
+    plots.add(s, figures.percentile_figure(llms, color))
+    from benchmint.report.server_figure import server_metrics_figure
+
+    for r in llms:  # the server's own view of each run, where its /metrics was scraped
+        plots.add(s, server_metrics_figure(r, base_dirs))
+    return s
+
+
+def _pareto(llms: list[RunRecord], color: dict[str, str], plots: PlotCounter) -> Section:
+    from benchmint.report.pareto import pareto_figure
+
+    s = Section("pareto", "Throughput vs latency")
+    if not plots.add(s, pareto_figure(llms, color)):
+        s.note("Needs two or more LLM runs with an output throughput and a p99 TTFT or TPOT.")
+    else:
+        s.note("One marker per run; the dashed line joins the runs no other run beats on both throughput and "
+               "latency (the Pareto frontier): up and to the left is better.")
+    return s
+
+
+def _throughput(llms: list[RunRecord], plots: PlotCounter) -> Section:
+    s = Section("throughput", "Throughput vs load")
+    if not plots.add(s, figures.throughput_figure(llms)):
+        s.note("No runs with both a throughput and an offered load (rate or concurrency) in their configuration.")
+    return s
+
+
+def _shapes(llms: list[RunRecord], color: dict[str, str], plots: PlotCounter) -> Section | None:
+    from benchmint.report import shapes
+
+    sfigs = [f for f in (shapes.turn_figure(llms, color), shapes.windows_figure(llms, color)) if f is not None]
+    if not sfigs:
+        return None
+    s = Section("shapes", "Workload shapes")  # sessions, ramps, trace replays (docs/workloads.md)
+    s.note("TTFT by turn index for multi-turn sessions; latency per time window (by scheduled send) for ramps and "
+           "trace replays, the dashed line where TTFT p50 first doubled.")
+    for f in sfigs:
+        plots.add(s, f)
+    return s
+
+
+def _sweeps(records: list[RunRecord], plots: PlotCounter) -> Section | None:
+    sweeps = sorted((r for r in records if is_sweep(r)), key=lambda r: (r.created_s, r.id))
+    if not sweeps:
+        return None
+    s = Section("sweeps", "Peak searches")
+    if len(sweeps) > MAX_SWEEP_RUNS:
+        s.note(f"Showing the newest {MAX_SWEEP_RUNS} of {len(sweeps)} peak searches.")
+    for r in sweeps[-MAX_SWEEP_RUNS:]:
+        lead, text = sweep_note(r)
+        s.note(text, lead=lead, cls="bm-sweep")
+        if not plots.add(s, figures.sweep_figure(r)) and (sweep(r) or {}).get("curve"):
+            s.note("no trial recorded a p99 TTFT or TPOT.", lead=label(r))
+    return s
+
+
+def _official(records: list[RunRecord], plots: PlotCounter) -> Section | None:
+    imported = [r for r in records if r.kind == "imported"]
+    if not imported:
+        return None
+    s = Section("official", "Official MLPerf results")
+    s.note(f"{len(imported)} imported result(s) (kind", code="imported",
+           tail="); units normalized as described in docs/results.md.")
+    plots.add(s, figures.official_figure(imported))
+    return s
+
+
+def _predictions(docs: list[dict], plots: PlotCounter) -> Section:
+    from benchmint.report.predictions import section
+
+    s = Section("predictions", "Predictions")
+    for part in section(docs):
+        if isinstance(part, go.Figure):
+            plots.add(s, part)
+        else:
+            s.parts.append(part)
+    return s
+
+
+def _run_sections(records: list[RunRecord], heads: dict[str, object]) -> list[Section]:
+    from benchmint.report.details import facts
+
+    own = [r for r in records if r.kind != "imported"][-MAX_COMPARE:]
+    if not own:
+        return []
+    top = Section("runs", "Run by run")
+    top.note("Each run's details: how it was measured, its timing's spread, and what it said about itself.")
+    out = [top]
+    for r in own:
+        h = heads.get(r.id) or headline(r)
+        sec = Section(h.anchor, f"{h.kind}: {h.label}", level=3)
+        sec.parts.append(facts(r, h))
+        out.append(sec)
+    return out
+
+
+def _headlines(records: list[RunRecord]) -> list:
+    own = [r for r in records if r.kind != "imported"]
+    imported = [r for r in records if r.kind == "imported"]
+    chosen = own[-MAX_HEADLINES:]
+    chosen += imported[-(MAX_HEADLINES - len(chosen)):] if len(chosen) < MAX_HEADLINES else []
+    return [headline(r) for r in chosen]
 
 
 def render(records: list[RunRecord], title: str = "benchmint report",
@@ -230,117 +227,27 @@ def render(records: list[RunRecord], title: str = "benchmint report",
     from benchmint import __version__
 
     base_dirs = base_dirs or []
-    page = _Page()
+    plots = PlotCounter()
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     kinds: dict[str, int] = {}
     for r in records:
         kinds[r.kind] = kinds.get(r.kind, 0) + 1
-    page.add(f"<h1>{_esc(title)}</h1><p class='meta'>{len(records)} run(s) "
-             f"({', '.join(f'{n} {k}' for k, n in sorted(kinds.items())) or 'none'}); generated {now} by "
-             f"benchmint {_esc(__version__)}.</p>")
-
-    page.add("<h2 id='compare'>Runs side by side</h2>")
-    page.add(comparison_table(records) if records else "<p class='note'>No runs to show.</p>")
-
+    summary = (f"{len(records)} run(s) ({', '.join(f'{n} {k}' for k, n in sorted(kinds.items())) or 'none'}); "
+               f"generated {now} by benchmint {__version__}.")
+    heads = _headlines(records)
     color = figures.colors(records)
-    replays = [r for r in records if is_replay(r)]
-    page.add("<h2 id='fidelity'>Replay fidelity per op type</h2>")
-    if replays:
-        page.add("<p class='note'>error = (replay time - original time) / original time, per iteration; "
-                 "coverage = replayed ops (or their recorded time) over all top-level ops.</p>")
-        page.add(fidelity_table(replays))
-        for r in replays[-MAX_FIDELITY_RUNS:]:
-            fig = figures.fidelity_figure(r)
-            if fig is not None:
-                page.plot(fig)
-            else:
-                page.add(f"<p class='note'>{_esc(label(r))}: no per-op-type timings recorded.</p>")
-    else:
-        page.add("<p class='note'>No replay runs in this report.</p>")
-
     llms = [r for r in records if is_llm(r)]
-    page.add("<h2 id='latency'>Latency</h2>")
-    if llms:
-        fig, sources = figures.latency_cdf_figure(llms, base_dirs, color)
-        if fig is not None:
-            page.plot(fig)
-            fallback = [label(r) for r in llms if sources.get(r.id) == "percentiles"]
-            if fallback:
-                page.add("<p class='note'>Per-request file not found for "
-                         + ", ".join(_esc(x) for x in fallback)
-                         + ": their curves (dotted) join the stored percentiles.</p>")
-        else:
-            page.add("<p class='note'>No latency data in these runs.</p>")
-        pfig = figures.percentile_figure(llms, color)
-        if pfig is not None:
-            page.plot(pfig)
-    else:
-        page.add("<p class='note'>No LLM runs in this report.</p>")
-
-    from benchmint.report.server_figure import server_metrics_figure
-
-    for r in llms:  # the server's own view of each run, where its /metrics was scraped
-        sfig = server_metrics_figure(r, base_dirs)
-        if sfig is not None:
-            page.plot(sfig)
-
-    page.add("<h2 id='throughput'>Throughput vs load</h2>")
-    tfig = figures.throughput_figure(llms)
-    if tfig is not None:
-        page.plot(tfig)
-    else:
-        page.add("<p class='note'>No runs with both a throughput and an offered load (rate or concurrency) "
-                 "in their configuration.</p>")
-
-    from benchmint.report import shapes
-
-    sfigs = [f for f in (shapes.turn_figure(llms, color), shapes.windows_figure(llms, color)) if f is not None]
-    if sfigs:  # sessions, ramps, trace replays (docs/workloads.md)
-        page.add("<h2 id='shapes'>Workload shapes</h2><p class='note'>TTFT by turn index for multi-turn "
-                 "sessions; latency per time window (by scheduled send) for ramps and trace replays, the dashed "
-                 "line where TTFT p50 first doubled.</p>")
-        for f in sfigs:
-            page.plot(f)
-
-    sweeps = [r for r in records if is_sweep(r)]
-    if sweeps:
-        page.add("<h2 id='sweeps'>Peak searches</h2>")
-        sweeps.sort(key=lambda r: (r.created_s, r.id))
-        if len(sweeps) > MAX_SWEEP_RUNS:
-            page.add(f"<p class='note'>Showing the newest {MAX_SWEEP_RUNS} of {len(sweeps)} peak searches.</p>")
-        for r in sweeps[-MAX_SWEEP_RUNS:]:
-            page.add(sweep_note(r))
-            sfig = figures.sweep_figure(r)
-            if sfig is not None:
-                page.plot(sfig)
-            elif (sweep(r) or {}).get("curve"):
-                page.add(f"<p class='note'>{_esc(label(r))}: no trial recorded a p99 TTFT or TPOT.</p>")
-
-    imported = [r for r in records if r.kind == "imported"]
-    if imported:
-        page.add("<h2 id='official'>Official MLPerf results</h2>")
-        page.add(f"<p class='note'>{len(imported)} imported result(s) (kind <code>imported</code>); units "
-                 "normalized as described in docs/results.md.</p>")
-        ofig = figures.official_figure(imported)
-        if ofig is not None:
-            page.plot(ofig)
-
+    sections: list[Section] = [_pareto(llms, color, plots), _fidelity(records, plots),
+                               _latency(llms, base_dirs, color, plots), _throughput(llms, plots)]
+    sections += [s for s in (_shapes(llms, color, plots), _sweeps(records, plots), _official(records, plots))
+                 if s is not None]
     if predictions:
-        from benchmint.report.predictions import section
-
-        for part in section(predictions):
-            page.plot(part) if isinstance(part, go.Figure) else page.add(part)
-
-    body = "\n".join(page.parts)
-    return (
-        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-        f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{_esc(title)}</title>"
-        f"<style>{CSS}</style><script>{ERROR_HOOK}</script>"
-        f"<script type='text/javascript'>{get_plotlyjs()}</script></head><body>\n{body}\n"
-        f"<p id='bm-selfcheck' data-plots-expected='{page.n_plots}'>self-check did not run "
-        "(JavaScript disabled?)</p>"
-        f"<script>{SELF_CHECK}</script></body></html>\n"
-    )
+        sections.append(_predictions(predictions, plots))
+    sections += _run_sections(records, {h.run_id: h for h in heads})
+    return environment().get_template("report.html.j2").render(
+        title=title, summary=summary, headlines=heads, headlines_total=len(records),
+        headlines_hidden=len(heads) < len(records), compare=comparison(records) if records else None,
+        sections=sections, n_plots=plots.n, plotly_js=Markup(get_plotlyjs()))
 
 
 def write_report(records: list[RunRecord], out: str | Path, title: str = "benchmint report",
@@ -348,8 +255,8 @@ def write_report(records: list[RunRecord], out: str | Path, title: str = "benchm
     """Write the report atomically; returns its path. ``predictions``: JSON documents of ``learn eval --json``
     and ``recommend --json`` for the "Predictions" section. Credentials are taken out of the records and the
     page (a store written before redaction existed may hold them)."""
+    from benchmint.core.jsonio import atomic_write_bytes
     from benchmint.core.redact import known_secrets, redact, redact_text
-    from benchmint.results.record import RunRecord
 
     secrets = known_secrets()
     records = [RunRecord.from_dict(redact(r.to_dict(), secrets)) for r in records]

@@ -4,19 +4,18 @@ recommend --json`` write (plain dicts: the report layer does not import the lear
 - predicted vs measured, with each row's 90% interval, for one split of an evaluation;
 - the per-group error table (worst group first) and the overall line of every split;
 - the recommendation table.
+
+The tables are page data (:mod:`benchmint.report.page`); the template writes and escapes them.
 """
 
 from __future__ import annotations
 
-import html
 import math
 from typing import Any
 
 import plotly.graph_objects as go
 
-
-def _esc(v: Any) -> str:
-    return html.escape("" if v is None else str(v))
+from benchmint.report.page import Cell, Note, Row, Table
 
 
 def _pct(v: Any) -> str:
@@ -39,25 +38,22 @@ def _splits(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return doc["splits"] if "splits" in doc else {doc["split"]: doc}
 
 
-def error_table(doc: dict[str, Any], max_groups: int = 12) -> str:
+def error_table(doc: dict[str, Any], max_groups: int = 12) -> Table:
     cols = ("split / group", "n", "MAPE", "median APE", "P90 APE", "bias", "R² log", "90% coverage")
+
+    def figures(o: dict[str, Any]) -> list[Cell]:
+        r2 = o.get("r2_log")
+        return [Cell(str(o.get("n", 0))), *(Cell(_pct(o.get(k))) for k in ("mape", "median_ape", "p90_ape", "bias")),
+                Cell("-" if r2 is None else f"{r2:.3f}"), Cell(_pct(o.get("coverage")))]
+
     rows = []
     for split, res in _splits(doc).items():
         o = res.get("overall", {})
         nf = (res.get("noise_floor") or {}).get("median_ape")
-        r2 = o.get("r2_log")
-        rows.append(f"<tr class='bm-split'><td><b>{_esc(split)}</b> (all; noise floor {_pct(nf)})</td>"
-                    f"<td>{o.get('n', 0)}</td><td>{_pct(o.get('mape'))}</td><td>{_pct(o.get('median_ape'))}</td>"
-                    f"<td>{_pct(o.get('p90_ape'))}</td><td>{_pct(o.get('bias'))}</td>"
-                    f"<td>{'-' if r2 is None else f'{r2:.3f}'}</td><td>{_pct(o.get('coverage'))}</td></tr>")
+        rows.append(Row([Cell(f"{split} (all; noise floor {_pct(nf)})", strong=True), *figures(o)], cls="bm-split"))
         for g in (res.get("groups") or [])[:max_groups]:
-            r2 = g.get("r2_log")
-            rows.append(f"<tr><td>&nbsp;&nbsp;{_esc(res.get('group_by'))}={_esc(g.get('group'))}</td>"
-                        f"<td>{g.get('n', 0)}</td><td>{_pct(g.get('mape'))}</td><td>{_pct(g.get('median_ape'))}</td>"
-                        f"<td>{_pct(g.get('p90_ape'))}</td><td>{_pct(g.get('bias'))}</td>"
-                        f"<td>{'-' if r2 is None else f'{r2:.3f}'}</td><td>{_pct(g.get('coverage'))}</td></tr>")
-    head = "".join(f"<th>{c}</th>" for c in cols)
-    return f"<table class='bm-pred-errors'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+            rows.append(Row([Cell(f"{res.get('group_by')}={g.get('group')}", indent=True), *figures(g)]))
+    return Table("", [Cell(c) for c in cols], rows, cls="bm-pred-errors")
 
 
 def predicted_vs_measured(doc: dict[str, Any]) -> go.Figure | None:
@@ -87,7 +83,7 @@ def predicted_vs_measured(doc: dict[str, Any]) -> go.Figure | None:
     return None
 
 
-def recommendation_table(doc: dict[str, Any]) -> str:
+def recommendation_table(doc: dict[str, Any]) -> list[Note | Table]:
     cols = ("#", "accelerator", "n", "precision", "tokens/s [90%]", "$/M tokens [90%]", "J/token at TDP", "note")
     rows = []
     for i, c in enumerate(doc.get("configurations") or [], 1):
@@ -95,32 +91,31 @@ def recommendation_table(doc: dict[str, Any]) -> str:
             v = c.get(k)
             return "-" if v is None else f"{_num(v)} [{_num(c.get(k + '_lower'))}-{_num(c.get(k + '_upper'))}]"
 
-        rows.append(f"<tr><td>{i}</td><td>{_esc(c.get('accelerator'))}</td><td>{c.get('count')}</td>"
-                    f"<td>{_esc(c.get('precision'))}</td><td>{rng('tokens_per_s')}</td>"
-                    f"<td>{rng('usd_per_million_tokens')}</td><td>{rng('joules_per_token_at_tdp')}</td>"
-                    f"<td>{'extrapolated' if c.get('extrapolated') else ''}</td></tr>")
-    head = "".join(f"<th>{c}</th>" for c in cols)
-    notes = "".join(f"<p class='note'>{_esc(n)}</p>" for n in doc.get("notes") or [])
-    title = (f"<p class='note'>Recommendation for <b>{_esc(doc.get('model'))}</b> ({_esc(doc.get('scenario'))}, "
-             f"{_esc(doc.get('latency_class'))} latency); predictor: {_esc(doc.get('predictor'))}.</p>")
-    return title + f"<table class='bm-recommend'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>" + notes
+        rows.append(Row([Cell(str(i)), Cell(str(c.get("accelerator"))), Cell(str(c.get("count"))),
+                         Cell(str(c.get("precision"))), Cell(rng("tokens_per_s")),
+                         Cell(rng("usd_per_million_tokens")), Cell(rng("joules_per_token_at_tdp")),
+                         Cell("extrapolated" if c.get("extrapolated") else "")]))
+    title = Note(f"({doc.get('scenario')}, {doc.get('latency_class')} latency); predictor: {doc.get('predictor')}.",
+                 lead=f"Recommendation for {doc.get('model')}")
+    return [title, Table("", [Cell(c) for c in cols], rows, cls="bm-recommend"),
+            *(Note(str(n)) for n in doc.get("notes") or [])]
 
 
-def section(docs: list[dict[str, Any]]) -> list[str | go.Figure]:
-    """The section's parts in order (HTML strings and figures)."""
-    parts: list[str | go.Figure] = ["<h2 id='predictions'>Predictions</h2>"]
+def section(docs: list[dict[str, Any]]) -> list[Note | Table | go.Figure]:
+    """The section's parts in order (notes, tables and figures)."""
+    parts: list[Note | Table | go.Figure] = []
     evals = [d for d in docs if kind_of(d) == "evaluation"]
     recs = [d for d in docs if kind_of(d) == "recommendation"]
     if not evals and not recs:
-        parts.append("<p class='note'>No predictions given (pass the JSON of <code>benchmint learn eval --json</code> "
-                     "or <code>benchmint recommend --json</code> with <code>--predictions</code>).</p>")
+        parts.append(Note("No predictions given (pass the JSON of `benchmint learn eval --json` or "
+                          "`benchmint recommend --json` with --predictions)."))
     for d in evals:
         fig = predicted_vs_measured(d)
         if fig is not None:
             parts.append(fig)
-        parts.append("<p class='note'>Held-out error per split and per group (worst first); near-duplicate "
-                     "results always fall in one fold; coverage = share of rows inside their 90% interval.</p>")
+        parts.append(Note("Held-out error per split and per group (worst first); near-duplicate results always "
+                          "fall in one fold; coverage = share of rows inside their 90% interval."))
         parts.append(error_table(d))
     for d in recs:
-        parts.append(recommendation_table(d))
+        parts += recommendation_table(d)
     return parts

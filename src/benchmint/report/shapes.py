@@ -7,14 +7,14 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from benchmint.report.data import label, num
+from benchmint.report.data import label, metrics, num
 from benchmint.results.record import RunRecord
 
 TEMPLATE = "plotly_white"
 
 
 def _block(rec: RunRecord, key: str) -> dict | None:
-    b = (rec.metrics or {}).get(key)
+    b = metrics(rec).get(key)
     return b if isinstance(b, dict) else None
 
 

@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from msgspec import UNSET
 
 from benchmint.core.errors import UserError
 from benchmint.core.jsonio import atomic_write_bytes
+from benchmint.results.models import MlperfMetrics, ReplayMetrics
 from benchmint.results.store import ResultsStore, StoreWarning
 
 EXPORT_FORMATS = ("csv", "parquet", "jsonl")
@@ -51,25 +53,30 @@ def rows_as_json(columns: list[str], rows: list[tuple], indent: bool = True) -> 
     return orjson.dumps(objs, default=_json_default, option=opt | orjson.OPT_NON_STR_KEYS).decode()
 
 
+def _set(v: Any) -> Any:
+    return None if v is UNSET else v
+
+
 def headline(rec) -> str:
-    """One short figure that says what a run measured."""
-    m = rec.metrics or {}
-    if "throughput" not in m and isinstance(m.get("client"), dict):  # LoadGen runs: the client's figures
-        m = {**m["client"], "error": m.get("error")}
-    tp = m.get("throughput") if isinstance(m.get("throughput"), dict) else {}
+    """One short figure that says what a run measured (read from the record's typed metrics)."""
+    m = rec.metrics
     parts = []
-    if isinstance(m.get("error"), int | float):
-        parts.append(f"replay error {m['error']:+.1%}")
-    if tp.get("output_tokens_per_s") is not None:
-        parts.append(f"{tp['output_tokens_per_s']:.4g} tok/s")
-    elif tp.get("samples_per_s") is not None:
-        parts.append(f"{tp['samples_per_s']:.4g} samples/s")
-    elif tp.get("requests_per_s") is not None:
-        parts.append(f"{tp['requests_per_s']:.4g} req/s")
-    ttft = m.get("ttft_s")
-    if isinstance(ttft, dict) and ttft.get("p99") is not None:
-        parts.append(f"TTFT p99 {ttft['p99'] * 1000:.3g} ms")
-    lat = m.get("latency_s")
+    if isinstance(m, ReplayMetrics) and isinstance(_set(m.error), int | float):
+        parts.append(f"replay error {m.error:+.1%}")
+    if isinstance(m, MlperfMetrics):  # LoadGen runs: the client's figures
+        m = _set(m.client)
+    tp = _set(getattr(m, "throughput", UNSET))
+    if tp is not None:
+        if _set(tp.output_tokens_per_s) is not None:
+            parts.append(f"{tp.output_tokens_per_s:.4g} tok/s")
+        elif _set(getattr(tp, "samples_per_s", UNSET)) is not None:
+            parts.append(f"{tp.samples_per_s:.4g} samples/s")
+        elif _set(getattr(tp, "requests_per_s", UNSET)) is not None:
+            parts.append(f"{tp.requests_per_s:.4g} req/s")
+    ttft = _set(getattr(m, "ttft_s", UNSET))
+    if ttft is not None and ttft.p99 is not None:
+        parts.append(f"TTFT p99 {ttft.p99 * 1000:.3g} ms")
+    lat = _set(getattr(m, "latency_s", UNSET))
     if isinstance(lat, dict):
         for k in ("p90", "p99"):
             if lat.get(k) is not None:
@@ -133,8 +140,7 @@ def import_into(store: ResultsStore, paths: list[str | os.PathLike], fmt: str | 
     recs = import_results(paths, None if fmt in (None, "auto") else fmt, problems)
     if not recs:
         return 0, 0
-    existing = {r.id for r in quietly(store.records)}
-    new = [r for r in recs if r.id not in existing]
-    if new:
-        store.append_many(new)
-    return len(recs), len(new)
+    from benchmint.results.save import save_runs
+
+    saved = save_runs(recs, store=store)
+    return saved.total, saved.new

@@ -240,8 +240,6 @@ def pull(store: ResultsStore, repo: str | None = None, folder: str | os.PathLike
          revision: str | None = None, download: Any = None) -> tuple[int, int]:
     """Load a published dataset (``folder``, else the Hub dataset ``repo``) into ``store``; returns (runs read,
     runs new to the store). A run the store already holds (same id) is not stored twice."""
-    from benchmint.results.api import quietly
-
     if repo is not None:
         _check_repo(repo)
     if folder is None:
@@ -258,8 +256,7 @@ def pull(store: ResultsStore, repo: str | None = None, folder: str | os.PathLike
     dicts = read_layout(folder)
     recs = [record_from_dict(d, f"{folder}: record {d.get('id', '?') if isinstance(d, dict) else '?'}")
             for d in dicts]
-    have = {r.id for r in quietly(store.records)}
-    new = [r for r in recs if r.id not in have]
-    if new:
-        store.append_many(new)
-    return len(recs), len(new)
+    from benchmint.results.save import save_runs
+
+    saved = save_runs(recs, store=store)
+    return saved.total, saved.new

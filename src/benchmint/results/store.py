@@ -15,7 +15,6 @@ skipped with a warning naming the file (:attr:`ResultsStore.problems`); the rest
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 import uuid
@@ -31,12 +30,11 @@ import pyarrow.parquet as pq
 
 from benchmint.core.errors import UserError
 from benchmint.results.flatten import BLOCKS, TOP_COLUMNS, flatten_record, json_ready
-from benchmint.results.record import SCHEMA_VERSION, RunRecord
+from benchmint.results.record import READABLE_MAJORS, RunRecord
 
 ENV_VAR = "BENCHMINT_RESULTS"
 DEFAULT_DIR = "benchmint-results"
 PARTS_DIR = "runs"
-SUPPORTED_MAJOR = SCHEMA_VERSION.split(".")[0]
 
 PART_SCHEMA = pa.schema(
     [
@@ -68,10 +66,10 @@ class StoreWarning(UserWarning):
 def check_schema_version(version: Any, where: str) -> None:
     """Raise :class:`UserError` naming ``where`` when a record's schema version is not one this tool reads."""
     major = str(version).split(".")[0] if version is not None else None
-    if major != SUPPORTED_MAJOR:
+    if major not in READABLE_MAJORS:
         raise UserError(
             f"{where}: unknown RunRecord schema_version {version!r} (this benchmint reads "
-            f"{SUPPORTED_MAJOR}.x); upgrade benchmint or re-create the record"
+            f"{' and '.join(m + '.x' for m in READABLE_MAJORS)}); upgrade benchmint or re-create the record"
         )
 
 
@@ -103,7 +101,7 @@ def _record_dict(record: RunRecord | dict[str, Any]) -> dict[str, Any]:
         record = record_from_dict(record, f"record {record.get('id', '?')}")
     if not isinstance(record, RunRecord):
         raise TypeError(f"expected a RunRecord, got {type(record).__name__}")
-    d = json_ready(_shallow_dict(record))
+    d = json_ready(record.to_dict())
     system = d.get("system")
     if isinstance(system, dict) and isinstance(system.get("gpus"), list) and "accelerator" not in system:
         # a host summary without the normalized block: derive it, so system__accelerator__* is always there
@@ -273,7 +271,7 @@ class ResultsStore:
     def table(self, records: list[RunRecord] | None = None) -> pa.Table:
         """Table ``runs``: the fixed columns, the flattened record and ``record_json``."""
         recs = self.records() if records is None else records
-        return rows_to_table([flatten_record(_shallow_dict(r)) for r in recs])
+        return rows_to_table([flatten_record(r.to_dict()) for r in recs])
 
     def connect(self, records: list[RunRecord] | None = None):
         """A DuckDB connection with table ``runs`` registered."""
@@ -300,11 +298,6 @@ class ResultsStore:
             return [], []
         cols = [d[0] for d in cur.description]
         return cols, cur.fetchall()
-
-
-def _shallow_dict(rec: RunRecord) -> dict[str, Any]:
-    """The record's fields without the deep copy of ``dataclasses.asdict`` (flattening only reads them)."""
-    return {f.name: getattr(rec, f.name) for f in dataclasses.fields(rec)}
 
 
 def _part_row(d: dict[str, Any]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from benchmint.llm.loadgen.sut import Sample
 from benchmint.llm.loadgen.validity import explain, plan
 from benchmint.llm.types import RequestRecord
 from benchmint.results.record import RunRecord
+from benchmint.results.save import save_run
 
 RESULT_SCHEMA_VERSION = "1.0"
 
@@ -44,6 +45,8 @@ class MlperfConfig:
     warmup: int = 0  # requests sent before each LoadGen test starts, outside every figure
     accuracy_encoding: str = "utf8"
     tokenizer: Any = None
+    store: bool = False  # append the run's record to the results store (``results``: its folder, None: default)
+    results: str | Path | None = None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -215,7 +218,7 @@ def _write_run(cfg: MlperfConfig, out: Path, result: dict[str, Any], metrics: di
     result["status"] = status
     write_json(out / "result.json", result)
     record.artifacts["result"] = "result.json"
-    record.write(out)
+    save_run(record, out, store=cfg.results, append=cfg.store)
     return record
 
 
@@ -295,5 +298,5 @@ def _write_sweep(cfg: MlperfConfig, out: Path, res: Any, base: Any, start_qps: f
                        status=status, system=meta.system, provenance=meta.provenance)
     result["run_id"] = record.id
     write_json(out / "result.json", result)
-    record.write(out)
+    save_run(record, out, store=cfg.results, append=cfg.store)
     return result, record

@@ -1,0 +1,94 @@
+"""A store and run.json files written before typed results (RunRecord schema 1.0, free-form metrics) still read:
+every record comes back as the typed model of its kind and keeps every figure it had (tests/data/results_v1)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import orjson
+import pyarrow.parquet as pq
+import pytest
+
+from benchmint.results.models import (
+    CaptureMetrics,
+    ImportedMetrics,
+    LlmMetrics,
+    MlperfMetrics,
+    ReplayMetrics,
+    Stats,
+    SweepMetrics,
+)
+from benchmint.results.record import SCHEMA_VERSION, RunRecord
+from benchmint.results.store import ResultsStore, load_run_json
+
+DATA = Path(__file__).parent / "data" / "results_v1"
+MODEL = {"capture": CaptureMetrics, "replay": ReplayMetrics, "llm": LlmMetrics, "mlperf": MlperfMetrics,
+         "sweep": SweepMetrics, "imported": ImportedMetrics}
+
+
+def _raw_records() -> dict[str, dict]:
+    out = {}
+    for part in sorted((DATA / "store" / "runs").glob("*.parquet")):
+        for text in pq.read_table(part, columns=["record_json"]).column("record_json").to_pylist():
+            d = orjson.loads(text)
+            out[d["id"]] = d
+    return out
+
+
+@pytest.fixture
+def store(tmp_path) -> ResultsStore:
+    shutil.copytree(DATA / "store", tmp_path / "store")
+    return ResultsStore(tmp_path / "store")
+
+
+def test_a_schema_1_store_reads_into_typed_models_and_keeps_every_figure(store):
+    raw = _raw_records()
+    assert {d["schema_version"] for d in raw.values()} == {"1.0"} and SCHEMA_VERSION == "2.0"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no part or record skipped
+        recs = store.records()
+    assert store.problems == [] and len(recs) == len(raw) == 12
+    assert sorted({r.result_kind for r in recs}) == sorted(MODEL)
+    for r in recs:
+        assert type(r.metrics) is MODEL[r.result_kind], r.id
+        assert r.to_dict() == raw[r.id]  # nothing dropped, nothing renamed
+    llm = next(r for r in recs if r.kind == "llm")
+    assert isinstance(llm.metrics.ttft_s, Stats) and llm.metrics.ttft_s.p99 == raw[llm.id]["metrics"]["ttft_s"]["p99"]
+    assert llm.metrics.requests.completed == 4 and llm.metrics.throughput.output_tokens_per_s > 0
+    mlperf = next(r for r in recs if r.result_kind == "mlperf")
+    assert mlperf.metrics.loadgen.validity == "INVALID" and mlperf.metrics.client.ttft_s.count == 16
+    sweep = next(r for r in recs if r.result_kind == "sweep")
+    assert sweep.metrics.sweep.peak_rate == 8.0 and [t.rate for t in sweep.metrics.sweep.curve] == [4.0, 8.0]
+    replay = next(r for r in recs if r.kind == "replay")
+    assert replay.metrics.iter_time_s.median > 0 and replay.metrics.coverage == 1.0
+
+
+def test_a_schema_1_store_answers_queries_as_before(store):
+    raw = _raw_records()
+    cols, rows = store.query("select kind, count(*) n from runs group by kind order by kind")
+    assert rows == [("capture", 1), ("imported", 7), ("llm", 1), ("mlperf", 2), ("replay", 1)]
+    llm_id = next(i for i, d in raw.items() if d["kind"] == "llm")
+    _, rows = store.query(f"select metrics__ttft_s__p99, metrics__requests__completed, "
+                          f"json_extract(record_json, '$.metrics.throughput.requests_per_s') from runs "
+                          f"where id = '{llm_id}'")
+    m = raw[llm_id]["metrics"]
+    assert rows[0][0] == m["ttft_s"]["p99"] and rows[0][1] == 4
+    assert float(rows[0][2]) == m["throughput"]["requests_per_s"]
+    # a record stored now sits beside the old ones
+    store.append(RunRecord(kind="replay", metrics={"error": 0.5}))
+    _, rows = store.query("select schema_version, count(*) from runs group by 1 order by 1")
+    assert rows == [("1.0", 12), ("2.0", 1)]
+
+
+@pytest.mark.parametrize("kind", ["capture", "replay", "llm", "mlperf", "sweep"])
+def test_a_schema_1_run_json_reads_and_writes_back_the_same_keys(kind, tmp_path):
+    path = DATA / "run_json" / f"{kind}.json"
+    raw = json.loads(path.read_text())
+    rec = load_run_json(path)
+    assert rec.result_kind == kind and type(rec.metrics) is MODEL[kind]
+    assert rec.schema_version == "1.0" and rec.to_dict() == raw
+    rec.write(tmp_path)
+    assert json.loads((tmp_path / "run.json").read_text()) == raw
