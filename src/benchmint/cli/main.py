@@ -115,7 +115,10 @@ def run(argv: list[str] | None = None) -> None:
     except UserError as e:
         if debug:  # the traceback, and still the user-error exit code
             traceback.print_exc()
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        from rich.markup import escape
+
+        # the message is text, not markup: "pip install 'benchmint[ray]'" keeps its brackets
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except (KeyboardInterrupt, typer.Abort):
         err_console.print("interrupted")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+import uuid
 from typing import Any
 
 from benchmint.core.clock import now_ns
@@ -60,15 +61,14 @@ def connect(address: str | None) -> dict[str, Any]:
     ray = _import_ray()
     address = address or LOCAL
     started = False
+    if address not in (LOCAL, "auto"):
+        _probe(address)  # also when this process is connected already: a wrong address is never ignored
     if not ray.is_initialized():
         kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
         if address == LOCAL:
             started = True
-        elif address != "auto":
-            _probe(address)
-            kw["address"] = address
         else:
-            kw["address"] = "auto"
+            kw["address"] = address
         try:
             ray.init(**kw)
         except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
@@ -123,7 +123,7 @@ class RayWorkerActor:
 
 class RayFleet:
     kind = "ray"
-    lead_ns = 300_000_000
+    lead_ns = 500_000_000
 
     def __init__(self, info: dict[str, Any]):
         self.info = info
@@ -134,9 +134,11 @@ class RayFleet:
 
     def launch(self, specs: list[WorkerSpec]) -> None:
         ray = _import_ray()
-        cls = ray.remote(RayWorkerActor).options(num_cpus=1, scheduling_strategy="SPREAD", max_restarts=0)
-        for spec in specs:
-            a = cls.remote()
+        cls = ray.remote(RayWorkerActor)
+        run = uuid.uuid4().hex[:8]
+        for spec in specs:  # named, so that `ray list actors` (and a test) can find each worker of a run
+            a = cls.options(num_cpus=1, scheduling_strategy="SPREAD", max_restarts=0,
+                            name=f"benchmint-load-{run}-{spec.index}").remote()
             self.actors[spec.index] = a
             self.pending[a.setup.remote(spec)] = (spec.index, "setup")
 

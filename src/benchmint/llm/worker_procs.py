@@ -26,7 +26,7 @@ from benchmint.llm.worker_run import WorkerRun, WorkerSpec, clock_facts
 
 class ProcessFleet:
     kind = "processes"
-    lead_ns = 100_000_000  # from "go" to the common start: enough for every worker to get the message
+    lead_ns = 250_000_000  # from "go" to the common start: enough for every worker to get the message
 
     def __init__(self) -> None:
         self.procs: dict[int, Any] = {}

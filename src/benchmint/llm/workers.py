@@ -207,7 +207,9 @@ class FleetDriver:
                 "errors": dict(Counter(r.error_kind for r in recs if not r.ok and r.error_kind != "cancelled")),
                 "send_lag_s": {"p50": lag["p50"], "p99": lag["p99"]},
                 "warmup_requests": len(s.warm),
-                "clock": self.clocks.get(k),
+                # time between the worker taking up its run and the common start (negative: it began late)
+                "start_margin_s": (finals.get(k) or {}).get("start_margin_s"),
+                "clock": _clock_entry(self.clocks.get(k)),
             }
             if self.ray is not None:
                 entry["node_id"] = info.get("node_id")
@@ -233,6 +235,15 @@ class FleetDriver:
             m["workers"]["ray"] = self.ray
         if self.adaptations:
             result["request_adaptation"] = merge_adaptations(self.adaptations)
+
+
+def _clock_entry(c: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A worker's clock facts as the result records them (seconds)."""
+    if c is None:
+        return None
+    out = {k: v for k, v in c.items() if k != "applied_offset_ns"}
+    out["applied_offset_s"] = c.get("applied_offset_ns", 0) / 1e9
+    return out
 
 
 def _shift(r: RequestRecord, d: int) -> None:
