@@ -14,6 +14,8 @@ import ray  # the `ray` extra, part of the `test` extra
 from benchmint.llm.bench import BenchConfig, run_bench
 from benchmint.results.record import RunRecord
 
+pytestmark = pytest.mark.slow  # a local Ray cluster and the tiny model's server: tens of seconds on a busy host
+
 
 @pytest.fixture(scope="module")
 def ray_cluster():
@@ -103,3 +105,22 @@ def test_a_ray_worker_killed_mid_run_is_named_and_its_measurements_kept(ray_clus
     assert w1["completed"] + lost == n // 2
     assert r["measurement"]["workers"]["lost"] == 1
     assert RunRecord.read(tmp_path / "killed" / "run.json").status == "partial"
+
+
+def test_sweep_with_ray_runs_every_trial_on_ray_workers(ray_cluster, server, tmp_path):
+    import json
+
+    from benchmint.llm.sweep import run_bench_sweep
+
+    opts = {"backend": "openai-http", "url": server.url, "model": "tiny", "output_tokens": "4", "ray": "auto",
+            "workers": 2}
+    result = run_bench_sweep(4.0, opts, slo="ttft=30,tpot=10", out=tmp_path / "sw", max_trials=2,
+                             trial_duration_s=1.0, results=tmp_path / "store")
+    sw = result["sweep"]
+    assert sw["trials_used"] == 2 and result["config"]["ray"] == "auto" and result["config"]["workers"] == 2
+    trials = sorted((tmp_path / "sw").glob("trial-*/result.json"))
+    assert len(trials) == 2
+    for p in trials:
+        r = json.loads(p.read_text())
+        assert r["measurement"]["workers"]["kind"] == "ray" and len(r["workers"]) == 2
+        assert sum(w["completed"] for w in r["workers"]) == r["requests"]["completed"] > 0

@@ -138,3 +138,17 @@ def test_ctrl_c_keeps_the_merged_partial_result(tmp_path):
     assert sum(w["completed"] + w["failed"] + w["cancelled"] for w in ws) == 400
     assert RunRecord.read(out / "run.json").status == "partial"
     assert not [c for c in children if psutil.pid_exists(c) and psutil.Process(c).status() != "zombie"]
+
+
+def test_ray_may_be_given_without_a_value():
+    from benchmint.cli.optional_value import fill_bare
+
+    assert fill_bare(["--ray"]) == ["--ray=local"]
+    assert fill_bare(["--ray", "-n", "3"]) == ["--ray=local", "-n", "3"]
+    assert fill_bare(["--ray", "auto", "-n", "3"]) == ["--ray", "auto", "-n", "3"]
+    assert fill_bare(["--ray=10.0.0.1:6379"]) == ["--ray=10.0.0.1:6379"]
+
+
+def test_sweep_workers_need_the_bench_target(cli, tmp_path):
+    code, _, err = cli("llm", "sweep", "--ray", "--out", str(tmp_path / "sw"), "--results", str(tmp_path / "s"))
+    assert code == 2 and "--target bench" in _one_line(err)

@@ -87,7 +87,9 @@ def _register() -> None:
     from benchmint.cli import llm, llm_mlperf
 
     llm.app.command("mlperf", help=llm_mlperf.mlperf.__doc__)(llm_mlperf.mlperf)
-    llm.app.command("sweep", help=llm_mlperf.sweep.__doc__)(llm_mlperf.sweep)
+    from benchmint.cli.optional_value import OptionalValueCommand
+
+    llm.app.command("sweep", help=llm_mlperf.sweep.__doc__, cls=OptionalValueCommand)(llm_mlperf.sweep)
     from benchmint.cli import llm_calibrate
 
     llm.app.command("calibrate", help=llm_calibrate.calibrate.__doc__)(llm_calibrate.calibrate)
