@@ -152,3 +152,36 @@ def test_ray_may_be_given_without_a_value():
 def test_sweep_workers_need_the_bench_target(cli, tmp_path):
     code, _, err = cli("llm", "sweep", "--ray", "--out", str(tmp_path / "sw"), "--results", str(tmp_path / "s"))
     assert code == 2 and "--target bench" in _one_line(err)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_process_is_named_and_the_run_goes_on(tmp_path):
+    out = tmp_path / "run"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    n = 120
+    with FaultLLMServer(["good"], delay_s=0.05) as s:
+        p = subprocess.Popen(
+            [sys.executable, "-m", "benchmint.cli.main", "llm", "bench", "--url", s.url, "--model", "m", "--out",
+             str(out), "--results", str(tmp_path / "store"), "--no-progress", "--no-server-metrics",
+             "--scenario", "constant", "--rate", "15", "-n", str(n), "--workers", "2"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 240
+        while s.received < 12 and time.monotonic() < deadline and p.poll() is None:
+            time.sleep(0.05)
+        workers = [c for c in psutil.Process(p.pid).children() if "spawn_main" in " ".join(c.cmdline())]
+        assert len(workers) == 2
+        victim = max(workers, key=lambda c: c.pid)
+        victim.kill()
+        stdout, stderr = p.communicate(timeout=120)
+    assert p.returncode == 0, stderr
+    r = json.loads((out / "result.json").read_text())
+    req = r["requests"]
+    lost = req["errors"].get("worker_lost", 0)
+    assert req["scheduled"] == n and req["completed"] + lost == n and lost >= 1
+    dead = next(w for w in r["workers"] if w["pid"] == victim.pid)
+    alive = next(w for w in r["workers"] if w["pid"] != victim.pid)
+    assert dead["status"] == "lost" and "killed by signal 9" in dead["lost_reason"]
+    assert dead["completed"] >= 2 and dead["completed"] + lost == n // 2  # what it measured is kept
+    assert alive["status"] == "ok" and alive["completed"] == n // 2
+    assert f"pid {victim.pid}" in req["error_examples"]["worker_lost"] and "LOST" in stdout
+    assert RunRecord.read(out / "run.json").status == "partial"
