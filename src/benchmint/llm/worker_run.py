@@ -68,6 +68,7 @@ class WorkerRun:
         self.backend: Any = None
         self.interrupted = False
         self.margin_ns: int | None = None  # how long before the common start the worker began its run
+        self.cpu_s: float | None = None  # CPU time (user + system, all threads) of this process during its run
 
     async def setup(self) -> dict[str, Any]:
         s, kit = self.spec, self.spec.kit
@@ -94,8 +95,10 @@ class WorkerRun:
                 self.interrupted = True
                 return
             self.margin_ns = start_ns - now_ns()
+            cpu0 = time.process_time()
             _, _, self.interrupted = await s.kit.drive(self.backend, s.sched, s.measured, [], s.tpl, stop=self.stop,
                                                        records=self.records, start_ns=start_ns)
+            self.cpu_s = time.process_time() - cpu0
         finally:
             await self.backend.close()
 
@@ -124,4 +127,4 @@ class WorkerRun:
     def final(self) -> dict[str, Any]:
         adapter = getattr(self.backend, "adapter", None)
         return {"interrupted": self.interrupted, "adaptation": adapter.describe() if adapter is not None else None,
-                "start_margin_s": None if self.margin_ns is None else self.margin_ns / 1e9}
+                "start_margin_s": None if self.margin_ns is None else self.margin_ns / 1e9, "cpu_s": self.cpu_s}

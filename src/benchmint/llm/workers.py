@@ -209,6 +209,8 @@ class FleetDriver:
                 "warmup_requests": len(s.warm),
                 # time between the worker taking up its run and the common start (negative: it began late)
                 "start_margin_s": (finals.get(k) or {}).get("start_margin_s"),
+                # the worker process's CPU time (user + system, every thread) from its start to its last answer
+                "cpu_s": (finals.get(k) or {}).get("cpu_s"),
                 "clock": _clock_entry(self.clocks.get(k)),
             }
             if self.ray is not None:
