@@ -106,7 +106,7 @@ def main() -> None:
     print(f"cpus: {os.cpu_count()}, load average at start: {os.getloadavg()[0]:.2f}; mock server pid {mock.pid} "
           f"(tokens={a.tokens}, itl_ms={a.itl_ms}), duration {a.duration:g} s per run, Poisson arrivals")
     best = None
-    fails = 0
+    fails: dict[int, int] = {}  # failing rates in a row, per number of workers
     try:
         wait_port(port)
         url = f"http://127.0.0.1:{port}/v1"
@@ -115,6 +115,8 @@ def main() -> None:
                   f"{'lag p99':>8} {'lag max':>8} {'cpu/req':>8} {'failed':>6}  pass")
             plan = [(float(x), int(w)) for x in a.rates.split(",") for w in a.workers.split(",")]
             for rate, nw in plan:
+                if fails.get(nw, 0) >= a.stop_after_fail:  # this number of workers failed at lower rates
+                    continue
                 runs = [run_once(url, rate, a.duration, a.tokens, Path(d), seed, nw) for seed in range(a.repeat)]
                 ok_runs = []
                 for r in runs:
@@ -131,11 +133,9 @@ def main() -> None:
                           + (f"  errors: {r['errors']}" if r["errors"] else ""), flush=True)
                 if any(r.get("pass") for r in ok_runs):
                     best = max(best or 0.0, max(r["achieved"] for r in ok_runs if r.get("pass")))
-                    fails = 0
+                    fails[nw] = 0
                 else:
-                    fails += 1
-                    if fails >= a.stop_after_fail:
-                        break
+                    fails[nw] = fails.get(nw, 0) + 1
     finally:
         mock.terminate()
         mock.wait(timeout=10)

@@ -185,3 +185,27 @@ def test_a_killed_worker_process_is_named_and_the_run_goes_on(tmp_path):
     assert alive["status"] == "ok" and alive["completed"] == n // 2
     assert f"pid {victim.pid}" in req["error_examples"]["worker_lost"] and "LOST" in stdout
     assert RunRecord.read(out / "run.json").status == "partial"
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_the_workers_start_writes_a_partial_result(tmp_path):
+    out = tmp_path / "run"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    with FaultLLMServer(["good"]) as s:
+        p = subprocess.Popen(
+            [sys.executable, "-m", "benchmint.cli.main", "llm", "bench", "--url", s.url, "--model", "m", "--out",
+             str(out), "--results", str(tmp_path / "store"), "--no-progress", "--no-server-metrics",
+             "--scenario", "constant", "--rate", "0.05", "-n", "5", "--workers", "2"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while s.fault.probes < 1 and time.monotonic() < deadline and p.poll() is None:
+            time.sleep(0.02)
+        time.sleep(0.3)
+        p.send_signal(signal.SIGINT)
+        _, stderr = p.communicate(timeout=120)
+    assert p.returncode == 130, stderr
+    r = json.loads((out / "result.json").read_text())
+    req = r["requests"]
+    assert req["interrupted"] and req["scheduled"] == 5 and req["completed"] + req["failed"] + req["cancelled"] == 5
+    assert req["sent"] <= 1 and [w["status"] for w in r["workers"]] == ["interrupted", "interrupted"]
+    assert sum(w["cancelled"] for w in r["workers"]) == req["cancelled"] >= 4

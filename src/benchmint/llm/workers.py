@@ -127,8 +127,9 @@ class FleetDriver:
                 from benchmint.llm.requests_driver import cancelled
 
                 fleet.stop_all()
-                self._summarize(specs, {k: [] for k in range(n)}, {}, {}, ready)
-                return [cancelled(r, 0, sent=False) for s in specs for r in s.measured], now_ns(), True
+                per = {s.index: [cancelled(r, 0, sent=False) for r in s.measured] for s in specs}
+                self._summarize(specs, per, {k: {"interrupted": True} for k in per}, {}, ready)
+                return [r for k in range(n) for r in per[k]], now_ns(), True
             if time.monotonic() > t_end:
                 raise UserError(f"{n - len(ready)} of {n} load workers were not ready after {SETUP_TIMEOUT_S:g} s; "
                                 + fleet.not_ready_hint())
