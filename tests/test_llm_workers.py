@@ -209,3 +209,13 @@ def test_ctrl_c_while_the_workers_start_writes_a_partial_result(tmp_path):
     assert req["interrupted"] and req["scheduled"] == 5 and req["completed"] + req["failed"] + req["cancelled"] == 5
     assert req["sent"] <= 1 and [w["status"] for w in r["workers"]] == ["interrupted", "interrupted"]
     assert sum(w["cancelled"] for w in r["workers"]) == req["cancelled"] >= 4
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--backend", "transformers", "--model", "tiny"], "--backend transformers runs the model in this process"),
+    (["--sessions", "synthetic", "--api", "chat"], "--sessions and --scenario concurrency-ramp run in one process"),
+], ids=["in-process-engine", "sessions"])
+def test_what_workers_cannot_run_is_one_line_and_exit_2(cli, tmp_path, args, says):
+    code, _, err = cli("llm", "bench", "--url", "http://127.0.0.1:9/v1", "--workers", "2", *args,
+                       "--results", str(tmp_path / "s"))
+    assert code == 2 and says in _one_line(err)
