@@ -7,8 +7,13 @@ takes out Poisson sampling noise), the achieved rate (completed / run duration),
 send lag (actual - scheduled send time). The sustained rate is the highest one with
 achieved/offered >= 0.99, p99 send lag <= 2 ms and no failed request.
 
+``--workers 0,1,2`` runs each rate once per entry: 0 is one process (no ``--workers``), N is ``llm bench
+--workers N`` (N load processes sharing the one schedule; docs/workers.md). For worker runs the client's CPU
+per streamed request is printed: the workers' own CPU time (user + system, every thread) from their start to
+their last answer, summed, over the completed requests.
+
     .venv/bin/python benchmarks/llm_client.py [--rates 500,1000,1500,2000] [--duration 8] [--repeat 1]
-        [--tokens 16] [--itl-ms 0]
+        [--tokens 16] [--itl-ms 0] [--workers 0,1,2]
 """
 
 from __future__ import annotations
@@ -44,15 +49,15 @@ def wait_port(port: int, timeout_s: float = 20.0) -> None:
     raise RuntimeError(f"mock server did not open port {port}")
 
 
-def run_once(url: str, rate: float, duration: float, tokens: int, work: Path, seed: int) -> dict:
-    out = work / f"r{rate:g}-s{seed}"
+def run_once(url: str, rate: float, duration: float, tokens: int, work: Path, seed: int, workers: int = 0) -> dict:
+    out = work / f"r{rate:g}-s{seed}-w{workers}"
     cmd = BENCHMINT + [
         "llm", "bench", "--url", url, "--model", "mock", "--scenario", "server", "--rate", str(rate),
         "--duration", str(duration), "--output-tokens", str(tokens), "--seed", str(seed), "--warmup", "32", "--no-progress",
-        "--quiet", "--out", str(out), "--results", str(work / "store"),
-    ]
+        "--quiet", "--out", str(out), "--results", str(work / "store"), "--no-server-metrics",
+    ] + (["--workers", str(workers)] if workers else [])
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=duration * 4 + 120)
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=duration * 4 + 300)
     if p.returncode != 0:
         return {"rate": rate, "error": (p.stderr or p.stdout).strip().splitlines()[-1:]}
     res = json.loads((out / "result.json").read_text())
@@ -63,8 +68,12 @@ def run_once(url: str, rate: float, duration: float, tokens: int, work: Path, se
     span = float(t.scheduled_s.max() - t.scheduled_s.min())
     offered = (len(t) - 1) / span if span > 0 else float("nan")
     achieved = res["throughput"]["requests_per_s"]
+    ws = res.get("workers") or []
+    cpu = sum(w["cpu_s"] or 0.0 for w in ws)
     return {
         "rate": rate,
+        "workers": workers,
+        "cpu_us_per_req": 1e6 * cpu / res["requests"]["completed"] if ws and res["requests"]["completed"] else None,
         "sent": res["requests"]["sent"],
         "failed": res["requests"]["failed"],
         "errors": res["requests"]["errors"],
@@ -86,6 +95,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=16, help="streamed chunks per answer")
     ap.add_argument("--itl-ms", type=float, default=0.0, help="mock server time between chunks")
     ap.add_argument("--stop-after-fail", type=int, default=2, help="stop after this many failing rates in a row")
+    ap.add_argument("--workers", default="0", help="comma list: 0 = one process, N = llm bench --workers N")
     a = ap.parse_args()
     port = free_port()
     mock = subprocess.Popen(
@@ -96,15 +106,18 @@ def main() -> None:
     print(f"cpus: {os.cpu_count()}, load average at start: {os.getloadavg()[0]:.2f}; mock server pid {mock.pid} "
           f"(tokens={a.tokens}, itl_ms={a.itl_ms}), duration {a.duration:g} s per run, Poisson arrivals")
     best = None
-    fails = 0
+    fails: dict[int, int] = {}  # failing rates in a row, per number of workers
     try:
         wait_port(port)
         url = f"http://127.0.0.1:{port}/v1"
         with tempfile.TemporaryDirectory() as d:
-            print(f"{'target':>7} {'offered':>8} {'achieved':>9} {'ratio':>6} {'lag p50':>8} {'lag p99':>8} "
-                  f"{'lag max':>8} {'failed':>6}  pass")
-            for rate in [float(x) for x in a.rates.split(",")]:
-                runs = [run_once(url, rate, a.duration, a.tokens, Path(d), seed) for seed in range(a.repeat)]
+            print(f"{'workers':>7} {'target':>7} {'offered':>8} {'achieved':>9} {'ratio':>6} {'lag p50':>8} "
+                  f"{'lag p99':>8} {'lag max':>8} {'cpu/req':>8} {'failed':>6}  pass")
+            plan = [(float(x), int(w)) for x in a.rates.split(",") for w in a.workers.split(",")]
+            for rate, nw in plan:
+                if fails.get(nw, 0) >= a.stop_after_fail:  # this number of workers failed at lower rates
+                    continue
+                runs = [run_once(url, rate, a.duration, a.tokens, Path(d), seed, nw) for seed in range(a.repeat)]
                 ok_runs = []
                 for r in runs:
                     if "error" in r:
@@ -113,17 +126,16 @@ def main() -> None:
                     passed = r["ratio"] >= 0.99 and r["lag_p99_ms"] <= 2.0 and r["failed"] == 0
                     r["pass"] = passed
                     ok_runs.append(r)
-                    print(f"{rate:7g} {r['offered']:8.1f} {r['achieved']:9.1f} {r['ratio']:6.3f} "
-                          f"{r['lag_p50_ms']:7.2f}ms {r['lag_p99_ms']:7.2f}ms {r['lag_max_ms']:7.2f}ms "
+                    cpu = "-" if r["cpu_us_per_req"] is None else f"{r['cpu_us_per_req']:6.0f}us"
+                    print(f"{nw:7d} {rate:7g} {r['offered']:8.1f} {r['achieved']:9.1f} {r['ratio']:6.3f} "
+                          f"{r['lag_p50_ms']:7.2f}ms {r['lag_p99_ms']:7.2f}ms {r['lag_max_ms']:7.2f}ms {cpu:>8} "
                           f"{r['failed']:6d}  {'yes' if passed else 'NO'}"
                           + (f"  errors: {r['errors']}" if r["errors"] else ""), flush=True)
                 if any(r.get("pass") for r in ok_runs):
                     best = max(best or 0.0, max(r["achieved"] for r in ok_runs if r.get("pass")))
-                    fails = 0
+                    fails[nw] = 0
                 else:
-                    fails += 1
-                    if fails >= a.stop_after_fail:
-                        break
+                    fails[nw] = fails.get(nw, 0) + 1
     finally:
         mock.terminate()
         mock.wait(timeout=10)

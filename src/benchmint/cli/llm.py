@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from benchmint.cli.common import console, err_console
+from benchmint.cli.optional_value import OptionalValueCommand
 
 app = typer.Typer(
     name="llm",
@@ -16,7 +17,7 @@ app = typer.Typer(
 )
 
 
-@app.command("bench")
+@app.command("bench", cls=OptionalValueCommand)
 def bench(
     url: str = typer.Option("http://127.0.0.1:8000/v1", "--url", help="Base URL of an OpenAI-compatible server."),
     model: str = typer.Option(
@@ -103,6 +104,12 @@ def bench(
     ramp_duration: float = typer.Option(None, "--ramp-duration", help="Seconds the ramp lasts (ramp, concurrency-ramp)."),
     concurrency_start: int = typer.Option(None, "--concurrency-start", help="Scenario concurrency-ramp: in flight at the start."),
     concurrency_end: int = typer.Option(None, "--concurrency-end", help="Scenario concurrency-ramp: in flight at the end."),
+    workers: int = typer.Option(
+        None, "--workers", help="Load-generating processes on this host (or Ray actors with --ray), each sending "
+        "a round-robin shard of the one seeded schedule from a common start; results merged (see docs/workers.md)."),
+    ray: str = typer.Option(
+        None, "--ray", help="Run the workers as Ray actors spread over a cluster's nodes: --ray alone starts a local "
+        "Ray instance, --ray auto or --ray HOST:PORT joins one (pip install 'benchmint[ray]')."),
 ) -> None:
     """Benchmark an OpenAI-compatible server (vLLM, SGLang, TGI, llama.cpp, `benchmint llm serve`) or, with
     --backend transformers, a model in this process. Open-loop arrivals are precomputed and seeded; latency is
@@ -126,6 +133,7 @@ def bench(
         prefix_groups=prefix_groups, prefix_tokens=prefix_tokens, trace=trace, trace_speed=trace_speed,
         trace_window=trace_window, trace_block_tokens=trace_block_tokens, rate_start=rate_start, rate_end=rate_end,
         ramp_duration_s=ramp_duration, concurrency_start=concurrency_start, concurrency_end=concurrency_end,
+        workers=workers, ray=ray,
     )
     res = run_bench(cfg, results_dir=results)
     if not quiet:

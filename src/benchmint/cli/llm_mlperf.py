@@ -259,6 +259,10 @@ def sweep(
                                  "file or 'synthetic'); the rate is then sessions started per second."),
     prefix_groups: int = typer.Option(None, "--prefix-groups", help="With --target bench: groups sharing a prefix."),
     prefix_tokens: int = typer.Option(None, "--prefix-tokens", help="With --target bench: tokens of each shared prefix."),
+    workers: int = typer.Option(None, "--workers", help="With --target bench: each trial's load from N processes "
+                                "(or N Ray actors with --ray), as `llm bench --workers`."),
+    ray: str = typer.Option(None, "--ray", help="With --target bench: run each trial's workers as Ray actors (--ray "
+                            "alone: a local Ray instance, kept for every trial; --ray auto or HOST:PORT: a cluster)."),
 ) -> None:
     """Find the highest load that still meets the latency limits (LoadGen Server QPS under the model key's
     TTFT/TPOT limits, or with --target bench the `llm bench` rate under --slo), with a bounded number of
@@ -266,6 +270,9 @@ def sweep(
     from benchmint.llm.loadgen.api import MlperfConfig, run_sweep
     from benchmint.llm.loadgen.settings import RunSettings
 
+    if target != "bench" and (workers is not None or ray is not None):
+        raise UserError("--workers and --ray spread `llm bench` trials: add --target bench (LoadGen drives its "
+                        "queries from one process)")
     if target == "bench":
         from benchmint.llm.sweep import run_bench_sweep
 
@@ -276,7 +283,8 @@ def sweep(
                                input_tokens=input_tokens, output_tokens=output_tokens, seed=seed,
                                max_batch_size=max_batch_size, device=device,
                                **{k: v for k, v in (("sessions", sessions), ("prefix_groups", prefix_groups),
-                                                    ("prefix_tokens", prefix_tokens)) if v is not None}),
+                                                    ("prefix_tokens", prefix_tokens), ("workers", workers),
+                                                    ("ray", ray)) if v is not None}),
             on_trial=lambda t: _show_trial(t),
         )
         _print_curve(result["sweep"], "latency vs load (llm bench, Poisson arrivals)")

@@ -87,7 +87,9 @@ def _register() -> None:
     from benchmint.cli import llm, llm_mlperf
 
     llm.app.command("mlperf", help=llm_mlperf.mlperf.__doc__)(llm_mlperf.mlperf)
-    llm.app.command("sweep", help=llm_mlperf.sweep.__doc__)(llm_mlperf.sweep)
+    from benchmint.cli.optional_value import OptionalValueCommand
+
+    llm.app.command("sweep", help=llm_mlperf.sweep.__doc__, cls=OptionalValueCommand)(llm_mlperf.sweep)
     from benchmint.cli import llm_calibrate
 
     llm.app.command("calibrate", help=llm_calibrate.calibrate.__doc__)(llm_calibrate.calibrate)
@@ -115,7 +117,10 @@ def run(argv: list[str] | None = None) -> None:
     except UserError as e:
         if debug:  # the traceback, and still the user-error exit code
             traceback.print_exc()
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        from rich.markup import escape
+
+        # the message is text, not markup: "pip install 'benchmint[ray]'" keeps its brackets
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except (KeyboardInterrupt, typer.Abort):
         err_console.print("interrupted")

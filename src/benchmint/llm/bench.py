@@ -91,6 +91,9 @@ class BenchConfig:
     ramp_duration_s: float | None = None
     concurrency_start: int | None = None
     concurrency_end: int | None = None
+    # load from several processes (llm.workers) or Ray actors (llm.ray_workers); None: this process drives it
+    workers: int | None = None
+    ray: str | None = None  # local (start a local cluster) | auto | ADDRESS of an existing one
 
 
 @dataclass
@@ -174,7 +177,8 @@ PERCENTILE_RULE = "linear interpolation between closest ranks (numpy's default; 
 
 # ---------------------------------------------------------------- drivers
 async def _run_open_loop(
-    backend: Backend, reqs: list[GenRequest], offsets_s: Any, c: Counters, stop: asyncio.Event, records: list
+    backend: Backend, reqs: list[GenRequest], offsets_s: Any, c: Counters, stop: asyncio.Event, records: list,
+    start_ns: int | None = None,
 ) -> int:
     loop = asyncio.get_running_loop()
     offs = (offsets_s * 1e9).astype("int64").tolist()
@@ -195,7 +199,8 @@ async def _run_open_loop(
         append(rec)
         c.count(rec)
 
-    start = now_ns() + 5_000_000  # 5 ms of lead so that the first sends are not late by construction
+    # 5 ms of lead so that the first sends are not late by construction (workers: the common start)
+    start = now_ns() + 5_000_000 if start_ns is None else start_ns
     create = loop.create_task
     discard = tasks.discard
     stop_waiter = asyncio.ensure_future(stop.wait())
@@ -228,9 +233,11 @@ async def _run_open_loop(
 
 async def _run_closed_loop(
     backend: Backend, reqs: list[GenRequest], sched: Schedule, tpl: list[GenRequest], c: Counters,
-    stop: asyncio.Event, records: list,
+    stop: asyncio.Event, records: list, start_ns: int | None = None,
 ) -> int:
-    start = now_ns()
+    if start_ns is not None and start_ns > now_ns():  # workers: wait for the common start
+        await asyncio.sleep((start_ns - now_ns()) / 1e9)
+    start = now_ns() if start_ns is None else start_ns
     deadline = start + int(sched.duration_s * 1e9) if sched.duration_s else None
     it = iter(range(sched.count))
 
@@ -313,6 +320,23 @@ class _Progress:
             self.live.stop()
 
 
+async def warm_up(backend: Backend, warm: list[GenRequest], concurrency: int, stop: asyncio.Event,
+                  records: list[RequestRecord]) -> None:
+    """The warm-up requests (``concurrency`` in flight, 8 when 0), recorded as warm-up."""
+    sem = asyncio.Semaphore(max(1, concurrency or 8))
+
+    async def w(req: GenRequest) -> None:
+        async with sem:
+            if stop.is_set():  # Ctrl-C during the warm-up: the measured requests are all cancelled
+                return
+            rec = await _generate(backend.generate, req)
+        rec.warmup = True
+        rec.scheduled_ns = rec.sent_ns
+        records.append(rec)
+
+    await asyncio.gather(*(w(r) for r in warm))
+
+
 async def drive(
     backend: Backend,
     sched: Schedule,
@@ -322,23 +346,15 @@ async def drive(
     *,
     progress: bool = False,
     stop: asyncio.Event | None = None,
+    records: list[RequestRecord] | None = None,
+    start_ns: int | None = None,
 ) -> tuple[list[RequestRecord], int, bool]:
-    """Run warm-up then the measured requests; returns (records, start_ns, interrupted)."""
+    """Run warm-up then the measured requests; returns (records, start_ns, interrupted). ``records``: the list
+    to append to (a worker reads it while the run goes on); ``start_ns``: the common start of several workers."""
     stop = stop or asyncio.Event()
-    records: list[RequestRecord] = []
+    records = [] if records is None else records
     if warm:
-        sem = asyncio.Semaphore(max(1, sched.concurrency or 8))
-
-        async def w(req: GenRequest) -> None:
-            async with sem:
-                if stop.is_set():  # Ctrl-C during the warm-up: the measured requests are all cancelled
-                    return
-                rec = await _generate(backend.generate, req)
-            rec.warmup = True
-            rec.scheduled_ns = rec.sent_ns
-            records.append(rec)
-
-        await asyncio.gather(*(w(r) for r in warm))
+        await warm_up(backend, warm, sched.concurrency, stop, records)
     c = Counters(len(measured) if sched.open_loop or sched.duration_s is None else 0)
     # no cyclic-GC pauses while measuring: records are plain data; collect once before and after instead
     gc_was_enabled = gc.isenabled()
@@ -348,9 +364,9 @@ async def drive(
     try:
         with _Progress(c, progress):
             if sched.open_loop:
-                start = await _run_open_loop(backend, measured, sched.offsets_s, c, stop, records)
+                start = await _run_open_loop(backend, measured, sched.offsets_s, c, stop, records, start_ns)
             else:
-                start = await _run_closed_loop(backend, measured, sched, tpl, c, stop, records)
+                start = await _run_closed_loop(backend, measured, sched, tpl, c, stop, records, start_ns)
     finally:
         gc.unfreeze()
         if gc_was_enabled:
@@ -372,8 +388,9 @@ def _make_backend(cfg: BenchConfig, tokenizer: Any) -> Backend:
     )
 
 
-async def run_async(cfg: BenchConfig, stop: asyncio.Event | None = None) -> BenchResult:
-    """Everything up to the metrics, in the running event loop."""
+async def run_async(cfg: BenchConfig, stop: asyncio.Event | None = None, driver: Any = None) -> BenchResult:
+    """Everything up to the metrics, in the running event loop. ``driver``: a
+    :class:`benchmint.llm.workers.FleetDriver` that sends the requests from worker processes or Ray actors."""
     from benchmint.llm.backends.http import normalize_base_url
 
     register_secret(cfg.api_key)  # recorded files never hold it (core/redact.py); the backend still sends it
@@ -408,14 +425,14 @@ async def run_async(cfg: BenchConfig, stop: asyncio.Event | None = None) -> Benc
         await backend.start()
         tokenizer = backend.tokenizer  # type: ignore[attr-defined]
     try:
-        return await _run_with(cfg, backend, tokenizer, sched, slo, http, served, stop)
+        return await _run_with(cfg, backend, tokenizer, sched, slo, http, served, stop, driver)
     finally:
         await backend.close()
 
 
 async def _run_with(
     cfg: BenchConfig, backend: Backend, tokenizer: Any, sched: Schedule, slo: dict, http: bool, served: list[str],
-    stop: asyncio.Event | None,
+    stop: asyncio.Event | None, driver: Any = None,
 ) -> BenchResult:
     api = cfg.api if http else "chat" if cfg.api == "chat" else "completions"
     wl = traffic.workload_for(cfg, api, tokenizer) or load_workload(
@@ -434,6 +451,9 @@ async def _run_with(
     try:
         if traffic.drives(cfg, sched):  # sessions, concurrency ramp
             records, start, interrupted = await traffic.drive(cfg, backend, sched, wl, warm, stop or asyncio.Event())
+        elif driver is not None:  # worker processes or Ray actors, each with a shard of the schedule
+            records, start, interrupted = await driver.drive(sched, measured, warm, wl.requests, stop or asyncio.Event(),
+                                                             tokenizer)
         else:
             records, start, interrupted = await drive(
                 backend, sched, measured, warm, wl.requests, progress=cfg.progress, stop=stop
@@ -485,6 +505,8 @@ async def _run_with(
         from benchmint.llm.client_bound import client_bound_verdict, load_calibration
 
         result["client_bound"] = client_bound_verdict(result, load_calibration())
+    if driver is not None:
+        driver.annotate(result)  # `workers`, the merged request adaptation, how the clocks were aligned
     return BenchResult(result=result, records=records, start_ns=start, anchor=clock, server_metrics_series=series)
 
 
@@ -533,6 +555,13 @@ def run_bench(cfg: BenchConfig, *, write: bool = True, results_dir: str | Path |
     except ImportError:  # pragma: no cover - windows
         runner_factory = None
 
+    driver = None
+    if cfg.workers is not None or cfg.ray is not None:
+        from benchmint.llm.worker_run import DriveKit
+        from benchmint.llm.workers import FleetDriver
+
+        driver = FleetDriver(cfg, DriveKit(drive, warm_up, _make_backend))  # checks the flags
+
     async def main() -> BenchResult:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -548,7 +577,7 @@ def run_bench(cfg: BenchConfig, *, write: bool = True, results_dir: str | Path |
             except (NotImplementedError, RuntimeError):
                 pass
         try:
-            return await run_async(cfg, stop)
+            return await run_async(cfg, stop, driver)
         finally:
             if installed:
                 loop.remove_signal_handler(signal.SIGINT)

@@ -211,6 +211,10 @@ def print_summary(result: dict[str, Any], console: Console, title: str | None = 
         console.print(f"[yellow]{a}[/]", highlight=False)
     for a in metrics_lines(result.get("server_metrics")):
         console.print(a, highlight=False)
+    from benchmint.llm.workers import workers_lines
+
+    for w in workers_lines(result):  # llm bench --workers / --ray: one line per worker
+        console.print(w, highlight=False)
     from benchmint.llm.client_bound import client_bound_line
 
     cb = client_bound_line(result.get("client_bound"))

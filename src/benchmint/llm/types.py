@@ -36,6 +36,7 @@ class RequestRecord:
     chunk_count: int = 0
     text: str = ""
     # connect | timeout | http_4xx | http_5xx | reset | malformed | stream_error | cancelled | other
+    # | worker_lost (a load worker of llm bench --workers/--ray died before it reported the request)
     error_kind: str | None = None
     error: str | None = None
     warmup: bool = False
