@@ -78,7 +78,6 @@ def replay(
     from benchmint.core.jsonio import write_json
     from benchmint.replay.api import replay_trace, run_record
     from benchmint.replay.options import ReplayOptions
-
     from benchmint.replay.rank_env import from_environ
 
     under = from_environ()

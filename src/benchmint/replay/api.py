@@ -16,8 +16,8 @@ from benchmint.core import sysmetrics
 from benchmint.core.errors import UserError
 from benchmint.replay import fidelity, memory
 from benchmint.replay.adapt import adapt_capture, adapt_view, annotate
-from benchmint.replay.modes import mode_specs
 from benchmint.replay.execute import measure_peak_memory, summarize, time_iterations
+from benchmint.replay.modes import mode_specs
 from benchmint.replay.options import ReplayOptions
 from benchmint.replay.plan import Plan, build_plan
 from benchmint.replay.source import default_device, view_from_trace

@@ -179,7 +179,12 @@ def _run_ranks(inp: Any, inputs: list[tuple[Any, int | None]], opts: ReplayOptio
                say: Callable[[str], None]) -> RanksResult:
     """Start the ranks with torch's process starter (as torchrun does, with the environment it sets), watch
     them and join their results."""
-    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, SignalException, Std, start_processes
+    from torch.distributed.elastic.multiprocessing import (
+        DefaultLogsSpecs,
+        SignalException,
+        Std,
+        start_processes,
+    )
 
     ranks = len(inputs)
     tmp = Path(tempfile.mkdtemp(prefix="benchmint-ranks-"))
