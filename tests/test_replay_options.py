@@ -36,6 +36,6 @@ def test_replay_trace_refuses_bad_settings_in_one_line(settings, message):
 def test_a_rank_spec_carries_the_options_through_json():
     spec = RankSpec(rank=1, world=2, trace_rank=1, trace="t.tar.gz", kineto=None, backend="gloo",
                     options=ReplayOptions(device="cpu", threads=1, iters=5, gaps="none", memory_check=False),
-                    store="s", out="o.json", timeout_s=30.0, collective_timeout_s=5.0, parent=1)
+                    out="o.json", timeout_s=30.0, collective_timeout_s=5.0, parent=1)
     back = msgspec.json.decode(msgspec.json.encode(spec), type=RankSpec)
     assert back == spec and back.options.iters == 5 and back.options.memory_check is False

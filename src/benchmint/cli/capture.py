@@ -55,6 +55,9 @@ def capture(
 
     Usage: benchmint capture --out DIR -- python train.py [ARGS...]
 
+    Under torchrun (`torchrun --nproc-per-node N -m benchmint capture --out DIR -- python train.py`) each rank
+    writes DIR/rankR/, which `benchmint replay DIR --ranks N` (or the same under torchrun) replays.
+
     The script runs under a wrapper that starts the capture. Steps end at each optimizer.step() (no change
     to a training script), or where the script calls benchmint.trace.capture.step() (add that one line to an
     inference loop). After --warmup steps, --measure steps are timed with nothing attached (capture.json holds
@@ -71,6 +74,11 @@ def capture(
     if discard < 0:
         raise UserError(f"capture: --discard {discard} must be 0 or more")
     out = out.resolve()
+    from benchmint.replay.rank_env import from_environ
+
+    under = from_environ()
+    if under is not None and under.world > 1:  # under torchrun: one capture folder per rank, as replay reads them
+        out = out / f"rank{under.rank}"
     if workload is not None:
         import torch
 

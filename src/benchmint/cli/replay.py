@@ -39,13 +39,18 @@ def replay(
                                  help="Results store (default: ./benchmint-results)."),
     no_store: bool = typer.Option(False, "--no-store", help="Do not append the run to the results store."),
     ranks: int = typer.Option(None, "--ranks", help="Replay a multi-rank trace (an archive of one trace per "
-                              "rank) with N processes on this machine, its collectives on a real process group "
-                              "(gloo; NCCL with --device cuda and a GPU per rank). N must equal the trace's "
-                              "ranks; a single trace is replayed by every rank. --threads is per rank (default 1)."),
-    timeout: float = typer.Option(None, "--timeout", help="With --ranks: stop every rank and fail after this "
-                                  "many seconds (default 1800)."),
-    comm_timeout: float = typer.Option(None, "--comm-timeout", help="With --ranks: fail when one collective "
-                                       "waits this many seconds (default 60)."),
+                              "rank, or a folder of rank0/, rank1/... capture folders) with N processes on this "
+                              "machine, its collectives on a real process group (gloo; NCCL with --device cuda "
+                              "and a GPU per rank). N must equal the trace's ranks; a single trace is replayed "
+                              "by every rank. --threads is per rank (default 1). Across hosts, run "
+                              "`torchrun --nnodes M --nproc-per-node N ... -m benchmint replay TRACE` instead."),
+    mode: str = typer.Option("full", "--mode", help="What to replay of the step: full, compute (without its "
+                             "collectives) or comm (its collectives alone); each compared with that part of "
+                             "the original step."),
+    timeout: float = typer.Option(None, "--timeout", help="With --ranks or under torchrun: stop every rank and "
+                                  "fail after this many seconds (default 1800)."),
+    comm_timeout: float = typer.Option(None, "--comm-timeout", help="With --ranks or under torchrun: fail when "
+                                       "one collective waits this many seconds (default 60)."),
     no_memory_check: bool = typer.Option(False, "--no-memory-check", help="Plan even when the trace's tensors "
                                          "need more memory than is available (by default that is an error "
                                          "before anything is allocated; with --ranks each rank checks its own)."),
@@ -63,7 +68,9 @@ def replay(
     the UN-observed step time (capture.json, or estimated from the trace with the observers' cost measured here;
     not across devices).
     With --ranks N, each rank of the trace replays in its own process and the recorded collectives
-    (all-to-all, all-reduce, all-gather, broadcast ...) run for real between them.
+    (all-to-all, all-reduce, all-gather, broadcast ...) run for real between them. Under torchrun
+    (`torchrun --nproc-per-node N -m benchmint replay TRACE`, --nnodes across hosts) each process replays the
+    rank torchrun gave it, and rank 0 prints and saves the joined result.
     """
     from rich.progress import BarColumn, Progress, TextColumn
 
@@ -71,16 +78,29 @@ def replay(
     from benchmint.core.jsonio import write_json
     from benchmint.replay.api import replay_trace, run_record
     from benchmint.replay.options import ReplayOptions
+    from benchmint.replay.rank_env import from_environ
 
+    under = from_environ()
+    if under is not None and ranks is not None:
+        raise UserError(f"--ranks {ranks} starts its own processes; under torchrun (WORLD_SIZE={under.world}) "
+                        "leave it out")
     for flag, v in (("--timeout", timeout), ("--comm-timeout", comm_timeout)):
-        if v is not None and ranks is None:
+        if v is not None and ranks is None and under is None:
             raise UserError(f"{flag} applies to a multi-rank replay only; add --ranks N or leave it out")
         if v is not None and not v > 0:
             raise UserError(f"{flag} {v:g}: must be a positive number of seconds")
     opts = ReplayOptions(device=device, threads=threads, warmup=warmup, iters=iters, seed=seed, gaps=gaps,
                          target=target, iteration=iteration, memory_check=not no_memory_check,
-                         select=select, what_if=tuple(what_if or ()))
-    if ranks is not None:
+                         select=select, what_if=tuple(what_if or ()), mode=mode)
+    if under is not None:
+        from benchmint.replay.torchrun import replay_torchrun
+
+        res = replay_torchrun(trace, kineto, opts, under, timeout_s=1800.0 if timeout is None else timeout,
+                              collective_timeout_s=60.0 if comm_timeout is None else comm_timeout,
+                              echo=lambda line: err_console.print(line, highlight=False, markup=False))
+        if res is None:  # not rank 0: rank 0 prints and saves the joined result
+            return
+    elif ranks is not None:
         from benchmint.replay.distributed import replay_ranks
 
         res = replay_ranks(trace, kineto, opts, ranks=ranks, timeout_s=1800.0 if timeout is None else timeout,
@@ -100,8 +120,12 @@ def replay(
     config = {"trace": str(trace), "kineto": str(kineto) if kineto else r["kineto"], "device": r["device"],
               "threads": r["threads"], "warmup": warmup, "iters": iters, "seed": seed, "gaps": r["gaps"],
               "target": target, "iteration": iteration, "select": select, "what_if": what_if or None}
-    if ranks is not None:
-        config["ranks"] = ranks
+    if mode != "full":
+        config["mode"] = mode
+    if ranks is not None or under is not None:
+        config["ranks"] = ranks if ranks is not None else under.world  # type: ignore[union-attr]
+    if under is not None:
+        config["launcher"] = "torchrun"
     rec = run_record(res, config)  # type: ignore[arg-type]
     out_dir = out or Path("replay-out") / rec.id
     rec.artifacts = {"run": "run.json"}

@@ -17,6 +17,7 @@ from benchmint.core.errors import UserError
 from benchmint.replay import fidelity, memory
 from benchmint.replay.adapt import adapt_capture, adapt_view, annotate
 from benchmint.replay.execute import measure_peak_memory, summarize, time_iterations
+from benchmint.replay.modes import mode_specs
 from benchmint.replay.options import ReplayOptions
 from benchmint.replay.plan import Plan, build_plan
 from benchmint.replay.source import default_device, view_from_trace
@@ -123,7 +124,8 @@ def replay_trace(
     if not view.ops:
         raise UserError(f"{inp.trace}: the trace has no operator with a schema to replay")
     gaps = opts.gaps
-    view, adapted = adapt_view(view, opts.select, list(opts.what_if))  # --select / --what-if (replay.adapt)
+    select, what_if = mode_specs(view, opts.mode, opts.select, list(opts.what_if))  # --mode (replay.modes)
+    view, adapted = adapt_view(view, select, what_if)  # --select / --what-if (replay.adapt)
     if gaps is None:
         gaps = "recorded" if join is not None and view.step_span_s is not None else "none"
     if gaps == "recorded" and (join is None or view.step_span_s is None):
@@ -155,6 +157,7 @@ def replay_trace(
                                    iteration=iteration)
         res = _run(inp, view, tdev, opts, cap, join, progress, comm)
         annotate(res.result, adapted, inp.capture)
+        res.result["mode"] = opts.mode
         numbers = [it.number for it in tr.iterations]
         # the ProfilerStep replayed (None: the trace has none, all its top-level ops were replayed)
         res.result["iteration"] = iteration if iteration is not None else (numbers[-1] if numbers else None)
@@ -228,7 +231,7 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
             want, target_used = est_s, "estimate"
         if want is not None:
             gaps_ns = fidelity.gap_schedule(plan, cal, want - replay_s)
-            gaps_ns = _settle_gaps(plan, gaps_ns, want, replay_s, tell)
+            gaps_ns = _settle_gaps(plan, gaps_ns, want, replay_s, tell, live=comm is not None)
     fn = plan.compile(gaps_ns=gaps_ns)
     tell("time")
     with sysmetrics.Window(warmup + iters, threads, str(dev)) as sysw:  # CPU use, switches, faults, peak RSS
@@ -282,6 +285,7 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
         "gaps": gaps,
         "gap_target": target_used,
         "gap_time_s": (sum(gaps_ns) / 1e9) if gaps_ns else 0.0,
+        "gaps_settled_with_collectives": comm is not None and gaps_ns is not None,
         "replay_ops_only_s": replay_s,
         "kineto_matched": view.kineto_matched,
         "warmup": warmup,
@@ -299,10 +303,14 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
     return ReplayResult(result=result, plan=plan, per_op_type=rows, gaps_ns=gaps_ns)
 
 
-def _settle_gaps(plan: Plan, gaps_ns: list[int], want: float, replay_s: float, tell: Any) -> list[int]:
+def _settle_gaps(plan: Plan, gaps_ns: list[int], want: float, replay_s: float, tell: Any,
+                 live: bool = False) -> list[int]:
     """Scale the gaps so that the replayed iteration, measured here, takes ``want`` (at most two
     corrections, each bounded to [0.5, 2]): the CPU work standing for a gap and the ops beside it do not add
-    up exactly to their separately measured times."""
+    up exactly to their separately measured times. ``live``: a rank of a multi-rank replay settles with its
+    collectives running for real (:func:`_settle_live`)."""
+    if live:
+        return _settle_live(plan, gaps_ns, want, tell)
     if sum(gaps_ns) <= 0:
         return gaps_ns
     for _ in range(2):
@@ -315,6 +323,24 @@ def _settle_gaps(plan: Plan, gaps_ns: list[int], want: float, replay_s: float, t
             break
         scale = min(2.0, max(0.5, need / got))
         gaps_ns = [int(g * scale) for g in gaps_ns]
+    return gaps_ns
+
+
+def _settle_live(plan: Plan, gaps_ns: list[int], want: float, tell: Any) -> list[int]:
+    """A rank's gaps settled with the real collectives running (and the waits for the other ranks in them), so
+    that the gaps stand for the CPU time between ops and not for the original's communication, which the
+    timed iterations then add for real: the time the gaps must add is ``want`` less what the ops and the
+    collectives took. Every rank runs the same two rounds (the collectives need every rank in each)."""
+    total = sum(gaps_ns)
+    for _ in range(2):
+        tell("settle gaps")
+        m = summarize(time_iterations(plan, plan.compile(gaps_ns=gaps_ns), iters=15, warmup=2, live=True,
+                                      count=False))["median"]
+        if m is None or total <= 0:
+            continue
+        scale = min(2.0, max(0.0, (total + want - m) / total))
+        gaps_ns = [int(g * scale) for g in gaps_ns]
+        total = sum(gaps_ns)
     return gaps_ns
 
 

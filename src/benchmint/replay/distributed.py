@@ -19,7 +19,6 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -37,11 +36,12 @@ from benchmint.core.jsonio import read_json
 from benchmint.replay import memory
 from benchmint.replay.api import find_inputs, last_whole_iteration
 from benchmint.replay.collective_sequence import disagreement, sequence
+from benchmint.replay.modes import mode_view
 from benchmint.replay.options import ReplayOptions
+from benchmint.replay.rank_env import check_ranks, free_port, launcher_env, rank_trace, trace_ranks
 from benchmint.replay.rank_worker import RankSpec
 from benchmint.replay.source import default_device, view_from_trace
 from benchmint.replay.types import is_collective
-from benchmint.trace.load import archive_ranks
 
 #: The module each rank's process runs (``python -m WORKER SPEC``).
 WORKER = "benchmint.replay.rank_worker"
@@ -111,17 +111,13 @@ def replay_ranks(
     if not timeout_s > 0 or not collective_timeout_s > 0:
         raise UserError(f"--timeout {timeout_s:g} / --comm-timeout {collective_timeout_s:g}: both must be positive "
                         "numbers of seconds")
-    inp = find_inputs(trace, kineto)
-    have = archive_ranks(inp.trace)
-    if have is not None:
-        if ranks != len(have):
-            raise UserError(f"{inp.trace}: the trace has {len(have)} ranks; --ranks must equal it")
-        if have != list(range(len(have))):
-            raise UserError(f"{inp.trace}: the archive's ranks are {have}, not 0..{len(have) - 1}")
-    trace_rank = (lambda r: r) if have is not None else (lambda r: None)
+    have = trace_ranks(trace)
+    check_ranks(trace, have, ranks, "--ranks is")
+    inputs = [_rank_input(trace, kineto, r, have) for r in range(ranks)]
+    inp = find_inputs(trace, kineto) if not Path(trace).is_dir() or have is None else inputs[0][0]
     device = opts.device
     if device is None:
-        tr0 = load(inp.trace, rank=trace_rank(0))
+        tr0 = load(inputs[0][0].trace, rank=inputs[0][1])
         device = default_device(tr0.devices)
         opts = ReplayOptions.of(opts, device=device)
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -132,9 +128,11 @@ def replay_ranks(
     seqs, ests = [], []
     for r in range(ranks):
         if r == 0 or have is not None:
-            tr = load(inp.trace, rank=trace_rank(r))
-            it = opts.iteration if opts.iteration is not None else last_whole_iteration(tr, inp.capture)
+            rin, trank = inputs[r]
+            tr = load(rin.trace, rank=trank)
+            it = opts.iteration if opts.iteration is not None else last_whole_iteration(tr, rin.capture)
             view = view_from_trace(tr, iteration=it, device=device)
+            view = mode_view(view, opts.mode)
             seq, est = sequence(view.ops), memory.tensor_bytes(view)
             del tr, view
         seqs.append(seq)
@@ -142,15 +140,15 @@ def replay_ranks(
     why = disagreement(seqs)
     if why is not None:
         more = " (every rank replays the same single trace)" if have is None and ranks > 1 else ""
-        raise UserError(f"{inp.trace}: its collectives cannot be replayed on {ranks} ranks{more}: {why}")
+        raise UserError(f"{trace}: its collectives cannot be replayed on {ranks} ranks{more}: {why}")
     if opts.memory_check and ranks > 1 and not device.startswith("cuda"):
         # the ranks share this host's memory: each rank's own check would pass where all of them cannot
         total = {k: sum(e[k] for e in ests) for k in ests[0]}
-        memory.check_fits(total, torch.device("cpu"), str(inp.trace), ranks=ranks)
+        memory.check_fits(total, torch.device("cpu"), str(trace), ranks=ranks)
 
     old_sigterm = _stop_on_sigterm(say)
     try:
-        return _run_ranks(inp, ranks, trace_rank, opts, backend, timeout_s, collective_timeout_s, keep_logs, say)
+        return _run_ranks(inp, inputs, opts, backend, timeout_s, collective_timeout_s, keep_logs, say)
     finally:
         if old_sigterm is not None:
             signal.signal(signal.SIGTERM, old_sigterm)
@@ -170,67 +168,119 @@ def _stop_on_sigterm(say: Callable[[str], None]) -> Any:
     return signal.signal(signal.SIGTERM, on_sigterm)
 
 
-def _run_ranks(inp: Any, ranks: int, trace_rank: Callable[[int], int | None], opts: ReplayOptions, backend: str,
+def _rank_input(trace: Any, kineto: Any, r: int, have: list[int] | None) -> tuple[Any, int | None]:
+    """Rank ``r``'s replay inputs and its rank within an archive (None: a file of one trace)."""
+    t, k, trank = rank_trace(trace, kineto, r, have)
+    return find_inputs(t, k), trank
+
+
+def _run_ranks(inp: Any, inputs: list[tuple[Any, int | None]], opts: ReplayOptions, backend: str,
                timeout_s: float, collective_timeout_s: float, keep_logs: bool | None,
                say: Callable[[str], None]) -> RanksResult:
+    """Start the ranks with torch's process starter (as torchrun does, with the environment it sets), watch
+    them and join their results."""
+    from torch.distributed.elastic.multiprocessing import (
+        DefaultLogsSpecs,
+        SignalException,
+        Std,
+        start_processes,
+    )
+
+    ranks = len(inputs)
     tmp = Path(tempfile.mkdtemp(prefix="benchmint-ranks-"))
-    env = dict(os.environ)
+    common = {"PYTHONUNBUFFERED": "1"}
     lo = _loopback_ifname()
     if lo and backend == "gloo":
-        env.setdefault("GLOO_SOCKET_IFNAME", lo)
-    env["MASTER_ADDR"] = "127.0.0.1"
-    env["PYTHONUNBUFFERED"] = "1"
+        common["GLOO_SOCKET_IFNAME"] = os.environ.get("GLOO_SOCKET_IFNAME", lo)
     th = opts.threads or 1
     opts = ReplayOptions.of(opts, threads=th)
-    device = opts.device
-    env["OMP_NUM_THREADS"] = str(th)
-    procs: list[subprocess.Popen] = []
-    logs: list[Path] = []
+    common["OMP_NUM_THREADS"] = str(th)
+    port = free_port()
+    args: dict[int, tuple] = {}
+    envs: dict[int, dict[str, str]] = {}
+    for r, (rin, trank) in enumerate(inputs):
+        spec = RankSpec(rank=r, world=ranks, trace_rank=trank, trace=str(rin.trace),
+                        kineto=str(rin.kineto) if rin.kineto else None, backend=backend, options=opts,
+                        out=str(tmp / f"rank{r}.result.json"), timeout_s=timeout_s,
+                        collective_timeout_s=collective_timeout_s, parent=os.getpid())
+        sp = tmp / f"rank{r}.spec.json"
+        sp.write_bytes(msgspec.json.encode(spec))
+        args[r] = ("-m", WORKER, str(sp))
+        envs[r] = {**common, **launcher_env(r, ranks, port)}
     kept = False
     t0 = time.monotonic()
-    say(f"replaying {ranks} ranks of {inp.trace} ({backend}, {device}, {th} thread(s) per rank)")
+    say(f"replaying {ranks} ranks of {inp.trace} ({backend}, {opts.device}, {th} thread(s) per rank)")
+    pc = None
+    handlers = _signal_handlers()  # the process starter installs its own; ours come back after it
+    quiet = _quiet_starter()
     try:
-        for r in range(ranks):
-            spec = RankSpec(rank=r, world=ranks, trace_rank=trace_rank(r), trace=str(inp.trace),
-                            kineto=str(inp.kineto) if inp.kineto else None, backend=backend, options=opts,
-                            store=str(tmp / "store"), out=str(tmp / f"rank{r}.result.json"), timeout_s=timeout_s,
-                            collective_timeout_s=collective_timeout_s, parent=os.getpid())
-            sp = tmp / f"rank{r}.spec.json"
-            sp.write_bytes(msgspec.json.encode(spec))
-            log = tmp / f"rank{r}.log"
-            logs.append(log)
-            with open(log, "wb") as fh:
-                procs.append(subprocess.Popen([sys.executable, "-m", WORKER, str(sp)],
-                                              stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                              env=env))
-        _watch(procs, logs, tmp, t0 + timeout_s, timeout_s, say)
+        pc = start_processes(name="benchmint-replay", entrypoint=sys.executable, args=args, envs=envs,
+                             logs_specs=DefaultLogsSpecs(log_dir=str(tmp / "logs"), redirects=Std.ALL))
+        _watch(pc, ranks, tmp, t0 + timeout_s, timeout_s, say)
         wall = time.monotonic() - t0
         per = [read_json(tmp / f"rank{r}.result.json") for r in range(ranks)]
     except RankFailed as e:
         kept = keep_logs if keep_logs is not None else bool(os.environ.get("BENCHMINT_DEBUG"))
+        if kept and pc is not None:
+            _gather_logs(pc, tmp)
         raise RankFailed(f"{e} (" + (f"the ranks' logs: {tmp}" if kept else "--debug keeps the ranks' logs")
                          + ")") from e
+    except SignalException as e:  # the starter's handler: Ctrl-C is an interrupt, SIGTERM an exit as before
+        if e.sigval == signal.SIGINT:
+            raise KeyboardInterrupt from None
+        say(f"terminated ({e.sigval.name}): stopping the ranks")
+        raise SystemExit(128 + int(e.sigval)) from None
     finally:
-        _stop(procs)
+        if pc is not None:
+            pc.close(timeout=5)
+        for sig, h in handlers.items():
+            signal.signal(sig, h)
+        quiet()
         if not kept:
             shutil.rmtree(tmp, ignore_errors=True)
-    return _join(per, ranks, backend, wall, inp)
+    return join_ranks(per, backend, wall, inp)
 
 
-def _watch(procs: list[subprocess.Popen], logs: list[Path], tmp: Path, deadline: float, timeout_s: float,
-           say: Callable[[str], None]) -> None:
+def _signal_handlers() -> dict[int, Any]:
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    sigs = [getattr(signal, n) for n in ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT") if hasattr(signal, n)]
+    return {s: signal.getsignal(s) for s in sigs}
+
+
+def _quiet_starter() -> Callable[[], None]:
+    """The process starter logs each signal it forwards as a warning: the console says it once, our way; the
+    returned function restores its logger's level."""
+    import logging
+
+    log = logging.getLogger("torch.distributed.elastic")
+    old = log.level
+    log.setLevel(logging.ERROR)
+    return lambda: log.setLevel(old)
+
+
+def _gather_logs(pc: Any, tmp: Path) -> None:
+    """Each rank's output as ``rankN.log`` in the kept folder (the process starter keeps it deeper down)."""
+    for r, path in pc.stderrs.items():
+        try:
+            shutil.copyfile(path, tmp / f"rank{r}.log")
+        except OSError:
+            pass
+
+
+def _watch(pc: Any, ranks: int, tmp: Path, deadline: float, timeout_s: float, say: Callable[[str], None]) -> None:
     """Forward the ranks' progress lines; return when all have exited 0; on the first failure or at the
-    deadline stop them all and raise, naming the rank."""
-    pos = [0] * len(procs)
-    last = [""] * len(procs)
+    deadline stop them all (the process starter stops the others when one fails) and raise, naming the rank."""
+    pos = [0] * ranks
+    last = [""] * ranks
 
     def forward() -> None:
-        for r, log in enumerate(logs):
+        for r in range(ranks):
             try:
-                with open(log, "rb") as fh:
+                with open(pc.stderrs[r], "rb") as fh:
                     fh.seek(pos[r])
                     chunk = fh.read()
-            except OSError:
+            except (OSError, KeyError):
                 continue
             end = chunk.rfind(b"\n")
             if end < 0:
@@ -243,23 +293,33 @@ def _watch(procs: list[subprocess.Popen], logs: list[Path], tmp: Path, deadline:
 
     while True:
         forward()
-        codes = [p.poll() for p in procs]
-        bad = [r for r, c in enumerate(codes) if c not in (None, 0)]
-        if bad:
-            _stop(procs)
+        res = pc.wait(timeout=0)
+        if res is not None:
             forward()
-            raise _failure(bad, codes, tmp, last)
-        if all(c == 0 for c in codes):
+            if res.is_failed():
+                codes = [res.failures[r].exitcode if r in res.failures else 0 for r in range(ranks)]
+                raise _failure(sorted(res.failures), codes, tmp, last)
             return
         if time.monotonic() > deadline:
-            waiting = [r for r, c in enumerate(codes) if c is None]
-            _stop(procs)
+            pids = pc.pids()
+            waiting = [r for r in range(ranks) if _alive(pids.get(r))]
+            pc.close(timeout=5)
             where = "; ".join(f"rank {r} last said {last[r][len(f'rank {r}: '):]!r}" if last[r] else f"rank {r}: "
                               "no progress" for r in waiting[:4])
             raise RankFailed(f"the replay did not finish within {timeout_s:.0f} s: rank(s) "
                             f"{', '.join(map(str, waiting))} still running ({where}); stopped them all; "
                             "give more time (--timeout) or fewer --iters")
         time.sleep(0.2)
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
 
 
 class RankFailed(UserError):
@@ -288,23 +348,13 @@ def _failure(bad: list[int], codes: list[int | None], tmp: Path, last: list[str]
     return RankFailed(f"rank {r} exited with code {codes[r]} (it last said {said!r})")
 
 
-def _stop(procs: list[subprocess.Popen]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-    end = time.monotonic() + 5
-    for p in procs:
-        try:
-            p.wait(timeout=max(0.1, end - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
-def _join(per: list[dict[str, Any]], ranks: int, backend: str, wall: float, inp: Any) -> RanksResult:
+def join_ranks(per: list[dict[str, Any]], backend: str, wall: float, inp: Any) -> RanksResult:
     """One result of the ranks' results: coverage is the lowest rank's, the iteration time the slowest rank's
     (every rank timed the same iterations, a barrier before each), skipped ops with the ranks they were
     skipped on."""
+    ranks = len(per)
+    hosts = sorted({p["host"] for p in per if p.get("host")})
+    where = "this machine" if len(hosts) <= 1 else f"{len(hosts)} hosts"
     slow = max(range(ranks), key=lambda r: per[r]["iter_time_s"]["median"] or 0.0)
     low = min(range(ranks), key=lambda r: (per[r]["coverage"], r))
     base = {k: v for k, v in per[slow].items() if k not in ("rank", "per_op_type", "collectives", "peak_rss_bytes")}
@@ -354,19 +404,23 @@ def _join(per: list[dict[str, Any]], ranks: int, backend: str, wall: float, inp:
                             "including waiting for the other ranks, mean over the timed iterations",
         },
         "per_rank": [{
-            "rank": r, "trace": p["trace"], "coverage": p["coverage"], "ops_replayed": p["ops_replayed"],
+            "rank": r, "host": p.get("host"), "trace": p["trace"], "coverage": p["coverage"],
+            "ops_replayed": p["ops_replayed"],
             "ops_total": p["ops_total"], "iter_time_s": p["iter_time_s"], "replay_ops_only_s": p["replay_ops_only_s"],
             "gap_time_s": p["gap_time_s"], "peak_memory_bytes": p["peak_memory_bytes"],
+            "original_iter_time_s": p.get("original_iter_time_s"), "error": p.get("error"),
             "peak_rss_bytes": p["peak_rss_bytes"], "collectives": {k: v for k, v in p["collectives"].items()
                                                                    if k != "ops"},
             "collective_ops": p["collectives"]["ops"],
         } for r, p in enumerate(per)],
         "error_note": per[slow].get("error_note"),
-        "how_measured": (per[slow]["how_measured"] + f"; {ranks} ranks, one process each on this machine, "
+        "hosts": hosts,
+        "how_measured": (per[slow]["how_measured"] + f"; {ranks} ranks, one process each on {where}, "
                          f"collectives on a {backend} process group; a barrier before each iteration, so the "
                          f"ranks time the same iterations; iter_time_s is the slowest rank's (rank {slow})"),
     })
-    aimed = [p.get("gap_target") for p in per if p.get("gap_target")]
+    # (a rank whose gaps were settled with its collectives running counts its communication once)
+    aimed = [p.get("gap_target") for p in per if p.get("gap_target") and not p.get("gaps_settled_with_collectives")]
     if aimed:
         # the gaps were calibrated with the collectives doing nothing, to make the iteration as long as the
         # original step, which includes the original's communication; the timed iterations then add this
@@ -378,6 +432,12 @@ def _join(per: list[dict[str, Any]], ranks: int, backend: str, wall: float, inp:
                               "the ops and the real collectives back to back with the original")
         base["how_measured"] += ("; error: none, the gaps were calibrated without communication (see "
                                  "error_note)")
+    elif any(p.get("gaps_settled_with_collectives") for p in per):
+        base["how_measured"] += ("; each rank's gaps between ops were settled with its collectives running, aimed "
+                                 f"at the original step time ({base.get('gap_target')}): the gaps stand for the CPU "
+                                 "time between ops, the collectives and the waits for the other ranks are this "
+                                 "machine's; error: the slowest rank's iteration against the original step time")
+        base["errors_per_rank"] = [p.get("error") for p in per]
     elif base.get("error") is not None:
         base["how_measured"] += ("; error: the slowest rank's iteration, ops back to back with this machine's "
                                  "collectives, against the original step time")

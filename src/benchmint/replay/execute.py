@@ -19,13 +19,15 @@ def sync_fn(device: torch.device) -> Callable[[], None]:
     return lambda: None
 
 
-def time_iterations(plan: Plan, fn: Callable, iters: int, warmup: int = 1, live: bool = False) -> list[float]:
+def time_iterations(plan: Plan, fn: Callable, iters: int, warmup: int = 1, live: bool = False,
+                    count: bool = True) -> list[float]:
     """Wall seconds of ``iters`` iterations after ``warmup`` untimed ones (registers reset outside timing).
 
     ``live``: in a multi-rank replay (``plan.comm``), run the collectives for real on the process group, with
     a barrier before each iteration (outside the timing) so that every rank times the same iterations; every
     rank must then make the same call. Point-to-point ops issued without blocking are waited on at the end of
-    each iteration, inside the timing."""
+    each iteration, inside the timing. ``count``: the collectives' figures (:meth:`Collectives.stats`) count
+    these iterations (False while the gaps are settled)."""
     sync = sync_fn(plan.device)
     now = clock.now_ns
     comm = plan.comm if live else None
@@ -43,7 +45,7 @@ def time_iterations(plan: Plan, fn: Callable, iters: int, warmup: int = 1, live:
                 sync()
                 del R
             out = []
-            if comm is not None:
+            if comm is not None and count:
                 comm.counting = True
                 comm.iterations += iters
             for _ in range(iters):

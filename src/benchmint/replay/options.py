@@ -9,6 +9,9 @@ from typing import Any
 
 from benchmint.core.errors import UserError
 
+#: what a (multi-rank) replay runs of the step: all of it, its computation, its communication
+MODES = ("full", "compute", "comm")
+
 
 @dataclass(frozen=True)
 class ReplayOptions:
@@ -23,7 +26,9 @@ class ReplayOptions:
     cost, measured on this machine), ``"auto"`` (capture.json when present); ``iteration``: the ProfilerStep
     to replay (default: the last whole one); ``memory_check``: refuse, before planning, a trace whose tensors
     need more memory than the device has available; ``select`` / ``what_if``: replay a part of the step or a
-    changed step (:mod:`benchmint.replay.adapt`: ``scope:``/``op:``/``phase:``, ``drop:``/``repeat:``).
+    changed step (:mod:`benchmint.replay.adapt`: ``scope:``/``op:``/``phase:``, ``drop:``/``repeat:``);
+    ``mode``: ``"full"`` (the whole step), ``"compute"`` (without its collectives) or ``"comm"`` (its
+    collectives alone) (:mod:`benchmint.replay.modes`).
     """
 
     device: str | None = None
@@ -37,6 +42,7 @@ class ReplayOptions:
     memory_check: bool = True
     select: str | None = None
     what_if: tuple[str, ...] = ()
+    mode: str = "full"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "what_if", tuple(self.what_if or ()))  # None or a list from a caller
@@ -50,6 +56,10 @@ class ReplayOptions:
 
     def check(self) -> None:
         """Refuse settings no replay can run with (one line naming the flag)."""
+        if self.mode not in MODES:
+            raise UserError(f"--mode {self.mode}: choose {', '.join(MODES)}")
+        if self.mode != "full" and (self.select or self.what_if):
+            raise UserError(f"--mode {self.mode} is a selection of its own; leave out --select and --what-if")
         if self.gaps not in (None, "recorded", "none"):
             raise UserError(f"--gaps {self.gaps}: choose recorded or none")
         if self.target not in ("auto", "capture", "estimate"):
