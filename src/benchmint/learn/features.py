@@ -52,14 +52,19 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            higher_is_better=False),
 )}
 
-CATEGORICAL = ("model_family", "precision", "accelerator", "acc_vendor", "engine", "scenario", "latency_class",
+CATEGORICAL = ("model_family", "task", "precision", "accelerator", "acc_vendor", "engine", "scenario", "latency_class",
                "cpu_vendor", "division")
 # the engine's version is a number (a release never seen in training sorts next to its neighbours, where a
 # category would be unknown): major + minor / 100
 NUMERIC = ("engine_version", "params_b", "active_params_b", "layers", "hidden", "kv_heads", "experts", "accelerator_count", "nodes",
            "input_len", "output_len", "concurrency", "rate", "bytes_per_param", "acc_peak_tflops",
            "acc_mem_bw_gbs", "acc_mem_gb", "acc_interconnect_gbs", "acc_tdp_w", "acc_launch_year",
-           "log_roofline", "mem_fill")
+           "log_roofline", "mem_fill", "precision_adjusted", "acc_flops_per_byte", "roof_batch", "roof_replica",
+           "roof_memory_share", "roof_prefill_share", "roof_comm_share", "roof_decode_intensity")
+# the accelerator's raw magnitudes: the power-law (linear on logs) part of the learner uses them, so that an
+# accelerator never seen in training sits between its neighbours; the trees do not (each accelerator is one point
+# in this space, so splits on them would memorize accelerators), they see the roofline's dimensionless shares
+RAW_SPECS = ("acc_peak_tflops", "acc_mem_bw_gbs", "acc_mem_gb", "acc_interconnect_gbs", "acc_flops_per_byte")
 # what the default feature list holds: physically meaningful columns; ids and names of submitters/systems are
 # used for grouping and reports only (a model must not memorize who submitted)
 DEFAULT_FEATURES = CATEGORICAL + NUMERIC
@@ -253,7 +258,7 @@ def add_specs(frame: pd.DataFrame) -> pd.DataFrame:
     roof_prec = [_fitting_precision(p, b, m * (c if c == c else 1.0), a)
                  for p, b, m, c, a in zip(out["precision"], out["params_b"], out["acc_mem_gb"],
                                           out["accelerator_count"], accs, strict=True)]
-    out["precision_adjusted"] = [float(r != (p or "fp16")) for r, p in zip(roof_prec, out["precision"], strict=True)]
+    out["precision_adjusted"] = [float(r != p) for r, p in zip(roof_prec, out["precision"], strict=True)]
     rows = out.to_dict("records")
     for r, prec, a in zip(rows, roof_prec, accs, strict=True):
         r["precision"] = prec
@@ -279,8 +284,10 @@ WEIGHTS_SHARE = 0.75  # weights above this share of the memory leave too little 
 
 def _fitting_precision(prec: str | None, params_b: float, mem_gb: float, acc: Any) -> str:
     """The stated precision, or the widest narrower one (fp8, then fp4 where the accelerator has fp4 math, else
-    int4) whose weights fit in ``WEIGHTS_SHARE`` of the memory."""
-    prec = prec or "fp16"
+    int4) whose weights fit in ``WEIGHTS_SHARE`` of the memory. An unstated precision is fp8 where the accelerator
+    has fp8 math (what LLM results use there), else fp16."""
+    if not prec:
+        prec = "fp8" if acc is not None and acc.specs.get("fp8_tflops") else "fp16"
     if not (params_b == params_b and mem_gb == mem_gb and mem_gb > 0):
         return prec
     steps = [prec] + [p for p in ("fp8", "fp4" if acc and acc.specs.get("fp4_tflops") else "int4")

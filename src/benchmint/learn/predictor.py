@@ -33,6 +33,7 @@ from benchmint.core.jsonio import read_json, write_json
 from benchmint.learn.features import (
     CATEGORICAL,
     DEFAULT_FEATURES,
+    RAW_SPECS,
     REQUIRED,
     as_text,
     build_features,
@@ -62,6 +63,11 @@ class _OneThread:
         self._limits.restore_original_limits()
 
 
+# numbers that mean something only within a category: an engine's version orders its releases, but vLLM 0.6 and
+# TensorRT 10.8 are not on one scale, so a power law across engines would be nonsense; the trees split by engine first
+TREES_ONLY = ("engine_version",)
+
+
 def _trees(seed: int):
     from sklearn.ensemble import HistGradientBoostingRegressor
 
@@ -81,7 +87,7 @@ class LogLinearPlusTrees:
         self.seed = seed
 
     def _linear_matrix(self, X: pd.DataFrame, fit: bool = False) -> np.ndarray:
-        num = [c for c in X.columns if not isinstance(X[c].dtype, pd.CategoricalDtype)]
+        num = [c for c in X.columns if not isinstance(X[c].dtype, pd.CategoricalDtype) and c not in TREES_ONLY]
         if fit:
             self.num_ = [c for c in num if X[c].notna().any()]
             self.log_ = {c: bool((X[c].dropna() > 0).all()) and c not in ("log_roofline", "acc_launch_year")
@@ -117,7 +123,7 @@ class LogLinearPlusTrees:
         else:
             self.linear_, base = None, np.zeros(len(y))
         # a column with no value in these rows (a fold without the few rows that have it) tells the trees nothing
-        self.tree_cols_ = [c for c in X.columns if X[c].notna().any()]
+        self.tree_cols_ = [c for c in X.columns if X[c].notna().any() and c not in RAW_SPECS]
         self.trees_ = _trees(self.seed).fit(X[self.tree_cols_], y - base)
         return self
 
