@@ -63,7 +63,8 @@ NUMERIC = ("engine_version", "params_b", "active_params_b", "layers", "hidden", 
            "roof_memory_share", "roof_prefill_share", "roof_comm_share", "roof_decode_intensity")
 # the accelerator's raw magnitudes: the power-law (linear on logs) part of the learner uses them, so that an
 # accelerator never seen in training sits between its neighbours; the trees do not (each accelerator is one point
-# in this space, so splits on them would memorize accelerators), they see the roofline's dimensionless shares
+# in this space, so splits on them would memorize accelerators), they see the roofline's dimensionless shares and
+# the power limit (TDP) and generation (launch date)
 RAW_SPECS = ("acc_peak_tflops", "acc_mem_bw_gbs", "acc_mem_gb", "acc_interconnect_gbs", "acc_flops_per_byte")
 # what the default feature list holds: physically meaningful columns; ids and names of submitters/systems are
 # used for grouping and reports only (a model must not memorize who submitted)
