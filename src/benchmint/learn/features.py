@@ -22,8 +22,9 @@ import pandas as pd
 
 from benchmint.core.errors import UserError
 from benchmint.learn.models import find_model, model_family
-from benchmint.learn.roofline import roofline_tokens_per_s
+from benchmint.learn.roofline import roofline
 from benchmint.learn.specs import find_accelerator, normalize_precision
+from benchmint.learn.tasks import find_task
 
 
 @dataclass(frozen=True)
@@ -51,14 +52,20 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            higher_is_better=False),
 )}
 
-CATEGORICAL = ("model_family", "precision", "accelerator", "acc_vendor", "engine", "scenario", "latency_class",
+CATEGORICAL = ("model_family", "task", "precision", "accelerator", "acc_vendor", "engine", "scenario", "latency_class",
                "cpu_vendor", "division")
 # the engine's version is a number (a release never seen in training sorts next to its neighbours, where a
 # category would be unknown): major + minor / 100
 NUMERIC = ("engine_version", "params_b", "active_params_b", "layers", "hidden", "kv_heads", "experts", "accelerator_count", "nodes",
            "input_len", "output_len", "concurrency", "rate", "bytes_per_param", "acc_peak_tflops",
            "acc_mem_bw_gbs", "acc_mem_gb", "acc_interconnect_gbs", "acc_tdp_w", "acc_launch_year",
-           "log_roofline", "mem_fill")
+           "log_roofline", "mem_fill", "precision_adjusted", "acc_flops_per_byte", "roof_batch", "roof_replica",
+           "roof_memory_share", "roof_prefill_share", "roof_comm_share", "roof_decode_intensity")
+# the accelerator's raw magnitudes: the power-law (linear on logs) part of the learner uses them, so that an
+# accelerator never seen in training sits between its neighbours; the trees do not (each accelerator is one point
+# in this space, so splits on them would memorize accelerators), they see the roofline's dimensionless shares and
+# the power limit (TDP) and generation (launch date)
+RAW_SPECS = ("acc_peak_tflops", "acc_mem_bw_gbs", "acc_mem_gb", "acc_interconnect_gbs", "acc_flops_per_byte")
 # what the default feature list holds: physically meaningful columns; ids and names of submitters/systems are
 # used for grouping and reports only (a model must not memorize who submitted)
 DEFAULT_FEATURES = CATEGORICAL + NUMERIC
@@ -69,6 +76,7 @@ REQUIRED = {"tokens_per_s_per_accelerator": ("model_family", "accelerator")}
 SOURCES: dict[str, tuple[str, ...]] = {
     "id": ("id", "submission.debug_uid"),
     "model_name": ("workload__model_name", "model.name", "model_name", "model"),
+    "task": ("workload__mlperf_model", "model.mlperf_name", "mlperf_model", "task"),
     "params": ("workload__parameter_count", "workload__parameters", "parameter_count"),
     "params_billion": ("model.number_of_parameters", "params_b"),
     "layers": ("workload__num_layers", "workload__layers", "workload__num_hidden_layers", "layers"),
@@ -173,7 +181,8 @@ def canonical_frame(df: pd.DataFrame) -> pd.DataFrame:
     params_b = _num(src["params"]) / 1e9
     params_b = params_b.where(params_b.notna(), _num(src["params_billion"]))
     table = pd.DataFrame([f.facts if f else {} for f in facts], index=df.index)
-    for col in ("params_b", "active_params_b", "layers", "hidden", "heads", "kv_heads", "experts"):
+    for col in ("params_b", "active_params_b", "layers", "hidden", "heads", "kv_heads", "head_dim", "kv_elems",
+                "experts", "active_experts"):
         table_col = _num(table[col]) if col in table else pd.Series(np.nan, index=df.index)
         own = params_b if col == "params_b" else (_num(src[col]) if col in src else None)
         out[col] = own.where(own.notna(), table_col) if own is not None else table_col
@@ -209,6 +218,13 @@ def canonical_frame(df: pd.DataFrame) -> pd.DataFrame:
                             for n in src["model_name"]]
     for col in ("input_len", "output_len", "concurrency", "rate"):
         out[col] = _num(src[col])
+    # the task's lengths where the run does not record its own (official results): the benchmark name first, the
+    # model name for records without one
+    tasks = [find_task(t) or find_task(m) for t, m in zip(src["task"], src["model_name"], strict=True)]
+    out["task"] = [t.task if t else None for t in tasks]
+    for col, attr in (("input_len", "input_tokens"), ("output_len", "output_tokens")):
+        table_len = pd.Series([getattr(t, attr) if t else None for t in tasks], index=df.index, dtype=float)
+        out[col] = out[col].where(out[col].notna(), table_len)
     out["round"] = src["round"].map(lambda v: None if v is None else str(v).lstrip("v"))
     out["division"] = src["division"].map(lambda v: None if v is None else str(v).lower())
     out["submitter"] = src["submitter"]
@@ -237,13 +253,50 @@ def add_specs(frame: pd.DataFrame) -> pd.DataFrame:
     out["bytes_per_param"] = out["precision"].map(BYTES_PER_PARAM).astype(float)
     weights_gb = out["params_b"] * out["bytes_per_param"].fillna(2.0)
     out["mem_fill"] = weights_gb / (out["acc_mem_gb"] * out["accelerator_count"].fillna(1.0))
-    roof = [roofline_tokens_per_s(r) for r in out.to_dict("records")]
-    out["roofline_tokens_per_s"] = pd.Series(roof, index=out.index, dtype=float)
+    # the precision the run must have used: the stated one unless its weights leave no room for a KV cache in all
+    # the system's accelerators together (submissions state "fp16" for models quantized to fp8), then the widest
+    # that does; the roofline and its FLOP/s use it, the stated one stays a feature
+    roof_prec = [_fitting_precision(p, b, m * (c if c == c else 1.0), a)
+                 for p, b, m, c, a in zip(out["precision"], out["params_b"], out["acc_mem_gb"],
+                                          out["accelerator_count"], accs, strict=True)]
+    out["precision_adjusted"] = [float(r != p) for r, p in zip(roof_prec, out["precision"], strict=True)]
+    rows = out.to_dict("records")
+    for r, prec, a in zip(rows, roof_prec, accs, strict=True):
+        r["precision"] = prec
+        r["acc_peak_tflops"] = a.peak_tflops(prec) if a else None
+    roofs = [roofline(r) for r in rows]
+    out["roofline_tokens_per_s"] = pd.Series([r.tokens_per_s if r else np.nan for r in roofs], index=out.index,
+                                             dtype=float)
     out["log_roofline"] = np.log(out["roofline_tokens_per_s"])
+    # where the ceiling comes from (which regime the run is in): dimensionless, so they carry over to accelerators
+    # and models never seen in training
+    for col, attr in (("roof_batch", "batch"), ("roof_replica", "replica"), ("roof_memory_share", "memory_share"),
+                      ("roof_prefill_share", "prefill_share"), ("roof_comm_share", "comm_share"),
+                      ("roof_decode_intensity", "decode_intensity")):
+        out[col] = pd.Series([getattr(r, attr) if r else np.nan for r in roofs], index=out.index, dtype=float)
+    # the accelerator's ridge point (FLOP per byte of memory traffic at the run's precision)
+    out["acc_flops_per_byte"] = out["acc_peak_tflops"] * 1e3 / out["acc_mem_bw_gbs"]
     return out
 
 
 BYTES_PER_PARAM = {"fp4": 0.5, "int4": 0.5, "fp8": 1.0, "int8": 1.0, "fp16": 2.0, "bf16": 2.0, "fp32": 4.0}
+WEIGHTS_SHARE = 0.75  # weights above this share of the memory leave too little for a KV cache to serve a batch
+
+
+def _fitting_precision(prec: str | None, params_b: float, mem_gb: float, acc: Any) -> str:
+    """The stated precision, or the widest narrower one (fp8, then fp4 where the accelerator has fp4 math, else
+    int4) whose weights fit in ``WEIGHTS_SHARE`` of the memory. An unstated precision is fp8 where the accelerator
+    has fp8 math (what LLM results use there), else fp16."""
+    if not prec:
+        prec = "fp8" if acc is not None and acc.specs.get("fp8_tflops") else "fp16"
+    if not (params_b == params_b and mem_gb == mem_gb and mem_gb > 0):
+        return prec
+    steps = [prec] + [p for p in ("fp8", "fp4" if acc and acc.specs.get("fp4_tflops") else "int4")
+                      if BYTES_PER_PARAM[p] < BYTES_PER_PARAM.get(prec, 2.0)]
+    for p in steps:
+        if params_b * BYTES_PER_PARAM.get(p, 2.0) <= WEIGHTS_SHARE * mem_gb:
+            return p
+    return steps[-1]
 
 
 def build_features(df: pd.DataFrame) -> pd.DataFrame:

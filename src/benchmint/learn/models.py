@@ -15,7 +15,8 @@ from importlib import resources
 
 from benchmint.learn.specs import normalize_text
 
-FIELDS = ("params_b", "active_params_b", "layers", "hidden", "heads", "kv_heads", "experts", "active_experts")
+FIELDS = ("params_b", "active_params_b", "layers", "hidden", "heads", "kv_heads", "head_dim", "kv_elems", "experts",
+          "active_experts")
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from benchmint.core.jsonio import read_json, write_json
 from benchmint.learn.features import (
     CATEGORICAL,
     DEFAULT_FEATURES,
+    RAW_SPECS,
     REQUIRED,
     as_text,
     build_features,
@@ -62,6 +63,27 @@ class _OneThread:
         self._limits.restore_original_limits()
 
 
+ALPHAS = np.logspace(-2, 4, 13)
+
+
+def _accelerator_folds(X: pd.DataFrame, y: np.ndarray):
+    """Folds that hold out whole accelerators, for choosing the ridge strength: the power-law part must carry over
+    to accelerators it has not seen (rows of one accelerator share its spec values, so leave-one-row-out would pick
+    a strength that memorizes each accelerator's level). None (efficient leave-one-out) with fewer than 3."""
+    from sklearn.model_selection import GroupKFold
+
+    if "accelerator" not in X.columns:
+        return None
+    groups = X["accelerator"].astype(object).where(X["accelerator"].notna(), "none").astype(str).to_numpy()
+    n = len(np.unique(groups))
+    return list(GroupKFold(n_splits=min(5, n)).split(X, y, groups)) if n >= 3 else None
+
+
+# numbers that mean something only within a category: an engine's version orders its releases, but vLLM 0.6 and
+# TensorRT 10.8 are not on one scale, so a power law across engines would be nonsense; the trees split by engine first
+TREES_ONLY = ("engine_version",)
+
+
 def _trees(seed: int):
     from sklearn.ensemble import HistGradientBoostingRegressor
 
@@ -81,7 +103,7 @@ class LogLinearPlusTrees:
         self.seed = seed
 
     def _linear_matrix(self, X: pd.DataFrame, fit: bool = False) -> np.ndarray:
-        num = [c for c in X.columns if not isinstance(X[c].dtype, pd.CategoricalDtype)]
+        num = [c for c in X.columns if not isinstance(X[c].dtype, pd.CategoricalDtype) and c not in TREES_ONLY]
         if fit:
             self.num_ = [c for c in num if X[c].notna().any()]
             self.log_ = {c: bool((X[c].dropna() > 0).all()) and c not in ("log_roofline", "acc_launch_year")
@@ -112,12 +134,12 @@ class LogLinearPlusTrees:
         self.miss_cols_ = np.isnan(np.column_stack([X[c].to_numpy(dtype=float) for c in self.num_])).any(axis=0) \
             if self.num_ else np.zeros(0, dtype=bool)
         if M.shape[1]:
-            self.linear_ = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 3, 11))).fit(M, y)
+            self.linear_ = make_pipeline(StandardScaler(), RidgeCV(alphas=ALPHAS, cv=_accelerator_folds(X, y))).fit(M, y)
             base = self.linear_.predict(M)
         else:
             self.linear_, base = None, np.zeros(len(y))
         # a column with no value in these rows (a fold without the few rows that have it) tells the trees nothing
-        self.tree_cols_ = [c for c in X.columns if X[c].notna().any()]
+        self.tree_cols_ = [c for c in X.columns if X[c].notna().any() and c not in RAW_SPECS]
         self.trees_ = _trees(self.seed).fit(X[self.tree_cols_], y - base)
         return self
 
