@@ -92,3 +92,56 @@ def test_a_schema_1_run_json_reads_and_writes_back_the_same_keys(kind, tmp_path)
     assert rec.schema_version == "1.0" and rec.to_dict() == raw
     rec.write(tmp_path)
     assert json.loads((tmp_path / "run.json").read_text()) == raw
+
+
+def _table(con):
+    return con.sql("select * from runs").to_arrow_table()
+
+
+def _same_table(store: ResultsStore) -> int:
+    """The table DuckDB reads from the parts equals the one built from the records in Python (the rule of
+    rows_to_table), column by column, type by type and value by value; returns the number of rows."""
+    direct, built = _table(store.connect()), _table(store.connect(store.records()))
+    assert direct.schema.names == built.schema.names
+    for name in direct.schema.names:
+        assert direct.schema.field(name).type == built.schema.field(name).type, name
+        a, b = direct.column(name).to_pylist(), built.column(name).to_pylist()
+        if name == "record_json":  # the stored text of an old record keeps its key order
+            a, b = [json.loads(x) for x in a], [json.loads(x) for x in b]
+        assert a == b, name
+    return direct.num_rows
+
+
+def test_duckdb_reads_old_and_new_parts_into_the_same_table_as_before(store):
+    assert _same_table(store) == 12
+    # new parts (flattened columns) beside the old ones; a column int in one run and text in another is text
+    store.append(RunRecord(kind="replay", metrics={"error": 0.5, "coverage": 1.0}, config={"rate": "inf"}))
+    store.append(RunRecord(kind="llm", metrics={"output_tokens_total": 3}, config={"rate": 2}))
+    assert _same_table(store) == 14
+    _, rows = store.query("select config__rate from runs where config__rate is not null order by 1")
+    assert rows == [("2",), ("inf",)]
+    # a boolean in one run and a number in another: text, as "true" (the slower path)
+    store.append(RunRecord(kind="replay", metrics={"error": 0.1}, config={"flag": True}))
+    store.append(RunRecord(kind="replay", metrics={"error": 0.2}, config={"flag": 3}))
+    assert _same_table(store) == 16
+    _, rows = store.query("select config__flag from runs where config__flag is not null order by 1")
+    assert rows == [("3",), ("true",)]
+    # the same id stored again: the later copy wins; compact rewrites every part in the current layout
+    again = store.records()[0]
+    again.status = "partial"
+    store.append(again)
+    _, rows = store.query(f"select status from runs where id = '{again.id}'")
+    assert rows == [("partial",)] and _same_table(store) == 16
+    store.compact()
+    assert len(store.part_files()) == 1 and _same_table(store) == 16
+
+
+def test_results_list_headlines_of_an_old_store_are_those_the_old_code_printed(store):
+    from benchmint.results.api import list_rows
+
+    got = [(r["kind"], r["headline"]) for r in list_rows(store)]
+    assert got == [("capture", ""), ("replay", "replay error +35.3%"), ("llm", "164.7 tok/s, TTFT p99 25.5 ms"),
+                   ("mlperf", "50.01 tok/s"), ("mlperf", ""), ("imported", "2.45e+04 tok/s"),
+                   ("imported", "2.3e+04 tok/s"), ("imported", "7e+05 samples/s"), ("imported", "6e+05 samples/s"),
+                   ("imported", "latency p90 1.75 ms"), ("imported", "latency p99 11.2 ms"),
+                   ("imported", "8.8e+04 tok/s")]

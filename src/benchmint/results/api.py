@@ -63,7 +63,7 @@ def headline(rec) -> str:
     parts = []
     if isinstance(m, ReplayMetrics) and isinstance(_set(m.error), int | float):
         parts.append(f"replay error {m.error:+.1%}")
-    if isinstance(m, MlperfMetrics):  # LoadGen runs: the client's figures
+    if isinstance(m, MlperfMetrics) and _set(m.throughput) is None:  # no LoadGen figures: the client's
         m = _set(m.client)
     tp = _set(getattr(m, "throughput", UNSET))
     if tp is not None:

@@ -5,9 +5,10 @@ name in the same folder, fsyncs it and renames it into place, so a run killed mi
 hidden ``.part-*.tmp`` file (ignored by readers) and never damages what is already stored. Concurrent appends
 from several processes write different parts. :meth:`ResultsStore.compact` merges the parts into one.
 
-Every part has the same fixed columns (:data:`PART_SCHEMA`): ``id, created_s, kind, status, schema_version,
-record_json``. Queries see table ``runs``: those columns plus the record flattened into columns named
-``block__key__subkey`` (see :mod:`benchmint.results.flatten` and docs/results.md).
+Every part has the fixed columns ``id, created_s, kind, status, schema_version, record_json`` and the record
+flattened into the columns of table ``runs``, named ``block__key__subkey`` (see
+:mod:`benchmint.results.flatten` and docs/results.md). Queries see table ``runs``, which DuckDB reads from the
+parts directly (:mod:`benchmint.results.query`).
 
 A part that cannot be read (corrupt, truncated, not Parquet) or a record with an unknown schema version is
 skipped with a warning naming the file (:attr:`ResultsStore.problems`); the rest of the store stays usable.
@@ -29,23 +30,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from benchmint.core.errors import UserError
-from benchmint.results.flatten import BLOCKS, TOP_COLUMNS, flatten_record, json_ready
+from benchmint.results.flatten import flatten_record, json_ready, rows_to_table
+from benchmint.results.query import connect_runs, part_table
 from benchmint.results.record import READABLE_MAJORS, RunRecord
 
 ENV_VAR = "BENCHMINT_RESULTS"
 DEFAULT_DIR = "benchmint-results"
 PARTS_DIR = "runs"
 
-PART_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("created_s", pa.float64()),
-        ("kind", pa.string()),
-        ("status", pa.string()),
-        ("schema_version", pa.string()),
-        ("record_json", pa.string()),
-    ]
-)
 
 
 def default_results_dir(explicit: str | os.PathLike | None = None) -> Path:
@@ -150,7 +142,7 @@ class ResultsStore:
         from benchmint.core.redact import known_secrets, redact
 
         secrets = known_secrets()  # a shared store holds no credential (core/redact.py)
-        table = pa.Table.from_pylist([_part_row(redact(json_ready(d), secrets)) for d in dicts], schema=PART_SCHEMA)
+        table = part_table([redact(json_ready(d), secrets) for d in dicts])
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.tmp"
         try:
@@ -274,7 +266,11 @@ class ResultsStore:
         return rows_to_table([flatten_record(r.to_dict()) for r in recs])
 
     def connect(self, records: list[RunRecord] | None = None):
-        """A DuckDB connection with table ``runs`` registered."""
+        """A DuckDB connection with table ``runs``: read by DuckDB from the Parquet parts (every stored run;
+        :mod:`benchmint.results.query`), or built from ``records`` when given."""
+        if records is None:
+            self.problems = []
+            return connect_runs(self.part_files(), self.read_part, READABLE_MAJORS, self._warn)
         import duckdb
 
         con = duckdb.connect()
@@ -298,83 +294,6 @@ class ResultsStore:
             return [], []
         cols = [d[0] for d in cur.description]
         return cols, cur.fetchall()
-
-
-def _part_row(d: dict[str, Any]) -> dict[str, Any]:
-    row = {k: d.get(k) for k in TOP_COLUMNS}
-    row["created_s"] = float(row["created_s"]) if row["created_s"] is not None else None
-    row["record_json"] = orjson.dumps(d, option=orjson.OPT_SERIALIZE_NUMPY).decode()
-    return row
-
-
-# columns of table `runs` that exist even when no stored run has the field (typed NULLs), so queries on
-# the documented core fields never fail for lack of a column
-CORE_COLUMNS: dict[str, pa.DataType] = {
-    "config__scenario": pa.string(),
-    "workload__model_name": pa.string(),
-    "workload__architecture": pa.string(),
-    "workload__parameter_count": pa.int64(),
-    "workload__dtype": pa.string(),
-    "workload__dataset": pa.string(),
-    "workload__dataset_hash": pa.string(),
-    "system__accelerator__name": pa.string(),
-    "system__accelerator__count": pa.int64(),
-    "system__cpu_model": pa.string(),
-    "system__memory_bytes": pa.int64(),
-    "provenance__git_revision": pa.string(),
-    "provenance__command_line": pa.string(),
-}
-
-
-def _column_type(values: list[Any], default: pa.DataType | None = None) -> pa.DataType:
-    kinds = {type(v) for v in values if v is not None}
-    if not kinds:
-        return default or pa.string()
-    if kinds == {bool}:
-        return pa.bool_()
-    if kinds == {int}:
-        if all(-(2**63) <= v < 2**63 for v in values if v is not None):
-            return pa.int64()
-        return pa.float64()
-    if kinds <= {int, float}:
-        return pa.float64()
-    return pa.string()
-
-
-def _as_text(v: Any) -> str | None:
-    if v is None or isinstance(v, str):
-        return v
-    return orjson.dumps(v, option=orjson.OPT_SERIALIZE_NUMPY).decode()
-
-
-def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
-    """Flattened rows -> Arrow table. A column whose values mix types becomes text (JSON for non-strings)."""
-    seen: set[str] = set()
-    for r in rows:
-        seen.update(r)
-    seen -= {*TOP_COLUMNS, "record_json"}
-    seen |= set(CORE_COLUMNS)
-
-    def order(name: str) -> tuple[int, str]:
-        block = name.split("__", 1)[0]
-        return (BLOCKS.index(block) if block in BLOCKS else len(BLOCKS), name)
-
-    names = [*TOP_COLUMNS, *sorted(seen, key=order), "record_json"]
-    arrays, fields = [], []
-    for name in names:
-        values = [r.get(name) for r in rows]
-        if name == "created_s":
-            typ: pa.DataType = pa.float64()
-            values = [None if v is None else float(v) for v in values]
-        else:
-            typ = _column_type(values, CORE_COLUMNS.get(name))
-        if typ == pa.string():
-            values = [_as_text(v) for v in values]
-        elif typ == pa.float64():
-            values = [None if v is None else float(v) for v in values]
-        arrays.append(pa.array(values, type=typ))
-        fields.append(pa.field(name, typ))
-    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
 def _fsync_dir(path: Path) -> None:
