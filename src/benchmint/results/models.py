@@ -239,6 +239,10 @@ class ReplayMetrics(Model):
     what_if: JSONObject | None | UnsetType = UNSET  # --what-if
     collectives: JSONObject | None | UnsetType = UNSET  # --ranks: collectives replayed, bytes, time per rank
     per_rank: list[JSONObject] | UnsetType = UNSET
+    hosts: list[str] | UnsetType = UNSET  # --ranks / torchrun: the hosts the ranks ran on
+    errors_per_rank: list[float | None] | UnsetType = UNSET  # each rank's error (gaps settled with collectives)
+    gaps_settled_with_collectives: bool | None | UnsetType = UNSET  # a rank's gaps were settled with them live
+    mode: str | None | UnsetType = UNSET  # --mode: full, compute (no collectives) or comm (collectives alone)
     compared_alternately: JSONObject | None | UnsetType = UNSET  # demo: original and replay timed in turns
     exported: JSONObject | None | UnsetType = UNSET  # a replay package's origin
     runner: JSONObject | None | UnsetType = UNSET
