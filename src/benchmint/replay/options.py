@@ -23,7 +23,9 @@ class ReplayOptions:
     cost, measured on this machine), ``"auto"`` (capture.json when present); ``iteration``: the ProfilerStep
     to replay (default: the last whole one); ``memory_check``: refuse, before planning, a trace whose tensors
     need more memory than the device has available; ``select`` / ``what_if``: replay a part of the step or a
-    changed step (:mod:`benchmint.replay.adapt`: ``scope:``/``op:``/``phase:``, ``drop:``/``repeat:``).
+    changed step (:mod:`benchmint.replay.adapt`: ``scope:``/``op:``/``phase:``, ``drop:``/``repeat:``);
+    ``scale``: the step at another batch size or sequence length (``batch=F``, ``seq=F``,
+    :mod:`benchmint.replay.scale`).
     """
 
     device: str | None = None
@@ -37,9 +39,11 @@ class ReplayOptions:
     memory_check: bool = True
     select: str | None = None
     what_if: tuple[str, ...] = ()
+    scale: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "what_if", tuple(self.what_if or ()))  # None or a list from a caller
+        object.__setattr__(self, "scale", tuple([self.scale] if isinstance(self.scale, str) else self.scale or ()))
 
     @classmethod
     def of(cls, options: ReplayOptions | None = None, **settings: Any) -> ReplayOptions:
