@@ -49,7 +49,9 @@ def _scale_row(name: str, kind: str, tmp: Path, args) -> dict:
     real = build(name, batch=2 * b, seq=seq) if kind == "batch" else build(name, seq=2 * s)
     cmp = compare_with_original(real.step, {"scaled": res}, rounds=args.rounds, reps=args.reps)
     sc = res.result["scale"]
-    return {"row": f"{name} {kind}=2", "from": f"{kind} {sc['recorded'][kind]}", "to": sc["scaled"][kind],
+    rec, to = sc["recorded"][kind], sc["scaled"][kind]
+    return {"row": f"{name} {kind}=2", "from": f"{kind} {'/'.join(map(str, rec)) if isinstance(rec, list) else rec}",
+            "to": "/".join(f"{x:g}" for x in to) if isinstance(to, list) else f"{to:g}",
             "real_s": cmp["original_s"], "replay_s": cmp["replays"]["scaled"]["replay_s"],
             "error": cmp["replays"]["scaled"]["error"], "unscaled_s": sc["unscaled_iter_time_s"],
             "coverage": res.result["coverage"], "rewritten": sc["size_arguments_rewritten"]}
@@ -141,7 +143,7 @@ def main() -> int:
             print(f"{x['row']:28s} refused: {x['refused']}")
             continue
         errs.append(abs(x["error"]))
-        print(f"{x['row']:28s} {x['from']:>10s} {x['to']:7g} {x['real_s']:10.6f} {x['replay_s']:10.6f} "
+        print(f"{x['row']:28s} {x['from']:>10s} {x['to']:>7s} {x['real_s']:10.6f} {x['replay_s']:10.6f} "
               f"{x['error'] * 100:+6.1f}% {x['unscaled_s']:17.6f} {x['coverage']:8.3f} {x['rewritten']:15d}")
     if errs:
         print(f"\n|error|: median {statistics.median(errs) * 100:.1f}%, max {max(errs) * 100:.1f}%, within 10%: "
