@@ -48,13 +48,18 @@ def _scale_row(name: str, kind: str, tmp: Path, args) -> dict:
     res = replay_trace(cap, scale=(f"{kind}=2",), iters=10, warmup=2)
     real = build(name, batch=2 * b, seq=seq) if kind == "batch" else build(name, seq=2 * s)
     cmp = compare_with_original(real.step, {"scaled": res}, rounds=args.rounds, reps=args.reps)
+    base = None
+    if args.base:  # the same capture replayed unscaled against the real model at B: the replay's own error
+        res0 = replay_trace(cap, iters=10, warmup=2)
+        base = compare_with_original(w.step, {"unscaled": res0}, rounds=args.rounds,
+                                     reps=args.reps)["replays"]["unscaled"]["error"]
     sc = res.result["scale"]
     rec, to = sc["recorded"][kind], sc["scaled"][kind]
     return {"row": f"{name} {kind}=2", "from": f"{kind} {'/'.join(map(str, rec)) if isinstance(rec, list) else rec}",
             "to": "/".join(f"{x:g}" for x in to) if isinstance(to, list) else f"{to:g}",
             "real_s": cmp["original_s"], "replay_s": cmp["replays"]["scaled"]["replay_s"],
             "error": cmp["replays"]["scaled"]["error"], "unscaled_s": sc["unscaled_iter_time_s"],
-            "coverage": res.result["coverage"], "rewritten": sc["size_arguments_rewritten"]}
+            "coverage": res.result["coverage"], "rewritten": sc["size_arguments_rewritten"], "base_error": base}
 
 
 class _Scope:
@@ -108,6 +113,8 @@ def main() -> int:
     ap.add_argument("--batch", default="decoder_infer,encoder_cls,cnn_train,bilstm", help="workloads for batch=2")
     ap.add_argument("--seq", default="decoder_infer,encoder_cls", help="workloads for seq=2")
     ap.add_argument("--no-select", action="store_true", help="leave out the --select rows")
+    ap.add_argument("--base", action="store_true", help="also replay each capture unscaled against the real model "
+                    "at its own size (the replay's error before any scaling; doubles the time)")
     args = ap.parse_args()
     steady = steady_malloc()
 
@@ -134,7 +141,7 @@ def main() -> int:
     print(f"\nscaled replays vs the real model at the scaled size, CPU, {args.threads} thread(s), {args.rounds} "
           f"alternating rounds x {args.reps} iterations (median), malloc {'steady' if steady else 'default'}")
     hdr = (f"{'scale':28s} {'recorded':>10s} {'scaled':>7s} {'real s':>10s} {'replay s':>10s} {'error':>7s} "
-           f"{'unscaled replay s':>17s} {'coverage':>8s} {'sizes rewritten':>15s}")
+           f"{'unscaled replay s':>17s} {'coverage':>8s} {'sizes rewritten':>15s} {'unscaled error':>14s}")
     print(hdr)
     print("-" * len(hdr))
     errs = []
@@ -144,7 +151,8 @@ def main() -> int:
             continue
         errs.append(abs(x["error"]))
         print(f"{x['row']:28s} {x['from']:>10s} {x['to']:>7s} {x['real_s']:10.6f} {x['replay_s']:10.6f} "
-              f"{x['error'] * 100:+6.1f}% {x['unscaled_s']:17.6f} {x['coverage']:8.3f} {x['rewritten']:15d}")
+              f"{x['error'] * 100:+6.1f}% {x['unscaled_s']:17.6f} {x['coverage']:8.3f} {x['rewritten']:15d} "
+              + (f"{x['base_error'] * 100:+13.1f}%" if x["base_error"] is not None else f"{'-':>14s}"))
     if errs:
         print(f"\n|error|: median {statistics.median(errs) * 100:.1f}%, max {max(errs) * 100:.1f}%, within 10%: "
               f"{sum(e <= 0.10 for e in errs)}/{len(errs)} (targets: each <= 10%, median <= 5%)")
