@@ -20,6 +20,8 @@ def export(
     what_if: list[str] = typer.Option(None, "--what-if", help="Export the step changed (as benchmint replay "
                                       "--what-if): drop:OP_PATTERN or repeat:OP_PATTERN=N (repeatable)."),
     iteration: int = typer.Option(None, "--iteration", help="Export ProfilerStep#N (default: the last whole one)."),
+    scale: list[str] = typer.Option(None, "--scale", help="Export the step at another size (as benchmint replay "
+                                    "--scale): batch=F or seq=F (repeatable)."),
     force: bool = typer.Option(False, "--force", help="Replace the contents of a non-empty --out folder."),
 ) -> None:
     """Export a recorded step as a benchmark folder: the trace trimmed to the replayed iteration, a runner
@@ -29,7 +31,8 @@ def export(
     """
     from benchmint.replay.export import export_benchmark
 
-    meta = export_benchmark(trace, out, kineto, select=select, what_if=what_if, iteration=iteration, force=force)
+    meta = export_benchmark(trace, out, kineto, select=select, what_if=what_if, iteration=iteration, force=force,
+                            scale=list(scale or ()) or None)
     trim = (f"trimmed to ProfilerStep#{meta['iteration']} ({meta['nodes']['exported']} of "
             f"{meta['nodes']['original']} nodes)" if meta["trimmed"] else f"not trimmed: {meta['trim_note']}")
     console.print(f"exported {meta['ops']} ops to {out} ({trim})", highlight=False)

@@ -59,6 +59,10 @@ def replay(
                                "'aten::mm|aten::addmm'), phase:forward|backward|optimizer."),
     what_if: list[str] = typer.Option(None, "--what-if", help="Change the step: drop:OP_PATTERN or "
                                       "repeat:OP_PATTERN=N (repeatable)."),
+    scale: list[str] = typer.Option(None, "--scale", help="The step at F times its batch size (batch=F, the "
+                                    "leading dimension of its inputs) or sequence length (seq=F), every size that "
+                                    "follows rewritten; refused, naming the op, where a size cannot be attributed "
+                                    "(repeatable)."),
 ) -> None:
     """Replay an execution trace as a standalone benchmark and report its fidelity to the original step.
 
@@ -91,7 +95,8 @@ def replay(
             raise UserError(f"{flag} {v:g}: must be a positive number of seconds")
     opts = ReplayOptions(device=device, threads=threads, warmup=warmup, iters=iters, seed=seed, gaps=gaps,
                          target=target, iteration=iteration, memory_check=not no_memory_check,
-                         select=select, what_if=tuple(what_if or ()), mode=mode)
+                         select=select, what_if=tuple(what_if or ()), mode=mode,
+                         scale=tuple(scale or ()))
     if under is not None:
         from benchmint.replay.torchrun import replay_torchrun
 
@@ -119,7 +124,8 @@ def replay(
     r = res.result
     config = {"trace": str(trace), "kineto": str(kineto) if kineto else r["kineto"], "device": r["device"],
               "threads": r["threads"], "warmup": warmup, "iters": iters, "seed": seed, "gaps": r["gaps"],
-              "target": target, "iteration": iteration, "select": select, "what_if": what_if or None}
+              "target": target, "iteration": iteration, "select": select, "what_if": what_if or None,
+              "scale": scale or None}
     if mode != "full":
         config["mode"] = mode
     if ranks is not None or under is not None:

@@ -3,7 +3,9 @@
 Each workload is one step (a forward pass, or a whole training step) that benchmint can capture and replay.
 They span what a replayer must get right: inference and training (forward, autograd backward, optimizer),
 attention masks, encoder-decoder attention, batch norm, recurrent kernels, embedding bags with offsets, and
-data-dependent routing. Sizes are small so a step takes milliseconds on 2 CPU cores; ``scale`` grows them.
+data-dependent routing. Sizes are small so a step takes milliseconds on 2 CPU cores; ``scale`` grows them
+(the model's width); ``batch`` and ``seq`` set the step's batch size and sequence length (default: each
+workload's own, in its ``meta``).
 
 Use :func:`build` (``build("cnn_train")``) or iterate :data:`WORKLOADS`.
 """
@@ -66,27 +68,28 @@ def _gpt2(scale: int = 1):
     return model
 
 
-def decoder_infer(scale: int = 1) -> Workload:
+def decoder_infer(scale: int = 1, batch: int | None = None, seq: int | None = None) -> Workload:
     """Decoder-only LM (GPT-2 architecture): one inference forward over a batch of prompts."""
     torch.manual_seed(0)
     model = _gpt2(scale).eval()
-    ids = torch.randint(0, 1024, (2, 64))
+    b, s = batch or 2, seq or 64
+    ids = torch.randint(0, 1024, (b, s))
     return Workload("decoder_infer", decoder_infer.__doc__ or "", _infer_step(lambda: model(input_ids=ids).logits),
-                    False, _params(model), {"batch": 2, "seq": 64}, model=model)
+                    False, _params(model), {"batch": b, "seq": s}, model=model)
 
 
-def transformer_train(scale: int = 1) -> Workload:
+def transformer_train(scale: int = 1, batch: int | None = None, seq: int | None = None) -> Workload:
     """Decoder-only LM training step: forward, loss, backward, AdamW update."""
     torch.manual_seed(0)
     model = _gpt2(scale).train()
-    ids = torch.randint(0, 1024, (2, 64))
+    ids = torch.randint(0, 1024, (batch or 2, seq or 64))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)
     step = _train_step(model, opt, lambda: model(input_ids=ids, labels=ids).loss)
     return Workload("transformer_train", transformer_train.__doc__ or "", step, True, _params(model),
-                    {"batch": 2, "seq": 64, "optimizer": "AdamW"}, model=model)
+                    {"batch": ids.shape[0], "seq": ids.shape[1], "optimizer": "AdamW"}, model=model)
 
 
-def encoder_cls(scale: int = 1) -> Workload:
+def encoder_cls(scale: int = 1, batch: int | None = None, seq: int | None = None) -> Workload:
     """Encoder classifier (BERT architecture) with a padding attention mask: inference forward."""
     from transformers import BertConfig, BertForSequenceClassification
 
@@ -95,16 +98,17 @@ def encoder_cls(scale: int = 1) -> Workload:
                      intermediate_size=256 * scale, max_position_embeddings=128, num_labels=3,
                      hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     model = BertForSequenceClassification(cfg).eval()
-    ids = torch.randint(0, 1024, (4, 48))
-    mask = torch.ones(4, 48, dtype=torch.long)
-    mask[1, 30:] = 0
-    mask[3, 12:] = 0
+    b, s = batch or 4, seq or 48
+    ids = torch.randint(0, 1024, (b, s))
+    mask = torch.ones(b, s, dtype=torch.long)
+    mask[1 % b, (s * 5) // 8:] = 0
+    mask[3 % b, s // 4:] = 0
     return Workload("encoder_cls", encoder_cls.__doc__ or "",
                     _infer_step(lambda: model(input_ids=ids, attention_mask=mask).logits), False, _params(model),
-                    {"batch": 4, "seq": 48}, model=model)
+                    {"batch": b, "seq": s}, model=model)
 
 
-def encoder_decoder(scale: int = 1) -> Workload:
+def encoder_decoder(scale: int = 1, batch: int | None = None, seq: int | None = None) -> Workload:
     """Encoder-decoder (T5 architecture): inference forward with decoder inputs (teacher forcing)."""
     from transformers import T5Config, T5ForConditionalGeneration
 
@@ -112,13 +116,14 @@ def encoder_decoder(scale: int = 1) -> Workload:
     cfg = T5Config(vocab_size=1024, d_model=64 * scale, d_kv=16, d_ff=128 * scale, num_layers=2,
                    num_decoder_layers=2, num_heads=4, dropout_rate=0.0, decoder_start_token_id=0)
     model = T5ForConditionalGeneration(cfg).eval()
-    src = torch.randint(0, 1024, (2, 48))
-    mask = torch.ones(2, 48, dtype=torch.long)
-    mask[1, 40:] = 0
-    tgt = torch.randint(0, 1024, (2, 16))
+    b, s = batch or 2, seq or 48  # the target is a third of the source
+    src = torch.randint(0, 1024, (b, s))
+    mask = torch.ones(b, s, dtype=torch.long)
+    mask[1 % b, (s * 5) // 6:] = 0
+    tgt = torch.randint(0, 1024, (b, s // 3))
     return Workload("encoder_decoder", encoder_decoder.__doc__ or "",
                     _infer_step(lambda: model(input_ids=src, attention_mask=mask, decoder_input_ids=tgt).logits),
-                    False, _params(model), {"batch": 2, "src": 48, "tgt": 16}, model=model)
+                    False, _params(model), {"batch": b, "src": s, "tgt": s // 3}, model=model)
 
 
 # -- torch.nn models ------------------------------------------------------------------------------------------
@@ -139,16 +144,16 @@ class _SmallCNN(nn.Module):
         return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
 
-def cnn_train(scale: int = 1) -> Workload:
+def cnn_train(scale: int = 1, batch: int | None = None, seq: int | None = None) -> Workload:
     """CNN with batch norm: training step with cross-entropy and SGD with momentum."""
     torch.manual_seed(0)
     model = _SmallCNN(16 * scale).train()
-    x = torch.randn(8, 3, 32, 32)
-    y = torch.randint(0, 10, (8,))
+    x = torch.randn(batch or 8, 3, 32, 32)
+    y = torch.randint(0, 10, (batch or 8,))
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     step = _train_step(model, opt, lambda: nn.functional.cross_entropy(model(x), y))
     return Workload("cnn_train", cnn_train.__doc__ or "", step, True, _params(model),
-                    {"batch": 8, "image": 32, "optimizer": "SGD"}, model=model)
+                    {"batch": batch or 8, "image": 32, "optimizer": "SGD"}, model=model)
 
 
 class _BiLSTM(nn.Module):
@@ -163,13 +168,13 @@ class _BiLSTM(nn.Module):
         return self.head(out.mean(dim=1))
 
 
-def bilstm(scale: int = 1) -> Workload:
+def bilstm(scale: int = 1, batch: int | None = None, seq: int | None = None) -> Workload:
     """Bidirectional 2-layer LSTM text classifier: inference forward."""
     torch.manual_seed(0)
     model = _BiLSTM(2000, 64 * scale).eval()
-    ids = torch.randint(0, 2000, (8, 32))
+    ids = torch.randint(0, 2000, (batch or 8, seq or 32))
     return Workload("bilstm", bilstm.__doc__ or "", _infer_step(lambda: model(ids)), False, _params(model),
-                    {"batch": 8, "seq": 32}, model=model)
+                    {"batch": ids.shape[0], "seq": ids.shape[1]}, model=model)
 
 
 class _Recommender(nn.Module):
@@ -190,12 +195,12 @@ class _Recommender(nn.Module):
         return self.top(torch.cat([d, inter], dim=1)).squeeze(1)
 
 
-def embbag_train(scale: int = 1) -> Workload:
+def embbag_train(scale: int = 1, batch: int | None = None, seq: int | None = None) -> Workload:
     """Embedding-bag recommendation model (DLRM style): training step with BCE loss and Adagrad."""
     torch.manual_seed(0)
     rows = 5000 * scale
     model = _Recommender(rows=rows).train()
-    batch = 64
+    batch = batch or 64
     dense = torch.randn(batch, 13)
     idx, offs = [], []
     for _ in range(4):
@@ -236,18 +241,18 @@ class _MoE(nn.Module):
         return out.reshape(x.shape)
 
 
-def moe(scale: int = 1) -> Workload:
+def moe(scale: int = 1, batch: int | None = None, seq: int | None = None) -> Workload:
     """Mixture-of-experts layer with top-2 routing over 8 experts: inference forward."""
     torch.manual_seed(0)
     model = _MoE(64 * scale).eval()
-    x = torch.randn(4, 64, 64 * scale)
+    x = torch.randn(batch or 4, seq or 64, 64 * scale)
     return Workload("moe", moe.__doc__ or "", _infer_step(lambda: model(x)), False, _params(model),
-                    {"tokens": 256, "experts": 8, "k": 2}, model=model)
+                    {"batch": x.shape[0], "tokens": x.shape[0] * x.shape[1], "experts": 8, "k": 2}, model=model)
 
 
-def small_transformer(scale: int = 1) -> Workload:
+def small_transformer(scale: int = 1, batch: int | None = None, seq: int | None = None) -> Workload:
     """The demo's small transformer: a tiny GPT-2 training step (same as ``transformer_train``)."""
-    w = transformer_train(scale)
+    w = transformer_train(scale, batch, seq)
     w.name = "small_transformer"
     return w
 
@@ -264,10 +269,10 @@ WORKLOADS: dict[str, Callable[..., Workload]] = {
 }
 
 
-def build(name: str, scale: int = 1) -> Workload:
+def build(name: str, scale: int = 1, batch: int | None = None, seq: int | None = None) -> Workload:
     from benchmint.core.errors import UserError
 
     fn = WORKLOADS.get(name) or (small_transformer if name == "small_transformer" else None)
     if fn is None:
         raise UserError(f"unknown workload {name!r}; choose one of {', '.join([*WORKLOADS, 'small_transformer'])}")
-    return fn(scale)
+    return fn(scale, batch, seq)

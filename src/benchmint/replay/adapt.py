@@ -28,6 +28,7 @@ from typing import Any
 
 from benchmint.core.errors import UserError
 from benchmint.replay.fidelity import original_slots
+from benchmint.replay.scale import scale_view
 from benchmint.replay.types import TraceView
 
 PHASES = ("forward", "backward", "optimizer")
@@ -47,6 +48,7 @@ class Adaptation:
     kind: str
     info: dict[str, Any]
     factor: float | None
+    before: TraceView | None = None  # a scale: the step as it was (its replay sets the gaps the scaled one keeps)
 
 
 def _compile(pattern: str, what: str) -> re.Pattern:
@@ -238,9 +240,10 @@ def _hint(view: TraceView, kind: str) -> str:
     return f"its most frequent ops are {some}"
 
 
-def adapt_view(view: TraceView, select_spec: str | None = None,
-               what_if_specs: list[str] | None = None) -> tuple[TraceView, list[Adaptation]]:
-    """Apply ``--select`` then ``--what-if`` to ``view``; nothing to do: the view itself and no adaptation."""
+def adapt_view(view: TraceView, select_spec: str | None = None, what_if_specs: list[str] | None = None,
+               scale_specs: list[str] | tuple[str, ...] | None = None) -> tuple[TraceView, list[Adaptation]]:
+    """Apply ``--select``, ``--what-if`` then ``--scale`` to ``view``; nothing to do: the view itself and no
+    adaptation."""
     done: list[Adaptation] = []
     if select_spec:
         view, a = select(view, select_spec)
@@ -248,6 +251,10 @@ def adapt_view(view: TraceView, select_spec: str | None = None,
     if what_if_specs:
         view, a = what_if(view, list(what_if_specs))
         done.append(a)
+    if scale_specs:
+        scaled = scale_view(view, list(scale_specs), phases(view))
+        done.append(Adaptation("scale", scaled.info, None, before=view))
+        view = scaled.view
     return view, done
 
 
@@ -255,6 +262,8 @@ def factor(adaptations: list[Adaptation]) -> float | None:
     """The adapted step's time as a fraction of the original step's (None: unknown)."""
     f = 1.0
     for a in adaptations:
+        if a.kind == "scale":
+            continue  # a scaled replay keeps the unscaled one's gaps: its original is the step as captured
         if a.factor is None:
             return None
         f *= a.factor
@@ -264,7 +273,7 @@ def factor(adaptations: list[Adaptation]) -> float | None:
 def adapt_capture(cap: dict | None, adaptations: list[Adaptation]) -> dict | None:
     """``capture.json`` as the adapted step would have measured: its step time times the adapted share (so the
     gaps aim at it and the error compares with it); without a known share, without a step time."""
-    if cap is None or not adaptations:
+    if cap is None or not [a for a in adaptations if a.kind != "scale"]:
         return cap
     st = cap.get("step_time_s")
     if not isinstance(st, dict) or not isinstance(st.get("median"), int | float):
@@ -291,6 +300,18 @@ def annotate(result: dict[str, Any], adaptations: list[Adaptation], cap: dict | 
     share = 1.0
     for a in adaptations:
         info = dict(a.info)
+        if a.kind == "scale":
+            base = result.get("original_iter_time_s")
+            unscaled = info.get("unscaled_iter_time_s")
+            info["change_vs_unscaled"] = (it / unscaled - 1) if it and unscaled else None
+            info["change_vs_original"] = (it / base - 1) if it and base else None
+            result["scale"] = info
+            if result.get("error") is not None or base is not None:
+                result["error"] = None
+                result["error_note"] = ("a scaled replay is the step at another size, so it has no original to "
+                                        "compare with: scale gives the change against the unscaled replay and the "
+                                        "original")
+            continue
         if a.kind == "selection":
             share = a.factor if a.factor is not None else float("nan")
             info["original_step_time_s"] = step_s
@@ -322,6 +343,13 @@ def describe(result: dict[str, Any]) -> list[str]:
                    + (f"{share * 100:.1f}% of the recorded step" if share is not None else "share unknown")
                    + (f"; compared with that share of the original ({sel['original_selected_time_s'] * 1e3:.3f} ms)"
                       if sel.get("original_selected_time_s") else ""))
+    sc = result.get("scale")
+    if sc:
+        sizes = ", ".join(f"{k} {sc['recorded'][k]} -> {sc['scaled'][k]}" for k in sc["recorded"])
+        out.append(f"scale {' '.join(sc['specs'])}: {sizes}; {sc['ops_with_new_shapes']} of {sc['ops']} ops with "
+                   f"new shapes, {sc['size_arguments_rewritten']} size arguments rewritten"
+                   + (f"; replayed step {sc['change_vs_unscaled'] * 100:+.1f}% against the unscaled replay"
+                      if sc.get("change_vs_unscaled") is not None else ""))
     wi = result.get("what_if")
     if wi:
         for c in wi["changes"]:

@@ -125,7 +125,8 @@ def replay_trace(
         raise UserError(f"{inp.trace}: the trace has no operator with a schema to replay")
     gaps = opts.gaps
     select, what_if = mode_specs(view, opts.mode, opts.select, list(opts.what_if))  # --mode (replay.modes)
-    view, adapted = adapt_view(view, select, what_if)  # --select / --what-if (replay.adapt)
+    # --select / --what-if / --scale (replay.adapt, replay.scale)
+    view, adapted = adapt_view(view, select, what_if, opts.scale)
     if gaps is None:
         gaps = "recorded" if join is not None and view.step_span_s is not None else "none"
     if gaps == "recorded" and (join is None or view.step_span_s is None):
@@ -155,7 +156,21 @@ def replay_trace(
             memory.available_bytes(tdev)
         opts = dataclasses.replace(opts, device=str(tdev), threads=threads or torch.get_num_threads(), gaps=gaps,
                                    iteration=iteration)
-        res = _run(inp, view, tdev, opts, cap, join, progress, comm)
+        scaled = [a for a in adapted if a.kind == "scale"]
+        if scaled and scaled[0].before is not None:
+            # the unscaled step first: its CPU time between ops, aimed at the original, is what the scaled step
+            # keeps (Python and framework time do not grow with the tensors); its ops then take what they take
+            res0 = _run(inp, scaled[0].before, tdev, opts, cap, join, progress, comm)
+            res = _run(inp, view, tdev, opts, cap, join, progress, comm, fixed_gaps=res0.gaps_ns)
+            res.result["gaps"] = res0.result["gaps"]
+            res.result["gap_target"] = res0.result["gap_target"]
+            res.result["original_iter_time_estimated_s"] = res0.result["original_iter_time_estimated_s"]
+            scaled[0].info.update({"unscaled_iter_time_s": res0.result["iter_time_s"]["median"],
+                                   "unscaled_ops_only_s": res0.result["replay_ops_only_s"],
+                                   "gaps": "the unscaled replay's CPU time between ops (aimed at the original step), "
+                                           "kept as it is"})
+        else:
+            res = _run(inp, view, tdev, opts, cap, join, progress, comm)
         annotate(res.result, adapted, inp.capture)
         res.result["mode"] = opts.mode
         numbers = [it.number for it in tr.iterations]
@@ -172,8 +187,9 @@ def replay_trace(
 
 
 def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, cap: dict | None, join: Any,
-         progress: Any, comm: Any = None) -> ReplayResult:
-    """The replay proper; ``opts`` as resolved by :func:`replay_trace` (threads, gaps and iteration set)."""
+         progress: Any, comm: Any = None, fixed_gaps: list[int] | None = None) -> ReplayResult:
+    """The replay proper; ``opts`` as resolved by :func:`replay_trace` (threads, gaps and iteration set);
+    ``fixed_gaps``: spend these between the ops (a scaled step keeps its unscaled replay's), no calibration."""
     threads, warmup, iters, seed, gaps, target = opts.threads, opts.warmup, opts.iters, opts.seed, opts.gaps, \
         opts.target
     def tell(stage: str, done: int = 0, total: int = 0) -> None:
@@ -188,7 +204,9 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
         raise UserError(f"{inp.trace}: no op of the trace could be replayed ({reasons})")
     fn0 = plan.compile()
     replay_s = None
-    if gaps == "recorded" or comm is not None:
+    if fixed_gaps is not None:
+        gaps = "none"  # below: the gaps are given, nothing to calibrate or aim
+    if gaps == "recorded" or comm is not None or fixed_gaps is not None:
         # the ops alone, timed apart from the run: what the gaps are added to (in one process with --gaps none
         # the timed iterations below are the ops alone, and a big trace's iteration can take seconds; across
         # ranks they also hold the real collectives and the waits for the other ranks)
@@ -232,6 +250,9 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
         if want is not None:
             gaps_ns = fidelity.gap_schedule(plan, cal, want - replay_s)
             gaps_ns = _settle_gaps(plan, gaps_ns, want, replay_s, tell, live=comm is not None)
+    if fixed_gaps is not None:
+        gaps_ns = fixed_gaps if len(fixed_gaps) >= len(plan.steps) else None
+        gaps = opts.gaps
     fn = plan.compile(gaps_ns=gaps_ns)
     tell("time")
     with sysmetrics.Window(warmup + iters, threads, str(dev)) as sysw:  # CPU use, switches, faults, peak RSS

@@ -106,8 +106,8 @@ def replay_ranks(
     if ranks < 1:
         raise UserError(f"--ranks {ranks}: must be at least 1")
     opts.check()
-    if opts.select or opts.what_if:  # each rank would adapt its own step: a dropped collective hangs the others
-        raise UserError("--select and --what-if apply to a single-process replay; leave out --ranks")
+    if opts.select or opts.what_if or opts.scale:  # each rank would adapt its own step: a dropped collective
+        raise UserError("--select, --what-if and --scale apply to a single-process replay; leave out --ranks")
     if not timeout_s > 0 or not collective_timeout_s > 0:
         raise UserError(f"--timeout {timeout_s:g} / --comm-timeout {collective_timeout_s:g}: both must be positive "
                         "numbers of seconds")

@@ -132,7 +132,7 @@ def _same(a: Any, b: Any) -> str | None:
 
 def export_benchmark(trace: str | os.PathLike, out: str | os.PathLike, kineto: str | os.PathLike | None = None,
                      *, select: str | None = None, what_if: list[str] | None = None, iteration: int | None = None,
-                     force: bool = False) -> dict[str, Any]:
+                     force: bool = False, scale: list[str] | None = None) -> dict[str, Any]:
     """Write the benchmark folder ``out`` for ``trace`` (a capture folder or an ET, with ``kineto``); returns
     what ``export.json`` holds. ``select`` / ``what_if``: the runner replays the step so adapted (as
     ``benchmint replay --select / --what-if``). Refuses a non-empty ``out`` unless ``force``."""
@@ -153,7 +153,8 @@ def export_benchmark(trace: str | os.PathLike, out: str | os.PathLike, kineto: s
             tr, view = _view(inp.trace, inp.kineto, iteration)
     if not view.ops:
         raise UserError(f"{inp.trace}: the trace has no operator with a schema to replay")
-    adapted_view, adapted = adapt_view(view, select, what_if)  # a selection that matches nothing stops here
+    # a selection that matches nothing, or a scale that cannot be applied, stops here
+    adapted_view, adapted = adapt_view(view, select, what_if, scale)
     its = tr.iterations
     within = None
     if its:
@@ -204,6 +205,7 @@ def export_benchmark(trace: str | os.PathLike, out: str | os.PathLike, kineto: s
         "ops": len(view.ops),
         "select": select,
         "what_if": list(what_if) if what_if else None,
+        "scale": list(scale) if scale else None,
         "adapted": [{"kind": a.kind, **a.info} for a in adapted],
         "ops_replayed_after_adaptation": len(adapted_view.ops),
         "vendored_modules": files,
@@ -268,6 +270,9 @@ def readme(meta: dict, cap: dict | None, view: Any) -> str:
             sh = a.get("share_of_step")
             lines.append(f"- replays the selection `{a['spec']}`: {a['ops_selected']} of {a['ops_in_step']} ops"
                          + (f", {sh * 100:.1f}% of the recorded step" if sh is not None else ""))
+        elif a["kind"] == "scale":
+            lines.append(f"- replays the step scaled ({' '.join(a['specs'])}): "
+                         + ", ".join(f"{k} {a['recorded'][k]} -> {a['scaled'][k]}" for k in a["recorded"]))
         else:
             for c in a["changes"]:
                 lines.append(f"- what-if `{c['spec']}`: {c['ops_matched']} ops")

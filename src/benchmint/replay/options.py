@@ -28,7 +28,9 @@ class ReplayOptions:
     need more memory than the device has available; ``select`` / ``what_if``: replay a part of the step or a
     changed step (:mod:`benchmint.replay.adapt`: ``scope:``/``op:``/``phase:``, ``drop:``/``repeat:``);
     ``mode``: ``"full"`` (the whole step), ``"compute"`` (without its collectives) or ``"comm"`` (its
-    collectives alone) (:mod:`benchmint.replay.modes`).
+    collectives alone) (:mod:`benchmint.replay.modes`);
+    ``scale``: the step at another batch size or sequence length (``batch=F``, ``seq=F``,
+    :mod:`benchmint.replay.scale`).
     """
 
     device: str | None = None
@@ -43,9 +45,11 @@ class ReplayOptions:
     select: str | None = None
     what_if: tuple[str, ...] = ()
     mode: str = "full"
+    scale: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "what_if", tuple(self.what_if or ()))  # None or a list from a caller
+        object.__setattr__(self, "scale", tuple([self.scale] if isinstance(self.scale, str) else self.scale or ()))
 
     @classmethod
     def of(cls, options: ReplayOptions | None = None, **settings: Any) -> ReplayOptions:

@@ -47,8 +47,9 @@ def replay_torchrun(
     say = echo or (lambda s: print(s, file=sys.stderr, flush=True))
     opts = ReplayOptions.of(options)
     opts.check()
-    if opts.select or opts.what_if:  # each rank would adapt its own step: a dropped collective hangs the others
-        raise UserError("--select and --what-if apply to a single-process replay; use --mode under torchrun")
+    if opts.select or opts.what_if or opts.scale:  # each rank would adapt its own step: a dropped collective
+        raise UserError("--select, --what-if and --scale apply to a single-process replay; use --mode under "  # hangs
+                        "torchrun")
     have = trace_ranks(trace)
     check_ranks(trace, have, env.world, "torchrun's WORLD_SIZE is")
     t, k, trank = rank_trace(trace, kineto, env.rank, have)

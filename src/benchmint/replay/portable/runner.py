@@ -61,13 +61,15 @@ def main(argv=None) -> int:
         res = replay_trace(os.path.join(HERE, cfg["trace"]), os.path.join(HERE, cfg["kineto"]) if cfg.get("kineto")
                            else None, device=args.device, threads=args.threads, warmup=args.warmup,
                            iters=args.iters, seed=args.seed, gaps=args.gaps, memory_check=not args.no_memory_check,
-                           select=cfg.get("select"), what_if=cfg.get("what_if"), iteration=cfg.get("iteration"))
+                           select=cfg.get("select"), what_if=cfg.get("what_if"), iteration=cfg.get("iteration"),
+                           scale=tuple(cfg.get("scale") or ()))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     r = dict(res.result)
     r["per_op_type"] = res.per_op_type
-    r["exported"] = {k: cfg.get(k) for k in ("benchmint_version", "exported_at", "source", "select", "what_if")}
+    r["exported"] = {k: cfg.get(k) for k in ("benchmint_version", "exported_at", "source", "select", "what_if",
+                                                    "scale")}
     r["runner"] = {"python": sys.version.split()[0], "executable": sys.executable}
     line = (f"coverage {r['coverage']:.3f} ({r['ops_replayed']}/{r['ops_total']} ops), replay "
             f"{_ms(r['iter_time_s']['median'])}/iter")

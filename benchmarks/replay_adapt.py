@@ -1,0 +1,173 @@
+"""Adaptation checked against reality: does a scaled or selected replay take what the real thing takes?
+
+* ``--scale batch=2``: each workload is captured at its batch size B, replayed with ``scale=("batch=2",)``, and
+  the REAL model is built at batch 2B; the real step and the scaled replay are then timed in the same process,
+  alternating A B A B ... (``compare_with_original``: median over rounds of replay / real - 1).
+* ``--scale seq=2``: the same on transformer workloads at sequence length S against the real model at 2S.
+* ``--select``: one transformer layer (a ``record_function`` scope the benchmark opens around layer 0 of a
+  GPT-2 forward, as a model's own module scopes would be recorded) and ``phase:optimizer`` of a GPT-2 training
+  step: the selection's replay against the share of the original step its Kineto trace gives it, the
+  original timed alternately in the same run (error = replay / (original x share) - 1).
+
+Usage: python benchmarks/replay_adapt.py [--threads 1] [--rounds 5] [--reps 5]
+       [--batch decoder_infer,encoder_cls,cnn_train,bilstm] [--seq decoder_infer,encoder_cls] [--no-select]
+Bounded: about 1-2 minutes per row on a quiet 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+warnings.filterwarnings("ignore")
+sys.path.insert(0, str(Path(__file__).parent))
+
+from replay_fidelity import steady_malloc  # noqa: E402
+
+SEQ_AT = {"decoder_infer": 48, "transformer_train": 48}  # GPT-2's default 64 equals its hidden size (still fine)
+
+
+def _scale_row(name: str, kind: str, tmp: Path, args) -> dict:
+    from benchmint.models.workloads import build
+    from benchmint.replay.api import replay_trace
+    from benchmint.replay.compare import compare_with_original
+    from benchmint.trace.capture import capture_steps
+
+    seq = SEQ_AT.get(name)
+    w = build(name, seq=seq)
+    b, s = w.meta.get("batch"), w.meta.get("seq", w.meta.get("src"))
+    cap = tmp / f"{name}-{kind}"
+    capture_steps(w.step, cap, warmup=10, measure=10, record=1, model=w.model)
+    res = replay_trace(cap, scale=(f"{kind}=2",), iters=10, warmup=2)
+    real = build(name, batch=2 * b, seq=seq) if kind == "batch" else build(name, seq=2 * s)
+    cmp = compare_with_original(real.step, {"scaled": res}, rounds=args.rounds, reps=args.reps)
+    base = None
+    if args.base:  # the same capture replayed unscaled against the real model at B: the replay's own error
+        res0 = replay_trace(cap, iters=10, warmup=2)
+        base = compare_with_original(w.step, {"unscaled": res0}, rounds=args.rounds,
+                                     reps=args.reps)["replays"]["unscaled"]["error"]
+    sc = res.result["scale"]
+    rec, to = sc["recorded"][kind], sc["scaled"][kind]
+    return {"row": f"{name} {kind}=2", "from": f"{kind} {'/'.join(map(str, rec)) if isinstance(rec, list) else rec}",
+            "to": "/".join(f"{x:g}" for x in to) if isinstance(to, list) else f"{to:g}",
+            "real_s": cmp["original_s"], "replay_s": cmp["replays"]["scaled"]["replay_s"],
+            "error": cmp["replays"]["scaled"]["error"], "unscaled_s": sc["unscaled_iter_time_s"],
+            "coverage": res.result["coverage"], "rewritten": sc["size_arguments_rewritten"], "base_error": base}
+
+
+class _Scope:
+    """A record_function scope around a module's forward (what a capture with module scopes records)."""
+
+    def __init__(self, module, name: str):
+        import torch
+
+        self.enter = torch.ops.profiler._record_function_enter_new
+        self.exit = torch.ops.profiler._record_function_exit._RecordFunction
+        self.handle = None
+        module.register_forward_pre_hook(self._pre)
+        module.register_forward_hook(self._post)
+        self.name = name
+
+    def _pre(self, *_a):
+        self.handle = self.enter(self.name, None)
+
+    def _post(self, *_a):
+        if self.handle is not None:
+            self.exit(self.handle)
+            self.handle = None
+
+
+def _select_row(name: str, spec: str, tmp: Path, args) -> dict:
+    from benchmint.models.workloads import build
+    from benchmint.replay.api import replay_trace
+    from benchmint.replay.compare import compare_with_original
+    from benchmint.trace.capture import capture_steps
+
+    w = build(name, seq=SEQ_AT.get(name))
+    if spec.startswith("scope:"):
+        _Scope(w.model.transformer.h[0], spec.split(":", 1)[1])
+    cap = tmp / f"{name}-select"
+    capture_steps(w.step, cap, warmup=10, measure=10, record=1, model=w.model)
+    res = replay_trace(cap, select=spec, iters=10, warmup=2)
+    sel = res.result["selection"]
+    cmp = compare_with_original(w.step, {"sel": res}, rounds=args.rounds, reps=args.reps)
+    share = sel["share_of_step"]
+    ratio = cmp["replays"]["sel"]["error"] + 1  # median over rounds of selection replay / whole original step
+    return {"row": f"{name} --select {spec}", "ops": f"{sel['ops_selected']}/{sel['ops_in_step']}",
+            "share": share, "original_s": cmp["original_s"], "replay_s": cmp["replays"]["sel"]["replay_s"],
+            "replay_share": ratio, "error": ratio / share - 1 if share else None}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=5, help="alternating rounds (real step, replay)")
+    ap.add_argument("--reps", type=int, default=5, help="iterations per round; the round takes their median")
+    ap.add_argument("--batch", default="decoder_infer,encoder_cls,cnn_train,bilstm", help="workloads for batch=2")
+    ap.add_argument("--seq", default="decoder_infer,encoder_cls", help="workloads for seq=2")
+    ap.add_argument("--no-select", action="store_true", help="leave out the --select rows")
+    ap.add_argument("--base", action="store_true", help="also replay each capture unscaled against the real model "
+                    "at its own size (the replay's error before any scaling; doubles the time)")
+    args = ap.parse_args()
+    steady = steady_malloc()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    tmp = Path(tempfile.mkdtemp(prefix="benchmint-adapt-"))
+    rows, sels = [], []
+    try:
+        for kind, names in (("batch", args.batch), ("seq", args.seq)):
+            for name in [n for n in names.split(",") if n]:
+                try:
+                    rows.append(_scale_row(name, kind, tmp, args))
+                except Exception as e:  # noqa: BLE001 - a refusal is a result too
+                    rows.append({"row": f"{name} {kind}=2", "refused": f"{type(e).__name__}: {e}"})
+                print(f"  {rows[-1]}", file=sys.stderr, flush=True)
+        if not args.no_select:
+            for name, spec in (("decoder_infer", "scope:layer.0"), ("transformer_train", "phase:optimizer")):
+                sels.append(_select_row(name, spec, tmp, args))
+                print(f"  {sels[-1]}", file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    print(f"\nscaled replays vs the real model at the scaled size, CPU, {args.threads} thread(s), {args.rounds} "
+          f"alternating rounds x {args.reps} iterations (median), malloc {'steady' if steady else 'default'}")
+    hdr = (f"{'scale':28s} {'recorded':>10s} {'scaled':>7s} {'real s':>10s} {'replay s':>10s} {'error':>7s} "
+           f"{'unscaled replay s':>17s} {'coverage':>8s} {'sizes rewritten':>15s} {'unscaled error':>14s}")
+    print(hdr)
+    print("-" * len(hdr))
+    errs = []
+    for x in rows:
+        if "refused" in x:
+            print(f"{x['row']:28s} refused: {x['refused']}")
+            continue
+        errs.append(abs(x["error"]))
+        print(f"{x['row']:28s} {x['from']:>10s} {x['to']:>7s} {x['real_s']:10.6f} {x['replay_s']:10.6f} "
+              f"{x['error'] * 100:+6.1f}% {x['unscaled_s']:17.6f} {x['coverage']:8.3f} {x['rewritten']:15d} "
+              + (f"{x['base_error'] * 100:+13.1f}%" if x["base_error"] is not None else f"{'-':>14s}"))
+    if errs:
+        print(f"\n|error|: median {statistics.median(errs) * 100:.1f}%, max {max(errs) * 100:.1f}%, within 10%: "
+              f"{sum(e <= 0.10 for e in errs)}/{len(errs)} (targets: each <= 10%, median <= 5%)")
+    if sels:
+        print("\nselections vs the share of the original step its Kineto trace gives them")
+        hdr = (f"{'selection':44s} {'ops':>8s} {'share':>7s} {'original s':>11s} {'replay s':>10s} "
+               f"{'replay/original':>15s} {'error':>7s}")
+        print(hdr)
+        print("-" * len(hdr))
+        for x in sels:
+            err = f"{x['error'] * 100:+6.1f}%" if x["error"] is not None else "     -"
+            print(f"{x['row']:44s} {x['ops']:>8s} {x['share']:7.3f} {x['original_s']:11.6f} {x['replay_s']:10.6f} "
+                  f"{x['replay_share']:15.3f} {err}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,128 @@
+"""``--scale batch=F`` / ``--scale seq=F``: the scaled step has the shapes the real model has at that size, a
+size that cannot be attributed is refused naming its op, and a scaled step replays and exports."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmint.core.errors import UserError
+from benchmint.models.workloads import build
+from benchmint.replay import replay_trace
+from benchmint.replay.adapt import phases
+from benchmint.replay.scale import scale_view
+from benchmint.replay.source import view_from_trace
+from benchmint.replay.types import TENSOR, TENSOR_LIST
+from benchmint.trace import load
+from benchmint.trace.capture import capture_steps
+
+
+def _capture(d: Path, step) -> Path:
+    capture_steps(step, d, warmup=1, measure=5, record=1)
+    return d
+
+
+def _view(d: Path):
+    return view_from_trace(load(d / "et.json"))
+
+
+def _shapes(view) -> list[tuple]:
+    out = []
+    for o in view.ops:
+        shapes = []
+        for a in o.outputs:
+            if a.kind == TENSOR and a.value is not None and a.value.dtype is not None:
+                shapes.append(a.value.shape)
+            elif a.kind == TENSOR_LIST:
+                shapes.append(tuple(r.shape for r in a.value if r is not None))
+        out.append((o.name, tuple(shapes)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def caps(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("scale")
+    out = {}
+    for tag, name, b, s in (("b2", "decoder_infer", 2, 48), ("b4", "decoder_infer", 4, 48),
+                            ("s96", "decoder_infer", 2, 96), ("lstm8", "bilstm", 8, 32), ("lstm16", "bilstm", 16, 32)):
+        out[tag] = _capture(root / tag, build(name, batch=b, seq=s).step)
+    return out
+
+
+@pytest.mark.parametrize(("small", "big", "spec"), [("b2", "b4", "batch=2"), ("b2", "s96", "seq=2"),
+                                                    ("lstm8", "lstm16", "batch=2")])
+def test_a_scaled_step_has_the_shapes_of_the_real_model_at_that_size(caps, small, big, spec):
+    v = _view(caps[small])
+    scaled = scale_view(v, [spec], phases(v))
+    real = _shapes(_view(caps[big]))
+    got = _shapes(scaled.view)
+    assert got == real
+    assert got != _shapes(v)  # something did change
+    assert scaled.info["ops_with_new_shapes"] > 0
+
+
+def test_a_scaled_replay_runs_and_says_what_was_scaled(caps):
+    res = replay_trace(caps["b2"], scale=("batch=2",), gaps="none", warmup=0, iters=2)
+    r = res.result
+    sc = r["scale"]
+    assert sc["recorded"] == {"batch": 2} and sc["scaled"] == {"batch": 4.0}
+    assert sc["size_arguments_rewritten"] > 0 and sc["unscaled_iter_time_s"] > 0
+    assert r["coverage"] == 1.0
+    assert r["error"] is None and "scaled" in r["error_note"]
+    # the replayed tensors are the scaled ones
+    emb = next(s for s in res.plan.steps if s.op.name == "aten::embedding")
+    assert emb.op.outputs[0].value.shape == (4, 48, 64)
+
+
+def _ambiguous_step():
+    torch.manual_seed(0)
+    emb = torch.nn.Embedding(10, 8)
+    ids = torch.randint(0, 10, (4, 6))
+
+    def step() -> None:
+        with torch.inference_mode():
+            y = emb(ids).sum()
+            buf = torch.zeros(4)  # four of something: the batch size, or not?
+            buf.add_(y)
+
+    return step
+
+
+def test_a_size_that_cannot_be_attributed_is_refused_naming_the_op(tmp_path, cli):
+    d = _capture(tmp_path / "amb", _ambiguous_step())
+    v = _view(d)
+    with pytest.raises(UserError) as e:
+        scale_view(v, ["batch=2"], phases(v))
+    assert "aten::zeros" in str(e.value) and "unambiguously" in str(e.value)
+    code, _, err = cli("replay", str(d), "--scale", "batch=2", "--gaps", "none", "--iters", "1", "--no-store")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "aten::zeros" in err
+
+
+def test_a_scale_that_cannot_be_applied_is_one_line_and_exit_2(caps, cli):
+    for spec, word in (("batch=0.3", "whole"), ("width=2", "batch=F"), ("batch=-1", "positive"),
+                       ("seq=x", "number")):
+        code, _, err = cli("replay", str(caps["b2"]), "--scale", spec, "--gaps", "none", "--iters", "1", "--no-store")
+        assert code == 2, (spec, err)
+        assert len(err.strip().splitlines()) == 1 and word in err, (spec, err)
+
+
+def test_a_scaled_export_runs(caps, tmp_path, cli):
+    out = tmp_path / "bench"
+    code, _, err = cli("export", str(caps["b2"]), "--out", str(out), "--scale", "batch=2")
+    assert code == 0, err
+    meta = json.loads((out / "export.json").read_text())
+    assert meta["scale"] == ["batch=2"] and any(a["kind"] == "scale" for a in meta["adapted"])
+    assert "scaled" in (out / "README.md").read_text()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    p = subprocess.run([sys.executable, str(out / "run.py"), "--iters", "2", "--warmup", "0", "--gaps", "none",
+                        "--json", str(tmp_path / "r.json")], capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["scale"]["scaled"] == {"batch": 4.0} and r["exported"]["scale"] == ["batch=2"]
+    assert r["coverage"] == 1.0
