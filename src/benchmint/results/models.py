@@ -237,6 +237,7 @@ class ReplayMetrics(Model):
     tensor_memory_estimate: JSONObject | None | UnsetType = UNSET
     selection: JSONObject | None | UnsetType = UNSET  # --select
     what_if: JSONObject | None | UnsetType = UNSET  # --what-if
+    scale: JSONObject | None | UnsetType = UNSET  # --scale batch=F|seq=F: recorded and scaled sizes, what changed
     collectives: JSONObject | None | UnsetType = UNSET  # --ranks: collectives replayed, bytes, time per rank
     per_rank: list[JSONObject] | UnsetType = UNSET
     hosts: list[str] | UnsetType = UNSET  # --ranks / torchrun: the hosts the ranks ran on
