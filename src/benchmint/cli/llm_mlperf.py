@@ -12,12 +12,13 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from benchmint.cli.common import console, err_console
+from benchmint.cli.common import BackendOpt, BackendOptionOpt, ResultsOpt, console, err_console
 from benchmint.core.errors import UserError
 from benchmint.core.jsonio import write_json
 from benchmint.core.redact import register_secret
 from benchmint.core.signals import sigint_deferred
-from benchmint.llm.backends.spec import build_backend_spec
+from benchmint.llm.backends.registry import backend_entry
+from benchmint.llm.backends.spec import build_backend_spec, parse_backend_options
 from benchmint.llm.console import fmt, print_result
 from benchmint.llm.probe import check_reachable
 from benchmint.llm.samples import build_samples, tokenizer_for
@@ -30,8 +31,6 @@ ModelKeyOpt = Annotated[str, typer.Option(
                         "llama3_1-8b, ...).")]
 UserConfOpt = Annotated[Path, typer.Option("--user-conf", help="A LoadGen user.conf ('model.scenario.key = value').")]
 SloOpt = Annotated[str, typer.Option("--slo", help="Override the TTFT/TPOT limits, e.g. ttft=2,tpot=0.2 (seconds).")]
-BackendOpt = Annotated[str, typer.Option(
-    "--backend", help="openai-http (a server), transformers (in-process) or sim (no model).")]
 UrlOpt = Annotated[str, typer.Option("--url", help="Base URL of an OpenAI-compatible server.")]
 ModelOpt = Annotated[str, typer.Option("--model", help="Model name (http) or tiny / local folder (transformers).")]
 ApiOpt = Annotated[str, typer.Option("--api", help="completions or chat (http).")]
@@ -48,7 +47,6 @@ WarmupOpt = Annotated[int, typer.Option(
 SimOpt = Annotated[str, typer.Option(
     "--sim", help="Simulated engine (--backend sim), e.g. ttft=0.02,tpot=0.002,slots=64 (the defaults).")]
 JsonOutOpt = Annotated[Path, typer.Option("--json", help="Also write the result JSON here.")]
-ResultsOpt = Annotated[Path, typer.Option("--results", envvar="BENCHMINT_RESULTS", help="Results store folder.")]
 
 
 def _model_key(name: str, user_conf: Path | None) -> Any:
@@ -123,7 +121,8 @@ def mlperf(
     model_key: ModelKeyOpt = "llama2-70b",
     user_conf: UserConfOpt = None,
     slo: SloOpt = None,
-    backend: BackendOpt = "openai-http",
+    backend: str = BackendOpt,
+    backend_option: list[str] = BackendOptionOpt,
     url: UrlOpt = "http://127.0.0.1:8000/v1",
     model: ModelOpt = None,
     api: ApiOpt = "completions",
@@ -156,7 +155,7 @@ def mlperf(
     timeout: float = typer.Option(None, "--timeout", help="Stop a LoadGen test after this many seconds."),
     out: Path = typer.Option(Path("benchmint-mlperf"), "--out", help="Folder for logs, result.json and run.json."),
     json_out: JsonOutOpt = None,
-    results: ResultsOpt = None,
+    results: Path = ResultsOpt,
 ) -> None:
     """Run an LLM backend under the real MLPerf LoadGen (Offline, Server, SingleStream) and report LoadGen's
     figures (from mlperf_log_detail.txt) beside benchmint's client-side metrics, validity in plain words,
@@ -171,7 +170,7 @@ def mlperf(
     register_secret(api_key)  # recorded files never hold it (core/redact.py)
     ttft, tpot = _limits(slo)
     spec = build_backend_spec(backend, url, model, api, device, max_batch_size, sim, api_key, tokenizer,
-                              include_usage)
+                              include_usage, parse_backend_options(backend_option))
     tok = tokenizer_for(backend, model, tokenizer)
     samples, workload = build_samples(
         dataset, api, tok, num_samples, input_tokens, output_tokens, seed, prompt_column=prompt_column,
@@ -201,7 +200,7 @@ def mlperf(
     cfg = MlperfConfig(settings=rs, backend=spec, samples=samples, out_dir=out, mode=mode,
                        max_concurrency=max_concurrency, timeout_s=timeout, price=resolve_price(price), warmup=warmup,
                        measure_energy=not no_energy, slo={k: v for k, v in (("ttft_s", ttft), ("tpot_s", tpot)) if v},
-                       workload={**workload, "model_name": model or ("tiny" if backend == "transformers" else None),
+                       workload={**workload, "model_name": model or backend_entry(backend).default_model,
                                  "backend": backend})
     check_reachable(spec)
     p = plan(rs, len(samples))
@@ -242,7 +241,8 @@ def sweep(
     model_key: ModelKeyOpt = "llama2-70b",
     user_conf: UserConfOpt = None,
     slo: SloOpt = None,
-    backend: BackendOpt = "openai-http",
+    backend: str = BackendOpt,
+    backend_option: list[str] = BackendOptionOpt,
     url: UrlOpt = "http://127.0.0.1:8000/v1",
     model: ModelOpt = None,
     api: ApiOpt = "completions",
@@ -258,7 +258,7 @@ def sweep(
     sim: SimOpt = None,
     out: Path = typer.Option(Path("benchmint-sweep"), "--out", help="Folder for the trials and result.json."),
     json_out: JsonOutOpt = None,
-    results: ResultsOpt = None,
+    results: Path = ResultsOpt,
     sessions: str = typer.Option(None, "--sessions", help="With --target bench: multi-turn sessions (a ShareGPT-style "
                                  "file or 'synthetic'); the rate is then sessions started per second."),
     prefix_groups: int = typer.Option(None, "--prefix-groups", help="With --target bench: groups sharing a prefix."),
@@ -279,6 +279,7 @@ def sweep(
             bench_options=dict(backend=backend, url=url, model=model, api=api, dataset=dataset,
                                input_tokens=input_tokens, output_tokens=output_tokens, seed=seed,
                                max_batch_size=max_batch_size, device=device,
+                               **({"backend_options": parse_backend_options(backend_option)} if backend_option else {}),
                                **{k: v for k, v in (("sessions", sessions), ("prefix_groups", prefix_groups),
                                                     ("prefix_tokens", prefix_tokens)) if v is not None}),
             on_trial=lambda t: _show_trial(t),
@@ -293,7 +294,8 @@ def sweep(
     if sessions or prefix_groups or prefix_tokens:
         raise UserError("--sessions and --prefix-groups/--prefix-tokens go with --target bench (LoadGen sends single prompts)")
     ttft, tpot = _limits(slo)
-    spec = build_backend_spec(backend, url, model, api, device, max_batch_size, sim)
+    spec = build_backend_spec(backend, url, model, api, device, max_batch_size, sim,
+                              options=parse_backend_options(backend_option))
     tok = tokenizer_for(backend, model)
     samples, workload = build_samples(dataset, api, tok, num_samples, input_tokens, output_tokens, seed)
     key = _model_key(model_key, user_conf)

@@ -61,7 +61,6 @@ class HttpBackend:
         extra_body: dict[str, Any] | None = None,
         max_connections: int = 0,
         adapt: bool = True,
-        **_: Any,
     ):
         if api not in ("completions", "chat"):
             raise ValueError(f"api must be 'completions' or 'chat', not {api!r}")
