@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import gc
 import signal
 import threading
 import time
@@ -20,6 +19,7 @@ from typing import Any
 
 from benchmint.core.clock import ClockAnchor, now_ns
 from benchmint.core.errors import UserError
+from benchmint.core.gcpause import gc_paused
 from benchmint.core.redact import register_secret
 from benchmint.llm import traffic
 from benchmint.llm.metrics import compute_metrics, parse_slo
@@ -365,20 +365,11 @@ async def drive(
         await asyncio.gather(*(w(r) for r in warm))
     c = Counters(len(measured) if sched.open_loop or sched.duration_s is None else 0)
     # no cyclic-GC pauses while measuring: records are plain data; collect once before and after instead
-    gc_was_enabled = gc.isenabled()
-    gc.collect()
-    gc.freeze()
-    gc.disable()
-    try:
-        with _Progress(c, progress):
-            if sched.open_loop:
-                start = await _run_open_loop(backend, measured, sched.offsets_s, c, stop, records)
-            else:
-                start = await _run_closed_loop(backend, measured, sched, tpl, c, stop, records)
-    finally:
-        gc.unfreeze()
-        if gc_was_enabled:
-            gc.enable()
+    with gc_paused(freeze=True), _Progress(c, progress):
+        if sched.open_loop:
+            start = await _run_open_loop(backend, measured, sched.offsets_s, c, stop, records)
+        else:
+            start = await _run_closed_loop(backend, measured, sched, tpl, c, stop, records)
     return records, start, stop.is_set()
 
 
