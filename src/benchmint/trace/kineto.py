@@ -73,7 +73,19 @@ class _KinetoFile(msgspec.Struct):
 _kdecoder = msgspec.json.Decoder(_KinetoFile)
 
 
-class KinetoEvent:
+class _Span:
+    """A start and a duration in microseconds (``ts_us``, ``dur_us``), and their end."""
+
+    __slots__ = ()
+    ts_us: float
+    dur_us: float
+
+    @property
+    def end_us(self) -> float:
+        return self.ts_us + self.dur_us
+
+
+class KinetoEvent(_Span):
     """A CPU event (op or annotation) of a Kineto trace; ``ts_us``/``dur_us`` in microseconds."""
 
     __slots__ = ("name", "cat", "pid", "tid", "ts_us", "dur_us", "rf_id", "external_id", "index")
@@ -89,10 +101,6 @@ class KinetoEvent:
         self.rf_id = rf_id
         self.external_id = external_id
         self.index = index
-
-    @property
-    def end_us(self) -> float:
-        return self.ts_us + self.dur_us
 
     def __repr__(self) -> str:
         return f"KinetoEvent({self.name!r}, ts={self.ts_us}, dur={self.dur_us})"
@@ -220,7 +228,7 @@ def load_kineto(path: str | os.PathLike | bytes, *, rank: int | None = None) -> 
     return KinetoTrace(name, cpu, runtime, device, raw.distributedInfo)
 
 
-class OpTime:
+class OpTime(_Span):
     """Timing of one ET node from Kineto: start and duration (microseconds), thread, and the device activity
     its own CPU event launched (see :meth:`KinetoJoin.kernels_of` for a whole subtree)."""
 
@@ -231,10 +239,6 @@ class OpTime:
         self.dur_us = dur_us
         self.tid = tid
         self.kernels: list[DeviceEvent] = []
-
-    @property
-    def end_us(self) -> float:
-        return self.ts_us + self.dur_us
 
     def __repr__(self) -> str:
         return f"OpTime(ts_us={self.ts_us}, dur_us={self.dur_us}, kernels={len(self.kernels)})"

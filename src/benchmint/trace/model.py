@@ -36,7 +36,7 @@ Nothing in this module imports torch.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import msgspec
@@ -532,15 +532,7 @@ class Trace:
     def descendants(self, node: Node | int) -> Iterator[Node]:
         """All nodes under ``node``, depth first, in execution order."""
         tree = self._tree()
-        stack = list(reversed(tree.get(node if isinstance(node, int) else node.id, [])))
-        seen: set[int] = set()
-        while stack:
-            n = stack.pop()
-            if n.id in seen:
-                continue
-            seen.add(n.id)
-            yield n
-            stack.extend(reversed(tree.get(n.id, [])))
+        yield from _depth_first(tree.get(node if isinstance(node, int) else node.id, []), lambda n: tree.get(n.id, []))
 
     def roots(self) -> list[Node]:
         """Nodes whose parent is not in the trace (normally just the process root)."""
@@ -589,23 +581,14 @@ class Trace:
         if within is None and self._top is not None:
             return self._top
         tree = self._tree()
-        out: list[Node] = []
-        if within is None:
-            stack = list(reversed(self.roots()))
-        else:
-            stack = list(reversed(tree.get(within if isinstance(within, int) else within.id, [])))
-        seen: set[int] = set()
-        while stack:
-            n = stack.pop()
-            if n.id in seen:
-                continue
-            seen.add(n.id)
-            if n.op_schema:
-                out.append(n)
-                if n.name.startswith("c10d::"):
-                    stack.extend(reversed(_nested_collectives(tree, n)))
-            else:
-                stack.extend(reversed(tree.get(n.id, [])))
+
+        def below(n: Node) -> list[Node]:
+            if not n.op_schema:
+                return tree.get(n.id, [])
+            return _nested_collectives(tree, n) if n.name.startswith("c10d::") else []
+
+        start = self.roots() if within is None else tree.get(within if isinstance(within, int) else within.id, [])
+        out = [n for n in _depth_first(start, below) if n.op_schema]
         out.sort(key=_node_id)
         if within is None:
             self._top = out
@@ -673,3 +656,17 @@ def _nested_collectives(tree: dict[int, list[Node]], op: Node) -> list[Node]:
         else:
             stack.extend(tree.get(n.id, []))
     return sorted(out, key=_node_id)
+
+
+def _depth_first(start: list[Node], below: Callable[[Node], list[Node]]) -> Iterator[Node]:
+    """The nodes from ``start`` down, depth first in execution order, each once (a cycle closed by a duplicate
+    id is walked once); ``below(n)``: the nodes to visit under ``n``."""
+    stack = list(reversed(start))
+    seen: set[int] = set()
+    while stack:
+        n = stack.pop()
+        if n.id in seen:
+            continue
+        seen.add(n.id)
+        yield n
+        stack.extend(reversed(below(n)))
