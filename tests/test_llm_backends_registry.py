@@ -129,3 +129,11 @@ def test_a_registered_backend_runs_under_llm_bench(tmp_path):
     finally:
         _ENTRIES.pop("echo-test")
         _ALIASES.pop("echo-test")
+
+
+def test_the_doc_lists_every_kind_and_alias():
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[1] / "docs" / "backends.md").read_text()
+    for entry in list(_ENTRIES.values()):
+        assert f"| `{entry.kind}`" in doc and all(f"`{a}`" in doc for a in entry.aliases), entry.kind

@@ -23,6 +23,7 @@ from __future__ import annotations
 import bisect
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
@@ -129,19 +130,18 @@ class DeviceEvent:
         return f"DeviceEvent({self.name[:40]!r}, stream={self.stream}, dur_us={self.dur_us})"
 
 
+@dataclass(eq=False, repr=False)
 class KinetoTrace:
     """The parts of a Kineto trace the join needs: CPU events sorted by start, runtime calls, device events."""
 
-    def __init__(self, path: str, cpu: list[KinetoEvent], runtime: list[tuple[Any, Any, float, Any, Any]],
-                 device: list[DeviceEvent], distributed: Any = None):
-        self.path = path
-        self.cpu = cpu
-        """CPU events (``cpu_op``, ``user_annotation``), sorted by (start, -duration)."""
-        self.runtime = runtime
-        """Runtime calls: (pid, tid, ts_us, correlation, external_id)."""
-        self.device = device
-        self.distributed = distributed
-        """Kineto's ``distributedInfo`` (backend, rank, world_size) when present."""
+    path: str
+    cpu: list[KinetoEvent]
+    """CPU events (``cpu_op``, ``user_annotation``), sorted by (start, -duration)."""
+    runtime: list[tuple[Any, Any, float, Any, Any]]
+    """Runtime calls: (pid, tid, ts_us, correlation, external_id)."""
+    device: list[DeviceEvent]
+    distributed: Any = None
+    """Kineto's ``distributedInfo`` (backend, rank, world_size) when present."""
 
     @property
     def has_rf_ids(self) -> bool:
