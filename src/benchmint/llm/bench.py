@@ -377,7 +377,8 @@ def _make_backend(cfg: BenchConfig, tokenizer: Any) -> Backend:
     from benchmint.llm.backends import backend_entry
 
     entry = backend_entry(cfg.backend)
-    flags = {**vars(cfg), "adapt": cfg.adapt_request, "tokenizer": tokenizer}
+    flags = {k: getattr(cfg, k) for k in entry.flags if hasattr(cfg, k)} | {"adapt": cfg.adapt_request,
+                                                                           "tokenizer": tokenizer}
     return entry.create(**{**entry.options_from(flags), **cfg.backend_options})
 
 
