@@ -21,32 +21,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMINT = [sys.executable, "-m", "benchmint.cli.main"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout_s: float = 20.0) -> None:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout_s:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"mock server did not open port {port}")
+sys.path.insert(0, str(ROOT / "tests"))
+from local_port import free_port, wait_port  # noqa: E402
 
 
 def run_once(url: str, rate: float, duration: float, tokens: int, work: Path, seed: int, workers: int = 0) -> dict:

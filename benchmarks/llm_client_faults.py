@@ -20,7 +20,6 @@ import collections
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,12 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SERVER = ROOT / "tests" / "fault_llm_server.py"
 BENCHMINT = [sys.executable, "-m", "benchmint.cli.main"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from local_port import free_port  # noqa: E402
 
 
 def stats(port: int) -> dict:

@@ -22,13 +22,16 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import aiohttp
 import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from local_port import free_port, wait_port  # noqa: E402
 
 BIG = 2**70
 GOOD = {"prompt": "Tell me a story", "max_tokens": 4, "ignore_eos": True}
@@ -93,12 +96,6 @@ def bad_requests() -> list[tuple[str, str, bytes]]:
     ]
     assert len(rows) == 38, len(rows)
     return rows
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def send(s: aiohttp.ClientSession, url: str, body: bytes, timeout: float) -> tuple[str, int, bytes, float]:
@@ -214,16 +211,11 @@ def main() -> None:
     srv = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     base = f"http://127.0.0.1:{port}/v1"
     try:
-        t0 = time.monotonic()
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                if srv.poll() is not None or time.monotonic() - t0 > 180:
-                    sys.exit(f"server did not start: {srv.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
-                time.sleep(0.2)
-        print(f"benchmint from {os.environ.get('PYTHONPATH', '(installed)')}; server up in {time.monotonic() - t0:.1f} s")
+        try:
+            up_s = wait_port(port, srv, timeout_s=180)
+        except RuntimeError as e:
+            sys.exit(str(e))
+        print(f"benchmint from {os.environ.get('PYTHONPATH', '(installed)')}; server up in {up_s:.1f} s")
         out = asyncio.run(run(base, a.timeout))
 
         # 5. SIGINT while a long stream runs

@@ -41,33 +41,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "tests" / "data" / "tiny_capture"
 CLASSES = ("ok", "handled", "exit 1", "hung", "over memory")
+sys.path.insert(0, str(ROOT / "tests"))
+from json_mutate import json_paths, mutate  # noqa: E402  (the mutations the hostile-input tests use)
 
 _VALUES = [None, -1, 0, 2**70, -(2**63), 1e308, float("inf"), "x", "", [], {}, True, [[1]], "9" * 5000,
            [2**40, 2**40], {"a": 1}, [None], 3.5]
 
 
 # ----------------------------------------------------------------------------------------------- mutants
-
-
-def _paths(obj, prefix=()):
-    out = [prefix]
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            out.extend(_paths(v, prefix + (k,)))
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            out.extend(_paths(v, prefix + (i,)))
-    return out
-
-
-def _set(doc, path, value):
-    if not path:
-        return value
-    parent = doc
-    for k in path[:-1]:
-        parent = parent[k]
-    parent[path[-1]] = value
-    return doc
 
 
 def _zeros_gzip(total: int) -> bytes:
@@ -144,8 +125,9 @@ def make_mutants(n: int, seed: int, bomb_bytes: int) -> list[dict]:
     @gen
     def wrong_type():
         d = copy.deepcopy(et)
-        paths = _paths(d)
-        return with_et(_set(d, rng.choice(paths[1:]), copy.deepcopy(rng.choice(_VALUES))), "wrong type")
+        paths = json_paths(d)
+        return with_et(mutate(d, rng.choice(paths[1:]), copy.deepcopy(rng.choice(_VALUES)), in_place=True),
+                       "wrong type")
 
     @gen
     def duplicate_id():
@@ -232,7 +214,7 @@ def make_mutants(n: int, seed: int, bomb_bytes: int) -> list[dict]:
             return {"kind": "broken capture.json", "files": f, "trace": "et.json"}
         else:
             doc = copy.deepcopy(cap)
-            _set(doc, rng.choice(_paths(doc)[1:]), copy.deepcopy(rng.choice(_VALUES)))
+            mutate(doc, rng.choice(json_paths(doc)[1:]), copy.deepcopy(rng.choice(_VALUES)), in_place=True)
         f["capture.json"] = enc(doc)
         return {"kind": "broken capture.json", "files": f, "trace": "et.json"}
 

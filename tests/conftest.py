@@ -41,3 +41,18 @@ def cli(tmp_path, monkeypatch):
 
     del CliRunner
     return invoke
+
+
+@pytest.fixture(scope="module")
+def server(request):
+    """benchmint's own server over the tiny model, one per test module (``server.url``, ``server.engine``); a
+    module tunes it with ``SERVER_ENGINE = {...}`` (engine options) and ``SERVER_OPTIONS = {...}`` (server's)."""
+    from benchmint.llm.engine import AsyncEngine
+    from benchmint.llm.server import ServerThread
+    from benchmint.models.tiny_llm import tiny_llm_path
+
+    engine = AsyncEngine.create(str(tiny_llm_path()), **{"max_batch_size": 8, **getattr(request.module, "SERVER_ENGINE", {})})
+    srv = ServerThread(engine, model_name="tiny", **getattr(request.module, "SERVER_OPTIONS", {})).start()
+    yield srv
+    srv.stop()
+    engine.close()

@@ -24,11 +24,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import threading
 from typing import Any
 
 import orjson
 from aiohttp import web
+from fake_llm_server import AppThread, LLMApp
 
 KINDS = ("good", "usage_huge", "usage_str", "usage_not_dict", "usage_negative", "null_json", "no_choices",
          "choice_null", "bad_json", "http_500")
@@ -76,7 +76,7 @@ def _full(kind: str, chat: bool) -> bytes:
     return orjson.dumps({"choices": [_choice(chat, " a b", False)], "usage": _usage(kind)})
 
 
-class FaultApp:
+class FaultApp(LLMApp):
     def __init__(self, kinds: tuple[str, ...] | list[str] = DEFAULT_MIX, delay_s: float = 0.0):
         bad = [k for k in kinds if k not in KINDS]
         if bad or not kinds:
@@ -88,17 +88,12 @@ class FaultApp:
         self.authorization: collections.Counter[str] = collections.Counter()  # Authorization headers received
         self.by_kind: collections.Counter[str] = collections.Counter()
 
-    def app(self) -> web.Application:
-        a = web.Application()
-        a.router.add_get("/v1/models", self.models)
+    def routes(self, a: web.Application) -> None:
         a.router.add_get("/stats", self.stats)
-        a.router.add_post("/v1/completions", self.complete)
-        a.router.add_post("/v1/chat/completions", self.complete)
-        return a
 
     async def models(self, request: web.Request) -> web.Response:
         self.probes += 1
-        return web.json_response({"object": "list", "data": [{"id": "m", "object": "model"}]})
+        return await super().models(request)
 
     async def stats(self, request: web.Request) -> web.Response:
         return web.json_response({"received": self.received, "probes": self.probes, "by_kind": dict(self.by_kind)})
@@ -128,45 +123,16 @@ class FaultApp:
         return resp
 
 
-class FaultLLMServer:
+class FaultLLMServer(AppThread):
     """The fault app on 127.0.0.1 (a free port) in a thread of its own; a context manager."""
 
     def __init__(self, kinds: tuple[str, ...] | list[str] = DEFAULT_MIX, delay_s: float = 0.0):
         self.fault = FaultApp(kinds, delay_s)
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.port = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        super().__init__(self.fault.app)
 
     @property
     def received(self) -> int:
         return self.fault.received
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.runner = web.AppRunner(self.fault.app(), access_log=None)
-        self.loop.run_until_complete(self.runner.setup())
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        self.loop.run_until_complete(site.start())
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.ready.set()
-        self.loop.run_forever()
-        self.loop.run_until_complete(self.runner.cleanup())
-        self.loop.close()
-
-    def __enter__(self) -> FaultLLMServer:
-        self.thread.start()
-        if not self.ready.wait(10):
-            raise RuntimeError("fault server did not start")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
 
 
 def main() -> None:

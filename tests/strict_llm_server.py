@@ -12,18 +12,17 @@ In tests: ``with StrictLLMServer() as s: ... s.url ... s.received ... s.rejected
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from typing import Any
 
 import orjson
 from aiohttp import web
+from fake_llm_server import AppThread, LLMApp
 
 ACCEPTED = frozenset({"model", "prompt", "messages", "max_tokens", "stream", "temperature", "top_p", "seed",
                       "stop", "n", "user", "frequency_penalty", "presence_penalty"})
 
 
-class StrictLLMServer:
+class StrictLLMServer(LLMApp, AppThread):
     def __init__(self, accepted: frozenset[str] = ACCEPTED, empty_every: int = 3, metrics_text: Any = None,
                  tokens: int = 3):
         self.accepted = accepted
@@ -33,25 +32,10 @@ class StrictLLMServer:
         self.received = 0
         self.rejected = 0
         self.scrapes = 0
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.port = 0
+        AppThread.__init__(self, self.app)
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def app(self) -> web.Application:
-        a = web.Application()
-        a.router.add_get("/v1/models", self.models)
+    def routes(self, a: web.Application) -> None:
         a.router.add_get("/metrics", self.metrics)
-        a.router.add_post("/v1/completions", self.complete)
-        a.router.add_post("/v1/chat/completions", self.complete)
-        return a
-
-    async def models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": "m", "object": "model"}]})
 
     async def metrics(self, request: web.Request) -> web.Response:
         self.scrapes += 1
@@ -87,25 +71,3 @@ class StrictLLMServer:
         await resp.write(b"data: " + orjson.dumps({"choices": [last], "usage": usage}) + b"\n\n")
         await resp.write_eof()  # no [DONE], as transformers serve
         return resp
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        runner = web.AppRunner(self.app(), access_log=None)
-        self.loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        self.loop.run_until_complete(site.start())
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.ready.set()
-        self.loop.run_forever()
-        self.loop.run_until_complete(runner.cleanup())
-        self.loop.close()
-
-    def __enter__(self) -> StrictLLMServer:
-        self.thread.start()
-        if not self.ready.wait(10):
-            raise RuntimeError("strict server did not start")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)

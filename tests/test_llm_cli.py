@@ -17,20 +17,6 @@ from test_llm_http import CHUNK, FaultServer, plain, sse_response
 
 from benchmint.results.record import RunRecord
 
-
-@pytest.fixture(scope="module")
-def server():
-    from benchmint.llm.engine import AsyncEngine
-    from benchmint.llm.server import ServerThread
-    from benchmint.models.tiny_llm import tiny_llm_path
-
-    engine = AsyncEngine.create(str(tiny_llm_path()), max_batch_size=8)
-    srv = ServerThread(engine, model_name="tiny").start()
-    yield srv
-    srv.stop()
-    engine.close()
-
-
 GOOD = sse_response([CHUNK % b"a", CHUNK % b"b", b'data: {"choices":[],"usage":{"completion_tokens":2}}', b"data: [DONE]"])
 
 

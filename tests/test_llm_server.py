@@ -6,23 +6,12 @@ import asyncio
 
 import aiohttp
 import orjson
-import pytest
 
 from benchmint.llm.backends import create_backend
 from benchmint.llm.engine import AsyncEngine
-from benchmint.llm.server import ServerThread
 from benchmint.llm.types import GenRequest
 
-
-@pytest.fixture(scope="module")
-def server():
-    from benchmint.models.tiny_llm import tiny_llm_path
-
-    engine = AsyncEngine.create(str(tiny_llm_path()), max_batch_size=8, batch_wait_s=0.01)
-    srv = ServerThread(engine, model_name="tiny").start()
-    yield srv
-    srv.stop()
-    engine.close()
+SERVER_ENGINE = {"batch_wait_s": 0.01}
 
 
 def get(url: str) -> tuple[int, bytes]:

@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +16,7 @@ import time
 import aiohttp
 import orjson
 import pytest
+from local_port import free_port, wait_port
 
 from benchmint.llm.engine import AsyncEngine, BatchingEngine, TokenEvent, _Request
 from benchmint.llm.server import ServerThread
@@ -26,15 +26,8 @@ GOOD = {"prompt": "Tell me a story", "max_tokens": 4, "ignore_eos": True}
 CHAT = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "ignore_eos": True}
 
 
-@pytest.fixture(scope="module")
-def server():
-    from benchmint.models.tiny_llm import tiny_llm_path
-
-    engine = AsyncEngine.create(str(tiny_llm_path()), max_batch_size=8, batch_wait_s=0.01)
-    srv = ServerThread(engine, model_name="tiny", max_body_bytes=4 << 20).start()
-    yield srv
-    srv.stop()
-    engine.close()
+SERVER_ENGINE = {"batch_wait_s": 0.01}
+SERVER_OPTIONS = {"max_body_bytes": 4 << 20}
 
 
 def body(**kw) -> bytes:
@@ -257,20 +250,11 @@ def test_health_says_when_the_engine_is_stuck_or_gone(server):
 
 
 def test_sigint_stops_the_server_while_a_request_runs(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     p = subprocess.Popen([sys.executable, "-m", "benchmint.cli.main", "llm", "serve", "--port", str(port)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
     try:
-        t0 = time.monotonic()
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                assert p.poll() is None and time.monotonic() - t0 < 240, "server did not start"
-                time.sleep(0.2)
+        wait_port(port, p, timeout_s=240)
         first = threading.Event()
         got: list[bytes] = []
 

@@ -28,17 +28,6 @@ def tok():
     return AutoTokenizer.from_pretrained(str(tiny_llm_path()))
 
 
-@pytest.fixture(scope="module")
-def server():
-    from benchmint.llm.engine import AsyncEngine
-    from benchmint.llm.server import ServerThread
-    from benchmint.models.tiny_llm import tiny_llm_path
-
-    engine = AsyncEngine.create(str(tiny_llm_path()), max_batch_size=8)
-    srv = ServerThread(engine, model_name="tiny").start()
-    yield srv
-    srv.stop()
-    engine.close()
 
 
 class EchoBackend:

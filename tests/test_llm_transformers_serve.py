@@ -7,24 +7,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 
 import pytest
+from local_port import free_port
 
 pytest.importorskip("fastapi", reason="transformers serve needs the `serving` extra (pip install -e '.[test]')")
 pytest.importorskip("openai", reason="transformers serve needs the `serving` extra (pip install -e '.[test]')")
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +27,7 @@ def transformers_server(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("tf-serve") / "tiny"
     shutil.copytree(tiny_llm_path(), folder)
-    port = _free_port()
+    port = free_port()
     log = open(folder.parent / "serve.log", "w+")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     proc = subprocess.Popen(

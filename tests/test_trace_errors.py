@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from json_mutate import json_paths, mutate
 
 from benchmint.core.errors import TraceError
 from benchmint.trace import TraceWarning, join_kineto, load, load_bytes, load_kineto, summarize
@@ -184,39 +185,8 @@ _json_value = st.recursive(_json_scalar, lambda c: st.one_of(st.lists(c, max_siz
                            max_leaves=8)
 
 
-def _paths(obj: object, prefix: tuple = ()) -> list[tuple]:
-    out = [prefix]
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            out.extend(_paths(v, prefix + (k,)))
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            out.extend(_paths(v, prefix + (i,)))
-    return out
-
-
-PATHS = {"1.1.1": _paths(PT2), "1.0.1": _paths(V101)}
+PATHS = {"1.1.1": json_paths(PT2), "1.0.1": json_paths(V101)}
 DOCS = {"1.1.1": PT2, "1.0.1": V101}
-
-
-def _mutate(doc: object, path: tuple, op: str, value: object) -> object:
-    doc = copy.deepcopy(doc)
-    if not path:
-        return value
-    parent = doc
-    for k in path[:-1]:
-        parent = parent[k]
-    k = path[-1]
-    if op == "drop":
-        if isinstance(parent, dict):
-            del parent[k]
-        else:
-            parent.pop(k)
-    elif op == "replace":
-        parent[k] = value
-    elif op == "duplicate" and isinstance(parent, list):
-        parent.insert(k, copy.deepcopy(parent[k]))
-    return doc
 
 
 def _check(data: bytes) -> None:
@@ -237,7 +207,7 @@ _settings = settings(max_examples=_EXAMPLES, deadline=None, suppress_health_chec
 def test_mutated_structure_loads_or_raises_trace_error(layout, pick, op, value):
     paths = PATHS[layout]
     path = paths[pick % len(paths)]
-    _check(json.dumps(_mutate(DOCS[layout], path, op, value)).encode())
+    _check(json.dumps(mutate(DOCS[layout], path, value, op)).encode())
 
 
 @_settings
@@ -279,8 +249,8 @@ def test_mutated_kineto_loads_or_raises_trace_error(value, pick):
     events.append({"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "pid": 1, "tid": 1, "ts": 3,
                    "dur": 1, "args": {"correlation": 5, "External id": 3}})
     doc = {"traceEvents": events}
-    path = _paths(doc)[pick % len(_paths(doc))]
-    mutated = _mutate(doc, path, "replace", value)
+    path = json_paths(doc)[pick % len(json_paths(doc))]
+    mutated = mutate(doc, path, value)
     try:
         join_kineto(tr, load_kineto(json.dumps(mutated).encode())).to_dict()
     except TraceError:

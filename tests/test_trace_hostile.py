@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from json_mutate import json_paths, mutate
 
 BASE = Path(__file__).parent / "data" / "tiny_capture"
 ET = json.loads((BASE / "et.json").read_text())
@@ -202,30 +203,8 @@ _VALUES = st.sampled_from([None, -1, 0, 2**70, -(2**63), 1e308, "x", "", [], {},
                            [2**40, 2**40], {"a": 1}, [None], 3.5])
 
 
-def _paths(obj, prefix=()):
-    out = [prefix]
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            out.extend(_paths(v, prefix + (k,)))
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            out.extend(_paths(v, prefix + (i,)))
-    return out
-
-
-def _set(doc, path, value):
-    doc = copy.deepcopy(doc)
-    if not path:
-        return value
-    parent = doc
-    for k in path[:-1]:
-        parent = parent[k]
-    parent[path[-1]] = value
-    return doc
-
-
 ET_BYTES = json.dumps(ET).encode()
-ET_PATHS, KINETO_PATHS, CAPTURE_PATHS = _paths(ET)[1:], _paths(KINETO)[1:], _paths(CAPTURE)[1:]
+ET_PATHS, KINETO_PATHS, CAPTURE_PATHS = json_paths(ET)[1:], json_paths(KINETO)[1:], json_paths(CAPTURE)[1:]
 
 
 @st.composite
@@ -242,17 +221,17 @@ def mutants(draw) -> dict:
             b[pos] = byte
         return {"et": bytes(b)}
     if kind == "wrong type":
-        return {"et": _set(ET, draw(st.sampled_from(ET_PATHS)), draw(_VALUES))}
+        return {"et": mutate(ET, draw(st.sampled_from(ET_PATHS)), draw(_VALUES))}
     if kind == "duplicate id":
         i, j = draw(st.integers(0, len(ET["nodes"]) - 1)), draw(st.integers(0, len(ET["nodes"]) - 1))
-        return {"et": _set(ET, ("nodes", i, "id"), ET["nodes"][j]["id"])}
+        return {"et": mutate(ET, ("nodes", i, "id"), ET["nodes"][j]["id"])}
     if kind == "cycle":
         return {"et": _with_cycle(draw(st.sampled_from([STEP["id"], *TOP])),
                                   draw(st.sampled_from([None, "c10d::allreduce_"])))}
     if kind == "absurd shape":
         i = draw(st.sampled_from([n for n, x in enumerate(ET["nodes"]) if x["inputs"]["shapes"]]))
         shape = draw(st.sampled_from([[2**40, 2**40], [10**30], [-5, 3], [2**62, 4], [1] * 80, []]))
-        return {"et": _set(ET, ("nodes", i, "inputs", "shapes", 0), shape)}
+        return {"et": mutate(ET, ("nodes", i, "inputs", "shapes", 0), shape)}
     if kind == "corrupt gzip":
         z = bytearray(gzip.compress(ET_BYTES))
         cut = draw(st.integers(2, len(z)))
@@ -264,10 +243,10 @@ def mutants(draw) -> dict:
                                                      st.sampled_from(["1." * 300 + "1", "1.1.1-chakra.x"]))))}
     if kind == "capture.json":
         if draw(st.booleans()):
-            return {"capture": _set(CAPTURE, draw(st.sampled_from(CAPTURE_PATHS)), draw(_VALUES))}
+            return {"capture": mutate(CAPTURE, draw(st.sampled_from(CAPTURE_PATHS)), draw(_VALUES))}
         return {"capture": draw(st.sampled_from([[CAPTURE], "capture", 5, None])) if draw(st.booleans())
                 else json.dumps(CAPTURE).encode()[: draw(st.integers(0, 200))]}
-    return {"kineto": _set(KINETO, draw(st.sampled_from(KINETO_PATHS)), draw(_VALUES))}
+    return {"kineto": mutate(KINETO, draw(st.sampled_from(KINETO_PATHS)), draw(_VALUES))}
 
 
 @settings(max_examples=30, deadline=None, derandomize=True,

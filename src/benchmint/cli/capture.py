@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from benchmint.cli.common import console
+from benchmint.cli.common import ResultsOpt, console
 from benchmint.core.errors import UserError
 
 
@@ -47,8 +47,7 @@ def capture(
                                  "decoder_infer, encoder_cls, encoder_decoder, transformer_train, cnn_train, "
                                  "bilstm, embbag_train, moe, small_transformer."),
     threads: int = typer.Option(None, "--threads", help="Intra-op threads for --workload (default: torch's)."),
-    results: Path = typer.Option(None, "--results", envvar="BENCHMINT_RESULTS",
-                                 help="Results store (default: ./benchmint-results)."),
+    results: Path = ResultsOpt,
     no_store: bool = typer.Option(False, "--no-store", help="Do not append the run to the results store."),
 ) -> None:
     """Capture an execution trace and a Kineto trace of chosen steps of a Python training or inference loop.

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import typer
 from rich.console import Console
+
+from benchmint.llm.backends.registry import backend_help
 
 console = Console()
 err_console = Console(stderr=True)
@@ -26,3 +29,21 @@ def run_kind(value: str | None) -> str | None:
     if value is not None and value not in KINDS:
         raise UserError(f"--kind {value!r}: runs are of kind {', '.join(KINDS)}")
     return value
+
+
+def group(name: str, doc: str | None) -> typer.Typer:
+    """A command group (``benchmint results``, ``benchmint learn``): help from the module's docstring."""
+    return typer.Typer(name=name, help=doc, no_args_is_help=True, add_completion=False,
+                       context_settings={"help_option_names": ["-h", "--help"]})
+
+
+# Options several commands take (one definition each: the same flag, env variable and help everywhere).
+ResultsOpt = typer.Option(
+    None, "--results", envvar="BENCHMINT_RESULTS",
+    help="Results store folder (default: ./benchmint-results; env BENCHMINT_RESULTS).",
+)
+BackendOpt = typer.Option("openai-http", "--backend", help=f"The backend: {backend_help()}")
+BackendOptionOpt = typer.Option(
+    None, "--backend-option", metavar="KEY=VALUE",
+    help="An option of the backend, repeatable (e.g. dtype=bfloat16, temperature=0.7); one it does not take is an error.",
+)

@@ -7,14 +7,12 @@ from pathlib import Path
 
 import typer
 
-from benchmint.cli.common import console
+from benchmint.cli.common import ResultsOpt, console
 
 
 def demo(
     out: Path = typer.Option(Path("demo-out"), "--out", help="Folder for everything the demo writes."),
-    results: Path = typer.Option(
-        None, "--results", envvar="BENCHMINT_RESULTS", help="Results store (default: ./benchmint-results)."
-    ),
+    results: Path = ResultsOpt,
     quick: bool = typer.Option(False, "--quick", help="Fewer iterations and requests (used by the tests)."),
 ) -> None:
     """Run the whole loop on this machine, offline: capture, inspect and replay a trace of a small

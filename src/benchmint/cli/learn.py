@@ -7,16 +7,9 @@ from pathlib import Path
 
 import typer
 
-from benchmint.cli.common import console
-from benchmint.cli.results import ResultsOpt
+from benchmint.cli.common import ResultsOpt, console, group
 
-app = typer.Typer(
-    name="learn",
-    help=__doc__,
-    no_args_is_help=True,
-    add_completion=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+app = group("learn", __doc__)
 
 TargetOpt = typer.Option("tokens_per_s_per_accelerator", "--target",
                          help="tokens_per_s_per_accelerator, ttft_p99_s, tpot_p99_s, requests_per_s or iteration_s.")

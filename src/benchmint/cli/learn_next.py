@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from benchmint.cli.common import console, err_console
+from benchmint.cli.common import ResultsOpt, console, err_console
 
 
 def _fmt(v: float | None) -> str:
@@ -27,8 +27,7 @@ def next_cmd(
                              "each; store the runs and print the learning curve."),
     target: str = typer.Option(None, "--target", help="The figure to learn (default: the space's target), e.g. "
                                "output_tokens_per_s, requests_per_s, ttft_p99_s, tpot_p99_s, iteration_s."),
-    results: Path = typer.Option(None, "--results", envvar="BENCHMINT_RESULTS",
-                                 help="Results store (default: ./benchmint-results)."),
+    results: Path = ResultsOpt,
     out: Path = typer.Option(None, "--out", help="With --run: folder for the runs' outputs (default: "
                              "benchmint-runs/next-<space name>)."),
     json_path: Path = typer.Option(None, "--json", help="Also write the answer as JSON here."),

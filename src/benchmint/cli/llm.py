@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from benchmint.cli.common import console, err_console
+from benchmint.cli.common import BackendOpt, BackendOptionOpt, ResultsOpt, console, err_console
 from benchmint.cli.optional_value import OptionalValueCommand
 
 app = typer.Typer(
@@ -16,6 +16,9 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
+# the flag that stops sending a request extension a server refuses (the registry entry lists what it sends)
+_TURN_OFF = {"ignore_eos": "--allow-eos", "stream_options": "--no-usage"}
+
 
 @app.command("bench", cls=OptionalValueCommand)
 def bench(
@@ -24,7 +27,8 @@ def bench(
         None, "--model", help="Model name sent to the server (default: the first one it lists); with "
         "--backend transformers: a local folder, a hub name or 'tiny'."
     ),
-    backend: str = typer.Option("openai-http", "--backend", help="openai-http (a server) or transformers (in-process)."),
+    backend: str = BackendOpt,
+    backend_option: list[str] = BackendOptionOpt,
     api: str = typer.Option("completions", "--api", help="completions or chat."),
     stream: bool = typer.Option(True, "--stream/--no-stream", help="Stream tokens (SSE); needed for TTFT/ITL."),
     scenario: str = typer.Option(
@@ -82,9 +86,7 @@ def bench(
     device: str = typer.Option("cpu", "--device", help="In-process engine device (cpu, cuda)."),
     out: Path = typer.Option(None, "--out", help="Output folder (result.json, requests.parquet, run.json)."),
     json_path: Path = typer.Option(None, "--json", help="Also write the result JSON here."),
-    results: Path = typer.Option(
-        None, "--results", envvar="BENCHMINT_RESULTS", help="Results store (default: ./benchmint-results)."
-    ),
+    results: Path = ResultsOpt,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Live progress display (on a terminal)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print no summary table."),
     sessions: str = typer.Option(
@@ -116,11 +118,13 @@ def bench(
     anchored to the scheduled send time; results go to --out and the results store. Ctrl-C keeps a partial
     result. Exit code 2 when the server cannot be reached or every request fails."""
     from benchmint.core.errors import UserError
+    from benchmint.llm.backends.registry import backend_entry
+    from benchmint.llm.backends.spec import parse_backend_options
     from benchmint.llm.bench import BenchConfig, run_bench
     from benchmint.llm.output import print_summary
 
     cfg = BenchConfig(
-        backend=backend, url=url, model=model, api=api, stream=stream, scenario=scenario, rate=rate,
+        backend=backend, backend_options=parse_backend_options(backend_option), url=url, model=model, api=api, stream=stream, scenario=scenario, rate=rate,
         burstiness=burstiness, concurrency=concurrency, num_requests=num_requests, duration_s=duration,
         warmup=warmup, dataset=dataset, split=split, dataset_config=dataset_config, input_tokens=input_tokens, output_tokens=output_tokens,
         prompt_column=prompt_column, input_column=input_column, reference_column=reference_column,
@@ -145,10 +149,8 @@ def bench(
         raise typer.Exit(130)
     if res.all_failed:
         ex = next(iter(req["error_examples"].values()), "")
-        if "ignore_eos" in ex:
-            ex += " (this server rejects ignore_eos: add --allow-eos)"
-        elif "stream_options" in ex:
-            ex += " (this server rejects stream_options: add --no-usage)"
+        ex += next((f" (this server rejects {x}: add {_TURN_OFF[x]})" for x in backend_entry(cfg.backend).extensions
+                    if x in ex and x in _TURN_OFF), "")
         raise UserError(f"all {req['sent']} requests failed ({', '.join(f'{k}: {v}' for k, v in req['errors'].items())}); first error: {ex}")
 
 

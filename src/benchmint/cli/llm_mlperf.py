@@ -6,49 +6,115 @@ uses (the LLM layer's registry and workload loader), plus ``--backend sim``, a s
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 from rich.table import Table
 
-from benchmint.cli.common import console, err_console
+from benchmint.cli.common import BackendOpt, BackendOptionOpt, ResultsOpt, console, err_console
 from benchmint.core.errors import UserError
 from benchmint.core.jsonio import write_json
 from benchmint.core.redact import register_secret
 from benchmint.core.signals import sigint_deferred
-from benchmint.llm.backends.spec import build_backend_spec
+from benchmint.llm.backends.registry import backend_entry
+from benchmint.llm.backends.spec import build_backend_spec, parse_backend_options
 from benchmint.llm.console import fmt, print_result
 from benchmint.llm.probe import check_reachable
 from benchmint.llm.samples import build_samples, tokenizer_for
 
 _SCENARIO_HELP = "MLPerf scenario: offline, server or single-stream."
 
-# Flags `mlperf` and `sweep` share (one definition each; the defaults stay in the signatures).
-ModelKeyOpt = Annotated[str, typer.Option(
-    "--model-key", help="MLPerf benchmark whose official constraints apply (llama2-70b, llama2-70b-interactive, "
-                        "llama3_1-8b, ...).")]
-UserConfOpt = Annotated[Path, typer.Option("--user-conf", help="A LoadGen user.conf ('model.scenario.key = value').")]
-SloOpt = Annotated[str, typer.Option("--slo", help="Override the TTFT/TPOT limits, e.g. ttft=2,tpot=0.2 (seconds).")]
-BackendOpt = Annotated[str, typer.Option(
-    "--backend", help="openai-http (a server), transformers (in-process) or sim (no model).")]
-UrlOpt = Annotated[str, typer.Option("--url", help="Base URL of an OpenAI-compatible server.")]
-ModelOpt = Annotated[str, typer.Option("--model", help="Model name (http) or tiny / local folder (transformers).")]
-ApiOpt = Annotated[str, typer.Option("--api", help="completions or chat (http).")]
-DatasetOpt = Annotated[str, typer.Option("--dataset", help="sample, synthetic, a local file or a HF dataset.")]
-NumSamplesOpt = Annotated[int, typer.Option("--num-samples", help="Samples in the LoadGen QSL (default: all).")]
-InputTokensOpt = Annotated[str, typer.Option("--input-tokens", help="Synthetic prompt length: 128, 128:32 or 64-256.")]
-OutputTokensOpt = Annotated[str, typer.Option("--output-tokens", help="Tokens to generate: 128, 128:32 or 64-256.")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for synthetic prompts and lengths.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="Device of the in-process engine.")]
-MaxBatchOpt = Annotated[int, typer.Option("--max-batch-size", help="Batch size of the in-process engine.")]
-MaxConcurrencyOpt = Annotated[int, typer.Option("--max-concurrency", help="Cap on queries in flight (0: none).")]
-WarmupOpt = Annotated[int, typer.Option(
-    "--warmup", help="Requests sent before each LoadGen test, outside the figures.")]
-SimOpt = Annotated[str, typer.Option(
-    "--sim", help="Simulated engine (--backend sim), e.g. ttft=0.02,tpot=0.002,slots=64 (the defaults).")]
-JsonOutOpt = Annotated[Path, typer.Option("--json", help="Also write the result JSON here.")]
-ResultsOpt = Annotated[Path, typer.Option("--results", envvar="BENCHMINT_RESULTS", help="Results store folder.")]
+
+@dataclass
+class SharedFlags:
+    """The flags `mlperf` and `sweep` share (the MLPerf model key and limits, the backend, the workload), declared
+    once in :data:`_SHARED` and handed to each command as one object."""
+
+    model_key: str
+    user_conf: Path | None
+    slo: str | None
+    backend: str
+    backend_option: list[str] | None
+    url: str
+    model: str | None
+    api: str
+    dataset: str
+    num_samples: int | None
+    input_tokens: str | None
+    output_tokens: str | None
+    seed: int
+    device: str
+    max_batch_size: int
+    max_concurrency: int
+    warmup: int
+    sim: str | None
+    json_out: Path | None
+    results: Path | None
+
+
+_SHARED: list[tuple[str, Any, Any]] = [  # (name, type, the typer option with its default)
+    ("model_key", str, typer.Option("llama2-70b", "--model-key", help="MLPerf benchmark whose official constraints "
+                                    "apply (llama2-70b, llama2-70b-interactive, llama3_1-8b, ...).")),
+    ("user_conf", Path, typer.Option(None, "--user-conf", help="A LoadGen user.conf ('model.scenario.key = value').")),
+    ("slo", str, typer.Option(None, "--slo", help="Override the TTFT/TPOT limits, e.g. ttft=2,tpot=0.2 (seconds).")),
+    ("backend", str, BackendOpt),
+    ("backend_option", list[str], BackendOptionOpt),
+    ("url", str, typer.Option("http://127.0.0.1:8000/v1", "--url", help="Base URL of an OpenAI-compatible server.")),
+    ("model", str, typer.Option(None, "--model", help="Model name (http) or tiny / local folder (transformers).")),
+    ("api", str, typer.Option("completions", "--api", help="completions or chat (http).")),
+    ("dataset", str, typer.Option("sample", "--dataset", help="sample, synthetic, a local file or a HF dataset.")),
+    ("num_samples", int, typer.Option(None, "--num-samples", help="Samples in the LoadGen QSL (default: all).")),
+    ("input_tokens", str, typer.Option(None, "--input-tokens", help="Synthetic prompt length: 128, 128:32 or 64-256.")),
+    ("output_tokens", str, typer.Option("64", "--output-tokens", help="Tokens to generate: 128, 128:32 or 64-256.")),
+    ("seed", int, typer.Option(0, "--seed", help="Seed for synthetic prompts and lengths.")),
+    ("device", str, typer.Option("cpu", "--device", help="Device of the in-process engine.")),
+    ("max_batch_size", int, typer.Option(16, "--max-batch-size", help="Batch size of the in-process engine.")),
+    ("max_concurrency", int, typer.Option(0, "--max-concurrency", help="Cap on queries in flight (0: none).")),
+    ("warmup", int, typer.Option(0, "--warmup", help="Requests sent before each LoadGen test, outside the figures.")),
+    ("sim", str, typer.Option(None, "--sim", help="Simulated engine (--backend sim), e.g. "
+                              "ttft=0.02,tpot=0.002,slots=64 (the defaults).")),
+    ("json_out", Path, typer.Option(None, "--json", help="Also write the result JSON here.")),
+    ("results", Path, ResultsOpt),
+]
+
+
+def with_shared_flags(command: Callable[..., None]) -> Callable[..., None]:
+    """``command(..., flags: SharedFlags)`` as a typer command: the shared flags join its own on the command line
+    and reach it as one :class:`SharedFlags`."""
+    own = [p for p in inspect.signature(command).parameters.values() if p.name != "flags"]
+    names = [name for name, _, _ in _SHARED]
+
+    @functools.wraps(command)
+    def run(**kw: Any) -> None:
+        command(flags=SharedFlags(**{n: kw.pop(n) for n in names}), **kw)
+
+    shared = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=t) for n, t, opt in _SHARED]
+    run.__signature__ = inspect.Signature([*own, *shared])  # type: ignore[attr-defined]
+    run.__annotations__ = {**{k: v for k, v in command.__annotations__.items() if k != "flags"},
+                           **{n: t for n, t, _ in _SHARED}}
+    return run
+
+
+def _backend_and_samples(f: SharedFlags, api_key: str | None = None, tokenizer: str | None = None,
+                         include_usage: bool = True, **workload_opts: Any) -> tuple[dict[str, Any], list, dict[str, Any]]:
+    """The backend spec (refusing an option the backend does not take), the LoadGen samples and their workload."""
+    spec = build_backend_spec(f.backend, f.url, f.model, f.api, f.device, f.max_batch_size, f.sim, api_key, tokenizer,
+                              include_usage, parse_backend_options(f.backend_option))
+    tok = tokenizer_for(f.backend, f.model, tokenizer)
+    samples, workload = build_samples(f.dataset, f.api, tok, f.num_samples, f.input_tokens, f.output_tokens, f.seed,
+                                      **workload_opts)
+    return spec, samples, workload
+
+
+def _performance_sample_count(f: SharedFlags, samples: list) -> int | None:
+    """All the samples when there are fewer than the model key's official count (or no known key), else None."""
+    key = _model_key(f.model_key, f.user_conf)
+    return len(samples) if (key is None or len(samples) < key.performance_sample_count) else None
 
 
 def _model_key(name: str, user_conf: Path | None) -> Any:
@@ -108,6 +174,7 @@ def _print_curve(sw: dict[str, Any], title: str) -> None:
                   else f"[bold yellow]no passing rate found[/] ({sw['stopped_because']})")
 
 
+@with_shared_flags
 def mlperf(
     scenario: str = typer.Option("server", "--scenario", help=_SCENARIO_HELP),
     mode: str = typer.Option("performance", "--mode",
@@ -117,18 +184,6 @@ def mlperf(
     max_duration: float = typer.Option(None, "--max-duration", help="Maximum test duration, seconds."),
     min_query_count: int = typer.Option(None, "--min-query-count", help="Minimum number of queries."),
     max_query_count: int = typer.Option(None, "--max-query-count", help="Maximum number of queries."),
-    model_key: ModelKeyOpt = "llama2-70b",
-    user_conf: UserConfOpt = None,
-    slo: SloOpt = None,
-    backend: BackendOpt = "openai-http",
-    url: UrlOpt = "http://127.0.0.1:8000/v1",
-    model: ModelOpt = None,
-    api: ApiOpt = "completions",
-    dataset: DatasetOpt = "sample",
-    num_samples: NumSamplesOpt = None,
-    input_tokens: InputTokensOpt = None,
-    output_tokens: OutputTokensOpt = "64",
-    seed: SeedOpt = 0,
     prompt_column: str = typer.Option(None, "--prompt-column", help="Dataset column holding the prompt."),
     input_column: str = typer.Option(None, "--input-column", help="Optional column appended to the prompt."),
     reference_column: str = typer.Option(None, "--reference-column",
@@ -142,18 +197,12 @@ def mlperf(
     ignore_eos: bool = typer.Option(True, "--ignore-eos/--allow-eos",
                                     help="Ask for exactly max_tokens (off for servers that reject ignore_eos)."),
     include_usage: bool = typer.Option(True, "--usage/--no-usage", help="Ask for usage in the stream."),
-    device: DeviceOpt = "cpu",
-    max_batch_size: MaxBatchOpt = 16,
-    max_concurrency: MaxConcurrencyOpt = 0,
-    warmup: WarmupOpt = 0,
-    sim: SimOpt = None,
     plan_only: bool = typer.Option(False, "--plan", help="Only predict whether the settings can give a VALID result."),
     price: str = typer.Option(None, "--price", help="USD per hour (number) or a name in the repo's price table."),
     no_energy: bool = typer.Option(False, "--no-energy", help="Do not sample GPU power / RAPL."),
     timeout: float = typer.Option(None, "--timeout", help="Stop a LoadGen test after this many seconds."),
     out: Path = typer.Option(Path("benchmint-mlperf"), "--out", help="Folder for logs, result.json and run.json."),
-    json_out: JsonOutOpt = None,
-    results: ResultsOpt = None,
+    flags: SharedFlags = None,  # type: ignore[assignment]  (with_shared_flags fills it)
 ) -> None:
     """Run an LLM backend under the real MLPerf LoadGen (Offline, Server, SingleStream) and report LoadGen's
     figures (from mlperf_log_detail.txt) beside benchmint's client-side metrics, validity in plain words,
@@ -166,25 +215,21 @@ def mlperf(
     if mode not in ("performance", "accuracy", "submission"):
         raise UserError(f"--mode {mode!r}: use performance, accuracy or submission")
     register_secret(api_key)  # recorded files never hold it (core/redact.py)
-    ttft, tpot = _limits(slo)
-    spec = build_backend_spec(backend, url, model, api, device, max_batch_size, sim, api_key, tokenizer,
-                              include_usage)
-    tok = tokenizer_for(backend, model, tokenizer)
-    samples, workload = build_samples(
-        dataset, api, tok, num_samples, input_tokens, output_tokens, seed, prompt_column=prompt_column,
-        input_column=input_column, reference_column=reference_column, system_prompt=system_prompt,
-        chat_template=chat_template, ignore_eos=ignore_eos,
+    f = flags
+    ttft, tpot = _limits(f.slo)
+    spec, samples, workload = _backend_and_samples(
+        f, api_key, tokenizer, include_usage, prompt_column=prompt_column, input_column=input_column,
+        reference_column=reference_column, system_prompt=system_prompt, chat_template=chat_template,
+        ignore_eos=ignore_eos,
     )
     if mode != "performance" and not any(x.reference for x in samples):
-        raise UserError(f"--mode {mode} scores answers against references, and dataset {dataset!r} has none; "
+        raise UserError(f"--mode {mode} scores answers against references, and dataset {f.dataset!r} has none; "
                         "use a dataset with a reference column (--reference-column)")
-    key = _model_key(model_key, user_conf)
-    perf_count = len(samples) if (key is None or len(samples) < key.performance_sample_count) else None
     rs = RunSettings(
-        scenario=scenario, mode="performance", model_key=model_key,
-        user_conf=str(user_conf) if user_conf else None, target_qps=target_qps, min_duration_s=min_duration,
+        scenario=scenario, mode="performance", model_key=f.model_key,
+        user_conf=str(f.user_conf) if f.user_conf else None, target_qps=target_qps, min_duration_s=min_duration,
         max_duration_s=max_duration, min_query_count=min_query_count, max_query_count=max_query_count,
-        performance_sample_count=perf_count, ttft_s=ttft, tpot_s=tpot,
+        performance_sample_count=_performance_sample_count(f, samples), ttft_s=ttft, tpot_s=tpot,
     )
     if plan_only:
         p = plan(rs, len(samples))
@@ -192,14 +237,14 @@ def mlperf(
         console.print(f"[bold]plan: {verdict}[/] (about {p.expected_queries} queries)")
         for n in p.notes:
             console.print(f"  - {n}", soft_wrap=True)
-        if json_out:
-            write_json(json_out, {"schema_version": "1.0", "plan": p.to_dict(), "settings": rs.to_dict()})
+        if f.json_out:
+            write_json(f.json_out, {"schema_version": "1.0", "plan": p.to_dict(), "settings": rs.to_dict()})
         return
     cfg = MlperfConfig(settings=rs, backend=spec, samples=samples, out_dir=out, mode=mode,
-                       max_concurrency=max_concurrency, timeout_s=timeout, price=resolve_price(price), warmup=warmup,
+                       max_concurrency=f.max_concurrency, timeout_s=timeout, price=resolve_price(price), warmup=f.warmup,
                        measure_energy=not no_energy, slo={k: v for k, v in (("ttft_s", ttft), ("tpot_s", tpot)) if v},
-                       workload={**workload, "model_name": model or ("tiny" if backend == "transformers" else None),
-                                 "backend": backend}, store=True, results=results)
+                       workload={**workload, "model_name": f.model or backend_entry(f.backend).default_model,
+                                 "backend": f.backend}, store=True, results=f.results)
     check_reachable(spec)
     p = plan(rs, len(samples))
     if not p.can_be_valid and mode != "accuracy":
@@ -209,19 +254,20 @@ def mlperf(
         with console.status("running LoadGen ...") as status:
             result, record = run_mlperf(cfg, on_stage=lambda s: status.update(s + " ..."))
     except MlperfInterrupted as e:
-        where = _store_dir(results)  # the partial run was stored before MlperfInterrupted was raised
+        where = _store_dir(f.results)  # the partial run was stored before MlperfInterrupted was raised
         err_console.print(f"interrupted: wrote the partial result ({e.completed} completed requests, no LoadGen "
                           f"verdict) to {e.result_path}" + (f"; run {e.record.id} stored in {where}" if where else ""),
                           highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
     print_result(result, console)
-    if json_out:
-        write_json(json_out, result)
-    where = _store_dir(results)
+    if f.json_out:
+        write_json(f.json_out, result)
+    where = _store_dir(f.results)
     check_failures(result)
     console.print(f"[dim]logs and result in {out}" + (f"; run {record.id} stored in {where}" if where else "") + "[/]")
 
 
+@with_shared_flags
 def sweep(
     start_qps: float = typer.Option(1.0, "--start-qps", help="First target QPS to try."),
     max_trials: int = typer.Option(8, "--max-trials", help="Most LoadGen tests to run."),
@@ -235,26 +281,7 @@ def sweep(
                                help="loadgen (LoadGen Server QPS) or bench (`llm bench` Poisson request rate)."),
     require_valid: bool = typer.Option(False, "--require-valid",
                                        help="A trial passes only if LoadGen says VALID (early stopping too)."),
-    model_key: ModelKeyOpt = "llama2-70b",
-    user_conf: UserConfOpt = None,
-    slo: SloOpt = None,
-    backend: BackendOpt = "openai-http",
-    url: UrlOpt = "http://127.0.0.1:8000/v1",
-    model: ModelOpt = None,
-    api: ApiOpt = "completions",
-    dataset: DatasetOpt = "sample",
-    num_samples: NumSamplesOpt = None,
-    input_tokens: InputTokensOpt = None,
-    output_tokens: OutputTokensOpt = "64",
-    seed: SeedOpt = 0,
-    device: DeviceOpt = "cpu",
-    max_batch_size: MaxBatchOpt = 16,
-    max_concurrency: MaxConcurrencyOpt = 0,
-    warmup: WarmupOpt = 0,
-    sim: SimOpt = None,
     out: Path = typer.Option(Path("benchmint-sweep"), "--out", help="Folder for the trials and result.json."),
-    json_out: JsonOutOpt = None,
-    results: ResultsOpt = None,
     sessions: str = typer.Option(None, "--sessions", help="With --target bench: multi-turn sessions (a ShareGPT-style "
                                  "file or 'synthetic'); the rate is then sessions started per second."),
     prefix_groups: int = typer.Option(None, "--prefix-groups", help="With --target bench: groups sharing a prefix."),
@@ -263,6 +290,7 @@ def sweep(
                                 "(or N Ray actors with --ray), as `llm bench --workers`."),
     ray: str = typer.Option(None, "--ray", help="With --target bench: run each trial's workers as Ray actors (--ray "
                             "alone: a local Ray instance, kept for every trial; --ray auto or HOST:PORT: a cluster)."),
+    flags: SharedFlags = None,  # type: ignore[assignment]  (with_shared_flags fills it)
 ) -> None:
     """Find the highest load that still meets the latency limits (LoadGen Server QPS under the model key's
     TTFT/TPOT limits, or with --target bench the `llm bench` rate under --slo), with a bounded number of
@@ -270,6 +298,7 @@ def sweep(
     from benchmint.llm.loadgen.api import MlperfConfig, run_sweep
     from benchmint.llm.loadgen.settings import RunSettings
 
+    f = flags
     if target != "bench" and (workers is not None or ray is not None):
         raise UserError("--workers and --ray spread `llm bench` trials: add --target bench (LoadGen drives its "
                         "queries from one process)")
@@ -278,38 +307,37 @@ def sweep(
 
         result = run_bench_sweep(
             start_rate=start_qps, max_trials=max_trials, growth=growth, rel_tol=tolerance, max_rate=max_qps,
-            trial_duration_s=trial_duration, slo=slo, out=out, results=results,
-            bench_options=dict(backend=backend, url=url, model=model, api=api, dataset=dataset,
-                               input_tokens=input_tokens, output_tokens=output_tokens, seed=seed,
-                               max_batch_size=max_batch_size, device=device,
+            trial_duration_s=trial_duration, slo=f.slo, out=out, results=f.results,
+            bench_options=dict(backend=f.backend, url=f.url, model=f.model, api=f.api, dataset=f.dataset,
+                               input_tokens=f.input_tokens, output_tokens=f.output_tokens, seed=f.seed,
+                               max_batch_size=f.max_batch_size, device=f.device,
+                               **({"backend_options": parse_backend_options(f.backend_option)} if f.backend_option
+                                  else {}),
                                **{k: v for k, v in (("sessions", sessions), ("prefix_groups", prefix_groups),
                                                     ("prefix_tokens", prefix_tokens), ("workers", workers),
                                                     ("ray", ray)) if v is not None}),
             on_trial=lambda t: _show_trial(t),
         )
         _print_curve(result["sweep"], "latency vs load (llm bench, Poisson arrivals)")
-        if json_out:
-            write_json(json_out, result)
+        if f.json_out:
+            write_json(f.json_out, result)
         _exit_if_interrupted(result, out)
         return
     if target != "loadgen":
         raise UserError(f"--target {target!r}: use loadgen or bench")
     if sessions or prefix_groups or prefix_tokens:
         raise UserError("--sessions and --prefix-groups/--prefix-tokens go with --target bench (LoadGen sends single prompts)")
-    ttft, tpot = _limits(slo)
-    spec = build_backend_spec(backend, url, model, api, device, max_batch_size, sim)
-    tok = tokenizer_for(backend, model)
-    samples, workload = build_samples(dataset, api, tok, num_samples, input_tokens, output_tokens, seed)
-    key = _model_key(model_key, user_conf)
-    perf_count = len(samples) if (key is None or len(samples) < key.performance_sample_count) else None
-    rs = RunSettings(scenario="server", model_key=model_key, user_conf=str(user_conf) if user_conf else None,
+    ttft, tpot = _limits(f.slo)
+    spec, samples, workload = _backend_and_samples(f)
+    rs = RunSettings(scenario="server", model_key=f.model_key, user_conf=str(f.user_conf) if f.user_conf else None,
                      min_duration_s=trial_duration, min_query_count=min_query_count,
-                     performance_sample_count=perf_count, ttft_s=ttft, tpot_s=tpot,
+                     performance_sample_count=_performance_sample_count(f, samples), ttft_s=ttft, tpot_s=tpot,
                      # trials are load studies: no rounding up to whole passes over the samples
                      sample_concatenate_permutation=False)
-    cfg = MlperfConfig(settings=rs, backend=spec, samples=samples, out_dir=out, max_concurrency=max_concurrency,
-                       measure_energy=False, warmup=warmup, workload={**workload, "backend": backend, "model_name": model},
-                       store=True, results=results)
+    cfg = MlperfConfig(settings=rs, backend=spec, samples=samples, out_dir=out, max_concurrency=f.max_concurrency,
+                       measure_energy=False, warmup=f.warmup,
+                       workload={**workload, "backend": f.backend, "model_name": f.model}, store=True,
+                       results=f.results)
     check_reachable(spec)
 
     console.print(f"sweep: up to {max_trials} LoadGen Server trials of >= {trial_duration:g} s")
@@ -318,8 +346,8 @@ def sweep(
     with sigint_deferred(reraise=not result["sweep"].get("interrupted")):
         if result["sweep"].get("interrupted"):
             err_console.print("interrupted: storing the finished trials ...")
-        if json_out:
-            write_json(json_out, result)
+        if f.json_out:
+            write_json(f.json_out, result)
     _print_curve(result["sweep"], "latency vs load (LoadGen Server)")
     _exit_if_interrupted(result, out)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from benchmint.cli.common import console, err_console, state
+from benchmint.cli.common import ResultsOpt, console, err_console, state
 from benchmint.core.stats import noise_note
 from benchmint.replay.console import fidelity_line, fmt_s
 
@@ -35,8 +35,7 @@ def replay(
     min_coverage: float = typer.Option(None, "--min-coverage", help="Exit 1 (after writing results) when "
                                        "coverage by count is below this fraction."),
     out: Path = typer.Option(None, "--out", help="Folder for run.json (default: replay-out/<run id>)."),
-    results: Path = typer.Option(None, "--results", envvar="BENCHMINT_RESULTS",
-                                 help="Results store (default: ./benchmint-results)."),
+    results: Path = ResultsOpt,
     no_store: bool = typer.Option(False, "--no-store", help="Do not append the run to the results store."),
     ranks: int = typer.Option(None, "--ranks", help="Replay a multi-rank trace (an archive of one trace per "
                               "rank, or a folder of rank0/, rank1/... capture folders) with N processes on this "

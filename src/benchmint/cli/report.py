@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from benchmint.cli.common import console, err_console, run_kind
+from benchmint.cli.common import ResultsOpt, console, err_console, run_kind
 
 
 def report(
@@ -16,9 +16,7 @@ def report(
         None, "--runs", help="Run ids (or prefixes) in the store, run.json files or folders holding them; "
         "repeat the flag for more. Default: every stored run except imported MLPerf results."),
     out: Path = typer.Option(Path("report.html"), "--out", "-o", help="HTML file to write."),
-    results: Path = typer.Option(
-        None, "--results", envvar="BENCHMINT_RESULTS",
-        help="Results store folder (default: ./benchmint-results; env BENCHMINT_RESULTS)."),
+    results: Path = ResultsOpt,
     include_imported: bool = typer.Option(False, "--include-imported",
                                           help="With no --runs, also include imported MLPerf results."),
     kind: str = typer.Option(None, "--kind", callback=run_kind, help="Only runs of this kind (replay, llm, mlperf, imported)."),

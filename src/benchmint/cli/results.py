@@ -8,20 +8,10 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from benchmint.cli.common import console, err_console, run_kind
+from benchmint.cli.common import ResultsOpt, console, err_console, group, run_kind
 
-app = typer.Typer(
-    name="results",
-    help=__doc__,
-    no_args_is_help=True,
-    add_completion=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+app = group("results", __doc__)
 
-ResultsOpt = typer.Option(
-    None, "--results", envvar="BENCHMINT_RESULTS",
-    help="Results store folder (default: ./benchmint-results; env BENCHMINT_RESULTS).",
-)
 
 
 def _store(results: Path | None):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
-from benchmint.learn.specs import normalize_text
+from benchmint.learn.specs import longest_match, normalize_text
 
 FIELDS = ("params_b", "active_params_b", "layers", "hidden", "heads", "kv_heads", "head_dim", "kv_elems", "experts",
           "active_experts")
@@ -44,13 +44,7 @@ def model_table() -> tuple[tuple[re.Pattern[str], ModelFacts], ...]:
 def find_model(name: str | None) -> ModelFacts | None:
     if not name or not isinstance(name, str):
         return None
-    text = normalize_text(name)
-    best = None
-    for pat, facts in model_table():
-        m = pat.search(text)
-        if m and (best is None or len(m.group(0)) > best[0]):
-            best = (len(m.group(0)), facts)
-    return best[1] if best else None
+    return longest_match(normalize_text(name), model_table())
 
 
 def model_family(name: str | None) -> str | None:

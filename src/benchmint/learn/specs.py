@@ -54,6 +54,16 @@ def normalize_text(text: str) -> str:
     return re.sub(r"[^a-z0-9+]+", " ", str(text).lower()).strip()
 
 
+def longest_match(text: str, table: tuple[tuple[re.Pattern, Any], ...]) -> Any:
+    """The row of ``table`` ((pattern, row) pairs) whose pattern matches the longest part of ``text``; None."""
+    best: tuple[int, Any] | None = None
+    for pat, row in table:
+        m = pat.search(text)
+        if m and (best is None or len(m.group(0)) > best[0]):
+            best = (len(m.group(0)), row)
+    return best[1] if best else None
+
+
 def normalize_precision(text: Any) -> str | None:
     """``bfloat16`` -> ``bf16``, ``float16`` -> ``fp16``, ``FP8`` -> ``fp8``; None when unknown."""
     if text is None or (isinstance(text, float) and text != text):
@@ -104,13 +114,7 @@ def find_accelerator(name: str | None) -> Accelerator | None:
     matches."""
     if not name or (isinstance(name, float) and name != name):
         return None
-    text = normalize_text(name)
-    best: tuple[int, Accelerator] | None = None
-    for pat, acc in _patterns():
-        m = pat.search(text)
-        if m and (best is None or len(m.group(0)) > best[0]):
-            best = (len(m.group(0)), acc)
-    return best[1] if best else None
+    return longest_match(normalize_text(name), _patterns())
 
 
 def normalize_accelerator(name: str | None) -> str | None:

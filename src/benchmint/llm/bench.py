@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import gc
 import signal
 import threading
 import time
@@ -20,6 +19,7 @@ from typing import Any
 
 from benchmint.core.clock import ClockAnchor, now_ns
 from benchmint.core.errors import UserError
+from benchmint.core.gcpause import gc_paused
 from benchmint.core.redact import register_secret
 from benchmint.llm import traffic
 from benchmint.llm.metrics import compute_metrics, parse_slo
@@ -36,7 +36,7 @@ RESULT_SCHEMA_VERSION = "1.0"
 
 @dataclass
 class BenchConfig:
-    backend: str = "openai-http"  # openai-http | transformers
+    backend: str = "openai-http"  # a kind of llm/backends/registry.py: openai-http, transformers, sim
     url: str = "http://127.0.0.1:8000/v1"
     model: str | None = None
     api: str = "completions"  # completions | chat
@@ -75,6 +75,7 @@ class BenchConfig:
     json_path: str | None = None
     progress: bool = True
     extra_body: dict[str, Any] = field(default_factory=dict)
+    backend_options: dict[str, Any] = field(default_factory=dict)  # --backend-option: the backend's own options
     # workload shapes (llm.traffic; docs/workloads.md): sessions, shared prefixes, trace replay, ramps
     sessions: str | None = None  # PATH (ShareGPT-style) | synthetic
     num_sessions: int | None = None
@@ -357,35 +358,21 @@ async def drive(
         await warm_up(backend, warm, sched.concurrency, stop, records)
     c = Counters(len(measured) if sched.open_loop or sched.duration_s is None else 0)
     # no cyclic-GC pauses while measuring: records are plain data; collect once before and after instead
-    gc_was_enabled = gc.isenabled()
-    gc.collect()
-    gc.freeze()
-    gc.disable()
-    try:
-        with _Progress(c, progress):
-            if sched.open_loop:
-                start = await _run_open_loop(backend, measured, sched.offsets_s, c, stop, records, start_ns)
-            else:
-                start = await _run_closed_loop(backend, measured, sched, tpl, c, stop, records, start_ns)
-    finally:
-        gc.unfreeze()
-        if gc_was_enabled:
-            gc.enable()
+    with gc_paused(freeze=True), _Progress(c, progress):
+        if sched.open_loop:
+            start = await _run_open_loop(backend, measured, sched.offsets_s, c, stop, records, start_ns)
+        else:
+            start = await _run_closed_loop(backend, measured, sched, tpl, c, stop, records, start_ns)
     return records, start, stop.is_set()
 
 
 def _make_backend(cfg: BenchConfig, tokenizer: Any) -> Backend:
-    from benchmint.llm.backends import create_backend
+    from benchmint.llm.backends import backend_entry
 
-    if cfg.backend in ("transformers", "hf"):
-        return create_backend(
-            cfg.backend, model=cfg.model or "tiny", device=cfg.device, max_batch_size=cfg.max_batch_size
-        )
-    return create_backend(
-        cfg.backend, url=cfg.url, model=cfg.model, api=cfg.api, stream=cfg.stream, timeout_s=cfg.timeout_s,
-        api_key=cfg.api_key, tokenizer=tokenizer, include_usage=cfg.include_usage, extra_body=cfg.extra_body,
-        adapt=cfg.adapt_request,
-    )
+    entry = backend_entry(cfg.backend)
+    flags = {k: getattr(cfg, k) for k in entry.flags if hasattr(cfg, k)} | {"adapt": cfg.adapt_request,
+                                                                           "tokenizer": tokenizer}
+    return entry.create(**{**entry.options_from(flags), **cfg.backend_options})
 
 
 async def run_async(cfg: BenchConfig, stop: asyncio.Event | None = None, driver: Any = None) -> BenchResult:
@@ -397,13 +384,14 @@ async def run_async(cfg: BenchConfig, stop: asyncio.Event | None = None, driver:
     slo = parse_slo(cfg.slo)
     if cfg.anchor not in ("scheduled", "sent"):
         raise UserError("--anchor must be 'scheduled' or 'sent'")
-    if cfg.api not in ("completions", "chat"):
-        raise UserError("--api must be 'completions' or 'chat'")
-    sched = traffic.schedule_for(cfg)  # make_schedule, or a trace's, a ramp's, the sessions' arrivals
-    from benchmint.llm.backends import backend_class
+    from benchmint.llm.backends import backend_entry
 
-    backend_class(cfg.backend)  # an unknown kind is a user error before any server is contacted
-    http = cfg.backend not in ("transformers", "hf")
+    entry = backend_entry(cfg.backend)  # an unknown kind or option is a user error before any server is contacted
+    entry.check_options(cfg.backend_options)
+    if cfg.api not in entry.apis:
+        raise UserError(f"--api must be {' or '.join(repr(a) for a in entry.apis)}")
+    sched = traffic.schedule_for(cfg)  # make_schedule, or a trace's, a ramp's, the sessions' arrivals
+    http = entry.server
     served: list[str] = []
     if http:
         cfg.url = normalize_base_url(cfg.url)
@@ -417,24 +405,25 @@ async def run_async(cfg: BenchConfig, stop: asyncio.Event | None = None, driver:
             _warn(f"--model {cfg.model!r} is not among the models {cfg.url} lists ({', '.join(served)})")
     tokenizer = None
     backend: Backend
-    if http:
-        tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
-        backend = _make_backend(cfg, tokenizer)
-    else:
+    if entry.tokenizer == "backend":  # the in-process engine's own
         backend = _make_backend(cfg, None)
         await backend.start()
         tokenizer = backend.tokenizer  # type: ignore[attr-defined]
+    else:
+        tokenizer = load_tokenizer(cfg.tokenizer or cfg.model) if entry.tokenizer == "load" else None
+        backend = _make_backend(cfg, tokenizer)
     try:
-        return await _run_with(cfg, backend, tokenizer, sched, slo, http, served, stop, driver)
+        return await _run_with(cfg, backend, tokenizer, sched, slo, entry, served, stop, driver)
     finally:
         await backend.close()
 
 
 async def _run_with(
-    cfg: BenchConfig, backend: Backend, tokenizer: Any, sched: Schedule, slo: dict, http: bool, served: list[str],
+    cfg: BenchConfig, backend: Backend, tokenizer: Any, sched: Schedule, slo: dict, entry: Any, served: list[str],
     stop: asyncio.Event | None, driver: Any = None,
 ) -> BenchResult:
-    api = cfg.api if http else "chat" if cfg.api == "chat" else "completions"
+    http = entry.server  # what the registry entry says the backend can do (llm/backends/registry.py)
+    api = cfg.api
     wl = traffic.workload_for(cfg, api, tokenizer) or load_workload(
         cfg.dataset, api=api, tokenizer=tokenizer, input_tokens=cfg.input_tokens, output_tokens=cfg.output_tokens,
         prompt_hook=traffic.prompt_hook(cfg, tokenizer),  # shared prefixes
@@ -446,8 +435,8 @@ async def _run_with(
     measured, warm = make_requests(wl, sched, cfg.warmup)
     clock = ClockAnchor.take()
     await backend.start()
-    scraper = _start_scraper(cfg) if http and cfg.server_metrics else None
-    before = await traffic.before_run(cfg, http, scraping=scraper is not None)
+    scraper = _start_scraper(cfg) if entry.server_metrics and cfg.server_metrics else None
+    before = await traffic.before_run(cfg, entry.server_metrics, scraping=scraper is not None)
     try:
         if traffic.drives(cfg, sched):  # sessions, concurrency ramp
             records, start, interrupted = await traffic.drive(cfg, backend, sched, wl, warm, stop or asyncio.Event())
@@ -461,7 +450,7 @@ async def _run_with(
     finally:
         if scraper is not None:
             scraper.stop()
-    check = count_after_run(records, tokenizer) if http else None  # tokenizing waits for the run's end
+    check = count_after_run(records, tokenizer) if entry.usage else None  # tokenizing waits for the run's end
     metrics = compute_metrics(records, start, anchor=cfg.anchor, slo=slo, interrupted=interrupted)
     if check is not None:
         metrics["token_counts"]["tokenizer_vs_usage"] = check
@@ -471,7 +460,7 @@ async def _run_with(
         from benchmint.llm.server_metrics import summarize
 
         server_block, series = summarize(scraper, start)
-    metrics.update(await traffic.after_run(cfg, records, start, sched, wl, measured, before, http, server_block))
+    metrics.update(await traffic.after_run(cfg, records, start, sched, wl, measured, before, entry.server_metrics, server_block))
     result = {
         "schema_version": RESULT_SCHEMA_VERSION,
         "kind": "llm-bench",
@@ -485,7 +474,7 @@ async def _run_with(
             "model": cfg.model or "tiny",
             "served_models": served,
             "tokenizer_for_counting": bool(tokenizer) if http else "engine",
-            "model_info": _model_info(cfg, backend, http),
+            "model_info": _model_info(cfg, backend, entry.in_process),
         },
         "measurement": {
             **clock.describe(),
@@ -524,13 +513,13 @@ def _warn(msg: str) -> None:
     Console(stderr=True).print(f"[yellow]warning:[/] {msg}", highlight=False, soft_wrap=True)
 
 
-def _model_info(cfg: BenchConfig, backend: Backend, http: bool) -> dict[str, Any]:
+def _model_info(cfg: BenchConfig, backend: Backend, in_process: bool) -> dict[str, Any]:
     """Architecture, parameter count and dtype of the model under test, where this process can see them:
     the in-process engine's model, or the config of a local model folder named by --model/--tokenizer."""
     from benchmint.results.metadata import workload_from_model
 
     try:
-        if not http:
+        if in_process:
             model = backend.engine.engine.model  # type: ignore[attr-defined]  (AsyncEngine -> BatchingEngine)
             info = workload_from_model(None, model=model)
         else:

@@ -9,7 +9,9 @@ from benchmint.core.errors import UserError
 
 def check_reachable(spec: dict[str, Any], timeout_s: float = 10.0) -> None:
     """Fail fast, with one line, when an HTTP backend's server cannot be reached (before LoadGen starts)."""
-    if spec.get("kind") not in ("openai-http", "http", "openai"):
+    from benchmint.llm.backends.registry import backend_entry
+
+    if spec.get("factory") or not backend_entry(str(spec.get("kind"))).server:
         return
     import urllib.error
     import urllib.request

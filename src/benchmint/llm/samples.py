@@ -7,12 +7,16 @@ from typing import Any
 
 
 def tokenizer_for(backend: str, model: str | None, tokenizer: str | None = None) -> Any:
-    """The tokenizer for chat templates and prompt lengths (``tiny`` and local folders work offline)."""
-    if backend == "sim":
+    """The tokenizer for chat templates and prompt lengths (``tiny`` and local folders work offline); None for a
+    backend that needs none (the registry entry's ``tokenizer``)."""
+    from benchmint.llm.backends.registry import backend_entry
+
+    entry = backend_entry(backend)
+    if entry.tokenizer == "none":
         return None
     from benchmint.llm.bench import load_tokenizer
 
-    name = tokenizer or model or ("tiny" if backend in ("transformers", "hf") else None)
+    name = tokenizer or model or entry.default_model
     return load_tokenizer(name) if name else None
 
 

@@ -10,7 +10,6 @@ workload's hash and the parameters that regenerate it).
 from __future__ import annotations
 
 import asyncio
-import gc
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import orjson
 
 from benchmint.core.errors import UserError
+from benchmint.core.gcpause import gc_paused
 from benchmint.llm import prefixes, ramp, sessions, trace_replay
 from benchmint.llm.requests_driver import generate
 from benchmint.llm.schedule import Schedule, make_schedule
@@ -145,19 +145,11 @@ async def drive(cfg: BenchConfig, backend: Backend, sched: Schedule, wl: Workloa
         rec = await generate(backend.generate, req)
         rec.warmup, rec.scheduled_ns = True, rec.sent_ns
         records.append(rec)
-    gc_was_enabled = gc.isenabled()
-    gc.collect()
-    gc.freeze()
-    gc.disable()
-    try:
+    with gc_paused(freeze=True):  # as llm bench's own drivers: no collector pass while requests are in flight
         if isinstance(wl, SessionWorkload):
             start = await sessions.drive_sessions(backend, wl.sessions, sched, stop, records, cfg.ignore_eos)
         else:
             start = await ramp.drive_concurrency_ramp(backend, sched, wl.requests, stop, records)  # type: ignore[arg-type]
-    finally:
-        gc.unfreeze()
-        if gc_was_enabled:
-            gc.enable()
     return records, start, stop.is_set()
 
 

@@ -43,7 +43,7 @@ def _tref(r: Any) -> TRef:
 
 
 def _arg(v: Any) -> Arg:
-    from benchmint.trace.model import Device, Generator, Opaque, TensorRef
+    from benchmint.trace.values import Device, Generator, Opaque, TensorRef
 
     if isinstance(v, TensorRef):
         return Arg(TENSOR, _tref(v))

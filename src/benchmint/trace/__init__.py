@@ -35,21 +35,16 @@ from benchmint.trace.kineto import (
 from benchmint.trace.load import TraceWarning, is_execution_trace, load, load_bytes, read_bytes
 from benchmint.trace.model import (
     KNOWN_SCHEMAS,
-    Device,
-    Generator,
     Iteration,
     Node,
-    Opaque,
     StorageInfo,
     TensorInfo,
-    TensorRef,
     TensorTable,
     Trace,
-    Value,
-    dtype_from_et,
     parse_schema_version,
 )
 from benchmint.trace.summary import SUMMARY_SCHEMA_VERSION, inspect_trace, summarize
+from benchmint.trace.values import Device, Generator, Opaque, TensorRef, Value, dtype_from_et
 
 __all__ = [
     "KNOWN_SCHEMAS",

@@ -23,6 +23,7 @@ from __future__ import annotations
 import bisect
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
@@ -73,7 +74,19 @@ class _KinetoFile(msgspec.Struct):
 _kdecoder = msgspec.json.Decoder(_KinetoFile)
 
 
-class KinetoEvent:
+class _Span:
+    """A start and a duration in microseconds (``ts_us``, ``dur_us``), and their end."""
+
+    __slots__ = ()
+    ts_us: float
+    dur_us: float
+
+    @property
+    def end_us(self) -> float:
+        return self.ts_us + self.dur_us
+
+
+class KinetoEvent(_Span):
     """A CPU event (op or annotation) of a Kineto trace; ``ts_us``/``dur_us`` in microseconds."""
 
     __slots__ = ("name", "cat", "pid", "tid", "ts_us", "dur_us", "rf_id", "external_id", "index")
@@ -89,10 +102,6 @@ class KinetoEvent:
         self.rf_id = rf_id
         self.external_id = external_id
         self.index = index
-
-    @property
-    def end_us(self) -> float:
-        return self.ts_us + self.dur_us
 
     def __repr__(self) -> str:
         return f"KinetoEvent({self.name!r}, ts={self.ts_us}, dur={self.dur_us})"
@@ -121,19 +130,18 @@ class DeviceEvent:
         return f"DeviceEvent({self.name[:40]!r}, stream={self.stream}, dur_us={self.dur_us})"
 
 
+@dataclass(eq=False, repr=False)
 class KinetoTrace:
     """The parts of a Kineto trace the join needs: CPU events sorted by start, runtime calls, device events."""
 
-    def __init__(self, path: str, cpu: list[KinetoEvent], runtime: list[tuple[Any, Any, float, Any, Any]],
-                 device: list[DeviceEvent], distributed: Any = None):
-        self.path = path
-        self.cpu = cpu
-        """CPU events (``cpu_op``, ``user_annotation``), sorted by (start, -duration)."""
-        self.runtime = runtime
-        """Runtime calls: (pid, tid, ts_us, correlation, external_id)."""
-        self.device = device
-        self.distributed = distributed
-        """Kineto's ``distributedInfo`` (backend, rank, world_size) when present."""
+    path: str
+    cpu: list[KinetoEvent]
+    """CPU events (``cpu_op``, ``user_annotation``), sorted by (start, -duration)."""
+    runtime: list[tuple[Any, Any, float, Any, Any]]
+    """Runtime calls: (pid, tid, ts_us, correlation, external_id)."""
+    device: list[DeviceEvent]
+    distributed: Any = None
+    """Kineto's ``distributedInfo`` (backend, rank, world_size) when present."""
 
     @property
     def has_rf_ids(self) -> bool:
@@ -220,7 +228,7 @@ def load_kineto(path: str | os.PathLike | bytes, *, rank: int | None = None) -> 
     return KinetoTrace(name, cpu, runtime, device, raw.distributedInfo)
 
 
-class OpTime:
+class OpTime(_Span):
     """Timing of one ET node from Kineto: start and duration (microseconds), thread, and the device activity
     its own CPU event launched (see :meth:`KinetoJoin.kernels_of` for a whole subtree)."""
 
@@ -231,10 +239,6 @@ class OpTime:
         self.dur_us = dur_us
         self.tid = tid
         self.kernels: list[DeviceEvent] = []
-
-    @property
-    def end_us(self) -> float:
-        return self.ts_us + self.dur_us
 
     def __repr__(self) -> str:
         return f"OpTime(ts_us={self.ts_us}, dur_us={self.dur_us}, kernels={len(self.kernels)})"

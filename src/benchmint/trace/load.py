@@ -20,7 +20,8 @@ from typing import Any
 import msgspec
 
 from benchmint.core.errors import TraceError
-from benchmint.trace.model import KNOWN_SCHEMAS, Node, Trace, _Source, gc_paused, parse_schema_version
+from benchmint.core.gcpause import gc_paused
+from benchmint.trace.model import KNOWN_SCHEMAS, Node, Trace, _Source, parse_schema_version
 from benchmint.trace.validate import check_tree
 
 __all__ = ["LIMIT_ENV", "RATIO_ENV", "TraceWarning", "load", "max_trace_bytes", "read_bytes"]

@@ -21,7 +21,7 @@ or without a ``-chakra.X.Y.Z`` suffix) loads into the same classes:
 
 Typed values (what :attr:`Node.inputs` and :attr:`Node.outputs` hold, one per argument): see
 :mod:`benchmint.trace.values` (the value types) and :mod:`benchmint.trace.et_types` (the ET type-string
-decoder); both are re-exported here.
+decoder); :mod:`benchmint.trace` exports them with this module's classes.
 
 Speed and memory: a trace is decoded with msgspec straight into compact structs; each node's ``inputs`` and
 ``outputs`` stay as zero-copy views of the file's bytes until first asked for, then are decoded and cached.
@@ -35,23 +35,18 @@ Nothing in this module imports torch.
 
 from __future__ import annotations
 
-import gc
 import re
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import msgspec
 
 from benchmint.core.errors import TraceError
+from benchmint.core.gcpause import gc_paused
 from benchmint.trace.et_types import BadValue, io_decoder, list_decoder, typed_value, types_decoder
 from benchmint.trace.values import (
-    Device,
-    Generator,
-    Opaque,
     TensorRef,
     Value,
-    dtype_from_et,
     et_type_of,
     freeze,
     iter_tensors,
@@ -59,23 +54,8 @@ from benchmint.trace.values import (
     strides_of,
 )
 
-__all__ = [
-    "KNOWN_SCHEMAS",
-    "Device",
-    "Generator",
-    "Iteration",
-    "Node",
-    "Opaque",
-    "StorageInfo",
-    "TensorInfo",
-    "TensorRef",
-    "TensorTable",
-    "Trace",
-    "Value",
-    "dtype_from_et",
-    "gc_paused",
-    "parse_schema_version",
-]
+# what this module defines (the value types it uses come from .values, the public API is benchmint.trace)
+__all__ = ["KNOWN_SCHEMAS", "Iteration", "Node", "StorageInfo", "TensorInfo", "TensorTable", "Trace", "parse_schema_version"]
 
 #: Schema versions PyTorch has written (without the optional ``-chakra.X.Y.Z`` suffix).
 KNOWN_SCHEMAS: tuple[str, ...] = ("1.0.1", "1.0.2", "1.0.3", "1.1.0", "1.1.1")
@@ -104,20 +84,6 @@ def parse_schema_version(schema: str) -> tuple[tuple[int, int, int], str | None]
     return (int(m[1]), int(m[2]), int(m[3])), m[4]
 
 
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector while building many acyclic objects (decoding a trace): a
-    collection pass walks every live object, so with a large trace in memory the collector, not the decoding,
-    would dominate. Re-entrant; restores the previous state."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
-
-
 # ------------------------------------------------------------------------------------------------- node
 
 
@@ -132,6 +98,20 @@ class _Source:
 
 
 _EMPTY: tuple = ()
+
+
+class _Args:
+    """A read-only field of a node's decoded arguments: ``side`` 0 (inputs) or 1 (outputs), ``part`` 0 values,
+    1 ET type strings, 2 shapes, 3 strides (shapes and strides frozen into nested tuples)."""
+
+    def __init__(self, side: int, part: int, doc: str):
+        self.side, self.part, self.__doc__ = side, part, doc
+
+    def __get__(self, node: Node | None, owner: type | None = None) -> Any:
+        if node is None:
+            return self
+        got = (node._ins() if self.side == 0 else node._outs())[self.part]
+        return got if self.part < 2 else tuple(map(freeze, got))
 
 
 class Node:
@@ -341,42 +321,15 @@ class Node:
     def _outs(self) -> tuple:
         return self._out_dec or self._decode("outputs")
 
-    @property
-    def inputs(self) -> tuple[Value, ...]:
-        """Typed input values, one per argument (see :mod:`benchmint.trace.values`)."""
-        return self._ins()[0]
-
-    @property
-    def outputs(self) -> tuple[Value, ...]:
-        """Typed output values."""
-        return self._outs()[0]
-
-    @property
-    def input_types(self) -> tuple[str, ...]:
-        """ET type strings of the inputs (``"Tensor(float)"``, ``"GenericList[Int,Int]"``, ``"Int"`` ...)."""
-        return self._ins()[1]
-
-    @property
-    def output_types(self) -> tuple[str, ...]:
-        return self._outs()[1]
-
-    @property
-    def input_shapes(self) -> tuple[Any, ...]:
-        """Shapes as written (nested tuples; ``()`` for scalars; ``None`` when absent)."""
-        return tuple(map(freeze, self._ins()[2]))
-
-    @property
-    def output_shapes(self) -> tuple[Any, ...]:
-        return tuple(map(freeze, self._outs()[2]))
-
-    @property
-    def input_strides(self) -> tuple[Any, ...]:
-        """Strides as written (schema >= 1.1.1), else ``None`` per argument."""
-        return tuple(map(freeze, self._ins()[3]))
-
-    @property
-    def output_strides(self) -> tuple[Any, ...]:
-        return tuple(map(freeze, self._outs()[3]))
+    # decoded on first access: (values, ET type strings, shapes, strides) of each side
+    inputs = _Args(0, 0, "Typed input values, one per argument (see :mod:`benchmint.trace.values`).")
+    outputs = _Args(1, 0, "Typed output values.")
+    input_types = _Args(0, 1, 'ET type strings of the inputs (``"Tensor(float)"``, ``"GenericList[Int,Int]"``, ...).')
+    output_types = _Args(1, 1, "ET type strings of the outputs.")
+    input_shapes = _Args(0, 2, "Shapes as written (nested tuples; ``()`` for scalars; ``None`` when absent).")
+    output_shapes = _Args(1, 2, "Output shapes as written.")
+    input_strides = _Args(0, 3, "Strides as written (schema >= 1.1.1), else ``None`` per argument.")
+    output_strides = _Args(1, 3, "Output strides as written.")
 
     def input_tensors(self) -> list[TensorRef]:
         """Every tensor among the inputs, including those inside lists and tuples, in argument order."""
@@ -579,15 +532,7 @@ class Trace:
     def descendants(self, node: Node | int) -> Iterator[Node]:
         """All nodes under ``node``, depth first, in execution order."""
         tree = self._tree()
-        stack = list(reversed(tree.get(node if isinstance(node, int) else node.id, [])))
-        seen: set[int] = set()
-        while stack:
-            n = stack.pop()
-            if n.id in seen:
-                continue
-            seen.add(n.id)
-            yield n
-            stack.extend(reversed(tree.get(n.id, [])))
+        yield from _depth_first(tree.get(node if isinstance(node, int) else node.id, []), lambda n: tree.get(n.id, []))
 
     def roots(self) -> list[Node]:
         """Nodes whose parent is not in the trace (normally just the process root)."""
@@ -636,23 +581,14 @@ class Trace:
         if within is None and self._top is not None:
             return self._top
         tree = self._tree()
-        out: list[Node] = []
-        if within is None:
-            stack = list(reversed(self.roots()))
-        else:
-            stack = list(reversed(tree.get(within if isinstance(within, int) else within.id, [])))
-        seen: set[int] = set()
-        while stack:
-            n = stack.pop()
-            if n.id in seen:
-                continue
-            seen.add(n.id)
-            if n.op_schema:
-                out.append(n)
-                if n.name.startswith("c10d::"):
-                    stack.extend(reversed(_nested_collectives(tree, n)))
-            else:
-                stack.extend(reversed(tree.get(n.id, [])))
+
+        def below(n: Node) -> list[Node]:
+            if not n.op_schema:
+                return tree.get(n.id, [])
+            return _nested_collectives(tree, n) if n.name.startswith("c10d::") else []
+
+        start = self.roots() if within is None else tree.get(within if isinstance(within, int) else within.id, [])
+        out = [n for n in _depth_first(start, below) if n.op_schema]
         out.sort(key=_node_id)
         if within is None:
             self._top = out
@@ -720,3 +656,17 @@ def _nested_collectives(tree: dict[int, list[Node]], op: Node) -> list[Node]:
         else:
             stack.extend(tree.get(n.id, []))
     return sorted(out, key=_node_id)
+
+
+def _depth_first(start: list[Node], below: Callable[[Node], list[Node]]) -> Iterator[Node]:
+    """The nodes from ``start`` down, depth first in execution order, each once (a cycle closed by a duplicate
+    id is walked once); ``below(n)``: the nodes to visit under ``n``."""
+    stack = list(reversed(start))
+    seen: set[int] = set()
+    while stack:
+        n = stack.pop()
+        if n.id in seen:
+            continue
+        seen.add(n.id)
+        yield n
+        stack.extend(reversed(below(n)))

@@ -66,7 +66,6 @@ class HttpBackend:
         extra_body: dict[str, Any] | None = None,
         max_connections: int = 0,
         adapt: bool = True,
-        **_: Any,
     ):
         if api not in ("completions", "chat"):
             raise ValueError(f"api must be 'completions' or 'chat', not {api!r}")
@@ -286,20 +285,16 @@ class HttpBackend:
         if usage is not None and not isinstance(usage, dict):
             bad.append(f"usage is {_show(usage)}, not an object")
         elif usage:
-            out = usage.get("completion_tokens")
-            if out is not None:
-                n = _token_count(out)
+            for name in ("completion_tokens", "prompt_tokens"):
+                got = usage.get(name)
+                n = None if got is None else _token_count(got)
                 if n is None:
-                    bad.append(f"usage.completion_tokens is {_show(out)}, not a token count")
+                    if got is not None:
+                        bad.append(f"usage.{name} is {_show(got)}, not a token count")
+                elif name == "prompt_tokens":
+                    rec.input_tokens = n
                 else:
                     rec.output_tokens, rec.output_tokens_source = n, "usage"
-            pin = usage.get("prompt_tokens")
-            if pin is not None:
-                n = _token_count(pin)
-                if n is None:
-                    bad.append(f"usage.prompt_tokens is {_show(pin)}, not a token count")
-                else:
-                    rec.input_tokens = n
         if bad:  # the answer itself arrived: keep it, count its tokens another way and say why
             rec.token_count_flag = "usage ignored: " + "; ".join(bad)
         if rec.output_tokens is None:

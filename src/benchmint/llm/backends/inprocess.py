@@ -5,25 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from benchmint.core.clock import now_ns
-from benchmint.llm.engine import AsyncEngine
+from benchmint.llm.engine import AsyncEngine, BatchingEngine
 from benchmint.llm.types import FirstTokenHook, GenRequest, RequestRecord
 
 
 class TransformersBackend:
-    kind = "transformers"
+    """``engine_opts`` (device, dtype, max_batch_size, ...) go to :class:`BatchingEngine`, whose defaults apply."""
 
-    def __init__(
-        self,
-        model: str = "tiny",
-        device: str = "cpu",
-        dtype: str = "auto",
-        max_batch_size: int = 16,
-        temperature: float = 0.0,
-        engine: AsyncEngine | None = None,
-        **_: Any,
-    ):
+    kind = "transformers"
+    passes_options_to = BatchingEngine  # the registry's known options include the engine's
+    internal_options = ("loaded",)
+
+    def __init__(self, model: str = "tiny", temperature: float = 0.0, engine: AsyncEngine | None = None,
+                 **engine_opts: Any):
         self.model = model
-        self.opts = {"device": device, "dtype": dtype, "max_batch_size": max_batch_size}
+        self.opts = engine_opts
         self.temperature = temperature
         self.engine = engine
         self._own_engine = engine is None

@@ -1,7 +1,7 @@
 """Build the backend a LoadGen worker drives from a JSON-ready spec.
 
-``{"kind": "sim", "options": {...}}`` builds the simulated engine of :mod:`.sim`; any other kind goes to the
-LLM layer's backend registry (``http``, ``transformers``); ``{"factory": "module:callable", "options": {...}}``
+``{"kind": KIND, "options": {...}}`` goes to the LLM layer's backend registry (``openai-http``, ``transformers``,
+``sim``, the simulated engine of :mod:`.sim`); ``{"factory": "module:callable", "options": {...}}``
 calls a user's own factory, for backends benchmint does not ship.
 """
 
@@ -24,19 +24,15 @@ def make_backend(spec: dict[str, Any]) -> Backend:
         except (ImportError, AttributeError) as e:
             raise UserError(f"backend factory {spec['factory']!r} cannot be imported ({e}); use module:callable") from e
         return factory(**options)
-    kind = spec.get("kind", "sim")
-    if kind == "sim":
-        from benchmint.llm.loadgen.sim import SimulatedBackend
+    from benchmint.llm.backends.registry import backend_entry  # the LLM layer's registry
 
-        return SimulatedBackend(**options)
-    from benchmint.llm.backends import create_backend  # the LLM layer's registry
-
+    entry = backend_entry(spec.get("kind", "sim"))
+    names = entry.option_names()
     key = os.environ.get("BENCHMINT_BACKEND_API_KEY")  # set by the runner: spec.json holds no secret
-    if key and not options.get("api_key") and kind in ("openai-http", "http", "openai"):
+    if key and not options.get("api_key") and "api_key" in names:
         options["api_key"] = key
-
     if isinstance(options.get("tokenizer"), str):  # a name crosses the process boundary, not an object
         from benchmint.llm.bench import load_tokenizer
 
         options["tokenizer"] = load_tokenizer(options["tokenizer"])
-    return create_backend(kind, **options)
+    return entry.create(**options)

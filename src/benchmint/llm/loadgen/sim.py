@@ -9,8 +9,10 @@ requests beyond ``slots`` wait in a queue, so TTFT grows as the offered rate nea
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from benchmint.core.clock import now_ns
+from benchmint.core.errors import UserError
 from benchmint.llm.types import FirstTokenHook, GenRequest, RequestRecord
 
 
@@ -61,3 +63,23 @@ class SimulatedBackend:
             rec.output_tokens_source = "engine"
             rec.text = " ".join(words)
         return rec
+
+
+def parse_sim(spec: str | None) -> dict[str, Any]:
+    """``--sim ttft=0.02,tpot=0.005,slots=4`` -> options of the simulated engine."""
+    out: dict[str, Any] = {}
+    for part in (spec or "").split(","):
+        if not part.strip():
+            continue
+        k, _, v = part.partition("=")
+        k = k.strip()
+        try:
+            if k in ("ttft", "tpot"):
+                out[f"{k}_s"] = float(v)
+            elif k in ("slots", "fail_every"):
+                out[k] = int(v)
+            else:
+                raise ValueError
+        except ValueError:
+            raise UserError(f"--sim {spec!r}: use ttft=SECONDS,tpot=SECONDS,slots=N") from None
+    return out
