@@ -357,7 +357,8 @@ def join_ranks(per: list[dict[str, Any]], backend: str, wall: float, inp: Any) -
     where = "this machine" if len(hosts) <= 1 else f"{len(hosts)} hosts"
     slow = max(range(ranks), key=lambda r: per[r]["iter_time_s"]["median"] or 0.0)
     low = min(range(ranks), key=lambda r: (per[r]["coverage"], r))
-    base = {k: v for k, v in per[slow].items() if k not in ("rank", "per_op_type", "collectives", "peak_rss_bytes")}
+    base = {k: v for k, v in per[slow].items() if k not in ("rank", "host", "per_op_type", "collectives",
+                                                           "peak_rss_bytes")}
     skipped: dict[tuple[str, str], dict[str, Any]] = {}
     substituted: dict[tuple[str, str], dict[str, Any]] = {}
     for r, p in enumerate(per):
