@@ -288,6 +288,8 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
         "iters": iters,
         "seed": seed,
         "plan_time_s": plan.plan_time_s,
+        "plan_check_time_s": plan.check_time_s,  # the real pass over the compiled iteration that ends planning
+        "plan_dry_run": plan.dry_run,  # how each op was tried: on the meta device, or for real (and why)
         "calibration": cal.to_dict() if cal is not None else None,
         "how_measured": (
             "wall time of one replayed iteration (time.perf_counter_ns), median over iters after warmup, "
