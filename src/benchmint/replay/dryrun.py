@@ -136,6 +136,7 @@ class DryRun:
         self._bases: dict[tuple, torch.Tensor] = {}
         self._twins: list[tuple[torch.Tensor, torch.Tensor]] = []  # (twin, real): keeps ids stable
         self.real_of: dict[int, torch.Tensor] = {}  # id of a meta twin -> the real tensor it stands for
+        self.inputs_ns = 0  # time spent making the step's inputs (real: the loop needs them)
         self._last: Any = None  # the key of the last meta try
         self._fast: dict[Any, Callable | None] = {}
 
@@ -241,7 +242,7 @@ class DryRun:
                "nothing computed; a call with the same argument layouts as an earlier one is answered from "
                "it), for real on synthetic tensors where that cannot answer" if self.meta
                else "each op computed once at its recorded shapes")
-        return {"mode": self.mode, "ops": ops, "tried_meta": self.tried, "answered_from_earlier": self.remembered,
+        return {"mode": self.mode, "ops": ops, "inputs_made_s": self.inputs_ns / 1e9, "tried_meta": self.tried, "answered_from_earlier": self.remembered,
                 "ran_real": sum(self.real.values()) if self.meta else ops, "real_runs": rows, "how": how}
 
 

@@ -294,8 +294,12 @@ class _Builder:
         self.consts[name] = value
         return name
 
-    def _keep(self, key: tuple, t: torch.Tensor) -> torch.Tensor:
-        """``t`` (real) persists in ``key``'s slot; returns what the dry run tries in its place."""
+    def _keep(self, key: tuple, ref: TRef, pool: StoragePool | None = None, fill: bool = True) -> torch.Tensor:
+        """A real tensor for ``ref`` (:func:`make_tensor`), persistent in ``key``'s slot; returns what the dry
+        run tries in its place."""
+        t0 = clock.now_ns()
+        t = make_tensor(ref, self.device, self.cons, self.gen, pool, fill_values=fill)
+        self.dry.inputs_ns += clock.now_ns() - t0
         self.persistent[self._slot_for(key)] = t
         trial = self.env[key] = self.dry.twin(t)
         return trial
@@ -315,7 +319,7 @@ class _Builder:
             alt = ("pinned", *ref.key)
             t = self.env.get(alt)  # type: ignore[arg-type]
             if t is None:
-                t = self._keep(alt, make_tensor(ref, self.device, self.cons, self.gen, None))
+                t = self._keep(alt, ref)
             s = self.slot[alt]
             reads.append(s)
             return t, f"R[{s}]"
@@ -325,7 +329,7 @@ class _Builder:
             alt = ("shadow", *ref.key, ref.shape)
             t = self.env.get(alt)  # type: ignore[arg-type]
             if t is None:
-                t = self._keep(alt, make_tensor(ref, self.device, self.cons, self.gen, None))
+                t = self._keep(alt, ref)
             s = self.slot[alt]
             reads.append(s)
             return t, f"R[{s}]"
@@ -356,8 +360,7 @@ class _Builder:
                 return t, f"R[{s}]"
         # a true input of the step: made once, persistent across iterations (allocated but not filled when
         # the substitute that reads it never looks at its contents)
-        t = self._keep(ref.key, make_tensor(ref, self.device, self.cons, self.gen, self.pool,
-                                            fill_values=not unread))
+        t = self._keep(ref.key, ref, self.pool, fill=not unread)
         s = self.slot[ref.key]
         reads.append(s)
         return t, f"R[{s}]"
@@ -457,7 +460,7 @@ class _Builder:
         """A synthetic tensor of the recorded shape stands for this output (persistent)."""
         if ref.dtype is None:
             return
-        self._keep(ref.key, make_tensor(ref, self.device, self.cons, self.gen, None))
+        self._keep(ref.key, ref)
 
     def _pin_outputs(self, op: OpRec) -> None:
         for a in op.outputs:
