@@ -302,7 +302,7 @@ def test_every_capture_says_what_recording_cost(tmp_path):
     assert c["idle_steps"] == 6 and c["idle_step_s"] > 0  # the bare step between the two recordings, then 5
     assert c["idle_vs_unobserved"] == pytest.approx(c["idle_step_s"] / c["unobserved_step_s"] - 1)
     assert c["idle_cost_measurable"] in (True, False) and 0 <= c["idle_p_value"] <= 1
-    assert "Mann-Whitney" not in c["how"] and "idle steps" in c["how"]
+    assert "idle steps" in c["how"]
 
 
 def test_cli_capture_every_n_prints_the_recording_cost(cli, tmp_path):
