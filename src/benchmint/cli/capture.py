@@ -156,8 +156,10 @@ def cost_lines(c: dict | None) -> list[str]:
         out.append("recorder idle: not measured (the job ended with the recording)")
     else:
         small = abs(c["idle_vs_unobserved"]) <= 0.02
-        verdict = ("a measurable cost" if c.get("idle_cost_measurable") else "too few steps to judge"
-                   if c.get("idle_cost_measurable") is None else "no measurable cost" if small
+        verdict = ("a measurable difference (the observers are off on these steps; on a busy machine the step "
+                   "times drift too: check on a quiet one)" if c.get("idle_cost_measurable")
+                   else "too few steps to judge" if c.get("idle_cost_measurable") is None
+                   else "no measurable cost" if small
                    else "not significant against the noise of these steps")
         p = f", p={c['idle_p_value']:.2f}" if c.get("idle_p_value") is not None else ""
         out.append(f"recorder idle: un-observed steps after it was attached took {c['idle_step_s'] * 1e3:.3f} ms "

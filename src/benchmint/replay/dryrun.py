@@ -242,7 +242,8 @@ class DryRun:
                "nothing computed; a call with the same argument layouts as an earlier one is answered from "
                "it), for real on synthetic tensors where that cannot answer" if self.meta
                else "each op computed once at its recorded shapes")
-        return {"mode": self.mode, "ops": ops, "inputs_made_s": self.inputs_ns / 1e9, "tried_meta": self.tried, "answered_from_earlier": self.remembered,
+        return {"mode": self.mode, "ops": ops, "inputs_made_s": self.inputs_ns / 1e9, "tried_meta": self.tried,
+                "answered_from_earlier": self.remembered,
                 "ran_real": sum(self.real.values()) if self.meta else ops, "real_runs": rows, "how": how}
 
 
