@@ -265,3 +265,53 @@ def test_a_capture_given_the_model_describes_it_and_its_replays_say_what_they_re
     assert s["model"]["dtype"] == "float32"
     rec = run_record(replay_trace(tmp_path / "cap", iters=2, warmup=1), {})
     assert rec.workload["architecture"] == "Sequential" and rec.workload["parameter_count"] == 136
+
+
+def test_every_n_records_one_step_in_every_n_each_in_its_own_folder_that_replays(tmp_path):
+    from benchmint.replay import replay_trace
+
+    s = capture_steps(_tiny_train_step(), tmp_path, warmup=1, measure=5, record=3, every=3)
+    # warm-up 1, measured 5, the discarded recording (6), a bare step (7), then steps 8, 11, 14 recorded
+    assert s["every"] == 3 and s["iterations"] == ["iter_8", "iter_11", "iter_14"]
+    assert s["recorded_iterations"] == [8, 11, 14] and s["recorded_steps"] == 3 and s["complete"]
+    for name, n in zip(s["iterations"], (8, 11, 14), strict=True):
+        d = tmp_path / name
+        cj = json.loads((d / "capture.json").read_text())
+        assert cj["recorded_iterations"] == [n] and cj["recorded_steps"] == 1 and cj["iterations"] is None
+        assert [it.number for it in load(d / "et.json").iterations] == [n]
+        r = replay_trace(d, gaps="none", warmup=0, iters=1).result
+        assert r["coverage"] == 1.0 and r["iteration"] == n
+    # the folder above them is not a trace: the refusal names the folders to replay
+    with pytest.raises(UserError, match="iter_8"):
+        replay_trace(tmp_path, iters=1)
+    c = s["recording_cost"]
+    # the un-observed steps between recordings (7, 9, 10, 12, 13) are the idle recorder's
+    assert c["idle_steps"] == 5 and c["unobserved_steps"] == 5
+
+
+def test_every_capture_says_what_recording_cost(tmp_path):
+    from benchmint.trace.capture_file import read_capture
+
+    s = capture_steps(_tiny_train_step(), tmp_path, warmup=2, measure=6, record=1)
+    c = read_capture(tmp_path / "capture.json")["recording_cost"]  # typed: the fields validate
+    assert c == json.loads(json.dumps(s["recording_cost"]))
+    assert c["unobserved_step_s"] == pytest.approx(s["step_time_s"]["median"])
+    assert c["recorded_step_s"] == pytest.approx(s["recorded_step_time_s"][0])
+    assert c["recorded_vs_unobserved"] == pytest.approx(c["recorded_step_s"] / c["unobserved_step_s"])
+    # after the recording began, the loop ran on until as many un-observed steps as were measured were timed
+    assert c["idle_steps"] == 6 and c["idle_step_s"] > 0  # the bare step between the two recordings, then 5
+    assert c["idle_vs_unobserved"] == pytest.approx(c["idle_step_s"] / c["unobserved_step_s"] - 1)
+    assert c["idle_cost_measurable"] in (True, False) and 0 <= c["idle_p_value"] <= 1
+    assert "idle steps" in c["how"]
+
+
+def test_cli_capture_every_n_prints_the_recording_cost(cli, tmp_path):
+    code, out, err = cli("capture", "--out", str(tmp_path / "c"), "--workload", "small_transformer", "--warmup", "1",
+                         "--measure", "5", "--every", "2", "--record", "2", "--no-store")
+    assert code == 0, err
+    text = " ".join(out.split())
+    assert "one in every 2" in text and "iter_" in text
+    assert "recording cost: the recorded step took" in text and "recorder idle:" in text
+    assert {p.name for p in (tmp_path / "c").glob("iter_*")} == {"iter_8", "iter_10"}
+    code, _, err = cli("capture", "--out", str(tmp_path / "d"), "--workload", "moe", "--every", "1")
+    assert code == 2 and "--every 1" in err

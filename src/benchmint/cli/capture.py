@@ -40,7 +40,10 @@ def capture(
     out: Path = typer.Option(..., "--out", help="Folder for et.json, kineto.json and capture.json."),
     warmup: int = typer.Option(10, "--warmup", help="Steps run first with nothing attached."),
     measure: int = typer.Option(10, "--measure", help="Steps timed without observers (at least 5)."),
-    record: int = typer.Option(1, "--record", help="Steps recorded with ET + Kineto."),
+    record: int = typer.Option(None, "--record", help="Steps recorded with ET + Kineto (default 1; with --every: "
+                               "until the script ends, or 3 for --workload)."),
+    every: int = typer.Option(None, "--every", help="Record one step in every N of a long job, each in its own "
+                              "iteration folder (DIR/iter_<step>), until --record recordings or the job's end."),
     discard: int = typer.Option(1, "--discard", help="Steps recorded first and thrown away: the first recording "
                                 "in a process pays the observers' one-time costs for every op it sees first."),
     workload: str = typer.Option(None, "--workload", help="Capture a built-in example instead of a script: "
@@ -68,6 +71,10 @@ def capture(
     from benchmint.trace import capture as cap_mod
 
     cmd = list(ctx.args)
+    if every is not None and every < 2:
+        raise UserError(f"capture: --every {every}: give N >= 2 (one step recorded in every N)")
+    if record is None:
+        record = 1 if every is None else (3 if workload is not None else 1 << 40)
     if workload is None and not cmd:
         raise UserError("capture: give a command after -- (e.g. -- python train.py) or --workload NAME")
     if discard < 0:
@@ -87,13 +94,15 @@ def capture(
             torch.set_num_threads(threads)
         w = build(workload)
         summary = cap_mod.capture_steps(w.step, out, warmup=warmup, measure=measure, record=record, model=w.model,
-                                           discard=discard)
+                                        discard=discard, every=every)
     else:
         if measure < cap_mod.MIN_MEASURE:
             raise UserError(f"capture: --measure {measure} is too few; use at least {cap_mod.MIN_MEASURE}")
         env = dict(os.environ)
         env.update({cap_mod.ENV_OUT: str(out), cap_mod.ENV_WARMUP: str(warmup), cap_mod.ENV_MEASURE: str(measure),
                     cap_mod.ENV_RECORD: str(record), cap_mod.ENV_DISCARD: str(discard), cap_mod.ENV_CMD: "\x1f".join(cmd)})
+        if every is not None:
+            env[cap_mod.ENV_EVERY] = str(every)
         # the wrapper module must be importable by the interpreter the user named
         pkg_root = str(Path(cap_mod.__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH", "")) if p)
@@ -110,13 +119,13 @@ def capture(
                             f"recorded steps; see its output above (partial capture.json left in {out})")
         if rc != 0:
             console.print(f"[yellow]the command exited with status {rc} after the capture was complete[/]")
-    _report(out, summary, warmup, measure, record + (discard + 1 if discard else 0))
+    _report(out, summary, warmup, measure, (1 if every is None else every) + (discard + 1 if discard else 0))
     _store(out, summary, results, no_store, workload)
 
 
 def _report(out: Path, s: dict, warmup: int, measure: int, record: int) -> None:
     files = s.get("files", {})
-    if not s.get("complete") or "et" not in files:
+    if not s.get("complete") or ("et" not in files and not s.get("iterations")):
         need = warmup + measure + record  # record: all steps after the measured ones (discarded ones included)
         raise UserError(f"capture: only {s.get('measured_steps', 0)} steps were timed and "
                         f"{s.get('recorded_steps', 0)} recorded (needs {need} steps); run more steps, or mark "
@@ -124,13 +133,46 @@ def _report(out: Path, s: dict, warmup: int, measure: int, record: int) -> None:
     from benchmint.core.stats import noise_note
 
     st = s["step_time_s"]
-    console.print(f"captured {s['recorded_steps']} step(s) into {out}: et.json, kineto.json, capture.json")
+    if s.get("iterations"):
+        its = s["iterations"]
+        console.print(f"captured {s['recorded_steps']} step(s), one in every {s['every']}, into {out}: "
+                      f"{', '.join(its[:4])}{' ...' if len(its) > 4 else ''} (each: et.json, kineto.json, "
+                      "capture.json); capture.json")
+    else:
+        console.print(f"captured {s['recorded_steps']} step(s) into {out}: et.json, kineto.json, capture.json")
     console.print(f"step time without observers: median {st['median'] * 1e3:.3f} ms over {st['n']} steps "
-                  f"(p10 {st['p10'] * 1e3:.3f}, p90 {st['p90'] * 1e3:.3f}); recorded step "
-                  f"{s['recorded_step_time_s'][0] * 1e3:.3f} ms with observers; {s['threads']} threads, "
+                  f"(p10 {st['p10'] * 1e3:.3f}, p90 {st['p90'] * 1e3:.3f}); {s['threads']} threads, "
                   f"{s['device']}{noise_note(st)}")
+    for line in cost_lines(s.get("recording_cost")):
+        console.print(line, highlight=False)
     if s.get("note"):
         console.print(f"[yellow]{s['note']}[/]")
+
+
+def cost_lines(c: dict | None) -> list[str]:
+    """What recording cost, in words: the recorded step against the un-observed one, and the un-observed
+    steps with the recorder idle against those before it was attached."""
+    if not c or not c.get("unobserved_step_s"):
+        return []
+    base = c["unobserved_step_s"]
+    out = []
+    if c.get("recorded_step_s"):
+        out.append(f"recording cost: the recorded step took {c['recorded_step_s'] * 1e3:.3f} ms, "
+                   f"{c['recorded_vs_unobserved']:.2f}x the un-observed step ({base * 1e3:.3f} ms)")
+    if c.get("idle_step_s") is None:
+        out.append("recorder idle: not measured (the job ended with the recording)")
+    else:
+        small = abs(c["idle_vs_unobserved"]) <= 0.02
+        verdict = ("a measurable difference (the observers are off on these steps; on a busy machine the step "
+                   "times drift too: check on a quiet one)" if c.get("idle_cost_measurable")
+                   else "too few steps to judge" if c.get("idle_cost_measurable") is None
+                   else "no measurable cost" if small
+                   else "not significant against the noise of these steps")
+        p = f", p={c['idle_p_value']:.2f}" if c.get("idle_p_value") is not None else ""
+        out.append(f"recorder idle: un-observed steps after it was attached took {c['idle_step_s'] * 1e3:.3f} ms "
+                   f"({c['idle_vs_unobserved'] * 100:+.1f}% against before it, {c['idle_steps']} vs "
+                   f"{c['unobserved_steps']} steps{p}): {verdict}")
+    return out
 
 
 def _store(out: Path, s: dict, results: Path | None, no_store: bool, workload: str | None) -> None:
@@ -147,7 +189,8 @@ def _store(out: Path, s: dict, results: Path | None, no_store: bool, workload: s
         metrics=CaptureMetrics(
             step_time_s=msgspec.convert({k: v for k, v in s["step_time_s"].items() if k != "values"}, Timing),
             recorded_step_time_s=s["recorded_step_time_s"], how_measured=s["how_measured"], threads=s["threads"],
-            device=s["device"]),
+            device=s["device"], recording_cost=s.get("recording_cost"), every=s.get("every"),
+            iterations=s.get("iterations")),
         workload={"model_name": workload} if workload else {"command_line": s["command_line"]},
         system=s.get("host", {}),
         artifacts={k: v for k, v in s.get("files", {}).items()} | {"capture": "capture.json"},

@@ -191,6 +191,12 @@ def _print_summary(r: dict) -> None:
                       f"{fmt_s(max(c['time_s_per_rank']))} in collectives (slowest rank)")
         else:
             t.add_row("collectives", "none")
+    dry = r.get("plan_dry_run") or {}
+    if dry.get("mode") == "meta":
+        real = ", ".join(f"{x['op']} x{x['count']} ({x['why']})" for x in dry.get("real_runs", [])[:3])
+        t.add_row("plan", f"{fmt_s(r['plan_time_s'])} (ops tried on the meta device; {dry.get('ran_real', 0)} "
+                  f"computed{': ' + real if real else ''}), then {fmt_s(r.get('plan_check_time_s'))} for one "
+                  "real pass")
     for s in r["skipped"][:8]:
         on = f" (ranks {', '.join(map(str, s['ranks']))})" if "ranks" in s else ""
         t.add_row("skipped", f"{s['op']} x{s['count']}{on}: {s['reason']}")

@@ -43,6 +43,11 @@ def find_inputs(trace: str | os.PathLike, kineto: str | os.PathLike | None = Non
         raise UserError(f"{p}: no such trace file or folder; give an execution trace or a capture folder")
     if p.is_dir():
         et = p / "et.json"
+        if not et.exists() and (p / CAPTURE_JSON).exists():
+            its = read_capture(p / CAPTURE_JSON).get("iterations") or []
+            if its:  # a capture with --every: one folder per recorded step
+                raise UserError(f"{p}: a capture of one step in every N; replay one of its iteration folders "
+                                f"({', '.join(str(p / i) for i in its[:3])}{' ...' if len(its) > 3 else ''})")
         if not et.exists():
             raise UserError(f"{p}: folder has no et.json; give the execution trace file itself")
         p = et
@@ -313,6 +318,8 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
         "iters": iters,
         "seed": seed,
         "plan_time_s": plan.plan_time_s,
+        "plan_check_time_s": plan.check_time_s,  # the real pass over the compiled iteration that ends planning
+        "plan_dry_run": plan.dry_run,  # how each op was tried: on the meta device, or for real (and why)
         "calibration": cal.to_dict() if cal is not None else None,
         "how_measured": (
             "wall time of one replayed iteration (time.perf_counter_ns), median over iters after warmup, "

@@ -1,7 +1,10 @@
 """Plan a replay once: resolve each top-level op, build its tensors, try it, and compile a tight loop.
 
-Planning walks the top-level ops in order and runs each once (the dry run). Tensors produced by a replayed op
-are used as produced; a tensor that no earlier op produced is a true input of the step and is made once, in a
+Planning walks the top-level ops in order and tries each once (the dry run, :mod:`benchmint.replay.dryrun`: on
+the meta device, which checks bindings and shapes without computing, and for real only where that cannot
+answer);
+the compiled iteration then runs once for real, and an op that fails there is planned again. Tensors produced
+by a replayed op are used as produced; a tensor that no earlier op produced is a true input of the step and is made once, in a
 storage sized from every recorded view of it (views share it at their recorded offsets); a tensor that is a
 view of a produced tensor's storage is re-made from it in the loop. An op that cannot run (unknown to this
 torch build, arguments that do not bind, shapes that do not fit, a device it does not support) is skipped with
@@ -24,7 +27,9 @@ from typing import Any
 import torch
 
 from benchmint.core import clock
+from benchmint.replay.dryrun import DryRun, first_line, meta_failure, real_like
 from benchmint.replay.ops import OpSpec, OpUnavailable, resolve, split_args, unresolved
+from benchmint.replay.spin import iters_for, spin
 from benchmint.replay.substitutes import NO_OPS, SUBSTITUTES, UNREAD
 from benchmint.replay.tensors import (
     Constraints,
@@ -94,6 +99,8 @@ class Plan:
     n_slots: int
     reads: list[list[int]] = field(default_factory=list)
     comm: Any = None  # the rank's collectives (benchmint.replay.collectives.Collectives), multi-rank replay only
+    dry_run: dict[str, Any] = field(default_factory=dict)  # how the ops were tried (DryRun.summary)
+    check_time_s: float = 0.0  # the real passes over the compiled iteration that checked the plan
 
     @property
     def replayed(self) -> list[StepInfo]:
@@ -143,9 +150,9 @@ class Plan:
                 if not st.replayed:
                     g = gaps_ns[emitted] if gaps_ns is not None else 0
                     if g > 0:
-                        body.append(f"    _spin({_iters(g)})")
+                        body.append(f"    _spin({iters_for(g)})")
                     if standins and st.standin_s:
-                        body.append(f"    _spin({_iters(int(st.standin_s * 1e9))})")
+                        body.append(f"    _spin({iters_for(int(st.standin_s * 1e9))})")
                         if stamps:
                             body.append(f"    _S.append(({emitted}, _now()))")
                 emitted += 1
@@ -157,7 +164,7 @@ class Plan:
                     body.append("    " + x)
                 g = gaps_ns[idx] if gaps_ns is not None else 0
                 if g > 0:
-                    body.append(f"    _spin({_iters(g)})")
+                    body.append(f"    _spin({iters_for(g)})")
                     if stamps:
                         body.append("    _S.append((-2, _now()))")
                 emitted = idx + 1
@@ -172,7 +179,7 @@ class Plan:
         for x in ins.get(len(self.steps), ()):
             body.append("    " + x)
         if gaps_ns is not None and len(gaps_ns) > len(self.steps) and gaps_ns[-1] > 0:
-            body.append(f"    _spin({_iters(gaps_ns[-1])})")
+            body.append(f"    _spin({iters_for(gaps_ns[-1])})")
         if len(body) == 1:
             body.append("    pass")
         ns = dict(self.namespace)
@@ -187,47 +194,50 @@ class Plan:
         return ns["_iter"]
 
 
-def spin(n: int) -> None:
-    """CPU work standing for time spent outside ops (and for skipped ops): ``n`` turns of an interpreter loop.
-
-    The amount of work, not a wall-clock deadline, is fixed: Python and framework code between ops is CPU
-    work too, so when the machine is busier both the original's and the replay's take longer alike.
-    """
-    for _ in range(n):
-        pass
+def _nbytes(op: OpRec) -> int:
+    return sum(r.numel * r.itemsize for r in all_refs(op) if r.dtype is not None)
 
 
-_NS_PER_TURN: list[float] = []
-
-
-def ns_per_turn() -> float:
-    """Nanoseconds one turn of :func:`spin` takes on this machine (fastest of a few measurements)."""
-    if not _NS_PER_TURN:
-        n = 200_000
-        best = float("inf")
-        for _ in range(5):
-            t0 = clock.now_ns()
-            spin(n)
-            best = min(best, (clock.now_ns() - t0) / n)
-        _NS_PER_TURN.append(max(best, 0.1))
-    return _NS_PER_TURN[0]
-
-
-def _iters(ns: int) -> int:
-    return max(1, round(ns / ns_per_turn()))
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    msg = text[0] if text else ""
-    if len(msg) > 160:
-        msg = msg[:157] + "..."
-    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+def _pairs(op: OpRec, result: Any) -> list[tuple[TRef, Any, str]] | None:
+    """(recorded output, result tensor, its access in the loop) per output; None when the results do not match
+    the recorded outputs (count, kinds or shapes)."""
+    recorded = op.outputs
+    if isinstance(result, tuple):
+        rets = list(result)
+    else:
+        rets = [result]
+    pairs: list[tuple[TRef, Any, str]] = []
+    for j, a in enumerate(recorded):
+        if j >= len(rets):
+            return None
+        r = rets[j]
+        acc = "_r" if len(rets) == 1 and not isinstance(result, tuple) else f"_r[{j}]"
+        if a.kind == TENSOR:
+            if r is None and a.value.dtype is None:
+                continue  # an optional output that was undefined in the original too
+            if not isinstance(r, torch.Tensor):
+                return None
+            pairs.append((a.value, r, acc))
+        elif a.kind == TENSOR_LIST:
+            if not isinstance(r, list | tuple) or len(r) != len(a.value):
+                return None
+            for k, (ref, t) in enumerate(zip(a.value, r, strict=True)):
+                if isinstance(ref, TRef):
+                    if not isinstance(t, torch.Tensor):
+                        return None
+                    pairs.append((ref, t, f"{acc}[{k}]"))
+    for ref, t, _ in pairs:
+        if ref.dtype is not None and tuple(t.shape) != tuple(ref.shape):
+            return None
+    return pairs
 
 
 class _Builder:
-    def __init__(self, view: TraceView, device: torch.device, seed: int, comm: Any = None):
+    def __init__(self, view: TraceView, device: torch.device, seed: int, comm: Any = None,
+                 dry_run: str | None = None):
         self.view = view
+        self.dry = DryRun(device, dry_run)
+        self.bound: dict[int, TRef] = {}  # id of a trial tensor bound to the current op -> its recorded tensor
         self.comm = comm
         self.device = device
         self.gen = torch.Generator().manual_seed(seed)
@@ -284,8 +294,24 @@ class _Builder:
         self.consts[name] = value
         return name
 
+    def _keep(self, key: tuple, ref: TRef, pool: StoragePool | None = None, fill: bool = True) -> torch.Tensor:
+        """A real tensor for ``ref`` (:func:`make_tensor`), persistent in ``key``'s slot; returns what the dry
+        run tries in its place."""
+        t0 = clock.now_ns()
+        t = make_tensor(ref, self.device, self.cons, self.gen, pool, fill_values=fill)
+        self.dry.inputs_ns += clock.now_ns() - t0
+        self.persistent[self._slot_for(key)] = t
+        trial = self.env[key] = self.dry.twin(t)
+        return trial
+
     def _input_tensor(self, ref: TRef, pre: list[str], reads: list[int],
                       unread: bool = False) -> tuple[torch.Tensor | None, str]:
+        t, txt = self._input(ref, pre, reads, unread)
+        if t is not None:
+            self.bound[id(t)] = ref
+        return t, txt
+
+    def _input(self, ref: TRef, pre: list[str], reads: list[int], unread: bool) -> tuple[torch.Tensor | None, str]:
         if ref.dtype is None:
             return None, "None"
         if ref.key in self.repin:
@@ -293,10 +319,7 @@ class _Builder:
             alt = ("pinned", *ref.key)
             t = self.env.get(alt)  # type: ignore[arg-type]
             if t is None:
-                t = make_tensor(ref, self.device, self.cons, self.gen, None)
-                s = self._slot_for(alt)
-                self.env[alt] = t  # type: ignore[index]
-                self.persistent[s] = t
+                t = self._keep(alt, ref)
             s = self.slot[alt]
             reads.append(s)
             return t, f"R[{s}]"
@@ -306,9 +329,7 @@ class _Builder:
             alt = ("shadow", *ref.key, ref.shape)
             t = self.env.get(alt)  # type: ignore[arg-type]
             if t is None:
-                t = make_tensor(ref, self.device, self.cons, self.gen, None)
-                self.env[alt] = t  # type: ignore[index]
-                self.persistent[self._slot_for(alt)] = t
+                t = self._keep(alt, ref)
             s = self.slot[alt]
             reads.append(s)
             return t, f"R[{s}]"
@@ -339,12 +360,46 @@ class _Builder:
                 return t, f"R[{s}]"
         # a true input of the step: made once, persistent across iterations (allocated but not filled when
         # the substitute that reads it never looks at its contents)
-        t = make_tensor(ref, self.device, self.cons, self.gen, self.pool, fill_values=not unread)
-        s = self._slot_for(ref.key)
-        self.env[ref.key] = t
-        self.persistent[s] = t
+        t = self._keep(ref.key, ref, self.pool, fill=not unread)
+        s = self.slot[ref.key]
         reads.append(s)
         return t, f"R[{s}]"
+
+    def _real(self, x: Any, memo: dict[int, Any]) -> Any:
+        if isinstance(x, list | tuple):
+            return type(x)(self._real(v, memo) for v in x)
+        if isinstance(x, str | torch.device) and str(x) == "meta":
+            return str(self.device)  # a device argument
+        if not self.dry.is_trial(x):
+            return x
+        r = memo.get(id(x))
+        if r is None:
+            r = self.dry.real_of.get(id(x))  # the step's input it stands for, or a synthetic one
+            if r is None:
+                r = real_like(x, self.bound.get(id(x)), self.device, self.cons, self.gen)
+            memo[id(x)] = r
+        return r
+
+    def _realize(self, pos: list, kw: dict) -> tuple[list, dict]:
+        """The trial arguments with real tensors for meta ones (the step's inputs they stand for, or
+        synthetic values of the same layout) and the replay device for the meta device."""
+        memo: dict[int, Any] = {}
+        return [self._real(v, memo) for v in pos], {k: self._real(v, memo) for k, v in kw.items()}
+
+    def _try(self, op: OpRec, fn: Callable, pos: list, kw: dict, why: str | None) -> tuple[Any, list, dict, bool]:
+        """``fn`` on the bound arguments: on the meta device first unless ``why`` says it must be real, then
+        for real when the meta try cannot answer (the real failure is raised). Returns (result, the arguments
+        it ran on, whether it ran for real)."""
+        if why is None:
+            self.dry.tried += 1
+            try:
+                return self.dry.call(fn, pos, kw), pos, kw, False
+            except Exception as e:
+                why = meta_failure(e)
+        pos, kw = self._realize(pos, kw)
+        self.dry.count_real(op.name, why)
+        with torch.inference_mode():
+            return fn(*pos, **kw), pos, kw, True
 
     def _bind(self, op: OpRec, spec: OpSpec,
               by_name: bool = False) -> tuple[list, dict, list[str], list[str], list[str], list[int]]:
@@ -373,6 +428,7 @@ class _Builder:
             elif a.kind == DEVICE:
                 t = str(self.device) if a.value is not None else None
                 txt = self._const(t)
+                t = self.dry.device_arg(t)
             elif a.kind == VALUE:
                 v = a.value
                 if arg.type_str.startswith("Device") and isinstance(v, str):
@@ -380,6 +436,8 @@ class _Builder:
                 elif arg.type_str.startswith("Tensor") and v is not None and not isinstance(v, list):
                     raise TypeError(f"argument {arg.name!r} wants a tensor, the trace has {v!r}")
                 t, txt = v, self._const(v)
+                if arg.type_str.startswith("Device"):
+                    t = self.dry.device_arg(v)  # a factory op's default device too: nothing made on the host
             elif a.kind == UNSUPPORTED:
                 if arg.type_str.endswith("?"):
                     t, txt = None, "None"
@@ -402,10 +460,7 @@ class _Builder:
         """A synthetic tensor of the recorded shape stands for this output (persistent)."""
         if ref.dtype is None:
             return
-        t = make_tensor(ref, self.device, self.cons, self.gen, None)
-        s = self._slot_for(ref.key)
-        self.env[ref.key] = t
-        self.persistent[s] = t
+        self._keep(ref.key, ref)
 
     def _pin_outputs(self, op: OpRec) -> None:
         for a in op.outputs:
@@ -418,38 +473,13 @@ class _Builder:
 
     def _outputs(self, op: OpRec, result: Any, pin: bool) -> list[tuple[int, str]] | None:
         """Assignments of the op's results to slots; None when results do not match the recorded outputs."""
-        recorded = op.outputs
         if pin:
             self._pin_outputs(op)
             return []
-        if isinstance(result, tuple):
-            rets = list(result)
-        else:
-            rets = [result]
+        pairs = _pairs(op, result)
+        if pairs is None:
+            return None
         assigns: list[tuple[int, str]] = []
-        pairs: list[tuple[TRef, Any, str]] = []
-        for j, a in enumerate(recorded):
-            if j >= len(rets):
-                return None
-            r = rets[j]
-            acc = "_r" if len(rets) == 1 and not isinstance(result, tuple) else f"_r[{j}]"
-            if a.kind == TENSOR:
-                if r is None and a.value.dtype is None:
-                    continue  # an optional output that was undefined in the original too
-                if not isinstance(r, torch.Tensor):
-                    return None
-                pairs.append((a.value, r, acc))
-            elif a.kind == TENSOR_LIST:
-                if not isinstance(r, list | tuple) or len(r) != len(a.value):
-                    return None
-                for k, (ref, t) in enumerate(zip(a.value, r, strict=True)):
-                    if isinstance(ref, TRef):
-                        if not isinstance(t, torch.Tensor):
-                            return None
-                        pairs.append((ref, t, f"{acc}[{k}]"))
-        for ref, t, _ in pairs:
-            if ref.dtype is not None and tuple(t.shape) != tuple(ref.shape):
-                return None
         for ref, t, acc in pairs:
             if ref.dtype is None:
                 continue
@@ -463,6 +493,7 @@ class _Builder:
     # -- one op --------------------------------------------------------------------------------------------
     def add(self, idx: int, op: OpRec) -> StepInfo:
         info = StepInfo(index=idx, op=op, replayed=False)
+        self.bound = {}
         if idx in self.forced:
             # this op failed when the compiled iteration ran again: give it valid indices, or skip it
             keys = {r.key for a in op.inputs for r in ([a.value] if a.kind == TENSOR else
@@ -495,34 +526,41 @@ class _Builder:
         try:
             pos, kw, ptxt, ktxt, pre, reads = self._bind(op, spec)
         except Exception as e:
-            return self._skip(info, "arguments do not bind: " + _first_line(e))
+            return self._skip(info, "arguments do not bind: " + first_line(e))
         fn = spec.fn
+        why = "failed in a real pass over the iteration" if idx in self.forced else \
+            self.dry.real_reason(op.name, spec.qualified.removesuffix(".default"), _nbytes(op))
         try:
-            with torch.inference_mode():
-                result = fn(*pos, **kw)
+            result, pos, kw, real = self._try(op, fn, pos, kw, why)
+            if not real and op.name not in DATA_DEPENDENT and _pairs(op, result) is None:
+                # the meta kernel sizes an output otherwise than the device's kernel did when recorded (an
+                # auxiliary output of embedding_bag): the real kernel decides
+                result, pos, kw, real = self._try(op, fn, pos, kw, "meta shapes differ from the recorded")
         except Exception as e:
+            real = True
+            pos, kw = self._realize(pos, kw)
             if op.name in SUBSTITUTES and not op.name.startswith("aten::"):
                 # another library's op that fails on this device: its substitute takes arguments by name
-                return self._substitute(idx, info, op, _first_line(e))
+                return self._substitute(idx, info, op, first_line(e))
             fixed = self._retry_with_valid_indices(op, spec, e)
             if fixed is not None:
                 pos, kw, ptxt, ktxt, pre, reads, result = fixed
             else:
                 sub = SUBSTITUTES.get(op.name)
                 if sub is None:
-                    return self._skip(info, _first_line(e))
+                    return self._skip(info, first_line(e))
                 fn = sub[0]
                 try:
                     with torch.inference_mode():
                         result = fn(*pos, **kw)
                 except Exception as e2:
-                    return self._skip(info, f"{_first_line(e)}; {sub[1]} instead failed too: {_first_line(e2)}")
+                    return self._skip(info, f"{first_line(e)}; {sub[1]} instead failed too: {first_line(e2)}")
                 info.substitute = sub[1]
         if info.substitute is None:
-            fast = _fast_callable(op.name, spec, pos, kw, result)
+            fast = self.dry.fast(op.name, spec, pos, kw, result, real)
             if fast is not None:
                 fn = fast
-        return self._emit(idx, info, op, fn, result, ptxt, ktxt, pre, reads)
+        return self._emit(idx, info, op, fn, self.dry.to_trial(result), ptxt, ktxt, pre, reads)
 
     def _substitute(self, idx: int, info: StepInfo, op: OpRec, why: str) -> StepInfo:
         """Run the portable substitute of an op this torch build lacks (or that fails on this device),
@@ -535,17 +573,19 @@ class _Builder:
         for attempt in range(2):
             try:
                 pos, kw, ptxt, ktxt, pre, reads = self._bind(op, spec, by_name=True)
-                with torch.inference_mode():
-                    result = fn(*pos, **kw)
+                why = "failed in a real pass over the iteration" if idx in self.forced else \
+                    "an index out of range: given valid ones" if attempt else \
+                    self.dry.real_reason(op.name, None, _nbytes(op))
+                result = self._try(op, fn, pos, kw, why)[0]
                 break
             except Exception as e:
                 keys = self._constrained_inputs(op)
                 if attempt == 0 and isinstance(e, IndexError | RuntimeError) and keys - self.repin:
                     self.repin |= keys
                     continue
-                return self._skip(info, f"{why}; {what} instead failed: {_first_line(e)}")
+                return self._skip(info, f"{why}; {what} instead failed: {first_line(e)}")
         info.substitute = what
-        return self._emit(idx, info, op, fn, result, ptxt, ktxt, pre, reads)
+        return self._emit(idx, info, op, fn, self.dry.to_trial(result), ptxt, ktxt, pre, reads)
 
     def _collective(self, idx: int, info: StepInfo, op: OpRec) -> StepInfo:
         """A recorded collective, called through the rank's process group (``self.comm``): its tensors are the
@@ -570,14 +610,16 @@ class _Builder:
             else:
                 values[name] = None
         try:
+            # the collective keeps buffers shaped like its tensors for the live iterations: real ones
+            values = self._realize([], values)[1]
             m = self.comm.make(idx, op, values)
             args = [values[n] for n in m.tensor_args]
             with torch.inference_mode():
-                result = m.fn(*args)
+                result = self.dry.to_trial(m.fn(*args))
         except CommUnavailable as e:
             return self._skip(info, f"collective communication: {e}")
         except Exception as e:
-            return self._skip(info, "collective communication: its arguments do not bind: " + _first_line(e))
+            return self._skip(info, "collective communication: its arguments do not bind: " + first_line(e))
         info.substitute = f"torch.distributed.{m.call} on the {self.comm.backend} process group"
         return self._emit(idx, info, op, m.fn, result, [texts[n] for n in m.tensor_args], [], pre, reads)
 
@@ -625,6 +667,7 @@ class _Builder:
         self.repin |= keys
         try:
             pos, kw, ptxt, ktxt, pre, reads = self._bind(op, spec)
+            pos, kw = self._realize(pos, kw)
             with torch.inference_mode():
                 result = spec.fn(*pos, **kw)
         except Exception:
@@ -640,61 +683,24 @@ class _Builder:
         return info
 
 
-_FAST_NAMESPACES = ("_VariableFunctions", "_nn", "_linalg", "_special", "_fft")
-
-
-def _same_shape(a: Any, b: Any) -> bool:
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and a.shape == b.shape and a.dtype == b.dtype
-    if isinstance(a, list | tuple):
-        return (isinstance(b, list | tuple) and len(a) == len(b)
-                and all(_same_shape(x, y) for x, y in zip(a, b, strict=False)))
-    return type(a) is type(b)
-
-
-def _fast_callable(name: str, spec: OpSpec, pos: list, kw: dict, result: Any) -> Callable | None:
-    """torch's own Python binding of an aten op (``torch.add``, ``torch.Tensor.add_``) when it accepts the
-    bound arguments and gives results of the same shapes: it parses arguments in C++ and costs about 1 us
-    less per call than the generic ``torch.ops`` overload, so replayed ops cost what the original eager calls
-    cost. None when there is no such binding or it does not agree."""
-    ns, _, base = name.partition("::")
-    if ns != "aten" or not pos or spec.returns_list and base in ("split", "unbind", "chunk"):
-        return None
-    cands: list[Callable] = []
-    if base.endswith("_") and not base.startswith("_"):
-        m = getattr(torch.Tensor, base, None)
-        if m is not None:
-            cands.append(m)
-    for mod in _FAST_NAMESPACES:
-        f = getattr(getattr(torch._C, mod, None), base, None)
-        if f is not None:
-            cands.append(f)
-    if not cands and isinstance(pos[0], torch.Tensor):
-        m = getattr(torch.Tensor, base, None)
-        if m is not None and callable(m):
-            cands.append(m)
-    for f in cands:
-        try:
-            with torch.inference_mode():
-                r = f(*pos, **kw)
-        except Exception:
-            continue
-        if _same_shape(result, r):
-            return f
-    return None
-
-
 def build_plan(view: TraceView, device: str | torch.device = "cpu", seed: int = 0, progress: Any = None,
-               comm: Any = None) -> Plan:
+               comm: Any = None, *, dry_run: str | None = None, check: int = 1) -> Plan:
     """Resolve, bind, dry-run and compile every top-level op of ``view`` for ``device``; the compiled
-    iteration is then run once more, and an op that fails there (an index computed from synthetic data that
-    falls out of range on a later pass) is planned again with valid indices, or skipped. ``comm``: the rank's
-    :class:`~benchmint.replay.collectives.Collectives` in a multi-rank replay (collectives are skipped
-    without it)."""
+    iteration is then run ``check`` times for real, and an op that fails there (on values: an index computed
+    from synthetic data that falls out of range) is planned again, tried for real, with valid indices, or
+    skipped. ``comm``: the rank's :class:`~benchmint.replay.collectives.Collectives` in a multi-rank replay
+    (collectives are skipped without it). ``dry_run``: "meta" (the default: nothing computed while
+    planning) or "real" (every op computed once, as before; ``BENCHMINT_PLAN_DRY_RUN``), see
+    :mod:`benchmint.replay.dryrun`. ``check=0`` returns the plan unchecked (nothing computed when the meta
+    tries answered)."""
     forced: dict[int, str] = {}
+    check_s = 0.0
     for _ in range(8):
-        plan = _build(view, device, seed, progress, forced, comm)
-        bad = _runs_again(plan)
+        plan = _build(view, device, seed, progress, forced, comm, dry_run)
+        t0 = clock.now_ns()
+        bad = _runs_again(plan, check) if check > 0 else None
+        check_s += (clock.now_ns() - t0) / 1e9
+        plan.check_time_s = check_s
         if bad is None or bad[0] in forced:
             if bad is not None:
                 raise RuntimeError(f"op {bad[0]} of the trace fails when replayed again: {bad[1]}")
@@ -720,17 +726,17 @@ def _runs_again(plan: Plan, times: int = 1) -> tuple[int, str] | None:
                 tb = tb.tb_next
             if line is None or line - 1 >= len(owner) or owner[line - 1] < 0:
                 raise
-            return owner[line - 1], _first_line(e)
+            return owner[line - 1], first_line(e)
     return None
 
 
 def _build(view: TraceView, device: str | torch.device, seed: int, progress: Any, forced: dict[int, str],
-           comm: Any = None) -> Plan:
+           comm: Any = None, dry_run: str | None = None) -> Plan:
     t0 = clock.now_ns()
     dev = torch.device(device)
     # everything runs in inference mode: the replay calls backward ops itself and needs no autograd graph
     with torch.inference_mode():
-        b = _Builder(view, dev, seed, comm)
+        b = _Builder(view, dev, seed, comm, dry_run)
         b.forced = forced
         steps = []
         for i, op in enumerate(view.ops):
@@ -753,7 +759,7 @@ def _build(view: TraceView, device: str | torch.device, seed: int, progress: Any
             pbytes += st.nbytes()
     return Plan(view=view, device=dev, steps=steps, init=init, lines=b.lines, namespace=b.consts,
                 persistent_bytes=pbytes, plan_time_s=(clock.now_ns() - t0) / 1e9, n_slots=len(b.slot),
-                reads=b.reads, comm=comm)
+                reads=b.reads, comm=comm, dry_run=b.dry.summary(len(view.ops)))
 
 
 def _add_frees(b: _Builder) -> None:

@@ -302,12 +302,24 @@ def _is_int(dtype: torch.dtype | None) -> bool:
     return dtype is not None and not dtype.is_floating_point and not dtype.is_complex and dtype != torch.bool
 
 
-_BIG = 1 << 24  # float tensors above this many elements are filled with a repeated random block
+_BIG = 1 << 16  # float tensors above this many elements are filled from a block of random values
 _BLOCK = 1 << 20
+_blocks: dict[int, tuple[torch.Generator, torch.Tensor]] = {}
 
 
-def fill(t: torch.Tensor, ref: TRef, cons: Constraints, gen: torch.Generator) -> None:
-    """Fill a freshly made tensor with values its consumers accept."""
+def _random_block(gen: torch.Generator) -> torch.Tensor:
+    """2 x _BLOCK random values in [0.05, 0.95], drawn once per generator (one per plan)."""
+    got = _blocks.get(id(gen))
+    if got is None or got[0] is not gen:
+        if len(_blocks) >= 8:
+            _blocks.clear()
+        got = _blocks[id(gen)] = (gen, torch.rand(2 * _BLOCK, generator=gen).mul_(0.9).add_(0.05))
+    return got[1]
+
+
+def fill(t: torch.Tensor, ref: TRef | None, cons: Constraints, gen: torch.Generator) -> None:
+    """Fill a freshly made tensor with values its consumers accept (``ref``: the recorded tensor it stands
+    for, None for one the replay made up)."""
     if t.numel() == 0:
         return
     dtype = t.dtype
@@ -317,9 +329,11 @@ def fill(t: torch.Tensor, ref: TRef, cons: Constraints, gen: torch.Generator) ->
     if dtype.is_floating_point or dtype.is_complex:
         with torch.inference_mode():
             if t.numel() > _BIG and t.is_contiguous():
-                # a large table (a recommendation model's embeddings: gigabytes): a random block repeated, so
-                # that filling it costs a memory copy rather than a random number per element
-                block = torch.rand(_BLOCK, generator=gen, dtype=torch.float32).mul_(0.9).add_(0.05)
+                # a large tensor (a model's weights and optimizer state, a recommendation model's embeddings:
+                # gigabytes in all): a block of random values repeated from a random start, so that filling it
+                # costs a memory copy rather than a random number per element
+                start = int(torch.randint(0, _BLOCK, (1,), generator=gen))
+                block = _random_block(gen)[start : start + _BLOCK]
                 flat = t.view(-1)
                 for start in range(0, flat.numel(), _BLOCK):
                     part = flat[start : start + _BLOCK]
@@ -327,7 +341,7 @@ def fill(t: torch.Tensor, ref: TRef, cons: Constraints, gen: torch.Generator) ->
                 return
             t.copy_(torch.rand(t.shape, generator=gen, dtype=torch.float32).mul_(0.9).add_(0.05))
         return
-    c = cons.by_key.get(ref.key)
+    c = cons.by_key.get(ref.key) if ref is not None else None
     if c is not None and c.values is not None and len(c.values) == t.numel():
         t.copy_(torch.tensor(c.values).reshape(t.shape))
         return

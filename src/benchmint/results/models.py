@@ -176,6 +176,9 @@ class CaptureMetrics(Model):
     how_measured: str | UnsetType = UNSET
     threads: int | None | UnsetType = UNSET
     device: str | None | UnsetType = UNSET
+    recording_cost: JSONObject | None | UnsetType = UNSET  # the recorded and the idle-recorder steps' cost
+    every: int | None | UnsetType = UNSET  # --every N: one step recorded in every N
+    iterations: list[str] | None | UnsetType = UNSET  # with --every: the folder of each recorded step
 
 
 # ------------------------------------------------------------------------------------------ replay

@@ -59,6 +59,7 @@ ENV_MEASURE = "BENCHMINT_CAPTURE_MEASURE"
 ENV_RECORD = "BENCHMINT_CAPTURE_RECORD"
 ENV_DISCARD = "BENCHMINT_CAPTURE_DISCARD"
 ENV_CMD = "BENCHMINT_CAPTURE_CMD"
+ENV_EVERY = "BENCHMINT_CAPTURE_EVERY"
 
 
 def scratch_dir() -> str | None:
@@ -109,10 +110,13 @@ class Capture:
     record_shapes: bool = True
     command_line: list[str] | None = None
     model: Any = field(default=None, repr=False)  # the torch module the step runs: described in capture.json
+    every: int | None = None  # record one step in every N (each in its own iter_<N> folder); record: how many
     step_times_s: list[float] = field(default_factory=list, init=False)
     recorded_times_s: list[float] = field(default_factory=list, init=False)
     discarded_times_s: list[float] = field(default_factory=list, init=False)
     recorded_iterations: list[int] = field(default_factory=list, init=False)  # ProfilerStep#N of whole steps
+    idle_times_s: list[float] = field(default_factory=list, init=False)  # un-observed steps after recording began
+    iteration_dirs: list[str] = field(default_factory=list, init=False)  # with every: one folder per recording
     done: bool = field(default=False, init=False)
     note: str | None = field(default=None, init=False)
 
@@ -121,6 +125,8 @@ class Capture:
             raise UserError(f"capture: measure={self.measure} steps is too few; use at least {MIN_MEASURE}")
         if self.record < 1 or self.warmup < 0 or self.discard < 0:
             raise UserError("capture: record must be >= 1, warmup and discard >= 0")
+        if self.every is not None and self.every < 2:
+            raise UserError(f"capture: every={self.every}: record one step in every N >= 2 steps")
         self.out = Path(self.out)
         self._n = 0  # steps completed
         self._t0: int | None = None
@@ -154,19 +160,31 @@ class Capture:
     def recording(self) -> bool:
         return self._et is not None
 
+    @property
+    def finished(self) -> bool:
+        """Done recording, and the un-observed steps after it (the idle recorder's cost) are timed."""
+        return self.done and (self.every is not None or len(self.idle_times_s) >= self.measure)
+
     def step(self, _from_optimizer: bool = False) -> None:
         """Mark the end of one step of the user's loop."""
-        if self.done:
+        if self.finished:
             return
         if self._t0 is None:
             self.start()
         if self._sync is not None:
             self._sync()
         now = clock.now_ns()
+        if self.done:
+            # after the recording: un-observed steps with the recorder idle in the process, timed for its cost
+            self.idle_times_s.append((now - self._t0) / 1e9)  # type: ignore[operator]
+            if self.finished:
+                self.write_summary()
+            self._t0 = clock.now_ns()
+            return
         if self.recording:
             kept = not self._discarding
             self._end_recorded_step(now)
-            if kept and _from_optimizer and not self.done:
+            if kept and _from_optimizer and not self.done and self.recording:
                 # A boundary taken from optimizer.step() lies inside the optimizer's record_function scope: a
                 # ProfilerStep opened there takes the next step's ops into this one's and leaves its own empty
                 # (seen with --record 2). Only the first kept step is recorded this way.
@@ -178,12 +196,18 @@ class Capture:
             elapsed = (now - self._t0) / 1e9  # type: ignore[operator]
             if self.warmup <= self._n < self.warmup + self.measure:
                 self.step_times_s.append(elapsed)
+            elif self._n > self.warmup + self.measure:
+                self.idle_times_s.append(elapsed)  # un-observed, after the recorder's first recording
         self._n += 1
         self._system_window()
         if self.done:
             return
         first = self.warmup + self.measure  # the first recorded step (discarded or kept)
-        if self._n == first:
+        if self.every is not None and self._n > first + (self.discard + 1 if self.discard else 0):
+            # one kept recording in every N steps from the first kept one
+            if (self._n - first - (self.discard + 1 if self.discard else 0)) % self.every == 0:
+                self._start_recording(discard=False)
+        elif self._n == first:
             self._start_recording(discard=self.discard > 0)
         elif self.discard and self._n == first + self.discard:
             # The observers are not restarted at once: a step boundary taken from optimizer.step() lies inside
@@ -244,7 +268,7 @@ class Capture:
             return
         self.recorded_times_s.append((now - self._t0) / 1e9)  # type: ignore[operator]
         self.recorded_iterations.append(self._n)  # the scope closed here was opened as ProfilerStep#{_n}
-        if len(self.recorded_times_s) >= self.record:
+        if len(self.recorded_times_s) >= self.record or self.every is not None:
             self._stop_recording()
 
     def _stop_recording(self, keep: bool = True) -> None:
@@ -257,23 +281,40 @@ class Capture:
         self._et.unregister_callback()
         self._et = None
         keep = keep and not self._discarding
+        dest = self.out
+        if keep and self.every is not None:
+            dest = self.out / f"iter_{self.recorded_iterations[-1]}"  # type: ignore[operator]
+            dest.mkdir(parents=True, exist_ok=True)
         if keep:
-            shutil.move(self._et_tmp, self.out / ET_NAME)  # type: ignore[operator]
+            shutil.move(self._et_tmp, dest / ET_NAME)  # type: ignore[operator]
         else:
             Path(self._et_tmp).unlink(missing_ok=True)
         with filtered_native_stderr():
             self._prof.__exit__(None, None, None)
         if keep:
-            self._prof.export_chrome_trace(str(self.out / KINETO_NAME))  # type: ignore[operator]
+            self._prof.export_chrome_trace(str(dest / KINETO_NAME))  # type: ignore[operator]
         self._prof = None
         self._discarding = False
-        if keep:
+        if keep and self.every is not None:
+            # the recording's own folder replays alone: its capture.json names its step
+            self.iteration_dirs.append(dest.name)
+            write_json(dest / CAPTURE_NAME, self.summary(only=-1, folder=dest))
+            if len(self.recorded_times_s) >= self.record:
+                self.done = True
+            self.write_summary()
+        elif keep:
             self.done = True
             self.write_summary()
 
     def close(self) -> None:
         """Finish: stop observers if a recorded step is open, and write ``capture.json``."""
-        if self.recording and not self._discarding and self.recorded_times_s:
+        if self.recording and self.every is not None:  # a recording the loop did not finish: not kept
+            self._stop_recording(keep=False)
+            self.write_summary()
+            self.done = True
+        elif self.done and not self.finished:  # the loop ended while the idle recorder's cost was timed
+            self.write_summary()
+        elif self.recording and not self._discarding and self.recorded_times_s:
             self._stop_recording()
         elif self.recording:  # the loop ended before a kept step was whole: no trace of it is kept
             self._stop_recording(keep=False)
@@ -284,7 +325,9 @@ class Capture:
             self.done = True
 
     # -- summary -------------------------------------------------------------------------------------------
-    def summary(self) -> dict:
+    def summary(self, only: int | None = None, folder: Path | None = None) -> dict:
+        """capture.json's content; ``only``: of that recorded step alone (an iteration folder's, in
+        ``folder``)."""
         import torch
 
         from benchmint.core.system import host_summary
@@ -292,25 +335,27 @@ class Capture:
         xs = self.step_times_s
         files = {}
         for key, name in (("et", ET_NAME), ("kineto", KINETO_NAME)):
-            if (self.out / name).exists():  # type: ignore[operator]
+            if ((folder or self.out) / name).exists():  # type: ignore[operator]
                 files[key] = name
+        rec = self.recorded_times_s if only is None else self.recorded_times_s[only:][:1]
+        its = self.recorded_iterations if only is None else self.recorded_iterations[only:][:1]
         return {
             "schema_version": SCHEMA_VERSION,
             "step_time_s": {**timing_summary(xs), "values": xs},
-            "recorded_step_time_s": self.recorded_times_s,
+            "recorded_step_time_s": rec,
             "discarded_step_time_s": self.discarded_times_s,
             "how_measured": (
                 "wall time between consecutive step() calls, time.perf_counter_ns, no profiler or observer "
                 f"attached, after {self.warmup} warm-up steps"
                 + ("; torch.cuda.synchronize() at each step boundary" if self._sync is not None else "")
             ),
-            "complete": bool(self.recorded_times_s) and len(xs) >= MIN_MEASURE,
+            "complete": bool(rec) and len(xs) >= MIN_MEASURE,
             "warmup_steps": self.warmup,
             "measured_steps": len(xs),
-            "recorded_steps": len(self.recorded_times_s),
+            "recorded_steps": len(rec),
             # the ProfilerStep numbers of the recorded steps that ended: a loop that stops during a recorded
             # step leaves a partial last ProfilerStep in the trace, which the replay passes over
-            "recorded_iterations": self.recorded_iterations,
+            "recorded_iterations": its,
             "note": self.note,
             "discarded_steps": len(self.discarded_times_s),
             "threads": self._threads if self._threads is not None else torch.get_num_threads(),
@@ -321,11 +366,47 @@ class Capture:
             "model": describe_model(self.model) if self.model is not None else None,
             "system_metrics": getattr(self, "system_metrics", None),  # the measured steps' (core.sysmetrics)
             "files": files,
+            "every": self.every,
+            "iterations": self.iteration_dirs if only is None else None,
+            "recording_cost": recording_cost(xs, rec, self.idle_times_s),
         }
 
     def write_summary(self) -> Path:
         self.out.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
         return write_json(self.out / CAPTURE_NAME, self.summary())  # type: ignore[operator]
+
+
+def recording_cost(unobserved: list[float], recorded: list[float], idle: list[float]) -> dict[str, Any]:
+    """What recording cost: the recorded steps against the un-observed ones timed before any recording, and
+    the un-observed steps timed after the recorder's first recording (between recordings, or after the last)
+    against those before it. A difference within the noise is not a cost: ``idle_cost_measurable`` is true
+    only when the two sets of step times differ (Mann-Whitney U, p < 0.05) and the medians by more than 2%."""
+    from benchmint.core.stats import percentile
+
+    def med(xs: list[float]) -> float | None:
+        return percentile(xs, 50) if xs else None
+
+    base, rec, idl = med(unobserved), med(recorded), med(idle)
+    out: dict[str, Any] = {
+        "unobserved_step_s": base, "recorded_step_s": rec, "idle_step_s": idl,
+        "recorded_vs_unobserved": rec / base if rec and base else None,
+        "idle_vs_unobserved": idl / base - 1 if idl and base else None,
+        "idle_steps": len(idle), "unobserved_steps": len(unobserved),
+        "idle_cost_measurable": None, "idle_p_value": None,
+        "how": ("medians of wall step times (time.perf_counter_ns between step() calls): recorded steps with the "
+                "ExecutionTraceObserver and Kineto attached; un-observed steps before the first recording "
+                "(nothing attached); idle steps: un-observed steps after the recorder's first recording"),
+    }
+    if len(idle) >= 3 and len(unobserved) >= 3 and base and idl:
+        try:
+            from scipy.stats import mannwhitneyu
+
+            p = float(mannwhitneyu(idle, unobserved, alternative="two-sided").pvalue)
+        except Exception:  # scipy missing (an exported runner's environment): the medians alone
+            p = None
+        out["idle_p_value"] = p
+        out["idle_cost_measurable"] = bool(abs(idl / base - 1) > 0.02 and (p is None or p < 0.05))
+    return out
 
 
 def describe_model(model: Any) -> dict[str, Any]:
@@ -353,13 +434,16 @@ def describe_model(model: Any) -> dict[str, Any]:
 
 
 def capture_steps(fn: Any, out: str | os.PathLike, warmup: int = 10, measure: int = 10, record: int = 1,
-                  device: str | None = None, model: Any = None, discard: int = 1) -> dict:
+                  device: str | None = None, model: Any = None, discard: int = 1, every: int | None = None) -> dict:
     """Capture ``fn()`` (one step) called repeatedly; returns the ``capture.json`` content. ``model``: the
     torch module the step runs, described in capture.json (architecture, parameters, dtype) so that replays
-    of the trace say what model it came from."""
-    cap = Capture(out, warmup=warmup, measure=measure, record=record, device=device, model=model, discard=discard)
+    of the trace say what model it came from. ``every``: record ``record`` steps, one in every N, each in its
+    own folder. The loop runs on after the recording until ``measure`` un-observed steps are timed with the
+    recorder idle (the cost of having it attached)."""
+    cap = Capture(out, warmup=warmup, measure=measure, record=record, device=device, model=model, discard=discard,
+                  every=every)
     with cap:
-        while not cap.done:
+        while not cap.finished:
             fn()
             cap.step()
     return cap.summary()
@@ -396,6 +480,7 @@ def start_from_env() -> Capture | None:
         measure=int(os.environ.get(ENV_MEASURE, "10")),
         record=int(os.environ.get(ENV_RECORD, "1")),
         discard=int(os.environ.get(ENV_DISCARD, "1")),
+        every=int(os.environ[ENV_EVERY]) if os.environ.get(ENV_EVERY) else None,
         command_line=cmd.split("\x1f") if cmd else list(sys.argv),
     )
     try:

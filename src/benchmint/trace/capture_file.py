@@ -78,6 +78,21 @@ class SystemMetrics(msgspec.Struct, forbid_unknown_fields=False):
     unavailable: dict[str, Short] | None = None
 
 
+class RecordingCost(msgspec.Struct, forbid_unknown_fields=False):
+    """What recording cost (:func:`benchmint.trace.capture.recording_cost`)."""
+
+    unobserved_step_s: Seconds | None = None
+    recorded_step_s: Seconds | None = None
+    idle_step_s: Seconds | None = None
+    recorded_vs_unobserved: Ratio | None = None
+    idle_vs_unobserved: Annotated[float, msgspec.Meta(ge=-1, le=1e9)] | None = None
+    idle_steps: Count | None = None
+    unobserved_steps: Count | None = None
+    idle_cost_measurable: bool | None = None
+    idle_p_value: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
+    how: Short | None = None
+
+
 class CaptureFile(msgspec.Struct, forbid_unknown_fields=False):
     """``capture.json``, schema 1.x (see :meth:`benchmint.trace.capture.Capture.summary`)."""
 
@@ -101,6 +116,9 @@ class CaptureFile(msgspec.Struct, forbid_unknown_fields=False):
     model: ModelInfo | None = None
     files: Files | None = None
     system_metrics: SystemMetrics | None = None
+    every: Annotated[int, msgspec.Meta(ge=2, le=1 << 40)] | None = None  # one step recorded in every N
+    iterations: list[FileName] | None = None  # with every: the folder of each recorded step
+    recording_cost: RecordingCost | None = None
 
 
 _decoder = msgspec.json.Decoder(CaptureFile)

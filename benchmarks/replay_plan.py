@@ -1,0 +1,158 @@
+"""Time and memory to plan PARAM's traces: the dry run on the meta device against the computing one.
+
+Each (trace, dry run) is planned in a fresh child process (its peak RSS is the child's ``ru_maxrss``, read
+by the parent through ``os.wait4``):
+
+    python benchmarks/replay_plan.py                                  # meta and real, every trace but GPT-2 real
+    python benchmarks/replay_plan.py --traces hf_GPT2 --modes meta --check
+    python benchmarks/replay_plan.py --old-src /tmp/old/src           # "before" = that source tree's planner
+
+Columns: ``plan`` is ``build_plan(view, check=0)``: the dry run and the step's inputs made (allocated and
+filled: the replay needs them; ``inputs`` says how long that took), wall and CPU seconds (the CPU figure
+moves less with a busy machine); ``check`` (with ``--check``) is the one real pass over the compiled
+iteration that ends planning in a replay: a step at the recorded shapes. ``real ops``: the ops the dry run
+computed (all of them with the computing dry run). The computing dry run of GPT-2 needs about 19-21 GiB;
+it runs only with ``--allow-big-real`` and when the machine has more than 22 GiB available.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAM = ROOT / "tests" / "data" / "param"
+TRACES = {
+    "linear": "linear_et.json.gz",
+    "pt2": "pt2_et.json.tar.gz",
+    "resnet": "resnet_et.json.gz",
+    "dlrm_rank0": "dlrm_pytorch_et.tar.gz",
+    "hf_GPT2": "hf_GPT2_et.json.tar.gz",
+}
+BIG = {"hf_GPT2"}  # its computing dry run needs ~20 GiB
+PREVIOUS = {("hf_GPT2", "real"): "129 s wall, max RSS 18.9 GiB (measured in an earlier session; not run again)"}
+
+
+def child(trace: str, mode: str, check: bool) -> None:
+    import resource
+
+    import torch
+
+    from benchmint.replay.plan import build_plan
+    from benchmint.replay.source import view_from_trace
+    from benchmint.trace import load
+
+    def cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    os.environ["BENCHMINT_PLAN_DRY_RUN"] = mode
+    t0 = time.perf_counter()
+    view = view_from_trace(load(PARAM / TRACES[trace], rank=0 if trace.startswith("dlrm") else None),
+                           device="cpu")
+    load_s = time.perf_counter() - t0
+    c0, t0 = cpu(), time.perf_counter()
+    old = False
+    try:
+        plan = build_plan(view, "cpu", check=0)
+    except TypeError:  # an older planner (--old-src): its dry run computes, and it checks itself
+        plan, old = build_plan(view, "cpu"), True
+    plan_s, plan_cpu = time.perf_counter() - t0, cpu() - c0
+    rss_plan = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    check_s = None
+    if check and not old:
+        fn = plan.compile(standins=False)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            fn(plan.registers())
+        check_s = time.perf_counter() - t0
+    dry = getattr(plan, "dry_run", None) or {}
+    print(json.dumps({"ops": len(plan.steps), "replayed": len(plan.replayed), "load_s": load_s, "plan_s": plan_s,
+                      "plan_cpu_s": plan_cpu, "rss_after_plan": rss_plan, "check_s": check_s,
+                      "inputs_s": dry.get("inputs_made_s"), "ran_real": dry.get("ran_real", len(plan.steps)),
+                      "real_runs": dry.get("real_runs", []), "old_planner_checked": old,
+                      "input_bytes": plan.persistent_bytes}))
+
+
+def run_child(trace: str, mode: str, check: bool, src: Path | None) -> dict:
+    """One child's result, with its peak RSS from wait4."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(src or ROOT / "src"), env.get("PYTHONPATH", "")) if p)
+    cmd = [sys.executable, __file__, "--child", trace, "--mode", mode] + (["--check"] if check else [])
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.close(r)
+        os.dup2(w, 1)
+        os.execve(sys.executable, cmd, env)
+    os.close(w)
+    chunks = []
+    while True:
+        b = os.read(r, 65536)
+        if not b:
+            break
+        chunks.append(b)
+    os.close(r)
+    _, status, ru = os.wait4(pid, 0)
+    out = b"".join(chunks).decode()
+    if os.waitstatus_to_exitcode(status) != 0 or not out.strip():
+        return {"error": f"exit {os.waitstatus_to_exitcode(status)}", "max_rss": ru.ru_maxrss * 1024}
+    res = json.loads(out.strip().splitlines()[-1])
+    res["max_rss"] = ru.ru_maxrss * 1024
+    return res
+
+
+def available_gib() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 2**20
+    return 0.0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--child")
+    ap.add_argument("--mode", default="meta")
+    ap.add_argument("--check", action="store_true", help="also time the real pass that ends planning")
+    ap.add_argument("--traces", default=",".join(TRACES))
+    ap.add_argument("--modes", default="real,meta", help="dry runs to time: real (before), meta (after)")
+    ap.add_argument("--old-src", type=Path, help="'before' is this source tree's planner (e.g. git archive of "
+                                                  "the commit before the meta dry run), not dry run 'real'")
+    ap.add_argument("--allow-big-real", action="store_true", help="run the computing dry run of GPT-2 too "
+                                                                  "(about 20 GiB) when > 22 GiB are available")
+    a = ap.parse_args()
+    if a.child:
+        child(a.child, a.mode, a.check)
+        return
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; {available_gib():.1f} GiB available")
+    rows = []
+    for trace in a.traces.split(","):
+        for mode in a.modes.split(","):
+            label = mode if not (mode == "real" and a.old_src) else "before (old source)"
+            if mode == "real" and trace in BIG and not (a.allow_big_real and available_gib() > 22):
+                rows.append((trace, label, PREVIOUS.get((trace, mode), "skipped (needs ~20 GiB)")))
+                continue
+            r = run_child(trace, mode, a.check, a.old_src if mode == "real" else None)
+            rows.append((trace, label, r))
+            print(trace, label, json.dumps(r), flush=True)
+    print()
+    print("| trace | dry run | ops | replayed | plan wall | plan CPU | inputs made | ops computed | check pass "
+          "| max RSS |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for trace, label, r in rows:
+        if isinstance(r, str) or "error" in r:
+            print(f"| {trace} | {label} | {r if isinstance(r, str) else r['error']} |||||||")
+            continue
+        chk = f"{r['check_s']:.1f} s" if r.get("check_s") is not None else \
+            ("in plan" if r.get("old_planner_checked") else "-")
+        inputs = f"{r['inputs_s']:.1f} s" if r.get("inputs_s") is not None else "-"
+        print(f"| {trace} | {label} | {r['ops']} | {r['replayed']} | {r['plan_s']:.1f} s | {r['plan_cpu_s']:.1f} s "
+              f"| {inputs} | {r['ran_real']} | {chk} | {r['max_rss'] / 2**30:.2f} GiB |")
+
+
+if __name__ == "__main__":
+    main()
