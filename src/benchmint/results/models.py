@@ -232,6 +232,8 @@ class ReplayMetrics(Model):
     iters: int | None | UnsetType = UNSET
     seed: int | None | UnsetType = UNSET
     plan_time_s: float | None | UnsetType = UNSET
+    plan_check_time_s: float | None | UnsetType = UNSET  # the real pass over the compiled iteration ending planning
+    plan_dry_run: JSONObject | None | UnsetType = UNSET  # how each op was tried: meta, or for real (and why)
     calibration: JSONObject | None | UnsetType = UNSET  # the observer-cost calibration (replay/fidelity.py)
     how_measured: str | None | UnsetType = UNSET
     largest_contributors: list[JSONObject] | UnsetType = UNSET
