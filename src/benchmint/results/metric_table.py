@@ -274,6 +274,9 @@ REPLAY_FIGURES: tuple[Metric, ...] = (
            definition="bytes of the tensors the replay holds throughout (its true inputs)"),
     Metric(key="plan_time_s", name="plan time", unit="s", level="measured", shape="float",
            definition="time to build the replay plan from the trace"),
+    Metric(key="plan_check_time_s", name="plan check time", unit="s", level="measured", shape="float",
+           definition="time of the one real pass over the compiled iteration that ends planning (ops are first "
+                      "tried on the meta device, without computing)"),
     Metric(key="kineto_matched", name="Kineto matched", unit="fraction", level="derived", shape="float",
            definition="share of the trace's ops matched to a Kineto event (their recorded durations), null "
                       "without Kineto"),
