@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 from importlib import resources
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -92,3 +93,16 @@ def test_every_spec_row_says_when_and_how_it_was_checked_and_the_task_table_name
     assert {t["task"] for t in tasks} >= {"llama2-70b", "gptj", "mixtral-8x7b", "llama3.1-405b", "llama3.1-8b",
                                            "deepseek-r1"}
     assert all(t["source"].startswith("https://github.com/mlcommons/inference") for t in tasks)
+
+
+def test_the_iteration_target_reads_what_a_replay_run_stores():
+    import pandas as pd
+
+    from benchmint.learn.features import target_values
+    from benchmint.results.flatten import flatten_record
+    from benchmint.results.store import load_run_json
+
+    rec = load_run_json(Path(__file__).parent / "data" / "results_v1" / "run_json" / "replay.json")
+    row = flatten_record(rec.to_dict())
+    got = target_values(pd.DataFrame([row]), "iteration_s")
+    assert got.iloc[0] == rec.metrics["iter_time_s"]["median"] > 0

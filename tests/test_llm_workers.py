@@ -219,3 +219,11 @@ def test_what_workers_cannot_run_is_one_line_and_exit_2(cli, tmp_path, args, say
     code, _, err = cli("llm", "bench", "--url", "http://127.0.0.1:9/v1", "--workers", "2", *args,
                        "--results", str(tmp_path / "s"))
     assert code == 2 and says in _one_line(err)
+
+
+def test_an_in_process_backend_is_refused_with_workers(cli, tmp_path):
+    # each worker would build its own engine: the run would measure N engines as if they were one
+    code, _, err = cli("llm", "bench", "--backend", "sim", "--workers", "2", "-n", "4", "--results",
+                       str(tmp_path / "s"))
+    assert code == 2
+    assert "--backend sim runs in this process" in _one_line(err)

@@ -114,3 +114,14 @@ def test_rank_environment_is_read_as_torchrun_sets_it():
         from_environ({"RANK": "0", "WORLD_SIZE": "2"})
     with pytest.raises(UserError, match=r"the trace's ranks are \[0, 2\], not 0..1"):
         check_ranks("t", [0, 2], 2, "--ranks is")
+
+
+def test_capture_every_under_torchrun_is_refused_and_needs_no_rendezvous(cli, monkeypatch, tmp_path):
+    # a capture reads RANK and WORLD_SIZE only (no MASTER_ADDR needed); --every across ranks would nest the
+    # folders the other way round from what a multi-rank replay reads
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    code, _, err = cli("capture", "--out", str(tmp_path / "c"), "--workload", "bilstm", "--every", "3")
+    assert code == 2 and "under torchrun (WORLD_SIZE=2) capture single steps (leave out --every)" in err
+    assert not (tmp_path / "c").exists()

@@ -80,11 +80,14 @@ def capture(
     if discard < 0:
         raise UserError(f"capture: --discard {discard} must be 0 or more")
     out = out.resolve()
-    from benchmint.replay.rank_env import from_environ
+    from benchmint.replay.rank_env import rank_of_environ
 
-    under = from_environ()
-    if under is not None and under.world > 1:  # under torchrun: one capture folder per rank, as replay reads them
-        out = out / f"rank{under.rank}"
+    rank_world = rank_of_environ()  # under torchrun (capture needs no rendezvous: RANK and WORLD_SIZE only)
+    if rank_world is not None and rank_world[1] > 1:
+        if every is not None:  # DIR/rankR/iter_N would not be a set of rank folders a multi-rank replay reads
+            raise UserError(f"capture: --every records one step in every N of one process; under torchrun "
+                            f"(WORLD_SIZE={rank_world[1]}) capture single steps (leave out --every)")
+        out = out / f"rank{rank_world[0]}"  # one capture folder per rank, as a multi-rank replay reads them
     if workload is not None:
         import torch
 
@@ -119,8 +122,8 @@ def capture(
                             f"recorded steps; see its output above (partial capture.json left in {out})")
         if rc != 0:
             console.print(f"[yellow]the command exited with status {rc} after the capture was complete[/]")
-    _report(out, summary, warmup, measure, (1 if every is None else every) + (discard + 1 if discard else 0))
-    _store(out, summary, results, no_store, workload)
+    _report(out, summary, warmup, measure, (record if every is None else every) + (discard + 1 if discard else 0))
+    _store(out, summary, results, no_store, workload, rank_world)
 
 
 def _report(out: Path, s: dict, warmup: int, measure: int, record: int) -> None:
@@ -175,7 +178,8 @@ def cost_lines(c: dict | None) -> list[str]:
     return out
 
 
-def _store(out: Path, s: dict, results: Path | None, no_store: bool, workload: str | None) -> None:
+def _store(out: Path, s: dict, results: Path | None, no_store: bool, workload: str | None,
+           rank_world: tuple[int, int] | None = None) -> None:
     import msgspec
 
     from benchmint.results.models import CaptureMetrics, Timing
@@ -185,7 +189,8 @@ def _store(out: Path, s: dict, results: Path | None, no_store: bool, workload: s
         kind="capture",
         config={"warmup": s["warmup_steps"], "measured_steps": s["measured_steps"],
                 "recorded_steps": s["recorded_steps"], "discarded_steps": s.get("discarded_steps", 0),
-                "workload": workload, "command_line": s["command_line"]},
+                "workload": workload, "command_line": s["command_line"],
+                **({"rank": rank_world[0], "world_size": rank_world[1]} if rank_world and rank_world[1] > 1 else {})},
         metrics=CaptureMetrics(
             step_time_s=msgspec.convert({k: v for k, v in s["step_time_s"].items() if k != "values"}, Timing),
             recorded_step_time_s=s["recorded_step_time_s"], how_measured=s["how_measured"], threads=s["threads"],

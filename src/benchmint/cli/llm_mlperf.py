@@ -336,7 +336,8 @@ def sweep(
                      sample_concatenate_permutation=False)
     cfg = MlperfConfig(settings=rs, backend=spec, samples=samples, out_dir=out, max_concurrency=f.max_concurrency,
                        measure_energy=False, warmup=f.warmup,
-                       workload={**workload, "backend": f.backend, "model_name": f.model}, store=True,
+                       workload={**workload, "backend": f.backend,
+                                 "model_name": f.model or backend_entry(f.backend).default_model}, store=True,
                        results=f.results)
     check_reachable(spec)
 

@@ -47,9 +47,12 @@ def check(cfg: Any) -> None:
     """The flags that cannot be run from workers, as one line each (before anything starts)."""
     if cfg.workers is not None and cfg.workers < 1:
         raise UserError(f"--workers {cfg.workers}: give at least 1 (the number of load-generating processes)")
-    if cfg.backend in ("transformers", "hf"):
-        raise UserError("--workers and --ray send load to an HTTP server; --backend transformers runs the model in "
-                        "this process (drop --workers/--ray, or serve it with `benchmint llm serve`)")
+    from benchmint.llm.backends import backend_entry
+
+    entry = backend_entry(cfg.backend)
+    if not entry.server:  # each worker would build its own engine: N times the capacity being measured
+        raise UserError(f"--workers and --ray send load to a server at --url; --backend {entry.kind} runs in this "
+                        "process (drop --workers/--ray, or serve the model with `benchmint llm serve`)")
     if cfg.sessions or cfg.scenario.lower().replace("_", "-") == "concurrency-ramp":
         raise UserError("--sessions and --scenario concurrency-ramp run in one process; drop --workers/--ray")
 

@@ -51,6 +51,17 @@ def from_environ(environ: dict[str, str] | None = None) -> RankEnv | None:
     return RankEnv(rank, world, local_rank, local_world, env["MASTER_ADDR"], port)
 
 
+def rank_of_environ(environ: dict[str, str] | None = None) -> tuple[int, int] | None:
+    """(RANK, WORLD_SIZE) as torchrun set them, or None (not set, or not numbers): what a process that needs
+    no rendezvous (a capture) reads of its place."""
+    env = os.environ if environ is None else environ
+    try:
+        rank, world = int(env["RANK"]), int(env["WORLD_SIZE"])
+    except (KeyError, ValueError):
+        return None
+    return (rank, world) if 0 <= rank < world else None
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free now (the rendezvous of a one-host run, as torchrun --standalone)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
