@@ -155,27 +155,32 @@ def replay(
 
 
 def _print_summary(r: dict) -> None:
+    from benchmint.results.metric_table import replay_figure
+
+    def label(key: str) -> str:  # the figure's name as declared once (results/metric_table.py, docs/replay.md)
+        return replay_figure(key).name
+
     t = Table(title=f"replay of {Path(r['trace']).name}", show_header=False)
     t.add_column("what", style="bold")
     t.add_column("value")
     it = r["iter_time_s"]
-    t.add_row("ops", f"{r['ops_replayed']} of {r['ops_total']} replayed (coverage {r['coverage']:.3f}"
+    t.add_row(label("ops_total"), f"{r['ops_replayed']} of {r['ops_total']} replayed (coverage {r['coverage']:.3f}"
               + (f", by time {r['coverage_time']:.3f})" if r["coverage_time"] is not None else ")"))
-    t.add_row("iteration", f"median {fmt_s(it['median'])}, p10 {fmt_s(it['p10'])}, p90 {fmt_s(it['p90'])}, "
+    t.add_row(label("iter_time_s"), f"median {fmt_s(it['median'])}, p10 {fmt_s(it['p10'])}, p90 {fmt_s(it['p90'])}, "
               f"n={it['n']}" + noise_note(it))
-    t.add_row("ops only", fmt_s(r["replay_ops_only_s"]))
+    t.add_row(label("replay_ops_only_s"), fmt_s(r["replay_ops_only_s"]))
     t.add_row("gaps", f"{r['gaps']} ({fmt_s(r['gap_time_s'])} of CPU time between ops"
               + (f", aimed at {r['gap_target']})" if r["gap_target"] else ")"))
-    t.add_row("original", fmt_s(r["original_iter_time_s"]) + (" (capture.json)" if r["original_iter_time_s"]
+    t.add_row(label("original_iter_time_s"), fmt_s(r["original_iter_time_s"]) + (" (capture.json)" if r["original_iter_time_s"]
                                                                else " (no capture.json)"))
     if r.get("original_iter_time_estimated_s") is not None:
-        t.add_row("original, estimated", fmt_s(r["original_iter_time_estimated_s"])
+        t.add_row(label("original_iter_time_estimated_s"), fmt_s(r["original_iter_time_estimated_s"])
                   + f" (from the trace: recorded span {fmt_s(r['recorded_step_span_s'])}, the observers' "
                   "cost taken out)")
     elif r.get("estimate_note"):
-        t.add_row("original, estimated", r["estimate_note"])
-    t.add_row("error", f"{r['error'] * 100:+.1f}%" if r["error"] is not None else r.get("error_note") or "-")
-    t.add_row("peak memory", f"{r['peak_memory_bytes'] / 2**20:.1f} MiB")
+        t.add_row(label("original_iter_time_estimated_s"), r["estimate_note"])
+    t.add_row(label("error"), f"{r['error'] * 100:+.1f}%" if r["error"] is not None else r.get("error_note") or "-")
+    t.add_row(label("peak_memory_bytes"), f"{r['peak_memory_bytes'] / 2**20:.1f} MiB")
     t.add_row("device, threads", f"{r['device']}, {r['threads']}" + (" per rank" if r.get("ranks") else ""))
     if r.get("ranks"):
         c = r["collectives"]
