@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from benchmint.learn.specs import data_rows, longest_match, name_patterns, normalize_text
+from benchmint.learn.specs import longest_match, name_table, normalize_text
 
 FIELDS = ("params_b", "active_params_b", "layers", "hidden", "heads", "kv_heads", "head_dim", "kv_elems", "experts",
           "active_experts")
@@ -27,12 +27,8 @@ class ModelFacts:
 
 @lru_cache(maxsize=1)
 def model_table() -> tuple[tuple[re.Pattern[str], ModelFacts], ...]:
-    out = []
-    for r in data_rows("models.csv"):
-        facts = ModelFacts(r["family"], {k: float(r[k]) if r[k].strip() else None for k in FIELDS},
-                           r["architecture"], r["source"])
-        out.extend((pat, facts) for pat in name_patterns(r["aliases"], r["family"]))
-    return tuple(out)
+    return name_table("models.csv", "family", lambda r: ModelFacts(
+        r["family"], {k: float(r[k]) if r[k].strip() else None for k in FIELDS}, r["architecture"], r["source"]))
 
 
 @lru_cache(maxsize=4096)

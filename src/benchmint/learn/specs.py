@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -64,6 +65,16 @@ def name_patterns(aliases: str, name: str) -> list[re.Pattern[str]]:
     """Whole-word patterns for a row: its ``|``-separated alias regexes and its normalized name."""
     return [re.compile(rf"(?<![a-z0-9])(?:{alias})(?![a-z0-9])")
             for alias in (*[a for a in aliases.split("|") if a], re.escape(normalize_text(name)))]
+
+
+def name_table(name: str, name_column: str, make: Callable[[dict[str, str]], Any]) -> tuple[tuple[re.Pattern[str], Any], ...]:
+    """(pattern, row) pairs for :func:`longest_match` from the shipped table ``name``: ``make`` turns a CSV row
+    into the row object, matched by the row's aliases and its ``name_column``."""
+    out = []
+    for r in data_rows(name):
+        row = make(r)
+        out.extend((pat, row) for pat in name_patterns(r["aliases"], r[name_column]))
+    return tuple(out)
 
 
 def longest_match(text: str, table: tuple[tuple[re.Pattern, Any], ...]) -> Any:

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from benchmint.learn.specs import data_rows, longest_match, name_patterns, normalize_text
+from benchmint.learn.specs import longest_match, name_table, normalize_text
 
 
 @dataclass(frozen=True)
@@ -31,12 +31,8 @@ def _num(v: str | None) -> float | None:
 
 @lru_cache(maxsize=1)
 def task_table() -> tuple[tuple[re.Pattern[str], Task], ...]:
-    out = []
-    for r in data_rows("tasks.csv"):
-        t = Task(r["task"], _num(r["input_tokens_mean"]), _num(r["output_tokens_mean"]), r["input_basis"],
-                 r["source"])
-        out.extend((pat, t) for pat in name_patterns(r["aliases"], r["task"]))
-    return tuple(out)
+    return name_table("tasks.csv", "task", lambda r: Task(
+        r["task"], _num(r["input_tokens_mean"]), _num(r["output_tokens_mean"]), r["input_basis"], r["source"]))
 
 
 @lru_cache(maxsize=4096)
