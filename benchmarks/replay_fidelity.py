@@ -79,6 +79,13 @@ def _one(name, cap, args, build, replay_trace, capture_steps, compare_with_origi
     }
 
 
+def _spread(values: list[float], what: str = "") -> str:
+    """``max X%, median Y%; within 10%: K/N`` of the values' magnitudes (``what`` names them)."""
+    a = [abs(v) for v in values]
+    return (f"max {what}{max(a) * 100:.1f}%, median {what}{statistics.median(a) * 100:.1f}%; within 10%: "
+            f"{sum(e <= 0.10 for e in a)}/{len(a)}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=1)
@@ -141,18 +148,12 @@ def main() -> int:
               f"{x['error'] * 100:+6.1f}% | {x['ops_only_s']:10.6f} {x['replay_trace_only_s']:19.6f} "
               f"{x['error_trace_only'] * 100:+6.1f}% | {x['drift'] * 100:+5.1f}%")
     if rows:
-        ea = [abs(x["error"]) for x in rows]
-        eb = [abs(x["error_trace_only"]) for x in rows]
         cov = sum(1 for x in rows if x["coverage"] == 1.0)
         print(f"\ncoverage 1.0: {cov}/{len(rows)}")
-        print(f"with capture.json: max |error| {max(ea) * 100:.1f}%, median |error| {statistics.median(ea) * 100:.1f}%"
-              f"; within 10%: {sum(e <= 0.10 for e in ea)}/{len(rows)}")
-        print(f"trace only (ET + Kineto): max |error| {max(eb) * 100:.1f}%, median |error| "
-              f"{statistics.median(eb) * 100:.1f}%; within 10%: {sum(e <= 0.10 for e in eb)}/{len(rows)}")
-        ed = [abs(x["drift"]) for x in rows]
-        print(f"drift (the original's capture-time step time vs its alternating timing, no replay involved): max "
-              f"{max(ed) * 100:.1f}%, median {statistics.median(ed) * 100:.1f}%; within 10%: "
-              f"{sum(e <= 0.10 for e in ed)}/{len(rows)}")
+        print(f"with capture.json: {_spread([x['error'] for x in rows], '|error| ')}")
+        print(f"trace only (ET + Kineto): {_spread([x['error_trace_only'] for x in rows], '|error| ')}")
+        print("drift (the original's capture-time step time vs its alternating timing, no replay involved): "
+              + _spread([x["drift"] for x in rows]))
     return 0
 
 

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -119,6 +120,13 @@ def _bench(url: str, out: Path, store: Path, *args: str) -> subprocess.Popen:
     )
 
 
+
+def _wait_until(done: Callable[[], bool], p: subprocess.Popen, timeout_s: float, poll_s: float = 0.02) -> None:
+    """Poll until ``done()``, the process ends or ``timeout_s`` passes."""
+    deadline = time.monotonic() + timeout_s
+    while not done() and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(poll_s)
+
 @pytest.mark.slow
 @pytest.mark.parametrize("scenario", [["--scenario", "server", "--rate", "40", "-n", "400"],
                                       ["--scenario", "concurrency", "--concurrency", "4", "-n", "400"]],
@@ -127,9 +135,7 @@ def test_ctrl_c_mid_run_records_every_scheduled_request(tmp_path, scenario):
     out = tmp_path / "run"
     with FaultLLMServer(["good", "usage_huge", "good", "http_500"], delay_s=0.2) as s:
         p = _bench(s.url, out, tmp_path / "store", *scenario)
-        deadline = time.monotonic() + 60
-        while s.received < 8 and time.monotonic() < deadline and p.poll() is None:
-            time.sleep(0.02)
+        _wait_until(lambda: s.received >= 8, p, 60)
         p.send_signal(signal.SIGINT)
         _, stderr = p.communicate(timeout=60)
         time.sleep(0.3)
@@ -152,9 +158,7 @@ def test_ctrl_c_before_the_first_request_writes_a_partial_result(tmp_path):
     out = tmp_path / "run"
     with FaultLLMServer(["good"]) as s:
         p = _bench(s.url, out, tmp_path / "store", "--scenario", "constant", "--rate", "0.05", "-n", "5")
-        deadline = time.monotonic() + 60
-        while s.fault.probes < 1 and time.monotonic() < deadline and p.poll() is None:
-            time.sleep(0.02)
+        _wait_until(lambda: s.fault.probes >= 1, p, 60)
         time.sleep(0.5)
         p.send_signal(signal.SIGINT)
         _, stderr = p.communicate(timeout=60)

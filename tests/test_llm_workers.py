@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 
@@ -16,7 +15,7 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 from fault_llm_server import DEFAULT_MIX, FaultLLMServer
-from test_llm_faults import _expected
+from test_llm_faults import _bench, _expected, _wait_until
 
 from benchmint.core.errors import UserError
 from benchmint.llm.schedule import make_schedule
@@ -112,16 +111,10 @@ def test_faults_are_counted_per_worker_and_merged(cli, tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_keeps_the_merged_partial_result(tmp_path):
     out = tmp_path / "run"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
     with FaultLLMServer(["good", "http_500"], delay_s=0.2) as s:
-        p = subprocess.Popen(
-            [sys.executable, "-m", "benchmint.cli.main", "llm", "bench", "--url", s.url, "--model", "m", "--out",
-             str(out), "--results", str(tmp_path / "store"), "--no-progress", "--no-server-metrics",
-             "--scenario", "server", "--rate", "40", "-n", "400", "--workers", "2"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 240
-        while s.received < 12 and time.monotonic() < deadline and p.poll() is None:
-            time.sleep(0.05)
+        p = _bench(s.url, out, tmp_path / "store", "--no-server-metrics", "--scenario", "server", "--rate", "40",
+                   "-n", "400", "--workers", "2")
+        _wait_until(lambda: s.received >= 12, p, 240, 0.05)
         children = [c.pid for c in psutil.Process(p.pid).children()]
         p.send_signal(signal.SIGINT)
         _, stderr = p.communicate(timeout=120)
@@ -157,17 +150,11 @@ def test_sweep_workers_need_the_bench_target(cli, tmp_path):
 @pytest.mark.slow
 def test_a_killed_worker_process_is_named_and_the_run_goes_on(tmp_path):
     out = tmp_path / "run"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
     n = 120
     with FaultLLMServer(["good"], delay_s=0.05) as s:
-        p = subprocess.Popen(
-            [sys.executable, "-m", "benchmint.cli.main", "llm", "bench", "--url", s.url, "--model", "m", "--out",
-             str(out), "--results", str(tmp_path / "store"), "--no-progress", "--no-server-metrics",
-             "--scenario", "constant", "--rate", "15", "-n", str(n), "--workers", "2"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 240
-        while s.received < 12 and time.monotonic() < deadline and p.poll() is None:
-            time.sleep(0.05)
+        p = _bench(s.url, out, tmp_path / "store", "--no-server-metrics", "--scenario", "constant", "--rate", "15",
+                   "-n", str(n), "--workers", "2")
+        _wait_until(lambda: s.received >= 12, p, 240, 0.05)
         workers = [c for c in psutil.Process(p.pid).children() if "spawn_main" in " ".join(c.cmdline())]
         assert len(workers) == 2
         victim = max(workers, key=lambda c: c.pid)
@@ -190,16 +177,10 @@ def test_a_killed_worker_process_is_named_and_the_run_goes_on(tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_while_the_workers_start_writes_a_partial_result(tmp_path):
     out = tmp_path / "run"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
     with FaultLLMServer(["good"]) as s:
-        p = subprocess.Popen(
-            [sys.executable, "-m", "benchmint.cli.main", "llm", "bench", "--url", s.url, "--model", "m", "--out",
-             str(out), "--results", str(tmp_path / "store"), "--no-progress", "--no-server-metrics",
-             "--scenario", "constant", "--rate", "0.05", "-n", "5", "--workers", "2"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 120
-        while s.fault.probes < 1 and time.monotonic() < deadline and p.poll() is None:
-            time.sleep(0.02)
+        p = _bench(s.url, out, tmp_path / "store", "--no-server-metrics", "--scenario", "constant", "--rate", "0.05",
+                   "-n", "5", "--workers", "2")
+        _wait_until(lambda: s.fault.probes >= 1, p, 120)
         time.sleep(0.3)
         p.send_signal(signal.SIGINT)
         _, stderr = p.communicate(timeout=120)

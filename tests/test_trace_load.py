@@ -259,12 +259,10 @@ def test_hand_built_trace():
 
 
 def test_dtype_and_schema_helpers():
-    assert dtype_from_et("Tensor(float)") == "float32"
-    assert dtype_from_et("Tensor(c10::Half)") == "float16"
-    assert dtype_from_et("Tensor(c10::BFloat16)") == "bfloat16"
-    assert dtype_from_et("Tensor(long int)") == "int64"
-    assert dtype_from_et("Tensor(unsigned char)") == "uint8"
-    assert dtype_from_et("Tensor(nullptr (uninitialized))") is None
+    for et_type, dtype in [("Tensor(float)", "float32"), ("Tensor(c10::Half)", "float16"),
+                           ("Tensor(c10::BFloat16)", "bfloat16"), ("Tensor(long int)", "int64"),
+                           ("Tensor(unsigned char)", "uint8"), ("Tensor(nullptr (uninitialized))", None)]:
+        assert dtype_from_et(et_type) == dtype, et_type
     assert parse_schema_version("1.0.1") == ((1, 0, 1), None)
     assert parse_schema_version("1.1.1-chakra.0.0.4") == ((1, 1, 1), "0.0.4")
     assert parse_schema_version("banana") is None

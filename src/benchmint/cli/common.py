@@ -47,3 +47,11 @@ BackendOptionOpt = typer.Option(
     None, "--backend-option", metavar="KEY=VALUE",
     help="An option of the backend, repeatable (e.g. dtype=bfloat16, temperature=0.7); one it does not take is an error.",
 )
+# the prompts and the server of `llm bench` and `llm mlperf`
+PromptColumnOpt = typer.Option(None, "--prompt-column", help="Dataset column holding the prompt.")
+InputColumnOpt = typer.Option(None, "--input-column", help="Optional column appended to the prompt.")
+SystemPromptOpt = typer.Option(None, "--system-prompt", help="System message added to every prompt.")
+ChatTemplateOpt = typer.Option(
+    True, "--chat-template/--raw-prompt", help="Apply the tokenizer's chat template to completions prompts."
+)
+ApiKeyOpt = typer.Option(None, "--api-key", envvar="OPENAI_API_KEY", help="Bearer token for the server.")

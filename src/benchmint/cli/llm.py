@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from benchmint.cli import common
 from benchmint.cli.common import BackendOpt, BackendOptionOpt, ResultsOpt, console, err_console
 from benchmint.cli.optional_value import OptionalValueCommand
 
@@ -49,13 +50,11 @@ def bench(
     dataset_config: str = typer.Option(None, "--dataset-config", help="Configuration (subset) of a HF dataset."),
     input_tokens: str = typer.Option(None, "--input-tokens", help="Synthetic prompt length: N, MEAN:STD or LO-HI."),
     output_tokens: str = typer.Option("64", "--output-tokens", help="max_tokens per request: N, MEAN:STD or LO-HI."),
-    prompt_column: str = typer.Option(None, "--prompt-column", help="Dataset column holding the prompt."),
-    input_column: str = typer.Option(None, "--input-column", help="Optional column appended to the prompt."),
+    prompt_column: str = common.PromptColumnOpt,
+    input_column: str = common.InputColumnOpt,
     reference_column: str = typer.Option(None, "--reference-column", help="Column holding the reference answer."),
-    system_prompt: str = typer.Option(None, "--system-prompt", help="System message added to every prompt."),
-    chat_template: bool = typer.Option(
-        True, "--chat-template/--raw-prompt", help="Apply the tokenizer's chat template to completions prompts."
-    ),
+    system_prompt: str = common.SystemPromptOpt,
+    chat_template: bool = common.ChatTemplateOpt,
     tokenizer: str = typer.Option(
         None, "--tokenizer", help="Tokenizer for prompt lengths and for counting output when the server gives no usage "
         "(default: --model when loadable)."
@@ -64,7 +63,7 @@ def bench(
     slo: str = typer.Option(None, "--slo", help="SLOs for goodput, e.g. ttft=2,tpot=0.2 (seconds; 200ms works)."),
     anchor: str = typer.Option("scheduled", "--anchor", help="Latency anchor: scheduled (default) or sent."),
     timeout: float = typer.Option(600.0, "--timeout", help="Per-request timeout in seconds."),
-    api_key: str = typer.Option(None, "--api-key", envvar="OPENAI_API_KEY", help="Bearer token for the server."),
+    api_key: str = common.ApiKeyOpt,
     ignore_eos: bool = typer.Option(
         True, "--ignore-eos/--allow-eos", help="Ask for exactly max_tokens (sends ignore_eos; off for servers that reject it)."
     ),

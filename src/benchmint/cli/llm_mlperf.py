@@ -16,6 +16,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from benchmint.cli import common
 from benchmint.cli.common import BackendOpt, BackendOptionOpt, ResultsOpt, console, err_console
 from benchmint.core.errors import UserError
 from benchmint.core.jsonio import write_json
@@ -184,16 +185,15 @@ def mlperf(
     max_duration: float = typer.Option(None, "--max-duration", help="Maximum test duration, seconds."),
     min_query_count: int = typer.Option(None, "--min-query-count", help="Minimum number of queries."),
     max_query_count: int = typer.Option(None, "--max-query-count", help="Maximum number of queries."),
-    prompt_column: str = typer.Option(None, "--prompt-column", help="Dataset column holding the prompt."),
-    input_column: str = typer.Option(None, "--input-column", help="Optional column appended to the prompt."),
+    prompt_column: str = common.PromptColumnOpt,
+    input_column: str = common.InputColumnOpt,
     reference_column: str = typer.Option(None, "--reference-column",
                                          help="Column holding the reference answer (accuracy)."),
-    system_prompt: str = typer.Option(None, "--system-prompt", help="System message added to every prompt."),
-    chat_template: bool = typer.Option(True, "--chat-template/--raw-prompt",
-                                       help="Apply the tokenizer's chat template to completions prompts."),
+    system_prompt: str = common.SystemPromptOpt,
+    chat_template: bool = common.ChatTemplateOpt,
     tokenizer: str = typer.Option(None, "--tokenizer", help="Tokenizer for prompt lengths and output counts "
                                   "when the server gives no usage (default: --model when loadable)."),
-    api_key: str = typer.Option(None, "--api-key", envvar="OPENAI_API_KEY", help="Bearer token for the server."),
+    api_key: str = common.ApiKeyOpt,
     ignore_eos: bool = typer.Option(True, "--ignore-eos/--allow-eos",
                                     help="Ask for exactly max_tokens (off for servers that reject ignore_eos)."),
     include_usage: bool = typer.Option(True, "--usage/--no-usage", help="Ask for usage in the stream."),

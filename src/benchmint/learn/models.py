@@ -7,13 +7,11 @@ when it has them.
 
 from __future__ import annotations
 
-import csv
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
 
-from benchmint.learn.specs import longest_match, normalize_text
+from benchmint.learn.specs import longest_match, name_table, normalize_text
 
 FIELDS = ("params_b", "active_params_b", "layers", "hidden", "heads", "kv_heads", "head_dim", "kv_elems", "experts",
           "active_experts")
@@ -29,15 +27,8 @@ class ModelFacts:
 
 @lru_cache(maxsize=1)
 def model_table() -> tuple[tuple[re.Pattern[str], ModelFacts], ...]:
-    text = resources.files("benchmint").joinpath("data/models.csv").read_text(encoding="utf-8")
-    rows = csv.DictReader(line for line in text.splitlines() if line and not line.startswith("#"))
-    out = []
-    for r in rows:
-        facts = ModelFacts(r["family"], {k: float(r[k]) if r[k].strip() else None for k in FIELDS},
-                           r["architecture"], r["source"])
-        for alias in (*r["aliases"].split("|"), re.escape(normalize_text(r["family"]))):
-            out.append((re.compile(rf"(?<![a-z0-9])(?:{alias})(?![a-z0-9])"), facts))
-    return tuple(out)
+    return name_table("models.csv", "family", lambda r: ModelFacts(
+        r["family"], {k: float(r[k]) if r[k].strip() else None for k in FIELDS}, r["architecture"], r["source"]))
 
 
 @lru_cache(maxsize=4096)

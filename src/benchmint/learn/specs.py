@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -54,6 +55,28 @@ def normalize_text(text: str) -> str:
     return re.sub(r"[^a-z0-9+]+", " ", str(text).lower()).strip()
 
 
+def data_rows(name: str) -> csv.DictReader:
+    """The rows of the shipped table ``benchmint/data/NAME`` (blank and ``#`` lines skipped)."""
+    text = resources.files("benchmint").joinpath(f"data/{name}").read_text(encoding="utf-8")
+    return csv.DictReader(line for line in text.splitlines() if line and not line.startswith("#"))
+
+
+def name_patterns(aliases: str, name: str) -> list[re.Pattern[str]]:
+    """Whole-word patterns for a row: its ``|``-separated alias regexes and its normalized name."""
+    return [re.compile(rf"(?<![a-z0-9])(?:{alias})(?![a-z0-9])")
+            for alias in (*[a for a in aliases.split("|") if a], re.escape(normalize_text(name)))]
+
+
+def name_table(name: str, name_column: str, make: Callable[[dict[str, str]], Any]) -> tuple[tuple[re.Pattern[str], Any], ...]:
+    """(pattern, row) pairs for :func:`longest_match` from the shipped table ``name``: ``make`` turns a CSV row
+    into the row object, matched by the row's aliases and its ``name_column``."""
+    out = []
+    for r in data_rows(name):
+        row = make(r)
+        out.extend((pat, row) for pat in name_patterns(r["aliases"], r[name_column]))
+    return tuple(out)
+
+
 def longest_match(text: str, table: tuple[tuple[re.Pattern, Any], ...]) -> Any:
     """The row of ``table`` ((pattern, row) pairs) whose pattern matches the longest part of ``text``; None."""
     best: tuple[int, Any] | None = None
@@ -87,8 +110,7 @@ def _num(v: str) -> float | None:
 
 @lru_cache(maxsize=1)
 def spec_table() -> tuple[Accelerator, ...]:
-    text = resources.files("benchmint").joinpath("data/accelerators.csv").read_text(encoding="utf-8")
-    rows = csv.DictReader(line for line in text.splitlines() if line and not line.startswith("#"))
+    rows = data_rows("accelerators.csv")
     return tuple(
         Accelerator(
             name=r["name"], vendor=r["vendor"], kind=r["kind"], specs={k: _num(r[k]) for k in NUMERIC},

@@ -8,13 +8,11 @@ deepseek-r1 writes ~3900 tokens per question (decode-heavy, memory-bound). A run
 
 from __future__ import annotations
 
-import csv
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
 
-from benchmint.learn.specs import normalize_text
+from benchmint.learn.specs import longest_match, name_table, normalize_text
 
 
 @dataclass(frozen=True)
@@ -33,15 +31,8 @@ def _num(v: str | None) -> float | None:
 
 @lru_cache(maxsize=1)
 def task_table() -> tuple[tuple[re.Pattern[str], Task], ...]:
-    text = resources.files("benchmint").joinpath("data/tasks.csv").read_text(encoding="utf-8")
-    rows = csv.DictReader(line for line in text.splitlines() if line and not line.startswith("#"))
-    out = []
-    for r in rows:
-        t = Task(r["task"], _num(r["input_tokens_mean"]), _num(r["output_tokens_mean"]), r["input_basis"],
-                 r["source"])
-        for alias in (*[a for a in r["aliases"].split("|") if a], re.escape(normalize_text(r["task"]))):
-            out.append((re.compile(rf"(?<![a-z0-9])(?:{alias})(?![a-z0-9])"), t))
-    return tuple(out)
+    return name_table("tasks.csv", "task", lambda r: Task(
+        r["task"], _num(r["input_tokens_mean"]), _num(r["output_tokens_mean"]), r["input_basis"], r["source"]))
 
 
 @lru_cache(maxsize=4096)
@@ -49,10 +40,4 @@ def find_task(name: str | None) -> Task | None:
     """The task row for an MLPerf benchmark (or model) name; None when no row matches."""
     if not name or not isinstance(name, str):
         return None
-    text = normalize_text(name)
-    best = None
-    for pat, task in task_table():
-        m = pat.search(text)
-        if m and (best is None or len(m.group(0)) > best[0]):
-            best = (len(m.group(0)), task)
-    return best[1] if best else None
+    return longest_match(normalize_text(name), task_table())

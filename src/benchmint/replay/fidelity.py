@@ -21,7 +21,8 @@ from __future__ import annotations
 import os
 import statistics
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,7 @@ def scope_inserts(view: TraceView) -> dict[int, list[str]]:
 def _probe_scope_cost() -> tuple[float, float]:
     """Seconds one empty record_function scope costs on this machine: (under ET + Kineto, un-observed)."""
     from torch.autograd.profiler import record_function
-    from torch.profiler import ExecutionTraceObserver, ProfilerActivity, profile
+    from torch.profiler import ProfilerActivity
 
     enter = torch.ops.profiler._record_function_enter_new
     leave = torch.ops.profiler._record_function_exit._RecordFunction
@@ -112,28 +113,40 @@ def _probe_scope_cost() -> tuple[float, float]:
     from benchmint.trace.capture import scratch_dir
 
     with tempfile.TemporaryDirectory(prefix="benchmint-probe-", dir=scratch_dir()) as tmp:
-        prof = profile(activities=[ProfilerActivity.CPU], record_shapes=True)
-        with filtered_native_stderr():
-            prof.__enter__()
-        try:
-            et = ExecutionTraceObserver()
-            et.register_callback(os.path.join(tmp, "et.json"))
-            with filtered_native_stderr():
-                et.start()
+        with _observed([ProfilerActivity.CPU], os.path.join(tmp, "et.json")):
             obs = min(loop() for _ in range(3))
+    return max(0.0, obs / PROBE_SCOPES / 1e9), base / PROBE_SCOPES / 1e9
+
+
+@contextmanager
+def _observed(activities: list, et_path: str) -> Iterator[Any]:
+    """Kineto (with shapes) and the ET observer writing ``et_path`` around the block; yields the profiler.
+    A failing block must not leave the observers attached to what runs next."""
+    from torch.profiler import ExecutionTraceObserver, profile
+
+    prof = profile(activities=activities, record_shapes=True)
+    with filtered_native_stderr():
+        prof.__enter__()
+    try:
+        et = ExecutionTraceObserver()
+        et.register_callback(et_path)
+        with filtered_native_stderr():
+            et.start()
+        try:
+            yield prof
+        finally:
             with filtered_native_stderr():
                 et.stop()
             et.unregister_callback()
-        finally:
-            with filtered_native_stderr():
-                prof.__exit__(None, None, None)
-    return max(0.0, obs / PROBE_SCOPES / 1e9), base / PROBE_SCOPES / 1e9
+    finally:
+        with filtered_native_stderr():
+            prof.__exit__(None, None, None)
 
 
 def record_replay(plan: Plan, fn: Callable, out_dir: str | os.PathLike, tag: int = 0) -> tuple[Path, Path]:
     """Run one replay iteration under ET + Kineto, as ``benchmint capture`` records a step."""
     from torch.autograd.profiler import record_function
-    from torch.profiler import ExecutionTraceObserver, ProfilerActivity, profile
+    from torch.profiler import ProfilerActivity
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -143,26 +156,11 @@ def record_replay(plan: Plan, fn: Callable, out_dir: str | os.PathLike, tag: int
         activities.append(ProfilerActivity.CUDA)
     R = plan.registers()
     with torch.inference_mode():
-        prof = profile(activities=activities, record_shapes=True)
-        with filtered_native_stderr():
-            prof.__enter__()
-        et = ExecutionTraceObserver()
-        try:
-            et.register_callback(str(et_path))
-            with filtered_native_stderr():
-                et.start()
-            try:
-                with record_function("ProfilerStep#0"):
-                    fn(R)
-                    if plan.device.type == "cuda":
-                        torch.cuda.synchronize()
-            finally:  # a failing iteration must not leave the observers attached to what runs next
-                with filtered_native_stderr():
-                    et.stop()
-                et.unregister_callback()
-        finally:
-            with filtered_native_stderr():
-                prof.__exit__(None, None, None)
+        with _observed(activities, str(et_path)) as prof:
+            with record_function("ProfilerStep#0"):
+                fn(R)
+                if plan.device.type == "cuda":
+                    torch.cuda.synchronize()
     prof.export_chrome_trace(str(k_path))
     return et_path, k_path
 

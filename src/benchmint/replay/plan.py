@@ -311,28 +311,25 @@ class _Builder:
             self.bound[id(t)] = ref
         return t, txt
 
+    def _alt_input(self, alt: tuple, ref: TRef, reads: list[int]) -> tuple[torch.Tensor, str]:
+        """The tensor kept under the alternative key ``alt`` (made on first use) and its register."""
+        t = self.env.get(alt)  # type: ignore[arg-type]
+        if t is None:
+            t = self._keep(alt, ref)
+        s = self.slot[alt]
+        reads.append(s)
+        return t, f"R[{s}]"
+
     def _input(self, ref: TRef, pre: list[str], reads: list[int], unread: bool) -> tuple[torch.Tensor | None, str]:
         if ref.dtype is None:
             return None, "None"
         if ref.key in self.repin:
             # an index computed in the replay from synthetic data fell out of range: use valid indices
-            alt = ("pinned", *ref.key)
-            t = self.env.get(alt)  # type: ignore[arg-type]
-            if t is None:
-                t = self._keep(alt, ref)
-            s = self.slot[alt]
-            reads.append(s)
-            return t, f"R[{s}]"
+            return self._alt_input(("pinned", *ref.key), ref, reads)
         t = self.env.get(ref.key)
         if t is not None and tuple(t.shape) != ref.shape:
             # the id was reused by a tensor the replay does not see: this one is made afresh, in its own slot
-            alt = ("shadow", *ref.key, ref.shape)
-            t = self.env.get(alt)  # type: ignore[arg-type]
-            if t is None:
-                t = self._keep(alt, ref)
-            s = self.slot[alt]
-            reads.append(s)
-            return t, f"R[{s}]"
+            return self._alt_input(("shadow", *ref.key, ref.shape), ref, reads)
         if t is not None:
             s = self.slot[ref.key]
             reads.append(s)

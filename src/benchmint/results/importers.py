@@ -145,6 +145,11 @@ def _str(v: Any) -> str | None:
     return s or None
 
 
+def _strs(r: dict, **columns: str) -> dict[str, str | None]:
+    """``{key: _str(r[column])}`` for each ``key=column`` (a missing column: None)."""
+    return {k: _str(r.get(c)) for k, c in columns.items()}
+
+
 def _gb_to_bytes(v: Any) -> int | None:
     f = _float(v)
     return int(round(f * GB)) if f is not None else None
@@ -240,10 +245,7 @@ def _summary_row(path: Path, line: int, r: dict[str, Any]) -> RunRecord:
     version = (_str(r.get("version")) or "").removeprefix("v") or None
     model = _str(r.get("Model"))
     system = {
-        "name": _str(r.get("SystemName")),
-        "platform": _str(r.get("Platform")),
-        "organization": _str(r.get("Organization")),
-        "type": _str(r.get("SystemType")),
+        **_strs(r, name="SystemName", platform="Platform", organization="Organization", type="SystemType"),
         "number_of_nodes": nodes,
         "cpu_model": _str(r.get("host_processor_model_name")),
         "cpu_count_per_node": _int(r.get("host_processors_per_node")),
@@ -253,9 +255,7 @@ def _summary_row(path: Path, line: int, r: dict[str, Any]) -> RunRecord:
             "count_per_node": per_node,
             "count": accelerators,
         },
-        "os": _str(r.get("operating_system")),
-        "framework": _str(r.get("framework")),
-        "notes": _str(r.get("notes")),
+        **_strs(r, os="operating_system", framework="framework", notes="notes"),
     }
     status = "ok"
     if errors:
@@ -269,8 +269,7 @@ def _summary_row(path: Path, line: int, r: dict[str, Any]) -> RunRecord:
             "source": "mlperf-inference-summary-csv",
             "benchmark": "mlperf-inference",
             "mlperf_version": version,
-            "division": _str(r.get("Division")),
-            "availability": _str(r.get("Availability")),
+            **_strs(r, division="Division", availability="Availability"),
             "scenario": scenario,
             "has_power": _str(r.get("has_power")),
             "inferred": _int(r.get("inferred")),
@@ -369,24 +368,19 @@ def _open_row(path: Path, i: int, r: dict[str, Any]) -> RunRecord:
             "source": "open-mlperf-dataset",
             "benchmark": _str(g("benchmark.name")) or "mlperf-inference",
             "mlperf_version": version,
-            "division": _str(g("submission.division")),
-            "availability": _str(g("submission.availability")),
+            **_strs(r, division="submission.division", availability="submission.availability"),
             "scenario": scenario,
         },
         metrics=metrics,
         workload={
-            "model_name": _str(g("model.name")),
-            "mlperf_model": _str(g("model.mlperf_name")),
-            "architecture": _str(g("model.architecture")),
+            **_strs(r, model_name="model.name", mlperf_model="model.mlperf_name", architecture="model.architecture"),
             "parameter_count": _params(g("model.number_of_parameters")),
             "dtype": _str(g("model.weight_data_types")),
             "dataset": None,
             "dataset_hash": None,
         },
         system={
-            "name": _str(g("system.name")),
-            "organization": _str(g("submission.organization")),
-            "type": _str(g("system.type")),
+            **_strs(r, name="system.name", organization="submission.organization", type="system.type"),
             "number_of_nodes": _int(g("system.number_of_nodes")),
             "cpu_model": _str(g("system.cpu.model")),
             "cpu_vendor": _str(g("system.cpu.vendor")),
@@ -397,19 +391,17 @@ def _open_row(path: Path, i: int, r: dict[str, Any]) -> RunRecord:
             "memory_bytes": _gb_to_bytes(g("system.memory.capacity")),
             "memory_configuration": _str(g("system.memory.configuration")),
             "accelerator": {
-                "name": _str(g("system.accelerator.name")),
-                "vendor": _str(g("system.accelerator.vendor")),
+                **_strs(r, name="system.accelerator.name", vendor="system.accelerator.vendor"),
                 "count_per_node": _int(g("system.accelerator.count_per_node")),
                 "count": total,
                 "memory_bytes": _gb_to_bytes(g("system.accelerator.memory_capacity")),
                 "memory_config": _str(g("system.accelerator.memory_config")),
             },
             "interconnect": {
-                "accelerator": _str(g("system.interconnect.accelerator")),
-                "accelerator_host": _str(g("system.interconnect.accelerator_host")),
+                **_strs(r, accelerator="system.interconnect.accelerator",
+                        accelerator_host="system.interconnect.accelerator_host"),
             },
-            "os": _str(g("software.operating_system")),
-            "framework": _str(g("software.framework")),
+            **_strs(r, os="software.operating_system", framework="software.framework"),
             "framework_versions": framework,
         },
         provenance=_provenance(path, "open-mlperf", i, debug_uid=uid),

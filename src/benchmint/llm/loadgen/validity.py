@@ -192,13 +192,8 @@ class Plan:
     submission_grade: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "can_be_valid": self.can_be_valid,
-            "expected_queries": self.expected_queries,
-            "early_stopping_min_queries": self.early_stopping_min_queries,
-            "submission_grade": self.submission_grade,
-            "notes": self.notes,
-        }
+        keys = ("can_be_valid", "expected_queries", "early_stopping_min_queries", "submission_grade", "notes")
+        return {k: getattr(self, k) for k in keys}
 
 
 def effective_settings(rs: RunSettings) -> dict[str, Any] | None:
