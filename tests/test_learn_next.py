@@ -62,11 +62,18 @@ def test_space_checks_its_axes_values_and_keys():
     for doc, want in [({"axes": {"rate": []}}, "non-empty list"), ({"axes": {"rate": [1, -2]}}, "positive"),
                       ({"axes": {"rate": [1]}, "colour": 1}, "unknown key 'colour'"),
                       ({"kind": "replay", "axes": {"threads": [1]}}, "needs `trace:`"),
-                      ({"axes": {"rate": [1]}, "fixed": {"rate": 2}}, "both an axis and fixed")]:
+                      ({"axes": {"rate": [1]}, "fixed": {"rate": 2}}, "both an axis and fixed"),
+                      # the backend is the registry's (or the space's own builtin-server), asked what it can do
+                      ({"axes": {"rate": [1]}, "backend": "nope"}, r"unknown backend 'nope'.*builtin-server"),
+                      ({"axes": {"rate": [1]}, "backend": "http"}, "backend http needs `url:`"),
+                      ({"axes": {"max_batch_size": [1]}, "backend": "openai-http", "url": "http://h:1/v1"},
+                       "cannot change max_batch_size")]:
         with pytest.raises(UserError, match=want):
             parse_space(doc, "s.yaml")
     sp = parse_space({"axes": {"concurrency": [4, 1, 2]}, "slo": {"output_tokens_per_s": 100}}, "s.yaml")
     assert sp.axes["concurrency"] == [1, 2, 4] and sp.mode() == "frontier" and len(sp.grid()) == 3
+    assert parse_space({"axes": {"rate": [1]}, "backend": "sim"}, "s.yaml").model == "tiny"  # in-process
+    assert parse_space({"axes": {"rate": [1]}, "backend": "openai-http", "url": "http://h:1/v1"}, "s.yaml").model is None
 
 
 def test_next_uses_stored_runs_and_says_why(cli, tmp_path):

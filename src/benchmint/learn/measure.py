@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmint.learn.space import TARGETS, Space, point_key
+from benchmint.learn.space import TARGETS, Space, point_key, space_backend
 
 INT_AXES = {"concurrency", "max_batch_size", "num_requests", "threads", "iters"}
 
@@ -79,11 +79,14 @@ class Measurer:
         for k in ("input_tokens", "output_tokens"):  # BenchConfig takes lengths as text (N, MEAN:STD, LO-HI)
             if opts.get(k) is not None:
                 opts[k] = str(int(opts[k]) if float(opts[k]).is_integer() else opts[k])
-        if s.backend == "transformers":
-            opts.update(backend="transformers", model=s.model, device=s.device)
+        entry = space_backend(s.backend)  # None: the built-in server, started here per batch size
+        if entry is None:
+            opts.update(backend="openai-http", url=self._server_url(int(opts.get("max_batch_size", 16))),
+                        model=s.model)
+        elif entry.server:
+            opts.update(backend=entry.kind, url=s.url, model=s.model)
         else:
-            url = s.url if s.backend == "openai-http" else self._server_url(int(opts.get("max_batch_size", 16)))
-            opts.update(backend="openai-http", url=url, model=s.model)
+            opts.update(backend=entry.kind, model=s.model, device=s.device)
         return BenchConfig(**opts, progress=False, out=str(out))
 
     def _run_llm(self, point: dict[str, float], out: Path) -> Any:

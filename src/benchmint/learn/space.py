@@ -6,7 +6,7 @@ SPACE.yaml::
     name: tiny-cpu               # optional (default: the file's stem); tags the runs this space makes
     kind: llm                    # llm (default) or replay
     backend: transformers        # transformers (in-process), builtin-server (started on 127.0.0.1) or
-                                 # openai-http (a server you run, at url:)
+                                 # openai-http (a server you run, at url:); any backend of the registry
     model: tiny                  # a local folder, a hub name, or tiny (built locally)
     url: http://127.0.0.1:8000/v1  # openai-http only
     trace: capture-dir/          # replay only: an execution trace or capture folder
@@ -37,7 +37,18 @@ LLM_AXES = ("rate", "concurrency", "max_batch_size", "input_tokens", "output_tok
             "burstiness", "threads")
 REPLAY_AXES = ("threads", "iters")
 AXES = {"llm": LLM_AXES, "replay": REPLAY_AXES}
-LLM_BACKENDS = ("transformers", "builtin-server", "openai-http")
+#: a space's own backend: `benchmint llm serve` started on 127.0.0.1 for each configuration (one per batch size);
+#: any other value is a backend of the registry (llm/backends/registry.py), asked what it can do
+BUILTIN_SERVER = "builtin-server"
+
+
+def space_backend(name: str) -> Any:
+    """The registry entry of a space's backend (None for ``builtin-server``); one line for an unknown one."""
+    if name == BUILTIN_SERVER:
+        return None
+    from benchmint.llm.backends.registry import backend_entry
+
+    return backend_entry(name)
 SPACE_KEYS = ("name", "kind", "backend", "model", "url", "trace", "device", "target", "slo", "goal", "fixed",
               "axes", "seed")
 # settings `fixed:` may give (llm: the BenchConfig fields a space run uses; replay: replay_trace's)
@@ -200,14 +211,17 @@ def parse_space(data: Any, where: str, name: str = "space") -> Space:
     url = data.get("url")
     trace = data.get("trace")
     if kind == "llm":
-        if backend not in LLM_BACKENDS:
-            raise UserError(f"{where}: backend {backend!r}: choose {', '.join(LLM_BACKENDS)}")
-        if backend == "openai-http" and not url:
-            raise UserError(f"{where}: backend openai-http needs `url:` (the server's base URL)")
-        if backend == "openai-http" and any(a in axes for a in ("max_batch_size", "threads")):
+        try:
+            entry = space_backend(str(backend))
+        except UserError as e:
+            raise UserError(f"{where}: {e}; or {BUILTIN_SERVER}") from None
+        external = entry is not None and entry.server  # a server the user runs, at url:
+        if external and not url:
+            raise UserError(f"{where}: backend {backend} needs `url:` (the server's base URL)")
+        if external and any(a in axes for a in ("max_batch_size", "threads")):
             raise UserError(f"{where}: a server you run cannot change max_batch_size or threads per run; use "
                             "backend builtin-server or transformers, or drop those axes")
-        if backend == "openai-http" and TARGETS[target].per_cpu_s:
+        if external and TARGETS[target].per_cpu_s:
             raise UserError(f"{where}: target {target} counts this process's CPU time, which misses a server "
                             "you run; use backend builtin-server or transformers")
     elif not trace:
@@ -220,7 +234,8 @@ def parse_space(data: Any, where: str, name: str = "space") -> Space:
         n *= len(v)
     if n > 100_000:
         raise UserError(f"{where}: the axes make {n} configurations; keep a space under 100000")
-    model = str(data["model"]) if data.get("model") else None if backend == "openai-http" else "tiny"
+    entry = space_backend(str(backend)) if kind == "llm" else None
+    model = str(data["model"]) if data.get("model") else None if entry is not None and entry.server else "tiny"
     return Space(name=str(data.get("name") or name), kind=kind, axes=axes, target=target, backend=backend,
                  model=model, url=url, trace=str(trace) if trace else None, device=str(data.get("device") or "cpu"),
                  fixed=dict(fixed), slo=slo, slos=dict(slo_in or {}), goal=goal, seed=seed, source=where)
