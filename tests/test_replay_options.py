@@ -39,3 +39,19 @@ def test_a_rank_spec_carries_the_options_through_json():
                     out="o.json", timeout_s=30.0, collective_timeout_s=5.0, parent=1)
     back = msgspec.json.decode(msgspec.json.encode(spec), type=RankSpec)
     assert back == spec and back.options.iters == 5 and back.options.memory_check is False
+
+
+def test_a_ranks_gaps_are_settled_by_what_the_iteration_with_collectives_took(monkeypatch):
+    # gaps in ns, times in s: 10 ms of gaps, an iteration (ops + collectives + gaps) of 30 ms measured, 40 ms
+    # wanted -> the gaps must add 10 ms more (20 ms); measured over the aim -> they shrink, never below 0
+    from types import SimpleNamespace
+
+    from benchmint.replay import api
+
+    measured = iter([[0.030] * 15, [0.040] * 15])
+    monkeypatch.setattr(api, "time_iterations", lambda *a, **k: next(measured))
+    plan = SimpleNamespace(compile=lambda gaps_ns=None: None)
+    got = api._settle_live(plan, [5_000_000, 5_000_000], 0.040, lambda s: None)
+    assert sum(got) == 20_000_000
+    measured = iter([[0.060] * 15, [0.050] * 15])
+    assert sum(api._settle_live(plan, [5_000_000, 5_000_000], 0.040, lambda s: None)) == 0

@@ -366,8 +366,9 @@ def _settle_live(plan: Plan, gaps_ns: list[int], want: float, tell: Any) -> list
                                       count=False))["median"]
         if m is None or total <= 0:
             continue
-        scale = min(2.0, max(0.0, (total + want - m) / total))
-        gaps_ns = [int(g * scale) for g in gaps_ns]
+        total_s = total / 1e9  # the gaps are in ns, the times in s
+        scale = min(2.0, max(0.0, (total_s + want - m) / total_s))
+        gaps_ns = [round(g * scale) for g in gaps_ns]
         total = sum(gaps_ns)
     return gaps_ns
 
