@@ -201,7 +201,7 @@ def test_ctrl_c_while_the_workers_start_writes_a_partial_result(tmp_path):
 
 
 @pytest.mark.parametrize("args, says", [
-    (["--backend", "transformers", "--model", "tiny"], "--backend transformers runs the model in this process"),
+    (["--backend", "transformers", "--model", "tiny"], "--backend transformers runs in this process"),
     (["--sessions", "synthetic", "--api", "chat"], "--sessions and --scenario concurrency-ramp run in one process"),
 ], ids=["in-process-engine", "sessions"])
 def test_what_workers_cannot_run_is_one_line_and_exit_2(cli, tmp_path, args, says):
