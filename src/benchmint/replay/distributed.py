@@ -114,7 +114,7 @@ def replay_ranks(
     have = trace_ranks(trace)
     check_ranks(trace, have, ranks, "--ranks is")
     inputs = [_rank_input(trace, kineto, r, have) for r in range(ranks)]
-    inp = find_inputs(trace, kineto) if not Path(trace).is_dir() or have is None else inputs[0][0]
+    inp = inputs[0][0]  # rank 0's inputs: the trace itself, or its rank0/ folder
     device = opts.device
     if device is None:
         tr0 = load(inputs[0][0].trace, rank=inputs[0][1])
