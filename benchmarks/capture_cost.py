@@ -1,0 +1,127 @@
+"""What recording costs the job it records: ``capture --every N`` against the same loop with nothing attached.
+
+For each workload, rounds alternate two fresh processes (A B A B ...), each running the same training or
+inference loop for the same number of steps after the same warm-up:
+
+- ``plain``: nothing of benchmint attached; every step timed (``time.perf_counter_ns`` between steps);
+- ``every``: the loop under :class:`benchmint.trace.capture.Capture` with ``every=N``: one step in every N
+  recorded (ExecutionTraceObserver + Kineto, each in its own ``iter_K`` folder), the other steps un-observed
+  with the recorder idle in the process.
+
+Per round: the median of the ``every`` process's un-observed steps (after the first recording) over the
+median of the ``plain`` process's steps, and the recorded steps' median over the same baseline. Printed: the
+median of those ratios over rounds, with their range. Target (issue 13): no measurable cost on the steps that
+are not recorded, i.e. the idle ratio's range straddles 1.00 or lies within the rounds' own spread.
+
+    python benchmarks/capture_cost.py [--workloads transformer_train,cnn_train,embbag_train,moe]
+        [--rounds 5] [--steps 60] [--every 10] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def child(mode: str, workload: str, steps: int, every: int, warmup: int, out: str) -> dict:
+    """One process's loop; returns its step times (seconds)."""
+    import torch
+
+    from benchmint.models import workloads
+
+    torch.set_num_threads(1)
+    w = workloads.build(workload)
+    for _ in range(warmup):
+        w.step()
+    if mode == "plain":
+        times = []
+        t0 = time.perf_counter_ns()
+        for _ in range(steps):
+            w.step()
+            t1 = time.perf_counter_ns()
+            times.append((t1 - t0) / 1e9)
+            t0 = t1
+        return {"unobserved": times, "recorded": [], "idle": times}
+    from benchmint.trace.capture import Capture
+
+    # warm-up done above; measure=5 un-observed steps before the first recording (the minimum the class takes)
+    cap = Capture(out, warmup=0, measure=5, record=max(1, (steps - 5) // every), discard=0, every=every,
+                  model=getattr(w, "model", None))
+    with cap:
+        for _ in range(steps):
+            w.step()
+            cap.step()
+    return {"unobserved": cap.step_times_s, "recorded": cap.recorded_times_s, "idle": cap.idle_times_s}
+
+
+def run_child(mode: str, args: argparse.Namespace, workload: str, tmp: Path, r: int) -> dict:
+    out = tmp / f"{workload}-{mode}-{r}"
+    cmd = [sys.executable, __file__, "--child", mode, "--workloads", workload, "--steps", str(args.steps),
+           "--every", str(args.every), "--warmup", str(args.warmup), "--out", str(out)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               OMP_NUM_THREADS="1")
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    if p.returncode != 0:
+        raise SystemExit(f"{workload} {mode}: {(p.stderr or p.stdout).strip().splitlines()[-1:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workloads", default="transformer_train,cnn_train,embbag_train,moe")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--every", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--child", choices=["plain", "every"], default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.workloads, args.steps, args.every, args.warmup, args.out)))
+        return 0
+    med = statistics.median
+    print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}; rounds {args.rounds}, steps "
+          f"{args.steps}, every {args.every}, 1 thread")
+    print(f"{'workload':<18} {'plain step':>11} {'idle/plain':>11} {'range':>15} {'recorded/plain':>15} "
+          f"{'idle steps':>10} {'recordings':>10}")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="benchmint-capcost-") as td:
+        for wl in args.workloads.split(","):
+            idle_r, rec_r, base = [], [], []
+            n_idle = n_rec = 0
+            for r in range(args.rounds):
+                a = run_child("plain", args, wl, Path(td), r)
+                b = run_child("every", args, wl, Path(td), r)
+                pa = med(a["unobserved"])
+                base.append(pa)
+                if b["idle"]:
+                    idle_r.append(med(b["idle"]) / pa)
+                if b["recorded"]:
+                    rec_r.append(med(b["recorded"]) / pa)
+                n_idle, n_rec = len(b["idle"]), len(b["recorded"])
+            row = {"workload": wl, "plain_step_s": med(base), "idle_over_plain": med(idle_r) if idle_r else None,
+                   "idle_over_plain_min": min(idle_r, default=None), "idle_over_plain_max": max(idle_r, default=None),
+                   "recorded_over_plain": med(rec_r) if rec_r else None, "idle_steps": n_idle,
+                   "recordings": n_rec, "rounds": args.rounds}
+            rows.append(row)
+            rng = f"{row['idle_over_plain_min']:.3f}-{row['idle_over_plain_max']:.3f}" if idle_r else "-"
+            print(f"{wl:<18} {row['plain_step_s'] * 1e3:>9.2f}ms {row['idle_over_plain'] or float('nan'):>11.3f} "
+                  f"{rng:>15} {row['recorded_over_plain'] or float('nan'):>15.2f} {n_idle:>10} {n_rec:>10}")
+    print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"schema_version": "1.0", "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
