@@ -46,7 +46,7 @@ SCHEMA_VERSION = "1.0"
 LEVEL = 0.90
 MIN_ROWS = 20  # below this, no learner: say how many rows there are and how many are needed
 ROOFLINE_TARGETS = ("tokens_per_s_per_accelerator",)
-POOLS = ("seen", "new_accelerator", "new_model")
+POOLS = ("seen", "new_accelerator", "new_model", "new_round")
 
 
 class _OneThread:
@@ -224,6 +224,9 @@ class Predictor:
         log_pred = self.offset(feats) + self.model.predict(self.matrix(feats))
         fam_seen = feats["model_family"].isin(self.seen.get("model_family", []))
         acc_seen = feats["accelerator"].isin(self.seen.get("accelerator", []))
+        rounds = self.seen.get("round", [])
+        new_round = feats["round"].map(lambda r: r is not None and bool(rounds) and str(r) not in rounds) \
+            if "round" in feats.columns else pd.Series(False, index=feats.index)
         lr = feats["log_roofline"].to_numpy(dtype=float) if "log_roofline" in feats else np.full(n, np.nan)
         for i, idx in enumerate(feats.index):
             if errors[i]:
@@ -248,6 +251,14 @@ class Predictor:
                 note = (note + "; " if note else "") + f"no roofline prior ({why}): the learner alone answers"
             pool = self.pools.get(basis) or self._widest_pool()
             q_lo, q_hi = _conformal_quantiles(np.asarray(pool))
+            if new_round.iloc[i]:
+                # a round the training rows do not have: software and submissions move between rounds, so the
+                # interval is at least as wide as the errors of predicting one training round from the others (the
+                # widest pool when the training rows hold one round, which cannot measure that drift)
+                r_lo, r_hi = _conformal_quantiles(np.asarray(self.pools.get("new_round") or self._widest_pool()))
+                q_lo, q_hi = min(q_lo, r_lo), max(q_hi, r_hi)
+                note = (note + "; " if note else "") + (f"round {feats['round'].iloc[i]} is not in the training "
+                                                        "rows: the interval covers the drift between rounds")
             out.at[idx, "prediction"] = math.exp(lp)
             out.at[idx, "lower"] = math.exp(lp + q_lo)
             out.at[idx, "upper"] = math.exp(lp + q_hi)
@@ -359,7 +370,8 @@ def fit_features(feats: pd.DataFrame, ylog: np.ndarray, target: str, features: l
                      roofline_log_ratio=ratio, pools={}, seen={}, train_ids=[str(i) for i in feats["id"]],
                      n_train=len(feats))
     pred.model = _learner(seed).fit(pred.matrix(feats), ylog - pred.offset(feats))
-    pred.seen = {c: sorted({str(v) for v in feats[c].dropna()}) for c in ("accelerator", "model_family")}
+    pred.seen = {c: sorted({str(v) for v in feats[c].dropna()}) for c in ("accelerator", "model_family", "round")
+                 if c in feats.columns}
     if inner_cv:
         pred.pools = residual_pools(feats, ylog, pred, seed, pools)
     return pred
@@ -405,4 +417,7 @@ def residual_pools(feats: pd.DataFrame, ylog: np.ndarray, template: Predictor, s
                 res.extend(float(r) for r in mine - np.median(other))
         if len(np.unique(fam)) >= 3:
             pools["new_model"] = res
+    rounds = as_text(feats["round"]).to_numpy().astype(str) if "round" in feats.columns else None
+    if "new_round" in which and rounds is not None and len(np.unique(rounds[rounds != "none"])) >= 2:
+        pools["new_round"] = [float(r) for r in _oof(feats, ylog, rounds, template, 5, seed) if np.isfinite(r)]
     return pools
