@@ -68,8 +68,11 @@ NUMERIC = ("engine_version", "params_b", "active_params_b", "layers", "hidden", 
 # the power limit (TDP) and generation (launch date)
 RAW_SPECS = ("acc_peak_tflops", "acc_mem_bw_gbs", "acc_mem_gb", "acc_interconnect_gbs", "acc_flops_per_byte")
 # what the default feature list holds: physically meaningful columns; ids and names of submitters/systems are
-# used for grouping and reports only (a model must not memorize who submitted)
-DEFAULT_FEATURES = CATEGORICAL + NUMERIC
+# used for grouping and reports only (a model must not memorize who submitted). The raw spec magnitudes reach the
+# learner through the roofline only (its ceiling and the shares of its step): as features of their own, the linear
+# part fit a power law through a dozen accelerators that put a held-out one (L40S, PCIe-linked) at a fifth of its
+# measured figure
+DEFAULT_FEATURES = CATEGORICAL + tuple(c for c in NUMERIC if c not in RAW_SPECS)
 # the columns a row needs for a throughput prediction to mean anything
 REQUIRED = {"tokens_per_s_per_accelerator": ("model_family", "accelerator")}
 
@@ -260,7 +263,7 @@ def add_specs(frame: pd.DataFrame) -> pd.DataFrame:
     # target, and its weight data type field does not tell the math (rows stated "fp16" and "fp8" on one
     # accelerator measure the same), so a 16/32-bit one is taken as fp8 where the accelerator has fp8 math. The
     # roofline and its FLOP/s use it (``math_precision``), the stated one stays a feature
-    roof_prec = [_fitting_precision(p, b, m * (c if c == c else 1.0), a, submission=d is not None)
+    roof_prec = [_fitting_precision(p, b, m * (c if c == c else 1.0), a, submission=isinstance(d, str) and bool(d))
                  for p, b, m, c, a, d in zip(out["precision"], out["params_b"], out["acc_mem_gb"],
                                              out["accelerator_count"], accs, out["division"], strict=True)]
     out["precision_adjusted"] = [float(r != p) for r, p in zip(roof_prec, out["precision"], strict=True)]
