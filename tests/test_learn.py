@@ -107,16 +107,17 @@ def test_fit_save_load_predict_round_trip(small, model_dir):
 def test_predict_rows_missing_a_feature_get_an_error_in_their_row(small, model_dir):
     from benchmint.learn.api import predict_rows
 
-    df = small.head(4).copy()
+    df = pd.concat([small.head(4), small.iloc[[2]]], ignore_index=True)
     df.loc[1, "model.name"] = None
     df.loc[2, "system.accelerator.name"] = "AMD Instinct MI355X"  # never measured: extrapolated, with a note
     res = predict_rows(model_dir, df)
     r = res["rows"]
-    assert [x["row"] for x in r] == [0, 1, 2, 3]
+    assert [x["row"] for x in r] == [0, 1, 2, 3, 4]
     assert r[1]["prediction"] is None and "model_family" in r[1]["error"]
     assert r[0]["error"] is None and r[0]["prediction"] > 0 and r[0]["unit"] == "tokens/s per accelerator"
-    assert r[2]["basis"] == "new_accelerator" and "MI355X" in r[2]["note"]
-    assert (r[2]["upper"] / r[2]["lower"]) > (r[0]["upper"] / r[0]["lower"])  # less known, wider
+    assert r[2]["basis"] == "new_accelerator" and "MI355X" in r[2]["note"] and r[4]["basis"] == "seen"
+    # the same configuration on an accelerator never measured: less known, wider
+    assert (r[2]["upper"] / r[2]["lower"]) > (r[4]["upper"] / r[4]["lower"])
 
 
 def test_recommend_ranks_configurations_with_intervals(model_dir):

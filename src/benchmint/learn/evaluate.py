@@ -123,8 +123,10 @@ def evaluate(df: pd.DataFrame, target: str, split: str = "random", seed: int = 0
             new_fam = ~fte["model_family"].isin(set(ftr["model_family"].dropna()))
             need = tuple(n for n, m in (("seen", ~new_acc & ~new_fam), ("new_accelerator", new_acc & ~new_fam),
                                         ("new_model", new_fam)) if m.any())
-            # a pool a row needs may be missing (too few groups): the predictor then uses the widest pool
-            need = need if len(need) == 1 else POOLS
+            new_round = fte["round"].notna() & ~fte["round"].isin(set(ftr["round"].dropna()))
+            # a pool a row needs may be missing (too few groups, one training round): the predictor then uses the
+            # widest pool
+            need = need if len(need) == 1 and not new_round.any() else POOLS
             p = fit_features(ftr.reset_index(drop=True), ylog[tr], target, features, seed, pools=need)
             out = p.predict_features(feats.iloc[te].reset_index(drop=True))
             pred[te], lower[te], upper[te] = (out[c].to_numpy(dtype=float) for c in ("prediction", "lower", "upper"))

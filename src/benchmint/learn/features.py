@@ -53,7 +53,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            higher_is_better=False),
 )}
 
-CATEGORICAL = ("model_family", "task", "precision", "accelerator", "acc_vendor", "engine", "scenario", "latency_class",
+CATEGORICAL = ("model_family", "task", "precision", "math_precision", "accelerator", "acc_vendor", "engine", "scenario", "latency_class",
                "cpu_vendor", "division")
 # the engine's version is a number (a release never seen in training sorts next to its neighbours, where a
 # category would be unknown): major + minor / 100
@@ -68,8 +68,11 @@ NUMERIC = ("engine_version", "params_b", "active_params_b", "layers", "hidden", 
 # the power limit (TDP) and generation (launch date)
 RAW_SPECS = ("acc_peak_tflops", "acc_mem_bw_gbs", "acc_mem_gb", "acc_interconnect_gbs", "acc_flops_per_byte")
 # what the default feature list holds: physically meaningful columns; ids and names of submitters/systems are
-# used for grouping and reports only (a model must not memorize who submitted)
-DEFAULT_FEATURES = CATEGORICAL + NUMERIC
+# used for grouping and reports only (a model must not memorize who submitted). The raw spec magnitudes reach the
+# learner through the roofline only (its ceiling and the shares of its step): as features of their own, the linear
+# part fit a power law through a dozen accelerators that put a held-out one (L40S, PCIe-linked) at a fifth of its
+# measured figure
+DEFAULT_FEATURES = CATEGORICAL + tuple(c for c in NUMERIC if c not in RAW_SPECS)
 # the columns a row needs for a throughput prediction to mean anything
 REQUIRED = {"tokens_per_s_per_accelerator": ("model_family", "accelerator")}
 
@@ -256,15 +259,20 @@ def add_specs(frame: pd.DataFrame) -> pd.DataFrame:
     out["mem_fill"] = weights_gb / (out["acc_mem_gb"] * out["accelerator_count"].fillna(1.0))
     # the precision the run must have used: the stated one unless its weights leave no room for a KV cache in all
     # the system's accelerators together (submissions state "fp16" for models quantized to fp8), then the widest
-    # that does; the roofline and its FLOP/s use it, the stated one stays a feature
-    roof_prec = [_fitting_precision(p, b, m * (c if c == c else 1.0), a)
-                 for p, b, m, c, a in zip(out["precision"], out["params_b"], out["acc_mem_gb"],
-                                          out["accelerator_count"], accs, strict=True)]
+    # that does; an MLPerf submission (a division is set) may quantize to any numerics that meet its accuracy
+    # target, and its weight data type field does not tell the math (rows stated "fp16" and "fp8" on one
+    # accelerator measure the same), so a 16/32-bit one is taken as fp8 where the accelerator has fp8 math. The
+    # roofline and its FLOP/s use it (``math_precision``), the stated one stays a feature
+    roof_prec = [_fitting_precision(p, b, m * (c if c == c else 1.0), a, submission=isinstance(d, str) and bool(d))
+                 for p, b, m, c, a, d in zip(out["precision"], out["params_b"], out["acc_mem_gb"],
+                                             out["accelerator_count"], accs, out["division"], strict=True)]
     out["precision_adjusted"] = [float(r != p) for r, p in zip(roof_prec, out["precision"], strict=True)]
+    out["math_precision"] = roof_prec
+    out["acc_peak_tflops"] = _num(pd.Series([a.peak_tflops(p) if a else None for a, p in zip(accs, roof_prec, strict=True)],
+                                            index=out.index, dtype=object))
     rows = out.to_dict("records")
-    for r, prec, a in zip(rows, roof_prec, accs, strict=True):
+    for r, prec in zip(rows, roof_prec, strict=True):
         r["precision"] = prec
-        r["acc_peak_tflops"] = a.peak_tflops(prec) if a else None
     roofs = [roofline(r) for r in rows]
     out["roofline_tokens_per_s"] = pd.Series([r.tokens_per_s if r else np.nan for r in roofs], index=out.index,
                                              dtype=float)
@@ -284,12 +292,14 @@ BYTES_PER_PARAM = {"fp4": 0.5, "int4": 0.5, "fp8": 1.0, "int8": 1.0, "fp16": 2.0
 WEIGHTS_SHARE = 0.75  # weights above this share of the memory leave too little for a KV cache to serve a batch
 
 
-def _fitting_precision(prec: str | None, params_b: float, mem_gb: float, acc: Any) -> str:
+def _fitting_precision(prec: str | None, params_b: float, mem_gb: float, acc: Any, submission: bool = False) -> str:
     """The stated precision, or the widest narrower one (fp8, then fp4 where the accelerator has fp4 math, else
     int4) whose weights fit in ``WEIGHTS_SHARE`` of the memory. An unstated precision is fp8 where the accelerator
-    has fp8 math (what LLM results use there), else fp16."""
-    if not prec:
-        prec = "fp8" if acc is not None and acc.specs.get("fp8_tflops") else "fp16"
+    has fp8 math (what LLM results use there), else fp16; so is a stated 16/32-bit one of a ``submission`` (an
+    MLPerf result, which may quantize within its accuracy target)."""
+    has_fp8 = acc is not None and bool(acc.specs.get("fp8_tflops"))
+    if not prec or (submission and has_fp8 and BYTES_PER_PARAM.get(prec, 2.0) > 1.0):
+        prec = "fp8" if has_fp8 else (prec or "fp16")
     if not (params_b == params_b and mem_gb == mem_gb and mem_gb > 0):
         return prec
     steps = [prec] + [p for p in ("fp8", "fp4" if acc and acc.specs.get("fp4_tflops") else "int4")

@@ -46,7 +46,7 @@ SCHEMA_VERSION = "1.0"
 LEVEL = 0.90
 MIN_ROWS = 20  # below this, no learner: say how many rows there are and how many are needed
 ROOFLINE_TARGETS = ("tokens_per_s_per_accelerator",)
-POOLS = ("seen", "new_accelerator", "new_model")
+POOLS = ("seen", "new_accelerator", "new_model", "new_round")
 
 
 class _OneThread:
@@ -164,6 +164,34 @@ def _conformal_quantiles(res: np.ndarray, level: float = LEVEL) -> tuple[float, 
     return float(res[lo]), float(res[hi])
 
 
+def min_relative_error_shift(res: np.ndarray) -> float:
+    """The log shift ``c`` that minimizes the mean relative error ``|exp(c - r) - 1|`` over log residuals ``r``
+    (measured over predicted): the median of ``exp(r)`` weighted by ``exp(-r)``. A predictive distribution that is
+    wide or skewed towards over-prediction gets a point below its median (a relative error is bounded by 100% below
+    the measured value and unbounded above it); a narrow, symmetric one gets about 0."""
+    res = np.asarray(res, dtype=float)
+    res = res[np.isfinite(res)]
+    if len(res) == 0:
+        return 0.0
+    order = np.argsort(res)
+    r = res[order]
+    w = np.exp(-(r - r.min()))  # weights exp(-r), scaled for range
+    cum = np.cumsum(w)
+    return float(r[np.searchsorted(cum, 0.5 * cum[-1])])
+
+
+def _point_shift(pool: np.ndarray) -> float:
+    """:func:`min_relative_error_shift`, kept inside the pool's middle half: where the residuals scatter so widely
+    that the least expected relative error is reached near zero (a relative error below the measured value is at
+    most 100%), the point stays a plausible figure (the quartile) rather than chasing the metric."""
+    pool = np.asarray(pool, dtype=float)
+    pool = pool[np.isfinite(pool)]
+    if len(pool) == 0:
+        return 0.0
+    q1, q3 = np.percentile(pool, [25, 75])
+    return float(np.clip(min_relative_error_shift(pool), q1, q3))
+
+
 @dataclass
 class Predictor:
     target: str
@@ -178,6 +206,12 @@ class Predictor:
     train_ids: list[str]
     n_train: int
     evaluation: dict[str, Any] = field(default_factory=dict)
+    # per pool: a model of how far off a row's prediction tends to be (its log residual's scale, learned from the
+    # pool's out-of-fold residuals), so that the interval is wide where the rows like it were hard to predict (an
+    # engine or submitter whose results scatter) and narrow where they were not; the pool's residuals divided by
+    # their rows' scale (``scaled_pools``) give the quantiles. Empty in folders written before: plain pools answer
+    scales: dict[str, Any] = field(default_factory=dict)
+    scaled_pools: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def unit(self) -> str:
@@ -224,7 +258,12 @@ class Predictor:
         log_pred = self.offset(feats) + self.model.predict(self.matrix(feats))
         fam_seen = feats["model_family"].isin(self.seen.get("model_family", []))
         acc_seen = feats["accelerator"].isin(self.seen.get("accelerator", []))
+        rounds = self.seen.get("round", [])
+        new_round = feats["round"].map(lambda r: r is not None and bool(rounds) and str(r) not in rounds) \
+            if "round" in feats.columns else pd.Series(False, index=feats.index)
         lr = feats["log_roofline"].to_numpy(dtype=float) if "log_roofline" in feats else np.full(n, np.nan)
+        X = self.matrix(feats)
+        scale = {name: _predict_scale(m, X) for name, m in self.scales.items()}
         for i, idx in enumerate(feats.index):
             if errors[i]:
                 out.at[idx, "error"] = errors[i]
@@ -246,20 +285,48 @@ class Predictor:
                 why = ("the accelerator is not in the spec table" if not feats["acc_known"].iloc[i]
                        else "the model size is unknown")
                 note = (note + "; " if note else "") + f"no roofline prior ({why}): the learner alone answers"
-            pool = self.pools.get(basis) or self._widest_pool()
-            q_lo, q_hi = _conformal_quantiles(np.asarray(pool))
-            out.at[idx, "prediction"] = math.exp(lp)
+            pool = self._row_pool(basis if basis in self.pools else self._widest_pool_name(), scale, i)
+            q_lo, q_hi = _conformal_quantiles(pool)
+            shift = _point_shift(pool)
+            if basis != "seen" and "seen" in self.pools:
+                # knowing less never narrows: at least the interval of a row like it on a measured accelerator
+                s_lo, s_hi = _conformal_quantiles(self._row_pool("seen", scale, i))
+                q_lo, q_hi = min(q_lo, s_lo), max(q_hi, s_hi)
+            if new_round.iloc[i]:
+                # a round the training rows do not have: software and submissions move between rounds, so the
+                # interval is at least as wide as the errors of predicting one training round from the others (the
+                # widest pool when the training rows hold one round, which cannot measure that drift)
+                r_pool = self._row_pool("new_round" if "new_round" in self.pools else self._widest_pool_name(),
+                                        scale, i)
+                r_lo, r_hi = _conformal_quantiles(r_pool)
+                if r_hi - r_lo > q_hi - q_lo:
+                    shift = _point_shift(r_pool)
+                q_lo, q_hi = min(q_lo, r_lo), max(q_hi, r_hi)
+                note = (note + "; " if note else "") + (f"round {feats['round'].iloc[i]} is not in the training "
+                                                        "rows: the interval covers the drift between rounds")
+            # the point: the figure with the least expected relative error under the pool's residuals (the learner's
+            # median estimate moved by ``shift``); the interval is the pool's quantiles around the median estimate
+            out.at[idx, "prediction"] = math.exp(lp + shift)
             out.at[idx, "lower"] = math.exp(lp + q_lo)
             out.at[idx, "upper"] = math.exp(lp + q_hi)
             out.at[idx, "basis"] = basis
             out.at[idx, "note"] = note
         return out
 
-    def _widest_pool(self) -> list[float]:
-        pools = [p for p in self.pools.values() if p]
-        if not pools:
-            return []
-        return max(pools, key=lambda p: float(np.subtract(*np.nanpercentile(p, [95, 5]))))
+    def _widest_pool_name(self) -> str | None:
+        names = [k for k, p in self.pools.items() if p]
+        if not names:
+            return None
+        return max(names, key=lambda k: float(np.subtract(*np.nanpercentile(self.pools[k], [95, 5]))))
+
+    def _row_pool(self, name: str | None, scale: dict[str, np.ndarray], i: int) -> np.ndarray:
+        """The residuals a row's interval and point come from: the pool's scaled residuals times the row's scale
+        where the pool has a scale model, else the pool itself."""
+        if name is None:
+            return np.asarray([])
+        if name in scale and self.scaled_pools.get(name):
+            return np.asarray(self.scaled_pools[name]) * scale[name][i]
+        return np.asarray(self.pools.get(name) or [])
 
     def _row_errors(self, feats: pd.DataFrame) -> list[str | None]:
         required = list(REQUIRED.get(self.target, ()))
@@ -279,11 +346,15 @@ class Predictor:
         out.mkdir(parents=True, exist_ok=True)
         with open(out / "model.pkl", "wb") as f:
             pickle.dump(self.model, f)
+        if self.scales:
+            with open(out / "scales.pkl", "wb") as f:
+                pickle.dump(self.scales, f)
         meta = {
             "schema_version": SCHEMA_VERSION, "kind": "benchmint-predictor", "target": self.target,
             "unit": self.unit, "features": self.features, "categories": self.categories,
             "use_roofline": self.use_roofline, "base_log": self.base_log,
             "roofline_log_ratio": self.roofline_log_ratio, "pools": self.pools, "seen": self.seen,
+            "scaled_pools": self.scaled_pools,
             "n_train": self.n_train, "interval_level": LEVEL, "evaluation": self.evaluation,
         }
         write_json(out / "predictor.json", meta)
@@ -304,12 +375,17 @@ def load_predictor(model_dir: str | Path) -> Predictor:
         model = pickle.load(f)  # noqa: S301 - a model folder this tool wrote
     ids_path = d / "train_ids.json"
     ids = read_json(ids_path).get("ids", []) if ids_path.is_file() else []
+    scales = {}
+    if (d / "scales.pkl").is_file():
+        with open(d / "scales.pkl", "rb") as f:
+            scales = pickle.load(f)  # noqa: S301 - a model folder this tool wrote
     return Predictor(
         target=meta["target"], features=list(meta["features"]), categories=dict(meta["categories"]), model=model,
         use_roofline=bool(meta["use_roofline"]), base_log=float(meta["base_log"]),
         roofline_log_ratio=float(meta["roofline_log_ratio"]), pools={k: list(v) for k, v in meta["pools"].items()},
         seen={k: list(v) for k, v in meta["seen"].items()}, train_ids=list(ids), n_train=int(meta["n_train"]),
-        evaluation=meta.get("evaluation") or {},
+        evaluation=meta.get("evaluation") or {}, scales=scales,
+        scaled_pools={k: list(v) for k, v in (meta.get("scaled_pools") or {}).items()},
     )
 
 
@@ -359,10 +435,69 @@ def fit_features(feats: pd.DataFrame, ylog: np.ndarray, target: str, features: l
                      roofline_log_ratio=ratio, pools={}, seen={}, train_ids=[str(i) for i in feats["id"]],
                      n_train=len(feats))
     pred.model = _learner(seed).fit(pred.matrix(feats), ylog - pred.offset(feats))
-    pred.seen = {c: sorted({str(v) for v in feats[c].dropna()}) for c in ("accelerator", "model_family")}
+    pred.seen = {c: sorted({str(v) for v in feats[c].dropna()}) for c in ("accelerator", "model_family", "round")
+                 if c in feats.columns}
     if inner_cv:
-        pred.pools = residual_pools(feats, ylog, pred, seed, pools)
+        aligned = residual_pools(feats, ylog, pred, seed, pools, aligned=True)
+        pred.pools = {k: [float(r) for r in v if np.isfinite(r)] for k, v in aligned.items()}
+        X = pred.matrix(feats)
+        for name, column in SCALED_POOLS.items():
+            res = aligned.get(name)
+            if res is None:
+                continue
+            ok = np.isfinite(res)
+            model = _fit_scale(X[ok], res[ok], seed)
+            if model is not None:
+                pred.scales[name] = model
+                # held out as the pool's residuals were: a scale model must not know the accelerator (round) it is
+                # asked about when the pool stands for accelerators (rounds) never seen
+                groups = (duplicate_groups(feats[ok]) if column is None else as_text(feats.loc[ok, column]))
+                pred.scaled_pools[name] = [float(r) for r in res[ok] / _cross_scale(
+                    X[ok], res[ok], groups.to_numpy().astype(str), seed)]
     return pred
+
+
+# pool -> the column its residuals held out (None: near-duplicate groups); the new_model pool is the roofline's
+# alone, with no features to scale by
+SCALED_POOLS = {"seen": None, "new_accelerator": "accelerator", "new_round": "round"}
+MIN_SCALE_ROWS = 60  # below this many residuals, one scale for all rows (the plain pool)
+
+
+def _fit_scale(X: pd.DataFrame, res: np.ndarray, seed: int):
+    """A small, regularized model of log |residual| on the features (the row's expected error scale), or None with
+    too few residuals. Normalized conformal: its exp, clipped to a tenth..ten times its median, divides the
+    residuals."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    if len(res) < MIN_SCALE_ROWS:
+        return None
+    floor = max(float(np.median(np.abs(res))) * 0.1, 1e-3)
+    model = HistGradientBoostingRegressor(max_iter=60, learning_rate=0.1, max_depth=3, max_leaf_nodes=8,
+                                          min_samples_leaf=20, l2_regularization=1.0,
+                                          categorical_features="from_dtype", random_state=seed)
+    model.fit(X, np.log(np.abs(res) + floor))
+    pred = model.predict(X)
+    return {"model": model, "lo": float(np.median(pred) - math.log(10.0)), "hi": float(np.median(pred) + math.log(10.0))}
+
+
+def _cross_scale(X: pd.DataFrame, res: np.ndarray, groups: np.ndarray, seed: int) -> np.ndarray:
+    """Each residual's scale from a scale model fit without its near-duplicate group (cross-fitting): dividing
+    residuals by scales fit on themselves would make them look smaller than a new row's and the interval too
+    narrow."""
+    from sklearn.model_selection import GroupKFold
+
+    out = np.ones(len(res))
+    n = len(np.unique(groups))
+    if n < 2:
+        return out
+    for tr, te in GroupKFold(n_splits=min(5, n)).split(X, res, groups):
+        m = _fit_scale(X.iloc[tr], res[tr], seed)
+        out[te] = _predict_scale(m, X.iloc[te]) if m is not None else float(np.median(np.abs(res[tr])) or 1.0)
+    return out
+
+
+def _predict_scale(scale: dict[str, Any], X: pd.DataFrame) -> np.ndarray:
+    return np.exp(np.clip(scale["model"].predict(X), scale["lo"], scale["hi"]))
 
 
 def _oof(feats: pd.DataFrame, ylog: np.ndarray, groups: np.ndarray, template: Predictor, n_splits: int,
@@ -386,14 +521,16 @@ def _oof(feats: pd.DataFrame, ylog: np.ndarray, groups: np.ndarray, template: Pr
 
 
 def residual_pools(feats: pd.DataFrame, ylog: np.ndarray, template: Predictor, seed: int = 0,
-                   which: tuple[str, ...] = POOLS) -> dict[str, list]:
-    pools: dict[str, list] = {}
+                   which: tuple[str, ...] = POOLS, aligned: bool = False) -> dict[str, Any]:
+    """Out-of-fold log residuals per pool: lists of the finite ones, or (``aligned``) arrays with one value per
+    row (NaN where none) for the pools that come from the learner (``new_model``'s stay a list)."""
+    pools: dict[str, Any] = {}
     if "seen" in which:
         dup = duplicate_groups(feats).to_numpy().astype(str)
-        pools["seen"] = [float(r) for r in _oof(feats, ylog, dup, template, 4, seed) if np.isfinite(r)]
+        pools["seen"] = _oof(feats, ylog, dup, template, 4, seed)
     acc = as_text(feats["accelerator"]).to_numpy().astype(str)
     if "new_accelerator" in which and len(np.unique(acc)) >= 3:
-        pools["new_accelerator"] = [float(r) for r in _oof(feats, ylog, acc, template, 5, seed) if np.isfinite(r)]
+        pools["new_accelerator"] = _oof(feats, ylog, acc, template, 5, seed)
     if "new_model" in which and template.use_roofline:
         fam = as_text(feats["model_family"]).to_numpy().astype(str)
         ratio = ylog - feats["log_roofline"].to_numpy(dtype=float)
@@ -405,4 +542,10 @@ def residual_pools(feats: pd.DataFrame, ylog: np.ndarray, template: Predictor, s
                 res.extend(float(r) for r in mine - np.median(other))
         if len(np.unique(fam)) >= 3:
             pools["new_model"] = res
+    rounds = as_text(feats["round"]).to_numpy().astype(str) if "round" in feats.columns else None
+    if "new_round" in which and rounds is not None and len(np.unique(rounds[rounds != "none"])) >= 2:
+        pools["new_round"] = _oof(feats, ylog, rounds, template, 5, seed)
+    if not aligned:
+        pools = {k: [float(r) for r in v if np.isfinite(r)] if isinstance(v, np.ndarray) else v
+                 for k, v in pools.items()}
     return pools
