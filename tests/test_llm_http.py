@@ -79,7 +79,20 @@ def plain(status: str, body: bytes) -> bytes:
     return f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
 
 
+TRANSPORT = {"name": "h1"}  # the HTTP backend's transport the tests of this module (and of test_llm_sse) run on
+
+
+@pytest.fixture(autouse=True, params=["h1", "aiohttp"])
+def transport(request):
+    """Every test here runs against both transports: the lean HTTP/1.1 one and aiohttp."""
+    TRANSPORT["name"] = request.param
+    yield request.param
+    TRANSPORT["name"] = "h1"
+
+
 def run_one(url: str, api: str = "completions", stream: bool = True, timeout_s: float = 5.0, **kw):
+    kw.setdefault("transport", TRANSPORT["name"])
+
     async def go():
         b = create_backend("openai-http", url=url, model="m", api=api, stream=stream, timeout_s=timeout_s, **kw)
         await b.start()
@@ -230,7 +243,7 @@ def test_server_down_is_connect_error():
 def test_one_backend_serves_several_event_loops():
     resp = sse_response([CHUNK % b"a", b"data: [DONE]"])
     with FaultServer(lambda sock, h, body: sock.sendall(resp)) as s:
-        b = create_backend("openai-http", url=s.url, model="m")
+        b = create_backend("openai-http", url=s.url, model="m", transport=TRANSPORT["name"])
 
         async def go():
             return await b.generate(GenRequest(id=1, prompt="hi", max_tokens=1))  # no start(): made on demand

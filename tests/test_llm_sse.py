@@ -3,7 +3,7 @@ line ends) however the stream is cut into reads, and the HTTP backend reads such
 
 from __future__ import annotations
 
-from test_llm_http import FaultServer, run_one
+from test_llm_http import FaultServer, run_one, transport  # noqa: F401  (transport: both transports)
 
 from benchmint.llm.backends.sse import SSEDecoder
 
