@@ -132,16 +132,22 @@ class MockProtocol(asyncio.Protocol):
             return
         t.write(SSE_HEAD)
         loop = asyncio.get_running_loop()
-        for k, ev in enumerate(evs):
-            if k == 0 and self.truth is not None:
-                loop.call_later(self.ttft_s, self._first, t, ev, self.t_read)
-            else:
-                loop.call_later(self.ttft_s + k * self.itl_s, t.write, ev)
-        loop.call_later(self.ttft_s + len(evs) * self.itl_s, t.write, tail)
+        start = loop.time() + self.ttft_s
+        loop.call_at(start, self._drip, t, evs, tail, 0, start, self.t_read)
 
-    def _first(self, t: asyncio.Transport, ev: bytes, t_read: int) -> None:
-        self.truth.append((t_read, now_ns()))  # type: ignore[union-attr]
-        t.write(ev)
+    def _drip(self, t: asyncio.Transport, evs: list[bytes], tail: bytes, k: int, start: float, t_read: int) -> None:
+        """Chunk ``k`` of an answer, at ``start + k * itl`` (each write schedules the next, so that the writes of
+        one answer stay in order however late the loop runs; a late one is not caught up)."""
+        if t.is_closing():
+            return
+        if k == len(evs):
+            t.write(tail)
+            return
+        if k == 0 and self.truth is not None:
+            self.truth.append((t_read, now_ns()))
+        t.write(evs[k])
+        loop = asyncio.get_running_loop()
+        loop.call_at(max(start + (k + 1) * self.itl_s, loop.time()), self._drip, t, evs, tail, k + 1, start, t_read)
 
 
 async def serve(host: str, port: int, tokens: int, itl_ms: float, ttft_ms: float, record: bool = False) -> None:
