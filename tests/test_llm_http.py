@@ -333,6 +333,13 @@ def test_keep_alive_reuses_the_connection_unless_the_server_closes_it():
         assert s.count == 3 and s.conns == 3
 
 
+def test_an_informational_answer_before_the_answer_is_skipped():
+    resp = sse_response([CHUNK % b"a", b"data: [DONE]"])
+    with FaultServer(lambda sock, h, b: sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n" + resp)) as s:
+        r = run_one(s.url)
+    assert r.ok and r.text == "a", r.error
+
+
 def test_a_body_that_ends_with_the_connection_is_complete():
     events = CHUNK % b"a" + b"\n\n" + b'data: {"choices":[],"usage":{"completion_tokens":1}}\n\n' + b"data: [DONE]\n\n"
 

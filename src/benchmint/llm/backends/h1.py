@@ -136,14 +136,20 @@ class Connection(asyncio.Protocol):
             self.framed = True
 
     def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if status < 200:  # 1xx (100 Continue, 103 Early Hints): the answer follows
+            self.head_done = False
+            return
         self.head_done = True
         if self.ex is not None:
-            self.ex.headers(self.parser.get_status_code())
+            self.ex.headers(status)
 
     def on_body(self, body: bytes) -> None:
         self.pending.append(body)
 
     def on_message_complete(self) -> None:
+        if not self.head_done:  # the end of a 1xx answer: the request's own answer is still to come
+            return
         if self.pending:
             self._hand_over()
         ex, self.ex = self.ex, None
