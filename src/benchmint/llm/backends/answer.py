@@ -77,22 +77,29 @@ class StreamRead:
     def feed(self, piece: bytes, t: int) -> bool:
         """The events completed by ``piece`` (read at ``t``); ``b""`` is the end of the stream."""
         if piece:
-            datas = self.sse.simple(piece)
-            if datas is not None and self._fast(datas, t):
+            joined = self.sse.simple(piece)
+            if joined is not None and self._fast(joined, t):
                 return self.done
             events = self.sse.feed(piece)
         else:
             events = self.sse.finish()
         return self._events(events, t)
 
-    def _fast(self, datas: list[bytes], t: int) -> bool:
-        """A read of whole data events of the usual shape, decoded in one call; False (nothing changed) when
-        the read has anything else: an error, a ``[DONE]`` before its end, an event of another shape."""
-        done = datas[-1] == b"[DONE]"
+    def _fast(self, body: bytes, t: int) -> bool:
+        """A read of whole data events of the usual shape (their data joined with commas), decoded in one call;
+        False (nothing changed) when the read has anything else: an error, a ``[DONE]`` before its end, an event
+        of another shape."""
+        done = body.endswith(b"[DONE]")
         if done:
-            datas = datas[:-1]
-        if datas:
-            body = b",".join(datas)
+            if body == b"[DONE]":
+                body = b""
+            elif body.endswith(b",[DONE]"):
+                body = body[:-7]
+            else:
+                return False
+        elif not body:  # an empty data event: not JSON (the slow path says so)
+            return False
+        if body:
             if b"[DONE]" in body or b'"error"' in body:
                 return False
             try:
