@@ -1,9 +1,14 @@
 """OpenAI-compatible HTTP backend: ``/v1/completions`` and ``/v1/chat/completions``, streamed (SSE) or not.
 
-One pooled aiohttp session per event loop (so each worker process/loop reuses its keep-alive connections).
-The streaming reader is deliberately cheap: it decodes the byte stream into SSE events as the spec says
-(``sse.py``: lines of one event's ``data:`` fields joined with a newline), stamps each event with the monotonic
-clock of the read that completed it and parses its data with orjson. Server quirks handled:
+Two transports, one per event loop each (so each worker process/loop reuses its keep-alive connections):
+``h1`` (``h1.py``: asyncio protocols, httptools' parser, a keep-alive pool), the default for ``http://``, and
+an aiohttp session for ``https://``, a connection limit (``max_connections``) or ``transport="aiohttp"``. Both
+read the answer with the same code (``answer.py``), which is deliberately cheap: it decodes the byte stream into
+SSE events as the spec says (``sse.py``: lines of one event's ``data:`` fields joined with a newline), stamps
+each event with the monotonic clock of the read that completed it (on ``h1``, taken in the socket callback)
+and decodes a read's events of the usual shape in one msgspec call, any other event alone with orjson.
+Timeouts (``timeout_s`` for the whole request, ``connect_timeout_s`` for a new connection) and error kinds are
+the same on both. Server quirks handled:
 
 - ``data:`` with or without a space (TGI's axum writes ``data:{...}``), CRLF or CR line ends, SSE comments
   (``: ping``) and ``event:`` lines are skipped, and a last event with no closing blank line still counts;
