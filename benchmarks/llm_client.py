@@ -19,7 +19,7 @@ per streamed request is printed: the workers' own CPU time (user + system, every
 their last answer, summed, over the completed requests.
 
     .venv/bin/python benchmarks/llm_client.py [--rates 500,1000,1500,2000] [--duration 8] [--repeat 1]
-        [--tokens 16] [--itl-ms 0] [--workers 0,1,2] [--truth]
+        [--tokens 16] [--itl-ms 0] [--workers 0,1,2] [--transports auto,aiohttp] [--truth]
 """
 
 from __future__ import annotations
@@ -41,13 +41,15 @@ sys.path.insert(0, str(ROOT / "tests"))
 from local_port import free_port, wait_port  # noqa: E402
 
 
-def run_once(url: str, rate: float, duration: float, tokens: int, work: Path, seed: int, workers: int = 0) -> dict:
-    out = work / f"r{rate:g}-s{seed}-w{workers}"
+def run_once(url: str, rate: float, duration: float, tokens: int, work: Path, seed: int, workers: int = 0,
+             transport: str = "auto") -> dict:
+    out = work / f"r{rate:g}-s{seed}-w{workers}-{transport}"
     cmd = BENCHMINT + [
         "llm", "bench", "--url", url, "--model", "mock", "--scenario", "server", "--rate", str(rate),
         "--duration", str(duration), "--output-tokens", str(tokens), "--seed", str(seed), "--warmup", "32", "--no-progress",
         "--quiet", "--out", str(out), "--results", str(work / "store"), "--no-server-metrics",
-    ] + (["--workers", str(workers)] if workers else [])
+    ] + (["--workers", str(workers)] if workers else []) + (
+        ["--backend-option", f"transport={transport}"] if transport != "auto" else [])
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=duration * 4 + 300)
     if p.returncode != 0:
@@ -66,6 +68,7 @@ def run_once(url: str, rate: float, duration: float, tokens: int, work: Path, se
     return {
         "rate": rate,
         "workers": workers,
+        "transport": transport,
         "cpu_us_per_req": 1e6 * cpu / res["requests"]["completed"] if ws and res["requests"]["completed"] else None,
         "sent": res["requests"]["sent"],
         "failed": res["requests"]["failed"],
@@ -98,6 +101,8 @@ def main() -> None:
     ap.add_argument("--itl-ms", type=float, default=0.0, help="mock server time between chunks")
     ap.add_argument("--stop-after-fail", type=int, default=2, help="stop after this many failing rates in a row")
     ap.add_argument("--workers", default="0", help="comma list: 0 = one process, N = llm bench --workers N")
+    ap.add_argument("--transports", default="auto",
+                    help="comma list of the HTTP backend's transports (auto, h1, aiohttp), run in turn at each point")
     ap.add_argument("--truth", action="store_true", help="print the client's TTFT over the server's own (p50, p99)")
     a = ap.parse_args()
     port = free_port()
@@ -109,20 +114,21 @@ def main() -> None:
     print(f"cpus: {os.cpu_count()}, load average at start: {os.getloadavg()[0]:.2f}; mock server pid {mock.pid} "
           f"(tokens={a.tokens}, itl_ms={a.itl_ms}), duration {a.duration:g} s per run, Poisson arrivals")
     best = None
-    fails: dict[int, int] = {}  # failing rates in a row, per number of workers
+    fails: dict[tuple[int, str], int] = {}  # failing rates in a row, per number of workers and transport
     try:
         wait_port(port)
         url = f"http://127.0.0.1:{port}/v1"
         with tempfile.TemporaryDirectory() as d:
-            print(f"{'workers':>7} {'target':>7} {'offered':>8} {'achieved':>9} {'ratio':>6} {'lag p50':>8} "
+            print(f"{'transport':>9} {'workers':>7} {'target':>7} {'offered':>8} {'achieved':>9} {'ratio':>6} {'lag p50':>8} "
                   f"{'lag p99':>8} {'lag max':>8} {'cpu/req':>8} {'failed':>6}  pass")
-            plan = [(float(x), int(w)) for x in a.rates.split(",") for w in a.workers.split(",")]
-            for rate, nw in plan:
-                if fails.get(nw, 0) >= a.stop_after_fail:  # this number of workers failed at lower rates
+            plan = [(float(x), int(w), tr) for x in a.rates.split(",") for w in a.workers.split(",")
+                    for tr in a.transports.split(",")]
+            for rate, nw, tr in plan:
+                if fails.get((nw, tr), 0) >= a.stop_after_fail:  # this number of workers failed at lower rates
                     continue
                 runs = []
                 for seed in range(a.repeat):
-                    runs.append(run_once(url, rate, a.duration, a.tokens, Path(d), seed, nw))
+                    runs.append(run_once(url, rate, a.duration, a.tokens, Path(d), seed, nw, tr))
                     if a.truth:
                         runs[-1]["server_ttft_ms"] = server_truth(url)
                 ok_runs = []
@@ -134,7 +140,7 @@ def main() -> None:
                     r["pass"] = passed
                     ok_runs.append(r)
                     cpu = "-" if r["cpu_us_per_req"] is None else f"{r['cpu_us_per_req']:6.0f}us"
-                    print(f"{nw:7d} {rate:7g} {r['offered']:8.1f} {r['achieved']:9.1f} {r['ratio']:6.3f} "
+                    print(f"{tr:>9} {nw:7d} {rate:7g} {r['offered']:8.1f} {r['achieved']:9.1f} {r['ratio']:6.3f} "
                           f"{r['lag_p50_ms']:7.2f}ms {r['lag_p99_ms']:7.2f}ms {r['lag_max_ms']:7.2f}ms {cpu:>8} "
                           f"{r['failed']:6d}  {'yes' if passed else 'NO'}"
                           + (f"  errors: {r['errors']}" if r["errors"] else ""), flush=True)
@@ -145,9 +151,9 @@ def main() -> None:
                               f"p99 +{c99 - s99:.3f} ms (load average {os.getloadavg()[0]:.2f})", flush=True)
                 if any(r.get("pass") for r in ok_runs):
                     best = max(best or 0.0, max(r["achieved"] for r in ok_runs if r.get("pass")))
-                    fails[nw] = 0
+                    fails[(nw, tr)] = 0
                 else:
-                    fails[nw] = fails.get(nw, 0) + 1
+                    fails[(nw, tr)] = fails.get((nw, tr), 0) + 1
     finally:
         mock.terminate()
         mock.wait(timeout=10)
