@@ -3,7 +3,10 @@
 It answers ``POST /v1/completions`` and ``/v1/chat/completions`` with canned SSE chunks (``--tokens`` of them,
 honouring ``max_tokens`` when smaller), a usage chunk and ``[DONE]``; ``GET /v1/models`` and ``/health``.
 HTTP/1.1 keep-alive, chunked transfer encoding. ``--itl-ms`` spaces the chunks out (0: written at once);
-``--ttft-ms`` delays the first one. It parses only what it needs (headers, Content-Length, max_tokens, stream),
+``--ttft-ms`` delays the first one. ``--record`` keeps the server's own time to first token of each streamed
+request (from the request's last byte read to its first content chunk written, ``time.perf_counter_ns``: the
+same monotonic clock as the client's on this host) and hands them out at ``GET /truth`` (JSON, those recorded
+since the last call, in arrival order). It parses only what it needs (headers, Content-Length, max_tokens, stream),
 so that one process can serve well over a thousand streamed requests per second on one core.
 
     python benchmarks/mock_openai_server.py --port 8123 [--tokens 16] [--itl-ms 0] [--ttft-ms 0]
@@ -13,7 +16,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import re
+import time
+
+now_ns = time.perf_counter_ns
 
 _MAX_TOKENS = re.compile(rb'"max_(?:completion_)?tokens"\s*:\s*(\d+)')
 _STREAM_FALSE = re.compile(rb'"stream"\s*:\s*false')
@@ -67,8 +74,10 @@ def _plain(status: bytes, body: bytes, ctype: bytes = b"application/json") -> by
 
 
 class MockProtocol(asyncio.Protocol):
-    def __init__(self, canned: Canned, itl_s: float, ttft_s: float):
+    def __init__(self, canned: Canned, itl_s: float, ttft_s: float, truth: list[tuple[int, int]] | None = None):
         self.canned, self.itl_s, self.ttft_s = canned, itl_s, ttft_s
+        self.truth = truth  # (request read, first chunk written) per streamed request, when recording
+        self.t_read = 0
         self.buf = b""
         self.transport: asyncio.Transport | None = None
 
@@ -76,6 +85,7 @@ class MockProtocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        self.t_read = now_ns()
         self.buf += data
         while True:
             end = self.buf.find(b"\r\n\r\n")
@@ -98,7 +108,11 @@ class MockProtocol(asyncio.Protocol):
         assert t is not None
         method, path = first[0], first[1] if len(first) > 1 else b"/"
         if method == b"GET":
-            if path.endswith(b"/models"):
+            if path == b"/truth" and self.truth is not None:
+                body = json.dumps({"ttft_ns": [b - a for a, b in self.truth]}).encode()
+                self.truth.clear()
+                t.write(_plain(b"200 OK", body))
+            elif path.endswith(b"/models"):
                 t.write(_plain(b"200 OK", b'{"object":"list","data":[{"id":"mock","object":"model"}]}'))
             else:
                 t.write(_plain(b"200 OK", b'{"status":"ok"}'))
@@ -112,20 +126,37 @@ class MockProtocol(asyncio.Protocol):
             return
         evs, tail = self.canned.stream(chat, n)
         if self.itl_s <= 0 and self.ttft_s <= 0:
+            if self.truth is not None:
+                self.truth.append((self.t_read, now_ns()))
             t.write(SSE_HEAD + b"".join(evs) + tail)
             return
         t.write(SSE_HEAD)
         loop = asyncio.get_running_loop()
-        for k, ev in enumerate(evs):
-            loop.call_later(self.ttft_s + k * self.itl_s, t.write, ev)
-        loop.call_later(self.ttft_s + len(evs) * self.itl_s, t.write, tail)
+        start = loop.time() + self.ttft_s
+        loop.call_at(start, self._drip, t, evs, tail, 0, start, self.t_read)
+
+    def _drip(self, t: asyncio.Transport, evs: list[bytes], tail: bytes, k: int, start: float, t_read: int) -> None:
+        """Chunk ``k`` of an answer, at ``start + k * itl`` (each write schedules the next, so that the writes of
+        one answer stay in order however late the loop runs; a late one is not caught up)."""
+        if t.is_closing():
+            return
+        if k == len(evs):
+            t.write(tail)
+            return
+        if k == 0 and self.truth is not None:
+            self.truth.append((t_read, now_ns()))
+        t.write(evs[k])
+        loop = asyncio.get_running_loop()
+        loop.call_at(max(start + (k + 1) * self.itl_s, loop.time()), self._drip, t, evs, tail, k + 1, start, t_read)
 
 
-async def serve(host: str, port: int, tokens: int, itl_ms: float, ttft_ms: float) -> None:
+async def serve(host: str, port: int, tokens: int, itl_ms: float, ttft_ms: float, record: bool = False) -> None:
     loop = asyncio.get_running_loop()
     canned = Canned(tokens)
+    truth: list[tuple[int, int]] | None = [] if record else None
     server = await loop.create_server(
-        lambda: MockProtocol(canned, itl_ms / 1000, ttft_ms / 1000), host, port, backlog=4096, reuse_address=True
+        lambda: MockProtocol(canned, itl_ms / 1000, ttft_ms / 1000, truth), host, port, backlog=4096,
+        reuse_address=True,
     )
     print(f"mock OpenAI server on http://{host}:{port}/v1", flush=True)
     async with server:
@@ -139,13 +170,15 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=16, help="chunks per streamed answer (at most max_tokens)")
     ap.add_argument("--itl-ms", type=float, default=0.0, help="time between chunks (0: all at once)")
     ap.add_argument("--ttft-ms", type=float, default=0.0, help="delay before the first chunk")
+    ap.add_argument("--record", action="store_true", help="keep the server's own TTFT per request (GET /truth)")
     a = ap.parse_args()
+    args = (a.host, a.port, a.tokens, a.itl_ms, a.ttft_ms, a.record)
     try:
         import uvloop
 
-        uvloop.run(serve(a.host, a.port, a.tokens, a.itl_ms, a.ttft_ms))
+        uvloop.run(serve(*args))
     except ImportError:
-        asyncio.run(serve(a.host, a.port, a.tokens, a.itl_ms, a.ttft_ms))
+        asyncio.run(serve(*args))
     except KeyboardInterrupt:
         pass
 

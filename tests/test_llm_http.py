@@ -6,6 +6,7 @@ import asyncio
 import socket
 import socketserver
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -25,6 +26,7 @@ class FaultServer:
 
         class H(socketserver.BaseRequestHandler):
             def handle(self) -> None:
+                outer.conns += 1
                 sock = self.request
                 sock.settimeout(5)
                 buf = b""
@@ -53,7 +55,8 @@ class FaultServer:
             daemon_threads = True
             allow_reuse_address = True
 
-        self.count = 0
+        self.count = 0  # requests
+        self.conns = 0  # connections
         self.srv = S(("127.0.0.1", 0), H)
         self.port = self.srv.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/v1"
@@ -79,7 +82,20 @@ def plain(status: str, body: bytes) -> bytes:
     return f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
 
 
+TRANSPORT = {"name": "h1"}  # the HTTP backend's transport the tests of this module (and of test_llm_sse) run on
+
+
+@pytest.fixture(autouse=True, params=["h1", "aiohttp"])
+def transport(request):
+    """Every test here runs against both transports: the lean HTTP/1.1 one and aiohttp."""
+    TRANSPORT["name"] = request.param
+    yield request.param
+    TRANSPORT["name"] = "h1"
+
+
 def run_one(url: str, api: str = "completions", stream: bool = True, timeout_s: float = 5.0, **kw):
+    kw.setdefault("transport", TRANSPORT["name"])
+
     async def go():
         b = create_backend("openai-http", url=url, model="m", api=api, stream=stream, timeout_s=timeout_s, **kw)
         await b.start()
@@ -230,7 +246,7 @@ def test_server_down_is_connect_error():
 def test_one_backend_serves_several_event_loops():
     resp = sse_response([CHUNK % b"a", b"data: [DONE]"])
     with FaultServer(lambda sock, h, body: sock.sendall(resp)) as s:
-        b = create_backend("openai-http", url=s.url, model="m")
+        b = create_backend("openai-http", url=s.url, model="m", transport=TRANSPORT["name"])
 
         async def go():
             return await b.generate(GenRequest(id=1, prompt="hi", max_tokens=1))  # no start(): made on demand
@@ -238,3 +254,106 @@ def test_one_backend_serves_several_event_loops():
         r1 = asyncio.run(go())  # first loop: its session is left open on purpose (the loop closes)
         r2 = asyncio.run(go())  # a new loop gets its own session
         assert r1.ok and r2.ok
+
+
+def chunked_head(extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n" + extra + b"\r\n"
+
+
+def http_chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def test_ttft_is_from_send_and_each_chunk_has_its_arrival_time():
+    """The server waits 0.2 s before its first token and 0.1 s between the next ones: the record's TTFT is
+    measured from the send, each content chunk carries the time it arrived."""
+
+    def h(sock, head, body):
+        sock.sendall(chunked_head())
+        time.sleep(0.2)
+        for i in range(3):
+            sock.sendall(http_chunk(CHUNK % b"x%d" % i + b"\n\n"))
+            time.sleep(0.1)
+        sock.sendall(http_chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
+
+    with FaultServer(h) as s:
+        r = run_one(s.url)
+    assert r.ok, r.error
+    assert r.text == "x0x1x2" and r.chunk_count == 3 and r.first_token_ns == r.chunk_ns[0]
+    assert 0.2 <= (r.first_token_ns - r.sent_ns) / 1e9 < 2.0
+    gaps = [(b - a) / 1e9 for a, b in zip(r.chunk_ns, r.chunk_ns[1:], strict=False)]
+    assert all(0.1 <= g < 1.0 for g in gaps), gaps
+    assert r.end_ns >= r.chunk_ns[-1] + 0.1e9
+
+
+def test_events_cut_across_http_chunks_and_reads():
+    """Chunked encoding whose chunks cut events (and lines) anywhere, sent in separate writes."""
+    stream = b"".join(CHUNK % b"%d" % i + b"\n\n" for i in range(5)) + b"data: [DONE]\n\n"
+    pieces = [stream[i:i + 7] for i in range(0, len(stream), 7)]
+
+    def h(sock, head, body):
+        sock.sendall(chunked_head())
+        for p in pieces:
+            sock.sendall(http_chunk(p))
+            time.sleep(0.001)
+        sock.sendall(b"0\r\n\r\n")
+
+    with FaultServer(h) as s:
+        r = run_one(s.url)
+    assert r.ok, r.error
+    assert r.text == "01234" and r.chunk_count == 5 and r.chunk_ns == sorted(r.chunk_ns)
+
+
+def run_many(url: str, n: int) -> list:
+    async def go():
+        b = create_backend("openai-http", url=url, model="m", transport=TRANSPORT["name"])
+        await b.start()
+        try:
+            return [await b.generate(GenRequest(id=i, prompt="hi", max_tokens=1)) for i in range(n)]
+        finally:
+            await b.close()
+
+    return asyncio.run(go())
+
+
+def test_keep_alive_reuses_the_connection_unless_the_server_closes_it():
+    resp = sse_response([CHUNK % b"a", b"data: [DONE]"])
+    with FaultServer(lambda sock, h, b: sock.sendall(resp)) as s:
+        recs = run_many(s.url, 5)
+        assert all(r.ok for r in recs) and s.count == 5 and s.conns == 1
+    close = resp.replace(b"Content-Length", b"Connection: close\r\nContent-Length")
+
+    def h(sock, head, body):
+        sock.sendall(close)
+        return "close"
+
+    with FaultServer(h) as s:
+        recs = run_many(s.url, 3)
+        assert all(r.ok for r in recs), [r.error for r in recs]
+        assert s.count == 3 and s.conns == 3
+
+
+def test_an_informational_answer_before_the_answer_is_skipped():
+    resp = sse_response([CHUNK % b"a", b"data: [DONE]"])
+    with FaultServer(lambda sock, h, b: sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n" + resp)) as s:
+        r = run_one(s.url)
+    assert r.ok and r.text == "a", r.error
+
+
+def test_a_body_that_ends_with_the_connection_is_complete():
+    events = CHUNK % b"a" + b"\n\n" + b'data: {"choices":[],"usage":{"completion_tokens":1}}\n\n' + b"data: [DONE]\n\n"
+
+    def h(sock, head, body):
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n" + events)
+        return "close"
+
+    with FaultServer(h) as s:
+        r = run_one(s.url)
+    assert r.ok, r.error
+    assert r.text == "a" and r.output_tokens == 1
+
+
+def test_not_http_is_an_error_of_its_own_kind():
+    with FaultServer(lambda sock, h, b: (sock.sendall(b"SSH-2.0-OpenSSH_9.6\r\n\r\n"), "close")[1]) as s:
+        r = run_one(s.url)
+    assert not r.ok and r.error_kind == "other" and "HTTP/" in r.error, (r.error_kind, r.error)

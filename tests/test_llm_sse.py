@@ -3,9 +3,12 @@ line ends) however the stream is cut into reads, and the HTTP backend reads such
 
 from __future__ import annotations
 
-from test_llm_http import FaultServer, run_one
+import pytest
+from test_llm_http import FaultServer, run_one, transport  # noqa: F401  (transport: both transports)
 
+from benchmint.llm.backends.answer import AnswerError, StreamRead
 from benchmint.llm.backends.sse import SSEDecoder
+from benchmint.llm.types import RequestRecord
 
 STREAM = (
     b": comment\r\n"
@@ -61,3 +64,58 @@ def test_backend_reads_an_event_whose_json_spans_several_data_lines():
         r = run_one(s.url)
     assert r.ok, r.error
     assert r.text == "ab" and r.chunk_count == 2 and (r.output_tokens, r.output_tokens_source) == (2, "usage")
+
+
+C = b'data: {"choices":[{"index":0,"text":"%s","finish_reason":null}]}\n\n'
+D = b'data: {"choices":[{"index":0,"delta":{"%s":"%s"}}]}\n\n'
+USAGE = b'data: {"choices":[],"usage":{"completion_tokens":2}}\n\n'
+DONE = b"data: [DONE]\n\n"
+STREAMS = [
+    (False, C % b"a" + C % b"b" + USAGE + DONE),
+    (False, C % b"a" + DONE + C % b"after done"),  # what follows [DONE] is not read
+    (False, C % b"a" + b"data: \n\n" + DONE),  # an empty data event
+    (False, b"data: \n\n"),
+    (False, C % b"a" + b'data: {"error":{"message":"boom"}}\n\n'),
+    (False, C % b"a" + b'data: {"choices":[{"text":5}]}\n\n'),
+    (False, C % b"a" + b'data: {"choices":"x"}\n\n'),
+    (False, C % b"a" + b"data: [1,2]\n\n"),
+    (False, C % b'a\\n[DONE] \\"error\\"' + DONE),  # the markers inside a text
+    (False, b'data: {"choices":[{"text":"","finish_reason":"stop"}]}\n\n'),  # finished, no content
+    (False, C % b"a" + b": ping\n\nevent: x\n" + C % b"b" + DONE),
+    (True, D % (b"role", b"assistant") + D % (b"content", b"x") + D % (b"reasoning_content", b"r") + DONE),
+    (True, D % (b"content", b"x") + b'data: {"choices":[{"delta":7}]}\n\n'),
+]
+
+
+def read_stream(chat: bool, pieces: list[bytes]) -> tuple:
+    rec = RequestRecord(id=0)
+    r = StreamRead(rec, None, chat)
+    try:
+        for i, p in enumerate(pieces):
+            if r.feed(p, i + 1):
+                break
+        else:
+            r.feed(b"", len(pieces) + 1)
+        usage = r.finish()
+    except AnswerError as e:
+        return ("error", e.kind, str(e))
+    except ValueError as e:  # orjson's JSONDecodeError
+        return ("json", type(e).__name__)
+    return (rec.text, rec.chunk_count, usage, r.finished, len({t for t in rec.chunk_ns}))
+
+
+@pytest.mark.parametrize("chat,stream", STREAMS)
+def test_a_read_of_whole_events_reads_as_event_by_event(chat, stream):
+    """The one-call decode of a read's usual events gives what the event-by-event reading gives (byte by byte,
+    no read is ever whole events), errors and their words included."""
+    whole = read_stream(chat, [stream])
+    by_byte = read_stream(chat, [stream[i:i + 1] for i in range(len(stream))])
+    assert whole[:-1] == by_byte[:-1] if whole[0] not in ("error", "json") else whole == by_byte
+    if whole[0] not in ("error", "json"):
+        assert whole[-1] <= 1  # one read: every chunk has its time
+
+
+def test_fast_path_is_taken_for_the_usual_read():
+    assert SSEDecoder().simple(C % b"a" + C % b"b" + DONE) is not None
+    assert SSEDecoder().simple(C % b"a" + b": ping\n\n") is None
+    assert SSEDecoder().simple(C.replace(b"\n", b"\r\n") % b"a") is None

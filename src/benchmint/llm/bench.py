@@ -177,6 +177,12 @@ PERCENTILE_RULE = "linear interpolation between closest ranks (numpy's default; 
 
 
 # ---------------------------------------------------------------- drivers
+# The event loop's timers count whole milliseconds (libuv's, and epoll's timeout under the stdlib loop): uvloop
+# rounds a sleep to the nearest one, so a sleep under half a millisecond returns at once and a dispatcher
+# sleeping "the rest" would go round the loop dozens of times per request, burning the CPU that the requests and
+# the server need. The open loop sleeps whole ticks instead: a send is late by less than about one tick, never
+# early, for one or two wake-ups per request (requests due in the same tick go out together).
+TIMER_TICK_NS = 1_000_000
 async def _run_open_loop(
     backend: Backend, reqs: list[GenRequest], offsets_s: Any, c: Counters, stop: asyncio.Event, records: list,
     start_ns: int | None = None,
@@ -214,8 +220,8 @@ async def _run_open_loop(
                 await asyncio.wait((stop_waiter,), timeout=delay / 1e9)
                 if stop.is_set():
                     break
-            else:
-                await asyncio.sleep(delay / 1e9)
+            else:  # whole timer ticks: a shorter sleep returns at once and the loop would spin to the target
+                await asyncio.sleep(-(-delay // TIMER_TICK_NS) * TIMER_TICK_NS / 1e9)
             delay = target - now_ns()
         if stop.is_set():
             break
@@ -482,7 +488,7 @@ async def _run_with(
             "latency_anchor": cfg.anchor,
             "warmup_requests": len(warm),
             "percentiles": PERCENTILE_RULE,
-            "client": "benchmint asyncio + aiohttp, one process" if http else "in-process engine",
+            "client": f"{_client_name(backend)}, one process" if http else "in-process engine",
         },
     }
     adapter = getattr(backend, "adapter", None)
@@ -497,6 +503,11 @@ async def _run_with(
     if driver is not None:
         driver.annotate(result)  # `workers`, the merged request adaptation, how the clocks were aligned
     return BenchResult(result=result, records=records, start_ns=start, anchor=clock, server_metrics_series=series)
+
+
+def _client_name(backend: Backend) -> str:
+    describe = getattr(backend, "describe_client", None)
+    return describe() if describe is not None else "benchmint asyncio + aiohttp"
 
 
 def _start_scraper(cfg: BenchConfig) -> Any:

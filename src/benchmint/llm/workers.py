@@ -229,7 +229,8 @@ class FleetDriver:
         result["workers"] = self.summaries
         kind = "Ray actors" if self.ray is not None else "processes (multiprocessing, spawn)"
         m = result.setdefault("measurement", {})
-        m["client"] = f"benchmint asyncio + aiohttp, {self.n} worker {kind}, one event loop each"
+        client = m.get("client", "benchmint asyncio + aiohttp").removesuffix(", one process")
+        m["client"] = f"{client}, {self.n} worker {kind}, one event loop each"
         m["workers"] = {
             "count": self.n, "kind": "ray" if self.ray is not None else "processes", "sharding": SHARDING,
             "latency_clock": "each request's times are readings of its worker's own monotonic clock",

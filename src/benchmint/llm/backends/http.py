@@ -1,9 +1,14 @@
 """OpenAI-compatible HTTP backend: ``/v1/completions`` and ``/v1/chat/completions``, streamed (SSE) or not.
 
-One pooled aiohttp session per event loop (so each worker process/loop reuses its keep-alive connections).
-The streaming reader is deliberately cheap: it decodes the byte stream into SSE events as the spec says
-(``sse.py``: lines of one event's ``data:`` fields joined with a newline), stamps each event with the monotonic
-clock of the read that completed it and parses its data with orjson. Server quirks handled:
+Two transports, one per event loop each (so each worker process/loop reuses its keep-alive connections):
+``h1`` (``h1.py``: asyncio protocols, httptools' parser, a keep-alive pool), the default for ``http://``, and
+an aiohttp session for ``https://``, a connection limit (``max_connections``) or ``transport="aiohttp"``. Both
+read the answer with the same code (``answer.py``), which is deliberately cheap: it decodes the byte stream into
+SSE events as the spec says (``sse.py``: lines of one event's ``data:`` fields joined with a newline), stamps
+each event with the monotonic clock of the read that completed it (on ``h1``, taken in the socket callback)
+and decodes a read's events of the usual shape in one msgspec call, any other event alone with orjson.
+Timeouts (``timeout_s`` for the whole request, ``connect_timeout_s`` for a new connection) and error kinds are
+the same on both. Server quirks handled:
 
 - ``data:`` with or without a space (TGI's axum writes ``data:{...}``), CRLF or CR line ends, SSE comments
   (``: ping``) and ``event:`` lines are skipped, and a last event with no closing blank line still counts;
@@ -39,12 +44,13 @@ import orjson
 from yarl import URL
 
 from benchmint.core.clock import now_ns
+from benchmint.llm.backends import h1
 from benchmint.llm.backends.adapt import RequestAdapter
-from benchmint.llm.backends.sse import SSEDecoder
+from benchmint.llm.backends.answer import AnswerError, JSONDecodeError, StreamRead, parse_full, short
 from benchmint.llm.token_counts import PENDING_SOURCE
 from benchmint.llm.types import FirstTokenHook, GenRequest, RequestRecord
 
-_loads = orjson.loads
+TRANSPORTS = ("auto", "h1", "aiohttp")  # auto: h1 for http:// without a connection limit, else aiohttp
 
 
 class HttpBackend:
@@ -66,9 +72,12 @@ class HttpBackend:
         extra_body: dict[str, Any] | None = None,
         max_connections: int = 0,
         adapt: bool = True,
+        transport: str = "auto",
     ):
         if api not in ("completions", "chat"):
             raise ValueError(f"api must be 'completions' or 'chat', not {api!r}")
+        if transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, not {transport!r}")
         self.base = normalize_base_url(url)
         self.api = api
         self.endpoint = URL(self.base + ("/chat/completions" if api == "chat" else "/completions"))
@@ -86,7 +95,17 @@ class HttpBackend:
         self.extra_body = dict(extra_body or {})
         self.max_connections = max_connections
         self.adapter = RequestAdapter(enabled=adapt)  # extensions the server rejected (adapt.py)
+        self.transport = _choose_transport(transport, self.endpoint, max_connections)
         self._sessions: dict[int, tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession]] = {}
+        self._pools: dict[int, tuple[asyncio.AbstractEventLoop, Any]] = {}
+        if self.transport == "h1":
+            e = self.endpoint
+            host = e.raw_host or "127.0.0.1"
+            self._h1_addr = (host, e.port or 80)
+            netloc = f"[{host}]" if ":" in host else host
+            self._h1_head = h1.request_head(
+                "POST", netloc + ("" if e.explicit_port is None else f":{e.port}"), e.raw_path_qs, self.headers
+            )
 
     # ---- lifecycle
     def _session(self) -> aiohttp.ClientSession:
@@ -108,14 +127,35 @@ class HttpBackend:
         self._sessions[id(loop)] = (loop, s)  # the loop is kept so that its id cannot be reused
         return s
 
+    def _pool(self) -> Any:
+        loop = asyncio.get_running_loop()
+        entry = self._pools.get(id(loop))
+        if entry is not None and entry[0] is loop:
+            return entry[1]
+        pool = h1.Pool(*self._h1_addr)
+        self._pools[id(loop)] = (loop, pool)  # the loop is kept so that its id cannot be reused
+        return pool
+
     async def start(self) -> None:
-        self._session()
+        if self.transport == "aiohttp":
+            self._session()
+        else:
+            self._pool()
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
         entry = self._sessions.pop(id(loop), None)
         if entry is not None and entry[0] is loop:
             await entry[1].close()
+        pool = self._pools.pop(id(loop), None)
+        if pool is not None and pool[0] is loop:
+            pool[1].close()
+
+    def describe_client(self) -> str:
+        """The client, for a result's ``measurement.client``."""
+        if self.transport == "h1":
+            return "benchmint asyncio + httptools HTTP/1.1 (keep-alive pool)"
+        return "benchmint asyncio + aiohttp"
 
     # ---- request body
     def body(self, req: GenRequest) -> bytes:
@@ -152,24 +192,13 @@ class HttpBackend:
 
     async def _send(self, req: GenRequest, data: bytes, on_first_token: FirstTokenHook | None) -> RequestRecord:
         rec = RequestRecord(id=req.id, input_tokens=req.input_tokens)
-        session = self._session()
         usage: Any = None
         rec.sent_ns = now_ns()
         try:
-            async with session.post(self.endpoint, data=data) as resp:
-                if resp.status >= 400:
-                    text = (await resp.read())[:300].decode("utf-8", "replace")
-                    rec.end_ns = now_ns()
-                    rec.error_kind = "http_4xx" if resp.status < 500 else "http_5xx"
-                    rec.http_status = resp.status
-                    rec.error = f"HTTP {resp.status}: {' '.join(text.split())}"
-                    return rec
-                if self.stream:
-                    usage = await self._read_stream(resp, rec, on_first_token)
-                else:
-                    raw = await resp.read()
-                    rec.end_ns = now_ns()
-                    usage = self._parse_full(raw, rec, on_first_token)
+            if self.transport == "h1":
+                usage = await self._exchange_h1(rec, data, on_first_token)
+            else:
+                usage = await self._exchange_aiohttp(rec, data, on_first_token)
         except asyncio.CancelledError:
             rec.end_ns = now_ns()
             rec.error_kind, rec.error = "cancelled", "cancelled before completion"
@@ -178,15 +207,19 @@ class HttpBackend:
             rec.error_kind, rec.error = "timeout", f"no complete response within {self.timeout_s:g} s"
         except aiohttp.ClientConnectorError as e:
             rec.error_kind, rec.error = "connect", f"cannot connect to {self.base}: {e.os_error or e}"
+        except h1.ConnectError as e:
+            rec.error_kind, rec.error = "connect", f"cannot connect to {self.base}: {e.os_error}"
+        except h1.Closed as e:
+            rec.error_kind, rec.error = "reset", f"connection closed by the server {e}"
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, ConnectionResetError) as e:
             rec.error_kind, rec.error = "reset", f"connection closed by the server: {type(e).__name__}: {e}"
         except aiohttp.ClientOSError as e:
             rec.error_kind, rec.error = "reset", f"{type(e).__name__}: {e}"
-        except orjson.JSONDecodeError as e:
+        except JSONDecodeError as e:
             rec.error_kind, rec.error = "malformed", f"response is not JSON ({e})"
-        except _StreamError as e:
+        except AnswerError as e:
             rec.error_kind, rec.error = e.kind, str(e)
-        except aiohttp.ClientError as e:
+        except (aiohttp.ClientError, h1.BadResponse) as e:
             rec.error_kind, rec.error = "other", f"{type(e).__name__}: {e}"
         except Exception as e:  # a server answer must never escape the request's error handling
             rec.error_kind, rec.error = "malformed", f"response could not be read ({type(e).__name__})"
@@ -197,88 +230,52 @@ class HttpBackend:
         self._count_tokens(rec, usage)
         return rec
 
-    async def _read_stream(self, resp: Any, rec: RequestRecord, hook: FirstTokenHook | None) -> Any:
-        chat = self.api == "chat"
-        chunk_ns = rec.chunk_ns
-        texts: list[str] = []
-        usage = None
-        sse = SSEDecoder()
-        done = False
-        saw_data = False
-        saw_choices = False
-        finished = False  # a choice carried a finish_reason: the server says the answer is complete
-        content = resp.content
-        ended = False
-        while not done:
-            piece = await content.readany()
-            t = now_ns()
-            if piece:
-                events = sse.feed(piece)
-            else:
-                ended, events = True, sse.finish()
-            for field, payload in events:
-                if field == "error":  # llama.cpp's SSE error event
-                    raise _StreamError("stream_error", "server error in stream: " + _short(payload))
-                payload = payload.strip()
-                if payload == b"[DONE]":
-                    done = True
-                    break
-                saw_data = True
-                obj = _loads(payload)
-                if not isinstance(obj, dict):
-                    raise _StreamError("malformed", f"stream event is {_json_kind(obj)}, not a JSON object")
-                err = obj.get("error")
-                if err:
-                    raise _StreamError("stream_error", "server error in stream: " + _short(err))
-                u = obj.get("usage")
-                if u:
-                    usage = u
-                choices = obj.get("choices")
-                if choices is not None:
-                    saw_choices = True
-                if not choices:
-                    continue
-                s = _choice_text(choices, chat, "delta")
-                if s:
-                    if not chunk_ns:
-                        rec.first_token_ns = t
-                        if hook is not None:
-                            hook(rec)
-                    chunk_ns.append(t)
-                    texts.append(s)
-                elif not finished:
-                    finished = _has_finish(choices)
-            if ended:
-                break
+    def _http_error(self, rec: RequestRecord, status: int, raw: bytes) -> None:
+        text = raw[:300].decode("utf-8", "replace")
         rec.end_ns = now_ns()
-        if sse.partial.strip() and not done:
-            raise _StreamError("malformed", "stream ended in the middle of an event: " + _short(sse.partial))
-        if not done and not chunk_ns and not (finished or usage):  # finished or counted: complete, maybe empty
-            what = "no data events" if not saw_data else "no content and no [DONE]"
-            raise _StreamError("malformed", f"stream ended with {what}")
-        if not chunk_ns and not saw_choices and not usage:
-            raise _StreamError("malformed", "stream has no choices" if saw_data else "stream has no data events")
-        rec.chunk_count = len(chunk_ns)
-        rec.text = "".join(texts)
-        return usage
+        rec.error_kind = "http_4xx" if status < 500 else "http_5xx"
+        rec.http_status = status
+        rec.error = f"HTTP {status}: {' '.join(text.split())}"
 
-    def _parse_full(self, raw: bytes, rec: RequestRecord, hook: FirstTokenHook | None) -> Any:
-        obj = _loads(raw)
-        if not isinstance(obj, dict):
-            raise _StreamError("malformed", f"response is {_json_kind(obj)}, not a JSON object")
-        if obj.get("error"):
-            raise _StreamError("stream_error", "server error: " + _short(obj["error"]))
-        choices = obj.get("choices")
-        if not choices:
-            raise _StreamError("malformed", "response has no choices")
-        rec.text = _choice_text(choices, self.api == "chat", "message")
-        # without streaming the first token is only seen with the whole answer
-        rec.first_token_ns = rec.end_ns
-        rec.chunk_ns.append(rec.end_ns or now_ns())
-        rec.chunk_count = 1
-        if hook is not None:
-            hook(rec)
-        return obj.get("usage")
+    async def _exchange_aiohttp(self, rec: RequestRecord, data: bytes, hook: FirstTokenHook | None) -> Any:
+        async with self._session().post(self.endpoint, data=data) as resp:
+            if resp.status >= 400:
+                return self._http_error(rec, resp.status, await resp.read())
+            if not self.stream:
+                raw = await resp.read()
+                rec.end_ns = now_ns()
+                return parse_full(raw, rec, hook, self.api == "chat")
+            read = StreamRead(rec, hook, self.api == "chat")
+            content = resp.content
+            while True:
+                piece = await content.readany()
+                if read.feed(piece, now_ns()) or not piece:
+                    break
+            rec.end_ns = now_ns()
+            return read.finish()
+
+    async def _exchange_h1(self, rec: RequestRecord, data: bytes, hook: FirstTokenHook | None) -> Any:
+        pool = self._pool()
+        conn = pool.take()
+        if conn is None:
+            conn = await pool.connect(min(self.connect_timeout_s, self.timeout_s))
+        loop = asyncio.get_running_loop()
+        ex = _H1Answer(loop.create_future(), rec, hook, self.api == "chat", self.stream, conn)
+        timer = loop.call_later(max(0.0, self.timeout_s - (now_ns() - rec.sent_ns) / 1e9), ex.expire)
+        conn.send(ex, b"%s%d\r\n\r\n%s" % (self._h1_head, len(data), data))
+        try:
+            out = await ex.fut
+        except asyncio.CancelledError:
+            conn.abort()
+            raise
+        finally:
+            timer.cancel()
+        if ex.status >= 400:
+            return self._http_error(rec, ex.status, out)
+        if not self.stream:
+            rec.end_ns = now_ns()
+            return parse_full(out, rec, hook, self.api == "chat")
+        return out
 
     def _count_tokens(self, rec: RequestRecord, usage: Any) -> None:
         bad: list[str] = []
@@ -308,18 +305,82 @@ class HttpBackend:
             )
 
 
-class _StreamError(Exception):
-    def __init__(self, kind: str, msg: str):
-        super().__init__(msg)
-        self.kind = kind
+def _choose_transport(transport: str, endpoint: URL, max_connections: int) -> str:
+    if transport != "auto":
+        return transport
+    return "h1" if endpoint.scheme == "http" and not max_connections else "aiohttp"
+
+
+class _H1Answer:
+    """One request's answer on a lean connection (:class:`benchmint.llm.backends.h1.Exchange`): a streamed
+    answer is read as its pieces arrive, in the connection's callback; anything else is gathered whole. ``fut``
+    gets the usage (streamed) or the body's bytes; or the error, which ``_send`` sorts into its kind."""
+
+    __slots__ = ("fut", "rec", "hook", "chat", "stream", "conn", "status", "read", "parts")
+
+    def __init__(self, fut: asyncio.Future, rec: RequestRecord, hook: FirstTokenHook | None, chat: bool,
+                 stream: bool, conn: Any):
+        self.fut = fut
+        self.rec = rec
+        self.hook = hook
+        self.chat = chat
+        self.stream = stream
+        self.conn = conn
+        self.status = 0
+        self.read: StreamRead | None = None
+        self.parts: list[bytes] = []
+
+    def headers(self, status: int) -> None:
+        self.status = status
+        if self.stream and status < 400:
+            self.read = StreamRead(self.rec, self.hook, self.chat)
+
+    def body(self, piece: bytes, t: int) -> None:
+        if self.fut.done():  # after [DONE], an error or the timeout: the rest is not read
+            return
+        read = self.read
+        if read is None:
+            self.parts.append(piece)
+            return
+        try:
+            if read.feed(piece, t):
+                self._finish()
+        except Exception as e:
+            self._fail(e)
+
+    def end(self, t: int) -> None:
+        if self.fut.done():
+            return
+        read = self.read
+        if read is None:
+            self.fut.set_result(b"".join(self.parts))
+            return
+        try:
+            read.feed(b"", t)
+            self._finish()
+        except Exception as e:
+            self._fail(e)
+
+    def _finish(self) -> None:
+        self.rec.end_ns = now_ns()
+        self.fut.set_result(self.read.finish())  # type: ignore[union-attr]
+
+    def _fail(self, e: Exception) -> None:
+        self.conn.abort()  # the rest of a broken answer is not read: the connection is not reused
+        if not self.fut.done():
+            self.fut.set_exception(e)
+
+    def lost(self, exc: Exception) -> None:
+        if not self.fut.done():
+            self.fut.set_exception(exc)
+
+    def expire(self) -> None:
+        if not self.fut.done():
+            self.conn.abort()
+            self.fut.set_exception(TimeoutError())
 
 
 MAX_TOKEN_COUNT = 2**31 - 1  # larger than any context; a larger "count" is a broken server, not a measurement
-
-
-def _has_finish(choices: list[Any]) -> bool:
-    c = choices[0]
-    return isinstance(c, dict) and bool(c.get("finish_reason"))
 
 
 def _token_count(v: Any) -> int | None:
@@ -333,45 +394,9 @@ def _token_count(v: Any) -> int | None:
     return None
 
 
-def _json_kind(v: Any) -> str:
-    kinds = {type(None): "null", list: "a list", dict: "an object", str: "a string", bool: "a boolean"}
-    return kinds.get(type(v), "a number")
-
-
 def _show(v: Any) -> str:
     """A JSON value, short, for an error text (``"many"``, ``18446744073709551615``, ``[...]``)."""
-    return _short(repr(v) if not isinstance(v, str) else '"' + v + '"', 40)
-
-
-def _choice_text(choices: Any, chat: bool, field: str) -> str:
-    """The text of the first choice (``field``: ``delta`` when streamed, ``message`` when not); a choice that
-    is not shaped like OpenAI's raises a ``malformed`` error saying what it lacked."""
-    if not isinstance(choices, list):
-        raise _StreamError("malformed", f"choices is {_json_kind(choices)}, not a list")
-    c = choices[0]
-    if not isinstance(c, dict):
-        raise _StreamError("malformed", f"choice is {_json_kind(c)}, not an object")
-    if chat:
-        d = c.get(field)
-        if d is None:
-            return ""
-        if not isinstance(d, dict):
-            raise _StreamError("malformed", f"choice's {field} is {_json_kind(d)}, not an object")
-        s = d.get("content") or d.get("reasoning_content") or d.get("reasoning")
-    else:
-        s = c.get("text")
-    if s is None:
-        return ""
-    if not isinstance(s, str):
-        where = f"{field}.content" if chat else "text"
-        raise _StreamError("malformed", f"choice's {where} is {_json_kind(s)}, not text")
-    return s
-
-
-def _short(x: Any, n: int = 200) -> str:
-    s = x.decode("utf-8", "replace") if isinstance(x, bytes | bytearray) else str(x)
-    s = " ".join(s.split())
-    return s if len(s) <= n else s[:n] + "..."
+    return short(repr(v) if not isinstance(v, str) else '"' + v + '"', 40)
 
 
 def _messages_as_text(msgs: list[dict[str, str]]) -> str:
