@@ -16,9 +16,12 @@ poisson or constant at ``--rate`` req/s) for ``--duration`` seconds, streamed ``
 tokenizer (``benchmint.models.tiny_llm``, built on this machine; ``HF_HUB_OFFLINE=1``) is given to the tools that
 need one. Printed per tool: what the tool itself reported (parsed from its own output files:
 ``benchmarks/peers_parse.py``): completed / failed requests, achieved rate, TTFT / TPOT / ITL p50 and p99 (ms),
-and the tool's CPU seconds (user + system of its whole process tree, from ``os.wait4``, start-up included) in
-all and per completed request; and under it the server's truth for that run (its own per-request times on
-CLOCK_MONOTONIC: TTFT = first chunk written - request read, TPOT, ITL; arrival rate). The headline column,
+and the tool's CPU: ``CPU s`` and ``ms/req``, user + system seconds of its whole process tree from
+``os.wait4`` (start-up and shut-down included), in all and per completed request; ``load ms/req``, the tree's
+CPU between the first and the last request the server received (sampled with psutil every 0.1 s on the same
+monotonic clock, interpolated) per request: the steady cost of load generation. Under each tool's line, the
+server's truth for that run (its own per-request times on CLOCK_MONOTONIC: TTFT = first chunk written - request
+read, TPOT, ITL; the arrival rate). The headline column,
 ``dTTFT``, is the tool's TTFT minus the server's at p50 and at p99: the latency the client itself added.
 benchmint's TTFT is its ``ttft_from_send_s`` (from its send, as the peers measure it).
 
@@ -46,11 +49,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import psutil
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from local_port import free_port, wait_port  # noqa: E402
-from peers_parse import PARSERS, Figures, Truth, parse_truth  # noqa: E402
+from peers_parse import PARSERS, Figures, Truth, cpu_between, parse_truth  # noqa: E402
 
 SCHEMA_VERSION = 1
 TORCH_SPEC = "torch==2.13.0"
@@ -69,6 +74,7 @@ class Outcome:
     figures: Figures | None = None
     truth: Truth | None = None
     cpu_s: float | None = None
+    cpu_load_ms_per_req: float | None = None  # the tree's CPU between the first and last arrival, per request
     wall_s: float | None = None
     log: str = ""
     extra: dict = field(default_factory=dict)
@@ -233,36 +239,63 @@ def find_output(tool: str, where: Path) -> Path | None:
 
 
 # ------------------------------------------------------------------------------------------------------- running
-def run_measured(cmd: list[str], env: dict, log: Path, timeout_s: float) -> tuple[int, float, float, bool]:
-    """Run ``cmd`` in its own session; (exit status, CPU seconds of its process tree, wall seconds, timed out).
-    The CPU time is ``os.wait4``'s: the child plus every descendant it waited for."""
+def _tree_cpu(root: psutil.Process) -> float:
+    """User + system CPU seconds of ``root`` and its live descendants, plus what each has reaped."""
+    total = 0.0
+    try:
+        procs = [root] + root.children(recursive=True)
+    except psutil.Error:
+        return float("nan")
+    for p in procs:
+        try:
+            c = p.cpu_times()
+            total += c.user + c.system + c.children_user + c.children_system
+        except psutil.Error:
+            pass
+    return total
+
+
+def run_measured(cmd: list[str], env: dict, log: Path, timeout_s: float) -> dict:
+    """Run ``cmd`` in its own session. Returns exit status ``rc``, ``cpu_s`` (user + system of its whole process
+    tree: ``os.wait4``'s figure, the child plus every descendant it waited for), ``wall_s``, ``timed_out`` and
+    ``samples``: (``time.monotonic_ns()``, CPU seconds of the tree so far) every 0.1 s while it runs."""
     t0 = time.monotonic()
     with open(log, "w") as f:
         p = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
                              cwd=log.parent)
-    timed_out = threading.Event()
+    root = psutil.Process(p.pid)
+    timed_out, done = threading.Event(), threading.Event()
+    samples: list[tuple[int, float]] = []
 
-    def kill() -> None:
-        timed_out.set()
-        try:
-            os.killpg(p.pid, signal.SIGTERM)
-            time.sleep(5)
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    def sample() -> None:
+        while not done.wait(0.1):
+            v = _tree_cpu(root)
+            if v == v:  # not nan
+                samples.append((time.monotonic_ns(), v))
+            if time.monotonic() - t0 > timeout_s and not timed_out.is_set():
+                timed_out.set()
+                for sig in (signal.SIGTERM, signal.SIGKILL):
+                    try:
+                        os.killpg(p.pid, sig)
+                    except ProcessLookupError:
+                        break
+                    if done.wait(5):
+                        break
 
-    timer = threading.Timer(timeout_s, kill)
-    timer.start()
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
     try:
         _, status, ru = os.wait4(p.pid, 0)
     finally:
-        timer.cancel()
+        done.set()
+        th.join()
     p.returncode = os.waitstatus_to_exitcode(status)
     try:  # helpers the tool left running in its session (the tool has exited: they are orphans)
         os.killpg(p.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    return p.returncode, ru.ru_utime + ru.ru_stime, time.monotonic() - t0, timed_out.is_set()
+    return {"rc": p.returncode, "cpu_s": ru.ru_utime + ru.ru_stime, "wall_s": time.monotonic() - t0,
+            "timed_out": timed_out.is_set(), "samples": samples}
 
 
 def run_tool(tool: str, venv: Path | None, a: argparse.Namespace, work: Path, prompts: dict[str, Path],
@@ -285,7 +318,8 @@ def run_tool(tool: str, venv: Path | None, a: argparse.Namespace, work: Path, pr
             env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
         if tool == "aiperf":  # aiperf 0.13 in offline mode takes a local tokenizer folder for a hub repo id
             env = {k: v for k, v in env.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-        rc, o.cpu_s, o.wall_s, timed_out = run_measured(cmd, env, out / "tool.log", a.timeout)
+        m = run_measured(cmd, env, out / "tool.log", a.timeout)
+        rc, o.cpu_s, o.wall_s, timed_out = m["rc"], m["cpu_s"], m["wall_s"], m["timed_out"]
     finally:
         server.send_signal(signal.SIGTERM)
         try:
@@ -295,6 +329,10 @@ def run_tool(tool: str, venv: Path | None, a: argparse.Namespace, work: Path, pr
             server.wait()
     if truth_log.exists():
         o.truth = parse_truth(truth_log)
+        t = o.truth
+        if t.requests > 1 and t.first_in_ns is not None and t.last_in_ns is not None:
+            c = cpu_between(m["samples"], t.first_in_ns, t.last_in_ns)
+            o.cpu_load_ms_per_req = None if c is None else 1e3 * c / (t.requests - 1)
     found = find_output(tool, where)
     if found is None:
         tail = " | ".join((out / "tool.log").read_text(errors="replace").strip().splitlines()[-3:])[-400:]
@@ -322,7 +360,7 @@ def _d(a: float | None, b: float | None) -> float | None:
 
 def table(outcomes: list[Outcome]) -> str:
     head = (f"{'tool':<16} {'done':>6} {'fail':>5} {'req/s':>7} {'TTFT p50':>8} {'p99':>7} {'dTTFT p50':>9} "
-            f"{'p99':>7} {'TPOT p50':>8} {'p99':>7} {'ITL p50':>7} {'p99':>7} {'CPU s':>7} {'CPU ms/req':>10}")
+            f"{'p99':>7} {'TPOT p50':>8} {'p99':>7} {'ITL p50':>7} {'p99':>7} {'CPU s':>6} {'ms/req':>7} {'load ms/req':>11}")
     lines = [head, "-" * len(head)]
     for o in outcomes:
         if o.figures is None:
@@ -334,7 +372,8 @@ def table(outcomes: list[Outcome]) -> str:
             f"{o.tool:<16} {f.completed if f.completed is not None else '-':>6} "
             f"{f.failed if f.failed is not None else '-':>5} {_f(f.rate, 7, 1)} {_f(f.ttft_p50, 8)} {_f(f.ttft_p99)} "
             f"{_f(_d(f.ttft_p50, t.ttft_p50), 9)} {_f(_d(f.ttft_p99, t.ttft_p99))} {_f(f.tpot_p50, 8)} "
-            f"{_f(f.tpot_p99)} {_f(f.itl_p50)} {_f(f.itl_p99)} {_f(o.cpu_s, 7, 1)} {_f(per, 10)}"
+            f"{_f(f.tpot_p99)} {_f(f.itl_p50)} {_f(f.itl_p99)} {_f(o.cpu_s, 6, 1)} {_f(per, 7)} "
+            f"{_f(o.cpu_load_ms_per_req, 11)}"
             + (f"  ({o.reason})" if o.reason else ""))
         if o.truth:
             lines.append(

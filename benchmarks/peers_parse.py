@@ -89,6 +89,7 @@ def parse_aiperf(export_json: Path) -> Figures:
         return float(v["avg"]) if isinstance(v, dict) and v.get("avg") is not None else None
 
     count, errors = raw("request_count"), raw("error_request_count")
+    count = raw("completed_request_count") if count is None else count
     return Figures(
         ttft_p50=get("time_to_first_token", "p50"), ttft_p99=get("time_to_first_token", "p99"),
         tpot_p50=get("inter_token_latency", "p50"), tpot_p99=get("inter_token_latency", "p99"),
@@ -124,11 +125,14 @@ PARSERS = {"benchmint": parse_benchmint, "guidellm": parse_guidellm, "aiperf": p
 
 @dataclass
 class Truth:
-    """What the truth server saw, on its own clock: figures (ms) plus the rate at which requests arrived."""
+    """What the truth server saw, on its own clock: figures (ms) plus the rate at which requests arrived and the
+    first / last arrival (``time.monotonic_ns()``)."""
 
     figures: Figures
     requests: int
     arrival_rate: float | None  # (requests - 1) / span of arrival times
+    first_in_ns: int | None = None
+    last_in_ns: int | None = None
 
 
 def _p(a: list[float], q: float) -> float | None:
@@ -142,9 +146,20 @@ def parse_truth(log_jsonl: Path) -> Truth:
     done = [r for r in rows if r.get("t_first") is not None and r.get("t_last") is not None]
     ttft = [(r["t_first"] - r["t_in"]) / 1e6 for r in done]
     tpot = [(r["t_last"] - r["t_first"]) / 1e6 / (r["n"] - 1) for r in done if r["n"] > 1]
-    itl = [(b - a) / 1e6 for r in done for a, b in zip(r.get("t_chunks") or [], (r.get("t_chunks") or [])[1:])]
+    itl = [float(x) / 1e6 for r in done for x in np.diff(np.asarray(r.get("t_chunks") or [], dtype=np.int64))]
     ins = sorted(r["t_in"] for r in rows)
     span = (ins[-1] - ins[0]) / 1e9 if len(ins) > 1 else 0.0
     fig = Figures(ttft_p50=_p(ttft, 50), ttft_p99=_p(ttft, 99), tpot_p50=_p(tpot, 50), tpot_p99=_p(tpot, 99),
                   itl_p50=_p(itl, 50), itl_p99=_p(itl, 99), completed=len(done), failed=len(rows) - len(done))
-    return Truth(fig, len(rows), (len(ins) - 1) / span if span > 0 else None)
+    return Truth(fig, len(rows), (len(ins) - 1) / span if span > 0 else None, ins[0] if ins else None,
+                 ins[-1] if ins else None)
+
+
+def cpu_between(samples: list[tuple[int, float]], t0_ns: int, t1_ns: int) -> float | None:
+    """CPU seconds spent between ``t0_ns`` and ``t1_ns`` from ``(monotonic_ns, cumulative CPU s)`` samples,
+    interpolated linearly; None when the samples do not cover the interval."""
+    if len(samples) < 2 or samples[0][0] > t0_ns or samples[-1][0] < t1_ns:
+        return None
+    t = np.asarray([x[0] for x in samples], dtype=np.float64)
+    c = np.maximum.accumulate(np.asarray([x[1] for x in samples], dtype=np.float64))  # a dying process: no dip
+    return float(np.interp(t1_ns, t, c) - np.interp(t0_ns, t, c))
