@@ -28,7 +28,7 @@ benchmint's TTFT is its ``ttft_from_send_s`` (from its send, as the peers measur
     python benchmarks/peers.py [--rate 50] [--duration 20] [--tools benchmint,guidellm,aiperf,inference-perf]
         [--arrivals poisson] [--no-install] [--cache DIR] [--work DIR] [--json OUT.json]
 
-Loopback only; every run is bounded by ``--timeout`` (seconds per tool, start-up included). The figures are
+docs/peers.md has a measured table and notes on each peer. Loopback only; every run is bounded by ``--timeout`` (seconds per tool, start-up included). The figures are
 noisy on a shared machine: the load average is printed beside them.
 """
 
