@@ -46,7 +46,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import psutil
@@ -77,7 +77,6 @@ class Outcome:
     cpu_load_ms_per_req: float | None = None  # the tree's CPU between the first and last arrival, per request
     wall_s: float | None = None
     log: str = ""
-    extra: dict = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------------- installing

@@ -8,7 +8,7 @@ rate, completed and failed requests, as the tool itself reported them (None wher
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +27,6 @@ class Figures:
     rate: float | None = None  # achieved requests per second, as the tool computes it
     completed: int | None = None
     failed: int | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 def _ms(v: float | None, scale: float) -> float | None:

@@ -118,4 +118,6 @@ def test_truth_server_records_its_own_times(tmp_path):
     assert (t.requests, t.figures.completed) == (1, 1)
     row = json.loads(log.read_text())
     assert row["t_in"] <= row["t_first"] <= row["t_last"] and row["n"] == 3
-    assert t.figures.tpot_p50 >= 2.5  # chunks spaced 3 ms apart on the server's own clock
+    # the last of 3 chunks spaced 3 ms apart is written at least 6 ms after the request was read (a busy loop
+    # only makes chunks late, so TPOT itself can fall below 3 ms when the first one was late)
+    assert (row["t_last"] - row["t_in"]) / 1e6 >= 6.0 - 0.01
