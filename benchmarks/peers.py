@@ -26,7 +26,10 @@ read, TPOT, ITL; the arrival rate). The headline column,
 benchmint's TTFT is its ``ttft_from_send_s`` (from its send, as the peers measure it).
 
     python benchmarks/peers.py [--rate 50] [--duration 20] [--tools benchmint,guidellm,aiperf,inference-perf]
-        [--arrivals poisson] [--no-install] [--cache DIR] [--work DIR] [--json OUT.json]
+        [--arrivals poisson] [--rounds 1] [--no-install] [--cache DIR] [--work DIR] [--json OUT.json]
+
+``--rounds N`` runs every tool N times, the tools alternating (A B C D, A B C D, ...), and prints per tool the
+median over rounds of dTTFT p50 / p99 and of the load-window CPU per request.
 
 docs/peers.md has a measured table and notes on each peer. Loopback only; every run is bounded by ``--timeout`` (seconds per tool, start-up included). The figures are
 noisy on a shared machine: the load average is printed beside them.
@@ -77,6 +80,7 @@ class Outcome:
     cpu_load_ms_per_req: float | None = None  # the tree's CPU between the first and last arrival, per request
     wall_s: float | None = None
     log: str = ""
+    round: int = 0
 
 
 # ---------------------------------------------------------------------------------------------------- installing
@@ -298,8 +302,8 @@ def run_measured(cmd: list[str], env: dict, log: Path, timeout_s: float) -> dict
 
 
 def run_tool(tool: str, venv: Path | None, a: argparse.Namespace, work: Path, prompts: dict[str, Path],
-             tokenizer: str, env: dict) -> Outcome:
-    out = work / tool
+             tokenizer: str, env: dict, rnd: int = 0) -> Outcome:
+    out = work / (f"{tool}-r{rnd}" if a.rounds > 1 else tool)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     port = free_port()
@@ -308,7 +312,7 @@ def run_tool(tool: str, venv: Path | None, a: argparse.Namespace, work: Path, pr
         [sys.executable, str(ROOT / "benchmarks" / "truth_server.py"), "--port", str(port), "--log", str(truth_log),
          "--tokens", str(a.tokens), "--itl-ms", str(a.itl_ms), "--ttft-ms", str(a.ttft_ms)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    o = Outcome(tool, "failed", log=str(out / "tool.log"))
+    o = Outcome(tool, "failed", log=str(out / "tool.log"), round=rnd)
     try:
         wait_port(port, server)
         cmd, where = command(tool, venv, f"http://127.0.0.1:{port}", a, out, prompts, tokenizer)
@@ -357,18 +361,38 @@ def _d(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
 
 
+def _median(xs: list[float | None]) -> float | None:
+    v = sorted(x for x in xs if x is not None)
+    return None if not v else (v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2)
+
+
+def summary(outcomes: list[Outcome]) -> str:
+    """Per tool, the median over rounds of dTTFT p50 / p99 and of the load-window CPU per request."""
+    lines = [f"{'median over rounds':<20} {'rounds':>6} {'dTTFT p50':>9} {'p99':>8} {'load ms/req':>11}"]
+    for tool in dict.fromkeys(o.tool for o in outcomes):
+        ok = [o for o in outcomes if o.tool == tool and o.figures is not None and o.truth is not None]
+        if not ok:
+            continue
+        d50 = _median([_d(o.figures.ttft_p50, o.truth.figures.ttft_p50) for o in ok])  # type: ignore[union-attr]
+        d99 = _median([_d(o.figures.ttft_p99, o.truth.figures.ttft_p99) for o in ok])  # type: ignore[union-attr]
+        lines.append(f"{tool:<20} {len(ok):>6} {_f(d50, 9)} {_f(d99, 8)} "
+                     f"{_f(_median([o.cpu_load_ms_per_req for o in ok]), 11)}")
+    return "\n".join(lines)
+
+
 def table(outcomes: list[Outcome]) -> str:
     head = (f"{'tool':<16} {'done':>6} {'fail':>5} {'req/s':>7} {'TTFT p50':>8} {'p99':>7} {'dTTFT p50':>9} "
             f"{'p99':>7} {'TPOT p50':>8} {'p99':>7} {'ITL p50':>7} {'p99':>7} {'CPU s':>6} {'ms/req':>7} {'load ms/req':>11}")
     lines = [head, "-" * len(head)]
     for o in outcomes:
+        name = o.tool + (f" #{o.round + 1}" if any(x.round for x in outcomes) else "")
         if o.figures is None:
-            lines.append(f"{o.tool:<16} {o.status}: {o.reason}")
+            lines.append(f"{name:<16} {o.status}: {o.reason}")
             continue
         f, t = o.figures, (o.truth.figures if o.truth else Figures())
         per = 1e3 * o.cpu_s / f.completed if o.cpu_s is not None and f.completed else None
         lines.append(
-            f"{o.tool:<16} {f.completed if f.completed is not None else '-':>6} "
+            f"{name:<16} {f.completed if f.completed is not None else '-':>6} "
             f"{f.failed if f.failed is not None else '-':>5} {_f(f.rate, 7, 1)} {_f(f.ttft_p50, 8)} {_f(f.ttft_p99)} "
             f"{_f(_d(f.ttft_p50, t.ttft_p50), 9)} {_f(_d(f.ttft_p99, t.ttft_p99))} {_f(f.tpot_p50, 8)} "
             f"{_f(f.tpot_p99)} {_f(f.itl_p50)} {_f(f.itl_p99)} {_f(o.cpu_s, 6, 1)} {_f(per, 7)} "
@@ -394,6 +418,7 @@ def main() -> None:
     ap.add_argument("--cache", default=os.path.expanduser("~/.cache/benchmint-peers"), help="where the venvs live")
     ap.add_argument("--no-install", action="store_true", help="use the venvs present; skip a missing tool")
     ap.add_argument("--python312", default=None, help="a Python >= 3.12 for inference-perf")
+    ap.add_argument("--rounds", type=int, default=1, help="runs per tool, the tools alternating; medians printed")
     ap.add_argument("--timeout", type=float, default=None, help="seconds per tool run (default: duration + 300)")
     ap.add_argument("--work", default=None, help="folder for prompts, outputs and logs (default: a temporary one)")
     ap.add_argument("--json", default=None, help="also write the figures here (JSON)")
@@ -402,6 +427,8 @@ def main() -> None:
     bad = [t for t in tools if t not in ALL_TOOLS]
     if bad:
         ap.error(f"unknown tool(s) {bad}: choose from {', '.join(ALL_TOOLS)}")
+    if a.rounds < 1 or a.rate <= 0 or a.duration <= 0:
+        ap.error("--rounds must be >= 1, --rate and --duration > 0")
     a.timeout = a.timeout or a.duration + 300
     cache = Path(a.cache)
     work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="benchmint-peers-"))
@@ -417,25 +444,34 @@ def main() -> None:
           f"{a.arrivals} arrivals at {a.rate:g} req/s for {a.duration:g} s per tool; server: {a.tokens} chunks "
           f"{a.itl_ms:g} ms apart, first after {a.ttft_ms:g} ms; work folder {work}", flush=True)
     outcomes: list[Outcome] = []
+    ready: dict[str, Path | None] = {}
     for tool in tools:
-        venv = None
-        if tool != "benchmint":
-            venv, why = install(tool, cache, a.no_install, a.python312)
-            if venv is None:
-                print(f"[{tool}] skipped: {why}", flush=True)
-                outcomes.append(Outcome(tool, "skipped", why))
-                continue
-        try:
-            o = run_tool(tool, venv, a, work, prompts, tokenizer, env)
-        except Exception as e:
-            o = Outcome(tool, "failed", f"{type(e).__name__}: {e}")
-        o.version = tool_version(venv, PEERS[tool][0]) if venv else "this tree"
-        outcomes.append(o)
-        print(f"[{tool}] {o.status}" + (f": {o.reason}" if o.reason else "") + f" (log {o.log})", flush=True)
+        if tool == "benchmint":
+            ready[tool] = None
+            continue
+        venv, why = install(tool, cache, a.no_install, a.python312)
+        if venv is None:
+            print(f"[{tool}] skipped: {why}", flush=True)
+            outcomes.append(Outcome(tool, "skipped", why))
+        else:
+            ready[tool] = venv
+    versions = {t: tool_version(v, PEERS[t][0]) if v else "this tree" for t, v in ready.items()}
+    for rnd in range(a.rounds):  # the tools alternate: A B C D, A B C D, ...
+        for tool, venv in ready.items():
+            try:
+                o = run_tool(tool, venv, a, work, prompts, tokenizer, env, rnd)
+            except Exception as e:
+                o = Outcome(tool, "failed", f"{type(e).__name__}: {e}", round=rnd)
+            o.version = versions[tool]
+            outcomes.append(o)
+            print(f"[{tool}] {o.status}" + (f": {o.reason}" if o.reason else "") + f" (log {o.log})", flush=True)
     print(f"\nload average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; times in ms; dTTFT = tool TTFT "
           "- server TTFT at the same percentile; req/s: the tool's achieved rate (server truth row: arrival rate)")
     print(table(outcomes))
-    print("versions: " + ", ".join(f"{o.tool} {o.version or '?'}" for o in outcomes))
+    if a.rounds > 1:
+        print(summary(outcomes))
+    if versions:
+        print("versions: " + ", ".join(f"{t} {v}" for t, v in versions.items()))
     if a.json:
         Path(a.json).write_text(json.dumps({"schema_version": SCHEMA_VERSION, "args": vars(a),
                                             "load_average": os.getloadavg(),
