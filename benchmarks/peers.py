@@ -23,7 +23,11 @@ monotonic clock, interpolated) per request: the steady cost of load generation. 
 server's truth for that run (its own per-request times on CLOCK_MONOTONIC: TTFT = first chunk written - request
 read, TPOT, ITL; the arrival rate). The headline column,
 ``dTTFT``, is the tool's TTFT minus the server's at p50 and at p99: the latency the client itself added.
-benchmint's TTFT is its ``ttft_from_send_s`` (from its send, as the peers measure it).
+benchmint's TTFT is its ``ttft_from_send_s`` (from its send, as the peers measure it). For benchmint a
+``paths`` line splits the added TTFT request by request (its ``requests.parquet`` paired in send order with the
+server's log, through the wall-clock send / read times both record): request path (client send -> server
+read, which includes the server's loop being late to read) and response path (server's first chunk written ->
+client's first token).
 
     python benchmarks/peers.py [--rate 50] [--duration 20] [--tools benchmint,guidellm,aiperf,inference-perf]
         [--arrivals poisson] [--rounds 1] [--no-install] [--cache DIR] [--work DIR] [--json OUT.json]
@@ -58,7 +62,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from local_port import free_port, wait_port  # noqa: E402
-from peers_parse import PARSERS, Figures, Truth, cpu_between, parse_truth  # noqa: E402
+from peers_parse import PARSERS, Figures, Truth, benchmint_paths, cpu_between, parse_truth  # noqa: E402
 
 SCHEMA_VERSION = 1
 TORCH_SPEC = "torch==2.13.0"
@@ -81,6 +85,7 @@ class Outcome:
     wall_s: float | None = None
     log: str = ""
     round: int = 0
+    paths: dict | None = None  # benchmint only: its added TTFT split into request and response paths
 
 
 # ---------------------------------------------------------------------------------------------------- installing
@@ -347,6 +352,8 @@ def run_tool(tool: str, venv: Path | None, a: argparse.Namespace, work: Path, pr
         o.reason = f"could not read {found.name}: {type(e).__name__}: {e}"
         return o
     o.status = "ok"
+    if tool == "benchmint" and (out / "requests.parquet").exists() and truth_log.exists():
+        o.paths = benchmint_paths(out / "requests.parquet", truth_log)
     if rc != 0 or timed_out:
         o.reason = "timed out" if timed_out else f"exit {rc} (output read)"
     return o
@@ -398,6 +405,11 @@ def table(outcomes: list[Outcome]) -> str:
             f"{_f(f.tpot_p99)} {_f(f.itl_p50)} {_f(f.itl_p99)} {_f(o.cpu_s, 6, 1)} {_f(per, 7)} "
             f"{_f(o.cpu_load_ms_per_req, 11)}"
             + (f"  ({o.reason})" if o.reason else ""))
+        if o.paths:
+            p = o.paths
+            lines.append(f"{'  paths':<16} request (send -> server read) p50 {_f(p['request_ms_p50'], 0)} p99 "
+                         f"{_f(p['request_ms_p99'], 0)}; response (server's first write -> first token) p50 "
+                         f"{_f(p['response_ms_p50'], 0)} p99 {_f(p['response_ms_p99'], 0)} ({p['matched']} paired)")
         if o.truth:
             lines.append(
                 f"{'  server truth':<16} {t.completed:>6} {t.failed:>5} {_f(o.truth.arrival_rate, 7, 1)} "

@@ -162,3 +162,29 @@ def cpu_between(samples: list[tuple[int, float]], t0_ns: int, t1_ns: int) -> flo
     t = np.asarray([x[0] for x in samples], dtype=np.float64)
     c = np.maximum.accumulate(np.asarray([x[1] for x in samples], dtype=np.float64))  # a dying process: no dip
     return float(np.interp(t1_ns, t, c) - np.interp(t0_ns, t, c))
+
+
+def benchmint_paths(requests_parquet: Path, log_jsonl: Path) -> dict | None:
+    """Where benchmint's added TTFT goes, request by request: its ``requests.parquet`` rows (wall-clock send
+    ``sent_wall_s``, then its own monotonic offsets) paired in send order with the truth server's rows (wall-clock
+    read ``w_in``, then monotonic offsets). ``request_ms``: client send -> server read; ``response_ms``: server's
+    first chunk written -> client's first token. None when the two do not hold the same number of requests."""
+    import pyarrow.parquet as pq
+
+    cols = ["warmup", "sent_s", "first_token_s", "sent_wall_s"]
+    c = [r for r in pq.read_table(requests_parquet, columns=cols).to_pylist()
+         if not r["warmup"] and r["sent_wall_s"] is not None]
+    s = [json.loads(line) for line in Path(log_jsonl).read_text().splitlines() if line.strip()]
+    if not c or len(c) != len(s) or any("w_in" not in r for r in s):
+        return None
+    c.sort(key=lambda r: r["sent_wall_s"])
+    s.sort(key=lambda r: r["w_in"])
+    req, resp = [], []
+    for cr, sr in zip(c, s, strict=True):
+        req.append((sr["w_in"] / 1e9 - cr["sent_wall_s"]) * 1e3)
+        if cr["first_token_s"] is not None and sr["t_first"] is not None:
+            client_first = cr["sent_wall_s"] + cr["first_token_s"] - cr["sent_s"]
+            server_first = sr["w_in"] / 1e9 + (sr["t_first"] - sr["t_in"]) / 1e9
+            resp.append((client_first - server_first) * 1e3)
+    return {"matched": len(c), "request_ms_p50": _p(req, 50), "request_ms_p99": _p(req, 99),
+            "response_ms_p50": _p(resp, 50), "response_ms_p99": _p(resp, 99)}

@@ -10,7 +10,8 @@ apart, then a usage chunk and ``[DONE]``.
 For every streamed request it records, on ``time.monotonic_ns()`` (CLOCK_MONOTONIC, one clock for every
 process on the host, so the figures line up with a client's ``time.monotonic()``): ``t_in`` when the whole
 request had been read, ``t_first`` / ``t_last`` when the first / last content chunk was written to the socket,
-``t_done`` after ``[DONE]``, ``t_chunks`` (every content chunk's write) and ``n`` (chunks). On SIGTERM or
+``t_done`` after ``[DONE]``, ``t_chunks`` (every content chunk's write) and ``n`` (chunks); ``w_in`` is the
+read on the wall clock (``time.time_ns()``), to pair requests with a client that logs wall-clock send times. On SIGTERM or
 SIGINT it writes them to ``--log`` as JSON lines and exits. The server's own TTFT of a request is ``t_first - t_in``, its TPOT
 ``(t_last - t_first) / (n - 1)``.
 
@@ -95,9 +96,9 @@ class TruthProtocol(asyncio.Protocol):
                 return
             body = self.buf[end + 4: end + 4 + clen]
             self.buf = self.buf[end + 4 + clen:]
-            self.handle(head.split(b" ", 2), body, time.monotonic_ns())
+            self.handle(head.split(b" ", 2), body, time.monotonic_ns(), time.time_ns())
 
-    def handle(self, first: list[bytes], body: bytes, t_in: int) -> None:
+    def handle(self, first: list[bytes], body: bytes, t_in: int, w_in: int) -> None:
         t = self.transport
         assert t is not None
         method, path = first[0], first[1] if len(first) > 1 else b"/"
@@ -117,7 +118,7 @@ class TruthProtocol(asyncio.Protocol):
             t.write(_plain(b"200 OK", _full(chat, n)))
             return
         evs, tail = _events(chat, n)
-        row = {"path": path.decode(errors="replace"), "t_in": t_in, "t_first": None, "t_last": None,
+        row = {"path": path.decode(errors="replace"), "t_in": t_in, "w_in": w_in, "t_first": None, "t_last": None,
                "t_done": None, "n": n, "t_chunks": []}
         self.rec.rows.append(row)
         t.write(SSE_HEAD)

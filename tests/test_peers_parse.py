@@ -121,3 +121,23 @@ def test_truth_server_records_its_own_times(tmp_path):
     # the last of 3 chunks spaced 3 ms apart is written at least 6 ms after the request was read (a busy loop
     # only makes chunks late, so TPOT itself can fall below 3 ms when the first one was late)
     assert (row["t_last"] - row["t_in"]) / 1e6 >= 6.0 - 0.01
+
+
+def test_benchmint_paths_pairs_requests_in_send_order(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # two requests sent 100 ms apart (wall clock), listed out of order; the server read each 0.5 ms later
+    # and wrote its first chunk 1 ms after the read; the client saw its first token 0.25 ms after that
+    pq.write_table(pa.table({"warmup": [False, False, True], "sent_s": [0.1, 0.0, 0.0],
+                             "first_token_s": [0.10175, 0.00175, None], "sent_wall_s": [1000.1, 1000.0, None]}),
+                   tmp_path / "requests.parquet")
+    rows = [{"t_in": 5_000_000_000 + k * 100_000_000, "w_in": int((1000.0005 + k * 0.1) * 1e9),
+             "t_first": 5_001_000_000 + k * 100_000_000, "t_last": None, "n": 16} for k in (1, 0)]
+    (tmp_path / "truth.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    p = pp.benchmint_paths(tmp_path / "requests.parquet", tmp_path / "truth.jsonl")
+    assert p["matched"] == 2
+    assert p["request_ms_p50"] == pytest.approx(0.5, abs=1e-3) and p["request_ms_p99"] == pytest.approx(0.5, abs=1e-3)
+    assert p["response_ms_p50"] == pytest.approx(0.25, abs=1e-3)
+    (tmp_path / "truth.jsonl").write_text(json.dumps(rows[0]) + "\n")  # one request the server never saw
+    assert pp.benchmint_paths(tmp_path / "requests.parquet", tmp_path / "truth.jsonl") is None
