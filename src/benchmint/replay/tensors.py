@@ -335,9 +335,13 @@ def fill(t: torch.Tensor, ref: TRef | None, cons: Constraints, gen: torch.Genera
                 start = int(torch.randint(0, _BLOCK, (1,), generator=gen))
                 block = _random_block(gen)[start : start + _BLOCK]
                 flat = t.view(-1)
-                for start in range(0, flat.numel(), _BLOCK):
-                    part = flat[start : start + _BLOCK]
-                    part.copy_(block[: part.numel()])
+                # one copy from the block seen as repeated rows (a Python loop of 1-MiB copies cost twice as
+                # much: most of the time of planning a large trace goes into touching its inputs' pages)
+                rows, tail = divmod(flat.numel(), _BLOCK)
+                if rows:
+                    flat[: rows * _BLOCK].view(rows, _BLOCK).copy_(block.expand(rows, _BLOCK))
+                if tail:
+                    flat[rows * _BLOCK :].copy_(block[:tail])
                 return
             t.copy_(torch.rand(t.shape, generator=gen, dtype=torch.float32).mul_(0.9).add_(0.05))
         return
