@@ -104,19 +104,23 @@ def main() -> None:
         oa = statistics.median(r["replay_ops_only_s"] for r in a)
         ob = statistics.median(r["replay_ops_only_s"] for r in b)
         diff = statistics.median(x["iter_time_s"]["median"] / y["iter_time_s"]["median"] - 1 for x, y in zip(a, b, strict=True))
+        # the 10th percentile moves less with the other jobs of a shared machine than the median does
+        diff10 = statistics.median(x["iter_time_s"]["p10"] / y["iter_time_s"]["p10"] - 1 for x, y in zip(a, b, strict=True))
         rows.append((name, ea, eb, diff, oa, ob, a[0]["original_iter_time_s"], a[0]["coverage"],
-                     f"{min(loads):.1f}-{max(loads):.1f}", a[0]["threads"]))
+                     f"{min(loads):.1f}-{max(loads):.1f}", a[0]["threads"], diff10,
+                     sum(bool(r["iter_time_s"].get("noisy")) for r in (*a, *b))))
         each = ", ".join(f"{x['iter_time_s']['median'] * 1e3:.1f}/{y['iter_time_s']['median'] * 1e3:.1f} ms"
                          for x, y in zip(a, b, strict=True))
         print(f"{name}: export {ea * 1e3:.3f} ms, replay {eb * 1e3:.3f} ms, difference {diff * 100:+.1f}% "
               f"(export/replay each round: {each}; load average {min(loads):.1f}-{max(loads):.1f})", flush=True)
     print()
-    print("| workload | export iter | replay iter | difference | export ops only | replay ops only | original "
-          "(capture.json) | coverage | threads | load average |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for name, ea, eb, diff, oa, ob, orig, cov, load, threads in rows:
-        print(f"| {name} | {ea * 1e3:.3f} ms | {eb * 1e3:.3f} ms | {diff * 100:+.1f}% | {oa * 1e3:.3f} ms | "
-              f"{ob * 1e3:.3f} ms | {orig * 1e3:.3f} ms | {cov:.3f} | {threads} | {load} |")
+    print("| workload | export iter | replay iter | difference | difference of p10 | export ops only | replay ops "
+          "only | original (capture.json) | coverage | threads | runs flagged noisy | load average |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, ea, eb, diff, oa, ob, orig, cov, load, threads, diff10, noisy in rows:
+        print(f"| {name} | {ea * 1e3:.3f} ms | {eb * 1e3:.3f} ms | {diff * 100:+.1f}% | {diff10 * 100:+.1f}% | "
+              f"{oa * 1e3:.3f} ms | {ob * 1e3:.3f} ms | {orig * 1e3:.3f} ms | {cov:.3f} | {threads} | "
+              f"{noisy}/{2 * args.rounds} | {load} |")
     within = sum(1 for r in rows if abs(r[3]) <= 0.05)
     print(f"\nwithin 5%: {within}/{len(rows)}, median |difference| "
           f"{statistics.median(abs(r[3]) for r in rows) * 100:.1f}%; {args.rounds} alternating rounds, "
