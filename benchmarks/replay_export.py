@@ -62,6 +62,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="intra-op threads on both sides (default: the "
+                                                               "capture's)")
     ap.add_argument("--venv", type=Path, default=None, help="torch-only virtual environment (default: a new one)")
     ap.add_argument("--workdir", type=Path, default=None)
     args = ap.parse_args()
@@ -85,29 +87,40 @@ def main() -> None:
                            capture_output=True)
         subprocess.run([*bm, "export", str(cap), "--out", str(exp), "--force"], check=True, env=env,
                        capture_output=True)
-        a, b = [], []
+        a, b, loads = [], [], []
+        thr = ["--threads", str(args.threads)] if args.threads else []
         for k in range(args.rounds):
             ja, jb = work / f"{name}_export_{k}.json", work / f"{name}_replay_{k}.json"
+            loads.append(os.getloadavg()[0])
             a.append(run_json([str(venv_py), str(exp / "run.py"), "--iters", str(args.iters), "--warmup",
-                               str(args.warmup), "--json", str(ja)], ja, env=clean))
+                               str(args.warmup), "--json", str(ja), *thr], ja, env=clean))
+            loads.append(os.getloadavg()[0])
             b.append(run_json([*bm, "replay", str(cap), "--iters", str(args.iters), "--warmup", str(args.warmup),
-                               "--json", str(jb), "--no-store", "--out", str(work / "runs" / f"{name}_{k}")],
+                               "--json", str(jb), "--no-store", "--out", str(work / "runs" / f"{name}_{k}"), *thr],
                               jb, env=env))
+        loads.append(os.getloadavg()[0])
         ea = statistics.median(r["iter_time_s"]["median"] for r in a)
         eb = statistics.median(r["iter_time_s"]["median"] for r in b)
         oa = statistics.median(r["replay_ops_only_s"] for r in a)
         ob = statistics.median(r["replay_ops_only_s"] for r in b)
         diff = statistics.median(x["iter_time_s"]["median"] / y["iter_time_s"]["median"] - 1 for x, y in zip(a, b, strict=True))
-        rows.append((name, ea, eb, diff, oa, ob, a[0]["original_iter_time_s"], a[0]["coverage"]))
-        print(f"{name}: export {ea * 1e3:.3f} ms, replay {eb * 1e3:.3f} ms, difference {diff * 100:+.1f}%",
-              flush=True)
+        # the 10th percentile moves less with the other jobs of a shared machine than the median does
+        diff10 = statistics.median(x["iter_time_s"]["p10"] / y["iter_time_s"]["p10"] - 1 for x, y in zip(a, b, strict=True))
+        rows.append((name, ea, eb, diff, oa, ob, a[0]["original_iter_time_s"], a[0]["coverage"],
+                     f"{min(loads):.1f}-{max(loads):.1f}", a[0]["threads"], diff10,
+                     sum(bool(r["iter_time_s"].get("noisy")) for r in (*a, *b))))
+        each = ", ".join(f"{x['iter_time_s']['median'] * 1e3:.1f}/{y['iter_time_s']['median'] * 1e3:.1f} ms"
+                         for x, y in zip(a, b, strict=True))
+        print(f"{name}: export {ea * 1e3:.3f} ms, replay {eb * 1e3:.3f} ms, difference {diff * 100:+.1f}% "
+              f"(export/replay each round: {each}; load average {min(loads):.1f}-{max(loads):.1f})", flush=True)
     print()
-    print("| workload | export iter | replay iter | difference | export ops only | replay ops only | original "
-          "(capture.json) | coverage |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, ea, eb, diff, oa, ob, orig, cov in rows:
-        print(f"| {name} | {ea * 1e3:.3f} ms | {eb * 1e3:.3f} ms | {diff * 100:+.1f}% | {oa * 1e3:.3f} ms | "
-              f"{ob * 1e3:.3f} ms | {orig * 1e3:.3f} ms | {cov:.3f} |")
+    print("| workload | export iter | replay iter | difference | difference of p10 | export ops only | replay ops "
+          "only | original (capture.json) | coverage | threads | runs flagged noisy | load average |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, ea, eb, diff, oa, ob, orig, cov, load, threads, diff10, noisy in rows:
+        print(f"| {name} | {ea * 1e3:.3f} ms | {eb * 1e3:.3f} ms | {diff * 100:+.1f}% | {diff10 * 100:+.1f}% | "
+              f"{oa * 1e3:.3f} ms | {ob * 1e3:.3f} ms | {orig * 1e3:.3f} ms | {cov:.3f} | {threads} | "
+              f"{noisy}/{2 * args.rounds} | {load} |")
     within = sum(1 for r in rows if abs(r[3]) <= 0.05)
     print(f"\nwithin 5%: {within}/{len(rows)}, median |difference| "
           f"{statistics.median(abs(r[3]) for r in rows) * 100:.1f}%; {args.rounds} alternating rounds, "

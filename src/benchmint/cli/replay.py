@@ -112,12 +112,14 @@ def replay(
                            echo=lambda line: err_console.print(line, highlight=False, markup=False),
                            keep_logs=state.debug)
     else:
+        # no refresh thread (auto_refresh): it would wake ten times a second inside the timed iterations,
+        # which an exported runner (no progress display) does not have; the display moves at each stage
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                      console=err_console, transient=True) as prog:
+                      console=err_console, transient=True, auto_refresh=False) as prog:
             task = prog.add_task("planning", total=None)
 
             def progress(stage: str, done: int, total: int) -> None:
-                prog.update(task, description=stage, completed=done, total=total or None)
+                prog.update(task, description=stage, completed=done, total=total or None, refresh=True)
 
             res = replay_trace(trace, kineto, opts, progress=progress)
     r = res.result

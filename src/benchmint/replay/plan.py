@@ -692,7 +692,7 @@ def build_plan(view: TraceView, device: str | torch.device = "cpu", seed: int = 
     tries answered)."""
     forced: dict[int, str] = {}
     check_s = 0.0
-    for _ in range(8):
+    for attempt in range(8):
         plan = _build(view, device, seed, progress, forced, comm, dry_run)
         t0 = clock.now_ns()
         bad = _runs_again(plan, check) if check > 0 else None
@@ -703,6 +703,8 @@ def build_plan(view: TraceView, device: str | torch.device = "cpu", seed: int = 
                 raise RuntimeError(f"op {bad[0]} of the trace fails when replayed again: {bad[1]}")
             return plan
         forced[bad[0]] = bad[1]
+        if attempt < 7:
+            del plan  # its inputs go before the next plan makes its own (a large trace's are gigabytes)
     return plan
 
 

@@ -302,7 +302,7 @@ def _is_int(dtype: torch.dtype | None) -> bool:
     return dtype is not None and not dtype.is_floating_point and not dtype.is_complex and dtype != torch.bool
 
 
-_BIG = 1 << 16  # float tensors above this many elements are filled from a block of random values
+_BIG = 1 << 16  # float tensors above this many elements are filled by repeating a block of random values
 _BLOCK = 1 << 20
 _blocks: dict[int, tuple[torch.Generator, torch.Tensor]] = {}
 
@@ -335,9 +335,19 @@ def fill(t: torch.Tensor, ref: TRef | None, cons: Constraints, gen: torch.Genera
                 start = int(torch.randint(0, _BLOCK, (1,), generator=gen))
                 block = _random_block(gen)[start : start + _BLOCK]
                 flat = t.view(-1)
-                for start in range(0, flat.numel(), _BLOCK):
-                    part = flat[start : start + _BLOCK]
-                    part.copy_(block[: part.numel()])
+                # one copy from the block seen as repeated rows (a Python loop of 1-MiB copies cost twice as
+                # much: most of the time of planning a large trace goes into touching its inputs' pages)
+                rows, tail = divmod(flat.numel(), _BLOCK)
+                if rows:
+                    flat[: rows * _BLOCK].view(rows, _BLOCK).copy_(block.expand(rows, _BLOCK))
+                if tail:
+                    flat[rows * _BLOCK :].copy_(block[:tail])
+                return
+            if t.numel() <= _BLOCK:
+                # a slice of the same block from a random start (a random number per element took about a
+                # second of planning GPT-2, for its thousands of small tensors)
+                start = int(torch.randint(0, _BLOCK, (1,), generator=gen))
+                t.copy_(_random_block(gen)[start : start + t.numel()].view(t.shape))
                 return
             t.copy_(torch.rand(t.shape, generator=gen, dtype=torch.float32).mul_(0.9).add_(0.05))
         return
