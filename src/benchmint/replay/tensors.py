@@ -90,6 +90,8 @@ def collect_constraints(ops: Iterable[OpRec], arg_names_of) -> Constraints:
     ops = list(ops)
     named: list[dict[str, object] | None] = []
     rows_by_indices: dict[tuple, list[int]] = {}  # indices key -> rows per table of the lookup that reads them
+    upper: dict[tuple, int] = {}  # produced integer tensor -> its values are below this (positions along a dim)
+    divisions: list[tuple[str, object, object, object]] = []  # (op base, dividend, divisor, quotient)
     for op in ops:
         names = arg_names_of(op)
         named.append(None if names is None else _named(op, names))
@@ -98,6 +100,10 @@ def collect_constraints(ops: Iterable[OpRec], arg_names_of) -> Constraints:
         a = named[-1]
         assert a is not None
         base = op.name.split("::", 1)[-1]
+        _note_positions(op, base, a, upper)
+        if base in _DIVISIONS and op.name.startswith("aten::"):
+            out = op.outputs[0].value if op.outputs and op.outputs[0].kind == TENSOR else None
+            divisions.append((base, a.get("self"), a.get("other"), out))
         if op.name.startswith("fbgemm::"):
             _fbgemm_constraints(cons, base, a, rows_by_indices)
         elif base in ("embedding",):
@@ -155,7 +161,61 @@ def collect_constraints(ops: Iterable[OpRec], arg_names_of) -> Constraints:
             if rows is not None:
                 c.values = tuple(rows)
     _carry_back(cons, ops, named)
+    for base, num, den, out in divisions:
+        _divisor(cons, base, num, den, out, upper)
     return cons
+
+
+# integer division and remainder: a divisor the replay makes up must not be zero (a scalar divisor, ``x // 2``,
+# is recorded as a 0-dim tensor without its value)
+_DIVISIONS = {"floor_divide", "floor_divide_", "div", "div_", "remainder", "remainder_", "fmod", "fmod_"}
+# ops whose integer output (index ``j`` of the outputs) holds positions along the input's dim ``dim`` arg
+_POSITIONS = {"argsort": 0, "sort": 1, "topk": 1, "argmax": 0, "argmin": 0, "kthvalue": 1, "mode": 1,
+              "max": 1, "min": 1, "median": 1, "cummax": 1, "cummin": 1}
+
+
+def _note_positions(op: OpRec, base: str, a: dict[str, object], upper: dict[tuple, int]) -> None:
+    """Note the bound of a produced integer tensor whose values are positions: sort and top-k indices
+    (below the size of the sorted dim), ``arange(n)`` and ``randperm(n)`` (below n)."""
+    if not op.outputs:
+        return
+    if base in ("arange", "randperm"):
+        out = op.outputs[0].value if op.outputs[0].kind == TENSOR else None
+        if isinstance(out, TRef) and _is_int(out.dtype) and out.numel > 0:
+            upper[out.key] = out.numel
+        return
+    j = _POSITIONS.get(base)
+    src = a.get("self")
+    if j is None or len(op.outputs) <= j or op.outputs[j].kind != TENSOR or not isinstance(src, TRef):
+        return
+    out = op.outputs[j].value
+    d = a.get("dim", -1 if base in ("argsort", "sort", "topk") else None)
+    if isinstance(out, TRef) and _is_int(out.dtype):
+        n = src.numel if d is None else _dim(src, d) if isinstance(d, int) else None
+        if n:
+            upper[out.key] = n
+
+
+def _divisor(cons: Constraints, base: str, num: object, den: object, out: object, upper: dict[tuple, int]) -> None:
+    """What an integer divisor the replay makes up holds: never zero; for ``positions // k`` whose quotient
+    indexes something (a mixture of experts' slot // top-k -> token), the k that maps the dividend's range onto
+    the quotient's valid range; for ``x % k`` feeding an index, that index's range."""
+    if not (isinstance(den, TRef) and _is_int(den.dtype)) or den.numel == 0:
+        return
+    c = cons.get(den)
+    if c.values is not None or c.forced is not None:
+        return
+    need = cons.by_key.get(out.key) if isinstance(out, TRef) else None
+    high = need.high if need is not None else None
+    d = 1
+    if base.startswith(("remainder", "fmod")):
+        d = high or 1
+    elif high and isinstance(num, TRef) and num.key in upper:
+        d = max(1, -(-upper[num.key] // high))
+    if den.numel == 1:
+        c.values = (d,)
+    else:
+        c.forced = (1, max(1, d))
 
 
 # ops whose output holds the input's integer values in the same order (only the shape or the type changes)
