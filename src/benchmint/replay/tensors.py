@@ -48,6 +48,7 @@ class IntConstraint:
     sums_to: int | None = None  # non-negative lengths summing to this (jagged lengths of that many values)
     permutation: bool = False  # a permutation of range(numel) (fbgemm's permute of rows)
     rows_of: tuple | None = None  # rows per table of the lookup reading this indices tensor (bounds_check)
+    longest: int | None = None  # with sums_to: sequence lengths in [1, longest], the longest present, descending
 
     def empty(self) -> bool:
         return self == IntConstraint()
@@ -143,6 +144,13 @@ def collect_constraints(ops: Iterable[OpRec], arg_names_of) -> Constraints:
             src = a.get("self")
             if isinstance(src, TRef):
                 _bound(cons, a.get("target"), _dim(src, 1 if len(src.shape) > 1 else 0))
+        elif base == "_pack_padded_sequence":
+            # lengths of padded sequences: the packed data's rows are their sum, batch_sizes' length the longest
+            lengths = a.get("lengths")
+            outs = [o.value for o in op.outputs if o.kind == TENSOR]
+            if isinstance(lengths, TRef) and len(outs) == 2 and all(isinstance(o, TRef) and o.shape for o in outs):
+                c = cons.get(lengths)
+                c.sums_to, c.longest = outs[0].shape[0], outs[1].shape[0]
         elif base == "take":
             src = a.get("self")
             if isinstance(src, TRef):
@@ -241,6 +249,13 @@ def _carry_back(cons: Constraints, ops: list[OpRec], named: list[dict[str, objec
             if (c is not None and isinstance(src, TRef) and src.key != out.key and src.numel == out.numel
                     and _is_int(src.dtype) and _is_int(out.dtype)):
                 _inherit(cons, src, c)
+        elif base == "sort" and op.name.startswith("aten::"):
+            # the sorted values are the input's in another order: a range, a total and a longest carry over
+            src, c = a.get("self"), cons.by_key.get(out.key)
+            if (c is not None and isinstance(src, TRef) and src.numel == out.numel and _is_int(src.dtype)
+                    and c.values is None and not c.permutation):
+                _inherit(cons, src, IntConstraint(high=c.high, sums_to=c.sums_to, longest=c.longest,
+                                                  forced=c.forced))
         elif op.name == "fbgemm::asynchronous_complete_cumsum":
             src, c = a.get("t_in"), cons.by_key.get(out.key)
             if isinstance(src, TRef) and c is not None and c.offsets_of is not None:
@@ -408,6 +423,9 @@ def fill(t: torch.Tensor, ref: TRef | None, cons: Constraints, gen: torch.Genera
     if c is not None and c.permutation:
         t.copy_(torch.randperm(t.numel(), generator=gen).reshape(t.shape))
         return
+    if c is not None and c.sums_to is not None and c.longest is not None:
+        t.copy_(_sequence_lengths(t.numel(), c.sums_to, c.longest, gen).reshape(t.shape))
+        return
     if c is not None and c.sums_to is not None:
         # non-negative lengths summing to the total: the gaps between sorted cut points
         n, total = t.numel(), max(c.sums_to, 0)
@@ -434,6 +452,28 @@ def fill(t: torch.Tensor, ref: TRef | None, cons: Constraints, gen: torch.Genera
         t.copy_(torch.randint(0, c.high, t.shape, generator=gen))
         return
     t.zero_()  # zero is a valid index and a neutral offset for any consumer we do not know
+
+
+def _sequence_lengths(n: int, total: int, longest: int, gen: torch.Generator) -> torch.Tensor:
+    """``n`` lengths in [1, longest], descending, the first ``longest``, summing to ``total`` (as near as the
+    bounds allow): padded sequences that pack into the recorded data and batch sizes."""
+    longest = max(longest, 1)
+    out = torch.ones(n, dtype=torch.long)
+    out[0] = longest
+    room = total - int(out.sum())
+    if n > 1 and room > 0:
+        # spread what is left at random over the others, none past the longest
+        weights = torch.rand(n - 1, generator=gen) + 0.05
+        add = torch.minimum((weights / weights.sum() * room).floor().long(), torch.full((n - 1,), longest - 1))
+        out[1:] += add
+        left = total - int(out.sum())
+        k = 1
+        while left > 0 and k < n:  # the rounding's remainder, first come first served
+            step = min(left, longest - int(out[k]))
+            out[k] += step
+            left -= step
+            k += 1
+    return torch.sort(out, descending=True).values
 
 
 class StoragePool:
