@@ -16,6 +16,7 @@ from benchmint.core import sysmetrics
 from benchmint.core.errors import UserError
 from benchmint.replay import fidelity, memory
 from benchmint.replay.adapt import adapt_capture, adapt_view, annotate
+from benchmint.replay.allocator import settle_malloc
 from benchmint.replay.execute import measure_peak_memory, summarize, time_iterations
 from benchmint.replay.modes import mode_specs
 from benchmint.replay.options import ReplayOptions
@@ -202,6 +203,7 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
             progress(stage, done, total)
 
     n = len(view.ops)
+    allocator = settle_malloc()  # before anything is allocated: the replay's frees land under the settled thresholds
     plan = build_plan(view, dev, seed, progress=lambda i: tell("plan", i, n) if i % 200 == 0 or i == n else None,
                       comm=comm)
     if not plan.replayed:
@@ -317,6 +319,7 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
         "warmup": warmup,
         "iters": iters,
         "seed": seed,
+        "allocator": allocator,
         "plan_time_s": plan.plan_time_s,
         "plan_check_time_s": plan.check_time_s,  # the real pass over the compiled iteration that ends planning
         "plan_dry_run": plan.dry_run,  # how each op was tried: on the meta device, or for real (and why)

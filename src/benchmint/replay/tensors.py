@@ -48,6 +48,7 @@ class IntConstraint:
     sums_to: int | None = None  # non-negative lengths summing to this (jagged lengths of that many values)
     permutation: bool = False  # a permutation of range(numel) (fbgemm's permute of rows)
     rows_of: tuple | None = None  # rows per table of the lookup reading this indices tensor (bounds_check)
+    longest: int | None = None  # with sums_to: sequence lengths in [1, longest], the longest present, descending
 
     def empty(self) -> bool:
         return self == IntConstraint()
@@ -90,6 +91,8 @@ def collect_constraints(ops: Iterable[OpRec], arg_names_of) -> Constraints:
     ops = list(ops)
     named: list[dict[str, object] | None] = []
     rows_by_indices: dict[tuple, list[int]] = {}  # indices key -> rows per table of the lookup that reads them
+    upper: dict[tuple, int] = {}  # produced integer tensor -> its values are below this (positions along a dim)
+    divisions: list[tuple[str, object, object, object]] = []  # (op base, dividend, divisor, quotient)
     for op in ops:
         names = arg_names_of(op)
         named.append(None if names is None else _named(op, names))
@@ -98,6 +101,10 @@ def collect_constraints(ops: Iterable[OpRec], arg_names_of) -> Constraints:
         a = named[-1]
         assert a is not None
         base = op.name.split("::", 1)[-1]
+        _note_positions(op, base, a, upper)
+        if base in _DIVISIONS and op.name.startswith("aten::"):
+            out = op.outputs[0].value if op.outputs and op.outputs[0].kind == TENSOR else None
+            divisions.append((base, a.get("self"), a.get("other"), out))
         if op.name.startswith("fbgemm::"):
             _fbgemm_constraints(cons, base, a, rows_by_indices)
         elif base in ("embedding",):
@@ -137,6 +144,13 @@ def collect_constraints(ops: Iterable[OpRec], arg_names_of) -> Constraints:
             src = a.get("self")
             if isinstance(src, TRef):
                 _bound(cons, a.get("target"), _dim(src, 1 if len(src.shape) > 1 else 0))
+        elif base == "_pack_padded_sequence":
+            # lengths of padded sequences: the packed data's rows are their sum, batch_sizes' length the longest
+            lengths = a.get("lengths")
+            outs = [o.value for o in op.outputs if o.kind == TENSOR]
+            if isinstance(lengths, TRef) and len(outs) == 2 and all(isinstance(o, TRef) and o.shape for o in outs):
+                c = cons.get(lengths)
+                c.sums_to, c.longest = outs[0].shape[0], outs[1].shape[0]
         elif base == "take":
             src = a.get("self")
             if isinstance(src, TRef):
@@ -155,7 +169,61 @@ def collect_constraints(ops: Iterable[OpRec], arg_names_of) -> Constraints:
             if rows is not None:
                 c.values = tuple(rows)
     _carry_back(cons, ops, named)
+    for base, num, den, out in divisions:
+        _divisor(cons, base, num, den, out, upper)
     return cons
+
+
+# integer division and remainder: a divisor the replay makes up must not be zero (a scalar divisor, ``x // 2``,
+# is recorded as a 0-dim tensor without its value)
+_DIVISIONS = {"floor_divide", "floor_divide_", "div", "div_", "remainder", "remainder_", "fmod", "fmod_"}
+# ops whose integer output (index ``j`` of the outputs) holds positions along the input's dim ``dim`` arg
+_POSITIONS = {"argsort": 0, "sort": 1, "topk": 1, "argmax": 0, "argmin": 0, "kthvalue": 1, "mode": 1,
+              "max": 1, "min": 1, "median": 1, "cummax": 1, "cummin": 1}
+
+
+def _note_positions(op: OpRec, base: str, a: dict[str, object], upper: dict[tuple, int]) -> None:
+    """Note the bound of a produced integer tensor whose values are positions: sort and top-k indices
+    (below the size of the sorted dim), ``arange(n)`` and ``randperm(n)`` (below n)."""
+    if not op.outputs:
+        return
+    if base in ("arange", "randperm"):
+        out = op.outputs[0].value if op.outputs[0].kind == TENSOR else None
+        if isinstance(out, TRef) and _is_int(out.dtype) and out.numel > 0:
+            upper[out.key] = out.numel
+        return
+    j = _POSITIONS.get(base)
+    src = a.get("self")
+    if j is None or len(op.outputs) <= j or op.outputs[j].kind != TENSOR or not isinstance(src, TRef):
+        return
+    out = op.outputs[j].value
+    d = a.get("dim", -1 if base in ("argsort", "sort", "topk") else None)
+    if isinstance(out, TRef) and _is_int(out.dtype):
+        n = src.numel if d is None else _dim(src, d) if isinstance(d, int) else None
+        if n:
+            upper[out.key] = n
+
+
+def _divisor(cons: Constraints, base: str, num: object, den: object, out: object, upper: dict[tuple, int]) -> None:
+    """What an integer divisor the replay makes up holds: never zero; for ``positions // k`` whose quotient
+    indexes something (a mixture of experts' slot // top-k -> token), the k that maps the dividend's range onto
+    the quotient's valid range; for ``x % k`` feeding an index, that index's range."""
+    if not (isinstance(den, TRef) and _is_int(den.dtype)) or den.numel == 0:
+        return
+    c = cons.get(den)
+    if c.values is not None or c.forced is not None:
+        return
+    need = cons.by_key.get(out.key) if isinstance(out, TRef) else None
+    high = need.high if need is not None else None
+    d = 1
+    if base.startswith(("remainder", "fmod")):
+        d = high or 1
+    elif high and isinstance(num, TRef) and num.key in upper:
+        d = max(1, -(-upper[num.key] // high))
+    if den.numel == 1:
+        c.values = (d,)
+    else:
+        c.forced = (1, max(1, d))
 
 
 # ops whose output holds the input's integer values in the same order (only the shape or the type changes)
@@ -181,6 +249,13 @@ def _carry_back(cons: Constraints, ops: list[OpRec], named: list[dict[str, objec
             if (c is not None and isinstance(src, TRef) and src.key != out.key and src.numel == out.numel
                     and _is_int(src.dtype) and _is_int(out.dtype)):
                 _inherit(cons, src, c)
+        elif base == "sort" and op.name.startswith("aten::"):
+            # the sorted values are the input's in another order: a range, a total and a longest carry over
+            src, c = a.get("self"), cons.by_key.get(out.key)
+            if (c is not None and isinstance(src, TRef) and src.numel == out.numel and _is_int(src.dtype)
+                    and c.values is None and not c.permutation):
+                _inherit(cons, src, IntConstraint(high=c.high, sums_to=c.sums_to, longest=c.longest,
+                                                  forced=c.forced))
         elif op.name == "fbgemm::asynchronous_complete_cumsum":
             src, c = a.get("t_in"), cons.by_key.get(out.key)
             if isinstance(src, TRef) and c is not None and c.offsets_of is not None:
@@ -358,6 +433,9 @@ def fill(t: torch.Tensor, ref: TRef | None, cons: Constraints, gen: torch.Genera
     if c is not None and c.permutation:
         t.copy_(torch.randperm(t.numel(), generator=gen).reshape(t.shape))
         return
+    if c is not None and c.sums_to is not None and c.longest is not None:
+        t.copy_(_sequence_lengths(t.numel(), c.sums_to, c.longest, gen).reshape(t.shape))
+        return
     if c is not None and c.sums_to is not None:
         # non-negative lengths summing to the total: the gaps between sorted cut points
         n, total = t.numel(), max(c.sums_to, 0)
@@ -384,6 +462,28 @@ def fill(t: torch.Tensor, ref: TRef | None, cons: Constraints, gen: torch.Genera
         t.copy_(torch.randint(0, c.high, t.shape, generator=gen))
         return
     t.zero_()  # zero is a valid index and a neutral offset for any consumer we do not know
+
+
+def _sequence_lengths(n: int, total: int, longest: int, gen: torch.Generator) -> torch.Tensor:
+    """``n`` lengths in [1, longest], descending, the first ``longest``, summing to ``total`` (as near as the
+    bounds allow): padded sequences that pack into the recorded data and batch sizes."""
+    longest = max(longest, 1)
+    out = torch.ones(n, dtype=torch.long)
+    out[0] = longest
+    room = total - int(out.sum())
+    if n > 1 and room > 0:
+        # spread what is left at random over the others, none past the longest
+        weights = torch.rand(n - 1, generator=gen) + 0.05
+        add = torch.minimum((weights / weights.sum() * room).floor().long(), torch.full((n - 1,), longest - 1))
+        out[1:] += add
+        left = total - int(out.sum())
+        k = 1
+        while left > 0 and k < n:  # the rounding's remainder, first come first served
+            step = min(left, longest - int(out[k]))
+            out[k] += step
+            left -= step
+            k += 1
+    return torch.sort(out, descending=True).values
 
 
 class StoragePool:

@@ -231,6 +231,7 @@ class ReplayMetrics(Model):
     warmup: int | None | UnsetType = UNSET
     iters: int | None | UnsetType = UNSET
     seed: int | None | UnsetType = UNSET
+    allocator: str | None | UnsetType = UNSET  # replay/allocator.settle_malloc: what the host allocator ran under
     plan_time_s: float | None | UnsetType = UNSET
     plan_check_time_s: float | None | UnsetType = UNSET  # the real pass over the compiled iteration ending planning
     plan_dry_run: JSONObject | None | UnsetType = UNSET  # how each op was tried: meta, or for real (and why)

@@ -1,0 +1,155 @@
+"""Replay fidelity on workloads captured the way a user captures them: the plain PyTorch API
+(``torch.profiler.ExecutionTraceObserver`` + Kineto with ``record_shapes``, no ``benchmint capture``, no
+capture.json), replayed as ``benchmint replay ET --kineto K --gaps recorded --threads 1`` would (the
+trace-only estimate), and timed against the live original in the same process, alternating.
+
+Workloads: the held-out kinds of ``benchmarks/heldout_workloads.py`` (embedding bags fed skewed indices with
+per-sample weights and several pooling modes, sorted-dispatch mixtures of experts, a packed-sequence LSTM) and,
+with ``--builtin``, benchmint's own examples (``benchmint.models.workloads``) captured the same plain way.
+
+Per round: ``--iters`` iterations of the original, then of the replay; each side's figure is the 10th
+percentile of its iterations; error = median over rounds of replay / original - 1. Prints the load average
+beside the table.
+
+Usage: python benchmarks/replay_heldout.py [--workloads a,b] [--builtin] [--rounds 3] [--iters 30] [--repeats 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+warnings.filterwarnings("ignore")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def plain_capture(step, out: Path, steps: int = 2) -> tuple[Path, Path]:
+    """What a user writes: warm up, then record ``steps`` steps with the ET observer and Kineto."""
+    import torch
+    from torch.profiler import ExecutionTraceObserver, ProfilerActivity, profile, schedule
+
+    et_path, k_path = out / "et.json", out / "kineto.json"
+    for _ in range(5):
+        step()
+    et = ExecutionTraceObserver().register_callback(str(et_path))
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True,
+                 schedule=schedule(wait=0, warmup=1, active=steps), execution_trace_observer=et,
+                 on_trace_ready=lambda p: p.export_chrome_trace(str(k_path))) as prof:
+        for _ in range(steps + 1):
+            step()
+            prof.step()
+    et.unregister_callback()
+    del torch
+    return et_path, k_path
+
+
+def _p10(xs: list[float]) -> float:
+    xs = sorted(xs)
+    return xs[max(0, int(round(0.1 * (len(xs) - 1))))]
+
+
+def _times(fn, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter_ns()
+        fn()
+        out.append((time.perf_counter_ns() - t0) / 1e9)
+    return out
+
+
+def measure(name: str, step, tmp: Path, args) -> dict:
+    import torch
+
+    from benchmint.replay.api import replay_trace
+
+    d = tmp / name
+    d.mkdir()
+    et, k = plain_capture(step, d)
+    res = replay_trace(et, kineto=k, gaps="recorded", threads=1, iters=10, warmup=2)
+    fn, plan = res.compiled(), res.plan
+
+    def replay() -> None:
+        with torch.inference_mode():
+            fn(plan.registers())
+
+    step()
+    replay()
+    errs, orig, rep = [], [], []
+    for _ in range(args.rounds):
+        o = _p10(_times(step, args.iters))
+        r = _p10(_times(replay, args.iters))
+        orig.append(o)
+        rep.append(r)
+        errs.append(r / o - 1)
+    r = res.result
+    return {"workload": name, "ops": r["ops_total"], "coverage": r["coverage"],
+            "original_s": statistics.median(orig), "replay_s": statistics.median(rep),
+            "error": statistics.median(errs), "errors": errs,
+            "ops_only_s": r.get("replay_ops_only_s"),
+            "estimate_s": r.get("original_iter_time_estimated_s"),
+            "skipped": r.get("skipped"), "substituted": r.get("substituted")}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workloads", default=None, help="comma-separated subset")
+    ap.add_argument("--builtin", action="store_true", help="also benchmint's own example workloads")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--iters", type=int, default=30)
+    ap.add_argument("--repeats", type=int, default=1, help="fresh captures per workload (median error)")
+    args = ap.parse_args()
+
+    import torch
+    from heldout_workloads import HELDOUT
+
+    torch.set_num_threads(1)
+    makers = dict(HELDOUT)
+    if args.builtin:
+        from benchmint.models.workloads import WORKLOADS, build
+
+        for n in WORKLOADS:
+            makers[n] = (lambda n=n: build(n).step)
+    names = args.workloads.split(",") if args.workloads else list(makers)
+    rows = []
+    tmp = Path(tempfile.mkdtemp(prefix="benchmint-heldout-"))
+    try:
+        for name in names:
+            reps = []
+            for k in range(args.repeats):
+                reps.append(measure(f"{name}" if k == 0 else f"{name}-{k}", makers[name](), tmp, args))
+                reps[-1]["workload"] = name
+            reps.sort(key=lambda x: x["error"])
+            x = dict(reps[len(reps) // 2])
+            x["error"] = statistics.median(r["error"] for r in reps)
+            x["errors"] = [e for r in reps for e in r["errors"]]
+            rows.append(x)
+            print(f"  {name}: rounds {[f'{e * 100:+.1f}%' for e in x['errors']]} skipped {x['skipped']} "
+                  f"substituted {x['substituted']} (load {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"\nplain-API captures, trace-only replay (--gaps recorded), 1 thread; p10 of {args.iters} iterations, "
+          f"{args.rounds} alternating rounds, {args.repeats} capture(s); load average "
+          f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    hdr = f"{'workload':18s} {'ops':>5s} {'coverage':>8s} {'original s':>11s} {'replay s':>10s} {'error':>7s} {'ops only s':>10s}"
+    print(hdr)
+    print("-" * len(hdr))
+    for x in rows:
+        print(f"{x['workload']:18s} {x['ops']:5d} {x['coverage']:8.3f} {x['original_s']:11.6f} {x['replay_s']:10.6f} "
+              f"{x['error'] * 100:+6.1f}% {x['ops_only_s'] or 0:10.6f}")
+    if rows:
+        a = [abs(x["error"]) for x in rows]
+        print(f"\n|error|: max {max(a) * 100:.1f}%, median {statistics.median(a) * 100:.1f}%; within 10%: "
+              f"{sum(e <= 0.10 for e in a)}/{len(a)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
