@@ -216,7 +216,8 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
         # the timed iterations below are the ops alone, and a big trace's iteration can take seconds; across
         # ranks they also hold the real collectives and the waits for the other ranks)
         tell("calibrate")
-        base = time_iterations(plan, fn0, iters=max(10, min(iters, 30)), warmup=max(3, warmup))
+        base = time_iterations(plan, fn0, iters=max(10, min(iters, 30)), warmup=max(3, warmup),
+                               together=comm is not None)
         replay_s = summarize(base)["median"]
 
     cap_s = None
@@ -236,6 +237,8 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
         estimate_note = (f"the trace ran on {trace_type} and the replay on {dev.type}: the original's step time "
                          "is not estimated across devices")
     if gaps == "recorded":
+        if comm is not None:  # the ranks record their ops while the others do the same (as in the original)
+            comm.phase("calibrate")
         try:
             cal = fidelity.calibrate(plan, fn0, replay_s)
         except fidelity.CalibrationFailed as e:
@@ -252,9 +255,16 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
             raise UserError(f"{inp.trace}: no capture.json beside the trace; use target estimate")
         elif est_s is not None:
             want, target_used = est_s, "estimate"
+        if comm is not None:
+            comm.phase("settle")
         if want is not None:
             gaps_ns = fidelity.gap_schedule(plan, cal, want - replay_s)
-            gaps_ns = _settle_gaps(plan, gaps_ns, want, replay_s, tell, live=comm is not None)
+            # capture.json's step time holds the original's communication: a rank settles its gaps with its
+            # collectives running, so that they count once; the estimate holds the CPU time between ops only
+            # (a recorded gap counts at most GAP_CAP_S, so the wait for a collective is not in it): the gaps
+            # are settled on the ops alone and the timed iterations add this machine's collectives
+            settle_live = comm is not None and target_used == "capture.json"
+            gaps_ns = _settle_gaps(plan, gaps_ns, want, replay_s, tell, live=settle_live)
     if fixed_gaps is not None:
         gaps_ns = fixed_gaps if len(fixed_gaps) >= len(plan.steps) else None
         gaps = opts.gaps
@@ -311,7 +321,11 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
         "gaps": gaps,
         "gap_target": target_used,
         "gap_time_s": (sum(gaps_ns) / 1e9) if gaps_ns else 0.0,
-        "gaps_settled_with_collectives": comm is not None and gaps_ns is not None,
+        "gaps_settled_with_collectives": comm is not None and gaps_ns is not None and target_used == "capture.json",
+        # a rank's gaps aimed at the estimate of its CPU time between ops, its communication left to the live
+        # collectives of the timed iterations
+        "gaps_aimed_without_communication": (comm is not None and gaps_ns is not None
+                                             and target_used == "estimate"),
         "replay_ops_only_s": replay_s,
         "kineto_matched": view.kineto_matched,
         "warmup": warmup,

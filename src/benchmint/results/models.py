@@ -248,6 +248,7 @@ class ReplayMetrics(Model):
     hosts: list[str] | UnsetType = UNSET  # --ranks / torchrun: the hosts the ranks ran on
     errors_per_rank: list[float | None] | UnsetType = UNSET  # each rank's error (gaps settled with collectives)
     gaps_settled_with_collectives: bool | None | UnsetType = UNSET  # a rank's gaps were settled with them live
+    gaps_aimed_without_communication: bool | None | UnsetType = UNSET  # gaps aimed at the CPU estimate, comm live
     mode: str | None | UnsetType = UNSET  # --mode: full, compute (no collectives) or comm (collectives alone)
     compared_alternately: JSONObject | None | UnsetType = UNSET  # demo: original and replay timed in turns
     exported: JSONObject | None | UnsetType = UNSET  # a replay package's origin
