@@ -5,10 +5,12 @@ with gloo, with their collective coverage.
 
     .venv/bin/python benchmarks/replay_ranks.py [--ranks 2 4] [--rounds 3] [--param]
 
-Two gap targets per replay: `capture` (each rank's gaps settled, with its collectives running, at its own
-capture.json step time: the communication is this machine's, the CPU time between ops is aimed) and
-`estimate` (the gaps from the trace alone, the observers' cost measured here: nothing aimed at the measured
-step). Each round captures the step afresh and replays that capture right after, with both targets, so the
+Gap targets per replay: `capture` (each rank's gaps settled, with its collectives running, at its own
+capture.json step time: the communication is this machine's, the CPU time between ops is aimed: small by
+construction), `estimate` (the gaps from the trace alone, the observers' cost measured here: nothing aimed at
+the measured step) and `cpu` (the gaps settled, collectives running, so that each rank's iteration uses the CPU
+time per step capture.json measured: the wall time, what the error compares, is not aimed at). Each round
+captures the step afresh and replays that capture right after, with every target, so the
 reference (the capture's un-observed steps, timed by `benchmint capture` under torchrun) is measured under the
 same conditions as the replay (on a shared machine the load moves between minutes); the figure is the median
 over rounds of each rank's error. The load average is printed beside each row.
@@ -50,13 +52,18 @@ def load() -> str:
     return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-def ddp(n: int, rounds: int, steps: int, tmp: Path, verbose: bool) -> None:
-    errs: dict[str, list[list[float]]] = {"estimate": [], "capture": []}
+def cpu(p: dict, key: str) -> str:
+    v = p.get(key)
+    return f"{v * 1e3:.1f}" if v is not None else "-"
+
+
+def ddp(n: int, rounds: int, steps: int, tmp: Path, verbose: bool, targets: list[str]) -> None:
+    errs: dict[str, list[list[float]]] = {t: [] for t in targets}
     cov = ""
     for k in range(rounds):
         cap = tmp / f"ddp{n}-{k}"
         capture_ddp(n, cap, steps)  # the reference of this round: its capture's un-observed steps
-        for target in ("estimate", "capture"):
+        for target in targets:
             r = replay_ranks(cap, ranks=n, device="cpu", warmup=3, iters=20, gaps="recorded", target=target,
                              echo=lambda s: None).result
             errs[target].append([p["error"] for p in r["per_rank"]])
@@ -65,7 +72,8 @@ def ddp(n: int, rounds: int, steps: int, tmp: Path, verbose: bool) -> None:
                 print(f"  round {k} {target}: " + "; ".join(
                     f"rank {p['rank']} {p['iter_time_s']['median'] * 1e3:.1f} ms vs {p['original_iter_time_s'] * 1e3:.1f}"
                     f" ms (ops {p['replay_ops_only_s'] * 1e3:.1f}, gaps {p['gap_time_s'] * 1e3:.1f}, collectives "
-                    f"{p['collectives']['time_s'] * 1e3:.1f})" for p in r["per_rank"]) + f"; load {load()}",
+                    f"{p['collectives']['time_s'] * 1e3:.1f}; CPU {cpu(p, 'cpu_time_per_iter_s')} vs "
+                    f"{cpu(p, 'original_cpu_time_per_step_s')})" for p in r["per_rank"]) + f"; load {load()}",
                     flush=True)
     for target, rows in errs.items():
         per_rank = [statistics.median(x[k] for x in rows if x[k] is not None) if any(x[k] is not None for x in rows)
@@ -103,6 +111,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--param", action="store_true", help="also replay PARAM's multi-rank traces")
     ap.add_argument("--only-param", action="store_true", help="only PARAM's multi-rank traces (no DDP capture)")
+    ap.add_argument("--targets", nargs="+", default=["estimate", "capture", "cpu"],
+                    help="gap targets to replay each capture with")
     ap.add_argument("-v", "--verbose", action="store_true", help="each round's times per rank")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
@@ -112,7 +122,7 @@ def main() -> None:
                   "all within 10% | load average |")
             print("|---|---|---|---|---|---|")
             for n in a.ranks:
-                ddp(n, a.rounds, a.steps, tmp, a.verbose)
+                ddp(n, a.rounds, a.steps, tmp, a.verbose, a.targets)
         if a.param or a.only_param:
             print()
             print("| PARAM trace | ranks | coverage | collectives replayed/recorded per rank | iteration (gaps none) | "

@@ -411,7 +411,8 @@ def join_ranks(per: list[dict[str, Any]], backend: str, wall: float, inp: Any) -
             "gap_time_s": p["gap_time_s"], "peak_memory_bytes": p["peak_memory_bytes"],
             "original_iter_time_s": p.get("original_iter_time_s"), "error": p.get("error"),
             "original_iter_time_estimated_s": p.get("original_iter_time_estimated_s"),
-            "gap_target": p.get("gap_target"),
+            "gap_target": p.get("gap_target"), "cpu_time_per_iter_s": p.get("cpu_time_per_iter_s"),
+            "original_cpu_time_per_step_s": p.get("original_cpu_time_per_step_s"),
             "peak_rss_bytes": p["peak_rss_bytes"], "collectives": {k: v for k, v in p["collectives"].items()
                                                                    if k != "ops"},
             "collective_ops": p["collectives"]["ops"],
@@ -436,6 +437,14 @@ def join_ranks(per: list[dict[str, Any]], backend: str, wall: float, inp: Any) -
                               "the ops and the real collectives back to back with the original")
         base["how_measured"] += ("; error: none, the gaps were calibrated without communication (see "
                                  "error_note)")
+    elif any(p.get("gap_target") == "capture.json cpu" for p in per):
+        base["how_measured"] += ("; each rank's gaps between ops were settled with its collectives running so that "
+                                 "its iteration used the CPU time per step (the process's, every thread) that "
+                                 "capture.json measured on the original's un-observed steps; the wall time is left "
+                                 "to this machine (the CPU time the ranks ask for, the cores they share, the waits "
+                                 "for each other); error: the slowest rank's iteration against the original step "
+                                 "time")
+        base["errors_per_rank"] = [p.get("error") for p in per]
     elif any(p.get("gaps_settled_with_collectives") for p in per):
         base["how_measured"] += ("; each rank's gaps between ops were settled with its collectives running, aimed "
                                  f"at the original step time ({base.get('gap_target')}): the gaps stand for the CPU "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +21,7 @@ def sync_fn(device: torch.device) -> Callable[[], None]:
 
 
 def time_iterations(plan: Plan, fn: Callable, iters: int, warmup: int = 1, live: bool = False,
-                    count: bool = True, together: bool = False) -> list[float]:
+                    count: bool = True, together: bool = False, cpu: list[float] | None = None) -> list[float]:
     """Wall seconds of ``iters`` iterations after ``warmup`` untimed ones (registers reset outside timing).
 
     ``live``: in a multi-rank replay (``plan.comm``), run the collectives for real on the process group, with
@@ -29,7 +30,8 @@ def time_iterations(plan: Plan, fn: Callable, iters: int, warmup: int = 1, live:
     each iteration, inside the timing. ``count``: the collectives' figures (:meth:`Collectives.stats`) count
     these iterations (False while the gaps are settled). ``together``: not live, but the ranks still start each
     iteration together (the same barrier), so that a rank's ops alone are timed while the other ranks run
-    theirs, as in the original step; every rank must then make the same call."""
+    theirs, as in the original step; every rank must then make the same call. ``cpu``: where to append each
+    timed iteration's CPU seconds (the process's, every thread: the collectives' too)."""
     sync = sync_fn(plan.device)
     now = clock.now_ns
     comm = plan.comm if live or together else None
@@ -56,11 +58,14 @@ def time_iterations(plan: Plan, fn: Callable, iters: int, warmup: int = 1, live:
                 R = plan.registers()
                 barrier()
                 sync()
+                c0 = time.process_time()
                 t0 = now()
                 fn(R)
                 drain()
                 sync()
                 out.append((now() - t0) / 1e9)
+                if cpu is not None:
+                    cpu.append(time.process_time() - c0)
                 del R
     finally:
         if comm is not None and live:
