@@ -457,22 +457,43 @@ def test_gaps_aimed_at_capture_json_are_settled_with_the_collectives_running(tmp
 
 
 
-def test_gaps_aimed_at_the_estimate_leave_the_communication_to_the_live_collectives(tmp_path):
+@pytest.fixture(scope="module")
+def bilstm_capture(tmp_path_factory):
+    from benchmint.models.workloads import build
+    from benchmint.trace.capture import capture_steps
+
+    cap = tmp_path_factory.mktemp("bilstm") / "cap"
+    capture_steps(build("bilstm").step, cap, warmup=1, measure=5, record=1)
+    return cap
+
+
+def test_gaps_aimed_at_the_estimate_leave_the_communication_to_the_live_collectives(bilstm_capture):
     # the trace-only estimate holds the original's CPU time between ops (a recorded gap counts at most
     # GAP_CAP_S, so a wait for a collective is not in it): aiming a live iteration, collectives included, at it
     # took the communication out of the gaps (errors of -29% to -41% on a DDP step); the gaps are settled on
     # the ops alone and the timed iterations add this machine's collectives, and each rank has an error
-    from benchmint.models.workloads import build
-    from benchmint.trace.capture import capture_steps
-
-    cap = tmp_path / "cap"
-    capture_steps(build("bilstm").step, cap, warmup=1, measure=5, record=1)
-    r = replay_ranks(cap, ranks=2, device="cpu", warmup=0, iters=2, target="estimate").result
+    r = replay_ranks(bilstm_capture, ranks=2, device="cpu", warmup=0, iters=2, target="estimate").result
     assert r["gap_target"] == "estimate"
     assert r["gaps_aimed_without_communication"] is True and r["gaps_settled_with_collectives"] is False
     assert r["error"] is not None and r["errors_per_rank"] == [p["error"] for p in r["per_rank"]]
     assert all(p["gap_target"] == "estimate" and p["original_iter_time_estimated_s"] > 0 for p in r["per_rank"])
     assert "waits for collectives left out" in r["how_measured"]
+
+
+def test_gaps_aimed_at_the_captured_cpu_time_leave_the_wall_time_to_the_machine(bilstm_capture):
+    # ranks sharing cores: the original's step time is the CPU time every rank asks for plus the waits for
+    # each other; --target cpu makes each rank's iteration use the CPU time per step capture.json measured
+    # (collectives running) and compares the wall time, which it did not aim at
+    from benchmint.trace.capture_file import read_capture
+
+    sm = read_capture(bilstm_capture / "capture.json")["system_metrics"]
+    r = replay_ranks(bilstm_capture, ranks=2, device="cpu", warmup=0, iters=3, target="cpu").result
+    assert r["gap_target"] == "capture.json cpu" and r["gaps_settled_with_collectives"] is True
+    for p in r["per_rank"]:
+        assert p["original_cpu_time_per_step_s"] == pytest.approx(sm["cpu_s"] / sm["steps"])
+        assert p["cpu_time_per_iter_s"] > 0
+    assert r["error"] is not None and len(r["errors_per_rank"]) == 2
+    assert "used the CPU time per step" in r["how_measured"]
 
 
 class _FakeComm:

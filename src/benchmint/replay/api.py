@@ -265,7 +265,7 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
             want, target_used = cap_s, "capture.json"
         elif target == "capture":
             raise UserError(f"{inp.trace}: no capture.json beside the trace; use target estimate")
-        elif est_s is not None:
+        elif est_s is not None and target != "cpu":
             want, target_used = est_s, "estimate"
         if comm is not None:
             comm.phase("settle")
@@ -278,7 +278,7 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
             # (a recorded gap counts at most GAP_CAP_S, so the wait for a collective is not in it): the gaps
             # are settled on the ops alone and the timed iterations add this machine's collectives
             settle_live = comm is not None and target_used == "capture.json"
-            gaps_ns = _settle_gaps(plan, gaps_ns, want, replay_s, tell, live=settle_live)
+            gaps_ns = _settle_gaps(plan, gaps_ns, want, replay_s, tell, live=settle_live, cal=cal)
     if fixed_gaps is not None:
         gaps_ns = fixed_gaps if len(fixed_gaps) >= len(plan.steps) else None
         gaps = opts.gaps
@@ -365,13 +365,13 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
 
 
 def _settle_gaps(plan: Plan, gaps_ns: list[int], want: float, replay_s: float, tell: Any,
-                 live: bool = False) -> list[int]:
+                 live: bool = False, cal: Any = None) -> list[int]:
     """Scale the gaps so that the replayed iteration, measured here, takes ``want`` (at most two
     corrections, each bounded to [0.5, 2]): the CPU work standing for a gap and the ops beside it do not add
     up exactly to their separately measured times. ``live``: a rank of a multi-rank replay settles with its
     collectives running for real (:func:`_settle_live`)."""
     if live:
-        return _settle_live(plan, gaps_ns, want, tell)
+        return _settle_live(plan, gaps_ns, want, tell, cal)
     if sum(gaps_ns) <= 0:
         return gaps_ns
     for _ in range(2):
@@ -408,21 +408,27 @@ def _settle_cpu(plan: Plan, cal: Any, want_cpu_s: float, ops_cpu_s: float, tell:
     return gaps_ns
 
 
-def _settle_live(plan: Plan, gaps_ns: list[int], want: float, tell: Any) -> list[int]:
+def _settle_live(plan: Plan, gaps_ns: list[int], want: float, tell: Any, cal: Any = None) -> list[int]:
     """A rank's gaps settled with the real collectives running (and the waits for the other ranks in them), so
     that the gaps stand for the CPU time between ops and not for the original's communication, which the
     timed iterations then add for real: the time the gaps must add is ``want`` less what the ops and the
-    collectives took. Every rank runs the same two rounds (the collectives need every rank in each)."""
+    collectives took. Every rank runs the same two rounds (the collectives need every rank in each). Gaps that
+    came to nothing (a first schedule of none, or a round that ran long) are spread afresh when the next round
+    falls short."""
     total = sum(gaps_ns)
     for _ in range(2):
         tell("settle gaps")
         m = summarize(time_iterations(plan, plan.compile(gaps_ns=gaps_ns), iters=15, warmup=2, live=True,
                                       count=False))["median"]
-        if m is None or total <= 0:
+        if m is None:
             continue
         total_s = total / 1e9  # the gaps are in ns, the times in s
-        scale = min(2.0, max(0.0, (total_s + want - m) / total_s))
-        gaps_ns = [round(g * scale) for g in gaps_ns]
+        if total <= 0:
+            if want > m:
+                gaps_ns = fidelity.gap_schedule(plan, cal, want - m)
+        else:
+            scale = min(2.0, max(0.0, (total_s + want - m) / total_s))
+            gaps_ns = [round(g * scale) for g in gaps_ns]
         total = sum(gaps_ns)
     return gaps_ns
 
