@@ -560,3 +560,29 @@ def test_a_rank_waits_at_each_phase_for_the_others():
     ranks[0].start_timeout_s = 0.2
     with pytest.raises(RuntimeError, match="did not reach 'settle' within"):
         ranks[0].phase("settle")
+
+
+def test_live_gap_settling_allows_for_the_ranks_slowing_each_other(monkeypatch):
+    # ranks sharing cores: a second of gaps on every rank adds more than a second to each rank's iteration
+    # (here 3 s): scaling the gaps by the shortfall alone overshot (a 4-rank DDP step ran 180-250 ms against
+    # 64-77 ms); the settled gaps make up the shortfall at the rate the second round measured
+    from types import SimpleNamespace
+
+    from benchmint.replay import api
+
+    rounds = []
+
+    def fake_time(plan, fn, **kw):
+        assert kw.get("live") is True and kw.get("count") is False
+        rounds.append(sum(fn))
+        return [0.010 + 3 * sum(fn) / 1e9] * 15
+
+    monkeypatch.setattr(api, "time_iterations", fake_time)
+    plan = SimpleNamespace(compile=lambda gaps_ns: gaps_ns)
+    gaps = api._settle_live(plan, [1000, 3000, 0], 0.040, lambda *a: None)
+    assert len(rounds) == 2 and rounds[0] == 0  # the same two rounds on every rank, the first without gaps
+    assert sum(gaps) / 1e9 == pytest.approx(0.010, rel=0.01)  # 0.010 + 3 * 0.010 = the 0.040 aimed at
+    assert gaps[0] * 3 == pytest.approx(gaps[1], rel=0.01)  # spread as the schedule spread them
+    rounds.clear()
+    assert sum(api._settle_live(plan, [1000, 3000, 0], 0.005, lambda *a: None)) == 0  # already too long
+    assert len(rounds) == 2

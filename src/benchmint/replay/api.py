@@ -411,26 +411,27 @@ def _settle_cpu(plan: Plan, cal: Any, want_cpu_s: float, ops_cpu_s: float, tell:
 def _settle_live(plan: Plan, gaps_ns: list[int], want: float, tell: Any, cal: Any = None) -> list[int]:
     """A rank's gaps settled with the real collectives running (and the waits for the other ranks in them), so
     that the gaps stand for the CPU time between ops and not for the original's communication, which the
-    timed iterations then add for real: the time the gaps must add is ``want`` less what the ops and the
-    collectives took. Every rank runs the same two rounds (the collectives need every rank in each). Gaps that
-    came to nothing (a first schedule of none, or a round that ran long) are spread afresh when the next round
-    falls short."""
-    total = sum(gaps_ns)
-    for _ in range(2):
+    timed iterations then add for real. Two rounds, the same on every rank (the collectives need every rank
+    in each): the iteration without gaps, then with the gaps it fell short by; the second round gives how much
+    wall time a second of gaps adds here (more than one where ranks share cores: every rank's gaps slow the
+    others too), and the gaps are what that rate says makes up the shortfall, never more than it."""
+    shape = gaps_ns if sum(gaps_ns) > 0 else fidelity.gap_schedule(plan, cal, max(want, 1e-6))
+    unit = sum(shape) / 1e9 or 1.0
+
+    def scaled(total_s: float) -> list[int]:
+        return [round(g * total_s / unit) for g in shape]
+
+    def measure(g: list[int]) -> float:
         tell("settle gaps")
-        m = summarize(time_iterations(plan, plan.compile(gaps_ns=gaps_ns), iters=15, warmup=2, live=True,
+        m = summarize(time_iterations(plan, plan.compile(gaps_ns=g), iters=15, warmup=2, live=True,
                                       count=False))["median"]
-        if m is None:
-            continue
-        total_s = total / 1e9  # the gaps are in ns, the times in s
-        if total <= 0:
-            if want > m:
-                gaps_ns = fidelity.gap_schedule(plan, cal, want - m)
-        else:
-            scale = min(2.0, max(0.0, (total_s + want - m) / total_s))
-            gaps_ns = [round(g * scale) for g in gaps_ns]
-        total = sum(gaps_ns)
-    return gaps_ns
+        return m if m is not None else want
+
+    m0 = measure([0] * len(shape))
+    short = max(0.0, want - m0)
+    m1 = measure(scaled(short))  # every rank runs this round, with no gaps when it needs none
+    rate = min(8.0, max(1.0, (m1 - m0) / short)) if short > 0 else 1.0
+    return scaled(short / rate)
 
 
 def run_record(res: ReplayResult, config: dict[str, Any]):
