@@ -5,10 +5,15 @@ with gloo, with their collective coverage.
 
     .venv/bin/python benchmarks/replay_ranks.py [--ranks 2 4] [--rounds 3] [--param]
 
-Two gap targets per replay: `capture` (each rank's gaps settled, with its collectives running, at its own
-capture.json step time: the communication is this machine's, the CPU time between ops is aimed) and
-`estimate` (the gaps from the trace alone, the observers' cost measured here: nothing aimed at the measured
-step). Rounds alternate the two; the figure is the median over rounds of each rank's error.
+Gap targets per replay: `capture` (each rank's gaps settled, with its collectives running, at its own
+capture.json step time: the communication is this machine's, the CPU time between ops is aimed: small by
+construction), `estimate` (the gaps from the trace alone, the observers' cost measured here: nothing aimed at
+the measured step) and `cpu` (the gaps settled, collectives running, so that each rank's iteration uses the CPU
+time per step capture.json measured: the wall time, what the error compares, is not aimed at). Each round
+captures the step afresh and replays that capture right after, with every target, so the
+reference (the capture's un-observed steps, timed by `benchmint capture` under torchrun) is measured under the
+same conditions as the replay (on a shared machine the load moves between minutes); the figure is the median
+over rounds of each rank's error. The load average is printed beside each row.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from benchmint.core.errors import UserError
 from benchmint.replay.distributed import replay_ranks
 from benchmint.replay.types import is_collective
 
@@ -42,24 +48,40 @@ def collective_coverage(r: dict) -> str:
     return f"{replayed}/{replayed + skipped}"
 
 
-def ddp(n: int, rounds: int, steps: int, tmp: Path) -> None:
-    cap = tmp / f"ddp{n}"
-    capture_ddp(n, cap, steps)
-    errs: dict[str, list[list[float]]] = {"capture": [], "estimate": []}
+def load() -> str:
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def cpu(p: dict, key: str) -> str:
+    v = p.get(key)
+    return f"{v * 1e3:.1f}" if v is not None else "-"
+
+
+def ddp(n: int, rounds: int, steps: int, tmp: Path, verbose: bool, targets: list[str]) -> None:
+    errs: dict[str, list[list[float]]] = {t: [] for t in targets}
     cov = ""
-    for _ in range(rounds):
-        for target in ("capture", "estimate"):
+    for k in range(rounds):
+        cap = tmp / f"ddp{n}-{k}"
+        capture_ddp(n, cap, steps)  # the reference of this round: its capture's un-observed steps
+        for target in targets:
             r = replay_ranks(cap, ranks=n, device="cpu", warmup=3, iters=20, gaps="recorded", target=target,
                              echo=lambda s: None).result
             errs[target].append([p["error"] for p in r["per_rank"]])
             cov = collective_coverage(r)
+            if verbose:
+                print(f"  round {k} {target}: " + "; ".join(
+                    f"rank {p['rank']} {p['iter_time_s']['median'] * 1e3:.1f} ms vs {p['original_iter_time_s'] * 1e3:.1f}"
+                    f" ms (ops {p['replay_ops_only_s'] * 1e3:.1f}, gaps {p['gap_time_s'] * 1e3:.1f}, collectives "
+                    f"{p['collectives']['time_s'] * 1e3:.1f}; CPU {cpu(p, 'cpu_time_per_iter_s')} vs "
+                    f"{cpu(p, 'original_cpu_time_per_step_s')})" for p in r["per_rank"]) + f"; load {load()}",
+                    flush=True)
     for target, rows in errs.items():
         per_rank = [statistics.median(x[k] for x in rows if x[k] is not None) if any(x[k] is not None for x in rows)
                     else None for k in range(n)]
         shown = ", ".join(f"{e * 100:+.1f}%" if e is not None else "-" for e in per_rank)
         worst = max((abs(e) for e in per_rank if e is not None), default=None)
         ok = "yes" if worst is not None and worst <= 0.10 else "no"
-        print(f"| DDP {n} ranks | {target} | {cov} | {shown} | {ok} |", flush=True)
+        print(f"| DDP {n} ranks | {target} | {cov} | {shown} | {ok} | {load()} |", flush=True)
 
 
 def param(tmp: Path) -> None:
@@ -69,12 +91,17 @@ def param(tmp: Path) -> None:
              ("dlrm_pytorch_et.tar.gz", PARAM / "dlrm_pytorch_et.tar.gz", 8, False)]
     for name, path, n, check in cases:
         if n == 8 and psutil.virtual_memory().available < 20 * 2**30:
-            print(f"| {name} | {n} | skipped: needs about 20 GiB available | | |", flush=True)
+            print(f"| {name} | {n} | skipped: needs about 20 GiB available | | | {load()} |", flush=True)
             continue
-        r = replay_ranks(path, ranks=n, device="cpu", warmup=1, iters=3, gaps="none", memory_check=check,
-                         echo=lambda s: None).result
-        print(f"| {name} | {n} | {r['coverage']:.3f} | {collective_coverage(r)} | "
-              f"{r['iter_time_s']['median'] * 1e3:.1f} ms |", flush=True)
+        try:
+            r = replay_ranks(path, ranks=n, device="cpu", warmup=1, iters=3, gaps="none", memory_check=check,
+                             echo=lambda s: None).result
+        except UserError as e:  # a rank that failed: its one line, the other cases still run
+            print(f"| {name} | {n} | failed: {e} | | | {load()} |", flush=True)
+            continue
+        names = ", ".join(f"{k.split('::')[1]} x{v}" for k, v in sorted(r["collectives"]["by_name"].items()))
+        print(f"| {name} | {n} | {r['coverage']:.3f} | {collective_coverage(r)} ({names}) | "
+              f"{r['iter_time_s']['median'] * 1e3:.1f} ms | {load()} |", flush=True)
 
 
 def main() -> None:
@@ -83,18 +110,24 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--param", action="store_true", help="also replay PARAM's multi-rank traces")
+    ap.add_argument("--only-param", action="store_true", help="only PARAM's multi-rank traces (no DDP capture)")
+    ap.add_argument("--targets", nargs="+", default=["estimate", "capture", "cpu"],
+                    help="gap targets to replay each capture with")
+    ap.add_argument("-v", "--verbose", action="store_true", help="each round's times per rank")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        print("| workload | gap target | collectives matched per rank | error per rank (median of rounds) | "
-              "all within 10% |")
-        print("|---|---|---|---|---|")
-        for n in a.ranks:
-            ddp(n, a.rounds, a.steps, tmp)
-        if a.param:
+        if not a.only_param:
+            print("| workload | gap target | collectives matched per rank | error per rank (median of rounds) | "
+                  "all within 10% | load average |")
+            print("|---|---|---|---|---|---|")
+            for n in a.ranks:
+                ddp(n, a.rounds, a.steps, tmp, a.verbose, a.targets)
+        if a.param or a.only_param:
             print()
-            print("| PARAM trace | ranks | coverage | collectives replayed/recorded per rank | iteration (gaps none) |")
-            print("|---|---|---|---|---|")
+            print("| PARAM trace | ranks | coverage | collectives replayed/recorded per rank | iteration (gaps none) | "
+                  "load average |")
+            print("|---|---|---|---|---|---|")
             param(tmp)
 
 

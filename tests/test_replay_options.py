@@ -24,7 +24,7 @@ def test_settings_by_name_replace_the_options_fields_and_unknown_names_are_refus
 
 @pytest.mark.parametrize(("settings", "message"), [
     ({"gaps": "some"}, "--gaps some: choose recorded or none"),
-    ({"target": "x"}, "target x: choose auto, capture or estimate"),
+    ({"target": "x"}, "target x: choose auto, capture, estimate or cpu"),
     ({"iters": 0}, "--iters must be >= 1"),
     ({"threads": 0}, "--threads 0: must be at least 1"),
 ])

@@ -27,7 +27,8 @@ def replay(
                              "(needs Kineto); none: ops back to back. Default: recorded when Kineto is there."),
     target: str = typer.Option("auto", "--target", help="What recorded gaps aim at: capture (capture.json's "
                                "measured step time), estimate (estimated from the trace, the observers' cost measured "
-                               "here), auto (capture.json when present)."),
+                               "here), cpu (capture.json's CPU time per un-observed step; the wall time is "
+                               "then the check: for ranks sharing cores), auto (capture.json when present)."),
     iteration: int = typer.Option(None, "--iteration", help="Replay ProfilerStep#N (default: the last one)."),
     report: bool = typer.Option(False, "--report", help="Print original vs replayed time per op type and the "
                                 "largest contributors to the error."),

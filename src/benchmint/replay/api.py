@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,7 +211,7 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
         reasons = "; ".join(f"{s['op']}: {s['reason']}" for s in plan.skipped()[:3])
         raise UserError(f"{inp.trace}: no op of the trace could be replayed ({reasons})")
     fn0 = plan.compile()
-    replay_s = None
+    replay_s = replay_cpu_s = None
     if fixed_gaps is not None:
         gaps = "none"  # below: the gaps are given, nothing to calibrate or aim
     if gaps == "recorded" or comm is not None or fixed_gaps is not None:
@@ -218,13 +219,19 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
         # the timed iterations below are the ops alone, and a big trace's iteration can take seconds; across
         # ranks they also hold the real collectives and the waits for the other ranks)
         tell("calibrate")
-        base = time_iterations(plan, fn0, iters=max(10, min(iters, 30)), warmup=max(3, warmup))
+        base_cpu: list[float] = []
+        base = time_iterations(plan, fn0, iters=max(10, min(iters, 30)), warmup=max(3, warmup),
+                               together=comm is not None, cpu=base_cpu)
         replay_s = summarize(base)["median"]
+        replay_cpu_s = statistics.median(base_cpu)
 
-    cap_s = None
+    cap_s = cap_cpu_s = None
     if cap is not None:
         st = cap.get("step_time_s") or {}
         cap_s = st.get("median") if isinstance(st, dict) else None
+        sm = cap.get("system_metrics") or {}
+        if isinstance(sm, dict) and sm.get("cpu_s") is not None and sm.get("steps"):
+            cap_cpu_s = sm["cpu_s"] / sm["steps"]  # the process's CPU time per un-observed step
     cal = None
     est_s = None
     estimate_note = None
@@ -238,6 +245,8 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
         estimate_note = (f"the trace ran on {trace_type} and the replay on {dev.type}: the original's step time "
                          "is not estimated across devices")
     if gaps == "recorded":
+        if comm is not None:  # the ranks record their ops while the others do the same (as in the original)
+            comm.phase("calibrate")
         try:
             cal = fidelity.calibrate(plan, fn0, replay_s)
         except fidelity.CalibrationFailed as e:
@@ -245,25 +254,41 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
         if cal is not None and estimate_note is None:
             est_s = fidelity.estimate_original(view, cal)
         want = None
-        if target == "capture" and cap_s and cross:
+        if target == "cpu" and (cross or not cap_cpu_s):
+            raise UserError(f"{inp.trace}: --target cpu needs capture.json's CPU time per step, of a step on this "
+                            "kind of device (capture with a current `benchmint capture`); use --target capture or "
+                            "estimate")
+        if target == "cpu":
+            want, target_used = cap_cpu_s, "capture.json cpu"
+        elif target == "capture" and cap_s and cross:
             raise UserError(f"{inp.trace}: the trace ran on {trace_type} and the replay runs on {dev.type}: the gaps "
                             "cannot aim at a step time measured on another device; use --gaps none")
         if target in ("auto", "capture") and cap_s and not cross:
             want, target_used = cap_s, "capture.json"
         elif target == "capture":
             raise UserError(f"{inp.trace}: no capture.json beside the trace; use target estimate")
-        elif est_s is not None:
+        elif est_s is not None and target != "cpu":
             want, target_used = est_s, "estimate"
-        if want is not None:
+        if comm is not None:
+            comm.phase("settle")
+        if want is not None and target_used == "capture.json cpu":
+            gaps_ns = _settle_cpu(plan, cal, want, replay_cpu_s or 0.0, tell, live=comm is not None)
+        elif want is not None:
             gaps_ns = fidelity.gap_schedule(plan, cal, want - replay_s)
-            gaps_ns = _settle_gaps(plan, gaps_ns, want, replay_s, tell, live=comm is not None)
+            # capture.json's step time holds the original's communication: a rank settles its gaps with its
+            # collectives running, so that they count once; the estimate holds the CPU time between ops only
+            # (a recorded gap counts at most GAP_CAP_S, so the wait for a collective is not in it): the gaps
+            # are settled on the ops alone and the timed iterations add this machine's collectives
+            settle_live = comm is not None and target_used == "capture.json"
+            gaps_ns = _settle_gaps(plan, gaps_ns, want, replay_s, tell, live=settle_live, cal=cal)
     if fixed_gaps is not None:
         gaps_ns = fixed_gaps if len(fixed_gaps) >= len(plan.steps) else None
         gaps = opts.gaps
     fn = plan.compile(gaps_ns=gaps_ns)
     tell("time")
+    iter_cpu: list[float] = []
     with sysmetrics.Window(warmup + iters, threads, str(dev)) as sysw:  # CPU use, switches, faults, peak RSS
-        times = time_iterations(plan, fn, iters=iters, warmup=warmup, live=True)
+        times = time_iterations(plan, fn, iters=iters, warmup=warmup, live=True, cpu=iter_cpu)
     it = summarize(times)
     if replay_s is None:
         replay_s = it["median"]
@@ -313,7 +338,15 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
         "gaps": gaps,
         "gap_target": target_used,
         "gap_time_s": (sum(gaps_ns) / 1e9) if gaps_ns else 0.0,
-        "gaps_settled_with_collectives": comm is not None and gaps_ns is not None,
+        "gaps_settled_with_collectives": (comm is not None and gaps_ns is not None
+                                          and target_used in ("capture.json", "capture.json cpu")),
+        # the process's CPU seconds (every thread) per timed iteration, and per un-observed step of the capture
+        "cpu_time_per_iter_s": statistics.median(iter_cpu) if iter_cpu else None,
+        "original_cpu_time_per_step_s": cap_cpu_s,
+        # a rank's gaps aimed at the estimate of its CPU time between ops, its communication left to the live
+        # collectives of the timed iterations
+        "gaps_aimed_without_communication": (comm is not None and gaps_ns is not None
+                                             and target_used == "estimate"),
         "replay_ops_only_s": replay_s,
         "kineto_matched": view.kineto_matched,
         "warmup": warmup,
@@ -335,13 +368,13 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
 
 
 def _settle_gaps(plan: Plan, gaps_ns: list[int], want: float, replay_s: float, tell: Any,
-                 live: bool = False) -> list[int]:
+                 live: bool = False, cal: Any = None) -> list[int]:
     """Scale the gaps so that the replayed iteration, measured here, takes ``want`` (at most two
     corrections, each bounded to [0.5, 2]): the CPU work standing for a gap and the ops beside it do not add
     up exactly to their separately measured times. ``live``: a rank of a multi-rank replay settles with its
     collectives running for real (:func:`_settle_live`)."""
     if live:
-        return _settle_live(plan, gaps_ns, want, tell)
+        return _settle_live(plan, gaps_ns, want, tell, cal)
     if sum(gaps_ns) <= 0:
         return gaps_ns
     for _ in range(2):
@@ -357,23 +390,51 @@ def _settle_gaps(plan: Plan, gaps_ns: list[int], want: float, replay_s: float, t
     return gaps_ns
 
 
-def _settle_live(plan: Plan, gaps_ns: list[int], want: float, tell: Any) -> list[int]:
-    """A rank's gaps settled with the real collectives running (and the waits for the other ranks in them), so
-    that the gaps stand for the CPU time between ops and not for the original's communication, which the
-    timed iterations then add for real: the time the gaps must add is ``want`` less what the ops and the
-    collectives took. Every rank runs the same two rounds (the collectives need every rank in each)."""
-    total = sum(gaps_ns)
+def _settle_cpu(plan: Plan, cal: Any, want_cpu_s: float, ops_cpu_s: float, tell: Any, live: bool) -> list[int]:
+    """Gaps that make a replayed iteration use ``want_cpu_s`` of CPU time (the process's, every thread), spread
+    as :func:`benchmint.replay.fidelity.gap_schedule` spreads them; ``ops_cpu_s``: the ops alone. A gap is CPU
+    work (:mod:`benchmint.replay.spin`), so each of the two rounds (the same on every rank: with ``live``, the
+    collectives run for real, and their CPU time counts) moves the gaps' total by what the iteration's CPU time
+    missed. The wall time is not aimed at: on cores shared by ranks it follows from the CPU time asked for and
+    the waits for the other ranks, as the original's did."""
+    gaps_ns = fidelity.gap_schedule(plan, cal, max(0.0, want_cpu_s - ops_cpu_s))
     for _ in range(2):
         tell("settle gaps")
-        m = summarize(time_iterations(plan, plan.compile(gaps_ns=gaps_ns), iters=15, warmup=2, live=True,
-                                      count=False))["median"]
-        if m is None or total <= 0:
-            continue
-        total_s = total / 1e9  # the gaps are in ns, the times in s
-        scale = min(2.0, max(0.0, (total_s + want - m) / total_s))
-        gaps_ns = [round(g * scale) for g in gaps_ns]
-        total = sum(gaps_ns)
+        cpu: list[float] = []
+        time_iterations(plan, plan.compile(gaps_ns=gaps_ns), iters=15, warmup=2, live=live, count=False, cpu=cpu)
+        total = sum(gaps_ns) / 1e9
+        new = max(0.0, total + want_cpu_s - statistics.median(cpu))
+        if total > 0:
+            gaps_ns = [round(g * new / total) for g in gaps_ns]
+        elif new > 0:
+            gaps_ns = fidelity.gap_schedule(plan, cal, new)
     return gaps_ns
+
+
+def _settle_live(plan: Plan, gaps_ns: list[int], want: float, tell: Any, cal: Any = None) -> list[int]:
+    """A rank's gaps settled with the real collectives running (and the waits for the other ranks in them), so
+    that the gaps stand for the CPU time between ops and not for the original's communication, which the
+    timed iterations then add for real. Two rounds, the same on every rank (the collectives need every rank
+    in each): the iteration without gaps, then with the gaps it fell short by; the second round gives how much
+    wall time a second of gaps adds here (more than one where ranks share cores: every rank's gaps slow the
+    others too), and the gaps are what that rate says makes up the shortfall, never more than it."""
+    shape = gaps_ns if sum(gaps_ns) > 0 else fidelity.gap_schedule(plan, cal, max(want, 1e-6))
+    unit = sum(shape) / 1e9 or 1.0
+
+    def scaled(total_s: float) -> list[int]:
+        return [round(g * total_s / unit) for g in shape]
+
+    def measure(g: list[int]) -> float:
+        tell("settle gaps")
+        m = summarize(time_iterations(plan, plan.compile(gaps_ns=g), iters=15, warmup=2, live=True,
+                                      count=False))["median"]
+        return m if m is not None else want
+
+    m0 = measure([0] * len(shape))
+    short = max(0.0, want - m0)
+    m1 = measure(scaled(short))  # every rank runs this round, with no gaps when it needs none
+    rate = min(8.0, max(1.0, (m1 - m0) / short)) if short > 0 else 1.0
+    return scaled(short / rate)
 
 
 def run_record(res: ReplayResult, config: dict[str, Any]):

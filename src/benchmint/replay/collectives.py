@@ -366,6 +366,25 @@ class Collectives:
             self._start(plan)
         self.live = True
 
+    def ready(self, plan: Any) -> None:
+        """Form the process group (as :meth:`begin`) with the collectives still doing nothing: the ranks can
+        then start iterations together (:meth:`barrier`) while they measure their ops alone."""
+        if not self.started:
+            self._start(plan)
+
+    def phase(self, name: str) -> None:
+        """Wait until every rank has reached the phase ``name`` of its replay (measuring the ops alone,
+        recording them, settling the gaps), through the store and within the planning timeout, so that each
+        phase is measured while the other ranks do the same work, as the original's ranks did."""
+        if self.store is None or not self.started:
+            return
+        self.store.set(f"benchmint/phase/{name}/{self.rank}", "1")
+        keys = [f"benchmint/phase/{name}/{r}" for r in range(self.world)]
+        try:
+            self.store.wait(keys, timedelta(seconds=self.start_timeout_s))
+        except Exception as e:
+            raise RuntimeError(f"the other ranks did not reach {name!r} within {self.start_timeout_s:.0f} s") from e
+
     def keep_planned(self, plan: Any) -> list[Any]:
         """The plan's replayed collective steps; forget the mappings of any other step (build_plan may plan
         more than once, and a collective a later pass skipped must not count in :meth:`stats`)."""

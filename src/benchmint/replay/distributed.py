@@ -410,6 +410,9 @@ def join_ranks(per: list[dict[str, Any]], backend: str, wall: float, inp: Any) -
             "ops_total": p["ops_total"], "iter_time_s": p["iter_time_s"], "replay_ops_only_s": p["replay_ops_only_s"],
             "gap_time_s": p["gap_time_s"], "peak_memory_bytes": p["peak_memory_bytes"],
             "original_iter_time_s": p.get("original_iter_time_s"), "error": p.get("error"),
+            "original_iter_time_estimated_s": p.get("original_iter_time_estimated_s"),
+            "gap_target": p.get("gap_target"), "cpu_time_per_iter_s": p.get("cpu_time_per_iter_s"),
+            "original_cpu_time_per_step_s": p.get("original_cpu_time_per_step_s"),
             "peak_rss_bytes": p["peak_rss_bytes"], "collectives": {k: v for k, v in p["collectives"].items()
                                                                    if k != "ops"},
             "collective_ops": p["collectives"]["ops"],
@@ -421,7 +424,8 @@ def join_ranks(per: list[dict[str, Any]], backend: str, wall: float, inp: Any) -
                          f"ranks time the same iterations; iter_time_s is the slowest rank's (rank {slow})"),
     })
     # (a rank whose gaps were settled with its collectives running counts its communication once)
-    aimed = [p.get("gap_target") for p in per if p.get("gap_target") and not p.get("gaps_settled_with_collectives")]
+    aimed = [p.get("gap_target") for p in per if p.get("gap_target") and not p.get("gaps_settled_with_collectives")
+             and not p.get("gaps_aimed_without_communication")]
     if aimed:
         # the gaps were calibrated with the collectives doing nothing, to make the iteration as long as the
         # original step, which includes the original's communication; the timed iterations then add this
@@ -433,11 +437,25 @@ def join_ranks(per: list[dict[str, Any]], backend: str, wall: float, inp: Any) -
                               "the ops and the real collectives back to back with the original")
         base["how_measured"] += ("; error: none, the gaps were calibrated without communication (see "
                                  "error_note)")
+    elif any(p.get("gap_target") == "capture.json cpu" for p in per):
+        base["how_measured"] += ("; each rank's gaps between ops were settled with its collectives running so that "
+                                 "its iteration used the CPU time per step (the process's, every thread) that "
+                                 "capture.json measured on the original's un-observed steps; the wall time is left "
+                                 "to this machine (the CPU time the ranks ask for, the cores they share, the waits "
+                                 "for each other); error: the slowest rank's iteration against the original step "
+                                 "time")
+        base["errors_per_rank"] = [p.get("error") for p in per]
     elif any(p.get("gaps_settled_with_collectives") for p in per):
         base["how_measured"] += ("; each rank's gaps between ops were settled with its collectives running, aimed "
                                  f"at the original step time ({base.get('gap_target')}): the gaps stand for the CPU "
                                  "time between ops, the collectives and the waits for the other ranks are this "
                                  "machine's; error: the slowest rank's iteration against the original step time")
+        base["errors_per_rank"] = [p.get("error") for p in per]
+    elif any(p.get("gaps_aimed_without_communication") for p in per):
+        base["how_measured"] += ("; each rank's gaps between ops were aimed at its estimated CPU time between ops "
+                                 "(from the trace, the waits for collectives left out) with the collectives doing "
+                                 "nothing; the timed iterations add this machine's collectives and waits; error: "
+                                 "the slowest rank's iteration against the original step time")
         base["errors_per_rank"] = [p.get("error") for p in per]
     elif base.get("error") is not None:
         base["how_measured"] += ("; error: the slowest rank's iteration, ops back to back with this machine's "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -21,21 +22,26 @@ def sync_fn(device: torch.device) -> Callable[[], None]:
 
 
 def time_iterations(plan: Plan, fn: Callable, iters: int, warmup: int = 1, live: bool = False,
-                    count: bool = True) -> list[float]:
+                    count: bool = True, together: bool = False, cpu: list[float] | None = None) -> list[float]:
     """Wall seconds of ``iters`` iterations after ``warmup`` untimed ones (registers reset outside timing).
 
     ``live``: in a multi-rank replay (``plan.comm``), run the collectives for real on the process group, with
     a barrier before each iteration (outside the timing) so that every rank times the same iterations; every
     rank must then make the same call. Point-to-point ops issued without blocking are waited on at the end of
     each iteration, inside the timing. ``count``: the collectives' figures (:meth:`Collectives.stats`) count
-    these iterations (False while the gaps are settled)."""
+    these iterations (False while the gaps are settled). ``together``: not live, but the ranks still start each
+    iteration together (the same barrier), so that a rank's ops alone are timed while the other ranks run
+    theirs, as in the original step; every rank must then make the same call. ``cpu``: where to append each
+    timed iteration's CPU seconds (the process's, every thread: the collectives' too)."""
     sync = sync_fn(plan.device)
     now = clock.now_ns
-    comm = plan.comm if live else None
+    comm = plan.comm if live or together else None
     barrier = comm.barrier if comm is not None else (lambda: None)
     drain = comm.drain if comm is not None else (lambda: None)
-    if comm is not None:
+    if comm is not None and live:
         comm.begin(plan)
+    elif comm is not None:
+        comm.ready(plan)
     try:
         with torch.inference_mode(), heap_frozen():
             for _ in range(warmup):
@@ -46,21 +52,24 @@ def time_iterations(plan: Plan, fn: Callable, iters: int, warmup: int = 1, live:
                 sync()
                 del R
             out = []
-            if comm is not None and count:
+            if comm is not None and live and count:
                 comm.counting = True
                 comm.iterations += iters
             for _ in range(iters):
                 R = plan.registers()
                 barrier()
                 sync()
+                c0 = time.process_time()
                 t0 = now()
                 fn(R)
                 drain()
                 sync()
                 out.append((now() - t0) / 1e9)
+                if cpu is not None:
+                    cpu.append(time.process_time() - c0)
                 del R
     finally:
-        if comm is not None:
+        if comm is not None and live:
             comm.end()
     return out
 

@@ -23,7 +23,9 @@ class ReplayOptions:
     ``gaps``: ``"recorded"`` reproduces the CPU time between ops (needs Kineto), ``"none"`` replays the ops
     back to back, None: recorded when a Kineto trace is available; ``target``: what the gaps aim at,
     ``"capture"`` (capture.json's measured step time), ``"estimate"`` (the recorded span less the observers'
-    cost, measured on this machine), ``"auto"`` (capture.json when present); ``iteration``: the ProfilerStep
+    cost, measured on this machine), ``"cpu"`` (capture.json's CPU time per un-observed step: the gaps make
+    the replayed iteration use as much CPU time, collectives included, and its wall time is left to this
+    machine), ``"auto"`` (capture.json when present); ``iteration``: the ProfilerStep
     to replay (default: the last whole one); ``memory_check``: refuse, before planning, a trace whose tensors
     need more memory than the device has available; ``select`` / ``what_if``: replay a part of the step or a
     changed step (:mod:`benchmint.replay.adapt`: ``scope:``/``op:``/``phase:``, ``drop:``/``repeat:``);
@@ -66,8 +68,8 @@ class ReplayOptions:
             raise UserError(f"--mode {self.mode} is a selection of its own; leave out --select and --what-if")
         if self.gaps not in (None, "recorded", "none"):
             raise UserError(f"--gaps {self.gaps}: choose recorded or none")
-        if self.target not in ("auto", "capture", "estimate"):
-            raise UserError(f"target {self.target}: choose auto, capture or estimate")
+        if self.target not in ("auto", "capture", "estimate", "cpu"):
+            raise UserError(f"target {self.target}: choose auto, capture, estimate or cpu")
         if self.warmup < 0 or self.iters < 1:
             raise UserError("--iters must be >= 1 and --warmup >= 0")
         if self.threads is not None and self.threads < 1:

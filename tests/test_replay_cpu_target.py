@@ -1,0 +1,49 @@
+"""``--target cpu``: the gaps between ops settled so that a replayed iteration uses the CPU time per step that
+capture.json measured on the original's un-observed steps (the wall time is then what the error checks)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmint.core.errors import UserError
+from benchmint.models.workloads import build
+from benchmint.replay.api import replay_trace
+from benchmint.trace.capture import capture_steps
+
+
+@pytest.fixture(scope="module")
+def cap(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cpu") / "cap"
+    capture_steps(build("bilstm").step, d, warmup=1, measure=5, record=1)
+    return d
+
+
+def _set_cpu(cap, cpu_s_per_step: float | None) -> None:
+    p = cap / "capture.json"
+    c = json.loads(p.read_text())
+    if cpu_s_per_step is None:
+        c.pop("system_metrics", None)
+    else:
+        c["system_metrics"]["cpu_s"] = cpu_s_per_step * c["system_metrics"]["steps"]
+    p.write_text(json.dumps(c))
+
+
+def test_the_gaps_make_the_iteration_use_the_captured_cpu_time(cap):
+    # one thread: an idle intra-op pool spins, and its CPU time is not the step's
+    ops = replay_trace(cap, gaps="none", warmup=1, iters=5, threads=1).result["cpu_time_per_iter_s"]
+    assert ops > 0
+    _set_cpu(cap, 3 * ops)  # the original used three times the CPU time of the ops alone
+    r = replay_trace(cap, target="cpu", warmup=1, iters=5, threads=1).result
+    assert r["gap_target"] == "capture.json cpu"
+    assert r["original_cpu_time_per_step_s"] == pytest.approx(3 * ops)
+    assert r["gap_time_s"] > ops  # the two ops' worth of CPU time between the ops
+    assert 0.6 * 3 * ops <= r["cpu_time_per_iter_s"] <= 1.6 * 3 * ops
+    assert r["error"] is not None  # the wall time against capture.json's step time, not aimed at
+
+
+def test_a_capture_without_its_cpu_time_is_refused_in_one_line(cap):
+    _set_cpu(cap, None)
+    with pytest.raises(UserError, match="--target cpu needs capture.json's CPU time per step"):
+        replay_trace(cap, target="cpu", warmup=0, iters=1)
