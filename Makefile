@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_VERSION := 2.13.0
 
-.PHONY: demo test setup lint bench clean
+.PHONY: demo test setup lint bench peers clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -26,8 +26,15 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
+# helpers the benchmarks start or import (servers, parsers), and peers.py (installs ~3.5 GB of other tools:
+# run it on purpose with `make peers`) are not benchmarks of their own
+BENCH_HELPERS := benchmarks/mock_openai_server.py benchmarks/truth_server.py benchmarks/peers_parse.py benchmarks/peers.py
+
 bench: $(STAMP)
-	for f in benchmarks/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+	for f in $(filter-out $(BENCH_HELPERS),$(wildcard benchmarks/*.py)); do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+
+peers: $(STAMP)
+	$(BIN)/python benchmarks/peers.py
 
 clean:
 	rm -rf $(VENV) benchmint-results demo-out
