@@ -1,5 +1,6 @@
-"""The open-loop dispatcher: sends are never early, and waiting for a send costs one or two wake-ups of the
-event loop, not a spin (uvloop's timers count whole milliseconds; a shorter sleep returns at once)."""
+"""The open-loop dispatcher: sends are never early, and waiting for a send costs one or two timer wake-ups of
+the event loop and a short spin at most, not a spin through every sub-millisecond wait (uvloop's timers count
+whole milliseconds; a shorter sleep returns at once)."""
 
 from __future__ import annotations
 
@@ -42,5 +43,9 @@ def test_sends_are_never_early_and_waiting_does_not_spin(monkeypatch):
     uvloop.run(go())
     assert len(records) == n and all(r.ok for r in records)
     assert all(r.sent_ns >= r.scheduled_ns for r in records)  # late or on time, never early
-    assert len(sleeps) <= 2 * n, f"{len(sleeps)} sleeps for {n} sends: the dispatcher spins"
-    assert all(d >= 0.001 for d in sleeps)  # whole ticks
+    ticks = [d for d in sleeps if d > 0]
+    assert all(d >= 0.001 for d in ticks)  # whole ticks
+    assert len(ticks) <= 2 * n
+    # going round the loop is kept to the last 0.2 ms before a send (the old dispatcher went round ~19 times a
+    # send here: every sub-millisecond wait)
+    assert len(sleeps) <= 8 * n, f"{len(sleeps)} sleeps for {n} sends: the dispatcher spins"
