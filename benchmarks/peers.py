@@ -313,10 +313,11 @@ def run_tool(tool: str, venv: Path | None, a: argparse.Namespace, work: Path, pr
     out.mkdir(parents=True)
     port = free_port()
     truth_log = out / "truth.jsonl"
-    server = subprocess.Popen(
-        [sys.executable, str(ROOT / "benchmarks" / "truth_server.py"), "--port", str(port), "--log", str(truth_log),
-         "--tokens", str(a.tokens), "--itl-ms", str(a.itl_ms), "--ttft-ms", str(a.ttft_ms)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    with open(out / "server.log", "w") as slog:  # a file, not a pipe nobody reads: a chatty server never blocks
+        server = subprocess.Popen(
+            [sys.executable, str(ROOT / "benchmarks" / "truth_server.py"), "--port", str(port), "--log",
+             str(truth_log), "--tokens", str(a.tokens), "--itl-ms", str(a.itl_ms), "--ttft-ms", str(a.ttft_ms)],
+            stdout=slog, stderr=subprocess.STDOUT)
     o = Outcome(tool, "failed", log=str(out / "tool.log"), round=rnd)
     try:
         wait_port(port, server)
@@ -353,7 +354,10 @@ def run_tool(tool: str, venv: Path | None, a: argparse.Namespace, work: Path, pr
         return o
     o.status = "ok"
     if tool == "benchmint" and (out / "requests.parquet").exists() and truth_log.exists():
-        o.paths = benchmint_paths(out / "requests.parquet", truth_log)
+        try:
+            o.paths = benchmint_paths(out / "requests.parquet", truth_log)
+        except Exception as e:  # the split is an extra: its failure never costs the tool's figures
+            print(f"[{tool}] no request/response split: {type(e).__name__}: {e}", flush=True)
     if rc != 0 or timed_out:
         o.reason = "timed out" if timed_out else f"exit {rc} (output read)"
     return o
