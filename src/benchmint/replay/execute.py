@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -43,7 +42,7 @@ def time_iterations(plan: Plan, fn: Callable, iters: int, warmup: int = 1, live:
     elif comm is not None:
         comm.ready(plan)
     try:
-        with torch.inference_mode(), heap_frozen():
+        with torch.inference_mode():
             for _ in range(warmup):
                 R = plan.registers()
                 barrier()
@@ -72,21 +71,6 @@ def time_iterations(plan: Plan, fn: Callable, iters: int, warmup: int = 1, live:
         if comm is not None and live:
             comm.end()
     return out
-
-
-@contextmanager
-def heap_frozen() -> Iterator[None]:
-    """The objects alive before the timed iterations moved out of the cyclic collector's reach (``gc.freeze``,
-    after one collection), the collector left running: its passes during the iterations walk only what the
-    iterations make, as in the original step. Otherwise a full pass walks the whole heap of the process, and
-    that heap differs between ``benchmint replay`` (the CLI, its tables, the results store) and an exported
-    runner (torch alone): the same iteration timed differently in the two."""
-    gc.collect()
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
 
 
 def summarize(xs: list[float]) -> dict[str, Any]:
