@@ -220,8 +220,10 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
         # ranks they also hold the real collectives and the waits for the other ranks)
         tell("calibrate")
         base_cpu: list[float] = []
-        base = time_iterations(plan, fn0, iters=max(10, min(iters, 30)), warmup=max(3, warmup),
-                               together=comm is not None, cpu=base_cpu)
+        # (the calibration needs a steady figure; with --gaps none across ranks it is only reported, and a
+        # big trace's iteration on the CPU takes seconds: as many as the timed run)
+        n_base, w_base = (max(10, min(iters, 30)), max(3, warmup)) if gaps == "recorded" else (iters, warmup)
+        base = time_iterations(plan, fn0, iters=n_base, warmup=w_base, together=comm is not None, cpu=base_cpu)
         replay_s = summarize(base)["median"]
         replay_cpu_s = statistics.median(base_cpu)
 
