@@ -48,6 +48,12 @@ def test_mlperf_rows_stated_16_bit_run_at_fp8_where_the_accelerator_has_it():
     # Jetson AGX Orin has no fp8 math, and its tensor-core FLOP/s now bound the roofline (they were missing)
     assert f["math_precision"][2] != "fp8" and f["acc_peak_tflops"][2] > 0
     assert math.isfinite(f["roof_decode_intensity"][2])
+    # a quantization the checkpoint's name states is what ran, even where it leaves little room for a KV cache
+    one = build_features(pd.DataFrame({"model.name": ["Llama-3.3-70B-Instruct-FP8-dynamic", "llama2-70b-99"],
+                                       "system.accelerator.name": ["NVIDIA H100-SXM-80GB"] * 2,
+                                       "system.accelerator.total_count": [1, 1], "submission.division": ["open"] * 2,
+                                       "model.weight_data_types": ["fp8", "fp16"]}))
+    assert list(one["math_precision"]) == ["fp8", "int4"] and one["roof_batch"][0] < one["roof_batch"][1] / 10
 
 
 def test_the_point_minimizes_the_expected_relative_error():
