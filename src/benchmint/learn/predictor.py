@@ -262,7 +262,7 @@ class Predictor:
         fam_seen = feats["model_family"].isin(self.seen.get("model_family", []))
         acc_seen = feats["accelerator"].isin(self.seen.get("accelerator", []))
         rounds = self.seen.get("round", [])
-        new_round = feats["round"].map(lambda r: r is not None and bool(rounds) and str(r) not in rounds) \
+        new_round = feats["round"].map(lambda r: isinstance(r, str) and bool(rounds) and r not in rounds) \
             if "round" in feats.columns else pd.Series(False, index=feats.index)
         lr = feats["log_roofline"].to_numpy(dtype=float) if "log_roofline" in feats else np.full(n, np.nan)
         X = self.matrix(feats)
