@@ -304,7 +304,8 @@ class Predictor:
                 r_pool = self._row_pool("new_round" if "new_round" in self.pools else self._widest_pool_name(),
                                         scale, i)
                 r_lo, r_hi = _conformal_quantiles(r_pool)
-                if r_hi - r_lo > q_hi - q_lo and POINT_SHIFT and basis != "new_model":
+                # the point moves with a measured drift pool only: a stand-in widens the interval, not the point
+                if r_hi - r_lo > q_hi - q_lo and POINT_SHIFT and basis != "new_model" and "new_round" in self.pools:
                     shift = _point_shift(r_pool)
                 q_lo, q_hi = min(q_lo, r_lo), max(q_hi, r_hi)
                 note = (note + "; " if note else "") + (f"round {feats['round'].iloc[i]} is not in the training "
