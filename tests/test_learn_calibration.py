@@ -95,3 +95,17 @@ def test_a_round_the_training_rows_lack_widens_the_interval(fitted, two_rounds):
     assert b["basis"] == a["basis"] and "round 5.1" in b["note"]
     assert b["upper"] / b["lower"] >= a["upper"] / a["lower"]
     assert b["lower"] <= a["lower"] and b["upper"] >= a["upper"]
+
+
+def test_official_rows_and_own_runs_without_a_round_fit_together(two_rounds):
+    """The demo's mix: own runs (no round, a concurrency only they record) beside official results; the scale
+    models' folds that hold out the round-less rows see that column empty."""
+    from benchmint.learn.predictor import fit_predictor
+
+    own = pd.DataFrame({"workload__model_name": ["gptj-6b"] * 3, "system__accelerator__name": ["NVIDIA L40S"] * 3,
+                        "config__concurrency": [1.0, 4.0, 16.0],
+                        "metrics__throughput__output_tokens_per_s": [50.0, 180.0, 600.0]})
+    p = fit_predictor(pd.concat([two_rounds, own], ignore_index=True), TARGET)
+    assert "new_round" in p.scales or "new_round" in p.pools
+    out = p.predict(own)
+    assert out["error"].isna().all() and (out["basis"] == "seen").all() and (out["prediction"] > 0).all()

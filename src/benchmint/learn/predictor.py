@@ -483,9 +483,13 @@ def _fit_scale(X: pd.DataFrame, res: np.ndarray, seed: int):
     model = HistGradientBoostingRegressor(max_iter=60, learning_rate=0.1, max_depth=3, max_leaf_nodes=8,
                                           min_samples_leaf=20, l2_regularization=1.0,
                                           categorical_features="from_dtype", random_state=seed)
-    model.fit(X, np.log(np.abs(res) + floor))
-    pred = model.predict(X)
-    return {"model": model, "lo": float(np.median(pred) - math.log(SCALE_RANGE)),
+    cols = [c for c in X.columns if X[c].notna().any()]  # a column with no value here tells the model nothing
+    try:
+        model.fit(X[cols], np.log(np.abs(res) + floor))
+    except ValueError:  # a feature the rows leave degenerate (the binner cannot cut it): one scale for all rows
+        return None
+    pred = model.predict(X[cols])
+    return {"model": model, "cols": cols, "lo": float(np.median(pred) - math.log(SCALE_RANGE)),
             "hi": float(np.median(pred) + math.log(SCALE_RANGE))}
 
 
@@ -506,7 +510,7 @@ def _cross_scale(X: pd.DataFrame, res: np.ndarray, groups: np.ndarray, seed: int
 
 
 def _predict_scale(scale: dict[str, Any], X: pd.DataFrame) -> np.ndarray:
-    return np.exp(np.clip(scale["model"].predict(X), scale["lo"], scale["hi"]))
+    return np.exp(np.clip(scale["model"].predict(X[scale.get("cols", list(X.columns))]), scale["lo"], scale["hi"]))
 
 
 def _oof(feats: pd.DataFrame, ylog: np.ndarray, groups: np.ndarray, template: Predictor, n_splits: int,
