@@ -48,6 +48,12 @@ def test_mlperf_rows_stated_16_bit_run_at_fp8_where_the_accelerator_has_it():
     # Jetson AGX Orin has no fp8 math, and its tensor-core FLOP/s now bound the roofline (they were missing)
     assert f["math_precision"][2] != "fp8" and f["acc_peak_tflops"][2] > 0
     assert math.isfinite(f["roof_decode_intensity"][2])
+    # a quantization the checkpoint's name states is what ran, even where it leaves little room for a KV cache
+    one = build_features(pd.DataFrame({"model.name": ["Llama-3.3-70B-Instruct-FP8-dynamic", "llama2-70b-99"],
+                                       "system.accelerator.name": ["NVIDIA H100-SXM-80GB"] * 2,
+                                       "system.accelerator.total_count": [1, 1], "submission.division": ["open"] * 2,
+                                       "model.weight_data_types": ["fp8", "fp16"]}))
+    assert list(one["math_precision"]) == ["fp8", "int4"] and one["roof_batch"][0] < one["roof_batch"][1] / 10
 
 
 def test_the_point_minimizes_the_expected_relative_error():
@@ -89,3 +95,17 @@ def test_a_round_the_training_rows_lack_widens_the_interval(fitted, two_rounds):
     assert b["basis"] == a["basis"] and "round 5.1" in b["note"]
     assert b["upper"] / b["lower"] >= a["upper"] / a["lower"]
     assert b["lower"] <= a["lower"] and b["upper"] >= a["upper"]
+
+
+def test_official_rows_and_own_runs_without_a_round_fit_together(two_rounds):
+    """The demo's mix: own runs (no round, a concurrency only they record) beside official results; the scale
+    models' folds that hold out the round-less rows see that column empty."""
+    from benchmint.learn.predictor import fit_predictor
+
+    own = pd.DataFrame({"workload__model_name": ["gptj-6b"] * 3, "system__accelerator__name": ["NVIDIA L40S"] * 3,
+                        "config__concurrency": [1.0, 4.0, 16.0],
+                        "metrics__throughput__output_tokens_per_s": [50.0, 180.0, 600.0]})
+    p = fit_predictor(pd.concat([two_rounds, own], ignore_index=True), TARGET)
+    assert "new_round" in p.scales or "new_round" in p.pools
+    out = p.predict(own)
+    assert out["error"].isna().all() and (out["basis"] == "seen").all() and (out["prediction"] > 0).all()

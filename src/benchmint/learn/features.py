@@ -263,9 +263,11 @@ def add_specs(frame: pd.DataFrame) -> pd.DataFrame:
     # target, and its weight data type field does not tell the math (rows stated "fp16" and "fp8" on one
     # accelerator measure the same), so a 16/32-bit one is taken as fp8 where the accelerator has fp8 math. The
     # roofline and its FLOP/s use it (``math_precision``), the stated one stays a feature
-    roof_prec = [_fitting_precision(p, b, m * (c if c == c else 1.0), a, submission=isinstance(d, str) and bool(d))
-                 for p, b, m, c, a, d in zip(out["precision"], out["params_b"], out["acc_mem_gb"],
-                                             out["accelerator_count"], accs, out["division"], strict=True)]
+    named = [_name_precision(n) is not None for n in out["model_name"]]
+    roof_prec = [_fitting_precision(p, b, m * (c if c == c else 1.0), a, submission=isinstance(d, str) and bool(d),
+                                    named=k)
+                 for p, b, m, c, a, d, k in zip(out["precision"], out["params_b"], out["acc_mem_gb"],
+                                                out["accelerator_count"], accs, out["division"], named, strict=True)]
     out["precision_adjusted"] = [float(r != p) for r, p in zip(roof_prec, out["precision"], strict=True)]
     out["math_precision"] = roof_prec
     out["acc_peak_tflops"] = _num(pd.Series([a.peak_tflops(p) if a else None for a, p in zip(accs, roof_prec, strict=True)],
@@ -292,15 +294,17 @@ BYTES_PER_PARAM = {"fp4": 0.5, "int4": 0.5, "fp8": 1.0, "int8": 1.0, "fp16": 2.0
 WEIGHTS_SHARE = 0.75  # weights above this share of the memory leave too little for a KV cache to serve a batch
 
 
-def _fitting_precision(prec: str | None, params_b: float, mem_gb: float, acc: Any, submission: bool = False) -> str:
+def _fitting_precision(prec: str | None, params_b: float, mem_gb: float, acc: Any, submission: bool = False,
+                       named: bool = False) -> str:
     """The stated precision, or the widest narrower one (fp8, then fp4 where the accelerator has fp4 math, else
     int4) whose weights fit in ``WEIGHTS_SHARE`` of the memory. An unstated precision is fp8 where the accelerator
     has fp8 math (what LLM results use there), else fp16; so is a stated 16/32-bit one of a ``submission`` (an
-    MLPerf result, which may quantize within its accuracy target)."""
+    MLPerf result, which may quantize within its accuracy target). A precision the model's name states (a quantized
+    checkpoint, ``...-FP8-dynamic``) is the one the run used, room for a KV cache or not."""
     has_fp8 = acc is not None and bool(acc.specs.get("fp8_tflops"))
     if not prec or (submission and has_fp8 and BYTES_PER_PARAM.get(prec, 2.0) > 1.0):
         prec = "fp8" if has_fp8 else (prec or "fp16")
-    if not (params_b == params_b and mem_gb == mem_gb and mem_gb > 0):
+    if named or not (params_b == params_b and mem_gb == mem_gb and mem_gb > 0):
         return prec
     steps = [prec] + [p for p in ("fp8", "fp4" if acc and acc.specs.get("fp4_tflops") else "int4")
                       if BYTES_PER_PARAM[p] < BYTES_PER_PARAM.get(prec, 2.0)]
