@@ -222,8 +222,10 @@ def _divisor(cons: Constraints, base: str, num: object, den: object, out: object
         d = max(1, -(-upper[num.key] // high))
     if den.numel == 1:
         c.values = (d,)
+    elif base.startswith(("remainder", "fmod")):
+        c.forced = (1, max(1, d))  # any k up to the index's range keeps x % k in it
     else:
-        c.forced = (1, max(1, d))
+        c.forced = (d, d)  # a smaller k in any element would run that element's quotient past the range
 
 
 # ops whose output holds the input's integer values in the same order (only the shape or the type changes)
