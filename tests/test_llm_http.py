@@ -119,6 +119,20 @@ def test_registry_knows_both_backends():
         create_backend("nope")
 
 
+def test_a_transport_that_cannot_serve_the_url_is_refused():
+    """h1 speaks cleartext HTTP without a connection limit: asked for it with https or a limit, every request
+    failed (TLS port) or the limit was silently ignored; now the option is refused in one line."""
+    from benchmint.core.errors import UserError
+
+    with pytest.raises(UserError, match="transport=h1 cannot serve https://"):
+        create_backend("openai-http", url="https://h:1/v1", model="m", transport="h1")
+    with pytest.raises(UserError, match="max_connections"):
+        create_backend("openai-http", url="http://h:1/v1", model="m", transport="h1", max_connections=4)
+    with pytest.raises(UserError, match="choose one of auto, h1, aiohttp"):
+        create_backend("openai-http", url="http://h:1/v1", model="m", transport="h2")
+    assert create_backend("openai-http", url="https://h:1/v1", model="m").transport == "aiohttp"
+
+
 def test_base_url_normalization():
     assert normalize_base_url("http://h:1") == "http://h:1/v1"
     assert normalize_base_url("h:1/v1/") == "http://h:1/v1"

@@ -44,6 +44,7 @@ import orjson
 from yarl import URL
 
 from benchmint.core.clock import now_ns
+from benchmint.core.errors import UserError
 from benchmint.llm.backends import h1
 from benchmint.llm.backends.adapt import RequestAdapter
 from benchmint.llm.backends.answer import AnswerError, JSONDecodeError, StreamRead, parse_full, short
@@ -77,7 +78,7 @@ class HttpBackend:
         if api not in ("completions", "chat"):
             raise ValueError(f"api must be 'completions' or 'chat', not {api!r}")
         if transport not in TRANSPORTS:
-            raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, not {transport!r}")
+            raise UserError(f"--backend-option transport={transport}: choose one of {', '.join(TRANSPORTS)}")
         self.base = normalize_base_url(url)
         self.api = api
         self.endpoint = URL(self.base + ("/chat/completions" if api == "chat" else "/completions"))
@@ -96,6 +97,11 @@ class HttpBackend:
         self.max_connections = max_connections
         self.adapter = RequestAdapter(enabled=adapt)  # extensions the server rejected (adapt.py)
         self.transport = _choose_transport(transport, self.endpoint, max_connections)
+        if self.transport == "h1" and (self.endpoint.scheme != "http" or max_connections):
+            # h1 speaks plain HTTP and has no connection limit: it would send cleartext to a TLS port, or
+            # ignore the limit asked for
+            why = f"{self.endpoint.scheme}:// URLs" if self.endpoint.scheme != "http" else "max_connections"
+            raise UserError(f"--backend-option transport=h1 cannot serve {why}; use transport=aiohttp or auto")
         self._sessions: dict[int, tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession]] = {}
         self._pools: dict[int, tuple[asyncio.AbstractEventLoop, Any]] = {}
         if self.transport == "h1":
