@@ -371,3 +371,20 @@ def test_not_http_is_an_error_of_its_own_kind():
     with FaultServer(lambda sock, h, b: (sock.sendall(b"SSH-2.0-OpenSSH_9.6\r\n\r\n"), "close")[1]) as s:
         r = run_one(s.url)
     assert not r.ok and r.error_kind == "other" and "HTTP/" in r.error, (r.error_kind, r.error)
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_redirect_on_the_lean_transport_says_where_to_point_the_url(stream):
+    """aiohttp follows a 307/308; the lean transport does not, and read the redirect's body as the answer
+    ("malformed: stream ended with no data events"), which hid what to change."""
+    if TRANSPORT["name"] != "h1":
+        pytest.skip("aiohttp follows redirects")
+
+    def h(sock, head, body):
+        sock.sendall(b"HTTP/1.1 307 Temporary Redirect\r\nLocation: https://x/v1/completions\r\n"
+                     b"Content-Length: 0\r\n\r\n")
+
+    with FaultServer(h) as s:
+        r = run_one(s.url, stream=stream)
+    assert r.error_kind == "other" and r.http_status == 307, (r.error_kind, r.error)
+    assert "redirect" in r.error and "transport=aiohttp" in r.error, r.error

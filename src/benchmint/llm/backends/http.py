@@ -278,6 +278,12 @@ class HttpBackend:
             timer.cancel()
         if ex.status >= 400:
             return self._http_error(rec, ex.status, out)
+        if ex.status >= 300:  # aiohttp follows a redirect; this transport says so rather than read it as the answer
+            rec.end_ns = now_ns()
+            rec.error_kind, rec.http_status = "other", ex.status
+            rec.error = (f"HTTP {ex.status}: the server redirects; give --url the address it redirects to, or "
+                         "--backend-option transport=aiohttp to follow it")
+            return None
         if not self.stream:
             rec.end_ns = now_ns()
             return parse_full(out, rec, hook, self.api == "chat")
@@ -338,7 +344,7 @@ class _H1Answer:
 
     def headers(self, status: int) -> None:
         self.status = status
-        if self.stream and status < 400:
+        if self.stream and status < 300:
             self.read = StreamRead(self.rec, self.hook, self.chat)
 
     def body(self, piece: bytes, t: int) -> None:
