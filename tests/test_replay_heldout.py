@@ -151,3 +151,24 @@ def test_a_divisor_of_several_values_maps_every_row_onto_the_tokens(tmp_path):
         assert res.result["skipped"] == [] and res.result["coverage"] == 1.0
         divisor = [t for t in res.plan.init if isinstance(t, torch.Tensor) and t.shape == (4, 1)]
         assert [int(v) for v in divisor[0].flatten()] == [8] * 4
+
+
+def test_a_divisor_of_positions_from_a_shifted_arange_keeps_the_quotient_in_range(tmp_path):
+    """``arange(512, 1024) // k`` indexing 512 rows: the dividend's values reach 1023, not its 512 elements;
+    k = 1 (from the element count) ran the index past the table."""
+    ops = [
+        _node(3, "aten::arange", "aten::arange.start(Scalar start, Scalar end, *, ScalarType? dtype=None, "
+              "Layout? layout=None, Device? device=None, bool? pin_memory=None) -> Tensor",
+              [512, 1024, 4, 0, "cpu", False], [[], [], [], [], [], []], ["Int", "Int", "Int", "Int", "Device", "Bool"],
+              [_t(11, 512)], [[512]], [L]),
+        _node(4, "aten::floor_divide", "aten::floor_divide(Tensor self, Tensor other) -> Tensor",
+              [_t(11, 512), _t(12, 1)], [[512], []], [L, L], [_t(13, 512)], [[512]], [L]),
+        _node(5, "aten::index_select", "aten::index_select(Tensor self, int dim, Tensor index) -> Tensor",
+              [_t(14, 512 * 8, 4), 0, _t(13, 512)], [[512, 8], [], [512]], [F, "Int", L],
+              [_t(15, 512 * 8, 4)], [[512, 8]], [F]),
+    ]
+    res = replay_trace(_et(tmp_path / "et.json", ops), gaps="none", warmup=0, iters=1)
+    divisor = [t for t in res.plan.init if isinstance(t, torch.Tensor) and t.dim() == 0 and not t.is_floating_point()]
+    assert [int(t) for t in divisor] == [2]
+    div = next(s for s in res.plan.steps if s.op.name == "aten::floor_divide")
+    assert div.replayed and res.result["skipped"] == []

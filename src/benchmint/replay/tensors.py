@@ -190,7 +190,8 @@ def _note_positions(op: OpRec, base: str, a: dict[str, object], upper: dict[tupl
     if base in ("arange", "randperm"):
         out = op.outputs[0].value if op.outputs[0].kind == TENSOR else None
         if isinstance(out, TRef) and _is_int(out.dtype) and out.numel > 0:
-            upper[out.key] = out.numel
+            end = a.get("end") if base == "arange" else None  # arange(start, end[, step]) reaches end - 1
+            upper[out.key] = max(out.numel, end) if type(end) is int else out.numel
         return
     j = _POSITIONS.get(base)
     src = a.get("self")
