@@ -172,3 +172,24 @@ def test_a_divisor_of_positions_from_a_shifted_arange_keeps_the_quotient_in_rang
     assert [int(t) for t in divisor] == [2]
     div = next(s for s in res.plan.steps if s.op.name == "aten::floor_divide")
     assert div.replayed and res.result["skipped"] == []
+
+
+def test_positions_seen_through_a_view_still_bound_the_divisor(tmp_path):
+    """``argsort(x).view(-1) // k``: the view's output holds the same positions; without carrying their bound
+    through it k came out 1 and the quotient indexed past the rows."""
+    ops = [
+        _node(3, "aten::argsort", "aten::argsort.stable(Tensor self, *, bool stable, int dim=-1, "
+              "bool descending=False) -> Tensor", [_t(10, 1024), True, -1, False], [[1024], [], [], []],
+              [L, "Bool", "Int", "Bool"], [_t(11, 1024)], [[1024]], [L]),
+        _node(4, "aten::view", "aten::view(Tensor(a) self, SymInt[] size) -> Tensor(a)",
+              [_t(11, 1024), [1024]], [[1024], []], [L, "GenericList[Int]"], [_t(16, 1024)], [[1024]], [L]),
+        _node(5, "aten::floor_divide", "aten::floor_divide(Tensor self, Tensor other) -> Tensor",
+              [_t(16, 1024), _t(12, 1)], [[1024], []], [L, L], [_t(13, 1024)], [[1024]], [L]),
+        _node(6, "aten::index_select", "aten::index_select(Tensor self, int dim, Tensor index) -> Tensor",
+              [_t(14, 512 * 8, 4), 0, _t(13, 1024)], [[512, 8], [], [1024]], [F, "Int", L],
+              [_t(15, 1024 * 8, 4)], [[1024, 8]], [F]),
+    ]
+    res = replay_trace(_et(tmp_path / "et.json", ops), gaps="none", warmup=0, iters=1)
+    divisor = [t for t in res.plan.init if isinstance(t, torch.Tensor) and t.dim() == 0 and not t.is_floating_point()]
+    assert [int(t) for t in divisor] == [2]
+    assert res.result["skipped"] == []

@@ -187,6 +187,11 @@ def _note_positions(op: OpRec, base: str, a: dict[str, object], upper: dict[tupl
     (below the size of the sorted dim), ``arange(n)`` and ``randperm(n)`` (below n)."""
     if not op.outputs:
         return
+    if base in _SAME_VALUES and op.name.startswith("aten::"):  # positions seen through a view or a copy
+        src, out = a.get("self"), op.outputs[0].value if op.outputs[0].kind == TENSOR else None
+        if isinstance(src, TRef) and isinstance(out, TRef) and src.key in upper and _is_int(out.dtype):
+            upper[out.key] = upper[src.key]
+        return
     if base in ("arange", "randperm"):
         out = op.outputs[0].value if op.outputs[0].kind == TENSOR else None
         if isinstance(out, TRef) and _is_int(out.dtype) and out.numel > 0:
