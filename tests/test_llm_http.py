@@ -128,6 +128,8 @@ def test_a_transport_that_cannot_serve_the_url_is_refused():
         create_backend("openai-http", url="https://h:1/v1", model="m", transport="h1")
     with pytest.raises(UserError, match="max_connections"):
         create_backend("openai-http", url="http://h:1/v1", model="m", transport="h1", max_connections=4)
+    with pytest.raises(UserError, match="credentials in the URL"):
+        create_backend("openai-http", url="http://u:p@h:1/v1", model="m", transport="h1")
     with pytest.raises(UserError, match="choose one of auto, h1, aiohttp"):
         create_backend("openai-http", url="http://h:1/v1", model="m", transport="h2")
     assert create_backend("openai-http", url="https://h:1/v1", model="m").transport == "aiohttp"
@@ -388,3 +390,18 @@ def test_a_redirect_on_the_lean_transport_says_where_to_point_the_url(stream):
         r = run_one(s.url, stream=stream)
     assert r.error_kind == "other" and r.http_status == 307, (r.error_kind, r.error)
     assert "redirect" in r.error and "transport=aiohttp" in r.error, r.error
+
+
+def test_credentials_in_the_url_are_sent():
+    """``http://user:pass@host`` : aiohttp sends them as Basic auth; the lean transport (the default for http://)
+    dropped them and every request got the server's 401."""
+
+    def h(sock, head, body):
+        if b"Basic dTpw" not in head:  # base64 of u:p
+            sock.sendall(plain("401 Unauthorized", b'{"error":"auth"}'))
+        else:
+            sock.sendall(sse_response([b'data: {"choices":[{"text":"a"}]}', b"data: [DONE]"]))
+
+    with FaultServer(h) as s:
+        r = run_one(s.url.replace("http://", "http://u:p@"), transport="auto")
+    assert r.ok, (r.error_kind, r.error)

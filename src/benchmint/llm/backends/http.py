@@ -97,10 +97,11 @@ class HttpBackend:
         self.max_connections = max_connections
         self.adapter = RequestAdapter(enabled=adapt)  # extensions the server rejected (adapt.py)
         self.transport = _choose_transport(transport, self.endpoint, max_connections)
-        if self.transport == "h1" and (self.endpoint.scheme != "http" or max_connections):
+        if self.transport == "h1" and (self.endpoint.scheme != "http" or max_connections or self.endpoint.user):
             # h1 speaks plain HTTP and has no connection limit: it would send cleartext to a TLS port, or
-            # ignore the limit asked for
-            why = f"{self.endpoint.scheme}:// URLs" if self.endpoint.scheme != "http" else "max_connections"
+            # ignore the limit asked for or the URL's credentials
+            why = (f"{self.endpoint.scheme}:// URLs" if self.endpoint.scheme != "http" else
+                   "max_connections" if max_connections else "credentials in the URL")
             raise UserError(f"--backend-option transport=h1 cannot serve {why}; use transport=aiohttp or auto")
         self._sessions: dict[int, tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession]] = {}
         self._pools: dict[int, tuple[asyncio.AbstractEventLoop, Any]] = {}
@@ -320,7 +321,8 @@ class HttpBackend:
 def _choose_transport(transport: str, endpoint: URL, max_connections: int) -> str:
     if transport != "auto":
         return transport
-    return "h1" if endpoint.scheme == "http" and not max_connections else "aiohttp"
+    # aiohttp for what h1 does not do: TLS, a connection limit, credentials in the URL (sent as Basic auth)
+    return "h1" if endpoint.scheme == "http" and not max_connections and endpoint.user is None else "aiohttp"
 
 
 class _H1Answer:
