@@ -405,3 +405,16 @@ def test_credentials_in_the_url_are_sent():
     with FaultServer(h) as s:
         r = run_one(s.url.replace("http://", "http://u:p@"), transport="auto")
     assert r.ok, (r.error_kind, r.error)
+
+
+def test_a_switch_of_protocols_is_an_error_of_its_own_kind(caplog):
+    """A 101 answer made httptools raise its upgrade signal, which is no parser error: it reached the event
+    loop's error log with a traceback and the request counted as a reset."""
+
+    def h(sock, head, body):
+        sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nxx")
+
+    with FaultServer(h) as s:
+        r = run_one(s.url, timeout_s=2)
+    assert not r.ok and r.error_kind in ("other", "malformed"), (r.error_kind, r.error)
+    assert "Fatal error" not in caplog.text
