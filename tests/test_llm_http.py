@@ -119,6 +119,22 @@ def test_registry_knows_both_backends():
         create_backend("nope")
 
 
+def test_a_transport_that_cannot_serve_the_url_is_refused():
+    """h1 speaks cleartext HTTP without a connection limit: asked for it with https or a limit, every request
+    failed (TLS port) or the limit was silently ignored; now the option is refused in one line."""
+    from benchmint.core.errors import UserError
+
+    with pytest.raises(UserError, match="transport=h1 cannot serve https://"):
+        create_backend("openai-http", url="https://h:1/v1", model="m", transport="h1")
+    with pytest.raises(UserError, match="max_connections"):
+        create_backend("openai-http", url="http://h:1/v1", model="m", transport="h1", max_connections=4)
+    with pytest.raises(UserError, match="credentials in the URL"):
+        create_backend("openai-http", url="http://u:p@h:1/v1", model="m", transport="h1")
+    with pytest.raises(UserError, match="choose one of auto, h1, aiohttp"):
+        create_backend("openai-http", url="http://h:1/v1", model="m", transport="h2")
+    assert create_backend("openai-http", url="https://h:1/v1", model="m").transport == "aiohttp"
+
+
 def test_base_url_normalization():
     assert normalize_base_url("http://h:1") == "http://h:1/v1"
     assert normalize_base_url("h:1/v1/") == "http://h:1/v1"
@@ -357,3 +373,48 @@ def test_not_http_is_an_error_of_its_own_kind():
     with FaultServer(lambda sock, h, b: (sock.sendall(b"SSH-2.0-OpenSSH_9.6\r\n\r\n"), "close")[1]) as s:
         r = run_one(s.url)
     assert not r.ok and r.error_kind == "other" and "HTTP/" in r.error, (r.error_kind, r.error)
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_redirect_on_the_lean_transport_says_where_to_point_the_url(stream):
+    """aiohttp follows a 307/308; the lean transport does not, and read the redirect's body as the answer
+    ("malformed: stream ended with no data events"), which hid what to change."""
+    if TRANSPORT["name"] != "h1":
+        pytest.skip("aiohttp follows redirects")
+
+    def h(sock, head, body):
+        sock.sendall(b"HTTP/1.1 307 Temporary Redirect\r\nLocation: https://x/v1/completions\r\n"
+                     b"Content-Length: 0\r\n\r\n")
+
+    with FaultServer(h) as s:
+        r = run_one(s.url, stream=stream)
+    assert r.error_kind == "other" and r.http_status == 307, (r.error_kind, r.error)
+    assert "redirect" in r.error and "transport=aiohttp" in r.error, r.error
+
+
+def test_credentials_in_the_url_are_sent():
+    """``http://user:pass@host`` : aiohttp sends them as Basic auth; the lean transport (the default for http://)
+    dropped them and every request got the server's 401."""
+
+    def h(sock, head, body):
+        if b"Basic dTpw" not in head:  # base64 of u:p
+            sock.sendall(plain("401 Unauthorized", b'{"error":"auth"}'))
+        else:
+            sock.sendall(sse_response([b'data: {"choices":[{"text":"a"}]}', b"data: [DONE]"]))
+
+    with FaultServer(h) as s:
+        r = run_one(s.url.replace("http://", "http://u:p@"), transport="auto")
+    assert r.ok, (r.error_kind, r.error)
+
+
+def test_a_switch_of_protocols_is_an_error_of_its_own_kind(caplog):
+    """A 101 answer made httptools raise its upgrade signal, which is no parser error: it reached the event
+    loop's error log with a traceback and the request counted as a reset."""
+
+    def h(sock, head, body):
+        sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nxx")
+
+    with FaultServer(h) as s:
+        r = run_one(s.url, timeout_s=2)
+    assert not r.ok and r.error_kind in ("other", "malformed"), (r.error_kind, r.error)
+    assert "Fatal error" not in caplog.text

@@ -130,3 +130,66 @@ def test_a_replay_settles_malloc_so_freed_gradients_are_not_faulted_in_again(tmp
     out = json.loads(p.stdout.strip().splitlines()[-1])
     assert "settled" in out["allocator"]
     assert out["faults"] < 100, out
+
+
+def test_a_divisor_of_several_values_maps_every_row_onto_the_tokens(tmp_path):
+    """``positions // k`` with ``k`` a (4, 1) tensor: every value of it must be the k that keeps the quotient
+    within the rows it indexes (a divisor of 1 in any row ran the index past the table)."""
+    ops = [
+        _node(3, "aten::argsort", "aten::argsort.stable(Tensor self, *, bool stable, int dim=-1, "
+              "bool descending=False) -> Tensor", [_t(10, 1024), True, -1, False], [[4, 256], [], [], []],
+              [L, "Bool", "Int", "Bool"], [_t(11, 1024)], [[4, 256]], [L]),
+        _node(4, "aten::floor_divide", "aten::floor_divide(Tensor self, Tensor other) -> Tensor",
+              [_t(11, 1024), _t(12, 4)], [[4, 256], [4, 1]], [L, L], [_t(13, 1024)], [[4, 256]], [L]),
+        _node(5, "aten::embedding", "aten::embedding(Tensor weight, Tensor indices, SymInt padding_idx=-1, "
+              "bool scale_grad_by_freq=False, bool sparse=False) -> Tensor",
+              [_t(14, 32 * 8, 4), _t(13, 1024), -1, False, False], [[32, 8], [4, 256], [], [], []],
+              [F, L, "Int", "Bool", "Bool"], [_t(15, 1024 * 8, 4)], [[4, 256, 8]], [F]),
+    ]
+    for seed in range(3):
+        res = replay_trace(_et(tmp_path / "et.json", ops), gaps="none", warmup=0, iters=1, seed=seed)
+        assert res.result["skipped"] == [] and res.result["coverage"] == 1.0
+        divisor = [t for t in res.plan.init if isinstance(t, torch.Tensor) and t.shape == (4, 1)]
+        assert [int(v) for v in divisor[0].flatten()] == [8] * 4
+
+
+def test_a_divisor_of_positions_from_a_shifted_arange_keeps_the_quotient_in_range(tmp_path):
+    """``arange(512, 1024) // k`` indexing 512 rows: the dividend's values reach 1023, not its 512 elements;
+    k = 1 (from the element count) ran the index past the table."""
+    ops = [
+        _node(3, "aten::arange", "aten::arange.start(Scalar start, Scalar end, *, ScalarType? dtype=None, "
+              "Layout? layout=None, Device? device=None, bool? pin_memory=None) -> Tensor",
+              [512, 1024, 4, 0, "cpu", False], [[], [], [], [], [], []], ["Int", "Int", "Int", "Int", "Device", "Bool"],
+              [_t(11, 512)], [[512]], [L]),
+        _node(4, "aten::floor_divide", "aten::floor_divide(Tensor self, Tensor other) -> Tensor",
+              [_t(11, 512), _t(12, 1)], [[512], []], [L, L], [_t(13, 512)], [[512]], [L]),
+        _node(5, "aten::index_select", "aten::index_select(Tensor self, int dim, Tensor index) -> Tensor",
+              [_t(14, 512 * 8, 4), 0, _t(13, 512)], [[512, 8], [], [512]], [F, "Int", L],
+              [_t(15, 512 * 8, 4)], [[512, 8]], [F]),
+    ]
+    res = replay_trace(_et(tmp_path / "et.json", ops), gaps="none", warmup=0, iters=1)
+    divisor = [t for t in res.plan.init if isinstance(t, torch.Tensor) and t.dim() == 0 and not t.is_floating_point()]
+    assert [int(t) for t in divisor] == [2]
+    div = next(s for s in res.plan.steps if s.op.name == "aten::floor_divide")
+    assert div.replayed and res.result["skipped"] == []
+
+
+def test_positions_seen_through_a_view_still_bound_the_divisor(tmp_path):
+    """``argsort(x).view(-1) // k``: the view's output holds the same positions; without carrying their bound
+    through it k came out 1 and the quotient indexed past the rows."""
+    ops = [
+        _node(3, "aten::argsort", "aten::argsort.stable(Tensor self, *, bool stable, int dim=-1, "
+              "bool descending=False) -> Tensor", [_t(10, 1024), True, -1, False], [[1024], [], [], []],
+              [L, "Bool", "Int", "Bool"], [_t(11, 1024)], [[1024]], [L]),
+        _node(4, "aten::view", "aten::view(Tensor(a) self, SymInt[] size) -> Tensor(a)",
+              [_t(11, 1024), [1024]], [[1024], []], [L, "GenericList[Int]"], [_t(16, 1024)], [[1024]], [L]),
+        _node(5, "aten::floor_divide", "aten::floor_divide(Tensor self, Tensor other) -> Tensor",
+              [_t(16, 1024), _t(12, 1)], [[1024], []], [L, L], [_t(13, 1024)], [[1024]], [L]),
+        _node(6, "aten::index_select", "aten::index_select(Tensor self, int dim, Tensor index) -> Tensor",
+              [_t(14, 512 * 8, 4), 0, _t(13, 1024)], [[512, 8], [], [1024]], [F, "Int", L],
+              [_t(15, 1024 * 8, 4)], [[1024, 8]], [F]),
+    ]
+    res = replay_trace(_et(tmp_path / "et.json", ops), gaps="none", warmup=0, iters=1)
+    divisor = [t for t in res.plan.init if isinstance(t, torch.Tensor) and t.dim() == 0 and not t.is_floating_point()]
+    assert [int(t) for t in divisor] == [2]
+    assert res.result["skipped"] == []

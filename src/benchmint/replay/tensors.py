@@ -187,10 +187,16 @@ def _note_positions(op: OpRec, base: str, a: dict[str, object], upper: dict[tupl
     (below the size of the sorted dim), ``arange(n)`` and ``randperm(n)`` (below n)."""
     if not op.outputs:
         return
+    if base in _SAME_VALUES and op.name.startswith("aten::"):  # positions seen through a view or a copy
+        src, out = a.get("self"), op.outputs[0].value if op.outputs[0].kind == TENSOR else None
+        if isinstance(src, TRef) and isinstance(out, TRef) and src.key in upper and _is_int(out.dtype):
+            upper[out.key] = upper[src.key]
+        return
     if base in ("arange", "randperm"):
         out = op.outputs[0].value if op.outputs[0].kind == TENSOR else None
         if isinstance(out, TRef) and _is_int(out.dtype) and out.numel > 0:
-            upper[out.key] = out.numel
+            end = a.get("end") if base == "arange" else None  # arange(start, end[, step]) reaches end - 1
+            upper[out.key] = max(out.numel, end) if type(end) is int else out.numel
         return
     j = _POSITIONS.get(base)
     src = a.get("self")
@@ -222,8 +228,10 @@ def _divisor(cons: Constraints, base: str, num: object, den: object, out: object
         d = max(1, -(-upper[num.key] // high))
     if den.numel == 1:
         c.values = (d,)
+    elif base.startswith(("remainder", "fmod")):
+        c.forced = (1, max(1, d))  # any k up to the index's range keeps x % k in it
     else:
-        c.forced = (1, max(1, d))
+        c.forced = (d, d)  # a smaller k in any element would run that element's quotient past the range
 
 
 # ops whose output holds the input's integer values in the same order (only the shape or the type changes)

@@ -93,6 +93,10 @@ class Connection(asyncio.Protocol):
             why = e.__context__ or e
             self._broken(BadResponse(f"the server's answer is not HTTP/1.1 ({type(why).__name__}: {why})"))
             return
+        except httptools.HttpParserUpgrade:  # not a subclass of the above: it escaped to the loop's error log
+            self.pending = []
+            self._broken(BadResponse("the server switched protocols (101) instead of answering the request"))
+            return
         if self.pending:
             self._hand_over()
 

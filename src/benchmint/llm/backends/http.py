@@ -44,6 +44,7 @@ import orjson
 from yarl import URL
 
 from benchmint.core.clock import now_ns
+from benchmint.core.errors import UserError
 from benchmint.llm.backends import h1
 from benchmint.llm.backends.adapt import RequestAdapter
 from benchmint.llm.backends.answer import AnswerError, JSONDecodeError, StreamRead, parse_full, short
@@ -77,7 +78,7 @@ class HttpBackend:
         if api not in ("completions", "chat"):
             raise ValueError(f"api must be 'completions' or 'chat', not {api!r}")
         if transport not in TRANSPORTS:
-            raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, not {transport!r}")
+            raise UserError(f"--backend-option transport={transport}: choose one of {', '.join(TRANSPORTS)}")
         self.base = normalize_base_url(url)
         self.api = api
         self.endpoint = URL(self.base + ("/chat/completions" if api == "chat" else "/completions"))
@@ -96,6 +97,12 @@ class HttpBackend:
         self.max_connections = max_connections
         self.adapter = RequestAdapter(enabled=adapt)  # extensions the server rejected (adapt.py)
         self.transport = _choose_transport(transport, self.endpoint, max_connections)
+        if self.transport == "h1" and (self.endpoint.scheme != "http" or max_connections or self.endpoint.user):
+            # h1 speaks plain HTTP and has no connection limit: it would send cleartext to a TLS port, or
+            # ignore the limit asked for or the URL's credentials
+            why = (f"{self.endpoint.scheme}:// URLs" if self.endpoint.scheme != "http" else
+                   "max_connections" if max_connections else "credentials in the URL")
+            raise UserError(f"--backend-option transport=h1 cannot serve {why}; use transport=aiohttp or auto")
         self._sessions: dict[int, tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession]] = {}
         self._pools: dict[int, tuple[asyncio.AbstractEventLoop, Any]] = {}
         if self.transport == "h1":
@@ -272,6 +279,12 @@ class HttpBackend:
             timer.cancel()
         if ex.status >= 400:
             return self._http_error(rec, ex.status, out)
+        if ex.status >= 300:  # aiohttp follows a redirect; this transport says so rather than read it as the answer
+            rec.end_ns = now_ns()
+            rec.error_kind, rec.http_status = "other", ex.status
+            rec.error = (f"HTTP {ex.status}: the server redirects; give --url the address it redirects to, or "
+                         "--backend-option transport=aiohttp to follow it")
+            return None
         if not self.stream:
             rec.end_ns = now_ns()
             return parse_full(out, rec, hook, self.api == "chat")
@@ -308,7 +321,8 @@ class HttpBackend:
 def _choose_transport(transport: str, endpoint: URL, max_connections: int) -> str:
     if transport != "auto":
         return transport
-    return "h1" if endpoint.scheme == "http" and not max_connections else "aiohttp"
+    # aiohttp for what h1 does not do: TLS, a connection limit, credentials in the URL (sent as Basic auth)
+    return "h1" if endpoint.scheme == "http" and not max_connections and endpoint.user is None else "aiohttp"
 
 
 class _H1Answer:
@@ -332,7 +346,7 @@ class _H1Answer:
 
     def headers(self, status: int) -> None:
         self.status = status
-        if self.stream and status < 400:
+        if self.stream and status < 300:
             self.read = StreamRead(self.rec, self.hook, self.chat)
 
     def body(self, piece: bytes, t: int) -> None:
