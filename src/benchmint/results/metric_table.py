@@ -268,6 +268,12 @@ REPLAY_FIGURES: tuple[Metric, ...] = (
            definition="CPU work spent between the ops per iteration (`--gaps recorded`)"),
     Metric(key="recorded_step_span_s", name="recorded step span", unit="s", level="measured", shape="float",
            definition="the recorded (observed) iteration's span in the trace"),
+    Metric(key="cpu_time_per_iter_s", name="replay CPU per iteration", unit="s", level="measured",
+           shape="float", definition="median CPU seconds (user + system, every thread of the process: the "
+                                     "collectives' too) of one timed iteration"),
+    Metric(key="original_cpu_time_per_step_s", name="original CPU per step", unit="s", level="measured",
+           shape="float", definition="the captured step's CPU seconds per un-observed step (capture.json), null "
+                                     "without it; what `--target cpu` aims the gaps at"),
     Metric(key="peak_memory_bytes", name="peak memory", unit="bytes", level="measured", shape="int", report=("",),
            definition="peak memory of the replay (`peak_memory_how` says how it was measured)"),
     Metric(key="input_bytes", name="input tensors", unit="bytes", level="derived", shape="int",
