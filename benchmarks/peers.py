@@ -10,7 +10,9 @@ skips a missing tool with a line saying so; a tool that fails to install or to r
 go on (a failed install's venv is removed).
 
 Then, one tool after another, each against a fresh ``benchmarks/truth_server.py`` on loopback (``--tokens``
-chunks per answer, ``--itl-ms`` apart, the first ``--ttft-ms`` after the request was read), with the same
+chunks per answer, ``--itl-ms`` apart, the first ``--ttft-ms`` after the request was read; or, with ``--server
+builtin``, benchmint's own server ``benchmint llm serve --model tiny --request-log``, which logs the same
+per-request times), with the same
 prompts (the shipped instruction sample, cycled; ``max_tokens`` = ``--tokens``), the same arrivals (``--arrivals``
 poisson or constant at ``--rate`` req/s) for ``--duration`` seconds, streamed ``/v1/completions``; the tiny local
 tokenizer (``benchmint.models.tiny_llm``, built on this machine; ``HF_HUB_OFFLINE=1``) is given to the tools that
@@ -30,7 +32,8 @@ read, which includes the server's loop being late to read) and response path (se
 client's first token).
 
     python benchmarks/peers.py [--rate 50] [--duration 20] [--tools benchmint,guidellm,aiperf,inference-perf]
-        [--arrivals poisson] [--rounds 1] [--no-install] [--cache DIR] [--work DIR] [--json OUT.json]
+        [--arrivals poisson] [--rounds 1] [--server mock|builtin] [--no-install] [--cache DIR] [--work DIR]
+        [--json OUT.json]
 
 ``--rounds N`` runs every tool N times, the tools alternating (A B C D, A B C D, ...), and prints per tool the
 median over rounds of dTTFT p50 / p99 and of the load-window CPU per request.
@@ -313,14 +316,18 @@ def run_tool(tool: str, venv: Path | None, a: argparse.Namespace, work: Path, pr
     out.mkdir(parents=True)
     port = free_port()
     truth_log = out / "truth.jsonl"
+    if a.server == "builtin":  # benchmint's own server over the tiny model, logging its own per-request times
+        srv_cmd = [sys.executable, "-m", "benchmint.cli.main", "llm", "serve", "--model", "tiny", "--port", str(port),
+                   "--request-log", str(truth_log)]
+    else:
+        srv_cmd = [sys.executable, str(ROOT / "benchmarks" / "truth_server.py"), "--port", str(port), "--log",
+                   str(truth_log), "--tokens", str(a.tokens), "--itl-ms", str(a.itl_ms), "--ttft-ms", str(a.ttft_ms)]
     with open(out / "server.log", "w") as slog:  # a file, not a pipe nobody reads: a chatty server never blocks
-        server = subprocess.Popen(
-            [sys.executable, str(ROOT / "benchmarks" / "truth_server.py"), "--port", str(port), "--log",
-             str(truth_log), "--tokens", str(a.tokens), "--itl-ms", str(a.itl_ms), "--ttft-ms", str(a.ttft_ms)],
-            stdout=slog, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(srv_cmd, stdout=slog, stderr=subprocess.STDOUT,
+                                  env=dict(os.environ, PYTHONPATH=str(ROOT / "src"), HF_HUB_OFFLINE="1"))
     o = Outcome(tool, "failed", log=str(out / "tool.log"), round=rnd)
     try:
-        wait_port(port, server)
+        wait_port(port, server, timeout_s=120.0)  # the built-in server loads its model first
         cmd, where = command(tool, venv, f"http://127.0.0.1:{port}", a, out, prompts, tokenizer)
         print(f"[{tool}] running for {a.duration:g} s at {a.rate:g} req/s ...", flush=True)
         if tool != "benchmint":  # a peer's venv sees nothing of this tree
@@ -431,6 +438,10 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=16, help="streamed chunks (tokens) per answer; max_tokens")
     ap.add_argument("--itl-ms", type=float, default=2.0, help="server: time between chunks")
     ap.add_argument("--ttft-ms", type=float, default=0.0, help="server: delay before the first chunk")
+    ap.add_argument("--server", choices=("mock", "builtin"), default="mock",
+                    help="mock: benchmarks/truth_server.py (answers in --itl-ms steps, no model: the client's own "
+                         "cost shows); builtin: `benchmint llm serve --model tiny --request-log` (a real engine "
+                         "on these cores, its own per-request times as the truth)")
     ap.add_argument("--cache", default=os.path.expanduser("~/.cache/benchmint-peers"), help="where the venvs live")
     ap.add_argument("--no-install", action="store_true", help="use the venvs present; skip a missing tool")
     ap.add_argument("--python312", default=None, help="a Python >= 3.12 for inference-perf")

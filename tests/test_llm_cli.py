@@ -179,7 +179,9 @@ def test_serve_command_runs_the_built_in_server(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    p = subprocess.Popen([sys.executable, "-m", "benchmint.cli.main", "llm", "serve", "--model", "tiny", "--port", str(port)],
+    log = tmp_path / "truth.jsonl"
+    p = subprocess.Popen([sys.executable, "-m", "benchmint.cli.main", "llm", "serve", "--model", "tiny", "--port", str(port),
+                          "--request-log", str(log)],
                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 90
@@ -198,9 +200,26 @@ def test_serve_command_runs_the_built_in_server(tmp_path):
         )
         with urllib.request.urlopen(req, timeout=30) as r:
             assert json.loads(r.read())["usage"]["completion_tokens"] == 3
+        # a streamed request: the server logs its own times on the monotonic clock this process reads too
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/completions",
+            data=json.dumps({"model": "tiny", "prompt": "hi", "max_tokens": 4, "ignore_eos": True,
+                             "stream": True}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        sent = time.monotonic_ns()
+        with urllib.request.urlopen(req, timeout=30) as r:
+            body = r.read()
+        got = time.monotonic_ns()
+        assert b"[DONE]" in body
     finally:
-        p.send_signal(signal.SIGINT)
+        p.send_signal(signal.SIGTERM)  # as a supervisor stops it: uvicorn re-raises SIGTERM once it is done
         try:
             p.wait(timeout=20)
         except subprocess.TimeoutExpired:
             p.kill()
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(rows) == 1  # the streamed request only
+    r = rows[0]
+    assert sent <= r["t_in"] <= r["t_first"] <= r["t_last"] <= r["t_done"] <= got
+    assert r["n"] == 4 and len(r["t_chunks"]) == 4 and r["t_chunks"][0] == r["t_first"]

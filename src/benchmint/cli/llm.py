@@ -165,6 +165,10 @@ def serve(
     max_model_len: int = typer.Option(
         None, "--max-model-len", help="Context length in tokens, prompt plus output (default: the model's)."
     ),
+    request_log: Path = typer.Option(
+        None, "--request-log", help="Write the server's own per-request times (monotonic clock: request read, "
+        "each chunk handed to the connection) as JSON lines to this file when it stops: the truth a load "
+        "generator's TTFT is compared with (benchmarks/peers.py)."),
 ) -> None:
     """Serve a model with benchmint's OpenAI-compatible server (/v1/completions, /v1/chat/completions, streaming;
     /v1/models, /health, Prometheus /metrics), batching concurrent requests in the in-process engine."""
@@ -172,4 +176,5 @@ def serve(
 
     run_server(model, host=host, port=port, max_batch_size=max_batch_size, device=device, dtype=dtype,
                served_name=served_name, max_model_len=max_model_len,
+               request_log=str(request_log) if request_log else None,
                on_ready=lambda: err_console.print(f"serving {model} on http://{host}:{port}/v1 (Ctrl-C stops)"))

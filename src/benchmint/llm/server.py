@@ -72,8 +72,14 @@ def create_app(
     *,
     max_body_bytes: int = MAX_BODY_BYTES,
     health_stall_s: float = 30.0,
+    request_log: list[dict[str, Any]] | None = None,
 ) -> Starlette:
-    """The ASGI app serving ``engine`` under the model name ``model_name``."""
+    """The ASGI app serving ``engine`` under the model name ``model_name``. ``request_log``: a list the server
+    appends one entry to per streamed request, its own times on ``time.monotonic_ns()`` (CLOCK_MONOTONIC, the
+    clock a client on the same host measures with): ``t_in`` when the request had been read, ``t_first`` /
+    ``t_last`` when the first / last content chunk had been handed to the connection, ``t_done`` after
+    ``[DONE]``, ``t_chunks`` (every content chunk's), ``n`` (content chunks), ``w_in`` (``t_in`` on the wall
+    clock, to pair with a client's log). The server's own TTFT of a request is ``t_first - t_in``."""
     created = int(time.time())
     counters = {"requests_received": 0, "requests_failed": 0}
     eng = engine.engine
@@ -140,7 +146,9 @@ def create_app(
     async def _generate(request: Request, chat: bool) -> Response:
         counters["requests_received"] += 1
         try:
-            req = decode_request(await _read_body(request, max_body_bytes), chat)
+            body = await _read_body(request, max_body_bytes)
+            t_in, w_in = time.monotonic_ns(), time.time_ns()
+            req = decode_request(body, chat)
             if req.model is not None and req.model != model_name:  # as vLLM: a wrong name is an error
                 raise RequestError(f"the model `{req.model}` does not exist; this server serves `{model_name}`",
                                    "model", 404, 404, "NotFoundError")
@@ -206,6 +214,12 @@ def create_app(
                 }
             )
 
+        entry: dict[str, Any] | None = None
+        if request_log is not None:
+            entry = {"t_in": t_in, "w_in": w_in, "t_first": None, "t_last": None, "t_done": None, "t_chunks": [],
+                     "n": 0}
+            request_log.append(entry)
+
         async def sse():
             head = {
                 "id": rid,
@@ -235,10 +249,19 @@ def create_app(
                     c = {"index": 0, "delta": {"content": ev.text}} if chat else {"index": 0, "text": ev.text}
                     c["finish_reason"] = fr
                     yield b"data: " + orjson.dumps(dict(head, choices=[c])) + b"\n\n"
+                    if entry is not None and ev.text:  # resumed once the chunk was handed to the connection
+                        t = time.monotonic_ns()
+                        entry["t_chunks"].append(t)
+                        entry["n"] += 1
+                        entry["t_last"] = t
+                        if entry["t_first"] is None:
+                            entry["t_first"] = t
             if include_usage:
                 u = {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out}
                 yield b"data: " + orjson.dumps(dict(head, choices=[], usage=u)) + b"\n\n"
             yield b"data: [DONE]\n\n"
+            if entry is not None:
+                entry["t_done"] = time.monotonic_ns()
 
         return StreamingResponse(sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
@@ -320,9 +343,11 @@ def serve(
     served_name: str | None = None,
     on_ready: Any = None,
     max_model_len: int | None = None,
+    request_log: str | None = None,
 ) -> None:
     """Serve ``model`` until interrupted (``benchmint llm serve``); ``on_ready()`` runs once the model is
-    loaded, just before the server starts listening."""
+    loaded, just before the server starts listening. ``request_log``: a JSON-lines file written when the server
+    stops, one line per streamed request with the server's own times (see :func:`create_app`)."""
     import socket
 
     import uvicorn
@@ -342,17 +367,33 @@ def serve(
     if on_ready is not None:
         on_ready()
 
+    log: list[dict[str, Any]] | None = [] if request_log else None
+
+    def write_log() -> None:
+        if request_log and log is not None and not getattr(write_log, "done", False):
+            write_log.done = True  # type: ignore[attr-defined]
+            with open(request_log, "wb") as f:
+                f.writelines(orjson.dumps(e) + b"\n" for e in log)
+
     class _Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:
             engine.engine.request_stop()  # end the requests in flight now instead of waiting for them
             super().handle_exit(sig, frame)
 
-    cfg = uvicorn.Config(create_app(engine, served_name or model), host=host, port=port, log_level="info",
+        async def shutdown(self, sockets: Any = None) -> None:
+            await super().shutdown(sockets)
+            # here, not after run(): uvicorn raises a captured SIGTERM again once it is done, which ends the
+            # process before any code after run() could write the log
+            write_log()
+
+    cfg = uvicorn.Config(create_app(engine, served_name or model, request_log=log), host=host, port=port,
+                         log_level="info",
                          access_log=False, timeout_graceful_shutdown=5)
     try:
         _Server(cfg).run()
     finally:
         engine.close()
+        write_log()
         # the process ends next: without this, the collector's pass at interpreter exit over the model's and
         # tokenizer's objects takes seconds (7.7 s measured with the tiny model), and Ctrl-C seems to hang
         gc.freeze()
