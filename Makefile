@@ -28,7 +28,7 @@ lint: $(STAMP)
 
 # helpers the benchmarks start or import (servers, parsers), and peers.py (installs ~3.5 GB of other tools:
 # run it on purpose with `make peers`) are not benchmarks of their own
-BENCH_HELPERS := benchmarks/heldout_workloads.py benchmarks/mock_openai_server.py benchmarks/truth_server.py benchmarks/peers_parse.py benchmarks/peers.py
+BENCH_HELPERS := benchmarks/heldout_workloads.py benchmarks/mock_openai_server.py benchmarks/peers_parse.py benchmarks/peers.py
 
 bench: $(STAMP)
 	for f in $(filter-out $(BENCH_HELPERS),$(wildcard benchmarks/*.py)); do echo "== $$f"; $(BIN)/python $$f || exit 1; done

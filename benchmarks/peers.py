@@ -9,7 +9,7 @@ reports CUDA is removed. inference-perf needs Python >= 3.12: the first of ``--p
 skips a missing tool with a line saying so; a tool that fails to install or to run is reported and the others
 go on (a failed install's venv is removed).
 
-Then, one tool after another, each against a fresh ``benchmarks/truth_server.py`` on loopback (``--tokens``
+Then, one tool after another, each against a fresh ``benchmarks/mock_openai_server.py --log`` on loopback (``--tokens``
 chunks per answer, ``--itl-ms`` apart, the first ``--ttft-ms`` after the request was read; or, with ``--server
 builtin``, benchmint's own server ``benchmint llm serve --model tiny --request-log``, which logs the same
 per-request times), with the same
@@ -320,8 +320,9 @@ def run_tool(tool: str, venv: Path | None, a: argparse.Namespace, work: Path, pr
         srv_cmd = [sys.executable, "-m", "benchmint.cli.main", "llm", "serve", "--model", "tiny", "--port", str(port),
                    "--request-log", str(truth_log)]
     else:
-        srv_cmd = [sys.executable, str(ROOT / "benchmarks" / "truth_server.py"), "--port", str(port), "--log",
-                   str(truth_log), "--tokens", str(a.tokens), "--itl-ms", str(a.itl_ms), "--ttft-ms", str(a.ttft_ms)]
+        srv_cmd = [sys.executable, str(ROOT / "benchmarks" / "mock_openai_server.py"), "--port", str(port), "--log",
+                   str(truth_log), "--tokens", str(a.tokens), "--itl-ms", str(a.itl_ms), "--ttft-ms", str(a.ttft_ms),
+                   "--model", "tiny", "--loop", "asyncio"]
     with open(out / "server.log", "w") as slog:  # a file, not a pipe nobody reads: a chatty server never blocks
         server = subprocess.Popen(srv_cmd, stdout=slog, stderr=subprocess.STDOUT,
                                   env=dict(os.environ, PYTHONPATH=str(ROOT / "src"), HF_HUB_OFFLINE="1"))
@@ -439,7 +440,7 @@ def main() -> None:
     ap.add_argument("--itl-ms", type=float, default=2.0, help="server: time between chunks")
     ap.add_argument("--ttft-ms", type=float, default=0.0, help="server: delay before the first chunk")
     ap.add_argument("--server", choices=("mock", "builtin"), default="mock",
-                    help="mock: benchmarks/truth_server.py (answers in --itl-ms steps, no model: the client's own "
+                    help="mock: benchmarks/mock_openai_server.py --log (answers in --itl-ms steps, no model: the client's own "
                          "cost shows); builtin: `benchmint llm serve --model tiny --request-log` (a real engine "
                          "on these cores, its own per-request times as the truth)")
     ap.add_argument("--cache", default=os.path.expanduser("~/.cache/benchmint-peers"), help="where the venvs live")

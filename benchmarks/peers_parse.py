@@ -139,7 +139,7 @@ def _p(a: list[float], q: float) -> float | None:
 
 
 def parse_truth(log_jsonl: Path) -> Truth:
-    """The truth server's log (``benchmarks/truth_server.py --log``): per request ``t_in``, ``t_first``,
+    """The truth server's log (``benchmarks/mock_openai_server.py --log``): per request ``t_in``, ``t_first``,
     ``t_last``, ``t_chunks``, ``n`` on ``time.monotonic_ns()``."""
     rows = [json.loads(line) for line in Path(log_jsonl).read_text().splitlines() if line.strip()]
     done = [r for r in rows if r.get("t_first") is not None and r.get("t_last") is not None]

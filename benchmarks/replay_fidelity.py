@@ -31,28 +31,6 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 warnings.filterwarnings("ignore")
 
 
-def steady_malloc() -> bool:
-    """Fix glibc malloc's mmap and trim thresholds (they move with the process's allocation history).
-
-    With the defaults, a step that allocates and frees tensors of a few hundred KB (the embedding-bag
-    model's gradients and optimizer temporaries) runs in one of two modes depending on what the process
-    freed before: 4.7-4.9 ms with 650-900 page faults per step, or 3.0-3.2 ms with none, measured here.
-    The original and its replays then compare the allocator's state, not the step. Returns False where
-    mallopt is not available (not glibc)."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if not name:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        return bool(libc.mallopt(m_mmap_threshold, 32 << 20) and libc.mallopt(m_trim_threshold, 64 << 20))
-    except (OSError, AttributeError):
-        return False
-
-
 def _one(name, cap, args, build, replay_trace, capture_steps, compare_with_original) -> dict:
     """One fresh capture of ``name``, its two replays, and the alternating timing."""
     w = build(name, args.scale)
@@ -100,10 +78,14 @@ def main() -> int:
     ap.add_argument("--discard", type=int, default=1, help="steps each capture records and throws away before the "
                     "kept one (capture's default, 1: the first recording in a process pays one-time costs)")
     ap.add_argument("--malloc", choices=("steady", "default"), default="steady",
-                    help="steady: fix glibc's mmap/trim thresholds for the whole run (see steady_malloc); "
-                    "default: leave them dynamic")
+                    help="steady: fix glibc's mmap/trim thresholds for the whole run, as every replay does "
+                    "(benchmint.replay.allocator.settle_malloc); default: leave them dynamic, in the replays too")
     args = ap.parse_args()
-    malloc = "steady (mmap 32 MiB, trim 64 MiB)" if args.malloc == "steady" and steady_malloc() else "default"
+    if args.malloc == "default":
+        os.environ["BENCHMINT_REPLAY_MALLOC"] = "default"  # the replays leave them alone too
+    from benchmint.replay.allocator import settle_malloc
+
+    malloc = settle_malloc()
 
     import torch
 

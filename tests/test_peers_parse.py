@@ -96,9 +96,9 @@ def test_cpu_between_interpolates_and_refuses_uncovered_interval():
     assert pp.cpu_between([(0, 1.0), (1, 3.0), (2, 2.0), (3, 4.0)], 1, 2) == pytest.approx(0.0)
 
 
-def test_truth_server_records_its_own_times(tmp_path):
+def test_mock_server_logs_its_own_times(tmp_path):
     port, log = free_port(), tmp_path / "truth.jsonl"
-    p = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "truth_server.py"), "--port", str(port),
+    p = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "mock_openai_server.py"), "--port", str(port),
                           "--log", str(log), "--tokens", "4", "--itl-ms", "3"], stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE)
     try:
