@@ -212,6 +212,12 @@ def test_serve_command_runs_the_built_in_server(tmp_path):
             body = r.read()
         got = time.monotonic_ns()
         assert b"[DONE]" in body
+        # the line is in the file as the answer ends, not only once the server stops (a long-running server
+        # keeps nothing in memory)
+        deadline = time.monotonic() + 10
+        while not log.read_bytes().endswith(b"\n") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(log.read_text().splitlines()) == 1
     finally:
         p.send_signal(signal.SIGTERM)  # as a supervisor stops it: uvicorn re-raises SIGTERM once it is done
         try:

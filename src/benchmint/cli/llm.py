@@ -167,7 +167,7 @@ def serve(
     ),
     request_log: Path = typer.Option(
         None, "--request-log", help="Write the server's own per-request times (monotonic clock: request read, "
-        "each chunk handed to the connection) as JSON lines to this file when it stops: the truth a load "
+        "each chunk handed to the connection) as JSON lines to this file, a line as each answer ends: the truth a load "
         "generator's TTFT is compared with (benchmarks/peers.py)."),
 ) -> None:
     """Serve a model with benchmint's OpenAI-compatible server (/v1/completions, /v1/chat/completions, streaming;

@@ -18,6 +18,7 @@ import gc
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -72,10 +73,10 @@ def create_app(
     *,
     max_body_bytes: int = MAX_BODY_BYTES,
     health_stall_s: float = 30.0,
-    request_log: list[dict[str, Any]] | None = None,
+    request_log: Callable[[dict[str, Any]], None] | None = None,
 ) -> Starlette:
-    """The ASGI app serving ``engine`` under the model name ``model_name``. ``request_log``: a list the server
-    appends one entry to per streamed request, its own times on ``time.monotonic_ns()`` (CLOCK_MONOTONIC, the
+    """The ASGI app serving ``engine`` under the model name ``model_name``. ``request_log``: called with one entry
+    per streamed request once its answer has ended (completed, failed or dropped by the client), the server's own times on ``time.monotonic_ns()`` (CLOCK_MONOTONIC, the
     clock a client on the same host measures with): ``t_in`` when the request had been read, ``t_first`` /
     ``t_last`` when the first / last content chunk had been handed to the connection, ``t_done`` after
     ``[DONE]``, ``t_chunks`` (every content chunk's), ``n`` (content chunks), ``w_in`` (``t_in`` on the wall
@@ -218,7 +219,14 @@ def create_app(
         if request_log is not None:
             entry = {"t_in": t_in, "w_in": w_in, "t_first": None, "t_last": None, "t_done": None, "t_chunks": [],
                      "n": 0}
-            request_log.append(entry)
+
+        async def sse_logged():
+            try:
+                async for b in sse():
+                    yield b
+            finally:
+                if request_log is not None and entry is not None:
+                    request_log(entry)
 
         async def sse():
             head = {
@@ -263,7 +271,8 @@ def create_app(
             if entry is not None:
                 entry["t_done"] = time.monotonic_ns()
 
-        return StreamingResponse(sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        return StreamingResponse(sse_logged() if entry is not None else sse(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
 
     async def completions(request: Request) -> Response:
         return await _generate(request, chat=False)
@@ -346,8 +355,9 @@ def serve(
     request_log: str | None = None,
 ) -> None:
     """Serve ``model`` until interrupted (``benchmint llm serve``); ``on_ready()`` runs once the model is
-    loaded, just before the server starts listening. ``request_log``: a JSON-lines file written when the server
-    stops, one line per streamed request with the server's own times (see :func:`create_app`)."""
+    loaded, just before the server starts listening. ``request_log``: a JSON-lines file, one line per streamed
+    request with the server's own times (see :func:`create_app`), appended as each answer ends (nothing is kept in
+    memory, however long the server runs); complete once the server has stopped."""
     import socket
 
     import uvicorn
@@ -367,13 +377,16 @@ def serve(
     if on_ready is not None:
         on_ready()
 
-    log: list[dict[str, Any]] | None = [] if request_log else None
+    # unbuffered: a line is in the file as soon as its answer has ended (a user can follow it while it runs)
+    log_file = open(request_log, "wb", buffering=0) if request_log else None  # noqa: SIM115 - close_log()
 
-    def write_log() -> None:
-        if request_log and log is not None and not getattr(write_log, "done", False):
-            write_log.done = True  # type: ignore[attr-defined]
-            with open(request_log, "wb") as f:
-                f.writelines(orjson.dumps(e) + b"\n" for e in log)
+    def log_line(entry: dict[str, Any]) -> None:
+        if log_file is not None and not log_file.closed:
+            log_file.write(orjson.dumps(entry) + b"\n")
+
+    def close_log() -> None:
+        if log_file is not None:
+            log_file.close()  # a second call does nothing
 
     class _Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:
@@ -383,17 +396,18 @@ def serve(
         async def shutdown(self, sockets: Any = None) -> None:
             await super().shutdown(sockets)
             # here, not after run(): uvicorn raises a captured SIGTERM again once it is done, which ends the
-            # process before any code after run() could write the log
-            write_log()
+            # process before any code after run() could flush the log
+            close_log()
 
-    cfg = uvicorn.Config(create_app(engine, served_name or model, request_log=log), host=host, port=port,
+    cfg = uvicorn.Config(create_app(engine, served_name or model, request_log=log_line if log_file else None),
+                         host=host, port=port,
                          log_level="info",
                          access_log=False, timeout_graceful_shutdown=5)
     try:
         _Server(cfg).run()
     finally:
         engine.close()
-        write_log()
+        close_log()
         # the process ends next: without this, the collector's pass at interpreter exit over the model's and
         # tokenizer's objects takes seconds (7.7 s measured with the tiny model), and Ctrl-C seems to hang
         gc.freeze()
