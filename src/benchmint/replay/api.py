@@ -15,7 +15,7 @@ import torch
 
 from benchmint.core import sysmetrics
 from benchmint.core.errors import UserError
-from benchmint.replay import fidelity, memory
+from benchmint.replay import conditions, fidelity, memory
 from benchmint.replay.adapt import adapt_capture, adapt_view, annotate
 from benchmint.replay.allocator import settle_malloc
 from benchmint.replay.execute import measure_peak_memory, summarize, time_iterations
@@ -289,6 +289,7 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
     fn = plan.compile(gaps_ns=gaps_ns)
     tell("time")
     iter_cpu: list[float] = []
+    timing_conditions = conditions.snapshot(allocator)  # what the timed loop runs under (the runner's too)
     with sysmetrics.Window(warmup + iters, threads, str(dev)) as sysw:  # CPU use, switches, faults, peak RSS
         times = time_iterations(plan, fn, iters=iters, warmup=warmup, live=True, cpu=iter_cpu)
     it = summarize(times)
@@ -355,6 +356,7 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
         "iters": iters,
         "seed": seed,
         "allocator": allocator,
+        "timing_conditions": timing_conditions,
         "plan_time_s": plan.plan_time_s,
         "plan_check_time_s": plan.check_time_s,  # the real pass over the compiled iteration that ends planning
         "plan_dry_run": plan.dry_run,  # how each op was tried: on the meta device, or for real (and why)
