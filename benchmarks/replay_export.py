@@ -13,7 +13,8 @@ replayed ops without the CPU time between them), with the load average beside th
 the engines without the gap calibration (each process calibrates its own gaps against capture.json, so with
 recorded gaps the figure also holds how differently the two calibrations landed).
 
-    python benchmarks/replay_export.py [--workloads a,b] [--rounds 4] [--iters 20] [--gaps none] [--venv DIR]
+    python benchmarks/replay_export.py [--workloads a,b] [--rounds 4] [--iters 20] [--gaps none] [--target cpu]
+        [--venv DIR]
 """
 
 from __future__ import annotations
@@ -74,6 +75,9 @@ def main() -> None:
                                                                "capture's)")
     ap.add_argument("--gaps", choices=("recorded", "none"), default=None, help="both sides (default: recorded, "
                                                                                "as each defaults)")
+    ap.add_argument("--target", choices=("auto", "capture", "estimate", "cpu"), default=None,
+                    help="what the gaps aim at, both sides (cpu: capture.json's CPU time per step, settled on the "
+                         "process's CPU time, which a busy machine's waits do not enter)")
     ap.add_argument("--venv", type=Path, default=None, help="torch-only virtual environment (default: a new one)")
     ap.add_argument("--workdir", type=Path, default=None)
     args = ap.parse_args()
@@ -99,7 +103,8 @@ def main() -> None:
                        capture_output=True)
         a, b, loads = [], [], []
         extra = (["--threads", str(args.threads)] if args.threads else []) + (["--gaps", args.gaps] if args.gaps
-                                                                              else [])
+                                                                              else []) \
+            + (["--target", args.target] if args.target else [])
         for k in range(args.rounds):
             ja, jb = work / f"{name}_export_{k}.json", work / f"{name}_replay_{k}.json"
             side_a = ([str(venv_py), str(exp / "run.py"), "--iters", str(args.iters), "--warmup", str(args.warmup),
@@ -120,7 +125,7 @@ def main() -> None:
                "diff_ops": ratio(a, b, lambda r: r.get("replay_ops_only_s")),
                "ops_a": med(r["replay_ops_only_s"] for r in a), "ops_b": med(r["replay_ops_only_s"] for r in b),
                "orig": a[0]["original_iter_time_s"], "cov": a[0]["coverage"], "threads": a[0]["threads"],
-               "load": f"{min(loads):.1f}-{max(loads):.1f}", "gaps": a[0]["gaps"],
+               "load": f"{min(loads):.1f}-{max(loads):.1f}", "gaps": a[0]["gaps"], "target": a[0].get("gap_target"),
                "noisy": sum(bool(r["iter_time_s"].get("noisy")) for r in (*a, *b)), "conditions": diffs}
         rows.append(row)
         each = ", ".join(f"{x['iter_time_s']['median'] * 1e3:.2f}/{y['iter_time_s']['median'] * 1e3:.2f}"
@@ -134,7 +139,7 @@ def main() -> None:
           "flagged noisy | load average |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['name']} | {r['gaps']} | {r['export_s'] * 1e3:.3f} ms | {r['replay_s'] * 1e3:.3f} ms | "
+        print(f"| {r['name']} | {r['gaps']}{' (' + r['target'] + ')' if r['target'] else ''} | {r['export_s'] * 1e3:.3f} ms | {r['replay_s'] * 1e3:.3f} ms | "
               f"{pct(r['diff'])} | {pct(r['diff10'])} | {pct(r['diff_cpu'])} | {pct(r['diff_ops'])} | "
               f"{r['ops_a'] * 1e3:.3f} / {r['ops_b'] * 1e3:.3f} ms | {r['orig'] * 1e3:.3f} ms | {r['cov']:.3f} | "
               f"{r['threads']} | {r['noisy']}/{2 * args.rounds} | {r['load']} |")
