@@ -1,13 +1,20 @@
 """Does an exported benchmark time what ``benchmint replay`` times, in an environment with torch alone?
 
 For each example workload: ``benchmint capture --workload NAME``, ``benchmint export``, then, alternating in
-the same run (A B A B ...), the exported ``run.py`` under a fresh virtual environment holding only torch
-(``python -m venv`` without system site packages, then ``pip install torch==<this torch's version>``; pip's
-find-links / cache serve the CPU wheel) and ``benchmint replay`` of the same capture, each in its own
-process. Prints per workload the median iteration time of each (median over rounds), their difference, the
-ops-only times (the replayed ops without the CPU time between them) and the original (capture.json).
+the same run, the exported ``run.py`` under a fresh virtual environment holding only torch (``python -m venv``
+without system site packages, then ``pip install torch==<this torch's version>``; pip's find-links / cache
+serve the CPU wheel) and ``benchmint replay`` of the same capture, each in its own process started the same
+way (same working folder, same environment less what would let the runner find benchmint; the order swaps
+every round: A B, B A, ...). Both sides time through the same engine code and record the conditions of their
+timed loop (``timing_conditions``); any setting that differs is printed. Per workload: the median over
+rounds of each side's iteration time, and the medians of the round-by-round ratios (export / replay - 1) of
+the iteration time, its 10th percentile, the process CPU time per iteration and the ops-only time (the
+replayed ops without the CPU time between them), with the load average beside them. ``--gaps none`` compares
+the engines without the gap calibration (each process calibrates its own gaps against capture.json, so with
+recorded gaps the figure also holds how differently the two calibrations landed).
 
-    python benchmarks/replay_export.py [--workloads a,b] [--rounds 2] [--iters 20] [--venv DIR]
+    python benchmarks/replay_export.py [--workloads a,b] [--rounds 4] [--iters 20] [--gaps none] [--target cpu]
+        [--venv DIR]
 """
 
 from __future__ import annotations
@@ -25,13 +32,15 @@ from pathlib import Path
 import torch
 
 from benchmint.models.workloads import WORKLOADS
+from benchmint.replay.conditions import differences
 
 HERE = Path(__file__).resolve().parent
 
 
 def clean_env() -> dict[str, str]:
     """This environment without what would let a child find benchmint (PYTHONPATH, an active venv)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "BENCHMINT", "VIRTUAL_ENV"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "BENCHMINT", "VIRTUAL_ENV"))
+           or k.startswith("BENCHMINT_REPLAY_")}  # the engine's own settings reach both sides
     env.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
     return env
 
@@ -49,8 +58,8 @@ def torch_only_venv(path: Path) -> Path:
     return py
 
 
-def run_json(cmd: list[str], out: Path, env: dict | None = None, timeout: float = 1800) -> dict:
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+def run_json(cmd: list[str], out: Path, env: dict | None = None, timeout: float = 1800, cwd: Path | None = None) -> dict:
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=cwd)
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:4])} ... failed ({p.returncode}): {p.stderr.strip()[-800:]}")
     return json.loads(out.read_text())
@@ -59,11 +68,16 @@ def run_json(cmd: list[str], out: Path, env: dict | None = None, timeout: float 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads on both sides (default: the "
                                                                "capture's)")
+    ap.add_argument("--gaps", choices=("recorded", "none"), default=None, help="both sides (default: recorded, "
+                                                                               "as each defaults)")
+    ap.add_argument("--target", choices=("auto", "capture", "estimate", "cpu"), default=None,
+                    help="what the gaps aim at, both sides (cpu: capture.json's CPU time per step, settled on the "
+                         "process's CPU time, which a busy machine's waits do not enter)")
     ap.add_argument("--venv", type=Path, default=None, help="torch-only virtual environment (default: a new one)")
     ap.add_argument("--workdir", type=Path, default=None)
     args = ap.parse_args()
@@ -88,43 +102,65 @@ def main() -> None:
         subprocess.run([*bm, "export", str(cap), "--out", str(exp), "--force"], check=True, env=env,
                        capture_output=True)
         a, b, loads = [], [], []
-        thr = ["--threads", str(args.threads)] if args.threads else []
+        extra = (["--threads", str(args.threads)] if args.threads else []) + (["--gaps", args.gaps] if args.gaps
+                                                                              else []) \
+            + (["--target", args.target] if args.target else [])
         for k in range(args.rounds):
             ja, jb = work / f"{name}_export_{k}.json", work / f"{name}_replay_{k}.json"
-            loads.append(os.getloadavg()[0])
-            a.append(run_json([str(venv_py), str(exp / "run.py"), "--iters", str(args.iters), "--warmup",
-                               str(args.warmup), "--json", str(ja), *thr], ja, env=clean))
-            loads.append(os.getloadavg()[0])
-            b.append(run_json([*bm, "replay", str(cap), "--iters", str(args.iters), "--warmup", str(args.warmup),
-                               "--json", str(jb), "--no-store", "--out", str(work / "runs" / f"{name}_{k}"), *thr],
-                              jb, env=env))
+            side_a = ([str(venv_py), str(exp / "run.py"), "--iters", str(args.iters), "--warmup", str(args.warmup),
+                       "--json", str(ja), *extra], ja, clean)
+            side_b = ([*bm, "replay", str(cap), "--iters", str(args.iters), "--warmup", str(args.warmup), "--json",
+                       str(jb), "--no-store", "--out", str(work / "runs" / f"{name}_{k}"), *extra], jb, env)
+            for side, dest in ((side_a, a), (side_b, b)) if k % 2 == 0 else ((side_b, b), (side_a, a)):
+                loads.append(os.getloadavg()[0])
+                dest.append(run_json(*side, cwd=work))
         loads.append(os.getloadavg()[0])
-        ea = statistics.median(r["iter_time_s"]["median"] for r in a)
-        eb = statistics.median(r["iter_time_s"]["median"] for r in b)
-        oa = statistics.median(r["replay_ops_only_s"] for r in a)
-        ob = statistics.median(r["replay_ops_only_s"] for r in b)
-        diff = statistics.median(x["iter_time_s"]["median"] / y["iter_time_s"]["median"] - 1 for x, y in zip(a, b, strict=True))
-        # the 10th percentile moves less with the other jobs of a shared machine than the median does
-        diff10 = statistics.median(x["iter_time_s"]["p10"] / y["iter_time_s"]["p10"] - 1 for x, y in zip(a, b, strict=True))
-        rows.append((name, ea, eb, diff, oa, ob, a[0]["original_iter_time_s"], a[0]["coverage"],
-                     f"{min(loads):.1f}-{max(loads):.1f}", a[0]["threads"], diff10,
-                     sum(bool(r["iter_time_s"].get("noisy")) for r in (*a, *b))))
-        each = ", ".join(f"{x['iter_time_s']['median'] * 1e3:.1f}/{y['iter_time_s']['median'] * 1e3:.1f} ms"
+        diffs = sorted({d for x, y in zip(a, b, strict=True)
+                        for d in differences(x.get("timing_conditions"), y.get("timing_conditions"))})
+        row = {"name": name, "export_s": med(r["iter_time_s"]["median"] for r in a),
+               "replay_s": med(r["iter_time_s"]["median"] for r in b),
+               "diff": ratio(a, b, lambda r: r["iter_time_s"]["median"]),
+               "diff10": ratio(a, b, lambda r: r["iter_time_s"]["p10"]),
+               "diff_cpu": ratio(a, b, lambda r: r.get("cpu_time_per_iter_s")),
+               "diff_ops": ratio(a, b, lambda r: r.get("replay_ops_only_s")),
+               "ops_a": med(r["replay_ops_only_s"] for r in a), "ops_b": med(r["replay_ops_only_s"] for r in b),
+               "orig": a[0]["original_iter_time_s"], "cov": a[0]["coverage"], "threads": a[0]["threads"],
+               "load": f"{min(loads):.1f}-{max(loads):.1f}", "gaps": a[0]["gaps"], "target": a[0].get("gap_target"),
+               "noisy": sum(bool(r["iter_time_s"].get("noisy")) for r in (*a, *b)), "conditions": diffs}
+        rows.append(row)
+        each = ", ".join(f"{x['iter_time_s']['median'] * 1e3:.2f}/{y['iter_time_s']['median'] * 1e3:.2f}"
                          for x, y in zip(a, b, strict=True))
-        print(f"{name}: export {ea * 1e3:.3f} ms, replay {eb * 1e3:.3f} ms, difference {diff * 100:+.1f}% "
-              f"(export/replay each round: {each}; load average {min(loads):.1f}-{max(loads):.1f})", flush=True)
+        print(f"{name}: export {row['export_s'] * 1e3:.3f} ms, replay {row['replay_s'] * 1e3:.3f} ms, difference "
+              f"{pct(row['diff'])} (export/replay ms each round: {each}; load average {row['load']}); settings that "
+              f"differ: {'; '.join(diffs) or 'none'}", flush=True)
     print()
-    print("| workload | export iter | replay iter | difference | difference of p10 | export ops only | replay ops "
-          "only | original (capture.json) | coverage | threads | runs flagged noisy | load average |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for name, ea, eb, diff, oa, ob, orig, cov, load, threads, diff10, noisy in rows:
-        print(f"| {name} | {ea * 1e3:.3f} ms | {eb * 1e3:.3f} ms | {diff * 100:+.1f}% | {diff10 * 100:+.1f}% | "
-              f"{oa * 1e3:.3f} ms | {ob * 1e3:.3f} ms | {orig * 1e3:.3f} ms | {cov:.3f} | {threads} | "
-              f"{noisy}/{2 * args.rounds} | {load} |")
-    within = sum(1 for r in rows if abs(r[3]) <= 0.05)
+    print("| workload | gaps | export iter | replay iter | difference (median of ratios) | of p10 | of CPU time "
+          "per iter | of ops only | export / replay ops only | original (capture.json) | coverage | threads | runs "
+          "flagged noisy | load average |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['name']} | {r['gaps']}{' (' + r['target'] + ')' if r['target'] else ''} | {r['export_s'] * 1e3:.3f} ms | {r['replay_s'] * 1e3:.3f} ms | "
+              f"{pct(r['diff'])} | {pct(r['diff10'])} | {pct(r['diff_cpu'])} | {pct(r['diff_ops'])} | "
+              f"{r['ops_a'] * 1e3:.3f} / {r['ops_b'] * 1e3:.3f} ms | {r['orig'] * 1e3:.3f} ms | {r['cov']:.3f} | "
+              f"{r['threads']} | {r['noisy']}/{2 * args.rounds} | {r['load']} |")
+    within = sum(1 for r in rows if abs(r["diff"]) <= 0.05)
     print(f"\nwithin 5%: {within}/{len(rows)}, median |difference| "
-          f"{statistics.median(abs(r[3]) for r in rows) * 100:.1f}%; {args.rounds} alternating rounds, "
-          f"{args.iters} iterations each; {time.monotonic() - t0:.0f} s")
+          f"{statistics.median(abs(r['diff']) for r in rows) * 100:.1f}%; {args.rounds} alternating rounds (order "
+          f"swapped each round), {args.iters} iterations each; {time.monotonic() - t0:.0f} s")
+
+
+def med(xs) -> float:
+    return statistics.median(list(xs))
+
+
+def ratio(a: list[dict], b: list[dict], key) -> float | None:
+    """Median over rounds of export / replay - 1 of one figure (None where a side lacks it)."""
+    rs = [key(x) / key(y) - 1 for x, y in zip(a, b, strict=True) if key(x) and key(y)]
+    return statistics.median(rs) if rs else None
+
+
+def pct(x: float | None) -> str:
+    return "-" if x is None else f"{x * 100:+.1f}%"
 
 
 if __name__ == "__main__":

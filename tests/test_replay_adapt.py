@@ -118,3 +118,42 @@ def test_a_multi_rank_replay_refuses_select_and_what_if(tmp_path):
     for kw in ({"select": "op:aten::mm"}, {"what_if": ["drop:aten::mm"]}):
         with pytest.raises(UserError, match="single-process replay"):
             replay_ranks(tmp_path / "none.json", None, ranks=2, **kw)
+
+
+def _spiked(view, k: int, extra_s: float):
+    """``view`` with ``extra_s`` more recorded time in the gap before op ``k`` (what a preemption leaves)."""
+    from dataclasses import replace
+
+    ops = [o if i < k or o.start_s is None else replace(o, start_s=o.start_s + extra_s)
+           for i, o in enumerate(view.ops)]
+    return replace(view, ops=ops, step_span_s=view.step_span_s + extra_s)
+
+
+def test_a_selections_share_is_the_median_over_the_recorded_steps(view):
+    """One recorded step's spike outside the selection (a preemption) moves its share; the other steps'
+    shares outvote it."""
+    from benchmint.replay.adapt import select
+
+    spec = "phase:optimizer"
+    first = phases(view).index("optimizer")
+    calm = select(view, spec)[1].info["share_of_step"]
+    spiked = _spiked(view, first // 2, 0.5 * view.step_span_s)  # half a step more time, before the optimizer
+    alone = select(spiked, spec)[1].info
+    assert alone["share_of_step"] < 0.75 * calm
+    info = select(spiked, spec, others=[view, _spiked(view, first, 0.0)])[1].info
+    assert info["share_of_step"] == pytest.approx(calm)
+    assert info["share_of_replayed_step"] == pytest.approx(alone["share_of_step"])
+    assert len(info["share_per_recorded_step"]) == 3 and "median over 3 recorded steps" in info["share_how"]
+    # a step with other ops (another path, a partial step) is not counted
+    other = select(spiked, spec, others=[view, _spiked(view, first, 0.0).__class__(
+        **{**view.__dict__, "ops": view.ops[:-1]})])[1].info
+    assert len(other["share_per_recorded_step"]) == 2
+
+
+def test_replay_takes_a_selections_share_over_every_recorded_step(tmp_path):
+    d = tmp_path / "cap"
+    capture_steps(build("encoder_cls").step, d, warmup=1, measure=5, record=3)
+    res = replay_trace(d, select="op:aten::linear", gaps="none", warmup=0, iters=1)
+    sel = res.result["selection"]
+    assert len(sel["share_per_recorded_step"]) == 3
+    assert sel["share_of_step"] == pytest.approx(sorted(sel["share_per_recorded_step"])[1])

@@ -177,3 +177,44 @@ def test_the_msgspec_stand_in_refuses_nan_and_infinity_as_msgspec_does():
             msgspec.json.decode(doc)
         with pytest.raises(msgspec_stub.DecodeError):
             msgspec_stub.json.decode(doc)
+
+
+def test_the_runner_times_under_the_same_conditions_as_benchmint_replay(capture, tmp_path):
+    """run.py (torch alone) and `benchmint replay` of the same exported trace set the same threads, allocator,
+    grad mode, collector and thread-pool environment around the timed loop; what only the environment makes
+    different (numpy's thread pool in benchmint's process) is reported apart."""
+    from benchmint.replay.conditions import differences
+
+    out = tmp_path / "bench"
+    export_benchmark(capture, out)
+    site = torch_only_site(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BENCHMINT")}
+    env["OMP_WAIT_POLICY"] = "PASSIVE"  # inherited by both sides: recorded on both
+    ra, rb = tmp_path / "runner.json", tmp_path / "replay.json"
+    iso = {k: v for k, v in env.items() if not k.startswith("PYTHON")}
+    p = subprocess.run([sys.executable, "-I", "-S", "-c", ISOLATED, str(site), str(out / "run.py"), "--gaps", "none",
+                        "--iters", "2", "--warmup", "0", "--json", str(ra)],
+                       capture_output=True, text=True, env=iso, cwd=tmp_path, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    p = subprocess.run([sys.executable, "-m", "benchmint.cli.main", "replay", str(out / "trace"), "--gaps", "none",
+                        "--iters", "2", "--warmup", "0", "--json", str(rb), "--no-store", "--out",
+                        str(tmp_path / "run")], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    a, b = json.loads(ra.read_text()), json.loads(rb.read_text())
+    assert differences(a["timing_conditions"], b["timing_conditions"]) == []
+    s = a["timing_conditions"]["settings"]
+    cap = json.loads((capture / "capture.json").read_text())
+    assert s["intra_op_threads"] == cap["threads"] and s["thread_env"]["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert s["allocator"].startswith(("glibc malloc settled", "default")) and s["grad_mode"] == "torch.inference_mode"
+    assert a["timing_conditions"]["process"]["numpy_loaded"] is False  # the torch-only side: no numpy
+
+
+def test_differences_name_the_setting_that_differs():
+    from benchmint.replay.conditions import differences, snapshot
+
+    a = snapshot("glibc malloc settled")
+    b = json.loads(json.dumps(a))
+    b["settings"]["intra_op_threads"] = a["settings"]["intra_op_threads"] + 1
+    assert differences(json.loads(json.dumps(a)), json.loads(json.dumps(a))) == []
+    (d,) = differences(a, b)
+    assert d.startswith("intra_op_threads:")

@@ -22,6 +22,7 @@ What-ifs: ``drop:PATTERN`` removes the ops whose name matches, ``repeat:PATTERN=
 from __future__ import annotations
 
 import re
+import statistics
 from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any
@@ -158,24 +159,47 @@ def rebuild(view: TraceView, copies: list[int], keep_tail: bool) -> TraceView:
     return replace(view, ops=ops, scopes=scopes, step_start_s=start, step_span_s=span)
 
 
-def select(view: TraceView, spec: str) -> tuple[TraceView, Adaptation]:
-    """The ops of ``view`` that ``spec`` selects, and what was selected with its share of the step."""
+def _share(view: TraceView, mask: list[bool]) -> float | None:
+    """The recorded time of the ops ``mask`` keeps (each with the CPU time before it) over the recorded step."""
+    times, tail = _times(view)
+    if times is None:
+        return None
+    total = sum(times) + tail
+    kept = sum(t for t, m in zip(times, mask, strict=True) if m) + (tail if mask[-1] else 0.0)
+    return kept / total if total > 0 else None
+
+
+def select(view: TraceView, spec: str, others: list[TraceView] | tuple[TraceView, ...] = ()) \
+        -> tuple[TraceView, Adaptation]:
+    """The ops of ``view`` that ``spec`` selects, and what was selected with its share of the step.
+
+    ``others``: the other recorded steps of the trace. One recorded step's times carry whatever preempted it
+    (on a shared machine one op or gap of a few milliseconds can move a layer's share from 0.36 to 0.56), so
+    the share is the median over every recorded step that has the same ops (the replayed one and ``others``);
+    the replayed step's own share is kept beside it."""
     mask = _selected(view, spec)
     n = sum(mask)
     if not n:
         raise UserError(f"--select {spec}: matches none of the step's {len(view.ops)} ops; "
                         + _hint(view, parse_select(spec)[0]))
-    times, tail = _times(view)
-    share = how = None
-    if times is not None:
-        total = sum(times) + tail
-        kept = sum(t for t, m in zip(times, mask, strict=True) if m) + (tail if mask[-1] else 0.0)
-        share = kept / total if total > 0 else None
+    own = _share(view, mask)
+    shares = [own] if own is not None else []
+    names_of = [o.name for o in view.ops]
+    for other in others:
+        if [o.name for o in other.ops] != names_of:
+            continue  # another path through the model (or a partial step): not the same ops to share out
+        sh = _share(other, _selected(other, spec))
+        if sh is not None:
+            shares.append(sh)
+    share = statistics.median(shares) if own is not None else None
+    how = None
+    if share is not None:
         how = ("recorded (Kineto) time of the selected ops, each with the CPU time before it, over the recorded "
-               "step")
+               "step" + (f"; median over {len(shares)} recorded steps" if len(shares) > 1 else ""))
     names = Counter(o.name for o, m in zip(view.ops, mask, strict=True) if m)
     info = {"spec": spec, "ops_selected": n, "ops_in_step": len(view.ops),
             "op_types": dict(names.most_common(10)), "share_of_step": share,
+            "share_of_replayed_step": own, "share_per_recorded_step": shares,
             "share_how": how or NO_SHARE}
     return rebuild(view, [1 if m else 0 for m in mask], keep_tail=mask[-1]), Adaptation("selection", info, share)
 
@@ -241,12 +265,14 @@ def _hint(view: TraceView, kind: str) -> str:
 
 
 def adapt_view(view: TraceView, select_spec: str | None = None, what_if_specs: list[str] | None = None,
-               scale_specs: list[str] | tuple[str, ...] | None = None) -> tuple[TraceView, list[Adaptation]]:
+               scale_specs: list[str] | tuple[str, ...] | None = None,
+               others: Any = ()) -> tuple[TraceView, list[Adaptation]]:
     """Apply ``--select``, ``--what-if`` then ``--scale`` to ``view``; nothing to do: the view itself and no
-    adaptation."""
+    adaptation. ``others``: the trace's other recorded steps (views, or a callable returning them, called only
+    for a selection), over which a selection's share is taken (:func:`select`)."""
     done: list[Adaptation] = []
     if select_spec:
-        view, a = select(view, select_spec)
+        view, a = select(view, select_spec, others() if callable(others) else others)
         done.append(a)
     if what_if_specs:
         view, a = what_if(view, list(what_if_specs))

@@ -15,7 +15,7 @@ import torch
 
 from benchmint.core import sysmetrics
 from benchmint.core.errors import UserError
-from benchmint.replay import fidelity, memory
+from benchmint.replay import conditions, fidelity, memory
 from benchmint.replay.adapt import adapt_capture, adapt_view, annotate
 from benchmint.replay.allocator import settle_malloc
 from benchmint.replay.execute import measure_peak_memory, summarize, time_iterations
@@ -95,6 +95,18 @@ def last_whole_iteration(tr: Any, cap: dict | None) -> int | None:
     return whole[-1]
 
 
+def other_steps(tr: Any, join: Any, iteration: int | None, cap: dict | None, device: str) -> list[Any]:
+    """Views of the trace's recorded steps other than the replayed one (``iteration``; None: the last), the
+    whole ones as capture.json lists them when it does; a selection's share is taken over all of them."""
+    numbers = [it.number for it in tr.iterations]
+    if len(numbers) < 2:
+        return []
+    whole = (cap or {}).get("recorded_iterations")
+    keep = [n for n in numbers if n in whole] if isinstance(whole, list) and whole else numbers
+    replayed = iteration if iteration is not None else numbers[-1]
+    return [view_from_trace(tr, join, iteration=n, device=device) for n in keep if n != replayed]
+
+
 def replay_trace(
     trace: str | os.PathLike,
     kineto: str | os.PathLike | None = None,
@@ -133,7 +145,8 @@ def replay_trace(
     gaps = opts.gaps
     select, what_if = mode_specs(view, opts.mode, opts.select, list(opts.what_if))  # --mode (replay.modes)
     # --select / --what-if / --scale (replay.adapt, replay.scale)
-    view, adapted = adapt_view(view, select, what_if, opts.scale)
+    view, adapted = adapt_view(view, select, what_if, opts.scale,
+                               others=lambda: other_steps(tr, join, iteration, inp.capture, dev))
     if gaps is None:
         gaps = "recorded" if join is not None and view.step_span_s is not None else "none"
     if gaps == "recorded" and (join is None or view.step_span_s is None):
@@ -289,6 +302,7 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
     fn = plan.compile(gaps_ns=gaps_ns)
     tell("time")
     iter_cpu: list[float] = []
+    timing_conditions = conditions.snapshot(allocator)  # what the timed loop runs under (the runner's too)
     with sysmetrics.Window(warmup + iters, threads, str(dev)) as sysw:  # CPU use, switches, faults, peak RSS
         times = time_iterations(plan, fn, iters=iters, warmup=warmup, live=True, cpu=iter_cpu)
     it = summarize(times)
@@ -355,6 +369,7 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
         "iters": iters,
         "seed": seed,
         "allocator": allocator,
+        "timing_conditions": timing_conditions,
         "plan_time_s": plan.plan_time_s,
         "plan_check_time_s": plan.check_time_s,  # the real pass over the compiled iteration that ends planning
         "plan_dry_run": plan.dry_run,  # how each op was tried: on the meta device, or for real (and why)

@@ -11,6 +11,7 @@ import torch
 
 from benchmint.core import clock
 from benchmint.core.stats import timing_summary
+from benchmint.replay.conditions import quiet_gc
 from benchmint.replay.plan import Plan
 
 
@@ -31,7 +32,8 @@ def time_iterations(plan: Plan, fn: Callable, iters: int, warmup: int = 1, live:
     these iterations (False while the gaps are settled). ``together``: not live, but the ranks still start each
     iteration together (the same barrier), so that a rank's ops alone are timed while the other ranks run
     theirs, as in the original step; every rank must then make the same call. ``cpu``: where to append each
-    timed iteration's CPU seconds (the process's, every thread: the collectives' too)."""
+    timed iteration's CPU seconds (the process's, every thread: the collectives' too). Python's collector runs
+    with the objects from before the call frozen (:func:`benchmint.replay.conditions.quiet_gc`)."""
     sync = sync_fn(plan.device)
     now = clock.now_ns
     comm = plan.comm if live or together else None
@@ -42,7 +44,7 @@ def time_iterations(plan: Plan, fn: Callable, iters: int, warmup: int = 1, live:
     elif comm is not None:
         comm.ready(plan)
     try:
-        with torch.inference_mode():
+        with quiet_gc(), torch.inference_mode():
             for _ in range(warmup):
                 R = plan.registers()
                 barrier()

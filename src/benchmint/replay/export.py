@@ -26,7 +26,7 @@ from typing import Any
 
 from benchmint.core.errors import UserError
 from benchmint.core.redact import redact_text
-from benchmint.replay.api import CAPTURE_JSON, find_inputs, last_whole_iteration
+from benchmint.replay.api import CAPTURE_JSON, find_inputs, last_whole_iteration, other_steps
 
 SCHEMA_VERSION = "1.0"
 PACKAGE = "_benchmint_replay"
@@ -119,6 +119,12 @@ def _view(et: Path, kineto: Path | None, iteration: int | None) -> Any:
     return tr, view_from_trace(tr, join, iteration=iteration, device="cpu")
 
 
+def _join(kineto: Path | None, tr: Any) -> Any:
+    from benchmint.trace.kineto import join_kineto
+
+    return join_kineto(tr, kineto) if kineto is not None else None
+
+
 def _same(a: Any, b: Any) -> str | None:
     """Why two views of a step differ for the replay (None: they do not)."""
     if [(o.name, o.schema, o.dur_s, o.start_s, o.subtree_nodes) for o in a.ops] != \
@@ -154,7 +160,9 @@ def export_benchmark(trace: str | os.PathLike, out: str | os.PathLike, kineto: s
     if not view.ops:
         raise UserError(f"{inp.trace}: the trace has no operator with a schema to replay")
     # a selection that matches nothing, or a scale that cannot be applied, stops here
-    adapted_view, adapted = adapt_view(view, select, what_if, scale)
+    adapted_view, adapted = adapt_view(view, select, what_if, scale,
+                                       others=lambda: other_steps(tr, _join(inp.kineto, tr), iteration, inp.capture,
+                                                                  "cpu"))
     its = tr.iterations
     within = None
     if its:
@@ -167,7 +175,9 @@ def export_benchmark(trace: str | os.PathLike, out: str | os.PathLike, kineto: s
     et_doc = _json_bytes(inp.trace)
     k_doc = _json_bytes(inp.kineto) if inp.kineto is not None else None
     trimmed, why = False, "the trace has no ProfilerStep to trim to"
-    if within is not None:
+    if within is not None and select and len(its) > 1:
+        why = "a selection's share of the step is the median over the recorded steps: every step kept"
+    elif within is not None:
         et_t = trim_et(et_doc, tr, within)
         k_t = trim_kineto(k_doc, view.step_start_s, view.step_span_s) if (
             k_doc is not None and view.step_start_s is not None and view.step_span_s is not None) else k_doc

@@ -232,6 +232,8 @@ class ReplayMetrics(Model):
     iters: int | None | UnsetType = UNSET
     seed: int | None | UnsetType = UNSET
     allocator: str | None | UnsetType = UNSET  # replay/allocator.settle_malloc: what the host allocator ran under
+    # replay/conditions.snapshot: threads, allocator, grad mode, collector around the timed loop
+    timing_conditions: JSONObject | None | UnsetType = UNSET
     plan_time_s: float | None | UnsetType = UNSET
     plan_check_time_s: float | None | UnsetType = UNSET  # the real pass over the compiled iteration ending planning
     plan_dry_run: JSONObject | None | UnsetType = UNSET  # how each op was tried: meta, or for real (and why)

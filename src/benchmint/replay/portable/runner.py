@@ -1,5 +1,5 @@
 """Replay this exported benchmark: ``python run.py [--device cpu|cuda] [--threads N] [--warmup N] [--iters N]
-[--json PATH]``. Needs only PyTorch.
+[--gaps recorded|none] [--target auto|capture|estimate|cpu] [--json PATH]``. Needs only PyTorch.
 
 Written by ``benchmint export``: the folder holds the recorded step (``trace/``), the replay engine that
 ``benchmint replay`` runs (``_benchmint_replay/``, benchmint's own modules, imported from here) and
@@ -44,6 +44,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="seed of the synthetic tensor contents")
     ap.add_argument("--gaps", choices=("recorded", "none"), default=None,
                     help="recorded: reproduce the CPU time between ops (default when the Kineto trace is there)")
+    ap.add_argument("--target", choices=("auto", "capture", "estimate", "cpu"), default="auto",
+                    help="what recorded gaps aim at, as benchmint replay --target (default: capture.json when there)")
     ap.add_argument("--json", default=None, help="write the result as JSON here")
     ap.add_argument("--no-memory-check", action="store_true", help="plan even when the tensors may not fit")
     args = ap.parse_args(argv)
@@ -60,7 +62,7 @@ def main(argv=None) -> int:
     try:
         res = replay_trace(os.path.join(HERE, cfg["trace"]), os.path.join(HERE, cfg["kineto"]) if cfg.get("kineto")
                            else None, device=args.device, threads=args.threads, warmup=args.warmup,
-                           iters=args.iters, seed=args.seed, gaps=args.gaps, memory_check=not args.no_memory_check,
+                           iters=args.iters, seed=args.seed, gaps=args.gaps, target=args.target, memory_check=not args.no_memory_check,
                            select=cfg.get("select"), what_if=cfg.get("what_if"), iteration=cfg.get("iteration"),
                            scale=tuple(cfg.get("scale") or ()))
     except UserError as e:

@@ -1,0 +1,101 @@
+"""The process conditions a replay times its iterations under: set and recorded in one place.
+
+``benchmint replay`` and an exported benchmark's ``run.py`` (which vendors this module with the rest of the
+engine) time the same compiled iteration through :func:`benchmint.replay.execute.time_iterations`; what can
+still differ is the process around it. The CLI's process imported benchmint's whole command line (about 1,300
+modules, numpy among them: torch imports it when it is installed, and numpy's OpenBLAS starts its own thread
+pool), the runner's a torch-only environment (about 1,000 modules, no numpy). What the timed loop depends on is
+set here for both, and what remains different is recorded, so that a comparison can name it:
+
+* intra-op threads: set by the replay (``--threads``, else capture.json's), recorded with the inter-op threads
+  and the thread-pool variables of the environment (OMP, MKL, OpenBLAS, KMP, GOMP);
+* glibc malloc's thresholds: :func:`benchmint.replay.allocator.settle_malloc` (``allocator`` in the result);
+* grad mode: every timed iteration runs under ``torch.inference_mode`` (:mod:`benchmint.replay.execute`);
+* Python's cyclic collector: :func:`quiet_gc` collects once and freezes the survivors (``gc.freeze``) around the
+  timed work, so that a collection inside the loop walks the objects the loop made, not the objects of the
+  modules the process happened to import (the CLI's are a third more than the runner's); it stays enabled, as
+  it was in the original;
+* CPUs the process may run on (``sched_getaffinity``), torch's version and parallel backend, Python's version.
+
+:func:`snapshot` returns them as the result's ``timing_conditions``: ``settings`` must be equal on two sides
+that claim to time the same thing (``tests/test_replay_export.py`` checks the runner against ``benchmint
+replay``); ``process`` (threads alive in the process, numpy loaded) is what the environment makes different
+and is reported, not equalized.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+GRAD_MODE = "torch.inference_mode"  # what execute.time_iterations runs every iteration under
+ENV_PREFIXES = ("OMP_", "MKL_", "OPENBLAS_", "KMP_", "GOMP_", "BENCHMINT_REPLAY_")
+
+
+@contextmanager
+def quiet_gc() -> Iterator[None]:
+    """Collect once and move the survivors out of the collector's reach until the end (re-entrant use is
+    harmless: the inner one finds nothing new to freeze)."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+def _affinity() -> int | None:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+
+
+def _live_threads() -> int | None:
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return None
+
+
+def snapshot(allocator: str | None = None) -> dict[str, Any]:
+    """The conditions the timed iterations run under (call it just before them): ``settings`` (what a replay
+    sets or inherits and two comparable runs must share) and ``process`` (what the environment makes
+    different)."""
+    try:
+        backend = next((ln.split(":", 1)[1].strip() for ln in torch.__config__.parallel_info().splitlines()
+                        if ln.startswith("ATen parallel backend")), None)
+    except Exception:  # noqa: BLE001 - a build without it: not recorded
+        backend = None
+    settings = {
+        "intra_op_threads": torch.get_num_threads(),
+        "inter_op_threads": torch.get_num_interop_threads(),
+        "thread_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(ENV_PREFIXES)},
+        "grad_mode": GRAD_MODE,
+        "allocator": allocator,
+        "gc": f"enabled, thresholds {gc.get_threshold()}, survivors frozen around the timed work",
+        "cpus_allowed": _affinity(),
+        "torch": torch.__version__,
+        "parallel_backend": backend,
+        "python": sys.version.split()[0],
+    }
+    process = {
+        "threads_alive": _live_threads(),
+        "numpy_loaded": "numpy" in sys.modules,
+        "modules_loaded": len(sys.modules),
+    }
+    return {"settings": settings, "process": process}
+
+
+def differences(a: dict[str, Any] | None, b: dict[str, Any] | None) -> list[str]:
+    """The settings two results' ``timing_conditions`` disagree on, in words (empty: none)."""
+    if not a or not b:
+        return ["timing conditions not recorded on one side"]
+    sa, sb = a.get("settings") or {}, b.get("settings") or {}
+    return [f"{k}: {sa.get(k)!r} vs {sb.get(k)!r}" for k in sorted(set(sa) | set(sb)) if sa.get(k) != sb.get(k)]
