@@ -19,7 +19,8 @@ Bracketed reference (`--bracket`, default on): after each replay the original st
 `benchmint capture` of the same script: its un-observed steps), so that every replay lies between two timings
 of the original, A B A B; `bracketed` is each rank's replay against the mean of the two, and `drift` how far
 the original moved between them (the noise floor of the figure: on a machine shared with other jobs the same
-step moved by up to 30% between two timings minutes apart). The replay's own `error` (against the capture it replayed) is kept.
+step moved by up to 30% between two timings minutes apart). The replay's own `error` (against the capture it
+replayed) is kept.
 """
 
 from __future__ import annotations
