@@ -14,11 +14,19 @@ captures the step afresh and replays that capture right after, with every target
 reference (the capture's un-observed steps, timed by `benchmint capture` under torchrun) is measured under the
 same conditions as the replay (on a shared machine the load moves between minutes); the figure is the median
 over rounds of each rank's error. The load average is printed beside each row.
+
+Bracketed reference (`--bracket`, default on): after each replay the original step is timed again (a fresh
+`benchmint capture` of the same script: its un-observed steps), so that every replay lies between two timings
+of the original, A B A B; `bracketed` is each rank's replay against the mean of the two, and `drift` how far
+the original moved between them (the noise floor of the figure: on a machine shared with other jobs the same
+step moved by up to 30% between two timings minutes apart). The replay's own `error` (against the capture it
+replayed) is kept.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -42,6 +50,17 @@ def capture_ddp(n: int, out: Path, steps: int) -> None:
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def capture_steps(cap: Path, n: int) -> list[float]:
+    """Each rank's un-observed step time (median, seconds) of a capture."""
+    return [json.loads((cap / f"rank{r}" / "capture.json").read_text())["step_time_s"]["median"] for r in range(n)]
+
+
+def bracketed(replay_s: float, before_s: float, after_s: float) -> tuple[float, float]:
+    """A replay timed between two timings of the original: its error against their mean, and how far the
+    original moved between them (after against before), the noise floor of that error."""
+    return replay_s / ((before_s + after_s) / 2) - 1, after_s / before_s - 1
+
+
 def collective_coverage(r: dict) -> str:
     replayed = r["collectives"]["replayed_per_rank"]
     skipped = sum(s["count"] for s in r["skipped"] if is_collective(s["op"])) // max(r["ranks"], 1)
@@ -57,31 +76,57 @@ def cpu(p: dict, key: str) -> str:
     return f"{v * 1e3:.1f}" if v is not None else "-"
 
 
-def ddp(n: int, rounds: int, steps: int, tmp: Path, verbose: bool, targets: list[str]) -> None:
+def ddp(n: int, rounds: int, steps: int, tmp: Path, verbose: bool, targets: list[str], bracket: bool) -> None:
     errs: dict[str, list[list[float]]] = {t: [] for t in targets}
+    brk: dict[str, list[list[float]]] = {t: [] for t in targets}
+    drift: dict[str, list[list[float]]] = {t: [] for t in targets}
     cov = ""
     for k in range(rounds):
         cap = tmp / f"ddp{n}-{k}"
         capture_ddp(n, cap, steps)  # the reference of this round: its capture's un-observed steps
-        for target in targets:
+        before = capture_steps(cap, n)
+        for j, target in enumerate(targets):
             r = replay_ranks(cap, ranks=n, device="cpu", warmup=3, iters=20, gaps="recorded", target=target,
                              echo=lambda s: None).result
             errs[target].append([p["error"] for p in r["per_rank"]])
             cov = collective_coverage(r)
+            line = ""
+            if bracket:  # the original again, right after this replay: A B A B
+                again = tmp / f"ddp{n}-{k}-ref{j}"
+                capture_ddp(n, again, steps)
+                after = capture_steps(again, n)
+                pairs = [bracketed(p["iter_time_s"]["median"], before[p["rank"]], after[p["rank"]])
+                         for p in r["per_rank"]]
+                brk[target].append([e for e, _ in pairs])
+                drift[target].append([d for _, d in pairs])
+                line = "; original before/after " + ", ".join(
+                    f"{b * 1e3:.1f}/{a * 1e3:.1f} ms" for b, a in zip(before, after, strict=True))
+                before = after
             if verbose:
                 print(f"  round {k} {target}: " + "; ".join(
                     f"rank {p['rank']} {p['iter_time_s']['median'] * 1e3:.1f} ms vs {p['original_iter_time_s'] * 1e3:.1f}"
                     f" ms (ops {p['replay_ops_only_s'] * 1e3:.1f}, gaps {p['gap_time_s'] * 1e3:.1f}, collectives "
                     f"{p['collectives']['time_s'] * 1e3:.1f}; CPU {cpu(p, 'cpu_time_per_iter_s')} vs "
-                    f"{cpu(p, 'original_cpu_time_per_step_s')})" for p in r["per_rank"]) + f"; load {load()}",
+                    f"{cpu(p, 'original_cpu_time_per_step_s')})" for p in r["per_rank"]) + line + f"; load {load()}",
                     flush=True)
     for target, rows in errs.items():
-        per_rank = [statistics.median(x[k] for x in rows if x[k] is not None) if any(x[k] is not None for x in rows)
-                    else None for k in range(n)]
-        shown = ", ".join(f"{e * 100:+.1f}%" if e is not None else "-" for e in per_rank)
+        per_rank = per_rank_median(rows, n)
         worst = max((abs(e) for e in per_rank if e is not None), default=None)
         ok = "yes" if worst is not None and worst <= 0.10 else "no"
-        print(f"| DDP {n} ranks | {target} | {cov} | {shown} | {ok} | {load()} |", flush=True)
+        extra = ""
+        if bracket:
+            b, d = per_rank_median(brk[target], n), per_rank_median(drift[target], n)
+            extra = f" {pct(b)} | {pct(d)} |"
+        print(f"| DDP {n} ranks | {target} | {cov} | {pct(per_rank)} | {ok} |{extra} {load()} |", flush=True)
+
+
+def per_rank_median(rows: list[list[float]], n: int) -> list[float | None]:
+    return [statistics.median(x[k] for x in rows if x[k] is not None) if any(x[k] is not None for x in rows)
+            else None for k in range(n)]
+
+
+def pct(xs: list[float | None]) -> str:
+    return ", ".join(f"{e * 100:+.1f}%" if e is not None else "-" for e in xs)
 
 
 def param(tmp: Path) -> None:
@@ -113,16 +158,20 @@ def main() -> None:
     ap.add_argument("--only-param", action="store_true", help="only PARAM's multi-rank traces (no DDP capture)")
     ap.add_argument("--targets", nargs="+", default=["estimate", "capture", "cpu"],
                     help="gap targets to replay each capture with")
+    ap.add_argument("--bracket", action=argparse.BooleanOptionalAction, default=True,
+                    help="time the original again after each replay and compare with the two timings around it")
     ap.add_argument("-v", "--verbose", action="store_true", help="each round's times per rank")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         if not a.only_param:
+            b = a.bracket
             print("| workload | gap target | collectives matched per rank | error per rank (median of rounds) | "
-                  "all within 10% | load average |")
-            print("|---|---|---|---|---|---|")
+                  "all within 10% |" + (" bracketed error per rank | original's drift per rank |" if b else "")
+                  + " load average |")
+            print("|---|---|---|---|---|" + ("---|---|" if b else "") + "---|")
             for n in a.ranks:
-                ddp(n, a.rounds, a.steps, tmp, a.verbose, a.targets)
+                ddp(n, a.rounds, a.steps, tmp, a.verbose, a.targets, b)
         if a.param or a.only_param:
             print()
             print("| PARAM trace | ranks | coverage | collectives replayed/recorded per rank | iteration (gaps none) | "

@@ -288,6 +288,14 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
             comm.phase("settle")
         if want is not None and target_used == "capture.json cpu":
             gaps_ns = _settle_cpu(plan, cal, want, replay_cpu_s or 0.0, tell, live=comm is not None)
+        elif comm is not None and target == "estimate":
+            # the ranks settle together, the ops alone measured again right before (the same two rounds on
+            # every rank, one without an estimate joining with no gaps): the ops-alone time measured before
+            # the calibration can be minutes-of-load away from the timed iterations (a 42 ms median where the
+            # timed iterations then ran the ops in about 15: no gaps at all, the iteration -49% short)
+            settled = _settle_live(plan, fidelity.gap_schedule(plan, cal, max(want or 0.0, 0.0)), want or 0.0,
+                                   tell, cal, live=False)
+            gaps_ns = settled if want is not None else None
         elif want is not None:
             gaps_ns = fidelity.gap_schedule(plan, cal, want - replay_s)
             # capture.json's step time holds the original's communication: a rank settles its gaps with its
@@ -428,13 +436,17 @@ def _settle_cpu(plan: Plan, cal: Any, want_cpu_s: float, ops_cpu_s: float, tell:
     return gaps_ns
 
 
-def _settle_live(plan: Plan, gaps_ns: list[int], want: float, tell: Any, cal: Any = None) -> list[int]:
+def _settle_live(plan: Plan, gaps_ns: list[int], want: float, tell: Any, cal: Any = None,
+                 live: bool = True) -> list[int]:
     """A rank's gaps settled with the real collectives running (and the waits for the other ranks in them), so
     that the gaps stand for the CPU time between ops and not for the original's communication, which the
     timed iterations then add for real. Two rounds, the same on every rank (the collectives need every rank
     in each): the iteration without gaps, then with the gaps it fell short by; the second round gives how much
     wall time a second of gaps adds here (more than one where ranks share cores: every rank's gaps slow the
-    others too), and the gaps are what that rate says makes up the shortfall, never more than it."""
+    others too), and the gaps are what that rate says makes up the shortfall, never more than it.
+    ``live=False``: the collectives do nothing, the ranks still start each iteration together (an aim that
+    holds no communication, the trace-only estimate); the first round measures the ops alone anew, next to
+    the second, rather than trusting a measurement taken before the calibration."""
     shape = gaps_ns if sum(gaps_ns) > 0 else fidelity.gap_schedule(plan, cal, max(want, 1e-6))
     unit = sum(shape) / 1e9 or 1.0
 
@@ -443,8 +455,8 @@ def _settle_live(plan: Plan, gaps_ns: list[int], want: float, tell: Any, cal: An
 
     def measure(g: list[int]) -> float:
         tell("settle gaps")
-        m = summarize(time_iterations(plan, plan.compile(gaps_ns=g), iters=15, warmup=2, live=True,
-                                      count=False))["median"]
+        m = summarize(time_iterations(plan, plan.compile(gaps_ns=g), iters=15, warmup=2, live=live,
+                                      together=not live, count=False))["median"]
         return m if m is not None else want
 
     m0 = measure([0] * len(shape))
