@@ -11,6 +11,12 @@
   ``index_add_`` back; the router is skewed (some experts get many more tokens than others).
 * ``moe_train``: a smaller version of the same, training step (AdamW).
 * ``lstm_packed``: an LSTM over padded sequences of different lengths (``pack_padded_sequence``), training.
+* ``encdec_train``: ``nn.Transformer`` (encoder-decoder, causal target mask, padding masks) with token
+  embeddings and a vocabulary head, label-smoothed cross-entropy, Adam.
+* ``gpt_infer``: a decoder-only language model (``nn.TransformerEncoderLayer`` with a causal mask, pre-norm,
+  tied embeddings) scoring a batch, inference.
+* ``cnn_bn_train``: a small residual CNN with ``BatchNorm2d`` (running statistics), SGD with momentum and
+  weight decay.
 
 Each returns ``(step, description)``; sizes keep a step at a few to tens of milliseconds on one CPU thread.
 """
@@ -182,10 +188,105 @@ def _lstm_packed() -> Callable[[], object]:
     return step
 
 
+def _encdec_train() -> Callable[[], object]:
+    gen = torch.Generator().manual_seed(4)
+    torch.manual_seed(4)
+    vocab, dim = 500, 64
+    emb = nn.Embedding(vocab, dim, padding_idx=0)
+    model = nn.Transformer(dim, nhead=4, num_encoder_layers=2, num_decoder_layers=2, dim_feedforward=128,
+                           dropout=0.1, batch_first=True)
+    head = nn.Linear(dim, vocab)
+    params = [*emb.parameters(), *model.parameters(), *head.parameters()]
+    src = torch.randint(1, vocab, (4, 24), generator=gen)
+    tgt = torch.randint(1, vocab, (4, 17), generator=gen)
+    src[:, 18:] = 0
+    src_pad = src == 0
+    tgt_in, tgt_out = tgt[:, :-1], tgt[:, 1:]
+    causal = nn.Transformer.generate_square_subsequent_mask(tgt_in.shape[1])
+    opt = torch.optim.Adam(params, lr=1e-4)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        out = model(emb(src), emb(tgt_in), tgt_mask=causal, src_key_padding_mask=src_pad,
+                    memory_key_padding_mask=src_pad, tgt_is_causal=True)
+        loss = nn.functional.cross_entropy(head(out).reshape(-1, vocab), tgt_out.reshape(-1), label_smoothing=0.1)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+class _GPT(nn.Module):
+    def __init__(self, vocab: int, dim: int, layers: int, ctx: int):
+        super().__init__()
+        self.tok = nn.Embedding(vocab, dim)
+        self.pos = nn.Embedding(ctx, dim)
+        self.blocks = nn.ModuleList(nn.TransformerEncoderLayer(dim, 4, 4 * dim, dropout=0.0, activation="gelu",
+                                                               batch_first=True, norm_first=True)
+                                    for _ in range(layers))
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        t = ids.shape[1]
+        x = self.tok(ids) + self.pos(torch.arange(t, device=ids.device))
+        mask = nn.Transformer.generate_square_subsequent_mask(t)
+        for b in self.blocks:
+            x = b(x, src_mask=mask, is_causal=True)
+        return self.norm(x) @ self.tok.weight.t()
+
+
+def _gpt_infer() -> Callable[[], object]:
+    gen = torch.Generator().manual_seed(5)
+    torch.manual_seed(5)
+    model = _GPT(2000, 96, 2, 48).eval()
+    ids = torch.randint(0, 2000, (4, 48), generator=gen)
+
+    def infer():
+        with torch.inference_mode():
+            return model(ids)
+
+    return infer
+
+
+class _ResCNN(nn.Module):
+    def __init__(self, c: int = 16, classes: int = 10):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU())
+        self.block = nn.Sequential(nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(),
+                                   nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
+        self.down = nn.Sequential(nn.Conv2d(c, 2 * c, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(2 * c),
+                                  nn.ReLU())
+        self.head = nn.Linear(2 * c, classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = torch.relu(x + self.block(x))
+        return self.head(self.down(x).mean((2, 3)))
+
+
+def _cnn_bn_train() -> Callable[[], object]:
+    gen = torch.Generator().manual_seed(6)
+    torch.manual_seed(6)
+    model = _ResCNN()
+    x = torch.randn(8, 3, 16, 16, generator=gen)
+    y = torch.randint(0, 10, (8,), generator=gen)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    return step
+
+
 HELDOUT: dict[str, Callable[[], Callable[[], object]]] = {
     "embbag_rec": lambda: _rec(True),
     "embbag_infer": lambda: _rec(False),
     "moe_sorted": lambda: _moe(False),
     "moe_train": lambda: _moe(True),
     "lstm_packed": _lstm_packed,
+    "encdec_train": _encdec_train,
+    "gpt_infer": _gpt_infer,
+    "cnn_bn_train": _cnn_bn_train,
 }

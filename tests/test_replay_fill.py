@@ -1,35 +1,65 @@
-"""Synthetic float inputs of a replay: finite values in [0.05, 0.95] (no NaN, infinity or denormal that would
-slow a kernel down), whatever the size, layout and dtype, and the same ones for the same seed."""
+"""Synthetic float inputs of a replay: finite values of magnitude in [0.05, 0.95] times a scale (no NaN,
+infinity or denormal that would slow a kernel down), centred on zero at torch's weight-initialisation scale
+unless a consumer needs positive values, whatever the size, layout and dtype, and the same ones for the same
+seed; a replayed training step's made-up weights stay finite over many iterations."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
-from benchmint.replay.tensors import _BLOCK, Constraints, fill
+from benchmint.replay.ops import resolve
+from benchmint.replay.plan import build_plan
+from benchmint.replay.source import view_from_trace
+from benchmint.replay.tensors import _BLOCK, Constraints, collect_constraints, fill, float_scale
+from benchmint.replay.types import TRef
+from benchmint.trace import load
+from benchmint.trace.capture import capture_steps
+
+_MAKERS = (lambda: torch.empty(3, 5),  # small
+           lambda: torch.empty(70_000, dtype=torch.float16),  # large: the repeated block
+           lambda: torch.empty(2 * _BLOCK + 12_345, dtype=torch.bfloat16),  # rows of the block and a tail
+           lambda: torch.empty(1500, 1000).t(),  # large and not contiguous
+           lambda: torch.empty(2, 3, dtype=torch.complex64))
 
 
-def _filled(seed: int) -> list[torch.Tensor]:
+def _filled(seed: int, cons: Constraints | None = None, refs: list | None = None) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     out = []
-    for make in (lambda: torch.empty(3, 5),  # small
-                 lambda: torch.empty(70_000, dtype=torch.float16),  # large: the repeated block
-                 lambda: torch.empty(2 * _BLOCK + 12_345, dtype=torch.bfloat16),  # rows of the block and a tail
-                 lambda: torch.empty(1500, 1000).t(),  # large and not contiguous
-                 lambda: torch.empty(2, 3, dtype=torch.complex64)):
+    for k, make in enumerate(_MAKERS):
         t = make()
-        fill(t, None, Constraints(), g)
+        fill(t, refs[k] if refs else None, cons or Constraints(), g)
         out.append(t)
     return out
 
 
+def _ref(t: torch.Tensor, k: int) -> TRef:
+    return TRef(k + 1, k + 1, 0, t.numel(), t.element_size(), "cpu", tuple(t.shape), tuple(t.stride()), t.dtype)
+
+
 @pytest.mark.parametrize("k", range(5))
-def test_float_inputs_are_finite_and_in_range(k):
+def test_float_inputs_are_finite_centred_and_scaled_by_fan_in(k):
     t = _filled(0)[k]
     v = (t.real if t.is_complex() else t).float()  # a complex one: real values (imaginary parts 0)
+    b = float_scale(tuple(t.shape), False)
+    assert b == pytest.approx(1 / (t[0].numel() ** 0.5 if t.dim() > 1 else 1))
     assert torch.isfinite(v).all()
-    assert v.min() >= 0.049 and v.max() <= 0.951
+    m = v.abs()
+    assert m.min() >= 0.049 * b * 0.99 and m.max() <= 0.951 * b * 1.01  # never near zero: no denormal
+    assert (v < 0).any() and (v > 0).any()  # centred
+    assert v.numel() < 100 or abs(float(v.mean())) < 0.1 * b
     assert v.unique().numel() > min(10, v.numel() // 2)  # not a constant
+
+
+@pytest.mark.parametrize("k", range(5))
+def test_float_inputs_a_consumer_needs_positive_are_in_range(k):
+    refs = [_ref(make(), j) for j, make in enumerate(_MAKERS)]
+    cons = Constraints()
+    cons.want_positive(refs[k])
+    v = _filled(0, cons, refs)[k]
+    v = (v.real if v.is_complex() else v).float()
+    assert v.min() >= 0.049 and v.max() <= 0.951
 
 
 def test_float_inputs_depend_on_the_seed_only():
@@ -43,3 +73,50 @@ def test_large_input_repeats_the_block_from_one_start():
     t = _filled(0)[2].float()
     assert torch.equal(t[:_BLOCK], t[_BLOCK : 2 * _BLOCK])
     assert torch.equal(t[2 * _BLOCK :], t[: t.numel() - 2 * _BLOCK])
+
+
+def _replayed_floats_after(step, tmp_path, iters: int) -> tuple[list[torch.Tensor], object]:
+    capture_steps(step, tmp_path, warmup=1, measure=5, record=1)
+    plan = build_plan(view_from_trace(load(tmp_path / "et.json")), "cpu")
+    assert all(s.replayed for s in plan.steps)
+    fn, regs = plan.compile(), plan.registers()
+    for _ in range(iters):
+        with torch.inference_mode():
+            fn(regs)
+    return [t for t in regs if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel()], plan
+
+
+@pytest.fixture
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize("opt", ["sgd", "adamw"])
+def test_replayed_training_state_stays_finite(tmp_path, opt, one_thread):
+    """A plain MLP trained with SGD (all-positive made-up weights grew each layer's output with its width and
+    reached infinity within a few replayed iterations) or AdamW (its second moment must stay positive: sqrt),
+    its BCE target kept in [0, 1] (a negative one makes the loss unbounded below)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 1))
+    x, y = torch.randn(8, 64), torch.rand(8)
+    o = torch.optim.SGD(model.parameters(), lr=0.05) if opt == "sgd" else torch.optim.AdamW(model.parameters())
+
+    def step():
+        o.zero_grad(set_to_none=True)
+        nn.functional.binary_cross_entropy_with_logits(model(x).squeeze(1), y).backward()
+        o.step()
+
+    floats, plan = _replayed_floats_after(step, tmp_path, 30)
+    # made up positive where a consumer needs it: the loss's target, Adam's second moment (read by sqrt)
+    cons = collect_constraints(plan.view.ops, lambda op: [a.name for a in resolve(op.schema).args])
+    needs = {"aten::binary_cross_entropy_with_logits": 1, "aten::sqrt": 0}
+    seen = [s.op.name for s in plan.steps if s.op.name in needs
+            and cons.needs_positive(s.op.inputs[needs[s.op.name]].value)]
+    assert seen.count("aten::binary_cross_entropy_with_logits") == 1
+    assert seen.count("aten::sqrt") == (6 if opt == "adamw" else 0)  # one per parameter
+    bad = [tuple(t.shape) for t in floats if not torch.isfinite(t).all()]
+    assert not bad, bad
+    assert max(float(t.abs().max()) for t in floats) < 1e3

@@ -61,6 +61,22 @@ class IntConstraint:
 @dataclass
 class Constraints:
     by_key: dict[tuple, IntConstraint] = field(default_factory=dict)
+    # float tensors (by key, and their storages: an in-place update or a view reads the same values) whose
+    # consumers need positive values: made-up floats are otherwise centred on zero
+    positive_keys: set[tuple] = field(default_factory=set)
+    positive_storages: set[int] = field(default_factory=set)
+
+    def needs_positive(self, ref: TRef | None) -> bool:
+        if ref is None:
+            return False
+        return ref.key in self.positive_keys or (ref.storage_id > 0 and ref.storage_id in self.positive_storages)
+
+    def want_positive(self, ref: object) -> None:
+        for r in ref if isinstance(ref, list) else [ref]:
+            if isinstance(r, TRef) and r.dtype is not None and (r.dtype.is_floating_point or r.dtype.is_complex):
+                self.positive_keys.add(r.key)
+                if r.storage_id > 0:
+                    self.positive_storages.add(r.storage_id)
 
     def get(self, ref: TRef) -> IntConstraint:
         c = self.by_key.get(ref.key)
@@ -105,6 +121,7 @@ def collect_constraints(ops: Iterable[OpRec], arg_names_of) -> Constraints:
         if base in _DIVISIONS and op.name.startswith("aten::"):
             out = op.outputs[0].value if op.outputs and op.outputs[0].kind == TENSOR else None
             divisions.append((base, a.get("self"), a.get("other"), out))
+        _note_positive(cons, op, base, a)
         if op.name.startswith("fbgemm::"):
             _fbgemm_constraints(cons, base, a, rows_by_indices)
         elif base in ("embedding",):
@@ -169,9 +186,58 @@ def collect_constraints(ops: Iterable[OpRec], arg_names_of) -> Constraints:
             if rows is not None:
                 c.values = tuple(rows)
     _carry_back(cons, ops, named)
+    _carry_back_positive(cons, ops, named)
     for base, num, den, out in divisions:
         _divisor(cons, base, num, den, out, upper)
     return cons
+
+
+# float arguments that must hold positive values (made-up ones are otherwise centred on zero): the domain of
+# sqrt, log and their kin; a divisor; probabilities and soft targets; a variance (batch norm's running one, an optimizer's second
+# moment: Adam's ``sqrt(exp_avg_sq)`` over a negative state is NaN from then on)
+_POSITIVE_ARGS: dict[str, tuple[str, ...]] = {
+    **{b: ("self",) for b in ("sqrt", "sqrt_", "rsqrt", "rsqrt_", "log", "log_", "log2", "log2_", "log10",
+                              "log10_", "log1p", "log1p_", "reciprocal", "reciprocal_", "lgamma", "lgamma_",
+                              "digamma", "digamma_", "polygamma", "polygamma_", "mvlgamma", "logit", "logit_",
+                              "multinomial", "bernoulli", "poisson", "_standard_gamma", "_sample_dirichlet",
+                              "_foreach_sqrt", "_foreach_sqrt_", "_foreach_rsqrt", "_foreach_rsqrt_",
+                              "_foreach_log", "_foreach_log_", "_foreach_log2", "_foreach_log2_", "_foreach_log10",
+                              "_foreach_log10_", "_foreach_log1p", "_foreach_log1p_", "_foreach_reciprocal",
+                              "_foreach_reciprocal_", "_foreach_lgamma", "_foreach_lgamma_")},
+    "bernoulli_": ("p",),
+    # a loss over probabilities: a target outside [0, 1] makes the loss unbounded below, and a replayed
+    # training step then drives its weights to infinity
+    "binary_cross_entropy": ("self", "target"),
+    "binary_cross_entropy_backward": ("self", "target"),
+    "binary_cross_entropy_with_logits": ("target", "pos_weight"),
+    "binary_cross_entropy_with_logits_backward": ("target", "pos_weight"),
+    **{b: ("target",) for b in ("cross_entropy_loss", "kl_div", "poisson_nll_loss", "multilabel_soft_margin_loss",
+                                "_softmax_cross_entropy")},
+    **{b: ("other",) for b in ("div", "div_", "_foreach_div", "_foreach_div_", "true_divide", "true_divide_")},
+    **{b: ("tensor2",) for b in ("addcdiv", "addcdiv_", "_foreach_addcdiv", "_foreach_addcdiv_")},
+    **{b: ("running_var",) for b in ("native_batch_norm", "_native_batch_norm_legit",
+                                      "_native_batch_norm_legit_no_training", "batch_norm", "_batch_norm_impl_index",
+                                      "instance_norm", "cudnn_batch_norm", "miopen_batch_norm",
+                                      "_batch_norm_with_update", "_batch_norm_no_update")},
+    **{b: ("running_var", "save_invstd", "save_var") for b in ("native_batch_norm_backward",
+                                                              "batch_norm_backward",
+                                                              "cudnn_batch_norm_backward",
+                                                              "_batch_norm_impl_index_backward")},
+    **{b: ("exp_avg_sqs", "max_exp_avg_sqs") for b in ("_fused_adam_", "_fused_adamw_", "_fused_adam",
+                                                        "_fused_adamw")},
+    "_fused_adagrad_": ("state_sums",),
+}
+
+
+def _note_positive(cons: Constraints, op: OpRec, base: str, a: dict[str, object]) -> None:
+    """Note the float inputs of ``op`` that must be positive (:data:`_POSITIVE_ARGS`; a ``pow`` whose
+    exponent is not a whole number)."""
+    for arg in _POSITIVE_ARGS.get(base, ()):
+        cons.want_positive(a.get(arg))
+    if base in ("pow", "pow_", "_foreach_pow", "_foreach_pow_", "float_power", "float_power_"):
+        e = a.get("exponent")
+        if not (isinstance(e, int) or (isinstance(e, float) and e.is_integer())):
+            cons.want_positive(a.get("self"))
 
 
 # integer division and remainder: a divisor the replay makes up must not be zero (a scalar divisor, ``x // 2``,
@@ -276,6 +342,19 @@ def _carry_back(cons: Constraints, ops: list[OpRec], named: list[dict[str, objec
                 if c is not None and isinstance(src, TRef) and _is_int(src.dtype):
                     # a permutation keeps the total and each value: the sum and the index range carry over
                     _inherit(cons, src, IntConstraint(sums_to=c.sums_to, high=c.high))
+
+
+def _carry_back_positive(cons: Constraints, ops: list[OpRec], named: list[dict[str, object] | None]) -> None:
+    """A float tensor that must be positive needs it of the tensor it is a copy or reshape of (last op first,
+    so chains reach the step's true inputs)."""
+    for op, a in zip(reversed(ops), reversed(named), strict=True):
+        if a is None or not op.outputs or not op.name.startswith("aten::"):
+            continue
+        if op.name.split("::", 1)[-1] not in _SAME_VALUES:
+            continue
+        out = op.outputs[0].value if op.outputs[0].kind == TENSOR else None
+        if isinstance(out, TRef) and cons.needs_positive(out):
+            cons.want_positive(a.get("self"))
 
 
 def _inherit(cons: Constraints, src: TRef, c: IntConstraint) -> None:
@@ -391,18 +470,40 @@ _blocks: dict[int, tuple[torch.Generator, torch.Tensor]] = {}
 
 
 def _random_block(gen: torch.Generator) -> torch.Tensor:
-    """2 x _BLOCK random values in [0.05, 0.95], drawn once per generator (one per plan)."""
+    """2 x _BLOCK random values of magnitude in [0.05, 0.95] and random sign, drawn once per generator (one
+    per plan): centred on zero, and never near it (no denormal, whatever the scale)."""
     got = _blocks.get(id(gen))
     if got is None or got[0] is not gen:
         if len(_blocks) >= 8:
             _blocks.clear()
-        got = _blocks[id(gen)] = (gen, torch.rand(2 * _BLOCK, generator=gen).mul_(0.9).add_(0.05))
+        mag = torch.rand(2 * _BLOCK, generator=gen).mul_(0.9).add_(0.05)
+        sign = torch.randint(0, 2, (2 * _BLOCK,), generator=gen).mul_(2).sub_(1)
+        got = _blocks[id(gen)] = (gen, mag.mul_(sign))
     return got[1]
+
+
+def float_scale(shape: tuple[int, ...] | torch.Size, positive: bool) -> float | None:
+    """How made-up float values of a tensor of ``shape`` are spread: None for magnitudes in [0.05, 0.95]
+    (a tensor whose consumers need positive values, or a scalar: a step count, a learning rate, a loss
+    scale), else the bound of values centred on zero, ``1/sqrt(fan_in)`` as torch initialises a weight
+    (fan-in: the elements of one row, ``prod(shape[1:])``; 1 for a vector). All-positive weights and inputs
+    made every layer's output grow with its width, and a replayed training step's weights reached infinity
+    within a few iterations (its ``sqrt`` and ``exp`` over infinity and NaN then ran 4-350x slower)."""
+    if positive or len(shape) == 0 or int(torch.Size(shape).numel()) == 1:
+        return None
+    fan_in = 1
+    for n in shape[1:]:
+        fan_in *= int(n)
+    return 1.0 / max(fan_in, 1) ** 0.5
+
+
+def _scaled(block: torch.Tensor, scale: float | None) -> torch.Tensor:
+    return block.abs() if scale is None else block.mul(scale)
 
 
 def fill(t: torch.Tensor, ref: TRef | None, cons: Constraints, gen: torch.Generator) -> None:
     """Fill a freshly made tensor with values its consumers accept (``ref``: the recorded tensor it stands
-    for, None for one the replay made up)."""
+    for, None for one the replay made up). Floats: see :func:`float_scale`."""
     if t.numel() == 0:
         return
     dtype = t.dtype
@@ -410,13 +511,14 @@ def fill(t: torch.Tensor, ref: TRef | None, cons: Constraints, gen: torch.Genera
         t.copy_(torch.rand(t.shape, generator=gen) < 0.5)
         return
     if dtype.is_floating_point or dtype.is_complex:
+        scale = float_scale(ref.shape if ref is not None else t.shape, cons.needs_positive(ref))
         with torch.inference_mode():
             if t.numel() > _BIG and t.is_contiguous():
                 # a large tensor (a model's weights and optimizer state, a recommendation model's embeddings:
                 # gigabytes in all): a block of random values repeated from a random start, so that filling it
                 # costs a memory copy rather than a random number per element
                 start = int(torch.randint(0, _BLOCK, (1,), generator=gen))
-                block = _random_block(gen)[start : start + _BLOCK]
+                block = _scaled(_random_block(gen)[start : start + _BLOCK], scale)
                 flat = t.view(-1)
                 # one copy from the block seen as repeated rows (a Python loop of 1-MiB copies cost twice as
                 # much: most of the time of planning a large trace goes into touching its inputs' pages)
@@ -430,9 +532,12 @@ def fill(t: torch.Tensor, ref: TRef | None, cons: Constraints, gen: torch.Genera
                 # a slice of the same block from a random start (a random number per element took about a
                 # second of planning GPT-2, for its thousands of small tensors)
                 start = int(torch.randint(0, _BLOCK, (1,), generator=gen))
-                t.copy_(_random_block(gen)[start : start + t.numel()].view(t.shape))
+                t.copy_(_scaled(_random_block(gen)[start : start + t.numel()], scale).view(t.shape))
                 return
-            t.copy_(torch.rand(t.shape, generator=gen, dtype=torch.float32).mul_(0.9).add_(0.05))
+            mag = torch.rand(t.shape, generator=gen, dtype=torch.float32).mul_(0.9).add_(0.05)
+            if scale is not None:
+                mag.mul_(torch.randint(0, 2, t.shape, generator=gen).mul_(2).sub_(1)).mul_(scale)
+            t.copy_(mag)
         return
     c = cons.by_key.get(ref.key) if ref is not None else None
     if c is not None and c.values is not None and len(c.values) == t.numel():
