@@ -213,7 +213,8 @@ def _print_summary(r: dict) -> None:
 
 
 def _print_report(rows: list[dict], r: dict) -> None:
-    t = Table(title="time per op type (original: recorded less the observers' cost)")
+    t = Table(title="time per op type (original: " + (r.get("per_op_original_how")
+                                                      or "recorded less the observers' cost") + ")")
     for c in ("op", "count", "original", "replay", "delta"):
         t.add_column(c, justify="left" if c == "op" else "right")
     for row in rows[:25]:
