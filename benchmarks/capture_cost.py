@@ -9,7 +9,8 @@ inference loop for the same number of steps after the same warm-up:
   with the recorder idle in the process.
 
 Per round: the median of the ``every`` process's un-observed steps (after the first recording) over the
-median of the ``plain`` process's steps, and the recorded steps' median over the same baseline. Printed: the
+median of the ``plain`` process's steps at the same positions in the loop, and the recorded steps' median over
+the plain steps at theirs. Printed: the
 median of those ratios over rounds, with their range. Target (issue 13): no measurable cost on the steps that
 are not recorded, i.e. the idle ratio's range straddles 1.00 or lies within the rounds' own spread.
 
@@ -57,28 +58,34 @@ def child(mode: str, workload: str, steps: int, every: int, warmup: int, out: st
             t1 = time.perf_counter_ns()
             times.append((t1 - t0) / 1e9 if clock == "wall" else (time.thread_time_ns() - c0) / 1e9)
             t0 = t1
-        return {"unobserved": times, "recorded": [], "idle": times}
+        return {"unobserved": times, "recorded": [], "idle": times, "kinds": ["unobserved"] * len(times)}
     from benchmint.trace.capture import Capture
 
     # warm-up done above; measure=5 un-observed steps before the first recording (the minimum the class takes)
     cap = Capture(out, warmup=0, measure=5, record=max(1, (steps - 5) // every), discard=0, every=every,
                   model=getattr(w, "model", None))
-    if clock == "wall":
-        with cap:
-            for _ in range(steps):
-                w.step()
-                cap.step()
-        return {"unobserved": cap.step_times_s, "recorded": cap.recorded_times_s, "idle": cap.idle_times_s}
-    out_t: dict[str, list[float]] = {"unobserved": [], "recorded": [], "idle": []}
+    out_t: dict[str, list] = {"unobserved": [], "recorded": [], "idle": [], "kinds": []}
     with cap:
         for _ in range(steps):
             kind = ("recorded" if cap.recording else "idle" if (cap.recorded_times_s or cap.discarded_times_s)
                     else "unobserved")
+            out_t["kinds"].append(kind)
             c0 = time.thread_time_ns()
             w.step()
             out_t[kind].append((time.thread_time_ns() - c0) / 1e9)
             cap.step()
+    if clock == "wall":  # the recorder's own times: wall time between step() calls
+        out_t.update(unobserved=cap.step_times_s, recorded=cap.recorded_times_s, idle=cap.idle_times_s)
     return out_t
+
+
+def same_steps(plain: dict, every: dict, kind: str) -> float:
+    """The median of the plain process's steps at the loop positions of ``every``'s steps of ``kind``: a step
+    whose time drifts along the loop (an optimizer's state growing) is compared with itself, not with the
+    plain run's whole loop."""
+    idx = [i for i, k in enumerate(every["kinds"]) if k == kind][-len(every[kind]):] if every[kind] else []
+    xs = [plain["unobserved"][i] for i in idx if i < len(plain["unobserved"])]
+    return statistics.median(xs) if xs else statistics.median(plain["unobserved"])
 
 
 def run_child(mode: str, args: argparse.Namespace, workload: str, tmp: Path, r: int, src: Path = ROOT) -> dict:
@@ -125,16 +132,15 @@ def main() -> int:
             for r in range(args.rounds):
                 a = run_child("plain", args, wl, Path(td), r)
                 b = run_child("every", args, wl, Path(td), r)
-                pa = med(a["unobserved"])
-                base.append(pa)
+                base.append(med(a["unobserved"]))
                 if args.compare_src:
                     c = run_child("every", args, wl, Path(td), r, Path(args.compare_src).resolve())
                     if c["idle"]:
-                        cmp_r.append(med(c["idle"]) / pa)
+                        cmp_r.append(med(c["idle"]) / same_steps(a, c, "idle"))
                 if b["idle"]:
-                    idle_r.append(med(b["idle"]) / pa)
+                    idle_r.append(med(b["idle"]) / same_steps(a, b, "idle"))
                 if b["recorded"]:
-                    rec_r.append(med(b["recorded"]) / pa)
+                    rec_r.append(med(b["recorded"]) / same_steps(a, b, "recorded"))
                 n_idle, n_rec = len(b["idle"]), len(b["recorded"])
             row = {"workload": wl, "plain_step_s": med(base), "idle_over_plain": med(idle_r) if idle_r else None,
                    "idle_over_plain_min": min(idle_r, default=None), "idle_over_plain_max": max(idle_r, default=None),
