@@ -30,6 +30,7 @@ def capture_replay_demo_step(ctx: Any) -> None:
     cmp = compare_with_original(w.step, {"replay": res}, rounds=3 if ctx.quick else 7, reps=5)
     rec = run_record(res, {"trace": str(cap_dir), "demo": True, "quick": ctx.quick})
     rec.metrics.compared_alternately = cmp
+    rec.metrics.fidelity = judge(res.result, cmp)  # the headline's facts, with the live step as the reference
     run_dir = ctx.out / "replay"
     rec.artifacts = {"run": "run.json"}
     save_run(rec, run_dir, append=False)  # the demo's last step stores every run (demo/report.py)
@@ -39,7 +40,6 @@ def capture_replay_demo_step(ctx: Any) -> None:
     # one headline: the live step timed alternately is the measurement; capture.json's figure, measured minutes
     # earlier, is context (how far the machine's speed moved since), and a reference that moved more than its
     # noise is said to be noisy rather than counted as the replay's error
-    rec.metrics.fidelity = judge(res.result, cmp)
     first, *context = headline(res.result, cmp)
     con.print("[bold]replay fidelity:[/] " + first, highlight=False, soft_wrap=True)
     live = cmp["original_s"]
@@ -49,4 +49,5 @@ def capture_replay_demo_step(ctx: Any) -> None:
                        "the live step)")
     elif res.result.get("estimate_note"):
         context.append(f"the original's time was {res.result['estimate_note']}")
-    con.print("[bold]context:[/] " + "; ".join(context), highlight=False, soft_wrap=True)
+    if context:
+        con.print("[bold]context:[/] " + "; ".join(context), highlight=False, soft_wrap=True)
