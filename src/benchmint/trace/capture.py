@@ -277,8 +277,8 @@ class Capture:
         """Stop the observers; keep: move the traces into place and finish, else throw them away. Nothing of
         the recording stays behind in the process: the profiler's parsed events (tens of thousands of Python
         objects in reference cycles) are released and collected here, between steps, rather than by a
-        collection that lands in a later, un-observed step (measured: un-observed steps after a recording ran
-        5-40% slower until they were gone)."""
+        collection that lands in a later, un-observed step (a probe on a quiet machine: steps after one
+        recording 1.12x the steps before it, 1.05x with a collection after the recording)."""
         t_stop = clock.now_ns()
         if self._rf is not None:
             self._rf.__exit__(None, None, None)
