@@ -9,12 +9,19 @@ inference loop for the same number of steps after the same warm-up:
   with the recorder idle in the process.
 
 Per round: the median of the ``every`` process's un-observed steps (after the first recording) over the
-median of the ``plain`` process's steps, and the recorded steps' median over the same baseline. Printed: the
+median of the ``plain`` process's steps at the same positions in the loop, and the recorded steps' median over
+the plain steps at theirs. Printed: the
 median of those ratios over rounds, with their range. Target (issue 13): no measurable cost on the steps that
 are not recorded, i.e. the idle ratio's range straddles 1.00 or lies within the rounds' own spread.
 
+``--clock cpu`` times each step by the main thread's CPU time (``time.thread_time_ns`` around the step, 1
+intra-op thread) instead of the wall time between ``step()`` calls: on a machine other jobs load, the time a
+step waits for a core is not the recorder's cost. ``--compare-src DIR`` adds a third process per round, the
+same ``every`` loop importing benchmint from ``DIR/src`` (e.g. ``git archive`` of an earlier commit), so that
+a change to the recorder is measured against the one before it inside one run (A B C A B C ...).
+
     python benchmarks/capture_cost.py [--workloads transformer_train,cnn_train,embbag_train,moe]
-        [--rounds 5] [--steps 60] [--every 10] [--json OUT]
+        [--rounds 5] [--steps 60] [--every 10] [--clock wall|cpu] [--compare-src DIR] [--json OUT]
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def child(mode: str, workload: str, steps: int, every: int, warmup: int, out: str) -> dict:
+def child(mode: str, workload: str, steps: int, every: int, warmup: int, out: str, clock: str = "wall") -> dict:
     """One process's loop; returns its step times (seconds)."""
     import torch
 
@@ -46,28 +53,46 @@ def child(mode: str, workload: str, steps: int, every: int, warmup: int, out: st
         times = []
         t0 = time.perf_counter_ns()
         for _ in range(steps):
+            c0 = time.thread_time_ns()
             w.step()
             t1 = time.perf_counter_ns()
-            times.append((t1 - t0) / 1e9)
+            times.append((t1 - t0) / 1e9 if clock == "wall" else (time.thread_time_ns() - c0) / 1e9)
             t0 = t1
-        return {"unobserved": times, "recorded": [], "idle": times}
+        return {"unobserved": times, "recorded": [], "idle": times, "kinds": ["unobserved"] * len(times)}
     from benchmint.trace.capture import Capture
 
     # warm-up done above; measure=5 un-observed steps before the first recording (the minimum the class takes)
     cap = Capture(out, warmup=0, measure=5, record=max(1, (steps - 5) // every), discard=0, every=every,
                   model=getattr(w, "model", None))
+    out_t: dict[str, list] = {"unobserved": [], "recorded": [], "idle": [], "kinds": []}
     with cap:
         for _ in range(steps):
+            kind = ("recorded" if cap.recording else "idle" if (cap.recorded_times_s or cap.discarded_times_s)
+                    else "unobserved")
+            out_t["kinds"].append(kind)
+            c0 = time.thread_time_ns()
             w.step()
+            out_t[kind].append((time.thread_time_ns() - c0) / 1e9)
             cap.step()
-    return {"unobserved": cap.step_times_s, "recorded": cap.recorded_times_s, "idle": cap.idle_times_s}
+    if clock == "wall":  # the recorder's own times: wall time between step() calls
+        out_t.update(unobserved=cap.step_times_s, recorded=cap.recorded_times_s, idle=cap.idle_times_s)
+    return out_t
 
 
-def run_child(mode: str, args: argparse.Namespace, workload: str, tmp: Path, r: int) -> dict:
-    out = tmp / f"{workload}-{mode}-{r}"
+def same_steps(plain: dict, every: dict, kind: str) -> float:
+    """The median of the plain process's steps at the loop positions of ``every``'s steps of ``kind``: a step
+    whose time drifts along the loop (an optimizer's state growing) is compared with itself, not with the
+    plain run's whole loop."""
+    idx = [i for i, k in enumerate(every["kinds"]) if k == kind][-len(every[kind]):] if every[kind] else []
+    xs = [plain["unobserved"][i] for i in idx if i < len(plain["unobserved"])]
+    return statistics.median(xs) if xs else statistics.median(plain["unobserved"])
+
+
+def run_child(mode: str, args: argparse.Namespace, workload: str, tmp: Path, r: int, src: Path = ROOT) -> dict:
+    out = tmp / f"{workload}-{mode}-{r}-{src.name}"
     cmd = [sys.executable, __file__, "--child", mode, "--workloads", workload, "--steps", str(args.steps),
-           "--every", str(args.every), "--warmup", str(args.warmup), "--out", str(out)]
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "--every", str(args.every), "--warmup", str(args.warmup), "--out", str(out), "--clock", args.clock]
+    env = dict(os.environ, PYTHONPATH=str(src / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
                OMP_NUM_THREADS="1")
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     if p.returncode != 0:
@@ -82,41 +107,54 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--every", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall")
+    ap.add_argument("--compare-src", default=None, help="a tree with src/benchmint: its recorder, alternated too")
     ap.add_argument("--json", default=None)
     ap.add_argument("--child", choices=["plain", "every"], default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.workloads, args.steps, args.every, args.warmup, args.out)))
+        print(json.dumps(child(args.child, args.workloads, args.steps, args.every, args.warmup, args.out,
+                               args.clock)))
         return 0
     med = statistics.median
     print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}; rounds {args.rounds}, steps "
-          f"{args.steps}, every {args.every}, 1 thread")
+          f"{args.steps}, every {args.every}, 1 thread, clock {args.clock}"
+          + (f"; 'compare': the recorder of {args.compare_src}" if args.compare_src else ""))
     print(f"{'workload':<18} {'plain step':>11} {'idle/plain':>11} {'range':>15} {'recorded/plain':>15} "
-          f"{'idle steps':>10} {'recordings':>10}")
+          f"{'idle steps':>10} {'recordings':>10}" + (f" {'compare idle/plain':>19} {'range':>15}"
+                                                      if args.compare_src else ""))
     rows = []
     with tempfile.TemporaryDirectory(prefix="benchmint-capcost-") as td:
         for wl in args.workloads.split(","):
-            idle_r, rec_r, base = [], [], []
+            idle_r, rec_r, base, cmp_r = [], [], [], []
             n_idle = n_rec = 0
             for r in range(args.rounds):
                 a = run_child("plain", args, wl, Path(td), r)
                 b = run_child("every", args, wl, Path(td), r)
-                pa = med(a["unobserved"])
-                base.append(pa)
+                base.append(med(a["unobserved"]))
+                if args.compare_src:
+                    c = run_child("every", args, wl, Path(td), r, Path(args.compare_src).resolve())
+                    if c["idle"]:
+                        cmp_r.append(med(c["idle"]) / same_steps(a, c, "idle"))
                 if b["idle"]:
-                    idle_r.append(med(b["idle"]) / pa)
+                    idle_r.append(med(b["idle"]) / same_steps(a, b, "idle"))
                 if b["recorded"]:
-                    rec_r.append(med(b["recorded"]) / pa)
+                    rec_r.append(med(b["recorded"]) / same_steps(a, b, "recorded"))
                 n_idle, n_rec = len(b["idle"]), len(b["recorded"])
             row = {"workload": wl, "plain_step_s": med(base), "idle_over_plain": med(idle_r) if idle_r else None,
                    "idle_over_plain_min": min(idle_r, default=None), "idle_over_plain_max": max(idle_r, default=None),
                    "recorded_over_plain": med(rec_r) if rec_r else None, "idle_steps": n_idle,
-                   "recordings": n_rec, "rounds": args.rounds}
+                   "recordings": n_rec, "rounds": args.rounds, "clock": args.clock}
+            if cmp_r:
+                row |= {"compare_idle_over_plain": med(cmp_r), "compare_idle_over_plain_min": min(cmp_r),
+                        "compare_idle_over_plain_max": max(cmp_r)}
             rows.append(row)
             rng = f"{row['idle_over_plain_min']:.3f}-{row['idle_over_plain_max']:.3f}" if idle_r else "-"
+            extra = f" {med(cmp_r):>19.3f} {min(cmp_r):>7.3f}-{max(cmp_r):.3f}" if cmp_r else ""
             print(f"{wl:<18} {row['plain_step_s'] * 1e3:>9.2f}ms {row['idle_over_plain'] or float('nan'):>11.3f} "
-                  f"{rng:>15} {row['recorded_over_plain'] or float('nan'):>15.2f} {n_idle:>10} {n_rec:>10}")
+                  f"{rng:>15} {row['recorded_over_plain'] or float('nan'):>15.2f} {n_idle:>10} {n_rec:>10}{extra}",
+                  flush=True)
     print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"schema_version": "1.0", "rows": rows}, indent=2))

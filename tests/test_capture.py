@@ -303,6 +303,35 @@ def test_every_capture_says_what_recording_cost(tmp_path):
     assert c["idle_vs_unobserved"] == pytest.approx(c["idle_step_s"] / c["unobserved_step_s"] - 1)
     assert c["idle_cost_measurable"] in (True, False) and 0 <= c["idle_p_value"] <= 1
     assert "idle steps" in c["how"]
+    # the loop's pause while the kept recording's traces were written is a cost too, and said
+    assert c["write_s"] > 0 and "traces written" in c["write_how"]
+
+
+def test_a_recording_leaves_no_profiler_state_or_garbage_behind(tmp_path):
+    import gc
+
+    import torch
+
+    from benchmint.trace.capture import Capture
+
+    step = _tiny_train_step()
+    cap = Capture(tmp_path, warmup=1, measure=5, record=2, discard=0, every=3)
+    gc.collect()
+    base, after = [], []
+    with cap:
+        while not cap.done:
+            was = cap.recording
+            step()
+            cap.step()
+            if not was and not cap.recorded_times_s:
+                base.append(gc.collect())  # a step's own cyclic garbage
+            elif was and not cap.recording:
+                # the recording just ended: no observer, no profiler session, no cycles of its events left
+                assert not torch.autograd.profiler._is_profiler_enabled
+                assert cap._prof is None and cap._et is None
+                after.append(gc.collect())
+    assert len(after) == 2 and max(after) <= max(base) + 50, (base, after)
+    assert len(cap.recorded_times_s) == 2 and len(cap.write_times_s) == 2
 
 
 def test_cli_capture_every_n_prints_the_recording_cost(cli, tmp_path):
@@ -312,6 +341,7 @@ def test_cli_capture_every_n_prints_the_recording_cost(cli, tmp_path):
     text = " ".join(out.split())
     assert "one in every 2" in text and "iter_" in text
     assert "recording cost: the recorded step took" in text and "recorder idle:" in text
+    assert "writing its traces paused the loop" in text
     assert {p.name for p in (tmp_path / "c").glob("iter_*")} == {"iter_8", "iter_10"}
     code, _, err = cli("capture", "--out", str(tmp_path / "d"), "--workload", "moe", "--every", "1")
     assert code == 2 and "--every 1" in err

@@ -77,7 +77,10 @@ def test_recorded_gaps_aim_at_capture_time_and_result_keys(captures, tmp_path, c
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["kind"] == "replay"
     rows = run["metrics"]["per_op_type"]
-    assert {"op", "count", "original_s", "replay_s"} <= set(rows[0])
+    assert {"op", "count", "original_s", "replay_s", "original_under_observer_cost"} <= set(rows[0])
+    # the per-op originals are corrected for the recorder's cost, and the result says so
+    assert "less the observers' cost" in r["per_op_original_how"]
+    assert all(c.get("original_under_observer_cost", 0) < c["count"] for c in r["largest_contributors"])
     assert sum(x["count"] for x in rows if not x["op"].startswith("(")) == r["ops_total"]
 
 

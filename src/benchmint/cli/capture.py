@@ -161,7 +161,9 @@ def cost_lines(c: dict | None) -> list[str]:
     out = []
     if c.get("recorded_step_s"):
         out.append(f"recording cost: the recorded step took {c['recorded_step_s'] * 1e3:.3f} ms, "
-                   f"{c['recorded_vs_unobserved']:.2f}x the un-observed step ({base * 1e3:.3f} ms)")
+                   f"{c['recorded_vs_unobserved']:.2f}x the un-observed step ({base * 1e3:.3f} ms)"
+                   + (f"; writing its traces paused the loop {c['write_s'] * 1e3:.1f} ms" if c.get("write_s")
+                      else ""))
     if c.get("idle_step_s") is None:
         out.append("recorder idle: not measured (the job ended with the recording)")
     else:

@@ -213,11 +213,15 @@ def _print_summary(r: dict) -> None:
 
 
 def _print_report(rows: list[dict], r: dict) -> None:
-    t = Table(title="time per op type (original: recorded less the observers' cost)")
+    t = Table(title="time per op type (original: " + (r.get("per_op_original_how")
+                                                      or "recorded less the observers' cost") + ")")
     for c in ("op", "count", "original", "replay", "delta"):
         t.add_column(c, justify="left" if c == "op" else "right")
     for row in rows[:25]:
         o = row["original_s"]
+        if o is not None and row.get("original_under_observer_cost", 0) >= row["count"]:
+            t.add_row(row["op"], str(row["count"]), "under the recorder's cost", fmt_s(row["replay_s"]), "-")
+            continue
         d = row["replay_s"] - o if o is not None else None
         t.add_row(row["op"], str(row["count"]), fmt_s(o), fmt_s(row["replay_s"]),
                   (f"{d * 1e3:+.3f} ms" if d is not None else "-"))

@@ -15,7 +15,7 @@ import torch
 
 from benchmint.core import sysmetrics
 from benchmint.core.errors import UserError
-from benchmint.replay import conditions, fidelity, memory
+from benchmint.replay import conditions, fidelity, headline, memory
 from benchmint.replay.adapt import adapt_capture, adapt_view, annotate
 from benchmint.replay.allocator import settle_malloc
 from benchmint.replay.execute import measure_peak_memory, summarize, time_iterations
@@ -240,10 +240,12 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
         replay_s = summarize(base)["median"]
         replay_cpu_s = statistics.median(base_cpu)
 
-    cap_s = cap_cpu_s = None
+    cap_s = cap_cpu_s = cap_spread = None
     if cap is not None:
         st = cap.get("step_time_s") or {}
         cap_s = st.get("median") if isinstance(st, dict) else None
+        if cap_s and isinstance(st, dict) and st.get("iqr") is not None:
+            cap_spread = st["iqr"] / cap_s  # how noisy the original's measurement was
         sm = cap.get("system_metrics") or {}
         if isinstance(sm, dict) and sm.get("cpu_s") is not None and sm.get("steps"):
             cap_cpu_s = sm["cpu_s"] / sm["steps"]  # the process's CPU time per un-observed step
@@ -346,6 +348,7 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
         "coverage_time": coverage_time,
         "iter_time_s": it,
         "original_iter_time_s": original,
+        "original_iter_time_iqr_ratio": cap_spread,
         "original_iter_time_estimated_s": est_s,
         "estimate_note": estimate_note,
         "recorded_step_span_s": view.step_span_s,
@@ -387,8 +390,14 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
             f"{threads} intra-op threads" + ("; torch.cuda.synchronize() at the end" if dev.type == "cuda" else "")
         ),
         "largest_contributors": fidelity.largest_contributors(rows),
+        # what per_op_type's original_s is: corrected for the recorder's cost, or the inflated recorded durations
+        "per_op_original_how": (
+            "recorded durations less the observers' cost (measured on this replay recorded under them)"
+            if cal is not None else "recorded durations as the observers measured them, NOT corrected: "
+            "inflated by the recording's own cost (no calibration of it on this replay)"),
         "system_metrics": sysmetrics.side_by_side((cap or {}).get("system_metrics"), sysw.metrics),
     }
+    result["fidelity"] = headline.judge(result)  # which figure is the measurement, and whether it is noise
     return ReplayResult(result=result, plan=plan, per_op_type=rows, gaps_ns=gaps_ns)
 
 

@@ -67,8 +67,13 @@ def compare_with_original(step: Callable[[], object], replays: dict[str, Any], *
         orig.append(_median_time(step, reps))
         for name, run in runs.items():
             times[name].append(_median_time(run, reps))
+    med = statistics.median(orig)
     out: dict[str, Any] = {
-        "original_s": statistics.median(orig),
+        "original_s": med,
+        # the original's own round medians, and how far they moved (max - min over their median): an error
+        # inside that spread is noise of the measurement, not the replay's (benchmint.replay.headline)
+        "original_rounds_s": orig,
+        "original_moved": (max(orig) - min(orig)) / med if med > 0 else None,
         "rounds": rounds,
         "reps": reps,
         "how_measured": f"{rounds} rounds alternating the original step and each replay, {reps} iterations "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmint.core.stats import noise_note
+from benchmint.replay.headline import headline
 
 
 def fmt_s(x: float | None) -> str:
@@ -13,14 +13,6 @@ def fmt_s(x: float | None) -> str:
 
 
 def fidelity_line(r: dict) -> str:
-    """One line: coverage, replayed vs original time, error."""
-    it = r["iter_time_s"]["median"]
-    orig = r["original_iter_time_s"]
-    parts = [f"coverage {r['coverage']:.3f} ({r['ops_replayed']}/{r['ops_total']} ops)",
-             f"replay {fmt_s(it)}/iter" + noise_note(r["iter_time_s"])]
-    if orig is not None:
-        parts.append(f"original {fmt_s(orig)} (capture.json)")
-        parts.append(f"error {r['error'] * 100:+.1f}%" if r["error"] is not None else "error - (see error_note)")
-    elif r.get("original_iter_time_estimated_s") is not None:
-        parts.append(f"original ~{fmt_s(r['original_iter_time_estimated_s'])} (estimated from the trace)")
-    return ", ".join(parts)
+    """One line: coverage, replayed vs original time, error, and whether that error is a measurement or noise
+    (:mod:`benchmint.replay.headline`)."""
+    return headline(r)[0]

@@ -439,20 +439,24 @@ def per_op_type(plan: Plan, cal: Calibration | None, original_s: float | None, o
     """Per op type: count, original time (recorded, less the observers' cost) and replayed time."""
     acc: dict[str, list[float]] = {}
     for st in plan.steps:
-        a = acc.setdefault(st.op.name, [0, 0.0, 0.0, 0])
+        a = acc.setdefault(st.op.name, [0, 0.0, 0.0, 0, 0])
         a[0] += 1
         if st.op.dur_s is not None:
             cost = cal.op_node_cost_s * st.op.subtree_nodes if cal is not None else 0.0
             a[1] += max(0.0, st.op.dur_s - cost)
             a[3] = 1
+            if cal is not None and st.op.dur_s <= cost:
+                a[4] += 1  # recorded no longer than the observers' own cost: its un-observed time is unknown
         a[2] += op_times.get(st.index, 0.0)
-    rows = [{"op": k, "count": int(v[0]), "original_s": v[1] if v[3] else None, "replay_s": v[2]}
+    rows = [{"op": k, "count": int(v[0]), "original_s": v[1] if v[3] else None, "replay_s": v[2],
+             "original_under_observer_cost": int(v[4])}
             for k, v in acc.items()]
     orig_ops = sum(r["original_s"] or 0.0 for r in rows)
     gap_replay = sum(gaps_ns or []) / 1e9
     if original_s is not None and any(r["original_s"] is not None for r in rows):
         rows.append({"op": "(cpu time between ops)", "count": len(plan.steps) + 1,
-                     "original_s": max(0.0, original_s - orig_ops), "replay_s": gap_replay})
+                     "original_s": max(0.0, original_s - orig_ops), "replay_s": gap_replay,
+                     "original_under_observer_cost": 0})
     elif gap_replay:
         rows.append({"op": "(cpu time between ops)", "count": len(plan.steps) + 1, "original_s": None,
                      "replay_s": gap_replay})
@@ -484,8 +488,8 @@ def per_op_replay_times(plan: Plan, gaps_ns: list[int] | None, iters: int = 3) -
 def largest_contributors(rows: list[dict[str, Any]], top: int = 5) -> list[dict[str, Any]]:
     out = []
     for r in rows:
-        if r["original_s"] is None:
-            continue
+        if r["original_s"] is None or r.get("original_under_observer_cost", 0) >= r["count"]:
+            continue  # no original, or none measurable under the recorder's own cost: no delta to blame
         out.append({**r, "delta_s": r["replay_s"] - r["original_s"]})
     out.sort(key=lambda r: -abs(r["delta_s"]))
     return out[:top]

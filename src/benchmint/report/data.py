@@ -112,8 +112,9 @@ def per_op_rows(rec: RunRecord) -> list[OpRow]:
     for d in items:
         op = d.get("op") or d.get("name") or d.get("op_type") or "?"
         cnt = d.get("count")
-        rows.append(OpRow(str(op), int(cnt) if isinstance(cnt, int | float) else None,
-                          num(d.get("original_s")), num(d.get("replay_s"))))
+        under = d.get("original_under_observer_cost")  # all recorded within the recorder's cost: unknown, not 0
+        orig = None if isinstance(under, int) and isinstance(cnt, int) and under >= cnt > 0 else num(d.get("original_s"))
+        rows.append(OpRow(str(op), int(cnt) if isinstance(cnt, int | float) else None, orig, num(d.get("replay_s"))))
     rows.sort(key=lambda r: -(r.original_s or r.replay_s or 0.0))
     return rows
 

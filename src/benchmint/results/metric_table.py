@@ -256,6 +256,11 @@ REPLAY_FIGURES: tuple[Metric, ...] = (
                       f"{NOISY_IQR_RATIO:.0%} of the median)"),
     Metric(key="original_iter_time_s", name="original iteration", unit="s", level="measured", shape="float",
            report=("",), definition="the captured step's measured median time (capture.json), null without it"),
+    Metric(key="original_iter_time_iqr_ratio", name="original iteration spread", unit="fraction",
+           level="derived", shape="float",
+           definition="interquartile range over median of capture.json's un-observed step times (how noisy the "
+                      "original's measurement was), null without it; an error within it is reported as noise in "
+                      "`fidelity`"),
     Metric(key="original_iter_time_estimated_s", name="original iteration (estimated)", unit="s",
            level="derived", shape="float",
            definition="the un-observed original step estimated from the trace (see Fidelity), when estimated"),

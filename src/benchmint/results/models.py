@@ -256,6 +256,9 @@ class ReplayMetrics(Model):
     original_cpu_time_per_step_s: float | None | UnsetType = UNSET  # capture.json's, per un-observed step
     mode: str | None | UnsetType = UNSET  # --mode: full, compute (no collectives) or comm (collectives alone)
     compared_alternately: JSONObject | None | UnsetType = UNSET  # demo: original and replay timed in turns
+    original_iter_time_iqr_ratio: float | None | UnsetType = UNSET  # capture.json's step times: IQR / median
+    fidelity: JSONObject | None | UnsetType = UNSET  # the headline: which figure is the measurement, or noise
+    per_op_original_how: str | None | UnsetType = UNSET  # per_op_type's original_s: corrected or as recorded
     exported: JSONObject | None | UnsetType = UNSET  # a replay package's origin
     runner: JSONObject | None | UnsetType = UNSET
     per_op_type: list[JSONObject] | UnsetType = UNSET  # op type, count, original and replay time, error

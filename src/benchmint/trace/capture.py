@@ -32,6 +32,7 @@ until the script calls :func:`step` itself.
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 import runpy
 import shutil
@@ -44,7 +45,7 @@ from typing import Any
 from benchmint.core import clock
 from benchmint.core.errors import UserError
 from benchmint.core.jsonio import write_json
-from benchmint.core.stats import timing_summary
+from benchmint.core.stats import percentile, timing_summary
 from benchmint.core.stderr import filtered_native_stderr
 
 SCHEMA_VERSION = "1.0"
@@ -116,6 +117,7 @@ class Capture:
     discarded_times_s: list[float] = field(default_factory=list, init=False)
     recorded_iterations: list[int] = field(default_factory=list, init=False)  # ProfilerStep#N of whole steps
     idle_times_s: list[float] = field(default_factory=list, init=False)  # un-observed steps after recording began
+    write_times_s: list[float] = field(default_factory=list, init=False)  # per kept recording: traces written
     iteration_dirs: list[str] = field(default_factory=list, init=False)  # with every: one folder per recording
     done: bool = field(default=False, init=False)
     note: str | None = field(default=None, init=False)
@@ -272,7 +274,12 @@ class Capture:
             self._stop_recording()
 
     def _stop_recording(self, keep: bool = True) -> None:
-        """Stop the observers; keep: move the traces into place and finish, else throw them away."""
+        """Stop the observers; keep: move the traces into place and finish, else throw them away. Nothing of
+        the recording stays behind in the process: the profiler's parsed events (tens of thousands of Python
+        objects in reference cycles) are released and collected here, between steps, rather than by a
+        collection that lands in a later, un-observed step (a probe on a quiet machine: steps after one
+        recording 1.12x the steps before it, 1.05x with a collection after the recording)."""
+        t_stop = clock.now_ns()
         if self._rf is not None:
             self._rf.__exit__(None, None, None)
             self._rf = None
@@ -293,6 +300,7 @@ class Capture:
             self._prof.__exit__(None, None, None)
         if keep:
             self._prof.export_chrome_trace(str(dest / KINETO_NAME))  # type: ignore[operator]
+        _release_profiler(self._prof)
         self._prof = None
         self._discarding = False
         if keep and self.every is not None:
@@ -305,6 +313,9 @@ class Capture:
         elif keep:
             self.done = True
             self.write_summary()
+        gc.collect()  # the profiler's events and the summaries' temporaries, before the next step starts
+        if keep:
+            self.write_times_s.append((clock.now_ns() - t_stop) / 1e9)
 
     def close(self) -> None:
         """Finish: stop observers if a recorded step is open, and write ``capture.json``."""
@@ -368,12 +379,29 @@ class Capture:
             "files": files,
             "every": self.every,
             "iterations": self.iteration_dirs if only is None else None,
-            "recording_cost": recording_cost(xs, rec, self.idle_times_s),
+            "recording_cost": {**recording_cost(xs, rec, self.idle_times_s),
+                               "write_s": percentile(self.write_times_s, 50) if self.write_times_s else None,
+                               "write_how": "median over kept recordings of the time between the recorded "
+                                            "step's end and the next step's start: the observers stopped, the "
+                                            "traces written and the profiler's events released"},
         }
 
     def write_summary(self) -> Path:
         self.out.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
         return write_json(self.out / CAPTURE_NAME, self.summary())  # type: ignore[operator]
+
+
+def _release_profiler(prof: Any) -> None:
+    """Drop what a stopped ``torch.profiler.profile`` keeps of its session (the Kineto results and the parsed
+    event list), so that one collection frees it."""
+    inner = getattr(prof, "profiler", None)
+    for obj, names in ((inner, ("kineto_results", "_function_events", "_old_function_events", "_stats")), (prof, ("profiler",))):
+        for name in names:
+            if obj is not None and getattr(obj, name, None) is not None:
+                try:
+                    setattr(obj, name, None)
+                except Exception:  # noqa: BLE001 - a read-only attribute in some torch version: left as it is
+                    pass
 
 
 def recording_cost(unobserved: list[float], recorded: list[float], idle: list[float]) -> dict[str, Any]:

@@ -91,6 +91,8 @@ class RecordingCost(msgspec.Struct, forbid_unknown_fields=False):
     idle_cost_measurable: bool | None = None
     idle_p_value: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
     how: Short | None = None
+    write_s: Seconds | None = None  # the loop's pause per kept recording: observers stopped, traces written
+    write_how: Short | None = None
 
 
 class CaptureFile(msgspec.Struct, forbid_unknown_fields=False):

@@ -1,0 +1,108 @@
+"""The one headline of a replay's fidelity: which figure is the measurement, and whether it is one.
+
+A replay is compared with its original in two ways. ``capture.json`` holds the original's median step time
+measured when it was captured, minutes or days before the replay ran; on a shared machine the same step can
+run 60% slower a few minutes later, so an error against it mixes the replay's error with the machine's drift.
+When the live step is at hand (the demo, :func:`benchmint.replay.compare.compare_with_original`) the original
+and the replay are timed alternately in one process: that is THE measurement, and capture.json's figure is
+context, used to say how far the machine's speed moved since the capture.
+
+A measurement is noisy when the reference itself moved more than :data:`NOISE` between its samples (the
+original's per-round medians of the alternating comparison, or the spread of capture.json's step times):
+an error inside that spread is reported as noise, never as the replay's error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmint.core.stats import NOISY_IQR_RATIO, noise_note
+
+#: A reference whose samples spread by more than this fraction of their median is noisy.
+NOISE = NOISY_IQR_RATIO
+
+
+def _ratio(summary: dict[str, Any] | None) -> float | None:
+    """IQR over median of a timing summary (None when it has neither)."""
+    if not isinstance(summary, dict) or not summary.get("median") or summary.get("iqr") is None:
+        return None
+    return summary["iqr"] / summary["median"]
+
+
+def judge(r: dict[str, Any], live: dict[str, Any] | None = None, name: str = "replay") -> dict[str, Any]:
+    """The headline's facts, from a replay result ``r`` and, when there is one, the live alternating comparison
+    ``live`` (``compare_with_original``'s output; ``name``: the replay's key in it).
+
+    Returns ``reference`` ("live step" | "capture.json" | None), ``error`` (of the replay against that
+    reference, None without one), ``verdict`` ("measured" | "noisy" | "no reference"), ``reference_spread``
+    (how far the reference moved between its own samples), ``drift`` (the live original against
+    capture.json's: how far the machine's speed moved since the capture), ``capture_error`` (the replay
+    against capture.json) and ``capture_error_is_drift`` (the drift exceeds every noise, so that figure says
+    more about the machine than about the replay)."""
+    cap_s = r.get("original_iter_time_s")
+    out: dict[str, Any] = {"reference": None, "error": None, "verdict": "no reference", "reference_spread": None,
+                           "drift": None, "capture_error": r.get("error"), "capture_error_is_drift": False,
+                           "noise_threshold": NOISE}
+    cap_spread = r.get("original_iter_time_iqr_ratio")
+    if live is not None and name in (live.get("replays") or {}):
+        rep = live["replays"][name]
+        spread = live.get("original_moved")
+        out.update(reference="live step", error=rep["error"], reference_spread=spread,
+                   original_s=live["original_s"], replay_s=rep["replay_s"])
+        if cap_s:
+            drift = live["original_s"] / cap_s - 1
+            out["drift"] = drift
+            out["capture_error_is_drift"] = abs(drift) > max(NOISE, cap_spread or 0.0, spread or 0.0)
+    elif cap_s and r.get("error") is not None:
+        # one side measured now, the other at capture time: the noise of both sides counts
+        spreads = [x for x in (cap_spread, _ratio(r.get("iter_time_s"))) if x is not None]
+        out.update(reference="capture.json", error=r["error"], reference_spread=max(spreads) if spreads else None,
+                   original_s=cap_s, replay_s=(r.get("iter_time_s") or {}).get("median"))
+    else:
+        return out
+    spread = out["reference_spread"]
+    noisy = spread is not None and spread > NOISE and abs(out["error"]) <= spread
+    out["verdict"] = "noisy" if noisy else "measured"
+    return out
+
+
+def _ms(x: float) -> str:
+    return f"{x * 1e3:.3f} ms" if x < 1 else f"{x:.3f} s"
+
+
+def headline(r: dict[str, Any], live: dict[str, Any] | None = None, name: str = "replay") -> list[str]:
+    """The fidelity headline in words: the first line is the measurement (or says it is noise), the next, when
+    there is one, the context (capture.json's figure and the drift since the capture)."""
+    j = judge(r, live, name)
+    cov = f"coverage {r['coverage']:.3f} ({r['ops_replayed']}/{r['ops_total']} ops)"
+    if j["reference"] is None:
+        est = r.get("original_iter_time_estimated_s")
+        it = (r.get("iter_time_s") or {}).get("median")
+        tail = (f"; original ~{_ms(est)} estimated from the trace, not measured" if est is not None
+                else f"; no error: {r['error_note']}" if r.get("error_note") else "; no measured original to "
+                "compare with")
+        return [f"{cov}, replay {_ms(it) if it is not None else '-'}/iter{noise_note(r.get('iter_time_s') or {})}{tail}"]
+    err, spread = j["error"], j["reference_spread"]
+    if j["reference"] == "live step":
+        first = (f"{cov}, error {err * 100:+.1f}% against the live step timed alternately ({live['rounds']} rounds "
+                 f"x {live['reps']}: original {_ms(j['original_s'])}, replay {_ms(j['replay_s'])})")
+        if j["verdict"] == "noisy":
+            first += (f"; noisy: the original moved {spread * 100:.0f}% between rounds, so {err * 100:+.1f}% is "
+                      "within its noise, not a measured error of the replay")
+        lines = [first]
+        if r.get("original_iter_time_s"):
+            ctx = (f"reference at capture time: capture.json {_ms(r['original_iter_time_s'])}, the replay "
+                   f"{j['capture_error'] * 100:+.1f}% against it" if j["capture_error"] is not None
+                   else f"reference at capture time: capture.json {_ms(r['original_iter_time_s'])}")
+            if j["drift"] is not None:
+                ctx += f"; the machine's speed moved {j['drift'] * 100:+.1f}% since (live original against it)"
+                if j["capture_error_is_drift"]:
+                    ctx += ", so that figure is the machine's drift, not the replay's error"
+            lines.append(ctx)
+        return lines
+    first = (f"{cov}, replay {_ms(j['replay_s'])}/iter{noise_note(r.get('iter_time_s') or {})}, original "
+             f"{_ms(j['original_s'])} (capture.json, measured at capture time), error {err * 100:+.1f}%")
+    if j["verdict"] == "noisy":
+        first += (f"; noisy: the step times spread {spread * 100:.0f}% of their median, so {err * 100:+.1f}% is "
+                  "within the noise, not a measured error of the replay")
+    return [first]

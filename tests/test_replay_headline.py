@@ -1,0 +1,62 @@
+"""The fidelity headline says which figure is the measurement, and shows a reference that moved as noise or
+drift, never as an error of the replay (issue 13, point 5)."""
+
+from __future__ import annotations
+
+from benchmint.replay.console import fidelity_line
+from benchmint.replay.headline import headline, judge
+
+MS = 1e-3
+
+
+def _result(orig_s=9.38 * MS, replay_s=9.9 * MS, spread=0.03, iqr=0.02):
+    return {"coverage": 1.0, "ops_replayed": 40, "ops_total": 40, "original_iter_time_s": orig_s,
+            "original_iter_time_iqr_ratio": spread,
+            "iter_time_s": {"median": replay_s, "iqr": iqr * replay_s, "noisy": iqr > 0.1},
+            "error": replay_s / orig_s - 1 if orig_s else None}
+
+
+def _live(rounds_s, replay_s, error):
+    rounds_s = sorted(rounds_s)
+    med = rounds_s[len(rounds_s) // 2]
+    return {"original_s": med, "original_rounds_s": rounds_s, "original_moved": (rounds_s[-1] - rounds_s[0]) / med,
+            "rounds": len(rounds_s), "reps": 5, "replays": {"replay": {"replay_s": replay_s, "error": error}}}
+
+
+def test_the_live_comparison_is_the_measurement_and_capture_json_drift_is_not_blamed_on_the_replay():
+    # last session's demo: capture.json 9.38 ms (+5.6%), the live step 14.98 ms steady over rounds, -25.2%
+    r = _result()
+    live = _live([14.9 * MS, 14.98 * MS, 15.1 * MS], 11.098 * MS, -0.252)
+    j = judge(r, live)
+    assert j["reference"] == "live step" and j["error"] == -0.252 and j["verdict"] == "measured"
+    assert abs(j["drift"] - (14.98 / 9.38 - 1)) < 1e-9 and j["capture_error_is_drift"] is True
+    first, ctx = headline(r, live)
+    assert "error -25.2% against the live step timed alternately" in first
+    assert "capture.json" not in first and "+5.5%" not in first  # one figure in the headline, not two
+    assert "capture.json 9.380 ms" in ctx and "+5.5%" in ctx and "moved +59.7% since" in ctx
+    assert "the machine's drift, not the replay's error" in ctx
+
+
+def test_a_reference_that_moved_between_rounds_is_labelled_noisy_not_reported_as_replay_error():
+    r = _result()
+    live = _live([10 * MS, 14 * MS, 10.5 * MS], 8.4 * MS, -0.2)  # the original itself moved 38%
+    j = judge(r, live)
+    assert j["verdict"] == "noisy" and j["reference_spread"] > 0.3
+    first = headline(r, live)[0]
+    assert "noisy: the original moved 38% between rounds" in first and "not a measured error of the replay" in first
+    # an error larger than the reference's own spread is still the replay's
+    assert judge(r, _live([10 * MS, 11.5 * MS, 10.5 * MS], 6 * MS, -0.43))["verdict"] == "measured"
+
+
+def test_without_the_live_step_capture_json_is_named_as_measured_at_capture_time_and_its_noise_shown():
+    steady = _result(spread=0.03)
+    line = fidelity_line(steady)
+    assert "original 9.380 ms (capture.json, measured at capture time), error +5.5%" in line
+    assert judge(steady)["verdict"] == "measured" and "noisy" not in line
+    noisy = _result(spread=0.25)  # the captured step times spread a quarter of their median
+    j = judge(noisy)
+    assert j["reference"] == "capture.json" and j["verdict"] == "noisy"
+    assert "noisy: the step times spread 25% of their median" in fidelity_line(noisy)
+    none = {**_result(orig_s=None), "original_iter_time_estimated_s": 9 * MS}
+    assert judge(none)["verdict"] == "no reference"
+    assert "estimated from the trace, not measured" in fidelity_line(none)
