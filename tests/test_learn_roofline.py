@@ -107,14 +107,3 @@ def test_the_iteration_target_reads_what_a_replay_run_stores():
     got = target_values(pd.DataFrame([row]), "iteration_s")
     assert got.iloc[0] == rec.metrics["iter_time_s"]["median"] > 0
 
-
-def test_int4_weights_are_weight_only_16_bit_math_and_cache():
-    from benchmint.learn.roofline import roofline
-    from benchmint.learn.specs import find_accelerator
-
-    h100 = find_accelerator("NVIDIA H100-SXM-80GB")
-    assert h100.peak_tflops("int4") == h100.peak_tflops("fp16")  # GPTQ/AWQ kernels multiply at 16 bits
-    long = dict(input_len=2000, output_len=300)
-    int4, fp8 = roofline(_row(precision="int4", **long)), roofline(_row(precision="fp8", **long))
-    # half the weight bytes of fp8 leave more memory free, but a 16-bit KV cache takes twice the bytes per token
-    assert int4.batch < fp8.batch

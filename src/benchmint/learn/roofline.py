@@ -30,8 +30,7 @@ MAX_BATCH = 512
 DEFAULT_INPUT = 1024.0  # tokens, when neither the row nor its task gives lengths
 DEFAULT_OUTPUT = 256.0
 MEMORY_FOR_MODEL = 0.9  # share of the accelerators' memory that weights and KV cache may use
-# KV cache element size; 2 bytes otherwise (weight-only int4 keeps 16-bit activations and a 16-bit cache)
-KV_BYTES = {"fp4": 1.0, "fp8": 1.0, "int8": 1.0}
+KV_BYTES = {"fp4": 1.0, "int4": 1.0, "fp8": 1.0, "int8": 1.0}  # KV cache element size; 2 bytes otherwise
 BYTES = {"fp4": 0.5, "int4": 0.5, "fp8": 1.0, "int8": 1.0, "fp16": 2.0, "bf16": 2.0, "fp32": 4.0}
 ACTIVATION_BYTES = 2.0  # tensor-parallel all-reduces move 16-bit activations
 

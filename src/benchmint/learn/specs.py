@@ -17,9 +17,8 @@ from typing import Any
 
 NUMERIC = ("fp4_tflops", "fp8_tflops", "fp16_tflops", "bf16_tflops", "int8_tops", "memory_gb", "memory_bw_gbs",
            "interconnect_gbs", "tdp_w")
-# the precision a model runs in -> the spec column that bounds its matrix math. int4 is weight-only quantization
-# (GPTQ, AWQ: w4a16): its kernels unpack the weights to 16 bits and multiply at the 16-bit rate
-PRECISION_COLUMN = {"fp4": "fp4_tflops", "int4": "fp16_tflops", "fp8": "fp8_tflops", "int8": "int8_tops",
+# the precision a model runs in -> the spec column that bounds its matrix math
+PRECISION_COLUMN = {"fp4": "fp4_tflops", "int4": "int8_tops", "fp8": "fp8_tflops", "int8": "int8_tops",
                     "fp16": "fp16_tflops", "bf16": "bf16_tflops", "fp32": "fp16_tflops"}
 # when the precision's own figure is unknown, the next one up (what a kernel would fall back to)
 FALLBACK = {"fp4_tflops": "fp8_tflops", "fp8_tflops": "fp16_tflops", "int8_tops": "fp16_tflops",
