@@ -106,4 +106,3 @@ def test_the_iteration_target_reads_what_a_replay_run_stores():
     row = flatten_record(rec.to_dict())
     got = target_values(pd.DataFrame([row]), "iteration_s")
     assert got.iloc[0] == rec.metrics["iter_time_s"]["median"] > 0
-
