@@ -109,3 +109,40 @@ def test_official_rows_and_own_runs_without_a_round_fit_together(two_rounds):
     assert "new_round" in p.scales or "new_round" in p.pools
     out = p.predict(own)
     assert out["error"].isna().all() and (out["basis"] == "seen").all() and (out["prediction"] > 0).all()
+
+
+def test_a_model_family_never_measured_is_answered_by_the_learner_with_a_wide_interval(fitted, two_rounds, tmp_path):
+    from benchmint.learn.predictor import NEW_MODEL_WEIGHTS, load_predictor
+
+    assert fitted.new_model_weight in set(NEW_MODEL_WEIGHTS) and fitted.pools["new_model"]
+    row = two_rounds.head(1).copy()
+    new = row.copy()
+    new["model.name"] = new["model.mlperf_name"] = "Qwen2.5-72B-Instruct"  # a family no training row has
+    new["model.number_of_parameters"] = 72.7
+    assert "qwen" not in " ".join(fitted.seen["model_family"]).lower()
+    a, b = fitted.predict(row).iloc[0], fitted.predict(new).iloc[0]
+    assert a["basis"] == "seen" and b["basis"] == "new_model" and "no measured row for model family" in b["note"]
+    assert b["lower"] <= b["prediction"] <= b["upper"]
+    assert b["upper"] / b["lower"] > 1.5 * (a["upper"] / a["lower"])  # knowing less widens it, a lot
+    fitted.save(tmp_path / "m")
+    again = load_predictor(tmp_path / "m")
+    assert again.new_model_weight == fitted.new_model_weight
+    assert again.predict(new).iloc[0]["prediction"] == pytest.approx(b["prediction"])
+
+
+def test_a_column_only_a_handful_of_rows_set_does_not_enter_the_power_law():
+    from benchmint.learn.predictor import MIN_SUPPORT, LogLinearPlusTrees
+
+    rng = np.random.default_rng(0)
+    n = 200
+    X = pd.DataFrame({"size": rng.uniform(1, 100, n), "experts": np.nan})
+    y = np.log(X["size"].to_numpy()) + rng.normal(0, 0.05, n)
+    X.loc[0, "experts"] = 256.0  # one mixture-of-experts row among dense ones, far below the rest
+    y[0] -= 3.0
+    m = LogLinearPlusTrees().fit(X, y)
+    assert "experts" not in m.num_ and not m.miss_cols_.any()
+    moe = pd.DataFrame({"size": [50.0, 50.0], "experts": [8.0, np.nan]})
+    p = m.predict(moe)
+    assert p[0] == pytest.approx(p[1])  # a later MoE model is not given that one row's level
+    X.loc[: MIN_SUPPORT * 2, "experts"] = 8.0  # enough rows set it: it may be learned
+    assert "experts" in LogLinearPlusTrees().fit(X, y).num_

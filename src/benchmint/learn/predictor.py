@@ -10,8 +10,10 @@ rows they are scored on. The residual pool depends on what the row asks for:
 - ``seen``: the row's accelerator and model family are in the training rows: folds hold out near-duplicate
   groups (``features.duplicate_groups``);
 - ``new_accelerator``: the accelerator is not in the training rows: folds hold out whole accelerators;
-- ``new_model``: the model family is not in the training rows: the roofline alone answers (times the training
-  rows' median ratio to it), and the pool is that estimate's residuals leaving one family out.
+- ``new_model``: the model family is not in the training rows: the learner answers from what it knows of the
+  family (parameters, active parameters, architecture, precision, task, accelerator, roofline), blended in log with
+  the roofline alone (times the training rows' median ratio to it) by a weight chosen leaving one training family
+  out at a time; the pool is that blend's residuals leaving one family out (each family one draw).
 
 The 90% interval is [prediction * exp(q05), prediction * exp(q95)] of the pool's residuals, with the finite-
 sample conformal correction. ``learn eval`` checks that about 90% of held-out rows fall inside.
@@ -108,7 +110,7 @@ class LogLinearPlusTrees:
     def _linear_matrix(self, X: pd.DataFrame, fit: bool = False) -> np.ndarray:
         num = [c for c in X.columns if not isinstance(X[c].dtype, pd.CategoricalDtype) and c not in TREES_ONLY]
         if fit:
-            self.num_ = [c for c in num if X[c].notna().any()]
+            self.num_ = [c for c in num if _support(X[c]) >= MIN_SUPPORT]
             self.log_ = {c: bool((X[c].dropna() > 0).all()) and c not in ("log_roofline", "acc_launch_year")
                          for c in self.num_}
         cols = []
@@ -126,16 +128,20 @@ class LogLinearPlusTrees:
         M = np.clip(M, self.lo_, self.hi_) if M.shape[1] else M
         miss = np.isnan(M)
         M = np.where(miss, self.fill_, M)
-        return np.hstack([M, miss[:, miss.any(axis=0)] if fit else miss[:, self.miss_cols_]]) if M.shape[1] else M
+        return np.hstack([M, miss[:, self.miss_cols_]]) if M.shape[1] else M
 
     def fit(self, X: pd.DataFrame, y: np.ndarray):
         from sklearn.linear_model import RidgeCV
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
+        self.num_ = [c for c in X.columns if not isinstance(X[c].dtype, pd.CategoricalDtype) and c not in TREES_ONLY
+                     and _support(X[c]) >= MIN_SUPPORT]
+        miss = X[self.num_].isna().to_numpy() if self.num_ else np.zeros((len(X), 0), dtype=bool)
+        # a missing-value indicator set (or unset) on a handful of rows only names those rows: left out
+        self.miss_cols_ = (np.minimum(miss.sum(axis=0), len(X) - miss.sum(axis=0)) >= MIN_SUPPORT) if self.num_ \
+            else np.zeros(0, dtype=bool)
         M = self._linear_matrix(X, fit=True)
-        self.miss_cols_ = np.isnan(np.column_stack([X[c].to_numpy(dtype=float) for c in self.num_])).any(axis=0) \
-            if self.num_ else np.zeros(0, dtype=bool)
         if M.shape[1]:
             self.linear_ = make_pipeline(StandardScaler(), RidgeCV(alphas=ALPHAS, cv=_accelerator_folds(X, y))).fit(M, y)
             base = self.linear_.predict(M)
@@ -149,6 +155,19 @@ class LogLinearPlusTrees:
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         base = self.linear_.predict(self._linear_matrix(X)) if self.linear_ is not None else 0.0
         return base + self.trees_.predict(X[self.tree_cols_])
+
+
+# a numeric column enters the power-law part only where at least this many rows differ from its most common value
+# (a missing value counts as a value): a column that only a handful of rows set (the expert count where a single
+# mixture-of-experts row is among dense ones) would otherwise be fit to those rows' level, and apply that level to
+# every row that sets it later (a mixture-of-experts family never seen). The trees' own floor (min_samples_leaf)
+MIN_SUPPORT = 8
+
+
+def _support(col: pd.Series) -> int:
+    """Rows that differ from the column's most common value (NaN counts as a value)."""
+    counts = col.astype(object).where(col.notna(), "nan").value_counts()
+    return int(len(col) - counts.iloc[0]) if len(counts) else 0
 
 
 def _learner(seed: int):
@@ -209,6 +228,10 @@ class Predictor:
     train_ids: list[str]
     n_train: int
     evaluation: dict[str, Any] = field(default_factory=dict)
+    # the learner's share (in log) of the answer for a model family never measured, the rest the roofline times
+    # ``roofline_log_ratio``; chosen leaving one training family out (``_new_model_pool``). 0 in folders written
+    # before it (the roofline alone answered)
+    new_model_weight: float = 0.0
     # per pool: a model of how far off a row's prediction tends to be (its log residual's scale, learned from the
     # pool's out-of-fold residuals), so that the interval is wide where the rows like it were hard to predict (an
     # engine or submitter whose results scatter) and narrow where they were not; the pool's residuals divided by
@@ -275,9 +298,13 @@ class Predictor:
             lp = log_pred[i]
             if not fam_seen.iloc[i] and "model_family" in self.seen and self.use_roofline and np.isfinite(lr[i]):
                 basis = "new_model"
-                lp = lr[i] + self.roofline_log_ratio
-                note = (f"no measured row for model family {feats['model_family'].iloc[i]!r}: the roofline prior "
-                        "alone answers (times the training rows' median ratio to it), with a wide interval")
+                w = self.new_model_weight
+                lp = w * log_pred[i] + (1 - w) * (lr[i] + self.roofline_log_ratio)
+                note = (f"no measured row for model family {feats['model_family'].iloc[i]!r}: "
+                        + ("the roofline prior alone answers (times the training rows' median ratio to it)"
+                           if w == 0 else "answered from its size, architecture, precision and task"
+                           + ("" if w == 1 else " blended with the roofline prior"))
+                        + ", with a wide interval")
             elif not acc_seen.iloc[i] and "accelerator" in self.seen:
                 basis = "new_accelerator"
                 note = (f"no measured row on {feats['accelerator'].iloc[i]!r}: extrapolated from its spec-table "
@@ -359,7 +386,8 @@ class Predictor:
             "schema_version": SCHEMA_VERSION, "kind": "benchmint-predictor", "target": self.target,
             "unit": self.unit, "features": self.features, "categories": self.categories,
             "use_roofline": self.use_roofline, "base_log": self.base_log,
-            "roofline_log_ratio": self.roofline_log_ratio, "pools": self.pools, "seen": self.seen,
+            "roofline_log_ratio": self.roofline_log_ratio, "new_model_weight": self.new_model_weight,
+            "pools": self.pools, "seen": self.seen,
             "scaled_pools": self.scaled_pools,
             "n_train": self.n_train, "interval_level": LEVEL, "evaluation": self.evaluation,
         }
@@ -392,6 +420,7 @@ def load_predictor(model_dir: str | Path) -> Predictor:
         seen={k: list(v) for k, v in meta["seen"].items()}, train_ids=list(ids), n_train=int(meta["n_train"]),
         evaluation=meta.get("evaluation") or {}, scales=scales,
         scaled_pools={k: list(v) for k, v in (meta.get("scaled_pools") or {}).items()},
+        new_model_weight=float(meta.get("new_model_weight", 0.0)),
     )
 
 
@@ -439,12 +468,14 @@ def fit_features(feats: pd.DataFrame, ylog: np.ndarray, target: str, features: l
     pred = Predictor(target=target, features=list(features), categories=categories, model=None,
                      use_roofline=use_roofline, base_log=base if use_roofline else float(np.median(ylog)),
                      roofline_log_ratio=ratio, pools={}, seen={}, train_ids=[str(i) for i in feats["id"]],
-                     n_train=len(feats))
+                     n_train=len(feats), new_model_weight=NEW_MODEL_WEIGHT)
     pred.model = _learner(seed).fit(pred.matrix(feats), ylog - pred.offset(feats))
     pred.seen = {c: sorted({str(v) for v in feats[c].dropna()}) for c in ("accelerator", "model_family", "round")
                  if c in feats.columns}
     if inner_cv:
         aligned = residual_pools(feats, ylog, pred, seed, pools, aligned=True)
+        if "new_model" in aligned:
+            pred.new_model_weight, aligned["new_model"] = aligned["new_model"]
         pred.pools = {k: [float(r) for r in v if np.isfinite(r)] for k, v in aligned.items()}
         X = pred.matrix(feats)
         for name, column in SCALED_POOLS.items():
@@ -533,6 +564,42 @@ def _oof(feats: pd.DataFrame, ylog: np.ndarray, groups: np.ndarray, template: Pr
     return res
 
 
+NEW_MODEL_WEIGHTS = np.linspace(0.0, 1.0, 5)
+NEW_MODEL_WEIGHT = 1.0  # without the leave-one-family-out choice (no interval pools, fewer than 3 families)
+
+
+def _new_model_pool(feats: pd.DataFrame, ylog: np.ndarray, fam: np.ndarray, template: Predictor,
+                    seed: int) -> tuple[float, list[float]]:
+    """(weight, residuals) for rows of a model family never measured: each training family in turn is held out
+    and predicted by the learner fit on the others (the family goes down the trees' missing-value branches; its
+    size, architecture, precision, task and the roofline still reach the learner) and by the roofline times the
+    others' median ratio to it. The weight of the learner in the log blend is the one of ``NEW_MODEL_WEIGHTS`` with
+    the least mean absolute log error, each family counting once whatever its row count (a new family is one
+    draw); the residuals are each family's deviations at fixed quantiles (a family with hundreds of rows would
+    otherwise stand for every new one)."""
+    lr = feats["log_roofline"].to_numpy(dtype=float)
+    ratio = ylog - lr
+    per_family = []
+    for f in np.unique(fam):
+        te, tr = fam == f, (fam != f)
+        ok_tr, ok_te = tr & np.isfinite(ratio), te & np.isfinite(ratio)
+        if not ok_tr.any() or not ok_te.any() or tr.sum() < MIN_ROWS:
+            continue
+        sub = Predictor(**{**template.__dict__, "model": None, "pools": {}})
+        ftr = feats[tr]
+        sub.model = _learner(seed).fit(sub.matrix(ftr), ylog[tr] - sub.offset(ftr))
+        fte = feats[ok_te]
+        learned = ylog[ok_te] - (sub.offset(fte) + sub.model.predict(sub.matrix(fte)))
+        prior = ratio[ok_te] - np.median(ratio[ok_tr])
+        per_family.append((learned, prior))
+    if not per_family:
+        return NEW_MODEL_WEIGHT, []
+    cost = [np.mean([np.mean(np.abs(w * a + (1 - w) * b)) for a, b in per_family]) for w in NEW_MODEL_WEIGHTS]
+    w = float(NEW_MODEL_WEIGHTS[int(np.argmin(cost))])
+    res = [float(r) for a, b in per_family for r in np.quantile(w * a + (1 - w) * b, FAMILY_QUANTILES)]
+    return w, res
+
+
 def residual_pools(feats: pd.DataFrame, ylog: np.ndarray, template: Predictor, seed: int = 0,
                    which: tuple[str, ...] = POOLS, aligned: bool = False) -> dict[str, Any]:
     """Out-of-fold log residuals per pool: lists of the finite ones, or (``aligned``) arrays with one value per
@@ -546,17 +613,9 @@ def residual_pools(feats: pd.DataFrame, ylog: np.ndarray, template: Predictor, s
         pools["new_accelerator"] = _oof(feats, ylog, acc, template, 5, seed)
     if "new_model" in which and template.use_roofline:
         fam = as_text(feats["model_family"]).to_numpy().astype(str)
-        ratio = ylog - feats["log_roofline"].to_numpy(dtype=float)
-        res = []
-        for f in np.unique(fam):
-            other = ratio[(fam != f) & np.isfinite(ratio)]
-            mine = ratio[(fam == f) & np.isfinite(ratio)]
-            if len(other) and len(mine):
-                # each family one draw of "a family never seen", whatever its row count: its deviations at fixed
-                # quantiles (a family with hundreds of rows would otherwise stand for every new one)
-                res.extend(float(r) for r in np.quantile(mine - np.median(other), FAMILY_QUANTILES))
         if len(np.unique(fam)) >= 3:
-            pools["new_model"] = res
+            weight, res = _new_model_pool(feats, ylog, fam, template, seed)
+            pools["new_model"] = (weight, res) if aligned else res
     rounds = as_text(feats["round"]).to_numpy().astype(str) if "round" in feats.columns else None
     if "new_round" in which and rounds is not None and len(np.unique(rounds[rounds != "none"])) >= 2:
         pools["new_round"] = _oof(feats, ylog, rounds, template, 5, seed)
