@@ -334,6 +334,19 @@ def test_a_recording_leaves_no_profiler_state_or_garbage_behind(tmp_path):
     assert len(cap.recorded_times_s) == 2 and len(cap.write_times_s) == 2
 
 
+def test_capture_json_holds_the_last_recordings_write_time(tmp_path):
+    from benchmint.trace.capture import Capture
+
+    step = _tiny_train_step()
+    cap = Capture(tmp_path, warmup=1, measure=5, record=1, discard=0, every=2)
+    with cap:
+        while not cap.finished:
+            step()
+            cap.step()
+    c = json.loads((tmp_path / "capture.json").read_text())["recording_cost"]
+    assert len(cap.write_times_s) == 1 and c["write_s"] == pytest.approx(cap.write_times_s[0])
+
+
 def test_cli_capture_every_n_prints_the_recording_cost(cli, tmp_path):
     code, out, err = cli("capture", "--out", str(tmp_path / "c"), "--workload", "small_transformer", "--warmup", "1",
                          "--measure", "5", "--every", "2", "--record", "2", "--no-store")

@@ -316,6 +316,9 @@ class Capture:
         gc.collect()  # the profiler's events and the summaries' temporaries, before the next step starts
         if keep:
             self.write_times_s.append((clock.now_ns() - t_stop) / 1e9)
+            if self.done:  # capture.json was written before this recording's write time was known
+                self.write_summary()
+                gc.collect()  # the rewrite's temporaries too
 
     def close(self) -> None:
         """Finish: stop observers if a recorded step is open, and write ``capture.json``."""
