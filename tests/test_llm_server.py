@@ -161,3 +161,22 @@ def test_serve_on_a_busy_port_is_a_one_line_error(tmp_path):
                            capture_output=True, text=True, timeout=120)
     assert p.returncode == 2
     assert "cannot listen on 127.0.0.1" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_unwritable_request_log_is_one_line_error_before_the_model_loads(tmp_path, monkeypatch):
+    import socket
+
+    import pytest
+
+    from benchmint.core.errors import UserError
+    from benchmint.llm import server as srv
+
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded before the request log was opened")
+
+    monkeypatch.setattr(srv.AsyncEngine, "create", no_load)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(UserError, match="--request-log"):
+        srv.serve("tiny", port=port, request_log=str(tmp_path / "missing" / "log.jsonl"))

@@ -372,13 +372,22 @@ def serve(
             raise UserError(f"cannot listen on {host}:{port} ({e.strerror}); pick another --port") from None
     if max_model_len is not None and max_model_len < 2:
         raise UserError(f"--max-model-len {max_model_len}: give at least 2 tokens (prompt and output)")
-    engine = AsyncEngine.create(model, device=device, dtype=dtype, max_batch_size=max_batch_size,
-                                max_model_len=max_model_len)
+    # unbuffered: a line is in the file as soon as its answer has ended (a user can follow it while it runs);
+    # opened before loading the model: a path that cannot be written should fail in a second, not after the load
+    try:
+        log_file = open(request_log, "wb", buffering=0) if request_log else None  # noqa: SIM115 - close_log()
+    except OSError as e:
+        raise UserError(f"--request-log {request_log}: cannot write it ({e.strerror}); give a writable path") \
+            from None
+    try:
+        engine = AsyncEngine.create(model, device=device, dtype=dtype, max_batch_size=max_batch_size,
+                                    max_model_len=max_model_len)
+    except BaseException:
+        if log_file is not None:
+            log_file.close()
+        raise
     if on_ready is not None:
         on_ready()
-
-    # unbuffered: a line is in the file as soon as its answer has ended (a user can follow it while it runs)
-    log_file = open(request_log, "wb", buffering=0) if request_log else None  # noqa: SIM115 - close_log()
 
     def log_line(entry: dict[str, Any]) -> None:
         if log_file is not None and not log_file.closed:
