@@ -62,6 +62,17 @@ def test_float_inputs_a_consumer_needs_positive_are_in_range(k):
     assert v.min() >= 0.049 and v.max() <= 0.951
 
 
+def test_a_normal_draws_standard_deviation_is_made_up_positive():
+    from benchmint.replay.tensors import _note_positive
+
+    mean, std = (_ref(torch.empty(4, 8), k) for k in range(2))
+    cons = Constraints()
+    _note_positive(cons, None, "normal", {"mean": mean, "std": std})
+    assert cons.needs_positive(std) and not cons.needs_positive(mean)
+    v = _filled(0, cons, [std] * len(_MAKERS))[0]
+    torch.normal(torch.zeros_like(v), v)  # raises on a negative std
+
+
 def test_float_inputs_depend_on_the_seed_only():
     a, b, c = _filled(0), _filled(0), _filled(1)
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))

@@ -205,6 +205,7 @@ _POSITIVE_ARGS: dict[str, tuple[str, ...]] = {
                               "_foreach_log10_", "_foreach_log1p", "_foreach_log1p_", "_foreach_reciprocal",
                               "_foreach_reciprocal_", "_foreach_lgamma", "_foreach_lgamma_")},
     "bernoulli_": ("p",),
+    "normal": ("std",),  # a negative standard deviation is an error ("normal expects all elements of std >= 0")
     # a loss over probabilities: a target outside [0, 1] makes the loss unbounded below, and a replayed
     # training step then drives its weights to infinity
     "binary_cross_entropy": ("self", "target"),
