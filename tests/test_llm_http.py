@@ -298,8 +298,10 @@ def test_ttft_is_from_send_and_each_chunk_has_its_arrival_time():
     assert r.text == "x0x1x2" and r.chunk_count == 3 and r.first_token_ns == r.chunk_ns[0]
     assert 0.2 <= (r.first_token_ns - r.sent_ns) / 1e9 < 2.0
     gaps = [(b - a) / 1e9 for a, b in zip(r.chunk_ns, r.chunk_ns[1:], strict=False)]
-    assert all(0.1 <= g < 1.0 for g in gaps), gaps
-    assert r.end_ns >= r.chunk_ns[-1] + 0.1e9
+    # the server sleeps 0.1 s after each write, but a chunk can reach the client a little late and the next
+    # on time (0.0998 s apart was seen): arrival times, not the server's clock
+    assert all(0.09 <= g < 1.0 for g in gaps), gaps
+    assert r.end_ns >= r.chunk_ns[-1] + 0.09e9
 
 
 def test_events_cut_across_http_chunks_and_reads():
