@@ -32,6 +32,8 @@ def test_the_live_comparison_is_the_measurement_and_capture_json_drift_is_not_bl
     assert abs(j["drift"] - (14.98 / 9.38 - 1)) < 1e-9 and j["capture_error_is_drift"] is True
     first, ctx = headline(r, live)
     assert "error -25.2% against the live step timed alternately" in first
+    # the error is a median of the rounds' ratios, not the ratio of the two medians shown beside it: say so
+    assert "median of the rounds' replay/original" in first
     assert "capture.json" not in first and "+5.5%" not in first  # one figure in the headline, not two
     assert "capture.json 9.380 ms" in ctx and "+5.5%" in ctx and "moved +59.7% since" in ctx
     assert "the machine's drift, not the replay's error" in ctx

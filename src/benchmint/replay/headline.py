@@ -85,7 +85,8 @@ def headline(r: dict[str, Any], live: dict[str, Any] | None = None, name: str = 
     err, spread = j["error"], j["reference_spread"]
     if j["reference"] == "live step":
         first = (f"{cov}, error {err * 100:+.1f}% against the live step timed alternately ({live['rounds']} rounds "
-                 f"x {live['reps']}: original {_ms(j['original_s'])}, replay {_ms(j['replay_s'])})")
+                 f"x {live['reps']}; the median of the rounds' replay/original, beside the medians of each side: "
+                 f"original {_ms(j['original_s'])}, replay {_ms(j['replay_s'])})")
         if j["verdict"] == "noisy":
             first += (f"; noisy: the original moved {spread * 100:.0f}% between rounds, so {err * 100:+.1f}% is "
                       "within its noise, not a measured error of the replay")
