@@ -92,8 +92,10 @@ def headline(r: dict[str, Any], live: dict[str, Any] | None = None, name: str = 
                       "within its noise, not a measured error of the replay")
         lines = [first]
         if r.get("original_iter_time_s"):
-            ctx = (f"reference at capture time: capture.json {_ms(r['original_iter_time_s'])}, the replay "
-                   f"{j['capture_error'] * 100:+.1f}% against it" if j["capture_error"] is not None
+            own = (r.get("iter_time_s") or {}).get("median")
+            ctx = (f"reference at capture time: capture.json {_ms(r['original_iter_time_s'])}, the replay's own "
+                   f"timed run{f' ({_ms(own)})' if own is not None else ''} {j['capture_error'] * 100:+.1f}% against "
+                   "it" if j["capture_error"] is not None
                    else f"reference at capture time: capture.json {_ms(r['original_iter_time_s'])}")
             if j["drift"] is not None:
                 ctx += f"; the machine's speed moved {j['drift'] * 100:+.1f}% since (live original against it)"
