@@ -18,7 +18,8 @@ def test_a_replay_of_a_captured_step_is_compared_with_the_live_step(tmp_path):
         return torch.relu(x @ w).sum()
 
     capture_steps(step, tmp_path / "cap", warmup=2, measure=5, record=1)
-    res = replay_trace(tmp_path / "cap", iters=3, warmup=1)
+    # the ops alone: gaps settled against capture.json's figure would add their own noise to what is checked here
+    res = replay_trace(tmp_path / "cap", iters=3, warmup=1, gaps="none")
     out = compare_with_original(step, {"replay": res, "again": res}, rounds=3, reps=2)
     assert out["original_s"] > 0 and out["rounds"] == 3 and "alternating" in out["how_measured"]
     assert set(out["replays"]) == {"replay", "again"}
