@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-from benchmint.replay.headline import headline
+from benchmint.replay.headline import fmt_s, headline
 
-
-def fmt_s(x: float | None) -> str:
-    """Seconds as ms below one second, else s; "-" for None."""
-    if x is None:
-        return "-"
-    return f"{x * 1e3:.3f} ms" if x < 1 else f"{x:.3f} s"
+__all__ = ["fidelity_line", "fmt_s"]
 
 
 def fidelity_line(r: dict) -> str:

@@ -66,7 +66,10 @@ def judge(r: dict[str, Any], live: dict[str, Any] | None = None, name: str = "re
     return out
 
 
-def _ms(x: float) -> str:
+def fmt_s(x: float | None) -> str:
+    """Seconds as ms below one second, else s; "-" for None."""
+    if x is None:
+        return "-"
     return f"{x * 1e3:.3f} ms" if x < 1 else f"{x:.3f} s"
 
 
@@ -78,33 +81,33 @@ def headline(r: dict[str, Any], live: dict[str, Any] | None = None, name: str = 
     if j["reference"] is None:
         est = r.get("original_iter_time_estimated_s")
         it = (r.get("iter_time_s") or {}).get("median")
-        tail = (f"; original ~{_ms(est)} estimated from the trace, not measured" if est is not None
+        tail = (f"; original ~{fmt_s(est)} estimated from the trace, not measured" if est is not None
                 else f"; no error: {r['error_note']}" if r.get("error_note") else "; no measured original to "
                 "compare with")
-        return [f"{cov}, replay {_ms(it) if it is not None else '-'}/iter{noise_note(r.get('iter_time_s') or {})}{tail}"]
+        return [f"{cov}, replay {fmt_s(it)}/iter{noise_note(r.get('iter_time_s') or {})}{tail}"]
     err, spread = j["error"], j["reference_spread"]
     if j["reference"] == "live step":
         first = (f"{cov}, error {err * 100:+.1f}% against the live step timed alternately ({live['rounds']} rounds "
                  f"x {live['reps']}; the median of the rounds' replay/original, beside the medians of each side: "
-                 f"original {_ms(j['original_s'])}, replay {_ms(j['replay_s'])})")
+                 f"original {fmt_s(j['original_s'])}, replay {fmt_s(j['replay_s'])})")
         if j["verdict"] == "noisy":
             first += (f"; noisy: the original moved {spread * 100:.0f}% between rounds, so {err * 100:+.1f}% is "
                       "within its noise, not a measured error of the replay")
         lines = [first]
         if r.get("original_iter_time_s"):
             own = (r.get("iter_time_s") or {}).get("median")
-            ctx = (f"reference at capture time: capture.json {_ms(r['original_iter_time_s'])}, the replay's own "
-                   f"timed run{f' ({_ms(own)})' if own is not None else ''} {j['capture_error'] * 100:+.1f}% against "
+            ctx = (f"reference at capture time: capture.json {fmt_s(r['original_iter_time_s'])}, the replay's own "
+                   f"timed run{f' ({fmt_s(own)})' if own is not None else ''} {j['capture_error'] * 100:+.1f}% against "
                    "it" if j["capture_error"] is not None
-                   else f"reference at capture time: capture.json {_ms(r['original_iter_time_s'])}")
+                   else f"reference at capture time: capture.json {fmt_s(r['original_iter_time_s'])}")
             if j["drift"] is not None:
                 ctx += f"; the machine's speed moved {j['drift'] * 100:+.1f}% since (live original against it)"
                 if j["capture_error_is_drift"]:
                     ctx += ", so that figure is the machine's drift, not the replay's error"
             lines.append(ctx)
         return lines
-    first = (f"{cov}, replay {_ms(j['replay_s'])}/iter{noise_note(r.get('iter_time_s') or {})}, original "
-             f"{_ms(j['original_s'])} (capture.json, measured at capture time), error {err * 100:+.1f}%")
+    first = (f"{cov}, replay {fmt_s(j['replay_s'])}/iter{noise_note(r.get('iter_time_s') or {})}, original "
+             f"{fmt_s(j['original_s'])} (capture.json, measured at capture time), error {err * 100:+.1f}%")
     if j["verdict"] == "noisy":
         first += (f"; noisy: the step times spread {spread * 100:.0f}% of their median, so {err * 100:+.1f}% is "
                   "within the noise, not a measured error of the replay")
