@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import re
 import signal
@@ -208,7 +209,7 @@ async def serve(host: str, port: int, tokens: int, itl_ms: float, ttft_ms: float
                 log: str | None = None, model: str = "mock") -> None:
     loop = asyncio.get_running_loop()
     canned = Canned(tokens, model)
-    with open(log, "w") if log else _nothing() as f:
+    with open(log, "w") if log else contextlib.nullcontext() as f:
         rec = Recorder(record, f)
         server = await loop.create_server(
             lambda: MockProtocol(canned, itl_ms / 1000, ttft_ms / 1000, rec), host, port, backlog=4096,
@@ -221,14 +222,6 @@ async def serve(host: str, port: int, tokens: int, itl_ms: float, ttft_ms: float
               flush=True)
         async with server:
             await stop.wait()
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def main() -> None:
