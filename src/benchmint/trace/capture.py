@@ -303,22 +303,21 @@ class Capture:
         _release_profiler(self._prof)
         self._prof = None
         self._discarding = False
-        if keep and self.every is not None:
+        gc.collect()  # the profiler's events, before the next step starts
+        if not keep:
+            return
+        # timed before the summaries are written, so that they hold this recording's write time too
+        self.write_times_s.append((clock.now_ns() - t_stop) / 1e9)
+        if self.every is not None:
             # the recording's own folder replays alone: its capture.json names its step
             self.iteration_dirs.append(dest.name)
             write_json(dest / CAPTURE_NAME, self.summary(only=-1, folder=dest))
             if len(self.recorded_times_s) >= self.record:
                 self.done = True
-            self.write_summary()
-        elif keep:
+        else:
             self.done = True
-            self.write_summary()
-        gc.collect()  # the profiler's events and the summaries' temporaries, before the next step starts
-        if keep:
-            self.write_times_s.append((clock.now_ns() - t_stop) / 1e9)
-            if self.done:  # capture.json was written before this recording's write time was known
-                self.write_summary()
-                gc.collect()  # the rewrite's temporaries too
+        self.write_summary()
+        gc.collect()  # the summaries' temporaries too
 
     def close(self) -> None:
         """Finish: stop observers if a recorded step is open, and write ``capture.json``."""
@@ -384,9 +383,10 @@ class Capture:
             "iterations": self.iteration_dirs if only is None else None,
             "recording_cost": {**recording_cost(xs, rec, self.idle_times_s),
                                "write_s": percentile(self.write_times_s, 50) if self.write_times_s else None,
-                               "write_how": "median over kept recordings of the time between the recorded "
-                                            "step's end and the next step's start: the observers stopped, the "
-                                            "traces written and the profiler's events released"},
+                               "write_how": "median over kept recordings of the time from the recorded step's "
+                                            "end until the observers were stopped, the traces written and the "
+                                            "profiler's events released and collected (capture.json's own "
+                                            "write, after it, is not in it)"},
         }
 
     def write_summary(self) -> Path:
