@@ -33,16 +33,16 @@ def _view(d: Path):
 
 
 def _shapes(view) -> list[tuple]:
-    out = []
-    for o in view.ops:
-        shapes = []
-        for a in o.outputs:
-            if a.kind == TENSOR and a.value is not None and a.value.dtype is not None:
-                shapes.append(a.value.shape)
-            elif a.kind == TENSOR_LIST:
-                shapes.append(tuple(r.shape for r in a.value if r is not None))
-        out.append((o.name, tuple(shapes)))
-    return out
+    """Per op: its name, and each input and output as the replay makes it (a tensor's shape, strides, offset,
+    dtype; any other argument's value: the sizes written into view, expand, split, ... arguments)."""
+    def one(a):
+        if a.kind == TENSOR and a.value is not None and a.value.dtype is not None:
+            return (tuple(a.value.shape), a.value.strides, a.value.offset, a.value.dtype)
+        if a.kind == TENSOR_LIST:
+            return tuple((r.shape, r.strides, r.offset) if r is not None else None for r in a.value)
+        return (a.kind, repr(a.value))
+
+    return [(o.name, tuple(one(a) for a in o.inputs), tuple(one(a) for a in o.outputs)) for o in view.ops]
 
 
 @pytest.fixture(scope="module")
@@ -50,13 +50,16 @@ def caps(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("scale")
     out = {}
     for tag, name, b, s in (("b2", "decoder_infer", 2, 48), ("b4", "decoder_infer", 4, 48),
-                            ("s96", "decoder_infer", 2, 96), ("lstm8", "bilstm", 8, 32), ("lstm16", "bilstm", 16, 32)):
+                            ("s96", "decoder_infer", 2, 96), ("lstm8", "bilstm", 8, 32), ("lstm16", "bilstm", 16, 32),
+                            ("enc4", "encoder_cls", 4, 48), ("enc8", "encoder_cls", 8, 48),
+                            ("enc96", "encoder_cls", 4, 96)):
         out[tag] = _capture(root / tag, build(name, batch=b, seq=s).step)
     return out
 
 
 @pytest.mark.parametrize(("small", "big", "spec"), [("b2", "b4", "batch=2"), ("b2", "s96", "seq=2"),
-                                                    ("lstm8", "lstm16", "batch=2")])
+                                                    ("lstm8", "lstm16", "batch=2"), ("enc4", "enc8", "batch=2"),
+                                                    ("enc4", "enc96", "seq=2")])
 def test_a_scaled_step_has_the_shapes_of_the_real_model_at_that_size(caps, small, big, spec):
     v = _view(caps[small])
     scaled = scale_view(v, [spec], phases(v))

@@ -587,6 +587,7 @@ class _Pass:
                 want = self.scaled_shape(r.shape, lab)
                 if any(w != x and n and x for w, x, n in zip(want, shape, r.shape, strict=True)):
                     raise Conflict(self.i, f"an output of shape {list(shape)} where the scale gives {list(want)}")
+            t = _recorded_layout(r, t, known)
             new = replace(r, shape=shape, strides=tuple(t.stride()), offset=int(t.storage_offset()),
                           numel=math.prod(shape))
         if self.probe:
@@ -648,6 +649,25 @@ class _Pass:
             tot = tuple(sum(x) for x in zip(*(_exps_sum(d) for d in scaled[0][1]), strict=True))
             return (((r.shape[0], tot, 0),), *(_plain(n, kz) for n in r.shape[1:]))
         raise Conflict(self.i, "the op has no shape function on the meta device to scale its outputs with")
+
+
+def _recorded_layout(r: TRef, t: torch.Tensor, known: list[tuple[TRef, Labels]]) -> torch.Tensor:
+    """``t`` (an op's output on the meta device) laid out in the dimension order the trace recorded, where the
+    op made a new dense tensor and the meta kernel chose another order than the device's kernel did: CPU
+    ``scaled_dot_product_attention`` returns ``[B, H, S, D]`` over a ``[B, S, H, D]`` buffer, its meta kernel a
+    contiguous one, and the views after it (transpose, reshape) would then have strides the real model's do
+    not have (a reshape that copies where the real one is a view). Views and outputs on an input's storage
+    keep what the meta kernel gave."""
+    if r.strides is None or r.offset or len(r.strides) != len(r.shape) or t._is_view() or t.storage_offset():
+        return t
+    if any(k.storage_id == r.storage_id for k, _lb in known):
+        return t  # in place or out=: the input's own layout
+    if tuple(r.strides) != _dense_strides(r.shape, r.strides):
+        return t  # not a dense layout the order of its strides describes (overlapping, padded, size-1 dims)
+    want = _dense_strides(tuple(t.shape), r.strides)
+    if tuple(t.stride()) == want:
+        return t
+    return torch.empty_strided(tuple(t.shape), want, dtype=t.dtype, device="meta")
 
 
 def _meta(r: TRef) -> torch.Tensor:
