@@ -52,6 +52,9 @@ def test_a_selection_replays_only_its_ops_and_compares_with_its_share_of_the_ste
     assert sel["original_step_time_s"] == pytest.approx(cap)
     assert r["original_iter_time_s"] == pytest.approx(cap * sel["share_of_step"])
     assert r["error"] == pytest.approx(r["iter_time_s"]["median"] / r["original_iter_time_s"] - 1)
+    # --target cpu aims at the selection's share of the original's CPU time per step, not the whole step's
+    sm0 = json.loads((train / "capture.json").read_text())["system_metrics"]
+    assert r["original_cpu_time_per_step_s"] == pytest.approx(sm0["cpu_s"] / sm0["steps"] * sel["share_of_step"])
     # system metrics of the capture's measured steps beside the replay's iterations
     sm = r["system_metrics"]["metrics"]
     assert {"cpu_utilization", "involuntary_ctx_switches_per_step", "peak_rss_bytes"} <= set(sm)

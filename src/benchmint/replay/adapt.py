@@ -296,16 +296,27 @@ def factor(adaptations: list[Adaptation]) -> float | None:
     return f
 
 
+SCALED_METRICS = ("wall_s", "cpu_s", "voluntary_ctx_switches_per_step", "involuntary_ctx_switches_per_step",
+                  "minor_page_faults_per_step", "major_page_faults_per_step")  # what the adapted step has less of
+
+
 def adapt_capture(cap: dict | None, adaptations: list[Adaptation]) -> dict | None:
-    """``capture.json`` as the adapted step would have measured: its step time times the adapted share (so the
-    gaps aim at it and the error compares with it); without a known share, without a step time."""
+    """``capture.json`` as the adapted step would have measured: its step time, and its system metrics' CPU
+    time, wall time and per-step counts, times the adapted share (so the gaps aim at it, ``--target cpu``'s
+    too, and the error compares with it; the CPU time taken to fall in the same share as the wall time);
+    without a known share, without a step time nor those metrics."""
     if cap is None or not [a for a in adaptations if a.kind != "scale"]:
-        return cap
-    st = cap.get("step_time_s")
-    if not isinstance(st, dict) or not isinstance(st.get("median"), int | float):
         return cap
     f = factor(adaptations)
     out = dict(cap)
+    sm = cap.get("system_metrics")
+    if isinstance(sm, dict):
+        out["system_metrics"] = {k: v for k, v in sm.items() if k not in SCALED_METRICS}
+        if f is not None:
+            out["system_metrics"].update({k: sm[k] * f for k in SCALED_METRICS if isinstance(sm.get(k), int | float)})
+    st = cap.get("step_time_s")
+    if not isinstance(st, dict) or not isinstance(st.get("median"), int | float):
+        return out
     if f is None:
         out.pop("step_time_s")
     else:
