@@ -56,7 +56,8 @@ def _scale_row(name: str, kind: str, tmp: Path, args) -> dict:
             "to": "/".join(f"{x:g}" for x in to) if isinstance(to, list) else f"{to:g}",
             "real_s": cmp["original_s"], "replay_s": cmp["replays"]["scaled"]["replay_s"],
             "error": cmp["replays"]["scaled"]["error"], "unscaled_s": sc["unscaled_iter_time_s"],
-            "coverage": res.result["coverage"], "rewritten": sc["size_arguments_rewritten"], "base_error": base}
+            "coverage": res.result["coverage"], "rewritten": sc["size_arguments_rewritten"], "base_error": base,
+            "load": os.getloadavg()[0]}
 
 
 class _Scope:
@@ -100,11 +101,17 @@ def _select_row(name: str, spec: str, tmp: Path, args) -> dict:
     share = sel["share_of_step"]
     ratio = cmp["replays"]["sel"]["error"] + 1  # median over rounds of selection replay / whole original step
     whole_err = cmp["replays"]["whole"]["error"]
+    # the selection's gaps aim at share x capture.json's step time, measured during the capture, a minute or
+    # more before these rounds and under another load: how far that figure is from the live original in the
+    # rounds (drift) is the machine's, not the selection's; the selection against its own aim is the rest
+    cap_s = sel["original_step_time_s"]
+    drift = cap_s / cmp["original_s"] - 1 if cap_s else None
+    own = cmp["replays"]["sel"]["replay_s"] / (cap_s * share) - 1 if cap_s and share else None
     return {"row": f"{name} --select {spec}", "ops": f"{sel['ops_selected']}/{sel['ops_in_step']}",
             "share": share, "shares": sel.get("share_per_recorded_step") or [share],
             "original_s": cmp["original_s"], "replay_s": cmp["replays"]["sel"]["replay_s"],
             "replay_share": ratio, "error": ratio / share - 1 if share else None, "whole_error": whole_err,
-            "net_error": ratio / (1 + whole_err) / share - 1 if share else None}
+            "drift": drift, "own_error": own, "load": os.getloadavg()[0]}
 
 
 def main() -> int:
@@ -147,7 +154,7 @@ def main() -> int:
     print(f"\nscaled replays vs the real model at the scaled size, CPU, {args.threads} thread(s), {args.rounds} "
           f"alternating rounds x {args.reps} iterations (median), malloc {'steady' if steady else 'default'}")
     hdr = (f"{'scale':28s} {'recorded':>10s} {'scaled':>7s} {'real s':>10s} {'replay s':>10s} {'error':>7s} "
-           f"{'unscaled replay s':>17s} {'coverage':>8s} {'sizes rewritten':>15s} {'unscaled error':>14s}")
+           f"{'unscaled replay s':>17s} {'coverage':>8s} {'sizes rewritten':>15s} {'unscaled error':>14s} {'load':>5s}")
     print(hdr)
     print("-" * len(hdr))
     errs = []
@@ -158,17 +165,20 @@ def main() -> int:
         errs.append(abs(x["error"]))
         print(f"{x['row']:28s} {x['from']:>10s} {x['to']:>7s} {x['real_s']:10.6f} {x['replay_s']:10.6f} "
               f"{x['error'] * 100:+6.1f}% {x['unscaled_s']:17.6f} {x['coverage']:8.3f} {x['rewritten']:15d} "
-              + (f"{x['base_error'] * 100:+13.1f}%" if x["base_error"] is not None else f"{'-':>14s}"))
+              + (f"{x['base_error'] * 100:+13.1f}%" if x["base_error"] is not None else f"{'-':>14s}")
+              + f" {x['load']:5.1f}")
     if errs:
         print(f"\n|error|: median {statistics.median(errs) * 100:.1f}%, max {max(errs) * 100:.1f}%, within 10%: "
               f"{sum(e <= 0.10 for e in errs)}/{len(errs)} (targets: each <= 10%, median <= 5%)")
     if sels:
         print("\nselections vs the share of the original step its Kineto trace gives them")
-        print("(share: median over the recorded steps; error: replay / original / share - 1; whole-step error: the "
-              "same capture replayed unselected against the original, same rounds; net: the selection's error "
-              "against the whole-step replay, (selection / whole replay) / share - 1)")
+        print("(share: median over the recorded steps; error: replay / live original / share - 1, the original timed "
+              "alternately in the same rounds; drift: capture.json's step time, which the gaps aim at, against the "
+              "live original in those rounds; vs aim: the selection's replay / (share x capture.json's step) - 1; "
+              "whole-step error: the same capture replayed unselected against the live original, same rounds)")
         hdr = (f"{'selection':44s} {'ops':>8s} {'share':>7s} {'shares per step':>21s} {'original s':>11s} "
-               f"{'replay s':>10s} {'replay/original':>15s} {'error':>7s} {'whole-step error':>16s} {'net':>7s}")
+               f"{'replay s':>10s} {'replay/original':>15s} {'error':>7s} {'drift':>7s} {'vs aim':>7s} "
+               f"{'whole-step error':>16s} {'load':>5s}")
         print(hdr)
         print("-" * len(hdr))
 
@@ -178,8 +188,8 @@ def main() -> int:
         for x in sels:
             shares = "/".join(f"{v:.3f}" for v in x["shares"])
             print(f"{x['row']:44s} {x['ops']:>8s} {x['share']:7.3f} {shares:>21s} {x['original_s']:11.6f} "
-                  f"{x['replay_s']:10.6f} {x['replay_share']:15.3f} {pc(x['error'])} {pc(x['whole_error']):>16s} "
-                  f"{pc(x['net_error'])}")
+                  f"{x['replay_s']:10.6f} {x['replay_share']:15.3f} {pc(x['error'])} {pc(x['drift'])} "
+                  f"{pc(x['own_error'])} {pc(x['whole_error']):>16s} {x['load']:5.1f}")
     print(f"load average at the end: {os.getloadavg()[0]:.1f} / {os.getloadavg()[1]:.1f} / {os.getloadavg()[2]:.1f}")
     return 0
 
