@@ -9,6 +9,9 @@
   step: the selection's replay against the share of the original step its Kineto trace gives it, the
   original timed alternately in the same run (error = replay / (original x share) - 1).
 
+  The real model at the captured size and the unscaled replay take turns in the same rounds, so that what the
+  replay's own aim (capture.json's step, measured during the capture) adds can be told from the scaling.
+
 Usage: python benchmarks/replay_adapt.py [--threads 1] [--rounds 5] [--reps 5]
        [--batch decoder_infer,encoder_cls,cnn_train,bilstm] [--seq decoder_infer,encoder_cls] [--no-select]
 Bounded: about 1-2 minutes per row on a quiet 2-core machine.
@@ -31,10 +34,23 @@ warnings.filterwarnings("ignore")
 SEQ_AT = {"decoder_infer": 48, "transformer_train": 48}  # GPT-2's default 64 equals its hidden size (still fine)
 
 
+def _alternate(fns: dict, rounds: int, reps: int) -> dict[str, list[float]]:
+    """Each function's median time per round, the functions taking turns (one call each first as warm-up)."""
+    from benchmint.replay.compare import _median_time
+
+    for fn in fns.values():
+        fn()
+    out: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            out[k].append(_median_time(fn, reps))
+    return out
+
+
 def _scale_row(name: str, kind: str, tmp: Path, args) -> dict:
     from benchmint.models.workloads import build
     from benchmint.replay.api import replay_trace
-    from benchmint.replay.compare import compare_with_original
+    from benchmint.replay.compare import _runner
     from benchmint.trace.capture import capture_steps
 
     seq = SEQ_AT.get(name)
@@ -43,21 +59,27 @@ def _scale_row(name: str, kind: str, tmp: Path, args) -> dict:
     cap = tmp / f"{name}-{kind}"
     capture_steps(w.step, cap, warmup=10, measure=10, record=1, model=w.model)
     res = replay_trace(cap, scale=(f"{kind}=2",), iters=10, warmup=2)
+    res0 = replay_trace(cap, iters=10, warmup=2)  # unscaled: the same gaps (the scaled replay keeps res0's aim)
     real = build(name, batch=2 * b, seq=seq) if kind == "batch" else build(name, seq=2 * s)
-    cmp = compare_with_original(real.step, {"scaled": res}, rounds=args.rounds, reps=args.reps)
-    base = None
-    if args.base:  # the same capture replayed unscaled against the real model at B: the replay's own error
-        res0 = replay_trace(cap, iters=10, warmup=2)
-        base = compare_with_original(w.step, {"unscaled": res0}, rounds=args.rounds,
-                                     reps=args.reps)["replays"]["unscaled"]["error"]
+    # four sides in the same rounds: the real model at 2B and at B, the scaled and the unscaled replay; the
+    # gaps of both replays aim at capture.json's step, measured during the capture under another load than the
+    # rounds', so the scaled replay against the real 2B carries that drift; the unscaled replay against the
+    # real B carries the same, and their quotient (scaling error) is the scaling's own
+    t = _alternate({"real": real.step, "real_b": w.step, "scaled": _runner(res), "unscaled": _runner(res0)},
+                   args.rounds, args.reps)
+    med = statistics.median
+    err = med(x / o - 1 for x, o in zip(t["scaled"], t["real"], strict=True))
+    base = med(x / o - 1 for x, o in zip(t["unscaled"], t["real_b"], strict=True))
+    own = med((x / o) / (u / ob) - 1 for x, o, u, ob in zip(t["scaled"], t["real"], t["unscaled"], t["real_b"],
+                                                             strict=True))
     sc = res.result["scale"]
     rec, to = sc["recorded"][kind], sc["scaled"][kind]
     return {"row": f"{name} {kind}=2", "from": f"{kind} {'/'.join(map(str, rec)) if isinstance(rec, list) else rec}",
             "to": "/".join(f"{x:g}" for x in to) if isinstance(to, list) else f"{to:g}",
-            "real_s": cmp["original_s"], "replay_s": cmp["replays"]["scaled"]["replay_s"],
-            "error": cmp["replays"]["scaled"]["error"], "unscaled_s": sc["unscaled_iter_time_s"],
+            "real_s": med(t["real"]), "replay_s": med(t["scaled"]), "error": err, "unscaled_s": med(t["unscaled"]),
             "coverage": res.result["coverage"], "rewritten": sc["size_arguments_rewritten"], "base_error": base,
-            "load": os.getloadavg()[0]}
+            "scaling_error": own, "real_growth": med(t["real"]) / med(t["real_b"]),
+            "replay_growth": med(t["scaled"]) / med(t["unscaled"]), "load": os.getloadavg()[0]}
 
 
 class _Scope:
@@ -122,8 +144,6 @@ def main() -> int:
     ap.add_argument("--batch", default="decoder_infer,encoder_cls,cnn_train,bilstm", help="workloads for batch=2")
     ap.add_argument("--seq", default="decoder_infer,encoder_cls", help="workloads for seq=2")
     ap.add_argument("--no-select", action="store_true", help="leave out the --select rows")
-    ap.add_argument("--base", action="store_true", help="also replay each capture unscaled against the real model "
-                    "at its own size (the replay's error before any scaling; doubles the time)")
     args = ap.parse_args()
     from benchmint.replay.allocator import settle_malloc
 
@@ -153,23 +173,29 @@ def main() -> int:
 
     print(f"\nscaled replays vs the real model at the scaled size, CPU, {args.threads} thread(s), {args.rounds} "
           f"alternating rounds x {args.reps} iterations (median), malloc {'steady' if steady else 'default'}")
-    hdr = (f"{'scale':28s} {'recorded':>10s} {'scaled':>7s} {'real s':>10s} {'replay s':>10s} {'error':>7s} "
-           f"{'unscaled replay s':>17s} {'coverage':>8s} {'sizes rewritten':>15s} {'unscaled error':>14s} {'load':>5s}")
+    print("(error: scaled replay / real model at the scaled size - 1; unscaled error: the unscaled replay / the real "
+          "model at the captured size - 1, same rounds; scaling error: the quotient of the two per round, what the "
+          "scaling adds to the replay's own error; growth: time at the scaled size / at the captured size)")
+    hdr = (f"{'scale':24s} {'recorded':>10s} {'scaled':>7s} {'real s':>9s} {'replay s':>9s} {'error':>7s} "
+           f"{'unscaled error':>14s} {'scaling error':>13s} {'real growth':>11s} {'replay growth':>13s} "
+           f"{'coverage':>8s} {'sizes rewritten':>15s} {'load':>5s}")
     print(hdr)
     print("-" * len(hdr))
-    errs = []
+    errs, owns = [], []
     for x in rows:
         if "refused" in x:
-            print(f"{x['row']:28s} refused: {x['refused']}")
+            print(f"{x['row']:24s} refused: {x['refused']}")
             continue
         errs.append(abs(x["error"]))
-        print(f"{x['row']:28s} {x['from']:>10s} {x['to']:>7s} {x['real_s']:10.6f} {x['replay_s']:10.6f} "
-              f"{x['error'] * 100:+6.1f}% {x['unscaled_s']:17.6f} {x['coverage']:8.3f} {x['rewritten']:15d} "
-              + (f"{x['base_error'] * 100:+13.1f}%" if x["base_error"] is not None else f"{'-':>14s}")
-              + f" {x['load']:5.1f}")
+        owns.append(abs(x["scaling_error"]))
+        print(f"{x['row']:24s} {x['from']:>10s} {x['to']:>7s} {x['real_s']:9.6f} {x['replay_s']:9.6f} "
+              f"{x['error'] * 100:+6.1f}% {x['base_error'] * 100:+13.1f}% {x['scaling_error'] * 100:+12.1f}% "
+              f"{x['real_growth']:11.2f} {x['replay_growth']:13.2f} {x['coverage']:8.3f} {x['rewritten']:15d} "
+              f"{x['load']:5.1f}")
     if errs:
-        print(f"\n|error|: median {statistics.median(errs) * 100:.1f}%, max {max(errs) * 100:.1f}%, within 10%: "
-              f"{sum(e <= 0.10 for e in errs)}/{len(errs)} (targets: each <= 10%, median <= 5%)")
+        for what, xs in (("|error|", errs), ("|scaling error|", owns)):
+            print(f"{what}: median {statistics.median(xs) * 100:.1f}%, max {max(xs) * 100:.1f}%, within 10%: "
+                  f"{sum(e <= 0.10 for e in xs)}/{len(xs)} (targets: each <= 10%, median <= 5%)")
     if sels:
         print("\nselections vs the share of the original step its Kineto trace gives them")
         print("(share: median over the recorded steps; error: replay / live original / share - 1, the original timed "
