@@ -1,6 +1,13 @@
 """What recording costs the job it records: ``capture --every N`` against the same loop with nothing attached.
 
-For each workload, rounds alternate two fresh processes (A B A B ...), each running the same training or
+``--design interleave`` (the default): one process per workload runs both sides in alternating blocks of
+``--block`` steps (A B A B ...): the loop with ``Capture(every=N).step()`` after each step (the recorder
+attached, idle between its recordings), then the same loop without it. Recorded steps are left out; only
+block pairs after the first recording count. Printed: the median of the paired block ratios (idle / plain)
+with a 95% bootstrap interval, "no measurable cost" only when the interval holds 1 within +-3%
+(:mod:`benchmint.core.paired`), and the recorded steps' median over the plain blocks'.
+
+``--design processes``: for each workload, rounds alternate two fresh processes (A B A B ...), each running the same training or
 inference loop for the same number of steps after the same warm-up:
 
 - ``plain``: nothing of benchmint attached; every step timed (``time.perf_counter_ns`` between steps);
@@ -21,7 +28,8 @@ same ``every`` loop importing benchmint from ``DIR/src`` (e.g. ``git archive`` o
 a change to the recorder is measured against the one before it inside one run (A B C A B C ...).
 
     python benchmarks/capture_cost.py [--workloads transformer_train,cnn_train,embbag_train,moe]
-        [--rounds 5] [--steps 60] [--every 10] [--clock wall|cpu] [--compare-src DIR] [--json OUT]
+        [--design interleave|processes] [--block 4] [--rounds 5] [--steps 60] [--every 10]
+        [--clock wall|cpu] [--compare-src DIR] [--json OUT]
 """
 
 from __future__ import annotations
