@@ -1,6 +1,13 @@
 """What recording costs the job it records: ``capture --every N`` against the same loop with nothing attached.
 
-For each workload, rounds alternate two fresh processes (A B A B ...), each running the same training or
+``--design interleave`` (the default): one process per workload runs both sides in alternating blocks of
+``--block`` steps (A B A B ...): the loop with ``Capture(every=N).step()`` after each step (the recorder
+attached, idle between its recordings), then the same loop without it. Recorded steps are left out; only
+block pairs after the first recording count. Printed: the median of the paired block ratios (idle / plain)
+with a 95% bootstrap interval, "no measurable cost" only when the interval holds 1 within +-3%
+(:mod:`benchmint.core.paired`), and the recorded steps' median over the plain blocks'.
+
+``--design processes``: for each workload, rounds alternate two fresh processes (A B A B ...), each running the same training or
 inference loop for the same number of steps after the same warm-up:
 
 - ``plain``: nothing of benchmint attached; every step timed (``time.perf_counter_ns`` between steps);
@@ -21,7 +28,8 @@ same ``every`` loop importing benchmint from ``DIR/src`` (e.g. ``git archive`` o
 a change to the recorder is measured against the one before it inside one run (A B C A B C ...).
 
     python benchmarks/capture_cost.py [--workloads transformer_train,cnn_train,embbag_train,moe]
-        [--rounds 5] [--steps 60] [--every 10] [--clock wall|cpu] [--compare-src DIR] [--json OUT]
+        [--design interleave|processes] [--block 4] [--rounds 5] [--steps 60] [--every 10]
+        [--clock wall|cpu] [--compare-src DIR] [--json OUT]
 """
 
 from __future__ import annotations
@@ -79,6 +87,52 @@ def child(mode: str, workload: str, steps: int, every: int, warmup: int, out: st
     return out_t
 
 
+def child_ab(workload: str, steps: int, every: int, warmup: int, out: str, block: int, clock: str) -> dict:
+    """One process, both sides interleaved (``--design interleave``): blocks of ``block`` steps alternate between
+    the loop with the recorder attached (``Capture(every=N)``'s ``step()`` after each step, recording one step
+    in every N of ITS steps) and the same loop without it (no ``step()`` call). Recorded steps are left out
+    (a block that ends while a recording is open runs on until it closes). Only block pairs after the first
+    recording count, so both sides carry whatever that recording left in the process; the pair's ratio is
+    the idle block's median step over the plain block's."""
+    import torch
+
+    from benchmint.models import workloads
+    from benchmint.trace.capture import Capture
+
+    torch.set_num_threads(1)
+    w = workloads.build(workload)
+    for _ in range(warmup):
+        w.step()
+
+    def timed() -> float:
+        c0, t0 = time.thread_time_ns(), time.perf_counter_ns()
+        w.step()
+        return ((time.perf_counter_ns() - t0) if clock == "wall" else (time.thread_time_ns() - c0)) / 1e9
+
+    cap = Capture(out, warmup=0, measure=5, record=max(1, steps // every), discard=0, every=every,
+                  model=getattr(w, "model", None))
+    idle_b, plain_b, recorded = [], [], []
+    with cap:
+        for _ in range(5):  # the un-observed steps Capture measures before its first recording
+            timed()
+            cap.step()
+        for _ in range(max(1, steps // (2 * block))):
+            xs = []
+            for _ in range(block):
+                rec = cap.recording
+                t = timed()
+                cap.step()
+                (recorded if rec else xs).append(t)
+            while cap.recording:  # a recording the block opened: closed before the plain block
+                recorded.append(timed())
+                cap.step()
+            ys = [timed() for _ in range(block)]
+            if cap.recorded_times_s and xs:
+                idle_b.append(statistics.median(xs))
+                plain_b.append(statistics.median(ys))
+    return {"idle_blocks": idle_b, "plain_blocks": plain_b, "recorded": recorded}
+
+
 def same_steps(plain: dict, every: dict, kind: str) -> float:
     """The median of the plain process's steps at the loop positions of ``every``'s steps of ``kind``: a step
     whose time drifts along the loop (an optimizer's state growing) is compared with itself, not with the
@@ -100,6 +154,43 @@ def run_child(mode: str, args: argparse.Namespace, workload: str, tmp: Path, r: 
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
+def run_ab(args: argparse.Namespace, workload: str, tmp: Path) -> dict:
+    out = tmp / f"{workload}-ab"
+    cmd = [sys.executable, __file__, "--child", "ab", "--workloads", workload, "--steps", str(args.steps),
+           "--every", str(args.every), "--warmup", str(args.warmup), "--out", str(out), "--clock", args.clock,
+           "--block", str(args.block)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    if p.returncode != 0:
+        raise SystemExit(f"{workload} ab: {(p.stderr or p.stdout).strip().splitlines()[-1:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def main_interleave(args: argparse.Namespace) -> int:
+    from benchmint.core.paired import describe, paired_ratios, ratio_interval
+
+    print(f"uptime: {os.popen('uptime').read().strip()}")
+    print(f"design interleave: one process per workload, blocks of {args.block} steps alternating recorder "
+          f"attached (idle) / not attached; {args.steps} steps, every {args.every}, 1 thread, clock {args.clock}")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="benchmint-capcost-") as td:
+        for wl in args.workloads.split(","):
+            r = run_ab(args, wl, Path(td))
+            res = ratio_interval(paired_ratios(r["idle_blocks"], r["plain_blocks"]))
+            plain = statistics.median(r["plain_blocks"]) if r["plain_blocks"] else float("nan")
+            rec = statistics.median(r["recorded"]) / plain if r["recorded"] else None
+            rows.append({"workload": wl, "plain_step_s": plain, "idle_over_plain": res,
+                         "recorded_over_plain": rec, "recordings": len(r["recorded"]), "clock": args.clock,
+                         "block": args.block})
+            print(f"{wl:<18} plain {plain * 1e3:8.2f} ms  idle/plain {describe(res)}; recorded/plain "
+                  f"{rec or float('nan'):.2f} ({len(r['recorded'])} recorded steps)", flush=True)
+    print(f"uptime: {os.popen('uptime').read().strip()}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"schema_version": "1.0", "design": "interleave", "rows": rows},
+                                              indent=2))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workloads", default="transformer_train,cnn_train,embbag_train,moe")
@@ -110,13 +201,22 @@ def main() -> int:
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall")
     ap.add_argument("--compare-src", default=None, help="a tree with src/benchmint: its recorder, alternated too")
     ap.add_argument("--json", default=None)
-    ap.add_argument("--child", choices=["plain", "every"], default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--design", choices=["interleave", "processes"], default="interleave",
+                    help="interleave: both sides in one process, alternating blocks; processes: A B A B processes")
+    ap.add_argument("--block", type=int, default=4, help="steps per block (--design interleave)")
+    ap.add_argument("--child", choices=["plain", "every", "ab"], default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child == "ab":
+        print(json.dumps(child_ab(args.workloads, args.steps, args.every, args.warmup, args.out, args.block,
+                                  args.clock)))
+        return 0
     if args.child:
         print(json.dumps(child(args.child, args.workloads, args.steps, args.every, args.warmup, args.out,
                                args.clock)))
         return 0
+    if args.design == "interleave":
+        return main_interleave(args)
     med = statistics.median
     print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}; rounds {args.rounds}, steps "
           f"{args.steps}, every {args.every}, 1 thread, clock {args.clock}"
