@@ -72,17 +72,20 @@ def _live_threads() -> int | None:
 
 
 _SPIN_RE = re.compile(r"_spin\((\d+)\)")
+_SPIN_LINE_RE = re.compile(r"\s*_spin\(\d+\)\s*")
 
 
 def iteration_code(fn: Any) -> tuple[str | None, int | None]:
     """The timed iteration's fingerprint: the digest of its generated text (``Plan.compile`` keeps it as
-    ``fn.source``) with each gap's CPU work written as ``_spin(N)``, and the spin loop's turns per iteration
-    (the gaps and stand-ins); (None, None) for a function without its text."""
+    ``fn.source``) without the gaps' CPU work (the ``_spin(n)`` lines: a gap that one process's calibration
+    left at zero has no line), and the spin loop's turns per iteration (the gaps and stand-ins); (None, None)
+    for a function without its text."""
     src = getattr(fn, "source", None)
     if not isinstance(src, str):
         return None, None
     turns = sum(int(n) for n in _SPIN_RE.findall(src))
-    return "sha256:" + hashlib.sha256(_SPIN_RE.sub("_spin(N)", src).encode()).hexdigest()[:16], turns
+    return "sha256:" + hashlib.sha256(
+        "\n".join(ln for ln in src.splitlines() if not _SPIN_LINE_RE.fullmatch(ln)).encode()).hexdigest()[:16], turns
 
 
 def snapshot(allocator: str | None = None, fn: Any = None) -> dict[str, Any]:
