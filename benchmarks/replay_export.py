@@ -7,7 +7,9 @@ serve the CPU wheel) and ``benchmint replay`` of the same capture, each in its o
 way (same working folder, same environment less what would let the runner find benchmint; the order swaps
 every round: A B, B A, ...). Both sides time through the same engine code and record the conditions of their
 timed loop (``timing_conditions``); any setting that differs is printed. Per workload: the median over
-rounds of each side's iteration time, and the medians of the round-by-round ratios (export / replay - 1) of
+rounds of each side's iteration time, whether both timed the same generated iteration (``iteration_code`` of
+``timing_conditions``, the gaps' work left out) and each side's gap time, and the medians of the round-by-round
+ratios (export / replay - 1) of
 the iteration time, its 10th percentile, the process CPU time per iteration and the ops-only time (the
 replayed ops without the CPU time between them), with the load average beside them. ``--gaps none`` compares
 the engines without the gap calibration (each process calibrates its own gaps against capture.json, so with
@@ -123,6 +125,10 @@ def main() -> None:
                "diff10": ratio(a, b, lambda r: r["iter_time_s"]["p10"]),
                "diff_cpu": ratio(a, b, lambda r: r.get("cpu_time_per_iter_s")),
                "diff_ops": ratio(a, b, lambda r: r.get("replay_ops_only_s")),
+               # the gaps' CPU work each side settled (spin turns per iteration; each process calibrates its own)
+               "gap_a": med(r["gap_time_s"] for r in a), "gap_b": med(r["gap_time_s"] for r in b),
+               "same_code": all(x["timing_conditions"]["settings"].get("iteration_code") is not None
+                                for x in (*a, *b)) and not any("iteration_code" in d for d in diffs),
                "ops_a": med(r["replay_ops_only_s"] for r in a), "ops_b": med(r["replay_ops_only_s"] for r in b),
                "orig": a[0]["original_iter_time_s"], "cov": a[0]["coverage"], "threads": a[0]["threads"],
                "load": f"{min(loads):.1f}-{max(loads):.1f}", "gaps": a[0]["gaps"], "target": a[0].get("gap_target"),
@@ -135,13 +141,14 @@ def main() -> None:
               f"differ: {'; '.join(diffs) or 'none'}", flush=True)
     print()
     print("| workload | gaps | export iter | replay iter | difference (median of ratios) | of p10 | of CPU time "
-          "per iter | of ops only | export / replay ops only | original (capture.json) | coverage | threads | runs "
-          "flagged noisy | load average |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "per iter | of ops only | export / replay ops only | export / replay gap time | same iteration code | "
+          "original (capture.json) | coverage | threads | runs flagged noisy | load average |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['name']} | {r['gaps']}{' (' + r['target'] + ')' if r['target'] else ''} | {r['export_s'] * 1e3:.3f} ms | {r['replay_s'] * 1e3:.3f} ms | "
               f"{pct(r['diff'])} | {pct(r['diff10'])} | {pct(r['diff_cpu'])} | {pct(r['diff_ops'])} | "
-              f"{r['ops_a'] * 1e3:.3f} / {r['ops_b'] * 1e3:.3f} ms | {r['orig'] * 1e3:.3f} ms | {r['cov']:.3f} | "
+              f"{r['ops_a'] * 1e3:.3f} / {r['ops_b'] * 1e3:.3f} ms | {r['gap_a'] * 1e3:.3f} / {r['gap_b'] * 1e3:.3f} ms | "
+              f"{'yes' if r['same_code'] else 'NO'} | {r['orig'] * 1e3:.3f} ms | {r['cov']:.3f} | "
               f"{r['threads']} | {r['noisy']}/{2 * args.rounds} | {r['load']} |")
     within = sum(1 for r in rows if abs(r["diff"]) <= 0.05)
     print(f"\nwithin 5%: {within}/{len(rows)}, median |difference| "

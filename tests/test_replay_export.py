@@ -207,6 +207,9 @@ def test_the_runner_times_under_the_same_conditions_as_benchmint_replay(capture,
     assert s["intra_op_threads"] == cap["threads"] and s["thread_env"]["OMP_WAIT_POLICY"] == "PASSIVE"
     assert s["allocator"].startswith(("glibc malloc settled", "default")) and s["grad_mode"] == "torch.inference_mode"
     assert a["timing_conditions"]["process"]["numpy_loaded"] is False  # the torch-only side: no numpy
+    # both time the same generated iteration (the runner planned with the stdlib stand-ins), no gaps in it
+    assert s["iteration_code"].startswith("sha256:")
+    assert a["timing_conditions"]["process"]["spin_turns_per_iteration"] == 0
 
 
 def test_differences_name_the_setting_that_differs():
@@ -218,3 +221,22 @@ def test_differences_name_the_setting_that_differs():
     assert differences(json.loads(json.dumps(a)), json.loads(json.dumps(a))) == []
     (d,) = differences(a, b)
     assert d.startswith("intra_op_threads:")
+
+
+def test_the_iteration_fingerprint_names_another_iteration_and_leaves_out_the_gaps():
+    """Two compiled iterations that differ in an op differ in ``iteration_code``; the same ops with other gap
+    work do not (each process settles its own gaps), and the gaps' work is counted apart."""
+    from benchmint.replay.conditions import differences, snapshot
+
+    def fn(src):
+        f = lambda R: None  # noqa: E731 - stands for a compiled iteration
+        f.source = src
+        return f
+
+    a = snapshot("x", fn("def _iter(R):\n    _spin(10)\n    R[1] = f0(R[0])"))
+    b = snapshot("x", fn("def _iter(R):\n    R[1] = f0(R[0])\n    _spin(99)"))  # gap settled elsewhere
+    c = snapshot("x", fn("def _iter(R):\n    _spin(10)\n    R[1] = f1(R[0])"))
+    assert differences(a, b) == []
+    assert (a["process"]["spin_turns_per_iteration"], b["process"]["spin_turns_per_iteration"]) == (10, 99)
+    (d,) = differences(a, c)
+    assert d.startswith("iteration_code:")

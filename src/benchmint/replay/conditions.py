@@ -15,7 +15,12 @@ set here for both, and what remains different is recorded, so that a comparison 
   timed work, so that a collection inside the loop walks the objects the loop made, not the objects of the
   modules the process happened to import (the CLI's are a third more than the runner's); it stays enabled, as
   it was in the original;
-* CPUs the process may run on (``sched_getaffinity``), torch's version and parallel backend, Python's version.
+* CPUs the process may run on (``sched_getaffinity``), torch's version and parallel backend, Python's version;
+* the timed iteration itself (:func:`iteration_code`): the generated function's text, its gaps' CPU work left
+  out, as a digest; two sides that claim to time the same step must run the same text (the runner plans
+  with stdlib stand-ins for msgspec and orjson: a difference in what they load would show here). The gaps'
+  CPU work (``spin_turns``) is a process fact: each process calibrates and settles its own gaps, under the
+  load it meets, so with ``--gaps recorded`` the two sides' iterations differ by what their calibrations did.
 
 :func:`snapshot` returns them as the result's ``timing_conditions``: ``settings`` must be equal on two sides
 that claim to time the same thing (``tests/test_replay_export.py`` checks the runner against ``benchmint
@@ -26,7 +31,9 @@ and is reported, not equalized.
 from __future__ import annotations
 
 import gc
+import hashlib
 import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -64,10 +71,28 @@ def _live_threads() -> int | None:
         return None
 
 
-def snapshot(allocator: str | None = None) -> dict[str, Any]:
-    """The conditions the timed iterations run under (call it just before them): ``settings`` (what a replay
-    sets or inherits and two comparable runs must share) and ``process`` (what the environment makes
-    different)."""
+_SPIN_RE = re.compile(r"_spin\((\d+)\)")
+_SPIN_LINE_RE = re.compile(r"\s*_spin\(\d+\)\s*")
+
+
+def iteration_code(fn: Any) -> tuple[str | None, int | None]:
+    """The timed iteration's fingerprint: the digest of its generated text (``Plan.compile`` keeps it as
+    ``fn.source``) without the gaps' CPU work (the ``_spin(n)`` lines: a gap that one process's calibration
+    left at zero has no line), and the spin loop's turns per iteration (the gaps and stand-ins); (None, None)
+    for a function without its text."""
+    src = getattr(fn, "source", None)
+    if not isinstance(src, str):
+        return None, None
+    turns = sum(int(n) for n in _SPIN_RE.findall(src))
+    return "sha256:" + hashlib.sha256(
+        "\n".join(ln for ln in src.splitlines() if not _SPIN_LINE_RE.fullmatch(ln)).encode()).hexdigest()[:16], turns
+
+
+def snapshot(allocator: str | None = None, fn: Any = None) -> dict[str, Any]:
+    """The conditions the timed iterations run under (call it just before them, ``fn``: the compiled
+    iteration they time): ``settings`` (what a replay sets or inherits and two comparable runs must share) and
+    ``process`` (what the environment makes different, and the gaps each process calibrated)."""
+    code, turns = iteration_code(fn)
     try:
         backend = next((ln.split(":", 1)[1].strip() for ln in torch.__config__.parallel_info().splitlines()
                         if ln.startswith("ATen parallel backend")), None)
@@ -84,11 +109,13 @@ def snapshot(allocator: str | None = None) -> dict[str, Any]:
         "torch": torch.__version__,
         "parallel_backend": backend,
         "python": sys.version.split()[0],
+        "iteration_code": code,
     }
     process = {
         "threads_alive": _live_threads(),
         "numpy_loaded": "numpy" in sys.modules,
         "modules_loaded": len(sys.modules),
+        "spin_turns_per_iteration": turns,
     }
     return {"settings": settings, "process": process}
 

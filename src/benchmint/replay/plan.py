@@ -189,9 +189,12 @@ class Plan:
         ns["_OWNER"] = owner
         ns["_rfe"] = torch.ops.profiler._record_function_enter_new
         ns["_rfx"] = torch.ops.profiler._record_function_exit._RecordFunction
-        code = compile("\n".join(body), f"<benchmint replay of {self.view.path}>", "exec")
+        src = "\n".join(body)
+        code = compile(src, f"<benchmint replay of {self.view.path}>", "exec")
         exec(code, ns)
-        return ns["_iter"]
+        fn = ns["_iter"]
+        fn.source = src  # what conditions.iteration_code fingerprints: both sides of a comparison run this text
+        return fn
 
 
 def _nbytes(op: OpRec) -> int:
