@@ -31,6 +31,7 @@ import torch
 
 from benchmint.core import clock
 from benchmint.core.stderr import filtered_native_stderr
+from benchmint.replay.collective_time import communication_gaps
 from benchmint.replay.plan import Plan
 from benchmint.replay.types import TraceView
 
@@ -65,6 +66,7 @@ class Calibration:
     op_unobserved_s: dict[int, float] = field(default_factory=dict)  # per plan step: its op's un-observed time
     original_slowdown: float = 1.0  # set by estimate_original: the factor applied to the original's times
     original_speed: dict[str, Any] | None = None  # ... and what recording_speed saw (None: not judged)
+    estimate_parts: dict[str, Any] | None = None  # set by estimate_original: what its estimate is made of
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -79,6 +81,7 @@ class Calibration:
             "observer_cost_per_scope_event_s": self.scope_event_cost_s,
             "original_recording_slowdown": self.original_slowdown,
             "original_recording_speed": self.original_speed,
+            "estimate_parts": self.estimate_parts,
             "how": "replay recorded under ExecutionTraceObserver + Kineto (record_shapes) vs un-observed",
         }
 
@@ -319,11 +322,15 @@ def estimate_original(view: TraceView, cal: Calibration) -> float | None:
         costs.setdefault(sig, []).append(max(0.0, d2 - cal.op_unobserved_s.get(i, d2)))
     if len(gaps) > 2 and matched[0] == 0:
         gaps[0] = min(gaps[0], statistics.median(gaps[1:]))
-    total = sum(gaps) + min(orig_tail - cal.bare_tail_s - events[n] * c_ev, GAP_CAP_S)
+    tail = min(orig_tail - cal.bare_tail_s - events[n] * c_ev, GAP_CAP_S)
+    durs = 0.0
     for sig, xs in by_sig.items():
         m = systematic(xs)
         if m > 0 and m > statistics.median(costs[sig]):
-            total += m * len(xs)
+            durs += m * len(xs)
+    cal.estimate_parts = {"ops_matched": len(matched), "gaps_s": sum(gaps), "tail_s": tail, "durations_s": durs,
+                          "gaps_positive_s": sum(g for g in gaps if g > 0)}
+    total = sum(gaps) + tail + durs
     return max(cal.replay_s + total, cal.replay_s)
 
 
@@ -399,22 +406,27 @@ def gap_schedule(plan: Plan, cal: Calibration | None, extra_s: float) -> list[in
     """Spread ``extra_s`` of CPU time over the gaps before each step (and after the last).
 
     Weights: where the recorded original spent more time (gap + op) than the recorded replay of the same op,
-    both under the same observers; without a calibration, the recorded gaps themselves.
+    both under the same observers; without a calibration, the recorded gaps themselves. A gap after a
+    collective counts at most ``GAP_CAP_S`` (:func:`benchmint.replay.collective_time.communication_gaps`).
     """
     n = len(plan.steps)
     if extra_s <= 0:
         return [0] * (n + 1)
     orig, orig_tail = original_slots(plan.view)
+    comm = communication_gaps(plan.view)
     weights = [0.0] * (n + 1)
     for i, st in enumerate(plan.steps):
         o = orig[i]
         if o is None:
             continue
+        # a gap after a collective is its communication and the wait for the other ranks, which the live
+        # collectives replay: of it only what the estimate counts of any gap is CPU work to place there
+        g = min(o[0], GAP_CAP_S) if i in comm else o[0]
         if cal is not None and st.replayed and i in cal.replay_slots:
             g2, d2 = cal.replay_slots[i]
-            weights[i] = max(0.0, (o[0] + o[1]) - (g2 + d2))
+            weights[i] = max(0.0, (g + o[1]) - (g2 + d2))
         else:
-            weights[i] = o[0]
+            weights[i] = g
     weights[n] = max(0.0, orig_tail - (cal.replay_tail_s if cal is not None else 0.0))
     total = sum(weights)
     if total <= 0:
