@@ -67,6 +67,17 @@ def collective_coverage(r: dict) -> str:
     return f"{replayed}/{replayed + skipped}"
 
 
+def waits(r: dict) -> str:
+    """The collectives' cost on the last-arriving rank and each rank's wait, recorded and replayed."""
+    la = r["collectives"].get("last_arrival")
+    if not la or la.get("replay_cost_s") is None:
+        return ""
+    ms = "/".join
+    return (f"; collectives' cost recorded {la['cost_s'] * 1e3:.1f} ms, replayed {la['replay_cost_s'] * 1e3:.1f} ms, "
+            f"waits recorded {ms(f'{w * 1e3:.1f}' for w in la['wait_s_per_rank'])} ms, replayed "
+            f"{ms(f'{w * 1e3:.1f}' for w in la['replay_wait_s_per_rank'])} ms")
+
+
 def load() -> str:
     return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
@@ -107,7 +118,8 @@ def ddp(n: int, rounds: int, steps: int, tmp: Path, verbose: bool, targets: list
                     f"rank {p['rank']} {p['iter_time_s']['median'] * 1e3:.1f} ms vs {p['original_iter_time_s'] * 1e3:.1f}"
                     f" ms (ops {p['replay_ops_only_s'] * 1e3:.1f}, gaps {p['gap_time_s'] * 1e3:.1f}, collectives "
                     f"{p['collectives']['time_s'] * 1e3:.1f}; CPU {cpu(p, 'cpu_time_per_iter_s')} vs "
-                    f"{cpu(p, 'original_cpu_time_per_step_s')})" for p in r["per_rank"]) + line + f"; load {load()}",
+                    f"{cpu(p, 'original_cpu_time_per_step_s')})" for p in r["per_rank"]) + line + waits(r)
+                    + f"; load {load()}",
                     flush=True)
     for target, rows in errs.items():
         per_rank = per_rank_median(rows, n)

@@ -44,3 +44,48 @@ def test_cpu_time_between_ops_is_not_placed_where_a_rank_waited():
     after = gaps[3]  # before aten::as_strided, right after the all-reduce
     assert after < 0.05 * sum(gaps)  # was 89% of them
     assert gaps[0] + gaps[1] > 10 * after  # most of it before the collective, where the original worked
+
+
+def test_ranks_record_each_calibration_repeat_at_once_and_read_after(monkeypatch):
+    # the estimate subtracts the replay's recordings from the original's, both under the observers: the ranks'
+    # original step was recorded by all ranks at once; the replay's recordings were each rank's own, made while
+    # another rank read its previous recording (Python-heavy) on the shared cores, which slowed them: each repeat
+    # is now recorded by every rank at once (the same sync names on every rank) and read after all are made
+    import benchmint.trace as trace_pkg
+    from benchmint.replay import fidelity
+
+    events = []
+    monkeypatch.setattr(fidelity, "record_replay", lambda plan, fn, tmp, k: events.append(("record", k)) or ("e", "k"))
+
+    def bad_load(path):
+        events.append(("read",))
+        raise ValueError("unreadable")
+
+    monkeypatch.setattr(trace_pkg, "load", bad_load)
+    with pytest.raises(fidelity.CalibrationFailed):
+        fidelity._record_slots(None, None, 3, sync=lambda name: events.append(("sync", name)), tag="bare")
+    assert events[:8] == [("sync", "recordbare/-1"), ("record", -1), ("sync", "recordbare/0"), ("record", 0),
+                          ("sync", "recordbare/1"), ("record", 1), ("sync", "recordbare/2"), ("record", 2)]
+    assert events[8:] == [("read",)] * 3  # the first (discarded) recording is not read
+
+
+def test_a_rank_whose_recordings_fail_still_joins_the_other_ranks_recordings(monkeypatch):
+    # every rank records the same passes (the sync names are met by all): a rank whose first pass failed still
+    # takes part in the second before it reports the failure, so the others are not left waiting for it
+    from benchmint.replay import fidelity
+
+    passes = []
+
+    def fake_slots(plan, fn, repeats, sync=None, tag=""):
+        passes.append((tag, sync is not None))
+        raise fidelity.CalibrationFailed("unreadable")
+
+    monkeypatch.setattr(fidelity, "_record_slots", fake_slots)
+    plan = SimpleNamespace(view=SimpleNamespace(scopes=[]), comm=SimpleNamespace(phase=lambda name: None))
+    with pytest.raises(fidelity.CalibrationFailed):
+        fidelity.calibrate(plan, None, 0.01)
+    assert passes == [("scoped", True), ("bare", True)]
+    passes.clear()
+    with pytest.raises(fidelity.CalibrationFailed):
+        fidelity.calibrate(SimpleNamespace(view=plan.view, comm=None), None, 0.01)
+    assert passes == [("scoped", False)]  # one process: nothing to join

@@ -18,6 +18,7 @@ placed where the recorded original spent more time than the recorded replay.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import tempfile
@@ -194,11 +195,17 @@ class CalibrationFailed(Exception):
     """The replay could not be recorded under the observers, so nothing can be estimated from the trace."""
 
 
-def _record_slots(plan: Plan, fn: Callable, repeats: int) -> tuple[list[tuple[float, int, int, TraceView]],
-                                                                    dict[int, tuple[float, float]], float]:
+def _record_slots(plan: Plan, fn: Callable, repeats: int, sync: Callable[[str], None] | None = None,
+                  tag: str = "") -> tuple[list[tuple[float, int, int, TraceView]], dict[int, tuple[float, float]],
+                                          float]:
     """Record ``fn`` (a replay iteration) under the observers ``repeats`` times (after one untimed recording):
     the recordings as (span, op nodes, non-op nodes, view), and per plan step the median (gap before,
-    duration) of its op over the recordings, and the median tail (one recording's stall does not count)."""
+    duration) of its op over the recordings, and the median tail (one recording's stall does not count).
+    Every recording is made before any is read. ``sync``: called with a name before each recording, the same
+    names on every rank of a multi-rank replay (the ranks then record each repeat at once, as the original's
+    ranks recorded their step, and none records while another reads its traces: reading a recording is
+    Python-heavy, and on cores shared by the ranks it slowed the other ranks' recordings, so that the observers'
+    cost measured on the replay came out above the original's and the estimate fell to the ops alone)."""
     from benchmint.replay.source import view_from_trace
     from benchmint.trace import load
     from benchmint.trace.capture import scratch_dir
@@ -207,11 +214,18 @@ def _record_slots(plan: Plan, fn: Callable, repeats: int) -> tuple[list[tuple[fl
     runs: list[tuple[float, int, int, TraceView]] = []
     errors: list[str] = []
     with tempfile.TemporaryDirectory(prefix="benchmint-cal-", dir=scratch_dir()) as tmp:
+        made = []
         for k in range(-1, repeats):  # the first recording (-1) pays a process's one-time costs: not used
+            if sync is not None:
+                sync(f"record{tag}/{k}")
             try:
-                et_path, k_path = record_replay(plan, fn, tmp, k)
-                if k < 0:
-                    continue
+                made.append((k, record_replay(plan, fn, tmp, k)))
+            except Exception as e:  # noqa: BLE001 - one bad recording is skipped; all bad is reported
+                errors.append(f"{type(e).__name__}: {e}")
+        for k, (et_path, k_path) in made:
+            if k < 0:
+                continue
+            try:
                 tr = load(et_path)
                 join = join_kineto(tr, k_path)
                 rview = view_from_trace(tr, join)
@@ -244,11 +258,19 @@ def calibrate(plan: Plan, fn0: Callable, replay_s: float, repeats: int = 5) -> C
     inserts = scope_inserts(plan.view)
     n_scopes = sum(1 for e in plan.view.scopes if e[1] == "enter")
     fn_scoped = plan.compile(inserts=inserts) if inserts else fn0
-    runs, slots, tail = _record_slots(plan, fn_scoped, repeats)
+    comm = getattr(plan, "comm", None)
+    sync = comm.phase if comm is not None else None  # the ranks record each repeat at once
+    try:
+        runs, slots, tail = _record_slots(plan, fn_scoped, repeats, sync, "scoped")
+    except CalibrationFailed:
+        if sync is not None:  # the other ranks record their bare pass: this rank joins it before failing
+            with contextlib.suppress(CalibrationFailed):
+                _record_slots(plan, fn0, repeats, sync, "bare")
+        raise
     bare_slots, bare_tail = slots, tail
-    if inserts:
+    if inserts or sync is not None:  # (every rank records the same passes: a rank's trace may lack scopes)
         try:
-            _bare, bare_slots, bare_tail = _record_slots(plan, fn0, repeats)
+            _bare, bare_slots, bare_tail = _record_slots(plan, fn0, repeats, sync, "bare")
         except CalibrationFailed:
             bare_slots, bare_tail = {}, 0.0  # the estimate falls back to the whole observed span
     runs.sort(key=lambda r: r[0])
