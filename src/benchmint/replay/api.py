@@ -18,6 +18,7 @@ from benchmint.core.errors import UserError
 from benchmint.replay import conditions, fidelity, headline, memory
 from benchmint.replay.adapt import adapt_capture, adapt_view, annotate
 from benchmint.replay.allocator import settle_malloc
+from benchmint.replay.collective_time import recorded_spans
 from benchmint.replay.execute import measure_peak_memory, summarize, time_iterations
 from benchmint.replay.modes import mode_specs
 from benchmint.replay.options import ReplayOptions
@@ -26,6 +27,7 @@ from benchmint.replay.source import default_device, view_from_trace
 from benchmint.trace.capture_file import MAX_THREADS, read_capture
 
 SCHEMA_VERSION = "1.0"
+SETTLE_ITERS, SETTLE_WARMUP = 15, 2  # each round that settles the gaps
 CAPTURE_JSON = "capture.json"
 
 
@@ -254,6 +256,7 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
     estimate_note = None
     gaps_ns: list[int] | None = None
     target_used = None
+    settled_in = None  # the kind of rounds that settled this replay's gaps
     trace_type = "cuda" if any(d.startswith("cuda") for d in view.devices) else "cpu"
     cross = trace_type != dev.type
     if cross:
@@ -288,24 +291,14 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
             want, target_used = est_s, "estimate"
         if comm is not None:
             comm.phase("settle")
-        if want is not None and target_used == "capture.json cpu":
-            gaps_ns = _settle_cpu(plan, cal, want, replay_cpu_s or 0.0, tell, live=comm is not None)
-        elif comm is not None and target == "estimate":
-            # the ranks settle together, the ops alone measured again right before (the same two rounds on
-            # every rank, one without an estimate joining with no gaps): the ops-alone time measured before
-            # the calibration can be minutes-of-load away from the timed iterations (a 42 ms median where the
-            # timed iterations then ran the ops in about 15: no gaps at all, the iteration -49% short)
-            settled = _settle_live(plan, fidelity.gap_schedule(plan, cal, max(want or 0.0, 0.0)), want or 0.0,
-                                   tell, cal, live=False)
-            gaps_ns = settled if want is not None else None
+            gaps_ns = _settle_ranks(plan, cal, want, target_used, replay_s, replay_cpu_s or 0.0, tell, comm)
+            settled_in = SETTLE_KIND.get(target_used or "") if want is not None else None
+        elif want is not None and target_used == "capture.json cpu":
+            gaps_ns, settled_in = _settle_cpu(plan, cal, want, replay_cpu_s or 0.0, tell, live=False), "alone"
         elif want is not None:
-            gaps_ns = fidelity.gap_schedule(plan, cal, want - replay_s)
-            # capture.json's step time holds the original's communication: a rank settles its gaps with its
-            # collectives running, so that they count once; the estimate holds the CPU time between ops only
-            # (a recorded gap counts at most GAP_CAP_S, so the wait for a collective is not in it): the gaps
-            # are settled on the ops alone and the timed iterations add this machine's collectives
-            settle_live = comm is not None and target_used == "capture.json"
-            gaps_ns = _settle_gaps(plan, gaps_ns, want, replay_s, tell, live=settle_live, cal=cal)
+            settled_in = "alone"
+            gaps_ns = _settle_gaps(plan, fidelity.gap_schedule(plan, cal, want - replay_s), want, replay_s, tell,
+                                   cal=cal)
     if fixed_gaps is not None:
         gaps_ns = fixed_gaps if len(fixed_gaps) >= len(plan.steps) else None
         gaps = opts.gaps
@@ -365,6 +358,9 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
         "gaps": gaps,
         "gap_target": target_used,
         "gap_time_s": (sum(gaps_ns) / 1e9) if gaps_ns else 0.0,
+        # how the gaps were settled: "alone" (one process), "live" (the ranks together, collectives running),
+        # "together" (the ranks together, collectives doing nothing); None: not settled
+        "gap_settling": settled_in if fixed_gaps is None else None,
         "gaps_settled_with_collectives": (comm is not None and gaps_ns is not None
                                           and target_used in ("capture.json", "capture.json cpu")),
         # the process's CPU seconds (every thread) per timed iteration, and per un-observed step of the capture
@@ -397,8 +393,56 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
             "inflated by the recording's own cost (no calibration of it on this replay)"),
         "system_metrics": sysmetrics.side_by_side((cap or {}).get("system_metrics"), sysw.metrics),
     }
+    if comm is not None:  # the original's collectives as recorded: joined over the ranks (collective_time)
+        result["recorded_collectives"] = recorded_spans(view)
     result["fidelity"] = headline.judge(result)  # which figure is the measurement, and whether it is noise
     return ReplayResult(result=result, plan=plan, per_op_type=rows, gaps_ns=gaps_ns)
+
+
+#: How a rank of a multi-rank replay settles its gaps, by the target it aims at: with its collectives running
+#: ("live": capture.json's step time holds the original's communication; its CPU time too), or on the ops alone
+#: with the ranks starting each round together ("together": the trace-only estimate holds no communication).
+SETTLE_KIND = {"capture.json": "live", "capture.json cpu": "live", "estimate": "together"}
+
+
+def _settle_ranks(plan: Plan, cal: Any, want: float | None, target_used: str | None, replay_s: float,
+                  replay_cpu_s: float, tell: Any, comm: Any) -> list[int] | None:
+    """A rank's gaps in a multi-rank replay, settled by the kind of round its target needs (``SETTLE_KIND``).
+    The rounds are collective (a barrier before each iteration, the collectives live or not), so the ranks first
+    agree through the store on which kinds any of them needs; every rank then runs each such kind's two rounds
+    in the same order, settling its own gaps in its kind's and joining the others' with the gaps it has. The
+    kind follows the target each rank actually aims at (``--target auto`` without capture.json aims at the
+    estimate), and a rank with nothing to aim at (no capture.json, no estimate) joins every round without gaps:
+    a rank that skipped a round the others run would leave them waiting at its barrier."""
+    mine = SETTLE_KIND.get(target_used or "") if want is not None else None
+    kinds = comm.gather("settle-kind", mine or "")
+    gaps_ns: list[int] | None = None
+    for kind in ("live", "together"):
+        if kind not in kinds:
+            continue
+        if kind != mine:
+            _join_rounds(plan, gaps_ns, tell, live=kind == "live")
+        elif target_used == "capture.json cpu":
+            gaps_ns = _settle_cpu(plan, cal, want, replay_cpu_s, tell, live=True)
+        elif kind == "live":
+            gaps_ns = _settle_live(plan, fidelity.gap_schedule(plan, cal, want - replay_s), want, tell, cal)
+        else:
+            # the ops alone measured again in the first round, next to the second: the ops-alone time measured
+            # before the calibration can be minutes-of-load away from the timed iterations (a 42 ms median where
+            # the timed iterations then ran the ops in about 15: no gaps at all, the iteration -49% short)
+            gaps_ns = _settle_live(plan, fidelity.gap_schedule(plan, cal, max(want, 0.0)), want, tell, cal,
+                                   live=False)
+    return gaps_ns
+
+
+def _join_rounds(plan: Plan, gaps_ns: list[int] | None, tell: Any, live: bool) -> None:
+    """Run the two settling rounds of another rank's kind (as :func:`_settle_live` / :func:`_settle_cpu` run
+    them) with this rank's own gaps, settling nothing."""
+    fn = plan.compile(gaps_ns=gaps_ns)
+    for _ in range(2):
+        tell("settle gaps")
+        time_iterations(plan, fn, iters=SETTLE_ITERS, warmup=SETTLE_WARMUP, live=live, together=not live,
+                        count=False)
 
 
 def _settle_gaps(plan: Plan, gaps_ns: list[int], want: float, replay_s: float, tell: Any,
@@ -435,7 +479,8 @@ def _settle_cpu(plan: Plan, cal: Any, want_cpu_s: float, ops_cpu_s: float, tell:
     for _ in range(2):
         tell("settle gaps")
         cpu: list[float] = []
-        time_iterations(plan, plan.compile(gaps_ns=gaps_ns), iters=15, warmup=2, live=live, count=False, cpu=cpu)
+        time_iterations(plan, plan.compile(gaps_ns=gaps_ns), iters=SETTLE_ITERS, warmup=SETTLE_WARMUP, live=live,
+                        count=False, cpu=cpu)
         total = sum(gaps_ns) / 1e9
         new = max(0.0, total + want_cpu_s - statistics.median(cpu))
         if total > 0:
@@ -464,8 +509,8 @@ def _settle_live(plan: Plan, gaps_ns: list[int], want: float, tell: Any, cal: An
 
     def measure(g: list[int]) -> float:
         tell("settle gaps")
-        m = summarize(time_iterations(plan, plan.compile(gaps_ns=g), iters=15, warmup=2, live=live,
-                                      together=not live, count=False))["median"]
+        m = summarize(time_iterations(plan, plan.compile(gaps_ns=g), iters=SETTLE_ITERS, warmup=SETTLE_WARMUP,
+                                      live=live, together=not live, count=False))["median"]
         return m if m is not None else want
 
     m0 = measure([0] * len(shape))

@@ -385,6 +385,20 @@ class Collectives:
         except Exception as e:
             raise RuntimeError(f"the other ranks did not reach {name!r} within {self.start_timeout_s:.0f} s") from e
 
+    def gather(self, name: str, value: str) -> list[str]:
+        """Every rank's ``value`` for ``name``, by rank, through the store (within the planning timeout): what the
+        ranks must agree on before a collective step that depends on it, such as how they settle their gaps.
+        Outside a formed group, only this rank's."""
+        if self.store is None or not self.started:
+            return [value]
+        self.store.set(f"benchmint/gather/{name}/{self.rank}", value)
+        keys = [f"benchmint/gather/{name}/{r}" for r in range(self.world)]
+        try:
+            self.store.wait(keys, timedelta(seconds=self.start_timeout_s))
+        except Exception as e:
+            raise RuntimeError(f"the other ranks did not report {name!r} within {self.start_timeout_s:.0f} s") from e
+        return [bytes(self.store.get(k)).decode() for k in keys]
+
     def keep_planned(self, plan: Any) -> list[Any]:
         """The plan's replayed collective steps; forget the mappings of any other step (build_plan may plan
         more than once, and a collective a later pass skipped must not count in :meth:`stats`)."""

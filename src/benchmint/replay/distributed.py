@@ -36,6 +36,7 @@ from benchmint.core.jsonio import read_json
 from benchmint.replay import memory
 from benchmint.replay.api import find_inputs, last_whole_iteration
 from benchmint.replay.collective_sequence import disagreement, sequence
+from benchmint.replay.collective_time import last_arrival
 from benchmint.replay.modes import mode_view
 from benchmint.replay.options import ReplayOptions
 from benchmint.replay.rank_env import check_ranks, free_port, launcher_env, rank_trace, trace_ranks
@@ -358,7 +359,7 @@ def join_ranks(per: list[dict[str, Any]], backend: str, wall: float, inp: Any) -
     slow = max(range(ranks), key=lambda r: per[r]["iter_time_s"]["median"] or 0.0)
     low = min(range(ranks), key=lambda r: (per[r]["coverage"], r))
     base = {k: v for k, v in per[slow].items() if k not in ("rank", "host", "per_op_type", "collectives",
-                                                           "peak_rss_bytes")}
+                                                           "peak_rss_bytes", "recorded_collectives")}
     skipped: dict[tuple[str, str], dict[str, Any]] = {}
     substituted: dict[tuple[str, str], dict[str, Any]] = {}
     for r, p in enumerate(per):
@@ -400,6 +401,8 @@ def join_ranks(per: list[dict[str, Any]], backend: str, wall: float, inp: Any) -
             "bytes_in_per_rank": [c["bytes_in"] for c in col],
             "bytes_out_per_rank": [c["bytes_out"] for c in col],
             "time_s_per_rank": [c["time_s"] for c in col],
+            # per collective: its cost on the rank that arrived last and each rank's wait, recorded and replayed
+            "last_arrival": last_arrival([p.get("recorded_collectives") or [] for p in per], [c["ops"] for c in col]),
             "how_measured": "per iteration: payload bytes of each call's input and output tensors on the rank "
                             "(not wire traffic), and wall time inside the calls (time.perf_counter_ns), "
                             "including waiting for the other ranks, mean over the timed iterations",
@@ -411,7 +414,9 @@ def join_ranks(per: list[dict[str, Any]], backend: str, wall: float, inp: Any) -
             "gap_time_s": p["gap_time_s"], "peak_memory_bytes": p["peak_memory_bytes"],
             "original_iter_time_s": p.get("original_iter_time_s"), "error": p.get("error"),
             "original_iter_time_estimated_s": p.get("original_iter_time_estimated_s"),
-            "gap_target": p.get("gap_target"), "cpu_time_per_iter_s": p.get("cpu_time_per_iter_s"),
+            "calibration": p.get("calibration"),
+            "gap_target": p.get("gap_target"), "gap_settling": p.get("gap_settling"),
+            "cpu_time_per_iter_s": p.get("cpu_time_per_iter_s"),
             "original_cpu_time_per_step_s": p.get("original_cpu_time_per_step_s"),
             "peak_rss_bytes": p["peak_rss_bytes"], "collectives": {k: v for k, v in p["collectives"].items()
                                                                    if k != "ops"},

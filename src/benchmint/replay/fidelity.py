@@ -18,6 +18,7 @@ placed where the recorded original spent more time than the recorded replay.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import tempfile
@@ -31,6 +32,7 @@ import torch
 
 from benchmint.core import clock
 from benchmint.core.stderr import filtered_native_stderr
+from benchmint.replay.collective_time import communication_gaps
 from benchmint.replay.plan import Plan
 from benchmint.replay.types import TraceView
 
@@ -65,6 +67,7 @@ class Calibration:
     op_unobserved_s: dict[int, float] = field(default_factory=dict)  # per plan step: its op's un-observed time
     original_slowdown: float = 1.0  # set by estimate_original: the factor applied to the original's times
     original_speed: dict[str, Any] | None = None  # ... and what recording_speed saw (None: not judged)
+    estimate_parts: dict[str, Any] | None = None  # set by estimate_original: what its estimate is made of
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -79,6 +82,7 @@ class Calibration:
             "observer_cost_per_scope_event_s": self.scope_event_cost_s,
             "original_recording_slowdown": self.original_slowdown,
             "original_recording_speed": self.original_speed,
+            "estimate_parts": self.estimate_parts,
             "how": "replay recorded under ExecutionTraceObserver + Kineto (record_shapes) vs un-observed",
         }
 
@@ -191,11 +195,17 @@ class CalibrationFailed(Exception):
     """The replay could not be recorded under the observers, so nothing can be estimated from the trace."""
 
 
-def _record_slots(plan: Plan, fn: Callable, repeats: int) -> tuple[list[tuple[float, int, int, TraceView]],
-                                                                    dict[int, tuple[float, float]], float]:
+def _record_slots(plan: Plan, fn: Callable, repeats: int, sync: Callable[[str], None] | None = None,
+                  tag: str = "") -> tuple[list[tuple[float, int, int, TraceView]], dict[int, tuple[float, float]],
+                                          float]:
     """Record ``fn`` (a replay iteration) under the observers ``repeats`` times (after one untimed recording):
     the recordings as (span, op nodes, non-op nodes, view), and per plan step the median (gap before,
-    duration) of its op over the recordings, and the median tail (one recording's stall does not count)."""
+    duration) of its op over the recordings, and the median tail (one recording's stall does not count).
+    Every recording is made before any is read. ``sync``: called with a name before each recording, the same
+    names on every rank of a multi-rank replay (the ranks then record each repeat at once, as the original's
+    ranks recorded their step, and none records while another reads its traces: reading a recording is
+    Python-heavy, and on cores shared by the ranks it slowed the other ranks' recordings, so that the observers'
+    cost measured on the replay came out above the original's and the estimate fell to the ops alone)."""
     from benchmint.replay.source import view_from_trace
     from benchmint.trace import load
     from benchmint.trace.capture import scratch_dir
@@ -204,11 +214,18 @@ def _record_slots(plan: Plan, fn: Callable, repeats: int) -> tuple[list[tuple[fl
     runs: list[tuple[float, int, int, TraceView]] = []
     errors: list[str] = []
     with tempfile.TemporaryDirectory(prefix="benchmint-cal-", dir=scratch_dir()) as tmp:
+        made = []
         for k in range(-1, repeats):  # the first recording (-1) pays a process's one-time costs: not used
+            if sync is not None:
+                sync(f"record{tag}/{k}")
             try:
-                et_path, k_path = record_replay(plan, fn, tmp, k)
-                if k < 0:
-                    continue
+                made.append((k, record_replay(plan, fn, tmp, k)))
+            except Exception as e:  # noqa: BLE001 - one bad recording is skipped; all bad is reported
+                errors.append(f"{type(e).__name__}: {e}")
+        for k, (et_path, k_path) in made:
+            if k < 0:
+                continue
+            try:
                 tr = load(et_path)
                 join = join_kineto(tr, k_path)
                 rview = view_from_trace(tr, join)
@@ -241,11 +258,19 @@ def calibrate(plan: Plan, fn0: Callable, replay_s: float, repeats: int = 5) -> C
     inserts = scope_inserts(plan.view)
     n_scopes = sum(1 for e in plan.view.scopes if e[1] == "enter")
     fn_scoped = plan.compile(inserts=inserts) if inserts else fn0
-    runs, slots, tail = _record_slots(plan, fn_scoped, repeats)
+    comm = getattr(plan, "comm", None)
+    sync = comm.phase if comm is not None else None  # the ranks record each repeat at once
+    try:
+        runs, slots, tail = _record_slots(plan, fn_scoped, repeats, sync, "scoped")
+    except CalibrationFailed:
+        if sync is not None:  # the other ranks record their bare pass: this rank joins it before failing
+            with contextlib.suppress(CalibrationFailed):
+                _record_slots(plan, fn0, repeats, sync, "bare")
+        raise
     bare_slots, bare_tail = slots, tail
-    if inserts:
+    if inserts or sync is not None:  # (every rank records the same passes: a rank's trace may lack scopes)
         try:
-            _bare, bare_slots, bare_tail = _record_slots(plan, fn0, repeats)
+            _bare, bare_slots, bare_tail = _record_slots(plan, fn0, repeats, sync, "bare")
         except CalibrationFailed:
             bare_slots, bare_tail = {}, 0.0  # the estimate falls back to the whole observed span
     runs.sort(key=lambda r: r[0])
@@ -319,11 +344,15 @@ def estimate_original(view: TraceView, cal: Calibration) -> float | None:
         costs.setdefault(sig, []).append(max(0.0, d2 - cal.op_unobserved_s.get(i, d2)))
     if len(gaps) > 2 and matched[0] == 0:
         gaps[0] = min(gaps[0], statistics.median(gaps[1:]))
-    total = sum(gaps) + min(orig_tail - cal.bare_tail_s - events[n] * c_ev, GAP_CAP_S)
+    tail = min(orig_tail - cal.bare_tail_s - events[n] * c_ev, GAP_CAP_S)
+    durs = 0.0
     for sig, xs in by_sig.items():
         m = systematic(xs)
         if m > 0 and m > statistics.median(costs[sig]):
-            total += m * len(xs)
+            durs += m * len(xs)
+    cal.estimate_parts = {"ops_matched": len(matched), "gaps_s": sum(gaps), "tail_s": tail, "durations_s": durs,
+                          "gaps_positive_s": sum(g for g in gaps if g > 0)}
+    total = sum(gaps) + tail + durs
     return max(cal.replay_s + total, cal.replay_s)
 
 
@@ -399,22 +428,27 @@ def gap_schedule(plan: Plan, cal: Calibration | None, extra_s: float) -> list[in
     """Spread ``extra_s`` of CPU time over the gaps before each step (and after the last).
 
     Weights: where the recorded original spent more time (gap + op) than the recorded replay of the same op,
-    both under the same observers; without a calibration, the recorded gaps themselves.
+    both under the same observers; without a calibration, the recorded gaps themselves. A gap after a
+    collective counts at most ``GAP_CAP_S`` (:func:`benchmint.replay.collective_time.communication_gaps`).
     """
     n = len(plan.steps)
     if extra_s <= 0:
         return [0] * (n + 1)
     orig, orig_tail = original_slots(plan.view)
+    comm = communication_gaps(plan.view)
     weights = [0.0] * (n + 1)
     for i, st in enumerate(plan.steps):
         o = orig[i]
         if o is None:
             continue
+        # a gap after a collective is its communication and the wait for the other ranks, which the live
+        # collectives replay: of it only what the estimate counts of any gap is CPU work to place there
+        g = min(o[0], GAP_CAP_S) if i in comm else o[0]
         if cal is not None and st.replayed and i in cal.replay_slots:
             g2, d2 = cal.replay_slots[i]
-            weights[i] = max(0.0, (o[0] + o[1]) - (g2 + d2))
+            weights[i] = max(0.0, (g + o[1]) - (g2 + d2))
         else:
-            weights[i] = o[0]
+            weights[i] = g
     weights[n] = max(0.0, orig_tail - (cal.replay_tail_s if cal is not None else 0.0))
     total = sum(weights)
     if total <= 0:
