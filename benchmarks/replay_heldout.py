@@ -95,7 +95,8 @@ def measure(name: str, step, tmp: Path, args) -> dict:
             "error": statistics.median(errs), "errors": errs,
             "ops_only_s": r.get("replay_ops_only_s"),
             "estimate_s": r.get("original_iter_time_estimated_s"),
-            "skipped": r.get("skipped"), "substituted": r.get("substituted")}
+            "skipped": r.get("skipped"), "substituted": r.get("substituted"),
+            "spread": [t["chosen"] for t in (r.get("index_distribution") or {}).get("tensors") or []]}
 
 
 def main() -> int:
@@ -132,7 +133,7 @@ def main() -> int:
             x["errors"] = [e for r in reps for e in r["errors"]]
             rows.append(x)
             print(f"  {name}: rounds {[f'{e * 100:+.1f}%' for e in x['errors']]} skipped {x['skipped']} "
-                  f"substituted {x['substituted']} (load {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
+                  f"substituted {x['substituted']} index spread {x['spread']} (load {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"\nplain-API captures, trace-only replay (--gaps recorded), 1 thread; p10 of {args.iters} iterations, "

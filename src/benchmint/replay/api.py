@@ -15,7 +15,7 @@ import torch
 
 from benchmint.core import sysmetrics
 from benchmint.core.errors import UserError
-from benchmint.replay import conditions, fidelity, headline, memory
+from benchmint.replay import conditions, fidelity, headline, index_skew, memory
 from benchmint.replay.adapt import adapt_capture, adapt_view, annotate
 from benchmint.replay.allocator import settle_malloc
 from benchmint.replay.execute import measure_peak_memory, summarize, time_iterations
@@ -223,6 +223,11 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
     if not plan.replayed:
         reasons = "; ".join(f"{s['op']}: {s['reason']}" for s in plan.skipped()[:3])
         raise UserError(f"{inp.trace}: no op of the trace could be replayed ({reasons})")
+    index_spread = None
+    if comm is None and fixed_gaps is None and not any(d.split(":")[0] != dev.type for d in view.devices):
+        # made-up indices spread as the recorded lookup times say (uniform unless clearly off; index_skew.py)
+        tell("index spread")
+        index_spread = index_skew.choose(plan, seed)
     fn0 = plan.compile()
     replay_s = replay_cpu_s = None
     if fixed_gaps is not None:
@@ -385,6 +390,8 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
         "plan_check_time_s": plan.check_time_s,  # the real pass over the compiled iteration that ends planning
         "plan_dry_run": plan.dry_run,  # how each op was tried: on the meta device, or for real (and why)
         "calibration": cal.to_dict() if cal is not None else None,
+        # how made-up lookup indices were spread, per index tensor (None: no lookup over made-up indices timed)
+        "index_distribution": ({"how": index_skew.HOW, "tensors": index_spread} if index_spread else None),
         "how_measured": (
             "wall time of one replayed iteration (time.perf_counter_ns), median over iters after warmup, "
             f"{threads} intra-op threads" + ("; torch.cuda.synchronize() at the end" if dev.type == "cuda" else "")
