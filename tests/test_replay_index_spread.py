@@ -99,3 +99,13 @@ def test_skewed_indices_stay_in_range_and_concentrate_on_few_rows():
     u = index_skew.spread_indices((20000,), 10000, 0.0, gen)
     z = index_skew.spread_indices((20000,), 10000, 1.3, gen)
     assert torch.unique(z).numel() < 0.5 * torch.unique(u).numel()
+
+
+def test_a_lookup_whose_time_does_not_depend_on_the_spread_keeps_uniform(tmp_path, monkeypatch):
+    """A table that stays in cache runs as fast over any spread: a recording far faster than the replay (a busy
+    machine at replay time) must not pick a skew on noise."""
+    monkeypatch.delenv(index_skew.SPREAD_ENV, raising=False)
+    plan, idx = _plan(tmp_path, 1e-6)
+    got = index_skew.choose(plan, timer=lambda f, R: 1e-3)
+    assert got is not None and got[0]["chosen"] == "uniform"
+    assert _top_share(idx) < 0.05
