@@ -12,6 +12,7 @@ percentile of its iterations; error = median over rounds of replay / original - 
 beside the table.
 
 Usage: python benchmarks/replay_heldout.py [--workloads a,b] [--builtin] [--rounds 3] [--iters 30] [--repeats 1]
+       [--ab-spread]
 """
 
 from __future__ import annotations
@@ -75,27 +76,49 @@ def measure(name: str, step, tmp: Path, args) -> dict:
     et, k = plain_capture(step, d)
     res = replay_trace(et, kineto=k, gaps="recorded", threads=1, iters=10, warmup=2)
     fn, plan = res.compiled(), res.plan
+    alt = None
+    if args.ab_spread:  # the same capture replayed with every made-up index uniform (the choice off)
+        from benchmint.replay.index_skew import SPREAD_ENV
+
+        os.environ[SPREAD_ENV] = "uniform"
+        try:
+            alt = replay_trace(et, kineto=k, gaps="recorded", threads=1, iters=10, warmup=2)
+        finally:
+            del os.environ[SPREAD_ENV]
 
     def replay() -> None:
         with torch.inference_mode():
             fn(plan.registers())
 
+    def replay_alt() -> None:
+        with torch.inference_mode():
+            alt_fn(alt.plan.registers())
+
+    alt_fn = alt.compiled() if alt is not None else None
     step()
     replay()
-    errs, orig, rep = [], [], []
+    errs, orig, rep, alt_errs = [], [], [], []
     for _ in range(args.rounds):
         o = _p10(_times(step, args.iters))
         r = _p10(_times(replay, args.iters))
         orig.append(o)
         rep.append(r)
         errs.append(r / o - 1)
+        if alt is not None:
+            alt_errs.append(_p10(_times(replay_alt, args.iters)) / o - 1)
+    if alt is not None:
+        print(f"  {name}: spread off (uniform) rounds {[f'{e * 100:+.1f}%' for e in alt_errs]} median "
+              f"{statistics.median(alt_errs) * 100:+.1f}%; chosen spread rounds {[f'{e * 100:+.1f}%' for e in errs]} "
+              f"median {statistics.median(errs) * 100:+.1f}% (load {os.getloadavg()[0]:.2f})", file=sys.stderr,
+              flush=True)
     r = res.result
     return {"workload": name, "ops": r["ops_total"], "coverage": r["coverage"],
             "original_s": statistics.median(orig), "replay_s": statistics.median(rep),
             "error": statistics.median(errs), "errors": errs,
             "ops_only_s": r.get("replay_ops_only_s"),
             "estimate_s": r.get("original_iter_time_estimated_s"),
-            "skipped": r.get("skipped"), "substituted": r.get("substituted")}
+            "skipped": r.get("skipped"), "substituted": r.get("substituted"),
+            "spread": [t["chosen"] for t in (r.get("index_distribution") or {}).get("tensors") or []]}
 
 
 def main() -> int:
@@ -105,6 +128,9 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--iters", type=int, default=30)
     ap.add_argument("--repeats", type=int, default=1, help="fresh captures per workload (median error)")
+    ap.add_argument("--ab-spread", action="store_true",
+                    help="also replay each capture with every made-up index uniform (BENCHMINT_INDEX_SPREAD), "
+                         "timed in the same rounds")
     args = ap.parse_args()
 
     import torch
@@ -132,7 +158,7 @@ def main() -> int:
             x["errors"] = [e for r in reps for e in r["errors"]]
             rows.append(x)
             print(f"  {name}: rounds {[f'{e * 100:+.1f}%' for e in x['errors']]} skipped {x['skipped']} "
-                  f"substituted {x['substituted']} (load {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
+                  f"substituted {x['substituted']} index spread {x['spread']} (load {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"\nplain-API captures, trace-only replay (--gaps recorded), 1 thread; p10 of {args.iters} iterations, "

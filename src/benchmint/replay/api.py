@@ -15,7 +15,7 @@ import torch
 
 from benchmint.core import sysmetrics
 from benchmint.core.errors import UserError
-from benchmint.replay import conditions, fidelity, headline, memory
+from benchmint.replay import conditions, fidelity, headline, index_skew, memory
 from benchmint.replay.adapt import adapt_capture, adapt_view, annotate
 from benchmint.replay.allocator import settle_malloc
 from benchmint.replay.collective_time import recorded_spans
@@ -208,6 +208,9 @@ def replay_trace(
         torch.set_num_threads(prev_threads)
 
 
+SETTLE_PAIRS = 8  # iterations with and without the gaps, in turns, per settle round
+
+
 def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, cap: dict | None, join: Any,
          progress: Any, comm: Any = None, fixed_gaps: list[int] | None = None) -> ReplayResult:
     """The replay proper; ``opts`` as resolved by :func:`replay_trace` (threads, gaps and iteration set);
@@ -225,6 +228,11 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
     if not plan.replayed:
         reasons = "; ".join(f"{s['op']}: {s['reason']}" for s in plan.skipped()[:3])
         raise UserError(f"{inp.trace}: no op of the trace could be replayed ({reasons})")
+    index_spread = None
+    if comm is None and fixed_gaps is None and not any(d.split(":")[0] != dev.type for d in view.devices):
+        # made-up indices spread as the recorded lookup times say (uniform unless clearly off; index_skew.py)
+        tell("index spread")
+        index_spread = index_skew.choose(plan, seed)
     fn0 = plan.compile()
     replay_s = replay_cpu_s = None
     if fixed_gaps is not None:
@@ -381,6 +389,8 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
         "plan_check_time_s": plan.check_time_s,  # the real pass over the compiled iteration that ends planning
         "plan_dry_run": plan.dry_run,  # how each op was tried: on the meta device, or for real (and why)
         "calibration": cal.to_dict() if cal is not None else None,
+        # how made-up lookup indices were spread, per index tensor (None: no lookup over made-up indices timed)
+        "index_distribution": ({"how": index_skew.HOW, "tensors": index_spread} if index_spread else None),
         "how_measured": (
             "wall time of one replayed iteration (time.perf_counter_ns), median over iters after warmup, "
             f"{threads} intra-op threads" + ("; torch.cuda.synchronize() at the end" if dev.type == "cuda" else "")
@@ -447,21 +457,35 @@ def _join_rounds(plan: Plan, gaps_ns: list[int] | None, tell: Any, live: bool) -
 
 def _settle_gaps(plan: Plan, gaps_ns: list[int], want: float, replay_s: float, tell: Any,
                  live: bool = False, cal: Any = None) -> list[int]:
-    """Scale the gaps so that the replayed iteration, measured here, takes ``want`` (at most two
-    corrections, each bounded to [0.5, 2]): the CPU work standing for a gap and the ops beside it do not add
-    up exactly to their separately measured times. ``live``: a rank of a multi-rank replay settles with its
-    collectives running for real (:func:`_settle_live`)."""
+    """Scale the gaps so that they add to the iteration what the estimate asks of them, ``want - replay_s``
+    (at most two corrections, each bounded to [0.5, 2]): the CPU work standing for a gap and the ops beside it
+    do not add up exactly to their separately measured times. ``live``: a rank of a multi-rank replay settles
+    with its collectives running for real (:func:`_settle_live`).
+
+    What the gaps add is measured in each round anew, as the difference between iterations with and without
+    them taken in turns (``SETTLE_PAIRS`` of each), not against ``replay_s`` (the ops alone measured before the
+    calibration, seconds of a changing load away), and, on one thread on the CPU, in the process's CPU time:
+    a round in which the process waited for a core (a 2-core machine under load 7 ran the ops alone in 25-33 ms
+    of wall time for 10 ms of CPU) otherwise read as gaps that cost three times what they do."""
     if live:
         return _settle_live(plan, gaps_ns, want, tell, cal)
-    if sum(gaps_ns) <= 0:
+    need = want - replay_s
+    if sum(gaps_ns) <= 0 or need <= 0:
         return gaps_ns
+    by_cpu = plan.device.type == "cpu" and torch.get_num_threads() == 1
+    fn0 = plan.compile()
     for _ in range(2):
         tell("settle gaps")
-        m = summarize(time_iterations(plan, plan.compile(gaps_ns=gaps_ns), iters=15, warmup=2))["median"]
-        if m is None or abs(m - want) <= 0.01 * want:
-            break
-        got, need = m - replay_s, want - replay_s
-        if got <= 0 or need <= 0:
+        fn = plan.compile(gaps_ns=gaps_ns)
+        time_iterations(plan, fn0, iters=0, warmup=1, count=False)
+        time_iterations(plan, fn, iters=0, warmup=1, count=False)
+        wall: tuple[list[float], list[float]] = ([], [])
+        cpu: tuple[list[float], list[float]] = ([], [])
+        for _k in range(SETTLE_PAIRS):
+            for side, f in enumerate((fn0, fn)):
+                wall[side].extend(time_iterations(plan, f, iters=1, warmup=0, count=False, cpu=cpu[side]))
+        got = statistics.median((cpu if by_cpu else wall)[1]) - statistics.median((cpu if by_cpu else wall)[0])
+        if got <= 0 or abs(got - need) <= 0.01 * need:
             break
         scale = min(2.0, max(0.5, need / got))
         gaps_ns = [int(g * scale) for g in gaps_ns]

@@ -101,6 +101,8 @@ class Plan:
     comm: Any = None  # the rank's collectives (benchmint.replay.collectives.Collectives), multi-rank replay only
     dry_run: dict[str, Any] = field(default_factory=dict)  # how the ops were tried (DryRun.summary)
     check_time_s: float = 0.0  # the real passes over the compiled iteration that checked the plan
+    slots: dict[tuple, int] = field(default_factory=dict)  # recorded tensor key -> its register
+    cons: Constraints | None = None  # what the consumers of made-up integer tensors need of them
 
     @property
     def replayed(self) -> list[StepInfo]:
@@ -761,7 +763,7 @@ def _build(view: TraceView, device: str | torch.device, seed: int, progress: Any
             pbytes += st.nbytes()
     return Plan(view=view, device=dev, steps=steps, init=init, lines=b.lines, namespace=b.consts,
                 persistent_bytes=pbytes, plan_time_s=(clock.now_ns() - t0) / 1e9, n_slots=len(b.slot),
-                reads=b.reads, comm=comm, dry_run=b.dry.summary(len(view.ops)))
+                reads=b.reads, comm=comm, dry_run=b.dry.summary(len(view.ops)), slots=b.slot, cons=b.cons)
 
 
 def _add_frees(b: _Builder) -> None:

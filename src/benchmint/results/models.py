@@ -238,6 +238,7 @@ class ReplayMetrics(Model):
     plan_check_time_s: float | None | UnsetType = UNSET  # the real pass over the compiled iteration ending planning
     plan_dry_run: JSONObject | None | UnsetType = UNSET  # how each op was tried: meta, or for real (and why)
     calibration: JSONObject | None | UnsetType = UNSET  # the observer-cost calibration (replay/fidelity.py)
+    index_distribution: JSONObject | None | UnsetType = UNSET  # made-up lookup indices' spread (replay/index_skew)
     how_measured: str | None | UnsetType = UNSET
     largest_contributors: list[JSONObject] | UnsetType = UNSET
     system_metrics: JSONObject | None | UnsetType = UNSET  # core/sysmetrics.side_by_side

@@ -1,0 +1,207 @@
+"""How the made-up indices of a lookup are spread, chosen per index tensor against the op's recorded time.
+
+The execution trace records an index tensor's shape, never its values, and the replay makes up values in
+range (uniform). A lookup's time depends on them: an ``embedding_bag`` over skewed indices (a few hot rows,
+as real categorical features are) stays in cache and ran 20-40% faster here than over uniform ones, so a
+replay of a recommender fed skewed data ran its lookups slower than the original did.
+
+:func:`choose` picks, for each true input of the step that holds indices (values in ``[0, rows)`` and no
+other need) read by a lookup (``embedding``, ``embedding_bag``, ``index_select``, ``gather``, ``index``,
+``take``), one spread from a small family (uniform and Zipf-like skews scattered over the rows): each is
+timed on the lookups that read the tensor and can be called on their own (every input a true input of the
+step), interleaved over rounds (median), under the recorders the original ran under (ET + Kineto: their
+cost on a lookup is no fixed cost per node), and compared with the lookups' recorded (Kineto) durations. Uniform
+is kept unless it is off by more than ``KEEP_UNIFORM`` and another spread is clearly closer and changes the
+lookups' time here at all (``FASTER`` than uniform in ``AGREE`` of the rounds: a table that stays in cache
+runs as fast over any spread, and noise must not pick one), so that a step fed uniform indices
+(``torch.randint``) replays as before. What was chosen goes into the result
+(``index_distribution``); ``BENCHMINT_INDEX_SPREAD=uniform`` turns the choice off.
+
+The recorded durations are absolute: a recording taken while the machine was busier than the replay's
+makes every spread look fast (uniform, the slowest, is then kept), one taken while it was quieter can pick a
+skew the original did not have.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import statistics
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.profiler import ProfilerActivity
+
+from benchmint.core import clock
+from benchmint.replay.ops import OpUnavailable, resolve
+from benchmint.replay.plan import Plan
+from benchmint.replay.types import TENSOR, TENSOR_LIST, TRef
+
+# (label, Zipf exponent; 0: uniform)
+SPREADS: tuple[tuple[str, float], ...] = (("uniform", 0.0), ("zipf 0.8", 0.8), ("zipf 1.05", 1.05),
+                                          ("zipf 1.3", 1.3))
+KEEP_UNIFORM = math.log(1.15)  # uniform within 15% of the recorded time: kept (a recording's speed drifts)
+MARGIN = math.log(1.05)  # another spread must be this much closer than uniform
+ROUNDS = 5
+FASTER = 0.9  # a skew must run the lookups at least 10% faster than uniform here ...
+AGREE = 0.8  # ... in at least 80% of the rounds (paired with uniform's time in the same round)
+SPREAD_ENV = "BENCHMINT_INDEX_SPREAD"  # "uniform": no choice, every made-up index uniform
+# lookup op (base name) -> its index argument
+LOOKUPS = {"embedding": "indices", "embedding_bag": "indices", "_embedding_bag": "indices",
+           "_embedding_bag_forward_only": "indices", "index_select": "index", "gather": "index",
+           "take": "index", "index": "indices", "_unsafe_index": "indices"}
+_PERM_MAX = 1 << 22  # rows scattered by a random permutation up to this many, by a multiplicative hash above
+
+
+def spread_indices(shape: tuple[int, ...] | torch.Size, rows: int, skew: float, gen: torch.Generator,
+                   dtype: torch.dtype = torch.long) -> torch.Tensor:
+    """Indices in ``[0, rows)``: uniform (``skew`` 0) or Zipf-like with exponent ``skew`` (rank r drawn with
+    probability about r**-skew, by inverse transform), the ranks scattered over the rows."""
+    n = int(torch.Size(shape).numel())
+    if skew <= 0 or rows <= 1:
+        return torch.randint(0, max(rows, 1), tuple(shape), generator=gen, dtype=torch.long).to(dtype)
+    u = torch.rand(n, generator=gen, dtype=torch.float64)
+    top = float(rows + 1)
+    if abs(skew - 1.0) < 1e-9:
+        x = torch.exp(u * math.log(top))
+    else:
+        e = 1.0 - skew
+        x = ((top ** e - 1.0) * u + 1.0) ** (1.0 / e)
+    rank = (x.floor().long() - 1).clamp_(0, rows - 1)
+    if rows <= _PERM_MAX:
+        idx = torch.randperm(rows, generator=gen)[rank]
+    else:
+        idx = (rank * 2654435761 + int(torch.randint(0, rows, (1,), generator=gen))) % rows
+    return idx.reshape(tuple(shape)).to(dtype)
+
+
+def _index_refs(op: Any, names: list[str] | None) -> list[TRef]:
+    base = op.name.split("::", 1)[-1]
+    arg = LOOKUPS.get(base)
+    if arg is None or names is None or arg not in names:
+        return []
+    a = op.inputs[names.index(arg)] if names.index(arg) < len(op.inputs) else None
+    if a is None:
+        return []
+    refs = [a.value] if a.kind == TENSOR else (a.value if a.kind == TENSOR_LIST else [])
+    return [r for r in refs if isinstance(r, TRef)]
+
+
+def _standalone(plan: Plan, idx: int) -> Callable[[list[Any]], Any] | None:
+    """Step ``idx``'s op as a function of the register file, when it reads true inputs of the step only."""
+    lines = [line for i, line in plan.lines if i == idx]
+    if len(lines) != 1:
+        return None
+    line = lines[0]
+    call = line[5:].split("; ")[0] if line.startswith("_r = ") else line.split(" = ", 1)[-1]
+    reads = {int(s) for s in re.findall(r"R\[(\d+)\]", call)}
+    if any(s >= len(plan.init) or plan.init[s] is None for s in reads):
+        return None
+    ns = dict(plan.namespace)
+    exec(compile(f"def _op(R):\n    {call}\n", f"<benchmint lookup {idx}>", "exec"), ns)
+    return ns["_op"]
+
+
+def _time(f: Callable[[list[Any]], Any], R: list[Any]) -> float:
+    with torch.inference_mode():
+        f(R)  # the first call after new values touches them
+        best = math.inf
+        for _ in range(2):
+            t0 = clock.now_ns()
+            f(R)
+            best = min(best, (clock.now_ns() - t0) / 1e9)
+    return best
+
+
+def _arg_names(op: Any) -> list[str] | None:
+    try:
+        return [a.name for a in resolve(op.schema).args] if op.schema else None
+    except OpUnavailable:
+        return None
+
+
+def choose(plan: Plan, seed: int = 0, timer: Callable[[Callable, list[Any]], float] | None = None
+           ) -> list[dict[str, Any]] | None:
+    """Choose and fill the spread of each made-up index tensor read by a lookup (see the module); returns what
+    was chosen per tensor, or None when the step has no such tensor with a recorded lookup time, or when
+    ``BENCHMINT_INDEX_SPREAD=uniform`` (every made-up index uniform, as before). ``timer(f, R)``: seconds
+    one call of the lookup ``f`` takes on the register file ``R`` (default: the best of two after one)."""
+    if os.environ.get(SPREAD_ENV, "").strip().lower() == "uniform":
+        return None
+    with torch.inference_mode():  # the plan's tensors are inference tensors: refilled in place
+        return _choose(plan, seed, timer or _time)
+
+
+def _choose(plan: Plan, seed: int, timer: Callable[[Callable, list[Any]], float]) -> list[dict[str, Any]] | None:
+    cons = plan.cons
+    if cons is None:
+        return None
+    by_key: dict[tuple, tuple[TRef, list[int]]] = {}
+    for st in plan.steps:
+        if not st.replayed or st.substitute is not None or st.op.dur_s is None:
+            continue
+        for ref in _index_refs(st.op, _arg_names(st.op)):
+            c = cons.by_key.get(ref.key)
+            s = plan.slots.get(ref.key)
+            if (c is None or c.high is None or c.high < 2 or s is None or plan.init[s] is None
+                    or c.forced is not None or c.values is not None or c.offsets_of is not None
+                    or c.sums_to is not None or c.permutation or ref.dtype not in (torch.int64, torch.int32)):
+                continue
+            by_key.setdefault(ref.key, (ref, []))[1].append(st.index)
+    work: list[tuple[tuple, TRef, torch.Tensor, int, list[tuple[int, Callable]]]] = []
+    for key, (ref, steps) in by_key.items():
+        t = plan.init[plan.slots[key]]
+        if not isinstance(t, torch.Tensor) or t.device.type != "cpu" or not t.is_contiguous():
+            continue
+        fns = [(i, f) for i in steps if (f := _standalone(plan, i)) is not None]
+        if fns:
+            work.append((key, ref, t, cons.by_key[key].high, fns))  # type: ignore[arg-type]
+    if not work:
+        return None
+    gen = torch.Generator().manual_seed(seed + 7919)
+    values = {(key, label): spread_indices(t.shape, rows, skew, gen, t.dtype)
+              for key, _ref, t, rows, _f in work for label, skew in SPREADS}
+    times: dict[tuple, list[float]] = {}
+    R = plan.registers()
+    # timed under the recorders the original ran under (their cost on a lookup is not a fixed cost per node:
+    # 30-40% of a max-pooled embedding_bag here), so that the times compare with the recorded durations
+    from benchmint.replay.fidelity import _observed
+    from benchmint.trace.capture import scratch_dir
+
+    with tempfile.TemporaryDirectory(prefix="benchmint-spread-", dir=scratch_dir()) as tmp:
+        with _observed([ProfilerActivity.CPU], os.path.join(tmp, "et.json")):
+            for r in range(ROUNDS):
+                order = SPREADS[r % len(SPREADS):] + SPREADS[: r % len(SPREADS)]  # each spread first in turn
+                for label, _skew in order:
+                    for key, _ref, t, _rows, _f in work:
+                        t.copy_(values[(key, label)])
+                    for key, _ref, _t, _rows, fns in work:
+                        times.setdefault((key, label), []).append(sum(timer(f, R) for _i, f in fns))
+    out: list[dict[str, Any]] = []
+    for key, _ref, t, rows, fns in work:
+        ops = [plan.steps[i].op for i, _f in fns]
+        target = sum(o.dur_s for o in ops)  # type: ignore[misc]
+        med = {label: statistics.median(times[(key, label)]) for label, _s in SPREADS}
+        off = {label: abs(math.log(m / target)) if m > 0 and target > 0 else math.inf for label, m in med.items()}
+        # a skew counts only where it changes the lookup's time here, in (nearly) every round: a table that
+        # stays in cache runs as fast over any spread, and noise must not pick one
+        uni = times[(key, "uniform")]
+        apart = {label for label, _s in SPREADS if label != "uniform"
+                 and med[label] <= FASTER * med["uniform"]
+                 and sum(a < b for a, b in zip(times[(key, label)], uni, strict=True)) >= AGREE * len(uni)}
+        best = min(apart | {"uniform"}, key=lambda x: off[x])
+        if off["uniform"] <= KEEP_UNIFORM or off["uniform"] - off[best] < MARGIN:
+            best = "uniform"
+        t.copy_(values[(key, best)])
+        out.append({"ops": sorted({o.name for o in ops}), "calls": len(ops), "rows": rows,
+                    "indices": int(t.numel()), "chosen": best, "original_s": target, "times_s": med})
+    return out
+
+
+HOW = ("per made-up index tensor read by a lookup: uniform or Zipf-like (exponent 0.8, 1.05, 1.3) indices, "
+       "each timed on the lookups that read it under ET + Kineto (median of interleaved rounds) against their "
+       "recorded durations; uniform kept unless more than 15% off and another is at least 5% closer and runs "
+       "the lookups at least 10% faster than uniform in 80% of the rounds")

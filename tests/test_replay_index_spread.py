@@ -1,0 +1,111 @@
+"""Made-up lookup indices spread as the recorded lookup time says (replay/index_skew.py): a lookup recorded as
+fast as over skewed indices gets skewed ones, one recorded as fast as over uniform indices keeps uniform."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmint.replay import index_skew
+from benchmint.replay.plan import build_plan
+from benchmint.replay.source import view_from_trace
+from benchmint.trace import load
+
+ROWS, N = 5000, 4096
+
+
+def _trace(path: Path) -> Path:
+    """One ``embedding`` over a (5000, 16) table with 4096 made-up indices."""
+    def node(i, name, inputs=(), shapes=(), types=(), outputs=(), oshapes=(), otypes=(), attrs=()):
+        return {"id": i, "name": name, "ctrl_deps": 2 if i > 2 else i - 1,
+                "inputs": {"values": list(inputs), "shapes": list(shapes), "types": list(types),
+                           "strides": [[] for _ in inputs]},
+                "outputs": {"values": list(outputs), "shapes": list(oshapes), "types": list(otypes),
+                            "strides": [[] for _ in outputs]},
+                "attrs": [{"name": "rf_id", "type": "uint64", "value": i}, {"name": "tid", "type": "uint64",
+                                                                            "value": 1}, *attrs]}
+    schema = ("aten::embedding(Tensor weight, Tensor indices, SymInt padding_idx=-1, bool scale_grad_by_freq=False, "
+              "bool sparse=False) -> Tensor")
+    ops = [node(1, "[pytorch|profiler|execution_trace|process]"), node(2, "[pytorch|profiler|execution_trace|thread]"),
+           node(3, "aten::embedding", [[10, 10, 0, ROWS * 16, 4, "cpu"], [11, 11, 0, N, 8, "cpu"], -1, False, False],
+                [[ROWS, 16], [N], [], [], []], ["Tensor(float)", "Tensor(long int)", "Int", "Bool", "Bool"],
+                [[12, 12, 0, N * 16, 4, "cpu"]], [[N, 16]], ["Tensor(float)"],
+                [{"name": "op_schema", "type": "string", "value": schema}])]
+    path.write_text(json.dumps({"schema": "1.1.1-chakra.0.0.4", "pid": 1, "time": "x", "start_ts": 0,
+                                "finish_ts": 1, "nodes": ops}))
+    return path
+
+
+def _plan(tmp_path: Path, recorded_s: float):
+    view = view_from_trace(load(_trace(tmp_path / "et.json")))
+    view.ops[0].dur_s = recorded_s  # as Kineto would give it
+    plan = build_plan(view, "cpu", 0)
+    key = view.ops[0].inputs[1].value.key
+    return plan, plan.init[plan.slots[key]]
+
+
+def _top_share(t: torch.Tensor) -> float:
+    """Share of the lookups that land on the 1% most used rows."""
+    counts = torch.bincount(t.reshape(-1), minlength=ROWS).sort(descending=True).values
+    return float(counts[: ROWS // 100].sum()) / t.numel()
+
+
+def _fake_timer(indices: torch.Tensor):
+    """A lookup that costs 1 ms per distinct row touched (a skewed spread touches fewer, as caches see it)."""
+    def timer(f, R):
+        f(R)
+        return 1e-3 * int(torch.unique(indices).numel()) / ROWS
+    return timer
+
+
+@pytest.mark.parametrize("skewed", [True, False])
+def test_the_spread_that_matches_the_recorded_lookup_time_is_kept_in_the_plan(tmp_path, monkeypatch, skewed):
+    monkeypatch.delenv(index_skew.SPREAD_ENV, raising=False)
+    gen = torch.Generator().manual_seed(3)
+    uniform_s = 1e-3 * int(torch.unique(index_skew.spread_indices((N,), ROWS, 0.0, gen)).numel()) / ROWS
+    skew_s = 1e-3 * int(torch.unique(index_skew.spread_indices((N,), ROWS, 1.3, gen)).numel()) / ROWS
+    assert skew_s < 0.7 * uniform_s  # the family spans what the test needs
+    plan, idx = _plan(tmp_path, skew_s if skewed else uniform_s)
+    got = index_skew.choose(plan, timer=_fake_timer(idx))
+    assert got is not None and len(got) == 1
+    rec = got[0]
+    assert rec["ops"] == ["aten::embedding"] and rec["rows"] == ROWS and rec["indices"] == N
+    assert (rec["chosen"] != "uniform") is skewed
+    assert set(rec["times_s"]) == {label for label, _ in index_skew.SPREADS}
+    # the plan's tensor holds the chosen spread, in range, and the replay runs on it
+    assert int(idx.min()) >= 0 and int(idx.max()) < ROWS
+    assert (_top_share(idx) > 0.2) is skewed
+    with torch.inference_mode():
+        plan.compile()(plan.registers())
+
+
+def test_the_choice_can_be_turned_off_and_uniform_indices_stay(tmp_path, monkeypatch):
+    monkeypatch.setenv(index_skew.SPREAD_ENV, "uniform")
+    plan, idx = _plan(tmp_path, 1e-9)
+    assert index_skew.choose(plan, timer=_fake_timer(idx)) is None
+    assert _top_share(idx) < 0.05
+
+
+def test_skewed_indices_stay_in_range_and_concentrate_on_few_rows():
+    gen = torch.Generator().manual_seed(0)
+    for rows in (1, 7, 1000, (1 << 22) + 5):
+        for _label, skew in index_skew.SPREADS:
+            t = index_skew.spread_indices((64, 8), rows, skew, gen, torch.int32)
+            assert t.shape == (64, 8) and t.dtype == torch.int32
+            assert int(t.min()) >= 0 and int(t.max()) < rows
+    u = index_skew.spread_indices((20000,), 10000, 0.0, gen)
+    z = index_skew.spread_indices((20000,), 10000, 1.3, gen)
+    assert torch.unique(z).numel() < 0.5 * torch.unique(u).numel()
+
+
+def test_a_lookup_whose_time_does_not_depend_on_the_spread_keeps_uniform(tmp_path, monkeypatch):
+    """A table that stays in cache runs as fast over any spread: a recording far faster than the replay (a busy
+    machine at replay time) must not pick a skew on noise."""
+    monkeypatch.delenv(index_skew.SPREAD_ENV, raising=False)
+    plan, idx = _plan(tmp_path, 1e-6)
+    got = index_skew.choose(plan, timer=lambda f, R: 1e-3)
+    assert got is not None and got[0]["chosen"] == "uniform"
+    assert _top_share(idx) < 0.05
