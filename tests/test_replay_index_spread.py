@@ -109,3 +109,38 @@ def test_a_lookup_whose_time_does_not_depend_on_the_spread_keeps_uniform(tmp_pat
     got = index_skew.choose(plan, timer=lambda f, R: 1e-3)
     assert got is not None and got[0]["chosen"] == "uniform"
     assert _top_share(idx) < 0.05
+
+
+@pytest.mark.parametrize("gaps", ["none", "recorded"])
+def test_a_scaled_replay_keeps_the_unscaled_steps_choice_of_spread(tmp_path, monkeypatch, gaps):
+    """``--scale`` replays the unscaled step first and keeps its gaps: it must keep its index spread too, neither
+    fall back to uniform indices (``--gaps recorded``: the scaled lookups then ran slower than the unscaled ones)
+    nor choose again against the recorded times, which are those of the unscaled lookups (``--gaps none``)."""
+    from benchmint.models.workloads import build
+    from benchmint.replay import replay_trace
+    from benchmint.trace.capture import capture_steps
+
+    monkeypatch.delenv(index_skew.SPREAD_ENV, raising=False)
+
+    calls = []
+
+    def timer(f, R):  # far slower than recorded, faster the fewer rows touched: the most skewed spread is chosen
+        calls.append(1)
+        return float(sum(int(torch.unique(t).numel()) for t in R
+                         if isinstance(t, torch.Tensor) and t.dtype == torch.long and t.numel()))
+
+    monkeypatch.setattr(index_skew, "_time", timer)
+    d = tmp_path / "cap"
+    capture_steps(build("embbag_train", batch=16).step, d, warmup=1, measure=5, record=1)
+    res = replay_trace(d, scale=("batch=2",), gaps=gaps, warmup=0, iters=1)
+    spread = res.result["index_distribution"]
+    assert spread is not None and {t["chosen"] for t in spread["tensors"]} == {"zipf 1.3"}
+    # chosen once, on the unscaled step (every tensor timed in every round, over every spread)
+    assert len(calls) == index_skew.ROUNDS * len(index_skew.SPREADS) * len(spread["tensors"])
+    assert res.result["scale"]["scaled"] == {"batch": 32.0}
+    for t in spread["tensors"]:  # the scaled step's tensors hold the chosen spread
+        st = res.plan.steps[t["step"]]
+        ref = next(r for r in index_skew._index_refs(st.op, index_skew._arg_names(st.op)) if r.tensor_id == t["tensor_id"])
+        idx = res.plan.init[res.plan.slots[ref.key]]
+        u = index_skew.spread_indices(idx.shape, t["rows"], 0.0, torch.Generator().manual_seed(0))
+        assert torch.unique(idx).numel() < 0.8 * torch.unique(u).numel()

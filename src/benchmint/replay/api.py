@@ -183,7 +183,9 @@ def replay_trace(
             # the unscaled step first: its CPU time between ops, aimed at the original, is what the scaled step
             # keeps (Python and framework time do not grow with the tensors); its ops then take what they take
             res0 = _run(inp, scaled[0].before, tdev, opts, cap, join, progress, comm)
-            res = _run(inp, view, tdev, opts, cap, join, progress, comm, fixed_gaps=res0.gaps_ns)
+            spread = (res0.result.get("index_distribution") or {}).get("tensors") or []
+            res = _run(inp, view, tdev, opts, cap, join, progress, comm, fixed_gaps=res0.gaps_ns,
+                       index_spread={(t["step"], t["tensor_id"]): t["chosen"] for t in spread})
             res.result["gaps"] = res0.result["gaps"]
             res.result["gap_target"] = res0.result["gap_target"]
             res.result["original_iter_time_estimated_s"] = res0.result["original_iter_time_estimated_s"]
@@ -212,9 +214,12 @@ SETTLE_PAIRS = 8  # iterations with and without the gaps, in turns, per settle r
 
 
 def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, cap: dict | None, join: Any,
-         progress: Any, comm: Any = None, fixed_gaps: list[int] | None = None) -> ReplayResult:
+         progress: Any, comm: Any = None, fixed_gaps: list[int] | None = None,
+         index_spread: dict[tuple[int, int], str] | None = None) -> ReplayResult:
     """The replay proper; ``opts`` as resolved by :func:`replay_trace` (threads, gaps and iteration set);
-    ``fixed_gaps``: spend these between the ops (a scaled step keeps its unscaled replay's), no calibration."""
+    ``fixed_gaps``: spend these between the ops (a scaled step keeps its unscaled replay's), no calibration;
+    ``index_spread``: the made-up lookup indices' spreads the unscaled replay chose (:func:`index_skew.choose`;
+    a scaled step's, ``{}`` where it chose none), None: choose them here."""
     threads, warmup, iters, seed, gaps, target = opts.threads, opts.warmup, opts.iters, opts.seed, opts.gaps, \
         opts.target
     def tell(stage: str, done: int = 0, total: int = 0) -> None:
@@ -228,11 +233,12 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
     if not plan.replayed:
         reasons = "; ".join(f"{s['op']}: {s['reason']}" for s in plan.skipped()[:3])
         raise UserError(f"{inp.trace}: no op of the trace could be replayed ({reasons})")
-    index_spread = None
-    if comm is None and fixed_gaps is None and not any(d.split(":")[0] != dev.type for d in view.devices):
-        # made-up indices spread as the recorded lookup times say (uniform unless clearly off; index_skew.py)
+    given, index_spread = index_spread, None
+    if comm is None and not any(d.split(":")[0] != dev.type for d in view.devices) and given != {}:
+        # made-up indices spread as the recorded lookup times say (uniform unless clearly off; index_skew.py); a
+        # scaled step takes its unscaled replay's choice (the recorded times are the unscaled lookups')
         tell("index spread")
-        index_spread = index_skew.choose(plan, seed)
+        index_spread = index_skew.choose(plan, seed, given=given)
     fn0 = plan.compile()
     replay_s = replay_cpu_s = None
     if fixed_gaps is not None:

@@ -123,19 +123,23 @@ def _arg_names(op: Any) -> list[str] | None:
         return None
 
 
-def choose(plan: Plan, seed: int = 0, timer: Callable[[Callable, list[Any]], float] | None = None
-           ) -> list[dict[str, Any]] | None:
+def choose(plan: Plan, seed: int = 0, timer: Callable[[Callable, list[Any]], float] | None = None,
+           given: dict[tuple[int, int], str] | None = None) -> list[dict[str, Any]] | None:
     """Choose and fill the spread of each made-up index tensor read by a lookup (see the module); returns what
     was chosen per tensor, or None when the step has no such tensor with a recorded lookup time, or when
     ``BENCHMINT_INDEX_SPREAD=uniform`` (every made-up index uniform, as before). ``timer(f, R)``: seconds
-    one call of the lookup ``f`` takes on the register file ``R`` (default: the best of two after one)."""
+    one call of the lookup ``f`` takes on the register file ``R`` (default: the best of two after one).
+    ``given``: the spreads already chosen, by (``step``, ``tensor_id``) of what a choice returned: filled as
+    they are, nothing timed (a scaled step keeps its unscaled replay's choice: its lookups' recorded times are
+    those of the unscaled step, and would pick a skew to make up for the larger tables and batches)."""
     if os.environ.get(SPREAD_ENV, "").strip().lower() == "uniform":
         return None
     with torch.inference_mode():  # the plan's tensors are inference tensors: refilled in place
-        return _choose(plan, seed, timer or _time)
+        return _choose(plan, seed, timer or _time, given)
 
 
-def _choose(plan: Plan, seed: int, timer: Callable[[Callable, list[Any]], float]) -> list[dict[str, Any]] | None:
+def _choose(plan: Plan, seed: int, timer: Callable[[Callable, list[Any]], float],
+            given: dict[tuple[int, int], str] | None = None) -> list[dict[str, Any]] | None:
     cons = plan.cons
     if cons is None:
         return None
@@ -162,6 +166,19 @@ def _choose(plan: Plan, seed: int, timer: Callable[[Callable, list[Any]], float]
     if not work:
         return None
     gen = torch.Generator().manual_seed(seed + 7919)
+    if given is not None:
+        skews = dict(SPREADS)
+        kept = []
+        for key, ref, t, rows, fns in work:
+            label = given.get((by_key[key][1][0], ref.tensor_id))
+            if label is None or label not in skews:
+                continue
+            t.copy_(spread_indices(t.shape, rows, skews[label], gen, t.dtype))
+            ops = [plan.steps[i].op for i, _f in fns]
+            kept.append({"ops": sorted({o.name for o in ops}), "calls": len(ops), "rows": rows,
+                         "indices": int(t.numel()), "chosen": label, "step": by_key[key][1][0],
+                         "tensor_id": ref.tensor_id, "as": "the unscaled step's choice"})
+        return kept or None
     values = {(key, label): spread_indices(t.shape, rows, skew, gen, t.dtype)
               for key, _ref, t, rows, _f in work for label, skew in SPREADS}
     times: dict[tuple, list[float]] = {}
@@ -181,7 +198,7 @@ def _choose(plan: Plan, seed: int, timer: Callable[[Callable, list[Any]], float]
                     for key, _ref, _t, _rows, fns in work:
                         times.setdefault((key, label), []).append(sum(timer(f, R) for _i, f in fns))
     out: list[dict[str, Any]] = []
-    for key, _ref, t, rows, fns in work:
+    for key, ref, t, rows, fns in work:
         ops = [plan.steps[i].op for i, _f in fns]
         target = sum(o.dur_s for o in ops)  # type: ignore[misc]
         med = {label: statistics.median(times[(key, label)]) for label, _s in SPREADS}
@@ -197,7 +214,8 @@ def _choose(plan: Plan, seed: int, timer: Callable[[Callable, list[Any]], float]
             best = "uniform"
         t.copy_(values[(key, best)])
         out.append({"ops": sorted({o.name for o in ops}), "calls": len(ops), "rows": rows,
-                    "indices": int(t.numel()), "chosen": best, "original_s": target, "times_s": med})
+                    "indices": int(t.numel()), "chosen": best, "original_s": target, "times_s": med,
+                    "step": by_key[key][1][0], "tensor_id": ref.tensor_id})  # (step, tensor_id): see ``given``
     return out
 
 
