@@ -138,6 +138,8 @@ def test_a_scaled_replay_keeps_the_unscaled_steps_choice_of_spread(tmp_path, mon
     # chosen once, on the unscaled step (every tensor timed in every round, over every spread)
     assert len(calls) == index_skew.ROUNDS * len(index_skew.SPREADS) * len(spread["tensors"])
     assert res.result["scale"]["scaled"] == {"batch": 32.0}
+    # the gaps kept are the unscaled replay's, and say how that replay settled them
+    assert (res.result["gap_settling"] == "alone") is (gaps == "recorded")
     for t in spread["tensors"]:  # the scaled step's tensors hold the chosen spread
         st = res.plan.steps[t["step"]]
         ref = next(r for r in index_skew._index_refs(st.op, index_skew._arg_names(st.op)) if r.tensor_id == t["tensor_id"])

@@ -188,6 +188,7 @@ def replay_trace(
                        index_spread={(t["step"], t["tensor_id"]): t["chosen"] for t in spread})
             res.result["gaps"] = res0.result["gaps"]
             res.result["gap_target"] = res0.result["gap_target"]
+            res.result["gap_settling"] = res0.result["gap_settling"]
             res.result["original_iter_time_estimated_s"] = res0.result["original_iter_time_estimated_s"]
             scaled[0].info.update({"unscaled_iter_time_s": res0.result["iter_time_s"]["median"],
                                    "unscaled_ops_only_s": res0.result["replay_ops_only_s"],
