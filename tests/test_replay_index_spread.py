@@ -116,7 +116,6 @@ def test_a_scaled_replay_keeps_the_unscaled_steps_choice_of_spread(tmp_path, mon
     """``--scale`` replays the unscaled step first and keeps its gaps: it must keep its index spread too, neither
     fall back to uniform indices (``--gaps recorded``: the scaled lookups then ran slower than the unscaled ones)
     nor choose again against the recorded times, which are those of the unscaled lookups (``--gaps none``)."""
-    from benchmint.models.workloads import build
     from benchmint.replay import replay_trace
     from benchmint.trace.capture import capture_steps
 
@@ -131,7 +130,15 @@ def test_a_scaled_replay_keeps_the_unscaled_steps_choice_of_spread(tmp_path, mon
 
     monkeypatch.setattr(index_skew, "_time", timer)
     d = tmp_path / "cap"
-    capture_steps(build("embbag_train", batch=16).step, d, warmup=1, measure=5, record=1)
+    torch.manual_seed(0)
+    bags = [torch.nn.Embedding(ROWS, 32) for _ in range(2)]
+    idx = [torch.randint(0, ROWS, (16, 4)) for _ in bags]  # [batch, 4]
+
+    def step() -> None:
+        with torch.inference_mode():
+            sum(b(i).sum() for b, i in zip(bags, idx, strict=True))
+
+    capture_steps(step, d, warmup=1, measure=5, record=1)
     res = replay_trace(d, scale=("batch=2",), gaps=gaps, warmup=0, iters=1)
     spread = res.result["index_distribution"]
     assert spread is not None and {t["chosen"] for t in spread["tensors"]} == {"zipf 1.3"}

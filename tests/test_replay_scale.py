@@ -129,3 +129,23 @@ def test_a_scaled_export_runs(caps, tmp_path, cli):
     r = json.loads((tmp_path / "r.json").read_text())
     assert r["scale"]["scaled"] == {"batch": 4.0} and r["exported"]["scale"] == ["batch=2"]
     assert r["coverage"] == 1.0
+
+
+def test_an_embedding_bag_whose_index_count_does_not_follow_the_batch_is_refused(tmp_path):
+    """Bags of random lengths: the offsets follow the batch, the packed indices' count does not (it is the sum
+    of the lengths). Scaling the offsets alone would replay twice the bags over the same indices, silently."""
+    torch.manual_seed(0)
+    bag = torch.nn.EmbeddingBag(100, 8, mode="sum")
+    lens = torch.randint(1, 6, (16,))
+    idx = torch.randint(0, 100, (int(lens.sum()),))
+    offs = torch.cat([torch.zeros(1, dtype=torch.long), lens.cumsum(0)[:-1]])
+    assert idx.numel() % 16  # not a multiple of the batch
+
+    def step() -> None:
+        with torch.inference_mode():
+            bag(idx, offs).sum()
+
+    v = _view(_capture(tmp_path / "bag", step))
+    with pytest.raises(UserError) as e:
+        scale_view(v, ["batch=2"], phases(v))
+    assert "embedding_bag" in str(e.value)

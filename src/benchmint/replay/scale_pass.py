@@ -268,6 +268,7 @@ class _Pass:
                     self.rewritten[op.name] += 1
             else:
                 inputs.append(a)
+        self.check_bags(op, names, inputs)
         for k, v in new_vals.items():
             vals[k] = v
         if spec is not None and "Device" in " ".join(types) and not any(v == "meta" for v in vals):
@@ -277,6 +278,27 @@ class _Pass:
                     break
         outputs = self.outputs(op, spec, vals, known, hints)
         return replace(op, inputs=inputs, outputs=outputs)
+
+    def check_bags(self, op: OpRec, names: list[str], inputs: list[Arg]) -> None:
+        """An op of bags over packed indices (``embedding_bag``: ``indices`` and ``offsets``) whose bags follow the
+        scale while its indices' count does not (the count is the sum of the bags' lengths, which the trace does
+        not record: scaling the offsets alone would replay more bags over the same indices, silently), or whose
+        indices follow a batch scale while its bags do not (the batch read off the packed indices)."""
+        if "indices" not in names or "offsets" not in names:
+            return
+        ki, ko = names.index("indices"), names.index("offsets")
+        if max(ki, ko) >= len(op.inputs) or any(op.inputs[k].kind != TENSOR or not isinstance(op.inputs[k].value, TRef)
+                                               for k in (ki, ko)):
+            return
+        bags = inputs[ko].value.shape != op.inputs[ko].value.shape
+        packed = inputs[ki].value.shape != op.inputs[ki].value.shape
+        if bags and not packed:
+            raise Conflict(self.i, f"its bags (offsets, {list(op.inputs[ko].value.shape)}) follow the scale but the "
+                                   f"count of the indices they pack ({list(op.inputs[ki].value.shape)}, the sum of the "
+                                   "bags' lengths) does not")
+        if packed and not bags and self.ctx.kinds == ["batch"]:  # (a longer sequence: longer bags, as many)
+            raise Conflict(self.i, f"its packed indices ({list(op.inputs[ki].value.shape)}) follow the batch but its "
+                                   f"bags (offsets, {list(op.inputs[ko].value.shape)}) do not")
 
     # -- size arguments -------------------------------------------------------------------------------------------
     def sizes(self, op: OpRec, names: list[str], types: list[str], vals: list[Any], labs: dict[int, Any],
