@@ -153,3 +153,26 @@ def test_a_scaled_replay_keeps_the_unscaled_steps_choice_of_spread(tmp_path, mon
         idx = res.plan.init[res.plan.slots[ref.key]]
         u = index_skew.spread_indices(idx.shape, t["rows"], 0.0, torch.Generator().manual_seed(0))
         assert torch.unique(idx).numel() < 0.8 * torch.unique(u).numel()
+
+
+def test_a_spread_the_step_cannot_run_over_falls_back_to_uniform(tmp_path, monkeypatch):
+    # another op reading the same indices can have a shape that follows their values (unique, coalesce): a
+    # spread the whole step does not run over is given up, and the result says so
+    monkeypatch.delenv(index_skew.SPREAD_ENV, raising=False)
+    gen = torch.Generator().manual_seed(3)
+    skew_s = 1e-3 * int(torch.unique(index_skew.spread_indices((N,), ROWS, 1.3, gen)).numel()) / ROWS
+    plan, idx = _plan(tmp_path, skew_s)
+    real = plan.compile
+
+    def compile_failing_over_skew(*a, **k):
+        fn = real(*a, **k)
+
+        def run(R):
+            if _top_share(idx) > 0.2:
+                raise RuntimeError("shape follows the values")
+            return fn(R)
+        return run
+    monkeypatch.setattr(plan, "compile", compile_failing_over_skew)
+    got = index_skew.choose(plan, timer=_fake_timer(idx))
+    assert got is not None and got[0]["chosen"] == "uniform" and "does not run over zipf" in got[0]["fallback"]
+    assert _top_share(idx) < 0.05

@@ -216,7 +216,23 @@ def _choose(plan: Plan, seed: int, timer: Callable[[Callable, list[Any]], float]
         out.append({"ops": sorted({o.name for o in ops}), "calls": len(ops), "rows": rows,
                     "indices": int(t.numel()), "chosen": best, "original_s": target, "times_s": med,
                     "step": by_key[key][1][0], "tensor_id": ref.tensor_id})  # (step, tensor_id): see ``given``
+    if any(o["chosen"] != "uniform" for o in out) and not _runs(plan):
+        # another op reads the same indices with a shape that follows their values (unique, coalesce, ...): the
+        # plan's check pass ran them uniform; a spread it cannot run is given up, never replayed half-way
+        for (_key, _ref, t, _rows, _f), o in zip(work, out, strict=True):
+            if o["chosen"] != "uniform":
+                t.copy_(values[(_key, "uniform")])
+                o["chosen"], o["fallback"] = "uniform", f"the step does not run over {o['chosen']} indices"
     return out
+
+
+def _runs(plan: Plan) -> bool:
+    """Whether one whole step runs over the indices now filled in (a real pass, as the plan's check)."""
+    try:
+        plan.compile()(plan.registers())
+    except Exception:  # noqa: BLE001 - any failure of the step means the spread cannot stay
+        return False
+    return True
 
 
 HOW = ("per made-up index tensor read by a lookup: uniform or Zipf-like (exponent 0.8, 1.05, 1.3) indices, "
