@@ -690,3 +690,20 @@ def test_auto_without_capture_json_settles_the_estimate_with_the_ranks_together(
     assert all(p["gap_target"] == "estimate" for p in r["per_rank"])
     assert all(p["gap_settling"] == "together" for p in r["per_rank"])
     assert r["gaps_aimed_without_communication"] is True and r["errors_per_rank"] is not None
+
+
+def test_a_rank_without_its_kineto_trace_leaves_every_rank_without_gaps(bilstm_capture, tmp_path):
+    # each rank resolves --gaps on its own files: rank 1 without a Kineto trace resolved "none" while rank 0
+    # calibrated its gaps in rounds that need every rank, and waited for rank 1 until the timeout; the ranks
+    # now agree before any round, and with --gaps left to them replay without gaps, saying why
+    import shutil
+
+    cap = tmp_path / "ranks"
+    for r, names in ((0, ("et.json", "kineto.json")), (1, ("et.json",))):
+        (cap / f"rank{r}").mkdir(parents=True)
+        for name in names:
+            shutil.copy(bilstm_capture / name, cap / f"rank{r}" / name)
+    r = replay_ranks(cap, ranks=2, device="cpu", warmup=0, iters=2, timeout_s=120, collective_timeout_s=30).result
+    assert r["gaps"] == "none" and all(p["gap_time_s"] == 0.0 for p in r["per_rank"])
+    assert all(p["gap_target"] is None for p in r["per_rank"])
+    assert "rank 1 had no Kineto trace" in r["estimate_note"]

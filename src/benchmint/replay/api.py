@@ -244,6 +244,18 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
     replay_s = replay_cpu_s = None
     if fixed_gaps is not None:
         gaps = "none"  # below: the gaps are given, nothing to calibrate or aim
+    gaps_agreed_note = None
+    if comm is not None and fixed_gaps is None:
+        # every rank must run the same calibration and settling rounds (each is collective): a rank with no
+        # Kineto trace of its step resolved --gaps none while the others would calibrate and wait for it
+        comm.ready(plan)  # (the group formed: the ranks can share through it)
+        agreed = comm.gather("gaps", gaps)
+        if "none" in agreed and "recorded" in agreed:
+            gaps = "none"
+            without = [str(r) for r, g in enumerate(agreed) if g == "none"]
+            gaps_agreed_note = (f"no gaps on any rank: rank{'s' if len(without) > 1 else ''} {', '.join(without)} "
+                                "had no Kineto trace of its step, and the ranks replay their gaps together or not "
+                                "at all")
     if gaps == "recorded" or comm is not None or fixed_gaps is not None:
         # the ops alone, timed apart from the run: what the gaps are added to (in one process with --gaps none
         # the timed iterations below are the ops alone, and a big trace's iteration can take seconds; across
@@ -274,10 +286,12 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
     settled_in = None  # the kind of rounds that settled this replay's gaps
     trace_type = "cuda" if any(d.startswith("cuda") for d in view.devices) else "cpu"
     cross = trace_type != dev.type
+    if gaps_agreed_note is not None:
+        estimate_note = gaps_agreed_note
     if cross:
         # the estimate compares the original's recorded times with this device's: across devices it would
         # mix a GPU step with CPU kernels
-        estimate_note = (f"the trace ran on {trace_type} and the replay on {dev.type}: the original's step time "
+        estimate_note = estimate_note or (f"the trace ran on {trace_type} and the replay on {dev.type}: the original's step time "
                          "is not estimated across devices")
     if gaps == "recorded":
         if comm is not None:  # the ranks record their ops while the others do the same (as in the original)
