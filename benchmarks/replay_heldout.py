@@ -8,11 +8,17 @@ per-sample weights and several pooling modes, sorted-dispatch mixtures of expert
 with ``--builtin``, benchmint's own examples (``benchmint.models.workloads``) captured the same plain way.
 
 Per round: ``--iters`` iterations of the original, then of the replay; each side's figure is the 10th
-percentile of its iterations; error = median over rounds of replay / original - 1. Prints the load average
-beside the table.
+percentile of its iterations; error = median over rounds of replay / original - 1 (the issue's protocol).
+With ``--pairs N`` (default 100) the same two sides are then also timed iteration by iteration, N pairs whose
+order swaps each pair (A B, B A, ...): ``paired`` is the median of the pairs' replay / original - 1, with a
+95% bootstrap interval (:mod:`benchmint.core.paired`). A block of 30 iterations takes a few hundred
+milliseconds, and this machine's speed moves by more than the replay's error within that (two replays of one
+capture, timed in the same rounds, read 30 points apart); a pair of single iterations is timed milliseconds
+apart, so the paired figure shows what is the replay's and what is the protocol's noise. Prints the load
+average beside the table.
 
 Usage: python benchmarks/replay_heldout.py [--workloads a,b] [--builtin] [--rounds 3] [--iters 30] [--repeats 1]
-       [--ab-spread]
+       [--pairs 100] [--ab-spread]
 """
 
 from __future__ import annotations
@@ -66,6 +72,20 @@ def _times(fn, n: int) -> list[float]:
     return out
 
 
+def _pairs(orig, replay, n: int) -> dict | None:
+    """``n`` pairs of single iterations, the order swapping each pair: the median replay / original ratio and
+    its 95% bootstrap interval (None when ``n`` is 0)."""
+    from benchmint.core.paired import ratio_interval
+
+    if n <= 0:
+        return None
+    o, r = [], []
+    for k in range(n):
+        for side in ((orig, replay) if k % 2 == 0 else (replay, orig)):
+            (o if side is orig else r).append(_times(side, 1)[0])
+    return ratio_interval([b / a for a, b in zip(o, r, strict=True)])
+
+
 def measure(name: str, step, tmp: Path, args) -> dict:
     import torch
 
@@ -106,6 +126,7 @@ def measure(name: str, step, tmp: Path, args) -> dict:
         errs.append(r / o - 1)
         if alt is not None:
             alt_errs.append(_p10(_times(replay_alt, args.iters)) / o - 1)
+    pairs = _pairs(step, replay, args.pairs)
     if alt is not None:
         print(f"  {name}: spread off (uniform) rounds {[f'{e * 100:+.1f}%' for e in alt_errs]} median "
               f"{statistics.median(alt_errs) * 100:+.1f}%; chosen spread rounds {[f'{e * 100:+.1f}%' for e in errs]} "
@@ -114,11 +135,22 @@ def measure(name: str, step, tmp: Path, args) -> dict:
     r = res.result
     return {"workload": name, "ops": r["ops_total"], "coverage": r["coverage"],
             "original_s": statistics.median(orig), "replay_s": statistics.median(rep),
-            "error": statistics.median(errs), "errors": errs,
+            "error": statistics.median(errs), "errors": errs, "paired": pairs,
             "ops_only_s": r.get("replay_ops_only_s"),
             "estimate_s": r.get("original_iter_time_estimated_s"),
             "skipped": r.get("skipped"), "substituted": r.get("substituted"),
             "spread": [t["chosen"] for t in (r.get("index_distribution") or {}).get("tensors") or []]}
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v * 100:+.1f}%"
+
+
+def _ci(x: dict) -> str:
+    p = x.get("paired") or {}
+    if p.get("ci_low") is None:
+        return "-"
+    return f"{(p['ci_low'] - 1) * 100:+.1f}..{(p['ci_high'] - 1) * 100:+.1f}%"
 
 
 def main() -> int:
@@ -128,6 +160,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--iters", type=int, default=30)
     ap.add_argument("--repeats", type=int, default=1, help="fresh captures per workload (median error)")
+    ap.add_argument("--pairs", type=int, default=100,
+                    help="then this many pairs of single iterations, alternating (0: none)")
     ap.add_argument("--ab-spread", action="store_true",
                     help="also replay each capture with every made-up index uniform (BENCHMINT_INDEX_SPREAD), "
                          "timed in the same rounds")
@@ -156,6 +190,8 @@ def main() -> int:
             x = dict(reps[len(reps) // 2])
             x["error"] = statistics.median(r["error"] for r in reps)
             x["errors"] = [e for r in reps for e in r["errors"]]
+            pv = [r["paired"]["median_ratio"] - 1 for r in reps if r.get("paired") and r["paired"]["median_ratio"]]
+            x["paired_error"] = statistics.median(pv) if pv else None
             rows.append(x)
             print(f"  {name}: rounds {[f'{e * 100:+.1f}%' for e in x['errors']]} skipped {x['skipped']} "
                   f"substituted {x['substituted']} index spread {x['spread']} (load {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
@@ -164,16 +200,21 @@ def main() -> int:
     print(f"\nplain-API captures, trace-only replay (--gaps recorded), 1 thread; p10 of {args.iters} iterations, "
           f"{args.rounds} alternating rounds, {args.repeats} capture(s); load average "
           f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    hdr = f"{'workload':18s} {'ops':>5s} {'coverage':>8s} {'original s':>11s} {'replay s':>10s} {'error':>7s} {'ops only s':>10s}"
+    hdr = (f"{'workload':18s} {'ops':>5s} {'coverage':>8s} {'original s':>11s} {'replay s':>10s} {'error':>7s} "
+           f"{'ops only s':>10s} {'paired':>7s}  {'paired 95% CI':>15s}")
     print(hdr)
     print("-" * len(hdr))
     for x in rows:
         print(f"{x['workload']:18s} {x['ops']:5d} {x['coverage']:8.3f} {x['original_s']:11.6f} {x['replay_s']:10.6f} "
-              f"{x['error'] * 100:+6.1f}% {x['ops_only_s'] or 0:10.6f}")
+              f"{x['error'] * 100:+6.1f}% {x['ops_only_s'] or 0:10.6f} {_pct(x['paired_error']):>7s}  {_ci(x)}")
     if rows:
         a = [abs(x["error"]) for x in rows]
         print(f"\n|error|: max {max(a) * 100:.1f}%, median {statistics.median(a) * 100:.1f}%; within 10%: "
               f"{sum(e <= 0.10 for e in a)}/{len(a)}")
+        p = [abs(x["paired_error"]) for x in rows if x.get("paired_error") is not None]
+        if p:
+            print(f"|paired|: max {max(p) * 100:.1f}%, median {statistics.median(p) * 100:.1f}%; within 10%: "
+                  f"{sum(e <= 0.10 for e in p)}/{len(p)}")
     return 0
 
 
