@@ -279,6 +279,31 @@ def test_backward_ops_read_what_the_forward_saved_so_training_state_stays_finite
     assert state and all(bool(torch.isfinite(t).all()) for t in state)
 
 
+def test_a_tensor_made_from_python_data_holds_made_up_values_not_the_allocators(captures):
+    # AdamW's step increment is torch.tensor(1.0): an empty, a copy from Python that no op records, then
+    # lift_fresh; replayed as recorded it held whatever memory it got (at times 1e14 or NaN, and the step
+    # counters were not finite after 10 iterations, about one run in ten). torch's deterministic mode fills
+    # every empty with NaN, so what the allocator hands out is the worst case each time
+    view = view_from_trace(load(captures["transformer_train"] / "et.json"))
+    assert {"aten::empty", "aten::lift_fresh"} <= {o.name for o in view.ops}
+    was, fill_was = torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    try:
+        plan = build_plan(view, "cpu")
+        fn, regs = plan.compile(), plan.registers()
+        with torch.inference_mode():
+            for _ in range(3):
+                fn(regs)
+    finally:
+        torch.use_deterministic_algorithms(was)
+        torch.utils.deterministic.fill_uninitialized_memory = fill_was
+    steps = [t for t in plan.init if isinstance(t, torch.Tensor) and t.is_floating_point() and t.dim() == 0]
+    assert steps and all(bool(torch.isfinite(t)) for t in steps)
+    state = [t for t in plan.init if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    assert all(bool(torch.isfinite(t).all()) for t in state)
+
+
 class _Tree:
     """A recorded op tree, as much of a Trace as expose_hidden_outputs reads."""
 

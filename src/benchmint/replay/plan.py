@@ -66,6 +66,12 @@ DATA_DEPENDENT = {
     "aten::repeat_interleave",
     "aten::_local_scalar_dense",
 }
+# ops that hand the program a tensor whose values were copied in from Python data (``torch.tensor(1.0)``,
+# ``as_tensor([...])``: an ``empty``, the copy that no op records, then ``lift_fresh``): replayed as recorded,
+# the tensor holds whatever the allocator's memory held (an optimizer's step increment read from it was at
+# times 1e14 or NaN, and the step counters were not finite after a few iterations), so the replay writes
+# made-up values into it after the op, as the program's copy did
+FRESH_FROM_DATA = {"aten::lift_fresh", "aten::lift_fresh_copy"}
 # ops whose only effect is on the host's view of the device or on profiling; replaying them has no meaning
 NOT_REPLAYED = {
     "profiler::_record_function_enter": "profiler bookkeeping",
@@ -652,10 +658,30 @@ class _Builder:
             line = f"R[{assigns[0][0]}] = {call}"
         else:
             line = f"_r = {call}; " + "; ".join(f"R[{s}] = {acc}" for s, acc in assigns)
+        if op.name in FRESH_FROM_DATA and assigns:
+            line += self._fresh_values(op, assigns, reads)
         self.lines.append((idx, line))
         self.reads.append(reads)
         info.replayed = True
         return info
+
+    def _fresh_values(self, op: OpRec, assigns: list[tuple[int, str]], reads: list[int]) -> str:
+        """Source that writes made-up values (:func:`make_tensor`, kept in their own persistent slot) into the
+        tensor ``op`` returned (:data:`FRESH_FROM_DATA`); the try's tensor gets them too."""
+        ref = op.outputs[0].value if op.outputs and op.outputs[0].kind == TENSOR else None
+        if not isinstance(ref, TRef) or ref.dtype is None or ref.key not in self.env:
+            return ""
+        key = ("fresh", *ref.key)
+        src = self.env.get(key)
+        if src is None:
+            src = self._keep(key, ref)
+        try:
+            self.env[ref.key].copy_(src)
+        except RuntimeError:
+            pass
+        s, out = self.slot[key], self.slot[ref.key]
+        reads.append(s)
+        return f"; R[{out}].copy_(R[{s}])"
 
     def _retry_with_valid_indices(self, op: OpRec, spec: OpSpec, err: Exception) -> tuple | None:
         """When an index computed in the replay (from synthetic data) is out of range, bind the op's integer
