@@ -64,3 +64,26 @@ def test_without_the_live_step_capture_json_is_named_as_measured_at_capture_time
     none = {**_result(orig_s=None), "original_iter_time_estimated_s": 9 * MS}
     assert judge(none)["verdict"] == "no reference"
     assert "estimated from the trace, not measured" in fidelity_line(none)
+
+
+def test_a_selection_whose_ops_alone_exceed_its_share_says_the_error_is_the_aims_not_a_gap_error():
+    # a layer whose ops alone took 4.6x its share of capture.json's step (captured in a quiet spell): the gaps
+    # had nothing to settle, and the headline reported +370% as the replay's error
+    r = {**_result(orig_s=1.0 * MS, replay_s=4.7 * MS), "replay_ops_only_s": 4.6 * MS,
+         "selection": {"spec": "scope:layer.0", "share_of_step": 0.1, "original_selected_time_s": 1.0 * MS}}
+    j = judge(r)
+    assert j["ops_alone_exceed_reference"] is True and abs(j["ops_alone_over_reference"] - 4.6) < 1e-9
+    line = fidelity_line(r)
+    assert ("the selected ops alone (4.600 ms) take 4.6x the share of the original step they are compared with "
+            "(1.000 ms)") in line
+    assert "+370.0% is that aim's error (capture.json measured at a quieter time" in line
+    assert "not a gap error" in line
+    # a whole step's ops alone beyond capture.json's step: the same judgement, in the whole step's words
+    whole = {k: v for k, v in r.items() if k != "selection"}
+    assert judge(whole)["ops_alone_exceed_reference"] is True
+    assert "the replayed ops alone (4.600 ms) take 4.6x the original step they are compared with" in \
+        fidelity_line(whole)
+    # ops alone within the aim: the gaps made up the rest, and the error is the replay's as before
+    fits = {**r, "replay_ops_only_s": 0.8 * MS}
+    assert judge(fits)["ops_alone_exceed_reference"] is False and "alone" not in fidelity_line(fits)
+    assert judge(_result())["ops_alone_over_reference"] is None  # no ops-alone figure: nothing said

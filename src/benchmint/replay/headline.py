@@ -38,11 +38,15 @@ def judge(r: dict[str, Any], live: dict[str, Any] | None = None, name: str = "re
     (how far the reference moved between its own samples), ``drift`` (the live original against
     capture.json's: how far the machine's speed moved since the capture), ``capture_error`` (the replay
     against capture.json) and ``capture_error_is_drift`` (the drift exceeds every noise, so that figure says
-    more about the machine than about the replay)."""
+    more about the machine than about the replay), and ``ops_alone_over_reference`` (the replayed ops alone,
+    ``replay_ops_only_s``, over the reference's time) with ``ops_alone_exceed_reference``: above 1, no gap
+    can bring the replay down to its aim (a selection's share of the step, or the whole step), so the error is
+    the reference's or the ops', not the gaps'."""
     cap_s = r.get("original_iter_time_s")
     out: dict[str, Any] = {"reference": None, "error": None, "verdict": "no reference", "reference_spread": None,
                            "drift": None, "capture_error": r.get("error"), "capture_error_is_drift": False,
-                           "noise_threshold": NOISE}
+                           "noise_threshold": NOISE, "ops_alone_over_reference": None,
+                           "ops_alone_exceed_reference": False}
     cap_spread = r.get("original_iter_time_iqr_ratio")
     if live is not None and name in (live.get("replays") or {}):
         rep = live["replays"][name]
@@ -63,6 +67,10 @@ def judge(r: dict[str, Any], live: dict[str, Any] | None = None, name: str = "re
     spread = out["reference_spread"]
     noisy = spread is not None and spread > NOISE and abs(out["error"]) <= spread
     out["verdict"] = "noisy" if noisy else "measured"
+    ops_s = r.get("replay_ops_only_s")
+    if ops_s and out.get("original_s"):
+        out["ops_alone_over_reference"] = ops_s / out["original_s"]
+        out["ops_alone_exceed_reference"] = ops_s > out["original_s"]
     return out
 
 
@@ -71,6 +79,20 @@ def fmt_s(x: float | None) -> str:
     if x is None:
         return "-"
     return f"{x * 1e3:.3f} ms" if x < 1 else f"{x:.3f} s"
+
+
+def _ops_alone(r: dict[str, Any], j: dict[str, Any]) -> str:
+    """The clause saying that the replayed ops alone already take longer than what they are compared with."""
+    if not j["ops_alone_exceed_reference"]:
+        return ""
+    took = (f"alone ({fmt_s(r['replay_ops_only_s'])}) take {j['ops_alone_over_reference']:.3g}x the "
+            f"{{}} they are compared with ({fmt_s(j['original_s'])})")
+    quieter = "capture.json measured at a quieter time, or " if j["reference"] == "capture.json" else ""
+    if r.get("selection"):
+        return (f"; the selected ops {took.format('share of the original step')}, so {j['error'] * 100:+.1f}% is "
+                f"that aim's error ({quieter}a share the ops alone exceed), not a gap error")
+    return (f"; the replayed ops {took.format('original step')}, so {j['error'] * 100:+.1f}% is not a gap error "
+            f"({quieter}ops that run slower here than in the original)")
 
 
 def headline(r: dict[str, Any], live: dict[str, Any] | None = None, name: str = "replay") -> list[str]:
@@ -93,7 +115,7 @@ def headline(r: dict[str, Any], live: dict[str, Any] | None = None, name: str = 
         if j["verdict"] == "noisy":
             first += (f"; noisy: the original moved {spread * 100:.0f}% between rounds, so {err * 100:+.1f}% is "
                       "within its noise, not a measured error of the replay")
-        lines = [first]
+        lines = [first + _ops_alone(r, j)]
         if r.get("original_iter_time_s"):
             own = (r.get("iter_time_s") or {}).get("median")
             ctx = (f"reference at capture time: capture.json {fmt_s(r['original_iter_time_s'])}, the replay's own "
@@ -111,4 +133,4 @@ def headline(r: dict[str, Any], live: dict[str, Any] | None = None, name: str = 
     if j["verdict"] == "noisy":
         first += (f"; noisy: the step times spread {spread * 100:.0f}% of their median, so {err * 100:+.1f}% is "
                   "within the noise, not a measured error of the replay")
-    return [first]
+    return [first + _ops_alone(r, j)]

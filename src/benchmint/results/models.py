@@ -259,7 +259,7 @@ class ReplayMetrics(Model):
     mode: str | None | UnsetType = UNSET  # --mode: full, compute (no collectives) or comm (collectives alone)
     compared_alternately: JSONObject | None | UnsetType = UNSET  # demo: original and replay timed in turns
     original_iter_time_iqr_ratio: float | None | UnsetType = UNSET  # capture.json's step times: IQR / median
-    fidelity: JSONObject | None | UnsetType = UNSET  # the headline: which figure is the measurement, or noise
+    fidelity: JSONObject | None | UnsetType = UNSET  # headline: the measurement, noise, ops alone past it
     per_op_original_how: str | None | UnsetType = UNSET  # per_op_type's original_s: corrected or as recorded
     exported: JSONObject | None | UnsetType = UNSET  # a replay package's origin
     runner: JSONObject | None | UnsetType = UNSET
