@@ -280,19 +280,17 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
             cap_cpu_s = sm["cpu_s"] / sm["steps"]  # the process's CPU time per un-observed step
     cal = None
     est_s = None
-    estimate_note = None
+    estimate_note = gaps_agreed_note  # why the original's step time is not estimated (None: it is)
     gaps_ns: list[int] | None = None
     target_used = None
     settled_in = None  # the kind of rounds that settled this replay's gaps
     trace_type = "cuda" if any(d.startswith("cuda") for d in view.devices) else "cpu"
     cross = trace_type != dev.type
-    if gaps_agreed_note is not None:
-        estimate_note = gaps_agreed_note
     if cross:
         # the estimate compares the original's recorded times with this device's: across devices it would
         # mix a GPU step with CPU kernels
-        estimate_note = estimate_note or (f"the trace ran on {trace_type} and the replay on {dev.type}: the original's step time "
-                         "is not estimated across devices")
+        estimate_note = estimate_note or (f"the trace ran on {trace_type} and the replay on {dev.type}: the "
+                                          "original's step time is not estimated across devices")
     if gaps == "recorded":
         if comm is not None:  # the ranks record their ops while the others do the same (as in the original)
             comm.phase("calibrate")

@@ -85,14 +85,14 @@ def _ops_alone(r: dict[str, Any], j: dict[str, Any]) -> str:
     """The clause saying that the replayed ops alone already take longer than what they are compared with."""
     if not j["ops_alone_exceed_reference"]:
         return ""
-    took = (f"alone ({fmt_s(r['replay_ops_only_s'])}) take {j['ops_alone_over_reference']:.3g}x the "
-            f"{{}} they are compared with ({fmt_s(j['original_s'])})")
+    sel = bool(r.get("selection"))
+    took = (f"; the {'selected' if sel else 'replayed'} ops alone ({fmt_s(r['replay_ops_only_s'])}) take "
+            f"{j['ops_alone_over_reference']:.3g}x the {'share of the original step' if sel else 'original step'} "
+            f"they are compared with ({fmt_s(j['original_s'])}), so {j['error'] * 100:+.1f}% is ")
     quieter = "capture.json measured at a quieter time, or " if j["reference"] == "capture.json" else ""
-    if r.get("selection"):
-        return (f"; the selected ops {took.format('share of the original step')}, so {j['error'] * 100:+.1f}% is "
-                f"that aim's error ({quieter}a share the ops alone exceed), not a gap error")
-    return (f"; the replayed ops {took.format('original step')}, so {j['error'] * 100:+.1f}% is not a gap error "
-            f"({quieter}ops that run slower here than in the original)")
+    if sel:
+        return took + f"that aim's error ({quieter}a share the ops alone exceed), not a gap error"
+    return took + f"not a gap error ({quieter}ops that run slower here than in the original)"
 
 
 def headline(r: dict[str, Any], live: dict[str, Any] | None = None, name: str = "replay") -> list[str]:
