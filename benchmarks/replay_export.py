@@ -13,9 +13,11 @@ ratios (export / replay - 1) of
 the iteration time, its 10th percentile, the process CPU time per iteration and the ops-only time (the
 replayed ops without the CPU time between them), with the load average beside them. ``--gaps none`` compares
 the engines without the gap calibration (each process calibrates its own gaps against capture.json, so with
-recorded gaps the figure also holds how differently the two calibrations landed).
+recorded gaps the figure also holds how differently the two calibrations landed); ``--gaps shared`` settles
+the gaps once (``benchmint replay --save-gaps``), exports them with the benchmark (``--gaps-from``) and has both
+sides spend that same work between the same ops: the comparison a user of an exported benchmark makes.
 
-    python benchmarks/replay_export.py [--workloads a,b] [--rounds 4] [--iters 20] [--gaps none] [--target cpu]
+    python benchmarks/replay_export.py [--workloads a,b] [--rounds 4] [--iters 20] [--gaps none|shared] [--target cpu]
         [--venv DIR]
 """
 
@@ -75,8 +77,10 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads on both sides (default: the "
                                                                "capture's)")
-    ap.add_argument("--gaps", choices=("recorded", "none"), default=None, help="both sides (default: recorded, "
-                                                                               "as each defaults)")
+    ap.add_argument("--gaps", choices=("recorded", "none", "shared"), default=None,
+                    help="both sides (default: recorded, as each defaults, each process calibrating its own); "
+                         "shared: one benchmint replay --save-gaps first, exported with --gaps-from, then both sides "
+                         "spend those gaps (the runner from its gaps.json, the replay with --gaps-from)")
     ap.add_argument("--target", choices=("auto", "capture", "estimate", "cpu"), default=None,
                     help="what the gaps aim at, both sides (cpu: capture.json's CPU time per step, settled on the "
                          "process's CPU time, which a busy machine's waits do not enter)")
@@ -101,18 +105,25 @@ def main() -> None:
         if not (cap / "capture.json").exists():
             subprocess.run([*bm, "capture", "--workload", name, "--out", str(cap)], check=True, env=env,
                            capture_output=True)
-        subprocess.run([*bm, "export", str(cap), "--out", str(exp), "--force"], check=True, env=env,
+        threads = ["--threads", str(args.threads)] if args.threads else []
+        target = ["--target", args.target] if args.target else []
+        gaps_json = work / f"{name}_gaps.json"
+        if args.gaps == "shared":  # settled once, by benchmint replay, and spent by both sides
+            subprocess.run([*bm, "replay", str(cap), "--iters", str(args.iters), "--warmup", str(args.warmup),
+                            "--no-store", "--out", str(work / "runs" / f"{name}_gaps"), "--save-gaps",
+                            str(gaps_json), *threads, *target], check=True, env=env, capture_output=True, cwd=work)
+        subprocess.run([*bm, "export", str(cap), "--out", str(exp), "--force",
+                        *(["--gaps-from", str(gaps_json)] if args.gaps == "shared" else [])], check=True, env=env,
                        capture_output=True)
         a, b, loads = [], [], []
-        extra = (["--threads", str(args.threads)] if args.threads else []) + (["--gaps", args.gaps] if args.gaps
-                                                                              else []) \
-            + (["--target", args.target] if args.target else [])
+        extra = threads + (["--gaps", args.gaps] if args.gaps in ("recorded", "none") else []) + target
+        extra_b = extra + (["--gaps-from", str(gaps_json)] if args.gaps == "shared" else [])
         for k in range(args.rounds):
             ja, jb = work / f"{name}_export_{k}.json", work / f"{name}_replay_{k}.json"
             side_a = ([str(venv_py), str(exp / "run.py"), "--iters", str(args.iters), "--warmup", str(args.warmup),
                        "--json", str(ja), *extra], ja, clean)
             side_b = ([*bm, "replay", str(cap), "--iters", str(args.iters), "--warmup", str(args.warmup), "--json",
-                       str(jb), "--no-store", "--out", str(work / "runs" / f"{name}_{k}"), *extra], jb, env)
+                       str(jb), "--no-store", "--out", str(work / "runs" / f"{name}_{k}"), *extra_b], jb, env)
             for side, dest in ((side_a, a), (side_b, b)) if k % 2 == 0 else ((side_b, b), (side_a, a)):
                 loads.append(os.getloadavg()[0])
                 dest.append(run_json(*side, cwd=work))
@@ -131,7 +142,7 @@ def main() -> None:
                                 for x in (*a, *b)) and not any("iteration_code" in d for d in diffs),
                "ops_a": med(r["replay_ops_only_s"] for r in a), "ops_b": med(r["replay_ops_only_s"] for r in b),
                "orig": a[0]["original_iter_time_s"], "cov": a[0]["coverage"], "threads": a[0]["threads"],
-               "load": f"{min(loads):.1f}-{max(loads):.1f}", "gaps": a[0]["gaps"], "target": a[0].get("gap_target"),
+               "load": f"{min(loads):.1f}-{max(loads):.1f}", "gaps": "shared file" if a[0].get("gaps_from") else a[0]["gaps"], "target": a[0].get("gap_target"),
                "noisy": sum(bool(r["iter_time_s"].get("noisy")) for r in (*a, *b)), "conditions": diffs}
         rows.append(row)
         each = ", ".join(f"{x['iter_time_s']['median'] * 1e3:.2f}/{y['iter_time_s']['median'] * 1e3:.2f}"

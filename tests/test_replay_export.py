@@ -240,3 +240,60 @@ def test_the_iteration_fingerprint_names_another_iteration_and_leaves_out_the_ga
     assert (a["process"]["spin_turns_per_iteration"], b["process"]["spin_turns_per_iteration"]) == (10, 99)
     (d,) = differences(a, c)
     assert d.startswith("iteration_code:")
+
+
+def _spun(fn) -> int:
+    """The spin turns one compiled iteration spends (its ``_spin(n)`` lines)."""
+    import re
+
+    return sum(int(n) for n in re.findall(r"_spin\((\d+)\)", fn.source))
+
+
+def test_saved_gaps_are_spent_as_the_same_work_by_a_replay_and_by_the_exported_runner(capture, tmp_path, cli):
+    from benchmint.replay.api import replay_trace
+
+    gaps, first = tmp_path / "gaps.json", tmp_path / "a.json"
+    code, _, err = cli("replay", str(capture), "--iters", "2", "--warmup", "0", "--no-store", "--json", str(first),
+                       "--save-gaps", str(gaps))
+    assert code == 0, err
+    saved, a = json.loads(gaps.read_text()), json.loads(first.read_text())
+    assert saved["schema_version"] == 1 and saved["steps"] == a["ops_total"] and sum(saved["turns"]) > 0
+    # a replay from the file calibrates nothing and spends exactly the saved turns between the same ops
+    res = replay_trace(capture, iters=2, warmup=0, gaps_from=str(gaps))
+    assert res.result["calibration"] is None
+    assert _spun(res.compiled()) == sum(saved["turns"])
+    assert res.result["gaps_from"]["turns"] == sum(saved["turns"])
+    assert res.result["gap_target"] == a["gap_target"] == "capture.json"
+    assert res.result["original_iter_time_estimated_s"] == a["original_iter_time_estimated_s"]
+
+    out = tmp_path / "bench"
+    code, _, err = cli("export", str(capture), "--out", str(out), "--gaps-from", str(gaps))
+    assert code == 0, err
+    assert (out / "gaps.json").exists() and "## The CPU time between ops" in (out / "README.md").read_text()
+    ran = tmp_path / "r.json"
+    p = subprocess.run([sys.executable, str(out / "run.py"), "--iters", "1", "--warmup", "0", "--json", str(ran)],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads(ran.read_text())
+    assert r["gaps_from"]["path"] == str(out / "gaps.json") and r["gaps_from"]["turns"] == sum(saved["turns"])
+    assert r["calibration"] is None and r["gap_target"] == "capture.json"
+
+
+def test_a_gaps_file_that_does_not_fit_the_replay_is_refused_in_one_line(capture, tmp_path, cli):
+    gaps = tmp_path / "gaps.json"
+    code, _, err = cli("replay", str(capture), "--iters", "1", "--warmup", "0", "--no-store", "--save-gaps",
+                       str(gaps))
+    assert code == 0, err
+    for args, says in ((("--select", "op:aten::linear"), "settled for a step of"),
+                       (("--gaps", "none"), "leave out --gaps none")):
+        code, _, err = cli("replay", str(capture), "--no-store", "--gaps-from", str(gaps), *args)
+        assert code == 2 and says in err and len(err.strip().splitlines()) == 1, err
+    code, _, err = cli("export", str(capture), "--out", str(tmp_path / "sel"), "--select", "op:aten::linear",
+                       "--gaps-from", str(gaps))
+    assert code == 2 and "settled for a step of" in err
+    assert not (tmp_path / "sel").exists() or not any((tmp_path / "sel").iterdir())
+    (tmp_path / "junk.json").write_text('{"kind": "something else"}')
+    code, _, err = cli("replay", str(capture), "--no-store", "--gaps-from", str(tmp_path / "junk.json"))
+    assert code == 2 and "not a gaps file" in err
+    code, _, err = cli("replay", str(capture), "--no-store", "--gaps", "none", "--save-gaps", str(tmp_path / "n"))
+    assert code == 2 and "settles no gaps" in err

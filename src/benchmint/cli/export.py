@@ -22,6 +22,9 @@ def export(
     iteration: int = typer.Option(None, "--iteration", help="Export ProfilerStep#N (default: the last whole one)."),
     scale: list[str] = typer.Option(None, "--scale", help="Export the step at another size (as benchmint replay "
                                     "--scale): batch=F or seq=F (repeatable)."),
+    gaps_from: Path = typer.Option(None, "--gaps-from", help="A gaps file from benchmint replay --save-gaps of "
+                                   "the same step (and --select/--what-if/--scale): the runner spends that CPU "
+                                   "work between the ops by default instead of calibrating its own."),
     force: bool = typer.Option(False, "--force", help="Replace the contents of a non-empty --out folder."),
 ) -> None:
     """Export a recorded step as a benchmark folder: the trace trimmed to the replayed iteration, a runner
@@ -32,7 +35,7 @@ def export(
     from benchmint.replay.export import export_benchmark
 
     meta = export_benchmark(trace, out, kineto, select=select, what_if=what_if, iteration=iteration, force=force,
-                            scale=list(scale or ()) or None)
+                            scale=list(scale or ()) or None, gaps_from=gaps_from)
     trim = (f"trimmed to ProfilerStep#{meta['iteration']} ({meta['nodes']['exported']} of "
             f"{meta['nodes']['original']} nodes)" if meta["trimmed"] else f"not trimmed: {meta['trim_note']}")
     console.print(f"exported {meta['ops']} ops to {out} ({trim})", highlight=False)

@@ -30,6 +30,11 @@ def replay(
                                "here), cpu (capture.json's CPU time per un-observed step; the wall time is "
                                "then the check: for ranks sharing cores), auto (capture.json when present)."),
     iteration: int = typer.Option(None, "--iteration", help="Replay ProfilerStep#N (default: the last one)."),
+    save_gaps: Path = typer.Option(None, "--save-gaps", help="Write the CPU work this replay settled between "
+                                   "its ops to this file, for --gaps-from or benchmint export --gaps-from."),
+    gaps_from: Path = typer.Option(None, "--gaps-from", help="Spend the CPU work between ops that an earlier "
+                                   "replay settled (its --save-gaps file) instead of calibrating it here: the same "
+                                   "work between the same ops, so two runs differ only by their ops and machine."),
     report: bool = typer.Option(False, "--report", help="Print original vs replayed time per op type and the "
                                 "largest contributors to the error."),
     json_path: Path = typer.Option(None, "--json", help="Write the result as JSON here."),
@@ -96,7 +101,12 @@ def replay(
     opts = ReplayOptions(device=device, threads=threads, warmup=warmup, iters=iters, seed=seed, gaps=gaps,
                          target=target, iteration=iteration, memory_check=not no_memory_check,
                          select=select, what_if=tuple(what_if or ()), mode=mode,
-                         scale=tuple(scale or ()))
+                         scale=tuple(scale or ()), gaps_from=str(gaps_from) if gaps_from else None)
+    if (save_gaps is not None or gaps_from is not None) and (ranks is not None or under is not None):
+        raise UserError(f"{'--save-gaps' if save_gaps is not None else '--gaps-from'} applies to a one-process "
+                        "replay; a multi-rank replay settles its gaps with the ranks together")
+    if save_gaps is not None and gaps == "none":
+        raise UserError(f"--save-gaps {save_gaps}: --gaps none settles no gaps to save")
     if under is not None:
         from benchmint.replay.torchrun import replay_torchrun
 
@@ -124,10 +134,14 @@ def replay(
 
             res = replay_trace(trace, kineto, opts, progress=progress)
     r = res.result
+    if save_gaps is not None:
+        from benchmint.replay import gaps_file
+
+        gaps_file.write(save_gaps, r, res.gaps_ns, len(res.plan.steps))
     config = {"trace": str(trace), "kineto": str(kineto) if kineto else r["kineto"], "device": r["device"],
               "threads": r["threads"], "warmup": warmup, "iters": iters, "seed": seed, "gaps": r["gaps"],
               "target": target, "iteration": iteration, "select": select, "what_if": what_if or None,
-              "scale": scale or None}
+              "scale": scale or None, "gaps_from": str(gaps_from) if gaps_from else None}
     if mode != "full":
         config["mode"] = mode
     if ranks is not None or under is not None:

@@ -15,7 +15,7 @@ import torch
 
 from benchmint.core import sysmetrics
 from benchmint.core.errors import UserError
-from benchmint.replay import conditions, fidelity, headline, index_skew, memory
+from benchmint.replay import conditions, fidelity, gaps_file, headline, index_skew, memory
 from benchmint.replay.adapt import adapt_capture, adapt_view, annotate
 from benchmint.replay.allocator import settle_malloc
 from benchmint.replay.collective_time import recorded_spans
@@ -149,9 +149,17 @@ def replay_trace(
     # --select / --what-if / --scale (replay.adapt, replay.scale)
     view, adapted = adapt_view(view, select, what_if, opts.scale,
                                others=lambda: other_steps(tr, join, iteration, inp.capture, dev))
+    from_file = None
+    if opts.gaps_from is not None:
+        if comm is not None:
+            raise UserError(f"--gaps-from {opts.gaps_from}: a multi-rank replay settles its gaps with the ranks "
+                            "together; leave it out")
+        from_file = gaps_file.read(opts.gaps_from)
+        from_file.check_steps(len(view.ops))
+        gaps = "recorded"  # the recorded step's gaps, settled by an earlier replay: no Kineto needed here
     if gaps is None:
         gaps = "recorded" if join is not None and view.step_span_s is not None else "none"
-    if gaps == "recorded" and (join is None or view.step_span_s is None):
+    if gaps == "recorded" and from_file is None and (join is None or view.step_span_s is None):
         raise UserError("--gaps recorded needs a Kineto trace of the same step; pass --kineto or use --gaps none")
 
     cap = adapt_capture(inp.capture, adapted)
@@ -182,7 +190,8 @@ def replay_trace(
         if scaled and scaled[0].before is not None:
             # the unscaled step first: its CPU time between ops, aimed at the original, is what the scaled step
             # keeps (Python and framework time do not grow with the tensors); its ops then take what they take
-            res0 = _run(inp, scaled[0].before, tdev, opts, cap, join, progress, comm)
+            res0 = _run(inp, scaled[0].before, tdev, opts, cap, join, progress, comm,
+                        fixed_gaps=from_file.gaps_ns() if from_file is not None else None)
             spread = (res0.result.get("index_distribution") or {}).get("tensors") or []
             res = _run(inp, view, tdev, opts, cap, join, progress, comm, fixed_gaps=res0.gaps_ns,
                        index_spread={(t["step"], t["tensor_id"]): t["chosen"] for t in spread})
@@ -195,7 +204,13 @@ def replay_trace(
                                    "gaps": "the unscaled replay's CPU time between ops (aimed at the original step), "
                                            "kept as it is"})
         else:
-            res = _run(inp, view, tdev, opts, cap, join, progress, comm)
+            res = _run(inp, view, tdev, opts, cap, join, progress, comm,
+                       fixed_gaps=from_file.gaps_ns() if from_file is not None else None)
+        if from_file is not None:  # what the replay that settled the gaps said of them
+            for k in ("gap_target", "gap_settling", "original_iter_time_estimated_s"):
+                res.result[k] = from_file.settled.get(k)
+            res.result["estimate_note"] = res.result.get("estimate_note") or from_file.settled.get("estimate_note")
+            res.result["gaps_from"] = from_file.info()
         annotate(res.result, adapted, inp.capture)
         res.result["mode"] = opts.mode
         numbers = [it.number for it in tr.iterations]

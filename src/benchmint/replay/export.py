@@ -11,6 +11,8 @@ The folder holds:
   psutil used where those are not installed, so the runner replays with the same code as ``benchmint
   replay``;
 * ``run.py``: the runner (``python run.py [--device] [--threads] [--warmup] [--iters] [--json]``);
+* ``gaps.json`` (with ``--gaps-from``): the CPU work between ops that a ``benchmint replay --save-gaps``
+  settled, which the runner spends by default instead of calibrating its own (:mod:`benchmint.replay.gaps_file`);
 * ``export.json`` (what was exported: source, iteration, selection, versions) and ``README.md``.
 """
 
@@ -26,10 +28,12 @@ from typing import Any
 
 from benchmint.core.errors import UserError
 from benchmint.core.redact import redact_text
+from benchmint.replay import gaps_file
 from benchmint.replay.api import CAPTURE_JSON, find_inputs, last_whole_iteration, other_steps
 
 SCHEMA_VERSION = "1.0"
 PACKAGE = "_benchmint_replay"
+GAPS_FILE = "gaps.json"
 VENDORED = ("core", "trace", "replay")  # the layers the replay engine is made of
 NOT_VENDORED = ("trace/console.py",)  # the CLI's and the demo's tables (rich), never used by the runner
 STUBS = {"orjson": "orjson_stub", "msgspec": "msgspec_stub", "psutil": "psutil_stub"}
@@ -138,10 +142,13 @@ def _same(a: Any, b: Any) -> str | None:
 
 def export_benchmark(trace: str | os.PathLike, out: str | os.PathLike, kineto: str | os.PathLike | None = None,
                      *, select: str | None = None, what_if: list[str] | None = None, iteration: int | None = None,
-                     force: bool = False, scale: list[str] | None = None) -> dict[str, Any]:
+                     force: bool = False, scale: list[str] | None = None,
+                     gaps_from: str | os.PathLike | None = None) -> dict[str, Any]:
     """Write the benchmark folder ``out`` for ``trace`` (a capture folder or an ET, with ``kineto``); returns
     what ``export.json`` holds. ``select`` / ``what_if``: the runner replays the step so adapted (as
-    ``benchmint replay --select / --what-if``). Refuses a non-empty ``out`` unless ``force``."""
+    ``benchmint replay --select / --what-if``); ``gaps_from``: a gaps file (``benchmint replay --save-gaps`` of
+    the same step and adaptation) that the runner spends between the ops by default, instead of calibrating
+    its own. Refuses a non-empty ``out`` unless ``force``."""
     from benchmint import __version__
     from benchmint.core.jsonio import write_json
     from benchmint.replay.adapt import adapt_view
@@ -163,6 +170,10 @@ def export_benchmark(trace: str | os.PathLike, out: str | os.PathLike, kineto: s
     adapted_view, adapted = adapt_view(view, select, what_if, scale,
                                        others=lambda: other_steps(tr, _join(inp.kineto, tr), iteration, inp.capture,
                                                                   "cpu"))
+    gaps = None
+    if gaps_from is not None:  # checked before anything is written
+        gaps = gaps_file.read(gaps_from)
+        gaps.check_steps(len(adapted_view.ops))
     its = tr.iterations
     within = None
     if its:
@@ -196,6 +207,8 @@ def export_benchmark(trace: str | os.PathLike, out: str | os.PathLike, kineto: s
         cap = {**cap, "files": {**(cap.get("files") or {}), "et": "et.json",
                                 **({"kineto": "kineto.json"} if k_doc is not None else {})}}
         write_json(tdir / CAPTURE_JSON, cap)
+    if gaps is not None:
+        shutil.copyfile(gaps.path, out / GAPS_FILE)
     files = vendor(out / PACKAGE)
     runner = Path(__file__).parent / "portable" / "runner.py"
     shutil.copyfile(runner, out / "run.py")
@@ -216,6 +229,10 @@ def export_benchmark(trace: str | os.PathLike, out: str | os.PathLike, kineto: s
         "select": select,
         "what_if": list(what_if) if what_if else None,
         "scale": list(scale) if scale else None,
+        # the CPU work between ops the runner spends by default (settled by the replay that saved it)
+        "gaps_file": GAPS_FILE if gaps is not None else None,
+        "gaps_settled": ({**gaps.settled, "gap_time_s": sum(gaps.turns) * gaps.ns_per_turn / 1e9}
+                         if gaps is not None else None),
         "adapted": [{"kind": a.kind, **a.info} for a in adapted],
         "ops_replayed_after_adaptation": len(adapted_view.ops),
         "vendored_modules": files,
@@ -286,6 +303,14 @@ def readme(meta: dict, cap: dict | None, view: Any) -> str:
         else:
             for c in a["changes"]:
                 lines.append(f"- what-if `{c['spec']}`: {c['ops_matched']} ops")
+    if meta.get("gaps_file"):
+        g = meta.get("gaps_settled") or {}
+        lines += ["", "## The CPU time between ops", "",
+                  f"- `{meta['gaps_file']}`: {_fmt_s(g.get('gap_time_s'))} per iteration of CPU work between the ops, "
+                  f"settled by `benchmint replay --save-gaps` on {g.get('device', '-')} with {g.get('threads', '-')} "
+                  f"threads, aimed at {g.get('gap_target') or '-'}. The runner spends the same work (spin turns) "
+                  "by default; `--gaps recorded` calibrates its own against the original instead, `--gaps none` "
+                  "replays the ops back to back."]
     lines += ["", "## How to run", "", "```bash", "python run.py                       # device and threads as "
               "captured, 3 warmup + 20 timed iterations",
               "python run.py --device cuda --threads 4 --warmup 3 --iters 50 --json result.json", "```", "",

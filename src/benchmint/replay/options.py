@@ -32,7 +32,8 @@ class ReplayOptions:
     ``mode``: ``"full"`` (the whole step), ``"compute"`` (without its collectives) or ``"comm"`` (its
     collectives alone) (:mod:`benchmint.replay.modes`);
     ``scale``: the step at another batch size or sequence length (``batch=F``, ``seq=F``,
-    :mod:`benchmint.replay.scale`).
+    :mod:`benchmint.replay.scale`); ``gaps_from``: spend the CPU work between ops that an earlier replay settled
+    and saved (``--save-gaps``, :mod:`benchmint.replay.gaps_file`) instead of calibrating it here.
     """
 
     device: str | None = None
@@ -48,6 +49,7 @@ class ReplayOptions:
     what_if: tuple[str, ...] = ()
     mode: str = "full"
     scale: tuple[str, ...] = ()
+    gaps_from: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "what_if", tuple(self.what_if or ()))  # None or a list from a caller
@@ -68,6 +70,8 @@ class ReplayOptions:
             raise UserError(f"--mode {self.mode} is a selection of its own; leave out --select and --what-if")
         if self.gaps not in (None, "recorded", "none"):
             raise UserError(f"--gaps {self.gaps}: choose recorded or none")
+        if self.gaps_from is not None and self.gaps == "none":
+            raise UserError(f"--gaps-from {self.gaps_from} gives the gaps; leave out --gaps none")
         if self.target not in ("auto", "capture", "estimate", "cpu"):
             raise UserError(f"target {self.target}: choose auto, capture, estimate or cpu")
         if self.warmup < 0 or self.iters < 1:

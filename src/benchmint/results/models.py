@@ -254,6 +254,7 @@ class ReplayMetrics(Model):
     gaps_settled_with_collectives: bool | None | UnsetType = UNSET  # a rank's gaps were settled with them live
     gaps_aimed_without_communication: bool | None | UnsetType = UNSET  # gaps aimed at the CPU estimate, comm live
     gap_settling: str | None | UnsetType = UNSET  # alone, live (ranks, collectives running) or together (ranks)
+    gaps_from: JSONObject | None | UnsetType = UNSET  # --gaps-from: the gaps file and the replay that settled them
     cpu_time_per_iter_s: float | None | UnsetType = UNSET  # the process's CPU seconds per timed iteration
     original_cpu_time_per_step_s: float | None | UnsetType = UNSET  # capture.json's, per un-observed step
     mode: str | None | UnsetType = UNSET  # --mode: full, compute (no collectives) or comm (collectives alone)

@@ -1,5 +1,5 @@
 """Replay this exported benchmark: ``python run.py [--device cpu|cuda] [--threads N] [--warmup N] [--iters N]
-[--gaps recorded|none] [--target auto|capture|estimate|cpu] [--json PATH]``. Needs only PyTorch.
+[--gaps recorded|none] [--gaps-from FILE] [--target auto|capture|estimate|cpu] [--json PATH]``. Needs only PyTorch.
 
 Written by ``benchmint export``: the folder holds the recorded step (``trace/``), the replay engine that
 ``benchmint replay`` runs (``_benchmint_replay/``, benchmint's own modules, imported from here) and
@@ -43,7 +43,11 @@ def main(argv=None) -> int:
     ap.add_argument("--iters", type=int, default=20, help="timed iterations")
     ap.add_argument("--seed", type=int, default=0, help="seed of the synthetic tensor contents")
     ap.add_argument("--gaps", choices=("recorded", "none"), default=None,
-                    help="recorded: reproduce the CPU time between ops (default when the Kineto trace is there)")
+                    help="recorded: calibrate the CPU time between ops here (default when the Kineto trace is there "
+                         "and the folder has no gaps.json); none: the ops back to back")
+    ap.add_argument("--gaps-from", default=None,
+                    help="spend the CPU work between ops saved in this gaps file (default: the folder's gaps.json, "
+                         "when it has one and --gaps is not given)")
     ap.add_argument("--target", choices=("auto", "capture", "estimate", "cpu"), default="auto",
                     help="what recorded gaps aim at, as benchmint replay --target (default: capture.json when there)")
     ap.add_argument("--json", default=None, help="write the result as JSON here")
@@ -59,12 +63,15 @@ def main(argv=None) -> int:
     from _benchmint_replay.core.errors import UserError
     from _benchmint_replay.replay.api import replay_trace
 
+    gaps_from = args.gaps_from
+    if gaps_from is None and args.gaps is None and cfg.get("gaps_file"):
+        gaps_from = os.path.join(HERE, cfg["gaps_file"])
     try:
         res = replay_trace(os.path.join(HERE, cfg["trace"]), os.path.join(HERE, cfg["kineto"]) if cfg.get("kineto")
                            else None, device=args.device, threads=args.threads, warmup=args.warmup,
                            iters=args.iters, seed=args.seed, gaps=args.gaps, target=args.target, memory_check=not args.no_memory_check,
                            select=cfg.get("select"), what_if=cfg.get("what_if"), iteration=cfg.get("iteration"),
-                           scale=tuple(cfg.get("scale") or ()))
+                           scale=tuple(cfg.get("scale") or ()), gaps_from=gaps_from)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
