@@ -52,6 +52,20 @@ def test_a_reference_that_moved_between_rounds_is_labelled_noisy_not_reported_as
     assert judge(r, _live([10 * MS, 11.5 * MS, 10.5 * MS], 6 * MS, -0.43))["verdict"] == "measured"
 
 
+def test_a_replay_whose_own_rounds_moved_more_than_its_error_is_labelled_noisy():
+    # a demo under heavy load: the original's rounds steady, the replay's rounds hit by a burst (+148.5%)
+    r = _result()
+    live = _live([10 * MS, 10.2 * MS, 10.4 * MS], 25.3 * MS, 1.485)
+    live["replays"]["replay"]["moved"] = 2.1
+    j = judge(r, live)
+    assert j["verdict"] == "noisy" and j["replay_spread"] == 2.1
+    first = headline(r, live)[0]
+    assert "noisy: the replay moved 210% between rounds" in first and "original moved" not in first
+    # steady rounds on both sides: the same error is the replay's
+    live["replays"]["replay"]["moved"] = 0.05
+    assert judge(r, live)["verdict"] == "measured"
+
+
 def test_without_the_live_step_capture_json_is_named_as_measured_at_capture_time_and_its_noise_shown():
     steady = _result(spread=0.03)
     line = fidelity_line(steady)

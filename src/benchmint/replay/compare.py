@@ -81,6 +81,8 @@ def compare_with_original(step: Callable[[], object], replays: dict[str, Any], *
         "replays": {},
     }
     for name, xs in times.items():
-        out["replays"][name] = {"replay_s": statistics.median(xs),
+        rm = statistics.median(xs)
+        # the replay's own round medians and how far they moved: an error inside it is noise too
+        out["replays"][name] = {"replay_s": rm, "rounds_s": xs, "moved": (max(xs) - min(xs)) / rm if rm > 0 else None,
                                 "error": statistics.median(x / o - 1 for x, o in zip(xs, orig, strict=True))}
     return out

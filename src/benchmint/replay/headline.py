@@ -8,8 +8,9 @@ and the replay are timed alternately in one process: that is THE measurement, an
 context, used to say how far the machine's speed moved since the capture.
 
 A measurement is noisy when the reference itself moved more than :data:`NOISE` between its samples (the
-original's per-round medians of the alternating comparison, or the spread of capture.json's step times):
-an error inside that spread is reported as noise, never as the replay's error.
+original's per-round medians of the alternating comparison, or the spread of capture.json's step times), or
+the replay's own rounds did (a burst of load that hit only the replay's turns): an error inside that spread is
+reported as noise, never as the replay's error.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def judge(r: dict[str, Any], live: dict[str, Any] | None = None, name: str = "re
 
     Returns ``reference`` ("live step" | "capture.json" | None), ``error`` (of the replay against that
     reference, None without one), ``verdict`` ("measured" | "noisy" | "no reference"), ``reference_spread``
-    (how far the reference moved between its own samples), ``drift`` (the live original against
+    (how far the reference moved between its own samples), ``replay_spread`` (how far the replay's rounds of
+    the live comparison moved), ``drift`` (the live original against
     capture.json's: how far the machine's speed moved since the capture), ``capture_error`` (the replay
     against capture.json) and ``capture_error_is_drift`` (the drift exceeds every noise, so that figure says
     more about the machine than about the replay), and ``ops_alone_over_reference`` (the replayed ops alone,
@@ -45,14 +47,14 @@ def judge(r: dict[str, Any], live: dict[str, Any] | None = None, name: str = "re
     cap_s = r.get("original_iter_time_s")
     out: dict[str, Any] = {"reference": None, "error": None, "verdict": "no reference", "reference_spread": None,
                            "drift": None, "capture_error": r.get("error"), "capture_error_is_drift": False,
-                           "noise_threshold": NOISE, "ops_alone_over_reference": None,
+                           "replay_spread": None, "noise_threshold": NOISE, "ops_alone_over_reference": None,
                            "ops_alone_exceed_reference": False}
     cap_spread = r.get("original_iter_time_iqr_ratio")
     if live is not None and name in (live.get("replays") or {}):
         rep = live["replays"][name]
         spread = live.get("original_moved")
         out.update(reference="live step", error=rep["error"], reference_spread=spread,
-                   original_s=live["original_s"], replay_s=rep["replay_s"])
+                   replay_spread=rep.get("moved"), original_s=live["original_s"], replay_s=rep["replay_s"])
         if cap_s:
             drift = live["original_s"] / cap_s - 1
             out["drift"] = drift
@@ -64,7 +66,8 @@ def judge(r: dict[str, Any], live: dict[str, Any] | None = None, name: str = "re
                    original_s=cap_s, replay_s=(r.get("iter_time_s") or {}).get("median"))
     else:
         return out
-    spread = out["reference_spread"]
+    spreads = [x for x in (out["reference_spread"], out["replay_spread"]) if x is not None]
+    spread = max(spreads) if spreads else None
     noisy = spread is not None and spread > NOISE and abs(out["error"]) <= spread
     out["verdict"] = "noisy" if noisy else "measured"
     ops_s = r.get("replay_ops_only_s")
@@ -113,8 +116,10 @@ def headline(r: dict[str, Any], live: dict[str, Any] | None = None, name: str = 
                  f"x {live['reps']}; the median of the rounds' replay/original, beside the medians of each side: "
                  f"original {fmt_s(j['original_s'])}, replay {fmt_s(j['replay_s'])})")
         if j["verdict"] == "noisy":
-            first += (f"; noisy: the original moved {spread * 100:.0f}% between rounds, so {err * 100:+.1f}% is "
-                      "within its noise, not a measured error of the replay")
+            moved = [f"the {who} moved {x * 100:.0f}%" for who, x in (("original", spread), ("replay", j["replay_spread"]))
+                     if x is not None and x > NOISE and abs(err) <= x]
+            first += (f"; noisy: {' and '.join(moved)} between rounds, so {err * 100:+.1f}% is within the noise, not "
+                      "a measured error of the replay")
         lines = [first + _ops_alone(r, j)]
         if r.get("original_iter_time_s"):
             own = (r.get("iter_time_s") or {}).get("median")
