@@ -51,6 +51,24 @@ def test_replay_headline_says_error_iteration_time_and_noise():
     assert badges["complete"].tone == "good" and badges["status ok"].tone == "good"
 
 
+def test_a_demo_replay_headline_shows_the_live_measurement_and_its_noise_not_capture_jsons_error():
+    from benchmint.replay.headline import judge
+
+    rec = run("replay")
+    m = rec.metrics.to_dict()
+    live = {"original_s": 0.007, "original_rounds_s": [0.0069, 0.007, 0.0099], "original_moved": 0.43, "rounds": 3,
+            "reps": 5, "replays": {"replay": {"replay_s": 0.0054, "moved": 0.1, "error": -0.223}}}
+    rec.metrics.original_iter_time_s, rec.metrics.error = 0.0048, 0.30  # capture.json from a quieter moment
+    m.update(original_iter_time_s=0.0048, error=0.30)
+    rec.metrics.fidelity = judge(m, live)
+    h = headline(rec)
+    figs = {f.name: f.value for f in h.figures}
+    assert figs["error vs live step"] == "-22.3%" and "error vs original" not in figs
+    badges = {b.text: b for b in h.badges}
+    assert badges["error within noise"].tone == "warn" and "43" in badges["error within noise"].hint
+    assert "capture.json drifted" in badges and "+45.8%" in badges["capture.json drifted"].hint
+
+
 def test_llm_headline_says_throughput_p99s_and_client_bound():
     h = headline(run("llm-server"))
     assert h.kind == "LLM bench" and h.what == "tiny via openai-http, server scenario, at 8 req/s, 40 requests"

@@ -373,6 +373,13 @@ def replay_error(rec: RunRecord) -> float | None:
     return num(metrics(rec).get("error"))
 
 
+def replay_fidelity(rec: RunRecord) -> dict[str, Any]:
+    """The replay's fidelity verdict (``replay/headline.judge``: reference, error, verdict, drift ...), {} when
+    the record has none."""
+    f = metrics(rec).get("fidelity")
+    return f if isinstance(f, dict) else {}
+
+
 def original_time(rec: RunRecord) -> float | None:
     m = metrics(rec)
     return num(m.get("original_iter_time_s")) if num(m.get("original_iter_time_s")) is not None \

@@ -93,10 +93,18 @@ def _replay(rec: RunRecord) -> Headline:
               + (f", {ops} ops" if ops else "")
               + (f" on {data.device(rec)}" if data.device(rec) else "")
               + _threads(rec))
-    err = data.replay_error(rec)
-    if err is not None:
+    err, fid = data.replay_error(rec), data.replay_fidelity(rec)
+    if fid.get("reference") == "live step" and data.num(fid.get("error")) is not None:
+        # the demo's measurement: the original step timed alternately with the replay, in the same run
+        h.figures.append(Figure("error vs live step", fmt.percent(fid["error"], signed=True),
+                                "median over rounds of replay / original - 1, the original step timed "
+                                "alternately with the replay in the same run"))
+    elif err is not None:
         h.figures.append(Figure("error vs original", fmt.percent(err, signed=True),
-                                "(replay iteration - original iteration) / original iteration"))
+                                "(replay iteration - original iteration) / original iteration"
+                                + ("; the original is capture.json's step time, measured at capture time"
+                                   if fid.get("reference") == "capture.json" else "")))
+    _fidelity_badges(fid, h)
     rt, ot = data.replay_time(rec), data.original_time(rec)
     if rt is not None:
         h.figures.append(Figure("iteration time", fmt.duration(rt), "median wall time of one replayed iteration"))
@@ -108,6 +116,23 @@ def _replay(rec: RunRecord) -> Headline:
         hint = "replayed top-level ops / all" + (f"; by time {fmt.percent(cov_t)}" if cov_t is not None else "")
         h.badges.append(Badge(text, "good" if complete else "warn", hint))
     return h
+
+
+def _fidelity_badges(fid: dict, h: Headline) -> None:
+    """What the replay's fidelity verdict (``replay/headline.judge``) says about its error, as badges."""
+    spread = max((x for x in (data.num(fid.get("reference_spread")), data.num(fid.get("replay_spread")))
+                  if x is not None), default=None)
+    if fid.get("verdict") == "noisy" and spread is not None:
+        h.badges.append(Badge("error within noise", "warn", f"the measurement moved {fmt.percent(spread)} between "
+                              "its own samples, more than the error: noise, not a measured error of the replay"))
+    drift = data.num(fid.get("drift"))
+    if fid.get("capture_error_is_drift") and drift is not None:
+        h.badges.append(Badge("capture.json drifted", "warn", f"the live original ran {fmt.percent(drift, signed=True)}"
+                              " against capture.json's step: an error against capture.json is the machine's drift"))
+    over = data.num(fid.get("ops_alone_over_reference"))
+    if fid.get("ops_alone_exceed_reference") and over is not None:
+        h.badges.append(Badge("ops alone exceed the aim", "warn", f"the replayed ops alone take {over:.3g}x what "
+                              "they are compared with: the error is the aim's or the ops', not the gaps'"))
 
 
 def _llm(rec: RunRecord) -> Headline:
