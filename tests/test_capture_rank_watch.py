@@ -148,3 +148,8 @@ def test_a_rank_whose_peer_never_reaches_the_final_barrier_fails_in_one_line_ins
     lines_of = {i + 1 for i, ln in enumerate(PEER_STUCK.splitlines()) if "time.sleep" in ln or "dist.barrier" in ln}
     stacks = [tmp_path / "cap" / f"rank{r}" / rank_watch.STACKS_NAME for r in (0, 1)]
     assert any(s.exists() and any(f'peer_stuck.py", line {n}' in s.read_text() for n in lines_of) for s in stacks)
+
+
+def test_a_negative_timeout_is_one_line_and_exit_2(cli, tmp_path):
+    code, _, err = cli("capture", "--out", str(tmp_path / "c"), "--timeout", "-1", "--", "python", "train.py")
+    assert code == 2 and "--timeout -1 must be 0 (no bound) or more seconds" in err
