@@ -144,26 +144,34 @@ def _run(argv: list[str], env: dict[str, str], out: Path, rank_world: tuple[int,
     timeout_s = rank_watch.DEFAULT_TIMEOUT_S if timeout is None else timeout
     if rank_world is None or rank_world[1] <= 1 or timeout_s == 0:
         return subprocess.call(argv, env=env)
+    import signal
+
     from benchmint.trace.capture import scratch_dir
 
     beacon = rank_watch.new_file("benchmint-beacon-", rank_watch.SIZE, scratch_dir())
     stacks = rank_watch.new_file("benchmint-stacks-", 0, scratch_dir())
     env = {**env, rank_watch.ENV_BEACON: beacon, rank_watch.ENV_STACKS: stacks}
+    # torchrun stops the ranks with SIGTERM when one fails: exit through the clean-up below (the script, in
+    # this process's group, has the signal too), not at once, which would leave the two files behind
+    old_term = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         proc = subprocess.Popen(argv, env=env)
         try:
             return rank_watch.watch(proc, beacon, timeout_s, stacks, out / rank_watch.STACKS_NAME)
         except rank_watch.RankStuck as e:
             where = f"; its threads' stacks are in {e.stacks}" if e.stacks else ""
+            why = (f"the recorder is stuck (or it takes longer than --timeout {timeout_s:g})"
+                   if e.stage in (rank_watch.RECORD_START, rank_watch.RECORD_STOP) else
+                   f"the other ranks are gone or stuck (or the step is slower than --timeout {timeout_s:g})")
             raise UserError(f"capture: rank {rank_world[0]} of {rank_world[1]} made no progress for "
-                            f"{e.waited_s:.0f} s {rank_watch.describe(e.stage, e.step)}: the other ranks are gone "
-                            f"or stuck (or the step is slower than --timeout {timeout_s:g}); stopped it{where}"
-                            ) from None
+                            f"{e.waited_s:.0f} s {rank_watch.describe(e.stage, e.step)}: {why}; stopped "
+                            f"it{where}") from None
         finally:
             if proc.poll() is None:  # interrupted (Ctrl-C): the script does not outlive its capture command
                 proc.kill()
                 proc.wait()
     finally:
+        signal.signal(signal.SIGTERM, old_term)
         for f in (beacon, stacks):
             Path(f).unlink(missing_ok=True)
 
