@@ -52,13 +52,19 @@ def capture(
     threads: int = typer.Option(None, "--threads", help="Intra-op threads for --workload (default: torch's)."),
     results: Path = ResultsOpt,
     no_store: bool = typer.Option(False, "--no-store", help="Do not append the run to the results store."),
+    timeout: float = typer.Option(None, "--timeout", help="Under torchrun: fail this rank (and so the job) when "
+                                  "its script makes no progress for this many seconds in a step, in the "
+                                  "recording's start or stop, or at its end (its peers gone or stuck) "
+                                  "(default 300; 0: wait as long as torch's own timeouts)."),
 ) -> None:
     """Capture an execution trace and a Kineto trace of chosen steps of a Python training or inference loop.
 
     Usage: benchmint capture --out DIR -- python train.py [ARGS...]
 
     Under torchrun (`torchrun --nproc-per-node N -m benchmint capture --out DIR -- python train.py`) each rank
-    writes DIR/rankR/, which `benchmint replay DIR --ranks N` (or the same under torchrun) replays.
+    writes DIR/rankR/, which `benchmint replay DIR --ranks N` (or the same under torchrun) replays. A rank
+    whose script makes no progress for --timeout seconds (a step's collectives waiting on peers that are gone)
+    fails in one line naming the rank and where it waited, with its threads' stacks in DIR/rankR/.
 
     The script runs under a wrapper that starts the capture. Steps end at each optimizer.step() (no change
     to a training script), or where the script calls benchmint.trace.capture.step() (add that one line to an
@@ -79,6 +85,8 @@ def capture(
         raise UserError("capture: give a command after -- (e.g. -- python train.py) or --workload NAME")
     if discard < 0:
         raise UserError(f"capture: --discard {discard} must be 0 or more")
+    if timeout is not None and timeout < 0:
+        raise UserError(f"capture: --timeout {timeout:g} must be 0 (no bound) or more seconds")
     out = out.resolve()
     from benchmint.replay.rank_env import rank_of_environ
 
@@ -109,7 +117,7 @@ def capture(
         # the wrapper module must be importable by the interpreter the user named
         pkg_root = str(Path(cap_mod.__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH", "")) if p)
-        rc = subprocess.call(_wrap(cmd), env=env)
+        rc = _run(_wrap(cmd), env, out, rank_world, timeout)
         cj = out / cap_mod.CAPTURE_NAME
         if not cj.exists():
             raise UserError(f"capture: {' '.join(cmd)} finished without starting a capture (exit status {rc}); "
@@ -124,6 +132,48 @@ def capture(
             console.print(f"[yellow]the command exited with status {rc} after the capture was complete[/]")
     _report(out, summary, warmup, measure, (record if every is None else every) + (discard + 1 if discard else 0))
     _store(out, summary, results, no_store, workload, rank_world)
+
+
+def _run(argv: list[str], env: dict[str, str], out: Path, rank_world: tuple[int, int] | None,
+         timeout: float | None) -> int:
+    """Run the wrapped script; under torchrun with more than one rank, watched so that a rank whose script
+    waits on its peers for longer than ``timeout`` fails in one line instead of hanging
+    (:mod:`benchmint.trace.rank_watch`)."""
+    from benchmint.trace import rank_watch
+
+    timeout_s = rank_watch.DEFAULT_TIMEOUT_S if timeout is None else timeout
+    if rank_world is None or rank_world[1] <= 1 or timeout_s == 0:
+        return subprocess.call(argv, env=env)
+    import signal
+
+    from benchmint.trace.capture import scratch_dir
+
+    beacon = rank_watch.new_file("benchmint-beacon-", rank_watch.SIZE, scratch_dir())
+    stacks = rank_watch.new_file("benchmint-stacks-", 0, scratch_dir())
+    env = {**env, rank_watch.ENV_BEACON: beacon, rank_watch.ENV_STACKS: stacks}
+    # torchrun stops the ranks with SIGTERM when one fails: exit through the clean-up below (the script, in
+    # this process's group, has the signal too), not at once, which would leave the two files behind
+    old_term = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    try:
+        proc = subprocess.Popen(argv, env=env)
+        try:
+            return rank_watch.watch(proc, beacon, timeout_s, stacks, out / rank_watch.STACKS_NAME)
+        except rank_watch.RankStuck as e:
+            where = f"; its threads' stacks are in {e.stacks}" if e.stacks else ""
+            why = (f"the recorder is stuck (or it takes longer than --timeout {timeout_s:g})"
+                   if e.stage in (rank_watch.RECORD_START, rank_watch.RECORD_STOP) else
+                   f"the other ranks are gone or stuck (or the step is slower than --timeout {timeout_s:g})")
+            raise UserError(f"capture: rank {rank_world[0]} of {rank_world[1]} made no progress for "
+                            f"{e.waited_s:.0f} s {rank_watch.describe(e.stage, e.step)}: {why}; stopped "
+                            f"it{where}") from None
+        finally:
+            if proc.poll() is None:  # interrupted (Ctrl-C): the script does not outlive its capture command
+                proc.kill()
+                proc.wait()
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        for f in (beacon, stacks):
+            Path(f).unlink(missing_ok=True)
 
 
 def _report(out: Path, s: dict, warmup: int, measure: int, record: int) -> None:

@@ -47,6 +47,7 @@ from benchmint.core.errors import UserError
 from benchmint.core.jsonio import write_json
 from benchmint.core.stats import percentile, timing_summary
 from benchmint.core.stderr import filtered_native_stderr
+from benchmint.trace import rank_watch
 
 SCHEMA_VERSION = "1.0"
 ET_NAME = "et.json"
@@ -139,6 +140,8 @@ class Capture:
         self._sync = None
         self._et_tmp = ""
         self._discarding = False
+        self._ended = 0  # step() calls: the steps the script has ended (_n stops counting after the recording)
+        self.beacon = rank_watch.Beacon(None)  # where the capture is, for `benchmint capture` under torchrun
 
     # -- context manager -----------------------------------------------------------------------------------
     def __enter__(self) -> Capture:
@@ -169,8 +172,16 @@ class Capture:
 
     def step(self, _from_optimizer: bool = False) -> None:
         """Mark the end of one step of the user's loop."""
-        if self.finished:
+        self._ended += 1
+        if self.finished:  # the script runs on: its steps still move the watch's mark
+            self.beacon.mark(rank_watch.COMPLETE, self._ended)
             return
+        self._step(_from_optimizer)
+        # where the capture is now, for the capture command's watch (bounded waits under torchrun)
+        self.beacon.mark(rank_watch.COMPLETE if self.finished else rank_watch.IDLE_STEP if self.done
+                         else rank_watch.RECORDED_STEP if self.recording else rank_watch.STEP, self._ended)
+
+    def _step(self, _from_optimizer: bool) -> None:
         if self._t0 is None:
             self.start()
         if self._sync is not None:
@@ -237,6 +248,7 @@ class Capture:
         import torch
         from torch.profiler import ExecutionTraceObserver, ProfilerActivity, profile
 
+        self.beacon.mark(rank_watch.RECORD_START, self._ended)
         self.out.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
         activities = [ProfilerActivity.CPU]
         if self._sync is not None:
@@ -280,6 +292,7 @@ class Capture:
         collection that lands in a later, un-observed step (a probe on a quiet machine: steps after one
         recording 1.12x the steps before it, 1.05x with a collection after the recording)."""
         t_stop = clock.now_ns()
+        self.beacon.mark(rank_watch.RECORD_STOP, self._ended)
         if self._rf is not None:
             self._rf.__exit__(None, None, None)
             self._rf = None
@@ -514,6 +527,8 @@ def start_from_env() -> Capture | None:
         every=int(os.environ[ENV_EVERY]) if os.environ.get(ENV_EVERY) else None,
         command_line=cmd.split("\x1f") if cmd else list(sys.argv),
     )
+    cap.beacon = rank_watch.Beacon(os.environ.get(rank_watch.ENV_BEACON))
+    rank_watch.dump_stacks_on_signal(os.environ.get(rank_watch.ENV_STACKS))
     try:
         from torch.optim.optimizer import register_optimizer_step_post_hook
 
@@ -530,14 +545,18 @@ def _main(argv: list[str]) -> None:
     """``python -m benchmint.trace.capture script.py args`` or ``... -m module args``."""
     if not argv:
         raise SystemExit("usage: python -m benchmint.trace.capture (SCRIPT | -m MODULE) [ARGS...]")
-    start_from_env()
-    if argv[0] == "-m":
-        sys.argv = argv[1:]
-        runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
-    else:
-        sys.argv = argv
-        sys.path.insert(0, str(Path(argv[0]).resolve().parent))
-        runpy.run_path(argv[0], run_name="__main__")
+    cap = start_from_env()
+    try:
+        if argv[0] == "-m":
+            sys.argv = argv[1:]
+            runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+        else:
+            sys.argv = argv
+            sys.path.insert(0, str(Path(argv[0]).resolve().parent))
+            runpy.run_path(argv[0], run_name="__main__")
+    finally:
+        if cap is not None:  # from here to the process's exit: the script's end (the watch bounds it)
+            cap.beacon.mark(rank_watch.SCRIPT_END, cap._ended)
 
 
 if __name__ == "__main__":
