@@ -5,6 +5,8 @@ ratios is called "no measurable cost" only when its interval says so."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -106,6 +108,47 @@ def test_a_tensor_no_op_produced_is_made_at_its_consumers_shape_even_when_a_late
         n["outputs"]["values"] = swap(n["outputs"]["values"])
     et.write_text(json.dumps(d))
     _replays_whole(et)
+
+
+def _et_and_kineto_without_steps(d: Path) -> tuple[Path, Path]:
+    """One step recorded by the ET observer and the profiler, without a schedule: no ProfilerStep node."""
+    from torch.profiler import ExecutionTraceObserver, ProfilerActivity, profile
+
+    step = _mlp_step("sgd")
+    step()
+    et = ExecutionTraceObserver()
+    et.register_callback(str(d / "et.json"))
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        et.start()
+        step()
+        et.stop()
+    et.unregister_callback()
+    prof.export_chrome_trace(str(d / "kineto.json"))
+    return d / "et.json", d / "kineto.json"
+
+
+def test_a_trace_without_profiler_steps_holding_a_collectives_record_param_comms_node_calibrates(tmp_path):
+    """PARAM's NCCL traces (8-rank DLRM, 2-GPU ResNet) hold ``record_param_comms`` nodes, which c10d opens with
+    the collective's parameters attached; the calibration re-created them as bare record_function scopes under
+    Kineto, which segfaulted reading those parameters (rank 0 of the DLRM replay died with -11). The trace is
+    one recorded without a ProfilerStep (its scopes are the whole trace's), with such a node added as the
+    DLRM trace holds them: between the ops, holding none. Run in a child process: a segfault must fail the
+    test, not end the session."""
+    et, kineto = _et_and_kineto_without_steps(tmp_path)
+    doc = json.loads(et.read_text())
+    nodes = doc["nodes"]
+    root = next(n for n in nodes if n["name"] == "[pytorch|profiler|execution_trace|thread]")
+    comms = json.loads(json.dumps(next(n for n in nodes if n["name"].startswith("Optimizer.step#"))))
+    comms.update(id=max(n["id"] for n in nodes) + 1, name="record_param_comms", ctrl_deps=root["id"])
+    nodes.append(comms)
+    et.write_text(json.dumps(doc))
+    out = tmp_path / "r.json"
+    p = subprocess.run([sys.executable, "-m", "benchmint", "replay", str(et), "--kineto", str(kineto), "--gaps",
+                        "recorded", "--iters", "1", "--warmup", "0", "--no-store", "--out", str(tmp_path / "out"),
+                        "--json", str(out)], capture_output=True, text=True, timeout=240)
+    assert p.returncode == 0, p.stderr[-2000:]
+    r = json.loads(out.read_text())
+    assert r["coverage"] == 1.0 and r["original_iter_time_estimated_s"] is not None  # calibrated
 
 
 def test_paired_ratios_say_no_measurable_cost_only_within_a_narrow_interval():

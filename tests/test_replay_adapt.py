@@ -5,6 +5,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import torch
 
 from benchmint.core.errors import UserError
 from benchmint.models.workloads import build
@@ -160,3 +161,61 @@ def test_replay_takes_a_selections_share_over_every_recorded_step(tmp_path):
     sel = res.result["selection"]
     assert len(sel["share_per_recorded_step"]) == 3
     assert sel["share_of_step"] == pytest.approx(sorted(sel["share_per_recorded_step"])[1])
+
+
+def _et_observer_alone(path: Path) -> Path:
+    """One training step of a small MLP recorded with the ExecutionTraceObserver alone: no profiler, so no
+    ProfilerStep node and no Kineto trace."""
+    from torch.profiler import ExecutionTraceObserver
+
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    opt = torch.optim.SGD(m.parameters(), lr=0.01)
+    x, y = torch.randn(8, 16), torch.randint(0, 4, (8,))
+
+    def step() -> None:
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(m(x), y).backward()
+        opt.step()
+
+    step()
+    et = ExecutionTraceObserver()
+    et.register_callback(str(path))
+    et.start()
+    step()
+    et.stop()
+    et.unregister_callback()
+    return path
+
+
+def test_phase_selections_find_the_backward_and_optimizer_of_a_trace_recorded_by_the_et_observer_alone(tmp_path, cli):
+    # the observer alone records the autograd engine's and the optimizer's scopes but no ProfilerStep: they
+    # were left out of the view, and phase:backward matched none of the step's ops
+    et = _et_observer_alone(tmp_path / "et.json")
+    by = {}
+    for phase in ("forward", "backward", "optimizer"):
+        r = replay_trace(et, select=f"phase:{phase}", gaps="none", warmup=0, iters=1).result
+        assert r["coverage"] == 1.0
+        by[phase] = set(r["selection"]["op_types"])
+    assert {"aten::nll_loss_backward", "aten::_log_softmax_backward_data", "aten::threshold_backward",
+            "aten::mm"} <= by["backward"]
+    assert by["optimizer"] == {"aten::add_"}  # SGD's step, inside Optimizer.step#SGD.step
+    assert {"aten::linear", "aten::relu"} <= by["forward"]
+    assert not by["forward"] & {"aten::mm", "aten::threshold_backward", "aten::add_"}
+    assert not any(n.endswith("_backward") for n in by["forward"] | by["optimizer"])
+    code, out, _err = cli("replay", str(et), "--select", "phase:backward", "--iters", "1", "--warmup", "0",
+                          "--gaps", "none", "--no-store", "--out", str(tmp_path / "out"))
+    assert code == 0 and "selection phase:backward:" in out
+
+
+def test_phases_of_a_trace_whose_backward_ran_on_its_own_thread_without_profiler_steps():
+    # PARAM's linear trace: no ProfilerStep, the backward on the autograd engine's thread, which ran more ops
+    # than the step's own thread (the most frequent thread is not the step's)
+    view = view_from_trace(load(Path(__file__).parent / "data" / "param" / "linear_et.json.gz"), device="cpu")
+    ph = phases(view)
+    by = {p: Counter(o.name for o, q in zip(view.ops, ph, strict=True) if q == p) for p in set(ph)}
+    assert set(by) == {"forward", "backward", "optimizer"}
+    assert "aten::linear" in by["forward"] and "aten::threshold_backward" in by["backward"]
+    assert {"aten::zero_", "aten::_foreach_add_"} <= set(by["optimizer"])
+    assert all(o.tid == view.ops[0].tid for o, q in zip(view.ops, ph, strict=True) if q == "forward")
+    assert not any(n.endswith("_backward") for n in by["forward"] | by["optimizer"])

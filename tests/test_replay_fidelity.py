@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmint.replay.fidelity import GAP_CAP_S, Calibration, estimate_original
+from benchmint.replay.fidelity import GAP_CAP_S, Calibration, estimate_original, scope_inserts
 from benchmint.replay.types import TENSOR, Arg, OpRec, TraceView, TRef
 
 US = 1e-6
@@ -115,3 +115,22 @@ def test_a_few_data_dependent_slow_ops_do_not_rescale_the_recording():
     estimate_original(view, cal)
     assert cal.original_slowdown == 1.0 and cal.original_speed["applied"] is False
     assert cal.original_speed["median_ratio"] == pytest.approx(1.125)
+
+
+def test_the_calibration_recreates_balanced_scopes_only_and_never_a_collectives_record_param_comms():
+    # a trace without a ProfilerStep: the scopes of two threads (the main thread's listed first), placed
+    # among the ops replayed on one. The autograd thread's scope 7 closes after op 1 where the main thread's
+    # optimizer scope 8 opens before op 2: the closing goes first. Scope 9 closes while 10, opened after it on
+    # the other thread, is still open: replayed on one thread they would nest wrongly, so 9 is not re-created
+    # (10 alone nests). Nor is c10d's record_param_comms: re-created bare, without the collective's
+    # parameters, Kineto segfaulted on it
+    scopes = [(2, "enter", 8, "Optimizer.step#SGD.step"), (3, "exit", 8, ""),
+              (3, "enter", 9, "outer"), (5, "exit", 9, ""),
+              (1, "enter", 11, "record_param_comms"), (1, "exit", 11, "record_param_comms"),
+              (1, "enter", 7, "autograd::engine::evaluate_function: AddmmBackward0"), (2, "exit", 7, ""),
+              (4, "enter", 10, "inner"), (6, "exit", 10, "")]
+    view = _view([(f"aten::op{i}", US, US) for i in range(6)], 0.0, scopes)
+    assert scope_inserts(view) == {
+        1: ["_h7 = _rfe('autograd::engine::evaluate_function: AddmmBackward0', None)"],
+        2: ["_rfx(_h7)", "_h8 = _rfe('Optimizer.step#SGD.step', None)"], 3: ["_rfx(_h8)"],
+        4: ["_h10 = _rfe('inner', None)"], 6: ["_rfx(_h10)"]}

@@ -14,7 +14,10 @@ Selections (``kind:value``):
 * ``op:PATTERN``: the ops whose name matches the regular expression (searched: ``aten::mm|aten::addmm``);
 * ``phase:forward|backward|optimizer``: the optimizer's ops run inside ``Optimizer.step#...`` /
   ``Optimizer.zero_grad#...`` scopes, the backward's inside the autograd engine's
-  ``autograd::engine::evaluate_function`` scopes or on the autograd engine's own threads; the rest is forward.
+  ``autograd::engine::evaluate_function`` scopes or a backward function's node (``AddmmBackward0``), or on
+  another thread than the one that ran the step's first op (the autograd engine's own threads); the rest is
+  forward. The execution trace observer records these scopes with or without the profiler (a trace of the
+  observer alone has no ``ProfilerStep``: its scopes are taken over every recorded thread).
 
 What-ifs: ``drop:PATTERN`` removes the ops whose name matches, ``repeat:PATTERN=N`` runs each of them N times.
 """
@@ -35,6 +38,7 @@ from benchmint.replay.types import TraceView
 PHASES = ("forward", "backward", "optimizer")
 SELECT_KINDS = ("scope", "op", "phase")
 BACKWARD_SCOPE = "autograd::engine::evaluate_function"
+BACKWARD_NODE = re.compile(r"Backward\d*$")  # a backward function's node: AddmmBackward0, MyFunctionBackward
 OPTIMIZER_SCOPES = ("Optimizer.step#", "Optimizer.zero_grad#")
 MIN_TIMED = 0.9  # the shares need recorded times for at least this fraction of the ops (Kineto's join)
 NO_SHARE = ("the trace has no recorded times for most of its ops (no Kineto trace joined): the selection's share of the "
@@ -77,16 +81,21 @@ def op_scopes(view: TraceView) -> list[list[str]]:
     return out
 
 
+def _backward_scope(name: str) -> bool:
+    """An autograd engine scope, or a backward function's node (``AddmmBackward0``, a custom Function's
+    ``MyFnBackward``) as the execution trace records it inside one."""
+    return name.startswith(BACKWARD_SCOPE) or bool(BACKWARD_NODE.search(name))
+
+
 def phases(view: TraceView) -> list[str]:
     """Per op: forward, backward or optimizer (see the module docstring)."""
     scopes = op_scopes(view)
-    tids = Counter(o.tid for o in view.ops)
-    main = tids.most_common(1)[0][0] if tids else 0
+    main = view.ops[0].tid if view.ops else 0  # the step starts on the thread that runs it, before any backward
     out = []
     for op, names in zip(view.ops, scopes, strict=True):
         if any(n.startswith(OPTIMIZER_SCOPES) for n in names):
             out.append("optimizer")
-        elif op.tid != main or any(n.startswith(BACKWARD_SCOPE) for n in names):
+        elif op.tid != main or any(_backward_scope(n) for n in names):
             out.append("backward")
         else:
             out.append("forward")
@@ -253,8 +262,7 @@ def what_if(view: TraceView, specs: list[str]) -> tuple[TraceView, Adaptation]:
 
 def _hint(view: TraceView, kind: str) -> str:
     if kind == "scope":
-        names = Counter(n for _p, k, _i, n in view.scopes if k == "enter"
-                        and not n.startswith(BACKWARD_SCOPE))
+        names = Counter(n for _p, k, _i, n in view.scopes if k == "enter" and not _backward_scope(n))
         some = ", ".join(n for n, _ in names.most_common(6))
         return f"its recorded scopes include {some}" if some else "the trace recorded no scopes around its ops"
     if kind == "phase":

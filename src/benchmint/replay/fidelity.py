@@ -87,10 +87,39 @@ class Calibration:
         }
 
 
+# scopes torch opens itself with data attached that a bare record_function lacks: re-created empty, the
+# profiler reads that data anyway (``record_param_comms``: c10d's ParamCommsDebugInfo; Kineto segfaulted)
+NOT_RECREATED = ("record_param_comms",)
+
+
+def recreated_scopes(view: TraceView) -> list[tuple[int, str, int, str]]:
+    """The recorded scope events the calibration opens and closes around the replayed ops, in the order it
+    runs them: not those of ``NOT_RECREATED``, and not a scope that would close while one opened after it
+    is still open (the scopes of two threads that overlap, replayed on one): those the replay's recording
+    would nest wrongly. Where an op's place holds both, the scopes opened before it close first (in their
+    recorded order: two threads' scopes meet there), then the ones that open there (in their recorded order)."""
+    kept = [e for e in view.scopes if e[3] not in NOT_RECREATED]
+    opened = {nid: pos for pos, kind, nid, _name in kept if kind == "enter"}
+    events = sorted(kept, key=lambda e: (e[0], not (e[1] == "exit" and opened.get(e[2], e[0]) < e[0])))
+    open_: list[int] = []
+    crossing: set[int] = set()
+    for _pos, kind, nid, _name in events:
+        if kind == "enter":
+            open_.append(nid)
+        elif open_ and open_[-1] == nid:
+            open_.pop()
+        else:
+            crossing.add(nid)
+            if nid in open_:
+                open_.remove(nid)
+    crossing.update(open_)  # never closed
+    return [e for e in events if e[2] not in crossing]
+
+
 def scope_inserts(view: TraceView) -> dict[int, list[str]]:
     """Source lines that open and close the recorded scopes between the replayed ops."""
     out: dict[int, list[str]] = {}
-    for pos, kind, nid, name in view.scopes:
+    for pos, kind, nid, name in recreated_scopes(view):
         line = f"_h{nid} = _rfe({name!r}, None)" if kind == "enter" else f"_rfx(_h{nid})"
         out.setdefault(pos, []).append(line)
     return out
@@ -256,7 +285,7 @@ def calibrate(plan: Plan, fn0: Callable, replay_s: float, repeats: int = 5) -> C
     ``estimate_original`` compares with). Raises ``CalibrationFailed``, saying why, when no recording could
     be read."""
     inserts = scope_inserts(plan.view)
-    n_scopes = sum(1 for e in plan.view.scopes if e[1] == "enter")
+    n_scopes = sum(1 for e in recreated_scopes(plan.view) if e[1] == "enter")
     fn_scoped = plan.compile(inserts=inserts) if inserts else fn0
     comm = getattr(plan, "comm", None)
     sync = comm.phase if comm is not None else None  # the ranks record each repeat at once

@@ -220,26 +220,40 @@ def _holds_collective(trace: Any, node: Any) -> bool:
 
 
 def _scopes(trace: Any, within: Any, op_index: dict[int, int]) -> list[tuple[int, str, int, str]]:
-    """The non-op nodes of the step in tree order, as enter/exit events placed between the ops."""
+    """The non-op nodes of the step in tree order, as enter/exit events placed between the ops. Without a
+    recorded step (``within`` None: an ET recorded without the profiler's steps, e.g. the observer alone) the
+    scopes of every recorded thread. A scope opens just before the first op it holds (the ops of other threads
+    may run between it and the previous op of its own) and closes after its last."""
     out: list[tuple[int, str, int, str]] = []
-    if within is None:
-        return out
+    starts = trace.roots() if within is None else trace.children(within)
     pos = 0
-    stack: list[tuple[Any, bool]] = [(c, False) for c in reversed(trace.children(within))]
+    pending: dict[int, int] = {}  # scope node id -> its enter event in out, placed at the next op it holds
+    stack: list[tuple[Any, bool]] = [(c, False) for c in reversed(starts)]
     while stack:
         n, leaving = stack.pop()
         if leaving:
+            k = pending.pop(n.id, None)
+            if k is not None:  # it held no op: it opens where it closes
+                out[k] = (pos, *out[k][1:])
             out.append((pos, "exit", n.id, n.name))
             continue
         if n.op_schema:
             i = op_index.get(n.id)
             if i is not None:
+                for k in pending.values():
+                    out[k] = (i, *out[k][1:])
+                pending.clear()
                 pos = max(pos, i + 1)
             else:  # a composite replaced by its callees (expose_hidden_outputs): they are in op_index
                 stack.extend((c, False) for c in reversed(trace.children(n)))
             continue
         if n.is_thread_root or n.is_process_root or n.iteration is not None:
+            if within is None:  # the whole trace: the roots hold each thread's ops, placed among its own
+                if n.is_thread_root:
+                    pos = 0
+                stack.extend((c, False) for c in reversed(trace.children(n)))
             continue
+        pending[n.id] = len(out)
         out.append((pos, "enter", n.id, n.name))
         stack.append((n, True))
         stack.extend((c, False) for c in reversed(trace.children(n)))
