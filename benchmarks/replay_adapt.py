@@ -10,7 +10,9 @@
   original timed alternately in the same run (error = replay / (original x share) - 1).
 
   The real model at the captured size and the unscaled replay take turns in the same rounds, so that what the
-  replay's own aim (capture.json's step, measured during the capture) adds can be told from the scaling.
+  replay's own aim (capture.json's step, measured during the capture) adds can be told from the scaling. The
+  scaled replay spends the unscaled replay's own gaps (saved and given back with ``gaps_from``), so both
+  replays differ only by their ops' sizes.
 
 Usage: python benchmarks/replay_adapt.py [--threads 1] [--rounds 5] [--reps 5]
        [--batch decoder_infer,encoder_cls,cnn_train,bilstm] [--seq decoder_infer,encoder_cls] [--no-select]
@@ -49,6 +51,7 @@ def _alternate(fns: dict, rounds: int, reps: int) -> dict[str, list[float]]:
 
 def _scale_row(name: str, kind: str, tmp: Path, args) -> dict:
     from benchmint.models.workloads import build
+    from benchmint.replay import gaps_file
     from benchmint.replay.api import replay_trace
     from benchmint.replay.compare import _runner
     from benchmint.trace.capture import capture_steps
@@ -58,8 +61,12 @@ def _scale_row(name: str, kind: str, tmp: Path, args) -> dict:
     b, s = w.meta.get("batch"), w.meta.get("seq", w.meta.get("src"))
     cap = tmp / f"{name}-{kind}"
     capture_steps(w.step, cap, warmup=10, measure=10, record=1, model=w.model)
-    res = replay_trace(cap, scale=(f"{kind}=2",), iters=10, warmup=2)
-    res0 = replay_trace(cap, iters=10, warmup=2)  # unscaled: the same gaps (the scaled replay keeps res0's aim)
+    # the unscaled replay settles its gaps once; the scaled replay spends exactly those (--gaps-from), as a
+    # scaled replay keeps its unscaled replay's gaps: two separate calibrations would put their own noise
+    # into the scaling error
+    res0 = replay_trace(cap, iters=10, warmup=2)
+    gaps = gaps_file.write(tmp / f"{name}-{kind}-gaps.json", res0.result, res0.gaps_ns, len(res0.plan.steps))
+    res = replay_trace(cap, scale=(f"{kind}=2",), iters=10, warmup=2, gaps_from=str(gaps))
     real = build(name, batch=2 * b, seq=seq) if kind == "batch" else build(name, seq=2 * s)
     # four sides in the same rounds: the real model at 2B and at B, the scaled and the unscaled replay; the
     # gaps of both replays aim at capture.json's step, measured during the capture under another load than the
