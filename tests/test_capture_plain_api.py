@@ -33,10 +33,15 @@ def _mlp_step(opt_name: str):
 
 
 def _et_alone(path: Path, opt_name: str) -> Path:
+    return record_et_alone(_mlp_step(opt_name), path, warmup=2)
+
+
+def record_et_alone(step, path: Path, warmup: int) -> Path:
+    """``step`` run ``warmup`` times, then once recorded by the ExecutionTraceObserver alone (no profiler: no
+    ProfilerStep node, no Kineto trace)."""
     from torch.profiler import ExecutionTraceObserver
 
-    step = _mlp_step(opt_name)
-    for _ in range(2):
+    for _ in range(warmup):
         step()
     et = ExecutionTraceObserver()
     et.register_callback(str(path))

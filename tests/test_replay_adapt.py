@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_capture_plain_api import record_et_alone
 
 from benchmint.core.errors import UserError
 from benchmint.models.workloads import build
@@ -166,8 +167,6 @@ def test_replay_takes_a_selections_share_over_every_recorded_step(tmp_path):
 def _et_observer_alone(path: Path) -> Path:
     """One training step of a small MLP recorded with the ExecutionTraceObserver alone: no profiler, so no
     ProfilerStep node and no Kineto trace."""
-    from torch.profiler import ExecutionTraceObserver
-
     torch.manual_seed(0)
     m = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
     opt = torch.optim.SGD(m.parameters(), lr=0.01)
@@ -178,14 +177,7 @@ def _et_observer_alone(path: Path) -> Path:
         torch.nn.functional.cross_entropy(m(x), y).backward()
         opt.step()
 
-    step()
-    et = ExecutionTraceObserver()
-    et.register_callback(str(path))
-    et.start()
-    step()
-    et.stop()
-    et.unregister_callback()
-    return path
+    return record_et_alone(step, path, warmup=1)
 
 
 def test_phase_selections_find_the_backward_and_optimizer_of_a_trace_recorded_by_the_et_observer_alone(tmp_path, cli):

@@ -10,13 +10,13 @@ same ops, and a slower machine takes longer over it as it would over the origina
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from benchmint.core.errors import UserError
+from benchmint.core.jsonio import read_json, write_json
 from benchmint.replay.spin import iters_for, ns_per_turn
 
 KIND = "benchmint.replay.gaps"
@@ -66,21 +66,17 @@ def write(path: str | os.PathLike, result: dict[str, Any], gaps_ns: list[int] | 
            "ns_per_turn": ns_per_turn(), "gap_time_s": sum(gaps_ns) / 1e9,
            "turns": [iters_for(g) if g > 0 else 0 for g in gaps_ns],
            "settled": {k: result.get(k) for k in CARRIED}}
-    p = Path(path)
-    if p.parent != Path():
-        p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(doc) + "\n")
-    return p
+    return write_json(path, doc)
 
 
 def read(path: str | os.PathLike) -> GapsFile:
     """A gaps file, checked: one line naming the file for anything that is not one."""
     p = Path(path)
     try:
-        doc = json.loads(p.read_text())
+        doc = read_json(p)
     except FileNotFoundError:
         raise UserError(f"{p}: no such gaps file (write one with benchmint replay --save-gaps)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, ValueError) as e:  # (a JSON or UTF-8 decoding error is a ValueError)
         raise UserError(f"{p}: not a gaps file ({type(e).__name__}: {e})") from None
     if not isinstance(doc, dict) or doc.get("kind") != KIND:
         raise UserError(f"{p}: not a gaps file (no kind {KIND!r}; write one with benchmint replay --save-gaps)")
