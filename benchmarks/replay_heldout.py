@@ -18,7 +18,7 @@ apart, so the paired figure shows what is the replay's and what is the protocol'
 average beside the table.
 
 Usage: python benchmarks/replay_heldout.py [--workloads a,b] [--builtin] [--rounds 3] [--iters 30] [--repeats 1]
-       [--pairs 100] [--ab-spread]
+       [--pairs 100] [--ab-spread] [--index-spread auto|uniform|zipf:E]
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def measure(name: str, step, tmp: Path, args) -> dict:
     d = tmp / name
     d.mkdir()
     et, k = plain_capture(step, d)
-    res = replay_trace(et, kineto=k, gaps="recorded", threads=1, iters=10, warmup=2)
+    res = replay_trace(et, kineto=k, gaps="recorded", threads=1, iters=10, warmup=2, index_spread=args.index_spread)
     fn, plan = res.compiled(), res.plan
     alt = None
     if args.ab_spread:  # the same capture replayed with every made-up index uniform (the choice off)
@@ -157,6 +157,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workloads", default=None, help="comma-separated subset")
     ap.add_argument("--builtin", action="store_true", help="also benchmint's own example workloads")
+    ap.add_argument("--index-spread", default="auto",
+                    help="made-up lookup indices, as benchmint replay --index-spread: auto, uniform or zipf:E")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--iters", type=int, default=30)
     ap.add_argument("--repeats", type=int, default=1, help="fresh captures per workload (median error)")

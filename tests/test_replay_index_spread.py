@@ -176,3 +176,74 @@ def test_a_spread_the_step_cannot_run_over_falls_back_to_uniform(tmp_path, monke
     got = index_skew.choose(plan, timer=_fake_timer(idx))
     assert got is not None and got[0]["chosen"] == "uniform" and "does not run over zipf" in got[0]["fallback"]
     assert _top_share(idx) < 0.05
+
+
+def _capture_lookups(d: Path) -> None:
+    from benchmint.trace.capture import capture_steps
+
+    torch.manual_seed(0)
+    bag = torch.nn.EmbeddingBag(ROWS, 16, mode="sum")
+    idx = torch.randint(0, ROWS, (N,))
+    offs = torch.arange(0, N, 16)
+
+    def step() -> None:
+        with torch.inference_mode():
+            bag(idx, offs).sum()
+
+    capture_steps(step, d, warmup=1, measure=5, record=1)
+
+
+def test_a_spread_the_user_gives_fills_every_lookup_and_is_reported(tmp_path, monkeypatch):
+    """The trace holds the indices' shape, not their values: a user who knows the data is power-law gives
+    ``--index-spread zipf:E``; every made-up lookup index is then so spread, nothing timed, and the result says
+    it was given; ``uniform`` given keeps them uniform."""
+    from benchmint.replay import replay_trace
+
+    monkeypatch.delenv(index_skew.SPREAD_ENV, raising=False)
+    monkeypatch.setattr(index_skew, "_time", lambda f, R: pytest.fail("a given spread times nothing"))
+    d = tmp_path / "cap"
+    _capture_lookups(d)
+    for given, skewed in (("zipf:1.1", True), ("uniform", False)):
+        res = replay_trace(d, gaps="none", warmup=0, iters=1, index_spread=given)
+        (t,) = res.result["index_distribution"]["tensors"]
+        assert t["chosen"] == ("zipf 1.1" if skewed else "uniform") and t["as"] == "given by --index-spread"
+        assert t["ops"] == ["aten::embedding_bag"] and t["indices"] == N
+        st = res.plan.steps[t["step"]]
+        ref = next(r for r in index_skew._index_refs(st.op, index_skew._arg_names(st.op)) if r.tensor_id == t["tensor_id"])
+        idx = res.plan.init[res.plan.slots[ref.key]]
+        assert int(idx.min()) >= 0 and int(idx.max()) < ROWS
+        assert (_top_share(idx) > 0.2) is skewed
+
+
+@pytest.mark.parametrize("bad", ["zipf", "zipf:0", "zipf:-1", "zipf:9", "pareto:1", "zipf:x"])
+def test_a_bad_index_spread_is_refused_in_one_line(tmp_path, cli, bad):
+    d = tmp_path / "cap"
+    d.mkdir()
+    (d / "et.json").write_text("{}")
+    for cmd in (["replay", str(d), "--no-store"], ["export", str(d), "--out", str(tmp_path / "o")]):
+        code, out, err = cli(*cmd, "--index-spread", bad)
+        assert code == 2, (out, err)
+        assert "--index-spread" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+    assert index_skew.parse_spread("zipf:1.05") == 1.05 and index_skew.parse_spread("zipf 0.8") == 0.8
+    assert index_skew.parse_spread("auto") is None and index_skew.parse_spread("uniform") == 0.0
+
+
+def test_an_exported_benchmark_keeps_the_index_spread_it_was_given(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from benchmint.replay.export import export_benchmark
+
+    d = tmp_path / "cap"
+    _capture_lookups(d)
+    out = tmp_path / "bench"
+    assert export_benchmark(d, out, index_spread="zipf:1.05")["index_spread"] == "zipf:1.05"
+    for extra, chosen in (([], "zipf 1.05"), (["--index-spread", "uniform"], "uniform")):
+        res = tmp_path / "r.json"
+        p = subprocess.run([sys.executable, str(out / "run.py"), "--gaps", "none", "--iters", "1", "--warmup", "0",
+                            "--json", str(res), *extra], capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stderr[-3000:]
+        r = json.loads(res.read_text())
+        assert [t["chosen"] for t in r["index_distribution"]["tensors"]] == [chosen]

@@ -25,6 +25,9 @@ def export(
     gaps_from: Path = typer.Option(None, "--gaps-from", help="A gaps file from benchmint replay --save-gaps of "
                                    "the same step (and --select/--what-if/--scale): the runner spends that CPU "
                                    "work between the ops by default instead of calibrating its own."),
+    index_spread: str = typer.Option("auto", "--index-spread", help="How the runner spreads the made-up indices "
+                                     "of lookups by default (as benchmint replay --index-spread): auto, uniform "
+                                     "or zipf:E."),
     force: bool = typer.Option(False, "--force", help="Replace the contents of a non-empty --out folder."),
 ) -> None:
     """Export a recorded step as a benchmark folder: the trace trimmed to the replayed iteration, a runner
@@ -35,7 +38,8 @@ def export(
     from benchmint.replay.export import export_benchmark
 
     meta = export_benchmark(trace, out, kineto, select=select, what_if=what_if, iteration=iteration, force=force,
-                            scale=list(scale or ()) or None, gaps_from=gaps_from)
+                            scale=list(scale or ()) or None, gaps_from=gaps_from,
+                            index_spread=index_spread)
     trim = (f"trimmed to ProfilerStep#{meta['iteration']} ({meta['nodes']['exported']} of "
             f"{meta['nodes']['original']} nodes)" if meta["trimmed"] else f"not trimmed: {meta['trim_note']}")
     console.print(f"exported {meta['ops']} ops to {out} ({trim})", highlight=False)

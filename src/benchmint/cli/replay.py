@@ -35,6 +35,11 @@ def replay(
     gaps_from: Path = typer.Option(None, "--gaps-from", help="Spend the CPU work between ops that an earlier "
                                    "replay settled (its --save-gaps file) instead of calibrating it here: the same "
                                    "work between the same ops, so two runs differ only by their ops and machine."),
+    index_spread: str = typer.Option("auto", "--index-spread", help="How the made-up indices of lookups "
+                                     "(embedding, embedding_bag, index_select, gather) are spread; the trace "
+                                     "records their shape, not their values. auto: uniform unless the recorded "
+                                     "lookup times clearly say otherwise; uniform; zipf:E (a few hot rows, as "
+                                     "real categorical features and token ids have; zipf:1.05 is typical)."),
     report: bool = typer.Option(False, "--report", help="Print original vs replayed time per op type and the "
                                 "largest contributors to the error."),
     json_path: Path = typer.Option(None, "--json", help="Write the result as JSON here."),
@@ -101,7 +106,8 @@ def replay(
     opts = ReplayOptions(device=device, threads=threads, warmup=warmup, iters=iters, seed=seed, gaps=gaps,
                          target=target, iteration=iteration, memory_check=not no_memory_check,
                          select=select, what_if=tuple(what_if or ()), mode=mode,
-                         scale=tuple(scale or ()), gaps_from=str(gaps_from) if gaps_from else None)
+                         scale=tuple(scale or ()), gaps_from=str(gaps_from) if gaps_from else None,
+                         index_spread=index_spread)
     if (save_gaps is not None or gaps_from is not None) and (ranks is not None or under is not None):
         raise UserError(f"{'--save-gaps' if save_gaps is not None else '--gaps-from'} applies to a one-process "
                         "replay; a multi-rank replay settles its gaps with the ranks together")
@@ -141,7 +147,8 @@ def replay(
     config = {"trace": str(trace), "kineto": str(kineto) if kineto else r["kineto"], "device": r["device"],
               "threads": r["threads"], "warmup": warmup, "iters": iters, "seed": seed, "gaps": r["gaps"],
               "target": target, "iteration": iteration, "select": select, "what_if": what_if or None,
-              "scale": scale or None, "gaps_from": str(gaps_from) if gaps_from else None}
+              "scale": scale or None, "gaps_from": str(gaps_from) if gaps_from else None,
+              "index_spread": index_spread}
     if mode != "full":
         config["mode"] = mode
     if ranks is not None or under is not None:

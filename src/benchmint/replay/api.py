@@ -250,7 +250,10 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
         reasons = "; ".join(f"{s['op']}: {s['reason']}" for s in plan.skipped()[:3])
         raise UserError(f"{inp.trace}: no op of the trace could be replayed ({reasons})")
     given, index_spread = index_spread, None
-    if comm is None and not any(d.split(":")[0] != dev.type for d in view.devices) and given != {}:
+    if opts.index_spread != "auto" and index_skew.parse_spread(opts.index_spread) is not None:
+        # the user's spread (--index-spread uniform|zipf:E): every made-up lookup index so, nothing timed
+        index_spread = index_skew.choose(plan, seed, spread=opts.index_spread)
+    elif comm is None and not any(d.split(":")[0] != dev.type for d in view.devices) and given != {}:
         # made-up indices spread as the recorded lookup times say (uniform unless clearly off; index_skew.py); a
         # scaled step takes its unscaled replay's choice (the recorded times are the unscaled lookups')
         tell("index spread")

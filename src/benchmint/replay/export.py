@@ -30,6 +30,7 @@ from benchmint.core.errors import UserError
 from benchmint.core.redact import redact_text
 from benchmint.replay import gaps_file
 from benchmint.replay.api import CAPTURE_JSON, find_inputs, last_whole_iteration, other_steps
+from benchmint.replay.index_skew import parse_spread
 
 SCHEMA_VERSION = "1.0"
 PACKAGE = "_benchmint_replay"
@@ -143,17 +144,19 @@ def _same(a: Any, b: Any) -> str | None:
 def export_benchmark(trace: str | os.PathLike, out: str | os.PathLike, kineto: str | os.PathLike | None = None,
                      *, select: str | None = None, what_if: list[str] | None = None, iteration: int | None = None,
                      force: bool = False, scale: list[str] | None = None,
-                     gaps_from: str | os.PathLike | None = None) -> dict[str, Any]:
+                     gaps_from: str | os.PathLike | None = None, index_spread: str = "auto") -> dict[str, Any]:
     """Write the benchmark folder ``out`` for ``trace`` (a capture folder or an ET, with ``kineto``); returns
     what ``export.json`` holds. ``select`` / ``what_if``: the runner replays the step so adapted (as
     ``benchmint replay --select / --what-if``); ``gaps_from``: a gaps file (``benchmint replay --save-gaps`` of
     the same step and adaptation) that the runner spends between the ops by default, instead of calibrating
-    its own. Refuses a non-empty ``out`` unless ``force``."""
+    its own; ``index_spread``: the made-up lookup indices' spread the runner uses by default (as ``benchmint
+    replay --index-spread``). Refuses a non-empty ``out`` unless ``force``."""
     from benchmint import __version__
     from benchmint.core.jsonio import write_json
     from benchmint.replay.adapt import adapt_view
 
     inp = find_inputs(trace, kineto)
+    parse_spread(index_spread)  # a bad spread stops before anything is written
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         if not force:
@@ -229,6 +232,7 @@ def export_benchmark(trace: str | os.PathLike, out: str | os.PathLike, kineto: s
         "select": select,
         "what_if": list(what_if) if what_if else None,
         "scale": list(scale) if scale else None,
+        "index_spread": index_spread,
         # the CPU work between ops the runner spends by default (settled by the replay that saved it)
         "gaps_file": GAPS_FILE if gaps is not None else None,
         "gaps_settled": ({**gaps.settled, "gap_time_s": sum(gaps.turns) * gaps.ns_per_turn / 1e9}

@@ -19,7 +19,11 @@ runs as fast over any spread, and noise must not pick one), so that a step fed u
 
 The recorded durations are absolute: a recording taken while the machine was busier than the replay's
 makes every spread look fast (uniform, the slowest, is then kept), one taken while it was quieter can pick a
-skew the original did not have.
+skew the original did not have. And they hold the recorders' own cost: ET + Kineto cost an ``embedding_bag``
+3 to 40 times its time here, which dwarfs what the spread changes, so the choice rarely moves off uniform.
+The spread still moves a replay of a recommender by 8-20% (the table's rows compete for the cache with the
+step's other lookups); a user who knows the data gives it (``--index-spread zipf:E`` or ``uniform``,
+:func:`parse_spread`): every made-up lookup index is then filled so, nothing timed.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import torch
 from torch.profiler import ProfilerActivity
 
 from benchmint.core import clock
+from benchmint.core.errors import UserError
 from benchmint.replay.ops import OpUnavailable, resolve
 from benchmint.replay.plan import Plan
 from benchmint.replay.types import TENSOR, TENSOR_LIST, TRef
@@ -123,29 +128,60 @@ def _arg_names(op: Any) -> list[str] | None:
         return None
 
 
+def parse_spread(text: str) -> float | None:
+    """``--index-spread``: ``auto`` (None: chosen per tensor, :func:`choose`), ``uniform`` (0.0) or
+    ``zipf:E`` (``zipf E``; the exponent E, 0 < E <= 3); anything else is a one-line error."""
+    t = text.strip().lower()
+    if t in ("", "auto"):
+        return None
+    if t == "uniform":
+        return 0.0
+    head, _, tail = t.replace(" ", ":", 1).partition(":")
+    try:
+        e = float(tail) if head == "zipf" else math.nan
+    except ValueError:
+        e = math.nan
+    if not 0.0 < e <= 3.0:
+        raise UserError(f"--index-spread {text}: choose auto, uniform or zipf:E with an exponent 0 < E <= 3 "
+                        "(zipf:1.05: a few hot rows, as real categorical features and token ids are)")
+    return e
+
+
+def label_of(skew: float) -> str:
+    return "uniform" if skew <= 0 else f"zipf {skew:g}"
+
+
 def choose(plan: Plan, seed: int = 0, timer: Callable[[Callable, list[Any]], float] | None = None,
-           given: dict[tuple[int, int], str] | None = None) -> list[dict[str, Any]] | None:
+           given: dict[tuple[int, int], str] | None = None, spread: str | None = None) -> list[dict[str, Any]] | None:
     """Choose and fill the spread of each made-up index tensor read by a lookup (see the module); returns what
     was chosen per tensor, or None when the step has no such tensor with a recorded lookup time, or when
     ``BENCHMINT_INDEX_SPREAD=uniform`` (every made-up index uniform, as before). ``timer(f, R)``: seconds
     one call of the lookup ``f`` takes on the register file ``R`` (default: the best of two after one).
+    ``spread``: ``--index-spread`` (:func:`parse_spread`; default ``BENCHMINT_INDEX_SPREAD``, else auto):
+    ``uniform`` or ``zipf:E`` fills every such tensor so, nothing timed, whether or not a lookup time was
+    recorded (the user knows the data; the recording cannot tell: see the module).
     ``given``: the spreads already chosen, by (``step``, ``tensor_id``) of what a choice returned: filled as
     they are, nothing timed (a scaled step keeps its unscaled replay's choice: its lookups' recorded times are
     those of the unscaled step, and would pick a skew to make up for the larger tables and batches)."""
-    if os.environ.get(SPREAD_ENV, "").strip().lower() == "uniform":
-        return None
+    forced = spread if spread is not None else os.environ.get(SPREAD_ENV, "") or "auto"
+    skew = parse_spread(forced)
+    if skew == 0.0 and spread is None:
+        return None  # BENCHMINT_INDEX_SPREAD=uniform: no choice, the made-up indices as the plan filled them
     with torch.inference_mode():  # the plan's tensors are inference tensors: refilled in place
+        if skew is not None:
+            return _choose(plan, seed, timer or _time, None, forced=(label_of(skew), skew))
         return _choose(plan, seed, timer or _time, given)
 
 
 def _choose(plan: Plan, seed: int, timer: Callable[[Callable, list[Any]], float],
-            given: dict[tuple[int, int], str] | None = None) -> list[dict[str, Any]] | None:
+            given: dict[tuple[int, int], str] | None = None, forced: tuple[str, float] | None = None,
+            ) -> list[dict[str, Any]] | None:
     cons = plan.cons
     if cons is None:
         return None
     by_key: dict[tuple, tuple[TRef, list[int]]] = {}
     for st in plan.steps:
-        if not st.replayed or st.substitute is not None or st.op.dur_s is None:
+        if not st.replayed or st.substitute is not None or (st.op.dur_s is None and forced is None):
             continue
         for ref in _index_refs(st.op, _arg_names(st.op)):
             c = cons.by_key.get(ref.key)
@@ -158,26 +194,33 @@ def _choose(plan: Plan, seed: int, timer: Callable[[Callable, list[Any]], float]
     work: list[tuple[tuple, TRef, torch.Tensor, int, list[tuple[int, Callable]]]] = []
     for key, (ref, steps) in by_key.items():
         t = plan.init[plan.slots[key]]
-        if not isinstance(t, torch.Tensor) or t.device.type != "cpu" or not t.is_contiguous():
+        if not isinstance(t, torch.Tensor) or not t.is_contiguous() or (t.device.type != "cpu" and forced is None):
             continue
-        fns = [(i, f) for i in steps if (f := _standalone(plan, i)) is not None]
+        fns = [(i, None) for i in steps] if forced is not None else \
+            [(i, f) for i in steps if (f := _standalone(plan, i)) is not None]  # given: nothing timed
         if fns:
             work.append((key, ref, t, cons.by_key[key].high, fns))  # type: ignore[arg-type]
     if not work:
         return None
     gen = torch.Generator().manual_seed(seed + 7919)
-    if given is not None:
+    if given is not None or forced is not None:
         skews = dict(SPREADS)
+        if forced is not None:
+            skews[forced[0]] = forced[1]
         kept = []
         for key, ref, t, rows, fns in work:
-            label = given.get((by_key[key][1][0], ref.tensor_id))
+            label = forced[0] if forced is not None else given.get((by_key[key][1][0], ref.tensor_id))  # type: ignore[union-attr]
             if label is None or label not in skews:
                 continue
             t.copy_(spread_indices(t.shape, rows, skews[label], gen, t.dtype))
             ops = [plan.steps[i].op for i, _f in fns]
             kept.append({"ops": sorted({o.name for o in ops}), "calls": len(ops), "rows": rows,
                          "indices": int(t.numel()), "chosen": label, "step": by_key[key][1][0],
-                         "tensor_id": ref.tensor_id, "as": "the unscaled step's choice"})
+                         "tensor_id": ref.tensor_id,
+                         "as": "given by --index-spread" if forced is not None else "the unscaled step's choice"})
+        if forced is not None and kept and not _runs(plan):
+            raise UserError(f"--index-spread {forced[0]}: the step does not run over such indices (another op "
+                            "reads them with a shape that follows their values); use auto or uniform")
         return kept or None
     values = {(key, label): spread_indices(t.shape, rows, skew, gen, t.dtype)
               for key, _ref, t, rows, _f in work for label, skew in SPREADS}

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from benchmint.core.errors import UserError
+from benchmint.replay.index_skew import parse_spread
 
 #: what a (multi-rank) replay runs of the step: all of it, its computation, its communication
 MODES = ("full", "compute", "comm")
@@ -33,7 +34,9 @@ class ReplayOptions:
     collectives alone) (:mod:`benchmint.replay.modes`);
     ``scale``: the step at another batch size or sequence length (``batch=F``, ``seq=F``,
     :mod:`benchmint.replay.scale`); ``gaps_from``: spend the CPU work between ops that an earlier replay settled
-    and saved (``--save-gaps``, :mod:`benchmint.replay.gaps_file`) instead of calibrating it here.
+    and saved (``--save-gaps``, :mod:`benchmint.replay.gaps_file`) instead of calibrating it here;
+    ``index_spread``: how the made-up indices of lookups are spread, ``auto`` (chosen against the recorded
+    lookup times), ``uniform`` or ``zipf:E`` (:mod:`benchmint.replay.index_skew`).
     """
 
     device: str | None = None
@@ -50,6 +53,7 @@ class ReplayOptions:
     mode: str = "full"
     scale: tuple[str, ...] = ()
     gaps_from: str | None = None
+    index_spread: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "what_if", tuple(self.what_if or ()))  # None or a list from a caller
@@ -76,5 +80,6 @@ class ReplayOptions:
             raise UserError(f"target {self.target}: choose auto, capture, estimate or cpu")
         if self.warmup < 0 or self.iters < 1:
             raise UserError("--iters must be >= 1 and --warmup >= 0")
+        parse_spread(self.index_spread)
         if self.threads is not None and self.threads < 1:
             raise UserError(f"--threads {self.threads}: must be at least 1")

@@ -50,6 +50,9 @@ def main(argv=None) -> int:
                          "when it has one and --gaps is not given)")
     ap.add_argument("--target", choices=("auto", "capture", "estimate", "cpu"), default="auto",
                     help="what recorded gaps aim at, as benchmint replay --target (default: capture.json when there)")
+    ap.add_argument("--index-spread", default=None,
+                    help="made-up lookup indices: auto, uniform or zipf:E, as benchmint replay --index-spread "
+                         "(default: what the export was given, else auto)")
     ap.add_argument("--json", default=None, help="write the result as JSON here")
     ap.add_argument("--no-memory-check", action="store_true", help="plan even when the tensors may not fit")
     args = ap.parse_args(argv)
@@ -71,14 +74,15 @@ def main(argv=None) -> int:
                            else None, device=args.device, threads=args.threads, warmup=args.warmup,
                            iters=args.iters, seed=args.seed, gaps=args.gaps, target=args.target, memory_check=not args.no_memory_check,
                            select=cfg.get("select"), what_if=cfg.get("what_if"), iteration=cfg.get("iteration"),
-                           scale=tuple(cfg.get("scale") or ()), gaps_from=gaps_from)
+                           scale=tuple(cfg.get("scale") or ()), gaps_from=gaps_from,
+                           index_spread=args.index_spread or cfg.get("index_spread") or "auto")
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     r = dict(res.result)
     r["per_op_type"] = res.per_op_type
     r["exported"] = {k: cfg.get(k) for k in ("benchmint_version", "exported_at", "source", "select", "what_if",
-                                                    "scale")}
+                                                    "scale", "index_spread")}
     r["runner"] = {"python": sys.version.split()[0], "executable": sys.executable}
     line = (f"coverage {r['coverage']:.3f} ({r['ops_replayed']}/{r['ops_total']} ops), replay "
             f"{_ms(r['iter_time_s']['median'])}/iter")
