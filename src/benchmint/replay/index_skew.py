@@ -219,7 +219,9 @@ def _choose(plan: Plan, seed: int, timer: Callable[[Callable, list[Any]], float]
                          "indices": int(t.numel()), "chosen": label, "step": by_key[key][1][0],
                          "tensor_id": ref.tensor_id,
                          "as": "given by --index-spread" if forced is not None else "the unscaled step's choice"})
-        if forced is not None and kept and not _runs(plan):
+        # (not in a multi-rank replay: a whole step there runs collectives that the other ranks would not meet;
+        # a spread its step cannot run over fails in its first iteration instead)
+        if forced is not None and kept and plan.comm is None and not _runs(plan):
             raise UserError(f"--index-spread {forced[0]}: the step does not run over such indices (another op "
                             "reads them with a shape that follows their values); use auto or uniform")
         return kept or None
