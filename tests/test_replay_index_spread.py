@@ -247,3 +247,48 @@ def test_an_exported_benchmark_keeps_the_index_spread_it_was_given(tmp_path):
         assert p.returncode == 0, p.stderr[-3000:]
         r = json.loads(res.read_text())
         assert [t["chosen"] for t in r["index_distribution"]["tensors"]] == [chosen]
+
+
+@pytest.mark.parametrize("skewed", [True, False])
+def test_a_capture_sketches_its_lookups_data_and_the_replay_touches_as_many_rows(tmp_path, monkeypatch, skewed):
+    """`benchmint capture` counts, in its last warm-up step, the distinct rows each lookup touched; the replay
+    fits the spread whose made-up indices touch as many (skewed data: far fewer rows than uniform; uniform data:
+    uniform), times nothing for it, and says where the spread came from."""
+    from benchmint.replay import replay_trace
+    from benchmint.trace.capture import capture_steps
+
+    monkeypatch.delenv(index_skew.SPREAD_ENV, raising=False)
+    monkeypatch.setattr(index_skew, "_time", lambda f, R: pytest.fail("a sketched tensor is not timed"))
+    torch.manual_seed(0)
+    bag = torch.nn.EmbeddingBag(ROWS, 16, mode="sum")
+    gen = torch.Generator().manual_seed(1)
+    idx = index_skew.spread_indices((N,), ROWS, 1.1 if skewed else 0.0, gen)
+    offs = torch.arange(0, N, 16)
+
+    def step() -> None:
+        with torch.inference_mode():
+            bag(idx, offs).sum()
+
+    d = tmp_path / "cap"
+    capture_steps(step, d, warmup=2, measure=5, record=1)
+    sketch = json.loads((d / "capture.json").read_text())["index_sketch"]
+    (seen,) = sketch["lookups"]
+    assert seen["shape"] == [N] and seen["rows"] == ROWS and seen["distinct"] == int(torch.unique(idx).numel())
+    res = replay_trace(d, gaps="none", warmup=0, iters=1)
+    (t,) = res.result["index_distribution"]["tensors"]
+    assert t["as"].startswith("capture.json") and t["distinct_original"] == seen["distinct"]
+    if skewed:
+        assert t["chosen"].startswith("zipf ") and abs(float(t["chosen"].split()[1]) - 1.1) < 0.15
+        assert abs(t["distinct_replay"] - seen["distinct"]) < 0.1 * seen["distinct"]
+    else:
+        assert t["chosen"] == "uniform"
+
+
+def test_a_capture_json_whose_index_sketch_is_malformed_is_refused_in_one_line(tmp_path, cli):
+    d = tmp_path / "cap"
+    _capture_lookups(d)
+    cap = json.loads((d / "capture.json").read_text())
+    cap["index_sketch"] = {"lookups": [{"shape": [N], "rows": -5, "indices": N, "distinct": 3}]}
+    (d / "capture.json").write_text(json.dumps(cap))
+    code, out, err = cli("replay", str(d), "--no-store", "--gaps", "none", "--iters", "1")
+    assert code == 2 and "index_sketch" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -257,7 +257,7 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
         # made-up indices spread as the recorded lookup times say (uniform unless clearly off; index_skew.py); a
         # scaled step takes its unscaled replay's choice (the recorded times are the unscaled lookups')
         tell("index spread")
-        index_spread = index_skew.choose(plan, seed, given=given)
+        index_spread = index_skew.choose(plan, seed, given=given, sketch=(cap or {}).get("index_sketch"))
     fn0 = plan.compile()
     replay_s = replay_cpu_s = None
     if fixed_gaps is not None:

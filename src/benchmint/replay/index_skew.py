@@ -5,6 +5,11 @@ range (uniform). A lookup's time depends on them: an ``embedding_bag`` over skew
 as real categorical features are) stays in cache and ran 20-40% faster here than over uniform ones, so a
 replay of a recommender fed skewed data ran its lookups slower than the original did.
 
+Where the spread comes from, first match first: ``--index-spread uniform|zipf:E`` (the user's word, every
+such tensor); capture.json's ``index_sketch`` (a ``benchmint capture`` counted, in a warm-up step, the distinct
+rows each lookup touched: :func:`fit_skew` gives the exponent whose indices touch as many, per tensor it
+describes); else the choice against the recorded lookup times below.
+
 :func:`choose` picks, for each true input of the step that holds indices (values in ``[0, rows)`` and no
 other need) read by a lookup (``embedding``, ``embedding_bag``, ``index_select``, ``gather``, ``index``,
 ``take``), one spread from a small family (uniform and Zipf-like skews scattered over the rows): each is
@@ -59,6 +64,7 @@ SPREAD_ENV = "BENCHMINT_INDEX_SPREAD"  # "uniform": no choice, every made-up ind
 LOOKUPS = {"embedding": "indices", "embedding_bag": "indices", "_embedding_bag": "indices",
            "_embedding_bag_forward_only": "indices", "index_select": "index", "gather": "index",
            "take": "index", "index": "indices", "_unsafe_index": "indices"}
+MAX_SKEW = 3.0  # the largest exponent fitted to a capture's distinct rows
 _PERM_MAX = 1 << 22  # rows scattered by a random permutation up to this many, by a multiplicative hash above
 
 
@@ -152,8 +158,70 @@ def label_of(skew: float) -> str:
     return "uniform" if skew <= 0 else f"zipf {skew:g}"
 
 
+def _cdf(x: torch.Tensor, rows: int, skew: float) -> torch.Tensor:
+    """The share of :func:`spread_indices`' draws below rank position ``x`` (1 <= x <= rows + 1)."""
+    top = float(rows + 1)
+    if skew <= 0:
+        return (x - 1.0) / rows
+    if abs(skew - 1.0) < 1e-9:
+        return torch.log(x) / math.log(top)
+    e = 1.0 - skew
+    return (x ** e - 1.0) / (top ** e - 1.0)
+
+
+def expected_distinct(rows: int, n: int, skew: float) -> float:
+    """How many distinct rows ``n`` indices of :func:`spread_indices` (exponent ``skew``) touch, on average:
+    the sum over ranks of the chance that at least one index lands there (ranks past the first 65536 taken in
+    bins 1% wide, each rank of a bin with the bin's mean share: a table of 10**9 rows costs about 2,000 terms)."""
+    if rows <= 1 or n <= 0:
+        return float(min(rows, n))
+    head = min(rows, 1 << 16)
+    edges = torch.arange(1, head + 2, dtype=torch.float64)
+    if rows > head:
+        k = math.ceil(math.log((rows + 1) / (head + 1)) / math.log(1.01))
+        tail = (head + 1) * torch.pow(torch.tensor(1.01, dtype=torch.float64), torch.arange(1, k + 1))
+        edges = torch.cat([edges, tail.clamp(max=rows + 1).floor().unique()])
+        edges = torch.unique(torch.cat([edges, torch.tensor([rows + 1.0], dtype=torch.float64)]))
+    mass = (_cdf(edges[1:], rows, skew) - _cdf(edges[:-1], rows, skew)).clamp(min=0.0)
+    width = edges[1:] - edges[:-1]
+    p = (mass / width).clamp(max=1 - 1e-15)
+    return float((width * -torch.expm1(n * torch.log1p(-p))).sum())
+
+
+def fit_skew(rows: int, n: int, distinct: int) -> float:
+    """The exponent whose made-up indices touch ``distinct`` rows on average (0: uniform, when the data touch
+    at least 97% of what uniform indices would; at most ``MAX_SKEW``)."""
+    if distinct >= 0.97 * expected_distinct(rows, n, 0.0):
+        return 0.0
+    lo, hi = 0.0, MAX_SKEW
+    if distinct <= expected_distinct(rows, n, hi):
+        return hi
+    for _ in range(30):  # the expected count falls as the exponent grows
+        mid = (lo + hi) / 2
+        if expected_distinct(rows, n, mid) > distinct:
+            lo = mid
+        else:
+            hi = mid
+    return round((lo + hi) / 2, 2)
+
+
+def _from_sketch(sketch: dict[str, Any] | None) -> dict[tuple[tuple[int, ...], int], list[dict[str, Any]]]:
+    """capture.json's ``index_sketch`` (:mod:`benchmint.trace.index_sketch`) by (shape, rows), in step order."""
+    out: dict[tuple[tuple[int, ...], int], list[dict[str, Any]]] = {}
+    for x in (sketch or {}).get("lookups") or []:
+        try:
+            key = (tuple(int(d) for d in x["shape"]), int(x["rows"]))
+            n, dist = int(x["indices"]), int(x["distinct"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if 0 < dist <= n:
+            out.setdefault(key, []).append({"indices": n, "distinct": dist})
+    return out
+
+
 def choose(plan: Plan, seed: int = 0, timer: Callable[[Callable, list[Any]], float] | None = None,
-           given: dict[tuple[int, int], str] | None = None, spread: str | None = None) -> list[dict[str, Any]] | None:
+           given: dict[tuple[int, int], str] | None = None, spread: str | None = None,
+           sketch: dict[str, Any] | None = None) -> list[dict[str, Any]] | None:
     """Choose and fill the spread of each made-up index tensor read by a lookup (see the module); returns what
     was chosen per tensor, or None when the step has no such tensor with a recorded lookup time, or when
     ``BENCHMINT_INDEX_SPREAD=uniform`` (every made-up index uniform, as before). ``timer(f, R)``: seconds
@@ -161,7 +229,10 @@ def choose(plan: Plan, seed: int = 0, timer: Callable[[Callable, list[Any]], flo
     ``spread``: ``--index-spread`` (:func:`parse_spread`; default ``BENCHMINT_INDEX_SPREAD``, else auto):
     ``uniform`` or ``zipf:E`` fills every such tensor so, nothing timed, whether or not a lookup time was
     recorded (the user knows the data; the recording cannot tell: see the module).
-    ``given``: the spreads already chosen, by (``step``, ``tensor_id``) of what a choice returned: filled as
+    ``sketch``: capture.json's ``index_sketch`` (the distinct rows each lookup of the original touched,
+    :mod:`benchmint.trace.index_sketch`): a tensor it describes (same shape and rows, in step order) gets the
+    exponent whose indices touch as many rows (:func:`fit_skew`), nothing timed; the others are chosen as
+    without it. ``given``: the spreads already chosen, by (``step``, ``tensor_id``) of what a choice returned: filled as
     they are, nothing timed (a scaled step keeps its unscaled replay's choice: its lookups' recorded times are
     those of the unscaled step, and would pick a skew to make up for the larger tables and batches)."""
     forced = spread if spread is not None else os.environ.get(SPREAD_ENV, "") or "auto"
@@ -171,18 +242,19 @@ def choose(plan: Plan, seed: int = 0, timer: Callable[[Callable, list[Any]], flo
     with torch.inference_mode():  # the plan's tensors are inference tensors: refilled in place
         if skew is not None:
             return _choose(plan, seed, timer or _time, None, forced=(label_of(skew), skew))
-        return _choose(plan, seed, timer or _time, given)
+        return _choose(plan, seed, timer or _time, given, sketch=sketch)
 
 
 def _choose(plan: Plan, seed: int, timer: Callable[[Callable, list[Any]], float],
             given: dict[tuple[int, int], str] | None = None, forced: tuple[str, float] | None = None,
-            ) -> list[dict[str, Any]] | None:
+            sketch: dict[str, Any] | None = None) -> list[dict[str, Any]] | None:
     cons = plan.cons
     if cons is None:
         return None
     by_key: dict[tuple, tuple[TRef, list[int]]] = {}
     for st in plan.steps:
-        if not st.replayed or st.substitute is not None or (st.op.dur_s is None and forced is None):
+        if not st.replayed or st.substitute is not None or (st.op.dur_s is None and forced is None
+                                                             and not sketch):
             continue
         for ref in _index_refs(st.op, _arg_names(st.op)):
             c = cons.by_key.get(ref.key)
@@ -197,8 +269,12 @@ def _choose(plan: Plan, seed: int, timer: Callable[[Callable, list[Any]], float]
         t = plan.init[plan.slots[key]]
         if not isinstance(t, torch.Tensor) or not t.is_contiguous() or (t.device.type != "cpu" and forced is None):
             continue
-        fns = [(i, None) for i in steps] if forced is not None else \
-            [(i, f) for i in steps if (f := _standalone(plan, i)) is not None]  # given: nothing timed
+        if forced is not None:  # given: nothing timed
+            fns = [(i, None) for i in steps]
+        elif sketch:  # (a tensor the sketch does not describe is timed on the lookups that can run alone)
+            fns = [(i, _standalone(plan, i)) for i in steps]
+        else:
+            fns = [(i, f) for i in steps if (f := _standalone(plan, i)) is not None]
         if fns:
             work.append((key, ref, t, cons.by_key[key].high, fns))  # type: ignore[arg-type]
     if not work:
@@ -211,9 +287,15 @@ def _choose(plan: Plan, seed: int, timer: Callable[[Callable, list[Any]], float]
         kept = []
         for key, ref, t, rows, fns in work:
             label = forced[0] if forced is not None else given.get((by_key[key][1][0], ref.tensor_id))  # type: ignore[union-attr]
-            if label is None or label not in skews:
+            if label is None:
                 continue
-            t.copy_(spread_indices(t.shape, rows, skews[label], gen, t.dtype))
+            skew = skews.get(label)
+            if skew is None:  # a fitted exponent ("zipf 1.07": the unscaled step's, from capture.json)
+                try:
+                    skew = parse_spread(label) or 0.0
+                except UserError:
+                    continue
+            t.copy_(spread_indices(t.shape, rows, skew, gen, t.dtype))
             ops = [plan.steps[i].op for i, _f in fns]
             kept.append({"ops": sorted({o.name for o in ops}), "calls": len(ops), "rows": rows,
                          "indices": int(t.numel()), "chosen": label, "step": by_key[key][1][0],
@@ -225,6 +307,34 @@ def _choose(plan: Plan, seed: int, timer: Callable[[Callable, list[Any]], float]
             raise UserError(f"--index-spread {forced[0]}: the step does not run over such indices (another op "
                             "reads them with a shape that follows their values); use auto or uniform")
         return kept or None
+    fitted: list[dict[str, Any]] = []
+    if sketch:
+        seen = _from_sketch(sketch)
+        rest = []
+        for key, ref, t, rows, fns in work:
+            recs = seen.get((tuple(t.shape), rows))
+            if not recs:
+                timed = [(i, f) for i, f in fns if f is not None and plan.steps[i].op.dur_s is not None]
+                if timed:
+                    rest.append((key, ref, t, rows, timed))
+                continue
+            rec = recs.pop(0)
+            skew = fit_skew(rows, rec["indices"], rec["distinct"])
+            t.copy_(spread_indices(t.shape, rows, skew, gen, t.dtype))
+            ops = [plan.steps[i].op for i, _f in fns]
+            fitted.append({"ops": sorted({o.name for o in ops}), "calls": len(ops), "rows": rows,
+                           "indices": int(t.numel()), "chosen": label_of(skew), "step": by_key[key][1][0],
+                           "tensor_id": ref.tensor_id, "distinct_original": rec["distinct"],
+                           "distinct_replay": int(torch.unique(t).numel()),
+                           "as": "capture.json: the distinct rows the original's indices touched"})
+        if fitted and plan.comm is None and not _runs(plan):
+            for _key, _ref, t, rows, _f in work:  # the step cannot run over them: every index back to uniform
+                t.copy_(spread_indices(t.shape, rows, 0.0, gen, t.dtype))
+            for o in fitted:
+                o["chosen"], o["fallback"] = "uniform", "the step does not run over the fitted indices"
+        work = rest
+        if not work:
+            return fitted or None
     values = {(key, label): spread_indices(t.shape, rows, skew, gen, t.dtype)
               for key, _ref, t, rows, _f in work for label, skew in SPREADS}
     times: dict[tuple, list[float]] = {}
@@ -269,7 +379,7 @@ def _choose(plan: Plan, seed: int, timer: Callable[[Callable, list[Any]], float]
             if o["chosen"] != "uniform":
                 t.copy_(values[(_key, "uniform")])
                 o["chosen"], o["fallback"] = "uniform", f"the step does not run over {o['chosen']} indices"
-    return out
+    return fitted + out
 
 
 def _runs(plan: Plan) -> bool:

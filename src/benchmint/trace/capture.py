@@ -48,6 +48,7 @@ from benchmint.core.jsonio import write_json
 from benchmint.core.stats import percentile, timing_summary
 from benchmint.core.stderr import filtered_native_stderr
 from benchmint.trace import rank_watch
+from benchmint.trace.index_sketch import IndexSketch
 
 SCHEMA_VERSION = "1.0"
 ET_NAME = "et.json"
@@ -142,6 +143,7 @@ class Capture:
         self._discarding = False
         self._ended = 0  # step() calls: the steps the script has ended (_n stops counting after the recording)
         self.beacon = rank_watch.Beacon(None)  # where the capture is, for `benchmint capture` under torchrun
+        self._sketch = IndexSketch()  # the last warm-up step's lookups: distinct rows touched (index_sketch.py)
 
     # -- context manager -----------------------------------------------------------------------------------
     def __enter__(self) -> Capture:
@@ -186,6 +188,8 @@ class Capture:
             self.start()
         if self._sync is not None:
             self._sync()
+        if self._n == self.warmup - 1:
+            self._sketch.stop()  # before the measured steps' clock starts
         now = clock.now_ns()
         if self.done:
             # after the recording: un-observed steps with the recorder idle in the process, timed for its cost
@@ -215,6 +219,9 @@ class Capture:
         self._system_window()
         if self.done:
             return
+        if self._n == self.warmup - 1 and self._n > 0:
+            # the last warm-up step (not the first: a compiled step compiles there) shows its lookups' data
+            self._sketch.start()
         first = self.warmup + self.measure  # the first recorded step (discarded or kept)
         if self.every is not None and self._n > first + (self.discard + 1 if self.discard else 0):
             # one kept recording in every N steps from the first kept one
@@ -334,6 +341,7 @@ class Capture:
 
     def close(self) -> None:
         """Finish: stop observers if a recorded step is open, and write ``capture.json``."""
+        self._sketch.stop()  # a loop that ended in its last warm-up step
         if self.recording and self.every is not None:  # a recording the loop did not finish: not kept
             self._stop_recording(keep=False)
             self.write_summary()
@@ -391,6 +399,8 @@ class Capture:
             "command_line": self.command_line if self.command_line is not None else list(sys.argv),
             "model": describe_model(self.model) if self.model is not None else None,
             "system_metrics": getattr(self, "system_metrics", None),  # the measured steps' (core.sysmetrics)
+            # per lookup index tensor of the last warm-up step: shape, table rows, distinct rows touched
+            "index_sketch": self._sketch.result,
             "files": files,
             "every": self.every,
             "iterations": self.iteration_dirs if only is None else None,

@@ -95,6 +95,21 @@ class RecordingCost(msgspec.Struct, forbid_unknown_fields=False):
     write_how: Short | None = None
 
 
+class LookupSketch(msgspec.Struct, forbid_unknown_fields=False):
+    """One index tensor of the last warm-up step (:mod:`benchmint.trace.index_sketch`)."""
+
+    shape: Annotated[list[Count], msgspec.Meta(max_length=16)]
+    rows: Annotated[int, msgspec.Meta(ge=1, le=1 << 40)]
+    indices: Annotated[int, msgspec.Meta(ge=1, le=1 << 40)]
+    distinct: Annotated[int, msgspec.Meta(ge=1, le=1 << 40)]
+    op: Short | None = None
+
+
+class IndexSketch(msgspec.Struct, forbid_unknown_fields=False):
+    lookups: Annotated[list[LookupSketch], msgspec.Meta(max_length=4096)]
+    how: Short | None = None
+
+
 class CaptureFile(msgspec.Struct, forbid_unknown_fields=False):
     """``capture.json``, schema 1.x (see :meth:`benchmint.trace.capture.Capture.summary`)."""
 
@@ -121,6 +136,7 @@ class CaptureFile(msgspec.Struct, forbid_unknown_fields=False):
     every: Annotated[int, msgspec.Meta(ge=2, le=1 << 40)] | None = None  # one step recorded in every N
     iterations: list[FileName] | None = None  # with every: the folder of each recorded step
     recording_cost: RecordingCost | None = None
+    index_sketch: IndexSketch | None = None  # the distinct rows each lookup of a warm-up step touched
 
 
 _decoder = msgspec.json.Decoder(CaptureFile)
