@@ -292,3 +292,55 @@ def test_a_capture_json_whose_index_sketch_is_malformed_is_refused_in_one_line(t
     (d / "capture.json").write_text(json.dumps(cap))
     code, out, err = cli("replay", str(d), "--no-store", "--gaps", "none", "--iters", "1")
     assert code == 2 and "index_sketch" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_sketch_leaves_a_compiled_step_compiled():
+    """A dispatch mode dynamo does not know makes it skip, and never again compile, the frames it meets: the
+    sketched warm-up step must not leave the user's compiled step running eager afterwards."""
+    from benchmint.trace.index_sketch import IndexSketch
+
+    compiled_calls = []
+
+    def backend(gm, _example):
+        def run(*a):
+            compiled_calls.append(1)
+            return gm.forward(*a)
+        return run
+
+    emb = torch.nn.Embedding(100, 4)
+    f = torch.compile(lambda i: emb(i).sum(), backend=backend, dynamic=False)
+    for k in range(4):
+        s = IndexSketch()
+        if k == 1:
+            s.start()
+        f(torch.randint(0, 100, (8,)))
+        s.stop()
+    assert len(compiled_calls) == 4
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+    assert _get_current_dispatch_mode() is None
+
+
+def test_a_sketch_record_is_not_given_to_another_tensor_of_the_same_shape(tmp_path, monkeypatch):
+    """An index computed inside the step (here ``raw % ROWS``, all one row) and a true input of the same shape
+    and table rows: the sketch holds two records for that key and the replay fills one tensor, so which record
+    is whose is not known; the true input must not get the computed index's count (a steep skew)."""
+    from benchmint.replay import replay_trace
+    from benchmint.trace.capture import capture_steps
+
+    monkeypatch.delenv(index_skew.SPREAD_ENV, raising=False)
+    torch.manual_seed(0)
+    e1, e2 = torch.nn.Embedding(ROWS, 8), torch.nn.Embedding(ROWS, 8)
+    raw = torch.zeros(N, dtype=torch.long)
+    ids = torch.randint(0, ROWS, (N,))
+
+    def step() -> None:
+        with torch.inference_mode():
+            (e1(raw % ROWS).sum() + e2(ids).sum())
+
+    d = tmp_path / "cap"
+    capture_steps(step, d, warmup=2, measure=5, record=1)
+    assert len(json.loads((d / "capture.json").read_text())["index_sketch"]["lookups"]) == 2
+    res = replay_trace(d, gaps="none", warmup=0, iters=1)
+    for t in (res.result["index_distribution"] or {}).get("tensors") or []:
+        assert not t.get("as", "").startswith("capture.json")
+        assert t["chosen"] == "uniform"

@@ -310,9 +310,18 @@ def _choose(plan: Plan, seed: int, timer: Callable[[Callable, list[Any]], float]
     fitted: list[dict[str, Any]] = []
     if sketch:
         seen = _from_sketch(sketch)
+        # a record is used only where it is the one of its (shape, rows) in the sketch and the step has one such
+        # tensor among those filled here: a lookup of an index computed in the step, one left out by --select or
+        # a skipped op reads another tensor of the same key, and taking records in order would give one
+        # tensor another's count
+        mine: dict[tuple[tuple[int, ...], int], int] = {}
+        for _key, _ref, t, rows, _fns in work:
+            mine[(tuple(t.shape), rows)] = mine.get((tuple(t.shape), rows), 0) + 1
         rest = []
         for key, ref, t, rows, fns in work:
             recs = seen.get((tuple(t.shape), rows))
+            if recs is not None and (len(recs) != 1 or mine[(tuple(t.shape), rows)] != 1):
+                recs = None  # ambiguous: chosen as without a sketch
             if not recs:
                 timed = [(i, f) for i, f in fns if f is not None and plan.steps[i].op.dur_s is not None]
                 if timed:

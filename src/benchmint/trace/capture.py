@@ -188,8 +188,8 @@ class Capture:
             self.start()
         if self._sync is not None:
             self._sync()
-        if self._n == self.warmup - 1:
-            self._sketch.stop()  # before the measured steps' clock starts
+        if self._n >= self.warmup - 1:
+            self._sketch.stop()  # before the measured steps' clock starts (a no-op once stopped)
         now = clock.now_ns()
         if self.done:
             # after the recording: un-observed steps with the recorder idle in the process, timed for its cost

@@ -46,6 +46,12 @@ def _index_and_rows(name: str, args: tuple, kwargs: dict) -> tuple[Any, int] | N
 
 
 class _Sketch(TorchDispatchMode):
+    @classmethod
+    def ignore_compile_internals(cls) -> bool:
+        # without it, dynamo skips every frame it meets while the mode is on, and never compiles that frame
+        # again: a compiled step would be measured and recorded eager
+        return True
+
     def __init__(self) -> None:
         super().__init__()
         self.lookups: list[dict[str, Any]] = []
@@ -68,6 +74,8 @@ class _Sketch(TorchDispatchMode):
         idx, rows = got
         if not isinstance(idx, torch.Tensor) or idx.is_floating_point() or not idx.numel() or rows <= 0:
             return
+        if idx.is_cuda and torch.cuda.is_current_stream_capturing():
+            return  # torch.unique would synchronize inside the user's CUDA graph capture
         key = (idx.data_ptr(), tuple(idx.shape), rows)
         if key not in self._seen:
             self._seen.add(key)
@@ -85,7 +93,10 @@ class IndexSketch:
 
     @staticmethod
     def enabled() -> bool:
-        return os.environ.get(ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+        # a torch whose dispatch modes cannot tell dynamo to go on compiling under them: no sketch (it would
+        # leave a compiled step eager)
+        return (os.environ.get(ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+                and hasattr(TorchDispatchMode, "ignore_compile_internals"))
 
     def start(self) -> None:
         if not self.enabled() or self._mode is not None:
@@ -97,6 +108,14 @@ class IndexSketch:
         mode, self._mode = self._mode, None
         if mode is None:
             return
-        mode.__exit__(None, None, None)
+        from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+        if _get_current_dispatch_mode() is not mode:
+            self._mode = mode  # the user's own mode is on top (entered around step()): popping would take
+            return  # theirs; tried again at the next step's end
+        try:
+            mode.__exit__(None, None, None)
+        except Exception:  # noqa: BLE001 - the user's loop must never fail for the sketch
+            return
         if mode.lookups:
             self.result = {"lookups": mode.lookups, "how": HOW}
