@@ -297,3 +297,49 @@ def test_a_gaps_file_that_does_not_fit_the_replay_is_refused_in_one_line(capture
     assert code == 2 and "not a gaps file" in err
     code, _, err = cli("replay", str(capture), "--no-store", "--gaps", "none", "--save-gaps", str(tmp_path / "n"))
     assert code == 2 and "settles no gaps" in err
+
+
+CAPTURE_PARITY = """
+import json, sys
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+from _benchmint_replay.core.errors import UserError
+from _benchmint_replay.trace.capture_file import read_capture
+assert sys.modules["_benchmint_replay.trace.capture_file"].msgspec.__name__.endswith("msgspec_stub")
+out = []
+for path in sys.argv[3:]:
+    try:
+        out.append(read_capture(path))
+    except UserError as e:
+        out.append(str(e))
+print(json.dumps(out))
+"""
+
+
+def test_the_msgspec_stand_in_reads_a_capture_json_with_an_index_sketch_as_msgspec_does(tmp_path):
+    """The exported runner reads capture.json through the stand-in: the index sketch (a list of typed records)
+    comes through as msgspec gives it, and a malformed one is refused in the same one line."""
+    from benchmint.core.errors import UserError
+    from benchmint.replay.export import vendor
+    from benchmint.trace.capture_file import read_capture
+
+    vendor(tmp_path / "pkg" / "_benchmint_replay")
+    site = torch_only_site(tmp_path)
+    good = {"schema_version": "1.0", "threads": 2,
+            "index_sketch": {"how": "x", "more": 3, "lookups": [
+                {"op": "aten::embedding_bag", "shape": [4096], "rows": 5000, "indices": 4096, "distinct": 900},
+                {"shape": [8, 2], "rows": 10, "indices": 16, "distinct": 7}]}}
+    bad = json.loads(json.dumps(good))
+    bad["index_sketch"]["lookups"][1]["rows"] = 0
+    paths = []
+    for name, doc in (("good", good), ("bad", bad)):
+        (tmp_path / name).mkdir()
+        paths.append(tmp_path / name / "capture.json")
+        paths[-1].write_text(json.dumps(doc))
+    p = subprocess.run([sys.executable, "-I", "-S", "-c", CAPTURE_PARITY, str(tmp_path / "pkg"), str(site),
+                        *map(str, paths)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    got_good, got_bad = json.loads(p.stdout)
+    assert got_good == read_capture(paths[0]) == good
+    with pytest.raises(UserError) as e:
+        read_capture(paths[1])
+    assert got_bad == str(e.value) and "index_sketch.lookups[1].rows" in got_bad

@@ -344,3 +344,93 @@ def test_a_sketch_record_is_not_given_to_another_tensor_of_the_same_shape(tmp_pa
     for t in (res.result["index_distribution"] or {}).get("tensors") or []:
         assert not t.get("as", "").startswith("capture.json")
         assert t["chosen"] == "uniform"
+
+
+def test_tables_of_the_same_shape_each_get_their_own_sketch_record(tmp_path, monkeypatch):
+    """A recommender's tables often share a size: two true inputs of the same shape and table rows, one fed
+    skewed ids and one uniform. The sketch holds one record per tensor in the order the step read them, as
+    many as the replay fills, so each gets its own count: the first a skew, the second uniform."""
+    from benchmint.replay import replay_trace
+    from benchmint.trace.capture import capture_steps
+
+    monkeypatch.delenv(index_skew.SPREAD_ENV, raising=False)
+    monkeypatch.setattr(index_skew, "_time", lambda f, R: pytest.fail("a sketched tensor is not timed"))
+    torch.manual_seed(0)
+    e1, e2 = torch.nn.Embedding(ROWS, 8), torch.nn.Embedding(ROWS, 8)
+    gen = torch.Generator().manual_seed(1)
+    hot, flat = index_skew.spread_indices((N,), ROWS, 1.1, gen), torch.randint(0, ROWS, (N,), generator=gen)
+
+    def step() -> None:
+        with torch.inference_mode():
+            (e1(hot).sum() + e2(flat).sum())
+
+    d = tmp_path / "cap"
+    capture_steps(step, d, warmup=2, measure=5, record=1)
+    res = replay_trace(d, gaps="none", warmup=0, iters=1)
+    got = sorted(res.result["index_distribution"]["tensors"], key=lambda t: t["step"])
+    assert [t["as"].startswith("capture.json") for t in got] == [True, True]
+    assert got[0]["chosen"].startswith("zipf ") and got[1]["chosen"] == "uniform"
+    assert got[0]["distinct_original"] == int(torch.unique(hot).numel())
+
+
+def test_an_index_by_a_tensor_is_sketched_and_filled_as_a_lookup(tmp_path, monkeypatch):
+    """``table[ids]`` (``aten::index``) reads rows as an embedding does: the sketch counts its distinct rows and
+    the replay fits them, through the same table of lookups on both sides."""
+    from benchmint.replay import replay_trace
+    from benchmint.trace.capture import capture_steps
+
+    monkeypatch.delenv(index_skew.SPREAD_ENV, raising=False)
+    monkeypatch.setattr(index_skew, "_time", lambda f, R: pytest.fail("a sketched tensor is not timed"))
+    table = torch.randn(ROWS, 8)
+    ids = index_skew.spread_indices((N,), ROWS, 1.2, torch.Generator().manual_seed(2))
+
+    def step() -> None:
+        with torch.inference_mode():
+            table[ids].sum()
+
+    d = tmp_path / "cap"
+    capture_steps(step, d, warmup=2, measure=5, record=1)
+    (seen,) = json.loads((d / "capture.json").read_text())["index_sketch"]["lookups"]
+    assert seen["op"] == "aten::index" and seen["rows"] == ROWS and seen["distinct"] == int(torch.unique(ids).numel())
+    res = replay_trace(d, gaps="none", warmup=0, iters=1)
+    (t,) = res.result["index_distribution"]["tensors"]
+    assert t["as"].startswith("capture.json") and t["chosen"].startswith("zipf ")
+
+
+def test_a_partial_sketch_is_not_used(tmp_path, monkeypatch):
+    """A step that reads more index tensors than the sketch keeps says so (``more``); which kept record is whose
+    can then not be told, and no tensor gets one."""
+    from benchmint.replay import replay_trace
+    from benchmint.trace import index_sketch
+    from benchmint.trace.capture import capture_steps
+
+    monkeypatch.delenv(index_skew.SPREAD_ENV, raising=False)
+    monkeypatch.setattr(index_sketch, "MAX_LOOKUPS", 1)
+    e1, e2 = torch.nn.Embedding(ROWS, 8), torch.nn.Embedding(ROWS, 8)
+    hot = index_skew.spread_indices((N,), ROWS, 1.5, torch.Generator().manual_seed(3))
+    flat = torch.randint(0, ROWS, (N // 2,))
+
+    def step() -> None:
+        with torch.inference_mode():
+            (e2(flat).sum() + e1(hot).sum())
+
+    d = tmp_path / "cap"
+    capture_steps(step, d, warmup=2, measure=5, record=1)
+    sketch = json.loads((d / "capture.json").read_text())["index_sketch"]
+    assert len(sketch["lookups"]) == 1 and sketch["more"] == 1
+    res = replay_trace(d, gaps="none", warmup=0, iters=1)
+    for t in (res.result["index_distribution"] or {}).get("tensors") or []:
+        assert not t.get("as", "").startswith("capture.json")
+
+
+def test_where_lookups_cannot_be_timed_only_the_sketch_fills_indices(tmp_path, monkeypatch):
+    """A rank of a multi-rank replay, or a trace replayed on another device, cannot time its lookups against
+    the recorded durations; the sketch needs no timing, so its tensors are still filled, and nothing is timed."""
+    monkeypatch.delenv(index_skew.SPREAD_ENV, raising=False)
+    monkeypatch.setattr(index_skew, "_time", lambda f, R: pytest.fail("nothing is timed here"))
+    plan, t = _plan(tmp_path, 1e-3)
+    assert index_skew.choose(plan, sketch=None, time_rest=False) is None
+    sketch = {"lookups": [{"shape": [N], "rows": ROWS, "indices": N, "distinct": 900}]}
+    (got,) = index_skew.choose(plan, sketch=sketch, time_rest=False)
+    assert got["chosen"].startswith("zipf ") and got["as"].startswith("capture.json")
+    assert abs(int(torch.unique(t).numel()) - 900) < 90

@@ -10,6 +10,7 @@ from rich.table import Table
 from benchmint.cli.common import ResultsOpt, console, err_console, state
 from benchmint.core.stats import noise_note
 from benchmint.replay.console import fidelity_line, fmt_s
+from benchmint.trace.lookups import NAMES
 
 
 def replay(
@@ -36,10 +37,12 @@ def replay(
                                    "replay settled (its --save-gaps file) instead of calibrating it here: the same "
                                    "work between the same ops, so two runs differ only by their ops and machine."),
     index_spread: str = typer.Option("auto", "--index-spread", help="How the made-up indices of lookups "
-                                     "(embedding, embedding_bag, index_select, gather) are spread; the trace "
-                                     "records their shape, not their values. auto: uniform unless the recorded "
-                                     "lookup times clearly say otherwise; uniform; zipf:E (a few hot rows, as "
-                                     "real categorical features and token ids have; zipf:1.05 is typical)."),
+                                     f"({NAMES}) are spread; the trace records their shape, not their values. "
+                                     "auto: as many distinct rows as the original touched where its "
+                                     "capture.json has an index sketch (benchmint capture), else uniform unless "
+                                     "the recorded lookup times clearly say otherwise; uniform; zipf:E (a few "
+                                     "hot rows, as real categorical features and token ids have; zipf:1.05 is "
+                                     "typical)."),
     report: bool = typer.Option(False, "--report", help="Print original vs replayed time per op type and the "
                                 "largest contributors to the error."),
     json_path: Path = typer.Option(None, "--json", help="Write the result as JSON here."),

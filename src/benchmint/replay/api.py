@@ -250,14 +250,19 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
         reasons = "; ".join(f"{s['op']}: {s['reason']}" for s in plan.skipped()[:3])
         raise UserError(f"{inp.trace}: no op of the trace could be replayed ({reasons})")
     given, index_spread = index_spread, None
-    if opts.index_spread != "auto" and index_skew.parse_spread(opts.index_spread) is not None:
+    sketch = (cap or {}).get("index_sketch")
+    # the recorded lookup times compare with this replay's only on the device they were recorded on, and not
+    # from one rank of many (its lookups would be timed while the others wait in a collective)
+    timed_here = comm is None and not any(d.split(":")[0] != dev.type for d in view.devices)
+    if index_skew.parse_spread(opts.index_spread) is not None:
         # the user's spread (--index-spread uniform|zipf:E): every made-up lookup index so, nothing timed
         index_spread = index_skew.choose(plan, seed, spread=opts.index_spread)
-    elif comm is None and not any(d.split(":")[0] != dev.type for d in view.devices) and given != {}:
-        # made-up indices spread as the recorded lookup times say (uniform unless clearly off; index_skew.py); a
-        # scaled step takes its unscaled replay's choice (the recorded times are the unscaled lookups')
+    elif given != {} and (timed_here or sketch or given):
+        # made-up indices spread as the capture's sketch of the data says, else as the recorded lookup times say
+        # (uniform unless clearly off; index_skew.py); a scaled step takes its unscaled replay's choice (the
+        # recorded times are the unscaled lookups')
         tell("index spread")
-        index_spread = index_skew.choose(plan, seed, given=given, sketch=(cap or {}).get("index_sketch"))
+        index_spread = index_skew.choose(plan, seed, given=given, sketch=sketch, time_rest=timed_here)
     fn0 = plan.compile()
     replay_s = replay_cpu_s = None
     if fixed_gaps is not None:

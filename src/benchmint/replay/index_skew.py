@@ -50,6 +50,7 @@ from benchmint.core.errors import UserError
 from benchmint.replay.ops import OpUnavailable, resolve
 from benchmint.replay.plan import Plan
 from benchmint.replay.types import TENSOR, TENSOR_LIST, TRef
+from benchmint.trace.lookups import index_arg
 
 # (label, Zipf exponent; 0: uniform)
 SPREADS: tuple[tuple[str, float], ...] = (("uniform", 0.0), ("zipf 0.8", 0.8), ("zipf 1.05", 1.05),
@@ -60,10 +61,6 @@ ROUNDS = 5
 FASTER = 0.9  # a skew must run the lookups at least 10% faster than uniform here ...
 AGREE = 0.8  # ... in at least 80% of the rounds (paired with uniform's time in the same round)
 SPREAD_ENV = "BENCHMINT_INDEX_SPREAD"  # "uniform": no choice, every made-up index uniform
-# lookup op (base name) -> its index argument
-LOOKUPS = {"embedding": "indices", "embedding_bag": "indices", "_embedding_bag": "indices",
-           "_embedding_bag_forward_only": "indices", "index_select": "index", "gather": "index",
-           "take": "index", "index": "indices", "_unsafe_index": "indices"}
 MAX_SKEW = 3.0  # the largest exponent fitted to a capture's distinct rows
 _PERM_MAX = 1 << 22  # rows scattered by a random permutation up to this many, by a multiplicative hash above
 
@@ -91,8 +88,7 @@ def spread_indices(shape: tuple[int, ...] | torch.Size, rows: int, skew: float, 
 
 
 def _index_refs(op: Any, names: list[str] | None) -> list[TRef]:
-    base = op.name.split("::", 1)[-1]
-    arg = LOOKUPS.get(base)
+    arg = index_arg(op.name)
     if arg is None or names is None or arg not in names:
         return []
     a = op.inputs[names.index(arg)] if names.index(arg) < len(op.inputs) else None
@@ -205,23 +201,9 @@ def fit_skew(rows: int, n: int, distinct: int) -> float:
     return round((lo + hi) / 2, 2)
 
 
-def _from_sketch(sketch: dict[str, Any] | None) -> dict[tuple[tuple[int, ...], int], list[dict[str, Any]]]:
-    """capture.json's ``index_sketch`` (:mod:`benchmint.trace.index_sketch`) by (shape, rows), in step order."""
-    out: dict[tuple[tuple[int, ...], int], list[dict[str, Any]]] = {}
-    for x in (sketch or {}).get("lookups") or []:
-        try:
-            key = (tuple(int(d) for d in x["shape"]), int(x["rows"]))
-            n, dist = int(x["indices"]), int(x["distinct"])
-        except (KeyError, TypeError, ValueError):
-            continue
-        if 0 < dist <= n:
-            out.setdefault(key, []).append({"indices": n, "distinct": dist})
-    return out
-
-
 def choose(plan: Plan, seed: int = 0, timer: Callable[[Callable, list[Any]], float] | None = None,
            given: dict[tuple[int, int], str] | None = None, spread: str | None = None,
-           sketch: dict[str, Any] | None = None) -> list[dict[str, Any]] | None:
+           sketch: dict[str, Any] | None = None, time_rest: bool = True) -> list[dict[str, Any]] | None:
     """Choose and fill the spread of each made-up index tensor read by a lookup (see the module); returns what
     was chosen per tensor, or None when the step has no such tensor with a recorded lookup time, or when
     ``BENCHMINT_INDEX_SPREAD=uniform`` (every made-up index uniform, as before). ``timer(f, R)``: seconds
@@ -230,9 +212,11 @@ def choose(plan: Plan, seed: int = 0, timer: Callable[[Callable, list[Any]], flo
     ``uniform`` or ``zipf:E`` fills every such tensor so, nothing timed, whether or not a lookup time was
     recorded (the user knows the data; the recording cannot tell: see the module).
     ``sketch``: capture.json's ``index_sketch`` (the distinct rows each lookup of the original touched,
-    :mod:`benchmint.trace.index_sketch`): a tensor it describes (same shape and rows, in step order) gets the
-    exponent whose indices touch as many rows (:func:`fit_skew`), nothing timed; the others are chosen as
-    without it. ``given``: the spreads already chosen, by (``step``, ``tensor_id``) of what a choice returned: filled as
+    :mod:`benchmint.trace.index_sketch`): the tensors it describes get the exponent whose indices touch as many
+    rows (:func:`fit_skew`), nothing timed (:func:`_match` says which record is whose); the others are chosen
+    as without it. ``time_rest``: False where the lookups cannot be timed against their recorded durations (a
+    rank of a multi-rank replay, a trace replayed on another device): only the sketch's tensors are filled.
+    ``given``: the spreads already chosen, by (``step``, ``tensor_id``) of what a choice returned: filled as
     they are, nothing timed (a scaled step keeps its unscaled replay's choice: its lookups' recorded times are
     those of the unscaled step, and would pick a skew to make up for the larger tables and batches)."""
     forced = spread if spread is not None else os.environ.get(SPREAD_ENV, "") or "auto"
@@ -241,20 +225,62 @@ def choose(plan: Plan, seed: int = 0, timer: Callable[[Callable, list[Any]], flo
         return None  # BENCHMINT_INDEX_SPREAD=uniform: no choice, the made-up indices as the plan filled them
     with torch.inference_mode():  # the plan's tensors are inference tensors: refilled in place
         if skew is not None:
-            return _choose(plan, seed, timer or _time, None, forced=(label_of(skew), skew))
-        return _choose(plan, seed, timer or _time, given, sketch=sketch)
+            return _choose(plan, seed, timer or _time, None, forced=skew)
+        return _choose(plan, seed, timer or _time, given, sketch=sketch, time_rest=time_rest)
+
+
+_Work = tuple[tuple, TRef, torch.Tensor, int, list[tuple[int, Callable | None]]]  # key, ref, tensor, rows, lookups
+
+
+def _record(plan: Plan, work: _Work, chosen: str, steps: list[int], **more: Any) -> dict[str, Any]:
+    """What the result says of one index tensor (``step``, ``tensor_id``: the key of ``given``)."""
+    _key, ref, t, rows, fns = work
+    ops = [plan.steps[i].op for i, _f in fns]
+    return {"ops": sorted({o.name for o in ops}), "calls": len(ops), "rows": rows, "indices": int(t.numel()),
+            "chosen": chosen, "step": steps[0], "tensor_id": ref.tensor_id, **more}
+
+
+def _match(sketch: dict[str, Any], work: list[_Work]) -> dict[tuple, dict[str, Any]]:
+    """The sketch's record of each tensor to fill it describes, by the tensor's key.
+
+    The sketch holds every index tensor a lookup of the original step read, by first read; the tensors to fill
+    are the true inputs among those of the replayed step (or of its selection), in the same order. So where the
+    sketch holds as many records of a (shape, rows) as there are tensors of it to fill, they are the same
+    tensors and are matched in order. Where it holds more (an index computed in the step, a lookup left out by
+    ``--select``) or fewer, which is whose cannot be told: those tensors are chosen as without a sketch, never
+    given another tensor's count. A partial sketch (``more``: the step read more tensors than were kept) is not
+    used."""
+    if (sketch or {}).get("more"):
+        return {}
+    recs: dict[tuple[tuple[int, ...], int], list[dict[str, Any]]] = {}
+    for x in sketch.get("lookups") or []:
+        try:
+            key = (tuple(int(d) for d in x["shape"]), int(x["rows"]))
+            n, dist = int(x["indices"]), int(x["distinct"])
+        except (KeyError, TypeError, ValueError):
+            return {}
+        recs.setdefault(key, []).append({"indices": n, "distinct": dist})
+    mine: dict[tuple[tuple[int, ...], int], list[tuple]] = {}
+    for key, _ref, t, rows, _fns in work:
+        mine.setdefault((tuple(t.shape), rows), []).append(key)
+    out = {}
+    for k, keys in mine.items():
+        if len(recs.get(k, ())) == len(keys):
+            out.update({key: r for key, r in zip(keys, recs[k], strict=True) if 0 < r["distinct"] <= r["indices"]})
+    return out
 
 
 def _choose(plan: Plan, seed: int, timer: Callable[[Callable, list[Any]], float],
-            given: dict[tuple[int, int], str] | None = None, forced: tuple[str, float] | None = None,
-            sketch: dict[str, Any] | None = None) -> list[dict[str, Any]] | None:
+            given: dict[tuple[int, int], str] | None = None, forced: float | None = None,
+            sketch: dict[str, Any] | None = None, time_rest: bool = True) -> list[dict[str, Any]] | None:
     cons = plan.cons
     if cons is None:
         return None
+    # every replayed lookup, timed or not: a tensor is known by the first that reads it (``step``), the same
+    # in every replay of the step (``given``)
     by_key: dict[tuple, tuple[TRef, list[int]]] = {}
     for st in plan.steps:
-        if not st.replayed or st.substitute is not None or (st.op.dur_s is None and forced is None
-                                                             and not sketch):
+        if not st.replayed or st.substitute is not None:
             continue
         for ref in _index_refs(st.op, _arg_names(st.op)):
             c = cons.by_key.get(ref.key)
@@ -264,86 +290,60 @@ def _choose(plan: Plan, seed: int, timer: Callable[[Callable, list[Any]], float]
                     or c.sums_to is not None or c.permutation or ref.dtype not in (torch.int64, torch.int32)):
                 continue
             by_key.setdefault(ref.key, (ref, []))[1].append(st.index)
-    work: list[tuple[tuple, TRef, torch.Tensor, int, list[tuple[int, Callable]]]] = []
+    work: list[_Work] = []
     for key, (ref, steps) in by_key.items():
         t = plan.init[plan.slots[key]]
-        if not isinstance(t, torch.Tensor) or not t.is_contiguous() or (t.device.type != "cpu" and forced is None):
-            continue
-        if forced is not None:  # given: nothing timed
-            fns = [(i, None) for i in steps]
-        elif sketch:  # (a tensor the sketch does not describe is timed on the lookups that can run alone)
-            fns = [(i, _standalone(plan, i)) for i in steps]
-        else:
-            fns = [(i, f) for i in steps if (f := _standalone(plan, i)) is not None]
-        if fns:
-            work.append((key, ref, t, cons.by_key[key].high, fns))  # type: ignore[arg-type]
+        if isinstance(t, torch.Tensor) and t.is_contiguous():  # (given, forced and sketched: any device)
+            work.append((key, ref, t, cons.by_key[key].high, [(i, None) for i in steps]))  # type: ignore[arg-type]
     if not work:
         return None
     gen = torch.Generator().manual_seed(seed + 7919)
-    if given is not None or forced is not None:
-        skews = dict(SPREADS)
-        if forced is not None:
-            skews[forced[0]] = forced[1]
+    if forced is not None or given is not None:
         kept = []
-        for key, ref, t, rows, fns in work:
-            label = forced[0] if forced is not None else given.get((by_key[key][1][0], ref.tensor_id))  # type: ignore[union-attr]
-            if label is None:
+        for w in work:
+            key, ref, t, rows, _fns = w
+            label = label_of(forced) if forced is not None else given.get((by_key[key][1][0], ref.tensor_id))  # type: ignore[union-attr]
+            try:  # given: the unscaled step's label ("zipf 1.07": an exponent fitted to capture.json)
+                skew = forced if forced is not None else parse_spread(label or "")
+            except UserError:
                 continue
-            skew = skews.get(label)
-            if skew is None:  # a fitted exponent ("zipf 1.07": the unscaled step's, from capture.json)
-                try:
-                    skew = parse_spread(label) or 0.0
-                except UserError:
-                    continue
+            if skew is None:
+                continue
             t.copy_(spread_indices(t.shape, rows, skew, gen, t.dtype))
-            ops = [plan.steps[i].op for i, _f in fns]
-            kept.append({"ops": sorted({o.name for o in ops}), "calls": len(ops), "rows": rows,
-                         "indices": int(t.numel()), "chosen": label, "step": by_key[key][1][0],
-                         "tensor_id": ref.tensor_id,
-                         "as": "given by --index-spread" if forced is not None else "the unscaled step's choice"})
+            kept.append(_record(plan, w, label_of(skew), by_key[key][1],
+                                **{"as": "given by --index-spread" if forced is not None
+                                   else "the unscaled step's choice"}))
         # (not in a multi-rank replay: a whole step there runs collectives that the other ranks would not meet;
         # a spread its step cannot run over fails in its first iteration instead)
         if forced is not None and kept and plan.comm is None and not _runs(plan):
-            raise UserError(f"--index-spread {forced[0]}: the step does not run over such indices (another op "
-                            "reads them with a shape that follows their values); use auto or uniform")
+            raise UserError(f"--index-spread {label_of(forced)}: the step does not run over such indices (another "
+                            "op reads them with a shape that follows their values); use auto or uniform")
         return kept or None
     fitted: list[dict[str, Any]] = []
-    if sketch:
-        seen = _from_sketch(sketch)
-        # a record is used only where it is the one of its (shape, rows) in the sketch and the step has one such
-        # tensor among those filled here: a lookup of an index computed in the step, one left out by --select or
-        # a skipped op reads another tensor of the same key, and taking records in order would give one
-        # tensor another's count
-        mine: dict[tuple[tuple[int, ...], int], int] = {}
-        for _key, _ref, t, rows, _fns in work:
-            mine[(tuple(t.shape), rows)] = mine.get((tuple(t.shape), rows), 0) + 1
-        rest = []
-        for key, ref, t, rows, fns in work:
-            recs = seen.get((tuple(t.shape), rows))
-            if recs is not None and (len(recs) != 1 or mine[(tuple(t.shape), rows)] != 1):
-                recs = None  # ambiguous: chosen as without a sketch
-            if not recs:
-                timed = [(i, f) for i, f in fns if f is not None and plan.steps[i].op.dur_s is not None]
-                if timed:
-                    rest.append((key, ref, t, rows, timed))
-                continue
-            rec = recs.pop(0)
+    matched = _match(sketch, work) if sketch else {}
+    for w in work:
+        key, _ref, t, rows, _fns = w
+        if key in matched:
+            rec = matched[key]
             skew = fit_skew(rows, rec["indices"], rec["distinct"])
             t.copy_(spread_indices(t.shape, rows, skew, gen, t.dtype))
-            ops = [plan.steps[i].op for i, _f in fns]
-            fitted.append({"ops": sorted({o.name for o in ops}), "calls": len(ops), "rows": rows,
-                           "indices": int(t.numel()), "chosen": label_of(skew), "step": by_key[key][1][0],
-                           "tensor_id": ref.tensor_id, "distinct_original": rec["distinct"],
-                           "distinct_replay": int(torch.unique(t).numel()),
-                           "as": "capture.json: the distinct rows the original's indices touched"})
-        if fitted and plan.comm is None and not _runs(plan):
-            for _key, _ref, t, rows, _f in work:  # the step cannot run over them: every index back to uniform
-                t.copy_(spread_indices(t.shape, rows, 0.0, gen, t.dtype))
-            for o in fitted:
-                o["chosen"], o["fallback"] = "uniform", "the step does not run over the fitted indices"
-        work = rest
-        if not work:
-            return fitted or None
+            fitted.append(_record(plan, w, label_of(skew), by_key[key][1], distinct_original=rec["distinct"],
+                                  distinct_replay=int(torch.unique(t).numel()),
+                                  **{"as": "capture.json: the distinct rows the original's indices touched"}))
+    if fitted and plan.comm is None and not _runs(plan):
+        for w, o in zip([w for w in work if w[0] in matched], fitted, strict=True):
+            t, rows = w[2], w[3]  # the step cannot run over them: back to uniform
+            t.copy_(spread_indices(t.shape, rows, 0.0, gen, t.dtype))
+            o.update(chosen="uniform", fallback="the step does not run over the fitted indices",
+                     distinct_replay=int(torch.unique(t).numel()))
+    # the rest is timed on the lookups that read only true inputs, against their recorded durations (CPU only)
+    work = [] if not time_rest else [
+        (key, ref, t, rows, timed) for key, ref, t, rows, fns in work
+        if key not in matched and t.device.type == "cpu"
+        and (timed := [(i, f) for i, _f in fns if plan.steps[i].op.dur_s is not None
+                       and (f := _standalone(plan, i)) is not None])]
+    if not work:
+        return fitted or None
     values = {(key, label): spread_indices(t.shape, rows, skew, gen, t.dtype)
               for key, _ref, t, rows, _f in work for label, skew in SPREADS}
     times: dict[tuple, list[float]] = {}
@@ -363,9 +363,9 @@ def _choose(plan: Plan, seed: int, timer: Callable[[Callable, list[Any]], float]
                     for key, _ref, _t, _rows, fns in work:
                         times.setdefault((key, label), []).append(sum(timer(f, R) for _i, f in fns))
     out: list[dict[str, Any]] = []
-    for key, ref, t, rows, fns in work:
-        ops = [plan.steps[i].op for i, _f in fns]
-        target = sum(o.dur_s for o in ops)  # type: ignore[misc]
+    for w in work:
+        key, _ref, t, _rows, fns = w
+        target = sum(plan.steps[i].op.dur_s for i, _f in fns)  # type: ignore[misc]
         med = {label: statistics.median(times[(key, label)]) for label, _s in SPREADS}
         off = {label: abs(math.log(m / target)) if m > 0 and target > 0 else math.inf for label, m in med.items()}
         # a skew counts only where it changes the lookup's time here, in (nearly) every round: a table that
@@ -378,9 +378,7 @@ def _choose(plan: Plan, seed: int, timer: Callable[[Callable, list[Any]], float]
         if off["uniform"] <= KEEP_UNIFORM or off["uniform"] - off[best] < MARGIN:
             best = "uniform"
         t.copy_(values[(key, best)])
-        out.append({"ops": sorted({o.name for o in ops}), "calls": len(ops), "rows": rows,
-                    "indices": int(t.numel()), "chosen": best, "original_s": target, "times_s": med,
-                    "step": by_key[key][1][0], "tensor_id": ref.tensor_id})  # (step, tensor_id): see ``given``
+        out.append(_record(plan, w, best, by_key[key][1], original_s=target, times_s=med))
     if any(o["chosen"] != "uniform" for o in out) and not _runs(plan):
         # another op reads the same indices with a shape that follows their values (unique, coalesce, ...): the
         # plan's check pass ran them uniform; a spread it cannot run is given up, never replayed half-way

@@ -108,6 +108,7 @@ class LookupSketch(msgspec.Struct, forbid_unknown_fields=False):
 class IndexSketch(msgspec.Struct, forbid_unknown_fields=False):
     lookups: Annotated[list[LookupSketch], msgspec.Meta(max_length=4096)]
     how: Short | None = None
+    more: Count | None = None  # index tensors the step read past the ones kept (the sketch is then partial)
 
 
 class CaptureFile(msgspec.Struct, forbid_unknown_fields=False):

@@ -6,9 +6,9 @@ distinct rows it touches (its footprint in the cache): an embedding-bag replay o
 ran 8-20% slower than one over Zipf-skewed ones, and the original's recorded durations cannot tell which the
 data had (they hold mostly the recorders' own cost). ``benchmint capture`` therefore looks at the data itself,
 once: during the last warm-up step (un-timed, un-recorded) a dispatch mode sees every lookup (``embedding``,
-the ``embedding_bag`` family, ``index_select``, ``gather``, ``take``) and keeps, per index tensor, its shape,
-the rows of the table it reads and the number of distinct rows it touched. ``capture.json`` holds them
-(``index_sketch``); the replay makes up indices that touch as many distinct rows
+the ``embedding_bag`` family, ``index_select``, ``gather``, ``take``, ``index``: :mod:`benchmint.trace.lookups`)
+and keeps, per index tensor, its shape, the rows of the table it reads and the number of distinct rows it
+touched. ``capture.json`` holds them (``index_sketch``, in the order the step first read them); the replay makes up indices that touch as many distinct rows
 (:mod:`benchmint.replay.index_skew`). No value leaves the process, only counts.
 
 ``BENCHMINT_CAPTURE_INDEX_SKETCH=0`` turns it off.
@@ -22,27 +22,21 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from benchmint.trace.lookups import LOOKUPS, NAMES, base_name, index_tensors
+
 ENV = "BENCHMINT_CAPTURE_INDEX_SKETCH"
-MAX_LOOKUPS = 256  # index tensors kept per step (a step with more keeps its first ones)
-HOW = ("per index tensor read by a lookup (embedding, embedding_bag, index_select, gather, take) in the last "
+MAX_LOOKUPS = 4096  # index tensors kept per step (a step with more keeps its first ones and says how many more)
+HOW = (f"per index tensor read by a lookup ({NAMES}) in the last "
        "warm-up step, seen by a torch dispatch mode: its shape, the rows of the table it reads and the distinct "
        "rows it touched (torch.unique); the first read of each tensor, in the step's order")
 
 
-def _index_and_rows(name: str, args: tuple, kwargs: dict) -> tuple[Any, int] | None:
-    """The index tensor a lookup reads and the rows it indexes into, or None for another op."""
-    a = list(args)
-    try:
-        if name in ("embedding", "_embedding_bag", "_embedding_bag_forward_only", "embedding_bag"):
-            return a[1], int(a[0].shape[0])
-        if name in ("index_select", "gather"):
-            dim = int(a[1])
-            return a[2], int(a[0].shape[dim])
-        if name == "take":
-            return a[1], int(a[0].numel())
-    except (IndexError, AttributeError, TypeError):
-        return None
-    return None
+def _named(func: Any, args: tuple, kwargs: dict) -> dict[str, Any]:
+    """A dispatched call's arguments by the names of its schema."""
+    named = dict(kwargs)
+    for a, v in zip(func._schema.arguments, args, strict=False):
+        named[a.name] = v
+    return named
 
 
 class _Sketch(TorchDispatchMode):
@@ -56,31 +50,35 @@ class _Sketch(TorchDispatchMode):
         super().__init__()
         self.lookups: list[dict[str, Any]] = []
         self._seen: set[tuple] = set()
+        self.more = 0  # index tensors past MAX_LOOKUPS, not kept
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001 - torch's signature
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        if len(self.lookups) < MAX_LOOKUPS:
+        name = base_name(func._schema.name)
+        if name in LOOKUPS:
             try:
-                self._see(func._schema.name.split("::", 1)[-1], args, kwargs)
+                for idx, rows in index_tensors(name, _named(func, args, kwargs)):
+                    self._see(name, idx, rows)
             except Exception:  # noqa: BLE001 - the user's step must never fail for the sketch (meta, fake tensors)
                 pass
         return out
 
-    def _see(self, name: str, args: tuple, kwargs: dict) -> None:
-        got = _index_and_rows(name, args, kwargs)
-        if got is None:
-            return
-        idx, rows = got
-        if not isinstance(idx, torch.Tensor) or idx.is_floating_point() or not idx.numel() or rows <= 0:
+    def _see(self, name: str, idx: Any, rows: int) -> None:
+        if (not isinstance(idx, torch.Tensor) or idx.dtype not in (torch.int64, torch.int32) or not idx.numel()
+                or rows <= 0):
             return
         if idx.is_cuda and torch.cuda.is_current_stream_capturing():
             return  # torch.unique would synchronize inside the user's CUDA graph capture
         key = (idx.data_ptr(), tuple(idx.shape), rows)
-        if key not in self._seen:
-            self._seen.add(key)
-            self.lookups.append({"op": f"aten::{name}", "shape": list(idx.shape), "rows": rows,
-                                 "indices": int(idx.numel()), "distinct": int(torch.unique(idx).numel())})
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        if len(self.lookups) >= MAX_LOOKUPS:
+            self.more += 1
+            return
+        self.lookups.append({"op": f"aten::{name}", "shape": list(idx.shape), "rows": rows,
+                             "indices": int(idx.numel()), "distinct": int(torch.unique(idx).numel())})
 
 
 class IndexSketch:
@@ -119,3 +117,5 @@ class IndexSketch:
             return
         if mode.lookups:
             self.result = {"lookups": mode.lookups, "how": HOW}
+            if mode.more:
+                self.result["more"] = mode.more
