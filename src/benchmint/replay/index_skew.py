@@ -250,7 +250,7 @@ def _match(sketch: dict[str, Any], work: list[_Work]) -> dict[tuple, dict[str, A
     ``--select``) or fewer, which is whose cannot be told: those tensors are chosen as without a sketch, never
     given another tensor's count. A partial sketch (``more``: the step read more tensors than were kept) is not
     used."""
-    if (sketch or {}).get("more"):
+    if sketch.get("more"):
         return {}
     recs: dict[tuple[tuple[int, ...], int], list[dict[str, Any]]] = {}
     for x in sketch.get("lookups") or []:

@@ -8,8 +8,8 @@ data had (they hold mostly the recorders' own cost). ``benchmint capture`` there
 once: during the last warm-up step (un-timed, un-recorded) a dispatch mode sees every lookup (``embedding``,
 the ``embedding_bag`` family, ``index_select``, ``gather``, ``take``, ``index``: :mod:`benchmint.trace.lookups`)
 and keeps, per index tensor, its shape, the rows of the table it reads and the number of distinct rows it
-touched. ``capture.json`` holds them (``index_sketch``, in the order the step first read them); the replay makes up indices that touch as many distinct rows
-(:mod:`benchmint.replay.index_skew`). No value leaves the process, only counts.
+touched. ``capture.json`` holds them (``index_sketch``, in the order the step first read them); the replay
+makes up indices that touch as many distinct rows (:mod:`benchmint.replay.index_skew`). No value leaves the process, only counts.
 
 ``BENCHMINT_CAPTURE_INDEX_SKETCH=0`` turns it off.
 """

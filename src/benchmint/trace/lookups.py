@@ -2,8 +2,8 @@
 
 One table for the two places that need it: a capture's index sketch (:mod:`benchmint.trace.index_sketch`,
 on the live arguments of a dispatched op) and the replay's made-up indices (:mod:`benchmint.replay.index_skew`,
-on a recorded op's arguments; also the CLI's help, so no torch import here). Both name the arguments as the op's schema does, so the same lookups are seen
-on both sides, whatever the call passed by position or by name.
+on a recorded op's arguments; also the CLI's help, so no torch import here). Both name the arguments as the
+op's schema does, so the same lookups are seen on both sides, whatever the call passed by position or by name.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ LOOKUPS: dict[str, tuple[str, str, str]] = {
     "index": ("indices", "self", "each"),
     "_unsafe_index": ("indices", "self", "each"),
 }
-NAMES = "embedding, embedding_bag, index_select, gather, take, index"  # for help texts
+NAMES = ", ".join(k for k in LOOKUPS if not k.startswith("_"))  # for help texts (the public ops)
 
 
 def base_name(op_name: str) -> str:
