@@ -131,3 +131,29 @@ def test_replayed_training_state_stays_finite(tmp_path, opt, one_thread):
     bad = [tuple(t.shape) for t in floats if not torch.isfinite(t).all()]
     assert not bad, bad
     assert max(float(t.abs().max()) for t in floats) < 1e3
+
+
+def test_replayed_optimizer_state_keeps_its_scale_over_many_iterations(tmp_path, one_thread):
+    """AdamW scales its weights by ``1 - lr * wd`` and its moments by their betas in place, Python floats that
+    reach the ops as 0-dim tensors without a recorded value: a made-up factor below one shrank them once per
+    replayed iteration, to denormals within a hundred (the replay's sqrt then ran 11x slower than the
+    original's). Made up as 1.0, every weight and state keeps its scale."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 1))
+    x, y = torch.randn(8, 32), torch.rand(8)
+    o = torch.optim.AdamW(model.parameters(), weight_decay=0.1)
+
+    def step():
+        o.zero_grad(set_to_none=True)
+        nn.functional.binary_cross_entropy_with_logits(model(x).squeeze(1), y).backward()
+        o.step()
+
+    floats, plan = _replayed_floats_after(step, tmp_path, 200)
+    cons = collect_constraints(plan.view.ops, lambda op: [a.name for a in resolve(op.schema).args])
+    factors = [s.op.inputs[1].value for s in plan.steps if s.op.name == "aten::mul_"
+               and s.op.inputs[1].kind == "tensor" and s.op.inputs[1].value.numel == 1]
+    assert len(factors) >= 8 and all(cons.needs_unit(f) for f in factors)  # 4 weights: decay, and beta2
+    big = [t for t in floats if t.numel() >= 64]
+    assert all(float(t.abs().max()) > 1e-3 for t in big), [float(t.abs().max()) for t in big]
+    tiny = [t for t in big if bool(((t != 0) & (t.abs() < torch.finfo(t.dtype).tiny)).any())]
+    assert not tiny  # no denormal

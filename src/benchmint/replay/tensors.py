@@ -65,6 +65,10 @@ class Constraints:
     # consumers need positive values: made-up floats are otherwise centred on zero
     positive_keys: set[tuple] = field(default_factory=set)
     positive_storages: set[int] = field(default_factory=set)
+    # one-element float tensors that scale a tensor in place (``x.mul_(beta)``: a Python float reaches the op
+    # as a 0-dim tensor whose value the trace does not record): made up as 1.0 (:data:`_UNIT_ARGS`)
+    unit_keys: set[tuple] = field(default_factory=set)
+    unit_storages: set[int] = field(default_factory=set)
 
     def needs_positive(self, ref: TRef | None) -> bool:
         if ref is None:
@@ -77,6 +81,21 @@ class Constraints:
                 self.positive_keys.add(r.key)
                 if r.storage_id > 0:
                     self.positive_storages.add(r.storage_id)
+
+    def needs_unit(self, ref: TRef | None) -> bool:
+        # by storage too: a recorded storage id is reused by the next scalar at that address, and the pool
+        # gives both one storage, so the last one filled sets the value of both
+        if ref is None or ref.numel != 1:
+            return False
+        return ref.key in self.unit_keys or (ref.storage_id > 0 and ref.storage_id in self.unit_storages)
+
+    def want_unit(self, ref: object) -> None:
+        for r in ref if isinstance(ref, list) else [ref]:
+            if (isinstance(r, TRef) and r.numel == 1 and r.dtype is not None
+                    and (r.dtype.is_floating_point or r.dtype.is_complex)):
+                self.unit_keys.add(r.key)
+                if r.storage_id > 0:
+                    self.unit_storages.add(r.storage_id)
 
     def get(self, ref: TRef) -> IntConstraint:
         c = self.by_key.get(ref.key)
@@ -122,6 +141,8 @@ def collect_constraints(ops: Iterable[OpRec], arg_names_of) -> Constraints:
             out = op.outputs[0].value if op.outputs and op.outputs[0].kind == TENSOR else None
             divisions.append((base, a.get("self"), a.get("other"), out))
         _note_positive(cons, op, base, a)
+        for arg in _UNIT_ARGS.get(base, ()):
+            cons.want_unit(a.get(arg))
         if op.name.startswith("fbgemm::"):
             _fbgemm_constraints(cons, base, a, rows_by_indices)
         elif base in ("embedding",):
@@ -227,6 +248,17 @@ _POSITIVE_ARGS: dict[str, tuple[str, ...]] = {
     **{b: ("exp_avg_sqs", "max_exp_avg_sqs") for b in ("_fused_adam_", "_fused_adamw_", "_fused_adam",
                                                         "_fused_adamw")},
     "_fused_adagrad_": ("state_sums",),
+}
+
+
+# the factor of an in-place scaling: a state carried from step to step (a weight decayed by ``1 - lr * wd``,
+# Adam's moments by their betas, a momentum buffer) is scaled by it once per replayed iteration, so a made-up
+# factor in [0.05, 0.95] shrank it geometrically: within tens of iterations a replayed AdamW step's weights
+# and second moment were denormal and its sqrt ran 11x slower than the original's. 1.0 keeps the state's scale
+# as the recorded factors (0.9 .. 0.99999) do over the iterations a replay runs.
+_UNIT_ARGS: dict[str, tuple[str, ...]] = {
+    **{b: ("other",) for b in ("mul_", "div_", "true_divide_")},
+    **{b: ("other",) for b in ("_foreach_mul_", "_foreach_div_")},
 }
 
 
@@ -346,8 +378,8 @@ def _carry_back(cons: Constraints, ops: list[OpRec], named: list[dict[str, objec
 
 
 def _carry_back_positive(cons: Constraints, ops: list[OpRec], named: list[dict[str, object] | None]) -> None:
-    """A float tensor that must be positive needs it of the tensor it is a copy or reshape of (last op first,
-    so chains reach the step's true inputs)."""
+    """A float tensor that must be positive (or 1.0) needs it of the tensor it is a copy or reshape of (last op
+    first, so chains reach the step's true inputs)."""
     for op, a in zip(reversed(ops), reversed(named), strict=True):
         if a is None or not op.outputs or not op.name.startswith("aten::"):
             continue
@@ -356,6 +388,8 @@ def _carry_back_positive(cons: Constraints, ops: list[OpRec], named: list[dict[s
         out = op.outputs[0].value if op.outputs[0].kind == TENSOR else None
         if isinstance(out, TRef) and cons.needs_positive(out):
             cons.want_positive(a.get("self"))
+        if isinstance(out, TRef) and cons.needs_unit(out):
+            cons.want_unit(a.get("self"))
 
 
 def _inherit(cons: Constraints, src: TRef, c: IntConstraint) -> None:
@@ -510,6 +544,9 @@ def fill(t: torch.Tensor, ref: TRef | None, cons: Constraints, gen: torch.Genera
     dtype = t.dtype
     if dtype == torch.bool:
         t.copy_(torch.rand(t.shape, generator=gen) < 0.5)
+        return
+    if (dtype.is_floating_point or dtype.is_complex) and t.numel() == 1 and cons.needs_unit(ref):
+        t.fill_(1.0)
         return
     if dtype.is_floating_point or dtype.is_complex:
         scale = float_scale(ref.shape if ref is not None else t.shape, cons.needs_positive(ref))
