@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from benchmint.replay.fidelity import GAP_CAP_S, Calibration, estimate_original, scope_inserts
+from benchmint.replay.fidelity import (
+    GAP_CAP_S,
+    Calibration,
+    estimate_original,
+    estimate_over_steps,
+    scope_inserts,
+)
 from benchmint.replay.types import TENSOR, Arg, OpRec, TraceView, TRef
 
 US = 1e-6
@@ -104,6 +110,19 @@ def test_a_recording_slowed_throughout_is_scaled_to_this_machines_speed_first():
     assert estimate_original(same_speed, cal) == pytest.approx(1e-3 + 6 * 20 * US)
     assert estimate_original(slowed, cal) == pytest.approx(1e-3 + 6 * 20 * US)
     assert cal.original_slowdown == pytest.approx(1.5)
+
+
+def test_several_recorded_steps_of_the_same_ops_give_their_median_so_one_preempted_step_does_not_decide():
+    # three recorded steps of the same ops: 20 us of Python per gap in two, a preempted third (200 us more in
+    # every gap); a step that ran other ops (a partial one) is left out
+    cal = _cal(4, 10 * US, 100 * US, 0.0)
+    steps = [_view([("aten::a", g * US, 100 * US)] * 4, tail=0.0, scopes=[]) for g in (230, 30, 30)]
+    other = _view([("aten::b", 900 * US, 100 * US)] * 4, tail=0.0, scopes=[])
+    est = estimate_over_steps(steps[0], [steps[1], other, steps[2]], cal)
+    assert est == pytest.approx(1e-3 + 4 * 20 * US)
+    assert cal.estimate_parts["per_step_s"] == pytest.approx([1e-3 + 4 * 220 * US, est, est])
+    assert cal.estimate_parts["gaps_s"] == pytest.approx(4 * 220 * US)  # the replayed step's own parts
+    assert estimate_over_steps(steps[0], [], cal) == pytest.approx(1e-3 + 4 * 220 * US)
 
 
 def test_a_few_data_dependent_slow_ops_do_not_rescale_the_recording():

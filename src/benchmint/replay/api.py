@@ -147,8 +147,14 @@ def replay_trace(
     gaps = opts.gaps
     select, what_if = mode_specs(view, opts.mode, opts.select, list(opts.what_if))  # --mode (replay.modes)
     # --select / --what-if / --scale (replay.adapt, replay.scale)
-    view, adapted = adapt_view(view, select, what_if, opts.scale,
-                               others=lambda: other_steps(tr, join, iteration, inp.capture, dev))
+    steps: list[list[Any]] = []
+
+    def others() -> list[Any]:  # the trace's other recorded steps, read once when asked for
+        if not steps:
+            steps.append(other_steps(tr, join, iteration, inp.capture, dev))
+        return steps[0]
+
+    view, adapted = adapt_view(view, select, what_if, opts.scale, others=others)
     from_file = None
     if opts.gaps_from is not None:
         if comm is not None:
@@ -191,7 +197,7 @@ def replay_trace(
             # the unscaled step first: its CPU time between ops, aimed at the original, is what the scaled step
             # keeps (Python and framework time do not grow with the tensors); its ops then take what they take
             res0 = _run(inp, scaled[0].before, tdev, opts, cap, join, progress, comm,
-                        fixed_gaps=from_file.gaps_ns() if from_file is not None else None)
+                        fixed_gaps=from_file.gaps_ns() if from_file is not None else None, others=others)
             spread = (res0.result.get("index_distribution") or {}).get("tensors") or []
             res = _run(inp, view, tdev, opts, cap, join, progress, comm, fixed_gaps=res0.gaps_ns,
                        index_spread={(t["step"], t["tensor_id"]): t["chosen"] for t in spread})
@@ -205,7 +211,7 @@ def replay_trace(
                                            "kept as it is"})
         else:
             res = _run(inp, view, tdev, opts, cap, join, progress, comm,
-                       fixed_gaps=from_file.gaps_ns() if from_file is not None else None)
+                       fixed_gaps=from_file.gaps_ns() if from_file is not None else None, others=others)
         if from_file is not None:  # what the replay that settled the gaps said of them
             for k in ("gap_target", "gap_settling", "original_iter_time_estimated_s"):
                 res.result[k] = from_file.settled.get(k)
@@ -231,11 +237,13 @@ SETTLE_PAIRS = 8  # iterations with and without the gaps, in turns, per settle r
 
 def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, cap: dict | None, join: Any,
          progress: Any, comm: Any = None, fixed_gaps: list[int] | None = None,
-         index_spread: dict[tuple[int, int], str] | None = None) -> ReplayResult:
+         index_spread: dict[tuple[int, int], str] | None = None,
+         others: Callable[[], list[Any]] | None = None) -> ReplayResult:
     """The replay proper; ``opts`` as resolved by :func:`replay_trace` (threads, gaps and iteration set);
     ``fixed_gaps``: spend these between the ops (a scaled step keeps its unscaled replay's), no calibration;
     ``index_spread``: the made-up lookup indices' spreads the unscaled replay chose (:func:`index_skew.choose`;
-    a scaled step's, ``{}`` where it chose none), None: choose them here."""
+    a scaled step's, ``{}`` where it chose none), None: choose them here; ``others``: the trace's other recorded
+    steps, whose estimates the original's is the median of (:func:`fidelity.estimate_over_steps`)."""
     threads, warmup, iters, seed, gaps, target = opts.threads, opts.warmup, opts.iters, opts.seed, opts.gaps, \
         opts.target
     def tell(stage: str, done: int = 0, total: int = 0) -> None:
@@ -322,7 +330,7 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
         except fidelity.CalibrationFailed as e:
             estimate_note = estimate_note or f"not estimated: {e}"
         if cal is not None and estimate_note is None:
-            est_s = fidelity.estimate_original(view, cal)
+            est_s = fidelity.estimate_over_steps(view, others() if others is not None else (), cal)
         want = None
         if target == "cpu" and (cross or not cap_cpu_s):
             raise UserError(f"{inp.trace}: --target cpu needs capture.json's CPU time per step, of a step on this "

@@ -385,6 +385,32 @@ def estimate_original(view: TraceView, cal: Calibration) -> float | None:
     return max(cal.replay_s + total, cal.replay_s)
 
 
+def estimate_over_steps(view: TraceView, others: list[TraceView] | tuple[TraceView, ...],
+                        cal: Calibration) -> float | None:
+    """:func:`estimate_original` of the replayed step (``view``), and of each other recorded step that ran the
+    same ops (``others``), each against the same recordings of the replay: the median. One recorded step's
+    gaps carry whatever preempted it (its estimate of a small CNN's step moved by 3x between the five steps of
+    one recording, here); the steps of one recording share the observers and the model, so their median is
+    the step's own time with less of that. ``cal.estimate_parts`` stays the replayed step's, with
+    ``per_step_s`` (every step's estimate, the replayed one first) beside it."""
+    est = estimate_original(view, cal)
+    if est is None:
+        return None
+    keep = (cal.original_slowdown, cal.original_speed, cal.estimate_parts)
+    names = [o.name for o in view.ops]
+    ests = [est]
+    for other in others:
+        if other.step_span_s is None or [o.name for o in other.ops] != names:
+            continue  # another path through the model (or a partial step): not the same ops to compare
+        e = estimate_original(other, cal)
+        if e is not None:
+            ests.append(e)
+    cal.original_slowdown, cal.original_speed, cal.estimate_parts = keep
+    if len(ests) > 1 and cal.estimate_parts is not None:
+        cal.estimate_parts = {**cal.estimate_parts, "per_step_s": ests}
+    return statistics.median(ests)
+
+
 def recording_speed(orig: list[tuple[float, float] | None], matched: list[int], cal: Calibration) -> float:
     """How much slower the original's recording ran than this machine's recordings of the replay, judged
     on the ops that compute for a while (>= ``SPEED_OP_MIN_S`` un-observed here, so the observers' share is
