@@ -18,7 +18,7 @@ apart, so the paired figure shows what is the replay's and what is the protocol'
 average beside the table.
 
 Usage: python benchmarks/replay_heldout.py [--workloads a,b] [--builtin] [--rounds 3] [--iters 30] [--repeats 1]
-       [--pairs 100] [--ab-spread] [--index-spread auto|uniform|zipf:E]
+       [--pairs 100] [--ab-spread] [--index-spread auto|uniform|zipf:E] [--malloc steady|default]
 """
 
 from __future__ import annotations
@@ -167,7 +167,19 @@ def main() -> int:
     ap.add_argument("--ab-spread", action="store_true",
                     help="also replay each capture with every made-up index uniform (BENCHMINT_INDEX_SPREAD), "
                          "timed in the same rounds")
+    ap.add_argument("--malloc", choices=("steady", "default"), default="steady",
+                    help="steady: fix glibc's mmap/trim thresholds before the first capture, as every replay does "
+                    "(benchmint.replay.allocator.settle_malloc), so the captures, the replays and the live "
+                    "originals all run under them; default: leave them dynamic, in the replays too")
     args = ap.parse_args()
+    if args.malloc == "default":
+        os.environ["BENCHMINT_REPLAY_MALLOC"] = "default"
+    from benchmint.replay.allocator import settle_malloc
+
+    # the first replay fixes them for the whole process: without this, the first workload's capture ran under
+    # dynamic thresholds (a MoE training step's select_backward took page faults on every 1-MiB zeros, 350 us
+    # per call under the recorders) and its live original, timed after that replay, did not
+    malloc = settle_malloc()
 
     import torch
     from heldout_workloads import HELDOUT
@@ -201,7 +213,7 @@ def main() -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"\nplain-API captures, trace-only replay (--gaps recorded), 1 thread; p10 of {args.iters} iterations, "
           f"{args.rounds} alternating rounds, {args.repeats} capture(s); load average "
-          f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+          f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}; malloc: {malloc}")
     hdr = (f"{'workload':18s} {'ops':>5s} {'coverage':>8s} {'original s':>11s} {'replay s':>10s} {'error':>7s} "
            f"{'ops only s':>10s} {'paired':>7s}  {'paired 95% CI':>15s}")
     print(hdr)
