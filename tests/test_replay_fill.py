@@ -133,27 +133,41 @@ def test_replayed_training_state_stays_finite(tmp_path, opt, one_thread):
     assert max(float(t.abs().max()) for t in floats) < 1e3
 
 
-def test_replayed_optimizer_state_keeps_its_scale_over_many_iterations(tmp_path, one_thread):
-    """AdamW scales its weights by ``1 - lr * wd`` and its moments by their betas in place, Python floats that
-    reach the ops as 0-dim tensors without a recorded value: a made-up factor below one shrank them once per
-    replayed iteration, to denormals within a hundred (the replay's sqrt then ran 11x slower than the
-    original's). Made up as 1.0, every weight and state keeps its scale."""
+@pytest.mark.parametrize("opt", ["adamw", "sgd_momentum"])
+def test_replayed_optimizer_state_keeps_its_scale_over_many_iterations(tmp_path, opt, one_thread):
+    """AdamW scales its weights by ``1 - lr * wd`` in place, a Python float that reaches ``mul_`` as a 0-dim
+    tensor without a recorded value: a made-up factor in [0.05, 0.95] shrank them once per replayed iteration,
+    to denormals within a hundred (the replay's sqrt then ran 11x slower than the original's); it is made up as
+    1.0. A moving average scaled and then added to keeps a factor below one (at 1.0 SGD's momentum buffer
+    summed every gradient and the replayed step diverged to inf): Adam's ``exp_avg_sq.mul_(beta2).addcmul_(g,
+    g, value=0.001)`` gets 1 - 0.001, SGD's ``buf.mul_(momentum).add_(grad)`` any made-up scalar's. Every
+    weight and state stays finite and normal."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 1))
     x, y = torch.randn(8, 32), torch.rand(8)
-    o = torch.optim.AdamW(model.parameters(), weight_decay=0.1)
+    if opt == "adamw":
+        o = torch.optim.AdamW(model.parameters(), weight_decay=0.1)
+    else:
+        o = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
 
     def step():
         o.zero_grad(set_to_none=True)
         nn.functional.binary_cross_entropy_with_logits(model(x).squeeze(1), y).backward()
         o.step()
 
-    floats, plan = _replayed_floats_after(step, tmp_path, 200)
+    floats, plan = _replayed_floats_after(step, tmp_path, 300)
     cons = collect_constraints(plan.view.ops, lambda op: [a.name for a in resolve(op.schema).args])
-    factors = [s.op.inputs[1].value for s in plan.steps if s.op.name == "aten::mul_"
-               and s.op.inputs[1].kind == "tensor" and s.op.inputs[1].value.numel == 1]
-    assert len(factors) >= 8 and all(cons.needs_unit(f) for f in factors)  # 4 weights: decay, and beta2
+    steps = plan.steps
+    factors = [(steps[k + 1].op.name, cons.factor(s.op.inputs[1].value)) for k, s in enumerate(steps[:-1])
+               if s.op.name == "aten::mul_" and s.op.inputs[1].kind == "tensor" and s.op.inputs[1].value.numel == 1
+               and steps[k + 1].op.name in ("aten::lerp_", "aten::addcmul_", "aten::add_")]
+    if opt == "adamw":  # 4 weights: the decay, then beta2 of the second moment
+        assert sorted(factors) == [("aten::addcmul_", pytest.approx(0.999))] * 4 + [("aten::lerp_", 1.0)] * 4
+    else:  # the momentum buffers
+        assert factors == [("aten::add_", None)] * 4
+    assert all(bool(torch.isfinite(t).all()) for t in floats)
     big = [t for t in floats if t.numel() >= 64]
-    assert all(float(t.abs().max()) > 1e-3 for t in big), [float(t.abs().max()) for t in big]
+    # (a second moment is small, as the original's: gradients squared, times 1 - beta2)
+    assert all(1e-20 < float(t.abs().max()) < 1e3 for t in big), [float(t.abs().max()) for t in big]
     tiny = [t for t in big if bool(((t != 0) & (t.abs() < torch.finfo(t.dtype).tiny)).any())]
     assert not tiny  # no denormal

@@ -66,9 +66,8 @@ class Constraints:
     positive_keys: set[tuple] = field(default_factory=set)
     positive_storages: set[int] = field(default_factory=set)
     # one-element float tensors that scale a tensor in place (``x.mul_(beta)``: a Python float reaches the op
-    # as a 0-dim tensor whose value the trace does not record): made up as 1.0 (:data:`_UNIT_ARGS`)
-    unit_keys: set[tuple] = field(default_factory=set)
-    unit_storages: set[int] = field(default_factory=set)
+    # as a 0-dim tensor whose value the trace does not record): made up as this value (:func:`_note_factors`)
+    factors: dict[tuple, float] = field(default_factory=dict)
 
     def needs_positive(self, ref: TRef | None) -> bool:
         if ref is None:
@@ -82,20 +81,15 @@ class Constraints:
                 if r.storage_id > 0:
                     self.positive_storages.add(r.storage_id)
 
-    def needs_unit(self, ref: TRef | None) -> bool:
-        # by storage too: a recorded storage id is reused by the next scalar at that address, and the pool
-        # gives both one storage, so the last one filled sets the value of both
-        if ref is None or ref.numel != 1:
-            return False
-        return ref.key in self.unit_keys or (ref.storage_id > 0 and ref.storage_id in self.unit_storages)
+    def factor(self, ref: TRef | None) -> float | None:
+        """The value a one-element float ``ref`` is made up as (None: as any other)."""
+        return self.factors.get(ref.key) if ref is not None else None
 
-    def want_unit(self, ref: object) -> None:
+    def want_factor(self, ref: object, value: float) -> None:
         for r in ref if isinstance(ref, list) else [ref]:
             if (isinstance(r, TRef) and r.numel == 1 and r.dtype is not None
                     and (r.dtype.is_floating_point or r.dtype.is_complex)):
-                self.unit_keys.add(r.key)
-                if r.storage_id > 0:
-                    self.unit_storages.add(r.storage_id)
+                self.factors[r.key] = value
 
     def get(self, ref: TRef) -> IntConstraint:
         c = self.by_key.get(ref.key)
@@ -128,6 +122,7 @@ def collect_constraints(ops: Iterable[OpRec], arg_names_of) -> Constraints:
     rows_by_indices: dict[tuple, list[int]] = {}  # indices key -> rows per table of the lookup that reads them
     upper: dict[tuple, int] = {}  # produced integer tensor -> its values are below this (positions along a dim)
     divisions: list[tuple[str, object, object, object]] = []  # (op base, dividend, divisor, quotient)
+    scalings: list[int] = []  # ops that scale a tensor in place
     for op in ops:
         names = arg_names_of(op)
         named.append(None if names is None else _named(op, names))
@@ -141,8 +136,8 @@ def collect_constraints(ops: Iterable[OpRec], arg_names_of) -> Constraints:
             out = op.outputs[0].value if op.outputs and op.outputs[0].kind == TENSOR else None
             divisions.append((base, a.get("self"), a.get("other"), out))
         _note_positive(cons, op, base, a)
-        for arg in _UNIT_ARGS.get(base, ()):
-            cons.want_unit(a.get(arg))
+        if base in _SCALINGS:
+            scalings.append(len(named) - 1)
         if op.name.startswith("fbgemm::"):
             _fbgemm_constraints(cons, base, a, rows_by_indices)
         elif base in ("embedding",):
@@ -206,6 +201,7 @@ def collect_constraints(ops: Iterable[OpRec], arg_names_of) -> Constraints:
             c.rows_of = None
             if rows is not None:
                 c.values = tuple(rows)
+    _note_factors(cons, ops, named, scalings)
     _carry_back(cons, ops, named)
     _carry_back_positive(cons, ops, named)
     for base, num, den, out in divisions:
@@ -251,15 +247,52 @@ _POSITIVE_ARGS: dict[str, tuple[str, ...]] = {
 }
 
 
-# the factor of an in-place scaling: a state carried from step to step (a weight decayed by ``1 - lr * wd``,
-# Adam's moments by their betas, a momentum buffer) is scaled by it once per replayed iteration, so a made-up
-# factor in [0.05, 0.95] shrank it geometrically: within tens of iterations a replayed AdamW step's weights
-# and second moment were denormal and its sqrt ran 11x slower than the original's. 1.0 keeps the state's scale
-# as the recorded factors (0.9 .. 0.99999) do over the iterations a replay runs.
-_UNIT_ARGS: dict[str, tuple[str, ...]] = {
+# the factor of an in-place scaling, made up as :func:`_note_factors` says
+_SCALINGS: dict[str, tuple[str, ...]] = {
     **{b: ("other",) for b in ("mul_", "div_", "true_divide_")},
     **{b: ("other",) for b in ("_foreach_mul_", "_foreach_div_")},
 }
+
+
+def _storages(ref: object) -> set[int]:
+    return {r.storage_id for r in (ref if isinstance(ref, list) else [ref]) if isinstance(r, TRef) and r.storage_id > 0}
+
+
+# the weight of what an in-place accumulation adds (``addcmul_(g, g, value=1 - beta2)``, ``add_(g, alpha=...)``)
+_ADDED_WEIGHT = {"add_": "alpha", "sub_": "alpha", "addcmul_": "value", "addcdiv_": "value", "lerp_": "weight",
+                 "_foreach_add_": "alpha", "_foreach_addcmul_": "value", "_foreach_addcdiv_": "value",
+                 "_foreach_lerp_": "weight"}
+
+
+def _note_factors(cons: Constraints, ops: list[OpRec], named: list[dict[str, object] | None],
+                  scalings: list[int]) -> None:
+    """The made-up factor of each in-place scaling (:data:`_SCALINGS`). The state it scales is carried from one
+    replayed iteration to the next, so a factor drawn in [0.05, 0.95] shrank it geometrically: within tens of
+    iterations a replayed AdamW step's weights (``mul_(1 - lr * wd)``) and second moment were denormal, and its
+    sqrt ran 11x slower than the original's. So a factor is near one, as the recorded ones are:
+
+    * 1.0 for a plain scaling (a weight decay: 0.99999 recorded);
+    * where the next op accumulates into the scaled tensor in place, a moving average (``exp_avg_sq.mul_(beta2)
+      .addcmul_(g, g, value=1 - beta2)``, ``buf.mul_(momentum).add_(grad)``), 1.0 would sum every increment (a
+      replayed SGD step with momentum diverged to inf) and a small factor decays the entries that get none (a
+      dead unit's second moment went denormal): one minus the weight added when that is below one (Adam's
+      0.001 gives its 0.999), else any made-up scalar's (SGD's ``add_(grad)`` says nothing of its momentum:
+      0.9 made a replayed CNN's training step diverge within 70 iterations, the made-up factors within 300)."""
+    for i in scalings:
+        a = named[i]
+        assert a is not None
+        value = 1.0
+        nxt = named[i + 1] if i + 1 < len(ops) else None
+        scaled = _storages(a.get("self"))
+        if nxt is not None and scaled and scaled & _storages(nxt.get("self")):
+            base = ops[i + 1].name.split("::", 1)[-1]
+            if base in _ADDED_WEIGHT or base.endswith("_"):
+                w = nxt.get(_ADDED_WEIGHT.get(base, ""))
+                if not (isinstance(w, float | int) and 0 < w < 1):
+                    continue
+                value = 1.0 - w
+        for arg in _SCALINGS[ops[i].name.split("::", 1)[-1]]:
+            cons.want_factor(a.get(arg), value)
 
 
 def _note_positive(cons: Constraints, op: OpRec, base: str, a: dict[str, object]) -> None:
@@ -378,7 +411,7 @@ def _carry_back(cons: Constraints, ops: list[OpRec], named: list[dict[str, objec
 
 
 def _carry_back_positive(cons: Constraints, ops: list[OpRec], named: list[dict[str, object] | None]) -> None:
-    """A float tensor that must be positive (or 1.0) needs it of the tensor it is a copy or reshape of (last op
+    """A float tensor that must be positive (or a factor near one) needs it of the tensor it is a copy or reshape of (last op
     first, so chains reach the step's true inputs)."""
     for op, a in zip(reversed(ops), reversed(named), strict=True):
         if a is None or not op.outputs or not op.name.startswith("aten::"):
@@ -388,8 +421,9 @@ def _carry_back_positive(cons: Constraints, ops: list[OpRec], named: list[dict[s
         out = op.outputs[0].value if op.outputs[0].kind == TENSOR else None
         if isinstance(out, TRef) and cons.needs_positive(out):
             cons.want_positive(a.get("self"))
-        if isinstance(out, TRef) and cons.needs_unit(out):
-            cons.want_unit(a.get("self"))
+        f = cons.factor(out) if isinstance(out, TRef) else None
+        if f is not None:
+            cons.want_factor(a.get("self"), f)
 
 
 def _inherit(cons: Constraints, src: TRef, c: IntConstraint) -> None:
@@ -545,8 +579,9 @@ def fill(t: torch.Tensor, ref: TRef | None, cons: Constraints, gen: torch.Genera
     if dtype == torch.bool:
         t.copy_(torch.rand(t.shape, generator=gen) < 0.5)
         return
-    if (dtype.is_floating_point or dtype.is_complex) and t.numel() == 1 and cons.needs_unit(ref):
-        t.fill_(1.0)
+    f = cons.factor(ref) if t.numel() == 1 else None
+    if f is not None and (dtype.is_floating_point or dtype.is_complex):
+        t.fill_(f)
         return
     if dtype.is_floating_point or dtype.is_complex:
         scale = float_scale(ref.shape if ref is not None else t.shape, cons.needs_positive(ref))
@@ -675,7 +710,10 @@ def make_tensor(ref: TRef, device: torch.device, cons: Constraints, gen: torch.G
                 pool: StoragePool | None = None, fill_values: bool = True) -> torch.Tensor:
     """A standalone (or pooled) tensor of the recorded shape, strides and dtype with valid contents
     (``fill_values=False``: allocated only, for a tensor whose contents no replayed op reads)."""
-    if pool is not None and ref.storage_id > 0:
+    if pool is not None and ref.storage_id > 0 and cons.factor(ref) is None:
+        # (a factor made up near one has a storage of its own: the recorded storage id of a short-lived scalar is
+        # reused by the next one at that address, which the pool would give the same storage, and whichever
+        # was filled last would set both)
         t, _ = pool.view(ref)
     else:
         from benchmint.replay.types import _contiguous
