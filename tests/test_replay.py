@@ -351,6 +351,20 @@ def test_a_read_of_reused_tensor_ids_is_attributed_to_their_last_writer():
     assert [n.id for n in nodes] == [10, 13, 14]
 
 
+def test_an_embedding_bag_replays_the_callee_the_original_ran_not_the_one_its_made_up_inputs_pick():
+    """Inference under inference_mode with weights that require grad runs _embedding_bag; the replay's weights
+    do not require grad, so the composite would pick _embedding_bag_forward_only, another kernel."""
+    from benchmint.replay.source import expose_hidden_outputs
+
+    w, i, o, y = _t(1), _t(2), _t(3), _t(4)
+    schema = "aten::_embedding_bag(Tensor weight, Tensor indices, Tensor offsets) -> (Tensor, Tensor, Tensor, Tensor)"
+    full = _op(2, "aten::_embedding_bag", [w, i, o], [y, _t(5), _t(6), _t(7)], schema)
+    fwd = _op(12, "aten::_embedding_bag_forward_only", [w, i, o], [y, _t(15), _t(16), _t(17)], schema)
+    ops = [_op(1, "aten::embedding_bag", [w, i, o], [y]), _op(11, "aten::embedding_bag", [w, i, o], [y])]
+    nodes, _ = expose_hidden_outputs(_Tree({1: [full], 11: [fwd]}), ops)
+    assert [n.name for n in nodes] == ["aten::_embedding_bag", "aten::embedding_bag"]
+
+
 def test_a_composite_whose_callee_cannot_run_on_the_replay_device_is_kept():
     from benchmint.replay.source import expose_hidden_outputs
 

@@ -147,6 +147,11 @@ def view_from_trace(trace: Any, kineto: Any = None, iteration: int | None = None
 
 
 MAX_EXPOSE_DEPTH = 6
+# composites that pick their callee by whether an input requires grad, which a replay's made-up tensors never
+# do: where the original ran this callee (an inference step under inference_mode or no_grad whose weights still
+# require grad: embedding_bag runs _embedding_bag, which fills offset2bag and bag_size; the replay's would run
+# _embedding_bag_forward_only, another kernel), the callee is replayed in its place
+CALLEE_BY_GRAD = {"aten::embedding_bag": "aten::_embedding_bag"}
 
 
 def expose_hidden_outputs(trace: Any, nodes: list[Any], device: str = "cpu") -> tuple[list[Any], dict[int, int]]:
@@ -158,7 +163,9 @@ def expose_hidden_outputs(trace: Any, nodes: list[Any], device: str = "cpu") -> 
     composite takes or returns is a view the replay re-makes from that storage, so it does not count. Recorded
     tensor ids are addresses the allocator reuses: what a read refers to is the last op that wrote that id.
     A composite is kept when one of its callees cannot run on ``device`` (a CUDA trace's flash attention or
-    cuDNN RNN on the CPU: the composite picks a kernel that can) or when it issues a collective.
+    cuDNN RNN on the CPU: the composite picks a kernel that can) or when it issues a collective. A composite
+    whose choice of callee hangs on ``requires_grad`` is replaced by the callee the original ran
+    (:data:`CALLEE_BY_GRAD`).
 
     Returns the ops and, by node id, how many replaced composites each op is the first callee of."""
     opened: dict[int, int] = {}
@@ -179,6 +186,8 @@ def expose_hidden_outputs(trace: Any, nodes: list[Any], device: str = "cpu") -> 
                         owner[(r.tensor_id, r.storage_id)] = i
             for k in own:
                 owner[k] = None
+            if n.name in CALLEE_BY_GRAD and any(c.name == CALLEE_BY_GRAD[n.name] for c in trace.top_level_ops(n)):
+                expand.add(i)
         out: list[Any] = []
         changed = False
         for i, n in enumerate(nodes):
