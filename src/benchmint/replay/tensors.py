@@ -248,10 +248,8 @@ _POSITIVE_ARGS: dict[str, tuple[str, ...]] = {
 
 
 # the factor of an in-place scaling, made up as :func:`_note_factors` says
-_SCALINGS: dict[str, tuple[str, ...]] = {
-    **{b: ("other",) for b in ("mul_", "div_", "true_divide_")},
-    **{b: ("other",) for b in ("_foreach_mul_", "_foreach_div_")},
-}
+_SCALINGS: dict[str, tuple[str, ...]] = {b: ("other",) for b in ("mul_", "div_", "true_divide_", "_foreach_mul_",
+                                                                  "_foreach_div_")}
 
 
 def _storages(ref: object) -> set[int]:
@@ -411,8 +409,8 @@ def _carry_back(cons: Constraints, ops: list[OpRec], named: list[dict[str, objec
 
 
 def _carry_back_positive(cons: Constraints, ops: list[OpRec], named: list[dict[str, object] | None]) -> None:
-    """A float tensor that must be positive (or a factor near one) needs it of the tensor it is a copy or reshape of (last op
-    first, so chains reach the step's true inputs)."""
+    """A float tensor that must be positive (or a factor near one) needs it of the tensor it is a copy or
+    reshape of (last op first, so chains reach the step's true inputs)."""
     for op, a in zip(reversed(ops), reversed(named), strict=True):
         if a is None or not op.outputs or not op.name.startswith("aten::"):
             continue
