@@ -97,16 +97,25 @@ def last_whole_iteration(tr: Any, cap: dict | None) -> int | None:
     return whole[-1]
 
 
-def other_steps(tr: Any, join: Any, iteration: int | None, cap: dict | None, device: str) -> list[Any]:
+ESTIMATE_STEPS = 4  # other recorded steps the trace-only estimate takes the median with (each view costs seconds
+# on a large trace: GPT-2's 8582 ops took 4-5 s to view)
+
+
+def other_steps(tr: Any, join: Any, iteration: int | None, cap: dict | None, device: str,
+                most: int | None = None) -> list[Any]:
     """Views of the trace's recorded steps other than the replayed one (``iteration``; None: the last), the
-    whole ones as capture.json lists them when it does; a selection's share is taken over all of them."""
+    whole ones as capture.json lists them when it does; a selection's share is taken over all of them, the
+    estimate over the ``most`` recorded last."""
     numbers = [it.number for it in tr.iterations]
     if len(numbers) < 2:
         return []
     whole = (cap or {}).get("recorded_iterations")
     keep = [n for n in numbers if n in whole] if isinstance(whole, list) and whole else numbers
     replayed = iteration if iteration is not None else numbers[-1]
-    return [view_from_trace(tr, join, iteration=n, device=device) for n in keep if n != replayed]
+    keep = [n for n in keep if n != replayed]
+    if most is not None:
+        keep = keep[-most:] if most > 0 else []
+    return [view_from_trace(tr, join, iteration=n, device=device) for n in keep]
 
 
 def replay_trace(
@@ -147,14 +156,12 @@ def replay_trace(
     gaps = opts.gaps
     select, what_if = mode_specs(view, opts.mode, opts.select, list(opts.what_if))  # --mode (replay.modes)
     # --select / --what-if / --scale (replay.adapt, replay.scale)
-    steps: list[list[Any]] = []
+    view, adapted = adapt_view(view, select, what_if, opts.scale,
+                               others=lambda: other_steps(tr, join, iteration, inp.capture, dev))
 
-    def others() -> list[Any]:  # the trace's other recorded steps, read once when asked for
-        if not steps:
-            steps.append(other_steps(tr, join, iteration, inp.capture, dev))
-        return steps[0]
+    def others() -> list[Any]:  # the other recorded steps the estimate takes the median with (same ops only)
+        return other_steps(tr, join, iteration, inp.capture, dev, most=ESTIMATE_STEPS)
 
-    view, adapted = adapt_view(view, select, what_if, opts.scale, others=others)
     from_file = None
     if opts.gaps_from is not None:
         if comm is not None:
@@ -211,7 +218,8 @@ def replay_trace(
                                            "kept as it is"})
         else:
             res = _run(inp, view, tdev, opts, cap, join, progress, comm,
-                       fixed_gaps=from_file.gaps_ns() if from_file is not None else None, others=others)
+                       fixed_gaps=from_file.gaps_ns() if from_file is not None else None,
+                       others=None if adapted else others)  # (an adapted step's ops are no recorded step's)
         if from_file is not None:  # what the replay that settled the gaps said of them
             for k in ("gap_target", "gap_settling", "original_iter_time_estimated_s"):
                 res.result[k] = from_file.settled.get(k)
