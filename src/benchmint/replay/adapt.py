@@ -193,10 +193,9 @@ def select(view: TraceView, spec: str, others: list[TraceView] | tuple[TraceView
                         + _hint(view, parse_select(spec)[0]))
     own = _share(view, mask)
     shares = [own] if own is not None else []
-    names_of = [o.name for o in view.ops]
     for other in others:
-        if [o.name for o in other.ops] != names_of:
-            continue  # another path through the model (or a partial step): not the same ops to share out
+        if not view.same_ops(other):
+            continue  # not the same ops to share out
         sh = _share(other, _selected(other, spec))
         if sh is not None:
             shares.append(sh)

@@ -397,11 +397,10 @@ def estimate_over_steps(view: TraceView, others: list[TraceView] | tuple[TraceVi
     if est is None:
         return None
     keep = (cal.original_slowdown, cal.original_speed, cal.estimate_parts)
-    names = [o.name for o in view.ops]
     ests = [est]
     for other in others:
-        if other.step_span_s is None or [o.name for o in other.ops] != names:
-            continue  # another path through the model (or a partial step): not the same ops to compare
+        if other.step_span_s is None or not view.same_ops(other):
+            continue
         e = estimate_original(other, cal)
         if e is not None:
             ests.append(e)

@@ -117,3 +117,8 @@ class TraceView:
     # (number of ops before it, "enter" | "exit", scope node id, name); used to record the replay with the
     # same structure as the original when measuring the observers' cost
     scopes: list[tuple[int, str, int, str]] = field(default_factory=list)
+
+    def same_ops(self, other: TraceView) -> bool:
+        """Whether ``other`` (another recorded step) ran the same ops in the same order: not another path
+        through the model, nor a partial step."""
+        return [o.name for o in other.ops] == [o.name for o in self.ops]
