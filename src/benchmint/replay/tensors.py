@@ -284,7 +284,7 @@ def _note_factors(cons: Constraints, ops: list[OpRec], named: list[dict[str, obj
         scaled = _storages(a.get("self"))
         if nxt is not None and scaled and scaled & _storages(nxt.get("self")):
             base = ops[i + 1].name.split("::", 1)[-1]
-            if base in _ADDED_WEIGHT or base.endswith("_"):
+            if base.endswith("_"):  # (every op of _ADDED_WEIGHT is in place)
                 w = nxt.get(_ADDED_WEIGHT.get(base, ""))
                 if not (isinstance(w, float | int) and 0 < w < 1):
                     continue
