@@ -86,6 +86,17 @@ def test_large_input_repeats_the_block_from_one_start():
     assert torch.equal(t[2 * _BLOCK :], t[: t.numel() - 2 * _BLOCK])
 
 
+def _bce_step(model, x, y, o):
+    """A training step of ``model`` on (x, y) with a binary cross-entropy loss and optimizer ``o``."""
+
+    def step():
+        o.zero_grad(set_to_none=True)
+        nn.functional.binary_cross_entropy_with_logits(model(x).squeeze(1), y).backward()
+        o.step()
+
+    return step
+
+
 def _replayed_floats_after(step, tmp_path, iters: int) -> tuple[list[torch.Tensor], object]:
     capture_steps(step, tmp_path, warmup=1, measure=5, record=1)
     plan = build_plan(view_from_trace(load(tmp_path / "et.json")), "cpu")
@@ -115,12 +126,8 @@ def test_replayed_training_state_stays_finite(tmp_path, opt, one_thread):
     x, y = torch.randn(8, 64), torch.rand(8)
     o = torch.optim.SGD(model.parameters(), lr=0.05) if opt == "sgd" else torch.optim.AdamW(model.parameters())
 
-    def step():
-        o.zero_grad(set_to_none=True)
-        nn.functional.binary_cross_entropy_with_logits(model(x).squeeze(1), y).backward()
-        o.step()
 
-    floats, plan = _replayed_floats_after(step, tmp_path, 30)
+    floats, plan = _replayed_floats_after(_bce_step(model, x, y, o), tmp_path, 30)
     # made up positive where a consumer needs it: the loss's target, Adam's second moment (read by sqrt)
     cons = collect_constraints(plan.view.ops, lambda op: [a.name for a in resolve(op.schema).args])
     needs = {"aten::binary_cross_entropy_with_logits": 1, "aten::sqrt": 0}
@@ -150,12 +157,8 @@ def test_replayed_optimizer_state_keeps_its_scale_over_many_iterations(tmp_path,
     else:
         o = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
 
-    def step():
-        o.zero_grad(set_to_none=True)
-        nn.functional.binary_cross_entropy_with_logits(model(x).squeeze(1), y).backward()
-        o.step()
 
-    floats, plan = _replayed_floats_after(step, tmp_path, 300)
+    floats, plan = _replayed_floats_after(_bce_step(model, x, y, o), tmp_path, 300)
     cons = collect_constraints(plan.view.ops, lambda op: [a.name for a in resolve(op.schema).args])
     steps = plan.steps
     factors = [(steps[k + 1].op.name, cons.factor(s.op.inputs[1].value)) for k, s in enumerate(steps[:-1])
