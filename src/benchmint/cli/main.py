@@ -7,7 +7,9 @@ Each command group lives in its own module (``cli/<group>.py``) and is registere
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import traceback
 
 import typer
@@ -124,6 +126,10 @@ def run(argv: list[str] | None = None) -> None:
         sys.exit(e.exit_code)
     except (KeyboardInterrupt, typer.Abort):
         err_console.print("interrupted")
+        # the results are written: another Ctrl-C on the way out (while modules' finalizers run) ends the
+        # process at once, where Python would print it as a traceback from whatever finalizer it landed in
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
         sys.exit(130)
     except Exception as e:
         if _is_click_error(e):  # bad usage: unknown option, missing argument, a value of the wrong type
