@@ -32,14 +32,21 @@ def _set_cpu(cap, cpu_s_per_step: float | None) -> None:
 
 def test_the_gaps_make_the_iteration_use_the_captured_cpu_time(cap):
     # one thread: an idle intra-op pool spins, and its CPU time is not the step's
-    ops = replay_trace(cap, gaps="none", warmup=1, iters=5, threads=1).result["cpu_time_per_iter_s"]
+    def ops_alone() -> float:
+        return replay_trace(cap, gaps="none", warmup=1, iters=9, threads=1).result["cpu_time_per_iter_s"]
+
+    ops = ops_alone()
     assert ops > 0
     _set_cpu(cap, 3 * ops)  # the original used three times the CPU time of the ops alone
-    r = replay_trace(cap, target="cpu", warmup=1, iters=5, threads=1).result
+    r = replay_trace(cap, target="cpu", warmup=1, iters=9, threads=1).result
     assert r["gap_target"] == "capture.json cpu"
     assert r["original_cpu_time_per_step_s"] == pytest.approx(3 * ops)
     assert r["gap_time_s"] > ops  # the two ops' worth of CPU time between the ops
-    assert 0.6 * 3 * ops <= r["cpu_time_per_iter_s"] <= 1.6 * 3 * ops
+    # a shared core's load moves the CPU time of the same work (a neighbour on the sibling hyperthread): the
+    # ops alone are timed again after, and the band spans both timings; ignoring the target reads about 1x
+    # the ops, a doubled gap about 5x
+    again = ops_alone()
+    assert 0.6 * 3 * min(ops, again) <= r["cpu_time_per_iter_s"] <= 1.6 * 3 * max(ops, again)
     assert r["error"] is not None  # the wall time against capture.json's step time, not aimed at
 
 
