@@ -101,3 +101,20 @@ def test_a_selection_whose_ops_alone_exceed_its_share_says_the_error_is_the_aims
     fits = {**r, "replay_ops_only_s": 0.8 * MS}
     assert judge(fits)["ops_alone_exceed_reference"] is False and "alone" not in fidelity_line(fits)
     assert judge(_result())["ops_alone_over_reference"] is None  # no ops-alone figure: nothing said
+
+
+def test_gaps_aimed_at_a_noisy_capture_json_far_off_the_live_step_are_named_as_the_error_s_source():
+    # a fresh-clone demo beside the test suite: two of capture.json's five steps were hit by a burst (110 and
+    # 128 ms against 17), its median 23.08 ms; the live step then ran 16.36 ms and the replay, aimed at 23.08 ms
+    # by its gaps, +75.4% against it
+    r = {**_result(orig_s=23.081 * MS, replay_s=31.0 * MS, spread=4.0), "gap_target": "capture.json"}
+    live = _live([15.6 * MS, 16.36 * MS, 17.1 * MS], 29.4 * MS, 0.754)
+    j = judge(r, live)
+    assert j["verdict"] == "measured" and abs(j["aim_error"] - (23.081 / 16.36 - 1)) < 1e-9 and j["aim_noisy"]
+    first = headline(r, live)[0]
+    assert "error +75.4% against the live step" in first
+    assert "the gaps aimed at capture.json's median step (23.081 ms)" in first and "+41.1% off the live step" in first
+    assert "that much of the error is the aim's, not the replay's" in first
+    # a steady capture.json, or gaps aimed elsewhere (the trace-only estimate), say nothing of the kind
+    assert "aimed at" not in headline({**r, "original_iter_time_iqr_ratio": 0.03}, live)[0]
+    assert "aimed at" not in headline({**r, "gap_target": "estimate"}, live)[0]

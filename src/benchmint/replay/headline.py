@@ -48,7 +48,7 @@ def judge(r: dict[str, Any], live: dict[str, Any] | None = None, name: str = "re
     out: dict[str, Any] = {"reference": None, "error": None, "verdict": "no reference", "reference_spread": None,
                            "drift": None, "capture_error": r.get("error"), "capture_error_is_drift": False,
                            "replay_spread": None, "noise_threshold": NOISE, "ops_alone_over_reference": None,
-                           "ops_alone_exceed_reference": False}
+                           "ops_alone_exceed_reference": False, "aim_error": None, "aim_noisy": False}
     cap_spread = r.get("original_iter_time_iqr_ratio")
     if live is not None and name in (live.get("replays") or {}):
         rep = live["replays"][name]
@@ -59,6 +59,10 @@ def judge(r: dict[str, Any], live: dict[str, Any] | None = None, name: str = "re
             drift = live["original_s"] / cap_s - 1
             out["drift"] = drift
             out["capture_error_is_drift"] = abs(drift) > max(NOISE, cap_spread or 0.0, spread or 0.0)
+            if r.get("gap_target") == "capture.json":
+                # the gaps aimed at capture.json's median: a replay that hit that aim exactly reads this error
+                out["aim_error"] = cap_s / live["original_s"] - 1
+                out["aim_noisy"] = cap_spread is not None and cap_spread > NOISE
     elif cap_s and r.get("error") is not None:
         # one side measured now, the other at capture time: the noise of both sides counts
         spreads = [x for x in (cap_spread, _ratio(r.get("iter_time_s"))) if x is not None]
@@ -98,6 +102,18 @@ def _ops_alone(r: dict[str, Any], j: dict[str, Any]) -> str:
     return took + f"not a gap error ({quieter}ops that run slower here than in the original)"
 
 
+def _aim(r: dict[str, Any], j: dict[str, Any]) -> str:
+    """The clause saying that the gaps aimed at a noisy capture.json that is itself far off the live step, so
+    that most of the error is the aim's (a capture whose timed steps a burst of load hit), not the replay's."""
+    aim, err = j["aim_error"], j["error"]
+    if not j["aim_noisy"] or aim is None or abs(aim) <= NOISE or aim * err <= 0:
+        return ""
+    return (f"; the gaps aimed at capture.json's median step ({fmt_s(r['original_iter_time_s'])}), whose "
+            f"timed steps spread {r['original_iter_time_iqr_ratio'] * 100:.0f}% of their median (noisy) and which "
+            f"is {aim * 100:+.1f}% off the live step: that much of the error is the aim's, not the replay's "
+            "(capture again on a quieter machine, or with more --measure steps)")
+
+
 def headline(r: dict[str, Any], live: dict[str, Any] | None = None, name: str = "replay") -> list[str]:
     """The fidelity headline in words: the first line is the measurement (or says it is noise), the next, when
     there is one, the context (capture.json's figure and the drift since the capture)."""
@@ -120,7 +136,7 @@ def headline(r: dict[str, Any], live: dict[str, Any] | None = None, name: str = 
                      if x is not None and x > NOISE and abs(err) <= x]
             first += (f"; noisy: {' and '.join(moved)} between rounds, so {err * 100:+.1f}% is within the noise, not "
                       "a measured error of the replay")
-        lines = [first + _ops_alone(r, j)]
+        lines = [first + _aim(r, j) + _ops_alone(r, j)]
         if r.get("original_iter_time_s"):
             own = (r.get("iter_time_s") or {}).get("median")
             ctx = (f"reference at capture time: capture.json {fmt_s(r['original_iter_time_s'])}, the replay's own "
