@@ -174,3 +174,42 @@ def test_replayed_optimizer_state_keeps_its_scale_over_many_iterations(tmp_path,
     assert all(1e-20 < float(t.abs().max()) < 1e3 for t in big), [float(t.abs().max()) for t in big]
     tiny = [t for t in big if bool(((t != 0) & (t.abs() < torch.finfo(t.dtype).tiny)).any())]
     assert not tiny  # no denormal
+
+
+def test_an_integer_mask_cast_to_bool_is_made_up_as_every_position_present(tmp_path, one_thread):
+    """A tokenizer's ``attention_mask`` (ones, zeros where padded) reaches the attention as ``mask.bool()``.
+    Made up as zeros, like any integer nothing constrains, it masked every position: the replayed BERT step's
+    attention took the fully-masked path, 25% faster than the original's, and a --scale seq=2 replay grew 1.40x
+    where the model grew 1.66x."""
+    q = torch.randn(2, 4, 16, 8)
+    mask = torch.ones(2, 16, dtype=torch.long)
+    mask[1, 10:] = 0
+    ids = torch.randint(0, 50, (2, 16))
+    table = torch.randn(50, 8)
+
+    def step():
+        m = mask.bool()[:, None, None, :]
+        torch.nn.functional.scaled_dot_product_attention(q, q, q, attn_mask=m)
+        return table[ids]  # an index: still made up in its range, not as ones
+
+    capture_steps(step, tmp_path, warmup=1, measure=5, record=1)
+    plan = build_plan(view_from_trace(load(tmp_path / "et.json")), "cpu")
+    seen = {}
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Spy(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = str(func)
+            if "scaled_dot_product" in name and "mask" not in seen:
+                seen["mask"] = (args[3] if len(args) > 3 else kwargs["attn_mask"]).clone()
+            if name.startswith("aten.index.") and "idx" not in seen:
+                seen["idx"] = args[1][0].clone()
+            return func(*args, **(kwargs or {}))
+
+    with Spy():
+        plan.compile()(plan.registers())
+    m = seen["mask"]  # the composite's bool mask, or its float form (0 where present, -inf where masked)
+    assert bool((m if m.dtype == torch.bool else m == 0).all())
+    idx = seen["idx"]
+    assert int(idx.min()) >= 0 and int(idx.max()) < 50 and idx.unique().numel() > 1
