@@ -213,3 +213,31 @@ def test_an_integer_mask_cast_to_bool_is_made_up_as_every_position_present(tmp_p
     assert bool((m if m.dtype == torch.bool else m == 0).all())
     idx = seen["idx"]
     assert int(idx.min()) >= 0 and int(idx.max()) < 50 and idx.unique().numel() > 1
+
+
+def test_a_buffer_read_through_a_slice_gets_the_range_of_the_lookup_that_reads_the_slice(tmp_path, one_thread):
+    """A model's position-ids buffer (``arange(max_positions)``) is sliced to the sequence and read by the
+    position embedding: made up as zeros, every token read the table's first row."""
+    positions = torch.arange(128).expand(1, -1)
+    table = torch.randn(128, 8)
+
+    def step():
+        return torch.nn.functional.embedding(positions[:, :48], table)
+
+    capture_steps(step, tmp_path, warmup=1, measure=5, record=1)
+    plan = build_plan(view_from_trace(load(tmp_path / "et.json")), "cpu")
+    seen = {}
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Spy(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if str(func).startswith("aten.embedding.") and "idx" not in seen:
+                seen["idx"] = args[1].clone()
+            return func(*args, **(kwargs or {}))
+
+    with Spy():
+        plan.compile()(plan.registers())
+    idx = seen["idx"]
+    assert tuple(idx.shape) == (1, 48) and int(idx.min()) >= 0 and int(idx.max()) < 128
+    assert idx.unique().numel() > 10

@@ -383,6 +383,11 @@ def _note_mask(cons: Constraints, op: OpRec, src: object) -> None:
         cons.get(src).mask = True
 
 
+# ops whose output holds some of the input's values, or repeats them: a bound on the values carries back, a
+# total or an exact list does not
+_SOME_VALUES = {"slice", "select", "narrow", "expand", "expand_as", "t", "transpose", "permute", "movedim"}
+
+
 def _carry_back(cons: Constraints, ops: list[OpRec], named: list[dict[str, object] | None]) -> None:
     """Carry each produced integer tensor's needs back to the tensor it was made from, last op first (so
     chains reach the step's true inputs): through value-preserving ops, fbgemm's complete cumsum (offsets
@@ -400,6 +405,13 @@ def _carry_back(cons: Constraints, ops: list[OpRec], named: list[dict[str, objec
             if (c is not None and isinstance(src, TRef) and src.key != out.key and src.numel == out.numel
                     and _is_int(src.dtype) and _is_int(out.dtype)):
                 _inherit(cons, src, c)
+        elif base in _SOME_VALUES and op.name.startswith("aten::"):
+            # a part of the input, or its values repeated: the part's range and mask-ness hold for the whole
+            # (a model's position-ids buffer, sliced to the sequence and read by the position embedding)
+            src, c = a.get("self"), cons.by_key.get(out.key)
+            if (c is not None and isinstance(src, TRef) and src.key != out.key and _is_int(src.dtype)
+                    and _is_int(out.dtype) and (c.high is not None or c.mask)):
+                _inherit(cons, src, IntConstraint(high=c.high, mask=c.mask))
         elif base == "sort" and op.name.startswith("aten::"):
             # the sorted values are the input's in another order: a range, a total and a longest carry over
             src, c = a.get("self"), cons.by_key.get(out.key)
