@@ -103,8 +103,9 @@ def _ops_alone(r: dict[str, Any], j: dict[str, Any]) -> str:
 
 
 def _aim(r: dict[str, Any], j: dict[str, Any]) -> str:
-    """The clause saying that the gaps aimed at a noisy capture.json that is itself far off the live step, so
-    that most of the error is the aim's (a capture whose timed steps a burst of load hit), not the replay's."""
+    """The context's clause saying that the gaps aimed at a noisy capture.json that is itself far off the live
+    step, so that that much of the headline's error is the aim's (a capture whose timed steps a burst of load
+    hit), not the replay's. Context, not the headline: the first line holds one figure, the measurement."""
     aim, err = j["aim_error"], j["error"]
     if not j["aim_noisy"] or aim is None or abs(aim) <= NOISE or aim * err <= 0:
         return ""
@@ -136,7 +137,7 @@ def headline(r: dict[str, Any], live: dict[str, Any] | None = None, name: str = 
                      if x is not None and x > NOISE and abs(err) <= x]
             first += (f"; noisy: {' and '.join(moved)} between rounds, so {err * 100:+.1f}% is within the noise, not "
                       "a measured error of the replay")
-        lines = [first + _aim(r, j) + _ops_alone(r, j)]
+        lines = [first + _ops_alone(r, j)]
         if r.get("original_iter_time_s"):
             own = (r.get("iter_time_s") or {}).get("median")
             ctx = (f"reference at capture time: capture.json {fmt_s(r['original_iter_time_s'])}, the replay's own "
@@ -147,6 +148,7 @@ def headline(r: dict[str, Any], live: dict[str, Any] | None = None, name: str = 
                 ctx += f"; the machine's speed moved {j['drift'] * 100:+.1f}% since (live original against it)"
                 if j["capture_error_is_drift"]:
                     ctx += ", so that figure is the machine's drift, not the replay's error"
+            ctx += _aim(r, j)
             lines.append(ctx)
         return lines
     first = (f"{cov}, replay {fmt_s(j['replay_s'])}/iter{noise_note(r.get('iter_time_s') or {})}, original "
