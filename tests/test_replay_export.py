@@ -250,8 +250,16 @@ def _spun(fn) -> int:
 
 
 def test_saved_gaps_are_spent_as_the_same_work_by_a_replay_and_by_the_exported_runner(capture, tmp_path, cli):
+    import shutil
+
     from benchmint.replay.api import replay_trace
 
+    # a captured step with room for gaps whatever the load: under a full suite's load the replayed ops alone once
+    # took longer than the step captured minutes before, no gap was settled, and there was nothing to compare
+    capture = Path(shutil.copytree(capture, tmp_path / "cap"))
+    meta = json.loads((capture / "capture.json").read_text())
+    meta["step_time_s"]["median"] *= 3
+    (capture / "capture.json").write_text(json.dumps(meta))
     gaps, first = tmp_path / "gaps.json", tmp_path / "a.json"
     code, _, err = cli("replay", str(capture), "--iters", "2", "--warmup", "0", "--no-store", "--json", str(first),
                        "--save-gaps", str(gaps))
