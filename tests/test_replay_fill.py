@@ -126,7 +126,6 @@ def test_replayed_training_state_stays_finite(tmp_path, opt, one_thread):
     x, y = torch.randn(8, 64), torch.rand(8)
     o = torch.optim.SGD(model.parameters(), lr=0.05) if opt == "sgd" else torch.optim.AdamW(model.parameters())
 
-
     floats, plan = _replayed_floats_after(_bce_step(model, x, y, o), tmp_path, 30)
     # made up positive where a consumer needs it: the loss's target, Adam's second moment (read by sqrt)
     cons = collect_constraints(plan.view.ops, lambda op: [a.name for a in resolve(op.schema).args])
@@ -157,7 +156,6 @@ def test_replayed_optimizer_state_keeps_its_scale_over_many_iterations(tmp_path,
     else:
         o = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
 
-
     floats, plan = _replayed_floats_after(_bce_step(model, x, y, o), tmp_path, 300)
     cons = collect_constraints(plan.view.ops, lambda op: [a.name for a in resolve(op.schema).args])
     steps = plan.steps
@@ -176,6 +174,27 @@ def test_replayed_optimizer_state_keeps_its_scale_over_many_iterations(tmp_path,
     assert not tiny  # no denormal
 
 
+def _first_inputs_in_replay(step, tmp_path, wants: dict) -> dict[str, torch.Tensor]:
+    """Capture ``step``, replay it once and return, per name of ``wants`` (name -> (op name prefix or prefixes, picker of
+    the input from (args, kwargs))), a copy of that input where the replay first called such an op."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    capture_steps(step, tmp_path, warmup=1, measure=5, record=1)
+    plan = build_plan(view_from_trace(load(tmp_path / "et.json")), "cpu")
+    seen: dict[str, torch.Tensor] = {}
+
+    class Spy(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            for name, (prefix, pick) in wants.items():
+                if name not in seen and str(func).startswith(prefix):
+                    seen[name] = pick(args, kwargs or {}).clone()
+            return func(*args, **(kwargs or {}))
+
+    with Spy():
+        plan.compile()(plan.registers())
+    return seen
+
+
 def test_an_integer_mask_cast_to_bool_is_made_up_as_every_position_present(tmp_path, one_thread):
     """A tokenizer's ``attention_mask`` (ones, zeros where padded) reaches the attention as ``mask.bool()``.
     Made up as zeros, like any integer nothing constrains, it masked every position: the replayed BERT step's
@@ -192,23 +211,9 @@ def test_an_integer_mask_cast_to_bool_is_made_up_as_every_position_present(tmp_p
         torch.nn.functional.scaled_dot_product_attention(q, q, q, attn_mask=m)
         return table[ids]  # an index: still made up in its range, not as ones
 
-    capture_steps(step, tmp_path, warmup=1, measure=5, record=1)
-    plan = build_plan(view_from_trace(load(tmp_path / "et.json")), "cpu")
-    seen = {}
-
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Spy(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            name = str(func)
-            if "scaled_dot_product" in name and "mask" not in seen:
-                seen["mask"] = (args[3] if len(args) > 3 else kwargs["attn_mask"]).clone()
-            if name.startswith("aten.index.") and "idx" not in seen:
-                seen["idx"] = args[1][0].clone()
-            return func(*args, **(kwargs or {}))
-
-    with Spy():
-        plan.compile()(plan.registers())
+    seen = _first_inputs_in_replay(step, tmp_path, {
+        "mask": (("aten.scaled_dot_product", "aten._scaled_dot_product"), lambda a, kw: a[3] if len(a) > 3 else kw["attn_mask"]),
+        "idx": ("aten.index.", lambda a, kw: a[1][0])})
     m = seen["mask"]  # the composite's bool mask, or its float form (0 where present, -inf where masked)
     assert bool((m if m.dtype == torch.bool else m == 0).all())
     idx = seen["idx"]
@@ -224,20 +229,6 @@ def test_a_buffer_read_through_a_slice_gets_the_range_of_the_lookup_that_reads_t
     def step():
         return torch.nn.functional.embedding(positions[:, :48], table)
 
-    capture_steps(step, tmp_path, warmup=1, measure=5, record=1)
-    plan = build_plan(view_from_trace(load(tmp_path / "et.json")), "cpu")
-    seen = {}
-
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Spy(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if str(func).startswith("aten.embedding.") and "idx" not in seen:
-                seen["idx"] = args[1].clone()
-            return func(*args, **(kwargs or {}))
-
-    with Spy():
-        plan.compile()(plan.registers())
-    idx = seen["idx"]
+    idx = _first_inputs_in_replay(step, tmp_path, {"idx": ("aten.embedding.", lambda a, kw: a[1])})["idx"]
     assert tuple(idx.shape) == (1, 48) and int(idx.min()) >= 0 and int(idx.max()) < 128
     assert idx.unique().numel() > 10
