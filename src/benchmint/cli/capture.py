@@ -200,6 +200,21 @@ def _report(out: Path, s: dict, warmup: int, measure: int, record: int) -> None:
         console.print(line, highlight=False)
     if s.get("note"):
         console.print(f"[yellow]{s['note']}[/]")
+    lost = _lost(out / (s["iterations"][0] if s.get("iterations") else "") / "et.json")
+    if lost:
+        console.print(f"[yellow]{lost}[/]", highlight=False)
+
+
+def _lost(et: Path) -> str | None:
+    """What the recording lost of the step (trace/damage.py), said at capture time rather than found by the
+    first replay; None when nothing was lost or the trace cannot be read (the replay says why)."""
+    from benchmint.core.errors import TraceError
+    from benchmint.trace import damage, load
+
+    try:
+        return damage.find(load(et))
+    except (OSError, TraceError):
+        return None
 
 
 def cost_lines(c: dict | None) -> list[str]:

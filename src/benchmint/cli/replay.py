@@ -234,6 +234,8 @@ def _print_summary(r: dict) -> None:
         t.add_row("skipped", f"{s['op']} x{s['count']}{on}: {s['reason']}")
     console.print(t)
     console.print(fidelity_line(r))
+    if r.get("trace_damage"):  # the recording lost part of the step: the error above is not the replay's
+        console.print(f"[yellow]not the step's fidelity: {r['trace_damage']}[/]", highlight=False)
 
 
 def _print_report(rows: list[dict], r: dict) -> None:

@@ -24,6 +24,7 @@ from benchmint.replay.modes import mode_specs
 from benchmint.replay.options import ReplayOptions
 from benchmint.replay.plan import Plan, build_plan
 from benchmint.replay.source import default_device, view_from_trace
+from benchmint.trace import damage as trace_damage
 from benchmint.trace.capture_file import MAX_THREADS, read_capture
 
 SCHEMA_VERSION = "1.0"
@@ -143,6 +144,7 @@ def replay_trace(
     inp = find_inputs(trace, kineto)
     opts.check()
     tr = load(inp.trace, rank=rank)
+    lost = trace_damage.find(tr)  # what the recording lost (nested tensors): the replay is not of the step
     join = None
     if inp.kineto is not None:
         join = join_kineto(tr, inp.kineto, rank=rank)
@@ -227,6 +229,7 @@ def replay_trace(
             res.result["gaps_from"] = from_file.info()
         annotate(res.result, adapted, inp.capture)
         res.result["mode"] = opts.mode
+        res.result["trace_damage"] = lost
         numbers = [it.number for it in tr.iterations]
         # the ProfilerStep replayed (None: the trace has none, all its top-level ops were replayed)
         res.result["iteration"] = iteration if iteration is not None else (numbers[-1] if numbers else None)

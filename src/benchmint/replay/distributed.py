@@ -388,6 +388,9 @@ def join_ranks(per: list[dict[str, Any]], backend: str, wall: float, inp: Any) -
         "coverage_rank": low,
         "coverage_time": min((p["coverage_time"] for p in per if p["coverage_time"] is not None), default=None),
         "slowest_rank": slow,
+        # what each rank's recording lost (trace/damage.py), by rank
+        "trace_damage": "; ".join(f"rank {r}: {p['trace_damage']}" for r, p in enumerate(per)
+                                  if p.get("trace_damage")) or None,
         "skipped": sorted(skipped.values(), key=lambda s: -s["count"]),
         "substituted": sorted(substituted.values(), key=lambda s: -s["count"]),
         "peak_memory_bytes": max(p["peak_memory_bytes"] for p in per),

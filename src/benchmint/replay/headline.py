@@ -116,8 +116,16 @@ def _aim(r: dict[str, Any], j: dict[str, Any]) -> str:
 
 
 def headline(r: dict[str, Any], live: dict[str, Any] | None = None, name: str = "replay") -> list[str]:
-    """The fidelity headline in words: the first line is the measurement (or says it is noise), the next, when
-    there is one, the context (capture.json's figure and the drift since the capture)."""
+    """The fidelity headline in words: the first line is the measurement (or says it is noise), then, when the
+    recording lost part of the step (``trace_damage``), that the figure is not the replay's fidelity, and the
+    context (capture.json's figure and the drift since the capture)."""
+    lines = _headline(r, live, name)
+    if r.get("trace_damage"):
+        lines.insert(1, f"not the step's fidelity: {r['trace_damage']}")
+    return lines
+
+
+def _headline(r: dict[str, Any], live: dict[str, Any] | None, name: str) -> list[str]:
     j = judge(r, live, name)
     cov = f"coverage {r['coverage']:.3f} ({r['ops_replayed']}/{r['ops_total']} ops)"
     if j["reference"] is None:

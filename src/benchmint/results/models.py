@@ -195,6 +195,7 @@ class ReplayMetrics(Model):
     kineto: str | None | UnsetType = UNSET
     capture_json: str | None | UnsetType = UNSET
     trace_schema: str | None | UnsetType = UNSET
+    trace_damage: str | None | UnsetType = UNSET  # what the recording lost (trace/damage.py): not the step
     ranks: int | None | UnsetType = UNSET  # --ranks N: the number of ranks
     rank: int | None | UnsetType = UNSET
     backend: str | None | UnsetType = UNSET  # --ranks: the process group's backend (gloo, nccl)

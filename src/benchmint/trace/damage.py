@@ -1,0 +1,69 @@
+"""What an execution trace lost while it was recorded, and the likely cause, in one sentence.
+
+PyTorch's execution-trace observer records each op's arguments at its entry and writes the node at its exit.
+When it cannot read an argument (a nested tensor: the observer asks for its sizes, which a nested tensor does
+not have, and C++ prints the exception), it records the op with no inputs, and ops whose record it abandoned
+leave their children hanging from a parent that is not in the trace. Such a trace loads and replays, but what
+it replays is not the step: the parts the observer lost run at the shapes it guessed (dense, padded), or not at
+all. ``nn.TransformerEncoder``'s fast path in inference with a padding mask is the common case: it packs the
+batch into a nested tensor.
+
+:func:`find` says so, or returns None for a whole trace. It reads only names and parents unless one of them
+looks wrong, so it costs next to nothing on a healthy trace.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from benchmint.trace.model import Node, Trace
+
+__all__ = ["find"]
+
+#: Ops that take or make nested tensors (``_nested_*``, the padding round trip, the fused transformer layers
+#: that pack a padded batch into one).
+NESTED = re.compile(r"nested|::to_padded_tensor\b|::_transformer_encoder_layer_fwd\b|::_native_multi_head_attention\b")
+_SHOW = 3  # op names named in the sentence
+
+
+def _takes_arguments(n: Node) -> bool:
+    """Whether the op's schema declares at least one argument."""
+    s = n.op_schema
+    i = s.find("(")
+    return i >= 0 and not s.startswith("()", i)
+
+
+def _names(c: Counter[str]) -> str:
+    shown = ", ".join(f"{k} x{v}" if v > 1 else k for k, v in c.most_common(_SHOW))
+    return shown + (f" and {len(c) - _SHOW} more" if len(c) > _SHOW else "")
+
+
+def find(trace: Trace) -> str | None:
+    """One sentence on what the recording lost (ops with no recorded arguments, ops hanging from a parent that
+    is not in the trace) and, where the trace names nested-tensor ops, that they are the likely cause and how to
+    capture without them; None when nothing was lost. A trace cut out of a longer one (its top-level ops' parents
+    left behind) is told apart by its having no ops with lost arguments and no nested-tensor ops."""
+    by_id = trace.by_id
+    ops = [n for n in trace.nodes if n.op_schema]
+    nested = Counter(n.name for n in ops if NESTED.search(n.name))
+    hanging = [n for n in ops if n.parent not in by_id and n.parent != n.id]
+    if not nested and not hanging:
+        return None
+    lost = Counter(n.name for n in ops if _takes_arguments(n) and not n.input_types)
+    if not lost and not (hanging and nested):
+        return None  # a partial trace (the loader says so), or nested-tensor ops the observer recorded whole
+    parts = []
+    if lost:
+        parts.append(f"{sum(lost.values())} op(s) have no recorded arguments ({_names(lost)})")
+    if hanging:
+        parts.append(f"{len(hanging)} op(s) hang from a parent that is not in the trace")
+    said = "the execution-trace observer lost part of the step while it recorded: " + " and ".join(parts)
+    if nested:
+        said += (f"; the step ran nested-tensor ops ({_names(nested)}), which the observer cannot record (it "
+                 "fails on a nested tensor's sizes): the replay runs what was recorded, not the step. Capture "
+                 "the step without nested tensors (nn.TransformerEncoder(..., enable_nested_tensor=False) keeps "
+                 "its fast path on dense tensors, which the observer records whole) to replay it")
+    else:
+        said += "; the replay runs what was recorded, not the step"
+    return said
