@@ -88,6 +88,9 @@ def test_a_capture_of_nested_tensors_says_the_trace_lost_the_step_and_its_replay
     assert "lost part of the step" in said["nested"] and "enable_nested_tensor=False" in said["nested"]
     assert "lost part of the step" not in said["dense"]  # the fast path on dense tensors is recorded whole
     assert damage.find(load(tmp_path / "dense" / "et.json")) is None
+    r = subprocess.run([*base, "inspect", str(tmp_path / "nested" / "et.json")], capture_output=True, text=True,
+                       env=ENV, cwd=tmp_path, timeout=120)
+    assert r.returncode == 0 and "lost part of the step" in " ".join(r.stdout.replace("│", " ").split())
 
     r = subprocess.run([*base, "replay", str(tmp_path / "nested"), "--no-store", "--iters", "3", "--warmup", "1",
                         "--threads", "1", "--json", str(tmp_path / "r.json")], capture_output=True, text=True,

@@ -7,6 +7,7 @@ import os
 from collections import Counter
 from typing import Any
 
+from benchmint.trace import damage
 from benchmint.trace.kineto import KinetoJoin, KinetoTrace, join_kineto
 from benchmint.trace.model import Node, Trace
 
@@ -80,7 +81,8 @@ def summarize(trace: Trace, join: KinetoJoin | None = None, *, top: int = 20) ->
         "scopes": {"count": sum(scopes.values()), "by_name": dict(scopes.most_common(top or None))},
         "devices": trace.devices,
         "communication": _comm(trace),
-        "warnings": list(trace.warnings),
+        # what the loader found, and what the recording lost of the step (nested tensors: trace/damage.py)
+        "warnings": [*trace.warnings, *filter(None, [damage.find(trace)])],
     }
     if join is not None:
         out["kineto"] = join.to_dict(top=top)
