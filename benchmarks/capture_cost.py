@@ -1,8 +1,9 @@
 """What recording costs the job it records: ``capture --every N`` against the same loop with nothing attached.
 
 ``--design interleave`` (the default): one process per workload runs both sides in alternating blocks of
-``--block`` steps (A B A B ...): the loop with ``Capture(every=N).step()`` after each step (the recorder
-attached, idle between its recordings), then the same loop without it. Recorded steps are left out; only
+``--block`` steps: the loop with ``Capture(every=N).step()`` after each step (the recorder attached, idle
+between its recordings) and the same loop without it, the order swapping each pair (A B, B A, ...; a fixed
+order read moe's idle steps 1-2% slow, the swapped one 1.00). Recorded steps are left out; only
 block pairs after the first recording count. Printed: the median of the paired block ratios (idle / plain)
 with a 95% bootstrap interval, "no measurable cost" only when the interval holds 1 within +-3%
 (:mod:`benchmint.core.paired`), and the recorded steps' median over the plain blocks'.
@@ -90,7 +91,9 @@ def child(mode: str, workload: str, steps: int, every: int, warmup: int, out: st
 def child_ab(workload: str, steps: int, every: int, warmup: int, out: str, block: int, clock: str) -> dict:
     """One process, both sides interleaved (``--design interleave``): blocks of ``block`` steps alternate between
     the loop with the recorder attached (``Capture(every=N)``'s ``step()`` after each step, recording one step
-    in every N of ITS steps) and the same loop without it (no ``step()`` call). Recorded steps are left out
+    in every N of ITS steps) and the same loop without it (no ``step()`` call), the order of the two swapping
+    each pair (a drift within a pair, as the process settles after a recording, would otherwise always land on
+    the same side). Recorded steps are left out
     (a block that ends while a recording is open runs on until it closes). Only block pairs after the first
     recording count, so both sides carry whatever that recording left in the process; the pair's ratio is
     the idle block's median step over the plain block's."""
@@ -116,7 +119,8 @@ def child_ab(workload: str, steps: int, every: int, warmup: int, out: str, block
         for _ in range(5):  # the un-observed steps Capture measures before its first recording
             timed()
             cap.step()
-        for _ in range(max(1, steps // (2 * block))):
+        for k in range(max(1, steps // (2 * block))):
+            ys = [timed() for _ in range(block)] if k % 2 else []  # the order swaps each pair (A B, B A, ...)
             xs = []
             for _ in range(block):
                 rec = cap.recording
@@ -126,7 +130,8 @@ def child_ab(workload: str, steps: int, every: int, warmup: int, out: str, block
             while cap.recording:  # a recording the block opened: closed before the plain block
                 recorded.append(timed())
                 cap.step()
-            ys = [timed() for _ in range(block)]
+            if not k % 2:
+                ys = [timed() for _ in range(block)]
             if cap.recorded_times_s and xs:
                 idle_b.append(statistics.median(xs))
                 plain_b.append(statistics.median(ys))
