@@ -98,3 +98,9 @@ def test_a_capture_of_nested_tensors_says_the_trace_lost_the_step_and_its_replay
     assert r.returncode == 0, r.stderr[-2000:]
     assert "not the step's fidelity: the execution-trace observer lost part of the step" in " ".join(r.stdout.split())
     assert "nested" in json.loads((tmp_path / "r.json").read_text())["trace_damage"]
+    # an exported benchmark says it too: its README and export.json travel where benchmint is not installed
+    r = subprocess.run([*base, "export", str(tmp_path / "nested"), "--out", str(tmp_path / "bench")],
+                       capture_output=True, text=True, env=ENV, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "**not the whole step**" in (tmp_path / "bench" / "README.md").read_text()
+    assert "nested" in json.loads((tmp_path / "bench" / "export.json").read_text())["trace_damage"]

@@ -31,6 +31,7 @@ from benchmint.core.redact import redact_text
 from benchmint.replay import gaps_file
 from benchmint.replay.api import CAPTURE_JSON, find_inputs, last_whole_iteration, other_steps
 from benchmint.replay.index_skew import parse_spread
+from benchmint.trace import damage
 
 SCHEMA_VERSION = "1.0"
 PACKAGE = "_benchmint_replay"
@@ -241,6 +242,8 @@ def export_benchmark(trace: str | os.PathLike, out: str | os.PathLike, kineto: s
         "ops_replayed_after_adaptation": len(adapted_view.ops),
         "vendored_modules": files,
         "runner_needs": "python >= 3.10 and torch (nothing of benchmint; orjson, msgspec, psutil used when present)",
+        # what the recording lost of the step (nested tensors): the benchmark replays what was recorded
+        "trace_damage": damage.find(tr),
     }
     write_json(out / "export.json", meta)
     (out / "README.md").write_text(redact_text(readme(meta, cap, view)))  # the captured command line may hold a key
@@ -264,6 +267,8 @@ def readme(meta: dict, cap: dict | None, view: Any) -> str:
              "alone: the folder carries benchmint's replay engine (`_benchmint_replay/`).", "",
              "## What was captured", ""]
     ops = _top_ops(view)
+    if meta.get("trace_damage"):
+        lines.append(f"- **not the whole step**: {meta['trace_damage']}")
     lines.append(f"- trace: `{meta['source']['trace']}`" + (f", ProfilerStep#{meta['iteration']}"
                                                             if meta["iteration"] is not None else ""))
     lines.append(f"- {meta['ops']} top-level ops ({ops}); recorded step span "

@@ -92,6 +92,8 @@ def main(argv=None) -> int:
     elif r.get("original_iter_time_estimated_s") is not None:
         line += f", original ~{_ms(r['original_iter_time_estimated_s'])} (estimated from the trace)"
     print(line + f" [{r['device']}, {r['threads']} threads]")
+    if r.get("trace_damage"):  # the recording lost part of the step: the error above is not the replay's
+        print(f"not the step's fidelity: {r['trace_damage']}")
     for s in r.get("skipped", [])[:5]:
         print(f"skipped {s['op']} x{s['count']}: {s['reason']}")
     if args.json:
