@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -16,12 +17,13 @@ def _bytes(n: int) -> str:
 
 
 def _facts(rows: list[tuple[str, str]], warnings: list[str]) -> Table:
-    """A two-column table of (what, value) rows, the warnings last."""
+    """A two-column table of (what, value) rows, the warnings last. The values quote the trace's own names (op
+    names, scopes, paths): escaped, never read as markup (``aten::_nested_[/x]`` stopped ``inspect``)."""
     t = Table(show_header=False)
     t.add_column("what", style="bold")
     t.add_column("value")
-    for row in [*rows, *(("[yellow]warning[/]", w) for w in warnings)]:
-        t.add_row(*row)
+    for what, value in [*rows, *(("[yellow]warning[/]", w) for w in warnings)]:
+        t.add_row(what, escape(value))
     return t
 
 
@@ -32,13 +34,13 @@ def _by_op(title: str, rows: list[tuple[str, ...]], *figures: str) -> Table:
     for c in ("count", *figures):
         t.add_column(c, justify="right")
     for row in rows:
-        t.add_row(*row)
+        t.add_row(*(escape(c) for c in row))  # op names as the trace spells them
     return t
 
 
 def print_summary(s: dict, console: Console) -> None:
     """Print a trace summary (:func:`benchmint.trace.summary.inspect_trace`) as tables on ``console``."""
-    console.print(f"[bold]execution trace[/] {s['path']}", soft_wrap=True, highlight=False)
+    console.print(f"[bold]execution trace[/] {escape(str(s['path']))}", soft_wrap=True, highlight=False)
     by_dev = ", ".join(f"{d}: {_bytes(b)}" for d, b in s["storage_bytes_by_device"].items())
     its, scopes, comm = s["iterations"], s["scopes"], s["communication"]
     names = ", ".join(f"{k} x{v}" for k, v in list(comm["by_name"].items())[:6])
@@ -61,7 +63,7 @@ def print_summary(s: dict, console: Console) -> None:
 
     k = s.get("kineto")
     if k:
-        console.print(f"[bold]kineto[/] {k['path']}", soft_wrap=True, highlight=False)
+        console.print(f"[bold]kineto[/] {escape(str(k['path']))}", soft_wrap=True, highlight=False)
         console.print(_facts([
             ("matched", f"{k['matched_top_level_ops']} of {k['top_level_ops']} top-level ops "
                         f"({100 * k['matched_fraction']:.1f}%), {k['matched_nodes']} of "
