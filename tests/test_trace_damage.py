@@ -39,6 +39,46 @@ def test_a_whole_trace_and_a_partial_one_have_lost_nothing():
     assert damage.find(_trace(Node(9, "aten::relu", 77, "aten::relu(Tensor self) -> Tensor", inputs=[_t(1)]))) is None
 
 
+def test_a_dense_fast_path_trace_with_an_op_left_hanging_is_not_blamed_on_nested_tensors():
+    # the fused layers run on dense tensors too (enable_nested_tensor=False), and are then recorded whole; an op
+    # whose parent was still open on another thread when the observer stopped hangs with its arguments
+    fwd = "aten::_transformer_encoder_layer_fwd(Tensor src, int embed_dim) -> Tensor"
+    assert damage.find(_trace(
+        Node(5, "aten::_transformer_encoder_layer_fwd", 2, fwd, inputs=[_t(2), 32], input_types=["Tensor(float)", "Int"]),
+        Node(6, "aten::relu", 40, "aten::relu(Tensor self) -> Tensor", inputs=[_t(1)]),
+    )) is None
+
+
+def test_real_traces_of_every_schema_at_hand_have_lost_nothing():
+    data = Path(__file__).parent / "data" / "param"
+    for name in ("linear_et.json.gz", "resnet_et.json.gz", "1.0.3-chakra.0.0.4/resnet_1gpu_et.json.gz"):
+        assert damage.find(load(data / name)) is None, name
+
+
+def test_ranks_that_lost_the_same_are_named_together():
+    assert damage.by_rank([None, None]) is None
+    assert damage.by_rank(["a", None, "a", "a", "b", "a"]) == "ranks 0, 2-3, 5: a; rank 4: b"
+
+
+def test_an_op_name_that_looks_like_markup_is_printed_as_it_is(cli, tmp_path):
+    et = {"schema": "1.1.1-chakra.0.0.4", "pid": 1, "time": "", "start_ts": 0, "finish_ts": 1, "nodes": [
+        {"id": 1, "name": "[pytorch|profiler|execution_trace|process]", "ctrl_deps": 1,
+         "inputs": {"values": [], "shapes": [], "types": [], "strides": []},
+         "outputs": {"values": [], "shapes": [], "types": [], "strides": []}, "attrs": []},
+        {"id": 2, "name": "[pytorch|profiler|execution_trace|thread]", "ctrl_deps": 1,
+         "inputs": {"values": [], "shapes": [], "types": [], "strides": []},
+         "outputs": {"values": [], "shapes": [], "types": [], "strides": []}, "attrs": []},
+        {"id": 3, "name": "aten::_nested_[/x]", "ctrl_deps": 0,
+         "inputs": {"values": [], "shapes": [], "types": [], "strides": []},
+         "outputs": {"values": [], "shapes": [], "types": [], "strides": []},
+         "attrs": [{"name": "op_schema", "type": "string", "value": "aten::_nested_x(Tensor self) -> Tensor"}]},
+    ]}
+    (tmp_path / "et.json").write_text(json.dumps(et))
+    code, out, err = cli("inspect", str(tmp_path / "et.json"))
+    assert code == 0, err
+    assert "aten::_nested_[/x]" in out and "no recorded arguments" in " ".join(out.replace("│", " ").split())
+
+
 def test_ops_the_observer_could_not_record_are_counted_and_nested_tensors_named_as_the_cause():
     lost = damage.find(_trace(
         Node(5, "aten::_transform_bias_rescale_qkv", 0,
@@ -50,7 +90,7 @@ def test_ops_the_observer_could_not_record_are_counted_and_nested_tensors_named_
     ))
     assert lost is not None
     assert "1 op(s) have no recorded arguments (aten::_transform_bias_rescale_qkv)" in lost
-    assert "3 op(s) hang from a parent that is not in the trace" in lost
+    assert "1 op(s) hang from a parent that is not in the trace" in lost  # (parent 0: left at the root)
     assert "aten::_nested_tensor_softmax_with_shape" in lost and "enable_nested_tensor=False" in lost
 
 
@@ -84,7 +124,7 @@ def test_a_capture_of_nested_tensors_says_the_trace_lost_the_step_and_its_replay
                             "--", sys.executable, str(script), how], capture_output=True, text=True, env=ENV,
                            cwd=tmp_path, timeout=300)
         assert r.returncode == 0, r.stderr[-2000:]
-        said[how] = r.stdout
+        said[how] = " ".join(r.stdout.split())  # (rich wraps at the terminal's width)
     assert "lost part of the step" in said["nested"] and "enable_nested_tensor=False" in said["nested"]
     assert "lost part of the step" not in said["dense"]  # the fast path on dense tensors is recorded whole
     assert damage.find(load(tmp_path / "dense" / "et.json")) is None

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from benchmint.cli.common import ResultsOpt, console
 from benchmint.core.errors import UserError
@@ -132,6 +133,9 @@ def capture(
             console.print(f"[yellow]the command exited with status {rc} after the capture was complete[/]")
     _report(out, summary, warmup, measure, (record if every is None else every) + (discard + 1 if discard else 0))
     _store(out, summary, results, no_store, workload, rank_world)
+    lost = _lost(out / (summary["iterations"][0] if summary.get("iterations") else "") / "et.json")
+    if lost:  # after the capture is stored: nothing here may cost the user the capture
+        console.print(f"[yellow]{escape(lost)}[/]", highlight=False)
 
 
 def _run(argv: list[str], env: dict[str, str], out: Path, rank_world: tuple[int, int] | None,
@@ -200,20 +204,16 @@ def _report(out: Path, s: dict, warmup: int, measure: int, record: int) -> None:
         console.print(line, highlight=False)
     if s.get("note"):
         console.print(f"[yellow]{s['note']}[/]")
-    lost = _lost(out / (s["iterations"][0] if s.get("iterations") else "") / "et.json")
-    if lost:
-        console.print(f"[yellow]{lost}[/]", highlight=False)
 
 
 def _lost(et: Path) -> str | None:
     """What the recording lost of the step (trace/damage.py), said at capture time rather than found by the
     first replay; None when nothing was lost or the trace cannot be read (the replay says why)."""
-    from benchmint.core.errors import TraceError
     from benchmint.trace import damage, load
 
     try:
         return damage.find(load(et))
-    except (OSError, TraceError):
+    except Exception:  # noqa: BLE001 - a warning's failure must not fail a capture that was made and stored
         return None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from benchmint.cli.common import ResultsOpt, console, err_console, state
@@ -235,7 +236,7 @@ def _print_summary(r: dict) -> None:
     console.print(t)
     console.print(fidelity_line(r))
     if r.get("trace_damage"):  # the recording lost part of the step: the error above is not the replay's
-        console.print(f"[yellow]not the step's fidelity: {r['trace_damage']}[/]", highlight=False)
+        console.print(f"[yellow]not the step's fidelity: {escape(r['trace_damage'])}[/]", highlight=False)
 
 
 def _print_report(rows: list[dict], r: dict) -> None:

@@ -43,6 +43,7 @@ from benchmint.replay.rank_env import check_ranks, free_port, launcher_env, rank
 from benchmint.replay.rank_worker import RankSpec
 from benchmint.replay.source import default_device, view_from_trace
 from benchmint.replay.types import is_collective
+from benchmint.trace import damage
 
 #: The module each rank's process runs (``python -m WORKER SPEC``).
 WORKER = "benchmint.replay.rank_worker"
@@ -389,8 +390,7 @@ def join_ranks(per: list[dict[str, Any]], backend: str, wall: float, inp: Any) -
         "coverage_time": min((p["coverage_time"] for p in per if p["coverage_time"] is not None), default=None),
         "slowest_rank": slow,
         # what each rank's recording lost (trace/damage.py), by rank
-        "trace_damage": "; ".join(f"rank {r}: {p['trace_damage']}" for r, p in enumerate(per)
-                                  if p.get("trace_damage")) or None,
+        "trace_damage": damage.by_rank([p.get("trace_damage") for p in per]),
         "skipped": sorted(skipped.values(), key=lambda s: -s["count"]),
         "substituted": sorted(substituted.values(), key=lambda s: -s["count"]),
         "peak_memory_bytes": max(p["peak_memory_bytes"] for p in per),

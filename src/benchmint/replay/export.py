@@ -189,7 +189,7 @@ def export_benchmark(trace: str | os.PathLike, out: str | os.PathLike, kineto: s
     tdir.mkdir(parents=True)
     et_doc = _json_bytes(inp.trace)
     k_doc = _json_bytes(inp.kineto) if inp.kineto is not None else None
-    trimmed, why = False, "the trace has no ProfilerStep to trim to"
+    trimmed, why, tr2 = False, "the trace has no ProfilerStep to trim to", None
     if within is not None and select and len(its) > 1:
         why = "a selection's share of the step is the median over the recorded steps: every step kept"
     elif within is not None:
@@ -199,7 +199,7 @@ def export_benchmark(trace: str | os.PathLike, out: str | os.PathLike, kineto: s
         _dump(tdir / "et.json", et_t)
         if k_t is not None:
             _dump(tdir / "kineto.json", k_t)
-        _tr2, view2 = _view(tdir / "et.json", tdir / "kineto.json" if k_t is not None else None, number)
+        tr2, view2 = _view(tdir / "et.json", tdir / "kineto.json" if k_t is not None else None, number)
         why = _same(view, view2)
         trimmed = why is None
     if not trimmed:  # the whole recorded files, so the replay sees what benchmint replay sees
@@ -243,7 +243,7 @@ def export_benchmark(trace: str | os.PathLike, out: str | os.PathLike, kineto: s
         "vendored_modules": files,
         "runner_needs": "python >= 3.10 and torch (nothing of benchmint; orjson, msgspec, psutil used when present)",
         # what the recording lost of the step (nested tensors): the benchmark replays what was recorded
-        "trace_damage": damage.find(tr),
+        "trace_damage": damage.find(tr2 if trimmed else tr),  # of the trace exported, as the runner finds it
     }
     write_json(out / "export.json", meta)
     (out / "README.md").write_text(redact_text(readme(meta, cap, view)))  # the captured command line may hold a key

@@ -17,13 +17,14 @@ from __future__ import annotations
 import re
 from collections import Counter
 
+from benchmint.core.errors import TraceError
 from benchmint.trace.model import Node, Trace
 
-__all__ = ["find"]
+__all__ = ["by_rank", "find"]
 
-#: Ops that take or make nested tensors (``_nested_*``, the padding round trip, the fused transformer layers
-#: that pack a padded batch into one).
-NESTED = re.compile(r"nested|::to_padded_tensor\b|::_transformer_encoder_layer_fwd\b|::_native_multi_head_attention\b")
+#: Ops that take or make nested tensors (``_nested_*``, the padding round trip). Not the fused transformer
+#: layers (``_transformer_encoder_layer_fwd``): they run on dense tensors too, and are then recorded whole.
+NESTED = re.compile(r"nested|::to_padded_tensor\b")
 _SHOW = 3  # op names named in the sentence
 
 
@@ -32,6 +33,15 @@ def _takes_arguments(n: Node) -> bool:
     s = n.op_schema
     i = s.find("(")
     return i >= 0 and not s.startswith("()", i)
+
+
+def _lost_arguments(n: Node) -> bool:
+    """An op whose schema takes arguments but that recorded none (a node whose arguments cannot be read is
+    not counted: the replay says what is wrong with it)."""
+    try:
+        return _takes_arguments(n) and not n.input_types
+    except TraceError:
+        return False
 
 
 def _names(c: Counter[str]) -> str:
@@ -47,12 +57,19 @@ def find(trace: Trace) -> str | None:
     by_id = trace.by_id
     ops = [n for n in trace.nodes if n.op_schema]
     nested = Counter(n.name for n in ops if NESTED.search(n.name))
-    hanging = [n for n in ops if n.parent not in by_id and n.parent != n.id]
+    # ops whose parent is not in the trace; parent 0 counts here (an op the observer left at the root) but not
+    # as hanging, as the loader counts dangling parents
+    loose = [n for n in ops if n.parent not in by_id and n.parent != n.id]
+    hanging = [n for n in loose if n.parent != 0]
     if not nested and not hanging:
         return None
-    lost = Counter(n.name for n in ops if _takes_arguments(n) and not n.input_types)
+    # only where the observer can have failed (ops left loose, nested-tensor ops): a whole trace's arguments
+    # are not decoded here
+    suspects = {n.id: n for n in loose}
+    suspects.update((n.id, n) for n in ops if NESTED.search(n.name))
+    lost = Counter(n.name for n in suspects.values() if _lost_arguments(n))
     if not lost and not (hanging and nested):
-        return None  # a partial trace (the loader says so), or nested-tensor ops the observer recorded whole
+        return None  # a partial trace (the loader says so)
     parts = []
     if lost:
         parts.append(f"{sum(lost.values())} op(s) have no recorded arguments ({_names(lost)})")
@@ -67,3 +84,24 @@ def find(trace: Trace) -> str | None:
     else:
         said += "; the replay runs what was recorded, not the step"
     return said
+
+
+def by_rank(said: list[str | None]) -> str | None:
+    """Each rank's :func:`find` (``said[r]``: rank r's) in one text: ranks that lost the same are named together
+    (``ranks 0-3, 6: ...``), so that a sentence is not repeated once per rank."""
+    ranks: dict[str, list[int]] = {}
+    for r, s in enumerate(said):
+        if s:
+            ranks.setdefault(s, []).append(r)
+    return "; ".join(f"rank{'s' if len(rs) > 1 else ''} {_spans(rs)}: {s}" for s, rs in ranks.items()) or None
+
+
+def _spans(ranks: list[int]) -> str:
+    """Ascending rank numbers as runs: ``[0, 1, 2, 5]`` -> ``"0-2, 5"``."""
+    runs: list[list[int]] = []
+    for r in ranks:
+        if runs and r == runs[-1][1] + 1:
+            runs[-1][1] = r
+        else:
+            runs.append([r, r])
+    return ", ".join(f"{a}-{b}" if b > a else str(a) for a, b in runs)
