@@ -69,6 +69,14 @@ def test_a_demo_replay_headline_shows_the_live_measurement_and_its_noise_not_cap
     assert "capture.json drifted" in badges and "+45.8%" in badges["capture.json drifted"].hint
 
 
+def test_a_replay_of_a_trace_the_recorder_damaged_is_badged_as_not_the_whole_step():
+    rec = run("replay")
+    assert "not the whole step" not in {b.text for b in headline(rec).badges}
+    rec.metrics.trace_damage = "the execution-trace observer lost part of the step while it recorded: ..."
+    badges = {b.text: b for b in headline(rec).badges}
+    assert badges["not the whole step"].tone == "warn" and "observer lost part" in badges["not the whole step"].hint
+
+
 def test_llm_headline_says_throughput_p99s_and_client_bound():
     h = headline(run("llm-server"))
     assert h.kind == "LLM bench" and h.what == "tiny via openai-http, server scenario, at 8 req/s, 40 requests"

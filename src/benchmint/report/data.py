@@ -380,6 +380,12 @@ def replay_fidelity(rec: RunRecord) -> dict[str, Any]:
     return f if isinstance(f, dict) else {}
 
 
+def trace_damage(rec: RunRecord) -> str | None:
+    """What the recording lost of the step (``trace/damage.py``), None when nothing was lost."""
+    v = metrics(rec).get("trace_damage")
+    return v if isinstance(v, str) and v else None
+
+
 def original_time(rec: RunRecord) -> float | None:
     m = metrics(rec)
     return num(m.get("original_iter_time_s")) if num(m.get("original_iter_time_s")) is not None \

@@ -105,6 +105,9 @@ def _replay(rec: RunRecord) -> Headline:
                                 + ("; the original is capture.json's step time, measured at capture time"
                                    if fid.get("reference") == "capture.json" else "")))
     _fidelity_badges(fid, h)
+    lost = data.trace_damage(rec)
+    if lost:  # the error above is of what was recorded, not of the step
+        h.badges.append(Badge("not the whole step", "warn", lost))
     rt, ot = data.replay_time(rec), data.original_time(rec)
     if rt is not None:
         h.figures.append(Figure("iteration time", fmt.duration(rt), "median wall time of one replayed iteration"))
