@@ -56,7 +56,8 @@ def find(trace: Trace) -> str | None:
     left behind) is told apart by its having no ops with lost arguments and no nested-tensor ops."""
     by_id = trace.by_id
     ops = [n for n in trace.nodes if n.op_schema]
-    nested = Counter(n.name for n in ops if NESTED.search(n.name))
+    nested_ops = [n for n in ops if NESTED.search(n.name)]
+    nested = Counter(n.name for n in nested_ops)
     # ops whose parent is not in the trace; parent 0 counts here (an op the observer left at the root) but not
     # as hanging, as the loader counts dangling parents
     loose = [n for n in ops if n.parent not in by_id and n.parent != n.id]
@@ -66,7 +67,7 @@ def find(trace: Trace) -> str | None:
     # only where the observer can have failed (ops left loose, nested-tensor ops): a whole trace's arguments
     # are not decoded here
     suspects = {n.id: n for n in loose}
-    suspects.update((n.id, n) for n in ops if NESTED.search(n.name))
+    suspects.update((n.id, n) for n in nested_ops)
     lost = Counter(n.name for n in suspects.values() if _lost_arguments(n))
     if not lost and not (hanging and nested):
         return None  # a partial trace (the loader says so)
