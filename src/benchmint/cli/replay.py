@@ -11,6 +11,7 @@ from rich.table import Table
 from benchmint.cli.common import ResultsOpt, console, err_console, state
 from benchmint.core.stats import noise_note
 from benchmint.replay.console import fidelity_line, fmt_s
+from benchmint.replay.headline import damage_line
 from benchmint.trace.lookups import NAMES
 
 
@@ -235,8 +236,9 @@ def _print_summary(r: dict) -> None:
         t.add_row("skipped", f"{s['op']} x{s['count']}{on}: {s['reason']}")
     console.print(t)
     console.print(fidelity_line(r))
-    if r.get("trace_damage"):  # the recording lost part of the step: the error above is not the replay's
-        console.print(f"[yellow]not the step's fidelity: {escape(r['trace_damage'])}[/]", highlight=False)
+    lost = damage_line(r)  # the recording lost part of the step: the error above is not the replay's
+    if lost:
+        console.print(f"[yellow]{escape(lost)}[/]", highlight=False)
 
 
 def _print_report(rows: list[dict], r: dict) -> None:

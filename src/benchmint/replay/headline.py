@@ -120,9 +120,16 @@ def headline(r: dict[str, Any], live: dict[str, Any] | None = None, name: str = 
     recording lost part of the step (``trace_damage``), that the figure is not the replay's fidelity, and the
     context (capture.json's figure and the drift since the capture)."""
     lines = _headline(r, live, name)
-    if r.get("trace_damage"):
-        lines.insert(1, f"not the step's fidelity: {r['trace_damage']}")
+    lost = damage_line(r)
+    if lost:
+        lines.insert(1, lost)
     return lines
+
+
+def damage_line(r: dict[str, Any]) -> str | None:
+    """The line saying that the recording lost part of the step (``trace_damage``), so that the figure above it is
+    not the step's fidelity; None when nothing was lost."""
+    return f"not the step's fidelity: {r['trace_damage']}" if r.get("trace_damage") else None
 
 
 def _headline(r: dict[str, Any], live: dict[str, Any] | None, name: str) -> list[str]:

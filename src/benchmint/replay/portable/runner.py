@@ -65,6 +65,7 @@ def main(argv=None) -> int:
 
     from _benchmint_replay.core.errors import UserError
     from _benchmint_replay.replay.api import replay_trace
+    from _benchmint_replay.replay.headline import damage_line
 
     gaps_from = args.gaps_from
     if gaps_from is None and args.gaps is None and cfg.get("gaps_file"):
@@ -92,8 +93,9 @@ def main(argv=None) -> int:
     elif r.get("original_iter_time_estimated_s") is not None:
         line += f", original ~{_ms(r['original_iter_time_estimated_s'])} (estimated from the trace)"
     print(line + f" [{r['device']}, {r['threads']} threads]")
-    if r.get("trace_damage"):  # the recording lost part of the step: the error above is not the replay's
-        print(f"not the step's fidelity: {r['trace_damage']}")
+    lost = damage_line(r)  # the recording lost part of the step: the error above is not the replay's
+    if lost:
+        print(lost)
     for s in r.get("skipped", [])[:5]:
         print(f"skipped {s['op']} x{s['count']}: {s['reason']}")
     if args.json:
