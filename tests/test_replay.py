@@ -279,6 +279,25 @@ def test_backward_ops_read_what_the_forward_saved_so_training_state_stays_finite
     assert state and all(bool(torch.isfinite(t).all()) for t in state)
 
 
+def test_a_backward_reads_the_activations_its_forward_saved_so_training_does_not_run_away(captures):
+    # autograd hands a backward op what its forward saved as a tensor of a new id on the same storage; the
+    # replay dropped the forward's output after its last reader by id and made the saved one up instead, so
+    # the CNN's gradients were not its own and SGD grew its weights 1e5-fold in 100 replayed iterations
+    view = view_from_trace(load(captures["cnn_train"] / "et.json"))
+    plan = build_plan(view, "cpu")
+    saved = [(op.name, op.inputs[1].value) for op in view.ops
+             if op.name in ("aten::_log_softmax_backward_data", "aten::threshold_backward")]
+    assert len(saved) >= 2
+    for name, ref in saved:
+        assert plan.init[plan.slots[ref.key]] is None, f"{name} reads a made-up tensor"
+    fn, regs = plan.compile(), plan.registers()
+    with torch.inference_mode():
+        for _ in range(100):
+            fn(regs)
+    state = [t for t in plan.init if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel()]
+    assert max(float(t.abs().max()) for t in state) < 100
+
+
 def test_a_tensor_made_from_python_data_holds_made_up_values_not_the_allocators(captures):
     # AdamW's step increment is torch.tensor(1.0): an empty, a copy from Python that no op records, then
     # lift_fresh; replayed as recorded it held whatever memory it got (at times 1e14 or NaN, and the step
