@@ -479,3 +479,27 @@ def test_a_cuda_capture_replayed_on_cpu_has_no_error_and_no_gaps_aimed_at_it(tmp
     assert r["gap_target"] is None and r["gap_time_s"] == 0.0
     with pytest.raises(UserError, match="another device"):
         replay_trace(d, device="cpu", warmup=0, iters=1, target="capture")
+
+
+def _op(name: str, ins: list[TRef], outs: list[TRef]):
+    from benchmint.replay.types import TENSOR, Arg, OpRec
+
+    return OpRec(0, name, "", [Arg(TENSOR, r) for r in ins], [Arg(TENSOR, r) for r in outs])
+
+
+def _ref(tid: int, sid: int) -> TRef:
+    return TRef(tid, sid, 0, 8, 4, "cpu", (8,), (1,), torch.float32)
+
+
+def test_a_produced_tensor_lives_until_the_last_read_on_its_storage_not_after_the_address_is_reused():
+    from benchmint.replay.tensors import last_reads
+
+    x, act, saved, fresh, late = _ref(1, 10), _ref(2, 20), _ref(3, 20), _ref(4, 20), _ref(5, 20)
+    ops = [_op("aten::relu", [x], [act]),  # 0: the forward's output on address 20
+           _op("aten::sum", [act], []),  # 1: its last reader by id
+           _op("aten::threshold_backward", [x, saved], []),  # 2: the saved tensor: another id, same storage
+           _op("aten::zeros", [], [fresh]),  # 3: a new tensor at the freed address
+           _op("aten::add", [late], [])]  # 4: a read on address 20 after the reuse
+    last = last_reads(ops)
+    assert last[act.key] == 2  # kept for the backward, not freed after op 1
+    assert last[fresh.key] == 4 and last[saved.key] == 2  # the reuse starts a new storage
