@@ -481,25 +481,61 @@ def test_a_cuda_capture_replayed_on_cpu_has_no_error_and_no_gaps_aimed_at_it(tmp
         replay_trace(d, device="cpu", warmup=0, iters=1, target="capture")
 
 
-def _op(name: str, ins: list[TRef], outs: list[TRef]):
-    from benchmint.replay.types import TENSOR, Arg, OpRec
+def _rec(name: str, ins: list, outs: list[TRef], schema: str = ""):
+    from benchmint.replay.types import TENSOR, VALUE, Arg, OpRec
 
-    return OpRec(0, name, "", [Arg(TENSOR, r) for r in ins], [Arg(TENSOR, r) for r in outs])
+    return OpRec(0, name, schema, [Arg(TENSOR, r) if isinstance(r, TRef) else Arg(VALUE, r) for r in ins],
+                 [Arg(TENSOR, r) for r in outs])
 
 
-def _ref(tid: int, sid: int) -> TRef:
-    return TRef(tid, sid, 0, 8, 4, "cpu", (8,), (1,), torch.float32)
+def _ref(tid: int, sid: int, dtype: torch.dtype | None = torch.float32) -> TRef:
+    return TRef(tid, sid, 0, 8, 4, "cpu", (8,), (1,), dtype)
 
 
 def test_a_produced_tensor_lives_until_the_last_read_on_its_storage_not_after_the_address_is_reused():
     from benchmint.replay.tensors import last_reads
 
     x, act, saved, fresh, late = _ref(1, 10), _ref(2, 20), _ref(3, 20), _ref(4, 20), _ref(5, 20)
-    ops = [_op("aten::relu", [x], [act]),  # 0: the forward's output on address 20
-           _op("aten::sum", [act], []),  # 1: its last reader by id
-           _op("aten::threshold_backward", [x, saved], []),  # 2: the saved tensor: another id, same storage
-           _op("aten::zeros", [], [fresh]),  # 3: a new tensor at the freed address
-           _op("aten::add", [late], [])]  # 4: a read on address 20 after the reuse
+    ops = [_rec("aten::relu", [x], [act]),  # 0: the forward's output on address 20
+           _rec("aten::sum", [act], []),  # 1: its last reader by id
+           _rec("aten::threshold_backward", [x, saved], []),  # 2: the saved tensor: another id, same storage
+           _rec("aten::zeros", [], [fresh]),  # 3: a new tensor at the freed address
+           _rec("aten::add", [late], [])]  # 4: a read on address 20 after the reuse
     last = last_reads(ops)
     assert last[act.key] == 2  # kept for the backward, not freed after op 1
     assert last[fresh.key] == 4 and last[saved.key] == 2  # the reuse starts a new storage
+
+
+def test_storage_id_zero_and_repeated_keys_and_sibling_outputs_follow_the_storage_rule():
+    from benchmint.replay.tensors import last_reads
+
+    # id 0 is every storage-less or undefined tensor's: no chain through it
+    a, none_ref = _ref(1, 0), _ref(2, 0, None)
+    last = last_reads([_rec("aten::to_sparse", [], [a]), _rec("aten::neg", [a], []),
+                       _rec("aten::nll_loss_backward", [none_ref], [])])
+    assert last[a.key] == 1
+    # the same key produced again at the same address (a second micro-batch): its saved read counts too
+    k, saved = _ref(1, 20), _ref(2, 20)
+    last = last_reads([_rec("aten::relu", [], [k]), _rec("aten::mul", [saved], []), _rec("aten::zeros", [], [_ref(3, 20)]),
+                       _rec("aten::relu", [], [k]), _rec("aten::neg", [k], []), _rec("aten::mul", [saved], [])])
+    assert last[k.key] == 5
+    # two outputs of one op on one new address share its storage
+    o1, o2, v = _ref(1, 30), _ref(2, 30), _ref(3, 30)
+    last = last_reads([_rec("aten::split", [], [o1, o2]), _rec("aten::neg", [v], [])])
+    assert last[o1.key] == last[o2.key] == 1
+
+
+def test_a_read_at_an_address_reused_by_an_op_not_replayed_is_not_a_view_of_the_dead_tensor():
+    relu = "aten::relu(Tensor self) -> Tensor"
+    x, g, act, saved, fresh, late = _ref(1, 10), _ref(9, 40), _ref(2, 20), _ref(3, 20), _ref(4, 20), _ref(5, 20)
+    ops = [_rec("aten::relu", [x], [act], relu),
+           _rec("aten::neg", [act], [_ref(6, 30)], "aten::neg(Tensor self) -> Tensor"),
+           _rec("aten::threshold_backward", [g, saved, 0], [_ref(7, 50)],
+               "aten::threshold_backward(Tensor grad_output, Tensor self, Scalar threshold) -> Tensor"),
+           _rec("aten::not_a_known_op", [], [fresh]),  # not replayed (no schema): a new storage at address 20
+           _rec("aten::relu", [late], [_ref(8, 60)], relu)]
+    from benchmint.replay.types import TraceView
+
+    plan = build_plan(TraceView("t", "1", ops, len(ops)), "cpu", check=0)
+    assert plan.init[plan.slots[saved.key]] is None  # the backward's saved tensor: a view of the relu's output
+    assert plan.init[plan.slots[late.key]] is not None  # the later read: an input of its own, made up

@@ -269,15 +269,19 @@ class _Builder:
         self.cons: Constraints = collect_constraints(view.ops, self._arg_names)
         # the dry run keeps a produced tensor only until its last reader, as the loop will
         self.last_read: dict[tuple, int] = last_reads(view.ops)
+        self.dies_at: dict[int, list[tuple]] = {}  # op index -> keys last read there (by id or on their storage)
+        for key, i in self.last_read.items():
+            self.dies_at.setdefault(i, []).append(key)
 
     def release(self, idx: int, op: OpRec) -> None:
-        """Drop produced tensors no later op reads (inputs and synthetic tensors stay)."""
-        for r in all_refs(op):
-            if self.last_read.get(r.key, -1) > idx:
+        """Drop produced tensors no later op reads (inputs and synthetic tensors stay): the op's own, and those
+        whose storage another tensor read here for the last time (a backward's view of a saved activation)."""
+        for key in (*(r.key for r in all_refs(op)), *self.dies_at.get(idx, ())):
+            if self.last_read.get(key, -1) > idx:
                 continue
-            s = self.slot.get(r.key)
+            s = self.slot.get(key)
             if s is not None and s not in self.persistent:
-                self.env.pop(r.key, None)
+                self.env.pop(key, None)
 
     def _arg_names(self, op: OpRec) -> list[str] | None:
         try:
@@ -345,7 +349,7 @@ class _Builder:
             s = self.slot[ref.key]
             reads.append(s)
             return t, f"R[{s}]"
-        base_key = self.produced_storage.get(ref.storage_id)
+        base_key = self.produced_storage.get(ref.storage_id) if ref.storage_id > 0 else None
         if base_key is not None and base_key in self.env and self.env[base_key].dtype == ref.dtype:
             # a view of a tensor an earlier replayed op produced: re-made from it in the loop
             base = self.env[base_key]
@@ -493,7 +497,8 @@ class _Builder:
                 continue
             s = self._slot_for(ref.key)
             self.env[ref.key] = t
-            self.produced_storage[ref.storage_id] = ref.key
+            if ref.storage_id > 0:  # id 0: no storage of its own (shared by every such tensor)
+                self.produced_storage[ref.storage_id] = ref.key
             self.offsets[ref.key] = ref.offset
             assigns.append((s, acc))
         return assigns

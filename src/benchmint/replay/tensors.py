@@ -791,22 +791,33 @@ def last_reads(ops: list[OpRec]) -> dict[tuple, int]:
     out: dict[tuple, int] = {}
     current: dict[int, int] = {}  # storage id -> the storage (its index in ``end``) now at that address
     end: list[int] = []  # per storage, the last op that reads a tensor on it
-    on: dict[tuple, int] = {}  # produced tensor key -> its storage
+    on: dict[tuple, set[int]] = {}  # produced tensor key -> the storages it was produced on
     for i, op in enumerate(ops):
         read: set[int] = set()
         for a in op.inputs:
             for r in arg_refs(a):
                 out[r.key] = i
+                if not _has_storage(r):
+                    continue
                 read.add(r.storage_id)
                 s = current.get(r.storage_id)
                 if s is not None:
                     end[s] = i
         for a in op.outputs:
             for r in arg_refs(a):
+                if not _has_storage(r):
+                    continue
                 if r.storage_id not in read or r.storage_id not in current:
                     current[r.storage_id] = len(end)
                     end.append(i)
-                on.setdefault(r.key, current[r.storage_id])
-    for k, s in on.items():
-        out[k] = max(out.get(k, -1), end[s])
+                    read.add(r.storage_id)  # the op's other outputs on this address share the new storage
+                on.setdefault(r.key, set()).add(current[r.storage_id])
+    for k, ss in on.items():
+        out[k] = max(out.get(k, -1), *(end[s] for s in ss))
     return out
+
+
+def _has_storage(r: TRef) -> bool:
+    """A tensor with an address of its own: the trace gives storage id 0 to an undefined tensor and to one
+    without storage (sparse, nested, a wrapper subclass), which all share it."""
+    return r.storage_id > 0 and r.dtype is not None
