@@ -37,6 +37,7 @@ from benchmint.replay.tensors import (
     all_refs,
     arg_refs,
     collect_constraints,
+    has_storage,
     last_reads,
     make_tensor,
 )
@@ -268,17 +269,14 @@ class _Builder:
                 self.pool.note(r)
         self.cons: Constraints = collect_constraints(view.ops, self._arg_names)
         # the dry run keeps a produced tensor only until its last reader, as the loop will
-        self.last_read: dict[tuple, int] = last_reads(view.ops)
         self.dies_at: dict[int, list[tuple]] = {}  # op index -> keys last read there (by id or on their storage)
-        for key, i in self.last_read.items():
+        for key, i in last_reads(view.ops).items():
             self.dies_at.setdefault(i, []).append(key)
 
-    def release(self, idx: int, op: OpRec) -> None:
-        """Drop produced tensors no later op reads (inputs and synthetic tensors stay): the op's own, and those
-        whose storage another tensor read here for the last time (a backward's view of a saved activation)."""
-        for key in (*(r.key for r in all_refs(op)), *self.dies_at.get(idx, ())):
-            if self.last_read.get(key, -1) > idx:
-                continue
+    def release(self, idx: int) -> None:
+        """Drop the produced tensors no op after ``idx`` reads (inputs and synthetic tensors stay), also those
+        whose storage another tensor read there for the last time (a backward's view of a saved activation)."""
+        for key in self.dies_at.get(idx, ()):
             s = self.slot.get(key)
             if s is not None and s not in self.persistent:
                 self.env.pop(key, None)
@@ -349,7 +347,7 @@ class _Builder:
             s = self.slot[ref.key]
             reads.append(s)
             return t, f"R[{s}]"
-        base_key = self.produced_storage.get(ref.storage_id) if ref.storage_id > 0 else None
+        base_key = self.produced_storage.get(ref.storage_id) if has_storage(ref) else None
         if base_key is not None and base_key in self.env and self.env[base_key].dtype == ref.dtype:
             # a view of a tensor an earlier replayed op produced: re-made from it in the loop
             base = self.env[base_key]
@@ -497,7 +495,7 @@ class _Builder:
                 continue
             s = self._slot_for(ref.key)
             self.env[ref.key] = t
-            if ref.storage_id > 0:  # id 0: no storage of its own (shared by every such tensor)
+            if has_storage(ref):  # not id 0, which every storage-less tensor shares
                 self.produced_storage[ref.storage_id] = ref.key
             self.offsets[ref.key] = ref.offset
             assigns.append((s, acc))
@@ -777,7 +775,7 @@ def _build(view: TraceView, device: str | torch.device, seed: int, progress: Any
         for i, op in enumerate(view.ops):
             steps.append(b.add(i, op))
             b.repin.clear()
-            b.release(i, op)
+            b.release(i)
             if progress is not None:
                 progress(i + 1)
     _add_frees(b)

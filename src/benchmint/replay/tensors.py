@@ -779,7 +779,8 @@ def all_refs(op: OpRec) -> Iterable[TRef]:
 
 def last_reads(ops: list[OpRec]) -> dict[tuple, int]:
     """Per tensor key, the index of the last op that reads it; for a tensor an op produced, the last op that
-    reads any tensor on its storage while that storage lasts.
+    reads any tensor on its storage while that storage lasts, and never before the op that produced it (a
+    tensor no op reads dies where it is made).
 
     A backward op reads what its forward saved through a tensor of another id on the same storage (autograd
     unpacks a saved tensor as a new tensor object): the produced tensor stays alive until then, and the
@@ -797,7 +798,7 @@ def last_reads(ops: list[OpRec]) -> dict[tuple, int]:
         for a in op.inputs:
             for r in arg_refs(a):
                 out[r.key] = i
-                if not _has_storage(r):
+                if not has_storage(r):
                     continue
                 read.add(r.storage_id)
                 s = current.get(r.storage_id)
@@ -805,7 +806,8 @@ def last_reads(ops: list[OpRec]) -> dict[tuple, int]:
                     end[s] = i
         for a in op.outputs:
             for r in arg_refs(a):
-                if not _has_storage(r):
+                out[r.key] = max(out.get(r.key, -1), i)
+                if not has_storage(r):
                     continue
                 if r.storage_id not in read or r.storage_id not in current:
                     current[r.storage_id] = len(end)
@@ -817,7 +819,7 @@ def last_reads(ops: list[OpRec]) -> dict[tuple, int]:
     return out
 
 
-def _has_storage(r: TRef) -> bool:
+def has_storage(r: TRef) -> bool:
     """A tensor with an address of its own: the trace gives storage id 0 to an undefined tensor and to one
     without storage (sparse, nested, a wrapper subclass), which all share it."""
     return r.storage_id > 0 and r.dtype is not None
