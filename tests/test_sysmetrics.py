@@ -46,3 +46,65 @@ def test_side_by_side_flags_differences_beyond_10_percent_and_names_what_is_miss
     assert "minor_page_faults_per_step" in missing
     none = sysmetrics.side_by_side(None, rep)
     assert none["metrics"] == {} and "no system metrics" in none["unavailable"]["all"]
+
+
+class _FakeNvml:
+    """pynvml's surface that the window reads: a sample buffer per counter that grows as time passes."""
+
+    class NVMLError_NotFound(Exception):  # noqa: N801 - pynvml's name
+        pass
+
+    def __init__(self):
+        self.buffers = {1: [(100, 90)], 0: [(100, 300_000)]}  # GPU utilization %, power mW: (timestamp, value)
+
+    def nvmlInit(self):
+        pass
+
+    def nvmlDeviceGetHandleByIndex(self, i):
+        return ("gpu", i)
+
+    def nvmlDeviceGetSamples(self, handle, kind, since):
+        class V:
+            def __init__(self, v):
+                self.uiVal = v
+
+        class S:
+            def __init__(self, t, v):
+                self.timeStamp, self.sampleValue = t, V(v)
+
+        new = [S(t, v) for t, v in self.buffers[kind] if t > since]
+        if not new:
+            raise self.NVMLError_NotFound()
+        return 1, new
+
+    def nvmlDeviceGetMemoryInfo(self, handle):
+        class M:
+            used = 5 << 30
+        return M()
+
+
+def test_gpu_counters_are_the_means_of_nvmls_samples_inside_the_window_or_named_missing(monkeypatch):
+    import sys
+
+    nvml = _FakeNvml()
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    with sysmetrics.Window(steps=2, threads=1, device="cuda:0") as w:
+        # samples the driver takes during the window; the one before it (90%, 300 W) is not the window's
+        nvml.buffers[1] += [(200, 40), (300, 60)]
+        nvml.buffers[0] += [(200, 100_000), (300, 200_000)]
+    m = w.metrics
+    assert m["gpu_sm_utilization"] == pytest.approx(50.0) and m["gpu_power_w"] == pytest.approx(150.0)
+    assert m["gpu_memory_used_bytes"] == 5 << 30 and "2 NVML samples" in m["gpu_how"]["gpu_sm_utilization"]
+    # a window shorter than the driver's sample period holds no sample: said, not read from outside it
+    with sysmetrics.Window(steps=2, threads=1, device="cuda:0") as w:
+        pass
+    m = w.metrics
+    assert "gpu_sm_utilization" not in m and "gpu_power_w" not in m
+    assert "no NVML sample fell inside the window" in m["unavailable"]["gpu_sm_utilization"]
+    assert m["gpu_memory_used_bytes"] == 5 << 30
+    # no NVML at all: every GPU counter named with the reason
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    with sysmetrics.Window(steps=1, device="cuda") as w:
+        pass
+    assert all("NVML not readable" in w.metrics["unavailable"][n]
+               for n in ("gpu_sm_utilization", "gpu_memory_used_bytes", "gpu_power_w"))

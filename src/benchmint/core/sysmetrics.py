@@ -11,8 +11,12 @@ kernel's own accounting of this process (``resource.getrusage``, ``/proc/self/st
 * ``peak_rss_bytes``: the peak resident set during the window (the kernel's high-water mark reset at the
   window's start through ``/proc/self/clear_refs``; where that cannot be reset, the process's lifetime peak,
   and ``peak_rss_how`` says so);
-* on CUDA, with NVML (pynvml) installed: ``gpu_sm_utilization`` (percent, the driver's last sample period),
-  ``gpu_memory_used_bytes`` and ``gpu_power_w`` read at the window's end.
+* on CUDA, with NVML (pynvml) installed: ``gpu_sm_utilization`` (percent of time a kernel ran) and
+  ``gpu_power_w``, each the mean of the driver's samples taken inside the window (``nvmlDeviceGetSamples``
+  from the newest sample at the window's start), and ``gpu_memory_used_bytes`` (the device's, at the window's
+  end); ``gpu_how`` says how each was read. The driver samples utilization every 1/6 s to 1 s: a window
+  shorter than that holds no sample of its own, and the metric is then listed in ``unavailable`` with that
+  reason rather than taken from a sample period that lies mostly outside the window.
 
 A counter that cannot be read here is listed in ``unavailable`` with the reason, never given as zero:
 hardware performance counters (cycles, instructions, cache misses) are not read (virtual machines rarely
@@ -63,6 +67,7 @@ class Window:
         self.metrics: dict[str, Any] = {}
 
     def __enter__(self) -> Window:
+        self._gpu = _GpuSamples(self.device)
         self._reset = _reset_peak_rss()
         self._ru = resource.getrusage(resource.RUSAGE_SELF)
         self._wall = time.perf_counter()
@@ -71,11 +76,11 @@ class Window:
     def __exit__(self, *exc: object) -> None:
         wall = time.perf_counter() - self._wall
         ru = resource.getrusage(resource.RUSAGE_SELF)
-        self.metrics = measured(self._ru, ru, wall, self.steps, self.threads, self._reset, self.device)
+        self.metrics = measured(self._ru, ru, wall, self.steps, self.threads, self._reset, self.device, self._gpu)
 
 
 def measured(r0: Any, r1: Any, wall: float, steps: int, threads: int | None, reset: bool,
-             device: str = "cpu") -> dict[str, Any]:
+             device: str = "cpu", gpu: _GpuSamples | None = None) -> dict[str, Any]:
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     out: dict[str, Any] = {
         "steps": steps,
@@ -97,32 +102,96 @@ def measured(r0: Any, r1: Any, wall: float, steps: int, threads: int | None, res
     else:
         out["peak_rss_bytes"] = r1.ru_maxrss * 1024
         out["peak_rss_how"] = "ru_maxrss: the process's lifetime peak (the high-water mark could not be reset)"
-    out.update(_nvml(device, unavailable))
+    out.update((gpu or _GpuSamples(device)).read(wall, unavailable))
     out["unavailable"] = unavailable
     out["how"] = ("getrusage(RUSAGE_SELF) deltas over the window (all threads of the process), per step; "
                   "wall time by time.perf_counter")
     return out
 
 
-def _nvml(device: str, unavailable: dict[str, str]) -> dict[str, Any]:
-    names = ("gpu_sm_utilization", "gpu_memory_used_bytes", "gpu_power_w")
-    if not device.startswith("cuda"):
-        for n in names:
-            unavailable[n] = "no CUDA device in use"
-        return {}
-    try:
+_GPU_NAMES = ("gpu_sm_utilization", "gpu_memory_used_bytes", "gpu_power_w")
+_SAMPLED = {"gpu_sm_utilization": 1, "gpu_power_w": 0}  # NVML_GPU_UTILIZATION_SAMPLES, NVML_TOTAL_POWER_SAMPLES
+_SCALE = {"gpu_sm_utilization": 1.0, "gpu_power_w": 1e-3}  # percent; milliwatts -> watts
+_VALUE_FIELDS = ("dVal", "uiVal", "ulVal", "ullVal", "sllVal", "siVal", "usVal")  # by nvmlValueType_t
+
+
+class _GpuSamples:
+    """NVML's samples of one device over a window: at the start, the newest sample's timestamp of each sampled
+    counter; at the end, the mean of the samples newer than it (the window's own). No wall clock is compared:
+    NVML returns the samples after a timestamp of its own."""
+
+    def __init__(self, device: str):
+        self.device = device
+        self.handle: Any = None
+        self.error: str | None = None
+        self.since: dict[str, int | None] = {}
+        if not device.startswith("cuda"):
+            return
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            idx = int(device.split(":", 1)[1]) if ":" in device else 0
+            self.handle = pynvml.nvmlDeviceGetHandleByIndex(idx)
+        except Exception as e:  # noqa: BLE001 - pynvml missing, no driver, no permission: said, never zero
+            self.error = f"NVML not readable ({type(e).__name__}: {e})"
+            return
+        for name, kind in _SAMPLED.items():
+            self.since[name] = self._newest(kind)
+
+    def _samples(self, kind: int, since: int) -> list[tuple[int, float]]:
         import pynvml
 
-        pynvml.nvmlInit()
-        idx = int(device.split(":", 1)[1]) if ":" in device else 0
-        h = pynvml.nvmlDeviceGetHandleByIndex(idx)
-        return {"gpu_sm_utilization": float(pynvml.nvmlDeviceGetUtilizationRates(h).gpu),
-                "gpu_memory_used_bytes": int(pynvml.nvmlDeviceGetMemoryInfo(h).used),
-                "gpu_power_w": pynvml.nvmlDeviceGetPowerUsage(h) / 1000.0}
-    except Exception as e:  # noqa: BLE001 - pynvml missing, no driver, no permission: said, never zero
-        for n in names:
-            unavailable[n] = f"NVML not readable ({type(e).__name__}: {e})"
-        return {}
+        try:
+            vtype, samples = pynvml.nvmlDeviceGetSamples(self.handle, kind, since)
+        except pynvml.NVMLError_NotFound:  # no sample after ``since``
+            return []
+        field = _VALUE_FIELDS[vtype] if 0 <= vtype < len(_VALUE_FIELDS) else "uiVal"
+        return [(int(x.timeStamp), float(getattr(x.sampleValue, field))) for x in samples]
+
+    def _newest(self, kind: int) -> int | None:
+        try:
+            return max((t for t, _ in self._samples(kind, 0)), default=0)
+        except Exception:  # noqa: BLE001 - not supported on this device or driver
+            return None
+
+    def read(self, wall: float, unavailable: dict[str, str]) -> dict[str, Any]:
+        if not self.device.startswith("cuda"):
+            for n in _GPU_NAMES:
+                unavailable[n] = "no CUDA device in use"
+            return {}
+        if self.handle is None:
+            for n in _GPU_NAMES:
+                unavailable[n] = self.error or "NVML not readable"
+            return {}
+        import pynvml
+
+        out: dict[str, Any] = {}
+        how: dict[str, str] = {}
+        for name, kind in _SAMPLED.items():
+            since = self.since.get(name)
+            if since is None:
+                unavailable[name] = "NVML gives no samples of it on this device or driver"
+                continue
+            try:
+                vals = [v for _, v in self._samples(kind, since)]
+            except Exception as e:  # noqa: BLE001
+                unavailable[name] = f"NVML samples not readable ({type(e).__name__}: {e})"
+                continue
+            if not vals:
+                unavailable[name] = (f"no NVML sample fell inside the window ({wall * 1e3:.0f} ms): shorter than "
+                                     "the driver's sample period (1/6 s to 1 s); time more steps or iterations")
+                continue
+            out[name] = sum(vals) / len(vals) * _SCALE[name]
+            how[name] = f"mean of {len(vals)} NVML samples taken in the window"
+        try:
+            out["gpu_memory_used_bytes"] = int(pynvml.nvmlDeviceGetMemoryInfo(self.handle).used)
+            how["gpu_memory_used_bytes"] = "NVML, the whole device's, at the window's end"
+        except Exception as e:  # noqa: BLE001
+            unavailable["gpu_memory_used_bytes"] = f"NVML not readable ({type(e).__name__}: {e})"
+        if how:
+            out["gpu_how"] = how
+        return out
 
 
 def side_by_side(original: dict[str, Any] | None, replay: dict[str, Any] | None,
