@@ -245,6 +245,10 @@ class Capture:
         from benchmint.core import sysmetrics
 
         if self._n == self.warmup:
+            import torch
+
+            # the thread count the measured steps run with: a script sets it after the capture has started
+            self._threads = torch.get_num_threads()
             self._sysw = sysmetrics.Window(self.measure, self._threads, _device_in_use(self.device)).__enter__()
         elif self._n == self.warmup + self.measure and getattr(self, "_sysw", None) is not None:
             self._sysw.__exit__(None, None, None)
