@@ -118,3 +118,13 @@ def test_gaps_aimed_at_a_noisy_capture_json_far_off_the_live_step_are_named_as_t
     # a steady capture.json, or gaps aimed elsewhere (the trace-only estimate), say nothing of the kind
     assert "aimed at" not in headline({**r, "original_iter_time_iqr_ratio": 0.03}, live)[1]
     assert "aimed at" not in headline({**r, "gap_target": "estimate"}, live)[1]
+
+
+def test_a_replay_on_another_device_says_no_error_once_with_the_reason():
+    r = _result()
+    r["error"] = None
+    r["error_note"] = "no error: the original ran on cuda and the replay on cpu"
+    first = headline(r)[0]
+    assert first.count("no error") == 1 and "the original ran on cuda and the replay on cpu" in first
+    r["error_note"] = "a scaled replay is the step at another size"
+    assert "; no error: a scaled replay" in headline(r)[0]
