@@ -16,7 +16,9 @@ from contextlib import contextmanager
 NATIVE_NOISE = (
     re.compile(rb"^USDT:.*\] profiler_(start|stop)\s*$"),
     # torch 2.13's ExecutionTraceObserver logs each start() and stop() as a warning on descriptor 2
-    re.compile(rb"^\[W\d+ [\d:.]+ execution_trace_observer\.cpp:\d+\] (Enabling|Disabling) Execution Trace Observer\s*$"),
+    # (under torchrun, prefixed with the rank: "[rank0]:[W1204 ...")
+    re.compile(rb"^(\[rank\d+\]:)?\[W\d+ [\d:.]+ execution_trace_observer\.cpp:\d+\] (Enabling|Disabling) "
+               rb"Execution Trace Observer\s*$"),
 )
 
 

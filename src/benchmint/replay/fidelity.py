@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from benchmint.core import clock
+from benchmint.core import clock, profiler_session
 from benchmint.core.stderr import filtered_native_stderr
 from benchmint.replay.collective_time import communication_gaps
 from benchmint.replay.plan import Plan
@@ -155,8 +155,10 @@ def _probe_scope_cost() -> tuple[float, float]:
 def _observed(activities: list, et_path: str) -> Iterator[Any]:
     """Kineto (with shapes) and the ET observer writing ``et_path`` around the block; yields the profiler.
     A failing block must not leave the observers attached to what runs next."""
-    from torch.profiler import ExecutionTraceObserver, profile
+    from torch.profiler import ExecutionTraceObserver, ProfilerActivity, profile
 
+    # CUPTI released when the session ends: the iterations timed after it run without it attached
+    profiler_session.prepare(cuda=ProfilerActivity.CUDA in activities)
     prof = profile(activities=activities, record_shapes=True)
     with filtered_native_stderr():
         prof.__enter__()

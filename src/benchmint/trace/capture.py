@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmint.core import clock
+from benchmint.core import clock, profiler_session
 from benchmint.core.errors import UserError
 from benchmint.core.jsonio import write_json
 from benchmint.core.stats import percentile, timing_summary
@@ -264,6 +264,7 @@ class Capture:
         activities = [ProfilerActivity.CPU]
         if self._sync is not None:
             activities.append(ProfilerActivity.CUDA)
+        profiler_session.prepare(cuda=self._sync is not None)  # CUPTI released when the recording ends
         self._prof = profile(activities=activities, record_shapes=self.record_shapes)
         with filtered_native_stderr():
             self._prof.__enter__()
