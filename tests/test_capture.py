@@ -358,3 +358,23 @@ def test_cli_capture_every_n_prints_the_recording_cost(cli, tmp_path):
     assert {p.name for p in (tmp_path / "c").glob("iter_*")} == {"iter_8", "iter_10"}
     code, _, err = cli("capture", "--out", str(tmp_path / "d"), "--workload", "moe", "--every", "1")
     assert code == 2 and "--every 1" in err
+
+
+def test_the_thread_count_beside_cpu_use_is_the_one_the_measured_steps_ran_with(tmp_path):
+    # a script that sets its threads after the capture started (ddp_train does): capture.json must not keep
+    # the count at the start, or the per-thread utilization is compared with its replay's at another count
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    x = torch.ones(64, 64)
+
+    def step():
+        torch.set_num_threads(1)
+        (x @ x).sum()
+
+    try:
+        summary = capture_steps(step, tmp_path / "cap", warmup=2, measure=5, record=1)
+    finally:
+        torch.set_num_threads(before)
+    sm = summary["system_metrics"]
+    assert summary["threads"] == 1 and sm["threads"] == 1
+    assert sm["cpu_utilization_per_thread"] == pytest.approx(sm["cpu_utilization"])
