@@ -52,6 +52,8 @@ step env 60 $PY -m benchmint env
 # 40 measured steps: a window long enough to hold NVML's own utilization samples (every 1/6 s to 1 s)
 step capture 120 $PY -m benchmint capture --out "$W/cap" --warmup 10 --measure 40 --no-store -- $PY "$W/train.py"
 step replay_same 90 $PY -m benchmint replay "$W/cap" --device "$DEV" --iters 60 --no-store --out "$W/runs" --report --json "$OUT/replay_same.json"
+# where the replay's GPU time differs from the original's, kernel by kernel
+step kernels 120 $PY "$ROOT/benchmarks/gpu_kernels.py" "$W/cap" --device "$DEV"
 step export 60 $PY -m benchmint export "$W/cap" --out "$W/exp"
 # the exported runner with torch alone: no benchmint on the path
 step export_run 90 env -u PYTHONPATH $PY "$W/exp/run.py" --device "$DEV" --iters 20 --json "$OUT/export_run.json"
