@@ -89,22 +89,43 @@ def test_gpu_counters_are_the_means_of_nvmls_samples_inside_the_window_or_named_
     nvml = _FakeNvml()
     monkeypatch.setitem(sys.modules, "pynvml", nvml)
     with sysmetrics.Window(steps=2, threads=1, device="cuda:0") as w:
-        # samples the driver takes during the window; the one before it (90%, 300 W) is not the window's
-        nvml.buffers[1] += [(200, 40), (300, 60)]
-        nvml.buffers[0] += [(200, 100_000), (300, 200_000)]
+        # samples the driver takes during the window. The one before it (90%, 300 W) is not the window's, nor
+        # the first after its start (95%, 400 W): that one's period began before the window
+        nvml.buffers[1] += [(150, 95), (200, 40), (300, 60)]
+        nvml.buffers[0] += [(150, 400_000), (200, 100_000), (300, 200_000)]
     m = w.metrics
     assert m["gpu_sm_utilization"] == pytest.approx(50.0) and m["gpu_power_w"] == pytest.approx(150.0)
     assert m["gpu_memory_used_bytes"] == 5 << 30 and "2 NVML samples" in m["gpu_how"]["gpu_sm_utilization"]
-    # a window shorter than the driver's sample period holds no sample: said, not read from outside it
-    with sysmetrics.Window(steps=2, threads=1, device="cuda:0") as w:
-        pass
-    m = w.metrics
-    assert "gpu_sm_utilization" not in m and "gpu_power_w" not in m
-    assert "no NVML sample fell inside the window" in m["unavailable"]["gpu_sm_utilization"]
-    assert m["gpu_memory_used_bytes"] == 5 << 30
+    # a window shorter than the driver's sample period holds no period of its own, even when one sample's
+    # timestamp falls inside it: said, not read from the time before it
+    for new in ([], [(400, 10)]):
+        with sysmetrics.Window(steps=2, threads=1, device="cuda:0") as w:
+            nvml.buffers[1] += new
+            nvml.buffers[0] += [(t, v * 1000) for t, v in new]
+        m = w.metrics
+        assert "gpu_sm_utilization" not in m and "gpu_power_w" not in m
+        assert "no NVML sample period lay inside the window" in m["unavailable"]["gpu_sm_utilization"]
+        assert m["gpu_memory_used_bytes"] == 5 << 30
     # no NVML at all: every GPU counter named with the reason
     monkeypatch.setitem(sys.modules, "pynvml", None)
     with sysmetrics.Window(steps=1, device="cuda") as w:
         pass
     assert all("NVML not readable" in w.metrics["unavailable"][n]
                for n in ("gpu_sm_utilization", "gpu_memory_used_bytes", "gpu_power_w"))
+
+
+def test_a_device_whose_driver_gives_no_samples_names_why_and_still_reads_memory(monkeypatch):
+    import sys
+
+    nvml = _FakeNvml()
+
+    def refuse(handle, kind, since):
+        raise RuntimeError("Not Supported")
+
+    nvml.nvmlDeviceGetSamples = refuse
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    with sysmetrics.Window(steps=1, device="cuda:0") as w:
+        pass
+    m = w.metrics
+    assert "gpu_sm_utilization" not in m and "Not Supported" in m["unavailable"]["gpu_sm_utilization"]
+    assert m["gpu_memory_used_bytes"] == 5 << 30

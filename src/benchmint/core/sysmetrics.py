@@ -12,8 +12,9 @@ kernel's own accounting of this process (``resource.getrusage``, ``/proc/self/st
   window's start through ``/proc/self/clear_refs``; where that cannot be reset, the process's lifetime peak,
   and ``peak_rss_how`` says so);
 * on CUDA, with NVML (pynvml) installed: ``gpu_sm_utilization`` (percent of time a kernel ran) and
-  ``gpu_power_w``, each the mean of the driver's samples taken inside the window (``nvmlDeviceGetSamples``
-  from the newest sample at the window's start), and ``gpu_memory_used_bytes`` (the device's, at the window's
+  ``gpu_power_w``, each the mean of the driver's samples whose periods lay inside the window
+  (``nvmlDeviceGetSamples`` after the newest sample at the window's start, the first of them left out: its
+  period began before the window), and ``gpu_memory_used_bytes`` (the device's, at the window's
   end); ``gpu_how`` says how each was read. The driver samples utilization every 1/6 s to 1 s: a window
   shorter than that holds no sample of its own, and the metric is then listed in ``unavailable`` with that
   reason rather than taken from a sample period that lies mostly outside the window.
@@ -117,8 +118,9 @@ _VALUE_FIELDS = ("dVal", "uiVal", "ulVal", "ullVal", "sllVal", "siVal", "usVal")
 
 class _GpuSamples:
     """NVML's samples of one device over a window: at the start, the newest sample's timestamp of each sampled
-    counter; at the end, the mean of the samples newer than it (the window's own). No wall clock is compared:
-    NVML returns the samples after a timestamp of its own."""
+    counter; at the end, the samples newer than it. Each sample covers the driver's period that ends at its
+    timestamp, so the first of them reaches back before the window and is left out: the mean of the others
+    is the window's own. No wall clock is compared: NVML returns the samples after a timestamp of its own."""
 
     def __init__(self, device: str):
         self.device = device
@@ -131,8 +133,7 @@ class _GpuSamples:
             import pynvml
 
             pynvml.nvmlInit()
-            idx = int(device.split(":", 1)[1]) if ":" in device else 0
-            self.handle = pynvml.nvmlDeviceGetHandleByIndex(idx)
+            self.handle = _nvml_handle(pynvml, int(device.split(":", 1)[1]) if ":" in device else 0)
         except Exception as e:  # noqa: BLE001 - pynvml missing, no driver, no permission: said, never zero
             self.error = f"NVML not readable ({type(e).__name__}: {e})"
             return
@@ -152,7 +153,8 @@ class _GpuSamples:
     def _newest(self, kind: int) -> int | None:
         try:
             return max((t for t, _ in self._samples(kind, 0)), default=0)
-        except Exception:  # noqa: BLE001 - not supported on this device or driver
+        except Exception as e:  # noqa: BLE001 - not supported on this device or driver, no permission
+            self.error = f"{type(e).__name__}: {e}"
             return None
 
     def read(self, wall: float, unavailable: dict[str, str]) -> dict[str, Any]:
@@ -171,19 +173,22 @@ class _GpuSamples:
         for name, kind in _SAMPLED.items():
             since = self.since.get(name)
             if since is None:
-                unavailable[name] = "NVML gives no samples of it on this device or driver"
+                unavailable[name] = f"NVML samples not readable ({self.error})"
                 continue
             try:
-                vals = [v for _, v in self._samples(kind, since)]
+                samples = sorted(self._samples(kind, since))
             except Exception as e:  # noqa: BLE001
                 unavailable[name] = f"NVML samples not readable ({type(e).__name__}: {e})"
                 continue
+            vals = [v for _, v in samples[1:]]  # the first one's period began before the window
             if not vals:
-                unavailable[name] = (f"no NVML sample fell inside the window ({wall * 1e3:.0f} ms): shorter than "
-                                     "the driver's sample period (1/6 s to 1 s); time more steps or iterations")
+                unavailable[name] = (f"no NVML sample period lay inside the window ({wall * 1e3:.0f} ms): shorter "
+                                     "than the driver's sample period (1/6 s to 1 s); time more steps or "
+                                     "iterations")
                 continue
             out[name] = sum(vals) / len(vals) * _SCALE[name]
-            how[name] = f"mean of {len(vals)} NVML samples taken in the window"
+            how[name] = (f"mean of {len(vals)} NVML samples whose periods lay in the window (the first after its "
+                         "start left out: its period began before)")
         try:
             out["gpu_memory_used_bytes"] = int(pynvml.nvmlDeviceGetMemoryInfo(self.handle).used)
             how["gpu_memory_used_bytes"] = "NVML, the whole device's, at the window's end"
@@ -192,6 +197,19 @@ class _GpuSamples:
         if how:
             out["gpu_how"] = how
         return out
+
+
+def _nvml_handle(pynvml: Any, index: int) -> Any:
+    """NVML's handle of torch's CUDA device ``index``, found by UUID: NVML numbers every GPU of the machine,
+    torch only those CUDA_VISIBLE_DEVICES leaves it (in CUDA_DEVICE_ORDER); by index where the UUID is not to
+    be had."""
+    try:
+        import torch
+
+        uuid = str(torch.cuda.get_device_properties(index).uuid)
+        return pynvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}")
+    except Exception:  # noqa: BLE001 - no torch CUDA, an older torch or driver: the index, as NVML numbers it
+        return pynvml.nvmlDeviceGetHandleByIndex(index)
 
 
 def side_by_side(original: dict[str, Any] | None, replay: dict[str, Any] | None,
