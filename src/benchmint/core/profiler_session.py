@@ -1,25 +1,41 @@
-"""What a torch profiler session that benchmint opens sets in the process first.
+"""How benchmint starts a torch profiler session.
 
 CUPTI, the CUDA profiling interface that Kineto records GPU activity through, stays attached to the process
 after a session ends unless Kineto is told to tear it down (``TEARDOWN_CUPTI=1``, read as each session ends).
-Attached, it slows every later CUDA launch: on an H200, the un-observed steps of a small training loop after
-its recording ran 17% and 38% slower than before it, which a capture's idle-recorder check and a replay timed
-after its own recording both pay. So a session with CUDA activity releases it, unless the user chose otherwise
-(``TEARDOWN_CUPTI`` already set; torch sets 0 itself for CUDA graphs under torch.compile, which do not survive
-a teardown).
+On an H200 the un-observed steps of a small training loop after its recording ran 17% and 38% slower than
+the steps before it, with CUPTI left attached; in three alternating rounds after, left attached read +34%,
++27%, +13% and released -22%, +25%, +5%: as noisy as the effect, so the cure is not yet shown, but the
+mechanism is Kineto's own. A session with CUDA activity therefore has Kineto release CUPTI, unless the user
+chose (``TEARDOWN_CUPTI`` already set) and only with CUDA 12.6 or later: before it, a CUDA graph crashed at
+CUPTI's re-initialization after a teardown (torch itself turns teardown off there under torch.compile), and
+``capture --every N`` re-initializes it at every recording. Kineto leaves the teardown to the next CUDA call:
+the caller makes one (a synchronize) before its clock starts again.
 
-torch's profiler also warns, once per process, that it "clears events at the end of each cycle": benchmint's
-sessions are one cycle each, so the warning says nothing to its users and is silenced.
+torch's profiler may also warn, once per process, that it "clears events at the end of each cycle":
+benchmint's sessions are one cycle each, so the warning is silenced while the session starts, and only then.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
+from typing import Any
 
 
-def prepare(cuda: bool) -> None:
-    """Before a profiler session (``cuda``: with CUDA activity)."""
-    warnings.filterwarnings("ignore", message="Warning: Profiler clears events", category=UserWarning)
-    if cuda:
+def _teardown_safe() -> bool:
+    try:
+        import torch
+
+        major, minor = (int(x) for x in (torch.version.cuda or "0.0").split(".")[:2])
+    except (ImportError, ValueError):
+        return False
+    return (major, minor) >= (12, 6)
+
+
+def start(prof: Any, cuda: bool) -> None:
+    """Enter the profiler ``prof`` (``cuda``: it records CUDA activity)."""
+    if cuda and _teardown_safe():
         os.environ.setdefault("TEARDOWN_CUPTI", "1")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Warning: Profiler clears events", category=UserWarning)
+        prof.__enter__()

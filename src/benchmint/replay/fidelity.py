@@ -157,11 +157,10 @@ def _observed(activities: list, et_path: str) -> Iterator[Any]:
     A failing block must not leave the observers attached to what runs next."""
     from torch.profiler import ExecutionTraceObserver, ProfilerActivity, profile
 
-    # CUPTI released when the session ends: the iterations timed after it run without it attached
-    profiler_session.prepare(cuda=ProfilerActivity.CUDA in activities)
+    cuda = ProfilerActivity.CUDA in activities
     prof = profile(activities=activities, record_shapes=True)
     with filtered_native_stderr():
-        prof.__enter__()
+        profiler_session.start(prof, cuda)  # CUPTI released when the session ends
     try:
         et = ExecutionTraceObserver()
         et.register_callback(et_path)
@@ -176,6 +175,8 @@ def _observed(activities: list, et_path: str) -> Iterator[Any]:
     finally:
         with filtered_native_stderr():
             prof.__exit__(None, None, None)
+        if cuda:
+            torch.cuda.synchronize()  # Kineto tears CUPTI down in the next CUDA call: here, not in a timed one
 
 
 def record_replay(plan: Plan, fn: Callable, out_dir: str | os.PathLike, tag: int = 0) -> tuple[Path, Path]:

@@ -264,10 +264,9 @@ class Capture:
         activities = [ProfilerActivity.CPU]
         if self._sync is not None:
             activities.append(ProfilerActivity.CUDA)
-        profiler_session.prepare(cuda=self._sync is not None)  # CUPTI released when the recording ends
         self._prof = profile(activities=activities, record_shapes=self.record_shapes)
         with filtered_native_stderr():
-            self._prof.__enter__()
+            profiler_session.start(self._prof, cuda=self._sync is not None)  # CUPTI released when it ends
         et = ExecutionTraceObserver()
         # the observer writes every node as the op exits: into memory-backed storage when there is some, so
         # that disk stalls do not land in the recorded step (the file is moved into place afterwards)
@@ -329,6 +328,8 @@ class Capture:
         self._prof = None
         self._discarding = False
         gc.collect()  # the profiler's events, before the next step starts
+        if self._sync is not None:
+            self._sync()  # a CUDA call, here rather than in the next step: Kineto tears CUPTI down in the next one
         if not keep:
             return
         # timed before the summaries are written, so that they hold this recording's write time too
