@@ -18,6 +18,7 @@ SCALE=${SCALE:-1}  # multiplies every step's time limit (set on a slow machine: 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 W=$(mktemp -d)
 mkdir -p "$OUT"
+rm -f "$OUT"/*.json  # a step that fails this time must not show an earlier run's result
 export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}" BENCHMINT_RESULTS="$W/results" PYTHONUNBUFFERED=1
 LOG="$OUT/log.txt"
 : > "$LOG"
@@ -60,15 +61,18 @@ step export_run 90 env -u PYTHONPATH $PY "$W/exp/run.py" --device "$DEV" --iters
 step replay_cpu 120 $PY -m benchmint replay "$W/cap" --device cpu --iters 5 --no-store --out "$W/runs" --json "$OUT/replay_cpu.json"
 # one rank of NCCL (one GPU cannot hold two NCCL ranks); gloo when DEV=cpu
 if [ "$DEV" = cpu ]; then export BENCHMINT_DDP_DEVICE=cpu; fi
-step ddp_capture 120 $PY -m torch.distributed.run --standalone --nproc-per-node 1 -m benchmint capture --out "$W/ddp" --warmup 5 --measure 10 --no-store -- python -m benchmint.models.ddp_train --steps 30
+step ddp_capture 120 $PY -m torch.distributed.run --standalone --nproc-per-node 1 -m benchmint capture --out "$W/ddp" --warmup 5 --measure 10 --no-store -- $PY -m benchmint.models.ddp_train --steps 30
 step ddp_replay 120 $PY -m torch.distributed.run --standalone --nproc-per-node 1 -m benchmint replay "$W/ddp" --device "$DEV" --iters 10 --no-store --out "$W/runs" --json "$OUT/ddp_replay.json"
 # the idle recorder's cost with CUPTI left attached (TEARDOWN_CUPTI=0) and released (benchmint's default), A B A B
 cupti_ab() {
   for r in 1 2 3; do
     for td in 0 default; do
       if [ $td = 0 ]; then export TEARDOWN_CUPTI=0; else unset TEARDOWN_CUPTI; fi
-      $PY -m benchmint capture --out "$W/ab_$td" --warmup 10 --measure 20 --no-store -- $PY "$W/train.py" > /dev/null 2>&1
-      $PY -c "import json,sys; c=json.load(open(sys.argv[1]))['recording_cost']; print(f'TEARDOWN_CUPTI={sys.argv[2]} round $r: idle vs un-observed {c[\"idle_vs_unobserved\"]*100:+.1f}% (p={c[\"idle_p_value\"]:.3f})')" "$W/ab_$td/capture.json" $td
+      rm -rf "$W/ab_$td"
+      if ! $PY -m benchmint capture --out "$W/ab_$td" --warmup 10 --measure 20 --no-store -- $PY "$W/train.py" > "$W/ab.log" 2>&1; then
+        echo "TEARDOWN_CUPTI=$td round $r: capture failed"; tail -3 "$W/ab.log"; continue
+      fi
+      $PY -c "import json,sys; c=json.load(open(sys.argv[1]))['recording_cost']; v, p = c.get('idle_vs_unobserved'), c.get('idle_p_value'); print(f'TEARDOWN_CUPTI={sys.argv[2]} round $r: idle vs un-observed ' + (f'{v*100:+.1f}% (p={p:.3f})' if v is not None and p is not None else 'not measured'))" "$W/ab_$td/capture.json" $td
     done
   done
   unset TEARDOWN_CUPTI
