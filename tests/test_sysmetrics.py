@@ -44,6 +44,15 @@ def test_side_by_side_flags_differences_beyond_10_percent_and_names_what_is_miss
     flagged, _, missing = sysmetrics.lines(s)[0].partition(" (not available here: ")
     assert "peak_rss_bytes 100 -> 150 (+50%)" in flagged and "cpu_utilization" not in flagged
     assert "minor_page_faults_per_step" in missing
+    # a per-step count that differs by less than one event a step is not flagged, whatever its ratio (seen on
+    # an H200: minor faults 0.1 -> 0 "-100%", involuntary switches 0 -> 0.08); a real difference still is
+    counts = sysmetrics.side_by_side(
+        {"minor_page_faults_per_step": 0.1, "involuntary_ctx_switches_per_step": 0.0,
+         "voluntary_ctx_switches_per_step": 2.1},
+        {"minor_page_faults_per_step": 0.0, "involuntary_ctx_switches_per_step": 0.077,
+         "voluntary_ctx_switches_per_step": 0.13})
+    assert counts["flagged"] == ["voluntary_ctx_switches_per_step"]
+    assert counts["metrics"]["minor_page_faults_per_step"]["difference"] == -1.0  # the ratio is still given
     none = sysmetrics.side_by_side(None, rep)
     assert none["metrics"] == {} and "no system metrics" in none["unavailable"]["all"]
 

@@ -31,6 +31,9 @@ import time
 from typing import Any
 
 TOLERANCE = 0.10  # side by side, a difference beyond this is flagged
+# per-step counts (context switches, page faults) are flagged only when they also differ by at least this many
+# events per step: 0.1 against 0 is one event in ten steps, "-100%" of nothing
+COUNT_FLOOR = 1.0
 HW_COUNTERS = "hardware performance counters (cycles, instructions, cache misses): not read"
 COMPARED = ("cpu_utilization", "cpu_utilization_per_thread", "voluntary_ctx_switches_per_step",
             "involuntary_ctx_switches_per_step", "minor_page_faults_per_step", "major_page_faults_per_step",
@@ -231,13 +234,16 @@ def side_by_side(original: dict[str, Any] | None, replay: dict[str, Any] | None,
             unavailable[name] = why or f"not measured on the {side} side"
             continue
         diff = (r - o) / o if o else (0.0 if r == o else None)
-        rows[name] = {"original": o, "replay": r, "difference": diff,
-                      "flagged": diff is None or abs(diff) > tolerance}
+        flagged = diff is None or abs(diff) > tolerance
+        if name.endswith("_per_step") and abs(r - o) < COUNT_FLOOR:
+            flagged = False
+        rows[name] = {"original": o, "replay": r, "difference": diff, "flagged": flagged}
     for name, why in ((original.get("unavailable") or {}) | (replay.get("unavailable") or {})).items():
         unavailable.setdefault(name, why)
     return {"metrics": rows, "unavailable": unavailable, "tolerance": tolerance,
             "flagged": sorted(n for n, v in rows.items() if v["flagged"]),
-            "how": "original: capture's un-observed measured steps; replay: its timed iterations; per step"}
+            "how": ("original: capture's un-observed measured steps; replay: its timed iterations; per step; "
+                    f"a per-step count is flagged only when it also differs by {COUNT_FLOOR:g} or more a step")}
 
 
 
