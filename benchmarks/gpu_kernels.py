@@ -18,17 +18,15 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-GPU_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
-
 
 def kernel_time(kineto_json: str | os.PathLike) -> dict[str, float]:
-    """Seconds per kernel name (memcpy and memset included) in a Kineto trace."""
-    with open(kineto_json) as f:
-        events = json.load(f).get("traceEvents", [])
+    """Seconds per kernel name in a Kineto trace: its device activity (kernels, memcpy, memset) as
+    benchmint's Kineto loader reads it."""
+    from benchmint.trace.kineto import load_kineto
+
     out: dict[str, float] = defaultdict(float)
-    for e in events:
-        if e.get("ph") == "X" and e.get("cat") in GPU_CATS:
-            out[e.get("name", "?")] += float(e.get("dur", 0.0)) * 1e-6
+    for e in load_kineto(kineto_json).device:
+        out[e.name] += e.dur_us * 1e-6
     return dict(out)
 
 
@@ -73,7 +71,7 @@ def main() -> int:
     rep, n = replay_kernels(a.capture, a.device, a.iters)
     rep = {k: v / n for k, v in rep.items()}
     to, tr = sum(orig.values()), sum(rep.values())
-    print(f"GPU time per step: original {to * 1e3:.3f} ms ({sum(1 for _ in orig)} kernel names), "
+    print(f"GPU time per step: original {to * 1e3:.3f} ms ({len(orig)} kernel names), "
           f"replay {tr * 1e3:.3f} ms ({len(rep)}), ratio {tr / to if to else float('nan'):.3f}")
     names = sorted(set(orig) | set(rep), key=lambda k: -abs(rep.get(k, 0.0) - orig.get(k, 0.0)))
     print(f"{'original ms':>12} {'replay ms':>10}  kernel")
