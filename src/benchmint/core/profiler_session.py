@@ -21,6 +21,8 @@ import os
 import warnings
 from typing import Any
 
+from benchmint.core.stderr import filtered_native_stderr
+
 
 def _teardown_safe() -> bool:
     try:
@@ -33,9 +35,10 @@ def _teardown_safe() -> bool:
 
 
 def start(prof: Any, cuda: bool) -> None:
-    """Enter the profiler ``prof`` (``cuda``: it records CUDA activity)."""
+    """Enter the profiler ``prof`` (``cuda``: it records CUDA activity), Kineto's start-up line kept off the
+    console."""
     if cuda and _teardown_safe():
         os.environ.setdefault("TEARDOWN_CUPTI", "1")
-    with warnings.catch_warnings():
+    with filtered_native_stderr(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Warning: Profiler clears events", category=UserWarning)
         prof.__enter__()

@@ -80,11 +80,11 @@ class Window:
     def __exit__(self, *exc: object) -> None:
         wall = time.perf_counter() - self._wall
         ru = resource.getrusage(resource.RUSAGE_SELF)
-        self.metrics = measured(self._ru, ru, wall, self.steps, self.threads, self._reset, self.device, self._gpu)
+        self.metrics = measured(self._ru, ru, wall, self.steps, self.threads, self._reset, self._gpu)
 
 
 def measured(r0: Any, r1: Any, wall: float, steps: int, threads: int | None, reset: bool,
-             device: str = "cpu", gpu: _GpuSamples | None = None) -> dict[str, Any]:
+             gpu: _GpuSamples) -> dict[str, Any]:
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     out: dict[str, Any] = {
         "steps": steps,
@@ -106,7 +106,7 @@ def measured(r0: Any, r1: Any, wall: float, steps: int, threads: int | None, res
     else:
         out["peak_rss_bytes"] = r1.ru_maxrss * 1024
         out["peak_rss_how"] = "ru_maxrss: the process's lifetime peak (the high-water mark could not be reset)"
-    out.update((gpu or _GpuSamples(device)).read(wall, unavailable))
+    out.update(gpu.read(wall, unavailable))
     out["unavailable"] = unavailable
     out["how"] = ("getrusage(RUSAGE_SELF) deltas over the window (all threads of the process), per step; "
                   "wall time by time.perf_counter")

@@ -159,8 +159,7 @@ def _observed(activities: list, et_path: str) -> Iterator[Any]:
 
     cuda = ProfilerActivity.CUDA in activities
     prof = profile(activities=activities, record_shapes=True)
-    with filtered_native_stderr():
-        profiler_session.start(prof, cuda)  # CUPTI released when the session ends
+    profiler_session.start(prof, cuda)  # CUPTI released when the session ends
     try:
         et = ExecutionTraceObserver()
         et.register_callback(et_path)

@@ -265,8 +265,7 @@ class Capture:
         if self._sync is not None:
             activities.append(ProfilerActivity.CUDA)
         self._prof = profile(activities=activities, record_shapes=self.record_shapes)
-        with filtered_native_stderr():
-            profiler_session.start(self._prof, cuda=self._sync is not None)  # CUPTI released when it ends
+        profiler_session.start(self._prof, cuda=self._sync is not None)  # CUPTI released when it ends
         et = ExecutionTraceObserver()
         # the observer writes every node as the op exits: into memory-backed storage when there is some, so
         # that disk stalls do not land in the recorded step (the file is moved into place afterwards)
