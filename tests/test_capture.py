@@ -13,6 +13,7 @@ import torch
 from benchmint.core.errors import UserError
 from benchmint.trace import load
 from benchmint.trace.capture import Capture, capture_steps
+from benchmint.trace.capture_file import read_capture
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
@@ -47,6 +48,9 @@ def test_capture_writes_trace_kineto_and_unobserved_step_time(tmp_path):
     assert cj["device"] == "cpu" and cj["torch_version"] == torch.__version__
     assert cj["host"]["cpu_cores_logical"] >= 1 and cj["command_line"]
     assert cj["recorded_steps"] == 1 and cj["complete"] is True
+    # the host's pace, probed just before and just after the measured steps (outside their clock), is kept
+    assert len(cj["pace"]["values"]) == 10 and cj["pace"]["ns_per_turn"] > 0 and "interpreter loop" in cj["pace"]["how"]
+    assert read_capture(tmp_path / "capture.json")["pace"] == cj["pace"]
     # the recorded step round-trips through the trace layer, with backward and optimizer ops inside it
     tr = load(tmp_path / "et.json")
     assert [it.number for it in tr.iterations] == [9]  # after warm-up, measured, discarded and one bare step
@@ -378,3 +382,13 @@ def test_the_thread_count_beside_cpu_use_is_the_one_the_measured_steps_ran_with(
     sm = summary["system_metrics"]
     assert summary["threads"] == 1 and sm["threads"] == 1
     assert sm["cpu_utilization_per_thread"] == pytest.approx(sm["cpu_utilization"])
+
+
+def test_a_replay_puts_the_host_s_pace_beside_its_timed_iterations_next_to_the_capture_s(tmp_path):
+    from benchmint.replay.api import replay_trace
+
+    capture_steps(_tiny_train_step(), tmp_path, warmup=2, measure=5, record=1)
+    cap = json.loads((tmp_path / "capture.json").read_text())
+    p = replay_trace(tmp_path, iters=3, warmup=1).result["pace"]
+    assert p["capture_ns_per_turn"] == cap["pace"]["ns_per_turn"] and p["timed_ns_per_turn"] > 0
+    assert p["timed_vs_capture"] == pytest.approx(p["timed_ns_per_turn"] / p["capture_ns_per_turn"] - 1)

@@ -128,3 +128,23 @@ def test_a_replay_on_another_device_says_no_error_once_with_the_reason():
     assert first.count("no error") == 1 and "the original ran on cuda and the replay on cpu" in first
     r["error_note"] = "a scaled replay is the step at another size"
     assert "; no error: a scaled replay" in headline(r)[0]
+
+
+def test_an_error_no_larger_than_the_host_s_change_of_pace_since_the_capture_is_labelled_noisy():
+    # the same CPU work ran 40% slower beside the replay's timed iterations than beside the capture's steps
+    slow = {**_result(replay_s=12.7 * MS), "device": "cpu",
+            "pace": {"capture_ns_per_turn": 12.0, "timed_ns_per_turn": 16.8, "timed_vs_capture": 0.40}}
+    j = judge(slow)
+    assert j["verdict"] == "noisy" and j["noisy_because"] == "pace" and j["pace_moved"] == 0.40
+    lines = headline(slow)
+    assert "noisy: this host ran the same CPU work 40% slower beside the timed iterations" in lines[0]
+    assert "+35.4% is the host's change of pace, not a measured error of the replay" in lines[0]
+    # an error the other way is not explained by it: measured, with the pace change beside it as context
+    fast = {**slow, "iter_time_s": {"median": 7.0 * MS, "iqr": 0.0}, "error": 7.0 / 9.38 - 1}
+    assert judge(fast)["verdict"] == "measured"
+    assert headline(fast)[1].startswith("this host ran the same CPU work 40% slower")
+    # a pace within the noise threshold changes nothing; nor does one on a GPU (its step is not the CPU's pace)
+    calm = {**slow, "pace": {**slow["pace"], "timed_vs_capture": 0.05}}
+    gpu = {**slow, "device": "cuda:0"}
+    assert judge(calm)["verdict"] == judge(gpu)["verdict"] == "measured"
+    assert len(headline(calm)) == len(headline(gpu)) == 1

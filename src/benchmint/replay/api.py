@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from benchmint.core import sysmetrics
+from benchmint.core import pace, sysmetrics
 from benchmint.core.errors import UserError
 from benchmint.replay import conditions, fidelity, gaps_file, headline, index_skew, memory
 from benchmint.replay.adapt import adapt_capture, adapt_view, annotate
@@ -29,6 +29,7 @@ from benchmint.trace.capture_file import MAX_THREADS, read_capture
 
 SCHEMA_VERSION = "1.0"
 SETTLE_ITERS, SETTLE_WARMUP = 15, 2  # each round that settles the gaps
+PACE_PROBES = 3  # pace probes on each side of the timed iterations
 CAPTURE_JSON = "capture.json"
 
 
@@ -311,8 +312,9 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
         replay_s = summarize(base)["median"]
         replay_cpu_s = statistics.median(base_cpu)
 
-    cap_s = cap_cpu_s = cap_spread = None
+    cap_s = cap_cpu_s = cap_spread = pace_cap = None
     if cap is not None:
+        pace_cap = (cap.get("pace") or {}).get("ns_per_turn")
         st = cap.get("step_time_s") or {}
         cap_s = st.get("median") if isinstance(st, dict) else None
         if cap_s and isinstance(st, dict) and st.get("iqr") is not None:
@@ -375,8 +377,10 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
     tell("time")
     iter_cpu: list[float] = []
     timing_conditions = conditions.snapshot(allocator, fn)  # what the timed loop runs under (the runner's too)
+    pace_timed = [pace.probe() for _ in range(PACE_PROBES)]  # the pace beside the timed iterations
     with sysmetrics.Window(warmup + iters, threads, str(dev)) as sysw:  # CPU use, switches, faults, peak RSS
         times = time_iterations(plan, fn, iters=iters, warmup=warmup, live=True, cpu=iter_cpu)
+    pace_timed += [pace.probe() for _ in range(PACE_PROBES)]
     it = summarize(times)
     if replay_s is None:
         replay_s = it["median"]
@@ -463,6 +467,7 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
             if cal is not None else "recorded durations as the observers measured them, NOT corrected: "
             "inflated by the recording's own cost (no calibration of it on this replay)"),
         "system_metrics": sysmetrics.side_by_side((cap or {}).get("system_metrics"), sysw.metrics),
+        "pace": _pace_result(pace_cap, pace_timed),
     }
     if comm is not None:  # the original's collectives as recorded: joined over the ranks (collective_time)
         result["recorded_collectives"] = recorded_spans(view)
@@ -603,6 +608,17 @@ def _settle_live(plan: Plan, gaps_ns: list[int], want: float, tell: Any, cal: An
     m1 = measure(scaled(short))  # every rank runs this round, with no gaps when it needs none
     rate = min(8.0, max(1.0, (m1 - m0) / short)) if short > 0 else 1.0
     return scaled(short / rate)
+
+
+def _pace_result(cap_ns: float | None, timed: list[float]) -> dict[str, Any]:
+    """The host's pace on each side (:mod:`benchmint.core.pace`): beside the capture's measured steps and beside
+    the timed iterations; ``timed_vs_capture`` is how much slower (+) the same CPU work ran during the timed
+    iterations than during the capture's steps. Reported, not corrected for: scaling the gaps' aim by it did
+    not bring replays closer to the live original (benchmarks/replay_pace.py; the step does not follow the
+    probe by one factor)."""
+    timed_ns = statistics.median(timed)
+    return {"capture_ns_per_turn": cap_ns, "timed_ns_per_turn": timed_ns,
+            "timed_vs_capture": timed_ns / cap_ns - 1 if cap_ns else None, "how": pace.HOW}
 
 
 def run_record(res: ReplayResult, config: dict[str, Any]):

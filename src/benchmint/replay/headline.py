@@ -43,9 +43,13 @@ def judge(r: dict[str, Any], live: dict[str, Any] | None = None, name: str = "re
     more about the machine than about the replay), and ``ops_alone_over_reference`` (the replayed ops alone,
     ``replay_ops_only_s``, over the reference's time) with ``ops_alone_exceed_reference``: above 1, no gap
     can bring the replay down to its aim (a selection's share of the step, or the whole step), so the error is
-    the reference's or the ops', not the gaps'."""
+    the reference's or the ops', not the gaps'. ``pace_moved`` (against capture.json, on the CPU): how much
+    slower (+) the same CPU work ran beside the timed iterations than beside the capture's steps
+    (:mod:`benchmint.core.pace`), past the noise threshold; ``noisy_because``: "spread" or "pace", why the
+    verdict is noisy."""
     cap_s = r.get("original_iter_time_s")
     out: dict[str, Any] = {"reference": None, "error": None, "verdict": "no reference", "reference_spread": None,
+                           "pace_moved": None, "noisy_because": None,
                            "drift": None, "capture_error": r.get("error"), "capture_error_is_drift": False,
                            "replay_spread": None, "noise_threshold": NOISE, "ops_alone_over_reference": None,
                            "ops_alone_exceed_reference": False, "aim_error": None, "aim_noisy": False}
@@ -68,12 +72,23 @@ def judge(r: dict[str, Any], live: dict[str, Any] | None = None, name: str = "re
         spreads = [x for x in (cap_spread, _ratio(r.get("iter_time_s"))) if x is not None]
         out.update(reference="capture.json", error=r["error"], reference_spread=max(spreads) if spreads else None,
                    original_s=cap_s, replay_s=(r.get("iter_time_s") or {}).get("median"))
+        # the same CPU work ran this much slower (+) beside the timed iterations than beside the capture's steps:
+        # an error of the same sign and no larger is the host's change of pace, not the replay's
+        moved = ((r.get("pace") or {}).get("timed_vs_capture") if str(r.get("device") or "").startswith("cpu")
+                 else None)
+        if moved is not None and abs(moved) > NOISE:
+            out["pace_moved"] = moved
+            if r["error"] * moved > 0 and abs(r["error"]) <= abs(moved) + NOISE:
+                out["verdict"] = "noisy"
+                out["noisy_because"] = "pace"
     else:
         return out
     spreads = [x for x in (out["reference_spread"], out["replay_spread"]) if x is not None]
     spread = max(spreads) if spreads else None
     noisy = spread is not None and spread > NOISE and abs(out["error"]) <= spread
-    out["verdict"] = "noisy" if noisy else "measured"
+    if noisy:
+        out["noisy_because"] = "spread"
+    out["verdict"] = "noisy" if noisy or out.get("noisy_because") == "pace" else "measured"
     ops_s = r.get("replay_ops_only_s")
     if ops_s and out.get("original_s"):
         out["ops_alone_over_reference"] = ops_s / out["original_s"]
@@ -169,7 +184,17 @@ def _headline(r: dict[str, Any], live: dict[str, Any] | None, name: str) -> list
         return lines
     first = (f"{cov}, replay {fmt_s(j['replay_s'])}/iter{noise_note(r.get('iter_time_s') or {})}, original "
              f"{fmt_s(j['original_s'])} (capture.json, measured at capture time), error {err * 100:+.1f}%")
-    if j["verdict"] == "noisy":
+    if j["noisy_because"] == "spread":
         first += (f"; noisy: the step times spread {spread * 100:.0f}% of their median, so {err * 100:+.1f}% is "
                   "within the noise, not a measured error of the replay")
-    return [first + _ops_alone(r, j)]
+    elif j["noisy_because"] == "pace":
+        first += (f"; noisy: this host ran the same CPU work {abs(j['pace_moved']) * 100:.0f}% "
+                  f"{'slower' if j['pace_moved'] > 0 else 'faster'} beside the timed iterations than beside the "
+                  f"capture's steps (pace probe), so {err * 100:+.1f}% is the host's change of pace, not a measured "
+                  "error of the replay")
+    lines = [first + _ops_alone(r, j)]
+    if j["pace_moved"] is not None and j["noisy_because"] != "pace":
+        lines.append(f"this host ran the same CPU work {abs(j['pace_moved']) * 100:.0f}% "
+                     f"{'slower' if j['pace_moved'] > 0 else 'faster'} beside the timed iterations than beside the "
+                     "capture's steps (pace probe): the figure above holds that change")
+    return lines

@@ -4,16 +4,9 @@ turns of an interpreter loop, calibrated once per process."""
 from __future__ import annotations
 
 from benchmint.core import clock
+from benchmint.core.pace import spin
 
-
-def spin(n: int) -> None:
-    """CPU work standing for time spent outside ops (and for skipped ops): ``n`` turns of an interpreter loop.
-
-    The amount of work, not a wall-clock deadline, is fixed: Python and framework code between ops is CPU
-    work too, so when the machine is busier both the original's and the replay's take longer alike.
-    """
-    for _ in range(n):
-        pass
+__all__ = ["iters_for", "ns_per_turn", "spin"]
 
 
 _NS_PER_TURN: list[float] = []

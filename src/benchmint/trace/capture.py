@@ -45,6 +45,7 @@ from typing import Any
 from benchmint.core import clock, profiler_session
 from benchmint.core.errors import UserError
 from benchmint.core.jsonio import write_json
+from benchmint.core.pace import summary as pace_summary
 from benchmint.core.stats import percentile, timing_summary
 from benchmint.core.stderr import filtered_native_stderr
 from benchmint.trace import rank_watch
@@ -55,6 +56,7 @@ ET_NAME = "et.json"
 KINETO_NAME = "kineto.json"
 CAPTURE_NAME = "capture.json"
 MIN_MEASURE = 5
+PACE_PROBES = 5  # pace probes on each side of the measured steps (about 1.3 ms each side at 12 ns a turn)
 
 ENV_OUT = "BENCHMINT_CAPTURE_OUT"
 ENV_WARMUP = "BENCHMINT_CAPTURE_WARMUP"
@@ -144,6 +146,7 @@ class Capture:
         self._ended = 0  # step() calls: the steps the script has ended (_n stops counting after the recording)
         self.beacon = rank_watch.Beacon(None)  # where the capture is, for `benchmint capture` under torchrun
         self._sketch = IndexSketch()  # the last warm-up step's lookups: distinct rows touched (index_sketch.py)
+        self._pace: list[float] = []  # the machine's pace just before and after the measured steps (core.pace)
 
     # -- context manager -----------------------------------------------------------------------------------
     def __enter__(self) -> Capture:
@@ -249,10 +252,19 @@ class Capture:
 
             # the thread count the measured steps run with: a script sets it after the capture has started
             self._threads = torch.get_num_threads()
+            self._probe_pace()  # outside the window and the steps' clock: its CPU time is in neither
             self._sysw = sysmetrics.Window(self.measure, self._threads, _device_in_use(self.device)).__enter__()
         elif self._n == self.warmup + self.measure and getattr(self, "_sysw", None) is not None:
             self._sysw.__exit__(None, None, None)
             self.system_metrics = self._sysw.metrics
+            self._probe_pace()
+
+    def _probe_pace(self) -> None:
+        """The machine's pace on either side of the measured steps (:mod:`benchmint.core.pace`): a replay on
+        this host scales its aim, capture.json's step time, by how its own pace differs from this one."""
+        from benchmint.core import pace
+
+        self._pace.extend(pace.probe() for _ in range(PACE_PROBES))
 
     # -- recording -----------------------------------------------------------------------------------------
     def _start_recording(self, discard: bool = False) -> None:
@@ -404,6 +416,7 @@ class Capture:
             "command_line": self.command_line if self.command_line is not None else list(sys.argv),
             "model": describe_model(self.model) if self.model is not None else None,
             "system_metrics": getattr(self, "system_metrics", None),  # the measured steps' (core.sysmetrics)
+            "pace": pace_summary(self._pace),  # the machine's pace beside the measured steps (core.pace)
             # per lookup index tensor of the last warm-up step: shape, table rows, distinct rows touched
             "index_sketch": self._sketch.result,
             "files": files,

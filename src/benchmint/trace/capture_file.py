@@ -95,6 +95,14 @@ class RecordingCost(msgspec.Struct, forbid_unknown_fields=False):
     write_how: Short | None = None
 
 
+class Pace(msgspec.Struct, forbid_unknown_fields=False):
+    """The machine's pace beside the measured steps (:mod:`benchmint.core.pace`)."""
+
+    ns_per_turn: Annotated[float, msgspec.Meta(gt=0, le=1e9)]
+    values: Annotated[list[Annotated[float, msgspec.Meta(gt=0, le=1e9)]], msgspec.Meta(max_length=1024)] | None = None
+    how: Short | None = None
+
+
 class LookupSketch(msgspec.Struct, forbid_unknown_fields=False):
     """One index tensor of the last warm-up step (:mod:`benchmint.trace.index_sketch`)."""
 
@@ -138,6 +146,7 @@ class CaptureFile(msgspec.Struct, forbid_unknown_fields=False):
     iterations: list[FileName] | None = None  # with every: the folder of each recorded step
     recording_cost: RecordingCost | None = None
     index_sketch: IndexSketch | None = None  # the distinct rows each lookup of a warm-up step touched
+    pace: Pace | None = None  # the machine's pace beside the measured steps (a replay scales its aim by it)
 
 
 _decoder = msgspec.json.Decoder(CaptureFile)
