@@ -384,11 +384,13 @@ def test_the_thread_count_beside_cpu_use_is_the_one_the_measured_steps_ran_with(
     assert sm["cpu_utilization_per_thread"] == pytest.approx(sm["cpu_utilization"])
 
 
-def test_a_replay_puts_the_host_s_pace_beside_its_timed_iterations_next_to_the_capture_s(tmp_path):
-    from benchmint.replay.api import replay_trace
-
-    capture_steps(_tiny_train_step(), tmp_path, warmup=2, measure=5, record=1)
-    cap = json.loads((tmp_path / "capture.json").read_text())
-    p = replay_trace(tmp_path, iters=3, warmup=1).result["pace"]
+def test_a_replay_puts_the_host_s_pace_beside_its_timed_iterations_next_to_the_capture_s(cli, tmp_path):
+    capture_steps(_tiny_train_step(), tmp_path / "cap", warmup=2, measure=5, record=1)
+    cap = json.loads((tmp_path / "cap" / "capture.json").read_text())
+    code, out, err = cli("replay", str(tmp_path / "cap"), "--iters", "3", "--warmup", "1", "--json", "r.json",
+                         "--no-store")
+    assert code == 0, err
+    p = json.loads((tmp_path / "r.json").read_text())["pace"]
     assert p["capture_ns_per_turn"] == cap["pace"]["ns_per_turn"] and p["timed_ns_per_turn"] > 0
     assert p["timed_vs_capture"] == pytest.approx(p["timed_ns_per_turn"] / p["capture_ns_per_turn"] - 1)
+    assert "host pace" in " ".join(out.split()) and "beside the capture's steps" in " ".join(out.split())

@@ -209,6 +209,12 @@ def _print_summary(r: dict) -> None:
     elif r.get("estimate_note"):
         t.add_row(label("original_iter_time_estimated_s"), r["estimate_note"])
     t.add_row(label("error"), f"{r['error'] * 100:+.1f}%" if r["error"] is not None else r.get("error_note") or "-")
+    pace = r.get("pace") or {}
+    if pace.get("capture_ns_per_turn") and pace.get("timed_vs_capture") is not None:
+        t.add_row("host pace", f"{pace['timed_ns_per_turn']:.1f} ns a loop turn beside the timed iterations, "
+                  f"{pace['capture_ns_per_turn']:.1f} beside the capture's steps (the same CPU work ran "
+                  f"{abs(pace['timed_vs_capture']) * 100:.0f}% {'slower' if pace['timed_vs_capture'] > 0 else 'faster'} "
+                  "now)")
     t.add_row(label("peak_memory_bytes"), f"{r['peak_memory_bytes'] / 2**20:.1f} MiB")
     t.add_row("device, threads", f"{r['device']}, {r['threads']}" + (" per rank" if r.get("ranks") else ""))
     if r.get("ranks"):
