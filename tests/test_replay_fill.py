@@ -232,3 +232,31 @@ def test_a_buffer_read_through_a_slice_gets_the_range_of_the_lookup_that_reads_t
     idx = _first_inputs_in_replay(step, tmp_path, {"idx": ("aten.embedding.", lambda a, kw: a[1])})["idx"]
     assert tuple(idx.shape) == (1, 48) and int(idx.min()) >= 0 and int(idx.max()) < 128
     assert idx.unique().numel() > 10
+
+
+def test_a_mask_whose_nonzero_count_a_consumer_recorded_is_made_up_with_that_many(tmp_path, one_thread):
+    """A made-up mask selected another number of elements than the original did: random halves for a boolean
+    leaf, all ones for an integer attention mask (HF's unpadding runs ``nonzero(attention_mask.flatten())``).
+    The recorded output sizes of nonzero, a boolean index and masked_select say how many were non-zero."""
+    mask = torch.ones(2, 16, dtype=torch.long)
+    mask[1, 10:] = 0  # 26 tokens present
+    keep = torch.zeros(2, 16, dtype=torch.bool)
+    keep[0, :4], keep[1, 5:8] = True, True  # 7 rows kept
+    pick = torch.zeros(32, dtype=torch.bool)
+    pick[[1, 7, 9, 20, 31]] = True
+    h, v = torch.randn(2, 16, 8), torch.randn(32)
+
+    def step():
+        idx = torch.nonzero(mask.flatten(), as_tuple=False).flatten()
+        return idx, h[keep], v.masked_select(pick)
+
+    seen = _first_inputs_in_replay(step, tmp_path, {
+        "nonzero": ("aten.nonzero.", lambda a, kw: a[0]),
+        "index": ("aten.index.", lambda a, kw: a[1][0]),
+        "select": ("aten.masked_select.", lambda a, kw: a[1])})
+    assert int(seen["nonzero"].count_nonzero()) == 26
+    assert seen["index"].dtype == torch.bool and int(seen["index"].sum()) == 7
+    assert int(seen["select"].sum()) == 5
+    # rows of a mask hold a leading run of present positions, as a right-padded batch has them
+    rows = seen["nonzero"].reshape(2, 16) != 0
+    assert all(bool(r[: int(r.sum())].all()) for r in rows)

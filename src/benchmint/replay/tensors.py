@@ -9,6 +9,7 @@ the offsets' end) or a row permutation of it: those needs are carried back to th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
@@ -50,9 +51,16 @@ class IntConstraint:
     rows_of: tuple | None = None  # rows per table of the lookup reading this indices tensor (bounds_check)
     longest: int | None = None  # with sums_to: sequence lengths in [1, longest], the longest present, descending
     mask: bool = False  # cast to bool: a padding or attention mask, made up as ones (every position present)
+    # exactly this many non-zero (True) elements: what a consumer's recorded output size says (nonzero,
+    # argwhere, masked_select, a boolean index), so that the replayed op returns the recorded shape
+    nonzeros: int | None = None
 
     def empty(self) -> bool:
         return self == IntConstraint()
+
+    def empty_but_counted(self) -> bool:
+        """Nothing asked of the values but how many are non-zero."""
+        return replace(self, nonzeros=None).empty()
 
     def narrow(self, high: int) -> None:
         if high > 0:
@@ -191,6 +199,8 @@ def collect_constraints(ops: Iterable[OpRec], arg_names_of) -> Constraints:
                 _bound(cons, a.get("index"), src.numel)
         elif base in ("to", "_to_copy") and op.name.startswith("aten::"):
             _note_mask(cons, op, a.get("self"))
+        if op.name.startswith("aten::") and base in _COUNTED:
+            _note_nonzeros(cons, op, base, a)
         # recorded tensor_range: respect it for every integer input of this op
         rng = _parse_range(op.tensor_range)
         if rng is not None:
@@ -373,6 +383,45 @@ _SAME_VALUES = {"view", "reshape", "_reshape_alias", "_unsafe_view", "flatten", 
                 "view_as", "reshape_as", "ravel"}
 
 
+# ops whose recorded output size counts the non-zero elements of an input: nonzero / argwhere ([K, ndim]),
+# masked_select ([K] of the mask broadcast over self), a boolean index (K along the mask's first dimension)
+_COUNTED = {"nonzero", "argwhere", "masked_select", "index", "_unsafe_index"}
+
+
+def _note_nonzeros(cons: Constraints, op: OpRec, base: str, a: dict[str, object]) -> None:
+    """An input whose number of non-zero elements a consumer's recorded output size gives: made up with exactly
+    that many (:func:`fill`), so the replayed op computes and returns what the original did (a boolean index
+    over a made-up mask of random halves, or of all ones, selects another number of rows than recorded)."""
+    out = op.outputs[0].value if op.outputs and op.outputs[0].kind == TENSOR else None
+    if not isinstance(out, TRef) or not out.shape:
+        return
+    if base in ("nonzero", "argwhere"):
+        src = a.get("self")
+        if _countable(src) and len(out.shape) == 2 and out.shape[1] == max(len(src.shape), 1):
+            cons.get(src).nonzeros = out.shape[0]
+    elif base == "masked_select":
+        src, mask = a.get("self"), a.get("mask")
+        if (isinstance(src, TRef) and _countable(mask) and mask.numel
+                and tuple(mask.shape) == tuple(torch.broadcast_shapes(src.shape, mask.shape))):
+            cons.get(mask).nonzeros = out.shape[0]
+    else:
+        src, lst = a.get("self"), a.get("indices")
+        if not isinstance(src, TRef) or not isinstance(lst, list):
+            return
+        given = [(k, r) for k, r in enumerate(lst) if r is not None]
+        if len(given) != 1:
+            return
+        k, r = given[0]
+        if (isinstance(r, TRef) and r.dtype == torch.bool and r.shape
+                and tuple(src.shape[k:k + len(r.shape)]) == tuple(r.shape) and len(out.shape) > k):
+            cons.get(r).nonzeros = out.shape[k]
+
+
+def _countable(r: object) -> bool:
+    """A tensor made up through the integer constraints (an integer or a boolean one)."""
+    return isinstance(r, TRef) and (r.dtype == torch.bool or _is_int(r.dtype))
+
+
 def _note_mask(cons: Constraints, op: OpRec, src: object) -> None:
     """An integer tensor cast to bool is a mask (a tokenizer's ``attention_mask`` of ones and zeros, turned into
     the attention's boolean mask): made up as ones, every position present. Zeros, the made-up value of an
@@ -405,6 +454,11 @@ def _carry_back(cons: Constraints, ops: list[OpRec], named: list[dict[str, objec
             if (c is not None and isinstance(src, TRef) and src.key != out.key and src.numel == out.numel
                     and _is_int(src.dtype) and _is_int(out.dtype)):
                 _inherit(cons, src, c)
+            elif (c is not None and c.nonzeros is not None and isinstance(src, TRef) and src.key != out.key
+                  and src.numel == out.numel and _countable(src) and _countable(out)):
+                # a cast to or from bool (an integer attention mask turned boolean) keeps which elements are
+                # non-zero, and only that carries (a bound on a boolean index is not one on the integers)
+                _inherit(cons, src, IntConstraint(nonzeros=c.nonzeros))
         elif base in _SOME_VALUES and op.name.startswith("aten::"):
             # a part of the input, or its values repeated: the part's range and mask-ness hold for the whole
             # (a model's position-ids buffer, sliced to the sequence and read by the position embedding)
@@ -454,8 +508,11 @@ def _inherit(cons: Constraints, src: TRef, c: IntConstraint) -> None:
     mine = cons.by_key.get(src.key)
     if mine is None or mine.empty():
         cons.by_key[src.key] = replace(c)
-    elif c.high is not None and mine.values is None:
+        return
+    if c.high is not None and mine.values is None:
         mine.narrow(c.high)
+    if c.nonzeros is not None and mine.nonzeros is None:
+        mine.nonzeros = c.nonzeros
 
 
 def _tbe_geometry(a: dict[str, object]) -> tuple[list[int], list[int], list[int]] | None:
@@ -599,6 +656,11 @@ def fill(t: torch.Tensor, ref: TRef | None, cons: Constraints, gen: torch.Genera
     if t.numel() == 0:
         return
     dtype = t.dtype
+    c = cons.by_key.get(ref.key) if ref is not None else None
+    if c is not None and c.nonzeros is not None and 0 <= c.nonzeros <= t.numel() and (dtype == torch.bool or c.mask
+                                                                                   or c.empty_but_counted()):
+        t.copy_(_with_nonzeros(t.shape, c.nonzeros, dtype, gen))
+        return
     if dtype == torch.bool:
         t.copy_(torch.rand(t.shape, generator=gen) < 0.5)
         return
@@ -635,7 +697,6 @@ def fill(t: torch.Tensor, ref: TRef | None, cons: Constraints, gen: torch.Genera
                 mag.mul_(torch.randint(0, 2, t.shape, generator=gen).mul_(2).sub_(1)).mul_(scale)
             t.copy_(mag)
         return
-    c = cons.by_key.get(ref.key) if ref is not None else None
     if c is not None and c.values is not None and len(c.values) == t.numel():
         t.copy_(torch.tensor(c.values).reshape(t.shape))
         return
@@ -674,6 +735,24 @@ def fill(t: torch.Tensor, ref: TRef | None, cons: Constraints, gen: torch.Genera
         t.copy_(torch.randint(0, c.high, t.shape, generator=gen))
         return
     t.zero_()  # zero is a valid index and a neutral offset for any consumer we do not know
+
+
+def _with_nonzeros(shape: tuple[int, ...] | torch.Size, k: int, dtype: torch.dtype,
+                   gen: torch.Generator) -> torch.Tensor:
+    """Ones (True) at exactly ``k`` of the positions, zeros elsewhere. With rows (two or more dimensions: a
+    padding mask's batch of sequences) each row holds a leading run of ones, the ``k`` shared as evenly as the
+    rows allow, as a tokenizer's right-padded mask has them; a vector holds its ``k`` at random positions (a
+    routing or selection mask)."""
+    n = math.prod(shape)
+    if len(shape) >= 2 and shape[-1] > 0:
+        rows, width = n // shape[-1], shape[-1]
+        per = torch.full((rows,), k // rows, dtype=torch.long)
+        per[: k % rows] += 1
+        out = torch.arange(width).expand(rows, width) < per.unsqueeze(1)
+    else:
+        out = torch.zeros(n, dtype=torch.bool)
+        out[torch.randperm(n, generator=gen)[:k]] = True
+    return out.reshape(shape).to(dtype)
 
 
 def _sequence_lengths(n: int, total: int, longest: int, gen: torch.Generator) -> torch.Tensor:
