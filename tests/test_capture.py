@@ -394,3 +394,26 @@ def test_a_replay_puts_the_host_s_pace_beside_its_timed_iterations_next_to_the_c
     assert p["capture_ns_per_turn"] == cap["pace"]["ns_per_turn"] and p["timed_ns_per_turn"] > 0
     assert p["timed_vs_capture"] == pytest.approx(p["timed_ns_per_turn"] / p["capture_ns_per_turn"] - 1)
     assert "host pace" in " ".join(out.split()) and "beside the capture's steps" in " ".join(out.split())
+    # a pace probed on another host (or Python) says nothing of this one's: not compared
+    cap["pace"]["host"] = "another-host"
+    (tmp_path / "cap" / "capture.json").write_text(json.dumps(cap))
+    code, out, err = cli("replay", str(tmp_path / "cap"), "--iters", "3", "--warmup", "1", "--json", "r2.json",
+                         "--no-store")
+    p = json.loads((tmp_path / "r2.json").read_text())["pace"]
+    assert code == 0 and p["capture_ns_per_turn"] is None and p["timed_vs_capture"] is None
+    assert "host pace" not in out
+
+
+def test_the_pace_probes_stay_out_of_the_measured_steps_clock_even_without_warm_up(tmp_path, monkeypatch):
+    import time
+
+    from benchmint.core import pace
+
+    def slow_probe(turns=pace.PROBE_TURNS):
+        time.sleep(0.05)
+        return 10.0
+
+    monkeypatch.setattr(pace, "probe", slow_probe)
+    s = capture_steps(lambda: torch.ones(4).sum(), tmp_path, warmup=0, measure=5, record=1)
+    assert len(s["pace"]["values"]) == 10
+    assert max(s["step_time_s"]["values"]) < 0.04, s["step_time_s"]["values"]

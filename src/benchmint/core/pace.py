@@ -16,7 +16,9 @@ corrected for.
 
 from __future__ import annotations
 
+import platform
 import statistics
+import sys
 from typing import Any
 
 from benchmint.core import clock
@@ -49,5 +51,12 @@ def summary(values: list[float]) -> dict[str, Any] | None:
     """capture.json's ``pace``: the probes' median and values (None without probes)."""
     if not values:
         return None
-    return {"ns_per_turn": statistics.median(values), "values": [round(v, 3) for v in values], "how": HOW}
+    return {"ns_per_turn": statistics.median(values), "values": [round(v, 3) for v in values], **where(),
+            "how": HOW}
+
+
+def where() -> dict[str, str]:
+    """The host and Python a probe ran on: a pace compares only with one probed on the same two (another
+    machine, or another interpreter, runs the loop at its own speed)."""
+    return {"host": platform.node(), "python": sys.version.split()[0]}
 

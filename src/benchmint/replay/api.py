@@ -314,7 +314,9 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
 
     cap_s = cap_cpu_s = cap_spread = pace_cap = None
     if cap is not None:
-        pace_cap = (cap.get("pace") or {}).get("ns_per_turn")
+        cap_pace = cap.get("pace") or {}
+        if all(cap_pace.get(k) == v for k, v in pace.where().items()):  # probed on this host and Python
+            pace_cap = cap_pace.get("ns_per_turn")
         st = cap.get("step_time_s") or {}
         cap_s = st.get("median") if isinstance(st, dict) else None
         if cap_s and isinstance(st, dict) and st.get("iqr") is not None:
@@ -611,8 +613,9 @@ def _settle_live(plan: Plan, gaps_ns: list[int], want: float, tell: Any, cal: An
 
 
 def _pace_result(cap_ns: float | None, timed: list[float]) -> dict[str, Any]:
-    """The host's pace on each side (:mod:`benchmint.core.pace`): beside the capture's measured steps and beside
-    the timed iterations; ``timed_vs_capture`` is how much slower (+) the same CPU work ran during the timed
+    """The host's pace on each side (:mod:`benchmint.core.pace`): beside the capture's measured steps (None when
+    they ran on another host or Python, or capture.json has no pace) and beside the timed iterations;
+    ``timed_vs_capture`` is how much slower (+) the same CPU work ran during the timed
     iterations than during the capture's steps. Reported, not corrected for: scaling the gaps' aim by it did
     not bring replays closer to the live original (benchmarks/replay_pace.py; the step does not follow the
     probe by one factor)."""

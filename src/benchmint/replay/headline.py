@@ -79,7 +79,6 @@ def judge(r: dict[str, Any], live: dict[str, Any] | None = None, name: str = "re
         if moved is not None and abs(moved) > NOISE:
             out["pace_moved"] = moved
             if r["error"] * moved > 0 and abs(r["error"]) <= abs(moved) + NOISE:
-                out["verdict"] = "noisy"
                 out["noisy_because"] = "pace"
     else:
         return out

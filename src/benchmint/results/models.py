@@ -243,7 +243,7 @@ class ReplayMetrics(Model):
     how_measured: str | None | UnsetType = UNSET
     largest_contributors: list[JSONObject] | UnsetType = UNSET
     system_metrics: JSONObject | None | UnsetType = UNSET  # core/sysmetrics.side_by_side
-    pace: JSONObject | None | UnsetType = UNSET  # core/pace: the host's pace at capture, settling, timed run
+    pace: JSONObject | None | UnsetType = UNSET  # core/pace: the host's pace beside the capture and the timed run
     iteration: int | None | UnsetType = UNSET  # the trace's iteration that was replayed
     tensor_memory_estimate: JSONObject | None | UnsetType = UNSET
     selection: JSONObject | None | UnsetType = UNSET  # --select

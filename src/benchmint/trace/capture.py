@@ -163,8 +163,8 @@ class Capture:
         self._threads = torch.get_num_threads()
         dev = _device_in_use(self.device)
         self._sync = torch.cuda.synchronize if dev.startswith("cuda") else None
+        self._system_window()  # with no warm-up the measured steps start here (its pace probe before their clock)
         self._t0 = clock.now_ns()
-        self._system_window()  # with no warm-up the measured steps start here
 
     @property
     def recording(self) -> bool:
@@ -260,8 +260,8 @@ class Capture:
             self._probe_pace()
 
     def _probe_pace(self) -> None:
-        """The machine's pace on either side of the measured steps (:mod:`benchmint.core.pace`): a replay on
-        this host scales its aim, capture.json's step time, by how its own pace differs from this one."""
+        """The host's pace on either side of the measured steps (:mod:`benchmint.core.pace`): a replay on this
+        host and Python reports how its own pace differs from this one, beside its error against the steps."""
         from benchmint.core import pace
 
         self._pace.extend(pace.probe() for _ in range(PACE_PROBES))

@@ -98,8 +98,10 @@ class RecordingCost(msgspec.Struct, forbid_unknown_fields=False):
 class Pace(msgspec.Struct, forbid_unknown_fields=False):
     """The machine's pace beside the measured steps (:mod:`benchmint.core.pace`)."""
 
-    ns_per_turn: Annotated[float, msgspec.Meta(gt=0, le=1e9)]
-    values: Annotated[list[Annotated[float, msgspec.Meta(gt=0, le=1e9)]], msgspec.Meta(max_length=1024)] | None = None
+    ns_per_turn: Annotated[float, msgspec.Meta(ge=1e-3, le=1e9)]
+    values: Annotated[list[Annotated[float, msgspec.Meta(ge=1e-3, le=1e9)]], msgspec.Meta(max_length=1024)] | None = None
+    host: Short | None = None  # where the probes ran: the interpreter loop's speed is this host's and Python's
+    python: Short | None = None
     how: Short | None = None
 
 
@@ -146,7 +148,7 @@ class CaptureFile(msgspec.Struct, forbid_unknown_fields=False):
     iterations: list[FileName] | None = None  # with every: the folder of each recorded step
     recording_cost: RecordingCost | None = None
     index_sketch: IndexSketch | None = None  # the distinct rows each lookup of a warm-up step touched
-    pace: Pace | None = None  # the machine's pace beside the measured steps (a replay scales its aim by it)
+    pace: Pace | None = None  # the host's pace beside the measured steps (a replay reports its own beside it)
 
 
 _decoder = msgspec.json.Decoder(CaptureFile)
