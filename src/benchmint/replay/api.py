@@ -617,8 +617,8 @@ def _pace_result(cap_ns: float | None, timed: list[float]) -> dict[str, Any]:
     they ran on another host or Python, or capture.json has no pace) and beside the timed iterations;
     ``timed_vs_capture`` is how much slower (+) the same CPU work ran during the timed
     iterations than during the capture's steps. Reported, not corrected for: scaling the gaps' aim by it did
-    not bring replays closer to the live original (benchmarks/replay_pace.py; the step does not follow the
-    probe by one factor)."""
+    not bring replays closer to the live original (docs/replay.md, "The host's pace": the step does not
+    follow the probe by one factor)."""
     timed_ns = statistics.median(timed)
     return {"capture_ns_per_turn": cap_ns, "timed_ns_per_turn": timed_ns,
             "timed_vs_capture": timed_ns / cap_ns - 1 if cap_ns else None, "how": pace.HOW}
