@@ -11,7 +11,7 @@ from rich.table import Table
 from benchmint.cli.common import ResultsOpt, console, err_console, state
 from benchmint.core.stats import noise_note
 from benchmint.replay.console import fidelity_line, fmt_s
-from benchmint.replay.headline import damage_line
+from benchmint.replay.headline import damage_line, pace_change
 from benchmint.trace.lookups import NAMES
 
 
@@ -213,8 +213,7 @@ def _print_summary(r: dict) -> None:
     if pace.get("capture_ns_per_turn") and pace.get("timed_vs_capture") is not None:
         t.add_row("host pace", f"{pace['timed_ns_per_turn']:.1f} ns a loop turn beside the timed iterations, "
                   f"{pace['capture_ns_per_turn']:.1f} beside the capture's steps (the same CPU work ran "
-                  f"{abs(pace['timed_vs_capture']) * 100:.0f}% {'slower' if pace['timed_vs_capture'] > 0 else 'faster'} "
-                  "now)")
+                  f"{pace_change(pace['timed_vs_capture'])} now)")
     t.add_row(label("peak_memory_bytes"), f"{r['peak_memory_bytes'] / 2**20:.1f} MiB")
     t.add_row("device, threads", f"{r['device']}, {r['threads']}" + (" per rank" if r.get("ranks") else ""))
     if r.get("ranks"):

@@ -187,13 +187,19 @@ def _headline(r: dict[str, Any], live: dict[str, Any] | None, name: str) -> list
         first += (f"; noisy: the step times spread {spread * 100:.0f}% of their median, so {err * 100:+.1f}% is "
                   "within the noise, not a measured error of the replay")
     elif j["noisy_because"] == "pace":
-        first += (f"; noisy: this host ran the same CPU work {abs(j['pace_moved']) * 100:.0f}% "
-                  f"{'slower' if j['pace_moved'] > 0 else 'faster'} beside the timed iterations than beside the "
-                  f"capture's steps (pace probe), so {err * 100:+.1f}% is the host's change of pace, not a measured "
-                  "error of the replay")
+        first += (f"; noisy: {_pace_moved(j['pace_moved'])}, so {err * 100:+.1f}% is the host's change of pace, not "
+                  "a measured error of the replay")
     lines = [first + _ops_alone(r, j)]
     if j["pace_moved"] is not None and j["noisy_because"] != "pace":
-        lines.append(f"this host ran the same CPU work {abs(j['pace_moved']) * 100:.0f}% "
-                     f"{'slower' if j['pace_moved'] > 0 else 'faster'} beside the timed iterations than beside the "
-                     "capture's steps (pace probe): the figure above holds that change")
+        lines.append(f"{_pace_moved(j['pace_moved'])}: the figure above holds that change")
     return lines
+
+
+def pace_change(moved: float) -> str:
+    """``moved`` (the result's ``pace.timed_vs_capture``) in words: "21% slower" or "13% faster"."""
+    return f"{abs(moved) * 100:.0f}% {'slower' if moved > 0 else 'faster'}"
+
+
+def _pace_moved(moved: float) -> str:
+    return (f"this host ran the same CPU work {pace_change(moved)} beside the timed iterations than beside the "
+            "capture's steps (pace probe)")

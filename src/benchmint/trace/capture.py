@@ -42,10 +42,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmint.core import clock, profiler_session
+from benchmint.core import clock, pace, profiler_session
 from benchmint.core.errors import UserError
 from benchmint.core.jsonio import write_json
-from benchmint.core.pace import summary as pace_summary
 from benchmint.core.stats import percentile, timing_summary
 from benchmint.core.stderr import filtered_native_stderr
 from benchmint.trace import rank_watch
@@ -262,8 +261,6 @@ class Capture:
     def _probe_pace(self) -> None:
         """The host's pace on either side of the measured steps (:mod:`benchmint.core.pace`): a replay on this
         host and Python reports how its own pace differs from this one, beside its error against the steps."""
-        from benchmint.core import pace
-
         self._pace.extend(pace.probe() for _ in range(PACE_PROBES))
 
     # -- recording -----------------------------------------------------------------------------------------
@@ -416,7 +413,7 @@ class Capture:
             "command_line": self.command_line if self.command_line is not None else list(sys.argv),
             "model": describe_model(self.model) if self.model is not None else None,
             "system_metrics": getattr(self, "system_metrics", None),  # the measured steps' (core.sysmetrics)
-            "pace": pace_summary(self._pace),  # the machine's pace beside the measured steps (core.pace)
+            "pace": pace.summary(self._pace),  # the machine's pace beside the measured steps (core.pace)
             # per lookup index tensor of the last warm-up step: shape, table rows, distinct rows touched
             "index_sketch": self._sketch.result,
             "files": files,
