@@ -136,11 +136,16 @@ def _select_row(name: str, spec: str, tmp: Path, args) -> dict:
     cap_s = sel["original_step_time_s"]
     drift = cap_s / cmp["original_s"] - 1 if cap_s else None
     own = cmp["replays"]["sel"]["replay_s"] / (cap_s * share) - 1 if cap_s and share else None
+    # the selection against the whole step replayed from the same capture, round by round: both aim at the same
+    # capture.json step, so its drift from the live original cancels; what is left is the selection's own part
+    vs_whole = (statistics.median(s / w for s, w in zip(cmp["replays"]["sel"]["rounds_s"],
+                                                          cmp["replays"]["whole"]["rounds_s"], strict=True)) / share - 1
+                if share else None)
     return {"row": f"{name} --select {spec}", "ops": f"{sel['ops_selected']}/{sel['ops_in_step']}",
             "share": share, "shares": sel.get("share_per_recorded_step") or [share],
             "original_s": cmp["original_s"], "replay_s": cmp["replays"]["sel"]["replay_s"],
             "replay_share": ratio, "error": ratio / share - 1 if share else None, "whole_error": whole_err,
-            "drift": drift, "own_error": own, "load": os.getloadavg()[0],
+            "drift": drift, "own_error": own, "vs_whole": vs_whole, "load": os.getloadavg()[0],
             "settled_error": res.result["error"]}  # the replay's own timed run against its aim, right after settling
 
 
@@ -209,11 +214,13 @@ def main() -> int:
         print("(share: median over the recorded steps; error: replay / live original / share - 1, the original timed "
               "alternately in the same rounds; drift: capture.json's step time, which the gaps aim at, against the "
               "live original in those rounds; vs aim: the selection's replay / (share x capture.json's step) - 1; "
-              "whole-step error: the same capture replayed unselected against the live original, same rounds; own run vs "
+              "whole-step error: the same capture replayed unselected against the live original, same rounds; share of the "
+              "whole replay: median over rounds of selection / whole replay, over the share - 1 (the capture's drift "
+              "cancels: the selection's own error); own run vs "
               "aim: the replay's own timed iterations, right after its gaps were settled, against its aim)")
         hdr = (f"{'selection':44s} {'ops':>8s} {'share':>7s} {'shares per step':>21s} {'original s':>11s} "
                f"{'replay s':>10s} {'replay/original':>15s} {'error':>7s} {'drift':>7s} {'vs aim':>7s} "
-               f"{'whole-step error':>16s} {'own run vs aim':>14s} {'load':>5s}")
+               f"{'whole-step error':>16s} {'share of whole replay':>21s} {'own run vs aim':>14s} {'load':>5s}")
         print(hdr)
         print("-" * len(hdr))
 
@@ -224,7 +231,7 @@ def main() -> int:
             shares = "/".join(f"{v:.3f}" for v in x["shares"])
             print(f"{x['row']:44s} {x['ops']:>8s} {x['share']:7.3f} {shares:>21s} {x['original_s']:11.6f} "
                   f"{x['replay_s']:10.6f} {x['replay_share']:15.3f} {pc(x['error'])} {pc(x['drift'])} "
-                  f"{pc(x['own_error'])} {pc(x['whole_error']):>16s} {pc(x['settled_error']):>14s} {x['load']:5.1f}")
+                  f"{pc(x['own_error'])} {pc(x['whole_error']):>16s} {pc(x['vs_whole']):>21s} {pc(x['settled_error']):>14s} {x['load']:5.1f}")
     print(f"load average at the end: {os.getloadavg()[0]:.1f} / {os.getloadavg()[1]:.1f} / {os.getloadavg()[2]:.1f}")
     return 0
 

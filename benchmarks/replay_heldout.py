@@ -9,13 +9,16 @@ with ``--builtin``, benchmint's own examples (``benchmint.models.workloads``) ca
 
 Per round: ``--iters`` iterations of the original, then of the replay; each side's figure is the 10th
 percentile of its iterations; error = median over rounds of replay / original - 1 (the issue's protocol).
-With ``--pairs N`` (default 100) the same two sides are then also timed iteration by iteration, N pairs whose
-order swaps each pair (A B, B A, ...): ``paired`` is the median of the pairs' replay / original - 1, with a
-95% bootstrap interval (:mod:`benchmint.core.paired`). A block of 30 iterations takes a few hundred
+With ``--pairs N`` (default 100) the same two sides are then also timed iteration by iteration, N rounds whose
+order reverses each round (A B C, C B A, ...; C the ops alone, below): ``paired`` is the median of the
+rounds' replay / original - 1, with a 95% bootstrap interval (:mod:`benchmint.core.paired`). A block of 30 iterations takes a few hundred
 milliseconds, and this machine's speed moves by more than the replay's error within that (two replays of one
 capture, timed in the same rounds, read 30 points apart); a pair of single iterations is timed milliseconds
-apart, so the paired figure shows what is the replay's and what is the protocol's noise. Prints the load
-average beside the table.
+apart, so the paired figure shows what is the replay's and what is the protocol's noise. The pairs also time the
+replay's ops alone (without its gaps) as a third side, which splits the paired error in two: ``estimate``
+(what the trace-only estimate says the original adds to the ops, against what the live original added to them
+in the pairs) and ``gaps`` (what the settled gaps added in the pairs, against what the estimate asked of them).
+Prints the load average beside the table.
 
 Usage: python benchmarks/replay_heldout.py [--workloads a,b] [--builtin] [--rounds 3] [--iters 30] [--repeats 1]
        [--pairs 100] [--ab-spread] [--index-spread auto|uniform|zipf:E] [--malloc steady|default]
@@ -72,18 +75,36 @@ def _times(fn, n: int) -> list[float]:
     return out
 
 
-def _pairs(orig, replay, n: int) -> dict | None:
-    """``n`` pairs of single iterations, the order swapping each pair: the median replay / original ratio and
-    its 95% bootstrap interval (None when ``n`` is 0)."""
+def _pairs(orig, replay, ops, n: int) -> dict | None:
+    """``n`` rounds of single iterations of the three sides (the original, the replay, the replay's ops alone
+    without its gaps), the order reversing each round: the median replay / original ratio with its 95% bootstrap
+    interval, and the medians of original / ops and replay / ops (None when ``n`` is 0)."""
     from benchmint.core.paired import ratio_interval
 
     if n <= 0:
         return None
-    o, r = [], []
+    sides = (orig, replay, ops)
+    t: tuple[list[float], list[float], list[float]] = ([], [], [])
     for k in range(n):
-        for side in ((orig, replay) if k % 2 == 0 else (replay, orig)):
-            (o if side is orig else r).append(_times(side, 1)[0])
-    return ratio_interval([b / a for a, b in zip(o, r, strict=True)])
+        for i in (0, 1, 2) if k % 2 == 0 else (2, 1, 0):
+            t[i].append(_times(sides[i], 1)[0])
+    out = ratio_interval([b / a for a, b in zip(t[0], t[1], strict=True)])
+    out["original_vs_ops"] = statistics.median(a / c for a, c in zip(t[0], t[2], strict=True))
+    out["replay_vs_ops"] = statistics.median(b / c for b, c in zip(t[1], t[2], strict=True))
+    return out
+
+
+def split_error(est_s: float | None, ops_s: float | None, pairs: dict | None) -> tuple[float | None, float | None]:
+    """The paired error in two parts. ``estimate``: what the trace-only estimate says the original adds to the
+    ops (``est_s / ops_s``, both from the replay's calibration) against what the live original added to them in
+    the pairs (original / ops alone); ``gaps``: what the settled gaps added to the ops in the pairs (replay /
+    ops alone) against what the estimate asked of them. The paired error is about their product: a wrong
+    estimate is the estimator's, a wrong gap total the settling's or the machine's pace between settling and
+    timing."""
+    if not est_s or not ops_s or not pairs or not pairs.get("original_vs_ops") or not pairs.get("replay_vs_ops"):
+        return None, None
+    asked = est_s / ops_s
+    return asked / pairs["original_vs_ops"] - 1, pairs["replay_vs_ops"] / asked - 1
 
 
 def measure(name: str, step, tmp: Path, args) -> dict:
@@ -110,6 +131,12 @@ def measure(name: str, step, tmp: Path, args) -> dict:
         with torch.inference_mode():
             fn(plan.registers())
 
+    fn0 = plan.compile()  # the same ops without the gaps: what the estimate and the gaps are added to
+
+    def ops_alone() -> None:
+        with torch.inference_mode():
+            fn0(plan.registers())
+
     def replay_alt() -> None:
         with torch.inference_mode():
             alt_fn(alt.plan.registers())
@@ -126,14 +153,16 @@ def measure(name: str, step, tmp: Path, args) -> dict:
         errs.append(r / o - 1)
         if alt is not None:
             alt_errs.append(_p10(_times(replay_alt, args.iters)) / o - 1)
-    pairs = _pairs(step, replay, args.pairs)
+    ops_alone()
+    pairs = _pairs(step, replay, ops_alone, args.pairs)
     if alt is not None:
         print(f"  {name}: spread off (uniform) rounds {[f'{e * 100:+.1f}%' for e in alt_errs]} median "
               f"{statistics.median(alt_errs) * 100:+.1f}%; chosen spread rounds {[f'{e * 100:+.1f}%' for e in errs]} "
               f"median {statistics.median(errs) * 100:+.1f}% (load {os.getloadavg()[0]:.2f})", file=sys.stderr,
               flush=True)
     r = res.result
-    return {"workload": name, "ops": r["ops_total"], "coverage": r["coverage"],
+    est_err, gap_err = split_error(r.get("original_iter_time_estimated_s"), r.get("replay_ops_only_s"), pairs)
+    return {"estimate_error": est_err, "gaps_error": gap_err,"workload": name, "ops": r["ops_total"], "coverage": r["coverage"],
             "original_s": statistics.median(orig), "replay_s": statistics.median(rep),
             "error": statistics.median(errs), "errors": errs, "paired": pairs,
             "ops_only_s": r.get("replay_ops_only_s"),
@@ -206,6 +235,9 @@ def main() -> int:
             x["errors"] = [e for r in reps for e in r["errors"]]
             pv = [r["paired"]["median_ratio"] - 1 for r in reps if r.get("paired") and r["paired"]["median_ratio"]]
             x["paired_error"] = statistics.median(pv) if pv else None
+            for part in ("estimate_error", "gaps_error"):
+                xs = [r[part] for r in reps if r.get(part) is not None]
+                x[part] = statistics.median(xs) if xs else None
             rows.append(x)
             print(f"  {name}: rounds {[f'{e * 100:+.1f}%' for e in x['errors']]} skipped {x['skipped']} "
                   f"substituted {x['substituted']} index spread {x['spread']} (load {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
@@ -215,12 +247,13 @@ def main() -> int:
           f"{args.rounds} alternating rounds, {args.repeats} capture(s); load average "
           f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}; malloc: {malloc}")
     hdr = (f"{'workload':18s} {'ops':>5s} {'coverage':>8s} {'original s':>11s} {'replay s':>10s} {'error':>7s} "
-           f"{'ops only s':>10s} {'paired':>7s}  {'paired 95% CI':>15s}")
+           f"{'ops only s':>10s} {'paired':>7s}  {'paired 95% CI':>15s} {'estimate':>8s} {'gaps':>7s}")
     print(hdr)
     print("-" * len(hdr))
     for x in rows:
         print(f"{x['workload']:18s} {x['ops']:5d} {x['coverage']:8.3f} {x['original_s']:11.6f} {x['replay_s']:10.6f} "
-              f"{x['error'] * 100:+6.1f}% {x['ops_only_s'] or 0:10.6f} {_pct(x['paired_error']):>7s}  {_ci(x)}")
+              f"{x['error'] * 100:+6.1f}% {x['ops_only_s'] or 0:10.6f} {_pct(x['paired_error']):>7s}  {_ci(x):>15s} "
+              f"{_pct(x['estimate_error']):>8s} {_pct(x['gaps_error']):>7s}")
     if rows:
         a = [abs(x["error"]) for x in rows]
         print(f"\n|error|: max {max(a) * 100:.1f}%, median {statistics.median(a) * 100:.1f}%; within 10%: "
@@ -229,6 +262,11 @@ def main() -> int:
         if p:
             print(f"|paired|: max {max(p) * 100:.1f}%, median {statistics.median(p) * 100:.1f}%; within 10%: "
                   f"{sum(e <= 0.10 for e in p)}/{len(p)}")
+        for part in ("estimate_error", "gaps_error"):
+            p = [abs(x[part]) for x in rows if x.get(part) is not None]
+            if p:
+                print(f"|{part.replace('_', ' ')}|: max {max(p) * 100:.1f}%, median {statistics.median(p) * 100:.1f}%; "
+                      f"within 10%: {sum(e <= 0.10 for e in p)}/{len(p)}")
     return 0
 
 
