@@ -11,8 +11,8 @@ Per round: ``--iters`` iterations of the original, then of the replay; each side
 percentile of its iterations; error = median over rounds of replay / original - 1 (the issue's protocol).
 With ``--pairs N`` (default 100) the same two sides are then also timed iteration by iteration, N rounds whose
 order reverses each round (A B C, C B A, ...; C the ops alone, below): ``paired`` is the median of the
-rounds' replay / original - 1, with a 95% bootstrap interval (:mod:`benchmint.core.paired`). A block of 30 iterations takes a few hundred
-milliseconds, and this machine's speed moves by more than the replay's error within that (two replays of one
+rounds' replay / original - 1, with a 95% bootstrap interval (:mod:`benchmint.core.paired`). A block of 30
+iterations takes a few hundred milliseconds, and this machine's speed moves by more than the replay's error within that (two replays of one
 capture, timed in the same rounds, read 30 points apart); a pair of single iterations is timed milliseconds
 apart, so the paired figure shows what is the replay's and what is the protocol's noise. The pairs also time the
 replay's ops alone (without its gaps) as a third side, which splits the paired error in two: ``estimate``
@@ -94,6 +94,10 @@ def _pairs(orig, replay, ops, n: int) -> dict | None:
     return out
 
 
+#: a row's paired error and its two parts (:func:`split_error`): each capture's, then their median per workload
+PARTS = {"paired_error": "paired", "estimate_error": "estimate error", "gaps_error": "gaps error"}
+
+
 def split_error(est_s: float | None, ops_s: float | None, pairs: dict | None) -> tuple[float | None, float | None]:
     """The paired error in two parts. ``estimate``: what the trace-only estimate says the original adds to the
     ops (``est_s / ops_s``, both from the replay's calibration) against what the live original added to them in
@@ -144,6 +148,7 @@ def measure(name: str, step, tmp: Path, args) -> dict:
     alt_fn = alt.compiled() if alt is not None else None
     step()
     replay()
+    ops_alone()
     errs, orig, rep, alt_errs = [], [], [], []
     for _ in range(args.rounds):
         o = _p10(_times(step, args.iters))
@@ -153,7 +158,6 @@ def measure(name: str, step, tmp: Path, args) -> dict:
         errs.append(r / o - 1)
         if alt is not None:
             alt_errs.append(_p10(_times(replay_alt, args.iters)) / o - 1)
-    ops_alone()
     pairs = _pairs(step, replay, ops_alone, args.pairs)
     if alt is not None:
         print(f"  {name}: spread off (uniform) rounds {[f'{e * 100:+.1f}%' for e in alt_errs]} median "
@@ -162,9 +166,11 @@ def measure(name: str, step, tmp: Path, args) -> dict:
               flush=True)
     r = res.result
     est_err, gap_err = split_error(r.get("original_iter_time_estimated_s"), r.get("replay_ops_only_s"), pairs)
-    return {"estimate_error": est_err, "gaps_error": gap_err,"workload": name, "ops": r["ops_total"], "coverage": r["coverage"],
+    return {"workload": name, "ops": r["ops_total"], "coverage": r["coverage"],
             "original_s": statistics.median(orig), "replay_s": statistics.median(rep),
             "error": statistics.median(errs), "errors": errs, "paired": pairs,
+            "paired_error": pairs["median_ratio"] - 1 if pairs and pairs["median_ratio"] else None,
+            "estimate_error": est_err, "gaps_error": gap_err,
             "ops_only_s": r.get("replay_ops_only_s"),
             "estimate_s": r.get("original_iter_time_estimated_s"),
             "skipped": r.get("skipped"), "substituted": r.get("substituted"),
@@ -233,9 +239,7 @@ def main() -> int:
             x = dict(reps[len(reps) // 2])
             x["error"] = statistics.median(r["error"] for r in reps)
             x["errors"] = [e for r in reps for e in r["errors"]]
-            pv = [r["paired"]["median_ratio"] - 1 for r in reps if r.get("paired") and r["paired"]["median_ratio"]]
-            x["paired_error"] = statistics.median(pv) if pv else None
-            for part in ("estimate_error", "gaps_error"):
+            for part in PARTS:
                 xs = [r[part] for r in reps if r.get(part) is not None]
                 x[part] = statistics.median(xs) if xs else None
             rows.append(x)
@@ -255,18 +259,12 @@ def main() -> int:
               f"{x['error'] * 100:+6.1f}% {x['ops_only_s'] or 0:10.6f} {_pct(x['paired_error']):>7s}  {_ci(x):>15s} "
               f"{_pct(x['estimate_error']):>8s} {_pct(x['gaps_error']):>7s}")
     if rows:
-        a = [abs(x["error"]) for x in rows]
-        print(f"\n|error|: max {max(a) * 100:.1f}%, median {statistics.median(a) * 100:.1f}%; within 10%: "
-              f"{sum(e <= 0.10 for e in a)}/{len(a)}")
-        p = [abs(x["paired_error"]) for x in rows if x.get("paired_error") is not None]
-        if p:
-            print(f"|paired|: max {max(p) * 100:.1f}%, median {statistics.median(p) * 100:.1f}%; within 10%: "
-                  f"{sum(e <= 0.10 for e in p)}/{len(p)}")
-        for part in ("estimate_error", "gaps_error"):
+        print()
+        for part, label in (("error", "error"), *PARTS.items()):
             p = [abs(x[part]) for x in rows if x.get(part) is not None]
             if p:
-                print(f"|{part.replace('_', ' ')}|: max {max(p) * 100:.1f}%, median {statistics.median(p) * 100:.1f}%; "
-                      f"within 10%: {sum(e <= 0.10 for e in p)}/{len(p)}")
+                print(f"|{label}|: max {max(p) * 100:.1f}%, median {statistics.median(p) * 100:.1f}%; within 10%: "
+                      f"{sum(e <= 0.10 for e in p)}/{len(p)}")
     return 0
 
 
