@@ -126,7 +126,8 @@ def _select_row(name: str, spec: str, tmp: Path, args) -> dict:
     res = replay_trace(cap, select=spec, iters=10, warmup=2)
     whole = replay_trace(cap, iters=10, warmup=2)  # the same capture unselected: the replay's own error
     sel = res.result["selection"]
-    cmp = compare_with_original(w.step, {"sel": res, "whole": whole}, rounds=args.rounds, reps=args.reps)
+    cmp = compare_with_original(w.step, {"sel": res, "whole": whole}, rounds=args.rounds, reps=args.reps,
+                                ops_alone=False)
     share = sel["share_of_step"]
     ratio = cmp["replays"]["sel"]["error"] + 1  # median over rounds of selection replay / whole original step
     whole_err = cmp["replays"]["whole"]["error"]

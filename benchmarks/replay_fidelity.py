@@ -41,7 +41,8 @@ def _one(name, cap, args, build, replay_trace, capture_steps, compare_with_origi
         shutil.copy(cap / f, user / f)
     a = replay_trace(cap, iters=10, warmup=2)
     b = replay_trace(user / "et.json", kineto=user / "kineto.json", iters=10, warmup=2)
-    cmp = compare_with_original(w.step, {"capture": a, "trace": b}, rounds=args.rounds, reps=args.reps)
+    cmp = compare_with_original(w.step, {"capture": a, "trace": b}, rounds=args.rounds, reps=args.reps,
+                                ops_alone=False)
     ra, rb = cmp["replays"]["capture"], cmp["replays"]["trace"]
     r = a.result
     return {

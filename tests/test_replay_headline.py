@@ -103,6 +103,48 @@ def test_a_selection_whose_ops_alone_exceed_its_share_says_the_error_is_the_aims
     assert judge(_result())["ops_alone_over_reference"] is None  # no ops-alone figure: nothing said
 
 
+def test_against_the_live_step_the_ops_alone_are_those_timed_in_the_same_rounds_and_never_contradict_the_error():
+    # the 2c8e7e3 demo: error -35.8% against the live step (original 5.301 ms, replay 3.456 ms), yet the headline
+    # went on "the replayed ops alone (6.355 ms) take 1.2x the original step ..., so -35.8% is not a gap error":
+    # the ops alone had been timed before the calibration, at another moment of the host's pace
+    r = {**_result(orig_s=5.0 * MS, replay_s=5.2 * MS), "replay_ops_only_s": 6.355 * MS}
+    live = _live([5.2 * MS, 5.301 * MS, 5.35 * MS], 3.456 * MS, -0.358)
+    j = judge(r, live)
+    assert j["ops_alone_exceed_reference"] is False and j["ops_alone_over_reference"] is None
+    assert "alone" not in headline(r, live)[0]
+    # the same rounds timed the ops alone too: below the original, nothing to say
+    live["replays"]["replay"].update(ops_s=3.1 * MS, ops_vs_original=0.59)
+    j = judge(r, live)
+    assert j["ops_alone_exceed_reference"] is False and abs(j["ops_alone_over_reference"] - 0.59) < 1e-9
+    assert "alone" not in headline(r, live)[0]
+    live["replays"]["replay"]["ops_timed"] = True  # context: what share of the live step the ops alone take
+    assert "the replayed ops alone, timed in the same rounds without their gaps, 3.100 ms (59% of the live step)" \
+        in headline(r, live)[-1]
+    # ops alone past the original in the same rounds while the replay with its gaps falls short: the rounds
+    # contradict each other (the pace moved inside them), so the headline claims nothing about the gaps
+    live["replays"]["replay"].update(ops_s=6.2 * MS, ops_vs_original=1.17)
+    assert judge(r, live)["ops_alone_exceed_reference"] is False and "alone" not in headline(r, live)[0]
+    # a replay 25% over the live step whose ops alone, in the same rounds, already took 1.2x it: not a gap error,
+    # and the figure quoted is the one from those rounds, not the result's replay_ops_only_s
+    slow = _live([5.2 * MS, 5.301 * MS, 5.35 * MS], 6.6 * MS, 0.25)
+    slow["replays"]["replay"].update(ops_s=6.4 * MS, ops_vs_original=1.2)
+    j = judge(r, slow)
+    assert j["ops_alone_exceed_reference"] is True and j["ops_alone_s"] == 6.4 * MS
+    first = headline(r, slow)[0]
+    assert "the replayed ops alone timed in the same rounds (6.400 ms) take 1.2x the original step" in first
+    assert "+25.0% is not a gap error" in first and "6.355" not in first
+
+
+def test_against_capture_json_ops_alone_timed_at_another_pace_than_the_replay_are_not_called_the_cause():
+    # capture.json 5 ms, the replay's timed run 4.5 ms (-10%), its ops alone timed before the calibration 6 ms:
+    # the host ran faster for the timed run than for the ops alone, so the ops alone say nothing about its error
+    r = {**_result(orig_s=5.0 * MS, replay_s=4.5 * MS), "replay_ops_only_s": 6.0 * MS}
+    assert judge(r)["ops_alone_exceed_reference"] is False and "alone" not in fidelity_line(r)
+    # the replay over capture.json by as much as its ops alone: they agree, and the clause is said
+    r = {**_result(orig_s=5.0 * MS, replay_s=6.3 * MS), "replay_ops_only_s": 6.0 * MS}
+    assert judge(r)["ops_alone_exceed_reference"] is True and "ops alone (6.000 ms) take 1.2x" in fidelity_line(r)
+
+
 def test_gaps_aimed_at_a_noisy_capture_json_far_off_the_live_step_are_named_as_the_error_s_source():
     # a fresh-clone demo beside the test suite: two of capture.json's five steps were hit by a burst (110 and
     # 128 ms against 17), its median 23.08 ms; the live step then ran 16.36 ms and the replay, aimed at 23.08 ms

@@ -85,6 +85,12 @@ class ReplayResult:
         """The replayed iteration as timed (gaps included): call it with ``plan.registers()``."""
         return self.plan.compile(gaps_ns=self.gaps_ns)
 
+    def compiled_ops(self) -> Callable | None:
+        """The same iteration without its gaps (the replayed ops alone); None when it has no gaps to leave out."""
+        if not self.gaps_ns or not any(self.gaps_ns):
+            return None
+        return self.plan.compile()
+
 
 def last_whole_iteration(tr: Any, cap: dict | None) -> int | None:
     """The last recorded step that ended, as capture.json lists them, when the trace holds it; None (the

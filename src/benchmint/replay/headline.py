@@ -41,9 +41,10 @@ def judge(r: dict[str, Any], live: dict[str, Any] | None = None, name: str = "re
     capture.json's: how far the machine's speed moved since the capture), ``capture_error`` (the replay
     against capture.json) and ``capture_error_is_drift`` (the drift exceeds every noise, so that figure says
     more about the machine than about the replay), and ``ops_alone_over_reference`` (the replayed ops alone,
-    ``replay_ops_only_s``, over the reference's time) with ``ops_alone_exceed_reference``: above 1, no gap
-    can bring the replay down to its aim (a selection's share of the step, or the whole step), so the error is
-    the reference's or the ops', not the gaps'. ``pace_moved`` (against capture.json, on the CPU): how much
+    ``ops_alone_s``, over the reference's time, timed where the reference was: in the live rounds, or
+    ``replay_ops_only_s`` against capture.json) with ``ops_alone_exceed_reference``: above 1 (and the replay
+    past the reference by as much), no gap can bring the replay down to its aim (a selection's share of the
+    step, or the whole step), so the error is the reference's or the ops', not the gaps'. ``pace_moved`` (against capture.json, on the CPU): how much
     slower (+) the same CPU work ran beside the timed iterations than beside the capture's steps
     (:mod:`benchmint.core.pace`), past the noise threshold; ``noisy_because``: "spread" or "pace", why the
     verdict is noisy."""
@@ -52,7 +53,8 @@ def judge(r: dict[str, Any], live: dict[str, Any] | None = None, name: str = "re
                            "pace_moved": None, "noisy_because": None,
                            "drift": None, "capture_error": r.get("error"), "capture_error_is_drift": False,
                            "replay_spread": None, "noise_threshold": NOISE, "ops_alone_over_reference": None,
-                           "ops_alone_exceed_reference": False, "aim_error": None, "aim_noisy": False}
+                           "ops_alone_s": None, "ops_alone_exceed_reference": False, "aim_error": None,
+                           "aim_noisy": False}
     cap_spread = r.get("original_iter_time_iqr_ratio")
     if live is not None and name in (live.get("replays") or {}):
         rep = live["replays"][name]
@@ -88,11 +90,33 @@ def judge(r: dict[str, Any], live: dict[str, Any] | None = None, name: str = "re
     if noisy:
         out["noisy_because"] = "spread"
     out["verdict"] = "noisy" if noisy or out.get("noisy_because") == "pace" else "measured"
-    ops_s = r.get("replay_ops_only_s")
-    if ops_s and out.get("original_s"):
-        out["ops_alone_over_reference"] = ops_s / out["original_s"]
-        out["ops_alone_exceed_reference"] = ops_s > out["original_s"]
+    ops_s, over = _ops_alone_figures(r, out, live, name)
+    if over is not None:
+        out["ops_alone_s"], out["ops_alone_over_reference"] = ops_s, over
+        # past the reference, and the replay with its gaps past it too and by no less (beyond the noise): the
+        # ops alone and the replay tell the same story, at the same pace. Ops alone past the reference while the
+        # replay with its gaps falls short of it is the host's pace moving between the two timings, not a finding
+        err = out["error"]
+        out["ops_alone_exceed_reference"] = over > 1 and err > 0 and over - 1 <= err + NOISE
     return out
+
+
+def _ops_alone_figures(r: dict[str, Any], out: dict[str, Any], live: dict[str, Any] | None,
+                       name: str) -> tuple[float | None, float | None]:
+    """The replayed ops alone (seconds) and their time over the reference's, timed where the reference was:
+    against the live step, the ops alone timed in the same alternating rounds (``compare_with_original``'s
+    ``ops_vs_original``; the result's ``replay_ops_only_s`` was timed before the calibration, at another
+    moment of the host's pace, and is not compared with the live rounds); against capture.json, the result's
+    ``replay_ops_only_s``. (None, None) when there is none."""
+    if out["reference"] == "live step":
+        rep = (live or {}).get("replays", {}).get(name) or {}
+        if rep.get("ops_vs_original") is None:
+            return None, None
+        return rep.get("ops_s"), rep["ops_vs_original"]
+    ops_s = r.get("replay_ops_only_s")
+    if not ops_s or not out.get("original_s"):
+        return None, None
+    return ops_s, ops_s / out["original_s"]
 
 
 def fmt_s(x: float | None) -> str:
@@ -107,7 +131,8 @@ def _ops_alone(r: dict[str, Any], j: dict[str, Any]) -> str:
     if not j["ops_alone_exceed_reference"]:
         return ""
     sel = bool(r.get("selection"))
-    took = (f"; the {'selected' if sel else 'replayed'} ops alone ({fmt_s(r['replay_ops_only_s'])}) take "
+    beside = " timed in the same rounds" if j["reference"] == "live step" else ""
+    took = (f"; the {'selected' if sel else 'replayed'} ops alone{beside} ({fmt_s(j['ops_alone_s'])}) take "
             f"{j['ops_alone_over_reference']:.3g}x the {'share of the original step' if sel else 'original step'} "
             f"they are compared with ({fmt_s(j['original_s'])}), so {j['error'] * 100:+.1f}% is ")
     quieter = "capture.json measured at a quieter time, or " if j["reference"] == "capture.json" else ""
@@ -180,6 +205,10 @@ def _headline(r: dict[str, Any], live: dict[str, Any] | None, name: str) -> list
                     ctx += ", so that figure is the machine's drift, not the replay's error"
             ctx += _aim(r, j)
             lines.append(ctx)
+        over = j["ops_alone_over_reference"]
+        if over is not None and not j["ops_alone_exceed_reference"] and (live["replays"][name].get("ops_timed")):
+            lines.append(f"the replayed ops alone, timed in the same rounds without their gaps, "
+                         f"{fmt_s(j['ops_alone_s'])} ({over * 100:.0f}% of the live step): the gaps add the rest")
         return lines
     first = (f"{cov}, replay {fmt_s(j['replay_s'])}/iter{noise_note(r.get('iter_time_s') or {})}, original "
              f"{fmt_s(j['original_s'])} (capture.json, measured at capture time), error {err * 100:+.1f}%")
