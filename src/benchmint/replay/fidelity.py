@@ -43,21 +43,20 @@ SPEED_OP_MIN_S = 2e-5  # ops at least this long (un-observed) judge the recordin
 SPEED_TOL = 0.1  # a recording within 10% of the replay's speed is taken as is
 SPEED_AGREE = 0.6  # ... and so is one where fewer than 60% of the judging ops are off on the same side
 
-#: Ops whose time depends on their sizes and layout alone, never on the values they move: they allocate, fill,
-#: copy or re-view memory (the backward of a slice or a select allocates a zeroed gradient of the input's size
-#: and copies into it). The replay reproduces sizes and strides, so a recorded duration of theirs longer in the
-#: original than in the replay's recording is the recording's (the original's first recording takes
-#: fresh-page faults as the observers' buffers grow: a packed LSTM's 178 ``slice_backward`` calls recorded
-#: 270-470 us against 100-115 us, 21 us un-observed), not work the un-observed original does: the durations
-#: part of the estimate leaves them out. (A value-dependent op, a ``sqrt`` over an optimizer state of zeros,
-#: still counts.)
+#: Ops that only allocate, fill or copy memory: their time depends on sizes and layout, never on the values
+#: they move (the backward of a slice or a select allocates a zeroed gradient of the input's size and copies
+#: into it). The replay reproduces sizes and strides, so a recorded duration of theirs longer in the original
+#: than in the replay's recording is the recording's: the original's first recording takes fresh-page faults
+#: as the observers' buffers grow, and these ops write fresh pages (a packed LSTM's 178 ``slice_backward``
+#: calls recorded 270-470 us against 100-115 us, 21 us un-observed). The durations part of the estimate
+#: leaves them out. Views are not among them: they write no memory, and in a training step their recorded
+#: time holds the autograd bookkeeping the un-observed original does too (the replay runs in inference mode).
+#: A value-dependent op (a ``sqrt`` over an optimizer state of zeros) still counts.
 VALUE_INDEPENDENT = frozenset(f"aten::{n}" for n in (
     "slice_backward", "select_backward", "narrow_copy", "zeros", "zeros_like", "new_zeros", "ones", "ones_like",
     "new_ones", "full", "full_like", "new_full", "empty", "empty_like", "empty_strided", "new_empty",
     "new_empty_strided", "fill_", "zero_", "copy_", "clone", "contiguous", "cat", "stack", "to", "_to_copy",
-    "expand", "expand_as", "view", "view_as", "reshape", "_unsafe_view", "flatten", "t", "transpose",
-    "permute", "unsqueeze", "squeeze", "slice", "select", "narrow", "as_strided", "alias", "detach", "detach_",
-    "split", "split_with_sizes", "chunk", "unbind", "constant_pad_nd", "repeat", "lift_fresh"))
+    "constant_pad_nd", "repeat"))
 
 
 @dataclass
