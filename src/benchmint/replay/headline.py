@@ -44,10 +44,10 @@ def judge(r: dict[str, Any], live: dict[str, Any] | None = None, name: str = "re
     ``ops_alone_s``, over the reference's time, timed where the reference was: in the live rounds, or
     ``replay_ops_only_s`` against capture.json) with ``ops_alone_exceed_reference``: above 1 (and the replay
     past the reference by as much), no gap can bring the replay down to its aim (a selection's share of the
-    step, or the whole step), so the error is the reference's or the ops', not the gaps'. ``pace_moved`` (against capture.json, on the CPU): how much
-    slower (+) the same CPU work ran beside the timed iterations than beside the capture's steps
-    (:mod:`benchmint.core.pace`), past the noise threshold; ``noisy_because``: "spread" or "pace", why the
-    verdict is noisy."""
+    step, or the whole step), so the error is the reference's or the ops', not the gaps'. ``pace_moved``
+    (against capture.json, on the CPU): how much slower (+) the same CPU work ran beside the timed iterations
+    than beside the capture's steps (:mod:`benchmint.core.pace`), past the noise threshold; ``noisy_because``:
+    "spread" or "pace", why the verdict is noisy."""
     cap_s = r.get("original_iter_time_s")
     out: dict[str, Any] = {"reference": None, "error": None, "verdict": "no reference", "reference_spread": None,
                            "pace_moved": None, "noisy_because": None,
@@ -109,7 +109,7 @@ def _ops_alone_figures(r: dict[str, Any], out: dict[str, Any], live: dict[str, A
     moment of the host's pace, and is not compared with the live rounds); against capture.json, the result's
     ``replay_ops_only_s``. (None, None) when there is none."""
     if out["reference"] == "live step":
-        rep = (live or {}).get("replays", {}).get(name) or {}
+        rep = live["replays"][name]  # (judge's live branch: the replay is there)
         if rep.get("ops_vs_original") is None:
             return None, None
         return rep.get("ops_s"), rep["ops_vs_original"]
@@ -206,7 +206,7 @@ def _headline(r: dict[str, Any], live: dict[str, Any] | None, name: str) -> list
             ctx += _aim(r, j)
             lines.append(ctx)
         over = j["ops_alone_over_reference"]
-        if over is not None and not j["ops_alone_exceed_reference"] and (live["replays"][name].get("ops_timed")):
+        if over is not None and not j["ops_alone_exceed_reference"] and live["replays"][name].get("ops_timed"):
             lines.append(f"the replayed ops alone, timed in the same rounds without their gaps, "
                          f"{fmt_s(j['ops_alone_s'])} ({over * 100:.0f}% of the live step): the gaps add the rest")
         return lines
