@@ -138,6 +138,33 @@ def test_several_recorded_steps_of_the_same_ops_give_their_median_so_one_preempt
     assert estimate_over_steps(steps[0], [], cal) == pytest.approx(1e-3 + 4 * 220 * US)
 
 
+def test_an_op_called_once_a_step_counts_when_every_recorded_step_shows_it_and_its_time_depends_on_values():
+    # Adam's sqrt over an embedding table's state (mostly zeros) runs once a step, 300 us slower than the
+    # replay's over random values in both recorded steps, and the calibration timed it 5x slower on zeros:
+    # the original's own time. The linear is slower in both steps too (the recording's fresh-page faults on
+    # its output) but takes the same time on zeros; the exp is slow in one recorded step only (a stall)
+    cal = _cal(4, 10 * US, 100 * US, 0.0)
+    cal.zero_input_ratio = {1: 5.0, 2: 1.0, 3: 1.0}
+    steps = [_view([("aten::add", 10 * US, 100 * US), ("aten::sqrt", 10 * US, 400 * US),
+                    ("aten::linear", 10 * US, 270 * US), ("aten::exp", 10 * US, e * US)], tail=0.0, scopes=[])
+             for e in (2100, 100)]
+    assert estimate_over_steps(steps[0], [steps[1]], cal) == pytest.approx(1e-3 + 300 * US)
+    assert cal.estimate_parts["durations_s"] == pytest.approx(300 * US)
+    assert cal.estimate_parts["durations_value_independent_s"] == pytest.approx(170 * US)
+    assert estimate_original(steps[0], cal) == pytest.approx(1e-3)  # one step alone: nothing tells a stall
+    cal.zero_input_ratio = {}  # not probed (a GPU replay): once-a-step ops stay out, as before
+    assert estimate_over_steps(steps[0], [steps[1]], cal) == pytest.approx(1e-3)
+
+
+def test_a_systematic_difference_of_an_op_whose_time_does_not_depend_on_values_is_the_recordings():
+    view = _view([("aten::mm", 10 * US, 300 * US)] * 3 + [("aten::sqrt", 10 * US, 400 * US)] * 3,
+                 tail=0.0, scopes=[])
+    cal = _cal(6, 10 * US, 100 * US, 0.0)
+    cal.zero_input_ratio = {0: 1.1, 1: 0.9, 2: 1.0, 3: 4.8}  # two of the sqrt calls too short to probe
+    assert estimate_original(view, cal) == pytest.approx(1e-3 + 3 * 300 * US)
+    assert cal.estimate_parts["durations_value_independent_s"] == pytest.approx(3 * 200 * US)
+
+
 def test_a_few_data_dependent_slow_ops_do_not_rescale_the_recording():
     # two ops 5x slower in the original (its data), the others as fast as the replay's: not a slow machine
     cal = _cal(6, 10 * US, 100 * US, 0.0)

@@ -35,6 +35,7 @@ from benchmint.core.stderr import filtered_native_stderr
 from benchmint.replay.collective_time import communication_gaps
 from benchmint.replay.plan import Plan
 from benchmint.replay.types import TraceView
+from benchmint.replay.value_probe import zero_input_ratios
 
 PROBE_SCOPES = 400
 MIN_GAP_NS = 1000
@@ -42,6 +43,7 @@ GAP_CAP_S = 3e-4  # at most this much of one recorded gap counts as the original
 SPEED_OP_MIN_S = 2e-5  # ops at least this long (un-observed) judge the recording's speed
 SPEED_TOL = 0.1  # a recording within 10% of the replay's speed is taken as is
 SPEED_AGREE = 0.6  # ... and so is one where fewer than 60% of the judging ops are off on the same side
+VALUE_RATIO = 1.5  # an op whose time on zeros is this far from its time on the plan's inputs depends on values
 
 #: Ops that only allocate, fill or copy memory: their time depends on sizes and layout, never on the values
 #: they move (the backward of a slice or a select allocates a zeroed gradient of the input's size and copies
@@ -80,6 +82,8 @@ class Calibration:
     bare_tail_s: float = 0.0
     scope_event_cost_s: float = 0.0  # observers' cost of one scope enter or exit (probe: observed - unobserved)
     op_unobserved_s: dict[int, float] = field(default_factory=dict)  # per plan step: its op's un-observed time
+    # per plan step: its op's time on zeros over its time on the plan's inputs (benchmint.replay.value_probe)
+    zero_input_ratio: dict[int, float] = field(default_factory=dict)
     original_slowdown: float = 1.0  # set by estimate_original: the factor applied to the original's times
     original_speed: dict[str, Any] | None = None  # ... and what recording_speed saw (None: not judged)
     estimate_parts: dict[str, Any] | None = None  # set by estimate_original: what its estimate is made of
@@ -324,15 +328,17 @@ def calibrate(plan: Plan, fn0: Callable, replay_s: float, repeats: int = 5) -> C
     scope_obs, scope_unobs = _probe_scope_cost()
     overhead = max(0.0, span - replay_s - n_scopes * scope_unobs)
     op_cost = max(0.0, (overhead - scope_obs * scope_nodes) / max(op_nodes, 1))
+    op_times = per_op_replay_times(plan, None, iters=3)
     return Calibration(replay_s=replay_s, replay_observed_s=span, replay_op_nodes=op_nodes,
                        replay_scope_nodes=scope_nodes, scope_cost_s=scope_obs, op_node_cost_s=op_cost,
                        replay_slots=slots, replay_tail_s=tail, repeats=len(runs), observer_overhead_s=overhead,
                        scopes_unobserved_s=n_scopes * scope_unobs, bare_slots=bare_slots, bare_tail_s=bare_tail,
                        scope_event_cost_s=max(0.0, scope_obs - scope_unobs) / 2,
-                       op_unobserved_s=per_op_replay_times(plan, None, iters=3))
+                       op_unobserved_s=op_times, zero_input_ratio=zero_input_ratios(plan, op_times))
 
 
-def estimate_original(view: TraceView, cal: Calibration) -> float | None:
+def estimate_original(view: TraceView, cal: Calibration,
+                      other_steps: dict[tuple, list[float]] | None = None) -> float | None:
     """The original step's un-observed time, from the trace and the replay recorded under the same observers.
 
     The observers' cost lands in the recorded durations and gaps of both recordings alike (it is per node
@@ -354,21 +360,27 @@ def estimate_original(view: TraceView, cal: Calibration) -> float | None:
     * durations: per op signature (name and input shapes), the median over its calls of (original - replay)
       duration (of two calls, the smaller), times the count, when it exceeds the observers' own cost for
       that op (its recorded less its un-observed duration in the replay) and the op's time can depend on
-      values (not one of ``VALUE_INDEPENDENT``, whose differences are the recording's): a systematic difference
-      (data-dependent kernels: a sqrt over an optimizer state of zeros runs 5x slower than over random
-      values) counts, a stall landing in one call does not, nor a difference the observers can make alone
-      (interleaved with the original's Python, their cost per op ran up to twice the replay's here); a
-      signature called once contributes nothing. Grouping by name alone would let many small calls (a
-      bias's sqrt) out-vote the few large ones (an embedding table's).
+      values (not one of ``VALUE_INDEPENDENT``, whose differences are the recording's, nor an op the
+      calibration timed alike on zeros and on the replay's inputs, :func:`values_matter`): a systematic
+      difference (data-dependent kernels: a sqrt over an optimizer state of zeros runs 5x slower than over
+      random values) counts, a stall landing in one call does not, nor a difference the observers can make
+      alone (interleaved with the original's Python, their cost per op ran up to twice the replay's here).
+      A signature called once a step counts only on more evidence: the smaller of its differences in this
+      and the trace's other recorded steps of the same ops (``other_steps``: :func:`duration_differences`),
+      and only when its time was shown to depend on values. Every recorded step can pay the same
+      recording's cost on a once-a-step op (GPT-2's lm_head linear: +170 us in both steps of a fresh
+      process, fresh-page faults on its output, the same time on zeros), so agreeing steps alone do not
+      tell values from the recording; Adam's sqrt over an embedding table's state (92% zeros: 1.34 ms live
+      against 0.27 ms over random values) is told by both. Grouping by name alone would let many small
+      calls (a bias's sqrt) out-vote the few large ones (an embedding table's).
 
     Their sum, added to the un-observed replay, is the un-observed original; never below the replay.
     """
     if view.step_span_s is None:
         return None
     slots = cal.bare_slots
-    orig, orig_tail = original_slots(view)
-    matched = [i for i, o in enumerate(orig) if o is not None and i in slots]
-    if not slots or len(matched) < 0.9 * sum(1 for o in orig if o is not None):
+    orig, orig_tail, matched = _matched_slots(view, cal)
+    if not matched:
         return max(view.step_span_s - cal.observer_overhead_s, cal.replay_s)
     n = len(orig)
     events = [0] * (n + 1)
@@ -381,6 +393,7 @@ def estimate_original(view: TraceView, cal: Calibration) -> float | None:
     gaps: list[float] = []
     by_sig: dict[tuple, list[float]] = {}
     costs: dict[tuple, list[float]] = {}
+    calls: dict[tuple, list[int]] = {}
     for i in matched:
         g, d = orig[i]  # type: ignore[misc]
         g, d = g / speed, d / speed
@@ -388,15 +401,18 @@ def estimate_original(view: TraceView, cal: Calibration) -> float | None:
         gaps.append(min(g - g2 - events[i] * c_ev - view.ops[i].parents_opened * cal.op_node_cost_s, GAP_CAP_S))
         sig = op_signature(view.ops[i])
         by_sig.setdefault(sig, []).append(d - d2)
+        calls.setdefault(sig, []).append(i)
         costs.setdefault(sig, []).append(max(0.0, d2 - cal.op_unobserved_s.get(i, d2)))
     if len(gaps) > 2 and matched[0] == 0:
         gaps[0] = min(gaps[0], statistics.median(gaps[1:]))
     tail = min(orig_tail - cal.bare_tail_s - events[n] * c_ev, GAP_CAP_S)
     durs = left_out = 0.0
     for sig, xs in by_sig.items():
-        m = systematic(xs)
+        once = len(xs) == 1  # called once a step: its other recorded steps' calls tell a stall from the op
+        m = systematic(xs + (other_steps or {}).get(sig, [])) if once else systematic(xs)
         if m > 0 and m > statistics.median(costs[sig]):
-            if sig[0] in VALUE_INDEPENDENT:
+            sensitive = values_matter(calls[sig], cal)
+            if sig[0] in VALUE_INDEPENDENT or sensitive is False or (once and not sensitive):
                 left_out += m * len(xs)
             else:
                 durs += m * len(xs)
@@ -407,6 +423,41 @@ def estimate_original(view: TraceView, cal: Calibration) -> float | None:
     return max(cal.replay_s + total, cal.replay_s)
 
 
+def values_matter(steps: list[int], cal: Calibration) -> bool | None:
+    """Whether these plan steps' op takes another time on other values: its time on zeros against its time on
+    the plan's inputs (``cal.zero_input_ratio``, :mod:`benchmint.replay.value_probe`), ``VALUE_RATIO`` apart
+    either way, median over the probed calls; None when none was probed (too short, or on a GPU)."""
+    ratios = [cal.zero_input_ratio[i] for i in steps if i in cal.zero_input_ratio]
+    if not ratios:
+        return None
+    r = statistics.median(ratios)
+    return r >= VALUE_RATIO or r <= 1 / VALUE_RATIO
+
+
+def _matched_slots(view: TraceView, cal: Calibration) -> tuple[list[tuple[float, float] | None], float, list[int]]:
+    """The original's recorded (gap, duration) per op and its tail (:func:`original_slots`), and the ops the
+    replay's recordings matched: none when fewer than 90% of the recorded ops were."""
+    orig, tail = original_slots(view)
+    matched = [i for i, o in enumerate(orig) if o is not None and i in cal.bare_slots]
+    if not cal.bare_slots or len(matched) < 0.9 * sum(1 for o in orig if o is not None):
+        matched = []
+    return orig, tail, matched
+
+
+def duration_differences(view: TraceView, cal: Calibration) -> dict[tuple, list[float]]:
+    """Per op signature, the recorded step's duration less the replay's recorded one for each call (the step's
+    recording scaled to this machine's speed first, as :func:`estimate_original` does)."""
+    if view.step_span_s is None:
+        return {}
+    orig, _tail, matched = _matched_slots(view, cal)
+    speed = recording_speed(orig, matched, cal) if matched else 1.0
+    out: dict[tuple, list[float]] = {}
+    for i in matched:
+        _gap, dur = orig[i]  # type: ignore[misc]
+        out.setdefault(op_signature(view.ops[i]), []).append(dur / speed - cal.bare_slots[i][1])
+    return out
+
+
 def estimate_over_steps(view: TraceView, others: list[TraceView] | tuple[TraceView, ...],
                         cal: Calibration) -> float | None:
     """:func:`estimate_original` of the replayed step (``view``), and of each other recorded step that ran the
@@ -415,15 +466,26 @@ def estimate_over_steps(view: TraceView, others: list[TraceView] | tuple[TraceVi
     one recording, here); the steps of one recording share the observers and the model, so their median is
     the step's own time with less of that. ``cal.estimate_parts`` stays the replayed step's, with
     ``per_step_s`` (every step's estimate, the replayed one first) beside it."""
-    est = estimate_original(view, cal)
+    if view.step_span_s is None:
+        return None
+    steps = [view, *(o for o in others if o.step_span_s is not None and view.same_ops(o))]
+    diffs = [duration_differences(v, cal) for v in steps]
+
+    def elsewhere(k: int) -> dict[tuple, list[float]]:
+        out: dict[tuple, list[float]] = {}
+        for j, d in enumerate(diffs):
+            if j != k:
+                for sig, xs in d.items():
+                    out.setdefault(sig, []).extend(xs)
+        return out
+
+    est = estimate_original(view, cal, elsewhere(0))
     if est is None:
         return None
     keep = (cal.original_slowdown, cal.original_speed, cal.estimate_parts)
     ests = [est]
-    for other in others:
-        if other.step_span_s is None or not view.same_ops(other):
-            continue
-        e = estimate_original(other, cal)
+    for k, other in enumerate(steps[1:], 1):
+        e = estimate_original(other, cal, elsewhere(k))
         if e is not None:
             ests.append(e)
     cal.original_slowdown, cal.original_speed, cal.estimate_parts = keep
