@@ -152,17 +152,18 @@ def test_an_op_called_once_a_step_counts_when_every_recorded_step_shows_it_and_i
     assert cal.estimate_parts["durations_s"] == pytest.approx(300 * US)
     assert cal.estimate_parts["durations_value_independent_s"] == pytest.approx(170 * US)
     assert estimate_original(steps[0], cal) == pytest.approx(1e-3)  # one step alone: nothing tells a stall
-    cal.zero_input_ratio = {}  # not probed (a GPU replay): once-a-step ops stay out, as before
+    cal.zero_input_ratio = {}  # not probed (a GPU replay): once-a-step ops stay out, as before, unlabelled
     assert estimate_over_steps(steps[0], [steps[1]], cal) == pytest.approx(1e-3)
+    assert cal.estimate_parts["durations_value_independent_s"] == 0.0
 
 
-def test_a_systematic_difference_of_an_op_whose_time_does_not_depend_on_values_is_the_recordings():
-    view = _view([("aten::mm", 10 * US, 300 * US)] * 3 + [("aten::sqrt", 10 * US, 400 * US)] * 3,
-                 tail=0.0, scopes=[])
-    cal = _cal(6, 10 * US, 100 * US, 0.0)
-    cal.zero_input_ratio = {0: 1.1, 1: 0.9, 2: 1.0, 3: 4.8}  # two of the sqrt calls too short to probe
-    assert estimate_original(view, cal) == pytest.approx(1e-3 + 3 * 300 * US)
-    assert cal.estimate_parts["durations_value_independent_s"] == pytest.approx(3 * 200 * US)
+def test_an_op_called_several_times_keeps_its_systematic_difference_whatever_the_probe_on_zeros_says():
+    # the probe zeroes floating-point inputs only: an embedding bag's time follows its indices, which it
+    # leaves alone, so its ratio near 1 does not make a difference every call shows the recording's
+    view = _view([("aten::_embedding_bag", 10 * US, 300 * US)] * 3, tail=0.0, scopes=[])
+    cal = _cal(3, 10 * US, 100 * US, 0.0)
+    cal.zero_input_ratio = {0: 1.0, 1: 1.1, 2: 0.9}
+    assert estimate_original(view, cal) == pytest.approx(1e-3 + 3 * 200 * US)
 
 
 def test_a_few_data_dependent_slow_ops_do_not_rescale_the_recording():

@@ -360,8 +360,7 @@ def estimate_original(view: TraceView, cal: Calibration,
     * durations: per op signature (name and input shapes), the median over its calls of (original - replay)
       duration (of two calls, the smaller), times the count, when it exceeds the observers' own cost for
       that op (its recorded less its un-observed duration in the replay) and the op's time can depend on
-      values (not one of ``VALUE_INDEPENDENT``, whose differences are the recording's, nor an op the
-      calibration timed alike on zeros and on the replay's inputs, :func:`values_matter`): a systematic
+      values (not one of ``VALUE_INDEPENDENT``, whose differences are the recording's): a systematic
       difference (data-dependent kernels: a sqrt over an optimizer state of zeros runs 5x slower than over
       random values) counts, a stall landing in one call does not, nor a difference the observers can make
       alone (interleaved with the original's Python, their cost per op ran up to twice the replay's here).
@@ -412,9 +411,9 @@ def estimate_original(view: TraceView, cal: Calibration,
         m = systematic(xs + (other_steps or {}).get(sig, [])) if once else systematic(xs)
         if m > 0 and m > statistics.median(costs[sig]):
             sensitive = values_matter(calls[sig], cal)
-            if sig[0] in VALUE_INDEPENDENT or sensitive is False or (once and not sensitive):
+            if sig[0] in VALUE_INDEPENDENT or (once and sensitive is False):
                 left_out += m * len(xs)
-            else:
+            elif not once or sensitive:
                 durs += m * len(xs)
     cal.estimate_parts = {"ops_matched": len(matched), "gaps_s": sum(gaps), "tail_s": tail, "durations_s": durs,
                           "gaps_positive_s": sum(g for g in gaps if g > 0),

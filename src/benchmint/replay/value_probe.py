@@ -42,11 +42,13 @@ def _floating(x: Any) -> bool:
 
 
 def _zeros_of(x: Any) -> Any:
-    return torch.zeros_like(x) if _floating(x) else x
+    if _floating(x):
+        return torch.zeros_like(x)
+    return x.clone() if isinstance(x, torch.Tensor) else x  # an in-place op on int counters: not the plan's
 
 
 def _copy_of(x: Any) -> Any:
-    return x.clone() if _floating(x) else x
+    return x.clone() if isinstance(x, torch.Tensor) else x
 
 
 def _call_text(idx: int, line: str) -> str | None:
@@ -90,7 +92,7 @@ def _probe_lines(idx: int, line: str, zeros: bool) -> list[str] | None:
 
 
 def zero_input_ratios(plan: Plan, op_times: dict[int, float], steps: Iterable[int] | None = None,
-                      iters: int = 2) -> dict[int, float]:
+                      iters: int = 4) -> dict[int, float]:
     """Per probed plan step: the median time of its op on zeros over its time on the plan's own inputs, both
     called by the probe right before the step (alternating iterations). ``op_times``: each step's un-observed
     time (:func:`benchmint.replay.fidelity.per_op_replay_times`): steps under ``PROBE_MIN_S`` are not probed;
