@@ -19,7 +19,8 @@ def test_the_probe_calls_the_op_again_on_zeros_or_copies_and_leaves_the_steps_ow
     zeros = _probe_lines(7, line, zeros=True)
     copies = _probe_lines(7, line, zeros=False)
     assert zeros == ["_z3 = _zeros_of(R[3])", "_z12 = _zeros_of(R[12])", "_S.append((-3, _now()))",
-                     "f7(_z3, _z12, 2, alpha=c9)", "_S.append((-4, _now()))", "del _z3, _z12"]
+                     "try:", "    f7(_z3, _z12, 2, alpha=c9)", "except Exception:", "    _refused.add(7)",
+                     "_S.append((-4, _now()))", "del _z3, _z12"]
     assert copies[:2] == ["_z3 = _copy_of(R[3])", "_z12 = _copy_of(R[12])"] and copies[3:] == zeros[3:]
     assert _probe_lines(7, "R[2] = R[1].as_strided((2,), (1,), 0)", zeros=True) is None  # no call of the op
 
@@ -52,3 +53,26 @@ def test_every_probed_op_of_a_training_step_gets_a_ratio_and_the_replays_tensors
         if isinstance(a, torch.Tensor):
             assert torch.equal(a, b)  # the probe's own calls ran on new tensors: the plan's not written
     assert zero_input_ratios(plan, {}, iters=1) == {}  # nothing long enough to probe
+
+
+def test_an_op_that_refuses_zeros_goes_unprobed_the_others_keep_their_ratios_and_the_random_state_is_kept(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Linear(16, 8)
+    x = torch.randn(4, 16)
+
+    def step():
+        probs = torch.softmax(model(x), dim=1)
+        return torch.multinomial(probs, 2)  # all-zero probabilities: "invalid multinomial distribution"
+
+    with torch.inference_mode():
+        capture_steps(step, tmp_path, warmup=1, measure=5, record=1)
+    view = view_from_trace(load(tmp_path / "et.json"))
+    plan = build_plan(view, "cpu")
+    every = {s.index: 1.0 for s in plan.steps if s.replayed}
+    multinomial = [s.index for s in plan.steps if s.op.name == "aten::multinomial"]
+    assert multinomial and set(multinomial) <= set(every)
+    before = torch.random.get_rng_state()
+    ratios = zero_input_ratios(plan, every, iters=1)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert not set(multinomial) & set(ratios)
+    assert any(plan.steps[i].op.name in ("aten::addmm", "aten::linear", "aten::_softmax") for i in ratios)

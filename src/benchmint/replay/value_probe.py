@@ -88,7 +88,9 @@ def _probe_lines(idx: int, line: str, zeros: bool) -> list[str] | None:
     pre = [f"_z{k} = {make}(R[{k}])" for k in regs]
     call = _REG.sub(lambda m: f"_z{m.group(1)}", call)
     free = "del " + ", ".join(f"_z{k}" for k in regs)  # held to the iteration's end, they piled up
-    return [*pre, f"_S.append(({_START}, _now()))", call, f"_S.append(({_END}, _now()))", free]
+    # an op may refuse zeros (multinomial over zeroed probabilities): that op is left unprobed, not the rest
+    guarded = ["try:", "    " + call, "except Exception:", f"    _refused.add({idx})"]
+    return [*pre, f"_S.append(({_START}, _now()))", *guarded, f"_S.append(({_END}, _now()))", free]
 
 
 def zero_input_ratios(plan: Plan, op_times: dict[int, float], steps: Iterable[int] | None = None,
@@ -96,9 +98,10 @@ def zero_input_ratios(plan: Plan, op_times: dict[int, float], steps: Iterable[in
     """Per probed plan step: the median time of its op on zeros over its time on the plan's own inputs, both
     called by the probe right before the step (alternating iterations). ``op_times``: each step's un-observed
     time (:func:`benchmint.replay.fidelity.per_op_replay_times`): steps under ``PROBE_MIN_S`` are not probed;
-    ``steps``: probe only these. Empty when the plan runs on a GPU, when it is a rank of a multi-rank replay
-    (its iterations run collectives: every rank would have to probe in step) or when an iteration fails (an op
-    that refuses zeros: nothing is learned, nothing is assumed)."""
+    ``steps``: probe only these. An op that raises on zeros or on the copies (``multinomial`` over zeroed
+    probabilities) gets no ratio; the others keep theirs. Empty when the plan runs on a GPU, when it is a rank
+    of a multi-rank replay (its iterations run collectives: every rank would have to probe in step) or when an
+    iteration fails otherwise (nothing is learned, nothing is assumed). The random-number state is as before."""
     if plan.device.type != "cpu" or plan.comm is not None:
         return {}
     wanted = set(steps) if steps is not None else None
@@ -115,11 +118,12 @@ def zero_input_ratios(plan: Plan, op_times: dict[int, float], steps: Iterable[in
     if not sides["zeros"]:
         return {}
     fns = {name: plan.compile(inserts=ins) for name, ins in sides.items()}
+    refused: set[int] = set()
     for fn in fns.values():
-        fn.__globals__.update(_zeros_of=_zeros_of, _copy_of=_copy_of)
+        fn.__globals__.update(_zeros_of=_zeros_of, _copy_of=_copy_of, _refused=refused)
     per: dict[str, list[list[float]]] = {name: [] for name in fns}
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.random.fork_rng(devices=[]):
             for it in range(iters + 1):
                 for name, fn in fns.items():
                     stamps: list = fn.__globals__["_S"]
@@ -137,6 +141,6 @@ def zero_input_ratios(plan: Plan, op_times: dict[int, float], steps: Iterable[in
     for k, idx in enumerate(order):
         z = [run[k] for run in per["zeros"] if len(run) == len(order)]
         b = [run[k] for run in per["inputs"] if len(run) == len(order)]
-        if z and b and statistics.median(b) > 0:
+        if idx not in refused and z and b and statistics.median(b) > 0:
             out[idx] = statistics.median(z) / statistics.median(b)
     return out
