@@ -9,6 +9,7 @@ import torch
 from benchmint.core.errors import UserError
 from benchmint.models.workloads import WORKLOADS, build
 from benchmint.replay import replay_trace, run_record
+from benchmint.replay.fidelity import once_a_step
 from benchmint.replay.plan import build_plan
 from benchmint.replay.source import view_from_trace
 from benchmint.replay.tensors import Constraints, IntConstraint, StoragePool, fill
@@ -73,6 +74,10 @@ def test_recorded_gaps_aim_at_capture_time_and_result_keys(captures, tmp_path, c
                                        / r["original_iter_time_s"])
     assert r["calibration"]["observer_overhead_s"] >= 0
     assert r["original_iter_time_estimated_s"] is not None
+    # the value probe's ratios are in the result, for the ops the step calls once (the only ones it judges)
+    once = set(once_a_step(view_from_trace(load(captures["moe"] / "et.json"))))
+    probed = {int(k): v for k, v in r["calibration"]["zero_input_ratio"].items()}
+    assert probed and set(probed) <= once and all(v > 0 for v in probed.values())
     assert "coverage 1.000" in out and "error" in out and "aten::linear" in out
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["kind"] == "replay"

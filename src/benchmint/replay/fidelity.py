@@ -22,6 +22,7 @@ import contextlib
 import os
 import statistics
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -102,6 +103,8 @@ class Calibration:
             "original_recording_slowdown": self.original_slowdown,
             "original_recording_speed": self.original_speed,
             "estimate_parts": self.estimate_parts,
+            # plan step -> its op's time on zeros over its time on the plan's inputs (the probed ones only)
+            "zero_input_ratio": {str(k): v for k, v in sorted(self.zero_input_ratio.items())},
             "how": "replay recorded under ExecutionTraceObserver + Kineto (record_shapes) vs un-observed",
         }
 
@@ -329,12 +332,20 @@ def calibrate(plan: Plan, fn0: Callable, replay_s: float, repeats: int = 5) -> C
     overhead = max(0.0, span - replay_s - n_scopes * scope_unobs)
     op_cost = max(0.0, (overhead - scope_obs * scope_nodes) / max(op_nodes, 1))
     op_times = per_op_replay_times(plan, None, iters=3)
+    ratios = zero_input_ratios(plan, op_times, steps=once_a_step(plan.view))
     return Calibration(replay_s=replay_s, replay_observed_s=span, replay_op_nodes=op_nodes,
                        replay_scope_nodes=scope_nodes, scope_cost_s=scope_obs, op_node_cost_s=op_cost,
                        replay_slots=slots, replay_tail_s=tail, repeats=len(runs), observer_overhead_s=overhead,
                        scopes_unobserved_s=n_scopes * scope_unobs, bare_slots=bare_slots, bare_tail_s=bare_tail,
                        scope_event_cost_s=max(0.0, scope_obs - scope_unobs) / 2,
-                       op_unobserved_s=op_times, zero_input_ratio=zero_input_ratios(plan, op_times))
+                       op_unobserved_s=op_times, zero_input_ratio=ratios)
+
+
+def once_a_step(view: TraceView) -> list[int]:
+    """The ops whose signature (:func:`op_signature`) the step calls once: the ones whose difference
+    :func:`estimate_original` counts only when their time depends on values (what the calibration probes)."""
+    count = Counter(op_signature(op) for op in view.ops)
+    return [i for i, op in enumerate(view.ops) if count[op_signature(op)] == 1]
 
 
 def estimate_original(view: TraceView, cal: Calibration,
@@ -386,7 +397,7 @@ def estimate_original(view: TraceView, cal: Calibration,
     for pos, _kind, _nid, _name in view.scopes:
         events[min(pos, n)] += 1
     c_ev = cal.scope_event_cost_s
-    speed = recording_speed(orig, matched, cal)
+    speed, cal.original_speed = recording_speed(orig, matched, cal)
     cal.original_slowdown = speed
     orig_tail /= speed
     gaps: list[float] = []
@@ -449,7 +460,7 @@ def duration_differences(view: TraceView, cal: Calibration) -> dict[tuple, list[
     if view.step_span_s is None:
         return {}
     orig, _tail, matched = _matched_slots(view, cal)
-    speed = recording_speed(orig, matched, cal) if matched else 1.0
+    speed = recording_speed(orig, matched, cal)[0] if matched else 1.0
     out: dict[tuple, list[float]] = {}
     for i in matched:
         _gap, dur = orig[i]  # type: ignore[misc]
@@ -493,14 +504,15 @@ def estimate_over_steps(view: TraceView, others: list[TraceView] | tuple[TraceVi
     return statistics.median(ests)
 
 
-def recording_speed(orig: list[tuple[float, float] | None], matched: list[int], cal: Calibration) -> float:
+def recording_speed(orig: list[tuple[float, float] | None], matched: list[int],
+                    cal: Calibration) -> tuple[float, dict[str, Any]]:
     """How much slower the original's recording ran than this machine's recordings of the replay, judged
     on the ops that compute for a while (>= ``SPEED_OP_MIN_S`` un-observed here, so the observers' share is
     small): the median of (original / replay) recorded duration, clamped to 2x either way. It is applied only
     when it is more than ``SPEED_TOL`` off and at least ``SPEED_AGREE`` of those ops lie beyond the tolerance on
     the same side (a whole recording slowed by a busy machine, or made on another one), not when a few
-    data-dependent ops (an optimizer's sqrt over zeros) pull the median. Records what it saw in
-    ``cal.original_speed``; 1.0 when not applied."""
+    data-dependent ops (an optimizer's sqrt over zeros) pull the median. Returns the factor (1.0 when not
+    applied) and what it saw (``Calibration.original_speed``)."""
     ratios = []
     for i in matched:
         u = cal.op_unobserved_s.get(i)
@@ -509,15 +521,14 @@ def recording_speed(orig: list[tuple[float, float] | None], matched: list[int], 
         if u is not None and u >= SPEED_OP_MIN_S and rec > 0 and o is not None:
             ratios.append(o[1] / rec)
     if len(ratios) < 5:
-        cal.original_speed = {"ops": len(ratios), "applied": False, "why": "fewer than 5 ops of >= 20 us"}
-        return 1.0
+        return 1.0, {"ops": len(ratios), "applied": False, "why": "fewer than 5 ops of >= 20 us"}
     med = statistics.median(ratios)
     side = sum(1 for x in ratios if (x > 1 + SPEED_TOL if med > 1 else x < 1 - SPEED_TOL))
     m = min(2.0, max(0.5, med))
     applied = abs(m - 1.0) >= SPEED_TOL and side >= SPEED_AGREE * len(ratios)
-    cal.original_speed = {"ops": len(ratios), "median_ratio": med, "same_side": side / len(ratios),
-                          "applied": applied, "factor": m if applied else 1.0}
-    return m if applied else 1.0
+    factor = m if applied else 1.0
+    return factor, {"ops": len(ratios), "median_ratio": med, "same_side": side / len(ratios),
+                    "applied": applied, "factor": factor}
 
 
 def systematic(diffs: list[float]) -> float:
