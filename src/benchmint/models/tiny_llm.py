@@ -114,8 +114,16 @@ def build_tiny_llm(out_dir: str | Path, seed: int = 0) -> Path:
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # "Writing model shards" bar of a one-shard toy model: noise in the demo
+    try:
+        model.save_pretrained(out_dir)
+        tokenizer.save_pretrained(out_dir)
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
     (out_dir / "benchmint.json").write_text(
         json.dumps({"name": NAME, "version": VERSION, "seed": seed, "weights": "random", "config": CONFIG}) + "\n"
     )
