@@ -21,8 +21,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,13 +72,14 @@ def load_model_and_tokenizer(model: str, device: str = "cpu", dtype: str = "auto
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from benchmint.models.hf_progress import no_progress_bars
     from benchmint.models.tiny_llm import resolve_model_path
 
     path = resolve_model_path(model)
     try:
         tok = AutoTokenizer.from_pretrained(path)
         torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
-        with _no_progress_bars(os.path.isdir(path)):  # a local folder: no download to watch, only "Loading weights"
+        with no_progress_bars(os.path.isdir(path)):  # a local folder: no download to watch, only "Loading weights"
             m = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
     except OSError as e:
         raise UserError(
@@ -91,21 +91,6 @@ def load_model_and_tokenizer(model: str, device: str = "cpu", dtype: str = "auto
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return m, tok
-
-
-@contextmanager
-def _no_progress_bars(quiet: bool) -> Iterator[None]:
-    """transformers' progress bars off while ``quiet`` (restored after)."""
-    from transformers.utils import logging as hf_logging
-
-    was = hf_logging.is_progress_bar_enabled()
-    if quiet and was:
-        hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if quiet and was:
-            hf_logging.enable_progress_bar()
 
 
 def _cache_kwarg(model: Any) -> str:

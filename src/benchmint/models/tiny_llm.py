@@ -16,6 +16,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from benchmint.models.hf_progress import no_progress_bars
+
 VERSION = "v1"
 NAME = "benchmint-tiny-llm"
 SPECIAL_TOKENS = ["<|pad|>", "<|bos|>", "<|eos|>", "<|system|>", "<|user|>", "<|assistant|>"]
@@ -114,16 +116,9 @@ def build_tiny_llm(out_dir: str | Path, seed: int = 0) -> Path:
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    from transformers.utils import logging as hf_logging
-
-    was = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # "Writing model shards" bar of a one-shard toy model: noise in the demo
-    try:
+    with no_progress_bars():  # "Writing model shards" bar of a one-shard toy model: noise in the demo
         model.save_pretrained(out_dir)
         tokenizer.save_pretrained(out_dir)
-    finally:
-        if was:
-            hf_logging.enable_progress_bar()
     (out_dir / "benchmint.json").write_text(
         json.dumps({"name": NAME, "version": VERSION, "seed": seed, "weights": "random", "config": CONFIG}) + "\n"
     )

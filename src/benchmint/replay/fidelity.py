@@ -344,8 +344,9 @@ def calibrate(plan: Plan, fn0: Callable, replay_s: float, repeats: int = 5) -> C
 def once_a_step(view: TraceView) -> list[int]:
     """The ops whose signature (:func:`op_signature`) the step calls once: the ones whose difference
     :func:`estimate_original` counts only when their time depends on values (what the calibration probes)."""
-    count = Counter(op_signature(op) for op in view.ops)
-    return [i for i, op in enumerate(view.ops) if count[op_signature(op)] == 1]
+    sigs = [op_signature(op) for op in view.ops]
+    count = Counter(sigs)
+    return [i for i, sig in enumerate(sigs) if count[sig] == 1]
 
 
 def estimate_original(view: TraceView, cal: Calibration,
