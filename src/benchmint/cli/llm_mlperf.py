@@ -318,10 +318,7 @@ def sweep(
                                                     ("ray", ray)) if v is not None}),
             on_trial=lambda t: _show_trial(t),
         )
-        _print_curve(result["sweep"], "latency vs load (llm bench, Poisson arrivals)")
-        if f.json_out:
-            write_json(f.json_out, result)
-        _exit_if_interrupted(result, out)
+        _finish_sweep(result, out, "latency vs load (llm bench, Poisson arrivals)", f.json_out)
         return
     if target != "loadgen":
         raise UserError(f"--target {target!r}: use loadgen or bench")
@@ -344,19 +341,21 @@ def sweep(
     console.print(f"sweep: up to {max_trials} LoadGen Server trials of >= {trial_duration:g} s")
     result, record = run_sweep(cfg, start_qps, max_trials=max_trials, growth=growth, rel_tol=tolerance,
                                require_valid=require_valid, max_qps=max_qps, on_trial=_show_trial)
-    with sigint_deferred(reraise=not result["sweep"].get("interrupted")):
-        if result["sweep"].get("interrupted"):
-            err_console.print("interrupted: storing the finished trials ...")
-        if f.json_out:
-            write_json(f.json_out, result)
-    _print_curve(result["sweep"], "latency vs load (LoadGen Server)")
-    _exit_if_interrupted(result, out)
+    _finish_sweep(result, out, "latency vs load (LoadGen Server)", f.json_out)
 
 
-def _exit_if_interrupted(result: dict, out: Path) -> None:
-    """After Ctrl-C: the trials finished before it are written and stored; say so and exit 130."""
+def _finish_sweep(result: dict, out: Path, title: str, json_out: Path | None) -> None:
+    """Write --json, print the curve and, after Ctrl-C, say what was kept (the finished trials, already written
+    and stored), then exit 130. Ctrl-C is held back throughout: after a first one this is the way out, and a
+    second must not cut the --json file or the message short."""
     sw = result["sweep"]
-    if sw.get("interrupted"):
-        err_console.print(f"interrupted: kept the {sw['trials_used']} finished trial(s) in {out / 'result.json'} "
-                          "(status partial)")
+    interrupted = bool(sw.get("interrupted"))
+    with sigint_deferred(reraise=not interrupted):
+        if json_out:
+            write_json(json_out, result)
+        _print_curve(sw, title)
+        if interrupted:
+            err_console.print(f"interrupted: kept the {sw['trials_used']} finished trial(s) in "
+                              f"{out / 'result.json'} (status partial)")
+    if interrupted:
         raise typer.Exit(130)
