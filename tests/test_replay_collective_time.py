@@ -76,7 +76,7 @@ def test_a_rank_whose_recordings_fail_still_joins_the_other_ranks_recordings(mon
 
     passes = []
 
-    def fake_slots(plan, fn, repeats, sync=None, tag=""):
+    def fake_slots(plan, fn, repeats, sync=None, tag="", probe=None):
         passes.append((tag, sync is not None))
         raise fidelity.CalibrationFailed("unreadable")
 

@@ -249,7 +249,7 @@ class CalibrationFailed(Exception):
 
 
 def _record_slots(plan: Plan, fn: Callable, repeats: int, sync: Callable[[str], None] | None = None,
-                  tag: str = "") -> tuple[list[tuple[float, int, int, TraceView]], dict[int, tuple[float, float]],
+                  tag: str = "", probe: Callable[[], None] | None = None) -> tuple[list[tuple[float, int, int, TraceView]], dict[int, tuple[float, float]],
                                           float]:
     """Record ``fn`` (a replay iteration) under the observers ``repeats`` times (after one untimed recording):
     the recordings as (span, op nodes, non-op nodes, view), and per plan step the median (gap before,
@@ -258,7 +258,8 @@ def _record_slots(plan: Plan, fn: Callable, repeats: int, sync: Callable[[str], 
     names on every rank of a multi-rank replay (the ranks then record each repeat at once, as the original's
     ranks recorded their step, and none records while another reads its traces: reading a recording is
     Python-heavy, and on cores shared by the ranks it slowed the other ranks' recordings, so that the observers'
-    cost measured on the replay came out above the original's and the estimate fell to the ops alone)."""
+    cost measured on the replay came out above the original's and the estimate fell to the ops alone).
+    ``probe``: called before each kept recording (after ``sync``), to measure something at the recordings' pace."""
     from benchmint.replay.source import view_from_trace
     from benchmint.trace import load
     from benchmint.trace.capture import scratch_dir
@@ -271,6 +272,8 @@ def _record_slots(plan: Plan, fn: Callable, repeats: int, sync: Callable[[str], 
         for k in range(-1, repeats):  # the first recording (-1) pays a process's one-time costs: not used
             if sync is not None:
                 sync(f"record{tag}/{k}")
+            if probe is not None and k >= 0:
+                probe()
             try:
                 made.append((k, record_replay(plan, fn, tmp, k)))
             except Exception as e:  # noqa: BLE001 - one bad recording is skipped; all bad is reported
@@ -313,8 +316,16 @@ def calibrate(plan: Plan, fn0: Callable, replay_s: float, repeats: int = 5) -> C
     fn_scoped = plan.compile(inserts=inserts) if inserts else fn0
     comm = getattr(plan, "comm", None)
     sync = comm.phase if comm is not None else None  # the ranks record each repeat at once
+    # the scope probe runs before every recording, and its median counts: a probe is a few milliseconds,
+    # and one taken alone read anything from 4 to 16 us per event here within a minute, times the step's
+    # scope events (1,868 in a small encoder-decoder's training step: 7 to 30 ms against a 10 ms step)
+    probes: list[tuple[float, float]] = []
+
+    def probe() -> None:
+        probes.append(_probe_scope_cost())
+
     try:
-        runs, slots, tail = _record_slots(plan, fn_scoped, repeats, sync, "scoped")
+        runs, slots, tail = _record_slots(plan, fn_scoped, repeats, sync, "scoped", probe)
     except CalibrationFailed:
         if sync is not None:  # the other ranks record their bare pass: this rank joins it before failing
             with contextlib.suppress(CalibrationFailed):
@@ -323,12 +334,16 @@ def calibrate(plan: Plan, fn0: Callable, replay_s: float, repeats: int = 5) -> C
     bare_slots, bare_tail = slots, tail
     if inserts or sync is not None:  # (every rank records the same passes: a rank's trace may lack scopes)
         try:
-            _bare, bare_slots, bare_tail = _record_slots(plan, fn0, repeats, sync, "bare")
+            _bare, bare_slots, bare_tail = _record_slots(plan, fn0, repeats, sync, "bare", probe)
         except CalibrationFailed:
             bare_slots, bare_tail = {}, 0.0  # the estimate falls back to the whole observed span
     runs.sort(key=lambda r: r[0])
     span, op_nodes, scope_nodes, rview = runs[len(runs) // 2]
-    scope_obs, scope_unobs = _probe_scope_cost()
+    if not probes:
+        probe()
+    scope_obs = statistics.median(o for o, _u in probes)
+    scope_unobs = statistics.median(u for _o, u in probes)
+    event_cost = statistics.median(max(0.0, o - u) / 2 for o, u in probes)
     overhead = max(0.0, span - replay_s - n_scopes * scope_unobs)
     op_cost = max(0.0, (overhead - scope_obs * scope_nodes) / max(op_nodes, 1))
     op_times = per_op_replay_times(plan, None, iters=3)
@@ -337,7 +352,7 @@ def calibrate(plan: Plan, fn0: Callable, replay_s: float, repeats: int = 5) -> C
                        replay_scope_nodes=scope_nodes, scope_cost_s=scope_obs, op_node_cost_s=op_cost,
                        replay_slots=slots, replay_tail_s=tail, repeats=len(runs), observer_overhead_s=overhead,
                        scopes_unobserved_s=n_scopes * scope_unobs, bare_slots=bare_slots, bare_tail_s=bare_tail,
-                       scope_event_cost_s=max(0.0, scope_obs - scope_unobs) / 2,
+                       scope_event_cost_s=event_cost,
                        op_unobserved_s=op_times, zero_input_ratio=ratios)
 
 
