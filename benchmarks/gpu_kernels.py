@@ -44,7 +44,7 @@ def replay_kernels(cap: Path, device: str, iters: int) -> tuple[dict[str, float]
     fn = plan.compile()
     regs = plan.registers()
     sync = torch.cuda.synchronize if plan.device.type == "cuda" else (lambda: None)
-    with torch.inference_mode():
+    with plan.grad_context():
         for _ in range(3):
             fn(regs)
         sync()

@@ -112,7 +112,6 @@ def split_error(est_s: float | None, ops_s: float | None, pairs: dict | None) ->
 
 
 def measure(name: str, step, tmp: Path, args) -> dict:
-    import torch
 
     from benchmint.replay.api import replay_trace
 
@@ -132,17 +131,17 @@ def measure(name: str, step, tmp: Path, args) -> dict:
             del os.environ[SPREAD_ENV]
 
     def replay() -> None:
-        with torch.inference_mode():
+        with plan.grad_context():
             fn(plan.registers())
 
     fn0 = plan.compile()  # the same ops without the gaps: what the estimate and the gaps are added to
 
     def ops_alone() -> None:
-        with torch.inference_mode():
+        with plan.grad_context():
             fn0(plan.registers())
 
     def replay_alt() -> None:
-        with torch.inference_mode():
+        with alt.plan.grad_context():
             alt_fn(alt.plan.registers())
 
     alt_fn = alt.compiled() if alt is not None else None

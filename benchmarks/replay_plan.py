@@ -45,8 +45,6 @@ PREVIOUS = {("hf_GPT2", "real"): "129 s wall, max RSS 18.9 GiB (measured in an e
 def child(trace: str, mode: str, check: bool) -> None:
     import resource
 
-    import torch
-
     from benchmint.replay.plan import build_plan
     from benchmint.replay.source import view_from_trace
     from benchmint.trace import load
@@ -76,7 +74,7 @@ def child(trace: str, mode: str, check: bool) -> None:
     if check and not old:
         fn = plan.compile(standins=False)
         t0 = time.perf_counter()
-        with torch.inference_mode():
+        with plan.grad_context():
             fn(plan.registers())
         check_s = time.perf_counter() - t0
     dry = getattr(plan, "dry_run", None) or {}

@@ -526,14 +526,16 @@ def test_ops_alone_are_timed_with_every_rank_starting_each_iteration_together():
     from benchmint.replay.execute import time_iterations
 
     comm = _FakeComm()
-    plan = SimpleNamespace(comm=comm, device=__import__("torch").device("cpu"), registers=lambda: [])
+    torch = __import__("torch")
+    plan = SimpleNamespace(comm=comm, device=torch.device("cpu"), registers=lambda: [], grad_context=torch.no_grad)
     ran = []
     out = time_iterations(plan, lambda R: ran.append(1), iters=3, warmup=2, together=True)
     assert len(out) == 3 and len(ran) == 5
     assert comm.calls[0] == "ready" and "begin" not in comm.calls and "end" not in comm.calls
     assert comm.calls.count("barrier") == 5 and comm.iterations == 0 and comm.counting is False
     comm2 = _FakeComm()
-    time_iterations(SimpleNamespace(comm=comm2, device=plan.device, registers=lambda: []), lambda R: None, iters=2)
+    time_iterations(SimpleNamespace(comm=comm2, device=plan.device, registers=lambda: [], grad_context=torch.no_grad),
+                    lambda R: None, iters=2)
     assert comm2.calls == []  # a single-process replay (or a rank planning) meets no one
 
 

@@ -384,7 +384,7 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
     fn = plan.compile(gaps_ns=gaps_ns)
     tell("time")
     iter_cpu: list[float] = []
-    timing_conditions = conditions.snapshot(allocator, fn)  # what the timed loop runs under (the runner's too)
+    timing_conditions = conditions.snapshot(allocator, fn, plan.grad_mode)  # the timed loop's (the runner's too)
     pace_timed = [pace.probe() for _ in range(PACE_PROBES)]  # the pace beside the timed iterations
     with sysmetrics.Window(warmup + iters, threads, str(dev)) as sysw:  # CPU use, switches, faults, peak RSS
         times = time_iterations(plan, fn, iters=iters, warmup=warmup, live=True, cpu=iter_cpu)

@@ -34,7 +34,7 @@ def _runner(res: Any, fn: Callable | None = None) -> Callable[[], None]:
     sync = plan.device.type == "cuda"
 
     def run() -> None:
-        with torch.inference_mode():
+        with plan.grad_context():
             fn(plan.registers())
             if sync:
                 torch.cuda.synchronize(plan.device)

@@ -44,7 +44,7 @@ def time_iterations(plan: Plan, fn: Callable, iters: int, warmup: int = 1, live:
     elif comm is not None:
         comm.ready(plan)
     try:
-        with quiet_gc(), torch.inference_mode():
+        with quiet_gc(), plan.grad_context():
             for _ in range(warmup):
                 R = plan.registers()
                 barrier()
@@ -89,7 +89,7 @@ def measure_peak_memory(plan: Plan) -> tuple[int, str]:
         base = torch.cuda.memory_allocated(plan.device)
         fn = plan.compile(standins=False)
         R = plan.registers()
-        with torch.inference_mode():
+        with plan.grad_context():
             fn(R)
         torch.cuda.synchronize(plan.device)
         peak = torch.cuda.max_memory_allocated(plan.device)
@@ -112,13 +112,13 @@ def measure_peak_memory(plan: Plan) -> tuple[int, str]:
 
     if len(plan.steps) * plan.n_slots > 20_000_000:  # the per-op walk is quadratic: measure at the end only
         fn = plan.compile(standins=False)
-        with torch.inference_mode():
+        with plan.grad_context():
             fn(regs)
         mark(0)
         return int(max(state["peak"], plan.persistent_bytes)), "live tensor storages after the iteration"
     fn = plan.compile(standins=False, marks=True)
     fn.__globals__["_mark"] = mark
     gc.collect()
-    with torch.inference_mode():
+    with plan.grad_context():
         fn(regs)
     return int(state["peak"]), "sum of distinct live tensor storages after each op, one untimed iteration"

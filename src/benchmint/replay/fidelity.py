@@ -212,7 +212,7 @@ def record_replay(plan: Plan, fn: Callable, out_dir: str | os.PathLike, tag: int
     if plan.device.type == "cuda":
         activities.append(ProfilerActivity.CUDA)
     R = plan.registers()
-    with torch.inference_mode():
+    with plan.grad_context():
         with _observed(activities, str(et_path)) as prof:
             with record_function("ProfilerStep#0"):
                 fn(R)
@@ -667,7 +667,7 @@ def per_op_replay_times(plan: Plan, gaps_ns: list[int] | None, iters: int = 3) -
     fn = plan.compile(gaps_ns=gaps_ns, stamps=True)
     stamps: list = fn.__globals__["_S"]
     per: dict[int, list[float]] = {}
-    with torch.inference_mode():
+    with plan.grad_context():
         for _ in range(iters + 1):
             stamps.clear()
             R = plan.registers()

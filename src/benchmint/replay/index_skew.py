@@ -114,13 +114,13 @@ def _standalone(plan: Plan, idx: int) -> Callable[[list[Any]], Any] | None:
 
 
 def _time(f: Callable[[list[Any]], Any], R: list[Any]) -> float:
-    with torch.inference_mode():
-        f(R)  # the first call after new values touches them
-        best = math.inf
-        for _ in range(2):
-            t0 = clock.now_ns()
-            f(R)
-            best = min(best, (clock.now_ns() - t0) / 1e9)
+    """Best of two calls of a lookup, under the grad mode its caller set (the plan's)."""
+    f(R)  # the first call after new values touches them
+    best = math.inf
+    for _ in range(2):
+        t0 = clock.now_ns()
+        f(R)
+        best = min(best, (clock.now_ns() - t0) / 1e9)
     return best
 
 
@@ -223,7 +223,7 @@ def choose(plan: Plan, seed: int = 0, timer: Callable[[Callable, list[Any]], flo
     skew = parse_spread(forced)
     if skew == 0.0 and spread is None:
         return None  # BENCHMINT_INDEX_SPREAD=uniform: no choice, the made-up indices as the plan filled them
-    with torch.inference_mode():  # the plan's tensors are inference tensors: refilled in place
+    with plan.grad_context():  # the plan's tensors are refilled in place, under the mode they were made in
         if skew is not None:
             return _choose(plan, seed, timer or _time, None, forced=skew)
         return _choose(plan, seed, timer or _time, given, sketch=sketch, time_rest=time_rest)

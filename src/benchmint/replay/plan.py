@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from benchmint.core import clock
+from benchmint.replay.conditions import INFERENCE_MODE, grad_context, grad_mode_of
 from benchmint.replay.dryrun import DryRun, first_line, meta_failure, real_like
 from benchmint.replay.ops import OpSpec, OpUnavailable, resolve, split_args, unresolved
 from benchmint.replay.spin import iters_for, spin
@@ -110,6 +111,11 @@ class Plan:
     check_time_s: float = 0.0  # the real passes over the compiled iteration that checked the plan
     slots: dict[tuple, int] = field(default_factory=dict)  # recorded tensor key -> its register
     cons: Constraints | None = None  # what the consumers of made-up integer tensors need of them
+    grad_mode: str = INFERENCE_MODE  # what its iterations run under (conditions.grad_mode_of): grad_context()
+
+    def grad_context(self) -> Any:
+        """The grad mode the plan's iterations (and every call on its tensors) run under."""
+        return grad_context(self.grad_mode)
 
     @property
     def replayed(self) -> list[StepInfo]:
@@ -246,8 +252,9 @@ def _pairs(op: OpRec, result: Any) -> list[tuple[TRef, Any, str]] | None:
 
 class _Builder:
     def __init__(self, view: TraceView, device: torch.device, seed: int, comm: Any = None,
-                 dry_run: str | None = None):
+                 dry_run: str | None = None, grad_mode: str = INFERENCE_MODE):
         self.view = view
+        self.grad_mode = grad_mode
         self.dry = DryRun(device, dry_run)
         self.bound: dict[int, TRef] = {}  # id of a trial tensor bound to the current op -> its recorded tensor
         self.comm = comm
@@ -408,7 +415,7 @@ class _Builder:
                 why = meta_failure(e)
         pos, kw = self._realize(pos, kw)
         self.dry.count_real(op.name, why)
-        with torch.inference_mode():
+        with grad_context(self.grad_mode):
             return fn(*pos, **kw), pos, kw, True
 
     def _bind(self, op: OpRec, spec: OpSpec,
@@ -562,7 +569,7 @@ class _Builder:
                     return self._skip(info, first_line(e))
                 fn = sub[0]
                 try:
-                    with torch.inference_mode():
+                    with grad_context(self.grad_mode):
                         result = fn(*pos, **kw)
                 except Exception as e2:
                     return self._skip(info, f"{first_line(e)}; {sub[1]} instead failed too: {first_line(e2)}")
@@ -625,7 +632,7 @@ class _Builder:
             values = self._realize([], values)[1]
             m = self.comm.make(idx, op, values)
             args = [values[n] for n in m.tensor_args]
-            with torch.inference_mode():
+            with grad_context(self.grad_mode):
                 result = self.dry.to_trial(m.fn(*args))
         except CommUnavailable as e:
             return self._skip(info, f"collective communication: {e}")
@@ -699,7 +706,7 @@ class _Builder:
         try:
             pos, kw, ptxt, ktxt, pre, reads = self._bind(op, spec)
             pos, kw = self._realize(pos, kw)
-            with torch.inference_mode():
+            with grad_context(self.grad_mode):
                 result = spec.fn(*pos, **kw)
         except Exception:
             return None
@@ -748,7 +755,7 @@ def _runs_again(plan: Plan, times: int = 1) -> tuple[int, str] | None:
     code_name = fn.__code__.co_filename
     for _ in range(times):
         try:
-            with torch.inference_mode():
+            with plan.grad_context():
                 fn(plan.registers())
         except Exception as e:
             tb = e.__traceback__
@@ -767,9 +774,11 @@ def _build(view: TraceView, device: str | torch.device, seed: int, progress: Any
            comm: Any = None, dry_run: str | None = None) -> Plan:
     t0 = clock.now_ns()
     dev = torch.device(device)
-    # everything runs in inference mode: the replay calls backward ops itself and needs no autograd graph
-    with torch.inference_mode():
-        b = _Builder(view, dev, seed, comm, dry_run)
+    # no autograd graph is built: the replay calls backward ops itself; a training step's ops run under
+    # no_grad, as they ran outside inference mode in the original (conditions.grad_mode_of)
+    mode = grad_mode_of((e[3] for e in view.scopes), (o.name for o in view.ops))
+    with grad_context(mode):
+        b = _Builder(view, dev, seed, comm, dry_run, mode)
         b.forced = forced
         steps = []
         for i, op in enumerate(view.ops):
@@ -792,7 +801,8 @@ def _build(view: TraceView, device: str | torch.device, seed: int, progress: Any
             pbytes += st.nbytes()
     return Plan(view=view, device=dev, steps=steps, init=init, lines=b.lines, namespace=b.consts,
                 persistent_bytes=pbytes, plan_time_s=(clock.now_ns() - t0) / 1e9, n_slots=len(b.slot),
-                reads=b.reads, comm=comm, dry_run=b.dry.summary(len(view.ops)), slots=b.slot, cons=b.cons)
+                reads=b.reads, comm=comm, dry_run=b.dry.summary(len(view.ops)), slots=b.slot, cons=b.cons,
+                grad_mode=mode)
 
 
 def _add_frees(b: _Builder) -> None:

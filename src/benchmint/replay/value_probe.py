@@ -123,7 +123,7 @@ def zero_input_ratios(plan: Plan, op_times: dict[int, float], steps: Iterable[in
         fn.__globals__.update(_zeros_of=_zeros_of, _copy_of=_copy_of, _refused=refused)
     per: dict[str, list[list[float]]] = {name: [] for name in fns}
     try:
-        with torch.inference_mode(), torch.random.fork_rng(devices=[]):
+        with plan.grad_context(), torch.random.fork_rng(devices=[]):
             for it in range(iters + 1):
                 for name, fn in fns.items():
                     stamps: list = fn.__globals__["_S"]
