@@ -112,7 +112,6 @@ def split_error(est_s: float | None, ops_s: float | None, pairs: dict | None) ->
 
 
 def measure(name: str, step, tmp: Path, args) -> dict:
-
     from benchmint.replay.api import replay_trace
 
     d = tmp / name

@@ -42,6 +42,7 @@ from typing import Any
 
 import torch
 
+ENV_PREFIXES = ("OMP_", "MKL_", "OPENBLAS_", "KMP_", "GOMP_", "BENCHMINT_REPLAY_")
 INFERENCE_MODE, NO_GRAD = "torch.inference_mode", "torch.no_grad"  # what a plan's iterations run under
 # a recorded step with these is a training step: the autograd engine's scopes, or ops of a backward pass
 AUTOGRAD_SCOPE = "autograd::engine::evaluate_function"
@@ -56,15 +57,14 @@ def grad_mode_of(scope_names: Any, op_names: Any) -> str:
     took 35 ms against 39 ms under no_grad (the live step: 39-40 ms), an encoder-decoder's 9.6 against 11.0
     ms, a small CNN's 3.0 against 3.2 ms. The forward's autograd graph is still not built (an encoder-decoder's
     forward: 5.2 ms with it, 4.5 ms under no_grad)."""
-    if any(isinstance(n, str) and n.startswith(AUTOGRAD_SCOPE) for n in scope_names):
-        return NO_GRAD
-    return NO_GRAD if any(isinstance(n, str) and n.endswith("_backward") for n in op_names) else INFERENCE_MODE
+    training = (any(isinstance(n, str) and n.startswith(AUTOGRAD_SCOPE) for n in scope_names)
+                or any(isinstance(n, str) and n.endswith("_backward") for n in op_names))
+    return NO_GRAD if training else INFERENCE_MODE
 
 
 def grad_context(mode: str) -> Any:
     """The context manager of a plan's ``grad_mode``."""
     return torch.no_grad() if mode == NO_GRAD else torch.inference_mode()
-ENV_PREFIXES = ("OMP_", "MKL_", "OPENBLAS_", "KMP_", "GOMP_", "BENCHMINT_REPLAY_")
 
 
 @contextmanager

@@ -249,8 +249,8 @@ class CalibrationFailed(Exception):
 
 
 def _record_slots(plan: Plan, fn: Callable, repeats: int, sync: Callable[[str], None] | None = None,
-                  tag: str = "", probe: Callable[[], None] | None = None) -> tuple[list[tuple[float, int, int, TraceView]], dict[int, tuple[float, float]],
-                                          float]:
+                  tag: str = "", probe: Callable[[], None] | None = None
+                  ) -> tuple[list[tuple[float, int, int, TraceView]], dict[int, tuple[float, float]], float]:
     """Record ``fn`` (a replay iteration) under the observers ``repeats`` times (after one untimed recording):
     the recordings as (span, op nodes, non-op nodes, view), and per plan step the median (gap before,
     duration) of its op over the recordings, and the median tail (one recording's stall does not count).
