@@ -277,7 +277,7 @@ def test_backward_ops_read_what_the_forward_saved_so_training_state_stays_finite
     plan = build_plan(view, "cpu")
     assert len(plan.replayed) == len(plan.steps)
     fn, regs = plan.compile(), plan.registers()
-    with torch.inference_mode():
+    with plan.grad_context():
         for _ in range(10):
             fn(regs)
     state = [t for t in plan.init if isinstance(t, torch.Tensor) and t.is_floating_point()]
@@ -296,7 +296,7 @@ def test_a_backward_reads_the_activations_its_forward_saved_so_training_does_not
     for name, ref in saved:
         assert plan.init[plan.slots[ref.key]] is None, f"{name} reads a made-up tensor"
     fn, regs = plan.compile(), plan.registers()
-    with torch.inference_mode():
+    with plan.grad_context():
         for _ in range(100):
             fn(regs)
     state = [t for t in plan.init if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel()]
@@ -316,7 +316,7 @@ def test_a_tensor_made_from_python_data_holds_made_up_values_not_the_allocators(
     try:
         plan = build_plan(view, "cpu")
         fn, regs = plan.compile(), plan.registers()
-        with torch.inference_mode():
+        with plan.grad_context():
             for _ in range(3):
                 fn(regs)
     finally:

@@ -103,7 +103,7 @@ def _replayed_floats_after(step, tmp_path, iters: int) -> tuple[list[torch.Tenso
     assert all(s.replayed for s in plan.steps)
     fn, regs = plan.compile(), plan.registers()
     for _ in range(iters):
-        with torch.inference_mode():
+        with plan.grad_context():
             fn(regs)
     return [t for t in regs if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel()], plan
 

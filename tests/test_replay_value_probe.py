@@ -46,7 +46,7 @@ def test_every_probed_op_of_a_training_step_gets_a_ratio_and_the_replays_tensors
     assert all(r > 0 for r in ratios.values())
     assert set(ratios) <= set(every)
     fn = same.compile()  # the probe ran 4 iterations (2 a side): the same plan's own 4 leave the same state
-    with torch.inference_mode():
+    with same.grad_context():
         for _ in range(4):
             fn(same.registers())
     for a, b in zip(same.init, plan.init, strict=True):

@@ -236,6 +236,10 @@ def _print_summary(r: dict) -> None:
         t.add_row("plan", f"{fmt_s(r['plan_time_s'])} (ops tried on the meta device; {dry.get('ran_real', 0)} "
                   f"computed{': ' + real if real else ''}), then {fmt_s(r.get('plan_check_time_s'))} for one "
                   "real pass")
+    graph = r.get("autograd_graph") or {}
+    if graph.get("built"):
+        t.add_row("autograd graph", f"built by {graph['ops']} forward ops on {graph['parameters']} parameters "
+                  f"({graph['parameters_from']}), then dropped; the backward's ops are replayed as recorded")
     for s in r["skipped"][:8]:
         on = f" (ranks {', '.join(map(str, s['ranks']))})" if "ranks" in s else ""
         t.add_row("skipped", f"{s['op']} x{s['count']}{on}: {s['reason']}")

@@ -32,14 +32,11 @@ from typing import Any
 
 from benchmint.core.errors import UserError
 from benchmint.replay.fidelity import original_slots
+from benchmint.replay.phases import PHASES, backward_scope, op_scopes, phases
 from benchmint.replay.scale import scale_view
 from benchmint.replay.types import TraceView
 
-PHASES = ("forward", "backward", "optimizer")
 SELECT_KINDS = ("scope", "op", "phase")
-BACKWARD_SCOPE = "autograd::engine::evaluate_function"
-BACKWARD_NODE = re.compile(r"Backward\d*$")  # a backward function's node: AddmmBackward0, MyFunctionBackward
-OPTIMIZER_SCOPES = ("Optimizer.step#", "Optimizer.zero_grad#")
 MIN_TIMED = 0.9  # the shares need recorded times for at least this fraction of the ops (Kineto's join)
 NO_SHARE = ("the trace has no recorded times for most of its ops (no Kineto trace joined): the selection's share of the "
             "step is not known, so it is not compared with the original")
@@ -61,45 +58,6 @@ def _compile(pattern: str, what: str) -> re.Pattern:
         return re.compile(pattern)
     except re.error as e:
         raise UserError(f"{what}: {pattern!r} is not a regular expression ({e}); fix the pattern") from None
-
-
-def op_scopes(view: TraceView) -> list[list[str]]:
-    """Per op of ``view``, the names of the recorded (non-op) scopes around it, outermost first."""
-    open_: dict[int, str] = {}
-    events = sorted(view.scopes, key=lambda e: e[0])  # stable: tree order within a position
-    out: list[list[str]] = []
-    k = 0
-    for i in range(len(view.ops)):
-        while k < len(events) and events[k][0] <= i:
-            pos, kind, nid, name = events[k]
-            if kind == "enter":
-                open_[nid] = name
-            else:
-                open_.pop(nid, None)
-            k += 1
-        out.append(list(open_.values()))
-    return out
-
-
-def _backward_scope(name: str) -> bool:
-    """An autograd engine scope, or a backward function's node (``AddmmBackward0``, a custom Function's
-    ``MyFnBackward``) as the execution trace records it inside one."""
-    return name.startswith(BACKWARD_SCOPE) or bool(BACKWARD_NODE.search(name))
-
-
-def phases(view: TraceView) -> list[str]:
-    """Per op: forward, backward or optimizer (see the module docstring)."""
-    scopes = op_scopes(view)
-    main = view.ops[0].tid if view.ops else 0  # the step starts on the thread that runs it, before any backward
-    out = []
-    for op, names in zip(view.ops, scopes, strict=True):
-        if any(n.startswith(OPTIMIZER_SCOPES) for n in names):
-            out.append("optimizer")
-        elif op.tid != main or any(_backward_scope(n) for n in names):
-            out.append("backward")
-        else:
-            out.append("forward")
-    return out
 
 
 def parse_select(spec: str) -> tuple[str, str]:
@@ -261,7 +219,7 @@ def what_if(view: TraceView, specs: list[str]) -> tuple[TraceView, Adaptation]:
 
 def _hint(view: TraceView, kind: str) -> str:
     if kind == "scope":
-        names = Counter(n for _p, k, _i, n in view.scopes if k == "enter" and not _backward_scope(n))
+        names = Counter(n for _p, k, _i, n in view.scopes if k == "enter" and not backward_scope(n))
         some = ", ".join(n for n, _ in names.most_common(6))
         return f"its recorded scopes include {some}" if some else "the trace recorded no scopes around its ops"
     if kind == "phase":

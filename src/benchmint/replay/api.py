@@ -384,7 +384,7 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
     fn = plan.compile(gaps_ns=gaps_ns)
     tell("time")
     iter_cpu: list[float] = []
-    timing_conditions = conditions.snapshot(allocator, fn, plan.grad_mode)  # the timed loop's (the runner's too)
+    timing_conditions = conditions.snapshot(allocator, fn, plan.grad_mode, plan.graph)  # the timed loop's (the runner's too)
     pace_timed = [pace.probe() for _ in range(PACE_PROBES)]  # the pace beside the timed iterations
     with sysmetrics.Window(warmup + iters, threads, str(dev)) as sysw:  # CPU use, switches, faults, peak RSS
         times = time_iterations(plan, fn, iters=iters, warmup=warmup, live=True, cpu=iter_cpu)
@@ -461,6 +461,7 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
         "plan_time_s": plan.plan_time_s,
         "plan_check_time_s": plan.check_time_s,  # the real pass over the compiled iteration that ends planning
         "plan_dry_run": plan.dry_run,  # how each op was tried: on the meta device, or for real (and why)
+        "autograd_graph": plan.graph,  # a training step's forward records autograd's graph, as the original's did
         "calibration": cal.to_dict() if cal is not None else None,
         # how made-up lookup indices were spread, per index tensor (None: no lookup over made-up indices timed)
         "index_distribution": ({"how": index_skew.HOW, "tensors": index_spread} if index_spread else None),

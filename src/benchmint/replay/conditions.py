@@ -12,6 +12,8 @@ set here for both, and what remains different is recorded, so that a comparison 
 * glibc malloc's thresholds: :func:`benchmint.replay.allocator.settle_malloc` (``allocator`` in the result);
 * grad mode: every timed iteration runs under the plan's ``grad_mode`` (:func:`grad_mode_of`):
   ``torch.no_grad`` for a training step, ``torch.inference_mode`` otherwise (:mod:`benchmint.replay.execute`);
+  a training step's forward records autograd's graph inside that, as the original's did (``autograd_graph``,
+  :mod:`benchmint.replay.phases`);
 * Python's cyclic collector: :func:`quiet_gc` collects once and freezes the survivors (``gc.freeze``) around the
   timed work, so that a collection inside the loop walks the objects the loop made, not the objects of the
   modules the process happened to import (the CLI's are a third more than the runner's); it stays enabled, as
@@ -55,8 +57,8 @@ def grad_mode_of(scope_names: Any, op_names: Any) -> str:
     under the engine, its optimizer under no_grad) and paid the version counters' and views' bookkeeping on
     every call, which inference mode skips: replayed under it, the ops alone of a packed LSTM's training step
     took 35 ms against 39 ms under no_grad (the live step: 39-40 ms), an encoder-decoder's 9.6 against 11.0
-    ms, a small CNN's 3.0 against 3.2 ms. The forward's autograd graph is still not built (an encoder-decoder's
-    forward: 5.2 ms with it, 4.5 ms under no_grad)."""
+    ms, a small CNN's 3.0 against 3.2 ms. Inside it, the forward's ops record autograd's graph (plan.py: an
+    encoder-decoder's forward took 5.3 ms with it, 4.5 ms under no_grad)."""
     training = (any(isinstance(n, str) and n.startswith(AUTOGRAD_SCOPE) for n in scope_names)
                 or any(isinstance(n, str) and n.endswith("_backward") for n in op_names))
     return NO_GRAD if training else INFERENCE_MODE
@@ -110,7 +112,16 @@ def iteration_code(fn: Any) -> tuple[str | None, int | None]:
         "\n".join(ln for ln in src.splitlines() if not _SPIN_LINE_RE.fullmatch(ln)).encode()).hexdigest()[:16], turns
 
 
-def snapshot(allocator: str | None = None, fn: Any = None, grad_mode: str = INFERENCE_MODE) -> dict[str, Any]:
+def graph_setting(graph: dict[str, Any] | None) -> str:
+    """A plan's autograd graph (``Plan.graph``) in words, for the settings two comparable runs share."""
+    if not graph or not graph.get("built"):
+        return "not built"
+    return (f"built by {graph.get('ops')} forward ops on {graph.get('parameters')} parameters, "
+            "under torch.enable_grad, then dropped")
+
+
+def snapshot(allocator: str | None = None, fn: Any = None, grad_mode: str = INFERENCE_MODE,
+             graph: dict[str, Any] | None = None) -> dict[str, Any]:
     """The conditions the timed iterations run under (call it just before them, ``fn``: the compiled
     iteration they time): ``settings`` (what a replay sets or inherits and two comparable runs must share) and
     ``process`` (what the environment makes different, and the gaps each process calibrated)."""
@@ -125,6 +136,7 @@ def snapshot(allocator: str | None = None, fn: Any = None, grad_mode: str = INFE
         "inter_op_threads": torch.get_num_interop_threads(),
         "thread_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(ENV_PREFIXES)},
         "grad_mode": grad_mode,
+        "autograd_graph": graph_setting(graph),
         "allocator": allocator,
         "gc": f"enabled, thresholds {gc.get_threshold()}, survivors frozen around the timed work",
         "cpus_allowed": _affinity(),

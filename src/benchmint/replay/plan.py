@@ -19,6 +19,7 @@ replayer adds almost nothing to each op call.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,9 +28,10 @@ from typing import Any
 import torch
 
 from benchmint.core import clock
-from benchmint.replay.conditions import INFERENCE_MODE, grad_context, grad_mode_of
+from benchmint.replay.conditions import INFERENCE_MODE, NO_GRAD, grad_context, grad_mode_of
 from benchmint.replay.dryrun import DryRun, first_line, meta_failure, real_like
 from benchmint.replay.ops import OpSpec, OpUnavailable, resolve, split_args, unresolved
+from benchmint.replay.phases import GraphPlan, graph_plan
 from benchmint.replay.spin import iters_for, spin
 from benchmint.replay.substitutes import NO_OPS, SUBSTITUTES, UNREAD
 from benchmint.replay.tensors import (
@@ -112,6 +114,7 @@ class Plan:
     slots: dict[tuple, int] = field(default_factory=dict)  # recorded tensor key -> its register
     cons: Constraints | None = None  # what the consumers of made-up integer tensors need of them
     grad_mode: str = INFERENCE_MODE  # what its iterations run under (conditions.grad_mode_of): grad_context()
+    graph: dict[str, Any] = field(default_factory=dict)  # the forward's autograd graph, as built (_Builder.graph_info)
 
     def grad_context(self) -> Any:
         """The grad mode the plan's iterations (and every call on its tensors) run under."""
@@ -200,6 +203,7 @@ class Plan:
         ns = dict(self.namespace)
         ns["_spin"] = spin
         ns["_now"] = clock.now_ns
+        ns["_grad"] = torch._C._set_grad_enabled  # the forward of a training step records autograd's graph
         ns["_S"] = []
         ns["_OWNER"] = owner
         ns["_rfe"] = torch.ops.profiler._record_function_enter_new
@@ -252,9 +256,16 @@ def _pairs(op: OpRec, result: Any) -> list[tuple[TRef, Any, str]] | None:
 
 class _Builder:
     def __init__(self, view: TraceView, device: torch.device, seed: int, comm: Any = None,
-                 dry_run: str | None = None, grad_mode: str = INFERENCE_MODE):
+                 dry_run: str | None = None, grad_mode: str = INFERENCE_MODE, graph: GraphPlan | None = None,
+                 ungraphed: set[int] | None = None):
         self.view = view
         self.grad_mode = grad_mode
+        self.graph = graph if graph is not None and graph.any else None
+        self.ungraphed = ungraphed or set()  # ops of the graph's region that run without it (they failed with it)
+        self.grad_on = False  # the grad mode the lines emitted so far leave the loop in
+        self.graph_ops = 0
+        self.without_graph: Counter = Counter()  # op -> ops of the region replayed without the graph
+        self.kept_storages: set[int] = set()  # recorded storages of the persistent tensors
         self.dry = DryRun(device, dry_run)
         self.bound: dict[int, TRef] = {}  # id of a trial tensor bound to the current op -> its recorded tensor
         self.comm = comm
@@ -320,6 +331,10 @@ class _Builder:
         t0 = clock.now_ns()
         t = make_tensor(ref, self.device, self.cons, self.gen, pool, fill_values=fill)
         self.dry.inputs_ns += clock.now_ns() - t0
+        if has_storage(ref):
+            self.kept_storages.add(ref.storage_id)
+        if self.graph is not None and key in self.graph.parameters and t.is_floating_point():
+            t.requires_grad_(True)  # a parameter: the forward's ops on it record the graph, as they did
         self.persistent[self._slot_for(key)] = t
         trial = self.env[key] = self.dry.twin(t)
         return trial
@@ -578,7 +593,7 @@ class _Builder:
             fast = self.dry.fast(op.name, spec, pos, kw, result, real)
             if fast is not None:
                 fn = fast
-        return self._emit(idx, info, op, fn, self.dry.to_trial(result), ptxt, ktxt, pre, reads)
+        return self._emit(idx, info, op, fn, self.dry.to_trial(result), ptxt, ktxt, pre, reads, spec)
 
     def _substitute(self, idx: int, info: StepInfo, op: OpRec, why: str) -> StepInfo:
         """Run the portable substitute of an op this torch build lacks (or that fails on this device),
@@ -603,7 +618,7 @@ class _Builder:
                     continue
                 return self._skip(info, f"{why}; {what} instead failed: {first_line(e)}")
         info.substitute = what
-        return self._emit(idx, info, op, fn, self.dry.to_trial(result), ptxt, ktxt, pre, reads)
+        return self._emit(idx, info, op, fn, self.dry.to_trial(result), ptxt, ktxt, pre, reads, spec)
 
     def _collective(self, idx: int, info: StepInfo, op: OpRec) -> StepInfo:
         """A recorded collective, called through the rank's process group (``self.comm``): its tensors are the
@@ -649,8 +664,50 @@ class _Builder:
                     keys.add(r.key)
         return keys
 
+    def _with_graph(self, idx: int, op: OpRec, spec: OpSpec | None) -> bool:
+        """Whether op ``idx`` runs with autograd recording (:mod:`benchmint.replay.phases`): an op of the
+        forward's region, unless it writes through out= (which refuses inputs that require grad: the original
+        recorded nothing there) or into a tensor the plan keeps across iterations (with the graph, that tensor
+        would carry one iteration's graph into the next), or failed with the graph (``ungraphed``). A
+        collective (``spec`` None) runs without it."""
+        if self.graph is None or not self.graph.ops[idx]:
+            return False
+        why = None
+        if idx in self.ungraphed:
+            why = "failed with the graph"
+        elif spec is None:
+            why = "collective"
+        else:
+            for a, arg in zip(op.inputs, spec.args, strict=False):
+                if not arg.is_write:
+                    continue
+                if arg.kwarg_only:
+                    why = "writes through out="
+                elif any(has_storage(r) and r.storage_id in self.kept_storages for r in arg_refs(a)):
+                    why = "writes into a tensor kept across iterations"
+        if why is not None:
+            self.without_graph[(op.name, why)] += 1
+            return False
+        self.graph_ops += 1
+        return True
+
+    def graph_info(self) -> dict[str, Any]:
+        """What the result says of the forward's autograd graph (``Plan.graph``)."""
+        if self.graph is None:
+            return {"built": False}
+        params = [t for t in self.persistent.values() if t.requires_grad]
+        return {"built": True, "ops": self.graph_ops, "parameters": len(params),
+                "parameter_bytes": sum(t.numel() * t.element_size() for t in params),
+                "parameters_from": self.graph.parameters_from,
+                "ops_without_graph": [{"op": o, "count": n, "why": w}
+                                      for (o, w), n in sorted(self.without_graph.items(), key=lambda x: -x[1])]}
+
     def _emit(self, idx: int, info: StepInfo, op: OpRec, fn: Callable, result: Any, ptxt: list[str],
-              ktxt: list[str], pre: list[str], reads: list[int]) -> StepInfo:
+              ktxt: list[str], pre: list[str], reads: list[int], spec: OpSpec | None = None) -> StepInfo:
+        on = self._with_graph(idx, op, spec)
+        if on != self.grad_on:
+            self.lines.append((-1, f"_grad({on})"))
+            self.grad_on = on
         pin = op.name in DATA_DEPENDENT
         assigns = self._outputs(op, result, pin)
         if assigns is None:
@@ -722,7 +779,7 @@ class _Builder:
 
 
 def build_plan(view: TraceView, device: str | torch.device = "cpu", seed: int = 0, progress: Any = None,
-               comm: Any = None, *, dry_run: str | None = None, check: int = 1) -> Plan:
+               comm: Any = None, *, dry_run: str | None = None, check: int = 1, graph: bool = True) -> Plan:
     """Resolve, bind, dry-run and compile every top-level op of ``view`` for ``device``; the compiled
     iteration is then run ``check`` times for real, and an op that fails there (on values: an index computed
     from synthetic data that falls out of range) is planned again, tried for real, with valid indices, or
@@ -730,15 +787,25 @@ def build_plan(view: TraceView, device: str | torch.device = "cpu", seed: int = 
     (collectives are skipped without it). ``dry_run``: "meta" (the default: nothing computed while
     planning) or "real" (every op computed once, as before; ``BENCHMINT_PLAN_DRY_RUN``), see
     :mod:`benchmint.replay.dryrun`. ``check=0`` returns the plan unchecked (nothing computed when the meta
-    tries answered)."""
+    tries answered). ``graph``: a training step's forward records autograd's graph, as it did in the
+    original (:mod:`benchmint.replay.phases`); an op that fails with it runs without it, and a plan whose kept
+    tensors came out of an iteration holding a graph (it would grow from one iteration to the next) is made
+    again without any."""
     forced: dict[int, str] = {}
+    ungraphed: set[int] = set()
     check_s = 0.0
     for attempt in range(8):
-        plan = _build(view, device, seed, progress, forced, comm, dry_run)
+        plan = _build(view, device, seed, progress, forced, comm, dry_run, ungraphed if graph else None)
         t0 = clock.now_ns()
         bad = _runs_again(plan, check) if check > 0 else None
         check_s += (clock.now_ns() - t0) / 1e9
         plan.check_time_s = check_s
+        if bad is None and check > 0 and plan.graph.get("built") and _holds_graph(plan):
+            graph = False
+            continue
+        if bad is not None and plan.graph.get("built") and bad[0] not in ungraphed and _AUTOGRAD.search(bad[1]):
+            ungraphed.add(bad[0])
+            continue
         if bad is None or bad[0] in forced:
             if bad is not None:
                 raise RuntimeError(f"op {bad[0]} of the trace fails when replayed again: {bad[1]}")
@@ -747,6 +814,16 @@ def build_plan(view: TraceView, device: str | torch.device = "cpu", seed: int = 
         if attempt < 7:
             del plan  # its inputs go before the next plan makes its own (a large trace's are gigabytes)
     return plan
+
+
+# what autograd says when an op cannot run while the graph records (the original ran it otherwise)
+_AUTOGRAD = re.compile(r"requires grad|require grad|automatic differentiation|autograd|in-?place|leaf Variable|"
+                       r"grad_fn|derivative", re.IGNORECASE)
+
+
+def _holds_graph(plan: Plan) -> bool:
+    """Whether a tensor the plan keeps across iterations came out of one holding autograd's graph."""
+    return any(isinstance(t, torch.Tensor) and t.grad_fn is not None for t in plan.init)
 
 
 def _runs_again(plan: Plan, times: int = 1) -> tuple[int, str] | None:
@@ -771,14 +848,16 @@ def _runs_again(plan: Plan, times: int = 1) -> tuple[int, str] | None:
 
 
 def _build(view: TraceView, device: str | torch.device, seed: int, progress: Any, forced: dict[int, str],
-           comm: Any = None, dry_run: str | None = None) -> Plan:
+           comm: Any = None, dry_run: str | None = None, ungraphed: set[int] | None = None) -> Plan:
+    """One planning pass. A training step's ops run under no_grad, as they ran outside inference mode in the
+    original (conditions.grad_mode_of); the replay calls the backward's ops itself, and its forward's region
+    records the graph the original's did, which is built and dropped (``ungraphed`` None: no graph)."""
     t0 = clock.now_ns()
     dev = torch.device(device)
-    # no autograd graph is built: the replay calls backward ops itself; a training step's ops run under
-    # no_grad, as they ran outside inference mode in the original (conditions.grad_mode_of)
     mode = grad_mode_of((e[3] for e in view.scopes), (o.name for o in view.ops))
+    gp = graph_plan(view) if mode == NO_GRAD and ungraphed is not None else None
     with grad_context(mode):
-        b = _Builder(view, dev, seed, comm, dry_run, mode)
+        b = _Builder(view, dev, seed, comm, dry_run, mode, gp, ungraphed)
         b.forced = forced
         steps = []
         for i, op in enumerate(view.ops):
@@ -787,6 +866,8 @@ def _build(view: TraceView, device: str | torch.device, seed: int, progress: Any
             b.release(i)
             if progress is not None:
                 progress(i + 1)
+        if b.grad_on:
+            b.lines.append((-1, "_grad(False)"))
     _add_frees(b)
     init: list[Any] = [None] * len(b.slot)
     for s, t in b.persistent.items():
@@ -802,7 +883,7 @@ def _build(view: TraceView, device: str | torch.device, seed: int, progress: Any
     return Plan(view=view, device=dev, steps=steps, init=init, lines=b.lines, namespace=b.consts,
                 persistent_bytes=pbytes, plan_time_s=(clock.now_ns() - t0) / 1e9, n_slots=len(b.slot),
                 reads=b.reads, comm=comm, dry_run=b.dry.summary(len(view.ops)), slots=b.slot, cons=b.cons,
-                grad_mode=mode)
+                grad_mode=mode, graph=b.graph_info())
 
 
 def _add_frees(b: _Builder) -> None:

@@ -238,6 +238,7 @@ class ReplayMetrics(Model):
     plan_time_s: float | None | UnsetType = UNSET
     plan_check_time_s: float | None | UnsetType = UNSET  # the real pass over the compiled iteration ending planning
     plan_dry_run: JSONObject | None | UnsetType = UNSET  # how each op was tried: meta, or for real (and why)
+    autograd_graph: JSONObject | None | UnsetType = UNSET  # a training step's forward graph (replay/phases.py)
     calibration: JSONObject | None | UnsetType = UNSET  # the observer-cost calibration (replay/fidelity.py)
     index_distribution: JSONObject | None | UnsetType = UNSET  # made-up lookup indices' spread (replay/index_skew)
     how_measured: str | None | UnsetType = UNSET
