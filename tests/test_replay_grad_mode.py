@@ -118,6 +118,13 @@ def test_a_training_steps_forward_records_autograd_graph_on_its_parameters_and_n
         assert hit and all(region[i] for i in hit)  # the forward's ops built it, the backward's none
     assert not any(t.grad_fn is not None for t in kept)  # no iteration's graph carried into the next
 
+    # the forward cut from the step no longer shows the backward that followed: it runs as it ran in the step
+    from benchmint.replay.adapt import adapt_view
+    fwd = build_plan(adapt_view(view, "phase:forward")[0], "cpu")
+    assert fwd.grad_mode == NO_GRAD and fwd.graph["built"] and fwd.graph["parameters"] == 6
+    bwd = build_plan(adapt_view(view, "phase:backward")[0], "cpu")
+    assert bwd.grad_mode == NO_GRAD and not bwd.graph["built"]
+
     plain = build_plan(view, "cpu", graph=False)
     assert plain.graph == {"built": False}
     assert not any(_graph_outputs(plain, plain.compile(standins=False, marks=True), iterations=1)[0])

@@ -32,7 +32,7 @@ from typing import Any
 
 from benchmint.core.errors import UserError
 from benchmint.replay.fidelity import original_slots
-from benchmint.replay.phases import PHASES, backward_scope, op_scopes, phases
+from benchmint.replay.phases import PHASES, backward_scope, op_scopes, phases, step_grad
 from benchmint.replay.scale import scale_view
 from benchmint.replay.types import TraceView
 
@@ -123,7 +123,9 @@ def rebuild(view: TraceView, copies: list[int], keep_tail: bool) -> TraceView:
     span = None
     if view.step_span_s is not None and start is not None and cursor is not None:
         span = cursor - start + (tail if keep_tail else 0.0)
-    return replace(view, ops=ops, scopes=scopes, step_start_s=start, step_span_s=span)
+    grad = step_grad(view)  # how the whole step ran under autograd, which the part kept may no longer show
+    grad = replace(grad, ops=tuple(on for on, n in zip(grad.ops, copies, strict=True) for _ in range(n)))
+    return replace(view, ops=ops, scopes=scopes, step_start_s=start, step_span_s=span, grad=grad)
 
 
 def _share(view: TraceView, mask: list[bool]) -> float | None:

@@ -9,7 +9,7 @@ observer alone has no ``ProfilerStep``: its scopes are taken over every recorded
 
 The forward of a training step ran with autograd recording: each op on a tensor that requires grad made a
 graph node and saved its inputs, inside its recorded duration. The execution trace records neither the graph
-nor which tensors required grad, so :func:`graph_plan` infers them: the ops that built the graph are the
+nor which tensors required grad, so :func:`step_grad` infers them: the ops that built the graph are the
 forward's before the first backward op (:func:`graph_region`), and the tensors that required grad are the
 parameters, the leaves the optimizer updates in place that the forward reads (:func:`parameters`).
 """
@@ -17,10 +17,10 @@ parameters, the leaves the optimizer updates in place that the forward reads (:f
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
+from benchmint.replay.conditions import NO_GRAD, grad_mode_of
 from benchmint.replay.ops import OpUnavailable, unresolved
-from benchmint.replay.types import TENSOR, TENSOR_LIST, OpRec, TraceView, TRef
+from benchmint.replay.types import TENSOR, TENSOR_LIST, OpRec, StepGrad, TraceView, TRef
 
 PHASES = ("forward", "backward", "optimizer")
 BACKWARD_SCOPE = "autograd::engine::evaluate_function"
@@ -98,33 +98,25 @@ def written(op: OpRec) -> list[TRef]:
     return _refs([a for a, arg in zip(op.inputs, spec.args, strict=False) if arg.is_write])
 
 
-@dataclass
-class GraphPlan:
-    """What of a training step's forward builds autograd's graph in its replay: ``ops[i]`` (the op ran while
-    the graph was recorded) and the recorded tensors that require grad (``parameters``, by key), with how they
-    were found (``parameters_from``)."""
-
-    ops: list[bool]
-    parameters: set[tuple] = field(default_factory=set)
-    parameters_from: str = ""
-
-    @property
-    def any(self) -> bool:
-        return any(self.ops) and bool(self.parameters)
+def param_id(ref: TRef) -> tuple[int, int]:
+    """How :class:`~benchmint.replay.types.StepGrad` names a parameter: its tensor and storage ids (a scaled
+    replay changes its sizes)."""
+    return ref.tensor_id, ref.storage_id
 
 
-def parameters(view: TraceView, region: list[bool], phase: list[str]) -> tuple[set[tuple], str]:
+def parameters(view: TraceView, region: list[bool], phase: list[str]) -> tuple[set[tuple[int, int]], str]:
     """The recorded tensors that required grad in the forward: the ones the optimizer's ops write into (a
     parameter updated in place) that an op of ``region`` reads; when the step has no optimizer op, every
     floating-point tensor the region reads and nothing of the step writes (a buffer such as batch norm's
     running mean is written by its forward: it never requires grad)."""
-    read: dict[tuple, TRef] = {}
+    read: dict[tuple[int, int], TRef] = {}  # by tensor and storage id: a scaled view's sizes differ
     for op, on in zip(view.ops, region, strict=True):
         if on:
             for r in _refs(op.inputs):
-                read.setdefault(r.key, r)
+                read.setdefault(param_id(r), r)
     if "optimizer" in phase:
-        updated = {r.key for op, p in zip(view.ops, phase, strict=True) if p == "optimizer" for r in written(op)}
+        updated = {param_id(r) for op, p in zip(view.ops, phase, strict=True) if p == "optimizer"
+                   for r in written(op)}
         return {k for k in read if k in updated}, "the tensors the optimizer updates in place"
     storages = {r.storage_id for op in view.ops for r in written(op)}
     keep = {k for k, r in read.items()
@@ -132,11 +124,15 @@ def parameters(view: TraceView, region: list[bool], phase: list[str]) -> tuple[s
     return keep, "the floating-point tensors the forward reads and the step never writes (no optimizer recorded)"
 
 
-def graph_plan(view: TraceView) -> GraphPlan:
-    """:class:`GraphPlan` of a recorded step (nothing for a step without a backward)."""
-    phase = phases(view)
-    region = graph_region(phase)
+def step_grad(view: TraceView) -> StepGrad:
+    """How the step ran under autograd: the view's own record when it was cut from a step (``view.grad``),
+    else read from its ops and scopes (the mode: :func:`benchmint.replay.conditions.grad_mode_of`; the graph:
+    a training step's forward before its first backward op, on the parameters)."""
+    if view.grad is not None and len(view.grad.ops) == len(view.ops):
+        return view.grad
+    mode = grad_mode_of((e[3] for e in view.scopes), (o.name for o in view.ops))
+    region = graph_region(phases(view)) if mode == NO_GRAD else [False] * len(view.ops)
     if not any(region):
-        return GraphPlan(ops=region)
-    params, how = parameters(view, region, phase)
-    return GraphPlan(ops=region, parameters=params, parameters_from=how)
+        return StepGrad(mode, tuple(region))
+    params, how = parameters(view, region, phases(view))
+    return StepGrad(mode, tuple(region), frozenset(params), how)

@@ -28,10 +28,10 @@ from typing import Any
 import torch
 
 from benchmint.core import clock
-from benchmint.replay.conditions import INFERENCE_MODE, NO_GRAD, grad_context, grad_mode_of
+from benchmint.replay.conditions import INFERENCE_MODE, grad_context
 from benchmint.replay.dryrun import DryRun, first_line, meta_failure, real_like
 from benchmint.replay.ops import OpSpec, OpUnavailable, resolve, split_args, unresolved
-from benchmint.replay.phases import GraphPlan, graph_plan
+from benchmint.replay.phases import param_id, step_grad
 from benchmint.replay.spin import iters_for, spin
 from benchmint.replay.substitutes import NO_OPS, SUBSTITUTES, UNREAD
 from benchmint.replay.tensors import (
@@ -52,6 +52,7 @@ from benchmint.replay.types import (
     VALUE,
     CommUnavailable,
     OpRec,
+    StepGrad,
     TraceView,
     TRef,
 )
@@ -256,11 +257,11 @@ def _pairs(op: OpRec, result: Any) -> list[tuple[TRef, Any, str]] | None:
 
 class _Builder:
     def __init__(self, view: TraceView, device: torch.device, seed: int, comm: Any = None,
-                 dry_run: str | None = None, grad_mode: str = INFERENCE_MODE, graph: GraphPlan | None = None,
+                 dry_run: str | None = None, grad_mode: str = INFERENCE_MODE, graph: StepGrad | None = None,
                  ungraphed: set[int] | None = None):
         self.view = view
         self.grad_mode = grad_mode
-        self.graph = graph if graph is not None and graph.any else None
+        self.graph = graph if graph is not None and graph.builds_graph else None
         self.ungraphed = ungraphed or set()  # ops of the graph's region that run without it (they failed with it)
         self.grad_on = False  # the grad mode the lines emitted so far leave the loop in
         self.graph_ops = 0
@@ -333,7 +334,7 @@ class _Builder:
         self.dry.inputs_ns += clock.now_ns() - t0
         if has_storage(ref):
             self.kept_storages.add(ref.storage_id)
-        if self.graph is not None and key in self.graph.parameters and t.is_floating_point():
+        if self.graph is not None and param_id(ref) in self.graph.parameters and t.is_floating_point():
             t.requires_grad_(True)  # a parameter: the forward's ops on it record the graph, as they did
         self.persistent[self._slot_for(key)] = t
         trial = self.env[key] = self.dry.twin(t)
@@ -854,10 +855,10 @@ def _build(view: TraceView, device: str | torch.device, seed: int, progress: Any
     records the graph the original's did, which is built and dropped (``ungraphed`` None: no graph)."""
     t0 = clock.now_ns()
     dev = torch.device(device)
-    mode = grad_mode_of((e[3] for e in view.scopes), (o.name for o in view.ops))
-    gp = graph_plan(view) if mode == NO_GRAD and ungraphed is not None else None
+    sg = step_grad(view)
+    mode = sg.mode
     with grad_context(mode):
-        b = _Builder(view, dev, seed, comm, dry_run, mode, gp, ungraphed)
+        b = _Builder(view, dev, seed, comm, dry_run, mode, sg if ungraphed is not None else None, ungraphed)
         b.forced = forced
         steps = []
         for i, op in enumerate(view.ops):

@@ -73,6 +73,23 @@ def is_collective(name: str) -> bool:
 LOCAL_COLLECTIVES = {"wait_tensor", "_wrap_tensor_autograd"}
 
 
+@dataclass(frozen=True)
+class StepGrad:
+    """How a recorded step ran under autograd (:func:`benchmint.replay.phases.step_grad`): the grad mode its
+    replay runs under, per op whether it recorded the forward's graph, the parameters (tensor id, storage
+    id) and how they were found. A view cut from the step (``--select``, ``--what-if``) keeps its step's: the
+    forward alone no longer shows that a backward followed."""
+
+    mode: str
+    ops: tuple[bool, ...]
+    parameters: frozenset[tuple[int, int]] = frozenset()
+    parameters_from: str = ""
+
+    @property
+    def builds_graph(self) -> bool:
+        return any(self.ops) and bool(self.parameters)
+
+
 class CommUnavailable(Exception):
     """A recorded collective that has no mapping to a torch.distributed call (the reason says why)."""
 
@@ -117,6 +134,7 @@ class TraceView:
     # (number of ops before it, "enter" | "exit", scope node id, name); used to record the replay with the
     # same structure as the original when measuring the observers' cost
     scopes: list[tuple[int, str, int, str]] = field(default_factory=list)
+    grad: StepGrad | None = None  # the step's, where this view was cut from it (else read from the view itself)
 
     def same_ops(self, other: TraceView) -> bool:
         """Whether ``other`` (another recorded step) ran the same ops in the same order: not another path
