@@ -113,7 +113,7 @@ def test_a_training_steps_forward_records_autograd_graph_on_its_parameters_and_n
     kept = [t for t in plan.init if isinstance(t, torch.Tensor)]
     assert sum(t.requires_grad for t in kept) == 6
     from benchmint.replay.phases import graph_region, phases
-    region = graph_region(phases(view))
+    region = graph_region(view, phases(view))
     for hit in _graph_outputs(plan, plan.compile(standins=False, marks=True)):
         assert hit and all(region[i] for i in hit)  # the forward's ops built it, the backward's none
     assert not any(t.grad_fn is not None for t in kept)  # no iteration's graph carried into the next
@@ -138,3 +138,25 @@ def test_an_inference_step_builds_no_graph(tmp_path):
             model(torch.randn(4, 8))
 
     assert _plan(infer, tmp_path).graph == {"built": False}
+
+
+def test_without_an_optimizer_the_parameters_are_the_forwards_floating_inputs_but_never_batch_norm_statistics(
+        tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 1))
+    x = torch.randn(4, 8)
+
+    def forward_backward():  # gradients only: no optimizer step recorded
+        model.zero_grad(set_to_none=True)
+        model(x).sum().backward()
+
+    plan = _plan(forward_backward, tmp_path)
+    assert plan.graph["built"] and plan.graph["parameters_from"].startswith("the floating-point tensors")
+    assert all(s.replayed and s.substitute is None for s in plan.steps), plan.skipped()  # batch norm ran
+    stats = [t for t in plan.init if isinstance(t, torch.Tensor) and t.shape == (16,) and not t.requires_grad]
+    assert len(stats) >= 2  # running mean and variance: the kernel updates them, no gradient flows there
+    fn = plan.compile()
+    with plan.grad_context():
+        for _ in range(3):
+            fn(plan.registers())
+    assert not any(isinstance(t, torch.Tensor) and t.grad_fn is not None for t in plan.init)

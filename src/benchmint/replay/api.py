@@ -82,7 +82,9 @@ class ReplayResult:
     gaps_ns: list[int] | None = None  # CPU time spent before each step (and after the last), if any
 
     def compiled(self) -> Callable:
-        """The replayed iteration as timed (gaps included): call it with ``plan.registers()``."""
+        """The replayed iteration as timed (gaps included): call it with ``plan.registers()`` inside
+        ``plan.grad_context()``, as the timed loop does (a training step's iteration switches grad on for its
+        forward and off after it, which is only right inside that context)."""
         return self.plan.compile(gaps_ns=self.gaps_ns)
 
     def compiled_ops(self) -> Callable | None:

@@ -117,7 +117,7 @@ def graph_setting(graph: dict[str, Any] | None) -> str:
     if not graph or not graph.get("built"):
         return "not built"
     return (f"built by {graph.get('ops')} forward ops on {graph.get('parameters')} parameters, "
-            "under torch.enable_grad, then dropped")
+            "grad enabled inside the no_grad iteration, then dropped")
 
 
 def snapshot(allocator: str | None = None, fn: Any = None, grad_mode: str = INFERENCE_MODE,

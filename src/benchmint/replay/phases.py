@@ -67,13 +67,16 @@ def phases(view: TraceView) -> list[str]:
     return out
 
 
-def graph_region(phase: list[str]) -> list[bool]:
+def graph_region(view: TraceView, phase: list[str]) -> list[bool]:
     """Per op: whether it ran while autograd recorded the forward's graph: a forward op before the step's
-    first backward op (after the backward, the forward's ops are the program's bookkeeping on gradients and
-    metrics, most often under no_grad). Nothing when the step has no backward."""
-    if "backward" not in phase:
+    first backward op, one inside the autograd engine's scopes or named ``*_backward`` (after the backward,
+    the forward's ops are the program's bookkeeping on gradients and metrics, most often under no_grad; an op
+    of another thread, which :func:`phases` counts as backward, a data loader's, does not end the forward).
+    Nothing when the step has no backward."""
+    first = next((i for i, (op, names) in enumerate(zip(view.ops, op_scopes(view), strict=True))
+                  if op.name.endswith("_backward") or any(backward_scope(n) for n in names)), None)
+    if first is None:
         return [False] * len(phase)
-    first = phase.index("backward")
     return [p == "forward" and i < first for i, p in enumerate(phase)]
 
 
@@ -85,6 +88,22 @@ def _refs(args: list) -> list[TRef]:
         elif a.kind == TENSOR_LIST:
             out.extend(r for r in a.value if isinstance(r, TRef))
     return out
+
+
+# arguments no gradient flows to (batch norm's running statistics, which its kernel updates; a loss's target):
+# autograd refuses them when they require grad
+_NOT_DIFFERENTIABLE = re.compile(r"^(running_\w+|target|indices|offsets|batch_sizes|lengths)$")
+
+
+def _differentiable(op: OpRec) -> list[TRef]:
+    """The recorded tensors ``op`` reads through arguments a gradient can flow to (all of them when its schema
+    does not parse)."""
+    try:
+        names = [a.name for a in unresolved(op.schema).args] if op.schema else []
+    except OpUnavailable:
+        names = []
+    return _refs([a for k, a in enumerate(op.inputs)
+                  if k >= len(names) or not _NOT_DIFFERENTIABLE.match(names[k])])
 
 
 def written(op: OpRec) -> list[TRef]:
@@ -112,7 +131,7 @@ def parameters(view: TraceView, region: list[bool], phase: list[str]) -> tuple[s
     read: dict[tuple[int, int], TRef] = {}  # by tensor and storage id: a scaled view's sizes differ
     for op, on in zip(view.ops, region, strict=True):
         if on:
-            for r in _refs(op.inputs):
+            for r in _differentiable(op):
                 read.setdefault(param_id(r), r)
     if "optimizer" in phase:
         updated = {param_id(r) for op, p in zip(view.ops, phase, strict=True) if p == "optimizer"
@@ -131,8 +150,9 @@ def step_grad(view: TraceView) -> StepGrad:
     if view.grad is not None and len(view.grad.ops) == len(view.ops):
         return view.grad
     mode = grad_mode_of((e[3] for e in view.scopes), (o.name for o in view.ops))
-    region = graph_region(phases(view)) if mode == NO_GRAD else [False] * len(view.ops)
+    phase = phases(view)
+    region = graph_region(view, phase) if mode == NO_GRAD else [False] * len(view.ops)
     if not any(region):
         return StepGrad(mode, tuple(region))
-    params, how = parameters(view, region, phases(view))
+    params, how = parameters(view, region, phase)
     return StepGrad(mode, tuple(region), frozenset(params), how)

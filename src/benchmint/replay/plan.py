@@ -114,8 +114,9 @@ class Plan:
     check_time_s: float = 0.0  # the real passes over the compiled iteration that checked the plan
     slots: dict[tuple, int] = field(default_factory=dict)  # recorded tensor key -> its register
     cons: Constraints | None = None  # what the consumers of made-up integer tensors need of them
-    grad_mode: str = INFERENCE_MODE  # what its iterations run under (conditions.grad_mode_of): grad_context()
+    grad_mode: str = INFERENCE_MODE  # what its iterations run under (phases.step_grad): grad_context()
     graph: dict[str, Any] = field(default_factory=dict)  # the forward's autograd graph, as built (_Builder.graph_info)
+    graph_steps: frozenset[int] = frozenset()  # the steps that run with it
 
     def grad_context(self) -> Any:
         """The grad mode the plan's iterations (and every call on its tensors) run under."""
@@ -264,7 +265,7 @@ class _Builder:
         self.graph = graph if graph is not None and graph.builds_graph else None
         self.ungraphed = ungraphed or set()  # ops of the graph's region that run without it (they failed with it)
         self.grad_on = False  # the grad mode the lines emitted so far leave the loop in
-        self.graph_ops = 0
+        self.graph_steps: set[int] = set()
         self.without_graph: Counter = Counter()  # op -> ops of the region replayed without the graph
         self.kept_storages: set[int] = set()  # recorded storages of the persistent tensors
         self.dry = DryRun(device, dry_run)
@@ -689,7 +690,7 @@ class _Builder:
         if why is not None:
             self.without_graph[(op.name, why)] += 1
             return False
-        self.graph_ops += 1
+        self.graph_steps.add(idx)
         return True
 
     def graph_info(self) -> dict[str, Any]:
@@ -697,7 +698,7 @@ class _Builder:
         if self.graph is None:
             return {"built": False}
         params = [t for t in self.persistent.values() if t.requires_grad]
-        return {"built": True, "ops": self.graph_ops, "parameters": len(params),
+        return {"built": True, "ops": len(self.graph_steps), "parameters": len(params),
                 "parameter_bytes": sum(t.numel() * t.element_size() for t in params),
                 "parameters_from": self.graph.parameters_from,
                 "ops_without_graph": [{"op": o, "count": n, "why": w}
@@ -801,12 +802,16 @@ def build_plan(view: TraceView, device: str | torch.device = "cpu", seed: int = 
         bad = _runs_again(plan, check) if check > 0 else None
         check_s += (clock.now_ns() - t0) / 1e9
         plan.check_time_s = check_s
-        if bad is None and check > 0 and plan.graph.get("built") and _holds_graph(plan):
-            graph = False
-            continue
-        if bad is not None and plan.graph.get("built") and bad[0] not in ungraphed and _AUTOGRAD.search(bad[1]):
-            ungraphed.add(bad[0])
-            continue
+        if graph and check > 0 and plan.graph.get("built") and (bad is not None or _holds_graph(plan)):
+            if bad is not None and bad[0] in plan.graph_steps and bad[0] not in ungraphed and attempt < 5:
+                ungraphed.add(bad[0])  # an op that fails with the graph: planned again without it
+                del plan
+                continue
+            if bad is None or _AUTOGRAD.search(bad[1]) or attempt >= 5:
+                # the graph crosses iterations, breaks an op outside it, or too many ops fail with it: none
+                graph = False
+                del plan
+                continue
         if bad is None or bad[0] in forced:
             if bad is not None:
                 raise RuntimeError(f"op {bad[0]} of the trace fails when replayed again: {bad[1]}")
@@ -818,8 +823,8 @@ def build_plan(view: TraceView, device: str | torch.device = "cpu", seed: int = 
 
 
 # what autograd says when an op cannot run while the graph records (the original ran it otherwise)
-_AUTOGRAD = re.compile(r"requires grad|require grad|automatic differentiation|autograd|in-?place|leaf Variable|"
-                       r"grad_fn|derivative", re.IGNORECASE)
+_AUTOGRAD = re.compile(r"requires.grad|require.grad|automatic differentiation|autograd|differentiable|in-?place|"
+                       r"leaf Variable|grad_fn|derivative", re.IGNORECASE)
 
 
 def _holds_graph(plan: Plan) -> bool:
@@ -851,7 +856,7 @@ def _runs_again(plan: Plan, times: int = 1) -> tuple[int, str] | None:
 def _build(view: TraceView, device: str | torch.device, seed: int, progress: Any, forced: dict[int, str],
            comm: Any = None, dry_run: str | None = None, ungraphed: set[int] | None = None) -> Plan:
     """One planning pass. A training step's ops run under no_grad, as they ran outside inference mode in the
-    original (conditions.grad_mode_of); the replay calls the backward's ops itself, and its forward's region
+    original (phases.step_grad); the replay calls the backward's ops itself, and its forward's region
     records the graph the original's did, which is built and dropped (``ungraphed`` None: no graph)."""
     t0 = clock.now_ns()
     dev = torch.device(device)
@@ -884,7 +889,7 @@ def _build(view: TraceView, device: str | torch.device, seed: int, progress: Any
     return Plan(view=view, device=dev, steps=steps, init=init, lines=b.lines, namespace=b.consts,
                 persistent_bytes=pbytes, plan_time_s=(clock.now_ns() - t0) / 1e9, n_slots=len(b.slot),
                 reads=b.reads, comm=comm, dry_run=b.dry.summary(len(view.ops)), slots=b.slot, cons=b.cons,
-                grad_mode=mode, graph=b.graph_info())
+                grad_mode=mode, graph=b.graph_info(), graph_steps=frozenset(b.graph_steps))
 
 
 def _add_frees(b: _Builder) -> None:

@@ -42,9 +42,12 @@ def _floating(x: Any) -> bool:
 
 
 def _zeros_of(x: Any) -> Any:
+    """Zeros of ``x``'s layout; where ``x`` requires grad, they do too, through a clone as :func:`_copy_of`'s
+    copy (the probed op then records the same graph on both sides, and may still write into them)."""
     if _floating(x):
-        return torch.zeros_like(x)
-    return x.clone() if isinstance(x, torch.Tensor) else x  # an in-place op on int counters: not the plan's
+        z = torch.zeros_like(x)
+        return z.requires_grad_().clone() if x.requires_grad else z
+    return _copy_of(x)  # an in-place op on int counters: not the plan's
 
 
 def _copy_of(x: Any) -> Any:
