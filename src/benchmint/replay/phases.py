@@ -20,7 +20,8 @@ import re
 
 from benchmint.replay.conditions import NO_GRAD, grad_mode_of
 from benchmint.replay.ops import OpUnavailable, unresolved
-from benchmint.replay.types import TENSOR, TENSOR_LIST, OpRec, StepGrad, TraceView, TRef
+from benchmint.replay.tensors import arg_refs
+from benchmint.replay.types import OpRec, StepGrad, TraceView, TRef
 
 PHASES = ("forward", "backward", "optimizer")
 BACKWARD_SCOPE = "autograd::engine::evaluate_function"
@@ -52,9 +53,10 @@ def backward_scope(name: str) -> bool:
     return name.startswith(BACKWARD_SCOPE) or bool(BACKWARD_NODE.search(name))
 
 
-def phases(view: TraceView) -> list[str]:
-    """Per op: forward, backward or optimizer (see the module docstring)."""
-    scopes = op_scopes(view)
+def phases(view: TraceView, scopes: list[list[str]] | None = None) -> list[str]:
+    """Per op: forward, backward or optimizer (see the module docstring); ``scopes``: :func:`op_scopes`'s, when
+    the caller has them."""
+    scopes = op_scopes(view) if scopes is None else scopes
     main = view.ops[0].tid if view.ops else 0  # the step starts on the thread that runs it, before any backward
     out = []
     for op, names in zip(view.ops, scopes, strict=True):
@@ -67,13 +69,14 @@ def phases(view: TraceView) -> list[str]:
     return out
 
 
-def graph_region(view: TraceView, phase: list[str]) -> list[bool]:
+def graph_region(view: TraceView, phase: list[str], scopes: list[list[str]] | None = None) -> list[bool]:
     """Per op: whether it ran while autograd recorded the forward's graph: a forward op before the step's
     first backward op, one inside the autograd engine's scopes or named ``*_backward`` (after the backward,
     the forward's ops are the program's bookkeeping on gradients and metrics, most often under no_grad; an op
     of another thread, which :func:`phases` counts as backward, a data loader's, does not end the forward).
     Nothing when the step has no backward."""
-    first = next((i for i, (op, names) in enumerate(zip(view.ops, op_scopes(view), strict=True))
+    scopes = op_scopes(view) if scopes is None else scopes
+    first = next((i for i, (op, names) in enumerate(zip(view.ops, scopes, strict=True))
                   if op.name.endswith("_backward") or any(backward_scope(n) for n in names)), None)
     if first is None:
         return [False] * len(phase)
@@ -81,13 +84,7 @@ def graph_region(view: TraceView, phase: list[str]) -> list[bool]:
 
 
 def _refs(args: list) -> list[TRef]:
-    out: list[TRef] = []
-    for a in args:
-        if a.kind == TENSOR and isinstance(a.value, TRef):
-            out.append(a.value)
-        elif a.kind == TENSOR_LIST:
-            out.extend(r for r in a.value if isinstance(r, TRef))
-    return out
+    return [r for a in args for r in arg_refs(a)]
 
 
 # arguments no gradient flows to (batch norm's running statistics, which its kernel updates; a loss's target):
@@ -150,8 +147,9 @@ def step_grad(view: TraceView) -> StepGrad:
     if view.grad is not None and len(view.grad.ops) == len(view.ops):
         return view.grad
     mode = grad_mode_of((e[3] for e in view.scopes), (o.name for o in view.ops))
-    phase = phases(view)
-    region = graph_region(view, phase) if mode == NO_GRAD else [False] * len(view.ops)
+    scopes = op_scopes(view)
+    phase = phases(view, scopes)
+    region = graph_region(view, phase, scopes) if mode == NO_GRAD else [False] * len(view.ops)
     if not any(region):
         return StepGrad(mode, tuple(region))
     params, how = parameters(view, region, phase)

@@ -795,9 +795,10 @@ def build_plan(view: TraceView, device: str | torch.device = "cpu", seed: int = 
     again without any."""
     forced: dict[int, str] = {}
     ungraphed: set[int] = set()
+    sg = step_grad(view)  # the same for every attempt
     check_s = 0.0
     for attempt in range(8):
-        plan = _build(view, device, seed, progress, forced, comm, dry_run, ungraphed if graph else None)
+        plan = _build(view, device, seed, progress, forced, sg, graph, ungraphed, comm, dry_run)
         t0 = clock.now_ns()
         bad = _runs_again(plan, check) if check > 0 else None
         check_s += (clock.now_ns() - t0) / 1e9
@@ -854,16 +855,16 @@ def _runs_again(plan: Plan, times: int = 1) -> tuple[int, str] | None:
 
 
 def _build(view: TraceView, device: str | torch.device, seed: int, progress: Any, forced: dict[int, str],
-           comm: Any = None, dry_run: str | None = None, ungraphed: set[int] | None = None) -> Plan:
+           sg: StepGrad, graph: bool, ungraphed: set[int], comm: Any = None, dry_run: str | None = None) -> Plan:
     """One planning pass. A training step's ops run under no_grad, as they ran outside inference mode in the
-    original (phases.step_grad); the replay calls the backward's ops itself, and its forward's region
-    records the graph the original's did, which is built and dropped (``ungraphed`` None: no graph)."""
+    original (``sg``, phases.step_grad); the replay calls the backward's ops itself, and with ``graph`` its
+    forward's region records the graph the original's did (but for the ops in ``ungraphed``), which is built
+    and dropped."""
     t0 = clock.now_ns()
     dev = torch.device(device)
-    sg = step_grad(view)
     mode = sg.mode
     with grad_context(mode):
-        b = _Builder(view, dev, seed, comm, dry_run, mode, sg if ungraphed is not None else None, ungraphed)
+        b = _Builder(view, dev, seed, comm, dry_run, mode, sg if graph else None, ungraphed)
         b.forced = forced
         steps = []
         for i, op in enumerate(view.ops):
