@@ -53,6 +53,48 @@ def test_estimate_counts_python_gaps_and_systematic_durations_not_stalls_or_scop
     assert est == pytest.approx(1e-3 + (40 + 50 + 50) * US + GAP_CAP_S)
 
 
+def test_estimate_takes_off_the_autograd_engines_scope_events_at_their_own_cheaper_cost():
+    # the engine opens its scopes in C++ and the observers charge less for them than for a Python
+    # record_function scope: taking them off at the Python probe's cost made an encoder-decoder's
+    # backward gaps negative and its estimate fall to the ops alone (12% short of the live step)
+    ev, acc = "autograd::engine::evaluate_function: MmBackward0", "torch::autograd::AccumulateGrad"
+    scopes = [(1, "enter", 90, ev), (1, "enter", 91, "MmBackward0"), (2, "exit", 91, "MmBackward0"),
+              (2, "exit", 90, ev), (2, "enter", 92, acc), (3, "exit", 92, acc),
+              (3, "enter", 93, "## loss ##"), (4, "exit", 93, "## loss ##")]
+    # each gap: the replay's 10 us, the scope events' cost at 3 us (the engine's) or 5 us, and 20 us of the model
+    view = _view([("aten::a", 30 * US, 100 * US), ("aten::a", (10 + 2 * 3 + 20) * US, 100 * US),
+                  ("aten::a", (10 + 3 * 3 + 20) * US, 100 * US), ("aten::a", (10 + 3 + 5 + 20) * US, 100 * US),
+                  ("aten::a", (10 + 5 + 20) * US, 100 * US)], tail=0.0, scopes=scopes)
+    cal = _cal(5, 10 * US, 100 * US, 0.0)
+    cal.scope_event_cost_s, cal.engine_event_cost_s = 5 * US, 3 * US
+    assert estimate_original(view, cal) == pytest.approx(1e-3 + 5 * 20 * US)
+    cal.engine_event_cost_s = None  # not probed: every event at the record_function probe's cost
+    assert estimate_original(view, cal) == pytest.approx(1e-3 + (17 + 16 + 14 + 18 + 20) * US)
+
+
+def test_the_engine_scope_probe_times_only_the_engines_two_scopes_per_node(tmp_path):
+    # its cost per event is the backward's observed-minus-unobserved time over four events a node: an op or
+    # another scope recorded in that backward would be charged to the engine's scope events
+    import json
+
+    import torch
+    from torch.profiler import ExecutionTraceObserver, ProfilerActivity, profile
+
+    from benchmint.replay.fidelity import _Identity
+
+    x, g = torch.ones(4, requires_grad=True), torch.ones(4)
+    y = x
+    for _ in range(3):
+        y = _Identity.apply(y)
+    et = ExecutionTraceObserver().register_callback(str(tmp_path / "et.json"))
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True, execution_trace_observer=et):
+        torch.autograd.grad(y, x, g)  # as the probe runs it: no gradient accumulated into the leaf
+    names = [n["name"] for n in json.loads((tmp_path / "et.json").read_text())["nodes"]
+             if not n["name"].startswith("[pytorch|profiler")]
+    assert sorted(names) == ["_IdentityBackward"] * 3 + ["autograd::engine::evaluate_function: _IdentityBackward"] * 3 \
+        + ["autograd::engine::evaluate_function: torch::autograd::AccumulateGrad"]  # the leaf's, empty
+
+
 def test_estimate_does_not_count_the_first_recorded_gap_as_the_model():
     # the observers' start-up lands before the first op of a recording: 900 us there is not the model's
     view = _view([("aten::a", 900 * US, 100 * US)] + [("aten::a", 30 * US, 100 * US)] * 3, tail=0.0, scopes=[])
@@ -228,7 +270,10 @@ def test_the_scope_event_cost_is_the_median_of_probes_taken_beside_the_recording
         return next(probes)
 
     monkeypatch.setattr(fidelity, "_probe_scope_cost", probe)
+    engine = iter([3e-6, 3e-6, 9e-6] + [3e-6] * 20)
+    monkeypatch.setattr(fidelity, "_probe_engine_scope_cost", lambda: next(engine))
     cal = fidelity.calibrate(plan, plan.compile(), 1e-3, repeats=3)
     assert cal.scope_event_cost_s == pytest.approx(5e-6)  # (30 - 20) / 2 us, the stalled probe out-voted
+    assert cal.engine_event_cost_s == pytest.approx(3e-6)  # the engine's scopes, probed beside them
     assert order.count("probe") == 6  # one before each kept recording of the two passes
     assert order[:4] == ["record", "probe", "record", "probe"]  # the first recording (thrown away) has none

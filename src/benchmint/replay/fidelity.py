@@ -34,6 +34,7 @@ import torch
 from benchmint.core import clock, profiler_session
 from benchmint.core.stderr import filtered_native_stderr
 from benchmint.replay.collective_time import communication_gaps
+from benchmint.replay.phases import engine_scope
 from benchmint.replay.plan import Plan
 from benchmint.replay.types import TraceView
 from benchmint.replay.value_probe import zero_input_ratios
@@ -82,6 +83,8 @@ class Calibration:
     bare_slots: dict[int, tuple[float, float]] = field(default_factory=dict)
     bare_tail_s: float = 0.0
     scope_event_cost_s: float = 0.0  # observers' cost of one scope enter or exit (probe: observed - unobserved)
+    # ... of one scope event of the autograd engine (opened in C++: cheaper); None: as scope_event_cost_s
+    engine_event_cost_s: float | None = None
     op_unobserved_s: dict[int, float] = field(default_factory=dict)  # per plan step: its op's un-observed time
     # per plan step: its op's time on zeros over its time on the plan's inputs (benchmint.replay.value_probe)
     zero_input_ratio: dict[int, float] = field(default_factory=dict)
@@ -100,6 +103,7 @@ class Calibration:
             "repeats": self.repeats,
             "observer_overhead_s": self.observer_overhead_s,
             "observer_cost_per_scope_event_s": self.scope_event_cost_s,
+            "observer_cost_per_engine_scope_event_s": self.engine_event_cost_s,
             "original_recording_slowdown": self.original_slowdown,
             "original_recording_speed": self.original_speed,
             "estimate_parts": self.estimate_parts,
@@ -147,11 +151,22 @@ def scope_inserts(view: TraceView) -> dict[int, list[str]]:
     return out
 
 
-def _probe_scope_cost() -> tuple[float, float]:
-    """Seconds one empty record_function scope costs on this machine: (under ET + Kineto, un-observed)."""
-    from torch.autograd.profiler import record_function
+def _timed_observed(loop: Callable[[], int]) -> tuple[int, int]:
+    """``loop``'s fastest of three runs (nanoseconds, after one untimed) under ET + Kineto, and un-observed."""
     from torch.profiler import ProfilerActivity
 
+    from benchmint.trace.capture import scratch_dir
+
+    loop()
+    base = min(loop() for _ in range(3))
+    with tempfile.TemporaryDirectory(prefix="benchmint-probe-", dir=scratch_dir()) as tmp:
+        with _observed([ProfilerActivity.CPU], os.path.join(tmp, "et.json")):
+            obs = min(loop() for _ in range(3))
+    return obs, base
+
+
+def _probe_scope_cost() -> tuple[float, float]:
+    """Seconds one empty record_function scope costs on this machine: (under ET + Kineto, un-observed)."""
     enter = torch.ops.profiler._record_function_enter_new
     leave = torch.ops.profiler._record_function_exit._RecordFunction
 
@@ -161,16 +176,43 @@ def _probe_scope_cost() -> tuple[float, float]:
             leave(enter("benchmint::probe", None))
         return clock.now_ns() - t0
 
-    del record_function
-
-    loop()
-    base = min(loop() for _ in range(3))
-    from benchmint.trace.capture import scratch_dir
-
-    with tempfile.TemporaryDirectory(prefix="benchmint-probe-", dir=scratch_dir()) as tmp:
-        with _observed([ProfilerActivity.CPU], os.path.join(tmp, "et.json")):
-            obs = min(loop() for _ in range(3))
+    obs, base = _timed_observed(loop)
     return max(0.0, obs / PROBE_SCOPES / 1e9), base / PROBE_SCOPES / 1e9
+
+
+class _Identity(torch.autograd.Function):
+    """A graph node whose backward runs no op: what the engine records around it is its two scopes alone."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return x
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return g
+
+
+def _probe_engine_scope_cost() -> float:
+    """Seconds the observers add to one scope event of the autograd engine on this machine: a backward
+    through ``PROBE_SCOPES`` nodes that run no op, each recorded as two scopes (the engine's
+    ``evaluate_function`` and the node's own), under ET + Kineto against un-observed, per event. The
+    engine opens its scopes in C++: they cost the observers less than a Python ``record_function`` scope
+    (3.5 against 4.6 us per event here, in a chain and in an encoder-decoder's backward alike), and a
+    training step's backward has thousands of them."""
+    with torch.inference_mode(False), torch.enable_grad():
+        x = torch.ones(4, requires_grad=True)
+        g = torch.ones(4)
+
+        def loop() -> int:
+            y = x
+            for _ in range(PROBE_SCOPES):
+                y = _Identity.apply(y)
+            t0 = clock.now_ns()
+            torch.autograd.grad(y, x, g)  # not backward: accumulating into x.grad would record ops
+            return clock.now_ns() - t0
+
+        obs, base = _timed_observed(loop)
+    return max(0.0, (obs - base) / (4 * PROBE_SCOPES + 2) / 1e9)  # + the leaf's evaluate_function, empty
 
 
 @contextmanager
@@ -320,9 +362,13 @@ def calibrate(plan: Plan, fn0: Callable, replay_s: float, repeats: int = 5) -> C
     # and one taken alone read anything from 4 to 16 us per event here within a minute, times the step's
     # scope events (1,868 in a small encoder-decoder's training step: 7 to 30 ms against a 10 ms step)
     probes: list[tuple[float, float]] = []
+    engine: list[float] = []  # ... and the autograd engine's scopes, where the step has them
+    n_engine = sum(1 for _p, kind, _n, name in plan.view.scopes if kind == "enter" and engine_scope(name))
 
     def probe() -> None:
         probes.append(_probe_scope_cost())
+        if n_engine:
+            engine.append(_probe_engine_scope_cost())
 
     try:
         runs, slots, tail = _record_slots(plan, fn_scoped, repeats, sync, "scoped", probe)
@@ -353,6 +399,7 @@ def calibrate(plan: Plan, fn0: Callable, replay_s: float, repeats: int = 5) -> C
                        replay_slots=slots, replay_tail_s=tail, repeats=len(runs), observer_overhead_s=overhead,
                        scopes_unobserved_s=n_scopes * scope_unobs, bare_slots=bare_slots, bare_tail_s=bare_tail,
                        scope_event_cost_s=event_cost,
+                       engine_event_cost_s=statistics.median(engine) if engine else None,
                        op_unobserved_s=op_times, zero_input_ratio=ratios)
 
 
@@ -377,8 +424,8 @@ def estimate_original(view: TraceView, cal: Calibration,
       ops that compute for a while (``recording_speed``), its times are scaled to this machine's speed: a
       single recorded step taken while the machine was busy is slow in every op and gap alike;
     * gaps: the original's gap before each op less the replay's, less the observers' cost of the original's
-      scope events (``record_function`` / autograd-engine scopes opened or closed there, at the probe's
-      observed-minus-unobserved cost per scope) and of the composites the replay calls the callees of (their
+      scope events (``record_function`` / autograd-engine scopes opened or closed there, at the probes'
+      observed-minus-unobserved cost per event: the engine's C++ scopes probed apart, being cheaper) and of the composites the replay calls the callees of (their
       nodes are in the original's recording only: one op node's cost each); each gap's excess is capped at
       ``GAP_CAP_S``: one larger jump in a single recorded step is the scheduler, a recorder flush or the
       process's first recording, not the model;
@@ -409,10 +456,10 @@ def estimate_original(view: TraceView, cal: Calibration,
     if not matched:
         return max(view.step_span_s - cal.observer_overhead_s, cal.replay_s)
     n = len(orig)
-    events = [0] * (n + 1)
-    for pos, _kind, _nid, _name in view.scopes:
-        events[min(pos, n)] += 1
-    c_ev = cal.scope_event_cost_s
+    c_ev, c_eng = cal.scope_event_cost_s, cal.engine_event_cost_s
+    scope_cost = [0.0] * (n + 1)  # per place: the observers' cost of the scope events recorded there
+    for pos, _kind, _nid, name in view.scopes:
+        scope_cost[min(pos, n)] += c_eng if c_eng is not None and engine_scope(name) else c_ev
     speed, cal.original_speed = recording_speed(orig, matched, cal)
     cal.original_slowdown = speed
     orig_tail /= speed
@@ -424,14 +471,14 @@ def estimate_original(view: TraceView, cal: Calibration,
         g, d = orig[i]  # type: ignore[misc]
         g, d = g / speed, d / speed
         g2, d2 = slots[i]
-        gaps.append(min(g - g2 - events[i] * c_ev - view.ops[i].parents_opened * cal.op_node_cost_s, GAP_CAP_S))
+        gaps.append(min(g - g2 - scope_cost[i] - view.ops[i].parents_opened * cal.op_node_cost_s, GAP_CAP_S))
         sig = op_signature(view.ops[i])
         by_sig.setdefault(sig, []).append(d - d2)
         calls.setdefault(sig, []).append(i)
         costs.setdefault(sig, []).append(max(0.0, d2 - cal.op_unobserved_s.get(i, d2)))
     if len(gaps) > 2 and matched[0] == 0:
         gaps[0] = min(gaps[0], statistics.median(gaps[1:]))
-    tail = min(orig_tail - cal.bare_tail_s - events[n] * c_ev, GAP_CAP_S)
+    tail = min(orig_tail - cal.bare_tail_s - scope_cost[n], GAP_CAP_S)
     durs = left_out = 0.0
     for sig, xs in by_sig.items():
         once = len(xs) == 1  # called once a step: its other recorded steps' calls tell a stall from the op

@@ -53,6 +53,12 @@ def backward_scope(name: str) -> bool:
     return name.startswith(BACKWARD_SCOPE) or bool(BACKWARD_NODE.search(name))
 
 
+def engine_scope(name: str) -> bool:
+    """A scope the autograd engine opens (in C++): :func:`backward_scope`'s, and its own ``torch::autograd::``
+    nodes (``AccumulateGrad``, ``CopySlices``)."""
+    return backward_scope(name) or name.startswith("torch::autograd::")
+
+
 def phases(view: TraceView, scopes: list[list[str]] | None = None) -> list[str]:
     """Per op: forward, backward or optimizer (see the module docstring); ``scopes``: :func:`op_scopes`'s, when
     the caller has them."""
