@@ -19,7 +19,7 @@ from benchmint.replay import conditions, fidelity, gaps_file, headline, index_sk
 from benchmint.replay.adapt import adapt_capture, adapt_view, annotate
 from benchmint.replay.allocator import settle_malloc
 from benchmint.replay.collective_time import recorded_spans
-from benchmint.replay.execute import measure_peak_memory, summarize, time_iterations
+from benchmint.replay.execute import measure_peak_memory, summarize, time_in_turns, time_iterations
 from benchmint.replay.modes import mode_specs
 from benchmint.replay.options import ReplayOptions
 from benchmint.replay.plan import Plan, build_plan
@@ -252,7 +252,9 @@ def replay_trace(
         torch.set_num_threads(prev_threads)
 
 
-SETTLE_PAIRS = 8  # iterations with and without the gaps, in turns, per settle round
+SETTLE_PAIRS = 8  # iterations with and without the gaps, in turns, per settle round: at least ...
+SETTLE_PAIRS_MAX = 64  # ... and, for a short iteration, as many as fit in SETTLE_ROUND_S, up to this
+SETTLE_ROUND_S = 0.1
 
 
 def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, cap: dict | None, join: Any,
@@ -540,7 +542,8 @@ def _settle_gaps(plan: Plan, gaps_ns: list[int], want: float, replay_s: float, t
     with its collectives running for real (:func:`_settle_live`).
 
     What the gaps add is measured in each round anew, as the difference between iterations with and without
-    them taken in turns (``SETTLE_PAIRS`` of each), not against ``replay_s`` (the ops alone measured before the
+    them taken in turns (``SETTLE_PAIRS`` of each, more for a short iteration, in blocks of a few in a row;
+    the median of the turns' differences), not against ``replay_s`` (the ops alone measured before the
     calibration, seconds of a changing load away), and, on one thread on the CPU, in the process's CPU time:
     a round in which the process waited for a core (a 2-core machine under load 7 ran the ops alone in 25-33 ms
     of wall time for 10 ms of CPU) otherwise read as gaps that cost three times what they do."""
@@ -551,17 +554,17 @@ def _settle_gaps(plan: Plan, gaps_ns: list[int], want: float, replay_s: float, t
         return gaps_ns
     by_cpu = plan.device.type == "cpu" and torch.get_num_threads() == 1
     fn0 = plan.compile()
+    # a short iteration's single turns are noisy (8 pairs of a 0.8 ms selection read its gaps at 75-87% of
+    # what the timed loop then found): more of them where they are cheap
+    pairs = max(SETTLE_PAIRS, min(SETTLE_PAIRS_MAX, int(SETTLE_ROUND_S / max(want, 1e-6))))
+    block = pairs // SETTLE_PAIRS  # ... in blocks, as the timed loop runs them, in 8 turns
     for _ in range(2):
         tell("settle gaps")
         fn = plan.compile(gaps_ns=gaps_ns)
-        time_iterations(plan, fn0, iters=0, warmup=1, count=False)
-        time_iterations(plan, fn, iters=0, warmup=1, count=False)
-        wall: tuple[list[float], list[float]] = ([], [])
-        cpu: tuple[list[float], list[float]] = ([], [])
-        for _k in range(SETTLE_PAIRS):
-            for side, f in enumerate((fn0, fn)):
-                wall[side].extend(time_iterations(plan, f, iters=1, warmup=0, count=False, cpu=cpu[side]))
-        got = statistics.median((cpu if by_cpu else wall)[1]) - statistics.median((cpu if by_cpu else wall)[0])
+        (wall0, cpu0), (wall1, cpu1) = time_in_turns(plan, [fn0, fn], pairs // block, block=block)
+        without, with_ = (cpu0, cpu1) if by_cpu else (wall0, wall1)
+        got = statistics.median(statistics.median(with_[k:k + block]) - statistics.median(without[k:k + block])
+                                for k in range(0, len(with_), block))  # turn by turn
         if got <= 0 or abs(got - need) <= 0.01 * need:
             break
         scale = min(2.0, max(0.5, need / got))
