@@ -15,10 +15,27 @@ from benchmint.replay.conditions import quiet_gc
 from benchmint.replay.plan import Plan
 
 
+def _nothing() -> None:
+    return None
+
+
 def sync_fn(device: torch.device) -> Callable[[], None]:
     if device.type == "cuda":
         return lambda: torch.cuda.synchronize(device)
-    return lambda: None
+    return _nothing
+
+
+def _timed(fn: Callable, R: list[Any], sync: Callable[[], None], drain: Callable[[], None]) -> tuple[float, float]:
+    """One iteration ``fn(R)``, the device synced on both sides (``drain``: pending communication waited on,
+    inside the timing): its (wall, CPU) seconds, the CPU time the process's, every thread's."""
+    sync()
+    c0 = time.process_time()
+    t0 = clock.now_ns()
+    fn(R)
+    drain()
+    sync()
+    t = (clock.now_ns() - t0) / 1e9
+    return t, time.process_time() - c0
 
 
 def time_iterations(plan: Plan, fn: Callable, iters: int, warmup: int = 1, live: bool = False,
@@ -35,10 +52,9 @@ def time_iterations(plan: Plan, fn: Callable, iters: int, warmup: int = 1, live:
     timed iteration's CPU seconds (the process's, every thread: the collectives' too). Python's collector runs
     with the objects from before the call frozen (:func:`benchmint.replay.conditions.quiet_gc`)."""
     sync = sync_fn(plan.device)
-    now = clock.now_ns
     comm = plan.comm if live or together else None
-    barrier = comm.barrier if comm is not None else (lambda: None)
-    drain = comm.drain if comm is not None else (lambda: None)
+    barrier = comm.barrier if comm is not None else _nothing
+    drain = comm.drain if comm is not None else _nothing
     if comm is not None and live:
         comm.begin(plan)
     elif comm is not None:
@@ -59,15 +75,10 @@ def time_iterations(plan: Plan, fn: Callable, iters: int, warmup: int = 1, live:
             for _ in range(iters):
                 R = plan.registers()
                 barrier()
-                sync()
-                c0 = time.process_time()
-                t0 = now()
-                fn(R)
-                drain()
-                sync()
-                out.append((now() - t0) / 1e9)
+                t, c = _timed(fn, R, sync, drain)
+                out.append(t)
                 if cpu is not None:
-                    cpu.append(time.process_time() - c0)
+                    cpu.append(c)
                 del R
     finally:
         if comm is not None and live:
@@ -90,13 +101,7 @@ def time_in_turns(plan: Plan, fns: list[Callable], turns: int, warmup: int = 1,
         for k in range(warmup + turns):
             for f, (wall, cpu) in [pair for pair in zip(fns, out, strict=True) for _ in range(block)]:
                 R = plan.registers()
-                sync()
-                c0 = time.process_time()
-                t0 = clock.now_ns()
-                f(R)
-                sync()
-                t = (clock.now_ns() - t0) / 1e9
-                c = time.process_time() - c0
+                t, c = _timed(f, R, sync, _nothing)
                 del R
                 if k >= warmup:
                     wall.append(t)
