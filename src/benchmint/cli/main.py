@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 import traceback
+from typing import NoReturn
 
 import typer
 
@@ -126,11 +127,7 @@ def run(argv: list[str] | None = None) -> None:
         sys.exit(e.exit_code)
     except (KeyboardInterrupt, typer.Abort):
         err_console.print("interrupted")
-        # the results are written: another Ctrl-C on the way out (while modules' finalizers run) ends the
-        # process at once, where Python would print it as a traceback from whatever finalizer it landed in
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-        sys.exit(130)
+        _exit_interrupted()
     except Exception as e:
         if _is_click_error(e):  # bad usage: unknown option, missing argument, a value of the wrong type
             if debug:
@@ -150,7 +147,18 @@ def run(argv: list[str] | None = None) -> None:
             soft_wrap=True,
         )
         sys.exit(1)
+    if rv == 130:  # a command that caught Ctrl-C, kept what it had and said so (a sweep's finished trials)
+        _exit_interrupted()
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _exit_interrupted() -> NoReturn:
+    """Exit 130 after Ctrl-C. The results are written: another Ctrl-C on the way out (while modules'
+    finalizers run) ends the process at once, where Python would print it as a traceback from whatever
+    finalizer it landed in."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    sys.exit(130)
 
 
 if __name__ == "__main__":
