@@ -153,12 +153,37 @@ def is_device_type(type_str: str) -> bool:
     return type_str.startswith("Device")
 
 
-def split_args(spec: OpSpec, values: list[Any]) -> tuple[list[Any], dict[str, Any]]:
+def defaulted(spec: OpSpec, values: list[Any]) -> frozenset[int]:
+    """The recorded arguments a call can leave out because they hold their default (same type and value, not
+    written to): the kwarg-only ones, and the positional ones at the end. A keyword argument costs a Python
+    call about half a microsecond (``alpha=1`` on every ``add_``), which the original, calling the op from
+    C++ inside a composite or the autograd engine, did not pay."""
+    def default(i: int) -> bool:
+        a = spec.args[i]
+        v = values[i]
+        # a device stays: the dry run hands the op its own device (meta), the generated line the recorded one
+        if not a.has_default or a.is_write or is_device_type(a.type_str) or type(v) is not type(a.default):
+            return False
+        try:
+            same = v == a.default
+        except Exception:  # a list holding tensors: not a default
+            return False
+        return same is True
+
+    drop = {i for i, a in enumerate(spec.args[: len(values)]) if a.kwarg_only and default(i)}
+    for i in reversed([i for i, a in enumerate(spec.args[: len(values)]) if not a.kwarg_only]):
+        if not default(i):
+            break
+        drop.add(i)
+    return frozenset(drop)
+
+
+def split_args(spec: OpSpec, values: list[Any], drop: frozenset[int] = frozenset()) -> tuple[list[Any], dict[str, Any]]:
     """Bind recorded argument values by the schema: (positional, kwargs).
 
     ``values`` holds one entry per recorded input, in schema order. Missing trailing arguments take their
-    defaults; kwarg-only ones are passed by name, and dropped when they equal their default and are not
-    written to. Raises ``TypeError`` when there are more values than the schema has arguments.
+    defaults; kwarg-only ones are passed by name; the arguments in ``drop`` (:func:`defaulted`) are left out.
+    Raises ``TypeError`` when there are more values than the schema has arguments.
     """
     if len(values) > len(spec.args):
         raise TypeError(f"{len(values)} recorded arguments for a schema with {len(spec.args)}")
@@ -168,6 +193,8 @@ def split_args(spec: OpSpec, values: list[Any]) -> tuple[list[Any], dict[str, An
         if i >= len(values):
             if not a.has_default:
                 raise TypeError(f"argument {a.name!r} was not recorded and has no default")
+            continue
+        if i in drop:
             continue
         v = values[i]
         if a.kwarg_only:

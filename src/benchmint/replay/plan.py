@@ -30,7 +30,7 @@ import torch
 from benchmint.core import clock
 from benchmint.replay.conditions import INFERENCE_MODE, grad_context
 from benchmint.replay.dryrun import DryRun, first_line, meta_failure, real_like
-from benchmint.replay.ops import OpSpec, OpUnavailable, resolve, split_args, unresolved
+from benchmint.replay.ops import OpSpec, OpUnavailable, defaulted, resolve, split_args, unresolved
 from benchmint.replay.phases import param_id, step_grad
 from benchmint.replay.spin import iters_for, spin
 from benchmint.replay.substitutes import NO_OPS, SUBSTITUTES, UNREAD
@@ -485,8 +485,9 @@ class _Builder:
             names = [arg.name for arg in spec.args[: len(values)]]
             return ([], dict(zip(names, values, strict=True)), [],
                     [f"{n}={x}" for n, x in zip(names, texts, strict=True)], pre, reads)
-        pos, kw = split_args(spec, values)
-        ptxt, ktxt = split_args(spec, texts)
+        drop = defaulted(spec, values)
+        pos, kw = split_args(spec, values, drop)
+        ptxt, ktxt = split_args(spec, texts, drop)
         return pos, kw, list(ptxt), [f"{k}={v}" for k, v in ktxt.items()], pre, reads
 
     # -- outputs -------------------------------------------------------------------------------------------
