@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import collections
 import json
 from pathlib import Path
 
@@ -46,6 +47,20 @@ def test_every_example_workload_replays_whole(captures, name):
     # the memory estimate made from the trace before planning matches the replay's measured peak
     est = r["tensor_memory_estimate"]["total_bytes"]
     assert abs(est / r["peak_memory_bytes"] - 1) < 0.05, (est, r["peak_memory_bytes"])
+
+
+def test_a_replay_says_which_composites_it_calls_the_callees_of(captures):
+    """A training step's backward reads a layer norm's saved statistics and attention's logsumexp, which the
+    composites do not return: the replay calls the ops they called, one by one from Python, and says how
+    many stand in each."""
+    view = view_from_trace(load(captures["transformer_train"] / "et.json"))
+    inside = collections.Counter(o.composite for o in view.ops if o.composite)
+    assert inside["aten::layer_norm"] >= 1 and inside["aten::scaled_dot_product_attention"] >= 1
+    assert not any(o.name in ("aten::layer_norm", "aten::scaled_dot_product_attention") for o in view.ops)
+    r = replay_trace(captures["transformer_train"], gaps="none", warmup=0, iters=1).result
+    assert r["opened_composites"] == dict(inside)
+    # an inference step replays its composites whole: nothing opened
+    assert replay_trace(captures["decoder_infer"], gaps="none", warmup=0, iters=1).result["opened_composites"] is None
 
 
 def test_training_step_replays_forward_backward_and_optimizer(captures):
@@ -365,13 +380,13 @@ def test_a_read_of_reused_tensor_ids_is_attributed_to_their_last_writer():
     ln_inner = _op(4, "aten::native_layer_norm", [x], [y, k], nln)
     ops = [_op(1, "aten::empty", [], [k]), _op(2, "aten::add", [k], [z]), _op(3, "aten::layer_norm", [x], [y]),
            _op(5, "aten::native_layer_norm_backward", [y, x, k], [x])]
-    nodes, opened = expose_hidden_outputs(_Tree({3: [ln_inner]}), ops)
-    assert [n.id for n in nodes] == [1, 2, 4, 5] and opened == {4: 1}
+    nodes, opened, within = expose_hidden_outputs(_Tree({3: [ln_inner]}), ops)
+    assert [n.id for n in nodes] == [1, 2, 4, 5] and opened == {4: 1} and within == {4: "aten::layer_norm"}
     # two layer norms kept tensors with the same ids: the later one is what the backward reads
     a, b = _op(11, "aten::native_layer_norm", [x], [y, k], nln), _op(13, "aten::native_layer_norm", [z], [x, k], nln)
     ops = [_op(10, "aten::layer_norm", [x], [y]), _op(12, "aten::layer_norm", [z], [x]),
            _op(14, "aten::native_layer_norm_backward", [k], [z])]
-    nodes, _ = expose_hidden_outputs(_Tree({10: [a], 12: [b]}), ops)
+    nodes, _, _ = expose_hidden_outputs(_Tree({10: [a], 12: [b]}), ops)
     assert [n.id for n in nodes] == [10, 13, 14]
 
 
@@ -385,7 +400,7 @@ def test_an_embedding_bag_replays_the_callee_the_original_ran_not_the_one_its_ma
     full = _op(2, "aten::_embedding_bag", [w, i, o], [y, _t(5), _t(6), _t(7)], schema)
     fwd = _op(12, "aten::_embedding_bag_forward_only", [w, i, o], [y, _t(15), _t(16), _t(17)], schema)
     ops = [_op(1, "aten::embedding_bag", [w, i, o], [y]), _op(11, "aten::embedding_bag", [w, i, o], [y])]
-    nodes, _ = expose_hidden_outputs(_Tree({1: [full], 11: [fwd]}), ops)
+    nodes, _, _ = expose_hidden_outputs(_Tree({1: [full], 11: [fwd]}), ops)
     assert [n.name for n in nodes] == ["aten::_embedding_bag", "aten::embedding_bag"]
 
 
@@ -398,8 +413,8 @@ def test_a_composite_whose_callee_cannot_run_on_the_replay_device_is_kept():
                 "aten::_scaled_dot_product_flash_attention(Tensor query, Tensor key, Tensor value) -> Tensor")
     ops = [_op(2, "aten::scaled_dot_product_attention", [x, x, x], [y]),
            _op(4, "aten::_scaled_dot_product_flash_attention_backward", [y, x, lse], [x])]
-    nodes, opened = expose_hidden_outputs(_Tree({2: [flash]}), ops, "cpu")
-    assert [n.id for n in nodes] == [2, 4] and opened == {}
+    nodes, opened, within = expose_hidden_outputs(_Tree({2: [flash]}), ops, "cpu")
+    assert [n.id for n in nodes] == [2, 4] and opened == {} and within == {}
 
 
 def test_a_replay_whose_recordings_cannot_be_read_says_why_there_is_no_estimate(captures, monkeypatch):

@@ -491,6 +491,10 @@ def estimate_original(view: TraceView, cal: Calibration,
                 durs += m * len(xs)
     cal.estimate_parts = {"ops_matched": len(matched), "gaps_s": sum(gaps), "tail_s": tail, "durations_s": durs,
                           "gaps_positive_s": sum(g for g in gaps if g > 0),
+                          # before the callees of composites the replay opened: the original called them from
+                          # C++, the replay from Python (negative: what those calls add to the replay)
+                          "gaps_in_opened_composites_s": sum(g for i, g in zip(matched, gaps, strict=True)
+                                                             if view.ops[i].composite),
                           "durations_value_independent_s": left_out}
     total = sum(gaps) + tail + durs
     return max(cal.replay_s + total, cal.replay_s)

@@ -138,7 +138,21 @@ def _ops_alone(r: dict[str, Any], j: dict[str, Any]) -> str:
     quieter = "capture.json measured at a quieter time, or " if j["reference"] == "capture.json" else ""
     if sel:
         return took + f"that aim's error ({quieter}a share the ops alone exceed), not a gap error"
-    return took + f"not a gap error ({quieter}ops that run slower here than in the original)"
+    return took + f"not a gap error ({quieter}ops that run slower here than in the original{_opened(r)})"
+
+
+def _opened(r: dict[str, Any]) -> str:
+    """The clause naming the composites whose callees the replay calls one by one from Python, when they are
+    a tenth of the replayed ops or more (each call costs the replay about a microsecond the original, calling
+    them from C++ inside the composite, did not pay)."""
+    opened = r.get("opened_composites") or {}
+    named = {k: v for k, v in opened.items() if v >= 0.1 * sum(opened.values())}  # not a loss's two callees
+    n = sum(named.values())
+    if not n or n < 0.1 * (r.get("ops_replayed") or 0):
+        return ""
+    names = ", ".join(list(named)[:3])
+    return (f", or the {n} ops the replay calls one by one from Python in place of {names}, which the original "
+            "called from C++")
 
 
 def _aim(r: dict[str, Any], j: dict[str, Any]) -> str:

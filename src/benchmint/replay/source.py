@@ -107,7 +107,7 @@ def view_from_trace(trace: Any, kineto: Any = None, iteration: int | None = None
             nodes = sorted([*nodes, *extra], key=lambda n: n.id)
     if device is None:
         device = default_device(trace.devices)
-    nodes, opened = expose_hidden_outputs(trace, nodes, device.split(":", 1)[0])
+    nodes, opened, within_composite = expose_hidden_outputs(trace, nodes, device.split(":", 1)[0])
     ops = []
     for n in nodes:
         t = _time(kineto, n)
@@ -124,6 +124,7 @@ def view_from_trace(trace: Any, kineto: Any = None, iteration: int | None = None
             tensor_range=n.tensor_range or None,
             subtree_nodes=1 + sum(1 for _ in trace.descendants(n)),
             parents_opened=opened.get(n.id, 0),
+            composite=within_composite.get(n.id),
         ))
     # execution order: recorded start when Kineto gives it (ops of other threads interleave), else node id
     if ops and all(o.start_s is not None for o in ops):
@@ -154,7 +155,8 @@ MAX_EXPOSE_DEPTH = 6
 CALLEE_BY_GRAD = {"aten::embedding_bag": "aten::_embedding_bag"}
 
 
-def expose_hidden_outputs(trace: Any, nodes: list[Any], device: str = "cpu") -> tuple[list[Any], dict[int, int]]:
+def expose_hidden_outputs(trace: Any, nodes: list[Any], device: str = "cpu"
+                          ) -> tuple[list[Any], dict[int, int], dict[int, str]]:
     """Replace a composite op by the ops it called when a later op reads a tensor one of them made that the
     composite does not return: a layer norm's saved mean and rstd, attention's logsumexp, a max pool's
     indices, a loss's total weight, all read by their backward ops. Replaying the composite would hand those
@@ -167,8 +169,11 @@ def expose_hidden_outputs(trace: Any, nodes: list[Any], device: str = "cpu") -> 
     whose choice of callee hangs on ``requires_grad`` is replaced by the callee the original ran
     (:data:`CALLEE_BY_GRAD`).
 
-    Returns the ops and, by node id, how many replaced composites each op is the first callee of."""
+    Returns the ops, by node id how many replaced composites each op is the first callee of, and by node id the
+    outermost replaced composite's name each callee stands in (the original called it from C++ inside that
+    composite; the replay calls it from Python)."""
     opened: dict[int, int] = {}
+    within: dict[int, str] = {}
     for _ in range(MAX_EXPOSE_DEPTH):  # a callee may hide it again one level down (cross entropy -> nll_loss)
         owner: dict[tuple[int, int], int | None] = {}  # tensor -> the op index that hides it; None: top level
         expand: set[int] = set()
@@ -196,12 +201,14 @@ def expose_hidden_outputs(trace: Any, nodes: list[Any], device: str = "cpu") -> 
                 callees = []
             if callees:
                 opened[callees[0].id] = opened.get(callees[0].id, 0) + 1 + opened.pop(n.id, 0)
+                outer = within.pop(n.id, n.name)
+                within.update((c.id, outer) for c in callees)
             out.extend(callees or [n])
             changed = changed or bool(callees)
         if not changed:
             break
         nodes = out
-    return nodes, opened
+    return nodes, opened, within
 
 
 _DISPATCH_KEYS = {"cpu": "CPU", "cuda": "CUDA"}

@@ -112,6 +112,9 @@ class OpRec:
     # recorded composites replaced by the ops they called (source.expose_hidden_outputs) whose first callee
     # this op is: their own nodes' observer cost lands in the gap before it (observer cost model)
     parents_opened: int = 0
+    # the recorded composite this op stands in, called by it (source.expose_hidden_outputs): the original
+    # called the op from C++ inside it, the replay calls it from Python
+    composite: str | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
 
 
