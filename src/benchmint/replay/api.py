@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 import statistics
@@ -100,11 +101,7 @@ def opened_composites(plan: Plan) -> dict[str, int] | None:
     composite's name; None when none was. The original called those ops from C++ inside the composite; the
     replay calls each from Python, about a microsecond more each on a CPU: a composite of thousands of
     callees (a packed LSTM) makes the replayed ops alone slower than the original."""
-    n: dict[str, int] = {}
-    for s in plan.steps:
-        if s.op.composite:
-            n[s.op.composite] = n.get(s.op.composite, 0) + 1
-    return dict(sorted(n.items(), key=lambda kv: -kv[1])) or None
+    return dict(collections.Counter(s.op.composite for s in plan.steps if s.op.composite).most_common()) or None
 
 
 def last_whole_iteration(tr: Any, cap: dict | None) -> int | None:

@@ -146,7 +146,8 @@ def _opened(r: dict[str, Any]) -> str:
     a tenth of the replayed ops or more (each call costs the replay about a microsecond the original, calling
     them from C++ inside the composite, did not pay)."""
     opened = r.get("opened_composites") or {}
-    named = {k: v for k, v in opened.items() if v >= 0.1 * sum(opened.values())}  # not a loss's two callees
+    total = sum(opened.values())
+    named = {k: v for k, v in opened.items() if v >= 0.1 * total}  # not a loss's two callees
     n = sum(named.values())
     if not n or n < 0.1 * (r.get("ops_replayed") or 0):
         return ""
