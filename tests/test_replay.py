@@ -497,8 +497,13 @@ def test_a_cuda_capture_replayed_on_cpu_has_no_error_and_no_gaps_aimed_at_it(tmp
     r = replay_trace(d, device="cpu", warmup=0, iters=1).result
     assert r["original_iter_time_s"] == 0.004 and r["error"] is None and "ran on cuda" in r["error_note"]
     assert r["gap_target"] is None and r["gap_time_s"] == 0.0
+    stages: list[str] = []
     with pytest.raises(UserError, match="another device"):
-        replay_trace(d, device="cpu", warmup=0, iters=1, target="capture")
+        replay_trace(d, device="cpu", warmup=0, iters=1, target="capture", progress=lambda s, *_: stages.append(s))
+    assert "plan" not in stages  # refused before anything was planned or timed
+    # nothing to aim at across devices: no calibration of the recorder's cost (its recordings of a big step
+    # took longer than the timed run), and the per-op table says its recorded times are the other device's
+    assert r["calibration"] is None and "on cuda, NOT corrected" in r["per_op_original_how"]
 
 
 def _rec(name: str, ins: list, outs: list[TRef], schema: str = ""):

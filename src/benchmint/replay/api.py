@@ -262,6 +262,21 @@ def replay_trace(
         torch.set_num_threads(prev_threads)
 
 
+def _refuse_target(trace: object, target: str, cap_s: float | None, cap_cpu_s: float | None, trace_type: str,
+                   device_type: str) -> None:
+    """A gap target that this capture cannot give, refused in one line before anything is planned or timed."""
+    cross = trace_type != device_type
+    if target == "cpu" and (cross or not cap_cpu_s):
+        raise UserError(f"{trace}: --target cpu needs capture.json's CPU time per step, of a step on this "
+                        "kind of device (capture with a current `benchmint capture`); use --target capture or "
+                        "estimate")
+    if target == "capture" and cap_s and cross:
+        raise UserError(f"{trace}: the trace ran on {trace_type} and the replay runs on {device_type}: the gaps "
+                        "cannot aim at a step time measured on another device; use --gaps none")
+    if target == "capture" and not cap_s:
+        raise UserError(f"{trace}: no capture.json beside the trace; use target estimate")
+
+
 SETTLE_PAIRS = 8  # iterations with and without the gaps, in turns, per settle round: at least ...
 SETTLE_PAIRS_MAX = 64  # ... and, for a short iteration, as many as fit in SETTLE_ROUND_S, up to this
 SETTLE_ROUND_S = 0.1
@@ -282,6 +297,22 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
         if progress is not None:
             progress(stage, done, total)
 
+    cap_s = cap_cpu_s = cap_spread = pace_cap = None
+    if cap is not None:
+        cap_pace = cap.get("pace") or {}
+        if all(cap_pace.get(k) == v for k, v in pace.where().items()):  # probed on this host and Python
+            pace_cap = cap_pace.get("ns_per_turn")
+        st = cap.get("step_time_s") or {}
+        cap_s = st.get("median") if isinstance(st, dict) else None
+        if cap_s and isinstance(st, dict) and st.get("iqr") is not None:
+            cap_spread = st["iqr"] / cap_s  # how noisy the original's measurement was
+        sm = cap.get("system_metrics") or {}
+        if isinstance(sm, dict) and sm.get("cpu_s") is not None and sm.get("steps"):
+            cap_cpu_s = sm["cpu_s"] / sm["steps"]  # the process's CPU time per un-observed step
+    trace_type = "cuda" if any(d.startswith("cuda") for d in view.devices) else "cpu"
+    cross = trace_type != dev.type
+    if gaps == "recorded" and fixed_gaps is None:  # a target the gaps cannot aim at: say so before planning
+        _refuse_target(inp.trace, target, cap_s, cap_cpu_s, trace_type, dev.type)
     n = len(view.ops)
     allocator = settle_malloc()  # before anything is allocated: the replay's frees land under the settled thresholds
     plan = build_plan(view, dev, seed, progress=lambda i: tell("plan", i, n) if i % 200 == 0 or i == n else None,
@@ -319,7 +350,10 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
             gaps_agreed_note = (f"no gaps on any rank: rank{'s' if len(without) > 1 else ''} {', '.join(without)} "
                                 "had no Kineto trace of its step, and the ranks replay their gaps together or not "
                                 "at all")
-    if gaps == "recorded" or comm is not None or fixed_gaps is not None:
+    # across devices nothing is aimed at (the original's step is not estimated there, nor capture.json's
+    # used): no calibration, whose recordings of the step cost more than the timed run on a big trace
+    aim = gaps == "recorded" and not cross
+    if aim or comm is not None or fixed_gaps is not None:
         # the ops alone, timed apart from the run: what the gaps are added to (in one process with --gaps none
         # the timed iterations below are the ops alone, and a big trace's iteration can take seconds; across
         # ranks they also hold the real collectives and the waits for the other ranks)
@@ -327,37 +361,23 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
         base_cpu: list[float] = []
         # (the calibration needs a steady figure; with --gaps none across ranks it is only reported, and a
         # big trace's iteration on the CPU takes seconds: as many as the timed run)
-        n_base, w_base = (max(10, min(iters, 30)), max(3, warmup)) if gaps == "recorded" else (iters, warmup)
+        n_base, w_base = (max(10, min(iters, 30)), max(3, warmup)) if aim else (iters, warmup)
         base = time_iterations(plan, fn0, iters=n_base, warmup=w_base, together=comm is not None, cpu=base_cpu)
         replay_s = summarize(base)["median"]
         replay_cpu_s = statistics.median(base_cpu)
 
-    cap_s = cap_cpu_s = cap_spread = pace_cap = None
-    if cap is not None:
-        cap_pace = cap.get("pace") or {}
-        if all(cap_pace.get(k) == v for k, v in pace.where().items()):  # probed on this host and Python
-            pace_cap = cap_pace.get("ns_per_turn")
-        st = cap.get("step_time_s") or {}
-        cap_s = st.get("median") if isinstance(st, dict) else None
-        if cap_s and isinstance(st, dict) and st.get("iqr") is not None:
-            cap_spread = st["iqr"] / cap_s  # how noisy the original's measurement was
-        sm = cap.get("system_metrics") or {}
-        if isinstance(sm, dict) and sm.get("cpu_s") is not None and sm.get("steps"):
-            cap_cpu_s = sm["cpu_s"] / sm["steps"]  # the process's CPU time per un-observed step
     cal = None
     est_s = None
     estimate_note = gaps_agreed_note  # why the original's step time is not estimated (None: it is)
     gaps_ns: list[int] | None = None
     target_used = None
     settled_in = None  # the kind of rounds that settled this replay's gaps
-    trace_type = "cuda" if any(d.startswith("cuda") for d in view.devices) else "cpu"
-    cross = trace_type != dev.type
     if cross:
         # the estimate compares the original's recorded times with this device's: across devices it would
         # mix a GPU step with CPU kernels
         estimate_note = estimate_note or (f"the trace ran on {trace_type} and the replay on {dev.type}: the "
                                           "original's step time is not estimated across devices")
-    if gaps == "recorded":
+    if aim:
         if comm is not None:  # the ranks record their ops while the others do the same (as in the original)
             comm.phase("calibrate")
         try:
@@ -367,20 +387,11 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
         if cal is not None and estimate_note is None:
             est_s = fidelity.estimate_over_steps(view, others() if others is not None else (), cal)
         want = None
-        if target == "cpu" and (cross or not cap_cpu_s):
-            raise UserError(f"{inp.trace}: --target cpu needs capture.json's CPU time per step, of a step on this "
-                            "kind of device (capture with a current `benchmint capture`); use --target capture or "
-                            "estimate")
         if target == "cpu":
             want, target_used = cap_cpu_s, "capture.json cpu"
-        elif target == "capture" and cap_s and cross:
-            raise UserError(f"{inp.trace}: the trace ran on {trace_type} and the replay runs on {dev.type}: the gaps "
-                            "cannot aim at a step time measured on another device; use --gaps none")
-        if target in ("auto", "capture") and cap_s and not cross:
+        elif target in ("auto", "capture") and cap_s and not cross:
             want, target_used = cap_s, "capture.json"
-        elif target == "capture":
-            raise UserError(f"{inp.trace}: no capture.json beside the trace; use target estimate")
-        elif est_s is not None and target != "cpu":
+        elif est_s is not None and target != "capture":
             want, target_used = est_s, "estimate"
         if comm is not None:
             comm.phase("settle")
@@ -488,8 +499,9 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
         # what per_op_type's original_s is: corrected for the recorder's cost, or the inflated recorded durations
         "per_op_original_how": (
             "recorded durations less the observers' cost (measured on this replay recorded under them)"
-            if cal is not None else "recorded durations as the observers measured them, NOT corrected: "
-            "inflated by the recording's own cost (no calibration of it on this replay)"),
+            if cal is not None else f"recorded durations as the observers measured them on {trace_type}, NOT "
+            "corrected: inflated by the recording's own cost (no calibration of it on this replay" +
+            (f", which runs on {dev.type})" if cross else ")")),
         "system_metrics": sysmetrics.side_by_side((cap or {}).get("system_metrics"), sysw.metrics),
         "pace": _pace_result(pace_cap, pace_timed),
     }
