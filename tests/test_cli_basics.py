@@ -54,3 +54,17 @@ def test_user_error_is_one_line_exit_2(monkeypatch, capsys):
     assert "error: thing.json: not found" in err
     assert "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+_TORCH_LOADED = ("import sys\nfrom benchmint.cli.main import run\ntry:\n    run(sys.argv[1:])\nexcept SystemExit:\n"
+                 "    pass\nprint('torch loaded:', 'torch' in sys.modules)")
+
+
+def test_help_answers_without_loading_torch():
+    # torch's import takes seconds on a small machine: the help of every command answers without it
+    for args in (["--help"], ["replay", "--help"], ["export", "--help"], ["llm", "bench", "--help"],
+                 ["results", "--help"], ["learn", "--help"]):
+        out = subprocess.run([sys.executable, "-c", _TORCH_LOADED, *args], capture_output=True, text=True,
+                             timeout=120)
+        assert "Usage" in out.stdout and out.stdout.rstrip().endswith("torch loaded: False"), \
+            (args, out.stdout[-500:], out.stderr[-2000:])
