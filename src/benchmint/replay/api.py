@@ -353,6 +353,8 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
     # across devices nothing is aimed at (the original's step is not estimated there, nor capture.json's
     # used): no calibration, whose recordings of the step cost more than the timed run on a big trace
     aim = gaps == "recorded" and not cross
+    if comm is not None and fixed_gaps is None:  # the ranks calibrate together or not at all
+        aim = all(a == "yes" for a in comm.gather("aim", "yes" if aim else "no"))
     if aim or comm is not None or fixed_gaps is not None:
         # the ops alone, timed apart from the run: what the gaps are added to (in one process with --gaps none
         # the timed iterations below are the ops alone, and a big trace's iteration can take seconds; across
