@@ -96,3 +96,33 @@ def test_random_output_of_the_tiny_model_is_not_flagged_but_a_usage_it_cannot_ho
     # a usage that also counts a 100-token prompt claims tokens the text does not hold
     bad = RequestRecord(id=99, sent_ns=1, end_ns=2, text=recs[0].text, output_tokens=164, output_tokens_source="usage")
     assert check_usage([bad], tok)["usage_over_text"] == 1 and bad.token_count_flag.startswith("usage>text")
+
+
+def test_a_hub_tokenizer_is_not_asked_for_when_the_hub_cannot_be_reached(monkeypatch):
+    # offline, huggingface_hub retried a hub name's lookup for ~23 s, twice, before the run went on without a
+    # tokenizer (49 s measured): the cache is tried without the network, the hub only when it answers
+    import transformers
+
+    from benchmint.llm import bench
+
+    calls: list[dict] = []
+
+    def from_pretrained(name, **kw):
+        calls.append(kw)
+        raise OSError("not cached")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", from_pretrained)
+    monkeypatch.setattr(bench, "_hub_reachable", lambda: False)
+    assert bench.load_tokenizer("some-org/some-model") is None
+    assert calls == [{"local_files_only": True}]
+    monkeypatch.setattr(bench, "_hub_reachable", lambda: True)
+    calls.clear()
+    assert bench.load_tokenizer("some-org/some-model") is None
+    assert calls == [{"local_files_only": True}, {}]  # reachable: asked once more, online
+
+
+def test_the_hub_counts_as_unreachable_when_set_offline_and_a_local_tokenizer_still_loads():
+    from benchmint.llm import bench
+
+    assert bench._hub_reachable() is False  # the tests run with HF_HUB_OFFLINE=1 (conftest)
+    assert bench.load_tokenizer("tiny") is not None

@@ -128,17 +128,52 @@ class Counters:
 
 # ---------------------------------------------------------------- setup
 def load_tokenizer(name: str | None) -> Any:
-    """The tokenizer used to count tokens client-side (``tiny`` and local folders work offline); None if absent."""
+    """The tokenizer used to count tokens client-side; None if absent. A local folder (``tiny`` too) or a hub
+    name already in the cache loads without the network; the hub is asked only when it can be reached (offline,
+    huggingface_hub would retry a failed lookup for ~20 s, twice, before giving up)."""
     if not name:
         return None
     from benchmint.models.tiny_llm import resolve_model_path
 
+    path = resolve_model_path(name)
     try:
         from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(resolve_model_path(name))
     except Exception:
         return None
+    try:
+        return AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except Exception:
+        pass
+    if Path(path).exists() or not _hub_reachable():
+        return None
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except Exception:
+        return None
+
+
+def _hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether the Hugging Face hub can be asked at all: False when it is set offline or its host does not
+    answer a TCP connection within ``timeout_s``; True behind a proxy (the proxy decides)."""
+    import os
+    import socket
+    from urllib.parse import urlsplit
+
+    try:
+        from huggingface_hub import constants
+    except Exception:
+        return False
+    if constants.HF_HUB_OFFLINE:
+        return False
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlsplit(constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname or "", url.port or (443 if url.scheme == "https" else 80)),
+                                      timeout=timeout_s):
+            return True
+    except OSError:
+        return False
 
 
 async def probe_server(url: str, api_key: str | None = None, timeout_s: float = 5.0) -> list[str]:
