@@ -126,3 +126,26 @@ def test_the_hub_counts_as_unreachable_when_set_offline_and_a_local_tokenizer_st
 
     assert bench._hub_reachable() is False  # the tests run with HF_HUB_OFFLINE=1 (conftest)
     assert bench.load_tokenizer("tiny") is not None
+
+
+def test_behind_a_proxy_the_hub_is_asked_unless_its_host_is_bypassed(monkeypatch):
+    import socket
+
+    from huggingface_hub import constants
+
+    from benchmint.llm import bench
+
+    def refused(*a, **kw):
+        raise ConnectionRefusedError("no network here")
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(socket, "create_connection", refused)
+    for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(k, raising=False)
+    assert bench._hub_reachable() is False  # no proxy, the host refuses
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    assert bench._hub_reachable() is True  # the proxy decides
+    from urllib.parse import urlsplit
+
+    monkeypatch.setenv("NO_PROXY", urlsplit(constants.ENDPOINT).hostname)
+    assert bench._hub_reachable() is False  # bypassed: asked directly, refused

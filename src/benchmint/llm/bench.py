@@ -154,10 +154,10 @@ def load_tokenizer(name: str | None) -> Any:
 
 def _hub_reachable(timeout_s: float = 3.0) -> bool:
     """Whether the Hugging Face hub can be asked at all: False when it is set offline or its host does not
-    answer a TCP connection within ``timeout_s``; True behind a proxy (the proxy decides)."""
-    import os
+    answer a TCP connection within ``timeout_s``; True behind a proxy for the hub's host (the proxy decides)."""
     import socket
     from urllib.parse import urlsplit
+    from urllib.request import getproxies, proxy_bypass
 
     try:
         from huggingface_hub import constants
@@ -165,9 +165,10 @@ def _hub_reachable(timeout_s: float = 3.0) -> bool:
         return False
     if constants.HF_HUB_OFFLINE:
         return False
-    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return True
     url = urlsplit(constants.ENDPOINT)
+    proxies = getproxies()
+    if (proxies.get(url.scheme) or proxies.get("all")) and not proxy_bypass(url.hostname or ""):
+        return True
     try:
         with socket.create_connection((url.hostname or "", url.port or (443 if url.scheme == "https" else 80)),
                                       timeout=timeout_s):
