@@ -220,6 +220,8 @@ class Capture:
         self._n += 1
         self._system_window()
         if self.done:
+            # the next step is timed from here: not from before the recorded step, with its traces' writing
+            self._t0 = clock.now_ns()
             return
         if self._n == self.warmup - 1 and self._n > 0:
             # the last warm-up step (not the first: a compiled step compiles there) shows its lookups' data
