@@ -3,8 +3,9 @@
 ``--design interleave`` (the default): one process per workload runs both sides in alternating blocks of
 ``--block`` steps: the loop with ``Capture(every=N).step()`` after each step (the recorder attached, idle
 between its recordings) and the same loop without it, the order swapping each pair (A B, B A, ...; a fixed
-order read moe's idle steps 1-2% slow, the swapped one 1.00). Recorded steps are left out; only
-block pairs after the first recording count. Printed: the median of the paired block ratios (idle / plain)
+order read moe's idle steps 1-2% slow, the swapped one 1.00). Recorded steps are left out, and the ``--after``
+steps that follow each recording, on either side, are reported apart (any pause slows the next few steps:
+:func:`child_ab`); only block pairs after the first recording count. Printed: the median of the paired block ratios (idle / plain)
 with a 95% bootstrap interval, "no measurable cost" only when the interval holds 1 within +-3%
 (:mod:`benchmint.core.paired`), and the recorded steps' median over the plain blocks'.
 
@@ -29,7 +30,7 @@ same ``every`` loop importing benchmint from ``DIR/src`` (e.g. ``git archive`` o
 a change to the recorder is measured against the one before it inside one run (A B C A B C ...).
 
     python benchmarks/capture_cost.py [--workloads transformer_train,cnn_train,embbag_train,moe]
-        [--design interleave|processes] [--block 4] [--rounds 5] [--steps 60] [--every 10]
+        [--design interleave|processes] [--block 4] [--after 3] [--rounds 5] [--steps 400|60] [--every 10]
         [--clock wall|cpu] [--compare-src DIR] [--json OUT]
 """
 
@@ -88,7 +89,8 @@ def child(mode: str, workload: str, steps: int, every: int, warmup: int, out: st
     return out_t
 
 
-def child_ab(workload: str, steps: int, every: int, warmup: int, out: str, block: int, clock: str) -> dict:
+def child_ab(workload: str, steps: int, every: int, warmup: int, out: str, block: int, clock: str,
+             after: int = 3) -> dict:
     """One process, both sides interleaved (``--design interleave``): blocks of ``block`` steps alternate between
     the loop with the recorder attached (``Capture(every=N)``'s ``step()`` after each step, recording one step
     in every N of ITS steps) and the same loop without it (no ``step()`` call), the order of the two swapping
@@ -96,7 +98,13 @@ def child_ab(workload: str, steps: int, every: int, warmup: int, out: str, block
     the same side). Recorded steps are left out
     (a block that ends while a recording is open runs on until it closes). Only block pairs after the first
     recording count, so both sides carry whatever that recording left in the process; the pair's ratio is
-    the idle block's median step over the plain block's."""
+    the idle block's median step over the plain block's.
+
+    The ``after`` steps that follow a recording, on either side, are set aside (``after_idle``/``after_plain``,
+    by their distance from it): any pause slows the next steps, the first most (a recording writes its trace:
+    moe's first step after one ran 2.2x, the next 1.23x, 1.13x, 1.09x; the same loop after touching 256 MB ran
+    2.40, 1.24, 1.16, 1.14x, after a 50 ms sleep 2.04, 1.08, 1.02x). That is what recording costs the steps
+    beside it, reported apart; the blocks compare the recorder attached and idle with nothing attached."""
     import torch
 
     from benchmint.models import workloads
@@ -115,27 +123,51 @@ def child_ab(workload: str, steps: int, every: int, warmup: int, out: str, block
     cap = Capture(out, warmup=0, measure=5, record=max(1, steps // every), discard=0, every=every,
                   model=getattr(w, "model", None))
     idle_b, plain_b, recorded = [], [], []
+    aside: dict[str, dict[int, list[float]]] = {"idle": {}, "plain": {}}
+    since = [after + 1]  # steps since the last recording closed
+
+    def kept(side: str, t: float, xs: list[float]) -> None:
+        since[0] += 1
+        if since[0] <= after:
+            aside[side].setdefault(since[0], []).append(t)
+        else:
+            xs.append(t)
+
+    def plain_block() -> list[float]:
+        ys: list[float] = []
+        for _ in range(block):
+            kept("plain", timed(), ys)
+        return ys
+
     with cap:
         for _ in range(5):  # the un-observed steps Capture measures before its first recording
             timed()
             cap.step()
         for k in range(max(1, steps // (2 * block))):
-            ys = [timed() for _ in range(block)] if k % 2 else []  # the order swaps each pair (A B, B A, ...)
-            xs = []
+            ys = plain_block() if k % 2 else []  # the order swaps each pair (A B, B A, ...)
+            xs: list[float] = []
             for _ in range(block):
                 rec = cap.recording
                 t = timed()
                 cap.step()
-                (recorded if rec else xs).append(t)
+                if rec:
+                    recorded.append(t)
+                    if not cap.recording:
+                        since[0] = 0
+                else:
+                    kept("idle", t, xs)
             while cap.recording:  # a recording the block opened: closed before the plain block
                 recorded.append(timed())
                 cap.step()
+                since[0] = 0
             if not k % 2:
-                ys = [timed() for _ in range(block)]
-            if cap.recorded_times_s and xs:
+                ys = plain_block()
+            if cap.recorded_times_s and xs and ys:
                 idle_b.append(statistics.median(xs))
                 plain_b.append(statistics.median(ys))
-    return {"idle_blocks": idle_b, "plain_blocks": plain_b, "recorded": recorded}
+    return {"idle_blocks": idle_b, "plain_blocks": plain_b, "recorded": recorded,
+            "after_idle": {str(d): v for d, v in sorted(aside["idle"].items())},
+            "after_plain": {str(d): v for d, v in sorted(aside["plain"].items())}}
 
 
 def same_steps(plain: dict, every: dict, kind: str) -> float:
@@ -163,7 +195,7 @@ def run_ab(args: argparse.Namespace, workload: str, tmp: Path) -> dict:
     out = tmp / f"{workload}-ab"
     cmd = [sys.executable, __file__, "--child", "ab", "--workloads", workload, "--steps", str(args.steps),
            "--every", str(args.every), "--warmup", str(args.warmup), "--out", str(out), "--clock", args.clock,
-           "--block", str(args.block)]
+           "--block", str(args.block), "--after", str(args.after)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     if p.returncode != 0:
@@ -184,11 +216,17 @@ def main_interleave(args: argparse.Namespace) -> int:
             res = ratio_interval(paired_ratios(r["idle_blocks"], r["plain_blocks"]))
             plain = statistics.median(r["plain_blocks"]) if r["plain_blocks"] else float("nan")
             rec = statistics.median(r["recorded"]) / plain if r["recorded"] else None
+            # the steps just after a recording, by distance, over the plain blocks' median (either side: a
+            # pause of any kind slows them; child_ab)
+            after = {d: statistics.median(r["after_idle"].get(d, []) + r["after_plain"].get(d, [])) / plain
+                     for d in sorted(set(r["after_idle"]) | set(r["after_plain"]), key=int)}
             rows.append({"workload": wl, "plain_step_s": plain, "idle_over_plain": res,
                          "recorded_over_plain": rec, "recordings": len(r["recorded"]), "clock": args.clock,
-                         "block": args.block})
+                         "block": args.block, "after_recording_over_plain": after})
             print(f"{wl:<18} plain {plain * 1e3:8.2f} ms  idle/plain {describe(res)}; recorded/plain "
-                  f"{rec or float('nan'):.2f} ({len(r['recorded'])} recorded steps)", flush=True)
+                  f"{rec or float('nan'):.2f} ({len(r['recorded'])} recorded steps)"
+                  + (f"; the {args.after} steps after a recording (set aside) / plain "
+                     f"{', '.join(f'{v:.2f}' for v in after.values())}" if after else ""), flush=True)
     print(f"uptime: {os.popen('uptime').read().strip()}")
     if args.json:
         Path(args.json).write_text(json.dumps({"schema_version": "1.0", "design": "interleave", "rows": rows},
@@ -200,7 +238,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workloads", default="transformer_train,cnn_train,embbag_train,moe")
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--steps", type=int, default=None, help="steps per process (default: 400 interleaved, 60 "
+                    "per process with --design processes)")
     ap.add_argument("--every", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall")
@@ -209,12 +248,17 @@ def main() -> int:
     ap.add_argument("--design", choices=["interleave", "processes"], default="interleave",
                     help="interleave: both sides in one process, alternating blocks; processes: A B A B processes")
     ap.add_argument("--block", type=int, default=4, help="steps per block (--design interleave)")
+    ap.add_argument("--after", type=int, default=3, help="steps after each recording set aside from the blocks "
+                    "and reported apart, as capture.json's recording_cost sets them apart (AFTER_RECORDING; "
+                    "--design interleave)")
     ap.add_argument("--child", choices=["plain", "every", "ab"], default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.steps is None:
+        args.steps = 400 if args.design == "interleave" else 60
     if args.child == "ab":
         print(json.dumps(child_ab(args.workloads, args.steps, args.every, args.warmup, args.out, args.block,
-                                  args.clock)))
+                                  args.clock, args.after)))
         return 0
     if args.child:
         print(json.dumps(child(args.child, args.workloads, args.steps, args.every, args.warmup, args.out,

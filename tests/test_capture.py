@@ -289,11 +289,14 @@ def test_every_n_records_one_step_in_every_n_each_in_its_own_folder_that_replays
     with pytest.raises(UserError, match="iter_8"):
         replay_trace(tmp_path, iters=1)
     c = s["recording_cost"]
-    # the un-observed steps between recordings (7, 9, 10, 12, 13) are the idle recorder's
-    assert c["idle_steps"] == 5 and c["unobserved_steps"] == 5
+    # the un-observed steps between recordings (7, 9, 10, 12, 13) each follow one within AFTER_RECORDING steps:
+    # set apart as the recordings' own cost, none left to judge the idle recorder by
+    assert c["idle_steps"] == 0 and c["idle_step_s"] is None and c["unobserved_steps"] == 5
+    assert c["after_recording_steps"] == 5 and len(c["after_recording_vs_unobserved"]) == 2
 
 
 def test_every_capture_says_what_recording_cost(tmp_path):
+    from benchmint.trace.capture import AFTER_RECORDING
     from benchmint.trace.capture_file import read_capture
 
     s = capture_steps(_tiny_train_step(), tmp_path, warmup=2, measure=6, record=1)
@@ -303,7 +306,11 @@ def test_every_capture_says_what_recording_cost(tmp_path):
     assert c["recorded_step_s"] == pytest.approx(s["recorded_step_time_s"][0])
     assert c["recorded_vs_unobserved"] == pytest.approx(c["recorded_step_s"] / c["unobserved_step_s"])
     # after the recording began, the loop ran on until as many un-observed steps as were measured were timed
-    assert c["idle_steps"] == 6 and c["idle_step_s"] > 0  # the bare step between the two recordings, then 5
+    assert c["idle_steps"] == 6 and c["idle_step_s"] > 0
+    # set apart: the bare step after the discarded recording and the AFTER_RECORDING steps after the kept one
+    assert c["after_recording_steps"] == 1 + AFTER_RECORDING
+    assert len(c["after_recording_vs_unobserved"]) == AFTER_RECORDING
+    assert all(x > 0 for x in c["after_recording_vs_unobserved"])
     assert c["idle_vs_unobserved"] == pytest.approx(c["idle_step_s"] / c["unobserved_step_s"] - 1)
     assert c["idle_cost_measurable"] in (True, False) and 0 <= c["idle_p_value"] <= 1
     assert "idle steps" in c["how"]
@@ -417,3 +424,18 @@ def test_the_pace_probes_stay_out_of_the_measured_steps_clock_even_without_warm_
     s = capture_steps(lambda: torch.ones(4).sum(), tmp_path, warmup=0, measure=5, record=1)
     assert len(s["pace"]["values"]) == 10
     assert max(s["step_time_s"]["values"]) < 0.04, s["step_time_s"]["values"]
+
+
+def test_the_steps_after_a_recording_are_timed_from_their_own_start(tmp_path):
+    from benchmint.trace.capture import AFTER_RECORDING, Capture
+
+    step = _tiny_train_step()
+    cap = Capture(tmp_path, warmup=1, measure=5, record=1, discard=0)
+    with cap:
+        while not cap.finished:
+            step()
+            cap.step()
+    # the first step after the recording once carried the recorded step and the traces' writing with it
+    assert [k for k, _t in cap.after_times_s] == list(range(1, AFTER_RECORDING + 1))
+    assert max(t for _k, t in cap.after_times_s) < cap.recorded_times_s[0] + cap.write_times_s[0]
+    assert len(cap.idle_times_s) == 5

@@ -229,8 +229,16 @@ def cost_lines(c: dict | None) -> list[str]:
                    f"{c['recorded_vs_unobserved']:.2f}x the un-observed step ({base * 1e3:.3f} ms)"
                    + (f"; writing its traces paused the loop {c['write_s'] * 1e3:.1f} ms" if c.get("write_s")
                       else ""))
+    if c.get("after_recording_vs_unobserved"):
+        xs = c["after_recording_vs_unobserved"]
+        out.append(f"after each recording: the next {len(xs)} step{'s' if len(xs) > 1 else ''} took "
+                   + ", ".join(f"{x:.2f}x" for x in xs) + " the un-observed step (any pause of the loop slows the "
+                   "steps after it; set apart from the idle recorder's figure)")
     if c.get("idle_step_s") is None:
-        out.append("recorder idle: not measured (the job ended with the recording)")
+        out.append("recorder idle: not measured (" + ("every un-observed step after the first recording came right "
+                                                      "after one: record less often, --every N"
+                                                      if c.get("after_recording_steps")
+                                                      else "the job ended with the recording") + ")")
     else:
         small = abs(c["idle_vs_unobserved"]) <= 0.02
         verdict = ("a measurable difference (the observers are off on these steps; on a busy machine the step "

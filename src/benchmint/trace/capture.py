@@ -55,6 +55,11 @@ ET_NAME = "et.json"
 KINETO_NAME = "kineto.json"
 CAPTURE_NAME = "capture.json"
 MIN_MEASURE = 5
+# the un-observed steps right after each recording, set apart from the idle recorder's: any pause of the loop
+# slows the next few steps (moe's first step after a recording ran 2.2x, then 1.23x, 1.13x, 1.09x; the same
+# loop after touching 256 MB 2.40x, 1.24x, 1.16x, after a 50 ms sleep 2.04x, 1.08x, 1.02x): the recording's cost,
+# not the attached recorder's
+AFTER_RECORDING = 3
 PACE_PROBES = 5  # pace probes on each side of the measured steps (about 1.3 ms each side at 12 ns a turn)
 
 ENV_OUT = "BENCHMINT_CAPTURE_OUT"
@@ -120,6 +125,8 @@ class Capture:
     discarded_times_s: list[float] = field(default_factory=list, init=False)
     recorded_iterations: list[int] = field(default_factory=list, init=False)  # ProfilerStep#N of whole steps
     idle_times_s: list[float] = field(default_factory=list, init=False)  # un-observed steps after recording began
+    # the AFTER_RECORDING un-observed steps right after each recording: (steps since it, seconds); not idle_times_s
+    after_times_s: list[tuple[int, float]] = field(default_factory=list, init=False)
     write_times_s: list[float] = field(default_factory=list, init=False)  # per kept recording: traces written
     iteration_dirs: list[str] = field(default_factory=list, init=False)  # with every: one folder per recording
     done: bool = field(default=False, init=False)
@@ -142,6 +149,7 @@ class Capture:
         self._sync = None
         self._et_tmp = ""
         self._discarding = False
+        self._since = 0  # un-observed steps since the last recording stopped
         self._ended = 0  # step() calls: the steps the script has ended (_n stops counting after the recording)
         self.beacon = rank_watch.Beacon(None)  # where the capture is, for `benchmint capture` under torchrun
         self._sketch = IndexSketch()  # the last warm-up step's lookups: distinct rows touched (index_sketch.py)
@@ -195,7 +203,7 @@ class Capture:
         now = clock.now_ns()
         if self.done:
             # after the recording: un-observed steps with the recorder idle in the process, timed for its cost
-            self.idle_times_s.append((now - self._t0) / 1e9)  # type: ignore[operator]
+            self._unobserved_after((now - self._t0) / 1e9)  # type: ignore[operator]
             if self.finished:
                 self.write_summary()
             self._t0 = clock.now_ns()
@@ -216,7 +224,7 @@ class Capture:
             if self.warmup <= self._n < self.warmup + self.measure:
                 self.step_times_s.append(elapsed)
             elif self._n > self.warmup + self.measure:
-                self.idle_times_s.append(elapsed)  # un-observed, after the recorder's first recording
+                self._unobserved_after(elapsed)  # un-observed, after the recorder's first recording
         self._n += 1
         self._system_window()
         if self.done:
@@ -243,6 +251,14 @@ class Capture:
         elif self.recording:
             self._open_step_scope()
         self._t0 = clock.now_ns()
+
+    def _unobserved_after(self, seconds: float) -> None:
+        """An un-observed step after a recording: the idle recorder's, past the first ``AFTER_RECORDING``."""
+        self._since += 1
+        if self._since <= AFTER_RECORDING:
+            self.after_times_s.append((self._since, seconds))
+        else:
+            self.idle_times_s.append(seconds)
 
     def _system_window(self) -> None:
         """System metrics (CPU utilization, context switches, page faults, peak RSS) of the measured steps."""
@@ -313,6 +329,7 @@ class Capture:
         collection that lands in a later, un-observed step (a probe on a quiet machine: steps after one
         recording 1.12x the steps before it, 1.05x with a collection after the recording)."""
         t_stop = clock.now_ns()
+        self._since = 0
         self.beacon.mark(rank_watch.RECORD_STOP, self._ended)
         if self._rf is not None:
             self._rf.__exit__(None, None, None)
@@ -421,7 +438,7 @@ class Capture:
             "files": files,
             "every": self.every,
             "iterations": self.iteration_dirs if only is None else None,
-            "recording_cost": {**recording_cost(xs, rec, self.idle_times_s),
+            "recording_cost": {**recording_cost(xs, rec, self.idle_times_s, self.after_times_s),
                                "write_s": percentile(self.write_times_s, 50) if self.write_times_s else None,
                                "write_how": "median over kept recordings of the time from the recorded step's "
                                             "end until the observers were stopped, the traces written and the "
@@ -447,11 +464,14 @@ def _release_profiler(prof: Any) -> None:
                     pass
 
 
-def recording_cost(unobserved: list[float], recorded: list[float], idle: list[float]) -> dict[str, Any]:
+def recording_cost(unobserved: list[float], recorded: list[float], idle: list[float],
+                   after: list[tuple[int, float]] | None = None) -> dict[str, Any]:
     """What recording cost: the recorded steps against the un-observed ones timed before any recording, and
-    the un-observed steps timed after the recorder's first recording (between recordings, or after the last)
-    against those before it. A difference within the noise is not a cost: ``idle_cost_measurable`` is true
-    only when the two sets of step times differ (Mann-Whitney U, p < 0.05) and the medians by more than 2%."""
+    the un-observed steps timed after the recorder's first recording (between recordings, or after the last,
+    past the ``AFTER_RECORDING`` right after each) against those before it. A difference within the noise is
+    not a cost: ``idle_cost_measurable`` is true only when the two sets of step times differ (Mann-Whitney U,
+    p < 0.05) and the medians by more than 2%. ``after``: (steps since the recording, seconds) of the steps
+    right after each recording: their medians per position over the un-observed median."""
     from benchmint.core.stats import percentile
 
     def med(xs: list[float]) -> float | None:
@@ -463,10 +483,16 @@ def recording_cost(unobserved: list[float], recorded: list[float], idle: list[fl
         "recorded_vs_unobserved": rec / base if rec and base else None,
         "idle_vs_unobserved": idl / base - 1 if idl and base else None,
         "idle_steps": len(idle), "unobserved_steps": len(unobserved),
+        "after_recording_steps": len(after or ()),
+        "after_recording_vs_unobserved": ([med([t for k, t in after if k == d]) / base  # type: ignore[operator]
+                                           for d in sorted({k for k, _t in after})] if after and base else None),
         "idle_cost_measurable": None, "idle_p_value": None,
         "how": ("medians of wall step times (time.perf_counter_ns between step() calls): recorded steps with the "
                 "ExecutionTraceObserver and Kineto attached; un-observed steps before the first recording "
-                "(nothing attached); idle steps: un-observed steps after the recorder's first recording"),
+                "(nothing attached); idle steps: un-observed steps after the recorder's first recording, "
+                f"but for the {AFTER_RECORDING} right after each recording (after_recording_vs_unobserved, by "
+                "position: any pause of the loop slows the steps after it, the recording's cost, not the idle "
+                "recorder's)"),
     }
     if len(idle) >= 3 and len(unobserved) >= 3 and base and idl:
         try:

@@ -87,6 +87,8 @@ class RecordingCost(msgspec.Struct, forbid_unknown_fields=False):
     recorded_vs_unobserved: Ratio | None = None
     idle_vs_unobserved: Annotated[float, msgspec.Meta(ge=-1, le=1e9)] | None = None
     idle_steps: Count | None = None
+    after_recording_steps: Count | None = None  # the un-observed steps right after each recording, set apart
+    after_recording_vs_unobserved: list[Ratio] | None = None  # their median per position over the un-observed
     unobserved_steps: Count | None = None
     idle_cost_measurable: bool | None = None
     idle_p_value: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
