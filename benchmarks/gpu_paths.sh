@@ -72,7 +72,7 @@ cupti_ab() {
       if ! $PY -m benchmint capture --out "$W/ab_$td" --warmup 10 --measure 20 --no-store -- $PY "$W/train.py" > "$W/ab.log" 2>&1; then
         echo "TEARDOWN_CUPTI=$td round $r: capture failed"; tail -3 "$W/ab.log"; continue
       fi
-      $PY -c "import json,sys; c=json.load(open(sys.argv[1]))['recording_cost']; v, p = c.get('idle_vs_unobserved'), c.get('idle_p_value'); print(f'TEARDOWN_CUPTI={sys.argv[2]} round $r: idle vs un-observed ' + (f'{v*100:+.1f}% (p={p:.3f})' if v is not None and p is not None else 'not measured'))" "$W/ab_$td/capture.json" $td
+      $PY -c "import json,sys; c=json.load(open(sys.argv[1]))['recording_cost']; v, p, a = c.get('idle_vs_unobserved'), c.get('idle_p_value'), c.get('after_recording_vs_unobserved'); print(f'TEARDOWN_CUPTI={sys.argv[2]} round $r: idle vs un-observed ' + (f'{v*100:+.1f}% (p={p:.3f})' if v is not None and p is not None else 'not measured') + '; the steps after the recording / un-observed ' + (', '.join(f'{x:.2f}' for x in a) if a else '-'))" "$W/ab_$td/capture.json" $td
     done
   done
   unset TEARDOWN_CUPTI

@@ -200,7 +200,7 @@ def _report(out: Path, s: dict, warmup: int, measure: int, record: int) -> None:
     console.print(f"step time without observers: median {st['median'] * 1e3:.3f} ms over {st['n']} steps "
                   f"(p10 {st['p10'] * 1e3:.3f}, p90 {st['p90'] * 1e3:.3f}); {s['threads']} threads, "
                   f"{s['device']}{noise_note(st)}")
-    for line in cost_lines(s.get("recording_cost")):
+    for line in cost_lines(s.get("recording_cost"), s.get("every")):
         console.print(line, highlight=False)
     if s.get("note"):
         console.print(f"[yellow]{s['note']}[/]")
@@ -217,7 +217,7 @@ def _lost(et: Path) -> str | None:
         return None
 
 
-def cost_lines(c: dict | None) -> list[str]:
+def cost_lines(c: dict | None, every: int | None = None) -> list[str]:
     """What recording cost, in words: the recorded step against the un-observed one, and the un-observed
     steps with the recorder idle against those before it was attached."""
     if not c or not c.get("unobserved_step_s"):
@@ -235,9 +235,9 @@ def cost_lines(c: dict | None) -> list[str]:
                    + ", ".join(f"{x:.2f}x" for x in xs) + " the un-observed step (any pause of the loop slows the "
                    "steps after it; set apart from the idle recorder's figure)")
     if c.get("idle_step_s") is None:
-        out.append("recorder idle: not measured (" + ("every un-observed step after the first recording came right "
-                                                      "after one: record less often, --every N"
-                                                      if c.get("after_recording_steps")
+        out.append("recorder idle: not measured (" + (f"every un-observed step after the first recording came right "
+                                                      f"after one: record less often than --every {every}"
+                                                      if every and c.get("after_recording_steps")
                                                       else "the job ended with the recording") + ")")
     else:
         small = abs(c["idle_vs_unobserved"]) <= 0.02
