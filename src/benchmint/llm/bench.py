@@ -154,7 +154,10 @@ def load_tokenizer(name: str | None) -> Any:
 
 def _hub_reachable(timeout_s: float = 3.0) -> bool:
     """Whether the Hugging Face hub can be asked at all: False when it is set offline or its host does not
-    answer a TCP connection within ``timeout_s``; True behind a proxy for the hub's host (the proxy decides)."""
+    answer a TCP connection within ``timeout_s``; True behind a proxy for the hub's host (the proxy decides).
+    The proxy and its ``NO_PROXY`` bypass are read as urllib reads them; the hub's HTTP client matches some
+    ``NO_PROXY`` patterns otherwise (a leading-dot domain, a ``*`` among other entries), where this guess can
+    differ: a wrong "unreachable" runs without a tokenizer, a wrong "reachable" waits through the retries."""
     import socket
     from urllib.parse import urlsplit
     from urllib.request import getproxies, proxy_bypass
