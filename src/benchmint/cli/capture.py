@@ -241,8 +241,9 @@ def cost_lines(c: dict | None, every: int | None = None) -> list[str]:
                                                       else "the job ended with the recording") + ")")
     else:
         small = abs(c["idle_vs_unobserved"]) <= 0.02
-        verdict = ("a measurable difference (the observers are off on these steps; on a busy machine the step "
-                   "times drift too: check on a quiet one)" if c.get("idle_cost_measurable")
+        verdict = ("a measurable difference (the observers are off on these steps: it is what the recordings "
+                   "left in the process, or the machine's drift; benchmarks/capture_cost.py alternates the two "
+                   "sides to tell)" if c.get("idle_cost_measurable")
                    else "too few steps to judge" if c.get("idle_cost_measurable") is None
                    else "no measurable cost" if small
                    else "not significant against the noise of these steps")
