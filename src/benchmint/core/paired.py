@@ -12,10 +12,11 @@ median ratio (a percentile bootstrap over the pairs), never by a single median:
 
 from __future__ import annotations
 
+import math
+import random
+import statistics
 from collections.abc import Sequence
 from typing import Any
-
-import numpy as np
 
 #: The widest interval, as a fraction either side of 1, that may be read as "no measurable cost".
 TOLERANCE = 0.03
@@ -28,21 +29,29 @@ def paired_ratios(a: Sequence[float], b: Sequence[float]) -> list[float]:
 
 def ratio_interval(ratios: Sequence[float], confidence: float = 0.95, resamples: int = 2000,
                    seed: int = 0, tolerance: float = TOLERANCE) -> dict[str, Any]:
-    """The median of paired ratios with a percentile-bootstrap interval and the verdict it allows."""
-    r = np.asarray([x for x in ratios if np.isfinite(x) and x > 0], dtype=float)
-    out: dict[str, Any] = {"pairs": int(r.size), "median_ratio": None, "ci_low": None, "ci_high": None,
+    """The median of paired ratios with a percentile-bootstrap interval and the verdict it allows. (Plain
+    Python, no numpy: an exported replay runner, which needs only torch, reports it too.)"""
+    r = [float(x) for x in ratios if math.isfinite(x) and x > 0]
+    out: dict[str, Any] = {"pairs": len(r), "median_ratio": None, "ci_low": None, "ci_high": None,
                            "confidence": confidence, "tolerance": tolerance, "verdict": "inconclusive"}
-    if r.size == 0:
+    if not r:
         return out
-    out["median_ratio"] = float(np.median(r))
-    if r.size < 3:
+    out["median_ratio"] = statistics.median(r)
+    if len(r) < 3:
         return out
-    rng = np.random.default_rng(seed)
-    meds = np.median(r[rng.integers(0, r.size, size=(resamples, r.size))], axis=1)
-    lo, hi = np.quantile(meds, [(1 - confidence) / 2, (1 + confidence) / 2])
-    out["ci_low"], out["ci_high"] = float(lo), float(hi)
-    out["verdict"] = verdict(float(lo), float(hi), tolerance)
+    rng = random.Random(seed)
+    meds = sorted(statistics.median(rng.choices(r, k=len(r))) for _ in range(resamples))
+    lo, hi = (_quantile(meds, q) for q in ((1 - confidence) / 2, (1 + confidence) / 2))
+    out["ci_low"], out["ci_high"] = lo, hi
+    out["verdict"] = verdict(lo, hi, tolerance)
     return out
+
+
+def _quantile(xs: list[float], q: float) -> float:
+    """The ``q`` quantile of sorted ``xs``, interpolated linearly between order statistics."""
+    pos = q * (len(xs) - 1)
+    i = int(pos)
+    return xs[i] if i + 1 >= len(xs) else xs[i] + (xs[i + 1] - xs[i]) * (pos - i)
 
 
 def verdict(lo: float, hi: float, tolerance: float = TOLERANCE) -> str:

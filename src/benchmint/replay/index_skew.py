@@ -232,6 +232,28 @@ def choose(plan: Plan, seed: int = 0, timer: Callable[[Callable, list[Any]], flo
 _Work = tuple[tuple, TRef, torch.Tensor, int, list[tuple[int, Callable | None]]]  # key, ref, tensor, rows, lookups
 
 
+def lookup_tensors(plan: Plan) -> dict[tuple, tuple[TRef, list[int]]]:
+    """Every made-up index tensor a replayed lookup reads (values in ``[0, rows)``, no other need on them), by
+    key: its reference and the steps that read it. A tensor is known by the first step that reads it, the same
+    in every replay of the step (``given``)."""
+    cons = plan.cons
+    by_key: dict[tuple, tuple[TRef, list[int]]] = {}
+    if cons is None:
+        return by_key
+    for st in plan.steps:
+        if not st.replayed or st.substitute is not None:
+            continue
+        for ref in _index_refs(st.op, _arg_names(st.op)):
+            c = cons.by_key.get(ref.key)
+            s = plan.slots.get(ref.key)
+            if (c is None or c.high is None or c.high < 2 or s is None or plan.init[s] is None
+                    or c.forced is not None or c.values is not None or c.offsets_of is not None
+                    or c.sums_to is not None or c.permutation or ref.dtype not in (torch.int64, torch.int32)):
+                continue
+            by_key.setdefault(ref.key, (ref, []))[1].append(st.index)
+    return by_key
+
+
 def _record(plan: Plan, work: _Work, chosen: str, steps: list[int], **more: Any) -> dict[str, Any]:
     """What the result says of one index tensor (``step``, ``tensor_id``: the key of ``given``)."""
     _key, ref, t, rows, fns = work
@@ -276,20 +298,7 @@ def _choose(plan: Plan, seed: int, timer: Callable[[Callable, list[Any]], float]
     cons = plan.cons
     if cons is None:
         return None
-    # every replayed lookup, timed or not: a tensor is known by the first that reads it (``step``), the same
-    # in every replay of the step (``given``)
-    by_key: dict[tuple, tuple[TRef, list[int]]] = {}
-    for st in plan.steps:
-        if not st.replayed or st.substitute is not None:
-            continue
-        for ref in _index_refs(st.op, _arg_names(st.op)):
-            c = cons.by_key.get(ref.key)
-            s = plan.slots.get(ref.key)
-            if (c is None or c.high is None or c.high < 2 or s is None or plan.init[s] is None
-                    or c.forced is not None or c.values is not None or c.offsets_of is not None
-                    or c.sums_to is not None or c.permutation or ref.dtype not in (torch.int64, torch.int32)):
-                continue
-            by_key.setdefault(ref.key, (ref, []))[1].append(st.index)
+    by_key = lookup_tensors(plan)
     work: list[_Work] = []
     for key, (ref, steps) in by_key.items():
         t = plan.init[plan.slots[key]]
@@ -315,7 +324,7 @@ def _choose(plan: Plan, seed: int, timer: Callable[[Callable, list[Any]], float]
                                    else "the unscaled step's choice"}))
         # (not in a multi-rank replay: a whole step there runs collectives that the other ranks would not meet;
         # a spread its step cannot run over fails in its first iteration instead)
-        if forced is not None and kept and plan.comm is None and not _runs(plan):
+        if forced is not None and kept and plan.comm is None and not step_runs(plan):
             raise UserError(f"--index-spread {label_of(forced)}: the step does not run over such indices (another "
                             "op reads them with a shape that follows their values); use auto or uniform")
         return kept or None
@@ -330,7 +339,7 @@ def _choose(plan: Plan, seed: int, timer: Callable[[Callable, list[Any]], float]
             fitted.append(_record(plan, w, label_of(skew), by_key[key][1], distinct_original=rec["distinct"],
                                   distinct_replay=int(torch.unique(t).numel()),
                                   **{"as": "capture.json: the distinct rows the original's indices touched"}))
-    if fitted and plan.comm is None and not _runs(plan):
+    if fitted and plan.comm is None and not step_runs(plan):
         for w, o in zip([w for w in work if w[0] in matched], fitted, strict=True):
             t, rows = w[2], w[3]  # the step cannot run over them: back to uniform
             t.copy_(spread_indices(t.shape, rows, 0.0, gen, t.dtype))
@@ -379,7 +388,7 @@ def _choose(plan: Plan, seed: int, timer: Callable[[Callable, list[Any]], float]
             best = "uniform"
         t.copy_(values[(key, best)])
         out.append(_record(plan, w, best, by_key[key][1], original_s=target, times_s=med))
-    if any(o["chosen"] != "uniform" for o in out) and not _runs(plan):
+    if any(o["chosen"] != "uniform" for o in out) and not step_runs(plan):
         # another op reads the same indices with a shape that follows their values (unique, coalesce, ...): the
         # plan's check pass ran them uniform; a spread it cannot run is given up, never replayed half-way
         for (_key, _ref, t, _rows, _f), o in zip(work, out, strict=True):
@@ -389,7 +398,7 @@ def _choose(plan: Plan, seed: int, timer: Callable[[Callable, list[Any]], float]
     return fitted + out
 
 
-def _runs(plan: Plan) -> bool:
+def step_runs(plan: Plan) -> bool:
     """Whether one whole step runs over the indices now filled in (a real pass, as the plan's check)."""
     try:
         plan.compile()(plan.registers())
