@@ -53,9 +53,9 @@ def torch_only_venv(path: Path) -> Path:
     """A virtual environment holding torch and its requirements only (made once, reused)."""
     py = path / "bin" / "python"
     if not py.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
+        subprocess.run([sys.executable, "-m", "venv", str(path)], check=True, env=clean_env())
         version = torch.__version__.split("+")[0]
-        subprocess.run([str(py), "-m", "pip", "install", "-q", f"torch=={version}"], check=True)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", f"torch=={version}"], check=True, env=clean_env())
     check = subprocess.run([str(py), "-c", "import benchmint"], capture_output=True, text=True, env=clean_env())
     if check.returncode == 0:
         raise SystemExit(f"{path}: benchmint is importable there; use a fresh --venv")
@@ -93,7 +93,7 @@ def main() -> None:
     t0 = time.monotonic()
     venv_py = torch_only_venv(args.venv or work / "venv")
     pkgs = subprocess.run([str(venv_py), "-m", "pip", "list", "--format=freeze"], capture_output=True,
-                          text=True).stdout.split()
+                          text=True, env=clean_env()).stdout.split()  # (what the runner sees: no PYTHONPATH)
     print(f"torch-only venv ready in {time.monotonic() - t0:.0f} s: {', '.join(pkgs)}", flush=True)
     env = dict(os.environ)
     env.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")

@@ -172,8 +172,9 @@ def replay(
     _print_summary(r)
     from benchmint.core.sysmetrics import lines as system_lines
     from benchmint.replay.adapt import describe
+    from benchmint.replay.index_effect import lines as spread_lines
 
-    for line in describe(r) + system_lines(r.get("system_metrics")):
+    for line in describe(r) + spread_lines(r) + system_lines(r.get("system_metrics")):
         console.print(line, highlight=False)
     if report:
         _print_report(res.per_op_type, r)

@@ -16,7 +16,7 @@ import torch
 
 from benchmint.core import pace, sysmetrics
 from benchmint.core.errors import UserError
-from benchmint.replay import conditions, fidelity, gaps_file, headline, index_skew, memory
+from benchmint.replay import conditions, fidelity, gaps_file, headline, index_effect, index_skew, memory
 from benchmint.replay.adapt import adapt_capture, adapt_view, annotate
 from benchmint.replay.allocator import settle_malloc
 from benchmint.replay.collective_time import recorded_spans
@@ -335,6 +335,11 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
         tell("index spread")
         index_spread = index_skew.choose(plan, seed, given=given, sketch=sketch, time_rest=timed_here)
     fn0 = plan.compile()
+    spread_effect = None
+    if given is None and comm is None and index_effect.unknown(index_spread, opts.index_spread):
+        # the spread was a guess: how much the step's ops move over the other kind (replay/index_effect.py)
+        tell("index spread effect")
+        spread_effect = index_effect.measure(plan, fn0, index_spread, seed)
     replay_s = replay_cpu_s = None
     if fixed_gaps is not None:
         gaps = "none"  # below: the gaps are given, nothing to calibrate or aim
@@ -492,7 +497,9 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
         "autograd_graph": plan.graph,  # a training step's forward records autograd's graph, as the original's did
         "calibration": cal.to_dict() if cal is not None else None,
         # how made-up lookup indices were spread, per index tensor (None: no lookup over made-up indices timed)
-        "index_distribution": ({"how": index_skew.HOW, "tensors": index_spread} if index_spread else None),
+        "index_distribution": ({"how": index_skew.HOW, "tensors": index_spread or [],
+                                **({"effect": spread_effect} if spread_effect else {})}
+                               if index_spread or spread_effect else None),
         "how_measured": (
             "wall time of one replayed iteration (time.perf_counter_ns), median over iters after warmup, "
             f"{threads} intra-op threads" + ("; torch.cuda.synchronize() at the end" if dev.type == "cuda" else "")

@@ -66,6 +66,7 @@ def main(argv=None) -> int:
     from _benchmint_replay.core.errors import UserError
     from _benchmint_replay.replay.api import replay_trace
     from _benchmint_replay.replay.headline import damage_line
+    from _benchmint_replay.replay.index_effect import lines as spread_lines
 
     gaps_from = args.gaps_from
     if gaps_from is None and args.gaps is None and cfg.get("gaps_file"):
@@ -96,6 +97,8 @@ def main(argv=None) -> int:
     lost = damage_line(r)  # the recording lost part of the step: the error above is not the replay's
     if lost:
         print(lost)
+    for extra in spread_lines(r):  # the made-up lookup indices' spread was a guess: how much it moves the step
+        print(extra)
     for s in r.get("skipped", [])[:5]:
         print(f"skipped {s['op']} x{s['count']}: {s['reason']}")
     if args.json:

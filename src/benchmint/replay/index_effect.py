@@ -1,0 +1,146 @@
+"""How much the made-up lookup indices' spread moves the replayed step, where nothing says what the spread was.
+
+An execution trace holds an index tensor's shape, never its values (:mod:`benchmint.replay.index_skew`): unless
+the user gives the spread (``--index-spread``) or capture.json sketched it, the replay's lookups run over indices
+spread as a guess (uniform, unless the recorded lookup times clearly say otherwise, which they rarely can). The
+guess is not harmless: a recommender's inference step fed Zipf-like indices ran 13% faster here than the same
+step over uniform ones, and a plain trace of it cannot tell which it was (its recorded lookup durations are mostly
+the recorders' cost, and a second recording of the same model moved them by more than the spread does).
+
+So the replay says how much rides on the guess: the step's ops alone are timed over uniform indices and over
+Zipf-like ones (exponent 1.05: a few hot rows, as real categorical features have) in every guessed tensor, pair
+by pair (each side refilled, run once untimed, then timed twice; the side timed first alternates), and the
+median ratio with its 95% interval (:mod:`benchmint.core.paired`) goes into the result as
+``index_distribution.effect``; the CLI prints it with the two ways to settle it. The replay itself keeps the
+indices it chose. Not measured in a multi-rank replay (a step there runs collectives the other
+ranks would have to meet) nor where one iteration takes longer than ``MAX_ITER_S``.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from benchmint.core import clock, paired
+from benchmint.replay.conditions import quiet_gc
+from benchmint.replay.execute import sync_fn
+from benchmint.replay.headline import fmt_s
+from benchmint.replay.index_skew import (
+    SPREAD_ENV,
+    label_of,
+    lookup_tensors,
+    parse_spread,
+    spread_indices,
+    step_runs,
+)
+from benchmint.replay.plan import Plan
+
+SKEW = 1.05  # the skewed side (real categorical features: an exponent near 1)
+BUDGET_S = 1.5  # about this long for the pairs ...
+MIN_PAIRS, MAX_PAIRS = 5, 30  # ... within these counts
+MAX_ITER_S = 0.5  # an iteration longer than this: not measured (five pairs would take half a minute)
+NOTABLE = 0.05  # a change at least this large (and told from noise) is printed as a warning
+
+
+def unknown(records: list[dict[str, Any]] | None, user_spread: str) -> bool:
+    """Whether the spread of (some of) the made-up indices was a guess: not given by the user
+    (``--index-spread`` or ``BENCHMINT_INDEX_SPREAD``) and not fitted to capture.json's sketch for every tensor."""
+    if parse_spread(user_spread) is not None or os.environ.get(SPREAD_ENV, ""):
+        return False
+    return not records or any("as" not in r for r in records)
+
+
+def measure(plan: Plan, fn: Callable, records: list[dict[str, Any]] | None, seed: int = 0) -> dict[str, Any] | None:
+    """Time ``fn`` (the step's ops, no gaps) over uniform and over skewed values of the index tensors whose
+    spread was guessed (see the module); the replayed values are put back. None where the step has no such
+    tensor; a dict with ``note`` and no ratio where it was not measured."""
+    known = {(r["step"], r["tensor_id"]) for r in records or [] if "as" in r}
+    cons = plan.cons
+    tensors = []  # (tensor, its replayed values, uniform values, skewed values)
+    gen = torch.Generator().manual_seed(seed + 104729)
+    for key, (ref, steps) in lookup_tensors(plan).items():
+        t = plan.init[plan.slots[key]]
+        if (steps[0], ref.tensor_id) in known or cons is None or not isinstance(t, torch.Tensor) \
+                or not t.is_contiguous():
+            continue
+        rows = cons.by_key[key].high
+        tensors.append((t, t.clone(), *(spread_indices(t.shape, rows, skew, gen, t.dtype).to(t.device)  # type: ignore[arg-type]
+                                        for skew in (0.0, SKEW))))
+    if not tensors:
+        return None
+    out: dict[str, Any] = {"tensors": len(tensors), "sides": ["uniform", label_of(SKEW)], "how": HOW}
+
+    def fill(which: int) -> None:
+        for x in tensors:
+            x[0].copy_(x[which])
+
+    sync = sync_fn(plan.device)
+
+    def once() -> float:
+        R = plan.registers()
+        sync()
+        t0 = clock.now_ns()
+        fn(R)
+        sync()
+        return (clock.now_ns() - t0) / 1e9
+
+    with plan.grad_context():
+        try:
+            fill(3)
+            if not step_runs(plan):
+                out["note"] = f"not measured: the step does not run over {label_of(SKEW)} indices"
+                return out
+            with quiet_gc():
+                fill(2)
+                once()
+                first = once()
+                if first > MAX_ITER_S:
+                    out["note"] = f"not measured: one iteration takes {first:.2f} s"
+                    return out
+                n = max(MIN_PAIRS, min(MAX_PAIRS, int(BUDGET_S / (6 * max(first, 1e-6)))))
+                uniform, skewed = [], []
+                for k in range(n):
+                    for which in ((2, 3) if k % 2 == 0 else (3, 2)):
+                        fill(which)
+                        once()  # the first pass over new values touches their rows
+                        (uniform if which == 2 else skewed).append(statistics.mean((once(), once())))
+        finally:
+            fill(1)
+    ratio = paired.ratio_interval(paired.paired_ratios(skewed, uniform))
+    out.update(ops_only_uniform_s=statistics.median(uniform), ops_only_skewed_s=statistics.median(skewed),
+               change=ratio["median_ratio"] - 1 if ratio["median_ratio"] is not None else None,
+               ci_low=ratio["ci_low"], ci_high=ratio["ci_high"], pairs=ratio["pairs"], verdict=ratio["verdict"])
+    return out
+
+
+def lines(result: dict[str, Any]) -> list[str]:
+    """What the console says of the guessed spread: its effect, and how to settle it where it matters."""
+    eff = ((result.get("index_distribution") or {}).get("effect")) or None
+    if not eff:
+        return []
+    what = f"made-up lookup indices ({eff['tensors']} tensor{'s' if eff['tensors'] > 1 else ''})"
+    if eff.get("note"):
+        return [f"{what}: their spread is a guess (the trace holds no values); its effect {eff['note']}"]
+    ch = eff.get("change")
+    if ch is None:
+        return []
+    ci = (f" (95% CI {(eff['ci_low'] - 1) * 100:+.1f}..{(eff['ci_high'] - 1) * 100:+.1f}%)"
+          if eff.get("ci_low") is not None else "")
+    head = (f"{what}: their spread is a guess (the trace holds no values); the step's ops took "
+            f"{fmt_s(eff['ops_only_uniform_s'])} over uniform indices, {ch * 100:+.1f}%{ci} over "
+            f"{eff['sides'][1]} ones")
+    if abs(ch) >= NOTABLE and eff.get("verdict") in ("cost", "saving"):
+        return [f"warning: {head}. Give the data's spread if it is known (--index-spread zipf:E or uniform); "
+                "benchmint capture sketches it in capture.json"]
+    if eff.get("verdict") == "inconclusive" and abs(ch) >= NOTABLE:
+        return [f"{head}: too noisy to tell how much the guess moves this step"]
+    return [f"{head}: the guess hardly moves this step"]
+
+
+HOW = (f"the step's ops alone over uniform and over Zipf {SKEW} values of every index tensor whose spread was "
+       "guessed, in alternating pairs (each side refilled, run once, timed twice): median skewed / uniform ratio "
+       "with a 95% bootstrap interval; the replay keeps the indices it chose")
