@@ -56,11 +56,22 @@ def test_a_guessed_spread_is_timed_both_ways_and_the_replay_keeps_its_own_indice
     from benchmint.replay import replay_trace
 
     monkeypatch.delenv(index_skew.SPREAD_ENV, raising=False)
+    measure, kept = index_effect.measure, []
+
+    def measured(plan, *a, **k):  # the indices the replay chose, before and after the timing
+        before = [plan.init[plan.slots[key]].clone() for key in index_skew.lookup_tensors(plan)]
+        out = measure(plan, *a, **k)
+        kept.append(all(torch.equal(b, plan.init[plan.slots[key]])
+                        for b, key in zip(before, index_skew.lookup_tensors(plan), strict=True)))
+        return out
+
+    monkeypatch.setattr(index_effect, "measure", measured)
     d = _plain_capture(tmp_path / "plain")
     res = replay_trace(d / "et.json", d / "kineto.json", gaps="none", warmup=0, iters=2)
+    assert kept == [True]
     dist = res.result["index_distribution"]
     eff = dist["effect"]
-    assert eff["tensors"] == 1 and eff["sides"] == ["uniform", "zipf 1.05"]
+    assert eff["tensors"] == 1 and eff["sides"] == ["uniform", "zipf 1.05"] and eff["replayed"] == {"uniform": 1}
     assert eff["pairs"] >= index_effect.MIN_PAIRS and eff["ops_only_uniform_s"] > 0 and eff["ops_only_skewed_s"] > 0
     assert eff["ci_low"] <= 1 + eff["change"] <= eff["ci_high"]
     # the replay ran over the indices it chose (uniform here), not over the last side timed
@@ -88,16 +99,20 @@ def test_a_spread_that_is_known_is_not_timed(tmp_path, monkeypatch):
     d = _plain_capture(tmp_path / "plain")
     res = replay_trace(d / "et.json", d / "kineto.json", gaps="none", warmup=0, iters=1, index_spread="zipf:1.1")
     assert "effect" not in res.result["index_distribution"]
+    monkeypatch.undo()  # a sketched tensor: looked at, and left out of the timing
+    monkeypatch.delenv(index_skew.SPREAD_ENV, raising=False)
     cap = tmp_path / "cap"
     capture_steps(_step(), cap, warmup=2, measure=5, record=1)  # capture.json holds the indices' sketch
     res = replay_trace(cap, gaps="none", warmup=0, iters=1)
     assert res.result["index_distribution"]["tensors"][0]["as"].startswith("capture.json")
     assert "effect" not in res.result["index_distribution"]
-    assert not index_effect.unknown(None, "uniform")
+    assert not index_effect.unknown("uniform") and not index_effect.unknown("zipf:1.2")
     monkeypatch.setenv(index_skew.SPREAD_ENV, "uniform")
-    assert not index_effect.unknown(None, "auto")
+    assert not index_effect.unknown("auto")
+    monkeypatch.setenv(index_skew.SPREAD_ENV, "auto")
+    assert index_effect.unknown("auto")
     monkeypatch.delenv(index_skew.SPREAD_ENV)
-    assert index_effect.unknown(None, "auto") and index_effect.unknown([{"chosen": "uniform"}], "auto")
+    assert index_effect.unknown("auto")
 
 
 def test_the_console_warns_only_where_the_guess_measurably_moves_the_step():
@@ -112,7 +127,11 @@ def test_the_console_warns_only_where_the_guess_measurably_moves_the_step():
     (small,) = index_effect.lines(result(-0.01, 0.98, 1.005, "no measurable cost"))
     assert not small.startswith("warning") and "hardly" in small
     (noisy,) = index_effect.lines(result(-0.08, 0.80, 1.02, "inconclusive"))  # large but not told from noise
-    assert not noisy.startswith("warning")
+    assert not noisy.startswith("warning") and "too noisy" in noisy
+    (wide,) = index_effect.lines(result(-0.03, 0.85, 1.08, "inconclusive"))  # small, but the interval is wide
+    assert "too noisy" in wide and "hardly" not in wide
+    (unsure,) = index_effect.lines(result(-0.045, 0.88, 0.99, "saving"))  # could be 12%
+    assert "too noisy" in unsure and not unsure.startswith("warning")
     (note,) = index_effect.lines({"index_distribution": {"effect": {"tensors": 1, "note": "not measured: x"}}})
     assert "not measured" in note
     assert index_effect.lines({"index_distribution": None}) == [] and index_effect.lines({}) == []

@@ -225,10 +225,12 @@ def replay_trace(
             # the unscaled step first: its CPU time between ops, aimed at the original, is what the scaled step
             # keeps (Python and framework time do not grow with the tensors); its ops then take what they take
             res0 = _run(inp, scaled[0].before, tdev, opts, cap, join, progress, comm,
-                        fixed_gaps=from_file.gaps_ns() if from_file is not None else None, others=others)
+                        fixed_gaps=from_file.gaps_ns() if from_file is not None else None, others=others,
+                        spread_effect=False)  # (the scaled step's, below, is the one reported)
             spread = (res0.result.get("index_distribution") or {}).get("tensors") or []
             res = _run(inp, view, tdev, opts, cap, join, progress, comm, fixed_gaps=res0.gaps_ns,
-                       index_spread={(t["step"], t["tensor_id"]): t["chosen"] for t in spread})
+                       index_spread={(t["step"], t["tensor_id"]): t["chosen"] for t in spread},
+                       spread_known={(t["step"], t["tensor_id"]) for t in spread if "as" in t})
             res.result["gaps"] = res0.result["gaps"]
             res.result["gap_target"] = res0.result["gap_target"]
             res.result["gap_settling"] = res0.result["gap_settling"]
@@ -285,12 +287,15 @@ SETTLE_ROUND_S = 0.1
 def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, cap: dict | None, join: Any,
          progress: Any, comm: Any = None, fixed_gaps: list[int] | None = None,
          index_spread: dict[tuple[int, int], str] | None = None,
-         others: Callable[[], list[Any]] | None = None) -> ReplayResult:
+         others: Callable[[], list[Any]] | None = None,
+         spread_known: set[tuple[int, int]] | None = None, spread_effect: bool = True) -> ReplayResult:
     """The replay proper; ``opts`` as resolved by :func:`replay_trace` (threads, gaps and iteration set);
     ``fixed_gaps``: spend these between the ops (a scaled step keeps its unscaled replay's), no calibration;
     ``index_spread``: the made-up lookup indices' spreads the unscaled replay chose (:func:`index_skew.choose`;
     a scaled step's, ``{}`` where it chose none), None: choose them here; ``others``: the trace's other recorded
-    steps, whose estimates the original's is the median of (:func:`fidelity.estimate_over_steps`)."""
+    steps, whose estimates the original's is the median of (:func:`fidelity.estimate_over_steps`);
+    ``spread_effect``: time how much a guessed spread moves the step (:mod:`index_effect`), ``spread_known``:
+    the tensors whose spread was not guessed (a scaled step: its unscaled replay's given or fitted ones)."""
     threads, warmup, iters, seed, gaps, target = opts.threads, opts.warmup, opts.iters, opts.seed, opts.gaps, \
         opts.target
     def tell(stage: str, done: int = 0, total: int = 0) -> None:
@@ -335,11 +340,11 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
         tell("index spread")
         index_spread = index_skew.choose(plan, seed, given=given, sketch=sketch, time_rest=timed_here)
     fn0 = plan.compile()
-    spread_effect = None
-    if given is None and comm is None and index_effect.unknown(index_spread, opts.index_spread):
-        # the spread was a guess: how much the step's ops move over the other kind (replay/index_effect.py)
+    effect = None
+    if spread_effect and comm is None and index_effect.unknown(opts.index_spread):
+        # where the spread was a guess: how much the step's ops move over uniform and skewed indices
         tell("index spread effect")
-        spread_effect = index_effect.measure(plan, fn0, index_spread, seed)
+        effect = index_effect.measure(plan, fn0, index_spread, seed, known=spread_known)
     replay_s = replay_cpu_s = None
     if fixed_gaps is not None:
         gaps = "none"  # below: the gaps are given, nothing to calibrate or aim
@@ -497,9 +502,10 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
         "autograd_graph": plan.graph,  # a training step's forward records autograd's graph, as the original's did
         "calibration": cal.to_dict() if cal is not None else None,
         # how made-up lookup indices were spread, per index tensor (None: no lookup over made-up indices timed)
-        "index_distribution": ({"how": index_skew.HOW, "tensors": index_spread or [],
-                                **({"effect": spread_effect} if spread_effect else {})}
-                               if index_spread or spread_effect else None),
+        "index_distribution": ({"how": index_skew.HOW if index_spread else "made-up indices uniform (no recorded "
+                                "lookup time to choose against)", "tensors": index_spread or [],
+                                **({"effect": effect} if effect else {})}
+                               if index_spread or effect else None),
         "how_measured": (
             "wall time of one replayed iteration (time.perf_counter_ns), median over iters after warmup, "
             f"{threads} intra-op threads" + ("; torch.cuda.synchronize() at the end" if dev.type == "cuda" else "")

@@ -9,7 +9,8 @@ the recorders' cost, and a second recording of the same model moved them by more
 
 So the replay says how much rides on the guess: the step's ops alone are timed over uniform indices and over
 Zipf-like ones (exponent 1.05: a few hot rows, as real categorical features have) in every guessed tensor, pair
-by pair (each side refilled, run once untimed, then timed twice; the side timed first alternates), and the
+by pair (each side refilled, run once untimed, then timed twice, or once for an iteration over 50 ms; the side
+timed first alternates), and the
 median ratio with its 95% interval (:mod:`benchmint.core.paired`) goes into the result as
 ``index_distribution.effect``; the CLI prints it with the two ways to settle it. The replay itself keeps the
 indices it chose. Not measured in a multi-rank replay (a step there runs collectives the other
@@ -35,32 +36,37 @@ from benchmint.replay.index_skew import (
     lookup_tensors,
     parse_spread,
     spread_indices,
-    step_runs,
 )
 from benchmint.replay.plan import Plan
 
 SKEW = 1.05  # the skewed side (real categorical features: an exponent near 1)
 BUDGET_S = 1.5  # about this long for the pairs ...
 MIN_PAIRS, MAX_PAIRS = 5, 30  # ... within these counts
-MAX_ITER_S = 0.5  # an iteration longer than this: not measured (five pairs would take half a minute)
+MAX_ITER_S = 0.25  # an iteration longer than this: not measured (five pairs would take 5 s and more)
+SHORT_S = 0.05  # an iteration shorter than this is timed twice per side and pair (once above)
 NOTABLE = 0.05  # a change at least this large (and told from noise) is printed as a warning
 
 
-def unknown(records: list[dict[str, Any]] | None, user_spread: str) -> bool:
-    """Whether the spread of (some of) the made-up indices was a guess: not given by the user
-    (``--index-spread`` or ``BENCHMINT_INDEX_SPREAD``) and not fitted to capture.json's sketch for every tensor."""
-    if parse_spread(user_spread) is not None or os.environ.get(SPREAD_ENV, ""):
-        return False
-    return not records or any("as" not in r for r in records)
+def unknown(user_spread: str) -> bool:
+    """Whether the spread of made-up lookup indices can be a guess: the user gave none (``--index-spread`` or
+    ``BENCHMINT_INDEX_SPREAD``); which tensors' spread was fitted to capture.json's sketch, :func:`measure` tells."""
+    return parse_spread(user_spread) is None and parse_spread(os.environ.get(SPREAD_ENV, "") or "auto") is None
 
 
-def measure(plan: Plan, fn: Callable, records: list[dict[str, Any]] | None, seed: int = 0) -> dict[str, Any] | None:
+def measure(plan: Plan, fn: Callable, records: list[dict[str, Any]] | None, seed: int = 0,
+            known: set[tuple[int, int]] | None = None) -> dict[str, Any] | None:
     """Time ``fn`` (the step's ops, no gaps) over uniform and over skewed values of the index tensors whose
-    spread was guessed (see the module); the replayed values are put back. None where the step has no such
-    tensor; a dict with ``note`` and no ratio where it was not measured."""
-    known = {(r["step"], r["tensor_id"]) for r in records or [] if "as" in r}
+    spread was guessed (see the module); the replayed values are put back. ``records``: what
+    :func:`index_skew.choose` returned (a tensor whose record says ``as`` was given or fitted, not guessed);
+    ``known``: the (``step``, ``tensor_id``) of such tensors instead (a scaled step: its records are its unscaled
+    replay's choice). None where the step has no guessed tensor; a dict with ``note`` and no ratio where it was
+    not measured."""
+    if known is None:
+        known = {(r["step"], r["tensor_id"]) for r in records or [] if "as" in r}
+    chosen = {(r["step"], r["tensor_id"]): r["chosen"] for r in records or []}
     cons = plan.cons
     tensors = []  # (tensor, its replayed values, uniform values, skewed values)
+    replayed: dict[str, int] = {}  # the guessed tensors' spreads as replayed: how many of each
     gen = torch.Generator().manual_seed(seed + 104729)
     for key, (ref, steps) in lookup_tensors(plan).items():
         t = plan.init[plan.slots[key]]
@@ -70,9 +76,15 @@ def measure(plan: Plan, fn: Callable, records: list[dict[str, Any]] | None, seed
         rows = cons.by_key[key].high
         tensors.append((t, t.clone(), *(spread_indices(t.shape, rows, skew, gen, t.dtype).to(t.device)  # type: ignore[arg-type]
                                         for skew in (0.0, SKEW))))
+        label = chosen.get((steps[0], ref.tensor_id), "uniform")
+        replayed[label] = replayed.get(label, 0) + 1
     if not tensors:
         return None
-    out: dict[str, Any] = {"tensors": len(tensors), "sides": ["uniform", label_of(SKEW)], "how": HOW}
+    out: dict[str, Any] = {"tensors": len(tensors), "replayed": replayed, "sides": ["uniform", label_of(SKEW)],
+                           "how": HOW}
+    if plan.check_time_s > 4 * MAX_ITER_S:  # the plan's checking passes: no need to time one to know
+        out["note"] = f"not measured: the plan's check of the step took {plan.check_time_s:.1f} s"
+        return out
 
     def fill(which: int) -> None:
         for x in tensors:
@@ -90,24 +102,25 @@ def measure(plan: Plan, fn: Callable, records: list[dict[str, Any]] | None, seed
 
     with plan.grad_context():
         try:
-            fill(3)
-            if not step_runs(plan):
-                out["note"] = f"not measured: the step does not run over {label_of(SKEW)} indices"
-                return out
             with quiet_gc():
-                fill(2)
-                once()
-                first = once()
+                first = once()  # over the replayed values
                 if first > MAX_ITER_S:
                     out["note"] = f"not measured: one iteration takes {first:.2f} s"
                     return out
-                n = max(MIN_PAIRS, min(MAX_PAIRS, int(BUDGET_S / (6 * max(first, 1e-6)))))
+                fill(3)
+                try:
+                    once()
+                except Exception:  # noqa: BLE001 - an op that reads the indices with a shape that follows them
+                    out["note"] = f"not measured: the step does not run over {label_of(SKEW)} indices"
+                    return out
+                timed = 2 if first < SHORT_S else 1
+                n = max(MIN_PAIRS, min(MAX_PAIRS, int(BUDGET_S / (2 * (1 + timed) * max(first, 1e-6)))))
                 uniform, skewed = [], []
                 for k in range(n):
                     for which in ((2, 3) if k % 2 == 0 else (3, 2)):
                         fill(which)
                         once()  # the first pass over new values touches their rows
-                        (uniform if which == 2 else skewed).append(statistics.mean((once(), once())))
+                        (uniform if which == 2 else skewed).append(statistics.mean(once() for _ in range(timed)))
         finally:
             fill(1)
     ratio = paired.ratio_interval(paired.paired_ratios(skewed, uniform))
@@ -128,17 +141,20 @@ def lines(result: dict[str, Any]) -> list[str]:
     ch = eff.get("change")
     if ch is None:
         return []
-    ci = (f" (95% CI {(eff['ci_low'] - 1) * 100:+.1f}..{(eff['ci_high'] - 1) * 100:+.1f}%)"
-          if eff.get("ci_low") is not None else "")
-    head = (f"{what}: their spread is a guess (the trace holds no values); the step's ops took "
-            f"{fmt_s(eff['ops_only_uniform_s'])} over uniform indices, {ch * 100:+.1f}%{ci} over "
+    rep = eff.get("replayed") or {"uniform": eff["tensors"]}
+    ran = (f"{next(iter(rep))} ones" if len(rep) == 1
+           else "the spreads chosen: " + ", ".join(f"{k} x{v}" for k, v in sorted(rep.items())))
+    lo, hi = eff.get("ci_low"), eff.get("ci_high")
+    ci = f" (95% CI {(lo - 1) * 100:+.1f}..{(hi - 1) * 100:+.1f}%)" if lo is not None and hi is not None else ""
+    head = (f"{what}: their spread is a guess (the trace holds no values; the replay ran over {ran}); the "
+            f"step's ops took {fmt_s(eff['ops_only_uniform_s'])} over uniform indices, {ch * 100:+.1f}%{ci} over "
             f"{eff['sides'][1]} ones")
     if abs(ch) >= NOTABLE and eff.get("verdict") in ("cost", "saving"):
         return [f"warning: {head}. Give the data's spread if it is known (--index-spread zipf:E or uniform); "
                 "benchmint capture sketches it in capture.json"]
-    if eff.get("verdict") == "inconclusive" and abs(ch) >= NOTABLE:
-        return [f"{head}: too noisy to tell how much the guess moves this step"]
-    return [f"{head}: the guess hardly moves this step"]
+    if lo is not None and hi is not None and lo >= 1 - NOTABLE and hi <= 1 + NOTABLE:
+        return [f"{head}: the guess hardly moves this step"]
+    return [f"{head}: too noisy to tell how much the guess moves this step"]
 
 
 HOW = (f"the step's ops alone over uniform and over Zipf {SKEW} values of every index tensor whose spread was "
