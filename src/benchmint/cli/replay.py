@@ -44,7 +44,8 @@ def replay(
                                      "capture.json has an index sketch (benchmint capture), else uniform unless "
                                      "the recorded lookup times clearly say otherwise; uniform; zipf:E (a few "
                                      "hot rows, as real categorical features and token ids have; zipf:1.05 is "
-                                     "typical)."),
+                                     "typical). Where auto had to guess, the replay times the step over uniform "
+                                     "and zipf:1.05 indices and says how much the guess moves it."),
     report: bool = typer.Option(False, "--report", help="Print original vs replayed time per op type and the "
                                 "largest contributors to the error."),
     json_path: Path = typer.Option(None, "--json", help="Write the result as JSON here."),
