@@ -38,6 +38,11 @@ def _timed(fn: Callable, R: list[Any], sync: Callable[[], None], drain: Callable
     return t, time.process_time() - c0
 
 
+def iteration_s(plan: Plan, fn: Callable) -> float:
+    """Wall seconds of one iteration ``fn`` on a fresh register file, the device synced on both sides."""
+    return _timed(fn, plan.registers(), sync_fn(plan.device), _nothing)[0]
+
+
 def time_iterations(plan: Plan, fn: Callable, iters: int, warmup: int = 1, live: bool = False,
                     count: bool = True, together: bool = False, cpu: list[float] | None = None) -> list[float]:
     """Wall seconds of ``iters`` iterations after ``warmup`` untimed ones (registers reset outside timing).

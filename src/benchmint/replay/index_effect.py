@@ -26,9 +26,9 @@ from typing import Any
 
 import torch
 
-from benchmint.core import clock, paired
+from benchmint.core import paired
 from benchmint.replay.conditions import quiet_gc
-from benchmint.replay.execute import sync_fn
+from benchmint.replay.execute import iteration_s
 from benchmint.replay.headline import fmt_s
 from benchmint.replay.index_skew import (
     SPREAD_ENV,
@@ -64,19 +64,17 @@ def measure(plan: Plan, fn: Callable, records: list[dict[str, Any]] | None, seed
     if known is None:
         known = {(r["step"], r["tensor_id"]) for r in records or [] if "as" in r}
     chosen = {(r["step"], r["tensor_id"]): r["chosen"] for r in records or []}
-    cons = plan.cons
     tensors = []  # (tensor, its replayed values, uniform values, skewed values)
     replayed: dict[str, int] = {}  # the guessed tensors' spreads as replayed: how many of each
     gen = torch.Generator().manual_seed(seed + 104729)
-    for key, (ref, steps) in lookup_tensors(plan).items():
-        t = plan.init[plan.slots[key]]
-        if (steps[0], ref.tensor_id) in known or cons is None or not isinstance(t, torch.Tensor) \
-                or not t.is_contiguous():
+    for lk in lookup_tensors(plan).values():
+        name = (lk.steps[0], lk.ref.tensor_id)
+        if name in known:
             continue
-        rows = cons.by_key[key].high
-        tensors.append((t, t.clone(), *(spread_indices(t.shape, rows, skew, gen, t.dtype).to(t.device)  # type: ignore[arg-type]
+        t = lk.tensor
+        tensors.append((t, t.clone(), *(spread_indices(t.shape, lk.rows, skew, gen, t.dtype).to(t.device)
                                         for skew in (0.0, SKEW))))
-        label = chosen.get((steps[0], ref.tensor_id), "uniform")
+        label = chosen.get(name, "uniform")
         replayed[label] = replayed.get(label, 0) + 1
     if not tensors:
         return None
@@ -90,26 +88,16 @@ def measure(plan: Plan, fn: Callable, records: list[dict[str, Any]] | None, seed
         for x in tensors:
             x[0].copy_(x[which])
 
-    sync = sync_fn(plan.device)
-
-    def once() -> float:
-        R = plan.registers()
-        sync()
-        t0 = clock.now_ns()
-        fn(R)
-        sync()
-        return (clock.now_ns() - t0) / 1e9
-
     with plan.grad_context():
         try:
             with quiet_gc():
-                first = once()  # over the replayed values
+                first = iteration_s(plan, fn)  # over the replayed values
                 if first > MAX_ITER_S:
                     out["note"] = f"not measured: one iteration takes {first:.2f} s"
                     return out
                 fill(3)
                 try:
-                    once()
+                    iteration_s(plan, fn)
                 except Exception:  # noqa: BLE001 - an op that reads the indices with a shape that follows them
                     out["note"] = f"not measured: the step does not run over {label_of(SKEW)} indices"
                     return out
@@ -119,8 +107,8 @@ def measure(plan: Plan, fn: Callable, records: list[dict[str, Any]] | None, seed
                 for k in range(n):
                     for which in ((2, 3) if k % 2 == 0 else (3, 2)):
                         fill(which)
-                        once()  # the first pass over new values touches their rows
-                        (uniform if which == 2 else skewed).append(statistics.mean(once() for _ in range(timed)))
+                        iteration_s(plan, fn)  # the first pass over new values touches their rows
+                        (uniform if which == 2 else skewed).append(statistics.mean(iteration_s(plan, fn) for _ in range(timed)))
         finally:
             fill(1)
     ratio = paired.ratio_interval(paired.paired_ratios(skewed, uniform))

@@ -40,7 +40,7 @@ import re
 import statistics
 import tempfile
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch.profiler import ProfilerActivity
@@ -232,14 +232,23 @@ def choose(plan: Plan, seed: int = 0, timer: Callable[[Callable, list[Any]], flo
 _Work = tuple[tuple, TRef, torch.Tensor, int, list[tuple[int, Callable | None]]]  # key, ref, tensor, rows, lookups
 
 
-def lookup_tensors(plan: Plan) -> dict[tuple, tuple[TRef, list[int]]]:
-    """Every made-up index tensor a replayed lookup reads (values in ``[0, rows)``, no other need on them), by
-    key: its reference and the steps that read it. A tensor is known by the first step that reads it, the same
-    in every replay of the step (``given``)."""
+class Lookup(NamedTuple):
+    """A made-up index tensor that replayed lookups read."""
+
+    ref: TRef
+    steps: list[int]  # the replayed steps that read it (the first names it: ``step`` in what the choice returns)
+    tensor: torch.Tensor  # the plan's tensor, filled in place
+    rows: int  # its values lie in [0, rows)
+
+
+def lookup_tensors(plan: Plan) -> dict[tuple, Lookup]:
+    """Every made-up index tensor a replayed lookup reads (values in ``[0, rows)``, no other need on them, held
+    contiguous in the plan so that it can be refilled in place), by key. A tensor is known by the first step that
+    reads it, the same in every replay of the step (``given``)."""
     cons = plan.cons
-    by_key: dict[tuple, tuple[TRef, list[int]]] = {}
     if cons is None:
-        return by_key
+        return {}
+    by_key: dict[tuple, tuple[TRef, list[int]]] = {}
     for st in plan.steps:
         if not st.replayed or st.substitute is not None:
             continue
@@ -251,7 +260,12 @@ def lookup_tensors(plan: Plan) -> dict[tuple, tuple[TRef, list[int]]]:
                     or c.sums_to is not None or c.permutation or ref.dtype not in (torch.int64, torch.int32)):
                 continue
             by_key.setdefault(ref.key, (ref, []))[1].append(st.index)
-    return by_key
+    out = {}
+    for key, (ref, steps) in by_key.items():
+        t = plan.init[plan.slots[key]]
+        if isinstance(t, torch.Tensor) and t.is_contiguous():  # (any device: given, forced and sketched)
+            out[key] = Lookup(ref, steps, t, cons.by_key[key].high)  # type: ignore[arg-type]
+    return out
 
 
 def _record(plan: Plan, work: _Work, chosen: str, steps: list[int], **more: Any) -> dict[str, Any]:
@@ -295,15 +309,9 @@ def _match(sketch: dict[str, Any], work: list[_Work]) -> dict[tuple, dict[str, A
 def _choose(plan: Plan, seed: int, timer: Callable[[Callable, list[Any]], float],
             given: dict[tuple[int, int], str] | None = None, forced: float | None = None,
             sketch: dict[str, Any] | None = None, time_rest: bool = True) -> list[dict[str, Any]] | None:
-    cons = plan.cons
-    if cons is None:
-        return None
     by_key = lookup_tensors(plan)
-    work: list[_Work] = []
-    for key, (ref, steps) in by_key.items():
-        t = plan.init[plan.slots[key]]
-        if isinstance(t, torch.Tensor) and t.is_contiguous():  # (given, forced and sketched: any device)
-            work.append((key, ref, t, cons.by_key[key].high, [(i, None) for i in steps]))  # type: ignore[arg-type]
+    work: list[_Work] = [(key, lk.ref, lk.tensor, lk.rows, [(i, None) for i in lk.steps])
+                         for key, lk in by_key.items()]
     if not work:
         return None
     gen = torch.Generator().manual_seed(seed + 7919)
@@ -311,7 +319,7 @@ def _choose(plan: Plan, seed: int, timer: Callable[[Callable, list[Any]], float]
         kept = []
         for w in work:
             key, ref, t, rows, _fns = w
-            label = label_of(forced) if forced is not None else given.get((by_key[key][1][0], ref.tensor_id))  # type: ignore[union-attr]
+            label = label_of(forced) if forced is not None else given.get((by_key[key].steps[0], ref.tensor_id))  # type: ignore[union-attr]
             try:  # given: the unscaled step's label ("zipf 1.07": an exponent fitted to capture.json)
                 skew = forced if forced is not None else parse_spread(label or "")
             except UserError:
@@ -319,7 +327,7 @@ def _choose(plan: Plan, seed: int, timer: Callable[[Callable, list[Any]], float]
             if skew is None:
                 continue
             t.copy_(spread_indices(t.shape, rows, skew, gen, t.dtype))
-            kept.append(_record(plan, w, label_of(skew), by_key[key][1],
+            kept.append(_record(plan, w, label_of(skew), by_key[key].steps,
                                 **{"as": "given by --index-spread" if forced is not None
                                    else "the unscaled step's choice"}))
         # (not in a multi-rank replay: a whole step there runs collectives that the other ranks would not meet;
@@ -336,7 +344,7 @@ def _choose(plan: Plan, seed: int, timer: Callable[[Callable, list[Any]], float]
             rec = matched[key]
             skew = fit_skew(rows, rec["indices"], rec["distinct"])
             t.copy_(spread_indices(t.shape, rows, skew, gen, t.dtype))
-            fitted.append(_record(plan, w, label_of(skew), by_key[key][1], distinct_original=rec["distinct"],
+            fitted.append(_record(plan, w, label_of(skew), by_key[key].steps, distinct_original=rec["distinct"],
                                   distinct_replay=int(torch.unique(t).numel()),
                                   **{"as": "capture.json: the distinct rows the original's indices touched"}))
     if fitted and plan.comm is None and not step_runs(plan):
@@ -387,7 +395,7 @@ def _choose(plan: Plan, seed: int, timer: Callable[[Callable, list[Any]], float]
         if off["uniform"] <= KEEP_UNIFORM or off["uniform"] - off[best] < MARGIN:
             best = "uniform"
         t.copy_(values[(key, best)])
-        out.append(_record(plan, w, best, by_key[key][1], original_s=target, times_s=med))
+        out.append(_record(plan, w, best, by_key[key].steps, original_s=target, times_s=med))
     if any(o["chosen"] != "uniform" for o in out) and not step_runs(plan):
         # another op reads the same indices with a shape that follows their values (unique, coalesce, ...): the
         # plan's check pass ran them uniform; a spread it cannot run is given up, never replayed half-way
