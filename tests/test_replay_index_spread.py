@@ -201,6 +201,7 @@ def test_a_spread_the_user_gives_fills_every_lookup_and_is_reported(tmp_path, mo
 
     monkeypatch.delenv(index_skew.SPREAD_ENV, raising=False)
     monkeypatch.setattr(index_skew, "_time", lambda f, R: pytest.fail("a given spread times nothing"))
+    choose = index_skew._choose
     d = tmp_path / "cap"
     _capture_lookups(d)
     for given, skewed in (("zipf:1.1", True), ("uniform", False)):
@@ -214,6 +215,13 @@ def test_a_spread_the_user_gives_fills_every_lookup_and_is_reported(tmp_path, mo
         idx = res.plan.init[res.plan.slots[ref.key]]
         assert int(idx.min()) >= 0 and int(idx.max()) < ROWS
         assert (_top_share(idx) > 0.2) is skewed
+    monkeypatch.setenv(index_skew.SPREAD_ENV, "zipf:1.1")  # the variable acts as the option, wherever replayed
+    monkeypatch.setattr(index_skew, "_choose", lambda *a, **k: pytest.fail("a given spread is not chosen as auto")
+                        if k.get("forced") is None else choose(*a, **k))
+    res = replay_trace(d, gaps="none", warmup=0, iters=1)
+    (t,) = res.result["index_distribution"]["tensors"]
+    assert t["chosen"] == "zipf 1.1" and t["as"] == f"given by {index_skew.SPREAD_ENV}"
+    assert "effect" not in res.result["index_distribution"]
 
 
 @pytest.mark.parametrize("bad", ["zipf", "zipf:0", "zipf:-1", "zipf:9", "pareto:1", "zipf:x"])

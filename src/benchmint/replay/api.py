@@ -330,8 +330,9 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
     # the recorded lookup times compare with this replay's only on the device they were recorded on, and not
     # from one rank of many (its lookups would be timed while the others wait in a collective)
     timed_here = comm is None and not any(d.split(":")[0] != dev.type for d in view.devices)
-    if index_skew.parse_spread(opts.index_spread) is not None:
-        # the user's spread (--index-spread uniform|zipf:E): every made-up lookup index so, nothing timed
+    if index_skew.parse_spread(index_skew.user_spread(opts.index_spread)) is not None:
+        # the user's spread (--index-spread or BENCHMINT_INDEX_SPREAD uniform|zipf:E): every made-up lookup
+        # index so, nothing timed (the variable's uniform turns the choice off: nothing refilled or listed)
         index_spread = index_skew.choose(plan, seed, spread=opts.index_spread)
     elif given != {} and (timed_here or sketch or given):
         # made-up indices spread as the capture's sketch of the data says, else as the recorded lookup times say
@@ -502,10 +503,7 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
         "autograd_graph": plan.graph,  # a training step's forward records autograd's graph, as the original's did
         "calibration": cal.to_dict() if cal is not None else None,
         # how made-up lookup indices were spread, per index tensor (None: no lookup over made-up indices timed)
-        "index_distribution": ({"how": index_skew.HOW if index_spread else "made-up indices uniform (no recorded "
-                                "lookup time to choose against)", "tensors": index_spread or [],
-                                **({"effect": effect} if effect else {})}
-                               if index_spread or effect else None),
+        "index_distribution": index_effect.distribution(index_spread, effect),
         "how_measured": (
             "wall time of one replayed iteration (time.perf_counter_ns), median over iters after warmup, "
             f"{threads} intra-op threads" + ("; torch.cuda.synchronize() at the end" if dev.type == "cuda" else "")

@@ -19,7 +19,6 @@ ranks would have to meet) nor where one iteration takes longer than ``MAX_ITER_S
 
 from __future__ import annotations
 
-import os
 import statistics
 from collections.abc import Callable
 from typing import Any
@@ -27,16 +26,11 @@ from typing import Any
 import torch
 
 from benchmint.core import paired
+from benchmint.replay import index_skew
 from benchmint.replay.conditions import quiet_gc
 from benchmint.replay.execute import iteration_s
 from benchmint.replay.headline import fmt_s
-from benchmint.replay.index_skew import (
-    SPREAD_ENV,
-    label_of,
-    lookup_tensors,
-    parse_spread,
-    spread_indices,
-)
+from benchmint.replay.index_skew import label_of, lookup_tensors, parse_spread, spread_indices, user_spread
 from benchmint.replay.plan import Plan
 
 SKEW = 1.05  # the skewed side (real categorical features: an exponent near 1)
@@ -47,10 +41,20 @@ SHORT_S = 0.05  # an iteration shorter than this is timed twice per side and pai
 NOTABLE = 0.05  # a change at least this large (and told from noise) is printed as a warning
 
 
-def unknown(user_spread: str) -> bool:
+def unknown(option: str) -> bool:
     """Whether the spread of made-up lookup indices can be a guess: the user gave none (``--index-spread`` or
     ``BENCHMINT_INDEX_SPREAD``); which tensors' spread was fitted to capture.json's sketch, :func:`measure` tells."""
-    return parse_spread(user_spread) is None and parse_spread(os.environ.get(SPREAD_ENV, "") or "auto") is None
+    return parse_spread(user_spread(option)) is None
+
+
+def distribution(records: list[dict[str, Any]] | None, effect: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The result's ``index_distribution``: how made-up lookup indices were spread, per index tensor
+    (``records``: what :func:`index_skew.choose` returned), and what the guess moves (``effect``:
+    :func:`measure`); None when there was neither."""
+    if not records and not effect:
+        return None
+    how = index_skew.HOW if records else "made-up indices uniform (no recorded lookup time to choose against)"
+    return {"how": how, "tensors": records or [], **({"effect": effect} if effect else {})}
 
 
 def measure(plan: Plan, fn: Callable, records: list[dict[str, Any]] | None, seed: int = 0,

@@ -201,6 +201,15 @@ def fit_skew(rows: int, n: int, distinct: int) -> float:
     return round((lo + hi) / 2, 2)
 
 
+def user_spread(option: str | None = None) -> str:
+    """The spread the user gave for made-up lookup indices: ``--index-spread`` (``option``) unless it is auto,
+    else ``BENCHMINT_INDEX_SPREAD``, else ``auto`` (:func:`parse_spread` reads it; a bad value is a one-line
+    error)."""
+    if parse_spread(option or "auto") is not None:
+        return option  # type: ignore[return-value]
+    return os.environ.get(SPREAD_ENV, "").strip() or "auto"
+
+
 def choose(plan: Plan, seed: int = 0, timer: Callable[[Callable, list[Any]], float] | None = None,
            given: dict[tuple[int, int], str] | None = None, spread: str | None = None,
            sketch: dict[str, Any] | None = None, time_rest: bool = True) -> list[dict[str, Any]] | None:
@@ -219,13 +228,13 @@ def choose(plan: Plan, seed: int = 0, timer: Callable[[Callable, list[Any]], flo
     ``given``: the spreads already chosen, by (``step``, ``tensor_id``) of what a choice returned: filled as
     they are, nothing timed (a scaled step keeps its unscaled replay's choice: its lookups' recorded times are
     those of the unscaled step, and would pick a skew to make up for the larger tables and batches)."""
-    forced = spread if spread is not None else os.environ.get(SPREAD_ENV, "") or "auto"
-    skew = parse_spread(forced)
-    if skew == 0.0 and spread is None:
+    skew = parse_spread(user_spread(spread))
+    by = "--index-spread" if parse_spread(spread or "auto") is not None else SPREAD_ENV
+    if skew == 0.0 and by == SPREAD_ENV:
         return None  # BENCHMINT_INDEX_SPREAD=uniform: no choice, the made-up indices as the plan filled them
     with plan.grad_context():  # the plan's tensors are refilled in place, under the mode they were made in
         if skew is not None:
-            return _choose(plan, seed, timer or _time, None, forced=skew)
+            return _choose(plan, seed, timer or _time, None, forced=skew, given_by=by)
         return _choose(plan, seed, timer or _time, given, sketch=sketch, time_rest=time_rest)
 
 
@@ -308,7 +317,8 @@ def _match(sketch: dict[str, Any], work: list[_Work]) -> dict[tuple, dict[str, A
 
 def _choose(plan: Plan, seed: int, timer: Callable[[Callable, list[Any]], float],
             given: dict[tuple[int, int], str] | None = None, forced: float | None = None,
-            sketch: dict[str, Any] | None = None, time_rest: bool = True) -> list[dict[str, Any]] | None:
+            sketch: dict[str, Any] | None = None, time_rest: bool = True,
+            given_by: str = "--index-spread") -> list[dict[str, Any]] | None:
     by_key = lookup_tensors(plan)
     work: list[_Work] = [(key, lk.ref, lk.tensor, lk.rows, [(i, None) for i in lk.steps])
                          for key, lk in by_key.items()]
@@ -328,12 +338,12 @@ def _choose(plan: Plan, seed: int, timer: Callable[[Callable, list[Any]], float]
                 continue
             t.copy_(spread_indices(t.shape, rows, skew, gen, t.dtype))
             kept.append(_record(plan, w, label_of(skew), by_key[key].steps,
-                                **{"as": "given by --index-spread" if forced is not None
+                                **{"as": f"given by {given_by}" if forced is not None
                                    else "the unscaled step's choice"}))
         # (not in a multi-rank replay: a whole step there runs collectives that the other ranks would not meet;
         # a spread its step cannot run over fails in its first iteration instead)
         if forced is not None and kept and plan.comm is None and not step_runs(plan):
-            raise UserError(f"--index-spread {label_of(forced)}: the step does not run over such indices (another "
+            raise UserError(f"{given_by} {label_of(forced)}: the step does not run over such indices (another "
                             "op reads them with a shape that follows their values); use auto or uniform")
         return kept or None
     fitted: list[dict[str, Any]] = []
