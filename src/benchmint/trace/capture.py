@@ -32,12 +32,14 @@ until the script calls :func:`step` itself.
 from __future__ import annotations
 
 import atexit
+import functools
 import gc
 import os
 import runpy
 import shutil
 import sys
 import tempfile
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -559,9 +561,33 @@ def step() -> None:
         _active.step()
 
 
-def _optimizer_hook(*_: object) -> None:
-    if _active is not None and not _manual:
-        _active.step(_from_optimizer=True)
+# optimizers whose ``step`` ends the capture's steps from outside its profiler scope (:func:`_optimizer_hook`)
+_stepping: weakref.WeakSet = weakref.WeakSet()
+
+
+def _optimizer_hook(opt: Any, *_: object) -> None:
+    """Every optimizer's ``step`` ends a step of a script that does not call :func:`step` itself. The hook runs
+    inside the optimizer's ``Optimizer.step#...`` profiler scope: a step boundary taken there cuts the scope in
+    two (its ops recorded, its node not, so a recorded step lost its optimizer, and a second recorded step took
+    in the next one's ops). So the first call ends the step here and wraps this optimizer's ``step``, on the
+    instance, as LR schedulers do: from its next call on, the step ends after the scope has closed."""
+    if _active is None or _manual or opt in _stepping:
+        return
+    try:
+        inner = opt.step
+
+        @functools.wraps(inner)
+        def stepped(*args: Any, **kwargs: Any) -> Any:
+            out = inner(*args, **kwargs)
+            if _active is not None and not _manual:
+                _active.step()
+            return out
+
+        opt.step = stepped
+        _stepping.add(opt)
+    except (AttributeError, TypeError):  # pragma: no cover - an optimizer that refuses an attribute: as before
+        pass
+    _active.step(_from_optimizer=True)
 
 
 def start_from_env() -> Capture | None:
