@@ -174,6 +174,36 @@ def test_replayed_optimizer_state_keeps_its_scale_over_many_iterations(tmp_path,
     assert not tiny  # no denormal
 
 
+def test_a_replay_flushes_denormals_so_decaying_state_does_not_slow_it(tmp_path, one_thread):
+    """A momentum buffer whose gradient rows are exactly zero (ReLU units dead for the one replayed batch) is
+    scaled by a made-up factor every iteration: it went denormal within about 100 iterations and its mul_ and
+    add_ then ran 15x slower (a new user's MLP with SGD and momentum replayed at 2.6x its step). A replay
+    flushes denormals to zero, says so in its timing conditions, and its state holds none after 300 iterations."""
+    from benchmint.replay import replay_trace
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(128, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
+    o = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x, y = torch.randn(32, 128), torch.randint(0, 10, (32,))
+
+    def step():
+        o.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        o.step()
+
+    capture_steps(step, tmp_path, warmup=1, measure=5, record=1)
+    res = replay_trace(tmp_path, gaps="none", warmup=0, iters=1)
+    assert res.result["timing_conditions"]["settings"]["denormals"] == "flushed to zero"
+    plan, fn = res.plan, res.compiled()
+    regs = plan.registers()
+    for _ in range(300):
+        with plan.grad_context():
+            fn(regs)
+    floats = [t for t in regs if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel()]
+    tiny = sum(int(((t != 0) & (t.abs() < torch.finfo(t.dtype).tiny)).sum()) for t in floats)
+    assert tiny == 0
+
+
 def _first_inputs_in_replay(step, tmp_path, wants: dict) -> dict[str, torch.Tensor]:
     """Capture ``step``, replay it once and return, per name of ``wants`` (name -> (op name prefix or prefixes, picker of
     the input from (args, kwargs))), a copy of that input where the replay first called such an op."""

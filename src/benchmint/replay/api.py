@@ -204,6 +204,7 @@ def replay_trace(
         # the capture's machine may have had more cores than this one: more threads than CPUs here would
         # time the oversubscription, not the ops
         threads = min(cap["threads"], os.cpu_count() or 1)
+    conditions.flush_denormals()  # before the thread count: the intra-op pool, started later, inherits it
     prev_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)

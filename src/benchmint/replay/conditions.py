@@ -18,6 +18,16 @@ set here for both, and what remains different is recorded, so that a comparison 
   timed work, so that a collection inside the loop walks the objects the loop made, not the objects of the
   modules the process happened to import (the CLI's are a third more than the runner's); it stays enabled, as
   it was in the original;
+* denormal floats: flushed to zero (:func:`flush_denormals`, ``torch.set_flush_denormal``) from the first
+  replay of the process on. A replay runs one step over and over on made-up values, and the state a training
+  step updates in place drifts: a momentum buffer whose gradient rows are exactly zero (a ReLU unit dead for
+  the one replayed batch) is scaled by a made-up factor every iteration and went denormal within about 100,
+  after which its ``mul_`` and ``add_`` ran 15x slower (an MLP trained with SGD and momentum replayed at
+  2.6x its step). The original's own values never meet that drift, and a replay could not reproduce a
+  denormal slowdown of the original's data anyway (it has no values). Threads started after the setting
+  inherit it (the CPU's control register is copied to a new thread); the intra-op pool is started by the
+  first parallel op, so it is set before the replay sets its thread count. It is left on: a notebook that
+  replays keeps it for what it computes afterwards;
 * CPUs the process may run on (``sched_getaffinity``), torch's version and parallel backend, Python's version;
 * the timed iteration itself (:func:`iteration_code`): the generated function's text, its gaps' CPU work left
   out, as a digest; two sides that claim to time the same step must run the same text (the runner plans
@@ -120,6 +130,17 @@ def graph_setting(graph: dict[str, Any] | None) -> str:
             "grad enabled inside the no_grad iteration, then dropped")
 
 
+_flushed: bool | None = None  # what flush_denormals set (None: never called in this process)
+
+
+def flush_denormals() -> bool:
+    """Flush denormal floats to zero in this process's CPU arithmetic (see the module); False where the CPU
+    cannot (then they are computed as they come)."""
+    global _flushed
+    _flushed = bool(torch.set_flush_denormal(True))
+    return _flushed
+
+
 def snapshot(allocator: str | None = None, fn: Any = None, grad_mode: str = INFERENCE_MODE,
              graph: dict[str, Any] | None = None) -> dict[str, Any]:
     """The conditions the timed iterations run under (call it just before them, ``fn``: the compiled
@@ -139,6 +160,7 @@ def snapshot(allocator: str | None = None, fn: Any = None, grad_mode: str = INFE
         "autograd_graph": graph_setting(graph),
         "allocator": allocator,
         "gc": f"enabled, thresholds {gc.get_threshold()}, survivors frozen around the timed work",
+        "denormals": ("flushed to zero" if _flushed else "computed" if _flushed is False else "not set"),
         "cpus_allowed": _affinity(),
         "torch": torch.__version__,
         "parallel_backend": backend,
