@@ -78,6 +78,11 @@ def test_without_the_live_step_capture_json_is_named_as_measured_at_capture_time
     none = {**_result(orig_s=None), "original_iter_time_estimated_s": 9 * MS}
     assert judge(none)["verdict"] == "no reference"
     assert "estimated from the trace, not measured" in fidelity_line(none)
+    # a scaled step has no original: the line says why, not the unscaled original's estimate as if it were one
+    scaled = {**none, "error": None, "scale": {"specs": ["batch=2"]},
+              "error_note": "a scaled replay is the step at another size, so it has no original to compare with"}
+    line = fidelity_line(scaled)
+    assert "no error: a scaled replay is the step at another size" in line and "estimated" not in line
 
 
 def test_a_selection_whose_ops_alone_exceed_its_share_says_the_error_is_the_aims_not_a_gap_error():

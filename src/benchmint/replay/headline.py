@@ -193,7 +193,8 @@ def _headline(r: dict[str, Any], live: dict[str, Any] | None, name: str) -> list
         est = r.get("original_iter_time_estimated_s")
         it = (r.get("iter_time_s") or {}).get("median")
         note = r.get("error_note") or ""
-        tail = (f"; original ~{fmt_s(est)} estimated from the trace, not measured" if est is not None
+        tail = (f"; original ~{fmt_s(est)} estimated from the trace, not measured"
+                if est is not None and not r.get("scale")  # (a scaled step's original is not this estimate's)
                 else f"; {note}" if note.startswith("no error") else f"; no error: {note}" if note
                 else "; no measured original to compare with")
         return [f"{cov}, replay {fmt_s(it)}/iter{noise_note(r.get('iter_time_s') or {})}{tail}"]
