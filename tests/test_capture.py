@@ -242,6 +242,11 @@ def test_cli_capture_with_step_calls_and_errors(tmp_path):
     r = subprocess.run([*base, "--out", str(tmp_path / "c3"), "--", "ls", "-l"], capture_output=True, text=True,
                        env=ENV, cwd=tmp_path)
     assert r.returncode == 2 and "not a Python interpreter" in r.stderr
+    # a script that is not there: one line, before anything runs (not the wrapper's traceback)
+    r = subprocess.run([*base, "--out", str(tmp_path / "c4"), "--", "python", "nonexist.py"], capture_output=True,
+                       text=True, env=ENV, cwd=tmp_path)
+    assert r.returncode == 2 and "nonexist.py: no such script" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "c4").exists()
 
 
 def test_cli_capture_of_a_builtin_workload(cli, tmp_path):

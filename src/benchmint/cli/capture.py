@@ -13,6 +13,26 @@ from rich.markup import escape
 from benchmint.cli.common import ResultsOpt, console
 from benchmint.core.errors import UserError
 
+HELP = "\n\n".join((
+    "Capture an execution trace and a Kineto trace of chosen steps of a Python training or inference loop.",
+    "Usage: benchmint capture --out DIR -- python train.py [ARGS...]   (or -- python -m module [ARGS...])",
+    "Steps end at each optimizer.step() (no change to a training script), or where the script calls "
+    "benchmint.trace.capture.step() (add that one line to an inference loop). After --warmup steps, --measure "
+    "steps are timed with nothing attached (capture.json holds their median: the step's real time), --discard "
+    "steps are recorded and thrown away, then --record steps are recorded with ET + Kineto. A bare `python` runs "
+    "the interpreter benchmint runs in; name another interpreter by its path.",
+    "Under torchrun (torchrun --nproc-per-node N -m benchmint capture --out DIR -- python train.py) each rank "
+    "writes DIR/rankR/, which `benchmint replay DIR --ranks N` (or the same under torchrun) replays. Or capture "
+    "a built-in example: benchmint capture --out DIR --workload NAME.",
+))
+
+
+def _exists(script: str) -> None:
+    """The script the command runs, checked before anything starts (Python's own refusal would come back as the
+    wrapper's traceback)."""
+    if not Path(script).is_file():
+        raise UserError(f"capture: {script}: no such script" + (" (a folder)" if Path(script).is_dir() else ""))
+
 
 def _wrap(cmd: list[str]) -> list[str]:
     """``python [flags] script.py args`` -> ``python [flags] -m benchmint.trace.capture script.py args``."""
@@ -20,6 +40,7 @@ def _wrap(cmd: list[str]) -> list[str]:
         raise UserError("capture: give the command to run after --, e.g. -- python train.py")
     exe = cmd[0]
     if exe.endswith(".py"):
+        _exists(exe)
         return [sys.executable, "-m", "benchmint.trace.capture", *cmd]
     if not Path(exe).name.startswith("python"):
         raise UserError(f"capture: {exe!r} is not a Python interpreter; run `-- python script.py ...` "
@@ -29,6 +50,8 @@ def _wrap(cmd: list[str]) -> list[str]:
         i += 1
     if i >= len(cmd):
         raise UserError("capture: no script or -m module in the command; e.g. -- python train.py")
+    if cmd[i] != "-m":
+        _exists(cmd[i])
     if exe in ("python", "python3"):
         # a bare `python` means "the Python I am using": the one benchmint runs in, which has benchmint and
         # its dependencies (the first `python` on PATH may be another interpreter that has neither)

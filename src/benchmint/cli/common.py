@@ -9,8 +9,8 @@ from rich.console import Console
 
 from benchmint.llm.backends.registry import backend_help
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(emoji=False)  # user text (a pattern, a path) is printed as written: ":x:" is not an emoji
+err_console = Console(stderr=True, emoji=False)
 
 
 @dataclass

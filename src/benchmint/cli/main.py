@@ -63,7 +63,7 @@ def _register() -> None:
     from benchmint.cli import capture as capture_cli
     from benchmint.cli import replay as replay_cli
 
-    app.command("capture", help=capture_cli.__doc__,
+    app.command("capture", help=capture_cli.HELP,
                 context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(capture_cli.capture)
     app.command("replay", help=replay_cli.__doc__)(replay_cli.replay)
     from benchmint.cli import export as export_cli

@@ -138,7 +138,8 @@ def replay(
         # no refresh thread (auto_refresh): it would wake ten times a second inside the timed iterations,
         # which an exported runner (no progress display) does not have; the display moves at each stage
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                      console=err_console, transient=True, auto_refresh=False) as prog:
+                      console=err_console, transient=True, auto_refresh=False,
+                      disable=not err_console.is_terminal) as prog:
             task = prog.add_task("planning", total=None)
 
             def progress(stage: str, done: int, total: int) -> None:

@@ -30,7 +30,7 @@ Step = Callable[[DemoContext], None]
 
 
 def run_demo(out: Path, results_dir: Path, console: Console | None = None, quick: bool = False) -> DemoContext:
-    console = console or Console()
+    console = console or Console(emoji=False)
     out.mkdir(parents=True, exist_ok=True)
     ctx = DemoContext(out=out, console=console, results_dir=results_dir, quick=quick)
     for i, (title, step) in enumerate(STEPS, 1):

@@ -341,7 +341,7 @@ class _Progress:
             from rich.console import Console
             from rich.live import Live
 
-            err_console = Console(stderr=True)
+            err_console = Console(stderr=True, emoji=False)
             if err_console.is_terminal:
                 self.live = Live(get_renderable=self._render, console=err_console, refresh_per_second=2, transient=True)
 
@@ -564,7 +564,7 @@ def _start_scraper(cfg: BenchConfig) -> Any:
 def _warn(msg: str) -> None:
     from rich.console import Console
 
-    Console(stderr=True).print(f"[yellow]warning:[/] {msg}", highlight=False, soft_wrap=True)
+    Console(stderr=True, emoji=False).print(f"[yellow]warning:[/] {msg}", highlight=False, soft_wrap=True)
 
 
 def _model_info(cfg: BenchConfig, backend: Backend, in_process: bool) -> dict[str, Any]:

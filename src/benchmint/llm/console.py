@@ -22,7 +22,7 @@ def fmt(v: Any, unit: str = "") -> str:
 def print_result(result: dict[str, Any], out: Console | None = None) -> None:
     """LoadGen vs client table, validity line, accuracy, cost and energy lines (on ``out``, a rich Console;
     default: stdout)."""
-    console_ = out or Console()
+    console_ = out or Console(emoji=False)
     lg = result.get("loadgen")
     if lg:
         t = Table(title=f"LoadGen {lg.get('scenario')} ({result['config']['settings']['model_key']})")
