@@ -109,6 +109,8 @@ def test_an_exported_selection_is_replayed_by_the_runner(capture, tmp_path):
     r = json.loads(res.read_text())
     assert r["selection"]["spec"] == "op:aten::linear"
     assert r["ops_total"] == meta["adapted"][0]["ops_selected"]
+    # the runner's output says it replays a part of the step, and its share, as benchmint replay does
+    assert "selection op:aten::linear: " in p.stdout and "of the recorded step" in p.stdout
 
 
 def test_export_refuses_a_non_empty_folder_and_a_selection_that_matches_nothing(capture, tmp_path, cli):

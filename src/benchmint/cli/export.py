@@ -40,7 +40,13 @@ def export(
     meta = export_benchmark(trace, out, kineto, select=select, what_if=what_if, iteration=iteration, force=force,
                             scale=list(scale or ()) or None, gaps_from=gaps_from,
                             index_spread=index_spread)
-    trim = (f"trimmed to ProfilerStep#{meta['iteration']} ({meta['nodes']['exported']} of "
-            f"{meta['nodes']['original']} nodes)" if meta["trimmed"] else f"not trimmed: {meta['trim_note']}")
-    console.print(f"exported {meta['ops']} ops to {out} ({trim})", highlight=False)
+    nodes = meta["nodes"]
+    trim = (f"not trimmed: {meta['trim_note']}" if not meta["trimmed"]
+            else f"ProfilerStep#{meta['iteration']}, the trace's only step ({nodes['exported']} nodes)"
+            if nodes["exported"] == nodes["original"]
+            else f"trimmed to ProfilerStep#{meta['iteration']} ({nodes['exported']} of {nodes['original']} nodes)")
+    adapted = [f"{flag} {v}" for flag, vs in (("--select", [select] if select else []), ("--what-if", what_if or []),
+                                              ("--scale", scale or [])) for v in vs]
+    console.print(f"exported {meta['ops']} ops to {out} ({trim})"
+                  + (f"; run.py replays the step with {', '.join(adapted)}" if adapted else ""), highlight=False)
     console.print(f"run it with: python {out / 'run.py'} --json result.json", highlight=False)

@@ -64,6 +64,7 @@ def main(argv=None) -> int:
         cfg = json.load(f)
 
     from _benchmint_replay.core.errors import UserError
+    from _benchmint_replay.replay.adapt import describe
     from _benchmint_replay.replay.api import replay_trace
     from _benchmint_replay.replay.headline import damage_line
     from _benchmint_replay.replay.index_effect import lines as spread_lines
@@ -88,12 +89,16 @@ def main(argv=None) -> int:
     r["runner"] = {"python": sys.version.split()[0], "executable": sys.executable}
     line = (f"coverage {r['coverage']:.3f} ({r['ops_replayed']}/{r['ops_total']} ops), replay "
             f"{_ms(r['iter_time_s']['median'])}/iter")
-    if r.get("original_iter_time_s") is not None:
+    if r.get("original_iter_time_s") is not None and r.get("scale"):  # the original ran at the recorded size
+        line += f", original {_ms(r['original_iter_time_s'])} at the recorded size (no error: another size)"
+    elif r.get("original_iter_time_s") is not None:
         line += f", original {_ms(r['original_iter_time_s'])}"
         line += f", error {r['error'] * 100:+.1f}%" if r.get("error") is not None else ""
     elif r.get("original_iter_time_estimated_s") is not None:
         line += f", original ~{_ms(r['original_iter_time_estimated_s'])} (estimated from the trace)"
     print(line + f" [{r['device']}, {r['threads']} threads]")
+    for extra in describe(r):  # what was selected, scaled or changed, and how the step moved with it
+        print(extra)
     lost = damage_line(r)  # the recording lost part of the step: the error above is not the replay's
     if lost:
         print(lost)
