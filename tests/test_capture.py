@@ -106,7 +106,7 @@ def test_a_loop_that_stops_during_a_recorded_step_is_replayed_from_its_last_whol
 
 
 def test_capture_that_ends_in_the_discarded_step_records_nothing(tmp_path):
-    with Capture(tmp_path, warmup=0, measure=5, discard=2) as cap:
+    with pytest.warns(UserWarning, match="incomplete"), Capture(tmp_path, warmup=0, measure=5, discard=2) as cap:
         for _ in range(6):
             cap.step()
     cj = json.loads((tmp_path / "capture.json").read_text())
@@ -139,7 +139,7 @@ def test_capture_needs_five_measured_steps(tmp_path):
 
 
 def test_capture_that_ends_early_writes_an_incomplete_summary(tmp_path):
-    with Capture(tmp_path, warmup=1, measure=5) as cap:
+    with pytest.warns(UserWarning, match="incomplete"), Capture(tmp_path, warmup=1, measure=5) as cap:
         for _ in range(3):
             cap.step()
     cj = json.loads((tmp_path / "capture.json").read_text())
@@ -213,13 +213,18 @@ def test_cli_capture_of_a_training_script_keeps_the_optimizer_in_each_recorded_s
 
 def test_capture_ending_before_a_kept_step_is_whole_keeps_no_trace(tmp_path):
     # warm-up 0, 5 measured, 1 discarded, 1 bare: the 8th step is the first kept one; the loop ends before it
-    with Capture(tmp_path, warmup=0, measure=5) as cap:
+    with pytest.warns(UserWarning, match="incomplete, no step recorded"), Capture(tmp_path, warmup=0, measure=5) as cap:
         for _ in range(7):
             cap.step()
         assert cap.recording  # the kept step has begun
     cj = json.loads((tmp_path / "capture.json").read_text())
     assert cj["complete"] is False and cj["recorded_steps"] == 0 and "et" not in cj["files"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["capture.json"]
+    # and a replay of the folder says the capture is incomplete, not only that et.json is missing
+    from benchmint.replay import replay_trace
+
+    with pytest.raises(UserError, match="incomplete"):
+        replay_trace(tmp_path)
 
 
 @pytest.mark.slow

@@ -51,10 +51,15 @@ def find_inputs(trace: str | os.PathLike, kineto: str | os.PathLike | None = Non
     if p.is_dir():
         et = p / "et.json"
         if not et.exists() and (p / CAPTURE_JSON).exists():
-            its = read_capture(p / CAPTURE_JSON).get("iterations") or []
+            summary = read_capture(p / CAPTURE_JSON)
+            its = summary.get("iterations") or []
             if its:  # a capture with --every: one folder per recorded step
                 raise UserError(f"{p}: a capture of one step in every N; replay one of its iteration folders "
                                 f"({', '.join(str(p / i) for i in its[:3])}{' ...' if len(its) > 3 else ''})")
+            if summary.get("complete") is False:
+                raise UserError(f"{p}: the capture there is incomplete ({summary.get('measured_steps', 0)} steps "
+                                f"timed, {summary.get('recorded_steps', 0)} recorded: the loop ended before a step "
+                                "was recorded); capture again with more steps")
         if not et.exists():
             raise UserError(f"{p}: folder has no et.json; give the execution trace file itself")
         p = et

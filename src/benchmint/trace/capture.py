@@ -39,6 +39,7 @@ import runpy
 import shutil
 import sys
 import tempfile
+import warnings
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -392,6 +393,10 @@ class Capture:
         elif not self.done:
             self.write_summary()
             self.done = True
+        if self is not _active and not self.recorded_times_s:  # (the capture command says so in its own words)
+            warnings.warn(f"benchmint capture in {self.out}: incomplete, no step recorded ({len(self.step_times_s)} "
+                          f"timed; it needs warmup {self.warmup} + measure {self.measure} + discard {self.discard} + "
+                          f"record {self.record} steps); run the loop longer", stacklevel=2)
 
     # -- summary -------------------------------------------------------------------------------------------
     def summary(self, only: int | None = None, folder: Path | None = None) -> dict:
