@@ -349,7 +349,10 @@ def describe(result: dict[str, Any]) -> list[str]:
                       if sel.get("original_selected_time_s") else ""))
     sc = result.get("scale")
     if sc:
-        sizes = ", ".join(f"{k} {sc['recorded'][k]} -> {sc['scaled'][k]:g}" for k in sc["recorded"])
+        def fmt(v: Any) -> str:  # 64.0 -> 64; a list of sequence lengths each so
+            return f"[{', '.join(fmt(x) for x in v)}]" if isinstance(v, list) else f"{v:g}"
+
+        sizes = ", ".join(f"{k} {sc['recorded'][k]} -> {fmt(sc['scaled'][k])}" for k in sc["recorded"])
         out.append(f"scale {' '.join(sc['specs'])}: {sizes}; {sc['ops_with_new_shapes']} of {sc['ops']} ops with "
                    f"new shapes, {sc['size_arguments_rewritten']} size arguments rewritten"
                    + (f"; replayed step {sc['change_vs_unscaled'] * 100:+.1f}% against the unscaled replay"

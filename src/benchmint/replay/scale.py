@@ -38,7 +38,15 @@ from collections import Counter
 from dataclasses import replace
 
 from benchmint.core.errors import UserError
-from benchmint.replay.scale_dims import MAX_PASSES, Conflict, Scaling, _Context, _exps_sum, parse_scale
+from benchmint.replay.scale_dims import (
+    MAX_PASSES,
+    SEARCH_BUDGET_S,
+    Conflict,
+    Scaling,
+    _Context,
+    _exps_sum,
+    parse_scale,
+)
 from benchmint.replay.scale_pass import _Pass
 from benchmint.replay.types import TENSOR, TraceView, TRef
 
@@ -62,6 +70,11 @@ def scale_view(view: TraceView, specs: list[str] | tuple[str, ...], phases: list
     probe: _Pass | None = None
     worst: Conflict | None = None
     passes = 0
+    started = time.perf_counter()
+
+    def spent() -> bool:  # the search's budget (scale_dims.MAX_PASSES, SEARCH_BUDGET_S) is used up
+        return passes >= MAX_PASSES or time.perf_counter() - started > SEARCH_BUDGET_S
+
     while probe is None:
         passes += 1
         p = _Pass(view, ctx, decisions)
@@ -78,7 +91,7 @@ def scale_view(view: TraceView, specs: list[str] | tuple[str, ...], phases: list
             open_ = [pt for pt in p.points if pt.index <= c.index and decisions.get(pt.key, 0) + 1 < pt.options]
             if worst is None or c.index >= worst.index:
                 worst = c
-            if not open_ or passes >= MAX_PASSES:
+            if not open_ or spent():
                 raise _fail(view, specs, worst) from None
             last = open_[-1]
             order = [pt.key for pt in p.points]
@@ -94,7 +107,7 @@ def scale_view(view: TraceView, specs: list[str] | tuple[str, ...], phases: list
         for alt in range(pt.options):
             if alt == mine:
                 continue
-            if passes >= MAX_PASSES:
+            if spent():
                 raise UserError(f"--scale {' '.join(specs)}: too many sizes of the step can be read more than one way "
                                 f"(first: op #{pt.index} {view.ops[pt.index].name}); it cannot be scaled safely")
             passes += 1

@@ -21,7 +21,12 @@ DATA_ARGS = {"input", "self"}
 VIEWS = {"view", "reshape", "_unsafe_view", "view_copy", "_reshape_alias"}
 EXPANDS = {"expand", "expand_copy", "broadcast_to"}
 RANGES = {"arange", "linspace", "range"}
-MAX_PASSES = 48
+# the readings are searched pass by pass (a pass of a small training step on the meta device takes tens of
+# milliseconds; of GPT-2's, seconds): at most this many passes and this long before refusing. A batch equal to
+# another dimension (3 and multi-head attention's stacked q, k and v; 4 and its head count) gives every layer's
+# backward a few sizes to decide: a 2-layer step needed 37 passes to find its reading and as many to check it
+MAX_PASSES = 600
+SEARCH_BUDGET_S = 30.0
 BIG = 2**62  # a slice bound this large means "to the end"
 
 Exps = tuple[int, ...]  # per scaled kind, the power of its factor a size carries
