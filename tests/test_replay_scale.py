@@ -101,6 +101,31 @@ def test_a_batch_equal_to_another_dimension_is_decided_by_the_shapes_that_follow
     assert scaled.info["readings_checked"] > 0
 
 
+def _synthetic_data_step(batch: int):
+    """A training loop that makes up its data in the step (``torch.randint`` ids and labels, as benchmarks do)."""
+    torch.manual_seed(0)
+    emb, head = torch.nn.Embedding(50, 16), torch.nn.Linear(16, 50)
+    opt = torch.optim.SGD([*emb.parameters(), *head.parameters()], 0.1)
+
+    def step():
+        ids, y = torch.randint(0, 50, (batch, 12)), torch.randint(0, 50, (batch, 12))
+        torch.nn.functional.cross_entropy(head(emb(ids)).flatten(0, 1), y.flatten()).backward()
+        opt.step()
+        opt.zero_grad()
+
+    return step
+
+
+def test_a_step_that_makes_up_its_data_scales_by_the_data_it_makes(tmp_path):
+    v = _view(_capture(tmp_path / "b3", _synthetic_data_step(3)))
+    for spec, real in (("batch=2", _synthetic_data_step(6)), ("seq=2", None)):
+        scaled = scale_view(v, [spec], phases(v))
+        if real is not None:
+            assert _shapes(scaled.view) == _shapes(_view(_capture(tmp_path / "b6", real)))
+        randint = [o for o in scaled.view.ops if o.name == "aten::randint"]
+        assert [list(o.outputs[0].value.shape) for o in randint] == ([[6, 12]] * 2 if real else [[3, 24]] * 2)
+
+
 def test_a_scaled_replay_runs_and_says_what_was_scaled(caps):
     res = replay_trace(caps["b2"], scale=("batch=2",), gaps="none", warmup=0, iters=2)
     r = res.result

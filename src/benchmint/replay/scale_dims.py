@@ -25,6 +25,9 @@ RANGES = {"arange", "linspace", "range"}
 # milliseconds; of GPT-2's, seconds): at most this many passes and this long before refusing. A batch equal to
 # another dimension (3 and multi-head attention's stacked q, k and v; 4 and its head count) gives every layer's
 # backward a few sizes to decide: a 2-layer step needed 37 passes to find its reading and as many to check it
+# ops that make a step's data up inside the step (a synthetic-data loop): where the step reads no data from
+# outside, their outputs' leading size is the batch (their size arguments follow it by value)
+RANDOM_DATA = {"aten::randint", "aten::randn", "aten::rand", "aten::normal", "aten::randperm"}
 MAX_PASSES = 600
 SEARCH_BUDGET_S = 30.0
 BIG = 2**62  # a slice bound this large means "to the end"
@@ -175,6 +178,10 @@ class _Context:
                     produced.add(r.key)
         ints = [r for r, _n, _i in firsts if r.dtype is not None and not r.dtype.is_floating_point
                 and not r.dtype.is_complex and len(r.shape) >= 1 and r.shape[0] > 1]
+        if not ints:  # a step that makes up its own data (torch.randint token ids and labels in the loop)
+            ints = [r for op in view.ops if op.name in RANDOM_DATA for a in op.outputs for r in _refs(a)
+                    if r.dtype is not None and not r.dtype.is_floating_point and len(r.shape) >= 1
+                    and r.shape[0] > 1]
         lead = Counter(r.shape[0] for r in ints)
         batch = lead.most_common(1)[0][0] if lead else None
         if batch is None:
@@ -183,12 +190,17 @@ class _Context:
                         and r.storage_id not in self.weight_storages and r.shape[0] > 1):
                     batch = r.shape[0]
                     break
+        if batch is None:  # ... or its float data (torch.randn images in the loop)
+            batch = next((r.shape[0] for op in view.ops if op.name in RANDOM_DATA for a in op.outputs
+                          for r in _refs(a) if r.dtype is not None and r.dtype.is_floating_point
+                          and len(r.shape) >= 2 and r.shape[0] > 1), None)
         self.batch = batch
         self.seqs = sorted({r.shape[1] for r in ints if len(r.shape) == 2 and r.shape[0] == batch
                             and r.shape[1] > 1})
         if batch is None:
             raise UserError("--scale: the step has no input with a batch dimension (no integer input such as token "
-                            "ids or labels, no float input read as an op's input); it cannot be scaled")
+                            "ids or labels, no float input read as an op's input, none made up by torch.randint or "
+                            "randn in the step); it cannot be scaled")
         if batch == 1 and "batch" in factors:
             raise UserError("--scale batch: the step's batch size is 1, which cannot be told apart from the other "
                             "dimensions of size 1; capture the step at batch size 2 or more")

@@ -657,6 +657,19 @@ class _Pass:
                 if len(lb[q]) == 1 and any(lb[q][0][1]) and n2 - self.dim_size(lb[q]) == n - t.shape[q] != 0:
                     _s, e, delta = lb[q][0]
                     return ((n, e, delta + n - t.shape[q]),)
+        for t, lb in cands:  # consecutive input dimensions merged into one (a flatten): their atoms, in order
+            if len(lb) != len(t.shape):
+                continue
+            for q in range(len(lb)):
+                size, atoms = 1, []
+                for q2 in range(q, len(lb)):
+                    size *= t.shape[q2]
+                    atoms.extend(lb[q2])
+                    if size >= n:
+                        break
+                if (size == n and q2 > q and any(_exps_sum(tuple(atoms))) and len(atoms) > 1
+                        and self.dim_size(tuple(atoms)) == n2):
+                    return tuple(atoms)
         return ((n, self.ratio(n2, n), 0),)
 
     def fallback_labels(self, op: OpRec, r: TRef, known: list[tuple[TRef, Labels]]) -> Labels:
