@@ -221,6 +221,7 @@ def test_a_spread_the_user_gives_fills_every_lookup_and_is_reported(tmp_path, mo
     res = replay_trace(d, gaps="none", warmup=0, iters=1)
     (t,) = res.result["index_distribution"]["tensors"]
     assert t["chosen"] == "zipf 1.1" and t["as"] == f"given by {index_skew.SPREAD_ENV}"
+    assert "nothing timed" in res.result["index_distribution"]["how"]
     assert "effect" not in res.result["index_distribution"]
 
 

@@ -53,7 +53,13 @@ def distribution(records: list[dict[str, Any]] | None, effect: dict[str, Any] | 
     :func:`measure`); None when there was neither."""
     if not records and not effect:
         return None
-    how = index_skew.HOW if records else "made-up indices uniform (no recorded lookup time to choose against)"
+    if not records:
+        how = "made-up indices uniform (no recorded lookup time to choose against)"
+    elif all("as" in t for t in records):  # nothing was timed: each tensor says where its spread came from
+        how = ("per made-up index tensor read by a lookup: the spread given (--index-spread, BENCHMINT_INDEX_SPREAD) "
+               "or fitted to capture.json's index sketch, nothing timed (each tensor's 'as')")
+    else:
+        how = index_skew.HOW + " (a tensor with 'as' was given or fitted instead, not timed)"
     return {"how": how, "tensors": records or [], **({"effect": effect} if effect else {})}
 
 
