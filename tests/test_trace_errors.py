@@ -71,6 +71,10 @@ def test_truncated_json(tmp_path):
     with pytest.raises(TraceError) as e:
         load(p)
     assert str(p) in str(e.value) and "truncated" in str(e.value)
+    # cut after a field of the wrong type: still called truncated, not "not an object with 'schema' and 'nodes'"
+    p = _write(tmp_path, b'{"nodes": 5, "garbage": [1,2')
+    with pytest.raises(TraceError, match="truncated JSON"):
+        load(p)
 
 
 def test_truncated_gzip(tmp_path):

@@ -267,8 +267,11 @@ def _bad_json(name: str, data: bytes, e: Exception) -> TraceError:
         # it is JSON: say what kind of document it is
         try:
             probe = _probe.decode(data)
-        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
+        except msgspec.ValidationError:
             return TraceError(name, "not an execution trace (the JSON is not an object with 'schema' and 'nodes')")
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as e2:
+            return _bad_json(name, data, e2) if isinstance(e2, msgspec.DecodeError) else \
+                TraceError(name, "corrupt JSON")
         if probe.traceEvents is not None and probe.nodes is None:
             return TraceError(name, "this is a Kineto (profiler) trace, not an execution trace; "
                                     "pass it with --kineto / join_kineto()")
