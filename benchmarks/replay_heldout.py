@@ -112,13 +112,15 @@ def split_error(est_s: float | None, ops_s: float | None, pairs: dict | None) ->
 
 
 def measure(name: str, step, tmp: Path, args) -> dict:
+    from benchmint.replay import conditions
     from benchmint.replay.api import replay_trace
 
     d = tmp / name
     d.mkdir()
-    et, k = plain_capture(step, d)
+    et, k = conditions.as_original(lambda: plain_capture(step, d))()  # (as a process that never replayed)
     res = replay_trace(et, kineto=k, gaps="recorded", threads=1, iters=10, warmup=2, index_spread=args.index_spread)
     fn, plan = res.compiled(), res.plan
+    step = conditions.as_original(step)  # the live original computes denormals; the replays flush them
     alt = None
     if args.ab_spread:  # the same capture replayed with every made-up index uniform (the choice off)
         from benchmint.replay.index_skew import SPREAD_ENV

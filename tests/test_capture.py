@@ -211,6 +211,38 @@ def test_cli_capture_of_a_training_script_keeps_the_optimizer_in_each_recorded_s
         assert any(n.name.startswith("Optimizer.step#SGD") for n in tr.nodes if n.parent == it.node.id)
 
 
+def test_every_optimizer_step_ends_one_step_with_a_scheduler_made_later_or_the_method_put_back(tmp_path, monkeypatch):
+    """Steps ended by optimizer.step(): the optimizer's step is wrapped on its first call; an LR scheduler made
+    after that wraps the wrapper (it needs a bound method), and a library that puts the optimizer's own method
+    back every step (Accelerate's mixed precision) gets it wrapped again: each call ends exactly one step."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    from benchmint.trace import capture as capture_mod
+
+    model = torch.nn.Linear(4, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    own = opt.step
+    cap = Capture(tmp_path, warmup=2, measure=5)
+    monkeypatch.setattr(capture_mod, "_active", cap)
+    monkeypatch.setattr(capture_mod, "_manual", False)
+    handle = register_optimizer_step_post_hook(capture_mod._optimizer_hook)
+    try:
+        cap.start()
+        for i in range(12):
+            model(torch.ones(3, 4)).sum().backward()
+            opt.step()
+            if i == 2:
+                sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.9 ** k)
+            if i > 2:
+                sched.step()
+            if i == 6:
+                opt.step = own  # as Accelerate restores it
+            assert cap._ended == i + 1, (i, cap._ended)
+    finally:
+        handle.remove()
+        cap.close(warn=False)
+
+
 def test_capture_ending_before_a_kept_step_is_whole_keeps_no_trace(tmp_path):
     # warm-up 0, 5 measured, 1 discarded, 1 bare: the 8th step is the first kept one; the loop ends before it
     with pytest.warns(UserWarning, match="incomplete, no step recorded"), Capture(tmp_path, warmup=0, measure=5) as cap:
@@ -252,6 +284,12 @@ def test_cli_capture_with_step_calls_and_errors(tmp_path):
                        text=True, env=ENV, cwd=tmp_path)
     assert r.returncode == 2 and "nonexist.py: no such script" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "c4").exists()
+    from benchmint.cli.capture import _wrap
+
+    script = tmp_path / "t.py"
+    script.write_text("pass\n")
+    assert _wrap(["python", "-W", "ignore", "-u", str(script), "3"])[-5:] == [
+        "-u", "-m", "benchmint.trace.capture", str(script), "3"]
 
 
 def test_cli_capture_of_a_builtin_workload(cli, tmp_path):

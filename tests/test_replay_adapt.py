@@ -82,9 +82,7 @@ def test_a_selection_or_what_if_that_matches_nothing_is_one_line_and_exit_2(trai
         code, _, err = cli("replay", str(train), flag, value, "--gaps", "none", "--iters", "1", "--no-store")
         assert code == 2, (flag, value, err)
         assert len(err.strip().splitlines()) == 1 and value.split(":")[0] in err
-        assert value in err or "frob" in value  # the user's text as written (":x:" is no emoji code)
-    code, _, err = cli("replay", str(train), "--what-if", "frob:x:", "--no-store")
-    assert "frob:x:" in err and "\u274c" not in err
+        assert value in err  # the user's text as written (":x:" is no emoji code)
 
 
 def test_what_if_drops_and_repeats_ops_and_says_what_changed(train, view):

@@ -47,7 +47,7 @@ def _wrap(cmd: list[str]) -> list[str]:
                         "(or `-- python -m module ...`)")
     i = 1
     while i < len(cmd) and cmd[i].startswith("-") and cmd[i] != "-m":
-        i += 1
+        i += 2 if cmd[i] in ("-W", "-X", "-Q") else 1  # (a flag whose value is the next word: -W ignore)
     if i >= len(cmd):
         raise UserError("capture: no script or -m module in the command; e.g. -- python train.py")
     if cmd[i] != "-m":

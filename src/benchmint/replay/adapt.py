@@ -350,7 +350,9 @@ def describe(result: dict[str, Any]) -> list[str]:
     sc = result.get("scale")
     if sc:
         def fmt(v: Any) -> str:  # 64.0 -> 64; a list of sequence lengths each so
-            return f"[{', '.join(fmt(x) for x in v)}]" if isinstance(v, list) else f"{v:g}"
+            if isinstance(v, list):
+                return f"[{', '.join(fmt(x) for x in v)}]"
+            return str(int(v)) if float(v).is_integer() else f"{v:g}"
 
         sizes = ", ".join(f"{k} {sc['recorded'][k]} -> {fmt(sc['scaled'][k])}" for k in sc["recorded"])
         out.append(f"scale {' '.join(sc['specs'])}: {sizes}; {sc['ops_with_new_shapes']} of {sc['ops']} ops with "

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from benchmint.core import clock
+from benchmint.replay import conditions
 
 
 def _median_time(fn: Callable[[], object], reps: int) -> float:
@@ -54,6 +55,7 @@ def compare_with_original(step: Callable[[], object], replays: dict[str, Any], *
     replay down to it). A replay without gaps is its own ops alone (``ops_timed`` False)."""
     if rounds < 1 or reps < 1:
         raise ValueError("rounds and reps must be at least 1")
+    step = conditions.as_original(step)  # denormals computed, as the user's process does (not flushed as the replay)
     runs = {name: _runner(res) for name, res in replays.items()}
     ops: dict[str, Callable[[], None]] = {}
     if ops_alone:

@@ -131,14 +131,33 @@ def graph_setting(graph: dict[str, Any] | None) -> str:
 
 
 _flushed: bool | None = None  # what flush_denormals set (None: never called in this process)
+_threads_at_flush: int | None = None  # threads alive at its first call: those keep their own setting
 
 
 def flush_denormals() -> bool:
     """Flush denormal floats to zero in this process's CPU arithmetic (see the module); False where the CPU
     cannot (then they are computed as they come)."""
-    global _flushed
+    global _flushed, _threads_at_flush
+    if _threads_at_flush is None:
+        _threads_at_flush = _live_threads()
     _flushed = bool(torch.set_flush_denormal(True))
     return _flushed
+
+
+def as_original(fn: Any) -> Any:
+    """``fn`` (a live original step timed beside a replay in the same process) run with denormals computed, as in
+    a process that never replayed (torch's default), the replay's setting put back after: in this thread only
+    (the intra-op threads keep theirs; exact on one thread)."""
+    def run() -> Any:
+        if not _flushed:
+            return fn()
+        torch.set_flush_denormal(False)
+        try:
+            return fn()
+        finally:
+            torch.set_flush_denormal(True)
+
+    return run
 
 
 def snapshot(allocator: str | None = None, fn: Any = None, grad_mode: str = INFERENCE_MODE,
@@ -172,6 +191,10 @@ def snapshot(allocator: str | None = None, fn: Any = None, grad_mode: str = INFE
         "numpy_loaded": "numpy" in sys.modules,
         "modules_loaded": len(sys.modules),
         "spin_turns_per_iteration": turns,
+        # the threads alive when denormals were first flushed (the process's first replay): only threads started
+        # after it inherit the setting (1: every thread has it; more: the ones already running, an intra-op pool
+        # or OpenBLAS's, compute denormals as before)
+        "threads_when_denormals_flushed": _threads_at_flush,
     }
     return {"settings": settings, "process": process}
 

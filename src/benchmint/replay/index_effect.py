@@ -55,7 +55,7 @@ def distribution(records: list[dict[str, Any]] | None, effect: dict[str, Any] | 
         return None
     if not records:
         how = "made-up indices uniform (no recorded lookup time to choose against)"
-    elif all("as" in t for t in records):  # nothing was timed: each tensor says where its spread came from
+    elif all("as" in t and not t["as"].startswith("the unscaled") for t in records):  # nothing was timed
         how = ("per made-up index tensor read by a lookup: the spread given (--index-spread, BENCHMINT_INDEX_SPREAD) "
                "or fitted to capture.json's index sketch, nothing timed (each tensor's 'as')")
     else:

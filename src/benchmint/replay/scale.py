@@ -40,6 +40,7 @@ from dataclasses import replace
 from benchmint.core.errors import UserError
 from benchmint.replay.scale_dims import (
     MAX_PASSES,
+    MIN_PASSES,
     SEARCH_BUDGET_S,
     Conflict,
     Scaling,
@@ -73,7 +74,10 @@ def scale_view(view: TraceView, specs: list[str] | tuple[str, ...], phases: list
     started = time.perf_counter()
 
     def spent() -> bool:  # the search's budget (scale_dims.MAX_PASSES, SEARCH_BUDGET_S) is used up
-        return passes >= MAX_PASSES or time.perf_counter() - started > SEARCH_BUDGET_S
+        return passes >= MAX_PASSES or (passes >= MIN_PASSES and time.perf_counter() - started > SEARCH_BUDGET_S)
+
+    def searched() -> str:
+        return f" (searched {passes} readings in {time.perf_counter() - started:.0f} s)"
 
     while probe is None:
         passes += 1
@@ -92,7 +96,7 @@ def scale_view(view: TraceView, specs: list[str] | tuple[str, ...], phases: list
             if worst is None or c.index >= worst.index:
                 worst = c
             if not open_ or spent():
-                raise _fail(view, specs, worst) from None
+                raise _fail(view, specs, worst, searched() if open_ else "") from None
             last = open_[-1]
             order = [pt.key for pt in p.points]
             cut = order.index(last.key)
@@ -109,7 +113,8 @@ def scale_view(view: TraceView, specs: list[str] | tuple[str, ...], phases: list
                 continue
             if spent():
                 raise UserError(f"--scale {' '.join(specs)}: too many sizes of the step can be read more than one way "
-                                f"(first: op #{pt.index} {view.ops[pt.index].name}); it cannot be scaled safely")
+                                f"(first: op #{pt.index} {view.ops[pt.index].name}){searched()}; it cannot be scaled "
+                                "safely")
             passes += 1
             try:
                 _Pass(view, ctx, {**chosen, pt.key: alt}).run()

@@ -21,14 +21,17 @@ DATA_ARGS = {"input", "self"}
 VIEWS = {"view", "reshape", "_unsafe_view", "view_copy", "_reshape_alias"}
 EXPANDS = {"expand", "expand_copy", "broadcast_to"}
 RANGES = {"arange", "linspace", "range"}
-# the readings are searched pass by pass (a pass of a small training step on the meta device takes tens of
-# milliseconds; of GPT-2's, seconds): at most this many passes and this long before refusing. A batch equal to
-# another dimension (3 and multi-head attention's stacked q, k and v; 4 and its head count) gives every layer's
-# backward a few sizes to decide: a 2-layer step needed 37 passes to find its reading and as many to check it
 # ops that make a step's data up inside the step (a synthetic-data loop): where the step reads no data from
-# outside, their outputs' leading size is the batch (their size arguments follow it by value)
-RANDOM_DATA = {"aten::randint", "aten::randn", "aten::rand", "aten::normal", "aten::randperm"}
-MAX_PASSES = 600
+# outside, their outputs' leading size is the batch (their size arguments follow it by value; not randperm: a
+# sampler's permutation is the dataset's size)
+RANDOM_DATA = {"aten::randint", "aten::randn", "aten::rand", "aten::normal"}
+
+# the readings are searched pass by pass (a pass of a small training step on the meta device takes tens of
+# milliseconds; of GPT-2's, seconds): at most MAX_PASSES, and past MIN_PASSES no longer than SEARCH_BUDGET_S,
+# before refusing. A batch equal to another dimension (3 and multi-head attention's stacked q, k and v; 4 and
+# its head count) gives every layer's backward a few sizes to decide: a 2-layer step needed 37 passes to find
+# its reading and as many to check it
+MIN_PASSES, MAX_PASSES = 48, 600
 SEARCH_BUDGET_S = 30.0
 BIG = 2**62  # a slice bound this large means "to the end"
 

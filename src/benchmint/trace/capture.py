@@ -32,15 +32,14 @@ until the script calls :func:`step` itself.
 from __future__ import annotations
 
 import atexit
-import functools
 import gc
 import os
 import runpy
 import shutil
 import sys
 import tempfile
+import types
 import warnings
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -164,7 +163,7 @@ class Capture:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        self.close(warn=exc[0] is None)  # (a loop that raised says why itself)
 
     def start(self) -> None:
         """Start timing the first step (done by ``with``; call it yourself when not using ``with``)."""
@@ -375,7 +374,7 @@ class Capture:
         self.write_summary()
         gc.collect()  # the summaries' temporaries too
 
-    def close(self) -> None:
+    def close(self, warn: bool = True) -> None:
         """Finish: stop observers if a recorded step is open, and write ``capture.json``."""
         self._sketch.stop()  # a loop that ended in its last warm-up step
         if self.recording and self.every is not None:  # a recording the loop did not finish: not kept
@@ -393,10 +392,10 @@ class Capture:
         elif not self.done:
             self.write_summary()
             self.done = True
-        if self is not _active and not self.recorded_times_s:  # (the capture command says so in its own words)
+        if warn and self is not _active and not self.recorded_times_s:  # (the capture command says it its way)
             warnings.warn(f"benchmint capture in {self.out}: incomplete, no step recorded ({len(self.step_times_s)} "
                           f"timed; it needs warmup {self.warmup} + measure {self.measure} + discard {self.discard} + "
-                          f"record {self.record} steps); run the loop longer", stacklevel=2)
+                          f"record {self.record} steps); run the loop longer", stacklevel=3)
 
     # -- summary -------------------------------------------------------------------------------------------
     def summary(self, only: int | None = None, folder: Path | None = None) -> dict:
@@ -566,30 +565,41 @@ def step() -> None:
         _active.step()
 
 
-# optimizers whose ``step`` ends the capture's steps from outside its profiler scope (:func:`_optimizer_hook`)
-_stepping: weakref.WeakSet = weakref.WeakSet()
+def _ends_steps(opt: Any) -> bool:
+    """Whether ``opt.step`` is (or wraps) the step :func:`_optimizer_hook` put on it: a wrapper added on top (an
+    LR scheduler's) keeps it; one that puts back the optimizer's own method (Accelerate's mixed-precision step
+    does, every step) drops it."""
+    f = vars(opt).get("step")
+    for _ in range(8):
+        if f is None:
+            return False
+        if getattr(f, "_benchmint_ends_step", False):
+            return True
+        f = getattr(f, "__wrapped__", None) or getattr(f, "__func__", None)
+    return False
 
 
 def _optimizer_hook(opt: Any, *_: object) -> None:
     """Every optimizer's ``step`` ends a step of a script that does not call :func:`step` itself. The hook runs
     inside the optimizer's ``Optimizer.step#...`` profiler scope: a step boundary taken there cuts the scope in
     two (its ops recorded, its node not, so a recorded step lost its optimizer, and a second recorded step took
-    in the next one's ops). So the first call ends the step here and wraps this optimizer's ``step``, on the
-    instance, as LR schedulers do: from its next call on, the step ends after the scope has closed."""
-    if _active is None or _manual or opt in _stepping:
+    in the next one's ops). So a call of an optimizer whose ``step`` does not end the step yet ends it here, as
+    before, and puts a bound method on the instance (as LR schedulers do, so that one made later wraps it in
+    turn) that calls the optimizer's own step and then ends the step, after the scope has closed."""
+    if _active is None or _manual or _ends_steps(opt):
         return
+    inner = opt.step
+    own = getattr(inner, "__func__", None)  # (the optimizer's method unbound: no second reference to it)
+
+    def stepped(self: Any, *args: Any, **kwargs: Any) -> Any:
+        out = own(self, *args, **kwargs) if own is not None else inner(*args, **kwargs)
+        if _active is not None and not _manual:
+            _active.step()
+        return out
+
+    stepped._benchmint_ends_step = True  # type: ignore[attr-defined]
     try:
-        inner = opt.step
-
-        @functools.wraps(inner)
-        def stepped(*args: Any, **kwargs: Any) -> Any:
-            out = inner(*args, **kwargs)
-            if _active is not None and not _manual:
-                _active.step()
-            return out
-
-        opt.step = stepped
-        _stepping.add(opt)
+        opt.step = types.MethodType(stepped, opt)
     except (AttributeError, TypeError):  # pragma: no cover - an optimizer that refuses an attribute: as before
         pass
     _active.step(_from_optimizer=True)

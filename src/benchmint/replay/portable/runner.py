@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     elif r.get("original_iter_time_s") is not None:
         line += f", original {_ms(r['original_iter_time_s'])}"
         line += f", error {r['error'] * 100:+.1f}%" if r.get("error") is not None else ""
-    elif r.get("original_iter_time_estimated_s") is not None:
+    elif r.get("original_iter_time_estimated_s") is not None and not r.get("scale"):
         line += f", original ~{_ms(r['original_iter_time_estimated_s'])} (estimated from the trace)"
     print(line + f" [{r['device']}, {r['threads']} threads]")
     for extra in describe(r):  # what was selected, scaled or changed, and how the step moved with it
