@@ -51,7 +51,7 @@ def _alternate(fns: dict, rounds: int, reps: int) -> dict[str, list[float]]:
 
 def _scale_row(name: str, kind: str, tmp: Path, args) -> dict:
     from benchmint.models.workloads import build
-    from benchmint.replay import conditions, gaps_file
+    from benchmint.replay import gaps_file
     from benchmint.replay.api import replay_trace
     from benchmint.replay.compare import _runner
     from benchmint.trace.capture import capture_steps
@@ -60,7 +60,7 @@ def _scale_row(name: str, kind: str, tmp: Path, args) -> dict:
     w = build(name, seq=seq)
     b, s = w.meta.get("batch"), w.meta.get("seq", w.meta.get("src"))
     cap = tmp / f"{name}-{kind}"
-    conditions.as_original(lambda: capture_steps(w.step, cap, warmup=10, measure=10, record=1, model=w.model))()
+    capture_steps(w.step, cap, warmup=10, measure=10, record=1, model=w.model)
     # the unscaled replay settles its gaps once; the scaled replay spends exactly those (--gaps-from), as a
     # scaled replay keeps its unscaled replay's gaps: two separate calibrations would put their own noise
     # into the scaling error
@@ -72,9 +72,7 @@ def _scale_row(name: str, kind: str, tmp: Path, args) -> dict:
     # gaps of both replays aim at capture.json's step, measured during the capture under another load than the
     # rounds', so the scaled replay against the real 2B carries that drift; the unscaled replay against the
     # real B carries the same, and their quotient (scaling error) is the scaling's own
-    # (the real models compute denormals, as the user's process does; the replays flush them)
-    t = _alternate({"real": conditions.as_original(real.step), "real_b": conditions.as_original(w.step),
-                    "scaled": _runner(res), "unscaled": _runner(res0)},
+    t = _alternate({"real": real.step, "real_b": w.step, "scaled": _runner(res), "unscaled": _runner(res0)},
                    args.rounds, args.reps)
     med = statistics.median
     err = med(x / o - 1 for x, o in zip(t["scaled"], t["real"], strict=True))
@@ -115,7 +113,6 @@ class _Scope:
 
 def _select_row(name: str, spec: str, tmp: Path, args) -> dict:
     from benchmint.models.workloads import build
-    from benchmint.replay import conditions
     from benchmint.replay.api import replay_trace
     from benchmint.replay.compare import compare_with_original
     from benchmint.trace.capture import capture_steps
@@ -125,7 +122,7 @@ def _select_row(name: str, spec: str, tmp: Path, args) -> dict:
         _Scope(w.model.transformer.h[0], spec.split(":", 1)[1])
     cap = tmp / f"{name}-select"
     # three recorded steps: the share is their median (one step's preemption spike moves a layer's share)
-    conditions.as_original(lambda: capture_steps(w.step, cap, warmup=10, measure=10, record=3, model=w.model))()
+    capture_steps(w.step, cap, warmup=10, measure=10, record=3, model=w.model)
     res = replay_trace(cap, select=spec, iters=10, warmup=2)
     whole = replay_trace(cap, iters=10, warmup=2)  # the same capture unselected: the replay's own error
     sel = res.result["selection"]

@@ -117,10 +117,9 @@ def measure(name: str, step, tmp: Path, args) -> dict:
 
     d = tmp / name
     d.mkdir()
-    et, k = conditions.as_original(lambda: plain_capture(step, d))()  # (as a process that never replayed)
+    et, k = plain_capture(step, d)
     res = replay_trace(et, kineto=k, gaps="recorded", threads=1, iters=10, warmup=2, index_spread=args.index_spread)
     fn, plan = res.compiled(), res.plan
-    step = conditions.as_original(step)  # the live original computes denormals; the replays flush them
     alt = None
     if args.ab_spread:  # the same capture replayed with every made-up index uniform (the choice off)
         from benchmint.replay.index_skew import SPREAD_ENV
@@ -131,16 +130,19 @@ def measure(name: str, step, tmp: Path, args) -> dict:
         finally:
             del os.environ[SPREAD_ENV]
 
+    @conditions.as_replay  # (denormals flushed, as replay_trace runs it)
     def replay() -> None:
         with plan.grad_context():
             fn(plan.registers())
 
     fn0 = plan.compile()  # the same ops without the gaps: what the estimate and the gaps are added to
 
+    @conditions.as_replay
     def ops_alone() -> None:
         with plan.grad_context():
             fn0(plan.registers())
 
+    @conditions.as_replay
     def replay_alt() -> None:
         with alt.plan.grad_context():
             alt_fn(alt.plan.registers())

@@ -179,7 +179,7 @@ def test_a_replay_flushes_denormals_so_decaying_state_does_not_slow_it(tmp_path,
     scaled by a made-up factor every iteration: it went denormal within about 100 iterations and its mul_ and
     add_ then ran 15x slower (a new user's MLP with SGD and momentum replayed at 2.6x its step). A replay
     flushes denormals to zero, says so in its timing conditions, and its state holds none after 300 iterations."""
-    from benchmint.replay import replay_trace
+    from benchmint.replay import conditions, replay_trace
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(128, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
@@ -196,9 +196,15 @@ def test_a_replay_flushes_denormals_so_decaying_state_does_not_slow_it(tmp_path,
     assert res.result["timing_conditions"]["settings"]["denormals"] == "flushed to zero"
     plan, fn = res.plan, res.compiled()
     regs = plan.registers()
-    for _ in range(300):
+
+    @conditions.as_replay  # (outside replay_trace, run as it runs the iterations)
+    def iteration() -> None:
         with plan.grad_context():
             fn(regs)
+
+    for _ in range(300):
+        iteration()
+    assert not conditions.flushing_denormals()  # the process's own setting is back (hypothesis checks it)
     floats = [t for t in regs if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel()]
     tiny = sum(int(((t != 0) & (t.abs() < torch.finfo(t.dtype).tiny)).sum()) for t in floats)
     assert tiny == 0

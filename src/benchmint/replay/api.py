@@ -209,7 +209,9 @@ def replay_trace(
         # the capture's machine may have had more cores than this one: more threads than CPUs here would
         # time the oversubscription, not the ops
         threads = min(cap["threads"], os.cpu_count() or 1)
-    conditions.flush_denormals()  # before the thread count: the intra-op pool, started later, inherits it
+    # denormals flushed for the replay (before the thread count: the intra-op pool, started later, inherits it)
+    flushed = conditions.denormals_flushed()
+    flushed.__enter__()
     prev_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
@@ -268,6 +270,7 @@ def replay_trace(
         return res
     finally:
         torch.set_num_threads(prev_threads)
+        flushed.__exit__(None, None, None)
 
 
 def _refuse_target(trace: object, target: str, cap_s: float | None, cap_cpu_s: float | None, trace_type: str,

@@ -35,7 +35,7 @@ def _runner(res: Any, fn: Callable | None = None) -> Callable[[], None]:
     sync = plan.device.type == "cuda"
 
     def run() -> None:
-        with plan.grad_context():
+        with conditions.denormals_flushed(), plan.grad_context():  # as the replay ran it
             fn(plan.registers())
             if sync:
                 torch.cuda.synchronize(plan.device)
@@ -55,7 +55,6 @@ def compare_with_original(step: Callable[[], object], replays: dict[str, Any], *
     replay down to it). A replay without gaps is its own ops alone (``ops_timed`` False)."""
     if rounds < 1 or reps < 1:
         raise ValueError("rounds and reps must be at least 1")
-    step = conditions.as_original(step)  # denormals computed, as the user's process does (not flushed as the replay)
     runs = {name: _runner(res) for name, res in replays.items()}
     ops: dict[str, Callable[[], None]] = {}
     if ops_alone:

@@ -24,10 +24,12 @@ set here for both, and what remains different is recorded, so that a comparison 
   the one replayed batch) is scaled by a made-up factor every iteration and went denormal within about 100,
   after which its ``mul_`` and ``add_`` ran 15x slower (an MLP trained with SGD and momentum replayed at
   2.6x its step). The original's own values never meet that drift, and a replay could not reproduce a
-  denormal slowdown of the original's data anyway (it has no values). Threads started after the setting
-  inherit it (the CPU's control register is copied to a new thread); the intra-op pool is started by the
-  first parallel op, so it is set before the replay sets its thread count. It is left on: a notebook that
-  replays keeps it for what it computes afterwards;
+  denormal slowdown of the original's data anyway (it has no values). Set for the replay
+  (:func:`denormals_flushed`) and put back after: a library such as hypothesis refuses to run in a thread that
+  flushes them, and the live original timed beside a replay computes them as the user's process does.
+  Threads started meanwhile inherit it (the CPU's control register is copied to a new thread): it is set
+  before the replay sets its thread count, so that an intra-op pool started by the first replay flushes too,
+  and keeps doing so; a pool already running keeps its own setting (``threads_when_denormals_flushed``);
 * CPUs the process may run on (``sched_getaffinity``), torch's version and parallel backend, Python's version;
 * the timed iteration itself (:func:`iteration_code`): the generated function's text, its gaps' CPU work left
   out, as a digest; two sides that claim to time the same step must run the same text (the runner plans
@@ -130,32 +132,37 @@ def graph_setting(graph: dict[str, Any] | None) -> str:
             "grad enabled inside the no_grad iteration, then dropped")
 
 
-_flushed: bool | None = None  # what flush_denormals set (None: never called in this process)
-_threads_at_flush: int | None = None  # threads alive at its first call: those keep their own setting
+_threads_at_flush: int | None = None  # threads alive when a replay first flushed denormals
 
 
-def flush_denormals() -> bool:
-    """Flush denormal floats to zero in this process's CPU arithmetic (see the module); False where the CPU
-    cannot (then they are computed as they come)."""
-    global _flushed, _threads_at_flush
+def flushing_denormals() -> bool:
+    """Whether this thread flushes denormal floats now: half the smallest normal double reads zero."""
+    tiny = sys.float_info.min
+    return tiny / 2.0 == 0.0
+
+
+@contextmanager
+def denormals_flushed() -> Iterator[bool]:
+    """Denormal floats flushed to zero in this thread for the block (see the module), its own setting put back
+    after (a library such as hypothesis refuses to run in a thread that flushes them); threads started inside
+    the block (the intra-op pool, on a process's first replay) keep the setting. Yields whether the CPU can."""
+    global _threads_at_flush
+    before = flushing_denormals()
     if _threads_at_flush is None:
         _threads_at_flush = _live_threads()
-    _flushed = bool(torch.set_flush_denormal(True))
-    return _flushed
+    ok = bool(torch.set_flush_denormal(True))
+    try:
+        yield ok
+    finally:
+        torch.set_flush_denormal(before)
 
 
-def as_original(fn: Any) -> Any:
-    """``fn`` (a live original step timed beside a replay in the same process) run with denormals computed, as in
-    a process that never replayed (torch's default), the replay's setting put back after: in this thread only
-    (the intra-op threads keep theirs; exact on one thread)."""
+def as_replay(fn: Any) -> Any:
+    """``fn`` (a replayed iteration run outside :func:`benchmint.replay.api.replay_trace`: compare, benchmarks)
+    run as the replay runs it, denormals flushed, this thread's setting put back after."""
     def run() -> Any:
-        if not _flushed:
+        with denormals_flushed():
             return fn()
-        torch.set_flush_denormal(False)
-        try:
-            return fn()
-        finally:
-            torch.set_flush_denormal(True)
 
     return run
 
@@ -179,7 +186,7 @@ def snapshot(allocator: str | None = None, fn: Any = None, grad_mode: str = INFE
         "autograd_graph": graph_setting(graph),
         "allocator": allocator,
         "gc": f"enabled, thresholds {gc.get_threshold()}, survivors frozen around the timed work",
-        "denormals": ("flushed to zero" if _flushed else "computed" if _flushed is False else "not set"),
+        "denormals": "flushed to zero" if flushing_denormals() else "computed",
         "cpus_allowed": _affinity(),
         "torch": torch.__version__,
         "parallel_backend": backend,
