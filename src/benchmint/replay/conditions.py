@@ -18,8 +18,7 @@ set here for both, and what remains different is recorded, so that a comparison 
   timed work, so that a collection inside the loop walks the objects the loop made, not the objects of the
   modules the process happened to import (the CLI's are a third more than the runner's); it stays enabled, as
   it was in the original;
-* denormal floats: flushed to zero (:func:`flush_denormals`, ``torch.set_flush_denormal``) from the first
-  replay of the process on. A replay runs one step over and over on made-up values, and the state a training
+* denormal floats: flushed to zero (``torch.set_flush_denormal``) while a replay runs. A replay runs one step over and over on made-up values, and the state a training
   step updates in place drifts: a momentum buffer whose gradient rows are exactly zero (a ReLU unit dead for
   the one replayed batch) is scaled by a made-up factor every iteration and went denormal within about 100,
   after which its ``mul_`` and ``add_`` ran 15x slower (an MLP trained with SGD and momentum replayed at

@@ -181,10 +181,11 @@ class _Context:
                     produced.add(r.key)
         ints = [r for r, _n, _i in firsts if r.dtype is not None and not r.dtype.is_floating_point
                 and not r.dtype.is_complex and len(r.shape) >= 1 and r.shape[0] > 1]
-        if not ints:  # a step that makes up its own data (torch.randint token ids and labels in the loop)
-            ints = [r for op in view.ops if op.name in RANDOM_DATA for a in op.outputs for r in _refs(a)
-                    if r.dtype is not None and not r.dtype.is_floating_point and len(r.shape) >= 1
-                    and r.shape[0] > 1]
+        # data a step makes up itself (torch.randint token ids and labels, randn images in the loop)
+        made = [r for op in view.ops if op.name in RANDOM_DATA for a in op.outputs for r in _refs(a)
+                if r.dtype is not None and len(r.shape) >= 1 and r.shape[0] > 1]
+        if not ints:
+            ints = [r for r in made if not r.dtype.is_floating_point]
         lead = Counter(r.shape[0] for r in ints)
         batch = lead.most_common(1)[0][0] if lead else None
         if batch is None:
@@ -193,10 +194,8 @@ class _Context:
                         and r.storage_id not in self.weight_storages and r.shape[0] > 1):
                     batch = r.shape[0]
                     break
-        if batch is None:  # ... or its float data (torch.randn images in the loop)
-            batch = next((r.shape[0] for op in view.ops if op.name in RANDOM_DATA for a in op.outputs
-                          for r in _refs(a) if r.dtype is not None and r.dtype.is_floating_point
-                          and len(r.shape) >= 2 and r.shape[0] > 1), None)
+        if batch is None:  # ... or its made-up float data
+            batch = next((r.shape[0] for r in made if r.dtype.is_floating_point and len(r.shape) >= 2), None)
         self.batch = batch
         self.seqs = sorted({r.shape[1] for r in ints if len(r.shape) == 2 and r.shape[0] == batch
                             and r.shape[1] > 1})

@@ -269,9 +269,10 @@ def _bad_json(name: str, data: bytes, e: Exception) -> TraceError:
             probe = _probe.decode(data)
         except msgspec.ValidationError:
             return TraceError(name, "not an execution trace (the JSON is not an object with 'schema' and 'nodes')")
-        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as e2:
-            return _bad_json(name, data, e2) if isinstance(e2, msgspec.DecodeError) else \
-                TraceError(name, "corrupt JSON")
+        except msgspec.DecodeError as e2:  # not JSON after all (cut short, or corrupt): say which
+            return _bad_json(name, data, e2)
+        except (UnicodeDecodeError, RecursionError):
+            return TraceError(name, "corrupt JSON")
         if probe.traceEvents is not None and probe.nodes is None:
             return TraceError(name, "this is a Kineto (profiler) trace, not an execution trace; "
                                     "pass it with --kineto / join_kineto()")
