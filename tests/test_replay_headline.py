@@ -211,3 +211,12 @@ def test_an_error_no_larger_than_the_host_s_change_of_pace_since_the_capture_is_
     gpu = {**slow, "device": "cuda:0"}
     assert judge(calm)["verdict"] == judge(gpu)["verdict"] == "measured"
     assert len(headline(calm)) == len(headline(gpu)) == 1
+
+
+def test_a_replay_on_another_thread_count_than_the_capture_says_its_error_holds_that():
+    # a 2-thread capture replayed with --threads 1 read +31% with nothing saying why
+    r = _result(orig_s=4.0 * MS, replay_s=5.3 * MS) | {"threads": 1, "original_threads": 2}
+    lines = headline(r)
+    assert any("the original ran on 2 intra-op threads, this replay on 1" in x and "--threads 2" in x for x in lines)
+    assert not any("intra-op thread" in x for x in headline(r | {"threads": 2}))
+    assert not any("intra-op thread" in x for x in headline(r | {"original_threads": None}))  # unknown: nothing

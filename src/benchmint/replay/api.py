@@ -484,6 +484,7 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
         "device": str(dev),
         "trace_devices": view.devices,
         "threads": threads,
+        "original_threads": cap.get("threads") if cap is not None and isinstance(cap.get("threads"), int) else None,
         "gaps": gaps,
         "gap_target": target_used,
         "gap_time_s": (sum(gaps_ns) / 1e9) if gaps_ns else 0.0,

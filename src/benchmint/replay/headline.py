@@ -237,7 +237,22 @@ def _headline(r: dict[str, Any], live: dict[str, Any] | None, name: str) -> list
     lines = [first + _ops_alone(r, j)]
     if j["pace_moved"] is not None and j["noisy_because"] != "pace":
         lines.append(f"{_pace_moved(j['pace_moved'])}: the figure above holds that change")
+    threads = threads_line(r)
+    if threads:
+        lines.append(threads)
     return lines
+
+
+def threads_line(r: dict[str, Any]) -> str | None:
+    """The line saying that the replay ran on another intra-op thread count than the captured step (``--threads``,
+    or fewer CPUs here than the capture's machine had), so that its error against capture.json holds that
+    difference; None when they agree or either is unknown."""
+    th, orig = r.get("threads"), r.get("original_threads")
+    if not th or not orig or th == orig:
+        return None
+    return (f"the original ran on {orig} intra-op thread{'s' if orig > 1 else ''}, this replay on {th}: the error "
+            f"above holds that difference, not only the replay's (--threads {orig}, on as many CPUs, compares like "
+            "for like)")
 
 
 def pace_change(moved: float) -> str:

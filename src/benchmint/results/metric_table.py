@@ -297,6 +297,9 @@ REPLAY_FIGURES: tuple[Metric, ...] = (
            definition="seed of the synthetic tensors' values"),
     Metric(key="threads", name="threads", unit="threads", level="setting", shape="int",
            definition="intra-op threads of the replay"),
+    Metric(key="original_threads", name="original threads", unit="threads", level="setting", shape="int",
+           definition="intra-op threads the captured step ran on (capture.json), null without it; a replay on "
+                      "another count says so beside its error"),
     Metric(key="warmup", name="warm-up iterations", unit="iterations", level="setting", shape="int",
            definition="iterations run before timing"),
     Metric(key="iters", name="timed iterations", unit="iterations", level="setting", shape="int",

@@ -262,6 +262,7 @@ class ReplayMetrics(Model):
     gaps_from: JSONObject | None | UnsetType = UNSET  # --gaps-from: the gaps file and the replay that settled them
     cpu_time_per_iter_s: float | None | UnsetType = UNSET  # the process's CPU seconds per timed iteration
     original_cpu_time_per_step_s: float | None | UnsetType = UNSET  # capture.json's, per un-observed step
+    original_threads: int | None | UnsetType = UNSET  # capture.json's intra-op threads
     mode: str | None | UnsetType = UNSET  # --mode: full, compute (no collectives) or comm (collectives alone)
     compared_alternately: JSONObject | None | UnsetType = UNSET  # demo: original and replay timed in turns
     original_iter_time_iqr_ratio: float | None | UnsetType = UNSET  # capture.json's step times: IQR / median

@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     from _benchmint_replay.core.errors import UserError
     from _benchmint_replay.replay.adapt import describe
     from _benchmint_replay.replay.api import replay_trace
-    from _benchmint_replay.replay.headline import damage_line
+    from _benchmint_replay.replay.headline import damage_line, threads_line
     from _benchmint_replay.replay.index_effect import lines as spread_lines
 
     gaps_from = args.gaps_from
@@ -102,6 +102,9 @@ def main(argv=None) -> int:
     lost = damage_line(r)  # the recording lost part of the step: the error above is not the replay's
     if lost:
         print(lost)
+    threads = threads_line(r)  # --threads other than the capture's: the error holds that difference
+    if threads and r.get("error") is not None:
+        print(threads)
     for extra in spread_lines(r):  # the made-up lookup indices' spread was a guess: how much it moves the step
         print(extra)
     for s in r.get("skipped", [])[:5]:
