@@ -119,6 +119,19 @@ def test_without_capture_json_the_original_is_estimated_and_error_is_null(captur
         replay_trace(d / "et.json", gaps="recorded")
 
 
+def test_a_capture_folder_that_lost_the_kineto_trace_its_capture_json_names_is_refused_not_replayed_gapless(
+        captures, tmp_path, cli):
+    """The replay went on without the CPU time between ops (--gaps none, silently) and read -13%, called a
+    change of the host's pace."""
+    d = tmp_path / "nokin"
+    d.mkdir()
+    for f in ("et.json", "capture.json"):
+        (d / f).write_bytes((captures["cnn_train"] / f).read_bytes())
+    code, _, err = cli("replay", str(d), "--no-store", "--iters", "1")
+    assert code == 2 and "capture.json names this Kineto trace" in err and "--gaps none" in err
+    assert replay_trace(d, gaps="none", warmup=0, iters=1).result["gaps"] == "none"  # the way on it names
+
+
 def test_min_coverage_exits_1_after_writing(captures, tmp_path, cli):
     code, _, err = cli("replay", str(captures["bilstm"]), "--iters", "1", "--warmup", "0", "--gaps", "none",
                        "--min-coverage", "1.01", "--json", str(tmp_path / "r.json"), "--no-store",

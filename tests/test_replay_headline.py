@@ -220,3 +220,12 @@ def test_a_replay_on_another_thread_count_than_the_capture_says_its_error_holds_
     assert any("the original ran on 2 intra-op threads, this replay on 1" in x and "--threads 2" in x for x in lines)
     assert not any("intra-op thread" in x for x in headline(r | {"threads": 2}))
     assert not any("intra-op thread" in x for x in headline(r | {"original_threads": None}))  # unknown: nothing
+
+
+def test_a_what_if_replay_calls_its_estimate_the_changed_steps_not_the_original():
+    # "original ~23.661 ms estimated from the trace" beside "+9.3% against the original" (capture.json's 17.7 ms)
+    r = {"coverage": 1.0, "ops_replayed": 40, "ops_total": 40, "original_iter_time_s": None, "error": None,
+         "iter_time_s": {"median": 19.4 * MS}, "original_iter_time_estimated_s": 23.661 * MS,
+         "what_if": {"changes": []}}
+    first = headline(r)[0]
+    assert "the changed step ~23.661 ms estimated from the trace" in first and "original ~" not in first

@@ -151,3 +151,15 @@ def test_the_replay_result_says_how_the_plan_was_made(tmp_path, monkeypatch):
     monkeypatch.setenv("BENCHMINT_PLAN_DRY_RUN", "fast")
     with pytest.raises(UserError, match="BENCHMINT_PLAN_DRY_RUN=fast"):
         replay_trace(tmp_path / "et.json", warmup=0, iters=1)
+
+
+def test_a_view_remade_from_a_reused_storage_id_must_fit_its_base_or_is_made_afresh():
+    """Dropping an attention backward (--what-if drop:) left a later op reading a tensor on a storage id the
+    allocator had given an earlier, smaller tensor: the plan (on the meta device, which does not check bounds)
+    re-made it as a view of that tensor, and the timed loop failed out of bounds."""
+    from benchmint.replay.plan import _fits
+
+    for base in (torch.empty(10), torch.empty(10, device="meta")):
+        assert _fits(base, (4,), (1,), 6) and not _fits(base, (4,), (1,), 7)
+        assert _fits(base, (2, 3), (5, 1), 0) and not _fits(base, (2, 3), (6, 1), 2)
+        assert not _fits(base, (1,), (1,), -1) and _fits(base, (0, 5), (5, 1), 10)

@@ -11,7 +11,7 @@ from rich.table import Table
 from benchmint.cli.common import ResultsOpt, console, err_console, state
 from benchmint.core.stats import noise_note
 from benchmint.replay.console import fidelity_line, fmt_s
-from benchmint.replay.headline import damage_line, pace_change, threads_line
+from benchmint.replay.headline import damage_line, pace_change, retyped_line, threads_line
 from benchmint.trace.lookups import NAMES
 
 
@@ -251,6 +251,9 @@ def _print_summary(r: dict) -> None:
     lost = damage_line(r)  # the recording lost part of the step: the error above is not the replay's
     if lost:
         console.print(f"[yellow]{escape(lost)}[/]", highlight=False)
+    retyped = retyped_line(r)  # ops that ran in another dtype than the original's (autocast not seen)
+    if retyped:
+        console.print(f"[yellow]{escape(retyped)}[/]", highlight=False)
     threads = threads_line(r)  # --threads other than the capture's: the error holds that difference
     if threads and r.get("error") is not None:
         console.print(f"[yellow]{escape(threads)}[/]", highlight=False)

@@ -40,6 +40,7 @@ class ReplayInputs:
     kineto: Path | None
     capture: dict | None
     capture_path: Path | None
+    kineto_missing: Path | None = None  # the Kineto trace capture.json names, not in the folder
 
 
 def find_inputs(trace: str | os.PathLike, kineto: str | os.PathLike | None = None) -> ReplayInputs:
@@ -68,16 +69,19 @@ def find_inputs(trace: str | os.PathLike, kineto: str | os.PathLike | None = Non
         raise UserError(f"{k}: no such Kineto trace; check the --kineto path")
     cap_path = p.parent / CAPTURE_JSON
     cap = None
+    missing = None
     if cap_path.exists():
         cap = read_capture(cap_path)  # validated: a bad field is an error now, never after the replay ran
         if k is None:
             name = (cap.get("files") or {}).get("kineto")
             if name and (p.parent / name).exists():
                 k = p.parent / name
+            elif name:
+                missing = p.parent / name
     if k is None and (p.parent / "kineto.json").exists() and p.name == "et.json":
         k = p.parent / "kineto.json"
-    return ReplayInputs(trace=p, kineto=k, capture=cap,
-                        capture_path=cap_path if cap is not None else None)
+    return ReplayInputs(trace=p, kineto=k, capture=cap, capture_path=cap_path if cap is not None else None,
+                        kineto_missing=missing if k is None else None)
 
 
 @dataclass
@@ -196,6 +200,9 @@ def replay_trace(
         from_file = gaps_file.read(opts.gaps_from)
         from_file.check_steps(len(view.ops))
         gaps = "recorded"  # the recorded step's gaps, settled by an earlier replay: no Kineto needed here
+    if gaps is None and from_file is None and inp.kineto_missing is not None:
+        raise UserError(f"{inp.kineto_missing}: capture.json names this Kineto trace, and it is not there; the replay "
+                        "spends the CPU time between ops that it recorded: put it back, or replay with --gaps none")
     if gaps is None:
         gaps = "recorded" if join is not None and view.step_span_s is not None else "none"
     if gaps == "recorded" and from_file is None and (join is None or view.step_span_s is None):
@@ -477,6 +484,7 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
         "error_note": error_note,
         "skipped": plan.skipped(),
         "substituted": plan.substituted(),
+        "retyped": plan.retyped(),
         "opened_composites": opened_composites(plan),
         "peak_memory_bytes": peak,
         "peak_memory_how": peak_how,

@@ -194,7 +194,10 @@ def _headline(r: dict[str, Any], live: dict[str, Any] | None, name: str) -> list
         it = (r.get("iter_time_s") or {}).get("median")
         note = r.get("error_note") or ""
         tail = (f"; original ~{fmt_s(est)} estimated from the trace, not measured"
-                if est is not None and not r.get("scale")  # (a scaled step's original is not this estimate's)
+                if est is not None and not r.get("scale") and not r.get("what_if")
+                # (a scaled step's original is not this estimate's; a what-if's is the changed step's)
+                else f"; the changed step ~{fmt_s(est)} estimated from the trace" if est is not None and r.get("what_if")
+                and not r.get("scale")
                 else f"; {note}" if note.startswith("no error") else f"; no error: {note}" if note
                 else "; no measured original to compare with")
         return [f"{cov}, replay {fmt_s(it)}/iter{noise_note(r.get('iter_time_s') or {})}{tail}"]
@@ -253,6 +256,18 @@ def threads_line(r: dict[str, Any]) -> str | None:
     return (f"the original ran on {orig} intra-op thread{'s' if orig > 1 else ''}, this replay on {th}: the error "
             f"above holds that difference, not only the replay's (--threads {orig}, on as many CPUs, compares like "
             "for like)")
+
+
+def retyped_line(r: dict[str, Any]) -> str | None:
+    """The warning that some ops came out in another dtype than the original's (``retyped``): their time is
+    that of the other dtype, so the error holds it; None when every output's dtype matched."""
+    rt = r.get("retyped") or []
+    if not rt:
+        return None
+    n = sum(x["count"] for x in rt)
+    which = ", ".join(f"{x['op']} x{x['count']} ({x['replayed_dtype']}, recorded {x['recorded_dtype']})" for x in rt[:4])
+    return (f"warning: {n} op{'s' if n > 1 else ''} ran in another dtype than the original's: {which}; later ops "
+            "read made-up tensors of the recorded dtype, but these ops' own time is not the original's")
 
 
 def pace_change(moved: float) -> str:

@@ -95,6 +95,7 @@ class StepInfo:
     reason: str | None = None
     standin_s: float | None = None
     substitute: str | None = None  # what ran instead (device-specific op on another device), if anything
+    retyped: tuple[str, str] | None = None  # (replayed, recorded) output dtype, where they differ
 
 
 @dataclass
@@ -139,6 +140,17 @@ class Plan:
             if s.replayed and s.substitute:
                 c[(s.op.name, s.substitute)] += 1
         return [{"op": op, "count": n, "replacement": r} for (op, r), n in sorted(c.items(), key=lambda x: -x[1])]
+
+    def retyped(self) -> list[dict]:
+        """The ops whose replayed output came out in another dtype than the recorded one (an op the original ran
+        under autocast, or in a dtype this device's kernel does not keep): later ops read a made-up tensor of the
+        recorded dtype in its place, and the op's own time is that of the other dtype."""
+        c: Counter = Counter()
+        for s in self.steps:
+            if s.replayed and s.retyped:
+                c[(s.op.name, *s.retyped)] += 1
+        return [{"op": op, "count": n, "replayed_dtype": a, "recorded_dtype": b}
+                for (op, a, b), n in sorted(c.items(), key=lambda x: -x[1])]
 
     def registers(self) -> list[Any]:
         return list(self.init)
@@ -254,6 +266,24 @@ def _pairs(op: OpRec, result: Any) -> list[tuple[TRef, Any, str]] | None:
         if ref.dtype is not None and tuple(t.shape) != tuple(ref.shape):
             return None
     return pairs
+
+
+def _fits(base: torch.Tensor, shape: tuple[int, ...], strides: tuple[int, ...], offset: int) -> bool:
+    """Whether a view of ``shape``/``strides`` at element ``offset`` lies inside ``base``'s storage (a meta
+    tensor's ``as_strided`` does not check it; the real one fails in the timed loop): the allocator reuses
+    addresses, so a storage id an earlier op wrote can be another, smaller tensor's by now."""
+    if offset < 0 or any(n == 0 for n in shape):
+        return offset >= 0
+    last = offset + sum((n - 1) * st for n, st in zip(shape, strides, strict=True))
+    return last < base.untyped_storage().nbytes() // base.element_size()
+
+
+def _retyped(op: OpRec, result: Any) -> tuple[str, str] | None:
+    """(replayed, recorded) dtype of the first output whose dtype differs from the recorded one; None if none."""
+    for ref, t, _ in _pairs(op, result) or []:
+        if ref.dtype is not None and t.dtype != ref.dtype:
+            return str(t.dtype).removeprefix("torch."), str(ref.dtype).removeprefix("torch.")
+    return None
 
 
 class _Builder:
@@ -378,11 +408,13 @@ class _Builder:
             strides = ref.strides if ref.strides is not None and len(ref.strides) == len(ref.shape) else None
             if strides is None:
                 strides = torch.empty(ref.shape, device="meta").stride()
-            try:
-                off = ref.offset - self.offsets.get(base_key, 0)
-                t = base.as_strided(ref.shape, strides, base.storage_offset() + off)
-            except RuntimeError:
-                t = None
+            off = ref.offset - self.offsets.get(base_key, 0)
+            t = None
+            if _fits(base, ref.shape, strides, base.storage_offset() + off):  # else the id was reused
+                try:
+                    t = base.as_strided(ref.shape, strides, base.storage_offset() + off)
+                except RuntimeError:
+                    t = None
             if t is not None:
                 bs = self.slot[base_key]
                 s = self._slot_for(ref.key)
@@ -712,6 +744,9 @@ class _Builder:
             self.lines.append((-1, f"_grad({on})"))
             self.grad_on = on
         pin = op.name in DATA_DEPENDENT
+        if not pin:
+            info.retyped = _retyped(op, result)
+            pin = info.retyped is not None  # later ops read the recorded dtype, not this one
         assigns = self._outputs(op, result, pin)
         if assigns is None:
             # the results differ from the recorded outputs (data-dependent shape): use recorded shapes

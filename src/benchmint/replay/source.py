@@ -167,7 +167,9 @@ def expose_hidden_outputs(trace: Any, nodes: list[Any], device: str = "cpu"
     A composite is kept when one of its callees cannot run on ``device`` (a CUDA trace's flash attention or
     cuDNN RNN on the CPU: the composite picks a kernel that can) or when it issues a collective. A composite
     whose choice of callee hangs on ``requires_grad`` is replaced by the callee the original ran
-    (:data:`CALLEE_BY_GRAD`).
+    (:data:`CALLEE_BY_GRAD`). An op that calls itself again is replaced by its callees too: autocast records the
+    op as called (float32 inputs, a bfloat16 or float16 output), then the casts of its inputs and the op on the
+    cast tensors; replayed whole, outside autocast, it would run in float32 and hand float32 to every later op.
 
     Returns the ops, by node id how many replaced composites each op is the first callee of, and by node id the
     outermost replaced composite's name each callee stands in (the original called it from C++ inside that
@@ -191,7 +193,10 @@ def expose_hidden_outputs(trace: Any, nodes: list[Any], device: str = "cpu"
                         owner[(r.tensor_id, r.storage_id)] = i
             for k in own:
                 owner[k] = None
-            if n.name in CALLEE_BY_GRAD and any(c.name == CALLEE_BY_GRAD[n.name] for c in trace.top_level_ops(n)):
+            callees = trace.top_level_ops(n)
+            if n.name in CALLEE_BY_GRAD and any(c.name == CALLEE_BY_GRAD[n.name] for c in callees):
+                expand.add(i)
+            if calls_itself(n, callees):
                 expand.add(i)
         out: list[Any] = []
         changed = False
@@ -209,6 +214,14 @@ def expose_hidden_outputs(trace: Any, nodes: list[Any], device: str = "cpu"
             break
         nodes = out
     return nodes, opened, within
+
+
+def calls_itself(node: Any, callees: list[Any]) -> bool:
+    """Whether an op called itself again on tensors of other dtypes (autocast: the casts of its inputs, or a
+    cast it cached earlier in the step, then the op on them); not an overload calling another (arange)."""
+    dtypes = [r.dtype for r in node.input_tensors()]
+    return any(c.name == node.name and len(c.input_tensors()) == len(dtypes)
+               and [r.dtype for r in c.input_tensors()] != dtypes for c in callees)
 
 
 _DISPATCH_KEYS = {"cpu": "CPU", "cuda": "CUDA"}

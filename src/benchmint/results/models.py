@@ -215,6 +215,7 @@ class ReplayMetrics(Model):
     error_note: str | None | UnsetType = UNSET
     skipped: list[JSONObject] | UnsetType = UNSET  # ops not replayed: op, reason, count
     substituted: list[JSONObject] | UnsetType = UNSET
+    retyped: list[JSONObject] | UnsetType = UNSET  # ops whose replayed output dtype is not the recorded one
     # ops replayed in place of a composite, by its name: the original called them from C++ inside it
     opened_composites: JSONObject | None | UnsetType = UNSET
     peak_memory_bytes: int | None | UnsetType = UNSET

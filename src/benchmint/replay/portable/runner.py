@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     from _benchmint_replay.core.errors import UserError
     from _benchmint_replay.replay.adapt import describe
     from _benchmint_replay.replay.api import replay_trace
-    from _benchmint_replay.replay.headline import damage_line, threads_line
+    from _benchmint_replay.replay.headline import damage_line, retyped_line, threads_line
     from _benchmint_replay.replay.index_effect import lines as spread_lines
 
     gaps_from = args.gaps_from
@@ -95,13 +95,17 @@ def main(argv=None) -> int:
         line += f", original {_ms(r['original_iter_time_s'])}"
         line += f", error {r['error'] * 100:+.1f}%" if r.get("error") is not None else ""
     elif r.get("original_iter_time_estimated_s") is not None and not r.get("scale"):
-        line += f", original ~{_ms(r['original_iter_time_estimated_s'])} (estimated from the trace)"
+        what = "the changed step" if r.get("what_if") else "original"  # a what-if's estimate is the changed step's
+        line += f", {what} ~{_ms(r['original_iter_time_estimated_s'])} (estimated from the trace)"
     print(line + f" [{r['device']}, {r['threads']} threads]")
     for extra in describe(r):  # what was selected, scaled or changed, and how the step moved with it
         print(extra)
     lost = damage_line(r)  # the recording lost part of the step: the error above is not the replay's
     if lost:
         print(lost)
+    retyped = retyped_line(r)  # ops that ran in another dtype than the original's
+    if retyped:
+        print(retyped)
     threads = threads_line(r)  # --threads other than the capture's: the error holds that difference
     if threads and r.get("error") is not None:
         print(threads)
