@@ -205,3 +205,21 @@ def test_an_embedding_bag_whose_index_count_does_not_follow_the_batch_is_refused
     with pytest.raises(UserError) as e:
         scale_view(v, ["batch=2"], phases(v))
     assert "embedding_bag" in str(e.value)
+
+
+def test_a_step_whose_ops_follow_no_size_read_as_the_batch_is_refused_not_replayed_unchanged(tmp_path):
+    """A DataLoader over a TensorDataset: the step's inputs are the whole dataset (512 rows), the batch is
+    made inside by picking and stacking 8 rows. Reading 512 as the batch scaled no op (0 of N ops with new
+    shapes) and the replay said it had scaled the step."""
+    torch.manual_seed(0)
+    data = torch.randn(512, 16)
+    lin = torch.nn.Linear(16, 4)
+
+    def step() -> None:
+        with torch.inference_mode():
+            lin(torch.stack([data[i] for i in range(8)])).sum()
+
+    v = _view(_capture(tmp_path / "rows", step))
+    with pytest.raises(UserError) as e:
+        scale_view(v, ["batch=2"], phases(v))
+    assert "no op of the step would change shape" in str(e.value) and "512" in str(e.value)

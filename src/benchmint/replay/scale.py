@@ -54,6 +54,15 @@ from benchmint.replay.types import TENSOR, TraceView, TRef
 __all__ = ["Scaling", "parse_scale", "scale_view"]
 
 
+_NAMES = {"batch": "batch", "seq": "sequence length"}
+
+
+def _size_text(size: object) -> str:
+    """A recorded size as the message shows it: 512, or 32 and 48."""
+    sizes = size if isinstance(size, list) else [size]
+    return " and ".join(str(int(x)) if float(x).is_integer() else str(x) for x in sizes)
+
+
 def _fail(view: TraceView, specs: list[str], c: Conflict, extra: str = "") -> UserError:
     op = view.ops[c.index]
     return UserError(f"--scale {' '.join(specs)}: cannot be applied at op #{c.index} {op.name} (node {op.node_id}): "
@@ -132,6 +141,13 @@ def scale_view(view: TraceView, specs: list[str] | tuple[str, ...], phases: list
     changed = sum(1 for a, b in zip(view.ops, ops, strict=True)
                   if [x.value.shape for x in a.outputs if x.kind == TENSOR and isinstance(x.value, TRef)]
                   != [x.value.shape for x in b.outputs if x.kind == TENSOR and isinstance(x.value, TRef)])
+    if not changed:  # the size read as the batch or sequence is not one the step's ops follow
+        read = "; ".join(f"the {_NAMES[k]} read from the step's data, {_size_text(ctx.batch if k == 'batch' else ctx.seqs)}"
+                         for k in ctx.kinds)
+        raise UserError(f"--scale {' '.join(specs)}: no op of the step would change shape ({read}, is a size none of "
+                        "its ops' outputs follow: a step that builds its batch inside, e.g. stacking the rows a "
+                        "DataLoader picked from a dataset, or slices its sequence, e.g. ids[:, :-1]); the step "
+                        "cannot be scaled from its trace")
     seeded = Counter()
     for key, lab in probe.entries.items():
         if key[0] == "in" and any(any(_exps_sum(d)) for d in lab):
