@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -215,19 +216,10 @@ def test_every_optimizer_step_ends_one_step_with_a_scheduler_made_later_or_the_m
     """Steps ended by optimizer.step(): the optimizer's step is wrapped on its first call; an LR scheduler made
     after that wraps the wrapper (it needs a bound method), and a library that puts the optimizer's own method
     back every step (Accelerate's mixed precision) gets it wrapped again: each call ends exactly one step."""
-    from torch.optim.optimizer import register_optimizer_step_post_hook
-
-    from benchmint.trace import capture as capture_mod
-
     model = torch.nn.Linear(4, 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     own = opt.step
-    cap = Capture(tmp_path, warmup=2, measure=5)
-    monkeypatch.setattr(capture_mod, "_active", cap)
-    monkeypatch.setattr(capture_mod, "_manual", False)
-    handle = register_optimizer_step_post_hook(capture_mod._optimizer_hook)
-    try:
-        cap.start()
+    with _optimizer_ends_steps(tmp_path, monkeypatch) as cap:
         for i in range(12):
             model(torch.ones(3, 4)).sum().backward()
             opt.step()
@@ -238,9 +230,43 @@ def test_every_optimizer_step_ends_one_step_with_a_scheduler_made_later_or_the_m
             if i == 6:
                 opt.step = own  # as Accelerate restores it
             assert cap._ended == i + 1, (i, cap._ended)
+
+
+@contextlib.contextmanager
+def _optimizer_ends_steps(tmp_path, monkeypatch):
+    """A started capture whose steps the optimizers' step calls end, as ``benchmint capture -- python`` does."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    from benchmint.trace import capture as capture_mod
+
+    cap = Capture(tmp_path, warmup=2, measure=5)
+    monkeypatch.setattr(capture_mod, "_active", cap)
+    monkeypatch.setattr(capture_mod, "_manual", False)
+    handle = register_optimizer_step_post_hook(capture_mod._optimizer_hook)
+    try:
+        cap.start()
+        yield cap
     finally:
         handle.remove()
         cap.close(warn=False)
+
+
+def test_a_scheduler_made_before_the_first_step_does_not_warn_that_the_step_was_overridden(tmp_path, monkeypatch):
+    """Wrapping the optimizer's step dropped the LR scheduler's mark on it, and torch warned on every script with a
+    scheduler made before its first step: "optimizer.step() has been overridden after learning rate scheduler
+    initialization"."""
+    import warnings
+
+    model = torch.nn.Linear(4, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.9 ** k)
+    with _optimizer_ends_steps(tmp_path, monkeypatch) as cap, warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        for i in range(4):
+            model(torch.ones(3, 4)).sum().backward()
+            opt.step()
+            sched.step()
+            assert cap._ended == i + 1
 
 
 def test_capture_ending_before_a_kept_step_is_whole_keeps_no_trace(tmp_path):

@@ -598,6 +598,8 @@ def _optimizer_hook(opt: Any, *_: object) -> None:
         return out
 
     stepped._benchmint_ends_step = True  # type: ignore[attr-defined]
+    if getattr(inner, "_wrapped_by_lr_sched", False):  # an LR scheduler's mark: it warns when the step lost it
+        stepped._wrapped_by_lr_sched = True  # type: ignore[attr-defined]
     try:
         opt.step = types.MethodType(stepped, opt)
     except (AttributeError, TypeError):  # pragma: no cover - an optimizer that refuses an attribute: as before
