@@ -132,13 +132,15 @@ def test_a_capture_folder_that_lost_the_kineto_trace_its_capture_json_names_is_r
     assert replay_trace(d, gaps="none", warmup=0, iters=1).result["gaps"] == "none"  # the way on it names
 
 
-def test_min_coverage_exits_1_after_writing(captures, tmp_path, cli):
-    code, _, err = cli("replay", str(captures["bilstm"]), "--iters", "1", "--warmup", "0", "--gaps", "none",
-                       "--min-coverage", "1.01", "--json", str(tmp_path / "r.json"), "--no-store",
-                       "--out", str(tmp_path / "o"))
+def test_min_coverage_exits_1_after_writing(tmp_path, cli):
+    et = _write_et(tmp_path / "et.json", _bad_ops())
+    code, _, err = cli("replay", str(et), "--iters", "1", "--warmup", "0", "--min-coverage", "0.5", "--json",
+                       str(tmp_path / "r.json"), "--no-store", "--out", str(tmp_path / "o"))
     assert code == 1 and "below --min-coverage" in err
-    assert json.loads((tmp_path / "r.json").read_text())["coverage"] == 1.0
+    assert json.loads((tmp_path / "r.json").read_text())["coverage"] == pytest.approx(0.4)
     assert (tmp_path / "o" / "run.json").exists()
+    code, _, err = cli("replay", str(et), "--min-coverage", "1.5", "--no-store")  # not a fraction: before replaying
+    assert code == 2 and "--min-coverage 1.5: give a fraction" in err
 
 
 def _node(i, name, parent, schema="", inputs=(), shapes=(), types=(), outputs=(), oshapes=(), otypes=(), rf=0):
@@ -164,8 +166,21 @@ T = "Tensor(float)"
 
 
 def test_bad_ops_are_skipped_with_reasons_never_a_crash(tmp_path):
+    et = _write_et(tmp_path / "et.json", _bad_ops())
+    r = replay_trace(et, warmup=0, iters=2).result
+    assert r["ops_total"] == 5 and r["ops_replayed"] == 2 and r["coverage"] == pytest.approx(0.4)
+    reasons = {s["op"]: s["reason"] for s in r["skipped"]}
+    assert "not an op" in reasons["mylib::frobnicate"]
+    assert "mat1 and mat2 shapes cannot be multiplied" in reasons["aten::mm"] or "size" in reasons["aten::mm"]
+    assert "aten::sum" in reasons
+    assert r["coverage_time"] is None and r["gaps"] == "none"
+
+
+def _bad_ops() -> list[dict]:
+    """Five ops of which two replay (coverage 0.4): an op this build lacks, shapes that do not fit, an argument
+    that does not bind."""
     a, b = [10, 11, 0, 12, 4, "cpu"], [20, 21, 0, 12, 4, "cpu"]
-    ops = [
+    return [
         _node(3, "aten::add", 2, "aten::add.Tensor(Tensor self, Tensor other, *, Scalar alpha=1) -> Tensor",
               [a, a, 1], [[3, 4], [3, 4], []], [T, T, "Int"], [b], [[3, 4]], [T]),
         _node(4, "mylib::frobnicate", 2, "mylib::frobnicate(Tensor x) -> Tensor", [b], [[3, 4]], [T],
@@ -181,14 +196,6 @@ def test_bad_ops_are_skipped_with_reasons_never_a_crash(tmp_path):
         _node(7, "aten::relu", 2, "aten::relu(Tensor self) -> Tensor", [[30, 31, 0, 12, 4, "cpu"]], [[3, 4]], [T],
               [[60, 61, 0, 12, 4, "cpu"]], [[3, 4]], [T]),
     ]
-    et = _write_et(tmp_path / "et.json", ops)
-    r = replay_trace(et, warmup=0, iters=2).result
-    assert r["ops_total"] == 5 and r["ops_replayed"] == 2 and r["coverage"] == pytest.approx(0.4)
-    reasons = {s["op"]: s["reason"] for s in r["skipped"]}
-    assert "not an op" in reasons["mylib::frobnicate"]
-    assert "mat1 and mat2 shapes cannot be multiplied" in reasons["aten::mm"] or "size" in reasons["aten::mm"]
-    assert "aten::sum" in reasons
-    assert r["coverage_time"] is None and r["gaps"] == "none"
 
 
 def test_no_replayable_op_is_a_user_error(tmp_path, cli):

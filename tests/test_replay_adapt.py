@@ -85,6 +85,16 @@ def test_a_selection_or_what_if_that_matches_nothing_is_one_line_and_exit_2(trai
         assert value in err  # the user's text as written (":x:" is no emoji code)
 
 
+def test_a_scope_recorded_without_ops_is_named_as_such(view):
+    # zero_grad(set_to_none=True) records its scope and runs no operator: "matches none" read as a wrong name
+    from benchmint.replay.adapt import select
+
+    name = next((n for _p, k, _i, n in view.scopes if k == "enter" and "zero_grad" in n), None)
+    assert name is not None
+    with pytest.raises(UserError, match="holds none of the step's ops"):
+        select(view, "scope:zero_grad")
+
+
 def test_what_if_drops_and_repeats_ops_and_says_what_changed(train, view):
     n_foreach = sum(1 for o in view.ops if "_foreach_" in o.name)
     n_addmm = sum(1 for o in view.ops if o.name == "aten::addmm")

@@ -100,6 +100,8 @@ def replay(
     from benchmint.replay.options import ReplayOptions
     from benchmint.replay.rank_env import from_environ
 
+    if min_coverage is not None and not 0 <= min_coverage <= 1:
+        raise UserError(f"--min-coverage {min_coverage:g}: give a fraction of the ops, 0 to 1")
     under = from_environ()
     if under is not None and ranks is not None:
         raise UserError(f"--ranks {ranks} starts its own processes; under torchrun (WORLD_SIZE={under.world}) "

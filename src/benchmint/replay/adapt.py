@@ -149,8 +149,12 @@ def select(view: TraceView, spec: str, others: list[TraceView] | tuple[TraceView
     mask = _selected(view, spec)
     n = sum(mask)
     if not n:
-        raise UserError(f"--select {spec}: matches none of the step's {len(view.ops)} ops; "
-                        + _hint(view, parse_select(spec)[0]))
+        kind, value = parse_select(spec)
+        empty = sorted({nm for _p, k, _i, nm in view.scopes if k == "enter" and value in nm}) if kind == "scope" else []
+        if empty:  # a scope that ran no op (zero_grad(set_to_none=True) only drops references)
+            raise UserError(f"--select {spec}: the recorded scope {empty[0]} holds none of the step's ops (it ran "
+                            "no operator: nothing of it to replay)")
+        raise UserError(f"--select {spec}: matches none of the step's {len(view.ops)} ops; " + _hint(view, kind))
     own = _share(view, mask)
     shares = [own] if own is not None else []
     for other in others:
