@@ -63,3 +63,50 @@ def test_an_op_that_still_comes_out_in_another_dtype_is_reported_and_later_ops_r
     assert dict(_replayed_dtypes(plan))["convolution"] == "float"
     linear = [s for s in plan.steps if s.op.name == "aten::linear"]
     assert linear and not linear[0].replayed and "dtype" in linear[0].reason
+
+
+def test_a_bfloat16_layer_norm_planned_on_the_meta_device_is_not_retyped_by_its_float32_statistics(tmp_path):
+    """Tensors over the dry run's 1 MiB are tried on the meta device, whose layer norm returns float32 mean and
+    rstd for bfloat16 inputs (as CUDA's does; the CPU kernel returns bfloat16): only an op's first output
+    decides, so a pure bfloat16 model is not reported as retyped and its normalised output stays linked."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(256, 1024), nn.LayerNorm(1024), nn.Linear(1024, 4)).to(torch.bfloat16)
+    x = torch.randn(1024, 256, dtype=torch.bfloat16)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        model(x).float().sum().backward()
+        opt.step()
+
+    capture_steps(step, tmp_path, warmup=1, measure=5, record=1)
+    plan = build_plan(view_from_trace(load(tmp_path / "et.json")), "cpu")
+    assert plan.retyped() == [] and len(plan.replayed) == len(plan.steps)
+    assert any(s.op.name == "aten::native_layer_norm" for s in plan.steps)
+
+
+def _node(name, inputs):
+    from types import SimpleNamespace
+
+    from benchmint.trace import TensorRef
+
+    return SimpleNamespace(name=name, inputs=inputs,
+                           input_tensors=lambda: [v for v in inputs if isinstance(v, TensorRef)])
+
+
+def test_autocast_re_dispatch_is_told_from_an_overload_calling_another():
+    from benchmint.trace import TensorRef
+
+    def t(dtype):
+        return TensorRef(tensor_id=1, storage_id=2, offset=0, numel=4, itemsize=2, device="cpu", shape=[4],
+                         strides=[1], dtype=dtype)
+
+    calls = source.calls_itself
+    # CPU autocast: the op again on cast inputs
+    assert calls(_node("aten::conv2d", [t("float32")]), [_node("aten::to", [t("float32")]),
+                                                        _node("aten::conv2d", [t("bfloat16")])])
+    # CUDA autocast's float32 policies: the op again with dtype=float32 it was called without
+    assert calls(_node("aten::softmax", [t("float16"), -1, None]), [_node("aten::softmax", [t("float16"), -1, 6])])
+    # an overload calling another: arange(end) -> arange(start, end, step, out)
+    assert not calls(_node("aten::arange", [10, None]), [_node("aten::arange", [0, 10, 1, t("int64")])])
+    assert not calls(_node("aten::add", [t("float32"), t("float32"), 1]), [])

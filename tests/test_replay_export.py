@@ -123,6 +123,18 @@ def test_export_refuses_a_non_empty_folder_and_a_selection_that_matches_nothing(
     assert not (tmp_path / "e").exists() or not any((tmp_path / "e").iterdir())
 
 
+def test_an_export_of_a_capture_that_lost_its_kineto_trace_names_none_in_its_capture_json(capture, tmp_path):
+    """The exported capture.json kept naming kineto.json though none was copied, so its runner refused by default
+    (a capture.json that names a missing Kineto trace is refused)."""
+    src = tmp_path / "nokin"
+    src.mkdir()
+    for f in ("et.json", "capture.json"):
+        (src / f).write_bytes((capture / f).read_bytes())
+    export_benchmark(src, out=tmp_path / "e")
+    cj = json.loads((tmp_path / "e" / "trace" / "capture.json").read_text())
+    assert "kineto" not in cj["files"] and not (tmp_path / "e" / "trace" / "kineto.json").exists()
+
+
 def test_vendored_imports_point_at_the_folder_and_fall_back_to_stdlib():
     src = "from benchmint.core import clock\n    import benchmint.trace.load\nimport orjson\nx = 'benchmint.y'\n"
     out = rewrite(src)

@@ -223,3 +223,4 @@ def test_a_step_whose_ops_follow_no_size_read_as_the_batch_is_refused_not_replay
     with pytest.raises(UserError) as e:
         scale_view(v, ["batch=2"], phases(v))
     assert "no op of the step would change shape" in str(e.value) and "512" in str(e.value)
+    assert scale_view(v, ["batch=1"], phases(v)).info["ops_with_new_shapes"] == 0  # factor 1: nothing to change

@@ -208,8 +208,8 @@ def export_benchmark(trace: str | os.PathLike, out: str | os.PathLike, kineto: s
             _dump(tdir / "kineto.json", k_doc)
     cap = inp.capture
     if cap is not None:
-        cap = {**cap, "files": {**(cap.get("files") or {}), "et": "et.json",
-                                **({"kineto": "kineto.json"} if k_doc is not None else {})}}
+        files = {k: v for k, v in (cap.get("files") or {}).items() if k != "kineto"}  # (none copied: none named)
+        cap = {**cap, "files": {**files, "et": "et.json", **({"kineto": "kineto.json"} if k_doc is not None else {})}}
         write_json(tdir / CAPTURE_JSON, cap)
     if gaps is not None:
         shutil.copyfile(gaps.path, out / GAPS_FILE)

@@ -278,12 +278,18 @@ def _fits(base: torch.Tensor, shape: tuple[int, ...], strides: tuple[int, ...], 
     return last < base.untyped_storage().nbytes() // base.element_size()
 
 
-def _retyped(op: OpRec, result: Any) -> tuple[str, str] | None:
-    """(replayed, recorded) dtype of the first output whose dtype differs from the recorded one; None if none."""
-    for ref, t, _ in _pairs(op, result) or []:
-        if ref.dtype is not None and t.dtype != ref.dtype:
-            return str(t.dtype).removeprefix("torch."), str(ref.dtype).removeprefix("torch.")
-    return None
+def _retyped(op: OpRec, result: Any) -> tuple[TRef, str, str] | None:
+    """The op's first output when its dtype differs from the recorded one, with the (replayed, recorded) dtype;
+    None if it agrees. The first output only: an op's secondary outputs may take another dtype by kernel and
+    device alike (a layer norm's saved statistics are float32 on CUDA and on the meta device, bfloat16 on the
+    CPU, for bfloat16 inputs), and their readers take the replay's own."""
+    pairs = _pairs(op, result) or []
+    if not pairs or op.outputs[0].kind != TENSOR or pairs[0][0] is not op.outputs[0].value:
+        return None
+    ref, t, _ = pairs[0]
+    if ref.dtype is None or t.dtype == ref.dtype:
+        return None
+    return ref, str(t.dtype).removeprefix("torch."), str(ref.dtype).removeprefix("torch.")
 
 
 class _Builder:
@@ -538,8 +544,9 @@ class _Builder:
                     if isinstance(r, TRef):
                         self._pin(r)
 
-    def _outputs(self, op: OpRec, result: Any, pin: bool) -> list[tuple[int, str]] | None:
-        """Assignments of the op's results to slots; None when results do not match the recorded outputs."""
+    def _outputs(self, op: OpRec, result: Any, pin: bool, skip: tuple | None = None) -> list[tuple[int, str]] | None:
+        """Assignments of the op's results to slots; None when results do not match the recorded outputs.
+        ``skip``: the key of an output pinned already (:func:`_retyped`)."""
         if pin:
             self._pin_outputs(op)
             return []
@@ -548,7 +555,7 @@ class _Builder:
             return None
         assigns: list[tuple[int, str]] = []
         for ref, t, acc in pairs:
-            if ref.dtype is None:
+            if ref.dtype is None or ref.key == skip:
                 continue
             s = self._slot_for(ref.key)
             self.env[ref.key] = t
@@ -744,10 +751,11 @@ class _Builder:
             self.lines.append((-1, f"_grad({on})"))
             self.grad_on = on
         pin = op.name in DATA_DEPENDENT
-        if not pin:
-            info.retyped = _retyped(op, result)
-            pin = info.retyped is not None  # later ops read the recorded dtype, not this one
-        assigns = self._outputs(op, result, pin)
+        retyped = None if pin else _retyped(op, result)
+        if retyped is not None:  # later ops read the recorded dtype, not this one
+            self._pin(retyped[0])
+            info.retyped = retyped[1:]
+        assigns = self._outputs(op, result, pin, skip=retyped[0].key if retyped is not None else None)
         if assigns is None:
             # the results differ from the recorded outputs (data-dependent shape): use recorded shapes
             self._pin_outputs(op)

@@ -141,7 +141,7 @@ def scale_view(view: TraceView, specs: list[str] | tuple[str, ...], phases: list
     changed = sum(1 for a, b in zip(view.ops, ops, strict=True)
                   if [x.value.shape for x in a.outputs if x.kind == TENSOR and isinstance(x.value, TRef)]
                   != [x.value.shape for x in b.outputs if x.kind == TENSOR and isinstance(x.value, TRef)])
-    if not changed:  # the size read as the batch or sequence is not one the step's ops follow
+    if not changed and any(f != 1 for f in factors.values()):  # the size read is not one the step's ops follow
         read = "; ".join(f"the {_NAMES[k]} read from the step's data, {_size_text(ctx.batch if k == 'batch' else ctx.seqs)}"
                          for k in ctx.kinds)
         raise UserError(f"--scale {' '.join(specs)}: no op of the step would change shape ({read}, is a size none of "

@@ -217,11 +217,19 @@ def expose_hidden_outputs(trace: Any, nodes: list[Any], device: str = "cpu"
 
 
 def calls_itself(node: Any, callees: list[Any]) -> bool:
-    """Whether an op called itself again on tensors of other dtypes (autocast: the casts of its inputs, or a
-    cast it cached earlier in the step, then the op on them); not an overload calling another (arange)."""
+    """Whether an op called itself again the way autocast re-dispatches it: on tensors of other dtypes (the
+    casts of its inputs, or a cast it cached earlier in the step), or with an argument it was called without
+    (CUDA's softmax, sum, norms: ``dtype=float32``); not an overload calling another (arange)."""
     dtypes = [r.dtype for r in node.input_tensors()]
-    return any(c.name == node.name and len(c.input_tensors()) == len(dtypes)
-               and [r.dtype for r in c.input_tensors()] != dtypes for c in callees)
+    for c in callees:
+        if c.name != node.name or len(c.input_tensors()) != len(dtypes):
+            continue
+        if [r.dtype for r in c.input_tensors()] != dtypes:
+            return True
+        if len(c.inputs) == len(node.inputs) and any(a is None and b is not None
+                                                     for a, b in zip(node.inputs, c.inputs, strict=True)):
+            return True
+    return False
 
 
 _DISPATCH_KEYS = {"cpu": "CPU", "cuda": "CUDA"}
