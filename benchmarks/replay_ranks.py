@@ -48,7 +48,10 @@ def capture_ddp(n: int, out: Path, steps: int) -> None:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(n), "-m",
            "benchmint", "capture", "--out", str(out), "--warmup", "5", "--measure", "20", "--no-store", "--",
            "python", "-m", "benchmint.models.ddp_train", "--steps", str(steps)]
-    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if p.returncode != 0:  # what torchrun and the ranks said, so that a failed capture can be told apart
+        tail = "\n".join(line for line in p.stderr.splitlines() if not line.startswith(("[W", "USDT")))[-3000:]
+        raise SystemExit(f"capture of {n} ranks into {out} failed ({p.returncode}):\n{tail}")
 
 
 def capture_steps(cap: Path, n: int) -> list[float]:
