@@ -257,7 +257,7 @@ def _print_summary(r: dict) -> None:
     if retyped:
         console.print(f"[yellow]{escape(retyped)}[/]", highlight=False)
     threads = threads_line(r)  # --threads other than the capture's: the error holds that difference
-    if threads and r.get("error") is not None:
+    if threads:
         console.print(f"[yellow]{escape(threads)}[/]", highlight=False)
 
 

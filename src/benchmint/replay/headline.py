@@ -193,13 +193,12 @@ def _headline(r: dict[str, Any], live: dict[str, Any] | None, name: str) -> list
         est = r.get("original_iter_time_estimated_s")
         it = (r.get("iter_time_s") or {}).get("median")
         note = r.get("error_note") or ""
-        tail = (f"; original ~{fmt_s(est)} estimated from the trace, not measured"
-                if est is not None and not r.get("scale") and not r.get("what_if")
-                # (a scaled step's original is not this estimate's; a what-if's is the changed step's)
-                else f"; the changed step ~{fmt_s(est)} estimated from the trace" if est is not None and r.get("what_if")
-                and not r.get("scale")
-                else f"; {note}" if note.startswith("no error") else f"; no error: {note}" if note
-                else "; no measured original to compare with")
+        if est is not None and not r.get("scale"):  # (a scaled step's original is not this estimate's)
+            tail = (f"; the changed step ~{fmt_s(est)} estimated from the trace" if r.get("what_if")
+                    else f"; original ~{fmt_s(est)} estimated from the trace, not measured")
+        else:
+            tail = (f"; {note}" if note.startswith("no error") else f"; no error: {note}" if note
+                    else "; no measured original to compare with")
         return [f"{cov}, replay {fmt_s(it)}/iter{noise_note(r.get('iter_time_s') or {})}{tail}"]
     err, spread = j["error"], j["reference_spread"]
     if j["reference"] == "live step":
@@ -249,9 +248,9 @@ def _headline(r: dict[str, Any], live: dict[str, Any] | None, name: str) -> list
 def threads_line(r: dict[str, Any]) -> str | None:
     """The line saying that the replay ran on another intra-op thread count than the captured step (``--threads``,
     or fewer CPUs here than the capture's machine had), so that its error against capture.json holds that
-    difference; None when they agree or either is unknown."""
+    difference; None when they agree, either is unknown, or there is no error against it."""
     th, orig = r.get("threads"), r.get("original_threads")
-    if not th or not orig or th == orig:
+    if not th or not orig or th == orig or r.get("error") is None:  # (no error: nothing it moves)
         return None
     return (f"the original ran on {orig} intra-op thread{'s' if orig > 1 else ''}, this replay on {th}: the error "
             f"above holds that difference, not only the replay's (--threads {orig}, on as many CPUs, compares like "

@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     if retyped:
         print(retyped)
     threads = threads_line(r)  # --threads other than the capture's: the error holds that difference
-    if threads and r.get("error") is not None:
+    if threads:
         print(threads)
     for extra in spread_lines(r):  # the made-up lookup indices' spread was a guess: how much it moves the step
         print(extra)
