@@ -63,6 +63,9 @@ class _Pass:
         self.points: list[Point] = []
         self.env: dict[tuple, tuple[torch.Tensor, Labels, TRef]] = {}
         self.by_storage: dict[int, tuple[TRef, torch.Tensor, Labels, TRef]] = {}
+        # every tensor made on a storage since it was last allocated, by layout: a view made again inside a
+        # composite (a new tensor id on the same storage, shape, strides and offset) is the same tensor
+        self.layouts: dict[int, dict[tuple, tuple[torch.Tensor, Labels, TRef]]] = {}
         self.ops: list[OpRec] = []
         self.i = 0
         self.rewritten: Counter = Counter()
@@ -126,6 +129,8 @@ class _Pass:
         lab = plain
         if r.dtype is None or not r.shape:
             pass
+        elif (twin := self.layouts.get(r.storage_id, {}).get(_layout(r))) is not None:
+            lab = twin[1]
         elif not r.dtype.is_floating_point and not r.dtype.is_complex and r.shape[0] == ctx.batch:
             dims = list(plain)
             if "batch" in ctx.kinds:
@@ -172,6 +177,11 @@ class _Pass:
         if got is not None and tuple(got[0].shape) == tuple(self.scaled_shape(r.shape, got[1])):
             return got[0], got[1]
         lab = self.labels_of_input(r, argname, op, known)
+        twin = self.layouts.get(r.storage_id, {}).get(_layout(r))
+        if twin is not None and twin[1] == lab:  # the same tensor as one the step made: its scaled layout too
+            self.env[r.key] = (twin[0], lab, replace(r, offset=twin[2].offset, shape=twin[2].shape,
+                                                      strides=twin[2].strides, numel=twin[2].numel))
+            return twin[0], lab
         shape = self.scaled_shape(r.shape, lab)
         base = self.by_storage.get(r.storage_id)
         new: TRef | None = None
@@ -269,6 +279,7 @@ class _Pass:
             else:
                 inputs.append(a)
         self.check_bags(op, names, inputs)
+        self.check_masks(op, names, inputs)
         for k, v in new_vals.items():
             vals[k] = v
         if spec is not None and "Device" in " ".join(types) and not any(v == "meta" for v in vals):
@@ -299,6 +310,29 @@ class _Pass:
         if packed and not bags and self.ctx.kinds == ["batch"]:  # (a longer sequence: longer bags, as many)
             raise Conflict(self.i, f"its packed indices ({list(op.inputs[ki].value.shape)}) follow the batch but its "
                                    f"bags (offsets, {list(op.inputs[ko].value.shape)}) do not")
+
+    def check_masks(self, op: OpRec, names: list[str], inputs: list[Arg]) -> None:
+        """A boolean index (``x[mask]``, ``x[mask] = v``) must have the shape of the dimensions it indexes; torch
+        checks it when the op runs, not on the meta device, so a mask that does not follow the scale while the
+        tensor it indexes does (or the other way round) is caught here."""
+        if "indices" not in names or not names or names[0] != "self":
+            return
+        k = names.index("indices")
+        if k >= len(inputs) or inputs[k].kind != TENSOR_LIST or inputs[0].kind != TENSOR:
+            return
+        me = inputs[0].value
+        if not isinstance(me, TRef):
+            return
+        at = 0
+        for r in inputs[k].value:
+            if isinstance(r, TRef) and r.dtype in (torch.bool, torch.uint8):
+                n = len(r.shape)
+                if tuple(r.shape) != tuple(me.shape[at:at + n]):
+                    raise Conflict(self.i, f"a boolean index of shape {list(r.shape)} over dimensions "
+                                           f"{list(me.shape[at:at + n])} of the tensor it indexes")
+                at += n
+            else:
+                at += 1
 
     # -- size arguments -------------------------------------------------------------------------------------------
     def sizes(self, op: OpRec, names: list[str], types: list[str], vals: list[Any], labs: dict[int, Any],
@@ -356,11 +390,20 @@ class _Pass:
                 if out0 is not None and tuple(v) == tuple(out0.shape) and (n.endswith(("size", "sizes", "shape"))
                                                                           or not known):
                     dims = []
+                    cut = vals[idx["dim"]] if "dim" in idx and v else None
+                    cut = cut % len(v) if isinstance(cut, int) and not isinstance(cut, bool) else None
                     for j, x in enumerate(v):
                         d = None
                         for r, lb in known:
                             if len(r.shape) == len(v) and len(lb) == len(v) and r.shape[j] == x:
                                 d = lb[j]
+                                break
+                            # a grad of one rank less, without the dimension the forward op took away
+                            # (select_backward's input_sizes: the gradient's shape with ``dim`` put back)
+                            jj = j - (cut is not None and j > cut)
+                            if (cut is not None and j != cut and len(r.shape) == len(v) - 1 == len(lb)
+                                    and r.shape[jj] == x and tuple(r.shape) == tuple(v[:cut] + v[cut + 1:])):
+                                d = lb[jj]
                                 break
                         dims.append(self.keep((k, j), d) if d is not None and any(_exps_sum(d)) else
                                     self.by_value((k, j), x, f"{op.name} {n}"))
@@ -617,6 +660,9 @@ class _Pass:
         del kz
         self.env[r.key] = (t, lab, new)
         self.by_storage[r.storage_id] = (r, t, lab, new)
+        if not any(x.storage_id == r.storage_id for x, _ in known):  # a new allocation: its earlier views are gone
+            self.layouts[r.storage_id] = {}
+        self.layouts.setdefault(r.storage_id, {})[_layout(r)] = (t, lab, new)
         return new
 
     def ratio(self, n2: int, n: int) -> Exps:
@@ -703,6 +749,10 @@ def _recorded_layout(r: TRef, t: torch.Tensor, known: list[tuple[TRef, Labels]])
     if tuple(t.stride()) == want:
         return t
     return torch.empty_strided(tuple(t.shape), want, dtype=t.dtype, device="meta")
+
+
+def _layout(r: TRef) -> tuple:
+    return (r.shape, r.strides, r.offset, r.dtype)
 
 
 def _meta(r: TRef) -> torch.Tensor:
