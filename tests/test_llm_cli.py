@@ -229,3 +229,28 @@ def test_serve_command_runs_the_built_in_server(tmp_path):
     r = rows[0]
     assert sent <= r["t_in"] <= r["t_first"] <= r["t_last"] <= r["t_done"] <= got
     assert r["n"] == 4 and len(r["t_chunks"]) == 4 and r["t_chunks"][0] == r["t_first"]
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (("--rate", "nan", "-n", "3"), "--rate nan: give a finite number"),  # stored a p99 of 9.2e9 s before
+    (("--rate", "inf", "-n", "3"), "--rate inf"),
+    (("--rate", "5", "-n", "3", "--timeout", "0"), "--timeout"),  # every request failed as "connect" before
+    (("--scenario", "concurrency", "--concurrency", "2", "-n", "3", "--warmup", "-1"), "--warmup -1"),
+    (("--sessions", "synthetic", "--num-sessions", "0"), "--num-sessions 0"),  # ran the default 8 before
+    (("--rate", "5", "-n", "3", "--slo", "ttft=-1"), "--slo"),
+    (("--scenario", "bogus", "-n", "3"), "ramp, concurrency-ramp"),
+    (("--url", "ftp://127.0.0.1:9/v1", "--rate", "5", "-n", "3"), "http:// or https://"),
+])
+def test_numbers_and_urls_a_run_cannot_mean_are_one_line_and_exit_2(cli, tmp_path, args, says):
+    backend = () if "--url" in args else ("--backend", "sim")
+    code, out, err = cli("llm", "bench", *backend, "--dataset", "synthetic", "--input-tokens", "8",
+                         "--output-tokens", "4", *args, "--out", str(tmp_path / "o"), "--results", str(tmp_path / "s"))
+    assert code == 2 and says in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err + out
+    assert not (tmp_path / "o" / "result.json").exists()
+
+
+def test_a_url_that_is_not_an_openai_base_says_what_it_answered(cli, tmp_path):
+    with FaultServer(lambda sock, h, b: sock.sendall(plain("404 Not Found", b"no"))) as s:
+        code, out, err = cli("llm", "bench", "--url", s.url.replace("/v1", "/v2"), "-n", "2", "--rate", "5",
+                             "--results", str(tmp_path / "s"))
+    assert code == 2 and "HTTP 404" in err and "/v1" in err

@@ -80,6 +80,18 @@ def test_parse_slo():
         parse_slo("latency=3")
     with pytest.raises(UserError, match="seconds"):
         parse_slo("ttft=fast")
+    for bad, why in (("ttft=-1", "not a limit"), ("e2e=nan", "not a limit"), ("tpot=0", "not a limit"),
+                     ("ttft=inf", "not a limit"), ("ttft=1,ttft=2", "given twice")):
+        with pytest.raises(UserError, match=why):  # accepted before: goodput 0 against a limit of -1 s
+            parse_slo(bad)
+
+
+def test_duration_runs_from_the_first_scheduled_send_not_from_an_idle_start():
+    # a ramp from 0/s sends its first request well after the run's start: the idle lead is not the run's time
+    recs = [rec(0, 1500, 1500, [1550], out=1), rec(1, 2000, 2000, [2100], out=1)]
+    m = compute_metrics(recs, start_ns=T0 * MS)
+    assert m["duration_s"] == pytest.approx(0.600)  # 1.5 s -> 2.1 s, not 0 -> 2.1 s
+    assert m["throughput"]["requests_per_s"] == pytest.approx(2 / 0.6)
 
 
 def test_tokenizer_recount_flags_only_a_usage_the_text_cannot_hold():

@@ -101,6 +101,17 @@ def test_a_missing_or_garbage_endpoint_is_a_warning_and_the_run_goes_on(cli, tmp
         assert "HTTP 404" in sm["warnings"][0] and sm["scrapes"] == 0
 
 
+def test_warm_up_requests_are_not_counted_as_the_runs_server_work(cli, tmp_path):
+    # the counters' baseline is a snapshot taken after the warm-up: 3 warm-up answers were counted before
+    with StrictLLMServer(metrics_text=vllm_text, empty_every=0) as s:
+        code, out, err, r = _bench(cli, tmp_path, s.url, "--warmup", "3", "--server-metrics-interval", "5")
+    assert code == 0, err + out
+    summ = r["server_metrics"]["summary"]
+    assert summ["generation_tokens"]["total_during_run"] == 27  # 9 measured answers of 3 tokens, not 12
+    assert summ["ttft_s"]["count"] == 9
+    assert r["server_metrics"]["baseline_t_s"] <= 0
+
+
 def test_no_server_metrics_does_not_scrape(cli, tmp_path):
     with StrictLLMServer(metrics_text=vllm_text) as s:
         code, out, err, r = _bench(cli, tmp_path, s.url, "--no-server-metrics")

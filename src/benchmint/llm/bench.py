@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ from benchmint.llm.metrics import compute_metrics, parse_slo
 from benchmint.llm.requests_driver import cancelled as _cancelled
 from benchmint.llm.requests_driver import generate as _generate
 from benchmint.llm.requests_driver import wait_or_cancel
-from benchmint.llm.schedule import Schedule
+from benchmint.llm.schedule import SCENARIOS, Schedule
 from benchmint.llm.token_counts import count_after_run
 from benchmint.llm.types import Backend, GenRequest, RequestRecord
 from benchmint.llm.workload import Workload, load_workload
@@ -95,6 +97,37 @@ class BenchConfig:
     # load from several processes (llm.workers) or Ray actors (llm.ray_workers); None: this process drives it
     workers: int | None = None
     ray: str | None = None  # local (start a local cluster) | auto | ADDRESS of an existing one
+
+    def check(self) -> None:
+        """Numbers a run cannot mean (a rate of nan, a timeout of 0, no sessions) refused in one line, before any
+        server is contacted: every given number finite, each within its range."""
+        for name, flag in _FLOATS.items():
+            v = getattr(self, name)
+            if v is not None and not math.isfinite(v):
+                raise UserError(f"{flag} {v}: give a finite number")
+        for name, (flag, least) in _AT_LEAST.items():
+            v = getattr(self, name)
+            if v is not None and v < least:
+                raise UserError(f"{flag} {v}: must be at least {least}")
+        for name, flag in _POSITIVE.items():
+            v = getattr(self, name)
+            if v is not None and v <= 0:
+                raise UserError(f"{flag} {v}: must be > 0")
+        sc = self.scenario.lower().replace("_", "-")
+        known = (*SCENARIOS, "singlestream", "ramp", "concurrency-ramp")
+        if sc not in known:
+            raise UserError(f"unknown --scenario {self.scenario!r}; choose one of "
+                            f"{', '.join(x for x in known if x not in ('poisson', 'singlestream'))}")
+
+
+_FLOATS = {"rate": "--rate", "burstiness": "--burstiness", "duration_s": "--duration", "timeout_s": "--timeout",
+           "server_metrics_interval_s": "--server-metrics-interval", "trace_speed": "--trace-speed",
+           "rate_start": "--rate-start", "rate_end": "--rate-end", "ramp_duration_s": "--ramp-duration"}
+_AT_LEAST = {"warmup": ("--warmup", 0), "num_sessions": ("--num-sessions", 1), "concurrency": ("--concurrency", 1),
+             "max_batch_size": ("--max-batch-size", 1), "workers": ("--workers", 1),
+             "prefix_groups": ("--prefix-groups", 1), "prefix_tokens": ("--prefix-tokens", 1),
+             "trace_block_tokens": ("--trace-block-tokens", 1)}
+_POSITIVE = {"timeout_s": "--timeout", "trace_speed": "--trace-speed"}
 
 
 @dataclass
@@ -180,8 +213,9 @@ def _hub_reachable(timeout_s: float = 3.0) -> bool:
         return False
 
 
-async def probe_server(url: str, api_key: str | None = None, timeout_s: float = 5.0) -> list[str]:
-    """GET ``{url}/models``: model ids served (empty when the route is missing); UserError when unreachable."""
+async def probe_server(url: str, api_key: str | None = None, timeout_s: float = 5.0) -> tuple[list[str], str]:
+    """GET ``{url}/models``: model ids served (empty when the route is missing), and what the server answered
+    when it listed none (for the message); UserError when unreachable."""
     import aiohttp
 
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -189,13 +223,14 @@ async def probe_server(url: str, api_key: str | None = None, timeout_s: float = 
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s), headers=headers) as s:
             async with s.get(url + "/models") as r:
                 if r.status != 200:
-                    return []
+                    return [], f"GET {url}/models answered HTTP {r.status}"
                 data = await r.json(content_type=None)
-                return [m.get("id") for m in (data.get("data") or []) if isinstance(m, dict) and m.get("id")]
+                return ([m.get("id") for m in (data.get("data") or []) if isinstance(m, dict) and m.get("id")],
+                        f"GET {url}/models listed none")
     except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, TimeoutError, OSError) as e:
         raise UserError(f"cannot reach the server at {url} ({type(e).__name__}: {e}); start it or fix --url") from None
-    except (aiohttp.ClientError, ValueError, AttributeError):
-        return []
+    except (aiohttp.ClientError, ValueError, AttributeError) as e:
+        return [], f"GET {url}/models gave no model list ({type(e).__name__})"
 
 
 def make_requests(workload: Workload, schedule: Schedule, warmup: int) -> tuple[list[GenRequest], list[GenRequest]]:
@@ -398,13 +433,17 @@ async def drive(
     stop: asyncio.Event | None = None,
     records: list[RequestRecord] | None = None,
     start_ns: int | None = None,
+    after_warmup: Callable[[], None] | None = None,
 ) -> tuple[list[RequestRecord], int, bool]:
     """Run warm-up then the measured requests; returns (records, start_ns, interrupted). ``records``: the list
-    to append to (a worker reads it while the run goes on); ``start_ns``: the common start of several workers."""
+    to append to (a worker reads it while the run goes on); ``start_ns``: the common start of several workers;
+    ``after_warmup``: called between the warm-up and the measured requests (a server-metrics snapshot)."""
     stop = stop or asyncio.Event()
     records = [] if records is None else records
     if warm:
         await warm_up(backend, warm, sched.concurrency, stop, records)
+        if after_warmup is not None:
+            after_warmup()
     c = Counters(len(measured) if sched.open_loop or sched.duration_s is None else 0)
     # no cyclic-GC pauses while measuring: records are plain data; collect once before and after instead
     with gc_paused(freeze=True), _Progress(c, progress):
@@ -430,6 +469,7 @@ async def run_async(cfg: BenchConfig, stop: asyncio.Event | None = None, driver:
     from benchmint.llm.backends.http import normalize_base_url
 
     register_secret(cfg.api_key)  # recorded files never hold it (core/redact.py); the backend still sends it
+    cfg.check()
     slo = parse_slo(cfg.slo)
     if cfg.anchor not in ("scheduled", "sent"):
         raise UserError("--anchor must be 'scheduled' or 'sent'")
@@ -444,10 +484,12 @@ async def run_async(cfg: BenchConfig, stop: asyncio.Event | None = None, driver:
     served: list[str] = []
     if http:
         cfg.url = normalize_base_url(cfg.url)
-        served = await probe_server(cfg.url, cfg.api_key)
+        served, answer = await probe_server(cfg.url, cfg.api_key)
         if not cfg.model:
             if not served:
-                raise UserError(f"the server at {cfg.url} lists no models; name one with --model")
+                hint = " (an OpenAI-compatible base URL usually ends in /v1)" if "HTTP 404" in answer else ""
+                raise UserError(f"the server at {cfg.url} lists no models ({answer}{hint}); name one with --model "
+                                "or fix --url")
             cfg.model = served[0]
         elif served and cfg.model not in served:
             # some servers (llama.cpp) answer under any name: say so rather than fail here
@@ -488,13 +530,15 @@ async def _run_with(
     before = await traffic.before_run(cfg, entry.server_metrics, scraping=scraper is not None)
     try:
         if traffic.drives(cfg, sched):  # sessions, concurrency ramp
-            records, start, interrupted = await traffic.drive(cfg, backend, sched, wl, warm, stop or asyncio.Event())
+            records, start, interrupted = await traffic.drive(cfg, backend, sched, wl, warm, stop or asyncio.Event(),
+                                                              after_warmup=scraper.mark if scraper else None)
         elif driver is not None:  # worker processes or Ray actors, each with a shard of the schedule
             records, start, interrupted = await driver.drive(sched, measured, warm, wl.requests, stop or asyncio.Event(),
                                                              tokenizer)
         else:
             records, start, interrupted = await drive(
-                backend, sched, measured, warm, wl.requests, progress=cfg.progress, stop=stop
+                backend, sched, measured, warm, wl.requests, progress=cfg.progress, stop=stop,
+                after_warmup=scraper.mark if scraper else None,
             )
     finally:
         if scraper is not None:

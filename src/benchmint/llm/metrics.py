@@ -25,6 +25,7 @@ Definitions (times from the monotonic clock):
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from typing import Any
 
@@ -74,6 +75,10 @@ def parse_slo(spec: str | None) -> dict[str, float]:
             sec = float(v[:-2]) / 1000 if v.endswith("ms") else float(v.removesuffix("s"))
         except ValueError:
             raise UserError(f"--slo {spec!r}: {v!r} is not a number of seconds") from None
+        if not math.isfinite(sec) or sec <= 0:
+            raise UserError(f"--slo {spec!r}: {k}={v} is not a limit (a positive number of seconds)")
+        if SLO_KEYS[k] in out:
+            raise UserError(f"--slo {spec!r}: {k} is given twice")
         out[SLO_KEYS[k]] = sec
     return out
 
@@ -141,7 +146,11 @@ def compute_metrics(
     ok = [r for r in recs if r.ok]
     per = [record_metrics(r, anchor) for r in ok]
     ends = [r.end_ns for r in recs if r.end_ns is not None]
-    duration_s = (max(ends) - start_ns) / 1e9 if ends else 0.0
+    # from the first scheduled send (a ramp from 0/s, a trace window or a first Poisson gap leaves the run idle
+    # before it; the run's start stands in where no request was scheduled or sent)
+    firsts = [r.scheduled_ns or r.sent_ns for r in recs if r.scheduled_ns or r.sent_ns]
+    first_ns = min(firsts) if firsts else start_ns
+    duration_s = (max(ends) - first_ns) / 1e9 if ends else 0.0
     out_total = int(sum(r.output_tokens or 0 for r in ok))
     in_known = [r.input_tokens for r in ok if r.input_tokens is not None]
     in_total = int(sum(in_known))

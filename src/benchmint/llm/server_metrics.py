@@ -83,6 +83,7 @@ class MetricsScraper:
         self.failed = 0
         self.gave_up: str | None = None
         self._stop = threading.Event()
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="benchmint-metrics-scraper", daemon=True)
 
     def start(self) -> MetricsScraper:
@@ -97,6 +98,12 @@ class MetricsScraper:
             self._thread.join(self.timeout_s + 5)
         if self.gave_up is None:
             self._scrape()  # the last snapshot after the run
+
+    def mark(self) -> None:
+        """A snapshot now (called as the measured requests start, after a warm-up): counters are read as deltas
+        from the last snapshot before the measured start, so the warm-up's tokens are not the run's."""
+        if self.gave_up is None:
+            self._scrape()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -117,10 +124,12 @@ class MetricsScraper:
             self._fail(f"{type(e).__name__}: {e}", fatal=False)
             return
         t = (t0 + now_ns()) // 2
-        self.snapshots.append((t, text))
-        if len(self.snapshots) > self.max_scrapes:  # bounded: keep every other snapshot, scrape half as often
-            self.snapshots = self.snapshots[::2] + ([self.snapshots[-1]] if len(self.snapshots) % 2 == 0 else [])
-            self.interval_s *= 2
+        with self._lock:  # (the thread's scrapes and a mark() from the run's loop)
+            self.snapshots.append((t, text))
+            self.snapshots.sort(key=lambda x: x[0])
+            if len(self.snapshots) > self.max_scrapes:  # bounded: keep every other snapshot, scrape half as often
+                self.snapshots = self.snapshots[::2] + ([self.snapshots[-1]] if len(self.snapshots) % 2 == 0 else [])
+                self.interval_s *= 2
 
     def _fail(self, why: str, fatal: bool) -> None:
         self.failed += 1
@@ -214,7 +223,10 @@ def summarize(scraper: MetricsScraper, start_ns: int) -> tuple[dict[str, Any], d
     if not parsed:
         block["absent"] = list(SUMMARY_NAMES)
         return block, series
-    first, last = parsed[0][1], parsed[-1][1]
+    # the baseline: the last snapshot before the measured start (after any warm-up: see MetricsScraper.mark)
+    base = max((k for k, (t, _) in enumerate(parsed) if t <= 0), default=0)
+    first, last = parsed[base][1], parsed[-1][1]
+    block["baseline_t_s"] = parsed[base][0]
     summ, src = block["summary"], block["sources"]
     for key, names in GAUGES.items():
         name = next((n for n in names if any(n in s for _, s in parsed)), None)

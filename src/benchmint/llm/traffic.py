@@ -136,8 +136,9 @@ def drives(cfg: BenchConfig, sched: Schedule) -> bool:
 
 
 async def drive(cfg: BenchConfig, backend: Backend, sched: Schedule, wl: Workload, warm: list[GenRequest],
-                stop: asyncio.Event) -> tuple[list[RequestRecord], int, bool]:
-    """Warm-up, then the sessions or the concurrency ramp; (records, start_ns, interrupted)."""
+                stop: asyncio.Event, after_warmup: Any = None) -> tuple[list[RequestRecord], int, bool]:
+    """Warm-up, then the sessions or the concurrency ramp; (records, start_ns, interrupted); ``after_warmup``
+    is called between the two (a server-metrics snapshot)."""
     records: list[RequestRecord] = []
     for req in warm:
         if stop.is_set():  # Ctrl-C during the warm-up: no more warm-up, and the measured requests are cancelled
@@ -145,6 +146,8 @@ async def drive(cfg: BenchConfig, backend: Backend, sched: Schedule, wl: Workloa
         rec = await generate(backend.generate, req)
         rec.warmup, rec.scheduled_ns = True, rec.sent_ns
         records.append(rec)
+    if warm and after_warmup is not None:
+        after_warmup()
     with gc_paused(freeze=True):  # as llm bench's own drivers: no collector pass while requests are in flight
         if isinstance(wl, SessionWorkload):
             start = await sessions.drive_sessions(backend, wl.sessions, sched, stop, records, cfg.ignore_eos)

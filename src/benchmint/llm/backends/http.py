@@ -422,6 +422,9 @@ def normalize_base_url(url: str) -> str:
     u = url.strip().rstrip("/")
     if "://" not in u:
         u = "http://" + u
+    scheme = u.split("://", 1)[0].lower()
+    if scheme not in ("http", "https"):
+        raise UserError(f"--url {url}: an OpenAI-compatible server is reached over http:// or https://, not {scheme}://")
     for tail in ("/chat/completions", "/completions"):
         if u.endswith(tail):
             u = u[: -len(tail)]

@@ -142,5 +142,5 @@ register_backend(BackendEntry(
 ))
 register_backend(BackendEntry(
     kind="sim", target="benchmint.llm.loadgen.sim:SimulatedBackend", tokenizer="none", from_flags=_sim_options,
-    summary="a simulated engine, no model (--sim ttft=S,tpot=S,slots=N)",
+    summary="a simulated engine, no model (--backend-option ttft_s=S, tpot_s=S, slots=N; llm mlperf: --sim)",
 ))
