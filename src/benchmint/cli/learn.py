@@ -59,6 +59,7 @@ def fit_cmd(
 ) -> None:
     """Train a predictor of TARGET on the store (own runs and imported official results together)."""
     from benchmint.learn.api import fit
+    from benchmint.learn.predictor import MIN_CALIBRATION
 
     _check_target(target)
     df, source = _rows(results, where, rows)
@@ -67,6 +68,11 @@ def fit_cmd(
     pools = ", ".join(f"{k} {len(v)}" for k, v in p.pools.items())
     console.print(f"fitted {target} on {p.n_train} rows of {source} ({len(p.features)} features; "
                   f"interval pools: {pools})", soft_wrap=True)
+    n_cal = p.calibration_residuals()
+    if n_cal < MIN_CALIBRATION:
+        console.print(f"warning: not enough runs to calibrate a 90% interval ({n_cal} out-of-fold residual(s), "
+                      f"{MIN_CALIBRATION} needed): predictions will have no interval (`interval: none`)",
+                      soft_wrap=True)
     console.print(f"model folder: {path}")
 
 
@@ -141,17 +147,23 @@ def recommend(
     from benchmint.core.jsonio import write_json
     from benchmint.learn.api import default_throughput_predictor
     from benchmint.learn.predictor import load_predictor
-    from benchmint.learn.recommend import normalize_list, parse_slo, recommend_table
+    from benchmint.learn.recommend import check_question, normalize_list, parse_slo, recommend_table
     from benchmint.learn.recommend import recommend as run
 
     limits = parse_slo(slo)
     accs = normalize_list(accelerators)
+    candidates = check_question(model, scenario, max_usd_per_hour, accs, top)  # bad flags before any fitting
+    training = None
     if model_dir is not None:
         p, source = load_predictor(model_dir), str(model_dir)
     else:
-        p, source = default_throughput_predictor(results)
+        p, source, training = default_throughput_predictor(results, model, candidates)
     res = run(p, model, scenario, limits, max_usd_per_hour, accs, top)
     res["predictor"] = source
+    if training is not None:
+        res["training"] = training
+        if training.get("note"):
+            res["notes"].insert(0, training["note"])
     console.print(recommend_table(res))
     for n in res["notes"]:
         console.print(f"note: {n}", soft_wrap=True)

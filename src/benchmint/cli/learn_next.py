@@ -64,9 +64,11 @@ def next_cmd(
     else:
         def on_run(k: int, row: dict) -> None:
             got = "no value" if row["measured_value"] is None else f"{row['measured_value']:.4g} {unit}"
-            pred = "" if row["prediction"] is None else f" (predicted {row['prediction']:.4g})"
+            pred = "" if row["prediction"] is None else f" (predicted {row['prediction']:.4g}, " + (
+                f"90% interval {row['lower']:.4g}..{row['upper']:.4g})" if row["lower"] is not None
+                else "no calibrated interval)")
             err_console.print(f"run {k + 1}/{budget}: {_point(row['point'])} -> {got}{pred} [{row['run_id']}]",
-                              highlight=False)
+                              highlight=False, soft_wrap=True)
 
         res = run_next(sp, records, budget, results_dir=store.path, out_dir=out, on_run=on_run)
         t = Table(title=f"learning curve of {sp.target} in space {sp.name}: median APE on runs measured later "
@@ -80,7 +82,9 @@ def next_cmd(
         console.print(
             f"measured {len(res['runs'])} run(s) ({res['runs_without_target']} without a {sp.target} value), "
             f"stored in {store.path}; the space has {res['measured']}/{res['configurations']} configurations "
-            "measured" + (f"; median 90% interval width on the rest {after['median_interval_width_rel']:.0%}"
-                          if after else ""))
+            "measured" + ("" if not after else
+                          f"; median 90% interval width on the rest {after['median_interval_width_rel']:.0%}"
+                          if after["calibrated"] else f"; no 90% interval on the rest: {after['note']}"),
+            soft_wrap=True)
     if json_path is not None:
         write_json(json_path, res)

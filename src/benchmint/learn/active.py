@@ -28,6 +28,9 @@ import numpy as np
 
 Z90 = 1.6448536269514722  # the 90% two-sided normal quantile
 MIN_FIT = 3  # measured runs before the model is trusted to choose
+LEVEL = 0.90
+# leave-one-out residuals needed for a finite split-conformal 90% quantile of |z|: ceil(0.9 (n + 1)) <= n
+MIN_CALIBRATION = 9
 
 
 def encode(points: list[dict[str, float]], axes: dict[str, list[float]]) -> np.ndarray:
@@ -57,6 +60,10 @@ class SpaceModel:
         self.gp: Any = None
         self.mean_log = 0.0
         self.spread_log = 1.0
+        # the calibrated multiple of the GP's standard deviation that gives the 90% interval (``calibrate``); None:
+        # not calibrated (too few runs), so no interval is claimed
+        self.q90: float | None = None
+        self.n_calibration = 0
 
     def fit(self, X: np.ndarray, y: np.ndarray, kernel: Any = None) -> SpaceModel:
         from sklearn.gaussian_process import GaussianProcessRegressor
@@ -88,9 +95,44 @@ class SpaceModel:
         mu, sd = self.gp.predict(X, return_std=True)
         return mu, np.maximum(sd, 1e-9)
 
+    def calibrate(self, X: np.ndarray, y: np.ndarray) -> SpaceModel:
+        """Calibrate the 90% interval on the measured runs: each run is predicted by a model fit (kernel included)
+        without it, and its error is taken in units of that model's standard deviation; the interval is
+        ``mu +- q sd`` with ``q`` the split-conformal 90% quantile of those |z| (finite-sample corrected). A GP fit
+        by maximum likelihood on a handful of runs is routinely sure of itself (a long length scale, almost no
+        noise: intervals of a few percent around predictions off by tens of percent), so its own ``1.645 sd`` is
+        not a 90% interval. With fewer than ``MIN_CALIBRATION`` runs no conformal quantile is finite: ``q90``
+        stays None and no interval is given."""
+        y = np.asarray(y, dtype=float)
+        n = len(y)
+        self.n_calibration = n
+        self.q90 = None
+        if self.gp is None or n < MIN_CALIBRATION:
+            return self
+        logy = np.log(y)
+        z = np.empty(n)
+        for i in range(n):
+            keep = np.arange(n) != i
+            mu, sd = SpaceModel(self.seed).fit(X[keep], y[keep]).predict_log(X[[i]])
+            z[i] = abs(logy[i] - mu[0]) / sd[0]
+        k = math.ceil(LEVEL * (n + 1) - 1e-9) - 1
+        self.q90 = float(np.sort(z)[k])
+        return self
+
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Median prediction and the 90% interval: calibrated (``calibrate``) where it could be, else NaN bounds
+        (a GP's own band on few runs is not a 90% interval). An uncalibrated model (``calibrate`` never called)
+        gives the GP's own ``1.645 sd`` band: for choosing, not for reporting."""
         mu, sd = self.predict_log(X)
-        return np.exp(mu), np.exp(mu - Z90 * sd), np.exp(mu + Z90 * sd)
+        q = self.q90 if self.q90 is not None else (None if self.n_calibration else Z90)
+        if q is None:
+            nan = np.full(len(mu), np.nan)
+            return np.exp(mu), nan, nan
+        return np.exp(mu), np.exp(mu - q * sd), np.exp(mu + q * sd)
+
+    def uncalibrated_why(self) -> str:
+        return (f"not enough runs to calibrate a 90% interval ({self.n_calibration} measured, "
+                f"{MIN_CALIBRATION} needed)")
 
 
 @dataclass
@@ -138,12 +180,19 @@ def choose(
     slo: float | None = None,
     goal: str | None = None,
     seed: int = 0,
+    calibrate: bool = True,
 ) -> list[Choice]:
-    """The ``k`` grid points not in ``measured`` (index -> value) whose measurement helps most, best first."""
+    """The ``k`` grid points not in ``measured`` (index -> value) whose measurement helps most, best first.
+    Each has its 90% interval where the measured runs suffice to calibrate one (``SpaceModel.calibrate``; off
+    with ``calibrate=False``, for simulations that only need the order), else none and a note saying so; the
+    choice itself uses the model's spread either way."""
     X = encode(grid, axes)
     idx = list(measured)
     y = np.array([measured[i] for i in idx], dtype=float)
     model = SpaceModel(seed).fit(X[idx], y) if idx else SpaceModel(seed)
+    if calibrate and model.gp is not None:
+        model.calibrate(X[idx], y)
+    q = model.q90
     mu0, sd0 = model.predict_log(X)
     limit_log = _limit_log(mode, mu0, slo, goal)
     free = [i for i in range(len(grid)) if i not in measured]
@@ -165,11 +214,19 @@ def choose(
             sc = _score(mode, mu, sd, limit_log)
             sc[taken] = -np.inf
             i = int(np.argmax(sc))
-            pred, lo, hi = (float(np.exp(mu[i])), float(np.exp(mu[i] - Z90 * sd[i])),
-                            float(np.exp(mu[i] + Z90 * sd[i])))
-            width = (hi - lo) / pred
-            facts: dict[str, Any] = {"interval_width_rel": width}
-            why = f"90% interval {lo:.4g}..{hi:.4g} ({width:.0%} of the prediction)"
+            pred = float(np.exp(mu[i]))
+            facts: dict[str, Any] = {"interval": "none" if q is None else "conformal"}
+            if q is not None or not calibrate:
+                qq = Z90 if q is None else q
+                lo, hi = float(np.exp(mu[i] - qq * sd[i])), float(np.exp(mu[i] + qq * sd[i]))
+                width = (hi - lo) / pred
+                facts["interval_width_rel"] = width
+                why = f"90% interval {lo:.4g}..{hi:.4g} ({width:.0%} of the prediction)"
+            else:
+                lo = hi = None
+                spread = float(np.exp(Z90 * sd[i]) - np.exp(-Z90 * sd[i]))
+                facts["model_spread_rel"] = spread
+                why = f"the model's spread {spread:.0%} of the prediction; no 90% interval: {model.uncalibrated_why()}"
             if limit_log is not None:
                 lim = math.exp(limit_log)
                 dist = (pred - lim) / lim
@@ -177,9 +234,11 @@ def choose(
                 what = "the SLO limit" if mode == "frontier" else "the best predicted value"
                 why += f"; {abs(dist):.0%} {'above' if dist > 0 else 'below'} {what} {lim:.4g}"
                 if mode == "frontier":
-                    p_over = 0.5 * math.erfc((limit_log - mu[i]) / (sd[i] * math.sqrt(2)))
+                    # the GP's sd rescaled by the calibration (as the interval is)
+                    s_i = sd[i] * (q / Z90 if q is not None else 1.0)
+                    p_over = 0.5 * math.erfc((limit_log - mu[i]) / (s_i * math.sqrt(2)))
                     facts["p_above_limit"] = p_over
-                    why += f", P(above) {p_over:.0%}"
+                    why += f", P(above) {p_over:.0%}" + ("" if q is not None else " (model's, uncalibrated)")
             pick = Choice(i, grid[i], pred, lo, hi, float(sc[i]), why, facts)
             pred_log = float(mu[i])
         picks.append(pick)
@@ -219,7 +278,7 @@ def active_order(grid: list[dict[str, float]], axes: dict[str, list[float]], y: 
     measured: dict[int, float] = {}
     order: list[int] = []
     for _ in range(min(n, len(grid))):
-        c = choose(grid, axes, measured, 1, mode=mode, slo=slo, goal=goal, seed=seed)[0]
+        c = choose(grid, axes, measured, 1, mode=mode, slo=slo, goal=goal, seed=seed, calibrate=False)[0]
         measured[c.index] = float(y[c.index])
         order.append(c.index)
     return order

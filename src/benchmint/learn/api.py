@@ -11,7 +11,7 @@ import pandas as pd
 
 from benchmint.core.errors import UserError
 from benchmint.learn.features import get_target, usable_columns
-from benchmint.learn.predictor import MIN_ROWS, Predictor, fit_predictor, load_predictor
+from benchmint.learn.predictor import MIN_CALIBRATION, MIN_ROWS, Predictor, fit_predictor, load_predictor
 
 SCHEMA_VERSION = "1.0"
 
@@ -62,6 +62,7 @@ def fit(df: pd.DataFrame, target: str, out: str | os.PathLike | None = None, see
     p = fit_predictor(df, target, seed=seed)
     p.evaluation = {"source": source, "rows_in": int(len(df)), "rows_used": p.n_train,
                     "interval_pools": {k: len(v) for k, v in p.pools.items()},
+                    "intervals_calibrated": p.calibration_residuals() >= MIN_CALIBRATION,
                     "how": "conformal pools from out-of-fold residuals (see docs/learn.md); run "
                            "`benchmint learn eval` for the held-out figures"}
     return p, (p.save(out) if out else None)
@@ -91,7 +92,8 @@ def predict_rows(model_dir: str | os.PathLike, rows: pd.DataFrame) -> dict[str, 
     objs = []
     for i, r in enumerate(out.to_dict("records")):
         objs.append({"row": i, "prediction": num(r["prediction"]), "lower": num(r["lower"]),
-                     "upper": num(r["upper"]), "unit": r["unit"], "basis": r["basis"], "note": r["note"],
+                     "upper": num(r["upper"]), "unit": r["unit"], "basis": r["basis"],
+                     "interval": r.get("interval"), "note": r["note"],
                      "error": r["error"]})
     return {"schema_version": SCHEMA_VERSION, "target": p.target, "unit": p.unit, "interval_level": 0.9,
             "rows": objs}
@@ -138,8 +140,9 @@ def predictions_table(result: dict[str, Any]):
         if r["error"]:
             t.add_row(str(r["row"]), "-", "-", "-", f"[red]{r['error']}[/]")
         else:
-            t.add_row(str(r["row"]), f"{r['prediction']:.4g}", f"{r['lower']:.4g} - {r['upper']:.4g}",
-                      r["basis"] or "", r["note"] or "")
+            interval = ("none (not calibrated)" if r["lower"] is None or r["upper"] is None
+                        else f"{r['lower']:.4g} - {r['upper']:.4g}")
+            t.add_row(str(r["row"]), f"{r['prediction']:.4g}", interval, r["basis"] or "", r["note"] or "")
     return t
 
 
@@ -150,9 +153,16 @@ def shipped_openmlperf() -> Path:
     return Path(str(resources.files("benchmint").joinpath("data/openmlperf/data.parquet")))
 
 
-def default_throughput_predictor(results: str | os.PathLike | None = None) -> tuple[Predictor, str]:
-    """A throughput predictor fit on the store when it holds enough rows, else on the shipped Open MLPerf copy."""
-    from benchmint.learn.features import target_values
+def default_throughput_predictor(results: str | os.PathLike | None = None, model: str | None = None,
+                                 accelerators: list[Any] | None = None) -> tuple[Predictor, str, dict[str, Any]]:
+    """A throughput predictor for a recommendation: fit on the store's rows that share something with the question
+    (its model family, or one of the candidate ``accelerators``, ``specs.Accelerator`` rows; without a ``model``,
+    every row counts) when there are 20 or more of them, else on the shipped Open MLPerf copy. Rows that share
+    nothing with the question (a tiny model on a host CPU) never displace the official results. Returns the
+    predictor, where it was fit, and ``training`` (JSON-ready: source, rows, store rows left out and why, note)."""
+    from benchmint.learn.features import build_features, target_values
+    from benchmint.learn.recommend import relevant_rows
+    from benchmint.learn.specs import spec_table
     from benchmint.results.store import default_results_dir
 
     target = "tokens_per_s_per_accelerator"
@@ -160,7 +170,39 @@ def default_throughput_predictor(results: str | os.PathLike | None = None) -> tu
         df = store_rows(results)
     except UserError:
         df = pd.DataFrame()
-    if len(df) and int(target_values(df, target).notna().sum()) >= MIN_ROWS:
-        return fit_predictor(df, target), f"fit on the store at {default_results_dir(results)} ({len(df)} runs)"
+    has = target_values(df, target).notna().to_numpy() if len(df) else None
+    n_store = int(has.sum()) if has is not None else 0
+    where = f"the store at {default_results_dir(results)}"
+    training: dict[str, Any] = {"store_rows_with_target": n_store, "store_rows_left_out": 0, "note": None}
+    if n_store:
+        df = df[has].reset_index(drop=True)
+        keep = pd.Series(True, index=df.index)
+        if model is not None:
+            keep = relevant_rows(build_features(df), model, accelerators or list(spec_table())).to_numpy()
+        n_keep = int(keep.sum())
+        left = n_store - n_keep
+        training["store_rows_left_out"] = left
+        if left:
+            feats = build_features(df[~keep])
+            fams = ", ".join(sorted({str(v) for v in feats["model_family"].dropna()})[:5]) or "unknown"
+            accs = ", ".join(sorted({str(v) for v in feats["accelerator"].dropna()})[:5]) or "unknown"
+            training["left_out_why"] = (f"share neither the model family nor a candidate accelerator with the "
+                                        f"question (families: {fams}; accelerators: {accs})")
+        if n_keep >= MIN_ROWS:
+            p = fit_predictor(df[keep].reset_index(drop=True), target)
+            source = f"fit on {where} ({n_keep} runs)"
+            if left:
+                training["note"] = (f"{left} of the store's {n_store} throughput rows were left out of training: "
+                                    f"they {training['left_out_why']}")
+            training.update(source=source, rows=n_keep)
+            return p, source, training
+        if left:
+            training["note"] = (f"the store's throughput rows were not used: {left} of {n_store} "
+                                f"{training['left_out_why']}" + (f", and the {n_keep} that do are fewer than "
+                                                                 f"{MIN_ROWS}" if n_keep else "")
+                                + "; fit on the shipped Open MLPerf copy instead")
     path = shipped_openmlperf()
-    return fit_predictor(pd.read_parquet(path), target), f"fit on the shipped Open MLPerf copy ({path.name})"
+    shipped = pd.read_parquet(path)
+    source = f"fit on the shipped Open MLPerf copy ({path.name})"
+    training.update(source=source, rows=int(target_values(shipped, target).notna().sum()))
+    return fit_predictor(shipped, target), source, training

@@ -348,10 +348,16 @@ def as_text(s: pd.Series) -> pd.Series:
 def duplicate_groups(frame: pd.DataFrame) -> pd.Series:
     """Near-duplicate groups: one system and model family in one round by one submitter (the 99% and 99.9%
     accuracy variants, Server and Offline of one submission, interactive and not) share a group, so that
-    evaluation folds never split them. Rows without a system name are their own group."""
+    evaluation folds never split them. Own runs (no submitter: measured here, not submitted) are
+    grouped by their configuration (every feature value), so that repeats of one configuration stay together while
+    runs of different settings on one host are separate groups: grouped by host, all of a user's runs were one
+    group, which left no out-of-fold residual to calibrate an interval with."""
     parts = [as_text(frame[c]) for c in ("round", "submitter", "system_name", "model_family", "accelerator",
                                             "accelerator_count")]
     key = parts[0].str.cat(parts[1:], sep="|")
-    lone = frame["system_name"].isna() & frame["submitter"].isna()
-    own = "row|" + as_text(frame["id"]) + "|" + pd.Series([str(i) for i in range(len(frame))], index=frame.index)
-    return key.where(~lone, own)
+    own = frame["submitter"].isna()
+    cfg_cols = [c for c in DEFAULT_FEATURES if c in frame.columns]
+    config = pd.Series("own", index=frame.index, dtype=object)
+    for c in cfg_cols:
+        config = config + "|" + as_text(frame[c])
+    return key.where(~own, config)

@@ -17,7 +17,15 @@ from typing import Any
 import numpy as np
 
 from benchmint.core.errors import UserError
-from benchmint.learn.active import MIN_FIT, Choice, SpaceModel, choose, encode, learning_curve
+from benchmint.learn.active import (
+    MIN_CALIBRATION,
+    MIN_FIT,
+    Choice,
+    SpaceModel,
+    choose,
+    encode,
+    learning_curve,
+)
 from benchmint.learn.space import TARGETS, Space, point_key
 
 SCHEMA_VERSION = "1.0"
@@ -73,9 +81,11 @@ def plan_next(space: Space, records: list[Any], budget: int) -> dict[str, Any]:
     return {"schema_version": SCHEMA_VERSION, "space": space.describe(), "mode": space.mode(),
             "measured": len(means), "configurations": len(grid),
             "choices": [_choice_dict(c, unit) for c in picks],
-            "note": None if len(means) >= MIN_FIT else
-            f"{len(means)} measured run(s) of this space in the store; the model needs {MIN_FIT}, so these "
-            "choices spread over the space"}
+            "note": (f"{len(means)} measured run(s) of this space in the store; the model needs {MIN_FIT}, so these "
+                     "choices spread over the space") if len(means) < MIN_FIT else
+            (f"{len(means)} measured run(s): not enough runs to calibrate a 90% interval ({MIN_CALIBRATION} "
+             "needed); the choices follow the model's spread, shown without an interval")
+            if len(means) < MIN_CALIBRATION else None}
 
 
 def curve_of(space: Space, m: Measured) -> list[dict[str, Any]]:
@@ -112,6 +122,8 @@ def run_next(space: Space, records: list[Any], budget: int, *, results_dir: str 
             row = {**_choice_dict(c, unit), "run_id": rec.id, "status": rec.status, "measured_value": value}
             if c.prediction is not None and value:
                 row["ape"] = abs(c.prediction - value) / value
+                if c.lower is not None and c.upper is not None:
+                    row["inside_interval"] = bool(c.lower <= value <= c.upper)
             if value is None:
                 failed += 1
             else:
@@ -123,11 +135,16 @@ def run_next(space: Space, records: list[Any], budget: int, *, results_dir: str 
     final = None
     if len(means) >= MIN_FIT:
         idx = list(means)
-        model = SpaceModel(space.seed).fit(encode([grid[i] for i in idx], space.axes), np.array([means[i] for i in idx]))
+        Xm, ym = encode([grid[i] for i in idx], space.axes), np.array([means[i] for i in idx])
+        model = SpaceModel(space.seed).fit(Xm, ym).calibrate(Xm, ym)
         rest = [i for i in range(len(grid)) if i not in means]
         if rest:
             pred, lo, hi = model.predict(encode([grid[i] for i in rest], space.axes))
-            final = {"not_measured": len(rest), "median_interval_width_rel": float(np.median((hi - lo) / pred))}
+            final = {"not_measured": len(rest), "calibrated": model.q90 is not None,
+                     "calibration_runs": model.n_calibration,
+                     "median_interval_width_rel": float(np.median((hi - lo) / pred)) if model.q90 is not None
+                     else None,
+                     "note": None if model.q90 is not None else model.uncalibrated_why()}
     return {"schema_version": SCHEMA_VERSION, "space": space.describe(), "mode": space.mode(),
             "measured_before": before, "runs": runs, "runs_without_target": failed, "measured": len(means),
             "configurations": len(grid), "learning_curve": curve_of(space, m), "model_after": final}

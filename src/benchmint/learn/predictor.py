@@ -174,16 +174,34 @@ def _learner(seed: int):
     return LogLinearPlusTrees(seed)
 
 
-def _conformal_quantiles(res: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
-    """(q_low, q_high) of signed log residuals for a central ``level`` interval, finite-sample corrected."""
+def min_calibration(level: float = LEVEL) -> int:
+    """The fewest residuals with which split conformal has a finite ``level`` quantile of |residual|:
+    ceil(level (n + 1)) <= n, i.e. 9 at 90%. With fewer, no interval is calibrated at that level."""
+    n = 1
+    while math.ceil(level * (n + 1) - 1e-9) > n:
+        n += 1
+    return n
+
+
+MIN_CALIBRATION = min_calibration(LEVEL)  # 9 residuals for a symmetric 90% interval
+
+
+def _conformal_quantiles(res: np.ndarray, level: float = LEVEL) -> tuple[float, float] | None:
+    """(q_low, q_high) of signed log residuals for a central ``level`` interval, finite-sample corrected; None when
+    the residuals are too few for any finite conformal quantile at ``level`` (fewer than ``MIN_CALIBRATION``): an
+    interval that was not calibrated is not given. With enough residuals for each tail's quantile (19 at 90%) the
+    tails are taken separately (an asymmetric interval); in between, the symmetric quantile of |residual|."""
     res = np.sort(np.asarray(res, dtype=float)[np.isfinite(res)])
     n = len(res)
-    if n == 0:
-        return (-math.log(3.0), math.log(3.0))
     a = (1 - level) / 2
-    lo = max(0, math.floor(a * (n + 1)) - 1)
-    hi = min(n - 1, math.ceil((1 - a) * (n + 1)) - 1)
-    return float(res[lo]), float(res[hi])
+    lo, hi = math.floor(a * (n + 1) + 1e-9) - 1, math.ceil((1 - a) * (n + 1) - 1e-9) - 1
+    if lo >= 0 and hi <= n - 1:
+        return float(res[lo]), float(res[hi])
+    k = math.ceil(level * (n + 1) - 1e-9) - 1
+    if n == 0 or k > n - 1:
+        return None
+    q = float(np.sort(np.abs(res))[k])
+    return -q, q
 
 
 def min_relative_error_shift(res: np.ndarray) -> float:
@@ -263,7 +281,9 @@ class Predictor:
     # ---------------------------------------------------------------------------------------- predict
     def predict(self, df: pd.DataFrame) -> pd.DataFrame:
         """One row per input row, in input order: ``prediction``, ``lower``, ``upper`` (the 90% interval),
-        ``unit``, ``basis`` (seen | new_accelerator | new_model), ``note`` and ``error`` (a string where the
+        ``unit``, ``basis`` (seen | new_accelerator | new_model), ``interval`` (conformal, or none where the
+        pool holds too few out-of-fold residuals to calibrate a 90% interval: ``lower``/``upper`` are then NaN and
+        the note says so), ``note`` and ``error`` (a string where the
         row lacks a required feature; its figures are then NaN)."""
         df = df.reset_index(drop=True)
         feats = build_features(df)
@@ -276,6 +296,7 @@ class Predictor:
                             "upper": np.full(n, np.nan)}, index=feats.index)
         out["unit"] = self.unit
         out["basis"] = None
+        out["interval"] = None  # conformal | none (too few out-of-fold residuals to calibrate one)
         out["note"] = None
         out["error"] = None
         if n == 0:
@@ -315,22 +336,32 @@ class Predictor:
                 why = ("the accelerator is not in the spec table" if not feats["acc_known"].iloc[i]
                        else "the model size is unknown")
                 note = (note + "; " if note else "") + f"no roofline prior ({why}): the learner alone answers"
-            pool = self._row_pool(basis if basis in self.pools else self._widest_pool_name(), scale, i)
-            q_lo, q_hi = _conformal_quantiles(pool)
+            pool_name = basis if self.pools.get(basis) else self._widest_pool_name()
+            pool = self._row_pool(pool_name, scale, i)
+            q = _conformal_quantiles(pool)
             # the roofline-only answer for a model family never measured stays the prior's median estimate: its pool
             # holds a handful of families (each one draw), too few to place a point by
-            shift = _point_shift(pool) if POINT_SHIFT and basis != "new_model" else 0.0
-            if basis != "seen" and "seen" in self.pools:
+            shift = _point_shift(pool) if POINT_SHIFT and basis != "new_model" and q is not None else 0.0
+            if q is None:
+                # no interval rather than a made-up one: too few out-of-fold residuals to calibrate a 90% interval
+                out.at[idx, "prediction"] = math.exp(lp)
+                out.at[idx, "basis"] = basis
+                out.at[idx, "interval"] = "none"
+                out.at[idx, "note"] = (note + "; " if note else "") + uncalibrated_note(len(pool))
+                continue
+            q_lo, q_hi = q
+            if basis != "seen" and self.pools.get("seen"):
                 # knowing less never narrows: at least the interval of a row like it on a measured accelerator
-                s_lo, s_hi = _conformal_quantiles(self._row_pool("seen", scale, i))
-                q_lo, q_hi = min(q_lo, s_lo), max(q_hi, s_hi)
+                s = _conformal_quantiles(self._row_pool("seen", scale, i))
+                if s is not None:
+                    q_lo, q_hi = min(q_lo, s[0]), max(q_hi, s[1])
             if new_round.iloc[i]:
                 # a round the training rows do not have: software and submissions move between rounds, so the
                 # interval is at least as wide as the errors of predicting one training round from the others (the
                 # widest pool when the training rows hold one round, which cannot measure that drift)
                 r_pool = self._row_pool("new_round" if "new_round" in self.pools else self._widest_pool_name(),
                                         scale, i)
-                r_lo, r_hi = _conformal_quantiles(r_pool)
+                r_lo, r_hi = _conformal_quantiles(r_pool) or (q_lo, q_hi)
                 # the point moves with a measured drift pool only: a stand-in widens the interval, not the point
                 if r_hi - r_lo > q_hi - q_lo and POINT_SHIFT and basis != "new_model" and "new_round" in self.pools:
                     shift = _point_shift(r_pool)
@@ -343,8 +374,14 @@ class Predictor:
             out.at[idx, "lower"] = math.exp(lp + q_lo)
             out.at[idx, "upper"] = math.exp(lp + q_hi)
             out.at[idx, "basis"] = basis
+            out.at[idx, "interval"] = "conformal"
             out.at[idx, "note"] = note
         return out
+
+    def calibration_residuals(self) -> int:
+        """How many out-of-fold residuals the widest-reaching pool a row of seen configurations uses holds."""
+        name = "seen" if self.pools.get("seen") else self._widest_pool_name()
+        return len(self.pools.get(name) or []) if name else 0
 
     def _widest_pool_name(self) -> str | None:
         names = [k for k, p in self.pools.items() if p]
@@ -538,6 +575,11 @@ def _cross_scale(X: pd.DataFrame, res: np.ndarray, groups: np.ndarray, seed: int
         m = _fit_scale(X.iloc[tr], res[tr], seed)
         out[te] = _predict_scale(m, X.iloc[te]) if m is not None else float(np.median(np.abs(res[tr])) or 1.0)
     return out
+
+
+def uncalibrated_note(n: int) -> str:
+    return (f"no 90% interval: not enough runs to calibrate one ({n} out-of-fold residual(s); a 90% conformal "
+            f"interval needs at least {MIN_CALIBRATION} from different configurations)")
 
 
 def _predict_scale(scale: dict[str, Any], X: pd.DataFrame) -> np.ndarray:

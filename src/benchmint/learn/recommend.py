@@ -117,17 +117,17 @@ def _joules(tdp: float | None, n: int):
     return lambda rate: tdp * n / rate if tdp and rate > 0 else None
 
 
-def recommend(predictor: Predictor, model: str, scenario: str = "server", slo: dict[str, float] | None = None,
-              max_usd_per_hour: float | None = None, accelerators: list[str] | None = None,
-              top: int = 10) -> dict[str, Any]:
-    if predictor.target != "tokens_per_s_per_accelerator":
-        raise UserError(f"recommend needs a tokens_per_s_per_accelerator model, this one predicts "
-                        f"{predictor.target}")
-    scenario = scenario.lower()
-    if scenario not in ("server", "offline"):
+def check_question(model: str, scenario: str = "server", max_usd_per_hour: float | None = None,
+                   accelerators: list[str] | None = None, top: int = 10) -> list[Accelerator]:
+    """Check a recommendation's question before anything is fit; the candidate accelerators (the ones asked for,
+    else the whole spec table). Each bad value is one UserError line."""
+    if scenario.lower() not in ("server", "offline"):
         raise UserError(f"--scenario {scenario!r}: expected server or offline")
     if top < 1:
         raise UserError("--top must be at least 1")
+    if max_usd_per_hour is not None and not (max_usd_per_hour > 0 and math.isfinite(max_usd_per_hour)):
+        raise UserError(f"--max-usd-per-hour {max_usd_per_hour:g}: must be a positive number of US dollars per "
+                        "replica-hour (leave it out for no budget)")
     if accelerators:
         accs = []
         for name in accelerators:
@@ -141,6 +141,25 @@ def recommend(predictor: Predictor, model: str, scenario: str = "server", slo: d
     if find_model(model) is None:
         raise UserError(f"--model {model!r}: not in the model table (benchmint/data/models.csv); known families: "
                         + ", ".join(sorted({f.family for _, f in model_table()})))
+    return accs
+
+
+def relevant_rows(feats: pd.DataFrame, model: str, accelerators: list[Accelerator]) -> pd.Series:
+    """Rows that share something with the question: its model family, or one of the candidate accelerators
+    (CPUs are never candidates). A tiny model measured on a host CPU teaches nothing about llama2-70b on GPUs."""
+    fam = model_family(model)
+    names = {a.name for a in accelerators if a.kind != "cpu"}
+    return (feats["model_family"].astype(object) == fam) | feats["accelerator"].astype(object).isin(names)
+
+
+def recommend(predictor: Predictor, model: str, scenario: str = "server", slo: dict[str, float] | None = None,
+              max_usd_per_hour: float | None = None, accelerators: list[str] | None = None,
+              top: int = 10) -> dict[str, Any]:
+    if predictor.target != "tokens_per_s_per_accelerator":
+        raise UserError(f"recommend needs a tokens_per_s_per_accelerator model, this one predicts "
+                        f"{predictor.target}")
+    accs = check_question(model, scenario, max_usd_per_hour, accelerators, top)
+    scenario = scenario.lower()
     lat_class, lat_note = latency_class(slo or {})
     # the engine each vendor's results use most in the training rows; "vllm" when the rows do not say
     engines = {"NVIDIA": "TensorRT-LLM 10.8", "AMD": "vLLM 0.6", "*": "vLLM 0.6"}
@@ -160,6 +179,8 @@ def recommend(predictor: Predictor, model: str, scenario: str = "server", slo: d
             continue
         n = c["accelerator_count"]
         tok, lo, hi = (p[k] * n for k in ("prediction", "lower", "upper"))
+        if not (math.isfinite(lo) and math.isfinite(hi)):  # too few residuals to calibrate an interval
+            lo = hi = None
         price = prices.get(c["accelerator"])
         usd_h = price.usd_per_hour_per_accelerator * n if price else None
         if max_usd_per_hour is not None:
@@ -177,10 +198,10 @@ def recommend(predictor: Predictor, model: str, scenario: str = "server", slo: d
             "accelerator": c["accelerator"], "count": n, "precision": c["precision"], "engine": c["engine"],
             "tokens_per_s": tok, "tokens_per_s_lower": lo, "tokens_per_s_upper": hi,
             "usd_per_hour": usd_h, "price_source": f"{price.name} (as of {price.as_of})" if price else None,
-            "usd_per_million_tokens": per_m(tok), "usd_per_million_tokens_lower": per_m(hi),
-            "usd_per_million_tokens_upper": per_m(lo),
-            "joules_per_token_at_tdp": j(tok), "joules_per_token_at_tdp_lower": j(hi),
-            "joules_per_token_at_tdp_upper": j(lo),
+            "usd_per_million_tokens": per_m(tok), "usd_per_million_tokens_lower": per_m(hi) if hi else None,
+            "usd_per_million_tokens_upper": per_m(lo) if lo else None,
+            "joules_per_token_at_tdp": j(tok), "joules_per_token_at_tdp_lower": j(hi) if hi else None,
+            "joules_per_token_at_tdp_upper": j(lo) if lo else None, "interval": p.get("interval") or "conformal",
             "basis": p["basis"], "extrapolated": p["basis"] != "seen", "note": p["note"],
         })
     rows.sort(key=lambda r: (r["usd_per_million_tokens"] is None, r["usd_per_million_tokens"] or 0.0,
@@ -193,7 +214,8 @@ def recommend(predictor: Predictor, model: str, scenario: str = "server", slo: d
         notes.append("no listed price for these accelerators: ranked by predicted tokens/s")
     fam = model_family(model)
     if fam not in predictor.seen.get("model_family", []):
-        notes.append(f"no measured row for model family {fam!r}: every figure is the roofline prior's")
+        notes.append(f"no measured row for model family {fam!r}: every figure extrapolates to a family the "
+                     "predictor never saw (see each row's note)")
     return {"schema_version": SCHEMA_VERSION, "model": model, "model_family": fam, "scenario": scenario,
             "latency_class": lat_class, "slo": slo or {}, "max_usd_per_hour": max_usd_per_hour,
             "interval_level": 0.9, "configurations": rows[:top], "candidates": len(rows), "notes": notes,
@@ -216,7 +238,10 @@ def recommend_table(res: dict[str, Any]):
         t.add_column(c, justify="right" if c in ("#", "n", "tokens/s", "$/M tokens", "J/token (TDP)") else "left")
 
     def rng(v, lo, hi, fmt="{:.3g}"):
-        return "-" if v is None else f"{fmt.format(v)} [{fmt.format(lo)}-{fmt.format(hi)}]"
+        if v is None:
+            return "-"
+        return fmt.format(v) + (" [no interval]" if lo is None or hi is None else
+                                f" [{fmt.format(lo)}-{fmt.format(hi)}]")
 
     for i, r in enumerate(res["configurations"], 1):
         t.add_row(str(i), r["accelerator"], str(r["count"]), r["precision"],
