@@ -309,3 +309,30 @@ def test_ctrl_c_before_the_test_began_reads_no_earlier_runs_records(tmp_path, mo
         runner.run_test(out, samples, _short(), _sim())
     assert not isinstance(e.value, runner.TestInterrupted)
     assert not (out / "records.jsonl").exists() and not (out / "worker.json").exists()
+
+
+def test_cli_plan_describes_the_accuracy_test(cli, tmp_path):
+    # `--mode accuracy --num-samples 20 --plan` printed the performance plan (24576 queries, 600 s)
+    code, out, _ = cli("llm", "mlperf", "--backend", "sim", "--scenario", "offline", "--mode", "accuracy",
+                       "--num-samples", "20", "--plan", "--json", str(tmp_path / "plan.json"))
+    assert code == 0 and "accuracy test" in out and "20 samples" in out
+    assert "24576" not in out and "600 s" not in out and "VALID" not in out
+    p = json.loads((tmp_path / "plan.json").read_text())
+    assert p["plan"]["mode"] == "accuracy" and p["plan"]["expected_queries"] == 20
+    assert p["settings"]["mode"] == "accuracy"
+    code, out, _ = cli("llm", "mlperf", "--backend", "sim", "--scenario", "server", "--mode", "accuracy",
+                       "--num-samples", "7", "--target-qps", "2", "--plan")
+    assert code == 0 and "7 queries, one per sample" in out and "459" not in out
+    # submission: the performance test's plan, then the accuracy test
+    code, out, _ = cli("llm", "mlperf", "--backend", "sim", "--scenario", "offline", "--mode", "submission",
+                       "--num-samples", "20", "--plan")
+    assert code == 0 and "performance test: about 24576 queries" in out
+    assert "then an accuracy test of 20 samples" in out
+
+
+def test_accuracy_run_records_the_accuracy_plan(tmp_path):
+    cfg = MlperfConfig(settings=_short(scenario="offline", target_qps=100), backend=_sim(), samples=_samples(5, 3),
+                       out_dir=tmp_path, mode="accuracy", measure_energy=False)
+    res, _ = run_mlperf(cfg)
+    assert res["plan"]["mode"] == "accuracy" and res["plan"]["expected_queries"] == 5
+    assert res["accuracy"]["samples"] == 5

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import html as html_lib
 import json
 import re
 from pathlib import Path
@@ -92,9 +93,12 @@ def test_mlperf_headline_says_loadgen_result_and_invalid_with_why():
     h = headline(run("mlperf"))
     assert h.kind == "MLPerf LoadGen" and "as llama2-70b" in h.what and "LoadGen Server" in h.what
     assert h.figures[0].name == "LoadGen result" and h.figures[0].value == "68.3 Tokens/s"
-    # the client's p99s (from metrics.client); LoadGen's result is the throughput, not said twice
-    assert [f.name for f in h.figures] == ["LoadGen result", "TTFT p99", "TPOT p99"]
-    assert [f.value for f in h.figures][1:] == ["26.9 ms", "10.4 ms"]
+    # LoadGen's own p99s (metrics.loadgen), then the client's (metrics.client), each named by its source;
+    # LoadGen's result is the throughput, not said twice
+    assert [f.name for f in h.figures] == ["LoadGen result", "TTFT p99 (LoadGen)", "TPOT p99 (LoadGen)",
+                                           "TTFT p99 (client)", "TPOT p99 (client)"]
+    assert [f.value for f in h.figures][1:] == ["27.2 ms", "10.8 ms", "26.9 ms", "10.4 ms"]
+    assert "mlperf_log_detail.txt" in h.figures[1].hint and "client-side" in h.figures[3].hint
     assert h.badges[0].text == "INVALID" and h.badges[0].tone == "bad"
     assert "Early stopping not satisfied" in h.badges[0].hint
     assert not any(b.text == "status invalid" for b in h.badges)  # said once
@@ -236,3 +240,27 @@ def test_a_run_that_is_not_valid_says_so_at_a_glance():
     assert badges["status partial"] == "warn" and badges["3 failed"] == "bad"
     html = render([RunRecord.from_dict(d)])
     assert ">3 failed</span>" in html and "timeout: 3" in _section(html, "runs")
+
+
+def test_mlperf_report_labels_each_figure_by_its_source():
+    """The HTML of an MLPerf run showed the client's TTFT p99 as plain "TTFT p99" beside "how measured: MLPerf
+    LoadGen", and LoadGen's own p99 nowhere: each figure now names its source, and LoadGen's figures are there."""
+    rec = run("mlperf")
+    html = render([rec])
+    text = re.sub(r"<[^>]+>", " ", re.sub(r"<(script|style)\b.*?</\1>", " ", html, flags=re.S))
+    text = html_lib.unescape(re.sub(r"\s+", " ", text))
+    lg, client = rec.metrics.loadgen, rec.metrics.client
+    assert lg["ttft_s"]["p99"] != client.ttft_s.p99
+    # the headline: LoadGen's 27.2 ms and the client's 26.9 ms, each labelled
+    assert "27.2 ms TTFT p99 (LoadGen)" in text and "26.9 ms TTFT p99 (client)" in text
+    assert "10.8 ms TPOT p99 (LoadGen)" in text and "10.4 ms TPOT p99 (client)" in text
+    assert not re.search(r"TTFT p99 (?!\((LoadGen|client)\))", text)  # no unlabelled p99
+    # the side-by-side table has both rows
+    table = html[html.index("<table id='bm-compare'>"):html.index("</table>", html.index("bm-compare"))]
+    assert "TTFT p99 (LoadGen)" in table and "TTFT p99 (client)" in table
+    # "how measured" names both sources
+    how = text[text.index("how measured"):][:800]
+    assert "LoadGen figures: MLPerf LoadGen (mlperf_log_detail.txt" in how
+    assert "client figures: benchmint's own measurement of the same requests" in how
+    # the percentile plot draws LoadGen's bars beside the client's
+    assert "(LoadGen)" in html[html.index("TTFT and TPOT percentiles") - 20000:]

@@ -6,6 +6,7 @@ uses (the LLM layer's registry and workload loader), plus ``--backend sim``, a s
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 from collections.abc import Callable
@@ -210,7 +211,7 @@ def mlperf(
     from benchmint.llm.cost import resolve_price
     from benchmint.llm.loadgen.api import MlperfConfig, MlperfInterrupted, run_mlperf
     from benchmint.llm.loadgen.settings import RunSettings
-    from benchmint.llm.loadgen.validity import plan
+    from benchmint.llm.loadgen.validity import plan_for_mode
 
     if mode not in ("performance", "accuracy", "submission"):
         raise UserError(f"--mode {mode!r}: use performance, accuracy or submission")
@@ -232,13 +233,19 @@ def mlperf(
         performance_sample_count=_performance_sample_count(f, samples), ttft_s=ttft, tpot_s=tpot,
     )
     if plan_only:
-        p = plan(rs, len(samples))
-        verdict = "can be VALID" if p.can_be_valid else "can NOT be VALID"
-        console.print(f"[bold]plan: {verdict}[/] (about {p.expected_queries} queries)")
+        p = plan_for_mode(rs, len(samples), mode)
+        if mode == "accuracy":  # LoadGen gives no verdict in accuracy mode: say what the test will send
+            console.print(f"[bold]plan: accuracy test[/] ({p.accuracy_samples} samples, each sent once)")
+        else:
+            verdict = "can be VALID" if p.can_be_valid else "can NOT be VALID"
+            extra = f", then an accuracy test of {p.accuracy_samples} samples" if mode == "submission" else ""
+            console.print(f"[bold]plan: {verdict}[/] (performance test: about {p.expected_queries} queries{extra})",
+                          soft_wrap=True)
         for n in p.notes:
             console.print(f"  - {n}", soft_wrap=True)
         if f.json_out:
-            write_json(f.json_out, {"schema_version": "1.0", "plan": p.to_dict(), "settings": rs.to_dict()})
+            shown = dataclasses.replace(rs, mode="accuracy") if mode == "accuracy" else rs
+            write_json(f.json_out, {"schema_version": "1.0", "plan": p.to_dict(), "settings": shown.to_dict()})
         return
     cfg = MlperfConfig(settings=rs, backend=spec, samples=samples, out_dir=out, mode=mode,
                        max_concurrency=f.max_concurrency, timeout_s=timeout, price=resolve_price(price), warmup=f.warmup,
@@ -246,7 +253,7 @@ def mlperf(
                        workload={**workload, "model_name": f.model or backend_entry(f.backend).default_model,
                                  "backend": f.backend}, store=True, results=f.results)
     check_reachable(spec)
-    p = plan(rs, len(samples))
+    p = plan_for_mode(rs, len(samples), mode)
     if not p.can_be_valid and mode != "accuracy":
         why = next((n for n in p.notes if n.startswith("Cannot be VALID")), "")
         console.print(f"[yellow]plan: this run can NOT be VALID[/] - {why}", soft_wrap=True)

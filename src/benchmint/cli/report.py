@@ -28,12 +28,14 @@ def report(
     """Write one self-contained HTML report (opens offline: plotly and CSS inlined): a headline per run, the
     runs side by side (what differs), throughput vs latency (Pareto), replay fidelity per op type, latency CDFs,
     TTFT/TPOT percentiles, throughput vs load and a section per run."""
-    from benchmint.report.api import build_report, load_predictions, select_runs
+    from benchmint.report.api import build_report, load_predictions, no_runs_error, select_runs
 
     docs = load_predictions(predictions)
 
     records, base_dirs, problems = select_runs(runs, results, include_imported=include_imported, kind=kind)
     for p in problems:
         err_console.print(f"[yellow]warning:[/] {p}", highlight=False, soft_wrap=True)
+    if not records and not docs:  # (a report of predictions alone needs no runs)
+        raise no_runs_error(runs, results, include_imported=include_imported, kind=kind)
     path = build_report(records, out, title=title, base_dirs=base_dirs, predictions=docs or None)
     console.print(f"wrote {path} ({len(records)} run(s), {path.stat().st_size / 1e6:.1f} MB)")

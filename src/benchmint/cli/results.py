@@ -14,10 +14,13 @@ app = group("results", __doc__)
 
 
 
-def _store(results: Path | None):
+def _store(results: Path | None, must_exist: bool = True):
+    """The store of a command: one that only reads refuses a folder named with --results (or its variable) that
+    does not exist (``must_exist``: a mistyped path must not read as "no runs"; the default folder before any run
+    is a store with no runs); every command refuses a path that is a file."""
     from benchmint.results.api import open_store
 
-    return open_store(results)
+    return open_store(results, must_exist=must_exist and results is not None)
 
 
 def _report_problems(store) -> None:
@@ -111,15 +114,16 @@ def export_cmd(
 
 @app.command("import")
 def import_cmd(
-    paths: list[Path] = typer.Argument(..., help="summary.csv files, Open MLPerf data.json / data.parquet, or folders holding them."),
-    fmt: str = typer.Option("auto", "--format", help="auto, mlperf-summary-csv or open-mlperf."),
+    paths: list[Path] = typer.Argument(..., help="summary.csv files, Open MLPerf data.json / data.parquet, folders holding them, or files `benchmint results export` wrote."),
+    fmt: str = typer.Option("auto", "--format", help="auto, mlperf-summary-csv, open-mlperf or benchmint-export (a `results export` file)."),
     results: Path = ResultsOpt,
 ) -> None:
     """Import official MLPerf Inference results (summary.csv of mlcommons/inference_results_v*, or the Open
-    MLPerf dataset) as runs of kind `imported`, with units normalized. Re-importing stores nothing twice."""
+    MLPerf dataset) as runs of kind `imported`, with units normalized; or the runs of a `benchmint results
+    export` file (JSONL, CSV or Parquet), as they were. Re-importing stores nothing twice."""
     from benchmint.results.api import import_into
 
-    store = _store(results)
+    store = _store(results, must_exist=False)  # importing creates the store
     skipped: list[str] = []
     read, new = import_into(store, list(paths), fmt, skipped)
     for p in skipped:
@@ -168,7 +172,7 @@ def pull_cmd(
     """Load a published results dataset into the local store; runs it already holds are not stored twice."""
     from benchmint.results.publish import pull
 
-    store = _store(results)
+    store = _store(results, must_exist=False)  # pulling creates the store
     read, new = pull(store, repo, folder, revision=revision)
     _report_problems(store)
     console.print(f"pulled {new} new run(s) ({read} read, {read - new} already stored) into {store.path}")

@@ -24,6 +24,7 @@ def select_runs(
     ``include_imported``.
     """
     store = ResultsStore(results)
+    store.check_folder()  # a file given as the store is an error, not "no runs"
     records: list[RunRecord] = []
     base_dirs: list[Path] = []
     problems: list[str] = []
@@ -58,6 +59,30 @@ def select_runs(
         seen[r.id] = r
     ordered = sorted(seen.values(), key=lambda r: (r.created_s, r.id))
     return ordered, base_dirs, sorted(set(problems))
+
+
+def no_runs_error(runs: list[str] | None, results: str | os.PathLike | None, include_imported: bool = False,
+                  kind: str | None = None) -> UserError:
+    """The one line `benchmint report` says when no run is selected: a page of empty sections is never what
+    was asked for, and exiting 0 would hide a mistyped --results or --kind from a script."""
+    store = ResultsStore(results)
+    if runs:
+        return UserError(f"no runs of kind {kind!r} among the --runs given; drop --kind or name other runs")
+    if not store.path.exists():
+        return UserError(f"{store.path}: no such results store (the folder does not exist); pass the store's "
+                         f"folder with --results DIR or $BENCHMINT_RESULTS, or name runs with --runs")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StoreWarning)
+        stored = store.records()
+    if not stored:
+        return UserError(f"no runs to report: the store {store.path} holds none; store runs there first (any "
+                         "measuring command, `benchmint results import`) or name run.json files with --runs")
+    if kind:
+        return UserError(f"no runs of kind {kind!r} in {store.path}; see `benchmint results list`")
+    if not include_imported:
+        return UserError(f"no runs to report: the store {store.path} holds only imported MLPerf results; add "
+                         "--include-imported")
+    return UserError(f"no runs to report in {store.path}")
 
 
 def build_report(

@@ -25,6 +25,8 @@ KEY_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("metrics__result__value", "result", ""),
     ("metrics__loadgen__validity", "LoadGen validity", ""),
     ("metrics__loadgen__tokens_per_s", "LoadGen tokens/s", "tokens/s"),
+    ("metrics__loadgen__ttft_s__p99", "TTFT p99 (LoadGen)", "s"),
+    ("metrics__loadgen__tpot_s__p99", "TPOT p99 (LoadGen)", "s"),
     *columns_for_report("llm"),
     ("metrics__throughput__samples_per_s", "samples/s", "samples/s"),
     ("metrics__throughput__output_tokens_per_s_per_accelerator", "output tokens/s per accelerator", "tokens/s"),

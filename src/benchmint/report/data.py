@@ -200,10 +200,27 @@ def _client_metrics(rec: RunRecord) -> dict[str, Any]:
 
 
 def percentiles(rec: RunRecord) -> dict[str, dict[str, float]]:
-    """``{"ttft_s": {"p50": ..., "p99": ...}, ...}`` from the record's metrics (only finite numbers)."""
+    """``{"ttft_s": {"p50": ..., "p99": ...}, ...}`` from the record's metrics (only finite numbers). For an
+    ``mlperf`` run these are benchmint's client-side figures (``metrics.client``); LoadGen's own are
+    :func:`loadgen_percentiles`."""
+    return _stat_blocks(_client_metrics(rec), LATENCY_METRICS)
+
+
+def is_loadgen_run(rec: RunRecord) -> bool:
+    """A run measured through MLPerf LoadGen, whose record holds LoadGen's figures and the client's."""
+    return isinstance(metrics(rec).get("loadgen"), dict) and isinstance(metrics(rec).get("client"), dict)
+
+
+def loadgen_percentiles(rec: RunRecord) -> dict[str, dict[str, float]]:
+    """LoadGen's own TTFT / TPOT / latency percentiles of an ``mlperf`` run (``metrics.loadgen``, read from
+    ``mlperf_log_detail.txt``); empty for other runs."""
+    lg = metrics(rec).get("loadgen")
+    return _stat_blocks(lg, ("ttft_s", "tpot_s", "latency_s")) if isinstance(lg, dict) else {}
+
+
+def _stat_blocks(m: dict[str, Any], names: tuple[str, ...]) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
-    m = _client_metrics(rec)
-    for metric in LATENCY_METRICS:
+    for metric in names:
         block = m.get(metric)
         if isinstance(block, dict):
             got = {k: num(block.get(k)) for k in ("mean", *PERCENTILES)}
@@ -503,13 +520,27 @@ def command_line(rec: RunRecord) -> str | None:
 
 
 def how_measured(rec: RunRecord) -> str | None:
+    lines = how_measured_lines(rec)
+    return " ".join(lines) if lines else None
+
+
+def how_measured_lines(rec: RunRecord) -> list[str]:
+    """How the run's figures were measured, one line per source. An ``mlperf`` run has two: LoadGen's figures
+    (from ``mlperf_log_detail.txt``) and benchmint's client-side figures of the same requests."""
     m = metrics(rec)
     lg = m.get("loadgen") if isinstance(m.get("loadgen"), dict) else {}
+    if is_loadgen_run(rec):
+        client = m["client"]
+        anchor = client.get("anchored_to") or client.get("latency_anchor")
+        lines = [f"LoadGen figures: {lg.get('measured_by') or 'MLPerf LoadGen (mlperf_log_detail.txt)'}"]
+        lines.append("client figures: benchmint's own measurement of the same requests (its monotonic clock"
+                     + (f"; latency anchored to the {anchor})" if anchor else ")"))
+        return lines
     how = m.get("how_measured") or lg.get("measured_by")
     meas = (rec.config or {}).get("measurement")
     if not how and isinstance(meas, dict) and meas.get("clock"):
         how = f"clock {meas['clock']}; latency anchored to the {m.get('latency_anchor') or 'scheduled'} send time"
-    return str(how) if how else None
+    return [str(how)] if how else []
 
 
 def request_errors(rec: RunRecord) -> dict[str, int]:

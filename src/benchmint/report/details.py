@@ -39,9 +39,9 @@ def facts(rec: RunRecord, h: Headline) -> Facts:
         items.append(("goodput", [fmt.rate(gp, "req/s") + " meeting every SLO"]))
     if dur is not None:
         items.append(("measured for", [fmt.duration(dur)]))
-    how = data.how_measured(rec)
+    how = data.how_measured_lines(rec)
     if how:
-        items.append(("how measured", [how]))
+        items.append(("how measured", how))
     n = data.notes(rec)
     if n:
         items.append(("notes", n))

@@ -14,8 +14,10 @@ from plotly.subplots import make_subplots
 
 from benchmint.report.data import (
     LatencySamples,
+    is_loadgen_run,
     label,
     latency_samples,
+    loadgen_percentiles,
     num,
     offered_load,
     per_op_rows,
@@ -87,14 +89,15 @@ def latency_cdf_figure(records: list[RunRecord], base_dirs: list[Path],
         samples: LatencySamples = latency_samples(rec, base_dirs)
         sources[rec.id] = samples.source
         pct = percentiles(rec)
+        name = label(rec) + (" (client)" if is_loadgen_run(rec) else "")  # the requests' own times, not LoadGen's
         first = True
         for col, metric in enumerate(METRIC_TITLES, start=1):
             vals = samples.values.get(metric)
             if vals:
                 x, y = _cdf_points(vals)
                 fig.add_scatter(x=x, y=y, mode="lines", line={"color": color[rec.id], "shape": "hv"},
-                                name=label(rec), legendgroup=rec.id, showlegend=first, row=1, col=col,
-                                hovertemplate="%{x:.4g} ms<br>P(≤x) = %{y:.3f}<extra>" + label(rec) + "</extra>")
+                                name=name, legendgroup=rec.id, showlegend=first, row=1, col=col,
+                                hovertemplate="%{x:.4g} ms<br>P(≤x) = %{y:.3f}<extra>" + name + "</extra>")
             elif metric in pct:
                 pts = sorted(
                     (v * 1e3, float(k[1:]) / 100 if k.startswith("p") else 1.0)
@@ -104,9 +107,9 @@ def latency_cdf_figure(records: list[RunRecord], base_dirs: list[Path],
                     continue
                 fig.add_scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers",
                                 line={"color": color[rec.id], "dash": "dot"},
-                                name=label(rec) + " (from percentiles)", legendgroup=rec.id,
+                                name=name + " (from percentiles)", legendgroup=rec.id,
                                 showlegend=first, row=1, col=col,
-                                hovertemplate="%{x:.4g} ms at quantile %{y}<extra>" + label(rec) + "</extra>")
+                                hovertemplate="%{x:.4g} ms at quantile %{y}<extra>" + name + "</extra>")
             else:
                 continue
             first = False
@@ -125,18 +128,24 @@ def percentile_figure(records: list[RunRecord], color: dict[str, str]) -> go.Fig
     fig = make_subplots(rows=1, cols=2, subplot_titles=["TTFT", "TPOT"])
     drawn = 0
     for rec in records:
-        pct = percentiles(rec)
-        first = True
-        for col, metric in enumerate(("ttft_s", "tpot_s"), start=1):
-            block = pct.get(metric) or {}
-            keys = [k for k in ("p50", "p90", "p99") if k in block]
-            if not keys:
-                continue
-            fig.add_bar(x=keys, y=[block[k] * 1e3 for k in keys], name=label(rec), legendgroup=rec.id,
-                        showlegend=first, marker_color=color[rec.id], row=1, col=col,
-                        hovertemplate="%{x}: %{y:.4g} ms<extra>" + label(rec) + "</extra>")
-            first = False
-            drawn += 1
+        # an MLPerf run has two sets: LoadGen's own (hatched) and the client's of the same requests
+        sets = [(percentiles(rec), "")]
+        if is_loadgen_run(rec):
+            sets = [(loadgen_percentiles(rec), " (LoadGen)"), (sets[0][0], " (client)")]
+        for pct, source in sets:
+            first = True
+            name = label(rec) + source
+            for col, metric in enumerate(("ttft_s", "tpot_s"), start=1):
+                block = pct.get(metric) or {}
+                keys = [k for k in ("p50", "p90", "p99") if k in block]
+                if not keys:
+                    continue
+                fig.add_bar(x=keys, y=[block[k] * 1e3 for k in keys], name=name, legendgroup=rec.id + source,
+                            showlegend=first, marker_color=color[rec.id], row=1, col=col,
+                            marker_pattern_shape="/" if source == " (LoadGen)" else "",
+                            hovertemplate="%{x}: %{y:.4g} ms<extra>" + name + "</extra>")
+                first = False
+                drawn += 1
     if not drawn:
         return None
     fig.update_layout(template=TEMPLATE, title="TTFT and TPOT percentiles", barmode="group", height=420,

@@ -155,20 +155,33 @@ def _llm(rec: RunRecord) -> Headline:
     return h
 
 
-def _latency_figures(rec: RunRecord, h: Headline, throughput: bool = True) -> None:
+def _latency_figures(rec: RunRecord, h: Headline, throughput: bool = True, source: str = "") -> None:
+    """Throughput and TTFT / TPOT p99; ``source`` names where they come from (``client`` beside LoadGen's)."""
     tp = data.throughput(rec) if throughput else {}
     if "output_tokens_per_s" in tp:
-        h.figures.append(Figure("output throughput", fmt.rate(tp["output_tokens_per_s"], "tok/s"),
+        h.figures.append(Figure("output throughput" + _src(source), fmt.rate(tp["output_tokens_per_s"], "tok/s"),
                                 f"requests: {fmt.rate(tp.get('requests_per_s'), 'req/s')}"
                                 if "requests_per_s" in tp else ""))
     elif "requests_per_s" in tp:
-        h.figures.append(Figure("throughput", fmt.rate(tp["requests_per_s"], "req/s")))
-    pct = data.percentiles(rec)
+        h.figures.append(Figure("throughput" + _src(source), fmt.rate(tp["requests_per_s"], "req/s")))
+    _p99_figures(h, data.percentiles(rec), source, CLIENT_HINT if source == "client" else "")
+
+
+LOADGEN_HINT = "LoadGen's own figure, from mlperf_log_detail.txt"
+CLIENT_HINT = "benchmint's client-side measurement of the same requests"
+
+
+def _src(source: str) -> str:
+    return f" ({source})" if source else ""
+
+
+def _p99_figures(h: Headline, pct: dict[str, dict[str, float]], source: str, hint: str) -> None:
     for metric, name in (("ttft_s", "TTFT p99"), ("tpot_s", "TPOT p99")):
         p = pct.get(metric, {})
         if "p99" in p:
-            h.figures.append(Figure(name, fmt.duration(p["p99"]),
-                                    f"p50 {fmt.duration(p['p50'])}" if "p50" in p else ""))
+            extra = f"p50 {fmt.duration(p['p50'])}" if "p50" in p else ""
+            h.figures.append(Figure(name + _src(source), fmt.duration(p["p99"]),
+                                    "; ".join(x for x in (hint, extra) if x)))
 
 
 def _request_badges(rec: RunRecord, h: Headline) -> None:
@@ -191,9 +204,11 @@ def _mlperf(rec: RunRecord) -> Headline:
               + (f" ({mode})" if mode else ""))
     res = data.result_value(rec)
     if res is not None:
-        h.figures.append(Figure("LoadGen result", f"{fmt.number(res[0])} {res[1]}".strip(),
-                                "LoadGen's own figure from mlperf_log_detail.txt"))
-    _latency_figures(rec, h, throughput=res is None)  # LoadGen's result is the throughput said once
+        h.figures.append(Figure("LoadGen result", f"{fmt.number(res[0])} {res[1]}".strip(), LOADGEN_HINT))
+    # LoadGen's own p99s first, then the client's of the same requests, each named by its source
+    _p99_figures(h, data.loadgen_percentiles(rec), "LoadGen", LOADGEN_HINT)
+    # LoadGen's result is the throughput said once
+    _latency_figures(rec, h, throughput=res is None, source="client" if data.is_loadgen_run(rec) else "")
     v = data.loadgen_validity(rec)
     if v is not None and v.verdict:
         h.badges = [b for b in h.badges if not b.text.startswith("status ")] if rec.status in ("ok", "invalid") \

@@ -21,8 +21,12 @@ EXPORT_FORMATS = ("csv", "parquet", "jsonl")
 LIST_COLUMNS = ("id", "created", "kind", "status", "model", "scenario", "headline")
 
 
-def open_store(path: str | os.PathLike | None) -> ResultsStore:
-    return ResultsStore(path)
+def open_store(path: str | os.PathLike | None, must_exist: bool = False) -> ResultsStore:
+    """The store at ``path`` (else $BENCHMINT_RESULTS, else ./benchmint-results). A path that is a file is
+    refused; with ``must_exist`` (commands that only read) so is one that does not exist (:class:`UserError`)."""
+    store = ResultsStore(path)
+    store.check_folder(must_exist=must_exist)
+    return store
 
 
 def quietly(fn, *args, **kwargs):

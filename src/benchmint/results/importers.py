@@ -424,22 +424,109 @@ def _parse_accuracy(text: str | None) -> dict[str, float]:
 _ACC_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*[:=]\s*(-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d{1,3})?)(?![\d.])")
 
 
+# ------------------------------------------------------------------------------ benchmint's own export
+RECORD_COLUMN = "record_json"  # the whole record, in table ``runs`` and so in `results export` CSV / Parquet
+
+
+def read_exported_records(path: str | os.PathLike, problems: list[str] | None = None) -> list[RunRecord]:
+    """The RunRecords of a file `benchmint results export` wrote: JSONL (one record per line), or CSV / Parquet
+    of table ``runs`` (the records are in its ``record_json`` column). They keep their ids and kinds, so
+    importing an export into a store that holds the runs stores nothing twice. A line or row that holds no
+    valid record is skipped, named in ``problems``; when none is valid the import is an error."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    where = "row"
+    try:
+        if suffix in (".parquet", ".csv"):
+            texts = _record_column(path)
+        else:
+            where = "line"
+            texts = path.read_bytes().splitlines()
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: unreadable export ({type(e).__name__}: {e})") from None
+    from benchmint.results.store import record_from_dict
+
+    by_id: dict[str, RunRecord] = {}
+    bad = 0
+    for i, text in enumerate(texts, start=1):
+        if text is None or not text.strip():  # a blank line (or an empty cell)
+            continue
+        at = f"{path}: {where} {i}"
+        try:
+            rec = record_from_dict(orjson.loads(text), at)
+        except orjson.JSONDecodeError as e:
+            bad += 1
+            _note(problems, f"{at}: not valid JSON ({e}); skipped")
+            continue
+        except UserError as e:
+            bad += 1
+            _note(problems, f"{e}; skipped")
+            continue
+        by_id[rec.id] = rec  # the same id twice: the later line wins, as in the store
+    if not by_id and bad:
+        raise UserError(f"{path}: no valid record in the file ({bad} {where}(s) skipped); nothing stored")
+    return list(by_id.values())
+
+
+def _note(problems: list[str] | None, message: str) -> None:
+    if problems is not None:
+        problems.append(message)
+
+
+def _record_column(path: Path) -> list[str | None]:
+    import pyarrow as pa
+
+    try:
+        if path.suffix.lower() == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path, columns=[RECORD_COLUMN]).column(RECORD_COLUMN).to_pylist()
+        import pyarrow.csv as pacsv
+
+        opts = pacsv.ConvertOptions(include_columns=[RECORD_COLUMN], column_types={RECORD_COLUMN: pa.string()})
+        return pacsv.read_csv(path, convert_options=opts).column(RECORD_COLUMN).to_pylist()
+    except pa.ArrowException as e:
+        raise ValueError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+
+
+def _has_record_column(path: Path) -> bool:
+    """Whether a CSV / Parquet file is a `results export` of table ``runs`` (it has a ``record_json`` column)."""
+    try:
+        if path.suffix.lower() == ".parquet":
+            import pyarrow.parquet as pq
+
+            return RECORD_COLUMN in pq.read_schema(path).names
+        with open(path, newline="", encoding="utf-8", errors="replace") as f:
+            header = next(csv.reader([f.readline()]), [])
+        return RECORD_COLUMN in [h.strip() for h in header]
+    except Exception:  # unreadable: leave it to the reader of the layout the name says, which names the problem
+        return False
+
+
 # ------------------------------------------------------------------------------------------ dispatch
 def detect_format(path: Path) -> str:
     suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        return "benchmint-export"
+    if suffix in (".csv", ".parquet") and _has_record_column(path):
+        return "benchmint-export"
     if suffix == ".csv":
         return "mlperf-summary-csv"
     if suffix in (".json", ".parquet"):
         return "open-mlperf"
     raise UserError(
-        f"{path}: cannot tell the layout from the name; expected a summary.csv (MLPerf Inference results) "
-        "or an Open MLPerf data.json / data.parquet"
+        f"{path}: cannot tell the layout from the name; expected a summary.csv (MLPerf Inference results), "
+        "an Open MLPerf data.json / data.parquet, or a `benchmint results export` file (.jsonl, .csv, .parquet); "
+        "or name the layout with --format"
     )
 
 
 READERS: dict[str, Callable[[Path, list[str] | None], list[RunRecord]]] = {
     "mlperf-summary-csv": read_summary_csv,
     "open-mlperf": read_open_mlperf,
+    "benchmint-export": read_exported_records,
 }
 
 

@@ -125,6 +125,21 @@ class ResultsStore:
     def __repr__(self) -> str:
         return f"ResultsStore({str(self.path)!r})"
 
+    def check_folder(self, must_exist: bool = False) -> None:
+        """Refuse, with one line naming the path, a store that is a file (or whose ``runs`` is one) and, with
+        ``must_exist`` (the reading commands), a folder that does not exist: a mistyped ``--results`` must not
+        read as "no runs". A folder without runs yet is a store with no runs."""
+        how = f"pass the store's folder with --results DIR or ${ENV_VAR}"
+        if self.path.exists() and not self.path.is_dir():
+            raise UserError(f"{self.path}: is a file, not a results store folder; {how} "
+                            "(a run.json or an exported file goes to `benchmint report --runs` or "
+                            "`benchmint results import`)")
+        if self.parts_dir.exists() and not self.parts_dir.is_dir():
+            raise UserError(f"{self.parts_dir}: is a file, not the store's runs folder; {how}")
+        if must_exist and not self.path.exists():
+            raise UserError(f"{self.path}: no such results store (the folder does not exist); {how}, or store "
+                            "runs there first (any measuring command, `benchmint results import`)")
+
     # ---------------------------------------------------------------- writing
     def append(self, record: RunRecord | dict[str, Any]) -> Path:
         """Store one record (a new part file, written atomically). Returns the part's path."""
@@ -135,6 +150,7 @@ class ResultsStore:
         dicts = [_record_dict(r) for r in records]
         if not dicts:
             raise ValueError("append_many: no records")
+        self.check_folder()
         name = f"part-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:12]}.parquet"
         return self._write_part(self.parts_dir / name, dicts)
 
@@ -285,15 +301,32 @@ class ResultsStore:
         import duckdb
 
         con = self.connect()
+        read_only(con)
         try:
             cur = con.execute(sql)
         except duckdb.Error as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if isinstance(e, duckdb.PermissionException) or "configuration has been locked" in first:
+                raise UserError(f"query refused: {first}. `results query` only reads table `runs`: it writes no "
+                                "file and reads none, and changes no setting (no COPY ... TO, ATTACH, INSTALL, "
+                                "LOAD, read_csv/read_parquet of files, SET); to write the runs to a file use "
+                                "`benchmint results export`") from None
             raise UserError(f"query failed: {first} (table is `runs`; see docs/results.md for columns)") from None
         if cur.description is None:
             return [], []
         cols = [d[0] for d in cur.description]
         return cols, cur.fetchall()
+
+
+def read_only(con) -> None:
+    """Make a DuckDB connection whose table ``runs`` is built read-only for what a user's SQL runs next:
+    DuckDB's own switches, not a parser of SQL. ``enable_external_access = false`` stops every file and
+    network access (COPY ... TO, EXPORT DATABASE, ATTACH, read_csv / read_parquet / glob of files, INSTALL,
+    LOAD, secrets); it cannot be switched back on, and ``lock_configuration`` refuses every later SET / RESET
+    / PRAGMA that changes a setting. The tables already built stay queryable; what a query creates lives in
+    this connection's memory and goes with it."""
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
 
 
 def _fsync_dir(path: Path) -> None:

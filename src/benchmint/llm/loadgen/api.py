@@ -21,7 +21,7 @@ from benchmint.llm.cost import cost_block
 from benchmint.llm.loadgen.runner import TestInterrupted, TestOutcome, run_test, write_samples
 from benchmint.llm.loadgen.settings import RunSettings
 from benchmint.llm.loadgen.sut import Sample
-from benchmint.llm.loadgen.validity import explain, plan
+from benchmint.llm.loadgen.validity import explain, plan_for_mode
 from benchmint.llm.types import RequestRecord
 from benchmint.results.record import RunRecord
 from benchmint.results.save import save_run
@@ -106,7 +106,7 @@ def run_mlperf(cfg: MlperfConfig, on_stage: Callable[[str], None] | None = None)
     stage = on_stage or (lambda _msg: None)
     samples_path = write_samples(cfg.samples, out / "samples.jsonl")
     result: dict[str, Any] = {"schema_version": RESULT_SCHEMA_VERSION, "config": cfg.describe()}
-    result["plan"] = plan(dataclasses.replace(cfg.settings, mode="performance"), len(cfg.samples)).to_dict()
+    result["plan"] = plan_for_mode(cfg.settings, len(cfg.samples), cfg.mode).to_dict()
     artifacts: dict[str, str] = {"samples": "samples.jsonl"}
     perf: TestOutcome | None = None
 

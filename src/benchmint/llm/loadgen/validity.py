@@ -11,6 +11,7 @@ percentile estimate needs the count for one query over the limit: 64 at p90, 662
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -190,9 +191,12 @@ class Plan:
     early_stopping_min_queries: int | None
     notes: list[str] = field(default_factory=list)
     submission_grade: bool = False
+    mode: str = "performance"  # the run's --mode: performance, accuracy or submission
+    accuracy_samples: int | None = None  # samples the accuracy test issues (each once); None: no accuracy test
 
     def to_dict(self) -> dict[str, Any]:
-        keys = ("can_be_valid", "expected_queries", "early_stopping_min_queries", "submission_grade", "notes")
+        keys = ("mode", "can_be_valid", "expected_queries", "early_stopping_min_queries", "submission_grade",
+                "accuracy_samples", "notes")
         return {k: getattr(self, k) for k in keys}
 
 
@@ -222,6 +226,33 @@ def effective_settings(rs: RunSettings) -> dict[str, Any] | None:
     }
 
 
+def _accuracy_note(rs: RunSettings, n_samples: int, qps: float | None) -> str:
+    """What a LoadGen accuracy test does: every sample of the QSL once, whatever the duration and count flags."""
+    if rs.scenario == "offline":
+        how = f"LoadGen issues one query of all {n_samples} samples"
+    elif rs.scenario == "server":
+        how = f"LoadGen issues {n_samples} queries, one per sample, at about {float(qps or 1.0):g} QPS"
+    else:
+        how = f"LoadGen issues {n_samples} queries, one per sample, one at a time"
+    return (f"Accuracy test: {how}; each sample is sent once and its answer scored against its reference. "
+            "The minimum duration and query count do not apply, and LoadGen judges no latency in this mode.")
+
+
+def plan_for_mode(rs: RunSettings, n_samples: int, mode: str,
+                  effective: dict[str, Any] | None = None) -> Plan:
+    """The plan of a whole ``llm mlperf --mode`` run: ``performance`` (one performance test), ``accuracy`` (one
+    accuracy test: each sample once) or ``submission`` (the performance test, then the accuracy test)."""
+    if mode == "accuracy":
+        return plan(dataclasses.replace(rs, mode="accuracy"), n_samples, effective)
+    p = plan(dataclasses.replace(rs, mode="performance"), n_samples, effective)
+    if mode == "submission":
+        eff = effective if effective is not None else (effective_settings(rs) or {})
+        p.mode = "submission"
+        p.accuracy_samples = n_samples
+        p.notes.append("Then the a" + _accuracy_note(rs, n_samples, eff.get("target_qps", rs.target_qps))[1:])
+    return p
+
+
 def plan(rs: RunSettings, n_samples: int, effective: dict[str, Any] | None = None) -> Plan:
     """Predict, before a run, whether these settings can yield a VALID LoadGen result.
 
@@ -249,8 +280,8 @@ def plan(rs: RunSettings, n_samples: int, effective: dict[str, Any] | None = Non
     es_min: int | None = None
 
     if rs.mode != "performance":
-        return Plan(True, n_samples, None, [f"Accuracy mode issues each of the {n_samples} samples once; "
-                                            "LoadGen does not judge latency in this mode."])
+        return Plan(True, n_samples, None, [_accuracy_note(rs, n_samples, qps)], mode="accuracy",
+                    accuracy_samples=n_samples)
     if rs.scenario == "server":
         qps = float(qps or 1.0)
         expected = max(int(min_q or 0), math.ceil(qps * min_d_s))
