@@ -129,3 +129,17 @@ def test_cancelled_requests_are_scheduled_but_neither_failed_nor_sent_when_stopp
     req = compute_metrics(recs, start_ns=T0 * MS, interrupted=True)["requests"]
     assert (req["scheduled"], req["sent"], req["completed"], req["failed"], req["cancelled"]) == (3, 2, 1, 0, 2)
     assert req["errors"] == {} and req["completed"] + req["failed"] + req["cancelled"] == req["scheduled"]
+
+
+def test_chunks_that_arrived_in_one_read_give_no_tpot_of_zero():
+    # 14 chunks read at once after a stall: the client saw no time between tokens, which is no TPOT of 0
+    m = record_metrics(rec(0, 0, 0, [28] * 14, out=14))
+    assert m["tpot_s"] is None and m["ttft_s"] == m["e2e_s"]
+
+
+def test_goodput_fraction_of_an_interrupted_run_leaves_out_the_requests_never_sent():
+    done = [rec(i, 10 * i, 10 * i, [10 * i + 5], out=1) for i in range(3)]
+    never = [RequestRecord(id=3 + i, scheduled_ns=(T0 + 100 + i) * MS, error_kind="cancelled") for i in range(7)]
+    m = compute_metrics(done + never, start_ns=T0 * MS, slo=parse_slo("ttft=1"), interrupted=True)
+    assert m["goodput"]["requests_meeting_slo"] == 3
+    assert m["goodput"]["fraction"] == pytest.approx(1.0)  # 3 of 3 asked, not 3 of 10 scheduled

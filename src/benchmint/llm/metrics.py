@@ -14,8 +14,9 @@ Definitions (times from the monotonic clock):
 - anchor: the scheduled send time (default, as MLPerf LoadGen does) or the actual send time
   (``anchor="sent"``); both variants of TTFT and E2E are always reported.
 - TTFT = first content chunk time - anchor. E2E = last content chunk time - anchor (the stream's end when
-  there were no chunks). TPOT = (E2E - TTFT) / (output tokens - 1) for requests with >= 2 output tokens that
-  arrived in >= 2 chunks (an answer that came in one piece, e.g. not streamed, shows nothing after its first token).
+  there were no chunks). TPOT = (E2E - TTFT) / (output tokens - 1) for requests with >= 2 output tokens whose
+  chunks came at >= 2 times (an answer that came in one piece, e.g. not streamed, or whose chunks all arrived in
+  one read after a stall, shows nothing after its first token: not a TPOT of 0).
   ITL = time between consecutive content chunks. Send lag = actual send time - scheduled send time.
 - duration = from the measured run's start (first scheduled send) to the last measured request's end.
 - throughput = completed requests / duration, output tokens / duration, (input + output tokens) / duration.
@@ -102,7 +103,7 @@ def record_metrics(r: RequestRecord, anchor: str = "scheduled") -> dict[str, Any
         if r.first_token_ns is not None:
             m["ttft_s"] = (r.first_token_ns - base) / 1e9
             m["ttft_from_send_s"] = (r.first_token_ns - r.sent_ns) / 1e9
-            if r.output_tokens and r.output_tokens > 1 and len(r.chunk_ns) > 1:
+            if r.output_tokens and r.output_tokens > 1 and len(r.chunk_ns) > 1 and last > r.first_token_ns:
                 m["tpot_s"] = (last - r.first_token_ns) / 1e9 / (r.output_tokens - 1)
         if len(r.chunk_ns) > 1:
             m["itl_s"] = (np.diff(np.asarray(r.chunk_ns, dtype=np.int64)) / 1e9).tolist()
@@ -195,7 +196,9 @@ def compute_metrics(
     if slo:
         good = sum(1 for m in per if _meets(m, slo))
         res["goodput_requests_per_s"] = good / d if ok else 0.0
-        res["goodput"] = {"slo": slo, "requests_meeting_slo": good, "fraction": good / len(recs) if recs else 0.0}
+        # of the requests not cancelled: an interrupted run's unsent requests are no failures to meet the SLO
+        asked = len(recs) - len(cancelled)
+        res["goodput"] = {"slo": slo, "requests_meeting_slo": good, "fraction": good / asked if asked else 0.0}
     for k, v in list(res["throughput"].items()):
         if isinstance(v, float) and np.isnan(v):
             res["throughput"][k] = 0.0

@@ -89,7 +89,7 @@ LLM_METRICS: tuple[Metric, ...] = (
         Aliases(vllm="`ttft`", guidellm="`time_to_first_token_ms`", aiperf="`time_to_first_token`")),
     _per_request(
         "tpot_s", "TPOT",
-        "(E2E - TTFT) / (output tokens - 1), per request; requests with >= 2 tokens in >= 2 chunks",
+        "(E2E - TTFT) / (output tokens - 1), per request; requests with >= 2 tokens whose chunks came at >= 2 times",
         Aliases(vllm="`tpot` (`mean_tpot_ms`)",
                 guidellm="`inter_token_latency_ms` (its `time_per_output_token_ms` divides the whole latency by "
                          "all tokens: not the same)",
@@ -177,7 +177,7 @@ LLM_METRICS: tuple[Metric, ...] = (
     Metric(key="latency_anchor", name="latency anchor", unit="", level="setting", shape="str",
            definition="what TTFT and E2E are measured from: `scheduled` (default) or `sent` (`--anchor`)"),
     Metric(key="goodput", name="goodput detail", unit="", level="block", shape="object", optional=True,
-           definition="the SLO (`slo`), `requests_meeting_slo` and their `fraction` of the scheduled requests"),
+           definition="the SLO (`slo`), `requests_meeting_slo` and their `fraction` of the scheduled requests that were not cancelled (a Ctrl-C leaves the unsent ones out)"),
     Metric(key="client_bound", name="client-bound check", unit="", level="block", shape="object", optional=True,
            definition="whether the client, not the server, limited the run (`benchmint llm calibrate`)"),
     Metric(key="sessions", name="sessions", unit="", level="block", shape="object", optional=True,
