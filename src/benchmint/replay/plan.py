@@ -155,6 +155,19 @@ class Plan:
     def registers(self) -> list[Any]:
         return list(self.init)
 
+    def correct_standins(self, cost_per_node_s: float) -> int:
+        """Take the recorders' cost out of the time the skipped ops' stand-ins spend (their recorded durations,
+        which hold the observers' cost of every node under them: a skipped quantized linear recorded at 3.7x its
+        un-observed time); ``cost_per_node_s``: the observers' cost of one recorded node, measured on this replay
+        (:class:`benchmint.replay.fidelity.Calibration`). Returns how many stand-ins changed."""
+        n = 0
+        for st in self.steps:
+            if st.standin_s and st.op.dur_s is not None:
+                new = max(0.0, st.op.dur_s - cost_per_node_s * st.op.subtree_nodes)
+                n += new != st.standin_s
+                st.standin_s = new
+        return n
+
     def compile(self, gaps_ns: list[int] | None = None, standins: bool = True, marks: bool = False,
                 stamps: bool = False, inserts: dict[int, list[str]] | None = None) -> Callable:
         """The replayed iteration as one function of the register file.
