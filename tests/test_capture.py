@@ -517,3 +517,20 @@ def test_the_steps_after_a_recording_are_timed_from_their_own_start(tmp_path):
     assert [k for k, _t in cap.after_times_s] == list(range(1, AFTER_RECORDING + 1))
     assert max(t for _k, t in cap.after_times_s) < cap.recorded_times_s[0] + cap.write_times_s[0]
     assert len(cap.idle_times_s) == 5
+
+
+def test_a_folder_holding_an_earlier_capture_is_refused_unless_forced(cli, tmp_path):
+    # another script's iter_15/ and iter_20/ stayed beside the new capture's et.json, and a replay mixed them
+    old = tmp_path / "c"
+    (old / "iter_15").mkdir(parents=True)
+    (old / "et.json").write_text("{}")
+    (old / "notes.txt").write_text("mine")
+    code, _, err = cli("capture", "--out", str(old), "--workload", "small_transformer", "--warmup", "1",
+                       "--measure", "5", "--no-store")
+    assert code == 2 and "earlier capture" in err and "iter_15/" in err and "--force" in err
+    assert len(err.strip().splitlines()) == 1
+    code, _, err = cli("capture", "--out", str(old), "--workload", "small_transformer", "--warmup", "1",
+                       "--measure", "5", "--no-store", "--force")
+    assert code == 0, err
+    assert not (old / "iter_15").exists() and (old / "notes.txt").read_text() == "mine"  # only a capture's files
+    assert (old / "capture.json").exists() and (old / "et.json").stat().st_size > 2

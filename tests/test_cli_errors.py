@@ -34,3 +34,12 @@ def test_usage_errors_are_one_line_that_names_the_help_to_read(cli):
         assert code == 2 and len(lines) == 1, (args, err)
         assert lines[0].startswith("error: ") and words in lines[0] and "--help" in lines[0]
         assert "Traceback" not in err and "╭" not in err
+
+
+def test_a_multi_rank_capture_folder_replayed_alone_names_ranks(cli, tmp_path):
+    # it said "folder has no et.json; give the execution trace file itself"
+    for r in (0, 1):
+        (tmp_path / "cap" / f"rank{r}").mkdir(parents=True)
+        (tmp_path / "cap" / f"rank{r}" / "et.json").write_text("{}")
+    code, _, err = cli("replay", str(tmp_path / "cap"))
+    assert code == 2 and "--ranks 2" in err and "rank0" in err and len(err.strip().splitlines()) == 1

@@ -80,6 +80,9 @@ def capture(
                                   "its script makes no progress for this many seconds in a step, in the "
                                   "recording's start or stop, or at its end (its peers gone or stuck) "
                                   "(default 300; 0: wait as long as torch's own timeouts)."),
+    force: bool = typer.Option(False, "--force", help="Capture into a folder that holds an earlier capture, "
+                               "removing that capture's files first (et.json, kineto.json, capture.json, run.json, "
+                               "iter_*/)."),
 ) -> None:
     """Capture an execution trace and a Kineto trace of chosen steps of a Python training or inference loop.
 
@@ -120,6 +123,7 @@ def capture(
             raise UserError(f"capture: --every records one step in every N of one process; under torchrun "
                             f"(WORLD_SIZE={rank_world[1]}) capture single steps (leave out --every)")
         out = out / f"rank{rank_world[0]}"  # one capture folder per rank, as a multi-rank replay reads them
+    _fresh(out, force)
     if workload is not None:
         import torch
 
@@ -159,6 +163,31 @@ def capture(
     lost = _lost(out / (summary["iterations"][0] if summary.get("iterations") else "") / "et.json")
     if lost:  # after the capture is stored: nothing here may cost the user the capture
         console.print(f"[yellow]{escape(lost)}[/]", highlight=False)
+
+
+_CAPTURE_FILES = ("et.json", "kineto.json", "capture.json", "run.json")
+
+
+def _fresh(out: Path, force: bool) -> None:
+    """Refuse a folder that holds an earlier capture (its iteration folders or files would sit beside the new
+    one's, and a replay of the folder would mix the two), unless ``force``: then that capture's files go."""
+    if not out.is_dir():
+        return
+    old = [p for p in out.iterdir() if p.name in _CAPTURE_FILES or (p.is_dir() and p.name.startswith("iter_"))
+           or (p.is_dir() and p.name.startswith("rank") and p.name[4:].isdigit())]
+    if not old:
+        return
+    names = ", ".join(sorted(p.name + ("/" if p.is_dir() else "") for p in old)[:5])
+    if not force:
+        raise UserError(f"capture: {out} holds an earlier capture ({names}); choose another --out, or pass --force "
+                        "to remove it first")
+    import shutil
+
+    for p in old:
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
 
 
 def _run(argv: list[str], env: dict[str, str], out: Path, rank_world: tuple[int, int] | None,

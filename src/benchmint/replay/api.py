@@ -61,6 +61,12 @@ def find_inputs(trace: str | os.PathLike, kineto: str | os.PathLike | None = Non
                 raise UserError(f"{p}: the capture there is incomplete ({summary.get('measured_steps', 0)} steps "
                                 f"timed, {summary.get('recorded_steps', 0)} recorded: the loop ended before a step "
                                 "was recorded); capture again with more steps")
+        ranks = sorted(int(d.name[4:]) for d in p.glob("rank*") if d.is_dir() and d.name[4:].isdigit()
+                       and (d / "et.json").exists())
+        if not et.exists() and ranks:  # a capture under torchrun: one folder per rank
+            raise UserError(f"{p}: a capture of {len(ranks)} ranks (rank{ranks[0]}/ ... rank{ranks[-1]}/); replay them "
+                            f"all with --ranks {len(ranks)} (or under torchrun --nproc-per-node {len(ranks)}), or one "
+                            f"rank's folder alone ({p / f'rank{ranks[0]}'})")
         if not et.exists():
             raise UserError(f"{p}: folder has no et.json; give the execution trace file itself")
         p = et
