@@ -158,6 +158,27 @@ def test_a_padded_language_model_step_scales_in_batch_and_sequence(tmp_path):
         assert _shapes(scaled.view) == _shapes(_view(_capture(tmp_path / spec, _padded_lm_step(*big))))
 
 
+def _mask_by_index_step(batch: int):
+    """A padding mask gathered by index (``mask[arange(B)[:, None], arange(S)]``, as Hugging Face's mask helpers
+    do): its lengths' size feeds only values, so reading it as the batch or as a fixed size both fit the shapes."""
+    torch.manual_seed(0)
+    emb = torch.nn.Embedding(50, 8)
+
+    def step():
+        ids, lens = torch.randint(0, 50, (batch, 12)), torch.randint(3, 12, (batch,))
+        mask = torch.arange(12)[None] < lens[:, None]
+        keep = mask[torch.arange(batch)[:, None], torch.arange(12)[None]]
+        (emb(ids) * keep[..., None]).sum().backward()
+
+    return step
+
+
+def test_a_size_that_feeds_only_values_is_refused_saying_so(tmp_path):
+    v = _view(_capture(tmp_path / "m", _mask_by_index_step(5)))
+    with pytest.raises(UserError, match="as a fixed size gives consistent shapes too"):
+        scale_view(v, ["batch=2"], phases(v))
+
+
 def test_a_scaled_replay_runs_and_says_what_was_scaled(caps):
     res = replay_trace(caps["b2"], scale=("batch=2",), gaps="none", warmup=0, iters=2)
     r = res.result

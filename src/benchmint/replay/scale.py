@@ -130,9 +130,15 @@ def scale_view(view: TraceView, specs: list[str] | tuple[str, ...], phases: list
             except Conflict:
                 continue
             op = view.ops[pt.index]
-            raise UserError(f"--scale {' '.join(specs)}: op #{pt.index} {op.name} (node {op.node_id}): {pt.what}, and "
-                            "the shapes allow more than one reading (a batch or sequence size equal to another "
-                            "dimension); the size cannot be attributed unambiguously, so the step is not scaled")
+            if pt.key[0] == "value" and alt == pt.options - 1:  # the other reading: a fixed size
+                other = ("but reading it as a fixed size gives consistent shapes too: the ops that follow it do not "
+                         "tell (it feeds only values, e.g. an index or a mask built from it, which torch checks "
+                         "when the op runs, not by shape)")
+            else:
+                other = ("and the shapes allow more than one reading (a batch or sequence size equal to another "
+                         "dimension)")
+            raise UserError(f"--scale {' '.join(specs)}: op #{pt.index} {op.name} (node {op.node_id}): {pt.what}, "
+                            f"{other}; the size cannot be attributed unambiguously, so the step is not scaled")
     final = _Pass(view, ctx, chosen, probe.entries)
     try:
         ops = final.run()
@@ -141,6 +147,9 @@ def scale_view(view: TraceView, specs: list[str] | tuple[str, ...], phases: list
     changed = sum(1 for a, b in zip(view.ops, ops, strict=True)
                   if [x.value.shape for x in a.outputs if x.kind == TENSOR and isinstance(x.value, TRef)]
                   != [x.value.shape for x in b.outputs if x.kind == TENSOR and isinstance(x.value, TRef)])
+    if not changed and any(f != 1 for f in factors.values()) and worst is not None:
+        # the one consistent reading scales nothing: every reading that scales the step disagreed somewhere
+        raise _fail(view, specs, worst, " (every reading that scales the step disagrees somewhere; the one that went furthest, here)")
     if not changed and any(f != 1 for f in factors.values()):  # the size read is not one the step's ops follow
         read = "; ".join(f"the {_NAMES[k]} read from the step's data, {_size_text(ctx.batch if k == 'batch' else ctx.seqs)}"
                          for k in ctx.kinds)
