@@ -59,3 +59,11 @@ def test_inspect_help_and_subprocess():
 def test_inspect_bad_rank_is_a_user_error(cli):
     code, out, err = cli("inspect", str(PARAM / "dlrm_pytorch_et.tar.gz"), "--rank", "99")
     assert code == 2 and "rank 99" in err and "Traceback" not in err
+
+
+def test_inspect_takes_a_capture_folder_as_replay_does(cli):
+    # "is a directory; pass a trace file" before, for the folder `benchmint replay` takes
+    code, out, err = cli("inspect", str(Path(__file__).parent / "data" / "tiny_capture"), "--json")
+    assert code == 0, err
+    s = json.loads(out)
+    assert s["path"].endswith("et.json") and s["kineto"] is not None

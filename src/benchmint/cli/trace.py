@@ -24,6 +24,10 @@ def inspect(
     threads, iterations, devices, communication; with --kineto, time by op type and how many ops matched."""
     from benchmint.trace.summary import inspect_trace
 
+    if trace.is_dir() and (trace / "et.json").exists():  # a capture folder, as replay takes it
+        if kineto is None and (trace / "kineto.json").exists():
+            kineto = trace / "kineto.json"
+        trace = trace / "et.json"
     s = inspect_trace(trace, kineto, rank=rank, top=top)
     if json_out:
         typer.echo(dumps(s).decode())

@@ -56,7 +56,8 @@ def print_summary(s: dict, console: Console) -> None:
          if its else "none marked (no ProfilerStep#N)"),
         ("scopes", f"{scopes['count']}" + (": " + ", ".join(list(scopes["by_name"])[:6]) if scopes["count"] else "")),
         ("devices", ", ".join(s["devices"]) or "none"),
-        ("communication", f"{comm['top_level_ops']} top-level ops, {len(comm['collectives'])} collectives ({names})"
+        ("communication", f"{comm['top_level_ops']} top-level ops ({names}), {len(comm['collectives'])} with their "
+                          "collective's parameters recorded"
          if comm["nodes"] else "none"),
     ], s["warnings"]))
     console.print(_by_op("top-level ops", [(name, str(n)) for name, n in s["op_histogram"].items()]))
