@@ -56,6 +56,13 @@ from benchmint.replay.types import (
     TraceView,
     TRef,
 )
+from benchmint.trace.damage import sparse_tensors, storage_less
+
+#: Why an op that reads or makes a sparse tensor is not run (trace/damage.py).
+SPARSE_REASON = ("reads or makes a sparse tensor, which the trace records without layout, nonzeros or values: "
+                 "a dense stand-in would time another computation")
+#: What a tensor input that torch may have wrapped from a Python number is passed as (:meth:`_Builder._wrapped_numbers`).
+_NUMBER: dict[torch.dtype, Any] = {torch.float64: 1.0, torch.int64: 1, torch.complex128: 1 + 0j, torch.bool: True}
 
 DATA_DEPENDENT = {
     "aten::nonzero",
@@ -337,6 +344,9 @@ class _Builder:
             for r in all_refs(op):
                 self.pool.note(r)
         self.cons: Constraints = collect_constraints(view.ops, self._arg_names)
+        # sparse tensors (recorded without storage, layout or nonzeros: trace/damage.py): ops on them are not run
+        self.sparse = sparse_tensors((op.name, [r for a in op.inputs for r in arg_refs(a)],
+                                      [r for a in op.outputs for r in arg_refs(a)]) for op in view.ops)
         # the dry run keeps a produced tensor only until its last reader, as the loop will
         self.dies_at: dict[int, list[tuple]] = {}  # op index -> keys last read there (by id or on their storage)
         for key, i in last_reads(view.ops).items():
@@ -486,11 +496,12 @@ class _Builder:
         with grad_context(self.grad_mode):
             return fn(*pos, **kw), pos, kw, True
 
-    def _bind(self, op: OpRec, spec: OpSpec,
-              by_name: bool = False) -> tuple[list, dict, list[str], list[str], list[str], list[int]]:
+    def _bind(self, op: OpRec, spec: OpSpec, by_name: bool = False, numbers: frozenset[tuple] = frozenset()
+              ) -> tuple[list, dict, list[str], list[str], list[str], list[int]]:
         """The recorded arguments bound by the schema: (positional, kwargs, their source texts, lines to run
         before the call, slots read); ``by_name``: every argument by keyword (a substitute for an op of another
-        library, whose schema gains arguments between versions)."""
+        library, whose schema gains arguments between versions); ``numbers``: keys of recorded tensors passed as
+        Python numbers (:meth:`_wrapped_numbers`)."""
         values, texts = [], []
         pre: list[str] = []
         reads: list[int] = []
@@ -498,7 +509,12 @@ class _Builder:
         if len(op.inputs) > len(spec.args):
             raise TypeError(f"{len(op.inputs)} recorded arguments for a schema with {len(spec.args)}")
         for a, arg in zip(op.inputs, spec.args, strict=False):
-            if a.kind == TENSOR:
+            if a.kind == TENSOR and a.value.key in numbers:
+                f = self.cons.factor(a.value)  # a made-up factor near one keeps its value
+                t = type(_NUMBER[a.value.dtype])(f) if f is not None and a.value.dtype.is_floating_point \
+                    else _NUMBER[a.value.dtype]
+                txt = self._const(t)
+            elif a.kind == TENSOR:
                 t, txt = self._input_tensor(a.value, pre, reads, arg.name in unread)
             elif a.kind == TENSOR_LIST:
                 ts, parts = [], []
@@ -544,8 +560,8 @@ class _Builder:
     # -- outputs -------------------------------------------------------------------------------------------
     def _pin(self, ref: TRef) -> None:
         """A synthetic tensor of the recorded shape stands for this output (persistent)."""
-        if ref.dtype is None:
-            return
+        if ref.dtype is None or storage_less(ref) and ref.tensor_id in self.sparse:
+            return  # (a sparse tensor: the ops that read it are not run)
         self._keep(ref.key, ref)
 
     def _pin_outputs(self, op: OpRec) -> None:
@@ -599,6 +615,8 @@ class _Builder:
             return self._skip(info, NOT_REPLAYED[op.name])
         if not op.schema:
             return self._skip(info, "no op schema recorded")
+        if self.sparse and any(storage_less(r) and r.tensor_id in self.sparse for r in all_refs(op)):
+            return self._skip(info, SPARSE_REASON)
         if op.name.startswith(("c10d::", "c10d_functional::", "_c10d_functional::")):
             if self.comm is None:
                 return self._skip(info, "collective communication: it needs the process group of ranks it ran in "
@@ -644,11 +662,40 @@ class _Builder:
                 except Exception as e2:
                     return self._skip(info, f"{first_line(e)}; {sub[1]} instead failed too: {first_line(e2)}")
                 info.substitute = sub[1]
+        if info.substitute is None and op.name not in DATA_DEPENDENT and _retyped(op, result) is not None:
+            again = self._as_wrapped_numbers(op, spec, why)
+            if again is not None:
+                pos, kw, ptxt, ktxt, pre, reads, result, real = again
         if info.substitute is None:
             fast = self.dry.fast(op.name, spec, pos, kw, result, real)
             if fast is not None:
                 fn = fast
         return self._emit(idx, info, op, fn, self.dry.to_trial(result), ptxt, ktxt, pre, reads, spec)
+
+    def _wrapped_numbers(self, op: OpRec) -> frozenset[tuple]:
+        """The op's 0-dim tensor inputs that may have been Python numbers: torch wraps a number passed for a
+        Tensor argument (``total_norm + 1e-6``, ``clip_coef * max_norm``) into a 0-dim double (int64, complex128,
+        bool) tensor marked as a wrapped number, which the trace records as a plain tensor; a wrapped number does
+        not take part in type promotion as a 0-dim tensor does (float32 + wrapped double is float32, + a 0-dim
+        double tensor is float64). Tensors an earlier op made are left out: they were real tensors."""
+        return frozenset(r.key for a in op.inputs if a.kind == TENSOR for r in [a.value]
+                         if isinstance(r, TRef) and r.shape == () and r.dtype in _NUMBER
+                         and self.produced_storage.get(r.storage_id) != r.key)
+
+    def _as_wrapped_numbers(self, op: OpRec, spec: OpSpec, why: str | None) -> tuple | None:
+        """The op bound and tried again with its possible wrapped numbers (:meth:`_wrapped_numbers`) as Python
+        numbers, when that gives its first output the recorded dtype (which the tensors did not); else None."""
+        numbers = self._wrapped_numbers(op)
+        if not numbers:
+            return None
+        try:
+            pos, kw, ptxt, ktxt, pre, reads = self._bind(op, spec, numbers=numbers)
+            result, pos, kw, real = self._try(op, spec.fn, pos, kw, why)
+        except Exception:
+            return None
+        if _pairs(op, result) is None or _retyped(op, result) is not None:
+            return None
+        return pos, kw, ptxt, ktxt, pre, reads, result, real
 
     def _substitute(self, idx: int, info: StepInfo, op: OpRec, why: str) -> StepInfo:
         """Run the portable substitute of an op this torch build lacks (or that fails on this device),

@@ -8,6 +8,12 @@ it replays is not the step: the parts the observer lost run at the shapes it gue
 all. ``nn.TransformerEncoder``'s fast path in inference with a padding mask is the common case: it packs the
 batch into a nested tensor.
 
+A sparse (COO) tensor has no storage either: the observer records it as a storage-less tensor of its dense
+shape (storage id 0, no element size, no device; its layout, nonzeros' count, positions and values are not
+in the op's record). A replay would run its ops on a dense stand-in (``torch.sparse.mm`` as a dense matmul, 10x
+the recorded time in one probe): :func:`sparse_tensors` finds them, the replay does not run the ops that read
+them (``replay/plan.py``: timed stand-ins of their recorded durations), and :func:`find` says so.
+
 :func:`find` says so, or returns None for a whole trace. It reads only names and parents unless one of them
 looks wrong, so it costs next to nothing on a healthy trace.
 """
@@ -16,15 +22,21 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Iterable
+from typing import Any
 
 from benchmint.core.errors import TraceError
 from benchmint.trace.model import Node, Trace
+from benchmint.trace.values import TensorRef
 
-__all__ = ["by_rank", "find"]
+__all__ = ["SPARSE", "by_rank", "find", "sparse_ops", "sparse_tensors", "storage_less"]
 
 #: Ops that take or make nested tensors (``_nested_*``, the padding round trip). Not the fused transformer
 #: layers (``_transformer_encoder_layer_fwd``): they run on dense tensors too, and are then recorded whole.
 NESTED = re.compile(r"nested|::to_padded_tensor\b")
+#: Ops that only take sparse tensors (or say so by name): what tells a sparse tensor from another storage-less one.
+SPARSE = re.compile(r"sparse|coalesce|::_?indices\b|::_?values\b|::_nnz\b|::to_dense\b|::crow_indices\b"
+                    r"|::col_indices\b")
 _SHOW = 3  # op names named in the sentence
 
 
@@ -42,6 +54,54 @@ def _lost_arguments(n: Node) -> bool:
         return _takes_arguments(n) and not n.input_types
     except TraceError:
         return False
+
+
+def storage_less(r: Any) -> bool:
+    """A defined tensor of a known shape that the trace records without storage (id 0, no element size, no
+    device): a sparse tensor's record (a nested one records no sizes; an undefined one no dtype)."""
+    return (getattr(r, "storage_id", None) == 0 and not r.itemsize and not r.device and r.dtype is not None
+            and len(r.shape) > 0)
+
+
+def sparse_tensors(ops: Iterable[tuple[str, list[Any], list[Any]]]) -> set[int]:
+    """Ids of the sparse tensors among ``ops`` (name, input tensors, output tensors; in execution order):
+    storage-less tensors (:func:`storage_less`) that an op named for sparse tensors (:data:`SPARSE`) reads or
+    makes, and the storage-less tensors that ops reading one of those make (``t()`` of a sparse matrix)."""
+    ops = list(ops)
+    ids = {r.tensor_id for name, ins, outs in ops if SPARSE.search(name) for r in (*ins, *outs)
+           if storage_less(r)}
+    if not ids:
+        return ids
+    for _, ins, outs in ops:
+        if any(storage_less(r) and r.tensor_id in ids for r in ins):
+            ids.update(r.tensor_id for r in outs if storage_less(r))
+    return ids
+
+
+def _tensors(values: Iterable[Any]) -> list[Any]:
+    out = []
+    for v in values:
+        if isinstance(v, list | tuple):
+            out.extend(x for x in v if isinstance(x, TensorRef))
+        elif isinstance(v, TensorRef):
+            out.append(v)
+    return out
+
+
+def sparse_ops(trace: Trace) -> Counter[str] | None:
+    """The ops on sparse tensors among the trace's top-level ops (those a replay runs), by name; None when the
+    trace names no op for sparse tensors (a name test: no argument is decoded then)."""
+    if not any(SPARSE.search(n.name) for n in trace.nodes if n.op_schema):
+        return None
+    try:
+        ops = [(n.name, _tensors(n.inputs), _tensors(n.outputs)) for n in trace.nodes if n.op_schema]
+    except TraceError:
+        return None
+    ids = sparse_tensors(ops)
+    top = {n.id for n in trace.top_level_ops()}
+    c = Counter(name for n, (name, ins, _) in zip((n for n in trace.nodes if n.op_schema), ops, strict=True)
+                if n.id in top and any(storage_less(r) and r.tensor_id in ids for r in ins))
+    return c or None
 
 
 def _names(c: Counter[str]) -> str:
@@ -62,15 +122,22 @@ def find(trace: Trace) -> str | None:
     # as hanging, as the loader counts dangling parents
     loose = [n for n in ops if n.parent not in by_id and n.parent != n.id]
     hanging = [n for n in loose if n.parent != 0]
+    sparse = sparse_ops(trace)
+    said_sparse = None
+    if sparse:
+        said_sparse = (f"the step ran {sum(sparse.values())} op(s) on sparse tensors ({_names(sparse)}), which the "
+                       "execution-trace observer records as storage-less tensors of their dense shape (no layout, "
+                       "nonzeros or values): the replay does not run them (timed stand-ins of their recorded "
+                       "durations where Kineto gives them), so its time is not the step's for them")
     if not nested and not hanging:
-        return None
+        return said_sparse
     # only where the observer can have failed (ops left loose, nested-tensor ops): a whole trace's arguments
     # are not decoded here
     suspects = {n.id: n for n in loose}
     suspects.update((n.id, n) for n in nested_ops)
     lost = Counter(n.name for n in suspects.values() if _lost_arguments(n))
     if not lost and not (hanging and nested):
-        return None  # a partial trace (the loader says so)
+        return said_sparse  # a partial trace (the loader says so)
     parts = []
     if lost:
         parts.append(f"{sum(lost.values())} op(s) have no recorded arguments ({_names(lost)})")
@@ -84,7 +151,7 @@ def find(trace: Trace) -> str | None:
                  "its fast path on dense tensors, which the observer records whole) to replay it")
     else:
         said += "; the replay runs what was recorded, not the step"
-    return said
+    return f"{said}; {said_sparse}" if said_sparse else said
 
 
 def by_rank(said: list[str | None]) -> str | None:
