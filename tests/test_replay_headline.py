@@ -229,3 +229,69 @@ def test_a_what_if_replay_calls_its_estimate_the_changed_steps_not_the_original(
          "what_if": {"changes": []}}
     first = headline(r)[0]
     assert "the changed step ~23.661 ms estimated from the trace" in first and "original ~" not in first
+
+
+def _what_if(replay_s, ops_s, est_s, iqr=0.03, pace=-0.30, spread=0.168):
+    """The what-if replay of a llama step that dropped 4.4% of it: capture.json's 6.845 ms, expected 6.544 ms."""
+
+    base, factor = 6.845 * MS, 0.956
+    return {"coverage": 1.0, "ops_replayed": 614, "ops_total": 614, "original_iter_time_s": base, "error": None,
+            "original_iter_time_iqr_ratio": spread, "device": "cpu", "gap_time_s": 0.3 * MS,
+            "iter_time_s": {"median": replay_s, "iqr": iqr * replay_s, "noisy": iqr > 0.1},
+            "replay_ops_only_s": ops_s, "original_iter_time_estimated_s": est_s,
+            "pace": {"capture_ns_per_turn": 21.6, "timed_ns_per_turn": 21.6 * (1 + pace), "timed_vs_capture": pace},
+            "what_if": {"changes": [{"spec": "drop:aten::lerp_", "action": "drop", "ops_matched": 63, "copies": 0,
+                                     "share_of_step": 0.044}],
+                        "step_time_factor": factor, "original_iter_time_s": base,
+                        "expected_iter_time_s": base * factor, "change_vs_original": replay_s / base - 1}}
+
+
+def test_a_what_if_whose_iterations_ran_below_their_own_ops_alone_is_flagged_noisy():
+    # "-47.6% against the original (expected -4.4%)": the iteration (3.58 ms) ran below its ops alone (6.18 ms)
+    from benchmint.replay.adapt import describe
+
+    r = _what_if(3.584 * MS, 6.175 * MS, 7.497 * MS)
+    line = [x for x in describe(r) if x.startswith("what-if: replayed step")][0]
+    assert "-47.6% against the original (expected -4.4%" in line
+    assert "noisy: the timed iterations (3.584 ms) ran faster than the same ops alone timed before them" in line
+    assert "not a measured effect" in line
+    # the whole-step replay with the same figures says so too
+    whole = {**r, "what_if": None, "error": 3.584 / 6.845 - 1}
+    assert judge(whole)["verdict"] == "noisy" and judge(whole)["noisy_because"] == "ops alone"
+    assert "ran faster than the same ops alone" in headline(whole)[0]
+    # a what-if within its expected change, with ops alone below the iteration: measured, no caveat
+    calm = _what_if(6.6 * MS, 4.25 * MS, 6.55 * MS, pace=0.0, spread=0.03)
+    assert "noisy" not in [x for x in describe(calm) if x.startswith("what-if: replayed step")][0]
+
+
+def test_a_what_if_whose_step_times_spread_is_flagged_noisy():
+    # "+14.1% against the original (expected -4.4%)", its iterations spread 29% of their median
+    from benchmint.replay.adapt import describe
+
+    r = _what_if(7.811 * MS, 4.254 * MS, 6.548 * MS, iqr=0.29)
+    line = [x for x in describe(r) if x.startswith("what-if: replayed step")][0]
+    assert "+14.1% against the original" in line and "noisy: the step times spread 29% of their median" in line
+
+
+def test_a_what_if_headline_gives_the_expected_step_and_says_why_the_trace_s_estimate_differs():
+    # "the changed step ~7.497 ms estimated from the trace" beside "expected -4.4%" (6.544 ms)
+    first = headline(_what_if(3.584 * MS, 6.175 * MS, 7.497 * MS))[0]
+    assert "the changed step expected ~6.544 ms (capture.json's 6.845 ms x 0.956" in first
+    assert "the trace's own estimate of it, ~7.497 ms, is +15% off" in first
+    assert "this run's timing of the ops alone (6.175 ms), which moves with the host's pace" in first
+    # an estimate that agrees with the expected figure is not repeated
+    agree = headline(_what_if(6.6 * MS, 4.25 * MS, 6.55 * MS, pace=0.0))[0]
+    assert "expected ~6.544 ms" in agree and "own estimate" not in agree
+
+
+def test_a_compiled_step_s_headline_says_how_much_ran_in_compiled_regions():
+    r = {**_result(orig_s=3.15 * MS, replay_s=3.2 * MS), "gaps": "recorded", "gap_time_s": 2.2 * MS,
+         "gap_target": "estimate",
+         "compiled_regions": {"calls": 1, "graphs": 1, "recorded_s": 6.986 * MS, "share_of_step": 0.82,
+                              "ops_inside": 1, "not_in_ops_s": 1.76 * MS, "not_in_ops_share_of_step": 0.21}}
+    line = headline(r)[-1]
+    assert line.startswith("torch.compile'd regions: 1 call of 1 compiled graph, 82% of the recorded step")
+    assert "1.760 ms of it (21% of the step) ran outside the 1 op they called" in line
+    assert "at most 0.3 ms of each recorded gap" in line  # why --target estimate reads far short
+    none = headline({**r, "gaps": "none", "gap_time_s": 0.0})[-1]
+    assert "reads short of the original by about 21% of the step" in none

@@ -11,7 +11,14 @@ from rich.table import Table
 from benchmint.cli.common import ResultsOpt, console, err_console, state
 from benchmint.core.stats import noise_note
 from benchmint.replay.console import fidelity_line, fmt_s
-from benchmint.replay.headline import damage_line, pace_change, retyped_line, threads_line
+from benchmint.replay.headline import (
+    compiled_line,
+    damage_line,
+    kineto_line,
+    pace_change,
+    retyped_line,
+    threads_line,
+)
 from benchmint.trace.lookups import NAMES
 
 
@@ -259,6 +266,12 @@ def _print_summary(r: dict) -> None:
     threads = threads_line(r)  # --threads other than the capture's: the error holds that difference
     if threads:
         console.print(f"[yellow]{escape(threads)}[/]", highlight=False)
+    partial = kineto_line(r)  # a Kineto trace that matched part of the step: holes in the gaps and durations
+    if partial:
+        console.print(f"[yellow]{escape(partial)}[/]", highlight=False)
+    compiled = compiled_line(r)  # torch.compile'd regions: their generated kernels are not replayed as ops
+    if compiled:
+        console.print(f"[yellow]{escape(compiled)}[/]", highlight=False)
 
 
 def _print_report(rows: list[dict], r: dict) -> None:
@@ -275,6 +288,12 @@ def _print_report(rows: list[dict], r: dict) -> None:
         t.add_row(row["op"], str(row["count"]), fmt_s(o), fmt_s(row["replay_s"]),
                   (f"{d * 1e3:+.3f} ms" if d is not None else "-"))
     console.print(t)
+    c = r.get("compiled_regions") or {}
+    if c.get("not_in_ops_s") is not None:
+        console.print(f"not in the table: {fmt_s(c['not_in_ops_s'])} recorded inside torch.compile'd regions outside "
+                      "any op (their generated kernels), which the replay runs no op for"
+                      + (" (spent as part of the CPU time between ops)" if r.get("gap_time_s") else ""),
+                      highlight=False)
     if r["largest_contributors"]:
         console.print("largest contributors to the error: " + ", ".join(
             f"{c['op']} ({c['delta_s'] * 1e3:+.3f} ms)" for c in r["largest_contributors"]))

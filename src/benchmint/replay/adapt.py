@@ -32,6 +32,7 @@ from typing import Any
 
 from benchmint.core.errors import UserError
 from benchmint.replay.fidelity import original_slots
+from benchmint.replay.headline import what_if_noise
 from benchmint.replay.phases import PHASES, backward_scope, op_scopes, phases, step_grad
 from benchmint.replay.scale import scale_view
 from benchmint.replay.types import TraceView
@@ -372,5 +373,6 @@ def describe(result: dict[str, Any]) -> list[str]:
                        + (f" ({share * 100:.1f}% of the recorded step)" if share is not None else ""))
         if wi.get("change_vs_original") is not None:
             out.append(f"what-if: replayed step {wi['change_vs_original'] * 100:+.1f}% against the original "
-                       f"(expected {(wi['step_time_factor'] - 1) * 100:+.1f}% from the recorded shares)")
+                       f"(expected {(wi['step_time_factor'] - 1) * 100:+.1f}% from the recorded shares)"
+                       + what_if_noise(result))
     return out

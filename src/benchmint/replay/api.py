@@ -24,7 +24,7 @@ from benchmint.replay.execute import measure_peak_memory, summarize, time_in_tur
 from benchmint.replay.modes import mode_specs
 from benchmint.replay.options import ReplayOptions
 from benchmint.replay.plan import Plan, build_plan
-from benchmint.replay.source import default_device, view_from_trace
+from benchmint.replay.source import compiled_regions, default_device, view_from_trace
 from benchmint.trace import damage as trace_damage
 from benchmint.trace.capture_file import MAX_THREADS, read_capture
 
@@ -189,6 +189,9 @@ def replay_trace(
     view = view_from_trace(tr, join, iteration=iteration, device=dev)
     if not view.ops:
         raise UserError(f"{inp.trace}: the trace has no operator with a schema to replay")
+    if join is not None:
+        _refuse_other_kineto(inp, view)
+    compiled = compiled_regions(join, view)  # torch.compile'd regions: their generated kernels are no ops
     gaps = opts.gaps
     select, what_if = mode_specs(view, opts.mode, opts.select, list(opts.what_if))  # --mode (replay.modes)
     # --select / --what-if / --scale (replay.adapt, replay.scale)
@@ -198,6 +201,8 @@ def replay_trace(
     def others() -> list[Any]:  # the other recorded steps the estimate takes the median with (same ops only)
         return other_steps(tr, join, iteration, inp.capture, dev, most=ESTIMATE_STEPS)
 
+    if compiled is not None and any(a.kind == "selection" for a in adapted):
+        compiled = {**compiled, "selection": "the figures are the whole step's; coverage_time is the selection's ops'"}
     from_file = None
     if opts.gaps_from is not None:
         if comm is not None:
@@ -245,11 +250,11 @@ def replay_trace(
         if scaled and scaled[0].before is not None:
             # the unscaled step first: its CPU time between ops, aimed at the original, is what the scaled step
             # keeps (Python and framework time do not grow with the tensors); its ops then take what they take
-            res0 = _run(inp, scaled[0].before, tdev, opts, cap, join, progress, comm,
+            res0 = _run(inp, scaled[0].before, tdev, opts, cap, join, progress, comm, compiled=compiled,
                         fixed_gaps=from_file.gaps_ns() if from_file is not None else None, others=others,
                         spread_effect=False)  # (the scaled step's, below, is the one reported)
             spread = (res0.result.get("index_distribution") or {}).get("tensors") or []
-            res = _run(inp, view, tdev, opts, cap, join, progress, comm, fixed_gaps=res0.gaps_ns,
+            res = _run(inp, view, tdev, opts, cap, join, progress, comm, fixed_gaps=res0.gaps_ns, compiled=compiled,
                        index_spread={(t["step"], t["tensor_id"]): t["chosen"] for t in spread},
                        spread_known={(t["step"], t["tensor_id"]) for t in spread if "as" in t})
             res.result["gaps"] = res0.result["gaps"]
@@ -261,7 +266,7 @@ def replay_trace(
                                    "gaps": "the unscaled replay's CPU time between ops (aimed at the original step), "
                                            "kept as it is"})
         else:
-            res = _run(inp, view, tdev, opts, cap, join, progress, comm,
+            res = _run(inp, view, tdev, opts, cap, join, progress, comm, compiled=compiled,
                        fixed_gaps=from_file.gaps_ns() if from_file is not None else None,
                        others=None if adapted else others)  # (an adapted step's ops are no recorded step's)
         if from_file is not None:  # what the replay that settled the gaps said of them
@@ -284,6 +289,19 @@ def replay_trace(
     finally:
         torch.set_num_threads(prev_threads)
         flushed.__exit__(None, None, None)
+
+
+def _refuse_other_kineto(inp: ReplayInputs, view: Any) -> None:
+    """A Kineto trace that matches none (or almost none) of the step's ops is another run's: its gaps and
+    durations would be replayed as nothing, silently. Refused in one line naming both files."""
+    m = view.kineto_matched
+    if m is None or m >= headline.KINETO_NONE:
+        return
+    n = round(m * len(view.ops))
+    raise UserError(f"{inp.kineto}: matches {n} of the {len(view.ops)} ops of the step in {inp.trace} "
+                    f"({m * 100:.0f}%): a Kineto trace of another run; pass the one recorded with this execution "
+                    "trace (benchmint capture writes both into its folder), or leave --kineto out and replay with "
+                    "--gaps none")
 
 
 def _refuse_target(trace: object, target: str, cap_s: float | None, cap_cpu_s: float | None, trace_type: str,
@@ -310,14 +328,17 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
          progress: Any, comm: Any = None, fixed_gaps: list[int] | None = None,
          index_spread: dict[tuple[int, int], str] | None = None,
          others: Callable[[], list[Any]] | None = None,
-         spread_known: set[tuple[int, int]] | None = None, spread_effect: bool = True) -> ReplayResult:
+         spread_known: set[tuple[int, int]] | None = None, spread_effect: bool = True,
+         compiled: dict[str, Any] | None = None) -> ReplayResult:
     """The replay proper; ``opts`` as resolved by :func:`replay_trace` (threads, gaps and iteration set);
     ``fixed_gaps``: spend these between the ops (a scaled step keeps its unscaled replay's), no calibration;
     ``index_spread``: the made-up lookup indices' spreads the unscaled replay chose (:func:`index_skew.choose`;
     a scaled step's, ``{}`` where it chose none), None: choose them here; ``others``: the trace's other recorded
     steps, whose estimates the original's is the median of (:func:`fidelity.estimate_over_steps`);
     ``spread_effect``: time how much a guessed spread moves the step (:mod:`index_effect`), ``spread_known``:
-    the tensors whose spread was not guessed (a scaled step: its unscaled replay's given or fitted ones)."""
+    the tensors whose spread was not guessed (a scaled step: its unscaled replay's given or fitted ones);
+    ``compiled``: the step's torch.compile'd regions (:func:`compiled_regions`), whose time outside any op (the
+    generated kernels) counts in coverage_time's whole and no op replays."""
     threads, warmup, iters, seed, gaps, target = opts.threads, opts.warmup, opts.iters, opts.seed, opts.gaps, \
         opts.target
     def tell(stage: str, done: int = 0, total: int = 0) -> None:
@@ -467,6 +488,8 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
     coverage_time = None
     if any(d is not None for d in durs):
         total = sum(d or 0.0 for d in durs)
+        if compiled is not None and not compiled.get("selection"):
+            total += compiled.get("not_in_ops_s") or 0.0  # the compiled regions' generated kernels: no op runs them
         rep = sum(s.op.dur_s or 0.0 for s in replayed)
         coverage_time = rep / total if total > 0 else None
     original = cap_s
@@ -523,6 +546,7 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
                                              and target_used == "estimate"),
         "replay_ops_only_s": replay_s,
         "kineto_matched": view.kineto_matched,
+        "compiled_regions": compiled,
         "warmup": warmup,
         "iters": iters,
         "seed": seed,

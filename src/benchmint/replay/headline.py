@@ -82,6 +82,11 @@ def judge(r: dict[str, Any], live: dict[str, Any] | None = None, name: str = "re
             out["pace_moved"] = moved
             if r["error"] * moved > 0 and abs(r["error"]) <= abs(moved) + NOISE:
                 out["noisy_because"] = "pace"
+        ops_s, it = r.get("replay_ops_only_s"), out["replay_s"]
+        if out["noisy_because"] is None and ops_s and it and r.get("gap_time_s") and it < ops_s * (1 - NOISE):
+            # the iterations with their gaps ran faster than the same ops alone, timed before them: the host's
+            # pace moved between the two timings, and the gaps were settled at the other pace
+            out["noisy_because"] = "ops alone"
     else:
         return out
     spreads = [x for x in (out["reference_spread"], out["replay_spread"]) if x is not None]
@@ -89,7 +94,7 @@ def judge(r: dict[str, Any], live: dict[str, Any] | None = None, name: str = "re
     noisy = spread is not None and spread > NOISE and abs(out["error"]) <= spread
     if noisy:
         out["noisy_because"] = "spread"
-    out["verdict"] = "noisy" if noisy or out.get("noisy_because") == "pace" else "measured"
+    out["verdict"] = "noisy" if noisy or out.get("noisy_because") in ("pace", "ops alone") else "measured"
     ops_s, over = _ops_alone_figures(r, out, live, name)
     if over is not None:
         out["ops_alone_s"], out["ops_alone_over_reference"] = ops_s, over
@@ -177,6 +182,7 @@ def headline(r: dict[str, Any], live: dict[str, Any] | None = None, name: str = 
     lost = damage_line(r)
     if lost:
         lines.insert(1, lost)
+    lines += [x for x in (compiled_line(r), kineto_line(r)) if x]
     return lines
 
 
@@ -193,9 +199,10 @@ def _headline(r: dict[str, Any], live: dict[str, Any] | None, name: str) -> list
         est = r.get("original_iter_time_estimated_s")
         it = (r.get("iter_time_s") or {}).get("median")
         note = r.get("error_note") or ""
-        if est is not None and not r.get("scale"):  # (a scaled step's original is not this estimate's)
-            tail = (f"; the changed step ~{fmt_s(est)} estimated from the trace" if r.get("what_if")
-                    else f"; original ~{fmt_s(est)} estimated from the trace, not measured")
+        if r.get("what_if") and (r["what_if"].get("expected_iter_time_s") or est is not None):
+            tail = _what_if_tail(r, est)
+        elif est is not None and not r.get("scale"):  # (a scaled step's original is not this estimate's)
+            tail = f"; original ~{fmt_s(est)} estimated from the trace, not measured"
         else:
             tail = (f"; {note}" if note.startswith("no error") else f"; no error: {note}" if note
                     else "; no measured original to compare with")
@@ -236,6 +243,8 @@ def _headline(r: dict[str, Any], live: dict[str, Any] | None, name: str) -> list
     elif j["noisy_because"] == "pace":
         first += (f"; noisy: {_pace_moved(j['pace_moved'])}, so {err * 100:+.1f}% is the host's change of pace, not "
                   "a measured error of the replay")
+    elif j["noisy_because"] == "ops alone":
+        first += f"; noisy: {_ops_faster(r, j)}, so {err * 100:+.1f}% is not a measured error of the replay"
     lines = [first + _ops_alone(r, j)]
     if j["pace_moved"] is not None and j["noisy_because"] != "pace":
         lines.append(f"{_pace_moved(j['pace_moved'])}: the figure above holds that change")
@@ -243,6 +252,102 @@ def _headline(r: dict[str, Any], live: dict[str, Any] | None, name: str) -> list
     if threads:
         lines.append(threads)
     return lines
+
+
+def _ops_faster(r: dict[str, Any], j: dict[str, Any]) -> str:
+    return (f"the timed iterations ({fmt_s(j['replay_s'])}) ran faster than the same ops alone, without their gaps, "
+            f"timed before them ({fmt_s(r['replay_ops_only_s'])}): the host's pace moved between the two timings")
+
+
+def noise_clause(j: dict[str, Any], what: str) -> str:
+    """The clause saying that ``what`` (a figure judged by :func:`judge`) is within the noise, and why; "" when
+    the verdict is "measured" (or there is no reference)."""
+    if j["verdict"] != "noisy":
+        return ""
+    err = j["error"]
+    if j["noisy_because"] == "pace":
+        why = _pace_moved(j["pace_moved"])
+    elif j["noisy_because"] == "ops alone":
+        why = (f"the timed iterations ({fmt_s(j['replay_s'])}) ran faster than the same ops alone timed before them "
+               f"({fmt_s(j['ops_alone_s'])}): the host's pace moved between the two timings")
+    else:
+        moved = [x for x in (j["reference_spread"], j["replay_spread"]) if x is not None]
+        why = f"the step times spread {max(moved) * 100:.0f}% of their median"
+    return f"; noisy: {why}, so {what} ({err * 100:+.1f}% off) is within the noise, not a measured effect"
+
+
+def what_if_judged(r: dict[str, Any]) -> dict[str, Any] | None:
+    """A what-if replay judged as a whole-step replay is (:func:`judge`: the reference's and the replay's spread,
+    the host's pace, the iterations against the ops alone), its replayed step against the changed step it was
+    expected to take (capture.json's step times the matched ops' recorded share): None without that figure."""
+    wi = r.get("what_if") or {}
+    exp, it = wi.get("expected_iter_time_s"), (r.get("iter_time_s") or {}).get("median")
+    if not exp or not it:
+        return None
+    j = judge({**r, "error": it / exp - 1, "original_iter_time_s": exp})
+    if j["ops_alone_s"] is None and r.get("replay_ops_only_s"):
+        j["ops_alone_s"] = r["replay_ops_only_s"]
+    return j
+
+
+def what_if_noise(r: dict[str, Any]) -> str:
+    """The what-if line's noise caveat ("" when the change is measured): the replayed step's distance from its
+    expected time is within the noise a whole-step replay would be judged noisy by."""
+    j = what_if_judged(r)
+    return noise_clause(j, "the replayed step's distance from the expected change") if j is not None else ""
+
+
+#: A Kineto trace matching fewer of the step's ops than this is another run's: refused (replay.api) ...
+KINETO_NONE = 0.1
+#: ... and one matching fewer than this, a partial match: warned about (:func:`kineto_line`).
+KINETO_LOW = 0.9
+
+
+def kineto_line(r: dict[str, Any]) -> str | None:
+    """The warning that the Kineto trace matched only part of the step's ops (``kineto_matched``): the others have
+    no recorded start nor duration, so the gaps and coverage by time hold holes; None when it matched (nearly)
+    all, or there is none."""
+    m = r.get("kineto_matched")
+    if not isinstance(m, float) or m >= KINETO_LOW or m <= 0:
+        return None
+    return (f"warning: the Kineto trace ({r.get('kineto')}) matched only {m * 100:.0f}% of the step's ops: the "
+            "others have no recorded time, so the CPU time between ops, the estimate and coverage by time leave "
+            "them out; is it the Kineto trace of this run (benchmint capture writes both)?")
+
+
+def compiled_line(r: dict[str, Any]) -> str | None:
+    """The line saying how much of the recorded step ran inside torch.compile'd regions (``compiled_regions``)
+    and what the replay makes of it: the ops those regions called out to are replayed, their generated kernels
+    are not ops and are not; None when the step has no compiled region."""
+    c = r.get("compiled_regions")
+    if not c:
+        return None
+    n, g = c.get("calls") or 0, c.get("graphs") or 0
+    s = f"torch.compile'd regions: {n} call{'s' if n != 1 else ''} of {g} compiled graph{'s' if g != 1 else ''}"
+    if c.get("share_of_step") is not None:
+        s += f", {c['share_of_step'] * 100:.0f}% of the recorded step ({fmt_s(c['recorded_s'])})"
+    free, share = c.get("not_in_ops_s"), c.get("not_in_ops_share_of_step")
+    if free is None:
+        return s + ("; their generated kernels are no ops and are not replayed (without Kineto their time is "
+                    "unknown)")
+    s += (f"; {fmt_s(free)} of it{f' ({share * 100:.0f}% of the step)' if share is not None else ''} ran outside "
+          f"the {_ops(c.get('ops_inside') or 0)} they called: generated kernels, which the replay does not run")
+    if r.get("gaps") == "recorded" and r.get("gap_time_s"):
+        s += (f"; at best it spends that time as CPU work between ops (gaps aimed at {r.get('gap_target')}), so the "
+              "error says how well the step's total was matched, not how the compiled code runs here")
+        if r.get("gap_target") == "estimate":
+            from benchmint.replay.fidelity import GAP_CAP_S
+
+            s += (f"; the estimate from the trace counts at most {GAP_CAP_S * 1e3:.1f} ms of each recorded gap "
+                  "between ops, so it leaves most of a long compiled kernel out")
+    else:
+        s += ("; without gaps the replay leaves that time out, so it reads short of the original by about "
+              f"{share * 100:.0f}% of the step" if share is not None else "; without gaps the replay leaves it out")
+    return s
+
+
+def _ops(n: int) -> str:
+    return f"{n} op{'s' if n != 1 else ''}"
 
 
 def threads_line(r: dict[str, Any]) -> str | None:
@@ -272,6 +377,24 @@ def retyped_line(r: dict[str, Any]) -> str | None:
 def pace_change(moved: float) -> str:
     """``moved`` (the result's ``pace.timed_vs_capture``) in words: "21% slower" or "13% faster"."""
     return f"{abs(moved) * 100:.0f}% {'slower' if moved > 0 else 'faster'}"
+
+
+def _what_if_tail(r: dict[str, Any], est: float | None) -> str:
+    """The what-if headline's expected changed step: capture.json's step times the matched ops' recorded share (the
+    figure the what-if line's "expected" change is), and, where it is far off that, the trace's own estimate of
+    the changed step and why they differ; the estimate alone without capture.json."""
+    wi = r["what_if"]
+    exp = wi.get("expected_iter_time_s")
+    if not exp:
+        return f"; the changed step ~{fmt_s(est)} estimated from the trace (no capture.json to scale)"
+    tail = (f"; the changed step expected ~{fmt_s(exp)} (capture.json's {fmt_s(wi.get('original_iter_time_s'))} x "
+            f"{wi['step_time_factor']:.3f}, the matched ops' recorded share)")
+    if est is not None and abs(est / exp - 1) > NOISE:
+        ops = r.get("replay_ops_only_s")
+        tail += (f"; the trace's own estimate of it, ~{fmt_s(est)}, is {(est / exp - 1) * 100:+.0f}% off: it adds what "
+                 f"the trace recorded besides the ops to this run's timing of the ops alone ({fmt_s(ops)}), which "
+                 "moves with the host's pace, while the expected figure scales capture.json's measured step")
+    return tail + what_if_noise(r)
 
 
 def _pace_moved(moved: float) -> str:

@@ -90,8 +90,8 @@ def view_from_trace(trace: Any, kineto: Any = None, iteration: int | None = None
             if not match:
                 from benchmint.core.errors import UserError
 
-                raise UserError(f"{trace.path}: no ProfilerStep#{iteration}; the trace has "
-                                f"{', '.join(str(it.number) for it in iters)}")
+                raise UserError(f"{trace.path}: no ProfilerStep#{iteration}; the trace's steps are "
+                                f"{', '.join(f'ProfilerStep#{it.number}' for it in iters)} (--iteration N names one)")
             within = match[0].node
     nodes = trace.top_level_ops(within) if within is not None else trace.top_level_ops()
     if within is not None and not nodes:
@@ -326,3 +326,61 @@ def _matched(kineto: Any, ops: list[OpRec]) -> float | None:
     if kineto is None:
         return None
     return sum(1 for o in ops if o.dur_s is not None) / len(ops) if ops else 0.0
+
+
+# -- torch.compile'd regions ----------------------------------------------------------------------------------
+#: The scopes torch.compile records around what it runs (Dynamo's frame, AOTAutograd's forward and backward
+#: functions, Inductor's call of its generated graph). The ops a compiled graph calls out to (``extern_kernels``:
+#: mm, addmm, convolution) are recorded as ops under them; its generated (fused) kernels are not ops at all.
+COMPILED_SCOPES = ("Torch-Compiled Region", "CompiledFunction", "## Call CompiledFxGraph")
+
+
+def is_compiled_scope(name: str) -> bool:
+    """Whether a recorded scope is one torch.compile opened (:data:`COMPILED_SCOPES`)."""
+    return name.startswith(COMPILED_SCOPES)
+
+
+def compiled_regions(kineto: Any, view: TraceView) -> dict[str, Any] | None:
+    """The step's torch.compile'd regions (None: it has none), from the scopes the ET recorded in the step
+    (``view.scopes``) and, with Kineto, their recorded spans: ``calls`` (outermost regions), ``graphs`` (distinct
+    compiled graphs called), ``recorded_s`` (their recorded time), ``share_of_step`` (of the recorded step
+    span), ``ops_inside`` (the replayed step's ops recorded inside them: the graphs' calls out to ATen),
+    ``not_in_ops_s`` / ``not_in_ops_share_of_step``: their recorded time outside any op (the generated kernels,
+    and the compiled code's own CPU work), which no op of the replay runs. Times are None without Kineto."""
+    ids = [(nid, name) for _pos, kind, nid, name in view.scopes if kind == "enter" and is_compiled_scope(name)]
+    if not ids:
+        return None
+    graphs = {name for _nid, name in ids if name.startswith("## Call CompiledFxGraph")}
+    spans = sorted(t for t in (_time(kineto, nid) for nid, _name in ids) if t is not None)
+    merged: list[list[float]] = []  # outermost regions: the scopes nest
+    for start, dur in spans:
+        if merged and start < merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], start + dur)
+        else:
+            merged.append([start, start + dur])
+    out: dict[str, Any] = {
+        "calls": len(merged) if merged else sum(1 for _n, name in ids if not name.startswith("## Call")) or len(ids),
+        "graphs": len(graphs), "recorded_s": None, "share_of_step": None, "ops_inside": None,
+        "not_in_ops_s": None, "not_in_ops_share_of_step": None,
+        "how": "scopes torch.compile recorded (Torch-Compiled Region, CompiledFunction[Backward], ## Call "
+               "CompiledFxGraph ##), their Kineto spans merged where they nest; not_in_ops_s: that time less the "
+               "recorded time of the ops inside them (the generated kernels and the compiled code's CPU work)"}
+    if not merged:
+        return out
+    region_s = sum(b - a for a, b in merged)
+    inside = 0.0
+    n_inside = 0
+    for o in view.ops:
+        if o.start_s is None or o.dur_s is None:
+            continue
+        for a, b in merged:
+            if a <= o.start_s < b:
+                inside += min(o.start_s + o.dur_s, b) - o.start_s
+                n_inside += 1
+                break
+    step = view.step_span_s
+    free = max(0.0, region_s - inside)
+    out.update(recorded_s=region_s, ops_inside=n_inside, not_in_ops_s=free,
+               share_of_step=region_s / step if step else None,
+               not_in_ops_share_of_step=free / step if step else None)
+    return out

@@ -243,8 +243,9 @@ REPLAY_FIGURES: tuple[Metric, ...] = (
     Metric(key="coverage", name="coverage (count)", unit="fraction", level="derived", shape="float", report=("",),
            definition="replayed top-level ops / all top-level ops of the iteration"),
     Metric(key="coverage_time", name="coverage (time)", unit="fraction", level="derived", shape="float",
-           report=("",), definition="recorded duration of the replayed ops / recorded duration of all ops "
-                                    "(null without recorded durations)"),
+           report=("",), definition="recorded duration of the replayed ops / recorded duration of all ops and "
+                                    "of the torch.compile'd regions' time outside any op (`compiled_regions`: "
+                                    "their generated kernels); null without recorded durations"),
     Metric(key="ops_total", name="ops", unit="ops", level="count", shape="int",
            definition="top-level ops of the replayed iteration"),
     Metric(key="ops_replayed", name="ops replayed", unit="ops", level="count", shape="int",
@@ -291,6 +292,13 @@ REPLAY_FIGURES: tuple[Metric, ...] = (
     Metric(key="kineto_matched", name="Kineto matched", unit="fraction", level="derived", shape="float",
            definition="share of the trace's ops matched to a Kineto event (their recorded durations), null "
                       "without Kineto"),
+    Metric(key="compiled_regions", name="torch.compile'd regions", unit="", level="measured", shape="object",
+           optional=True,
+           definition="the step's torch.compile'd regions (null: none recorded): `calls`, `graphs`, `recorded_s` "
+                      "and `share_of_step` (their recorded time and its share of the recorded step span), "
+                      "`ops_inside` (ops they called out to, replayed), `not_in_ops_s` and "
+                      "`not_in_ops_share_of_step` (their time outside any op: the generated kernels, which no op "
+                      "replays; at best the gaps spend it as CPU work, and it counts in `coverage_time`'s whole)"),
     Metric(key="iteration", name="iteration", unit="", level="setting", shape="int",
            definition="the recorded iteration replayed (`ProfilerStep#N`; `--iteration`)"),
     Metric(key="seed", name="seed", unit="", level="setting", shape="int",

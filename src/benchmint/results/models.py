@@ -232,6 +232,7 @@ class ReplayMetrics(Model):
     gap_time_s: float | None | UnsetType = UNSET
     replay_ops_only_s: float | None | UnsetType = UNSET
     kineto_matched: float | bool | None | UnsetType = UNSET
+    compiled_regions: JSONObject | None | UnsetType = UNSET  # torch.compile'd regions: share, time outside ops
     warmup: int | None | UnsetType = UNSET
     iters: int | None | UnsetType = UNSET
     seed: int | None | UnsetType = UNSET
