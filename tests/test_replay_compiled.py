@@ -74,3 +74,16 @@ def test_a_step_without_compiled_regions_has_none(tmp_path):
     capture_steps(lambda: lin(torch.randn(8, 32)), tmp_path / "plain", warmup=1, measure=5, record=1)
     r = replay_trace(tmp_path / "plain", gaps="none", warmup=0, iters=2).result
     assert r["compiled_regions"] is None and compiled_line(r) is None
+
+
+def test_without_kineto_each_call_counts_once(compiled):
+    # a call opens nested scopes (Torch-Compiled Region, CompiledFunction, ## Call CompiledFxGraph ##): counted
+    # as one call, as their merged Kineto spans are
+    from benchmint.replay.source import compiled_regions, view_from_trace
+    from benchmint.trace import load
+    from benchmint.trace.kineto import join_kineto
+
+    tr = load(compiled / "et.json")
+    bare = compiled_regions(None, view := view_from_trace(tr))
+    timed = compiled_regions(join_kineto(tr, compiled / "kineto.json"), view)
+    assert bare is not None and bare["calls"] == timed["calls"] == 1 and bare["recorded_s"] is None

@@ -47,3 +47,16 @@ def test_a_partial_match_is_warned_about():
     line = kineto_line(r)
     assert line is not None and "matched only 40% of the step's ops" in line and "k.json" in line
     assert line in headline(r)
+
+
+def test_a_capture_folders_own_kineto_trace_is_warned_about_not_refused(two, tmp_path):
+    # the folder's own kineto.json is picked up without --kineto: a user could not leave it out to get past
+    # a refusal; matching little (a truncated buffer) is said under the headline instead
+    import shutil
+
+    a, b = two
+    d = tmp_path / "mixed"
+    shutil.copytree(a, d)
+    shutil.copy(b / "kineto.json", d / "kineto.json")
+    r = replay_trace(d, gaps="none", warmup=0, iters=1).result
+    assert r["kineto_matched"] < 0.1 and kineto_line(r) is not None

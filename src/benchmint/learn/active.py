@@ -214,6 +214,9 @@ def choose(
             sc = _score(mode, mu, sd, limit_log)
             sc[taken] = -np.inf
             i = int(np.argmax(sc))
+            # the pick's figures from the model of the measured runs, the one calibrated: the believer refit that
+            # chose picks 2..k is surer near its made-up points, which is no measurement
+            mu, sd = mu0, sd0
             pred = float(np.exp(mu[i]))
             facts: dict[str, Any] = {"interval": "none" if q is None else "conformal"}
             if q is not None or not calibrate:
@@ -240,7 +243,7 @@ def choose(
                     facts["p_above_limit"] = p_over
                     why += f", P(above) {p_over:.0%}" + ("" if q is not None else " (model's, uncalibrated)")
             pick = Choice(i, grid[i], pred, lo, hi, float(sc[i]), why, facts)
-            pred_log = float(mu[i])
+            pred_log = float(mu[i])  # (the believer refit takes the calibrated model's prediction as the value)
         picks.append(pick)
         taken.append(i)
         believed_X.append(X[i])

@@ -359,5 +359,9 @@ def duplicate_groups(frame: pd.DataFrame) -> pd.Series:
     cfg_cols = [c for c in DEFAULT_FEATURES if c in frame.columns]
     config = pd.Series("own", index=frame.index, dtype=object)
     for c in cfg_cols:
-        config = config + "|" + as_text(frame[c])
+        # numbers to two significant digits: a workload's mean lengths move a little with --seed or the request
+        # count, and repeats of one setup must stay one group (else they sit in train and test folds alike)
+        col = frame[c].map(lambda v: float(f"{v:.2g}") if isinstance(v, int | float) and not isinstance(v, bool)
+                           and math.isfinite(v) else v)
+        config = config + "|" + as_text(col)
     return key.where(~own, config)

@@ -336,7 +336,9 @@ class Predictor:
                 why = ("the accelerator is not in the spec table" if not feats["acc_known"].iloc[i]
                        else "the model size is unknown")
                 note = (note + "; " if note else "") + f"no roofline prior ({why}): the learner alone answers"
-            pool_name = basis if self.pools.get(basis) else self._widest_pool_name()
+            # a pool too small to calibrate a 90% interval is left for the widest one, as an empty pool is (more
+            # rows in a row's own pool never take its interval away)
+            pool_name = basis if self._finite(basis) >= MIN_CALIBRATION else self._widest_pool_name()
             pool = self._row_pool(pool_name, scale, i)
             q = _conformal_quantiles(pool)
             # the roofline-only answer for a model family never measured stays the prior's median estimate: its pool
@@ -380,11 +382,18 @@ class Predictor:
 
     def calibration_residuals(self) -> int:
         """How many out-of-fold residuals the widest-reaching pool a row of seen configurations uses holds."""
-        name = "seen" if self.pools.get("seen") else self._widest_pool_name()
-        return len(self.pools.get(name) or []) if name else 0
+        name = "seen" if self._finite("seen") >= MIN_CALIBRATION else self._widest_pool_name()
+        return self._finite(name)
+
+    def _finite(self, name: str | None) -> int:
+        """Residuals of a pool that count (finite ones: :func:`_conformal_quantiles` drops the rest)."""
+        if name is None:
+            return 0
+        return int(np.isfinite(np.asarray(self.pools.get(name) or [], dtype=float)).sum())
 
     def _widest_pool_name(self) -> str | None:
-        names = [k for k, p in self.pools.items() if p]
+        names = [k for k in self.pools if self._finite(k) >= MIN_CALIBRATION]  # the widest that can calibrate
+        names = names or [k for k, p in self.pools.items() if p]
         if not names:
             return None
         return max(names, key=lambda k: float(np.subtract(*np.nanpercentile(self.pools[k], [95, 5]))))

@@ -534,7 +534,7 @@ async def _run_with(
                                                               after_warmup=scraper.mark if scraper else None)
         elif driver is not None:  # worker processes or Ray actors, each with a shard of the schedule
             records, start, interrupted = await driver.drive(sched, measured, warm, wl.requests, stop or asyncio.Event(),
-                                                             tokenizer)
+                                                             tokenizer, after_warmup=scraper.mark if scraper else None)
         else:
             records, start, interrupted = await drive(
                 backend, sched, measured, warm, wl.requests, progress=cfg.progress, stop=stop,

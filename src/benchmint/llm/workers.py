@@ -105,16 +105,18 @@ class FleetDriver:
         return ProcessFleet()
 
     async def drive(self, sched: Schedule, measured: list[GenRequest], warm: list[GenRequest],
-                    tpl: list[GenRequest], stop: asyncio.Event, tokenizer: Any = None
-                    ) -> tuple[list[RequestRecord], int, bool]:
+                    tpl: list[GenRequest], stop: asyncio.Event, tokenizer: Any = None,
+                    after_warmup: Any = None) -> tuple[list[RequestRecord], int, bool]:
+        """``after_warmup``: called once every worker is ready (their warm-ups done), before the common start
+        (a server-metrics snapshot)."""
         specs = shard(self.cfg, self.kit, sched, measured, warm, tpl, self.n, tokenizer)
         self.fleet = fleet = self._fleet()
         try:
-            return await self._run(fleet, specs, stop)
+            return await self._run(fleet, specs, stop, after_warmup if warm else None)
         finally:
             await fleet.close()
 
-    async def _run(self, fleet: Any, specs: list[WorkerSpec], stop: asyncio.Event
+    async def _run(self, fleet: Any, specs: list[WorkerSpec], stop: asyncio.Event, after_warmup: Any = None
                    ) -> tuple[list[RequestRecord], int, bool]:
         n = len(specs)
         fleet.launch(specs)
@@ -136,6 +138,8 @@ class FleetDriver:
             if time.monotonic() > t_end:
                 raise UserError(f"{n - len(ready)} of {n} load workers were not ready after {SETUP_TIMEOUT_S:g} s; "
                                 + fleet.not_ready_hint())
+        if after_warmup is not None:
+            after_warmup()
         self.clocks = await fleet.clock_offsets(ready)
         start = now_ns() + fleet.lead_ns
         fleet.go(start, {k: c["applied_offset_ns"] for k, c in self.clocks.items()})

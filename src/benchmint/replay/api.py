@@ -41,6 +41,7 @@ class ReplayInputs:
     capture: dict | None
     capture_path: Path | None
     kineto_missing: Path | None = None  # the Kineto trace capture.json names, not in the folder
+    kineto_given: bool = False  # named with --kineto (not the one lying beside the ET)
 
 
 def find_inputs(trace: str | os.PathLike, kineto: str | os.PathLike | None = None) -> ReplayInputs:
@@ -87,7 +88,7 @@ def find_inputs(trace: str | os.PathLike, kineto: str | os.PathLike | None = Non
     if k is None and (p.parent / "kineto.json").exists() and p.name == "et.json":
         k = p.parent / "kineto.json"
     return ReplayInputs(trace=p, kineto=k, capture=cap, capture_path=cap_path if cap is not None else None,
-                        kineto_missing=missing if k is None else None)
+                        kineto_missing=missing if k is None else None, kineto_given=kineto is not None)
 
 
 @dataclass
@@ -295,8 +296,8 @@ def _refuse_other_kineto(inp: ReplayInputs, view: Any) -> None:
     """A Kineto trace that matches none (or almost none) of the step's ops is another run's: its gaps and
     durations would be replayed as nothing, silently. Refused in one line naming both files."""
     m = view.kineto_matched
-    if m is None or m >= headline.KINETO_NONE:
-        return
+    if m is None or m >= headline.KINETO_NONE or not inp.kineto_given:
+        return  # (the capture's own Kineto trace, matching little, e.g. a truncated buffer: warned, not refused)
     n = round(m * len(view.ops))
     raise UserError(f"{inp.kineto}: matches {n} of the {len(view.ops)} ops of the step in {inp.trace} "
                     f"({m * 100:.0f}%): a Kineto trace of another run; pass the one recorded with this execution "
@@ -447,6 +448,10 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
             base_cpu = []
             replay_s = summarize(time_iterations(plan, fn0, iters=n_base, warmup=w_base, cpu=base_cpu))["median"]
             replay_cpu_s = statistics.median(base_cpu)
+            try:  # the replay's recorded slots, which place the gaps, with the stand-ins it now spends
+                cal = fidelity.calibrate(plan, fn0, replay_s)
+            except fidelity.CalibrationFailed:
+                pass  # (the first calibration stands)
         if cal is not None and estimate_note is None:
             est_s = fidelity.estimate_over_steps(view, others() if others is not None else (), cal)
         want = None

@@ -308,7 +308,7 @@ def kineto_line(r: dict[str, Any]) -> str | None:
     no recorded start nor duration, so the gaps and coverage by time hold holes; None when it matched (nearly)
     all, or there is none."""
     m = r.get("kineto_matched")
-    if not isinstance(m, float) or m >= KINETO_LOW or m <= 0:
+    if not isinstance(m, (int, float)) or m >= KINETO_LOW:
         return None
     return (f"warning: the Kineto trace ({r.get('kineto')}) matched only {m * 100:.0f}% of the step's ops: the "
             "others have no recorded time, so the CPU time between ops, the estimate and coverage by time leave "

@@ -660,9 +660,10 @@ class _Pass:
         del kz
         self.env[r.key] = (t, lab, new)
         self.by_storage[r.storage_id] = (r, t, lab, new)
-        if not any(x.storage_id == r.storage_id for x, _ in known):  # a new allocation: its earlier views are gone
-            self.layouts[r.storage_id] = {}
-        self.layouts.setdefault(r.storage_id, {})[_layout(r)] = (t, lab, new)
+        if r.storage_id:  # (storage-less tensors, sparse or nested, share id 0: no layout tells them apart)
+            if not any(x.storage_id == r.storage_id for x, _ in known):  # a new allocation: its views are gone
+                self.layouts[r.storage_id] = {}
+            self.layouts.setdefault(r.storage_id, {})[_layout(r)] = (t, lab, new)
         return new
 
     def ratio(self, n2: int, n: int) -> Exps:

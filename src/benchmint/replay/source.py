@@ -358,8 +358,16 @@ def compiled_regions(kineto: Any, view: TraceView) -> dict[str, Any] | None:
             merged[-1][1] = max(merged[-1][1], start + dur)
         else:
             merged.append([start, start + dur])
+    depth = outer = 0  # without spans: the outermost compiled scopes, by the order the ET entered and left them
+    for _pos, kind, _nid, name in view.scopes:
+        if is_compiled_scope(name):
+            if kind == "enter":
+                outer += depth == 0
+                depth += 1
+            else:
+                depth = max(0, depth - 1)
     out: dict[str, Any] = {
-        "calls": len(merged) if merged else sum(1 for _n, name in ids if not name.startswith("## Call")) or len(ids),
+        "calls": len(merged) if merged else outer or len(ids),
         "graphs": len(graphs), "recorded_s": None, "share_of_step": None, "ops_inside": None,
         "not_in_ops_s": None, "not_in_ops_share_of_step": None,
         "how": "scopes torch.compile recorded (Torch-Compiled Region, CompiledFunction[Backward], ## Call "

@@ -24,7 +24,8 @@ def select_runs(
     ``include_imported``.
     """
     store = ResultsStore(results)
-    store.check_folder()  # a file given as the store is an error, not "no runs"
+    if not runs or any(not Path(r).exists() for r in runs):  # (run ids are looked up in the store)
+        store.check_folder()  # a file given as the store is an error, not "no runs"
     records: list[RunRecord] = []
     base_dirs: list[Path] = []
     problems: list[str] = []
