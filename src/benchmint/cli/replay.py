@@ -263,15 +263,11 @@ def _print_summary(r: dict) -> None:
     retyped = retyped_line(r)  # ops that ran in another dtype than the original's (autocast not seen)
     if retyped:
         console.print(f"[yellow]{escape(retyped)}[/]", highlight=False)
-    threads = threads_line(r)  # --threads other than the capture's: the error holds that difference
-    if threads:
-        console.print(f"[yellow]{escape(threads)}[/]", highlight=False)
-    partial = kineto_line(r)  # a Kineto trace that matched part of the step: holes in the gaps and durations
-    if partial:
-        console.print(f"[yellow]{escape(partial)}[/]", highlight=False)
-    compiled = compiled_line(r)  # torch.compile'd regions: their generated kernels are not replayed as ops
-    if compiled:
-        console.print(f"[yellow]{escape(compiled)}[/]", highlight=False)
+    # --threads other than the capture's (the error holds that difference); a Kineto trace that matched part of
+    # the step (holes in the gaps and durations); torch.compile'd regions (their generated kernels are no ops)
+    for line in (threads_line(r), kineto_line(r), compiled_line(r)):
+        if line:
+            console.print(f"[yellow]{escape(line)}[/]", highlight=False)
 
 
 def _print_report(rows: list[dict], r: dict) -> None:

@@ -311,6 +311,8 @@ class Predictor:
         lr = feats["log_roofline"].to_numpy(dtype=float) if "log_roofline" in feats else np.full(n, np.nan)
         X = self.matrix(feats)
         scale = {name: _predict_scale(m, X) for name, m in self.scales.items()}
+        widest = self._widest_pool_name()  # (the pools are the fit's: once per call, not per row)
+        can_calibrate = {k for k in self.pools if self._finite(k) >= MIN_CALIBRATION}
         for i, idx in enumerate(feats.index):
             if errors[i]:
                 out.at[idx, "error"] = errors[i]
@@ -338,7 +340,7 @@ class Predictor:
                 note = (note + "; " if note else "") + f"no roofline prior ({why}): the learner alone answers"
             # a pool too small to calibrate a 90% interval is left for the widest one, as an empty pool is (more
             # rows in a row's own pool never take its interval away)
-            pool_name = basis if self._finite(basis) >= MIN_CALIBRATION else self._widest_pool_name()
+            pool_name = basis if basis in can_calibrate else widest
             pool = self._row_pool(pool_name, scale, i)
             q = _conformal_quantiles(pool)
             # the roofline-only answer for a model family never measured stays the prior's median estimate: its pool
@@ -361,7 +363,7 @@ class Predictor:
                 # a round the training rows do not have: software and submissions move between rounds, so the
                 # interval is at least as wide as the errors of predicting one training round from the others (the
                 # widest pool when the training rows hold one round, which cannot measure that drift)
-                r_pool = self._row_pool("new_round" if "new_round" in self.pools else self._widest_pool_name(),
+                r_pool = self._row_pool("new_round" if "new_round" in self.pools else widest,
                                         scale, i)
                 r_lo, r_hi = _conformal_quantiles(r_pool) or (q_lo, q_hi)
                 # the point moves with a measured drift pool only: a stand-in widens the interval, not the point

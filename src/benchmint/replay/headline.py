@@ -244,7 +244,8 @@ def _headline(r: dict[str, Any], live: dict[str, Any] | None, name: str) -> list
         first += (f"; noisy: {_pace_moved(j['pace_moved'])}, so {err * 100:+.1f}% is the host's change of pace, not "
                   "a measured error of the replay")
     elif j["noisy_because"] == "ops alone":
-        first += f"; noisy: {_ops_faster(r, j)}, so {err * 100:+.1f}% is not a measured error of the replay"
+        first += (f"; noisy: {_ops_faster(j['replay_s'], r['replay_ops_only_s'])}, so {err * 100:+.1f}% is not a "
+                  "measured error of the replay")
     lines = [first + _ops_alone(r, j)]
     if j["pace_moved"] is not None and j["noisy_because"] != "pace":
         lines.append(f"{_pace_moved(j['pace_moved'])}: the figure above holds that change")
@@ -254,9 +255,9 @@ def _headline(r: dict[str, Any], live: dict[str, Any] | None, name: str) -> list
     return lines
 
 
-def _ops_faster(r: dict[str, Any], j: dict[str, Any]) -> str:
-    return (f"the timed iterations ({fmt_s(j['replay_s'])}) ran faster than the same ops alone, without their gaps, "
-            f"timed before them ({fmt_s(r['replay_ops_only_s'])}): the host's pace moved between the two timings")
+def _ops_faster(replay_s: float, ops_s: float) -> str:
+    return (f"the timed iterations ({fmt_s(replay_s)}) ran faster than the same ops alone timed before them "
+            f"({fmt_s(ops_s)}): the host's pace moved between the two timings")
 
 
 def noise_clause(j: dict[str, Any], what: str) -> str:
@@ -268,8 +269,7 @@ def noise_clause(j: dict[str, Any], what: str) -> str:
     if j["noisy_because"] == "pace":
         why = _pace_moved(j["pace_moved"])
     elif j["noisy_because"] == "ops alone":
-        why = (f"the timed iterations ({fmt_s(j['replay_s'])}) ran faster than the same ops alone timed before them "
-               f"({fmt_s(j['ops_alone_s'])}): the host's pace moved between the two timings")
+        why = _ops_faster(j["replay_s"], j["ops_alone_s"])
     else:
         moved = [x for x in (j["reference_spread"], j["replay_spread"]) if x is not None]
         why = f"the step times spread {max(moved) * 100:.0f}% of their median"

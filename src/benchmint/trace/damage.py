@@ -91,15 +91,16 @@ def _tensors(values: Iterable[Any]) -> list[Any]:
 def sparse_ops(trace: Trace) -> Counter[str] | None:
     """The ops on sparse tensors among the trace's top-level ops (those a replay runs), by name; None when the
     trace names no op for sparse tensors (a name test: no argument is decoded then)."""
-    if not any(SPARSE.search(n.name) for n in trace.nodes if n.op_schema):
+    nodes = [n for n in trace.nodes if n.op_schema]
+    if not any(SPARSE.search(n.name) for n in nodes):
         return None
     try:
-        ops = [(n.name, _tensors(n.inputs), _tensors(n.outputs)) for n in trace.nodes if n.op_schema]
+        ops = [(n.name, _tensors(n.inputs), _tensors(n.outputs)) for n in nodes]
     except TraceError:
         return None
     ids = sparse_tensors(ops)
     top = {n.id for n in trace.top_level_ops()}
-    c = Counter(name for n, (name, ins, _) in zip((n for n in trace.nodes if n.op_schema), ops, strict=True)
+    c = Counter(name for n, (name, ins, _) in zip(nodes, ops, strict=True)
                 if n.id in top and any(storage_less(r) and r.tensor_id in ids for r in ins))
     return c or None
 
