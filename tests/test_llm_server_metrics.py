@@ -163,3 +163,39 @@ def test_the_built_in_server_is_scraped_for_real(cli, tmp_path):
     assert sm["summary"]["generation_tokens"]["total_during_run"] == r["output_tokens_total"] == 24
     # the built-in server has no latency histograms nor caches: named as absent, never estimated
     assert {"ttft_s", "tpot_s", "kv_cache_usage", "prefix_cache_hit_rate"} <= set(sm["absent"])
+
+
+def test_a_scrape_is_stamped_after_the_server_read_its_counters():
+    """A busy server: it gets to the scrape 0.3 s late (serving requests), reads its counters and answers at once.
+    A stamp at the GET's midpoint fell before that read, so a scrape that straddled the run's start could serve as
+    its baseline while holding the first request's tokens (CI read a delta of 24 tokens for 27)."""
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from benchmint.core.clock import now_ns
+
+    read_at: list[int] = []
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            time.sleep(0.3)
+            read_at.append(now_ns())
+            body = b"# TYPE x gauge\nx 1\n"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        sc = MetricsScraper(f"http://127.0.0.1:{srv.server_address[1]}/metrics")
+        sc._scrape()
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert len(sc.snapshots) == 1 and sc.snapshots[0][0] >= read_at[0]

@@ -1,10 +1,12 @@
 """The server's own view of a run: its Prometheus ``/metrics`` scraped during the run, mapped to one set of names.
 
 A :class:`MetricsScraper` runs in a thread of its own (never on the client's event loop): it GETs ``/metrics``
-every ``interval_s`` and keeps the raw text with the client's monotonic time (``now_ns``) of the scrape, the
-midpoint of request and answer. Parsing (``prometheus_client.parser``) happens after the run, so scraping
-costs the load generator one small HTTP GET per interval. Memory is bounded: past ``max_scrapes`` snapshots,
-every other one is dropped and the interval doubles.
+every ``interval_s`` and keeps the raw text with the client's monotonic time (``now_ns``) of the answer's end:
+the server read its counters before then, so a snapshot that ended before the measured start is a sound baseline
+(a midpoint could fall before the start while the server answered after the first request). Parsing
+(``prometheus_client.parser``) happens after the run, so scraping costs the load generator one small HTTP GET
+per interval. Memory is bounded: past ``max_scrapes`` snapshots, every other one is dropped and the interval
+doubles.
 
 The names of vLLM, SGLang, TGI and ``benchmint llm serve`` map to one set (:data:`GAUGES`, :data:`COUNTERS`,
 :data:`HISTOGRAMS`); the first name the server exposes wins and is recorded as ``source``. A metric none of
@@ -112,7 +114,6 @@ class MetricsScraper:
                 return
 
     def _scrape(self) -> None:
-        t0 = now_ns()
         try:
             req = urllib.request.Request(self.url, headers=self.headers)
             with urllib.request.urlopen(req, timeout=self.timeout_s) as r:
@@ -123,7 +124,7 @@ class MetricsScraper:
         except (OSError, ValueError) as e:
             self._fail(f"{type(e).__name__}: {e}", fatal=False)
             return
-        t = (t0 + now_ns()) // 2
+        t = now_ns()  # the answer's end: the server's counters were read before it
         with self._lock:  # (the thread's scrapes and a mark() from the run's loop)
             self.snapshots.append((t, text))
             self.snapshots.sort(key=lambda x: x[0])
@@ -198,7 +199,7 @@ def summarize(scraper: MetricsScraper, start_ns: int) -> tuple[dict[str, Any], d
     """(the result's ``server_metrics`` block, the time series written as ``server_metrics.json``)."""
     block: dict[str, Any] = {
         "url": scraper.url, "interval_s": scraper.interval_s, "scrapes": len(scraper.snapshots),
-        "failed_scrapes": scraper.failed, "clock": "client monotonic (midpoint of each scrape), s from the run's start",
+        "failed_scrapes": scraper.failed, "clock": "client monotonic (end of each scrape's answer), s from the run's start",
         "parser": "prometheus_client.parser", "warnings": [], "sources": {}, "summary": {}, "absent": [],
     }
     if scraper.gave_up is not None:
