@@ -68,3 +68,15 @@ def test_help_answers_without_loading_torch():
                              timeout=120)
         assert "Usage" in out.stdout and out.stdout.rstrip().endswith("torch loaded: False"), \
             (args, out.stdout[-500:], out.stderr[-2000:])
+
+
+def test_llm_bench_help_groups_its_options(cli):
+    # 59 options in one list ran to about 300 lines at 80 columns: a user looking for the load options read all
+    code, out, _ = cli("llm", "bench", "--help")
+    assert code == 0
+    panels = ["Target", "Load", "Prompts", "Sessions and arrival traces", "Measurement", "More load generators",
+              "Output"]
+    where = [out.find(f"─ {p} ─") for p in panels]
+    assert all(w > 0 for w in where), where
+    load = out[where[1]:min(w for w in where if w > where[1])]
+    assert "--rate " in load and "--concurrency " in load and "--dataset " not in load

@@ -16,9 +16,18 @@ err_console = Console(stderr=True, emoji=False)
 @dataclass
 class _State:
     debug: bool = False
+    interrupt_said: bool = False  # a command caught Ctrl-C and said what it kept (see interrupted_exit)
 
 
 state = _State()
+
+
+def interrupted_exit() -> typer.Exit:
+    """The exit (130) of a command that caught Ctrl-C and has said what it kept: ``raise interrupted_exit()``.
+    Any other Ctrl-C reaches the entry point as the same 130 (typer turns it into one), which then says
+    "interrupted" itself."""
+    state.interrupt_said = True
+    return typer.Exit(130)
 
 
 def run_kind(value: str | None) -> str | None:
@@ -55,3 +64,25 @@ ChatTemplateOpt = typer.Option(
     True, "--chat-template/--raw-prompt", help="Apply the tokenizer's chat template to completions prompts."
 )
 ApiKeyOpt = typer.Option(None, "--api-key", envvar="OPENAI_API_KEY", help="Bearer token for the server.")
+
+
+def option_panels(fn, panels: dict[str, tuple[str, ...]]) -> None:
+    """Group a command's options under titled panels in its ``--help`` (``panels``: title -> parameter names, in
+    the order shown). Each option is copied first: an option object shared with other commands keeps their
+    grouping."""
+    import copy
+    import inspect
+
+    title_of = {name: title for title, names in panels.items() for name in names}
+    params = list(inspect.signature(fn).parameters.values())
+    unknown = set(title_of) - {p.name for p in params}
+    if unknown:
+        raise ValueError(f"{fn.__name__} has no parameters {sorted(unknown)}")
+    defaults = list(fn.__defaults__ or ())
+    first = len(params) - len(defaults)  # the parameters with defaults are the last ones
+    for i, p in enumerate(params[first:]):
+        if p.name in title_of:
+            d = copy.copy(defaults[i])
+            d.rich_help_panel = title_of[p.name]
+            defaults[i] = d
+    fn.__defaults__ = tuple(defaults)

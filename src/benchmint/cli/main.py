@@ -107,13 +107,29 @@ def _is_click_error(e: BaseException) -> bool:
     return callable(getattr(e, "format_message", None)) and isinstance(getattr(e, "exit_code", None), int)
 
 
+def _take_debug(argv: list[str]) -> tuple[list[str], bool]:
+    """``--debug`` anywhere before a ``--`` (``benchmint llm bench ... --debug`` as well as ``benchmint --debug
+    llm bench ...``): moved to the front, where the top-level option takes it, so that no subcommand refuses
+    it. What follows ``--`` (a captured script's own arguments) is left alone, and so is everything after
+    ``capture``, which takes the script's arguments without ``--`` as well."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    command = next((i for i, a in enumerate(argv[:end]) if not a.startswith("-")), None)
+    if command is not None and argv[command] == "capture":  # it takes a script's arguments without "--" too
+        end = command
+    head = [a for a in argv[:end] if a != "--debug"]
+    found = len(head) < end
+    return (["--debug", *head, *argv[end:]] if found else argv), found
+
+
 def run(argv: list[str] | None = None) -> None:
     """Console-script entry: runs the app and turns user errors into one line and exit code 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
     # torch's C++ log prints a warning line each time the execution-trace observer starts and stops; keep
     # the console for benchmint's own output (a user's TORCH_CPP_LOG_LEVEL still wins). Set before torch loads.
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
-    debug = "--debug" in argv or bool(os.environ.get("BENCHMINT_DEBUG"))
+    argv, debug = _take_debug(argv)
+    debug = debug or bool(os.environ.get("BENCHMINT_DEBUG"))
+    state.interrupt_said = False
     try:
         # not standalone: click hands usage errors to us, printed on one line like every other user error
         rv = app(args=argv, prog_name="benchmint", standalone_mode=False)
@@ -147,7 +163,11 @@ def run(argv: list[str] | None = None) -> None:
             soft_wrap=True,
         )
         sys.exit(1)
-    if rv == 130:  # a command that caught Ctrl-C, kept what it had and said so (a sweep's finished trials)
+    if rv == 130:
+        # a command that caught Ctrl-C has said what it kept (a sweep's finished trials); typer turns any other
+        # Ctrl-C into the same 130, and it printed nothing at all
+        if not state.interrupt_said:
+            err_console.print("interrupted")
         _exit_interrupted()
     sys.exit(rv if isinstance(rv, int) else 0)
 
