@@ -13,6 +13,7 @@ import pytest
 from test_report_records import llm_record, replay_record
 from test_report_sweeps import _sweep_block, sweep_record
 
+from benchmint.report import fmt
 from benchmint.report.compare import comparison
 from benchmint.report.headline import headline
 from benchmint.report.html import render
@@ -65,6 +66,19 @@ def test_a_demo_replay_headline_shows_the_live_measurement_and_its_noise_not_cap
     h = headline(rec)
     figs = {f.name: f.value for f in h.figures}
     assert figs["error vs live step"] == "-22.3%" and "error vs original" not in figs
+    # beside it, the two times it is of (the card set the replay's own run and capture.json's step there)
+    assert figs["replay iteration"] == fmt.duration(0.0054) and figs["live step"] == fmt.duration(0.007)
+    assert "iteration time" not in figs and "original step" not in figs
+    # the run list and the fidelity table give the same measurement
+    from benchmint.report.html import fidelity_table
+    from benchmint.results.api import headline as list_headline
+
+    assert list_headline(rec).startswith("replay error -22.3% vs live step")
+    assert fidelity_table([rec]).rows[0].cells[1].text == "-22.3%"
+    table = comparison([rec]).table  # the side-by-side table too
+    cells = {row.head.text if row.head else row.cells[0].text: row.cells[-1].text for row in table.rows}
+    assert any(v == "-22.3%" for k, v in cells.items() if "replay error" in k), cells
+    assert "+30.0%" not in cells.values()
     badges = {b.text: b for b in h.badges}
     assert badges["error within noise"].tone == "warn" and "43" in badges["error within noise"].hint
     assert "capture.json drifted" in badges and "+45.8%" in badges["capture.json drifted"].hint

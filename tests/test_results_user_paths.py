@@ -132,6 +132,8 @@ def test_a_broken_line_of_an_export_is_named_and_the_rest_imported(cli, tmp_path
     "install httpfs",
     "load httpfs",
     "set enable_external_access = true",
+    "drop table runs",  # changed only the connection's view, and printed "Success"
+    "create table x as select 1",
 ])
 def test_query_writes_and_reads_no_file(cli, tmp_path, sql):
     store = tmp_path / "store"
@@ -151,6 +153,9 @@ def test_query_still_selects_over_the_runs(cli, tmp_path):
                          "with t as (select kind, metrics__ttft_s__p99 p99 from runs) select * from t order by kind")
     assert code == 0, err
     assert json.loads(out) == [{"kind": "llm", "p99": 0.2}, {"kind": "replay", "p99": None}]
+    for sql in ("describe runs", "summarize select kind from runs", "show tables", "explain select 1"):
+        code, out, err = cli("results", "query", "--json", "--results", str(store), sql)
+        assert code == 0 and json.loads(out), (sql, err)
 
 
 # ------------------------------------------------------------------------------ 6. versions and hashes
@@ -193,3 +198,24 @@ def test_sha256_prefix_is_what_is_stored():
     params = {k: None for k in PARAM_KEYS}
     want = hashlib.sha256(orjson.dumps(params, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
     assert fingerprint(_Cfg(), _Wl(), _Sched())["workload_hash"] == want
+
+
+def test_a_peak_search_lists_its_peak_and_that_it_was_a_sweep(cli, tmp_path):
+    # its row had no scenario and an empty headline: it stores no run figures of its own, only the search
+    sweep = {"sweep": {"peak_rate": 32.0, "trials_used": 4, "bracket": {"passed": 32.0, "failed": None},
+                       "unit": "llm bench requests/s (Poisson arrivals)", "curve": []}}
+    ResultsStore(tmp_path).append_many([
+        RunRecord(kind="llm", config={"target": "bench"}, workload={"model_name": None}, metrics=sweep),
+        RunRecord(kind="llm", config={"target": "bench"}, workload={"model_name": "tiny"},
+                  metrics={"sweep": {**sweep["sweep"], "bracket": {"passed": 8.0, "failed": 16.0}, "peak_rate": 8.0}}),
+        RunRecord(kind="llm", config={"target": "bench"}, workload={"model_name": "tiny"}, status="partial",
+                  metrics={"sweep": {**sweep["sweep"], "interrupted": True}}),
+    ])
+    code, out, err = cli("results", "list", "--results", str(tmp_path), "--json")
+    assert code == 0, err
+    rows = json.loads(out)
+    assert [r["scenario"] for r in rows] == ["sweep (bench)"] * 3
+    assert rows[0]["headline"] == "peak 32 req/s over 4 trials (every trial passed: a floor)"
+    assert rows[1]["headline"] == "peak 8 req/s over 4 trials" and rows[1]["model"] == "tiny"
+    # a sweep Ctrl-C stopped: its floor is where it stopped, not where the server gave out
+    assert rows[2]["headline"] == "peak 32 req/s over 4 trials (every trial passed: a floor); stopped by Ctrl-C"

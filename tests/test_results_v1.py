@@ -140,8 +140,11 @@ def test_results_list_headlines_of_an_old_store_are_those_the_old_code_printed(s
     from benchmint.results.api import list_rows
 
     got = [(r["kind"], r["headline"]) for r in list_rows(store)]
-    assert got == [("capture", ""), ("replay", "replay error +35.3%"), ("llm", "164.7 tok/s, TTFT p99 25.5 ms"),
-                   ("mlperf", "50.01 tok/s"), ("mlperf", ""), ("imported", "2.45e+04 tok/s"),
+    # (a capture's and a peak search's rows were empty: they now give the un-observed step and the peak)
+    assert got == [("capture", "step 2.65 ms un-observed"), ("replay", "replay error +35.3%"),
+                   ("llm", "164.7 tok/s, TTFT p99 25.5 ms"), ("mlperf", "50.01 tok/s"),
+                   ("mlperf", "peak 8 LoadGen Server target QPS over 2 trials (every trial passed: a floor)"),
+                   ("imported", "2.45e+04 tok/s"),
                    ("imported", "2.3e+04 tok/s"), ("imported", "7e+05 samples/s"), ("imported", "6e+05 samples/s"),
                    ("imported", "latency p90 1.75 ms"), ("imported", "latency p99 11.2 ms"),
                    ("imported", "8.8e+04 tok/s")]

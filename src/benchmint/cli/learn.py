@@ -40,12 +40,14 @@ def _check_target(target: str) -> None:
 def _enough(df, target: str, source: str) -> None:
     from benchmint.core.errors import UserError
     from benchmint.learn.api import too_few_message
-    from benchmint.learn.features import target_values
     from benchmint.learn.predictor import MIN_ROWS
+    from benchmint.learn.quality import left_out_text, usable_rows
 
-    n = int(target_values(df, target).notna().sum()) if len(df) else 0
+    measured, left_out = usable_rows(df, target=target)
+    n = len(measured)
     if n < MIN_ROWS:
-        raise UserError(too_few_message(n, target, source))
+        why = left_out_text(left_out)
+        raise UserError(too_few_message(n, target, source) + (f" ({why})" if why else ""))
 
 
 @app.command("fit")
@@ -68,6 +70,8 @@ def fit_cmd(
     pools = ", ".join(f"{k} {len(v)}" for k, v in p.pools.items())
     console.print(f"fitted {target} on {p.n_train} rows of {source} ({len(p.features)} features; "
                   f"interval pools: {pools})", soft_wrap=True)
+    if p.evaluation.get("rows_left_out_why"):
+        console.print(f"note: {p.evaluation['rows_left_out_why']}", soft_wrap=True)
     n_cal = p.calibration_residuals()
     if n_cal < MIN_CALIBRATION:
         console.print(f"warning: not enough runs to calibrate a 90% interval ({n_cal} out-of-fold residual(s), "
@@ -106,6 +110,10 @@ def eval_cmd(
         res = evaluate(df, target, s, seed)
         out["splits"][s] = res
         console.print(eval_table(res))
+        if res.get("rows_left_out_why") and s == splits[0]:
+            console.print(f"note: {res['rows_left_out_why']}", soft_wrap=True)
+        for w in res.get("coverage_warnings") or []:
+            console.print(f"[yellow]warning:[/] {w}", soft_wrap=True, highlight=False)
     if json_path:
         write_json(json_path, out)
         console.print(f"evaluation: {json_path}")
@@ -164,6 +172,8 @@ def recommend(
         res["training"] = training
         if training.get("note"):
             res["notes"].insert(0, training["note"])
+        if training.get("store_runs_not_measurements_why"):
+            res["notes"].insert(0, f"training rows: {training['store_runs_not_measurements_why']}")
     console.print(recommend_table(res))
     for n in res["notes"]:
         console.print(f"note: {n}", soft_wrap=True)

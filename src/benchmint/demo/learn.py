@@ -21,8 +21,10 @@ def learn_demo_step(ctx: Any) -> None:
     # official rows in their own layout, the demo's runs flattened: the feature builder reads both
     rows = pd.concat([official, pd.DataFrame(own)], ignore_index=True) if own else official
     p = fit_predictor(rows, "tokens_per_s_per_accelerator")
+    used = max(0, p.n_train - len(official))  # the demo's runs that had the target (a replay has no tokens/s)
     ctx.console.print(f"fitted tokens/s per accelerator on {p.n_train} rows ({len(official)} official MLPerf "
-                      f"results + {len(own)} demo run(s)); conformal 90% intervals")
+                      f"results + {used} of the {len(own)} demo runs, the others measure no tokens/s"
+                      f"{' or are no complete measurement' if p.left_out else ''}); conformal 90% intervals")
     query = pd.DataFrame([{"model.name": "llama2-70b-99", "model.weight_data_types": "fp8",
                            "system.accelerator.name": "NVIDIA H200-SXM-141GB", "system.accelerator.total_count": 8,
                            "submission.scenario": "Server", "software.framework": "TensorRT 10.8, CUDA 12.8"}])

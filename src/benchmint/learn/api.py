@@ -58,9 +58,12 @@ def store_rows(results: str | os.PathLike | None = None, where: str | None = Non
 def fit(df: pd.DataFrame, target: str, out: str | os.PathLike | None = None, seed: int = 0,
         source: str = "") -> tuple[Predictor, Path | None]:
     """Fit, save (when ``out``), and keep a short description of the training rows with the model."""
+    from benchmint.learn.quality import left_out_text
+
     get_target(target)
     p = fit_predictor(df, target, seed=seed)
     p.evaluation = {"source": source, "rows_in": int(len(df)), "rows_used": p.n_train,
+                    "rows_left_out": dict(p.left_out), "rows_left_out_why": left_out_text(p.left_out),
                     "interval_pools": {k: len(v) for k, v in p.pools.items()},
                     "intervals_calibrated": p.calibration_residuals() >= MIN_CALIBRATION,
                     "how": "conformal pools from out-of-fold residuals (see docs/learn.md); run "
@@ -161,6 +164,7 @@ def default_throughput_predictor(results: str | os.PathLike | None = None, model
     nothing with the question (a tiny model on a host CPU) never displace the official results. Returns the
     predictor, where it was fit, and ``training`` (JSON-ready: source, rows, store rows left out and why, note)."""
     from benchmint.learn.features import build_features, target_values
+    from benchmint.learn.quality import left_out_text, usable_rows
     from benchmint.learn.recommend import relevant_rows
     from benchmint.learn.specs import spec_table
     from benchmint.results.store import default_results_dir
@@ -170,12 +174,15 @@ def default_throughput_predictor(results: str | os.PathLike | None = None, model
         df = store_rows(results)
     except UserError:
         df = pd.DataFrame()
-    has = target_values(df, target).notna().to_numpy() if len(df) else None
-    n_store = int(has.sum()) if has is not None else 0
+    # the runs with the target that are complete, real measurements (partial, failed, invalid, simulated never
+    # train)
+    df, not_measured = usable_rows(df, target=target)
+    n_store = len(df)
     where = f"the store at {default_results_dir(results)}"
-    training: dict[str, Any] = {"store_rows_with_target": n_store, "store_rows_left_out": 0, "note": None}
+    training: dict[str, Any] = {"store_rows_with_target": n_store, "store_rows_left_out": 0, "note": None,
+                                "store_runs_not_measurements": not_measured,
+                                "store_runs_not_measurements_why": left_out_text(not_measured)}
     if n_store:
-        df = df[has].reset_index(drop=True)
         keep = pd.Series(True, index=df.index)
         if model is not None:
             keep = relevant_rows(build_features(df), model, accelerators or list(spec_table())).to_numpy()

@@ -23,7 +23,14 @@ import pandas as pd
 
 from benchmint.core.errors import UserError
 from benchmint.learn.features import as_text, duplicate_groups, get_target
-from benchmint.learn.predictor import LEVEL, POOLS, _OneThread, fit_features, training_frame
+from benchmint.learn.predictor import (
+    LEVEL,
+    POOLS,
+    _OneThread,
+    configuration_key,
+    fit_features,
+    training_frame,
+)
 
 SCHEMA_VERSION = "1.0"
 SPLITS = ("random", "accelerator", "model", "submitter", "round")
@@ -104,8 +111,11 @@ def evaluate(df: pd.DataFrame, target: str, split: str = "random", seed: int = 0
     t = get_target(target)
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-    feats, ylog = training_frame(df, target)
     from benchmint.learn.predictor import _check_rows
+    from benchmint.learn.quality import left_out_text, usable_rows
+
+    df, left_out = usable_rows(df)  # partial, failed, invalid and simulated runs are not measurements to score
+    feats, ylog = training_frame(df, target)
 
     _check_rows(len(feats), target)
     labels = split_labels(feats, split)
@@ -121,8 +131,10 @@ def evaluate(df: pd.DataFrame, target: str, split: str = "random", seed: int = 0
             ftr, fte = feats.iloc[tr], feats.iloc[te]
             new_acc = ~fte["accelerator"].isin(set(ftr["accelerator"].dropna()))
             new_fam = ~fte["model_family"].isin(set(ftr["model_family"].dropna()))
-            need = tuple(n for n, m in (("seen", ~new_acc & ~new_fam), ("new_accelerator", new_acc & ~new_fam),
-                                        ("new_model", new_fam)) if m.any())
+            count = pd.to_numeric(fte["accelerator_count"], errors="coerce").notna()
+            new_cfg = ~configuration_key(fte).isin(set(configuration_key(ftr))) & count & ~new_acc & ~new_fam
+            need = tuple(n for n, m in (("seen", ~new_acc & ~new_fam & ~new_cfg), ("new_configuration", new_cfg),
+                                        ("new_accelerator", new_acc & ~new_fam), ("new_model", new_fam)) if m.any())
             new_round = fte["round"].notna() & ~fte["round"].isin(set(ftr["round"].dropna()))
             # a pool a row needs may be missing (too few groups, one training round): the predictor then uses the
             # widest pool
@@ -139,10 +151,13 @@ def evaluate(df: pd.DataFrame, target: str, split: str = "random", seed: int = 0
         m = gl == g
         groups.append({"group": g, **metrics(y[m], pred[m], lower[m], upper[m])})
     groups.sort(key=lambda r: -(r.get("mape") or 0))
+    warnings = coverage_warnings(groups, split, group_col)
     return {
         "schema_version": SCHEMA_VERSION, "target": target, "unit": t.unit, "split": split,
         "interval_level": LEVEL, "folds": len(fold_list), "rows": n,
+        "rows_left_out": left_out, "rows_left_out_why": left_out_text(left_out),
         "group_by": group_col, "overall": metrics(y, pred, lower, upper), "groups": groups,
+        "coverage_warnings": warnings,
         "basis_counts": {str(k): int(v) for k, v in pd.Series(basis).value_counts(dropna=False).items()},
         "noise_floor": noise_floor(feats, y),
         "predictions": [{"id": str(i), "measured": float(a), "prediction": float(b) if math.isfinite(b) else None,
@@ -150,6 +165,24 @@ def evaluate(df: pd.DataFrame, target: str, split: str = "random", seed: int = 0
                          "upper": float(d) if math.isfinite(d) else None, "group": str(g)}
                         for i, a, b, c, d, g in zip(feats["id"], y, pred, lower, upper, gl, strict=True)],
     }
+
+
+# a group whose held-out rows fall inside their 90% interval less often than this is named in a warning (with at
+# least COVERAGE_MIN_ROWS rows: fewer say little about a coverage)
+COVERAGE_FLOOR = LEVEL - 0.15
+COVERAGE_MIN_ROWS = 10
+
+
+def coverage_warnings(groups: list[dict[str, Any]], split: str, group_col: str) -> list[str]:
+    """One line per group whose measured coverage is far below the nominal 90%: its intervals are too narrow
+    there, and a user must not read them as 90% intervals."""
+    out = []
+    for g in groups:
+        cov, n = g.get("coverage"), g.get("n", 0)
+        if cov is not None and n >= COVERAGE_MIN_ROWS and cov < COVERAGE_FLOOR:
+            out.append(f"split {split}: only {cov:.0%} of {n} held-out rows of {group_col}={g['group']} fall inside "
+                       f"their {LEVEL:.0%} interval: the intervals are too narrow there")
+    return out
 
 
 def evaluate_all(df: pd.DataFrame, target: str, splits: tuple[str, ...] = SPLITS, seed: int = 0) -> dict[str, Any]:

@@ -160,7 +160,12 @@ class Measurer:
 
 def stored_points(space: Space, records: list[Any]) -> list[tuple[dict[str, float], float, str]]:
     """Runs of this space already in the store: (point, target value, run id), oldest first; a run of another
-    space, of a point outside the grid, or without the target is left out."""
+    space, of a point outside the grid, or without the target is left out, and so is a run that is not a complete,
+    real measurement (partial, failed or invalid; the simulated backend unless the space's own backend is it:
+    :mod:`benchmint.learn.quality`)."""
+    from benchmint.learn.quality import SIM_BACKENDS, record_reason
+
+    allow_sim = str(space.backend).lower() in SIM_BACKENDS
     grid = {point_key(p): p for p in space.grid()}
     target = TARGETS[space.target]
     out = []
@@ -170,7 +175,7 @@ def stored_points(space: Space, records: list[Any]) -> list[tuple[dict[str, floa
             continue
         pt = {k: float(v) for k, v in tag["point"].items() if isinstance(v, int | float)}
         key = point_key(pt)
-        if key not in grid or rec.status == "failed":
+        if key not in grid or record_reason(rec, allow_sim) is not None:
             continue
         v = target.value(rec)
         if v is not None:

@@ -124,6 +124,10 @@ def run_next(space: Space, records: list[Any], budget: int, *, results_dir: str 
                 row["ape"] = abs(c.prediction - value) / value
                 if c.lower is not None and c.upper is not None:
                     row["inside_interval"] = bool(c.lower <= value <= c.upper)
+            if value is not None and rec.status != "ok":
+                # an interrupted or partly failed run measured only part of its configuration: never learned from
+                row["left_out"] = f"status {rec.status}: not a complete measurement"
+                value = None
             if value is None:
                 failed += 1
             else:

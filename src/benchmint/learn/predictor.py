@@ -7,8 +7,11 @@ and regularized (shallow trees, few leaves, L2): it models what the roofline mis
 Intervals are conformal (cross-conformal / CV+ on log residuals): out-of-fold residuals of models fit without the
 rows they are scored on. The residual pool depends on what the row asks for:
 
-- ``seen``: the row's accelerator and model family are in the training rows: folds hold out near-duplicate
-  groups (``features.duplicate_groups``);
+- ``seen``: the row's configuration (model family, accelerator, accelerator count and bytes per parameter) is in
+  the training rows: folds hold out near-duplicate groups (``features.duplicate_groups``);
+- ``new_configuration``: the model family and the accelerator are in the training rows, but never together at
+  this accelerator count or precision (llama2-70b measured on 4 and 8 H100s, asked about 1): folds hold out whole
+  configurations, so that the residuals are those of counts and precisions the learner had not seen;
 - ``new_accelerator``: the accelerator is not in the training rows: folds hold out whole accelerators;
 - ``new_model``: the model family is not in the training rows: the learner answers from what it knows of the
   family (parameters, active parameters, architecture, precision, task, accelerator, roofline), blended in log with
@@ -17,6 +20,14 @@ rows they are scored on. The residual pool depends on what the row asks for:
 
 The 90% interval is [prediction * exp(q05), prediction * exp(q95)] of the pool's residuals, with the finite-
 sample conformal correction. ``learn eval`` checks that about 90% of held-out rows fall inside.
+
+The pool is mostly official results, which the learner predicts well; rows of one accelerator (own runs on a host
+CPU, whose figures move a lot with concurrency and lengths) may be predicted far worse, and a pooled interval covers
+far fewer than 90% of them. So each stratum's out-of-fold residuals are checked against the pooled interval: where
+a stratum (an accelerator; for a row of an accelerator never measured, the rows with no roofline prior when it has
+none) holds at least ``MIN_CALIBRATION`` residuals and significantly fewer than 90% of them fall inside (binomial
+test, ``STRATUM_P``), its rows' intervals are widened to that stratum's own conformal interval (Mondrian conformal),
+and the note says so. Strata that the pooled interval covers keep it.
 """
 
 from __future__ import annotations
@@ -51,7 +62,7 @@ ROOFLINE_TARGETS = ("tokens_per_s_per_accelerator",)
 # the point is the least-expected-relative-error figure of the row's residual distribution (off: the learner's
 # median estimate); leaving one accelerator out, 17.9% MAPE on, 19.2% off
 POINT_SHIFT = True
-POOLS = ("seen", "new_accelerator", "new_model", "new_round")
+POOLS = ("seen", "new_configuration", "new_accelerator", "new_model", "new_round")
 
 
 class _OneThread:
@@ -69,6 +80,41 @@ class _OneThread:
 
 
 ALPHAS = np.logspace(-2, 4, 13)
+
+
+def configuration_key(feats: pd.DataFrame) -> pd.Series:
+    """What a configuration is for the ``seen`` basis: model family | accelerator | accelerator count | bytes per
+    parameter (bf16 and fp16 are one precision here; a row without a count or precision says "none")."""
+    def num(c: str) -> pd.Series:
+        col = pd.to_numeric(feats[c], errors="coerce") if c in feats.columns else pd.Series(np.nan, index=feats.index)
+        return col.map(lambda v: "none" if not np.isfinite(v) else f"{v:g}")
+
+    parts = [as_text(feats[c]) if c in feats.columns else pd.Series("none", index=feats.index)
+             for c in ("model_family", "accelerator")]
+    return parts[0].str.cat([parts[1], num("accelerator_count"), num("bytes_per_param")], sep="|")
+
+
+def _config_note(key: str, seen: list[str], row: pd.Series) -> str:
+    """Why a configuration is new: the counts and precisions its family and accelerator were measured at."""
+    fam, acc = key.split("|")[:2]
+    others = [k.split("|") for k in seen if k.split("|")[:2] == [fam, acc]]
+    counts = sorted({float(k[2]) for k in others if k[2] != "none"})
+    precs = sorted({k[3] for k in others if k[3] != "none"}, key=float)
+    bpp = {"0.5": "4-bit", "1": "8-bit", "2": "16-bit", "4": "32-bit"}
+    n = row.get("accelerator_count")
+    return (f"{fam} was measured on {acc} at {', '.join(f'{c:g}' for c in counts) or 'unknown'} accelerator(s)"
+            f" with {', '.join(bpp.get(b, b + ' bytes') for b in precs) or 'unknown'} weights, never at "
+            f"{n:g} with {bpp.get(key.split('|')[3], key.split('|')[3])} weights: extrapolated from other counts "
+            "and precisions")
+
+
+def _strata(feats: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Each row's strata for per-stratum (Mondrian) calibration: its accelerator, and whether it has a roofline
+    prior."""
+    lr = pd.to_numeric(feats["log_roofline"], errors="coerce") if "log_roofline" in feats.columns \
+        else pd.Series(np.nan, index=feats.index)
+    return {"accelerator": as_text(feats["accelerator"]).to_numpy().astype(str),
+            "roofline": np.where(np.isfinite(lr.to_numpy(dtype=float)), "yes", "no")}
 
 
 def _accelerator_folds(X: pd.DataFrame, y: np.ndarray):
@@ -184,6 +230,8 @@ def min_calibration(level: float = LEVEL) -> int:
 
 
 MIN_CALIBRATION = min_calibration(LEVEL)  # 9 residuals for a symmetric 90% interval
+# a stratum whose residuals the pooled 90% interval covers this unlikely often (binomial, at 90%) gets its own
+STRATUM_P = 0.01
 
 
 def _conformal_quantiles(res: np.ndarray, level: float = LEVEL) -> tuple[float, float] | None:
@@ -256,6 +304,12 @@ class Predictor:
     # their rows' scale (``scaled_pools``) give the quantiles. Empty in folders written before: plain pools answer
     scales: dict[str, Any] = field(default_factory=dict)
     scaled_pools: dict[str, list[float]] = field(default_factory=dict)
+    # rows of the input left out of training because they are not complete, real measurements ({reason: count},
+    # see ``quality.py``: partial, failed or invalid runs, the simulated backend)
+    left_out: dict[str, int] = field(default_factory=dict)
+    # per pool drawn from the learner: each residual's stratum, aligned with ``pools[name]`` ({"accelerator": [...],
+    # "roofline": ["yes"|"no", ...]}); empty in folders written before (pooled intervals only)
+    pool_strata: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
     @property
     def unit(self) -> str:
@@ -281,9 +335,9 @@ class Predictor:
     # ---------------------------------------------------------------------------------------- predict
     def predict(self, df: pd.DataFrame) -> pd.DataFrame:
         """One row per input row, in input order: ``prediction``, ``lower``, ``upper`` (the 90% interval),
-        ``unit``, ``basis`` (seen | new_accelerator | new_model), ``interval`` (conformal, or none where the
-        pool holds too few out-of-fold residuals to calibrate a 90% interval: ``lower``/``upper`` are then NaN and
-        the note says so), ``note`` and ``error`` (a string where the
+        ``unit``, ``basis`` (seen | new_configuration | new_accelerator | new_model), ``interval`` (conformal, or
+        none where the pool holds too few out-of-fold residuals to calibrate a 90% interval: ``lower``/``upper`` are
+        then NaN and the note says so), ``note`` and ``error`` (a string where the
         row lacks a required feature; its figures are then NaN)."""
         df = df.reset_index(drop=True)
         feats = build_features(df)
@@ -305,6 +359,13 @@ class Predictor:
         log_pred = self.offset(feats) + self.model.predict(self.matrix(feats))
         fam_seen = feats["model_family"].isin(self.seen.get("model_family", []))
         acc_seen = feats["accelerator"].isin(self.seen.get("accelerator", []))
+        # a count or precision never measured for the model family on that accelerator is no "seen" row (folders
+        # written before this list treat every row of a seen family and accelerator as seen)
+        configs = set(self.seen.get("configuration", []))
+        keys = configuration_key(feats)
+        count_known = pd.to_numeric(feats.get("accelerator_count", pd.Series(np.nan, index=feats.index)),
+                                    errors="coerce").notna()
+        new_config = (~keys.isin(configs) & count_known) if configs else pd.Series(False, index=feats.index)
         rounds = self.seen.get("round", [])
         new_round = feats["round"].map(lambda r: isinstance(r, str) and bool(rounds) and r not in rounds) \
             if "round" in feats.columns else pd.Series(False, index=feats.index)
@@ -312,6 +373,8 @@ class Predictor:
         X = self.matrix(feats)
         scale = {name: _predict_scale(m, X) for name, m in self.scales.items()}
         widest = self._widest_pool_name()  # (the pools are the fit's: once per call, not per row)
+        row_strata = _strata(feats)
+        strata_cache: dict[Any, Any] = {}
         can_calibrate = {k for k in self.pools if self._finite(k) >= MIN_CALIBRATION}
         for i, idx in enumerate(feats.index):
             if errors[i]:
@@ -332,6 +395,9 @@ class Predictor:
                 basis = "new_accelerator"
                 note = (f"no measured row on {feats['accelerator'].iloc[i]!r}: extrapolated from its spec-table "
                         "figures")
+            elif new_config.iloc[i]:
+                basis = "new_configuration"
+                note = _config_note(keys.iloc[i], sorted(configs), feats.iloc[i])
             else:
                 basis = "seen"
             if self.use_roofline and not np.isfinite(lr[i]):
@@ -372,6 +438,18 @@ class Predictor:
                 q_lo, q_hi = min(q_lo, r_lo), max(q_hi, r_hi)
                 note = (note + "; " if note else "") + (f"round {feats['round'].iloc[i]} is not in the training "
                                                         "rows: the interval covers the drift between rounds")
+            # per-stratum calibration: never narrower than the interval of the residuals of rows like it (its
+            # accelerator; for an accelerator never measured, the rows without a roofline prior when it has none)
+            if basis == "new_accelerator" or basis == "new_model":
+                stratum = ("roofline", "no") if row_strata["roofline"][i] == "no" else None
+            else:
+                stratum = ("accelerator", row_strata["accelerator"][i])
+            sq = self._stratum_quantiles(pool_name, stratum, strata_cache) if stratum else None
+            if sq is not None and (sq[0] < q_lo or sq[1] > q_hi):
+                q_lo, q_hi = min(q_lo, sq[0]), max(q_hi, sq[1])
+                what = (f"runs on {stratum[1]}" if stratum[0] == "accelerator" else "runs with no roofline prior")
+                note = (note + "; " if note else "") + (f"interval widened to the held-out errors of {what} "
+                                                        "(they scatter more than the pool's)")
             # the point: the figure with the least expected relative error under the pool's residuals (the learner's
             # median estimate moved by ``shift``); the interval is the pool's quantiles around the median estimate
             out.at[idx, "prediction"] = math.exp(lp + shift)
@@ -380,6 +458,35 @@ class Predictor:
             out.at[idx, "basis"] = basis
             out.at[idx, "interval"] = "conformal"
             out.at[idx, "note"] = note
+        return out
+
+    def _stratum_quantiles(self, name: str | None, stratum: tuple[str, str],
+                           cache: dict[Any, Any] | None = None) -> tuple[float, float] | None:
+        """Conformal quantiles of the pool's residuals of one stratum (column, value) where the pooled interval
+        covers significantly fewer than 90% of them; None where it covers them, where the stratum holds fewer than
+        ``MIN_CALIBRATION`` residuals, or where the folder predates strata."""
+        from scipy.stats import binom
+
+        key = (name, *stratum)
+        if cache is not None and key in cache:
+            return cache[key]
+        out = None
+        labels = (self.pool_strata.get(name or "") or {}).get(stratum[0])
+        res = np.asarray(self.pools.get(name or "") or [], dtype=float)
+        if labels and len(labels) == len(res):
+            mine = np.asarray(labels) == stratum[1]
+            # the residuals as the pooled interval sees them (divided by their rows' scale where it has a scale
+            # model): how many of the stratum's fall inside it
+            z = np.asarray(self.scaled_pools.get(name or "") or [], dtype=float)
+            z = z if len(z) == len(res) else res
+            q = _conformal_quantiles(z)
+            n = int(mine.sum())
+            if q is not None and n >= MIN_CALIBRATION:
+                k = int(((z[mine] >= q[0]) & (z[mine] <= q[1])).sum())
+                if binom.cdf(k, n, LEVEL) < STRATUM_P:
+                    out = _conformal_quantiles(res[mine])
+        if cache is not None:
+            cache[key] = out
         return out
 
     def calibration_residuals(self) -> int:
@@ -438,6 +545,7 @@ class Predictor:
             "pools": self.pools, "seen": self.seen,
             "scaled_pools": self.scaled_pools,
             "n_train": self.n_train, "interval_level": LEVEL, "evaluation": self.evaluation,
+            "rows_left_out": self.left_out, "pool_strata": self.pool_strata,
         }
         write_json(out / "predictor.json", meta)
         write_json(out / "train_ids.json", {"schema_version": SCHEMA_VERSION, "ids": self.train_ids})
@@ -469,12 +577,15 @@ def load_predictor(model_dir: str | Path) -> Predictor:
         evaluation=meta.get("evaluation") or {}, scales=scales,
         scaled_pools={k: list(v) for k, v in (meta.get("scaled_pools") or {}).items()},
         new_model_weight=float(meta.get("new_model_weight", 0.0)),
+        left_out={str(k): int(v) for k, v in (meta.get("rows_left_out") or {}).items()},
+        pool_strata={k: {c: list(v) for c, v in d.items()} for k, d in (meta.get("pool_strata") or {}).items()},
     )
 
 
 # -------------------------------------------------------------------------------------------- fitting
 def training_frame(df: pd.DataFrame, target: str) -> tuple[pd.DataFrame, np.ndarray]:
-    """Feature rows and log target values of the rows that have the target."""
+    """Feature rows and log target values of the rows that have the target (callers drop the runs that are not
+    complete, real measurements first: :func:`benchmint.learn.quality.usable_rows`)."""
     get_target(target)
     df = df.reset_index(drop=True)
     feats = build_features(df)
@@ -484,10 +595,17 @@ def training_frame(df: pd.DataFrame, target: str) -> tuple[pd.DataFrame, np.ndar
 
 
 def fit_predictor(df: pd.DataFrame, target: str, features: list[str] | None = None, seed: int = 0) -> Predictor:
-    """A predictor of ``target`` from rows in the flattened ``runs`` layout or the Open MLPerf layout."""
+    """A predictor of ``target`` from rows in the flattened ``runs`` layout or the Open MLPerf layout. Runs that
+    are not complete, real measurements (partial, failed or invalid; the simulated backend) are left out, and
+    counted in ``left_out``."""
+    from benchmint.learn.quality import usable_rows
+
+    df, left_out = usable_rows(df, target=target)  # counted among the training candidates: rows with the target
     feats, ylog = training_frame(df, target)
     with _OneThread():
-        return fit_features(feats, ylog, target, features, seed)
+        pred = fit_features(feats, ylog, target, features, seed)
+    pred.left_out = left_out
+    return pred
 
 
 def _check_rows(n: int, target: str) -> None:
@@ -520,11 +638,15 @@ def fit_features(feats: pd.DataFrame, ylog: np.ndarray, target: str, features: l
     pred.model = _learner(seed).fit(pred.matrix(feats), ylog - pred.offset(feats))
     pred.seen = {c: sorted({str(v) for v in feats[c].dropna()}) for c in ("accelerator", "model_family", "round")
                  if c in feats.columns}
+    pred.seen["configuration"] = sorted(set(configuration_key(feats)))
     if inner_cv:
         aligned = residual_pools(feats, ylog, pred, seed, pools, aligned=True)
         if "new_model" in aligned:
             pred.new_model_weight, aligned["new_model"] = aligned["new_model"]
         pred.pools = {k: [float(r) for r in v if np.isfinite(r)] for k, v in aligned.items()}
+        strata = _strata(feats)
+        pred.pool_strata = {k: {c: [str(x) for x in col[np.isfinite(v)]] for c, col in strata.items()}
+                            for k, v in aligned.items() if isinstance(v, np.ndarray)}
         X = pred.matrix(feats)
         for name, column in SCALED_POOLS.items():
             res = aligned.get(name)
@@ -536,7 +658,8 @@ def fit_features(feats: pd.DataFrame, ylog: np.ndarray, target: str, features: l
                 pred.scales[name] = model
                 # held out as the pool's residuals were: a scale model must not know the accelerator (round) it is
                 # asked about when the pool stands for accelerators (rounds) never seen
-                groups = (duplicate_groups(feats[ok]) if column is None else as_text(feats.loc[ok, column]))
+                groups = (duplicate_groups(feats[ok]) if column is None else
+                          configuration_key(feats[ok]) if column == CONFIGURATION else as_text(feats.loc[ok, column]))
                 pred.scaled_pools[name] = [float(r) for r in res[ok] / _cross_scale(
                     X[ok], res[ok], groups.to_numpy().astype(str), seed)]
     return pred
@@ -544,7 +667,9 @@ def fit_features(feats: pd.DataFrame, ylog: np.ndarray, target: str, features: l
 
 # pool -> the column its residuals held out (None: near-duplicate groups); the new_model pool is the roofline's
 # alone, with no features to scale by
-SCALED_POOLS = {"seen": None, "new_accelerator": "accelerator", "new_round": "round"}
+CONFIGURATION = "<configuration>"  # the pool's residuals held out whole configurations (``configuration_key``)
+SCALED_POOLS = {"seen": None, "new_configuration": CONFIGURATION, "new_accelerator": "accelerator",
+                "new_round": "round"}
 FAMILY_QUANTILES = np.linspace(0.025, 0.975, 20)
 SCALE_RANGE = 4.0  # a row's scale stays within this factor of the median row's
 MIN_SCALE_ROWS = 60  # below this many residuals, one scale for all rows (the plain pool)
@@ -661,6 +786,10 @@ def residual_pools(feats: pd.DataFrame, ylog: np.ndarray, template: Predictor, s
     if "seen" in which:
         dup = duplicate_groups(feats).to_numpy().astype(str)
         pools["seen"] = _oof(feats, ylog, dup, template, 4, seed)
+    if "new_configuration" in which:
+        cfg = configuration_key(feats).to_numpy().astype(str)
+        if len(np.unique(cfg)) >= 3:
+            pools["new_configuration"] = _oof(feats, ylog, cfg, template, 5, seed)
     acc = as_text(feats["accelerator"]).to_numpy().astype(str)
     if "new_accelerator" in which and len(np.unique(acc)) >= 3:
         pools["new_accelerator"] = _oof(feats, ylog, acc, template, 5, seed)

@@ -27,6 +27,12 @@ COUNTS = (1, 2, 4, 8)
 LATENCY_CLASSES = {"standard": {"ttft": 2.0, "tpot": 0.2}, "interactive": {"ttft": 0.45, "tpot": 0.04}}
 PRECISIONS = (("fp4", "fp4_tflops"), ("fp8", "fp8_tflops"), ("bf16", "bf16_tflops"))
 SCHEMA_VERSION = "1.0"
+# why a configuration's figure is extrapolated, by the prediction's basis (``predictor.py``)
+EXTRAPOLATED = {"new_configuration": "count or precision never measured for this model on this accelerator",
+                "new_accelerator": "accelerator never measured", "new_model": "model family never measured",
+                "new_round": "round never measured"}
+SHORT = {"new_configuration": "new count/precision", "new_accelerator": "new accelerator",
+         "new_model": "new model family", "new_round": "new round"}
 
 
 def parse_slo(text: str | None) -> dict[str, float]:
@@ -202,11 +208,16 @@ def recommend(predictor: Predictor, model: str, scenario: str = "server", slo: d
             "usd_per_million_tokens_upper": per_m(lo) if lo else None,
             "joules_per_token_at_tdp": j(tok), "joules_per_token_at_tdp_lower": j(hi) if hi else None,
             "joules_per_token_at_tdp_upper": j(lo) if lo else None, "interval": p.get("interval") or "conformal",
-            "basis": p["basis"], "extrapolated": p["basis"] != "seen", "note": p["note"],
+            "basis": p["basis"], "extrapolated": p["basis"] != "seen",
+            "extrapolated_why": EXTRAPOLATED.get(p["basis"], p["basis"]) if p["basis"] != "seen" else None,
+            "note": p["note"],
         })
     rows.sort(key=lambda r: (r["usd_per_million_tokens"] is None, r["usd_per_million_tokens"] or 0.0,
                              -r["tokens_per_s"]))
     notes = [n for n in (lat_note,) if n]
+    ahead = _extrapolated_ahead(rows[:top])
+    if ahead:
+        notes.append(ahead)
     if unpriced:
         notes.append(f"{unpriced} configuration(s) without a listed price were left out by --max-usd-per-hour "
                      "(prices: benchmint/data/prices.csv)")
@@ -220,6 +231,26 @@ def recommend(predictor: Predictor, model: str, scenario: str = "server", slo: d
             "latency_class": lat_class, "slo": slo or {}, "max_usd_per_hour": max_usd_per_hour,
             "interval_level": 0.9, "configurations": rows[:top], "candidates": len(rows), "notes": notes,
             "engines_assumed": engines}
+
+
+def _name(r: dict[str, Any]) -> str:
+    return f"{r['count']} x {r['accelerator']} {r['precision']}"
+
+
+def _extrapolated_ahead(rows: list[dict[str, Any]]) -> str | None:
+    """A note when configurations whose figures are extrapolated rank above the best measured one: a ranking must
+    not pass a guess off as a measurement."""
+    first = next((i for i, r in enumerate(rows) if not r["extrapolated"]), None)
+    ahead = [i for i, r in enumerate(rows[:first] if first is not None else rows) if r["extrapolated"]]
+    if not ahead:
+        return None
+    which = ", ".join(f"#{i + 1} ({_name(rows[i])}: {rows[i]['extrapolated_why']})" for i in ahead[:5])
+    if first is None:
+        return (f"every listed configuration is extrapolated ({which}{', ...' if len(ahead) > 5 else ''}): no "
+                "configuration like them was measured; measure one before relying on the ranking")
+    return (f"{len(ahead)} configuration(s) ranked above the best measured one (#{first + 1}, {_name(rows[first])}) "
+            f"are extrapolated, not measured: {which}{', ...' if len(ahead) > 5 else ''}; their figures are "
+            "predictions with the wider interval of configurations never measured")
 
 
 def normalize_list(text: str | None) -> list[str] | None:
@@ -250,5 +281,5 @@ def recommend_table(res: dict[str, Any]):
                       r["usd_per_million_tokens_upper"]),
                   rng(r["joules_per_token_at_tdp"], r["joules_per_token_at_tdp_lower"],
                       r["joules_per_token_at_tdp_upper"]),
-                  "extrapolated" if r["extrapolated"] else "")
+                  f"extrapolated: {SHORT.get(r.get('basis'), r.get('basis'))}" if r["extrapolated"] else "")
     return t

@@ -100,6 +100,15 @@ def build_report(
     return write_report(records, Path(out), title=title, base_dirs=base_dirs, predictions=predictions)
 
 
+def _binary(path: Path) -> bool:
+    head = path.open("rb").read(4096)
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return e.start < len(head) - 4  # (a multi-byte character cut at the end of the block is still text)
+    return b"\x00" in head
+
+
 def load_predictions(paths: list[str | os.PathLike] | None) -> list[dict]:
     """The JSON documents given with ``--predictions`` (an evaluation or a recommendation each)."""
     from benchmint.core.jsonio import read_json
@@ -110,7 +119,15 @@ def load_predictions(paths: list[str | os.PathLike] | None) -> list[dict]:
         path = Path(p)
         if not path.is_file():
             raise UserError(f"--predictions {path}: no such file")
-        doc = read_json(path)
+        try:
+            doc = read_json(path)
+        except OSError as e:
+            raise UserError(f"--predictions {path}: cannot read it ({e.strerror or e})") from None
+        except ValueError as e:  # orjson.JSONDecodeError: a Parquet file, a CSV, a truncated JSON file
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            what = "a binary file, not JSON" if _binary(path) else f"not valid JSON ({first})"
+            raise UserError(f"--predictions {path}: {what}; expected the JSON of `benchmint learn eval --json` or "
+                            "`benchmint recommend --json`") from None
         if not isinstance(doc, dict) or kind_of(doc) is None:
             raise UserError(f"--predictions {path}: not the JSON of `benchmint learn eval --json` or "
                             "`benchmint recommend --json`")

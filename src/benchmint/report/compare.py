@@ -1,6 +1,6 @@
 """The side-by-side table: one column per run; the key figures of every kind of run, then only the fields whose
-values differ between the runs (what ran, on what, how); the fields every run shares are listed once below
-the table. Values carry their units and are made readable by :mod:`benchmint.report.fmt`."""
+values differ between the runs, or that only some runs record (what ran, on what, how); the fields every run
+holds with one value are listed once below the table. Values carry their units and are made readable by :mod:`benchmint.report.fmt`."""
 
 from __future__ import annotations
 
@@ -96,6 +96,8 @@ def _rows(recs: list[RunRecord]) -> list[dict[str, Any]]:
     flat = []
     for r in recs:
         row = data.flat(r)
+        if data.replay_error(r) is not None:  # the measured error (a demo's: against the live step), as the card
+            row["metrics__error"] = data.replay_error(r)
         row["created"] = dt.datetime.fromtimestamp(r.created_s, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
         flat.append(row)
     return flat
@@ -105,6 +107,12 @@ def _differs(vals: list[Any]) -> bool:
     """Two runs or more hold different values (a field that only some kinds of run have does not differ by
     being absent from the others)."""
     return len({str(v) for v in vals if not _empty(v)}) > 1
+
+
+def _same_in_every_run(vals: list[Any]) -> bool:
+    """Every run holds the field, with one value: a field that some runs do not record is not "the same in every
+    run" (one run of fifteen at concurrency 4 says nothing of the other fourteen)."""
+    return all(not _empty(v) for v in vals) and len({str(v) for v in vals}) == 1
 
 
 def comparison(records: list[RunRecord]) -> Comparison:
@@ -123,7 +131,7 @@ def comparison(records: list[RunRecord]) -> Comparison:
         vals = [f.get(key) for f in flat]
         if all(_empty(v) for v in vals):
             continue
-        if single or _differs(vals):
+        if single or not _same_in_every_run(vals):  # differs, or only some runs record it: a row of the table
             fields.append((key, title, False))
         elif title not in seen:
             same.append((title, cell_text(key, next(v for v in vals if not _empty(v)))))

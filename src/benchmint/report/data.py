@@ -387,6 +387,11 @@ def timing(rec: RunRecord) -> Timing | None:
 
 
 def replay_error(rec: RunRecord) -> float | None:
+    """The replay's error as measured: against the live step timed alternately where the run had one (the demo;
+    ``metrics.error`` is then against capture.json, minutes earlier), else ``metrics.error``."""
+    fid = replay_fidelity(rec)
+    if fid.get("reference") == "live step" and num(fid.get("error")) is not None:
+        return num(fid["error"])
     return num(metrics(rec).get("error"))
 
 

@@ -132,6 +132,12 @@ def _pareto(llms: list[RunRecord], color: dict[str, str], plots: PlotCounter) ->
     else:
         s.note("One marker per run; the dashed line joins the runs no other run beats on both throughput and "
                "latency (the Pareto frontier): up and to the left is better.")
+        from benchmint.report.pareto import left_off_frontier
+
+        off = [r for r in llms if left_off_frontier(r)]
+        if off:
+            s.note(f"{len(off)} run(s) drawn as crosses are left off the frontier, not being complete, real "
+                   "measurements (partial, failed or invalid runs; the simulated backend).")
     return s
 
 

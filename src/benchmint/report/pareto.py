@@ -1,6 +1,10 @@
 """Throughput against latency across LLM runs, with the Pareto frontier marked: output tokens/s against TTFT
 p99 and against TPOT p99, one marker per run. A run is on the frontier when no other run has both a lower
-(or equal) latency and a higher (or equal) throughput, one of them strictly."""
+(or equal) latency and a higher (or equal) throughput, one of them strictly.
+
+Only complete, real measurements compete for the frontier: a partial run (interrupted, or with failed requests:
+its figures are those of the few requests that finished), a failed or invalid one, or a run of the simulated
+engine (``--backend sim``) is still drawn, as a cross, and named as left off the frontier."""
 
 from __future__ import annotations
 
@@ -10,11 +14,18 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from benchmint.report.data import label, percentiles, throughput
+from benchmint.results.measured import REASONS, record_reason
 from benchmint.results.record import RunRecord
 
 TEMPLATE = "plotly_white"
 PANELS = (("ttft_s", "TTFT p99"), ("tpot_s", "TPOT p99"))
 FRONTIER_COLOR = "#444444"
+
+
+def left_off_frontier(rec: RunRecord) -> str | None:
+    """Why a run may not sit on the frontier (it is no complete, real measurement), or None."""
+    why = record_reason(rec)
+    return None if why is None else REASONS.get(why, why)
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -51,12 +62,19 @@ def pareto_figure(records: list[RunRecord], color: dict[str, str]) -> go.Figure 
         pts = points(records, metric)
         if not pts:
             continue
-        front = pareto_front([(x, y) for _, x, y in pts])
+        why = [left_off_frontier(r) for r, _, _ in pts]
+        eligible = [i for i, w in enumerate(why) if w is None]
+        front = [eligible[k] for k in pareto_front([(pts[i][1], pts[i][2]) for i in eligible])]
         on_front = set(front)
         for i, (r, x, y) in enumerate(pts):
-            where = "on the Pareto frontier" if i in on_front else "dominated"
-            fig.add_scatter(x=[x * 1e3], y=[y], mode="markers", name=label(r), legendgroup=r.id,
-                            showlegend=r.id not in legend, marker={"color": color.get(r.id), "size": 11},
+            where = (f"left off the Pareto frontier: {why[i]}" if why[i] else
+                     "on the Pareto frontier" if i in on_front else "dominated")
+            marker = {"color": color.get(r.id), "size": 11}
+            if why[i]:
+                marker["symbol"] = "x"
+            fig.add_scatter(x=[x * 1e3], y=[y], mode="markers",
+                            name=label(r) + (f" [{r.status if r.status != 'ok' else 'sim'}]" if why[i] else ""),
+                            legendgroup=r.id, showlegend=r.id not in legend, marker=marker,
                             row=1, col=col,
                             hovertemplate=f"{title} %{{x:.4g}} ms<br>%{{y:.4g}} output tokens/s<br>{where}"
                                           "<extra>%{fullData.name}</extra>")

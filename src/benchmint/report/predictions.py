@@ -94,7 +94,8 @@ def recommendation_table(doc: dict[str, Any]) -> list[Note | Table]:
         rows.append(Row([Cell(str(i)), Cell(str(c.get("accelerator"))), Cell(str(c.get("count"))),
                          Cell(str(c.get("precision"))), Cell(rng("tokens_per_s")),
                          Cell(rng("usd_per_million_tokens")), Cell(rng("joules_per_token_at_tdp")),
-                         Cell("extrapolated" if c.get("extrapolated") else "")]))
+                         Cell(("extrapolated" + (f": {c['extrapolated_why']}" if c.get("extrapolated_why") else ""))
+                              if c.get("extrapolated") else "")]))
     title = Note(f"({doc.get('scenario')}, {doc.get('latency_class')} latency); predictor: {doc.get('predictor')}.",
                  lead=f"Recommendation for {doc.get('model')}")
     return [title, Table("", [Cell(c) for c in cols], rows, cls="bm-recommend"),

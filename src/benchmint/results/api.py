@@ -14,7 +14,7 @@ from msgspec import UNSET
 
 from benchmint.core.errors import UserError
 from benchmint.core.jsonio import atomic_write_bytes
-from benchmint.results.models import MlperfMetrics, ReplayMetrics
+from benchmint.results.models import CaptureMetrics, MlperfMetrics, ReplayMetrics, SweepMetrics
 from benchmint.results.store import ResultsStore, StoreWarning
 
 EXPORT_FORMATS = ("csv", "parquet", "jsonl")
@@ -65,7 +65,25 @@ def headline(rec) -> str:
     """One short figure that says what a run measured (read from the record's typed metrics)."""
     m = rec.metrics
     parts = []
-    if isinstance(m, ReplayMetrics) and isinstance(_set(m.error), int | float):
+    sw = _set(getattr(m, "sweep", UNSET)) if isinstance(m, SweepMetrics) else None
+    if sw is not None:  # a peak search: its peak, not a run's figures (it stored none of its own)
+        peak, unit = _set(sw.peak_rate), _set(sw.unit) or "req/s"
+        unit = "req/s" if "request" in unit else unit  # ("llm bench requests/s (Poisson arrivals)")
+        ceiling = _set(sw.bracket) or {}
+        more = " (every trial passed: a floor)" if peak is not None and ceiling.get("failed") is None else ""
+        cut = "; stopped by Ctrl-C" if _set(sw.interrupted) else ""  # (a floor, or nothing, for that reason)
+        return (f"peak {peak:.4g} {unit} over {_set(sw.trials_used) or 0} trials{more}{cut}" if peak is not None
+                else f"no passing rate in {_set(sw.trials_used) or 0} trials{cut}")
+    if isinstance(m, CaptureMetrics):  # the step the capture timed without observers
+        st = _set(m.step_time_s)
+        med = _set(getattr(st, "median", UNSET)) if st is not None else None
+        return f"step {med * 1000:.3g} ms un-observed" if isinstance(med, int | float) else ""
+    fid = _set(m.fidelity) if isinstance(m, ReplayMetrics) else None
+    if isinstance(fid, dict) and fid.get("reference") == "live step" and isinstance(fid.get("error"), int | float):
+        # the demo's measurement: the live step timed alternately with the replay (metrics.error is against
+        # capture.json, minutes earlier: the list read +588% where the demo printed -28.2%)
+        parts.append(f"replay error {fid['error']:+.1%} vs live step")
+    elif isinstance(m, ReplayMetrics) and isinstance(_set(m.error), int | float):
         parts.append(f"replay error {m.error:+.1%}")
     if isinstance(m, MlperfMetrics) and _set(m.throughput) is None:  # no LoadGen figures: the client's
         m = _set(m.client)
@@ -102,8 +120,9 @@ def list_rows(store: ResultsStore, kind: str | None = None, limit: int | None = 
             "created": _dt.datetime.fromtimestamp(r.created_s, _dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
             "kind": r.kind,
             "status": r.status,
-            "model": (r.workload or {}).get("model_name"),
-            "scenario": (r.config or {}).get("scenario"),
+            "model": (r.workload or {}).get("model_name") or (r.workload or {}).get("model"),
+            "scenario": (r.config or {}).get("scenario") or (f"sweep ({(r.config or {}).get('target')})"
+                                                             if isinstance(r.metrics, SweepMetrics) else None),
             "headline": headline(r),
         })
     return out

@@ -124,9 +124,18 @@ LLM_METRICS: tuple[Metric, ...] = (
            aliases=Aliases(vllm="`output_throughput`", guidellm="`output_tokens_per_second`",
                            aiperf="`output_token_throughput`", mlperf="tokens per second (LLM benchmarks)")),
     Metric(key="throughput.total_tokens_per_s", name="total token throughput", unit="tokens/s", level="derived",
-           shape="float", definition="(input + output tokens) / duration",
+           shape="float",
+           definition="(input + output tokens of the completed requests) / duration; null unless every completed "
+                      "request's input length is known (`input_tokens_known`)",
            aliases=Aliases(vllm="`total_token_throughput`", guidellm="`tokens_per_second`",
                            aiperf="none (input throughput is separate)")),
+    Metric(key="throughput.sent_requests_per_s", name="send rate", unit="req/s", level="derived", shape="float",
+           definition="(sent requests - 1) / (last actual send - first actual send): the request rate the client "
+                      "achieved (the offered load), which is R for sends on time on a rate-R schedule whatever "
+                      "their number; null with fewer than 2 sends or when every request was scheduled at one time "
+                      "(offline). Not the request throughput (completed / duration, from the first scheduled send "
+                      "to the last end), which over a short open-loop run is above R: n requests at R/s span "
+                      "(n - 1) / R s, plus the last one's latency"),
     Metric(key="goodput_requests_per_s", name="goodput", unit="req/s", level="derived", shape="float",
            definition="completed requests meeting every `--slo` / duration", report=("",), optional=True,
            aliases=Aliases(vllm="`request_goodput` (`--goodput ttft:MS ...`)",
@@ -152,6 +161,8 @@ LLM_METRICS: tuple[Metric, ...] = (
            definition="requests that failed (by kind in `requests.errors`)", report=("",)),
     Metric(key="requests.cancelled", name="cancelled", unit="requests", level="count", shape="int",
            definition="requests Ctrl-C stopped, in flight or before they were sent"),
+    Metric(key="requests.cancelled_in_flight", name="cancelled in flight", unit="requests", level="count",
+           shape="int", definition="of the cancelled requests, those sent but not finished (counted in `sent`)"),
     Metric(key="requests.errors", name="errors by kind", unit="requests", level="count", shape="object",
            definition="failed requests per error kind (`connect`, `timeout`, `http_4xx`, `http_5xx`, `reset`, "
                       "`malformed`, `stream_error`, `other`)"),
@@ -299,6 +310,13 @@ REPLAY_FIGURES: tuple[Metric, ...] = (
                       "`ops_inside` (ops they called out to, replayed), `not_in_ops_s` and "
                       "`not_in_ops_share_of_step` (their time outside any op: the generated kernels, which no op "
                       "replays; at best the gaps spend it as CPU work, and it counts in `coverage_time`'s whole)"),
+    Metric(key="standins", name="skipped ops' stand-ins", unit="", level="measured", shape="object",
+           optional=True,
+           definition="the CPU work standing for the ops the replay skipped (null: none skipped): `ops`, "
+                      "`recorded_s` (their recorded durations, which hold the recorders' cost of every node under "
+                      "them), `spent_s` (what the stand-ins spend), `cost_per_node_s` (the recorders' cost per "
+                      "node taken out, measured by a calibration on this host; null: nothing taken out, across "
+                      "devices or ranks) and `how`"),
     Metric(key="iteration", name="iteration", unit="", level="setting", shape="int",
            definition="the recorded iteration replayed (`ProfilerStep#N`; `--iteration`)"),
     Metric(key="seed", name="seed", unit="", level="setting", shape="int",

@@ -233,6 +233,7 @@ class ReplayMetrics(Model):
     replay_ops_only_s: float | None | UnsetType = UNSET
     kineto_matched: float | bool | None | UnsetType = UNSET
     compiled_regions: JSONObject | None | UnsetType = UNSET  # torch.compile'd regions: share, time outside ops
+    standins: JSONObject | None | UnsetType = UNSET  # skipped ops' stand-ins: recorded and spent time (replay/standins)
     warmup: int | None | UnsetType = UNSET
     iters: int | None | UnsetType = UNSET
     seed: int | None | UnsetType = UNSET

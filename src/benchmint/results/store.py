@@ -300,6 +300,18 @@ class ResultsStore:
         """Run SQL against table ``runs``; returns (column names, rows)."""
         import duckdb
 
+        try:  # a statement that is no query (DROP, CREATE, INSERT ...) changed only this connection's view and
+            # printed "Success": it is refused, since `results query` reads
+            kinds = [st.type for st in duckdb.extract_statements(sql)]
+        except duckdb.Error:
+            kinds = []  # a syntax error: DuckDB's own message, below
+        reads = {getattr(duckdb.StatementType, n) for n in ("SELECT", "EXPLAIN", "PRAGMA", "SHOW")
+                 if hasattr(duckdb.StatementType, n)}  # (older DuckDB parses DESCRIBE and SUMMARIZE as SHOW)
+        other = [k.name for k in kinds if k not in reads]
+        if other:
+            raise UserError(f"query refused: {other[0]} is no query. `results query` only reads table `runs` (SELECT, "
+                            "WITH, DESCRIBE, SUMMARIZE, EXPLAIN) and never changes the store; to write the runs to a file use "
+                            "`benchmint results export`")
         con = self.connect()
         read_only(con)
         try:
