@@ -185,12 +185,15 @@ def _capture_training_script(tmp_path: Path, steps: int, *options: str) -> tuple
 
 @pytest.mark.slow
 def test_cli_capture_of_an_unmodified_training_script(tmp_path):
-    r, out = _capture_training_script(tmp_path, 25)
+    # --threads reaches a command's torch too (it was taken for --workload alone, and silently dropped here)
+    threads = 1  # torch's default is one per core (2 here), and it takes no more than that from OMP_NUM_THREADS
+    r, out = _capture_training_script(tmp_path, 25, "--threads", str(threads))
     script = tmp_path / "train.py"
     assert r.returncode == 0, r.stderr
     assert "trained 25" in r.stdout and "step time without observers" in r.stdout
     cj = json.loads((out / "capture.json").read_text())
     assert cj["complete"] and cj["command_line"] == [sys.executable, str(script), "25"]
+    assert cj["threads"] == threads
     assert json.loads((out / "run.json").read_text())["kind"] == "capture"
     assert any(n.name == "aten::addmm" for n in load(out / "et.json").nodes)
 

@@ -92,7 +92,9 @@ def test_recorded_gaps_aim_at_capture_time_and_result_keys(captures, tmp_path, c
     # the value probe's ratios are in the result, for the ops the step calls once (the only ones it judges)
     once = set(once_a_step(view_from_trace(load(captures["moe"] / "et.json"))))
     probed = {int(k): v for k, v in r["calibration"]["zero_input_ratio"].items()}
-    assert probed and set(probed) <= once and all(v > 0 for v in probed.values())
+    # (which ops are probed depends on their time here: those under PROBE_MIN_S are not, so on a fast run none
+    # of moe's may be; tests/test_replay_value_probe.py checks the probe itself)
+    assert set(probed) <= once and all(v > 0 for v in probed.values())
     assert "coverage 1.000" in out and "error" in out and "aten::linear" in out
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["kind"] == "replay"
@@ -286,10 +288,14 @@ def test_param_resnet_trace_replays_on_cpu_with_coverage_099():
     assert {s["op"] for s in plan.skipped()} <= {"c10d::allreduce_", "c10d::broadcast_"}
 
 
-def test_a_cuda_trace_replayed_on_cpu_has_no_estimate_of_the_original_across_devices():
-    res = replay_trace(PARAM / "linear_et.json.gz", kineto=PARAM / "linear_kineto.json.gz", device="cpu",
-                       warmup=0, iters=2)
-    r = res.result
+def test_a_cuda_trace_replayed_on_cpu_has_no_estimate_of_the_original_across_devices(cli, tmp_path):
+    code, out, err = cli("replay", str(PARAM / "linear_et.json.gz"), "--kineto", str(PARAM / "linear_kineto.json.gz"),
+                         "--device", "cpu", "--warmup", "0", "--iters", "2", "--no-store", "--json",
+                         str(tmp_path / "r.json"), "--out", str(tmp_path / "o"))
+    assert code == 0, err
+    r = json.loads((tmp_path / "r.json").read_text())
+    # the gaps row said "recorded (0.000 ms of CPU time between ops)" and not why
+    assert "nothing to aim them at" in " ".join(out.split())
     assert r["gaps"] == "recorded" and r["coverage"] == 1.0
     assert r["original_iter_time_estimated_s"] is None and r["error"] is None
     assert "not estimated across devices" in r["estimate_note"] and "cuda" in r["estimate_note"]

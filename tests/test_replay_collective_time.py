@@ -29,6 +29,10 @@ def test_the_wait_for_the_last_rank_is_not_the_collectives_cost():
     assert out["wait_s_per_rank"] == pytest.approx([0.0, 0.080])
     assert out["replay_cost_s"] == pytest.approx(0.006) and out["replay_wait_s_per_rank"] == pytest.approx([0, 0.044])
     assert last_arrival([recorded_spans(a), []]) is None  # ranks whose collectives do not line up
+    # spans not recorded (no Kineto trace): the totals are unknown, not 0
+    blind = [[{"op": "c10d::allreduce_", "span_s": None}]] * 2
+    out = last_arrival(blind)
+    assert out["cost_s"] is None and out["wait_s_per_rank"] is None and out["collectives_timed"] == 0
 
 
 def test_cpu_time_between_ops_is_not_placed_where_a_rank_waited():

@@ -63,19 +63,25 @@ def test_exported_folder_runs_with_torch_alone_and_writes_replay_keys(capture, t
         assert section in readme
     cap = json.loads((capture / "capture.json").read_text())
     assert f"{cap['step_time_s']['median'] * 1e3:.3f} ms" in readme
+    # export.json says it too, as the docs say (it held none of it)
+    orig = json.loads((out / "export.json").read_text())["original"]
+    assert orig["device"] == cap["device"] and orig["threads"] == cap["threads"] and orig["host"] == cap["host"]
+    assert orig["step_time_s"]["median"] == cap["step_time_s"]["median"] and orig["torch_version"]
 
     site = torch_only_site(tmp_path)
     probe = subprocess.run([sys.executable, "-I", "-S", "-c", "import sys; sys.path.append(sys.argv[1]); "
                             "import benchmint", str(site)], capture_output=True, text=True)
     assert probe.returncode != 0 and "No module named 'benchmint'" in probe.stderr
-    res = tmp_path / "result.json"
+    res = tmp_path / "not" / "yet" / "result.json"  # its folder is made, as benchmint replay --json makes it
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "BENCHMINT"))}
     p = subprocess.run([sys.executable, "-I", "-S", "-c", ISOLATED, str(site), str(out / "run.py"),
                         "--iters", "2", "--warmup", "0", "--json", str(res)],
                        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
-    assert "coverage 1.000" in p.stdout
+    # the headline benchmint replay prints (a noisy error said to be noise, not printed as a measurement)
+    assert "coverage 1.000" in p.stdout and "(capture.json, measured at capture time), error" in p.stdout
     r = json.loads(res.read_text())
+    assert ("not a measured error of the replay" in p.stdout) == (r["fidelity"]["verdict"] == "noisy")
     assert RESULT_KEYS <= set(r)
     assert r["coverage"] == 1.0 and r["iter_time_s"]["n"] == 2
     assert r["original_iter_time_s"] == pytest.approx(cap["step_time_s"]["median"])
@@ -110,7 +116,7 @@ def test_an_exported_selection_is_replayed_by_the_runner(capture, tmp_path):
     assert r["selection"]["spec"] == "op:aten::linear"
     assert r["ops_total"] == meta["adapted"][0]["ops_selected"]
     # the runner's output says it replays a part of the step, and its share, as benchmint replay does
-    assert "selection op:aten::linear: " in p.stdout and "of the recorded step" in p.stdout
+    assert "selection op:aten::linear: " in p.stdout and "of the step" in p.stdout
 
 
 def test_export_refuses_a_non_empty_folder_and_a_selection_that_matches_nothing(capture, tmp_path, cli):
@@ -121,6 +127,26 @@ def test_export_refuses_a_non_empty_folder_and_a_selection_that_matches_nothing(
     code, _, err = cli("export", str(capture), "--out", str(tmp_path / "e"), "--select", "op:aten::conv9d")
     assert code == 2 and "matches none" in err
     assert not (tmp_path / "e").exists() or not any((tmp_path / "e").iterdir())
+    # --force replaces a folder only once every check has passed: a refused export leaves the old one whole
+    code, _, err = cli("export", str(capture), "--out", str(tmp_path / "full"), "--force", "--select", "op:aten::conv9d")
+    assert code == 2 and (tmp_path / "full" / "x").read_text() == "x"
+
+
+def test_export_force_never_removes_what_the_benchmark_is_made_from(capture, tmp_path, cli, monkeypatch):
+    # `export cap --out cap --force` removed the capture itself (and --out above it, everything beside it)
+    import shutil
+
+    cap = tmp_path / "par" / "cap"
+    shutil.copytree(capture, cap)
+    (tmp_path / "par" / "other.txt").write_text("mine")
+    before = sorted(p.name for p in cap.iterdir())
+    for src, out in ((cap, cap), (cap, tmp_path / "par"), (cap / "et.json", cap)):
+        code, _, err = cli("export", str(src), "--out", str(out), "--force")
+        assert code == 2 and "which the benchmark is made from" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in cap.iterdir()) == before and (tmp_path / "par" / "other.txt").exists()
+    monkeypatch.chdir(cap)  # nor the working folder (--out .) or one above it
+    code, _, err = cli("export", str(capture), "--out", str(tmp_path / "par"), "--force")
+    assert code == 2 and "holds the working folder" in err and (tmp_path / "par" / "other.txt").exists()
 
 
 def test_an_export_of_a_capture_that_lost_its_kineto_trace_names_none_in_its_capture_json(capture, tmp_path):
@@ -314,6 +340,12 @@ def test_a_gaps_file_that_does_not_fit_the_replay_is_refused_in_one_line(capture
                        "--gaps-from", str(gaps))
     assert code == 2 and "settled for a step of" in err
     assert not (tmp_path / "sel").exists() or not any((tmp_path / "sel").iterdir())
+    # the same op count, another step (a capture of the model at another batch size): refused as well
+    doc = json.loads(gaps.read_text())
+    assert doc["step_digest"]
+    (tmp_path / "other.json").write_text(json.dumps({**doc, "step_digest": "0" * 16}))
+    code, _, err = cli("replay", str(capture), "--no-store", "--gaps-from", str(tmp_path / "other.json"))
+    assert code == 2 and "settled for another step of" in err and len(err.strip().splitlines()) == 1, err
     (tmp_path / "junk.json").write_text('{"kind": "something else"}')
     code, _, err = cli("replay", str(capture), "--no-store", "--gaps-from", str(tmp_path / "junk.json"))
     assert code == 2 and "not a gaps file" in err

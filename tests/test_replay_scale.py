@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -93,11 +94,18 @@ def _attention_train_step(batch: int):
     return step
 
 
+def _scales_as_real(tmp_path: Path, small: Any, big: Any) -> Any:
+    """``small``'s captured step scaled by batch=2 (``scale_view``'s result), asserted to have the shapes of
+    ``big``'s captured step (the real model at twice the batch), op by op."""
+    v = _view(_capture(tmp_path / "small", small))
+    scaled = scale_view(v, ["batch=2"], phases(v))
+    assert _shapes(scaled.view) == _shapes(_view(_capture(tmp_path / "big", big)))
+    return scaled
+
+
 def test_a_batch_equal_to_another_dimension_is_decided_by_the_shapes_that_follow(tmp_path):
     # each reading of the 3s is searched pass by pass: 48 passes (the former limit) refused this step
-    v = _view(_capture(tmp_path / "b3", _attention_train_step(3)))
-    scaled = scale_view(v, ["batch=2"], phases(v))
-    assert _shapes(scaled.view) == _shapes(_view(_capture(tmp_path / "b6", _attention_train_step(6))))
+    scaled = _scales_as_real(tmp_path, _attention_train_step(3), _attention_train_step(6))
     assert scaled.info["readings_checked"] > 0
 
 
@@ -238,6 +246,9 @@ def test_a_scaled_export_runs(caps, tmp_path, cli):
     r = json.loads((tmp_path / "r.json").read_text())
     assert r["scale"]["scaled"] == {"batch": 4.0} and r["exported"]["scale"] == ["batch=2"]
     assert r["coverage"] == 1.0
+    # another size has no error: the fidelity block said "measured" -50% against the unscaled original
+    assert r["error"] is None and r["fidelity"]["error"] is None and r["fidelity"]["verdict"] == "no reference"
+    assert "no error: a scaled replay is the step at another size" in p.stdout
 
 
 def test_an_embedding_bag_whose_index_count_does_not_follow_the_batch_is_refused(tmp_path):
@@ -277,3 +288,81 @@ def test_a_step_whose_ops_follow_no_size_read_as_the_batch_is_refused_not_replay
         scale_view(v, ["batch=2"], phases(v))
     assert "no op of the step would change shape" in str(e.value) and "512" in str(e.value)
     assert scale_view(v, ["batch=1"], phases(v)).info["ops_with_new_shapes"] == 0  # factor 1: nothing to change
+
+
+def _linear_on_3d_input_step(batch: int):
+    """``nn.Linear`` on a ``[B, S, F]`` float input in training: the linear flattens the input to ``[B * S, F]``
+    (a view on the input's storage, no op of the trace makes it) and keeps that view for its weight gradient."""
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(48, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
+    opt = torch.optim.SGD(m.parameters(), 0.1)
+    x, y = torch.randn(batch, 16, 48), torch.randint(0, 10, (batch,))
+
+    def step() -> None:
+        torch.nn.functional.cross_entropy(m(x).mean(1), y).backward()
+        opt.step()
+        opt.zero_grad()
+
+    return step
+
+
+def test_a_view_of_a_step_input_follows_the_input(tmp_path):
+    # refused before: the [B * S, 48] view of the input read by the weight gradient's mm was never scaled (a step
+    # input was not on its storage for later views to find), "a and b must have same reduction dim"
+    scaled = _scales_as_real(tmp_path, _linear_on_3d_input_step(8), _linear_on_3d_input_step(16))
+    mm = [o for o in scaled.view.ops if o.name == "aten::mm"]
+    assert any(a.value.shape == (256, 48) for o in mm for a in o.inputs if a.kind == TENSOR)
+
+
+class _NativeGroupNorm(torch.nn.Module):
+    """``native_group_norm`` called as is: the forward op, with ``N``, ``C`` and ``HxW`` as scalars, in the trace."""
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.native_group_norm(h, None, None, h.shape[0], h.shape[1], h.shape[2], 4, 1e-5)[0]
+
+
+def _group_norm_step(batch: int, amp: bool):
+    """A 1-D conv net with ``nn.GroupNorm`` in training (fp32 or under CPU bfloat16 autocast):
+    ``native_group_norm_backward`` takes the batch as a scalar ``N`` and reads the mean and rstd, ``[N, groups]``,
+    that ``group_norm`` saved (no op of the trace returns them), and ``native_group_norm`` takes ``N`` too."""
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Conv1d(1, 16, 9, stride=2, padding=4), torch.nn.GroupNorm(4, 16),
+                            torch.nn.SiLU(), torch.nn.Conv1d(16, 16, 9, stride=2, padding=4),
+                            _NativeGroupNorm(), torch.nn.SiLU(), torch.nn.AdaptiveAvgPool1d(1),
+                            torch.nn.Flatten(), torch.nn.Linear(16, 5))
+    opt = torch.optim.SGD(m.parameters(), 0.01, momentum=0.9)
+    x, y = torch.randn(batch, 1, 200), torch.randint(0, 5, (batch,))
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            loss = torch.nn.functional.cross_entropy(m(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+
+    return step
+
+
+@pytest.mark.parametrize("amp", [False, True], ids=["fp32", "bf16-autocast"])
+def test_a_group_norm_training_step_scales_its_scalar_sizes(tmp_path, amp):
+    # refused before: native_group_norm_backward's N kept the recorded batch ("Expect input to have ... elements")
+    scaled = _scales_as_real(tmp_path, _group_norm_step(6, amp), _group_norm_step(12, amp))
+    back = [o for o in scaled.view.ops if o.name == "aten::native_group_norm_backward"]
+    assert len(back) == 2 and all(o.inputs[5].value == 12 and o.inputs[2].value.shape == (12, 4) for o in back)
+    fwd = [o for o in scaled.view.ops if o.name == "aten::native_group_norm"]
+    assert len(fwd) == 1 and fwd[0].inputs[3].value == 12 and fwd[0].outputs[1].value.shape == (12, 4)
+
+
+def test_a_scalar_size_that_cannot_be_attributed_is_refused(tmp_path):
+    # N and C are both 4, the batch size: either can carry it (N * C * HxW holds both ways) and nothing after
+    # the op tells, so the step is refused rather than replayed with one guessed
+    x = torch.randn(4, 4, 50)
+
+    def step() -> None:
+        with torch.inference_mode():
+            torch.native_group_norm(x, None, None, 4, 4, 50, 2, 1e-5)[0].sum()
+
+    v = _view(_capture(tmp_path / "gn", step))
+    with pytest.raises(UserError, match="native_group_norm .*more than one reading") as e:
+        scale_view(v, ["batch=2"], phases(v))
+    assert "N 4, C 4" in str(e.value)

@@ -67,7 +67,9 @@ def test_replay_under_torchrun_matches_every_collective_and_rank0_saves_the_join
 def test_ranks_shortcut_replays_the_same_rank_folders_and_modes_split_the_step(ddp_capture, cli):
     import benchmint.replay.distributed as d
 
-    full = d.replay_ranks(ddp_capture, ranks=2, device="cpu", warmup=1, iters=2, gaps="none").result
+    said: list[str] = []
+    full = d.replay_ranks(ddp_capture, ranks=2, device="cpu", warmup=1, iters=2, gaps="none", echo=said.append).result
+    assert f"replaying 2 ranks of {ddp_capture}/rank0..rank1 (gloo" in said[0]  # not "of DIR/rank0/et.json"
     comm = d.replay_ranks(ddp_capture, ranks=2, device="cpu", warmup=1, iters=2, gaps="none", mode="comm").result
     compute = d.replay_ranks(ddp_capture, ranks=2, device="cpu", warmup=1, iters=2, gaps="none",
                              mode="compute").result
@@ -76,6 +78,42 @@ def test_ranks_shortcut_replays_the_same_rank_folders_and_modes_split_the_step(d
     assert compute["collectives"]["replayed_per_rank"] == 0
     assert compute["ops_total"] == full["ops_total"] - n
     assert comm["mode"] == "comm" and compute["mode"] == "compute"
+    # each mode is compared with its part of the original step, per rank (compute read "no original to compare
+    # with", its error null, while its fidelity block held one)
+    for part in (comm, compute):
+        assert part["error"] is not None and all(e is not None for e in part["errors_per_rank"])
+        assert part["original_iter_time_s"] < full["original_iter_time_s"]
+    assert compute["what_if"]["expected_iter_time_s"] == compute["original_iter_time_s"]
+    # the original's communication is after each collective (gloo records nothing until it is done): the
+    # comm selection's share holds it, not the launch alone; the wait for the peers is said to be in it
+    from benchmint.replay.adapt import select
+    from benchmint.replay.collective_time import recorded_spans
+    from benchmint.replay.source import view_from_trace
+    from benchmint.trace import load
+    from benchmint.trace.kineto import join_kineto
+
+    tr = load(ddp_capture / "rank0" / "et.json")
+    view = view_from_trace(tr, join_kineto(tr, ddp_capture / "rank0" / "kineto.json"))
+    share = select(view, "op:^c10d::")[1].info["share_of_replayed_step"]
+    spans = sum(c["span_s"] for c in recorded_spans(view))
+    assert share * view.step_span_s >= spans > 0
+    assert "wait for its peers" in comm["error_note"]
+    sm = full.get("system_metrics") or {}
+    assert sm.get("rank") == full["slowest_rank"] and all("system_metrics" in x for x in full["per_rank"])
+
+
+def test_a_capture_with_a_rank_folder_missing_is_refused_not_replayed_as_a_smaller_world(ddp_capture, cli, tmp_path):
+    # rank1/ lost in a copy: the rest replayed as a whole 1-rank job, "coverage 1.000" and an error figure
+    import shutil
+
+    half = tmp_path / "half"
+    shutil.copytree(ddp_capture / "rank0", half / "rank0")
+    for extra in ([], ["--ranks", "1"], ["--ranks", "2"]):
+        code, _, err = cli("replay", str(half), *extra, "--no-store")
+        assert code == 2 and "a capture of 2 ranks (world_size 2 in rank0/run.json), and rank1/ is missing" in err
+    (half / "rank0" / "run.json").unlink()  # its Kineto trace says so too
+    code, _, err = cli("replay", str(half), "--ranks", "1", "--no-store")
+    assert code == 2 and "world_size 2 in rank0/kineto.json), and rank1/ is missing" in err
 
 
 def test_world_size_that_differs_from_the_traces_ranks_is_one_line_and_exit_2(tmp_path):

@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from benchmint.cli.common import ResultsOpt, console
+from benchmint.cli.common import ResultsOpt, console, interrupted_exit, state
 from benchmint.core.errors import UserError
 
 HELP = "\n\n".join((
@@ -73,7 +73,9 @@ def capture(
     workload: str = typer.Option(None, "--workload", help="Capture a built-in example instead of a script: "
                                  "decoder_infer, encoder_cls, encoder_decoder, transformer_train, cnn_train, "
                                  "bilstm, embbag_train, moe, small_transformer."),
-    threads: int = typer.Option(None, "--threads", help="Intra-op threads for --workload (default: torch's)."),
+    threads: int = typer.Option(None, "--threads", help="Intra-op threads of the step (default: torch's): "
+                                 "torch.set_num_threads for --workload, OMP_NUM_THREADS for a command (a script that "
+                                 "sets its own thread count keeps it; capture.json records the count the step ran with)."),
     results: Path = ResultsOpt,
     no_store: bool = typer.Option(False, "--no-store", help="Do not append the run to the results store."),
     timeout: float = typer.Option(None, "--timeout", help="Under torchrun: fail this rank (and so the job) when "
@@ -112,6 +114,8 @@ def capture(
         raise UserError("capture: give a command after -- (e.g. -- python train.py) or --workload NAME")
     if discard < 0:
         raise UserError(f"capture: --discard {discard} must be 0 or more")
+    if threads is not None and threads < 1:
+        raise UserError(f"capture: --threads {threads} must be 1 or more")
     if timeout is not None and timeout < 0:
         raise UserError(f"capture: --timeout {timeout:g} must be 0 (no bound) or more seconds")
     out = out.resolve()
@@ -124,6 +128,7 @@ def capture(
                             f"(WORLD_SIZE={rank_world[1]}) capture single steps (leave out --every)")
         out = out / f"rank{rank_world[0]}"  # one capture folder per rank, as a multi-rank replay reads them
     _fresh(out, force)
+    rc = 0  # the command's exit status
     if workload is not None:
         import torch
 
@@ -142,11 +147,28 @@ def capture(
                     cap_mod.ENV_RECORD: str(record), cap_mod.ENV_DISCARD: str(discard), cap_mod.ENV_CMD: "\x1f".join(cmd)})
         if every is not None:
             env[cap_mod.ENV_EVERY] = str(every)
+        if threads is not None:  # torch takes its intra-op thread count from this at start
+            env["OMP_NUM_THREADS"] = str(threads)
+        if state.debug:  # the script keeps its own traceback on Ctrl-C too
+            env["BENCHMINT_DEBUG"] = "1"
         # the wrapper module must be importable by the interpreter the user named
         pkg_root = str(Path(cap_mod.__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH", "")) if p)
-        rc = _run(_wrap(cmd), env, out, rank_world, timeout)
         cj = out / cap_mod.CAPTURE_NAME
+        try:
+            rc = _run(_wrap(cmd), env, out, rank_world, timeout)
+        except KeyboardInterrupt:
+            # Ctrl-C is how a long job under --every ends (and a script may train on after its capture): what was
+            # captured whole is reported and stored before the interrupt ends the command
+            summary = read_json(cj) if cj.exists() else {}
+            if not summary.get("complete"):
+                raise
+            _report(out, summary, warmup, measure, 0)
+            _store(out, summary, results, no_store, workload, rank_world)
+            kept = (f"{len(summary['iterations'])} iteration folders" if summary.get("iterations") else "the capture")
+            console.print(f"[yellow]stopped by Ctrl-C after the capture was complete: {kept} in {escape(str(out))} "
+                          "whole and kept[/]", highlight=False)
+            raise interrupted_exit() from None
         if not cj.exists():
             raise UserError(f"capture: {' '.join(cmd)} finished without starting a capture (exit status {rc}); "
                             "is it a Python script?")
@@ -156,13 +178,25 @@ def capture(
             raise UserError(f"capture: {' '.join(cmd)} failed (exit status {rc}) after "
                             f"{summary.get('measured_steps', 0)} timed and {summary.get('recorded_steps', 0)} "
                             f"recorded steps; see its output above (partial capture.json left in {out})")
-        if rc != 0:
-            console.print(f"[yellow]the command exited with status {rc} after the capture was complete[/]")
     _report(out, summary, warmup, measure, (record if every is None else every) + (discard + 1 if discard else 0))
     _store(out, summary, results, no_store, workload, rank_world)
     lost = _lost(out / (summary["iterations"][0] if summary.get("iterations") else "") / "et.json")
     if lost:  # after the capture is stored: nothing here may cost the user the capture
         console.print(f"[yellow]{escape(lost)}[/]", highlight=False)
+    if rc != 0:
+        # the capture is whole and kept, but the job failed: the command's status is benchmint's, for CI
+        why = summary.get("ended_why")
+        console.print(f"[yellow]the command exited with status {_status(rc)}"
+                      f"{f' ({escape(why)})' if why and summary.get('ended') != 'exit' else ''} after the capture was "
+                      f"complete; the capture in {escape(str(out))} is whole and kept[/]", highlight=False)
+        if _status(rc) == 130:  # the script ended by Ctrl-C on its own: said above, not again as "interrupted"
+            raise interrupted_exit()
+        raise typer.Exit(_status(rc))
+
+
+def _status(rc: int) -> int:
+    """A child's exit status as a shell reports it: killed by signal N is 128 + N."""
+    return 128 - rc if rc < 0 else rc
 
 
 _CAPTURE_FILES = ("et.json", "kineto.json", "capture.json", "run.json")
@@ -190,6 +224,9 @@ def _fresh(out: Path, force: bool) -> None:
             p.unlink()
 
 
+INTERRUPT_GRACE_S = 30.0  # after Ctrl-C, how long the script may take to write its capture.json and exit
+
+
 def _run(argv: list[str], env: dict[str, str], out: Path, rank_world: tuple[int, int] | None,
          timeout: float | None) -> int:
     """Run the wrapped script; under torchrun with more than one rank, watched so that a rank whose script
@@ -199,7 +236,18 @@ def _run(argv: list[str], env: dict[str, str], out: Path, rank_world: tuple[int,
 
     timeout_s = rank_watch.DEFAULT_TIMEOUT_S if timeout is None else timeout
     if rank_world is None or rank_world[1] <= 1 or timeout_s == 0:
-        return subprocess.call(argv, env=env)
+        proc = subprocess.Popen(argv, env=env)
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            # the script has the Ctrl-C too: let it finish what it writes on its way out (its capture.json, or
+            # the removal of a recording it was writing) rather than kill it at once, as subprocess.call would
+            try:
+                proc.wait(timeout=INTERRUPT_GRACE_S)
+            except (KeyboardInterrupt, subprocess.TimeoutExpired):  # a second Ctrl-C, or stuck: now
+                proc.kill()
+                proc.wait()
+            raise
     import signal
 
     from benchmint.trace.capture import scratch_dir

@@ -47,6 +47,8 @@ def export(
             else f"trimmed to ProfilerStep#{meta['iteration']} ({nodes['exported']} of {nodes['original']} nodes)")
     adapted = [f"{flag} {v}" for flag, vs in (("--select", [select] if select else []), ("--what-if", what_if or []),
                                               ("--scale", scale or [])) for v in vs]
+    after = meta.get("ops_replayed_after_adaptation")
+    of = f" ({after} of the {meta['ops']} ops)" if adapted and after is not None and after != meta["ops"] else ""
     console.print(f"exported {meta['ops']} ops to {out} ({trim})"
-                  + (f"; run.py replays the step with {', '.join(adapted)}" if adapted else ""), highlight=False)
+                  + (f"; run.py replays the step with {', '.join(adapted)}{of}" if adapted else ""), highlight=False)
     console.print(f"run it with: python {out / 'run.py'} --json result.json", highlight=False)

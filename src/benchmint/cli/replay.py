@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import typer
@@ -78,8 +79,9 @@ def replay(
                                          "need more memory than is available (by default that is an error "
                                          "before anything is allocated; with --ranks each rank checks its own)."),
     select: str = typer.Option(None, "--select", help="Replay part of the step, compared with its share of the "
-                               "original: scope:NAME (a recorded scope), op:PATTERN (regex on op names, e.g. "
-                               "'aten::mm|aten::addmm'), phase:forward|backward|optimizer."),
+                               "original: scope:NAME (a recorded scope), op:PATTERN (regex on the names of the step's "
+                               "top-level ops, e.g. 'aten::mm|aten::addmm'; an addmm called inside aten::linear is "
+                               "part of the linear), phase:forward|backward|optimizer."),
     what_if: list[str] = typer.Option(None, "--what-if", help="Change the step: drop:OP_PATTERN or "
                                       "repeat:OP_PATTERN=N (repeatable)."),
     scale: list[str] = typer.Option(None, "--scale", help="The step at F times its batch size (batch=F, the "
@@ -150,23 +152,29 @@ def replay(
                       console=err_console, transient=True, auto_refresh=False,
                       disable=not err_console.is_terminal) as prog:
             task = prog.add_task("planning", total=None)
+            said: list[str] = []
+            t0 = time.monotonic()
 
             def progress(stage: str, done: int, total: int) -> None:
                 prog.update(task, description=stage, completed=done, total=total or None, refresh=True)
+                took = time.monotonic() - t0
+                if not err_console.is_terminal and took > 10 and (not said or said[-1] != stage):
+                    # no display in a log (CI, a pipe): past 10 s, a line per stage, so that a long replay (a
+                    # PARAM ResNet: minutes) is not silent; a short one, or a refusal, prints none
+                    said.append(stage)
+                    err_console.print(f"replay: {stage} ({took:.0f} s)", highlight=False, markup=False)
 
             res = replay_trace(trace, kineto, opts, progress=progress)
     r = res.result
     if save_gaps is not None:
         from benchmint.replay import gaps_file
 
-        gaps_file.write(save_gaps, r, res.gaps_ns, len(res.plan.steps))
+        gaps_file.write(save_gaps, r, res.gaps_ns, len(res.plan.steps), res.gaps_view or res.plan.view)
     config = {"trace": str(trace), "kineto": str(kineto) if kineto else r["kineto"], "device": r["device"],
               "threads": r["threads"], "warmup": warmup, "iters": iters, "seed": seed, "gaps": r["gaps"],
               "target": target, "iteration": iteration, "select": select, "what_if": what_if or None,
               "scale": scale or None, "gaps_from": str(gaps_from) if gaps_from else None,
-              "index_spread": index_spread}
-    if mode != "full":
-        config["mode"] = mode
+              "index_spread": index_spread, "mode": mode}  # (mode always: a report of full beside comm says so)
     if ranks is not None or under is not None:
         config["ranks"] = ranks if ranks is not None else under.world  # type: ignore[union-attr]
     if under is not None:
@@ -210,8 +218,11 @@ def _print_summary(r: dict) -> None:
     t.add_row(label("iter_time_s"), f"median {fmt_s(it['median'])}, p10 {fmt_s(it['p10'])}, p90 {fmt_s(it['p90'])}, "
               f"n={it['n']}" + noise_note(it))
     t.add_row(label("replay_ops_only_s"), fmt_s(r["replay_ops_only_s"]))
+    nothing_to_aim = r["gaps"] == "recorded" and not r["gap_target"] and not r.get("gap_time_s")
     t.add_row("gaps", f"{r['gaps']} ({fmt_s(r['gap_time_s'])} of CPU time between ops"
-              + (f", aimed at {r['gap_target']})" if r["gap_target"] else ")"))
+              + (f", aimed at {r['gap_target']})" if r["gap_target"] else
+                 "; nothing to aim them at: no capture.json and no estimate of the original on this device)"
+                 if nothing_to_aim else ")"))
     t.add_row(label("original_iter_time_s"), fmt_s(r["original_iter_time_s"]) + (" (capture.json)" if r["original_iter_time_s"]
                                                                else " (no capture.json)"))
     if r.get("original_iter_time_estimated_s") is not None:
@@ -231,6 +242,9 @@ def _print_summary(r: dict) -> None:
     if r.get("ranks"):
         c = r["collectives"]
         covs = ", ".join(f"{p['coverage']:.3f}" for p in r["per_rank"])
+        errs = r.get("errors_per_rank") or []
+        if len(errs) > 1 and any(e is not None for e in errs):  # the headline error is the slowest rank's
+            covs += "; error per rank " + ", ".join("-" if e is None else f"{e * 100:+.1f}%" for e in errs)
         t.add_row("ranks", f"{r['ranks']} ({r['backend']}): coverage per rank {covs}; slowest rank "
                   f"{r['slowest_rank']}; wall {r['wall_time_s']:.1f} s, peak RSS {r['peak_rss_bytes'] / 2**20:.0f} "
                   f"MiB per rank, {r['peak_rss_sum_bytes'] / 2**30:.1f} GiB all ranks")
@@ -239,7 +253,8 @@ def _print_summary(r: dict) -> None:
                       + ", ".join(f"{k} x{v}" for k, v in c["by_name"].items())
                       + f"), {max(c['bytes_in_per_rank']) / 2**20:.1f} MiB in / "
                       f"{max(c['bytes_out_per_rank']) / 2**20:.1f} MiB out per rank per iteration, "
-                      f"{fmt_s(max(c['time_s_per_rank']))} in collectives (slowest rank)")
+                      f"{fmt_s(max(c['time_s_per_rank']))} in collectives (mean per timed iteration, the most "
+                      "of any rank)")
         else:
             t.add_row("collectives", "none")
     dry = r.get("plan_dry_run") or {}
@@ -280,7 +295,7 @@ def _print_report(rows: list[dict], r: dict) -> None:
         if o is not None and row.get("original_under_observer_cost", 0) >= row["count"]:
             t.add_row(row["op"], str(row["count"]), "under the recorder's cost", fmt_s(row["replay_s"]), "-")
             continue
-        d = row["replay_s"] - o if o is not None else None
+        d = row["replay_s"] - o if o is not None and row["replay_s"] is not None else None
         t.add_row(row["op"], str(row["count"]), fmt_s(o), fmt_s(row["replay_s"]),
                   (f"{d * 1e3:+.3f} ms" if d is not None else "-"))
     console.print(t)

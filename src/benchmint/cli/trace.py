@@ -24,7 +24,14 @@ def inspect(
     threads, iterations, devices, communication; with --kineto, time by op type and how many ops matched."""
     from benchmint.trace.summary import inspect_trace
 
-    if trace.is_dir() and (trace / "et.json").exists():  # a capture folder, as replay takes it
+    if trace.is_dir():  # a capture folder, as replay takes it
+        from benchmint.core.errors import UserError
+        from benchmint.trace.capture_file import folder_refusal
+
+        # an --every capture's or a multi-rank capture's folder, an incomplete capture: what is there, what to pass
+        why = folder_refusal(trace, "inspect")
+        if why is not None:
+            raise UserError(why)
         if kineto is None and (trace / "kineto.json").exists():
             kineto = trace / "kineto.json"
         trace = trace / "et.json"

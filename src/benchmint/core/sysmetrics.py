@@ -260,6 +260,7 @@ def lines(side: dict[str, Any] | None) -> list[str]:
                + (f" ({v['difference'] * 100:+.0f}%)" if v["difference"] is not None else "")
                for n, v in rows.items() if v["flagged"]]
     missing = [n for n in side.get("unavailable", {}) if n != "hardware_counters"]
-    head = (f"system metrics differing by more than {side['tolerance'] * 100:.0f}%: " + "; ".join(flagged)
-            if flagged else f"system metrics: {len(rows)} within {side['tolerance'] * 100:.0f}% of the original")
+    who = f" (rank {side['rank']}'s)" if side.get("rank") is not None else ""  # a multi-rank replay's slowest
+    head = (f"system metrics{who} differing by more than {side['tolerance'] * 100:.0f}%: " + "; ".join(flagged)
+            if flagged else f"system metrics{who}: {len(rows)} within {side['tolerance'] * 100:.0f}% of the original")
     return [head + (f" (not available here: {', '.join(missing)})" if missing else "")]

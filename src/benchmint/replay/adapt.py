@@ -31,11 +31,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from benchmint.core.errors import UserError
+from benchmint.replay.collective_time import gap_owners
 from benchmint.replay.fidelity import original_slots
 from benchmint.replay.headline import what_if_noise
 from benchmint.replay.phases import PHASES, backward_scope, op_scopes, phases, step_grad
 from benchmint.replay.scale import scale_view
-from benchmint.replay.types import TraceView
+from benchmint.replay.types import MIN_NODE_S, TraceView
 
 SELECT_KINDS = ("scope", "op", "phase")
 MIN_TIMED = 0.9  # the shares need recorded times for at least this fraction of the ops (Kineto's join)
@@ -80,14 +81,55 @@ def _selected(view: TraceView, spec: str) -> list[bool]:
     return [any(value in n for n in names) for names in op_scopes(view)]
 
 
-def _times(view: TraceView) -> tuple[list[float] | None, float]:
-    """Per op its recorded time (the gap before it and its duration; 0 for an op Kineto did not match) and the
-    recorded tail after the last op; None when the trace has too few recorded times."""
+def _times(view: TraceView, unobserved_s: float | None = None) -> tuple[list[float] | None, float, float | None]:
+    """Per op its recorded time (the gap before it and its duration; 0 for an op Kineto did not match; a
+    collective also holds the gap after it, up to the next op that is no collective) and the recorded tail
+    after the last op, less the recorders' cost where ``unobserved_s`` is given, and that cost per recorded
+    node (:func:`_unobserved`); times None when the trace has too few recorded times."""
     slots, tail = original_slots(view)
     timed = sum(1 for s in slots if s is not None)
     if view.step_span_s is None or not slots or timed < MIN_TIMED * len(slots):
-        return None, 0.0
-    return [s[0] + s[1] if s is not None else 0.0 for s in slots], tail  # unmatched in Kineto: no time
+        return None, 0.0, None
+    times = [s[0] + s[1] if s is not None else 0.0 for s in slots]  # unmatched in Kineto: no time
+    # the gap after a collective holds its communication and the rank's wait for its peers (gloo's main thread
+    # records nothing until the collective is done): it is the collective's, not the next op's. A --mode comm
+    # replay was compared with the collectives' launches alone (0.13 ms of a 2-rank DDP step, read +340%), and
+    # --mode compute with a step that still held the communication
+    for i, owner in gap_owners(view).items():
+        if slots[i] is not None:
+            times[owner] += slots[i][0]
+            times[i] -= slots[i][0]
+    return _unobserved(view, times, tail, unobserved_s)
+
+
+def _unobserved(view: TraceView, times: list[float], tail: float, unobserved_s: float | None
+                ) -> tuple[list[float], float, float | None]:
+    """``times`` and ``tail`` less the recorders' cost of the nodes recorded in each, and that cost per node
+    (None without ``unobserved_s``): the recorded span's excess over the same step un-observed
+    (``capture.json``'s step time), spread evenly over the nodes the step recorded (each op's with everything
+    under it, and the scopes). The recorded step holds the execution-trace and profiler observers' cost of every
+    node, so a part of many short ops weighs more in it than in the real step: a ViT block's AdamW step took
+    32% of the recorded step and 13-14% of the live one (34.8% forward, 51.7% backward once corrected, against
+    33-35% and 50-52% timed live). No op is left less than :data:`MIN_NODE_S` per node it recorded (or its
+    recorded time, if less)."""
+    if unobserved_s is None or not unobserved_s > 0:
+        return times, tail, None
+    n = len(view.ops)
+    enters = [0] * (n + 1)  # scope nodes opened before each op (their events fall in its gap), and after the last
+    for pos, kind, _nid, _name in view.scopes:
+        if kind == "enter":
+            enters[min(pos, n)] += 1
+    nodes = [o.subtree_nodes + enters[i] for i, o in enumerate(view.ops)]
+    total = sum(nodes) + enters[n]
+    excess = sum(times) + tail - unobserved_s
+    if excess <= 0 or not total:
+        return times, tail, 0.0
+    c = excess / total
+    # the even spread charges an op of many light nodes more than its recorders cost: a GPT-2 step's AdamW
+    # _foreach_ ops (169 nodes, 19.5 us each as recorded, about 2.3 us live) came out at nothing, and a what-if
+    # that dropped them read a share of 0. No node runs in less than a dispatch
+    return ([max(t - c * k, min(t, MIN_NODE_S * k)) for t, k in zip(times, nodes, strict=True)],
+            max(0.0, tail - c * enters[n]), c)
 
 
 def rebuild(view: TraceView, copies: list[int], keep_tail: bool) -> TraceView:
@@ -129,9 +171,14 @@ def rebuild(view: TraceView, copies: list[int], keep_tail: bool) -> TraceView:
     return replace(view, ops=ops, scopes=scopes, step_start_s=start, step_span_s=span, grad=grad)
 
 
-def _share(view: TraceView, mask: list[bool]) -> float | None:
-    """The recorded time of the ops ``mask`` keeps (each with the CPU time before it) over the recorded step."""
-    times, tail = _times(view)
+def _share(view: TraceView, mask: list[bool], unobserved_s: float | None = None) -> float | None:
+    """The recorded time of the ops ``mask`` keeps (each with the CPU time before it) over the recorded step,
+    the recorders' cost taken out where the step's un-observed time is known (:func:`_unobserved`)."""
+    return _kept(*_times(view, unobserved_s)[:2], mask)
+
+
+def _kept(times: list[float] | None, tail: float, mask: list[bool]) -> float | None:
+    """The share of ``times`` (and ``tail``) that ``mask`` keeps."""
     if times is None:
         return None
     total = sum(times) + tail
@@ -139,14 +186,15 @@ def _share(view: TraceView, mask: list[bool]) -> float | None:
     return kept / total if total > 0 else None
 
 
-def select(view: TraceView, spec: str, others: list[TraceView] | tuple[TraceView, ...] = ()) \
-        -> tuple[TraceView, Adaptation]:
+def select(view: TraceView, spec: str, others: list[TraceView] | tuple[TraceView, ...] = (),
+           unobserved_s: float | None = None) -> tuple[TraceView, Adaptation]:
     """The ops of ``view`` that ``spec`` selects, and what was selected with its share of the step.
 
     ``others``: the other recorded steps of the trace. One recorded step's times carry whatever preempted it
     (on a shared machine one op or gap of a few milliseconds can move a layer's share from 0.36 to 0.56), so
     the share is the median over every recorded step that has the same ops (the replayed one and ``others``);
-    the replayed step's own share is kept beside it."""
+    the replayed step's own share is kept beside it. ``unobserved_s``: the step's un-observed time
+    (``capture.json``), with which the recorders' cost is taken out of each op's time (:func:`_unobserved`)."""
     mask = _selected(view, spec)
     n = sum(mask)
     if not n:
@@ -156,23 +204,26 @@ def select(view: TraceView, spec: str, others: list[TraceView] | tuple[TraceView
             raise UserError(f"--select {spec}: the recorded scope {empty[0]} holds none of the step's ops (it ran "
                             "no operator: nothing of it to replay)")
         raise UserError(f"--select {spec}: matches none of the step's {len(view.ops)} ops; " + _hint(view, kind))
-    own = _share(view, mask)
+    times, tail, cost = _times(view, unobserved_s)
+    own = _kept(times, tail, mask)
     shares = [own] if own is not None else []
     for other in others:
         if not view.same_ops(other):
             continue  # not the same ops to share out
-        sh = _share(other, _selected(other, spec))
+        sh = _share(other, _selected(other, spec), unobserved_s)
         if sh is not None:
             shares.append(sh)
     share = statistics.median(shares) if own is not None else None
     how = None
     if share is not None:
-        how = ("recorded (Kineto) time of the selected ops, each with the CPU time before it, over the recorded "
-               "step" + (f"; median over {len(shares)} recorded steps" if len(shares) > 1 else ""))
+        how = ("recorded (Kineto) time of the selected ops, each with the CPU time before it (a collective also "
+               "with the time after it), over the recorded step" + _cost_how(cost)
+               + (f"; median over {len(shares)} recorded steps" if len(shares) > 1 else ""))
     names = Counter(o.name for o, m in zip(view.ops, mask, strict=True) if m)
     info = {"spec": spec, "ops_selected": n, "ops_in_step": len(view.ops),
             "op_types": dict(names.most_common(10)), "share_of_step": share,
             "share_of_replayed_step": own, "share_per_recorded_step": shares,
+            "share_as_recorded": _share(view, mask) if cost else own, "recorders_cost_per_node_s": cost,
             "share_how": how or NO_SHARE}
     return rebuild(view, [1 if m else 0 for m in mask], keep_tail=mask[-1]), Adaptation("selection", info, share)
 
@@ -188,7 +239,7 @@ def parse_what_if(spec: str) -> tuple[str, str, int]:
     raise UserError(f"--what-if {spec}: give drop:OP_PATTERN or repeat:OP_PATTERN=N (N a whole number >= 1)")
 
 
-def what_if(view: TraceView, specs: list[str]) -> tuple[TraceView, Adaptation]:
+def what_if(view: TraceView, specs: list[str], unobserved_s: float | None = None) -> tuple[TraceView, Adaptation]:
     """``view`` with the ops each spec names dropped or repeated (the first spec that matches an op decides),
     and what changed: per spec the ops it matched and their share of the step."""
     parsed = [(*parse_what_if(s), s) for s in specs]
@@ -200,7 +251,7 @@ def what_if(view: TraceView, specs: list[str]) -> tuple[TraceView, Adaptation]:
             if rx.search(op.name):
                 copies[i], owner[i] = parsed[k][2], k
                 break
-    times, tail = _times(view)
+    times, tail, cost = _times(view, unobserved_s)
     total = (sum(times) + tail) if times is not None else None
     changes = []
     factor = 1.0 if total else None
@@ -217,11 +268,21 @@ def what_if(view: TraceView, specs: list[str]) -> tuple[TraceView, Adaptation]:
                         "share_of_step": share})
     info = {"changes": changes, "ops_before": len(view.ops), "ops_after": sum(copies),
             "step_time_factor": factor,
+            "recorders_cost_per_node_s": cost,
             "how": ("the original's time with the recorded (Kineto) time of the matched ops, each with the CPU time "
-                    "before it, removed or repeated" if factor is not None else NO_SHARE)}
+                    "before it, removed or repeated" + _cost_how(cost) if factor is not None else NO_SHARE)}
     if not sum(copies):
         raise UserError("--what-if drops every op of the step; keep at least one")
     return rebuild(view, copies, keep_tail=True), Adaptation("what_if", info, factor)
+
+
+def _cost_how(cost: float | None) -> str:
+    if cost is None:
+        return ("; as recorded, the recorders' cost included (no capture.json step time to take it out with: a "
+                "part of many short ops weighs more than in the real step)")
+    return (f"; the recorders' cost taken out: the recorded step's excess over capture.json's un-observed step, "
+            f"{cost * 1e6:.2f} us per recorded node, less from each op for the nodes it recorded (leaving each at least "
+            f"{MIN_NODE_S * 1e6:g} us per node)")
 
 
 def _hint(view: TraceView, kind: str) -> str:
@@ -233,21 +294,45 @@ def _hint(view: TraceView, kind: str) -> str:
         have = sorted(set(phases(view)))
         return f"the step has {', '.join(have)} ops"
     some = ", ".join(n for n, _ in Counter(o.name for o in view.ops).most_common(6))
-    return f"its most frequent ops are {some}"
+    return (f"its most frequent ops are {some} (op: and --what-if patterns see the top-level ops only; an op called "
+            "inside another, such as aten::addmm inside aten::linear, is part of it)")
+
+
+def unobserved_step_s(cap: dict | None) -> float | None:
+    """The captured step's un-observed time (``capture.json``'s median step time), None without one."""
+    st = (cap or {}).get("step_time_s")
+    v = st.get("median") if isinstance(st, dict) else None
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) and v > 0 else None
+
+
+def gaps_step(view: TraceView, adaptations: list[Adaptation]) -> TraceView:
+    """The step whose CPU time between ops a replay of ``view`` spends: a scaled step keeps its unscaled
+    step's (:func:`benchmint.replay.api.replay_trace`), any other its own."""
+    return next((a.before for a in adaptations if a.kind == "scale" and a.before is not None), view)
+
+
+def noisy(result: dict[str, Any]) -> bool:
+    """Whether a replay's timing was judged noisy: its iterations' spread, or its fidelity verdict."""
+    return bool((result.get("iter_time_s") or {}).get("noisy")
+                or (result.get("fidelity") or {}).get("verdict") == "noisy")
 
 
 def adapt_view(view: TraceView, select_spec: str | None = None, what_if_specs: list[str] | None = None,
                scale_specs: list[str] | tuple[str, ...] | None = None,
-               others: Any = ()) -> tuple[TraceView, list[Adaptation]]:
+               others: Any = (), unobserved_s: float | None = None) -> tuple[TraceView, list[Adaptation]]:
     """Apply ``--select``, ``--what-if`` then ``--scale`` to ``view``; nothing to do: the view itself and no
     adaptation. ``others``: the trace's other recorded steps (views, or a callable returning them, called only
-    for a selection), over which a selection's share is taken (:func:`select`)."""
+    for a selection), over which a selection's share is taken (:func:`select`); ``unobserved_s``: the step's
+    un-observed time (``capture.json``), with which the shares leave the recorders' cost out."""
     done: list[Adaptation] = []
     if select_spec:
-        view, a = select(view, select_spec, others() if callable(others) else others)
+        view, a = select(view, select_spec, others() if callable(others) else others, unobserved_s)
         done.append(a)
     if what_if_specs:
-        view, a = what_if(view, list(what_if_specs))
+        # (after a selection the view is the selection's: its un-observed time is the selection's share)
+        sub = unobserved_s * done[0].factor if done and unobserved_s and done[0].factor else \
+            (None if done else unobserved_s)
+        view, a = what_if(view, list(what_if_specs), sub)
         done.append(a)
     if scale_specs:
         scaled = scale_view(view, list(scale_specs), phases(view))
@@ -296,11 +381,13 @@ def adapt_capture(cap: dict | None, adaptations: list[Adaptation]) -> dict | Non
     return out
 
 
-def annotate(result: dict[str, Any], adaptations: list[Adaptation], cap: dict | None) -> None:
+def annotate(result: dict[str, Any], adaptations: list[Adaptation], cap: dict | None, part: bool = False) -> None:
     """Add the ``selection`` / ``what_if`` blocks to a replay's result. A selection is compared with its share
     of the original step (``original_iter_time_s`` is that share); a what-if has no original to compare with:
     ``original_iter_time_s`` stays the original step, ``error`` is null and ``what_if`` gives the expected
-    time and the change against the original."""
+    time and the change against the original. ``part``: the what-if leaves a part of the step that the
+    original did run (``--mode compute``: the step less its collectives), so it is compared with that part's
+    share of the original, as a selection is (``original_iter_time_s`` is the expected time)."""
     st = (cap or {}).get("step_time_s") if cap else None
     step_s = st.get("median") if isinstance(st, dict) else None
     if result.get("error_note") and result.get("original_iter_time_s") is not None:
@@ -336,10 +423,44 @@ def annotate(result: dict[str, Any], adaptations: list[Adaptation], cap: dict | 
             info["change_vs_original"] = (it / base - 1) if it and base else None
             result["what_if"] = info
             result["original_iter_time_s"] = base
+            if part and not expected:  # --mode compute without a measured original step
+                result["error"] = None
+                result["error_note"] = ("--mode compute: no measured original step (capture.json) whose share to "
+                                        "compare the step less its collectives with")
+                continue
+            if part:
+                fid = (result.get("fidelity") or {}).get("error")
+                result["original_iter_time_s"] = expected
+                result["error"] = fid if fid is not None else (it / expected - 1 if it else None)
+                info["compared_with"] = ("the step less its collectives, as its share of the original step "
+                                         "(original_iter_time_s)")
+                result["error_note"] = None
+                continue
             if result.get("error") is not None or base is not None:
                 result["error"] = None
                 result["error_note"] = ("a what-if replay changes the step, so it has no original to compare "
                                         "with: what_if gives the change against the original")
+
+
+def _of(block: dict[str, Any], as_recorded: float | None) -> str:
+    """How a share was taken, for the console: the recorders' cost out, or in."""
+    if block.get("recorders_cost_per_node_s") is None:
+        return " as recorded, the recorders' cost in it"
+    return (" without the recorders' cost" + (f"; {as_recorded * 100:.1f}% as recorded" if as_recorded is not None
+                                               else ""))
+
+
+def _scale_noise(result: dict[str, Any]) -> str:
+    """The scale line's caveat: the unscaled and the scaled step are timed one after the other, once each, so
+    either one's noise (or the host's pace moving between them) is in their ratio ("" when neither was noisy)."""
+    sc = result.get("scale") or {}
+    mine = noisy(result)
+    if not (mine or sc.get("unscaled_noisy")):
+        return ""
+    which = "both replays were" if mine and sc.get("unscaled_noisy") else \
+        ("the scaled replay was" if mine else "the unscaled replay was")
+    return (f" (noisy: {which} timed under noise, one after the other, so the change is not a measurement; run "
+            "again, or with --gaps none, which leaves the settled CPU time between ops out of both)")
 
 
 def describe(result: dict[str, Any]) -> list[str]:
@@ -349,7 +470,8 @@ def describe(result: dict[str, Any]) -> list[str]:
     if sel:
         share = sel["share_of_step"]
         out.append(f"selection {sel['spec']}: {sel['ops_selected']} of {sel['ops_in_step']} ops, "
-                   + (f"{share * 100:.1f}% of the recorded step" if share is not None else "share unknown")
+                   + (f"{share * 100:.1f}% of the step{_of(sel, sel.get('share_as_recorded'))}" if share is not None
+                      else "share unknown")
                    + (f"; compared with that share of the original ({sel['original_selected_time_s'] * 1e3:.3f} ms)"
                       if sel.get("original_selected_time_s") else ""))
     sc = result.get("scale")
@@ -363,16 +485,16 @@ def describe(result: dict[str, Any]) -> list[str]:
         out.append(f"scale {' '.join(sc['specs'])}: {sizes}; {sc['ops_with_new_shapes']} of {sc['ops']} ops with "
                    f"new shapes, {sc['size_arguments_rewritten']} size arguments rewritten"
                    + (f"; replayed step {sc['change_vs_unscaled'] * 100:+.1f}% against the unscaled replay"
-                      if sc.get("change_vs_unscaled") is not None else ""))
+                      + _scale_noise(result) if sc.get("change_vs_unscaled") is not None else ""))
     wi = result.get("what_if")
     if wi:
         for c in wi["changes"]:
             what = "dropped" if c["action"] == "drop" else f"repeated x{c['copies']}"
             share = c["share_of_step"]
             out.append(f"what-if {c['spec']}: {c['ops_matched']} ops {what}"
-                       + (f" ({share * 100:.1f}% of the recorded step)" if share is not None else ""))
+                       + (f" ({share * 100:.1f}% of the step{_of(wi, None)})" if share is not None else ""))
         if wi.get("change_vs_original") is not None:
             out.append(f"what-if: replayed step {wi['change_vs_original'] * 100:+.1f}% against the original "
-                       f"(expected {(wi['step_time_factor'] - 1) * 100:+.1f}% from the recorded shares)"
+                       f"(expected {(wi['step_time_factor'] - 1) * 100:+.1f}% from the shares)"
                        + what_if_noise(result))
     return out

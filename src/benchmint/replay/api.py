@@ -17,7 +17,7 @@ import torch
 from benchmint.core import pace, sysmetrics
 from benchmint.core.errors import UserError
 from benchmint.replay import conditions, fidelity, gaps_file, headline, index_effect, index_skew, memory
-from benchmint.replay.adapt import adapt_capture, adapt_view, annotate
+from benchmint.replay.adapt import adapt_capture, adapt_view, annotate, gaps_step, noisy, unobserved_step_s
 from benchmint.replay.allocator import settle_malloc
 from benchmint.replay.collective_time import recorded_spans
 from benchmint.replay.execute import measure_peak_memory, summarize, time_in_turns, time_iterations
@@ -25,8 +25,9 @@ from benchmint.replay.modes import mode_specs
 from benchmint.replay.options import ReplayOptions
 from benchmint.replay.plan import Plan, build_plan
 from benchmint.replay.source import compiled_regions, default_device, view_from_trace
+from benchmint.replay.standins import StandIns
 from benchmint.trace import damage as trace_damage
-from benchmint.trace.capture_file import MAX_THREADS, read_capture
+from benchmint.trace.capture_file import MAX_THREADS, folder_refusal, read_capture
 
 SCHEMA_VERSION = "1.0"
 SETTLE_ITERS, SETTLE_WARMUP = 15, 2  # each round that settles the gaps
@@ -51,26 +52,12 @@ def find_inputs(trace: str | os.PathLike, kineto: str | os.PathLike | None = Non
     if not p.exists():
         raise UserError(f"{p}: no such trace file or folder; give an execution trace or a capture folder")
     if p.is_dir():
-        et = p / "et.json"
-        if not et.exists() and (p / CAPTURE_JSON).exists():
-            summary = read_capture(p / CAPTURE_JSON)
-            its = summary.get("iterations") or []
-            if its:  # a capture with --every: one folder per recorded step
-                raise UserError(f"{p}: a capture of one step in every N; replay one of its iteration folders "
-                                f"({', '.join(str(p / i) for i in its[:3])}{' ...' if len(its) > 3 else ''})")
-            if summary.get("complete") is False:
-                raise UserError(f"{p}: the capture there is incomplete ({summary.get('measured_steps', 0)} steps "
-                                f"timed, {summary.get('recorded_steps', 0)} recorded: the loop ended before a step "
-                                "was recorded); capture again with more steps")
-        ranks = sorted(int(d.name[4:]) for d in p.glob("rank*") if d.is_dir() and d.name[4:].isdigit()
-                       and (d / "et.json").exists())
-        if not et.exists() and ranks:  # a capture under torchrun: one folder per rank
-            raise UserError(f"{p}: a capture of {len(ranks)} ranks (rank{ranks[0]}/ ... rank{ranks[-1]}/); replay them "
-                            f"all with --ranks {len(ranks)} (or under torchrun --nproc-per-node {len(ranks)}), or one "
-                            f"rank's folder alone ({p / f'rank{ranks[0]}'})")
-        if not et.exists():
-            raise UserError(f"{p}: folder has no et.json; give the execution trace file itself")
-        p = et
+        # an --every capture, a multi-rank one, an incomplete one (and why it ended), a half-written recording:
+        # one line saying what is there and what to pass (shared with inspect)
+        why = folder_refusal(p, "replay")
+        if why is not None:
+            raise UserError(why)
+        p = p / "et.json"
     k = Path(kineto) if kineto else None
     if k is not None and not k.exists():
         raise UserError(f"{k}: no such Kineto trace; check the --kineto path")
@@ -97,6 +84,10 @@ class ReplayResult:
     plan: Plan
     per_op_type: list[dict[str, Any]] = field(default_factory=list)
     gaps_ns: list[int] | None = None  # CPU time spent before each step (and after the last), if any
+    # the recorders' cost per recorded node taken out of the skipped ops' stand-ins (None: none taken out)
+    standin_cost_s: float | None = None
+    # the step whose gaps gaps_ns are (a scaled replay's: the unscaled step, whose gaps it keeps); None: plan's
+    gaps_view: Any = None
 
     def compiled(self) -> Callable:
         """The replayed iteration as timed (gaps included): call it with ``plan.registers()`` inside
@@ -197,7 +188,8 @@ def replay_trace(
     select, what_if = mode_specs(view, opts.mode, opts.select, list(opts.what_if))  # --mode (replay.modes)
     # --select / --what-if / --scale (replay.adapt, replay.scale)
     view, adapted = adapt_view(view, select, what_if, opts.scale,
-                               others=lambda: other_steps(tr, join, iteration, inp.capture, dev))
+                               others=lambda: other_steps(tr, join, iteration, inp.capture, dev),
+                               unobserved_s=unobserved_step_s(inp.capture))
 
     def others() -> list[Any]:  # the other recorded steps the estimate takes the median with (same ops only)
         return other_steps(tr, join, iteration, inp.capture, dev, most=ESTIMATE_STEPS)
@@ -210,7 +202,7 @@ def replay_trace(
             raise UserError(f"--gaps-from {opts.gaps_from}: a multi-rank replay settles its gaps with the ranks "
                             "together; leave it out")
         from_file = gaps_file.read(opts.gaps_from)
-        from_file.check_steps(len(view.ops))
+        from_file.check_steps(len(view.ops), gaps_step(view, adapted))
         gaps = "recorded"  # the recorded step's gaps, settled by an earlier replay: no Kineto needed here
     if gaps is None and from_file is None and inp.kineto_missing is not None:
         raise UserError(f"{inp.kineto_missing}: capture.json names this Kineto trace, and it is not there; the replay "
@@ -238,7 +230,8 @@ def replay_trace(
         try:
             tdev = torch.device(dev)
         except RuntimeError as e:
-            raise UserError(f"--device {dev}: not a device ({e}); use cpu or cuda[:N]") from e
+            why = "an unknown device type" if len(str(e)) > 80 else str(e)  # (torch lists every type it knows)
+            raise UserError(f"--device {dev}: not a device ({why}); use cpu or cuda[:N]") from e
         if tdev.type == "cuda" and not torch.cuda.is_available():
             raise UserError(f"--device {dev}: CUDA is not available on this machine; use --device cpu")
         memory.check_shapes(view, str(inp.trace))
@@ -253,29 +246,37 @@ def replay_trace(
             # keeps (Python and framework time do not grow with the tensors); its ops then take what they take
             res0 = _run(inp, scaled[0].before, tdev, opts, cap, join, progress, comm, compiled=compiled,
                         fixed_gaps=from_file.gaps_ns() if from_file is not None else None, others=others,
+                        standin_cost_s=from_file.standin_cost_s if from_file is not None else None,
                         spread_effect=False)  # (the scaled step's, below, is the one reported)
             spread = (res0.result.get("index_distribution") or {}).get("tensors") or []
             res = _run(inp, view, tdev, opts, cap, join, progress, comm, fixed_gaps=res0.gaps_ns, compiled=compiled,
+                       standin_cost_s=res0.standin_cost_s,
                        index_spread={(t["step"], t["tensor_id"]): t["chosen"] for t in spread},
                        spread_known={(t["step"], t["tensor_id"]) for t in spread if "as" in t})
+            res.gaps_view = scaled[0].before
             res.result["gaps"] = res0.result["gaps"]
             res.result["gap_target"] = res0.result["gap_target"]
             res.result["gap_settling"] = res0.result["gap_settling"]
             res.result["original_iter_time_estimated_s"] = res0.result["original_iter_time_estimated_s"]
             scaled[0].info.update({"unscaled_iter_time_s": res0.result["iter_time_s"]["median"],
+                                   # (timed before the scaled step, once: its noise carries into the change)
+                                   "unscaled_noisy": noisy(res0.result),
                                    "unscaled_ops_only_s": res0.result["replay_ops_only_s"],
                                    "gaps": "the unscaled replay's CPU time between ops (aimed at the original step), "
                                            "kept as it is"})
         else:
             res = _run(inp, view, tdev, opts, cap, join, progress, comm, compiled=compiled,
                        fixed_gaps=from_file.gaps_ns() if from_file is not None else None,
+                       standin_cost_s=from_file.standin_cost_s if from_file is not None else None,
                        others=None if adapted else others)  # (an adapted step's ops are no recorded step's)
         if from_file is not None:  # what the replay that settled the gaps said of them
             for k in ("gap_target", "gap_settling", "original_iter_time_estimated_s"):
                 res.result[k] = from_file.settled.get(k)
             res.result["estimate_note"] = res.result.get("estimate_note") or from_file.settled.get("estimate_note")
             res.result["gaps_from"] = from_file.info()
-        annotate(res.result, adapted, inp.capture)
+        annotate(res.result, adapted, inp.capture, part=opts.mode == "compute")
+        if adapted:  # judged again on what annotate set: a scaled step or a what-if has no error to judge
+            res.result["fidelity"] = headline.judge(res.result)
         res.result["mode"] = opts.mode
         res.result["trace_damage"] = lost
         numbers = [it.number for it in tr.iterations]
@@ -330,7 +331,7 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
          index_spread: dict[tuple[int, int], str] | None = None,
          others: Callable[[], list[Any]] | None = None,
          spread_known: set[tuple[int, int]] | None = None, spread_effect: bool = True,
-         compiled: dict[str, Any] | None = None) -> ReplayResult:
+         compiled: dict[str, Any] | None = None, standin_cost_s: float | None = None) -> ReplayResult:
     """The replay proper; ``opts`` as resolved by :func:`replay_trace` (threads, gaps and iteration set);
     ``fixed_gaps``: spend these between the ops (a scaled step keeps its unscaled replay's), no calibration;
     ``index_spread``: the made-up lookup indices' spreads the unscaled replay chose (:func:`index_skew.choose`;
@@ -339,7 +340,9 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
     ``spread_effect``: time how much a guessed spread moves the step (:mod:`index_effect`), ``spread_known``:
     the tensors whose spread was not guessed (a scaled step: its unscaled replay's given or fitted ones);
     ``compiled``: the step's torch.compile'd regions (:func:`compiled_regions`), whose time outside any op (the
-    generated kernels) counts in coverage_time's whole and no op replays."""
+    generated kernels) counts in coverage_time's whole and no op replays; ``standin_cost_s``: the recorders'
+    cost per recorded node that an earlier replay took out of the skipped ops' stand-ins (the unscaled step's,
+    a gaps file's), None: measured here where it can be."""
     threads, warmup, iters, seed, gaps, target = opts.threads, opts.warmup, opts.iters, opts.seed, opts.gaps, \
         opts.target
     def tell(stage: str, done: int = 0, total: int = 0) -> None:
@@ -391,6 +394,10 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
         tell("index spread effect")
         effect = index_effect.measure(plan, fn0, index_spread, seed, known=spread_known)
     replay_s = replay_cpu_s = None
+    standins = StandIns(plan, cross)
+    if standins.any and standin_cost_s is not None:  # an earlier replay's correction: spent the same here
+        standins.correct(standin_cost_s, "the replay that settled these gaps")
+        fn0 = plan.compile()
     if fixed_gaps is not None:
         gaps = "none"  # below: the gaps are given, nothing to calibrate or aim
     gaps_agreed_note = None
@@ -410,6 +417,11 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
     aim = gaps == "recorded" and not cross
     if comm is not None and fixed_gaps is None:  # the ranks calibrate together or not at all
         aim = all(a == "yes" for a in comm.gather("aim", "yes" if aim else "no"))
+    if standins.any and standin_cost_s is None and not aim and not cross and comm is None:
+        # nothing calibrates below (--gaps none, or gaps given without the correction): the stand-ins would
+        # spend their recorded durations, the recorders' cost included (a quantized MLP read +78..+110%),
+        # so the cost is measured here, at the price of one calibration
+        fn0 = standins.measure(fn0, iters, warmup, tell)
     if aim or comm is not None or fixed_gaps is not None:
         # the ops alone, timed apart from the run: what the gaps are added to (in one process with --gaps none
         # the timed iterations below are the ops alone, and a big trace's iteration can take seconds; across
@@ -440,8 +452,12 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
         try:
             cal = fidelity.calibrate(plan, fn0, replay_s)
         except fidelity.CalibrationFailed as e:
-            estimate_note = estimate_note or f"not estimated: {e}"
-        if cal is not None and comm is None and plan.correct_standins(cal.op_node_cost_s):
+            # --mode comm: its collectives alone, whose replay's recordings hold no step of ops
+            why = ("a communication-only replay (--mode comm) is compared with its share of capture.json's step, "
+                   "not with an estimate from the trace") if opts.mode == "comm" else str(e)
+            estimate_note = estimate_note or f"not estimated: {why}"
+        if (cal is not None and comm is None and standins.any and standin_cost_s is None
+                and standins.correct(cal.in_op_node_cost_s)):
             # the skipped ops' stand-ins spent their recorded durations, the recorders' cost included: the
             # ops alone are timed again with the stand-ins' un-observed time (one process: the ranks time together)
             fn0 = plan.compile()
@@ -552,6 +568,7 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
         "replay_ops_only_s": replay_s,
         "kineto_matched": view.kineto_matched,
         "compiled_regions": compiled,
+        "standins": standins.info(),
         "warmup": warmup,
         "iters": iters,
         "seed": seed,
@@ -581,7 +598,7 @@ def _run(inp: ReplayInputs, view: Any, dev: torch.device, opts: ReplayOptions, c
     if comm is not None:  # the original's collectives as recorded: joined over the ranks (collective_time)
         result["recorded_collectives"] = recorded_spans(view)
     result["fidelity"] = headline.judge(result)  # which figure is the measurement, and whether it is noise
-    return ReplayResult(result=result, plan=plan, per_op_type=rows, gaps_ns=gaps_ns)
+    return ReplayResult(result=result, plan=plan, per_op_type=rows, gaps_ns=gaps_ns, standin_cost_s=standins.cost_s)
 
 
 #: How a rank of a multi-rank replay settles its gaps, by the target it aims at: with its collectives running

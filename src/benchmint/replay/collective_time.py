@@ -15,26 +15,30 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmint.replay.types import LOCAL_COLLECTIVES, TraceView, is_collective
-
-
-def _local(name: str) -> bool:
-    return name.partition("::")[2] in LOCAL_COLLECTIVES
+from benchmint.replay.types import TraceView, is_collective
+from benchmint.replay.types import local_collective as _local
 
 
 def communication_gaps(view: TraceView) -> set[int]:
     """Indices of the ops whose recorded gap before them follows a collective (with only collectives, such as
     ``wait_tensor``, in between): that gap holds the collective's communication and the wait for the other
     ranks, not the rank's own work."""
-    out: set[int] = set()
-    after = False
+    return set(gap_owners(view))
+
+
+def gap_owners(view: TraceView) -> dict[int, int]:
+    """Per op of :func:`communication_gaps`, the collective whose communication its gap holds: the last one
+    that moves data before it."""
+    out: dict[int, int] = {}
+    owner = None
     for i, o in enumerate(view.ops):
         if is_collective(o.name):
-            after = after or not _local(o.name)
+            if not _local(o.name):
+                owner = i
             continue
-        if after:
-            out.add(i)
-        after = False
+        if owner is not None:
+            out[i] = owner
+        owner = None
     return out
 
 
@@ -73,8 +77,10 @@ def last_arrival(spans: list[list[dict[str, Any]]], replayed: list[list[dict[str
     timed = [p for p in per if p["cost_s"] is not None]
     out: dict[str, Any] = {
         "per_collective": per,
-        "cost_s": sum(p["cost_s"] for p in timed),
-        "wait_s_per_rank": [sum(p["wait_s_per_rank"][r] for p in timed) for r in range(len(spans))],
+        # null, not 0, when no collective's span was recorded (no Kineto trace): nothing was measured
+        "cost_s": sum(p["cost_s"] for p in timed) if timed else None,
+        "wait_s_per_rank": [sum(p["wait_s_per_rank"][r] for p in timed) for r in range(len(spans))] if timed else None,
+        "collectives_timed": len(timed),
         "how": "the original's recording (under the observers): a collective's span is from its start to the start "
                "of the next op that is no collective on that rank; its cost is the smallest span over the ranks (the "
                "rank that arrived last waited for no one), a rank's wait its span less that",

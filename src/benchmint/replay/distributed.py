@@ -211,7 +211,11 @@ def _run_ranks(inp: Any, inputs: list[tuple[Any, int | None]], opts: ReplayOptio
         envs[r] = {**common, **launcher_env(r, ranks, port)}
     kept = False
     t0 = time.monotonic()
-    say(f"replaying {ranks} ranks of {inp.trace} ({backend}, {opts.device}, {th} thread(s) per rank)")
+    folders = {Path(i.trace).parent for i, _ in inputs}
+    # a folder of rank folders: each rank its own trace (the same line read "of DIR/rank0/et.json", as when one
+    # trace is replayed by every rank)
+    what = (f"{Path(inp.trace).parent.parent}/rank0..rank{ranks - 1}" if len(folders) > 1 else str(inp.trace))
+    say(f"replaying {ranks} ranks of {what} ({backend}, {opts.device}, {th} thread(s) per rank)")
     pc = None
     handlers = _signal_handlers()  # the process starter installs its own; ours come back after it
     quiet = _quiet_starter()
@@ -424,6 +428,7 @@ def join_ranks(per: list[dict[str, Any]], backend: str, wall: float, inp: Any) -
             "peak_rss_bytes": p["peak_rss_bytes"], "collectives": {k: v for k, v in p["collectives"].items()
                                                                    if k != "ops"},
             "collective_ops": p["collectives"]["ops"],
+            "system_metrics": p.get("system_metrics"),
         } for r, p in enumerate(per)],
         "error_note": per[slow].get("error_note"),
         "hosts": hosts,
@@ -431,6 +436,16 @@ def join_ranks(per: list[dict[str, Any]], backend: str, wall: float, inp: Any) -
                          f"collectives on a {backend} process group; a barrier before each iteration, so the "
                          f"ranks time the same iterations; iter_time_s is the slowest rank's (rank {slow})"),
     })
+    if isinstance(base.get("system_metrics"), dict):  # the slowest rank's, said so (each rank's in per_rank)
+        base["system_metrics"] = {**base["system_metrics"], "rank": slow,
+                                  "ranks_how": f"rank {slow}'s (the slowest): each rank's capture against its "
+                                               "replay; per_rank holds every rank's"}
+    if per[slow].get("mode") == "comm":
+        base["error_note"] = "; ".join(filter(None, (
+            base.get("error_note"),
+            "the original's share of each collective holds its communication and the rank's wait for its peers "
+            "(collectives.last_arrival: wait_s_per_rank), which waited on the other ranks' computation; a "
+            "communication-only replay has none between its collectives")))
     # (a rank whose gaps were settled with its collectives running counts its communication once)
     aimed = [p.get("gap_target") for p in per if p.get("gap_target") and not p.get("gaps_settled_with_collectives")
              and not p.get("gaps_aimed_without_communication")]
@@ -468,4 +483,5 @@ def join_ranks(per: list[dict[str, Any]], backend: str, wall: float, inp: Any) -
     elif base.get("error") is not None:
         base["how_measured"] += ("; error: the slowest rank's iteration, ops back to back with this machine's "
                                  "collectives, against the original step time")
+        base["errors_per_rank"] = [p.get("error") for p in per]
     return RanksResult(result=base, per_op_type=per[slow].get("per_op_type", []))

@@ -154,15 +154,29 @@ def export_benchmark(trace: str | os.PathLike, out: str | os.PathLike, kineto: s
     replay --index-spread``). Refuses a non-empty ``out`` unless ``force``."""
     from benchmint import __version__
     from benchmint.core.jsonio import write_json
-    from benchmint.replay.adapt import adapt_view
+    from benchmint.replay.adapt import adapt_view, gaps_step, unobserved_step_s
 
     inp = find_inputs(trace, kineto)
     parse_spread(index_spread)  # a bad spread stops before anything is written
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise UserError(f"{out}: folder exists and is not empty; choose another --out or pass --force")
-        shutil.rmtree(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: --out is a file; give a folder for the benchmark")
+    here = out.resolve()
+    for src in (trace, inp.trace, inp.kineto, inp.capture_path, gaps_from):
+        if src is not None and (here == (r := Path(src).resolve()) or here in r.parents):
+            # --force would remove the folder, and the files the benchmark is made from with it
+            raise UserError(f"{out}: --out holds {src}, which the benchmark is made from; choose another --out")
+    replace = out.exists() and any(out.iterdir())
+    if replace and not force:
+        raise UserError(f"{out}: folder exists and is not empty; choose another --out or pass --force")
+    if replace:  # what --force must never remove whole: a link's target, the working folder, home, benchmint
+        import benchmint
+
+        keep = [Path.cwd().resolve(), Path.home().resolve(), Path(benchmint.__file__).resolve().parent]
+        if out.is_symlink() or any(here == k or here in k.parents for k in keep):
+            raise UserError(f"{out}: --force would remove {'a link' if out.is_symlink() else 'a folder that holds '}"
+                            f"{'' if out.is_symlink() else 'the working folder, home or benchmint itself'}; "
+                            "give --out a folder of its own")
     tr, view = _view(inp.trace, inp.kineto, iteration)
     if iteration is None:
         iteration = last_whole_iteration(tr, inp.capture)
@@ -173,11 +187,12 @@ def export_benchmark(trace: str | os.PathLike, out: str | os.PathLike, kineto: s
     # a selection that matches nothing, or a scale that cannot be applied, stops here
     adapted_view, adapted = adapt_view(view, select, what_if, scale,
                                        others=lambda: other_steps(tr, _join(inp.kineto, tr), iteration, inp.capture,
-                                                                  "cpu"))
+                                                                  "cpu"),
+                                       unobserved_s=unobserved_step_s(inp.capture))
     gaps = None
     if gaps_from is not None:  # checked before anything is written
         gaps = gaps_file.read(gaps_from)
-        gaps.check_steps(len(adapted_view.ops))
+        gaps.check_steps(len(adapted_view.ops), gaps_step(adapted_view, adapted))
     its = tr.iterations
     within = None
     if its:
@@ -185,6 +200,8 @@ def export_benchmark(trace: str | os.PathLike, out: str | os.PathLike, kineto: s
         within = match[0].node if match else None
     number = None if within is None else next(it.number for it in its if it.node is within)
 
+    if replace:  # only once every check has passed: a refused export leaves the old one as it was
+        shutil.rmtree(out)
     tdir = out / "trace"
     tdir.mkdir(parents=True)
     et_doc = _json_bytes(inp.trace)
@@ -240,6 +257,8 @@ def export_benchmark(trace: str | os.PathLike, out: str | os.PathLike, kineto: s
                          if gaps is not None else None),
         "adapted": [{"kind": a.kind, **a.info} for a in adapted],
         "ops_replayed_after_adaptation": len(adapted_view.ops),
+        # what was captured, on what, and what the original measured (capture.json's; None without one)
+        "original": _original(cap, view),
         "vendored_modules": files,
         "runner_needs": "python >= 3.10 and torch (nothing of benchmint; orjson, msgspec, psutil used when present)",
         # what the recording lost of the step (nested tensors): the benchmark replays what was recorded
@@ -248,6 +267,24 @@ def export_benchmark(trace: str | os.PathLike, out: str | os.PathLike, kineto: s
     write_json(out / "export.json", meta)
     (out / "README.md").write_text(redact_text(readme(meta, cap, view)))  # the captured command line may hold a key
     return meta
+
+
+def _original(cap: dict | None, view: Any) -> dict[str, Any]:
+    """export.json's account of the original: the trace's devices, and capture.json's device, threads, torch,
+    host, command line, model and un-observed step time (the keys are null without a capture.json)."""
+    cap = cap or {}
+    st = cap.get("step_time_s") or {}
+    cl = cap.get("command_line")
+    return {"trace_devices": list(view.devices), "device": cap.get("device"), "threads": cap.get("threads"),
+            "torch_version": cap.get("torch_version"), "host": cap.get("host"),
+            "command_line": redact_text(" ".join(cl) if isinstance(cl, list) else cl) if cl else None,
+            "model": cap.get("model"),
+            "step_time_s": {k: st.get(k) for k in ("median", "p10", "p90", "n", "noisy")} if st else None,
+            "how_measured": cap.get("step_time_how") or cap.get("how_measured")}
+
+
+def _g(x: Any) -> str:
+    return f"{x:g}" if isinstance(x, int | float) else str(x)
 
 
 def _dump(path: Path, doc: Any) -> None:
@@ -295,20 +332,26 @@ def readme(meta: dict, cap: dict | None, view: Any) -> str:
         st = cap.get("step_time_s") or {}
         lines += ["", "## What the original measured", "",
                   f"- step time (un-observed, nothing attached): median {_fmt_s(st.get('median'))}, p10 "
-                  f"{_fmt_s(st.get('p10'))}, p90 {_fmt_s(st.get('p90'))}, n={st.get('n', '-')}",
+                  f"{_fmt_s(st.get('p10'))}, p90 {_fmt_s(st.get('p90'))}, n={st.get('n', '-')}"
+                  + ("; **noisy**: the steps spread too much for one figure to be the step's time" if st.get("noisy")
+                     else ""),
                   f"- how: {cap.get('step_time_how') or cap.get('how_measured') or 'capture.json step_time_s'}"]
     else:
+        gpu = [d for d in view.devices if d != "cpu"]
         lines += ["", "## What the original measured", "",
                   "- no capture.json: the original's un-observed step time is estimated by the runner from the "
-                  "trace (the recorders' cost measured on the machine it runs on)"]
+                  "trace (the recorders' cost measured on the machine it runs on)"
+                  + (f", when it replays on the trace's device ({', '.join(gpu)}); on the CPU it is not estimated "
+                     "across devices, and the result has no original to compare with" if gpu else "")]
     for a in meta["adapted"]:
         if a["kind"] == "selection":
             sh = a.get("share_of_step")
+            how = "the recorders' cost taken out" if a.get("recorders_cost_per_node_s") is not None else "as recorded"
             lines.append(f"- replays the selection `{a['spec']}`: {a['ops_selected']} of {a['ops_in_step']} ops"
-                         + (f", {sh * 100:.1f}% of the recorded step" if sh is not None else ""))
+                         + (f", {sh * 100:.1f}% of the step ({how})" if sh is not None else ""))
         elif a["kind"] == "scale":
             lines.append(f"- replays the step scaled ({' '.join(a['specs'])}): "
-                         + ", ".join(f"{k} {a['recorded'][k]} -> {a['scaled'][k]}" for k in a["recorded"]))
+                         + ", ".join(f"{k} {_g(a['recorded'][k])} -> {_g(a['scaled'][k])}" for k in a["recorded"]))
         else:
             for c in a["changes"]:
                 lines.append(f"- what-if `{c['spec']}`: {c['ops_matched']} ops")

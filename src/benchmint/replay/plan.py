@@ -46,6 +46,7 @@ from benchmint.replay.tensors import (
 )
 from benchmint.replay.types import (
     DEVICE,
+    MIN_NODE_S,
     TENSOR,
     TENSOR_LIST,
     UNSUPPORTED,
@@ -170,7 +171,8 @@ class Plan:
         n = 0
         for st in self.steps:
             if st.standin_s and st.op.dur_s is not None:
-                new = max(0.0, st.op.dur_s - cost_per_node_s * st.op.subtree_nodes)
+                k = st.op.subtree_nodes
+                new = max(st.op.dur_s - cost_per_node_s * k, min(st.op.dur_s, MIN_NODE_S * k))
                 n += new != st.standin_s
                 st.standin_s = new
         return n

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmint.core.errors import UserError
+from benchmint.trace.capture_file import missing_ranks
 from benchmint.trace.load import archive_ranks
 
 _RANK_DIR = re.compile(r"^rank(\d+)$")
@@ -86,8 +87,14 @@ def rank_folders(path: str | os.PathLike) -> list[int] | None:
 
 def trace_ranks(path: str | os.PathLike) -> list[int] | None:
     """The ranks a multi-rank trace holds (an archive of one trace per rank, or a folder of rank folders);
-    None for a single trace."""
-    return rank_folders(path) if Path(path).is_dir() else archive_ranks(path)
+    None for a single trace. A folder whose ranks recorded a larger world than its rank folders is refused."""
+    if not Path(path).is_dir():
+        return archive_ranks(path)
+    ranks = rank_folders(path)
+    gone = missing_ranks(Path(path), ranks) if ranks else None
+    if gone:
+        raise UserError(gone)
+    return ranks
 
 
 def check_ranks(path: str | os.PathLike, have: list[int] | None, world: int, how: str) -> None:

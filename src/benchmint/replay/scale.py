@@ -15,12 +15,18 @@ Where the dimensions come from:
   are neither read as a ``weight`` / ``bias`` / ``mat2`` nor touched by the optimizer (images, dense
   features); an embedding bag's flat ``indices`` grow with its scaled ``offsets`` (the same mean bag length);
 * tensors that enter the step later (saved activations an op of the trace did not return): the labels of
-  the tensor on the same storage, or of an input of the same op with the same recorded shape;
+  the tensor on the same storage (a step input's too: ``nn.Linear`` on a ``[B, S, F]`` input keeps its
+  ``[B * S, F]`` view for the weight gradient), or of an input of the same op with the same recorded shape;
+  else, beside scaled tensors, each dimension equal to the batch or sequence size is read as it or as fixed
+  and the shapes that follow decide (``group_norm``'s saved mean and rstd, ``[N, groups]``);
 * sizes written into an op's arguments: ``view`` / ``reshape`` sizes by the grouping of dimensions torch's
   own view uses, ``expand`` sizes by aligning with the input, split sizes and slice bounds along scaled
   dimensions, a size argument that is the output's shape by the op's inputs; a size with no tensor to
   follow (``arange``, ``zeros``, ``full``, a new ``expand`` dimension, a slice bound of a buffer) is the
-  batch or sequence when it equals its recorded value;
+  batch or sequence when it equals its recorded value; a scalar ``int`` / ``SymInt`` argument equal to a scaled
+  dimension of the op's tensors (``native_group_norm(_backward)``'s ``N``, ``HxW``) follows it where the op's
+  own shape checks on the meta device accept only that, and is decided by the shapes that follow where they
+  accept more than one reading;
 * outputs of data-dependent ops (``nonzero``, ``masked_select``, ...) grow with their input.
 
 A size that could be read more than one way (a sequence length equal to the hidden size, a flattened dim

@@ -161,6 +161,8 @@ class _Context:
         self.kinds = [k for k in KINDS if k in factors]
         self.factors = factors
         self.weight_storages: set[int] = set()
+        # per weight storage, the (numel, dtype) of the tensors read on it as a weight or by the optimizer
+        self.weight_reads: dict[int, set[tuple]] = {}
         firsts: list[tuple[TRef, str, int]] = []
         seen: set[tuple] = set()
         produced: set[tuple] = set()
@@ -173,6 +175,7 @@ class _Context:
                 for r in _refs(a):
                     if opt or name in WEIGHT_ARGS:
                         self.weight_storages.add(r.storage_id)
+                        self.weight_reads.setdefault(r.storage_id, set()).add((r.numel, r.dtype))
                     if r.key not in produced and r.key not in seen:
                         seen.add(r.key)
                         firsts.append((r, name, i))
@@ -215,6 +218,13 @@ class _Context:
         fs = [factors[k] for k in self.kinds]
         whole = all(f.denominator == 1 and f >= 2 for f in fs) and (len(fs) < 2 or math.gcd(*map(int, fs)) == 1)
         self.probe = fs if whole else [Fraction(PROBE[k]) for k in self.kinds]
+
+    def is_weight(self, r: TRef) -> bool:
+        """Whether ``r`` is a weight (or optimizer state): on a storage read as one, with the element count and
+        dtype of a tensor read there as one. Recorded storage ids are addresses the allocator reuses: a group
+        norm's saved rstd (``[N, groups]``, float32) sat at the address the optimizer later read a 0-d float64
+        at, and was taken for optimizer state (never scaled)."""
+        return r.storage_id in self.weight_storages and (r.numel, r.dtype) in self.weight_reads.get(r.storage_id, ())
 
     def exps(self, kind: str) -> Exps:
         return tuple(1 if k == kind else 0 for k in self.kinds)

@@ -3,6 +3,7 @@ or the final pass (the factors asked for applied)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from collections import Counter
@@ -46,6 +47,12 @@ from benchmint.replay.types import (
     TraceView,
     TRef,
 )
+
+# scalar arguments that name a dimension or a position, never a size (``_Pass.scalars``)
+NOT_SIZES = {"dim", "dim0", "dim1", "dims", "start_dim", "end_dim", "index", "start", "end", "step", "offset",
+             "diagonal", "source", "destination", "dimension", "axis", "reduction", "ignore_index", "padding_idx",
+             "dtype", "layout", "memory_format", "correction", "unbiased", "k", "p", "ord"}
+MAX_SCALAR_READINGS = 64  # readings of one op's scalar sizes tried on the meta device
 
 
 class _Pass:
@@ -148,15 +155,36 @@ class _Pass:
         elif (base is not None and math.prod(base[0].shape) == math.prod(r.shape) and _scaled_any(base[2])
               and (g := self.quiet_view(base[0].shape, base[2], r.shape)) is not None):
             lab = g  # a view of a tensor the step made, taken inside a composite (a saved activation)
-        elif r.storage_id not in ctx.weight_storages:
+        elif not ctx.is_weight(r):
             same = [lb for t, lb in known if t.shape == r.shape and _scaled_any(lb)]
             if same:
                 lab = same[0]
             elif (r.dtype.is_floating_point and len(r.shape) >= 2 and argname in DATA_ARGS
                   and r.shape[0] == ctx.batch and "batch" in ctx.kinds):
                 lab = (((r.shape[0], ctx.exps("batch"), 0),), *plain[1:])
+            elif any(_scaled_any(lb) for _t, lb in known):
+                lab = self.saved_labels(r, argname)
         self.entries[("in", r.key)] = lab
         return lab
+
+    def saved_labels(self, r: TRef, argname: str) -> Labels:
+        """Labels of a tensor no rule attributes, read by an op beside scaled tensors (a statistic a composite
+        saved for its backward: ``group_norm``'s mean and rstd, ``[N, groups]``, on a storage no op of the view
+        made): each dimension equal to the recorded batch or sequence size is read as it or as fixed, and the
+        shapes that follow decide (the backward checks ``mean.shape == (N, groups)``); refused when they do not."""
+        ctx = self.ctx
+        dims: list[Dim] = []
+        for q, n in enumerate(r.shape):
+            cands = [kind for kind in ctx.kinds if n in ctx.values[kind]]
+            e = ctx.zero()
+            if cands:
+                c = self.decide(("saved", self.i, q, *r.key), len(cands) + 1,
+                                f"{argname} {list(r.shape)} (a tensor no op of the step made), its dimension {q} "
+                                f"read as the {' or '.join(cands)} size")
+                if c < len(cands):
+                    e = ctx.exps(cands[c])
+            dims.append(((n, e, 0),))
+        return tuple(dims)
 
     def quiet_view(self, a: tuple[int, ...], lab: Labels, b: tuple[int, ...]) -> Labels | None:
         """``view_labels`` when it needs no reading of its own, else None."""
@@ -201,7 +229,18 @@ class _Pass:
             t = torch.empty(r.offset + extent, dtype=r.dtype, device="meta").as_strided(shape, strides, r.offset)
             new = replace(r, shape=tuple(shape), strides=tuple(strides), numel=math.prod(shape))
         self.env[r.key] = (t, lab, new)
+        self.enter(r, t, lab, new)
         return t, lab
+
+    def enter(self, r: TRef, t: torch.Tensor, lab: Labels, new: TRef) -> None:
+        """A tensor no op of the trace produced (a step input, a saved activation) is on its storage as an
+        output is: a later view of it (``nn.Linear`` on a ``[B, S, F]`` input keeps the ``[B * S, F]`` view for
+        its backward) takes its labels and its scaled layout from it. The first tensor seen on a storage stays
+        its base (the one its views are taken from); an op's output replaces it (``output``)."""
+        if not r.storage_id:  # (storage-less tensors share id 0)
+            return
+        self.by_storage.setdefault(r.storage_id, (r, t, lab, new))
+        self.layouts.setdefault(r.storage_id, {}).setdefault(_layout(r), (t, lab, new))
 
     def _offset_delta(self, old: TRef, new: TRef, delta: int) -> int:
         """An offset ``delta`` elements into ``old``, moved to the same index of ``new`` (scaled strides)."""
@@ -266,6 +305,15 @@ class _Pass:
             else:
                 vals.append(a.value)
         new_vals, hints = self.sizes(op, names, types, vals, labs, known)
+        for k, v in new_vals.items():
+            vals[k] = v
+        if spec is not None and "Device" in " ".join(types) and not any(v == "meta" for v in vals):
+            for k, ty in enumerate(types):  # a creation op with no device recorded: make it on meta
+                if ty.startswith("Device") and k >= len(vals):
+                    vals.extend([None] * (k - len(vals)) + ["meta"])
+                    break
+        for k, v in self.scalars(op, spec, names, types, vals, known, set(new_vals)).items():
+            vals[k] = new_vals[k] = v
         inputs = []
         for k, a in enumerate(op.inputs):
             if a.kind == TENSOR and isinstance(a.value, TRef):
@@ -280,13 +328,6 @@ class _Pass:
                 inputs.append(a)
         self.check_bags(op, names, inputs)
         self.check_masks(op, names, inputs)
-        for k, v in new_vals.items():
-            vals[k] = v
-        if spec is not None and "Device" in " ".join(types) and not any(v == "meta" for v in vals):
-            for k, ty in enumerate(types):  # a creation op with no device recorded: make it on meta
-                if ty.startswith("Device") and k >= len(vals):
-                    vals.extend([None] * (k - len(vals)) + ["meta"])
-                    break
         outputs = self.outputs(op, spec, vals, known, hints)
         return replace(op, inputs=inputs, outputs=outputs)
 
@@ -412,6 +453,74 @@ class _Pass:
                 elif n == "size" and not known:
                     apply(k, [self.by_value((k, j), x, f"{op.name} size") for j, x in enumerate(v)])
         return new, hints
+
+    def scalars(self, op: OpRec, spec: Any, names: list[str], types: list[str], vals: list[Any],
+                known: list[tuple[TRef, Labels]], done: set[int]) -> dict[int, Any]:
+        """New values of the op's scalar size arguments (``int`` / ``SymInt``: ``native_group_norm``'s ``N`` and
+        ``HxW``): one equal to the recorded size of a scaled dimension of the op's tensors may carry it. Each
+        reading (every such scalar fixed, or following that dimension) is run on the meta device here, and only
+        those the op's own shape checks accept are kept: one is taken, several are decided by the shapes that
+        follow (and refused when they do not tell), none is left to fail in ``outputs`` naming the op. Arguments
+        that name a dimension or a position (``dim``, ``index``, ...) are not sizes, nor those ``sizes`` read."""
+        if not self.probe:
+            return {k: self.value(vals[k], d) for k in range(len(vals))
+                    if (d := self.entries.get(("v", self.i, "int", k))) is not None}
+        if spec is None or op.name in DATA_DEPENDENT or not op.schema:
+            return {}
+        cands: list[tuple[int, list[Dim]]] = []
+        for k, (n, ty) in enumerate(zip(names, types, strict=False)):
+            x = vals[k] if k < len(op.inputs) else None
+            if (ty.rstrip("?") not in ("int", "SymInt") or n in NOT_SIZES or not isinstance(x, int)
+                    or isinstance(x, bool) or x < 2 or op.inputs[k].kind != VALUE or k in done):
+                continue
+            dims: list[Dim] = []
+            for r, lb in known:
+                for q, d in enumerate(lb):
+                    if q < len(r.shape) and r.shape[q] == x and any(_exps_sum(d)) and d not in dims:
+                        dims.append(d)
+            if dims:
+                cands.append((k, dims))
+        if not cands:
+            return {}
+        if math.prod(len(dims) + 1 for _k, dims in cands) > MAX_SCALAR_READINGS:
+            raise Conflict(self.i, f"its scalar sizes can be read {MAX_SCALAR_READINGS} ways or more")
+        combos = list(itertools.product(*[[None, *dims] for _k, dims in cands]))
+        ok = [c for c in combos if self.runs(spec, vals, {k: self.value(vals[k], d) for (k, _), d
+                                                           in zip(cands, c, strict=True) if d is not None})]
+        if not ok:  # no reading fits: the op fails in ``outputs``, naming the shapes that disagree
+            return {}
+        c = 0
+        if len(ok) > 1:
+            what = ", ".join(f"{names[k]} {vals[k]}" for k, _ in cands)
+            c = self.decide(("int", self.i), len(ok), f"its scalar sizes ({what}) each equal a scaled dimension "
+                            "of its tensors")
+        kz = len(self.ctx.kinds)
+        out: dict[int, Any] = {}
+        for (k, _), d in zip(cands, ok[c], strict=True):
+            d = d if d is not None else _plain(vals[k], kz)
+            self.entries[("v", self.i, "int", k)] = d
+            out[k] = self.value(vals[k], d)
+        return out
+
+    def runs(self, spec: Any, vals: list[Any], change: dict[int, Any]) -> bool:
+        """Whether the op runs on the meta device with ``change`` applied to its arguments (on aliases of its
+        tensors: an in-place op must not change the pass's own)."""
+        def alias(v: Any) -> Any:
+            if isinstance(v, torch.Tensor):
+                return v.detach()
+            if isinstance(v, list):
+                return [alias(x) for x in v]
+            return v
+
+        trial = [change.get(k, alias(v)) for k, v in enumerate(vals)]
+        try:
+            pos, kw = split_args(spec, trial)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                spec.overload(*pos, **kw)
+        except Exception:  # noqa: BLE001 - the shapes disagree under this reading
+            return False
+        return True
 
     def along(self, op: OpRec, base: str, idx: dict[str, int], vals: list[Any], ref: TRef, lab: Labels,
               apply: Any, hints: dict[int, Labels]) -> None:

@@ -49,6 +49,7 @@ from benchmint.core.errors import UserError
 from benchmint.core.jsonio import write_json
 from benchmint.core.stats import percentile, timing_summary
 from benchmint.core.stderr import filtered_native_stderr
+from benchmint.core.system import host_summary
 from benchmint.trace import rank_watch
 from benchmint.trace.index_sketch import IndexSketch
 
@@ -71,6 +72,17 @@ ENV_RECORD = "BENCHMINT_CAPTURE_RECORD"
 ENV_DISCARD = "BENCHMINT_CAPTURE_DISCARD"
 ENV_CMD = "BENCHMINT_CAPTURE_CMD"
 ENV_EVERY = "BENCHMINT_CAPTURE_EVERY"
+
+# how the loop ended (capture.json's "ended"; "ended_why" holds the error or the status)
+ENDED_END = "end"  # the loop (the script) ran to its end
+ENDED_ERROR = "error"  # an exception ended it
+ENDED_INTERRUPTED = "interrupted"  # Ctrl-C
+ENDED_EXIT = "exit"  # sys.exit() with a non-zero status
+WRITE_HOW = ("median over kept recordings of the time the loop was held by the recording's stop: from the "
+             "stop's start (right after the recorded step's end) until step() handed control back to the loop: "
+             "the observers stopped, the traces written, capture.json written, the profiler's events released "
+             "and collected")
+PARTIAL = ".partial"  # an iteration folder is written as iter_<N>.partial and renamed when it is whole
 
 
 def scratch_dir() -> str | None:
@@ -133,6 +145,9 @@ class Capture:
     iteration_dirs: list[str] = field(default_factory=list, init=False)  # with every: one folder per recording
     done: bool = field(default=False, init=False)
     note: str | None = field(default=None, init=False)
+    # how the loop ended (capture.json's "ended"): ENDED_* (None while it runs); ended_why: the error, or the status
+    ended: str | None = field(default=None, init=False)
+    ended_why: str | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         if self.measure < MIN_MEASURE:
@@ -156,6 +171,10 @@ class Capture:
         self.beacon = rank_watch.Beacon(None)  # where the capture is, for `benchmint capture` under torchrun
         self._sketch = IndexSketch()  # the last warm-up step's lookups: distinct rows touched (index_sketch.py)
         self._pace: list[float] = []  # the machine's pace just before and after the measured steps (core.pace)
+        self._held_from: int | None = None  # a kept recording's stop began here: the loop is held until step() returns
+        self._stale = False  # capture.json on disk lacks the last recording's pause (it was written during it)
+        self._host: dict | None = None  # host_summary(), taken once at start() (its first call takes 0.2 s)
+        self._writes = 0  # capture.json writes
 
     # -- context manager -----------------------------------------------------------------------------------
     def __enter__(self) -> Capture:
@@ -163,7 +182,24 @@ class Capture:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if exc[1] is not None:
+            self.ended_by(exc[1])  # type: ignore[arg-type]
         self.close(warn=exc[0] is None)  # (a loop that raised says why itself)
+
+    def ended_by(self, exc: BaseException | None) -> None:
+        """Say how the loop ended (capture.json's ``ended`` and ``ended_why``): ``exc`` is what ended it, None
+        for its own end. The first call counts."""
+        if self.ended is not None:
+            return
+        if exc is None or (isinstance(exc, SystemExit) and exc.code in (None, 0)):
+            self.ended = ENDED_END
+        elif isinstance(exc, KeyboardInterrupt):
+            self.ended, self.ended_why = ENDED_INTERRUPTED, "Ctrl-C"
+        elif isinstance(exc, SystemExit):
+            self.ended = ENDED_EXIT
+            self.ended_why = (f"exit status {exc.code}" if isinstance(exc.code, int) else str(exc.code))[:300]
+        else:
+            self.ended, self.ended_why = ENDED_ERROR, f"{type(exc).__name__}: {exc}"[:300]
 
     def start(self) -> None:
         """Start timing the first step (done by ``with``; call it yourself when not using ``with``)."""
@@ -173,6 +209,15 @@ class Capture:
         dev = _device_in_use(self.device)
         self._sync = torch.cuda.synchronize if dev.startswith("cuda") else None
         self._system_window()  # with no warm-up the measured steps start here (its pace probe before their clock)
+        # taken here, before the loop runs, not in a recording's stop, where the loop waits for it: the host's
+        # description (0.2 s the first time, reading every package's metadata) and, where recordings come one in
+        # every N, the test that judges the idle recorder (scipy's import: 0.9 s in the second recording's stop)
+        self._host = host_summary()
+        if self.every is not None:
+            try:
+                import scipy.stats  # noqa: F401
+            except Exception:  # noqa: BLE001 - scipy missing: recording_cost gives the medians alone
+                pass
         self._t0 = clock.now_ns()
 
     @property
@@ -194,6 +239,16 @@ class Capture:
         # where the capture is now, for the capture command's watch (bounded waits under torchrun)
         self.beacon.mark(rank_watch.COMPLETE if self.finished else rank_watch.IDLE_STEP if self.done
                          else rank_watch.RECORDED_STEP if self.recording else rank_watch.STEP, self._ended)
+        self._end_pause()  # the last thing before the loop has control back
+
+    def _end_pause(self) -> None:
+        """A kept recording stopped in this call: the loop was held from its stop's start until now (the traces
+        and capture.json written, the profiler's events collected), which capture.json's ``write_s`` reports.
+        The files written during the pause lack it: they are written again when the capture closes."""
+        if self._held_from is not None:
+            self.write_times_s.append((clock.now_ns() - self._held_from) / 1e9)
+            self._held_from = None
+            self._stale = True
 
     def _step(self, _from_optimizer: bool) -> None:
         if self._t0 is None:
@@ -329,54 +384,96 @@ class Capture:
         the recording stays behind in the process: the profiler's parsed events (tens of thousands of Python
         objects in reference cycles) are released and collected here, between steps, rather than by a
         collection that lands in a later, un-observed step (a probe on a quiet machine: steps after one
-        recording 1.12x the steps before it, 1.05x with a collection after the recording)."""
+        recording 1.12x the steps before it, 1.05x with a collection after the recording).
+
+        A kept recording's files appear whole or not at all: an iteration folder is written as
+        ``iter_<N>.partial`` and renamed once its traces and capture.json are in it; an interruption (Ctrl-C)
+        or an error before then removes what this recording wrote and forgets the recorded step, so that
+        capture.json lists only whole recordings. The loop's pause is timed from here until :meth:`step`
+        hands control back (:meth:`_end_pause`)."""
         t_stop = clock.now_ns()
         self._since = 0
         self.beacon.mark(rank_watch.RECORD_STOP, self._ended)
-        if self._rf is not None:
-            self._rf.__exit__(None, None, None)
-            self._rf = None
-        with filtered_native_stderr():
-            self._et.stop()
-        self._et.unregister_callback()
-        self._et = None
         keep = keep and not self._discarding
         dest = self.out
         if keep and self.every is not None:
-            dest = self.out / f"iter_{self.recorded_iterations[-1]}"  # type: ignore[operator]
-            dest.mkdir(parents=True, exist_ok=True)
+            dest = self.out / f"iter_{self.recorded_iterations[-1]}{PARTIAL}"  # type: ignore[operator]
+        committed = False
+        try:
+            if self._rf is not None:
+                self._rf.__exit__(None, None, None)
+                self._rf = None
+            with filtered_native_stderr():
+                self._et.stop()
+            self._et.unregister_callback()
+            self._et = None
+            if keep:
+                if dest != self.out and dest.exists():  # a leftover of a capture killed while it wrote it
+                    shutil.rmtree(dest, ignore_errors=True)
+                dest.mkdir(parents=True, exist_ok=True)
+                shutil.move(self._et_tmp, dest / ET_NAME)  # type: ignore[operator]
+            else:
+                Path(self._et_tmp).unlink(missing_ok=True)
+            with filtered_native_stderr():
+                self._prof.__exit__(None, None, None)
+            if keep:
+                self._prof.export_chrome_trace(str(dest / KINETO_NAME))  # type: ignore[operator]
+            _release_profiler(self._prof)
+            self._prof = None
+            self._discarding = False
+            if keep and self.every is not None:
+                # the recording's own folder replays alone: its capture.json names its step
+                write_json(dest / CAPTURE_NAME, self.summary(only=-1, folder=dest))
+                final = self.out / dest.name.removesuffix(PARTIAL)  # type: ignore[operator]
+                if final.exists():
+                    shutil.rmtree(final)
+                dest.rename(final)
+                self.iteration_dirs.append(final.name)
+            committed = True
+        except BaseException:
+            self._abandon(dest if keep and not committed else None)
+            raise
         if keep:
-            shutil.move(self._et_tmp, dest / ET_NAME)  # type: ignore[operator]
-        else:
-            Path(self._et_tmp).unlink(missing_ok=True)
-        with filtered_native_stderr():
-            self._prof.__exit__(None, None, None)
-        if keep:
-            self._prof.export_chrome_trace(str(dest / KINETO_NAME))  # type: ignore[operator]
-        _release_profiler(self._prof)
-        self._prof = None
-        self._discarding = False
-        gc.collect()  # the profiler's events, before the next step starts
+            self._held_from = t_stop  # the loop's pause, until step() returns (_end_pause)
+            if self.every is None or len(self.recorded_times_s) >= self.record:
+                self.done = True
+            self.write_summary()  # (without this recording's pause: written again when the capture closes)
+        gc.collect()  # the profiler's events and the summaries' temporaries, before the next step starts
         if self._sync is not None:
             self._sync()  # a CUDA call, here rather than in the next step: Kineto tears CUPTI down in the next one
-        if not keep:
+
+    def _abandon(self, dest: Path | None) -> None:
+        """A recording's stop that did not finish (Ctrl-C, an error): stop what is still attached, best effort,
+        and remove what it wrote (``dest``: the partial iteration folder, or the capture folder's traces), with
+        the recorded step it was of, so that nothing half-written is left for a replay to take."""
+        for obj, call in ((self._rf, lambda o: o.__exit__(None, None, None)), (self._et, lambda o: o.stop()),
+                          (self._et, lambda o: o.unregister_callback()),
+                          (self._prof, lambda o: o.__exit__(None, None, None))):
+            if obj is not None:
+                try:
+                    call(obj)
+                except BaseException:  # noqa: BLE001 - already failing: the first error is the one raised
+                    pass
+        self._rf = self._et = self._prof = None
+        self._discarding = False
+        Path(self._et_tmp).unlink(missing_ok=True)
+        if dest is None:
             return
-        # timed before the summaries are written, so that they hold this recording's write time too
-        self.write_times_s.append((clock.now_ns() - t_stop) / 1e9)
-        if self.every is not None:
-            # the recording's own folder replays alone: its capture.json names its step
-            self.iteration_dirs.append(dest.name)
-            write_json(dest / CAPTURE_NAME, self.summary(only=-1, folder=dest))
-            if len(self.recorded_times_s) >= self.record:
-                self.done = True
+        if dest == self.out:
+            for name in (ET_NAME, KINETO_NAME):
+                (dest / name).unlink(missing_ok=True)
         else:
-            self.done = True
-        self.write_summary()
-        gc.collect()  # the summaries' temporaries too
+            shutil.rmtree(dest, ignore_errors=True)
+        if self.recorded_times_s:
+            self.recorded_times_s.pop()
+            self.recorded_iterations.pop()
 
     def close(self, warn: bool = True) -> None:
-        """Finish: stop observers if a recorded step is open, and write ``capture.json``."""
+        """Finish: stop observers if a recorded step is open, and write ``capture.json`` (with how the loop
+        ended, :meth:`ended_by`, and every kept recording's pause)."""
         self._sketch.stop()  # a loop that ended in its last warm-up step
+        self.ended_by(None)  # (a no-op when an error or Ctrl-C was said first)
+        writes = self._writes
         if self.recording and self.every is not None:  # a recording the loop did not finish: not kept
             self._stop_recording(keep=False)
             self.write_summary()
@@ -392,6 +489,9 @@ class Capture:
         elif not self.done:
             self.write_summary()
             self.done = True
+        self._end_pause()  # a recording stopped here: the loop had ended, its stop is timed all the same
+        if self._stale or self._writes == writes:  # the last write lacks a pause, or how the loop ended
+            self.write_summary()
         if warn and self is not _active and not self.recorded_times_s:  # (the capture command says it its way)
             warnings.warn(f"benchmint capture in {self.out}: incomplete, no step recorded ({len(self.step_times_s)} "
                           f"timed; it needs warmup {self.warmup} + measure {self.measure} + discard {self.discard} + "
@@ -402,8 +502,6 @@ class Capture:
         """capture.json's content; ``only``: of that recorded step alone (an iteration folder's, in
         ``folder``)."""
         import torch
-
-        from benchmint.core.system import host_summary
 
         xs = self.step_times_s
         files = {}
@@ -430,11 +528,15 @@ class Capture:
             # step leaves a partial last ProfilerStep in the trace, which the replay passes over
             "recorded_iterations": its,
             "note": self.note,
+            # how the loop ended (ENDED_*; None: still running when this was written), and the error or status
+            "ended": self.ended,
+            "ended_why": self.ended_why,
             "discarded_steps": len(self.discarded_times_s),
             "threads": self._threads if self._threads is not None else torch.get_num_threads(),
             "device": _device_in_use(self.device),
             "torch_version": torch.__version__,
-            "host": host_summary(),
+            "host": ({**self._host, "torch_threads": torch.get_num_threads()} if self._host is not None
+                     else host_summary()),
             "command_line": self.command_line if self.command_line is not None else list(sys.argv),
             "model": describe_model(self.model) if self.model is not None else None,
             "system_metrics": getattr(self, "system_metrics", None),  # the measured steps' (core.sysmetrics)
@@ -445,15 +547,17 @@ class Capture:
             "every": self.every,
             "iterations": self.iteration_dirs if only is None else None,
             "recording_cost": {**recording_cost(xs, rec, self.idle_times_s, self.after_times_s),
-                               "write_s": percentile(self.write_times_s, 50) if self.write_times_s else None,
-                               "write_how": "median over kept recordings of the time from the recorded step's "
-                                            "end until the observers were stopped, the traces written and the "
-                                            "profiler's events released and collected (capture.json's own "
-                                            "write, after it, is not in it)"},
+                               "write_s": (percentile(self.write_times_s, 50) if self.write_times_s and only is None
+                                           else None),
+                               "write_how": (WRITE_HOW if only is None else
+                                             "in the capture.json of the folder above: this file is written "
+                                             "during the pause it would measure")},
         }
 
     def write_summary(self) -> Path:
         self.out.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
+        self._writes += 1
+        self._stale = False
         return write_json(self.out / CAPTURE_NAME, self.summary())  # type: ignore[operator]
 
 
@@ -650,6 +754,14 @@ def _main(argv: list[str]) -> None:
             sys.argv = argv
             sys.path.insert(0, str(Path(argv[0]).resolve().parent))
             runpy.run_path(argv[0], run_name="__main__")
+    except BaseException as e:  # how the script ended goes into capture.json (written at exit, by close())
+        if cap is not None:
+            cap.ended_by(e)
+        if isinstance(e, KeyboardInterrupt) and not os.environ.get("BENCHMINT_DEBUG"):
+            # Ctrl-C is how a long job under --every ends: the command says what was kept, without the
+            # script's traceback from wherever the interrupt landed (BENCHMINT_DEBUG=1 keeps it)
+            raise SystemExit(130) from None
+        raise
     finally:
         if cap is not None:  # from here to the process's exit: the script's end (the watch bounds it)
             cap.beacon.mark(rank_watch.SCRIPT_END, cap._ended)

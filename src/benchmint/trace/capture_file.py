@@ -16,7 +16,7 @@ import msgspec
 from benchmint.core.errors import UserError
 from benchmint.trace.validate import field_error
 
-__all__ = ["MAX_THREADS", "CaptureFile", "read_capture"]
+__all__ = ["MAX_THREADS", "CaptureFile", "folder_refusal", "incomplete_reason", "read_capture"]
 
 #: More intra-op threads than any machine has cores: a capture.json asking for more is corrupt.
 MAX_THREADS = 4096
@@ -137,6 +137,9 @@ class CaptureFile(msgspec.Struct, forbid_unknown_fields=False):
     recorded_steps: Count | None = None
     recorded_iterations: list[Annotated[int, msgspec.Meta(ge=0, le=1 << 53)]] | None = None
     note: Short | None = None
+    # how the loop ended: "end", "error", "interrupted" (Ctrl-C), "exit" (a non-zero status); None: running
+    ended: Annotated[str, msgspec.Meta(max_length=32)] | None = None
+    ended_why: Short | None = None  # the error ("RuntimeError: ...") or the exit status
     discarded_steps: Count | None = None
     threads: Annotated[int, msgspec.Meta(ge=1, le=MAX_THREADS)] | None = None
     device: Short | None = None
@@ -178,3 +181,103 @@ def read_capture(path: str | os.PathLike) -> dict[str, Any]:
         raise UserError(f"{p}: capture.json schema_version {cap.schema_version} is not one this benchmint reads "
                         "(1.x); capture again with this version")
     return msgspec.json.decode(data)
+
+
+CAPTURE_NAME = "capture.json"
+ET_NAME = "et.json"
+PARTIAL = ".partial"  # (benchmint.trace.capture.PARTIAL) an iteration folder not yet whole
+
+
+def incomplete_reason(summary: dict[str, Any]) -> str:
+    """Why an incomplete capture (``complete`` false in its capture.json) holds no step, and what to do, in
+    words that follow "the capture there is incomplete": the script's error, its exit status or Ctrl-C when
+    capture.json says the loop ended so (``ended``); more steps only when the loop ran to its end too soon."""
+    counts = f"{summary.get('measured_steps', 0)} steps timed, {summary.get('recorded_steps', 0)} recorded"
+    ended, why = summary.get("ended"), summary.get("ended_why")
+    if ended == "error":
+        return f"({counts}): the script failed ({why}) before a step was recorded; fix it and capture again"
+    if ended == "interrupted":
+        return (f"({counts}): the capture was interrupted ({why or 'Ctrl-C'}) before a step was recorded; capture "
+                "again and let it run until it prints 'captured'")
+    if ended == "exit":
+        return (f"({counts}): the script exited ({why}) before a step was recorded; capture again with a run that "
+                "goes on past the recorded steps")
+    return f"({counts}: the loop ended before a step was recorded); capture again with more steps"
+
+
+def recorded_world_size(rank_dir: Path) -> tuple[int, str] | None:
+    """The world size a rank's capture folder recorded, and where: its ``run.json`` (``config.world_size``,
+    written by ``benchmint capture`` under torchrun), else its Kineto trace's ``distributedInfo`` (read from the
+    file's head, where the profiler writes it); None when neither says."""
+    import re
+
+    import orjson
+
+    try:
+        cfg = orjson.loads((rank_dir / "run.json").read_bytes()).get("config") or {}
+        w = cfg.get("world_size")
+        if type(w) is int and w >= 1:
+            return w, f"{rank_dir.name}/run.json"
+    except (OSError, ValueError, AttributeError):
+        pass
+    try:
+        with open(rank_dir / "kineto.json", "rb") as f:
+            head = f.read(1 << 20)
+    except OSError:
+        return None
+    m = re.search(rb'"distributedInfo"\s*:\s*\{[^{}]*?"world_size"\s*:\s*(\d+)', head)
+    if m and 1 <= int(m.group(1)) <= 1 << 20:
+        return int(m.group(1)), f"{rank_dir.name}/kineto.json"
+    return None
+
+
+def missing_ranks(p: Path, ranks: list[int]) -> str | None:
+    """Why a folder of rank folders ``ranks`` is not a whole capture: the world size its ranks recorded asks
+    for rank folders that are not there (a replay of the others would run their collectives in a smaller
+    world, as if it were the whole step); None when whole or unknown."""
+    for r in ranks:
+        got = recorded_world_size(p / f"rank{r}")
+        if got is None:
+            continue
+        world, where = got
+        gone = [f"rank{i}/" + (" (without et.json)" if (p / f"rank{i}").is_dir() else "") for i in range(world)
+                if i not in ranks]
+        if gone:
+            shown = ", ".join(gone[:4]) + (f" and {len(gone) - 4} more" if len(gone) > 4 else "")
+            return (f"{p}: a capture of {world} ranks (world_size {world} in {where}), and {shown} "
+                    f"{'is' if len(gone) == 1 else 'are'} missing; copy the whole capture or capture again")
+        return None
+    return None
+
+
+def folder_refusal(p: Path, command: str = "replay") -> str | None:
+    """Why the folder ``p`` is not one capture that ``benchmint <command>`` reads, in one line that says what
+    is in it and what to pass instead; None when it is one (it holds et.json). Shared by replay and inspect:
+    an ``--every`` capture (its iteration folders), a capture under torchrun (its rank folders), an incomplete
+    capture (why it ended, from its capture.json), an iteration folder that was never finished."""
+    if p.name.endswith(PARTIAL):
+        return (f"{p}: a recording the capture did not finish writing (stopped or killed while it wrote it); "
+                f"{command} one of the whole iteration folders beside it, or capture again")
+    if (p / ET_NAME).exists():
+        return None
+    if (p / CAPTURE_NAME).exists():
+        summary = read_capture(p / CAPTURE_NAME)
+        its = summary.get("iterations") or []
+        if its:  # a capture with --every: one folder per recorded step
+            return (f"{p}: a capture of one step in every N; {command} one of its iteration folders "
+                    f"({', '.join(str(p / i) for i in its[:3])}{' ...' if len(its) > 3 else ''})")
+        if summary.get("complete") is False:
+            return f"{p}: the capture there is incomplete {incomplete_reason(summary)}"
+    ranks = sorted(int(d.name[4:]) for d in p.glob("rank*") if d.is_dir() and d.name[4:].isdigit()
+                   and (d / ET_NAME).exists())
+    if ranks:  # a capture under torchrun: one folder per rank
+        gone = missing_ranks(p, ranks)
+        if gone:
+            return gone
+        shown = (", ".join(f"rank{r}/" for r in ranks) if len(ranks) <= 3 else f"rank{ranks[0]}/ ... rank{ranks[-1]}/")
+        what = f"{p}: a capture of {len(ranks)} rank{'s' if len(ranks) != 1 else ''} ({shown}); "
+        if command == "replay":
+            return what + (f"replay them all with --ranks {len(ranks)} (or under torchrun --nproc-per-node "
+                           f"{len(ranks)}), or one rank's folder alone ({p / f'rank{ranks[0]}'})")
+        return what + f"{command} one rank's folder ({p / f'rank{ranks[0]}'})"
+    return f"{p}: folder has no et.json; give the execution trace file itself"

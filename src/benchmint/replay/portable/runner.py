@@ -14,8 +14,12 @@ import json
 import math
 import os
 import sys
+import warnings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# an environment with torch and nothing else has no NumPy: torch warns about it on import, and the runner
+# never hands torch a NumPy array
+warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 
 
 def _clean(x):
@@ -31,17 +35,13 @@ def _clean(x):
     return str(x)
 
 
-def _ms(x):
-    return "-" if x is None else f"{x * 1e3:.3f} ms"
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="run.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default=None, help="cpu or cuda[:N] (default: the trace's device when available)")
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the capture's)")
-    ap.add_argument("--warmup", type=int, default=3, help="untimed iterations first")
-    ap.add_argument("--iters", type=int, default=20, help="timed iterations")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the synthetic tensor contents")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed iterations first (default: 3)")
+    ap.add_argument("--iters", type=int, default=20, help="timed iterations (default: 20)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the synthetic tensor contents (default: 0)")
     ap.add_argument("--gaps", choices=("recorded", "none"), default=None,
                     help="recorded: calibrate the CPU time between ops here (default when the Kineto trace is there "
                          "and the folder has no gaps.json); none: the ops back to back")
@@ -56,6 +56,13 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None, help="write the result as JSON here")
     ap.add_argument("--no-memory-check", action="store_true", help="plan even when the tensors may not fit")
     args = ap.parse_args(argv)
+    if args.json:  # a path that cannot be written fails now, not after the run
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        except OSError as e:
+            print(f"error: --json {args.json}: cannot write there ({e.strerror}); give a writable path",
+                  file=sys.stderr)
+            return 2
 
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # the ET observer's start/stop lines
     if HERE not in sys.path:
@@ -66,7 +73,7 @@ def main(argv=None) -> int:
     from _benchmint_replay.core.errors import UserError
     from _benchmint_replay.replay.adapt import describe
     from _benchmint_replay.replay.api import replay_trace
-    from _benchmint_replay.replay.headline import damage_line, retyped_line, threads_line
+    from _benchmint_replay.replay.headline import headline, retyped_line, threads_line
     from _benchmint_replay.replay.index_effect import lines as spread_lines
 
     gaps_from = args.gaps_from
@@ -87,36 +94,29 @@ def main(argv=None) -> int:
     r["exported"] = {k: cfg.get(k) for k in ("benchmint_version", "exported_at", "source", "select", "what_if",
                                                     "scale", "index_spread")}
     r["runner"] = {"python": sys.version.split()[0], "executable": sys.executable}
-    line = (f"coverage {r['coverage']:.3f} ({r['ops_replayed']}/{r['ops_total']} ops), replay "
-            f"{_ms(r['iter_time_s']['median'])}/iter")
-    if r.get("original_iter_time_s") is not None and r.get("scale"):  # the original ran at the recorded size
-        line += f", original {_ms(r['original_iter_time_s'])} at the recorded size (no error: another size)"
-    elif r.get("original_iter_time_s") is not None:
-        line += f", original {_ms(r['original_iter_time_s'])}"
-        line += f", error {r['error'] * 100:+.1f}%" if r.get("error") is not None else ""
-    elif r.get("original_iter_time_estimated_s") is not None and not r.get("scale"):
-        what = "the changed step" if r.get("what_if") else "original"  # a what-if's estimate is the changed step's
-        line += f", {what} ~{_ms(r['original_iter_time_estimated_s'])} (estimated from the trace)"
-    print(line + f" [{r['device']}, {r['threads']} threads]")
-    for extra in describe(r):  # what was selected, scaled or changed, and how the step moved with it
+    # the headline benchmint replay prints: the measurement, or why it is noise, or why there is none
+    lines = headline(r)
+    lines[0] += f" [{r['device']}, {r['threads']} threads]"
+    for extra in lines + describe(r):  # then what was selected, scaled or changed, and how the step moved with it
         print(extra)
-    lost = damage_line(r)  # the recording lost part of the step: the error above is not the replay's
-    if lost:
-        print(lost)
     retyped = retyped_line(r)  # ops that ran in another dtype than the original's
     if retyped:
         print(retyped)
     threads = threads_line(r)  # --threads other than the capture's: the error holds that difference
-    if threads:
+    if threads and threads not in lines:
         print(threads)
     for extra in spread_lines(r):  # the made-up lookup indices' spread was a guess: how much it moves the step
         print(extra)
     for s in r.get("skipped", [])[:5]:
         print(f"skipped {s['op']} x{s['count']}: {s['reason']}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(_clean(r), f, indent=2)
-            f.write("\n")
+        try:
+            with open(args.json, "w") as f:
+                json.dump(_clean(r), f, indent=2)
+                f.write("\n")
+        except OSError as e:
+            print(f"error: --json {args.json}: cannot write it ({e.strerror}); the result is above", file=sys.stderr)
+            return 2
     return 0
 
 
