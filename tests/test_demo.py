@@ -53,3 +53,11 @@ def test_demo_quick_runs_every_step_and_leaves_runs_and_report(tmp_path):
     assert q.returncode == 0, q.stderr
     kinds = {row["kind"]: row["n"] for row in json.loads(q.stdout)}
     assert kinds.get("replay") == 1 and kinds.get("llm") == 2 and kinds.get("mlperf") == 1, kinds
+    # the tiny model is one model in the store, whether served over HTTP or loaded in-process (the in-process
+    # run stored its cache path, which recommend listed as a second model family)
+    q = subprocess.run(
+        [sys.executable, "-m", "benchmint.cli.main", "results", "query",
+         "select distinct workload__model_name as m from runs where kind = 'llm'", "--json", "--results", str(store)],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
+    )
+    assert q.returncode == 0 and json.loads(q.stdout) == [{"m": "tiny"}], (q.stdout, q.stderr)

@@ -6,7 +6,7 @@ import json
 
 from strict_llm_server import StrictLLMServer
 
-from benchmint.llm.client_bound import NEAR_CEILING, client_bound_verdict, load_calibration
+from benchmint.llm.client_bound import NEAR_CEILING, client_bound_line, client_bound_verdict, load_calibration
 
 
 def test_calibrate_stores_a_ceiling_and_the_client_latency(cli, tmp_path, monkeypatch):
@@ -45,6 +45,15 @@ def test_the_verdict_names_its_reason():
     assert v["client_bound"] is True and v["reasons"][0].startswith("achieved 900")
     v = client_bound_verdict(_result(100, 0.0002), None)
     assert v["client_bound"] is False and "run `benchmint llm calibrate`" in v["reasons"][-1]
+    # a closed loop with nothing to judge it by is unknown, not "no" (it read "no (the stored calibration found
+    # no passing rate)")
+    for c in (None, {"ceiling_rate_per_s": None}):
+        v = client_bound_verdict(_result(None, 0.005), c)
+        assert v["client_bound"] is None and client_bound_line(v).startswith("client-bound: unknown")
+    # requests that waited in the client for a connection: the client held the load back
+    r = {**_result(None, 0.0), "measurement": {"requests_waited_for_connection": 808}}
+    v = client_bound_verdict(r, None)
+    assert v["client_bound"] is True and v["reasons"][0].startswith("808 requests waited in the client")
 
 
 def test_bench_results_carry_the_verdict(cli, tmp_path, monkeypatch):

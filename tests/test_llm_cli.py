@@ -36,7 +36,7 @@ def test_bench_over_http_writes_result_parquet_and_run_record(cli, server, tmp_p
     for key in ("ttft_s", "tpot_s", "itl_s", "e2e_s"):
         assert set(r[key]) >= {"mean", "p50", "p90", "p99", "max"}
     assert set(r["send_lag_s"]) >= {"p50", "p99", "max"}
-    assert set(r["throughput"]) == {"requests_per_s", "output_tokens_per_s", "total_tokens_per_s"}
+    assert set(r["throughput"]) == {"requests_per_s", "output_tokens_per_s", "total_tokens_per_s", "sent_requests_per_s"}
     assert r["requests"]["completed"] == 8 and r["requests"]["failed"] == 0 and r["requests"]["warmup_excluded"] == 2
     assert r["output_tokens_total"] == 32 and r["token_counts"]["output_tokens_source"] == {"usage": 8}
     assert r["goodput_requests_per_s"] > 0 and r["config"]["rate"] == 40 and r["config"]["model"] == "tiny"
@@ -247,6 +247,14 @@ def test_numbers_and_urls_a_run_cannot_mean_are_one_line_and_exit_2(cli, tmp_pat
                          "--output-tokens", "4", *args, "--out", str(tmp_path / "o"), "--results", str(tmp_path / "s"))
     assert code == 2 and says in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err + out
     assert not (tmp_path / "o" / "result.json").exists()
+
+
+def test_more_in_flight_than_requests_says_so(cli, tmp_path):
+    # --concurrency 5000 -n 1000 recorded concurrency 5000 and said nothing
+    code, _, err = cli("llm", "bench", "--backend", "sim", "--dataset", "synthetic", "--input-tokens", "8",
+                       "--output-tokens", "4", "--scenario", "concurrency", "--concurrency", "50", "-n", "5",
+                       "--no-store", "--out", str(tmp_path / "o"))
+    assert code == 0 and "--concurrency 50 with 5 requests: at most 5 are ever in flight" in " ".join(err.split())
 
 
 def test_a_url_that_is_not_an_openai_base_says_what_it_answered(cli, tmp_path):

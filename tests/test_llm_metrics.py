@@ -51,7 +51,8 @@ def test_run_metrics_throughput_goodput_errors_and_warmup():
     ]
     m = compute_metrics(recs, start_ns=T0 * MS, slo=parse_slo("ttft=100ms,tpot=0.2"))
     assert m["requests"] == {
-        "scheduled": 3, "sent": 3, "completed": 2, "failed": 1, "cancelled": 0, "errors": {"http_5xx": 1},
+        "scheduled": 3, "sent": 3, "completed": 2, "failed": 1, "cancelled": 0, "cancelled_in_flight": 0,
+        "errors": {"http_5xx": 1},
         "error_examples": {"http_5xx": "HTTP 503"}, "warmup_excluded": 1, "interrupted": False,
     }
     assert m["duration_s"] == pytest.approx(0.400)  # start -> last end of a measured request

@@ -350,3 +350,26 @@ def test_workload_hash_is_the_same_in_another_process():
         outs.append(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                                    timeout=120, check=True).stdout.split())
     assert outs[0] == outs[1] and len(outs[0]) == 2 and outs[0][0] != outs[0][1]
+
+
+def test_ramp_windows_carry_the_planned_load_and_the_console_reads_latency_against_it():
+    # the console read "0.0->-, 2.5->14.09, 10.0->8.86, 2.5->..." for a 1 -> 10 req/s ramp: a window's
+    # offered rate counts its few requests (one in 0.4 s is 2.5 req/s), which looked like a random rate
+    from benchmint.llm.bench import BenchConfig
+    from benchmint.llm.traffic import planned_load, summary_lines
+    from benchmint.llm.windows import window_metrics
+
+    cfg = BenchConfig(scenario="ramp", rate_start=1.0, rate_end=10.0, ramp_duration_s=4.0)
+    key, rate = planned_load(cfg, "ramp")
+    assert key == "planned_rate_per_s" and [rate(t) for t in (0, 2, 4, 9)] == [1.0, 5.5, 10.0, 10.0]
+    cfg = BenchConfig(scenario="concurrency-ramp", concurrency_start=1, concurrency_end=4, ramp_duration_s=0.8)
+    key, inflight = planned_load(cfg, "concurrency-ramp")
+    assert key == "planned_concurrency" and [inflight(t) for t in (0, 0.19, 0.21, 0.61, 5)] == [1, 1, 2, 4, 4]
+
+    recs = [RequestRecord(id=i, scheduled_ns=int(t * 1e9), sent_ns=int(t * 1e9), first_token_ns=int((t + 0.01) * 1e9),
+                          end_ns=int((t + 0.02) * 1e9), output_tokens=2) for i, t in enumerate((0.1, 1.5, 3.9))]
+    w = window_metrics(recs, 0, 4, span_s=4.0, planned=planned_load(
+        BenchConfig(scenario="ramp", rate_start=1.0, rate_end=10.0, ramp_duration_s=4.0), "ramp"))
+    assert [x["planned_rate_per_s"] for x in w["windows"]] == [2.125, 4.375, 6.625, 8.875]
+    line = next(x for x in summary_lines({"windows": w}) if x.startswith("TTFT p50 over time"))
+    assert "(planned req/s: ms, requests)" in line and "2.1: 10.00 (1)" in line and "6.6: - (0)" in line

@@ -70,8 +70,10 @@ def test_sharegpt_conversations(tmp_path):
 
 def test_missing_dataset_is_a_user_error(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    with pytest.raises(UserError, match="neither a local file"):
+    with pytest.raises(UserError, match="no such file"):  # a path: refused before any hub lookup
         load_workload(str(tmp_path / "nope"))
+    with pytest.raises(UserError, match="neither a local file"):  # a name: the hub (offline here) did not have it
+        load_workload("no-such-org/no-such-dataset")
 
 
 def test_length_specs():

@@ -152,7 +152,7 @@ def test_cli_over_http_against_the_built_in_server(cli, tmp_path):
     try:
         with ServerThread(engine) as srv:
             code, out, err = cli(
-                "llm", "mlperf", "--backend", "openai-http", "--url", srv.url, "--model", "tiny",
+                "llm", "mlperf", "--backend", "openai-http", "--url", srv.url,  # no --model: the one it serves
                 "--scenario", "server", "--target-qps", "4", "--min-duration", "1", "--min-query-count", "8",
                 "--num-samples", "8", "--output-tokens", "8", "--out", str(tmp_path / "m"),
                 "--json", str(tmp_path / "r.json"), "--results", str(tmp_path / "store"), "--price", "2",
@@ -165,6 +165,7 @@ def test_cli_over_http_against_the_built_in_server(cli, tmp_path):
     r = json.loads((tmp_path / "r.json").read_text())
     assert r["loadgen"]["query_count"] == 8 and r["client"]["requests"]["failed"] == 0
     assert r["cost"]["price"]["usd_per_hour"] == 2.0
+    assert RunRecord.read(tmp_path / "m" / "run.json").workload["model_name"] == "tiny"  # it stored none
     # accuracy of the tiny model's answers against the shipped sample's references, from LoadGen's accuracy log
     a = r["accuracy"]
     assert a["samples"] == 8 and a["tokens_per_sample"] == 8 and 0 <= a["rouge"]["rouge1"] <= 100
@@ -242,6 +243,16 @@ def test_cli_all_requests_failing_exits_2(cli, tmp_path):
                        "--out", str(tmp_path / "f"), "--results", str(tmp_path / "store"))
     assert code == 2 and "all 8 requests failed (other: 8)" in err
     assert RunRecord.read(tmp_path / "f" / "run.json").status == "failed"
+
+
+def test_a_valid_run_with_failed_requests_says_loadgen_took_them_as_answered(cli, tmp_path):
+    # LoadGen judges timing alone: a failed request is completed empty, and the run printed VALID and nothing else
+    code, out, _ = cli("llm", "mlperf", "--backend", "sim", "--sim", "fail_every=4", "--num-samples", "8",
+                       "--target-qps", "20", "--min-duration", "0.3", "--min-query-count", "8",
+                       "--out", str(tmp_path / "f"), "--no-store")
+    flat = " ".join(out.split())
+    assert code == 0
+    assert "2 of 8 requests failed (other: 2): LoadGen took them as answered (empty)" in flat
 
 
 def test_ctrl_c_during_a_loadgen_test_writes_the_partial_result_and_leaves_no_worker(tmp_path):
@@ -326,7 +337,7 @@ def test_cli_plan_describes_the_accuracy_test(cli, tmp_path):
     # submission: the performance test's plan, then the accuracy test
     code, out, _ = cli("llm", "mlperf", "--backend", "sim", "--scenario", "offline", "--mode", "submission",
                        "--num-samples", "20", "--plan")
-    assert code == 0 and "performance test: about 24576 queries" in out
+    assert code == 0 and "performance test: one query of about 24576 samples" in out
     assert "then an accuracy test of 20 samples" in out
 
 

@@ -89,6 +89,12 @@ def test_plan_offline_and_contradictions():
     assert p.can_be_valid and p.expected_queries == 1100
     p = plan(RunSettings(scenario="offline", target_qps=100, min_duration_s=10, max_duration_s=5), n_samples=50)
     assert not p.can_be_valid
+    # Offline issues one query: a query cap does not bind its samples (LoadGen issued 24576 samples under
+    # --max-query-count 3000 and called the run VALID, where the plan said it could not be)
+    p = plan(RunSettings(scenario="offline", target_qps=100, min_duration_s=10, min_query_count=2000,
+                         max_query_count=300), n_samples=50)
+    assert p.can_be_valid and p.expected_queries == 2000
+    assert any("does not shorten an Offline run" in n for n in p.notes)
     p = plan(RunSettings(scenario="single-stream", min_query_count=10, max_query_count=20), n_samples=50)
     assert not p.can_be_valid  # early stopping at p90 needs more than 20 queries
     assert p.early_stopping_min_queries == 64  # LoadGen: "Processed at least 64 queries" for its p90 estimate
@@ -108,3 +114,13 @@ def test_plan_offline_with_no_minimum_duration_is_a_plan_not_a_crash():
     # `llm mlperf --scenario offline --min-duration 0 --plan` ended in exit 1 (ZeroDivisionError)
     p = plan(RunSettings(scenario="offline", target_qps=100, min_duration_s=0, min_query_count=10), n_samples=50)
     assert p.can_be_valid and any("No minimum duration" in n for n in p.notes)
+
+
+def test_plan_says_why_whole_passes_over_the_samples_make_a_run_longer_than_asked():
+    # --min-duration 5 --min-query-count 16 at 4 QPS ran 130 queries (about 33 s): the sample set's 130 prompts
+    # are the performance samples, and an LLM key issues whole passes over them; only --json said so, without why
+    p = plan(RunSettings(scenario="server", target_qps=4, min_duration_s=5, min_query_count=16,
+                         sample_concatenate_permutation=True), n_samples=130)
+    assert p.expected_queries == 130
+    note = next(n for n in p.notes if "LoadGen issues about" in n)
+    assert "about 130 queries (not 20: " in note and "130 performance samples" in note and "about 32 s" in note

@@ -147,9 +147,38 @@ def test_trial_verdicts_from_result_blocks():
     res = {"ttft_s": {"p99": 0.5}, "tpot_s": {"p99": 0.3}, "requests": {"failed": 0}, "throughput": {}}
     ok, reason, _ = bench_trial_verdict(res, {"ttft_s": 1.0, "tpot_s": 0.2})  # metrics.parse_slo's keys
     assert not ok and "TPOT" in reason and "TTFT" not in reason
+    # a client-bound trial is said to be one (its rate may be the client's limit): the sweep hid it
+    ok, _, m = bench_trial_verdict({**res, "client_bound": {"client_bound": True}}, {})
+    assert ok and m["client_bound"] is True
+    from rich.console import Console
+
+    import benchmint.cli.llm_mlperf as cmd
+
+    con = Console(record=True, width=200)
+    old, cmd.console = cmd.console, con
+    try:
+        cmd._show_trial(Trial(rate=2000.0, passed=True, metrics=m, reason=""))
+    finally:
+        cmd.console = old
+    assert "client-bound: this rate may be the client's limit" in con.export_text()
 
 
 @pytest.mark.slow
+def test_a_loadgen_trial_with_failed_requests_does_not_pass(cli, tmp_path):
+    # LoadGen takes a failed request as answered (empty) and met its latency limits on errors: a sweep whose
+    # every request failed passed every trial and printed a peak (bench trials fail on one failed request)
+    code, out, err = cli(
+        "llm", "sweep", "--backend", "sim", "--start-qps", "4", "--max-trials", "2", "--trial-duration", "0.5",
+        "--min-query-count", "8", "--num-samples", "8", "--output-tokens", "4", "--sim", "fail_every=2",
+        "--out", str(tmp_path / "sw"), "--json", str(tmp_path / "sw.json"), "--results", str(tmp_path / "st"),
+    )
+    r = json.loads((tmp_path / "sw.json").read_text())["sweep"]
+    assert r["curve"] and not any(p["passed"] for p in r["curve"]) and r["peak_rate"] is None
+    assert all("requests failed" in p["reason"] for p in r["curve"])
+    assert all((p["metrics"]["tpot_p99_s"] or 0) >= 0 for p in r["curve"])  # LoadGen's TPOT of empty answers
+    assert "FAIL" in out and "requests failed)" in out  # each trial line says why it failed
+
+
 def test_loadgen_server_sweep_through_the_cli(cli, tmp_path):
     # one slot, 20 ms prefill + 5 x 5 ms tokens: about 22 queries/s at most
     code, out, err = cli(

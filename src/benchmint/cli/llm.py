@@ -7,7 +7,15 @@ from pathlib import Path
 import typer
 
 from benchmint.cli import common
-from benchmint.cli.common import BackendOpt, BackendOptionOpt, ResultsOpt, console, err_console
+from benchmint.cli.common import (
+    BackendOpt,
+    BackendOptionOpt,
+    ResultsOpt,
+    console,
+    err_console,
+    interrupted_exit,
+    option_panels,
+)
 from benchmint.cli.optional_value import OptionalValueCommand
 
 app = typer.Typer(
@@ -86,6 +94,8 @@ def bench(
     out: Path = typer.Option(None, "--out", help="Output folder (result.json, requests.parquet, run.json)."),
     json_path: Path = typer.Option(None, "--json", help="Also write the result JSON here."),
     results: Path = ResultsOpt,
+    no_store: bool = typer.Option(False, "--no-store", help="Do not append the run to the results store (the files in "
+                                  "--out are still written)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Live progress display (on a terminal)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print no summary table."),
     sessions: str = typer.Option(
@@ -110,7 +120,7 @@ def bench(
         "a round-robin shard of the one seeded schedule from a common start; results merged (see docs/workers.md)."),
     ray: str = typer.Option(
         None, "--ray", help="Run the workers as Ray actors spread over a cluster's nodes: --ray alone starts a local "
-        "Ray instance, --ray auto or --ray HOST:PORT joins one (pip install 'benchmint[ray]')."),
+        "Ray instance, --ray auto or --ray HOST:PORT joins one (pip install 'benchmint\\[ray]')."),
 ) -> None:
     """Benchmark an OpenAI-compatible server (vLLM, SGLang, TGI, llama.cpp, `benchmint llm serve`) or, with
     --backend transformers, a model in this process. Open-loop arrivals are precomputed and seeded; latency is
@@ -138,19 +148,36 @@ def bench(
         ramp_duration_s=ramp_duration, concurrency_start=concurrency_start, concurrency_end=concurrency_end,
         workers=workers, ray=ray,
     )
-    res = run_bench(cfg, results_dir=results)
+    res = run_bench(cfg, results_dir=results, store=not no_store)
     if not quiet:
-        print_summary(res.result, console, title=f"{cfg.backend} {cfg.model} ({cfg.scenario})")
+        model_name = (res.result.get("backend") or {}).get("model") or cfg.model  # the model the record names
+        print_summary(res.result, console, title=f"{cfg.backend} {model_name} ({cfg.scenario})")
         console.print(f"[dim]wrote {res.paths['result']}, {res.paths['requests']}, {res.paths['run']}[/]")
     req = res.result["requests"]
     if req["interrupted"]:
         err_console.print("interrupted: wrote the partial result")
-        raise typer.Exit(130)
+        raise interrupted_exit()
     if res.all_failed:
         ex = next(iter(req["error_examples"].values()), "")
         ex += next((f" (this server rejects {x}: add {_TURN_OFF[x]})" for x in backend_entry(cfg.backend).extensions
                     if x in ex and x in _TURN_OFF), "")
         raise UserError(f"all {req['sent']} requests failed ({', '.join(f'{k}: {v}' for k, v in req['errors'].items())}); first error: {ex}")
+
+
+option_panels(bench, {
+    "Target": ("url", "model", "backend", "backend_option", "api", "stream", "api_key", "tokenizer", "timeout",
+               "ignore_eos", "include_usage", "max_batch_size", "device"),
+    "Load": ("scenario", "rate", "burstiness", "concurrency", "num_requests", "duration", "warmup", "seed",
+             "rate_start", "rate_end", "ramp_duration", "concurrency_start", "concurrency_end", "adapt"),
+    "Prompts": ("dataset", "split", "dataset_config", "input_tokens", "output_tokens", "prompt_column",
+                "input_column", "reference_column", "system_prompt", "chat_template", "prefix_groups",
+                "prefix_tokens"),
+    "Sessions and arrival traces": ("sessions", "num_sessions", "session_turns", "think_time", "trace",
+                                    "trace_speed", "trace_window", "trace_block_tokens"),
+    "Measurement": ("slo", "anchor", "server_metrics", "server_metrics_interval"),
+    "More load generators": ("workers", "ray"),
+    "Output": ("out", "json_path", "results", "no_store", "progress", "quiet"),
+})
 
 
 @app.command("serve")

@@ -20,8 +20,8 @@ def calibrate(
     store: bool = typer.Option(True, "--store/--no-store", help="Store it for later `llm bench` verdicts."),
     json_path: Path = typer.Option(None, "--json", help="Also write the result JSON here."),
 ) -> None:
-    """Find the highest rate this client sustains against a no-op streaming server (achieved >= 0.99 of the
-    target, p99 send lag <= 1 ms) and the latency it adds; later `llm bench` results say whether they were
+    """Find the highest rate this client sustains against a no-op streaming server (every request completed,
+    sent at >= 0.99 of the target rate, p99 send lag <= 1 ms) and the latency it adds; later `llm bench` results say whether they were
     client-bound (`client_bound`)."""
     from benchmint.llm.calibrate import calibrate as run_calibration
 
@@ -29,14 +29,14 @@ def calibrate(
                         latency_rate=latency_rate, store=store)
     for t in r["trials"]:
         lag = t["send_lag_p99_s"]
-        console.print(f"{t['rate']:>8.0f} req/s: achieved {t['achieved_per_s']:.1f} ({100 * t['achieved_fraction']:.1f}%), "
+        console.print(f"{t['rate']:>8.4g} req/s: sent at {t['achieved_per_s']:.1f} ({100 * t['achieved_fraction']:.1f}%), "
                       f"send lag p99 {'-' if lag is None else f'{1000 * lag:.2f} ms'}, "
                       f"{'latency trial' if t.get('purpose') else 'pass' if t['passed'] else 'FAIL'}",
                       highlight=False)
     c = r["ceiling_rate_per_s"]
     lat = r["client_added_latency"]
     ttft = lat["ttft_from_send_s"] or {}
-    console.print(f"ceiling: {'none (even the first rate failed)' if c is None else f'{c:.0f} req/s'}"
+    console.print(f"ceiling: {'none (even the first rate failed)' if c is None else f'{c:.4g} req/s'}"
                   + (" (the highest rate tried: raise --max-rate)" if r["reached_max_rate"] else ""), highlight=False)
     if ttft.get("p50") is not None:
         console.print(f"client added latency (TTFT from send, no-op server): p50 {1000 * ttft['p50']:.2f} ms, "

@@ -15,10 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from benchmint.cli import common
-from benchmint.cli.common import BackendOpt, BackendOptionOpt, ResultsOpt, console, err_console
+from benchmint.cli.common import (
+    BackendOpt,
+    BackendOptionOpt,
+    ResultsOpt,
+    console,
+    err_console,
+    interrupted_exit,
+)
 from benchmint.core.errors import UserError
 from benchmint.core.jsonio import write_json
 from benchmint.core.redact import register_secret
@@ -104,7 +112,17 @@ def with_shared_flags(command: Callable[..., None]) -> Callable[..., None]:
 
 def _backend_and_samples(f: SharedFlags, api_key: str | None = None, tokenizer: str | None = None,
                          include_usage: bool = True, **workload_opts: Any) -> tuple[dict[str, Any], list, dict[str, Any]]:
-    """The backend spec (refusing an option the backend does not take), the LoadGen samples and their workload."""
+    """The backend spec (refusing an option the backend does not take), the LoadGen samples and their workload.
+    An HTTP server without ``--model``: the first model it lists, as ``llm bench`` takes (the requests named no
+    model, which vLLM refuses, and the stored run had no model name)."""
+    if f.model is None and backend_entry(f.backend).server:
+        import asyncio
+
+        from benchmint.llm.backends.http import normalize_base_url
+        from benchmint.llm.bench import probe_server
+
+        served, _ = asyncio.run(probe_server(normalize_base_url(f.url), api_key))  # llm bench's own probe
+        f.model = served[0] if served else None
     spec = build_backend_spec(f.backend, f.url, f.model, f.api, f.device, f.max_batch_size, f.sim, api_key, tokenizer,
                               include_usage, parse_backend_options(f.backend_option))
     tok = tokenizer_for(f.backend, f.model, tokenizer)
@@ -157,8 +175,10 @@ def _store_dir(results: Path | None) -> str:
 def _show_trial(t: Any) -> None:
     m = t.metrics
     console.print(f"  {t.rate:8.4g}/s: {'pass' if t.passed else 'FAIL'}  TTFT p99 {fmt(m.get('ttft_p99_s'), 's')}"
-                  f"  TPOT p99 {fmt(m.get('tpot_p99_s'), 's')}  completed {fmt(m.get('completed_per_s'))}/s",
-                  soft_wrap=True)
+                  f"  TPOT p99 {fmt(m.get('tpot_p99_s'), 's')}  completed {fmt(m.get('completed_per_s'))}/s"
+                  + (f"  ({escape(t.reason)})" if not t.passed and t.reason else "")  # why it failed
+                  + ("  (client-bound: this rate may be the client's limit)" if m.get("client_bound") else ""),
+                  soft_wrap=True, highlight=False)
 
 
 def _print_curve(sw: dict[str, Any], title: str) -> None:
@@ -203,6 +223,8 @@ def mlperf(
     no_energy: bool = typer.Option(False, "--no-energy", help="Do not sample GPU power / RAPL."),
     timeout: float = typer.Option(None, "--timeout", help="Stop a LoadGen test after this many seconds."),
     out: Path = typer.Option(Path("benchmint-mlperf"), "--out", help="Folder for logs, result.json and run.json."),
+    no_store: bool = typer.Option(False, "--no-store", help="Do not append the run to the results store (run.json is "
+                                  "still written in --out)."),
     flags: SharedFlags = None,  # type: ignore[assignment]  (with_shared_flags fills it)
 ) -> None:
     """Run an LLM backend under the real MLPerf LoadGen (Offline, Server, SingleStream) and report LoadGen's
@@ -239,8 +261,9 @@ def mlperf(
         else:
             verdict = "can be VALID" if p.can_be_valid else "can NOT be VALID"
             extra = f", then an accuracy test of {p.accuracy_samples} samples" if mode == "submission" else ""
-            console.print(f"[bold]plan: {verdict}[/] (performance test: about {p.expected_queries} queries{extra})",
-                          soft_wrap=True)
+            what = (f"one query of about {p.expected_queries} samples" if scenario == "offline"
+                    else f"about {p.expected_queries} queries")  # Offline: LoadGen's query_count is 1
+            console.print(f"[bold]plan: {verdict}[/] (performance test: {what}{extra})", soft_wrap=True)
         for n in p.notes:
             console.print(f"  - {n}", soft_wrap=True)
         if f.json_out:
@@ -251,25 +274,29 @@ def mlperf(
                        max_concurrency=f.max_concurrency, timeout_s=timeout, price=resolve_price(price), warmup=f.warmup,
                        measure_energy=not no_energy, slo={k: v for k, v in (("ttft_s", ttft), ("tpot_s", tpot)) if v},
                        workload={**workload, "model_name": f.model or backend_entry(f.backend).default_model,
-                                 "backend": f.backend}, store=True, results=f.results)
+                                 "backend": f.backend}, store=not no_store, results=f.results)
     check_reachable(spec)
     p = plan_for_mode(rs, len(samples), mode)
     if not p.can_be_valid and mode != "accuracy":
         why = next((n for n in p.notes if n.startswith("Cannot be VALID")), "")
         console.print(f"[yellow]plan: this run can NOT be VALID[/] - {why}", soft_wrap=True)
+    issues = next((n for n in p.notes if "LoadGen issues about" in n), None)
+    if issues and mode != "accuracy":  # how long it will take, before it starts (130 queries ran where 20 were asked)
+        console.print(f"[dim]plan: {escape(issues)}[/]", soft_wrap=True, highlight=False)
     try:
         with console.status("running LoadGen ...") as status:
             result, record = run_mlperf(cfg, on_stage=lambda s: status.update(s + " ..."))
     except MlperfInterrupted as e:
-        where = _store_dir(f.results)  # the partial run was stored before MlperfInterrupted was raised
+        # the partial run was stored before MlperfInterrupted was raised
+        where = None if no_store else _store_dir(f.results)
         err_console.print(f"interrupted: wrote the partial result ({e.completed} completed requests, no LoadGen "
                           f"verdict) to {e.result_path}" + (f"; run {e.record.id} stored in {where}" if where else ""),
                           highlight=False, soft_wrap=True)
-        raise typer.Exit(130) from None
+        raise interrupted_exit() from None
     print_result(result, console)
     if f.json_out:
         write_json(f.json_out, result)
-    where = _store_dir(f.results)
+    where = None if no_store else _store_dir(f.results)
     check_failures(result)
     console.print(f"[dim]logs and result in {out}" + (f"; run {record.id} stored in {where}" if where else "") + "[/]")
 
@@ -365,4 +392,4 @@ def _finish_sweep(result: dict, out: Path, title: str, json_out: Path | None) ->
             err_console.print(f"interrupted: kept the {sw['trials_used']} finished trial(s) in "
                               f"{out / 'result.json'} (status partial)")
     if interrupted:
-        raise typer.Exit(130)
+        raise interrupted_exit()

@@ -34,7 +34,9 @@ def llm_demo_step(ctx: Any) -> None:
     ctx.artifacts["llm server-scenario result"] = res.paths["result"]
 
     cfg2 = BenchConfig(
-        backend="transformers", model=model, scenario="offline", num_requests=6 if quick else 32,
+        # "tiny" (the same cached folder): the record names the model as the HTTP run's does, not by its path,
+        # which the learning layer took for a second model family
+        backend="transformers", model="tiny", scenario="offline", num_requests=6 if quick else 32,
         output_tokens="4" if quick else "16", max_batch_size=8, seed=0, out=str(out / "offline-inprocess"),
         progress=not quick,
     )

@@ -503,6 +503,18 @@ async def run_async(cfg: BenchConfig, stop: asyncio.Event | None = None, driver:
     else:
         tokenizer = load_tokenizer(cfg.tokenizer or cfg.model) if entry.tokenizer == "load" else None
         backend = _make_backend(cfg, tokenizer)
+    if sched.concurrency and sched.duration_s is None and 0 < sched.count < sched.concurrency:
+        _warn(f"--concurrency {sched.concurrency} with {sched.count} requests: at most {sched.count} are ever in "
+              "flight; raise -n or lower --concurrency")
+    cap = getattr(backend, "connection_cap", None)
+    wanted = max(sched.concurrency or 0, cfg.concurrency_end or 0)
+    procs = cfg.workers or 1  # each worker process holds its share, under the same limit (Ray actors: their own)
+    if cap and cfg.ray is None and -(-wanted // procs) > cap:
+        # the rest wait for a connection: the load on the wire is not what was asked
+        per = f" ({-(-wanted // procs)} per worker process)" if procs > 1 else ""
+        _warn(f"{wanted} requests in flight were asked for{per}, and a process can hold {cap} connections (its "
+              "open-files limit, ulimit -n): the others wait in the client; raise the limit"
+              + (" or use more --workers" if procs > 1 else " or use --workers"))
     try:
         return await _run_with(cfg, backend, tokenizer, sched, slo, entry, served, stop, driver)
     finally:
@@ -576,6 +588,9 @@ async def _run_with(
             "warmup_requests": len(warm),
             "percentiles": PERCENTILE_RULE,
             "client": f"{_client_name(backend)}, one process" if http else "in-process engine",
+            # requests that waited in the client for a connection (its open-files limit): client-bound
+            **({"requests_waited_for_connection": backend.requests_waited}  # type: ignore[attr-defined]
+               if http and hasattr(backend, "requests_waited") else {}),
         },
     }
     adapter = getattr(backend, "adapter", None)
@@ -583,12 +598,12 @@ async def _run_with(
         result["request_adaptation"] = adapter.describe()
     if server_block is not None:
         result["server_metrics"] = server_block
-    if http:
+    if driver is not None:
+        driver.annotate(result)  # `workers`, the merged request adaptation, how the clocks were aligned
+    if http:  # after the workers block: the verdict judges each worker's share of the rate
         from benchmint.llm.client_bound import client_bound_verdict, load_calibration
 
         result["client_bound"] = client_bound_verdict(result, load_calibration())
-    if driver is not None:
-        driver.annotate(result)  # `workers`, the merged request adaptation, how the clocks were aligned
     return BenchResult(result=result, records=records, start_ns=start, anchor=clock, server_metrics_series=series)
 
 
@@ -633,8 +648,10 @@ def _model_info(cfg: BenchConfig, backend: Backend, in_process: bool) -> dict[st
     return {k: info.get(k) for k in ("architecture", "parameter_count", "dtype") if info.get(k) is not None}
 
 
-def run_bench(cfg: BenchConfig, *, write: bool = True, results_dir: str | Path | None = None) -> BenchResult:
-    """Run a benchmark to completion (Ctrl-C stops it and keeps the partial result), then write the outputs."""
+def run_bench(cfg: BenchConfig, *, write: bool = True, results_dir: str | Path | None = None,
+              store: bool = True) -> BenchResult:
+    """Run a benchmark to completion (Ctrl-C stops it and keeps the partial result), then write the outputs
+    (``store``: also append the run to the results store)."""
     try:
         import uvloop
 
@@ -674,5 +691,5 @@ def run_bench(cfg: BenchConfig, *, write: bool = True, results_dir: str | Path |
     if write:
         from benchmint.llm.output import write_outputs
 
-        write_outputs(res, cfg, results_dir=results_dir)
+        write_outputs(res, cfg, results_dir=results_dir, store=store)
     return res

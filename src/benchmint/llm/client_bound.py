@@ -37,12 +37,20 @@ def load_calibration() -> dict[str, Any] | None:
 
 def client_bound_verdict(result: dict[str, Any], cal: dict[str, Any] | None) -> dict[str, Any]:
     """Was the client the bottleneck of this run? ``client_bound`` true when its p99 send lag passed the
-    threshold or its offered (else achieved) rate reached :data:`NEAR_CEILING` of the calibrated ceiling."""
+    threshold or its offered (else achieved) rate per load-generating process reached :data:`NEAR_CEILING` of
+    the calibrated ceiling (a calibration drives one process: ``--workers N`` shares the rate among N)."""
     reasons: list[str] = []
     bound = False
+    judged = False  # anything measured said whether the client kept up (else: unknown, not "no")
+    waited = ((result.get("measurement") or {}).get("requests_waited_for_connection")) or 0
+    if waited:
+        bound = judged = True
+        reasons.append(f"{waited} requests waited in the client for a connection (the process's open-files "
+                       "limit, ulimit -n, caps its connections)")
     lag99 = (result.get("send_lag_s") or {}).get("p99")
     open_loop = _timed_arrivals(result.get("schedule") or {})
     if lag99 is not None and open_loop:
+        judged = True
         if lag99 > SEND_LAG_P99_MAX_S:
             bound = True
             reasons.append(f"send lag p99 {1000 * lag99:.2f} ms > {1000 * SEND_LAG_P99_MAX_S:g} ms: requests left "
@@ -50,24 +58,45 @@ def client_bound_verdict(result: dict[str, Any], cal: dict[str, Any] | None) -> 
         else:
             reasons.append(f"send lag p99 {1000 * lag99:.2f} ms <= {1000 * SEND_LAG_P99_MAX_S:g} ms")
     offered = result.get("schedule", {}).get("rate_per_s")
-    rate, what = (offered, "offered") if offered else ((result.get("throughput") or {}).get("requests_per_s"),
+    thr = result.get("throughput") or {}
+    rate, what = (offered, "offered") if offered else (thr.get("sent_requests_per_s") or thr.get("requests_per_s"),
                                                        "achieved")
+    n = workers_of(result)
+    if rate and n > 1:  # each process sends its shard of the schedule: it is each process's rate that counts
+        what = f"{what} {rate:.4g} req/s over {n} worker processes, i.e."
+        rate = rate / n
+        per = " per worker"
+    else:
+        per = ""
     ceiling = (cal or {}).get("ceiling_rate_per_s")
     if cal is None:
         reasons.append("no calibration stored for this host: run `benchmint llm calibrate`")
     elif not ceiling:
         reasons.append("the stored calibration found no passing rate")
     elif rate:
+        judged = True
         frac = rate / ceiling
         if frac >= NEAR_CEILING:
             bound = True
-            reasons.append(f"{what} {rate:.4g} req/s is {100 * frac:.0f}% of this client's calibrated ceiling "
+            reasons.append(f"{what} {rate:.4g} req/s{per} is {100 * frac:.0f}% of this client's calibrated ceiling "
                            f"{ceiling:.4g} req/s (>= {100 * NEAR_CEILING:.0f}%)")
         else:
-            reasons.append(f"{what} {rate:.4g} req/s is {100 * frac:.0f}% of the calibrated ceiling {ceiling:.4g} req/s")
-    return {"client_bound": bound, "reasons": reasons, "calibration": str(calibration_path()) if cal else None,
+            reasons.append(f"{what} {rate:.4g} req/s{per} is {100 * frac:.0f}% of the calibrated ceiling "
+                           f"{ceiling:.4g} req/s")
+    return {"client_bound": bound if judged else None, "reasons": reasons, "calibration": str(calibration_path()) if cal else None,
             "ceiling_rate_per_s": ceiling, "thresholds": {"send_lag_p99_max_s": SEND_LAG_P99_MAX_S,
                                                           "near_ceiling_fraction": NEAR_CEILING}}
+
+
+def workers_of(result: dict[str, Any]) -> int:
+    """How many processes (or Ray actors) sent the run's load: the ``workers`` block's count, else
+    ``--workers``, else 1."""
+    m = ((result.get("measurement") or {}).get("workers") or {}).get("count")
+    n = m or (result.get("config") or {}).get("workers") or 1
+    try:
+        return max(1, int(n))
+    except (TypeError, ValueError):
+        return 1
 
 
 def _timed_arrivals(sched: dict[str, Any]) -> bool:
@@ -85,5 +114,5 @@ def _timed_arrivals(sched: dict[str, Any]) -> bool:
 def client_bound_line(block: dict[str, Any] | None) -> str | None:
     if not block:
         return None
-    verdict = "[red]yes[/]" if block["client_bound"] else "no"
+    verdict = ("unknown" if block["client_bound"] is None else "[red]yes[/]" if block["client_bound"] else "no")
     return f"client-bound: {verdict} ({'; '.join(block['reasons'])})"

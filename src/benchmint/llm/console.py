@@ -40,8 +40,14 @@ def print_result(result: dict[str, Any], out: Console | None = None) -> None:
         console_.print(t)
         from benchmint.llm.loadgen.api import validity_line
 
-        style = "green" if lg.get("validity") == "VALID" else "yellow"
+        req = result.get("requests") or {}
+        style = "green" if lg.get("validity") == "VALID" and not req.get("failed") else "yellow"
         console_.print(f"[bold {style}]{validity_line(lg)}[/]", soft_wrap=True)
+        if req.get("failed"):  # LoadGen's verdict is on timing alone: a failed request was answered empty
+            kinds = ", ".join(f"{k}: {v}" for k, v in (req.get("errors") or {}).items())
+            console_.print(f"[bold yellow]{req['failed']} of {req['failed'] + (req.get('completed') or 0)} requests failed"
+                           f"{f' ({kinds})' if kinds else ''}: LoadGen took them as answered (empty), so its "
+                           "figures are not the system's; see records.jsonl in the test folder[/]", soft_wrap=True)
     acc = result.get("accuracy")
     if acc:
         r = acc["rouge"]

@@ -67,6 +67,29 @@ class EngineStats:
     peak_running: int = 0  # largest batch so far
 
 
+def _looks_local(model: str) -> bool:
+    """A path rather than a hub name (``org/name``): absolute, ``./``, ``../``, ``~``, or with more than one
+    slash (a hub name has at most one)."""
+    return (os.path.isabs(model) or model.startswith(("./", "../", "~", ".\\", "..\\")) or model in (".", "..")
+            or model.count("/") > 1 or "\\" in model)
+
+
+def check_local_model(model: str, path: str) -> None:
+    """Refuse, before anything loads, a local path that does not exist or a folder that holds no model."""
+    p = os.path.expanduser(path)
+    if os.path.isdir(p):
+        if not os.path.isfile(os.path.join(p, "config.json")):
+            raise UserError(f"model folder {model!r} has no config.json: give a folder saved by "
+                            "save_pretrained (config, weights, tokenizer), 'tiny', or a hub name")
+        return
+    if os.path.exists(p):
+        raise UserError(f"model {model!r} is a file: give the model's folder (config, weights, tokenizer), "
+                        "'tiny', or a hub name")
+    if _looks_local(model):
+        raise UserError(f"model folder {model!r} does not exist: give an existing local model folder, 'tiny', "
+                        "or a hub name (org/name)")
+
+
 def load_model_and_tokenizer(model: str, device: str = "cpu", dtype: str = "auto") -> tuple[Any, Any]:
     """Load a causal LM and its tokenizer from a local folder or a hub name (``tiny`` builds the tiny model)."""
     import torch
@@ -76,14 +99,16 @@ def load_model_and_tokenizer(model: str, device: str = "cpu", dtype: str = "auto
     from benchmint.models.tiny_llm import resolve_model_path
 
     path = resolve_model_path(model)
+    check_local_model(model, path)
+    path = os.path.expanduser(path)
     try:
         tok = AutoTokenizer.from_pretrained(path)
         torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
         with no_progress_bars(os.path.isdir(path)):  # a local folder: no download to watch, only "Loading weights"
             m = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
-    except OSError as e:
+    except (OSError, ValueError) as e:  # transformers says "can't load" with either (a folder without a tokenizer)
         raise UserError(
-            f"cannot load model {model!r}: {str(e).splitlines()[0]}; give a local model folder, 'tiny', "
+            f"cannot load model {model!r}: {str(e).strip().splitlines()[0]}; give a local model folder, 'tiny', "
             "or a hub name with network access"
         ) from None
     m.to(device)

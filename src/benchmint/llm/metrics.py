@@ -19,7 +19,13 @@ Definitions (times from the monotonic clock):
   one read after a stall, shows nothing after its first token: not a TPOT of 0).
   ITL = time between consecutive content chunks. Send lag = actual send time - scheduled send time.
 - duration = from the measured run's start (first scheduled send) to the last measured request's end.
-- throughput = completed requests / duration, output tokens / duration, (input + output tokens) / duration.
+- throughput = completed requests / duration, output tokens / duration, (input + output tokens) / duration
+  (null unless every completed request's input length is known: an unknown input is not 0 tokens).
+  Completed / duration is what vLLM and AIPerf report; over a short open-loop run it is above the rate the
+  requests were sent at (n requests at R/s span (n - 1) / R s, plus the last one's latency).
+- send rate = (sent requests - 1) / (last actual send - first actual send): the rate the client achieved, which
+  equals the target R for sends on a rate-R schedule whatever their number (null with < 2 sends, or when every
+  request was scheduled at one time, as in offline).
 - goodput = completed requests meeting every SLO / duration.
 - percentiles: linear interpolation between closest ranks (numpy's default; benchmint.core.stats.percentiles).
 """
@@ -37,7 +43,8 @@ from benchmint.core.stats import percentiles
 from benchmint.llm.types import RequestRecord
 from benchmint.results.metric_table import STAT_KEYS, stats_metrics
 
-__all__ = ["STAT_KEYS", "SLO_KEYS", "compute_metrics", "parse_slo", "record_metrics", "stats"]
+__all__ = ["STAT_KEYS", "SLO_KEYS", "compute_metrics", "format_slo", "parse_slo", "record_metrics", "send_rate",
+           "stats"]
 SLO_KEYS = {"ttft": "ttft_s", "tpot": "tpot_s", "e2e": "e2e_s", "itl": "itl_max_s"}
 
 
@@ -82,6 +89,17 @@ def parse_slo(spec: str | None) -> dict[str, float]:
             raise UserError(f"--slo {spec!r}: {k} is given twice")
         out[SLO_KEYS[k]] = sec
     return out
+
+
+_SLO_NAMES = {"ttft_s": "TTFT", "tpot_s": "TPOT", "e2e_s": "E2E", "itl_max_s": "ITL"}
+
+
+def format_slo(slo: dict[str, float]) -> str:
+    """{"ttft_s": 0.5, "tpot_s": 0.05} -> "TTFT <= 500 ms, TPOT <= 50 ms" (as users write SLOs)."""
+    def sec(v: float) -> str:
+        return f"{v * 1000:.4g} ms" if v < 1 else f"{v:.4g} s"
+
+    return ", ".join(f"{_SLO_NAMES.get(k, k)} <= {sec(v)}" for k, v in slo.items())
 
 
 def record_metrics(r: RequestRecord, anchor: str = "scheduled") -> dict[str, Any]:
@@ -134,6 +152,24 @@ def _values(key: str, level: str, per: list[dict[str, Any]], recs: list[RequestR
     return [m[key] for m in per if m[key] is not None]
 
 
+def send_rate(records: list[RequestRecord]) -> float | None:
+    """(sent requests - 1) / (last actual send - first actual send): n sends span n - 1 gaps, so sends on time on
+    a rate-R schedule give R for any n. None with fewer than 2 sends or when every request was scheduled at one
+    time (offline: no rate to speak of)."""
+    sent = [r for r in records if r.sent_ns and not r.warmup]
+    if len(sent) < 2 or len({r.scheduled_ns or r.sent_ns for r in sent}) < 2:
+        return None
+    span = max(r.sent_ns for r in sent) - min(r.sent_ns for r in sent)
+    return (len(sent) - 1) / (span / 1e9) if span > 0 else None
+
+
+def _cancelled_example(in_flight: int, unsent: int) -> str:
+    parts = [f"{in_flight} in flight"] if in_flight else []
+    if unsent:
+        parts.append(f"{unsent} before {'it was' if unsent == 1 else 'they were'} sent")
+    return "stopped by Ctrl-C: " + ", ".join(parts)
+
+
 def compute_metrics(
     records: list[RequestRecord],
     start_ns: int,
@@ -156,11 +192,14 @@ def compute_metrics(
     in_known = [r.input_tokens for r in ok if r.input_tokens is not None]
     in_total = int(sum(in_known))
     cancelled = [r for r in recs if r.error_kind == "cancelled"]  # stopped by Ctrl-C: not a failure of the server
+    in_flight = sum(1 for r in cancelled if r.sent_ns)
     errors = Counter(r.error_kind for r in recs if not r.ok and r.error_kind != "cancelled")
     examples: dict[str, str] = {}
     for r in recs:
         if r.error_kind and r.error_kind not in examples:
             examples[r.error_kind] = r.error or ""
+    if cancelled:  # the first cancelled record may be an unsent one while others were in flight: say both
+        examples["cancelled"] = _cancelled_example(in_flight, len(cancelled) - in_flight)
     sources = Counter(r.output_tokens_source for r in ok)
     flags = [r for r in ok if r.token_count_flag]
     d = duration_s if duration_s > 0 else float("nan")
@@ -171,6 +210,7 @@ def compute_metrics(
             "completed": len(ok),
             "failed": len(recs) - len(ok) - len(cancelled),
             "cancelled": len(cancelled),
+            "cancelled_in_flight": in_flight,
             "errors": dict(errors),
             "error_examples": examples,
             "warmup_excluded": len(records) - len(recs),
@@ -180,7 +220,9 @@ def compute_metrics(
         "throughput": {
             "requests_per_s": len(ok) / d if ok else 0.0,
             "output_tokens_per_s": out_total / d if ok else 0.0,
-            "total_tokens_per_s": (out_total + in_total) / d if ok else 0.0,
+            # an unknown input length is not 0 tokens: no total unless every completed request's input is known
+            "total_tokens_per_s": ((out_total + in_total) / d if ok else 0.0) if len(in_known) == len(ok) else None,
+            "sent_requests_per_s": send_rate(recs),
         },
         "output_tokens_total": out_total,
         "input_tokens_total": in_total,

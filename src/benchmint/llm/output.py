@@ -117,8 +117,10 @@ def build_run_record(res: BenchResult, cfg: BenchConfig, artifacts: dict[str, st
     )
 
 
-def write_outputs(res: BenchResult, cfg: BenchConfig, results_dir: str | Path | None = None) -> dict[str, Path]:
-    """result.json, requests.parquet and run.json in the output folder; the RunRecord goes to the store too."""
+def write_outputs(res: BenchResult, cfg: BenchConfig, results_dir: str | Path | None = None,
+                  store: bool = True) -> dict[str, Path]:
+    """result.json, requests.parquet and run.json in the output folder; the RunRecord goes to the store too
+    (unless ``store`` is false: ``--no-store``)."""
     import pyarrow.parquet as pq
 
     from benchmint.results.record import _new_id
@@ -150,7 +152,7 @@ def write_outputs(res: BenchResult, cfg: BenchConfig, results_dir: str | Path | 
         rec.artifacts["server_metrics_abs"] = str((out / "server_metrics.json").resolve())
     from benchmint.results.save import save_run
 
-    saved = save_run(rec, out, store=results_dir)
+    saved = save_run(rec, out, store=results_dir, append=store)
     paths = {"out": out, "result": json_path, "requests": pq_path, "run": saved.run_json, "store": saved.store}
     res.paths, res.run_record = paths, rec
     return paths
@@ -173,26 +175,43 @@ def summary_table(result: dict[str, Any], title: str | None = None) -> Table:
     return t
 
 
+def _total_tokens(result: dict[str, Any]) -> str:
+    """The total token throughput, or why there is none (input lengths unknown)."""
+    tot = result["throughput"].get("total_tokens_per_s")
+    if tot is not None:
+        return f"{tot:.1f} total tok/s"
+    done, known = result["requests"]["completed"], result.get("input_tokens_known", 0)
+    return f"total tok/s n/a (input length unknown for {done - known} of {done} requests)"
+
+
 def print_summary(result: dict[str, Any], console: Console, title: str | None = None) -> None:
     req = result["requests"]
     th = result["throughput"]
     sched = result.get("schedule", {})
     console.print(summary_table(result, title))
     errs = ", ".join(f"{k}: {v}" for k, v in sorted(req["errors"].items())) or "none"
-    cancelled = f", {req['cancelled']} cancelled" if req.get("cancelled") else ""
+    cancelled = ""
+    if req.get("cancelled"):
+        fl = req.get("cancelled_in_flight")
+        cancelled = f", {req['cancelled']} cancelled" + (f" ({fl} in flight)" if fl else "")
     console.print(
         f"requests: {req['completed']} completed, {req['failed']} failed ({errs}){cancelled}"
         + (" [yellow](interrupted: partial result)[/]" if req.get("interrupted") else "")
     )
     console.print(
-        f"throughput: {th['requests_per_s']:.2f} req/s, {th['output_tokens_per_s']:.1f} output tok/s, "
-        f"{th['total_tokens_per_s']:.1f} total tok/s over {result['duration_s']:.2f} s "
-        f"(scenario {sched.get('scenario')}, {sched.get('arrival')}, latency anchored to {result['latency_anchor']} send)"
+        f"throughput: {th['requests_per_s']:.2f} req/s completed, {th['output_tokens_per_s']:.1f} output tok/s, "
+        f"{_total_tokens(result)} over {result['duration_s']:.2f} s"
+        + (f"; sent at {th['sent_requests_per_s']:.2f} req/s" if th.get("sent_requests_per_s") is not None else "")
+        + f" (scenario {sched.get('scenario')}, {sched.get('arrival')}, latency anchored to "
+        f"{result['latency_anchor']} send)"
     )
     if "goodput_requests_per_s" in result:
+        from benchmint.llm.metrics import format_slo
+
         g = result["goodput"]
         console.print(
-            f"goodput: {result['goodput_requests_per_s']:.2f} req/s ({g['requests_meeting_slo']} requests met {g['slo']})"
+            f"goodput: {result['goodput_requests_per_s']:.2f} req/s ({g['requests_meeting_slo']} requests met "
+            f"{format_slo(g['slo'])})"
         )
     tc = result.get("token_counts", {})
     src = ", ".join(f"{k}: {v}" for k, v in tc.get("output_tokens_source", {}).items())

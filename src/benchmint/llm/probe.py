@@ -24,3 +24,4 @@ def check_reachable(spec: dict[str, Any], timeout_s: float = 10.0) -> None:
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
         raise UserError(f"cannot reach the server at {url} ({reason}); start it or fix --url") from None
+

@@ -70,6 +70,16 @@ def worker_start_s(j: int, c_start: int, c_end: int, duration_s: float) -> float
     return 0.0 if j < c_start else duration_s * (j - c_start + 1) / (c_end - c_start + 1)
 
 
+def planned_rate_per_s(t: float, rate_start: float, rate_end: float, duration_s: float) -> float:
+    """The arrival rate the ramp plans ``t`` seconds from its start (held at the end rate after it)."""
+    return rate_start + (rate_end - rate_start) * min(max(t, 0.0), duration_s) / duration_s
+
+
+def planned_concurrency(t: float, c_start: int, c_end: int, duration_s: float) -> int:
+    """The workers the concurrency ramp has started ``t`` seconds from its start (its requests in flight)."""
+    return sum(worker_start_s(j, c_start, c_end, duration_s) <= max(t, 0.0) for j in range(c_end))
+
+
 async def drive_concurrency_ramp(
     backend: Backend, sched: ShapedSchedule, tpl: list[GenRequest], stop: asyncio.Event, records: list[RequestRecord],
 ) -> int:

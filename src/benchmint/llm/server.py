@@ -323,6 +323,9 @@ class ServerThread:
         return f"http://{self.host}:{self.port}/v1"
 
     def start(self, timeout_s: float = 30.0) -> ServerThread:
+        from benchmint.llm.backends.open_files import raise_soft_limit
+
+        raise_soft_limit()  # the server's connections share this process's descriptors with its client
         self.thread.start()
         t0 = time.monotonic()
         while not self.server.started:
@@ -372,6 +375,9 @@ def serve(
             raise UserError(f"cannot listen on {host}:{port} ({e.strerror}); pick another --port") from None
     if max_model_len is not None and max_model_len < 2:
         raise UserError(f"--max-model-len {max_model_len}: give at least 2 tokens (prompt and output)")
+    from benchmint.llm.backends.open_files import raise_soft_limit
+
+    raise_soft_limit()  # a connection per request in flight: LoadGen's Offline opens thousands at once
     # unbuffered: a line is in the file as soon as its answer has ended (a user can follow it while it runs);
     # opened before loading the model: a path that cannot be written should fail in a second, not after the load
     try:

@@ -163,6 +163,8 @@ def bench_trial_verdict(result: dict[str, Any], slo: dict[str, float]) -> tuple[
         "tpot_p50_s": tpot.get("p50"), "tpot_p99_s": tpot.get("p99"),
         "completed_per_s": done, "tokens_per_s": thr.get("output_tokens_per_s"),
         "failed_requests": req.get("failed"), "goodput_requests_per_s": result.get("goodput_requests_per_s"),
+        # the client held the load back (llm calibrate's verdict): the trial measured the client, not the server
+        "client_bound": (result.get("client_bound") or {}).get("client_bound"),
     }
     why = []
     lim_ttft = slo.get("ttft_s", slo.get("ttft"))

@@ -163,6 +163,21 @@ async def before_run(cfg: BenchConfig, http: bool, scraping: bool = False) -> di
     return None
 
 
+def planned_load(cfg: BenchConfig, scenario: str) -> tuple[str, Any] | None:
+    """What a ramp planned at each time from the start (:mod:`benchmint.llm.ramp`): its rate, or its requests in
+    flight; None for a schedule that plans no load curve (an arrival trace)."""
+    s = cfg.ramp_duration_s
+    if not s or s <= 0:
+        return None
+    if scenario == "ramp" and cfg.rate_start is not None and cfg.rate_end is not None:
+        a, b = float(cfg.rate_start), float(cfg.rate_end)
+        return "planned_rate_per_s", lambda t: ramp.planned_rate_per_s(t, a, b, s)
+    if scenario == "concurrency-ramp" and cfg.concurrency_start is not None and cfg.concurrency_end is not None:
+        c0, c1 = int(cfg.concurrency_start), int(cfg.concurrency_end)
+        return "planned_concurrency", lambda t: ramp.planned_concurrency(t, c0, c1, s)
+    return None
+
+
 async def after_run(cfg: BenchConfig, records: list[RequestRecord], start: int, sched: Schedule, wl: Workload,
                     measured: list[GenRequest], before: dict[str, float] | None, http: bool,
                     server_metrics: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -173,7 +188,7 @@ async def after_run(cfg: BenchConfig, records: list[RequestRecord], start: int, 
         out["sessions"] = sessions.session_metrics(records, wl.sessions, cfg.anchor)
     if sched.scenario in WINDOWED:
         span = cfg.ramp_duration_s if sched.scenario != "trace" else None
-        out["windows"] = window_metrics(records, start, 10, cfg.anchor, span)
+        out["windows"] = window_metrics(records, start, 10, cfg.anchor, span, planned_load(cfg, sched.scenario))
     if cfg.prefix_groups or cfg.trace:
         if cfg.trace:
             exp = {k: wl.source.get(k) for k in ("trace_block_tokens", "trace_shared_block_tokens",
@@ -221,11 +236,16 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
             lines.append(f"TTFT growth with history: {g['slope_s_per_1k_input_tokens'] * 1000:.2f} ms per 1k prompt tokens")
     w = result.get("windows")
     if w and w.get("windows"):
-        lines.append("TTFT p50 over time (offered req/s -> ms): " + ", ".join(
-            f"{_f(x['offered_rate_per_s'], 1, 1)}->{_f(x['ttft_s']['p50'], 1000)}" for x in w["windows"]))
+        ws = w["windows"]
+        key, what = (("planned_rate_per_s", "planned req/s") if "planned_rate_per_s" in ws[0] else
+                     ("planned_concurrency", "planned in flight") if "planned_concurrency" in ws[0] else
+                     ("offered_rate_per_s", "offered req/s"))
+        lines.append(f"TTFT p50 over time, {len(ws)} windows of {_f(w.get('width_s'), 1, 2)} s ({what}: ms, "
+                     "requests): " + ", ".join(f"{_f(x[key], 1, 1)}: {_f(x['ttft_s']['p50'], 1000)} ({x['scheduled']})"
+                                               for x in ws))
         b = w.get("latency_bend")
-        lines.append("latency bend: " + (f"window {b['window']} at {b['start_s']:.1f} s (offered "
-                                         f"{_f(b['offered_rate_per_s'], 1, 1)} req/s)" if b else "none (TTFT p50 never doubled)"))
+        lines.append("latency bend: " + (f"window {b['window']} at {b['start_s']:.1f} s ({what} "
+                                         f"{_f(b.get(key), 1, 1)})" if b else "none (TTFT p50 never doubled)"))
     p = result.get("prefix_cache")
     if p:
         lines.append(f"prefix cache: expected cacheable fraction {_f(p.get('expected_cacheable_fraction'), 1, 3)}, "

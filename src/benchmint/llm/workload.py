@@ -94,6 +94,9 @@ def sample_rows() -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+DATA_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet")
+
+
 def _read_rows(dataset: str, split: str, config: str | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     p = Path(dataset).expanduser()
     if p.exists():
@@ -119,6 +122,10 @@ def _read_rows(dataset: str, split: str, config: str | None = None) -> tuple[lis
             raise UserError(f"{p}: cannot read the dataset ({type(e).__name__}: {e})") from None
         h = hashlib.sha256(p.read_bytes()).hexdigest()[:16]
         return rows, {"dataset_path": str(p), "dataset_hash": h}
+    if p.suffix.lower() in DATA_SUFFIXES or dataset.startswith(("./", "../", "/", "~")):
+        # a file that is not there: no hub dataset is named so (a misspelled path spent 30 s in the hub's retries)
+        raise UserError(f"dataset {dataset!r}: no such file; give an existing .jsonl/.json/.csv/.parquet file, "
+                        "'sample', 'synthetic' or a Hugging Face dataset name")
     try:
         import datasets
 

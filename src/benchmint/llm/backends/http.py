@@ -48,6 +48,7 @@ from benchmint.core.errors import UserError
 from benchmint.llm.backends import h1
 from benchmint.llm.backends.adapt import RequestAdapter
 from benchmint.llm.backends.answer import AnswerError, JSONDecodeError, StreamRead, parse_full, short
+from benchmint.llm.backends.open_files import connection_cap
 from benchmint.llm.token_counts import PENDING_SOURCE
 from benchmint.llm.types import FirstTokenHook, GenRequest, RequestRecord
 
@@ -103,6 +104,10 @@ class HttpBackend:
             why = (f"{self.endpoint.scheme}:// URLs" if self.endpoint.scheme != "http" else
                    "max_connections" if max_connections else "credentials in the URL")
             raise UserError(f"--backend-option transport=h1 cannot serve {why}; use transport=aiohttp or auto")
+        # requests holding a connection at once: what the open-files limit allows, or max_connections
+        self.connection_cap = connection_cap(max_connections)
+        self.requests_waited = 0  # requests that found every connection taken and waited for one
+        self._slots: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Semaphore]] = {}
         self._sessions: dict[int, tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession]] = {}
         self._pools: dict[int, tuple[asyncio.AbstractEventLoop, Any]] = {}
         if self.transport == "h1":
@@ -157,12 +162,20 @@ class HttpBackend:
         pool = self._pools.pop(id(loop), None)
         if pool is not None and pool[0] is loop:
             pool[1].close()
+        self._slots.pop(id(loop), None)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without its per-loop state (sessions, pools, gates): a copy in another process makes its own."""
+        state = dict(self.__dict__)
+        state.update(_sessions={}, _pools={}, _slots={})
+        return state
 
     def describe_client(self) -> str:
         """The client, for a result's ``measurement.client``."""
+        cap = f", at most {self.connection_cap} requests on the wire at once" if self.connection_cap else ""
         if self.transport == "h1":
-            return "benchmint asyncio + httptools HTTP/1.1 (keep-alive pool)"
-        return "benchmint asyncio + aiohttp"
+            return f"benchmint asyncio + httptools HTTP/1.1 (keep-alive pool{cap})"
+        return f"benchmint asyncio + aiohttp{f' ({cap[2:]})' if cap else ''}"
 
     # ---- request body
     def body(self, req: GenRequest) -> bytes:
@@ -197,7 +210,26 @@ class HttpBackend:
             self.adapter.note_retry(req.id, rec.error_kind is None)
         return rec
 
+    def _slot(self) -> asyncio.Semaphore | None:
+        """This loop's gate on requests holding a connection (:mod:`open_files`); None without a cap."""
+        if self.connection_cap is None:
+            return None
+        loop = asyncio.get_running_loop()
+        entry = self._slots.get(id(loop))
+        if entry is None or entry[0] is not loop:
+            entry = self._slots[id(loop)] = (loop, asyncio.Semaphore(self.connection_cap))
+        return entry[1]
+
     async def _send(self, req: GenRequest, data: bytes, on_first_token: FirstTokenHook | None) -> RequestRecord:
+        slot = self._slot()
+        if slot is None:
+            return await self._send_now(req, data, on_first_token)
+        if slot.locked():
+            self.requests_waited += 1
+        async with slot:  # sent once a connection is free: the wait is the client's lag, not the server's latency
+            return await self._send_now(req, data, on_first_token)
+
+    async def _send_now(self, req: GenRequest, data: bytes, on_first_token: FirstTokenHook | None) -> RequestRecord:
         rec = RequestRecord(id=req.id, input_tokens=req.input_tokens)
         usage: Any = None
         rec.sent_ns = now_ns()

@@ -263,7 +263,9 @@ def run_sweep(
         client = client_metrics(outcome.records, outcome.worker.get("test_start_ns"), cfg.slo)
         metrics["client_ttft_p99_s"] = (client.get("ttft_s") or {}).get("p99")
         metrics["client_tpot_p99_s"] = (client.get("tpot_s") or {}).get("p99")
-        metrics["failed_requests"] = sum(not r.ok for r in outcome.records)
+        failed = metrics["failed_requests"] = sum(not r.ok for r in outcome.records)
+        if failed:  # LoadGen took them as answered (empty): its latencies are partly of errors, as bench fails it
+            ok, reason = False, "; ".join(filter(None, (reason if not ok else "", f"{failed} requests failed")))
         return Trial(rate=qps, passed=ok, metrics=metrics, reason=reason, run_dir=str(d.relative_to(out)))
 
     meta = RunRecord(kind="mlperf")
@@ -285,9 +287,10 @@ def _write_sweep(cfg: MlperfConfig, out: Path, res: Any, base: Any, start_qps: f
         "sweep": {
             **res.to_dict(),
             "unit": "LoadGen Server target QPS",
-            "criterion": ("LoadGen VALID" if require_valid else
+            "criterion": ("LoadGen VALID and no failed request" if require_valid else
                           f"LoadGen latency constraints met (TTFT {base.percentile():.0%} <= {ttft} s, "
-                          f"TPOT <= {tpot} s); early stopping and duration are not judged in short trials"),
+                          f"TPOT <= {tpot} s) and no failed request; early stopping and duration are not judged "
+                          "in short trials"),
         },
     }
     status = "partial" if res.interrupted else "ok" if res.peak_rate is not None else "failed"

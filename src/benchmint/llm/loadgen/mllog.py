@@ -149,6 +149,10 @@ def summarize(log: MLLog) -> dict[str, Any]:
         {"mean": "result_time_to_output_token_mean", "min": "result_time_to_output_token_min",
          "max": "result_time_to_output_token_max"},
     )
+    # LoadGen divides by (tokens - 1): answers with no token (failed requests, answered empty) give negative
+    # times per token, which no request took; such a figure is left out (null), not shown
+    tpot = {k: (None if isinstance(v, int | float) and v < 0 else v) for k, v in tpot.items()} \
+        if isinstance(tpot, dict) else tpot
     latency = _percentiles(
         log, "result_{pct}_percentile_latency_ns",
         {"mean": "result_mean_latency_ns", "min": "result_min_latency_ns", "max": "result_max_latency_ns"},

@@ -291,14 +291,18 @@ def plan(rs: RunSettings, n_samples: int, effective: dict[str, Any] | None = Non
         perf = min(perf, n_samples) if n_samples else perf
         concat = eff.get("sample_concatenate_permutation", key is not None and rs.sample_concatenate_permutation
                          is not False)
+        asked = expected
         if concat and perf:
             # LLM keys use sample_concatenate_permutation: LoadGen rounds up to whole passes over the samples
             expected = math.ceil(expected / perf) * perf
         if max_q:
             expected = min(expected, int(max_q))
         es_min = early_stopping_min_queries(pct)
+        why = (f" (not {asked}: with sample_concatenate_permutation it issues whole passes over the "
+               f"{perf} performance samples, about {expected / qps:.0f} s; fewer --num-samples, or "
+               "performance_sample_count_override in --user-conf, shortens it)" if expected > asked and concat and perf else "")
         notes.append(f"At {qps:g} QPS for at least {min_d_s:g} s with at least {min_q} queries, LoadGen "
-                     f"issues about {expected} queries.")
+                     f"issues about {expected} queries{why}.")
         if expected < es_min:
             ok = False
             notes.append(
@@ -344,7 +348,12 @@ def plan(rs: RunSettings, n_samples: int, effective: dict[str, Any] | None = Non
         ok = False
         if rs.scenario != "offline":
             notes.append(f"Cannot be VALID: --max-duration {max_d_s:g} s is under the minimum {min_d_s:g} s.")
-    if max_q and min_q and int(max_q) < int(min_q):
+    if rs.scenario == "offline" and max_q:
+        # LoadGen's Offline issues one query (min_query_count sets its samples): a query cap does not bind it
+        # (with --max-query-count 3000 it still issued 24576 samples and called the run VALID)
+        notes.append(f"--max-query-count {max_q} does not shorten an Offline run: LoadGen issues one query of "
+                     f"{expected} samples; fewer samples need a lower --min-query-count or --target-qps.")
+    elif max_q and min_q and int(max_q) < int(min_q):
         ok = False
         notes.append(f"Cannot be VALID: --max-query-count {max_q} is under --min-query-count {min_q}.")
     grade = key is not None and min_d_s >= key.min_duration_s and (

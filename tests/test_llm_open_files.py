@@ -1,0 +1,96 @@
+"""Many requests in flight at once, more than the client's limit on open files allows connections: they wait
+for a connection instead of failing. LoadGen's Offline scenario issued 24,576 queries at the start and every
+one of them failed with "[Errno 24] Too many open files" while LoadGen called the run VALID."""
+
+from __future__ import annotations
+
+import json
+import resource
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+
+import pytest
+
+SLOW_SERVER = textwrap.dedent("""
+    import asyncio, sys
+    from aiohttp import web
+
+    async def complete(request):
+        await request.read()
+        await asyncio.sleep(0.05)  # long enough that the requests overlap
+        body = b'data: {"choices":[{"index":0,"text":"x"}]}\\n\\n'
+        body += b'data: {"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}\\n\\ndata: [DONE]\\n\\n'
+        return web.Response(body=body, content_type="text/event-stream")
+
+    async def models(_):
+        return web.json_response({"object": "list", "data": [{"id": "slow"}]})
+
+    app = web.Application()
+    app.router.add_post("/v1/completions", complete)
+    app.router.add_get("/v1/models", models)
+    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, backlog=1024)
+""")
+
+CLIENT = textwrap.dedent("""
+    import asyncio, json, resource, sys
+    from benchmint.llm.backends.http import HttpBackend
+    from benchmint.llm.types import GenRequest
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (120, 120))  # soft and hard: nothing to raise it to
+
+    async def main():
+        b = HttpBackend(url=sys.argv[1], model="slow", transport=sys.argv[2])
+        await b.start()
+        recs = await asyncio.gather(*(b.generate(GenRequest(id=i, prompt="hi", max_tokens=1)) for i in range(300)))
+        await b.close()
+        errors = sorted({r.error for r in recs if r.error_kind})
+        print(json.dumps({"cap": getattr(b, "connection_cap", None), "ok": sum(r.error_kind is None for r in recs), "errors": errors,
+                          "waited": getattr(b, "requests_waited", None)}))
+
+    asyncio.run(main())
+""")
+
+
+@pytest.mark.parametrize("transport", ["h1", "aiohttp"])
+def test_more_requests_in_flight_than_open_files_allow_wait_for_a_connection(tmp_path, transport):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "server.py").write_text(SLOW_SERVER)
+    (tmp_path / "client.py").write_text(CLIENT)
+    server = subprocess.Popen([sys.executable, str(tmp_path / "server.py"), str(port)], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=1):
+                    break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "the slow server did not start"
+                time.sleep(0.1)
+        r = subprocess.run([sys.executable, str(tmp_path / "client.py"), f"http://127.0.0.1:{port}/v1", transport],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        got = json.loads(r.stdout.strip().splitlines()[-1])
+        assert got["errors"] == [] and got["ok"] == 300
+        assert got["cap"] is not None and got["cap"] < 120
+        assert got["waited"] >= 300 - got["cap"]  # counted, for the client-bound verdict
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def test_the_soft_limit_is_raised_towards_the_hard_one():
+    from benchmint.llm.backends.open_files import raise_soft_limit
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        got = raise_soft_limit()
+        now = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        assert got == now and now >= soft and (hard == resource.RLIM_INFINITY or now <= hard)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
