@@ -255,3 +255,20 @@ def test_bench_rate_sweep_against_the_built_in_server(tmp_path):
 
     trial = next(r for r in recs if r is not sweeps[0])
     assert label(sweeps[0]).startswith("tiny / openai-http (") and label(trial).split(" (")[0] == "tiny / openai-http"
+
+
+@pytest.mark.parametrize("target", ["loadgen", "bench"])
+def test_no_store_writes_the_sweep_and_its_trials_in_out_only(cli, tmp_path, target):
+    code, out, err = cli(
+        "llm", "sweep", "--target", target, "--backend", "sim", "--start-qps", "20", "--max-trials", "1",
+        "--trial-duration", "0.5", "--min-query-count", "4", "--num-samples", "8", "--output-tokens", "4",
+        "--slo", "ttft=5,tpot=1", "--no-store", "--out", str(tmp_path / "sw"), "--results", str(tmp_path / "st"),
+    )
+    assert code == 0, err + out
+    r = json.loads((tmp_path / "sw" / "result.json").read_text())
+    assert (tmp_path / "sw" / "run.json").is_file() and r["sweep"]["trials_used"] == 1
+    from benchmint.results.store import ResultsStore
+
+    assert ResultsStore(tmp_path / "st").records() == []  # neither the sweep nor a trial was stored
+    if target == "bench":  # the trial's own run is still written in its folder
+        assert (tmp_path / "sw" / r["sweep"]["curve"][0]["run_dir"] / "run.json").is_file()

@@ -316,6 +316,8 @@ def sweep(
     require_valid: bool = typer.Option(False, "--require-valid",
                                        help="A trial passes only if LoadGen says VALID (early stopping too)."),
     out: Path = typer.Option(Path("benchmint-sweep"), "--out", help="Folder for the trials and result.json."),
+    no_store: bool = typer.Option(False, "--no-store", help="Do not append the sweep's run (nor, with --target bench, "
+                                  "each trial's run) to the results store; they are still written in --out."),
     sessions: str = typer.Option(None, "--sessions", help="With --target bench: multi-turn sessions (a ShareGPT-style "
                                  "file or 'synthetic'); the rate is then sessions started per second."),
     prefix_groups: int = typer.Option(None, "--prefix-groups", help="With --target bench: groups sharing a prefix."),
@@ -350,7 +352,7 @@ def sweep(
                                **{k: v for k, v in (("sessions", sessions), ("prefix_groups", prefix_groups),
                                                     ("prefix_tokens", prefix_tokens), ("workers", workers),
                                                     ("ray", ray)) if v is not None}),
-            on_trial=lambda t: _show_trial(t),
+            on_trial=lambda t: _show_trial(t), store=not no_store,
         )
         _finish_sweep(result, out, "latency vs load (llm bench, Poisson arrivals)", f.json_out)
         return
@@ -368,8 +370,8 @@ def sweep(
     cfg = MlperfConfig(settings=rs, backend=spec, samples=samples, out_dir=out, max_concurrency=f.max_concurrency,
                        measure_energy=False, warmup=f.warmup,
                        workload={**workload, "backend": f.backend,
-                                 "model_name": f.model or backend_entry(f.backend).default_model}, store=True,
-                       results=f.results)
+                                 "model_name": f.model or backend_entry(f.backend).default_model},
+                       store=not no_store, results=f.results)
     check_reachable(spec)
 
     console.print(f"sweep: up to {max_trials} LoadGen Server trials of >= {trial_duration:g} s")

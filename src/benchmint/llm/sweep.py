@@ -190,8 +190,11 @@ def run_bench_sweep(
     trial_duration_s: float = 10.0,
     results: Any = None,
     on_trial: Callable[[Trial], None] | None = None,
+    store: bool = True,
 ) -> dict[str, Any]:
-    """Highest ``llm bench`` Poisson rate meeting ``--slo`` (each trial is a full ``llm bench`` run)."""
+    """Highest ``llm bench`` Poisson rate meeting ``--slo`` (each trial is a full ``llm bench`` run). ``store``:
+    append the trials' runs and the sweep's own to the results store (``results``: its folder, None: default);
+    without it they are written in ``out`` only."""
     from pathlib import Path
 
     from benchmint.core.errors import UserError
@@ -209,7 +212,7 @@ def run_bench_sweep(
         d = out / f"trial-{n['i']:02d}-rate-{rate:.4g}"
         cfg = BenchConfig(scenario="server", rate=rate, duration_s=trial_duration_s, slo=slo, out=str(d),
                           progress=False, **bench_options)
-        res = run_bench(cfg, results_dir=results)
+        res = run_bench(cfg, results_dir=results, store=store)
         if (res.result.get("requests") or {}).get("interrupted"):
             # Ctrl-C stopped this trial (its partial run is written and stored): a part of a trial says
             # nothing of the load, so the search ends here with the trials before it
@@ -225,12 +228,12 @@ def run_bench_sweep(
                    on_trial=on_trial)
     with sigint_deferred(reraise=not sw.interrupted):
         return _write_bench_sweep(sw, out, start_rate, max_trials, growth, rel_tol, trial_duration_s, slo_d,
-                                  bench_options, system, prov, results)
+                                  bench_options, system, prov, results, store)
 
 
 def _write_bench_sweep(sw: SweepResult, out: Any, start_rate: float, max_trials: int, growth: float,
                        rel_tol: float, trial_duration_s: float, slo_d: dict[str, Any], bench_options: dict[str, Any],
-                       system: dict[str, Any], prov: dict[str, Any], results: Any) -> dict[str, Any]:
+                       system: dict[str, Any], prov: dict[str, Any], results: Any, store: bool) -> dict[str, Any]:
     from benchmint.core.jsonio import write_json
     from benchmint.results.record import RunRecord
 
@@ -254,5 +257,5 @@ def _write_bench_sweep(sw: SweepResult, out: Any, start_rate: float, max_trials:
     write_json(out / "result.json", result)
     from benchmint.results.save import save_run
 
-    save_run(record, out, store=results)
+    save_run(record, out, store=results, append=store)
     return result
