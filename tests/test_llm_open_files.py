@@ -55,24 +55,47 @@ CLIENT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("transport", ["h1", "aiohttp"])
-def test_more_requests_in_flight_than_open_files_allow_wait_for_a_connection(tmp_path, transport):
+# `llm bench --workers 2` with the same limit in each worker process (a child inherits it): each worker's waits
+# are counted and the result sums them, so the run is judged client-bound
+WORKERS = textwrap.dedent("""
+    import json, resource, sys
+    from benchmint.llm.bench import BenchConfig, run_bench
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (120, 120))
+    if __name__ == "__main__":
+        cfg = BenchConfig(url=sys.argv[1], model="slow", scenario="concurrency", concurrency=300, num_requests=300,
+                          output_tokens="1", workers=2, progress=False, server_metrics=False, out=sys.argv[2])
+        r = run_bench(cfg, store=False).result
+        print(json.dumps({"ok": r["requests"]["completed"], "waited": r["measurement"].get("requests_waited_for_connection"),
+                          "per_worker": [w.get("requests_waited_for_connection") for w in r["workers"]],
+                          "client_bound": r["client_bound"]["client_bound"]}))
+""")
+
+
+def _slow_server(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     (tmp_path / "server.py").write_text(SLOW_SERVER)
-    (tmp_path / "client.py").write_text(CLIENT)
     server = subprocess.Popen([sys.executable, str(tmp_path / "server.py"), str(port)], stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=1):
+                return server, f"http://127.0.0.1:{port}/v1"
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.terminate()
+                raise AssertionError("the slow server did not start") from None
+            time.sleep(0.1)
+
+
+@pytest.mark.parametrize("transport", ["h1", "aiohttp"])
+def test_more_requests_in_flight_than_open_files_allow_wait_for_a_connection(tmp_path, transport):
+    (tmp_path / "client.py").write_text(CLIENT)
+    server, url = _slow_server(tmp_path)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=1):
-                    break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "the slow server did not start"
-                time.sleep(0.1)
-        r = subprocess.run([sys.executable, str(tmp_path / "client.py"), f"http://127.0.0.1:{port}/v1", transport],
+        r = subprocess.run([sys.executable, str(tmp_path / "client.py"), url, transport],
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
         got = json.loads(r.stdout.strip().splitlines()[-1])
@@ -82,6 +105,22 @@ def test_more_requests_in_flight_than_open_files_allow_wait_for_a_connection(tmp
     finally:
         server.terminate()
         server.wait(10)
+
+
+@pytest.mark.slow
+def test_waits_for_a_connection_in_worker_processes_are_summed(tmp_path):
+    (tmp_path / "workers.py").write_text(WORKERS)
+    server, url = _slow_server(tmp_path)
+    try:
+        r = subprocess.run([sys.executable, str(tmp_path / "workers.py"), url, str(tmp_path / "run")],
+                           capture_output=True, text=True, timeout=180)
+        assert r.returncode == 0, r.stderr
+        got = json.loads(r.stdout.strip().splitlines()[-1])
+    finally:
+        server.terminate()
+        server.wait(10)
+    assert got["ok"] == 300 and all(w > 0 for w in got["per_worker"])  # 150 in flight each, fewer connections
+    assert got["waited"] == sum(got["per_worker"]) and got["client_bound"] is True
 
 
 def test_the_soft_limit_is_raised_towards_the_hard_one():

@@ -127,4 +127,6 @@ class WorkerRun:
     def final(self) -> dict[str, Any]:
         adapter = getattr(self.backend, "adapter", None)
         return {"interrupted": self.interrupted, "adaptation": adapter.describe() if adapter is not None else None,
-                "start_margin_s": None if self.margin_ns is None else self.margin_ns / 1e9, "cpu_s": self.cpu_s}
+                "start_margin_s": None if self.margin_ns is None else self.margin_ns / 1e9, "cpu_s": self.cpu_s,
+                # requests that found every connection this process may hold taken (its open-files limit)
+                "requests_waited": getattr(self.backend, "requests_waited", None)}

@@ -219,6 +219,7 @@ class FleetDriver:
                 "start_margin_s": (finals.get(k) or {}).get("start_margin_s"),
                 # the worker process's CPU time (user + system, every thread) from its start to its last answer
                 "cpu_s": (finals.get(k) or {}).get("cpu_s"),
+                "requests_waited_for_connection": (finals.get(k) or {}).get("requests_waited"),
                 "clock": _clock_entry(self.clocks.get(k)),
             }
             if self.ray is not None:
@@ -244,6 +245,10 @@ class FleetDriver:
         }
         if self.ray is not None:
             m["workers"]["ray"] = self.ray
+        waited = [w["requests_waited_for_connection"] for w in self.summaries
+                  if w.get("requests_waited_for_connection") is not None]
+        if waited:  # the workers' clients held the connections, not the driver's
+            m["requests_waited_for_connection"] = sum(waited)
         if self.adaptations:
             result["request_adaptation"] = merge_adaptations(self.adaptations)
 
