@@ -133,3 +133,50 @@ def test_the_soft_limit_is_raised_towards_the_hard_one():
         assert got == now and now >= soft and (hard == resource.RLIM_INFINITY or now <= hard)
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_ctrl_c_tells_a_request_waiting_for_a_connection_from_one_in_flight():
+    # one connection allowed: the second request waits in the client, so Ctrl-C finds it unsent
+    import asyncio
+
+    from aiohttp import web
+    from fake_llm_server import AppThread
+
+    from benchmint.llm.backends.http import HttpBackend
+    from benchmint.llm.requests_driver import cancelled, generate
+    from benchmint.llm.types import GenRequest
+
+    async def slow(request):
+        await asyncio.sleep(1.5)  # still answering when Ctrl-C comes at 0.3 s
+        return web.json_response({})
+
+    def app():
+        a = web.Application()
+        a.router.add_post("/v1/completions", slow)
+        return a
+
+    async def main(url):
+        b = HttpBackend(url=url, model="m")
+        b.connection_cap = 1
+        await b.start()
+        recs = []
+
+        async def one(req):
+            try:
+                await generate(b.generate, req)
+            except asyncio.CancelledError as e:
+                recs.append(cancelled(req, 0, sent=e))
+                raise
+
+        tasks = [asyncio.ensure_future(one(GenRequest(id=i, prompt="x", max_tokens=1))) for i in range(2)]
+        await asyncio.sleep(0.3)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await b.close()
+        return sorted(recs, key=lambda r: r.id), b.requests_waited
+
+    with AppThread(app) as srv:
+        recs, waited = asyncio.run(main(srv.url))
+    assert waited == 1
+    assert [r.error for r in recs] == ["stopped by Ctrl-C while in flight", "stopped by Ctrl-C before it was sent"]

@@ -273,8 +273,8 @@ async def _run_open_loop(
         c.in_flight += 1
         try:
             rec = await _generate(gen, req)
-        except asyncio.CancelledError:
-            append(_cancelled(req, target, sent=True))
+        except asyncio.CancelledError as e:
+            append(_cancelled(req, target, sent=e))
             raise
         finally:
             c.in_flight -= 1
@@ -342,8 +342,8 @@ async def _run_closed_loop(
             sched_ns = now_ns()
             try:
                 rec = await _generate(gen, req)
-            except asyncio.CancelledError:
-                records.append(_cancelled(req, sched_ns, sent=True))
+            except asyncio.CancelledError as e:
+                records.append(_cancelled(req, sched_ns, sent=e))
                 raise
             finally:
                 c.in_flight -= 1

@@ -105,8 +105,8 @@ async def drive_concurrency_ramp(
             sched_ns = now_ns()
             try:
                 rec = await generate(backend.generate, req)
-            except asyncio.CancelledError:  # Ctrl-C while in flight: recorded, as the plain closed loop does
-                records.append(cancelled(req, sched_ns, sent=True))
+            except asyncio.CancelledError as e:  # Ctrl-C while in flight: recorded, as the plain closed loop does
+                records.append(cancelled(req, sched_ns, sent=e))
                 raise
             rec.scheduled_ns = sched_ns
             records.append(rec)

@@ -28,10 +28,14 @@ async def generate(gen: Any, req: GenRequest) -> RequestRecord:
         return rec
 
 
-def cancelled(req: GenRequest, scheduled_ns: int, *, sent: bool) -> RequestRecord:
+def cancelled(req: GenRequest, scheduled_ns: int, *, sent: bool | BaseException) -> RequestRecord:
     """The record of a request that Ctrl-C stopped: in flight (``sent``; its send time is the scheduled one,
-    the backend's own record is lost with the cancelled task) or before it was sent. No end time: a cancelled
-    request does not stretch the run's duration."""
+    the backend's own record is lost with the cancelled task) or before it was sent. ``sent`` may be the
+    cancellation the backend let out: one that reached it while it waited for a connection
+    (:func:`~benchmint.llm.types.mark_not_sent`) was not sent. No end time: a cancelled request does not stretch
+    the run's duration."""
+    if isinstance(sent, BaseException):
+        sent = not getattr(sent, "benchmint_not_sent", False)
     rec = RequestRecord(id=req.id, input_tokens=req.input_tokens, scheduled_ns=scheduled_ns)
     rec.sent_ns = scheduled_ns if sent else 0
     rec.error_kind = "cancelled"

@@ -234,8 +234,8 @@ async def drive_sessions(backend: Backend, sessions: list[Session], sched: Sched
                              ignore_eos=ignore_eos)
             try:
                 rec = await generate(backend.generate, req)
-            except asyncio.CancelledError:  # Ctrl-C while in flight
-                rec = cancelled(req, target, sent=True)
+            except asyncio.CancelledError as e:  # Ctrl-C while in flight (or waiting for a connection)
+                rec = cancelled(req, target, sent=e)
                 rec.session_id, rec.turn = s.id, k
                 records.append(rec)
                 raise

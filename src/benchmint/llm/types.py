@@ -6,9 +6,19 @@ A backend turns a :class:`GenRequest` into a :class:`RequestRecord`. All times a
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+
+def mark_not_sent(e: asyncio.CancelledError) -> asyncio.CancelledError:
+    """Mark a cancellation (Ctrl-C) that reached a request while it waited in the client for a connection (the
+    process's cap on open connections, ``llm/backends/open_files.py``): it was never sent, and its record says
+    so (:func:`benchmint.llm.requests_driver.cancelled`). The same exception goes on, so that asyncio's own
+    handling of a cancellation (timeouts, task groups) is unchanged."""
+    e.benchmint_not_sent = True  # type: ignore[attr-defined]
+    return e
 
 
 @dataclass

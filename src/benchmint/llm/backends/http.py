@@ -50,7 +50,7 @@ from benchmint.llm.backends.adapt import RequestAdapter
 from benchmint.llm.backends.answer import AnswerError, JSONDecodeError, StreamRead, parse_full, short
 from benchmint.llm.backends.open_files import connection_cap
 from benchmint.llm.token_counts import PENDING_SOURCE
-from benchmint.llm.types import FirstTokenHook, GenRequest, RequestRecord
+from benchmint.llm.types import FirstTokenHook, GenRequest, RequestRecord, mark_not_sent
 
 TRANSPORTS = ("auto", "h1", "aiohttp")  # auto: h1 for http:// without a connection limit, else aiohttp
 
@@ -226,8 +226,15 @@ class HttpBackend:
             return await self._send_now(req, data, on_first_token)
         if slot.locked():
             self.requests_waited += 1
-        async with slot:  # sent once a connection is free: the wait is the client's lag, not the server's latency
+        try:  # sent once a connection is free: the wait is the client's lag, not the server's latency
+            await slot.acquire()
+        except asyncio.CancelledError as e:
+            mark_not_sent(e)  # Ctrl-C while it waited: it was never sent
+            raise
+        try:
             return await self._send_now(req, data, on_first_token)
+        finally:
+            slot.release()
 
     async def _send_now(self, req: GenRequest, data: bytes, on_first_token: FirstTokenHook | None) -> RequestRecord:
         rec = RequestRecord(id=req.id, input_tokens=req.input_tokens)
