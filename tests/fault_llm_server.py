@@ -84,6 +84,7 @@ class FaultApp(LLMApp):
         self.kinds = list(kinds)
         self.delay_s = delay_s
         self.received = 0
+        self.answered = 0  # answers handed to the connection: a test waits on these, not on arrivals
         self.probes = 0  # GET /v1/models: a client has started
         self.authorization: collections.Counter[str] = collections.Counter()  # Authorization headers received
         self.by_kind: collections.Counter[str] = collections.Counter()
@@ -111,15 +112,19 @@ class FaultApp(LLMApp):
         chat = request.path.endswith("/chat/completions")
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
-        if kind == "http_500":
-            return web.Response(status=500, text="injected fault", content_type="text/plain")
-        if not req.get("stream"):
-            return web.Response(body=_full(kind, chat), content_type="application/json")
+        if kind == "http_500" or not req.get("stream"):
+            resp = (web.Response(status=500, text="injected fault", content_type="text/plain") if kind == "http_500"
+                    else web.Response(body=_full(kind, chat), content_type="application/json"))
+            await resp.prepare(request)
+            await resp.write_eof()
+            self.answered += 1
+            return resp
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         for ev in _events(kind, chat):
             await resp.write(b"data: " + ev + b"\n\n")
         await resp.write_eof()
+        self.answered += 1
         return resp
 
 
@@ -133,6 +138,10 @@ class FaultLLMServer(AppThread):
     @property
     def received(self) -> int:
         return self.fault.received
+
+    @property
+    def answered(self) -> int:
+        return self.fault.answered
 
 
 def main() -> None:

@@ -498,13 +498,14 @@ def test_the_pace_probes_stay_out_of_the_measured_steps_clock_even_without_warm_
     from benchmint.core import pace
 
     def slow_probe(turns=pace.PROBE_TURNS):
-        time.sleep(0.05)
+        time.sleep(0.2)
         return 10.0
 
     monkeypatch.setattr(pace, "probe", slow_probe)
     s = capture_steps(lambda: torch.ones(4).sum(), tmp_path, warmup=0, measure=5, record=1)
     assert len(s["pace"]["values"]) == 10
-    assert max(s["step_time_s"]["values"]) < 0.04, s["step_time_s"]["values"]
+    # a step of microseconds: one holding a 0.2 s probe reads 0.2 s, a loaded host's preemption far less
+    assert max(s["step_time_s"]["values"]) < 0.15, s["step_time_s"]["values"]
 
 
 def test_the_steps_after_a_recording_are_timed_from_their_own_start(tmp_path):
@@ -518,7 +519,7 @@ def test_the_steps_after_a_recording_are_timed_from_their_own_start(tmp_path):
             cap.step()
     # the first step after the recording once carried the recorded step and the traces' writing with it
     assert [k for k, _t in cap.after_times_s] == list(range(1, AFTER_RECORDING + 1))
-    assert max(t for _k, t in cap.after_times_s) < cap.recorded_times_s[0] + cap.write_times_s[0]
+    assert cap.after_times_s[0][1] < cap.recorded_times_s[0] + cap.write_times_s[0]
     assert len(cap.idle_times_s) == 5
 
 

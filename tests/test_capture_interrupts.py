@@ -107,7 +107,9 @@ def test_the_reported_pause_is_the_whole_time_the_loop_waited_in_step(tmp_path, 
     assert len(held) == 3 == len(cap.write_times_s)
     for loop_s, reported_s in zip(held, cap.write_times_s, strict=True):
         assert reported_s >= 0.08  # both capture.json writes (the iteration's and the folder's) are in it
-        assert reported_s <= loop_s < reported_s + 0.005, (held, cap.write_times_s)
+        # (the record_function's exit before the pause starts is on the loop's clock only: a few ms, more when
+        # the host preempts it; the bug left out a 40 ms write or more)
+        assert reported_s <= loop_s < reported_s + 0.03, (held, cap.write_times_s)
     # capture.json, rewritten when the capture closed, holds every recording's whole pause
     c = json.loads((tmp_path / "capture.json").read_text())["recording_cost"]
     assert c["write_s"] == pytest.approx(statistics.median(cap.write_times_s))

@@ -69,12 +69,14 @@ def test_a_raising_backend_fails_a_warmup_request_not_the_run():
 
 
 class Slow:
-    """Answers after ``delay_s``; counts what it was sent."""
+    """Answers after ``delay_s``; counts what it was sent; sets ``stop_at``'s event (Ctrl-C) as the k-th request
+    arrives, so that a test stops a run at a point of its own, not at a time a loaded host may miss."""
 
     kind = "slow"
 
     def __init__(self, delay_s: float):
         self.delay_s, self.got = delay_s, []
+        self.stop_at: tuple[int, asyncio.Event] | None = None
 
     async def start(self) -> None: ...
 
@@ -82,15 +84,18 @@ class Slow:
 
     async def generate(self, req: GenRequest, on_first_token=None) -> RequestRecord:
         self.got.append(req.id)
+        if self.stop_at is not None and len(self.got) == self.stop_at[0]:
+            self.stop_at[1].set()
         sent = now_ns()
         await asyncio.sleep(self.delay_s)
         t = now_ns()
         return RequestRecord(id=req.id, sent_ns=sent, first_token_ns=t, end_ns=t, text=" ok", output_tokens=1)
 
 
-async def _stopped_after(coro_fn, after_s: float):
+async def _stopped_at(be: Slow, k: int, coro_fn):
+    """Run ``coro_fn(stop)``; Ctrl-C as the backend receives its k-th request."""
     stop = asyncio.Event()
-    asyncio.get_running_loop().call_later(after_s, stop.set)
+    be.stop_at = (k, stop)
     return await coro_fn(stop)
 
 
@@ -103,7 +108,7 @@ def test_ctrl_c_during_open_loop_sessions_records_in_flight_and_unstarted_first_
     be = Slow(0.3)
     recs: list[RequestRecord] = []
     sched = make_schedule("constant", rate=20, num_requests=6)  # sessions start every 50 ms
-    start = asyncio.run(_stopped_after(lambda stop: drive_sessions(be, ss, sched, stop, recs), 0.12))
+    start = asyncio.run(_stopped_at(be, 3, lambda stop: drive_sessions(be, ss, sched, stop, recs)))
     first = [r for r in recs if r.turn == 0]
     assert sorted(r.session_id for r in first) == list(range(6))  # every session's first turn is in the records
     in_flight = [r for r in recs if r.error_kind == "cancelled" and r.sent_ns]
@@ -122,7 +127,7 @@ def test_ctrl_c_during_closed_loop_sessions_records_the_sessions_no_worker_reach
     be = Slow(0.3)
     recs: list[RequestRecord] = []
     sched = make_schedule("concurrency", concurrency=2, num_requests=5)
-    asyncio.run(_stopped_after(lambda stop: drive_sessions(be, ss, sched, stop, recs), 0.1))
+    asyncio.run(_stopped_at(be, 2, lambda stop: drive_sessions(be, ss, sched, stop, recs)))
     assert len(be.got) == 2 and sorted(r.session_id for r in recs if r.turn == 0) == list(range(5))
     assert all(r.error_kind == "cancelled" for r in recs)
     assert sum(1 for r in recs if r.sent_ns) == 2
@@ -135,7 +140,7 @@ def test_ctrl_c_during_a_concurrency_ramp_records_the_requests_in_flight():
     be = Slow(0.3)
     recs: list[RequestRecord] = []
     tpl = [GenRequest(id=0, prompt="x", max_tokens=1)]
-    asyncio.run(_stopped_after(lambda stop: drive_concurrency_ramp(be, sched, tpl, stop, recs), 0.1))
+    asyncio.run(_stopped_at(be, 3, lambda stop: drive_concurrency_ramp(be, sched, tpl, stop, recs)))
     assert len(recs) == len(be.got) == 3 and {r.error_kind for r in recs} == {"cancelled"}
 
 
@@ -150,8 +155,8 @@ def test_ctrl_c_during_the_shapes_warmup_stops_the_warmup():
     warm = [GenRequest(id=-1 - i, prompt="w", max_tokens=1) for i in range(10)]
     be = Slow(0.05)
     sched = make_schedule("concurrency", concurrency=1, num_requests=3)
-    recs, _, interrupted = asyncio.run(_stopped_after(
-        lambda stop: traffic.drive(SimpleNamespace(ignore_eos=True), be, sched, wl, warm, stop), 0.07))
+    recs, _, interrupted = asyncio.run(_stopped_at(
+        be, 2, lambda stop: traffic.drive(SimpleNamespace(ignore_eos=True), be, sched, wl, warm, stop)))
     assert interrupted and len(be.got) == 2  # the warm-up stopped; no measured turn was sent
     measured = [r for r in recs if not r.warmup]
     assert len(measured) == 3 and all(r.error_kind == "cancelled" and not r.sent_ns for r in measured)

@@ -100,7 +100,9 @@ def test_a_short_calibration_trial_reports_the_rate_it_sent_at_not_n_over_n_minu
     t = asyncio.run(_trial(_InstantBackend(), 3.0, 1.0, 1))  # 3 requests, as `calibrate --duration 1` at 3/s
     assert t["requests"] == 3
     # it said "achieved 4.7 (149.6%)": completed / (first scheduled send -> last end) = 3 / (2/3 s + latency)
-    assert t["achieved_fraction"] <= 1.001
+    # a late first send shortens the span (a loaded host read up to 1.023); the bug read 1.496. The exact rule is
+    # tested with fixed send times in test_send_rate_is_the_scheduled_rate_for_any_number_of_requests
+    assert t["achieved_fraction"] <= 1.1
     assert t["completed_per_s"] > 3.0  # the request throughput is still reported, for what it is
 
 

@@ -114,7 +114,9 @@ def test_ctrl_c_keeps_the_merged_partial_result(tmp_path):
     with FaultLLMServer(["good", "http_500"], delay_s=0.2) as s:
         p = _bench(s.url, out, tmp_path / "store", "--no-server-metrics", "--scenario", "server", "--rate", "40",
                    "-n", "400", "--workers", "2")
-        _wait_until(lambda: s.received >= 12, p, 240, 0.05)
+        # six answers, three of them 500s, before Ctrl-C (waiting on arrivals, a late worker could send in a
+        # burst and be stopped before any answer)
+        _wait_until(lambda: s.answered >= 6, p, 240, 0.05)
         children = [c.pid for c in psutil.Process(p.pid).children()]
         p.send_signal(signal.SIGINT)
         _, stderr = p.communicate(timeout=120)
@@ -125,7 +127,8 @@ def test_ctrl_c_keeps_the_merged_partial_result(tmp_path):
     assert req["interrupted"] is True and req["scheduled"] == 400
     assert req["completed"] + req["failed"] + req["cancelled"] == 400 and req["cancelled"] >= 1
     assert req["errors"].get("http_5xx", 0) >= 1  # what was measured before Ctrl-C is kept, faults too
-    assert received <= req["sent"] <= received + 8
+    # requests on their way when Ctrl-C came are sent and not received: at 40/s, a few; never the unsent ones
+    assert received <= req["sent"] <= received + 20
     ws = r["workers"]
     assert [w["status"] for w in ws] == ["interrupted", "interrupted"]
     assert sum(w["completed"] + w["failed"] + w["cancelled"] for w in ws) == 400
@@ -162,7 +165,8 @@ def test_a_killed_worker_process_is_named_and_the_run_goes_on(tmp_path):
     with FaultLLMServer(["good"], delay_s=0.05) as s:
         p = _bench(s.url, out, tmp_path / "store", "--no-server-metrics", "--scenario", "constant", "--rate", "15",
                    "-n", str(n), "--workers", "2")
-        _wait_until(lambda: s.received >= 12, p, 240, 0.05)
+        _wait_until(lambda: s.answered >= 12, p, 240, 0.05)
+        time.sleep(0.6)  # the workers hand their records on every 0.25 s: the victim's first ones have reached us
         workers = [c for c in psutil.Process(p.pid).children() if "spawn_main" in " ".join(c.cmdline())]
         assert len(workers) == 2
         victim = max(workers, key=lambda c: c.pid)

@@ -6,6 +6,15 @@ import pytest
 import torch
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Two threads on two busy cores swing a matmul's time from round to round: one thread, as benchmarks run."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def test_a_replay_of_a_captured_step_is_compared_with_the_live_step(tmp_path):
     from benchmint.replay.api import replay_trace
     from benchmint.replay.compare import compare_with_original
@@ -27,7 +36,7 @@ def test_a_replay_of_a_captured_step_is_compared_with_the_live_step(tmp_path):
         assert r["replay_s"] > 0
     # an original that does the step twice takes about twice the replay's time: the error says so
     twice = compare_with_original(lambda: (step(), step()), {"replay": res}, rounds=5, reps=3)
-    assert -0.75 < twice["replays"]["replay"]["error"] < -0.25, twice
+    assert -0.85 < twice["replays"]["replay"]["error"] < -0.15, twice
     # a replay without gaps is its own ops alone: nothing more is timed
     rep = out["replays"]["replay"]
     assert rep["ops_timed"] is False and rep["ops_rounds_s"] == rep["rounds_s"]

@@ -47,8 +47,9 @@ def test_compiled_regions_are_measured_and_coverage_by_time_leaves_their_kernels
     r = replay_trace(compiled, gaps="none", warmup=1, iters=3).result
     c = r["compiled_regions"]
     assert c is not None and c["calls"] >= 1 and c["graphs"] >= 1
-    # most of the recorded step ran inside the compiled region, part of it outside any op (the fused kernel)
-    assert 0.3 < c["share_of_step"] <= 1 and 0 < c["not_in_ops_share_of_step"] < c["share_of_step"]
+    # the recorded step ran mostly inside the compiled region (0.69-0.998 here, about 0.45 on CI: one recorded
+    # step, and a preemption outside the call lowers it), part of it outside any op (the fused kernel)
+    assert 0.1 < c["share_of_step"] <= 1 and 0 < c["not_in_ops_share_of_step"] < c["share_of_step"]
     assert c["not_in_ops_s"] < c["recorded_s"]
     # every op was replayed, yet the step's time was not: coverage by time is not 1.000 (it read 1.000 before)
     assert r["coverage"] == 1.0
