@@ -4,6 +4,8 @@ JSON is one line and exit code 2."""
 
 from __future__ import annotations
 
+import json
+
 import msgspec
 from test_report_records import llm_record
 
@@ -59,3 +61,15 @@ def test_predictions_file_that_is_not_json_is_one_line_exit_2(cli, tmp_path):
         assert code == 2 and len(lines) == 1, (name, code, err)
         assert words in lines[0] and "learn eval --json" in lines[0] and "Traceback" not in err
         assert not (tmp_path / "r.html").exists()
+
+
+def test_json_of_the_wrong_shape_is_one_line_exit_2(cli, tmp_path):
+    # `learn next --json` holds a count of splits; these crashed while the page was drawn (exit 1, a traceback)
+    for i, doc in enumerate(({"splits": 5}, {"configurations": "x"}, {"splits": {"random": {"groups": 3}}},
+                             {"split": "random", "overall": [1]})):
+        (tmp_path / f"{i}.json").write_text(json.dumps(doc))
+        code, _, err = cli("report", "--results", str(tmp_path / "s"), "--out", str(tmp_path / "r.html"),
+                           "--predictions", str(tmp_path / f"{i}.json"))
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert code == 2 and len(lines) == 1 and "not the JSON of `benchmint learn eval --json`" in lines[0], (doc, err)
+    assert not (tmp_path / "r.html").exists()

@@ -27,9 +27,22 @@ def _num(v: Any) -> str:
 
 
 def kind_of(doc: dict[str, Any]) -> str | None:
-    if "splits" in doc or ("split" in doc and "overall" in doc):
+    """"evaluation", "recommendation", or None for any other JSON (a `learn next --json` holds a count of splits,
+    and a file of the right keys with the wrong shapes is not one either: it would fail while the page is drawn)."""
+    def _dicts(v: Any) -> bool:
+        return all(isinstance(x, dict) for x in v)
+
+    def _split(r: Any) -> bool:  # one split's result: its lists are lists of rows
+        return (isinstance(r, dict) and isinstance(r.get("overall", {}), dict)
+                and all(isinstance(r.get(k) or [], list) and _dicts(r.get(k) or []) for k in ("groups", "predictions")))
+
+    splits = doc.get("splits")
+    if isinstance(splits, dict) and splits and all(_split(r) for r in splits.values()):
         return "evaluation"
-    if "configurations" in doc:
+    if "splits" not in doc and "split" in doc and isinstance(doc.get("overall"), dict) and _split(doc):
+        return "evaluation"
+    confs = doc.get("configurations")
+    if isinstance(confs, list) and _dicts(confs):
         return "recommendation"
     return None
 
