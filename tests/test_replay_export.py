@@ -130,6 +130,17 @@ def test_export_refuses_a_non_empty_folder_and_a_selection_that_matches_nothing(
     # --force replaces a folder only once every check has passed: a refused export leaves the old one whole
     code, _, err = cli("export", str(capture), "--out", str(tmp_path / "full"), "--force", "--select", "op:aten::conv9d")
     assert code == 2 and (tmp_path / "full" / "x").read_text() == "x"
+    # and it replaces an earlier export only: a folder of the user's own files is not emptied
+    code, _, err = cli("export", str(capture), "--out", str(tmp_path / "full"), "--force")
+    assert code == 2 and "not an earlier export" in err and (tmp_path / "full" / "x").read_text() == "x"
+    assert cli("export", str(capture), "--out", str(tmp_path / "e2"))[0] == 0
+    (tmp_path / "e2" / "stale.txt").write_text("old")
+    assert cli("export", str(capture), "--out", str(tmp_path / "e2"), "--force")[0] == 0
+    assert not (tmp_path / "e2" / "stale.txt").exists() and (tmp_path / "e2" / "run.py").is_file()
+    # an --out that cannot be a folder is one line before any work
+    (tmp_path / "afile").write_text("x")
+    code, _, err = cli("export", str(capture), "--out", str(tmp_path / "afile" / "sub"))
+    assert code == 2 and "is a file, so no folder can be made under it" in err and len(err.strip().splitlines()) == 1
 
 
 def test_export_force_never_removes_what_the_benchmark_is_made_from(capture, tmp_path, cli, monkeypatch):

@@ -298,7 +298,7 @@ def _report(out: Path, s: dict, warmup: int, measure: int, record: int) -> None:
     else:
         console.print(f"captured {s['recorded_steps']} step(s) into {out}: et.json, kineto.json, capture.json")
     console.print(f"step time without observers: median {st['median'] * 1e3:.3f} ms over {st['n']} steps "
-                  f"(p10 {st['p10'] * 1e3:.3f}, p90 {st['p90'] * 1e3:.3f}); {s['threads']} threads, "
+                  f"(p10 {st['p10'] * 1e3:.3f}, p90 {st['p90'] * 1e3:.3f}); {s['threads']} thread{'s' if s['threads'] != 1 else ''}, "
                   f"{s['device']}{noise_note(st)}")
     for line in cost_lines(s.get("recording_cost"), s.get("every")):
         console.print(line, highlight=False)
@@ -347,7 +347,8 @@ def cost_lines(c: dict | None, every: int | None = None) -> list[str]:
                    else "too few steps to judge" if c.get("idle_cost_measurable") is None
                    else "no measurable cost" if small
                    else "not significant against the noise of these steps")
-        p = f", p={c['idle_p_value']:.2f}" if c.get("idle_p_value") is not None else ""
+        # three digits: 0.0539 shown as "p=0.05: not significant" read as a contradiction of the p < 0.05 rule
+        p = f", p={c['idle_p_value']:.3f}" if c.get("idle_p_value") is not None else ""
         out.append(f"recorder idle: un-observed steps after it was attached took {c['idle_step_s'] * 1e3:.3f} ms "
                    f"({c['idle_vs_unobserved'] * 100:+.1f}% against before it, {c['idle_steps']} vs "
                    f"{c['unobserved_steps']} steps{p}): {verdict}")

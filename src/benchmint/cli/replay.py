@@ -111,6 +111,11 @@ def replay(
 
     if min_coverage is not None and not 0 <= min_coverage <= 1:
         raise UserError(f"--min-coverage {min_coverage:g}: give a fraction of the ops, 0 to 1")
+    from benchmint.core.outpaths import check_output_dir, check_output_file
+
+    check_output_file("--json", json_path)  # before the replay: its result must not be lost at the end
+    check_output_file("--save-gaps", save_gaps)
+    check_output_dir("--out", out)
     under = from_environ()
     if under is not None and ranks is not None:
         raise UserError(f"--ranks {ranks} starts its own processes; under torchrun (WORLD_SIZE={under.world}) "

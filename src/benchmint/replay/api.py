@@ -234,6 +234,16 @@ def replay_trace(
             raise UserError(f"--device {dev}: not a device ({why}); use cpu or cuda[:N]") from e
         if tdev.type == "cuda" and not torch.cuda.is_available():
             raise UserError(f"--device {dev}: CUDA is not available on this machine; use --device cpu")
+        if tdev.type == "meta":
+            raise UserError(f"--device {dev}: meta tensors hold no data and run no kernel, so there is nothing to "
+                            "time; use cpu or cuda[:N]")
+        if tdev.type not in ("cpu", "cuda"):
+            try:  # mps, xpu, meta...: torch knows the type; whether this build and machine can run it is tried
+                torch.empty(1, device=tdev) + 1
+            except Exception as e:  # NotImplementedError with torch's dispatcher table, RuntimeError...
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+                raise UserError(f"--device {dev}: this machine's torch cannot run on it ({first}); use cpu or "
+                                "cuda[:N]") from e
         memory.check_shapes(view, str(inp.trace))
         mem = memory.tensor_bytes(view)
         avail = memory.check_fits(mem, tdev, str(inp.trace)) if opts.memory_check else \

@@ -161,6 +161,9 @@ def export_benchmark(trace: str | os.PathLike, out: str | os.PathLike, kineto: s
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: --out is a file; give a folder for the benchmark")
+    from benchmint.core.outpaths import check_output_dir
+
+    check_output_dir("--out", out)  # (/proc/x, a folder under a file, one this user cannot write)
     here = out.resolve()
     for src in (trace, inp.trace, inp.kineto, inp.capture_path, gaps_from):
         if src is not None and (here == (r := Path(src).resolve()) or here in r.parents):
@@ -177,6 +180,10 @@ def export_benchmark(trace: str | os.PathLike, out: str | os.PathLike, kineto: s
             raise UserError(f"{out}: --force would remove {'a link' if out.is_symlink() else 'a folder that holds '}"
                             f"{'' if out.is_symlink() else 'the working folder, home or benchmint itself'}; "
                             "give --out a folder of its own")
+        if not (out / "export.json").is_file():
+            # --force replaces an earlier export; a folder of anything else (a user's notes) is not ours to empty
+            raise UserError(f"{out}: the folder holds files that are not an earlier export (no export.json); "
+                            "--force replaces an export only: choose another --out")
     tr, view = _view(inp.trace, inp.kineto, iteration)
     if iteration is None:
         iteration = last_whole_iteration(tr, inp.capture)

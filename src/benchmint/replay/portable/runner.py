@@ -96,7 +96,7 @@ def main(argv=None) -> int:
     r["runner"] = {"python": sys.version.split()[0], "executable": sys.executable}
     # the headline benchmint replay prints: the measurement, or why it is noise, or why there is none
     lines = headline(r)
-    lines[0] += f" [{r['device']}, {r['threads']} threads]"
+    lines[0] += f" [{r['device']}, {r['threads']} thread{'s' if r['threads'] != 1 else ''}]"
     for extra in lines + describe(r):  # then what was selected, scaled or changed, and how the step moved with it
         print(extra)
     retyped = retyped_line(r)  # ops that ran in another dtype than the original's
