@@ -222,3 +222,18 @@ def test_ctrl_c_ends_an_every_capture_with_what_it_kept_said_and_stored(tmp_path
     assert f"stopped by Ctrl-C after the capture was complete: {n} iteration folders" in text
     assert "Traceback" not in stdout + stderr
     assert any(results.rglob("*.json")) or any(results.rglob("*.parquet"))  # stored, as a finished capture is
+
+
+@pytest.mark.parametrize("args,says", [
+    (["--record", "0", "--", "python", "train.py"], "--record 0 must be 1 or more"),
+    (["--warmup", "-1", "--", "python", "train.py"], "--warmup -1 must be 0 or more"),
+    (["--measure", "2", "--", "python", "train.py"], "--measure 2 is too few"),
+    (["--workload", "cnn_train", "--device", "cuda"], "takes no command or other option (got: --device cuda)"),
+])
+def test_bad_capture_options_are_one_line_before_the_script_starts(cli, tmp_path, args, says):
+    # they failed inside the script's process: a traceback, then "finished without starting a capture ... is it a
+    # Python script?"; an option --workload does not take was captured on the CPU as if never given
+    code, _, err = cli("capture", "--out", str(tmp_path / "c"), *args)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and says in lines[0], err
+    assert not (tmp_path / "c").exists()

@@ -40,3 +40,12 @@ def test_an_output_path_that_cannot_be_written_is_refused_before_the_replay(cli,
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert code == 2 and len(lines) == 1 and says in lines[0] and flag in lines[0], err
     assert "replay iteration" not in out  # refused before anything ran
+
+
+@pytest.mark.parametrize("args,says", [(["--select", ""], "--select : give scope:NAME"),
+                                       (["--scale", "batch=1"], "a factor of 1 changes nothing")])
+def test_an_adaptation_that_changes_nothing_is_refused(cli, cap, tmp_path, args, says):
+    # --select "" replayed the whole step, and --scale batch=1 a "scaled" step with no error figure
+    code, _, err = cli("replay", str(cap), *args, "--no-store", "--out", str(tmp_path / "o"))
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and says in lines[0], err

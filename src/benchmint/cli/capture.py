@@ -112,6 +112,18 @@ def capture(
         record = 1 if every is None else (3 if workload is not None else 1 << 40)
     if workload is None and not cmd:
         raise UserError("capture: give a command after -- (e.g. -- python train.py) or --workload NAME")
+    if workload is not None and cmd:  # ctx.args holds the unknown options too (--device cuda was captured on cpu)
+        raise UserError(f"capture: --workload {workload} runs a built-in step and takes no command or other option "
+                        f"(got: {' '.join(cmd)}); see benchmint capture --help")
+    # checked here, not only in the script's process: there they failed with a traceback after the script started
+    if record < 1:
+        raise UserError(f"capture: --record {record} must be 1 or more")
+    if warmup < 0:
+        raise UserError(f"capture: --warmup {warmup} must be 0 or more")
+    if measure < cap_mod.MIN_MEASURE:
+        raise UserError(f"capture: --measure {measure} is too few; use at least {cap_mod.MIN_MEASURE}")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"capture: --out {out} is a file; give a folder for the capture")
     if discard < 0:
         raise UserError(f"capture: --discard {discard} must be 0 or more")
     if threads is not None and threads < 1:

@@ -325,6 +325,8 @@ def adapt_view(view: TraceView, select_spec: str | None = None, what_if_specs: l
     for a selection), over which a selection's share is taken (:func:`select`); ``unobserved_s``: the step's
     un-observed time (``capture.json``), with which the shares leave the recorders' cost out."""
     done: list[Adaptation] = []
+    if select_spec is not None and not select_spec.strip():
+        parse_select(select_spec)  # --select "": refused as any malformed selection, not the whole step
     if select_spec:
         view, a = select(view, select_spec, others() if callable(others) else others, unobserved_s)
         done.append(a)
@@ -335,6 +337,10 @@ def adapt_view(view: TraceView, select_spec: str | None = None, what_if_specs: l
         view, a = what_if(view, list(what_if_specs), sub)
         done.append(a)
     if scale_specs:
+        from benchmint.replay.scale_dims import parse_scale
+
+        if all(f == 1 for f in parse_scale(list(scale_specs)).values()):  # a "scaled" step itself, with no error
+            raise UserError(f"--scale {' '.join(scale_specs)}: a factor of 1 changes nothing; leave --scale out")
         scaled = scale_view(view, list(scale_specs), phases(view))
         done.append(Adaptation("scale", scaled.info, None, before=view))
         view = scaled.view
