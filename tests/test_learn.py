@@ -137,6 +137,21 @@ def test_recommend_ranks_configurations_with_intervals(model_dir):
         len(priced) == len(confs)
 
 
+def test_recommend_says_why_nothing_is_within_the_budget_and_lists_no_bf16_that_cannot_fit(model_dir):
+    from benchmint.learn.predictor import load_predictor
+    from benchmint.learn.recommend import recommend
+
+    p = load_predictor(model_dir)
+    res = recommend(p, "llama2-70b", "server", max_usd_per_hour=1.0)
+    assert res["configurations"] == []
+    assert any("none of the" in n and "within --max-usd-per-hour 1" in n and "the cheapest costs" in n
+               for n in res["notes"])
+    assert not any("ranked by predicted tokens/s" in n for n in res["notes"])  # (there is no ranking)
+    # 140 GB of bf16 weights fill 2 x 80 GB: such a "bf16" system runs quantized, so it is not a candidate
+    confs = recommend(p, "llama2-70b", "server", accelerators=["H100-SXM-80GB"], top=50)["configurations"]
+    assert {c["count"] for c in confs if c["precision"] == "bf16"} == {4, 8}
+
+
 def test_cli_bad_input_is_one_line_and_exit_2(cli, tmp_path, small, model_dir):
     small.to_parquet(tmp_path / "rows.parquet")
     pd.DataFrame({"foo": [1, 2]}).to_csv(tmp_path / "bad.csv", index=False)

@@ -67,6 +67,23 @@ def test_roofline_regimes():
     assert pcie.comm_share > nvl.comm_share and pcie.tokens_per_s < nvl.tokens_per_s
 
 
+def test_a_model_the_table_does_not_know_gets_the_ceiling_of_a_model_of_its_size():
+    # a 70B model not in models.csv was predicted 100 times too low: its KV cache per token was taken as 0.1% of
+    # the weights (140 MB, against Llama 2 70B's 328 kB), so the cache left room for a batch of about one
+    from benchmint.learn.features import build_features
+    from benchmint.learn.roofline import roofline
+
+    known = roofline(_row())
+    unknown = roofline(_row(layers=None, hidden=None, heads=None, kv_heads=None))
+    assert 0.5 < unknown.tokens_per_s / known.tokens_per_s < 2 and unknown.batch > 0.5 * known.batch
+    f = build_features(pd.DataFrame({"model.name": ["llama2-70b-99", "foo-70b"], "model.number_of_parameters": [70.0] * 2,
+                                     "system.accelerator.name": ["NVIDIA H100-SXM-80GB"] * 2,
+                                     "system.accelerator.total_count": [1, 1], "model.weight_data_types": ["fp8"] * 2,
+                                     "model.mlperf_name": ["llama2-70b-99"] * 2}))
+    assert list(f["shape_guessed"]) == [False, True] and 60 < f["layers"][1] < 90
+    assert 0.5 < f["roofline_tokens_per_s"][1] / f["roofline_tokens_per_s"][0] < 2
+
+
 def test_a_stated_precision_that_cannot_fit_is_narrowed_for_the_roofline():
     from benchmint.learn.features import build_features
 

@@ -22,7 +22,7 @@ import pandas as pd
 
 from benchmint.core.errors import UserError
 from benchmint.learn.models import find_model, model_family
-from benchmint.learn.roofline import roofline
+from benchmint.learn.roofline import guessed_shape, roofline
 from benchmint.learn.specs import find_accelerator, normalize_precision
 from benchmint.learn.tasks import find_task
 
@@ -190,6 +190,16 @@ def canonical_frame(df: pd.DataFrame) -> pd.DataFrame:
         table_col = _num(table[col]) if col in table else pd.Series(np.nan, index=df.index)
         own = params_b if col == "params_b" else (_num(src[col]) if col in src else None)
         out[col] = own.where(own.notna(), table_col) if own is not None else table_col
+    # a model whose layers and hidden size neither the record nor the table gives: the shape of a dense decoder of
+    # its size (learn/roofline.py), so that its roofline and its features are those of a model, not of nothing
+    guess = out["params_b"].notna() & (out["layers"].isna() | out["hidden"].isna())
+    out["shape_guessed"] = guess
+    if guess.any():
+        shapes = [guessed_shape(p) for p in out.loc[guess, "params_b"]]
+        for k, col in enumerate(("layers", "hidden", "heads", "kv_heads")):
+            out.loc[guess, col] = [sh[k] for sh in shapes]
+        out.loc[guess, "head_dim"] = out.loc[guess, "hidden"] / out.loc[guess, "heads"]
+        out.loc[guess, "kv_elems"] = np.nan  # from the guessed heads
     # the record's own parameter count, with the table's active share for mixture-of-experts models
     share = (table["active_params_b"] / table["params_b"]) if "params_b" in table else None
     out["active_params_b"] = out["active_params_b"].where(

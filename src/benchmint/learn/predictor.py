@@ -58,6 +58,8 @@ from benchmint.learn.features import (
 SCHEMA_VERSION = "1.0"
 LEVEL = 0.90
 MIN_ROWS = 20  # below this, no learner: say how many rows there are and how many are needed
+# features whose value must be more than 0 for a row to describe a system (a row error otherwise)
+POSITIVE = {"accelerator_count": "accelerator count", "params_b": "parameters (billions)", "nodes": "nodes"}
 ROOFLINE_TARGETS = ("tokens_per_s_per_accelerator",)
 # the point is the least-expected-relative-error figure of the row's residual distribution (off: the learner's
 # median estimate); leaving one accelerator out, 17.9% MAPE on, 19.2% off
@@ -390,6 +392,8 @@ class Predictor:
                         + ("the roofline prior alone answers (times the training rows' median ratio to it)"
                            if w == 0 else "answered from its size, architecture, precision and task"
                            + ("" if w == 1 else " blended with the roofline prior"))
+                        + (" (its layers and widths are not known: those of a dense decoder of its size)"
+                           if bool(feats["shape_guessed"].iloc[i]) else "")
                         + ", with a wide interval")
             elif not acc_seen.iloc[i] and "accelerator" in self.seen:
                 basis = "new_accelerator"
@@ -525,7 +529,11 @@ class Predictor:
             present = [f for f in self.features if f in feats.columns and pd.notna(row.get(f))]
             if not present:
                 missing.append("every feature")
-            out.append(f"missing required feature(s): {', '.join(missing)}" if missing else None)
+            # counts and sizes no system can have: an answer for them would be a figure for nothing
+            bad = [f"{name} {row.get(col):g}" for col, name in POSITIVE.items()
+                   if isinstance(row.get(col), int | float) and pd.notna(row.get(col)) and row.get(col) <= 0]
+            out.append(f"missing required feature(s): {', '.join(missing)}" if missing
+                       else f"{', '.join(bad)}: must be more than 0" if bad else None)
         return out
 
     # ---------------------------------------------------------------------------------------- save / load

@@ -1,7 +1,9 @@
 """Recommend configurations (accelerator, count, engine, precision) for a model under latency limits and a budget.
 
 Every accelerator of the spec table (or the ones asked for) is a candidate, at 1, 2, 4 and 8 per replica and at
-each precision its sheet gives a figure for, as long as the weights fit in 90% of the memory. The throughput
+each precision its sheet gives a figure for, as long as the weights take at most ``WEIGHTS_SHARE`` (75%) of the
+memory: above it the features take a stated precision to run narrower (too little room is left for a KV cache),
+so a "bf16" candidate whose weights fill the memory was a quantized one under the wrong name. The throughput
 predictor (``tokens_per_s_per_accelerator``) gives tokens/s with its 90% interval; the price table
 (``benchmint/data/prices.csv``, per machine, divided per accelerator) gives $ per hour and so $ per million output
 tokens; the TDP gives an upper bound on joules per token. Latency limits pick the MLPerf latency class the
@@ -18,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from benchmint.core.errors import UserError
-from benchmint.learn.features import build_features
+from benchmint.learn.features import WEIGHTS_SHARE, build_features
 from benchmint.learn.models import find_model, model_family, model_table
 from benchmint.learn.predictor import Predictor, _OneThread
 from benchmint.learn.specs import Accelerator, find_accelerator, normalize_text, spec_table
@@ -107,7 +109,7 @@ def _candidates(model: str, scenario: str, accs: list[Accelerator],
                 continue
             for n in COUNTS:
                 bpp = {"fp4": 0.5, "fp8": 1.0, "bf16": 2.0}[prec]
-                if params and params * bpp > 0.9 * n * acc.specs["memory_gb"]:
+                if params and params * bpp > WEIGHTS_SHARE * n * acc.specs["memory_gb"]:
                     continue
                 rows.append({"model_name": model, "precision": prec, "accelerator": acc.name,
                              "accelerator_count": n, "nodes": 1, "scenario": scenario,
@@ -180,6 +182,7 @@ def recommend(predictor: Predictor, model: str, scenario: str = "server", slo: d
         pred = predictor.predict_features(feats)
     prices = accelerator_prices()
     rows, unpriced = [], 0
+    over_budget: list[float] = []  # the $/h of the priced configurations above --max-usd-per-hour
     for c, (_, p), (_, f) in zip(cands, pred.iterrows(), feats.iterrows(), strict=True):
         if p["error"] or not math.isfinite(p["prediction"]):
             continue
@@ -194,6 +197,7 @@ def recommend(predictor: Predictor, model: str, scenario: str = "server", slo: d
                 unpriced += 1
                 continue
             if usd_h > max_usd_per_hour:
+                over_budget.append(usd_h)
                 continue
 
         tdp = f["acc_tdp_w"]
@@ -221,7 +225,10 @@ def recommend(predictor: Predictor, model: str, scenario: str = "server", slo: d
     if unpriced:
         notes.append(f"{unpriced} configuration(s) without a listed price were left out by --max-usd-per-hour "
                      "(prices: benchmint/data/prices.csv)")
-    if not any(r["usd_per_hour"] for r in rows):
+    if not rows and over_budget:
+        notes.append(f"none of the {len(over_budget)} priced configuration(s) is within --max-usd-per-hour "
+                     f"{max_usd_per_hour:g}: the cheapest costs {min(over_budget):.4g} $/h")
+    elif rows and not any(r["usd_per_hour"] for r in rows):
         notes.append("no listed price for these accelerators: ranked by predicted tokens/s")
     fam = model_family(model)
     if fam not in predictor.seen.get("model_family", []):

@@ -15,7 +15,8 @@ ceiling is taken). 90% of their memory less the weights holds the KV cache, whic
 - tensor parallelism (``k > 1``): two all-reduces of the step's activations per layer over the accelerator link
   (ring: ``2 (k - 1) / k`` of the data each way): ``t_comm`` (0 when the table has no link figure).
 
-Step time = ``max(t_mem, t_dec) + t_pre + t_comm``; tokens/s per accelerator = ``B / step / k``. This is a ceiling,
+A model whose layers and hidden size are not known gets the shape of a dense decoder of its size
+(:func:`guessed_shape`). Step time = ``max(t_mem, t_dec) + t_pre + t_comm``; tokens/s per accelerator = ``B / step / k``. This is a ceiling,
 not a forecast: the learner models the ratio of the measured figure to it, with the shares of the step each part
 takes (which regime the run is in) as features.
 """
@@ -54,6 +55,23 @@ def _f(v: Any) -> float | None:
     return None if math.isnan(f) or f <= 0 else f
 
 
+ASPECT = 128.0  # hidden size per layer of a dense decoder (Llama 2 7B and 13B: 128; 70B: 102; Mixtral: 128)
+GUESSED_KV_HEADS, GUESSED_HEAD_DIM = 8.0, 128.0  # grouped-query attention, as most models since 2023 have
+
+
+def guessed_shape(params_b: float) -> tuple[float, float, float, float]:
+    """(layers, hidden, heads, kv_heads) of a dense decoder of ``params_b`` billion parameters, for a model whose
+    architecture is not known: about ``12 layers hidden^2`` parameters with ``hidden = ASPECT x layers``, and
+    grouped-query attention with ``GUESSED_KV_HEADS`` heads of ``GUESSED_HEAD_DIM`` (a 70B model: 71 layers of
+    9,080, a KV cache of 290 kB per token at 16 bits, against Llama 2 70B's 80 of 8,192 and 328 kB). Without it the
+    cache per token was taken as 0.1% of the weights (140 MB for a 70B model), and the ceiling was 100 times too
+    low."""
+    layers = max(1.0, (params_b * 1e9 / (12 * ASPECT**2)) ** (1 / 3))
+    hidden = ASPECT * layers
+    heads = max(1.0, hidden / GUESSED_HEAD_DIM)
+    return layers, hidden, heads, min(GUESSED_KV_HEADS, heads)
+
+
 def roofline(row: dict[str, Any]) -> Roofline | None:
     """The roofline of one canonical feature row; None when the model size or the accelerator's memory bandwidth
     is unknown."""
@@ -72,13 +90,12 @@ def roofline(row: dict[str, Any]) -> Roofline | None:
     layers, hidden = _f(row.get("layers")), _f(row.get("hidden"))
     heads, kv_heads = _f(row.get("heads")), _f(row.get("kv_heads"))
     weights = params * 1e9 * bpp
-    if layers and hidden:
-        head_dim = _f(row.get("head_dim")) or (hidden / heads if heads else hidden)
-        kv_elems = _f(row.get("kv_elems")) or 2 * (kv_heads or heads or 1.0) * head_dim
-        kv_tok = layers * kv_elems * KV_BYTES.get(prec, 2.0)
-        attn = layers * (heads or 1.0) * head_dim  # attention width summed over layers
-    else:  # about 0.1% of the weights per token of context; attention ignored
-        kv_tok, attn, layers, hidden = weights * 1e-3, 0.0, 0.0, 0.0
+    if not (layers and hidden):  # a model the table does not know: the shape a dense decoder of its size has
+        layers, hidden, heads, kv_heads = guessed_shape(active)
+    head_dim = _f(row.get("head_dim")) or (hidden / heads if heads else hidden)
+    kv_elems = _f(row.get("kv_elems")) or 2 * (kv_heads or heads or 1.0) * head_dim
+    kv_tok = layers * kv_elems * KV_BYTES.get(prec, 2.0)
+    attn = layers * (heads or 1.0) * head_dim  # attention width summed over layers
     # a mixture of experts: the shared part always, each expert when a token of the batch routes to it
     experts, k_act = _f(row.get("experts")), _f(row.get("active_experts"))
     expert_part = 0.0
