@@ -104,6 +104,18 @@ def test_fit_save_load_predict_round_trip(small, model_dir):
     assert len(json.loads((model_dir / "train_ids.json").read_text())["ids"]) == len(small)
 
 
+def test_a_row_no_system_can_have_gets_an_error_not_a_figure(small, model_dir):
+    from benchmint.learn.api import predict_rows
+
+    df = pd.concat([small.head(1)] * 3, ignore_index=True)
+    df.loc[1, "system.accelerator.total_count"] = -4  # read 2377 tok/s, "new_configuration", with an interval
+    df.loc[2, "system.accelerator.total_count"] = 0
+    r = predict_rows(model_dir, df)["rows"]
+    assert r[0]["error"] is None and r[0]["prediction"] > 0
+    assert [x["prediction"] for x in r[1:]] == [None, None]
+    assert "accelerator count -4: must be more than 0" in r[1]["error"] and "count 0" in r[2]["error"]
+
+
 def test_predict_rows_missing_a_feature_get_an_error_in_their_row(small, model_dir):
     from benchmint.learn.api import predict_rows
 

@@ -106,14 +106,26 @@ def eval_cmd(
     df, source = _rows(results, where, rows)
     _enough(df, target, source)
     out = {"schema_version": "1.0", "target": target, "source": source, "splits": {}}
+    skipped: dict[str, str] = {}
     for s in splits:
-        res = evaluate(df, target, s, seed)
+        try:
+            res = evaluate(df, target, s, seed)
+        except UserError as e:  # a split these rows cannot make (one accelerator): said, the others kept
+            if len(splits) == 1:
+                raise
+            skipped[s] = str(e)
+            console.print(f"[yellow]split {s} not evaluated:[/] {e}", soft_wrap=True, highlight=False)
+            continue
         out["splits"][s] = res
         console.print(eval_table(res))
         if res.get("rows_left_out_why") and s == splits[0]:
             console.print(f"note: {res['rows_left_out_why']}", soft_wrap=True)
         for w in res.get("coverage_warnings") or []:
             console.print(f"[yellow]warning:[/] {w}", soft_wrap=True, highlight=False)
+    if skipped:
+        out["splits_not_evaluated"] = skipped
+    if not out["splits"]:
+        raise UserError(f"no split could be evaluated: {'; '.join(skipped.values())}")
     if json_path:
         write_json(json_path, out)
         console.print(f"evaluation: {json_path}")

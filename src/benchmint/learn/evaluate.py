@@ -25,6 +25,7 @@ from benchmint.core.errors import UserError
 from benchmint.learn.features import as_text, duplicate_groups, get_target
 from benchmint.learn.predictor import (
     LEVEL,
+    MIN_ROWS,
     POOLS,
     _OneThread,
     configuration_key,
@@ -123,9 +124,11 @@ def evaluate(df: pd.DataFrame, target: str, split: str = "random", seed: int = 0
     pred, lower, upper = (np.full(n, np.nan) for _ in range(3))
     basis = np.array([None] * n, dtype=object)
     fold_list = folds(feats, split, seed)
+    unscored = 0  # held-out rows of folds whose training rows are too few to fit on: said, not hidden
     with _OneThread():
         for tr, te in fold_list:
-            if len(tr) < 20:
+            if len(tr) < MIN_ROWS:
+                unscored += len(te)
                 continue
             # only the interval pools the held-out rows will use (the same answer, fewer fits)
             ftr, fte = feats.iloc[tr], feats.iloc[te]
@@ -152,9 +155,13 @@ def evaluate(df: pd.DataFrame, target: str, split: str = "random", seed: int = 0
         groups.append({"group": g, **metrics(y[m], pred[m], lower[m], upper[m])})
     groups.sort(key=lambda r: -(r.get("mape") or 0))
     warnings = coverage_warnings(groups, split, group_col)
+    if unscored:  # the figures are those of the other rows only
+        warnings.insert(0, f"split {split}: {unscored} of {n} rows were not scored: their fold left fewer than "
+                           f"{MIN_ROWS} rows to fit on (the figures are the other {n - unscored} rows'); measure more "
+                           "runs")
     return {
         "schema_version": SCHEMA_VERSION, "target": target, "unit": t.unit, "split": split,
-        "interval_level": LEVEL, "folds": len(fold_list), "rows": n,
+        "interval_level": LEVEL, "folds": len(fold_list), "rows": n, "rows_not_scored": unscored,
         "rows_left_out": left_out, "rows_left_out_why": left_out_text(left_out),
         "group_by": group_col, "overall": metrics(y, pred, lower, upper), "groups": groups,
         "coverage_warnings": warnings,
