@@ -49,3 +49,24 @@ def test_an_adaptation_that_changes_nothing_is_refused(cli, cap, tmp_path, args,
     code, _, err = cli("replay", str(cap), *args, "--no-store", "--out", str(tmp_path / "o"))
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert code == 2 and len(lines) == 1 and says in lines[0], err
+
+
+def test_a_kineto_trace_of_another_run_of_the_same_step_is_refused(cli, cap, tmp_path):
+    # another run of the same script matches op for op (its record-function ids even agree), and lent its
+    # durations, gaps and step time: a step of batch 12 was judged against one of batch 16. Another process
+    # recorded it, and that is what tells it
+    import subprocess
+    import sys
+
+    other = tmp_path / "other"
+    subprocess.run([sys.executable, "-c", "import torch; from benchmint.trace.capture import capture_steps; "
+                    f"capture_steps(lambda: torch.ones(4).sum(), {str(other)!r}, warmup=1, measure=5, record=1)"],
+                   check=True, capture_output=True, timeout=300)
+    for cmd in (["replay", str(cap), "--no-store", "--out", str(tmp_path / "o")],
+                ["export", str(cap), "--out", str(tmp_path / "e")]):
+        code, _, err = cli(*cmd, "--kineto", str(other / "kineto.json"))
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert code == 2 and len(lines) == 1 and "recorded by process" in lines[0] and "another run" in lines[0], err
+    code, _, err = cli("replay", str(cap), "--kineto", str(cap / "kineto.json"), "--no-store", "--iters", "3",
+                       "--out", str(tmp_path / "o2"))
+    assert code == 0, err  # its own, named with --kineto, is fine

@@ -182,7 +182,7 @@ def replay_trace(
     if not view.ops:
         raise UserError(f"{inp.trace}: the trace has no operator with a schema to replay")
     if join is not None:
-        _refuse_other_kineto(inp, view)
+        refuse_other_kineto(inp, view, join)
     compiled = compiled_regions(join, view)  # torch.compile'd regions: their generated kernels are no ops
     gaps = opts.gaps
     select, what_if = mode_specs(view, opts.mode, opts.select, list(opts.what_if))  # --mode (replay.modes)
@@ -303,9 +303,25 @@ def replay_trace(
         flushed.__exit__(None, None, None)
 
 
-def _refuse_other_kineto(inp: ReplayInputs, view: Any) -> None:
+def refuse_other_kineto(inp: ReplayInputs, view: Any, join: Any) -> None:
     """A Kineto trace that matches none (or almost none) of the step's ops is another run's: its gaps and
-    durations would be replayed as nothing, silently. Refused in one line naming both files."""
+    durations would be replayed as nothing, silently. So is one recorded by another process, or whose
+    record-function ids name other ops than the execution trace's (another profiling session): another run of
+    the same script matched all its ops and lent its durations, gaps and step time to this replay (a step of
+    batch 16 judged against one of batch 12). Refused in one line naming both files, when given with --kineto."""
+    if inp.kineto_given and join.other_process is not None:
+        et_pid, k_pid = join.other_process
+        raise UserError(f"{inp.kineto}: recorded by process {k_pid}, and {inp.trace} by process {et_pid}: a Kineto "
+                        "trace of another run (another run of the same script matches op for op, and would lend "
+                        "its durations, gaps and step time); pass the one recorded with this execution trace "
+                        "(benchmint capture writes both into its folder), or leave --kineto out and replay with "
+                        "--gaps none")
+    if inp.kineto_given and join.rf_id_mismatch is not None:
+        same, both = join.rf_id_mismatch
+        raise UserError(f"{inp.kineto}: its record-function ids name the same op as in {inp.trace} for only "
+                        f"{same} of {both} ops: a Kineto trace of another profiling session (another run); pass "
+                        "the one recorded with this execution trace (benchmint capture writes both into its "
+                        "folder), or leave --kineto out and replay with --gaps none")
     m = view.kineto_matched
     if m is None or m >= headline.KINETO_NONE or not inp.kineto_given:
         return  # (the capture's own Kineto trace, matching little, e.g. a truncated buffer: warned, not refused)

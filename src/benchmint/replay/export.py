@@ -29,7 +29,13 @@ from typing import Any
 from benchmint.core.errors import UserError
 from benchmint.core.redact import redact_text
 from benchmint.replay import gaps_file
-from benchmint.replay.api import CAPTURE_JSON, find_inputs, last_whole_iteration, other_steps
+from benchmint.replay.api import (
+    CAPTURE_JSON,
+    find_inputs,
+    last_whole_iteration,
+    other_steps,
+    refuse_other_kineto,
+)
 from benchmint.replay.index_skew import parse_spread
 from benchmint.trace import damage
 
@@ -115,14 +121,19 @@ def trim_kineto(doc: dict, start_s: float, span_s: float) -> dict:
     return {**doc, "traceEvents": [e for e in doc.get("traceEvents", []) if isinstance(e, dict) and keep(e)]}
 
 
-def _view(et: Path, kineto: Path | None, iteration: int | None) -> Any:
+def _view(et: Path, kineto: Path | None, iteration: int | None, inp: Any = None) -> Any:
+    """The trace and its view; ``inp`` (the inputs as found): a Kineto trace given with --kineto that is of
+    another run is refused, as replay refuses it."""
     from benchmint.replay.source import view_from_trace
     from benchmint.trace import load
     from benchmint.trace.kineto import join_kineto
 
     tr = load(et)
     join = join_kineto(tr, kineto) if kineto is not None else None
-    return tr, view_from_trace(tr, join, iteration=iteration, device="cpu")
+    view = view_from_trace(tr, join, iteration=iteration, device="cpu")
+    if inp is not None and join is not None and view.ops:
+        refuse_other_kineto(inp, view, join)
+    return tr, view
 
 
 def _join(kineto: Path | None, tr: Any) -> Any:
@@ -184,11 +195,11 @@ def export_benchmark(trace: str | os.PathLike, out: str | os.PathLike, kineto: s
             # --force replaces an earlier export; a folder of anything else (a user's notes) is not ours to empty
             raise UserError(f"{out}: the folder holds files that are not an earlier export (no export.json); "
                             "--force replaces an export only: choose another --out")
-    tr, view = _view(inp.trace, inp.kineto, iteration)
+    tr, view = _view(inp.trace, inp.kineto, iteration, inp)
     if iteration is None:
         iteration = last_whole_iteration(tr, inp.capture)
         if iteration is not None:
-            tr, view = _view(inp.trace, inp.kineto, iteration)
+            tr, view = _view(inp.trace, inp.kineto, iteration, inp)
     if not view.ops:
         raise UserError(f"{inp.trace}: the trace has no operator with a schema to replay")
     # a selection that matches nothing, or a scale that cannot be applied, stops here

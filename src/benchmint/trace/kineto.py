@@ -21,6 +21,7 @@ Times are Kineto's microseconds (``*_us``); :meth:`KinetoJoin.to_dict` reports s
 from __future__ import annotations
 
 import bisect
+import collections
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -261,6 +262,12 @@ class KinetoJoin:
         self.gaps_us: dict[int, float] = {}
         self.warnings: list[str] = []
         self.unattributed_device_events = 0
+        self.other_process: tuple[Any, Any] | None = None
+        """(the execution trace's pid, the Kineto trace's) when they differ: the two were recorded by different
+        processes, so they are of different runs (the profiler writes both from one process)."""
+        self.rf_id_mismatch: tuple[int, int] | None = None
+        """(ops whose record-function id names the same op in both, ops with an id in both) when under half
+        agree: the two files are of different profiling sessions (another run), aligned by op sequence."""
 
     # --- counts
     @property
@@ -363,6 +370,9 @@ def join_kineto(trace: Trace, kineto: KinetoTrace | str | os.PathLike, *, rank: 
     ``rank`` picks the rank's trace from an archive holding several (default: the first)."""
     kt = kineto if isinstance(kineto, KinetoTrace) else load_kineto(kineto, rank=rank)
     candidates = [n for n in trace.nodes if not (n.is_thread_root or n.is_process_root)]
+    pids = collections.Counter(e.pid for e in kt.cpu if e.pid is not None)
+    k_pid = pids.most_common(1)[0][0] if pids else None
+    other = (trace.pid is not None and k_pid is not None and str(k_pid).strip() != str(trace.pid).strip())
     if kt.has_rf_ids:
         join = KinetoJoin(trace, kt, "rf_id")
         by_rf: dict[int, KinetoEvent] = {}
@@ -373,6 +383,7 @@ def join_kineto(trace: Trace, kineto: KinetoTrace | str | os.PathLike, *, rank: 
         # a name mismatch means the rf ids come from another session: fall back to alignment
         same = sum(1 for n, e in pairs if n.name == e.name)
         if pairs and same < 0.5 * len(pairs):
+            join.rf_id_mismatch = (same, len(pairs))
             join.warnings.append(f"record-function ids match names for only {same} of {len(pairs)} ops; "
                                  "aligned by op sequence instead")
             pairs = _align(candidates, kt)
@@ -383,6 +394,10 @@ def join_kineto(trace: Trace, kineto: KinetoTrace | str | os.PathLike, *, rank: 
     if not pairs:
         join.method = "none"
         join.warnings.append("no ET op could be matched to the Kineto trace (different run or rank?)")
+    if other:  # another run of the same script aligns op for op (and even its record-function ids agree)
+        join.other_process = (trace.pid, k_pid)
+        join.warnings.append(f"the execution trace was recorded by process {trace.pid} and the Kineto trace by "
+                             f"process {k_pid}: they are of different runs")
     ev_node: dict[int, int] = {}
     for n, e in pairs:
         join.times[n.id] = OpTime(e.ts_us, e.dur_us, e.tid)
