@@ -159,3 +159,27 @@ def test_next_run_measures_stores_and_prints_the_learning_curve(cli, tmp_path):
     assert code == 0 and plan["measured"] == 4 and len(plan["choices"]) == 2
     done = [r["point"] for r in res["runs"]]
     assert not any(c["point"] in done for c in plan["choices"])
+
+
+def test_ctrl_c_during_a_run_ends_next_after_storing_it(tmp_path, monkeypatch):
+    # llm bench keeps Ctrl-C's partial run and returns; next went on to measure the next configuration (the same
+    # one again) and exited 0
+    import yaml
+
+    from benchmint.learn import measure
+    from benchmint.learn.nextrun import run_next
+
+    space = parse_space(yaml.safe_load(write_space(tmp_path / "s.yaml").read_text()), "s.yaml")
+    calls = []
+
+    def fake(self, point):
+        calls.append(point)
+        self.interrupted = True  # as _run_llm sets it from the result's requests.interrupted
+        return RunRecord(kind="llm", status="partial", config={"space": {"name": "t", "point": point}},
+                         metrics={"throughput": {"output_tokens_per_s": 5.0}}), 5.0
+
+    monkeypatch.setattr(measure.Measurer, "measure", fake)
+    seen = []
+    with pytest.raises(KeyboardInterrupt):
+        run_next(space, [], 3, out_dir=tmp_path / "runs", on_run=lambda k, row: seen.append(row))
+    assert len(calls) == 1 and len(seen) == 1 and seen[0]["left_out"].startswith("status partial")

@@ -51,6 +51,7 @@ class Measurer:
         self.out_dir = Path(out_dir) if out_dir else Path("benchmint-runs") / f"next-{space.name}"
         self.store = store
         self._servers: dict[int, Any] = {}
+        self.interrupted = False  # the last run was stopped by Ctrl-C (its partial record is stored all the same)
 
     # ---------------------------------------------------------------- llm
     def _server_url(self, batch: int) -> str:
@@ -101,6 +102,9 @@ class Measurer:
             cpu = time.process_time() - cpu0
         # CPU seconds of this process (client, and the engine when it runs here) over the whole run
         res.result["measurement"]["process_cpu_s"] = cpu
+        # llm bench keeps Ctrl-C's partial run and returns: the caller stops after storing it (run_next went on to
+        # measure the next configuration and exited 0)
+        self.interrupted = bool((res.result.get("requests") or {}).get("interrupted"))
         res.result["config"]["space"] = self._tag(point)
         if threads is not None:
             res.result["config"]["threads"] = int(threads)

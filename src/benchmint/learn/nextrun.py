@@ -135,6 +135,8 @@ def run_next(space: Space, records: list[Any], budget: int, *, results_dir: str 
             runs.append(row)
             if on_run is not None:
                 on_run(k, row)
+            if meas.interrupted:  # Ctrl-C during the run: its partial record is kept; no further run
+                raise KeyboardInterrupt
     means = m.means()
     final = None
     if len(means) >= MIN_FIT:
