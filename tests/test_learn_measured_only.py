@@ -163,3 +163,17 @@ def test_eval_says_which_rows_it_could_not_score_and_keeps_the_splits_it_could_m
     flat = " ".join(out.split())
     assert f"{24 - scored} of 24 rows were not scored" in flat
     assert "accelerator" in doc["splits_not_evaluated"] and "split accelerator not evaluated" in flat
+
+
+def test_rows_of_a_jsonl_export_are_flattened_as_the_store_flattens_them(tmp_path):
+    # `results export --format jsonl` writes whole records: learn fit --rows read "0 rows with a value"
+    from benchmint.learn.api import load_rows
+    from benchmint.results.record import RunRecord
+
+    recs = [RunRecord(kind="llm", workload={"model_name": "tiny"}, system={"accelerator": {"name": "cpu"}},
+                      metrics={"ttft_s": {"p99": 0.1 * (i + 1)}}) for i in range(3)]
+    (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r.to_dict()) + "\n" for r in recs))
+    df = load_rows(tmp_path / "runs.jsonl")
+    assert len(df) == 3 and list(df["workload__model_name"]) == ["tiny"] * 3
+    assert list(df["metrics__ttft_s__p99"]) == pytest.approx([0.1, 0.2, 0.3])
+    assert list(df["system__accelerator__name"]) == ["cpu"] * 3

@@ -28,13 +28,27 @@ def load_rows(path: str | os.PathLike) -> pd.DataFrame:
         if suffix == ".csv":
             return pd.read_csv(p)
         if suffix in (".jsonl", ".ndjson"):
-            return pd.read_json(p, lines=True, dtype=False)
+            return _records_flattened(pd.read_json(p, lines=True, dtype=False))
         if suffix == ".json":
-            return pd.read_json(p, dtype=False)
+            return _records_flattened(pd.read_json(p, dtype=False))
     except (ValueError, OSError, pd.errors.ParserError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"{p}: unreadable {suffix.lstrip('.')} file ({first})") from None
     raise UserError(f"{p}: expected a .csv, .parquet, .jsonl or .json file of rows")
+
+
+def _records_flattened(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows that are whole run records (``results export --format jsonl``: nested config, metrics, system...)
+    flattened as the store's ``runs`` table is; other rows as they are. Nested, no feature column matched, and
+    `learn fit` read "0 rows with a value"."""
+    if not len(df) or not {"kind", "metrics"} <= set(df.columns) or not df["metrics"].map(
+            lambda v: isinstance(v, dict)).all():
+        return df
+    from benchmint.results.flatten import flatten_record
+
+    rows = [flatten_record({k: v for k, v in r.items() if not (isinstance(v, float) and v != v)})
+            for r in df.to_dict("records")]
+    return pd.DataFrame([{k: v for k, v in r.items() if k != "record_json"} for r in rows])
 
 
 def store_rows(results: str | os.PathLike | None = None, where: str | None = None) -> pd.DataFrame:
