@@ -313,12 +313,11 @@ def test_cli_capture_with_step_calls_and_errors(tmp_path):
                        text=True, env=ENV, cwd=tmp_path)
     assert r.returncode == 2 and "nonexist.py: no such script" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "c4").exists()
-    from benchmint.cli.capture import _wrap
+    from benchmint.cli.capture import BOOT, _wrap
 
     script = tmp_path / "t.py"
     script.write_text("pass\n")
-    assert _wrap(["python", "-W", "ignore", "-u", str(script), "3"])[-5:] == [
-        "-u", "-m", "benchmint.trace.capture", str(script), "3"]
+    assert _wrap(["python", "-W", "ignore", "-u", str(script), "3"])[-5:] == ["-u", "-c", BOOT, str(script), "3"]
 
 
 def test_cli_capture_of_a_builtin_workload(cli, tmp_path):

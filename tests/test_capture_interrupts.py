@@ -4,6 +4,7 @@ and what replay and inspect say of folders that are not one trace."""
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import textwrap
 import time
@@ -237,3 +238,24 @@ def test_bad_capture_options_are_one_line_before_the_script_starts(cli, tmp_path
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert code == 2 and len(lines) == 1 and says in lines[0], err
     assert not (tmp_path / "c").exists()
+
+
+def test_ctrl_c_while_the_script_starts_prints_no_traceback_of_benchmint(tmp_path):
+    # SIGINT while torch and benchmint load in the script's process: a 33-line traceback from trace/capture.py
+    import signal
+    import subprocess
+    import sys
+
+    (tmp_path / "t.py").write_text("import time\nwhile True:\n    time.sleep(0.1)\n")
+    p = subprocess.Popen([sys.executable, "-m", "benchmint", "capture", "--out", str(tmp_path / "c"), "--no-store",
+                          "--", "python", str(tmp_path / "t.py")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True)
+    import psutil
+
+    deadline = time.monotonic() + 60
+    while not psutil.Process(p.pid).children() and time.monotonic() < deadline:  # the script's process starts...
+        time.sleep(0.01)
+    time.sleep(0.2)  # ... and loads torch and benchmint (a second or more) when Ctrl-C comes
+    os.killpg(p.pid, signal.SIGINT)  # as a terminal's Ctrl-C reaches the whole group
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and "Traceback" not in err, err

@@ -34,14 +34,26 @@ def _exists(script: str) -> None:
         raise UserError(f"capture: {script}: no such script" + (" (a folder)" if Path(script).is_dir() else ""))
 
 
+# the script's process starts here: Ctrl-C before the script runs (while torch and benchmint load) ends it with
+# 130 and no traceback of benchmint's own (BENCHMINT_DEBUG keeps it); the script itself gets Python's own
+# handler back (trace/capture.py _main), so its KeyboardInterrupt is as without benchmint
+BOOT = ("import os, signal, sys\n"
+        "h = signal.getsignal(signal.SIGINT)\n"
+        "if h is signal.default_int_handler and not os.environ.get('BENCHMINT_DEBUG'):\n"
+        "    signal.signal(signal.SIGINT, lambda *_: sys.exit(130))\n"
+        "from benchmint.trace import capture\n"
+        "capture._main(sys.argv[1:], sigint=h)")
+
+
 def _wrap(cmd: list[str]) -> list[str]:
-    """``python [flags] script.py args`` -> ``python [flags] -m benchmint.trace.capture script.py args``."""
+    """``python [flags] script.py args`` -> ``python [flags] -c BOOT script.py args`` (:data:`BOOT` runs
+    ``benchmint.trace.capture``'s entry point)."""
     if not cmd:
         raise UserError("capture: give the command to run after --, e.g. -- python train.py")
     exe = cmd[0]
     if exe.endswith(".py"):
         _exists(exe)
-        return [sys.executable, "-m", "benchmint.trace.capture", *cmd]
+        return [sys.executable, "-c", BOOT, *cmd]
     if not Path(exe).name.startswith("python"):
         raise UserError(f"capture: {exe!r} is not a Python interpreter; run `-- python script.py ...` "
                         "(or `-- python -m module ...`)")
@@ -56,7 +68,7 @@ def _wrap(cmd: list[str]) -> list[str]:
         # a bare `python` means "the Python I am using": the one benchmint runs in, which has benchmint and
         # its dependencies (the first `python` on PATH may be another interpreter that has neither)
         exe = sys.executable
-    return [exe, *cmd[1:i], "-m", "benchmint.trace.capture", *cmd[i:]]
+    return [exe, *cmd[1:i], "-c", BOOT, *cmd[i:]]
 
 
 def capture(

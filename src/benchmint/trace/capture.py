@@ -36,6 +36,7 @@ import gc
 import os
 import runpy
 import shutil
+import signal
 import sys
 import tempfile
 import types
@@ -741,11 +742,14 @@ def start_from_env() -> Capture | None:
     return cap
 
 
-def _main(argv: list[str]) -> None:
-    """``python -m benchmint.trace.capture script.py args`` or ``... -m module args``."""
+def _main(argv: list[str], sigint: Any = None) -> None:
+    """``python -m benchmint.trace.capture script.py args`` or ``... -m module args``; ``sigint``: the SIGINT
+    handler to give the script (the process's own, where a boot line replaced it while benchmint loaded)."""
     if not argv:
         raise SystemExit("usage: python -m benchmint.trace.capture (SCRIPT | -m MODULE) [ARGS...]")
     cap = start_from_env()
+    if sigint is not None:  # the handler the process started with, for the script (cli/capture.py BOOT)
+        signal.signal(signal.SIGINT, sigint)
     try:
         if argv[0] == "-m":
             sys.argv = argv[1:]
