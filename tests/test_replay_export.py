@@ -408,3 +408,12 @@ def test_the_msgspec_stand_in_reads_a_capture_json_with_an_index_sketch_as_msgsp
     with pytest.raises(UserError) as e:
         read_capture(paths[1])
     assert got_bad == str(e.value) and "index_sketch.lookups[1].rows" in got_bad
+
+
+def test_the_runner_without_torch_says_what_it_needs_in_one_line(capture, tmp_path):
+    export_benchmark(capture, tmp_path / "b")
+    # -I -S: no site-packages, so no torch (a raw ModuleNotFoundError traceback before)
+    r = subprocess.run([sys.executable, "-I", "-S", str(tmp_path / "b" / "run.py")], capture_output=True, text=True,
+                       timeout=120)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and "needs PyTorch" in lines[0] and "pip install torch" in lines[0]

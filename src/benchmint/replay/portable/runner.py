@@ -70,6 +70,13 @@ def main(argv=None) -> int:
     with open(os.path.join(HERE, "export.json")) as f:
         cfg = json.load(f)
 
+    try:
+        import torch  # noqa: F401  (the one thing this benchmark needs)
+    except ImportError:
+        print(f"error: this benchmark needs PyTorch (it was recorded with torch "
+              f"{(cfg.get('original') or {}).get('torch_version') or 'of its export'}): pip install torch",
+              file=sys.stderr)
+        return 2
     from _benchmint_replay.core.errors import UserError
     from _benchmint_replay.replay.adapt import describe
     from _benchmint_replay.replay.api import replay_trace
@@ -121,4 +128,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C: a line, not the replay engine's traceback
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
