@@ -132,6 +132,28 @@ def test_what_if_drops_and_repeats_ops_and_says_what_changed(train, view):
     assert sum(1 for s in res.plan.steps if s.op.name == "aten::addmm") == 3 * n_addmm
 
 
+def test_a_scaled_what_if_has_no_expected_time_at_the_recorded_size(tmp_path):
+    # `--scale batch=2 --what-if drop:aten::sqrt` judged the step at twice the batch against the recorded step
+    # less its sqrt: "expected ~43.6 ms (capture.json's 48.0 ms x 0.909)" and "+34.2% (expected -9.1%)"
+    from benchmint.replay.adapt import describe
+    from benchmint.replay.headline import headline
+
+    m = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 8))
+    x = torch.randn(16, 64)
+
+    def step():
+        with torch.no_grad():
+            return torch.sqrt(m(x).abs()).sum()
+
+    capture_steps(step, tmp_path / "mlp", warmup=2, measure=5, record=1)
+    r = replay_trace(tmp_path / "mlp", what_if=["drop:aten::sqrt"], scale=("batch=2",), gaps="none", warmup=1,
+                     iters=3).result
+    wi = r["what_if"]
+    assert wi["expected_iter_time_s"] is None and wi["change_vs_original"] is None and "scaled too" in wi["expected_note"]
+    text = " ".join(headline(r) + describe(r))
+    assert "expected" not in text.replace("no expected time", "") and "the step is scaled too" in text
+
+
 def test_ops_of_many_light_nodes_keep_a_share_when_the_recorders_cost_is_taken_out(view):
     # AdamW's _foreach_ ops record 29-169 nodes each at about the recorders' average cost per node; spread evenly,
     # that cost took all of them (a what-if dropping them read a share of 0 in CI). An un-observed step measured

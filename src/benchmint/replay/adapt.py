@@ -446,6 +446,13 @@ def annotate(result: dict[str, Any], adaptations: list[Adaptation], cap: dict | 
                 result["error"] = None
                 result["error_note"] = ("a what-if replay changes the step, so it has no original to compare "
                                         "with: what_if gives the change against the original")
+    wi = result.get("what_if")
+    if wi is not None and result.get("scale") is not None and wi.get("expected_iter_time_s") is not None:
+        # the shares give the changed step's time at the recorded size; the step ran scaled as well (a batch of
+        # 24 was judged against the batch-12 step less its sqrt)
+        wi["expected_iter_time_s"] = wi["change_vs_original"] = None
+        wi["expected_note"] = ("the step is scaled too: the recorded shares give no expected time at the scaled "
+                               "size (scale gives the change against the unscaled replay)")
 
 
 def _of(block: dict[str, Any], as_recorded: float | None) -> str:
@@ -503,4 +510,6 @@ def describe(result: dict[str, Any]) -> list[str]:
             out.append(f"what-if: replayed step {wi['change_vs_original'] * 100:+.1f}% against the original "
                        f"(expected {(wi['step_time_factor'] - 1) * 100:+.1f}% from the shares)"
                        + what_if_noise(result))
+        elif wi.get("expected_note"):
+            out.append(f"what-if: {wi['expected_note']}")
     return out

@@ -199,7 +199,7 @@ def _headline(r: dict[str, Any], live: dict[str, Any] | None, name: str) -> list
         est = r.get("original_iter_time_estimated_s")
         it = (r.get("iter_time_s") or {}).get("median")
         note = r.get("error_note") or ""
-        if r.get("what_if") and (r["what_if"].get("expected_iter_time_s") or est is not None):
+        if r.get("what_if") and not r.get("scale") and (r["what_if"].get("expected_iter_time_s") or est is not None):
             tail = _what_if_tail(r, est)
         elif est is not None and not r.get("scale"):  # (a scaled step's original is not this estimate's)
             tail = f"; original ~{fmt_s(est)} estimated from the trace, not measured"
