@@ -227,8 +227,10 @@ class Capture:
 
     @property
     def finished(self) -> bool:
-        """Done recording, and the un-observed steps after it (the idle recorder's cost) are timed."""
-        return self.done and (self.every is not None or len(self.idle_times_s) >= self.measure)
+        """Done recording, and the un-observed steps after it (the idle recorder's cost) are timed: ``measure``
+        of them in all (with ``--every``, those between the recordings count, and the steps after the last one
+        are timed until there are enough; a job that ends first ends the capture as it is)."""
+        return self.done and len(self.idle_times_s) >= self.measure
 
     def step(self, _from_optimizer: bool = False) -> None:
         """Mark the end of one step of the user's loop."""
