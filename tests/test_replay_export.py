@@ -324,6 +324,11 @@ def test_saved_gaps_are_spent_as_the_same_work_by_a_replay_and_by_the_exported_r
     assert res.result["gaps_from"]["turns"] == sum(saved["turns"])
     assert res.result["gap_target"] == a["gap_target"] == "capture.json"
     assert res.result["original_iter_time_estimated_s"] == a["original_iter_time_estimated_s"]
+    # and says so: the console read "gaps: recorded (... aimed at capture.json)"
+    code, out_text, _ = cli("replay", str(capture), "--iters", "2", "--warmup", "0", "--no-store", "--gaps-from",
+                            str(gaps))
+    flat = " ".join(out_text.replace("│", " ").split())
+    assert code == 0 and "spin turns settled by an earlier replay, not aimed here" in flat
 
     out = tmp_path / "bench"
     code, _, err = cli("export", str(capture), "--out", str(out), "--gaps-from", str(gaps))
@@ -336,6 +341,7 @@ def test_saved_gaps_are_spent_as_the_same_work_by_a_replay_and_by_the_exported_r
     r = json.loads(ran.read_text())
     assert r["gaps_from"]["path"] == str(out / "gaps.json") and r["gaps_from"]["turns"] == sum(saved["turns"])
     assert r["calibration"] is None and r["gap_target"] == "capture.json"
+    assert "spin turns of CPU work between ops from gaps.json" in p.stdout
 
 
 def test_a_gaps_file_that_does_not_fit_the_replay_is_refused_in_one_line(capture, tmp_path, cli):

@@ -224,10 +224,15 @@ def _print_summary(r: dict) -> None:
               f"n={it['n']}" + noise_note(it))
     t.add_row(label("replay_ops_only_s"), fmt_s(r["replay_ops_only_s"]))
     nothing_to_aim = r["gaps"] == "recorded" and not r["gap_target"] and not r.get("gap_time_s")
-    t.add_row("gaps", f"{r['gaps']} ({fmt_s(r['gap_time_s'])} of CPU time between ops"
-              + (f", aimed at {r['gap_target']})" if r["gap_target"] else
-                 "; nothing to aim them at: no capture.json and no estimate of the original on this device)"
-                 if nothing_to_aim else ")"))
+    gf = r.get("gaps_from")
+    if gf:  # spent from a file: nothing was aimed here (the console said "aimed at capture.json")
+        t.add_row("gaps", f"from {gf['path']} ({fmt_s(r['gap_time_s'])} of CPU time between ops: "
+                  f"{gf['turns']} spin turns settled by an earlier replay, not aimed here)")
+    else:
+        t.add_row("gaps", f"{r['gaps']} ({fmt_s(r['gap_time_s'])} of CPU time between ops"
+                  + (f", aimed at {r['gap_target']})" if r["gap_target"] else
+                     "; nothing to aim them at: no capture.json and no estimate of the original on this device)"
+                     if nothing_to_aim else ")"))
     t.add_row(label("original_iter_time_s"), fmt_s(r["original_iter_time_s"]) + (" (capture.json)" if r["original_iter_time_s"]
                                                                else " (no capture.json)"))
     if r.get("original_iter_time_estimated_s") is not None:

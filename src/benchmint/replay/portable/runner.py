@@ -106,6 +106,10 @@ def main(argv=None) -> int:
     lines[0] += f" [{r['device']}, {r['threads']} thread{'s' if r['threads'] != 1 else ''}]"
     for extra in lines + describe(r):  # then what was selected, scaled or changed, and how the step moved with it
         print(extra)
+    gf = r.get("gaps_from")
+    if gf:  # the folder's gaps.json (by default) or --gaps-from: spent as saved, not calibrated here
+        print(f"gaps: {gf['turns']} spin turns of CPU work between ops from {os.path.basename(str(gf['path']))}, "
+              "settled by the replay that saved them (--gaps recorded calibrates them here instead)")
     retyped = retyped_line(r)  # ops that ran in another dtype than the original's
     if retyped:
         print(retyped)
