@@ -230,6 +230,7 @@ def test_ctrl_c_ends_an_every_capture_with_what_it_kept_said_and_stored(tmp_path
     (["--warmup", "-1", "--", "python", "train.py"], "--warmup -1 must be 0 or more"),
     (["--measure", "2", "--", "python", "train.py"], "--measure 2 is too few"),
     (["--workload", "cnn_train", "--device", "cuda"], "takes no command or other option (got: --device cuda)"),
+    (["--warmpu", "3", "--", "python", "train.py"], "no such option: --warmpu"),  # was "not a Python interpreter"
 ])
 def test_bad_capture_options_are_one_line_before_the_script_starts(cli, tmp_path, args, says):
     # they failed inside the script's process: a traceback, then "finished without starting a capture ... is it a

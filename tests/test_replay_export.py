@@ -416,8 +416,11 @@ def test_the_msgspec_stand_in_reads_a_capture_json_with_an_index_sketch_as_msgsp
     assert got_bad == str(e.value) and "index_sketch.lookups[1].rows" in got_bad
 
 
-def test_the_runner_without_torch_says_what_it_needs_in_one_line(capture, tmp_path):
+def test_the_runner_without_torch_says_what_it_needs_in_one_line(capture, tmp_path, cli):
     export_benchmark(capture, tmp_path / "b")
+    # an exported folder given to replay points at its runner and its trace ("folder has no et.json" before)
+    code, _, err = cli("replay", str(tmp_path / "b"), "--no-store")
+    assert code == 2 and "an exported benchmark; run it with python" in err and str(tmp_path / "b" / "trace") in err
     # -I -S: no site-packages, so no torch (a raw ModuleNotFoundError traceback before)
     r = subprocess.run([sys.executable, "-I", "-S", str(tmp_path / "b" / "run.py")], capture_output=True, text=True,
                        timeout=120)

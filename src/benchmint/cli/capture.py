@@ -51,6 +51,9 @@ def _wrap(cmd: list[str]) -> list[str]:
     if not cmd:
         raise UserError("capture: give the command to run after --, e.g. -- python train.py")
     exe = cmd[0]
+    if exe.startswith("-"):  # an option capture does not have, before the command (`--warmpu 3 -- python ...`)
+        raise UserError(f"capture: no such option: {exe}; see benchmint capture --help (the command to capture "
+                        "goes after --)")
     if exe.endswith(".py"):
         _exists(exe)
         return [sys.executable, "-c", BOOT, *cmd]

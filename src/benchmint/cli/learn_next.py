@@ -80,7 +80,7 @@ def next_cmd(
         console.print(t)
         after = res["model_after"]
         console.print(
-            f"measured {len(res['runs'])} run(s) ({res['runs_without_target']} without a {sp.target} value), "
+            f"measured {len(res['runs'])} run(s) ({res['runs_without_target']} with no {sp.target} value), "
             f"stored in {store.path}; the space has {res['measured']}/{res['configurations']} configurations "
             "measured" + ("" if not after else
                           f"; median 90% interval width on the rest {after['median_interval_width_rel']:.0%}"

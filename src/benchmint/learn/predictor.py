@@ -397,8 +397,9 @@ class Predictor:
                         + ", with a wide interval")
             elif not acc_seen.iloc[i] and "accelerator" in self.seen:
                 basis = "new_accelerator"
-                note = (f"no measured row on {feats['accelerator'].iloc[i]!r}: extrapolated from its spec-table "
-                        "figures")
+                note = (f"no measured row on {feats['accelerator'].iloc[i]!r}: "
+                        + ("extrapolated from its spec-table figures" if feats["acc_known"].iloc[i]
+                           else "not in the spec table either, so nothing of it is known"))
             elif new_config.iloc[i]:
                 basis = "new_configuration"
                 note = _config_note(keys.iloc[i], sorted(configs), feats.iloc[i])

@@ -109,7 +109,7 @@ def recommendation_table(doc: dict[str, Any]) -> list[Note | Table]:
                          Cell(rng("usd_per_million_tokens")), Cell(rng("joules_per_token_at_tdp")),
                          Cell(("extrapolated" + (f": {c['extrapolated_why']}" if c.get("extrapolated_why") else ""))
                               if c.get("extrapolated") else "")]))
-    title = Note(f"({doc.get('scenario')}, {doc.get('latency_class')} latency); predictor: {doc.get('predictor')}.",
+    title = Note(f"{doc.get('scenario')} scenario, {doc.get('latency_class')} latency; predictor: {doc.get('predictor')}.",
                  lead=f"Recommendation for {doc.get('model')}")
     return [title, Table("", [Cell(c) for c in cols], rows, cls="bm-recommend"),
             *(Note(str(n)) for n in doc.get("notes") or [])]

@@ -280,4 +280,7 @@ def folder_refusal(p: Path, command: str = "replay") -> str | None:
             return what + (f"replay them all with --ranks {len(ranks)} (or under torchrun --nproc-per-node "
                            f"{len(ranks)}), or one rank's folder alone ({p / f'rank{ranks[0]}'})")
         return what + f"{command} one rank's folder ({p / f'rank{ranks[0]}'})"
+    if (p / "export.json").is_file() and (p / "trace" / ET_NAME).exists():  # a folder `benchmint export` wrote
+        return (f"{p}: an exported benchmark; run it with python {p / 'run.py'}, or {command} its trace "
+                f"({p / 'trace'})")
     return f"{p}: folder has no et.json; give the execution trace file itself"
