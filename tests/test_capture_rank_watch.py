@@ -66,7 +66,7 @@ def test_a_child_that_moves_on_or_is_before_its_first_step_is_not_stopped(tmp_pa
     # a long time before the first step (loading a model) is not bounded; then steps every 0.2 s for longer
     # than the timeout in all: the child runs to its end and its exit status comes back
     proc, beacon, stacks = _fake_child(tmp_path, """
-        time.sleep(1.5)
+        time.sleep(3)  # longer than the bound: the wait before the first step is not bounded
         for n in range(1, 16):
             b.mark(rank_watch.STEP, n)
             time.sleep(0.2)

@@ -82,6 +82,11 @@ def test_a_model_the_table_does_not_know_gets_the_ceiling_of_a_model_of_its_size
                                      "model.mlperf_name": ["llama2-70b-99"] * 2}))
     assert list(f["shape_guessed"]) == [False, True] and 60 < f["layers"][1] < 90
     assert 0.5 < f["roofline_tokens_per_s"][1] / f["roofline_tokens_per_s"][0] < 2
+    # a size no model has is no shape to guess (a negative count crashed learn predict: a complex cube root)
+    bad = build_features(pd.DataFrame({"model.name": ["foo-70b"], "model.number_of_parameters": [-70.0],
+                                       "system.accelerator.name": ["NVIDIA H100-SXM-80GB"],
+                                       "system.accelerator.total_count": [1]}))
+    assert not bad["shape_guessed"][0] and pd.isna(bad["layers"][0])
 
 
 def test_a_stated_precision_that_cannot_fit_is_narrowed_for_the_roofline():

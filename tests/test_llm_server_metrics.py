@@ -199,3 +199,15 @@ def test_a_scrape_is_stamped_after_the_server_read_its_counters():
         srv.shutdown()
         srv.server_close()
     assert len(sc.snapshots) == 1 and sc.snapshots[0][0] >= read_at[0]
+
+
+def test_the_baseline_is_the_snapshot_sent_last_among_those_answered_before_the_start():
+    # a periodic scrape sent during the warm-up and answered after the warm-up's mark() (still before the start)
+    # read its counters before the warm-up ended: as the baseline it counted warm-up tokens as the run's
+    text = "# TYPE vllm:generation_tokens counter\nvllm:generation_tokens_total{{model_name=\"m\"}} {}\n"
+    sc = MetricsScraper("http://x/metrics")
+    mark, slow, end = (-5, text.format(130)), (-2, text.format(110)), (10**9, text.format(157))
+    sc.snapshots = [mark, slow, end]
+    sc.sent = {-5: -8, -2: -20, 10**9: 10**9 - 1}  # the slow one was sent first
+    block, _ = summarize(sc, 0)
+    assert block["summary"]["generation_tokens"]["total_during_run"] == 27

@@ -81,7 +81,7 @@ def test_an_interrupted_bench_trial_ends_the_bench_sweep(tmp_path, monkeypatch):
 
     calls = []
 
-    def fake_run_bench(cfg, results_dir=None):
+    def fake_run_bench(cfg, results_dir=None, store=True):
         calls.append(cfg.rate)
         return SimpleNamespace(result={"ttft_s": {"p99": 0.1}, "tpot_s": {"p99": 0.01}, "throughput": {},
                                        "requests": {"failed": 0, "interrupted": len(calls) == 2}})

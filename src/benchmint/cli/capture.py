@@ -38,6 +38,7 @@ def _exists(script: str) -> None:
 # 130 and no traceback of benchmint's own (BENCHMINT_DEBUG keeps it); the script itself gets Python's own
 # handler back (trace/capture.py _main), so its KeyboardInterrupt is as without benchmint
 BOOT = ("import os, signal, sys\n"
+        "sys.path[0] = os.getcwd()\n"  # as -m has it (-c leaves '', which a later os.chdir moves)
         "h = signal.getsignal(signal.SIGINT)\n"
         "if h is signal.default_int_handler and not os.environ.get('BENCHMINT_DEBUG'):\n"
         "    signal.signal(signal.SIGINT, lambda *_: sys.exit(130))\n"
@@ -154,6 +155,7 @@ def capture(
             raise UserError(f"capture: --every records one step in every N of one process; under torchrun "
                             f"(WORLD_SIZE={rank_world[1]}) capture single steps (leave out --every)")
         out = out / f"rank{rank_world[0]}"  # one capture folder per rank, as a multi-rank replay reads them
+    wrapped = _wrap(cmd) if workload is None else None  # the command's checks before --force removes anything
     _fresh(out, force)
     rc = 0  # the command's exit status
     if workload is not None:
@@ -183,7 +185,7 @@ def capture(
         env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH", "")) if p)
         cj = out / cap_mod.CAPTURE_NAME
         try:
-            rc = _run(_wrap(cmd), env, out, rank_world, timeout)
+            rc = _run(wrapped, env, out, rank_world, timeout)
         except KeyboardInterrupt:
             # Ctrl-C is how a long job under --every ends (and a script may train on after its capture): what was
             # captured whole is reported and stored before the interrupt ends the command

@@ -28,7 +28,7 @@ def export(
     index_spread: str = typer.Option("auto", "--index-spread", help="How the runner spreads the made-up indices "
                                      "of lookups by default (as benchmint replay --index-spread): auto, uniform "
                                      "or zipf:E."),
-    force: bool = typer.Option(False, "--force", help="Replace the contents of a non-empty --out folder."),
+    force: bool = typer.Option(False, "--force", help="Replace an earlier export in --out (a folder of other files is refused)."),
 ) -> None:
     """Export a recorded step as a benchmark folder: the trace trimmed to the replayed iteration, a runner
     that needs only PyTorch (python OUT/run.py [--device cpu|cuda] [--threads N] [--warmup N] [--iters N]

@@ -118,7 +118,7 @@ def eval_cmd(
             continue
         out["splits"][s] = res
         console.print(eval_table(res))
-        if res.get("rows_left_out_why") and s == splits[0]:
+        if res.get("rows_left_out_why") and len(out["splits"]) == 1:  # (the first split evaluated)
             console.print(f"note: {res['rows_left_out_why']}", soft_wrap=True)
         for w in res.get("coverage_warnings") or []:
             console.print(f"[yellow]warning:[/] {w}", soft_wrap=True, highlight=False)

@@ -39,12 +39,15 @@ def next_cmd(
     (the in-process engine, a built-in server started on 127.0.0.1, a server you name, or a trace replay)."""
     from benchmint.core.errors import UserError
     from benchmint.core.jsonio import write_json
+    from benchmint.core.outpaths import check_output_dir, check_output_file
     from benchmint.learn.nextrun import plan_next, run_next
     from benchmint.learn.space import TARGETS, load_space
     from benchmint.results.api import open_store, quietly
 
     if budget <= 0:
         raise UserError(f"--budget {budget}: must be at least 1 (the number of runs to choose)")
+    check_output_file("--json", json_path)  # before the runs, not after them
+    check_output_dir("--out", out)
     sp = load_space(space).with_target(target)
     store = open_store(results)
     records = quietly(store.records)

@@ -127,11 +127,14 @@ def bench(
     anchored to the scheduled send time; results go to --out and the results store. Ctrl-C keeps a partial
     result. Exit code 2 when the server cannot be reached or every request fails."""
     from benchmint.core.errors import UserError
+    from benchmint.core.outpaths import check_output_dir, check_output_file
     from benchmint.llm.backends.registry import backend_entry
     from benchmint.llm.backends.spec import parse_backend_options
     from benchmint.llm.bench import BenchConfig, run_bench
     from benchmint.llm.output import print_summary
 
+    check_output_file("--json", json_path)  # before the run: --json to a folder lost the run's outputs at its end
+    check_output_dir("--out", out)
     cfg = BenchConfig(
         backend=backend, backend_options=parse_backend_options(backend_option), url=url, model=model, api=api, stream=stream, scenario=scenario, rate=rate,
         burstiness=burstiness, concurrency=concurrency, num_requests=num_requests, duration_s=duration,

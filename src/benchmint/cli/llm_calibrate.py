@@ -23,8 +23,10 @@ def calibrate(
     """Find the highest rate this client sustains against a no-op streaming server (every request completed,
     sent at >= 0.99 of the target rate, p99 send lag <= 1 ms) and the latency it adds; later `llm bench` results say whether they were
     client-bound (`client_bound`)."""
+    from benchmint.core.outpaths import check_output_file
     from benchmint.llm.calibrate import calibrate as run_calibration
 
+    check_output_file("--json", json_path)  # before the trials, not after them
     r = run_calibration(url, start_rate=start_rate, max_rate=max_rate, duration_s=duration, refine=refine,
                         latency_rate=latency_rate, store=store)
     for t in r["trials"]:

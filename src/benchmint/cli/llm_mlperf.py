@@ -101,6 +101,10 @@ def with_shared_flags(command: Callable[..., None]) -> Callable[..., None]:
 
     @functools.wraps(command)
     def run(**kw: Any) -> None:
+        from benchmint.core.outpaths import check_output_dir, check_output_file
+
+        check_output_file("--json", kw.get("json_out"))  # before the run: a late failure would lose its end
+        check_output_dir("--out", kw.get("out"))
         command(flags=SharedFlags(**{n: kw.pop(n) for n in names}), **kw)
 
     shared = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=t) for n, t, opt in _SHARED]

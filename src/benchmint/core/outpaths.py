@@ -31,9 +31,12 @@ def check_output_file(flag: str, path: str | os.PathLike | None) -> None:
     if path is None:
         return
     p = Path(path)
-    if p.is_dir():
-        raise UserError(f"{flag} {p}: a folder; give a file name (e.g. {p / 'result.json'})")
-    _creatable(flag, p.parent)
+    try:
+        if p.is_dir():
+            raise UserError(f"{flag} {p}: a folder; give a file name (e.g. {p / 'result.json'})")
+        _creatable(flag, p.parent)
+    except OSError as e:  # a folder on the way this user may not look into
+        raise UserError(f"{flag} {p}: cannot be written ({e.strerror or e})") from None
 
 
 def check_output_dir(flag: str, path: str | os.PathLike | None) -> None:
@@ -41,6 +44,9 @@ def check_output_dir(flag: str, path: str | os.PathLike | None) -> None:
     if path is None:
         return
     p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise UserError(f"{flag} {p}: a file, not a folder")
-    _creatable(flag, p)
+    try:
+        if p.exists() and not p.is_dir():
+            raise UserError(f"{flag} {p}: a file, not a folder")
+        _creatable(flag, p)
+    except OSError as e:
+        raise UserError(f"{flag} {p}: cannot be written ({e.strerror or e})") from None

@@ -192,14 +192,16 @@ def canonical_frame(df: pd.DataFrame) -> pd.DataFrame:
         out[col] = own.where(own.notna(), table_col) if own is not None else table_col
     # a model whose layers and hidden size neither the record nor the table gives: the shape of a dense decoder of
     # its size (learn/roofline.py), so that its roofline and its features are those of a model, not of nothing
-    guess = out["params_b"].notna() & (out["layers"].isna() | out["hidden"].isna())
+    # (a count of 0 or less is no model: learn predict gives that row an error)
+    guess = (out["params_b"] > 0) & (out["layers"].isna() | out["hidden"].isna())
     out["shape_guessed"] = guess
     if guess.any():
         shapes = [guessed_shape(p) for p in out.loc[guess, "params_b"]]
-        for k, col in enumerate(("layers", "hidden", "heads", "kv_heads")):
-            out.loc[guess, col] = [sh[k] for sh in shapes]
-        out.loc[guess, "head_dim"] = out.loc[guess, "hidden"] / out.loc[guess, "heads"]
-        out.loc[guess, "kv_elems"] = np.nan  # from the guessed heads
+        for k, col in enumerate(("layers", "hidden", "heads", "kv_heads")):  # what the record gives is kept
+            out.loc[guess, col] = out.loc[guess, col].fillna(pd.Series([sh[k] for sh in shapes],
+                                                                       index=out.index[guess]))
+        out.loc[guess, "head_dim"] = out.loc[guess, "head_dim"].fillna(out.loc[guess, "hidden"]
+                                                                       / out.loc[guess, "heads"])
     # the record's own parameter count, with the table's active share for mixture-of-experts models
     share = (table["active_params_b"] / table["params_b"]) if "params_b" in table else None
     out["active_params_b"] = out["active_params_b"].where(

@@ -109,7 +109,8 @@ def _candidates(model: str, scenario: str, accs: list[Accelerator],
                 continue
             for n in COUNTS:
                 bpp = {"fp4": 0.5, "fp8": 1.0, "bf16": 2.0}[prec]
-                if params and params * bpp > WEIGHTS_SHARE * n * acc.specs["memory_gb"]:
+                # (fp4 has nothing narrower to run as: the 90% that weights and a KV cache may use)
+                if params and params * bpp > (0.9 if prec == "fp4" else WEIGHTS_SHARE) * n * acc.specs["memory_gb"]:
                     continue
                 rows.append({"model_name": model, "precision": prec, "accelerator": acc.name,
                              "accelerator_count": n, "nodes": 1, "scenario": scenario,

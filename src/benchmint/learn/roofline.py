@@ -66,7 +66,7 @@ def guessed_shape(params_b: float) -> tuple[float, float, float, float]:
     9,080, a KV cache of 290 kB per token at 16 bits, against Llama 2 70B's 80 of 8,192 and 328 kB). Without it the
     cache per token was taken as 0.1% of the weights (140 MB for a 70B model), and the ceiling was 100 times too
     low."""
-    layers = max(1.0, (params_b * 1e9 / (12 * ASPECT**2)) ** (1 / 3))
+    layers = max(1.0, (max(params_b, 1e-6) * 1e9 / (12 * ASPECT**2)) ** (1 / 3))
     hidden = ASPECT * layers
     heads = max(1.0, hidden / GUESSED_HEAD_DIM)
     return layers, hidden, heads, min(GUESSED_KV_HEADS, heads)

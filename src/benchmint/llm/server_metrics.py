@@ -81,6 +81,7 @@ class MetricsScraper:
             self.headers = {"Authorization": f"Basic {cred}"}
         self.max_scrapes = max_scrapes
         self.snapshots: list[tuple[int, str]] = []  # (client monotonic ns, text)
+        self.sent: dict[int, int] = {}  # a snapshot's time -> when its GET was sent (the latest sent, the baseline)
         self.failures: list[str] = []
         self.failed = 0
         self.gave_up: str | None = None
@@ -114,6 +115,7 @@ class MetricsScraper:
                 return
 
     def _scrape(self) -> None:
+        t0 = now_ns()
         try:
             req = urllib.request.Request(self.url, headers=self.headers)
             with urllib.request.urlopen(req, timeout=self.timeout_s) as r:
@@ -127,9 +129,11 @@ class MetricsScraper:
         t = now_ns()  # the answer's end: the server's counters were read before it
         with self._lock:  # (the thread's scrapes and a mark() from the run's loop)
             self.snapshots.append((t, text))
+            self.sent[t] = t0
             self.snapshots.sort(key=lambda x: x[0])
             if len(self.snapshots) > self.max_scrapes:  # bounded: keep every other snapshot, scrape half as often
                 self.snapshots = self.snapshots[::2] + ([self.snapshots[-1]] if len(self.snapshots) % 2 == 0 else [])
+                self.sent = {t: self.sent[t] for t, _ in self.snapshots if t in self.sent}
                 self.interval_s *= 2
 
     def _fail(self, why: str, fatal: bool) -> None:
@@ -207,14 +211,17 @@ def summarize(scraper: MetricsScraper, start_ns: int) -> tuple[dict[str, Any], d
     elif scraper.failures:
         block["warnings"].append(f"{scraper.failed} scrapes of {scraper.url} failed (first: {scraper.failures[0]})")
     parsed: list[tuple[float, dict]] = []
+    sent: list[int] = []  # each parsed snapshot's send time
     bad = 0
     for t, text in scraper.snapshots:
         try:
             parsed.append(((t - start_ns) / 1e9, _parse(text)))
+            sent.append(scraper.sent.get(t, t))
         except Exception:  # the parser raises ValueError and others on garbage: a warning, never the run's end
             bad += 1
     if bad:
         block["warnings"].append(f"{bad} of {len(scraper.snapshots)} answers of {scraper.url} are not Prometheus text")
+    sent = [w for (_, s), w in zip(parsed, sent, strict=True) if s]
     parsed = [(t, s) for t, s in parsed if s]
     if scraper.snapshots and not parsed and not bad:
         block["warnings"].append(f"{scraper.url} answered no metrics")
@@ -224,8 +231,11 @@ def summarize(scraper: MetricsScraper, start_ns: int) -> tuple[dict[str, Any], d
     if not parsed:
         block["absent"] = list(SUMMARY_NAMES)
         return block, series
-    # the baseline: the last snapshot before the measured start (after any warm-up: see MetricsScraper.mark)
-    base = max((k for k, (t, _) in enumerate(parsed) if t <= 0), default=0)
+    # the baseline: of the snapshots answered before the measured start, the one sent last (its counters were read
+    # latest: after any warm-up, see MetricsScraper.mark; a periodic scrape sent during the warm-up and answered
+    # after the mark's would hold part of the warm-up's tokens)
+    before = [k for k, (t, _) in enumerate(parsed) if t <= 0]
+    base = max(before, key=lambda k: (sent[k], k)) if before else 0
     first, last = parsed[base][1], parsed[-1][1]
     block["baseline_t_s"] = parsed[base][0]
     summ, src = block["summary"], block["sources"]

@@ -162,7 +162,8 @@ def export_benchmark(trace: str | os.PathLike, out: str | os.PathLike, kineto: s
     ``benchmint replay --select / --what-if``); ``gaps_from``: a gaps file (``benchmint replay --save-gaps`` of
     the same step and adaptation) that the runner spends between the ops by default, instead of calibrating
     its own; ``index_spread``: the made-up lookup indices' spread the runner uses by default (as ``benchmint
-    replay --index-spread``). Refuses a non-empty ``out`` unless ``force``."""
+    replay --index-spread``). Refuses a non-empty ``out`` unless ``force``, and with it a folder that is not an
+    earlier export (whole, or one cut short)."""
     from benchmint import __version__
     from benchmint.core.jsonio import write_json
     from benchmint.replay.adapt import adapt_view, gaps_step, unobserved_step_s
@@ -191,10 +192,12 @@ def export_benchmark(trace: str | os.PathLike, out: str | os.PathLike, kineto: s
             raise UserError(f"{out}: --force would remove {'a link' if out.is_symlink() else 'a folder that holds '}"
                             f"{'' if out.is_symlink() else 'the working folder, home or benchmint itself'}; "
                             "give --out a folder of its own")
-        if not (out / "export.json").is_file():
+        earlier = (out / "export.json").is_file() or ((out / "trace").is_dir() and (
+            (out / "run.py").is_file() or (out / "_benchmint_replay").is_dir()))  # (one cut short: no export.json)
+        if not earlier:
             # --force replaces an earlier export; a folder of anything else (a user's notes) is not ours to empty
-            raise UserError(f"{out}: the folder holds files that are not an earlier export (no export.json); "
-                            "--force replaces an export only: choose another --out")
+            raise UserError(f"{out}: the folder holds files that are not an earlier export; --force replaces an "
+                            "export only: choose another --out")
     tr, view = _view(inp.trace, inp.kineto, iteration, inp)
     if iteration is None:
         iteration = last_whole_iteration(tr, inp.capture)

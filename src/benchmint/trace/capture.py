@@ -22,8 +22,9 @@ time goes; the discarded step pays them instead.
 Files written into the output folder: ``et.json`` (execution trace), ``kineto.json`` (Chrome trace of the
 Kineto profiler), ``capture.json`` (timings and context; ``schema_version`` 1.0).
 
-The command-line form (``benchmint capture --out DIR -- python train.py ...``) runs the script under
-``python -m benchmint.trace.capture``, which starts a process-wide capture from environment variables. A script
+The command-line form (``benchmint capture --out DIR -- python train.py ...``) runs the script through this
+module's entry point (``python -c BOOT``, ``cli/capture.py``; ``python -m benchmint.trace.capture`` does the
+same), which starts a process-wide capture from environment variables. A script
 marks its steps with :func:`step` (a no-op when no capture is active); training scripts that call
 ``optimizer.step()`` need no added line at all, as the end of each optimizer step is taken as a step boundary
 until the script calls :func:`step` itself.

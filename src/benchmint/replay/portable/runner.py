@@ -72,7 +72,9 @@ def main(argv=None) -> int:
 
     try:
         import torch  # noqa: F401  (the one thing this benchmark needs)
-    except ImportError:
+    except ModuleNotFoundError as e:
+        if e.name != "torch":  # torch is there and one of its own imports failed: that error, not "install"
+            raise
         print(f"error: this benchmark needs PyTorch (it was recorded with torch "
               f"{(cfg.get('original') or {}).get('torch_version') or 'of its export'}): pip install torch",
               file=sys.stderr)
