@@ -169,8 +169,6 @@ def capture(
         summary = cap_mod.capture_steps(w.step, out, warmup=warmup, measure=measure, record=record, model=w.model,
                                         discard=discard, every=every)
     else:
-        if measure < cap_mod.MIN_MEASURE:
-            raise UserError(f"capture: --measure {measure} is too few; use at least {cap_mod.MIN_MEASURE}")
         env = dict(os.environ)
         env.update({cap_mod.ENV_OUT: str(out), cap_mod.ENV_WARMUP: str(warmup), cap_mod.ENV_MEASURE: str(measure),
                     cap_mod.ENV_RECORD: str(record), cap_mod.ENV_DISCARD: str(discard), cap_mod.ENV_CMD: "\x1f".join(cmd)})

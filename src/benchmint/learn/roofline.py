@@ -16,9 +16,9 @@ ceiling is taken). 90% of their memory less the weights holds the KV cache, whic
   (ring: ``2 (k - 1) / k`` of the data each way): ``t_comm`` (0 when the table has no link figure).
 
 A model whose layers and hidden size are not known gets the shape of a dense decoder of its size
-(:func:`guessed_shape`). Step time = ``max(t_mem, t_dec) + t_pre + t_comm``; tokens/s per accelerator = ``B / step / k``. This is a ceiling,
-not a forecast: the learner models the ratio of the measured figure to it, with the shares of the step each part
-takes (which regime the run is in) as features.
+(:func:`guessed_shape`). Step time = ``max(t_mem, t_dec) + t_pre + t_comm``; tokens/s per accelerator =
+``B / step / k``. This is a ceiling, not a forecast: the learner models the ratio of the measured figure to it,
+with the shares of the step each part takes (which regime the run is in) as features.
 """
 
 from __future__ import annotations

@@ -309,19 +309,14 @@ def refuse_other_kineto(inp: ReplayInputs, view: Any, join: Any) -> None:
     record-function ids name other ops than the execution trace's (another profiling session): another run of
     the same script matched all its ops and lent its durations, gaps and step time to this replay (a step of
     batch 16 judged against one of batch 12). Refused in one line naming both files, when given with --kineto."""
-    if inp.kineto_given and join.other_process is not None:
-        et_pid, k_pid = join.other_process
-        raise UserError(f"{inp.kineto}: recorded by process {k_pid}, and {inp.trace} by process {et_pid}: a Kineto "
-                        "trace of another run (another run of the same script matches op for op, and would lend "
-                        "its durations, gaps and step time); pass the one recorded with this execution trace "
-                        "(benchmint capture writes both into its folder), or leave --kineto out and replay with "
-                        "--gaps none")
-    if inp.kineto_given and join.rf_id_mismatch is not None:
-        same, both = join.rf_id_mismatch
-        raise UserError(f"{inp.kineto}: its record-function ids name the same op as in {inp.trace} for only "
-                        f"{same} of {both} ops: a Kineto trace of another profiling session (another run); pass "
-                        "the one recorded with this execution trace (benchmint capture writes both into its "
-                        "folder), or leave --kineto out and replay with --gaps none")
+    other, ids = join.other_process, join.rf_id_mismatch
+    if inp.kineto_given and (other is not None or ids is not None):
+        why = (f"recorded by process {other[1]}, and {inp.trace} by process {other[0]}" if other is not None else
+               f"its record-function ids name the same op as in {inp.trace} for only {ids[0]} of {ids[1]} ops")
+        raise UserError(f"{inp.kineto}: {why}: a Kineto trace of another run (another run of the same script "
+                        "matches op for op, and would lend its durations, gaps and step time); pass the one "
+                        "recorded with this execution trace (benchmint capture writes both into its folder), or "
+                        "leave --kineto out and replay with --gaps none")
     m = view.kineto_matched
     if m is None or m >= headline.KINETO_NONE or not inp.kineto_given:
         return  # (the capture's own Kineto trace, matching little, e.g. a truncated buffer: warned, not refused)

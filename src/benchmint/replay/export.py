@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmint.core.errors import UserError
+from benchmint.core.outpaths import check_output_dir
 from benchmint.core.redact import redact_text
 from benchmint.replay import gaps_file
 from benchmint.replay.api import (
@@ -171,11 +172,7 @@ def export_benchmark(trace: str | os.PathLike, out: str | os.PathLike, kineto: s
     inp = find_inputs(trace, kineto)
     parse_spread(index_spread)  # a bad spread stops before anything is written
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: --out is a file; give a folder for the benchmark")
-    from benchmint.core.outpaths import check_output_dir
-
-    check_output_dir("--out", out)  # (/proc/x, a folder under a file, one this user cannot write)
+    check_output_dir("--out", out)  # (a file, /proc/x, a folder under a file, one this user cannot write)
     here = out.resolve()
     for src in (trace, inp.trace, inp.kineto, inp.capture_path, gaps_from):
         if src is not None and (here == (r := Path(src).resolve()) or here in r.parents):
